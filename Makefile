@@ -1,0 +1,42 @@
+# The two commands of the README, each doing its own set-up in a local virtualenv (.venv):
+#   make demo   train a small CNN on CIFAR-10 (or the embedded sample when CIFAR-10 is not found) and print accuracy
+#   make test   install minidl with its test dependencies and run the test suite
+# Variables: PYTHON (the interpreter that creates .venv), TORCH (the PyTorch requirement for the parity tests;
+# empty to skip them: `make test TORCH=`), PYTEST_ARGS (extra pytest arguments, e.g. `-m slow`).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test install install-test lint clean
+
+demo: install
+	$(BIN)/python examples/train_cifar10.py --quick
+
+test: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+install-test: $(VENV)/.installed-test
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	@if [ -n "$(TORCH)" ]; then \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" \
+	  || echo "PyTorch ($(TORCH)) could not be installed: the parity tests will be skipped"; fi
+	touch $@
+
+lint: install-test
+	$(BIN)/python -m pip install --quiet ruff
+	$(BIN)/ruff check minidl tests examples benchmarks scripts
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

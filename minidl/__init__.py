@@ -1,0 +1,61 @@
+"""minidl: a deep-learning framework written from scratch on NumPy, to read, to teach and to train with.
+
+Every layer has an explicit, hand-written and gradient-checked backward; the array backend (NumPy reference,
+Numba on CPU, CuPy on GPU) is swapped with one call.
+
+Examples:
+    >>> import numpy as np
+    >>> import minidl
+    >>> from minidl import nn
+    >>> _ = minidl.manual_seed(0)
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> loss_fn = nn.CrossEntropyLoss()
+    >>> loss = loss_fn(model(np.ones((2, 4), np.float32)), np.array([0, 2]))
+    >>> grad_x = model.backward(loss_fn.backward())
+    >>> grad_x.shape
+    (2, 4)
+"""
+
+from minidl import gradcheck, nn, optim  # noqa: E402  (they need the names above)
+from minidl._dtype import get_default_dtype, set_default_dtype
+from minidl._random import default_generator, fork_rng, get_rng_state, initial_seed, manual_seed, set_rng_state
+from minidl.backend import (
+    available_backends,
+    get_array_module,
+    get_backend,
+    set_backend,
+    to_numpy,
+    use_backend,
+)
+from minidl.grad_mode import is_grad_enabled, no_grad, set_grad_enabled
+from minidl.serialization import load, save
+from minidl.summary import summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "available_backends",
+    "default_generator",
+    "fork_rng",
+    "get_array_module",
+    "get_backend",
+    "get_default_dtype",
+    "get_rng_state",
+    "gradcheck",
+    "initial_seed",
+    "is_grad_enabled",
+    "load",
+    "manual_seed",
+    "nn",
+    "no_grad",
+    "optim",
+    "save",
+    "set_backend",
+    "set_default_dtype",
+    "set_grad_enabled",
+    "set_rng_state",
+    "summary",
+    "to_numpy",
+    "use_backend",
+]

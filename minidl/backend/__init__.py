@@ -1,0 +1,148 @@
+"""The array backend: which array library and which kernels the layers run on.
+
+A *backend* is one object that owns
+
+* ``xp``: the array module (``numpy`` or ``cupy``), used by layer code for everything that is plain array math;
+* the *kernels* the layers need and that are worth a fast implementation (im2col/col2im, pooling, ...).
+
+Layer code never imports numba or cupy; it asks ``get_backend()`` for the kernels and ``backend.xp`` for the rest,
+so the same model code runs on every backend. Only the files in this folder know which library sits underneath.
+
+Examples:
+    >>> import minidl
+    >>> minidl.get_backend().name
+    'numpy'
+    >>> with minidl.use_backend("numpy") as be:
+    ...     be.xp.__name__
+    'numpy'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from minidl.backend.numpy_backend import NumpyBackend
+
+__all__ = [
+    "NumpyBackend",
+    "available_backends",
+    "backend_for",
+    "get_array_module",
+    "get_backend",
+    "register_backend",
+    "set_backend",
+    "to_numpy",
+    "use_backend",
+]
+
+# name -> (module path, class name). Imported lazily so that a missing optional package (numba, cupy) only matters
+# when someone asks for that backend.
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "numpy": ("minidl.backend.numpy_backend", "NumpyBackend"),
+}
+_ALIASES = {"cpu": "numpy", "np": "numpy"}
+_INSTANCES: dict[str, Any] = {}
+_current: Any = None
+
+
+def register_backend(name: str, module: str, class_name: str, *aliases: str) -> None:
+    """Make a backend class known under ``name`` (and ``aliases``); it is imported on first use."""
+    _REGISTRY[name] = (module, class_name)
+    for alias in aliases:
+        _ALIASES[alias] = name
+
+
+def available_backends() -> list[str]:
+    """Names of the registered backends (whether or not their optional package is installed)."""
+    return sorted(_REGISTRY)
+
+
+def _resolve_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"backend name must be a str such as 'numpy', got {type(name).__name__}")
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown backend {name!r}; choose one of {available_backends()}")
+    return key
+
+
+def _instance(name: str) -> Any:
+    key = _resolve_name(name)
+    if key not in _INSTANCES:
+        module_path, class_name = _REGISTRY[key]
+        cls: Callable[[], Any] = getattr(importlib.import_module(module_path), class_name)
+        _INSTANCES[key] = cls()  # a backend's __init__ raises a clear ImportError/RuntimeError if unusable
+    return _INSTANCES[key]
+
+
+def get_backend(name: str | None = None) -> Any:
+    """The current backend, or the backend called ``name``."""
+    global _current
+    if name is not None:
+        return _instance(name)
+    if _current is None:
+        _current = _instance("numpy")
+    return _current
+
+
+def set_backend(name: str) -> Any:
+    """Make ``name`` ("numpy", ...) the current backend and return it.
+
+    New parameters and the arrays layers allocate live on the current backend; move a model with ``model.to(name)``.
+    """
+    global _current
+    _current = _instance(name)
+    return _current
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[Any]:
+    """Context manager: switch to backend ``name`` inside the block, restore the previous one after it."""
+    global _current
+    previous = get_backend()
+    _current = _instance(name)
+    try:
+        yield _current
+    finally:
+        _current = previous
+
+
+def get_array_module(*arrays: Any) -> Any:
+    """``numpy`` or ``cupy``, whichever the arrays belong to (``numpy`` for plain Python values)."""
+    for a in arrays:
+        module = type(a).__module__
+        if module.startswith("cupy"):
+            return importlib.import_module("cupy")
+    return importlib.import_module("numpy")
+
+
+def to_numpy(a: Any) -> Any:
+    """A NumPy array with the values of ``a`` (copied to the host if it lives on a GPU)."""
+    if type(a).__module__.startswith("cupy"):
+        return a.get()
+    import numpy as np
+
+    return np.asarray(a)
+
+
+def backend_for(x: Any) -> Any:
+    """The backend that runs an op on array ``x``: the current backend if ``x`` lives on its device, else an error.
+
+    Raises:
+        TypeError: ``x`` is not an array (a list, a Parameter, ...).
+        RuntimeError: ``x`` lives on another device than the current backend (e.g. a NumPy array while the CuPy
+            backend is current).
+    """
+    be = get_backend()
+    if be.is_array(x):
+        return be
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"expected an array of the {be.name!r} backend, got {type(x).__name__}")
+    where = "GPU (cupy)" if type(x).__module__.startswith("cupy") else f"CPU ({type(x).__module__})"
+    raise RuntimeError(
+        f"the array lives on the {where} but the current backend is {be.name!r} ({be.device}); move the data with "
+        f"minidl.get_backend().asarray(x) or switch with minidl.set_backend(...)"
+    )

@@ -1,0 +1,143 @@
+"""Input and hyperparameter validation shared by every layer.
+
+Every message names the layer (or function), what was expected and what was received, so a student reading
+the traceback knows what to fix. Nothing is silently broadcast, truncated or cast.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from minidl.backend import backend_for
+
+_LAYOUTS = {2: "(N, C)", 3: "(N, C, L)", 4: "(N, C, H, W)"}
+
+
+def check_array(
+    where: str,
+    x: Any,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    min_ndim: int | None = None,
+    channels: int | None = None,
+    channel_axis: int = 1,
+    dtype: Any = None,
+    what: str = "input",
+) -> Any:
+    """Validate a floating-point array argument; return the backend that owns it.
+
+    Args:
+        where: the layer or function name used in the message, e.g. ``"Conv2d(3, 8, kernel_size=(3, 3))"``.
+        ndim: the allowed number of dimensions (an int or several).
+        min_ndim: the least number of dimensions, when any larger number is fine.
+        channels: the size ``x.shape[channel_axis]`` must have.
+        dtype: the exact dtype required (the layer's parameter dtype), else any floating dtype.
+    """
+    try:
+        be = backend_for(x)
+    except TypeError:
+        raise TypeError(f"{where}: expected the {what} to be an array, got {type(x).__name__}") from None
+    except RuntimeError as err:
+        raise RuntimeError(f"{where}: {err}") from None
+    shape = tuple(x.shape)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            layouts = " or ".join(f"{n}-D {_LAYOUTS.get(n, '')}".strip() for n in allowed)
+            raise ValueError(f"{where}: expected a {layouts} {what}, got shape {shape} ({x.ndim}-D)")
+    if min_ndim is not None and x.ndim < min_ndim:
+        article = "an" if what[:1] in "aeiou" else "a"
+        raise ValueError(
+            f"{where}: expected {article} {what} with at least {min_ndim} "
+            f"dimension{'s' if min_ndim != 1 else ''}, got shape {shape}"
+        )
+    if channels is not None and shape[channel_axis] != channels:
+        raise ValueError(
+            f"{where}: expected {channels} channels in dimension {channel_axis} of the {what}, "
+            f"got {shape[channel_axis]} (shape {shape})"
+        )
+    if not np.issubdtype(np.dtype(x.dtype), np.floating):
+        raise TypeError(
+            f"{where}: expected a floating-point {what} (float32 or float64), got dtype {x.dtype}; "
+            "convert it with x.astype(np.float32)"
+        )
+    if dtype is not None and np.dtype(x.dtype) != np.dtype(dtype):
+        raise TypeError(
+            f"{where}: the {what} has dtype {x.dtype} but the layer's parameters are {np.dtype(dtype)}; "
+            f"convert the input with x.astype(np.{np.dtype(dtype).name}) "
+            f"or the layer with .to(np.{np.dtype(x.dtype).name})"
+        )
+    return be
+
+
+def check_same_device(where: str, x: Any, *arrays: Any) -> None:
+    """Raise if a parameter array lives on another device than the input ``x``."""
+    for a in arrays:
+        if a is not None and type(a) is not type(x):
+            raise RuntimeError(
+                f"{where}: the input is a {type(x).__module__}.{type(x).__name__} but the layer's parameters are "
+                f"{type(a).__module__}.{type(a).__name__}; move the model with model.to(<backend>) first"
+            )
+
+
+def check_grad_output(where: str, dout: Any, shape: Sequence[int]) -> None:
+    """``backward(dout)`` needs ``dout`` of exactly the output's shape."""
+    if not hasattr(dout, "shape"):
+        raise TypeError(f"{where}.backward: expected an array for the gradient, got {type(dout).__name__}")
+    if tuple(dout.shape) != tuple(shape):
+        raise ValueError(
+            f"{where}.backward: the gradient has shape {tuple(dout.shape)} "
+            f"but the forward output had shape {tuple(shape)}"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(where: str, name: str, value: Any, *, minimum: int = 1) -> int:
+    """``value`` as an int, which must be at least ``minimum``."""
+    if not _is_int(value):
+        raise TypeError(f"{where}: {name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{where}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def pair(where: str, name: str, value: Any, *, minimum: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints as ``(height, width)``; each at least ``minimum``."""
+    if _is_int(value):
+        values = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        values = tuple(value)
+    else:
+        raise TypeError(f"{where}: {name} must be an int or a pair of ints, got {value!r}")
+    return check_int(where, name, values[0], minimum=minimum), check_int(where, name, values[1], minimum=minimum)
+
+
+def check_float(
+    where: str,
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a finite float within [low, high] (open ends where asked)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where}: {name} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{where}: {name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{where}: {name} must be {'<' if high_open else '<='} {high}, got {value}")
+    return value

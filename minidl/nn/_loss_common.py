@@ -1,0 +1,154 @@
+"""Shared pieces of the loss files: argument checks, reductions and the loss Module protocol.
+
+A loss Module is called as ``loss = loss_fn(input, target)``, which returns a Python float (an array for
+``reduction="none"``); ``loss_fn.backward(dout=None)`` returns the gradient with respect to ``input`` (``dout``
+defaults to 1.0 for a scalar loss and is required for ``"none"``).
+
+Reductions: ``"none"`` keeps one loss per term; ``"sum"`` adds them, so every term receives ``dout``; ``"mean"``
+divides by a denominator D (the count, or a total weight), so every term receives ``dout / D``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from minidl.backend import get_array_module
+from minidl.nn._checks import check_grad_output
+from minidl.nn.module import Module
+
+
+def _check_reduction(where: str, reduction: Any, allowed: tuple[str, ...] = ("none", "mean", "sum")) -> str:
+    if reduction not in allowed:
+        raise ValueError(f"{where}: reduction must be one of {', '.join(map(repr, allowed))}, got {reduction!r}")
+    return reduction
+
+
+def _as_target(where: str, be: Any, target: Any) -> Any:
+    if isinstance(target, (list, tuple, int, float)) and not isinstance(target, bool):
+        target = np.asarray(target)
+    if not hasattr(target, "shape") or not hasattr(target, "dtype"):
+        raise TypeError(f"{where}: expected the target to be an array, got {type(target).__name__}")
+    return be.asarray(target)
+
+
+def _float_target(where: str, be: Any, input: Any, target: Any) -> Any:
+    """A floating target of exactly the input's shape, in the input's dtype."""
+    target = _as_target(where, be, target)
+    if not np.issubdtype(np.dtype(target.dtype), np.floating):
+        raise TypeError(f"{where}: expected a floating-point target, got dtype {target.dtype}")
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(
+            f"{where}: the target has shape {tuple(target.shape)} but the input has shape {tuple(input.shape)}; "
+            "they must match exactly (minidl does not broadcast losses)"
+        )
+    return target.astype(input.dtype, copy=False)
+
+
+def _xp(x: Any) -> Any:
+    return get_array_module(x)
+
+
+def _reduce(xp: Any, per_sample: Any, reduction: str, denominator: Any) -> Any:
+    """Apply the reduction; the mean of nothing (every target ignored) is NaN, as in PyTorch."""
+    if reduction == "none":
+        return per_sample
+    total = per_sample.sum()
+    if reduction == "sum":
+        return total
+    return total / denominator if float(denominator) != 0 else xp.asarray(xp.nan, dtype=per_sample.dtype)
+
+
+def _reduced_dout(where: str, dout: Any, reduction: str, denominator: Any, shape: tuple[int, ...]) -> Any:
+    """The gradient each term receives: dout (sum), dout / denominator (mean), dout itself ("none")."""
+    if reduction == "none":
+        check_grad_output(where, dout, shape)
+        return dout
+    if hasattr(dout, "shape") and int(np.prod(dout.shape)) != 1:
+        raise ValueError(f"{where}.backward: the loss is a scalar, so dout must be a scalar, got shape {dout.shape}")
+    # a Python float, so a float64 dout (np.float64(1.0)) does not turn a float32 model's gradients into float64
+    dout = float(dout.reshape(())) if hasattr(dout, "reshape") else float(dout)
+    if reduction == "sum":
+        return dout
+    return dout / denominator if float(denominator) != 0 else 0.0 * dout
+
+
+class _Loss(Module):
+    """Shared call protocol: ``loss_fn(input, target) -> float`` and ``loss_fn.backward(dout=None) -> dinput``."""
+
+    _forward_fn: Any = None
+    _backward_fn: Any = None
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = _check_reduction(type(self).__name__, reduction, self._reductions())
+
+    def _reductions(self) -> tuple[str, ...]:
+        return ("none", "mean", "sum")
+
+    def _arguments(self) -> dict[str, Any]:
+        return {"reduction": self.reduction}
+
+    def _renamed(self, err: Exception) -> Exception:
+        """The functional's error with the Module's name in front (what the user called)."""
+        head, sep, rest = str(err).partition(": ")
+        if sep and ("_forward" in head or head.endswith(".backward")):
+            tail = ".backward" if head.endswith(".backward") else ""
+            return type(err)(f"{type(self).__name__}{tail}: {rest}")
+        return err
+
+    def _run(self, *arrays: Any) -> Any:
+        try:
+            loss, cache = type(self)._forward_fn(*arrays, **self._arguments())
+        except (TypeError, ValueError) as err:
+            raise self._renamed(err) from None
+        shape = tuple(loss.shape)
+        self._save_for_backward((cache, shape))
+        return loss if self.reduction == "none" else float(loss)
+
+    def forward(self, input: Any, target: Any) -> Any:
+        return self._run(input, target)
+
+    def backward(self, dout: Any = None) -> Any:
+        cache, shape = self._pop_cache()
+        if dout is None:
+            if self.reduction == "none":
+                raise ValueError(
+                    f"{type(self).__name__}.backward: with reduction='none' the loss is an array of shape {shape}; "
+                    "pass dout of that shape"
+                )
+            dout = 1.0
+        try:
+            return type(self)._backward_fn(dout, cache)
+        except (TypeError, ValueError) as err:
+            raise self._renamed(err) from None
+
+    def extra_repr(self) -> str:
+        return ", ".join(
+            f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+            for k, v in self._arguments().items()
+            if k not in ("weight", "pos_weight")
+        )
+
+
+def _buffer(where: str, value: Any) -> Any:
+    """A weight argument as an array of the current backend (integers become the default float dtype)."""
+    if value is None:
+        return None
+    import minidl
+
+    value = np.asarray(value) if not hasattr(value, "dtype") else value
+    floating = np.issubdtype(np.dtype(value.dtype), np.floating)
+    return minidl.get_backend().asarray(value, dtype=value.dtype if floating else minidl.get_default_dtype())
+
+
+class _WeightedLoss(_Loss):
+    """A loss with an optional (C,) class-weight buffer ``weight`` (saved in the state_dict, as in PyTorch)."""
+
+    def __init__(self, weight: Any = None, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        weight = _buffer(type(self).__name__, weight)
+        if weight is not None and weight.ndim != 1:
+            raise ValueError(f"{type(self).__name__}: weight must be 1-D, one per class, got shape {weight.shape}")
+        self.register_buffer("weight", weight)

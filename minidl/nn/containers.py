@@ -1,0 +1,323 @@
+"""Containers and graph blocks: how layers are wired into a network.
+
+``Sequential`` chains modules; ``Residual`` and ``Concat`` are the two graph shapes beyond a chain that modern
+CNNs need (ResNet's ``y = F(x) + x``; Inception/DenseNet's channel concatenation). Each block's backward follows
+from the chain rule: a sum passes its gradient unchanged to both terms, a fork *adds* the gradients of its
+branches, a concatenation hands each branch its own slice.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from minidl.backend import get_array_module
+from minidl.nn._checks import check_array, check_grad_output, check_int
+from minidl.nn.module import Module
+
+__all__ = [
+    "Concat",
+    "Flatten",
+    "Identity",
+    "ModuleList",
+    "Residual",
+    "Sequential",
+    "flatten_backward",
+    "flatten_forward",
+]
+
+
+class Identity(Module):
+    """Returns its input unchanged; backward returns the gradient unchanged.
+
+    Shape:
+        - Input: any.  - Output: the same.
+    Backward:
+        dx = dout
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # accepts and ignores arguments, as PyTorch's does
+        super().__init__()
+
+    def forward(self, x: Any) -> Any:
+        return x
+
+    def backward(self, dout: Any) -> Any:
+        return dout
+
+
+class Sequential(Module):
+    """Modules applied one after another; backward runs them in reverse.
+
+    Args:
+        *modules: the layers, or a single ``OrderedDict`` of name -> layer.
+
+    Backward:
+        dx = m_1.backward(m_2.backward(... m_L.backward(dout)))
+
+    Examples:
+        >>> import numpy as np
+        >>> from minidl import nn
+        >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> net(np.zeros((5, 4), np.float32)).shape
+        (5, 2)
+        >>> [name for name, _ in net.named_parameters()]
+        ['0.weight', '0.bias', '2.weight', '2.bias']
+    """
+
+    def __init__(self, *modules: Any) -> None:
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, module in modules[0].items():
+                self.add_module(str(name), module)
+        else:
+            for i, module in enumerate(modules):
+                if not isinstance(module, Module):
+                    raise TypeError(f"Sequential: argument {i} is a {type(module).__name__}, not a Module")
+                self.add_module(str(i), module)
+
+    def forward(self, x: Any) -> Any:
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def backward(self, dout: Any) -> Any:
+        for module in reversed(list(self._modules.values())):
+            dout = module.backward(dout)
+        return dout
+
+    def append(self, module: Module) -> Sequential:
+        self.add_module(str(len(self)), module)
+        return self
+
+    def __getitem__(self, index: int | slice) -> Any:
+        items = list(self._modules.items())
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(items[index]))
+        return items[_normalize_index(index, len(items), "Sequential")][1]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are registered (it has no forward of its own).
+
+    Examples:
+        >>> from minidl import nn
+        >>> blocks = nn.ModuleList([nn.Linear(2, 2) for _ in range(3)])
+        >>> len(list(blocks.parameters()))
+        6
+    """
+
+    def __init__(self, modules: Iterable[Module] | None = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def append(self, module: Module) -> ModuleList:
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList.append expects a Module, got {type(module).__name__}")
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        for module in modules:
+            self.append(module)
+        return self
+
+    def __getitem__(self, index: int | slice) -> Any:
+        values = list(self._modules.values())
+        if isinstance(index, slice):
+            return ModuleList(values[index])
+        return values[_normalize_index(index, len(values), "ModuleList")]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        i = _normalize_index(index, len(self), "ModuleList")
+        self.add_module(str(i), module)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def forward(self, *args: Any) -> Any:
+        raise NotImplementedError("ModuleList has no forward(); iterate over it in your own module's forward")
+
+
+def _normalize_index(index: int, length: int, where: str) -> int:
+    if not -length <= index < length:
+        raise IndexError(f"{where}: index {index} is out of range for {length} modules")
+    return index % length
+
+
+class Residual(Module):
+    r"""``out = body(x) + shortcut(x)``: the residual connection of ResNet.
+
+    Args:
+        body: the residual branch F.
+        shortcut: the skip branch; ``None`` means identity (then ``body`` must keep the shape). A projection such
+            as ``Sequential(Conv2d(C, O, 1, stride=2, bias=False), BatchNorm2d(O))`` when the shape changes.
+
+    Shape:
+        - Input: whatever ``body`` and ``shortcut`` accept.  - Output: their common output shape.
+    Backward:
+        The sum passes ``dout`` to both branches, and the fork at ``x`` adds what they return:
+        dx = body.backward(dout) + shortcut.backward(dout)   (shortcut = identity: + dout)
+
+    Examples:
+        >>> import numpy as np
+        >>> from minidl import nn
+        >>> block = nn.Residual(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
+        >>> block(np.ones((2, 4), np.float32)).shape
+        (2, 4)
+    """
+
+    def __init__(self, body: Module, shortcut: Module | None = None) -> None:
+        super().__init__()
+        if not isinstance(body, Module) or (shortcut is not None and not isinstance(shortcut, Module)):
+            raise TypeError("Residual(body, shortcut=None) expects Modules")
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x: Any) -> Any:
+        y = self.body(x)
+        s = x if self.shortcut is None else self.shortcut(x)
+        if tuple(y.shape) != tuple(s.shape):
+            raise ValueError(
+                f"Residual: the body's output has shape {tuple(y.shape)} but the shortcut's has {tuple(s.shape)}; "
+                "give the block a projection shortcut (e.g. a 1x1 Conv2d with the body's stride) so they match"
+            )
+        self._save_for_backward(tuple(y.shape))
+        return y + s
+
+    def backward(self, dout: Any) -> Any:
+        check_grad_output("Residual", dout, self._pop_cache())
+        dx = self.body.backward(dout)
+        return dx + (dout if self.shortcut is None else self.shortcut.backward(dout))
+
+
+class Concat(Module):
+    """Runs every branch on the same input and concatenates their outputs along ``dim`` (Inception, DenseNet).
+
+    Args:
+        *branches: modules; their outputs must agree on every dimension except ``dim``.
+        dim: the concatenation axis. Default: 1 (channels).
+
+    Shape:
+        - Input: (N, C, H, W).  - Output: (N, sum of the branches' channels, H, W) for ``dim=1``.
+    Backward:
+        dout is split along ``dim`` into the branches' slices; dx = sum over branches of branch.backward(slice).
+
+    Examples:
+        >>> import numpy as np
+        >>> from minidl import nn
+        >>> block = nn.Concat(nn.Identity(), nn.Conv2d(2, 3, 1))
+        >>> block(np.zeros((1, 2, 4, 4), np.float32)).shape
+        (1, 5, 4, 4)
+    """
+
+    def __init__(self, *branches: Module, dim: int = 1) -> None:
+        super().__init__()
+        if not branches:
+            raise ValueError("Concat needs at least one branch")
+        for i, branch in enumerate(branches):
+            if not isinstance(branch, Module):
+                raise TypeError(f"Concat: branch {i} is a {type(branch).__name__}, not a Module")
+            self.add_module(str(i), branch)
+        self.dim = check_int("Concat", "dim", dim, minimum=-(2**31))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def forward(self, x: Any) -> Any:
+        outs = [branch(x) for branch in self._modules.values()]
+        first = outs[0]
+        dim = self.dim % first.ndim
+        for i, y in enumerate(outs):
+            if y.ndim != first.ndim or any(
+                a != b for k, (a, b) in enumerate(zip(y.shape, first.shape, strict=False)) if k != dim
+            ):
+                raise ValueError(
+                    f"Concat: branch {i} returned shape {tuple(y.shape)}, which does not match branch 0's "
+                    f"{tuple(first.shape)} outside dimension {dim}"
+                )
+        out = get_array_module(first).concatenate(outs, axis=dim)
+        self._save_for_backward((dim, [y.shape[dim] for y in outs], tuple(out.shape)))
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        dim, sizes, shape = self._pop_cache()
+        check_grad_output("Concat", dout, shape)
+        dx = None
+        start = 0
+        for branch, size in zip(self._modules.values(), sizes, strict=False):
+            index = [slice(None)] * dout.ndim
+            index[dim] = slice(start, start + size)
+            start += size
+            g = branch.backward(dout[tuple(index)])
+            dx = g if dx is None else dx + g
+        return dx
+
+
+def flatten_forward(x: Any, start_dim: int = 1, end_dim: int = -1) -> tuple[Any, tuple[int, ...]]:
+    """Merge dimensions ``start_dim..end_dim`` into one. Returns ``(out, cache)``; the cache is the input shape."""
+    check_array("flatten_forward", x, min_ndim=1)
+    nd = x.ndim
+    s, e = start_dim % nd, end_dim % nd
+    if s > e:
+        raise ValueError(f"flatten_forward: start_dim {start_dim} comes after end_dim {end_dim} for a {nd}-D input")
+    merged = 1
+    for d in x.shape[s : e + 1]:
+        merged *= d
+    return x.reshape(tuple(x.shape[:s]) + (merged,) + tuple(x.shape[e + 1 :])), tuple(x.shape)
+
+
+def flatten_backward(dout: Any, cache: tuple[int, ...]) -> Any:
+    """Reshape the gradient back to the input's shape: ``dx = dout.reshape(x.shape)``."""
+    return dout.reshape(cache)
+
+
+class Flatten(Module):
+    """Flattens dimensions ``start_dim`` to ``end_dim`` into one (PyTorch's defaults keep the batch dimension).
+
+    Args:
+        start_dim: first dimension to merge. Default: 1.
+        end_dim: last dimension to merge. Default: -1.
+    Shape:
+        - Input: (N, C, H, W).  - Output: (N, C * H * W) with the defaults.
+    Backward:
+        dx = dout.reshape(x.shape)
+
+    Examples:
+        >>> import numpy as np
+        >>> from minidl import nn
+        >>> nn.Flatten()(np.zeros((2, 3, 4, 5), np.float32)).shape
+        (2, 60)
+    """
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim = check_int("Flatten", "start_dim", start_dim, minimum=-(2**31))
+        self.end_dim = check_int("Flatten", "end_dim", end_dim, minimum=-(2**31))
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+    def forward(self, x: Any) -> Any:
+        # dimension d exists when ndim >= d + 1 (d >= 0) or ndim >= -d (d < 0)
+        needed = max(d + 1 if d >= 0 else -d for d in (self.start_dim, self.end_dim))
+        check_array(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim})", x, min_ndim=needed)
+        out, cache = flatten_forward(x, self.start_dim, self.end_dim)
+        self._save_for_backward((cache, tuple(out.shape)))
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        cache, out_shape = self._pop_cache()
+        check_grad_output("Flatten", dout, out_shape)
+        return flatten_backward(dout, cache)

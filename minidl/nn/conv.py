@@ -1,0 +1,373 @@
+r"""2-D convolution (cross-correlation, as in every deep-learning library) and the padding it uses.
+
+Forward. With the input zero-padded by PH rows and PW columns on each side (``x_pad``), groups G (the C input and
+O output channels split into G blocks of Cg = C / G and Og = O / G; output channel o sees only the input channels
+of its group g = o // Og), stride (SH, SW) and dilation (DH, DW):
+
+.. math::
+
+    y_{n,o,i,j} = b_o + \sum_{c=0}^{C_g-1} \sum_{p=0}^{K_H-1} \sum_{q=0}^{K_W-1}
+        W_{o,c,p,q}\; x^{pad}_{n,\; g C_g + c,\; i S_H + p D_H,\; j S_W + q D_W}
+
+    OH = \lfloor (H + 2 P_H - D_H (K_H - 1) - 1) / S_H \rfloor + 1 \quad (\text{likewise } OW)
+
+im2col turns this into one matrix product. ``x_col = im2col(x)`` has shape (C KH KW, N OH OW): column (n, i, j)
+holds the window under output pixel (i, j) of image n, flattened in (c, p, q) order. With the weight as the
+(O, C KH KW) matrix ``W_col`` (per group: (Og, Cg KH KW) times that group's rows of ``x_col``),
+
+    Y_col = W_col @ x_col + b          (O, N OH OW), then reshaped/transposed to (N, O, OH, OW)
+
+Backward. Y_col is linear in W_col and in x_col, so with dY_col = dout as (O, N OH OW):
+
+    db     = sum of dout over (n, i, j)                   (the bias is added to every pixel)
+    dW_col = dY_col @ x_col^T                              (O, C KH KW), per group
+    dx_col = W_col^T @ dY_col                              (C KH KW, N OH OW), per group
+    dx     = col2im(dx_col)                                the adjoint of im2col: an input pixel that sits in several
+                                                           windows receives the sum of their gradients
+
+The im2col/col2im kernels belong to the backend (``minidl.get_backend().im2col``), so a faster backend replaces
+only them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import minidl
+from minidl.nn import init
+from minidl.nn._checks import check_array, check_grad_output, check_int, check_same_device, pair
+from minidl.nn.module import Module, Parameter
+
+__all__ = ["Conv2d", "conv2d_backward", "conv2d_forward", "pad2d_backward", "pad2d_forward"]
+
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
+_PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+# ---------------------------------------------------------------------------------------------------- padding
+def _pad_index(where: str, size: int, lo: int, hi: int, mode: str) -> Any:
+    """For each of the ``lo + size + hi`` padded positions, the input index it copies (host ints)."""
+    import numpy as np
+
+    if mode == "reflect" and max(lo, hi) >= size:
+        raise ValueError(f"{where}: reflect padding ({lo}, {hi}) must be smaller than the input size {size}")
+    if mode == "circular" and max(lo, hi) > size:
+        raise ValueError(f"{where}: circular padding ({lo}, {hi}) must be at most the input size {size}")
+    j = np.arange(-lo, size + hi)
+    if mode == "reflect":  # ... 2 1 | 0 1 2 ... H-1 | H-2 ...
+        return np.where(j < 0, -j, np.where(j >= size, 2 * (size - 1) - j, j))
+    if mode == "replicate":
+        return np.clip(j, 0, size - 1)
+    return j % size  # circular
+
+
+def pad2d_forward(x: Any, pad: tuple[int, int, int, int], mode: str = "constant") -> tuple[Any, Any]:
+    """Pad the last two dimensions; ``pad = (left, right, top, bottom)`` in ``torch.nn.functional.pad``'s order.
+
+    Modes: ``"constant"`` (zeros), ``"reflect"`` (mirror without repeating the edge: ``c b | a b c | b a``),
+    ``"replicate"`` (repeat the edge), ``"circular"`` (wrap around).
+
+    Shape:
+        - Input: (N, C, H, W).  - Output: (N, C, top + H + bottom, left + W + right).
+    Backward:
+        The adjoint of a gather: every padded cell's gradient is added to the input cell it copied (edge cells of
+        ``replicate`` collect a whole border); zero padding just crops.
+
+    Examples:
+        >>> import numpy as np
+        >>> out, _ = pad2d_forward(np.arange(3.0).reshape(1, 1, 1, 3), (2, 1, 0, 0), "reflect")
+        >>> out.ravel()
+        array([2., 1., 0., 1., 2., 1.])
+    """
+    be = check_array("pad2d_forward", x, ndim=4)
+    if mode not in _PAD_MODES:
+        raise ValueError(f"pad2d_forward: mode must be one of {_PAD_MODES}, got {mode!r}")
+    if len(pad) != 4:
+        raise ValueError(f"pad2d_forward: pad must be (left, right, top, bottom), got {pad!r}")
+    left, right, top, bottom = (check_int("pad2d_forward", "pad", p, minimum=0) for p in pad)
+    N, C, H, W = x.shape
+    cache = (tuple(x.shape), (left, right, top, bottom), mode)
+    if mode == "constant":
+        out = be.xp.zeros((N, C, H + top + bottom, W + left + right), dtype=x.dtype)
+        out[:, :, top : top + H, left : left + W] = x
+        return out, cache
+    rows = be.xp.asarray(_pad_index("pad2d_forward", H, top, bottom, mode))
+    cols = be.xp.asarray(_pad_index("pad2d_forward", W, left, right, mode))
+    return x[:, :, rows[:, None], cols[None, :]], cache
+
+
+def _unpad_axis(d: Any, index: Any, lo: int, size: int, axis: int) -> Any:
+    """Adjoint of gathering ``index`` along ``axis``: the interior slice, plus each border cell added to its source."""
+    take = [slice(None)] * d.ndim
+    take[axis] = slice(lo, lo + size)
+    out = d[tuple(take)].copy()
+    for j in [*range(lo), *range(lo + size, d.shape[axis])]:  # only the border cells: a loop over the pad width
+        src, dst = [slice(None)] * d.ndim, [slice(None)] * d.ndim
+        src[axis], dst[axis] = j, int(index[j])
+        out[tuple(dst)] += d[tuple(src)]
+    return out
+
+
+def pad2d_backward(dout: Any, cache: Any) -> Any:
+    """Gradient of :func:`pad2d_forward`: ``dx`` of the input's shape (see its **Backward:**)."""
+    (N, C, H, W), (left, right, top, bottom), mode = cache
+    if mode == "constant":
+        return dout[:, :, top : top + H, left : left + W].copy()
+    d = _unpad_axis(dout, _pad_index("pad2d_backward", W, left, right, mode), left, W, axis=3)
+    return _unpad_axis(d, _pad_index("pad2d_backward", H, top, bottom, mode), top, H, axis=2)
+
+
+# ---------------------------------------------------------------------------------------------------- conv2d
+def _conv_padding(where: str, padding: Any, KH: int, KW: int, DH: int, DW: int, SH: int, SW: int) -> tuple[int, ...]:
+    """``padding`` (int, pair, 'same' or 'valid') as (top, bottom, left, right), PyTorch's rule for 'same'."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise ValueError(f"{where}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+        if (SH, SW) != (1, 1):
+            raise ValueError(
+                f"{where}: padding='same' is not supported for strided convolutions, got stride {(SH, SW)}"
+            )
+        total_h, total_w = DH * (KH - 1), DW * (KW - 1)  # odd totals put the extra row/column at the bottom/right
+        return (total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2)
+    PH, PW = pair(where, "padding", padding, minimum=0)
+    return (PH, PH, PW, PW)
+
+
+def _conv2d_forward(
+    where: str, x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any, groups: int
+) -> tuple[Any, Any]:
+    be = check_array(where, x, ndim=4)
+    check_array(where, weight, ndim=4, dtype=x.dtype, what="weight")
+    check_same_device(where, x, weight, bias)
+    SH, SW = pair(where, "stride", stride)
+    DH, DW = pair(where, "dilation", dilation)
+    groups = check_int(where, "groups", groups)
+    N, C, H, W = x.shape
+    O, Cg, KH, KW = weight.shape
+    if C % groups or O % groups:
+        raise ValueError(f"{where}: in_channels {C} and out_channels {O} must both be divisible by groups={groups}")
+    if Cg * groups != C:
+        raise ValueError(
+            f"{where}: the input has {C} channels but the weight {tuple(weight.shape)} with groups={groups} "
+            f"expects {Cg * groups} (weight shape is (out_channels, in_channels / groups, KH, KW))"
+        )
+    if bias is not None:
+        check_array(where, bias, ndim=1, dtype=x.dtype, what="bias")
+        if bias.shape[0] != O:
+            raise ValueError(f"{where}: the bias has shape {tuple(bias.shape)}, expected ({O},) for {O} out channels")
+    top, bottom, left, right = _conv_padding(where, padding, KH, KW, DH, DW, SH, SW)
+    span_h, span_w = DH * (KH - 1) + 1, DW * (KW - 1) + 1
+    if span_h > H + top + bottom or span_w > W + left + right:
+        raise ValueError(
+            f"{where}: the (dilated) kernel {span_h}x{span_w} is larger than the padded input "
+            f"{H + top + bottom}x{W + left + right} (input {H}x{W}, padding {(top, bottom, left, right)})"
+        )
+    extra = None
+    if (top, left) != (bottom, right):  # asymmetric ('same' with an even span): pad the extra bottom/right row first
+        x, extra = pad2d_forward(x, (0, right - left, 0, bottom - top))
+    G, Og = groups, O // groups
+    x_col = be.im2col(x, KH, KW, SH, SW, top, left, DH, DW)  # (C KH KW, N OH OW)
+    OH = (x.shape[2] + 2 * top - span_h) // SH + 1
+    OW = (x.shape[3] + 2 * left - span_w) // SW + 1
+    w_col = weight.reshape(G, Og, Cg * KH * KW)
+    out = w_col @ x_col.reshape(G, Cg * KH * KW, N * OH * OW)  # (G, Og, N OH OW): one GEMM per group
+    out = out.reshape(O, N * OH * OW)
+    if bias is not None:
+        out += bias[:, None]
+    out = be.xp.ascontiguousarray(out.reshape(O, N, OH, OW).transpose(1, 0, 2, 3))
+    cache = (x_col, weight, bias is not None, tuple(x.shape), (KH, KW, SH, SW, top, left, DH, DW, G), extra)
+    return out, cache
+
+
+def conv2d_forward(
+    x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+) -> tuple[Any, Any]:
+    """2-D convolution (see the module docstring for the math). Returns ``(out, cache)``.
+
+    Args:
+        x: (N, C, H, W).
+        weight: (O, C / groups, KH, KW).
+        bias: (O,) or None.
+        stride, dilation: int or (SH, SW) / (DH, DW). Default: 1.
+        padding: int, (PH, PW), ``"valid"`` (none) or ``"same"`` (output size = input size, stride 1 only; an odd
+            total goes to the bottom/right, as in PyTorch). Default: 0.
+        groups: split channels into this many independent convolutions; ``groups == C`` is depthwise. Default: 1.
+
+    Shape:
+        - Output: (N, O, OH, OW), OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1, likewise OW.
+    Backward:
+        :func:`conv2d_backward`: dW = dout_col @ x_col^T, dx = col2im(W_col^T @ dout_col), db = sum of dout.
+        The cache keeps ``x_col`` (C KH KW x N OH OW, the im2col memory cost) so backward does not rebuild it.
+
+    Examples:
+        >>> import numpy as np
+        >>> x, w = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+        >>> out, cache = conv2d_forward(x, w, None)
+        >>> out[0, 0]
+        array([[4., 4.],
+               [4., 4.]])
+        >>> dx, dw, db = conv2d_backward(np.ones_like(out), cache)
+        >>> dx[0, 0]
+        array([[1., 2., 1.],
+               [2., 4., 2.],
+               [1., 2., 1.]])
+    """
+    return _conv2d_forward("conv2d_forward", x, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
+    """Gradients of :func:`conv2d_forward`: ``(dx, dw, db)`` (``db`` None without bias; ``dw`` None when
+    ``compute_dw`` is False, which skips one GEMM for a frozen weight)."""
+    x_col, weight, has_bias, x_shape, (KH, KW, SH, SW, PH, PW, DH, DW, G), extra = cache
+    be = check_array("conv2d_backward", dout, ndim=4, what="gradient")
+    O, Cg = weight.shape[0], weight.shape[1]
+    N, OH, OW = dout.shape[0], dout.shape[2], dout.shape[3]
+    check_grad_output("conv2d", dout, (N, O, OH, OW))
+    Og, K = O // G, Cg * KH * KW
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    dout_col = be.xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(G, Og, N * OH * OW)
+    dw = None
+    if compute_dw:
+        dw = (dout_col @ x_col.reshape(G, K, N * OH * OW).transpose(0, 2, 1)).reshape(weight.shape)
+    dx_col = weight.reshape(G, Og, K).transpose(0, 2, 1) @ dout_col  # (G, Cg KH KW, N OH OW)
+    dx = be.col2im(dx_col.reshape(G * K, N * OH * OW), x_shape, KH, KW, SH, SW, PH, PW, DH, DW)
+    if extra is not None:
+        dx = pad2d_backward(dx, extra)
+    return dx, dw, db
+
+
+class Conv2d(Module):
+    r"""2-D convolution layer over (N, C, H, W) images (PyTorch's ``nn.Conv2d``).
+
+    .. math::
+
+        y_{n,o,i,j} = b_o + \sum_{c,p,q} W_{o,c,p,q}\, x_{n,\,g C_g + c,\; i S_H + p D_H - P_H,\; j S_W + q D_W - P_W}
+
+    Args:
+        in_channels: C.
+        out_channels: O.
+        kernel_size: int or (KH, KW).
+        stride: int or (SH, SW). Default: 1.
+        padding: int, (PH, PW), ``"same"`` (stride 1 only) or ``"valid"``. Default: 0.
+        dilation: int or (DH, DW): spacing between kernel taps. Default: 1.
+        groups: both C and O must be divisible by it; ``groups == in_channels`` is a depthwise convolution.
+            Default: 1.
+        bias: add a learnable bias. Default: True.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``. Default: ``"zeros"``.
+
+    Attributes:
+        weight: (O, C / groups, KH, KW), initialized U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with
+            fan_in = C / groups * KH * KW (PyTorch's kaiming_uniform_(a=sqrt(5))).
+        bias: (O,), U(-1/sqrt(fan_in), 1/sqrt(fan_in)); None when ``bias=False``.
+
+    Shape:
+        - Input: (N, C, H, W).
+        - Output: (N, O, OH, OW), OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1, likewise OW.
+    Backward:
+        db = sum of dout over (n, i, j);  dW = dout_col @ x_col^T;  dx = col2im(W_col^T @ dout_col)
+        (per group; see :mod:`minidl.nn.conv`). A non-zero ``padding_mode`` pads first, and its backward adds the
+        gradient of every padded copy back onto the pixel it copied.
+
+    Examples:
+        >>> import numpy as np
+        >>> conv = Conv2d(3, 8, 3, padding=1)
+        >>> y = conv(np.zeros((2, 3, 5, 5), np.float32))
+        >>> y.shape
+        (2, 8, 5, 5)
+        >>> conv.backward(np.ones_like(y)).shape, conv.weight.grad.shape
+        ((2, 3, 5, 5), (8, 3, 3, 3))
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+    ) -> None:
+        super().__init__()
+        name = "Conv2d"
+        self.in_channels = check_int(name, "in_channels", in_channels)
+        self.out_channels = check_int(name, "out_channels", out_channels)
+        self.kernel_size = pair(name, "kernel_size", kernel_size)
+        self.stride = pair(name, "stride", stride)
+        self.dilation = pair(name, "dilation", dilation)
+        self.groups = check_int(name, "groups", groups)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
+                f"groups ({groups})"
+            )
+        if isinstance(padding, str):
+            _conv_padding(name, padding, *self.kernel_size, *self.dilation, *self.stride)  # validates
+            self.padding: Any = padding
+        else:
+            self.padding = pair(name, "padding", padding, minimum=0)
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"{name}: padding_mode must be one of {tuple(_PADDING_MODES)}, got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        if not isinstance(bias, bool):
+            raise TypeError(f"{name}: bias must be a bool, got {bias!r}")
+        xp, dtype = minidl.get_backend().xp, minidl.get_default_dtype()
+        KH, KW = self.kernel_size
+        self.weight = Parameter(xp.empty((out_channels, in_channels // groups, KH, KW), dtype=dtype))
+        if bias:
+            self.bias = Parameter(xp.empty((out_channels,), dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default: kaiming_uniform_(a=sqrt(5)) for the weight, U(+-1/sqrt(fan_in)) for the bias."""
+        init.default_layer_init_(self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        return s
+
+    def _where(self) -> str:
+        return f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size})"
+
+    def forward(self, x: Any) -> Any:
+        where = self._where()
+        check_array(where, x, ndim=4, channels=self.in_channels, dtype=self.weight.dtype)
+        bias = None if self.bias is None else self.bias.data
+        check_same_device(where, x, self.weight.data, bias)
+        pad_cache, padding = None, self.padding
+        if self.padding_mode != "zeros":
+            KH, KW = self.kernel_size
+            top, bottom, left, right = _conv_padding(where, padding, KH, KW, *self.dilation, *self.stride)
+            x, pad_cache = pad2d_forward(x, (left, right, top, bottom), _PADDING_MODES[self.padding_mode])
+            padding = 0
+        out, cache = _conv2d_forward(where, x, self.weight.data, bias, self.stride, padding, self.dilation, self.groups)
+        self._save_for_backward((cache, pad_cache, tuple(out.shape)))
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        cache, pad_cache, out_shape = self._pop_cache()
+        check_grad_output(self._where(), dout, out_shape)
+        dx, dw, db = conv2d_backward(dout, cache, compute_dw=self.weight.requires_grad)
+        if dw is not None:
+            self.weight.accumulate_grad(dw)
+        if db is not None and self.bias is not None:
+            self.bias.accumulate_grad(db)
+        if pad_cache is not None:
+            dx = pad2d_backward(dx, pad_cache)
+        return dx

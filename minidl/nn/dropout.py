@@ -1,0 +1,185 @@
+r"""Dropout (Srivastava et al. 2014): zero each unit with probability p during training.
+
+*Inverted* dropout, as in PyTorch: the kept units are scaled by :math:`1/(1-p)` at training time,
+
+.. math:: y = \frac{m \odot x}{1 - p}, \qquad m_i \sim \mathrm{Bernoulli}(1 - p),
+
+so :math:`E[y] = x` and evaluation needs no rescaling: in ``eval()`` mode dropout is the identity. ``Dropout2d``
+draws one :math:`m` per *channel* (:math:`m_{n,c}` broadcast over H and W), zeroing whole feature maps, which suits
+convolutional features whose neighbouring pixels are strongly correlated (Tompson et al. 2015).
+
+Backward: the mask is a constant, so :math:`dx = m \odot dout / (1 - p)`: gradient flows only through the kept
+units. With :math:`p = 1` every unit is dropped and :math:`y = 0`, :math:`dx = 0` (no division by zero).
+
+Masks are drawn on the host from ``minidl.manual_seed``'s generator (so a seed fixes them on every backend) and
+then moved to the input's backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from minidl._random import default_generator
+from minidl.nn._checks import check_array, check_float, check_grad_output
+from minidl.nn.module import Module
+
+__all__ = [
+    "Dropout",
+    "Dropout2d",
+    "dropout2d_backward",
+    "dropout2d_forward",
+    "dropout_backward",
+    "dropout_forward",
+]
+
+
+def _check_p(where: str, p: Any) -> float:
+    return check_float(where, "dropout probability p", p, low=0.0, high=1.0)
+
+
+def _masked(be: Any, x: Any, p: float, mask_shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """Draw the keep-mask of ``mask_shape`` (broadcastable to x) and apply it: ``(out, (mask, scale))``."""
+    keep = default_generator().random(mask_shape, dtype=np.float32) >= p  # P(keep) = 1 - p; never when p = 1
+    mask = be.asarray(keep)
+    scale = 1.0 / (1.0 - p) if p < 1 else 0.0
+    out = x * mask
+    out *= scale
+    return out, (mask, scale)
+
+
+def dropout_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[Any, Any]:
+    """Inverted dropout: each element is zeroed with probability ``p``, the rest scaled by ``1 / (1 - p)``.
+
+    Args:
+        x: input of any shape.
+        p: probability of dropping an element, in [0, 1]. Default: 0.5.
+        training: False (or p = 0) returns ``x`` itself. Default: True.
+
+    Returns:
+        ``(out, cache)``; the cache is ``(mask, scale)`` (bool keep-mask, 1/(1-p)), or None for the identity.
+    """
+    be = check_array("dropout_forward", x)
+    p = _check_p("dropout_forward", p)
+    if not training or p == 0:
+        return x, None
+    return _masked(be, x, p, tuple(x.shape))
+
+
+def dropout_backward(dout: Any, cache: Any) -> Any:
+    """``dx = dout * mask / (1 - p)`` (``dx = dout`` when forward was the identity)."""
+    if cache is None:
+        return dout
+    mask, scale = cache
+    dx = dout * mask
+    dx *= scale
+    return dx
+
+
+def dropout2d_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[Any, Any]:
+    """Channel dropout: each channel ``x[n, c]`` is zeroed entirely with probability ``p``; kept ones are scaled.
+
+    Args:
+        x: (N, C, H, W); a 3-D input is read as (N, C, L), as PyTorch 2 does (it zeros ``x[n, c, :]``).
+        p: probability of dropping a channel, in [0, 1]. Default: 0.5.
+        training: False (or p = 0) returns ``x`` itself. Default: True.
+
+    Returns:
+        ``(out, cache)``; the cache is ``(mask, scale)`` with the mask of shape (N, C, 1, 1), or None.
+    """
+    be = check_array("dropout2d_forward", x, ndim=(3, 4))
+    p = _check_p("dropout2d_forward", p)
+    if not training or p == 0:
+        return x, None
+    return _masked(be, x, p, tuple(x.shape[:2]) + (1,) * (x.ndim - 2))
+
+
+def dropout2d_backward(dout: Any, cache: Any) -> Any:
+    """``dx = dout * mask / (1 - p)`` with the (N, C, 1, 1) channel mask broadcast over the spatial dimensions."""
+    return dropout_backward(dout, cache)
+
+
+class Dropout(Module):
+    r"""Zeroes each element with probability ``p`` in training mode and scales the others by ``1 / (1 - p)``.
+
+    Args:
+        p: probability of an element to be zeroed. Default: 0.5.
+        inplace: accepted for PyTorch compatibility; minidl never overwrites the input (a new array is returned).
+            Default: False.
+
+    Shape:
+        - Input: any shape.  - Output: the same.
+
+    Backward:
+        dx = dout * mask / (1 - p)   (in eval mode, dx = dout)
+
+    Examples:
+        >>> import numpy as np
+        >>> import minidl
+        >>> from minidl import nn
+        >>> _ = minidl.manual_seed(0)
+        >>> drop = nn.Dropout(p=0.5)
+        >>> y = drop(np.ones((2, 4), np.float32))
+        >>> sorted(set(y.ravel().tolist()))  # dropped, or kept and doubled
+        [0.0, 2.0]
+        >>> drop.eval()(np.ones(3, np.float32))
+        array([1., 1., 1.], dtype=float32)
+    """
+
+    _functional = staticmethod(dropout_forward)
+
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__()
+        self.p = _check_p(type(self).__name__, p)
+        if not isinstance(inplace, bool):
+            raise TypeError(f"{type(self).__name__}: inplace must be a bool, got {inplace!r}")
+        self.inplace = inplace
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, inplace={self.inplace}"
+
+    def _check_input(self, x: Any) -> None:
+        check_array(f"{type(self).__name__}(p={self.p})", x)
+
+    def forward(self, x: Any) -> Any:
+        self._check_input(x)
+        out, cache = type(self)._functional(x, self.p, self.training)
+        self._save_for_backward((cache, tuple(x.shape)))
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        cache, shape = self._pop_cache()
+        check_grad_output(type(self).__name__, dout, shape)
+        dx = dropout_backward(dout, cache)
+        assert tuple(dx.shape) == shape, f"{type(self).__name__}.backward: dx shape {dx.shape} != input shape {shape}"
+        return dx
+
+
+class Dropout2d(Dropout):
+    r"""Zeroes whole channels: each ``x[n, c]`` is dropped with probability ``p`` in training mode.
+
+    Args:
+        p: probability of a channel to be zeroed. Default: 0.5.
+        inplace: accepted for PyTorch compatibility (never in place). Default: False.
+
+    Shape:
+        - Input: (N, C, H, W), or (N, C, L) read as PyTorch 2 reads a 3-D input.  - Output: the same.
+
+    Backward:
+        dx = dout * mask[n, c] / (1 - p)   (the same channel mask; dx = dout in eval mode)
+
+    Examples:
+        >>> import numpy as np
+        >>> import minidl
+        >>> from minidl import nn
+        >>> _ = minidl.manual_seed(0)
+        >>> y = nn.Dropout2d(p=0.5)(np.ones((2, 3, 4, 4), np.float32))
+        >>> bool(((y == 0).all(axis=(2, 3)) | (y == 2).all(axis=(2, 3))).all())  # whole channels
+        True
+    """
+
+    _functional = staticmethod(dropout2d_forward)
+
+    def _check_input(self, x: Any) -> None:
+        check_array(f"Dropout2d(p={self.p})", x, ndim=(3, 4))

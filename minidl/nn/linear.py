@@ -1,0 +1,167 @@
+r"""The fully connected (affine) layer.
+
+.. math:: y = x W^T + b, \qquad y_{n,o} = b_o + \sum_i x_{n,i} W_{o,i}
+
+with :math:`W` of shape (out_features, in_features), PyTorch's layout. Any leading dimensions are treated as a
+batch: an input (N, \*, in_features) is flattened to (M, in_features), M = N times the product of \*, multiplied,
+and reshaped back.
+
+Backward, with :math:`G` = dout flattened to (M, out_features) and :math:`X` = x flattened to (M, in_features):
+
+.. math::
+    dx = G W, \qquad dW = G^T X, \qquad db = \textstyle\sum_m G_{m,:}
+
+(each row of the batch contributes to dW and db, hence the sums over m).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import minidl
+from minidl.nn import init
+from minidl.nn._checks import check_array, check_grad_output, check_int, check_same_device
+from minidl.nn.module import Module, Parameter
+
+__all__ = ["Linear", "linear_backward", "linear_forward"]
+
+
+def linear_forward(x: Any, weight: Any, bias: Any | None = None) -> tuple[Any, Any]:
+    """``out = x @ weight.T + bias`` over the last dimension of ``x``.
+
+    Args:
+        x: (N, *, in_features) input (also a single (in_features,) vector, as in PyTorch).
+        weight: (out_features, in_features).
+        bias: (out_features,) or None.
+
+    Returns:
+        ``(out, cache)``: out of shape (N, *, out_features); the cache holds ``(x, weight, has_bias)``.
+    """
+    check_array("linear_forward", x, min_ndim=1)
+    check_array("linear_forward", weight, ndim=2, what="weight")
+    out_features, in_features = weight.shape
+    if x.shape[-1] != in_features:
+        raise ValueError(
+            f"linear_forward: the input's last dimension ({x.shape[-1]}, shape {tuple(x.shape)}) must equal "
+            f"in_features = weight.shape[1] = {in_features}"
+        )
+    if bias is not None and tuple(bias.shape) != (out_features,):
+        raise ValueError(f"linear_forward: bias must have shape ({out_features},), got {tuple(bias.shape)}")
+    out = x @ weight.T
+    if bias is not None:
+        out += bias
+    return out, (x, weight, bias is not None)
+
+
+def linear_backward(
+    dout: Any, cache: Any, *, weight_grad: bool = True, bias_grad: bool = True
+) -> tuple[Any, Any | None, Any | None]:
+    """Gradients of :func:`linear_forward`.
+
+    Args:
+        dout: (N, *, out_features), the gradient of the loss with respect to ``out``.
+        cache: from :func:`linear_forward`.
+        weight_grad, bias_grad: set False to skip computing dw / db (frozen parameters); they come back as None.
+
+    Returns:
+        ``(dx, dw, db)``: dx = dout @ W (shape of x); dw = dout_2d^T @ x_2d (out_features, in_features);
+        db = dout_2d summed over rows (out_features,), or None without a bias.
+    """
+    x, weight, has_bias = cache
+    out_features, in_features = weight.shape
+    dx = dout @ weight
+    dout_2d = dout.reshape(-1, out_features)
+    dw = dout_2d.T @ x.reshape(-1, in_features) if weight_grad else None
+    db = dout_2d.sum(axis=0) if has_bias and bias_grad else None
+    return dx, dw, db
+
+
+class Linear(Module):
+    r"""Applies ``y = x W^T + b`` to the last dimension of the input.
+
+    Args:
+        in_features: size of each input sample.
+        out_features: size of each output sample.
+        bias: learn an additive bias. Default: True.
+
+    Attributes:
+        weight: (out_features, in_features), initialized from U(-1/sqrt(in_features), 1/sqrt(in_features))
+            (PyTorch's default: ``kaiming_uniform_(a=sqrt(5))``).
+        bias: (out_features,), from the same U(-1/sqrt(in_features), 1/sqrt(in_features)); None if ``bias=False``.
+
+    Shape:
+        - Input: (N, \*, in_features), any number of leading dimensions (also (in_features,)).
+        - Output: (N, \*, out_features).
+
+    Backward:
+        dx = dout @ W;  dW += dout_2d^T @ x_2d;  db += sum of dout_2d over rows  (x_2d, dout_2d: leading dims
+        flattened). Frozen parameters (``requires_grad=False``) are skipped.
+
+    Examples:
+        >>> import numpy as np
+        >>> from minidl import nn
+        >>> layer = nn.Linear(4, 3)
+        >>> layer
+        Linear(in_features=4, out_features=3, bias=True)
+        >>> y = layer(np.ones((2, 5, 4), np.float32))
+        >>> y.shape
+        (2, 5, 3)
+        >>> layer.backward(np.ones_like(y)).shape, layer.weight.grad.shape
+        ((2, 5, 4), (3, 4))
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features = check_int("Linear", "in_features", in_features, minimum=0)
+        self.out_features = check_int("Linear", "out_features", out_features, minimum=0)
+        if not isinstance(bias, bool):
+            raise TypeError(f"Linear: bias must be a bool, got {bias!r}")
+        xp, dtype = minidl.get_backend().xp, minidl.get_default_dtype()
+        self.weight = Parameter(xp.empty((self.out_features, self.in_features), dtype=dtype))
+        if bias:
+            self.bias = Parameter(xp.empty((self.out_features,), dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default: W and b from U(-1/sqrt(in_features), 1/sqrt(in_features)) (kaiming_uniform_, a=sqrt 5)."""
+        if self.in_features == 0:  # nothing to draw a fan from; PyTorch leaves such tensors empty as well
+            init.zeros_(self.weight)
+            if self.bias is not None:
+                init.zeros_(self.bias)
+            return
+        init.default_layer_init_(self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+    def forward(self, x: Any) -> Any:
+        where = f"Linear(in_features={self.in_features}, out_features={self.out_features})"
+        check_array(where, x, min_ndim=1, dtype=self.weight.dtype)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"{where}: expected the input's last dimension to be in_features={self.in_features}, "
+                f"got shape {tuple(x.shape)} (last dimension {x.shape[-1]})"
+            )
+        bias = None if self.bias is None else self.bias.data
+        check_same_device(where, x, self.weight.data, bias)
+        out, cache = linear_forward(x, self.weight.data, bias)
+        self._save_for_backward((cache, tuple(out.shape)))
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        cache, out_shape = self._pop_cache()
+        check_grad_output("Linear", dout, out_shape)
+        dx, dw, db = linear_backward(
+            dout,
+            cache,
+            weight_grad=self.weight.requires_grad,
+            bias_grad=self.bias is not None and self.bias.requires_grad,
+        )
+        if dw is not None:
+            self.weight.accumulate_grad(dw)
+        if db is not None:
+            self.bias.accumulate_grad(db)
+        assert tuple(dx.shape) == tuple(cache[0].shape), "Linear.backward: dx does not have the input's shape"
+        return dx

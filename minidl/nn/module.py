@@ -1,0 +1,437 @@
+"""``Module`` and ``Parameter``: the two classes every layer is built from.
+
+minidl has no autograd tape. A module's ``forward(x)`` computes its output and keeps in ``self._cache`` exactly what
+its ``backward`` will need; ``backward(dout)`` takes that cache, *accumulates* the gradient of every parameter into
+``param.grad`` (as PyTorch does: call ``zero_grad()`` between steps) and returns the gradient with respect to the
+input. Containers (``Sequential``, ``Residual``, ...) chain those calls in reverse order.
+
+One instance holds one cache: use a module once per forward pass (to share weights, share the ``Parameter`` between
+two modules instead). Under ``minidl.no_grad()`` nothing is cached.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from minidl import backend as _backend
+from minidl.grad_mode import is_grad_enabled
+
+
+class Parameter:
+    """An array the optimizer updates, with the gradient backward accumulated for it.
+
+    Attributes:
+        data: the array (of the current backend). Optimizers update it in place.
+        grad: array of the same shape and dtype, or None before the first backward (and after ``zero_grad()``).
+        requires_grad: False freezes the parameter: backward leaves ``grad`` at None and optimizers skip it.
+
+    Examples:
+        >>> p = Parameter(np.zeros((2, 3), np.float32))
+        >>> p
+        Parameter(shape=(2, 3), dtype=float32, requires_grad=True)
+        >>> p.accumulate_grad(np.ones((2, 3), np.float32)); p.accumulate_grad(np.ones((2, 3), np.float32))
+        >>> float(p.grad.sum())
+        12.0
+    """
+
+    __slots__ = ("data", "grad", "requires_grad")
+
+    def __init__(self, data: Any, requires_grad: bool = True) -> None:
+        if isinstance(data, Parameter):
+            data = data.data
+        if not hasattr(data, "shape") or not hasattr(data, "dtype"):
+            raise TypeError(f"Parameter expects an array, got {type(data).__name__}")
+        self.data = data
+        self.grad: Any = None
+        self.requires_grad = bool(requires_grad)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return int(self.data.ndim)
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    def accumulate_grad(self, grad: Any) -> None:
+        """Add ``grad`` to ``self.grad`` (allocating it on first use); a frozen parameter ignores it."""
+        if not self.requires_grad:
+            return
+        if tuple(grad.shape) != self.shape:
+            raise ValueError(f"gradient of shape {tuple(grad.shape)} does not match parameter of shape {self.shape}")
+        if self.grad is None:
+            self.grad = grad.astype(self.data.dtype, copy=True)
+        else:
+            self.grad += grad
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the accumulated gradient (``None``), or fill it with zeros when ``set_to_none=False``."""
+        if set_to_none or self.grad is None:
+            self.grad = None
+        else:
+            self.grad[...] = 0
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(_backend.to_numpy(self.data), dtype=dtype)
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.shape}, dtype={np.dtype(self.dtype).name}, requires_grad={self.requires_grad})"
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict(strict=False)`` could not match, as in PyTorch."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Subclasses set parameters and submodules as attributes in ``__init__`` (they are registered automatically),
+    register non-trainable state with ``register_buffer``, and implement ``forward`` and ``backward``.
+
+    Examples:
+        >>> from minidl import nn
+        >>> class Scale(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.weight = nn.Parameter(np.full((1,), 2.0, np.float32))
+        ...     def forward(self, x):
+        ...         self._save_for_backward(x)
+        ...         return x * self.weight.data
+        ...     def backward(self, dout):
+        ...         x = self._pop_cache()
+        ...         self.weight.accumulate_grad(np.array([(dout * x).sum()], np.float32))
+        ...         return dout * self.weight.data
+        >>> m = Scale(); y = m(np.ones(3, np.float32)); m.backward(np.ones(3, np.float32))
+        array([2., 2., 2.], dtype=float32)
+        >>> m.weight.grad
+        array([3.], dtype=float32)
+    """
+
+    training: bool
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent_buffers", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_cache", None)
+
+    # ------------------------------------------------------------------ registration
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"cannot assign {name!r} before Module.__init__() call (call super().__init__())")
+        params, buffers, modules = self._parameters, self._buffers, self._modules
+        if isinstance(value, Parameter):
+            buffers.pop(name, None)
+            modules.pop(name, None)
+            self.__dict__.pop(name, None)
+            params[name] = value
+        elif isinstance(value, Module):
+            params.pop(name, None)
+            buffers.pop(name, None)
+            self.__dict__.pop(name, None)
+            modules[name] = value
+        elif name in params:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} as parameter {name!r} (use Parameter or None)")
+            params[name] = None
+        elif name in buffers:
+            buffers[name] = value
+        elif name in modules:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} as child module {name!r} (use Module or None)")
+            modules[name] = None
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails, i.e. for registered parameters, buffers and submodules.
+        d = self.__dict__
+        for store in ("_parameters", "_buffers", "_modules"):
+            if store in d and name in d[store]:
+                return d[store][name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        for store in (self._parameters, self._buffers, self._modules):
+            if name in store:
+                del store[name]
+                self._non_persistent_buffers.discard(name)
+                return
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Add a parameter (or a None placeholder, e.g. ``bias=False``) under ``name``."""
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"register_parameter({name!r}) expects a Parameter or None, got {type(param).__name__}")
+        self._buffers.pop(name, None)
+        self._modules.pop(name, None)
+        self._parameters[name] = param
+
+    def register_buffer(self, name: str, tensor: Any, persistent: bool = True) -> None:
+        """Add state that is saved in ``state_dict`` but not trained (e.g. BatchNorm's ``running_mean``)."""
+        if tensor is not None and not hasattr(tensor, "shape"):
+            raise TypeError(f"register_buffer({name!r}) expects an array or None, got {type(tensor).__name__}")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        self.__dict__.pop(name, None)
+        self._buffers[name] = tensor
+        if persistent:
+            self._non_persistent_buffers.discard(name)
+        else:
+            self._non_persistent_buffers.add(name)
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        """Add a child module under ``name`` (what attribute assignment does, for names that aren't identifiers)."""
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"add_module({name!r}) expects a Module or None, got {type(module).__name__}")
+        self._parameters.pop(name, None)
+        self._buffers.pop(name, None)
+        self._modules[name] = module
+
+    register_module = add_module
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    def backward(self, dout: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement backward(dout)")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def _save_for_backward(self, cache: Any) -> None:
+        """Keep ``cache`` for the next ``backward`` (nothing is kept under ``minidl.no_grad()``)."""
+        object.__setattr__(self, "_cache", cache if is_grad_enabled() else None)
+
+    def _pop_cache(self) -> Any:
+        """Take the cache saved by ``forward``; a clear error if there is none. Backward frees it."""
+        cache = self._cache
+        if cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() was called without a matching forward(): call forward first, "
+                "not under minidl.no_grad(), and call backward once per forward"
+            )
+        object.__setattr__(self, "_cache", None)
+        return cache
+
+    # ------------------------------------------------------------------ traversal
+    def named_modules(self, memo: set[int] | None = None, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """This module and every module below it, with dotted names, each once."""
+        memo = set() if memo is None else memo
+        if id(self) in memo:
+            return
+        memo.add(id(self))
+        yield prefix, self
+        for name, module in self._modules.items():
+            if module is not None:
+                yield from module.named_modules(memo, f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator[Module]:
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        seen: set[int] = set()
+        for name, module in self._modules.items():
+            if module is not None and id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
+
+    def children(self) -> Iterator[Module]:
+        for _, module in self.named_children():
+            yield module
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """``(name, Parameter)`` pairs, e.g. ``("features.0.weight", p)``; a shared parameter appears once."""
+        seen: set[int] = set()
+        modules = self.named_modules(prefix=prefix) if recurse else iter([(prefix, self)])
+        for module_prefix, module in modules:
+            for name, p in module._parameters.items():
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    yield (f"{module_prefix}.{name}" if module_prefix else name), p
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Any]]:
+        modules = self.named_modules(prefix=prefix) if recurse else iter([(prefix, self)])
+        for module_prefix, module in modules:
+            for name, b in module._buffers.items():
+                if b is not None:
+                    yield (f"{module_prefix}.{name}" if module_prefix else name), b
+
+    def buffers(self, recurse: bool = True) -> Iterator[Any]:
+        for _, b in self.named_buffers(recurse=recurse):
+            yield b
+
+    # ------------------------------------------------------------------ modes and gradients
+    def train(self, mode: bool = True) -> Module:
+        """Set training mode (batch statistics in BatchNorm, dropout active) here and below; returns self."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"train(mode) expects a bool, got {type(mode).__name__}")
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode: running statistics in BatchNorm, dropout off. Same as ``train(False)``."""
+        return self.train(False)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradient of every parameter (to None by default, as in PyTorch 2)."""
+        for p in self.parameters():
+            p.zero_grad(set_to_none)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Freeze (False) or unfreeze (True) every parameter here and below; returns self."""
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+            if not requires_grad:
+                p.grad = None
+        return self
+
+    # ------------------------------------------------------------------ state
+    def _state_entries(self, prefix: str = "") -> Iterator[tuple[str, Module, str, str]]:
+        """(key, owner module, attribute name, 'param' | 'buffer') in PyTorch's state_dict order."""
+        for module_prefix, module in self.named_modules(prefix=prefix):
+            pre = f"{module_prefix}." if module_prefix else ""
+            for name, p in module._parameters.items():
+                if p is not None:
+                    yield pre + name, module, name, "param"
+            for name, b in module._buffers.items():
+                if b is not None and name not in module._non_persistent_buffers:
+                    yield pre + name, module, name, "buffer"
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        """Every parameter and persistent buffer by dotted name (PyTorch's keys, e.g. ``"0.running_mean"``).
+
+        The values are the live arrays (as PyTorch returns tensors sharing storage): copy them if you want a
+        snapshot that later training does not change, e.g. ``{k: v.copy() for k, v in m.state_dict().items()}``.
+        """
+        out: OrderedDict[str, Any] = OrderedDict()
+        for key, module, name, kind in self._state_entries():
+            out[key] = module._parameters[name].data if kind == "param" else module._buffers[name]
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Copy values into this module's parameters and buffers, in place (dtype and backend are kept).
+
+        Raises:
+            RuntimeError: on missing or unexpected keys (when ``strict``) or any shape mismatch (always); nothing
+                is copied unless every entry can be.
+        """
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"load_state_dict expects a mapping of name -> array, got {type(state_dict).__name__}")
+        entries = {key: (module, name, kind) for key, module, name, kind in self._state_entries()}
+        missing = [k for k in entries if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in entries]
+        problems = []
+        if strict and missing:
+            problems.append("missing key(s): " + ", ".join(missing))
+        if strict and unexpected:
+            problems.append("unexpected key(s): " + ", ".join(unexpected))
+        plan = []
+        for key, (module, name, kind) in entries.items():
+            if key not in state_dict:
+                continue
+            target = module._parameters[name].data if kind == "param" else module._buffers[name]
+            value = state_dict[key]
+            value_shape = tuple(np.shape(value)) if not hasattr(value, "shape") else tuple(value.shape)
+            if value_shape != tuple(target.shape):
+                problems.append(
+                    f"size mismatch for {key}: the file has shape {value_shape}, "
+                    f"the model expects {tuple(target.shape)}"
+                )
+                continue
+            plan.append((target, value))
+        if problems:
+            raise RuntimeError(f"error(s) loading state_dict into {type(self).__name__}:\n  " + "\n  ".join(problems))
+        for target, value in plan:
+            xp = _backend.get_array_module(target)
+            target[...] = _backend.to_numpy(value) if xp is np else xp.asarray(value)
+        return IncompatibleKeys(missing, unexpected)
+
+    # ------------------------------------------------------------------ moving and casting
+    def _apply(self, fn: Callable[[Any], Any], floating_only: bool = False) -> Module:
+        def convert(a: Any) -> Any:
+            if floating_only and not np.issubdtype(np.dtype(a.dtype), np.floating):
+                return a
+            return fn(a)
+
+        for module in self.modules():
+            for p in module._parameters.values():
+                if p is not None:
+                    p.data = convert(p.data)
+                    if p.grad is not None:
+                        p.grad = convert(p.grad)
+            for name, b in module._buffers.items():
+                if b is not None:
+                    module._buffers[name] = convert(b)
+            object.__setattr__(module, "_cache", None)
+        return self
+
+    def to(self, target: Any) -> Module:
+        """Move to a backend (``"numpy"``, ``"numba"``, ``"cupy"``/``"cuda"``, ``"cpu"``) or cast to a float dtype.
+
+        Examples:
+            >>> from minidl import nn
+            >>> nn.Linear(2, 3).to(np.float64).weight.dtype
+            dtype('float64')
+        """
+        if isinstance(target, str):
+            try:
+                be = _backend.get_backend(target)
+            except ValueError:
+                be = None
+            if be is not None:
+                return self._apply(be.asarray)
+        try:
+            dtype = np.dtype(target)
+        except TypeError:
+            raise TypeError(f"to() expects a backend name or a float dtype, got {target!r}") from None
+        if not np.issubdtype(dtype, np.floating):
+            raise TypeError(f"to() can only cast to a floating dtype, got {dtype}")
+        return self._apply(lambda a: a.astype(dtype, copy=False), floating_only=True)
+
+    def float(self) -> Module:
+        """Cast floating parameters and buffers to float32."""
+        return self.to(np.float32)
+
+    def double(self) -> Module:
+        """Cast floating parameters and buffers to float64 (for gradient checks)."""
+        return self.to(np.float64)
+
+    # ------------------------------------------------------------------ printing
+    def extra_repr(self) -> str:
+        """The text inside the parentheses of this module's repr (its hyperparameters)."""
+        return ""
+
+    def __repr__(self) -> str:
+        lines = []
+        for name, module in self._modules.items():
+            child = repr(module).replace("\n", "\n  ")
+            lines.append(f"({name}): {child}")
+        main = f"{type(self).__name__}({self.extra_repr()}"
+        if lines:
+            main += "\n  " + "\n  ".join(lines) + "\n"
+        return main + ")"

@@ -1,0 +1,32 @@
+"""Shared test set-up: hypothesis profiles, the backend under test, markers.
+
+* ``HYPOTHESIS_PROFILE=ci|dev`` (``ci`` by default when ``CI`` is set): bounded examples, no deadline.
+* ``MINIDL_TEST_BACKEND=numba`` (or ``cupy``) reruns the whole suite on another backend; no test is copied.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import minidl
+
+settings.register_profile(
+    "ci", max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+TEST_BACKEND = os.environ.get("MINIDL_TEST_BACKEND", "numpy")
+
+
+@pytest.fixture(autouse=True)
+def _backend_and_seed():
+    """Every test starts on the backend under test, float32 default dtype, and a fixed seed."""
+    with minidl.use_backend(TEST_BACKEND):
+        minidl.set_default_dtype("float32")
+        minidl.manual_seed(0)
+        yield

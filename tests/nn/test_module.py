@@ -1,0 +1,266 @@
+"""Module and Parameter: registration, traversal, modes, gradients, state_dict, casting, errors."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl import nn
+from tests.helpers import arr
+
+
+class Affine(nn.Module):
+    """y = x * weight + bias, elementwise over the last dimension (a minimal layer for the tests)."""
+
+    def __init__(self, features: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(arr(np.ones(features), dtype=np.float32))
+        self.bias = nn.Parameter(arr(np.zeros(features), dtype=np.float32)) if bias else None
+        self.register_buffer("calls", arr(np.zeros((), np.int64)))
+
+    def forward(self, x):
+        self.calls += 1
+        self._save_for_backward(x)
+        out = x * self.weight.data
+        return out + self.bias.data if self.bias is not None else out
+
+    def backward(self, dout):
+        x = self._pop_cache()
+        self.weight.accumulate_grad((dout * x).reshape(-1, x.shape[-1]).sum(0))
+        if self.bias is not None:
+            self.bias.accumulate_grad(dout.reshape(-1, x.shape[-1]).sum(0))
+        return dout * self.weight.data
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first = Affine(3)
+        self.body = nn.Sequential(Affine(3), nn.Identity(), Affine(3, bias=False))
+
+    def forward(self, x):
+        return self.body(self.first(x))
+
+    def backward(self, dout):
+        return self.first.backward(self.body.backward(dout))
+
+
+def test_parameters_buffers_and_children_are_registered_in_order():
+    net = Net()
+    assert [n for n, _ in net.named_parameters()] == [
+        "first.weight",
+        "first.bias",
+        "body.0.weight",
+        "body.0.bias",
+        "body.2.weight",
+    ]
+    assert [n for n, _ in net.named_buffers()] == ["first.calls", "body.0.calls", "body.2.calls"]
+    assert [n for n, _ in net.named_children()] == ["first", "body"]
+    assert [n for n, _ in net.named_modules()] == ["", "first", "body", "body.0", "body.1", "body.2"]
+    assert len(list(net.parameters())) == 5
+
+
+def test_state_dict_keys_follow_pytorch_order_and_include_buffers():
+    keys = list(Net().state_dict())
+    assert keys == [
+        "first.weight",
+        "first.bias",
+        "first.calls",
+        "body.0.weight",
+        "body.0.bias",
+        "body.0.calls",
+        "body.2.weight",
+        "body.2.calls",
+    ]
+
+
+def test_non_persistent_buffers_are_not_saved():
+    m = Affine(2)
+    m.register_buffer("scratch", np.zeros(2), persistent=False)
+    assert "scratch" not in m.state_dict() and "scratch" in dict(m.named_buffers())
+
+
+def test_shared_parameter_is_listed_once():
+    a, b = Affine(2), Affine(2)
+    b.weight = a.weight
+    assert len(list(nn.Sequential(a, b).parameters())) == 3
+
+
+def test_state_dict_round_trip_restores_outputs():
+    minidl.manual_seed(0)
+    src, dst = Net(), Net()
+    for p in src.parameters():
+        p.data[...] = arr(np.random.default_rng(1).normal(size=p.shape))
+    dst.load_state_dict({k: v.copy() for k, v in src.state_dict().items()})
+    x = arr(np.random.default_rng(2).normal(size=(4, 3)).astype(np.float32))
+    np.testing.assert_array_equal(minidl.to_numpy(src(x)), minidl.to_numpy(dst(x)))
+
+
+def test_load_state_dict_copies_in_place_and_keeps_dtype():
+    m = Affine(3)
+    weight = m.weight.data
+    m.load_state_dict({"weight": np.full(3, 2.0), "bias": np.ones(3), "calls": np.array(5)})
+    assert m.weight.data is weight and weight.dtype == np.float32 and weight.tolist() == [2.0, 2.0, 2.0]
+    assert int(m.calls) == 5
+
+
+def test_load_state_dict_strict_errors_name_the_keys():
+    m = Affine(3)
+    with pytest.raises(RuntimeError, match=r"missing key\(s\): bias, calls") as info:
+        m.load_state_dict({"weight": np.ones(3), "extra": np.ones(1)})
+    assert "unexpected key(s): extra" in str(info.value)
+
+
+def test_load_state_dict_shape_mismatch_is_an_error_and_changes_nothing():
+    m = Affine(3)
+    with pytest.raises(
+        RuntimeError, match=r"size mismatch for weight: the file has shape \(4,\), the model expects \(3,\)"
+    ):
+        m.load_state_dict({"weight": np.ones(4), "bias": np.full(3, 9.0), "calls": np.array(1)})
+    assert m.bias.data.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_load_state_dict_non_strict_reports_what_it_skipped():
+    m = Affine(3)
+    result = m.load_state_dict({"weight": np.full(3, 3.0), "junk": np.ones(2)}, strict=False)
+    assert result.missing_keys == ["bias", "calls"] and result.unexpected_keys == ["junk"]
+    assert m.weight.data.tolist() == [3.0, 3.0, 3.0]
+
+
+def test_train_eval_propagate_to_every_submodule():
+    net = Net()
+    assert net.training
+    assert net.eval() is net
+    assert all(not m.training for m in net.modules())
+    net.train()
+    assert all(m.training for m in net.modules())
+    with pytest.raises(TypeError, match="expects a bool"):
+        net.train("no")
+
+
+def test_gradients_accumulate_until_zero_grad():
+    m = Affine(2)
+    x = arr(np.array([[1.0, 2.0]], np.float32))
+    for _ in range(2):
+        m(x)
+        m.backward(arr(np.ones((1, 2), np.float32)))
+    assert minidl.to_numpy(m.weight.grad).tolist() == [2.0, 4.0]
+    m.zero_grad()
+    assert m.weight.grad is None
+    m(x)
+    m.backward(arr(np.ones((1, 2), np.float32)))
+    m.zero_grad(set_to_none=False)
+    assert minidl.to_numpy(m.weight.grad).tolist() == [0.0, 0.0]
+
+
+def test_frozen_parameters_get_no_gradient():
+    net = Net()
+    net.first.requires_grad_(False)
+    x = arr(np.ones((2, 3), np.float32))
+    net(x)
+    net.backward(arr(np.ones((2, 3), np.float32)))
+    assert net.first.weight.grad is None and net.first.bias.grad is None
+    assert net.body[0].weight.grad is not None
+
+
+def test_backward_without_forward_is_a_clear_error():
+    m = Affine(2)
+    with pytest.raises(RuntimeError, match=r"Affine.backward\(\) was called without a matching forward\(\)"):
+        m.backward(np.ones((1, 2), np.float32))
+
+
+def test_backward_twice_is_an_error_because_the_cache_is_freed():
+    m = Affine(2)
+    m(arr(np.ones((1, 2), np.float32)))
+    m.backward(arr(np.ones((1, 2), np.float32)))
+    with pytest.raises(RuntimeError, match="once per forward"):
+        m.backward(arr(np.ones((1, 2), np.float32)))
+
+
+def test_no_grad_keeps_no_cache():
+    m = Affine(2)
+    with minidl.no_grad():
+        assert not minidl.is_grad_enabled()
+        m(arr(np.ones((1, 2), np.float32)))
+    assert minidl.is_grad_enabled()
+    assert m._cache is None
+    with pytest.raises(RuntimeError, match="no_grad"):
+        m.backward(arr(np.ones((1, 2), np.float32)))
+
+
+def test_to_float64_casts_parameters_gradients_and_float_buffers_only():
+    m = Affine(2)
+    m(arr(np.ones((1, 2), np.float32)))
+    m.backward(arr(np.ones((1, 2), np.float32)))
+    m.double()
+    assert m.weight.dtype == np.float64 and m.weight.grad.dtype == np.float64
+    assert m.calls.dtype == np.int64
+    m.float()
+    assert m.bias.dtype == np.float32
+
+
+def test_to_rejects_non_float_dtypes_and_unknown_names():
+    m = Affine(2)
+    with pytest.raises(TypeError, match="floating dtype"):
+        m.to(np.int32)
+    with pytest.raises(TypeError, match="backend name or a float dtype"):
+        m.to("tpu")
+
+
+def test_to_backend_name_keeps_arrays_usable():
+    m = Affine(2).to("numpy")
+    assert isinstance(m.weight.data, np.ndarray)
+
+
+def test_assigning_wrong_types_to_registered_names_fails():
+    m = Affine(2)
+    with pytest.raises(TypeError, match="cannot assign ndarray as parameter 'weight'"):
+        m.weight = np.ones(2)
+    m.bias = None  # allowed, like PyTorch
+    assert "bias" not in m.state_dict()
+
+
+def test_setattr_before_init_is_explained():
+    class Forgot(nn.Module):
+        def __init__(self):
+            self.w = nn.Parameter(np.ones(1))
+
+    with pytest.raises(AttributeError, match=r"call super\(\).__init__\(\)"):
+        Forgot()
+
+
+def test_parameter_validation_and_repr():
+    with pytest.raises(TypeError, match="Parameter expects an array"):
+        nn.Parameter([1, 2])
+    p = nn.Parameter(np.zeros((2, 3), np.float32))
+    assert repr(p) == "Parameter(shape=(2, 3), dtype=float32, requires_grad=True)"
+    with pytest.raises(ValueError, match=r"gradient of shape \(3,\) does not match parameter of shape \(2, 3\)"):
+        p.accumulate_grad(np.ones(3, np.float32))
+
+
+def test_repr_nests_children():
+    text = repr(Net())
+    assert text.startswith("Net(\n  (first): Affine()\n  (body): Sequential(\n    (0): Affine()")
+
+
+def test_sequential_indexing_slicing_and_ordered_dict():
+    a, b, c = Affine(1), nn.Identity(), Affine(1)
+    seq = nn.Sequential(OrderedDict([("a", a), ("b", b), ("c", c)]))
+    assert seq[0] is a and seq[-1] is c and len(seq) == 3
+    assert list(seq[1:]) == [b, c]
+    assert [n for n, _ in seq.named_parameters()] == ["a.weight", "a.bias", "c.weight", "c.bias"]
+    with pytest.raises(IndexError, match="index 3 is out of range for 3 modules"):
+        seq[3]
+    with pytest.raises(TypeError, match="argument 0 is a int, not a Module"):
+        nn.Sequential(1)
+
+
+def test_module_list_registers_its_modules():
+    blocks = nn.ModuleList([Affine(2), Affine(2)])
+    blocks.append(Affine(2))
+    assert len(blocks) == 3 and len(list(blocks.parameters())) == 6
+    with pytest.raises(NotImplementedError, match="ModuleList has no forward"):
+        blocks(np.ones(2))

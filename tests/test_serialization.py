@@ -1,0 +1,126 @@
+"""minidl.save / minidl.load: round trips, no pickle, atomic writes, clear errors."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+import minidl
+
+
+def _checkpoint():
+    return {
+        "model": {"0.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "0.num_batches_tracked": np.array(4)},
+        "optimizer": {
+            "state": {0: {"step": 3, "exp_avg": np.ones(2)}, 1: {}},
+            "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999), "params": [0, 1], "nesterov": False}],
+        },
+        "epoch": 7,
+        "best": float("inf"),
+        "rng": minidl.get_rng_state(),
+        "meta": {"version": minidl.__version__, "note": None, "tags": ["a", "b"]},
+    }
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_nested_checkpoint_round_trip(tmp_path, suffix):
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors")
+    ckpt = _checkpoint()
+    path = tmp_path / f"ckpt{suffix}"
+    minidl.save(ckpt, path)
+    back = minidl.load(path)
+    assert back["epoch"] == 7 and back["best"] == float("inf")
+    assert back["meta"] == ckpt["meta"]
+    np.testing.assert_array_equal(back["model"]["0.weight"], ckpt["model"]["0.weight"])
+    assert back["model"]["0.weight"].dtype == np.float32
+    assert back["model"]["0.num_batches_tracked"].dtype == ckpt["model"]["0.num_batches_tracked"].dtype
+    assert list(back["optimizer"]["state"]) == [0, 1]  # int keys survive
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert back["rng"] == ckpt["rng"]
+
+
+def test_rng_state_round_trip_reproduces_draws(tmp_path):
+    minidl.manual_seed(123)
+    minidl.save({"rng": minidl.get_rng_state()}, tmp_path / "r.npz")
+    first = minidl.default_generator().normal(size=3)
+    minidl.manual_seed(999)
+    minidl.set_rng_state(minidl.load(tmp_path / "r.npz")["rng"])
+    np.testing.assert_array_equal(minidl.default_generator().normal(size=3), first)
+
+
+def test_flat_npz_of_arrays_loads_as_a_dict(tmp_path):
+    np.savez(tmp_path / "plain.npz", w=np.ones(3), b=np.zeros(1))
+    back = minidl.load(tmp_path / "plain.npz")
+    assert sorted(back) == ["b", "w"]
+
+
+def test_colliding_flattened_names_stay_distinct(tmp_path):
+    obj = {"a.b": np.ones(1), "a": {"b": np.zeros(1)}}
+    minidl.save(obj, tmp_path / "c.npz")
+    back = minidl.load(tmp_path / "c.npz")
+    assert back["a.b"].tolist() == [1.0] and back["a"]["b"].tolist() == [0.0]
+
+
+def test_pickle_payload_is_refused(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, payload=np.array([{"x": 1}], dtype=object))  # an object array is stored as a pickle
+    with pytest.raises(ValueError, match="refused .* pickled objects"):
+        minidl.load(path)
+
+
+def test_plain_pickle_file_is_refused(tmp_path):
+    path = tmp_path / "model.npz"
+    path.write_bytes(pickle.dumps({"w": np.ones(2)}))
+    with pytest.raises(ValueError, match="refused .* pickled objects, which could run code"):
+        minidl.load(path)
+
+
+def test_truncated_file_gives_a_clear_error(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    minidl.save(_checkpoint(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or not an .npz file"):
+        minidl.load(path)
+
+
+def test_foreign_npz_member_named_like_ours_is_rejected(tmp_path):
+    path = tmp_path / "foreign.npz"
+    buffer = io.BytesIO()
+    np.savez(buffer, __minidl__=np.frombuffer(b'{"format": "other"}', np.uint8))
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(ValueError, match="not a minidl checkpoint"):
+        minidl.load(path)
+
+
+def test_interrupted_save_leaves_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.npz"
+    minidl.save({"w": np.ones(3)}, path)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr("minidl.serialization.os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        minidl.save({"w": np.zeros(3)}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]  # no temporary file left behind
+    assert zipfile.is_zipfile(path)
+
+
+def test_unsaveable_values_are_named():
+    with pytest.raises(TypeError, match=r"cannot save a set at opt.x without pickle"):
+        minidl.save({"opt": {"x": {1, 2}}}, "/tmp/never-written.npz")
+    with pytest.raises(TypeError, match="object array"):
+        minidl.save({"w": np.array([None])}, "/tmp/never-written.npz")
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="no file at"):
+        minidl.load("/nonexistent/ckpt.npz")
