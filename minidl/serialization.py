@@ -61,7 +61,7 @@ def _encode(value: Any, arrays: dict[str, np.ndarray], path: str) -> Any:
         key = path or "value"
         while key in arrays or key == _META_KEY:  # e.g. {"a.b": x, "a": {"b": y}} flatten to the same path
             key += "#"
-        arrays[key] = np.ascontiguousarray(host)
+        arrays[key] = host if host.flags.c_contiguous else np.copy(host, order="C")  # keeps 0-d arrays 0-d
         return {"__array__": key}
     if isinstance(value, np.generic):
         value = value.item()
