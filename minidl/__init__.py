@@ -16,7 +16,7 @@ Examples:
     (2, 4)
 """
 
-from minidl import gradcheck, nn, optim  # noqa: E402  (they need the names above)
+from minidl import data, gradcheck, nn, optim, transforms  # noqa: E402  (they need the names above)
 from minidl._dtype import get_default_dtype, set_default_dtype
 from minidl._random import default_generator, fork_rng, get_rng_state, initial_seed, manual_seed, set_rng_state
 from minidl.backend import (
@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "available_backends",
+    "data",
     "default_generator",
     "fork_rng",
     "get_array_module",
@@ -57,5 +58,6 @@ __all__ = [
     "set_rng_state",
     "summary",
     "to_numpy",
+    "transforms",
     "use_backend",
 ]

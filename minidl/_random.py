@@ -7,6 +7,7 @@ reproducible. The legacy global ``numpy.random`` state is never touched.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 
 _generator: np.random.Generator = np.random.default_rng()
 _seed: int | None = None
+_local = threading.local()  # .generator: a per-thread override set by use_generator (DataLoader batches)
 
 
 def manual_seed(seed: int) -> np.random.Generator:
@@ -34,8 +36,25 @@ def initial_seed() -> int | None:
 
 
 def default_generator() -> np.random.Generator:
-    """The generator layers and initializers draw from."""
-    return _generator
+    """The generator layers, initializers and transforms draw from: this thread's override (see
+    :func:`use_generator`) if one is set, else the global one that :func:`manual_seed` reseeds."""
+    override = getattr(_local, "generator", None)
+    return _generator if override is None else override
+
+
+@contextlib.contextmanager
+def use_generator(generator: np.random.Generator) -> Iterator[np.random.Generator]:
+    """Inside the block, in the calling thread only, :func:`default_generator` returns ``generator``.
+
+    The DataLoader uses it to give each batch its own seeded generator, in the main thread, worker threads and
+    worker processes alike, so augmentation is reproducible whatever the number and kind of workers.
+    """
+    saved = getattr(_local, "generator", None)
+    _local.generator = generator
+    try:
+        yield generator
+    finally:
+        _local.generator = saved
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -44,17 +63,11 @@ def get_rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore a state returned by :func:`get_rng_state`."""
+    """Restore a state returned by :func:`get_rng_state` into the global generator."""
     _generator.bit_generator.state = state
 
 
-@contextlib.contextmanager
-def fork_rng(seed: int) -> Iterator[np.random.Generator]:
-    """Inside the block the global generator is a fresh one seeded with ``seed``; afterwards the old one is back."""
-    global _generator
-    saved = _generator
-    _generator = np.random.default_rng(seed)
-    try:
-        yield _generator
-    finally:
-        _generator = saved
+def fork_rng(seed: int) -> contextlib.AbstractContextManager[np.random.Generator]:
+    """Inside the block :func:`default_generator` is a fresh generator seeded with ``seed`` (in this thread);
+    afterwards the previous one is back, its state untouched."""
+    return use_generator(np.random.default_rng(seed))

@@ -1,0 +1,27 @@
+"""Standard datasets, read from the official files with checksums: CIFAR-10, MNIST, Fashion-MNIST, image folders and
+Dogs vs. Cats. Each takes ``root`` (default ``$MINIDL_DATA_DIR`` or ``~/.cache/minidl/datasets``), ``transform`` and
+``target_transform``; the split datasets take ``train`` and ``download``.
+"""
+
+from minidl.data.datasets._base import VisionDataset
+from minidl.data.datasets.cifar import CIFAR10, CIFAR10Sample, RestrictedUnpickler, restricted_loads
+from minidl.data.datasets.dogs_vs_cats import DogsVsCats
+from minidl.data.datasets.folder import IMG_EXTENSIONS, CorruptImageError, ImageFolder, find_classes, pil_loader
+from minidl.data.datasets.mnist import MNIST, FashionMNIST, read_idx
+
+__all__ = [
+    "CIFAR10",
+    "IMG_EXTENSIONS",
+    "MNIST",
+    "CIFAR10Sample",
+    "CorruptImageError",
+    "DogsVsCats",
+    "FashionMNIST",
+    "ImageFolder",
+    "RestrictedUnpickler",
+    "VisionDataset",
+    "find_classes",
+    "pil_loader",
+    "read_idx",
+    "restricted_loads",
+]

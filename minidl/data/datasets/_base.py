@@ -1,0 +1,70 @@
+"""What the image datasets share: root resolution, transforms, the repr, and the "where to put the files" message."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from minidl.data.dataset import Dataset
+from minidl.data.download import default_root
+
+__all__ = ["VisionDataset"]
+
+
+class VisionDataset(Dataset):
+    """Base of the image datasets: ``root``, ``transform`` (applied to the image) and ``target_transform`` (applied
+    to the label), as in torchvision.
+
+    Args:
+        root: folder holding the data. Default: ``$MINIDL_DATA_DIR`` or ``~/.cache/minidl/datasets``.
+        transform: callable applied to each image. Default: None.
+        target_transform: callable applied to each label. Default: None.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        target_transform: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        for name, fn in (("transform", transform), ("target_transform", target_transform)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{type(self).__name__}: {name} must be callable, got {type(fn).__name__}")
+        self.transform = transform
+        self.target_transform = target_transform
+
+    def _apply(self, img: Any, target: Any) -> tuple[Any, Any]:
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return img, target
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"Number of datapoints: {len(self)}", f"Root location: {self.root}"]
+        lines += [line for line in self.extra_repr().splitlines() if line]
+        if self.transform is not None:
+            lines.append(f"Transform: {self.transform!r}")
+        if self.target_transform is not None:
+            lines.append(f"Target transform: {self.target_transform!r}")
+        return f"Dataset {type(self).__name__}\n    " + "\n    ".join(lines)
+
+
+def search_dirs(root: Path, *subfolders: str) -> list[Path]:
+    """``root`` and the given subfolders of it that exist (where a dataset's files may sit)."""
+    return [d for d in [root, *(root / s for s in subfolders)] if d.is_dir()]
+
+
+def missing_files_message(name: str, root: Path, files: Sequence[tuple[str, str]], extra: str = "") -> str:
+    """The error text listing exactly which files (with MD5) to put where."""
+    listing = "\n".join(f"    {root / f}  (md5 {md5})" for f, md5 in files)
+    return (
+        f"{name}: dataset not found under {root}. Put these files there (or pass download=True when online, or "
+        f"point root / $MINIDL_DATA_DIR at the folder that holds them):\n{listing}{extra}"
+    )

@@ -1,0 +1,201 @@
+"""Datasets of image files: one class per sub-folder (:class:`ImageFolder`), decoded with Pillow.
+
+A file that Pillow cannot decode (corrupt, truncated, not an image) raises :class:`CorruptImageError` naming the file
+when its sample is loaded. With ``skip_corrupt=True`` every file is test-decoded once when the dataset is built
+(JPEGs at 1/8 scale, which still reads the whole compressed stream); the bad ones are left out, listed in
+``.skipped`` and reported by a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from minidl.data.datasets._base import VisionDataset
+
+__all__ = ["IMG_EXTENSIONS", "CorruptImageError", "ImageFolder", "find_classes", "pil_loader"]
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)  # what Pillow raises on a broken file
+
+
+class CorruptImageError(OSError):
+    """An image file could not be decoded; the message names the file."""
+
+
+def _name_of(source: Any) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else str(getattr(source, "name", "<file object>"))
+
+
+def pil_loader(source: str | os.PathLike | IO[bytes]) -> Any:
+    """Decode an image file (path or binary file object) into an RGB PIL image (torchvision's ``pil_loader``).
+
+    Raises:
+        CorruptImageError: the file is not a decodable image (names the file).
+    """
+    from PIL import Image
+
+    opened = open(source, "rb") if isinstance(source, (str, os.PathLike)) else contextlib.nullcontext(source)
+    try:
+        with opened as f, Image.open(f) as img:
+            return img.convert("RGB")  # convert() decodes the whole image, so truncation is caught here
+    except _DECODE_ERRORS as exc:
+        raise CorruptImageError(f"cannot decode image {_name_of(source)}: {exc}") from exc
+
+
+def _check_decodes(source: str | os.PathLike | IO[bytes]) -> None:
+    """Decode ``source`` cheaply (JPEG at 1/8 scale); raise if it is broken."""
+    from PIL import Image
+
+    opened = open(source, "rb") if isinstance(source, (str, os.PathLike)) else contextlib.nullcontext(source)
+    with opened as f, Image.open(f) as img:
+        img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+        img.load()
+
+
+def find_classes(directory: str | os.PathLike) -> tuple[list[str], dict[str, int]]:
+    """The sub-folders of ``directory`` (sorted) as class names, and the name -> index map."""
+    classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise FileNotFoundError(f"ImageFolder: found no class sub-folder in {directory}")
+    return classes, {c: i for i, c in enumerate(classes)}
+
+
+class _ImageFiles(VisionDataset):
+    """Shared part of the file-based datasets: ``samples`` [(source, label)], decoding, skip_corrupt."""
+
+    samples: list[tuple[str, int]]
+
+    def _open(self, source: str) -> str | IO[bytes]:
+        """What the loader receives for ``source`` (a path here; a zip member's bytes in a subclass)."""
+        return source
+
+    def _describe(self, source: str) -> str:
+        return source
+
+    def _drop_corrupt(self) -> None:
+        self.skipped: list[tuple[str, str]] = []
+        if not self.skip_corrupt:
+            return
+        good = []
+        for source, label in self.samples:
+            try:
+                if self.loader is pil_loader:
+                    _check_decodes(self._open(source))
+                else:
+                    self.loader(self._open(source))
+            except Exception as exc:
+                self.skipped.append((self._describe(source), f"{type(exc).__name__}: {exc}"))
+            else:
+                good.append((source, label))
+        self.samples = good
+        self.targets = [label for _, label in good]
+        if self.skipped:
+            shown = "; ".join(f"{name} ({why})" for name, why in self.skipped[:3])
+            warnings.warn(
+                f"{type(self).__name__}: skipped {len(self.skipped)} corrupt or unreadable image(s) of "
+                f"{len(good) + len(self.skipped)}: {shown}{' ...' if len(self.skipped) > 3 else ''}",
+                stacklevel=3,
+            )
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        source, label = self.samples[index]
+        try:
+            img = self.loader(self._open(source))
+        except CorruptImageError as exc:
+            raise CorruptImageError(f"{type(self).__name__}: cannot decode image {self._describe(source)}: "
+                                    f"{exc.__cause__ or exc}") from exc  # fmt: skip
+        except _DECODE_ERRORS as exc:
+            raise CorruptImageError(
+                f"{type(self).__name__}: cannot decode image {self._describe(source)}: {exc}"
+            ) from exc
+        return self._apply(img, label)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def num_skipped(self) -> int:
+        """How many files ``skip_corrupt`` left out."""
+        return len(self.skipped)
+
+
+class ImageFolder(_ImageFiles):
+    """Images arranged one folder per class: ``root/<class>/**/<file>`` (torchvision's ``ImageFolder``).
+
+    Args:
+        root: the folder whose sub-folders are the classes (sorted names get labels 0, 1, ...).
+        transform: applied to each image (an RGB PIL image with the default loader). Default: None.
+        target_transform: applied to each label. Default: None.
+        loader: turns a path into an image. Default: :func:`pil_loader`.
+        is_valid_file: ``f(path) -> bool`` choosing the files. Default: None (files with an image extension).
+        skip_corrupt: test-decode every file now and leave out the broken ones (see the module docstring).
+            Default: False.
+        allow_empty: allow class folders without any valid file. Default: False.
+
+    Attributes:
+        classes: class names. class_to_idx: name -> label. samples: [(path, label)] sorted by class then path.
+        targets: the labels of ``samples``. skipped: [(path, reason)] left out by ``skip_corrupt``.
+
+    Raises:
+        FileNotFoundError: no class folder, or a class folder without images (unless ``allow_empty``).
+        CorruptImageError: when loading a file that cannot be decoded (names the file).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        transform: Callable[[Any], Any] | None = None,
+        target_transform: Callable[[Any], Any] | None = None,
+        loader: Callable[[Any], Any] = pil_loader,
+        is_valid_file: Callable[[str], bool] | None = None,
+        skip_corrupt: bool = False,
+        allow_empty: bool = False,
+    ) -> None:
+        super().__init__(root, transform, target_transform)
+        if not Path(self.root).is_dir():
+            raise FileNotFoundError(f"ImageFolder: root {self.root} is not a folder")
+        self.loader = loader
+        self.skip_corrupt = bool(skip_corrupt)
+        self.classes, self.class_to_idx = find_classes(self.root)
+        valid = is_valid_file or (lambda p: p.lower().endswith(IMG_EXTENSIONS))
+        self.samples = []
+        empty = []
+        for cls in self.classes:
+            found = []
+            for folder, _, files in sorted(os.walk(self.root / cls, followlinks=True)):
+                found += [os.path.join(folder, f) for f in sorted(files) if valid(os.path.join(folder, f))]
+            if not found:
+                empty.append(cls)
+            self.samples += [(p, self.class_to_idx[cls]) for p in found]
+        if empty and not allow_empty:
+            raise FileNotFoundError(
+                f"ImageFolder: found no valid file for the classes {empty} under {self.root} (extensions: "
+                f"{', '.join(IMG_EXTENSIONS)}); pass allow_empty=True to accept empty classes"
+            )
+        self.targets = [label for _, label in self.samples]
+        self._drop_corrupt()
+
+    @property
+    def imgs(self) -> list[tuple[str, int]]:
+        """Alias of ``samples`` (torchvision)."""
+        return self.samples
+
+
+def read_member(zip_path: Path, cache: dict[str, Any], name: str) -> IO[bytes]:
+    """A zip member's bytes as a named file object; the ZipFile is opened once per process (a handle inherited
+    through ``fork`` would share its file position with the parent)."""
+    import zipfile
+
+    pid = os.getpid()
+    if cache.get("pid") != pid:
+        cache["zip"] = zipfile.ZipFile(zip_path)
+        cache["pid"] = pid
+    f = io.BytesIO(cache["zip"].read(name))
+    f.name = f"{zip_path}:{name}"
+    return f
