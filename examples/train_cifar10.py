@@ -125,12 +125,20 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--width", type=int, default=32, help="channels of the first stage")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", default="numpy", help="array backend: " + ", ".join(minidl.available_backends()))
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help="array backend: "
+        + ", ".join(minidl.available_backends())
+        + " (default: numba when installed, else numpy)",
+    )
     parser.add_argument("--quick", action="store_true", help="the short demo run of the README")
     args = parser.parse_args()
     epochs = args.epochs if args.epochs is not None else (8 if args.quick else 15)
 
-    minidl.set_backend(args.backend)
+    if args.backend is not None:
+        minidl.set_backend(args.backend)
+    backend = minidl.get_backend().name
     minidl.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     x_train_u8, y_train, x_test_u8, y_test, source = load_data(args.data_dir, args.quick)
@@ -140,7 +148,7 @@ def main() -> None:
     x_train, x_test = to_float(x_train_u8, mean, std), to_float(x_test_u8, mean, std)
 
     model = small_cnn(width=args.width)
-    print(f"model: small CNN, {sum(p.size for p in model.parameters()):,} parameters, backend {args.backend}")
+    print(f"model: small CNN, {sum(p.size for p in model.parameters()):,} parameters, backend {backend}")
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     opt = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay, nesterov=True)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)

@@ -156,19 +156,26 @@ def _leaf_receptive(module: Any) -> tuple[tuple[int, int], tuple[int, int]] | No
     return None
 
 
+def _fold(modules: list[Any], rf: tuple[float, float], jump: tuple[float, float]) -> tuple[Any, Any]:
+    for module in modules:
+        rf, jump = _receptive(module, rf, jump)
+    return rf, jump
+
+
 def _receptive(module: Any, rf: tuple[float, float], jump: tuple[float, float]) -> tuple[Any, Any]:
-    """Propagate (receptive field, jump) through ``module``."""
-    kind = type(module).__name__
-    children = list(module.children())
-    if kind in ("Residual", "Concat"):
-        results = [_receptive(c, rf, jump) for c in children]
-        if kind == "Residual" and module.shortcut is None:
-            results.append((rf, jump))
+    """Propagate (receptive field, jump) through ``module``.
+
+    A module whose output combines parallel branches (``Residual``, ``Concat``, ResNet's blocks) says so with a
+    ``receptive_field_branches()`` method returning a list of chains of modules (an empty chain is the identity);
+    the widest branch wins. Any other module with children is a chain of its children in registration order.
+    """
+    branches = getattr(module, "receptive_field_branches", None)
+    if branches is not None:
+        results = [_fold(list(chain), rf, jump) for chain in branches()]
         return max(results, key=lambda r: r[0][0] * r[0][1])
-    if children:  # Sequential or a custom model: its children in registration order
-        for child in children:
-            rf, jump = _receptive(child, rf, jump)
-        return rf, jump
+    children = list(module.children())
+    if children:
+        return _fold(children, rf, jump)
     leaf = _leaf_receptive(module)
     if leaf is None:
         return rf, jump

@@ -169,3 +169,15 @@ def test_bad_input_shape():
 def test_float64_model_is_summarized_in_float64():
     s = minidl.summary(nn.Linear(3, 2).to(np.float64), (3,))
     assert s.input_bytes == 3 * 8
+
+
+def test_receptive_field_of_zoo_resnet_equals_the_residual_built_one():
+    """minidl.models' BasicBlock declares its branches, so the zoo resnet18 and the Residual-built one agree."""
+    from minidl import models
+
+    zoo = minidl.summary(models.resnet18(), (3, 64, 64))
+    built = minidl.summary(resnet18(), (3, 64, 64))
+    assert zoo.receptive_field == built.receptive_field
+    assert zoo.total_params == built.total_params and zoo.total_macs == built.total_macs
+    # conv7/2 (7) -> maxpool3/2 at jump 2 (+4 = 11) -> 16 3x3 convs, the first 4 at jump 4 ... as in the literature
+    assert zoo.receptive_field == (435, 435)

@@ -196,6 +196,10 @@ class Residual(Module):
         self._save_for_backward(tuple(y.shape))
         return y + s
 
+    def receptive_field_branches(self) -> list[list[Module]]:
+        """The two parallel branches, for :func:`minidl.summary`'s receptive field (``[]`` is the identity)."""
+        return [[self.body], [] if self.shortcut is None else [self.shortcut]]
+
     def backward(self, dout: Any) -> Any:
         check_grad_output("Residual", dout, self._pop_cache())
         dx = self.body.backward(dout)
@@ -234,6 +238,10 @@ class Concat(Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+    def receptive_field_branches(self) -> list[list[Module]]:
+        """The parallel branches, for :func:`minidl.summary`'s receptive field."""
+        return [[branch] for branch in self._modules.values()]
 
     def forward(self, x: Any) -> Any:
         outs = [branch(x) for branch in self._modules.values()]

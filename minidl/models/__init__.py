@@ -1,0 +1,155 @@
+"""The model zoo: classic CNNs built only from :mod:`minidl.nn` layers, each with its explicit backward.
+
+Every factory takes ``num_classes`` (and torchvision-like keywords). The ImageNet models (VGG, ResNet,
+MobileNetV2) have torchvision's state_dict keys and shapes, so weights converted with
+``scripts/convert_torch_weights.py`` load by name. See ``docs/models.md`` for a table of sizes and costs.
+
+=================  =====================================================================================
+family             factories
+=================  =====================================================================================
+LeNet-5            ``lenet5``
+CIFAR CNN          ``cifar_cnn`` (the benchmark network)
+VGG                ``vgg11``, ``vgg13``, ``vgg16``, ``vgg19`` (``batch_norm=``, ``cifar=``), ``vgg*_bn``
+ResNet (ImageNet)  ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``, ``resnet152`` (``cifar=``)
+ResNet (CIFAR)     ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``
+MobileNetV2        ``mobilenet_v2`` (``width_mult=``, ``cifar=``)
+=================  =====================================================================================
+
+Examples:
+    >>> import numpy as np
+    >>> from minidl import models
+    >>> net = models.get_model("resnet20", num_classes=10)
+    >>> net(np.zeros((2, 3, 32, 32), np.float32)).shape
+    (2, 10)
+    >>> "mobilenet_v2" in models.list_models()
+    True
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from minidl.models.cifar import CifarCNN, cifar_cnn
+from minidl.models.lenet import LeNet5, lenet5
+from minidl.models.mobilenet import Conv2dNormActivation, InvertedResidual, MobileNetV2, make_divisible, mobilenet_v2
+from minidl.models.resnet import (
+    BasicBlock,
+    Bottleneck,
+    ResNet,
+    conv1x1,
+    conv3x3,
+    resnet18,
+    resnet20,
+    resnet32,
+    resnet34,
+    resnet44,
+    resnet50,
+    resnet56,
+    resnet101,
+    resnet110,
+    resnet152,
+)
+from minidl.models.vgg import VGG, make_layers, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
+from minidl.nn.module import Module
+
+__all__ = [
+    "VGG",
+    "BasicBlock",
+    "Bottleneck",
+    "CifarCNN",
+    "Conv2dNormActivation",
+    "InvertedResidual",
+    "LeNet5",
+    "MobileNetV2",
+    "ResNet",
+    "cifar_cnn",
+    "conv1x1",
+    "conv3x3",
+    "get_model",
+    "lenet5",
+    "list_models",
+    "make_divisible",
+    "make_layers",
+    "mobilenet_v2",
+    "resnet18",
+    "resnet20",
+    "resnet32",
+    "resnet34",
+    "resnet44",
+    "resnet50",
+    "resnet56",
+    "resnet101",
+    "resnet110",
+    "resnet152",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+]
+
+_MODELS: dict[str, Callable[..., Module]] = {
+    f.__name__: f
+    for f in (
+        lenet5,
+        cifar_cnn,
+        vgg11,
+        vgg13,
+        vgg16,
+        vgg19,
+        vgg11_bn,
+        vgg13_bn,
+        vgg16_bn,
+        vgg19_bn,
+        resnet18,
+        resnet34,
+        resnet50,
+        resnet101,
+        resnet152,
+        resnet20,
+        resnet32,
+        resnet44,
+        resnet56,
+        resnet110,
+        mobilenet_v2,
+    )
+}
+
+
+def list_models() -> list[str]:
+    """The names :func:`get_model` accepts, sorted.
+
+    Examples:
+        >>> list_models()[:4]
+        ['cifar_cnn', 'lenet5', 'mobilenet_v2', 'resnet101']
+    """
+    return sorted(_MODELS)
+
+
+def get_model(name: str, **kwargs: Any) -> Module:
+    """Build the model called ``name`` (see :func:`list_models`); keywords go to its factory.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones (and the closest match).
+
+    Examples:
+        >>> get_model("lenet5", num_classes=5).num_classes
+        5
+        >>> get_model("resnet19")
+        Traceback (most recent call last):
+        ...
+        ValueError: get_model: unknown model 'resnet19' (did you mean 'resnet18'?); available: cifar_cnn, ...
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"get_model: name must be a str, got {type(name).__name__}")
+    factory = _MODELS.get(name) or _MODELS.get(name.lower())
+    if factory is None:
+        close = difflib.get_close_matches(name.lower(), list(_MODELS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"get_model: unknown model {name!r}{hint}; available: {', '.join(list_models())}")
+    return factory(**kwargs)

@@ -1,0 +1,465 @@
+r"""Residual networks (He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition", CVPR 2016).
+
+A residual block learns a correction :math:`F(x)` to its input instead of a whole mapping:
+
+.. math:: y = \mathrm{relu}\big(F(x) + s(x)\big), \qquad s(x) = x \text{ or } \mathrm{BN}(W_{1\times1} * x)
+
+where :math:`s` is the identity when :math:`F` keeps the shape, and a 1x1 convolution (with the block's stride)
+plus BatchNorm when it changes the channels or the resolution (the paper's "option B" projection shortcut).
+
+* **BasicBlock** (ResNet-18/34 and the CIFAR ResNets): :math:`F = \mathrm{BN}(\mathrm{conv}_{3\times3}(
+  \mathrm{relu}(\mathrm{BN}(\mathrm{conv}_{3\times3}(x)))))`.
+* **Bottleneck** (ResNet-50/101/152): 1x1 conv down to ``width`` channels, 3x3 conv (carrying the stride, as in
+  torchvision's "ResNet v1.5"; the paper put it on the first 1x1), 1x1 conv up to ``4 * planes``.
+
+Backward of a block. With :math:`z = F(x) + s(x)` and :math:`y = \mathrm{relu}(z)`:
+
+.. math::
+
+    dz = dy \odot [z > 0], \qquad
+    dx = \underbrace{F.\mathrm{backward}(dz)}_{\text{the body, layers in reverse}}
+       + \underbrace{s.\mathrm{backward}(dz)}_{dz \text{ itself for the identity}}
+
+The sum hands :math:`dz` unchanged to both terms, and because :math:`x` fed both branches (a fork), their
+gradients add. The identity path carries :math:`dz` to :math:`x` untouched, which is why very deep ResNets still
+train: the gradient always has a path that no weight matrix shrinks.
+
+Two families share one :class:`ResNet` class:
+
+* ImageNet (224x224): a 7x7/2 stem conv and a 3x3/2 max-pool, then four stages of 64/128/256/512 ``planes``;
+  state_dict keys exactly torchvision's (``conv1.weight``, ``layer1.0.conv1.weight``,
+  ``layer2.0.downsample.0.weight``, ``fc.weight``, ...), so torchvision weights load by name.
+* CIFAR (32x32, the paper's section 4.2): a 3x3 stem conv, no max-pool, three stages of 16/32/64 channels with
+  n blocks each (depth 6n + 2: resnet20/32/44/56/110) and option-B shortcuts.
+
+Initialization as torchvision: every conv ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``, BatchNorm
+weight 1 and bias 0, the final Linear keeps PyTorch's default U(+-1/sqrt(in_features)); with
+``zero_init_residual=True`` the last BatchNorm of each block starts at weight 0, so each block starts as the
+identity (Goyal et al. 2017).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from minidl.nn import init
+from minidl.nn._checks import check_array, check_grad_output, check_int
+from minidl.nn.activation import ReLU
+from minidl.nn.containers import Flatten, Sequential
+from minidl.nn.conv import Conv2d
+from minidl.nn.linear import Linear
+from minidl.nn.module import Module
+from minidl.nn.normalization import BatchNorm2d
+from minidl.nn.pooling import AdaptiveAvgPool2d, MaxPool2d
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "conv1x1",
+    "conv3x3",
+    "resnet18",
+    "resnet20",
+    "resnet32",
+    "resnet34",
+    "resnet44",
+    "resnet50",
+    "resnet56",
+    "resnet101",
+    "resnet110",
+    "resnet152",
+]
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> Conv2d:
+    """3x3 convolution with padding 1 and no bias (a BatchNorm follows, whose beta is the bias)."""
+    return Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> Conv2d:
+    """1x1 convolution without bias: mixes channels, and with ``stride`` 2 also halves the resolution."""
+    return Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+def _check_shortcut(where: str, body: Any, identity: Any) -> None:
+    if tuple(body.shape) != tuple(identity.shape):
+        raise ValueError(
+            f"{where}: the residual branch gives shape {tuple(body.shape)} but the shortcut gives "
+            f"{tuple(identity.shape)}; pass downsample=Sequential(conv1x1(inplanes, planes * expansion, stride), "
+            "BatchNorm2d(planes * expansion)) when the stride or the channels change"
+        )
+
+
+class BasicBlock(Module):
+    r"""Two 3x3 convolutions with a residual connection (ResNet-18/34, CIFAR ResNets).
+
+    .. math:: y = \mathrm{relu}(\mathrm{bn_2}(\mathrm{conv_2}(\mathrm{relu}(\mathrm{bn_1}(\mathrm{conv_1}(x)))))
+              + \mathrm{downsample}(x))
+
+    torchvision applies one ``relu`` module twice; a minidl module keeps one cache per forward, so the block holds
+    two: ``relu1`` (inside the branch) and ``relu2`` (after the sum). Neither has state, so the state_dict keys are
+    torchvision's: ``conv1.weight``, ``bn1.*``, ``conv2.weight``, ``bn2.*``, ``downsample.0.weight``,
+    ``downsample.1.*``.
+
+    Args:
+        inplanes: C, the input channels.
+        planes: O, the output channels (``expansion`` is 1).
+        stride: stride of ``conv1`` (2 halves H and W). Default: 1.
+        downsample: the shortcut when the shape changes (1x1 conv + BN); None for the identity. Default: None.
+
+    Shape:
+        - Input: (N, C, H, W).
+        - Output: (N, O, OH, OW), OH = floor((H - 1) / stride) + 1, likewise OW.
+
+    Backward:
+        dz = relu2.backward(dy);  dbody = conv1 <- bn1 <- relu1 <- conv2 <- bn2 backward of dz (reverse order);
+        dx = dbody + (downsample.backward(dz) if downsample else dz).
+
+    Examples:
+        >>> import numpy as np
+        >>> block = BasicBlock(16, 32, stride=2, downsample=Sequential(conv1x1(16, 32, 2), BatchNorm2d(32)))
+        >>> y = block(np.ones((2, 16, 8, 8), np.float32))
+        >>> y.shape, block.backward(np.ones_like(y)).shape
+        ((2, 32, 4, 4), (2, 16, 8, 8))
+    """
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Module | None = None) -> None:
+        super().__init__()
+        self.inplanes = check_int("BasicBlock", "inplanes", inplanes)
+        self.planes = check_int("BasicBlock", "planes", planes)
+        self.stride = check_int("BasicBlock", "stride", stride)
+        if downsample is not None and not isinstance(downsample, Module):
+            raise TypeError(f"BasicBlock: downsample must be a Module or None, got {type(downsample).__name__}")
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = BatchNorm2d(planes)
+        self.relu1 = ReLU()
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = BatchNorm2d(planes)
+        self.downsample = downsample
+        self.relu2 = ReLU()
+
+    def extra_repr(self) -> str:
+        return f"{self.inplanes}, {self.planes}, stride={self.stride}"
+
+    def receptive_field_branches(self) -> list[list[Module]]:
+        """Main path and shortcut, for :func:`minidl.summary`'s receptive field (``[]`` is the identity)."""
+        main = [m for name, m in self.named_children() if name != "downsample"]
+        return [main, [] if self.downsample is None else [self.downsample]]
+
+    def forward(self, x: Any) -> Any:
+        where = f"BasicBlock({self.extra_repr()})"
+        check_array(where, x, ndim=4, channels=self.inplanes)
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        _check_shortcut(where, out, identity)
+        out = self.relu2(out + identity)
+        self._save_for_backward(tuple(out.shape))
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        check_grad_output("BasicBlock", dout, self._pop_cache())
+        dz = self.relu2.backward(dout)  # gradient of z = body + identity; the sum passes it to both terms
+        d = self.bn2.backward(dz)  # the body, layer by layer in reverse
+        d = self.conv2.backward(d)
+        d = self.relu1.backward(d)
+        d = self.bn1.backward(d)
+        dbody = self.conv1.backward(d)
+        dshortcut = dz if self.downsample is None else self.downsample.backward(dz)
+        dx = dbody + dshortcut  # x fed both branches: their gradients add
+        return dx
+
+
+class Bottleneck(Module):
+    r"""1x1 (reduce) - 3x3 (stride, groups) - 1x1 (expand x4) with a residual connection (ResNet-50/101/152).
+
+    .. math:: y = \mathrm{relu}(\mathrm{bn_3}(\mathrm{conv_3}(\mathrm{relu}(\mathrm{bn_2}(\mathrm{conv_2}(
+              \mathrm{relu}(\mathrm{bn_1}(\mathrm{conv_1}(x)))))))) + \mathrm{downsample}(x))
+
+    The stride sits on the 3x3 convolution (torchvision's ResNet v1.5). The inner width is
+    ``int(planes * width_per_group / 64) * groups`` (``planes`` for plain ResNets; ResNeXt and wide ResNets
+    change it). Three ReLU modules ``relu1``, ``relu2``, ``relu3`` stand for torchvision's one reused ``relu``.
+
+    Args:
+        inplanes: C, the input channels.
+        planes: the bottleneck's base width; the output has O = 4 * planes channels.
+        stride: stride of ``conv2``. Default: 1.
+        downsample: the shortcut when the shape changes; None for the identity. Default: None.
+        groups: groups of the 3x3 convolution (ResNeXt). Default: 1.
+        width_per_group: channels per group at planes = 64. Default: 64.
+
+    Shape:
+        - Input: (N, C, H, W).
+        - Output: (N, 4 * planes, OH, OW), OH = floor((H - 1) / stride) + 1, likewise OW.
+
+    Backward:
+        dz = relu3.backward(dy);  dbody = the nine body layers' backward in reverse order applied to dz;
+        dx = dbody + (downsample.backward(dz) if downsample else dz).
+
+    Examples:
+        >>> import numpy as np
+        >>> block = Bottleneck(64, 16)  # 64 -> 16 -> 16 -> 64 channels: the identity shortcut fits
+        >>> y = block(np.ones((2, 64, 5, 5), np.float32))
+        >>> y.shape, block.backward(np.ones_like(y)).shape
+        ((2, 64, 5, 5), (2, 64, 5, 5))
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: Module | None = None,
+        groups: int = 1,
+        width_per_group: int = 64,
+    ) -> None:
+        super().__init__()
+        self.inplanes = check_int("Bottleneck", "inplanes", inplanes)
+        self.planes = check_int("Bottleneck", "planes", planes)
+        self.stride = check_int("Bottleneck", "stride", stride)
+        groups = check_int("Bottleneck", "groups", groups)
+        width_per_group = check_int("Bottleneck", "width_per_group", width_per_group)
+        if downsample is not None and not isinstance(downsample, Module):
+            raise TypeError(f"Bottleneck: downsample must be a Module or None, got {type(downsample).__name__}")
+        width = int(planes * (width_per_group / 64.0)) * groups
+        if width < 1:
+            raise ValueError(f"Bottleneck: planes={planes} with width_per_group={width_per_group} gives no channels")
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = BatchNorm2d(width)
+        self.relu1 = ReLU()
+        self.conv2 = conv3x3(width, width, stride, groups)
+        self.bn2 = BatchNorm2d(width)
+        self.relu2 = ReLU()
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = BatchNorm2d(planes * self.expansion)
+        self.downsample = downsample
+        self.relu3 = ReLU()
+
+    def extra_repr(self) -> str:
+        return f"{self.inplanes}, {self.planes}, stride={self.stride}"
+
+    def receptive_field_branches(self) -> list[list[Module]]:
+        """Main path and shortcut, for :func:`minidl.summary`'s receptive field (``[]`` is the identity)."""
+        main = [m for name, m in self.named_children() if name != "downsample"]
+        return [main, [] if self.downsample is None else [self.downsample]]
+
+    def forward(self, x: Any) -> Any:
+        where = f"Bottleneck({self.extra_repr()})"
+        check_array(where, x, ndim=4, channels=self.inplanes)
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        _check_shortcut(where, out, identity)
+        out = self.relu3(out + identity)
+        self._save_for_backward(tuple(out.shape))
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        check_grad_output("Bottleneck", dout, self._pop_cache())
+        dz = self.relu3.backward(dout)
+        d = dz
+        for layer in (self.bn3, self.conv3, self.relu2, self.bn2, self.conv2, self.relu1, self.bn1, self.conv1):
+            d = layer.backward(d)
+        dshortcut = dz if self.downsample is None else self.downsample.backward(dz)
+        return d + dshortcut
+
+
+class ResNet(Module):
+    """A residual network: stem, stages of residual blocks, global average pooling, a linear classifier.
+
+    Args:
+        block: :class:`BasicBlock` or :class:`Bottleneck`.
+        layers: blocks per stage, e.g. ``[2, 2, 2, 2]`` (ResNet-18) or ``[3, 3, 3]`` (ResNet-20).
+        num_classes: outputs of ``fc``. Default: 1000.
+        zero_init_residual: start the last BatchNorm of each block at weight 0. Default: False.
+        groups: groups of the Bottleneck's 3x3 conv (ResNeXt). Default: 1.
+        width_per_group: Bottleneck width per group (wide ResNets use 128). Default: 64.
+        in_channels: C of the input images. Default: 3.
+        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool) or ``"cifar"`` (3x3/1 conv, no pooling).
+            Default: ``"imagenet"``.
+        widths: ``planes`` of each stage; stage i > 0 starts with stride 2. Default: (64, 128, 256, 512).
+
+    Shape:
+        - Input: (N, C, H, W).
+        - Output: (N, num_classes). The spatial size shrinks by 4 in the ImageNet stem and by 2 at each later
+          stage (224 -> 56 -> 28 -> 14 -> 7); global average pooling then accepts any size.
+
+    Backward:
+        fc, flatten, avgpool, the stages in reverse, maxpool, relu, bn1, conv1: each layer's backward on the
+        previous one's result (see :class:`BasicBlock` for the blocks).
+
+    Examples:
+        >>> import numpy as np
+        >>> net = ResNet(BasicBlock, [1, 1, 1], num_classes=10, stem="cifar", widths=(8, 16, 32))
+        >>> y = net(np.ones((2, 3, 16, 16), np.float32))
+        >>> y.shape, net.backward(np.ones_like(y)).shape
+        ((2, 10), (2, 3, 16, 16))
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: Sequence[int],
+        num_classes: int = 1000,
+        zero_init_residual: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
+        in_channels: int = 3,
+        stem: str = "imagenet",
+        widths: Sequence[int] = (64, 128, 256, 512),
+    ) -> None:
+        super().__init__()
+        if block not in (BasicBlock, Bottleneck):
+            raise TypeError(f"ResNet: block must be BasicBlock or Bottleneck, got {block!r}")
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"ResNet: stem must be 'imagenet' or 'cifar', got {stem!r}")
+        layers, widths = list(layers), list(widths)
+        if not layers or len(layers) != len(widths):
+            raise ValueError(f"ResNet: layers {layers} and widths {widths} must be non-empty and of the same length")
+        for i, (n, w) in enumerate(zip(layers, widths, strict=True)):
+            check_int("ResNet", f"layers[{i}]", n)
+            check_int("ResNet", f"widths[{i}]", w)
+        if block is BasicBlock and (groups != 1 or width_per_group != 64):
+            raise ValueError("ResNet: BasicBlock only supports groups=1 and width_per_group=64 (as torchvision)")
+        self.num_classes = check_int("ResNet", "num_classes", num_classes)
+        self.in_channels = check_int("ResNet", "in_channels", in_channels)
+        self.groups = check_int("ResNet", "groups", groups)
+        self.width_per_group = check_int("ResNet", "width_per_group", width_per_group)
+        self.stem = stem
+        self.inplanes = widths[0]
+        if stem == "imagenet":
+            self.conv1 = Conv2d(in_channels, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = conv3x3(in_channels, self.inplanes)
+        self.bn1 = BatchNorm2d(self.inplanes)
+        self.relu = ReLU()
+        self.maxpool = MaxPool2d(kernel_size=3, stride=2, padding=1) if stem == "imagenet" else None
+        self.num_stages = len(layers)
+        for i, (blocks, planes) in enumerate(zip(layers, widths, strict=True)):
+            self.add_module(f"layer{i + 1}", self._make_layer(block, planes, blocks, stride=1 if i == 0 else 2))
+        self.avgpool = AdaptiveAvgPool2d((1, 1))
+        self.flatten = Flatten(1)
+        self.fc = Linear(widths[-1] * block.expansion, num_classes)
+        self.reset_parameters(zero_init_residual)
+
+    def _make_layer(self, block: Any, planes: int, blocks: int, stride: int) -> Sequential:
+        """One stage: the first block changes stride/channels (with a projection shortcut), the rest keep them."""
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride), BatchNorm2d(planes * block.expansion)
+            )
+        extra = {} if block is BasicBlock else {"groups": self.groups, "width_per_group": self.width_per_group}
+        stage = [block(self.inplanes, planes, stride, downsample, **extra)]
+        self.inplanes = planes * block.expansion
+        stage += [block(self.inplanes, planes, **extra) for _ in range(1, blocks)]
+        return Sequential(*stage)
+
+    def reset_parameters(self, zero_init_residual: bool = False) -> None:
+        """torchvision's init: convs kaiming_normal_(fan_out, relu), BN weight 1 / bias 0, fc PyTorch's default."""
+        for m in self.modules():
+            if isinstance(m, Conv2d):
+                init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, BatchNorm2d):
+                m.reset_parameters()
+            elif isinstance(m, Linear):
+                m.reset_parameters()
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    init.zeros_(m.bn2.weight)
+
+    def stages(self) -> list[Sequential]:
+        """The residual stages ``layer1``, ``layer2``, ... in order."""
+        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def extra_repr(self) -> str:
+        return f"stem={self.stem!r}, num_classes={self.num_classes}"
+
+    def forward(self, x: Any) -> Any:
+        check_array(type(self).__name__, x, ndim=4, channels=self.in_channels)
+        x = self.relu(self.bn1(self.conv1(x)))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        for stage in self.stages():
+            x = stage(x)
+        out = self.fc(self.flatten(self.avgpool(x)))
+        self._save_for_backward(tuple(out.shape))
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        check_grad_output(type(self).__name__, dout, self._pop_cache())
+        d = self.avgpool.backward(self.flatten.backward(self.fc.backward(dout)))
+        for stage in reversed(self.stages()):
+            d = stage.backward(d)
+        if self.maxpool is not None:
+            d = self.maxpool.backward(d)
+        return self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
+
+
+# ---------------------------------------------------------------------------------------------- ImageNet ResNets
+def resnet18(num_classes: int = 1000, *, cifar: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18: BasicBlock x [2, 2, 2, 2]; 11,689,512 parameters with 1000 classes, 1.82 GMAC at 224x224.
+
+    ``cifar=True`` swaps the stem for a 3x3/1 conv without max-pool (the common 32x32 variant, 11.2M parameters
+    with 10 classes, 0.56 GMAC at 32x32). Other keywords go to :class:`ResNet`.
+    """
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, stem="cifar" if cifar else "imagenet", **kwargs)
+
+
+def resnet34(num_classes: int = 1000, *, cifar: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34: BasicBlock x [3, 4, 6, 3]; 21,797,672 parameters with 1000 classes, 3.67 GMAC at 224x224."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, stem="cifar" if cifar else "imagenet", **kwargs)
+
+
+def resnet50(num_classes: int = 1000, *, cifar: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 (v1.5): Bottleneck x [3, 4, 6, 3]; 25,557,032 parameters with 1000 classes, 4.09 GMAC."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, stem="cifar" if cifar else "imagenet", **kwargs)
+
+
+def resnet101(num_classes: int = 1000, *, cifar: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101 (v1.5): Bottleneck x [3, 4, 23, 3]; 44,549,160 parameters with 1000 classes, 7.80 GMAC."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, stem="cifar" if cifar else "imagenet", **kwargs)
+
+
+def resnet152(num_classes: int = 1000, *, cifar: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152 (v1.5): Bottleneck x [3, 8, 36, 3]; 60,192,808 parameters with 1000 classes, 11.5 GMAC."""
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, stem="cifar" if cifar else "imagenet", **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- CIFAR ResNets
+def _cifar_resnet(n: int, num_classes: int, kwargs: dict[str, Any]) -> ResNet:
+    return ResNet(BasicBlock, [n, n, n], num_classes, stem="cifar", widths=(16, 32, 64), **kwargs)
+
+
+def resnet20(num_classes: int = 10, **kwargs: Any) -> ResNet:
+    """CIFAR ResNet-20 (He et al. section 4.2, n = 3, option-B shortcuts): 272,474 parameters, 41 MMAC at 32x32."""
+    return _cifar_resnet(3, num_classes, kwargs)
+
+
+def resnet32(num_classes: int = 10, **kwargs: Any) -> ResNet:
+    """CIFAR ResNet-32 (n = 5): 466,906 parameters with 10 classes, 69 MMAC at 32x32."""
+    return _cifar_resnet(5, num_classes, kwargs)
+
+
+def resnet44(num_classes: int = 10, **kwargs: Any) -> ResNet:
+    """CIFAR ResNet-44 (n = 7): 661,338 parameters with 10 classes, 97 MMAC at 32x32."""
+    return _cifar_resnet(7, num_classes, kwargs)
+
+
+def resnet56(num_classes: int = 10, **kwargs: Any) -> ResNet:
+    """CIFAR ResNet-56 (n = 9): 855,770 parameters with 10 classes, 126 MMAC at 32x32."""
+    return _cifar_resnet(9, num_classes, kwargs)
+
+
+def resnet110(num_classes: int = 10, **kwargs: Any) -> ResNet:
+    """CIFAR ResNet-110 (n = 18): 1,730,714 parameters with 10 classes, 253 MMAC at 32x32."""
+    return _cifar_resnet(18, num_classes, kwargs)
