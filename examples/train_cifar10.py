@@ -128,9 +128,7 @@ def main() -> None:
     parser.add_argument(
         "--backend",
         default=None,
-        help="array backend: "
-        + ", ".join(minidl.available_backends())
-        + " (default: numba when installed, else numpy)",
+        help="array backend, one of " + ", ".join(minidl.available_backends()) + " (default: numba if installed)",
     )
     parser.add_argument("--quick", action="store_true", help="the short demo run of the README")
     args = parser.parse_args()

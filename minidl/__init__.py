@@ -16,7 +16,7 @@ Examples:
     (2, 4)
 """
 
-from minidl import data, gradcheck, models, nn, optim, transforms  # noqa: E402  (they need the names above)
+from minidl import data, gradcheck, models, nn, optim, train, transforms  # noqa: E402  (they need the names above)
 from minidl._dtype import get_default_dtype, set_default_dtype
 from minidl._random import default_generator, fork_rng, get_rng_state, initial_seed, manual_seed, set_rng_state
 from minidl.backend import (
@@ -59,6 +59,7 @@ __all__ = [
     "set_rng_state",
     "summary",
     "to_numpy",
+    "train",
     "transforms",
     "use_backend",
 ]

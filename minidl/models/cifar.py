@@ -52,7 +52,8 @@ class CifarCNN(Module):
         dropout: dropout probability before the linear layer. Default: 0.5.
 
     Attributes:
-        features: Sequential of 18 layers (5 conv-BN-ReLU triples and 3 max-pools) (keys ``features.0.weight``, ``features.1.*``...).
+        features: Sequential of 18 layers (5 conv-BN-ReLU triples and 3 max-pools); keys ``features.0.weight``,
+            ``features.1.*``, ...
         classifier: Sequential(Dropout, Linear(2048, num_classes)) (keys ``classifier.1.weight``/``.bias``).
 
     Shape:

@@ -287,3 +287,14 @@ def test_relu_mask_cache_is_bool_and_dx_zero_on_negatives(seed, shape):
     dx = A.relu_backward(arr(np.ones(shape)), mask)
     assert_close(dx, (host(x) > 0).astype(np.float64))
     assert (host(out) >= 0).all() and (host(out)[host(x) > 0] == host(x)[host(x) > 0]).all()
+
+
+def test_relu_propagates_nan_like_pytorch():
+    """A NaN that reaches ReLU must not be hidden as 0 (it would mask a diverging network)."""
+    import minidl
+
+    with minidl.use_backend("numpy"):
+        out, cache = nn.functional.relu_forward(np.array([np.nan, -1.0, 2.0], np.float32))
+        assert np.isnan(out[0]) and out[1] == 0 and out[2] == 2
+        dx = nn.functional.relu_backward(np.ones(3, np.float32), cache)
+        assert dx.tolist()[1:] == [0.0, 1.0] and dx[0] == 1.0

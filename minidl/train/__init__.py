@@ -1,0 +1,79 @@
+"""Training utilities: the epoch loop, metrics, progress bars, history, callbacks, plots and transfer learning.
+
+* :mod:`~minidl.train.loop`: :func:`train_one_epoch`, :func:`evaluate`, :func:`predict`
+* :mod:`~minidl.train.trainer`: :class:`Trainer` and :func:`fit` (history, callbacks, checkpoints, exact resume)
+* :mod:`~minidl.train.metrics`: :func:`accuracy`, :func:`top_k_accuracy`, :func:`confusion_matrix`,
+  :func:`per_class_metrics`, :class:`AverageMeter`
+* :mod:`~minidl.train.callbacks`: :class:`EarlyStopping`, :class:`ModelCheckpoint`, :class:`LearningRateMonitor`
+* :mod:`~minidl.train.history`: :class:`History` (JSON/CSV); :mod:`~minidl.train.progress`: tqdm bars
+* :mod:`~minidl.train.plots`: :func:`plot_history`, :func:`plot_confusion_matrix`, :func:`plot_misclassified`
+  (needs matplotlib: ``pip install minidl[viz]``)
+* :mod:`~minidl.train.transfer`: :func:`freeze`, :func:`unfreeze`, :func:`replace_head`,
+  :func:`param_groups_with_lr`, :func:`freeze_batchnorm`
+
+The ten-line loop they package is in ``docs/training.md``.
+"""
+
+from minidl.train.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from minidl.train.history import History
+from minidl.train.loop import current_lrs, evaluate, predict, train_one_epoch
+from minidl.train.metrics import (
+    AverageMeter,
+    TopKAccuracy,
+    accuracy,
+    confusion_matrix,
+    per_class_metrics,
+    precision_recall,
+    top_k_accuracy,
+)
+from minidl.train.plots import plot_confusion_matrix, plot_history, plot_misclassified
+from minidl.train.progress import EpochProgress, format_metrics
+from minidl.train.trainer import Trainer, fit
+from minidl.train.transfer import (
+    count_parameters,
+    find_last_linear,
+    freeze,
+    freeze_batchnorm,
+    get_submodule,
+    param_groups_with_lr,
+    replace_head,
+    trainable_parameters,
+    unfreeze,
+    unfreeze_batchnorm,
+)
+
+__all__ = [
+    "AverageMeter",
+    "Callback",
+    "EarlyStopping",
+    "EpochProgress",
+    "History",
+    "LearningRateMonitor",
+    "ModelCheckpoint",
+    "TopKAccuracy",
+    "Trainer",
+    "accuracy",
+    "confusion_matrix",
+    "count_parameters",
+    "current_lrs",
+    "evaluate",
+    "find_last_linear",
+    "fit",
+    "format_metrics",
+    "freeze",
+    "freeze_batchnorm",
+    "get_submodule",
+    "param_groups_with_lr",
+    "per_class_metrics",
+    "plot_confusion_matrix",
+    "plot_history",
+    "plot_misclassified",
+    "precision_recall",
+    "predict",
+    "replace_head",
+    "top_k_accuracy",
+    "train_one_epoch",
+    "trainable_parameters",
+    "unfreeze",
+    "unfreeze_batchnorm",
+]

@@ -1,0 +1,368 @@
+"""``Trainer`` and ``fit``: epochs of :func:`train_one_epoch` and :func:`evaluate`, with history, callbacks,
+checkpoints and exact resume.
+
+One epoch of ``fit``:
+
+1. ``train_one_epoch`` (the scheduler steps after each ``optimizer.step()`` when ``scheduler_step="batch"``);
+2. ``evaluate`` on the validation loader, if there is one;
+3. ``scheduler.step()`` when ``scheduler_step="epoch"`` (``ReduceLROnPlateau`` gets the monitored validation value);
+4. the epoch's record (``epoch``, ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``lr``, ``time``,
+   ...) is appended to ``trainer.history`` (and written to ``history_path``);
+5. the callbacks' ``on_epoch_end`` (early stopping, checkpoints); ``trainer.stop_training`` ends the run.
+
+**Exact resume.** A checkpoint (written at the end of an epoch by :class:`~minidl.train.ModelCheckpoint`) holds
+everything the next epoch depends on: the model's parameters and buffers, the optimizer's state (momentum buffers,
+step counts, per-group lrs), the scheduler's state, minidl's global random generator (dropout masks, the loaders'
+per-epoch seeds when they have none, Mixup), the loaders' epoch counters (a :class:`~minidl.data.DataLoader`
+shuffles epoch ``e`` with ``SeedSequence(seed, spawn_key=(e, 0))`` and augments batch ``b`` with ``(e, 1, b)``, so
+restoring ``loader.epoch`` restores the data order and the augmentation), the history and the callbacks' state.
+Training 4 epochs straight and training 2, saving, building everything anew, resuming and training 2 more give
+bit-identical parameters. Checkpoints are taken between epochs; a run killed mid-epoch resumes from the start of that
+epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from minidl._random import get_rng_state, set_rng_state
+from minidl.nn.module import Module
+from minidl.serialization import load
+from minidl.train.callbacks import Callback, ModelCheckpoint
+from minidl.train.history import History
+from minidl.train.loop import _is_plateau, current_lrs, evaluate, train_one_epoch
+from minidl.train.progress import format_metrics
+
+__all__ = ["Trainer", "fit"]
+
+_FORMAT = "minidl-training-checkpoint"
+
+
+def _loader_state(loader: Any) -> dict[str, Any] | None:
+    if loader is None or not hasattr(loader, "epoch"):
+        return None
+    return {"epoch": int(loader.epoch), "seed": getattr(loader, "seed", None)}
+
+
+class Trainer:
+    """Train a model for several epochs: the loop helpers plus history, callbacks, checkpoints and resume.
+
+    Args:
+        model: the model.
+        loss_fn: the loss (``loss_fn(out, y) -> float``, ``loss_fn.backward()``).
+        optimizer: a :class:`minidl.optim.Optimizer`.
+        scheduler: a learning-rate scheduler or None. Default: None.
+        scheduler_step: ``"epoch"`` (StepLR, CosineAnnealingLR over epochs, ReduceLROnPlateau) or ``"batch"``
+            (OneCycleLR, schedules counted in steps). Default: "epoch".
+        metrics: as in :func:`train_one_epoch`. Default: None (accuracy).
+        callbacks: :class:`Callback` objects. Default: None.
+        history_path: write the history there after every epoch (``.csv``, else JSON). Default: None.
+        checkpoint_dir: add a ``ModelCheckpoint(checkpoint_dir, every_n_epochs=0, monitor=monitor)`` writing
+            ``last.npz`` and ``best.npz`` there (unless a ModelCheckpoint is given in ``callbacks``). Default: None.
+        monitor: the metric of the automatic ModelCheckpoint and of ReduceLROnPlateau. Default: "val_loss" (with
+            ``"train_loss"`` as the fallback when there is no validation loader).
+        progress: progress bars (True: when the output is a terminal; ``"always"``; False). Default: True.
+        verbose: print one line of metrics per epoch. Default: True.
+        clip_grad_norm, regularization, batch_transform: as in :func:`train_one_epoch`. Default: None.
+        log_file: where ``verbose`` lines and progress bars go. Default: None (stdout for lines, stderr for bars).
+
+    Attributes:
+        history: the :class:`History`. epoch: epochs completed. stop_training: set by a callback to stop.
+
+    Examples:
+        >>> import numpy as np, minidl
+        >>> from minidl import nn, optim
+        >>> from minidl.data import DataLoader, TensorDataset
+        >>> _ = minidl.manual_seed(0)
+        >>> x = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+        >>> y = (x[:, 0] > 0).astype(np.int64)
+        >>> loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, seed=0)
+        >>> model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> trainer = Trainer(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.5), verbose=False)
+        >>> history = trainer.fit(loader, loader, epochs=5)
+        >>> history["val_loss"][-1] < history["val_loss"][0], trainer.epoch
+        (True, 5)
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        loss_fn: Any,
+        optimizer: Any,
+        scheduler: Any = None,
+        scheduler_step: str = "epoch",
+        metrics: Any = None,
+        callbacks: Sequence[Callback] | None = None,
+        history_path: str | os.PathLike[str] | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        monitor: str = "val_loss",
+        progress: bool | str = True,
+        verbose: bool = True,
+        clip_grad_norm: float | None = None,
+        regularization: Callable[[Module], float] | None = None,
+        batch_transform: Callable[[Any, Any], tuple[Any, Any]] | None = None,
+        log_file: IO[str] | None = None,
+    ) -> None:
+        if not isinstance(model, Module):
+            raise TypeError(f"Trainer: model must be a minidl.nn.Module, got {type(model).__name__}")
+        if scheduler_step not in ("batch", "epoch"):
+            raise ValueError(f"Trainer: scheduler_step must be 'batch' or 'epoch', got {scheduler_step!r}")
+        if scheduler is not None and _is_plateau(scheduler) and scheduler_step != "epoch":
+            raise ValueError(
+                "Trainer: ReduceLROnPlateau steps once per epoch with a metric; use scheduler_step='epoch'"
+            )
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"Trainer: callbacks must be Callback objects, got {type(cb).__name__}")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scheduler_step = scheduler_step
+        self.metrics = metrics
+        self.history_path = None if history_path is None else Path(history_path)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.monitor = monitor
+        self.progress = progress
+        self.verbose = bool(verbose)
+        self.clip_grad_norm = clip_grad_norm
+        self.regularization = regularization
+        self.batch_transform = batch_transform
+        self.log_file = log_file
+        self._user_callbacks = callbacks
+        self.callbacks: list[Callback] = []
+        self.history = History()
+        self.epoch = 0
+        self.stop_training = False
+        self.train_loader: Any = None
+        self.val_loader: Any = None
+        self._loader_states: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ callbacks
+    def _setup_callbacks(self, has_val: bool) -> None:
+        callbacks = list(self._user_callbacks)
+        if self.checkpoint_dir is not None and not any(isinstance(cb, ModelCheckpoint) for cb in callbacks):
+            monitor = self.monitor if has_val or not self.monitor.startswith("val_") else "train_loss"
+            callbacks.append(ModelCheckpoint(self.checkpoint_dir, every_n_epochs=0, monitor=monitor))
+            self._user_callbacks = callbacks
+        self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
+
+    def _callback_keys(self) -> list[str]:
+        keys, seen = [], {}
+        for cb in self._user_callbacks:
+            name = type(cb).__name__
+            seen[name] = seen.get(name, 0) + 1
+            keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+        return keys
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly, as data :func:`minidl.save` writes without pickle."""
+        return {
+            "format": _FORMAT,
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "rng": get_rng_state(),
+            "history": self.history.state_dict(),
+            "loaders": {"train": _loader_state(self.train_loader), "val": _loader_state(self.val_loader)},
+            "callbacks": {
+                k: cb.state_dict() for k, cb in zip(self._callback_keys(), self._user_callbacks, strict=True)
+            },
+        }
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`checkpoint` to ``path`` atomically (``.npz`` or ``.safetensors``)."""
+        from minidl.serialization import save
+
+        save(self.checkpoint(), path)
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint` or :class:`ModelCheckpoint`: model, optimizer,
+        scheduler, RNG state, history, callbacks' state and epoch; the loaders' epochs are set by the next
+        :meth:`fit`."""
+        ckpt = load(path)
+        if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
+            raise ValueError(
+                f"Trainer.load_checkpoint: {path} is not a training checkpoint (was it a bare state dict?)"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None:
+            if ckpt["scheduler"] is None:
+                raise ValueError(
+                    f"Trainer.load_checkpoint: {path} has no scheduler state but the trainer has a scheduler"
+                )
+            self.scheduler.load_state_dict(dict(ckpt["scheduler"]))
+        self.history = History()
+        self.history.load_state_dict(ckpt["history"])
+        saved = ckpt["callbacks"]
+        for key, cb in zip(self._callback_keys(), self._user_callbacks, strict=True):
+            if key in saved:
+                cb.load_state_dict(dict(saved[key]))
+        self._loader_states = {k: v for k, v in ckpt["loaders"].items() if v is not None}
+        self.epoch = int(ckpt["epoch"])
+        set_rng_state(ckpt["rng"])
+
+    def _restore_loaders(self) -> None:
+        for name, loader in (("train", self.train_loader), ("val", self.val_loader)):
+            state = self._loader_states.pop(name, None)
+            if state is None or loader is None or not hasattr(loader, "epoch"):
+                continue
+            if getattr(loader, "seed", None) != state.get("seed"):
+                warnings.warn(
+                    f"Trainer: the {name} loader has seed {getattr(loader, 'seed', None)} but the checkpoint was "
+                    f"taken with seed {state.get('seed')}; the data order will differ from the original run",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            loader.epoch = int(state["epoch"])
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        train_loader: Iterable[Any],
+        val_loader: Iterable[Any] | None = None,
+        epochs: int = 1,
+        resume: bool | str | os.PathLike[str] = False,
+    ) -> History:
+        """Train until ``epochs`` epochs are completed in total (or a callback stops training).
+
+        Args:
+            train_loader: training batches ``(x, y)``.
+            val_loader: validation batches, or None. Default: None.
+            epochs: the total number of epochs (a resumed run continues up to it). Default: 1.
+            resume: False; True (continue from ``checkpoint_dir/last.npz`` if it exists, else start afresh); or
+                the path of a checkpoint. Default: False.
+
+        Returns:
+            The :class:`History` (also ``self.history``).
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"Trainer.fit: epochs must be an int >= 0, got {epochs!r}")
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self._setup_callbacks(val_loader is not None)
+        if resume is not False:
+            path = self._resume_path(resume)
+            if path is not None:
+                self.load_checkpoint(path)
+                self._log(f"resumed from {path} after epoch {self.epoch}")
+        self._restore_loaders()
+        self.stop_training = False
+        self._call("on_train_begin")
+        lines = sys.stdout if self.log_file is None else self.log_file
+        for epoch in range(self.epoch + 1, epochs + 1):
+            self._call("on_epoch_begin", epoch)
+            start = time.perf_counter()
+            lrs = current_lrs(self.optimizer)
+            train = train_one_epoch(
+                self.model,
+                train_loader,
+                self.loss_fn,
+                self.optimizer,
+                scheduler=self.scheduler if self.scheduler_step == "batch" else None,
+                metrics=self.metrics,
+                progress=self.progress,
+                clip_grad_norm=self.clip_grad_norm,
+                regularization=self.regularization,
+                batch_transform=self.batch_transform,
+                desc=f"epoch {epoch}/{epochs}",
+                progress_file=self.log_file,
+                on_batch_end=lambda b, logs: self._call("on_batch_end", b, logs),
+            )
+            logs: dict[str, Any] = {"epoch": epoch}
+            logs.update({f"train_{k}": v for k, v in train.items() if k not in ("lr", "samples", "time", "throughput")})
+            if val_loader is not None:
+                val = evaluate(
+                    self.model,
+                    val_loader,
+                    self.loss_fn,
+                    self.metrics,
+                    progress=self.progress,
+                    desc=f"epoch {epoch}/{epochs} val",
+                    progress_file=self.log_file,
+                )
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            logs["lr"] = lrs[0]
+            logs.update({f"lr_group{i}": lr for i, lr in enumerate(lrs) if i > 0})
+            logs["train_throughput"] = train["throughput"]
+            if self.scheduler is not None and self.scheduler_step == "epoch":
+                if _is_plateau(self.scheduler):
+                    key = self.monitor if self.monitor in logs else "train_loss"
+                    self.scheduler.step(logs[key])
+                else:
+                    self.scheduler.step()
+            logs["time"] = time.perf_counter() - start
+            self.epoch = epoch
+            self.history.append(logs)
+            self._call("on_epoch_end", epoch, logs)
+            if self.history_path is not None:
+                self.history.save(self.history_path)
+            if self.verbose:
+                print(format_metrics(logs), file=lines, flush=True)
+            if self.stop_training:
+                break
+        self._call("on_train_end")
+        return self.history
+
+    def _resume_path(self, resume: Any) -> Path | None:
+        if resume is True:
+            ckpt = next((cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)), None)
+            if ckpt is None:
+                raise ValueError("Trainer.fit: resume=True needs checkpoint_dir (or a ModelCheckpoint callback)")
+            if not ckpt.last_path.is_file():
+                self._log(f"no checkpoint at {ckpt.last_path}: starting from epoch 1")
+                return None
+            return ckpt.last_path
+        path = Path(resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"Trainer.fit: no checkpoint to resume from at {path}")
+        return path
+
+    def _log(self, message: str) -> None:
+        if self.verbose:
+            print(message, file=sys.stdout if self.log_file is None else self.log_file, flush=True)
+
+
+def fit(
+    model: Module,
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any] | None,
+    loss_fn: Any,
+    optimizer: Any,
+    epochs: int = 1,
+    scheduler: Any = None,
+    callbacks: Sequence[Callback] | None = None,
+    history_path: str | os.PathLike[str] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool | str | os.PathLike[str] = False,
+    **trainer_kwargs: Any,
+) -> History:
+    """Train ``model`` for ``epochs`` epochs: ``Trainer(model, loss_fn, optimizer, ...).fit(...)`` in one call.
+
+    ``trainer_kwargs`` go to :class:`Trainer` (``scheduler_step``, ``metrics``, ``progress``, ``verbose``,
+    ``clip_grad_norm``, ``regularization``, ``batch_transform``, ``monitor``, ``log_file``). Returns the history.
+    """
+    trainer = Trainer(
+        model,
+        loss_fn,
+        optimizer,
+        scheduler=scheduler,
+        callbacks=callbacks,
+        history_path=history_path,
+        checkpoint_dir=checkpoint_dir,
+        **trainer_kwargs,
+    )
+    return trainer.fit(train_loader, val_loader, epochs=epochs, resume=resume)
