@@ -2,18 +2,20 @@
 #   make demo   train a small CNN on CIFAR-10 (or the embedded sample when CIFAR-10 is not found) and print accuracy
 #   make test   install minidl with its test dependencies and run the test suite
 # Variables: PYTHON (the interpreter that creates .venv), TORCH (the PyTorch requirement for the parity tests;
-# empty to skip them: `make test TORCH=`), PYTEST_ARGS (extra pytest arguments, e.g. `-m slow`).
+# empty to skip them: `make test TORCH=`), PYTEST_ARGS (extra pytest arguments, e.g. `-m slow`), DATA_DIR (where
+# the demo looks for CIFAR-10; default: ../shared/data when it exists, else $MINIDL_DATA_DIR and the cache).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
+DATA_DIR ?= $(firstword $(wildcard ../shared/data))
 
 .PHONY: demo test install install-test lint clean
 
 demo: install
-	$(BIN)/python examples/train_cifar10.py --quick
+	$(BIN)/python examples/train_cifar10.py --quick $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out runs/demo
 
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
