@@ -7,6 +7,7 @@ import pytest
 
 from minidl import gradcheck, nn
 from minidl.gradcheck import GradcheckError, check_function, check_module, numerical_gradient
+from tests.helpers import arr
 
 
 def _square_forward(x):
@@ -121,8 +122,8 @@ def test_report_table_lists_every_tensor():
 
 def test_check_loss_with_extra_inputs_and_unreduced_losses():
     rng = np.random.default_rng(7)
-    logits, teacher = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
-    labels = np.array([0, 3, 1, 4])
+    logits, teacher = arr(rng.normal(size=(4, 5))), arr(rng.normal(size=(4, 5)))
+    labels = arr(np.array([0, 3, 1, 4]))
     gradcheck.check_loss(nn.DistillationLoss(temperature=3.0, alpha=0.7), logits, labels, teacher)
     gradcheck.check_loss(nn.MSELoss(reduction="none"), logits, teacher)
     gradcheck.check_loss(nn.CrossEntropyLoss(reduction="none", label_smoothing=0.1), logits, labels)
@@ -133,6 +134,6 @@ def test_check_loss_catches_a_wrong_loss_gradient():
         def backward(self, dout=None):
             return 0.5 * super().backward(dout)
 
-    x, y = np.random.default_rng(8).normal(size=(2, 3, 2))
+    x, y = (arr(a) for a in np.random.default_rng(8).normal(size=(2, 3, 2)))
     report = gradcheck.check_loss(HalfGradMSE(), x, y, raise_on_failure=False)
     assert not report.passed and report.worst.scale == pytest.approx(0.5, rel=1e-6)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import minidl
+from tests.helpers import arr, host
 
 
 def _checkpoint():
@@ -164,19 +165,19 @@ def _layers():
 @pytest.mark.parametrize("index", range(12))
 def test_every_layer_round_trips_through_a_file(tmp_path, index):
     layer, shape = _layers()[index]
-    x = np.random.default_rng(index).normal(size=shape).astype(np.float32)
+    x = arr(np.random.default_rng(index).normal(size=shape).astype(np.float32))
     layer.train()
     layer(x)  # move running statistics away from their initial values
     for p in layer.parameters():
-        p.data[...] = np.random.default_rng(index + 1).normal(size=p.shape)
+        p.data[...] = arr(np.random.default_rng(index + 1).normal(size=p.shape).astype(np.float32))
     layer.eval()
-    expected = layer(x)
+    expected = host(layer(x))
     path = tmp_path / "layer.npz"
     minidl.save(layer.state_dict(), path)
     fresh, _ = _layers()[index]
     fresh.load_state_dict(minidl.load(path))
     fresh.eval()
-    np.testing.assert_array_equal(fresh(x), expected)
+    np.testing.assert_array_equal(host(fresh(x)), expected)
     assert list(fresh.state_dict()) == list(layer.state_dict())
 
 
@@ -202,7 +203,7 @@ def test_every_optimizer_resumes_exactly_from_a_checkpoint(tmp_path, name):
         model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.2), nn.Linear(4, 2))
         opt = getattr(optim, name)(model.parameters(), **_OPTIMIZERS[name])
         sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
-        x = np.random.default_rng(1).normal(size=(8, 3)).astype(np.float32)
+        x = arr(np.random.default_rng(1).normal(size=(8, 3)).astype(np.float32))
         for step in range(6):
             if split and step == 3:
                 path = tmp_path / f"{name}.npz"
@@ -229,7 +230,7 @@ def test_every_optimizer_resumes_exactly_from_a_checkpoint(tmp_path, name):
             model.backward(2 * out / out.size)  # gradient of mean(out ** 2)
             opt.step()
             sched.step()
-        return np.concatenate([p.data.ravel() for p in model.parameters()])
+        return np.concatenate([host(p.data).ravel() for p in model.parameters()])
 
     np.testing.assert_array_equal(run(split=True), run(split=False))
 

@@ -236,7 +236,9 @@ def test_bounded_prefetch():
 
 def test_device_option():
     ds = TensorDataset(np.ones((4, 2), np.float32), np.arange(4))
-    for device in ("numpy", "current", minidl.get_backend()):
+    x, _ = next(iter(DataLoader(ds, batch_size=4, device="numpy")))
+    assert minidl.get_backend("numpy").is_array(x) and x.shape == (4, 2)
+    for device in ("current", minidl.get_backend()):  # the backend under test (cupy in a GPU run)
         x, y = next(iter(DataLoader(ds, batch_size=4, device=device)))
         assert minidl.get_backend().is_array(x) and x.shape == (4, 2)
     with pytest.raises(ValueError, match="unknown backend"):

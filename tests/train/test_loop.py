@@ -108,7 +108,7 @@ def test_evaluate_restores_every_mode_and_keeps_no_cache():
     with minidl.no_grad():
         xs, ys = zip(*list(val), strict=True)
         logits = np.concatenate([minidl.to_numpy(model(x)) for x in xs])
-    y = np.concatenate(ys)
+    y = np.concatenate([minidl.to_numpy(v) for v in ys])
     assert logs["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == y))
     assert logs["top2"] >= logs["accuracy"]
     out, targets, inputs = predict(model, val, return_inputs=True)

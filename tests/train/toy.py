@@ -34,8 +34,9 @@ def loaders(
     n: int = 48, batch_size: int = 8, seed: int | None = 1, augment: bool = True
 ) -> tuple[DataLoader, DataLoader]:
     transform = GaussianNoise(std=0.1, clip=False) if augment else None
-    train = DataLoader(Blobs(n, transform=transform), batch_size=batch_size, shuffle=True, seed=seed)
-    val = DataLoader(Blobs(24, seed=5), batch_size=batch_size)
+    # batches on the backend under test, so a hand-written loop works on every backend (cupy in a GPU run)
+    train = DataLoader(Blobs(n, transform=transform), batch_size=batch_size, shuffle=True, seed=seed, device="current")
+    val = DataLoader(Blobs(24, seed=5), batch_size=batch_size, device="current")
     return train, val
 
 
