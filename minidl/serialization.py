@@ -134,7 +134,21 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def save(obj: Any, path: str | os.PathLike[str]) -> None:
     """Write a state dict or a nested checkpoint to ``path`` (``.npz`` or ``.safetensors``), atomically.
 
-    Arrays of any backend are copied to the host. Raises ``TypeError`` for values that would need pickle.
+    Args:
+        obj: a mapping of name -> array (``model.state_dict()``), or nested dicts/lists/tuples of arrays, numbers,
+            strings, booleans and None (a whole checkpoint). Arrays of any backend are copied to the host.
+        path: the file; its suffix chooses the format (``.safetensors``, else ``.npz``).
+
+    Raises:
+        TypeError: a value that could only be saved with pickle (an object, a set, an object array).
+
+    Examples:
+        >>> import os, tempfile, numpy as np, minidl
+        >>> from minidl import nn
+        >>> path = os.path.join(tempfile.mkdtemp(), "linear.npz")
+        >>> minidl.save(nn.Linear(2, 3).state_dict(), path)
+        >>> sorted(minidl.load(path))
+        ['bias', 'weight']
     """
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
@@ -159,6 +173,18 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Any:
     """Read what :func:`save` wrote. Arrays come back as NumPy arrays, or on ``backend`` when given.
 
     A plain ``.npz`` or ``.safetensors`` of arrays (e.g. converted PyTorch weights) loads as a flat dict.
+
+    Args:
+        path: the file.
+        backend: put the arrays on this backend (e.g. ``"cupy"``). Default: None (NumPy arrays).
+
+    Examples:
+        >>> import os, tempfile, numpy as np, minidl
+        >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.npz")
+        >>> minidl.save({"epoch": 4, "w": np.eye(2)}, path)
+        >>> ckpt = minidl.load(path)
+        >>> ckpt["epoch"], ckpt["w"].shape
+        (4, (2, 2))
 
     Raises:
         FileNotFoundError: no such file.

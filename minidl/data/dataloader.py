@@ -208,6 +208,7 @@ class DataLoader:
         dataset: Any,
         batch_size: int = 1,
         shuffle: bool = False,
+        *,
         drop_last: bool = False,
         num_workers: int = 0,
         seed: int | None = None,
@@ -224,8 +225,13 @@ class DataLoader:
             raise TypeError(f"DataLoader: dataset must define __len__ and __getitem__, got {type(dataset).__name__}")
         self.dataset = dataset
         self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
+        if not isinstance(shuffle, bool) or not isinstance(drop_last, bool):
+            raise TypeError(
+                f"DataLoader: shuffle and drop_last must be bools, got {shuffle!r} and {drop_last!r} (the arguments "
+                "after shuffle are keyword-only: PyTorch has a sampler in 4th place, minidl has none)"
+            )
+        self.shuffle = shuffle
+        self.drop_last = drop_last
         self.num_workers = _check_int("num_workers", num_workers, 0)
         if seed is not None:
             seed = _check_int("seed", seed, 0)

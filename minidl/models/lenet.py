@@ -127,6 +127,15 @@ class LeNet5(Module):
 def lenet5(num_classes: int = 10, in_channels: int = 1, *, classic: bool = False, padding: int = 0) -> LeNet5:
     """LeNet-5 (LeCun et al. 1998): 61,706 parameters for 1 input channel and 10 classes.
 
-    ``classic=True`` for tanh + average pooling; ``padding=2`` for 28x28 inputs. See :class:`LeNet5`.
+    Args:
+        num_classes: outputs. Default: 10.
+        in_channels: input channels. Default: 1.
+        classic: tanh + average pooling as in the paper, else ReLU + max pooling. Default: False.
+        padding: of the first conv: 0 for 32x32 inputs, 2 for 28x28 (MNIST). Default: 0.
+
+    Examples:
+        >>> import numpy as np
+        >>> lenet5(padding=2)(np.zeros((2, 1, 28, 28), np.float32)).shape
+        (2, 10)
     """
     return LeNet5(num_classes, in_channels, classic=classic, padding=padding)

@@ -409,8 +409,16 @@ class ResNet(Module):
 def resnet18(num_classes: int = 1000, *, cifar: bool = False, **kwargs: Any) -> ResNet:
     """ResNet-18: BasicBlock x [2, 2, 2, 2]; 11,689,512 parameters with 1000 classes, 1.82 GMAC at 224x224.
 
-    ``cifar=True`` swaps the stem for a 3x3/1 conv without max-pool (the common 32x32 variant, 11.2M parameters
-    with 10 classes, 0.56 GMAC at 32x32). Other keywords go to :class:`ResNet`.
+    Args:
+        num_classes: outputs of ``fc``. Default: 1000.
+        cifar: swap the stem for a 3x3/1 conv without max-pool (the common 32x32 variant, 11.2M parameters with 10
+            classes, 0.56 GMAC at 32x32). Default: False.
+        **kwargs: passed to :class:`ResNet`.
+
+    Examples:
+        >>> import numpy as np
+        >>> resnet18(num_classes=2)(np.zeros((1, 3, 64, 64), np.float32)).shape
+        (1, 2)
     """
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, stem="cifar" if cifar else "imagenet", **kwargs)
 
@@ -441,7 +449,18 @@ def _cifar_resnet(n: int, num_classes: int, kwargs: dict[str, Any]) -> ResNet:
 
 
 def resnet20(num_classes: int = 10, **kwargs: Any) -> ResNet:
-    """CIFAR ResNet-20 (He et al. section 4.2, n = 3, option-B shortcuts): 272,474 parameters, 41 MMAC at 32x32."""
+    """CIFAR ResNet-20 (He et al. section 4.2, n = 3, option-B shortcuts): 272,474 parameters, 41 MMAC at 32x32.
+
+    Args:
+        num_classes: outputs of the final Linear. Default: 10.
+        **kwargs: passed to :class:`ResNet` (e.g. ``zero_init_residual=True``).
+
+    Examples:
+        >>> import numpy as np
+        >>> net = resnet20()
+        >>> net(np.zeros((2, 3, 32, 32), np.float32)).shape, sum(p.size for p in net.parameters())
+        ((2, 10), 272474)
+    """
     return _cifar_resnet(3, num_classes, kwargs)
 
 

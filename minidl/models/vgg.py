@@ -213,7 +213,19 @@ def vgg13(num_classes: int = 1000, *, batch_norm: bool = False, cifar: bool = Fa
 
 
 def vgg16(num_classes: int = 1000, *, batch_norm: bool = False, cifar: bool = False, **kwargs: Any) -> VGG:
-    """VGG-16 (configuration D): 138,357,544 parameters with 1000 classes, 15.5 GMAC at 224x224."""
+    """VGG-16 (configuration D): 138,357,544 parameters with 1000 classes, 15.5 GMAC at 224x224.
+
+    Args:
+        num_classes: outputs of the classifier. Default: 1000.
+        batch_norm: BatchNorm after every conv (``vgg16_bn``). Default: False.
+        cifar: the 32x32 variant: no 7x7 average pooling, a single Linear(512, num_classes) head. Default: False.
+        **kwargs: passed to :class:`VGG`.
+
+    Examples:
+        >>> import numpy as np
+        >>> vgg16(num_classes=10, cifar=True, batch_norm=True)(np.zeros((1, 3, 32, 32), np.float32)).shape
+        (1, 10)
+    """
     return _vgg("D", batch_norm, num_classes, cifar, kwargs)
 
 

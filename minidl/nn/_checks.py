@@ -85,14 +85,22 @@ def check_same_device(where: str, x: Any, *arrays: Any) -> None:
             )
 
 
-def check_grad_output(where: str, dout: Any, shape: Sequence[int]) -> None:
-    """``backward(dout)`` needs ``dout`` of exactly the output's shape."""
-    if not hasattr(dout, "shape"):
+def check_grad_output(where: str, dout: Any, shape: Sequence[int], dtype: Any = None) -> None:
+    """``backward(dout)`` needs a floating ``dout`` of exactly the output's shape (and of ``dtype`` when given:
+    a float64 gradient into a float32 layer would silently turn every gradient below it into float64)."""
+    if not hasattr(dout, "shape") or not hasattr(dout, "dtype"):
         raise TypeError(f"{where}.backward: expected an array for the gradient, got {type(dout).__name__}")
     if tuple(dout.shape) != tuple(shape):
         raise ValueError(
             f"{where}.backward: the gradient has shape {tuple(dout.shape)} "
             f"but the forward output had shape {tuple(shape)}"
+        )
+    if not np.issubdtype(np.dtype(dout.dtype), np.floating):
+        raise TypeError(f"{where}.backward: expected a floating-point gradient, got dtype {dout.dtype}")
+    if dtype is not None and np.dtype(dout.dtype) != np.dtype(dtype):
+        raise TypeError(
+            f"{where}.backward: the gradient has dtype {dout.dtype} but the layer computes in {np.dtype(dtype)}; "
+            f"convert it with dout.astype(np.{np.dtype(dtype).name})"
         )
 
 

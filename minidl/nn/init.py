@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from minidl._random import default_generator
+from minidl.backend import get_array_module
 from minidl.nn.module import Parameter
 
 __all__ = [
@@ -60,12 +61,8 @@ def _array(tensor: Any) -> Any:
 
 def _fill(tensor: Any, values: np.ndarray) -> Any:
     data = _array(tensor)
-    if type(data).__module__.startswith("cupy"):
-        import cupy
-
-        data[...] = cupy.asarray(values, dtype=data.dtype)
-    else:
-        data[...] = values
+    xp = get_array_module(data)
+    data[...] = values if xp is np else xp.asarray(values, dtype=data.dtype)
     return tensor
 
 

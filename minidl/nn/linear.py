@@ -152,7 +152,7 @@ class Linear(Module):
 
     def backward(self, dout: Any) -> Any:
         cache, out_shape = self._pop_cache()
-        check_grad_output("Linear", dout, out_shape)
+        check_grad_output("Linear", dout, out_shape, self.weight.dtype)
         dx, dw, db = linear_backward(
             dout,
             cache,

@@ -45,6 +45,11 @@ class Parameter:
             data = data.data
         if not hasattr(data, "shape") or not hasattr(data, "dtype"):
             raise TypeError(f"Parameter expects an array, got {type(data).__name__}")
+        if requires_grad and not np.issubdtype(np.dtype(data.dtype), np.floating):
+            raise TypeError(
+                f"Parameter: only floating-point arrays can require gradients, got dtype {data.dtype} "
+                "(use requires_grad=False, or a buffer via register_buffer, for integer state)"
+            )
         self.data = data
         self.grad: Any = None
         self.requires_grad = bool(requires_grad)

@@ -428,3 +428,12 @@ def test_default_collate_structures():
 
     with pytest.raises(TypeError, match="ToArray"):
         default_collate([Image.new("RGB", (2, 2))])
+
+
+def test_arguments_after_shuffle_are_keyword_only():
+    """PyTorch's 4th positional argument is a sampler; a positional object there must not become drop_last."""
+    ds = TensorDataset(np.ones((5, 2), np.float32), np.arange(5))
+    with pytest.raises(TypeError):
+        DataLoader(ds, 2, False, object())
+    with pytest.raises(TypeError, match="shuffle and drop_last must be bools"):
+        DataLoader(ds, 2, shuffle=1)

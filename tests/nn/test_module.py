@@ -264,3 +264,20 @@ def test_module_list_registers_its_modules():
     assert len(blocks) == 3 and len(list(blocks.parameters())) == 6
     with pytest.raises(NotImplementedError, match="ModuleList has no forward"):
         blocks(np.ones(2))
+
+
+def test_integer_parameters_cannot_require_gradients():
+    with pytest.raises(TypeError, match="only floating-point arrays can require gradients, got dtype int64"):
+        nn.Parameter(np.array([1, 2]))
+    assert nn.Parameter(np.array([1, 2]), requires_grad=False).dtype == np.int64
+
+
+def test_backward_rejects_integer_and_mismatched_dtype_gradients():
+    layer = nn.Linear(3, 2)
+    x = arr(np.ones((4, 3), np.float32))
+    layer(x)
+    with pytest.raises(TypeError, match=r"Linear.backward: expected a floating-point gradient, got dtype int64"):
+        layer.backward(arr(np.ones((4, 2), np.int64)))
+    layer(x)
+    with pytest.raises(TypeError, match=r"the gradient has dtype float64 but the layer computes in float32"):
+        layer.backward(arr(np.ones((4, 2), np.float64)))
