@@ -27,6 +27,7 @@ from minidl.backend import (
     to_numpy,
     use_backend,
 )
+from minidl.backend._threads import get_num_threads, set_num_threads
 from minidl.grad_mode import is_grad_enabled, no_grad, set_grad_enabled
 from minidl.serialization import load, save
 from minidl.summary import summary
@@ -42,6 +43,7 @@ __all__ = [
     "get_array_module",
     "get_backend",
     "get_default_dtype",
+    "get_num_threads",
     "get_rng_state",
     "gradcheck",
     "initial_seed",
@@ -56,6 +58,7 @@ __all__ = [
     "set_backend",
     "set_default_dtype",
     "set_grad_enabled",
+    "set_num_threads",
     "set_rng_state",
     "summary",
     "to_numpy",

@@ -8,9 +8,13 @@ A *backend* is one object that owns
 Layer code never imports numba or cupy; it asks ``get_backend()`` for the kernels and ``backend.xp`` for the rest,
 so the same model code runs on every backend. Only the files in this folder know which library sits underneath.
 
+The default backend is ``"numba"`` when Numba is installed (the reference kernels compiled, for fast CPU training),
+else ``"numpy"``; the environment variable ``MINIDL_BACKEND`` (e.g. ``MINIDL_BACKEND=numpy``) chooses another one.
+Numba is imported when the default backend is first needed, not by ``import minidl``.
+
 Examples:
     >>> import minidl
-    >>> minidl.get_backend().name
+    >>> minidl.get_backend("numpy").name
     'numpy'
     >>> with minidl.use_backend("numpy") as be:
     ...     be.xp.__name__
@@ -21,6 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
+import os
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -55,6 +62,23 @@ def register_backend(name: str, module: str, class_name: str, *aliases: str) -> 
         _ALIASES[alias] = name
 
 
+register_backend("numba", "minidl.backend.numba_backend", "NumbaBackend")
+register_backend("cupy", "minidl.backend.cupy_backend", "CupyBackend", "cuda", "gpu")
+
+
+def _default_backend() -> Any:
+    """``MINIDL_BACKEND`` if set, else Numba when it is installed (looked up without importing it), else NumPy."""
+    name = os.environ.get("MINIDL_BACKEND", "").strip()
+    if name:
+        return _instance(name)
+    if importlib.util.find_spec("numba") is not None:
+        try:
+            return _instance("numba")
+        except ImportError as err:  # installed but unusable (e.g. a NumPy it does not support)
+            warnings.warn(f"minidl: falling back to the NumPy backend: {err}", RuntimeWarning, stacklevel=3)
+    return _instance("numpy")
+
+
 def available_backends() -> list[str]:
     """Names of the registered backends (whether or not their optional package is installed)."""
     return sorted(_REGISTRY)
@@ -84,14 +108,29 @@ def get_backend(name: str | None = None) -> Any:
     if name is not None:
         return _instance(name)
     if _current is None:
-        _current = _instance("numpy")
+        _current = _default_backend()
     return _current
 
 
 def set_backend(name: str) -> Any:
-    """Make ``name`` ("numpy", ...) the current backend and return it.
+    """Make ``name`` the current backend and return it.
 
     New parameters and the arrays layers allocate live on the current backend; move a model with ``model.to(name)``.
+
+    Args:
+        name: ``"numpy"`` (the readable reference), ``"numba"`` (fast CPU kernels), ``"cupy"`` (GPU; aliases
+            ``"cuda"``, ``"gpu"``), or ``"cpu"`` (= ``"numpy"``).
+
+    Raises:
+        ValueError: an unknown name. ImportError/RuntimeError: the backend's package or device is missing (the
+            message says what to install).
+
+    Examples:
+        >>> import minidl
+        >>> previous = minidl.get_backend().name
+        >>> minidl.set_backend("numpy").name
+        'numpy'
+        >>> _ = minidl.set_backend(previous)
     """
     global _current
     _current = _instance(name)
@@ -100,7 +139,17 @@ def set_backend(name: str) -> Any:
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[Any]:
-    """Context manager: switch to backend ``name`` inside the block, restore the previous one after it."""
+    """Context manager: switch to backend ``name`` inside the block, restore the previous one after it.
+
+    Args:
+        name: a backend name, as for :func:`set_backend`.
+
+    Examples:
+        >>> import minidl
+        >>> with minidl.use_backend("numpy") as be:
+        ...     be.name
+        'numpy'
+    """
     global _current
     previous = get_backend()
     _current = _instance(name)

@@ -413,11 +413,16 @@ class NumpyBackend:
     def adaptive_max_pool2d_backward(self, dout: Any, indices: Any, x_shape: tuple[int, ...]) -> Any:
         """Scatter-add ``dout`` to the flat input positions ``indices`` (bins may overlap, so it is a sum).
 
+        ``xp.add.at`` adds repeated positions one after the other (a plain ``dx[i] += v`` would keep only one of
+        them). It reads nothing back to the host, unlike ``bincount``, whose CuPy version checks the indices and
+        sizes its output on the host (two device synchronizations per call).
+
         Returns:
             dx: (N, C, H, W), dtype of ``dout``.
         """
         xp = self.xp
         N, C, H, W = x_shape
         base = (xp.arange(N * C, dtype=xp.int64) * (H * W)).reshape(N, C, 1, 1)
-        dx = xp.bincount((indices + base).ravel(), weights=dout.ravel(), minlength=N * C * H * W)
-        return dx.astype(dout.dtype, copy=False).reshape(N, C, H, W)
+        dx = xp.zeros(N * C * H * W, dtype=dout.dtype)
+        xp.add.at(dx, (indices + base).ravel(), dout.ravel())
+        return dx.reshape(N, C, H, W)

@@ -81,17 +81,16 @@ def relu_forward(x: Any) -> tuple[Any, Any]:
     be = check_array("relu_forward", x)
     kernel = getattr(be, "relu_forward", None)  # a fast backend's kernel (minidl/backend/numba_backend.py)
     if kernel is not None:
-        out = kernel(x)
-        return out, out  # cache the output instead of a mask: out > 0 exactly where x > 0
+        return kernel(x)  # the same (out, mask) in one pass
     mask = ~(x <= 0)  # True where x > 0 and where x is NaN, so NaNs propagate as in PyTorch
     return be.xp.where(mask, x, 0), mask
 
 
 def relu_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * [x > 0]`` (PyTorch's choice at the kink x = 0: gradient 0)."""
-    if cache.dtype != bool:  # a fast backend's forward cached its output
-        kernel = getattr(check_array("relu_backward", dout, what="gradient"), "relu_backward", None)
-        return kernel(dout, cache) if kernel is not None else dout * (cache > 0)
+    kernel = getattr(check_array("relu_backward", dout, what="gradient"), "relu_backward", None)
+    if kernel is not None:  # a fast backend's kernel (minidl/backend/numba_backend.py)
+        return kernel(dout, cache)
     return dout * cache
 
 

@@ -168,6 +168,13 @@ def _conv2d_forward(
     if (top, left) != (bottom, right):  # asymmetric ('same' with an even span): pad the extra bottom/right row first
         x, extra = pad2d_forward(x, (0, right - left, 0, bottom - top))
     G, Og = groups, O // groups
+    geometry = (KH, KW, SH, SW, top, left, DH, DW, G)
+    fused = getattr(be, "conv2d_forward_fused", None) if G == 1 else None
+    if fused is not None:
+        # a fast backend's kernel (minidl/backend/numba_backend.py): the same product, a few images at a time, caching
+        # x instead of x_col (its backward rebuilds the columns). The code below is the reference it is tested against.
+        out = fused(x, weight, bias, KH, KW, SH, SW, top, left, DH, DW)
+        return out, (None, weight, bias is not None, tuple(x.shape), geometry, extra, x)
     x_col = be.im2col(x, KH, KW, SH, SW, top, left, DH, DW)  # (C KH KW, N OH OW)
     OH = (x.shape[2] + 2 * top - span_h) // SH + 1
     OW = (x.shape[3] + 2 * left - span_w) // SW + 1
@@ -177,8 +184,7 @@ def _conv2d_forward(
     if bias is not None:
         out += bias[:, None]
     out = be.xp.ascontiguousarray(out.reshape(O, N, OH, OW).transpose(1, 0, 2, 3))
-    cache = (x_col, weight, bias is not None, tuple(x.shape), (KH, KW, SH, SW, top, left, DH, DW, G), extra)
-    return out, cache
+    return out, (x_col, weight, bias is not None, tuple(x.shape), geometry, extra, None)
 
 
 def conv2d_forward(
@@ -199,7 +205,8 @@ def conv2d_forward(
         - Output: (N, O, OH, OW), OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1, likewise OW.
     Backward:
         :func:`conv2d_backward`: dW = dout_col @ x_col^T, dx = col2im(W_col^T @ dout_col), db = sum of dout.
-        The cache keeps ``x_col`` (C KH KW x N OH OW, the im2col memory cost) so backward does not rebuild it.
+        The cache keeps ``x_col`` (C KH KW x N OH OW, the im2col memory cost) so backward does not rebuild it
+        (a backend with a fused kernel, e.g. Numba, keeps ``x`` and rebuilds it a few images at a time).
 
     Examples:
         >>> import numpy as np
@@ -220,13 +227,19 @@ def conv2d_forward(
 def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
     """Gradients of :func:`conv2d_forward`: ``(dx, dw, db)`` (``db`` None without bias; ``dw`` None when
     ``compute_dw`` is False, which skips one GEMM for a frozen weight)."""
-    x_col, weight, has_bias, x_shape, (KH, KW, SH, SW, PH, PW, DH, DW, G), extra = cache
+    x_col, weight, has_bias, x_shape, (KH, KW, SH, SW, PH, PW, DH, DW, G), extra, x = cache
     be = check_array("conv2d_backward", dout, ndim=4, what="gradient")
     O, Cg = weight.shape[0], weight.shape[1]
     N, OH, OW = dout.shape[0], dout.shape[2], dout.shape[3]
     check_grad_output("conv2d", dout, (N, O, OH, OW))
     Og, K = O // G, Cg * KH * KW
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if x_col is None:  # the forward ran a fused kernel and kept x
+        fused = getattr(be, "conv2d_backward_fused", None)
+        if fused is not None:
+            dx, dw = fused(dout, x, weight, KH, KW, SH, SW, PH, PW, DH, DW, compute_dw)
+            return (dx if extra is None else pad2d_backward(dx, extra)), dw, db
+        x_col = be.im2col(x, KH, KW, SH, SW, PH, PW, DH, DW)
     dout_col = be.xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(G, Og, N * OH * OW)
     dw = None
     if compute_dw:
@@ -362,7 +375,7 @@ class Conv2d(Module):
 
     def backward(self, dout: Any) -> Any:
         cache, pad_cache, out_shape = self._pop_cache()
-        check_grad_output(self._where(), dout, out_shape)
+        check_grad_output(self._where(), dout, out_shape, self.weight.dtype)
         dx, dw, db = conv2d_backward(dout, cache, compute_dw=self.weight.requires_grad)
         if dw is not None:
             self.weight.accumulate_grad(dw)

@@ -183,9 +183,14 @@ def batch_norm_forward(
     axes = (0,) + tuple(range(2, x.ndim))
     M = x.size // C
     gamma_b, beta_b = _channel_view(gamma, x.ndim), _channel_view(beta, x.ndim)
+    if training and M <= 1:
+        raise ValueError(
+            f"batch_norm: expected more than 1 value per channel when training, got input shape {tuple(x.shape)}"
+        )
+    has_running = running_mean is not None and running_var is not None
+    if getattr(be, "batch_norm_apply", None) is not None and (training or has_running):  # a fast backend's kernels
+        return _batch_norm_fused(be, x, gamma, beta, running_mean, running_var, training, momentum, eps)
     if training:
-        if M <= 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
         xhat, mean, var, inv_std = _normalize(xp, x, axes, eps)
         if running_mean is not None:
             _update_running(running_mean, momentum, mean.reshape(C))
@@ -197,12 +202,41 @@ def batch_norm_forward(
         inv_std = 1.0 / xp.sqrt(_channel_view(running_var, x.ndim) + eps)
         xhat = (x - _channel_view(running_mean, x.ndim)) * inv_std
     out = _affine(xhat, gamma_b, beta_b)
-    return out, (xhat, inv_std, gamma_b, beta_b, axes, bool(training))
+    return out, (xhat, inv_std, gamma_b, beta_b, axes, bool(training), None)
+
+
+def _batch_norm_fused(
+    be: Any, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any, training: bool, momentum: float,
+    eps: float,
+) -> tuple[Any, Any]:
+    """:func:`batch_norm_forward` with a fast backend's per-channel kernels (minidl/backend/numba_backend.py):
+    the same statistics and running-average updates, normalize + affine in one pass, x cached instead of xhat."""
+    M = x.size // x.shape[1]
+    if training:
+        out, mean, var, inv_std = be.batch_norm_train(x, gamma, beta, eps)
+        if running_mean is not None:
+            _update_running(running_mean, momentum, mean)
+        if running_var is not None:
+            _update_running(running_var, momentum, var * (M / (M - 1)))
+    else:
+        mean = running_mean
+        inv_std = (1.0 / be.xp.sqrt(running_var + eps)).astype(x.dtype, copy=False)
+        out = be.batch_norm_apply(x, mean, inv_std, gamma, beta)
+    gamma_b, beta_b = _channel_view(gamma, x.ndim), _channel_view(beta, x.ndim)
+    return out, (None, inv_std, gamma_b, beta_b, None, bool(training), (x, mean.copy(), gamma))
 
 
 def batch_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     """Gradients of :func:`batch_norm_forward`: ``(dx, dgamma, dbeta)`` (None for an absent gamma/beta)."""
-    xhat, inv_std, gamma_b, beta_b, axes, training = cache
+    xhat, inv_std, gamma_b, beta_b, axes, training, fused = cache
+    if fused is not None:  # the forward ran a fast backend's kernels and kept x, mean, gamma
+        x, mean, gamma = fused
+        be = check_array("batch_norm_backward", dout, what="gradient")
+        kernel = getattr(be, "batch_norm_backward_fused", None)
+        if kernel is not None:
+            return kernel(dout, x, mean, inv_std, gamma, beta_b is not None, training)
+        axes, inv_std = (0,) + tuple(range(2, x.ndim)), _channel_view(inv_std, x.ndim)
+        xhat = (x - _channel_view(mean, x.ndim)) * inv_std
     C = xhat.shape[1]
     dgamma, dbeta = _affine_backward(dout, xhat, gamma_b, beta_b, axes, (C,))
     dxhat = dout * gamma_b if gamma_b is not None else dout
@@ -298,7 +332,8 @@ class _BatchNorm(_NormBase):
         if self.training and self.track_running_stats:
             if x.size // x.shape[1] <= 1:  # check before counting the batch
                 raise ValueError(
-                    f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
+                    f"{self._where()}: expected more than 1 value per channel when training, "
+                    f"got input shape {tuple(x.shape)}"
                 )
             self.num_batches_tracked[...] += 1
             if self.momentum is None:  # cumulative moving average: the k-th batch has weight 1/k

@@ -1,0 +1,143 @@
+"""Where the time of a minidl training step goes: forward and backward milliseconds of every layer.
+
+Usage (from a checkout)::
+
+    python benchmarks/bench_layers.py                            # cifar_cnn on the Numba backend, batch 128
+    python benchmarks/bench_layers.py --backend numpy --repeats 2
+    python benchmarks/bench_layers.py --model resnet20 --threads 1
+
+Every leaf layer's ``forward`` and ``backward`` are wrapped with a clock for ``--repeats`` training steps after
+``--warmup`` untimed ones; the table gives the median milliseconds of each, the share of the step, and for the
+convolution and linear layers the achieved GFLOP/s (forward: 2 MACs; backward: 4 MACs, the input and the weight
+gradient). The last lines sum the layers by type. The step total is measured separately, without the wrappers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("cifar_cnn", "resnet20"), default="cifar_cnn")
+    parser.add_argument("--backend", default="numba", help="minidl backend. Default: numba")
+    parser.add_argument("--batch", type=int, default=128, help="Default: 128")
+    parser.add_argument("--threads", type=int, default=None, help="MINIDL_NUM_THREADS (Numba). Default: all cores")
+    parser.add_argument("--warmup", type=int, default=2, help="Default: 2")
+    parser.add_argument("--repeats", type=int, default=5, help="Default: 5")
+    return parser.parse_args(argv)
+
+
+def conv_linear_macs(module: Any, out_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of a Conv2d or Linear forward producing ``out_shape`` (0 for other layers)."""
+    kind = type(module).__name__
+    if kind == "Conv2d":
+        O, C_per_group, KH, KW = module.weight.shape
+        return int(np.prod(out_shape)) * C_per_group * KH * KW
+    if kind == "Linear":
+        return int(np.prod(out_shape[:-1])) * module.in_features * module.out_features
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads is not None:
+        os.environ["MINIDL_NUM_THREADS"] = str(args.threads)
+    import minidl
+    from minidl import models, nn
+
+    be = minidl.set_backend(args.backend)
+    minidl.manual_seed(0)
+    model = getattr(models, args.model)(num_classes=10)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, args.batch)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        loss_fn(model(x), y)
+        model.zero_grad()
+        model.backward(loss_fn.backward())
+
+    model.train()
+    for _ in range(args.warmup):
+        step()
+    totals = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        step()
+        totals.append(time.perf_counter() - start)
+    step_ms = 1e3 * statistics.median(totals)
+
+    leaves = [(name, m) for name, m in model.named_modules() if name and not any(True for _ in m.children())]
+    times: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"forward": [], "backward": []})
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def timed(name: str, phase: str, fn: Any) -> Any:
+        def run(arg: Any) -> Any:
+            start = time.perf_counter()
+            out = fn(arg)
+            times[name][phase].append(time.perf_counter() - start)
+            if phase == "forward":
+                shapes[name] = tuple(out.shape)
+            return out
+
+        return run
+
+    for name, m in leaves:  # instance attributes shadow the class methods; removed again below
+        object.__setattr__(m, "forward", timed(name, "forward", m.forward))
+        object.__setattr__(m, "backward", timed(name, "backward", m.backward))
+    try:
+        for _ in range(args.repeats):
+            step()
+    finally:
+        for _, m in leaves:
+            del m.__dict__["forward"], m.__dict__["backward"]
+
+    print(f"{args.model}, backend {be.name}, batch {args.batch}, threads {_threads_used(be)}: step {step_ms:.1f} ms")
+    header = f"{'layer':22} {'type':18} {'output':18} {'fwd ms':>8} {'bwd ms':>8} {'% step':>7} {'GFLOP/s f/b':>12}"
+    print(header)
+    print("-" * len(header))
+    by_type: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for name, m in leaves:
+        t = times.get(name)
+        if t is None or not t["forward"]:
+            continue
+        fwd = 1e3 * statistics.median(t["forward"])
+        bwd = 1e3 * statistics.median(t["backward"]) if t["backward"] else 0.0
+        kind = type(m).__name__
+        by_type[kind][0] += fwd
+        by_type[kind][1] += bwd
+        macs = conv_linear_macs(m, shapes[name])
+        rate = f"{2 * macs / fwd / 1e6:5.0f}/{4 * macs / bwd / 1e6:<5.0f}" if macs and fwd and bwd else ""
+        share = 100 * (fwd + bwd) / step_ms
+        shape = "x".join(map(str, shapes[name][1:]))
+        print(f"{name:22} {kind:18} {shape:18} {fwd:8.2f} {bwd:8.2f} {share:6.1f}% {rate:>12}")
+    print("-" * len(header))
+    layer_sum = sum(f + b for f, b in by_type.values())
+    for kind, (fwd, bwd) in sorted(by_type.items(), key=lambda kv: -sum(kv[1])):
+        print(f"{'all ' + kind:22} {'':18} {'':18} {fwd:8.2f} {bwd:8.2f} {100 * (fwd + bwd) / step_ms:6.1f}%")
+    print(f"{'sum of layers':60} {layer_sum:8.1f} ms of a {step_ms:.1f} ms step (the rest: loss, Python, containers)")
+
+
+def _threads_used(be: Any) -> str:
+    if be.name != "numba":
+        return os.environ.get("OPENBLAS_NUM_THREADS", "BLAS default")
+    from minidl.backend import _threads
+
+    return str(_threads.get_num_threads())
+
+
+if __name__ == "__main__":
+    main()

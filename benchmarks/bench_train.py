@@ -1,0 +1,437 @@
+"""CPU benchmark: minidl (NumPy and Numba backends) against PyTorch CPU, training and inference images per second.
+
+Usage (from a checkout; PyTorch is optional)::
+
+    python benchmarks/bench_train.py                          # cifar_cnn and resnet20; numpy, numba, torch
+    python benchmarks/bench_train.py --frameworks numba torch --repeats 30 --json cpu.json
+    python benchmarks/bench_train.py --threads 1 --models cifar_cnn
+    python benchmarks/bench_train.py --frameworks numba torch --rounds 3   # on a busy machine
+
+What is measured, for each model, batch 128 of random 32x32 float32 images, in the same run:
+
+* **train**: one SGD step (momentum 0.9, weight decay 5e-4): forward, cross-entropy loss read as a Python float,
+  backward, update;
+* **infer**: the forward pass in ``eval()`` mode without gradients (``minidl.no_grad()`` / ``torch.no_grad()``).
+
+``--warmup`` untimed steps come first (Numba loads or compiles its kernels, PyTorch picks its algorithms), then the
+median of ``--repeats`` timed steps is reported (the NumPy reference backend, about 100x slower, gets
+``--numpy-repeats``). With ``--rounds R`` every framework runs R times, interleaved, and the fastest round counts
+(on a shared machine other processes can only slow a run down). Achieved GFLOP/s = FLOPs / time with the FLOPs of
+``minidl.summary`` (conv and linear multiply-adds x 2; a training step counts 3x the forward: forward, input
+gradient, weight gradient).
+
+Each framework and model runs in its own subprocess, so the peak resident memory (``VmHWM`` on Linux) is that
+framework's alone, interpreter and libraries included. Threads: ``--threads`` (default: the cores this process may
+use) is given to every framework: ``MINIDL_NUM_THREADS`` (the Numba backend's pool; it holds OpenBLAS to one thread
+per call), ``OPENBLAS_NUM_THREADS`` for the NumPy backend, ``torch.set_num_threads`` and ``OMP_NUM_THREADS`` for
+PyTorch. On a CPU with AVX-512, ``OPENBLAS_CORETYPE=SkylakeX`` is set for the minidl processes unless it is already
+set (OpenBLAS reads it when NumPy loads; older OpenBLAS builds otherwise pick their AVX2 kernels on AMD Zen 4/5).
+
+Other processes on the machine distort the numbers; the load average before and after the run is printed and saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+MODELS = ("cifar_cnn", "resnet20")
+FRAMEWORKS = ("numpy", "numba", "torch")
+BATCH = 128
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
+    parser.add_argument("--threads", type=_positive_int, default=default_threads(), help="Default: available cores")
+    parser.add_argument("--batch", type=_positive_int, default=BATCH, help=f"Default: {BATCH}")
+    parser.add_argument("--warmup", type=_positive_int, default=3, help="untimed steps first. Default: 3")
+    parser.add_argument("--repeats", type=_positive_int, default=20, help="timed steps. Default: 20")
+    parser.add_argument("--numpy-repeats", type=_positive_int, default=3, help="timed steps, NumPy backend. Default: 3")
+    parser.add_argument(
+        "--rounds", type=_positive_int, default=1, help="run every framework this many times, interleaved. Default: 1"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "MODEL"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------------- machine
+def has_avx512() -> bool:
+    try:
+        return " avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores_available": default_threads(),
+        "avx512f": has_avx512(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "loadavg_start": list(os.getloadavg()),
+    }
+    for name in ("numba", "torch"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            info[name] = None
+    return info
+
+
+# ---------------------------------------------------------------------------------------------------- models
+def build_torch(name: str) -> Any:
+    """PyTorch twins of minidl's ``cifar_cnn`` and ``resnet20`` (same layers, same state_dict keys)."""
+    from torch import nn
+
+    def triple(c_in: int, c_out: int) -> list[Any]:
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+    if name == "cifar_cnn":
+
+        class CifarCNN(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.features = nn.Sequential(
+                    *triple(3, 32), *triple(32, 32), nn.MaxPool2d(2), *triple(32, 64), *triple(64, 64),
+                    nn.MaxPool2d(2), *triple(64, 128), nn.MaxPool2d(2),
+                )  # fmt: skip
+                self.flatten = nn.Flatten(1)
+                self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(128 * 4 * 4, 10))
+
+            def forward(self, x: Any) -> Any:
+                return self.classifier(self.flatten(self.features(x)))
+
+        return CifarCNN()
+
+    class BasicBlock(nn.Module):
+        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.relu1 = nn.ReLU()
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.downsample = None
+            if stride != 1 or c_in != c_out:  # projection shortcut: 1x1 conv + BN
+                self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.relu2 = nn.ReLU()
+
+        def forward(self, x: Any) -> Any:
+            out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+            return self.relu2(out + (x if self.downsample is None else self.downsample(x)))
+
+    class ResNet20(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(16)
+            self.relu = nn.ReLU()
+            c_in = 16
+            for i, width in enumerate((16, 32, 64)):
+                blocks = [BasicBlock(c_in if j == 0 else width, width, 2 if i > 0 and j == 0 else 1) for j in range(3)]
+                self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+                c_in = width
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.flatten = nn.Flatten(1)
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x: Any) -> Any:
+            x = self.relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.fc(self.flatten(self.avgpool(x)))
+
+    return ResNet20()
+
+
+def forward_flops(name: str) -> int:
+    """Forward FLOPs of one 32x32 image (conv and linear multiply-adds x 2), from ``minidl.summary``."""
+    import minidl
+    from minidl import models
+
+    minidl.set_backend("numpy")  # (not use_backend: that would load the default backend first)
+    model = getattr(models, name)(num_classes=10)
+    return int(minidl.summary(model, (3, 32, 32)).total_flops)
+
+
+# ---------------------------------------------------------------------------------------------------- timing
+def time_steps(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _summary(times: list[float], batch: int) -> dict[str, Any]:
+    median = statistics.median(times)
+    return {"median_ms": 1e3 * median, "min_ms": 1e3 * min(times), "img_per_s": batch / median, "n": len(times)}
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this program alone (``ru_maxrss`` would start from
+    the parent's peak: it is inherited across fork and exec). Elsewhere ``ru_maxrss`` (bytes on macOS).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
+
+
+def worker_minidl(backend: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    import minidl
+    from minidl import models, nn, optim
+
+    rss_import = _rss_mb()
+    be = minidl.set_backend(backend)
+    minidl.manual_seed(0)
+    model = getattr(models, name)(num_classes=10)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, args.batch)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def train_step() -> None:
+        loss_fn(model(x), y)  # a Python float: the loss is read, as every training loop does
+        model.zero_grad()
+        model.backward(loss_fn.backward())
+        opt.step()
+
+    def infer() -> None:
+        with minidl.no_grad():
+            model(x)
+
+    repeats = args.numpy_repeats if backend == "numpy" else args.repeats
+    warmup = min(args.warmup, 1) if backend == "numpy" else args.warmup
+    model.train()
+    train = time_steps(train_step, warmup, repeats)
+    model.eval()
+    inference = time_steps(infer, warmup, repeats)
+    result: dict[str, Any] = {"train": _summary(train, args.batch), "infer": _summary(inference, args.batch)}
+    result.update(rss_after_import_mb=rss_import, backend=be.name)
+    from minidl.backend import _threads
+
+    result["blas"] = _threads.blas_info()
+    if backend == "numba":
+        result["minidl_threads"] = _threads.get_num_threads()
+    return result
+
+
+def worker_torch(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    rss_import = _rss_mb()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build_torch(name)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 10, args.batch))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.item()  # minidl's loss is a Python float: read it here too
+        loss.backward()
+        opt.step()
+
+    def infer() -> None:
+        with torch.no_grad():
+            model(x)
+
+    model.train()
+    train = time_steps(train_step, args.warmup, args.repeats)
+    model.eval()
+    inference = time_steps(infer, args.warmup, args.repeats)
+    result: dict[str, Any] = {"train": _summary(train, args.batch), "infer": _summary(inference, args.batch)}
+    result.update(rss_after_import_mb=rss_import, torch_threads=torch.get_num_threads())
+    result["torch_config"] = {"mkldnn": torch.backends.mkldnn.is_available(), "cpu_capability": _torch_capability()}
+    return result
+
+
+def _torch_capability() -> str | None:
+    import torch
+
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except AttributeError:
+        return None
+
+
+def run_worker(framework: str, name: str, args: argparse.Namespace) -> None:
+    if framework == "torch":
+        result = worker_torch(name, args)
+    else:
+        result = worker_minidl(framework, name, args)
+    result.update(framework=framework, model=name, peak_rss_mb=_rss_mb())
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- driver
+def worker_env(framework: str, threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(threads)
+    if framework == "numba":
+        env["MINIDL_NUM_THREADS"] = str(threads)
+    if framework == "numpy":
+        env["OPENBLAS_NUM_THREADS"] = str(threads)
+    if framework != "torch" and has_avx512():
+        env.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
+    return env
+
+
+def spawn(framework: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework, name, "--threads", str(args.threads)]
+    cmd += ["--batch", str(args.batch), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    cmd += ["--numpy-repeats", str(args.numpy_repeats)]
+    proc = subprocess.run(cmd, env=worker_env(framework, args.threads), capture_output=True, text=True, cwd=ROOT)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    return {"framework": framework, "model": name, "error": " | ".join(tail) or f"exit code {proc.returncode}"}
+
+
+def best_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several rounds: the fastest train and infer medians (other processes can only slow a run
+    down), the largest peak RSS, and every round's figures under ``rounds``."""
+    ok = [r for r in rounds if "error" not in r]
+    if not ok:
+        return rounds[-1]
+    best = dict(max(ok, key=lambda r: r["train"]["img_per_s"]))
+    best["infer"] = max((r["infer"] for r in ok), key=lambda t: t["img_per_s"])
+    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+    best["rounds"] = [
+        {"train_img_per_s": r["train"]["img_per_s"], "infer_img_per_s": r["infer"]["img_per_s"]} for r in ok
+    ]
+    return best
+
+
+def print_table(results: list[dict[str, Any]], flops: dict[str, int]) -> None:
+    header = (
+        f"{'model':10} {'framework':9} {'train img/s':>11} {'x torch':>7} {'GFLOP/s':>7} {'infer img/s':>11} "
+        f"{'x torch':>7} {'GFLOP/s':>7} {'peak RSS MB':>11} {'x torch':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    torch_rows = {r["model"]: r for r in results if r["framework"] == "torch" and "error" not in r}
+    for r in results:
+        if "error" in r:
+            print(f"{r['model']:10} {r['framework']:9} failed: {r['error']}")
+            continue
+        ref = torch_rows.get(r["model"])
+        train, infer, rss = r["train"]["img_per_s"], r["infer"]["img_per_s"], r["peak_rss_mb"]
+        if ref is None:
+            ratios = ("-", "-", "-")
+        else:
+            ratios = tuple(
+                f"{a / b:.2f}" for a, b in ((train, ref["train"]["img_per_s"]), (infer, ref["infer"]["img_per_s"]),
+                                            (rss, ref["peak_rss_mb"]))
+            )  # fmt: skip
+        train_gflops = 3 * flops[r["model"]] * train / 1e9
+        infer_gflops = flops[r["model"]] * infer / 1e9
+        print(
+            f"{r['model']:10} {r['framework']:9} {train:11.0f} {ratios[0]:>7} {train_gflops:7.1f} {infer:11.0f} "
+            f"{ratios[1]:>7} {infer_gflops:7.1f} {rss:11.0f} {ratios[2]:>7}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        run_worker(*args.worker, args)
+        return
+    info = machine_info(args.threads)
+    frameworks = list(args.frameworks)
+    if "torch" in frameworks and info["torch"] is None:
+        print("PyTorch is not installed: comparing the minidl backends only")
+        frameworks.remove("torch")
+    if "numba" in frameworks and info["numba"] is None:
+        print("Numba is not installed (pip install numba): skipping the numba backend")
+        frameworks.remove("numba")
+    cores = f"{info['cores_available']} cores available, {args.threads} threads, AVX-512: {info['avx512f']}"
+    print(f"{info['cpu']}, {cores}")
+    print(f"numpy {info['numpy']}, numba {info['numba']}, torch {info['torch']}, batch {args.batch}, float32")
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in info['loadavg_start'])}")
+    flops = {name: forward_flops(name) for name in args.models}
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for round_ in range(args.rounds):
+        for name in args.models:
+            for framework in frameworks:
+                print(f"  round {round_ + 1}/{args.rounds}: {name} / {framework} ...", flush=True)
+                runs.setdefault((name, framework), []).append(spawn(framework, name, args))
+    results = [best_of(rounds) for rounds in runs.values()]
+    info["loadavg_end"] = list(os.getloadavg())
+    blas = next((r["blas"] for r in results if r.get("framework") == "numba" and "blas" in r), None)
+    if blas:
+        print(f"BLAS: {blas['library']} core {blas['corename']} (OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE']})")
+    print()
+    print_table(results, flops)
+    print(f"\nload average at end: {' '.join(f'{v:.2f}' for v in info['loadavg_end'])}")
+    if args.json:
+        payload = {"machine": info, "forward_flops_per_image": flops, "results": results, "args": vars(args)}
+        payload["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in payload["args"].items()}
+        args.json.write_text(json.dumps(payload, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Threads of the fast CPU backend: one pool of worker threads, and BLAS held to one thread per call.
+
+Why one pool. A convolution step alternates GEMMs (OpenBLAS) with memory-bound kernels (Numba). When both libraries
+keep their own thread pools, each pool's idle threads spin for a while after a call, waiting for more work, and steal
+the cores from the other pool's threads: on a 2-core machine a conv step can get 10-40x slower. The Numba backend
+avoids the fight by owning all the parallelism:
+
+* its kernels are serial ``@njit(nogil=True)`` functions; :func:`parallel_for` runs them on slices of the work
+  (images of the batch, channels, flat chunks) in ``get_num_threads()`` threads, the caller's thread included,
+  handing out the slices as threads become free (a core shared with another process just takes fewer);
+* the GEMMs of a convolution run *inside* those workers, one chunk of images per call, so OpenBLAS is limited to
+  one thread per call (done at the backend's first convolution); a chunk's im2row buffer stays in the core's cache
+  between the copy and the GEMM, which is also why chunks are faster than one batch-sized GEMM.
+
+A side effect: once the Numba backend has run a convolution, a GEMM outside one (``Linear``, a user's ``a @ b``)
+runs on one core. ``set_blas_num_threads(n)`` gives OpenBLAS its threads back at any time.
+
+Control:
+
+* ``MINIDL_NUM_THREADS``: worker threads (default: the cores this process may run on); :func:`set_num_threads` /
+  :func:`get_num_threads` at run time. This is minidl's ``set_num_threads``;
+* ``MINIDL_BLAS_THREADS``: BLAS threads per call while the Numba backend runs (default 1, see
+  :func:`blas_threads_wanted`);
+* BLAS threads are set through ``threadpoolctl`` when it is installed, else through OpenBLAS's own
+  ``openblas_set_num_threads`` found in the loaded library (NumPy's wheels ship OpenBLAS); :func:`blas_info`
+  says which library and core type are in use. If neither works, convolutions run their GEMMs serially (BLAS keeps
+  its own threads) and only the memory-bound kernels use the pool.
+
+Examples:
+    >>> from minidl.backend import _threads
+    >>> _threads.get_num_threads() >= 1
+    True
+    >>> squares = [0] * 5
+    >>> def body(worker, i):
+    ...     squares[i] = i * i
+    >>> _threads.parallel_for(body, 5)
+    >>> squares
+    [0, 1, 4, 9, 16]
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+__all__ = [
+    "blas_info",
+    "blas_threads_wanted",
+    "get_num_threads",
+    "parallel_for",
+    "set_blas_num_threads",
+    "set_num_threads",
+]
+
+_lock = threading.Lock()  # one parallel region at a time (workers index per-worker buffers by their number)
+_local = threading.local()  # .worker: the worker number of the task this thread is running, else None
+_pool: ThreadPoolExecutor | None = None
+_pool_workers = 0  # threads in _pool (the caller's thread is one more)
+_num_threads: int | None = None
+_blas: Any = None  # the (set, get) pair of OpenBLAS functions, found once
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a DataLoader worker process) has none of the parent's threads: start with a fresh pool."""
+    global _lock, _pool, _pool_workers
+    _lock, _pool, _pool_workers = threading.Lock(), None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _default_num_threads() -> int:
+    value = os.environ.get("MINIDL_NUM_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"MINIDL_NUM_THREADS must be a positive integer, got {value!r}")
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def get_num_threads() -> int:
+    """The number of threads :func:`parallel_for` uses (``MINIDL_NUM_THREADS``, else the available cores)."""
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _default_num_threads()
+    return _num_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads (the caller's and n - 1 workers) in the Numba backend's kernels.
+
+    Raises:
+        ValueError: ``n`` is not a positive integer.
+    """
+    global _num_threads, _pool, _pool_workers
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive integer, got {n!r}")
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool, _pool_workers = None, 0
+        _num_threads = n
+
+
+def _worker_loop(body: Callable[[int, int], Any], worker: int, counter: Any, num_tasks: int) -> None:
+    """Take task numbers from the shared counter until none are left (dynamic scheduling: a slower core, or one
+    shared with another process, simply takes fewer tasks)."""
+    _local.worker = worker
+    try:
+        for task in iter(counter.__next__, None):
+            if task >= num_tasks:
+                return
+            body(worker, task)
+    finally:
+        _local.worker = None
+
+
+def parallel_for(body: Callable[[int, int], Any], num_tasks: int, max_threads: int | None = None) -> None:
+    """Call ``body(worker, task)`` for every ``task`` in ``range(num_tasks)``, on up to ``get_num_threads()`` threads
+    (and at most ``max_threads``).
+
+    ``worker`` (0 .. threads - 1) identifies the thread, so ``body`` may use per-worker buffers and accumulators;
+    worker 0 is the calling thread. Tasks are handed out in order as threads become free. ``body`` should spend its
+    time in code that releases the GIL (``@njit(nogil=True)`` kernels, NumPy's matmul). An exception in any task is
+    raised here, after every thread has stopped. One region runs at a time (calls from several threads wait for
+    each other); called from inside a task, it runs serially in that task's thread, as the same worker.
+    """
+    global _pool, _pool_workers
+    if num_tasks <= 0:
+        return
+    outer = getattr(_local, "worker", None)
+    if outer is not None:  # nested inside a task
+        for task in range(num_tasks):
+            body(outer, task)
+        return
+    threads = min(get_num_threads(), num_tasks, max_threads or num_tasks)
+    with _lock:
+        if threads == 1:
+            _worker_loop(body, 0, itertools.count(), num_tasks)
+            return
+        if _pool is None or _pool_workers < threads - 1:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool_workers = get_num_threads() - 1
+            _pool = ThreadPoolExecutor(_pool_workers, thread_name_prefix="minidl")
+        counter = itertools.count()  # next() on it is atomic under the GIL
+        futures = [_pool.submit(_worker_loop, body, w, counter, num_tasks) for w in range(1, threads)]
+        try:
+            _worker_loop(body, 0, counter, num_tasks)
+        finally:
+            errors = [f.exception() for f in futures]  # waits for every worker
+        for error in errors:
+            if error is not None:
+                raise error
+
+
+# ---------------------------------------------------------------------------------------------------- BLAS threads
+def _openblas() -> Any:
+    """(set_num_threads, get_num_threads, get_corename) of the OpenBLAS NumPy loaded, or None if none is found."""
+    global _blas
+    if _blas is not None:
+        return _blas or None
+    import numpy
+
+    candidates = []
+    try:
+        with open("/proc/self/maps") as maps:  # the library actually loaded (Linux)
+            candidates = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line})
+    except OSError:
+        pass
+    root = os.path.dirname(os.path.dirname(numpy.__file__))
+    candidates += glob.glob(os.path.join(root, "numpy.libs", "*openblas*")) + glob.glob(
+        os.path.join(root, "numpy", ".dylibs", "*openblas*")
+    )
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (
+            ("scipy_openblas", "64_"),
+            ("scipy_openblas", ""),
+            ("openblas", "64_"),
+            ("openblas", ""),
+        ):
+            try:
+                set_fn = getattr(lib, f"{prefix}_set_num_threads{suffix}")
+                get_fn = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+            except AttributeError:
+                continue
+            set_fn.argtypes, set_fn.restype, get_fn.restype = [ctypes.c_int], None, ctypes.c_int
+            core = getattr(lib, f"{prefix}_get_corename{suffix}", None)
+            if core is not None:
+                core.restype = ctypes.c_char_p
+            _blas = (set_fn, get_fn, core, path)
+            return _blas
+    _blas = False
+    return None
+
+
+def blas_threads_wanted() -> int:
+    """BLAS threads per call while the Numba backend runs: ``MINIDL_BLAS_THREADS``, default 1.
+
+    More than 1 together with more than one minidl thread oversubscribes the cores (both pools then fight over
+    them); it exists to measure that, or, with ``MINIDL_NUM_THREADS=1``, to let BLAS parallelize each GEMM instead.
+    """
+    value = os.environ.get("MINIDL_BLAS_THREADS", "").strip()
+    if not value:
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"MINIDL_BLAS_THREADS must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def set_blas_num_threads(n: int) -> bool:
+    """Limit the BLAS library NumPy uses to ``n`` threads; False if it could not be done (then nothing changed).
+
+    Uses ``threadpoolctl`` when installed (any BLAS), else OpenBLAS's ``openblas_set_num_threads``.
+    """
+    try:
+        import threadpoolctl
+
+        threadpoolctl.threadpool_limits(limits=n, user_api="blas")
+        return True
+    except ImportError:
+        pass
+    blas = _openblas()
+    if blas is None:
+        return False
+    blas[0](int(n))
+    return True
+
+
+def blas_info() -> dict[str, Any]:
+    """What runs the GEMMs: library path, OpenBLAS core type and threads (None where unknown), OPENBLAS_CORETYPE."""
+    blas = _openblas()
+    info: dict[str, Any] = {"library": None, "corename": None, "threads": None}
+    if blas is not None:
+        set_fn, get_fn, core, path = blas
+        info.update(library=os.path.basename(path), threads=int(get_fn()))
+        if core is not None:
+            info["corename"] = core().decode()
+    info["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
+    return info
