@@ -71,15 +71,16 @@ def finetune(
 ) -> tuple[float, object]:
     """Train on dogs vs cats; with ``transfer``, head first (backbone frozen), then all with a 1/10 backbone LR."""
     train_loader, val_loader = loaders
+    head, _ = train.find_last_linear(model)  # "fc" in a ResNet, "classifier.1" in cifar_cnn, ...
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     history = None
     if transfer and head_epochs:
-        train.freeze(model, exclude="fc")  # only the new head learns at first
+        train.freeze(model, exclude=head)  # only the new head learns at first
         opt = optim.AdamW(train.trainable_parameters(model), lr=lr, weight_decay=5e-2)
         history = train.fit(model, train_loader, val_loader, loss_fn, opt, epochs=head_epochs, verbose=True)
         train.unfreeze(model)
     rest = epochs - (head_epochs if transfer else 0)
-    groups = train.param_groups_with_lr(model, lr, backbone_lr_factor=0.1 if transfer else 1.0, head_prefixes="fc")
+    groups = train.param_groups_with_lr(model, lr, backbone_lr_factor=0.1 if transfer else 1.0, head_prefixes=head)
     opt = optim.AdamW(groups, lr=lr, weight_decay=5e-2)
     sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=rest * len(train_loader))
     history = train.fit(
@@ -144,7 +145,7 @@ def main() -> None:
     )
     print(f"dogs vs cats: {len(train_set)} train / {len(val_set)} validation images at {size}x{size}")
 
-    train.replace_head(backbone, "fc", 2)
+    train.replace_head(backbone, None, 2)  # None: the last Linear
     print("== transfer: new head, backbone frozen, then fine-tuned at 1/10 of the head's learning rate")
     transfer_acc, _ = finetune(backbone, loaders, args.head_epochs, args.epochs, args.lr, transfer=True)
     minidl.manual_seed(args.seed)
