@@ -39,6 +39,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import build_torch, positive_int  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 MODELS = ("cifar_cnn", "resnet20")
@@ -49,23 +52,13 @@ class GpuUnavailable(RuntimeError):
     """No usable GPU for a framework the benchmark was asked to run."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--batch-sizes", nargs="+", type=_positive_int, default=[128, 512])
+    parser.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[128, 512])
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
-    parser.add_argument("--warmup", type=_positive_int, default=5, help="untimed iterations first. Default: 5")
-    parser.add_argument("--repeats", type=_positive_int, default=20, help="timed iterations. Default: 20")
+    parser.add_argument("--warmup", type=positive_int, default=5, help="untimed iterations first. Default: 5")
+    parser.add_argument("--repeats", type=positive_int, default=20, help="timed iterations. Default: 20")
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     parser.add_argument("--torch-tf32", action="store_true", help="let PyTorch use TF32 (not strict fp32)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
@@ -105,71 +98,6 @@ def build_minidl(name: str) -> Any:
     from minidl import models
 
     return {"cifar_cnn": models.cifar_cnn, "resnet20": models.resnet20}[name](num_classes=10)
-
-
-def build_torch(name: str) -> Any:
-    """PyTorch twins of minidl's ``cifar_cnn`` and ``resnet20``, with the same state_dict keys."""
-    from torch import nn
-
-    if name == "cifar_cnn":
-
-        def triple(c_in: int, c_out: int) -> list[Any]:
-            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-
-        class CifarCNN(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.features = nn.Sequential(
-                    *triple(3, 32), *triple(32, 32), nn.MaxPool2d(2), *triple(32, 64), *triple(64, 64),
-                    nn.MaxPool2d(2), *triple(64, 128), nn.MaxPool2d(2),
-                )  # fmt: skip
-                self.flatten = nn.Flatten(1)
-                self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(128 * 4 * 4, 10))
-
-            def forward(self, x: Any) -> Any:
-                return self.classifier(self.flatten(self.features(x)))
-
-        return CifarCNN()
-
-    class BasicBlock(nn.Module):
-        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(c_out)
-            self.relu1 = nn.ReLU()
-            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(c_out)
-            self.downsample = None
-            if stride != 1 or c_in != c_out:
-                self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-            self.relu2 = nn.ReLU()
-
-        def forward(self, x: Any) -> Any:
-            out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-            return self.relu2(out + (x if self.downsample is None else self.downsample(x)))
-
-    class ResNet20(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(16)
-            self.relu = nn.ReLU()
-            c_in = 16
-            for i, width in enumerate((16, 32, 64)):
-                blocks = [BasicBlock(c_in, width, 1 if i == 0 else 2), BasicBlock(width, width, 1),
-                          BasicBlock(width, width, 1)]  # fmt: skip
-                self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-                c_in = width
-            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.flatten = nn.Flatten(1)
-            self.fc = nn.Linear(64, 10)
-
-        def forward(self, x: Any) -> Any:
-            x = self.relu(self.bn1(self.conv1(x)))
-            x = self.layer3(self.layer2(self.layer1(x)))
-            return self.fc(self.flatten(self.avgpool(x)))
-
-    return ResNet20()
 
 
 def torch_twin(name: str, minidl_model: Any, device: str) -> Any:

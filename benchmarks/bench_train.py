@@ -47,22 +47,15 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import build_torch, positive_int  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 MODELS = ("cifar_cnn", "resnet20")
 FRAMEWORKS = ("numpy", "numba", "torch")
 BATCH = 128
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def default_threads() -> int:
@@ -76,13 +69,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
-    parser.add_argument("--threads", type=_positive_int, default=default_threads(), help="Default: available cores")
-    parser.add_argument("--batch", type=_positive_int, default=BATCH, help=f"Default: {BATCH}")
-    parser.add_argument("--warmup", type=_positive_int, default=3, help="untimed steps first. Default: 3")
-    parser.add_argument("--repeats", type=_positive_int, default=20, help="timed steps. Default: 20")
-    parser.add_argument("--numpy-repeats", type=_positive_int, default=3, help="timed steps, NumPy backend. Default: 3")
+    parser.add_argument("--threads", type=positive_int, default=default_threads(), help="Default: available cores")
+    parser.add_argument("--batch", type=positive_int, default=BATCH, help=f"Default: {BATCH}")
+    parser.add_argument("--warmup", type=positive_int, default=3, help="untimed steps first. Default: 3")
+    parser.add_argument("--repeats", type=positive_int, default=20, help="timed steps. Default: 20")
+    parser.add_argument("--numpy-repeats", type=positive_int, default=3, help="timed steps, NumPy backend. Default: 3")
     parser.add_argument(
-        "--rounds", type=_positive_int, default=1, help="run every framework this many times, interleaved. Default: 1"
+        "--rounds", type=positive_int, default=1, help="run every framework this many times, interleaved. Default: 1"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     parser.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "MODEL"), help=argparse.SUPPRESS)
@@ -126,70 +119,6 @@ def machine_info(threads: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- models
-def build_torch(name: str) -> Any:
-    """PyTorch twins of minidl's ``cifar_cnn`` and ``resnet20`` (same layers, same state_dict keys)."""
-    from torch import nn
-
-    def triple(c_in: int, c_out: int) -> list[Any]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-
-    if name == "cifar_cnn":
-
-        class CifarCNN(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.features = nn.Sequential(
-                    *triple(3, 32), *triple(32, 32), nn.MaxPool2d(2), *triple(32, 64), *triple(64, 64),
-                    nn.MaxPool2d(2), *triple(64, 128), nn.MaxPool2d(2),
-                )  # fmt: skip
-                self.flatten = nn.Flatten(1)
-                self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(128 * 4 * 4, 10))
-
-            def forward(self, x: Any) -> Any:
-                return self.classifier(self.flatten(self.features(x)))
-
-        return CifarCNN()
-
-    class BasicBlock(nn.Module):
-        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(c_out)
-            self.relu1 = nn.ReLU()
-            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(c_out)
-            self.downsample = None
-            if stride != 1 or c_in != c_out:  # projection shortcut: 1x1 conv + BN
-                self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-            self.relu2 = nn.ReLU()
-
-        def forward(self, x: Any) -> Any:
-            out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-            return self.relu2(out + (x if self.downsample is None else self.downsample(x)))
-
-    class ResNet20(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(16)
-            self.relu = nn.ReLU()
-            c_in = 16
-            for i, width in enumerate((16, 32, 64)):
-                blocks = [BasicBlock(c_in if j == 0 else width, width, 2 if i > 0 and j == 0 else 1) for j in range(3)]
-                self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-                c_in = width
-            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.flatten = nn.Flatten(1)
-            self.fc = nn.Linear(64, 10)
-
-        def forward(self, x: Any) -> Any:
-            x = self.relu(self.bn1(self.conv1(x)))
-            x = self.layer3(self.layer2(self.layer1(x)))
-            return self.fc(self.flatten(self.avgpool(x)))
-
-    return ResNet20()
-
-
 def forward_flops(name: str) -> int:
     """Forward FLOPs of one 32x32 image (conv and linear multiply-adds x 2), from ``minidl.summary``."""
     import minidl

@@ -1,0 +1,83 @@
+"""What the benchmark scripts share: argument parsing helpers and the PyTorch twins of the benchmark models.
+
+The scripts put this folder on ``sys.path`` and import it, so each still runs as ``python benchmarks/<script>.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_torch(name: str) -> Any:
+    """PyTorch twins of minidl's ``cifar_cnn`` and ``resnet20`` (same layers, same state_dict keys)."""
+    from torch import nn
+
+    def triple(c_in: int, c_out: int) -> list[Any]:
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+    if name == "cifar_cnn":
+
+        class CifarCNN(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.features = nn.Sequential(
+                    *triple(3, 32), *triple(32, 32), nn.MaxPool2d(2), *triple(32, 64), *triple(64, 64),
+                    nn.MaxPool2d(2), *triple(64, 128), nn.MaxPool2d(2),
+                )  # fmt: skip
+                self.flatten = nn.Flatten(1)
+                self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(128 * 4 * 4, 10))
+
+            def forward(self, x: Any) -> Any:
+                return self.classifier(self.flatten(self.features(x)))
+
+        return CifarCNN()
+
+    class BasicBlock(nn.Module):
+        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.relu1 = nn.ReLU()
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.downsample = None
+            if stride != 1 or c_in != c_out:  # projection shortcut: 1x1 conv + BN
+                self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.relu2 = nn.ReLU()
+
+        def forward(self, x: Any) -> Any:
+            out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+            return self.relu2(out + (x if self.downsample is None else self.downsample(x)))
+
+    class ResNet20(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(16)
+            self.relu = nn.ReLU()
+            c_in = 16
+            for i, width in enumerate((16, 32, 64)):
+                blocks = [BasicBlock(c_in if j == 0 else width, width, 2 if i > 0 and j == 0 else 1) for j in range(3)]
+                self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+                c_in = width
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.flatten = nn.Flatten(1)
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x: Any) -> Any:
+            x = self.relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.fc(self.flatten(self.avgpool(x)))
+
+    return ResNet20()
