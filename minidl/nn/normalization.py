@@ -206,7 +206,14 @@ def batch_norm_forward(
 
 
 def _batch_norm_fused(
-    be: Any, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any, training: bool, momentum: float,
+    be: Any,
+    x: Any,
+    gamma: Any,
+    beta: Any,
+    running_mean: Any,
+    running_var: Any,
+    training: bool,
+    momentum: float,
     eps: float,
 ) -> tuple[Any, Any]:
     """:func:`batch_norm_forward` with a fast backend's per-channel kernels (minidl/backend/numba_backend.py):
@@ -247,6 +254,21 @@ def batch_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     return dx, dgamma, dbeta
 
 
+def _affine_parameters(module: Module, shape: tuple[int, ...], affine: bool, bias: bool) -> None:
+    """Register gamma (``weight``) and beta (``bias``) of ``shape`` on ``module``, or None placeholders."""
+    xp, dtype = minidl.get_backend().xp, minidl.get_default_dtype()
+    module.register_parameter("weight", Parameter(xp.empty(shape, dtype=dtype)) if affine else None)
+    module.register_parameter("bias", Parameter(xp.empty(shape, dtype=dtype)) if affine and bias else None)
+
+
+def _reset_affine(module: Module) -> None:
+    """PyTorch's init: gamma = 1, beta = 0, so the layer starts as a pure standardization."""
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if module.bias is not None:
+        init.zeros_(module.bias)
+
+
 class _NormBase(Module):
     """What BatchNorm and InstanceNorm share: per-channel gamma/beta and optional running statistics."""
 
@@ -268,12 +290,7 @@ class _NormBase(Module):
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         be, dtype, C = minidl.get_backend(), minidl.get_default_dtype(), self.num_features
-        if self.affine:
-            self.weight = Parameter(be.xp.empty((C,), dtype=dtype))
-            self.register_parameter("bias", Parameter(be.xp.empty((C,), dtype=dtype)) if bias else None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, (C,), self.affine, bias)
         if self.track_running_stats:
             self.register_buffer("running_mean", be.xp.zeros((C,), dtype=dtype))
             self.register_buffer("running_var", be.xp.ones((C,), dtype=dtype))
@@ -294,10 +311,7 @@ class _NormBase(Module):
     def reset_parameters(self) -> None:
         """PyTorch's init: weight (gamma) = 1, bias (beta) = 0, so the layer starts as a pure standardization."""
         self.reset_running_stats()
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def extra_repr(self) -> str:
         return (

@@ -20,19 +20,19 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import minidl
-from minidl.nn import init
 from minidl.nn._checks import check_array, check_float, check_grad_output, check_int, check_same_device
-from minidl.nn.module import Module, Parameter
+from minidl.nn.module import Module
 from minidl.nn.normalization import (
     _affine,
     _affine_backward,
+    _affine_parameters,
     _channel_view,
     _check_eps_momentum,
     _check_vector,
     _normalize,
     _normalize_backward,
     _NormBase,
+    _reset_affine,
     _update_running,
 )
 
@@ -156,21 +156,12 @@ class LayerNorm(Module):
         self.normalized_shape = _as_shape("LayerNorm", normalized_shape)
         self.eps = check_float("LayerNorm", "eps", eps, low=0.0, low_open=True)
         self.elementwise_affine = bool(elementwise_affine)
-        xp, dtype = minidl.get_backend().xp, minidl.get_default_dtype()
-        if self.elementwise_affine:
-            self.weight = Parameter(xp.empty(self.normalized_shape, dtype=dtype))
-            self.register_parameter("bias", Parameter(xp.empty(self.normalized_shape, dtype=dtype)) if bias else None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, self.normalized_shape, self.elementwise_affine, bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """PyTorch's init: weight (gamma) = 1, bias (beta) = 0."""
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def extra_repr(self) -> str:
         return (
@@ -307,21 +298,13 @@ class GroupNorm(Module):
             )
         self.eps = check_float("GroupNorm", "eps", eps, low=0.0, low_open=True)
         self.affine = bool(affine)
-        xp, dtype, C = minidl.get_backend().xp, minidl.get_default_dtype(), self.num_channels
-        if self.affine:
-            self.weight = Parameter(xp.empty((C,), dtype=dtype))
-            self.register_parameter("bias", Parameter(xp.empty((C,), dtype=dtype)) if bias else None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        C = self.num_channels
+        _affine_parameters(self, (C,), self.affine, bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """PyTorch's init: weight (gamma) = 1, bias (beta) = 0."""
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def extra_repr(self) -> str:
         return (
