@@ -43,7 +43,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", help="array backend: " + ", ".join(minidl.available_backends()))
     parser.add_argument("--limit", type=int, help="use only the first N images of each split (smoke tests)")
-    parser.add_argument("--out", default="runs/mnist-mlp", help="output folder for history and results")
+    parser.add_argument("--out", default="runs/mnist-mlp", help="output folder for history, checkpoint and results")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.npz")
     args = parser.parse_args()
 
     if args.backend:
@@ -67,9 +68,22 @@ def main() -> None:
     opt = optim.Adam(model.parameters(), lr=args.lr)
     scheduler = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * len(train_loader))
     history = train.History()
+    out = Path(args.out)
+    checkpoint = out / "checkpoint.npz"
+    first_epoch = 1
+    if args.resume and checkpoint.is_file():  # everything the next epoch depends on, as saved after the last one
+        ckpt = minidl.load(checkpoint)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        minidl.set_rng_state(ckpt["rng"])
+        train_loader.epoch = ckpt["loader_epoch"]
+        history = train.History(ckpt["history"])
+        first_epoch = ckpt["epoch"] + 1
+        print(f"resumed from {checkpoint} after epoch {ckpt['epoch']}")
 
     start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(first_epoch, args.epochs + 1):
         model.train()
         total, correct, seen = 0.0, 0, 0
         for x, y in train_loader:  # the training loop, in full:
@@ -96,9 +110,13 @@ def main() -> None:
             f"epoch {epoch}/{args.epochs}  train loss {total / seen:.4f}  train accuracy {correct / seen:.4f}  "
             f"test accuracy {val['accuracy']:.4f}  ({time.perf_counter() - start:.0f} s)"
         )
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": minidl.get_rng_state(), "loader_epoch": train_loader.epoch, "epoch": epoch,
+                 "history": list(history)}  # fmt: skip
+        minidl.save(state, checkpoint)  # atomic: a crash mid-save never leaves a broken file
     wall = time.perf_counter() - start
+    val = train.evaluate(model, test_loader, loss_fn)
 
-    out = Path(args.out)
     history.save(out / "history.json")
     results = {
         "test_accuracy": val["accuracy"],

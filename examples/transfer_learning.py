@@ -34,7 +34,9 @@ from minidl.data.datasets import CIFAR10, CIFAR10Sample, DogsVsCats
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-def pretrain(model: nn.Module, data_dir: str | None, epochs: int, seed: int, limit: int | None) -> float:
+def pretrain(
+    model: nn.Module, data_dir: str | None, epochs: int, seed: int, limit: int | None, out: Path, resume: bool
+) -> float:
     """Train ``model`` on CIFAR-10 (or the embedded sample) and return its test accuracy."""
     augment = T.Compose(
         [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToArray(), T.Normalize(CIFAR_MEAN, CIFAR_STD)]
@@ -62,14 +64,27 @@ def pretrain(model: nn.Module, data_dir: str | None, epochs: int, seed: int, lim
         epochs=epochs,
         scheduler=sched,
         scheduler_step="batch",
+        checkpoint_dir=out / "checkpoints",
+        history_path=out / "history.json",
+        resume=resume,
     )
     return train.evaluate(model, test_loader, nn.CrossEntropyLoss())["accuracy"]
 
 
 def finetune(
-    model: nn.Module, loaders: tuple[DataLoader, DataLoader], head_epochs: int, epochs: int, lr: float, transfer: bool
+    model: nn.Module,
+    loaders: tuple[DataLoader, DataLoader],
+    head_epochs: int,
+    epochs: int,
+    lr: float,
+    transfer: bool,
+    out: Path,
+    resume: bool,
 ) -> tuple[float, object]:
-    """Train on dogs vs cats; with ``transfer``, head first (backbone frozen), then all with a 1/10 backbone LR."""
+    """Train on dogs vs cats; with ``transfer``, head first (backbone frozen), then all with a 1/10 backbone LR.
+
+    Each phase checkpoints into its own folder under ``out``, so ``resume`` continues a phase where it stopped and
+    skips the phases already finished."""
     train_loader, val_loader = loaders
     head, _ = train.find_last_linear(model)  # "fc" in a ResNet, "classifier.1" in cifar_cnn, ...
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
@@ -77,15 +92,19 @@ def finetune(
     if transfer and head_epochs:
         train.freeze(model, exclude=head)  # only the new head learns at first
         opt = optim.AdamW(train.trainable_parameters(model), lr=lr, weight_decay=5e-2)
-        history = train.fit(model, train_loader, val_loader, loss_fn, opt, epochs=head_epochs, verbose=True)
+        history = train.fit(
+            model, train_loader, val_loader, loss_fn, opt, epochs=head_epochs, resume=resume,
+            checkpoint_dir=out / "head" / "checkpoints", history_path=out / "head" / "history.json",
+        )  # fmt: skip
         train.unfreeze(model)
     rest = epochs - (head_epochs if transfer else 0)
     groups = train.param_groups_with_lr(model, lr, backbone_lr_factor=0.1 if transfer else 1.0, head_prefixes=head)
     opt = optim.AdamW(groups, lr=lr, weight_decay=5e-2)
     sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=rest * len(train_loader))
     history = train.fit(
-        model, train_loader, val_loader, loss_fn, opt, epochs=rest, scheduler=sched, scheduler_step="batch"
-    )
+        model, train_loader, val_loader, loss_fn, opt, epochs=rest, scheduler=sched, scheduler_step="batch",
+        checkpoint_dir=out / "checkpoints", history_path=out / "history.json", resume=resume,
+    )  # fmt: skip
     return train.evaluate(model, val_loader, loss_fn)["accuracy"], history
 
 
@@ -104,7 +123,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", help="array backend: " + ", ".join(minidl.available_backends()))
     parser.add_argument("--out", default="runs/transfer", help="output folder")
+    parser.add_argument("--resume", action="store_true", help="continue every phase from its last checkpoint")
     args = parser.parse_args()
+    out = Path(args.out)
     if args.backend:
         minidl.set_backend(args.backend)
     minidl.manual_seed(args.seed)
@@ -117,7 +138,9 @@ def main() -> None:
         print(f"backbone: {args.model} from {args.pretrained}")
         cifar_accuracy = None
     else:
-        cifar_accuracy = pretrain(backbone, args.data_dir, args.pretrain_epochs, args.seed, args.limit)
+        cifar_accuracy = pretrain(
+            backbone, args.data_dir, args.pretrain_epochs, args.seed, args.limit, out / "pretrain", args.resume
+        )
         print(f"backbone: {args.model} pretrained here, CIFAR-10 test accuracy {cifar_accuracy:.4f}")
 
     size = args.image_size  # CIFAR statistics: the backbone saw inputs normalized this way
@@ -147,10 +170,13 @@ def main() -> None:
 
     train.replace_head(backbone, None, 2)  # None: the last Linear
     print("== transfer: new head, backbone frozen, then fine-tuned at 1/10 of the head's learning rate")
-    transfer_acc, _ = finetune(backbone, loaders, args.head_epochs, args.epochs, args.lr, transfer=True)
+    transfer_acc, _ = finetune(
+        backbone, loaders, args.head_epochs, args.epochs, args.lr, True, out / "transfer", args.resume
+    )
     minidl.manual_seed(args.seed)
     print("== scratch: the same network, randomly initialized")
-    scratch_acc, _ = finetune(models.get_model(args.model, num_classes=2), loaders, 0, args.epochs, args.lr, False)
+    scratch = models.get_model(args.model, num_classes=2)
+    scratch_acc, _ = finetune(scratch, loaders, 0, args.epochs, args.lr, False, out / "scratch", args.resume)
 
     results = {
         "model": args.model,
@@ -161,7 +187,6 @@ def main() -> None:
         "image_size": size,
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"validation accuracy after {args.epochs} epochs: transfer {transfer_acc:.4f}  |  scratch {scratch_acc:.4f}")

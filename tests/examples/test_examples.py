@@ -68,6 +68,9 @@ def test_mnist_mlp(tmp_path):
     loss = losses(tmp_path / "run" / "history.json")
     assert loss[-1] < loss[0], out
     assert json.loads((tmp_path / "run" / "results.json").read_text())["test_accuracy"] > 0.5
+    more = run("mnist_mlp.py", "--data-dir", str(SHARED), "--limit", "3000", "--epochs", "4", "--out", "run",
+               "--resume", cwd=tmp_path)  # fmt: skip
+    assert "resumed from" in more and "epoch 4/4" in more and "epoch 1/4" not in more
 
 
 def test_train_dogs_vs_cats(tmp_path):
@@ -95,27 +98,16 @@ def test_train_dogs_vs_cats(tmp_path):
 
 def test_transfer_learning(tmp_path):
     needs("dogs-vs-cats")
-    out = run(
-        "transfer_learning.py",
-        "--data-dir",
-        str(SHARED),
-        "--limit",
-        "64",
-        "--pretrain-epochs",
-        "1",
-        "--epochs",
-        "2",
-        "--head-epochs",
-        "1",
-        "--image-size",
-        "32",
-        "--out",
-        "run",
-        cwd=tmp_path,
-    )
+    args = ["--data-dir", str(SHARED), "--model", "cifar_cnn", "--limit", "64", "--pretrain-epochs", "1",
+            "--epochs", "4", "--head-epochs", "1", "--image-size", "32", "--out", "run"]  # fmt: skip
+    out = run("transfer_learning.py", *args, cwd=tmp_path)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results["dogs_vs_cats_val_accuracy"]) == {"transfer", "scratch"}
     assert "transfer" in out and "scratch" in out
+    loss = losses(tmp_path / "run" / "transfer" / "history.json")  # the fine-tuning phase after the head phase
+    assert loss[-1] < loss[0], loss
+    resumed = run("transfer_learning.py", *args, "--resume", cwd=tmp_path)  # every phase already finished
+    assert "resumed from" in resumed and "epoch 1 " not in resumed
 
 
 @pytest.mark.parametrize(
@@ -123,5 +115,5 @@ def test_transfer_learning(tmp_path):
 )
 def test_help_documents_the_common_flags(script, tmp_path):
     text = run(script, "--help", cwd=tmp_path)
-    for flag in ("--backend", "--data-dir", "--epochs", "--batch-size", "--lr", "--seed", "--out"):
+    for flag in ("--backend", "--data-dir", "--epochs", "--batch-size", "--lr", "--seed", "--resume", "--out"):
         assert flag in text, f"{script} --help lacks {flag}"
