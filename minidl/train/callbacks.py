@@ -105,7 +105,25 @@ class _Monitor:
         self.best_epoch = int(state["best_epoch"])
 
 
-class EarlyStopping(Callback):
+class _MonitoredCallback(Callback):
+    """A callback that watches one metric through a :class:`_Monitor` (``self._monitor``)."""
+
+    _monitor: _Monitor
+
+    @property
+    def monitor(self) -> str:
+        return self._monitor.monitor
+
+    @property
+    def best(self) -> float:
+        return self._monitor.best
+
+    @property
+    def best_epoch(self) -> int:
+        return self._monitor.best_epoch
+
+
+class EarlyStopping(_MonitoredCallback):
     """Stop training when a monitored metric has stopped improving; optionally end with the best weights.
 
     An epoch *improves* when its value beats the best so far by more than ``min_delta`` (below for ``mode="min"``,
@@ -155,18 +173,6 @@ class EarlyStopping(Callback):
         self.stopped_epoch = 0
         self.best_state: dict[str, Any] | None = None
 
-    @property
-    def monitor(self) -> str:
-        return self._monitor.monitor
-
-    @property
-    def best(self) -> float:
-        return self._monitor.best
-
-    @property
-    def best_epoch(self) -> int:
-        return self._monitor.best_epoch
-
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
         value = self._monitor.value(logs)
         if self._monitor.improved(value):
@@ -210,7 +216,7 @@ class EarlyStopping(Callback):
         self.best_state = None if best is None else dict(best)
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(_MonitoredCallback):
     """Save full training checkpoints (model, optimizer, scheduler, epoch, RNG state, history, loader epochs, the
     callbacks' state) with :func:`minidl.save`: atomic, no pickle.
 
@@ -257,18 +263,6 @@ class ModelCheckpoint(Callback):
         self.suffix = suffix
         self._monitor = _Monitor("ModelCheckpoint", monitor, mode, 0.0)
         self.saved: list[Path] = []
-
-    @property
-    def monitor(self) -> str:
-        return self._monitor.monitor
-
-    @property
-    def best(self) -> float:
-        return self._monitor.best
-
-    @property
-    def best_epoch(self) -> int:
-        return self._monitor.best_epoch
 
     @property
     def last_path(self) -> Path:
