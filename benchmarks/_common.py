@@ -6,7 +6,10 @@ The scripts put this folder on ``sys.path`` and import it, so each still runs as
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 
 def positive_int(text: str) -> int:
@@ -81,3 +84,29 @@ def build_torch(name: str) -> Any:
             return self.fc(self.flatten(self.avgpool(x)))
 
     return ResNet20()
+
+
+def torch_steps(model: Any, batch: int, device: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(train_step, infer)`` closures timing PyTorch on the workload minidl is timed on: random 32x32 images and
+    labels (seed 0), cross-entropy read as a float (minidl's loss is a Python float), SGD momentum 0.9 with weight
+    decay 5e-4, and a no-grad forward for inference."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)).to(device)
+    y = torch.from_numpy(rng.integers(0, 10, batch)).to(device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.item()
+        loss.backward()
+        opt.step()
+
+    def infer() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return train_step, infer

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import build_torch, positive_int  # noqa: E402
+from _common import build_torch, positive_int, torch_steps  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -175,23 +175,7 @@ def bench_torch(
     result: dict[str, Any] = {}
     if minidl_x is not None:  # before either model trains further: same weights, same buffers
         result["max_logit_difference"] = max_logit_difference(minidl_model, model, minidl_x)
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)).cuda()
-    y = torch.from_numpy(rng.integers(0, 10, batch)).cuda()
-    loss_fn = torch.nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-    def train_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.item()  # minidl's loss is a Python float: read it here too
-        loss.backward()
-        opt.step()
-
-    def infer() -> None:
-        with torch.no_grad():
-            model(x)
-
+    train_step, infer = torch_steps(model, batch, "cuda")
     model.train()
     train = time_it(train_step, torch.cuda.synchronize, args.warmup, args.repeats)
     model.eval()

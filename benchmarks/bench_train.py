@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import build_torch, positive_int  # noqa: E402
+from _common import build_torch, positive_int, torch_steps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
@@ -209,23 +209,7 @@ def worker_torch(name: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_torch(name)
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32))
-    y = torch.from_numpy(rng.integers(0, 10, args.batch))
-    loss_fn = torch.nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-    def train_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.item()  # minidl's loss is a Python float: read it here too
-        loss.backward()
-        opt.step()
-
-    def infer() -> None:
-        with torch.no_grad():
-            model(x)
-
+    train_step, infer = torch_steps(model, args.batch, "cpu")
     model.train()
     train = time_steps(train_step, args.warmup, args.repeats)
     model.eval()
