@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from minidl.nn import init
+from minidl.models._init import torchvision_init_
 from minidl.nn._checks import check_array, check_float, check_grad_output, check_int
 from minidl.nn.activation import ReLU6
 from minidl.nn.containers import Flatten, Sequential
@@ -241,16 +241,7 @@ class MobileNetV2(Module):
 
     def reset_parameters(self) -> None:
         """torchvision's init: convs kaiming_normal_(fan_out), BN 1/0, Linear N(0, 0.01) with bias 0."""
-        for m in self.modules():
-            if isinstance(m, Conv2d):
-                init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    init.zeros_(m.bias)
-            elif isinstance(m, BatchNorm2d):
-                m.reset_parameters()
-            elif isinstance(m, Linear):
-                init.normal_(m.weight, 0.0, 0.01)
-                init.zeros_(m.bias)
+        torchvision_init_(self)  # kaiming with relu's gain, sqrt(2), as torchvision's default leaky_relu(a=0) has
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, width_mult={self.width_mult:g}, cifar={self.cifar}"

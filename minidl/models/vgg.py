@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from minidl.nn import init
+from minidl.models._init import torchvision_init_
 from minidl.nn._checks import check_array, check_grad_output, check_int
 from minidl.nn.activation import ReLU
 from minidl.nn.containers import Flatten, Sequential
@@ -156,16 +156,7 @@ class VGG(Module):
 
     def reset_parameters(self) -> None:
         """torchvision's init: convs kaiming_normal_(fan_out, relu) and bias 0, BN 1/0, Linear N(0, 0.01), bias 0."""
-        for m in self.modules():
-            if isinstance(m, Conv2d):
-                init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    init.zeros_(m.bias)
-            elif isinstance(m, BatchNorm2d):
-                m.reset_parameters()
-            elif isinstance(m, Linear):
-                init.normal_(m.weight, 0.0, 0.01)
-                init.zeros_(m.bias)
+        torchvision_init_(self)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, cifar={self.cifar}"
