@@ -78,6 +78,11 @@ def test_im2col_and_col2im_match_the_reference(config, dtype, seed):
 @given(config=conv_configs(), bias=st.booleans(), compute_dw=st.booleans(), dtype=dtypes, seed=seeds)
 def test_fused_conv2d_matches_the_reference(config, bias, compute_dw, dtype, seed):
     x_shape, w_shape, stride, padding, dilation = config
+    compare_conv2d(x_shape, w_shape, stride, padding, dilation, bias, compute_dw, dtype, seed)
+
+
+def compare_conv2d(x_shape, w_shape, stride, padding, dilation, bias, compute_dw, dtype, seed):
+    """Forward and every gradient of conv2d on the Numba backend (its fused kernel) against the NumPy reference."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
@@ -129,10 +134,15 @@ def test_fused_conv2d_backward_in_row_blocks(O):
         close(a, b, np.float32, name)
 
 
-def test_fused_conv2d_results_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape"),
+    [((24, 3, 6, 6), (4, 3, 3, 3)), ((40, 8, 9, 7), (12, 8, 3, 3))],
+    ids=["im2row", "winograd"],
+)
+def test_fused_conv2d_results_do_not_depend_on_the_thread_count(x_shape, w_shape):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((24, 3, 6, 6)).astype(np.float32)
-    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
     results = []
     before = _threads.get_num_threads()
     try:
@@ -144,6 +154,53 @@ def test_fused_conv2d_results_do_not_depend_on_the_thread_count():
         _threads.set_num_threads(before)
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------------- Winograd
+@st.composite
+def winograd_configs(draw):
+    """3 x 3 stride-1 convolutions with enough channels for Winograd's F(2x2, 3x3); odd and even output sizes."""
+    PH, PW = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    H, W = draw(st.integers(max(1, 3 - 2 * PH), 11)), draw(st.integers(max(1, 3 - 2 * PW), 11))
+    N, C, O = draw(st.integers(1, 12)), draw(st.integers(8, 20)), draw(st.integers(8, 20))
+    return (N, C, H, W), (O, C, 3, 3), (PH, PW)
+
+
+@given(config=winograd_configs(), bias=st.booleans(), compute_dw=st.booleans(), dtype=dtypes, seed=seeds)
+def test_winograd_conv2d_matches_the_reference(config, bias, compute_dw, dtype, seed):
+    x_shape, w_shape, padding = config
+    assert fast_be()._winograd_applies(x_shape[1], w_shape[0], 3, 3, 1, 1, *padding, 1, 1)
+    compare_conv2d(x_shape, w_shape, 1, padding, 1, bias, compute_dw, dtype, seed)
+
+
+def test_winograd_is_float32_accurate_and_can_be_turned_off():
+    # a resnet20-sized layer: Winograd's result is within a few float32 roundings of the float64 convolution
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 16, 32, 32))
+    w = rng.standard_normal((16, 16, 3, 3)) * 0.1
+    exact = run_on("numpy", conv2d_forward, x, w, None, 1, 1)[0]
+    x32, w32 = x.astype(np.float32), w.astype(np.float32)
+    fast = run_on("numba", conv2d_forward, x32, w32, None, 1, 1)[0]
+    be = fast_be()
+    try:
+        be.winograd = False
+        assert not be._winograd_applies(16, 16, 3, 3, 1, 1, 1, 1, 1, 1)
+        im2row = run_on("numba", conv2d_forward, x32, w32, None, 1, 1)[0]
+    finally:
+        be.winograd = True
+    scale = np.abs(exact).max()
+    assert np.abs(fast - exact).max() / scale < 2e-6
+    assert np.abs(im2row - exact).max() / scale < 2e-6
+    # neither a 5 x 5 kernel, a stride, a dilation, padding 3 nor few channels take the Winograd path
+    assert be._winograd_applies(8, 8, 3, 3, 1, 1, 0, 2, 1, 1)
+    for args in [
+        (8, 8, 5, 5, 1, 1, 1, 1, 1, 1),
+        (8, 8, 3, 3, 2, 2, 1, 1, 1, 1),
+        (8, 8, 3, 3, 1, 1, 1, 1, 2, 2),
+        (8, 8, 3, 3, 1, 1, 3, 3, 1, 1),
+        (3, 16, 3, 3, 1, 1, 1, 1, 1, 1),
+    ]:
+        assert not be._winograd_applies(*args), args
 
 
 def test_grouped_conv_falls_back_to_the_reference_with_numba_im2col():

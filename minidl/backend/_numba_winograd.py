@@ -1,0 +1,153 @@
+r"""Winograd's minimal filtering F(2x2, 3x3): a 3 x 3 convolution (stride 1) with 2.25x fewer multiplications.
+
+Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016). The output is cut into 2 x 2 tiles;
+each needs a 4 x 4 tile ``d`` of the (zero padded) input. For one input channel and one output channel, with ``g``
+the 3 x 3 filter,
+
+.. math:: Y = A^T \big[ (G g G^T) \odot (B^T d B) \big] A
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+
+gives the 2 x 2 outputs of the tile: 16 multiplications instead of 4 * 9 = 36. Summed over input channels, the
+elementwise product becomes 16 matrix products, one per position xi of the 4 x 4 tile:
+
+.. math:: M_\xi = V_\xi U_\xi, \qquad V_\xi: (\text{tiles}, C), \quad U_\xi: (C, O), \quad M_\xi: (\text{tiles}, O)
+
+with ``V = B^T d B`` of every tile and channel and ``U = G g G^T`` of every (input, output) channel pair. So a
+convolution becomes: transform the input tiles (this file), 16 GEMMs (BLAS, in ``numba_backend.py``), transform back
+(this file). For 16 channels, where an im2row GEMM has only 16 output columns and runs far below the CPU's peak,
+this is about twice as fast.
+
+Accuracy: the transforms only add, subtract and halve, so the result differs from a direct convolution by a few
+roundings (float32: relative error around 1e-6; float64: 1e-15).
+
+Layouts: the input is copied channels-last into a zero-padded scratch image ``xt`` (Hp, Wp, C), so every tile is in
+bounds and every transform loops over contiguous channels (which LLVM vectorizes). Tiles of a chunk of images
+[n0, n1) are numbered t = ((n - n0) TH + th) TW + tw, with TH = ceil(OH / 2) and TW = ceil(OW / 2) tiles per column
+and row; ``V`` is (16, T, C) and ``M`` is (16, T, O). Kernels follow the conventions of ``_numba_kernels.py``
+(serial, ``nogil``, unsigned flat indices).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from minidl.backend._numba_kernels import _u, _zero
+
+# G of F(2x2, 3x3): U = G g G^T turns a 3 x 3 filter into the 4 x 4 tile of weights
+# the rows of B^T d as d[p] + sign d[q]: (p, q, sign) for rows 0..3
+_ROWS_BT = ((0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0))
+G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+@njit(cache=True, nogil=True)
+def transform_weight(weight, U):
+    """U[4 i + j, c, o] = (G weight[o, c] G^T)[i, j] for a (O, C, 3, 3) weight; U is (16, C, O)."""
+    O, C = weight.shape[0], weight.shape[1]
+    half = U.dtype.type(0.5)
+    for c in range(C):
+        for o in range(O):
+            g = weight[o, c]
+            for k in range(4):  # row k of (G g) G^T, from row k of G g: g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2
+                if k == 0:
+                    r0, r1, r2 = g[0, 0], g[0, 1], g[0, 2]
+                elif k == 3:
+                    r0, r1, r2 = g[2, 0], g[2, 1], g[2, 2]
+                else:
+                    s = 1 if k == 1 else -1
+                    r0 = (g[0, 0] + s * g[1, 0] + g[2, 0]) * half
+                    r1 = (g[0, 1] + s * g[1, 1] + g[2, 1]) * half
+                    r2 = (g[0, 2] + s * g[1, 2] + g[2, 2]) * half
+                U[4 * k, c, o] = r0  # the same combinations of the row's 3 values
+                U[4 * k + 1, c, o] = (r0 + r1 + r2) * half
+                U[4 * k + 2, c, o] = (r0 - r1 + r2) * half
+                U[4 * k + 3, c, o] = r2
+
+
+@njit(cache=True, nogil=True)
+def input_tiles(x, n0, n1, PH, PW, TH, TW, xt, V):
+    """V[4 i + j, t, c] = (B^T d B)[i, j] for every tile t of images [n0, n1) of x (N, C, H, W) and channel c,
+    d the 4 x 4 input tile at rows 2 th - PH + (0..3), columns 2 tw - PW + (0..3) (zero outside x).
+
+    ``xt`` is scratch for one zero-padded image, (2 TH + 2) 2 (TW + 1) C values, in the layout
+    xt[row, column % 2, column // 2, c]: the even and odd columns apart, channels last. Then a tile's column
+    2 tw + j sits at (j % 2, tw + j // 2), so along one tile row the values every tile needs are ``tw C + c`` away
+    from those of tile 0: each loop below runs over the TW C values of a whole tile row (long enough for LLVM to
+    vectorize; a loop over 16 channels alone is not)."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    Wh = TW + 1
+    Hp = 2 * TH + 2
+    L = _u(TW * C)
+    xf, tf, v2 = x.reshape(-1), xt.reshape(-1), V.reshape(16, -1)  # v2[xi, t C + c]
+    for n in range(n0, n1):
+        _zero(tf, _u(0), _u(Hp * 2 * Wh * C))
+        for h in range(H):  # x[n, :, h, :] -> row h + PH of xt
+            for c in range(C):
+                src = _u(((n * C + c) * H + h) * W)
+                for w in range(W):
+                    col = w + PW
+                    tf[_u((((h + PH) * 2 + col % 2) * Wh + col // 2) * C + c)] = xf[src + _u(w)]
+        for th in range(TH):
+            dst = _u(((n - n0) * TH + th) * TW * C)  # V offset of the row's first tile
+            for i in range(4):
+                # row i of B^T d is d[p] + sign d[q]: d0 - d2, d1 + d2, d2 - d1, d1 - d3 (one loop per row: with
+                # all 16 outputs in one loop, LLVM finds too many arrays to check for overlap and does not vectorize)
+                p, q, sign = _ROWS_BT[i]
+                sg = tf.dtype.type(sign)
+                # columns 0, 1, 2, 3 of the tile = (parity 0, +0), (1, +0), (0, +1), (1, +1)
+                p0, q0 = _u(((2 * th + p) * 2) * Wh * C), _u(((2 * th + q) * 2) * Wh * C)
+                p1, q1 = p0 + _u(Wh * C), q0 + _u(Wh * C)
+                p2, q2 = p0 + _u(C), q0 + _u(C)
+                p3, q3 = p1 + _u(C), q1 + _u(C)
+                xi = _u(4 * i)
+                for k in range(L):
+                    b0 = tf[p0 + k] + sg * tf[q0 + k]
+                    b1 = tf[p1 + k] + sg * tf[q1 + k]
+                    b2 = tf[p2 + k] + sg * tf[q2 + k]
+                    b3 = tf[p3 + k] + sg * tf[q3 + k]
+                    v2[xi, dst + k] = b0 - b2  # then (.) B: the same combinations of the row's 4 values
+                    v2[xi + _u(1), dst + k] = b1 + b2
+                    v2[xi + _u(2), dst + k] = b2 - b1
+                    v2[xi + _u(3), dst + k] = b1 - b3
+
+
+@njit(cache=True, nogil=True)
+def output_tiles(M, n0, n1, TH, TW, bias, has_bias, yt, out):
+    """out[n, o, 2 th + i, 2 tw + j] = (A^T m A)[i, j] (+ bias[o]) for images [n0, n1), m the 4 x 4 tile
+    M[:, t, o] of output tile t = ((n - n0) TH + th) TW + tw; a last tile sticking out of an odd OH or OW is cut.
+
+    ``yt`` is scratch for one output row, (2, TW O) values: yt[j, tw O + o], filled by loops over tw O + o (long,
+    vectorized), then copied into the (N, O, OH, OW) output."""
+    O, OH, OW = M.shape[2], out.shape[2], out.shape[3]
+    L = _u(TW * O)
+    mm, yf, of = M.reshape(16, -1), yt.reshape(-1), out.reshape(-1)  # mm[xi, t O + o]
+    for n in range(n0, n1):
+        for th in range(TH):
+            src = _u(((n - n0) * TH + th) * TW * O)
+            for i in range(min(2, OH - 2 * th)):
+                # row i of A^T m: m_row0 + m_row1 + m_row2 (i = 0) or m_row1 - m_row2 - m_row3 (i = 1), as
+                # r0 + s1 r1 + s2 r2 over rows (r0, r1, r2) = (0, 1, 2) or (1, 2, 3)
+                r0, r1, r2 = _u(i), _u(i + 1), _u(i + 2)
+                s = mm.dtype.type(1 - 2 * i)
+                for k in range(L):
+                    a0 = mm[r0 * _u(4), src + k] + s * (mm[r1 * _u(4), src + k] + mm[r2 * _u(4), src + k])
+                    a1 = mm[r0 * _u(4) + _u(1), src + k] + s * (
+                        mm[r1 * _u(4) + _u(1), src + k] + mm[r2 * _u(4) + _u(1), src + k]
+                    )
+                    a2 = mm[r0 * _u(4) + _u(2), src + k] + s * (
+                        mm[r1 * _u(4) + _u(2), src + k] + mm[r2 * _u(4) + _u(2), src + k]
+                    )
+                    a3 = mm[r0 * _u(4) + _u(3), src + k] + s * (
+                        mm[r1 * _u(4) + _u(3), src + k] + mm[r2 * _u(4) + _u(3), src + k]
+                    )
+                    yf[k] = a0 + a1 + a2  # then (.) A: columns 0 + 1 + 2 and 1 - 2 - 3
+                    yf[L + k] = a1 - a2 - a3
+                oh = 2 * th + i
+                for o in range(O):  # yt[j, tw O + o] -> out[n, o, oh, 2 tw + j]
+                    b = bias[o] if has_bias else yt.dtype.type(0)
+                    row = _u(((n * O + o) * OH + oh) * OW)
+                    for ow in range(OW):
+                        of[row + _u(ow)] = yf[_u((ow % 2) * TW * O + (ow // 2) * O + o)] + b
