@@ -51,21 +51,22 @@ Memory: creating the backend tells glibc's malloc to keep freed memory for reuse
 from __future__ import annotations
 
 import ctypes
-import functools
 import math
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import numpy
 
 from minidl.backend import _threads
+from minidl.backend._numba_common import _ceil_div, _native_dtypes
 from minidl.backend.numpy_backend import NumpyBackend
 
 try:
     from minidl.backend import _numba_kernels as _k
     from minidl.backend import _numba_winograd as _wino
+    from minidl.backend._numba_elementwise import ElementwiseKernelsMixin
+    from minidl.backend._numba_norm import NormKernelsMixin
 except ImportError as err:  # numba missing (or broken)
     raise ImportError(
         f"the 'numba' backend needs Numba (fast CPU kernels): pip install numba (a dependency of minidl); "
@@ -81,13 +82,6 @@ _FLAT_CHUNK = 1 << 16  # elements per task of the elementwise kernels
 _MIN_CHUNKS = 16  # chunks a batch is cut into at least (when it has that many images)
 _DW_BYTES = 32 << 20  # memory for the per-chunk dW partial sums (chunks are grouped when they would need more)
 _WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and output channels (see _winograd_applies)
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-_NATIVE = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))  # the dtypes the kernels are compiled for
 
 
 def _keep_freed_memory() -> bool:
@@ -112,34 +106,7 @@ def _keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
 
 
-def _cast_back(result: Any, dtype: Any) -> Any:
-    if isinstance(result, tuple):
-        return tuple(_cast_back(r, dtype) for r in result)
-    if isinstance(result, numpy.ndarray) and result.dtype.kind == "f":
-        return result.astype(dtype)
-    return result
-
-
-def _native_dtypes(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a kernel method in float32 or float64, the dtypes the kernels are compiled for: other floating arrays
-    (float16 through a functional, say) are computed in float32 (float64 if wider) and the results cast back."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        other = next(
-            (a.dtype for a in args if isinstance(a, numpy.ndarray) and a.dtype.kind == "f" and a.dtype not in _NATIVE),
-            None,
-        )
-        if other is None:
-            return method(self, *args, **kwargs)
-        work = numpy.float32 if other.itemsize <= 4 else numpy.float64
-        args = tuple(a.astype(work) if isinstance(a, numpy.ndarray) and a.dtype.kind == "f" else a for a in args)
-        return _cast_back(method(self, *args, **kwargs), other)
-
-    return wrapper
-
-
-class NumbaBackend(NumpyBackend):
+class NumbaBackend(NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend):
     """NumPy arrays with compiled kernels, run in parallel by :mod:`minidl.backend._threads`.
 
     Its first convolution limits BLAS to one thread per call (the convolution GEMMs run inside the backend's own

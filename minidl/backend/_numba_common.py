@@ -1,0 +1,48 @@
+"""Helpers shared by the Numba backend's class (``numba_backend.py``) and its kernel mixins.
+
+* :func:`_native_dtypes`: the kernels are compiled for float32 and float64; a method wrapped with it computes other
+  floating dtypes (float16, say) in float32 (float64 if wider) and casts the results back.
+* :func:`_ceil_div`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+_NATIVE = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))  # the dtypes the kernels are compiled for
+
+
+def _cast_back(result: Any, dtype: Any) -> Any:
+    if isinstance(result, tuple):
+        return tuple(_cast_back(r, dtype) for r in result)
+    if isinstance(result, numpy.ndarray) and result.dtype.kind == "f":
+        return result.astype(dtype)
+    return result
+
+
+def _native_dtypes(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a kernel method in float32 or float64, the dtypes the kernels are compiled for: other floating arrays
+    (float16 through a functional, say) are computed in float32 (float64 if wider) and the results cast back."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        other = next(
+            (a.dtype for a in args if isinstance(a, numpy.ndarray) and a.dtype.kind == "f" and a.dtype not in _NATIVE),
+            None,
+        )
+        if other is None:
+            return method(self, *args, **kwargs)
+        work = numpy.float32 if other.itemsize <= 4 else numpy.float64
+        args = tuple(a.astype(work) if isinstance(a, numpy.ndarray) and a.dtype.kind == "f" else a for a in args)
+        return _cast_back(method(self, *args, **kwargs), other)
+
+    return wrapper
