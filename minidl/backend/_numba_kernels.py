@@ -391,13 +391,14 @@ def avg_pool2d_backward(dout, p0, p1, KH, KW, SH, SW, PH, PW, divisor, dx):
 
 # ---------------------------------------------------------------------------------------------------- batch norm
 @njit(cache=True, nogil=True, fastmath=_REDUCE)
-def batch_norm_train(x, gamma, beta, has_gamma, has_beta, eps, c0, c1, out, mean, var, inv_std):
+def batch_norm_train(x, gamma, beta, has_gamma, has_beta, eps, relu, c0, c1, out, mean, var, inv_std):
     """For channels [c0, c1) of x (N, C, S): the batch mean and biased variance over (N, S), inv_std =
     1 / sqrt(var + eps), and out = (x - mean) inv_std gamma + beta.
 
     One channel at a time, so its values (N S of them) are still in the core's cache when they are normalized.
     The statistics are sums of (x - s) and (x - s)^2 in float64 around a shift s (the channel's first value), which
-    keeps the one-pass variance accurate when the mean is large compared with the spread."""
+    keeps the one-pass variance accurate when the mean is large compared with the spread. With ``relu`` the output
+    is relu(out) in the same pass (see :func:`_relu`)."""
     N, C, S = x.shape
     M = N * S
     xf, of = x.reshape(-1), out.reshape(-1)
@@ -416,66 +417,92 @@ def batch_norm_train(x, gamma, beta, has_gamma, has_beta, eps, c0, c1, out, mean
         mean[c] = shift + m
         var[c] = v
         inv_std[c] = 1.0 / np.sqrt(v + eps)
-        mc = mean[c]
-        scale = inv_std[c] * gamma[c] if has_gamma else inv_std[c]
-        offset = beta[c] if has_beta else out.dtype.type(0)
-        for n in range(N):
-            base = _u((n * C + c) * S)
-            for i in range(_u(S)):
-                of[base + i] = (xf[base + i] - mc) * scale + offset
+        _normalize_channel(xf, c, N, C, S, mean[c], inv_std[c], gamma, beta, has_gamma, has_beta, relu, of)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _relu(v, zero):
+    """v where not (v <= 0) (v > 0 or NaN), else zero (+0): ReLU with NaN propagating, as relu_forward."""
+    return v if not (v <= 0) else zero
 
 
 @njit(cache=True, nogil=True)
-def batch_norm_apply(x, mean, inv_std, gamma, beta, has_gamma, has_beta, c0, c1, out):
-    """out = (x - mean[c]) inv_std[c] gamma[c] + beta[c] for channels [c0, c1) of x (N, C, S)."""
+def _bn_y(x, m, scale, offset):
+    """y = (x - m) scale + offset: one function, without fastmath, so the backward's ReLU mask recomputes exactly the
+    forward's y (in a fastmath kernel LLVM may fuse the multiply-add and round differently)."""
+    return (x - m) * scale + offset
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _masked(g, relu, x, m, scale, offset, zero):
+    """g, or zero when ``relu`` and the forward's y = (x - m) scale + offset was <= 0 (relu_backward's mask)."""
+    return zero if relu and _bn_y(x, m, scale, offset) <= 0 else g
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _normalize_channel(xf, c, N, C, S, m, k, gamma, beta, has_gamma, has_beta, relu, of):
+    """of = (x - m) k gamma[c] + beta[c] (then relu if ``relu``) over channel c of the flat (N, C, S) x."""
+    scale = k * gamma[c] if has_gamma else k
+    zero = of.dtype.type(0)
+    offset = beta[c] if has_beta else zero
+    for n in range(N):
+        base = _u((n * C + c) * S)
+        if relu:
+            for i in range(_u(S)):
+                of[base + i] = _relu(_bn_y(xf[base + i], m, scale, offset), zero)
+        else:
+            for i in range(_u(S)):
+                of[base + i] = _bn_y(xf[base + i], m, scale, offset)
+
+
+@njit(cache=True, nogil=True)
+def batch_norm_apply(x, mean, inv_std, gamma, beta, has_gamma, has_beta, relu, c0, c1, out):
+    """out = (x - mean[c]) inv_std[c] gamma[c] + beta[c] (then relu if ``relu``) for channels [c0, c1) of x
+    (N, C, S)."""
     N, C, S = x.shape
     xf, of = x.reshape(-1), out.reshape(-1)
     for c in range(c0, c1):
-        m = mean[c]
-        scale = inv_std[c] * gamma[c] if has_gamma else inv_std[c]
-        shift = beta[c] if has_beta else out.dtype.type(0)
-        for n in range(N):
-            base = _u((n * C + c) * S)
-            for i in range(_u(S)):
-                of[base + i] = (xf[base + i] - m) * scale + shift
+        _normalize_channel(xf, c, N, C, S, mean[c], inv_std[c], gamma, beta, has_gamma, has_beta, relu, of)
 
 
 @njit(cache=True, nogil=True, fastmath=_REDUCE)
-def batch_norm_backward(dout, x, mean, inv_std, gamma, has_gamma, training, c0, c1, dx, dgamma, dbeta):
-    """dx, dgamma[c] = sum(dout xhat), dbeta[c] = sum(dout) for channels [c0, c1) of (N, C, S) arrays.
+def batch_norm_backward(
+    dout, x, mean, inv_std, gamma, beta, has_gamma, has_beta, training, relu, c0, c1, dx, dgamma, dbeta
+):
+    """dx, dgamma[c] = sum(g xhat), dbeta[c] = sum(g) for channels [c0, c1) of (N, C, S) arrays, g = dout.
 
-    xhat = (x - mean) inv_std is rebuilt from x. Training: dx = gamma inv_std (dout - sum(dout)/M
-    - xhat sum(dout xhat)/M); eval (constant statistics): dx = dout gamma inv_std."""
+    xhat = (x - mean) inv_std is rebuilt from x. Training: dx = gamma inv_std (g - sum(g)/M - xhat sum(g xhat)/M);
+    eval (constant statistics): dx = g gamma inv_std. With ``relu`` the forward was relu(y), y = xhat gamma + beta:
+    then g = dout where not (y <= 0), else 0 (relu_backward), with y recomputed exactly as the forward did."""
     N, C, S = x.shape
     M = N * S
     xf, gf, df = x.reshape(-1), dout.reshape(-1), dx.reshape(-1)
+    zero = dx.dtype.type(0)
     for c in range(c0, c1):
         m = mean[c]
         k = inv_std[c]
+        scale = k * gamma[c] if has_gamma else k  # the forward's y = (x - m) scale + offset
+        offset = beta[c] if has_beta else zero
         sum_dout = 0.0
         sum_dout_xhat = 0.0
         for n in range(N):
             base = _u((n * C + c) * S)
             for i in range(_u(S)):
-                g = np.float64(gf[base + i])
-                sum_dout += g
-                sum_dout_xhat += g * np.float64((xf[base + i] - m) * k)
+                g = _masked(gf[base + i], relu, xf[base + i], m, scale, offset, zero)
+                sum_dout += np.float64(g)
+                sum_dout_xhat += np.float64(g) * np.float64((xf[base + i] - m) * k)
         dbeta[c] = sum_dout
         dgamma[c] = sum_dout_xhat
-        scale = k * gamma[c] if has_gamma else k
-        if training:
-            a = dx.dtype.type(sum_dout / M)  # in x's dtype, like the reference's float32 math
-            b = dx.dtype.type(sum_dout_xhat / M)
-            for n in range(N):
-                base = _u((n * C + c) * S)
-                for i in range(_u(S)):
-                    xhat = (xf[base + i] - m) * k
-                    df[base + i] = scale * (gf[base + i] - a - xhat * b)
-        else:
-            for n in range(N):
-                base = _u((n * C + c) * S)
-                for i in range(_u(S)):
-                    df[base + i] = gf[base + i] * scale
+        a = dx.dtype.type(sum_dout / M)  # in x's dtype, like the reference's float32 math
+        b = dx.dtype.type(sum_dout_xhat / M)
+        for n in range(N):
+            base = _u((n * C + c) * S)
+            for i in range(_u(S)):
+                g = _masked(gf[base + i], relu, xf[base + i], m, scale, offset, zero)
+                if training:
+                    df[base + i] = scale * (g - a - (xf[base + i] - m) * k * b)
+                else:
+                    df[base + i] = g * scale
 
 
 # ---------------------------------------------------------------------------------------------------- relu

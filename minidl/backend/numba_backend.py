@@ -522,72 +522,83 @@ class NumbaBackend(NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend):
         return a.reshape(a.shape[0], a.shape[1], -1)
 
     @_native_dtypes
-    def batch_norm_train(self, x: Any, gamma: Any, beta: Any, eps: float) -> tuple[Any, Any, Any, Any]:
+    def batch_norm_train(
+        self, x: Any, gamma: Any, beta: Any, eps: float, relu: bool = False
+    ) -> tuple[Any, Any, Any, Any]:
         """Batch normalization with the batch's statistics over every axis but 1 of (N, C, *) ``x``.
 
         Returns:
-            ``(out, mean, var, inv_std)``: out = (x - mean) * inv_std * gamma + beta (gamma, beta (C,) or None),
-            the (C,) mean and biased variance (accumulated in float64) and inv_std = 1 / sqrt(var + eps), all in
-            x's dtype.
+            ``(out, mean, var, inv_std)``: out = (x - mean) * inv_std * gamma + beta (gamma, beta (C,) or None;
+            then relu(out) with ``relu``), the (C,) mean and biased variance (accumulated in float64) and
+            inv_std = 1 / sqrt(var + eps), all in x's dtype.
         """
         x3 = self._ncs(x)
         C, dtype = x3.shape[1], x.dtype
         out = numpy.empty(x3.shape, dtype=dtype)
         mean, var, inv_std = (numpy.empty(C, dtype=dtype) for _ in range(3))
-        one = numpy.ones(1, dtype=dtype)
-        g = one if gamma is None else numpy.ascontiguousarray(gamma)
-        b = one if beta is None else numpy.ascontiguousarray(beta)
+        g, b = self._affine_vectors(gamma, beta, dtype)
         tasks = self._channel_tasks(C)
 
         def body(worker: int, task: int) -> None:
             _k.batch_norm_train(
-                x3, g, b, gamma is not None, beta is not None, float(eps), *tasks[task], out, mean, var, inv_std
-            )
+                x3, g, b, gamma is not None, beta is not None, float(eps), bool(relu), *tasks[task],
+                out, mean, var, inv_std,
+            )  # fmt: skip
 
         _threads.parallel_for(body, len(tasks))
         return out.reshape(x.shape), mean, var, inv_std
 
     @_native_dtypes
-    def batch_norm_apply(self, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any) -> Any:
-        """``out = (x - mean) * inv_std * gamma + beta`` per channel (axis 1) of (N, C, *) ``x``; the (C,) vectors
-        gamma/beta may be None."""
+    def batch_norm_apply(self, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any, relu: bool = False) -> Any:
+        """``out = (x - mean) * inv_std * gamma + beta`` per channel (axis 1) of (N, C, *) ``x`` (then relu(out)
+        with ``relu``); the (C,) vectors gamma/beta may be None."""
         x3 = self._ncs(x)
         C, dtype = x3.shape[1], x.dtype
         out = numpy.empty(x3.shape, dtype=dtype)
-        one = numpy.ones(1, dtype=dtype)
-        g = one if gamma is None else numpy.ascontiguousarray(gamma)
-        b = one if beta is None else numpy.ascontiguousarray(beta)
+        g, b = self._affine_vectors(gamma, beta, dtype)
         mean, inv_std = numpy.ascontiguousarray(mean, dtype), numpy.ascontiguousarray(inv_std, dtype)
         tasks = self._channel_tasks(C)
 
         def body(worker: int, task: int) -> None:
-            _k.batch_norm_apply(x3, mean, inv_std, g, b, gamma is not None, beta is not None, *tasks[task], out)
+            _k.batch_norm_apply(
+                x3, mean, inv_std, g, b, gamma is not None, beta is not None, bool(relu), *tasks[task], out
+            )
 
         _threads.parallel_for(body, len(tasks))
         return out.reshape(x.shape)
 
     @_native_dtypes
     def batch_norm_backward_fused(
-        self, dout: Any, x: Any, mean: Any, inv_std: Any, gamma: Any, has_beta: bool, training: bool
+        self, dout: Any, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any, training: bool, relu: bool = False
     ) -> tuple[Any, Any, Any]:
         """``(dx, dgamma, dbeta)`` of ``out = (x - mean) inv_std gamma + beta`` (None for an absent gamma/beta);
-        with ``training`` the statistics are the batch's (the full BatchNorm backward), else constants."""
+        with ``training`` the statistics are the batch's (the full BatchNorm backward), else constants. With
+        ``relu`` the forward's output was relu(out) and ``dout`` its gradient (the mask is recomputed from x)."""
         x3, dout3 = self._ncs(x), self._ncs(dout)
         C, dtype = x3.shape[1], dout.dtype
         dx = numpy.empty(x3.shape, dtype=dtype)
         dgamma = numpy.empty(C, dtype=dtype)
         dbeta = numpy.empty(C, dtype=dtype)
-        g = numpy.ones(1, dtype=dtype) if gamma is None else numpy.ascontiguousarray(gamma)
+        g, b = self._affine_vectors(gamma, beta, dtype)
         mean, inv_std = numpy.ascontiguousarray(mean, dtype), numpy.ascontiguousarray(inv_std, dtype)
         tasks = self._channel_tasks(C)
 
         def body(worker: int, task: int) -> None:
             _k.batch_norm_backward(
-                dout3, x3, mean, inv_std, g, gamma is not None, bool(training), *tasks[task], dx, dgamma, dbeta
-            )
+                dout3, x3, mean, inv_std, g, b, gamma is not None, beta is not None, bool(training), bool(relu),
+                *tasks[task], dx, dgamma, dbeta,
+            )  # fmt: skip
 
         _threads.parallel_for(body, len(tasks))
-        return dx.reshape(x.shape), (dgamma if gamma is not None else None), (dbeta if has_beta else None)
+        return dx.reshape(x.shape), (dgamma if gamma is not None else None), (dbeta if beta is not None else None)
+
+    @staticmethod
+    def _affine_vectors(gamma: Any, beta: Any, dtype: Any) -> tuple[Any, Any]:
+        """gamma and beta as contiguous arrays of ``dtype`` (a 1-element placeholder for an absent one)."""
+        one = numpy.ones(1, dtype=dtype)
+        g = one if gamma is None else numpy.ascontiguousarray(gamma, dtype)
+        b = one if beta is None else numpy.ascontiguousarray(beta, dtype)
+        return g, b
 
     # ------------------------------------------------------------------ relu (see activation.py)
     @_native_dtypes

@@ -50,7 +50,7 @@ from minidl.nn.containers import Flatten, Sequential
 from minidl.nn.conv import Conv2d
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
-from minidl.nn.normalization import BatchNorm2d
+from minidl.nn.normalization import BatchNorm2d, backward_bn_relu, forward_bn_relu
 from minidl.nn.pooling import AdaptiveAvgPool2d, MaxPool2d
 
 __all__ = [
@@ -152,7 +152,7 @@ class BasicBlock(Module):
     def forward(self, x: Any) -> Any:
         where = f"BasicBlock({self.extra_repr()})"
         check_array(where, x, ndim=4, channels=self.inplanes)
-        out = self.relu1(self.bn1(self.conv1(x)))
+        out = forward_bn_relu(self.bn1, self.relu1, self.conv1(x))  # relu1(bn1(.)), in one pass when it can
         out = self.bn2(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
         _check_shortcut(where, out, identity)
@@ -165,8 +165,7 @@ class BasicBlock(Module):
         dz = self.relu2.backward(dout)  # gradient of z = body + identity; the sum passes it to both terms
         d = self.bn2.backward(dz)  # the body, layer by layer in reverse
         d = self.conv2.backward(d)
-        d = self.relu1.backward(d)
-        d = self.bn1.backward(d)
+        d = backward_bn_relu(self.bn1, self.relu1, d)  # relu1, then bn1
         dbody = self.conv1.backward(d)
         dshortcut = dz if self.downsample is None else self.downsample.backward(dz)
         dx = dbody + dshortcut  # x fed both branches: their gradients add
@@ -251,8 +250,8 @@ class Bottleneck(Module):
     def forward(self, x: Any) -> Any:
         where = f"Bottleneck({self.extra_repr()})"
         check_array(where, x, ndim=4, channels=self.inplanes)
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.relu2(self.bn2(self.conv2(out)))
+        out = forward_bn_relu(self.bn1, self.relu1, self.conv1(x))  # relu1(bn1(.)), in one pass when it can
+        out = forward_bn_relu(self.bn2, self.relu2, self.conv2(out))
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
         _check_shortcut(where, out, identity)
@@ -263,9 +262,9 @@ class Bottleneck(Module):
     def backward(self, dout: Any) -> Any:
         check_grad_output("Bottleneck", dout, self._pop_cache())
         dz = self.relu3.backward(dout)
-        d = dz
-        for layer in (self.bn3, self.conv3, self.relu2, self.bn2, self.conv2, self.relu1, self.bn1, self.conv1):
-            d = layer.backward(d)
+        d = self.conv3.backward(self.bn3.backward(dz))
+        d = self.conv2.backward(backward_bn_relu(self.bn2, self.relu2, d))
+        d = self.conv1.backward(backward_bn_relu(self.bn1, self.relu1, d))
         dshortcut = dz if self.downsample is None else self.downsample.backward(dz)
         return d + dshortcut
 
@@ -386,7 +385,7 @@ class ResNet(Module):
 
     def forward(self, x: Any) -> Any:
         check_array(type(self).__name__, x, ndim=4, channels=self.in_channels)
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = forward_bn_relu(self.bn1, self.relu, self.conv1(x))
         if self.maxpool is not None:
             x = self.maxpool(x)
         for stage in self.stages():
@@ -402,7 +401,7 @@ class ResNet(Module):
             d = stage.backward(d)
         if self.maxpool is not None:
             d = self.maxpool.backward(d)
-        return self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
+        return self.conv1.backward(backward_bn_relu(self.bn1, self.relu, d))
 
 
 # ---------------------------------------------------------------------------------------------- ImageNet ResNets

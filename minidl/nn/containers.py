@@ -15,6 +15,7 @@ from typing import Any
 from minidl.backend import get_array_module
 from minidl.nn._checks import check_array, check_grad_output, check_int
 from minidl.nn.module import Module
+from minidl.nn.normalization import _fusable, backward_bn_relu, forward_bn_relu
 
 __all__ = [
     "Concat",
@@ -78,13 +79,27 @@ class Sequential(Module):
                 self.add_module(str(i), module)
 
     def forward(self, x: Any) -> Any:
-        for module in self._modules.values():
-            x = module(x)
+        modules = list(self._modules.values())
+        i = 0
+        while i < len(modules):
+            if i + 1 < len(modules) and _fusable(modules[i], modules[i + 1]):  # BatchNorm then ReLU: one pass
+                x = forward_bn_relu(modules[i], modules[i + 1], x)
+                i += 2
+            else:
+                x = modules[i](x)
+                i += 1
         return x
 
     def backward(self, dout: Any) -> Any:
-        for module in reversed(list(self._modules.values())):
-            dout = module.backward(dout)
+        modules = list(self._modules.values())
+        i = len(modules) - 1
+        while i >= 0:
+            if i >= 1 and _fusable(modules[i - 1], modules[i]):  # the pair's backward (fused or not)
+                dout = backward_bn_relu(modules[i - 1], modules[i], dout)
+                i -= 2
+            else:
+                dout = modules[i].backward(dout)
+                i -= 1
         return dout
 
     def append(self, module: Module) -> Sequential:

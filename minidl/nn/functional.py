@@ -88,6 +88,8 @@ from minidl.nn.loss import (
 from minidl.nn.normalization import (
     batch_norm_backward,
     batch_norm_forward,
+    batch_norm_relu_backward,
+    batch_norm_relu_forward,
     group_norm_backward,
     group_norm_forward,
     instance_norm_backward,
@@ -118,6 +120,8 @@ __all__ = [
     "avg_pool2d_forward",
     "batch_norm_backward",
     "batch_norm_forward",
+    "batch_norm_relu_backward",
+    "batch_norm_relu_forward",
     "binary_cross_entropy_backward",
     "binary_cross_entropy_forward",
     "binary_cross_entropy_with_logits_backward",

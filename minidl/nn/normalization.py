@@ -56,6 +56,7 @@ import numpy as np
 import minidl
 from minidl.nn import init
 from minidl.nn._checks import check_array, check_float, check_grad_output, check_int, check_same_device
+from minidl.nn.activation import relu_backward, relu_forward
 from minidl.nn.module import Module, Parameter
 
 __all__ = [
@@ -67,6 +68,8 @@ __all__ = [
     "LocalResponseNorm",
     "batch_norm_backward",
     "batch_norm_forward",
+    "batch_norm_relu_backward",
+    "batch_norm_relu_forward",
     "group_norm_backward",
     "group_norm_forward",
     "instance_norm_backward",
@@ -173,6 +176,56 @@ def batch_norm_forward(
         array([[-1., -1.],
                [ 1.,  1.]])
     """
+    return _batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, relu=False)
+
+
+def batch_norm_relu_forward(
+    x: Any,
+    gamma: Any,
+    beta: Any,
+    running_mean: Any,
+    running_var: Any,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[Any, Any]:
+    r"""``relu(batch_norm(x))``: :func:`batch_norm_forward` followed by ReLU, the pattern of every conv-BN-ReLU.
+
+    The same arguments, outputs and running-statistics updates as :func:`batch_norm_forward`, then
+    ``relu`` (NaN propagating, as :func:`~minidl.nn.activation.relu_forward`). On the NumPy backend it is exactly
+    the two functionals one after the other; a fast backend (Numba) applies the ReLU in the same pass over the
+    data, and its backward recomputes the ReLU mask from x instead of keeping it.
+
+    Backward:
+        g = dout where y > 0 (y the BatchNorm output), else 0; then the BatchNorm backward of g
+        (:func:`batch_norm_backward`).
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, 10.0], [3.0, 30.0]])
+        >>> out, cache = batch_norm_relu_forward(x, None, None, None, None, training=True, eps=1e-12)
+        >>> np.round(out, 6)
+        array([[0., 0.],
+               [1., 1.]])
+        >>> dx, _, _ = batch_norm_relu_backward(np.ones_like(x), cache)
+        >>> np.round(dx, 6)
+        array([[-0.5    , -0.05   ],
+               [ 0.5    ,  0.05   ]])
+    """
+    return _batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, relu=True)
+
+
+def _batch_norm_forward(
+    x: Any,
+    gamma: Any,
+    beta: Any,
+    running_mean: Any,
+    running_var: Any,
+    training: bool,
+    momentum: float,
+    eps: float,
+    relu: bool,
+) -> tuple[Any, Any]:
     where = "batch_norm_forward"
     be = check_array(where, x, min_ndim=2)
     xp = be.xp
@@ -188,8 +241,9 @@ def batch_norm_forward(
             f"batch_norm: expected more than 1 value per channel when training, got input shape {tuple(x.shape)}"
         )
     has_running = running_mean is not None and running_var is not None
-    if getattr(be, "batch_norm_apply", None) is not None and (training or has_running):  # a fast backend's kernels
-        return _batch_norm_fused(be, x, gamma, beta, running_mean, running_var, training, momentum, eps)
+    fast = getattr(be, "batch_norm_apply", None) is not None and getattr(be, "batch_norm_backward_fused", None)
+    if fast and (training or has_running):  # a fast backend's kernels
+        return _batch_norm_fused(be, x, gamma, beta, running_mean, running_var, training, momentum, eps, relu)
     if training:
         xhat, mean, var, inv_std = _normalize(xp, x, axes, eps)
         if running_mean is not None:
@@ -202,7 +256,10 @@ def batch_norm_forward(
         inv_std = 1.0 / xp.sqrt(_channel_view(running_var, x.ndim) + eps)
         xhat = (x - _channel_view(running_mean, x.ndim)) * inv_std
     out = _affine(xhat, gamma_b, beta_b)
-    return out, (xhat, inv_std, gamma_b, beta_b, axes, bool(training), None)
+    mask = None
+    if relu:
+        out, mask = relu_forward(out)
+    return out, (xhat, inv_std, gamma_b, beta_b, axes, bool(training), None, mask)
 
 
 def _batch_norm_fused(
@@ -215,12 +272,14 @@ def _batch_norm_fused(
     training: bool,
     momentum: float,
     eps: float,
+    relu: bool,
 ) -> tuple[Any, Any]:
     """:func:`batch_norm_forward` with a fast backend's per-channel kernels (minidl/backend/numba_backend.py):
-    the same statistics and running-average updates, normalize + affine in one pass, x cached instead of xhat."""
+    the same statistics and running-average updates, normalize + affine (+ ReLU) in one pass, x cached instead of
+    xhat (and no ReLU mask: the backward kernel recomputes it)."""
     M = x.size // x.shape[1]
     if training:
-        out, mean, var, inv_std = be.batch_norm_train(x, gamma, beta, eps)
+        out, mean, var, inv_std = be.batch_norm_train(x, gamma, beta, eps, relu)
         if running_mean is not None:
             _update_running(running_mean, momentum, mean)
         if running_var is not None:
@@ -228,22 +287,25 @@ def _batch_norm_fused(
     else:
         mean = running_mean
         inv_std = (1.0 / be.xp.sqrt(running_var + eps)).astype(x.dtype, copy=False)
-        out = be.batch_norm_apply(x, mean, inv_std, gamma, beta)
+        out = be.batch_norm_apply(x, mean, inv_std, gamma, beta, relu)
     gamma_b, beta_b = _channel_view(gamma, x.ndim), _channel_view(beta, x.ndim)
-    return out, (None, inv_std, gamma_b, beta_b, None, bool(training), (x, mean.copy(), gamma))
+    return out, (None, inv_std, gamma_b, beta_b, None, bool(training), (x, mean.copy(), gamma, beta, relu), None)
+
+
+def batch_norm_relu_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
+    """Gradients of :func:`batch_norm_relu_forward`: ``(dx, dgamma, dbeta)`` (None for an absent gamma/beta)."""
+    return batch_norm_backward(dout, cache)
 
 
 def batch_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     """Gradients of :func:`batch_norm_forward`: ``(dx, dgamma, dbeta)`` (None for an absent gamma/beta)."""
-    xhat, inv_std, gamma_b, beta_b, axes, training, fused = cache
-    if fused is not None:  # the forward ran a fast backend's kernels and kept x, mean, gamma
-        x, mean, gamma = fused
+    xhat, inv_std, gamma_b, beta_b, axes, training, fused, relu_mask = cache
+    if fused is not None:  # the forward ran a fast backend's kernels and kept x, mean, gamma, beta
+        x, mean, gamma, beta, relu = fused
         be = check_array("batch_norm_backward", dout, what="gradient")
-        kernel = getattr(be, "batch_norm_backward_fused", None)
-        if kernel is not None:
-            return kernel(dout, x, mean, inv_std, gamma, beta_b is not None, training)
-        axes, inv_std = (0,) + tuple(range(2, x.ndim)), _channel_view(inv_std, x.ndim)
-        xhat = (x - _channel_view(mean, x.ndim)) * inv_std
+        return be.batch_norm_backward_fused(dout, x, mean, inv_std, gamma, beta, training, relu)
+    if relu_mask is not None:  # batch_norm_relu_forward: first the ReLU's backward
+        dout = relu_backward(dout, relu_mask)
     C = xhat.shape[1]
     dgamma, dbeta = _affine_backward(dout, xhat, gamma_b, beta_b, axes, (C,))
     dxhat = dout * gamma_b if gamma_b is not None else dout
@@ -341,6 +403,10 @@ class _BatchNorm(_NormBase):
     _ndim: tuple[int, ...] = ()
 
     def forward(self, x: Any) -> Any:
+        return self._forward(x, relu=False)
+
+    def _forward(self, x: Any, relu: bool) -> Any:
+        """The forward; with ``relu``, ``relu(batchnorm(x))`` in one pass (see :func:`forward_bn_relu`)."""
         self._check_input(x, self._ndim)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
@@ -354,7 +420,7 @@ class _BatchNorm(_NormBase):
                 momentum = 1.0 / float(self.num_batches_tracked)
         # batch statistics in training, and in eval when there are no running statistics
         use_batch_stats = self.training or self.running_mean is None
-        out, cache = batch_norm_forward(
+        out, cache = _batch_norm_forward(
             x,
             None if self.weight is None else self.weight.data,
             None if self.bias is None else self.bias.data,
@@ -363,12 +429,13 @@ class _BatchNorm(_NormBase):
             use_batch_stats,
             momentum,
             self.eps,
+            relu,
         )
-        self._save_for_backward((cache, tuple(x.shape)))
+        self._save_for_backward((cache, tuple(x.shape), relu))
         return out
 
     def backward(self, dout: Any) -> Any:
-        cache, shape = self._pop_cache()
+        cache, shape, _ = self._pop_cache()
         check_grad_output(self._where(), dout, shape)
         dx, dgamma, dbeta = batch_norm_backward(dout, cache)
         if self.weight is not None:
@@ -377,6 +444,43 @@ class _BatchNorm(_NormBase):
             self.bias.accumulate_grad(dbeta)
         assert dx.shape == dout.shape
         return dx
+
+    def _fused_relu_pending(self) -> bool:
+        """Whether the saved forward (not yet consumed by backward) applied a ReLU too."""
+        cache = getattr(self, "_cache", None)
+        return cache is not None and cache[2]
+
+
+def _fusable(bn: Module, relu: Module) -> bool:
+    """Whether ``relu(bn(x))`` may run as one BatchNorm+ReLU pass: a BatchNorm and a plain ReLU, neither with its
+    ``forward`` replaced on the instance (as :func:`minidl.summary` and the layer benchmark do to watch layers)."""
+    from minidl.nn.activation import ReLU
+
+    return (
+        isinstance(bn, _BatchNorm)
+        and type(relu) is ReLU
+        and "forward" not in bn.__dict__
+        and "forward" not in relu.__dict__
+    )
+
+
+def forward_bn_relu(bn: Module, relu: Module, x: Any) -> Any:
+    """``relu(bn(x))``, as one pass (:func:`batch_norm_relu_forward`) when :func:`_fusable`; else the two modules.
+
+    Used by :class:`~minidl.nn.Sequential` for every BatchNorm directly followed by a ReLU and by the ResNet
+    blocks. Same result and gradients either way (the fused pass is the two functionals in one loop); the ReLU
+    module then keeps no cache, and :func:`backward_bn_relu` runs the pair's backward.
+    """
+    if _fusable(bn, relu):
+        return bn._forward(x, relu=True)
+    return relu(bn(x))
+
+
+def backward_bn_relu(bn: Module, relu: Module, dout: Any) -> Any:
+    """The backward of :func:`forward_bn_relu`: through the fused pass, or through ``relu`` then ``bn``."""
+    if isinstance(bn, _BatchNorm) and bn._fused_relu_pending():
+        return bn.backward(dout)
+    return bn.backward(relu.backward(dout))
 
 
 class BatchNorm1d(_BatchNorm):
