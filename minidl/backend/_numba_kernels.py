@@ -527,3 +527,16 @@ def relu_backward(dout, mask, i0, i1, dx):
     start = _u(i0)
     for i in range(_u(i1 - i0)):
         df[start + i] = gf[start + i] if mf[start + i] else 0
+
+
+@njit(cache=True, nogil=True)
+def add_relu_forward(a, b, i0, i1, out, mask):
+    """v = a[i] + b[i]; mask[i] = not (v <= 0); out[i] = v where mask else 0, flat [i0, i1): relu_forward(a + b)
+    (a residual connection and the ReLU after it) in one pass."""
+    af, bf, of, mf = a.reshape(-1), b.reshape(-1), out.reshape(-1), mask.reshape(-1)
+    start = _u(i0)
+    for i in range(_u(i1 - i0)):
+        v = af[start + i] + bf[start + i]
+        keep = not (v <= 0)
+        mf[start + i] = keep
+        of[start + i] = v if keep else 0

@@ -18,10 +18,12 @@ and the NumPy reference. What changes is who runs the kernels:
   kernel                                          replaces (in ``minidl/nn``)
   ==============================================  ==========================================================
   ``conv2d_forward_fused``, ``..._backward_fused``  im2col + GEMM over the whole batch (``conv.py``, groups 1)
-  ``batch_norm_train``, ``batch_norm_apply``      statistics + normalize + affine (``normalization.py``)
-  ``batch_norm_backward_fused``                   the BatchNorm backward, from x instead of a cached xhat
+  ``batch_norm_train``, ``batch_norm_apply``      statistics + normalize + affine (+ ReLU) (``normalization.py``)
+  ``batch_norm_backward_fused``                   the BatchNorm (+ ReLU) backward, from x instead of a cached xhat
   ``relu_forward``, ``relu_backward``             ``mask = ~(x <= 0)``, ``where(mask, x, 0)``, ``dout * mask``
                                                   (``activation.py``), each in one pass
+  ``add_relu_forward``                            ``relu_forward(a + b)``, the end of a residual block
+                                                  (``containers.py``)
   ==============================================  ==========================================================
 
 Convolution. The reference builds one (C KH KW, N OHW) column matrix for the whole batch (151 MB for the second
@@ -619,3 +621,12 @@ class NumbaBackend(NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend):
         dx = numpy.empty(d.shape, dtype=dout.dtype)
         self._flat(_k.relu_backward, d.size, (d.reshape(-1), m.reshape(-1)), (dx.reshape(-1),))
         return dx
+
+    @_native_dtypes
+    def add_relu_forward(self, a: Any, b: Any) -> tuple[Any, Any]:
+        """``relu_forward(a + b)`` (``(out, mask)``) for two arrays of the same shape and dtype, in one pass."""
+        ac, bc = numpy.ascontiguousarray(a), numpy.ascontiguousarray(b)
+        out = numpy.empty(ac.shape, dtype=ac.dtype)
+        mask = numpy.empty(ac.shape, dtype=bool)
+        self._flat(_k.add_relu_forward, ac.size, (ac.reshape(-1), bc.reshape(-1)), (out.reshape(-1), mask.reshape(-1)))
+        return out, mask

@@ -46,7 +46,7 @@ from typing import Any
 from minidl.nn import init
 from minidl.nn._checks import check_array, check_grad_output, check_int
 from minidl.nn.activation import ReLU
-from minidl.nn.containers import Flatten, Sequential
+from minidl.nn.containers import Flatten, Sequential, forward_add_relu
 from minidl.nn.conv import Conv2d
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
@@ -156,7 +156,7 @@ class BasicBlock(Module):
         out = self.bn2(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
         _check_shortcut(where, out, identity)
-        out = self.relu2(out + identity)
+        out = forward_add_relu(self.relu2, out, identity)  # relu2(out + identity), one pass when it can
         self._save_for_backward(tuple(out.shape))
         return out
 
@@ -255,7 +255,7 @@ class Bottleneck(Module):
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
         _check_shortcut(where, out, identity)
-        out = self.relu3(out + identity)
+        out = forward_add_relu(self.relu3, out, identity)
         self._save_for_backward(tuple(out.shape))
         return out
 

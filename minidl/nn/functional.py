@@ -46,6 +46,8 @@ from minidl.nn.activation import (
     tanh_forward,
 )
 from minidl.nn.containers import (
+    add_relu_backward,
+    add_relu_forward,
     flatten_backward,
     flatten_forward,
 )
@@ -116,6 +118,8 @@ __all__ = [
     "adaptive_avg_pool2d_forward",
     "adaptive_max_pool2d_backward",
     "adaptive_max_pool2d_forward",
+    "add_relu_backward",
+    "add_relu_forward",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "batch_norm_backward",

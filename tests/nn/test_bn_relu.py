@@ -177,3 +177,49 @@ def test_a_replaced_activation_is_not_fused_away():
     finally:
         nn.GELU.forward = original
     assert calls == [block.relu1]
+
+
+# ---------------------------------------------------------------------------------------------- residual add + ReLU
+@given(shape=st.sampled_from([(7,), (3, 4, 5), (2, 3, 4, 4)]), seed=seeds)
+def test_add_relu_is_relu_of_the_sum(shape, seed):
+    from minidl.nn.containers import add_relu_backward, add_relu_forward
+
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal(shape), rng.standard_normal(shape)
+    a.reshape(-1)[0], b.reshape(-1)[0] = np.nan, 1.0  # NaN propagates as in relu
+    a.reshape(-1)[-1], b.reshape(-1)[-1] = 1.5, -1.5  # exactly 0: gradient 0
+    out, cache = add_relu_forward(arr(a), arr(b))
+    ref, mask = relu_forward(arr(a + b))
+    np.testing.assert_array_equal(host(out), host(ref))
+    dout = arr(rng.standard_normal(shape))
+    np.testing.assert_array_equal(host(add_relu_backward(dout, cache)), host(relu_backward(dout, mask)))
+    with pytest.raises(ValueError, match=r"add_relu_forward: expected two inputs of the same shape"):
+        add_relu_forward(arr(a), arr(b[..., :1]))
+
+
+def test_resnet_block_ends_with_one_add_relu_pass_and_keeps_the_relu_cache():
+    minidl.manual_seed(0)
+    block = models.resnet.BasicBlock(3, 3)
+    x = arr(np.random.default_rng(5).standard_normal((2, 3, 4, 4)).astype(np.float32))
+    y = block(x)
+    assert block.relu2._cache is not None, "relu2.backward needs the mask the fused pass saved"
+    dx = block.backward(arr(np.ones(y.shape, np.float32)))
+    assert dx.shape == x.shape
+    assert block.relu2._cache is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_numba_add_relu_matches_the_reference_exactly(dtype):
+    pytest.importorskip("numba")
+    from minidl.nn.containers import add_relu_forward
+
+    rng = np.random.default_rng(6)
+    a, b = (rng.standard_normal((3, 70001)).astype(dtype) for _ in range(2))  # several flat chunks
+    a[0, :3] = [np.nan, np.inf, -1.0]
+    b[0, :3] = [1.0, -np.inf, 1.0]
+    out, mask = minidl.get_backend("numba").add_relu_forward(a, b)
+    with minidl.use_backend("numpy"), np.errstate(invalid="ignore"):  # inf + -inf
+        ref_out, ref_mask = add_relu_forward(a, b)
+    assert out.dtype == ref_out.dtype
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(mask, ref_mask)
