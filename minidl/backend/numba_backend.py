@@ -24,6 +24,9 @@ and the NumPy reference. What changes is who runs the kernels:
                                                   (``activation.py``), each in one pass
   ``add_relu_forward``                            ``relu_forward(a + b)``, the end of a residual block
                                                   (``containers.py``)
+  ``layer_norm_fused``, ``group_norm_fused``      per-sample norms: statistics + normalize + affine, and their
+  (+ ``..._backward_fused``)                      backward (``normalization_group.py``; InstanceNorm as G = C;
+                                                  kernels in ``_numba_norm.py``)
   ==============================================  ==========================================================
 
 Convolution. The reference builds one (C KH KW, N OHW) column matrix for the whole batch (151 MB for the second

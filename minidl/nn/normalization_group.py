@@ -11,10 +11,16 @@ Backward: the shared closed form derived in :mod:`minidl.nn.normalization`, with
     dxhat = dout * gamma;  dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
 
 and dgamma = sum(dout * xhat), dbeta = sum(dout) over every axis gamma is broadcast along.
+
+On a fast backend (Numba) the functionals run its kernels instead, found with ``getattr(backend, name, None)``
+(``layer_norm_fused``, ``group_norm_fused`` and their ``..._backward_fused``; see ``minidl/backend/_numba_norm.py``):
+statistics, normalization and affine map in one pass, with x and the per-group mean and inv_std cached instead of
+xhat. The NumPy code here is the reference they are tested against.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from collections.abc import Sequence
@@ -47,6 +53,16 @@ __all__ = [
     "layer_norm_backward",
     "layer_norm_forward",
 ]
+
+
+def _fast_kernel(be: Any, name: str, x: Any, *params: Any) -> Any:
+    """A fast backend's kernel ``name`` (minidl/backend/_numba_norm.py), or None to run the NumPy reference: also
+    None for an empty input, or parameters of another dtype than x (the reference's output dtype would follow
+    them)."""
+    kernel = getattr(be, name, None)
+    if kernel is None or x.size == 0 or any(p is not None and p.dtype != x.dtype for p in params):
+        return None
+    return kernel
 
 
 # ---------------------------------------------------------------------------------------------- layer norm
@@ -97,13 +113,25 @@ def layer_norm_forward(
     _check_vector(where, "gamma", gamma, shape)
     _check_vector(where, "beta", beta, shape)
     axes = tuple(range(x.ndim - len(shape), x.ndim))
+    kernel = _fast_kernel(be, "layer_norm_fused", x, gamma, beta)
+    if kernel is not None:  # statistics + normalize + affine in one pass; x cached instead of xhat
+        out, mean, inv_std = kernel(x, gamma, beta, math.prod(shape), eps)
+        stats_shape = x.shape[: x.ndim - len(shape)] + (1,) * len(shape)
+        return out, (None, inv_std.reshape(stats_shape), gamma, beta, axes, (x, mean.reshape(stats_shape)))
     xhat, _, _, inv_std = _normalize(be.xp, x, axes, eps)
-    return _affine(xhat, gamma, beta), (xhat, inv_std, gamma, beta, axes)
+    return _affine(xhat, gamma, beta), (xhat, inv_std, gamma, beta, axes, None)
 
 
 def layer_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     """Gradients of :func:`layer_norm_forward`: ``(dx, dgamma, dbeta)`` (None for an absent gamma/beta)."""
-    xhat, inv_std, gamma, beta, axes = cache
+    xhat, inv_std, gamma, beta, axes, fused = cache
+    if fused is not None:  # the forward ran a fast backend's kernel and kept x and the mean
+        x, mean = fused
+        be = check_array("layer_norm_backward", dout, what="gradient")
+        kernel = _fast_kernel(be, "layer_norm_backward_fused", x, gamma, dout)
+        if kernel is not None:
+            return kernel(dout, x, mean, inv_std, gamma, beta is not None, tuple(x.shape[x.ndim - len(axes) :]))
+        xhat = (x - mean) * inv_std
     leading = tuple(range(xhat.ndim - len(axes)))
     normalized_shape = tuple(xhat.shape[xhat.ndim - len(axes) :])
     dgamma, dbeta = _affine_backward(dout, xhat, gamma, beta, leading, normalized_shape)
@@ -234,16 +262,27 @@ def group_norm_forward(x: Any, gamma: Any, beta: Any, num_groups: int, eps: floa
         raise ValueError(f"{where}: the number of channels ({C}) must be divisible by num_groups ({G})")
     _check_vector(where, "gamma", gamma, (C,))
     _check_vector(where, "beta", beta, (C,))
+    gamma_b, beta_b = _channel_view(gamma, x.ndim), _channel_view(beta, x.ndim)
+    kernel = _fast_kernel(be, "group_norm_fused", x, gamma, beta)
+    if kernel is not None:  # statistics + normalize + affine in one pass; x cached instead of xhat
+        out, mean, _, inv_std = kernel(x, gamma, beta, G, eps)
+        return out, (None, inv_std.reshape(N, G, 1), gamma_b, beta_b, G, (x, mean.reshape(N, G, 1), gamma))
     x_groups = x.reshape(N, G, x.size // max(N * G, 1))  # (N, G, M)
     xhat_groups, _, _, inv_std = _normalize(be.xp, x_groups, (2,), eps)
     xhat = xhat_groups.reshape(x.shape)
-    gamma_b, beta_b = _channel_view(gamma, x.ndim), _channel_view(beta, x.ndim)
-    return _affine(xhat, gamma_b, beta_b), (xhat, inv_std, gamma_b, beta_b, G)
+    return _affine(xhat, gamma_b, beta_b), (xhat, inv_std, gamma_b, beta_b, G, None)
 
 
 def group_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     """Gradients of :func:`group_norm_forward`: ``(dx, dgamma, dbeta)`` (None for an absent gamma/beta)."""
-    xhat, inv_std, gamma_b, beta_b, G = cache
+    xhat, inv_std, gamma_b, beta_b, G, fused = cache
+    if fused is not None:  # the forward ran a fast backend's kernel and kept x, the mean and gamma
+        x, mean, gamma = fused
+        be = check_array("group_norm_backward", dout, what="gradient")
+        kernel = _fast_kernel(be, "group_norm_backward_fused", x, gamma, dout)
+        if kernel is not None:
+            return kernel(dout, x, mean, inv_std, gamma, beta_b is not None, G)
+        xhat = ((x.reshape(mean.shape[0], G, -1) - mean) * inv_std).reshape(x.shape)
     N, C = xhat.shape[0], xhat.shape[1]
     param_axes = (0,) + tuple(range(2, xhat.ndim))
     dgamma, dbeta = _affine_backward(dout, xhat, gamma_b, beta_b, param_axes, (C,))
@@ -388,9 +427,20 @@ def instance_norm_forward(
         _check_vector(where, name, a, (C,))
     axes = tuple(range(2, x.ndim))
     M = x.size // max(N * C, 1)
+    gamma_b, beta_b = _channel_view(gamma, x.ndim), _channel_view(beta, x.ndim)
+    if use_input_stats and M <= 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(x.shape)}")
+    kernel = _fast_kernel(be, "group_norm_fused", x, gamma, beta) if use_input_stats else None
+    if kernel is not None:  # group norm with G = C: one pass, x cached instead of xhat
+        out, mean, var, inv_std = kernel(x, gamma, beta, C, eps)
+        if running_mean is not None:
+            _update_running(running_mean, momentum, mean.reshape(N, C).mean(axis=0))
+        if running_var is not None:
+            _update_running(running_var, momentum, (var.reshape(N, C) * (M / (M - 1))).mean(axis=0))
+        stats_shape = (N, C) + (1,) * len(axes)
+        fused = (x, mean.reshape(stats_shape), gamma)
+        return out, (None, inv_std.reshape(stats_shape), gamma_b, beta_b, axes, True, fused)
     if use_input_stats:
-        if M <= 1:
-            raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(x.shape)}")
         xhat, mean, var, inv_std = _normalize(be.xp, x, axes, eps)
         if running_mean is not None:
             _update_running(running_mean, momentum, mean.reshape(N, C).mean(axis=0))
@@ -401,13 +451,19 @@ def instance_norm_forward(
             raise ValueError(f"{where}: running_mean and running_var are required when use_input_stats=False")
         inv_std = 1.0 / be.xp.sqrt(_channel_view(running_var, x.ndim) + eps)
         xhat = (x - _channel_view(running_mean, x.ndim)) * inv_std
-    gamma_b, beta_b = _channel_view(gamma, x.ndim), _channel_view(beta, x.ndim)
-    return _affine(xhat, gamma_b, beta_b), (xhat, inv_std, gamma_b, beta_b, axes, bool(use_input_stats))
+    return _affine(xhat, gamma_b, beta_b), (xhat, inv_std, gamma_b, beta_b, axes, bool(use_input_stats), None)
 
 
 def instance_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     """Gradients of :func:`instance_norm_forward`: ``(dx, dgamma, dbeta)`` (None for an absent gamma/beta)."""
-    xhat, inv_std, gamma_b, beta_b, axes, use_input_stats = cache
+    xhat, inv_std, gamma_b, beta_b, axes, use_input_stats, fused = cache
+    if fused is not None:  # the forward ran a fast backend's group norm kernel (G = C) and kept x, mean, gamma
+        x, mean, gamma = fused
+        be = check_array("instance_norm_backward", dout, what="gradient")
+        kernel = _fast_kernel(be, "group_norm_backward_fused", x, gamma, dout)
+        if kernel is not None:
+            return kernel(dout, x, mean, inv_std, gamma, beta_b is not None, x.shape[1])
+        xhat = (x - mean) * inv_std
     dgamma, dbeta = _affine_backward(dout, xhat, gamma_b, beta_b, (0,) + axes, (xhat.shape[1],))
     dxhat = dout * gamma_b if gamma_b is not None else dout
     dx = _normalize_backward(dxhat, xhat, inv_std, axes) if use_input_stats else dxhat * inv_std
