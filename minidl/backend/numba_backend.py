@@ -27,6 +27,12 @@ and the NumPy reference. What changes is who runs the kernels:
   ``layer_norm_fused``, ``group_norm_fused``      per-sample norms: statistics + normalize + affine, and their
   (+ ``..._backward_fused``)                      backward (``normalization_group.py``; InstanceNorm as G = C;
                                                   kernels in ``_numba_norm.py``)
+  ``leaky_relu_forward``, ``elu_forward``, ...    every other activation's forward and backward in one pass
+                                                  (``activation.py``, ``activation_smooth.py``; kernels in
+                                                  ``_numba_elementwise.py``, with vectorizable exp/erfc/tanh
+                                                  from ``_numba_math.py``)
+  ``softmax_cross_entropy_rows`` (+ ``_backward``)  CrossEntropyLoss with class-index targets, row by row
+                                                  (``loss.py``)
   ==============================================  ==========================================================
 
 Convolution. The reference builds one (C KH KW, N OHW) column matrix for the whole batch (151 MB for the second

@@ -30,6 +30,9 @@ Module base are in :mod:`minidl.nn._activation_common`.
 
 PyTorch's ``inplace=True`` is accepted where PyTorch has it, but minidl never overwrites the input: backward needs
 it (or the output), and a new array is always returned.
+
+A fast backend (Numba) supplies one-pass kernels for most of these functionals, looked up with
+``getattr(backend, name, None)``; the NumPy code here is their reference (``minidl/backend/_numba_elementwise.py``).
 """
 
 from __future__ import annotations
@@ -97,12 +100,18 @@ def relu_backward(dout: Any, cache: Any) -> Any:
 def leaky_relu_forward(x: Any, negative_slope: float = 0.01) -> tuple[Any, Any]:
     """``y = x`` where ``x > 0``, else ``negative_slope * x``. Cache: ``(mask, negative_slope)``."""
     be = check_array("leaky_relu_forward", x)
+    kernel = getattr(be, "leaky_relu_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+    if kernel is not None:
+        return kernel(x, negative_slope)  # the same (out, cache) in one pass
     mask = x > 0
     return be.xp.where(mask, x, x * negative_slope), (mask, negative_slope)
 
 
 def leaky_relu_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout`` where ``x > 0``, else ``negative_slope * dout``."""
+    kernel = getattr(check_array("leaky_relu_backward", dout, what="gradient"), "leaky_relu_backward", None)
+    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+        return kernel(dout, cache)
     mask, negative_slope = cache
     return _xp(dout).where(mask, dout, dout * negative_slope)
 
@@ -112,11 +121,17 @@ def hardtanh_forward(x: Any, min_val: float = -1.0, max_val: float = 1.0) -> tup
     be = check_array("hardtanh_forward", x)
     if min_val > max_val:
         raise ValueError(f"hardtanh_forward: min_val ({min_val}) must not exceed max_val ({max_val})")
+    kernel = getattr(be, "hardtanh_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+    if kernel is not None:
+        return kernel(x, min_val, max_val)  # the same (out, mask) in one pass
     return _cast(x, be.xp.clip(x, min_val, max_val)), (x > min_val) & (x < max_val)
 
 
 def hardtanh_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * [min_val < x < max_val]`` (0 in the flat parts and, as in PyTorch, at the corners)."""
+    kernel = getattr(check_array("hardtanh_backward", dout, what="gradient"), "hardtanh_backward", None)
+    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+        return kernel(dout, cache)
     return dout * cache
 
 
@@ -128,17 +143,26 @@ def relu6_forward(x: Any) -> tuple[Any, Any]:
 
 def relu6_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * [0 < x < 6]``."""
+    kernel = getattr(check_array("relu6_backward", dout, what="gradient"), "hardtanh_backward", None)
+    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+        return kernel(dout, cache)
     return dout * cache
 
 
 def hardswish_forward(x: Any) -> tuple[Any, Any]:
     """``y = x * relu6(x + 3) / 6`` (MobileNetV3). Cache: ``x``."""
     be = check_array("hardswish_forward", x)
+    kernel = getattr(be, "hardswish_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+    if kernel is not None:
+        return kernel(x)
     return x * be.xp.clip(x + 3, 0, 6) / 6, x
 
 
 def hardswish_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * f'(x)``, f' = 0 for x < -3, (2x + 3) / 6 for -3 <= x <= 3, 1 for x > 3 (PyTorch's rule)."""
+    kernel = getattr(check_array("hardswish_backward", dout, what="gradient"), "hardswish_backward", None)
+    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+        return kernel(dout, cache)
     x = cache
     xp = _xp(x)
     slope = xp.where(x < -3, 0.0, xp.where(x <= 3, x / 3 + 0.5, 1.0))
@@ -149,12 +173,18 @@ def hardswish_backward(dout: Any, cache: Any) -> Any:
 def sigmoid_forward(x: Any) -> tuple[Any, Any]:
     """``y = 1 / (1 + exp(-x))``, stable for large ``|x|``. Cache: ``out``."""
     be = check_array("sigmoid_forward", x)
+    kernel = getattr(be, "sigmoid_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+    if kernel is not None:
+        return kernel(x)
     out = _cast(x, _sigmoid(be.xp, x))
     return out, out
 
 
 def sigmoid_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * y * (1 - y)``."""
+    kernel = getattr(check_array("sigmoid_backward", dout, what="gradient"), "sigmoid_backward", None)
+    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+        return kernel(dout, cache)
     return dout * cache * (1 - cache)
 
 
@@ -167,6 +197,9 @@ def tanh_forward(x: Any) -> tuple[Any, Any]:
 
 def tanh_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * (1 - y^2)``."""
+    kernel = getattr(check_array("tanh_backward", dout, what="gradient"), "tanh_backward", None)
+    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py; not for the forward:
+        return kernel(dout, cache)  # NumPy's SIMD tanh is faster than the kernel's)
     return dout * (1 - cache * cache)
 
 

@@ -50,6 +50,9 @@ __all__ = [
 def elu_forward(x: Any, alpha: float = 1.0) -> tuple[Any, Any]:
     """``y = x`` for ``x > 0``, else ``alpha * (exp(x) - 1)``. Cache: ``(mask, out, alpha)``."""
     be = check_array("elu_forward", x)
+    kernel = getattr(be, "elu_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+    if kernel is not None:
+        return kernel(x, alpha)  # the same (out, cache) in one pass
     xp = be.xp
     mask = x > 0
     out = xp.where(mask, x, alpha * xp.expm1(xp.minimum(x, 0)))  # minimum: exp never sees the large positives
@@ -58,6 +61,9 @@ def elu_forward(x: Any, alpha: float = 1.0) -> tuple[Any, Any]:
 
 def elu_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout`` where ``x > 0``, else ``dout * alpha * exp(x) = dout * (y + alpha)``."""
+    kernel = getattr(check_array("elu_backward", dout, what="gradient"), "elu_backward", None)
+    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+        return kernel(dout, cache)
     mask, out, alpha = cache
     return _xp(dout).where(mask, dout, dout * (out + alpha))
 
@@ -65,12 +71,18 @@ def elu_backward(dout: Any, cache: Any) -> Any:
 def silu_forward(x: Any) -> tuple[Any, Any]:
     """``y = x * sigmoid(x)`` (also called swish). Cache: ``(x, sigmoid(x))``."""
     be = check_array("silu_forward", x)
+    kernel = getattr(be, "silu_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+    if kernel is not None:
+        return kernel(x)
     s = _cast(x, _sigmoid(be.xp, x))
     return x * s, (x, s)
 
 
 def silu_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * s * (1 + x * (1 - s))`` with ``s = sigmoid(x)``."""
+    kernel = getattr(check_array("silu_backward", dout, what="gradient"), "silu_backward", None)
+    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+        return kernel(dout, cache)
     x, s = cache
     return dout * s * (1 + x * (1 - s))
 
@@ -87,6 +99,9 @@ def gelu_forward(x: Any, approximate: str = "none") -> tuple[Any, Any]:
     """
     be = check_array("gelu_forward", x)
     xp = be.xp
+    kernel = getattr(be, "gelu_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+    if kernel is not None:
+        return kernel(x, approximate)
     if approximate == "none":
         out = x * _cast(x, 0.5 * _erfc(-x / math.sqrt(2.0)))
     elif approximate == "tanh":
@@ -104,6 +119,9 @@ def gelu_backward(dout: Any, cache: Any) -> Any:
     ``dx = dout * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2))``.
     """
     x, approximate = cache
+    kernel = getattr(check_array("gelu_backward", dout, what="gradient"), "gelu_backward", None)
+    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+        return kernel(dout, cache)
     xp = _xp(x)
     xc = xp.clip(x, -100, 100)  # beyond, phi(x) = 0 and tanh(u) = +-1 exactly; avoids overflow in x * x
     if approximate == "none":
@@ -120,6 +138,9 @@ def softplus_forward(x: Any, beta: float = 1.0, threshold: float = 20.0) -> tupl
     Cache: the derivative ``sigmoid(beta x)`` (1 on the linear tail).
     """
     be = check_array("softplus_forward", x)
+    kernel = getattr(be, "softplus_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+    if kernel is not None:
+        return kernel(x, beta, threshold)
     xp = be.xp
     bx = x * beta
     linear = bx > threshold
@@ -135,11 +156,17 @@ def softplus_backward(dout: Any, cache: Any) -> Any:
 def mish_forward(x: Any) -> tuple[Any, Any]:
     """``y = x * tanh(softplus(x))`` (Misra 2019). Cache: ``x``."""
     be = check_array("mish_forward", x)
+    kernel = getattr(be, "mish_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+    if kernel is not None:
+        return kernel(x)
     return x * _cast(x, be.xp.tanh(_softplus(be.xp, x))), x
 
 
 def mish_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * (t + x * sigmoid(x) * (1 - t^2))`` with ``t = tanh(softplus(x))``."""
+    kernel = getattr(check_array("mish_backward", dout, what="gradient"), "mish_backward", None)
+    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
+        return kernel(dout, cache)
     x = cache
     xp = _xp(x)
     t = xp.tanh(_softplus(xp, x))

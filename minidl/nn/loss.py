@@ -16,6 +16,10 @@ Reductions follow PyTorch: ``"none"`` (per sample), ``"sum"``, ``"mean"`` (for c
 weight :math:`\sum_n w_{y_n}` of the non-ignored samples, for probabilities and elementwise losses by the count).
 The backward of a reduction passes ``dout`` (times 1/denominator for the mean) to every term.
 
+On a fast backend (Numba) the common case, (N, C) logits with class indices (N,), runs as one fused kernel per row
+(max, log-sum-exp, loss; backward ``sum(a) p - a``) that never builds the dense (N, C) coefficient matrix a; the NumPy
+code here is its reference (``_fused_cross_entropy``; every other case runs the NumPy code).
+
 The elementwise losses (MSE, L1, smooth L1, binary cross-entropy, KL divergence) live in
 :mod:`minidl.nn.loss_elementwise` and are re-exported here; the shared Module protocol is in
 :mod:`minidl.nn._loss_common`.
@@ -27,7 +31,7 @@ defaults to 1.0 for a scalar loss).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -79,6 +83,32 @@ def _unrows(g: Any, shape: tuple[int, ...]) -> Any:
     return _xp(g).ascontiguousarray(_xp(g).moveaxis(g, -1, 1))
 
 
+def _class_indices(
+    where: str, input: Any, target: Any, w: Any, ignore_index: int, sample_shape: tuple[int, ...]
+) -> tuple[Any, Any, Any]:
+    """Validated class-index targets as flat ``(t_safe, valid, w_t)``: the indices with ignored ones set to 0,
+    whether each is counted, and its weight w_{t} (0 if ignored; 1 without class weights) in the input's dtype."""
+    xp = _xp(input)
+    C = input.shape[0] if input.ndim == 1 else input.shape[1]
+    if tuple(target.shape) != sample_shape:
+        raise ValueError(
+            f"{where}: class-index targets must have shape {sample_shape} for an input of shape "
+            f"{tuple(input.shape)} (C = {C} classes), got {tuple(target.shape)}"
+        )
+    t = target.reshape(-1).astype(np.int64)
+    valid = t != ignore_index
+    bad = valid & ((t < 0) | (t >= C))
+    if bool(bad.any()):
+        value = int(t[bad][0])
+        raise ValueError(
+            f"{where}: target class {value} is out of range for an input with {C} classes "
+            f"(expected 0..{C - 1}, or ignore_index={ignore_index})"
+        )
+    t_safe = xp.where(valid, t, 0)
+    w_t = (xp.ones(t.shape[0], dtype=input.dtype) if w is None else w[t_safe]) * valid
+    return t_safe, valid, w_t
+
+
 def _class_coefficients(
     where: str,
     input: Any,
@@ -97,23 +127,8 @@ def _class_coefficients(
     w = _class_weight(where, be, weight, C, input.dtype)
     kind = np.dtype(target.dtype)
     if np.issubdtype(kind, np.integer):
-        if tuple(target.shape) != sample_shape:
-            raise ValueError(
-                f"{where}: class-index targets must have shape {sample_shape} for an input of shape "
-                f"{tuple(input.shape)} (C = {C} classes), got {tuple(target.shape)}"
-            )
-        t = target.reshape(-1).astype(np.int64)
-        valid = t != ignore_index
-        bad = valid & ((t < 0) | (t >= C))
-        if bool(bad.any()):
-            value = int(t[bad][0])
-            raise ValueError(
-                f"{where}: target class {value} is out of range for an input with {C} classes "
-                f"(expected 0..{C - 1}, or ignore_index={ignore_index})"
-            )
-        M = t.shape[0]
-        t_safe = xp.where(valid, t, 0)
-        w_t = (xp.ones(M, dtype=input.dtype) if w is None else w[t_safe]) * valid
+        t_safe, valid, w_t = _class_indices(where, input, target, w, ignore_index, sample_shape)
+        M = t_safe.shape[0]
         a = xp.zeros((M, C), dtype=input.dtype)
         a[xp.arange(M), t_safe] = (1.0 - label_smoothing) * w_t
         if label_smoothing > 0:
@@ -155,9 +170,48 @@ def _class_coefficients(
     return a, denominator, sample_shape
 
 
+class _RowsCache(NamedTuple):
+    """The cache of the fused cross-entropy (a fast backend's ``softmax_cross_entropy_rows``): p = softmax(z) and
+    the coefficients a_{n,c} = valid_n smooth_c + [c = t_n] hard_n, never built as a dense (N, C) matrix."""
+
+    backend: Any
+    p: Any
+    t: Any
+    hard: Any
+    valid: Any
+    smooth: Any
+    denominator: Any
+    reduction: str
+    sample_shape: tuple[int, ...]
+
+
+def _fused_cross_entropy(where, logits, target, label_smoothing, weight, ignore_index, reduction):
+    """The loss and a :class:`_RowsCache` from the backend's fused row kernel (see ``minidl/backend/
+    _numba_elementwise.py``) for (N, C) logits and class indices (N,); None for every other case (the reference)."""
+    be = check_array(where, logits, min_ndim=1)
+    kernel = getattr(be, "softmax_cross_entropy_rows", None)
+    if kernel is None or logits.ndim != 2 or logits.shape[1] == 0:
+        return None
+    target = _as_target(where, be, target)
+    if not np.issubdtype(np.dtype(target.dtype), np.integer) or tuple(target.shape) != (logits.shape[0],):
+        return None  # probabilities, or a wrong shape the reference reports
+    C, dtype = logits.shape[1], logits.dtype
+    w = _class_weight(where, be, weight, C, dtype)
+    t_safe, valid, w_t = _class_indices(where, logits, target, w, ignore_index, (logits.shape[0],))
+    hard = ((1.0 - label_smoothing) * w_t).astype(dtype, copy=False)
+    smooth = (label_smoothing / C) * (be.xp.ones(C, dtype=dtype) if w is None else w)
+    per_sample, p = kernel(logits, t_safe, hard, valid, smooth.astype(dtype, copy=False))
+    denominator = w_t.sum()
+    loss = _reduce(be.xp, per_sample, reduction, denominator)
+    return loss, _RowsCache(be, p, t_safe, hard, valid, smooth, denominator, reduction, (logits.shape[0],))
+
+
 def _cross_entropy_forward(where, logits, target, label_smoothing, weight, ignore_index, reduction):
     _check_reduction(where, reduction)
     label_smoothing = check_float(where, "label_smoothing", label_smoothing, low=0.0, high=1.0)
+    fused = _fused_cross_entropy(where, logits, target, label_smoothing, weight, ignore_index, reduction)
+    if fused is not None:  # a fast backend's row kernel
+        return fused
     a, denominator, sample_shape = _class_coefficients(
         where, logits, target, weight, ignore_index, label_smoothing, allow_probabilities=True
     )
@@ -197,6 +251,10 @@ def softmax_cross_entropy_forward(
 
 def softmax_cross_entropy_backward(dout: Any, cache: Any) -> Any:
     """``dlogits = g * (sum_c(a) * softmax(logits) - a)`` per row, g the reduced ``dout`` (see the module docs)."""
+    if isinstance(cache, _RowsCache):  # from a fast backend's fused kernel
+        c = cache
+        g = _reduced_dout("softmax_cross_entropy", dout, c.reduction, c.denominator, c.sample_shape)
+        return c.backend.softmax_cross_entropy_rows_backward(c.p, c.t, c.hard, c.valid, c.smooth, g)
     p, a, denominator, reduction, shape, sample_shape = cache
     g = _reduced_dout("softmax_cross_entropy", dout, reduction, denominator, sample_shape)
     g_rows = g.reshape(-1, 1) if reduction == "none" else g

@@ -202,15 +202,17 @@ def batch_norm_relu_forward(
 
     Examples:
         >>> import numpy as np
-        >>> x = np.array([[1.0, 10.0], [3.0, 30.0]])
+        >>> x = np.array([[1.0], [2.0], [6.0]])  # 3 samples of 1 channel
         >>> out, cache = batch_norm_relu_forward(x, None, None, None, None, training=True, eps=1e-12)
-        >>> np.round(out, 6)
-        array([[0., 0.],
-               [1., 1.]])
-        >>> dx, _, _ = batch_norm_relu_backward(np.ones_like(x), cache)
-        >>> np.round(dx, 6)
-        array([[-0.5    , -0.05   ],
-               [ 0.5    ,  0.05   ]])
+        >>> np.round(out, 4)
+        array([[0.    ],
+               [0.    ],
+               [1.3887]])
+        >>> dx, _, _ = batch_norm_relu_backward(np.ones_like(x), cache)  # only the third sample passed the ReLU
+        >>> np.round(dx, 4)
+        array([[ 0.0441],
+               [-0.0551],
+               [ 0.011 ]])
     """
     return _batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, relu=True)
 
