@@ -210,18 +210,24 @@ def row2im(rows, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, dx):
 
 
 @njit(cache=True, nogil=True)
-def rows_to_nchw(y, n0, n1, bias, has_bias, out):
-    """out[n, o, p] = y[(n - n0) OHW + p, o] (+ bias[o]): the GEMM result (images OHW, O) into (N, O, OHW)."""
+def rows_to_nchw(y, n0, n1, bias, has_bias, relu, out):
+    """out[n, o, p] = y[(n - n0) OHW + p, o] (+ bias[o]) (then relu, with ``relu``): the GEMM result (images OHW, O)
+    into (N, O, OHW)."""
     O, OHW = out.shape[1], out.shape[2]
     yf, of = y.reshape(-1), out.reshape(-1)
+    zero = out.dtype.type(0)
     for n in range(n0, n1):
         _transpose(yf, (n - n0) * OHW * O, OHW, O, of, n * O * OHW)
-        if has_bias:
+        if has_bias or relu:
             for o in range(O):
-                b = bias[o]
+                b = bias[o] if has_bias else zero
                 d = _u((n * O + o) * OHW)
-                for i in range(_u(OHW)):
-                    of[d + i] += b
+                if relu:
+                    for i in range(_u(OHW)):
+                        of[d + i] = _relu(of[d + i] + b, zero)
+                else:
+                    for i in range(_u(OHW)):
+                        of[d + i] += b
 
 
 @njit(cache=True, nogil=True)

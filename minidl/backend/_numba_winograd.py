@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from minidl.backend._numba_kernels import _u, _zero
+from minidl.backend._numba_kernels import _relu, _u, _zero
 
 # G of F(2x2, 3x3): U = G g G^T turns a 3 x 3 filter into the 4 x 4 tile of weights
 # the rows of B^T d as d[p] + sign d[q]: (p, q, sign) for rows 0..3
@@ -115,8 +115,9 @@ def input_tiles(x, n0, n1, PH, PW, TH, TW, xt, V):
 
 
 @njit(cache=True, nogil=True)
-def output_tiles(M, n0, n1, TH, TW, bias, has_bias, yt, out):
-    """out[n, o, 2 th + i, 2 tw + j] = (A^T m A)[i, j] (+ bias[o]) for images [n0, n1), m the 4 x 4 tile
+def output_tiles(M, n0, n1, TH, TW, bias, has_bias, relu, yt, out):
+    """out[n, o, 2 th + i, 2 tw + j] = (A^T m A)[i, j] (+ bias[o]; then relu with ``relu``) for images [n0, n1), m
+    the 4 x 4 tile
     M[:, t, o] of output tile t = ((n - n0) TH + th) TW + tw; a last tile sticking out of an odd OH or OW is cut.
 
     ``yt`` is scratch for one output row, (2, TW O) values: yt[j, tw O + o], filled by loops over tw O + o (long,
@@ -124,6 +125,7 @@ def output_tiles(M, n0, n1, TH, TW, bias, has_bias, yt, out):
     O, OH, OW = M.shape[2], out.shape[2], out.shape[3]
     L = _u(TW * O)
     mm, yf, of = M.reshape(16, -1), yt.reshape(-1), out.reshape(-1)  # mm[xi, t O + o]
+    zero = out.dtype.type(0)
     for n in range(n0, n1):
         for th in range(TH):
             src = _u(((n - n0) * TH + th) * TW * O)
@@ -147,7 +149,8 @@ def output_tiles(M, n0, n1, TH, TW, bias, has_bias, yt, out):
                     yf[L + k] = a1 - a2 - a3
                 oh = 2 * th + i
                 for o in range(O):  # yt[j, tw O + o] -> out[n, o, oh, 2 tw + j]
-                    b = bias[o] if has_bias else yt.dtype.type(0)
+                    b = bias[o] if has_bias else zero
                     row = _u(((n * O + o) * OH + oh) * OW)
                     for ow in range(OW):
-                        of[row + _u(ow)] = yf[_u((ow % 2) * TW * O + (ow // 2) * O + o)] + b
+                        v = yf[_u((ow % 2) * TW * O + (ow // 2) * O + o)] + b
+                        of[row + _u(ow)] = _relu(v, zero) if relu else v

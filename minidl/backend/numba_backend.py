@@ -235,8 +235,9 @@ class NumbaBackend(NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend):
 
     @_native_dtypes
     def conv2d_forward_fused(
-        self, x: Any, weight: Any, bias: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int
-    ) -> Any:
+        self, x: Any, weight: Any, bias: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int,
+        relu: bool = False,
+    ) -> Any:  # fmt: skip
         """``out = conv2d(x, weight, bias)`` (groups 1) as im2row + GEMM per chunk of images; no batch-sized matrix.
 
         Per chunk: rows = im2row(x_chunk) (images OHW, K) with K in (kh, kw, c) order; y = rows @ W_row^T
@@ -244,11 +245,12 @@ class NumbaBackend(NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend):
 
         Args:
             x: (N, C, H, W).  weight: (O, C, KH, KW).  bias: (O,) or None.
+            relu: apply ReLU to the output in the same pass (inference: see ``minidl/nn/fusion.py``).
         Returns:
             out: (N, O, OH, OW), what ``conv.py``'s reference (``W_col @ im2col(x) + b``) computes.
         """
         if self._winograd_applies(x.shape[1], weight.shape[0], KH, KW, SH, SW, PH, PW, DH, DW):
-            return self._winograd_conv(x, weight, bias, PH, PW)
+            return self._winograd_conv(x, weight, bias, PH, PW, relu)
         N, C, H, W = x.shape
         O = weight.shape[0]
         OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
@@ -269,7 +271,7 @@ class NumbaBackend(NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend):
             _k.im2row(x, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, rows)
             y = self._buffer(worker, "y", ((n1 - n0) * OHW, O), dtype)
             numpy.matmul(rows, w_row_t, out=y)
-            _k.rows_to_nchw(y, n0, n1, b, has_bias, out3)
+            _k.rows_to_nchw(y, n0, n1, b, has_bias, bool(relu), out3)
 
         _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
         return out
@@ -375,7 +377,7 @@ class NumbaBackend(NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend):
             and min(C, O) >= _WINOGRAD_MIN_CHANNELS
         )
 
-    def _winograd_conv(self, x: Any, weight: Any, bias: Any, PH: int, PW: int) -> Any:
+    def _winograd_conv(self, x: Any, weight: Any, bias: Any, PH: int, PW: int, relu: bool = False) -> Any:
         """``conv2d(x, weight, bias)`` for a 3 x 3 stride-1 weight (O, C, 3, 3) and padding (PH, PW), as F(2x2, 3x3)
         in chunks of images: input tiles V (16, tiles, C), 16 GEMMs M = V @ U, output tiles into (N, O, OH, OW)."""
         N, C, H, W = x.shape
@@ -400,7 +402,7 @@ class NumbaBackend(NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend):
             M = self._buffer(worker, "wino_m", (16, T, O), dtype)
             numpy.matmul(V, U, out=M)
             yt = self._buffer(worker, "wino_y", (2 * TW * O,), dtype)
-            _wino.output_tiles(M, n0, n1, TH, TW, b, has_bias, yt, out)
+            _wino.output_tiles(M, n0, n1, TH, TW, b, has_bias, bool(relu), yt, out)
 
         _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
         return out

@@ -46,11 +46,12 @@ from typing import Any
 from minidl.nn import init
 from minidl.nn._checks import check_array, check_grad_output, check_int
 from minidl.nn.activation import ReLU
-from minidl.nn.containers import Flatten, Sequential, forward_add_relu
+from minidl.nn.containers import Flatten, Sequential
 from minidl.nn.conv import Conv2d
+from minidl.nn.fusion import backward_bn_relu, forward_add_relu, forward_conv_bn_relu
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
-from minidl.nn.normalization import BatchNorm2d, backward_bn_relu, forward_bn_relu
+from minidl.nn.normalization import BatchNorm2d
 from minidl.nn.pooling import AdaptiveAvgPool2d, MaxPool2d
 
 __all__ = [
@@ -152,8 +153,8 @@ class BasicBlock(Module):
     def forward(self, x: Any) -> Any:
         where = f"BasicBlock({self.extra_repr()})"
         check_array(where, x, ndim=4, channels=self.inplanes)
-        out = forward_bn_relu(self.bn1, self.relu1, self.conv1(x))  # relu1(bn1(.)), in one pass when it can
-        out = self.bn2(self.conv2(out))
+        out = forward_conv_bn_relu(self.conv1, self.bn1, self.relu1, x)  # relu1(bn1(conv1(x))), fused if it can
+        out = forward_conv_bn_relu(self.conv2, self.bn2, None, out)
         identity = x if self.downsample is None else self.downsample(x)
         _check_shortcut(where, out, identity)
         out = forward_add_relu(self.relu2, out, identity)  # relu2(out + identity), one pass when it can
@@ -250,9 +251,9 @@ class Bottleneck(Module):
     def forward(self, x: Any) -> Any:
         where = f"Bottleneck({self.extra_repr()})"
         check_array(where, x, ndim=4, channels=self.inplanes)
-        out = forward_bn_relu(self.bn1, self.relu1, self.conv1(x))  # relu1(bn1(.)), in one pass when it can
-        out = forward_bn_relu(self.bn2, self.relu2, self.conv2(out))
-        out = self.bn3(self.conv3(out))
+        out = forward_conv_bn_relu(self.conv1, self.bn1, self.relu1, x)  # relu1(bn1(conv1(x))), fused if it can
+        out = forward_conv_bn_relu(self.conv2, self.bn2, self.relu2, out)
+        out = forward_conv_bn_relu(self.conv3, self.bn3, None, out)
         identity = x if self.downsample is None else self.downsample(x)
         _check_shortcut(where, out, identity)
         out = forward_add_relu(self.relu3, out, identity)
@@ -385,7 +386,7 @@ class ResNet(Module):
 
     def forward(self, x: Any) -> Any:
         check_array(type(self).__name__, x, ndim=4, channels=self.in_channels)
-        x = forward_bn_relu(self.bn1, self.relu, self.conv1(x))
+        x = forward_conv_bn_relu(self.conv1, self.bn1, self.relu, x)
         if self.maxpool is not None:
             x = self.maxpool(x)
         for stage in self.stages():

@@ -56,6 +56,8 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "add_relu_backward",
+    "add_relu_forward",
     "hardswish_backward",
     "hardswish_forward",
     "hardtanh_backward",
@@ -95,6 +97,40 @@ def relu_backward(dout: Any, cache: Any) -> Any:
     if kernel is not None:  # a fast backend's kernel (minidl/backend/numba_backend.py)
         return kernel(dout, cache)
     return dout * cache
+
+
+def add_relu_forward(a: Any, b: Any) -> tuple[Any, Any]:
+    """``relu(a + b)``: a residual sum and the ReLU after it (the end of a ResNet block). Returns ``(out, cache)``.
+
+    On the NumPy backend exactly ``relu_forward(a + b)``; a fast backend (Numba) does both in one parallel pass.
+
+    Shape:
+        - a, b: the same shape (no broadcasting) - Output: that shape.
+
+    Backward:
+        dz = dout * [a + b > 0], the gradient of both a and b (a sum passes its gradient to each term).
+
+    Examples:
+        >>> import numpy as np
+        >>> out, cache = add_relu_forward(np.array([1.0, -2.0]), np.array([-3.0, 4.0]))
+        >>> out
+        array([0., 2.])
+        >>> add_relu_backward(np.array([5.0, 5.0]), cache)
+        array([0., 5.])
+    """
+    be = check_array("add_relu_forward", a)
+    check_array("add_relu_forward", b, dtype=a.dtype, what="second input")
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(f"add_relu_forward: expected two inputs of the same shape, got {a.shape} and {b.shape}")
+    kernel = getattr(be, "add_relu_forward", None)  # a fast backend's kernel (minidl/backend/numba_backend.py)
+    if kernel is not None:
+        return kernel(a, b)
+    return relu_forward(a + b)
+
+
+def add_relu_backward(dout: Any, cache: Any) -> Any:
+    """Gradient of :func:`add_relu_forward` with respect to the sum, hence to each of a and b: ``dout * mask``."""
+    return relu_backward(dout, cache)
 
 
 def leaky_relu_forward(x: Any, negative_slope: float = 0.01) -> tuple[Any, Any]:

@@ -14,9 +14,8 @@ from typing import Any
 
 from minidl.backend import get_array_module
 from minidl.nn._checks import check_array, check_grad_output, check_int
-from minidl.nn.activation import ReLU, relu_backward, relu_forward
+from minidl.nn.fusion import _bn_relu_fusable, backward_bn_relu, fused_forward
 from minidl.nn.module import Module
-from minidl.nn.normalization import _fusable, backward_bn_relu, forward_bn_relu
 
 __all__ = [
     "Concat",
@@ -25,8 +24,6 @@ __all__ = [
     "ModuleList",
     "Residual",
     "Sequential",
-    "add_relu_backward",
-    "add_relu_forward",
     "flatten_backward",
     "flatten_forward",
 ]
@@ -85,19 +82,16 @@ class Sequential(Module):
         modules = list(self._modules.values())
         i = 0
         while i < len(modules):
-            if i + 1 < len(modules) and _fusable(modules[i], modules[i + 1]):  # BatchNorm then ReLU: one pass
-                x = forward_bn_relu(modules[i], modules[i + 1], x)
-                i += 2
-            else:
-                x = modules[i](x)
-                i += 1
+            # conv-BN(-ReLU) or BN-ReLU runs as one pass when it can (minidl.nn.fusion); else one module
+            x, used = fused_forward(modules, i, x)
+            i += used
         return x
 
     def backward(self, dout: Any) -> Any:
         modules = list(self._modules.values())
         i = len(modules) - 1
         while i >= 0:
-            if i >= 1 and _fusable(modules[i - 1], modules[i]):  # the pair's backward (fused or not)
+            if i >= 1 and _bn_relu_fusable(modules[i - 1], modules[i]):  # a BatchNorm-ReLU pair, fused or not
                 dout = backward_bn_relu(modules[i - 1], modules[i], dout)
                 i -= 2
             else:
@@ -172,51 +166,6 @@ def _normalize_index(index: int, length: int, where: str) -> int:
     if not -length <= index < length:
         raise IndexError(f"{where}: index {index} is out of range for {length} modules")
     return index % length
-
-
-def add_relu_forward(a: Any, b: Any) -> tuple[Any, Any]:
-    """``relu(a + b)``: a residual sum and the ReLU after it (the end of a ResNet block). Returns ``(out, cache)``.
-
-    On the NumPy backend exactly ``relu_forward(a + b)``; a fast backend (Numba) does both in one parallel pass.
-
-    Shape:
-        - a, b: the same shape (no broadcasting) - Output: that shape.
-
-    Backward:
-        dz = dout * [a + b > 0], the gradient of both a and b (a sum passes its gradient to each term).
-
-    Examples:
-        >>> import numpy as np
-        >>> out, cache = add_relu_forward(np.array([1.0, -2.0]), np.array([-3.0, 4.0]))
-        >>> out
-        array([0., 2.])
-        >>> add_relu_backward(np.array([5.0, 5.0]), cache)
-        array([0., 5.])
-    """
-    be = check_array("add_relu_forward", a)
-    check_array("add_relu_forward", b, dtype=a.dtype, what="second input")
-    if tuple(a.shape) != tuple(b.shape):
-        raise ValueError(f"add_relu_forward: expected two inputs of the same shape, got {a.shape} and {b.shape}")
-    kernel = getattr(be, "add_relu_forward", None)  # a fast backend's kernel (minidl/backend/numba_backend.py)
-    if kernel is not None:
-        return kernel(a, b)
-    return relu_forward(a + b)
-
-
-def add_relu_backward(dout: Any, cache: Any) -> Any:
-    """Gradient of :func:`add_relu_forward` with respect to the sum, hence to each of a and b: ``dout * mask``."""
-    return relu_backward(dout, cache)
-
-
-def forward_add_relu(relu: Module, a: Any, b: Any) -> Any:
-    """``relu(a + b)`` for a ReLU module: as one pass (:func:`add_relu_forward`), with the module keeping the cache
-    its own forward would keep, so ``relu.backward`` works as usual. Another activation module, or one whose
-    ``forward`` was replaced on the instance, is simply called on ``a + b``."""
-    if type(relu) is ReLU and "forward" not in relu.__dict__ and tuple(a.shape) == tuple(b.shape):
-        out, mask = add_relu_forward(a, b)
-        relu._save_for_backward((mask, tuple(out.shape)))
-        return out
-    return relu(a + b)
 
 
 class Residual(Module):

@@ -34,8 +34,10 @@ from __future__ import annotations
 from typing import Any
 
 import minidl
+from minidl.grad_mode import is_grad_enabled
 from minidl.nn import init
 from minidl.nn._checks import check_array, check_grad_output, check_int, check_same_device, pair
+from minidl.nn.activation import relu_forward
 from minidl.nn.module import Module, Parameter
 
 __all__ = ["Conv2d", "conv2d_backward", "conv2d_forward", "pad2d_backward", "pad2d_forward"]
@@ -136,8 +138,19 @@ def _conv_padding(where: str, padding: Any, KH: int, KW: int, DH: int, DW: int, 
 
 
 def _conv2d_forward(
-    where: str, x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any, groups: int
+    where: str,
+    x: Any,
+    weight: Any,
+    bias: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: int,
+    relu: bool = False,
 ) -> tuple[Any, Any]:
+    """:func:`conv2d_forward`; with ``relu`` (inference only, see :mod:`minidl.nn.fusion`) relu(out), in the same
+    pass on a fast backend, and a cache that is not the convolution's (so no backward may follow)."""
+    assert not (relu and is_grad_enabled()), "a convolution fused with its ReLU has no backward"
     be = check_array(where, x, ndim=4)
     check_array(where, weight, ndim=4, dtype=x.dtype, what="weight")
     check_same_device(where, x, weight, bias)
@@ -173,7 +186,7 @@ def _conv2d_forward(
     if fused is not None:
         # a fast backend's kernel (minidl/backend/numba_backend.py): the same product, a few images at a time, caching
         # x instead of x_col (its backward rebuilds the columns). The code below is the reference it is tested against.
-        out = fused(x, weight, bias, KH, KW, SH, SW, top, left, DH, DW)
+        out = fused(x, weight, bias, KH, KW, SH, SW, top, left, DH, DW, relu=relu)
         return out, (None, weight, bias is not None, tuple(x.shape), geometry, extra, x)
     x_col = be.im2col(x, KH, KW, SH, SW, top, left, DH, DW)  # (C KH KW, N OH OW)
     OH = (x.shape[2] + 2 * top - span_h) // SH + 1
@@ -184,6 +197,8 @@ def _conv2d_forward(
     if bias is not None:
         out += bias[:, None]
     out = be.xp.ascontiguousarray(out.reshape(O, N, OH, OW).transpose(1, 0, 2, 3))
+    if relu:
+        out = relu_forward(out)[0]
     return out, (x_col, weight, bias is not None, tuple(x.shape), geometry, extra, None)
 
 
@@ -359,17 +374,21 @@ class Conv2d(Module):
         return f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size})"
 
     def forward(self, x: Any) -> Any:
+        return self._forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+
+    def _forward(self, x: Any, weight: Any, bias: Any, relu: bool = False) -> Any:
+        """The forward with these weight and bias arrays (the layer's own, or BatchNorm-folded ones: see
+        :mod:`minidl.nn.fusion`), and with ``relu`` (inference only) a ReLU applied to the output."""
         where = self._where()
         check_array(where, x, ndim=4, channels=self.in_channels, dtype=self.weight.dtype)
-        bias = None if self.bias is None else self.bias.data
-        check_same_device(where, x, self.weight.data, bias)
+        check_same_device(where, x, weight, bias)
         pad_cache, padding = None, self.padding
         if self.padding_mode != "zeros":
             KH, KW = self.kernel_size
             top, bottom, left, right = _conv_padding(where, padding, KH, KW, *self.dilation, *self.stride)
             x, pad_cache = pad2d_forward(x, (left, right, top, bottom), _PADDING_MODES[self.padding_mode])
             padding = 0
-        out, cache = _conv2d_forward(where, x, self.weight.data, bias, self.stride, padding, self.dilation, self.groups)
+        out, cache = _conv2d_forward(where, x, weight, bias, self.stride, padding, self.dilation, self.groups, relu)
         self._save_for_backward((cache, pad_cache, tuple(out.shape)))
         return out
 

@@ -16,6 +16,8 @@ Examples:
 from __future__ import annotations
 
 from minidl.nn.activation import (
+    add_relu_backward,
+    add_relu_forward,
     elu_backward,
     elu_forward,
     gelu_backward,
@@ -46,8 +48,6 @@ from minidl.nn.activation import (
     tanh_forward,
 )
 from minidl.nn.containers import (
-    add_relu_backward,
-    add_relu_forward,
     flatten_backward,
     flatten_forward,
 )

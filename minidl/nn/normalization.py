@@ -408,7 +408,7 @@ class _BatchNorm(_NormBase):
         return self._forward(x, relu=False)
 
     def _forward(self, x: Any, relu: bool) -> Any:
-        """The forward; with ``relu``, ``relu(batchnorm(x))`` in one pass (see :func:`forward_bn_relu`)."""
+        """The forward; with ``relu``, ``relu(batchnorm(x))`` in one pass (see :mod:`minidl.nn.fusion`)."""
         self._check_input(x, self._ndim)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
@@ -451,38 +451,6 @@ class _BatchNorm(_NormBase):
         """Whether the saved forward (not yet consumed by backward) applied a ReLU too."""
         cache = getattr(self, "_cache", None)
         return cache is not None and cache[2]
-
-
-def _fusable(bn: Module, relu: Module) -> bool:
-    """Whether ``relu(bn(x))`` may run as one BatchNorm+ReLU pass: a BatchNorm and a plain ReLU, neither with its
-    ``forward`` replaced on the instance (as :func:`minidl.summary` and the layer benchmark do to watch layers)."""
-    from minidl.nn.activation import ReLU
-
-    return (
-        isinstance(bn, _BatchNorm)
-        and type(relu) is ReLU
-        and "forward" not in bn.__dict__
-        and "forward" not in relu.__dict__
-    )
-
-
-def forward_bn_relu(bn: Module, relu: Module, x: Any) -> Any:
-    """``relu(bn(x))``, as one pass (:func:`batch_norm_relu_forward`) when :func:`_fusable`; else the two modules.
-
-    Used by :class:`~minidl.nn.Sequential` for every BatchNorm directly followed by a ReLU and by the ResNet
-    blocks. Same result and gradients either way (the fused pass is the two functionals in one loop); the ReLU
-    module then keeps no cache, and :func:`backward_bn_relu` runs the pair's backward.
-    """
-    if _fusable(bn, relu):
-        return bn._forward(x, relu=True)
-    return relu(bn(x))
-
-
-def backward_bn_relu(bn: Module, relu: Module, dout: Any) -> Any:
-    """The backward of :func:`forward_bn_relu`: through the fused pass, or through ``relu`` then ``bn``."""
-    if isinstance(bn, _BatchNorm) and bn._fused_relu_pending():
-        return bn.backward(dout)
-    return bn.backward(relu.backward(dout))
 
 
 class BatchNorm1d(_BatchNorm):

@@ -482,3 +482,20 @@ def test_missing_numba_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # "import numba" now raises ImportError
     with pytest.raises(ImportError, match=r"pip install numba"):
         import minidl.backend.numba_backend  # noqa: F401
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "bias"),
+    [((3, 2, 7, 6), (4, 2, 3, 3), True), ((5, 8, 9, 7), (12, 8, 3, 3), False), ((5, 8, 9, 7), (12, 8, 3, 3), True)],
+    ids=["im2row", "winograd", "winograd-bias"],
+)
+def test_fused_conv2d_relu_epilogue_is_relu_of_the_output(x_shape, w_shape, bias):
+    # inference fusion (minidl/nn/fusion.py): the ReLU applied in the convolution's output pass
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32) if bias else None
+    geometry = (3, 3, 1, 1, 1, 1, 1, 1)
+    plain = fast_be().conv2d_forward_fused(x, w, b, *geometry)
+    fused = fast_be().conv2d_forward_fused(x, w, b, *geometry, relu=True)
+    np.testing.assert_array_equal(fused, np.where(plain > 0, plain, 0))

@@ -182,7 +182,7 @@ def test_a_replaced_activation_is_not_fused_away():
 # ---------------------------------------------------------------------------------------------- residual add + ReLU
 @given(shape=st.sampled_from([(7,), (3, 4, 5), (2, 3, 4, 4)]), seed=seeds)
 def test_add_relu_is_relu_of_the_sum(shape, seed):
-    from minidl.nn.containers import add_relu_backward, add_relu_forward
+    from minidl.nn.activation import add_relu_backward, add_relu_forward
 
     rng = np.random.default_rng(seed)
     a, b = rng.standard_normal(shape), rng.standard_normal(shape)
@@ -211,7 +211,7 @@ def test_resnet_block_ends_with_one_add_relu_pass_and_keeps_the_relu_cache():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_numba_add_relu_matches_the_reference_exactly(dtype):
     pytest.importorskip("numba")
-    from minidl.nn.containers import add_relu_forward
+    from minidl.nn.activation import add_relu_forward
 
     rng = np.random.default_rng(6)
     a, b = (rng.standard_normal((3, 70001)).astype(dtype) for _ in range(2))  # several flat chunks
@@ -223,3 +223,79 @@ def test_numba_add_relu_matches_the_reference_exactly(dtype):
     assert out.dtype == ref_out.dtype
     np.testing.assert_array_equal(out, ref_out)
     np.testing.assert_array_equal(mask, ref_mask)
+
+
+# ---------------------------------------------------------------------------------------------- conv-BN folding
+def _count_calls(cls, attr, calls):
+    original = getattr(cls, attr)
+
+    def counting(self, *args, **kwargs):
+        calls.append(self)
+        return original(self, *args, **kwargs)
+
+    return original, counting
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("affine", [False, True])
+def test_inference_folds_batch_norm_into_the_convolution(bias, affine):
+    minidl.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1, bias=bias), nn.BatchNorm2d(5, affine=affine), nn.ReLU())
+    bn = model[1]
+    rng = np.random.default_rng(7)
+    bn.running_mean[...] = arr(rng.standard_normal(5).astype(np.float32))
+    bn.running_var[...] = arr(rng.uniform(0.5, 2.0, 5).astype(np.float32))
+    if affine:
+        bn.weight.data[...] = arr(rng.uniform(0.5, 1.5, 5).astype(np.float32))
+        bn.bias.data[...] = arr(rng.standard_normal(5).astype(np.float32))
+    model.eval()
+    x = arr(rng.standard_normal((4, 3, 6, 6)).astype(np.float32))
+    separate = model[2](bn(model[0](x)))  # layer by layer
+    calls = []
+    original, counting = _count_calls(nn.BatchNorm2d, "_forward", calls)
+    nn.BatchNorm2d._forward = counting
+    try:
+        with minidl.no_grad():
+            folded = model(x)
+        assert calls == [], "under no_grad in eval the BatchNorm is folded into the convolution"
+        y = model(x)  # gradients enabled: no folding, the backward works
+        assert calls == [bn]
+        assert model.backward(arr(np.ones(y.shape, np.float32))).shape == x.shape
+    finally:
+        del nn.BatchNorm2d._forward  # back to the inherited _BatchNorm._forward
+    np.testing.assert_allclose(host(folded), host(separate), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(host(y), host(separate), rtol=1e-5, atol=1e-5)
+
+
+def test_no_folding_in_training_without_running_statistics_or_for_another_norm():
+    minidl.manual_seed(0)
+    x = arr(np.random.default_rng(8).standard_normal((4, 3, 5, 5)).astype(np.float32))
+    for model in (
+        nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2)),  # training: batch statistics
+        nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2, track_running_stats=False)).eval(),
+    ):
+        calls = []
+        original, counting = _count_calls(nn.BatchNorm2d, "_forward", calls)
+        nn.BatchNorm2d._forward = counting
+        try:
+            with minidl.no_grad():
+                model(x)
+        finally:
+            del nn.BatchNorm2d._forward  # back to the inherited _BatchNorm._forward
+        assert calls == [model[1]]
+    with minidl.no_grad(), pytest.raises(ValueError, match="BatchNorm1d"):  # still the unfused error
+        nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm1d(2)).eval()(x)
+
+
+def test_resnet20_inference_is_the_same_folded_or_not():
+    minidl.manual_seed(0)
+    model = models.resnet20(num_classes=10)
+    x = arr(np.random.default_rng(9).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    model.train()
+    for _ in range(2):  # give the BatchNorms running statistics that are not the identity
+        model(x)
+    model.eval()
+    unfolded = model(x)
+    with minidl.no_grad():
+        folded = model(x)
+    np.testing.assert_allclose(host(folded), host(unfolded), rtol=1e-4, atol=1e-4)
