@@ -251,6 +251,8 @@ class NumbaBackend(NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend):
         """
         if self._winograd_applies(x.shape[1], weight.shape[0], KH, KW, SH, SW, PH, PW, DH, DW):
             return self._winograd_conv(x, weight, bias, PH, PW, relu)
+        if (KH, KW, PH, PW) == (1, 1, 0, 0):
+            return self._pointwise_conv(x, weight, bias, SH, SW, relu)
         N, C, H, W = x.shape
         O = weight.shape[0]
         OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
@@ -299,6 +301,8 @@ class NumbaBackend(NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend):
         drows = G^T @ W_row; dx_chunk = row2im(drows). Each chunk (or fixed group of chunks, for a big weight)
         has its own dW partial sum, added in order at the end, so dW does not depend on which thread ran what.
         """
+        if (KH, KW, PH, PW) == (1, 1, 0, 0):
+            return self._pointwise_conv_backward(dout, x, weight, SH, SW, compute_dw)
         N, C, H, W = x.shape
         O = weight.shape[0]
         OH, OW = dout.shape[2], dout.shape[3]
@@ -360,6 +364,89 @@ class NumbaBackend(NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend):
             for part in dw_parts[1:]:
                 dw += part
             dw = numpy.ascontiguousarray(dw.reshape(O, KH, KW, C).transpose(0, 3, 1, 2))
+        return dx, dw
+
+    # ------------------------------------------------------------------ 1 x 1 convolutions
+    # A 1 x 1 convolution without padding is a matrix product per image, out[n] = W @ x[n] as (O, C) @ (C, OH OW)
+    # (x subsampled for a stride): already in NCHW layout, with no patch matrix and no transpose. ResNet's
+    # projection shortcuts and MobileNet's pointwise layers are such convolutions.
+    def _pointwise_images(self, N: int, C: int, O: int, OHW: int, itemsize: int) -> int:
+        """Images per task: about _CHUNK_BYTES of input and output, and at least _MIN_CHUNKS tasks when possible."""
+        return min(max(1, _CHUNK_BYTES // max(1, (C + O) * OHW * itemsize)), max(1, N // _MIN_CHUNKS))
+
+    def _pointwise_conv(self, x: Any, weight: Any, bias: Any, SH: int, SW: int, relu: bool = False) -> Any:
+        """``conv2d(x, weight, bias)`` for a (O, C, 1, 1) weight, stride (SH, SW), no padding (then relu with
+        ``relu``): per chunk of images one stacked product (O, C) @ (images, C, OH OW)."""
+        N, C, H, W = x.shape
+        O, dtype = weight.shape[0], x.dtype
+        OH, OW = (H - 1) // SH + 1, (W - 1) // SW + 1
+        w2 = numpy.ascontiguousarray(weight.reshape(O, C))
+        out = numpy.empty((N, O, OH, OW), dtype=dtype)
+        out3 = out.reshape(N, O, OH * OW)
+        nb = self._pointwise_images(N, C, O, OH * OW, x.itemsize)
+
+        def body(worker: int, task: int) -> None:
+            n0, n1 = task * nb, min(N, (task + 1) * nb)
+            y = out3[n0:n1]
+            numpy.matmul(w2, self._subsampled(worker, x, n0, n1, SH, SW, OH, OW), out=y)
+            if bias is not None:
+                y += bias[:, None]
+            if relu:  # NaN stays NaN, as relu_forward
+                numpy.maximum(y, 0, out=y)
+
+        _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
+        return out
+
+    def _subsampled(self, worker: int, x: Any, n0: int, n1: int, SH: int, SW: int, OH: int, OW: int) -> Any:
+        """x[n0:n1, :, ::SH, ::SW] as a contiguous (images, C, OH OW) array (a view for stride 1, else a per-worker
+        copy)."""
+        C = x.shape[1]
+        if SH == SW == 1:
+            return x[n0:n1].reshape(n1 - n0, C, OH * OW)
+        buf = self._buffer(worker, "pointwise_x", (n1 - n0, C, OH, OW), x.dtype)
+        numpy.copyto(buf, x[n0:n1, :, ::SH, ::SW])
+        return buf.reshape(n1 - n0, C, OH * OW)
+
+    def _pointwise_conv_backward(
+        self, dout: Any, x: Any, weight: Any, SH: int, SW: int, compute_dw: bool
+    ) -> tuple[Any, Any]:
+        """``(dx, dw)`` of :meth:`_pointwise_conv`: per chunk of images dW += sum_n dout[n] @ xs[n]^T and
+        dxs = W^T @ dout, scattered back to the positions the stride kept (zeros elsewhere). Each chunk keeps its
+        own dW partial sum, added in chunk order, so dW does not depend on the thread count."""
+        N, C, H, W = x.shape
+        O, dtype = weight.shape[0], x.dtype
+        OH, OW = dout.shape[2], dout.shape[3]
+        x = numpy.ascontiguousarray(x)
+        dout3 = numpy.ascontiguousarray(dout).reshape(N, O, OH * OW)
+        w2_t = numpy.ascontiguousarray(weight.reshape(O, C).T)
+        strided = (SH, SW) != (1, 1)
+        dx = (numpy.zeros if strided else numpy.empty)((N, C, H, W), dtype=dtype)
+        nb = self._pointwise_images(N, C, O, OH * OW, x.itemsize)
+        tasks = _ceil_div(N, nb)
+        dw_parts = numpy.zeros((max(tasks, 1), O, C), dtype=dtype) if compute_dw else None
+
+        def body(worker: int, task: int) -> None:
+            n0, n1 = task * nb, min(N, (task + 1) * nb)
+            g = dout3[n0:n1]
+            if compute_dw:
+                xs = self._subsampled(worker, x, n0, n1, SH, SW, OH, OW)
+                part = self._buffer(worker, "pointwise_dw", (n1 - n0, O, C), dtype)
+                numpy.matmul(g, xs.transpose(0, 2, 1), out=part)
+                part.sum(axis=0, out=dw_parts[task])
+            if strided:
+                dxs = self._buffer(worker, "pointwise_dx", (n1 - n0, C, OH, OW), dtype)
+                numpy.matmul(w2_t, g, out=dxs.reshape(n1 - n0, C, OH * OW))
+                dx[n0:n1, :, ::SH, ::SW] = dxs
+            else:
+                numpy.matmul(w2_t, g, out=dx[n0:n1].reshape(n1 - n0, C, H * W))
+
+        _threads.parallel_for(body, tasks, max_threads=self._gemm_threads())
+        dw = None
+        if compute_dw:
+            dw = dw_parts[0]
+            for part in dw_parts[1:]:
+                dw += part
+            dw = dw.reshape(O, C, 1, 1)
         return dx, dw
 
     # ------------------------------------------------------------------ Winograd F(2x2, 3x3) (see _numba_winograd.py)

@@ -135,11 +135,11 @@ def test_fused_conv2d_backward_in_row_blocks(O):
 
 
 @pytest.mark.parametrize(
-    ("x_shape", "w_shape"),
-    [((24, 3, 6, 6), (4, 3, 3, 3)), ((40, 8, 9, 7), (12, 8, 3, 3))],
-    ids=["im2row", "winograd"],
+    ("x_shape", "w_shape", "stride", "padding"),
+    [((24, 3, 6, 6), (4, 3, 3, 3), 1, 1), ((40, 8, 9, 7), (12, 8, 3, 3), 1, 1), ((40, 8, 6, 6), (4, 8, 1, 1), 2, 0)],
+    ids=["im2row", "winograd", "pointwise"],
 )
-def test_fused_conv2d_results_do_not_depend_on_the_thread_count(x_shape, w_shape):
+def test_fused_conv2d_results_do_not_depend_on_the_thread_count(x_shape, w_shape, stride, padding):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
@@ -148,7 +148,7 @@ def test_fused_conv2d_results_do_not_depend_on_the_thread_count(x_shape, w_shape
     try:
         for threads in (1, 3):
             _threads.set_num_threads(threads)
-            out, cache = run_on("numba", conv2d_forward, x, w, None, 1, 1)
+            out, cache = run_on("numba", conv2d_forward, x, w, None, stride, padding)
             results.append((out, *run_on("numba", conv2d_backward, np.ones_like(out), cache)[:2]))
     finally:
         _threads.set_num_threads(before)
@@ -498,4 +498,22 @@ def test_fused_conv2d_relu_epilogue_is_relu_of_the_output(x_shape, w_shape, bias
     geometry = (3, 3, 1, 1, 1, 1, 1, 1)
     plain = fast_be().conv2d_forward_fused(x, w, b, *geometry)
     fused = fast_be().conv2d_forward_fused(x, w, b, *geometry, relu=True)
+    np.testing.assert_array_equal(fused, np.where(plain > 0, plain, 0))
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (2, 1), (3, 2)])
+@pytest.mark.parametrize("N", [0, 1, 37])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pointwise_conv2d_matches_the_reference(stride, N, dtype):
+    # 1 x 1 without padding: one (O, C) @ (C, OH OW) product per image (numba_backend._pointwise_conv)
+    for bias, compute_dw in ((True, True), (False, False)):
+        compare_conv2d((N, 6, 7, 9), (5, 6, 1, 1), stride, 0, 1, bias, compute_dw, dtype, seed=N + stride[0])
+
+
+def test_pointwise_conv2d_relu_epilogue():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((40, 8, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 8, 1, 1)).astype(np.float32)
+    plain = fast_be().conv2d_forward_fused(x, w, None, 1, 1, 2, 2, 0, 0, 1, 1)
+    fused = fast_be().conv2d_forward_fused(x, w, None, 1, 1, 2, 2, 0, 0, 1, 1, relu=True)
     np.testing.assert_array_equal(fused, np.where(plain > 0, plain, 0))
