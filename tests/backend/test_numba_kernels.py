@@ -505,7 +505,7 @@ def test_fused_conv2d_relu_epilogue_is_relu_of_the_output(x_shape, w_shape, bias
 @pytest.mark.parametrize("N", [0, 1, 37])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pointwise_conv2d_matches_the_reference(stride, N, dtype):
-    # 1 x 1 without padding: one (O, C) @ (C, OH OW) product per image (numba_backend._pointwise_conv)
+    # 1 x 1 without padding: one (O, C) @ (C, OH OW) product per image (_numba_conv.ConvKernelsMixin._pointwise_conv)
     for bias, compute_dw in ((True, True), (False, False)):
         compare_conv2d((N, 6, 7, 9), (5, 6, 1, 1), stride, 0, 1, bias, compute_dw, dtype, seed=N + stride[0])
 

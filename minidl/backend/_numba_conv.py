@@ -1,0 +1,320 @@
+"""Convolution kernels of the Numba backend: a mixin of :class:`~minidl.backend.numba_backend.NumbaBackend`.
+
+Notation as in ``numpy_backend.py`` (N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW; O output channels;
+K = C KH KW; OHW = OH OW). The NumPy reference builds one (K, N OHW) column matrix for the whole batch (151 MB for
+the second layer of ``cifar_cnn`` at batch 128) and keeps it for the backward pass. Here no batch-sized matrix
+exists, only x is cached, and one of three algorithms runs, chosen by shape in
+:meth:`ConvKernelsMixin.conv2d_forward_fused`:
+
+* **im2row + GEMM per chunk** (any convolution with groups 1). Chunks of a few images (about 2 MB of patch rows,
+  at least 16 chunks per batch): *im2row* of the chunk (one row per output pixel, K ordered (kh, kw, c), built from
+  a channels-last copy of each image so that each kernel row is one contiguous run) into a per-thread buffer that
+  stays in the core's cache, one GEMM ``rows @ W_row^T`` (NumPy's matmul, i.e. BLAS; with the long dimension first
+  OpenBLAS runs it near its peak), and a transposed copy into the (N, O, OH, OW) output. The backward rebuilds each
+  chunk's rows (cheap next to the two GEMMs) for dW_row += dout_chunk @ rows, then drows = dout_chunk^T @ W_row
+  and row2im into dx.
+* **Winograd's F(2x2, 3x3)** (``_numba_winograd.py``) for a 3 x 3 stride-1 convolution with 8 or more channels in
+  and out (every 3 x 3 layer of the CIFAR ResNets but the first): 16 GEMMs of (tiles, C) @ (C, O), 2.25x fewer
+  multiplications than im2row and no patch matrix. For 16 channels this halves the time of the layer: the im2row
+  GEMM there has only 16 output columns and runs at a third of the core's peak. Its backward takes dx the same way
+  (a stride-1 3 x 3 convolution of dout with the flipped filters) and dW from im2row chunks. The results differ
+  from im2row's by float32 roundings; ``backend.winograd = False`` goes back to im2row.
+* **1 x 1 without padding** (ResNet's projection shortcuts, MobileNet's pointwise layers): one stacked product
+  (O, C) @ (images, C, OH OW) per chunk of images, already in NCHW layout (x subsampled first for a stride).
+
+Each chunk keeps its own dW partial sum (a fixed group of chunks does, for a big weight), added in order at the
+end, and the chunking depends on the shapes only, so results do not depend on the number of threads. In inference
+the forward can also apply a ReLU in its output pass (``relu=True``, see ``minidl/nn/fusion.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+from minidl.backend import _numba_kernels as _k
+from minidl.backend import _numba_winograd as _wino
+from minidl.backend import _threads
+from minidl.backend._numba_common import _ceil_div, _native_dtypes
+
+_CHUNK_BYTES = 1 << 21  # target size of one chunk's im2row buffer: about a core's L2 cache
+_SMALL_O_BLOCK = 256  # rows per backward GEMM call when O <= 16 (measured: the best block for such thin GEMMs)
+_MIN_CHUNKS = 16  # chunks a batch is cut into at least (when it has that many images)
+_DW_BYTES = 32 << 20  # memory for the per-chunk dW partial sums (chunks are grouped when they would need more)
+_WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and output channels (see _winograd_applies)
+
+
+class ConvKernelsMixin:
+    """The convolution methods of the Numba backend (they use its ``_buffer``, ``_split`` and ``_gemm_threads``)."""
+
+    #: run 3 x 3 stride-1 convolutions as Winograd's F(2x2, 3x3) (see ``_numba_winograd.py``); False: im2row + GEMM
+    winograd: bool = True
+
+    # ------------------------------------------------------------------ fused convolution (groups == 1)
+    def _images_per_chunk(self, N: int, K: int, OHW: int, itemsize: int) -> int:
+        """Images per chunk: the im2row buffer near _CHUNK_BYTES, and at least _MIN_CHUNKS chunks when possible (to
+        share them among threads). It does not depend on the thread count, so neither do the results."""
+        by_cache = max(1, _CHUNK_BYTES // max(1, K * OHW * itemsize))
+        return min(by_cache, max(1, N // _MIN_CHUNKS))
+
+    @_native_dtypes
+    def conv2d_forward_fused(
+        self, x: Any, weight: Any, bias: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int,
+        relu: bool = False,
+    ) -> Any:  # fmt: skip
+        """``out = conv2d(x, weight, bias)`` (groups 1) as im2row + GEMM per chunk of images; no batch-sized matrix.
+
+        Per chunk: rows = im2row(x_chunk) (images OHW, K) with K in (kh, kw, c) order; y = rows @ W_row^T
+        (images OHW, O), W_row the weight as (O, KH KW C); out_chunk = y^T (+ b) in (N, O, OH, OW) layout.
+
+        Args:
+            x: (N, C, H, W).  weight: (O, C, KH, KW).  bias: (O,) or None.
+            relu: apply ReLU to the output in the same pass (inference: see ``minidl/nn/fusion.py``).
+        Returns:
+            out: (N, O, OH, OW), what ``conv.py``'s reference (``W_col @ im2col(x) + b``) computes.
+        """
+        if self._winograd_applies(x.shape[1], weight.shape[0], KH, KW, SH, SW, PH, PW, DH, DW):
+            return self._winograd_conv(x, weight, bias, PH, PW, relu)
+        if (KH, KW, PH, PW) == (1, 1, 0, 0):
+            return self._pointwise_conv(x, weight, bias, SH, SW, relu)
+        N, C, H, W = x.shape
+        O = weight.shape[0]
+        OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
+        OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
+        K, OHW, dtype = C * KH * KW, OH * OW, x.dtype
+        x = numpy.ascontiguousarray(x)
+        w_row_t = numpy.ascontiguousarray(weight.transpose(2, 3, 1, 0)).reshape(K, O)  # W_row^T, contiguous: faster
+        has_bias = bias is not None
+        b = numpy.ascontiguousarray(bias) if has_bias else numpy.zeros(1, dtype=dtype)
+        out = numpy.empty((N, O, OH, OW), dtype=dtype)
+        out3 = out.reshape(N, O, OHW)
+        nb = self._images_per_chunk(N, K, OHW, x.itemsize)
+
+        def body(worker: int, task: int) -> None:
+            n0, n1 = task * nb, min(N, (task + 1) * nb)
+            rows = self._buffer(worker, "rows", ((n1 - n0) * OHW, K), dtype)
+            xt = self._buffer(worker, "xt", (C * H * W,), dtype)
+            _k.im2row(x, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, rows)
+            y = self._buffer(worker, "y", ((n1 - n0) * OHW, O), dtype)
+            numpy.matmul(rows, w_row_t, out=y)
+            _k.rows_to_nchw(y, n0, n1, b, has_bias, bool(relu), out3)
+
+        _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
+        return out
+
+    @_native_dtypes
+    def conv2d_backward_fused(
+        self,
+        dout: Any,
+        x: Any,
+        weight: Any,
+        KH: int,
+        KW: int,
+        SH: int,
+        SW: int,
+        PH: int,
+        PW: int,
+        DH: int,
+        DW: int,
+        compute_dw: bool = True,
+    ) -> tuple[Any, Any]:
+        """``(dx, dw)`` of :meth:`conv2d_forward_fused` (``dw`` None when not ``compute_dw``); the bias gradient is
+        the layer's (a sum of ``dout``).
+
+        Per chunk, with G = dout_chunk as (O, images OHW): rows = im2row(x_chunk); dW_row += G @ rows;
+        drows = G^T @ W_row; dx_chunk = row2im(drows). Each chunk (or fixed group of chunks, for a big weight)
+        has its own dW partial sum, added in order at the end, so dW does not depend on which thread ran what.
+        """
+        if (KH, KW, PH, PW) == (1, 1, 0, 0):
+            return self._pointwise_conv_backward(dout, x, weight, SH, SW, compute_dw)
+        N, C, H, W = x.shape
+        O = weight.shape[0]
+        OH, OW = dout.shape[2], dout.shape[3]
+        K, OHW, dtype = C * KH * KW, OH * OW, x.dtype
+        x = numpy.ascontiguousarray(x)
+        dout3 = numpy.ascontiguousarray(dout).reshape(N, O, OHW)
+        w_row = numpy.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(O, K)
+        # dx of a stride-1 3 x 3 convolution is itself one (of dout with the flipped, transposed filters, padding
+        # 2 - P): Winograd's, when it applies; the chunks below then only compute dW
+        winograd_dx = self._winograd_applies(O, C, KH, KW, SH, SW, 2 - PH, 2 - PW, DH, DW)
+        if winograd_dx:
+            w_flip = numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            dx = self._winograd_conv(numpy.ascontiguousarray(dout), w_flip, None, 2 - PH, 2 - PW)
+            if not compute_dw:
+                return dx, None
+        else:
+            dx = numpy.empty((N, C, H, W), dtype=dtype)
+        nb = self._images_per_chunk(N, K, OHW, x.itemsize)
+        chunks = _ceil_div(N, nb)
+        # one dW partial sum per chunk when they fit in _DW_BYTES (fine-grained tasks), else per group of chunks;
+        # the grouping follows from the shapes only, and the partials are added in order: deterministic
+        groups = self._split(chunks, max(1, min(chunks, _DW_BYTES // (O * K * x.itemsize))))
+        dw_parts = numpy.zeros((len(groups), O, K), dtype=dtype) if compute_dw else None  # zeros: an empty batch
+        # OpenBLAS runs the two backward GEMMs of a 16-channel layer ~20% faster on blocks of 256 rows than whole
+        block = _SMALL_O_BLOCK if O <= 16 else max(1, nb * OHW)
+
+        def body(worker: int, group: int) -> None:
+            for chunk in range(*groups[group]):
+                n0, n1 = chunk * nb, min(N, (chunk + 1) * nb)
+                P = (n1 - n0) * OHW
+                if n1 - n0 == 1:
+                    g = dout3[n0]  # (O, OHW): already the chunk's G
+                else:
+                    g = self._buffer(worker, "g", (O, P), dtype)
+                    _k.nchw_to_cols(dout3, n0, n1, g)
+                rows = self._buffer(worker, "rows", (P, K), dtype)
+                xt = self._buffer(worker, "xt", (C * H * W,), dtype)
+                if compute_dw:
+                    _k.im2row(x, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, rows)
+                    for s in range(0, P, block):  # dW += G @ rows, block by block
+                        e = min(P, s + block)
+                        if chunk == groups[group][0] and s == 0:
+                            numpy.matmul(g[:, s:e], rows[s:e], out=dw_parts[group])
+                        else:
+                            part = self._buffer(worker, "dw", (O, K), dtype)
+                            numpy.matmul(g[:, s:e], rows[s:e], out=part)
+                            dw_parts[group] += part
+                if winograd_dx:
+                    continue
+                for s in range(0, P, block):  # drows = G^T @ W_row, reusing the rows' buffer
+                    e = min(P, s + block)
+                    numpy.matmul(g[:, s:e].T, w_row, out=rows[s:e])
+                _k.row2im(rows, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, dx)
+
+        _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
+        dw = None
+        if compute_dw:
+            dw = dw_parts[0]
+            for part in dw_parts[1:]:
+                dw += part
+            dw = numpy.ascontiguousarray(dw.reshape(O, KH, KW, C).transpose(0, 3, 1, 2))
+        return dx, dw
+
+    # ------------------------------------------------------------------ 1 x 1 convolutions
+    # A 1 x 1 convolution without padding is a matrix product per image, out[n] = W @ x[n] as (O, C) @ (C, OH OW)
+    # (x subsampled for a stride): already in NCHW layout, with no patch matrix and no transpose. ResNet's
+    # projection shortcuts and MobileNet's pointwise layers are such convolutions.
+    def _pointwise_images(self, N: int, C: int, O: int, OHW: int, itemsize: int) -> int:
+        """Images per task: about _CHUNK_BYTES of input and output, and at least _MIN_CHUNKS tasks when possible."""
+        return min(max(1, _CHUNK_BYTES // max(1, (C + O) * OHW * itemsize)), max(1, N // _MIN_CHUNKS))
+
+    def _pointwise_conv(self, x: Any, weight: Any, bias: Any, SH: int, SW: int, relu: bool = False) -> Any:
+        """``conv2d(x, weight, bias)`` for a (O, C, 1, 1) weight, stride (SH, SW), no padding (then relu with
+        ``relu``): per chunk of images one stacked product (O, C) @ (images, C, OH OW)."""
+        N, C, H, W = x.shape
+        O, dtype = weight.shape[0], x.dtype
+        OH, OW = (H - 1) // SH + 1, (W - 1) // SW + 1
+        w2 = numpy.ascontiguousarray(weight.reshape(O, C))
+        out = numpy.empty((N, O, OH, OW), dtype=dtype)
+        out3 = out.reshape(N, O, OH * OW)
+        nb = self._pointwise_images(N, C, O, OH * OW, x.itemsize)
+
+        def body(worker: int, task: int) -> None:
+            n0, n1 = task * nb, min(N, (task + 1) * nb)
+            y = out3[n0:n1]
+            numpy.matmul(w2, self._subsampled(worker, x, n0, n1, SH, SW, OH, OW), out=y)
+            if bias is not None:
+                y += bias[:, None]
+            if relu:  # NaN stays NaN, as relu_forward
+                numpy.maximum(y, 0, out=y)
+
+        _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
+        return out
+
+    def _subsampled(self, worker: int, x: Any, n0: int, n1: int, SH: int, SW: int, OH: int, OW: int) -> Any:
+        """x[n0:n1, :, ::SH, ::SW] as a contiguous (images, C, OH OW) array (a view for stride 1, else a per-worker
+        copy)."""
+        C = x.shape[1]
+        if SH == SW == 1:
+            return x[n0:n1].reshape(n1 - n0, C, OH * OW)
+        buf = self._buffer(worker, "pointwise_x", (n1 - n0, C, OH, OW), x.dtype)
+        numpy.copyto(buf, x[n0:n1, :, ::SH, ::SW])
+        return buf.reshape(n1 - n0, C, OH * OW)
+
+    def _pointwise_conv_backward(
+        self, dout: Any, x: Any, weight: Any, SH: int, SW: int, compute_dw: bool
+    ) -> tuple[Any, Any]:
+        """``(dx, dw)`` of :meth:`_pointwise_conv`: per chunk of images dW += sum_n dout[n] @ xs[n]^T and
+        dxs = W^T @ dout, scattered back to the positions the stride kept (zeros elsewhere). Each chunk keeps its
+        own dW partial sum, added in chunk order, so dW does not depend on the thread count."""
+        N, C, H, W = x.shape
+        O, dtype = weight.shape[0], x.dtype
+        OH, OW = dout.shape[2], dout.shape[3]
+        x = numpy.ascontiguousarray(x)
+        dout3 = numpy.ascontiguousarray(dout).reshape(N, O, OH * OW)
+        w2_t = numpy.ascontiguousarray(weight.reshape(O, C).T)
+        strided = (SH, SW) != (1, 1)
+        dx = (numpy.zeros if strided else numpy.empty)((N, C, H, W), dtype=dtype)
+        nb = self._pointwise_images(N, C, O, OH * OW, x.itemsize)
+        tasks = _ceil_div(N, nb)
+        dw_parts = numpy.zeros((max(tasks, 1), O, C), dtype=dtype) if compute_dw else None
+
+        def body(worker: int, task: int) -> None:
+            n0, n1 = task * nb, min(N, (task + 1) * nb)
+            g = dout3[n0:n1]
+            if compute_dw:
+                xs = self._subsampled(worker, x, n0, n1, SH, SW, OH, OW)
+                part = self._buffer(worker, "pointwise_dw", (n1 - n0, O, C), dtype)
+                numpy.matmul(g, xs.transpose(0, 2, 1), out=part)
+                part.sum(axis=0, out=dw_parts[task])
+            if strided:
+                dxs = self._buffer(worker, "pointwise_dx", (n1 - n0, C, OH, OW), dtype)
+                numpy.matmul(w2_t, g, out=dxs.reshape(n1 - n0, C, OH * OW))
+                dx[n0:n1, :, ::SH, ::SW] = dxs
+            else:
+                numpy.matmul(w2_t, g, out=dx[n0:n1].reshape(n1 - n0, C, H * W))
+
+        _threads.parallel_for(body, tasks, max_threads=self._gemm_threads())
+        dw = None
+        if compute_dw:
+            dw = dw_parts[0]
+            for part in dw_parts[1:]:
+                dw += part
+            dw = dw.reshape(O, C, 1, 1)
+        return dx, dw
+
+    # ------------------------------------------------------------------ Winograd F(2x2, 3x3) (see _numba_winograd.py)
+    def _winograd_applies(
+        self, C: int, O: int, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int
+    ) -> bool:
+        """Whether a convolution runs as Winograd's F(2x2, 3x3): 3 x 3, stride 1, no dilation, padding 0 to 2 (what
+        the backward's dx convolution needs), and at least ``_WINOGRAD_MIN_CHANNELS`` channels in and out (with
+        fewer, the 16 small GEMMs do not pay for the transforms). ``self.winograd = False`` turns it off."""
+        return (
+            self.winograd
+            and (KH, KW, SH, SW, DH, DW) == (3, 3, 1, 1, 1, 1)
+            and 0 <= PH <= 2
+            and 0 <= PW <= 2
+            and min(C, O) >= _WINOGRAD_MIN_CHANNELS
+        )
+
+    def _winograd_conv(self, x: Any, weight: Any, bias: Any, PH: int, PW: int, relu: bool = False) -> Any:
+        """``conv2d(x, weight, bias)`` for a 3 x 3 stride-1 weight (O, C, 3, 3) and padding (PH, PW), as F(2x2, 3x3)
+        in chunks of images: input tiles V (16, tiles, C), 16 GEMMs M = V @ U, output tiles into (N, O, OH, OW)."""
+        N, C, H, W = x.shape
+        O, dtype = weight.shape[0], x.dtype
+        OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
+        TH, TW = _ceil_div(OH, 2), _ceil_div(OW, 2)
+        x = numpy.ascontiguousarray(x)
+        U = numpy.empty((16, C, O), dtype=dtype)
+        _wino.transform_weight(numpy.ascontiguousarray(weight, dtype=dtype), U)
+        has_bias = bias is not None
+        b = numpy.ascontiguousarray(bias, dtype=dtype) if has_bias else numpy.zeros(1, dtype=dtype)
+        out = numpy.empty((N, O, OH, OW), dtype=dtype)
+        per_image = 16 * TH * TW * (C + O) * x.itemsize  # bytes of V and M for one image
+        nb = min(max(1, _CHUNK_BYTES // per_image), max(1, N // _MIN_CHUNKS))
+
+        def body(worker: int, task: int) -> None:
+            n0, n1 = task * nb, min(N, (task + 1) * nb)
+            T = (n1 - n0) * TH * TW
+            xt = self._buffer(worker, "wino_x", ((2 * TH + 2) * 2 * (TW + 1) * C,), dtype)
+            V = self._buffer(worker, "wino_v", (16, T, C), dtype)
+            _wino.input_tiles(x, n0, n1, PH, PW, TH, TW, xt, V)
+            M = self._buffer(worker, "wino_m", (16, T, O), dtype)
+            numpy.matmul(V, U, out=M)
+            yt = self._buffer(worker, "wino_y", (2 * TW * O,), dtype)
+            _wino.output_tiles(M, n0, n1, TH, TW, b, has_bias, bool(relu), yt, out)
+
+        _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
+        return out
