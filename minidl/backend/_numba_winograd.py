@@ -17,8 +17,8 @@ elementwise product becomes 16 matrix products, one per position xi of the 4 x 4
 
 with ``V = B^T d B`` of every tile and channel and ``U = G g G^T`` of every (input, output) channel pair. So a
 convolution becomes: transform the input tiles (this file), 16 GEMMs (BLAS, in ``_numba_conv.py``), transform back
-(this file). The weight gradient uses the same tiles (see the last section). For 16 channels, where an im2row GEMM has only 16 output columns and runs far below the CPU's peak,
-this is about twice as fast.
+(this file). The weight gradient uses the same tiles (see the last section). For 16 channels, where an im2row GEMM
+has only 16 output columns and runs far below the CPU's peak, this is about twice as fast.
 
 Accuracy: the transforms only add, subtract and halve, so the result differs from a direct convolution by a few
 roundings (float32: relative error around 1e-6; float64: 1e-15).
