@@ -53,14 +53,14 @@ def test_batch_norm_relu_is_relu_of_batch_norm_with_the_same_gradients(shape, tr
 @given(n=st.integers(3, 6), c=st.integers(1, 3), training=st.booleans(), seed=seeds)
 def test_batch_norm_relu_functional_gradcheck(n, c, training, seed):
     rng = np.random.default_rng(seed)
-    x, gamma, beta, mean, var = bn_inputs(rng, (n, c, 2, 2), True, np.float64)
+    x, gamma, beta, mean, var = (arr(a) for a in bn_inputs(rng, (n, c, 2, 2), True, np.float64))
     y = norm.batch_norm_forward(x, gamma, beta, mean.copy(), var.copy(), training)[0]
     assume(np.abs(host(y)).min() > 1e-3)  # away from the ReLU's kink
 
     def f(x, gamma, beta):
         return norm.batch_norm_relu_forward(x, gamma, beta, mean.copy(), var.copy(), training)
 
-    report = gradcheck.check_function(f, norm.batch_norm_relu_backward, [arr(x), arr(gamma), arr(beta)])
+    report = gradcheck.check_function(f, norm.batch_norm_relu_backward, [x, gamma, beta])
     assert report.passed, report
 
 
