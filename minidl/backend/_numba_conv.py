@@ -331,24 +331,33 @@ class ConvKernelsMixin:
     def _winograd_weight_gradient(self, x: Any, dout: Any, w_shape: tuple[int, ...], PH: int, PW: int) -> Any:
         """dW of :meth:`_winograd_conv` (the adjoint of its U): per chunk of images, V = input tiles of x (as in the
         forward), dM = A dY A^T of the output gradient's tiles, dU += V_xi^T @ dM_xi (16 GEMMs); then
-        dW = G^T dU G. Each chunk keeps its dU partial sum, added in chunk order (thread-count independent)."""
+        dW = G^T dU G. Each chunk (or fixed group of chunks, for big layers) keeps its dU partial sum, added in order
+        (thread-count independent)."""
         N, C, H, W = x.shape
         O, dtype = w_shape[0], x.dtype
         OH, OW = dout.shape[2], dout.shape[3]
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
         x, dout = numpy.ascontiguousarray(x), numpy.ascontiguousarray(dout, dtype=dtype)
         chunks = _ceil_div(N, nb)
-        dU_parts = numpy.zeros((max(chunks, 1), 16, C, O), dtype=dtype)
+        # one dU partial sum per chunk, or per fixed group of chunks when they would need more than _DW_BYTES
+        groups = self._split(chunks, max(1, min(chunks, _DW_BYTES // (16 * C * O * x.itemsize))))
+        dU_parts = numpy.zeros((max(len(groups), 1), 16, C, O), dtype=dtype)
 
-        def body(worker: int, task: int) -> None:
-            n0, n1 = task * nb, min(N, (task + 1) * nb)
-            V = self._winograd_input(worker, x, n0, n1, PH, PW, TH, TW)
-            yt = self._buffer(worker, "wino_dy", (4 * TW * O,), dtype)
-            dM = self._buffer(worker, "wino_m", (16, V.shape[1], O), dtype)
-            _wino.output_gradient_tiles(dout, n0, n1, TH, TW, yt, dM)
-            numpy.matmul(V.transpose(0, 2, 1), dM, out=dU_parts[task])
+        def body(worker: int, group: int) -> None:
+            for chunk in range(*groups[group]):
+                n0, n1 = chunk * nb, min(N, (chunk + 1) * nb)
+                V = self._winograd_input(worker, x, n0, n1, PH, PW, TH, TW)
+                yt = self._buffer(worker, "wino_dy", (4 * TW * O,), dtype)
+                dM = self._buffer(worker, "wino_m", (16, V.shape[1], O), dtype)
+                _wino.output_gradient_tiles(dout, n0, n1, TH, TW, yt, dM)
+                if chunk == groups[group][0]:
+                    numpy.matmul(V.transpose(0, 2, 1), dM, out=dU_parts[group])
+                else:
+                    part = self._buffer(worker, "wino_du", (16, C, O), dtype)
+                    numpy.matmul(V.transpose(0, 2, 1), dM, out=part)
+                    dU_parts[group] += part
 
-        _threads.parallel_for(body, chunks, max_threads=self._gemm_threads())
+        _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
         dU = dU_parts[0]
         for part in dU_parts[1:]:
             dU += part

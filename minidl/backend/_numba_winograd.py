@@ -20,8 +20,10 @@ convolution becomes: transform the input tiles (this file), 16 GEMMs (BLAS, in `
 (this file). The weight gradient uses the same tiles (see the last section). For 16 channels, where an im2row GEMM
 has only 16 output columns and runs far below the CPU's peak, this is about twice as fast.
 
-Accuracy: the transforms only add, subtract and halve, so the result differs from a direct convolution by a few
-roundings (float32: relative error around 1e-6; float64: 1e-15).
+Accuracy: the transforms only add, subtract and halve, so for finite inputs the result differs from a direct
+convolution by a few roundings (float32: relative error around 1e-6; float64: 1e-15). An infinite input differs
+more: the transforms subtract neighbouring values, so an inf turns its tiles' outputs into NaN (inf - inf) where a
+direct convolution gives +-inf (either way the output is no longer finite, and a NaN still propagates).
 
 Layouts: the input is copied channels-last into a zero-padded scratch image ``xt`` (Hp, Wp, C), so every tile is in
 bounds and every transform loops over contiguous channels (which LLVM vectorizes). Tiles of a chunk of images

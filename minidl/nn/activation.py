@@ -119,9 +119,12 @@ def add_relu_forward(a: Any, b: Any) -> tuple[Any, Any]:
         array([0., 5.])
     """
     be = check_array("add_relu_forward", a)
-    check_array("add_relu_forward", b, dtype=a.dtype, what="second input")
-    if tuple(a.shape) != tuple(b.shape):
-        raise ValueError(f"add_relu_forward: expected two inputs of the same shape, got {a.shape} and {b.shape}")
+    check_array("add_relu_forward", b, what="second input")
+    if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
+        raise ValueError(
+            f"add_relu_forward: expected two inputs of the same shape and dtype, got {tuple(a.shape)} {a.dtype} "
+            f"and {tuple(b.shape)} {b.dtype}"
+        )
     kernel = getattr(be, "add_relu_forward", None)  # a fast backend's kernel (minidl/backend/numba_backend.py)
     if kernel is not None:
         return kernel(a, b)

@@ -20,8 +20,10 @@ run time, in the few places where the pattern is certain:
 :class:`~minidl.nn.Sequential` applies these to its children and the ResNet blocks to their layers. On the NumPy
 backend the fused functionals are literally the layers' functionals one after the other; on the Numba backend
 they are single kernels; folding changes only float roundings. Nothing is fused when a module is not the plain
-PyTorch-like layer (a ReLU replaced by ``nn.GELU()`` runs the GELU) or when a module's ``forward`` is replaced on
-the instance (as :func:`minidl.summary` and ``benchmarks/bench_layers.py`` do to watch every layer).
+PyTorch-like layer (a ReLU replaced by ``nn.GELU()`` runs the GELU; a subclass of BatchNorm2d runs its own
+``forward``) or when a module's ``forward`` or ``backward`` is replaced on the instance (as :func:`minidl.summary`
+and ``benchmarks/bench_layers.py`` do to watch every layer). A fused pair keeps its cache in the BatchNorm: run the
+backward through the container (``Sequential.backward``, the block's ``backward``), not layer by layer.
 
 Examples:
     >>> import numpy as np
@@ -47,14 +49,15 @@ from minidl.grad_mode import is_grad_enabled
 from minidl.nn.activation import ReLU, add_relu_forward
 from minidl.nn.conv import Conv2d
 from minidl.nn.module import Module
-from minidl.nn.normalization import BatchNorm2d, _BatchNorm
+from minidl.nn.normalization import BatchNorm1d, BatchNorm2d, _BatchNorm
 
 __all__ = ["backward_bn_relu", "forward_add_relu", "forward_bn_relu", "forward_conv_bn_relu"]
 
 
 def _plain(module: Module) -> bool:
-    """No ``forward`` replaced on the instance (a wrapper watching the layer must see it run)."""
-    return "forward" not in module.__dict__
+    """Neither ``forward`` nor ``backward`` replaced on the instance (a wrapper watching or changing the layer must
+    see it run)."""
+    return "forward" not in module.__dict__ and "backward" not in module.__dict__
 
 
 def _is_relu(module: Module | None) -> bool:
@@ -62,8 +65,8 @@ def _is_relu(module: Module | None) -> bool:
 
 
 def _bn_relu_fusable(bn: Module, relu: Module) -> bool:
-    """A BatchNorm followed by a plain ReLU."""
-    return isinstance(bn, _BatchNorm) and _plain(bn) and _is_relu(relu)
+    """A BatchNorm (the class itself: a subclass may override its forward) followed by a plain ReLU."""
+    return type(bn) in (BatchNorm1d, BatchNorm2d) and _plain(bn) and _is_relu(relu)
 
 
 def _conv_bn_foldable(conv: Module, bn: Module) -> bool:
@@ -72,7 +75,7 @@ def _conv_bn_foldable(conv: Module, bn: Module) -> bool:
         not is_grad_enabled()
         and type(conv) is Conv2d
         and _plain(conv)
-        and isinstance(bn, BatchNorm2d)  # (what the unfused BatchNorm would accept after a Conv2d)
+        and type(bn) is BatchNorm2d  # (not a subclass, which may override forward)
         and _plain(bn)
         and not bn.training
         and bn.running_mean is not None
@@ -130,8 +133,8 @@ def forward_conv_bn_relu(conv: Module, bn: Module, relu: Module | None, x: Any) 
 def forward_add_relu(relu: Module, a: Any, b: Any) -> Any:
     """``relu(a + b)`` for a ReLU module: one pass (:func:`~minidl.nn.activation.add_relu_forward`), the module
     keeping the cache its own forward would keep, so ``relu.backward`` works as usual. Another activation module,
-    or inputs of different shapes, are simply ``relu(a + b)``."""
-    if _is_relu(relu) and tuple(a.shape) == tuple(b.shape):
+    or inputs of different shapes or dtypes, are simply ``relu(a + b)``."""
+    if _is_relu(relu) and tuple(a.shape) == tuple(b.shape) and a.dtype == b.dtype:
         out, mask = add_relu_forward(a, b)
         relu._save_for_backward((mask, tuple(out.shape)))
         return out

@@ -280,8 +280,11 @@ def _batch_norm_fused(
     the same statistics and running-average updates, normalize + affine (+ ReLU) in one pass, x cached instead of
     xhat (and no ReLU mask: the backward kernel recomputes it)."""
     M = x.size // x.shape[1]
+    # the kernels compute in float32/float64; for another dtype (float16) the cached statistics are rounded, so the
+    # backward could not recompute the forward's ReLU mask exactly: then the ReLU runs apart and keeps its mask
+    relu_in_kernel = relu and x.dtype in (np.float32, np.float64)
     if training:
-        out, mean, var, inv_std = be.batch_norm_train(x, gamma, beta, eps, relu)
+        out, mean, var, inv_std = be.batch_norm_train(x, gamma, beta, eps, relu_in_kernel)
         if running_mean is not None:
             _update_running(running_mean, momentum, mean)
         if running_var is not None:
@@ -289,9 +292,13 @@ def _batch_norm_fused(
     else:
         mean = running_mean
         inv_std = (1.0 / be.xp.sqrt(running_var + eps)).astype(x.dtype, copy=False)
-        out = be.batch_norm_apply(x, mean, inv_std, gamma, beta, relu)
+        out = be.batch_norm_apply(x, mean, inv_std, gamma, beta, relu_in_kernel)
+    mask = None
+    if relu and not relu_in_kernel:
+        out, mask = relu_forward(out)
     gamma_b, beta_b = _channel_view(gamma, x.ndim), _channel_view(beta, x.ndim)
-    return out, (None, inv_std, gamma_b, beta_b, None, bool(training), (x, mean.copy(), gamma, beta, relu), None)
+    fused = (x, mean.copy(), gamma, beta, relu_in_kernel)
+    return out, (None, inv_std, gamma_b, beta_b, None, bool(training), fused, mask)
 
 
 def batch_norm_relu_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
@@ -302,12 +309,12 @@ def batch_norm_relu_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
 def batch_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     """Gradients of :func:`batch_norm_forward`: ``(dx, dgamma, dbeta)`` (None for an absent gamma/beta)."""
     xhat, inv_std, gamma_b, beta_b, axes, training, fused, relu_mask = cache
+    if relu_mask is not None:  # batch_norm_relu_forward with the ReLU apart: first its backward
+        dout = relu_backward(dout, relu_mask)
     if fused is not None:  # the forward ran a fast backend's kernels and kept x, mean, gamma, beta
         x, mean, gamma, beta, relu = fused
         be = check_array("batch_norm_backward", dout, what="gradient")
         return be.batch_norm_backward_fused(dout, x, mean, inv_std, gamma, beta, training, relu)
-    if relu_mask is not None:  # batch_norm_relu_forward: first the ReLU's backward
-        dout = relu_backward(dout, relu_mask)
     C = xhat.shape[1]
     dgamma, dbeta = _affine_backward(dout, xhat, gamma_b, beta_b, axes, (C,))
     dxhat = dout * gamma_b if gamma_b is not None else dout

@@ -193,7 +193,7 @@ def test_add_relu_is_relu_of_the_sum(shape, seed):
     np.testing.assert_array_equal(host(out), host(ref))
     dout = arr(rng.standard_normal(shape))
     np.testing.assert_array_equal(host(add_relu_backward(dout, cache)), host(relu_backward(dout, mask)))
-    with pytest.raises(ValueError, match=r"add_relu_forward: expected two inputs of the same shape"):
+    with pytest.raises(ValueError, match=r"add_relu_forward: expected two inputs of the same shape and dtype"):
         add_relu_forward(arr(a), arr(b[..., :1]))
 
 
@@ -299,3 +299,40 @@ def test_resnet20_inference_is_the_same_folded_or_not():
     with minidl.no_grad():
         folded = model(x)
     np.testing.assert_allclose(host(folded), host(unfolded), rtol=1e-4, atol=1e-4)
+
+
+def test_fusion_leaves_subclasses_and_patched_backwards_alone():
+    # a BatchNorm subclass runs its own forward; a ReLU whose backward is replaced on the instance sees it called
+    class DoubledBatchNorm(nn.BatchNorm2d):
+        def forward(self, x):
+            return super().forward(x) * 2.0
+
+    minidl.manual_seed(0)
+    x = arr(np.random.default_rng(10).standard_normal((4, 3, 5, 5)).astype(np.float32))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), DoubledBatchNorm(4), nn.ReLU())
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        with minidl.no_grad():
+            np.testing.assert_allclose(host(model(x)), host(model[2](model[1](model[0](x)))), rtol=1e-5, atol=1e-5)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+    relu, calls = model[2], []
+    original = relu.backward
+    relu.backward = lambda dout: calls.append(1) or original(dout) * 0
+    y = model(x)
+    dx = model.backward(arr(np.ones(y.shape, np.float32)))
+    assert calls == [1]
+    assert not np.any(host(dx)), "the replaced backward (gradient 0) ran"
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_float16_batch_norm_relu_gradient_follows_the_forward_output(training):
+    # float16 runs the kernels in float32; the ReLU then keeps its own mask, so the gradient is zero exactly where
+    # the forward's output is (the backward cannot recompute the mask from rounded float16 statistics)
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((16, 6, 3, 3)) * 1e-2).astype(np.float16)
+    mean, var = np.zeros(6, np.float16), np.ones(6, np.float16)
+    out, cache = norm.batch_norm_relu_forward(arr(x), None, None, arr(mean), arr(var), training)
+    dx, _, _ = norm.batch_norm_relu_backward(arr(np.ones(x.shape, np.float16)), cache)
+    assert dx.dtype == np.float16
+    if not training:  # eval: dx = dout inv_std where out > 0, so exactly the forward's mask
+        np.testing.assert_array_equal(host(dx) != 0, host(out) > 0)
