@@ -121,8 +121,11 @@ def _erf(x: Any) -> Any:
 
 
 def _erfc(x: Any) -> Any:
-    """The complementary error function 1 - erf(x), accurate also where it is tiny (large x)."""
+    """The complementary error function 1 - erf(x), accurate also where it is tiny (large x). A float16 x is
+    computed in float32 (the rational approximations' intermediate values overflow float16)."""
     xp = _xp(x)
+    if x.dtype == xp.float16:
+        x = x.astype(xp.float32)
     y = xp.abs(x)
     small = 1.0 - xp.where(x < 0, -1.0, 1.0) * _erf_small(xp.minimum(y, _ERF_SMALL))
     r = _erfc_large(xp, y)

@@ -143,6 +143,7 @@ def leaky_relu_forward(x: Any, negative_slope: float = 0.01) -> tuple[Any, Any]:
     if kernel is not None:
         return kernel(x, negative_slope)  # the same (out, cache) in one pass
     mask = x > 0
+    negative_slope = float(negative_slope)  # a Python float keeps x's dtype (a NumPy float64 would promote it)
     return be.xp.where(mask, x, x * negative_slope), (mask, negative_slope)
 
 
@@ -152,7 +153,7 @@ def leaky_relu_backward(dout: Any, cache: Any) -> Any:
     if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
         return kernel(dout, cache)
     mask, negative_slope = cache
-    return _xp(dout).where(mask, dout, dout * negative_slope)
+    return _xp(dout).where(mask, dout, dout * float(negative_slope))
 
 
 def hardtanh_forward(x: Any, min_val: float = -1.0, max_val: float = 1.0) -> tuple[Any, Any]:

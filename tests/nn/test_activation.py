@@ -298,3 +298,18 @@ def test_relu_propagates_nan_like_pytorch():
         assert np.isnan(out[0]) and out[1] == 0 and out[2] == 2
         dx = nn.functional.relu_backward(np.ones(3, np.float32), cache)
         assert dx.tolist()[1:] == [0.0, 1.0] and dx[0] == 1.0
+
+
+def test_reference_gelu_in_float16_and_leaky_relu_with_a_numpy_slope_keep_their_dtype():
+    # two reference bugs found in review: float16 exact GELU overflowed inside erfc (NaN for |x| > 4.5), and a
+    # NumPy float64 slope promoted a float32 LeakyReLU to float64
+    with minidl.use_backend("numpy"):
+        x16 = np.linspace(-8, 8, 33).astype(np.float16)
+        out, cache = A.gelu_forward(x16)
+        dx = A.gelu_backward(np.ones_like(x16), cache)
+        ref, ref_cache = A.gelu_forward(x16.astype(np.float32))
+        assert out.dtype == dx.dtype == np.float16 and not np.isnan(out).any() and not np.isnan(dx).any()
+        np.testing.assert_allclose(out.astype(np.float32), ref, atol=2e-3, rtol=2e-3)
+        x32 = np.array([-1.0, 2.0], np.float32)
+        y, c = A.leaky_relu_forward(x32, np.float64(0.1))
+        assert y.dtype == A.leaky_relu_backward(np.ones_like(x32), c).dtype == np.float32
