@@ -410,30 +410,21 @@ class NumbaBackend(ConvKernelsMixin, NormKernelsMixin, ElementwiseKernelsMixin, 
         return g, b
 
     # ------------------------------------------------------------------ relu (see activation.py)
+    # one flat pass each, run by ElementwiseKernelsMixin._elementwise like every other activation
     @_native_dtypes
     def relu_forward(self, x: Any) -> tuple[Any, Any]:
         """``(out, mask)`` with ``mask = ~(x <= 0)`` (True for x > 0 and NaN) and ``out = where(mask, x, 0)``, the
         reference's two passes in one."""
-        xc = numpy.ascontiguousarray(x)
-        out = numpy.empty(xc.shape, dtype=x.dtype)
-        mask = numpy.empty(xc.shape, dtype=bool)
-        self._flat(_k.relu_forward, xc.size, (xc.reshape(-1),), (out.reshape(-1), mask.reshape(-1)))
+        out, mask = self._elementwise(_k.relu_forward, (x,), (), (x.dtype, bool))
         return out, mask
 
     @_native_dtypes
     def relu_backward(self, dout: Any, mask: Any) -> Any:
         """``dout`` where ``mask``, else 0."""
-        d = numpy.ascontiguousarray(dout)
-        m = numpy.ascontiguousarray(mask)
-        dx = numpy.empty(d.shape, dtype=dout.dtype)
-        self._flat(_k.relu_backward, d.size, (d.reshape(-1), m.reshape(-1)), (dx.reshape(-1),))
-        return dx
+        return self._elementwise(_k.relu_backward, (dout, mask), (), (dout.dtype,))[0]
 
     @_native_dtypes
     def add_relu_forward(self, a: Any, b: Any) -> tuple[Any, Any]:
         """``relu_forward(a + b)`` (``(out, mask)``) for two arrays of the same shape and dtype, in one pass."""
-        ac, bc = numpy.ascontiguousarray(a), numpy.ascontiguousarray(b)
-        out = numpy.empty(ac.shape, dtype=ac.dtype)
-        mask = numpy.empty(ac.shape, dtype=bool)
-        self._flat(_k.add_relu_forward, ac.size, (ac.reshape(-1), bc.reshape(-1)), (out.reshape(-1), mask.reshape(-1)))
+        out, mask = self._elementwise(_k.add_relu_forward, (a, b), (), (a.dtype, bool))
         return out, mask

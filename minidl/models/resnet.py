@@ -92,7 +92,60 @@ def _check_shortcut(where: str, body: Any, identity: Any) -> None:
         )
 
 
-class BasicBlock(Module):
+class _ResidualBlock(Module):
+    """What BasicBlock and Bottleneck share: ``y = relu(body(x) + shortcut(x))`` around their own body.
+
+    A subclass builds its layers (``downsample`` and the final ReLU named by ``_out_relu`` included) and defines
+    ``_body(x)`` and ``_body_backward(dz)``; the input check, the shortcut, the sum and the backward's fork are here.
+    """
+
+    inplanes: int
+    planes: int
+    stride: int
+    downsample: Module | None
+    _out_relu = ""  # the attribute name of the ReLU after the sum
+
+    def _init_common(self, inplanes: int, planes: int, stride: int, downsample: Module | None) -> None:
+        where = type(self).__name__
+        self.inplanes = check_int(where, "inplanes", inplanes)
+        self.planes = check_int(where, "planes", planes)
+        self.stride = check_int(where, "stride", stride)
+        if downsample is not None and not isinstance(downsample, Module):
+            raise TypeError(f"{where}: downsample must be a Module or None, got {type(downsample).__name__}")
+
+    def extra_repr(self) -> str:
+        return f"{self.inplanes}, {self.planes}, stride={self.stride}"
+
+    def receptive_field_branches(self) -> list[list[Module]]:
+        """Main path and shortcut, for :func:`minidl.summary`'s receptive field (``[]`` is the identity)."""
+        main = [m for name, m in self.named_children() if name != "downsample"]
+        return [main, [] if self.downsample is None else [self.downsample]]
+
+    def _body(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def _body_backward(self, dz: Any) -> Any:
+        raise NotImplementedError
+
+    def forward(self, x: Any) -> Any:
+        where = f"{type(self).__name__}({self.extra_repr()})"
+        check_array(where, x, ndim=4, channels=self.inplanes)
+        out = self._body(x)
+        identity = x if self.downsample is None else self.downsample(x)
+        _check_shortcut(where, out, identity)
+        out = forward_add_relu(getattr(self, self._out_relu), out, identity)  # relu(out + identity), one pass
+        self._save_for_backward(tuple(out.shape))
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        check_grad_output(type(self).__name__, dout, self._pop_cache())
+        dz = getattr(self, self._out_relu).backward(dout)  # gradient of z = body + identity: the sum passes it on
+        dbody = self._body_backward(dz)
+        dshortcut = dz if self.downsample is None else self.downsample.backward(dz)
+        return dbody + dshortcut  # x fed both branches: their gradients add
+
+
+class BasicBlock(_ResidualBlock):
     r"""Two 3x3 convolutions with a residual connection (ResNet-18/34, CIFAR ResNets).
 
     .. math:: y = \mathrm{relu}(\mathrm{bn_2}(\mathrm{conv_2}(\mathrm{relu}(\mathrm{bn_1}(\mathrm{conv_1}(x)))))
@@ -126,14 +179,11 @@ class BasicBlock(Module):
     """
 
     expansion = 1
+    _out_relu = "relu2"
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Module | None = None) -> None:
         super().__init__()
-        self.inplanes = check_int("BasicBlock", "inplanes", inplanes)
-        self.planes = check_int("BasicBlock", "planes", planes)
-        self.stride = check_int("BasicBlock", "stride", stride)
-        if downsample is not None and not isinstance(downsample, Module):
-            raise TypeError(f"BasicBlock: downsample must be a Module or None, got {type(downsample).__name__}")
+        self._init_common(inplanes, planes, stride, downsample)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = BatchNorm2d(planes)
         self.relu1 = ReLU()
@@ -142,38 +192,16 @@ class BasicBlock(Module):
         self.downsample = downsample
         self.relu2 = ReLU()
 
-    def extra_repr(self) -> str:
-        return f"{self.inplanes}, {self.planes}, stride={self.stride}"
-
-    def receptive_field_branches(self) -> list[list[Module]]:
-        """Main path and shortcut, for :func:`minidl.summary`'s receptive field (``[]`` is the identity)."""
-        main = [m for name, m in self.named_children() if name != "downsample"]
-        return [main, [] if self.downsample is None else [self.downsample]]
-
-    def forward(self, x: Any) -> Any:
-        where = f"BasicBlock({self.extra_repr()})"
-        check_array(where, x, ndim=4, channels=self.inplanes)
+    def _body(self, x: Any) -> Any:
         out = forward_conv_bn_relu(self.conv1, self.bn1, self.relu1, x)  # relu1(bn1(conv1(x))), fused if it can
-        out = forward_conv_bn_relu(self.conv2, self.bn2, None, out)
-        identity = x if self.downsample is None else self.downsample(x)
-        _check_shortcut(where, out, identity)
-        out = forward_add_relu(self.relu2, out, identity)  # relu2(out + identity), one pass when it can
-        self._save_for_backward(tuple(out.shape))
-        return out
+        return forward_conv_bn_relu(self.conv2, self.bn2, None, out)
 
-    def backward(self, dout: Any) -> Any:
-        check_grad_output("BasicBlock", dout, self._pop_cache())
-        dz = self.relu2.backward(dout)  # gradient of z = body + identity; the sum passes it to both terms
-        d = self.bn2.backward(dz)  # the body, layer by layer in reverse
-        d = self.conv2.backward(d)
-        d = backward_bn_relu(self.bn1, self.relu1, d)  # relu1, then bn1
-        dbody = self.conv1.backward(d)
-        dshortcut = dz if self.downsample is None else self.downsample.backward(dz)
-        dx = dbody + dshortcut  # x fed both branches: their gradients add
-        return dx
+    def _body_backward(self, dz: Any) -> Any:
+        d = self.conv2.backward(self.bn2.backward(dz))  # the body, layer by layer in reverse
+        return self.conv1.backward(backward_bn_relu(self.bn1, self.relu1, d))  # relu1, then bn1
 
 
-class Bottleneck(Module):
+class Bottleneck(_ResidualBlock):
     r"""1x1 (reduce) - 3x3 (stride, groups) - 1x1 (expand x4) with a residual connection (ResNet-50/101/152).
 
     .. math:: y = \mathrm{relu}(\mathrm{bn_3}(\mathrm{conv_3}(\mathrm{relu}(\mathrm{bn_2}(\mathrm{conv_2}(
@@ -208,6 +236,7 @@ class Bottleneck(Module):
     """
 
     expansion = 4
+    _out_relu = "relu3"
 
     def __init__(
         self,
@@ -219,13 +248,9 @@ class Bottleneck(Module):
         width_per_group: int = 64,
     ) -> None:
         super().__init__()
-        self.inplanes = check_int("Bottleneck", "inplanes", inplanes)
-        self.planes = check_int("Bottleneck", "planes", planes)
-        self.stride = check_int("Bottleneck", "stride", stride)
+        self._init_common(inplanes, planes, stride, downsample)
         groups = check_int("Bottleneck", "groups", groups)
         width_per_group = check_int("Bottleneck", "width_per_group", width_per_group)
-        if downsample is not None and not isinstance(downsample, Module):
-            raise TypeError(f"Bottleneck: downsample must be a Module or None, got {type(downsample).__name__}")
         width = int(planes * (width_per_group / 64.0)) * groups
         if width < 1:
             raise ValueError(f"Bottleneck: planes={planes} with width_per_group={width_per_group} gives no channels")
@@ -240,34 +265,15 @@ class Bottleneck(Module):
         self.downsample = downsample
         self.relu3 = ReLU()
 
-    def extra_repr(self) -> str:
-        return f"{self.inplanes}, {self.planes}, stride={self.stride}"
-
-    def receptive_field_branches(self) -> list[list[Module]]:
-        """Main path and shortcut, for :func:`minidl.summary`'s receptive field (``[]`` is the identity)."""
-        main = [m for name, m in self.named_children() if name != "downsample"]
-        return [main, [] if self.downsample is None else [self.downsample]]
-
-    def forward(self, x: Any) -> Any:
-        where = f"Bottleneck({self.extra_repr()})"
-        check_array(where, x, ndim=4, channels=self.inplanes)
+    def _body(self, x: Any) -> Any:
         out = forward_conv_bn_relu(self.conv1, self.bn1, self.relu1, x)  # relu1(bn1(conv1(x))), fused if it can
         out = forward_conv_bn_relu(self.conv2, self.bn2, self.relu2, out)
-        out = forward_conv_bn_relu(self.conv3, self.bn3, None, out)
-        identity = x if self.downsample is None else self.downsample(x)
-        _check_shortcut(where, out, identity)
-        out = forward_add_relu(self.relu3, out, identity)
-        self._save_for_backward(tuple(out.shape))
-        return out
+        return forward_conv_bn_relu(self.conv3, self.bn3, None, out)
 
-    def backward(self, dout: Any) -> Any:
-        check_grad_output("Bottleneck", dout, self._pop_cache())
-        dz = self.relu3.backward(dout)
+    def _body_backward(self, dz: Any) -> Any:
         d = self.conv3.backward(self.bn3.backward(dz))
         d = self.conv2.backward(backward_bn_relu(self.bn2, self.relu2, d))
-        d = self.conv1.backward(backward_bn_relu(self.bn1, self.relu1, d))
-        dshortcut = dz if self.downsample is None else self.downsample.backward(dz)
-        return d + dshortcut
+        return self.conv1.backward(backward_bn_relu(self.bn1, self.relu1, d))
 
 
 class ResNet(Module):

@@ -134,6 +134,17 @@ def _update_running(running: Any, momentum: float, value: Any) -> None:
     running[...] = (1.0 - momentum) * running + momentum * value
 
 
+def _update_running_stats(running_mean: Any, running_var: Any, momentum: float, mean: Any, var: Any, M: int) -> None:
+    """Update the running statistics (either buffer may be None) from a batch's mean and biased variance over M
+    values each: (C,) per channel, or (N, C) per sample (InstanceNorm: then averaged over the samples, as PyTorch
+    does). The running variance gets the unbiased var * M / (M - 1)."""
+    if running_mean is not None:
+        _update_running(running_mean, momentum, mean if mean.ndim == 1 else mean.mean(axis=0))
+    if running_var is not None:
+        unbiased = var * (M / (M - 1))
+        _update_running(running_var, momentum, unbiased if unbiased.ndim == 1 else unbiased.mean(axis=0))
+
+
 # ---------------------------------------------------------------------------------------------- batch norm
 def batch_norm_forward(
     x: Any,
@@ -248,10 +259,7 @@ def _batch_norm_forward(
         return _batch_norm_fused(be, x, gamma, beta, running_mean, running_var, training, momentum, eps, relu)
     if training:
         xhat, mean, var, inv_std = _normalize(xp, x, axes, eps)
-        if running_mean is not None:
-            _update_running(running_mean, momentum, mean.reshape(C))
-        if running_var is not None:
-            _update_running(running_var, momentum, var.reshape(C) * (M / (M - 1)))  # unbiased
+        _update_running_stats(running_mean, running_var, momentum, mean.reshape(C), var.reshape(C), M)
     else:
         if running_mean is None or running_var is None:
             raise ValueError(f"{where}: running_mean and running_var are required when training=False")
@@ -285,10 +293,7 @@ def _batch_norm_fused(
     relu_in_kernel = relu and x.dtype in (np.float32, np.float64)
     if training:
         out, mean, var, inv_std = be.batch_norm_train(x, gamma, beta, eps, relu_in_kernel)
-        if running_mean is not None:
-            _update_running(running_mean, momentum, mean)
-        if running_var is not None:
-            _update_running(running_var, momentum, var * (M / (M - 1)))
+        _update_running_stats(running_mean, running_var, momentum, mean, var, M)
     else:
         mean = running_mean
         inv_std = (1.0 / be.xp.sqrt(running_var + eps)).astype(x.dtype, copy=False)

@@ -39,7 +39,7 @@ from minidl.nn.normalization import (
     _normalize_backward,
     _NormBase,
     _reset_affine,
-    _update_running,
+    _update_running_stats,
 )
 
 __all__ = [
@@ -433,19 +433,13 @@ def instance_norm_forward(
     kernel = _fast_kernel(be, "group_norm_fused", x, gamma, beta) if use_input_stats else None
     if kernel is not None:  # group norm with G = C: one pass, x cached instead of xhat
         out, mean, var, inv_std = kernel(x, gamma, beta, C, eps)
-        if running_mean is not None:
-            _update_running(running_mean, momentum, mean.reshape(N, C).mean(axis=0))
-        if running_var is not None:
-            _update_running(running_var, momentum, (var.reshape(N, C) * (M / (M - 1))).mean(axis=0))
+        _update_running_stats(running_mean, running_var, momentum, mean.reshape(N, C), var.reshape(N, C), M)
         stats_shape = (N, C) + (1,) * len(axes)
         fused = (x, mean.reshape(stats_shape), gamma)
         return out, (None, inv_std.reshape(stats_shape), gamma_b, beta_b, axes, True, fused)
     if use_input_stats:
         xhat, mean, var, inv_std = _normalize(be.xp, x, axes, eps)
-        if running_mean is not None:
-            _update_running(running_mean, momentum, mean.reshape(N, C).mean(axis=0))
-        if running_var is not None:
-            _update_running(running_var, momentum, (var.reshape(N, C) * (M / (M - 1))).mean(axis=0))
+        _update_running_stats(running_mean, running_var, momentum, mean.reshape(N, C), var.reshape(N, C), M)
     else:
         if running_mean is None or running_var is None:
             raise ValueError(f"{where}: running_mean and running_var are required when use_input_stats=False")
