@@ -86,15 +86,20 @@ def build_torch(name: str) -> Any:
     return ResNet20()
 
 
+def benchmark_batch(batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The timed batch of every framework: ``batch`` random 32x32 RGB images (float32) and labels in [0, 10),
+    seed 0."""
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((batch, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, batch)
+
+
 def torch_steps(model: Any, batch: int, device: str) -> tuple[Callable[[], None], Callable[[], None]]:
     """``(train_step, infer)`` closures timing PyTorch on the workload minidl is timed on: random 32x32 images and
     labels (seed 0), cross-entropy read as a float (minidl's loss is a Python float), SGD momentum 0.9 with weight
     decay 5e-4, and a no-grad forward for inference."""
     import torch
 
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)).to(device)
-    y = torch.from_numpy(rng.integers(0, 10, batch)).to(device)
+    x, y = (torch.from_numpy(a).to(device) for a in benchmark_batch(batch))
     loss_fn = torch.nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
@@ -107,6 +112,30 @@ def torch_steps(model: Any, batch: int, device: str) -> tuple[Callable[[], None]
 
     def infer() -> None:
         with torch.no_grad():
+            model(x)
+
+    return train_step, infer
+
+
+def minidl_steps(model: Any, x: Any, y: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(train_step, infer)`` closures timing minidl on the workload of :func:`torch_steps`, for the images ``x``
+    and labels ``y`` of :func:`benchmark_batch` placed on the model's backend: cross-entropy read as a Python float
+    (as every training loop does), SGD momentum 0.9 with weight decay 5e-4, and a forward under
+    ``minidl.no_grad()`` for inference."""
+    import minidl
+    from minidl import nn, optim
+
+    loss_fn = nn.CrossEntropyLoss()
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def train_step() -> None:
+        loss_fn(model(x), y)
+        model.zero_grad()
+        model.backward(loss_fn.backward())
+        opt.step()
+
+    def infer() -> None:
+        with minidl.no_grad():
             model(x)
 
     return train_step, infer

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import build_torch, positive_int, torch_steps  # noqa: E402
+from _common import benchmark_batch, build_torch, minidl_steps, positive_int, torch_steps  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -134,26 +134,12 @@ def _summary(times: list[float], batch: int) -> dict[str, float]:
 
 def bench_minidl(name: str, batch: int, args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
     import minidl
-    from minidl import nn, optim
 
     be = minidl.set_backend("cupy")
     minidl.manual_seed(0)
     model = build_minidl(name).to("cupy")
-    rng = np.random.default_rng(0)
-    x = be.asarray(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32))
-    y = be.asarray(rng.integers(0, 10, batch))
-    loss_fn = nn.CrossEntropyLoss()
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-    def train_step() -> None:
-        loss_fn(model(x), y)  # a Python float: reads the loss, as every training loop does
-        model.zero_grad()
-        model.backward(loss_fn.backward())
-        opt.step()
-
-    def infer() -> None:
-        with minidl.no_grad():
-            model(x)
+    x, y = (be.asarray(a) for a in benchmark_batch(batch))
+    train_step, infer = minidl_steps(model, x, y)
 
     model.train()
     train = time_it(train_step, be.synchronize, args.warmup, args.repeats)

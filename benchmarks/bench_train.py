@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import build_torch, positive_int, torch_steps  # noqa: E402
+from _common import benchmark_batch, build_torch, minidl_steps, positive_int, torch_steps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
@@ -164,27 +164,13 @@ def _rss_mb() -> float:
 
 def worker_minidl(backend: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
     import minidl
-    from minidl import models, nn, optim
+    from minidl import models
 
     rss_import = _rss_mb()
     be = minidl.set_backend(backend)
     minidl.manual_seed(0)
     model = getattr(models, name)(num_classes=10)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
-    y = rng.integers(0, 10, args.batch)
-    loss_fn = nn.CrossEntropyLoss()
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-    def train_step() -> None:
-        loss_fn(model(x), y)  # a Python float: the loss is read, as every training loop does
-        model.zero_grad()
-        model.backward(loss_fn.backward())
-        opt.step()
-
-    def infer() -> None:
-        with minidl.no_grad():
-            model(x)
+    train_step, infer = minidl_steps(model, *benchmark_batch(args.batch))
 
     repeats = args.numpy_repeats if backend == "numpy" else args.repeats
     warmup = min(args.warmup, 1) if backend == "numpy" else args.warmup
