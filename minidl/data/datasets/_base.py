@@ -36,6 +36,11 @@ class VisionDataset(Dataset):
         self.transform = transform
         self.target_transform = target_transform
 
+    def _set_classes(self, classes: Any) -> None:
+        """``classes`` (names, in label order) and ``class_to_idx`` (name -> label), as torchvision's datasets."""
+        self.classes = list(classes)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
     def _apply(self, img: Any, target: Any) -> tuple[Any, Any]:
         if self.transform is not None:
             img = self.transform(img)

@@ -182,8 +182,7 @@ class CIFAR10(VisionDataset):
     ) -> None:
         super().__init__(root, transform, target_transform)
         self.train = bool(train)
-        self.classes = list(CLASSES)
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self._set_classes(CLASSES)
         split = "train" if self.train else "test"
         found = self._find(split)
         if found is None and download:
@@ -294,8 +293,7 @@ class CIFAR10Sample(VisionDataset):
         x_train, y_train, x_test, y_test, classes = load_cifar10_sample()
         self.data = x_train if self.train else x_test
         self.targets: list[int] = (y_train if self.train else y_test).tolist()
-        self.classes = list(classes)
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self._set_classes(classes)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         return self._apply(self.data[index], self.targets[index])

@@ -89,8 +89,7 @@ class DogsVsCats(_ImageFiles):
         self.train = bool(train)
         self.loader = loader
         self.skip_corrupt = bool(skip_corrupt)
-        self.classes = list(self.classes)
-        self.class_to_idx = {"cat": 0, "dog": 1}
+        self._set_classes(self.classes)  # cat 0, dog 1
         self._zip: Path | None = None
         self._zip_cache: dict[str, Any] = {}
         if not self._locate():

@@ -85,8 +85,7 @@ class MNIST(VisionDataset):
     ) -> None:
         super().__init__(root, transform, target_transform)
         self.train = bool(train)
-        self.classes = list(self.classes)
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self._set_classes(self.classes)
         files = self.resources[:2] if self.train else self.resources[2:]
         folder = self._find(files)
         if folder is None and download:
