@@ -103,7 +103,11 @@ def _folded(conv: Conv2d, bn: Any) -> tuple[Any, Any]:
 def forward_bn_relu(bn: Module, relu: Module, x: Any) -> Any:
     """``relu(bn(x))``: one pass (:func:`~minidl.nn.normalization.batch_norm_relu_forward`) when ``bn`` is a
     BatchNorm and ``relu`` a plain ReLU, else the two modules. The ReLU module then keeps no cache: run the pair's
-    backward with :func:`backward_bn_relu`."""
+    backward with :func:`backward_bn_relu`.
+
+    Shape:
+        - x: what ``bn`` takes, (N, C, *) - Output: the same.
+    """
     if _bn_relu_fusable(bn, relu):
         return bn._forward(x, relu=True)
     return relu(bn(x))
@@ -118,7 +122,12 @@ def backward_bn_relu(bn: Module, relu: Module, dout: Any) -> Any:
 
 def forward_conv_bn_relu(conv: Module, bn: Module, relu: Module | None, x: Any) -> Any:
     """``relu(bn(conv(x)))`` (``bn(conv(x))`` for ``relu`` None): in inference with the BatchNorm folded into the
-    convolution's weights, else through :func:`forward_bn_relu` (or the two modules)."""
+    convolution's weights, else through :func:`forward_bn_relu` (or the two modules).
+
+    Shape:
+        - x: (N, C, H, W), C = ``conv.in_channels`` - Output: (N, O, OH, OW), ``conv``'s output (O = ``bn``'s
+          num_features).
+    """
     if _conv_bn_foldable(conv, bn):
         if _is_relu(relu):  # the ReLU in the convolution's output pass too
             return conv._forward(x, *_folded(conv, bn), relu=True)
@@ -133,7 +142,11 @@ def forward_conv_bn_relu(conv: Module, bn: Module, relu: Module | None, x: Any) 
 def forward_add_relu(relu: Module, a: Any, b: Any) -> Any:
     """``relu(a + b)`` for a ReLU module: one pass (:func:`~minidl.nn.activation.add_relu_forward`), the module
     keeping the cache its own forward would keep, so ``relu.backward`` works as usual. Another activation module,
-    or inputs of different shapes or dtypes, are simply ``relu(a + b)``."""
+    or inputs of different shapes or dtypes, are simply ``relu(a + b)``.
+
+    Shape:
+        - a, b: the same shape for the one-pass path - Output: that shape.
+    """
     if _is_relu(relu) and tuple(a.shape) == tuple(b.shape) and a.dtype == b.dtype:
         out, mask = add_relu_forward(a, b)
         relu._save_for_backward((mask, tuple(out.shape)))

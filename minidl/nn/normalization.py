@@ -207,6 +207,9 @@ def batch_norm_relu_forward(
     the two functionals one after the other; a fast backend (Numba) applies the ReLU in the same pass over the
     data, and its backward recomputes the ReLU mask from x instead of keeping it.
 
+    Shape:
+        - Input: (N, C, *) - Output: the same (as :func:`batch_norm_forward`).
+
     Backward:
         g = dout where y > 0 (y the BatchNorm output), else 0; then the BatchNorm backward of g
         (:func:`batch_norm_backward`).
