@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 
 from minidl.nn._checks import check_float, check_int
-from minidl.optim.lr_scheduler import LRScheduler, _check_optimizer, _group_lrs, _per_group
+from minidl.optim._lr_scheduler_base import LRScheduler, _check_optimizer, _group_lrs, _per_group
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CosineAnnealingLR", "CosineAnnealingWarmRestarts", "LinearLR", "OneCycleLR", "PolynomialLR"]

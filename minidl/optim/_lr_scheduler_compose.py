@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from minidl.nn._checks import check_float, check_int
-from minidl.optim.lr_scheduler import LRScheduler, _check_optimizer, _group_lrs, _per_group, _plain
+from minidl.optim._lr_scheduler_base import LRScheduler, _check_optimizer, _group_lrs, _per_group, _plain
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["ChainedScheduler", "ReduceLROnPlateau", "SequentialLR"]

@@ -27,13 +27,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from minidl.nn._checks import check_float, check_int
 from minidl.serialization import save
 
-if TYPE_CHECKING:
-    from minidl.train.trainer import Trainer
+#: the :class:`minidl.train.Trainer` that calls the hooks (named, not imported: ``trainer.py`` imports this file)
+Trainer = Any
 
 __all__ = ["Callback", "EarlyStopping", "LearningRateMonitor", "ModelCheckpoint"]
 

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from minidl import _random
-from minidl.nn._checks import check_float, check_int, pair
+from minidl.nn._checks import check_float, pair
 
 __all__ = ["InterpolationMode", "RandomTransform", "Transform"]
 
@@ -243,7 +243,3 @@ def check_interpolation(where: str, interpolation: Any) -> str:
 
 def pil_filter(interpolation: str) -> Image.Resampling:
     return _PIL_FILTERS[interpolation]
-
-
-def check_positive_int(where: str, name: str, value: Any) -> int:
-    return check_int(where, name, value, minimum=1)
