@@ -117,14 +117,20 @@ def torch_steps(model: Any, batch: int, device: str) -> tuple[Callable[[], None]
     return train_step, infer
 
 
-def minidl_steps(model: Any, x: Any, y: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+def minidl_steps(model: Any, x: Any, y: Any, fuse: bool = True) -> tuple[Callable[[], None], Callable[[], None]]:
     """``(train_step, infer)`` closures timing minidl on the workload of :func:`torch_steps`, for the images ``x``
     and labels ``y`` of :func:`benchmark_batch` placed on the model's backend: cross-entropy read as a Python float
     (as every training loop does), SGD momentum 0.9 with weight decay 5e-4, and a forward under
-    ``minidl.no_grad()`` for inference."""
+    ``minidl.no_grad()`` for inference (the caller puts the model in train or eval mode).
+
+    With ``fuse`` (what ``train.fit`` does on a fast backend) the model is fused in place first
+    (``minidl.nn.fuse(model, inplace=True)``): BatchNorm+ReLU in one pass, and in eval mode Conv+BN folded.
+    """
     import minidl
     from minidl import nn, optim
 
+    if fuse:
+        model = nn.fuse(model, inplace=True)
     loss_fn = nn.CrossEntropyLoss()
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 

@@ -198,11 +198,11 @@ def layer_times_minidl(model: Any, x: Any, y: Any, repeats: int) -> list[dict[st
     be = minidl.get_backend("cupy")
     times: dict[str, dict[str, list[float]]] = {}
 
-    def timed(name: str, phase: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        def run(arg: Any) -> Any:
+    def timed(name: str, phase: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
             be.synchronize()
             start = time.perf_counter()
-            out = fn(arg)
+            out = fn(*args)
             be.synchronize()
             times.setdefault(name, {"forward": [], "backward": []})[phase].append(time.perf_counter() - start)
             return out

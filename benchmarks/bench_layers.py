@@ -5,11 +5,15 @@ Usage (from a checkout)::
     python benchmarks/bench_layers.py                            # cifar_cnn on the Numba backend, batch 128
     python benchmarks/bench_layers.py --backend numpy --repeats 2
     python benchmarks/bench_layers.py --model resnet20 --threads 1
+    python benchmarks/bench_layers.py --no-fuse                  # every layer on its own (no nn.fuse)
 
 Every leaf layer's ``forward`` and ``backward`` are wrapped with a clock for ``--repeats`` training steps after
 ``--warmup`` untimed ones; the table gives the median milliseconds of each, the share of the step, and for the
 convolution and linear layers the achieved GFLOP/s (forward: 2 MACs; backward: 4 MACs, the input and the weight
 gradient). The last lines sum the layers by type. The step total is measured separately, without the wrappers.
+
+The model is fused first, as ``train.fit`` fuses it (``minidl.nn.fuse``: a BatchNorm followed by a ReLU is one
+``BatchNormReLU2d`` row, the ReLU an ``Identity``); ``--no-fuse`` times every layer of the model as built.
 """
 
 from __future__ import annotations
@@ -36,13 +40,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="MINIDL_NUM_THREADS (Numba). Default: all cores")
     parser.add_argument("--warmup", type=int, default=2, help="Default: 2")
     parser.add_argument("--repeats", type=int, default=5, help="Default: 5")
+    parser.add_argument("--no-fuse", action="store_true", help="time the layers as built, without nn.fuse")
     return parser.parse_args(argv)
 
 
 def conv_linear_macs(module: Any, out_shape: tuple[int, ...]) -> int:
     """Multiply-adds of a Conv2d or Linear forward producing ``out_shape`` (0 for other layers)."""
     kind = type(module).__name__
-    if kind == "Conv2d":
+    if kind in ("Conv2d", "ConvBn2d"):
         O, C_per_group, KH, KW = module.weight.shape
         return int(np.prod(out_shape)) * C_per_group * KH * KW
     if kind == "Linear":
@@ -60,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     be = minidl.set_backend(args.backend)
     minidl.manual_seed(0)
     model = getattr(models, args.model)(num_classes=10)
+    if not args.no_fuse:
+        model = nn.fuse(model)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, args.batch)
@@ -85,9 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     shapes: dict[str, tuple[int, ...]] = {}
 
     def timed(name: str, phase: str, fn: Any) -> Any:
-        def run(arg: Any) -> Any:
+        def run(*args: Any) -> Any:
             start = time.perf_counter()
-            out = fn(arg)
+            out = fn(*args)
             times[name][phase].append(time.perf_counter() - start)
             if phase == "forward":
                 shapes[name] = tuple(out.shape)
@@ -105,7 +112,11 @@ def main(argv: list[str] | None = None) -> None:
         for _, m in leaves:
             del m.__dict__["forward"], m.__dict__["backward"]
 
-    print(f"{args.model}, backend {be.name}, batch {args.batch}, threads {_threads_used(be)}: step {step_ms:.1f} ms")
+    fused = "as built" if args.no_fuse else "fused"
+    print(
+        f"{args.model} ({fused}), backend {be.name}, batch {args.batch}, threads {_threads_used(be)}: "
+        f"step {step_ms:.1f} ms"
+    )
     header = f"{'layer':22} {'type':18} {'output':18} {'fwd ms':>8} {'bwd ms':>8} {'% step':>7} {'GFLOP/s f/b':>12}"
     print(header)
     print("-" * len(header))

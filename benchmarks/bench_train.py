@@ -6,12 +6,17 @@ Usage (from a checkout; PyTorch is optional)::
     python benchmarks/bench_train.py --frameworks numba torch --repeats 30 --json cpu.json
     python benchmarks/bench_train.py --threads 1 --models cifar_cnn
     python benchmarks/bench_train.py --frameworks numba torch --rounds 3   # on a busy machine
+    git worktree add ../before <commit>                                     # then, before against after:
+    python benchmarks/bench_train.py --frameworks numba torch --rounds 4 --baseline ../before
 
 What is measured, for each model, batch 128 of random 32x32 float32 images, in the same run:
 
 * **train**: one SGD step (momentum 0.9, weight decay 5e-4): forward, cross-entropy loss read as a Python float,
   backward, update;
 * **infer**: the forward pass in ``eval()`` mode without gradients (``minidl.no_grad()`` / ``torch.no_grad()``).
+
+minidl's models run fused, as ``train.fit`` runs them (``minidl.nn.fuse``: BatchNorm+ReLU in one pass, Conv+BN
+folded in inference); ``--no-fuse`` times them layer by layer.
 
 ``--warmup`` untimed steps come first (Numba loads or compiles its kernels, PyTorch picks its algorithms), then the
 median of ``--repeats`` timed steps is reported (the NumPy reference backend, about 100x slower, gets
@@ -26,6 +31,11 @@ use) is given to every framework: ``MINIDL_NUM_THREADS`` (the Numba backend's po
 per call), ``OPENBLAS_NUM_THREADS`` for the NumPy backend, ``torch.set_num_threads`` and ``OMP_NUM_THREADS`` for
 PyTorch. On a CPU with AVX-512, ``OPENBLAS_CORETYPE=SkylakeX`` is set for the minidl processes unless it is already
 set (OpenBLAS reads it when NumPy loads; older OpenBLAS builds otherwise pick their AVX2 kernels on AMD Zen 4/5).
+
+``--baseline DIR`` adds the Numba backend of another checkout of minidl (say, the commit before a change), run by
+that checkout's own ``benchmarks/bench_train.py`` in its own process, interleaved with the others in every round;
+the table calls it ``baseline``, and the end of the output gives this checkout's speed over the baseline's within each
+round (the same minute), as min / median / max over the rounds.
 
 Other processes on the machine distort the numbers; the load average before and after the run is printed and saved.
 """
@@ -78,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rounds", type=positive_int, default=1, help="run every framework this many times, interleaved. Default: 1"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="another minidl checkout whose Numba backend to run as 'baseline'"
+    )
+    parser.add_argument("--no-fuse", action="store_true", help="time minidl's models as built, without nn.fuse")
     parser.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "MODEL"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -170,7 +184,7 @@ def worker_minidl(backend: str, name: str, args: argparse.Namespace) -> dict[str
     be = minidl.set_backend(backend)
     minidl.manual_seed(0)
     model = getattr(models, name)(num_classes=10)
-    train_step, infer = minidl_steps(model, *benchmark_batch(args.batch))
+    train_step, infer = minidl_steps(model, *benchmark_batch(args.batch), fuse=not args.no_fuse)
 
     repeats = args.numpy_repeats if backend == "numpy" else args.repeats
     warmup = min(args.warmup, 1) if backend == "numpy" else args.warmup
@@ -238,13 +252,17 @@ def worker_env(framework: str, threads: int) -> dict[str, str]:
 
 
 def spawn(framework: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework, name, "--threads", str(args.threads)]
+    root, worker = (args.baseline.resolve(), "numba") if framework == "baseline" else (ROOT, framework)
+    script = root / "benchmarks" / "bench_train.py"
+    cmd = [sys.executable, str(script), "--worker", worker, name, "--threads", str(args.threads)]
     cmd += ["--batch", str(args.batch), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
     cmd += ["--numpy-repeats", str(args.numpy_repeats)]
-    proc = subprocess.run(cmd, env=worker_env(framework, args.threads), capture_output=True, text=True, cwd=ROOT)
+    if args.no_fuse and framework != "baseline":  # (a baseline checkout runs as its own code does)
+        cmd.append("--no-fuse")
+    proc = subprocess.run(cmd, env=worker_env(worker, args.threads), capture_output=True, text=True, cwd=root)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
+            return {**json.loads(line[len("RESULT ") :]), "framework": framework}
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
     return {"framework": framework, "model": name, "error": " | ".join(tail) or f"exit code {proc.returncode}"}
 
@@ -262,6 +280,20 @@ def best_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         {"train_img_per_s": r["train"]["img_per_s"], "infer_img_per_s": r["infer"]["img_per_s"]} for r in ok
     ]
     return best
+
+
+def print_against_baseline(runs: dict[tuple[str, str], list[dict[str, Any]]], models: list[str]) -> None:
+    """numba / baseline within each round (the same minute, so the machine's load cancels): min / median / max."""
+    print("\nnumba / baseline, per round (min / median / max):")
+    for name in models:
+        pairs = [
+            (a, b) for a, b in zip(runs[(name, "numba")], runs[(name, "baseline")], strict=True) if "error" not in a | b
+        ]
+        for phase in ("train", "infer"):
+            ratios = sorted(a[phase]["img_per_s"] / b[phase]["img_per_s"] for a, b in pairs)
+            if ratios:
+                spread = f"{ratios[0]:.3f} / {statistics.median(ratios):.3f} / {ratios[-1]:.3f}"
+                print(f"  {name:10} {phase:5} {spread}  ({len(ratios)} rounds)")
 
 
 def print_table(results: list[dict[str, Any]], flops: dict[str, int]) -> None:
@@ -306,6 +338,10 @@ def main(argv: list[str] | None = None) -> None:
     if "numba" in frameworks and info["numba"] is None:
         print("Numba is not installed (pip install numba): skipping the numba backend")
         frameworks.remove("numba")
+    if args.baseline is not None:
+        if not (args.baseline / "benchmarks" / "bench_train.py").is_file():
+            raise SystemExit(f"--baseline {args.baseline}: not a minidl checkout (no benchmarks/bench_train.py)")
+        frameworks.insert(frameworks.index("numba") + 1 if "numba" in frameworks else 0, "baseline")
     cores = f"{info['cores_available']} cores available, {args.threads} threads, AVX-512: {info['avx512f']}"
     print(f"{info['cpu']}, {cores}")
     print(f"numpy {info['numpy']}, numba {info['numba']}, torch {info['torch']}, batch {args.batch}, float32")
@@ -324,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"BLAS: {blas['library']} core {blas['corename']} (OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE']})")
     print()
     print_table(results, flops)
+    if args.baseline is not None and "numba" in frameworks:
+        print_against_baseline(runs, args.models)
     print(f"\nload average at end: {' '.join(f'{v:.2f}' for v in info['loadavg_end'])}")
     if args.json:
         payload = {"machine": info, "forward_flops_per_image": flops, "results": results, "args": vars(args)}

@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", help="array backend: " + ", ".join(minidl.available_backends()))
+    parser.add_argument("--no-fuse", action="store_true", help="run the layers one by one (no nn.fuse on Numba)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/cifar10-<model>)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.npz")
     parser.add_argument("--quick", action="store_true", help="the short demo run of the README")
@@ -128,6 +129,7 @@ def main() -> None:
         batch_transform=mix,
         history_path=out / "history.json",
         checkpoint_dir=out / "checkpoints",
+        fuse=False if args.no_fuse else None,  # None: nn.fuse on a fast backend (the same results, faster)
         monitor="val_accuracy",
         resume=args.resume,
         progress=True,

@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="use only N training and N validation images (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", help="array backend: " + ", ".join(minidl.available_backends()))
+    parser.add_argument("--no-fuse", action="store_true", help="run the layers one by one (no nn.fuse on Numba)")
     parser.add_argument("--out", default="runs/dogs-vs-cats", help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.npz")
     args = parser.parse_args()
@@ -123,6 +124,7 @@ def main() -> None:
         scheduler_step="batch",
         history_path=out / "history.json",
         checkpoint_dir=out / "checkpoints",
+        fuse=False if args.no_fuse else None,  # None: nn.fuse on a fast backend (the same results, faster)
         monitor="val_accuracy",
         resume=args.resume,
     )

@@ -35,9 +35,17 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 def pretrain(
-    model: nn.Module, data_dir: str | None, epochs: int, seed: int, limit: int | None, out: Path, resume: bool
+    model: nn.Module,
+    data_dir: str | None,
+    epochs: int,
+    seed: int,
+    limit: int | None,
+    out: Path,
+    resume: bool,
+    fuse: bool | None = None,
 ) -> float:
-    """Train ``model`` on CIFAR-10 (or the embedded sample) and return its test accuracy."""
+    """Train ``model`` on CIFAR-10 (or the embedded sample) and return its test accuracy (``fuse``: as in
+    ``train.fit``)."""
     augment = T.Compose(
         [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToArray(), T.Normalize(CIFAR_MEAN, CIFAR_STD)]
     )
@@ -67,6 +75,7 @@ def pretrain(
         checkpoint_dir=out / "checkpoints",
         history_path=out / "history.json",
         resume=resume,
+        fuse=fuse,
     )
     return train.evaluate(model, test_loader, nn.CrossEntropyLoss())["accuracy"]
 
@@ -80,6 +89,7 @@ def finetune(
     transfer: bool,
     out: Path,
     resume: bool,
+    fuse: bool | None = None,
 ) -> tuple[float, object]:
     """Train on dogs vs cats; with ``transfer``, head first (backbone frozen), then all with a 1/10 backbone LR.
 
@@ -94,7 +104,7 @@ def finetune(
         opt = optim.AdamW(train.trainable_parameters(model), lr=lr, weight_decay=5e-2)
         history = train.fit(
             model, train_loader, val_loader, loss_fn, opt, epochs=head_epochs, resume=resume,
-            checkpoint_dir=out / "head" / "checkpoints", history_path=out / "head" / "history.json",
+            checkpoint_dir=out / "head" / "checkpoints", history_path=out / "head" / "history.json", fuse=fuse,
         )  # fmt: skip
         train.unfreeze(model)
     rest = epochs - (head_epochs if transfer else 0)
@@ -103,7 +113,7 @@ def finetune(
     sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=rest * len(train_loader))
     history = train.fit(
         model, train_loader, val_loader, loss_fn, opt, epochs=rest, scheduler=sched, scheduler_step="batch",
-        checkpoint_dir=out / "checkpoints", history_path=out / "history.json", resume=resume,
+        checkpoint_dir=out / "checkpoints", history_path=out / "history.json", resume=resume, fuse=fuse,
     )  # fmt: skip
     return train.evaluate(model, val_loader, loss_fn)["accuracy"], history
 
@@ -122,10 +132,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="use only N images per split (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", help="array backend: " + ", ".join(minidl.available_backends()))
+    parser.add_argument("--no-fuse", action="store_true", help="run the layers one by one (no nn.fuse on Numba)")
     parser.add_argument("--out", default="runs/transfer", help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue every phase from its last checkpoint")
     args = parser.parse_args()
     out = Path(args.out)
+    fuse = False if args.no_fuse else None  # None: nn.fuse on a fast backend (the same results, faster)
     if args.backend:
         minidl.set_backend(args.backend)
     minidl.manual_seed(args.seed)
@@ -139,7 +151,7 @@ def main() -> None:
         cifar_accuracy = None
     else:
         cifar_accuracy = pretrain(
-            backbone, args.data_dir, args.pretrain_epochs, args.seed, args.limit, out / "pretrain", args.resume
+            backbone, args.data_dir, args.pretrain_epochs, args.seed, args.limit, out / "pretrain", args.resume, fuse
         )
         print(f"backbone: {args.model} pretrained here, CIFAR-10 test accuracy {cifar_accuracy:.4f}")
 
@@ -171,12 +183,12 @@ def main() -> None:
     train.replace_head(backbone, None, 2)  # None: the last Linear
     print("== transfer: new head, backbone frozen, then fine-tuned at 1/10 of the head's learning rate")
     transfer_acc, _ = finetune(
-        backbone, loaders, args.head_epochs, args.epochs, args.lr, True, out / "transfer", args.resume
+        backbone, loaders, args.head_epochs, args.epochs, args.lr, True, out / "transfer", args.resume, fuse
     )
     minidl.manual_seed(args.seed)
     print("== scratch: the same network, randomly initialized")
     scratch = models.get_model(args.model, num_classes=2)
-    scratch_acc, _ = finetune(scratch, loaders, 0, args.epochs, args.lr, False, out / "scratch", args.resume)
+    scratch_acc, _ = finetune(scratch, loaders, 0, args.epochs, args.lr, False, out / "scratch", args.resume, fuse)
 
     results = {
         "model": args.model,

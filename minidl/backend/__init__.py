@@ -190,6 +190,10 @@ def backend_for(x: Any) -> Any:
         return be
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"expected an array of the {be.name!r} backend, got {type(x).__name__}")
+    import numpy as np
+
+    if isinstance(x, np.generic):  # e.g. what x + y gives for two 0-d arrays
+        raise TypeError(f"expected an array, got the NumPy scalar {x!r} ({type(x).__name__}); use numpy.asarray(x)")
     where = "GPU (cupy)" if type(x).__module__.startswith("cupy") else f"CPU ({type(x).__module__})"
     raise RuntimeError(
         f"the array lives on the {where} but the current backend is {be.name!r} ({be.device}); move the data with "

@@ -33,16 +33,18 @@ def _native_dtypes(method: Callable[..., Any]) -> Callable[..., Any]:
     """Run a kernel method in float32 or float64, the dtypes the kernels are compiled for: other floating arrays
     (float16 through a functional, say) are computed in float32 (float64 if wider) and the results cast back."""
 
+    def floating(a: Any) -> bool:
+        return isinstance(a, numpy.ndarray) and a.dtype.kind == "f"
+
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        other = next(
-            (a.dtype for a in args if isinstance(a, numpy.ndarray) and a.dtype.kind == "f" and a.dtype not in _NATIVE),
-            None,
-        )
+        values = (*args, *kwargs.values())  # arrays may come by keyword too
+        other = next((a.dtype for a in values if floating(a) and a.dtype not in _NATIVE), None)
         if other is None:
             return method(self, *args, **kwargs)
         work = numpy.float32 if other.itemsize <= 4 else numpy.float64
-        args = tuple(a.astype(work) if isinstance(a, numpy.ndarray) and a.dtype.kind == "f" else a for a in args)
+        args = tuple(a.astype(work) if floating(a) else a for a in args)
+        kwargs = {k: a.astype(work) if floating(a) else a for k, a in kwargs.items()}
         return _cast_back(method(self, *args, **kwargs), other)
 
     return wrapper

@@ -4,7 +4,7 @@ Notation as in ``numpy_backend.py`` (N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW,
 K = C KH KW; OHW = OH OW). The NumPy reference builds one (K, N OHW) column matrix for the whole batch (151 MB for
 the second layer of ``cifar_cnn`` at batch 128) and keeps it for the backward pass. Here no batch-sized matrix
 exists, only x is cached, and one of three algorithms runs, chosen by shape in
-:meth:`ConvKernelsMixin.conv2d_forward_fused`:
+:meth:`ConvKernelsMixin._conv2d_dense`:
 
 * **im2row + GEMM per chunk** (any convolution with groups 1). Chunks of a few images (about 2 MB of patch rows,
   at least 16 chunks per batch): *im2row* of the chunk (one row per output pixel, K ordered (kh, kw, c), built from
@@ -47,10 +47,85 @@ _WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and out
 
 
 class ConvKernelsMixin:
-    """The convolution methods of the Numba backend (they use its ``_buffer``, ``_split`` and ``_gemm_threads``)."""
+    """The convolution methods of the Numba backend (they use its ``_buffer``, ``_split``, ``_gemm_threads`` and
+    compiled ``_im2col``/``_col2im``)."""
 
     #: run 3 x 3 stride-1 convolutions as Winograd's F(2x2, 3x3) (see ``_numba_winograd.py``); False: im2row + GEMM
     winograd: bool = True
+
+    # ------------------------------------------------------------------ the kernel pairs
+    @staticmethod
+    def _conv2d_accepts(
+        x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+    ) -> bool:
+        """Padding given as numbers (``'same'``, which may pad one side more, stays with the reference)."""
+        return not isinstance(padding, str)
+
+    def _conv2d_forward(
+        self, g: Any, x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+        groups: int = 1,
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """The ``conv2d`` pair's forward, ``g`` its geometry. Cache: ``(x, or x_col with groups, weight, has_bias,
+        g, x_shape)``."""
+        if g.groups == 1:
+            out = self._conv2d_dense(x, weight, bias, g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
+            return out, (x, weight, bias is not None, g, tuple(x.shape))
+        return self._grouped_conv2d(x, weight, bias, g)
+
+    def _conv2d_backward(self, dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
+        """``(dx, dw, db)`` of :meth:`_conv2d_forward` (``dw`` None when not ``compute_dw``)."""
+        x, weight, has_bias, g, _ = cache
+        db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+        if g.groups != 1:
+            return (*self._grouped_conv2d_backward(dout, cache, compute_dw), db)
+        geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
+        dx, dw = self._conv2d_dense_backward(dout, x, weight, *geometry, compute_dw)
+        return dx, dw, db
+
+    @staticmethod
+    def _conv2d_relu_accepts(
+        x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+    ) -> bool:
+        """As :meth:`_conv2d_accepts`, groups 1 (the ReLU is applied by the fused kernels' output pass)."""
+        return not isinstance(padding, str) and groups == 1
+
+    def _conv2d_relu_forward(
+        self, g: Any, x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+        groups: int = 1,
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """``relu(conv2d(x))`` with the ReLU in the convolution's output pass. Cache: the convolution's and the
+        output (whose positive entries are the ReLU's mask)."""
+        out = self._conv2d_dense(x, weight, bias, g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW, relu=True)
+        return out, ((x, weight, bias is not None, g, tuple(x.shape)), out)
+
+    def _conv2d_relu_backward(self, dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
+        """``(dx, dw, db)`` of :meth:`_conv2d_relu_forward`: the ReLU's mask from the output, then the conv's."""
+        conv_cache, out = cache
+        return self._conv2d_backward(numpy.where(out > 0, dout, 0), conv_cache, compute_dw=compute_dw)
+
+    # ------------------------------------------------------------------ grouped convolution (the reference's GEMMs)
+    def _grouped_conv2d(self, x: Any, weight: Any, bias: Any, g: Any) -> tuple[Any, Any]:
+        """Per group, W_col @ x_col as in ``conv.py``'s reference, with the compiled im2col."""
+        N = x.shape[0]
+        O, Cg, KH, KW = weight.shape
+        G, M = g.groups, N * g.OH * g.OW
+        x_col = self._im2col(x, KH, KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
+        out = (weight.reshape(G, O // G, Cg * KH * KW) @ x_col.reshape(G, Cg * KH * KW, M)).reshape(O, M)
+        if bias is not None:
+            out += bias[:, None]
+        out = numpy.ascontiguousarray(out.reshape(O, N, g.OH, g.OW).transpose(1, 0, 2, 3))
+        return out, (x_col, weight, bias is not None, g, tuple(x.shape))
+
+    def _grouped_conv2d_backward(self, dout: Any, cache: Any, compute_dw: bool) -> tuple[Any, Any]:
+        """``(dx, dw)`` of :meth:`_grouped_conv2d`: dW = dout_col @ x_col^T and dx = col2im(W_col^T @ dout_col)."""
+        x_col, weight, _, g, x_shape = cache
+        O, Cg, KH, KW = weight.shape
+        G, K, M = g.groups, Cg * KH * KW, x_shape[0] * g.OH * g.OW
+        dout_col = numpy.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(G, O // G, M)
+        dw = (dout_col @ x_col.reshape(G, K, M).transpose(0, 2, 1)).reshape(weight.shape) if compute_dw else None
+        dx_col = weight.reshape(G, O // G, K).transpose(0, 2, 1) @ dout_col
+        dx = self._col2im(dx_col.reshape(G * K, M), x_shape, KH, KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
+        return dx, dw
 
     # ------------------------------------------------------------------ fused convolution (groups == 1)
     def _images_per_chunk(self, N: int, K: int, OHW: int, itemsize: int) -> int:
@@ -60,7 +135,7 @@ class ConvKernelsMixin:
         return min(by_cache, max(1, N // _MIN_CHUNKS))
 
     @_native_dtypes
-    def conv2d_forward_fused(
+    def _conv2d_dense(
         self, x: Any, weight: Any, bias: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int,
         relu: bool = False,
     ) -> Any:  # fmt: skip
@@ -105,7 +180,7 @@ class ConvKernelsMixin:
         return out
 
     @_native_dtypes
-    def conv2d_backward_fused(
+    def _conv2d_dense_backward(
         self,
         dout: Any,
         x: Any,
@@ -120,7 +195,7 @@ class ConvKernelsMixin:
         DW: int,
         compute_dw: bool = True,
     ) -> tuple[Any, Any]:
-        """``(dx, dw)`` of :meth:`conv2d_forward_fused` (``dw`` None when not ``compute_dw``); the bias gradient is
+        """``(dx, dw)`` of :meth:`_conv2d_dense` (``dw`` None when not ``compute_dw``); the bias gradient is
         the layer's (a sum of ``dout``).
 
         Per chunk, with G = dout_chunk as (O, images OHW): rows = im2row(x_chunk); dW_row += G @ rows;

@@ -24,7 +24,7 @@ from llvmlite import ir
 from numba import config, njit, types
 from numba.extending import intrinsic
 
-from minidl.nn._activation_common import _A, _B, _C, _D, _ERF_SMALL, _ERFC_ZERO, _P, _Q  # Cody's erf coefficients
+from minidl import _erf_coefficients as cody  # Cody's erf coefficients
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 = _LN2_HI + _LN2_LO, _LN2_HI with trailing zero bits: k _LN2_HI is exact
@@ -186,33 +186,35 @@ def _erfc(x):
     (``minidl/nn/_activation_common.py``, same coefficients, same branches), every branch computed and one selected
     (instead of libm's scalar ``math.erfc``, about 10 ns per element); NaN stays NaN, erfc(-inf) = 2, erfc(inf) = 0."""
     y = abs(x)
-    ys = y if y < _ERF_SMALL else _ERF_SMALL
+    ys = y if y < cody.ERF_SMALL else cody.ERF_SMALL
     z = ys * ys
-    num, den = _A[4] * z, z
+    num, den = cody.A[4] * z, z
     for i in range(3):
-        num, den = (num + _A[i]) * z, (den + _B[i]) * z
-    erf_small = ys * (num + _A[3]) / (den + _B[3])
+        num, den = (num + cody.A[i]) * z, (den + cody.B[i]) * z
+    erf_small = ys * (num + cody.A[3]) / (den + cody.B[3])
     mid = y if y < 4.0 else 4.0
-    mid = mid if mid > _ERF_SMALL else _ERF_SMALL
-    num, den = _C[8] * mid, mid
+    mid = mid if mid > cody.ERF_SMALL else cody.ERF_SMALL
+    num, den = cody.C[8] * mid, mid
     for i in range(7):
-        num, den = (num + _C[i]) * mid, (den + _D[i]) * mid
-    r_mid = (num + _C[7]) / (den + _D[7])
-    far = y if y < _ERFC_ZERO else _ERFC_ZERO
+        num, den = (num + cody.C[i]) * mid, (den + cody.D[i]) * mid
+    r_mid = (num + cody.C[7]) / (den + cody.D[7])
+    far = y if y < cody.ERFC_ZERO else cody.ERFC_ZERO
     far = far if far > 4.0 else 4.0
     w = 1.0 / (far * far)
-    num, den = _P[5] * w, w
+    num, den = cody.P[5] * w, w
     for i in range(4):
-        num, den = (num + _P[i]) * w, (den + _Q[i]) * w
-    r_far = (1.0 / math.sqrt(math.pi) - w * (num + _P[4]) / (den + _Q[4])) / far
+        num, den = (num + cody.P[i]) * w, (den + cody.Q[i]) * w
+    r_far = (1.0 / math.sqrt(math.pi) - w * (num + cody.P[4]) / (den + cody.Q[4])) / far
     r = r_mid if y <= 4.0 else r_far
     # exp(-y^2) as exp(-s^2) exp(-(y - s)(y + s)), s = y rounded down to 1/16 (the reference's split)
-    yc = y if y < _ERFC_ZERO else _ERFC_ZERO
-    yc = yc if yc > _ERF_SMALL else _ERF_SMALL
+    yc = y if y < cody.ERFC_ZERO else cody.ERFC_ZERO
+    yc = yc if yc > cody.ERF_SMALL else cody.ERF_SMALL
     s = numpy.floor(yc * 16.0) / 16.0
     large = _exp_le0(-s * s) * _exp_le0(-(yc - s) * (yc + s)) * r
-    large = 0.0 if y >= _ERFC_ZERO else large
-    value = (1.0 + erf_small if x < 0 else 1.0 - erf_small) if y <= _ERF_SMALL else (2.0 - large if x < 0 else large)
+    large = 0.0 if y >= cody.ERFC_ZERO else large
+    value = (
+        (1.0 + erf_small if x < 0 else 1.0 - erf_small) if y <= cody.ERF_SMALL else (2.0 - large if x < 0 else large)
+    )
     return x if x != x else value
 
 

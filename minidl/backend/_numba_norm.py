@@ -41,7 +41,7 @@ import numpy as np
 from numba import njit
 
 from minidl.backend import _threads
-from minidl.backend._numba_common import _native_dtypes
+from minidl.backend._numba_common import _NATIVE, _native_dtypes
 from minidl.backend._numba_kernels import _REDUCE, _u
 
 _TASK_ELEMENTS = 1 << 16  # about this many values per task at least (fewer tasks for small inputs: less overhead)
@@ -157,15 +157,9 @@ def norm_rows_backward(dout, x, mean, inv_std, gamma, P, S, r0, r1, dx, dgamma, 
 
 # ---------------------------------------------------------------------------------------------------- the mixin
 class NormKernelsMixin:
-    """Methods the per-sample normalization layers look up with ``getattr(backend, name, None)``:
-
-    ==================================================  =====================================================
-    method                                              replaces (in ``minidl/nn/normalization_group.py``)
-    ==================================================  =====================================================
-    ``layer_norm_fused``, ``..._backward_fused``        ``layer_norm_forward``/``_backward``'s NumPy code
-    ``group_norm_fused``, ``..._backward_fused``        GroupNorm's, and InstanceNorm's with the instances'
-                                                        statistics (G = C)
-    ==================================================  =====================================================
+    """The kernel pairs of the per-sample norms (entries of the backend's kernel table): ``layer_norm``,
+    ``group_norm`` and ``instance_norm`` (group norm with G = C) replace the pairs of
+    ``minidl/nn/normalization_group.py``, keeping x and the per-row mean and inv_std instead of xhat.
     """
 
     _split: Any  # NumbaBackend's helper
@@ -220,69 +214,111 @@ class NormKernelsMixin:
         dbeta = dbeta_parts.sum(axis=0).astype(dtype) if has_beta else None
         return dx, dgamma, dbeta
 
+    @staticmethod
+    def _norm_accepts(input: Any, *args: Any, **kwargs: Any) -> bool:
+        """Not for an empty input (the reference handles it)."""
+        return isinstance(input, np.ndarray) and input.size > 0
+
     @_native_dtypes
-    def layer_norm_fused(self, x: Any, gamma: Any, beta: Any, M: int, eps: float) -> tuple[Any, Any, Any]:
-        """Layer normalization of x (*, *normalized_shape) over its trailing M = prod(normalized_shape) values.
+    def _layer_norm_forward(
+        self, prepared: Any, input: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5
+    ) -> tuple[Any, Any]:
+        """Layer normalization over the trailing ``prepared`` (the normalized shape, as a tuple) dimensions.
 
         Returns:
-            ``(out, mean, inv_std)``: out = (x - mean) inv_std gamma + beta (gamma, beta of normalized_shape or
-            None), the mean and inv_std = 1 / sqrt(var + eps) of each of the R = x.size / M rows as (R,) arrays,
-            all in x's dtype.
+            ``(out, (x, mean, inv_std, gamma, has_beta, normalized_shape))``: out = (x - mean) inv_std gamma + beta,
+            and the (R,) mean and inv_std = 1 / sqrt(var + eps) of each of the R = x.size / M rows.
         """
-        x2 = np.ascontiguousarray(x).reshape(-1, M)
-        out, mean, _, inv_std = self._rows_forward(x2, gamma, beta, 1, 1, eps)
-        return out.reshape(x.shape), mean, inv_std
+        shape = prepared
+        M = math.prod(shape)
+        x2 = np.ascontiguousarray(input).reshape(-1, M)
+        out, mean, _, inv_std = self._rows_forward(x2, weight, bias, 1, 1, eps)
+        return out.reshape(input.shape), (x2, mean, inv_std, weight, bias is not None, shape)
 
-    @_native_dtypes
-    def layer_norm_backward_fused(
-        self, dout: Any, x: Any, mean: Any, inv_std: Any, gamma: Any, has_beta: bool, normalized_shape: tuple[int, ...]
-    ) -> tuple[Any, Any, Any]:
-        """``(dx, dgamma, dbeta)`` of :meth:`layer_norm_fused` (mean, inv_std with R values, gamma of
-        normalized_shape or None); dgamma/dbeta of normalized_shape, None for an absent gamma/beta."""
-        M = math.prod(normalized_shape)
-        dx, dgamma, dbeta = self._rows_backward(
-            np.ascontiguousarray(dout).reshape(-1, M),
-            np.ascontiguousarray(x).reshape(-1, M),
-            mean,
-            inv_std,
-            gamma,
-            has_beta,
-            1,
-            1,
+    def _layer_norm_backward(self, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
+        """``(dx, dweight, dbias)`` of :meth:`_layer_norm_forward` (None for an absent weight/bias)."""
+        x2, mean, inv_std, gamma, has_beta, shape = cache
+        dx, dgamma, dbeta = self._rows_backward_native(
+            np.ascontiguousarray(dout).reshape(x2.shape), x2, mean, inv_std, gamma, has_beta, 1, 1
         )
         return (
-            dx.reshape(x.shape),
-            None if dgamma is None else dgamma.reshape(normalized_shape),
-            None if dbeta is None else dbeta.reshape(normalized_shape),
+            dx.reshape(dout.shape),
+            None if dgamma is None else dgamma.reshape(shape),
+            None if dbeta is None else dbeta.reshape(shape),
         )
 
     @_native_dtypes
-    def group_norm_fused(self, x: Any, gamma: Any, beta: Any, G: int, eps: float) -> tuple[Any, Any, Any, Any]:
-        """Group normalization of x (N, C, *): each sample's C / G channel groups standardized over their
-        M = C / G S values, then scaled and shifted per channel (gamma, beta (C,) or None). G = C is instance
-        normalization with the instances' own statistics.
+    def _rows_backward_native(self, *args: Any) -> tuple[Any, Any, Any]:
+        return self._rows_backward(*args)
+
+    def _group_rows(self, x: Any, G: int) -> tuple[Any, int]:
+        """x (N, C, *) as contiguous (N G, C / G S) rows, and S (the positions per channel)."""
+        N, C = x.shape[0], x.shape[1]
+        S = x.size // max(N * C, 1)
+        return np.ascontiguousarray(x).reshape(N * G, (C // G) * S), S
+
+    @_native_dtypes
+    def _group_norm_forward(
+        self, prepared: Any, input: Any, num_groups: int, weight: Any = None, bias: Any = None, eps: float = 1e-5
+    ) -> tuple[Any, Any]:
+        """Group normalization of x (N, C, *) with G = ``prepared`` groups: each sample's C / G channel groups
+        standardized over their C / G S values, then scaled and shifted per channel.
 
         Returns:
-            ``(out, mean, var, inv_std)``: out of x's shape, and the (N G,) mean, biased variance and
-            inv_std = 1 / sqrt(var + eps) of the groups, in x's dtype.
+            ``(out, (rows, mean, inv_std, gamma, has_beta, G, S))`` with the (N G,) mean and inv_std.
         """
-        N, C = x.shape[0], x.shape[1]
-        S = x.size // max(N * C, 1)
-        x2 = np.ascontiguousarray(x).reshape(N * G, (C // G) * S)
-        out, mean, var, inv_std = self._rows_forward(x2, gamma, beta, G, S, eps)
-        return out.reshape(x.shape), mean, var, inv_std
+        G = prepared
+        x2, S = self._group_rows(input, G)
+        out, mean, _, inv_std = self._rows_forward(x2, weight, bias, G, S, eps)
+        return out.reshape(input.shape), (x2, mean, inv_std, weight, bias is not None, G, S)
+
+    def _group_norm_backward(self, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
+        """``(dx, dweight, dbias)`` of :meth:`_group_norm_forward` (None for an absent weight/bias)."""
+        x2, mean, inv_std, gamma, has_beta, G, S = cache
+        dx, dgamma, dbeta = self._rows_backward_native(
+            np.ascontiguousarray(dout).reshape(x2.shape), x2, mean, inv_std, gamma, has_beta, G, S
+        )
+        return dx.reshape(dout.shape), dgamma, dbeta
+
+    @staticmethod
+    def _instance_norm_accepts(
+        input: Any,
+        running_mean: Any = None,
+        running_var: Any = None,
+        weight: Any = None,
+        bias: Any = None,
+        use_input_stats: bool = True,
+        *args: Any,
+        **kwargs: Any,
+    ) -> bool:
+        """With the instances' own statistics (with running ones it is an affine map: the reference's), in float32
+        or float64 (the running statistics are updated in place, which a float16 detour through float32 would lose)."""
+        return bool(use_input_stats) and isinstance(input, np.ndarray) and input.size > 0 and input.dtype in _NATIVE
 
     @_native_dtypes
-    def group_norm_backward_fused(
-        self, dout: Any, x: Any, mean: Any, inv_std: Any, gamma: Any, has_beta: bool, G: int
-    ) -> tuple[Any, Any, Any]:
-        """``(dx, dgamma, dbeta)`` of :meth:`group_norm_fused` (mean, inv_std with N G values); dgamma/dbeta (C,),
-        None for an absent gamma/beta."""
-        N, C = x.shape[0], x.shape[1]
-        S = x.size // max(N * C, 1)
-        rows = (N * G, (C // G) * S)
-        x2 = np.ascontiguousarray(x).reshape(rows)
-        dx, dgamma, dbeta = self._rows_backward(
-            np.ascontiguousarray(dout).reshape(rows), x2, mean, inv_std, gamma, has_beta, G, S
-        )
-        return dx.reshape(x.shape), dgamma, dbeta
+    def _instance_norm_forward(
+        self,
+        prepared: Any,
+        input: Any,
+        running_mean: Any = None,
+        running_var: Any = None,
+        weight: Any = None,
+        bias: Any = None,
+        use_input_stats: bool = True,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+    ) -> tuple[Any, Any]:
+        """Instance normalization with the instances' statistics: group normalization with G = C, plus the update
+        of the running statistics (when given) with the batch mean of the instances' means and unbiased variances,
+        as the reference does."""
+        N, C = input.shape[0], input.shape[1]
+        x2, S = self._group_rows(input, C)
+        out, mean, var, inv_std = self._rows_forward(x2, weight, bias, C, S, eps)
+        if running_mean is not None:
+            running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean.reshape(N, C).mean(axis=0)
+        if running_var is not None:
+            unbiased = var.reshape(N, C).mean(axis=0) * (S / (S - 1))
+            running_var[...] = (1.0 - momentum) * running_var + momentum * unbiased
+        return out.reshape(input.shape), (x2, mean, inv_std, weight, bias is not None, C, S)
+
+    _instance_norm_backward = _group_norm_backward

@@ -9,39 +9,36 @@ Notation (as in ``numpy_backend.py``):
 Arrays are plain NumPy arrays (``xp`` is ``numpy``), so models, optimizers and data move freely between this backend
 and the NumPy reference. What changes is who runs the kernels:
 
-* The reference kernels of :class:`~minidl.backend.numpy_backend.NumpyBackend`, same signatures, compiled
-  (``_numba_kernels.py``): ``im2col``/``col2im``, max and average pooling forward/backward.
-* Fused kernels the layers look up with ``getattr(backend, name, None)`` and use instead of their NumPy code (which
-  stays in the layer file as the reference they are tested against):
+* ``kernels``, the table at the end of this file: the pairs of :mod:`minidl.nn.functional` this backend replaces,
+  each a :class:`~minidl.backend.numpy_backend.KernelPair` of methods with the reference pair's arguments (after the
+  result of its setup, the validation the reference runs first). The reference in ``minidl/nn`` stays the code
+  you read; ``tests/backend/test_kernels.py`` runs every entry against it. Only this table connects the two (see
+  :mod:`minidl.nn.dispatch`): nothing in ``minidl/nn`` looks for a kernel by name.
 
-  ==============================================  ==========================================================
-  kernel                                          replaces (in ``minidl/nn``)
-  ==============================================  ==========================================================
-  ``conv2d_forward_fused``, ``..._backward_fused``  im2col + GEMM over the whole batch (``conv.py``, groups 1;
-                                                  three algorithms in ``_numba_conv.py``)
-  ``batch_norm_train``, ``batch_norm_apply``      statistics + normalize + affine (+ ReLU) (``normalization.py``)
-  ``batch_norm_backward_fused``                   the BatchNorm (+ ReLU) backward, from x instead of a cached xhat
-  ``relu_forward``, ``relu_backward``             ``mask = ~(x <= 0)``, ``where(mask, x, 0)``, ``dout * mask``
-                                                  (``activation.py``), each in one pass
-  ``add_relu_forward``                            ``relu_forward(a + b)``, the end of a residual block
-                                                  (``containers.py``)
-  ``layer_norm_fused``, ``group_norm_fused``      per-sample norms: statistics + normalize + affine, and their
-  (+ ``..._backward_fused``)                      backward (``normalization_group.py``; InstanceNorm as G = C;
-                                                  kernels in ``_numba_norm.py``)
-  ``leaky_relu_forward``, ``elu_forward``, ...    every other activation's forward and backward in one pass
-                                                  (``activation.py``, ``activation_smooth.py``; kernels in
-                                                  ``_numba_elementwise.py``, with vectorizable exp/erfc/tanh
-                                                  from ``_numba_math.py``)
-  ``softmax_cross_entropy_rows`` (+ ``_backward``)  CrossEntropyLoss with class-index targets, row by row
-                                                  (``loss.py``)
-  ==============================================  ==========================================================
+  =====================================  ==================================================================
+  ops                                    kernels
+  =====================================  ==================================================================
+  ``conv2d``, ``conv2d_relu``            im2row chunks, Winograd F(2x2, 3x3), 1 x 1 products, grouped
+                                         GEMMs (``_numba_conv.py``); the ReLU in the output pass
+  ``max_pool2d``, ``avg_pool2d``         compiled window loops (``_numba_kernels.py``), parallel over planes
+  ``batch_norm``, ``batch_norm_relu``    statistics + normalize + affine (+ ReLU) in one pass per channel;
+                                         the backward from x (mask recomputed), here
+  ``layer_norm``, ``group_norm``,        per-row statistics + normalize + affine in one pass
+  ``instance_norm``                      (``_numba_norm.py``)
+  ``relu``, ``add_relu``                 one pass each, here
+  ``leaky_relu``, ``hardtanh``,          one pass each (``_numba_elementwise.py``, with vectorizable
+  ``hardswish``, ``sigmoid``, ``tanh``,  exp/erfc/tanh from ``_numba_math.py``)
+  ``elu``, ``silu``, ``gelu``,
+  ``softplus``, ``mish``
+  =====================================  ==================================================================
 
 Convolution (im2row chunks, Winograd's F(2x2, 3x3), 1 x 1 products): see ``_numba_conv.py``.
 
 Threads: see :mod:`minidl.backend._threads` (one pool of workers, the GEMMs inside them, BLAS held to one thread).
 
 Memory: creating the backend tells glibc's malloc to keep freed memory for reuse (see :func:`_keep_freed_memory`;
-``MINIDL_MALLOC_TUNING=0`` turns it off), which saves the page faults of a fresh activation every layer.
+``MINIDL_MALLOC_TUNING=0`` turns it off), which saves the page faults of a fresh activation every layer. This is a
+process-wide setting; the README says so.
 """
 
 from __future__ import annotations
@@ -50,19 +47,22 @@ import ctypes
 import math
 import os
 import sys
+from types import MappingProxyType
 from typing import Any
 
 import numpy
 
 from minidl.backend import _threads
 from minidl.backend._numba_common import _ceil_div, _native_dtypes
-from minidl.backend.numpy_backend import NumpyBackend
+from minidl.backend.numpy_backend import KernelPair, NumpyBackend
 
 try:
     from minidl.backend import _numba_kernels as _k
+    from minidl.backend._numba_batchnorm import BatchNormKernelsMixin
     from minidl.backend._numba_conv import ConvKernelsMixin
     from minidl.backend._numba_elementwise import ElementwiseKernelsMixin
     from minidl.backend._numba_norm import NormKernelsMixin
+    from minidl.backend._numba_pool import PoolKernelsMixin
 except ImportError as err:  # numba missing (or broken)
     raise ImportError(
         f"the 'numba' backend needs Numba (fast CPU kernels): pip install numba (a dependency of minidl); "
@@ -97,7 +97,9 @@ def _keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
 
 
-class NumbaBackend(ConvKernelsMixin, NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend):
+class NumbaBackend(
+    ConvKernelsMixin, PoolKernelsMixin, BatchNormKernelsMixin, NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend
+):
     """NumPy arrays with compiled kernels, run in parallel by :mod:`minidl.backend._threads`.
 
     Its first convolution limits BLAS to one thread per call (the convolution GEMMs run inside the backend's own
@@ -111,8 +113,41 @@ class NumbaBackend(ConvKernelsMixin, NormKernelsMixin, ElementwiseKernelsMixin, 
     def __init__(self) -> None:
         self._parallel_gemm: bool | None = None  # set by the first convolution (see _gemm_threads)
         self._workspace: dict[tuple[Any, ...], Any] = {}
-        #: whether glibc's malloc was told to keep freed memory (see _keep_freed_memory)
-        self.malloc_tuned = _keep_freed_memory()
+        _keep_freed_memory()
+        self.kernels = self._kernel_table()
+
+    def _kernel_table(self) -> Any:
+        """The pairs of :mod:`minidl.nn.functional` this backend replaces: op name -> :class:`KernelPair` (forward,
+        backward, and the cases it takes). Every entry is tested against its reference pair
+        (``tests/backend/test_kernels.py``)."""
+        table = {
+            "conv2d": KernelPair(self._conv2d_forward, self._conv2d_backward, self._conv2d_accepts),
+            "conv2d_relu": KernelPair(self._conv2d_relu_forward, self._conv2d_relu_backward, self._conv2d_relu_accepts),
+            "max_pool2d": KernelPair(self._max_pool2d_forward, self._max_pool2d_backward),
+            "avg_pool2d": KernelPair(self._avg_pool2d_forward, self._avg_pool2d_backward),
+            "batch_norm": KernelPair(self._batch_norm_forward, self._batch_norm_backward, self._batch_norm_accepts),
+            "batch_norm_relu": KernelPair(
+                self._batch_norm_relu_forward, self._batch_norm_backward, self._batch_norm_accepts
+            ),
+            "layer_norm": KernelPair(self._layer_norm_forward, self._layer_norm_backward, self._norm_accepts),
+            "group_norm": KernelPair(self._group_norm_forward, self._group_norm_backward, self._norm_accepts),
+            "instance_norm": KernelPair(
+                self._instance_norm_forward, self._instance_norm_backward, self._instance_norm_accepts
+            ),
+            "relu": KernelPair(self._relu_forward, self._relu_backward),
+            "add_relu": KernelPair(self._add_relu_forward, self._relu_backward),
+            "leaky_relu": KernelPair(self._leaky_relu_forward, self._leaky_relu_backward),
+            "hardtanh": KernelPair(self._hardtanh_forward, self._hardtanh_backward),
+            "hardswish": KernelPair(self._hardswish_forward, self._hardswish_backward),
+            "sigmoid": KernelPair(self._sigmoid_forward, self._sigmoid_backward),
+            "tanh": KernelPair(self._tanh_forward, self._tanh_backward),
+            "elu": KernelPair(self._elu_forward, self._elu_backward),
+            "silu": KernelPair(self._silu_forward, self._silu_backward),
+            "gelu": KernelPair(self._gelu_forward, self._gelu_backward),
+            "softplus": KernelPair(self._softplus_forward, self._softplus_backward),
+            "mish": KernelPair(self._mish_forward, self._mish_backward),
+        }
+        return MappingProxyType(table)
 
     def _gemm_threads(self) -> int | None:
         """Threads for a region that calls BLAS: all of them once BLAS is held to one thread per call (done at the
@@ -156,10 +191,11 @@ class NumbaBackend(ConvKernelsMixin, NormKernelsMixin, ElementwiseKernelsMixin, 
     def _channel_tasks(self, C: int) -> list[tuple[int, int]]:
         return self._split(C, 4 * _threads.get_num_threads())
 
-    # ------------------------------------------------------------------ im2col / col2im (reference signatures)
+    # ------------------------------------------------------------------ im2col / col2im (compiled)
     @_native_dtypes
-    def im2col(self, x: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int) -> Any:
-        """Same as :meth:`NumpyBackend.im2col` ((C KH KW, N OHW) columns), compiled, parallel over channels."""
+    def _im2col(self, x: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int) -> Any:
+        """:meth:`NumpyBackend.im2col`'s columns ((C KH KW, N OHW)), compiled, parallel over channels (for grouped
+        convolutions, see ``_numba_conv.py``)."""
         N, C, H, W = x.shape
         OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
         OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
@@ -175,7 +211,7 @@ class NumbaBackend(ConvKernelsMixin, NormKernelsMixin, ElementwiseKernelsMixin, 
         return cols
 
     @_native_dtypes
-    def col2im(
+    def _col2im(
         self,
         cols: Any,
         x_shape: tuple[int, ...],
@@ -188,7 +224,7 @@ class NumbaBackend(ConvKernelsMixin, NormKernelsMixin, ElementwiseKernelsMixin, 
         DH: int,
         DW: int,
     ) -> Any:
-        """Same as :meth:`NumpyBackend.col2im` (the adjoint of im2col), compiled, parallel over channels."""
+        """:meth:`NumpyBackend.col2im` (the adjoint of im2col), compiled, parallel over channels."""
         N, C, H, W = x_shape
         OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
         OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
@@ -202,229 +238,3 @@ class NumbaBackend(ConvKernelsMixin, NormKernelsMixin, ElementwiseKernelsMixin, 
 
         _threads.parallel_for(body, len(tasks))
         return dx
-
-    # ------------------------------------------------------------------ pooling (reference signatures)
-    def _planes(self, P: int) -> list[tuple[int, int]]:
-        return self._split(P, 4 * _threads.get_num_threads())
-
-    @_native_dtypes
-    def max_pool2d_forward(
-        self, x: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int, OH: int, OW: int
-    ) -> tuple[Any, Any]:
-        """Same as :meth:`NumpyBackend.max_pool2d_forward` (out, int32 argmax offsets), compiled."""
-        N, C, H, W = x.shape
-        x3 = numpy.ascontiguousarray(x).reshape(N * C, H, W)
-        out = numpy.empty((N * C, OH, OW), dtype=x.dtype)
-        argmax = numpy.empty((N * C, OH, OW), dtype=numpy.int32)
-        tasks = self._planes(N * C)
-
-        common = (KH, KW, SH, SW, PH, PW, DH, DW) == (2, 2, 2, 2, 0, 0, 1, 1) and 2 * OH <= H and 2 * OW <= W
-
-        def body(worker: int, task: int) -> None:
-            if common:  # a kernel compiled for this window (see _numba_kernels.max_pool2d_forward_2x2)
-                _k.max_pool2d_forward_2x2(x3, *tasks[task], out, argmax)
-            else:
-                _k.max_pool2d_forward(x3, *tasks[task], KH, KW, SH, SW, PH, PW, DH, DW, out, argmax)
-
-        _threads.parallel_for(body, len(tasks))
-        return out.reshape(N, C, OH, OW), argmax.reshape(N, C, OH, OW)
-
-    @_native_dtypes
-    def max_pool2d_backward(
-        self,
-        dout: Any,
-        argmax: Any,
-        x_shape: tuple[int, ...],
-        KH: int,
-        KW: int,
-        SH: int,
-        SW: int,
-        PH: int,
-        PW: int,
-        DH: int,
-        DW: int,
-    ) -> Any:
-        """Same as :meth:`NumpyBackend.max_pool2d_backward`, compiled."""
-        N, C, H, W = x_shape
-        OH, OW = dout.shape[2], dout.shape[3]
-        dout3 = numpy.ascontiguousarray(dout).reshape(N * C, OH, OW)
-        argmax3 = numpy.ascontiguousarray(argmax).reshape(N * C, OH, OW)
-        dx = numpy.empty((N * C, H, W), dtype=dout.dtype)
-        tasks = self._planes(N * C)
-
-        common = (KH, KW, SH, SW, PH, PW, DH, DW) == (2, 2, 2, 2, 0, 0, 1, 1) and 2 * OH <= H and 2 * OW <= W
-
-        def body(worker: int, task: int) -> None:
-            if common:
-                _k.max_pool2d_backward_2x2(dout3, argmax3, *tasks[task], dx)
-            else:
-                _k.max_pool2d_backward(dout3, argmax3, *tasks[task], KH, KW, SH, SW, PH, PW, DH, DW, dx)
-
-        _threads.parallel_for(body, len(tasks))
-        return dx.reshape(N, C, H, W)
-
-    @_native_dtypes
-    def avg_pool2d_forward(
-        self,
-        x: Any,
-        KH: int,
-        KW: int,
-        SH: int,
-        SW: int,
-        PH: int,
-        PW: int,
-        OH: int,
-        OW: int,
-        count_include_pad: int,
-        divisor_override: int,
-    ) -> Any:
-        """Same as :meth:`NumpyBackend.avg_pool2d_forward` (the same divisors), compiled."""
-        N, C, H, W = x.shape
-        divisor = self._avg_pool_divisor(
-            H, W, KH, KW, SH, SW, PH, PW, OH, OW, count_include_pad, divisor_override, x.dtype
-        )
-        x3 = numpy.ascontiguousarray(x).reshape(N * C, H, W)
-        out = numpy.empty((N * C, OH, OW), dtype=x.dtype)
-        tasks = self._planes(N * C)
-
-        def body(worker: int, task: int) -> None:
-            _k.avg_pool2d_forward(x3, *tasks[task], KH, KW, SH, SW, PH, PW, divisor, out)
-
-        _threads.parallel_for(body, len(tasks))
-        return out.reshape(N, C, OH, OW)
-
-    @_native_dtypes
-    def avg_pool2d_backward(
-        self,
-        dout: Any,
-        x_shape: tuple[int, ...],
-        KH: int,
-        KW: int,
-        SH: int,
-        SW: int,
-        PH: int,
-        PW: int,
-        count_include_pad: int,
-        divisor_override: int,
-    ) -> Any:
-        """Same as :meth:`NumpyBackend.avg_pool2d_backward`, compiled."""
-        N, C, H, W = x_shape
-        OH, OW = dout.shape[2], dout.shape[3]
-        divisor = self._avg_pool_divisor(
-            H, W, KH, KW, SH, SW, PH, PW, OH, OW, count_include_pad, divisor_override, dout.dtype
-        )
-        dout3 = numpy.ascontiguousarray(dout).reshape(N * C, OH, OW)
-        dx = numpy.empty((N * C, H, W), dtype=dout.dtype)
-        tasks = self._planes(N * C)
-
-        def body(worker: int, task: int) -> None:
-            _k.avg_pool2d_backward(dout3, *tasks[task], KH, KW, SH, SW, PH, PW, divisor, dx)
-
-        _threads.parallel_for(body, len(tasks))
-        return dx.reshape(N, C, H, W)
-
-    # ------------------------------------------------------------------ batch norm (fused; see normalization.py)
-    @staticmethod
-    def _ncs(a: Any) -> Any:
-        """(N, C, *) as a contiguous (N, C, S) view."""
-        a = numpy.ascontiguousarray(a)
-        return a.reshape(a.shape[0], a.shape[1], -1)
-
-    @_native_dtypes
-    def batch_norm_train(
-        self, x: Any, gamma: Any, beta: Any, eps: float, relu: bool = False
-    ) -> tuple[Any, Any, Any, Any]:
-        """Batch normalization with the batch's statistics over every axis but 1 of (N, C, *) ``x``.
-
-        Returns:
-            ``(out, mean, var, inv_std)``: out = (x - mean) * inv_std * gamma + beta (gamma, beta (C,) or None;
-            then relu(out) with ``relu``), the (C,) mean and biased variance (accumulated in float64) and
-            inv_std = 1 / sqrt(var + eps), all in x's dtype.
-        """
-        x3 = self._ncs(x)
-        C, dtype = x3.shape[1], x.dtype
-        out = numpy.empty(x3.shape, dtype=dtype)
-        mean, var, inv_std = (numpy.empty(C, dtype=dtype) for _ in range(3))
-        g, b = self._affine_vectors(gamma, beta, dtype)
-        tasks = self._channel_tasks(C)
-
-        def body(worker: int, task: int) -> None:
-            _k.batch_norm_train(
-                x3, g, b, gamma is not None, beta is not None, float(eps), bool(relu), *tasks[task],
-                out, mean, var, inv_std,
-            )  # fmt: skip
-
-        _threads.parallel_for(body, len(tasks))
-        return out.reshape(x.shape), mean, var, inv_std
-
-    @_native_dtypes
-    def batch_norm_apply(self, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any, relu: bool = False) -> Any:
-        """``out = (x - mean) * inv_std * gamma + beta`` per channel (axis 1) of (N, C, *) ``x`` (then relu(out)
-        with ``relu``); the (C,) vectors gamma/beta may be None."""
-        x3 = self._ncs(x)
-        C, dtype = x3.shape[1], x.dtype
-        out = numpy.empty(x3.shape, dtype=dtype)
-        g, b = self._affine_vectors(gamma, beta, dtype)
-        mean, inv_std = numpy.ascontiguousarray(mean, dtype), numpy.ascontiguousarray(inv_std, dtype)
-        tasks = self._channel_tasks(C)
-
-        def body(worker: int, task: int) -> None:
-            _k.batch_norm_apply(
-                x3, mean, inv_std, g, b, gamma is not None, beta is not None, bool(relu), *tasks[task], out
-            )
-
-        _threads.parallel_for(body, len(tasks))
-        return out.reshape(x.shape)
-
-    @_native_dtypes
-    def batch_norm_backward_fused(
-        self, dout: Any, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any, training: bool, relu: bool = False
-    ) -> tuple[Any, Any, Any]:
-        """``(dx, dgamma, dbeta)`` of ``out = (x - mean) inv_std gamma + beta`` (None for an absent gamma/beta);
-        with ``training`` the statistics are the batch's (the full BatchNorm backward), else constants. With
-        ``relu`` the forward's output was relu(out) and ``dout`` its gradient (the mask is recomputed from x)."""
-        x3, dout3 = self._ncs(x), self._ncs(dout)
-        C, dtype = x3.shape[1], dout.dtype
-        dx = numpy.empty(x3.shape, dtype=dtype)
-        dgamma = numpy.empty(C, dtype=dtype)
-        dbeta = numpy.empty(C, dtype=dtype)
-        g, b = self._affine_vectors(gamma, beta, dtype)
-        mean, inv_std = numpy.ascontiguousarray(mean, dtype), numpy.ascontiguousarray(inv_std, dtype)
-        tasks = self._channel_tasks(C)
-
-        def body(worker: int, task: int) -> None:
-            _k.batch_norm_backward(
-                dout3, x3, mean, inv_std, g, b, gamma is not None, beta is not None, bool(training), bool(relu),
-                *tasks[task], dx, dgamma, dbeta,
-            )  # fmt: skip
-
-        _threads.parallel_for(body, len(tasks))
-        return dx.reshape(x.shape), (dgamma if gamma is not None else None), (dbeta if beta is not None else None)
-
-    @staticmethod
-    def _affine_vectors(gamma: Any, beta: Any, dtype: Any) -> tuple[Any, Any]:
-        """gamma and beta as contiguous arrays of ``dtype`` (a 1-element placeholder for an absent one)."""
-        one = numpy.ones(1, dtype=dtype)
-        g = one if gamma is None else numpy.ascontiguousarray(gamma, dtype)
-        b = one if beta is None else numpy.ascontiguousarray(beta, dtype)
-        return g, b
-
-    # ------------------------------------------------------------------ relu (see activation.py)
-    # one flat pass each, run by ElementwiseKernelsMixin._elementwise like every other activation
-    @_native_dtypes
-    def relu_forward(self, x: Any) -> tuple[Any, Any]:
-        """``(out, mask)`` with ``mask = ~(x <= 0)`` (True for x > 0 and NaN) and ``out = where(mask, x, 0)``, the
-        reference's two passes in one."""
-        out, mask = self._elementwise(_k.relu_forward, (x,), (), (x.dtype, bool))
-        return out, mask
-
-    @_native_dtypes
-    def relu_backward(self, dout: Any, mask: Any) -> Any:
-        """``dout`` where ``mask``, else 0."""
-        return self._elementwise(_k.relu_backward, (dout, mask), (), (dout.dtype,))[0]
-
-    @_native_dtypes
-    def add_relu_forward(self, a: Any, b: Any) -> tuple[Any, Any]:
-        """``relu_forward(a + b)`` (``(out, mask)``) for two arrays of the same shape and dtype, in one pass."""
-        out, mask = self._elementwise(_k.add_relu_forward, (a, b), (), (a.dtype, bool))
-        return out, mask

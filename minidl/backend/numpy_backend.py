@@ -1,11 +1,15 @@
-"""The NumPy backend: the readable reference every faster backend is tested against.
+"""The NumPy backend: the readable reference every faster backend is tested against (the *reference mode*).
+
+It has no fast kernels (``kernels`` is empty), so on it every op in :mod:`minidl.nn.functional` runs the code in
+its docstring. A faster backend lists the pairs it replaces in its own ``kernels`` table of :class:`KernelPair`
+(see :mod:`minidl.nn.dispatch`); it does not override the primitives below, which belong to the reference pairs.
 
 Notation (used in every kernel below):
     N: batch size.  C: channels.  H, W: input height and width.
     KH, KW: kernel height and width.  SH, SW: strides.  PH, PW: zero padding on each side.
     DH, DW: dilation.  OH, OW: output height and width, OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1.
 
-Kernels (every backend implements these signatures; arguments are arrays and ints only):
+Primitives the reference pairs call (arguments are arrays and ints only):
     im2col(x, KH, KW, SH, SW, PH, PW, DH, DW) -> cols (C*KH*KW, N*OH*OW)
     col2im(cols, x_shape, KH, KW, SH, SW, PH, PW, DH, DW) -> dx (N, C, H, W)
     max_pool2d_forward(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW) -> (out, argmax)
@@ -16,15 +20,35 @@ Kernels (every backend implements these signatures; arguments are arrays and int
     adaptive_max_pool2d_forward(x, OH, OW) -> (out, indices);  adaptive_max_pool2d_backward(dout, indices, x_shape)
 Pooling kernels take the output size (OH, OW) from the caller, which applies PyTorch's floor/ceil_mode rule.
 
-The kernels are written against ``self.xp`` rather than ``numpy`` directly, so the CuPy backend can inherit them as
-a working (if not the fastest) GPU implementation and override only what it speeds up.
+The primitives are written against ``self.xp`` rather than ``numpy`` directly, so the CuPy backend inherits them as
+a working GPU implementation.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import numpy
+
+
+class KernelPair(NamedTuple):
+    """A backend's fast version of one reference pair (an entry of ``backend.kernels``; see
+    :mod:`minidl.nn.dispatch`).
+
+    Attributes:
+        forward: ``forward(prepared, *args, **kwargs) -> (out, cache)``: the reference forward's arguments, after
+            ``prepared``, the result of the op's setup (the validation the reference runs first). ``out`` is what
+            the reference returns; ``cache`` is the kernel's own, for its ``backward``.
+        backward: ``backward(dout, cache, **kwargs)``: the same gradients the reference backward returns.
+        accepts: ``accepts(*args, **kwargs) -> bool``, called before the setup on the raw arguments: False hands a
+            case the kernel does not cover to the reference. None: every case.
+    """
+
+    forward: Callable[..., Any]
+    backward: Callable[..., Any]
+    accepts: Callable[..., bool] | None = None
 
 
 class NumpyBackend:
@@ -34,6 +58,8 @@ class NumpyBackend:
     xp: Any = numpy
     #: where arrays of this backend live; backends with the same device can share arrays without a copy.
     device = "cpu"
+    #: the pairs of minidl.nn.functional this backend replaces with fast kernels: op name -> KernelPair. None here.
+    kernels: Mapping[str, KernelPair] = MappingProxyType({})
 
     # ------------------------------------------------------------------ arrays
     def is_array(self, a: Any) -> bool:
@@ -48,6 +74,12 @@ class NumpyBackend:
 
     def __repr__(self) -> str:
         return f"<minidl backend {self.name!r} ({self.xp.__name__}, {self.device})>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A backend is one object per name: copying or unpickling one gives that object."""
+        from minidl.backend import get_backend
+
+        return (get_backend, (self.name,))
 
     # ------------------------------------------------------------------ convolution: im2col / col2im
     def im2col(self, x: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int) -> Any:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minidl.nn._checks import check_array, check_grad_output, check_int
+from minidl.nn._checks import check_int, check_layout
 from minidl.nn.activation import ReLU
 from minidl.nn.containers import Flatten, Sequential
 from minidl.nn.conv import Conv2d
@@ -92,15 +92,13 @@ class CifarCNN(Module):
         return f"num_classes={self.num_classes}"
 
     def forward(self, x: Any) -> Any:
-        check_array("CifarCNN", x, ndim=4, channels=self.in_channels)
-        if tuple(x.shape[2:]) != (32, 32):
+        check_layout("CifarCNN", x, ndim=4, channels=self.in_channels)
+        if hasattr(x, "shape") and tuple(x.shape[2:]) != (32, 32):
             raise ValueError(f"CifarCNN: expected 32x32 images, got shape {tuple(x.shape)}")
         out = self.classifier(self.flatten(self.features(x)))
-        self._save_for_backward(tuple(out.shape))
         return out
 
     def backward(self, dout: Any) -> Any:
-        check_grad_output("CifarCNN", dout, self._pop_cache())
         return self.features.backward(self.flatten.backward(self.classifier.backward(dout)))
 
 

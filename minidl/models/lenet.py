@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minidl.nn._checks import check_array, check_grad_output, check_int
+from minidl.nn._checks import check_int, check_layout
 from minidl.nn.activation import ReLU, Tanh
 from minidl.nn.containers import Flatten, Sequential
 from minidl.nn.conv import Conv2d
@@ -108,19 +108,17 @@ class LeNet5(Module):
         )
 
     def forward(self, x: Any) -> Any:
-        check_array("LeNet5", x, ndim=4, channels=self.in_channels)
+        check_layout("LeNet5", x, ndim=4, channels=self.in_channels)
         size = 32 - 2 * self.padding
-        if tuple(x.shape[2:]) != (size, size):
+        if hasattr(x, "shape") and tuple(x.shape[2:]) != (size, size):
             raise ValueError(
                 f"LeNet5(padding={self.padding}): expected {size}x{size} images, got shape {tuple(x.shape)}; "
                 "use padding=2 for 28x28 images (MNIST) and padding=0 for 32x32"
             )
         out = self.classifier(self.flatten(self.features(x)))
-        self._save_for_backward(tuple(out.shape))
         return out
 
     def backward(self, dout: Any) -> Any:
-        check_grad_output("LeNet5", dout, self._pop_cache())
         return self.features.backward(self.flatten.backward(self.classifier.backward(dout)))
 
 

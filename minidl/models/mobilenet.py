@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from minidl.models._init import torchvision_init_
-from minidl.nn._checks import check_array, check_float, check_grad_output, check_int
+from minidl.nn._checks import check_float, check_int, check_layout
 from minidl.nn.activation import ReLU6
 from minidl.nn.containers import Flatten, Sequential
 from minidl.nn.conv import Conv2d
@@ -38,7 +38,7 @@ from minidl.nn.dropout import Dropout
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d
-from minidl.nn.pooling import AdaptiveAvgPool2d
+from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d
 
 __all__ = ["Conv2dNormActivation", "InvertedResidual", "MobileNetV2", "make_divisible", "mobilenet_v2"]
 
@@ -163,15 +163,13 @@ class InvertedResidual(Module):
         return f"{self.inp}, {self.oup}, stride={self.stride}, expand_ratio={self.expand_ratio:g}"
 
     def forward(self, x: Any) -> Any:
-        check_array(f"InvertedResidual({self.extra_repr()})", x, ndim=4, channels=self.inp)
+        check_layout(f"InvertedResidual({self.extra_repr()})", x, ndim=4, channels=self.inp)
         out = self.conv(x)
         if self.use_res_connect:
             out = out + x
-        self._save_for_backward(tuple(out.shape))
         return out
 
     def backward(self, dout: Any) -> Any:
-        check_grad_output("InvertedResidual", dout, self._pop_cache())
         dx = self.conv.backward(dout)
         if self.use_res_connect:
             dx = dx + dout  # the identity branch passes the gradient unchanged; the fork at x adds it
@@ -247,13 +245,11 @@ class MobileNetV2(Module):
         return f"num_classes={self.num_classes}, width_mult={self.width_mult:g}, cifar={self.cifar}"
 
     def forward(self, x: Any) -> Any:
-        check_array("MobileNetV2", x, ndim=4, channels=self.in_channels)
+        check_layout("MobileNetV2", x, ndim=4, channels=self.in_channels)
         out = self.classifier(self.flatten(self.avgpool(self.features(x))))
-        self._save_for_backward(tuple(out.shape))
         return out
 
     def backward(self, dout: Any) -> Any:
-        check_grad_output("MobileNetV2", dout, self._pop_cache())
         d = self.avgpool.backward(self.flatten.backward(self.classifier.backward(dout)))
         return self.features.backward(d)
 

@@ -44,15 +44,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from minidl.nn import init
-from minidl.nn._checks import check_array, check_grad_output, check_int
-from minidl.nn.activation import ReLU
+from minidl.nn._checks import check_int
+from minidl.nn.activation import AddReLU, ReLU
 from minidl.nn.containers import Flatten, Sequential
 from minidl.nn.conv import Conv2d
-from minidl.nn.fusion import backward_bn_relu, forward_add_relu, forward_conv_bn_relu
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d
-from minidl.nn.pooling import AdaptiveAvgPool2d, MaxPool2d
+from minidl.nn.pooling import MaxPool2d
+from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d
 
 __all__ = [
     "BasicBlock",
@@ -93,17 +93,13 @@ def _check_shortcut(where: str, body: Any, identity: Any) -> None:
 
 
 class _ResidualBlock(Module):
-    """What BasicBlock and Bottleneck share: ``y = relu(body(x) + shortcut(x))`` around their own body.
-
-    A subclass builds its layers (``downsample`` and the final ReLU named by ``_out_relu`` included) and defines
-    ``_body(x)`` and ``_body_backward(dz)``; the input check, the shortcut, the sum and the backward's fork are here.
-    """
+    """What BasicBlock and Bottleneck share besides their layers: the arguments, the repr, the shortcut's backward
+    and the receptive-field branches."""
 
     inplanes: int
     planes: int
     stride: int
     downsample: Module | None
-    _out_relu = ""  # the attribute name of the ReLU after the sum
 
     def _init_common(self, inplanes: int, planes: int, stride: int, downsample: Module | None) -> None:
         where = type(self).__name__
@@ -116,33 +112,19 @@ class _ResidualBlock(Module):
     def extra_repr(self) -> str:
         return f"{self.inplanes}, {self.planes}, stride={self.stride}"
 
+    def _shortcut(self, x: Any, out: Any) -> Any:
+        """The shortcut of x (the identity, or ``downsample``), checked against the body's output ``out``."""
+        identity = x if self.downsample is None else self.downsample(x)
+        _check_shortcut(f"{type(self).__name__}({self.extra_repr()})", out, identity)
+        return identity
+
+    def _shortcut_backward(self, dz: Any) -> Any:
+        return dz if self.downsample is None else self.downsample.backward(dz)
+
     def receptive_field_branches(self) -> list[list[Module]]:
         """Main path and shortcut, for :func:`minidl.summary`'s receptive field (``[]`` is the identity)."""
-        main = [m for name, m in self.named_children() if name != "downsample"]
+        main = [m for name, m in self.named_children() if name not in ("downsample", "add_relu")]
         return [main, [] if self.downsample is None else [self.downsample]]
-
-    def _body(self, x: Any) -> Any:
-        raise NotImplementedError
-
-    def _body_backward(self, dz: Any) -> Any:
-        raise NotImplementedError
-
-    def forward(self, x: Any) -> Any:
-        where = f"{type(self).__name__}({self.extra_repr()})"
-        check_array(where, x, ndim=4, channels=self.inplanes)
-        out = self._body(x)
-        identity = x if self.downsample is None else self.downsample(x)
-        _check_shortcut(where, out, identity)
-        out = forward_add_relu(getattr(self, self._out_relu), out, identity)  # relu(out + identity), one pass
-        self._save_for_backward(tuple(out.shape))
-        return out
-
-    def backward(self, dout: Any) -> Any:
-        check_grad_output(type(self).__name__, dout, self._pop_cache())
-        dz = getattr(self, self._out_relu).backward(dout)  # gradient of z = body + identity: the sum passes it on
-        dbody = self._body_backward(dz)
-        dshortcut = dz if self.downsample is None else self.downsample.backward(dz)
-        return dbody + dshortcut  # x fed both branches: their gradients add
 
 
 class BasicBlock(_ResidualBlock):
@@ -151,10 +133,11 @@ class BasicBlock(_ResidualBlock):
     .. math:: y = \mathrm{relu}(\mathrm{bn_2}(\mathrm{conv_2}(\mathrm{relu}(\mathrm{bn_1}(\mathrm{conv_1}(x)))))
               + \mathrm{downsample}(x))
 
-    torchvision applies one ``relu`` module twice; a minidl module keeps one cache per forward, so the block holds
-    two: ``relu1`` (inside the branch) and ``relu2`` (after the sum). Neither has state, so the state_dict keys are
-    torchvision's: ``conv1.weight``, ``bn1.*``, ``conv2.weight``, ``bn2.*``, ``downsample.0.weight``,
-    ``downsample.1.*``.
+    The layers and their state_dict keys are torchvision's (``conv1.weight``, ``bn1.*``, ``conv2.weight``,
+    ``bn2.*``, ``downsample.0.weight``, ``downsample.1.*``). The sum and the ReLU after it are the module
+    ``add_relu``, as in torchvision's quantizable ResNet (a plain ``relu`` module could be called twice too: see
+    :meth:`~minidl.nn.Module.save_for_backward`), so :func:`minidl.nn.fuse` can turn ``conv1, bn1, relu`` into one
+    fused group without touching the join.
 
     Args:
         inplanes: C, the input channels.
@@ -167,8 +150,8 @@ class BasicBlock(_ResidualBlock):
         - Output: (N, O, OH, OW), OH = floor((H - 1) / stride) + 1, likewise OW.
 
     Backward:
-        dz = relu2.backward(dy);  dbody = conv1 <- bn1 <- relu1 <- conv2 <- bn2 backward of dz (reverse order);
-        dx = dbody + (downsample.backward(dz) if downsample else dz).
+        dz = add_relu.backward(dy) (the gradient of the sum, for each term); the body's layers in reverse order
+        on dz; dx = dbody + (downsample.backward(dz) if downsample else dz).
 
     Examples:
         >>> import numpy as np
@@ -179,26 +162,29 @@ class BasicBlock(_ResidualBlock):
     """
 
     expansion = 1
-    _out_relu = "relu2"
+    fusion_groups = (("conv1", "bn1", "relu"), ("conv2", "bn2"))
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Module | None = None) -> None:
         super().__init__()
         self._init_common(inplanes, planes, stride, downsample)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = BatchNorm2d(planes)
-        self.relu1 = ReLU()
+        self.relu = ReLU()
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = BatchNorm2d(planes)
         self.downsample = downsample
-        self.relu2 = ReLU()
+        self.add_relu = AddReLU()
 
-    def _body(self, x: Any) -> Any:
-        out = forward_conv_bn_relu(self.conv1, self.bn1, self.relu1, x)  # relu1(bn1(conv1(x))), fused if it can
-        return forward_conv_bn_relu(self.conv2, self.bn2, None, out)
+    def forward(self, x: Any) -> Any:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.add_relu(out, self._shortcut(x, out))
 
-    def _body_backward(self, dz: Any) -> Any:
-        d = self.conv2.backward(self.bn2.backward(dz))  # the body, layer by layer in reverse
-        return self.conv1.backward(backward_bn_relu(self.bn1, self.relu1, d))  # relu1, then bn1
+    def backward(self, dout: Any) -> Any:
+        dz = self.add_relu.backward(dout)  # the sum hands its gradient to both terms
+        d = self.conv2.backward(self.bn2.backward(dz))
+        d = self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
+        return d + self._shortcut_backward(dz)  # x fed both branches: their gradients add
 
 
 class Bottleneck(_ResidualBlock):
@@ -209,7 +195,8 @@ class Bottleneck(_ResidualBlock):
 
     The stride sits on the 3x3 convolution (torchvision's ResNet v1.5). The inner width is
     ``int(planes * width_per_group / 64) * groups`` (``planes`` for plain ResNets; ResNeXt and wide ResNets
-    change it). Three ReLU modules ``relu1``, ``relu2``, ``relu3`` stand for torchvision's one reused ``relu``.
+    change it). As in torchvision's quantizable ResNet, the two inner ReLUs are the modules ``relu1``, ``relu2`` and
+    the sum with its ReLU is ``add_relu``; none has parameters, so the state_dict keys are torchvision's.
 
     Args:
         inplanes: C, the input channels.
@@ -224,7 +211,7 @@ class Bottleneck(_ResidualBlock):
         - Output: (N, 4 * planes, OH, OW), OH = floor((H - 1) / stride) + 1, likewise OW.
 
     Backward:
-        dz = relu3.backward(dy);  dbody = the nine body layers' backward in reverse order applied to dz;
+        dz = add_relu.backward(dy);  dbody = the body's layers in reverse order on dz;
         dx = dbody + (downsample.backward(dz) if downsample else dz).
 
     Examples:
@@ -236,7 +223,7 @@ class Bottleneck(_ResidualBlock):
     """
 
     expansion = 4
-    _out_relu = "relu3"
+    fusion_groups = (("conv1", "bn1", "relu1"), ("conv2", "bn2", "relu2"), ("conv3", "bn3"))
 
     def __init__(
         self,
@@ -263,17 +250,20 @@ class Bottleneck(_ResidualBlock):
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = BatchNorm2d(planes * self.expansion)
         self.downsample = downsample
-        self.relu3 = ReLU()
+        self.add_relu = AddReLU()
 
-    def _body(self, x: Any) -> Any:
-        out = forward_conv_bn_relu(self.conv1, self.bn1, self.relu1, x)  # relu1(bn1(conv1(x))), fused if it can
-        out = forward_conv_bn_relu(self.conv2, self.bn2, self.relu2, out)
-        return forward_conv_bn_relu(self.conv3, self.bn3, None, out)
+    def forward(self, x: Any) -> Any:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.add_relu(out, self._shortcut(x, out))
 
-    def _body_backward(self, dz: Any) -> Any:
+    def backward(self, dout: Any) -> Any:
+        dz = self.add_relu.backward(dout)
         d = self.conv3.backward(self.bn3.backward(dz))
-        d = self.conv2.backward(backward_bn_relu(self.bn2, self.relu2, d))
-        return self.conv1.backward(backward_bn_relu(self.bn1, self.relu1, d))
+        d = self.conv2.backward(self.bn2.backward(self.relu2.backward(d)))
+        d = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
+        return d + self._shortcut_backward(dz)
 
 
 class ResNet(Module):
@@ -390,25 +380,23 @@ class ResNet(Module):
     def extra_repr(self) -> str:
         return f"stem={self.stem!r}, num_classes={self.num_classes}"
 
+    fusion_groups = (("conv1", "bn1", "relu"),)
+
     def forward(self, x: Any) -> Any:
-        check_array(type(self).__name__, x, ndim=4, channels=self.in_channels)
-        x = forward_conv_bn_relu(self.conv1, self.bn1, self.relu, x)
+        x = self.relu(self.bn1(self.conv1(x)))
         if self.maxpool is not None:
             x = self.maxpool(x)
         for stage in self.stages():
             x = stage(x)
-        out = self.fc(self.flatten(self.avgpool(x)))
-        self._save_for_backward(tuple(out.shape))
-        return out
+        return self.fc(self.flatten(self.avgpool(x)))
 
     def backward(self, dout: Any) -> Any:
-        check_grad_output(type(self).__name__, dout, self._pop_cache())
         d = self.avgpool.backward(self.flatten.backward(self.fc.backward(dout)))
         for stage in reversed(self.stages()):
             d = stage.backward(d)
         if self.maxpool is not None:
             d = self.maxpool.backward(d)
-        return self.conv1.backward(backward_bn_relu(self.bn1, self.relu, d))
+        return self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
 
 
 # ---------------------------------------------------------------------------------------------- ImageNet ResNets

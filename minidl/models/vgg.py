@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from minidl.models._init import torchvision_init_
-from minidl.nn._checks import check_array, check_grad_output, check_int
+from minidl.nn._checks import check_int, check_layout
 from minidl.nn.activation import ReLU
 from minidl.nn.containers import Flatten, Sequential
 from minidl.nn.conv import Conv2d
@@ -44,7 +44,8 @@ from minidl.nn.dropout import Dropout
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d
-from minidl.nn.pooling import AdaptiveAvgPool2d, MaxPool2d
+from minidl.nn.pooling import MaxPool2d
+from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d
 
 __all__ = [
     "VGG",
@@ -162,7 +163,7 @@ class VGG(Module):
         return f"num_classes={self.num_classes}, cifar={self.cifar}"
 
     def forward(self, x: Any) -> Any:
-        check_array("VGG", x, ndim=4, channels=self.in_channels)
+        check_layout("VGG", x, ndim=4, channels=self.in_channels)
         x = self.features(x)
         if self.avgpool is not None:
             x = self.avgpool(x)
@@ -173,11 +174,9 @@ class VGG(Module):
                 f"{x.shape[1]} values per image; use cifar=False for other sizes"
             )
         out = self.classifier(x)
-        self._save_for_backward(tuple(out.shape))
         return out
 
     def backward(self, dout: Any) -> Any:
-        check_grad_output("VGG", dout, self._pop_cache())
         d = self.flatten.backward(self.classifier.backward(dout))
         if self.avgpool is not None:
             d = self.avgpool.backward(d)

@@ -19,89 +19,44 @@ from typing import Any
 
 import numpy as np  # noqa: F401  (the doctests use it)
 
+from minidl import _erf_coefficients as cody
 from minidl.backend import get_array_module
-from minidl.nn._checks import check_array, check_grad_output
+from minidl.nn._checks import check_array
 from minidl.nn.module import Module
 
 # ---------------------------------------------------------------------------------------------- the error function
-# W. J. Cody's coefficients: erf(y) = y P(y^2)/Q(y^2) on [0, 0.46875]; erfc(y) = exp(-y^2) R(y) on (0.46875, 4] and
-# exp(-y^2) / y (1/sqrt(pi) - S(1/y^2)) beyond 4, with R, S rational functions.
-_A = (
-    3.16112374387056560e00,
-    1.13864154151050156e02,
-    3.77485237685302021e02,
-    3.20937758913846947e03,
-    1.85777706184603153e-1,
-)
-_B = (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03, 2.84423683343917062e03)
-_C = (
-    5.64188496988670089e-1,
-    8.88314979438837594e00,
-    6.61191906371416295e01,
-    2.98635138197400131e02,
-    8.81952221241769090e02,
-    1.71204761263407058e03,
-    2.05107837782607147e03,
-    1.23033935479799725e03,
-    2.15311535474403846e-8,
-)
-_D = (
-    1.57449261107098347e01,
-    1.17693950891312499e02,
-    5.37181101862009858e02,
-    1.62138957456669019e03,
-    3.29079923573345963e03,
-    4.36261909014324716e03,
-    3.43936767414372164e03,
-    1.23033935480374942e03,
-)
-_P = (
-    3.05326634961232344e-1,
-    3.60344899949804439e-1,
-    1.25781726111229246e-1,
-    1.60837851487422766e-2,
-    6.58749161529837803e-4,
-    1.63153871373020978e-2,
-)
-_Q = (
-    2.56852019228982242e00,
-    1.87295284992346047e00,
-    5.27905102951428412e-1,
-    6.05183413124413191e-2,
-    2.33520497626869185e-3,
-)
-_ERF_SMALL = 0.46875  # below it erf itself is approximated; above it erfc (no cancellation in 1 - erf)
-_ERFC_ZERO = 27.0  # erfc(27) ~ 5e-319: zero in float64
+# W. J. Cody's coefficients (minidl/_erf_coefficients.py, shared with the Numba kernels): erf(y) = y P(y^2)/Q(y^2) on
+# [0, 0.46875]; erfc(y) = exp(-y^2) R(y) on (0.46875, 4] and exp(-y^2) / y (1/sqrt(pi) - S(1/y^2)) beyond 4.
 
 
 def _erf_small(y: Any) -> Any:
     """erf(y) for 0 <= y <= 0.46875: y * P(y^2) / Q(y^2), evaluated by Horner's rule."""
     z = y * y
-    num, den = _A[4] * z, z
-    for a, b in zip(_A[:3], _B[:3], strict=True):
+    num, den = cody.A[4] * z, z
+    for a, b in zip(cody.A[:3], cody.B[:3], strict=True):
         num, den = (num + a) * z, (den + b) * z
-    return y * (num + _A[3]) / (den + _B[3])
+    return y * (num + cody.A[3]) / (den + cody.B[3])
 
 
 def _erfc_large(xp: Any, y: Any) -> Any:
     """erfc(y) for y >= 0.46875 (values below are clipped, so compute it anywhere and select with ``where``)."""
-    mid = xp.clip(y, _ERF_SMALL, 4.0)
-    num, den = _C[8] * mid, mid
-    for c, d in zip(_C[:7], _D[:7], strict=True):
+    mid = xp.clip(y, cody.ERF_SMALL, 4.0)
+    num, den = cody.C[8] * mid, mid
+    for c, d in zip(cody.C[:7], cody.D[:7], strict=True):
         num, den = (num + c) * mid, (den + d) * mid
-    r_mid = (num + _C[7]) / (den + _D[7])
-    far = xp.clip(y, 4.0, _ERFC_ZERO)
+    r_mid = (num + cody.C[7]) / (den + cody.D[7])
+    far = xp.clip(y, 4.0, cody.ERFC_ZERO)
     z = 1.0 / (far * far)
-    num, den = _P[5] * z, z
-    for p, q in zip(_P[:4], _Q[:4], strict=True):
+    num, den = cody.P[5] * z, z
+    for p, q in zip(cody.P[:4], cody.Q[:4], strict=True):
         num, den = (num + p) * z, (den + q) * z
-    r_far = (1.0 / math.sqrt(math.pi) - z * (num + _P[4]) / (den + _Q[4])) / far
+    r_far = (1.0 / math.sqrt(math.pi) - z * (num + cody.P[4]) / (den + cody.Q[4])) / far
     r = xp.where(y <= 4.0, r_mid, r_far)
     # exp(-y^2) split as exp(-s^2) exp(-(y - s)(y + s)) with s = y rounded down to 1/16: keeps full precision
-    yc = xp.clip(y, _ERF_SMALL, _ERFC_ZERO)
+    yc = xp.clip(y, cody.ERF_SMALL, cody.ERFC_ZERO)
     s = xp.trunc(yc * 16.0) / 16.0
     out = xp.exp(-s * s) * xp.exp(-(yc - s) * (yc + s)) * r
-    return xp.where(y >= _ERFC_ZERO, 0.0, out)
+    return xp.where(y >= cody.ERFC_ZERO, 0.0, out)
 
 
 def _erf(x: Any) -> Any:
@@ -114,9 +69,9 @@ def _erf(x: Any) -> Any:
     """
     xp = _xp(x)
     y = xp.abs(x)
-    small = _erf_small(xp.minimum(y, _ERF_SMALL))
+    small = _erf_small(xp.minimum(y, cody.ERF_SMALL))
     big = 1.0 - _erfc_large(xp, y)
-    value = xp.where(y <= _ERF_SMALL, small, big)
+    value = xp.where(y <= cody.ERF_SMALL, small, big)
     return xp.where(x < 0, -value, value)
 
 
@@ -127,9 +82,9 @@ def _erfc(x: Any) -> Any:
     if x.dtype == xp.float16:
         x = x.astype(xp.float32)
     y = xp.abs(x)
-    small = 1.0 - xp.where(x < 0, -1.0, 1.0) * _erf_small(xp.minimum(y, _ERF_SMALL))
+    small = 1.0 - xp.where(x < 0, -1.0, 1.0) * _erf_small(xp.minimum(y, cody.ERF_SMALL))
     r = _erfc_large(xp, y)
-    return xp.where(y <= _ERF_SMALL, small, xp.where(x < 0, 2.0 - r, r))
+    return xp.where(y <= cody.ERF_SMALL, small, xp.where(x < 0, 2.0 - r, r))
 
 
 def _xp(x: Any) -> Any:
@@ -159,28 +114,46 @@ def _check_inplace(where: str, inplace: Any) -> bool:
     return inplace
 
 
-class _Activation(Module):
-    """Shared forward/backward of the activation modules: validate, call the functional pair, cache, check."""
+def _unary_setup(where: str) -> Any:
+    """The setup of an elementwise pair ``<op>_forward(x, *hyperparameters)``: x must be a floating array of the
+    current backend (the backend is returned)."""
 
-    _forward_fn: Any = None
-    _backward_fn: Any = None
+    def setup(x: Any, *hyperparameters: Any, **named: Any) -> Any:
+        return check_array(where, x)
+
+    setup.__name__ = f"{where}_setup"
+    return setup
+
+
+class _Activation(Module):
+    """What the activation modules share: forward runs the op's pair, saves its cache, backward runs the other half.
+
+    A subclass names its pair in two one-line methods, ``_pair_forward(x)`` (e.g. ``F.relu_forward(x)``) and
+    ``_pair_backward(dout, cache)``, and its hyperparameters (for the repr) in ``_hyperparameters()``.
+    """
+
     inplace = False
 
     def _hyperparameters(self) -> dict[str, Any]:
         return {}
 
+    def _pair_forward(self, x: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        raise NotImplementedError
+
     def forward(self, x: Any) -> Any:
-        check_array(type(self).__name__, x)
-        out, cache = type(self)._forward_fn(x, **self._hyperparameters())
-        self._save_for_backward((cache, tuple(x.shape)))
+        out, cache = self._pair_forward(x)
+        self.save_for_backward(cache)
         return out
 
     def backward(self, dout: Any) -> Any:
-        cache, shape = self._pop_cache()
-        check_grad_output(type(self).__name__, dout, shape)
-        dx = type(self)._backward_fn(dout, cache)
-        assert tuple(dx.shape) == shape, f"{type(self).__name__}.backward: dx shape {dx.shape} != input shape {shape}"
-        return dx
+        (cache,) = self.pop_saved()
+        return self._pair_backward(dout, cache)
+
+    def _where(self) -> str:
+        return type(self).__name__
 
     def extra_repr(self) -> str:
         parts = [f"{k}={v}" for k, v in self._hyperparameters().items()]

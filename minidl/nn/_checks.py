@@ -66,13 +66,51 @@ def check_array(
             f"{where}: expected a floating-point {what} (float32 or float64), got dtype {x.dtype}; "
             "convert it with x.astype(np.float32)"
         )
+    _check_parameter_dtype(where, x, dtype, what)
+    return be
+
+
+def _check_parameter_dtype(where: str, x: Any, dtype: Any, what: str = "input") -> None:
     if dtype is not None and np.dtype(x.dtype) != np.dtype(dtype):
         raise TypeError(
             f"{where}: the {what} has dtype {x.dtype} but the layer's parameters are {np.dtype(dtype)}; "
             f"convert the input with x.astype(np.{np.dtype(dtype).name}) "
             f"or the layer with .to(np.{np.dtype(x.dtype).name})"
         )
-    return be
+
+
+def check_layout(where: str, x: Any, *, ndim: int | Sequence[int] | None = None, channels: int | None = None) -> None:
+    """What a layer, and not its functional pair, knows about its input: the number of dimensions (BatchNorm1d vs
+    BatchNorm2d) and the channel count. Anything that is not an array passes: the pair reports it."""
+    if not hasattr(x, "ndim") or not hasattr(x, "shape"):
+        return
+    allowed = () if ndim is None else (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if allowed and x.ndim not in allowed:
+        layouts = " or ".join(f"{n}-D {_LAYOUTS.get(n, '')}".strip() for n in allowed)
+        raise ValueError(f"{where}: expected a {layouts} input, got shape {tuple(x.shape)} ({x.ndim}-D)")
+    if channels is not None and x.ndim >= 2 and x.shape[1] != channels:
+        raise ValueError(
+            f"{where}: expected {channels} channels in dimension 1 of the input, got {x.shape[1]} "
+            f"(shape {tuple(x.shape)})"
+        )
+
+
+def check_params(where: str, x: Any, shape: tuple[int, ...], **params: Any) -> None:
+    """The parameter and statistics arrays of a functional (each may be None) must have ``shape``, one dtype, and
+    the input's device; the input (already checked with :func:`check_array`) must have that dtype (a float64 input
+    into float32 parameters is refused, with the conversion to make)."""
+    given = {name: a for name, a in params.items() if a is not None}
+    check_same_device(where, x, *given.values())
+    dtype = None
+    for name, a in given.items():
+        check_array(where, a, what=name)
+        if tuple(a.shape) != tuple(shape):
+            raise ValueError(f"{where}: expected {name} of shape {tuple(shape)}, got shape {tuple(a.shape)}")
+        if dtype is None:
+            dtype, first = a.dtype, name
+        elif a.dtype != dtype:
+            raise TypeError(f"{where}: {first} has dtype {dtype} but {name} has dtype {a.dtype}; give them one dtype")
+    _check_parameter_dtype(where, x, dtype)
 
 
 def check_same_device(where: str, x: Any, *arrays: Any) -> None:
@@ -86,20 +124,23 @@ def check_same_device(where: str, x: Any, *arrays: Any) -> None:
 
 
 def check_grad_output(where: str, dout: Any, shape: Sequence[int], dtype: Any = None) -> None:
-    """``backward(dout)`` needs a floating ``dout`` of exactly the output's shape (and of ``dtype`` when given:
-    a float64 gradient into a float32 layer would silently turn every gradient below it into float64)."""
+    """A backward's ``dout`` must be a floating array of exactly the forward output's shape (and of ``dtype`` when
+    given: a float64 gradient into a float32 layer would silently turn every gradient below it into float64).
+
+    Args:
+        where: the backward's name in the message, e.g. ``"relu_backward"``.
+    """
     if not hasattr(dout, "shape") or not hasattr(dout, "dtype"):
-        raise TypeError(f"{where}.backward: expected an array for the gradient, got {type(dout).__name__}")
+        raise TypeError(f"{where}: expected an array for the gradient, got {type(dout).__name__}")
     if tuple(dout.shape) != tuple(shape):
         raise ValueError(
-            f"{where}.backward: the gradient has shape {tuple(dout.shape)} "
-            f"but the forward output had shape {tuple(shape)}"
+            f"{where}: the gradient has shape {tuple(dout.shape)} but the forward output had shape {tuple(shape)}"
         )
     if not np.issubdtype(np.dtype(dout.dtype), np.floating):
-        raise TypeError(f"{where}.backward: expected a floating-point gradient, got dtype {dout.dtype}")
+        raise TypeError(f"{where}: expected a floating-point gradient, got dtype {dout.dtype}")
     if dtype is not None and np.dtype(dout.dtype) != np.dtype(dtype):
         raise TypeError(
-            f"{where}.backward: the gradient has dtype {dout.dtype} but the layer computes in {np.dtype(dtype)}; "
+            f"{where}: the gradient has dtype {dout.dtype} but the forward computed in {np.dtype(dtype)}; "
             f"convert it with dout.astype(np.{np.dtype(dtype).name})"
         )
 

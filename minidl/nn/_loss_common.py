@@ -16,7 +16,7 @@ import numpy as np
 
 from minidl.backend import get_array_module
 from minidl.nn._checks import check_grad_output
-from minidl.nn.module import Module
+from minidl.nn.module import Module, _under_module_name
 
 
 def _check_reduction(where: str, reduction: Any, allowed: tuple[str, ...] = ("none", "mean", "sum")) -> str:
@@ -61,12 +61,16 @@ def _reduce(xp: Any, per_sample: Any, reduction: str, denominator: Any) -> Any:
 
 
 def _reduced_dout(where: str, dout: Any, reduction: str, denominator: Any, shape: tuple[int, ...]) -> Any:
-    """The gradient each term receives: dout (sum), dout / denominator (mean), dout itself ("none")."""
+    """The gradient each term receives: dout (sum), dout / denominator (mean), dout itself ("none").
+
+    Args:
+        where: the backward's name, e.g. ``"mse_loss_backward"``.
+    """
     if reduction == "none":
         check_grad_output(where, dout, shape)
         return dout
     if hasattr(dout, "shape") and int(np.prod(dout.shape)) != 1:
-        raise ValueError(f"{where}.backward: the loss is a scalar, so dout must be a scalar, got shape {dout.shape}")
+        raise ValueError(f"{where}: the loss is a scalar, so dout must be a scalar, got shape {dout.shape}")
     # a Python float, so a float64 dout (np.float64(1.0)) does not turn a float32 model's gradients into float64
     dout = float(dout.reshape(())) if hasattr(dout, "reshape") else float(dout)
     if reduction == "sum":
@@ -75,10 +79,11 @@ def _reduced_dout(where: str, dout: Any, reduction: str, denominator: Any, shape
 
 
 class _Loss(Module):
-    """Shared call protocol: ``loss_fn(input, target) -> float`` and ``loss_fn.backward(dout=None) -> dinput``."""
+    """Shared call protocol: ``loss_fn(input, target) -> float`` and ``loss_fn.backward(dout=None) -> dinput``.
 
-    _forward_fn: Any = None
-    _backward_fn: Any = None
+    A subclass names its pair in ``_pair_forward(input, target)`` (e.g. ``F.mse_loss_forward(input, target,
+    self.reduction)``) and ``_pair_backward(dout, cache)``, and its options (for the repr) in ``_arguments()``.
+    """
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
@@ -90,28 +95,22 @@ class _Loss(Module):
     def _arguments(self) -> dict[str, Any]:
         return {"reduction": self.reduction}
 
-    def _renamed(self, err: Exception) -> Exception:
-        """The functional's error with the Module's name in front (what the user called)."""
-        head, sep, rest = str(err).partition(": ")
-        if sep and ("_forward" in head or head.endswith(".backward")):
-            tail = ".backward" if head.endswith(".backward") else ""
-            return type(err)(f"{type(self).__name__}{tail}: {rest}")
-        return err
+    def _where(self) -> str:
+        return type(self).__name__
 
-    def _run(self, *arrays: Any) -> Any:
-        try:
-            loss, cache = type(self)._forward_fn(*arrays, **self._arguments())
-        except (TypeError, ValueError) as err:
-            raise self._renamed(err) from None
-        shape = tuple(loss.shape)
-        self._save_for_backward((cache, shape))
-        return loss if self.reduction == "none" else float(loss)
+    def _pair_forward(self, input: Any, target: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        raise NotImplementedError
 
     def forward(self, input: Any, target: Any) -> Any:
-        return self._run(input, target)
+        loss, cache = self._pair_forward(input, target)
+        self.save_for_backward(cache, tuple(loss.shape))
+        return loss if self.reduction == "none" else float(loss)
 
     def backward(self, dout: Any = None) -> Any:
-        cache, shape = self._pop_cache()
+        cache, shape = self.pop_saved()
         if dout is None:
             if self.reduction == "none":
                 raise ValueError(
@@ -120,9 +119,12 @@ class _Loss(Module):
                 )
             dout = 1.0
         try:
-            return type(self)._backward_fn(dout, cache)
-        except (TypeError, ValueError) as err:
-            raise self._renamed(err) from None
+            return self._pair_backward(dout, cache)
+        except (TypeError, ValueError) as err:  # the pair's message, under the loss's name
+            renamed = _under_module_name(err, self, ".backward")
+            if renamed is None:
+                raise
+            raise renamed.with_traceback(err.__traceback__) from None
 
     def extra_repr(self) -> str:
         return ", ".join(

@@ -24,38 +24,41 @@ not change, and :math:`e^{x}` can no longer overflow). Its Jacobian is :math:`\p
 p_i (\delta_{ij} - p_j)`, so :math:`dx = p \odot (dout - \sum_j dout_j p_j)`. For log-softmax
 :math:`\ell = x - \log\sum_j e^{x_j}`: :math:`dx = dout - p \sum_j dout_j`.
 
-The smooth activations (ELU, GELU, SiLU, Softplus, Mish) live in :mod:`minidl.nn.activation_smooth` and are
-re-exported here; the error function GELU needs (W. J. Cody's rational approximations, NumPy has none) and the shared
-Module base are in :mod:`minidl.nn._activation_common`.
+The smooth activations (sigmoid, tanh, ELU, GELU, SiLU, Softplus, Mish) live in :mod:`minidl.nn.activation_smooth`
+and softmax / log-softmax in :mod:`minidl.nn.activation_softmax`, both re-exported here; the error function GELU
+needs (W. J. Cody's rational approximations, NumPy has none) and the shared Module base are in
+:mod:`minidl.nn._activation_common`.
 
 PyTorch's ``inplace=True`` is accepted where PyTorch has it, but minidl never overwrites the input: backward needs
 it (or the output), and a new array is always returned.
 
-A fast backend (Numba) supplies one-pass kernels for most of these functionals, looked up with
-``getattr(backend, name, None)``; the NumPy code here is their reference (``minidl/backend/_numba_elementwise.py``).
+The pairs marked ``@kernel("<op>")`` have a one-pass kernel on the Numba backend (``minidl/backend/
+_numba_elementwise.py``, listed in the backend's kernel table); the NumPy code here is the reference they replace and
+are tested against (see :mod:`minidl.nn.dispatch`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np  # noqa: F401  (the doctests use it)
 
-from minidl.nn._activation_common import _Activation, _cast, _check_inplace, _sigmoid, _xp
-from minidl.nn._checks import check_array, check_float, check_int
+from minidl.nn._activation_common import _Activation, _cast, _check_inplace, _unary_setup, _xp
+from minidl.nn._checks import check_array, check_float, check_grad_output
 from minidl.nn.activation_smooth import *  # noqa: F403  (re-exported: one place to import every activation)
 from minidl.nn.activation_smooth import __all__ as _smooth_all
+from minidl.nn.activation_softmax import *  # noqa: F403
+from minidl.nn.activation_softmax import __all__ as _softmax_all
+from minidl.nn.dispatch import F, kernel
+from minidl.nn.module import Module
 
 __all__ = [
+    "AddReLU",
     "Hardswish",
     "Hardtanh",
     "LeakyReLU",
-    "LogSoftmax",
     "ReLU",
     "ReLU6",
-    "Sigmoid",
-    "Softmax",
-    "Tanh",
     "add_relu_backward",
     "add_relu_forward",
     "hardswish_backward",
@@ -64,45 +67,62 @@ __all__ = [
     "hardtanh_forward",
     "leaky_relu_backward",
     "leaky_relu_forward",
-    "log_softmax_backward",
-    "log_softmax_forward",
     "relu6_backward",
     "relu6_forward",
     "relu_backward",
     "relu_forward",
-    "sigmoid_backward",
-    "sigmoid_forward",
-    "softmax_backward",
-    "softmax_forward",
-    "tanh_backward",
-    "tanh_forward",
     *_smooth_all,
+    *_softmax_all,
 ]
 
 
 # ---------------------------------------------------------------------------------------------- piecewise linear
+_relu_setup = _unary_setup("relu_forward")
+
+
+@kernel("relu", setup=_relu_setup)
 def relu_forward(x: Any) -> tuple[Any, Any]:
-    """``y = max(x, 0)``. Returns ``(out, cache)``; the cache is the bool mask ``x > 0``."""
-    be = check_array("relu_forward", x)
-    kernel = getattr(be, "relu_forward", None)  # a fast backend's kernel (minidl/backend/numba_backend.py)
-    if kernel is not None:
-        return kernel(x)  # the same (out, mask) in one pass
+    """``y = max(x, 0)``. Returns ``(out, cache)``; the cache is the bool mask ``x > 0``.
+
+    Shape:
+        - Input: any shape.  - Output: the same.
+    Backward:
+        dx = dout * [x > 0] (:func:`relu_backward`).
+    Examples:
+        >>> out, cache = relu_forward(np.array([-1.0, 0.0, 2.0]))
+        >>> out
+        array([0., 0., 2.])
+        >>> relu_backward(np.array([5.0, 5.0, 5.0]), cache)  # the gradient passes where x > 0
+        array([0., 0., 5.])
+    """
+    be = _relu_setup(x)
     mask = ~(x <= 0)  # True where x > 0 and where x is NaN, so NaNs propagate as in PyTorch
     return be.xp.where(mask, x, 0), mask
 
 
+@kernel("relu")
 def relu_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * [x > 0]`` (PyTorch's choice at the kink x = 0: gradient 0)."""
-    kernel = getattr(check_array("relu_backward", dout, what="gradient"), "relu_backward", None)
-    if kernel is not None:  # a fast backend's kernel (minidl/backend/numba_backend.py)
-        return kernel(dout, cache)
+    check_grad_output("relu_backward", dout, cache.shape)
     return dout * cache
 
 
+def _add_relu_setup(a: Any, b: Any) -> Any:
+    be = check_array("add_relu_forward", a)
+    check_array("add_relu_forward", b, what="second input")
+    if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
+        raise ValueError(
+            f"add_relu_forward: expected two inputs of the same shape and dtype, got {tuple(a.shape)} {a.dtype} "
+            f"and {tuple(b.shape)} {b.dtype}"
+        )
+    return be
+
+
+@kernel("add_relu", setup=_add_relu_setup)
 def add_relu_forward(a: Any, b: Any) -> tuple[Any, Any]:
     """``relu(a + b)``: a residual sum and the ReLU after it (the end of a ResNet block). Returns ``(out, cache)``.
 
-    On the NumPy backend exactly ``relu_forward(a + b)``; a fast backend (Numba) does both in one parallel pass.
+    The reference is exactly ``relu_forward(a + b)``; the Numba backend's kernel does both in one pass over memory.
 
     Shape:
         - a, b: the same shape (no broadcasting) - Output: that shape.
@@ -111,173 +131,134 @@ def add_relu_forward(a: Any, b: Any) -> tuple[Any, Any]:
         dz = dout * [a + b > 0], the gradient of both a and b (a sum passes its gradient to each term).
 
     Examples:
-        >>> import numpy as np
         >>> out, cache = add_relu_forward(np.array([1.0, -2.0]), np.array([-3.0, 4.0]))
         >>> out
         array([0., 2.])
         >>> add_relu_backward(np.array([5.0, 5.0]), cache)
         array([0., 5.])
     """
-    be = check_array("add_relu_forward", a)
-    check_array("add_relu_forward", b, what="second input")
-    if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
-        raise ValueError(
-            f"add_relu_forward: expected two inputs of the same shape and dtype, got {tuple(a.shape)} {a.dtype} "
-            f"and {tuple(b.shape)} {b.dtype}"
-        )
-    kernel = getattr(be, "add_relu_forward", None)  # a fast backend's kernel (minidl/backend/numba_backend.py)
-    if kernel is not None:
-        return kernel(a, b)
-    return relu_forward(a + b)
+    xp = _add_relu_setup(a, b).xp
+    return F.relu_forward(xp.asarray(a + b))  # (asarray: the sum of two 0-d arrays is a NumPy scalar)
 
 
+@kernel("add_relu")
 def add_relu_backward(dout: Any, cache: Any) -> Any:
     """Gradient of :func:`add_relu_forward` with respect to the sum, hence to each of a and b: ``dout * mask``."""
-    return relu_backward(dout, cache)
+    return F.relu_backward(dout, cache)
 
 
+class LeakyReluCache(NamedTuple):
+    """The cache of :func:`leaky_relu_forward`."""
+
+    mask: Any  # x > 0
+    negative_slope: float
+
+
+_leaky_relu_setup = _unary_setup("leaky_relu_forward")
+
+
+@kernel("leaky_relu", setup=_leaky_relu_setup)
 def leaky_relu_forward(x: Any, negative_slope: float = 0.01) -> tuple[Any, Any]:
-    """``y = x`` where ``x > 0``, else ``negative_slope * x``. Cache: ``(mask, negative_slope)``."""
-    be = check_array("leaky_relu_forward", x)
-    kernel = getattr(be, "leaky_relu_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
-    if kernel is not None:
-        return kernel(x, negative_slope)  # the same (out, cache) in one pass
+    """``y = x`` where ``x > 0``, else ``negative_slope * x``. Cache: ``(mask, negative_slope)``.
+
+    Shape:
+        - Input: any shape.  - Output: the same.
+    Backward:
+        dx = dout where x > 0, else negative_slope * dout.
+    Examples:
+        >>> leaky_relu_forward(np.array([-2.0, 3.0]), 0.1)[0]
+        array([-0.2,  3. ])
+    """
+    be = _leaky_relu_setup(x)
     mask = x > 0
     negative_slope = float(negative_slope)  # a Python float keeps x's dtype (a NumPy float64 would promote it)
-    return be.xp.where(mask, x, x * negative_slope), (mask, negative_slope)
+    return be.xp.where(mask, x, x * negative_slope), LeakyReluCache(mask, negative_slope)
 
 
+@kernel("leaky_relu")
 def leaky_relu_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout`` where ``x > 0``, else ``negative_slope * dout``."""
-    kernel = getattr(check_array("leaky_relu_backward", dout, what="gradient"), "leaky_relu_backward", None)
-    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
-        return kernel(dout, cache)
     mask, negative_slope = cache
+    check_grad_output("leaky_relu_backward", dout, mask.shape)
     return _xp(dout).where(mask, dout, dout * float(negative_slope))
 
 
-def hardtanh_forward(x: Any, min_val: float = -1.0, max_val: float = 1.0) -> tuple[Any, Any]:
-    """``y = clip(x, min_val, max_val)``. Cache: the mask ``min_val < x < max_val`` where the slope is 1."""
+def _hardtanh_setup(x: Any, min_val: float = -1.0, max_val: float = 1.0) -> Any:
     be = check_array("hardtanh_forward", x)
     if min_val > max_val:
         raise ValueError(f"hardtanh_forward: min_val ({min_val}) must not exceed max_val ({max_val})")
-    kernel = getattr(be, "hardtanh_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
-    if kernel is not None:
-        return kernel(x, min_val, max_val)  # the same (out, mask) in one pass
+    return be
+
+
+@kernel("hardtanh", setup=_hardtanh_setup)
+def hardtanh_forward(x: Any, min_val: float = -1.0, max_val: float = 1.0) -> tuple[Any, Any]:
+    """``y = clip(x, min_val, max_val)``. Cache: the mask ``min_val < x < max_val`` where the slope is 1.
+
+    Shape:
+        - Input: any shape.  - Output: the same.
+    Backward:
+        dx = dout * [min_val < x < max_val].
+    Examples:
+        >>> hardtanh_forward(np.array([-3.0, 0.5, 3.0]))[0]
+        array([-1. ,  0.5,  1. ])
+    """
+    be = _hardtanh_setup(x, min_val, max_val)
     return _cast(x, be.xp.clip(x, min_val, max_val)), (x > min_val) & (x < max_val)
 
 
+@kernel("hardtanh")
 def hardtanh_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * [min_val < x < max_val]`` (0 in the flat parts and, as in PyTorch, at the corners)."""
-    kernel = getattr(check_array("hardtanh_backward", dout, what="gradient"), "hardtanh_backward", None)
-    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
-        return kernel(dout, cache)
+    check_grad_output("hardtanh_backward", dout, cache.shape)
     return dout * cache
 
 
 def relu6_forward(x: Any) -> tuple[Any, Any]:
-    """``y = min(max(x, 0), 6)`` = hardtanh(x, 0, 6) (MobileNetV2). Cache: the mask ``0 < x < 6``."""
-    check_array("relu6_forward", x)
-    return hardtanh_forward(x, 0.0, 6.0)
+    """``y = min(max(x, 0), 6)`` = hardtanh(x, 0, 6) (MobileNetV2). Cache: the mask ``0 < x < 6``.
+
+    Shape:
+        - Input: any shape.  - Output: the same.
+    Backward:
+        dx = dout * [0 < x < 6] (:func:`hardtanh_backward`).
+    Examples:
+        >>> relu6_forward(np.array([-1.0, 3.0, 9.0]))[0]
+        array([0., 3., 6.])
+    """
+    return F.hardtanh_forward(x, 0.0, 6.0)
 
 
 def relu6_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * [0 < x < 6]``."""
-    kernel = getattr(check_array("relu6_backward", dout, what="gradient"), "hardtanh_backward", None)
-    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
-        return kernel(dout, cache)
-    return dout * cache
+    """``dx = dout * [0 < x < 6]``: the backward of hardtanh(x, 0, 6)."""
+    return F.hardtanh_backward(dout, cache)
 
 
+_hardswish_setup = _unary_setup("hardswish_forward")
+
+
+@kernel("hardswish", setup=_hardswish_setup)
 def hardswish_forward(x: Any) -> tuple[Any, Any]:
-    """``y = x * relu6(x + 3) / 6`` (MobileNetV3). Cache: ``x``."""
-    be = check_array("hardswish_forward", x)
-    kernel = getattr(be, "hardswish_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
-    if kernel is not None:
-        return kernel(x)
+    """``y = x * relu6(x + 3) / 6`` (MobileNetV3). Cache: ``x``.
+
+    Shape:
+        - Input: any shape.  - Output: the same.
+    Backward:
+        dx = dout * f'(x), f' = 0 (x < -3), x / 3 + 1/2 (-3 <= x <= 3), 1 (x > 3).
+    Examples:
+        >>> hardswish_forward(np.array([-4.0, 0.0, 4.0]))[0]
+        array([-0.,  0.,  4.])
+    """
+    be = _hardswish_setup(x)
     return x * be.xp.clip(x + 3, 0, 6) / 6, x
 
 
+@kernel("hardswish")
 def hardswish_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * f'(x)``, f' = 0 for x < -3, (2x + 3) / 6 for -3 <= x <= 3, 1 for x > 3 (PyTorch's rule)."""
-    kernel = getattr(check_array("hardswish_backward", dout, what="gradient"), "hardswish_backward", None)
-    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
-        return kernel(dout, cache)
     x = cache
+    check_grad_output("hardswish_backward", dout, x.shape, x.dtype)
     xp = _xp(x)
     slope = xp.where(x < -3, 0.0, xp.where(x <= 3, x / 3 + 0.5, 1.0))
     return dout * _cast(x, slope)
-
-
-# ---------------------------------------------------------------------------------------------- sigmoid and tanh
-def sigmoid_forward(x: Any) -> tuple[Any, Any]:
-    """``y = 1 / (1 + exp(-x))``, stable for large ``|x|``. Cache: ``out``."""
-    be = check_array("sigmoid_forward", x)
-    kernel = getattr(be, "sigmoid_forward", None)  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
-    if kernel is not None:
-        return kernel(x)
-    out = _cast(x, _sigmoid(be.xp, x))
-    return out, out
-
-
-def sigmoid_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * y * (1 - y)``."""
-    kernel = getattr(check_array("sigmoid_backward", dout, what="gradient"), "sigmoid_backward", None)
-    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py)
-        return kernel(dout, cache)
-    return dout * cache * (1 - cache)
-
-
-def tanh_forward(x: Any) -> tuple[Any, Any]:
-    """``y = tanh(x)``. Cache: ``out``."""
-    be = check_array("tanh_forward", x)
-    out = be.xp.tanh(x)
-    return out, out
-
-
-def tanh_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * (1 - y^2)``."""
-    kernel = getattr(check_array("tanh_backward", dout, what="gradient"), "tanh_backward", None)
-    if kernel is not None:  # a fast backend's kernel (minidl/backend/_numba_elementwise.py; not for the forward:
-        return kernel(dout, cache)  # NumPy's SIMD tanh is faster than the kernel's)
-    return dout * (1 - cache * cache)
-
-
-# ---------------------------------------------------------------------------------------------- softmax
-def _softmax_dim(where: str, x: Any, dim: int) -> int:
-    if not -x.ndim <= dim < x.ndim:
-        raise ValueError(f"{where}: dim {dim} is out of range for a {x.ndim}-D input of shape {tuple(x.shape)}")
-    return dim % x.ndim
-
-
-def softmax_forward(x: Any, dim: int = -1) -> tuple[Any, Any]:
-    """``p = exp(x - max) / sum(exp(x - max))`` along ``dim``. Cache: ``(p, dim)``."""
-    be = check_array("softmax_forward", x, min_ndim=1)
-    dim = _softmax_dim("softmax_forward", x, dim)
-    e = be.xp.exp(x - x.max(axis=dim, keepdims=True))
-    p = e / e.sum(axis=dim, keepdims=True)
-    return p, (p, dim)
-
-
-def softmax_backward(dout: Any, cache: Any) -> Any:
-    """``dx = p * (dout - sum(dout * p, dim))``: the Jacobian ``diag(p) - p p^T`` applied to ``dout``."""
-    p, dim = cache
-    return p * (dout - (dout * p).sum(axis=dim, keepdims=True))
-
-
-def log_softmax_forward(x: Any, dim: int = -1) -> tuple[Any, Any]:
-    """``y = x - max - log(sum(exp(x - max)))`` along ``dim`` (the log-sum-exp trick). Cache: ``(y, dim)``."""
-    be = check_array("log_softmax_forward", x, min_ndim=1)
-    dim = _softmax_dim("log_softmax_forward", x, dim)
-    shifted = x - x.max(axis=dim, keepdims=True)
-    out = shifted - be.xp.log(be.xp.exp(shifted).sum(axis=dim, keepdims=True))
-    return out, (out, dim)
-
-
-def log_softmax_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout - exp(y) * sum(dout, dim)`` (``exp(y)`` is the softmax)."""
-    out, dim = cache
-    return dout - _xp(out).exp(out) * dout.sum(axis=dim, keepdims=True)
 
 
 # ---------------------------------------------------------------------------------------------- modules
@@ -295,12 +276,48 @@ class ReLU(_Activation):
         array([0., 2.])
     """
 
-    _forward_fn = staticmethod(relu_forward)
-    _backward_fn = staticmethod(relu_backward)
-
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = _check_inplace("ReLU", inplace)
+
+    def _pair_forward(self, x: Any) -> tuple[Any, Any]:
+        return F.relu_forward(x)
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.relu_backward(dout, cache)
+
+
+class AddReLU(Module):
+    """``AddReLU(a, b) = relu(a + b)``: the residual sum and the ReLU after it, at the end of a ResNet block.
+
+    The role of torchvision's ``add_relu`` in its quantizable ResNets: a module for the join, so the sum and the ReLU
+    are one op, :func:`add_relu_forward`, whose reference is ``relu_forward(a + b)`` and which the Numba backend runs
+    in one pass over memory. It has no parameters.
+
+    Shape:
+        - a, b: the same shape (no broadcasting).  - Output: that shape.
+    Backward:
+        dz = dout * [a + b > 0]; ``backward`` returns dz, the gradient of *each* input (a sum hands its gradient to
+        both terms unchanged).
+    Examples:
+        >>> join = AddReLU()
+        >>> join(np.array([1.0, -2.0]), np.array([-3.0, 4.0]))
+        array([0., 2.])
+        >>> join.backward(np.array([5.0, 5.0]))
+        array([0., 5.])
+    """
+
+    def forward(self, a: Any, b: Any) -> Any:
+        out, cache = F.add_relu_forward(a, b)
+        self.save_for_backward(cache)
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        (cache,) = self.pop_saved()
+        return F.add_relu_backward(dout, cache)
+
+    def _where(self) -> str:
+        return "AddReLU"
 
 
 class LeakyReLU(_Activation):
@@ -318,9 +335,6 @@ class LeakyReLU(_Activation):
         array([-0.1,  2. ])
     """
 
-    _forward_fn = staticmethod(leaky_relu_forward)
-    _backward_fn = staticmethod(leaky_relu_backward)
-
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         super().__init__()
         self.negative_slope = check_float("LeakyReLU", "negative_slope", negative_slope)
@@ -328,6 +342,12 @@ class LeakyReLU(_Activation):
 
     def _hyperparameters(self) -> dict[str, Any]:
         return {"negative_slope": self.negative_slope}
+
+    def _pair_forward(self, x: Any) -> tuple[Any, Any]:
+        return F.leaky_relu_forward(x, self.negative_slope)
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.leaky_relu_backward(dout, cache)
 
 
 class Hardtanh(_Activation):
@@ -346,9 +366,6 @@ class Hardtanh(_Activation):
         array([-1. ,  0.5,  1. ])
     """
 
-    _forward_fn = staticmethod(hardtanh_forward)
-    _backward_fn = staticmethod(hardtanh_backward)
-
     def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> None:
         super().__init__()
         self.min_val = check_float(type(self).__name__, "min_val", min_val)
@@ -359,6 +376,12 @@ class Hardtanh(_Activation):
 
     def _hyperparameters(self) -> dict[str, Any]:
         return {"min_val": self.min_val, "max_val": self.max_val}
+
+    def _pair_forward(self, x: Any) -> tuple[Any, Any]:
+        return F.hardtanh_forward(x, self.min_val, self.max_val)
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.hardtanh_backward(dout, cache)
 
 
 class ReLU6(Hardtanh):
@@ -381,6 +404,12 @@ class ReLU6(Hardtanh):
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
 
+    def _pair_forward(self, x: Any) -> tuple[Any, Any]:
+        return F.relu6_forward(x)
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.relu6_backward(dout, cache)
+
 
 class Hardswish(_Activation):
     """``Hardswish(x) = x * relu6(x + 3) / 6`` (Howard et al. 2019, MobileNetV3).
@@ -396,99 +425,12 @@ class Hardswish(_Activation):
         array([-0.,  0.,  4.])
     """
 
-    _forward_fn = staticmethod(hardswish_forward)
-    _backward_fn = staticmethod(hardswish_backward)
-
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = _check_inplace("Hardswish", inplace)
 
+    def _pair_forward(self, x: Any) -> tuple[Any, Any]:
+        return F.hardswish_forward(x)
 
-class Sigmoid(_Activation):
-    """``Sigmoid(x) = 1 / (1 + exp(-x))``, computed without overflow for large ``|x|``.
-
-    Shape:
-        - Input: any shape.  - Output: the same.
-    Backward:
-        dx = dout * y * (1 - y)
-    Examples:
-        >>> Sigmoid()(np.array([0.0, -1000.0]))
-        array([0.5, 0. ])
-    """
-
-    _forward_fn = staticmethod(sigmoid_forward)
-    _backward_fn = staticmethod(sigmoid_backward)
-
-
-class Tanh(_Activation):
-    """``Tanh(x) = tanh(x)``.
-
-    Shape:
-        - Input: any shape.  - Output: the same.
-    Backward:
-        dx = dout * (1 - y^2)
-    Examples:
-        >>> Tanh()(np.array([0.0])).tolist()
-        [0.0]
-    """
-
-    _forward_fn = staticmethod(tanh_forward)
-    _backward_fn = staticmethod(tanh_backward)
-
-
-class Softmax(_Activation):
-    """``Softmax(x)_i = exp(x_i) / sum_j exp(x_j)`` along ``dim`` (max-subtracted, so it never overflows).
-
-    Args:
-        dim: the dimension that sums to 1. Default: None, which minidl allows only for 1-D and 2-D inputs and
-            reads as ``dim=-1`` (the class dimension of ``(N, C)`` logits, which is also PyTorch's deprecated
-            implicit choice there); other inputs need an explicit ``dim`` (PyTorch's implicit rule would pick
-            dim 0 for 3-D and dim 1 for 4-D inputs, a classic silent bug).
-    Shape:
-        - Input: any shape.  - Output: the same.
-    Backward:
-        dx = p * (dout - sum(dout * p, dim))
-    Examples:
-        >>> Softmax(dim=1)(np.zeros((1, 4)))
-        array([[0.25, 0.25, 0.25, 0.25]])
-    """
-
-    _forward_fn = staticmethod(softmax_forward)
-    _backward_fn = staticmethod(softmax_backward)
-
-    def __init__(self, dim: int | None = None) -> None:
-        super().__init__()
-        self.dim = None if dim is None else check_int(type(self).__name__, "dim", dim, minimum=-(2**31))
-
-    def _hyperparameters(self) -> dict[str, Any]:
-        return {"dim": -1 if self.dim is None else self.dim}
-
-    def forward(self, x: Any) -> Any:
-        check_array(type(self).__name__, x, min_ndim=1)
-        if self.dim is None and x.ndim > 2:
-            raise ValueError(
-                f"{type(self).__name__}: dim=None is only allowed for 1-D or 2-D inputs, got shape {tuple(x.shape)}; "
-                f"pass the dimension explicitly, e.g. {type(self).__name__}(dim=1) for class scores of (N, C, H, W)"
-            )
-        return super().forward(x)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
-
-
-class LogSoftmax(Softmax):
-    """``LogSoftmax(x) = x - log(sum_j exp(x_j))`` along ``dim`` (stable log-sum-exp).
-
-    Args:
-        dim: the dimension to normalize. Default: None, read as for :class:`Softmax` (1-D/2-D inputs only).
-    Shape:
-        - Input: any shape.  - Output: the same.
-    Backward:
-        dx = dout - softmax(x) * sum(dout, dim)
-    Examples:
-        >>> LogSoftmax(dim=1)(np.zeros((1, 2))).round(4)
-        array([[-0.6931, -0.6931]])
-    """
-
-    _forward_fn = staticmethod(log_softmax_forward)
-    _backward_fn = staticmethod(log_softmax_backward)
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.hardswish_backward(dout, cache)

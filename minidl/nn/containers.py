@@ -1,26 +1,31 @@
 """Containers and graph blocks: how layers are wired into a network.
 
-``Sequential`` chains modules; ``Residual`` and ``Concat`` are the two graph shapes beyond a chain that modern
-CNNs need (ResNet's ``y = F(x) + x``; Inception/DenseNet's channel concatenation). Each block's backward follows
-from the chain rule: a sum passes its gradient unchanged to both terms, a fork *adds* the gradients of its
-branches, a concatenation hands each branch its own slice.
+``Sequential`` chains modules; ``ModuleList`` and ``ModuleDict`` hold modules for a forward you write yourself;
+``Residual`` and ``Concat`` are the two graph shapes beyond a chain that modern CNNs need (ResNet's
+``y = F(x) + x``; Inception/DenseNet's channel concatenation). Each block's backward follows from the chain rule: a
+sum passes its gradient unchanged to both terms, a fork *adds* the gradients of its branches, a concatenation hands
+each branch its own slice.
+
+Containers only chain their children: nothing is fused or skipped here (see :func:`minidl.nn.fuse` for that), so
+after ``y = seq(x)`` each child's own ``backward``, called in reverse order, works as well as ``seq.backward``.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 from minidl.backend import get_array_module
 from minidl.nn._checks import check_array, check_grad_output, check_int
-from minidl.nn.fusion import _bn_relu_fusable, backward_bn_relu, fused_forward
+from minidl.nn.dispatch import F
 from minidl.nn.module import Module
 
 __all__ = [
     "Concat",
     "Flatten",
     "Identity",
+    "ModuleDict",
     "ModuleList",
     "Residual",
     "Sequential",
@@ -54,6 +59,9 @@ class Sequential(Module):
     Args:
         *modules: the layers, or a single ``OrderedDict`` of name -> layer.
 
+    Indexing, slicing (a new Sequential of the same modules), ``len``, iteration, item assignment and deletion,
+    ``append``, ``insert`` and ``extend`` work as in PyTorch; keys are renumbered after a deletion or an insertion.
+
     Backward:
         dx = m_1.backward(m_2.backward(... m_L.backward(dout)))
 
@@ -65,43 +73,58 @@ class Sequential(Module):
         (5, 2)
         >>> [name for name, _ in net.named_parameters()]
         ['0.weight', '0.bias', '2.weight', '2.bias']
+        >>> net[2] = nn.Linear(3, 7)  # replace the head, as in model.classifier[1] = nn.Linear(1280, 2)
+        >>> net(np.zeros((5, 4), np.float32)).shape
+        (5, 7)
     """
 
     def __init__(self, *modules: Any) -> None:
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], OrderedDict):
             for name, module in modules[0].items():
-                self.add_module(str(name), module)
+                self.add_module(str(name), _checked_module("Sequential", f"item {name!r}", module))
         else:
             for i, module in enumerate(modules):
-                if not isinstance(module, Module):
-                    raise TypeError(f"Sequential: argument {i} is a {type(module).__name__}, not a Module")
-                self.add_module(str(i), module)
+                self.add_module(str(i), _checked_module("Sequential", f"argument {i}", module))
 
     def forward(self, x: Any) -> Any:
-        modules = list(self._modules.values())
-        i = 0
-        while i < len(modules):
-            # conv-BN(-ReLU) or BN-ReLU runs as one pass when it can (minidl.nn.fusion); else one module
-            x, used = fused_forward(modules, i, x)
-            i += used
+        for module in self._modules.values():
+            x = module(x)
         return x
 
     def backward(self, dout: Any) -> Any:
-        modules = list(self._modules.values())
-        i = len(modules) - 1
-        while i >= 0:
-            if i >= 1 and _bn_relu_fusable(modules[i - 1], modules[i]):  # a BatchNorm-ReLU pair, fused or not
-                dout = backward_bn_relu(modules[i - 1], modules[i], dout)
-                i -= 2
-            else:
-                dout = modules[i].backward(dout)
-                i -= 1
+        for module in reversed(self._modules.values()):
+            dout = module.backward(dout)
         return dout
 
     def append(self, module: Module) -> Sequential:
-        self.add_module(str(len(self)), module)
+        """Add ``module`` at the end; returns self."""
+        self.add_module(str(len(self)), _checked_module("Sequential.append", "the argument", module))
         return self
+
+    def extend(self, modules: Iterable[Module]) -> Sequential:
+        """Append each of ``modules``; returns self."""
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index: int, module: Module) -> Sequential:
+        """Put ``module`` before position ``index`` (``len(self)`` appends); later keys shift by one; returns self."""
+        n = len(self)
+        if not isinstance(index, int) or isinstance(index, bool) or not -n <= index <= n:
+            raise IndexError(f"Sequential.insert: index {index!r} is out of range for {n} modules")
+        if index < 0:  # PyTorch's rule: -1 inserts before the last module
+            index += n
+        modules = list(self._modules.values())
+        modules.insert(index, _checked_module("Sequential.insert", "the module", module))
+        self._renumber(modules)
+        return self
+
+    def _renumber(self, modules: list[Module]) -> None:
+        """Register ``modules`` under the keys 0, 1, 2, ... (a numbered Sequential stays numbered)."""
+        self._modules.clear()
+        for i, module in enumerate(modules):
+            self.add_module(str(i), module)
 
     def __getitem__(self, index: int | slice) -> Any:
         items = list(self._modules.items())
@@ -109,11 +132,29 @@ class Sequential(Module):
             return Sequential(OrderedDict(items[index]))
         return items[_normalize_index(index, len(items), "Sequential")][1]
 
+    def __setitem__(self, index: int, module: Module) -> None:
+        key = list(self._modules)[_normalize_index(index, len(self), "Sequential")]
+        self.add_module(key, _checked_module("Sequential", f"the module for index {index}", module))
+
+    def __delitem__(self, index: int | slice) -> None:
+        modules = list(self._modules.values())
+        if isinstance(index, slice):
+            del modules[index]
+        else:
+            del modules[_normalize_index(index, len(modules), "Sequential")]
+        self._renumber(modules)
+
     def __len__(self) -> int:
         return len(self._modules)
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
+
+
+def _checked_module(where: str, what: str, module: Any) -> Module:
+    if not isinstance(module, Module):
+        raise TypeError(f"{where}: {what} is a {type(module).__name__}, not a Module")
+    return module
 
 
 class ModuleList(Module):
@@ -162,6 +203,68 @@ class ModuleList(Module):
         raise NotImplementedError("ModuleList has no forward(); iterate over it in your own module's forward")
 
 
+class ModuleDict(Module):
+    """Modules by name, registered so their parameters are found (PyTorch's ``nn.ModuleDict``; no forward).
+
+    Args:
+        modules: a mapping (or iterable of pairs) of name -> module. Default: None.
+
+    Examples:
+        >>> from minidl import nn
+        >>> heads = nn.ModuleDict({"cls": nn.Linear(8, 10), "box": nn.Linear(8, 4)})
+        >>> sorted(heads.keys()), len(list(heads.parameters()))
+        (['box', 'cls'], 4)
+        >>> heads["cls"]
+        Linear(in_features=8, out_features=10, bias=True)
+    """
+
+    def __init__(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]] | None = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def update(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]]) -> None:
+        """Add or replace the given name -> module entries."""
+        items = modules.items() if isinstance(modules, Mapping) else modules
+        for name, module in items:
+            self[name] = module
+
+    def __getitem__(self, key: str) -> Module:
+        if key not in self._modules:
+            raise KeyError(f"ModuleDict has no module {key!r}; it has {list(self._modules)}")
+        return self._modules[key]
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"ModuleDict: keys must be strings, got {key!r}")
+        self.add_module(key, _checked_module("ModuleDict", f"the value for {key!r}", module))
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # a clear KeyError for a missing key
+        del self._modules[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._modules
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def keys(self) -> Iterable[str]:
+        return self._modules.keys()
+
+    def values(self) -> Iterable[Module]:
+        return self._modules.values()
+
+    def items(self) -> Iterable[tuple[str, Module]]:
+        return self._modules.items()
+
+    def forward(self, *args: Any) -> Any:
+        raise NotImplementedError("ModuleDict has no forward(); use its modules in your own module's forward")
+
+
 def _normalize_index(index: int, length: int, where: str) -> int:
     if not -length <= index < length:
         raise IndexError(f"{where}: index {index} is out of range for {length} modules")
@@ -205,7 +308,7 @@ class Residual(Module):
                 f"Residual: the body's output has shape {tuple(y.shape)} but the shortcut's has {tuple(s.shape)}; "
                 "give the block a projection shortcut (e.g. a 1x1 Conv2d with the body's stride) so they match"
             )
-        self._save_for_backward(tuple(y.shape))
+        self.save_for_backward(tuple(y.shape))
         return y + s
 
     def receptive_field_branches(self) -> list[list[Module]]:
@@ -213,7 +316,8 @@ class Residual(Module):
         return [[self.body], [] if self.shortcut is None else [self.shortcut]]
 
     def backward(self, dout: Any) -> Any:
-        check_grad_output("Residual", dout, self._pop_cache())
+        (shape,) = self.pop_saved()
+        check_grad_output("Residual.backward", dout, shape)
         dx = self.body.backward(dout)
         return dx + (dout if self.shortcut is None else self.shortcut.backward(dout))
 
@@ -268,12 +372,12 @@ class Concat(Module):
                     f"{tuple(first.shape)} outside dimension {dim}"
                 )
         out = get_array_module(first).concatenate(outs, axis=dim)
-        self._save_for_backward((dim, [y.shape[dim] for y in outs], tuple(out.shape)))
+        self.save_for_backward(dim, [y.shape[dim] for y in outs], tuple(out.shape))
         return out
 
     def backward(self, dout: Any) -> Any:
-        dim, sizes, shape = self._pop_cache()
-        check_grad_output("Concat", dout, shape)
+        dim, sizes, shape = self.pop_saved()
+        check_grad_output("Concat.backward", dout, shape)
         dx = None
         start = 0
         for branch, size in zip(self._modules.values(), sizes, strict=False):
@@ -285,22 +389,45 @@ class Concat(Module):
         return dx
 
 
-def flatten_forward(x: Any, start_dim: int = 1, end_dim: int = -1) -> tuple[Any, tuple[int, ...]]:
-    """Merge dimensions ``start_dim..end_dim`` into one. Returns ``(out, cache)``; the cache is the input shape."""
-    check_array("flatten_forward", x, min_ndim=1)
+class FlattenCache(NamedTuple):
+    """The cache of :func:`flatten_forward`."""
+
+    x_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+
+def flatten_forward(x: Any, start_dim: int = 1, end_dim: int = -1) -> tuple[Any, Any]:
+    """Merge dimensions ``start_dim..end_dim`` into one. Returns ``(out, cache)``; the cache holds the shapes.
+
+    Shape:
+        - Input: (N, C, H, W).  - Output: (N, C * H * W) with the defaults.
+    Backward:
+        dx = dout.reshape(x.shape).
+    Examples:
+        >>> import numpy as np
+        >>> flatten_forward(np.zeros((2, 3, 4)))[0].shape
+        (2, 12)
+    """
+    where = "flatten_forward"
+    start_dim = check_int(where, "start_dim", start_dim, minimum=-(2**31))
+    end_dim = check_int(where, "end_dim", end_dim, minimum=-(2**31))
+    # dimension d exists when ndim >= d + 1 (d >= 0) or ndim >= -d (d < 0)
+    check_array(where, x, min_ndim=max(d + 1 if d >= 0 else -d for d in (start_dim, end_dim)))
     nd = x.ndim
     s, e = start_dim % nd, end_dim % nd
     if s > e:
-        raise ValueError(f"flatten_forward: start_dim {start_dim} comes after end_dim {end_dim} for a {nd}-D input")
+        raise ValueError(f"{where}: start_dim {start_dim} comes after end_dim {end_dim} for a {nd}-D input")
     merged = 1
     for d in x.shape[s : e + 1]:
         merged *= d
-    return x.reshape(tuple(x.shape[:s]) + (merged,) + tuple(x.shape[e + 1 :])), tuple(x.shape)
+    out = x.reshape(tuple(x.shape[:s]) + (merged,) + tuple(x.shape[e + 1 :]))
+    return out, FlattenCache(tuple(x.shape), tuple(out.shape))
 
 
-def flatten_backward(dout: Any, cache: tuple[int, ...]) -> Any:
+def flatten_backward(dout: Any, cache: Any) -> Any:
     """Reshape the gradient back to the input's shape: ``dx = dout.reshape(x.shape)``."""
-    return dout.reshape(cache)
+    check_grad_output("flatten_backward", dout, cache.out_shape)
+    return dout.reshape(cache.x_shape)
 
 
 class Flatten(Module):
@@ -330,14 +457,10 @@ class Flatten(Module):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
     def forward(self, x: Any) -> Any:
-        # dimension d exists when ndim >= d + 1 (d >= 0) or ndim >= -d (d < 0)
-        needed = max(d + 1 if d >= 0 else -d for d in (self.start_dim, self.end_dim))
-        check_array(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim})", x, min_ndim=needed)
-        out, cache = flatten_forward(x, self.start_dim, self.end_dim)
-        self._save_for_backward((cache, tuple(out.shape)))
+        out, cache = F.flatten_forward(x, self.start_dim, self.end_dim)
+        self.save_for_backward(cache)
         return out
 
     def backward(self, dout: Any) -> Any:
-        cache, out_shape = self._pop_cache()
-        check_grad_output("Flatten", dout, out_shape)
-        return flatten_backward(dout, cache)
+        (cache,) = self.pop_saved()
+        return F.flatten_backward(dout, cache)

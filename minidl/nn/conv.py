@@ -25,22 +25,30 @@ Backward. Y_col is linear in W_col and in x_col, so with dY_col = dout as (O, N 
     dx     = col2im(dx_col)                                the adjoint of im2col: an input pixel that sits in several
                                                            windows receives the sum of their gradients
 
-The im2col/col2im kernels belong to the backend (``minidl.get_backend().im2col``), so a faster backend replaces
-only them.
+im2col/col2im are the NumPy backend's primitives (``minidl/backend/numpy_backend.py``, with their index maps). The pair
+is marked ``@kernel("conv2d")``: the Numba backend replaces it as a whole with its own algorithms (im2row chunks,
+Winograd, 1 x 1 products: ``minidl/backend/_numba_conv.py``), tested against this reference.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import minidl
-from minidl.grad_mode import is_grad_enabled
 from minidl.nn import init
-from minidl.nn._checks import check_array, check_grad_output, check_int, check_same_device, pair
-from minidl.nn.activation import relu_forward
+from minidl.nn._checks import _check_parameter_dtype, check_array, check_grad_output, check_int, check_same_device, pair
+from minidl.nn.dispatch import F, kernel
 from minidl.nn.module import Module, Parameter
 
-__all__ = ["Conv2d", "conv2d_backward", "conv2d_forward", "pad2d_backward", "pad2d_forward"]
+__all__ = [
+    "Conv2d",
+    "conv2d_backward",
+    "conv2d_forward",
+    "conv2d_relu_backward",
+    "conv2d_relu_forward",
+    "pad2d_backward",
+    "pad2d_forward",
+]
 
 _PAD_MODES = ("constant", "reflect", "replicate", "circular")
 _PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
@@ -61,6 +69,14 @@ def _pad_index(where: str, size: int, lo: int, hi: int, mode: str) -> Any:
     if mode == "replicate":
         return np.clip(j, 0, size - 1)
     return j % size  # circular
+
+
+class Pad2dCache(NamedTuple):
+    """The cache of :func:`pad2d_forward`."""
+
+    x_shape: tuple[int, ...]
+    pad: tuple[int, int, int, int]  # (left, right, top, bottom)
+    mode: str
 
 
 def pad2d_forward(x: Any, pad: tuple[int, int, int, int], mode: str = "constant") -> tuple[Any, Any]:
@@ -88,7 +104,7 @@ def pad2d_forward(x: Any, pad: tuple[int, int, int, int], mode: str = "constant"
         raise ValueError(f"pad2d_forward: pad must be (left, right, top, bottom), got {pad!r}")
     left, right, top, bottom = (check_int("pad2d_forward", "pad", p, minimum=0) for p in pad)
     N, C, H, W = x.shape
-    cache = (tuple(x.shape), (left, right, top, bottom), mode)
+    cache = Pad2dCache(tuple(x.shape), (left, right, top, bottom), mode)
     if mode == "constant":
         out = be.xp.zeros((N, C, H + top + bottom, W + left + right), dtype=x.dtype)
         out[:, :, top : top + H, left : left + W] = x
@@ -113,6 +129,7 @@ def _unpad_axis(d: Any, index: Any, lo: int, size: int, axis: int) -> Any:
 def pad2d_backward(dout: Any, cache: Any) -> Any:
     """Gradient of :func:`pad2d_forward`: ``dx`` of the input's shape (see its **Backward:**)."""
     (N, C, H, W), (left, right, top, bottom), mode = cache
+    check_grad_output("pad2d_backward", dout, (N, C, H + top + bottom, W + left + right))
     if mode == "constant":
         return dout[:, :, top : top + H, left : left + W].copy()
     d = _unpad_axis(dout, _pad_index("pad2d_backward", W, left, right, mode), left, W, axis=3)
@@ -137,34 +154,45 @@ def _conv_padding(where: str, padding: Any, KH: int, KW: int, DH: int, DW: int, 
     return (PH, PH, PW, PW)
 
 
-def _conv2d_forward(
-    where: str,
-    x: Any,
-    weight: Any,
-    bias: Any,
-    stride: Any,
-    padding: Any,
-    dilation: Any,
-    groups: int,
-    relu: bool = False,
-) -> tuple[Any, Any]:
-    """:func:`conv2d_forward`; with ``relu`` (inference only, see :mod:`minidl.nn.fusion`) relu(out), in the same
-    pass on a fast backend, and a cache that is not the convolution's (so no backward may follow)."""
-    assert not (relu and is_grad_enabled()), "a convolution fused with its ReLU has no backward"
-    be = check_array(where, x, ndim=4)
-    check_array(where, weight, ndim=4, dtype=x.dtype, what="weight")
+class ConvGeometry(NamedTuple):
+    """A convolution's sizes, as :func:`conv2d_forward`'s setup checks and derives them (padding on each side)."""
+
+    KH: int
+    KW: int
+    SH: int
+    SW: int
+    top: int
+    bottom: int
+    left: int
+    right: int
+    DH: int
+    DW: int
+    groups: int
+    OH: int
+    OW: int
+
+
+def _conv2d_setup(
+    x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+) -> ConvGeometry:
+    """Check :func:`conv2d_forward`'s arguments; return the geometry."""
+    where = "conv2d_forward"
+    check_array(where, x, ndim=4)
     check_same_device(where, x, weight, bias)
+    check_array(where, weight, ndim=4, what="weight")
+    _check_parameter_dtype(where, x, weight.dtype)
+    O, Cg, KH, KW = weight.shape
     SH, SW = pair(where, "stride", stride)
     DH, DW = pair(where, "dilation", dilation)
     groups = check_int(where, "groups", groups)
     N, C, H, W = x.shape
-    O, Cg, KH, KW = weight.shape
-    if C % groups or O % groups:
+    if O % groups:
         raise ValueError(f"{where}: in_channels {C} and out_channels {O} must both be divisible by groups={groups}")
-    if Cg * groups != C:
+    if C != Cg * groups:
         raise ValueError(
-            f"{where}: the input has {C} channels but the weight {tuple(weight.shape)} with groups={groups} "
-            f"expects {Cg * groups} (weight shape is (out_channels, in_channels / groups, KH, KW))"
+            f"{where}: expected {Cg * groups} channels in dimension 1 of the input, got {C} (input shape "
+            f"{tuple(x.shape)}; the weight {tuple(weight.shape)} with groups={groups}: weight shape is "
+            "(out_channels, in_channels / groups, KH, KW))"
         )
     if bias is not None:
         check_array(where, bias, ndim=1, dtype=x.dtype, what="bias")
@@ -177,31 +205,23 @@ def _conv2d_forward(
             f"{where}: the (dilated) kernel {span_h}x{span_w} is larger than the padded input "
             f"{H + top + bottom}x{W + left + right} (input {H}x{W}, padding {(top, bottom, left, right)})"
         )
-    extra = None
-    if (top, left) != (bottom, right):  # asymmetric ('same' with an even span): pad the extra bottom/right row first
-        x, extra = pad2d_forward(x, (0, right - left, 0, bottom - top))
-    G, Og = groups, O // groups
-    geometry = (KH, KW, SH, SW, top, left, DH, DW, G)
-    fused = getattr(be, "conv2d_forward_fused", None) if G == 1 else None
-    if fused is not None:
-        # a fast backend's kernel (minidl/backend/numba_backend.py): the same product, a few images at a time, caching
-        # x instead of x_col (its backward rebuilds the columns). The code below is the reference it is tested against.
-        out = fused(x, weight, bias, KH, KW, SH, SW, top, left, DH, DW, relu=relu)
-        return out, (None, weight, bias is not None, tuple(x.shape), geometry, extra, x)
-    x_col = be.im2col(x, KH, KW, SH, SW, top, left, DH, DW)  # (C KH KW, N OH OW)
-    OH = (x.shape[2] + 2 * top - span_h) // SH + 1
-    OW = (x.shape[3] + 2 * left - span_w) // SW + 1
-    w_col = weight.reshape(G, Og, Cg * KH * KW)
-    out = w_col @ x_col.reshape(G, Cg * KH * KW, N * OH * OW)  # (G, Og, N OH OW): one GEMM per group
-    out = out.reshape(O, N * OH * OW)
-    if bias is not None:
-        out += bias[:, None]
-    out = be.xp.ascontiguousarray(out.reshape(O, N, OH, OW).transpose(1, 0, 2, 3))
-    if relu:
-        out = relu_forward(out)[0]
-    return out, (x_col, weight, bias is not None, tuple(x.shape), geometry, extra, None)
+    OH = (H + top + bottom - span_h) // SH + 1
+    OW = (W + left + right - span_w) // SW + 1
+    return ConvGeometry(KH, KW, SH, SW, top, bottom, left, right, DH, DW, groups, OH, OW)
 
 
+class Conv2dCache(NamedTuple):
+    """The cache of :func:`conv2d_forward`."""
+
+    x_col: Any  # im2col of the (extra-padded) input: (C KH KW, N OH OW)
+    weight: Any
+    has_bias: bool
+    x_shape: tuple[int, ...]  # of the input im2col saw
+    geometry: ConvGeometry
+    extra_pad: Any  # a Pad2dCache when 'same' needed an extra bottom/right row or column, else None
+
+
+@kernel("conv2d", setup=_conv2d_setup)
 def conv2d_forward(
     x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
 ) -> tuple[Any, Any]:
@@ -221,7 +241,7 @@ def conv2d_forward(
     Backward:
         :func:`conv2d_backward`: dW = dout_col @ x_col^T, dx = col2im(W_col^T @ dout_col), db = sum of dout.
         The cache keeps ``x_col`` (C KH KW x N OH OW, the im2col memory cost) so backward does not rebuild it
-        (a backend with a fused kernel, e.g. Numba, keeps ``x`` and rebuilds it a few images at a time).
+        (the Numba backend's kernel keeps ``x`` instead and rebuilds it a few images at a time).
 
     Examples:
         >>> import numpy as np
@@ -236,34 +256,76 @@ def conv2d_forward(
                [2., 4., 2.],
                [1., 2., 1.]])
     """
-    return _conv2d_forward("conv2d_forward", x, weight, bias, stride, padding, dilation, groups)
+    g = _conv2d_setup(x, weight, bias, stride, padding, dilation, groups)
+    extra_pad = None
+    if (g.top, g.left) != (g.bottom, g.right):  # asymmetric ('same' with an even span): the extra row/column first
+        x, extra_pad = F.pad2d_forward(x, (0, g.right - g.left, 0, g.bottom - g.top))
+    be = minidl.get_backend()
+    N = x.shape[0]
+    O, Cg, KH, KW = weight.shape
+    G, Og = g.groups, O // g.groups
+    x_col = be.im2col(x, KH, KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)  # (C KH KW, N OH OW)
+    w_col = weight.reshape(G, Og, Cg * KH * KW)
+    out = w_col @ x_col.reshape(G, Cg * KH * KW, N * g.OH * g.OW)  # (G, Og, N OH OW): one GEMM per group
+    out = out.reshape(O, N * g.OH * g.OW)
+    if bias is not None:
+        out += bias[:, None]
+    out = be.xp.ascontiguousarray(out.reshape(O, N, g.OH, g.OW).transpose(1, 0, 2, 3))
+    return out, Conv2dCache(x_col, weight, bias is not None, tuple(x.shape), g, extra_pad)
 
 
+@kernel("conv2d")
 def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
     """Gradients of :func:`conv2d_forward`: ``(dx, dw, db)`` (``db`` None without bias; ``dw`` None when
     ``compute_dw`` is False, which skips one GEMM for a frozen weight)."""
-    x_col, weight, has_bias, x_shape, (KH, KW, SH, SW, PH, PW, DH, DW, G), extra, x = cache
-    be = check_array("conv2d_backward", dout, ndim=4, what="gradient")
-    O, Cg = weight.shape[0], weight.shape[1]
-    N, OH, OW = dout.shape[0], dout.shape[2], dout.shape[3]
-    check_grad_output("conv2d", dout, (N, O, OH, OW))
-    Og, K = O // G, Cg * KH * KW
+    x_col, weight, has_bias, x_shape, g, extra_pad = cache
+    O, Cg, KH, KW = weight.shape
+    N = x_shape[0]
+    check_grad_output("conv2d_backward", dout, (N, O, g.OH, g.OW), weight.dtype)
+    be = minidl.get_backend()
+    G, Og, K, M = g.groups, O // g.groups, Cg * KH * KW, N * g.OH * g.OW
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    if x_col is None:  # the forward ran a fused kernel and kept x
-        fused = getattr(be, "conv2d_backward_fused", None)
-        if fused is not None:
-            dx, dw = fused(dout, x, weight, KH, KW, SH, SW, PH, PW, DH, DW, compute_dw)
-            return (dx if extra is None else pad2d_backward(dx, extra)), dw, db
-        x_col = be.im2col(x, KH, KW, SH, SW, PH, PW, DH, DW)
-    dout_col = be.xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(G, Og, N * OH * OW)
+    dout_col = be.xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(G, Og, M)
     dw = None
     if compute_dw:
-        dw = (dout_col @ x_col.reshape(G, K, N * OH * OW).transpose(0, 2, 1)).reshape(weight.shape)
+        dw = (dout_col @ x_col.reshape(G, K, M).transpose(0, 2, 1)).reshape(weight.shape)
     dx_col = weight.reshape(G, Og, K).transpose(0, 2, 1) @ dout_col  # (G, Cg KH KW, N OH OW)
-    dx = be.col2im(dx_col.reshape(G * K, N * OH * OW), x_shape, KH, KW, SH, SW, PH, PW, DH, DW)
-    if extra is not None:
-        dx = pad2d_backward(dx, extra)
+    dx = be.col2im(dx_col.reshape(G * K, M), x_shape, KH, KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
+    if extra_pad is not None:
+        dx = F.pad2d_backward(dx, extra_pad)
     return dx, dw, db
+
+
+@kernel("conv2d_relu", setup=_conv2d_setup)
+def conv2d_relu_forward(
+    x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+) -> tuple[Any, Any]:
+    """``relu(conv2d(x))``: a convolution and the ReLU after it (what :func:`minidl.nn.fuse` runs for a folded
+    Conv2d-BatchNorm2d-ReLU in inference). The reference is the two pairs one after the other; the Numba backend's
+    kernel applies the ReLU in the convolution's own output pass.
+
+    Shape:
+        - As :func:`conv2d_forward`.
+    Backward:
+        dconv = dout * [conv2d(x) > 0], then :func:`conv2d_backward` of it.
+
+    Examples:
+        >>> import numpy as np
+        >>> out, _ = conv2d_relu_forward(np.ones((1, 1, 2, 2)), -np.ones((1, 1, 1, 1)), np.array([3.0]))
+        >>> out[0, 0]
+        array([[2., 2.],
+               [2., 2.]])
+    """
+    out, conv_cache = F.conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
+    out, relu_cache = F.relu_forward(out)
+    return out, (conv_cache, relu_cache)
+
+
+@kernel("conv2d_relu")
+def conv2d_relu_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
+    """Gradients of :func:`conv2d_relu_forward`: ``(dx, dw, db)`` as :func:`conv2d_backward`'s."""
+    conv_cache, relu_cache = cache
+    return F.conv2d_backward(F.relu_backward(dout, relu_cache), conv_cache, compute_dw=compute_dw)
 
 
 class Conv2d(Module):
@@ -373,33 +435,29 @@ class Conv2d(Module):
     def _where(self) -> str:
         return f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size})"
 
-    def forward(self, x: Any) -> Any:
-        return self._forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+    def _padded(self, x: Any) -> tuple[Any, Any, Any]:
+        """``(x, padding, pad_cache)``: x padded first for a ``padding_mode`` other than zeros (then padding 0)."""
+        if self.padding_mode == "zeros":
+            return x, self.padding, None
+        KH, KW = self.kernel_size
+        top, bottom, left, right = _conv_padding(self._where(), self.padding, KH, KW, *self.dilation, *self.stride)
+        x, pad_cache = F.pad2d_forward(x, (left, right, top, bottom), _PADDING_MODES[self.padding_mode])
+        return x, 0, pad_cache
 
-    def _forward(self, x: Any, weight: Any, bias: Any, relu: bool = False) -> Any:
-        """The forward with these weight and bias arrays (the layer's own, or BatchNorm-folded ones: see
-        :mod:`minidl.nn.fusion`), and with ``relu`` (inference only) a ReLU applied to the output."""
-        where = self._where()
-        check_array(where, x, ndim=4, channels=self.in_channels, dtype=self.weight.dtype)
-        check_same_device(where, x, weight, bias)
-        pad_cache, padding = None, self.padding
-        if self.padding_mode != "zeros":
-            KH, KW = self.kernel_size
-            top, bottom, left, right = _conv_padding(where, padding, KH, KW, *self.dilation, *self.stride)
-            x, pad_cache = pad2d_forward(x, (left, right, top, bottom), _PADDING_MODES[self.padding_mode])
-            padding = 0
-        out, cache = _conv2d_forward(where, x, weight, bias, self.stride, padding, self.dilation, self.groups, relu)
-        self._save_for_backward((cache, pad_cache, tuple(out.shape)))
+    def forward(self, x: Any) -> Any:
+        x, padding, pad_cache = self._padded(x)
+        bias = None if self.bias is None else self.bias.data
+        out, cache = F.conv2d_forward(x, self.weight.data, bias, self.stride, padding, self.dilation, self.groups)
+        self.save_for_backward(cache, pad_cache)
         return out
 
     def backward(self, dout: Any) -> Any:
-        cache, pad_cache, out_shape = self._pop_cache()
-        check_grad_output(self._where(), dout, out_shape, self.weight.dtype)
-        dx, dw, db = conv2d_backward(dout, cache, compute_dw=self.weight.requires_grad)
+        cache, pad_cache = self.pop_saved()
+        dx, dw, db = F.conv2d_backward(dout, cache, compute_dw=self.weight.requires_grad)
         if dw is not None:
             self.weight.accumulate_grad(dw)
         if db is not None and self.bias is not None:
             self.bias.accumulate_grad(db)
         if pad_cache is not None:
-            dx = pad2d_backward(dx, pad_cache)
+            dx = F.pad2d_backward(dx, pad_cache)
         return dx

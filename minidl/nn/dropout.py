@@ -17,12 +17,13 @@ then moved to the input's backend.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from minidl._random import default_generator
 from minidl.nn._checks import check_array, check_float, check_grad_output
+from minidl.nn.dispatch import F
 from minidl.nn.module import Module
 
 __all__ = [
@@ -39,14 +40,22 @@ def _check_p(where: str, p: Any) -> float:
     return check_float(where, "dropout probability p", p, low=0.0, high=1.0)
 
 
+class DropoutCache(NamedTuple):
+    """The cache of :func:`dropout_forward` and :func:`dropout2d_forward`."""
+
+    mask: Any  # the bool keep-mask (broadcastable to x), or None when the forward was the identity
+    scale: float  # 1 / (1 - p), or 0 for p = 1
+    shape: tuple[int, ...]  # of x (and of the output)
+
+
 def _masked(be: Any, x: Any, p: float, mask_shape: tuple[int, ...]) -> tuple[Any, Any]:
-    """Draw the keep-mask of ``mask_shape`` (broadcastable to x) and apply it: ``(out, (mask, scale))``."""
+    """Draw the keep-mask of ``mask_shape`` (broadcastable to x) and apply it: ``(out, cache)``."""
     keep = default_generator().random(mask_shape, dtype=np.float32) >= p  # P(keep) = 1 - p; never when p = 1
     mask = be.asarray(keep)
     scale = 1.0 / (1.0 - p) if p < 1 else 0.0
     out = x * mask
     out *= scale
-    return out, (mask, scale)
+    return out, DropoutCache(mask, scale, tuple(x.shape))
 
 
 def dropout_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[Any, Any]:
@@ -58,20 +67,33 @@ def dropout_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[Any,
         training: False (or p = 0) returns ``x`` itself. Default: True.
 
     Returns:
-        ``(out, cache)``; the cache is ``(mask, scale)`` (bool keep-mask, 1/(1-p)), or None for the identity.
+        ``(out, cache)``; the cache holds the bool keep-mask and the scale 1/(1-p) (mask None for the identity).
+
+    Shape:
+        - Input: any shape.  - Output: the same.
+    Backward:
+        dx = dout * mask / (1 - p) (:func:`dropout_backward`).
+
+    Examples:
+        >>> import minidl
+        >>> _ = minidl.manual_seed(0)
+        >>> out, cache = dropout_forward(np.ones(6), p=0.5)
+        >>> sorted(set(out.tolist()))
+        [0.0, 2.0]
     """
     be = check_array("dropout_forward", x)
     p = _check_p("dropout_forward", p)
     if not training or p == 0:
-        return x, None
+        return x, DropoutCache(None, 1.0, tuple(x.shape))
     return _masked(be, x, p, tuple(x.shape))
 
 
 def dropout_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * mask / (1 - p)`` (``dx = dout`` when forward was the identity)."""
-    if cache is None:
+    mask, scale, shape = cache
+    check_grad_output("dropout_backward", dout, shape)
+    if mask is None:
         return dout
-    mask, scale = cache
     dx = dout * mask
     dx *= scale
     return dx
@@ -86,12 +108,17 @@ def dropout2d_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[An
         training: False (or p = 0) returns ``x`` itself. Default: True.
 
     Returns:
-        ``(out, cache)``; the cache is ``(mask, scale)`` with the mask of shape (N, C, 1, 1), or None.
+        ``(out, cache)``; the cache holds the keep-mask of shape (N, C, 1, 1) and the scale (None for the identity).
+
+    Shape:
+        - Input: (N, C, H, W) or (N, C, L).  - Output: the same.
+    Backward:
+        dx = dout * mask[n, c] / (1 - p) (:func:`dropout2d_backward`).
     """
     be = check_array("dropout2d_forward", x, ndim=(3, 4))
     p = _check_p("dropout2d_forward", p)
     if not training or p == 0:
-        return x, None
+        return x, DropoutCache(None, 1.0, tuple(x.shape))
     return _masked(be, x, p, tuple(x.shape[:2]) + (1,) * (x.ndim - 2))
 
 
@@ -127,8 +154,6 @@ class Dropout(Module):
         array([1., 1., 1.], dtype=float32)
     """
 
-    _functional = staticmethod(dropout_forward)
-
     def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
         super().__init__()
         self.p = _check_p(type(self).__name__, p)
@@ -139,21 +164,17 @@ class Dropout(Module):
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
 
-    def _check_input(self, x: Any) -> None:
-        check_array(f"{type(self).__name__}(p={self.p})", x)
+    def _where(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
 
     def forward(self, x: Any) -> Any:
-        self._check_input(x)
-        out, cache = type(self)._functional(x, self.p, self.training)
-        self._save_for_backward((cache, tuple(x.shape)))
+        out, cache = F.dropout_forward(x, self.p, self.training)
+        self.save_for_backward(cache)
         return out
 
     def backward(self, dout: Any) -> Any:
-        cache, shape = self._pop_cache()
-        check_grad_output(type(self).__name__, dout, shape)
-        dx = dropout_backward(dout, cache)
-        assert tuple(dx.shape) == shape, f"{type(self).__name__}.backward: dx shape {dx.shape} != input shape {shape}"
-        return dx
+        (cache,) = self.pop_saved()
+        return F.dropout_backward(dout, cache)
 
 
 class Dropout2d(Dropout):
@@ -179,7 +200,11 @@ class Dropout2d(Dropout):
         True
     """
 
-    _functional = staticmethod(dropout2d_forward)
+    def forward(self, x: Any) -> Any:
+        out, cache = F.dropout2d_forward(x, self.p, self.training)
+        self.save_for_backward(cache)
+        return out
 
-    def _check_input(self, x: Any) -> None:
-        check_array(f"Dropout2d(p={self.p})", x, ndim=(3, 4))
+    def backward(self, dout: Any) -> Any:
+        (cache,) = self.pop_saved()
+        return F.dropout2d_backward(dout, cache)

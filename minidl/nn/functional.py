@@ -1,9 +1,17 @@
 """Every functional pair of minidl.nn in one namespace: ``from minidl.nn import functional as F``.
 
 Each op is a pair ``F.<op>_forward(x, ...) -> (out, cache)`` and ``F.<op>_backward(dout, cache) -> grads`` (one
-array for ops without parameters, else a tuple aligned with the forward's array arguments). The Modules in
-:mod:`minidl.nn` are thin wrappers that keep the cache between the two calls. The math of each op is documented
-where it is defined, in the file of its layer family.
+array for ops without parameters, else a tuple aligned with the forward's array arguments). The math of each op is
+documented where it is defined, in the file of its layer family.
+
+**This namespace is what the layers run.** Every Module in :mod:`minidl.nn` computes through these pairs, looked up
+here when it is called (:mod:`minidl.nn.dispatch`), so replacing one replaces what the layers compute::
+
+    from minidl.nn import functional as F
+    F.relu_forward = my_relu_forward    # every nn.ReLU (and every pair built on relu) now calls yours
+
+On the NumPy backend every pair runs the code you read. A fast backend replaces only the pairs marked
+``@kernel``, and only while both halves here are still the originals.
 
 Examples:
     >>> import numpy as np
@@ -14,6 +22,8 @@ Examples:
 """
 
 from __future__ import annotations
+
+import sys
 
 from minidl.nn.activation import (
     add_relu_backward,
@@ -54,9 +64,12 @@ from minidl.nn.containers import (
 from minidl.nn.conv import (
     conv2d_backward,
     conv2d_forward,
+    conv2d_relu_backward,
+    conv2d_relu_forward,
     pad2d_backward,
     pad2d_forward,
 )
+from minidl.nn.dispatch import register_functional
 from minidl.nn.dropout import (
     dropout2d_backward,
     dropout2d_forward,
@@ -92,25 +105,28 @@ from minidl.nn.normalization import (
     batch_norm_forward,
     batch_norm_relu_backward,
     batch_norm_relu_forward,
-    group_norm_backward,
-    group_norm_forward,
-    instance_norm_backward,
-    instance_norm_forward,
-    layer_norm_backward,
-    layer_norm_forward,
     local_response_norm_backward,
     local_response_norm_forward,
 )
+from minidl.nn.normalization_group import (
+    group_norm_backward,
+    group_norm_forward,
+    layer_norm_backward,
+    layer_norm_forward,
+)
+from minidl.nn.normalization_instance import instance_norm_backward, instance_norm_forward
 from minidl.nn.pooling import (
-    adaptive_avg_pool2d_backward,
-    adaptive_avg_pool2d_forward,
-    adaptive_max_pool2d_backward,
-    adaptive_max_pool2d_forward,
     avg_pool2d_backward,
     avg_pool2d_forward,
     max_pool2d_backward,
     max_pool2d_forward,
     pool_output_size,
+)
+from minidl.nn.pooling_adaptive import (
+    adaptive_avg_pool2d_backward,
+    adaptive_avg_pool2d_forward,
+    adaptive_max_pool2d_backward,
+    adaptive_max_pool2d_forward,
 )
 
 __all__ = [
@@ -132,6 +148,8 @@ __all__ = [
     "binary_cross_entropy_with_logits_forward",
     "conv2d_backward",
     "conv2d_forward",
+    "conv2d_relu_backward",
+    "conv2d_relu_forward",
     "distillation_loss_backward",
     "distillation_loss_forward",
     "dropout2d_backward",
@@ -196,3 +214,5 @@ __all__ = [
     "tanh_backward",
     "tanh_forward",
 ]
+
+register_functional(sys.modules[__name__])  # the layers read their pairs from this module, at call time

@@ -1,29 +1,33 @@
-r"""Fusion: running two or three layers as one pass over memory, with the same results.
+r"""Fusion: :func:`fuse` returns a model whose adjacent layers run as one pass over memory, with the same results.
 
 A layer's forward reads its input from memory and writes its output back. For the cheap layers after a convolution
-(BatchNorm, ReLU, a residual sum) that traffic *is* the cost, so a CNN step gets faster when consecutive layers
-share one pass. minidl keeps every layer a separate module (their state_dict keys, their ``backward``) and fuses at
-run time, in the few places where the pattern is certain:
+(BatchNorm, ReLU) that traffic *is* the cost, so a CNN step gets faster when consecutive layers share one pass.
+Nothing does this behind your back: a model runs layer by layer until you call ``nn.fuse(model)`` (the training
+helpers, the examples and the benchmarks do, on a fast backend; each has a switch to turn it off). Like PyTorch's
+``fuse_modules``, fusion replaces the first module of a pattern with a fused one and leaves :class:`Identity` in the
+freed slots, so the model keeps its structure, its ``state_dict`` keys and its outputs:
 
-* **BatchNorm -> ReLU** (training and eval): :func:`~minidl.nn.normalization.batch_norm_relu_forward`, the ReLU
-  applied inside the normalize loop; its backward recomputes the ReLU mask from x instead of storing it.
-* **residual sum -> ReLU** (the end of a ResNet block): :func:`~minidl.nn.activation.add_relu_forward`.
-* **Conv2d -> BatchNorm (-> ReLU)** in inference (eval mode under ``minidl.no_grad()``, where no backward will
-  run): the BatchNorm is folded into the convolution's weights,
+* **BatchNorm -> ReLU** becomes :class:`BatchNormReLU2d` (or ``1d``), which runs the pair
+  :func:`~minidl.nn.normalization.batch_norm_relu_forward`: on the Numba backend the ReLU is applied inside the
+  normalize loop, and its backward recomputes the ReLU mask from x instead of storing it.
+* **Conv2d -> BatchNorm2d (-> ReLU)** becomes :class:`ConvBn2d` and :class:`FoldedBatchNorm2d`. In training they
+  run as a convolution and a BatchNorm(+ReLU) pass. In inference (eval mode, gradients off) the BatchNorm is folded
+  into the convolution's weights,
 
   .. math:: \mathrm{BN}(W * x + b) = (s W) * x + (s (b - \mu) + \beta), \qquad s = \gamma / \sqrt{\sigma^2 +
             \epsilon}
 
   (per output channel, with the running mean :math:`\mu` and variance :math:`\sigma^2`), so the BatchNorm pass
-  disappears, and a ReLU after it is applied in the convolution's own output pass.
+  disappears, and a ReLU after it is applied in the convolution's own output pass
+  (:func:`~minidl.nn.conv.conv2d_relu_forward`). The folded weights are computed from the live parameters at each
+  call, so the fused model stays exact after more training or a ``load_state_dict``.
 
-:class:`~minidl.nn.Sequential` applies these to its children and the ResNet blocks to their layers. On the NumPy
-backend the fused functionals are literally the layers' functionals one after the other; on the Numba backend
-they are single kernels; folding changes only float roundings. Nothing is fused when a module is not the plain
-PyTorch-like layer (a ReLU replaced by ``nn.GELU()`` runs the GELU; a subclass of BatchNorm2d runs its own
-``forward``) or when a module's ``forward`` or ``backward`` is replaced on the instance (as :func:`minidl.summary`
-and ``benchmarks/bench_layers.py`` do to watch every layer). A fused pair keeps its cache in the BatchNorm: run the
-backward through the container (``Sequential.backward``, the block's ``backward``), not layer by layer.
+Patterns are found in every :class:`Sequential` (consecutive children) and in the modules that list which of their
+children run back to back, ``fusion_groups`` (the ResNet blocks: ``(("conv1", "bn1", "relu"), ("conv2",
+"bn2"))``, as torchvision's quantizable models list them). Only the exact classes are fused: a ReLU replaced by
+``nn.GELU()``, or a subclass of BatchNorm2d, is left alone. The residual sum and ReLU at the end of a ResNet block
+need no rewrite: the blocks compute them with an :class:`~minidl.nn.activation.AddReLU` module, whose pair the Numba
+backend runs in one pass.
 
 Examples:
     >>> import numpy as np
@@ -31,139 +35,290 @@ Examples:
     >>> from minidl import nn
     >>> _ = minidl.manual_seed(0)
     >>> block = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    >>> fused = nn.fuse(block)
+    >>> fused
+    Sequential(
+      (0): ConvBn2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), folds=BatchNorm2d+ReLU)
+      (1): FoldedBatchNorm2d(4, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True, relu=True)
+      (2): Identity()
+    )
     >>> x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
     >>> with minidl.no_grad():
-    ...     fused = block(x)                       # one folded convolution, then the ReLU
-    >>> separate = block[2](block[1](block[0](x)))  # the three layers one by one
-    >>> bool(np.allclose(fused, separate, atol=1e-5))
-    True
+    ...     same = np.allclose(fused(x), block(x), atol=1e-5)   # one folded convolution vs three layers
+    >>> same, list(fused.state_dict()) == list(block.state_dict())
+    (True, True)
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 from minidl.backend import get_array_module
 from minidl.grad_mode import is_grad_enabled
-from minidl.nn.activation import ReLU, add_relu_forward
+from minidl.nn.activation import ReLU
+from minidl.nn.containers import Identity, Sequential
 from minidl.nn.conv import Conv2d
+from minidl.nn.dispatch import F
 from minidl.nn.module import Module
-from minidl.nn.normalization import BatchNorm1d, BatchNorm2d, _BatchNorm
+from minidl.nn.normalization import BatchNorm1d, BatchNorm2d
 
-__all__ = ["backward_bn_relu", "forward_add_relu", "forward_bn_relu", "forward_conv_bn_relu"]
-
-
-def _plain(module: Module) -> bool:
-    """Neither ``forward`` nor ``backward`` replaced on the instance (a wrapper watching or changing the layer must
-    see it run)."""
-    return "forward" not in module.__dict__ and "backward" not in module.__dict__
+__all__ = ["BatchNormReLU1d", "BatchNormReLU2d", "ConvBn2d", "FoldedBatchNorm2d", "fuse"]
 
 
-def _is_relu(module: Module | None) -> bool:
-    return module is not None and type(module) is ReLU and _plain(module)
+# ---------------------------------------------------------------------------------------------- fused modules
+class _BatchNormReLU:
+    """BatchNorm then ReLU through the pair :func:`~minidl.nn.normalization.batch_norm_relu_forward`."""
 
-
-def _bn_relu_fusable(bn: Module, relu: Module) -> bool:
-    """A BatchNorm (the class itself: a subclass may override its forward) followed by a plain ReLU."""
-    return type(bn) in (BatchNorm1d, BatchNorm2d) and _plain(bn) and _is_relu(relu)
-
-
-def _conv_bn_foldable(conv: Module, bn: Module) -> bool:
-    """A Conv2d followed by a BatchNorm using its running statistics, with no backward to come."""
-    return (
-        not is_grad_enabled()
-        and type(conv) is Conv2d
-        and _plain(conv)
-        and type(bn) is BatchNorm2d  # (not a subclass, which may override forward)
-        and _plain(bn)
-        and not bn.training
-        and bn.running_mean is not None
-        and bn.running_var is not None
-        and bn.num_features == conv.out_channels
-    )
-
-
-def _folded(conv: Conv2d, bn: Any) -> tuple[Any, Any]:
-    """``(s W, s (b - mean) + beta)`` with s = gamma / sqrt(running_var + eps), per output channel."""
-    xp = get_array_module(conv.weight.data)
-    scale = 1.0 / xp.sqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.data
-    shift = -bn.running_mean * scale
-    if conv.bias is not None:
-        shift = shift + conv.bias.data * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.data
-    dtype = conv.weight.data.dtype
-    weight = conv.weight.data * scale.reshape(-1, 1, 1, 1).astype(dtype, copy=False)
-    return weight, shift.astype(dtype, copy=False)
-
-
-def forward_bn_relu(bn: Module, relu: Module, x: Any) -> Any:
-    """``relu(bn(x))``: one pass (:func:`~minidl.nn.normalization.batch_norm_relu_forward`) when ``bn`` is a
-    BatchNorm and ``relu`` a plain ReLU, else the two modules. The ReLU module then keeps no cache: run the pair's
-    backward with :func:`backward_bn_relu`.
-
-    Shape:
-        - x: what ``bn`` takes, (N, C, *) - Output: the same.
-    """
-    if _bn_relu_fusable(bn, relu):
-        return bn._forward(x, relu=True)
-    return relu(bn(x))
-
-
-def backward_bn_relu(bn: Module, relu: Module, dout: Any) -> Any:
-    """The backward of :func:`forward_bn_relu`: through the fused pass, or through ``relu`` then ``bn``."""
-    if isinstance(bn, _BatchNorm) and bn._fused_relu_pending():
-        return bn.backward(dout)
-    return bn.backward(relu.backward(dout))
-
-
-def forward_conv_bn_relu(conv: Module, bn: Module, relu: Module | None, x: Any) -> Any:
-    """``relu(bn(conv(x)))`` (``bn(conv(x))`` for ``relu`` None): in inference with the BatchNorm folded into the
-    convolution's weights, else through :func:`forward_bn_relu` (or the two modules).
-
-    Shape:
-        - x: (N, C, H, W), C = ``conv.in_channels`` - Output: (N, O, OH, OW), ``conv``'s output (O = ``bn``'s
-          num_features).
-    """
-    if _conv_bn_foldable(conv, bn):
-        if _is_relu(relu):  # the ReLU in the convolution's output pass too
-            return conv._forward(x, *_folded(conv, bn), relu=True)
-        y = conv._forward(x, *_folded(conv, bn))
-        return y if relu is None else relu(y)
-    y = conv(x)
-    if relu is None:
-        return bn(y)
-    return forward_bn_relu(bn, relu, y)
-
-
-def forward_add_relu(relu: Module, a: Any, b: Any) -> Any:
-    """``relu(a + b)`` for a ReLU module: one pass (:func:`~minidl.nn.activation.add_relu_forward`), the module
-    keeping the cache its own forward would keep, so ``relu.backward`` works as usual. Another activation module,
-    or inputs of different shapes or dtypes, are simply ``relu(a + b)``.
-
-    Shape:
-        - a, b: the same shape for the one-pass path - Output: that shape.
-    """
-    if _is_relu(relu) and tuple(a.shape) == tuple(b.shape) and a.dtype == b.dtype:
-        out, mask = add_relu_forward(a, b)
-        relu._save_for_backward((mask, tuple(out.shape)))
+    def forward(self: Any, x: Any) -> Any:
+        out, cache = F.batch_norm_relu_forward(x, *self._functional_arguments(x))
+        self._count_batch()
+        self.save_for_backward(cache)
         return out
-    return relu(a + b)
+
+    def backward(self: Any, dout: Any) -> Any:
+        (cache,) = self.pop_saved()
+        dx, dgamma, dbeta = F.batch_norm_relu_backward(dout, cache)
+        self._accumulate(dgamma, dbeta)
+        return dx
 
 
-def fused_forward(modules: Sequence[Module], i: int, x: Any) -> tuple[Any, int]:
-    """Run ``modules[i]`` on x, fused with the next one or two when a pattern above starts at ``i``.
+class BatchNormReLU2d(_BatchNormReLU, BatchNorm2d):
+    """``relu(BatchNorm2d(x))`` in one pair: what :func:`fuse` puts in place of a BatchNorm2d followed by a ReLU.
+
+    The BatchNorm2d's parameters and buffers (the same arrays, so the same ``state_dict`` keys), its training and
+    eval behaviour, then a ReLU.
+
+    Shape:
+        - Input: (N, C, H, W).  - Output: the same.
+    Backward:
+        dz = dout * [y > 0] (y the BatchNorm output), then the BatchNorm backward of dz.
+    Examples:
+        >>> import numpy as np
+        >>> from minidl import nn
+        >>> fused = nn.fuse(nn.Sequential(nn.BatchNorm2d(2), nn.ReLU()))
+        >>> fused[0], fused[1]
+        (BatchNormReLU2d(2, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True), Identity())
+        >>> float(fused(np.arange(8.0, dtype=np.float32).reshape(2, 2, 1, 2)).min())
+        0.0
+    """
+
+
+class BatchNormReLU1d(_BatchNormReLU, BatchNorm1d):
+    """``relu(BatchNorm1d(x))`` in one pair (see :class:`BatchNormReLU2d`).
+
+    Shape:
+        - Input: (N, C) or (N, C, L).  - Output: the same.
+    Backward:
+        dz = dout * [y > 0], then the BatchNorm backward of dz.
+    Examples:
+        >>> import numpy as np
+        >>> from minidl import nn
+        >>> bn_relu = nn.fuse(nn.Sequential(nn.BatchNorm1d(3), nn.ReLU()))[0]
+        >>> y = bn_relu(np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]], np.float32))
+        >>> y.round(3)
+        array([[0., 0., 1.],
+               [1., 0., 0.]], dtype=float32)
+        >>> bn_relu.backward(np.ones_like(y)).shape
+        (2, 3)
+    """
+
+
+def _inference(bn: Any) -> bool:
+    """Whether a folded Conv2d-BatchNorm2d pair runs folded now: eval mode with running statistics, gradients off."""
+    return not bn.training and not is_grad_enabled() and bn.running_mean is not None
+
+
+class FoldedBatchNorm2d(BatchNorm2d):
+    """A BatchNorm2d (and the ReLU after it, with ``relu``) whose inference the :class:`ConvBn2d` before it does.
+
+    In inference (eval mode with running statistics, gradients off) it returns its input: the convolution already
+    applied it. Otherwise it is a BatchNorm2d (a :class:`BatchNormReLU2d` with ``relu``). It keeps the BatchNorm's
+    parameters and buffers, so the ``state_dict`` keys are the original's.
+
+    Shape:
+        - Input: (N, C, H, W).  - Output: the same.
+    Backward:
+        (not in inference) the BatchNorm2d's, after the ReLU's with ``relu``.
+    Examples:
+        >>> import numpy as np
+        >>> import minidl
+        >>> from minidl import nn
+        >>> net = nn.fuse(nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)).eval())
+        >>> x = np.ones((1, 2, 2, 2), np.float32)
+        >>> with minidl.no_grad():
+        ...     passed_on = net[1](x) is x  # in inference the convolution before it did its work
+        >>> passed_on, net[1](x).shape      # with gradients on, a BatchNorm2d (eval statistics)
+        (True, (1, 2, 2, 2))
+    """
+
+    relu = False
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, relu={self.relu}"
+
+    def forward(self, x: Any) -> Any:
+        if _inference(self):
+            return x  # the ConvBn2d before this module has applied it (and the ReLU)
+        pair = F.batch_norm_relu_forward if self.relu else F.batch_norm_forward
+        out, cache = pair(x, *self._functional_arguments(x))
+        self._count_batch()
+        self.save_for_backward(cache)
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        (cache,) = self.pop_saved()
+        pair = F.batch_norm_relu_backward if self.relu else F.batch_norm_backward
+        dx, dgamma, dbeta = pair(dout, cache)
+        self._accumulate(dgamma, dbeta)
+        return dx
+
+
+class ConvBn2d(Conv2d):
+    r"""A Conv2d that also applies the BatchNorm2d after it (and a ReLU, with ``relu``) in inference, folded.
+
+    In inference (the BatchNorm in eval mode with running statistics, gradients off) the output is
+    ``conv2d(x, s W, s (b - mean) + beta)`` with s = gamma / sqrt(running_var + eps) per output channel, then ReLU
+    (:func:`~minidl.nn.conv.conv2d_relu_forward`); the :class:`FoldedBatchNorm2d` after it passes its input on.
+    Otherwise it is the plain Conv2d. It keeps the convolution's parameters (the same ``state_dict`` keys) and reads
+    the BatchNorm's, so the folded weights always follow the live ones.
+
+    Shape:
+        - Input: (N, C, H, W).  - Output: (N, O, OH, OW), as the Conv2d's.
+    Backward:
+        (not in inference) the Conv2d's.
+    Examples:
+        >>> import numpy as np
+        >>> import minidl
+        >>> from minidl import nn
+        >>> _ = minidl.manual_seed(0)
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+        >>> conv = nn.fuse(net)[0]
+        >>> w, b = conv.folded_parameters()  # s W and s (b - mean) + beta, from the live parameters
+        >>> w.shape, b.shape
+        ((4, 3, 3, 3), (4,))
+    """
+
+    bn: Any = None  # the FoldedBatchNorm2d after it (not a child: its parameters belong to its own slot)
+    relu = False
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, folds=BatchNorm2d{'+ReLU' if self.relu else ''}"
+
+    def folded_parameters(self) -> tuple[Any, Any]:
+        """``(s W, s (b - running_mean) + beta)`` with s = gamma / sqrt(running_var + eps) per output channel."""
+        bn = self.bn
+        xp = get_array_module(self.weight.data)
+        scale = 1.0 / xp.sqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight.data
+        shift = -bn.running_mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias.data * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias.data
+        dtype = self.weight.data.dtype
+        weight = self.weight.data * scale.reshape(-1, 1, 1, 1).astype(dtype, copy=False)
+        return weight, shift.astype(dtype, copy=False)
+
+    def forward(self, x: Any) -> Any:
+        if not _inference(self.bn):
+            return super().forward(x)
+        x, padding, _ = self._padded(x)
+        pair = F.conv2d_relu_forward if self.relu else F.conv2d_forward
+        out, _ = pair(x, *self.folded_parameters(), self.stride, padding, self.dilation, self.groups)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- the pass
+def _recast(module: Module, cls: type, **attributes: Any) -> Any:
+    """A ``cls`` instance with ``module``'s state: the same Parameter objects and buffer arrays (so an optimizer
+    built on them keeps training them), its hyperparameters and mode, plus ``attributes``."""
+    new = cls.__new__(cls)
+    Module.__init__(new)
+    for key, value in module.__dict__.items():
+        if key in ("_parameters", "_buffers", "_modules"):
+            new.__dict__[key].update(value)
+        elif key == "_non_persistent_buffers":
+            new.__dict__[key] |= value
+        elif key not in ("_saved", "_saved_pass"):
+            new.__dict__[key] = value
+    for key, value in attributes.items():
+        object.__setattr__(new, key, value)
+    return new
+
+
+def _plain(module: Module | None, *classes: type) -> bool:
+    """``module`` is exactly one of ``classes`` (not a subclass, whose forward may differ)."""
+    return module is not None and type(module) in classes
+
+
+def _fuse_group(parent: Module, names: Sequence[str]) -> int:
+    """Fuse the children ``names`` of ``parent`` (2 or 3 modules that run back to back) if they form a pattern;
+    returns how many modules were used (0: no pattern starts there)."""
+    mods = [parent._modules.get(name) for name in names]
+    if _plain(mods[0], Conv2d) and len(mods) > 1 and _plain(mods[1], BatchNorm2d):
+        conv, bn = mods[0], mods[1]
+        if bn.num_features != conv.out_channels:
+            return 0
+        relu = len(mods) > 2 and _plain(mods[2], ReLU)
+        folded_bn = _recast(bn, FoldedBatchNorm2d, relu=relu)
+        parent.add_module(names[0], _recast(conv, ConvBn2d, bn=folded_bn, relu=relu))
+        parent.add_module(names[1], folded_bn)
+        if relu:
+            parent.add_module(names[2], Identity())
+        return 3 if relu else 2
+    if len(mods) > 1 and _plain(mods[0], BatchNorm1d, BatchNorm2d) and _plain(mods[1], ReLU):
+        fused_class = BatchNormReLU2d if type(mods[0]) is BatchNorm2d else BatchNormReLU1d
+        parent.add_module(names[0], _recast(mods[0], fused_class))
+        parent.add_module(names[1], Identity())
+        return 2
+    return 0
+
+
+def _fuse_children(module: Module) -> None:
+    """Fuse the patterns among ``module``'s children: runs of consecutive children of a Sequential (a module fused
+    into one pattern cannot start the next), else the module's own ``fusion_groups``."""
+    if isinstance(module, Sequential):
+        names = list(module._modules)
+        i = 0
+        while i < len(names) - 1:
+            i += max(1, _fuse_group(module, names[i : i + 3]))
+        return
+    for names in module.fusion_groups:
+        _fuse_group(module, names)
+
+
+def fuse(model: Module, inplace: bool = False) -> Module:
+    """The model with its Conv2d-BatchNorm2d(-ReLU) and BatchNorm-ReLU patterns fused (see the module docstring).
+
+    Args:
+        model: any Module.
+        inplace: change ``model`` itself (its Parameter objects stay the same, so an optimizer built on them keeps
+            working); else a deep copy is fused and ``model`` is left as it is. Default: False.
 
     Returns:
-        ``(output, number of modules used)``: 3 for conv-BN-ReLU folded, 2 for conv-BN folded or BN-ReLU, else 1.
+        The fused model: the same ``state_dict`` keys and outputs (up to float rounding where a BatchNorm is folded
+        in inference); every module is still a module whose ``backward`` undoes its ``forward``.
+
+    Examples:
+        >>> from minidl import nn
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+        >>> nn.fuse(net)
+        Sequential(
+          (0): Linear(in_features=4, out_features=8, bias=True)
+          (1): BatchNormReLU1d(8, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)
+          (2): Identity()
+          (3): Linear(in_features=8, out_features=2, bias=True)
+        )
     """
-    nxt = modules[i + 1] if i + 1 < len(modules) else None
-    if nxt is not None and _conv_bn_foldable(modules[i], nxt):
-        relu = modules[i + 2] if i + 2 < len(modules) and _is_relu(modules[i + 2]) else None
-        return forward_conv_bn_relu(modules[i], nxt, relu, x), 2 if relu is None else 3
-    if nxt is not None and _bn_relu_fusable(modules[i], nxt):
-        return forward_bn_relu(modules[i], nxt, x), 2
-    return modules[i](x), 1
+    if not isinstance(model, Module):
+        raise TypeError(f"fuse: expected a Module, got {type(model).__name__}")
+    if not isinstance(inplace, bool):
+        raise TypeError(f"fuse: inplace must be a bool, got {inplace!r}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        _fuse_children(module)
+    return model

@@ -16,14 +16,23 @@ Backward, with :math:`G` = dout flattened to (M, out_features) and :math:`X` = x
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import minidl
 from minidl.nn import init
-from minidl.nn._checks import check_array, check_grad_output, check_int, check_same_device
+from minidl.nn._checks import _check_parameter_dtype, check_array, check_grad_output, check_int, check_same_device
+from minidl.nn.dispatch import F
 from minidl.nn.module import Module, Parameter
 
 __all__ = ["Linear", "linear_backward", "linear_forward"]
+
+
+class LinearCache(NamedTuple):
+    """The cache of :func:`linear_forward`."""
+
+    x: Any
+    weight: Any
+    has_bias: bool
 
 
 def linear_forward(x: Any, weight: Any, bias: Any | None = None) -> tuple[Any, Any]:
@@ -36,21 +45,37 @@ def linear_forward(x: Any, weight: Any, bias: Any | None = None) -> tuple[Any, A
 
     Returns:
         ``(out, cache)``: out of shape (N, *, out_features); the cache holds ``(x, weight, has_bias)``.
+
+    Shape:
+        - Input: (N, *, in_features).  - Output: (N, *, out_features).
+    Backward:
+        dx = dout @ W;  dW = dout_2d^T @ x_2d;  db = dout_2d summed over rows (:func:`linear_backward`).
+
+    Examples:
+        >>> import numpy as np
+        >>> out, cache = linear_forward(np.ones((2, 3)), np.ones((4, 3)), np.zeros(4))
+        >>> out.shape
+        (2, 4)
     """
-    check_array("linear_forward", x, min_ndim=1)
-    check_array("linear_forward", weight, ndim=2, what="weight")
+    where = "linear_forward"
+    check_array(where, x, min_ndim=1)
+    check_same_device(where, x, weight, bias)
+    check_array(where, weight, ndim=2, what="weight")
+    _check_parameter_dtype(where, x, weight.dtype)
     out_features, in_features = weight.shape
     if x.shape[-1] != in_features:
         raise ValueError(
-            f"linear_forward: the input's last dimension ({x.shape[-1]}, shape {tuple(x.shape)}) must equal "
-            f"in_features = weight.shape[1] = {in_features}"
+            f"{where}: expected the input's last dimension to be in_features={in_features}, got shape "
+            f"{tuple(x.shape)} (last dimension {x.shape[-1]}; in_features is weight.shape[1])"
         )
-    if bias is not None and tuple(bias.shape) != (out_features,):
-        raise ValueError(f"linear_forward: bias must have shape ({out_features},), got {tuple(bias.shape)}")
+    if bias is not None:
+        check_array(where, bias, ndim=1, dtype=weight.dtype, what="bias")
+        if tuple(bias.shape) != (out_features,):
+            raise ValueError(f"{where}: bias must have shape ({out_features},), got {tuple(bias.shape)}")
     out = x @ weight.T
     if bias is not None:
         out += bias
-    return out, (x, weight, bias is not None)
+    return out, LinearCache(x, weight, bias is not None)
 
 
 def linear_backward(
@@ -69,6 +94,7 @@ def linear_backward(
     """
     x, weight, has_bias = cache
     out_features, in_features = weight.shape
+    check_grad_output("linear_backward", dout, (*x.shape[:-1], out_features), weight.dtype)
     dx = dout @ weight
     dout_2d = dout.reshape(-1, out_features)
     dw = dout_2d.T @ x.reshape(-1, in_features) if weight_grad else None
@@ -136,24 +162,18 @@ class Linear(Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
+    def _where(self) -> str:
+        return f"Linear(in_features={self.in_features}, out_features={self.out_features})"
+
     def forward(self, x: Any) -> Any:
-        where = f"Linear(in_features={self.in_features}, out_features={self.out_features})"
-        check_array(where, x, min_ndim=1, dtype=self.weight.dtype)
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"{where}: expected the input's last dimension to be in_features={self.in_features}, "
-                f"got shape {tuple(x.shape)} (last dimension {x.shape[-1]})"
-            )
         bias = None if self.bias is None else self.bias.data
-        check_same_device(where, x, self.weight.data, bias)
-        out, cache = linear_forward(x, self.weight.data, bias)
-        self._save_for_backward((cache, tuple(out.shape)))
+        out, cache = F.linear_forward(x, self.weight.data, bias)
+        self.save_for_backward(cache)
         return out
 
     def backward(self, dout: Any) -> Any:
-        cache, out_shape = self._pop_cache()
-        check_grad_output("Linear", dout, out_shape, self.weight.dtype)
-        dx, dw, db = linear_backward(
+        (cache,) = self.pop_saved()
+        dx, dw, db = F.linear_backward(
             dout,
             cache,
             weight_grad=self.weight.requires_grad,
@@ -163,5 +183,4 @@ class Linear(Module):
             self.weight.accumulate_grad(dw)
         if db is not None:
             self.bias.accumulate_grad(db)
-        assert tuple(dx.shape) == tuple(cache[0].shape), "Linear.backward: dx does not have the input's shape"
         return dx

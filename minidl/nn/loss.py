@@ -16,10 +16,6 @@ Reductions follow PyTorch: ``"none"`` (per sample), ``"sum"``, ``"mean"`` (for c
 weight :math:`\sum_n w_{y_n}` of the non-ignored samples, for probabilities and elementwise losses by the count).
 The backward of a reduction passes ``dout`` (times 1/denominator for the mean) to every term.
 
-On a fast backend (Numba) the common case, (N, C) logits with class indices (N,), runs as one fused kernel per row
-(max, log-sum-exp, loss; backward ``sum(a) p - a``) that never builds the dense (N, C) coefficient matrix a; the NumPy
-code here is its reference (``_fused_cross_entropy``; every other case runs the NumPy code).
-
 The elementwise losses (MSE, L1, smooth L1, binary cross-entropy, KL divergence) live in
 :mod:`minidl.nn.loss_elementwise` and are re-exported here; the shared Module protocol is in
 :mod:`minidl.nn._loss_common`.
@@ -37,7 +33,7 @@ import numpy as np
 
 from minidl.nn._checks import check_array, check_float, check_int
 from minidl.nn._loss_common import _as_target, _check_reduction, _Loss, _reduce, _reduced_dout, _WeightedLoss, _xp
-from minidl.nn.activation import log_softmax_forward
+from minidl.nn.dispatch import F
 from minidl.nn.loss_elementwise import *  # noqa: F403  (re-exported: one place to import every loss)
 from minidl.nn.loss_elementwise import __all__ as _elementwise_all
 
@@ -170,55 +166,27 @@ def _class_coefficients(
     return a, denominator, sample_shape
 
 
-class _RowsCache(NamedTuple):
-    """The cache of the fused cross-entropy (a fast backend's ``softmax_cross_entropy_rows``): p = softmax(z) and
-    the coefficients a_{n,c} = valid_n smooth_c + [c = t_n] hard_n, never built as a dense (N, C) matrix."""
+class CrossEntropyCache(NamedTuple):
+    """The cache of :func:`softmax_cross_entropy_forward`."""
 
-    backend: Any
-    p: Any
-    t: Any
-    hard: Any
-    valid: Any
-    smooth: Any
-    denominator: Any
+    p: Any  # softmax of the logits, one row per prediction (M, C)
+    a: Any  # the target coefficients (M, C) of the module docstring
+    denominator: Any  # of the mean
     reduction: str
-    sample_shape: tuple[int, ...]
-
-
-def _fused_cross_entropy(where, logits, target, label_smoothing, weight, ignore_index, reduction):
-    """The loss and a :class:`_RowsCache` from the backend's fused row kernel (see ``minidl/backend/
-    _numba_elementwise.py``) for (N, C) logits and class indices (N,); None for every other case (the reference)."""
-    be = check_array(where, logits, min_ndim=1)
-    kernel = getattr(be, "softmax_cross_entropy_rows", None)
-    if kernel is None or logits.ndim != 2 or logits.shape[1] == 0:
-        return None
-    target = _as_target(where, be, target)
-    if not np.issubdtype(np.dtype(target.dtype), np.integer) or tuple(target.shape) != (logits.shape[0],):
-        return None  # probabilities, or a wrong shape the reference reports
-    C, dtype = logits.shape[1], logits.dtype
-    w = _class_weight(where, be, weight, C, dtype)
-    t_safe, valid, w_t = _class_indices(where, logits, target, w, ignore_index, (logits.shape[0],))
-    hard = ((1.0 - label_smoothing) * w_t).astype(dtype, copy=False)
-    smooth = (label_smoothing / C) * (be.xp.ones(C, dtype=dtype) if w is None else w)
-    per_sample, p = kernel(logits, t_safe, hard, valid, smooth.astype(dtype, copy=False))
-    denominator = w_t.sum()
-    loss = _reduce(be.xp, per_sample, reduction, denominator)
-    return loss, _RowsCache(be, p, t_safe, hard, valid, smooth, denominator, reduction, (logits.shape[0],))
+    shape: tuple[int, ...]  # of the logits
+    sample_shape: tuple[int, ...]  # of the per-sample losses
 
 
 def _cross_entropy_forward(where, logits, target, label_smoothing, weight, ignore_index, reduction):
     _check_reduction(where, reduction)
     label_smoothing = check_float(where, "label_smoothing", label_smoothing, low=0.0, high=1.0)
-    fused = _fused_cross_entropy(where, logits, target, label_smoothing, weight, ignore_index, reduction)
-    if fused is not None:  # a fast backend's row kernel
-        return fused
     a, denominator, sample_shape = _class_coefficients(
         where, logits, target, weight, ignore_index, label_smoothing, allow_probabilities=True
     )
-    log_p, _ = log_softmax_forward(_rows(logits), dim=1)
+    log_p, _ = F.log_softmax_forward(_rows(logits), dim=1)
     per_sample = -(a * log_p).sum(axis=1)
     loss = _reduce(_xp(logits), per_sample.reshape(sample_shape), reduction, denominator)
-    cache = (_xp(log_p).exp(log_p), a, denominator, reduction, tuple(logits.shape), sample_shape)
+    cache = CrossEntropyCache(_xp(log_p).exp(log_p), a, denominator, reduction, tuple(logits.shape), sample_shape)
     return loss, cache
 
 
@@ -251,14 +219,20 @@ def softmax_cross_entropy_forward(
 
 def softmax_cross_entropy_backward(dout: Any, cache: Any) -> Any:
     """``dlogits = g * (sum_c(a) * softmax(logits) - a)`` per row, g the reduced ``dout`` (see the module docs)."""
-    if isinstance(cache, _RowsCache):  # from a fast backend's fused kernel
-        c = cache
-        g = _reduced_dout("softmax_cross_entropy", dout, c.reduction, c.denominator, c.sample_shape)
-        return c.backend.softmax_cross_entropy_rows_backward(c.p, c.t, c.hard, c.valid, c.smooth, g)
     p, a, denominator, reduction, shape, sample_shape = cache
-    g = _reduced_dout("softmax_cross_entropy", dout, reduction, denominator, sample_shape)
+    g = _reduced_dout("softmax_cross_entropy_backward", dout, reduction, denominator, sample_shape)
     g_rows = g.reshape(-1, 1) if reduction == "none" else g
     return _unrows((a.sum(axis=1, keepdims=True) * p - a) * g_rows, shape)
+
+
+class NllLossCache(NamedTuple):
+    """The cache of :func:`nll_loss_forward`."""
+
+    a: Any  # the target coefficients: w_{y_n} at (n, y_n), else 0
+    denominator: Any
+    reduction: str
+    shape: tuple[int, ...]  # of the log-probabilities
+    sample_shape: tuple[int, ...]
 
 
 def nll_loss_forward(
@@ -278,13 +252,13 @@ def nll_loss_forward(
     )
     per_sample = -(a * _rows(log_probs)).sum(axis=1)
     loss = _reduce(_xp(a), per_sample.reshape(sample_shape), reduction, denominator)
-    return loss, (a, denominator, reduction, tuple(log_probs.shape), sample_shape)
+    return loss, NllLossCache(a, denominator, reduction, tuple(log_probs.shape), sample_shape)
 
 
 def nll_loss_backward(dout: Any, cache: Any) -> Any:
     """``dlog_probs[n, y_n] = -g_n w_{y_n}``, zero elsewhere (and for ignored samples)."""
     a, denominator, reduction, shape, sample_shape = cache
-    g = _reduced_dout("nll_loss", dout, reduction, denominator, sample_shape)
+    g = _reduced_dout("nll_loss_backward", dout, reduction, denominator, sample_shape)
     return _unrows(-a * (g.reshape(-1, 1) if reduction == "none" else g), shape)
 
 
@@ -314,8 +288,8 @@ def distillation_loss_forward(
     alpha = check_float(where, "alpha", alpha, low=0.0, high=1.0)
     ce, ce_cache = _cross_entropy_forward(where, student_logits, target, 0.0, None, -100, "mean")
     teacher = be.asarray(teacher_logits).astype(student_logits.dtype, copy=False)
-    log_ps, _ = log_softmax_forward(student_logits / T, dim=1)
-    log_pt, _ = log_softmax_forward(teacher / T, dim=1)
+    log_ps, _ = F.log_softmax_forward(student_logits / T, dim=1)
+    log_pt, _ = F.log_softmax_forward(teacher / T, dim=1)
     p_t = be.xp.exp(log_pt)
     N = student_logits.shape[0]
     kl = (p_t * (log_pt - log_ps)).sum() / N
@@ -327,7 +301,7 @@ def distillation_loss_forward(
 def distillation_loss_backward(dout: Any, cache: Any) -> Any:
     """``dstudent = dout * ((1 - alpha) dCE + alpha T (softmax(z_s/T) - softmax(z_t/T)) / N)``."""
     ce_cache, hard_weight, soft_grad = cache
-    g = _reduced_dout("distillation_loss", dout, "sum", 1.0, ())
+    g = _reduced_dout("distillation_loss_backward", dout, "sum", 1.0, ())
     return (hard_weight * softmax_cross_entropy_backward(1.0, ce_cache) + soft_grad) * g
 
 
@@ -362,9 +336,6 @@ class CrossEntropyLoss(_WeightedLoss):
                [ 0.125,  0.125,  0.125, -0.375]], dtype=float32)
     """
 
-    _forward_fn = staticmethod(softmax_cross_entropy_forward)
-    _backward_fn = staticmethod(softmax_cross_entropy_backward)
-
     def __init__(
         self, weight: Any = None, *, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0
     ) -> None:
@@ -379,6 +350,14 @@ class CrossEntropyLoss(_WeightedLoss):
             "ignore_index": self.ignore_index,
             "reduction": self.reduction,
         }
+
+    def _pair_forward(self, input: Any, target: Any) -> tuple[Any, Any]:
+        return F.softmax_cross_entropy_forward(
+            input, target, self.label_smoothing, self.weight, self.ignore_index, self.reduction
+        )
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.softmax_cross_entropy_backward(dout, cache)
 
 
 class NLLLoss(_WeightedLoss):
@@ -402,15 +381,18 @@ class NLLLoss(_WeightedLoss):
         1.3862943611198906
     """
 
-    _forward_fn = staticmethod(nll_loss_forward)
-    _backward_fn = staticmethod(nll_loss_backward)
-
     def __init__(self, weight: Any = None, *, ignore_index: int = -100, reduction: str = "mean") -> None:
         super().__init__(weight, reduction)
         self.ignore_index = check_int("NLLLoss", "ignore_index", ignore_index, minimum=-(2**62))
 
     def _arguments(self) -> dict[str, Any]:
         return {"weight": self.weight, "ignore_index": self.ignore_index, "reduction": self.reduction}
+
+    def _pair_forward(self, input: Any, target: Any) -> tuple[Any, Any]:
+        return F.nll_loss_forward(input, target, self.weight, self.ignore_index, self.reduction)
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.nll_loss_backward(dout, cache)
 
 
 class DistillationLoss(_Loss):
@@ -439,8 +421,8 @@ class DistillationLoss(_Loss):
         (2, 4)
     """
 
-    _forward_fn = staticmethod(distillation_loss_forward)
-    _backward_fn = staticmethod(distillation_loss_backward)
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.distillation_loss_backward(dout, cache)
 
     def __init__(self, temperature: float = 4.0, alpha: float = 0.5) -> None:
         super().__init__("mean")
@@ -451,4 +433,6 @@ class DistillationLoss(_Loss):
         return {"temperature": self.temperature, "alpha": self.alpha}
 
     def forward(self, student_logits: Any, target: Any, teacher_logits: Any) -> float:  # type: ignore[override]
-        return self._run(student_logits, target, teacher_logits)
+        loss, cache = F.distillation_loss_forward(student_logits, target, teacher_logits, self.temperature, self.alpha)
+        self.save_for_backward(cache, tuple(loss.shape))
+        return float(loss)

@@ -22,12 +22,13 @@ kl div (input log q)    :math:`p (\log p - \log q)`                    :math:`-p
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from minidl.nn._checks import check_array, check_float
 from minidl.nn._loss_common import _as_target, _buffer, _check_reduction, _float_target, _Loss, _reduce, _reduced_dout
+from minidl.nn.dispatch import F
 
 __all__ = [
     "BCELoss",
@@ -59,7 +60,17 @@ def _elementwise(where: str, input: Any, target: Any, reduction: str, allowed=("
 
 def _finish(xp: Any, losses: Any, local_grad: Any, reduction: str, denominator: float | None = None):
     denominator = float(losses.size) if denominator is None else denominator
-    return _reduce(xp, losses, reduction, denominator), (local_grad, reduction, denominator, tuple(losses.shape))
+    cache = ElementwiseLossCache(local_grad, reduction, denominator, tuple(losses.shape))
+    return _reduce(xp, losses, reduction, denominator), cache
+
+
+class ElementwiseLossCache(NamedTuple):
+    """The cache of an elementwise loss: its local derivative and how it was reduced."""
+
+    local_grad: Any  # d loss_i / d input_i
+    reduction: str
+    denominator: float  # of the mean
+    shape: tuple[int, ...]  # of the per-term losses (what reduction "none" returns)
 
 
 def _elementwise_backward(where: str, dout: Any, cache: Any) -> Any:
@@ -76,7 +87,7 @@ def mse_loss_forward(input: Any, target: Any, reduction: str = "mean") -> tuple[
 
 def mse_loss_backward(dout: Any, cache: Any) -> Any:
     """``dinput = 2 (input - target) * g`` (g = dout / numel for the mean)."""
-    return _elementwise_backward("mse_loss", dout, cache)
+    return _elementwise_backward("mse_loss_backward", dout, cache)
 
 
 def l1_loss_forward(input: Any, target: Any, reduction: str = "mean") -> tuple[Any, Any]:
@@ -88,7 +99,7 @@ def l1_loss_forward(input: Any, target: Any, reduction: str = "mean") -> tuple[A
 
 def l1_loss_backward(dout: Any, cache: Any) -> Any:
     """``dinput = sign(input - target) * g``."""
-    return _elementwise_backward("l1_loss", dout, cache)
+    return _elementwise_backward("l1_loss_backward", dout, cache)
 
 
 def smooth_l1_loss_forward(input: Any, target: Any, reduction: str = "mean", beta: float = 1.0) -> tuple[Any, Any]:
@@ -110,7 +121,7 @@ def smooth_l1_loss_forward(input: Any, target: Any, reduction: str = "mean", bet
 
 def smooth_l1_loss_backward(dout: Any, cache: Any) -> Any:
     """``dinput = g * (d / beta if |d| < beta else sign(d))``."""
-    return _elementwise_backward("smooth_l1_loss", dout, cache)
+    return _elementwise_backward("smooth_l1_loss_backward", dout, cache)
 
 
 def _broadcast_weight(where: str, be: Any, name: str, value: Any, input: Any) -> Any:
@@ -163,7 +174,7 @@ def binary_cross_entropy_with_logits_forward(
 
 def binary_cross_entropy_with_logits_backward(dout: Any, cache: Any) -> Any:
     """``dlogits = g * w (sigmoid(x) - y)`` (with pos_weight: ``g * w ((pw y + 1 - y) sigmoid(x) - pw y)``)."""
-    return _elementwise_backward("binary_cross_entropy_with_logits", dout, cache)
+    return _elementwise_backward("binary_cross_entropy_with_logits_backward", dout, cache)
 
 
 def binary_cross_entropy_forward(
@@ -194,7 +205,7 @@ def binary_cross_entropy_forward(
 
 def binary_cross_entropy_backward(dout: Any, cache: Any) -> Any:
     """``dprobs = g * w (p - y) / (p (1 - p))``."""
-    return _elementwise_backward("binary_cross_entropy", dout, cache)
+    return _elementwise_backward("binary_cross_entropy_backward", dout, cache)
 
 
 def kl_div_forward(log_q: Any, target: Any, reduction: str = "batchmean", log_target: bool = False) -> tuple[Any, Any]:
@@ -225,7 +236,7 @@ def kl_div_forward(log_q: Any, target: Any, reduction: str = "batchmean", log_ta
 
 def kl_div_backward(dout: Any, cache: Any) -> Any:
     """``dlog_q = -p * g`` (g = dout / N for ``"batchmean"``)."""
-    return _elementwise_backward("kl_div", dout, cache)
+    return _elementwise_backward("kl_div_backward", dout, cache)
 
 
 class MSELoss(_Loss):
@@ -244,8 +255,11 @@ class MSELoss(_Loss):
         2.5
     """
 
-    _forward_fn = staticmethod(mse_loss_forward)
-    _backward_fn = staticmethod(mse_loss_backward)
+    def _pair_forward(self, input: Any, target: Any) -> tuple[Any, Any]:
+        return F.mse_loss_forward(input, target, self.reduction)
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.mse_loss_backward(dout, cache)
 
 
 class L1Loss(_Loss):
@@ -264,8 +278,11 @@ class L1Loss(_Loss):
         1.5
     """
 
-    _forward_fn = staticmethod(l1_loss_forward)
-    _backward_fn = staticmethod(l1_loss_backward)
+    def _pair_forward(self, input: Any, target: Any) -> tuple[Any, Any]:
+        return F.l1_loss_forward(input, target, self.reduction)
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.l1_loss_backward(dout, cache)
 
 
 class SmoothL1Loss(_Loss):
@@ -285,15 +302,18 @@ class SmoothL1Loss(_Loss):
         1.3125
     """
 
-    _forward_fn = staticmethod(smooth_l1_loss_forward)
-    _backward_fn = staticmethod(smooth_l1_loss_backward)
-
     def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
         super().__init__(reduction)
         self.beta = check_float("SmoothL1Loss", "beta", beta, low=0.0)
 
     def _arguments(self) -> dict[str, Any]:
         return {"reduction": self.reduction, "beta": self.beta}
+
+    def _pair_forward(self, input: Any, target: Any) -> tuple[Any, Any]:
+        return F.smooth_l1_loss_forward(input, target, self.reduction, self.beta)
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.smooth_l1_loss_backward(dout, cache)
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -315,9 +335,6 @@ class BCEWithLogitsLoss(_Loss):
         0.6931
     """
 
-    _forward_fn = staticmethod(binary_cross_entropy_with_logits_forward)
-    _backward_fn = staticmethod(binary_cross_entropy_with_logits_backward)
-
     def __init__(self, weight: Any = None, *, reduction: str = "mean", pos_weight: Any = None) -> None:
         super().__init__(reduction)
         self.register_buffer("weight", _buffer("BCEWithLogitsLoss", weight))
@@ -325,6 +342,12 @@ class BCEWithLogitsLoss(_Loss):
 
     def _arguments(self) -> dict[str, Any]:
         return {"weight": self.weight, "reduction": self.reduction, "pos_weight": self.pos_weight}
+
+    def _pair_forward(self, input: Any, target: Any) -> tuple[Any, Any]:
+        return F.binary_cross_entropy_with_logits_forward(input, target, self.weight, self.reduction, self.pos_weight)
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.binary_cross_entropy_with_logits_backward(dout, cache)
 
 
 class BCELoss(_Loss):
@@ -344,15 +367,18 @@ class BCELoss(_Loss):
         0.6931
     """
 
-    _forward_fn = staticmethod(binary_cross_entropy_forward)
-    _backward_fn = staticmethod(binary_cross_entropy_backward)
-
     def __init__(self, weight: Any = None, *, reduction: str = "mean") -> None:
         super().__init__(reduction)
         self.register_buffer("weight", _buffer("BCELoss", weight))
 
     def _arguments(self) -> dict[str, Any]:
         return {"weight": self.weight, "reduction": self.reduction}
+
+    def _pair_forward(self, input: Any, target: Any) -> tuple[Any, Any]:
+        return F.binary_cross_entropy_forward(input, target, self.weight, self.reduction)
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.binary_cross_entropy_backward(dout, cache)
 
 
 class KLDivLoss(_Loss):
@@ -374,9 +400,6 @@ class KLDivLoss(_Loss):
         0.0
     """
 
-    _forward_fn = staticmethod(kl_div_forward)
-    _backward_fn = staticmethod(kl_div_backward)
-
     def __init__(self, reduction: str = "batchmean", log_target: bool = False) -> None:
         super().__init__(reduction)
         if not isinstance(log_target, bool):
@@ -388,3 +411,9 @@ class KLDivLoss(_Loss):
 
     def _arguments(self) -> dict[str, Any]:
         return {"reduction": self.reduction, "log_target": self.log_target}
+
+    def _pair_forward(self, input: Any, target: Any) -> tuple[Any, Any]:
+        return F.kl_div_forward(input, target, self.reduction, self.log_target)
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.kl_div_backward(dout, cache)

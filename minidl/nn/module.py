@@ -1,16 +1,25 @@
-"""``Module`` and ``Parameter``: the two classes every layer is built from.
+"""``Module``: the class every layer and model is built from (its arrays are ``Parameter`` objects).
 
-minidl has no autograd tape. A module's ``forward(x)`` computes its output and keeps in ``self._cache`` exactly what
-its ``backward`` will need; ``backward(dout)`` takes that cache, *accumulates* the gradient of every parameter into
-``param.grad`` (as PyTorch does: call ``zero_grad()`` between steps) and returns the gradient with respect to the
-input. Containers (``Sequential``, ``Residual``, ...) chain those calls in reverse order.
+minidl has no autograd tape. A module's ``forward(x)`` computes its output through its functional pair and keeps
+what its ``backward`` will need with ``self.save_for_backward(...)``; ``backward(dout)`` takes it back with
+``self.pop_saved()``, *accumulates* the gradient of every parameter into ``param.grad`` (as PyTorch does: call
+``zero_grad()`` between steps) and returns the gradient with respect to the input. Containers (``Sequential``,
+``Residual``, ...) chain those calls in reverse order.
 
-One instance holds one cache: use a module once per forward pass (to share weights, share the ``Parameter`` between
-two modules instead). Under ``minidl.no_grad()`` nothing is cached.
+**A module may run several times in one forward pass** (torchvision's ResNet block applies one ``relu`` twice): each
+call saves its own values, and each ``backward`` takes back the most recent ones (last in, first out), which is the
+order a backward pass visits the calls in. A new forward pass (the next outermost ``model(x)``) starts afresh, so
+values a skipped backward left behind never pile up. Under ``minidl.no_grad()`` nothing is saved.
+
+**Errors name the layer.** A functional pair reports bad input under its own name (``conv2d_forward: ...``); when a
+module called it, ``module(x)`` reports the same message under the module's name (``Conv2d(3, 8,
+kernel_size=(3, 3)): ...``), so the check itself runs once.
 """
 
 from __future__ import annotations
 
+import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -19,80 +28,7 @@ import numpy as np
 
 from minidl import backend as _backend
 from minidl.grad_mode import is_grad_enabled
-
-
-class Parameter:
-    """An array the optimizer updates, with the gradient backward accumulated for it.
-
-    Attributes:
-        data: the array (of the current backend). Optimizers update it in place.
-        grad: array of the same shape and dtype, or None before the first backward (and after ``zero_grad()``).
-        requires_grad: False freezes the parameter: backward leaves ``grad`` at None and optimizers skip it.
-
-    Examples:
-        >>> p = Parameter(np.zeros((2, 3), np.float32))
-        >>> p
-        Parameter(shape=(2, 3), dtype=float32, requires_grad=True)
-        >>> p.accumulate_grad(np.ones((2, 3), np.float32)); p.accumulate_grad(np.ones((2, 3), np.float32))
-        >>> float(p.grad.sum())
-        12.0
-    """
-
-    __slots__ = ("data", "grad", "requires_grad")
-
-    def __init__(self, data: Any, requires_grad: bool = True) -> None:
-        if isinstance(data, Parameter):
-            data = data.data
-        if not hasattr(data, "shape") or not hasattr(data, "dtype"):
-            raise TypeError(f"Parameter expects an array, got {type(data).__name__}")
-        if requires_grad and not np.issubdtype(np.dtype(data.dtype), np.floating):
-            raise TypeError(
-                f"Parameter: only floating-point arrays can require gradients, got dtype {data.dtype} "
-                "(use requires_grad=False, or a buffer via register_buffer, for integer state)"
-            )
-        self.data = data
-        self.grad: Any = None
-        self.requires_grad = bool(requires_grad)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
-
-    @property
-    def dtype(self) -> Any:
-        return self.data.dtype
-
-    @property
-    def ndim(self) -> int:
-        return int(self.data.ndim)
-
-    @property
-    def size(self) -> int:
-        return int(self.data.size)
-
-    def accumulate_grad(self, grad: Any) -> None:
-        """Add ``grad`` to ``self.grad`` (allocating it on first use); a frozen parameter ignores it."""
-        if not self.requires_grad:
-            return
-        if tuple(grad.shape) != self.shape:
-            raise ValueError(f"gradient of shape {tuple(grad.shape)} does not match parameter of shape {self.shape}")
-        if self.grad is None:
-            self.grad = grad.astype(self.data.dtype, copy=True)
-        else:
-            self.grad += grad
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Forget the accumulated gradient (``None``), or fill it with zeros when ``set_to_none=False``."""
-        if set_to_none or self.grad is None:
-            self.grad = None
-        else:
-            self.grad[...] = 0
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return np.asarray(_backend.to_numpy(self.data), dtype=dtype)
-
-    def __repr__(self) -> str:
-        return f"Parameter(shape={self.shape}, dtype={np.dtype(self.dtype).name}, requires_grad={self.requires_grad})"
+from minidl.nn.parameter import Parameter
 
 
 class IncompatibleKeys(NamedTuple):
@@ -115,10 +51,10 @@ class Module:
         ...         super().__init__()
         ...         self.weight = nn.Parameter(np.full((1,), 2.0, np.float32))
         ...     def forward(self, x):
-        ...         self._save_for_backward(x)
+        ...         self.save_for_backward(x)
         ...         return x * self.weight.data
         ...     def backward(self, dout):
-        ...         x = self._pop_cache()
+        ...         (x,) = self.pop_saved()
         ...         self.weight.accumulate_grad(np.array([(dout * x).sum()], np.float32))
         ...         return dout * self.weight.data
         >>> m = Scale(); y = m(np.ones(3, np.float32)); m.backward(np.ones(3, np.float32))
@@ -128,6 +64,9 @@ class Module:
     """
 
     training: bool
+    #: children that run back to back in ``forward``, by name, for :func:`minidl.nn.fuse` to find patterns in
+    #: (a Sequential's are its consecutive children), e.g. ``(("conv1", "bn1", "relu"), ("conv2", "bn2"))``
+    fusion_groups: tuple[tuple[str, ...], ...] = ()
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -135,7 +74,8 @@ class Module:
         object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
-        object.__setattr__(self, "_cache", None)
+        object.__setattr__(self, "_saved", [])  # what forward saved for backward, one entry per call (a stack)
+        object.__setattr__(self, "_saved_pass", -1)  # the forward pass those entries belong to
 
     # ------------------------------------------------------------------ registration
     def __setattr__(self, name: str, value: Any) -> None:
@@ -220,22 +160,76 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must implement backward(dout)")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        """Run ``forward``. The outermost call starts a new forward pass (see :meth:`save_for_backward`), and an
+        error a functional pair raised under its own name is raised under this module's name."""
+        state = _pass_state
+        if state.depth == 0:
+            state.number += 1
+        state.depth += 1
+        try:
+            return self.forward(*args, **kwargs)
+        except (TypeError, ValueError, RuntimeError) as err:
+            renamed = _under_module_name(err, self)
+            if renamed is None:
+                raise
+            raise renamed.with_traceback(err.__traceback__) from None
+        finally:
+            state.depth -= 1
 
-    def _save_for_backward(self, cache: Any) -> None:
-        """Keep ``cache`` for the next ``backward`` (nothing is kept under ``minidl.no_grad()``)."""
-        object.__setattr__(self, "_cache", cache if is_grad_enabled() else None)
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: everything but the values saved for a pending backward (they belong to one call)."""
+        state = self.__dict__.copy()
+        state["_saved"] = []
+        return state
 
-    def _pop_cache(self) -> Any:
-        """Take the cache saved by ``forward``; a clear error if there is none. Backward frees it."""
-        cache = self._cache
-        if cache is None:
+    def _where(self) -> str:
+        """How errors name this module: its class and its hyperparameters (e.g. ``"Conv2d(3, 8, kernel_size=(3,
+        3))"``); the default is the first line of its repr."""
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def save_for_backward(self, *values: Any) -> None:
+        """Keep ``values`` for the ``backward`` of this call (nothing is kept when gradients are disabled).
+
+        Each call of a module saves its own values, and :meth:`pop_saved` hands them back last in, first out, so a
+        module may run several times in one forward pass. Values saved in an earlier forward pass (a backward that
+        never came) are dropped when the next pass saves, so they never pile up.
+
+        Examples:
+            >>> from minidl import nn
+            >>> class Square(nn.Module):
+            ...     def forward(self, x):
+            ...         self.save_for_backward(x)
+            ...         return x * x
+            ...     def backward(self, dout):
+            ...         (x,) = self.pop_saved()
+            ...         return 2 * x * dout
+            >>> sq = Square()
+            >>> twice = nn.Sequential(sq, sq)  # the same module twice in one pass: x = 3, then x = 9
+            >>> twice(np.array([3.0]))
+            array([81.])
+            >>> twice.backward(np.array([1.0]))  # d(x^4)/dx = 4 x^3; each backward took its own call's x
+            array([108.])
+        """
+        if not is_grad_enabled():
+            return
+        state = _pass_state
+        if self._saved_pass != state.number or state.depth == 0:  # a new forward pass (or a bare forward() call)
+            self._saved.clear()
+            object.__setattr__(self, "_saved_pass", state.number)
+        self._saved.append(values)
+
+    def pop_saved(self) -> tuple[Any, ...]:
+        """The values the most recent :meth:`save_for_backward` kept, as a tuple; a clear error if there are none.
+
+        Call it once in each ``backward``: it frees them (the earlier call's values, if the module ran twice, are
+        next).
+        """
+        if not self._saved:
             raise RuntimeError(
                 f"{type(self).__name__}.backward() was called without a matching forward(): call forward first, "
-                "not under minidl.no_grad(), and call backward once per forward"
+                "with gradients enabled (not under minidl.no_grad()), and call backward once per forward"
             )
-        object.__setattr__(self, "_cache", None)
-        return cache
+        return self._saved.pop()
 
     # ------------------------------------------------------------------ traversal
     def named_modules(self, memo: set[int] | None = None, prefix: str = "") -> Iterator[tuple[str, Module]]:
@@ -392,7 +386,7 @@ class Module:
             for name, b in module._buffers.items():
                 if b is not None:
                     module._buffers[name] = convert(b)
-            object.__setattr__(module, "_cache", None)
+            module._saved.clear()
         return self
 
     def to(self, target: Any) -> Module:
@@ -440,3 +434,29 @@ class Module:
         if lines:
             main += "\n  " + "\n  ".join(lines) + "\n"
         return main + ")"
+
+
+# ---------------------------------------------------------------------------------------------- forward passes, errors
+class _PassState(threading.local):
+    """How deep the current module call is (0 outside any), and the number of the current outermost call."""
+
+    depth = 0
+    number = 0
+
+
+_pass_state = _PassState()
+
+# a functional pair's errors start with its name and a colon, e.g. "conv2d_forward: expected ..."
+_PAIR_PREFIX = re.compile(r"^[a-z][a-z0-9_]*_(forward|backward): ")
+
+
+def _under_module_name(err: Exception, module: Module, suffix: str = "") -> Exception | None:
+    """``err`` with the pair's name in front replaced by the module's, plus ``suffix`` (e.g. ``".backward"``);
+    None when the message does not start with a pair's name."""
+    if type(err) not in (TypeError, ValueError, RuntimeError) or len(err.args) != 1 or not isinstance(err.args[0], str):
+        return None
+    message = err.args[0]
+    match = _PAIR_PREFIX.match(message)
+    if match is None:
+        return None
+    return type(err)(f"{module._where()}{suffix}: {message[match.end() :]}")

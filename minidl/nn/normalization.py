@@ -45,118 +45,92 @@ statistics are constants (BatchNorm in eval mode) the Jacobian is diagonal: dx =
 
 LocalResponseNorm (AlexNet) is the odd one out: no statistics, each value is divided by a power of the energy of
 its neighbouring channels (see :func:`local_response_norm_forward`).
+
+The BatchNorm pairs take PyTorch's argument order, ``(input, running_mean, running_var, weight, bias, training,
+momentum, eps)``, and are marked ``@kernel``: the Numba backend computes the statistics, the normalization and the
+affine map (and the ReLU of :func:`batch_norm_relu_forward`) in one pass per channel.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-import numpy as np
-
-import minidl
-from minidl.nn import init
-from minidl.nn._checks import check_array, check_float, check_grad_output, check_int, check_same_device
-from minidl.nn.activation import relu_backward, relu_forward
-from minidl.nn.module import Module, Parameter
+from minidl.backend import get_array_module
+from minidl.nn._checks import check_array, check_float, check_grad_output, check_int, check_layout, check_params
+from minidl.nn._norm_common import (
+    _affine,
+    _affine_backward,
+    _channel_view,
+    _check_eps_momentum,
+    _normalize,
+    _normalize_backward,
+    _NormBase,
+    _update_running_stats,
+)
+from minidl.nn.dispatch import F, kernel
+from minidl.nn.module import Module
 
 __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
-    "GroupNorm",
-    "InstanceNorm2d",
-    "LayerNorm",
     "LocalResponseNorm",
     "batch_norm_backward",
     "batch_norm_forward",
     "batch_norm_relu_backward",
     "batch_norm_relu_forward",
-    "group_norm_backward",
-    "group_norm_forward",
-    "instance_norm_backward",
-    "instance_norm_forward",
-    "layer_norm_backward",
-    "layer_norm_forward",
     "local_response_norm_backward",
     "local_response_norm_forward",
 ]
 
 
-# ---------------------------------------------------------------------------------------------- shared math
-def _normalize(xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> tuple[Any, Any, Any, Any]:
-    """Standardize ``x`` over ``axes``: returns ``xhat, mean, var, inv_std`` (the statistics with keepdims)."""
-    mean = x.mean(axis=axes, keepdims=True)
-    xc = x - mean
-    var = (xc * xc).mean(axis=axes, keepdims=True)  # biased: divide by M
-    inv_std = 1.0 / xp.sqrt(var + eps)
-    return xc * inv_std, mean, var, inv_std
-
-
-def _normalize_backward(dxhat: Any, xhat: Any, inv_std: Any, axes: tuple[int, ...]) -> Any:
-    """dx of ``xhat = _normalize(x, axes)`` given dL/dxhat: inv_std * (dxhat - mean(dxhat) - xhat mean(dxhat xhat))."""
-    mean_dxhat = dxhat.mean(axis=axes, keepdims=True)
-    mean_dxhat_xhat = (dxhat * xhat).mean(axis=axes, keepdims=True)
-    return inv_std * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
-
-
-def _channel_view(p: Any, ndim: int) -> Any:
-    """A per-channel vector (C,) reshaped to (1, C, 1, ..., 1) so it broadcasts over an ndim-D (N, C, ...) array."""
-    return None if p is None else p.reshape((1, -1) + (1,) * (ndim - 2))
-
-
-def _affine(xhat: Any, gamma: Any, beta: Any) -> Any:
-    """y = gamma * xhat + beta (each optional; gamma and beta already broadcastable). Never returns ``xhat`` itself."""
-    out = xhat * gamma if gamma is not None else xhat.copy()
-    if beta is not None:
-        out += beta
-    return out
-
-
-def _affine_backward(dout: Any, xhat: Any, gamma: Any, beta: Any, axes: tuple[int, ...], shape: Any) -> tuple[Any, Any]:
-    """dgamma = sum(dout * xhat), dbeta = sum(dout) over ``axes`` (None for an absent parameter), as ``shape``."""
-    dgamma = None if gamma is None else (dout * xhat).sum(axis=axes).reshape(shape)
-    dbeta = None if beta is None else dout.sum(axis=axes).reshape(shape)
-    return dgamma, dbeta
-
-
-def _check_vector(where: str, name: str, a: Any, shape: tuple[int, ...]) -> None:
-    """An optional parameter/statistics array must have exactly ``shape``."""
-    if a is not None and tuple(a.shape) != tuple(shape):
-        raise ValueError(f"{where}: expected {name} of shape {tuple(shape)}, got shape {tuple(a.shape)}")
-
-
-def _check_eps_momentum(where: str, eps: float, momentum: float) -> None:
-    check_float(where, "eps", eps, low=0.0, low_open=True)
-    check_float(where, "momentum", momentum, low=0.0, high=1.0)
-
-
-def _update_running(running: Any, momentum: float, value: Any) -> None:
-    """running <- (1 - momentum) * running + momentum * value, in place (keeping the buffer's dtype)."""
-    running[...] = (1.0 - momentum) * running + momentum * value
-
-
-def _update_running_stats(running_mean: Any, running_var: Any, momentum: float, mean: Any, var: Any, M: int) -> None:
-    """Update the running statistics (either buffer may be None) from a batch's mean and biased variance over M
-    values each: (C,) per channel, or (N, C) per sample (InstanceNorm: then averaged over the samples, as PyTorch
-    does). The running variance gets the unbiased var * M / (M - 1)."""
-    if running_mean is not None:
-        _update_running(running_mean, momentum, mean if mean.ndim == 1 else mean.mean(axis=0))
-    if running_var is not None:
-        unbiased = var * (M / (M - 1))
-        _update_running(running_var, momentum, unbiased if unbiased.ndim == 1 else unbiased.mean(axis=0))
-
-
 # ---------------------------------------------------------------------------------------------- batch norm
-def batch_norm_forward(
-    x: Any,
-    gamma: Any,
-    beta: Any,
+class BatchNormCache(NamedTuple):
+    """The cache of :func:`batch_norm_forward`."""
+
+    xhat: Any  # (x - mean) * inv_std
+    inv_std: Any  # 1 / sqrt(var + eps), broadcastable to x
+    gamma: Any  # the weight as (1, C, 1, ...), or None
+    beta: Any  # the bias as (1, C, 1, ...), or None
+    axes: tuple[int, ...]  # the axes the statistics run over: all but 1
+    training: bool  # batch statistics (else constants: the running ones)
+
+
+def _batch_norm_setup(
+    input: Any,
     running_mean: Any,
     running_var: Any,
-    training: bool,
+    weight: Any = None,
+    bias: Any = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> None:
+    """Check :func:`batch_norm_forward`'s arguments (also :func:`batch_norm_relu_forward`'s)."""
+    where = "batch_norm_forward"
+    check_array(where, input, min_ndim=2)
+    C = input.shape[1]
+    check_params(where, input, (C,), weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
+    _check_eps_momentum(where, eps, momentum)
+    if training and input.size // max(C, 1) <= 1:
+        raise ValueError(
+            f"{where}: expected more than 1 value per channel when training, got input shape {tuple(input.shape)}"
+        )
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError(f"{where}: running_mean and running_var are required when training=False")
+
+
+@kernel("batch_norm", setup=_batch_norm_setup)
+def batch_norm_forward(
+    input: Any,
+    running_mean: Any,
+    running_var: Any,
+    weight: Any = None,
+    bias: Any = None,
+    training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> tuple[Any, Any]:
-    r"""Batch normalization over every axis but the channel axis 1 (PyTorch's ``F.batch_norm``).
+    r"""Batch normalization over every axis but the channel axis 1 (PyTorch's ``F.batch_norm``, same arguments).
 
     In training the batch statistics (biased variance) normalize, and ``running_mean``/``running_var`` (when not
     None) are updated in place with the unbiased variance:
@@ -164,10 +138,10 @@ def batch_norm_forward(
     statistics normalize and are not changed.
 
     Args:
-        x: input (N, C, *).
-        gamma, beta: per-channel scale and shift (C,), or None for none.
+        input: x, (N, C, *).
         running_mean, running_var: (C,) buffers, or None (required when ``training`` is False).
-        training: use (and record) batch statistics, or use the running ones.
+        weight, bias: gamma and beta, per-channel scale and shift (C,), or None for none. Default: None.
+        training: use (and record) batch statistics, or use the running ones. Default: False.
         momentum: weight of the new batch in the running average, in [0, 1] (a module turns momentum=None into
             1 / num_batches_tracked, the cumulative average). Default: 0.1.
         eps: added to the variance before the square root. Default: 1e-5.
@@ -182,30 +156,56 @@ def batch_norm_forward(
     Examples:
         >>> import numpy as np
         >>> x = np.array([[1.0, 10.0], [3.0, 30.0]])
-        >>> out, cache = batch_norm_forward(x, None, None, None, None, training=True, eps=1e-12)
+        >>> out, cache = batch_norm_forward(x, None, None, training=True, eps=1e-12)
         >>> np.round(out, 6)
         array([[-1., -1.],
                [ 1.,  1.]])
     """
-    return _batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, relu=False)
+    _batch_norm_setup(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    x, C = input, input.shape[1]
+    axes = (0,) + tuple(range(2, x.ndim))
+    if training:
+        xhat, mean, var, inv_std = _normalize(get_array_module(x), x, axes, eps)
+        _update_running_stats(running_mean, running_var, momentum, mean.reshape(C), var.reshape(C), x.size // C)
+    else:
+        inv_std = 1.0 / get_array_module(x).sqrt(_channel_view(running_var, x.ndim) + eps)
+        xhat = (x - _channel_view(running_mean, x.ndim)) * inv_std
+    gamma, beta = _channel_view(weight, x.ndim), _channel_view(bias, x.ndim)
+    return _affine(xhat, gamma, beta), BatchNormCache(xhat, inv_std, gamma, beta, axes, bool(training))
 
 
+@kernel("batch_norm")
+def batch_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
+    """Gradients of :func:`batch_norm_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias)."""
+    xhat, inv_std, gamma, beta, axes, training = cache
+    check_grad_output("batch_norm_backward", dout, xhat.shape, xhat.dtype)
+    C = xhat.shape[1]
+    dgamma, dbeta = _affine_backward(dout, xhat, gamma, beta, axes, (C,))
+    dxhat = dout * gamma if gamma is not None else dout
+    if training:
+        dx = _normalize_backward(dxhat, xhat, inv_std, axes)
+    else:
+        dx = dxhat * inv_std  # the running statistics are constants: a diagonal Jacobian
+    return dx, dgamma, dbeta
+
+
+@kernel("batch_norm_relu", setup=_batch_norm_setup)
 def batch_norm_relu_forward(
-    x: Any,
-    gamma: Any,
-    beta: Any,
+    input: Any,
     running_mean: Any,
     running_var: Any,
-    training: bool,
+    weight: Any = None,
+    bias: Any = None,
+    training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> tuple[Any, Any]:
     r"""``relu(batch_norm(x))``: :func:`batch_norm_forward` followed by ReLU, the pattern of every conv-BN-ReLU.
 
-    The same arguments, outputs and running-statistics updates as :func:`batch_norm_forward`, then
-    ``relu`` (NaN propagating, as :func:`~minidl.nn.activation.relu_forward`). On the NumPy backend it is exactly
-    the two functionals one after the other; a fast backend (Numba) applies the ReLU in the same pass over the
-    data, and its backward recomputes the ReLU mask from x instead of keeping it.
+    The same arguments, outputs and running-statistics updates as :func:`batch_norm_forward`, then ``relu`` (NaN
+    propagating, as :func:`~minidl.nn.activation.relu_forward`). The reference is the two pairs one after the other;
+    the Numba backend's kernel applies the ReLU in the normalize pass, and its backward recomputes the ReLU mask from
+    x instead of keeping it. :func:`minidl.nn.fuse` puts it in models (``BatchNormReLU2d``).
 
     Shape:
         - Input: (N, C, *) - Output: the same (as :func:`batch_norm_forward`).
@@ -217,7 +217,7 @@ def batch_norm_relu_forward(
     Examples:
         >>> import numpy as np
         >>> x = np.array([[1.0], [2.0], [6.0]])  # 3 samples of 1 channel
-        >>> out, cache = batch_norm_relu_forward(x, None, None, None, None, training=True, eps=1e-12)
+        >>> out, cache = batch_norm_relu_forward(x, None, None, training=True, eps=1e-12)
         >>> np.round(out, 4)
         array([[0.    ],
                [0.    ],
@@ -228,244 +228,61 @@ def batch_norm_relu_forward(
                [-0.0551],
                [ 0.011 ]])
     """
-    return _batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, relu=True)
+    out, bn_cache = F.batch_norm_forward(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    out, relu_cache = F.relu_forward(out)
+    return out, (bn_cache, relu_cache)
 
 
-def _batch_norm_forward(
-    x: Any,
-    gamma: Any,
-    beta: Any,
-    running_mean: Any,
-    running_var: Any,
-    training: bool,
-    momentum: float,
-    eps: float,
-    relu: bool,
-) -> tuple[Any, Any]:
-    where = "batch_norm_forward"
-    be = check_array(where, x, min_ndim=2)
-    xp = be.xp
-    _check_eps_momentum(where, eps, momentum)
-    C = x.shape[1]
-    for name, a in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
-        _check_vector(where, name, a, (C,))
-    axes = (0,) + tuple(range(2, x.ndim))
-    M = x.size // C
-    gamma_b, beta_b = _channel_view(gamma, x.ndim), _channel_view(beta, x.ndim)
-    if training and M <= 1:
-        raise ValueError(
-            f"batch_norm: expected more than 1 value per channel when training, got input shape {tuple(x.shape)}"
-        )
-    has_running = running_mean is not None and running_var is not None
-    fast = getattr(be, "batch_norm_apply", None) is not None and getattr(be, "batch_norm_backward_fused", None)
-    if fast and (training or has_running):  # a fast backend's kernels
-        return _batch_norm_fused(be, x, gamma, beta, running_mean, running_var, training, momentum, eps, relu)
-    if training:
-        xhat, mean, var, inv_std = _normalize(xp, x, axes, eps)
-        _update_running_stats(running_mean, running_var, momentum, mean.reshape(C), var.reshape(C), M)
-    else:
-        if running_mean is None or running_var is None:
-            raise ValueError(f"{where}: running_mean and running_var are required when training=False")
-        inv_std = 1.0 / xp.sqrt(_channel_view(running_var, x.ndim) + eps)
-        xhat = (x - _channel_view(running_mean, x.ndim)) * inv_std
-    out = _affine(xhat, gamma_b, beta_b)
-    mask = None
-    if relu:
-        out, mask = relu_forward(out)
-    return out, (xhat, inv_std, gamma_b, beta_b, axes, bool(training), None, mask)
-
-
-def _batch_norm_fused(
-    be: Any,
-    x: Any,
-    gamma: Any,
-    beta: Any,
-    running_mean: Any,
-    running_var: Any,
-    training: bool,
-    momentum: float,
-    eps: float,
-    relu: bool,
-) -> tuple[Any, Any]:
-    """:func:`batch_norm_forward` with a fast backend's per-channel kernels (minidl/backend/numba_backend.py):
-    the same statistics and running-average updates, normalize + affine (+ ReLU) in one pass, x cached instead of
-    xhat (and no ReLU mask: the backward kernel recomputes it)."""
-    M = x.size // x.shape[1]
-    # the kernels compute in float32/float64; for another dtype (float16) the cached statistics are rounded, so the
-    # backward could not recompute the forward's ReLU mask exactly: then the ReLU runs apart and keeps its mask
-    relu_in_kernel = relu and x.dtype in (np.float32, np.float64)
-    if training:
-        out, mean, var, inv_std = be.batch_norm_train(x, gamma, beta, eps, relu_in_kernel)
-        _update_running_stats(running_mean, running_var, momentum, mean, var, M)
-    else:
-        mean = running_mean
-        inv_std = (1.0 / be.xp.sqrt(running_var + eps)).astype(x.dtype, copy=False)
-        out = be.batch_norm_apply(x, mean, inv_std, gamma, beta, relu_in_kernel)
-    mask = None
-    if relu and not relu_in_kernel:
-        out, mask = relu_forward(out)
-    gamma_b, beta_b = _channel_view(gamma, x.ndim), _channel_view(beta, x.ndim)
-    fused = (x, mean.copy(), gamma, beta, relu_in_kernel)
-    return out, (None, inv_std, gamma_b, beta_b, None, bool(training), fused, mask)
-
-
+@kernel("batch_norm_relu")
 def batch_norm_relu_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`batch_norm_relu_forward`: ``(dx, dgamma, dbeta)`` (None for an absent gamma/beta)."""
-    return batch_norm_backward(dout, cache)
-
-
-def batch_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`batch_norm_forward`: ``(dx, dgamma, dbeta)`` (None for an absent gamma/beta)."""
-    xhat, inv_std, gamma_b, beta_b, axes, training, fused, relu_mask = cache
-    if relu_mask is not None:  # batch_norm_relu_forward with the ReLU apart: first its backward
-        dout = relu_backward(dout, relu_mask)
-    if fused is not None:  # the forward ran a fast backend's kernels and kept x, mean, gamma, beta
-        x, mean, gamma, beta, relu = fused
-        be = check_array("batch_norm_backward", dout, what="gradient")
-        return be.batch_norm_backward_fused(dout, x, mean, inv_std, gamma, beta, training, relu)
-    C = xhat.shape[1]
-    dgamma, dbeta = _affine_backward(dout, xhat, gamma_b, beta_b, axes, (C,))
-    dxhat = dout * gamma_b if gamma_b is not None else dout
-    if training:
-        dx = _normalize_backward(dxhat, xhat, inv_std, axes)
-    else:
-        dx = dxhat * inv_std  # the running statistics are constants: a diagonal Jacobian
-    return dx, dgamma, dbeta
-
-
-def _affine_parameters(module: Module, shape: tuple[int, ...], affine: bool, bias: bool) -> None:
-    """Register gamma (``weight``) and beta (``bias``) of ``shape`` on ``module``, or None placeholders."""
-    xp, dtype = minidl.get_backend().xp, minidl.get_default_dtype()
-    module.register_parameter("weight", Parameter(xp.empty(shape, dtype=dtype)) if affine else None)
-    module.register_parameter("bias", Parameter(xp.empty(shape, dtype=dtype)) if affine and bias else None)
-
-
-def _reset_affine(module: Module) -> None:
-    """PyTorch's init: gamma = 1, beta = 0, so the layer starts as a pure standardization."""
-    if module.weight is not None:
-        init.ones_(module.weight)
-    if module.bias is not None:
-        init.zeros_(module.bias)
-
-
-class _NormBase(Module):
-    """What BatchNorm and InstanceNorm share: per-channel gamma/beta and optional running statistics."""
-
-    def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        *,
-        bias: bool = True,
-    ) -> None:
-        super().__init__()
-        name = type(self).__name__
-        self.num_features = check_int(name, "num_features", num_features)
-        self.eps = check_float(name, "eps", eps, low=0.0, low_open=True)
-        self.momentum = None if momentum is None else check_float(name, "momentum", momentum, low=0.0, high=1.0)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
-        be, dtype, C = minidl.get_backend(), minidl.get_default_dtype(), self.num_features
-        _affine_parameters(self, (C,), self.affine, bias)
-        if self.track_running_stats:
-            self.register_buffer("running_mean", be.xp.zeros((C,), dtype=dtype))
-            self.register_buffer("running_var", be.xp.ones((C,), dtype=dtype))
-            self.register_buffer("num_batches_tracked", be.xp.zeros((), dtype=np.int64))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-        self.reset_parameters()
-
-    def reset_running_stats(self) -> None:
-        """running_mean = 0, running_var = 1, num_batches_tracked = 0."""
-        if self.track_running_stats:
-            self.running_mean[...] = 0
-            self.running_var[...] = 1
-            self.num_batches_tracked[...] = 0
-
-    def reset_parameters(self) -> None:
-        """PyTorch's init: weight (gamma) = 1, bias (beta) = 0, so the layer starts as a pure standardization."""
-        self.reset_running_stats()
-        _reset_affine(self)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
-        )
-
-    def _where(self) -> str:
-        return f"{type(self).__name__}({self.num_features})"
-
-    def _state_dtype(self) -> Any:
-        """The dtype the input must have: the parameters' (or the running statistics'), any float if neither."""
-        for a in (self.weight, self.running_mean):
-            if a is not None:
-                return a.dtype
-        return None
-
-    def _check_input(self, x: Any, ndim: int | tuple[int, ...]) -> None:
-        where = self._where()
-        check_array(where, x, ndim=ndim, channels=self.num_features, dtype=self._state_dtype())
-        check_same_device(
-            where, x, *(p.data for p in (self.weight, self.bias) if p is not None), self.running_mean, self.running_var
-        )
+    """Gradients of :func:`batch_norm_relu_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias)."""
+    bn_cache, relu_cache = cache
+    return F.batch_norm_backward(F.relu_backward(dout, relu_cache), bn_cache)
 
 
 class _BatchNorm(_NormBase):
     _ndim: tuple[int, ...] = ()
 
-    def forward(self, x: Any) -> Any:
-        return self._forward(x, relu=False)
-
-    def _forward(self, x: Any, relu: bool) -> Any:
-        """The forward; with ``relu``, ``relu(batchnorm(x))`` in one pass (see :mod:`minidl.nn.fusion`)."""
-        self._check_input(x, self._ndim)
+    def _functional_arguments(self, x: Any) -> tuple[Any, ...]:
+        """The arguments after ``input`` of :func:`batch_norm_forward` for this batch: running statistics (in
+        training only when tracked), weight, bias, whether to use batch statistics, momentum and eps."""
+        check_layout(self._where(), x, ndim=self._ndim, channels=self.num_features)
         momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            if x.size // x.shape[1] <= 1:  # check before counting the batch
-                raise ValueError(
-                    f"{self._where()}: expected more than 1 value per channel when training, "
-                    f"got input shape {tuple(x.shape)}"
-                )
-            self.num_batches_tracked[...] += 1
-            if self.momentum is None:  # cumulative moving average: the k-th batch has weight 1/k
-                momentum = 1.0 / float(self.num_batches_tracked)
-        # batch statistics in training, and in eval when there are no running statistics
-        use_batch_stats = self.training or self.running_mean is None
-        out, cache = _batch_norm_forward(
-            x,
+        if self.training and self.track_running_stats and self.momentum is None:
+            momentum = 1.0 / (float(self.num_batches_tracked) + 1)  # cumulative average: the k-th batch weighs 1/k
+        track = not self.training or self.track_running_stats
+        return (
+            self.running_mean if track else None,
+            self.running_var if track else None,
             None if self.weight is None else self.weight.data,
             None if self.bias is None else self.bias.data,
-            self.running_mean if (not self.training or self.track_running_stats) else None,
-            self.running_var if (not self.training or self.track_running_stats) else None,
-            use_batch_stats,
+            self.training or self.running_mean is None,  # batch statistics in training, and without running ones
             momentum,
             self.eps,
-            relu,
         )
-        self._save_for_backward((cache, tuple(x.shape), relu))
+
+    def _count_batch(self) -> None:
+        """After a training forward has succeeded: one more batch in the running statistics."""
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked[...] += 1
+
+    def forward(self, x: Any) -> Any:
+        out, cache = F.batch_norm_forward(x, *self._functional_arguments(x))
+        self._count_batch()
+        self.save_for_backward(cache)
         return out
 
     def backward(self, dout: Any) -> Any:
-        cache, shape, _ = self._pop_cache()
-        check_grad_output(self._where(), dout, shape)
-        dx, dgamma, dbeta = batch_norm_backward(dout, cache)
+        (cache,) = self.pop_saved()
+        dx, dgamma, dbeta = F.batch_norm_backward(dout, cache)
+        self._accumulate(dgamma, dbeta)
+        return dx
+
+    def _accumulate(self, dgamma: Any, dbeta: Any) -> None:
         if self.weight is not None:
             self.weight.accumulate_grad(dgamma)
         if self.bias is not None:
             self.bias.accumulate_grad(dbeta)
-        assert dx.shape == dout.shape
-        return dx
-
-    def _fused_relu_pending(self) -> bool:
-        """Whether the saved forward (not yet consumed by backward) applied a ReLU too."""
-        cache = getattr(self, "_cache", None)
-        return cache is not None and cache[2]
 
 
 class BatchNorm1d(_BatchNorm):
@@ -551,6 +368,17 @@ def _channel_window_sum(xp: Any, a: Any, before: int, after: int) -> Any:
     return out
 
 
+class LocalResponseNormCache(NamedTuple):
+    """The cache of :func:`local_response_norm_forward`."""
+
+    x: Any
+    s: Any  # k + alpha / n * (window sum of x^2)
+    out: Any
+    size: int
+    alpha: float
+    beta: float
+
+
 def local_response_norm_forward(
     x: Any, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0
 ) -> tuple[Any, Any]:
@@ -582,14 +410,14 @@ def local_response_norm_forward(
     alpha, beta, k = (check_float(where, name, v) for name, v in (("alpha", alpha), ("beta", beta), ("k", k)))
     s = k + (alpha / size) * _channel_window_sum(be.xp, x * x, size // 2, (size - 1) // 2)
     out = x * s ** (-beta)
-    return out, (x, s, out, size, alpha, beta)
+    return out, LocalResponseNormCache(x, s, out, size, alpha, beta)
 
 
 def local_response_norm_backward(dout: Any, cache: Any) -> Any:
     """Gradient of :func:`local_response_norm_forward` with respect to x."""
     x, s, out, size, alpha, beta = cache
-    be = check_array("local_response_norm_backward", dout)
-    back = _channel_window_sum(be.xp, dout * out / s, (size - 1) // 2, size // 2)  # the transposed window
+    check_grad_output("local_response_norm_backward", dout, out.shape, out.dtype)
+    back = _channel_window_sum(get_array_module(dout), dout * out / s, (size - 1) // 2, size // 2)  # transposed window
     return dout * s ** (-beta) - (2.0 * alpha * beta / size) * x * back
 
 
@@ -626,30 +454,14 @@ class LocalResponseNorm(Module):
     def extra_repr(self) -> str:
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
+    def _where(self) -> str:
+        return f"LocalResponseNorm({self.size})"
+
     def forward(self, x: Any) -> Any:
-        check_array(f"LocalResponseNorm({self.size})", x, min_ndim=3)
-        out, cache = local_response_norm_forward(x, self.size, self.alpha, self.beta, self.k)
-        self._save_for_backward((cache, tuple(x.shape)))
+        out, cache = F.local_response_norm_forward(x, self.size, self.alpha, self.beta, self.k)
+        self.save_for_backward(cache)
         return out
 
     def backward(self, dout: Any) -> Any:
-        cache, shape = self._pop_cache()
-        check_grad_output(f"LocalResponseNorm({self.size})", dout, shape)
-        dx = local_response_norm_backward(dout, cache)
-        assert dx.shape == dout.shape
-        return dx
-
-
-# LayerNorm, GroupNorm and InstanceNorm2d (the per-sample norms) live in normalization_group.py, to keep each file
-# under ~500 lines; they use the helpers above, so they are imported last.
-from minidl.nn.normalization_group import (  # noqa: E402
-    GroupNorm,
-    InstanceNorm2d,
-    LayerNorm,
-    group_norm_backward,
-    group_norm_forward,
-    instance_norm_backward,
-    instance_norm_forward,
-    layer_norm_backward,
-    layer_norm_forward,
-)
+        (cache,) = self.pop_saved()
+        return F.local_response_norm_backward(dout, cache)

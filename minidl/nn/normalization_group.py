@@ -1,4 +1,5 @@
-r"""Per-sample normalization: LayerNorm, GroupNorm, InstanceNorm (part of :mod:`minidl.nn.normalization`).
+r"""Per-sample normalization: LayerNorm and GroupNorm (InstanceNorm, the case G = C, is in
+:mod:`minidl.nn.normalization_instance`).
 
 Each sample is standardized on its own, so samples never mix and training and eval agree (unless InstanceNorm
 tracks running statistics). LayerNorm standardizes over the trailing ``normalized_shape`` dims with an
@@ -12,57 +13,52 @@ Backward: the shared closed form derived in :mod:`minidl.nn.normalization`, with
 
 and dgamma = sum(dout * xhat), dbeta = sum(dout) over every axis gamma is broadcast along.
 
-On a fast backend (Numba) the functionals run its kernels instead, found with ``getattr(backend, name, None)``
-(``layer_norm_fused``, ``group_norm_fused`` and their ``..._backward_fused``; see ``minidl/backend/_numba_norm.py``):
-statistics, normalization and affine map in one pass, with x and the per-group mean and inv_std cached instead of
-xhat. The NumPy code here is the reference they are tested against.
+The pairs take PyTorch's argument orders (``F.layer_norm(input, normalized_shape, weight, bias, eps)``, ...) and are
+marked ``@kernel``: the Numba backend's kernels (``minidl/backend/_numba_norm.py``) compute statistics,
+normalization and affine map in one pass, keeping x and the per-group mean and inv_std instead of xhat. The NumPy
+code here is the reference they are tested against.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
-import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from minidl.nn._checks import check_array, check_float, check_grad_output, check_int, check_same_device
-from minidl.nn.module import Module
-from minidl.nn.normalization import (
+from minidl.backend import get_array_module
+from minidl.nn._checks import check_array, check_float, check_grad_output, check_int, check_layout, check_params
+from minidl.nn._norm_common import (
     _affine,
     _affine_backward,
     _affine_parameters,
     _channel_view,
-    _check_eps_momentum,
-    _check_vector,
     _normalize,
     _normalize_backward,
-    _NormBase,
     _reset_affine,
-    _update_running_stats,
 )
+from minidl.nn.dispatch import F, kernel
+from minidl.nn.module import Module
 
 __all__ = [
     "GroupNorm",
-    "InstanceNorm2d",
     "LayerNorm",
     "group_norm_backward",
     "group_norm_forward",
-    "instance_norm_backward",
-    "instance_norm_forward",
     "layer_norm_backward",
     "layer_norm_forward",
 ]
 
 
-def _fast_kernel(be: Any, name: str, x: Any, *params: Any) -> Any:
-    """A fast backend's kernel ``name`` (minidl/backend/_numba_norm.py), or None to run the NumPy reference: also
-    None for an empty input, or parameters of another dtype than x (the reference's output dtype would follow
-    them)."""
-    kernel = getattr(be, name, None)
-    if kernel is None or x.size == 0 or any(p is not None and p.dtype != x.dtype for p in params):
-        return None
-    return kernel
+class NormCache(NamedTuple):
+    """The cache of the per-sample norms (:func:`layer_norm_forward`, :func:`group_norm_forward`,
+    :func:`instance_norm_forward`)."""
+
+    xhat: Any  # (x - mean) * inv_std, the shape of x
+    inv_std: Any  # broadcastable to the groups' layout
+    gamma: Any  # the weight, broadcastable to x (or None)
+    beta: Any  # the bias, broadcastable to x (or None)
+    groups: Any  # LayerNorm: the normalized axes; GroupNorm: G; InstanceNorm: the spatial axes
+    input_stats: bool  # the statistics are the input's (False: InstanceNorm with running statistics)
 
 
 # ---------------------------------------------------------------------------------------------- layer norm
@@ -76,15 +72,34 @@ def _as_shape(where: str, normalized_shape: Any) -> tuple[int, ...]:
     return tuple(check_int(where, "normalized_shape", d) for d in normalized_shape)
 
 
+def _layer_norm_setup(
+    input: Any, normalized_shape: int | Sequence[int], weight: Any = None, bias: Any = None, eps: float = 1e-5
+) -> tuple[int, ...]:
+    """Check :func:`layer_norm_forward`'s arguments; return ``normalized_shape`` as a tuple."""
+    where = "layer_norm_forward"
+    shape = _as_shape(where, normalized_shape)
+    check_array(where, input, min_ndim=len(shape))
+    if tuple(input.shape[input.ndim - len(shape) :]) != shape:
+        raise ValueError(
+            f"{where}: expected an input whose last {len(shape)} dimension(s) are {shape} "
+            f"(shape (*, {', '.join(map(str, shape))})), got shape {tuple(input.shape)}"
+        )
+    check_params(where, input, shape, weight=weight, bias=bias)
+    check_float(where, "eps", eps, low=0.0, low_open=True)
+    return shape
+
+
+@kernel("layer_norm", setup=_layer_norm_setup)
 def layer_norm_forward(
-    x: Any, gamma: Any, beta: Any, normalized_shape: int | Sequence[int], eps: float = 1e-5
+    input: Any, normalized_shape: int | Sequence[int], weight: Any = None, bias: Any = None, eps: float = 1e-5
 ) -> tuple[Any, Any]:
-    r"""Layer normalization: each sample standardized over its trailing ``normalized_shape`` dimensions.
+    r"""Layer normalization: each sample standardized over its trailing ``normalized_shape`` dimensions
+    (PyTorch's ``F.layer_norm``, same arguments).
 
     Args:
-        x: input (*, *normalized_shape).
-        gamma, beta: elementwise scale and shift of shape ``normalized_shape``, or None.
+        input: x, (*, *normalized_shape).
         normalized_shape: the trailing dimensions to normalize over (an int for the last one).
+        weight, bias: elementwise scale gamma and shift beta of shape ``normalized_shape``, or None. Default: None.
         eps: added to the variance. Default: 1e-5.
 
     Shape:
@@ -96,42 +111,22 @@ def layer_norm_forward(
 
     Examples:
         >>> import numpy as np
-        >>> out, _ = layer_norm_forward(np.array([[1.0, 3.0], [0.0, 10.0]]), None, None, 2, eps=1e-12)
+        >>> out, _ = layer_norm_forward(np.array([[1.0, 3.0], [0.0, 10.0]]), 2, eps=1e-12)
         >>> np.round(out, 6)
         array([[-1.,  1.],
                [-1.,  1.]])
     """
-    where = "layer_norm_forward"
-    shape = _as_shape(where, normalized_shape)
-    be = check_array(where, x, min_ndim=len(shape))
-    check_float(where, "eps", eps, low=0.0, low_open=True)
-    if tuple(x.shape[x.ndim - len(shape) :]) != shape:
-        raise ValueError(
-            f"{where}: given normalized_shape={shape}, expected input with shape (*, {', '.join(map(str, shape))}), "
-            f"but got input of shape {tuple(x.shape)}"
-        )
-    _check_vector(where, "gamma", gamma, shape)
-    _check_vector(where, "beta", beta, shape)
-    axes = tuple(range(x.ndim - len(shape), x.ndim))
-    kernel = _fast_kernel(be, "layer_norm_fused", x, gamma, beta)
-    if kernel is not None:  # statistics + normalize + affine in one pass; x cached instead of xhat
-        out, mean, inv_std = kernel(x, gamma, beta, math.prod(shape), eps)
-        stats_shape = x.shape[: x.ndim - len(shape)] + (1,) * len(shape)
-        return out, (None, inv_std.reshape(stats_shape), gamma, beta, axes, (x, mean.reshape(stats_shape)))
-    xhat, _, _, inv_std = _normalize(be.xp, x, axes, eps)
-    return _affine(xhat, gamma, beta), (xhat, inv_std, gamma, beta, axes, None)
+    shape = _layer_norm_setup(input, normalized_shape, weight, bias, eps)
+    axes = tuple(range(input.ndim - len(shape), input.ndim))
+    xhat, _, _, inv_std = _normalize(get_array_module(input), input, axes, eps)
+    return _affine(xhat, weight, bias), NormCache(xhat, inv_std, weight, bias, axes, True)
 
 
+@kernel("layer_norm")
 def layer_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`layer_norm_forward`: ``(dx, dgamma, dbeta)`` (None for an absent gamma/beta)."""
-    xhat, inv_std, gamma, beta, axes, fused = cache
-    if fused is not None:  # the forward ran a fast backend's kernel and kept x and the mean
-        x, mean = fused
-        be = check_array("layer_norm_backward", dout, what="gradient")
-        kernel = _fast_kernel(be, "layer_norm_backward_fused", x, gamma, dout)
-        if kernel is not None:
-            return kernel(dout, x, mean, inv_std, gamma, beta is not None, tuple(x.shape[x.ndim - len(axes) :]))
-        xhat = (x - mean) * inv_std
+    """Gradients of :func:`layer_norm_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias)."""
+    xhat, inv_std, gamma, beta, axes, _ = cache
+    check_grad_output("layer_norm_backward", dout, xhat.shape, xhat.dtype)
     leading = tuple(range(xhat.ndim - len(axes)))
     normalized_shape = tuple(xhat.shape[xhat.ndim - len(axes) :])
     dgamma, dbeta = _affine_backward(dout, xhat, gamma, beta, leading, normalized_shape)
@@ -197,47 +192,56 @@ class LayerNorm(Module):
             f"bias={self.bias is not None}"
         )
 
+    def _where(self) -> str:
+        return f"LayerNorm({self.normalized_shape})"
+
     def forward(self, x: Any) -> Any:
-        where = f"LayerNorm({self.normalized_shape})"
-        k = len(self.normalized_shape)
-        check_array(where, x, min_ndim=k, dtype=None if self.weight is None else self.weight.dtype)
-        if tuple(x.shape[x.ndim - k :]) != self.normalized_shape:
-            raise ValueError(
-                f"{where}: expected an input whose last {k} dimension(s) are {self.normalized_shape} "
-                f"(shape (*, {', '.join(map(str, self.normalized_shape))})), got shape {tuple(x.shape)}"
-            )
-        params = [p.data for p in (self.weight, self.bias) if p is not None]
-        check_same_device(where, x, *params)
-        out, cache = layer_norm_forward(
-            x,
-            None if self.weight is None else self.weight.data,
-            None if self.bias is None else self.bias.data,
-            self.normalized_shape,
-            self.eps,
-        )
-        self._save_for_backward((cache, tuple(x.shape)))
+        weight = None if self.weight is None else self.weight.data
+        bias = None if self.bias is None else self.bias.data
+        out, cache = F.layer_norm_forward(x, self.normalized_shape, weight, bias, self.eps)
+        self.save_for_backward(cache)
         return out
 
     def backward(self, dout: Any) -> Any:
-        cache, shape = self._pop_cache()
-        check_grad_output(f"LayerNorm({self.normalized_shape})", dout, shape)
-        dx, dgamma, dbeta = layer_norm_backward(dout, cache)
-        if self.weight is not None:
-            self.weight.accumulate_grad(dgamma)
-        if self.bias is not None:
-            self.bias.accumulate_grad(dbeta)
-        assert dx.shape == dout.shape
+        (cache,) = self.pop_saved()
+        dx, dgamma, dbeta = F.layer_norm_backward(dout, cache)
+        _accumulate_affine(self, dgamma, dbeta)
         return dx
 
 
+def _accumulate_affine(module: Module, dgamma: Any, dbeta: Any) -> None:
+    """Add a norm's weight and bias gradients to its parameters (those it has)."""
+    if module.weight is not None:
+        module.weight.accumulate_grad(dgamma)
+    if module.bias is not None:
+        module.bias.accumulate_grad(dbeta)
+
+
 # ---------------------------------------------------------------------------------------------- group norm
-def group_norm_forward(x: Any, gamma: Any, beta: Any, num_groups: int, eps: float = 1e-5) -> tuple[Any, Any]:
-    r"""Group normalization (PyTorch's ``F.group_norm``): each sample's channels standardized in ``num_groups`` groups.
+def _group_norm_setup(input: Any, num_groups: int, weight: Any = None, bias: Any = None, eps: float = 1e-5) -> int:
+    """Check :func:`group_norm_forward`'s arguments; return G."""
+    where = "group_norm_forward"
+    check_array(where, input, min_ndim=2)
+    G = check_int(where, "num_groups", num_groups)
+    C = input.shape[1]
+    if C % G != 0:
+        raise ValueError(f"{where}: the number of channels ({C}) must be divisible by num_groups ({G})")
+    check_params(where, input, (C,), weight=weight, bias=bias)
+    check_float(where, "eps", eps, low=0.0, low_open=True)
+    return G
+
+
+@kernel("group_norm", setup=_group_norm_setup)
+def group_norm_forward(
+    input: Any, num_groups: int, weight: Any = None, bias: Any = None, eps: float = 1e-5
+) -> tuple[Any, Any]:
+    r"""Group normalization (PyTorch's ``F.group_norm``, same arguments): each sample's channels standardized in
+    ``num_groups`` groups.
 
     Args:
-        x: input (N, C, *) with C divisible by ``num_groups``.
-        gamma, beta: per-channel scale and shift (C,), or None.
+        input: x, (N, C, *) with C divisible by ``num_groups``.
         num_groups: G.
+        weight, bias: per-channel scale gamma and shift beta (C,), or None. Default: None.
         eps: added to the variance. Default: 1e-5.
 
     Shape:
@@ -250,43 +254,27 @@ def group_norm_forward(x: Any, gamma: Any, beta: Any, num_groups: int, eps: floa
     Examples:
         >>> import numpy as np
         >>> x = np.array([[1.0, 3.0, 0.0, 10.0]])
-        >>> np.round(group_norm_forward(x, None, None, num_groups=2, eps=1e-12)[0], 6)
+        >>> np.round(group_norm_forward(x, num_groups=2, eps=1e-12)[0], 6)
         array([[-1.,  1., -1.,  1.]])
     """
-    where = "group_norm_forward"
-    be = check_array(where, x, min_ndim=2)
-    G = check_int(where, "num_groups", num_groups)
-    check_float(where, "eps", eps, low=0.0, low_open=True)
-    N, C = x.shape[0], x.shape[1]
-    if C % G != 0:
-        raise ValueError(f"{where}: the number of channels ({C}) must be divisible by num_groups ({G})")
-    _check_vector(where, "gamma", gamma, (C,))
-    _check_vector(where, "beta", beta, (C,))
-    gamma_b, beta_b = _channel_view(gamma, x.ndim), _channel_view(beta, x.ndim)
-    kernel = _fast_kernel(be, "group_norm_fused", x, gamma, beta)
-    if kernel is not None:  # statistics + normalize + affine in one pass; x cached instead of xhat
-        out, mean, _, inv_std = kernel(x, gamma, beta, G, eps)
-        return out, (None, inv_std.reshape(N, G, 1), gamma_b, beta_b, G, (x, mean.reshape(N, G, 1), gamma))
+    G = _group_norm_setup(input, num_groups, weight, bias, eps)
+    x, N = input, input.shape[0]
     x_groups = x.reshape(N, G, x.size // max(N * G, 1))  # (N, G, M)
-    xhat_groups, _, _, inv_std = _normalize(be.xp, x_groups, (2,), eps)
+    xhat_groups, _, _, inv_std = _normalize(get_array_module(x), x_groups, (2,), eps)
     xhat = xhat_groups.reshape(x.shape)
-    return _affine(xhat, gamma_b, beta_b), (xhat, inv_std, gamma_b, beta_b, G, None)
+    gamma, beta = _channel_view(weight, x.ndim), _channel_view(bias, x.ndim)
+    return _affine(xhat, gamma, beta), NormCache(xhat, inv_std, gamma, beta, G, True)
 
 
+@kernel("group_norm")
 def group_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`group_norm_forward`: ``(dx, dgamma, dbeta)`` (None for an absent gamma/beta)."""
-    xhat, inv_std, gamma_b, beta_b, G, fused = cache
-    if fused is not None:  # the forward ran a fast backend's kernel and kept x, the mean and gamma
-        x, mean, gamma = fused
-        be = check_array("group_norm_backward", dout, what="gradient")
-        kernel = _fast_kernel(be, "group_norm_backward_fused", x, gamma, dout)
-        if kernel is not None:
-            return kernel(dout, x, mean, inv_std, gamma, beta_b is not None, G)
-        xhat = ((x.reshape(mean.shape[0], G, -1) - mean) * inv_std).reshape(x.shape)
+    """Gradients of :func:`group_norm_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias)."""
+    xhat, inv_std, gamma, beta, G, _ = cache
+    check_grad_output("group_norm_backward", dout, xhat.shape, xhat.dtype)
     N, C = xhat.shape[0], xhat.shape[1]
     param_axes = (0,) + tuple(range(2, xhat.ndim))
-    dgamma, dbeta = _affine_backward(dout, xhat, gamma_b, beta_b, param_axes, (C,))
-    dxhat = dout * gamma_b if gamma_b is not None else dout
+    dgamma, dbeta = _affine_backward(dout, xhat, gamma, beta, param_axes, (C,))
+    dxhat = dout * gamma if gamma is not None else dout
     group_shape = (N, G, xhat.size // max(N * G, 1))
     dx = _normalize_backward(dxhat.reshape(group_shape), xhat.reshape(group_shape), inv_std, (2,))
     return dx.reshape(xhat.shape), dgamma, dbeta
@@ -351,212 +339,19 @@ class GroupNorm(Module):
             f"bias={self.bias is not None}"
         )
 
+    def _where(self) -> str:
+        return f"GroupNorm({self.num_groups}, {self.num_channels})"
+
     def forward(self, x: Any) -> Any:
-        where = f"GroupNorm({self.num_groups}, {self.num_channels})"
-        dtype = None if self.weight is None else self.weight.dtype
-        check_array(where, x, min_ndim=2, channels=self.num_channels, dtype=dtype)
-        check_same_device(where, x, *(p.data for p in (self.weight, self.bias) if p is not None))
-        out, cache = group_norm_forward(
-            x,
-            None if self.weight is None else self.weight.data,
-            None if self.bias is None else self.bias.data,
-            self.num_groups,
-            self.eps,
-        )
-        self._save_for_backward((cache, tuple(x.shape)))
+        check_layout(self._where(), x, channels=self.num_channels)
+        weight = None if self.weight is None else self.weight.data
+        bias = None if self.bias is None else self.bias.data
+        out, cache = F.group_norm_forward(x, self.num_groups, weight, bias, self.eps)
+        self.save_for_backward(cache)
         return out
 
     def backward(self, dout: Any) -> Any:
-        cache, shape = self._pop_cache()
-        check_grad_output(f"GroupNorm({self.num_groups}, {self.num_channels})", dout, shape)
-        dx, dgamma, dbeta = group_norm_backward(dout, cache)
-        if self.weight is not None:
-            self.weight.accumulate_grad(dgamma)
-        if self.bias is not None:
-            self.bias.accumulate_grad(dbeta)
-        assert dx.shape == dout.shape
-        return dx
-
-
-# ---------------------------------------------------------------------------------------------- instance norm
-def instance_norm_forward(
-    x: Any,
-    gamma: Any,
-    beta: Any,
-    running_mean: Any,
-    running_var: Any,
-    use_input_stats: bool = True,
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-) -> tuple[Any, Any]:
-    r"""Instance normalization (PyTorch's ``F.instance_norm``): each (sample, channel) standardized over positions.
-
-    With ``use_input_stats`` the statistics are each instance's own (the same math as group norm with G = C);
-    ``running_mean``/``running_var`` (when not None) are then updated in place with the batch average of the
-    instances' means and unbiased variances. Without it the running statistics normalize, as in BatchNorm's eval.
-
-    Args:
-        x: input (N, C, *) with at least one spatial dimension.
-        gamma, beta: per-channel scale and shift (C,), or None.
-        running_mean, running_var: (C,) buffers, or None (required when ``use_input_stats`` is False).
-        use_input_stats: normalize with the instances' statistics (training, or no running statistics).
-            Default: True.
-        momentum: weight of the new batch in the running averages, in [0, 1]. Default: 0.1.
-        eps: added to the variance. Default: 1e-5.
-
-    Shape:
-        - Input: (N, C, *) - Output: the same; M = prod(*) values per instance.
-
-    Backward:
-        dxhat = dout * gamma; with input statistics dx = inv_std (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),
-        means over the positions; with running statistics dx = dxhat * inv_std. dgamma = sum(dout * xhat),
-        dbeta = sum(dout) over (N, *).
-
-    Examples:
-        >>> import numpy as np
-        >>> x = np.array([[[1.0, 3.0], [0.0, 10.0]]])  # (N, C, L) = (1, 2, 2)
-        >>> np.round(instance_norm_forward(x, None, None, None, None, eps=1e-12)[0], 6)
-        array([[[-1.,  1.],
-                [-1.,  1.]]])
-    """
-    where = "instance_norm_forward"
-    be = check_array(where, x, min_ndim=3)
-    _check_eps_momentum(where, eps, momentum)
-    N, C = x.shape[0], x.shape[1]
-    for name, a in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
-        _check_vector(where, name, a, (C,))
-    axes = tuple(range(2, x.ndim))
-    M = x.size // max(N * C, 1)
-    gamma_b, beta_b = _channel_view(gamma, x.ndim), _channel_view(beta, x.ndim)
-    if use_input_stats and M <= 1:
-        raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(x.shape)}")
-    kernel = _fast_kernel(be, "group_norm_fused", x, gamma, beta) if use_input_stats else None
-    if kernel is not None:  # group norm with G = C: one pass, x cached instead of xhat
-        out, mean, var, inv_std = kernel(x, gamma, beta, C, eps)
-        _update_running_stats(running_mean, running_var, momentum, mean.reshape(N, C), var.reshape(N, C), M)
-        stats_shape = (N, C) + (1,) * len(axes)
-        fused = (x, mean.reshape(stats_shape), gamma)
-        return out, (None, inv_std.reshape(stats_shape), gamma_b, beta_b, axes, True, fused)
-    if use_input_stats:
-        xhat, mean, var, inv_std = _normalize(be.xp, x, axes, eps)
-        _update_running_stats(running_mean, running_var, momentum, mean.reshape(N, C), var.reshape(N, C), M)
-    else:
-        if running_mean is None or running_var is None:
-            raise ValueError(f"{where}: running_mean and running_var are required when use_input_stats=False")
-        inv_std = 1.0 / be.xp.sqrt(_channel_view(running_var, x.ndim) + eps)
-        xhat = (x - _channel_view(running_mean, x.ndim)) * inv_std
-    return _affine(xhat, gamma_b, beta_b), (xhat, inv_std, gamma_b, beta_b, axes, bool(use_input_stats), None)
-
-
-def instance_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`instance_norm_forward`: ``(dx, dgamma, dbeta)`` (None for an absent gamma/beta)."""
-    xhat, inv_std, gamma_b, beta_b, axes, use_input_stats, fused = cache
-    if fused is not None:  # the forward ran a fast backend's group norm kernel (G = C) and kept x, mean, gamma
-        x, mean, gamma = fused
-        be = check_array("instance_norm_backward", dout, what="gradient")
-        kernel = _fast_kernel(be, "group_norm_backward_fused", x, gamma, dout)
-        if kernel is not None:
-            return kernel(dout, x, mean, inv_std, gamma, beta_b is not None, x.shape[1])
-        xhat = (x - mean) * inv_std
-    dgamma, dbeta = _affine_backward(dout, xhat, gamma_b, beta_b, (0,) + axes, (xhat.shape[1],))
-    dxhat = dout * gamma_b if gamma_b is not None else dout
-    dx = _normalize_backward(dxhat, xhat, inv_std, axes) if use_input_stats else dxhat * inv_std
-    return dx, dgamma, dbeta
-
-
-class InstanceNorm2d(_NormBase):
-    r"""Instance normalization of images: each channel of each sample standardized over (H, W) (style transfer).
-
-    .. math:: y_{n,c} = \frac{x_{n,c} - \mu_{n,c}}{\sqrt{\sigma^2_{n,c} + \varepsilon}} \gamma_c + \beta_c
-
-    By default it has no parameters and uses each instance's statistics in training and eval. With
-    ``track_running_stats=True`` it keeps running averages (of the instances' means and unbiased variances, averaged
-    over the batch) in training and normalizes with them in eval, as PyTorch does; ``num_batches_tracked`` is kept
-    for state_dict compatibility but not counted, and ``momentum=None`` leaves the running statistics unchanged
-    (PyTorch's behaviour).
-
-    Args:
-        num_features: C.
-        eps: added to the variance. Default: 1e-5.
-        momentum: weight of the new batch in the running statistics. Default: 0.1.
-        affine: learn per-channel gamma (``weight``) and beta (``bias``). Default: False.
-        track_running_stats: keep running statistics for eval mode. Default: False.
-        bias: (keyword only) learn beta when ``affine``. Default: True.
-
-    Shape:
-        - Input: (N, C, H, W) or (C, H, W) - Output: the same shape.
-
-    Backward:
-        dxhat = dout * gamma; dx = inv_std (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), means over (H, W)
-        (eval with running statistics: dx = dxhat * inv_std); dgamma = sum(dout * xhat), dbeta = sum(dout).
-
-    Examples:
-        >>> import numpy as np
-        >>> inorm = InstanceNorm2d(3)
-        >>> inorm
-        InstanceNorm2d(3, eps=1e-05, momentum=0.1, affine=False, bias=False, track_running_stats=False)
-        >>> y = inorm(np.random.default_rng(0).normal(size=(2, 3, 4, 4)).astype(np.float32))
-        >>> bool(np.allclose(y.mean(axis=(2, 3)), 0, atol=1e-5))
-        True
-    """
-
-    def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = False,
-        track_running_stats: bool = False,
-        *,
-        bias: bool = True,
-    ) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, bias=bias)
-
-    def forward(self, x: Any) -> Any:
-        where = self._where()
-        check_array(where, x, dtype=self._state_dtype())
-        if x.ndim not in (3, 4):
-            raise ValueError(
-                f"{where}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape {tuple(x.shape)} ({x.ndim}-D)"
-            )
-        C = x.shape[x.ndim - 3]
-        if C != self.num_features:
-            if self.affine or self.track_running_stats:
-                raise ValueError(
-                    f"{where}: expected {self.num_features} channels in dimension {x.ndim - 3} of the input, "
-                    f"got {C} (shape {tuple(x.shape)})"
-                )
-            warnings.warn(
-                f"{where}: the input's size at dim={x.ndim - 3} ({C}) does not match num_features; it is not used "
-                "because affine=False and track_running_stats=False",
-                stacklevel=2,
-            )
-        check_same_device(
-            where, x, *(p.data for p in (self.weight, self.bias) if p is not None), self.running_mean, self.running_var
-        )
-        unbatched = x.ndim == 3
-        out, cache = instance_norm_forward(
-            x[None] if unbatched else x,
-            None if self.weight is None else self.weight.data,
-            None if self.bias is None else self.bias.data,
-            self.running_mean,
-            self.running_var,
-            self.training or not self.track_running_stats,
-            0.0 if self.momentum is None else self.momentum,
-            self.eps,
-        )
-        self._save_for_backward((cache, tuple(x.shape)))
-        return out[0] if unbatched else out
-
-    def backward(self, dout: Any) -> Any:
-        cache, shape = self._pop_cache()
-        check_grad_output(self._where(), dout, shape)
-        unbatched = len(shape) == 3
-        dx, dgamma, dbeta = instance_norm_backward(dout[None] if unbatched else dout, cache)
-        if self.weight is not None:
-            self.weight.accumulate_grad(dgamma)
-        if self.bias is not None:
-            self.bias.accumulate_grad(dbeta)
-        dx = dx[0] if unbatched else dx
-        assert dx.shape == dout.shape
+        (cache,) = self.pop_saved()
+        dx, dgamma, dbeta = F.group_norm_backward(dout, cache)
+        _accumulate_affine(self, dgamma, dbeta)
         return dx

@@ -9,33 +9,29 @@ Each output pixel summarizes one window of its input channel; channels never mix
 * Average: :math:`y_{n,c,i,j} = \frac{1}{d_{ij}} \sum_{p,q} x^{pad}_{n,c,\,i S_H + p,\,j S_W + q}` with zero padding,
   :math:`d_{ij}` = the window's cells inside the padded input (``count_include_pad=True``), inside the input only
   (False), or ``divisor_override``. Backward: every cell of the window gets :math:`dout_{n,c,i,j} / d_{ij}`.
-* Adaptive: the output size (OH, OW) is given and the windows follow: bin i along H is
-  :math:`[\lfloor iH/OH \rfloor, \lceil (i+1)H/OH \rceil)`. Bins may overlap or differ in size by one.
+* Adaptive (:mod:`minidl.nn.pooling_adaptive`): the output size (OH, OW) is given and the windows follow: bin i
+  along H is :math:`[\lfloor iH/OH \rfloor, \lceil (i+1)H/OH \rceil)`. Bins may overlap or differ in size by one.
 
 Output size (max and average; average has D = 1):
 :math:`OH = \lfloor (H + 2 P_H - D_H (K_H - 1) - 1) / S_H \rfloor + 1` (⌈·⌉ in ``ceil_mode``, where a last window
 that would start in the bottom padding is dropped), likewise OW.
 
-The loops over kernel offsets are backend kernels (``minidl.get_backend().max_pool2d_forward``, ...).
+The loops over kernel offsets are the NumPy backend's primitives (``minidl/backend/numpy_backend.py``). Max and
+average pooling are marked ``@kernel``: the Numba backend replaces each pair with compiled loops, tested against it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from minidl.backend import get_array_module
+from minidl.backend import get_array_module, get_backend
 from minidl.nn._checks import check_array, check_grad_output, check_int, pair
+from minidl.nn.dispatch import F, KernelCache, kernel
 from minidl.nn.module import Module
 
 __all__ = [
-    "AdaptiveAvgPool2d",
-    "AdaptiveMaxPool2d",
     "AvgPool2d",
     "MaxPool2d",
-    "adaptive_avg_pool2d_backward",
-    "adaptive_avg_pool2d_forward",
-    "adaptive_max_pool2d_backward",
-    "adaptive_max_pool2d_forward",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "max_pool2d_backward",
@@ -93,6 +89,39 @@ def _pool_geometry(
 
 
 # ---------------------------------------------------------------------------------------------------- max pool
+class PoolGeometry(NamedTuple):
+    """A pooling window's sizes and the output size, as the setup of the max/avg pooling pairs derives them."""
+
+    KH: int
+    KW: int
+    SH: int
+    SW: int
+    PH: int
+    PW: int
+    DH: int
+    DW: int
+    OH: int
+    OW: int
+
+
+class MaxPool2dCache(NamedTuple):
+    """The cache of :func:`max_pool2d_forward`."""
+
+    argmax: Any  # (N, C, OH, OW) int32: the kernel offset kh * KW + kw of each window's maximum
+    x_shape: tuple[int, ...]
+    geometry: PoolGeometry
+
+
+def _max_pool2d_setup(
+    x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False
+) -> PoolGeometry:
+    """Check :func:`max_pool2d_forward`'s arguments; return the geometry."""
+    check_array("max_pool2d_forward", x, ndim=4)
+    window, OH, OW = _pool_geometry("max_pool2d_forward", x, kernel_size, stride, padding, dilation, ceil_mode)
+    return PoolGeometry(*window, OH, OW)
+
+
+@kernel("max_pool2d", setup=_max_pool2d_setup)
 def max_pool2d_forward(
     x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False
 ) -> tuple[Any, Any]:
@@ -121,24 +150,25 @@ def max_pool2d_forward(
         array([[0., 1., 0., 0.],
                [0., 0., 1., 0.]])
     """
-    be = check_array("max_pool2d_forward", x, ndim=4)
-    geometry, OH, OW = _pool_geometry("max_pool2d_forward", x, kernel_size, stride, padding, dilation, ceil_mode)
-    out, argmax = be.max_pool2d_forward(x, *geometry, OH, OW)
-    return out, (argmax, tuple(x.shape), geometry)
+    g = _max_pool2d_setup(x, kernel_size, stride, padding, dilation, ceil_mode)
+    out, argmax = get_backend().max_pool2d_forward(x, *g)
+    return out, MaxPool2dCache(argmax, tuple(x.shape), g)
 
 
+@kernel("max_pool2d")
 def max_pool2d_backward(dout: Any, cache: Any) -> Any:
     """Gradient of :func:`max_pool2d_forward`: each ``dout`` goes to its window's maximum, the rest get 0."""
-    argmax, x_shape, geometry = cache
-    check_grad_output("max_pool2d", dout, argmax.shape)
-    return check_array("max_pool2d_backward", dout, what="gradient").max_pool2d_backward(
-        dout, argmax, x_shape, *geometry
-    )
+    argmax, x_shape, g = cache
+    check_grad_output("max_pool2d_backward", dout, argmax.shape)
+    return get_backend().max_pool2d_backward(dout, argmax, x_shape, *g[:8])
 
 
 def _max_pool_indices(cache: Any) -> Any:
-    """PyTorch's ``return_indices``: the flat position h * W + w in the (unpadded) input of each maximum."""
-    argmax, (N, C, H, W), (KH, KW, SH, SW, PH, PW, DH, DW) = cache
+    """PyTorch's ``return_indices``: the flat position h * W + w in the (unpadded) input of each maximum (from a
+    :class:`MaxPool2dCache`, which the Numba backend's kernel keeps too)."""
+    if isinstance(cache, KernelCache):
+        cache = cache.cache
+    argmax, (N, C, H, W), (KH, KW, SH, SW, PH, PW, DH, DW, _, _) = cache
     xp = get_array_module(argmax)
     OH, OW = argmax.shape[2], argmax.shape[3]
     h = (xp.arange(OH) * SH - PH)[:, None] + (argmax // KW) * DH
@@ -147,6 +177,35 @@ def _max_pool_indices(cache: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------- average pool
+class AvgPool2dCache(NamedTuple):
+    """The cache of :func:`avg_pool2d_forward`."""
+
+    x_shape: tuple[int, ...]
+    geometry: PoolGeometry  # (dilation 1)
+    count_include_pad: int
+    divisor_override: int  # 0 for none
+
+
+def _avg_pool2d_setup(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> tuple[PoolGeometry, int]:
+    """Check :func:`avg_pool2d_forward`'s arguments; return the geometry and the divisor override (0 for none)."""
+    where = "avg_pool2d_forward"
+    check_array(where, x, ndim=4)
+    window, OH, OW = _pool_geometry(where, x, kernel_size, stride, padding, 1, ceil_mode)
+    if not isinstance(count_include_pad, bool):
+        raise TypeError(f"{where}: count_include_pad must be a bool, got {count_include_pad!r}")
+    divisor = 0 if divisor_override is None else check_int(where, "divisor_override", divisor_override)
+    return PoolGeometry(*window, OH, OW), divisor
+
+
+@kernel("avg_pool2d", setup=_avg_pool2d_setup)
 def avg_pool2d_forward(
     x: Any,
     kernel_size: Any,
@@ -181,123 +240,25 @@ def avg_pool2d_forward(
         array([[0.25, 0.25, 0.25, 0.25],
                [0.25, 0.25, 0.25, 0.25]])
     """
-    where = "avg_pool2d_forward"
-    be = check_array(where, x, ndim=4)
-    geometry, OH, OW = _pool_geometry(where, x, kernel_size, stride, padding, 1, ceil_mode)
-    if not isinstance(count_include_pad, bool):
-        raise TypeError(f"{where}: count_include_pad must be a bool, got {count_include_pad!r}")
-    divisor = 0 if divisor_override is None else check_int(where, "divisor_override", divisor_override)
-    KH, KW, SH, SW, PH, PW, _, _ = geometry
-    hyper = (KH, KW, SH, SW, PH, PW)
-    out = be.avg_pool2d_forward(x, *hyper, OH, OW, int(count_include_pad), divisor)
-    return out, (tuple(x.shape), tuple(out.shape), hyper, int(count_include_pad), divisor)
+    g, divisor = _avg_pool2d_setup(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    out = get_backend().avg_pool2d_forward(x, *g[:6], g.OH, g.OW, int(count_include_pad), divisor)
+    return out, AvgPool2dCache(tuple(x.shape), g, int(count_include_pad), divisor)
 
 
+@kernel("avg_pool2d")
 def avg_pool2d_backward(dout: Any, cache: Any) -> Any:
     """Gradient of :func:`avg_pool2d_forward`: each window's cells get ``dout / divisor``, overlaps add up."""
-    x_shape, out_shape, hyper, count_include_pad, divisor = cache
-    check_grad_output("avg_pool2d", dout, out_shape)
-    be = check_array("avg_pool2d_backward", dout, what="gradient")
-    return be.avg_pool2d_backward(dout, x_shape, *hyper, count_include_pad, divisor)
-
-
-# ---------------------------------------------------------------------------------------------------- adaptive
-def _adaptive_size(where: str, output_size: Any, H: int | None = None, W: int | None = None) -> tuple[Any, Any]:
-    """``output_size`` (int, or pair whose entries may be None = keep the input size) as (OH, OW)."""
-    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
-        oh, ow = output_size
-    else:
-        oh = ow = output_size
-    if oh is None and ow is None and not isinstance(output_size, (tuple, list)):
-        raise TypeError(f"{where}: output_size must be an int or a pair of ints (entries may be None), got None")
-    oh = H if oh is None else check_int(where, "output_size", oh)
-    ow = W if ow is None else check_int(where, "output_size", ow)
-    return oh, ow
-
-
-def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
-    """Mean over each adaptive bin so that the output is (OH, OW) whatever the input size. Returns ``(out, cache)``.
-
-    Args:
-        x: (N, C, H, W).
-        output_size: int or (OH, OW); an entry None keeps that input dimension.
-
-    Shape:
-        - Output: (N, C, OH, OW).
-    Backward:
-        dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of dout[n, c, i, j] / (bin height * bin width).
-
-    Examples:
-        >>> import numpy as np
-        >>> out, cache = adaptive_avg_pool2d_forward(np.arange(6.0).reshape(1, 1, 2, 3), (1, 2))
-        >>> out.ravel()  # bins: columns [0, 2) and [1, 3)
-        array([2., 3.])
-    """
-    be = check_array("adaptive_avg_pool2d_forward", x, ndim=4)
-    OH, OW = _adaptive_size("adaptive_avg_pool2d_forward", output_size, x.shape[2], x.shape[3])
-    out = be.adaptive_avg_pool2d_forward(x, OH, OW)
-    return out, (tuple(x.shape), tuple(out.shape))
-
-
-def adaptive_avg_pool2d_backward(dout: Any, cache: Any) -> Any:
-    """Gradient of :func:`adaptive_avg_pool2d_forward`: each bin's gradient spread evenly over its cells."""
-    x_shape, out_shape = cache
-    check_grad_output("adaptive_avg_pool2d", dout, out_shape)
-    return check_array("adaptive_avg_pool2d_backward", dout, what="gradient").adaptive_avg_pool2d_backward(
-        dout, x_shape
-    )
-
-
-def adaptive_max_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
-    """Max over each adaptive bin. Returns ``(out, cache)``; ``cache[0]`` holds PyTorch's flat indices h * W + w.
-
-    Shape:
-        - Input: (N, C, H, W).  - Output: (N, C, OH, OW).
-    Backward:
-        dx[n, c, argmax(i, j)] += dout[n, c, i, j].
-
-    Examples:
-        >>> import numpy as np
-        >>> out, cache = adaptive_max_pool2d_forward(np.array([[[[1., 3., 2.]]]]), (1, 2))
-        >>> out.ravel(), cache[0].ravel()
-        (array([3., 3.]), array([1, 1]))
-    """
-    be = check_array("adaptive_max_pool2d_forward", x, ndim=4)
-    OH, OW = _adaptive_size("adaptive_max_pool2d_forward", output_size, x.shape[2], x.shape[3])
-    out, indices = be.adaptive_max_pool2d_forward(x, OH, OW)
-    return out, (indices, tuple(x.shape))
-
-
-def adaptive_max_pool2d_backward(dout: Any, cache: Any) -> Any:
-    """Gradient of :func:`adaptive_max_pool2d_forward`: each ``dout`` goes to its bin's maximum."""
-    indices, x_shape = cache
-    check_grad_output("adaptive_max_pool2d", dout, indices.shape)
-    return check_array("adaptive_max_pool2d_backward", dout, what="gradient").adaptive_max_pool2d_backward(
-        dout, indices, x_shape
-    )
+    x_shape, g, count_include_pad, divisor = cache
+    check_grad_output("avg_pool2d_backward", dout, (*x_shape[:2], g.OH, g.OW))
+    return get_backend().avg_pool2d_backward(dout, x_shape, *g[:6], count_include_pad, divisor)
 
 
 # ---------------------------------------------------------------------------------------------------- modules
 class _Pool2d(Module):
-    """Shared forward/backward plumbing: validate, call the functional pair, cache, check the gradient."""
+    """What the pooling modules share: their name in error messages."""
 
     def _where(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
-
-    def _forward(self, x: Any, forward: Any, *args: Any) -> Any:
-        where = self._where()
-        check_array(where, x, ndim=4)
-        try:
-            out, cache = forward(x, *args)
-        except (ValueError, TypeError) as err:  # name the layer rather than the functional
-            raise type(err)(str(err).replace(forward.__name__, where, 1)) from None
-        self._save_for_backward((cache, tuple(out.shape)))
-        return out, cache
-
-    def _backward(self, dout: Any, backward: Any) -> Any:
-        cache, out_shape = self._pop_cache()
-        check_grad_output(self._where(), dout, out_shape)
-        return backward(dout, cache)
 
 
 class MaxPool2d(_Pool2d):
@@ -359,13 +320,13 @@ class MaxPool2d(_Pool2d):
         )
 
     def forward(self, x: Any) -> Any:
-        out, cache = self._forward(
-            x, max_pool2d_forward, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
-        )
+        out, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        self.save_for_backward(cache)
         return (out, _max_pool_indices(cache)) if self.return_indices else out
 
     def backward(self, dout: Any) -> Any:
-        return self._backward(dout, max_pool2d_backward)
+        (cache,) = self.pop_saved()
+        return F.max_pool2d_backward(dout, cache)
 
 
 class AvgPool2d(_Pool2d):
@@ -424,9 +385,8 @@ class AvgPool2d(_Pool2d):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
     def forward(self, x: Any) -> Any:
-        out, _ = self._forward(
+        out, cache = F.avg_pool2d_forward(
             x,
-            avg_pool2d_forward,
             self.kernel_size,
             self.stride,
             self.padding,
@@ -434,80 +394,9 @@ class AvgPool2d(_Pool2d):
             self.count_include_pad,
             self.divisor_override,
         )
+        self.save_for_backward(cache)
         return out
 
     def backward(self, dout: Any) -> Any:
-        return self._backward(dout, avg_pool2d_backward)
-
-
-class AdaptiveAvgPool2d(_Pool2d):
-    r"""Average pooling to a fixed output size (``AdaptiveAvgPool2d(1)`` is global average pooling).
-
-    Bin i along H covers rows :math:`[\lfloor iH/OH \rfloor, \lceil (i+1)H/OH \rceil)`, likewise along W.
-
-    Args:
-        output_size: int or (OH, OW); an entry None keeps that input dimension.
-
-    Shape:
-        - Input: (N, C, H, W).  - Output: (N, C, OH, OW).
-    Backward:
-        dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of dout[n, c, i, j] / |bin(i, j)|.
-
-    Examples:
-        >>> import numpy as np
-        >>> gap = AdaptiveAvgPool2d(1)
-        >>> gap(np.ones((2, 3, 7, 5), np.float32)).shape
-        (2, 3, 1, 1)
-    """
-
-    def __init__(self, output_size: Any) -> None:
-        super().__init__()
-        _adaptive_size("AdaptiveAvgPool2d", output_size, 1, 1)  # validates
-        self.output_size = output_size
-
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}"
-
-    def forward(self, x: Any) -> Any:
-        return self._forward(x, adaptive_avg_pool2d_forward, self.output_size)[0]
-
-    def backward(self, dout: Any) -> Any:
-        return self._backward(dout, adaptive_avg_pool2d_backward)
-
-
-class AdaptiveMaxPool2d(_Pool2d):
-    r"""Max pooling to a fixed output size, over PyTorch's adaptive bins (see :class:`AdaptiveAvgPool2d`).
-
-    Args:
-        output_size: int or (OH, OW); an entry None keeps that input dimension.
-        return_indices: also return the flat input position h * W + w of each maximum. Default: False.
-
-    Shape:
-        - Input: (N, C, H, W).  - Output: (N, C, OH, OW).
-    Backward:
-        dx[n, c, argmax(i, j)] += dout[n, c, i, j]; zero elsewhere.
-
-    Examples:
-        >>> import numpy as np
-        >>> AdaptiveMaxPool2d((2, 1))(np.arange(12, dtype=np.float32).reshape(1, 1, 4, 3))[0, 0]
-        array([[ 5.],
-               [11.]], dtype=float32)
-    """
-
-    def __init__(self, output_size: Any, return_indices: bool = False) -> None:
-        super().__init__()
-        _adaptive_size("AdaptiveMaxPool2d", output_size, 1, 1)  # validates
-        if not isinstance(return_indices, bool):
-            raise TypeError(f"AdaptiveMaxPool2d: return_indices must be a bool, got {return_indices!r}")
-        self.output_size = output_size
-        self.return_indices = return_indices
-
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}"
-
-    def forward(self, x: Any) -> Any:
-        out, cache = self._forward(x, adaptive_max_pool2d_forward, self.output_size)
-        return (out, cache[0]) if self.return_indices else out
-
-    def backward(self, dout: Any) -> Any:
-        return self._backward(dout, adaptive_max_pool2d_backward)
+        (cache,) = self.pop_saved()
+        return F.avg_pool2d_backward(dout, cache)

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from minidl._random import get_rng_state, set_rng_state
+from minidl.backend import get_backend
+from minidl.nn.fusion import fuse as fuse_modules
 from minidl.nn.module import Module
 from minidl.serialization import load
 from minidl.train.callbacks import Callback, ModelCheckpoint
@@ -71,6 +73,11 @@ class Trainer:
         verbose: print one line of metrics per epoch. Default: True.
         clip_grad_norm, regularization, batch_transform: as in :func:`train_one_epoch`. Default: None.
         log_file: where ``verbose`` lines and progress bars go. Default: None (stdout for lines, stderr for bars).
+        fuse: run the model fused, :func:`minidl.nn.fuse` applied in place: BatchNorm+ReLU in one pass, and in
+            evaluation Conv2d+BatchNorm2d folded into one convolution. The same Parameter objects (the optimizer
+            keeps training them), state_dict keys and results; only the modules that compute change (print the
+            model to see them). None: when the current backend has fast kernels (Numba), where fusing pays; False:
+            keep the model as built. Default: None.
 
     Attributes:
         history: the :class:`History`. epoch: epochs completed. stop_training: set by a callback to stop.
@@ -108,9 +115,14 @@ class Trainer:
         regularization: Callable[[Module], float] | None = None,
         batch_transform: Callable[[Any, Any], tuple[Any, Any]] | None = None,
         log_file: IO[str] | None = None,
+        fuse: bool | None = None,
     ) -> None:
         if not isinstance(model, Module):
             raise TypeError(f"Trainer: model must be a minidl.nn.Module, got {type(model).__name__}")
+        if fuse is not None and not isinstance(fuse, bool):
+            raise TypeError(f"Trainer: fuse must be None, True or False, got {fuse!r}")
+        if fuse or (fuse is None and get_backend().kernels):
+            model = fuse_modules(model, inplace=True)
         if scheduler_step not in ("batch", "epoch"):
             raise ValueError(f"Trainer: scheduler_step must be 'batch' or 'epoch', got {scheduler_step!r}")
         if scheduler is not None and _is_plateau(scheduler) and scheduler_step != "epoch":
@@ -353,7 +365,8 @@ def fit(
     """Train ``model`` for ``epochs`` epochs: ``Trainer(model, loss_fn, optimizer, ...).fit(...)`` in one call.
 
     ``trainer_kwargs`` go to :class:`Trainer` (``scheduler_step``, ``metrics``, ``progress``, ``verbose``,
-    ``clip_grad_norm``, ``regularization``, ``batch_transform``, ``monitor``, ``log_file``). Returns the history.
+    ``clip_grad_norm``, ``regularization``, ``batch_transform``, ``monitor``, ``log_file``, ``fuse``: on a fast backend
+    the model is fused in place unless ``fuse=False``). Returns the history.
     """
     trainer = Trainer(
         model,

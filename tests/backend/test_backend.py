@@ -68,3 +68,14 @@ def test_asarray_keeps_values_and_casts_when_asked():
     be = minidl.get_backend("numpy")
     out = be.asarray([1, 2, 3], dtype=np.float32)
     assert out.dtype == np.float32 and out.tolist() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_a_backends_kernel_table_is_read_only(name):
+    # backend.kernels is what minidl.nn.dispatch reads (op -> KernelPair): empty on the NumPy reference backend
+    if name == "numba":
+        pytest.importorskip("numba", reason="the Numba backend needs numba: pip install numba")
+    table = minidl.get_backend(name).kernels
+    assert (len(table) == 0) == (name == "numpy")
+    with pytest.raises(TypeError):
+        table["relu"] = None

@@ -1,7 +1,9 @@
-"""The convolution and pooling kernels of the backend under test, against loop references and their own adjoints.
+"""The convolution and pooling primitives of the backend under test, against loop references and their own adjoints.
 
-They run on ``minidl.get_backend()``, so ``MINIDL_TEST_BACKEND=numba`` checks a faster backend's kernels against
-the same references.
+They run on ``minidl.get_backend()``: the NumPy backend's primitives, which the reference pairs call, and which the
+Numba backend inherits unchanged (it replaces whole pairs through its kernel table instead; its compiled loops are
+checked against these primitives in ``test_numba_conv.py`` and ``test_numba_pool.py``); with
+``MINIDL_TEST_BACKEND=cupy``, the same code on the GPU.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def test_concat_mismatched_branches_are_named():
 def test_flatten_backward_checks_the_gradient_shape():
     layer = nn.Flatten()
     layer(arr(np.zeros((2, 3, 4), np.float32)))
-    with pytest.raises(ValueError, match=r"Flatten.backward: the gradient has shape \(2, 11\)"):
+    with pytest.raises(ValueError, match=r"flatten_backward: the gradient has shape \(2, 11\)"):
         layer.backward(arr(np.zeros((2, 11), np.float32)))
 
 

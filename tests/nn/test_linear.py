@@ -176,7 +176,7 @@ def test_bad_inputs():
     layer(arr(np.zeros((2, 4), np.float32)))
     with pytest.raises(
         ValueError,
-        match=r"Linear.backward: the gradient has shape \(2, 4\) but the forward output "
+        match=r"linear_backward: the gradient has shape \(2, 4\) but the forward output "
         r"had shape \(2, 3\)",
     ):
         layer.backward(arr(np.zeros((2, 4), np.float32)))
@@ -188,8 +188,7 @@ def test_bad_inputs():
         nn.Linear(3, 2, bias="yes")
     with pytest.raises(
         ValueError,
-        match=r"linear_forward: the input's last dimension \(5, shape \(5,\)\) must equal "
-        r"in_features = weight.shape\[1\] = 4",
+        match=r"linear_forward: expected the input's last dimension to be in_features=4, got shape \(5,\)",
     ):
         linear_forward(arr(np.zeros(5)), arr(np.zeros((3, 4))))
     with pytest.raises(ValueError, match=r"linear_forward: bias must have shape \(3,\), got \(4,\)"):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import minidl
-from minidl import nn
-from tests.helpers import arr
+from minidl import gradcheck, nn
+from minidl.nn import functional as F
+from tests.helpers import arr, host
 
 
 class Affine(nn.Module):
@@ -23,12 +24,12 @@ class Affine(nn.Module):
 
     def forward(self, x):
         self.calls += 1
-        self._save_for_backward(x)
+        self.save_for_backward(x)
         out = x * self.weight.data
         return out + self.bias.data if self.bias is not None else out
 
     def backward(self, dout):
-        x = self._pop_cache()
+        (x,) = self.pop_saved()
         self.weight.accumulate_grad((dout * x).reshape(-1, x.shape[-1]).sum(0))
         if self.bias is not None:
             self.bias.accumulate_grad(dout.reshape(-1, x.shape[-1]).sum(0))
@@ -186,7 +187,7 @@ def test_no_grad_keeps_no_cache():
         assert not minidl.is_grad_enabled()
         m(arr(np.ones((1, 2), np.float32)))
     assert minidl.is_grad_enabled()
-    assert m._cache is None
+    assert not m._saved
     with pytest.raises(RuntimeError, match="no_grad"):
         m.backward(arr(np.ones((1, 2), np.float32)))
 
@@ -276,8 +277,151 @@ def test_backward_rejects_integer_and_mismatched_dtype_gradients():
     layer = nn.Linear(3, 2)
     x = arr(np.ones((4, 3), np.float32))
     layer(x)
-    with pytest.raises(TypeError, match=r"Linear.backward: expected a floating-point gradient, got dtype int64"):
+    with pytest.raises(TypeError, match=r"linear_backward: expected a floating-point gradient, got dtype int64"):
         layer.backward(arr(np.ones((4, 2), np.int64)))
     layer(x)
-    with pytest.raises(TypeError, match=r"the gradient has dtype float64 but the layer computes in float32"):
+    with pytest.raises(TypeError, match=r"the gradient has dtype float64 but the forward computed in float32"):
         layer.backward(arr(np.ones((4, 2), np.float64)))
+
+
+# ---------------------------------------------------------------------------------------------- a module used twice
+class TorchvisionBasicBlock(nn.Module):
+    """torchvision's BasicBlock as written there: one ``relu`` module applied twice in each forward."""
+
+    def __init__(self, planes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + x)
+
+    def backward(self, dout):
+        dz = self.relu.backward(dout)  # the second call's mask first: last in, first out
+        d = self.conv2.backward(self.bn2.backward(dz))
+        d = self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
+        return d + dz
+
+
+def test_a_module_called_twice_in_one_pass_keeps_one_cache_per_call():
+    from minidl.models.resnet import BasicBlock
+
+    minidl.manual_seed(0)
+    ours = BasicBlock(3, 3).double()  # separate relu and add_relu modules
+    theirs = TorchvisionBasicBlock(3).double()
+    theirs.load_state_dict(ours.state_dict())
+    x = arr(np.random.default_rng(0).standard_normal((2, 3, 5, 5)))
+    np.testing.assert_allclose(host(theirs(x)), host(ours(x)), rtol=1e-12)
+    dout = arr(np.random.default_rng(1).standard_normal((2, 3, 5, 5)))
+    np.testing.assert_allclose(host(theirs.backward(dout)), host(ours.backward(dout)), rtol=1e-10, atol=1e-12)
+    their_params = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(host(their_params[name].grad), host(p.grad), rtol=1e-10, atol=1e-12)
+    assert not theirs.relu._saved
+    with pytest.raises(RuntimeError, match=r"ReLU.backward\(\) was called without a matching forward"):
+        theirs.relu.backward(dout)
+
+
+def test_saved_values_of_an_unfinished_pass_never_pile_up():
+    minidl.manual_seed(0)
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Linear(3, 3), relu, nn.Linear(3, 3), relu)
+    x = arr(np.ones((2, 3), np.float32))
+    for _ in range(5):  # forward passes without backward (evaluating in train mode, say)
+        model(x)
+    assert len(relu._saved) == 2, "only the last pass's two calls"
+    for _ in range(3):  # a layer's forward called directly keeps one entry, as a single-use module
+        relu.forward(x)
+    assert len(relu._saved) == 1
+    with minidl.no_grad():
+        model(x)
+    assert len(relu._saved) == 1, "nothing saved without gradients"
+
+
+def test_errors_of_a_pair_name_the_module_that_called_it():
+    conv = nn.Conv2d(3, 4, 3)
+    with pytest.raises(ValueError, match=r"^Conv2d\(3, 4, kernel_size=\(3, 3\)\): expected 3 channels"):
+        conv(arr(np.zeros((1, 2, 5, 5), np.float32)))
+    with pytest.raises(ValueError, match=r"^conv2d_forward: expected 3 channels"):  # the pair itself: its name
+        F.conv2d_forward(arr(np.zeros((1, 2, 5, 5), np.float32)), conv.weight.data)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    with pytest.raises(TypeError, match=r"^Linear\(in_features=4, out_features=3\): expected a floating-point input"):
+        model(arr(np.zeros((2, 4), np.int64)))
+
+
+def test_save_for_backward_is_the_public_cache_of_a_custom_layer():
+    class Cube(nn.Module):
+        def forward(self, x):
+            self.save_for_backward(x, x * x)
+            return x * x * x
+
+        def backward(self, dout):
+            x, x2 = self.pop_saved()
+            return 3 * x2 * dout
+
+    cube = Cube()
+    report = gradcheck.check_module(cube, arr(np.random.default_rng(0).standard_normal((3, 2))))
+    assert report.passed, report
+
+
+# ---------------------------------------------------------------------------------------------- containers
+def test_sequential_item_assignment_deletion_insert_and_extend():
+    minidl.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 3))
+    model[3] = nn.Linear(8, 2)  # the lectures' model.classifier[1] = nn.Linear(1280, 2)
+    assert model(arr(np.ones((5, 4), np.float32))).shape == (5, 2)
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "3.weight", "3.bias"]
+    del model[2]
+    assert [type(m).__name__ for m in model] == ["Linear", "ReLU", "Linear"]
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]  # renumbered, as in PyTorch
+    model.insert(1, nn.BatchNorm1d(8))
+    model.extend([nn.ReLU(), nn.Linear(2, 2)])
+    assert [type(m).__name__ for m in model] == ["Linear", "BatchNorm1d", "ReLU", "Linear", "ReLU", "Linear"]
+    model.insert(-1, nn.Identity())
+    assert type(model[-2]).__name__ == "Identity"
+    del model[1:3]
+    assert [type(m).__name__ for m in model] == ["Linear", "Linear", "ReLU", "Identity", "Linear"]
+    with pytest.raises(TypeError, match="Sequential: the module for index 0 is a str, not a Module"):
+        model[0] = "relu"
+    with pytest.raises(IndexError, match="index 9 is out of range for 5 modules"):
+        model[9] = nn.ReLU()
+    with pytest.raises(IndexError, match="Sequential.insert: index 7 is out of range"):
+        model.insert(7, nn.ReLU())
+
+
+def test_module_dict_registers_its_modules_by_name():
+    heads = nn.ModuleDict({"cls": nn.Linear(8, 10)})
+    heads["box"] = nn.Linear(8, 4)
+    heads.update([("extra", nn.ReLU())])
+    assert list(heads) == ["cls", "box", "extra"] and "box" in heads and len(heads) == 3
+    assert sorted(heads.state_dict()) == ["box.bias", "box.weight", "cls.bias", "cls.weight"]
+    del heads["extra"]
+    assert list(heads.keys()) == ["cls", "box"]
+    with pytest.raises(KeyError, match="ModuleDict has no module 'nope'"):
+        heads["nope"]
+    with pytest.raises(TypeError, match="keys must be strings"):
+        heads[1] = nn.ReLU()
+    with pytest.raises(NotImplementedError, match="ModuleDict has no forward"):
+        heads(arr(np.ones(3)))
+
+
+def test_set_grad_enabled_as_a_plain_call_and_as_a_context_manager():
+    assert minidl.is_grad_enabled()
+    try:
+        minidl.set_grad_enabled(False)
+        assert not minidl.is_grad_enabled()
+        relu = nn.ReLU()
+        relu(arr(np.ones(2)))
+        assert not relu._saved
+    finally:
+        minidl.set_grad_enabled(True)
+    with minidl.set_grad_enabled(False):
+        assert not minidl.is_grad_enabled()
+    assert minidl.is_grad_enabled()
+    with pytest.raises(TypeError, match="set_grad_enabled\\(mode\\) expects a bool"):
+        minidl.set_grad_enabled("no")

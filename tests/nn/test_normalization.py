@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import minidl
 from minidl import gradcheck, nn
-from minidl.nn import normalization as norm
+from minidl.nn import functional as F
 from tests.helpers import arr, assert_close, host, to_torch, torch_or_skip
 from tests.strategies import seeds
 
@@ -107,24 +107,29 @@ def test_instancenorm_gradcheck(n, c, hw, affine, track, training, unbatched, ep
 def test_batch_norm_functional_gradcheck(n, c, training, eps, seed):
     rng = np.random.default_rng(seed)
     x, gamma, beta = arr(rng.normal(size=(n, c, 2))), arr(rng.normal(size=c)), arr(rng.normal(size=c))
-    running = dict(running_mean=arr(rng.normal(size=c)), running_var=arr(rng.uniform(0.5, 2, size=c)))
-    if training:
-        running = dict(running_mean=None, running_var=None)
-    kwargs = dict(running, training=training, momentum=0.1, eps=eps)
-    gradcheck.check_function(norm.batch_norm_forward, norm.batch_norm_backward, [x, gamma, beta], kwargs)
+    running = (arr(rng.normal(size=c)), arr(rng.uniform(0.5, 2, size=c))) if not training else (None, None)
+
+    def forward(x, gamma, beta):  # the arrays to check first (PyTorch's order puts the running statistics there)
+        return F.batch_norm_forward(x, *running, gamma, beta, training=training, momentum=0.1, eps=eps)
+
+    gradcheck.check_function(forward, F.batch_norm_backward, [x, gamma, beta])
 
 
 @given(n=st.integers(1, 3), c=st.integers(1, 4), seed=seeds)
 def test_group_layer_instance_functional_gradchecks(n, c, seed):
     rng = np.random.default_rng(seed)
     x, gamma, beta = arr(rng.normal(size=(n, c, 3))), arr(rng.normal(size=c)), arr(rng.normal(size=c))
-    gradcheck.check_function(norm.group_norm_forward, norm.group_norm_backward, [x, gamma, beta], dict(num_groups=c))
     gradcheck.check_function(
-        norm.instance_norm_forward, norm.instance_norm_backward, [x, gamma, beta, None, None], dict(eps=1e-3)
+        lambda x, gamma, beta: F.group_norm_forward(x, c, gamma, beta), F.group_norm_backward, [x, gamma, beta]
+    )
+    gradcheck.check_function(
+        lambda x, gamma, beta: F.instance_norm_forward(x, None, None, gamma, beta, eps=1e-3),
+        F.instance_norm_backward,
+        [x, gamma, beta],
     )
     g2, b2 = arr(rng.normal(size=(c, 3))), arr(rng.normal(size=(c, 3)))
     gradcheck.check_function(
-        norm.layer_norm_forward, norm.layer_norm_backward, [x, g2, b2], dict(normalized_shape=(c, 3))
+        lambda x, gamma, beta: F.layer_norm_forward(x, (c, 3), gamma, beta), F.layer_norm_backward, [x, g2, b2]
     )
 
 
@@ -264,27 +269,27 @@ def test_local_response_norm_matches_pytorch(shape, size, alpha, beta, k):
 
 def test_functional_pairs_match_pytorch_functional():
     torch = torch_or_skip()
-    F = torch.nn.functional
+    TF = torch.nn.functional
     rng = np.random.default_rng(4)
     x_host = rng.normal(size=(3, 4, 2, 3))
     g, b = rng.normal(size=4), rng.normal(size=4)
     rm, rv = rng.normal(size=4), rng.uniform(0.5, 2, size=4)
     rm_t, rv_t = torch.tensor(rm), torch.tensor(rv)
     rm_ours, rv_ours = arr(rm), arr(rv)
-    out, _ = norm.batch_norm_forward(arr(x_host), arr(g), arr(b), rm_ours, rv_ours, True, 0.3, 1e-4)
-    out_t = F.batch_norm(torch.tensor(x_host), rm_t, rv_t, torch.tensor(g), torch.tensor(b), True, 0.3, 1e-4)
+    out, _ = F.batch_norm_forward(arr(x_host), rm_ours, rv_ours, arr(g), arr(b), True, 0.3, 1e-4)  # torch's order
+    out_t = TF.batch_norm(torch.tensor(x_host), rm_t, rv_t, torch.tensor(g), torch.tensor(b), True, 0.3, 1e-4)
     assert_close(out, out_t, what="batch_norm")
     assert_close(rm_ours, rm_t, what="running_mean")
     assert_close(rv_ours, rv_t, what="running_var")
-    out, _ = norm.instance_norm_forward(arr(x_host), arr(g), None, rm_ours, rv_ours, True, 0.2, 1e-4)
-    out_t = F.instance_norm(torch.tensor(x_host), rm_t, rv_t, torch.tensor(g), None, True, 0.2, 1e-4)
+    out, _ = F.instance_norm_forward(arr(x_host), rm_ours, rv_ours, arr(g), None, True, 0.2, 1e-4)
+    out_t = TF.instance_norm(torch.tensor(x_host), rm_t, rv_t, torch.tensor(g), None, True, 0.2, 1e-4)
     assert_close(out, out_t, what="instance_norm")
     assert_close(rm_ours, rm_t, what="instance running_mean")
     assert_close(rv_ours, rv_t, what="instance running_var")
-    out, _ = norm.group_norm_forward(arr(x_host), None, arr(b), 2, 1e-3)
-    assert_close(out, F.group_norm(torch.tensor(x_host), 2, None, torch.tensor(b), 1e-3), what="group_norm")
-    out, _ = norm.layer_norm_forward(arr(x_host), None, None, (2, 3), 1e-3)
-    assert_close(out, F.layer_norm(torch.tensor(x_host), (2, 3), None, None, 1e-3), what="layer_norm")
+    out, _ = F.group_norm_forward(arr(x_host), 2, None, arr(b), 1e-3)
+    assert_close(out, TF.group_norm(torch.tensor(x_host), 2, None, torch.tensor(b), 1e-3), what="group_norm")
+    out, _ = F.layer_norm_forward(arr(x_host), (2, 3), None, None, 1e-3)
+    assert_close(out, TF.layer_norm(torch.tensor(x_host), (2, 3), None, None, 1e-3), what="layer_norm")
 
 
 # ---------------------------------------------------------------------------------------------- state_dict
@@ -399,11 +404,11 @@ def test_per_sample_norms_ignore_the_mode_and_instance_equals_group_norm_with_on
         layer = _randomize(layer.double(), rng)
         y_train = host(layer(x))
         assert_close(layer.eval()(x), y_train, what=f"{layer} eval == train")
-    instance, _ = norm.instance_norm_forward(x, None, None, None, None)
-    group, _ = norm.group_norm_forward(x, None, None, num_groups=4)
+    instance, _ = F.instance_norm_forward(x)
+    group, _ = F.group_norm_forward(x, num_groups=4)
     assert_close(instance, group, what="InstanceNorm == GroupNorm(G=C)")
-    layer, _ = norm.layer_norm_forward(x, None, None, (4, 3, 3))
-    assert_close(layer, norm.group_norm_forward(x, None, None, num_groups=1)[0], what="LayerNorm(C,H,W) == GN(1)")
+    layer, _ = F.layer_norm_forward(x, (4, 3, 3))
+    assert_close(layer, F.group_norm_forward(x, num_groups=1)[0], what="LayerNorm(C,H,W) == GN(1)")
 
 
 def test_frozen_parameters_grads_accumulate_and_float32_default():
@@ -504,7 +509,7 @@ def test_bad_hyperparameter_types_raise_type_errors(make, match):
             r"BatchNorm2d\(3.*more than 1 value per channel .* input shape \(1, 3, 1, 1\)",
         ),
         (lambda: nn.BatchNorm1d(3, track_running_stats=False).eval(), (1, 3), "more than 1 value per channel"),
-        (lambda: nn.InstanceNorm2d(3), (2, 3, 1, 1), "Expected more than 1 spatial element when training"),
+        (lambda: nn.InstanceNorm2d(3), (2, 3, 1, 1), "expected more than 1 spatial element when training"),
         (lambda: nn.LocalResponseNorm(3), (2, 3), r"LocalResponseNorm\(3\): expected an? input with at least 3 dim"),
     ],
 )
@@ -547,19 +552,19 @@ def test_backward_before_forward_bad_dtype_and_bad_grad_shape(layer, shape):
 
 def test_functional_bad_inputs():
     x = arr(np.random.default_rng(0).normal(size=(4, 3)))
-    with pytest.raises(ValueError, match=r"batch_norm_forward: expected gamma of shape \(3,\), got shape \(4,\)"):
-        norm.batch_norm_forward(x, arr(np.ones(4)), None, None, None, True)
+    with pytest.raises(ValueError, match=r"batch_norm_forward: expected weight of shape \(3,\), got shape \(4,\)"):
+        F.batch_norm_forward(x, None, None, arr(np.ones(4)), None, True)
     with pytest.raises(ValueError, match="running_mean and running_var are required when training=False"):
-        norm.batch_norm_forward(x, None, None, None, None, False)
+        F.batch_norm_forward(x, None, None, None, None, False)
     with pytest.raises(ValueError, match="momentum must be <= 1"):
-        norm.batch_norm_forward(x, None, None, None, None, True, momentum=2.0)
+        F.batch_norm_forward(x, None, None, None, None, True, momentum=2.0)
     with pytest.raises(ValueError, match="eps must be > 0"):
-        norm.layer_norm_forward(x, None, None, 3, eps=0.0)
-    with pytest.raises(ValueError, match=r"given normalized_shape=\(4,\), expected input with shape \(\*, 4\)"):
-        norm.layer_norm_forward(x, None, None, 4)
+        F.layer_norm_forward(x, 3, None, None, eps=0.0)
+    with pytest.raises(ValueError, match=r"layer_norm_forward: expected an input whose last 1 dimension\(s\) are \(4,"):
+        F.layer_norm_forward(x, 4)
     with pytest.raises(ValueError, match=r"number of channels \(3\) must be divisible by num_groups \(2\)"):
-        norm.group_norm_forward(x, None, None, 2)
+        F.group_norm_forward(x, 2)
     with pytest.raises(ValueError, match="at least 3 dimensions"):
-        norm.instance_norm_forward(x, None, None, None, None)
+        F.instance_norm_forward(x)
     with pytest.raises(TypeError, match="expected the input to be an array, got list"):
-        norm.batch_norm_forward([[1.0, 2.0]], None, None, None, None, True)
+        F.batch_norm_forward([[1.0, 2.0]], None, None, None, None, True)

@@ -9,15 +9,12 @@ from hypothesis import strategies as st
 
 import minidl
 from minidl import gradcheck, nn
-from minidl.nn.pooling import (
+from minidl.nn.pooling import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
+from minidl.nn.pooling_adaptive import (
     adaptive_avg_pool2d_backward,
     adaptive_avg_pool2d_forward,
     adaptive_max_pool2d_backward,
     adaptive_max_pool2d_forward,
-    avg_pool2d_backward,
-    avg_pool2d_forward,
-    max_pool2d_backward,
-    max_pool2d_forward,
 )
 from tests.helpers import arr, assert_close, host, to_torch, torch_or_skip
 from tests.nn.naive import adaptive_pool2d_naive, avg_pool2d_naive, max_pool2d_naive
@@ -271,4 +268,4 @@ def test_bad_hyperparameters_get_a_clear_error():
 
 
 def test_minidl_reexports():
-    assert nn.MaxPool2d is minidl.nn.pooling.MaxPool2d and "AdaptiveMaxPool2d" in minidl.nn.pooling.__all__
+    assert nn.MaxPool2d is minidl.nn.pooling.MaxPool2d and "AdaptiveMaxPool2d" in minidl.nn.pooling_adaptive.__all__

@@ -101,7 +101,7 @@ def test_evaluate_restores_every_mode_and_keeps_no_cache():
     before = [m.training for m in model.modules()]
     logs = evaluate(model, val, nn.CrossEntropyLoss(), {"accuracy": accuracy, "top2": TopKAccuracy(2)})
     assert [m.training for m in model.modules()] == before
-    assert all(m._cache is None for m in model.modules())
+    assert all(not m._saved for m in model.modules())
     assert minidl.is_grad_enabled()
     # the same numbers by hand, in eval mode
     model.eval()

@@ -1,0 +1,254 @@
+"""BatchNorm kernels of the Numba backend: a mixin of :class:`~minidl.backend.numba_backend.NumbaBackend`.
+
+Notation: x (N, C, S), S the flat spatial size; M = N S values per channel. The kernel pairs ``batch_norm`` and
+``batch_norm_relu`` replace the reference pairs of ``minidl/nn/normalization.py`` (the same arguments, PyTorch's
+order): statistics, normalization and affine map (and the ReLU) in one pass per channel, parallel over channels,
+keeping x and the mean instead of xhat; the backward rebuilds xhat (and the ReLU mask) from x.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from minidl.backend import _threads
+from minidl.backend._numba_common import _NATIVE, _native_dtypes
+from minidl.backend._numba_kernels import _REDUCE, _relu, _u
+
+
+@njit(cache=True, nogil=True, fastmath=_REDUCE)
+def batch_norm_train(x, gamma, beta, has_gamma, has_beta, eps, relu, c0, c1, out, mean, var, inv_std):
+    """For channels [c0, c1) of x (N, C, S): the batch mean and biased variance over (N, S), inv_std =
+    1 / sqrt(var + eps), and out = (x - mean) inv_std gamma + beta.
+
+    One channel at a time, so its values (N S of them) are still in the core's cache when they are normalized.
+    The statistics are sums of (x - s) and (x - s)^2 in float64 around a shift s (the channel's first value), which
+    keeps the one-pass variance accurate when the mean is large compared with the spread. With ``relu`` the output
+    is relu(out) in the same pass (see :func:`_relu`)."""
+    N, C, S = x.shape
+    M = N * S
+    xf, of = x.reshape(-1), out.reshape(-1)
+    for c in range(c0, c1):
+        shift = np.float64(xf[_u(c * S)])
+        s1 = 0.0
+        s2 = 0.0
+        for n in range(N):
+            base = _u((n * C + c) * S)
+            for i in range(_u(S)):
+                d = np.float64(xf[base + i]) - shift
+                s1 += d
+                s2 += d * d
+        m = s1 / M
+        v = max(s2 / M - m * m, 0.0)
+        mean[c] = shift + m
+        var[c] = v
+        inv_std[c] = 1.0 / np.sqrt(v + eps)
+        _normalize_channel(xf, c, N, C, S, mean[c], inv_std[c], gamma, beta, has_gamma, has_beta, relu, of)
+
+
+@njit(cache=True, nogil=True)
+def _bn_y(x, m, scale, offset):
+    """y = (x - m) scale + offset: one function, without fastmath, so the backward's ReLU mask recomputes exactly the
+    forward's y (in a fastmath kernel LLVM may fuse the multiply-add and round differently)."""
+    return (x - m) * scale + offset
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _masked(g, relu, x, m, scale, offset, zero):
+    """g, or zero when ``relu`` and the forward's y = (x - m) scale + offset was <= 0 (relu_backward's mask)."""
+    return zero if relu and _bn_y(x, m, scale, offset) <= 0 else g
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _normalize_channel(xf, c, N, C, S, m, k, gamma, beta, has_gamma, has_beta, relu, of):
+    """of = (x - m) k gamma[c] + beta[c] (then relu if ``relu``) over channel c of the flat (N, C, S) x."""
+    scale = k * gamma[c] if has_gamma else k
+    zero = of.dtype.type(0)
+    offset = beta[c] if has_beta else zero
+    for n in range(N):
+        base = _u((n * C + c) * S)
+        if relu:
+            for i in range(_u(S)):
+                of[base + i] = _relu(_bn_y(xf[base + i], m, scale, offset), zero)
+        else:
+            for i in range(_u(S)):
+                of[base + i] = _bn_y(xf[base + i], m, scale, offset)
+
+
+@njit(cache=True, nogil=True)
+def batch_norm_apply(x, mean, inv_std, gamma, beta, has_gamma, has_beta, relu, c0, c1, out):
+    """out = (x - mean[c]) inv_std[c] gamma[c] + beta[c] (then relu if ``relu``) for channels [c0, c1) of x
+    (N, C, S)."""
+    N, C, S = x.shape
+    xf, of = x.reshape(-1), out.reshape(-1)
+    for c in range(c0, c1):
+        _normalize_channel(xf, c, N, C, S, mean[c], inv_std[c], gamma, beta, has_gamma, has_beta, relu, of)
+
+
+@njit(cache=True, nogil=True, fastmath=_REDUCE)
+def batch_norm_backward(
+    dout, x, mean, inv_std, gamma, beta, has_gamma, has_beta, training, relu, c0, c1, dx, dgamma, dbeta
+):
+    """dx, dgamma[c] = sum(g xhat), dbeta[c] = sum(g) for channels [c0, c1) of (N, C, S) arrays, g = dout.
+
+    xhat = (x - mean) inv_std is rebuilt from x. Training: dx = gamma inv_std (g - sum(g)/M - xhat sum(g xhat)/M);
+    eval (constant statistics): dx = g gamma inv_std. With ``relu`` the forward was relu(y), y = xhat gamma + beta:
+    then g = dout where not (y <= 0), else 0 (relu_backward), with y recomputed exactly as the forward did."""
+    N, C, S = x.shape
+    M = N * S
+    xf, gf, df = x.reshape(-1), dout.reshape(-1), dx.reshape(-1)
+    zero = dx.dtype.type(0)
+    for c in range(c0, c1):
+        m = mean[c]
+        k = inv_std[c]
+        scale = k * gamma[c] if has_gamma else k  # the forward's y = (x - m) scale + offset
+        offset = beta[c] if has_beta else zero
+        sum_dout = 0.0
+        sum_dout_xhat = 0.0
+        for n in range(N):
+            base = _u((n * C + c) * S)
+            for i in range(_u(S)):
+                g = _masked(gf[base + i], relu, xf[base + i], m, scale, offset, zero)
+                sum_dout += np.float64(g)
+                sum_dout_xhat += np.float64(g) * np.float64((xf[base + i] - m) * k)
+        dbeta[c] = sum_dout
+        dgamma[c] = sum_dout_xhat
+        a = dx.dtype.type(sum_dout / M)  # in x's dtype, like the reference's float32 math
+        b = dx.dtype.type(sum_dout_xhat / M)
+        for n in range(N):
+            base = _u((n * C + c) * S)
+            for i in range(_u(S)):
+                g = _masked(gf[base + i], relu, xf[base + i], m, scale, offset, zero)
+                if training:
+                    df[base + i] = scale * (g - a - (xf[base + i] - m) * k * b)
+                else:
+                    df[base + i] = g * scale
+
+
+# ---------------------------------------------------------------------------------------------------- the mixin
+class BatchNormKernelsMixin:
+    """The kernel pairs ``batch_norm`` and ``batch_norm_relu`` (entries of the backend's kernel table)."""
+
+    _channel_tasks: Any
+
+    @staticmethod
+    def _batch_norm_accepts(input: Any, *args: Any, **kwargs: Any) -> bool:
+        """float32 and float64, the dtypes the kernels compute in: the running statistics are updated in place, and
+        a ReLU mask recomputed from rounded float16 statistics could differ from the forward's."""
+        return isinstance(input, np.ndarray) and input.dtype in _NATIVE and input.size > 0
+
+    def _batch_norm_forward(
+        self, prepared: Any, input: Any, running_mean: Any, running_var: Any, weight: Any = None, bias: Any = None,
+        training: bool = False, momentum: float = 0.1, eps: float = 1e-5, relu: bool = False,
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """The ``batch_norm`` pair's forward (``batch_norm_relu``'s with ``relu``): the same statistics and
+        running-average updates as the reference. Cache: ``(x, mean, inv_std, weight, bias, training, relu)``."""
+        x = input
+        if training:
+            out, mean, var, inv_std = self._batch_norm_train(x, weight, bias, eps, relu)
+            M = x.size // x.shape[1]  # running = (1 - momentum) running + momentum statistic (unbiased variance)
+            if running_mean is not None:
+                running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
+            if running_var is not None:
+                running_var[...] = (1.0 - momentum) * running_var + momentum * (var * (M / (M - 1)))
+        else:
+            mean = running_mean
+            inv_std = (1.0 / np.sqrt(running_var + eps)).astype(x.dtype, copy=False)
+            out = self._batch_norm_apply(x, mean, inv_std, weight, bias, relu)
+        return out, (x, mean.copy(), inv_std, weight, bias, bool(training), relu)
+
+    def _batch_norm_backward(self, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
+        """``(dx, dweight, dbias)`` of :meth:`_batch_norm_forward` (None for an absent weight/bias)."""
+        return self._batch_norm_backward_channels(dout, *cache)
+
+    def _batch_norm_relu_forward(self, prepared: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        """``relu(batch_norm(x))``, the ReLU in the normalize pass; its backward recomputes the mask from x."""
+        return self._batch_norm_forward(prepared, *args, **kwargs, relu=True)
+
+    # ------------------------------------------------------------------ the compiled passes, over ranges of channels
+    @staticmethod
+    def _ncs(a: Any) -> Any:
+        """(N, C, *) as a contiguous (N, C, S) view."""
+        a = np.ascontiguousarray(a)
+        return a.reshape(a.shape[0], a.shape[1], -1)
+
+    @_native_dtypes
+    def _batch_norm_train(
+        self, x: Any, gamma: Any, beta: Any, eps: float, relu: bool = False
+    ) -> tuple[Any, Any, Any, Any]:
+        """Batch normalization with the batch's statistics over every axis but 1 of (N, C, *) ``x``.
+
+        Returns:
+            ``(out, mean, var, inv_std)``: out = (x - mean) * inv_std * gamma + beta (gamma, beta (C,) or None;
+            then relu(out) with ``relu``), the (C,) mean and biased variance (accumulated in float64) and
+            inv_std = 1 / sqrt(var + eps), all in x's dtype.
+        """
+        x3 = self._ncs(x)
+        C, dtype = x3.shape[1], x.dtype
+        out = np.empty(x3.shape, dtype=dtype)
+        mean, var, inv_std = (np.empty(C, dtype=dtype) for _ in range(3))
+        g, b = self._affine_vectors(gamma, beta, dtype)
+        tasks = self._channel_tasks(C)
+
+        def body(worker: int, task: int) -> None:
+            batch_norm_train(
+                x3, g, b, gamma is not None, beta is not None, float(eps), bool(relu), *tasks[task],
+                out, mean, var, inv_std,
+            )  # fmt: skip
+
+        _threads.parallel_for(body, len(tasks))
+        return out.reshape(x.shape), mean, var, inv_std
+
+    @_native_dtypes
+    def _batch_norm_apply(self, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any, relu: bool = False) -> Any:
+        """``out = (x - mean) * inv_std * gamma + beta`` per channel (axis 1) of (N, C, *) ``x`` (then relu(out)
+        with ``relu``); the (C,) vectors gamma/beta may be None."""
+        x3 = self._ncs(x)
+        C, dtype = x3.shape[1], x.dtype
+        out = np.empty(x3.shape, dtype=dtype)
+        g, b = self._affine_vectors(gamma, beta, dtype)
+        mean, inv_std = np.ascontiguousarray(mean, dtype), np.ascontiguousarray(inv_std, dtype)
+        tasks = self._channel_tasks(C)
+
+        def body(worker: int, task: int) -> None:
+            batch_norm_apply(
+                x3, mean, inv_std, g, b, gamma is not None, beta is not None, bool(relu), *tasks[task], out
+            )
+
+        _threads.parallel_for(body, len(tasks))
+        return out.reshape(x.shape)
+
+    @_native_dtypes
+    def _batch_norm_backward_channels(
+        self, dout: Any, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any, training: bool, relu: bool = False
+    ) -> tuple[Any, Any, Any]:
+        """``(dx, dgamma, dbeta)`` of ``out = (x - mean) inv_std gamma + beta`` (None for an absent gamma/beta);
+        with ``training`` the statistics are the batch's (the full BatchNorm backward), else constants. With
+        ``relu`` the forward's output was relu(out) and ``dout`` its gradient (the mask is recomputed from x)."""
+        x3, dout3 = self._ncs(x), self._ncs(dout)
+        C, dtype = x3.shape[1], dout.dtype
+        dx = np.empty(x3.shape, dtype=dtype)
+        dgamma = np.empty(C, dtype=dtype)
+        dbeta = np.empty(C, dtype=dtype)
+        g, b = self._affine_vectors(gamma, beta, dtype)
+        mean, inv_std = np.ascontiguousarray(mean, dtype), np.ascontiguousarray(inv_std, dtype)
+        tasks = self._channel_tasks(C)
+
+        def body(worker: int, task: int) -> None:
+            batch_norm_backward(
+                dout3, x3, mean, inv_std, g, b, gamma is not None, beta is not None, bool(training), bool(relu),
+                *tasks[task], dx, dgamma, dbeta,
+            )  # fmt: skip
+
+        _threads.parallel_for(body, len(tasks))
+        return dx.reshape(x.shape), (dgamma if gamma is not None else None), (dbeta if beta is not None else None)
+
+    @staticmethod
+    def _affine_vectors(gamma: Any, beta: Any, dtype: Any) -> tuple[Any, Any]:
+        """gamma and beta as contiguous arrays of ``dtype`` (a 1-element placeholder for an absent one)."""
+        one = np.ones(1, dtype=dtype)
+        g = one if gamma is None else np.ascontiguousarray(gamma, dtype)
+        b = one if beta is None else np.ascontiguousarray(beta, dtype)
+        return g, b

@@ -1,0 +1,325 @@
+"""Pooling kernels of the Numba backend: a mixin of :class:`~minidl.backend.numba_backend.NumbaBackend`.
+
+Notation (as in ``numpy_backend.py``): N, C, H, W; KH, KW kernel; SH, SW stride; PH, PW padding; DH, DW dilation;
+OH, OW the output size. P: the flat "planes" axis N C (x viewed as (N C, H, W)).
+
+The kernels compute what the NumPy backend's primitives compute for the reference pairs ``max_pool2d`` and
+``avg_pool2d`` (``minidl/nn/pooling.py``): the same window loops, compiled, each task a range of planes, with a
+specialization for the common 2 x 2 / stride 2 max pooling. The kernel pairs take the reference's arguments after
+its setup's result (the window geometry and output size).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+from numba import njit
+
+from minidl.backend import _threads
+from minidl.backend._numba_common import _native_dtypes
+from minidl.backend._numba_kernels import _u, _zero
+
+
+@njit(cache=True, nogil=True)
+def max_pool2d_forward(x, p0, p1, KH, KW, SH, SW, PH, PW, DH, DW, out, argmax):
+    """For planes [p0, p1) of x (P, H, W): out = the window maximum, argmax = its offset kh KW + kw.
+
+    -inf padding; the first maximum in (kh, kw) order wins a tie; a NaN wins (the last NaN, like the reference's
+    ``(v > best) | isnan(v)`` scan). Windows entirely inside the input (almost all) skip the bounds tests."""
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = out.shape[1], out.shape[2]
+    xf, of, af = x.reshape(-1), out.reshape(-1), argmax.reshape(-1)
+    ninf = out.dtype.type(-numpy.inf)
+    for p in range(p0, p1):
+        for oh in range(OH):
+            h0 = oh * SH - PH
+            rows_inside = h0 >= 0 and h0 + (KH - 1) * DH < H
+            for ow in range(OW):
+                w0 = ow * SW - PW
+                o = _u((p * OH + oh) * OW + ow)
+                if rows_inside and w0 >= 0 and w0 + (KW - 1) * DW < W:
+                    base = _u((p * H + h0) * W + w0)
+                    best = xf[base]
+                    arg = 0
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            v = xf[base + _u(kh * DH * W + kw * DW)]
+                            if v > best or v != v:
+                                best = v
+                                arg = kh * KW + kw
+                else:
+                    best = ninf
+                    arg = 0
+                    for kh in range(KH):
+                        h = h0 + kh * DH
+                        for kw in range(KW):
+                            w = w0 + kw * DW
+                            v = xf[_u((p * H + h) * W + w)] if (0 <= h < H and 0 <= w < W) else ninf
+                            if kh + kw > 0 and (v > best or v != v):
+                                best = v
+                                arg = kh * KW + kw
+                            elif kh + kw == 0:
+                                best = v
+                of[o] = best
+                af[o] = arg
+
+
+@njit(cache=True, nogil=True)
+def max_pool2d_forward_2x2(x, p0, p1, out, argmax):
+    """:func:`max_pool2d_forward` for the common 2 x 2 window, stride 2, no padding, every window inside x.
+
+    With the window size known when compiling, LLVM unrolls the window loops; with runtime KH, KW the same
+    kernel runs about 10x slower."""
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = out.shape[1], out.shape[2]
+    xf, of, af = x.reshape(-1), out.reshape(-1), argmax.reshape(-1)
+    for p in range(p0, p1):
+        for oh in range(OH):
+            o = _u((p * OH + oh) * OW)
+            for ow in range(OW):
+                base = _u((p * H + 2 * oh) * W + 2 * ow)
+                best = xf[base]
+                arg = 0
+                for kh in range(2):
+                    for kw in range(2):
+                        v = xf[base + _u(kh * W + kw)]
+                        if v > best or v != v:
+                            best = v
+                            arg = kh * 2 + kw
+                of[o + _u(ow)] = best
+                af[o + _u(ow)] = arg
+
+
+@njit(cache=True, nogil=True)
+def max_pool2d_backward(dout, argmax, p0, p1, KH, KW, SH, SW, PH, PW, DH, DW, dx):
+    """dx[p] (overwritten) = the sum of dout over the windows whose maximum sat at each position."""
+    H, W = dx.shape[1], dx.shape[2]
+    OH, OW = dout.shape[1], dout.shape[2]
+    gf, af, df = dout.reshape(-1), argmax.reshape(-1), dx.reshape(-1)
+    for p in range(p0, p1):
+        _zero(df, _u(p * H * W), _u(H * W))
+        for oh in range(OH):
+            for ow in range(OW):
+                o = _u((p * OH + oh) * OW + ow)
+                k = af[o]
+                h = oh * SH - PH + (k // KW) * DH
+                w = ow * SW - PW + (k % KW) * DW
+                if 0 <= h < H and 0 <= w < W:
+                    df[_u((p * H + h) * W + w)] += gf[o]
+
+
+@njit(cache=True, nogil=True)
+def max_pool2d_backward_2x2(dout, argmax, p0, p1, dx):
+    """:func:`max_pool2d_backward` for :func:`max_pool2d_forward_2x2`'s geometry: the windows tile the input without
+    overlap, so each of a window's 4 cells is written once (dout at its maximum, 0 elsewhere)."""
+    H, W = dx.shape[1], dx.shape[2]
+    OH, OW = dout.shape[1], dout.shape[2]
+    gf, af, df = dout.reshape(-1), argmax.reshape(-1), dx.reshape(-1)
+    zero = dx.dtype.type(0)
+    for p in range(p0, p1):
+        if 2 * OH < H or 2 * OW < W:  # an odd last row or column belongs to no window
+            _zero(df, _u(p * H * W), _u(H * W))
+        for oh in range(OH):
+            o = _u((p * OH + oh) * OW)
+            for i in range(2):  # the window's top row (offsets 0, 1), then its bottom row (2, 3): contiguous writes
+                row = _u((p * H + 2 * oh + i) * W)
+                for ow in range(_u(OW)):
+                    k = af[o + ow]
+                    g = gf[o + ow]
+                    df[row + _u(2) * ow] = g if k == 2 * i else zero
+                    df[row + _u(2) * ow + _u(1)] = g if k == 2 * i + 1 else zero
+
+
+@njit(cache=True, nogil=True)
+def avg_pool2d_forward(x, p0, p1, KH, KW, SH, SW, PH, PW, divisor, out):
+    """out[p, oh, ow] = (sum of the window, zero padded) / divisor[oh, ow] for planes [p0, p1)."""
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = out.shape[1], out.shape[2]
+    xf, of, vf = x.reshape(-1), out.reshape(-1), divisor.reshape(-1)
+    for p in range(p0, p1):
+        for oh in range(OH):
+            for ow in range(OW):
+                s = out.dtype.type(0)
+                for kh in range(KH):
+                    h = oh * SH - PH + kh
+                    if 0 <= h < H:
+                        for kw in range(KW):
+                            w = ow * SW - PW + kw
+                            if 0 <= w < W:
+                                s += xf[_u((p * H + h) * W + w)]
+                of[_u((p * OH + oh) * OW + ow)] = s / vf[_u(oh * OW + ow)]
+
+
+@njit(cache=True, nogil=True)
+def avg_pool2d_backward(dout, p0, p1, KH, KW, SH, SW, PH, PW, divisor, dx):
+    """dx[p] (overwritten) = sum over the windows containing each position of dout / divisor."""
+    H, W = dx.shape[1], dx.shape[2]
+    OH, OW = dout.shape[1], dout.shape[2]
+    gf, df, vf = dout.reshape(-1), dx.reshape(-1), divisor.reshape(-1)
+    for p in range(p0, p1):
+        _zero(df, _u(p * H * W), _u(H * W))
+        for oh in range(OH):
+            for ow in range(OW):
+                g = gf[_u((p * OH + oh) * OW + ow)] / vf[_u(oh * OW + ow)]
+                for kh in range(KH):
+                    h = oh * SH - PH + kh
+                    if 0 <= h < H:
+                        for kw in range(KW):
+                            w = ow * SW - PW + kw
+                            if 0 <= w < W:
+                                df[_u((p * H + h) * W + w)] += g
+
+
+# ---------------------------------------------------------------------------------------------------- the mixin
+class PoolKernelsMixin:
+    """The kernel pairs ``max_pool2d`` and ``avg_pool2d`` (entries of the backend's kernel table)."""
+
+    _split: Any
+    _avg_pool_divisor: Any
+
+    def _planes(self, P: int) -> list[tuple[int, int]]:
+        return self._split(P, 4 * _threads.get_num_threads())
+
+    def _max_pool2d_forward(
+        self, g: Any, x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+        ceil_mode: bool = False,
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """The ``max_pool2d`` pair's forward, ``g`` its geometry: ``(out, (argmax, x_shape, g))``, the reference's
+        cache layout (``return_indices`` reads it)."""
+        out, argmax = self._max_pool_planes(x, *g)
+        return out, (argmax, tuple(x.shape), g)
+
+    def _max_pool2d_backward(self, dout: Any, cache: Any) -> Any:
+        argmax, x_shape, g = cache
+        return self._max_pool_planes_backward(dout, argmax, x_shape, *g[:8])
+
+    def _avg_pool2d_forward(
+        self, prepared: Any, x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+        count_include_pad: bool = True, divisor_override: int | None = None,
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """The ``avg_pool2d`` pair's forward; ``prepared`` is (geometry, divisor override or 0)."""
+        g, divisor = prepared
+        out = self._avg_pool_planes(x, *g[:6], g.OH, g.OW, int(count_include_pad), divisor)
+        return out, (tuple(x.shape), g, int(count_include_pad), divisor)
+
+    def _avg_pool2d_backward(self, dout: Any, cache: Any) -> Any:
+        x_shape, g, count_include_pad, divisor = cache
+        return self._avg_pool_planes_backward(dout, x_shape, *g[:6], count_include_pad, divisor)
+
+    # ------------------------------------------------------------------ the compiled loops, over ranges of planes
+    @_native_dtypes
+    def _max_pool_planes(
+        self, x: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int, OH: int, OW: int
+    ) -> tuple[Any, Any]:
+        """Same as :meth:`NumpyBackend.max_pool2d_forward` (out, int32 argmax offsets), compiled."""
+        N, C, H, W = x.shape
+        x3 = numpy.ascontiguousarray(x).reshape(N * C, H, W)
+        out = numpy.empty((N * C, OH, OW), dtype=x.dtype)
+        argmax = numpy.empty((N * C, OH, OW), dtype=numpy.int32)
+        tasks = self._planes(N * C)
+
+        common = (KH, KW, SH, SW, PH, PW, DH, DW) == (2, 2, 2, 2, 0, 0, 1, 1) and 2 * OH <= H and 2 * OW <= W
+
+        def body(worker: int, task: int) -> None:
+            if common:  # a kernel compiled for this window (see max_pool2d_forward_2x2)
+                max_pool2d_forward_2x2(x3, *tasks[task], out, argmax)
+            else:
+                max_pool2d_forward(x3, *tasks[task], KH, KW, SH, SW, PH, PW, DH, DW, out, argmax)
+
+        _threads.parallel_for(body, len(tasks))
+        return out.reshape(N, C, OH, OW), argmax.reshape(N, C, OH, OW)
+
+    @_native_dtypes
+    def _max_pool_planes_backward(
+        self,
+        dout: Any,
+        argmax: Any,
+        x_shape: tuple[int, ...],
+        KH: int,
+        KW: int,
+        SH: int,
+        SW: int,
+        PH: int,
+        PW: int,
+        DH: int,
+        DW: int,
+    ) -> Any:
+        """Same as :meth:`NumpyBackend.max_pool2d_backward`, compiled."""
+        N, C, H, W = x_shape
+        OH, OW = dout.shape[2], dout.shape[3]
+        dout3 = numpy.ascontiguousarray(dout).reshape(N * C, OH, OW)
+        argmax3 = numpy.ascontiguousarray(argmax).reshape(N * C, OH, OW)
+        dx = numpy.empty((N * C, H, W), dtype=dout.dtype)
+        tasks = self._planes(N * C)
+
+        common = (KH, KW, SH, SW, PH, PW, DH, DW) == (2, 2, 2, 2, 0, 0, 1, 1) and 2 * OH <= H and 2 * OW <= W
+
+        def body(worker: int, task: int) -> None:
+            if common:
+                max_pool2d_backward_2x2(dout3, argmax3, *tasks[task], dx)
+            else:
+                max_pool2d_backward(dout3, argmax3, *tasks[task], KH, KW, SH, SW, PH, PW, DH, DW, dx)
+
+        _threads.parallel_for(body, len(tasks))
+        return dx.reshape(N, C, H, W)
+
+    @_native_dtypes
+    def _avg_pool_planes(
+        self,
+        x: Any,
+        KH: int,
+        KW: int,
+        SH: int,
+        SW: int,
+        PH: int,
+        PW: int,
+        OH: int,
+        OW: int,
+        count_include_pad: int,
+        divisor_override: int,
+    ) -> Any:
+        """Same as :meth:`NumpyBackend.avg_pool2d_forward` (the same divisors), compiled."""
+        N, C, H, W = x.shape
+        divisor = self._avg_pool_divisor(
+            H, W, KH, KW, SH, SW, PH, PW, OH, OW, count_include_pad, divisor_override, x.dtype
+        )
+        x3 = numpy.ascontiguousarray(x).reshape(N * C, H, W)
+        out = numpy.empty((N * C, OH, OW), dtype=x.dtype)
+        tasks = self._planes(N * C)
+
+        def body(worker: int, task: int) -> None:
+            avg_pool2d_forward(x3, *tasks[task], KH, KW, SH, SW, PH, PW, divisor, out)
+
+        _threads.parallel_for(body, len(tasks))
+        return out.reshape(N, C, OH, OW)
+
+    @_native_dtypes
+    def _avg_pool_planes_backward(
+        self,
+        dout: Any,
+        x_shape: tuple[int, ...],
+        KH: int,
+        KW: int,
+        SH: int,
+        SW: int,
+        PH: int,
+        PW: int,
+        count_include_pad: int,
+        divisor_override: int,
+    ) -> Any:
+        """Same as :meth:`NumpyBackend.avg_pool2d_backward`, compiled."""
+        N, C, H, W = x_shape
+        OH, OW = dout.shape[2], dout.shape[3]
+        divisor = self._avg_pool_divisor(
+            H, W, KH, KW, SH, SW, PH, PW, OH, OW, count_include_pad, divisor_override, dout.dtype
+        )
+        dout3 = numpy.ascontiguousarray(dout).reshape(N * C, OH, OW)
+        dx = numpy.empty((N * C, H, W), dtype=dout.dtype)
+        tasks = self._planes(N * C)
+
+        def body(worker: int, task: int) -> None:
+            avg_pool2d_backward(dout3, *tasks[task], KH, KW, SH, SW, PH, PW, divisor, dx)
+
+        _threads.parallel_for(body, len(tasks))
+        return dx.reshape(N, C, H, W)

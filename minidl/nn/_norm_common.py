@@ -1,0 +1,150 @@
+"""What the normalization layers share: the standardize/affine math, argument checks, and the per-channel base.
+
+BatchNorm and LocalResponseNorm (:mod:`minidl.nn.normalization`) and LayerNorm, GroupNorm and InstanceNorm
+(:mod:`minidl.nn.normalization_group`) all use these; the derivation of the shared backward is at the top of
+:mod:`minidl.nn.normalization`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import minidl
+from minidl.nn import init
+from minidl.nn._checks import check_float, check_int
+from minidl.nn.module import Module, Parameter
+
+
+# ---------------------------------------------------------------------------------------------- shared math
+def _normalize(xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> tuple[Any, Any, Any, Any]:
+    """Standardize ``x`` over ``axes``: returns ``xhat, mean, var, inv_std`` (the statistics with keepdims)."""
+    mean = x.mean(axis=axes, keepdims=True)
+    xc = x - mean
+    var = (xc * xc).mean(axis=axes, keepdims=True)  # biased: divide by M
+    inv_std = 1.0 / xp.sqrt(var + eps)
+    return xc * inv_std, mean, var, inv_std
+
+
+def _normalize_backward(dxhat: Any, xhat: Any, inv_std: Any, axes: tuple[int, ...]) -> Any:
+    """dx of ``xhat = _normalize(x, axes)`` given dL/dxhat: inv_std * (dxhat - mean(dxhat) - xhat mean(dxhat xhat))."""
+    mean_dxhat = dxhat.mean(axis=axes, keepdims=True)
+    mean_dxhat_xhat = (dxhat * xhat).mean(axis=axes, keepdims=True)
+    return inv_std * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
+
+
+def _channel_view(p: Any, ndim: int) -> Any:
+    """A per-channel vector (C,) reshaped to (1, C, 1, ..., 1) so it broadcasts over an ndim-D (N, C, ...) array."""
+    return None if p is None else p.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _affine(xhat: Any, gamma: Any, beta: Any) -> Any:
+    """y = gamma * xhat + beta (each optional; gamma and beta already broadcastable). Never returns ``xhat`` itself."""
+    out = xhat * gamma if gamma is not None else xhat.copy()
+    if beta is not None:
+        out += beta
+    return out
+
+
+def _affine_backward(dout: Any, xhat: Any, gamma: Any, beta: Any, axes: tuple[int, ...], shape: Any) -> tuple[Any, Any]:
+    """dgamma = sum(dout * xhat), dbeta = sum(dout) over ``axes`` (None for an absent parameter), as ``shape``."""
+    dgamma = None if gamma is None else (dout * xhat).sum(axis=axes).reshape(shape)
+    dbeta = None if beta is None else dout.sum(axis=axes).reshape(shape)
+    return dgamma, dbeta
+
+
+def _check_vector(where: str, name: str, a: Any, shape: tuple[int, ...]) -> None:
+    """An optional parameter/statistics array must have exactly ``shape``."""
+    if a is not None and tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{where}: expected {name} of shape {tuple(shape)}, got shape {tuple(a.shape)}")
+
+
+def _check_eps_momentum(where: str, eps: float, momentum: float) -> None:
+    check_float(where, "eps", eps, low=0.0, low_open=True)
+    check_float(where, "momentum", momentum, low=0.0, high=1.0)
+
+
+def _update_running(running: Any, momentum: float, value: Any) -> None:
+    """running <- (1 - momentum) * running + momentum * value, in place (keeping the buffer's dtype)."""
+    running[...] = (1.0 - momentum) * running + momentum * value
+
+
+def _update_running_stats(running_mean: Any, running_var: Any, momentum: float, mean: Any, var: Any, M: int) -> None:
+    """Update the running statistics (either buffer may be None) from a batch's mean and biased variance over M
+    values each: (C,) per channel, or (N, C) per sample (InstanceNorm: then averaged over the samples, as PyTorch
+    does). The running variance gets the unbiased var * M / (M - 1)."""
+    if running_mean is not None:
+        _update_running(running_mean, momentum, mean if mean.ndim == 1 else mean.mean(axis=0))
+    if running_var is not None:
+        unbiased = var * (M / (M - 1))
+        _update_running(running_var, momentum, unbiased if unbiased.ndim == 1 else unbiased.mean(axis=0))
+
+
+def _affine_parameters(module: Module, shape: tuple[int, ...], affine: bool, bias: bool) -> None:
+    """Register gamma (``weight``) and beta (``bias``) of ``shape`` on ``module``, or None placeholders."""
+    xp, dtype = minidl.get_backend().xp, minidl.get_default_dtype()
+    module.register_parameter("weight", Parameter(xp.empty(shape, dtype=dtype)) if affine else None)
+    module.register_parameter("bias", Parameter(xp.empty(shape, dtype=dtype)) if affine and bias else None)
+
+
+def _reset_affine(module: Module) -> None:
+    """PyTorch's init: gamma = 1, beta = 0, so the layer starts as a pure standardization."""
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if module.bias is not None:
+        init.zeros_(module.bias)
+
+
+class _NormBase(Module):
+    """What BatchNorm and InstanceNorm share: per-channel gamma/beta and optional running statistics."""
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.num_features = check_int(name, "num_features", num_features)
+        self.eps = check_float(name, "eps", eps, low=0.0, low_open=True)
+        self.momentum = None if momentum is None else check_float(name, "momentum", momentum, low=0.0, high=1.0)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        be, dtype, C = minidl.get_backend(), minidl.get_default_dtype(), self.num_features
+        _affine_parameters(self, (C,), self.affine, bias)
+        if self.track_running_stats:
+            self.register_buffer("running_mean", be.xp.zeros((C,), dtype=dtype))
+            self.register_buffer("running_var", be.xp.ones((C,), dtype=dtype))
+            self.register_buffer("num_batches_tracked", be.xp.zeros((), dtype=np.int64))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        """running_mean = 0, running_var = 1, num_batches_tracked = 0."""
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked[...] = 0
+
+    def reset_parameters(self) -> None:
+        """PyTorch's init: weight (gamma) = 1, bias (beta) = 0, so the layer starts as a pure standardization."""
+        self.reset_running_stats()
+        _reset_affine(self)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
+        )
+
+    def _where(self) -> str:
+        return f"{type(self).__name__}({self.num_features})"

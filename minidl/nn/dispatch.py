@@ -1,0 +1,190 @@
+r"""How a layer reaches its math, and the one place where a fast backend may replace that math.
+
+**1. Modules compute through their public pairs.** Every op is a pair in :mod:`minidl.nn.functional`,
+``F.<op>_forward(x, ...) -> (out, cache)`` and ``F.<op>_backward(dout, cache) -> gradients``, written in plain NumPy
+next to its math. A Module calls them the way ``torch.nn.Conv2d.forward`` calls ``F.conv2d``::
+
+    from minidl.nn.dispatch import F
+
+    class ReLU(Module):
+        def forward(self, x):
+            out, cache = F.relu_forward(x)
+            ...
+
+``F`` here is :mod:`minidl.nn.functional` itself, read when the call happens: ``functional.py`` hands itself to this
+file when it is imported (importing it here would make every layer file and ``functional.py`` import each other).
+So replacing a pair replaces what the layers compute::
+
+    F.relu_forward = my_relu_forward      # every ReLU now runs my_relu_forward
+
+**2. One seam for fast kernels.** A pair that a backend accelerates is marked on both halves with ``@kernel("<op>")``.
+Each backend lists the pairs it replaces in one table, ``backend.kernels`` (``minidl/backend/numba_backend.py`` has
+the Numba backend's; the NumPy backend's is empty: it is the reference mode). When a marked pair is called:
+
+* on a backend without a kernel for it, the reference body runs: exactly the code you read;
+* on a backend with one, the kernel runs instead, for the forward *and* the backward (the cache it returns is wrapped
+  in a :class:`KernelCache`, which sends the backward back to the same kernel);
+* but only while both halves in :mod:`minidl.nn.functional` are still the reference pair: a pair you replaced runs
+  as you wrote it, on every backend;
+* a kernel may decline a case it does not cover (its ``accepts`` returns False: a grouped convolution, an unusual
+  dtype); the reference runs then.
+
+Validation runs once per call either way: the reference body starts by calling the op's *setup* (checks and derived
+sizes); before a kernel, the seam calls that same setup and hands its result to the kernel, which then only computes.
+
+``minidl.set_backend("numpy")`` therefore runs every op as the code in the docstrings, and the kernel tests compare
+each registered kernel with its reference pair (``tests/backend/test_kernels.py``).
+
+Examples:
+    >>> import numpy as np
+    >>> from minidl.nn.dispatch import F, declared_ops
+    >>> F.relu_forward(np.array([-1.0, 2.0]))[0]
+    array([0., 2.])
+    >>> "conv2d" in declared_ops()
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, NamedTuple
+
+from minidl.backend import get_backend
+from minidl.nn._checks import check_grad_output
+
+__all__ = ["F", "KernelCache", "declared_ops", "kernel", "kernel_for", "register_functional"]
+
+
+_functional: ModuleType | None = None  # minidl.nn.functional, once it has registered itself
+
+
+def register_functional(module: ModuleType) -> None:
+    """Called once by :mod:`minidl.nn.functional` (at its import): the namespace ``F`` reads."""
+    global _functional
+    _functional = module
+
+
+def _namespace() -> ModuleType:
+    if _functional is None:  # (minidl.nn imports minidl.nn.functional before any layer can run)
+        raise RuntimeError("minidl.nn.functional has not been imported yet: import minidl.nn first")
+    return _functional
+
+
+class _Functional:
+    """:mod:`minidl.nn.functional`, looked up at each attribute read (so at call time)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_namespace(), name)
+
+    def __repr__(self) -> str:
+        return "<minidl.nn.functional, read at call time>"
+
+
+#: :mod:`minidl.nn.functional`, read when an attribute is used: ``F.relu_forward(x)`` calls whatever
+#: ``minidl.nn.functional.relu_forward`` is at that moment.
+F = _Functional()
+
+
+class KernelCache(NamedTuple):
+    """The cache of a pair that ran as a backend's kernel: the backward goes back to that kernel.
+
+    Attributes:
+        op: the op's name.
+        kernel: the backend's :class:`~minidl.backend.numpy_backend.KernelPair` that ran the forward.
+        cache: what its forward returned for its backward (its own layout, not the reference's).
+        out_shape, out_dtype: the forward output's shape and dtype (the backward checks ``dout`` against them).
+    """
+
+    op: str
+    kernel: Any
+    cache: Any
+    out_shape: tuple[int, ...]
+    out_dtype: Any
+
+    def __repr__(self) -> str:
+        return f"KernelCache(op={self.op!r}, out_shape={self.out_shape}, out_dtype={self.out_dtype})"
+
+
+class _Declared(NamedTuple):
+    forward: Callable[..., Any] | None
+    backward: Callable[..., Any] | None
+
+
+_DECLARED: dict[str, _Declared] = {}
+
+
+def declared_ops() -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
+    """Every op a backend may accelerate: name -> (reference forward, reference backward), as marked with
+    :func:`kernel` (the undecorated functions, i.e. the code in the docstrings)."""
+    return {
+        op: (pair.forward.__wrapped__, pair.backward.__wrapped__)  # type: ignore[union-attr]
+        for op, pair in sorted(_DECLARED.items())
+        if pair.forward is not None and pair.backward is not None
+    }
+
+
+def kernel_for(op: str) -> Any:
+    """The current backend's kernel for ``op``, or None: none registered, or the pair in
+    :mod:`minidl.nn.functional` is no longer the reference (someone replaced a half: then the pair runs as written)."""
+    fast = get_backend().kernels.get(op)
+    if fast is None:
+        return None
+    declared = _DECLARED[op]
+    functional = _namespace()
+    if getattr(functional, f"{op}_forward") is not declared.forward:
+        return None
+    if getattr(functional, f"{op}_backward") is not declared.backward:
+        return None
+    return fast
+
+
+def kernel(op: str, setup: Callable[..., Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a reference pair that a backend may replace with a fast kernel (decorate both halves).
+
+    Args:
+        op: the op's name; the decorated functions must be ``<op>_forward`` and ``<op>_backward``.
+        setup: (forward only) the function the reference forward calls first with the same arguments, which
+            validates them and returns what the math needs (sizes, normalized hyperparameters, or nothing). Before
+            a kernel the seam calls it and passes its result to the kernel as the first argument.
+
+    A kernel is a :class:`~minidl.backend.numpy_backend.KernelPair` of the backend: ``forward(prepared, *args,
+    **kwargs) -> (out, cache)`` with the reference's arguments, ``backward(dout, cache, **kwargs)`` with the
+    reference backward's, returning what the reference returns.
+    """
+
+    def decorate(reference: Callable[..., Any]) -> Callable[..., Any]:
+        half = reference.__name__.removeprefix(f"{op}_")
+        if half not in ("forward", "backward") or reference.__name__ != f"{op}_{half}":
+            raise ValueError(f"@kernel({op!r}) decorates {op}_forward and {op}_backward, got {reference.__name__}")
+        declared = _DECLARED.get(op, _Declared(None, None))
+
+        if half == "forward":
+
+            @functools.wraps(reference)
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                fast = kernel_for(op)
+                if fast is None or (fast.accepts is not None and not fast.accepts(*args, **kwargs)):
+                    return reference(*args, **kwargs)  # the reference: the code you read
+                prepared = setup(*args, **kwargs) if setup is not None else None
+                out, cache = fast.forward(prepared, *args, **kwargs)
+                return out, KernelCache(op, fast, cache, tuple(out.shape), out.dtype)
+
+            _DECLARED[op] = declared._replace(forward=forward)
+            return forward
+
+        @functools.wraps(reference)
+        def backward(dout: Any, cache: Any, **kwargs: Any) -> Any:
+            if isinstance(cache, KernelCache):  # the forward ran a kernel: its own backward, on its own cache
+                if cache.out_shape != ():  # (a scalar loss takes a Python float)
+                    check_grad_output(f"{op}_backward", dout, cache.out_shape, cache.out_dtype)
+                return cache.kernel.backward(dout, cache.cache, **kwargs)
+            return reference(dout, cache, **kwargs)
+
+        _DECLARED[op] = declared._replace(backward=backward)
+        return backward
+
+    return decorate

@@ -1,0 +1,186 @@
+r"""Adaptive pooling: the output size is given and the windows follow (PyTorch's ``nn.AdaptiveAvgPool2d``,
+``nn.AdaptiveMaxPool2d``; ``AdaptiveAvgPool2d(1)`` is global average pooling).
+
+Bin i along H covers rows :math:`[\lfloor iH/OH \rfloor, \lceil (i+1)H/OH \rceil)`, likewise along W: bins may
+overlap or differ in size by one. Average: the mean of each bin; backward spreads each output's gradient evenly over
+its bin. Max: the maximum of each bin (ties: the first, NaN propagates); backward routes each gradient to it.
+
+The loops are the NumPy backend's primitives (``minidl/backend/numpy_backend.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from minidl.backend import get_backend
+from minidl.nn._checks import check_array, check_grad_output, check_int
+from minidl.nn.dispatch import F
+from minidl.nn.pooling import _Pool2d
+
+__all__ = [
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_avg_pool2d_forward",
+    "adaptive_max_pool2d_backward",
+    "adaptive_max_pool2d_forward",
+]
+
+
+def _adaptive_size(where: str, output_size: Any, H: int | None = None, W: int | None = None) -> tuple[Any, Any]:
+    """``output_size`` (int, or pair whose entries may be None = keep the input size) as (OH, OW)."""
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        oh, ow = output_size
+    else:
+        oh = ow = output_size
+    if oh is None and ow is None and not isinstance(output_size, (tuple, list)):
+        raise TypeError(f"{where}: output_size must be an int or a pair of ints (entries may be None), got None")
+    oh = H if oh is None else check_int(where, "output_size", oh)
+    ow = W if ow is None else check_int(where, "output_size", ow)
+    return oh, ow
+
+
+class AdaptivePoolCache(NamedTuple):
+    """The cache of :func:`adaptive_avg_pool2d_forward` and :func:`adaptive_max_pool2d_forward`."""
+
+    indices: Any  # (N, C, OH, OW) flat input positions h * W + w of the maxima (max pooling), else None
+    x_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+
+def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
+    """Mean over each adaptive bin so that the output is (OH, OW) whatever the input size. Returns ``(out, cache)``.
+
+    Args:
+        x: (N, C, H, W).
+        output_size: int or (OH, OW); an entry None keeps that input dimension.
+
+    Shape:
+        - Output: (N, C, OH, OW).
+    Backward:
+        dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of dout[n, c, i, j] / (bin height * bin width).
+
+    Examples:
+        >>> import numpy as np
+        >>> out, cache = adaptive_avg_pool2d_forward(np.arange(6.0).reshape(1, 1, 2, 3), (1, 2))
+        >>> out.ravel()  # bins: columns [0, 2) and [1, 3)
+        array([2., 3.])
+    """
+    be = check_array("adaptive_avg_pool2d_forward", x, ndim=4)
+    OH, OW = _adaptive_size("adaptive_avg_pool2d_forward", output_size, x.shape[2], x.shape[3])
+    out = be.adaptive_avg_pool2d_forward(x, OH, OW)
+    return out, AdaptivePoolCache(None, tuple(x.shape), tuple(out.shape))
+
+
+def adaptive_avg_pool2d_backward(dout: Any, cache: Any) -> Any:
+    """Gradient of :func:`adaptive_avg_pool2d_forward`: each bin's gradient spread evenly over its cells."""
+    _, x_shape, out_shape = cache
+    check_grad_output("adaptive_avg_pool2d_backward", dout, out_shape)
+    return get_backend().adaptive_avg_pool2d_backward(dout, x_shape)
+
+
+def adaptive_max_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
+    """Max over each adaptive bin. Returns ``(out, cache)``; ``cache.indices`` holds PyTorch's flat indices
+    h * W + w of the maxima.
+
+    Shape:
+        - Input: (N, C, H, W).  - Output: (N, C, OH, OW).
+    Backward:
+        dx[n, c, argmax(i, j)] += dout[n, c, i, j].
+
+    Examples:
+        >>> import numpy as np
+        >>> out, cache = adaptive_max_pool2d_forward(np.array([[[[1., 3., 2.]]]]), (1, 2))
+        >>> out.ravel(), cache.indices.ravel()
+        (array([3., 3.]), array([1, 1]))
+    """
+    be = check_array("adaptive_max_pool2d_forward", x, ndim=4)
+    OH, OW = _adaptive_size("adaptive_max_pool2d_forward", output_size, x.shape[2], x.shape[3])
+    out, indices = be.adaptive_max_pool2d_forward(x, OH, OW)
+    return out, AdaptivePoolCache(indices, tuple(x.shape), tuple(out.shape))
+
+
+def adaptive_max_pool2d_backward(dout: Any, cache: Any) -> Any:
+    """Gradient of :func:`adaptive_max_pool2d_forward`: each ``dout`` goes to its bin's maximum."""
+    indices, x_shape, out_shape = cache
+    check_grad_output("adaptive_max_pool2d_backward", dout, out_shape)
+    return get_backend().adaptive_max_pool2d_backward(dout, indices, x_shape)
+
+
+# ---------------------------------------------------------------------------------------------------- modules
+class AdaptiveAvgPool2d(_Pool2d):
+    r"""Average pooling to a fixed output size (``AdaptiveAvgPool2d(1)`` is global average pooling).
+
+    Bin i along H covers rows :math:`[\lfloor iH/OH \rfloor, \lceil (i+1)H/OH \rceil)`, likewise along W.
+
+    Args:
+        output_size: int or (OH, OW); an entry None keeps that input dimension.
+
+    Shape:
+        - Input: (N, C, H, W).  - Output: (N, C, OH, OW).
+    Backward:
+        dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of dout[n, c, i, j] / |bin(i, j)|.
+
+    Examples:
+        >>> import numpy as np
+        >>> gap = AdaptiveAvgPool2d(1)
+        >>> gap(np.ones((2, 3, 7, 5), np.float32)).shape
+        (2, 3, 1, 1)
+    """
+
+    def __init__(self, output_size: Any) -> None:
+        super().__init__()
+        _adaptive_size("AdaptiveAvgPool2d", output_size, 1, 1)  # validates
+        self.output_size = output_size
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+    def forward(self, x: Any) -> Any:
+        out, cache = F.adaptive_avg_pool2d_forward(x, self.output_size)
+        self.save_for_backward(cache)
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        (cache,) = self.pop_saved()
+        return F.adaptive_avg_pool2d_backward(dout, cache)
+
+
+class AdaptiveMaxPool2d(_Pool2d):
+    r"""Max pooling to a fixed output size, over PyTorch's adaptive bins (see :class:`AdaptiveAvgPool2d`).
+
+    Args:
+        output_size: int or (OH, OW); an entry None keeps that input dimension.
+        return_indices: also return the flat input position h * W + w of each maximum. Default: False.
+
+    Shape:
+        - Input: (N, C, H, W).  - Output: (N, C, OH, OW).
+    Backward:
+        dx[n, c, argmax(i, j)] += dout[n, c, i, j]; zero elsewhere.
+
+    Examples:
+        >>> import numpy as np
+        >>> AdaptiveMaxPool2d((2, 1))(np.arange(12, dtype=np.float32).reshape(1, 1, 4, 3))[0, 0]
+        array([[ 5.],
+               [11.]], dtype=float32)
+    """
+
+    def __init__(self, output_size: Any, return_indices: bool = False) -> None:
+        super().__init__()
+        _adaptive_size("AdaptiveMaxPool2d", output_size, 1, 1)  # validates
+        if not isinstance(return_indices, bool):
+            raise TypeError(f"AdaptiveMaxPool2d: return_indices must be a bool, got {return_indices!r}")
+        self.output_size = output_size
+        self.return_indices = return_indices
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+    def forward(self, x: Any) -> Any:
+        out, cache = F.adaptive_max_pool2d_forward(x, self.output_size)
+        self.save_for_backward(cache)
+        return (out, cache.indices) if self.return_indices else out
+
+    def backward(self, dout: Any) -> Any:
+        (cache,) = self.pop_saved()
+        return F.adaptive_max_pool2d_backward(dout, cache)

@@ -1,0 +1,161 @@
+"""The Numba backend as a whole: a training step on both backends, dtypes other than float32/float64, its thread pool
+(``minidl/backend/_threads.py``), and the message when Numba is missing.
+
+The kernels one by one are in ``test_kernels.py`` (every entry of the table against its reference pair) and the
+``test_numba_*.py`` files (one algorithm at a time).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl.nn import functional as F
+from minidl.nn.dispatch import KernelCache
+
+pytest.importorskip("numba", reason="the Numba backend needs numba: pip install numba")
+
+from minidl.backend import _threads  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------------- a training step
+def _training_step_on_both_backends(dtype):
+    """Loss, input gradient and parameter gradients of one cifar_cnn step (batch 6) on NumPy, then on Numba."""
+    from minidl import nn
+    from minidl.models import cifar_cnn
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 3, 32, 32)).astype(dtype)
+    y = rng.integers(0, 10, 6)
+    with minidl.use_backend("numpy"):
+        minidl.set_default_dtype(dtype)
+        minidl.manual_seed(0)
+        model = cifar_cnn()
+    loss_fn = nn.CrossEntropyLoss()
+    results = []
+    for name in ("numpy", "numba"):
+        with minidl.use_backend(name):
+            minidl.manual_seed(1)  # the same dropout mask on both backends
+            model.zero_grad()
+            loss = loss_fn(model(x), y)
+            dx = model.backward(loss_fn.backward())
+            results.append((loss, dx, {k: p.grad.copy() for k, p in model.named_parameters()}))
+    return results
+
+
+def test_a_cifar_cnn_training_step_gives_the_same_loss_and_gradients_on_both_backends():
+    # float64: the two backends agree to rounding everywhere, through every layer of the backward pass
+    (loss, dx, grads), (fast_loss, fast_dx, fast_grads) = _training_step_on_both_backends(np.float64)
+    np.testing.assert_allclose(fast_loss, loss, rtol=1e-12)
+    np.testing.assert_allclose(fast_dx, dx, rtol=1e-7, atol=1e-12)
+    for key, grad in grads.items():
+        np.testing.assert_allclose(fast_grads[key], grad, rtol=1e-7, atol=1e-12, err_msg=key)
+
+
+def test_a_float32_training_step_agrees_within_float32_tolerance():
+    # float32: the forward agrees to rounding; behind a max-pool, two values of a window that differ by a rounding
+    # error can swap which one is the maximum and send that window's gradient elsewhere (on either backend), so the
+    # layers below the last max-pool are compared by the norm of their gradient only
+    (loss, dx, grads), (fast_loss, fast_dx, fast_grads) = _training_step_on_both_backends(np.float32)
+    np.testing.assert_allclose(fast_loss, loss, rtol=1e-5)
+    for key in ("classifier.1.weight", "classifier.1.bias", "features.15.weight", "features.15.bias"):
+        np.testing.assert_allclose(fast_grads[key], grads[key], atol=5e-4, rtol=5e-3, err_msg=key)
+    for key, grad in [*grads.items(), ("dx", dx)]:
+        fast = fast_dx if key == "dx" else fast_grads[key]
+        relative = np.linalg.norm(fast - grad) / np.linalg.norm(grad)
+        assert relative < 5e-2, f"{key}: relative difference {relative:.3g} of the gradient's norm"
+
+
+# ---------------------------------------------------------------------------------------------------- dtypes
+def test_other_float_dtypes_run_in_float32_and_keep_their_dtype():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float16)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float16)
+    with minidl.use_backend("numba"):
+        out, cache = F.conv2d_forward(x, w, None, 1, 1)
+        assert isinstance(cache, KernelCache)
+        dx, dw, _ = F.conv2d_backward(out, cache)
+        pooled, pool_cache = F.max_pool2d_forward(x, 2)
+        relu_out, relu_cache = F.relu_forward(x)
+    with minidl.use_backend("numpy"):
+        ref_out, _ = F.conv2d_forward(x.astype(np.float32), w.astype(np.float32), None, 1, 1)
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float32), ref_out, atol=2e-2, rtol=2e-2)
+    assert dx.dtype == dw.dtype == np.float16
+    assert isinstance(pool_cache, KernelCache) and pooled.dtype == np.float16
+    assert pool_cache.cache[0].dtype == np.int32  # the argmax offsets, as the reference's
+    assert isinstance(relu_cache, KernelCache) and relu_out.dtype == np.float16
+
+
+# ---------------------------------------------------------------------------------------------------- threads
+def test_parallel_for_runs_every_task_once_and_raises_task_errors():
+    seen = []
+    _threads.parallel_for(lambda worker, task: seen.append(task), 50)
+    assert sorted(seen) == list(range(50))
+
+    def fail(worker, task):
+        if task == 7:
+            raise ValueError("task 7 failed")
+
+    with pytest.raises(ValueError, match="task 7 failed"):
+        _threads.parallel_for(fail, 20)
+
+
+def test_nested_parallel_for_runs_serially_as_the_same_worker():
+    pairs = []
+
+    def outer(worker, task):
+        _threads.parallel_for(lambda inner_worker, inner_task: pairs.append((worker, inner_worker)), 3)
+
+    _threads.parallel_for(outer, 8)
+    assert len(pairs) == 24 and all(w == inner for w, inner in pairs)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_the_pool_works_in_a_forked_child():
+    # a DataLoader worker process is a fork: the parent's pool threads do not exist there
+    before = minidl.get_num_threads()
+    minidl.set_num_threads(2)
+    try:
+        _threads.parallel_for(lambda worker, task: None, 4)  # the parent's pool is running
+        pid = os.fork()
+        if pid == 0:  # the child: run a region, report by the exit status
+            done = []
+            _threads.parallel_for(lambda worker, task: done.append(task), 10)
+            os._exit(0 if sorted(done) == list(range(10)) else 1)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+    finally:
+        minidl.set_num_threads(before)
+
+
+def test_set_num_threads_validates_and_blas_info_reports():
+    with pytest.raises(ValueError, match="positive integer"):
+        minidl.set_num_threads(0)
+    info = _threads.blas_info()
+    assert {"library", "corename", "threads", "OPENBLAS_CORETYPE"} <= set(info)
+
+
+def test_missing_numba_gives_an_install_hint(monkeypatch):
+    import minidl.backend
+
+    for module in ("numba_backend", "_numba_kernels"):  # forget the loaded modules, so the import runs again
+        monkeypatch.delitem(sys.modules, f"minidl.backend.{module}", raising=False)
+        monkeypatch.delattr(minidl.backend, module, raising=False)
+    monkeypatch.setitem(sys.modules, "numba", None)  # "import numba" now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install numba"):
+        import minidl.backend.numba_backend  # noqa: F401
+
+
+def test_float16_passed_by_keyword_runs_in_float32_too():
+    x = np.linspace(-3, 3, 10).astype(np.float16)
+    with minidl.use_backend("numba"):
+        out, cache = F.sigmoid_forward(x=x)
+    assert isinstance(cache, KernelCache) and out.dtype == np.float16
+    with minidl.use_backend("numpy"):
+        expected = F.sigmoid_forward(x.astype(np.float32))[0]
+    np.testing.assert_allclose(out.astype(np.float32), expected, atol=1e-3, rtol=1e-3)

@@ -1,0 +1,197 @@
+"""The Numba backend's convolution algorithms (``minidl/backend/_numba_conv.py``): what the table-wide test
+(``test_kernels.py``) does not pin down, one algorithm at a time.
+
+The compiled im2col/col2im against the NumPy primitives, chunking and row blocks, results independent of the thread
+count, Winograd's float32 accuracy and its switch, the ReLU epilogue, and 1 x 1 convolutions for every stride and
+batch size. Comparisons with the reference pair use ``test_kernels.compare`` (and its tolerances).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minidl
+from minidl.backend.numpy_backend import NumpyBackend
+from minidl.nn import functional as F
+from minidl.nn.dispatch import KernelCache
+from tests.backend.test_kernels import Case, compare
+from tests.strategies import seeds
+
+pytest.importorskip("numba", reason="the Numba backend needs numba: pip install numba")
+
+dtypes = st.sampled_from([np.float32, np.float64])
+
+
+def fast_be():
+    return minidl.get_backend("numba")
+
+
+def conv_case(x_shape, w_shape, stride, padding, algorithm, *, bias=True, compute_dw=True, dtype=np.float32, seed=0):
+    """A ``conv2d`` :class:`Case` with standard normal x, weight and bias."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
+    params = (("x", x), ("weight", w), ("bias", b), ("stride", stride), ("padding", padding))
+    return Case("conv2d", params, 5, {"compute_dw": compute_dw}, dtype, seed + 1, algorithm)
+
+
+# ---------------------------------------------------------------------------------------------------- im2col
+@st.composite
+def conv_geometries(draw):
+    """x shape and (KH, KW, SH, SW, PH, PW, DH, DW) with at least one output pixel."""
+    KH, KW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    PH, PW = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    DH, DW = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    H = draw(st.integers(max(1, DH * (KH - 1) + 1 - 2 * PH), 9))
+    W = draw(st.integers(max(1, DW * (KW - 1) + 1 - 2 * PW), 9))
+    N, C = draw(st.integers(0, 20)), draw(st.integers(1, 5))
+    return (N, C, H, W), (KH, KW, SH, SW, PH, PW, DH, DW)
+
+
+@given(config=conv_geometries(), dtype=dtypes, seed=seeds)
+def test_compiled_im2col_and_col2im_match_the_numpy_primitives(config, dtype, seed):
+    shape, geometry = config
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    reference = NumpyBackend()
+    cols = fast_be()._im2col(x, *geometry)
+    np.testing.assert_array_equal(cols, reference.im2col(x, *geometry))  # a copy: exact
+    assert cols.dtype == dtype
+    c = rng.standard_normal(cols.shape).astype(dtype)
+    dx = fast_be()._col2im(c, shape, *geometry)
+    expected = reference.col2im(c, shape, *geometry)
+    assert dx.dtype == expected.dtype and dx.shape == expected.shape
+    tol = {"atol": 1e-6, "rtol": 1e-5} if dtype == np.float32 else {"atol": 1e-12, "rtol": 1e-12}
+    np.testing.assert_allclose(dx, expected, **tol)  # sums of overlapping windows, added in another order
+
+
+# ---------------------------------------------------------------------------------------------------- im2row chunks
+@pytest.mark.parametrize("N", [0, 1, 37, 64])
+def test_im2row_chunks_of_several_images(N):
+    # small images make chunks of several images (and a ragged last chunk); an even kernel with padding 1
+    compare(conv_case((N, 2, 4, 5), (3, 2, 2, 2), 1, 1, "im2row", seed=N))
+
+
+@pytest.mark.parametrize("O", [4, 24])
+def test_im2row_backward_in_row_blocks(O):
+    # a 24x24 image has 576 output pixels: with O <= 16 the backward GEMMs run in blocks of 256 rows (256, 256, 64)
+    compare(conv_case((3, 2, 24, 24), (O, 2, 3, 3), 1, 1, "im2row", bias=False, seed=O))
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "stride", "padding"),
+    [((24, 3, 6, 6), (4, 3, 3, 3), 1, 1), ((40, 8, 9, 7), (12, 8, 3, 3), 1, 1), ((40, 8, 6, 6), (4, 8, 1, 1), 2, 0)],
+    ids=["im2row", "winograd", "pointwise"],
+)
+def test_results_do_not_depend_on_the_thread_count(x_shape, w_shape, stride, padding):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    results = []
+    before = minidl.get_num_threads()
+    try:
+        with minidl.use_backend("numba"):
+            for threads in (1, 3):
+                minidl.set_num_threads(threads)
+                out, cache = F.conv2d_forward(x, w, None, stride, padding)
+                assert isinstance(cache, KernelCache)
+                results.append((out, *F.conv2d_backward(np.ones_like(out), cache)[:2]))
+    finally:
+        minidl.set_num_threads(before)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------------- Winograd
+def test_winograd_is_float32_accurate_and_can_be_turned_off():
+    # a resnet20-sized layer: Winograd's result is within a few float32 roundings of the float64 convolution
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 16, 32, 32))
+    w = rng.standard_normal((16, 16, 3, 3)) * 0.1
+    with minidl.use_backend("numpy"):
+        exact = F.conv2d_forward(x, w, None, 1, 1)[0]
+    x32, w32 = x.astype(np.float32), w.astype(np.float32)
+    be = fast_be()
+    assert be.winograd and be._winograd_applies(16, 16, 3, 3, 1, 1, 1, 1, 1, 1)
+    with minidl.use_backend("numba"):
+        fast = F.conv2d_forward(x32, w32, None, 1, 1)[0]
+        try:
+            be.winograd = False
+            assert not be._winograd_applies(16, 16, 3, 3, 1, 1, 1, 1, 1, 1)
+            im2row = F.conv2d_forward(x32, w32, None, 1, 1)[0]
+        finally:
+            be.winograd = True
+    scale = np.abs(exact).max()
+    assert np.abs(fast - exact).max() / scale < 2e-6
+    assert np.abs(im2row - exact).max() / scale < 2e-6
+    assert not np.array_equal(fast, im2row), "the switch should change the algorithm (and so the roundings)"
+    # neither a 5 x 5 kernel, a stride, a dilation, padding 3 nor few channels take the Winograd path
+    assert be._winograd_applies(8, 8, 3, 3, 1, 1, 0, 2, 1, 1)
+    for args in [
+        (8, 8, 5, 5, 1, 1, 1, 1, 1, 1),
+        (8, 8, 3, 3, 2, 2, 1, 1, 1, 1),
+        (8, 8, 3, 3, 1, 1, 1, 1, 2, 2),
+        (8, 8, 3, 3, 1, 1, 3, 3, 1, 1),
+        (3, 16, 3, 3, 1, 1, 1, 1, 1, 1),
+        (16, 7, 3, 3, 1, 1, 1, 1, 1, 1),
+    ]:
+        assert not be._winograd_applies(*args), args
+
+
+def test_winograd_switched_off_still_matches_the_reference():
+    be = fast_be()
+    try:
+        be.winograd = False
+        compare(conv_case((5, 8, 9, 7), (12, 8, 3, 3), 1, 1, "im2row"))
+    finally:
+        be.winograd = True
+
+
+# ---------------------------------------------------------------------------------------------------- ReLU epilogue
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "bias", "geometry"),
+    [
+        ((3, 2, 7, 6), (4, 2, 3, 3), True, (3, 3, 1, 1, 1, 1, 1, 1)),
+        ((5, 8, 9, 7), (12, 8, 3, 3), False, (3, 3, 1, 1, 1, 1, 1, 1)),
+        ((5, 8, 9, 7), (12, 8, 3, 3), True, (3, 3, 1, 1, 1, 1, 1, 1)),
+        ((40, 8, 6, 6), (4, 8, 1, 1), False, (1, 1, 2, 2, 0, 0, 1, 1)),
+        ((40, 8, 6, 6), (4, 8, 1, 1), True, (1, 1, 1, 1, 0, 0, 1, 1)),
+    ],
+    ids=["im2row", "winograd", "winograd-bias", "pointwise", "pointwise-bias"],
+)
+def test_relu_epilogue_is_relu_of_the_output(x_shape, w_shape, bias, geometry):
+    # the ReLU applied in the convolution's output pass (conv2d_relu, inference fusion in minidl/nn/fusion.py)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32) if bias else None
+    plain = fast_be()._conv2d_dense(x, w, b, *geometry)
+    fused = fast_be()._conv2d_dense(x, w, b, *geometry, relu=True)
+    np.testing.assert_array_equal(fused, np.where(plain > 0, plain, 0))
+    KH, KW, SH, SW, PH, PW, DH, DW = geometry
+    with minidl.use_backend("numba"):  # and through the pair
+        out, cache = F.conv2d_relu_forward(x, w, b, (SH, SW), (PH, PW), (DH, DW))
+        assert isinstance(cache, KernelCache)
+        np.testing.assert_array_equal(out, fused)
+        dx, dw, db = F.conv2d_relu_backward(np.ones_like(out), cache)
+        conv_cache = F.conv2d_forward(x, w, b, (SH, SW), (PH, PW), (DH, DW))[1]
+        masked = F.conv2d_backward((out > 0).astype(np.float32), conv_cache)  # the ReLU's mask is the output's
+        for got, expected in zip((dx, dw, db), masked, strict=True):
+            np.testing.assert_array_equal(got, expected)
+
+
+# ---------------------------------------------------------------------------------------------------- 1 x 1
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (2, 1), (3, 2)])
+@pytest.mark.parametrize("N", [0, 1, 37])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pointwise_conv2d_matches_the_reference(stride, N, dtype):
+    # 1 x 1 without padding: one (O, C) @ (C, OH OW) product per image (_numba_conv.ConvKernelsMixin._pointwise_conv)
+    for bias, compute_dw in ((True, True), (False, False)):
+        x_shape, w_shape, seed = (N, 6, 7, 9), (5, 6, 1, 1), N + stride[0]
+        options = {"bias": bias, "compute_dw": compute_dw, "dtype": dtype, "seed": seed}
+        compare(conv_case(x_shape, w_shape, stride, 0, "pointwise", **options))

@@ -1,0 +1,246 @@
+"""What a student reads is what runs: every Module computes through its pair in ``minidl.nn.functional`` (replace a
+pair and the module computes what the replacement returns), and fast kernels come in through one seam only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl import nn
+from minidl.nn import functional
+from minidl.nn.dispatch import F, KernelCache, declared_ops, kernel_for
+from tests.helpers import arr, host
+
+
+def images(*shape: int) -> Callable[[], Any]:
+    return lambda: arr(np.random.default_rng(0).uniform(0.1, 1.0, shape).astype(np.float32))
+
+
+def fused(module: nn.Module, eval_mode: bool = False) -> Callable[[], nn.Module]:
+    """A factory of ``nn.fuse(module)``'s fused module at index 0 or 1 (for the fused module classes)."""
+
+    def make() -> nn.Module:
+        model = nn.fuse(module.eval() if eval_mode else module)
+        return next(m for m in model if type(m).__module__ == "minidl.nn.fusion")
+
+    return make
+
+
+def classes_targets(n: int, c: int) -> Callable[[], Any]:
+    return lambda: np.arange(n) % c
+
+
+# module factory, input factories, the pairs it computes through
+CASES: dict[str, tuple[Callable[[], nn.Module], tuple[Callable[[], Any], ...], tuple[str, ...]]] = {
+    "ReLU": (nn.ReLU, (images(2, 3),), ("relu",)),
+    "LeakyReLU": (lambda: nn.LeakyReLU(0.1), (images(2, 3),), ("leaky_relu",)),
+    "Hardtanh": (nn.Hardtanh, (images(2, 3),), ("hardtanh",)),
+    "ReLU6": (nn.ReLU6, (images(2, 3),), ("relu6",)),
+    "Hardswish": (nn.Hardswish, (images(2, 3),), ("hardswish",)),
+    "Sigmoid": (nn.Sigmoid, (images(2, 3),), ("sigmoid",)),
+    "Tanh": (nn.Tanh, (images(2, 3),), ("tanh",)),
+    "Softmax": (lambda: nn.Softmax(dim=1), (images(2, 3),), ("softmax",)),
+    "LogSoftmax": (lambda: nn.LogSoftmax(dim=1), (images(2, 3),), ("log_softmax",)),
+    "ELU": (nn.ELU, (images(2, 3),), ("elu",)),
+    "GELU": (nn.GELU, (images(2, 3),), ("gelu",)),
+    "SiLU": (nn.SiLU, (images(2, 3),), ("silu",)),
+    "Softplus": (nn.Softplus, (images(2, 3),), ("softplus",)),
+    "Mish": (nn.Mish, (images(2, 3),), ("mish",)),
+    "AddReLU": (nn.AddReLU, (images(2, 3), images(2, 3)), ("add_relu",)),
+    "Conv2d": (lambda: nn.Conv2d(2, 3, 3, padding=1), (images(2, 2, 5, 5),), ("conv2d",)),
+    "Conv2d(padding_mode)": (
+        lambda: nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"),
+        (images(2, 2, 5, 5),),
+        ("conv2d", "pad2d"),
+    ),
+    "Linear": (lambda: nn.Linear(3, 2), (images(4, 3),), ("linear",)),
+    "Flatten": (nn.Flatten, (images(2, 3, 4),), ("flatten",)),
+    "Dropout": (lambda: nn.Dropout(0.5), (images(4, 6),), ("dropout",)),
+    "Dropout2d": (lambda: nn.Dropout2d(0.5), (images(4, 6, 2, 2),), ("dropout2d",)),
+    "MaxPool2d": (lambda: nn.MaxPool2d(2), (images(2, 2, 4, 4),), ("max_pool2d",)),
+    "AvgPool2d": (lambda: nn.AvgPool2d(2), (images(2, 2, 4, 4),), ("avg_pool2d",)),
+    "AdaptiveAvgPool2d": (lambda: nn.AdaptiveAvgPool2d(1), (images(2, 2, 4, 4),), ("adaptive_avg_pool2d",)),
+    "AdaptiveMaxPool2d": (lambda: nn.AdaptiveMaxPool2d(2), (images(2, 2, 4, 4),), ("adaptive_max_pool2d",)),
+    "BatchNorm1d": (lambda: nn.BatchNorm1d(3), (images(4, 3),), ("batch_norm",)),
+    "BatchNorm2d": (lambda: nn.BatchNorm2d(3), (images(2, 3, 2, 2),), ("batch_norm",)),
+    "LayerNorm": (lambda: nn.LayerNorm(3), (images(2, 3),), ("layer_norm",)),
+    "GroupNorm": (lambda: nn.GroupNorm(1, 2), (images(2, 2, 2, 2),), ("group_norm",)),
+    "InstanceNorm2d": (lambda: nn.InstanceNorm2d(2), (images(2, 2, 3, 3),), ("instance_norm",)),
+    "LocalResponseNorm": (lambda: nn.LocalResponseNorm(2), (images(2, 3, 2, 2),), ("local_response_norm",)),
+    "BatchNormReLU1d": (
+        fused(nn.Sequential(nn.BatchNorm1d(3), nn.ReLU())),
+        (images(4, 3),),
+        ("batch_norm_relu",),
+    ),
+    "BatchNormReLU2d": (
+        fused(nn.Sequential(nn.BatchNorm2d(3), nn.ReLU())),
+        (images(2, 3, 2, 2),),
+        ("batch_norm_relu",),
+    ),
+    "ConvBn2d": (fused(nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))), (images(2, 2, 4, 4),), ("conv2d",)),
+    "FoldedBatchNorm2d": (
+        lambda: nn.fuse(nn.Sequential(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3), nn.ReLU()))[1],
+        (images(2, 3, 2, 2),),
+        ("batch_norm_relu",),
+    ),
+    "CrossEntropyLoss": (nn.CrossEntropyLoss, (images(4, 3), classes_targets(4, 3)), ("softmax_cross_entropy",)),
+    "NLLLoss": (nn.NLLLoss, (images(4, 3), classes_targets(4, 3)), ("nll_loss",)),
+    "DistillationLoss": (
+        nn.DistillationLoss,
+        (images(4, 3), classes_targets(4, 3), images(4, 3)),
+        ("distillation_loss",),
+    ),
+    "MSELoss": (nn.MSELoss, (images(4, 3), images(4, 3)), ("mse_loss",)),
+    "L1Loss": (nn.L1Loss, (images(4, 3), images(4, 3)), ("l1_loss",)),
+    "SmoothL1Loss": (nn.SmoothL1Loss, (images(4, 3), images(4, 3)), ("smooth_l1_loss",)),
+    "BCELoss": (nn.BCELoss, (images(4, 3), images(4, 3)), ("binary_cross_entropy",)),
+    "BCEWithLogitsLoss": (
+        nn.BCEWithLogitsLoss,
+        (images(4, 3), images(4, 3)),
+        ("binary_cross_entropy_with_logits",),
+    ),
+    "KLDivLoss": (nn.KLDivLoss, (images(4, 3), images(4, 3)), ("kl_div",)),
+}
+
+# modules with no pair of their own: they only wire other modules (a sum or a concatenation in plain array code)
+WIRING = {"Module", "Identity", "Sequential", "ModuleList", "ModuleDict", "Residual", "Concat"}
+
+
+def test_every_module_in_minidl_nn_has_a_case():
+    modules = {
+        name for name in dir(nn) if isinstance(getattr(nn, name), type) and issubclass(getattr(nn, name), nn.Module)
+    }
+    covered = {name.split("(")[0] for name in CASES}
+    assert modules - WIRING - covered == set(), "add these modules to CASES"
+    assert covered - modules == set()
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    """``value`` times ``factor``: an array, a tuple of arrays (None kept), or a Python float."""
+    if isinstance(value, tuple):
+        return tuple(None if v is None else v * factor for v in value)
+    return value * factor
+
+
+def _run(make: Callable[[], nn.Module], inputs: tuple[Callable[[], Any], ...]) -> tuple[Any, Any]:
+    """Output and input gradient of a new module (seeded: the same weights and dropout masks every time)."""
+    minidl.manual_seed(0)
+    module = make()
+    args = [f() for f in inputs]
+    minidl.manual_seed(1)
+    out = module(*args)
+    if not (hasattr(out, "shape") and out.shape):  # a scalar loss: backward's dout defaults to 1
+        return out, module.backward()
+    dout = np.random.default_rng(2).uniform(0.5, 1.5, out.shape).astype(out.dtype)
+    return out, module.backward(arr(dout))
+
+
+def _replace_pair(monkeypatch: Any, op: str, out_factor: float, grad_factor: float, calls: list[str]) -> None:
+    """``F.<op>_forward``/``_backward`` replaced by the originals with their results scaled."""
+    forward, backward = getattr(functional, f"{op}_forward"), getattr(functional, f"{op}_backward")
+
+    def scaled_forward(*a: Any, **k: Any) -> Any:
+        calls.append("forward")
+        out, cache = forward(*a, **k)
+        return _scaled(out, out_factor), cache
+
+    def scaled_backward(*a: Any, **k: Any) -> Any:
+        calls.append("backward")
+        return _scaled(backward(*a, **k), grad_factor)
+
+    monkeypatch.setattr(functional, f"{op}_forward", scaled_forward)
+    monkeypatch.setattr(functional, f"{op}_backward", scaled_backward)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_module_computes_through_its_pairs(case, monkeypatch):
+    """Replace each pair the module uses by its original with the results scaled: the module's forward and backward
+    change accordingly, so they ran through ``minidl.nn.functional`` at call time. (On every backend: a pair that is
+    not the original is never replaced by a kernel, so both runs below compute with the reference pair.)"""
+    make, inputs, ops = CASES[case]
+    for op in ops:
+        calls: list[str] = []
+        _replace_pair(monkeypatch, op, 1.0, 1.0, calls)
+        out, dx = _run(make, inputs)
+        assert calls == ["forward", "backward"], (case, op, calls)
+        monkeypatch.undo()
+        calls.clear()
+        _replace_pair(monkeypatch, op, 2.0, 3.0, calls)
+        new_out, new_dx = _run(make, inputs)
+        assert calls == ["forward", "backward"], (case, op, calls)
+        monkeypatch.undo()
+        if op == "pad2d":  # the doubled padded image goes through the convolution (and its bias)
+            assert not np.allclose(host(new_out), host(out)), case
+        else:
+            np.testing.assert_allclose(host(new_out), 2.0 * host(out), rtol=1e-6, err_msg=case)
+        np.testing.assert_allclose(host(new_dx), 3.0 * host(dx), rtol=1e-5, atol=1e-7, err_msg=case)
+
+
+# ---------------------------------------------------------------------------------------------- the seam
+def test_f_is_minidl_nn_functional_read_at_call_time(monkeypatch):
+    assert F.relu_forward is functional.relu_forward
+    replacement = object()
+    monkeypatch.setattr(functional, "relu_forward", replacement)
+    assert F.relu_forward is replacement
+
+
+def test_the_numba_table_replaces_only_declared_pairs_and_the_numpy_backend_none():
+    table = minidl.get_backend("numba").kernels
+    declared = declared_ops()
+    assert set(table) <= set(declared), set(table) - set(declared)
+    assert set(table) == set(declared), "a pair marked @kernel that no backend accelerates"
+    assert dict(minidl.get_backend("numpy").kernels) == {}
+    for op, (forward, backward) in declared.items():
+        assert getattr(functional, f"{op}_forward").__wrapped__ is forward
+        assert getattr(functional, f"{op}_backward").__wrapped__ is backward
+
+
+def test_the_numpy_backend_runs_the_reference_and_numba_its_kernel():
+    x = np.array([-1.0, 2.0])
+    with minidl.use_backend("numpy"):
+        assert kernel_for("relu") is None
+        out, cache = F.relu_forward(x)
+        assert not isinstance(cache, KernelCache)
+    with minidl.use_backend("numba"):
+        out_k, cache_k = F.relu_forward(x)
+        assert isinstance(cache_k, KernelCache) and cache_k.op == "relu"
+        np.testing.assert_array_equal(out_k, out)
+        np.testing.assert_array_equal(F.relu_backward(np.ones(2), cache_k), [0.0, 1.0])
+        with pytest.raises(ValueError, match=r"relu_backward: the gradient has shape \(3,\)"):
+            F.relu_backward(np.ones(3), cache_k)
+
+
+@pytest.mark.parametrize("half", ["forward", "backward"])
+def test_a_replaced_half_turns_the_kernel_off_for_the_whole_pair(half, monkeypatch):
+    calls = []
+    original = getattr(functional, f"relu_{half}")
+    monkeypatch.setattr(functional, f"relu_{half}", lambda *a: calls.append(half) or original(*a))
+    with minidl.use_backend("numba"):
+        assert kernel_for("relu") is None
+        relu = nn.ReLU()
+        y = relu(np.array([-1.0, 2.0]))
+        assert not isinstance(relu._saved[-1][0], KernelCache), "the reference pair ran, as written"
+        np.testing.assert_array_equal(relu.backward(np.ones(2)), [0.0, 1.0])
+    assert calls == [half] and y.tolist() == [0.0, 2.0]
+
+
+def test_a_kernel_may_decline_a_case_and_the_reference_runs():
+    x = np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((3, 2, 2, 2)).astype(np.float32)
+    with minidl.use_backend("numba"):
+        _, cache = F.conv2d_forward(x, w, None, 1, "same")  # 'same' with an even kernel pads one side more
+        assert not isinstance(cache, KernelCache)
+        _, cache = F.conv2d_forward(x, w, None, 1, 1)
+        assert isinstance(cache, KernelCache)
+
+
+def test_a_kernel_validates_its_input_as_the_reference_does():
+    with minidl.use_backend("numba"):
+        with pytest.raises(ValueError, match=r"^conv2d_forward: expected 3 channels in dimension 1 of the input"):
+            F.conv2d_forward(np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 3, 3, 3), np.float32))
+        with pytest.raises(TypeError, match=r"^batch_norm_forward: the input has dtype float64 but"):
+            F.batch_norm_forward(np.zeros((2, 3)), np.zeros(3, np.float32), np.ones(3, np.float32))

@@ -1,0 +1,331 @@
+"""Fusion: the fused pairs (BatchNorm+ReLU, residual add+ReLU, convolution+ReLU) against the pairs they compose, and
+``nn.fuse`` (same state_dict keys, same results, training and inference, nothing fused behind the user's back)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import minidl
+from minidl import gradcheck, models, nn, optim
+from minidl.nn import functional as F
+from tests.helpers import arr, host
+from tests.strategies import seeds
+
+TOL = {np.float32: {"atol": 5e-4, "rtol": 5e-3}, np.float64: {"atol": 1e-10, "rtol": 1e-9}}
+
+
+def bn_inputs(rng, shape, affine, dtype):
+    C = shape[1]
+    x = rng.standard_normal(shape).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, C).astype(dtype) if affine else None
+    beta = rng.standard_normal(C).astype(dtype) if affine else None
+    mean, var = rng.standard_normal(C).astype(dtype), rng.uniform(0.5, 2.0, C).astype(dtype)
+    return x, gamma, beta, mean, var
+
+
+# ---------------------------------------------------------------------------------------------- fused pairs
+@given(
+    shape=st.sampled_from([(4, 3), (3, 2, 5), (2, 3, 4, 4)]),
+    training=st.booleans(),
+    affine=st.booleans(),
+    seed=seeds,
+)
+def test_batch_norm_relu_is_relu_of_batch_norm_with_the_same_gradients(shape, training, affine, seed):
+    rng = np.random.default_rng(seed)
+    x, gamma, beta, mean, var = (None if a is None else arr(a) for a in bn_inputs(rng, shape, affine, np.float64))
+    out, cache = F.batch_norm_relu_forward(x, mean.copy(), var.copy(), gamma, beta, training)
+    y, bn_cache = F.batch_norm_forward(x, mean.copy(), var.copy(), gamma, beta, training)
+    ref, relu_cache = F.relu_forward(y)
+    np.testing.assert_allclose(host(out), host(ref), **TOL[np.float64])
+    dout = arr(rng.standard_normal(shape))
+    got = F.batch_norm_relu_backward(dout, cache)
+    want = F.batch_norm_backward(F.relu_backward(dout, relu_cache), bn_cache)
+    for name, a, b in zip(("dx", "dgamma", "dbeta"), got, want, strict=True):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            np.testing.assert_allclose(host(a), host(b), **TOL[np.float64], err_msg=name)
+
+
+@given(n=st.integers(3, 6), c=st.integers(1, 3), training=st.booleans(), seed=seeds)
+def test_batch_norm_relu_functional_gradcheck(n, c, training, seed):
+    rng = np.random.default_rng(seed)
+    x, gamma, beta, mean, var = (arr(a) for a in bn_inputs(rng, (n, c, 2, 2), True, np.float64))
+    y = F.batch_norm_forward(x, mean.copy(), var.copy(), gamma, beta, training)[0]
+    assume(np.abs(host(y)).min() > 1e-3)  # away from the ReLU's kink
+
+    def f(x, gamma, beta):
+        return F.batch_norm_relu_forward(x, mean.copy(), var.copy(), gamma, beta, training)
+
+    report = gradcheck.check_function(f, F.batch_norm_relu_backward, [x, gamma, beta])
+    assert report.passed, report
+
+
+def test_a_fused_batch_norm_relu_mask_is_the_forwards():
+    # the Numba kernel's backward recomputes y = (x - mean) inv_std gamma + beta instead of storing the ReLU mask:
+    # where the forward's y was <= 0 the gradient must be exactly 0, even for y within a rounding of 0
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((64, 4, 8, 8)) * 1e-3).astype(np.float32)
+    with minidl.use_backend("numba"):
+        out, cache = F.batch_norm_relu_forward(x, None, None, training=True)
+        dx, _, _ = F.batch_norm_relu_backward(np.ones_like(out), cache)
+    with minidl.use_backend("numpy"):
+        ref_out, ref_cache = F.batch_norm_relu_forward(x, None, None, training=True)
+        ref_dx, _, _ = F.batch_norm_relu_backward(np.ones_like(out), ref_cache)
+    np.testing.assert_array_equal(out > 0, ref_out > 0)
+    np.testing.assert_allclose(dx, ref_dx, atol=5e-3, rtol=5e-3)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_float16_batch_norm_relu_gradient_follows_the_forward_output(training):
+    # float16 is not one of the kernels' dtypes: the reference runs, and its ReLU keeps its own mask
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((16, 6, 3, 3)) * 1e-2).astype(np.float16)
+    mean, var = np.zeros(6, np.float16), np.ones(6, np.float16)
+    out, cache = F.batch_norm_relu_forward(arr(x), arr(mean), arr(var), training=training)
+    dx, _, _ = F.batch_norm_relu_backward(arr(np.ones(x.shape, np.float16)), cache)
+    assert dx.dtype == np.float16
+    if not training:  # eval: dx = dout inv_std where out > 0, so exactly the forward's mask
+        np.testing.assert_array_equal(host(dx) != 0, host(out) > 0)
+
+
+@given(shape=st.sampled_from([(7,), (3, 4, 5), (2, 3, 4, 4)]), seed=seeds)
+def test_add_relu_is_relu_of_the_sum(shape, seed):
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal(shape), rng.standard_normal(shape)
+    a.reshape(-1)[0], b.reshape(-1)[0] = np.nan, 1.0  # NaN propagates as in relu
+    a.reshape(-1)[-1], b.reshape(-1)[-1] = 1.5, -1.5  # exactly 0: gradient 0
+    out, cache = F.add_relu_forward(arr(a), arr(b))
+    ref, relu_cache = F.relu_forward(arr(a + b))
+    np.testing.assert_array_equal(host(out), host(ref))
+    dout = arr(rng.standard_normal(shape))
+    np.testing.assert_array_equal(host(F.add_relu_backward(dout, cache)), host(F.relu_backward(dout, relu_cache)))
+    with pytest.raises(ValueError, match=r"add_relu_forward: expected two inputs of the same shape and dtype"):
+        F.add_relu_forward(arr(a), arr(b[..., :1]))
+    zero_d, _ = F.add_relu_forward(arr(np.array(1.5)), arr(np.array(-0.5)))  # (a + b of 0-d arrays is a scalar)
+    assert zero_d.shape == () and float(zero_d) == 1.0
+
+
+def test_add_relu_module_joins_a_residual_block():
+    minidl.manual_seed(0)
+    join = nn.AddReLU()
+    a, b = arr(np.array([1.0, -2.0, 0.5])), arr(np.array([-3.0, 4.0, 0.5]))
+    np.testing.assert_array_equal(host(join(a, b)), [0.0, 2.0, 1.0])
+    np.testing.assert_array_equal(host(join.backward(arr(np.full(3, 5.0)))), [0.0, 5.0, 5.0])
+    with pytest.raises(ValueError, match=r"^AddReLU: expected two inputs of the same shape"):
+        join(a, arr(np.ones(2)))
+    block = models.resnet.BasicBlock(3, 3)
+    x = arr(np.random.default_rng(5).standard_normal((2, 3, 4, 4)).astype(np.float32))
+    y = block(x)
+    assert host(y).min() >= 0 and block.add_relu._saved, "the block ends with add_relu, which keeps its mask"
+    assert block.backward(arr(np.ones(y.shape, np.float32))).shape == x.shape
+    assert not block.add_relu._saved
+
+
+@given(seed=seeds, relu=st.booleans())
+def test_conv2d_relu_is_relu_of_conv2d(seed, relu):
+    rng = np.random.default_rng(seed)
+    x, w, b = (
+        arr(rng.standard_normal((2, 3, 5, 5))),
+        arr(rng.standard_normal((4, 3, 3, 3))),
+        arr(rng.standard_normal(4)),
+    )
+    out, cache = F.conv2d_relu_forward(x, w, b, 1, 1)
+    conv, conv_cache = F.conv2d_forward(x, w, b, 1, 1)
+    ref, relu_cache = F.relu_forward(conv)
+    np.testing.assert_allclose(host(out), host(ref), **TOL[np.float64])
+    dout = arr(rng.standard_normal(out.shape))
+    got = F.conv2d_relu_backward(dout, cache)
+    want = F.conv2d_backward(F.relu_backward(dout, relu_cache), conv_cache)
+    for a, b_ in zip(got, want, strict=True):
+        np.testing.assert_allclose(host(a), host(b_), **TOL[np.float64])
+
+
+# ---------------------------------------------------------------------------------------------- nn.fuse
+def conv_bn_relu_net(affine: bool = True, bias: bool = False) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 5, 3, padding=1, bias=bias),
+        nn.BatchNorm2d(5, affine=affine),
+        nn.ReLU(),
+        nn.Conv2d(5, 2, 1),
+        nn.Flatten(),
+        nn.Linear(2 * 6 * 6, 3),
+    )
+
+
+def randomize_statistics(model, rng):
+    """Running statistics and BatchNorm parameters that are not the identity."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean[...] = arr(rng.standard_normal(m.num_features).astype(m.running_mean.dtype))
+            m.running_var[...] = arr(rng.uniform(0.5, 2.0, m.num_features).astype(m.running_var.dtype))
+            if m.weight is not None:
+                m.weight.data[...] = arr(rng.uniform(0.5, 1.5, m.num_features).astype(m.weight.dtype))
+                m.bias.data[...] = arr(rng.standard_normal(m.num_features).astype(m.bias.dtype))
+
+
+def step(model, x):
+    """Output, input gradient and parameter gradients of one training step."""
+    model.zero_grad()
+    out = model(x)
+    dx = model.backward(arr(np.ones(out.shape, out.dtype)))
+    return host(out), host(dx), {k: host(p.grad) for k, p in model.named_parameters()}
+
+
+def test_fuse_replaces_the_patterns_and_leaves_identity_in_the_freed_slots():
+    minidl.manual_seed(0)
+    model = conv_bn_relu_net()
+    fused = nn.fuse(model)
+    assert [type(m).__name__ for m in fused] == [
+        "ConvBn2d", "FoldedBatchNorm2d", "Identity", "Conv2d", "Flatten", "Linear"
+    ]  # fmt: skip
+    assert fused[1].relu and fused[0].relu and fused[0].bn is fused[1]
+    assert [type(m).__name__ for m in model] == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "Flatten", "Linear"]
+    assert list(fused.state_dict()) == list(model.state_dict())
+    mlp = nn.fuse(nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.BatchNorm1d(6), nn.Linear(6, 2)))
+    assert [type(m).__name__ for m in mlp] == ["Linear", "BatchNormReLU1d", "Identity", "BatchNorm1d", "Linear"]
+    assert type(nn.fuse(nn.Sequential(nn.BatchNorm2d(2), nn.ReLU()))[0]).__name__ == "BatchNormReLU2d"
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_fused_model_trains_and_infers_like_the_original(affine, bias):
+    minidl.manual_seed(0)
+    rng = np.random.default_rng(7)
+    model = conv_bn_relu_net(affine, bias).to(np.float64)
+    randomize_statistics(model, rng)
+    fused = nn.fuse(model)
+    x = arr(rng.standard_normal((4, 3, 6, 6)))
+    for a, b in zip(step(fused, x), step(model, x), strict=True):  # training: batch statistics, BN+ReLU pair
+        if isinstance(a, dict):
+            assert a.keys() == b.keys()
+            for k in a:
+                np.testing.assert_allclose(a[k], b[k], **TOL[np.float64], err_msg=k)
+        else:
+            np.testing.assert_allclose(a, b, **TOL[np.float64])
+    for key, value in model.state_dict().items():  # the running statistics moved the same way
+        np.testing.assert_allclose(host(fused.state_dict()[key]), host(value), **TOL[np.float64], err_msg=key)
+    model.eval(), fused.eval()
+    with minidl.no_grad():  # inference: the BatchNorm folded into the convolution
+        np.testing.assert_allclose(host(fused(x)), host(model(x)), **TOL[np.float64])
+    for a, b in zip(step(fused, x), step(model, x), strict=True):  # eval with gradients: no folding
+        if not isinstance(a, dict):
+            np.testing.assert_allclose(a, b, **TOL[np.float64])
+
+
+def test_folding_follows_the_live_parameters_and_a_loaded_state_dict():
+    minidl.manual_seed(0)
+    rng = np.random.default_rng(3)
+    model = conv_bn_relu_net().eval()
+    fused = nn.fuse(model)
+    other = conv_bn_relu_net()
+    randomize_statistics(other, rng)
+    fused.load_state_dict(other.state_dict())  # the same keys
+    other.eval()
+    x = arr(rng.standard_normal((2, 3, 6, 6)).astype(np.float32))
+    with minidl.no_grad():
+        np.testing.assert_allclose(host(fused(x)), host(other(x)), rtol=1e-4, atol=1e-5)
+        fused[1].weight.data[...] *= 2  # a later change of gamma reaches the folded weights
+        other[1].weight.data[...] *= 2
+        np.testing.assert_allclose(host(fused(x)), host(other(x)), rtol=1e-4, atol=1e-5)
+
+
+def test_fuse_in_place_keeps_the_parameter_objects_so_the_optimizer_still_trains_them():
+    minidl.manual_seed(0)
+    model = models.resnet20(num_classes=10)
+    params = list(model.parameters())
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    assert nn.fuse(model, inplace=True) is model
+    assert type(model.layer1[0].bn1).__name__ == "FoldedBatchNorm2d"
+    assert [id(p) for p in model.parameters()] == [id(p) for p in params]
+    x = arr(np.random.default_rng(4).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    before = host(model.layer1[0].bn1.weight.data).copy()
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn(model(x), np.array([1, 2]))
+    model.zero_grad()
+    model.backward(loss_fn.backward())
+    opt.step()
+    assert not np.allclose(host(model.layer1[0].bn1.weight.data), before), "the optimizer updated the fused BN"
+    original = models.resnet20(num_classes=10)
+    copy = nn.fuse(original)  # not in place: a deep copy
+    assert not {id(p) for p in copy.parameters()} & {id(p) for p in original.parameters()}
+
+
+def test_resnet_blocks_fuse_their_declared_groups_and_match_the_original():
+    minidl.manual_seed(0)
+    rng = np.random.default_rng(9)
+    for model, shape in ((models.resnet20(num_classes=10), (2, 3, 32, 32)), (models.resnet50(10), (2, 3, 64, 64))):
+        model = model.to(np.float64)
+        randomize_statistics(model, rng)
+        fused = nn.fuse(model)
+        assert list(fused.state_dict()) == list(model.state_dict())
+        block = fused.layer1[0]
+        names = {name: type(m).__name__ for name, m in block.named_children()}
+        assert names["conv1"] == "ConvBn2d" and names["add_relu"] == "AddReLU", names
+        assert type(fused.layer2[0].downsample[0]).__name__ == "ConvBn2d"  # the shortcut's Sequential too
+        x = arr(rng.standard_normal(shape))
+        out, dx, grads = step(fused, x)
+        ref_out, ref_dx, ref_grads = step(model, x)
+        np.testing.assert_allclose(out, ref_out, rtol=1e-8, atol=1e-9)
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-8, atol=1e-9)
+        for k in ref_grads:
+            np.testing.assert_allclose(grads[k], ref_grads[k], rtol=1e-7, atol=1e-9, err_msg=k)
+        model.eval(), fused.eval()
+        with minidl.no_grad():
+            np.testing.assert_allclose(host(fused(x)), host(model(x)), rtol=1e-8, atol=1e-9)
+
+
+def test_nothing_but_the_exact_layers_is_fused():
+    class DoubledBatchNorm(nn.BatchNorm2d):
+        def forward(self, x):
+            return super().forward(x) * 2.0
+
+    minidl.manual_seed(0)
+    seq = nn.Sequential(nn.Conv2d(3, 4, 3), DoubledBatchNorm(4), nn.ReLU(), nn.BatchNorm2d(4), nn.LeakyReLU(0.5))
+    assert [type(m) for m in nn.fuse(seq)] == [type(m) for m in seq]
+    block = models.resnet.BasicBlock(2, 2)
+    block.relu = nn.GELU()  # a student swaps the block's activation: no BatchNorm+ReLU fusion there
+    fused = nn.fuse(block)
+    assert type(fused.relu) is nn.GELU and type(fused.bn1).__name__ == "FoldedBatchNorm2d" and not fused.bn1.relu
+    x = arr(np.random.default_rng(2).standard_normal((4, 2, 3, 3)).astype(np.float32))
+    np.testing.assert_allclose(host(fused(x)), host(block(x)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="fuse: expected a Module, got list"):
+        nn.fuse([seq])
+    with pytest.raises(TypeError, match="fuse: inplace must be a bool"):
+        nn.fuse(seq, inplace=1)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_each_layer_of_a_sequential_can_run_its_own_backward(fused):
+    """The issue's reproducer: after a plain forward, calling every child's backward in reverse order works."""
+    minidl.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(400, 3))
+    if fused:
+        m = nn.fuse(m)
+    x = arr(np.random.default_rng(0).standard_normal((2, 3, 10, 10)).astype(np.float32))
+    out = m(x)
+    d = arr(np.ones(out.shape, np.float32))
+    for layer in reversed(list(m)):
+        d = layer.backward(d)
+    assert d.shape == x.shape
+    out = m(x)
+    np.testing.assert_allclose(host(m.backward(arr(np.ones(out.shape, np.float32)))), host(d), rtol=1e-5, atol=1e-6)
+
+
+def test_the_training_helpers_fuse_on_a_fast_backend_only_and_can_be_told_not_to():
+    from minidl.train import Trainer
+
+    def trainer(**kw):
+        model = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+        return Trainer(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), verbose=False, **kw)
+
+    with minidl.use_backend("numba"):
+        assert type(trainer().model[1]).__name__ == "BatchNormReLU1d"
+        assert type(trainer(fuse=False).model[1]) is nn.BatchNorm1d
+    with minidl.use_backend("numpy"):
+        assert type(trainer().model[1]) is nn.BatchNorm1d  # the reference mode runs the layers as written
+        assert type(trainer(fuse=True).model[1]).__name__ == "BatchNormReLU1d"
+    with pytest.raises(TypeError, match="fuse must be None, True or False"):
+        trainer(fuse="yes")
