@@ -12,8 +12,9 @@ Every leaf layer's ``forward`` and ``backward`` are wrapped with a clock for ``-
 convolution and linear layers the achieved GFLOP/s (forward: 2 MACs; backward: 4 MACs, the input and the weight
 gradient). The last lines sum the layers by type. The step total is measured separately, without the wrappers.
 
-The model is fused first, as ``train.fit`` fuses it (``minidl.nn.fuse``: a BatchNorm followed by a ReLU is one
-``BatchNormReLU2d`` row, the ReLU an ``Identity``); ``--no-fuse`` times every layer of the model as built.
+The model is fused first, as ``train.fit`` fuses it (``minidl.nn.fuse``: a Conv2d, BatchNorm2d, ReLU run is a
+``ConvBn2d`` row and a ``FoldedBatchNorm2d`` row that applies the ReLU, the ReLU's slot an ``Identity``; a residual
+sum and its ReLU an ``AddReLU`` row); ``--no-fuse`` times every layer of the model as built.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def conv_linear_macs(module: Any, out_shape: tuple[int, ...]) -> int:
     """Multiply-adds of a Conv2d or Linear forward producing ``out_shape`` (0 for other layers)."""
     kind = type(module).__name__
-    if kind in ("Conv2d", "ConvBn2d"):
+    if kind in ("Conv2d", "ConvBn2d"):  # (ConvBn2d is a Conv2d that may fold the next BatchNorm in)
         O, C_per_group, KH, KW = module.weight.shape
         return int(np.prod(out_shape)) * C_per_group * KH * KW
     if kind == "Linear":

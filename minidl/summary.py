@@ -38,6 +38,9 @@ import numpy as np
 
 from minidl.backend import get_backend
 from minidl.grad_mode import no_grad
+from minidl.nn.conv import Conv2d
+from minidl.nn.linear import Linear
+from minidl.nn.pooling import AvgPool2d, MaxPool2d
 
 __all__ = ["LayerInfo", "ModelSummary", "summary"]
 
@@ -135,19 +138,17 @@ def _pair(value: Any) -> tuple[int, int]:
 
 
 def _macs(module: Any, out_shape: tuple[int, ...], in_shape: tuple[int, ...]) -> int:
-    kind = type(module).__name__
-    if kind == "Conv2d":
+    if isinstance(module, Conv2d):  # (also nn.fuse's ConvBn2d)
         kh, kw = _pair(module.kernel_size)
         return int(np.prod(out_shape)) * (module.in_channels // module.groups) * kh * kw
-    if kind == "Linear":
+    if isinstance(module, Linear):
         return int(np.prod(out_shape)) * module.in_features
     return 0
 
 
 def _leaf_receptive(module: Any) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """(kernel extent, stride) of a spatial layer, or None for layers that keep the geometry."""
-    kind = type(module).__name__
-    if kind in ("Conv2d", "MaxPool2d", "AvgPool2d"):
+    if isinstance(module, (Conv2d, MaxPool2d, AvgPool2d)):
         kh, kw = _pair(module.kernel_size)
         dh, dw = _pair(getattr(module, "dilation", 1))
         stride = getattr(module, "stride", None)
@@ -222,7 +223,9 @@ def summary(model: Any, input_shape: tuple[int, ...], batch_size: int = 1, dtype
                     trainable_params=int(trainable),
                     frozen_params=int(frozen),
                     macs=_macs(module, shape, in_shape),
-                    output_bytes=0 if kind in _NO_MEMORY else int(np.prod(shape)) * np.dtype(out.dtype).itemsize,
+                    output_bytes=0
+                    if kind in _NO_MEMORY or (args and out is args[0])  # (a module that hands its input on)
+                    else int(np.prod(shape)) * np.dtype(out.dtype).itemsize,
                 )
             )
             return out

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minidl
-from minidl import nn
+from minidl import models, nn
 from tests.helpers import torch_or_skip
 
 
@@ -181,3 +181,12 @@ def test_receptive_field_of_zoo_resnet_equals_the_residual_built_one():
     assert zoo.total_params == built.total_params and zoo.total_macs == built.total_macs
     # conv7/2 (7) -> maxpool3/2 at jump 2 (+4 = 11) -> 16 3x3 convs, the first 4 at jump 4 ... as in the literature
     assert zoo.receptive_field == (435, 435)
+
+
+def test_a_fused_model_has_the_same_parameters_macs_and_receptive_field():
+    plain = models.resnet20()
+    fused = nn.fuse(plain)
+    a, b = minidl.summary(plain, (3, 32, 32)), minidl.summary(fused, (3, 32, 32))
+    assert (a.total_params, a.total_macs, a.receptive_field) == (b.total_params, b.total_macs, b.receptive_field)
+    # in inference the folded BatchNorms hand their input on: no memory of their own
+    assert b.activation_bytes < a.activation_bytes

@@ -55,39 +55,49 @@ class ConvKernelsMixin:
 
     # ------------------------------------------------------------------ the kernel pairs
     @staticmethod
-    def _conv2d_accepts(
-        x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
-    ) -> bool:
-        """Padding given as numbers (``'same'``, which may pad one side more, stays with the reference)."""
-        return not isinstance(padding, str)
+    def _symmetric(x: Any, g: Any) -> tuple[Any, Any]:
+        """``(x, crop)``: x with the extra bottom rows / right columns of an uneven ``'same'`` padding added (then
+        padding top/left on both sides is the geometry's), and the input's (H, W) to crop dx back to (else None)."""
+        extra_h, extra_w = g.bottom - g.top, g.right - g.left
+        if (extra_h, extra_w) == (0, 0):
+            return x, None
+        return numpy.pad(x, ((0, 0), (0, 0), (0, extra_h), (0, extra_w))), tuple(x.shape[2:])
 
     def _conv2d_forward(
         self, g: Any, x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
         groups: int = 1,
     ) -> tuple[Any, Any]:  # fmt: skip
-        """The ``conv2d`` pair's forward, ``g`` its geometry. Cache: ``(x, or x_col with groups, weight, has_bias,
-        g, x_shape)``."""
-        if g.groups == 1:
-            out = self._conv2d_dense(x, weight, bias, g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
-            return out, (x, weight, bias is not None, g, tuple(x.shape))
-        return self._grouped_conv2d(x, weight, bias, g)
+        """The ``conv2d`` pair's forward, ``g`` its geometry (the setup's; stride, padding, dilation and groups are
+        in it). Cache: ``(x, or x_col with groups, weight, has_bias, g, x_shape, crop)``."""
+        return self._conv2d(g, x, weight, bias)
+
+    def _conv2d(self, g: Any, x: Any, weight: Any, bias: Any, relu: bool = False) -> tuple[Any, Any]:
+        """:meth:`_conv2d_forward`, and ``conv2d_relu``'s forward with ``relu``."""
+        x, crop = self._symmetric(x, g)
+        if g.groups != 1:
+            return self._grouped_conv2d(x, weight, bias, g, crop)
+        out = self._conv2d_dense(x, weight, bias, g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW, relu=relu)
+        return out, (x, weight, bias is not None, g, tuple(x.shape), crop)
 
     def _conv2d_backward(self, dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
         """``(dx, dw, db)`` of :meth:`_conv2d_forward` (``dw`` None when not ``compute_dw``)."""
-        x, weight, has_bias, g, _ = cache
+        x, weight, has_bias, g, _, crop = cache
         db = dout.sum(axis=(0, 2, 3)) if has_bias else None
         if g.groups != 1:
-            return (*self._grouped_conv2d_backward(dout, cache, compute_dw), db)
-        geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
-        dx, dw = self._conv2d_dense_backward(dout, x, weight, *geometry, compute_dw)
+            dx, dw = self._grouped_conv2d_backward(dout, cache, compute_dw)
+        else:
+            geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
+            dx, dw = self._conv2d_dense_backward(dout, x, weight, *geometry, compute_dw)
+        if crop is not None:  # the extra rows / columns of an uneven 'same' were padding
+            dx = numpy.ascontiguousarray(dx[:, :, : crop[0], : crop[1]])
         return dx, dw, db
 
     @staticmethod
     def _conv2d_relu_accepts(
         x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
     ) -> bool:
-        """As :meth:`_conv2d_accepts`, groups 1 (the ReLU is applied by the fused kernels' output pass)."""
-        return not isinstance(padding, str) and groups == 1
+        """Groups 1: the ReLU is applied by the dense kernels' output pass."""
+        return groups == 1
 
     def _conv2d_relu_forward(
         self, g: Any, x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
@@ -95,8 +105,8 @@ class ConvKernelsMixin:
     ) -> tuple[Any, Any]:  # fmt: skip
         """``relu(conv2d(x))`` with the ReLU in the convolution's output pass. Cache: the convolution's and the
         output (whose positive entries are the ReLU's mask)."""
-        out = self._conv2d_dense(x, weight, bias, g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW, relu=True)
-        return out, ((x, weight, bias is not None, g, tuple(x.shape)), out)
+        out, conv_cache = self._conv2d(g, x, weight, bias, relu=True)
+        return out, (conv_cache, out)
 
     def _conv2d_relu_backward(self, dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
         """``(dx, dw, db)`` of :meth:`_conv2d_relu_forward`: the ReLU's mask from the output, then the conv's."""
@@ -104,7 +114,7 @@ class ConvKernelsMixin:
         return self._conv2d_backward(numpy.where(out > 0, dout, 0), conv_cache, compute_dw=compute_dw)
 
     # ------------------------------------------------------------------ grouped convolution (the reference's GEMMs)
-    def _grouped_conv2d(self, x: Any, weight: Any, bias: Any, g: Any) -> tuple[Any, Any]:
+    def _grouped_conv2d(self, x: Any, weight: Any, bias: Any, g: Any, crop: Any) -> tuple[Any, Any]:
         """Per group, W_col @ x_col as in ``conv.py``'s reference, with the compiled im2col."""
         N = x.shape[0]
         O, Cg, KH, KW = weight.shape
@@ -114,11 +124,11 @@ class ConvKernelsMixin:
         if bias is not None:
             out += bias[:, None]
         out = numpy.ascontiguousarray(out.reshape(O, N, g.OH, g.OW).transpose(1, 0, 2, 3))
-        return out, (x_col, weight, bias is not None, g, tuple(x.shape))
+        return out, (x_col, weight, bias is not None, g, tuple(x.shape), crop)
 
     def _grouped_conv2d_backward(self, dout: Any, cache: Any, compute_dw: bool) -> tuple[Any, Any]:
         """``(dx, dw)`` of :meth:`_grouped_conv2d`: dW = dout_col @ x_col^T and dx = col2im(W_col^T @ dout_col)."""
-        x_col, weight, _, g, x_shape = cache
+        x_col, weight, _, g, x_shape, _ = cache
         O, Cg, KH, KW = weight.shape
         G, K, M = g.groups, Cg * KH * KW, x_shape[0] * g.OH * g.OW
         dout_col = numpy.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(G, O // G, M)

@@ -20,14 +20,14 @@ and the NumPy reference. What changes is who runs the kernels:
   =====================================  ==================================================================
   ``conv2d``, ``conv2d_relu``            im2row chunks, Winograd F(2x2, 3x3), 1 x 1 products, grouped
                                          GEMMs (``_numba_conv.py``); the ReLU in the output pass
-  ``max_pool2d``, ``avg_pool2d``         compiled window loops (``_numba_kernels.py``), parallel over planes
+  ``max_pool2d``, ``avg_pool2d``         compiled window loops, parallel over planes (``_numba_pool.py``)
   ``batch_norm``, ``batch_norm_relu``    statistics + normalize + affine (+ ReLU) in one pass per channel;
-                                         the backward from x (mask recomputed), here
+                                         the backward from x, mask recomputed (``_numba_batchnorm.py``)
   ``layer_norm``, ``group_norm``,        per-row statistics + normalize + affine in one pass
   ``instance_norm``                      (``_numba_norm.py``)
-  ``relu``, ``add_relu``                 one pass each, here
-  ``leaky_relu``, ``hardtanh``,          one pass each (``_numba_elementwise.py``, with vectorizable
-  ``hardswish``, ``sigmoid``, ``tanh``,  exp/erfc/tanh from ``_numba_math.py``)
+  ``relu``, ``add_relu``,                one pass each (``_numba_elementwise.py``, with vectorizable
+  ``leaky_relu``, ``hardtanh``,          exp/erfc/tanh from ``_numba_math.py``)
+  ``hardswish``, ``sigmoid``, ``tanh``,
   ``elu``, ``silu``, ``gelu``,
   ``softplus``, ``mish``
   =====================================  ==================================================================
@@ -121,7 +121,7 @@ class NumbaBackend(
         backward, and the cases it takes). Every entry is tested against its reference pair
         (``tests/backend/test_kernels.py``)."""
         table = {
-            "conv2d": KernelPair(self._conv2d_forward, self._conv2d_backward, self._conv2d_accepts),
+            "conv2d": KernelPair(self._conv2d_forward, self._conv2d_backward),
             "conv2d_relu": KernelPair(self._conv2d_relu_forward, self._conv2d_relu_backward, self._conv2d_relu_accepts),
             "max_pool2d": KernelPair(self._max_pool2d_forward, self._max_pool2d_backward),
             "avg_pool2d": KernelPair(self._avg_pool2d_forward, self._avg_pool2d_backward),

@@ -45,10 +45,11 @@ from typing import Any
 
 from minidl.nn import init
 from minidl.nn._checks import check_int
-from minidl.nn.activation import AddReLU, ReLU
+from minidl.nn.activation import ReLU
 from minidl.nn.containers import Flatten, Sequential
 from minidl.nn.conv import Conv2d
 from minidl.nn.linear import Linear
+from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d
 from minidl.nn.pooling import MaxPool2d
@@ -123,7 +124,7 @@ class _ResidualBlock(Module):
 
     def receptive_field_branches(self) -> list[list[Module]]:
         """Main path and shortcut, for :func:`minidl.summary`'s receptive field (``[]`` is the identity)."""
-        main = [m for name, m in self.named_children() if name not in ("downsample", "add_relu")]
+        main = [m for name, m in self.named_children() if name not in ("downsample", "add")]
         return [main, [] if self.downsample is None else [self.downsample]]
 
 
@@ -133,11 +134,11 @@ class BasicBlock(_ResidualBlock):
     .. math:: y = \mathrm{relu}(\mathrm{bn_2}(\mathrm{conv_2}(\mathrm{relu}(\mathrm{bn_1}(\mathrm{conv_1}(x)))))
               + \mathrm{downsample}(x))
 
-    The layers and their state_dict keys are torchvision's (``conv1.weight``, ``bn1.*``, ``conv2.weight``,
-    ``bn2.*``, ``downsample.0.weight``, ``downsample.1.*``). The sum and the ReLU after it are the module
-    ``add_relu``, as in torchvision's quantizable ResNet (a plain ``relu`` module could be called twice too: see
-    :meth:`~minidl.nn.Module.save_for_backward`), so :func:`minidl.nn.fuse` can turn ``conv1, bn1, relu`` into one
-    fused group without touching the join.
+    The state_dict keys are torchvision's (``conv1.weight``, ``bn1.*``, ``conv2.weight``, ``bn2.*``,
+    ``downsample.0.weight``, ``downsample.1.*``). Where torchvision applies one ``relu`` module twice, the block
+    holds ``relu1`` and ``relu2``, and the sum is a module, ``add`` (as in torchvision's quantizable ResNet), so that
+    :func:`minidl.nn.fuse` can merge each with its neighbours (``fusion_groups``); none has parameters, so the keys
+    are the same. (A module called twice in one forward also works: see :meth:`~minidl.nn.Module.save_for_backward`.)
 
     Args:
         inplanes: C, the input channels.
@@ -150,8 +151,8 @@ class BasicBlock(_ResidualBlock):
         - Output: (N, O, OH, OW), OH = floor((H - 1) / stride) + 1, likewise OW.
 
     Backward:
-        dz = add_relu.backward(dy) (the gradient of the sum, for each term); the body's layers in reverse order
-        on dz; dx = dbody + (downsample.backward(dz) if downsample else dz).
+        dz = add.backward(relu2.backward(dy)) (the gradient of the sum, for each term); the body's layers in
+        reverse order on dz; dx = dbody + (downsample.backward(dz) if downsample else dz).
 
     Examples:
         >>> import numpy as np
@@ -162,28 +163,29 @@ class BasicBlock(_ResidualBlock):
     """
 
     expansion = 1
-    fusion_groups = (("conv1", "bn1", "relu"), ("conv2", "bn2"))
+    fusion_groups = (("conv1", "bn1", "relu1"), ("conv2", "bn2"), ("add", "relu2"))
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Module | None = None) -> None:
         super().__init__()
         self._init_common(inplanes, planes, stride, downsample)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = BatchNorm2d(planes)
-        self.relu = ReLU()
+        self.relu1 = ReLU()
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = BatchNorm2d(planes)
         self.downsample = downsample
-        self.add_relu = AddReLU()
+        self.add = Add()
+        self.relu2 = ReLU()
 
     def forward(self, x: Any) -> Any:
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.add_relu(out, self._shortcut(x, out))
+        return self.relu2(self.add(out, self._shortcut(x, out)))
 
     def backward(self, dout: Any) -> Any:
-        dz = self.add_relu.backward(dout)  # the sum hands its gradient to both terms
+        dz = self.add.backward(self.relu2.backward(dout))  # the sum hands its gradient to both terms
         d = self.conv2.backward(self.bn2.backward(dz))
-        d = self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
+        d = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
         return d + self._shortcut_backward(dz)  # x fed both branches: their gradients add
 
 
@@ -195,8 +197,9 @@ class Bottleneck(_ResidualBlock):
 
     The stride sits on the 3x3 convolution (torchvision's ResNet v1.5). The inner width is
     ``int(planes * width_per_group / 64) * groups`` (``planes`` for plain ResNets; ResNeXt and wide ResNets
-    change it). As in torchvision's quantizable ResNet, the two inner ReLUs are the modules ``relu1``, ``relu2`` and
-    the sum with its ReLU is ``add_relu``; none has parameters, so the state_dict keys are torchvision's.
+    change it). Where torchvision applies one ``relu`` three times, the block holds ``relu1``, ``relu2`` and
+    ``relu3``, and the sum is the module ``add`` (as in torchvision's quantizable ResNet); none has parameters, so
+    the state_dict keys are torchvision's.
 
     Args:
         inplanes: C, the input channels.
@@ -211,7 +214,7 @@ class Bottleneck(_ResidualBlock):
         - Output: (N, 4 * planes, OH, OW), OH = floor((H - 1) / stride) + 1, likewise OW.
 
     Backward:
-        dz = add_relu.backward(dy);  dbody = the body's layers in reverse order on dz;
+        dz = add.backward(relu3.backward(dy));  dbody = the body's layers in reverse order on dz;
         dx = dbody + (downsample.backward(dz) if downsample else dz).
 
     Examples:
@@ -223,7 +226,7 @@ class Bottleneck(_ResidualBlock):
     """
 
     expansion = 4
-    fusion_groups = (("conv1", "bn1", "relu1"), ("conv2", "bn2", "relu2"), ("conv3", "bn3"))
+    fusion_groups = (("conv1", "bn1", "relu1"), ("conv2", "bn2", "relu2"), ("conv3", "bn3"), ("add", "relu3"))
 
     def __init__(
         self,
@@ -250,16 +253,17 @@ class Bottleneck(_ResidualBlock):
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = BatchNorm2d(planes * self.expansion)
         self.downsample = downsample
-        self.add_relu = AddReLU()
+        self.add = Add()
+        self.relu3 = ReLU()
 
     def forward(self, x: Any) -> Any:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.add_relu(out, self._shortcut(x, out))
+        return self.relu3(self.add(out, self._shortcut(x, out)))
 
     def backward(self, dout: Any) -> Any:
-        dz = self.add_relu.backward(dout)
+        dz = self.add.backward(self.relu3.backward(dout))
         d = self.conv3.backward(self.bn3.backward(dz))
         d = self.conv2.backward(self.bn2.backward(self.relu2.backward(d)))
         d = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))

@@ -1,22 +1,62 @@
 """Layers, containers and losses: every Module with an explicit forward and backward.
 
-Each layer family lives in one file with its math, its functional pair (``<op>_forward``/``<op>_backward``, also
-re-exported from :mod:`minidl.nn.functional`) and its Module class, which computes through that pair. The names
-each file exports are listed in its ``__all__``. :func:`fuse` (``fusion.py``) fuses adjacent layers of a model.
+Each layer family lives in one file with its math, its functional pair (``<op>_forward``/``<op>_backward``) and its
+Module class. The pairs are reached through one namespace, :mod:`minidl.nn.functional` (``F``): a Module looks its
+pair up there at call time, so that is the place a student patches or replaces a pair. This package exports the
+Modules, the containers, :func:`fuse` and the penalty helpers; the pairs are deliberately not re-exported here,
+so that there is one name to patch, not two.
 """
 
 from minidl.nn import dispatch, functional, init, utils
-from minidl.nn.activation import *  # noqa: F403
-from minidl.nn.containers import *  # noqa: F403
-from minidl.nn.conv import *  # noqa: F403
-from minidl.nn.dropout import *  # noqa: F403
-from minidl.nn.fusion import *  # noqa: F403
-from minidl.nn.linear import *  # noqa: F403
-from minidl.nn.loss import *  # noqa: F403
+from minidl.nn.activation import (
+    ELU,
+    GELU,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSoftmax,
+    Mish,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from minidl.nn.containers import Concat, Flatten, Identity, ModuleDict, ModuleList, Residual, Sequential
+from minidl.nn.conv import Conv2d
+from minidl.nn.dropout import Dropout, Dropout2d
+from minidl.nn.fusion import AddReLU, BatchNormReLU1d, BatchNormReLU2d, ConvBn2d, FoldedBatchNorm2d, fuse
+from minidl.nn.linear import Linear
+from minidl.nn.loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    DistillationLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
+from minidl.nn.merge import Add
 from minidl.nn.module import IncompatibleKeys, Module, Parameter
-from minidl.nn.normalization import *  # noqa: F403
-from minidl.nn.normalization_group import *  # noqa: F403
-from minidl.nn.normalization_instance import *  # noqa: F403
-from minidl.nn.pooling import *  # noqa: F403
-from minidl.nn.pooling_adaptive import *  # noqa: F403
-from minidl.nn.regularization import *  # noqa: F403
+from minidl.nn.normalization import BatchNorm1d, BatchNorm2d, LocalResponseNorm
+from minidl.nn.normalization_group import GroupNorm, LayerNorm
+from minidl.nn.normalization_instance import InstanceNorm2d
+from minidl.nn.pooling import AvgPool2d, MaxPool2d, pool_output_size
+from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d, AdaptiveMaxPool2d
+from minidl.nn.regularization import elastic_net_penalty, l1_penalty, l2_penalty, max_norm_
+
+__all__ = [
+    "Add", "AddReLU", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss",
+    "BatchNorm1d", "BatchNorm2d", "BatchNormReLU1d", "BatchNormReLU2d", "Concat", "Conv2d", "ConvBn2d",
+    "CrossEntropyLoss", "DistillationLoss", "Dropout", "Dropout2d", "ELU", "Flatten", "FoldedBatchNorm2d", "GELU",
+    "GroupNorm", "Hardswish", "Hardtanh", "Identity", "IncompatibleKeys", "InstanceNorm2d", "KLDivLoss", "L1Loss",
+    "LayerNorm", "LeakyReLU", "Linear", "LocalResponseNorm", "LogSoftmax", "MSELoss", "MaxPool2d", "Mish",
+    "Module", "ModuleDict", "ModuleList", "NLLLoss", "Parameter", "ReLU", "ReLU6", "Residual", "Sequential",
+    "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax", "Softplus", "Tanh",
+    "dispatch", "elastic_net_penalty", "functional", "fuse", "init", "l1_penalty", "l2_penalty", "max_norm_",
+    "pool_output_size", "utils",
+]  # fmt: skip

@@ -13,7 +13,7 @@ import numpy as np
 
 import minidl
 from minidl.nn import init
-from minidl.nn._checks import check_float, check_int
+from minidl.nn._checks import check_array, check_float, check_int, check_params
 from minidl.nn.module import Module, Parameter
 
 
@@ -54,15 +54,31 @@ def _affine_backward(dout: Any, xhat: Any, gamma: Any, beta: Any, axes: tuple[in
     return dgamma, dbeta
 
 
-def _check_vector(where: str, name: str, a: Any, shape: tuple[int, ...]) -> None:
-    """An optional parameter/statistics array must have exactly ``shape``."""
-    if a is not None and tuple(a.shape) != tuple(shape):
-        raise ValueError(f"{where}: expected {name} of shape {tuple(shape)}, got shape {tuple(a.shape)}")
-
-
 def _check_eps_momentum(where: str, eps: float, momentum: float) -> None:
     check_float(where, "eps", eps, low=0.0, low_open=True)
     check_float(where, "momentum", momentum, low=0.0, high=1.0)
+
+
+def _check_statistics_call(
+    where: str, input: Any, min_ndim: int, running_mean: Any, running_var: Any, weight: Any, bias: Any,
+    momentum: float, eps: float, own_stats: bool, flag: str, unit: str,
+) -> None:  # fmt: skip
+    """The checks batch_norm_forward and instance_norm_forward share: the input and its per-channel vectors, eps and
+    momentum; with the input's own statistics (``flag`` true) more than one value per ``unit`` (a channel, an
+    instance: the variance of one value is 0); without them, the running statistics."""
+    check_array(where, input, min_ndim=min_ndim)
+    C = input.shape[1]
+    check_params(where, input, (C,), weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
+    _check_eps_momentum(where, eps, momentum)
+    if own_stats:
+        per_unit = input.size // max(C if unit == "channel" else input.shape[0] * C, 1)
+        if per_unit <= 1:
+            what = "value per channel" if unit == "channel" else "spatial element"
+            raise ValueError(
+                f"{where}: expected more than 1 {what} when training, got input shape {tuple(input.shape)}"
+            )
+    elif running_mean is None or running_var is None:
+        raise ValueError(f"{where}: running_mean and running_var are required when {flag}=False")
 
 
 def _update_running(running: Any, momentum: float, value: Any) -> None:

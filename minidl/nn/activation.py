@@ -50,17 +50,13 @@ from minidl.nn.activation_smooth import __all__ as _smooth_all
 from minidl.nn.activation_softmax import *  # noqa: F403
 from minidl.nn.activation_softmax import __all__ as _softmax_all
 from minidl.nn.dispatch import F, kernel
-from minidl.nn.module import Module
 
 __all__ = [
-    "AddReLU",
     "Hardswish",
     "Hardtanh",
     "LeakyReLU",
     "ReLU",
     "ReLU6",
-    "add_relu_backward",
-    "add_relu_forward",
     "hardswish_backward",
     "hardswish_forward",
     "hardtanh_backward",
@@ -80,9 +76,17 @@ __all__ = [
 _relu_setup = _unary_setup("relu_forward")
 
 
+class MaskCache(NamedTuple):
+    """The cache of :func:`relu_forward` and :func:`hardtanh_forward`: where the slope is 1, and the input's dtype
+    (the backward checks ``dout`` against it)."""
+
+    mask: Any
+    dtype: Any
+
+
 @kernel("relu", setup=_relu_setup)
 def relu_forward(x: Any) -> tuple[Any, Any]:
-    """``y = max(x, 0)``. Returns ``(out, cache)``; the cache is the bool mask ``x > 0``.
+    """``y = max(x, 0)``. Returns ``(out, cache)``; the cache holds the bool mask ``x > 0``.
 
     Shape:
         - Input: any shape.  - Output: the same.
@@ -97,54 +101,15 @@ def relu_forward(x: Any) -> tuple[Any, Any]:
     """
     be = _relu_setup(x)
     mask = ~(x <= 0)  # True where x > 0 and where x is NaN, so NaNs propagate as in PyTorch
-    return be.xp.where(mask, x, 0), mask
+    return be.xp.where(mask, x, 0), MaskCache(mask, x.dtype)
 
 
 @kernel("relu")
 def relu_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * [x > 0]`` (PyTorch's choice at the kink x = 0: gradient 0)."""
-    check_grad_output("relu_backward", dout, cache.shape)
-    return dout * cache
-
-
-def _add_relu_setup(a: Any, b: Any) -> Any:
-    be = check_array("add_relu_forward", a)
-    check_array("add_relu_forward", b, what="second input")
-    if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
-        raise ValueError(
-            f"add_relu_forward: expected two inputs of the same shape and dtype, got {tuple(a.shape)} {a.dtype} "
-            f"and {tuple(b.shape)} {b.dtype}"
-        )
-    return be
-
-
-@kernel("add_relu", setup=_add_relu_setup)
-def add_relu_forward(a: Any, b: Any) -> tuple[Any, Any]:
-    """``relu(a + b)``: a residual sum and the ReLU after it (the end of a ResNet block). Returns ``(out, cache)``.
-
-    The reference is exactly ``relu_forward(a + b)``; the Numba backend's kernel does both in one pass over memory.
-
-    Shape:
-        - a, b: the same shape (no broadcasting) - Output: that shape.
-
-    Backward:
-        dz = dout * [a + b > 0], the gradient of both a and b (a sum passes its gradient to each term).
-
-    Examples:
-        >>> out, cache = add_relu_forward(np.array([1.0, -2.0]), np.array([-3.0, 4.0]))
-        >>> out
-        array([0., 2.])
-        >>> add_relu_backward(np.array([5.0, 5.0]), cache)
-        array([0., 5.])
-    """
-    xp = _add_relu_setup(a, b).xp
-    return F.relu_forward(xp.asarray(a + b))  # (asarray: the sum of two 0-d arrays is a NumPy scalar)
-
-
-@kernel("add_relu")
-def add_relu_backward(dout: Any, cache: Any) -> Any:
-    """Gradient of :func:`add_relu_forward` with respect to the sum, hence to each of a and b: ``dout * mask``."""
-    return F.relu_backward(dout, cache)
+    mask, dtype = cache
+    check_grad_output("relu_backward", dout, mask.shape, dtype)
+    return dout * mask
 
 
 class LeakyReluCache(NamedTuple):
@@ -152,6 +117,7 @@ class LeakyReluCache(NamedTuple):
 
     mask: Any  # x > 0
     negative_slope: float
+    dtype: Any  # of x
 
 
 _leaky_relu_setup = _unary_setup("leaky_relu_forward")
@@ -172,14 +138,14 @@ def leaky_relu_forward(x: Any, negative_slope: float = 0.01) -> tuple[Any, Any]:
     be = _leaky_relu_setup(x)
     mask = x > 0
     negative_slope = float(negative_slope)  # a Python float keeps x's dtype (a NumPy float64 would promote it)
-    return be.xp.where(mask, x, x * negative_slope), LeakyReluCache(mask, negative_slope)
+    return be.xp.where(mask, x, x * negative_slope), LeakyReluCache(mask, negative_slope, x.dtype)
 
 
 @kernel("leaky_relu")
 def leaky_relu_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout`` where ``x > 0``, else ``negative_slope * dout``."""
-    mask, negative_slope = cache
-    check_grad_output("leaky_relu_backward", dout, mask.shape)
+    mask, negative_slope, dtype = cache
+    check_grad_output("leaky_relu_backward", dout, mask.shape, dtype)
     return _xp(dout).where(mask, dout, dout * float(negative_slope))
 
 
@@ -203,14 +169,15 @@ def hardtanh_forward(x: Any, min_val: float = -1.0, max_val: float = 1.0) -> tup
         array([-1. ,  0.5,  1. ])
     """
     be = _hardtanh_setup(x, min_val, max_val)
-    return _cast(x, be.xp.clip(x, min_val, max_val)), (x > min_val) & (x < max_val)
+    return _cast(x, be.xp.clip(x, min_val, max_val)), MaskCache((x > min_val) & (x < max_val), x.dtype)
 
 
 @kernel("hardtanh")
 def hardtanh_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * [min_val < x < max_val]`` (0 in the flat parts and, as in PyTorch, at the corners)."""
-    check_grad_output("hardtanh_backward", dout, cache.shape)
-    return dout * cache
+    mask, dtype = cache
+    check_grad_output("hardtanh_backward", dout, mask.shape, dtype)
+    return dout * mask
 
 
 def relu6_forward(x: Any) -> tuple[Any, Any]:
@@ -285,39 +252,6 @@ class ReLU(_Activation):
 
     def _pair_backward(self, dout: Any, cache: Any) -> Any:
         return F.relu_backward(dout, cache)
-
-
-class AddReLU(Module):
-    """``AddReLU(a, b) = relu(a + b)``: the residual sum and the ReLU after it, at the end of a ResNet block.
-
-    The role of torchvision's ``add_relu`` in its quantizable ResNets: a module for the join, so the sum and the ReLU
-    are one op, :func:`add_relu_forward`, whose reference is ``relu_forward(a + b)`` and which the Numba backend runs
-    in one pass over memory. It has no parameters.
-
-    Shape:
-        - a, b: the same shape (no broadcasting).  - Output: that shape.
-    Backward:
-        dz = dout * [a + b > 0]; ``backward`` returns dz, the gradient of *each* input (a sum hands its gradient to
-        both terms unchanged).
-    Examples:
-        >>> join = AddReLU()
-        >>> join(np.array([1.0, -2.0]), np.array([-3.0, 4.0]))
-        array([0., 2.])
-        >>> join.backward(np.array([5.0, 5.0]))
-        array([0., 5.])
-    """
-
-    def forward(self, a: Any, b: Any) -> Any:
-        out, cache = F.add_relu_forward(a, b)
-        self.save_for_backward(cache)
-        return out
-
-    def backward(self, dout: Any) -> Any:
-        (cache,) = self.pop_saved()
-        return F.add_relu_backward(dout, cache)
-
-    def _where(self) -> str:
-        return "AddReLU"
 
 
 class LeakyReLU(_Activation):

@@ -12,6 +12,7 @@ after ``y = seq(x)`` each child's own ``backward``, called in reverse order, wor
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -111,8 +112,9 @@ class Sequential(Module):
     def insert(self, index: int, module: Module) -> Sequential:
         """Put ``module`` before position ``index`` (``len(self)`` appends); later keys shift by one; returns self."""
         n = len(self)
-        if not isinstance(index, int) or isinstance(index, bool) or not -n <= index <= n:
-            raise IndexError(f"Sequential.insert: index {index!r} is out of range for {n} modules")
+        index = _as_index("Sequential.insert", index)
+        if not -n <= index <= n:
+            raise IndexError(f"Sequential.insert: index {index} is out of range for {n} modules")
         if index < 0:  # PyTorch's rule: -1 inserts before the last module
             index += n
         modules = list(self._modules.values())
@@ -265,7 +267,18 @@ class ModuleDict(Module):
         raise NotImplementedError("ModuleDict has no forward(); use its modules in your own module's forward")
 
 
-def _normalize_index(index: int, length: int, where: str) -> int:
+def _as_index(where: str, index: Any) -> int:
+    """``index`` as a Python int (NumPy integers too), or a clear TypeError."""
+    if isinstance(index, bool):
+        raise TypeError(f"{where}: an index must be an integer, got {index!r}")
+    try:
+        return operator.index(index)
+    except TypeError:
+        raise TypeError(f"{where}: an index must be an integer, got {type(index).__name__}") from None
+
+
+def _normalize_index(index: Any, length: int, where: str) -> int:
+    index = _as_index(where, index)
     if not -length <= index < length:
         raise IndexError(f"{where}: index {index} is out of range for {length} modules")
     return index % length
@@ -394,6 +407,7 @@ class FlattenCache(NamedTuple):
 
     x_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
+    dtype: Any
 
 
 def flatten_forward(x: Any, start_dim: int = 1, end_dim: int = -1) -> tuple[Any, Any]:
@@ -421,12 +435,12 @@ def flatten_forward(x: Any, start_dim: int = 1, end_dim: int = -1) -> tuple[Any,
     for d in x.shape[s : e + 1]:
         merged *= d
     out = x.reshape(tuple(x.shape[:s]) + (merged,) + tuple(x.shape[e + 1 :]))
-    return out, FlattenCache(tuple(x.shape), tuple(out.shape))
+    return out, FlattenCache(tuple(x.shape), tuple(out.shape), x.dtype)
 
 
 def flatten_backward(dout: Any, cache: Any) -> Any:
     """Reshape the gradient back to the input's shape: ``dx = dout.reshape(x.shape)``."""
-    check_grad_output("flatten_backward", dout, cache.out_shape)
+    check_grad_output("flatten_backward", dout, cache.out_shape, cache.dtype)
     return dout.reshape(cache.x_shape)
 
 

@@ -77,6 +77,7 @@ class Pad2dCache(NamedTuple):
     x_shape: tuple[int, ...]
     pad: tuple[int, int, int, int]  # (left, right, top, bottom)
     mode: str
+    dtype: Any  # of x
 
 
 def pad2d_forward(x: Any, pad: tuple[int, int, int, int], mode: str = "constant") -> tuple[Any, Any]:
@@ -104,7 +105,7 @@ def pad2d_forward(x: Any, pad: tuple[int, int, int, int], mode: str = "constant"
         raise ValueError(f"pad2d_forward: pad must be (left, right, top, bottom), got {pad!r}")
     left, right, top, bottom = (check_int("pad2d_forward", "pad", p, minimum=0) for p in pad)
     N, C, H, W = x.shape
-    cache = Pad2dCache(tuple(x.shape), (left, right, top, bottom), mode)
+    cache = Pad2dCache(tuple(x.shape), (left, right, top, bottom), mode, x.dtype)
     if mode == "constant":
         out = be.xp.zeros((N, C, H + top + bottom, W + left + right), dtype=x.dtype)
         out[:, :, top : top + H, left : left + W] = x
@@ -128,8 +129,8 @@ def _unpad_axis(d: Any, index: Any, lo: int, size: int, axis: int) -> Any:
 
 def pad2d_backward(dout: Any, cache: Any) -> Any:
     """Gradient of :func:`pad2d_forward`: ``dx`` of the input's shape (see its **Backward:**)."""
-    (N, C, H, W), (left, right, top, bottom), mode = cache
-    check_grad_output("pad2d_backward", dout, (N, C, H + top + bottom, W + left + right))
+    (N, C, H, W), (left, right, top, bottom), mode, dtype = cache
+    check_grad_output("pad2d_backward", dout, (N, C, H + top + bottom, W + left + right), dtype)
     if mode == "constant":
         return dout[:, :, top : top + H, left : left + W].copy()
     d = _unpad_axis(dout, _pad_index("pad2d_backward", W, left, right, mode), left, W, axis=3)
@@ -296,7 +297,14 @@ def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[
     return dx, dw, db
 
 
-@kernel("conv2d_relu", setup=_conv2d_setup)
+class ConvReluCache(NamedTuple):
+    """The cache of :func:`conv2d_relu_forward`: the two pairs' caches."""
+
+    conv: Any
+    relu: Any
+
+
+@kernel("conv2d_relu", setup=_conv2d_setup, uses=("conv2d", "relu"))
 def conv2d_relu_forward(
     x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
 ) -> tuple[Any, Any]:
@@ -318,7 +326,7 @@ def conv2d_relu_forward(
     """
     out, conv_cache = F.conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
     out, relu_cache = F.relu_forward(out)
-    return out, (conv_cache, relu_cache)
+    return out, ConvReluCache(conv_cache, relu_cache)
 
 
 @kernel("conv2d_relu")

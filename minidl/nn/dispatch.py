@@ -24,8 +24,9 @@ the Numba backend's; the NumPy backend's is empty: it is the reference mode). Wh
 * on a backend without a kernel for it, the reference body runs: exactly the code you read;
 * on a backend with one, the kernel runs instead, for the forward *and* the backward (the cache it returns is wrapped
   in a :class:`KernelCache`, which sends the backward back to the same kernel);
-* but only while both halves in :mod:`minidl.nn.functional` are still the reference pair: a pair you replaced runs
-  as you wrote it, on every backend;
+* but only while both halves in :mod:`minidl.nn.functional` are still the reference pair, and so are the pairs its
+  reference is built from (``uses``: ``batch_norm_relu`` is ``batch_norm`` then ``relu``): a pair you replaced runs
+  as you wrote it, on every backend, also inside the pairs built on it;
 * a kernel may decline a case it does not cover (its ``accepts`` returns False: a grouped convolution, an unusual
   dtype); the reference runs then.
 
@@ -47,6 +48,7 @@ Examples:
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -112,6 +114,7 @@ class KernelCache(NamedTuple):
 class _Declared(NamedTuple):
     forward: Callable[..., Any] | None
     backward: Callable[..., Any] | None
+    uses: tuple[str, ...] = ()  # the pairs the reference is built from (their kernels stand in for them too)
 
 
 _DECLARED: dict[str, _Declared] = {}
@@ -127,22 +130,39 @@ def declared_ops() -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
     }
 
 
-def kernel_for(op: str) -> Any:
-    """The current backend's kernel for ``op``, or None: none registered, or the pair in
-    :mod:`minidl.nn.functional` is no longer the reference (someone replaced a half: then the pair runs as written)."""
-    fast = get_backend().kernels.get(op)
-    if fast is None:
-        return None
+def _intact(op: str) -> bool:
+    """Both halves of ``op`` in :mod:`minidl.nn.functional` are the reference, and so are those of the pairs its
+    reference uses."""
     declared = _DECLARED[op]
     functional = _namespace()
     if getattr(functional, f"{op}_forward") is not declared.forward:
-        return None
+        return False
     if getattr(functional, f"{op}_backward") is not declared.backward:
+        return False
+    return all(_intact(used) for used in declared.uses)
+
+
+def kernel_for(op: str) -> Any:
+    """The current backend's kernel for ``op``, or None: none registered, or a pair it stands for is no longer the
+    reference in :mod:`minidl.nn.functional` (someone replaced a half: then the pairs run as written)."""
+    fast = get_backend().kernels.get(op)
+    if fast is None or not _intact(op):
         return None
     return fast
 
 
-def kernel(op: str, setup: Callable[..., Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _check_call(reference: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """The TypeError Python gives for calling ``reference(*args, **kwargs)``, if the arguments do not fit it (a
+    kernel's own signature would name the kernel's method instead)."""
+    try:
+        inspect.signature(reference).bind(*args, **kwargs)
+    except TypeError as err:
+        raise TypeError(f"{reference.__name__}() {err}") from None
+
+
+def kernel(
+    op: str, setup: Callable[..., Any] | None = None, uses: tuple[str, ...] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Mark a reference pair that a backend may replace with a fast kernel (decorate both halves).
 
     Args:
@@ -150,6 +170,8 @@ def kernel(op: str, setup: Callable[..., Any] | None = None) -> Callable[[Callab
         setup: (forward only) the function the reference forward calls first with the same arguments, which
             validates them and returns what the math needs (sizes, normalized hyperparameters, or nothing). Before
             a kernel the seam calls it and passes its result to the kernel as the first argument.
+        uses: (forward only) the marked pairs the reference computes through (``("batch_norm", "relu")`` for
+            ``batch_norm_relu``): the kernel runs only while they are the references too.
 
     A kernel is a :class:`~minidl.backend.numpy_backend.KernelPair` of the backend: ``forward(prepared, *args,
     **kwargs) -> (out, cache)`` with the reference's arguments, ``backward(dout, cache, **kwargs)`` with the
@@ -167,21 +189,30 @@ def kernel(op: str, setup: Callable[..., Any] | None = None) -> Callable[[Callab
             @functools.wraps(reference)
             def forward(*args: Any, **kwargs: Any) -> Any:
                 fast = kernel_for(op)
-                if fast is None or (fast.accepts is not None and not fast.accepts(*args, **kwargs)):
+                if fast is None:
                     return reference(*args, **kwargs)  # the reference: the code you read
-                prepared = setup(*args, **kwargs) if setup is not None else None
-                out, cache = fast.forward(prepared, *args, **kwargs)
+                try:
+                    if fast.accepts is not None and not fast.accepts(*args, **kwargs):
+                        return reference(*args, **kwargs)
+                    prepared = setup(*args, **kwargs) if setup is not None else None
+                    out, cache = fast.forward(prepared, *args, **kwargs)
+                except TypeError:
+                    _check_call(reference, args, kwargs)  # a wrong call: the reference's own message
+                    raise
                 return out, KernelCache(op, fast, cache, tuple(out.shape), out.dtype)
 
-            _DECLARED[op] = declared._replace(forward=forward)
+            _DECLARED[op] = declared._replace(forward=forward, uses=tuple(uses))
             return forward
 
         @functools.wraps(reference)
         def backward(dout: Any, cache: Any, **kwargs: Any) -> Any:
             if isinstance(cache, KernelCache):  # the forward ran a kernel: its own backward, on its own cache
-                if cache.out_shape != ():  # (a scalar loss takes a Python float)
-                    check_grad_output(f"{op}_backward", dout, cache.out_shape, cache.out_dtype)
-                return cache.kernel.backward(dout, cache.cache, **kwargs)
+                check_grad_output(f"{op}_backward", dout, cache.out_shape, cache.out_dtype)
+                try:
+                    return cache.kernel.backward(dout, cache.cache, **kwargs)
+                except TypeError:
+                    _check_call(reference, (dout, cache), kwargs)
+                    raise
             return reference(dout, cache, **kwargs)
 
         _DECLARED[op] = declared._replace(backward=backward)

@@ -46,6 +46,7 @@ class DropoutCache(NamedTuple):
     mask: Any  # the bool keep-mask (broadcastable to x), or None when the forward was the identity
     scale: float  # 1 / (1 - p), or 0 for p = 1
     shape: tuple[int, ...]  # of x (and of the output)
+    dtype: Any  # of x
 
 
 def _masked(be: Any, x: Any, p: float, mask_shape: tuple[int, ...]) -> tuple[Any, Any]:
@@ -55,7 +56,7 @@ def _masked(be: Any, x: Any, p: float, mask_shape: tuple[int, ...]) -> tuple[Any
     scale = 1.0 / (1.0 - p) if p < 1 else 0.0
     out = x * mask
     out *= scale
-    return out, DropoutCache(mask, scale, tuple(x.shape))
+    return out, DropoutCache(mask, scale, tuple(x.shape), x.dtype)
 
 
 def dropout_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[Any, Any]:
@@ -84,19 +85,23 @@ def dropout_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[Any,
     be = check_array("dropout_forward", x)
     p = _check_p("dropout_forward", p)
     if not training or p == 0:
-        return x, DropoutCache(None, 1.0, tuple(x.shape))
+        return x, DropoutCache(None, 1.0, tuple(x.shape), x.dtype)
     return _masked(be, x, p, tuple(x.shape))
 
 
-def dropout_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * mask / (1 - p)`` (``dx = dout`` when forward was the identity)."""
-    mask, scale, shape = cache
-    check_grad_output("dropout_backward", dout, shape)
+def _masked_backward(where: str, dout: Any, cache: Any) -> Any:
+    mask, scale, shape, dtype = cache
+    check_grad_output(where, dout, shape, dtype)
     if mask is None:
         return dout
     dx = dout * mask
     dx *= scale
     return dx
+
+
+def dropout_backward(dout: Any, cache: Any) -> Any:
+    """``dx = dout * mask / (1 - p)`` (``dx = dout`` when forward was the identity)."""
+    return _masked_backward("dropout_backward", dout, cache)
 
 
 def dropout2d_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[Any, Any]:
@@ -118,13 +123,13 @@ def dropout2d_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[An
     be = check_array("dropout2d_forward", x, ndim=(3, 4))
     p = _check_p("dropout2d_forward", p)
     if not training or p == 0:
-        return x, DropoutCache(None, 1.0, tuple(x.shape))
+        return x, DropoutCache(None, 1.0, tuple(x.shape), x.dtype)
     return _masked(be, x, p, tuple(x.shape[:2]) + (1,) * (x.ndim - 2))
 
 
 def dropout2d_backward(dout: Any, cache: Any) -> Any:
     """``dx = dout * mask / (1 - p)`` with the (N, C, 1, 1) channel mask broadcast over the spatial dimensions."""
-    return dropout_backward(dout, cache)
+    return _masked_backward("dropout2d_backward", dout, cache)
 
 
 class Dropout(Module):

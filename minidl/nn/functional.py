@@ -26,8 +26,6 @@ from __future__ import annotations
 import sys
 
 from minidl.nn.activation import (
-    add_relu_backward,
-    add_relu_forward,
     elu_backward,
     elu_forward,
     gelu_backward,
@@ -100,6 +98,7 @@ from minidl.nn.loss import (
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
+from minidl.nn.merge import add_backward, add_forward, add_relu_backward, add_relu_forward
 from minidl.nn.normalization import (
     batch_norm_backward,
     batch_norm_forward,
@@ -134,6 +133,8 @@ __all__ = [
     "adaptive_avg_pool2d_forward",
     "adaptive_max_pool2d_backward",
     "adaptive_max_pool2d_forward",
+    "add_backward",
+    "add_forward",
     "add_relu_backward",
     "add_relu_forward",
     "avg_pool2d_backward",

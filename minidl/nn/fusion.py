@@ -21,13 +21,14 @@ freed slots, so the model keeps its structure, its ``state_dict`` keys and its o
   disappears, and a ReLU after it is applied in the convolution's own output pass
   (:func:`~minidl.nn.conv.conv2d_relu_forward`). The folded weights are computed from the live parameters at each
   call, so the fused model stays exact after more training or a ``load_state_dict``.
+* **residual sum -> ReLU** (the end of a ResNet block: an :class:`~minidl.nn.merge.Add` module and a ReLU) becomes
+  :class:`AddReLU`, which runs the pair :func:`~minidl.nn.merge.add_relu_forward` (one pass on Numba).
 
 Patterns are found in every :class:`Sequential` (consecutive children) and in the modules that list which of their
-children run back to back, ``fusion_groups`` (the ResNet blocks: ``(("conv1", "bn1", "relu"), ("conv2",
-"bn2"))``, as torchvision's quantizable models list them). Only the exact classes are fused: a ReLU replaced by
-``nn.GELU()``, or a subclass of BatchNorm2d, is left alone. The residual sum and ReLU at the end of a ResNet block
-need no rewrite: the blocks compute them with an :class:`~minidl.nn.activation.AddReLU` module, whose pair the Numba
-backend runs in one pass.
+children run back to back, ``fusion_groups`` (the ResNet blocks: ``(("conv1", "bn1", "relu1"), ("conv2", "bn2"),
+("add", "relu2"))``, as torchvision's quantizable models list them). A module named there must run once per
+forward, at that place: a ReLU that the block also applies elsewhere would become an Identity there too. Only the
+exact classes are fused: a ReLU replaced by ``nn.GELU()``, or a subclass of BatchNorm2d, is left alone.
 
 Examples:
     >>> import numpy as np
@@ -61,10 +62,11 @@ from minidl.nn.activation import ReLU
 from minidl.nn.containers import Identity, Sequential
 from minidl.nn.conv import Conv2d
 from minidl.nn.dispatch import F
+from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm1d, BatchNorm2d
 
-__all__ = ["BatchNormReLU1d", "BatchNormReLU2d", "ConvBn2d", "FoldedBatchNorm2d", "fuse"]
+__all__ = ["AddReLU", "BatchNormReLU1d", "BatchNormReLU2d", "ConvBn2d", "FoldedBatchNorm2d", "fuse"]
 
 
 # ---------------------------------------------------------------------------------------------- fused modules
@@ -182,7 +184,8 @@ class ConvBn2d(Conv2d):
     ``conv2d(x, s W, s (b - mean) + beta)`` with s = gamma / sqrt(running_var + eps) per output channel, then ReLU
     (:func:`~minidl.nn.conv.conv2d_relu_forward`); the :class:`FoldedBatchNorm2d` after it passes its input on.
     Otherwise it is the plain Conv2d. It keeps the convolution's parameters (the same ``state_dict`` keys) and reads
-    the BatchNorm's, so the folded weights always follow the live ones.
+    the BatchNorm's, so the folded weights always follow the live ones. It holds that BatchNorm module itself
+    (``bn``, not a child): to change the BatchNorm's slot afterwards, fuse again from the unfused model.
 
     Shape:
         - Input: (N, C, H, W).  - Output: (N, O, OH, OW), as the Conv2d's.
@@ -231,6 +234,37 @@ class ConvBn2d(Conv2d):
         return out
 
 
+class AddReLU(Add):
+    """``AddReLU(a, b) = relu(a + b)``: what :func:`fuse` puts in place of an :class:`~minidl.nn.merge.Add` followed
+    by a ReLU (the end of a ResNet block; torchvision's quantizable blocks call it ``add_relu``). It runs the pair
+    :func:`~minidl.nn.merge.add_relu_forward`: on Numba one pass over memory. No parameters.
+
+    Shape:
+        - a, b: the same shape (no broadcasting).  - Output: that shape.
+    Backward:
+        dz = dout * [a + b > 0]; ``backward`` returns dz, the gradient of *each* input.
+    Examples:
+        >>> import numpy as np
+        >>> join = AddReLU()
+        >>> join(np.array([1.0, -2.0]), np.array([-3.0, 4.0]))
+        array([0., 2.])
+        >>> join.backward(np.array([5.0, 5.0]))
+        array([0., 5.])
+    """
+
+    def forward(self, a: Any, b: Any) -> Any:
+        out, cache = F.add_relu_forward(a, b)
+        self.save_for_backward(cache)
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        (cache,) = self.pop_saved()
+        return F.add_relu_backward(dout, cache)
+
+    def _where(self) -> str:
+        return "AddReLU"
+
+
 # ---------------------------------------------------------------------------------------------- the pass
 def _recast(module: Module, cls: type, **attributes: Any) -> Any:
     """A ``cls`` instance with ``module``'s state: the same Parameter objects and buffer arrays (so an optimizer
@@ -269,9 +303,9 @@ def _fuse_group(parent: Module, names: Sequence[str]) -> int:
         if relu:
             parent.add_module(names[2], Identity())
         return 3 if relu else 2
-    if len(mods) > 1 and _plain(mods[0], BatchNorm1d, BatchNorm2d) and _plain(mods[1], ReLU):
-        fused_class = BatchNormReLU2d if type(mods[0]) is BatchNorm2d else BatchNormReLU1d
-        parent.add_module(names[0], _recast(mods[0], fused_class))
+    pairs = {BatchNorm2d: BatchNormReLU2d, BatchNorm1d: BatchNormReLU1d, Add: AddReLU}
+    if len(mods) > 1 and _plain(mods[0], *pairs) and _plain(mods[1], ReLU):
+        parent.add_module(names[0], _recast(mods[0], pairs[type(mods[0])]))
         parent.add_module(names[1], Identity())
         return 2
     return 0
@@ -291,7 +325,8 @@ def _fuse_children(module: Module) -> None:
 
 
 def fuse(model: Module, inplace: bool = False) -> Module:
-    """The model with its Conv2d-BatchNorm2d(-ReLU) and BatchNorm-ReLU patterns fused (see the module docstring).
+    """The model with its Conv2d-BatchNorm2d(-ReLU), BatchNorm-ReLU and Add-ReLU patterns fused (see the module
+    docstring).
 
     Args:
         model: any Module.

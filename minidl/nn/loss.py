@@ -286,7 +286,7 @@ def distillation_loss_forward(
         )
     T = check_float(where, "temperature", temperature, low=0.0, low_open=True)
     alpha = check_float(where, "alpha", alpha, low=0.0, high=1.0)
-    ce, ce_cache = _cross_entropy_forward(where, student_logits, target, 0.0, None, -100, "mean")
+    ce, ce_cache = F.softmax_cross_entropy_forward(student_logits, target)  # the hard-label term
     teacher = be.asarray(teacher_logits).astype(student_logits.dtype, copy=False)
     log_ps, _ = F.log_softmax_forward(student_logits / T, dim=1)
     log_pt, _ = F.log_softmax_forward(teacher / T, dim=1)
@@ -295,14 +295,22 @@ def distillation_loss_forward(
     kl = (p_t * (log_pt - log_ps)).sum() / N
     loss = (1 - alpha) * ce + alpha * T * T * kl
     soft_grad = (alpha * T / N) * (be.xp.exp(log_ps) - p_t)
-    return loss, (ce_cache, 1 - alpha, soft_grad)
+    return loss, DistillationCache(ce_cache, 1 - alpha, soft_grad)
+
+
+class DistillationCache(NamedTuple):
+    """The cache of :func:`distillation_loss_forward`."""
+
+    cross_entropy: Any  # the hard-label term's cache
+    hard_weight: float  # 1 - alpha
+    soft_grad: Any  # alpha T (softmax(z_s / T) - softmax(z_t / T)) / N
 
 
 def distillation_loss_backward(dout: Any, cache: Any) -> Any:
     """``dstudent = dout * ((1 - alpha) dCE + alpha T (softmax(z_s/T) - softmax(z_t/T)) / N)``."""
     ce_cache, hard_weight, soft_grad = cache
     g = _reduced_dout("distillation_loss_backward", dout, "sum", 1.0, ())
-    return (hard_weight * softmax_cross_entropy_backward(1.0, ce_cache) + soft_grad) * g
+    return (hard_weight * F.softmax_cross_entropy_backward(1.0, ce_cache) + soft_grad) * g
 
 
 class CrossEntropyLoss(_WeightedLoss):

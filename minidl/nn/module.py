@@ -65,7 +65,8 @@ class Module:
 
     training: bool
     #: children that run back to back in ``forward``, by name, for :func:`minidl.nn.fuse` to find patterns in
-    #: (a Sequential's are its consecutive children), e.g. ``(("conv1", "bn1", "relu"), ("conv2", "bn2"))``
+    #: (a Sequential's are its consecutive children), e.g. ``(("conv1", "bn1", "relu1"), ("conv2", "bn2"))``.
+    #: Each child named here must run once per forward, at that place (fusion turns a ReLU into an Identity).
     fusion_groups: tuple[tuple[str, ...], ...] = ()
 
     def __init__(self) -> None:
@@ -76,6 +77,7 @@ class Module:
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_saved", [])  # what forward saved for backward, one entry per call (a stack)
         object.__setattr__(self, "_saved_pass", -1)  # the forward pass those entries belong to
+        object.__setattr__(self, "_dropped", 0)  # entries the current pass dropped when it began (for the error)
 
     # ------------------------------------------------------------------ registration
     def __setattr__(self, name: str, value: Any) -> None:
@@ -214,6 +216,7 @@ class Module:
             return
         state = _pass_state
         if self._saved_pass != state.number or state.depth == 0:  # a new forward pass (or a bare forward() call)
+            object.__setattr__(self, "_dropped", len(self._saved))
             self._saved.clear()
             object.__setattr__(self, "_saved_pass", state.number)
         self._saved.append(values)
@@ -225,6 +228,13 @@ class Module:
         next).
         """
         if not self._saved:
+            if self._dropped:
+                raise RuntimeError(
+                    f"{type(self).__name__}.backward() has nothing left to take back: the module ran again in a new "
+                    f"forward pass, which dropped the values of {self._dropped} earlier call(s). A pass is one "
+                    "outermost module call: to use a module several times before the backward, call it inside one "
+                    "module's forward and run that as model(x) (not model.forward(x), nor layer by layer at the top)"
+                )
             raise RuntimeError(
                 f"{type(self).__name__}.backward() was called without a matching forward(): call forward first, "
                 "with gradients enabled (not under minidl.no_grad()), and call backward once per forward"
@@ -387,6 +397,7 @@ class Module:
                 if b is not None:
                     module._buffers[name] = convert(b)
             module._saved.clear()
+            object.__setattr__(module, "_dropped", 0)
         return self
 
     def to(self, target: Any) -> Module:

@@ -56,12 +56,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from minidl.backend import get_array_module
-from minidl.nn._checks import check_array, check_float, check_grad_output, check_int, check_layout, check_params
+from minidl.nn._checks import check_array, check_float, check_grad_output, check_int, check_layout
 from minidl.nn._norm_common import (
     _affine,
     _affine_backward,
     _channel_view,
-    _check_eps_momentum,
+    _check_statistics_call,
     _normalize,
     _normalize_backward,
     _NormBase,
@@ -106,17 +106,10 @@ def _batch_norm_setup(
     eps: float = 1e-5,
 ) -> None:
     """Check :func:`batch_norm_forward`'s arguments (also :func:`batch_norm_relu_forward`'s)."""
-    where = "batch_norm_forward"
-    check_array(where, input, min_ndim=2)
-    C = input.shape[1]
-    check_params(where, input, (C,), weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
-    _check_eps_momentum(where, eps, momentum)
-    if training and input.size // max(C, 1) <= 1:
-        raise ValueError(
-            f"{where}: expected more than 1 value per channel when training, got input shape {tuple(input.shape)}"
-        )
-    if not training and (running_mean is None or running_var is None):
-        raise ValueError(f"{where}: running_mean and running_var are required when training=False")
+    _check_statistics_call(
+        "batch_norm_forward", input, 2, running_mean, running_var, weight, bias, momentum, eps, training,
+        "training", "channel",
+    )  # fmt: skip
 
 
 @kernel("batch_norm", setup=_batch_norm_setup)
@@ -189,7 +182,14 @@ def batch_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     return dx, dgamma, dbeta
 
 
-@kernel("batch_norm_relu", setup=_batch_norm_setup)
+class BatchNormReluCache(NamedTuple):
+    """The cache of :func:`batch_norm_relu_forward`: the two pairs' caches."""
+
+    batch_norm: Any
+    relu: Any
+
+
+@kernel("batch_norm_relu", setup=_batch_norm_setup, uses=("batch_norm", "relu"))
 def batch_norm_relu_forward(
     input: Any,
     running_mean: Any,
@@ -230,7 +230,7 @@ def batch_norm_relu_forward(
     """
     out, bn_cache = F.batch_norm_forward(input, running_mean, running_var, weight, bias, training, momentum, eps)
     out, relu_cache = F.relu_forward(out)
-    return out, (bn_cache, relu_cache)
+    return out, BatchNormReluCache(bn_cache, relu_cache)
 
 
 @kernel("batch_norm_relu")

@@ -12,12 +12,12 @@ import warnings
 from typing import Any
 
 from minidl.backend import get_array_module
-from minidl.nn._checks import check_array, check_grad_output, check_params
+from minidl.nn._checks import check_grad_output
 from minidl.nn._norm_common import (
     _affine,
     _affine_backward,
     _channel_view,
-    _check_eps_momentum,
+    _check_statistics_call,
     _normalize,
     _normalize_backward,
     _NormBase,
@@ -40,17 +40,10 @@ def _instance_norm_setup(
     eps: float = 1e-5,
 ) -> None:
     """Check :func:`instance_norm_forward`'s arguments."""
-    where = "instance_norm_forward"
-    check_array(where, input, min_ndim=3)
-    C = input.shape[1]
-    check_params(where, input, (C,), weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
-    _check_eps_momentum(where, eps, momentum)
-    if use_input_stats and input.size // max(input.shape[0] * C, 1) <= 1:
-        raise ValueError(
-            f"{where}: expected more than 1 spatial element when training, got input size {tuple(input.shape)}"
-        )
-    if not use_input_stats and (running_mean is None or running_var is None):
-        raise ValueError(f"{where}: running_mean and running_var are required when use_input_stats=False")
+    _check_statistics_call(
+        "instance_norm_forward", input, 3, running_mean, running_var, weight, bias, momentum, eps, use_input_stats,
+        "use_input_stats", "instance",
+    )  # fmt: skip
 
 
 @kernel("instance_norm", setup=_instance_norm_setup)

@@ -110,6 +110,7 @@ class MaxPool2dCache(NamedTuple):
     argmax: Any  # (N, C, OH, OW) int32: the kernel offset kh * KW + kw of each window's maximum
     x_shape: tuple[int, ...]
     geometry: PoolGeometry
+    dtype: Any  # of x
 
 
 def _max_pool2d_setup(
@@ -152,14 +153,14 @@ def max_pool2d_forward(
     """
     g = _max_pool2d_setup(x, kernel_size, stride, padding, dilation, ceil_mode)
     out, argmax = get_backend().max_pool2d_forward(x, *g)
-    return out, MaxPool2dCache(argmax, tuple(x.shape), g)
+    return out, MaxPool2dCache(argmax, tuple(x.shape), g, x.dtype)
 
 
 @kernel("max_pool2d")
 def max_pool2d_backward(dout: Any, cache: Any) -> Any:
     """Gradient of :func:`max_pool2d_forward`: each ``dout`` goes to its window's maximum, the rest get 0."""
-    argmax, x_shape, g = cache
-    check_grad_output("max_pool2d_backward", dout, argmax.shape)
+    argmax, x_shape, g, dtype = cache
+    check_grad_output("max_pool2d_backward", dout, argmax.shape, dtype)
     return get_backend().max_pool2d_backward(dout, argmax, x_shape, *g[:8])
 
 
@@ -168,7 +169,7 @@ def _max_pool_indices(cache: Any) -> Any:
     :class:`MaxPool2dCache`, which the Numba backend's kernel keeps too)."""
     if isinstance(cache, KernelCache):
         cache = cache.cache
-    argmax, (N, C, H, W), (KH, KW, SH, SW, PH, PW, DH, DW, _, _) = cache
+    argmax, (N, C, H, W), (KH, KW, SH, SW, PH, PW, DH, DW, _, _) = cache[:3]
     xp = get_array_module(argmax)
     OH, OW = argmax.shape[2], argmax.shape[3]
     h = (xp.arange(OH) * SH - PH)[:, None] + (argmax // KW) * DH
@@ -184,6 +185,7 @@ class AvgPool2dCache(NamedTuple):
     geometry: PoolGeometry  # (dilation 1)
     count_include_pad: int
     divisor_override: int  # 0 for none
+    dtype: Any  # of x
 
 
 def _avg_pool2d_setup(
@@ -242,14 +244,14 @@ def avg_pool2d_forward(
     """
     g, divisor = _avg_pool2d_setup(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     out = get_backend().avg_pool2d_forward(x, *g[:6], g.OH, g.OW, int(count_include_pad), divisor)
-    return out, AvgPool2dCache(tuple(x.shape), g, int(count_include_pad), divisor)
+    return out, AvgPool2dCache(tuple(x.shape), g, int(count_include_pad), divisor, x.dtype)
 
 
 @kernel("avg_pool2d")
 def avg_pool2d_backward(dout: Any, cache: Any) -> Any:
     """Gradient of :func:`avg_pool2d_forward`: each window's cells get ``dout / divisor``, overlaps add up."""
-    x_shape, g, count_include_pad, divisor = cache
-    check_grad_output("avg_pool2d_backward", dout, (*x_shape[:2], g.OH, g.OW))
+    x_shape, g, count_include_pad, divisor, dtype = cache
+    check_grad_output("avg_pool2d_backward", dout, (*x_shape[:2], g.OH, g.OW), dtype)
     return get_backend().avg_pool2d_backward(dout, x_shape, *g[:6], count_include_pad, divisor)
 
 

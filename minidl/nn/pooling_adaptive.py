@@ -46,6 +46,7 @@ class AdaptivePoolCache(NamedTuple):
     indices: Any  # (N, C, OH, OW) flat input positions h * W + w of the maxima (max pooling), else None
     x_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
+    dtype: Any  # of x
 
 
 def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
@@ -69,13 +70,13 @@ def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
     be = check_array("adaptive_avg_pool2d_forward", x, ndim=4)
     OH, OW = _adaptive_size("adaptive_avg_pool2d_forward", output_size, x.shape[2], x.shape[3])
     out = be.adaptive_avg_pool2d_forward(x, OH, OW)
-    return out, AdaptivePoolCache(None, tuple(x.shape), tuple(out.shape))
+    return out, AdaptivePoolCache(None, tuple(x.shape), tuple(out.shape), x.dtype)
 
 
 def adaptive_avg_pool2d_backward(dout: Any, cache: Any) -> Any:
     """Gradient of :func:`adaptive_avg_pool2d_forward`: each bin's gradient spread evenly over its cells."""
-    _, x_shape, out_shape = cache
-    check_grad_output("adaptive_avg_pool2d_backward", dout, out_shape)
+    _, x_shape, out_shape, dtype = cache
+    check_grad_output("adaptive_avg_pool2d_backward", dout, out_shape, dtype)
     return get_backend().adaptive_avg_pool2d_backward(dout, x_shape)
 
 
@@ -97,13 +98,13 @@ def adaptive_max_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
     be = check_array("adaptive_max_pool2d_forward", x, ndim=4)
     OH, OW = _adaptive_size("adaptive_max_pool2d_forward", output_size, x.shape[2], x.shape[3])
     out, indices = be.adaptive_max_pool2d_forward(x, OH, OW)
-    return out, AdaptivePoolCache(indices, tuple(x.shape), tuple(out.shape))
+    return out, AdaptivePoolCache(indices, tuple(x.shape), tuple(out.shape), x.dtype)
 
 
 def adaptive_max_pool2d_backward(dout: Any, cache: Any) -> Any:
     """Gradient of :func:`adaptive_max_pool2d_forward`: each ``dout`` goes to its bin's maximum."""
-    indices, x_shape, out_shape = cache
-    check_grad_output("adaptive_max_pool2d_backward", dout, out_shape)
+    indices, x_shape, out_shape, dtype = cache
+    check_grad_output("adaptive_max_pool2d_backward", dout, out_shape, dtype)
     return get_backend().adaptive_max_pool2d_backward(dout, indices, x_shape)
 
 

@@ -121,8 +121,6 @@ class Trainer:
             raise TypeError(f"Trainer: model must be a minidl.nn.Module, got {type(model).__name__}")
         if fuse is not None and not isinstance(fuse, bool):
             raise TypeError(f"Trainer: fuse must be None, True or False, got {fuse!r}")
-        if fuse or (fuse is None and get_backend().kernels):
-            model = fuse_modules(model, inplace=True)
         if scheduler_step not in ("batch", "epoch"):
             raise ValueError(f"Trainer: scheduler_step must be 'batch' or 'epoch', got {scheduler_step!r}")
         if scheduler is not None and _is_plateau(scheduler) and scheduler_step != "epoch":
@@ -133,6 +131,8 @@ class Trainer:
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"Trainer: callbacks must be Callback objects, got {type(cb).__name__}")
+        if fuse or (fuse is None and get_backend().kernels):  # (after every check: nothing changes on an error)
+            model = fuse_modules(model, inplace=True)
         self.model = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer

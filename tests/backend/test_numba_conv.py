@@ -17,7 +17,8 @@ import minidl
 from minidl.backend.numpy_backend import NumpyBackend
 from minidl.nn import functional as F
 from minidl.nn.dispatch import KernelCache
-from tests.backend.test_kernels import Case, compare
+from tests.backend.kernel_cases import Case
+from tests.backend.test_kernels import compare
 from tests.strategies import seeds
 
 pytest.importorskip("numba", reason="the Numba backend needs numba: pip install numba")

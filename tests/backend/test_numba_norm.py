@@ -18,14 +18,14 @@ from hypothesis import strategies as st
 import minidl
 from minidl.nn import functional as F
 from minidl.nn.dispatch import KernelCache
-from tests.backend.test_kernels import (
+from tests.backend.kernel_cases import (
     Case,
     batch_norm_cases,
-    compare,
     group_norm_cases,
     instance_norm_cases,
     layer_norm_cases,
 )
+from tests.backend.test_kernels import compare
 from tests.strategies import seeds
 
 pytest.importorskip("numba", reason="the Numba backend needs numba: pip install numba")

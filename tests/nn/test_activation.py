@@ -284,9 +284,9 @@ def test_bad_inputs_and_hyperparameters():
 def test_relu_mask_cache_is_bool_and_dx_zero_on_negatives(seed, shape):
     x = arr(array_away_from(np.random.default_rng(seed), shape))
     relu_forward, relu_backward = declared_ops()["relu"]  # the reference pair (a fast backend keeps its own cache)
-    out, mask = relu_forward(x)
-    assert mask.dtype == np.bool_
-    dx = relu_backward(arr(np.ones(shape)), mask)
+    out, cache = relu_forward(x)
+    assert cache.mask.dtype == np.bool_ and cache.dtype == x.dtype
+    dx = relu_backward(arr(np.ones(shape)), cache)
     assert_close(dx, (host(x) > 0).astype(np.float64))
     assert (host(out) >= 0).all() and (host(out)[host(x) > 0] == host(x)[host(x) > 0]).all()
 

@@ -11,7 +11,7 @@ import pytest
 
 import minidl
 from minidl import nn
-from minidl.nn import functional
+from minidl.nn import dispatch, functional
 from minidl.nn.dispatch import F, KernelCache, declared_ops, kernel_for
 from tests.helpers import arr, host
 
@@ -50,6 +50,7 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[Callable[[], Any], ...], t
     "SiLU": (nn.SiLU, (images(2, 3),), ("silu",)),
     "Softplus": (nn.Softplus, (images(2, 3),), ("softplus",)),
     "Mish": (nn.Mish, (images(2, 3),), ("mish",)),
+    "Add": (nn.Add, (images(2, 3), images(2, 3)), ("add",)),
     "AddReLU": (nn.AddReLU, (images(2, 3), images(2, 3)), ("add_relu",)),
     "Conv2d": (lambda: nn.Conv2d(2, 3, 3, padding=1), (images(2, 2, 5, 5),), ("conv2d",)),
     "Conv2d(padding_mode)": (
@@ -229,13 +230,40 @@ def test_a_replaced_half_turns_the_kernel_off_for_the_whole_pair(half, monkeypat
 
 
 def test_a_kernel_may_decline_a_case_and_the_reference_runs():
-    x = np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)
-    w = np.random.default_rng(1).standard_normal((3, 2, 2, 2)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((1, 4, 4, 4)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((4, 2, 2, 2)).astype(np.float32)
     with minidl.use_backend("numba"):
-        _, cache = F.conv2d_forward(x, w, None, 1, "same")  # 'same' with an even kernel pads one side more
+        _, cache = F.conv2d_relu_forward(x, w, None, 1, 1, 1, 2)  # the fused kernel declines groups > 1
         assert not isinstance(cache, KernelCache)
-        _, cache = F.conv2d_forward(x, w, None, 1, 1)
+        _, cache = F.conv2d_forward(x, w, None, 1, 1, 1, 2)
         assert isinstance(cache, KernelCache)
+
+
+def test_the_pairs_a_composite_kernel_stands_for_are_declared_ops():
+    declared = declared_ops()
+    composite = {op: uses for op, (forward, _) in declared.items() if (uses := dispatch._DECLARED[op].uses)}
+    assert composite == {
+        "add_relu": ("relu",),
+        "batch_norm_relu": ("batch_norm", "relu"),
+        "conv2d_relu": ("conv2d", "relu"),
+    }
+    for uses in composite.values():
+        assert set(uses) <= set(declared)
+
+
+@pytest.mark.parametrize(
+    ("replaced", "composite"),
+    [("relu", "add_relu"), ("relu", "batch_norm_relu"), ("batch_norm", "batch_norm_relu"), ("relu", "conv2d_relu"),
+     ("conv2d", "conv2d_relu")],
+)  # fmt: skip
+def test_replacing_a_pair_turns_off_the_kernels_of_the_pairs_built_from_it(replaced, composite, monkeypatch):
+    """A student's ``relu_forward`` must run inside ``batch_norm_relu`` too: its kernel would skip it."""
+    with minidl.use_backend("numba"):
+        assert kernel_for(composite) is not None
+        original = getattr(functional, f"{replaced}_forward")
+        monkeypatch.setattr(functional, f"{replaced}_forward", lambda *a, **k: original(*a, **k))
+        assert kernel_for(composite) is None
+        assert kernel_for(replaced) is None
 
 
 def test_a_kernel_validates_its_input_as_the_reference_does():

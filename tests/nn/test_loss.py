@@ -1,4 +1,5 @@
-"""Losses: gradient checks, PyTorch parity for every loss and option, stability, target validation."""
+"""Cross-entropy, NLL and distillation losses: gradient checks, PyTorch parity for every option, stability, target
+validation. The elementwise losses: ``test_loss_elementwise.py``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import minidl
 from minidl import gradcheck, nn
 from minidl.nn import loss as L
 from tests.helpers import arr, assert_close, host, to_torch, torch_or_skip
+from tests.nn.loss_checks import check_loss_module, torch_loss_and_grad
 from tests.strategies import seeds
 
 reductions = st.sampled_from(["mean", "sum", "none"])
@@ -27,30 +29,6 @@ def _class_problem(seed: int, n: int, c: int, spatial: tuple[int, ...], with_ign
     if with_ignored:
         target[rng.random(target.shape) < 0.3] = -100
     return logits, target
-
-
-def _torch_loss_and_grad(torch, fn, logits_np, dout_np, reduction):
-    t = to_torch(logits_np, requires_grad=True)
-    out = fn(t)
-    out.backward(torch.tensor(np.asarray(dout_np, dtype=np.float64)).reshape(out.shape))
-    return out, t.grad
-
-
-def _check_loss_module(module, x_np, target, reduction, seed):
-    """Gradient check of a loss module: check_loss for a scalar loss; for 'none', L = sum(loss * dout)."""
-    if reduction != "none":
-        gradcheck.check_loss(module, arr(x_np), target)
-        return
-    x = arr(x_np.copy())
-    dout = arr(np.random.default_rng(seed).standard_normal(module(x, target).shape))
-    analytic = host(module.backward(dout))
-
-    def scalar():
-        with minidl.no_grad():
-            return float((host(module(x, target)) * host(dout)).sum())
-
-    numeric = host(gradcheck.numerical_gradient(scalar, x))
-    assert_close(analytic, numeric, atol=1e-6, rtol=1e-4, what=f"{type(module).__name__} reduction='none'")
 
 
 # ------------------------------------------------------------------ cross-entropy
@@ -77,7 +55,7 @@ def test_cross_entropy_index_targets_torch_parity_and_gradcheck(
     loss = loss_fn(arr(logits), arr(target))
     dout = np.random.default_rng(seed + 2).standard_normal(target.shape) if reduction == "none" else np.array(0.7)
     grad = loss_fn.backward(arr(dout) if reduction == "none" else 0.7)
-    ref, ref_grad = _torch_loss_and_grad(
+    ref, ref_grad = torch_loss_and_grad(
         torch,
         lambda t: torch.nn.functional.cross_entropy(
             t,
@@ -96,7 +74,7 @@ def test_cross_entropy_index_targets_torch_parity_and_gradcheck(
         assert isinstance(loss, float)
         assert math.isclose(loss, ref.item(), rel_tol=1e-10, abs_tol=1e-12)
     assert_close(grad, ref_grad, what="dlogits")
-    _check_loss_module(loss_fn, logits, arr(target), reduction, seed)
+    check_loss_module(loss_fn, logits, arr(target), reduction, seed)
 
 
 @given(
@@ -121,7 +99,7 @@ def test_cross_entropy_probability_targets_torch_parity_and_gradcheck(
     loss = loss_fn(arr(logits), arr(q))
     dout = rng.standard_normal((n,) + spatial) if reduction == "none" else np.array(1.0)
     grad = loss_fn.backward(arr(dout) if reduction == "none" else None)
-    ref, ref_grad = _torch_loss_and_grad(
+    ref, ref_grad = torch_loss_and_grad(
         torch,
         lambda t: torch.nn.functional.cross_entropy(
             t,
@@ -136,7 +114,7 @@ def test_cross_entropy_probability_targets_torch_parity_and_gradcheck(
     )
     assert_close(np.asarray(loss), ref, what="loss")
     assert_close(grad, ref_grad, what="dlogits")
-    _check_loss_module(loss_fn, logits, arr(q), reduction, seed)
+    check_loss_module(loss_fn, logits, arr(q), reduction, seed)
 
 
 @given(seed=seeds, c=st.integers(2, 6), label_smoothing=smoothing)
@@ -282,7 +260,7 @@ def test_nll_loss_torch_parity_and_gradcheck(seed, n, c, spatial, weighted, with
     loss = loss_fn(arr(log_probs), arr(target))
     dout = np.random.default_rng(seed + 2).standard_normal(target.shape) if reduction == "none" else np.array(1.0)
     grad = loss_fn.backward(arr(dout) if reduction == "none" else None)
-    ref, ref_grad = _torch_loss_and_grad(
+    ref, ref_grad = torch_loss_and_grad(
         torch,
         lambda t: torch.nn.functional.nll_loss(
             t, torch.tensor(target), weight=None if weight is None else torch.tensor(weight), reduction=reduction
@@ -293,180 +271,12 @@ def test_nll_loss_torch_parity_and_gradcheck(seed, n, c, spatial, weighted, with
     )
     assert_close(np.asarray(loss), ref, what="loss")
     assert_close(grad, ref_grad, what="dinput")
-    _check_loss_module(loss_fn, log_probs, arr(target), reduction, seed)
+    check_loss_module(loss_fn, log_probs, arr(target), reduction, seed)
 
 
 def test_nll_rejects_probability_targets():
     with pytest.raises(TypeError, match=r"NLLLoss: expected integer class indices as the target, got dtype float64"):
         nn.NLLLoss()(arr(np.zeros((2, 3))), arr(np.full((2, 3), 1 / 3)))
-
-
-# ------------------------------------------------------------------ elementwise losses
-def _pair(seed, shape, kinks=()):
-    rng = np.random.default_rng(seed)
-    x, y = rng.standard_normal(shape), rng.standard_normal(shape)
-    for k in kinks:  # keep input - target away from the kinks of L1 / smooth L1
-        for sign in (1, -1):
-            d = x - y - sign * k
-            near = np.abs(d) < 1e-3
-            x[near] += np.where(d[near] >= 0, 2e-3, -2e-3)
-    return x, y
-
-
-shapes = st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple)
-
-
-@pytest.mark.parametrize("name", ["mse", "l1", "smooth_l1", "smooth_l1_beta0", "smooth_l1_beta2"])
-@given(seed=seeds, shape=shapes, reduction=reductions)
-def test_regression_losses_torch_parity_and_gradcheck(name, seed, shape, reduction):
-    torch = torch_or_skip()
-    beta = {"smooth_l1": 1.0, "smooth_l1_beta0": 0.0, "smooth_l1_beta2": 2.0}.get(name)
-    x, y = _pair(seed, shape, kinks=(0.0,) if beta is None else (0.0, beta))
-    if name == "mse":
-        module, ref_fn = nn.MSELoss(reduction), torch.nn.functional.mse_loss
-    elif name == "l1":
-        module, ref_fn = nn.L1Loss(reduction), torch.nn.functional.l1_loss
-    else:
-        module = nn.SmoothL1Loss(reduction, beta=beta)
-
-        def ref_fn(a, b, reduction):
-            return torch.nn.functional.smooth_l1_loss(a, b, reduction=reduction, beta=beta)
-
-    loss = module(arr(x), arr(y))
-    dout = np.random.default_rng(seed + 1).standard_normal(shape) if reduction == "none" else np.array(1.3)
-    grad = module.backward(arr(dout) if reduction == "none" else 1.3)
-    ref, ref_grad = _torch_loss_and_grad(
-        torch, lambda t: ref_fn(t, torch.tensor(y), reduction=reduction), x, dout, reduction
-    )
-    assert_close(np.asarray(loss), ref, what=f"{name} loss")
-    assert_close(grad, ref_grad, what=f"{name} grad")
-    _check_loss_module(module, x, arr(y), reduction, seed)
-
-
-@given(seed=seeds, shape=shapes, reduction=reductions, weighted=st.booleans(), pos_weighted=st.booleans())
-def test_bce_with_logits_torch_parity_and_gradcheck(seed, shape, reduction, weighted, pos_weighted):
-    torch = torch_or_skip()
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape) * 3
-    y = rng.uniform(0, 1, shape)
-    weight = rng.uniform(0.5, 2, shape) if weighted else None
-    pos_weight = rng.uniform(0.5, 3, shape[-1:]) if pos_weighted else None
-    module = nn.BCEWithLogitsLoss(weight, reduction=reduction, pos_weight=pos_weight)
-    loss = module(arr(x), arr(y))
-    dout = rng.standard_normal(shape) if reduction == "none" else np.array(1.0)
-    grad = module.backward(arr(dout) if reduction == "none" else None)
-    ref, ref_grad = _torch_loss_and_grad(
-        torch,
-        lambda t: torch.nn.functional.binary_cross_entropy_with_logits(
-            t,
-            torch.tensor(y),
-            weight=None if weight is None else torch.tensor(weight),
-            pos_weight=None if pos_weight is None else torch.tensor(pos_weight),
-            reduction=reduction,
-        ),
-        x,
-        dout,
-        reduction,
-    )
-    assert_close(np.asarray(loss), ref, what="loss")
-    assert_close(grad, ref_grad, what="grad")
-    _check_loss_module(module, x, arr(y), reduction, seed)
-
-
-@given(seed=seeds, shape=shapes, reduction=reductions, weighted=st.booleans())
-def test_bce_torch_parity_and_gradcheck(seed, shape, reduction, weighted):
-    torch = torch_or_skip()
-    rng = np.random.default_rng(seed)
-    p = rng.uniform(0.05, 0.95, shape)
-    y = rng.uniform(0, 1, shape)
-    weight = rng.uniform(0.5, 2, shape) if weighted else None
-    module = nn.BCELoss(weight, reduction=reduction)
-    loss = module(arr(p), arr(y))
-    dout = rng.standard_normal(shape) if reduction == "none" else np.array(1.0)
-    grad = module.backward(arr(dout) if reduction == "none" else None)
-    ref, ref_grad = _torch_loss_and_grad(
-        torch,
-        lambda t: torch.nn.functional.binary_cross_entropy(
-            t, torch.tensor(y), weight=None if weight is None else torch.tensor(weight), reduction=reduction
-        ),
-        p,
-        dout,
-        reduction,
-    )
-    assert_close(np.asarray(loss), ref, what="loss")
-    assert_close(grad, ref_grad, what="grad")
-    _check_loss_module(module, p, arr(y), reduction, seed)
-
-
-@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss:UserWarning")  # torch's own warning
-@given(
-    seed=seeds,
-    n=st.integers(1, 4),
-    c=st.integers(2, 5),
-    reduction=st.sampled_from(["batchmean", "sum", "mean", "none"]),
-    log_target=st.booleans(),
-)
-def test_kl_div_torch_parity_and_gradcheck(seed, n, c, reduction, log_target):
-    torch = torch_or_skip()
-    rng = np.random.default_rng(seed)
-    log_q = np.log(rng.dirichlet(np.ones(c), size=n))
-    p = rng.dirichlet(np.ones(c), size=n)
-    p[0, 0] = 0.0  # a zero-probability term contributes 0
-    target = np.log(p + 1e-3) if log_target else p
-    module = nn.KLDivLoss(reduction=reduction, log_target=log_target)
-    loss = module(arr(log_q), arr(target))
-    dout = rng.standard_normal((n, c)) if reduction == "none" else np.array(1.0)
-    grad = module.backward(arr(dout) if reduction == "none" else None)
-    ref, ref_grad = _torch_loss_and_grad(
-        torch,
-        lambda t: torch.nn.functional.kl_div(t, torch.tensor(target), reduction=reduction, log_target=log_target),
-        log_q,
-        dout,
-        reduction,
-    )
-    assert_close(np.asarray(loss), ref, what="loss")
-    assert_close(grad, ref_grad, what="grad")
-    _check_loss_module(module, log_q, arr(target), reduction, seed)
-
-
-def test_bce_with_logits_is_stable_for_huge_logits():
-    x = arr(np.array([1000.0, -1000.0, 1000.0, -1000.0]))
-    y = arr(np.array([1.0, 0.0, 0.0, 1.0]))
-    module = nn.BCEWithLogitsLoss(reduction="none")
-    assert_close(module(x, y), [0.0, 0.0, 1000.0, 1000.0])
-    assert_close(module.backward(arr(np.ones(4))), [0.0, 0.0, 1.0, -1.0])
-    bce = nn.BCELoss(reduction="none")
-    assert_close(bce(arr(np.array([0.0, 1.0])), arr(np.array([1.0, 0.0]))), [100.0, 100.0])  # log clamped at -100
-
-
-def test_elementwise_losses_defaults_and_bad_input():
-    assert nn.KLDivLoss().reduction == "batchmean" and nn.SmoothL1Loss().beta == 1.0
-    assert repr(nn.MSELoss()) == "MSELoss(reduction='mean')"
-    with pytest.raises(
-        ValueError,
-        match=r"MSELoss: the target has shape \(3,\) but the input has shape \(2, 3\); they "
-        r"must match exactly",
-    ):
-        nn.MSELoss()(arr(np.zeros((2, 3))), arr(np.zeros(3)))
-    with pytest.raises(TypeError, match=r"L1Loss: expected a floating-point target, got dtype int64"):
-        nn.L1Loss()(arr(np.zeros(3)), arr(np.zeros(3, np.int64)))
-    with pytest.raises(ValueError, match=r"BCELoss: the input must hold probabilities in \[0, 1\] \(got min -0.5"):
-        nn.BCELoss()(arr(np.array([-0.5, 0.5])), arr(np.array([0.0, 1.0])))
-    with pytest.raises(
-        ValueError,
-        match=r"BCEWithLogitsLoss: pos_weight of shape \(3,\) does not broadcast to the "
-        r"input's shape \(2, 4\)",
-    ):
-        nn.BCEWithLogitsLoss(pos_weight=np.ones(3))(arr(np.zeros((2, 4))), arr(np.zeros((2, 4))))
-    with pytest.raises(ValueError, match=r"KLDivLoss: reduction must be one of 'none', 'batchmean', 'mean', 'sum'"):
-        nn.KLDivLoss(reduction="max")
-    with pytest.raises(ValueError, match=r"SmoothL1Loss: beta must be >= 0.0, got -1.0"):
-        nn.SmoothL1Loss(beta=-1.0)
-    with pytest.raises(RuntimeError, match=r"MSELoss.backward\(\) was called without a matching forward"):
-        nn.MSELoss().backward()
-    loss = nn.MSELoss()(arr(np.ones(3, np.float32)), arr(np.zeros(3)))  # a float64 target follows the input's dtype
-    assert isinstance(loss, float) and loss == 1.0
-    assert list(nn.BCEWithLogitsLoss(pos_weight=np.ones(2)).state_dict()) == ["pos_weight"]
 
 
 # ------------------------------------------------------------------ distillation

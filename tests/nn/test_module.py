@@ -312,7 +312,7 @@ def test_a_module_called_twice_in_one_pass_keeps_one_cache_per_call():
     from minidl.models.resnet import BasicBlock
 
     minidl.manual_seed(0)
-    ours = BasicBlock(3, 3).double()  # separate relu and add_relu modules
+    ours = BasicBlock(3, 3).double()  # one module per call: relu1, add, relu2
     theirs = TorchvisionBasicBlock(3).double()
     theirs.load_state_dict(ours.state_dict())
     x = arr(np.random.default_rng(0).standard_normal((2, 3, 5, 5)))
@@ -325,6 +325,24 @@ def test_a_module_called_twice_in_one_pass_keeps_one_cache_per_call():
     assert not theirs.relu._saved
     with pytest.raises(RuntimeError, match=r"ReLU.backward\(\) was called without a matching forward"):
         theirs.relu.backward(dout)
+
+
+def test_a_module_reused_across_two_outermost_calls_says_why_backward_fails():
+    relu = nn.ReLU()
+    x = arr(np.array([-1.0, 2.0]))
+    relu(relu(x))  # works inside one model(x); here, two separate passes: the second drops the first's values
+    np.testing.assert_array_equal(host(relu.backward(arr(np.ones(2)))), [0.0, 1.0])
+    with pytest.raises(
+        RuntimeError,
+        match=r"^ReLU.backward\(\) has nothing left to take back: .* dropped the values "
+        r"of 1 earlier call\(s\)\. A pass is one outermost module call",
+    ):
+        relu.backward(arr(np.ones(2)))
+    twice = nn.Sequential(relu, relu)  # the same reuse inside one pass works
+    twice(x)
+    assert len(relu._saved) == 2
+    twice.backward(arr(np.ones(2)))
+    assert not relu._saved
 
 
 def test_saved_values_of_an_unfinished_pass_never_pile_up():
@@ -392,6 +410,11 @@ def test_sequential_item_assignment_deletion_insert_and_extend():
         model[9] = nn.ReLU()
     with pytest.raises(IndexError, match="Sequential.insert: index 7 is out of range"):
         model.insert(7, nn.ReLU())
+    assert type(model[np.int64(1)]).__name__ == "Linear"  # NumPy integers index too
+    with pytest.raises(TypeError, match=r"^Sequential.insert: an index must be an integer, got float"):
+        model.insert(1.0, nn.ReLU())
+    with pytest.raises(TypeError, match=r"an index must be an integer, got True"):
+        model[True]
 
 
 def test_module_dict_registers_its_modules_by_name():

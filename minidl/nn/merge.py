@@ -1,0 +1,131 @@
+r"""Merging two branches: the residual sum ``a + b`` (``Add``) and the sum with the ReLU after it (the add_relu pair).
+
+A ResNet block ends by adding its residual branch to its shortcut and applying a ReLU:
+
+.. math:: z = a + b, \qquad y = \mathrm{relu}(z)
+
+The sum's backward hands ``dout`` to *both* terms unchanged (:math:`\partial z / \partial a = \partial z /
+\partial b = 1`), so ``Add.backward`` returns one gradient, the same for a and b; the block adds what its two
+branches return, because x fed both (a fork in the forward pass is a sum in the backward pass).
+
+In a block the sum and the ReLU are two modules, ``add`` and a ReLU; :func:`minidl.nn.fuse` turns the pair into one
+:class:`~minidl.nn.fusion.AddReLU`, which runs the pair :func:`add_relu_forward`: on the NumPy backend exactly
+``relu_forward(a + b)``, on the Numba backend one pass over memory (marked ``@kernel``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np  # noqa: F401  (the doctests use it)
+
+from minidl.nn._checks import check_array, check_grad_output
+from minidl.nn.dispatch import F, kernel
+from minidl.nn.module import Module
+
+__all__ = ["Add", "add_backward", "add_forward", "add_relu_backward", "add_relu_forward"]
+
+
+def _check_pair(where: str, a: Any, b: Any) -> Any:
+    """Two floating arrays of the same shape and dtype (a sum never broadcasts here); returns the backend."""
+    be = check_array(where, a)
+    check_array(where, b, what="second input")
+    if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
+        raise ValueError(
+            f"{where}: expected two inputs of the same shape and dtype, got {tuple(a.shape)} {a.dtype} "
+            f"and {tuple(b.shape)} {b.dtype}"
+        )
+    return be
+
+
+class AddCache(NamedTuple):
+    """The cache of :func:`add_forward`: what the backward checks ``dout`` against."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+
+
+def add_forward(a: Any, b: Any) -> tuple[Any, Any]:
+    """``a + b`` for two arrays of the same shape and dtype. Returns ``(out, cache)``.
+
+    Shape:
+        - a, b: the same shape (no broadcasting) - Output: that shape.
+    Backward:
+        da = db = dout (:func:`add_backward` returns it once).
+    Examples:
+        >>> out, cache = add_forward(np.array([1.0, 2.0]), np.array([3.0, -4.0]))
+        >>> out, add_backward(np.array([5.0, 6.0]), cache)
+        (array([ 4., -2.]), array([5., 6.]))
+    """
+    xp = _check_pair("add_forward", a, b).xp
+    return xp.asarray(a + b), AddCache(tuple(a.shape), a.dtype)  # (asarray: 0-d + 0-d is a NumPy scalar)
+
+
+def add_backward(dout: Any, cache: Any) -> Any:
+    """The gradient of each of a and b: ``dout`` itself."""
+    check_grad_output("add_backward", dout, cache.shape, cache.dtype)
+    return dout
+
+
+def _add_relu_setup(a: Any, b: Any) -> Any:
+    return _check_pair("add_relu_forward", a, b)
+
+
+@kernel("add_relu", setup=_add_relu_setup, uses=("relu",))
+def add_relu_forward(a: Any, b: Any) -> tuple[Any, Any]:
+    """``relu(a + b)``: a residual sum and the ReLU after it (the end of a ResNet block). Returns ``(out, cache)``.
+
+    The reference is exactly ``relu_forward(a + b)``; the Numba backend's kernel does both in one pass over memory.
+
+    Shape:
+        - a, b: the same shape (no broadcasting) - Output: that shape.
+
+    Backward:
+        dz = dout * [a + b > 0], the gradient of both a and b (a sum passes its gradient to each term).
+
+    Examples:
+        >>> out, cache = add_relu_forward(np.array([1.0, -2.0]), np.array([-3.0, 4.0]))
+        >>> out
+        array([0., 2.])
+        >>> add_relu_backward(np.array([5.0, 5.0]), cache)
+        array([0., 5.])
+    """
+    xp = _add_relu_setup(a, b).xp
+    return F.relu_forward(xp.asarray(a + b))  # (asarray: the sum of two 0-d arrays is a NumPy scalar)
+
+
+@kernel("add_relu")
+def add_relu_backward(dout: Any, cache: Any) -> Any:
+    """Gradient of :func:`add_relu_forward` with respect to the sum, hence to each of a and b: ``dout * mask``."""
+    return F.relu_backward(dout, cache)
+
+
+class Add(Module):
+    """``Add()(a, b) = a + b``: the sum of two branches, such as a residual block's body and shortcut.
+
+    A module, so that the sum is a layer of the block (Keras calls it a merging layer) and :func:`minidl.nn.fuse`
+    can merge it with the ReLU after it. It has no parameters.
+
+    Shape:
+        - a, b: the same shape (no broadcasting).  - Output: that shape.
+    Backward:
+        da = db = dout: ``backward`` returns it once, the gradient of *each* input.
+    Examples:
+        >>> add = Add()
+        >>> add(np.array([1.0, 2.0]), np.array([3.0, -4.0]))
+        array([ 4., -2.])
+        >>> add.backward(np.array([1.0, 1.0]))
+        array([1., 1.])
+    """
+
+    def forward(self, a: Any, b: Any) -> Any:
+        out, cache = F.add_forward(a, b)
+        self.save_for_backward(cache)
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        (cache,) = self.pop_saved()
+        return F.add_backward(dout, cache)
+
+    def _where(self) -> str:
+        return "Add"
