@@ -38,9 +38,11 @@ def _native_dtypes(method: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        values = (*args, *kwargs.values())  # arrays may come by keyword too
-        other = next((a.dtype for a in values if floating(a) and a.dtype not in _NATIVE), None)
-        if other is None:
+        for a in (*args, *kwargs.values()):  # arrays may come by keyword too (inlined: this runs on every kernel call)
+            if isinstance(a, numpy.ndarray) and a.dtype.kind == "f" and a.dtype not in _NATIVE:
+                other = a.dtype
+                break
+        else:
             return method(self, *args, **kwargs)
         work = numpy.float32 if other.itemsize <= 4 else numpy.float64
         args = tuple(a.astype(work) if floating(a) else a for a in args)
