@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from minidl.backend import get_array_module
+from minidl.nn._calls import _under_module_name
 from minidl.nn._checks import check_grad_output
-from minidl.nn.module import Module, _under_module_name
+from minidl.nn.module import Module
 
 
 def _check_reduction(where: str, reduction: Any, allowed: tuple[str, ...] = ("none", "mean", "sum")) -> str:

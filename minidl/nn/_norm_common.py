@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-import minidl
+from minidl._dtype import get_default_dtype
+from minidl.backend import get_backend
 from minidl.nn import init
 from minidl.nn._checks import check_array, check_float, check_int, check_params
 from minidl.nn.module import Module, Parameter
@@ -99,7 +100,7 @@ def _update_running_stats(running_mean: Any, running_var: Any, momentum: float, 
 
 def _affine_parameters(module: Module, shape: tuple[int, ...], affine: bool, bias: bool) -> None:
     """Register gamma (``weight``) and beta (``bias``) of ``shape`` on ``module``, or None placeholders."""
-    xp, dtype = minidl.get_backend().xp, minidl.get_default_dtype()
+    xp, dtype = get_backend().xp, get_default_dtype()
     module.register_parameter("weight", Parameter(xp.empty(shape, dtype=dtype)) if affine else None)
     module.register_parameter("bias", Parameter(xp.empty(shape, dtype=dtype)) if affine and bias else None)
 
@@ -132,7 +133,7 @@ class _NormBase(Module):
         self.momentum = None if momentum is None else check_float(name, "momentum", momentum, low=0.0, high=1.0)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        be, dtype, C = minidl.get_backend(), minidl.get_default_dtype(), self.num_features
+        be, dtype, C = get_backend(), get_default_dtype(), self.num_features
         _affine_parameters(self, (C,), self.affine, bias)
         if self.track_running_stats:
             self.register_buffer("running_mean", be.xp.zeros((C,), dtype=dtype))

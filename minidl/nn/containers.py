@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from minidl.backend import get_array_module
+from minidl.nn._calls import _named_backward
 from minidl.nn._checks import check_array, check_grad_output, check_int
 from minidl.nn.dispatch import F
 from minidl.nn.module import Module
@@ -95,7 +96,7 @@ class Sequential(Module):
 
     def backward(self, dout: Any) -> Any:
         for module in reversed(self._modules.values()):
-            dout = module.backward(dout)
+            dout = _named_backward(module, dout)  # module.backward(dout); errors name the module
         return dout
 
     def append(self, module: Module) -> Sequential:
@@ -254,6 +255,16 @@ class ModuleDict(Module):
     def __iter__(self) -> Iterator[str]:
         return iter(self._modules)
 
+    def pop(self, key: str) -> Module:
+        """Remove the module ``key`` and return it."""
+        module = self[key]
+        del self._modules[key]
+        return module
+
+    def clear(self) -> None:
+        """Remove every module."""
+        self._modules.clear()
+
     def keys(self) -> Iterable[str]:
         return self._modules.keys()
 
@@ -331,8 +342,8 @@ class Residual(Module):
     def backward(self, dout: Any) -> Any:
         (shape,) = self.pop_saved()
         check_grad_output("Residual.backward", dout, shape)
-        dx = self.body.backward(dout)
-        return dx + (dout if self.shortcut is None else self.shortcut.backward(dout))
+        dx = _named_backward(self.body, dout)
+        return dx + (dout if self.shortcut is None else _named_backward(self.shortcut, dout))
 
 
 class Concat(Module):
@@ -397,7 +408,7 @@ class Concat(Module):
             index = [slice(None)] * dout.ndim
             index[dim] = slice(start, start + size)
             start += size
-            g = branch.backward(dout[tuple(index)])
+            g = _named_backward(branch, dout[tuple(index)])
             dx = g if dx is None else dx + g
         return dx
 

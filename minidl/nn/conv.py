@@ -34,7 +34,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import minidl
+from minidl._dtype import get_default_dtype
+from minidl.backend import get_backend
 from minidl.nn import init
 from minidl.nn._checks import _check_parameter_dtype, check_array, check_grad_output, check_int, check_same_device, pair
 from minidl.nn.dispatch import F, kernel
@@ -222,7 +223,7 @@ class Conv2dCache(NamedTuple):
     extra_pad: Any  # a Pad2dCache when 'same' needed an extra bottom/right row or column, else None
 
 
-@kernel("conv2d", setup=_conv2d_setup)
+@kernel("conv2d", setup=_conv2d_setup, uses=("pad2d",))
 def conv2d_forward(
     x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
 ) -> tuple[Any, Any]:
@@ -261,7 +262,7 @@ def conv2d_forward(
     extra_pad = None
     if (g.top, g.left) != (g.bottom, g.right):  # asymmetric ('same' with an even span): the extra row/column first
         x, extra_pad = F.pad2d_forward(x, (0, g.right - g.left, 0, g.bottom - g.top))
-    be = minidl.get_backend()
+    be = get_backend()
     N = x.shape[0]
     O, Cg, KH, KW = weight.shape
     G, Og = g.groups, O // g.groups
@@ -283,7 +284,7 @@ def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[
     O, Cg, KH, KW = weight.shape
     N = x_shape[0]
     check_grad_output("conv2d_backward", dout, (N, O, g.OH, g.OW), weight.dtype)
-    be = minidl.get_backend()
+    be = get_backend()
     G, Og, K, M = g.groups, O // g.groups, Cg * KH * KW, N * g.OH * g.OW
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     dout_col = be.xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(G, Og, M)
@@ -413,7 +414,7 @@ class Conv2d(Module):
         self.padding_mode = padding_mode
         if not isinstance(bias, bool):
             raise TypeError(f"{name}: bias must be a bool, got {bias!r}")
-        xp, dtype = minidl.get_backend().xp, minidl.get_default_dtype()
+        xp, dtype = get_backend().xp, get_default_dtype()
         KH, KW = self.kernel_size
         self.weight = Parameter(xp.empty((out_channels, in_channels // groups, KH, KW), dtype=dtype))
         if bias:

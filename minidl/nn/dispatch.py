@@ -13,7 +13,8 @@ next to its math. A Module calls them the way ``torch.nn.Conv2d.forward`` calls 
 
 ``F`` here is :mod:`minidl.nn.functional` itself, read when the call happens: ``functional.py`` hands itself to this
 file when it is imported (importing it here would make every layer file and ``functional.py`` import each other).
-So replacing a pair replaces what the layers compute::
+So replacing a pair replaces what the layers compute (``minidl.nn.functional.relu_forward = ...`` or, the same,
+through ``F``)::
 
     F.relu_forward = my_relu_forward      # every ReLU now runs my_relu_forward
 
@@ -25,8 +26,9 @@ the Numba backend's; the NumPy backend's is empty: it is the reference mode). Wh
 * on a backend with one, the kernel runs instead, for the forward *and* the backward (the cache it returns is wrapped
   in a :class:`KernelCache`, which sends the backward back to the same kernel);
 * but only while both halves in :mod:`minidl.nn.functional` are still the reference pair, and so are the pairs its
-  reference is built from (``uses``: ``batch_norm_relu`` is ``batch_norm`` then ``relu``): a pair you replaced runs
-  as you wrote it, on every backend, also inside the pairs built on it;
+  reference calls (``uses``: ``batch_norm_relu`` is ``batch_norm`` then ``relu``; ``conv2d`` pads with ``pad2d``)
+  (:func:`is_reference`): a pair you replaced runs as you wrote it, on every backend, also inside the pairs built
+  on it;
 * a kernel may decline a case it does not cover (its ``accepts`` returns False: a grouped convolution, an unusual
   dtype); the reference runs then.
 
@@ -56,16 +58,20 @@ from typing import Any, NamedTuple
 from minidl.backend import get_backend
 from minidl.nn._checks import check_grad_output
 
-__all__ = ["F", "KernelCache", "declared_ops", "kernel", "kernel_for", "register_functional"]
+__all__ = ["F", "KernelCache", "declared_ops", "is_reference", "kernel", "kernel_for", "register_functional"]
 
 
+_HALVES = ("_forward", "_backward")
 _functional: ModuleType | None = None  # minidl.nn.functional, once it has registered itself
+_ORIGINALS: dict[str, Any] = {}  # "<op>_forward" / "<op>_backward" -> the function minidl defines (see is_reference)
 
 
 def register_functional(module: ModuleType) -> None:
-    """Called once by :mod:`minidl.nn.functional` (at its import): the namespace ``F`` reads."""
+    """Called once by :mod:`minidl.nn.functional` (at its import): the namespace ``F`` reads. Its pairs as they are
+    then are the originals :func:`is_reference` compares with."""
     global _functional
     _functional = module
+    _ORIGINALS.update({name: getattr(module, name) for name in module.__all__ if name.endswith(_HALVES)})
 
 
 def _namespace() -> ModuleType:
@@ -75,12 +81,19 @@ def _namespace() -> ModuleType:
 
 
 class _Functional:
-    """:mod:`minidl.nn.functional`, looked up at each attribute read (so at call time)."""
+    """:mod:`minidl.nn.functional`, looked up at each attribute read (so at call time); setting or deleting an
+    attribute sets or deletes it there."""
 
     __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(_namespace(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(_namespace(), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(_namespace(), name)
 
     def __repr__(self) -> str:
         return "<minidl.nn.functional, read at call time>"
@@ -110,6 +123,12 @@ class KernelCache(NamedTuple):
     def __repr__(self) -> str:
         return f"KernelCache(op={self.op!r}, out_shape={self.out_shape}, out_dtype={self.out_dtype})"
 
+    def __getattr__(self, name: str) -> Any:  # (only for names a KernelCache does not have)
+        raise AttributeError(
+            f"KernelCache has no attribute {name!r}: the {self.op} pair ran as the backend's kernel, whose cache is "
+            f"its own; the reference's cache fields exist where the reference runs (minidl.set_backend('numpy'))"
+        )
+
 
 class _Declared(NamedTuple):
     forward: Callable[..., Any] | None
@@ -130,23 +149,24 @@ def declared_ops() -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
     }
 
 
-def _intact(op: str) -> bool:
-    """Both halves of ``op`` in :mod:`minidl.nn.functional` are the reference, and so are those of the pairs its
-    reference uses."""
-    declared = _DECLARED[op]
+def is_reference(op: str) -> bool:
+    """Whether both halves of ``op`` in :mod:`minidl.nn.functional` are still the ones minidl defines, and so are
+    those of every pair its reference calls (``uses`` of :func:`kernel`): then a kernel, or a fused module's shortcut
+    (:class:`~minidl.nn.fusion.ConvBn2d` folding a BatchNorm), computes what the reference would."""
     functional = _namespace()
-    if getattr(functional, f"{op}_forward") is not declared.forward:
-        return False
-    if getattr(functional, f"{op}_backward") is not declared.backward:
-        return False
-    return all(_intact(used) for used in declared.uses)
+    for half in _HALVES:
+        name = op + half
+        if getattr(functional, name, None) is not _ORIGINALS.get(name):
+            return False
+    declared = _DECLARED.get(op)
+    return declared is None or all(is_reference(used) for used in declared.uses)
 
 
 def kernel_for(op: str) -> Any:
     """The current backend's kernel for ``op``, or None: none registered, or a pair it stands for is no longer the
     reference in :mod:`minidl.nn.functional` (someone replaced a half: then the pairs run as written)."""
     fast = get_backend().kernels.get(op)
-    if fast is None or not _intact(op):
+    if fast is None or not is_reference(op):
         return None
     return fast
 
@@ -170,8 +190,8 @@ def kernel(
         setup: (forward only) the function the reference forward calls first with the same arguments, which
             validates them and returns what the math needs (sizes, normalized hyperparameters, or nothing). Before
             a kernel the seam calls it and passes its result to the kernel as the first argument.
-        uses: (forward only) the marked pairs the reference computes through (``("batch_norm", "relu")`` for
-            ``batch_norm_relu``): the kernel runs only while they are the references too.
+        uses: (forward only) the other pairs the reference calls through ``F`` (``("batch_norm", "relu")`` for
+            ``batch_norm_relu``): the kernel runs only while they are the originals too.
 
     A kernel is a :class:`~minidl.backend.numpy_backend.KernelPair` of the backend: ``forward(prepared, *args,
     **kwargs) -> (out, cache)`` with the reference's arguments, ``backward(dout, cache, **kwargs)`` with the

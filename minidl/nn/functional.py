@@ -11,7 +11,8 @@ here when it is called (:mod:`minidl.nn.dispatch`), so replacing one replaces wh
     F.relu_forward = my_relu_forward    # every nn.ReLU (and every pair built on relu) now calls yours
 
 On the NumPy backend every pair runs the code you read. A fast backend replaces only the pairs marked
-``@kernel``, and only while both halves here are still the originals.
+``@kernel``, and only while both halves here are still the originals, and so are those of the pairs they call
+(:func:`minidl.nn.dispatch.is_reference`); a fused model's folded convolution follows the same rule.
 
 Examples:
     >>> import numpy as np

@@ -28,7 +28,14 @@ Patterns are found in every :class:`Sequential` (consecutive children) and in th
 children run back to back, ``fusion_groups`` (the ResNet blocks: ``(("conv1", "bn1", "relu1"), ("conv2", "bn2"),
 ("add", "relu2"))``, as torchvision's quantizable models list them). A module named there must run once per
 forward, at that place: a ReLU that the block also applies elsewhere would become an Identity there too. Only the
-exact classes are fused: a ReLU replaced by ``nn.GELU()``, or a subclass of BatchNorm2d, is left alone.
+exact classes are fused: a ReLU replaced by ``nn.GELU()``, a subclass of BatchNorm2d, a module whose ``forward`` was
+replaced on the instance, or a module that sits in several slots, is left alone.
+
+A fused model can be edited and sliced like any other: each fused module computes what it says on its own, and a
+:class:`ConvBn2d` folds only where ``fuse`` put it next to its BatchNorm (see its docstring). Only the ReLU has
+moved: it is now applied by the module before its slot (which holds an ``Identity``), so a slice or an edit that
+splits a fused group keeps or drops it with that module. To change the layers, edit the unfused model and fuse it
+again.
 
 Examples:
     >>> import numpy as np
@@ -53,15 +60,17 @@ Examples:
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from minidl.backend import get_array_module
 from minidl.grad_mode import is_grad_enabled
+from minidl.nn._calls import _calling_module
 from minidl.nn.activation import ReLU
 from minidl.nn.containers import Identity, Sequential
 from minidl.nn.conv import Conv2d
-from minidl.nn.dispatch import F
+from minidl.nn.dispatch import F, is_reference
 from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm1d, BatchNorm2d
@@ -135,9 +144,9 @@ def _inference(bn: Any) -> bool:
 class FoldedBatchNorm2d(BatchNorm2d):
     """A BatchNorm2d (and the ReLU after it, with ``relu``) whose inference the :class:`ConvBn2d` before it does.
 
-    In inference (eval mode with running statistics, gradients off) it returns its input: the convolution already
-    applied it. Otherwise it is a BatchNorm2d (a :class:`BatchNormReLU2d` with ``relu``). It keeps the BatchNorm's
-    parameters and buffers, so the ``state_dict`` keys are the original's.
+    When its input is the output its :class:`ConvBn2d` just computed folded (in inference), it returns it: the
+    convolution already applied it. Any other input goes through a BatchNorm2d (a :class:`BatchNormReLU2d` with
+    ``relu``). It keeps the BatchNorm's parameters and buffers, so the ``state_dict`` keys are the original's.
 
     Shape:
         - Input: (N, C, H, W).  - Output: the same.
@@ -148,11 +157,13 @@ class FoldedBatchNorm2d(BatchNorm2d):
         >>> import minidl
         >>> from minidl import nn
         >>> net = nn.fuse(nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)).eval())
-        >>> x = np.ones((1, 2, 2, 2), np.float32)
+        >>> x = np.ones((1, 1, 2, 2), np.float32)
         >>> with minidl.no_grad():
-        ...     passed_on = net[1](x) is x  # in inference the convolution before it did its work
-        >>> passed_on, net[1](x).shape      # with gradients on, a BatchNorm2d (eval statistics)
-        (True, (1, 2, 2, 2))
+        ...     y = net[0](x)       # called on its own, a ConvBn2d is a plain Conv2d
+        ...     z = net[1](y)       # and this a BatchNorm2d
+        ...     folded = net(x)     # inside the Sequential it was fused in: one folded convolution
+        >>> bool(np.allclose(folded, z, atol=1e-6))
+        True
     """
 
     relu = False
@@ -161,8 +172,8 @@ class FoldedBatchNorm2d(BatchNorm2d):
         return f"{super().extra_repr()}, relu={self.relu}"
 
     def forward(self, x: Any) -> Any:
-        if _inference(self):
-            return x  # the ConvBn2d before this module has applied it (and the ReLU)
+        if x is self.__dict__.pop("_folded_output", None):
+            return x  # the output of the ConvBn2d before it, which applied this BatchNorm (and the ReLU), folded
         pair = F.batch_norm_relu_forward if self.relu else F.batch_norm_forward
         out, cache = pair(x, *self._functional_arguments(x))
         self._count_batch()
@@ -176,16 +187,29 @@ class FoldedBatchNorm2d(BatchNorm2d):
         self._accumulate(dgamma, dbeta)
         return dx
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_folded_output", None)  # (an output of one call)
+        return state
+
 
 class ConvBn2d(Conv2d):
     r"""A Conv2d that also applies the BatchNorm2d after it (and a ReLU, with ``relu``) in inference, folded.
 
-    In inference (the BatchNorm in eval mode with running statistics, gradients off) the output is
-    ``conv2d(x, s W, s (b - mean) + beta)`` with s = gamma / sqrt(running_var + eps) per output channel, then ReLU
-    (:func:`~minidl.nn.conv.conv2d_relu_forward`); the :class:`FoldedBatchNorm2d` after it passes its input on.
-    Otherwise it is the plain Conv2d. It keeps the convolution's parameters (the same ``state_dict`` keys) and reads
-    the BatchNorm's, so the folded weights always follow the live ones. It holds that BatchNorm module itself
-    (``bn``, not a child): to change the BatchNorm's slot afterwards, fuse again from the unfused model.
+    It folds when all of these hold, and is the plain Conv2d otherwise:
+
+    * inference: the BatchNorm in eval mode with running statistics, gradients off;
+    * the BatchNorm pair (``batch_norm``, or ``batch_norm_relu`` with ``relu``) in :mod:`minidl.nn.functional` is
+      still minidl's (:func:`~minidl.nn.dispatch.is_reference`): a pair you replaced runs, unfolded;
+    * the module it was fused in is the one calling it, and still holds it and its BatchNorm in the two slots
+      ``fuse`` found them in (``slots``): replace or move either, or run a slice without the BatchNorm, and nothing
+      is folded.
+
+    Folded, the output is ``conv2d(x, s W, s (b - mean) + beta)`` with s = gamma / sqrt(running_var + eps) per
+    output channel, then ReLU (:func:`~minidl.nn.conv.conv2d_relu_forward`), and the :class:`FoldedBatchNorm2d` it
+    holds (``bn``, not a child: its parameters belong to its own slot) returns that output as it is. The
+    convolution keeps its parameters (the same ``state_dict`` keys) and reads the BatchNorm's at each call, so the
+    folded weights always follow the live ones.
 
     Shape:
         - Input: (N, C, H, W).  - Output: (N, O, OH, OW), as the Conv2d's.
@@ -205,6 +229,7 @@ class ConvBn2d(Conv2d):
 
     bn: Any = None  # the FoldedBatchNorm2d after it (not a child: its parameters belong to its own slot)
     relu = False
+    slots: tuple[str, str] = ("", "")  # its name and the BatchNorm's in the module fuse found them in
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, folds=BatchNorm2d{'+ReLU' if self.relu else ''}"
@@ -225,12 +250,21 @@ class ConvBn2d(Conv2d):
         weight = self.weight.data * scale.reshape(-1, 1, 1, 1).astype(dtype, copy=False)
         return weight, shift.astype(dtype, copy=False)
 
+    def _folds(self) -> bool:
+        """Whether this call runs folded (the three conditions above)."""
+        bn = self.bn
+        if bn is None or not _inference(bn) or not is_reference("batch_norm_relu" if self.relu else "batch_norm"):
+            return False
+        parent, (mine, its) = _calling_module(self), self.slots
+        return parent is not None and parent._modules.get(mine) is self and parent._modules.get(its) is bn
+
     def forward(self, x: Any) -> Any:
-        if not _inference(self.bn):
+        if not self._folds():
             return super().forward(x)
         x, padding, _ = self._padded(x)
         pair = F.conv2d_relu_forward if self.relu else F.conv2d_forward
         out, _ = pair(x, *self.folded_parameters(), self.stride, padding, self.dilation, self.groups)
+        object.__setattr__(self.bn, "_folded_output", out)  # the BatchNorm passes exactly this array on
         return out
 
 
@@ -276,7 +310,7 @@ def _recast(module: Module, cls: type, **attributes: Any) -> Any:
             new.__dict__[key].update(value)
         elif key == "_non_persistent_buffers":
             new.__dict__[key] |= value
-        elif key not in ("_saved", "_saved_pass"):
+        elif key not in ("_saved", "_saved_pass", "forward", "backward"):
             new.__dict__[key] = value
     for key, value in attributes.items():
         object.__setattr__(new, key, value)
@@ -284,21 +318,25 @@ def _recast(module: Module, cls: type, **attributes: Any) -> Any:
 
 
 def _plain(module: Module | None, *classes: type) -> bool:
-    """``module`` is exactly one of ``classes`` (not a subclass, whose forward may differ)."""
-    return module is not None and type(module) in classes
+    """``module`` is exactly one of ``classes`` (not a subclass, whose forward may differ), and its ``forward`` and
+    ``backward`` are the class's (not replaced on the instance, as a profiler or a student may do)."""
+    return module is not None and type(module) in classes and not {"forward", "backward"} & module.__dict__.keys()
 
 
-def _fuse_group(parent: Module, names: Sequence[str]) -> int:
+def _fuse_group(parent: Module, names: Sequence[str], shared: set[int]) -> int:
     """Fuse the children ``names`` of ``parent`` (2 or 3 modules that run back to back) if they form a pattern;
-    returns how many modules were used (0: no pattern starts there)."""
+    returns how many modules were used (0: no pattern starts there). A module in ``shared`` (it sits in several
+    slots) is left as it is: a fused copy per slot would split its parameters."""
     mods = [parent._modules.get(name) for name in names]
+    if any(id(m) in shared for m in mods[:2]):
+        return 0
     if _plain(mods[0], Conv2d) and len(mods) > 1 and _plain(mods[1], BatchNorm2d):
         conv, bn = mods[0], mods[1]
         if bn.num_features != conv.out_channels:
             return 0
         relu = len(mods) > 2 and _plain(mods[2], ReLU)
         folded_bn = _recast(bn, FoldedBatchNorm2d, relu=relu)
-        parent.add_module(names[0], _recast(conv, ConvBn2d, bn=folded_bn, relu=relu))
+        parent.add_module(names[0], _recast(conv, ConvBn2d, bn=folded_bn, relu=relu, slots=tuple(names[:2])))
         parent.add_module(names[1], folded_bn)
         if relu:
             parent.add_module(names[2], Identity())
@@ -311,17 +349,17 @@ def _fuse_group(parent: Module, names: Sequence[str]) -> int:
     return 0
 
 
-def _fuse_children(module: Module) -> None:
+def _fuse_children(module: Module, shared: set[int]) -> None:
     """Fuse the patterns among ``module``'s children: runs of consecutive children of a Sequential (a module fused
     into one pattern cannot start the next), else the module's own ``fusion_groups``."""
     if isinstance(module, Sequential):
         names = list(module._modules)
         i = 0
         while i < len(names) - 1:
-            i += max(1, _fuse_group(module, names[i : i + 3]))
+            i += max(1, _fuse_group(module, names[i : i + 3], shared))
         return
     for names in module.fusion_groups:
-        _fuse_group(module, names)
+        _fuse_group(module, names, shared)
 
 
 def fuse(model: Module, inplace: bool = False) -> Module:
@@ -354,6 +392,9 @@ def fuse(model: Module, inplace: bool = False) -> Module:
         raise TypeError(f"fuse: inplace must be a bool, got {inplace!r}")
     if not inplace:
         model = copy.deepcopy(model)
-    for module in list(model.modules()):
-        _fuse_children(module)
+    modules = list(model.modules())
+    slots = Counter(id(child) for module in modules for child in module._modules.values() if child is not None)
+    shared = {key for key, count in slots.items() if count > 1}
+    for module in modules:
+        _fuse_children(module, shared)
     return model

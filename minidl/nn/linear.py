@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import minidl
+from minidl._dtype import get_default_dtype
+from minidl.backend import get_backend
 from minidl.nn import init
 from minidl.nn._checks import _check_parameter_dtype, check_array, check_grad_output, check_int, check_same_device
 from minidl.nn.dispatch import F
@@ -142,7 +143,7 @@ class Linear(Module):
         self.out_features = check_int("Linear", "out_features", out_features, minimum=0)
         if not isinstance(bias, bool):
             raise TypeError(f"Linear: bias must be a bool, got {bias!r}")
-        xp, dtype = minidl.get_backend().xp, minidl.get_default_dtype()
+        xp, dtype = get_backend().xp, get_default_dtype()
         self.weight = Parameter(xp.empty((self.out_features, self.in_features), dtype=dtype))
         if bias:
             self.bias = Parameter(xp.empty((self.out_features,), dtype=dtype))

@@ -10,7 +10,7 @@ branches return, because x fed both (a fork in the forward pass is a sum in the 
 
 In a block the sum and the ReLU are two modules, ``add`` and a ReLU; :func:`minidl.nn.fuse` turns the pair into one
 :class:`~minidl.nn.fusion.AddReLU`, which runs the pair :func:`add_relu_forward`: on the NumPy backend exactly
-``relu_forward(a + b)``, on the Numba backend one pass over memory (marked ``@kernel``).
+``relu_forward(add_forward(a, b))``, on the Numba backend one pass over memory (marked ``@kernel``).
 """
 
 from __future__ import annotations
@@ -67,15 +67,23 @@ def add_backward(dout: Any, cache: Any) -> Any:
     return dout
 
 
+class AddReLUCache(NamedTuple):
+    """The cache of :func:`add_relu_forward`: the sum's and the ReLU's."""
+
+    add: Any
+    relu: Any
+
+
 def _add_relu_setup(a: Any, b: Any) -> Any:
     return _check_pair("add_relu_forward", a, b)
 
 
-@kernel("add_relu", setup=_add_relu_setup, uses=("relu",))
+@kernel("add_relu", setup=_add_relu_setup, uses=("add", "relu"))
 def add_relu_forward(a: Any, b: Any) -> tuple[Any, Any]:
     """``relu(a + b)``: a residual sum and the ReLU after it (the end of a ResNet block). Returns ``(out, cache)``.
 
-    The reference is exactly ``relu_forward(a + b)``; the Numba backend's kernel does both in one pass over memory.
+    The reference is exactly ``relu_forward(add_forward(a, b))``; the Numba backend's kernel does both in one pass
+    over memory.
 
     Shape:
         - a, b: the same shape (no broadcasting) - Output: that shape.
@@ -90,14 +98,17 @@ def add_relu_forward(a: Any, b: Any) -> tuple[Any, Any]:
         >>> add_relu_backward(np.array([5.0, 5.0]), cache)
         array([0., 5.])
     """
-    xp = _add_relu_setup(a, b).xp
-    return F.relu_forward(xp.asarray(a + b))  # (asarray: the sum of two 0-d arrays is a NumPy scalar)
+    _add_relu_setup(a, b)
+    z, add_cache = F.add_forward(a, b)
+    out, relu_cache = F.relu_forward(z)
+    return out, AddReLUCache(add_cache, relu_cache)
 
 
 @kernel("add_relu")
 def add_relu_backward(dout: Any, cache: Any) -> Any:
-    """Gradient of :func:`add_relu_forward` with respect to the sum, hence to each of a and b: ``dout * mask``."""
-    return F.relu_backward(dout, cache)
+    """Gradient of :func:`add_relu_forward` with respect to the sum, hence to each of a and b: ``dout * mask``
+    (the ReLU's backward, then the sum's, which passes it on)."""
+    return F.add_backward(F.relu_backward(dout, cache.relu), cache.add)
 
 
 class Add(Module):

@@ -13,13 +13,12 @@ values a skipped backward left behind never pile up. Under ``minidl.no_grad()`` 
 
 **Errors name the layer.** A functional pair reports bad input under its own name (``conv2d_forward: ...``); when a
 module called it, ``module(x)`` reports the same message under the module's name (``Conv2d(3, 8,
-kernel_size=(3, 3)): ...``), so the check itself runs once.
+kernel_size=(3, 3)): ...``), so the check itself runs once. The containers' ``backward`` does the same for their
+children's backward (``ReLU.backward: the gradient has shape ...``). The bookkeeping is in ``_calls.py``.
 """
 
 from __future__ import annotations
 
-import re
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -28,6 +27,7 @@ import numpy as np
 
 from minidl import backend as _backend
 from minidl.grad_mode import is_grad_enabled
+from minidl.nn._calls import _pass_state, _under_module_name
 from minidl.nn.parameter import Parameter
 
 
@@ -148,6 +148,13 @@ class Module:
         """Add a child module under ``name`` (what attribute assignment does, for names that aren't identifiers)."""
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"add_module({name!r}) expects a Module or None, got {type(module).__name__}")
+        if not isinstance(name, str):
+            raise TypeError(f"add_module: a module name must be a str, got {type(name).__name__}")
+        if name == "" or "." in name:  # (state_dict keys join names with dots)
+            raise KeyError(f"add_module: a module name must be non-empty and without '.', got {name!r}")
+        if name not in self._modules and name not in self._parameters and name not in self._buffers:
+            if hasattr(type(self), name) or name in self.__dict__:
+                raise KeyError(f"add_module: {type(self).__name__} already has an attribute {name!r}")
         self._parameters.pop(name, None)
         self._buffers.pop(name, None)
         self._modules[name] = module
@@ -165,9 +172,9 @@ class Module:
         """Run ``forward``. The outermost call starts a new forward pass (see :meth:`save_for_backward`), and an
         error a functional pair raised under its own name is raised under this module's name."""
         state = _pass_state
-        if state.depth == 0:
+        if not state.calls:
             state.number += 1
-        state.depth += 1
+        state.calls.append(self)
         try:
             return self.forward(*args, **kwargs)
         except (TypeError, ValueError, RuntimeError) as err:
@@ -176,7 +183,7 @@ class Module:
                 raise
             raise renamed.with_traceback(err.__traceback__) from None
         finally:
-            state.depth -= 1
+            state.calls.pop()
 
     def __getstate__(self) -> dict[str, Any]:
         """For copy and pickle: everything but the values saved for a pending backward (they belong to one call)."""
@@ -215,7 +222,7 @@ class Module:
         if not is_grad_enabled():
             return
         state = _pass_state
-        if self._saved_pass != state.number or state.depth == 0:  # a new forward pass (or a bare forward() call)
+        if self._saved_pass != state.number or not state.calls:  # a new forward pass (or a bare forward() call)
             object.__setattr__(self, "_dropped", len(self._saved))
             self._saved.clear()
             object.__setattr__(self, "_saved_pass", state.number)
@@ -445,29 +452,3 @@ class Module:
         if lines:
             main += "\n  " + "\n  ".join(lines) + "\n"
         return main + ")"
-
-
-# ---------------------------------------------------------------------------------------------- forward passes, errors
-class _PassState(threading.local):
-    """How deep the current module call is (0 outside any), and the number of the current outermost call."""
-
-    depth = 0
-    number = 0
-
-
-_pass_state = _PassState()
-
-# a functional pair's errors start with its name and a colon, e.g. "conv2d_forward: expected ..."
-_PAIR_PREFIX = re.compile(r"^[a-z][a-z0-9_]*_(forward|backward): ")
-
-
-def _under_module_name(err: Exception, module: Module, suffix: str = "") -> Exception | None:
-    """``err`` with the pair's name in front replaced by the module's, plus ``suffix`` (e.g. ``".backward"``);
-    None when the message does not start with a pair's name."""
-    if type(err) not in (TypeError, ValueError, RuntimeError) or len(err.args) != 1 or not isinstance(err.args[0], str):
-        return None
-    message = err.args[0]
-    match = _PAIR_PREFIX.match(message)
-    if match is None:
-        return None
-    return type(err)(f"{module._where()}{suffix}: {message[match.end() :]}")

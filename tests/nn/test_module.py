@@ -448,3 +448,18 @@ def test_set_grad_enabled_as_a_plain_call_and_as_a_context_manager():
     assert minidl.is_grad_enabled()
     with pytest.raises(TypeError, match="set_grad_enabled\\(mode\\) expects a bool"):
         minidl.set_grad_enabled("no")
+
+
+def test_a_containers_backward_names_the_child_whose_pair_refused_the_gradient():
+    class Crop(nn.Module):  # a custom layer whose backward returns the wrong shape
+        def forward(self, x):
+            return x
+
+        def backward(self, dout):
+            return dout[..., :-1]
+
+    minidl.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), Crop(), nn.Conv2d(8, 8, 1))
+    y = model(arr(np.ones((2, 3, 7, 8), np.float32)))
+    with pytest.raises(ValueError, match=r"^ReLU.backward: the gradient has shape \(2, 8, 5, 5\) but the forward"):
+        model.backward(arr(np.ones(y.shape, np.float32)))
