@@ -82,16 +82,19 @@ class Pad2dCache(NamedTuple):
 
 
 def pad2d_forward(x: Any, pad: tuple[int, int, int, int], mode: str = "constant") -> tuple[Any, Any]:
-    """Pad the last two dimensions; ``pad = (left, right, top, bottom)`` in ``torch.nn.functional.pad``'s order.
+    r"""Pad the last two dimensions; ``pad = (left, right, top, bottom)`` in ``torch.nn.functional.pad``'s order.
 
     Modes: ``"constant"`` (zeros), ``"reflect"`` (mirror without repeating the edge: ``c b | a b c | b a``),
-    ``"replicate"`` (repeat the edge), ``"circular"`` (wrap around).
+    ``"replicate"`` (repeat the edge), ``"circular"`` (wrap around). Each is a gather through an index map
+    :math:`r` over rows and :math:`s` over columns (``"constant"``: zero where the map falls outside the input):
+
+    .. math:: y_{n,c,i,j} = x_{n,c,\,r(i),\,s(j)}, \qquad i < top + H + bottom,\; j < left + W + right
 
     Shape:
         - Input: (N, C, H, W).  - Output: (N, C, top + H + bottom, left + W + right).
     Backward:
         The adjoint of a gather: every padded cell's gradient is added to the input cell it copied (edge cells of
-        ``replicate`` collect a whole border); zero padding just crops.
+        ``replicate`` collect a whole border); zero padding just crops (:func:`pad2d_backward`).
 
     Examples:
         >>> import numpy as np
@@ -129,7 +132,21 @@ def _unpad_axis(d: Any, index: Any, lo: int, size: int, axis: int) -> Any:
 
 
 def pad2d_backward(dout: Any, cache: Any) -> Any:
-    """Gradient of :func:`pad2d_forward`: ``dx`` of the input's shape (see its **Backward:**)."""
+    r"""Gradient of :func:`pad2d_forward`: each input cell sums the gradients of the padded cells that copied it.
+
+    .. math:: dx_{n,c,h,w} = \sum_{i:\, r(i) = h} \; \sum_{j:\, s(j) = w} dout_{n,c,i,j}
+
+    Shape:
+        - dout: (N, C, top + H + bottom, left + W + right).  - dx: (N, C, H, W).
+
+    Examples:
+        >>> import numpy as np
+        >>> out, cache = pad2d_forward(np.arange(3.0).reshape(1, 1, 1, 3), (2, 1, 0, 0), "replicate")
+        >>> out.ravel()
+        array([0., 0., 0., 1., 2., 2.])
+        >>> pad2d_backward(np.ones_like(out), cache).ravel()
+        array([3., 1., 2.])
+    """
     (N, C, H, W), (left, right, top, bottom), mode, dtype = cache
     check_grad_output("pad2d_backward", dout, (N, C, H + top + bottom, W + left + right), dtype)
     if mode == "constant":
@@ -227,7 +244,14 @@ class Conv2dCache(NamedTuple):
 def conv2d_forward(
     x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
 ) -> tuple[Any, Any]:
-    """2-D convolution (see the module docstring for the math). Returns ``(out, cache)``.
+    r"""2-D convolution (cross-correlation; the derivation is in the module docstring). Returns ``(out, cache)``.
+
+    With :math:`x^{pad}` the input zero-padded by (PH, PW) and g = o // Og the group of output channel o:
+
+    .. math::
+
+        out_{n,o,i,j} = b_o + \sum_{c=0}^{C_g-1} \sum_{p,q} W_{o,c,p,q}\,
+            x^{pad}_{n,\; g C_g + c,\; i S_H + p D_H,\; j S_W + q D_W}
 
     Args:
         x: (N, C, H, W).
@@ -278,8 +302,32 @@ def conv2d_forward(
 
 @kernel("conv2d")
 def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`conv2d_forward`: ``(dx, dw, db)`` (``db`` None without bias; ``dw`` None when
-    ``compute_dw`` is False, which skips one GEMM for a frozen weight)."""
+    r"""Gradients of :func:`conv2d_forward`: ``(dx, dw, db)`` (``db`` None without bias; ``dw`` None when
+    ``compute_dw`` is False, which skips one GEMM for a frozen weight).
+
+    .. math::
+
+        db_o = \sum_{n,i,j} dout_{n,o,i,j}, \qquad
+        dW_{o,c,p,q} = \sum_{n,i,j} dout_{n,o,i,j}\; x^{pad}_{n,\; g C_g + c,\; i S_H + p D_H,\; j S_W + q D_W}
+
+        dx^{pad}_{n,\; g C_g + c,\; h,\; w} = \sum_{o \in g} \sum_{p,q,i,j \,:\, i S_H + p D_H = h,\;
+            j S_W + q D_W = w} W_{o,c,p,q}\; dout_{n,o,i,j}
+
+    and dx is dx^pad without its padding; as matrices, dW_col = dout_col @ x_col^T and
+    dx = col2im(W_col^T @ dout_col).
+
+    Shape:
+        - dout: (N, O, OH, OW).  - dx: (N, C, H, W); dw: (O, C / groups, KH, KW); db: (O,).
+
+    Examples:
+        >>> import numpy as np
+        >>> out, cache = conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), np.zeros(4), stride=2)
+        >>> out.shape
+        (2, 4, 2, 2)
+        >>> dx, dw, db = conv2d_backward(np.ones_like(out), cache)
+        >>> dx.shape, dw.shape, db
+        ((2, 3, 5, 5), (4, 3, 3, 3), array([8., 8., 8., 8.]))
+    """
     x_col, weight, has_bias, x_shape, g, extra_pad = cache
     O, Cg, KH, KW = weight.shape
     N = x_shape[0]
@@ -309,9 +357,11 @@ class ConvReluCache(NamedTuple):
 def conv2d_relu_forward(
     x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
 ) -> tuple[Any, Any]:
-    """``relu(conv2d(x))``: a convolution and the ReLU after it (what :func:`minidl.nn.fuse` runs for a folded
+    r"""``relu(conv2d(x))``: a convolution and the ReLU after it (what :func:`minidl.nn.fuse` runs for a folded
     Conv2d-BatchNorm2d-ReLU in inference). The reference is the two pairs one after the other; the Numba backend's
     kernel applies the ReLU in the convolution's own output pass.
+
+    .. math:: out = \max(0,\; \mathrm{conv2d}(x, W, b))
 
     Shape:
         - As :func:`conv2d_forward`.
@@ -332,7 +382,23 @@ def conv2d_relu_forward(
 
 @kernel("conv2d_relu")
 def conv2d_relu_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`conv2d_relu_forward`: ``(dx, dw, db)`` as :func:`conv2d_backward`'s."""
+    r"""Gradients of :func:`conv2d_relu_forward`: ``(dx, dw, db)`` as :func:`conv2d_backward`'s.
+
+    .. math:: dz = dout \odot [z > 0], \quad z = \mathrm{conv2d}(x, W, b)
+
+    then ``(dx, dw, db) = conv2d_backward(dz)``.
+
+    Shape:
+        - As :func:`conv2d_backward`: dout (N, O, OH, OW); dx (N, C, H, W); dw (O, C / groups, KH, KW); db (O,).
+
+    Examples:
+        >>> import numpy as np
+        >>> out, cache = conv2d_relu_forward(np.ones((1, 1, 2, 2)), np.array([[[[1.0]]], [[[-1.0]]]]), None)
+        >>> dx, dw, db = conv2d_relu_backward(np.ones_like(out), cache)
+        >>> dx[0, 0], dw.ravel()
+        (array([[1., 1.],
+               [1., 1.]]), array([4., 0.]))
+    """
     conv_cache, relu_cache = cache
     return F.conv2d_backward(F.relu_backward(dout, relu_cache), conv_cache, compute_dw=compute_dw)
 

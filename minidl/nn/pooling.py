@@ -126,7 +126,10 @@ def _max_pool2d_setup(
 def max_pool2d_forward(
     x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False
 ) -> tuple[Any, Any]:
-    """Max over each window. Returns ``(out, cache)``; the cache holds each window's argmax.
+    r"""Max over each window. Returns ``(out, cache)``; the cache holds each window's argmax.
+
+    .. math:: out_{n,c,i,j} = \max_{p < K_H,\, q < K_W} x^{pad}_{n,c,\,i S_H + p D_H,\; j S_W + q D_W}
+        \quad (x^{pad}: \text{-inf padding})
 
     Args:
         x: (N, C, H, W).
@@ -158,7 +161,27 @@ def max_pool2d_forward(
 
 @kernel("max_pool2d")
 def max_pool2d_backward(dout: Any, cache: Any) -> Any:
-    """Gradient of :func:`max_pool2d_forward`: each ``dout`` goes to its window's maximum, the rest get 0."""
+    r"""Gradient of :func:`max_pool2d_forward`: each ``dout`` goes to its window's maximum, the rest get 0.
+
+    .. math:: dx_{n,c,h,w} = \sum_{(i,j):\ \mathrm{argmax}_{n,c}(i,j) = (h,w)} dout_{n,c,i,j}
+
+    (a sum: overlapping windows can share a maximum; ties go to the first maximum in scan order, as in PyTorch).
+
+    Shape:
+        - dout: (N, C, OH, OW).  - dx: (N, C, H, W).
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[1., 2., 0.], [0., 9., 3.], [4., 0., 5.]]).reshape(1, 1, 3, 3)
+        >>> out, cache = max_pool2d_forward(x, 2, stride=1)
+        >>> out[0, 0]
+        array([[9., 9.],
+               [9., 9.]])
+        >>> max_pool2d_backward(np.ones_like(out), cache)[0, 0]
+        array([[0., 0., 0.],
+               [0., 4., 0.],
+               [0., 0., 0.]])
+    """
     argmax, x_shape, g, dtype = cache
     check_grad_output("max_pool2d_backward", dout, argmax.shape, dtype)
     return get_backend().max_pool2d_backward(dout, argmax, x_shape, *g[:8])
@@ -217,7 +240,12 @@ def avg_pool2d_forward(
     count_include_pad: bool = True,
     divisor_override: int | None = None,
 ) -> tuple[Any, Any]:
-    """Mean over each window. Returns ``(out, cache)``.
+    r"""Mean over each window. Returns ``(out, cache)``.
+
+    .. math:: out_{n,c,i,j} = \frac{1}{d_{ij}} \sum_{p < K_H,\, q < K_W} x^{pad}_{n,c,\,i S_H + p,\; j S_W + q}
+
+    with zero padding and :math:`d_{ij}` the number of window cells inside the padded input
+    (``count_include_pad``), inside the input only (not ``count_include_pad``), or ``divisor_override``.
 
     Args:
         x: (N, C, H, W).
@@ -249,7 +277,21 @@ def avg_pool2d_forward(
 
 @kernel("avg_pool2d")
 def avg_pool2d_backward(dout: Any, cache: Any) -> Any:
-    """Gradient of :func:`avg_pool2d_forward`: each window's cells get ``dout / divisor``, overlaps add up."""
+    r"""Gradient of :func:`avg_pool2d_forward`: each window's cells get ``dout / divisor``, overlaps add up.
+
+    .. math:: dx_{n,c,h,w} = \sum_{(i,j):\ (h,w) \in \mathrm{window}(i,j)} \frac{dout_{n,c,i,j}}{d_{ij}}
+
+    Shape:
+        - dout: (N, C, OH, OW).  - dx: (N, C, H, W).
+
+    Examples:
+        >>> import numpy as np
+        >>> out, cache = avg_pool2d_forward(np.ones((1, 1, 3, 3)), 2, stride=1)
+        >>> avg_pool2d_backward(np.ones_like(out), cache)[0, 0]
+        array([[0.25, 0.5 , 0.25],
+               [0.5 , 1.  , 0.5 ],
+               [0.25, 0.5 , 0.25]])
+    """
     x_shape, g, count_include_pad, divisor, dtype = cache
     check_grad_output("avg_pool2d_backward", dout, (*x_shape[:2], g.OH, g.OW), dtype)
     return get_backend().avg_pool2d_backward(dout, x_shape, *g[:6], count_include_pad, divisor)

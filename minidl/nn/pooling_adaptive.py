@@ -50,7 +50,11 @@ class AdaptivePoolCache(NamedTuple):
 
 
 def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
-    """Mean over each adaptive bin so that the output is (OH, OW) whatever the input size. Returns ``(out, cache)``.
+    r"""Mean over each adaptive bin so that the output is (OH, OW) whatever the input size. Returns ``(out, cache)``.
+
+    With the bins :math:`R_i = [\lfloor iH/OH \rfloor, \lceil (i+1)H/OH \rceil)`, :math:`C_j` likewise along W:
+
+    .. math:: out_{n,c,i,j} = \frac{1}{|R_i|\,|C_j|} \sum_{h \in R_i} \sum_{w \in C_j} x_{n,c,h,w}
 
     Args:
         x: (N, C, H, W).
@@ -59,7 +63,8 @@ def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
     Shape:
         - Output: (N, C, OH, OW).
     Backward:
-        dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of dout[n, c, i, j] / (bin height * bin width).
+        dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of dout[n, c, i, j] / (|R_i| |C_j|)
+        (:func:`adaptive_avg_pool2d_backward`).
 
     Examples:
         >>> import numpy as np
@@ -74,15 +79,31 @@ def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
 
 
 def adaptive_avg_pool2d_backward(dout: Any, cache: Any) -> Any:
-    """Gradient of :func:`adaptive_avg_pool2d_forward`: each bin's gradient spread evenly over its cells."""
+    r"""Gradient of :func:`adaptive_avg_pool2d_forward`: each bin's gradient spread evenly over its cells.
+
+    .. math:: dx_{n,c,h,w} = \sum_{i:\, h \in R_i} \; \sum_{j:\, w \in C_j} \frac{dout_{n,c,i,j}}{|R_i|\,|C_j|}
+
+    Shape:
+        - dout: (N, C, OH, OW).  - dx: (N, C, H, W).
+
+    Examples:
+        >>> import numpy as np
+        >>> out, cache = adaptive_avg_pool2d_forward(np.arange(6.0).reshape(1, 1, 2, 3), (1, 2))
+        >>> adaptive_avg_pool2d_backward(np.ones_like(out), cache)[0, 0]  # column 1 is in both bins
+        array([[0.25, 0.5 , 0.25],
+               [0.25, 0.5 , 0.25]])
+    """
     _, x_shape, out_shape, dtype = cache
     check_grad_output("adaptive_avg_pool2d_backward", dout, out_shape, dtype)
     return get_backend().adaptive_avg_pool2d_backward(dout, x_shape)
 
 
 def adaptive_max_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
-    """Max over each adaptive bin. Returns ``(out, cache)``; ``cache.indices`` holds PyTorch's flat indices
-    h * W + w of the maxima.
+    r"""Max over each adaptive bin. Returns ``(out, cache)``; ``cache.indices`` holds PyTorch's flat indices
+    h * W + w of the maxima. With the bins :math:`R_i = [\lfloor iH/OH \rfloor, \lceil (i+1)H/OH \rceil)`,
+    :math:`C_j` likewise along W (ties: the first maximum; NaN propagates):
+
+    .. math:: out_{n,c,i,j} = \max_{h \in R_i,\; w \in C_j} x_{n,c,h,w}
 
     Shape:
         - Input: (N, C, H, W).  - Output: (N, C, OH, OW).
@@ -102,7 +123,19 @@ def adaptive_max_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
 
 
 def adaptive_max_pool2d_backward(dout: Any, cache: Any) -> Any:
-    """Gradient of :func:`adaptive_max_pool2d_forward`: each ``dout`` goes to its bin's maximum."""
+    r"""Gradient of :func:`adaptive_max_pool2d_forward`: each ``dout`` goes to its bin's maximum.
+
+    .. math:: dx_{n,c,h,w} = \sum_{(i,j):\ \mathrm{argmax}_{n,c}(i,j) = (h,w)} dout_{n,c,i,j}
+
+    Shape:
+        - dout: (N, C, OH, OW).  - dx: (N, C, H, W).
+
+    Examples:
+        >>> import numpy as np
+        >>> out, cache = adaptive_max_pool2d_forward(np.array([[[[1., 3., 2.]]]]), (1, 2))
+        >>> adaptive_max_pool2d_backward(np.array([[[[1., 10.]]]]), cache).ravel()  # both bins' maximum is x[1]
+        array([ 0., 11.,  0.])
+    """
     indices, x_shape, out_shape, dtype = cache
     check_grad_output("adaptive_max_pool2d_backward", dout, out_shape, dtype)
     return get_backend().adaptive_max_pool2d_backward(dout, indices, x_shape)
@@ -112,7 +145,10 @@ def adaptive_max_pool2d_backward(dout: Any, cache: Any) -> Any:
 class AdaptiveAvgPool2d(_Pool2d):
     r"""Average pooling to a fixed output size (``AdaptiveAvgPool2d(1)`` is global average pooling).
 
-    Bin i along H covers rows :math:`[\lfloor iH/OH \rfloor, \lceil (i+1)H/OH \rceil)`, likewise along W.
+    Bin i along H covers rows :math:`R_i = [\lfloor iH/OH \rfloor, \lceil (i+1)H/OH \rceil)`, likewise
+    :math:`C_j` along W:
+
+    .. math:: y_{n,c,i,j} = \frac{1}{|R_i|\,|C_j|} \sum_{h \in R_i} \sum_{w \in C_j} x_{n,c,h,w}
 
     Args:
         output_size: int or (OH, OW); an entry None keeps that input dimension.
@@ -125,8 +161,11 @@ class AdaptiveAvgPool2d(_Pool2d):
     Examples:
         >>> import numpy as np
         >>> gap = AdaptiveAvgPool2d(1)
-        >>> gap(np.ones((2, 3, 7, 5), np.float32)).shape
+        >>> y = gap(np.ones((2, 3, 7, 5), np.float32))
+        >>> y.shape
         (2, 3, 1, 1)
+        >>> gap.backward(np.ones_like(y))[0, 0, 0]  # 1 / (7 * 5) to every cell
+        array([0.02857143, 0.02857143, 0.02857143, 0.02857143, 0.02857143], dtype=float32)
     """
 
     def __init__(self, output_size: Any) -> None:
@@ -148,7 +187,10 @@ class AdaptiveAvgPool2d(_Pool2d):
 
 
 class AdaptiveMaxPool2d(_Pool2d):
-    r"""Max pooling to a fixed output size, over PyTorch's adaptive bins (see :class:`AdaptiveAvgPool2d`).
+    r"""Max pooling to a fixed output size, over PyTorch's adaptive bins :math:`R_i \times C_j` (see
+    :class:`AdaptiveAvgPool2d`); ties go to the first maximum, NaN propagates.
+
+    .. math:: y_{n,c,i,j} = \max_{h \in R_i,\; w \in C_j} x_{n,c,h,w}
 
     Args:
         output_size: int or (OH, OW); an entry None keeps that input dimension.
@@ -161,9 +203,16 @@ class AdaptiveMaxPool2d(_Pool2d):
 
     Examples:
         >>> import numpy as np
-        >>> AdaptiveMaxPool2d((2, 1))(np.arange(12, dtype=np.float32).reshape(1, 1, 4, 3))[0, 0]
+        >>> pool = AdaptiveMaxPool2d((2, 1))
+        >>> y = pool(np.arange(12, dtype=np.float32).reshape(1, 1, 4, 3))
+        >>> y[0, 0]
         array([[ 5.],
                [11.]], dtype=float32)
+        >>> pool.backward(np.ones_like(y))[0, 0]
+        array([[0., 0., 0.],
+               [0., 0., 1.],
+               [0., 0., 0.],
+               [0., 0., 1.]], dtype=float32)
     """
 
     def __init__(self, output_size: Any, return_indices: bool = False) -> None:
