@@ -125,8 +125,12 @@ def batch_norm_forward(
 ) -> tuple[Any, Any]:
     r"""Batch normalization over every axis but the channel axis 1 (PyTorch's ``F.batch_norm``, same arguments).
 
-    In training the batch statistics (biased variance) normalize, and ``running_mean``/``running_var`` (when not
-    None) are updated in place with the unbiased variance:
+    .. math:: out = \gamma \hat x + \beta, \qquad \hat x = (x - \mu)\, inv\_std, \qquad
+        inv\_std = 1 / \sqrt{\sigma^2 + \varepsilon}
+
+    with :math:`\mu, \sigma^2` per channel over the M values of (N, \*). In training the batch statistics (biased
+    variance) normalize, and ``running_mean``/``running_var`` (when not None) are updated in place with the
+    unbiased variance:
     running = (1 - momentum) * running + momentum * batch_statistic. In eval (``training=False``) the running
     statistics normalize and are not changed.
 
@@ -169,7 +173,28 @@ def batch_norm_forward(
 
 @kernel("batch_norm")
 def batch_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`batch_norm_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias)."""
+    r"""Gradients of :func:`batch_norm_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias).
+
+    Sums per channel over the M values of (N, \*); :math:`\gamma = 1` without a weight (derivation: module docstring).
+
+    .. math::
+
+        dx = \frac{\gamma\, inv\_std}{M} \Big(M\, dout - \sum dout - \hat x \sum dout\, \hat x\Big)
+            \ \text{(training)}, \qquad dx = \gamma\, inv\_std\; dout \ \text{(eval)}
+
+        d\gamma = \sum dout\, \hat x, \qquad d\beta = \sum dout
+
+    Shape:
+        - dout: (N, C, \*).  - dx: (N, C, \*); dweight, dbias: (C,).
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[1.0], [2.0], [6.0]])
+        >>> out, cache = batch_norm_forward(x, None, None, np.ones(1), np.zeros(1), training=True)
+        >>> dx, dweight, dbias = batch_norm_backward(np.ones_like(x), cache)  # a shift of dout: dx = 0
+        >>> np.round(dx, 6).ravel() + 0.0, np.round(dweight, 6) + 0.0, dbias
+        (array([0., 0., 0.]), array([0.]), array([3.]))
+    """
     xhat, inv_std, gamma, beta, axes, training = cache
     check_grad_output("batch_norm_backward", dout, xhat.shape, xhat.dtype)
     C = xhat.shape[1]
@@ -207,6 +232,8 @@ def batch_norm_relu_forward(
     the Numba backend's kernel applies the ReLU in the normalize pass, and its backward recomputes the ReLU mask from
     x instead of keeping it. :func:`minidl.nn.fuse` puts it in models (``BatchNormReLU2d``).
 
+    .. math:: out = \max(0,\; \gamma \hat x + \beta)
+
     Shape:
         - Input: (N, C, *) - Output: the same (as :func:`batch_norm_forward`).
 
@@ -235,7 +262,23 @@ def batch_norm_relu_forward(
 
 @kernel("batch_norm_relu")
 def batch_norm_relu_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`batch_norm_relu_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias)."""
+    r"""Gradients of :func:`batch_norm_relu_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias).
+
+    .. math:: dz = dout \odot [z > 0], \quad z = \gamma \hat x + \beta
+
+    then ``(dx, dweight, dbias) = batch_norm_backward(dz)``.
+
+    Shape:
+        - dout: (N, C, \*).  - dx: (N, C, \*); dweight, dbias: (C,).
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[1.0], [2.0], [6.0]])
+        >>> out, cache = batch_norm_relu_forward(x, None, None, np.ones(1), np.zeros(1), training=True, eps=1e-12)
+        >>> dx, dweight, dbias = batch_norm_relu_backward(np.ones_like(x), cache)  # one sample passed the ReLU
+        >>> np.round(dweight, 4), dbias
+        (array([1.3887]), array([1.]))
+    """
     bn_cache, relu_cache = cache
     return F.batch_norm_backward(F.relu_backward(dout, relu_cache), bn_cache)
 
@@ -328,6 +371,8 @@ class BatchNorm1d(_BatchNorm):
 class BatchNorm2d(_BatchNorm):
     r"""Batch normalization of images (N, C, H, W): each channel standardized over (N, H, W).
 
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}} \gamma + \beta
+
     Same as :class:`BatchNorm1d` with M = N * H * W values per channel.
 
     Args:
@@ -348,8 +393,9 @@ class BatchNorm2d(_BatchNorm):
     Examples:
         >>> import numpy as np
         >>> bn = BatchNorm2d(8)
-        >>> bn(np.ones((2, 8, 4, 4), np.float32)).shape
-        (2, 8, 4, 4)
+        >>> y = bn(np.ones((2, 8, 4, 4), np.float32))
+        >>> y.shape, bn.backward(np.ones_like(y)).shape, bn.bias.grad[:2]
+        ((2, 8, 4, 4), (2, 8, 4, 4), array([32., 32.], dtype=float32))
         >>> sorted(bn.state_dict())
         ['bias', 'num_batches_tracked', 'running_mean', 'running_var', 'weight']
     """
@@ -414,7 +460,25 @@ def local_response_norm_forward(
 
 
 def local_response_norm_backward(dout: Any, cache: Any) -> Any:
-    """Gradient of :func:`local_response_norm_forward` with respect to x."""
+    r"""Gradient of :func:`local_response_norm_forward` with respect to x.
+
+    :math:`y_c` depends on :math:`x_j` through :math:`s_c` for every window c that contains j, that is
+    :math:`c \in [j - \lfloor (n-1)/2 \rfloor,\; j + \lfloor n/2 \rfloor]`:
+
+    .. math:: dx_j = dout_j\, s_j^{-\beta} - \frac{2 \alpha \beta}{n}\, x_j \sum_{c:\, j \in \mathrm{window}(c)}
+        \frac{dout_c\, y_c}{s_c}
+
+    Shape:
+        - dout: (N, C, \*).  - dx: (N, C, \*).
+
+    Examples:
+        >>> import numpy as np
+        >>> out, cache = local_response_norm_forward(np.ones((1, 2, 1)), size=1, alpha=1.0, beta=1.0, k=1.0)
+        >>> out.ravel()  # s = 1 + x^2 = 2
+        array([0.5, 0.5])
+        >>> local_response_norm_backward(np.ones_like(out), cache).ravel()  # d(x / (1 + x^2))/dx at 1 = 0
+        array([0., 0.])
+    """
     x, s, out, size, alpha, beta = cache
     check_grad_output("local_response_norm_backward", dout, out.shape, out.dtype)
     back = _channel_window_sum(get_array_module(dout), dout * out / s, (size - 1) // 2, size // 2)  # transposed window
