@@ -96,6 +96,11 @@ def layer_norm_forward(
     r"""Layer normalization: each sample standardized over its trailing ``normalized_shape`` dimensions
     (PyTorch's ``F.layer_norm``, same arguments).
 
+    .. math:: out = \gamma \odot \hat x + \beta, \qquad \hat x = \frac{x - \mu}{\sqrt{\sigma^2 + \varepsilon}}
+
+    with :math:`\mu, \sigma^2` (biased) over the trailing ``normalized_shape`` dims of each sample, and
+    :math:`\gamma, \beta` elementwise of shape ``normalized_shape`` (1 and 0 when None).
+
     Args:
         input: x, (*, *normalized_shape).
         normalized_shape: the trailing dimensions to normalize over (an int for the last one).
@@ -124,7 +129,28 @@ def layer_norm_forward(
 
 @kernel("layer_norm")
 def layer_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`layer_norm_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias)."""
+    r"""Gradients of :func:`layer_norm_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias).
+
+    Bars are means over the normalized dims of each sample; the parameter sums run over the leading dims:
+
+    .. math::
+
+        dx = inv\_std \Big(d\hat x - \overline{d\hat x} - \hat x\, \overline{d\hat x\, \hat x}\Big), \qquad
+        d\hat x = \gamma\, dout, \qquad d\gamma = \sum dout\, \hat x, \qquad d\beta = \sum dout
+
+    Shape:
+        - dout: (\*, \*normalized_shape).  - dx: the same; dweight, dbias: ``normalized_shape``.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, 3.0], [0.0, 10.0]])
+        >>> out, cache = layer_norm_forward(x, 2, np.ones(2), np.zeros(2), eps=1e-12)
+        >>> dx, dweight, dbias = layer_norm_backward(np.array([[1.0, 0.0], [0.0, 0.0]]), cache)
+        >>> # two values always standardize to (-1, 1) whatever x is, so dx = 0
+        >>> np.round(dx, 6) + 0.0, dweight, dbias
+        (array([[0., 0.],
+               [0., 0.]]), array([-1.,  0.]), array([1., 0.]))
+    """
     xhat, inv_std, gamma, beta, axes, _ = cache
     check_grad_output("layer_norm_backward", dout, xhat.shape, xhat.dtype)
     leading = tuple(range(xhat.ndim - len(axes)))
@@ -166,6 +192,8 @@ class LayerNorm(Module):
         >>> y = ln(np.array([[1.0, 2.0, 3.0, 4.0]], np.float32))
         >>> np.round(y, 3)
         array([[-1.342, -0.447,  0.447,  1.342]], dtype=float32)
+        >>> ln.backward(np.ones_like(y)).shape, ln.weight.grad.shape
+        ((1, 4), (4,))
     """
 
     def __init__(
@@ -238,6 +266,11 @@ def group_norm_forward(
     r"""Group normalization (PyTorch's ``F.group_norm``, same arguments): each sample's channels standardized in
     ``num_groups`` groups.
 
+    .. math:: out = \gamma \odot \hat x + \beta, \qquad \hat x = \frac{x - \mu}{\sqrt{\sigma^2 + \varepsilon}}
+
+    with :math:`\mu, \sigma^2` (biased) over each group of C / G channels and all positions of each sample, and
+    :math:`\gamma_c, \beta_c` per channel (1 and 0 when None).
+
     Args:
         input: x, (N, C, *) with C divisible by ``num_groups``.
         num_groups: G.
@@ -268,7 +301,26 @@ def group_norm_forward(
 
 @kernel("group_norm")
 def group_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`group_norm_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias)."""
+    r"""Gradients of :func:`group_norm_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias).
+
+    Viewing x as (N, G, M), bars are means over the M values of each group; the parameter sums run over (N, \*):
+
+    .. math::
+
+        dx = inv\_std \Big(d\hat x - \overline{d\hat x} - \hat x\, \overline{d\hat x\, \hat x}\Big), \qquad
+        d\hat x = \gamma\, dout, \qquad d\gamma = \sum dout\, \hat x, \qquad d\beta = \sum dout
+
+    Shape:
+        - dout: (N, C, \*).  - dx: (N, C, \*); dweight, dbias: (C,).
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(2, 4, 3))
+        >>> out, cache = group_norm_forward(x, 2, np.ones(4), np.zeros(4))
+        >>> dx, dweight, dbias = group_norm_backward(np.ones_like(out), cache)  # a constant shift: dx = 0
+        >>> dx.shape, bool(np.allclose(dx, 0)), dbias
+        ((2, 4, 3), True, array([6., 6., 6., 6.]))
+    """
     xhat, inv_std, gamma, beta, G, _ = cache
     check_grad_output("group_norm_backward", dout, xhat.shape, xhat.dtype)
     N, C = xhat.shape[0], xhat.shape[1]
@@ -309,8 +361,9 @@ class GroupNorm(Module):
         >>> gn = GroupNorm(2, 4)
         >>> gn
         GroupNorm(2, 4, eps=1e-05, affine=True, bias=True)
-        >>> gn(np.ones((3, 4, 5, 5), np.float32)).shape
-        (3, 4, 5, 5)
+        >>> y = gn(np.random.default_rng(0).normal(size=(3, 4, 5, 5)).astype(np.float32))
+        >>> y.shape, gn.backward(np.ones_like(y)).shape, gn.bias.grad
+        ((3, 4, 5, 5), (3, 4, 5, 5), array([75., 75., 75., 75.], dtype=float32))
     """
 
     def __init__(

@@ -60,6 +60,9 @@ def instance_norm_forward(
     r"""Instance normalization (PyTorch's ``F.instance_norm``, same arguments): each (sample, channel) standardized
     over its positions.
 
+    .. math:: out = \gamma \odot \hat x + \beta, \qquad \hat x = \frac{x - \mu}{\sqrt{\sigma^2 + \varepsilon}}
+
+    with :math:`\mu, \sigma^2` (biased) per (sample, channel) over the positions, or the running statistics.
     With ``use_input_stats`` the statistics are each instance's own (the same math as group norm with G = C);
     ``running_mean``/``running_var`` (when not None) are then updated in place with the batch average of the
     instances' means and unbiased variances. Without it the running statistics normalize, as in BatchNorm's eval.
@@ -106,7 +109,29 @@ def instance_norm_forward(
 
 @kernel("instance_norm")
 def instance_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`instance_norm_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias)."""
+    r"""Gradients of :func:`instance_norm_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias).
+
+    With input statistics, bars are means over the positions of each (sample, channel); the parameter sums run
+    over (N, \*). With running statistics (constants) the Jacobian is diagonal: :math:`dx = inv\_std\; d\hat x`.
+
+    .. math::
+
+        dx = inv\_std \Big(d\hat x - \overline{d\hat x} - \hat x\, \overline{d\hat x\, \hat x}\Big), \qquad
+        d\hat x = \gamma\, dout, \qquad d\gamma = \sum dout\, \hat x, \qquad d\beta = \sum dout
+
+    Shape:
+        - dout: (N, C, \*).  - dx: (N, C, \*); dweight, dbias: (C,).
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[[1.0, 3.0], [0.0, 10.0]]])
+        >>> out, cache = instance_norm_forward(x, None, None, np.ones(2), np.zeros(2), eps=1e-12)
+        >>> dx, dweight, dbias = instance_norm_backward(np.array([[[0.0, 1.0], [1.0, 1.0]]]), cache)
+        >>> # two values always standardize to (-1, 1) whatever x is, so dx = 0
+        >>> np.round(dx, 6) + 0.0, dweight, dbias
+        (array([[[0., 0.],
+                [0., 0.]]]), array([1., 0.]), array([1., 2.]))
+    """
     xhat, inv_std, gamma, beta, axes, use_input_stats = cache
     check_grad_output("instance_norm_backward", dout, xhat.shape, xhat.dtype)
     dgamma, dbeta = _affine_backward(dout, xhat, gamma, beta, (0,) + axes, (xhat.shape[1],))
@@ -147,8 +172,8 @@ class InstanceNorm2d(_NormBase):
         >>> inorm
         InstanceNorm2d(3, eps=1e-05, momentum=0.1, affine=False, bias=False, track_running_stats=False)
         >>> y = inorm(np.random.default_rng(0).normal(size=(2, 3, 4, 4)).astype(np.float32))
-        >>> bool(np.allclose(y.mean(axis=(2, 3)), 0, atol=1e-5))
-        True
+        >>> bool(np.allclose(y.mean(axis=(2, 3)), 0, atol=1e-5)), inorm.backward(np.ones_like(y)).shape
+        (True, (2, 3, 4, 4))
     """
 
     def __init__(
