@@ -60,7 +60,11 @@ def _masked(be: Any, x: Any, p: float, mask_shape: tuple[int, ...]) -> tuple[Any
 
 
 def dropout_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[Any, Any]:
-    """Inverted dropout: each element is zeroed with probability ``p``, the rest scaled by ``1 / (1 - p)``.
+    r"""Inverted dropout: each element is zeroed with probability ``p``, the rest scaled by ``1 / (1 - p)``.
+
+    .. math:: out = \frac{m \odot x}{1 - p}, \qquad m_i \sim \mathrm{Bernoulli}(1 - p)
+
+    (out = 0 for p = 1).
 
     Args:
         x: input of any shape.
@@ -100,12 +104,28 @@ def _masked_backward(where: str, dout: Any, cache: Any) -> Any:
 
 
 def dropout_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * mask / (1 - p)`` (``dx = dout`` when forward was the identity)."""
+    r"""``dx = dout * mask / (1 - p)`` (``dx = dout`` when forward was the identity).
+
+    .. math:: dx = \frac{m \odot dout}{1 - p} \quad (dx = 0 \text{ for } p = 1)
+
+    Shape:
+        - dout: the shape of x.  - dx: the same.
+
+    Examples:
+        >>> import minidl
+        >>> _ = minidl.manual_seed(0)
+        >>> out, cache = dropout_forward(np.ones(6), p=0.5)
+        >>> dx = dropout_backward(np.ones(6), cache)
+        >>> bool((dx == out).all())  # the same mask and scale
+        True
+    """
     return _masked_backward("dropout_backward", dout, cache)
 
 
 def dropout2d_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[Any, Any]:
-    """Channel dropout: each channel ``x[n, c]`` is zeroed entirely with probability ``p``; kept ones are scaled.
+    r"""Channel dropout: each channel ``x[n, c]`` is zeroed entirely with probability ``p``; kept ones are scaled.
+
+    .. math:: out_{n,c,h,w} = \frac{m_{n,c}\, x_{n,c,h,w}}{1 - p}, \qquad m_{n,c} \sim \mathrm{Bernoulli}(1 - p)
 
     Args:
         x: (N, C, H, W); a 3-D input is read as (N, C, L), as PyTorch 2 does (it zeros ``x[n, c, :]``).
@@ -119,6 +139,15 @@ def dropout2d_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[An
         - Input: (N, C, H, W) or (N, C, L).  - Output: the same.
     Backward:
         dx = dout * mask[n, c] / (1 - p) (:func:`dropout2d_backward`).
+
+    Examples:
+        >>> import minidl
+        >>> _ = minidl.manual_seed(0)
+        >>> out, cache = dropout2d_forward(np.ones((2, 3, 4, 4)), p=0.5)
+        >>> cache.mask.shape, out.shape
+        ((2, 3, 1, 1), (2, 3, 4, 4))
+        >>> bool(((out == 0).all(axis=(2, 3)) | (out == 2).all(axis=(2, 3))).all())  # whole channels
+        True
     """
     be = check_array("dropout2d_forward", x, ndim=(3, 4))
     p = _check_p("dropout2d_forward", p)
@@ -128,12 +157,29 @@ def dropout2d_forward(x: Any, p: float = 0.5, training: bool = True) -> tuple[An
 
 
 def dropout2d_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * mask / (1 - p)`` with the (N, C, 1, 1) channel mask broadcast over the spatial dimensions."""
+    r"""``dx = dout * mask / (1 - p)`` with the (N, C, 1, 1) channel mask broadcast over the spatial dimensions.
+
+    .. math:: dx_{n,c,h,w} = \frac{m_{n,c}\; dout_{n,c,h,w}}{1 - p} \quad (dx = 0 \text{ for } p = 1)
+
+    Shape:
+        - dout: (N, C, H, W) or (N, C, L).  - dx: the same.
+
+    Examples:
+        >>> import minidl
+        >>> _ = minidl.manual_seed(0)
+        >>> out, cache = dropout2d_forward(np.ones((2, 3, 4, 4)), p=0.5)
+        >>> dx = dropout2d_backward(np.full((2, 3, 4, 4), 3.0), cache)
+        >>> dx.shape, bool((dx == 3 * out).all())
+        ((2, 3, 4, 4), True)
+    """
     return _masked_backward("dropout2d_backward", dout, cache)
 
 
 class Dropout(Module):
     r"""Zeroes each element with probability ``p`` in training mode and scales the others by ``1 / (1 - p)``.
+
+    .. math:: y = \frac{m \odot x}{1 - p}, \quad m_i \sim \mathrm{Bernoulli}(1 - p) \ \text{(training)}, \qquad
+        y = x \ \text{(eval)}
 
     Args:
         p: probability of an element to be zeroed. Default: 0.5.
@@ -155,6 +201,8 @@ class Dropout(Module):
         >>> y = drop(np.ones((2, 4), np.float32))
         >>> sorted(set(y.ravel().tolist()))  # dropped, or kept and doubled
         [0.0, 2.0]
+        >>> bool((drop.backward(np.ones_like(y)) == y).all())  # the same mask and scale
+        True
         >>> drop.eval()(np.ones(3, np.float32))
         array([1., 1., 1.], dtype=float32)
     """
@@ -184,6 +232,9 @@ class Dropout(Module):
 
 class Dropout2d(Dropout):
     r"""Zeroes whole channels: each ``x[n, c]`` is dropped with probability ``p`` in training mode.
+
+    .. math:: y_{n,c} = \frac{m_{n,c}\, x_{n,c}}{1 - p}, \quad m_{n,c} \sim \mathrm{Bernoulli}(1 - p)
+        \ \text{(training)}, \qquad y = x \ \text{(eval)}
 
     Args:
         p: probability of a channel to be zeroed. Default: 0.5.

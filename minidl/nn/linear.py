@@ -37,7 +37,9 @@ class LinearCache(NamedTuple):
 
 
 def linear_forward(x: Any, weight: Any, bias: Any | None = None) -> tuple[Any, Any]:
-    """``out = x @ weight.T + bias`` over the last dimension of ``x``.
+    r"""``out = x @ weight.T + bias`` over the last dimension of ``x``.
+
+    .. math:: out_{m,o} = b_o + \sum_i x_{m,i} W_{o,i} \qquad (m \text{ runs over the leading dimensions})
 
     Args:
         x: (N, *, in_features) input (also a single (in_features,) vector, as in PyTorch).
@@ -82,7 +84,11 @@ def linear_forward(x: Any, weight: Any, bias: Any | None = None) -> tuple[Any, A
 def linear_backward(
     dout: Any, cache: Any, *, weight_grad: bool = True, bias_grad: bool = True
 ) -> tuple[Any, Any | None, Any | None]:
-    """Gradients of :func:`linear_forward`.
+    r"""Gradients of :func:`linear_forward`.
+
+    With G = dout as (M, out_features) and X = x as (M, in_features) (leading dimensions flattened):
+
+    .. math:: dx = G W, \qquad dW = G^T X, \qquad db = \textstyle\sum_m G_{m,:}
 
     Args:
         dout: (N, *, out_features), the gradient of the loss with respect to ``out``.
@@ -92,6 +98,21 @@ def linear_backward(
     Returns:
         ``(dx, dw, db)``: dx = dout @ W (shape of x); dw = dout_2d^T @ x_2d (out_features, in_features);
         db = dout_2d summed over rows (out_features,), or None without a bias.
+
+    Shape:
+        - dout: (N, *, out_features).  - dx: (N, *, in_features); dw: (out_features, in_features);
+          db: (out_features,).
+
+    Examples:
+        >>> import numpy as np
+        >>> x, w = np.array([[1.0, 2.0, 3.0]]), np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+        >>> out, cache = linear_forward(x, w, np.zeros(2))
+        >>> out
+        array([[1., 5.]])
+        >>> dx, dw, db = linear_backward(np.array([[1.0, 10.0]]), cache)
+        >>> dx, dw, db
+        (array([[ 1., 10., 10.]]), array([[ 1.,  2.,  3.],
+               [10., 20., 30.]]), array([ 1., 10.]))
     """
     x, weight, has_bias = cache
     out_features, in_features = weight.shape
@@ -105,6 +126,8 @@ def linear_backward(
 
 class Linear(Module):
     r"""Applies ``y = x W^T + b`` to the last dimension of the input.
+
+    .. math:: y_{m,o} = b_o + \sum_i x_{m,i} W_{o,i}
 
     Args:
         in_features: size of each input sample.
