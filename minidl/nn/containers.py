@@ -37,12 +37,19 @@ __all__ = [
 
 
 class Identity(Module):
-    """Returns its input unchanged; backward returns the gradient unchanged.
+    r"""Returns its input unchanged; backward returns the gradient unchanged.
+
+    .. math:: y = x
 
     Shape:
         - Input: any.  - Output: the same.
     Backward:
         dx = dout
+    Examples:
+        >>> import numpy as np
+        >>> ident = Identity(54, unused="ignored")  # arguments are accepted and ignored, as in PyTorch
+        >>> ident(np.array([1.0, 2.0])), ident.backward(np.array([3.0, 4.0]))
+        (array([1., 2.]), array([3., 4.]))
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # accepts and ignores arguments, as PyTorch's does
@@ -56,23 +63,28 @@ class Identity(Module):
 
 
 class Sequential(Module):
-    """Modules applied one after another; backward runs them in reverse.
+    r"""Modules applied one after another; backward runs them in reverse.
+
+    .. math:: y = m_L(\cdots m_2(m_1(x)))
 
     Args:
-        *modules: the layers, or a single ``OrderedDict`` of name -> layer.
+        \*modules: the layers, or a single ``OrderedDict`` of name -> layer.
 
     Indexing, slicing (a new Sequential of the same modules), ``len``, iteration, item assignment and deletion,
     ``append``, ``insert`` and ``extend`` work as in PyTorch; keys are renumbered after a deletion or an insertion.
 
+    Shape:
+        - Input: what the first module accepts.  - Output: what the last module returns.
     Backward:
-        dx = m_1.backward(m_2.backward(... m_L.backward(dout)))
+        dx = m_1.backward(m_2.backward(... m_L.backward(dout)))  (the chain rule, last module first)
 
     Examples:
         >>> import numpy as np
         >>> from minidl import nn
         >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-        >>> net(np.zeros((5, 4), np.float32)).shape
-        (5, 2)
+        >>> y = net(np.zeros((5, 4), np.float32))
+        >>> y.shape, net.backward(np.ones_like(y)).shape
+        ((5, 2), (5, 4))
         >>> [name for name, _ in net.named_parameters()]
         ['0.weight', '0.bias', '2.weight', '2.bias']
         >>> net[2] = nn.Linear(3, 7)  # replace the head, as in model.classifier[1] = nn.Linear(1280, 2)
@@ -298,6 +310,8 @@ def _normalize_index(index: Any, length: int, where: str) -> int:
 class Residual(Module):
     r"""``out = body(x) + shortcut(x)``: the residual connection of ResNet.
 
+    .. math:: y = \mathrm{body}(x) + \mathrm{shortcut}(x) \qquad (\mathrm{shortcut} = \mathrm{id} \text{ by default})
+
     Args:
         body: the residual branch F.
         shortcut: the skip branch; ``None`` means identity (then ``body`` must keep the shape). A projection such
@@ -313,8 +327,12 @@ class Residual(Module):
         >>> import numpy as np
         >>> from minidl import nn
         >>> block = nn.Residual(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
-        >>> block(np.ones((2, 4), np.float32)).shape
-        (2, 4)
+        >>> y = block(np.ones((2, 4), np.float32))
+        >>> y.shape, block.backward(np.ones_like(y)).shape
+        ((2, 4), (2, 4))
+        >>> ident = nn.Residual(nn.Identity())  # y = 2 x, so dx = 2 dout
+        >>> ident(np.array([1.0, 3.0])), ident.backward(np.array([1.0, 1.0]))
+        (array([2., 6.]), array([2., 2.]))
     """
 
     def __init__(self, body: Module, shortcut: Module | None = None) -> None:
@@ -347,10 +365,12 @@ class Residual(Module):
 
 
 class Concat(Module):
-    """Runs every branch on the same input and concatenates their outputs along ``dim`` (Inception, DenseNet).
+    r"""Runs every branch on the same input and concatenates their outputs along ``dim`` (Inception, DenseNet).
+
+    .. math:: y = \mathrm{concat}_{dim}\big(f_1(x), \ldots, f_K(x)\big)
 
     Args:
-        *branches: modules; their outputs must agree on every dimension except ``dim``.
+        \*branches: modules; their outputs must agree on every dimension except ``dim``.
         dim: the concatenation axis. Default: 1 (channels).
 
     Shape:
@@ -362,8 +382,9 @@ class Concat(Module):
         >>> import numpy as np
         >>> from minidl import nn
         >>> block = nn.Concat(nn.Identity(), nn.Conv2d(2, 3, 1))
-        >>> block(np.zeros((1, 2, 4, 4), np.float32)).shape
-        (1, 5, 4, 4)
+        >>> y = block(np.zeros((1, 2, 4, 4), np.float32))
+        >>> y.shape, block.backward(np.ones_like(y)).shape
+        ((1, 5, 4, 4), (1, 2, 4, 4))
     """
 
     def __init__(self, *branches: Module, dim: int = 1) -> None:
@@ -422,7 +443,11 @@ class FlattenCache(NamedTuple):
 
 
 def flatten_forward(x: Any, start_dim: int = 1, end_dim: int = -1) -> tuple[Any, Any]:
-    """Merge dimensions ``start_dim..end_dim`` into one. Returns ``(out, cache)``; the cache holds the shapes.
+    r"""Merge dimensions ``start_dim..end_dim`` into one. Returns ``(out, cache)``; the cache holds the shapes.
+
+    A reshape: with the defaults on (N, C, H, W), in row-major order,
+
+    .. math:: out_{n,\,(c H + h) W + w} = x_{n,c,h,w}
 
     Shape:
         - Input: (N, C, H, W).  - Output: (N, C * H * W) with the defaults.
@@ -450,13 +475,27 @@ def flatten_forward(x: Any, start_dim: int = 1, end_dim: int = -1) -> tuple[Any,
 
 
 def flatten_backward(dout: Any, cache: Any) -> Any:
-    """Reshape the gradient back to the input's shape: ``dx = dout.reshape(x.shape)``."""
+    r"""Reshape the gradient back to the input's shape: ``dx = dout.reshape(x.shape)``.
+
+    .. math:: dx_{n,c,h,w} = dout_{n,\,(c H + h) W + w}
+
+    Shape:
+        - dout: the output's shape, (N, C * H * W) with the defaults.  - dx: the input's, (N, C, H, W).
+
+    Examples:
+        >>> import numpy as np
+        >>> out, cache = flatten_forward(np.zeros((2, 3, 4)))
+        >>> flatten_backward(np.arange(24.0).reshape(2, 12), cache)[1, 2]
+        array([20., 21., 22., 23.])
+    """
     check_grad_output("flatten_backward", dout, cache.out_shape, cache.dtype)
     return dout.reshape(cache.x_shape)
 
 
 class Flatten(Module):
-    """Flattens dimensions ``start_dim`` to ``end_dim`` into one (PyTorch's defaults keep the batch dimension).
+    r"""Flattens dimensions ``start_dim`` to ``end_dim`` into one (PyTorch's defaults keep the batch dimension).
+
+    .. math:: y_{n,\,(c H + h) W + w} = x_{n,c,h,w} \qquad \text{(the defaults on (N, C, H, W))}
 
     Args:
         start_dim: first dimension to merge. Default: 1.
@@ -469,8 +508,10 @@ class Flatten(Module):
     Examples:
         >>> import numpy as np
         >>> from minidl import nn
-        >>> nn.Flatten()(np.zeros((2, 3, 4, 5), np.float32)).shape
-        (2, 60)
+        >>> flat = nn.Flatten()
+        >>> y = flat(np.zeros((2, 3, 4, 5), np.float32))
+        >>> y.shape, flat.backward(np.ones_like(y)).shape
+        ((2, 60), (2, 3, 4, 5))
     """
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:

@@ -46,7 +46,9 @@ class AddCache(NamedTuple):
 
 
 def add_forward(a: Any, b: Any) -> tuple[Any, Any]:
-    """``a + b`` for two arrays of the same shape and dtype. Returns ``(out, cache)``.
+    r"""``a + b`` for two arrays of the same shape and dtype. Returns ``(out, cache)``.
+
+    .. math:: out = a + b
 
     Shape:
         - a, b: the same shape (no broadcasting) - Output: that shape.
@@ -62,7 +64,19 @@ def add_forward(a: Any, b: Any) -> tuple[Any, Any]:
 
 
 def add_backward(dout: Any, cache: Any) -> Any:
-    """The gradient of each of a and b: ``dout`` itself."""
+    r"""The gradient of each of a and b: ``dout`` itself (returned once).
+
+    .. math:: da = db = dout \qquad (\partial out / \partial a = \partial out / \partial b = 1)
+
+    Shape:
+        - dout: the shape of a.  - The gradient: the same.
+
+    Examples:
+        >>> out, cache = add_forward(np.ones((2, 3)), np.zeros((2, 3)))
+        >>> add_backward(np.full((2, 3), 7.0), cache)
+        array([[7., 7., 7.],
+               [7., 7., 7.]])
+    """
     check_grad_output("add_backward", dout, cache.shape, cache.dtype)
     return dout
 
@@ -80,7 +94,9 @@ def _add_relu_setup(a: Any, b: Any) -> Any:
 
 @kernel("add_relu", setup=_add_relu_setup, uses=("add", "relu"))
 def add_relu_forward(a: Any, b: Any) -> tuple[Any, Any]:
-    """``relu(a + b)``: a residual sum and the ReLU after it (the end of a ResNet block). Returns ``(out, cache)``.
+    r"""``relu(a + b)``: a residual sum and the ReLU after it (the end of a ResNet block). Returns ``(out, cache)``.
+
+    .. math:: out = \max(0,\; a + b)
 
     The reference is exactly ``relu_forward(add_forward(a, b))``; the Numba backend's kernel does both in one pass
     over memory.
@@ -106,13 +122,26 @@ def add_relu_forward(a: Any, b: Any) -> tuple[Any, Any]:
 
 @kernel("add_relu")
 def add_relu_backward(dout: Any, cache: Any) -> Any:
-    """Gradient of :func:`add_relu_forward` with respect to the sum, hence to each of a and b: ``dout * mask``
-    (the ReLU's backward, then the sum's, which passes it on)."""
+    r"""Gradient of :func:`add_relu_forward` with respect to the sum, hence to each of a and b: ``dout * mask``
+    (the ReLU's backward, then the sum's, which passes it on).
+
+    .. math:: da = db = dout \odot [a + b > 0]
+
+    Shape:
+        - dout: the shape of a.  - The gradient: the same.
+
+    Examples:
+        >>> out, cache = add_relu_forward(np.array([[1.0, -2.0, 0.5]]), np.array([[-3.0, 4.0, 0.5]]))
+        >>> add_relu_backward(np.array([[5.0, 6.0, 7.0]]), cache)
+        array([[0., 6., 7.]])
+    """
     return F.add_backward(F.relu_backward(dout, cache.relu), cache.add)
 
 
 class Add(Module):
-    """``Add()(a, b) = a + b``: the sum of two branches, such as a residual block's body and shortcut.
+    r"""``Add()(a, b) = a + b``: the sum of two branches, such as a residual block's body and shortcut.
+
+    .. math:: y = a + b
 
     A module, so that the sum is a layer of the block (Keras calls it a merging layer) and :func:`minidl.nn.fuse`
     can merge it with the ReLU after it. It has no parameters.
