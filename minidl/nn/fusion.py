@@ -96,7 +96,9 @@ class _BatchNormReLU:
 
 
 class BatchNormReLU2d(_BatchNormReLU, BatchNorm2d):
-    """``relu(BatchNorm2d(x))`` in one pair: what :func:`fuse` puts in place of a BatchNorm2d followed by a ReLU.
+    r"""``relu(BatchNorm2d(x))`` in one pair: what :func:`fuse` puts in place of a BatchNorm2d followed by a ReLU.
+
+    .. math:: y = \max\Big(0,\; \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}} \gamma + \beta\Big)
 
     The BatchNorm2d's parameters and buffers (the same arrays, so the same ``state_dict`` keys), its training and
     eval behaviour, then a ReLU.
@@ -111,13 +113,16 @@ class BatchNormReLU2d(_BatchNormReLU, BatchNorm2d):
         >>> fused = nn.fuse(nn.Sequential(nn.BatchNorm2d(2), nn.ReLU()))
         >>> fused[0], fused[1]
         (BatchNormReLU2d(2, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True), Identity())
-        >>> float(fused(np.arange(8.0, dtype=np.float32).reshape(2, 2, 1, 2)).min())
-        0.0
+        >>> y = fused(np.arange(8.0, dtype=np.float32).reshape(2, 2, 1, 2))
+        >>> float(y.min()), fused.backward(np.ones_like(y)).shape
+        (0.0, (2, 2, 1, 2))
     """
 
 
 class BatchNormReLU1d(_BatchNormReLU, BatchNorm1d):
-    """``relu(BatchNorm1d(x))`` in one pair (see :class:`BatchNormReLU2d`).
+    r"""``relu(BatchNorm1d(x))`` in one pair (see :class:`BatchNormReLU2d`).
+
+    .. math:: y = \max\Big(0,\; \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}} \gamma + \beta\Big)
 
     Shape:
         - Input: (N, C) or (N, C, L).  - Output: the same.
@@ -142,7 +147,10 @@ def _inference(bn: Any) -> bool:
 
 
 class FoldedBatchNorm2d(BatchNorm2d):
-    """A BatchNorm2d (and the ReLU after it, with ``relu``) whose inference the :class:`ConvBn2d` before it does.
+    r"""A BatchNorm2d (and the ReLU after it, with ``relu``) whose inference the :class:`ConvBn2d` before it does.
+
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}} \gamma + \beta
+        \quad (\text{then } \max(0, y) \text{ with } relu), \qquad y = x \text{ on a folded output}
 
     When its input is the output its :class:`ConvBn2d` just computed folded (in inference), it returns it: the
     convolution already applied it. Any other input goes through a BatchNorm2d (a :class:`BatchNormReLU2d` with
@@ -164,6 +172,10 @@ class FoldedBatchNorm2d(BatchNorm2d):
         ...     folded = net(x)     # inside the Sequential it was fused in: one folded convolution
         >>> bool(np.allclose(folded, z, atol=1e-6))
         True
+        >>> bn = net[1].train()  # in training, a BatchNorm2d with its backward
+        >>> y = bn(np.random.default_rng(0).normal(size=(2, 2, 3, 3)).astype(np.float32))
+        >>> bn.backward(np.ones_like(y)).shape
+        (2, 2, 3, 3)
     """
 
     relu = False
@@ -196,6 +208,13 @@ class FoldedBatchNorm2d(BatchNorm2d):
 class ConvBn2d(Conv2d):
     r"""A Conv2d that also applies the BatchNorm2d after it (and a ReLU, with ``relu``) in inference, folded.
 
+    .. math::
+
+        y = \mathrm{conv2d}\big(x,\; s W,\; s (b - \mu) + \beta\big), \quad
+            s = \gamma / \sqrt{\sigma^2 + \varepsilon} \ \text{(folded)}, \qquad
+        y = \mathrm{conv2d}(x, W, b) \ \text{(otherwise)}
+
+    (:math:`\mu, \sigma^2` the BatchNorm's running statistics, per output channel; then a ReLU with ``relu``).
     It folds when all of these hold, and is the plain Conv2d otherwise:
 
     * inference: the BatchNorm in eval mode with running statistics, gradients off;
@@ -225,6 +244,9 @@ class ConvBn2d(Conv2d):
         >>> w, b = conv.folded_parameters()  # s W and s (b - mean) + beta, from the live parameters
         >>> w.shape, b.shape
         ((4, 3, 3, 3), (4,))
+        >>> y = conv(np.ones((1, 3, 5, 5), np.float32))  # gradients on: the plain Conv2d, with its backward
+        >>> conv.backward(np.ones_like(y)).shape
+        (1, 3, 5, 5)
     """
 
     bn: Any = None  # the FoldedBatchNorm2d after it (not a child: its parameters belong to its own slot)
@@ -269,9 +291,11 @@ class ConvBn2d(Conv2d):
 
 
 class AddReLU(Add):
-    """``AddReLU(a, b) = relu(a + b)``: what :func:`fuse` puts in place of an :class:`~minidl.nn.merge.Add` followed
+    r"""``AddReLU(a, b) = relu(a + b)``: what :func:`fuse` puts in place of an :class:`~minidl.nn.merge.Add` followed
     by a ReLU (the end of a ResNet block; torchvision's quantizable blocks call it ``add_relu``). It runs the pair
     :func:`~minidl.nn.merge.add_relu_forward`: on Numba one pass over memory. No parameters.
+
+    .. math:: y = \max(0,\; a + b)
 
     Shape:
         - a, b: the same shape (no broadcasting).  - Output: that shape.
