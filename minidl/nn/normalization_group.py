@@ -143,13 +143,12 @@ def layer_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
 
     Examples:
         >>> import numpy as np
-        >>> x = np.array([[1.0, 3.0], [0.0, 10.0]])
-        >>> out, cache = layer_norm_forward(x, 2, np.ones(2), np.zeros(2), eps=1e-12)
-        >>> dx, dweight, dbias = layer_norm_backward(np.array([[1.0, 0.0], [0.0, 0.0]]), cache)
-        >>> # two values always standardize to (-1, 1) whatever x is, so dx = 0
-        >>> np.round(dx, 6) + 0.0, dweight, dbias
-        (array([[0., 0.],
-               [0., 0.]]), array([-1.,  0.]), array([1., 0.]))
+        >>> out, cache = layer_norm_forward(np.array([[1.0, 2.0, 6.0]]), 3, np.ones(3), np.zeros(3))
+        >>> np.round(out, 4)  # mean 3, biased variance 14/3
+        array([[-0.9258, -0.4629,  1.3887]])
+        >>> dx, dweight, dbias = layer_norm_backward(np.array([[1.0, 0.0, 0.0]]), cache)
+        >>> np.round(dx, 4), np.round(dweight, 4) + 0.0, dbias
+        (array([[ 0.1763, -0.2204,  0.0441]]), array([-0.9258,  0.    ,  0.    ]), array([1., 0., 0.]))
     """
     xhat, inv_std, gamma, beta, axes, _ = cache
     check_grad_output("layer_norm_backward", dout, xhat.shape, xhat.dtype)
