@@ -10,6 +10,8 @@ covered the moment it is exported.
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import inspect
 import re
 
@@ -70,10 +72,20 @@ def missing(doc: str | None, required: tuple[str, ...], example_calls: tuple[str
     return lacks
 
 
+def collected_examples(obj) -> int:
+    """How many examples ``--doctest-modules`` collects from ``obj``'s own docstring (0 if it is not found there,
+    e.g. when a wrapper hides it from the module it is defined in)."""
+    module = importlib.import_module(obj.__module__)
+    name = f"{module.__name__}.{obj.__qualname__}"
+    return sum(len(t.examples) for t in doctest.DocTestFinder().find(module) if t.name == name)
+
+
 @pytest.mark.parametrize("name", public_layers())
 def test_a_public_layer_documents_math_shape_backward_and_an_example(name):
     cls = getattr(nn, name)
     lacks = missing(cls.__doc__, ("math", "Shape", "Backward"), ())
+    if not lacks and not collected_examples(cls):
+        lacks.append("an example that --doctest-modules collects")
     assert not lacks, f"nn.{name} ({cls.__module__}): its class docstring lacks " + "; ".join(lacks)
 
 
@@ -81,6 +93,8 @@ def test_a_public_layer_documents_math_shape_backward_and_an_example(name):
 def test_a_forward_documents_math_shape_backward_and_an_example(op):
     fn = getattr(F, f"{op}_forward")
     lacks = missing(fn.__doc__, ("math", "Shape", "Backward"), (f"{op}_forward",))
+    if not lacks and not collected_examples(fn):
+        lacks.append("an example that --doctest-modules collects")
     assert not lacks, f"F.{op}_forward ({fn.__module__}): its docstring lacks " + "; ".join(lacks)
 
 
@@ -88,6 +102,8 @@ def test_a_forward_documents_math_shape_backward_and_an_example(op):
 def test_a_backward_documents_its_gradient_shape_and_an_example(op):
     fn = getattr(F, f"{op}_backward")
     lacks = missing(fn.__doc__, ("math", "Shape"), (f"{op}_forward", f"{op}_backward"))
+    if not lacks and not collected_examples(fn):
+        lacks.append("an example that --doctest-modules collects")
     assert not lacks, f"F.{op}_backward ({fn.__module__}): its docstring lacks " + "; ".join(lacks)
 
 
@@ -123,3 +139,12 @@ def test_the_checker_names_what_is_missing():
     assert missing(doc, ("math", "Shape"), calls) == ["an example calling relu_backward(...)"]
     assert missing(None, ("math",), ()) == ["the whole docstring"]
     assert "a '.. math::' block" in missing("Examples:\n    >>> 1\n", ("math",), ())
+
+
+class _Undocumented:
+    """A docstring with no example."""
+
+
+def test_the_collection_check_sees_examples_and_their_absence():
+    assert collected_examples(nn.Linear) > 0
+    assert collected_examples(_Undocumented) == 0
