@@ -42,15 +42,15 @@ def linear_forward(x: Any, weight: Any, bias: Any | None = None) -> tuple[Any, A
     .. math:: out_{m,o} = b_o + \sum_i x_{m,i} W_{o,i} \qquad (m \text{ runs over the leading dimensions})
 
     Args:
-        x: (N, *, in_features) input (also a single (in_features,) vector, as in PyTorch).
+        x: (N, \*, in_features) input (also a single (in_features,) vector, as in PyTorch).
         weight: (out_features, in_features).
         bias: (out_features,) or None.
 
     Returns:
-        ``(out, cache)``: out of shape (N, *, out_features); the cache holds ``(x, weight, has_bias)``.
+        ``(out, cache)``: out of shape (N, \*, out_features); the cache holds ``(x, weight, has_bias)``.
 
     Shape:
-        - Input: (N, *, in_features).  - Output: (N, *, out_features).
+        - Input: (N, \*, in_features).  - Output: (N, \*, out_features).
     Backward:
         dx = dout @ W;  dW = dout_2d^T @ x_2d;  db = dout_2d summed over rows (:func:`linear_backward`).
 
@@ -91,7 +91,7 @@ def linear_backward(
     .. math:: dx = G W, \qquad dW = G^T X, \qquad db = \textstyle\sum_m G_{m,:}
 
     Args:
-        dout: (N, *, out_features), the gradient of the loss with respect to ``out``.
+        dout: (N, \*, out_features), the gradient of the loss with respect to ``out``.
         cache: from :func:`linear_forward`.
         weight_grad, bias_grad: set False to skip computing dw / db (frozen parameters); they come back as None.
 
@@ -100,7 +100,7 @@ def linear_backward(
         db = dout_2d summed over rows (out_features,), or None without a bias.
 
     Shape:
-        - dout: (N, *, out_features).  - dx: (N, *, in_features); dw: (out_features, in_features);
+        - dout: (N, \*, out_features).  - dx: (N, \*, in_features); dw: (out_features, in_features);
           db: (out_features,).
 
     Examples:

@@ -135,7 +135,7 @@ def batch_norm_forward(
     statistics normalize and are not changed.
 
     Args:
-        input: x, (N, C, *).
+        input: x, (N, C, \*).
         running_mean, running_var: (C,) buffers, or None (required when ``training`` is False).
         weight, bias: gamma and beta, per-channel scale and shift (C,), or None for none. Default: None.
         training: use (and record) batch statistics, or use the running ones. Default: False.
@@ -144,11 +144,11 @@ def batch_norm_forward(
         eps: added to the variance before the square root. Default: 1e-5.
 
     Shape:
-        - Input: (N, C, *) - Output: the same; M = N * prod(*) values per channel.
+        - Input: (N, C, \*) - Output: the same; M = N * prod(\*) values per channel.
 
     Backward:
         training: dx = (1/M) gamma inv_std (M dout - sum(dout) - xhat sum(dout xhat)) (see the module docstring);
-        eval: dx = dout * gamma * inv_std. Both: dgamma = sum(dout * xhat), dbeta = sum(dout) over (N, *).
+        eval: dx = dout * gamma * inv_std. Both: dgamma = sum(dout * xhat), dbeta = sum(dout) over (N, \*).
 
     Examples:
         >>> import numpy as np
@@ -237,7 +237,7 @@ def batch_norm_relu_forward(
     .. math:: out = \max(0,\; \gamma \hat x + \beta)
 
     Shape:
-        - Input: (N, C, *) - Output: the same (as :func:`batch_norm_forward`).
+        - Input: (N, C, \*) - Output: the same (as :func:`batch_norm_forward`).
 
     Backward:
         g = dout where y > 0 (y the BatchNorm output), else 0; then the BatchNorm backward of g
@@ -356,8 +356,11 @@ class BatchNorm1d(_BatchNorm):
         channel; eval: dx = dout gamma inv_std. dgamma = sum(dout * xhat), dbeta = sum(dout).
 
     Attributes:
-        weight: gamma (C,), initialized to 1.  bias: beta (C,), initialized to 0.
-        running_mean (C,) = 0, running_var (C,) = 1, num_batches_tracked (int64 scalar) = 0.
+        weight: gamma (C,), initialized to 1.
+        bias: beta (C,), initialized to 0.
+        running_mean: (C,), initialized to 0.
+        running_var: (C,), initialized to 1.
+        num_batches_tracked: int64 scalar, initialized to 0.
 
     Examples:
         >>> import numpy as np
@@ -436,11 +439,11 @@ def local_response_norm_forward(
         \qquad y_c = x_c\, s_c^{-\beta}
 
     Args:
-        x: input (N, C, *), at least 3-D.  size: n, the number of channels in a window.
+        x: input (N, C, \*), at least 3-D.  size: n, the number of channels in a window.
         alpha: scale of the sum. Default: 1e-4.  beta: exponent. Default: 0.75.  k: additive constant. Default: 1.
 
     Shape:
-        - Input: (N, C, *) - Output: the same.
+        - Input: (N, C, \*) - Output: the same.
 
     Backward:
         y_c depends on x_j through s_c for every window c containing j (c in [j - floor((n-1)/2), j + floor(n/2)]):
@@ -497,7 +500,7 @@ class LocalResponseNorm(Module):
         alpha: scale. Default: 1e-4.  beta: exponent. Default: 0.75.  k: additive constant. Default: 1.0.
 
     Shape:
-        - Input: (N, C, *) - Output: the same shape.
+        - Input: (N, C, \*) - Output: the same shape.
 
     Backward:
         dx_j = dout_j s_j^(-beta) - (2 alpha beta / n) x_j sum_{c: j in window(c)} dout_c y_c / s_c.

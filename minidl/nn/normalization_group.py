@@ -102,13 +102,13 @@ def layer_norm_forward(
     :math:`\gamma, \beta` elementwise of shape ``normalized_shape`` (1 and 0 when None).
 
     Args:
-        input: x, (*, *normalized_shape).
+        input: x, (\*, \*normalized_shape).
         normalized_shape: the trailing dimensions to normalize over (an int for the last one).
         weight, bias: elementwise scale gamma and shift beta of shape ``normalized_shape``, or None. Default: None.
         eps: added to the variance. Default: 1e-5.
 
     Shape:
-        - Input: (*, *normalized_shape) - Output: the same; M = prod(normalized_shape) values per group.
+        - Input: (\*, \*normalized_shape) - Output: the same; M = prod(normalized_shape) values per group.
 
     Backward:
         dxhat = dout * gamma; dx = inv_std (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) (means over the
@@ -174,14 +174,15 @@ class LayerNorm(Module):
         bias: learn beta (when ``elementwise_affine``). Default: True.
 
     Shape:
-        - Input: (*, *normalized_shape) - Output: the same shape.
+        - Input: (\*, \*normalized_shape) - Output: the same shape.
 
     Backward:
         dxhat = dout * gamma; dx = inv_std (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), means over the
         normalized dims; dgamma = sum(dout * xhat), dbeta = sum(dout), sums over the leading dims.
 
     Attributes:
-        weight: gamma of shape ``normalized_shape``, initialized to 1.  bias: beta, initialized to 0.
+        weight: gamma of shape ``normalized_shape``, initialized to 1.
+        bias: beta of shape ``normalized_shape``, initialized to 0.
 
     Examples:
         >>> import numpy as np
@@ -271,17 +272,17 @@ def group_norm_forward(
     :math:`\gamma_c, \beta_c` per channel (1 and 0 when None).
 
     Args:
-        input: x, (N, C, *) with C divisible by ``num_groups``.
+        input: x, (N, C, \*) with C divisible by ``num_groups``.
         num_groups: G.
         weight, bias: per-channel scale gamma and shift beta (C,), or None. Default: None.
         eps: added to the variance. Default: 1e-5.
 
     Shape:
-        - Input: (N, C, *) - Output: the same; M = C / G * prod(*) values per group.
+        - Input: (N, C, \*) - Output: the same; M = C / G * prod(\*) values per group.
 
     Backward:
         viewing x as (N, G, M): dxhat = dout * gamma; dx = inv_std (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
-        with means over M; dgamma = sum(dout * xhat), dbeta = sum(dout) over (N, *).
+        with means over M; dgamma = sum(dout * xhat), dbeta = sum(dout) over (N, \*).
 
     Examples:
         >>> import numpy as np
@@ -346,14 +347,15 @@ class GroupNorm(Module):
         bias: (keyword only) learn beta when ``affine``. Default: True.
 
     Shape:
-        - Input: (N, C, *) - Output: the same shape.
+        - Input: (N, C, \*) - Output: the same shape.
 
     Backward:
         viewing x as (N, G, M): dxhat = dout * gamma; dx = inv_std (dxhat - mean(dxhat) - xhat mean(dxhat xhat));
-        dgamma = sum(dout * xhat), dbeta = sum(dout) over (N, *).
+        dgamma = sum(dout * xhat), dbeta = sum(dout) over (N, \*).
 
     Attributes:
-        weight: gamma (C,), initialized to 1.  bias: beta (C,), initialized to 0.
+        weight: gamma (C,), initialized to 1.
+        bias: beta (C,), initialized to 0.
 
     Examples:
         >>> import numpy as np

@@ -68,7 +68,7 @@ def instance_norm_forward(
     instances' means and unbiased variances. Without it the running statistics normalize, as in BatchNorm's eval.
 
     Args:
-        input: x, (N, C, *) with at least one spatial dimension.
+        input: x, (N, C, \*) with at least one spatial dimension.
         running_mean, running_var: (C,) buffers, or None (required when ``use_input_stats`` is False).
             Default: None.
         weight, bias: per-channel scale gamma and shift beta (C,), or None. Default: None.
@@ -78,12 +78,12 @@ def instance_norm_forward(
         eps: added to the variance. Default: 1e-5.
 
     Shape:
-        - Input: (N, C, *) - Output: the same; M = prod(*) values per instance.
+        - Input: (N, C, \*) - Output: the same; M = prod(\*) values per instance.
 
     Backward:
         dxhat = dout * gamma; with input statistics dx = inv_std (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),
         means over the positions; with running statistics dx = dxhat * inv_std. dgamma = sum(dout * xhat),
-        dbeta = sum(dout) over (N, *).
+        dbeta = sum(dout) over (N, \*).
 
     Examples:
         >>> import numpy as np

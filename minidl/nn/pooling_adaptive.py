@@ -63,7 +63,7 @@ def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
     Shape:
         - Output: (N, C, OH, OW).
     Backward:
-        dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of dout[n, c, i, j] / (|R_i| |C_j|)
+        dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of dout[n, c, i, j] / :math:`(|R_i|\,|C_j|)`
         (:func:`adaptive_avg_pool2d_backward`).
 
     Examples:
@@ -156,7 +156,7 @@ class AdaptiveAvgPool2d(_Pool2d):
     Shape:
         - Input: (N, C, H, W).  - Output: (N, C, OH, OW).
     Backward:
-        dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of dout[n, c, i, j] / |bin(i, j)|.
+        dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of dout[n, c, i, j] / :math:`|R_i|\,|C_j|`.
 
     Examples:
         >>> import numpy as np
