@@ -2,7 +2,7 @@ r"""Elementwise activation kernels of the Numba backend: a mixin of :class:`~min
 
 Notation:
     x: the activation's input, y = f(x) its output, dout the gradient of the loss with respect to y, dx = dout f'(x)
-    (the formulas of ``minidl/nn/activation.py`` and ``activation_smooth.py``).  i: a flat index.
+    (the formulas of ``minidl/nn/activation.py``, ``activation_smooth.py``, ``activation_gated.py``).  i: a flat index.
 
 Each activation kernel is one pass over flat elements ``[i0, i1)`` (run in parallel chunks by the backend's
 ``_flat``), in place of the reference's several NumPy passes (``where``, ``clip``, a temporary per operator). It
@@ -404,7 +404,7 @@ class ElementwiseKernelsMixin:
         """``dout * (1 - y^2)``."""
         return self._elementwise(tanh_backward, (dout, y), (), (dout.dtype,))[0]
 
-    # ----------------------------------------------------------------- smooth (activation_smooth.py)
+    # ----------------------------------------------------------------- smooth, gated (activation_smooth/_gated.py)
     @_native_dtypes
     def _elu_forward(self, prepared: Any, x: Any, alpha: float = 1.0) -> tuple[Any, Any]:
         """``(out, (mask, out, alpha))``: out = x where x > 0 else alpha (e^x - 1)."""

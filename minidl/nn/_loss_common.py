@@ -6,17 +6,20 @@ defaults to 1.0 for a scalar loss and is required for ``"none"``).
 
 Reductions: ``"none"`` keeps one loss per term; ``"sum"`` adds them, so every term receives ``dout``; ``"mean"``
 divides by a denominator D (the count, or a total weight), so every term receives ``dout / D``.
+
+The elementwise losses (:mod:`minidl.nn.loss_elementwise`, :mod:`minidl.nn.loss_binary`) share one cache,
+:class:`ElementwiseLossCache`: the local derivative of each term, so each backward is one line.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from minidl.backend import get_array_module
 from minidl.nn._calls import _under_module_name
-from minidl.nn._checks import check_grad_output
+from minidl.nn._checks import check_array, check_grad_output
 from minidl.nn.module import Module
 
 
@@ -79,6 +82,34 @@ def _reduced_dout(where: str, dout: Any, reduction: str, denominator: Any, shape
     return dout / denominator if float(denominator) != 0 else 0.0 * dout
 
 
+# ---------------------------------------------------------------------------------------------- elementwise losses
+def _elementwise(where: str, input: Any, target: Any, reduction: str, allowed=("none", "mean", "sum")):
+    _check_reduction(where, reduction, allowed)
+    be = check_array(where, input)
+    return be.xp, _float_target(where, be, input, target)
+
+
+def _finish(xp: Any, losses: Any, local_grad: Any, reduction: str, denominator: float | None = None):
+    denominator = float(losses.size) if denominator is None else denominator
+    cache = ElementwiseLossCache(local_grad, reduction, denominator, tuple(losses.shape))
+    return _reduce(xp, losses, reduction, denominator), cache
+
+
+class ElementwiseLossCache(NamedTuple):
+    """The cache of an elementwise loss: its local derivative and how it was reduced."""
+
+    local_grad: Any  # d loss_i / d input_i
+    reduction: str
+    denominator: float  # of the mean
+    shape: tuple[int, ...]  # of the per-term losses (what reduction "none" returns)
+
+
+def _elementwise_backward(where: str, dout: Any, cache: Any) -> Any:
+    local_grad, reduction, denominator, shape = cache
+    return local_grad * _reduced_dout(where, dout, reduction, denominator, shape)
+
+
+# ---------------------------------------------------------------------------------------------- the Module protocol
 class _Loss(Module):
     """Shared call protocol: ``loss_fn(input, target) -> float`` and ``loss_fn.backward(dout=None) -> dinput``.
 

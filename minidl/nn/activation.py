@@ -24,10 +24,11 @@ not change, and :math:`e^{x}` can no longer overflow). Its Jacobian is :math:`\p
 p_i (\delta_{ij} - p_j)`, so :math:`dx = p \odot (dout - \sum_j dout_j p_j)`. For log-softmax
 :math:`\ell = x - \log\sum_j e^{x_j}`: :math:`dx = dout - p \sum_j dout_j`.
 
-The smooth activations (sigmoid, tanh, ELU, GELU, SiLU, Softplus, Mish) live in :mod:`minidl.nn.activation_smooth`
-and softmax / log-softmax in :mod:`minidl.nn.activation_softmax`, both re-exported here; the error function GELU
-needs (W. J. Cody's rational approximations, NumPy has none) and the shared Module base are in
-:mod:`minidl.nn._activation_common`.
+This file holds the piecewise-linear ones (ReLU, LeakyReLU, Hardtanh, ReLU6). Sigmoid, tanh, ELU and Softplus live
+in :mod:`minidl.nn.activation_smooth`, the gated ones :math:`x \cdot g(x)` (SiLU, GELU, Mish, Hardswish) in
+:mod:`minidl.nn.activation_gated`, softmax / log-softmax in :mod:`minidl.nn.activation_softmax`, all re-exported here;
+the error function GELU needs (W. J. Cody's rational approximations, NumPy has none) and the shared Module base are
+in :mod:`minidl.nn._activation_common`.
 
 PyTorch's ``inplace=True`` is accepted where PyTorch has it, but minidl never overwrites the input: backward needs
 it (or the output), and a new array is always returned.
@@ -45,20 +46,19 @@ import numpy as np  # noqa: F401  (the doctests use it)
 
 from minidl.nn._activation_common import _Activation, _cast, _check_inplace, _unary_setup, _xp
 from minidl.nn._checks import check_array, check_float, check_grad_output
-from minidl.nn.activation_smooth import *  # noqa: F403  (re-exported: one place to import every activation)
+from minidl.nn.activation_gated import *  # noqa: F403  (re-exported: one place to import every activation)
+from minidl.nn.activation_gated import __all__ as _gated_all
+from minidl.nn.activation_smooth import *  # noqa: F403
 from minidl.nn.activation_smooth import __all__ as _smooth_all
 from minidl.nn.activation_softmax import *  # noqa: F403
 from minidl.nn.activation_softmax import __all__ as _softmax_all
 from minidl.nn.dispatch import F, kernel
 
 __all__ = [
-    "Hardswish",
     "Hardtanh",
     "LeakyReLU",
     "ReLU",
     "ReLU6",
-    "hardswish_backward",
-    "hardswish_forward",
     "hardtanh_backward",
     "hardtanh_forward",
     "leaky_relu_backward",
@@ -67,6 +67,7 @@ __all__ = [
     "relu6_forward",
     "relu_backward",
     "relu_forward",
+    *_gated_all,
     *_smooth_all,
     *_softmax_all,
 ]
@@ -86,7 +87,9 @@ class MaskCache(NamedTuple):
 
 @kernel("relu", setup=_relu_setup)
 def relu_forward(x: Any) -> tuple[Any, Any]:
-    """``y = max(x, 0)``. Returns ``(out, cache)``; the cache holds the bool mask ``x > 0``.
+    r"""ReLU: ``y = max(x, 0)``. Returns ``(out, cache)``; the cache holds the bool mask ``x > 0``.
+
+    .. math:: y = \max(x, 0)
 
     Shape:
         - Input: any shape.  - Output: the same.
@@ -106,7 +109,17 @@ def relu_forward(x: Any) -> tuple[Any, Any]:
 
 @kernel("relu")
 def relu_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * [x > 0]`` (PyTorch's choice at the kink x = 0: gradient 0)."""
+    r"""The gradient of ReLU (PyTorch's choice at the kink x = 0: gradient 0).
+
+    .. math:: dx = dout \odot [x > 0]
+
+    Shape:
+        - dout: the output's shape.  - dx: the same.
+    Examples:
+        >>> _, cache = relu_forward(np.array([-1.0, 0.0, 2.0]))
+        >>> relu_backward(np.array([3.0, 3.0, 3.0]), cache)
+        array([0., 0., 3.])
+    """
     mask, dtype = cache
     check_grad_output("relu_backward", dout, mask.shape, dtype)
     return dout * mask
@@ -125,7 +138,9 @@ _leaky_relu_setup = _unary_setup("leaky_relu_forward")
 
 @kernel("leaky_relu", setup=_leaky_relu_setup)
 def leaky_relu_forward(x: Any, negative_slope: float = 0.01) -> tuple[Any, Any]:
-    """``y = x`` where ``x > 0``, else ``negative_slope * x``. Cache: ``(mask, negative_slope)``.
+    r"""LeakyReLU: ``y = x`` where ``x > 0``, else ``negative_slope * x``. Cache: ``(mask, negative_slope)``.
+
+    .. math:: y = \begin{cases} x & x > 0 \\ a\, x & x \le 0 \end{cases}, \qquad a = \mathrm{negative\_slope}
 
     Shape:
         - Input: any shape.  - Output: the same.
@@ -143,7 +158,17 @@ def leaky_relu_forward(x: Any, negative_slope: float = 0.01) -> tuple[Any, Any]:
 
 @kernel("leaky_relu")
 def leaky_relu_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout`` where ``x > 0``, else ``negative_slope * dout``."""
+    r"""The gradient of LeakyReLU: ``dout`` where ``x > 0``, else ``negative_slope * dout``.
+
+    .. math:: dx = dout \odot \begin{cases} 1 & x > 0 \\ a & x \le 0 \end{cases}
+
+    Shape:
+        - dout: the output's shape.  - dx: the same.
+    Examples:
+        >>> _, cache = leaky_relu_forward(np.array([-2.0, 3.0]), 0.1)
+        >>> leaky_relu_backward(np.array([1.0, 1.0]), cache)
+        array([0.1, 1. ])
+    """
     mask, negative_slope, dtype = cache
     check_grad_output("leaky_relu_backward", dout, mask.shape, dtype)
     return _xp(dout).where(mask, dout, dout * float(negative_slope))
@@ -158,7 +183,9 @@ def _hardtanh_setup(x: Any, min_val: float = -1.0, max_val: float = 1.0) -> Any:
 
 @kernel("hardtanh", setup=_hardtanh_setup)
 def hardtanh_forward(x: Any, min_val: float = -1.0, max_val: float = 1.0) -> tuple[Any, Any]:
-    """``y = clip(x, min_val, max_val)``. Cache: the mask ``min_val < x < max_val`` where the slope is 1.
+    r"""Hardtanh: ``y = clip(x, min_val, max_val)``. Cache: the mask ``min_val < x < max_val`` where the slope is 1.
+
+    .. math:: y = \min(\max(x, \mathrm{min\_val}), \mathrm{max\_val})
 
     Shape:
         - Input: any shape.  - Output: the same.
@@ -174,14 +201,26 @@ def hardtanh_forward(x: Any, min_val: float = -1.0, max_val: float = 1.0) -> tup
 
 @kernel("hardtanh")
 def hardtanh_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * [min_val < x < max_val]`` (0 in the flat parts and, as in PyTorch, at the corners)."""
+    r"""The gradient of Hardtanh: 0 in the flat parts and, as in PyTorch, at the corners.
+
+    .. math:: dx = dout \odot [\mathrm{min\_val} < x < \mathrm{max\_val}]
+
+    Shape:
+        - dout: the output's shape.  - dx: the same.
+    Examples:
+        >>> _, cache = hardtanh_forward(np.array([-3.0, 0.5, 1.0]))
+        >>> hardtanh_backward(np.array([2.0, 2.0, 2.0]), cache)  # 0 at the corner x = max_val
+        array([0., 2., 0.])
+    """
     mask, dtype = cache
     check_grad_output("hardtanh_backward", dout, mask.shape, dtype)
     return dout * mask
 
 
 def relu6_forward(x: Any) -> tuple[Any, Any]:
-    """``y = min(max(x, 0), 6)`` = hardtanh(x, 0, 6) (MobileNetV2). Cache: the mask ``0 < x < 6``.
+    r"""ReLU6: ``y = min(max(x, 0), 6)`` = hardtanh(x, 0, 6) (MobileNetV2). Cache: the mask ``0 < x < 6``.
+
+    .. math:: y = \min(\max(x, 0), 6)
 
     Shape:
         - Input: any shape.  - Output: the same.
@@ -195,42 +234,25 @@ def relu6_forward(x: Any) -> tuple[Any, Any]:
 
 
 def relu6_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * [0 < x < 6]``: the backward of hardtanh(x, 0, 6)."""
-    return F.hardtanh_backward(dout, cache)
+    r"""The gradient of ReLU6: the backward of hardtanh(x, 0, 6).
 
-
-_hardswish_setup = _unary_setup("hardswish_forward")
-
-
-@kernel("hardswish", setup=_hardswish_setup)
-def hardswish_forward(x: Any) -> tuple[Any, Any]:
-    """``y = x * relu6(x + 3) / 6`` (MobileNetV3). Cache: ``x``.
+    .. math:: dx = dout \odot [0 < x < 6]
 
     Shape:
-        - Input: any shape.  - Output: the same.
-    Backward:
-        dx = dout * f'(x), f' = 0 (x < -3), x / 3 + 1/2 (-3 <= x <= 3), 1 (x > 3).
+        - dout: the output's shape.  - dx: the same.
     Examples:
-        >>> hardswish_forward(np.array([-4.0, 0.0, 4.0]))[0]
-        array([-0.,  0.,  4.])
+        >>> _, cache = relu6_forward(np.array([-1.0, 3.0, 9.0]))
+        >>> relu6_backward(np.array([1.0, 1.0, 1.0]), cache)
+        array([0., 1., 0.])
     """
-    be = _hardswish_setup(x)
-    return x * be.xp.clip(x + 3, 0, 6) / 6, x
-
-
-@kernel("hardswish")
-def hardswish_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * f'(x)``, f' = 0 for x < -3, (2x + 3) / 6 for -3 <= x <= 3, 1 for x > 3 (PyTorch's rule)."""
-    x = cache
-    check_grad_output("hardswish_backward", dout, x.shape, x.dtype)
-    xp = _xp(x)
-    slope = xp.where(x < -3, 0.0, xp.where(x <= 3, x / 3 + 0.5, 1.0))
-    return dout * _cast(x, slope)
+    return F.hardtanh_backward(dout, cache)
 
 
 # ---------------------------------------------------------------------------------------------- modules
 class ReLU(_Activation):
-    """``ReLU(x) = max(x, 0)``.
+    r"""``ReLU(x) = max(x, 0)``, elementwise.
+
+    .. math:: \mathrm{ReLU}(x) = \max(x, 0)
 
     Args:
         inplace: accepted for PyTorch compatibility; minidl never overwrites the input. Default: False.
@@ -255,7 +277,9 @@ class ReLU(_Activation):
 
 
 class LeakyReLU(_Activation):
-    """``LeakyReLU(x) = x`` for ``x > 0``, else ``negative_slope * x``.
+    r"""``LeakyReLU(x) = x`` for ``x > 0``, else ``negative_slope * x``.
+
+    .. math:: \mathrm{LeakyReLU}(x) = \max(x, 0) + \mathrm{negative\_slope} \cdot \min(x, 0)
 
     Args:
         negative_slope: slope for negative inputs. Default: 0.01.
@@ -285,7 +309,9 @@ class LeakyReLU(_Activation):
 
 
 class Hardtanh(_Activation):
-    """``Hardtanh(x) = clip(x, min_val, max_val)``.
+    r"""``Hardtanh(x) = clip(x, min_val, max_val)``.
+
+    .. math:: \mathrm{Hardtanh}(x) = \min(\max(x, \mathrm{min\_val}), \mathrm{max\_val})
 
     Args:
         min_val: lower end of the linear region. Default: -1.0.
@@ -319,7 +345,9 @@ class Hardtanh(_Activation):
 
 
 class ReLU6(Hardtanh):
-    """``ReLU6(x) = min(max(x, 0), 6)`` (MobileNetV2's activation; Hardtanh(0, 6)).
+    r"""``ReLU6(x) = min(max(x, 0), 6)`` (MobileNetV2's activation; Hardtanh(0, 6)).
+
+    .. math:: \mathrm{ReLU6}(x) = \min(\max(x, 0), 6)
 
     Args:
         inplace: accepted for PyTorch compatibility (never in place). Default: False.
@@ -343,28 +371,3 @@ class ReLU6(Hardtanh):
 
     def _pair_backward(self, dout: Any, cache: Any) -> Any:
         return F.relu6_backward(dout, cache)
-
-
-class Hardswish(_Activation):
-    """``Hardswish(x) = x * relu6(x + 3) / 6`` (Howard et al. 2019, MobileNetV3).
-
-    Args:
-        inplace: accepted for PyTorch compatibility (never in place). Default: False.
-    Shape:
-        - Input: any shape.  - Output: the same.
-    Backward:
-        dx = dout * (0 if x < -3; x / 3 + 1/2 if -3 <= x <= 3; 1 if x > 3)
-    Examples:
-        >>> Hardswish()(np.array([-4.0, 0.0, 4.0]))
-        array([-0.,  0.,  4.])
-    """
-
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-        self.inplace = _check_inplace("Hardswish", inplace)
-
-    def _pair_forward(self, x: Any) -> tuple[Any, Any]:
-        return F.hardswish_forward(x)
-
-    def _pair_backward(self, dout: Any, cache: Any) -> Any:
-        return F.hardswish_backward(dout, cache)

@@ -1,5 +1,5 @@
-r"""Smooth activations: sigmoid, tanh, ELU, GELU, SiLU (swish), Softplus and Mish (the rest are in
-:mod:`minidl.nn.activation`).
+r"""Smooth activations: sigmoid, tanh, ELU and Softplus (the gated SiLU, GELU, Mish are in
+:mod:`minidl.nn.activation_gated`, the rest in :mod:`minidl.nn.activation`, which re-exports these).
 
 ===========  =================================================  =================================================
 op           forward                                            derivative (what the cache holds)
@@ -8,57 +8,34 @@ sigmoid      :math:`\sigma(x) = 1 / (1 + e^{-x})`                :math:`y (1 - y
 tanh         :math:`\tanh x`                                     :math:`1 - y^2` (output)
 elu          :math:`x` if :math:`x > 0` else                    1 or :math:`y + \alpha` (mask, output)
              :math:`\alpha (e^x - 1)`
-silu         :math:`x \sigma(x)`                                :math:`\sigma(x)(1 + x (1 - \sigma(x)))` (x, s)
-gelu         :math:`x \Phi(x)`, :math:`\Phi` the normal CDF      :math:`\Phi(x) + x \varphi(x)` (input)
 softplus     :math:`\frac{1}{\beta} \log(1 + e^{\beta x})`       :math:`\sigma(\beta x)` (the derivative itself)
-mish         :math:`x \tanh(\mathrm{softplus}(x))`              :math:`t + x \sigma(x) (1 - t^2)` (input)
 ===========  =================================================  =================================================
 
-:math:`\Phi(x) = \tfrac12 \mathrm{erfc}(-x / \sqrt 2)`, with the error function of
-:mod:`minidl.nn._activation_common` (NumPy has none). Every backward is :math:`dx = dout \odot f'(x)`. Exponentials
-only ever see arguments that cannot overflow (:math:`e^{\min(x, 0)}`, :math:`e^{-|x|}`).
+Every backward is :math:`dx = dout \odot f'(x)`. Exponentials only ever see arguments that cannot overflow
+(:math:`e^{\min(x, 0)}`, :math:`e^{-|x|}`).
 
 PyTorch's ``inplace=True`` is accepted where PyTorch has it, but minidl never overwrites the input.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np  # noqa: F401  (the doctests use it)
 
-from minidl.nn._activation_common import (
-    _Activation,
-    _cast,
-    _check_inplace,
-    _erfc,
-    _sigmoid,
-    _softplus,
-    _unary_setup,
-    _xp,
-)
-from minidl.nn._checks import check_array, check_float, check_grad_output
+from minidl.nn._activation_common import _Activation, _cast, _check_inplace, _sigmoid, _softplus, _unary_setup, _xp
+from minidl.nn._checks import check_float, check_grad_output
 from minidl.nn.dispatch import F, kernel
 
 __all__ = [
     "ELU",
-    "GELU",
-    "Mish",
-    "SiLU",
     "Sigmoid",
     "Softplus",
     "Tanh",
     "elu_backward",
     "elu_forward",
-    "gelu_backward",
-    "gelu_forward",
-    "mish_backward",
-    "mish_forward",
     "sigmoid_backward",
     "sigmoid_forward",
-    "silu_backward",
-    "silu_forward",
     "softplus_backward",
     "softplus_forward",
     "tanh_backward",
@@ -72,7 +49,9 @@ _sigmoid_setup = _unary_setup("sigmoid_forward")
 
 @kernel("sigmoid", setup=_sigmoid_setup)
 def sigmoid_forward(x: Any) -> tuple[Any, Any]:
-    """``y = 1 / (1 + exp(-x))``, stable for large ``|x|``. Cache: ``out``.
+    r"""Sigmoid: ``y = 1 / (1 + exp(-x))``, stable for large ``|x|``. Cache: ``out``.
+
+    .. math:: y = \sigma(x) = \frac{1}{1 + e^{-x}}
 
     Shape:
         - Input: any shape.  - Output: the same.
@@ -89,7 +68,17 @@ def sigmoid_forward(x: Any) -> tuple[Any, Any]:
 
 @kernel("sigmoid")
 def sigmoid_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * y * (1 - y)``."""
+    r"""The gradient of the sigmoid, from its output y.
+
+    .. math:: dx = dout \odot y \odot (1 - y)
+
+    Shape:
+        - dout: the output's shape.  - dx: the same.
+    Examples:
+        >>> _, cache = sigmoid_forward(np.array([0.0]))
+        >>> sigmoid_backward(np.array([1.0]), cache)  # 0.5 * (1 - 0.5)
+        array([0.25])
+    """
     check_grad_output("sigmoid_backward", dout, cache.shape, cache.dtype)
     return dout * cache * (1 - cache)
 
@@ -99,7 +88,9 @@ _tanh_setup = _unary_setup("tanh_forward")
 
 @kernel("tanh", setup=_tanh_setup)
 def tanh_forward(x: Any) -> tuple[Any, Any]:
-    """``y = tanh(x)``. Cache: ``out``.
+    r"""Tanh: ``y = tanh(x)``. Cache: ``out``.
+
+    .. math:: y = \tanh x = \frac{e^x - e^{-x}}{e^x + e^{-x}}
 
     Shape:
         - Input: any shape.  - Output: the same.
@@ -116,12 +107,22 @@ def tanh_forward(x: Any) -> tuple[Any, Any]:
 
 @kernel("tanh")
 def tanh_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * (1 - y^2)``."""
+    r"""The gradient of tanh, from its output y.
+
+    .. math:: dx = dout \odot (1 - y^2)
+
+    Shape:
+        - dout: the output's shape.  - dx: the same.
+    Examples:
+        >>> _, cache = tanh_forward(np.array([0.0]))
+        >>> tanh_backward(np.array([2.0]), cache)
+        array([2.])
+    """
     check_grad_output("tanh_backward", dout, cache.shape, cache.dtype)
     return dout * (1 - cache * cache)
 
 
-# ---------------------------------------------------------------------------------------------- elu, silu, gelu
+# ---------------------------------------------------------------------------------------------- elu, softplus
 class EluCache(NamedTuple):
     """The cache of :func:`elu_forward`."""
 
@@ -135,7 +136,9 @@ _elu_setup = _unary_setup("elu_forward")
 
 @kernel("elu", setup=_elu_setup)
 def elu_forward(x: Any, alpha: float = 1.0) -> tuple[Any, Any]:
-    """``y = x`` for ``x > 0``, else ``alpha * (exp(x) - 1)``. Cache: ``(mask, out, alpha)``.
+    r"""ELU: ``y = x`` for ``x > 0``, else ``alpha * (exp(x) - 1)``. Cache: ``(mask, out, alpha)``.
+
+    .. math:: y = \begin{cases} x & x > 0 \\ \alpha (e^x - 1) & x \le 0 \end{cases}
 
     Shape:
         - Input: any shape.  - Output: the same.
@@ -154,105 +157,20 @@ def elu_forward(x: Any, alpha: float = 1.0) -> tuple[Any, Any]:
 
 @kernel("elu")
 def elu_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout`` where ``x > 0``, else ``dout * alpha * exp(x) = dout * (y + alpha)``."""
+    r"""The gradient of ELU: ``dout`` where ``x > 0``, else ``dout * alpha * exp(x) = dout * (y + alpha)``.
+
+    .. math:: dx = dout \odot \begin{cases} 1 & x > 0 \\ y + \alpha & x \le 0 \end{cases}
+
+    Shape:
+        - dout: the output's shape.  - dx: the same.
+    Examples:
+        >>> _, cache = elu_forward(np.array([0.0, 2.0]))
+        >>> elu_backward(np.array([1.0, 1.0]), cache)  # at x = 0: y + alpha = 0 + 1
+        array([1., 1.])
+    """
     mask, out, alpha = cache
     check_grad_output("elu_backward", dout, out.shape, out.dtype)
     return _xp(dout).where(mask, dout, dout * (out + alpha))
-
-
-class SiluCache(NamedTuple):
-    """The cache of :func:`silu_forward`."""
-
-    x: Any
-    s: Any  # sigmoid(x)
-
-
-_silu_setup = _unary_setup("silu_forward")
-
-
-@kernel("silu", setup=_silu_setup)
-def silu_forward(x: Any) -> tuple[Any, Any]:
-    """``y = x * sigmoid(x)`` (also called swish). Cache: ``(x, sigmoid(x))``.
-
-    Shape:
-        - Input: any shape.  - Output: the same.
-    Backward:
-        dx = dout * s * (1 + x (1 - s)), s = sigmoid(x).
-    Examples:
-        >>> silu_forward(np.array([0.0, 1.0]))[0].round(4)
-        array([0.    , 0.7311])
-    """
-    s = _cast(x, _sigmoid(_silu_setup(x).xp, x))
-    return x * s, SiluCache(x, s)
-
-
-@kernel("silu")
-def silu_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * s * (1 + x * (1 - s))`` with ``s = sigmoid(x)``."""
-    x, s = cache
-    check_grad_output("silu_backward", dout, x.shape, x.dtype)
-    return dout * s * (1 + x * (1 - s))
-
-
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-class GeluCache(NamedTuple):
-    """The cache of :func:`gelu_forward`."""
-
-    x: Any
-    approximate: str
-
-
-def _gelu_setup(x: Any, approximate: str = "none") -> Any:
-    be = check_array("gelu_forward", x)
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"gelu_forward: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return be
-
-
-@kernel("gelu", setup=_gelu_setup)
-def gelu_forward(x: Any, approximate: str = "none") -> tuple[Any, Any]:
-    r"""GELU, ``y = x * Phi(x)``; ``approximate="tanh"`` uses ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
-
-    Phi(x) = erfc(-x / sqrt(2)) / 2 (the same as (1 + erf(x / sqrt 2)) / 2, without cancellation for x << 0).
-    Cache: ``(x, approximate)``.
-
-    Shape:
-        - Input: any shape.  - Output: the same.
-    Backward:
-        dx = dout * (Phi(x) + x phi(x)) (see :func:`gelu_backward` for the tanh form).
-    Examples:
-        >>> gelu_forward(np.array([0.0, 1.0]))[0].round(4)
-        array([0.    , 0.8413])
-    """
-    xp = _gelu_setup(x, approximate).xp
-    if approximate == "none":
-        out = x * _cast(x, 0.5 * _erfc(-x / math.sqrt(2.0)))
-    else:
-        xc = xp.clip(x, -100, 100)  # tanh(u) is exactly +-1 long before: keeps x^3 from overflowing
-        out = 0.5 * x * (1 + xp.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc * xc * xc)))
-    return out, GeluCache(x, approximate)
-
-
-@kernel("gelu")
-def gelu_backward(dout: Any, cache: Any) -> Any:
-    r"""Exact: ``dx = dout * (Phi(x) + x phi(x))``, phi the normal density.
-
-    tanh form, with ``u = sqrt(2/pi) (x + 0.044715 x^3)`` and ``t = tanh(u)``:
-    ``dx = dout * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2))``.
-    """
-    x, approximate = cache
-    check_grad_output("gelu_backward", dout, x.shape, x.dtype)
-    xp = _xp(x)
-    xc = xp.clip(x, -100, 100)  # beyond, phi(x) = 0 and tanh(u) = +-1 exactly; avoids overflow in x * x
-    if approximate == "none":
-        slope = 0.5 * _erfc(-x / math.sqrt(2.0)) + xc * _INV_SQRT_2PI * xp.exp(-0.5 * xc * xc)
-    else:
-        t = xp.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc * xc * xc))
-        slope = 0.5 * (1 + t) + 0.5 * xc * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * xc * xc)
-    return dout * _cast(x, slope)
 
 
 _softplus_setup = _unary_setup("softplus_forward")
@@ -260,9 +178,11 @@ _softplus_setup = _unary_setup("softplus_forward")
 
 @kernel("softplus", setup=_softplus_setup)
 def softplus_forward(x: Any, beta: float = 1.0, threshold: float = 20.0) -> tuple[Any, Any]:
-    """``y = log(1 + exp(beta x)) / beta``, and ``y = x`` where ``beta x > threshold`` (PyTorch's linear tail).
+    r"""Softplus: ``y = log(1 + exp(beta x)) / beta``, and ``y = x`` where ``beta x > threshold`` (PyTorch's
+    linear tail). Cache: the derivative ``sigmoid(beta x)`` (1 on the linear tail).
 
-    Cache: the derivative ``sigmoid(beta x)`` (1 on the linear tail).
+    .. math:: y = \begin{cases} \frac{1}{\beta} \log(1 + e^{\beta x}) & \beta x \le \mathrm{threshold} \\
+              x & \beta x > \mathrm{threshold} \end{cases}
 
     Shape:
         - Input: any shape.  - Output: the same.
@@ -281,42 +201,26 @@ def softplus_forward(x: Any, beta: float = 1.0, threshold: float = 20.0) -> tupl
 
 @kernel("softplus")
 def softplus_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * sigmoid(beta x)`` (``dout`` on the linear tail)."""
+    r"""The gradient of Softplus: ``dout * sigmoid(beta x)`` (``dout`` on the linear tail), cached by the forward.
+
+    .. math:: dx = dout \odot \sigma(\beta x) \quad (dx = dout \text{ where } \beta x > \mathrm{threshold})
+
+    Shape:
+        - dout: the output's shape.  - dx: the same.
+    Examples:
+        >>> _, cache = softplus_forward(np.array([0.0, 30.0]))
+        >>> softplus_backward(np.array([1.0, 1.0]), cache)
+        array([0.5, 1. ])
+    """
     check_grad_output("softplus_backward", dout, cache.shape, cache.dtype)
     return dout * cache
 
 
-_mish_setup = _unary_setup("mish_forward")
-
-
-@kernel("mish", setup=_mish_setup)
-def mish_forward(x: Any) -> tuple[Any, Any]:
-    """``y = x * tanh(softplus(x))`` (Misra 2019). Cache: ``x``.
-
-    Shape:
-        - Input: any shape.  - Output: the same.
-    Backward:
-        dx = dout * (t + x sigmoid(x) (1 - t^2)), t = tanh(softplus(x)).
-    Examples:
-        >>> mish_forward(np.array([0.0, 1.0]))[0].round(4)
-        array([0.    , 0.8651])
-    """
-    xp = _mish_setup(x).xp
-    return x * _cast(x, xp.tanh(_softplus(xp, x))), x
-
-
-@kernel("mish")
-def mish_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout * (t + x * sigmoid(x) * (1 - t^2))`` with ``t = tanh(softplus(x))``."""
-    x = cache
-    check_grad_output("mish_backward", dout, x.shape, x.dtype)
-    xp = _xp(x)
-    t = xp.tanh(_softplus(xp, x))
-    return dout * _cast(x, t + x * _sigmoid(xp, x) * (1 - t * t))
-
-
+# ---------------------------------------------------------------------------------------------- modules
 class ELU(_Activation):
-    """``ELU(x) = x`` for ``x > 0``, else ``alpha * (exp(x) - 1)`` (Clevert et al. 2015).
+    r"""``ELU(x) = x`` for ``x > 0``, else ``alpha * (exp(x) - 1)`` (Clevert et al. 2015).
+
+    .. math:: \mathrm{ELU}(x) = \begin{cases} x & x > 0 \\ \alpha (e^x - 1) & x \le 0 \end{cases}
 
     Args:
         alpha: the negative saturation value. Default: 1.0.
@@ -345,66 +249,10 @@ class ELU(_Activation):
         return F.elu_backward(dout, cache)
 
 
-class GELU(_Activation):
-    """``GELU(x) = x * Phi(x)`` with Phi the standard normal CDF (Hendrycks & Gimpel 2016).
-
-    Args:
-        approximate: ``"none"`` (exact, with erf) or ``"tanh"`` (the tanh approximation). Default: ``"none"``.
-    Shape:
-        - Input: any shape.  - Output: the same.
-    Backward:
-        dx = dout * (Phi(x) + x * phi(x)), phi the normal density (see :func:`gelu_backward` for ``"tanh"``)
-    Examples:
-        >>> GELU()(np.array([0.0, 1.0])).round(4)
-        array([0.    , 0.8413])
-    """
-
-    def __init__(self, approximate: str = "none") -> None:
-        super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.approximate = approximate
-
-    def _hyperparameters(self) -> dict[str, Any]:
-        return {"approximate": self.approximate}
-
-    def extra_repr(self) -> str:
-        return f"approximate={self.approximate!r}"
-
-    def _pair_forward(self, x: Any) -> tuple[Any, Any]:
-        return F.gelu_forward(x, self.approximate)
-
-    def _pair_backward(self, dout: Any, cache: Any) -> Any:
-        return F.gelu_backward(dout, cache)
-
-
-class SiLU(_Activation):
-    """``SiLU(x) = x * sigmoid(x)`` (swish).
-
-    Args:
-        inplace: accepted for PyTorch compatibility (never in place). Default: False.
-    Shape:
-        - Input: any shape.  - Output: the same.
-    Backward:
-        dx = dout * s * (1 + x (1 - s)), s = sigmoid(x)
-    Examples:
-        >>> SiLU()(np.array([0.0, 1.0])).round(4)
-        array([0.    , 0.7311])
-    """
-
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-        self.inplace = _check_inplace("SiLU", inplace)
-
-    def _pair_forward(self, x: Any) -> tuple[Any, Any]:
-        return F.silu_forward(x)
-
-    def _pair_backward(self, dout: Any, cache: Any) -> Any:
-        return F.silu_backward(dout, cache)
-
-
 class Softplus(_Activation):
-    """``Softplus(x) = log(1 + exp(beta x)) / beta``, linear (``= x``) where ``beta x > threshold``.
+    r"""``Softplus(x) = log(1 + exp(beta x)) / beta``, linear (``= x``) where ``beta x > threshold``.
+
+    .. math:: \mathrm{Softplus}(x) = \frac{1}{\beta} \log(1 + e^{\beta x})
 
     Args:
         beta: sharpness. Default: 1.0.
@@ -433,33 +281,10 @@ class Softplus(_Activation):
         return F.softplus_backward(dout, cache)
 
 
-class Mish(_Activation):
-    """``Mish(x) = x * tanh(softplus(x))`` (Misra 2019).
-
-    Args:
-        inplace: accepted for PyTorch compatibility (never in place). Default: False.
-    Shape:
-        - Input: any shape.  - Output: the same.
-    Backward:
-        dx = dout * (t + x * sigmoid(x) * (1 - t^2)), t = tanh(softplus(x))
-    Examples:
-        >>> Mish()(np.array([0.0, 1.0])).round(4)
-        array([0.    , 0.8651])
-    """
-
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-        self.inplace = _check_inplace("Mish", inplace)
-
-    def _pair_forward(self, x: Any) -> tuple[Any, Any]:
-        return F.mish_forward(x)
-
-    def _pair_backward(self, dout: Any, cache: Any) -> Any:
-        return F.mish_backward(dout, cache)
-
-
 class Sigmoid(_Activation):
-    """``Sigmoid(x) = 1 / (1 + exp(-x))``, computed without overflow for large ``|x|``.
+    r"""``Sigmoid(x) = 1 / (1 + exp(-x))``, computed without overflow for large ``|x|``.
+
+    .. math:: \sigma(x) = \frac{1}{1 + e^{-x}}
 
     Shape:
         - Input: any shape.  - Output: the same.
@@ -478,7 +303,9 @@ class Sigmoid(_Activation):
 
 
 class Tanh(_Activation):
-    """``Tanh(x) = tanh(x)``.
+    r"""``Tanh(x) = tanh(x)``, elementwise.
+
+    .. math:: \tanh x = \frac{e^x - e^{-x}}{e^x + e^{-x}}
 
     Shape:
         - Input: any shape.  - Output: the same.

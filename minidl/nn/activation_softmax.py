@@ -43,7 +43,9 @@ def _softmax_dim(where: str, x: Any, dim: int) -> int:
 
 
 def softmax_forward(x: Any, dim: int = -1) -> tuple[Any, Any]:
-    """``p = exp(x - max) / sum(exp(x - max))`` along ``dim``. Cache: ``(p, dim)``.
+    r"""Softmax: ``p = exp(x - max) / sum(exp(x - max))`` along ``dim``. Cache: ``(p, dim)``.
+
+    .. math:: p_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}}, \qquad m = \max_j x_j \quad (i, j \text{ along dim})
 
     Shape:
         - Input: any shape with at least one dimension.  - Output: the same.
@@ -60,14 +62,27 @@ def softmax_forward(x: Any, dim: int = -1) -> tuple[Any, Any]:
 
 
 def softmax_backward(dout: Any, cache: Any) -> Any:
-    """``dx = p * (dout - sum(dout * p, dim))``: the Jacobian ``diag(p) - p p^T`` applied to ``dout``."""
+    r"""The gradient of softmax: the Jacobian ``diag(p) - p p^T`` applied to ``dout``, along ``dim``.
+
+    .. math:: dx_i = p_i \Big(dout_i - \sum_j dout_j\, p_j\Big)
+
+    Shape:
+        - dout: the output's shape.  - dx: the same.
+    Examples:
+        >>> _, cache = softmax_forward(np.zeros((1, 2)), dim=1)
+        >>> softmax_backward(np.array([[1.0, 0.0]]), cache)  # p = (1/2, 1/2): dx = p (dout - 1/2)
+        array([[ 0.25, -0.25]])
+    """
     p, dim = cache
     check_grad_output("softmax_backward", dout, p.shape, p.dtype)
     return p * (dout - (dout * p).sum(axis=dim, keepdims=True))
 
 
 def log_softmax_forward(x: Any, dim: int = -1) -> tuple[Any, Any]:
-    """``y = x - max - log(sum(exp(x - max)))`` along ``dim`` (the log-sum-exp trick). Cache: ``(y, dim)``.
+    r"""Log-softmax: ``y = x - max - log(sum(exp(x - max)))`` along ``dim`` (the log-sum-exp trick). Cache:
+    ``(y, dim)``.
+
+    .. math:: y_i = x_i - m - \log \sum_j e^{x_j - m}, \qquad m = \max_j x_j
 
     Shape:
         - Input: any shape with at least one dimension.  - Output: the same.
@@ -85,7 +100,17 @@ def log_softmax_forward(x: Any, dim: int = -1) -> tuple[Any, Any]:
 
 
 def log_softmax_backward(dout: Any, cache: Any) -> Any:
-    """``dx = dout - exp(y) * sum(dout, dim)`` (``exp(y)`` is the softmax)."""
+    r"""The gradient of log-softmax (``exp(y)`` is the softmax p).
+
+    .. math:: dx_i = dout_i - e^{y_i} \sum_j dout_j
+
+    Shape:
+        - dout: the output's shape.  - dx: the same.
+    Examples:
+        >>> _, cache = log_softmax_forward(np.zeros((1, 2)), dim=1)
+        >>> log_softmax_backward(np.array([[1.0, 0.0]]), cache)
+        array([[ 0.5, -0.5]])
+    """
     out, dim = cache
     check_grad_output("log_softmax_backward", dout, out.shape, out.dtype)
     return dout - _xp(out).exp(out) * dout.sum(axis=dim, keepdims=True)
@@ -93,7 +118,9 @@ def log_softmax_backward(dout: Any, cache: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------- modules
 class Softmax(_Activation):
-    """``Softmax(x)_i = exp(x_i) / sum_j exp(x_j)`` along ``dim`` (max-subtracted, so it never overflows).
+    r"""``Softmax(x)_i = exp(x_i) / sum_j exp(x_j)`` along ``dim`` (max-subtracted, so it never overflows).
+
+    .. math:: \mathrm{Softmax}(x)_i = p_i = \frac{e^{x_i}}{\sum_j e^{x_j}}
 
     Args:
         dim: the dimension that sums to 1. Default: None, which minidl allows only for 1-D and 2-D inputs and
@@ -135,7 +162,9 @@ class Softmax(_Activation):
 
 
 class LogSoftmax(Softmax):
-    """``LogSoftmax(x) = x - log(sum_j exp(x_j))`` along ``dim`` (stable log-sum-exp).
+    r"""``LogSoftmax(x) = x - log(sum_j exp(x_j))`` along ``dim`` (stable log-sum-exp).
+
+    .. math:: \mathrm{LogSoftmax}(x)_i = x_i - \log \sum_j e^{x_j}
 
     Args:
         dim: the dimension to normalize. Default: None, read as for :class:`Softmax` (1-D/2-D inputs only).

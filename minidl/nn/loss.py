@@ -16,9 +16,9 @@ Reductions follow PyTorch: ``"none"`` (per sample), ``"sum"``, ``"mean"`` (for c
 weight :math:`\sum_n w_{y_n}` of the non-ignored samples, for probabilities and elementwise losses by the count).
 The backward of a reduction passes ``dout`` (times 1/denominator for the mean) to every term.
 
-The elementwise losses (MSE, L1, smooth L1, binary cross-entropy, KL divergence) live in
-:mod:`minidl.nn.loss_elementwise` and are re-exported here; the shared Module protocol is in
-:mod:`minidl.nn._loss_common`.
+The elementwise losses (MSE, L1, smooth L1, KL divergence) live in :mod:`minidl.nn.loss_elementwise`, binary
+cross-entropy in :mod:`minidl.nn.loss_binary` and knowledge distillation in :mod:`minidl.nn.loss_distillation`, all
+re-exported here; the shared Module protocol is in :mod:`minidl.nn._loss_common`.
 
 The loss Modules are called as ``loss = loss_fn(input, target)``, which returns a Python float (an array for
 ``reduction="none"``), and ``loss_fn.backward(dout=None)`` returns the gradient with respect to ``input`` (``dout``
@@ -32,21 +32,24 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from minidl.nn._checks import check_array, check_float, check_int
-from minidl.nn._loss_common import _as_target, _check_reduction, _Loss, _reduce, _reduced_dout, _WeightedLoss, _xp
+from minidl.nn._loss_common import _as_target, _check_reduction, _reduce, _reduced_dout, _WeightedLoss, _xp
 from minidl.nn.dispatch import F
-from minidl.nn.loss_elementwise import *  # noqa: F403  (re-exported: one place to import every loss)
+from minidl.nn.loss_binary import *  # noqa: F403  (re-exported: one place to import every loss)
+from minidl.nn.loss_binary import __all__ as _binary_all
+from minidl.nn.loss_distillation import *  # noqa: F403
+from minidl.nn.loss_distillation import __all__ as _distillation_all
+from minidl.nn.loss_elementwise import *  # noqa: F403
 from minidl.nn.loss_elementwise import __all__ as _elementwise_all
 
 __all__ = [
     "CrossEntropyLoss",
-    "DistillationLoss",
     "NLLLoss",
-    "distillation_loss_backward",
-    "distillation_loss_forward",
     "nll_loss_backward",
     "nll_loss_forward",
     "softmax_cross_entropy_backward",
     "softmax_cross_entropy_forward",
+    *_binary_all,
+    *_distillation_all,
     *_elementwise_all,
 ]
 
@@ -198,7 +201,18 @@ def softmax_cross_entropy_forward(
     ignore_index: int = -100,
     reduction: str = "mean",
 ) -> tuple[Any, Any]:
-    """Cross-entropy of ``softmax(logits)`` against class indices or class probabilities, with PyTorch's options.
+    r"""Cross-entropy of ``softmax(logits)`` against class indices or class probabilities, with PyTorch's options.
+
+    Each prediction (row) n of logits :math:`z_n` gets target coefficients :math:`a_n \ge 0` (see the module docs):
+    :math:`a_n = (1 - \varepsilon) w_{y_n} e_{y_n} + \varepsilon w / C` for a class index :math:`y_n` (0 if ignored),
+    :math:`a_n = w \odot ((1 - \varepsilon) q_n + \varepsilon / C)` for probabilities :math:`q_n` (w = 1 without
+    weights), and
+
+    .. math:: \ell_n = -\sum_c a_{n,c} \log p_{n,c}, \qquad p_n = \mathrm{softmax}(z_n), \qquad
+              L = \frac{1}{D} \sum_n \ell_n \ (\text{mean}), \quad \sum_n \ell_n \ (\text{sum}),
+
+    with D the total weight :math:`\sum_n w_{y_n}` of the non-ignored samples for class indices, and the number
+    of rows for probabilities.
 
     Args:
         logits: (N, C), (N, C, d1, ...) or (C,) unnormalized scores.
@@ -210,7 +224,19 @@ def softmax_cross_entropy_forward(
         reduction: ``"mean"``, ``"sum"`` or ``"none"``. Default: ``"mean"``.
 
     Returns:
-        ``(loss, cache)``: a 0-d array (an array of the target's shape for ``"none"``) and the cache.
+        ``(loss, cache)``: a scalar (an array of the per-sample shape for ``"none"``) and the cache.
+
+    Shape:
+        - Logits: (N, C), (N, C, d1, ...) or (C,).
+        - Target: class indices (N,), (N, d1, ...) or (), or probabilities of the logits' shape.
+        - Output: a scalar; for ``"none"`` the per-sample shape (N,), (N, d1, ...) or ().
+    Backward:
+        dlogits_n = g_n (sum_c(a_n) softmax(z_n) - a_n) (= softmax(z_n) - onehot(y_n) for plain class indices),
+        g = dout / D (mean), dout (sum) or dout itself (none).
+    Examples:
+        >>> loss, cache = softmax_cross_entropy_forward(np.zeros((2, 4)), np.array([1, 3]))
+        >>> round(float(loss), 4)  # log 4
+        1.3863
     """
     return _cross_entropy_forward(
         "softmax_cross_entropy_forward", logits, target, label_smoothing, weight, ignore_index, reduction
@@ -218,7 +244,20 @@ def softmax_cross_entropy_forward(
 
 
 def softmax_cross_entropy_backward(dout: Any, cache: Any) -> Any:
-    """``dlogits = g * (sum_c(a) * softmax(logits) - a)`` per row, g the reduced ``dout`` (see the module docs)."""
+    r"""The gradient of softmax cross-entropy: ``g * (sum_c(a) * softmax(logits) - a)`` per row, g the reduced
+    ``dout`` (see the module docs).
+
+    .. math:: \frac{\partial L}{\partial z_n} = g_n \Big(\Big(\sum_c a_{n,c}\Big) p_n - a_n\Big), \qquad
+              g = \frac{dout}{D} \ (\text{mean}), \quad dout \ (\text{sum, none})
+
+    Shape:
+        - dout: a scalar, or the per-sample shape for ``"none"``.  - dlogits: the logits' shape.
+    Examples:
+        >>> _, cache = softmax_cross_entropy_forward(np.zeros((2, 4)), np.array([1, 3]))
+        >>> softmax_cross_entropy_backward(1.0, cache)  # (softmax - onehot) / 2
+        array([[ 0.125, -0.375,  0.125,  0.125],
+               [ 0.125,  0.125,  0.125, -0.375]])
+    """
     p, a, denominator, reduction, shape, sample_shape = cache
     g = _reduced_dout("softmax_cross_entropy_backward", dout, reduction, denominator, sample_shape)
     g_rows = g.reshape(-1, 1) if reduction == "none" else g
@@ -238,12 +277,28 @@ class NllLossCache(NamedTuple):
 def nll_loss_forward(
     log_probs: Any, target: Any, weight: Any = None, ignore_index: int = -100, reduction: str = "mean"
 ) -> tuple[Any, Any]:
-    """Negative log-likelihood ``-w_y log_probs[y]`` of class-index targets (pair it with ``log_softmax``).
+    r"""Negative log-likelihood ``-w_y log_probs[y]`` of class-index targets (pair it with ``log_softmax``).
+
+    .. math:: \ell_n = -w_{y_n} \log p_{n, y_n} \ (0 \text{ if } y_n = \mathrm{ignore\_index}), \qquad
+              L = \frac{\sum_n \ell_n}{\sum_n w_{y_n}} \ (\text{mean}), \quad \sum_n \ell_n \ (\text{sum})
+
+    with :math:`\log p` the input and the sum in the mean's denominator over the non-ignored samples (w = 1
+    without class weights).
 
     Args:
         log_probs: (N, C), (N, C, d1, ...) or (C,) log-probabilities.
         target: integer class indices of shape (N,), (N, d1, ...) or ().
         weight, ignore_index, reduction: as in :func:`softmax_cross_entropy_forward`.
+
+    Shape:
+        - Input: (N, C), (N, C, d1, ...) or (C,).  - Target: integer (N,), (N, d1, ...) or ().
+        - Output: a scalar; for ``"none"`` the target's shape.
+    Backward:
+        dlog_probs[n, y_n] = -g_n w_{y_n}, zero elsewhere; g = dout / sum_n w_{y_n} (mean), dout (sum, none).
+    Examples:
+        >>> loss, cache = nll_loss_forward(np.log(np.array([[0.25, 0.75]])), np.array([1]))
+        >>> round(float(loss), 4)  # -log 0.75
+        0.2877
     """
     where = "nll_loss_forward"
     _check_reduction(where, reduction)
@@ -256,65 +311,30 @@ def nll_loss_forward(
 
 
 def nll_loss_backward(dout: Any, cache: Any) -> Any:
-    """``dlog_probs[n, y_n] = -g_n w_{y_n}``, zero elsewhere (and for ignored samples)."""
+    r"""The gradient of the NLL loss: ``dlog_probs[n, y_n] = -g_n w_{y_n}``, zero elsewhere (and for ignored samples).
+
+    .. math:: \frac{\partial L}{\partial \log p_{n,c}} = -g_n\, w_{y_n} [c = y_n], \qquad
+              g = \frac{dout}{\sum_n w_{y_n}} \ (\text{mean}), \quad dout \ (\text{sum, none})
+
+    Shape:
+        - dout: a scalar, or the target's shape for ``"none"``.  - dlog_probs: the input's shape.
+    Examples:
+        >>> _, cache = nll_loss_forward(np.log(np.array([[0.25, 0.75]])), np.array([1]))
+        >>> nll_loss_backward(1.0, cache)  # (-0. is -(0 * g): zero)
+        array([[-0., -1.]])
+    """
     a, denominator, reduction, shape, sample_shape = cache
     g = _reduced_dout("nll_loss_backward", dout, reduction, denominator, sample_shape)
     return _unrows(-a * (g.reshape(-1, 1) if reduction == "none" else g), shape)
 
 
-def distillation_loss_forward(
-    student_logits: Any, target: Any, teacher_logits: Any, temperature: float = 4.0, alpha: float = 0.5
-) -> tuple[Any, Any]:
-    r"""Knowledge distillation (Hinton et al. 2015):
-    :math:`(1 - \alpha)\, CE(z_s, y) + \alpha T^2\, KL(\mathrm{softmax}(z_t / T) \,\|\, \mathrm{softmax}(z_s / T))`.
-
-    The KL term is averaged over the batch; the :math:`T^2` keeps its gradient, :math:`\alpha T (p_s^T - p_t^T) / N`,
-    on the scale of the hard-label term's as T changes.
-
-    Args:
-        student_logits: (N, C).  target: class indices (N,) or probabilities (N, C) for the CE term.
-        teacher_logits: (N, C), the (frozen) teacher's logits.
-        temperature: T > 0. Default: 4.0.  alpha: weight of the soft term in [0, 1]. Default: 0.5.
-    """
-    where = "distillation_loss_forward"
-    be = check_array(where, student_logits, ndim=2, what="student logits")
-    check_array(where, teacher_logits, ndim=2, what="teacher logits")
-    if tuple(teacher_logits.shape) != tuple(student_logits.shape):
-        raise ValueError(
-            f"{where}: teacher logits of shape {tuple(teacher_logits.shape)} do not match the student's "
-            f"{tuple(student_logits.shape)}"
-        )
-    T = check_float(where, "temperature", temperature, low=0.0, low_open=True)
-    alpha = check_float(where, "alpha", alpha, low=0.0, high=1.0)
-    ce, ce_cache = F.softmax_cross_entropy_forward(student_logits, target)  # the hard-label term
-    teacher = be.asarray(teacher_logits).astype(student_logits.dtype, copy=False)
-    log_ps, _ = F.log_softmax_forward(student_logits / T, dim=1)
-    log_pt, _ = F.log_softmax_forward(teacher / T, dim=1)
-    p_t = be.xp.exp(log_pt)
-    N = student_logits.shape[0]
-    kl = (p_t * (log_pt - log_ps)).sum() / N
-    loss = (1 - alpha) * ce + alpha * T * T * kl
-    soft_grad = (alpha * T / N) * (be.xp.exp(log_ps) - p_t)
-    return loss, DistillationCache(ce_cache, 1 - alpha, soft_grad)
-
-
-class DistillationCache(NamedTuple):
-    """The cache of :func:`distillation_loss_forward`."""
-
-    cross_entropy: Any  # the hard-label term's cache
-    hard_weight: float  # 1 - alpha
-    soft_grad: Any  # alpha T (softmax(z_s / T) - softmax(z_t / T)) / N
-
-
-def distillation_loss_backward(dout: Any, cache: Any) -> Any:
-    """``dstudent = dout * ((1 - alpha) dCE + alpha T (softmax(z_s/T) - softmax(z_t/T)) / N)``."""
-    ce_cache, hard_weight, soft_grad = cache
-    g = _reduced_dout("distillation_loss_backward", dout, "sum", 1.0, ())
-    return (hard_weight * F.softmax_cross_entropy_backward(1.0, ce_cache) + soft_grad) * g
-
-
 class CrossEntropyLoss(_WeightedLoss):
-    """Softmax cross-entropy on logits, with class weights, ``ignore_index``, label smoothing and soft targets.
+    r"""Softmax cross-entropy on logits, with class weights, ``ignore_index``, label smoothing and soft targets.
+
+    .. math:: L = -\frac{1}{\sum_n w_{y_n}} \sum_n w_{y_n} \log \frac{e^{z_{n, y_n}}}{\sum_c e^{z_{n,c}}}
+
+    for class indices without smoothing (the mean over the non-ignored samples; the general form, with smoothing and
+    probability targets, is in :func:`~minidl.nn.loss.softmax_cross_entropy_forward`).
 
     Args:
         weight: (C,) weight of each class, or None. Default: None.
@@ -369,7 +389,9 @@ class CrossEntropyLoss(_WeightedLoss):
 
 
 class NLLLoss(_WeightedLoss):
-    """Negative log-likelihood of class indices, on log-probabilities (use after ``LogSoftmax(dim=1)``).
+    r"""Negative log-likelihood of class indices, on log-probabilities (use after ``LogSoftmax(dim=1)``).
+
+    .. math:: L = -\frac{\sum_n w_{y_n} x_{n, y_n}}{\sum_n w_{y_n}} \quad (\text{mean over the non-ignored } n)
 
     Args:
         weight: (C,) class weights, or None. Default: None.
@@ -401,46 +423,3 @@ class NLLLoss(_WeightedLoss):
 
     def _pair_backward(self, dout: Any, cache: Any) -> Any:
         return F.nll_loss_backward(dout, cache)
-
-
-class DistillationLoss(_Loss):
-    r"""Knowledge distillation (Hinton, Vinyals & Dean 2015): hard labels plus the teacher's softened predictions.
-
-    .. math:: L = (1 - \alpha)\, CE(z_s, y) + \alpha T^2\, KL(\mathrm{softmax}(z_t/T) \,\|\, \mathrm{softmax}(z_s/T))
-
-    Called as ``loss_fn(student_logits, labels, teacher_logits)``; backward returns the gradient with respect to the
-    student's logits only (the teacher is fixed). The KL term is the batch mean.
-
-    Args:
-        temperature: T > 0; larger T softens both distributions. Default: 4.0.
-        alpha: weight of the soft (teacher) term in [0, 1]. Default: 0.5.
-    Shape:
-        - Student and teacher logits: (N, C).  - Labels: class indices (N,) or probabilities (N, C).
-    Backward:
-        dz_s = dout ((1 - alpha) (softmax(z_s) - onehot(y)) / N + alpha T (softmax(z_s/T) - softmax(z_t/T)) / N)
-    Examples:
-        >>> import numpy as np
-        >>> from minidl import nn
-        >>> loss_fn = nn.DistillationLoss(temperature=2.0, alpha=0.5)
-        >>> z = np.zeros((2, 4))
-        >>> round(loss_fn(z, np.array([0, 1]), z), 4)  # the KL term is 0 when student == teacher
-        0.6931
-        >>> loss_fn.backward().shape
-        (2, 4)
-    """
-
-    def _pair_backward(self, dout: Any, cache: Any) -> Any:
-        return F.distillation_loss_backward(dout, cache)
-
-    def __init__(self, temperature: float = 4.0, alpha: float = 0.5) -> None:
-        super().__init__("mean")
-        self.temperature = check_float("DistillationLoss", "temperature", temperature, low=0.0, low_open=True)
-        self.alpha = check_float("DistillationLoss", "alpha", alpha, low=0.0, high=1.0)
-
-    def _arguments(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "alpha": self.alpha}
-
-    def forward(self, student_logits: Any, target: Any, teacher_logits: Any) -> float:  # type: ignore[override]
-        loss, cache = F.distillation_loss_forward(student_logits, target, teacher_logits, self.temperature, self.alpha)
-        self.save_for_backward(cache, tuple(loss.shape))
-        return float(loss)
