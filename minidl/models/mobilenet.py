@@ -32,9 +32,10 @@ from typing import Any
 from minidl.models._init import torchvision_init_
 from minidl.nn._checks import check_float, check_int, check_layout
 from minidl.nn.activation import ReLU6
-from minidl.nn.containers import Flatten, Sequential
+from minidl.nn.containers import Sequential
 from minidl.nn.conv import Conv2d
 from minidl.nn.dropout import Dropout
+from minidl.nn.flatten import Flatten
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d

@@ -46,8 +46,9 @@ from typing import Any
 from minidl.nn import init
 from minidl.nn._checks import check_int
 from minidl.nn.activation import ReLU
-from minidl.nn.containers import Flatten, Sequential
+from minidl.nn.containers import Sequential
 from minidl.nn.conv import Conv2d
+from minidl.nn.flatten import Flatten
 from minidl.nn.linear import Linear
 from minidl.nn.merge import Add
 from minidl.nn.module import Module

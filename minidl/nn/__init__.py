@@ -24,9 +24,10 @@ from minidl.nn.activation import (
     Softplus,
     Tanh,
 )
-from minidl.nn.containers import Concat, Flatten, Identity, ModuleDict, ModuleList, Residual, Sequential
+from minidl.nn.containers import Concat, Identity, ModuleDict, ModuleList, Residual, Sequential
 from minidl.nn.conv import Conv2d
 from minidl.nn.dropout import Dropout, Dropout2d
+from minidl.nn.flatten import Flatten
 from minidl.nn.fusion import AddReLU, BatchNormReLU1d, BatchNormReLU2d, ConvBn2d, FoldedBatchNorm2d, fuse
 from minidl.nn.linear import Linear
 from minidl.nn.loss import (
@@ -42,9 +43,10 @@ from minidl.nn.loss import (
 )
 from minidl.nn.merge import Add
 from minidl.nn.module import IncompatibleKeys, Module, Parameter
-from minidl.nn.normalization import BatchNorm1d, BatchNorm2d, LocalResponseNorm
+from minidl.nn.normalization import BatchNorm1d, BatchNorm2d
 from minidl.nn.normalization_group import GroupNorm, LayerNorm
 from minidl.nn.normalization_instance import InstanceNorm2d
+from minidl.nn.normalization_local import LocalResponseNorm
 from minidl.nn.pooling import AvgPool2d, MaxPool2d, pool_output_size
 from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d, AdaptiveMaxPool2d
 from minidl.nn.regularization import elastic_net_penalty, l1_penalty, l2_penalty, max_norm_

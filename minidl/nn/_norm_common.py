@@ -1,8 +1,8 @@
 """What the normalization layers share: the standardize/affine math, argument checks, and the per-channel base.
 
-BatchNorm and LocalResponseNorm (:mod:`minidl.nn.normalization`) and LayerNorm, GroupNorm and InstanceNorm
-(:mod:`minidl.nn.normalization_group`) all use these; the derivation of the shared backward is at the top of
-:mod:`minidl.nn.normalization`.
+BatchNorm (:mod:`minidl.nn.normalization`), LocalResponseNorm (:mod:`minidl.nn.normalization_local`) and
+LayerNorm, GroupNorm and InstanceNorm (:mod:`minidl.nn.normalization_group`) all use these; the derivation of the
+shared backward is at the top of :mod:`minidl.nn.normalization`.
 """
 
 from __future__ import annotations

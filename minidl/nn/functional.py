@@ -56,17 +56,11 @@ from minidl.nn.activation import (
     tanh_backward,
     tanh_forward,
 )
-from minidl.nn.containers import (
-    flatten_backward,
-    flatten_forward,
-)
 from minidl.nn.conv import (
     conv2d_backward,
     conv2d_forward,
     conv2d_relu_backward,
     conv2d_relu_forward,
-    pad2d_backward,
-    pad2d_forward,
 )
 from minidl.nn.dispatch import register_functional
 from minidl.nn.dropout import (
@@ -75,6 +69,7 @@ from minidl.nn.dropout import (
     dropout_backward,
     dropout_forward,
 )
+from minidl.nn.flatten import flatten_backward, flatten_forward
 from minidl.nn.linear import (
     linear_backward,
     linear_forward,
@@ -105,8 +100,6 @@ from minidl.nn.normalization import (
     batch_norm_forward,
     batch_norm_relu_backward,
     batch_norm_relu_forward,
-    local_response_norm_backward,
-    local_response_norm_forward,
 )
 from minidl.nn.normalization_group import (
     group_norm_backward,
@@ -115,6 +108,8 @@ from minidl.nn.normalization_group import (
     layer_norm_forward,
 )
 from minidl.nn.normalization_instance import instance_norm_backward, instance_norm_forward
+from minidl.nn.normalization_local import local_response_norm_backward, local_response_norm_forward
+from minidl.nn.padding import pad2d_backward, pad2d_forward
 from minidl.nn.pooling import (
     avg_pool2d_backward,
     avg_pool2d_forward,

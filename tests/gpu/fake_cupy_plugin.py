@@ -1,6 +1,6 @@
 """``python -m pytest -p tests.gpu.fake_cupy_plugin ...``: run tests on the CuPy backend with the CPU stand-in.
 
-Before ``tests/conftest.py`` is loaded, it puts :mod:`tests.gpu.fake_cupy` in place of ``cupy`` and sets
+Before the root ``conftest.py`` is loaded, it puts :mod:`tests.gpu.fake_cupy` in place of ``cupy`` and sets
 ``MINIDL_TEST_BACKEND=cupy``, so a test file written with ``arr()``/``host()`` runs through the CuPy backend's code
 paths on a machine without a GPU: host/device mixing raises, as it would on a GPU. (Numerics are NumPy's; a real GPU
 run is ``MINIDL_TEST_BACKEND=cupy python -m pytest -m "not slow"``.) Importing this file does nothing by itself.

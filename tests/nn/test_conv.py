@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import minidl
 from minidl import gradcheck, nn
-from minidl.nn.conv import conv2d_backward, conv2d_forward, pad2d_backward, pad2d_forward
+from minidl.nn.conv import conv2d_backward, conv2d_forward
+from minidl.nn.padding import pad2d_backward, pad2d_forward
 from tests.helpers import arr, assert_close, host, to_torch, torch_or_skip
 from tests.nn.naive import conv2d_naive
 from tests.strategies import seeds

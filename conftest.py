@@ -1,4 +1,6 @@
-"""Shared test set-up: hypothesis profiles, the backend under test, markers.
+"""Shared test set-up for ``tests/`` and the doctests in ``minidl/``: hypothesis profiles, the backend under test.
+
+It sits at the repository root so that the doctests run on the backend under test too, not only ``tests/``.
 
 * ``HYPOTHESIS_PROFILE=ci|dev`` (``ci`` by default when ``CI`` is set): bounded examples, no deadline.
 * ``MINIDL_TEST_BACKEND=numba`` (or ``cupy``) reruns the whole suite on another backend; no test is copied.
