@@ -52,8 +52,12 @@ def _grid(ax, values, x0, y0, *, labels=None, face=None, title=None, fontsize=9)
 def _frame(ax, r0, c0, h, w, x0, y0, color, inset=0.0, lw=2.5):
     ax.add_patch(
         Rectangle(
-            (x0 + c0 + inset, y0 + r0 + inset), w - 2 * inset, h - 2 * inset,
-            fill=False, edgecolor=color, linewidth=lw,
+            (x0 + c0 + inset, y0 + r0 + inset),
+            w - 2 * inset,
+            h - 2 * inset,
+            fill=False,
+            edgecolor=color,
+            linewidth=lw,
         )  # fmt: skip
     )
 
