@@ -58,7 +58,7 @@ def _frame(ax, r0, c0, h, w, x0, y0, color, inset=0.0, lw=2.5):
             fill=False,
             edgecolor=color,
             linewidth=lw,
-        )  # fmt: skip
+        )
     )
 
 
