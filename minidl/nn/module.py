@@ -320,8 +320,13 @@ class Module:
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
         """Freeze (False) or unfreeze (True) every parameter here and below; returns self."""
+        if not isinstance(requires_grad, bool):  # bool("no") is True: a str would silently unfreeze
+            raise TypeError(
+                f"{type(self).__name__}.requires_grad_(requires_grad) expects a bool, "
+                f"got {requires_grad!r} ({type(requires_grad).__name__})"
+            )
         for p in self.parameters():
-            p.requires_grad = bool(requires_grad)
+            p.requires_grad = requires_grad
             if not requires_grad:
                 p.grad = None
         return self
