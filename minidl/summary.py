@@ -196,7 +196,7 @@ def summary(model: Any, input_shape: tuple[int, ...], batch_size: int = 1, dtype
         dtype: input dtype. Default: the model's parameter dtype (float32 if it has none).
     """
     if not isinstance(model, Module):
-        name = getattr(model, "__qualname__", None) or type(model).__name__
+        name = getattr(model, "__name__", None) or type(model).__name__
         raise TypeError(
             f"summary: expected a minidl.nn.Module, got {type(model).__name__} {name!r}; it reads the layers from "
             "the module tree (named_modules), so wrap a function in a Module subclass whose forward calls it"
