@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import minidl
+from tests.helpers import TEST_BACKEND
 
 settings.register_profile(
     "ci", max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -21,8 +22,6 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
-
-TEST_BACKEND = os.environ.get("MINIDL_TEST_BACKEND", "numpy")
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ Examples:
 from minidl import data, gradcheck, models, nn, optim, train, transforms  # noqa: E402  (they need the names above)
 from minidl._dtype import get_default_dtype, set_default_dtype
 from minidl._random import default_generator, fork_rng, get_rng_state, initial_seed, manual_seed, set_rng_state
+from minidl.anomaly_mode import detect_anomaly, is_anomaly_enabled, set_detect_anomaly
 from minidl.backend import (
     available_backends,
     get_array_module,
@@ -39,6 +40,7 @@ __all__ = [
     "available_backends",
     "data",
     "default_generator",
+    "detect_anomaly",
     "fork_rng",
     "get_array_module",
     "get_backend",
@@ -47,6 +49,7 @@ __all__ = [
     "get_rng_state",
     "gradcheck",
     "initial_seed",
+    "is_anomaly_enabled",
     "is_grad_enabled",
     "load",
     "manual_seed",
@@ -57,6 +60,7 @@ __all__ = [
     "save",
     "set_backend",
     "set_default_dtype",
+    "set_detect_anomaly",
     "set_grad_enabled",
     "set_num_threads",
     "set_rng_state",

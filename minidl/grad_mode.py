@@ -24,6 +24,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# anomaly detection (torch.autograd.set_detect_anomaly) lives in its own file; its names are here too
+from minidl.anomaly_mode import detect_anomaly, is_anomaly_enabled, set_detect_anomaly  # noqa: F401
+
 _enabled = True
 
 

@@ -40,6 +40,7 @@ from minidl.backend import get_backend
 from minidl.grad_mode import no_grad
 from minidl.nn.conv import Conv2d
 from minidl.nn.linear import Linear
+from minidl.nn.module import Module
 from minidl.nn.pooling import AvgPool2d, MaxPool2d
 
 __all__ = ["LayerInfo", "ModelSummary", "summary"]
@@ -194,6 +195,14 @@ def summary(model: Any, input_shape: tuple[int, ...], batch_size: int = 1, dtype
         batch_size: rows of the batch the memory and MACs are counted for. Default: 1.
         dtype: input dtype. Default: the model's parameter dtype (float32 if it has none).
     """
+    if not isinstance(model, Module):
+        name = getattr(model, "__name__", None) or type(model).__name__
+        raise TypeError(
+            f"summary: expected a minidl.nn.Module, got {type(model).__name__} {name!r}; it reads the layers from "
+            "the module tree (named_modules), so wrap a function in a Module subclass whose forward calls it"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"summary: batch_size must be a positive int, got {batch_size!r}")
     if not isinstance(input_shape, (tuple, list)) or not all(isinstance(d, int) and d > 0 for d in input_shape):
         raise ValueError(
             f"summary: input_shape must be a tuple of positive ints without the batch size, got {input_shape!r}"

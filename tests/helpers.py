@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import pytest
 
 import minidl
+
+#: The backend the suite runs on: ``MINIDL_TEST_BACKEND`` (numpy by default); the root conftest.py selects it.
+TEST_BACKEND = os.environ.get("MINIDL_TEST_BACKEND", "numpy")
 
 
 def arr(a: Any, dtype: Any = None) -> Any:

@@ -44,6 +44,8 @@ def check_array(
         raise TypeError(f"{where}: expected the {what} to be an array, got {type(x).__name__}") from None
     except RuntimeError as err:
         raise RuntimeError(f"{where}: {err}") from None
+    if isinstance(x, np.ndarray) and type(x) is not np.ndarray and not isinstance(x, np.memmap):
+        _refuse_subclass(where, x, what)
     shape = tuple(x.shape)
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
@@ -68,6 +70,20 @@ def check_array(
         )
     _check_parameter_dtype(where, x, dtype, what)
     return be
+
+
+def _refuse_subclass(where: str, x: Any, what: str) -> None:
+    """A NumPy array subclass other than ``np.memmap`` (which computes as a plain array) is refused: ``np.matrix``
+    keeps every result 2-D and makes ``*`` a matrix product, a masked array's mask would be ignored, so either would
+    silently change what a layer computes."""
+    name = f"{type(x).__module__}.{type(x).__name__}"
+    why = {
+        np.matrix: "its * is a matrix product and its results stay 2-D",
+        np.ma.MaskedArray: "its mask would be ignored",
+    }.get(type(x), "a subclass may change what the operators compute")
+    raise TypeError(
+        f"{where}: expected the {what} to be a plain numpy.ndarray, got a {name} ({why}); convert it with np.asarray(x)"
+    )
 
 
 def _check_parameter_dtype(where: str, x: Any, dtype: Any, what: str = "input") -> None:
@@ -114,9 +130,10 @@ def check_params(where: str, x: Any, shape: tuple[int, ...], **params: Any) -> N
 
 
 def check_same_device(where: str, x: Any, *arrays: Any) -> None:
-    """Raise if a parameter array lives on another device than the input ``x``."""
+    """Raise if a parameter array lives on another device than the input ``x`` (NumPy arrays and their subclasses,
+    such as ``np.memmap``, all live on the host)."""
     for a in arrays:
-        if a is not None and type(a) is not type(x):
+        if a is not None and type(a) is not type(x) and not (isinstance(a, np.ndarray) and isinstance(x, np.ndarray)):
             raise RuntimeError(
                 f"{where}: the input is a {type(x).__module__}.{type(x).__name__} but the layer's parameters are "
                 f"{type(a).__module__}.{type(a).__name__}; move the model with model.to(<backend>) first"

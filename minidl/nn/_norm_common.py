@@ -7,6 +7,7 @@ shared backward is at the top of :mod:`minidl.nn.normalization`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -72,11 +73,18 @@ def _check_statistics_call(
     check_params(where, input, (C,), weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
     _check_eps_momentum(where, eps, momentum)
     if own_stats:
-        per_unit = input.size // max(C if unit == "channel" else input.shape[0] * C, 1)
+        positions = math.prod(input.shape[2:])  # the values per instance (per channel: N times as many)
+        per_unit = positions * (input.shape[0] if unit == "channel" else 1)
         if per_unit <= 1:
             what = "value per channel" if unit == "channel" else "spatial element"
             raise ValueError(
-                f"{where}: expected more than 1 {what} when training, got input shape {tuple(input.shape)}"
+                f"{where}: expected more than 1 {what} when training, got input shape {tuple(input.shape)} "
+                f"({per_unit} {'values per channel' if unit == 'channel' else 'spatial elements per instance'})"
+            )
+        if unit == "instance" and input.shape[0] == 0 and (running_mean is not None or running_var is not None):
+            raise ValueError(
+                f"{where}: got an empty batch (input shape {tuple(input.shape)}): it has no statistics to update "
+                "running_mean and running_var with; skip the empty batch"
             )
     elif running_mean is None or running_var is None:
         raise ValueError(f"{where}: running_mean and running_var are required when {flag}=False")

@@ -52,9 +52,13 @@ class Identity(Module):
         super().__init__()
 
     def forward(self, x: Any) -> Any:
+        self.save_for_backward(tuple(x.shape) if hasattr(x, "shape") else None, getattr(x, "dtype", None))
         return x
 
     def backward(self, dout: Any) -> Any:
+        shape, dtype = self.pop_saved()
+        if shape is not None:  # (an input that is not an array passes through unchecked, both ways)
+            check_grad_output("Identity.backward", dout, shape, dtype)
         return dout
 
 
@@ -346,7 +350,7 @@ class Residual(Module):
                 f"Residual: the body's output has shape {tuple(y.shape)} but the shortcut's has {tuple(s.shape)}; "
                 "give the block a projection shortcut (e.g. a 1x1 Conv2d with the body's stride) so they match"
             )
-        self.save_for_backward(tuple(y.shape))
+        self.save_for_backward(tuple(y.shape), y.dtype)
         return y + s
 
     def receptive_field_branches(self) -> list[list[Module]]:
@@ -354,8 +358,8 @@ class Residual(Module):
         return [[self.body], [] if self.shortcut is None else [self.shortcut]]
 
     def backward(self, dout: Any) -> Any:
-        (shape,) = self.pop_saved()
-        check_grad_output("Residual.backward", dout, shape)
+        shape, dtype = self.pop_saved()
+        check_grad_output("Residual.backward", dout, shape, dtype)
         dx = _named_backward(self.body, dout)
         return dx + (dout if self.shortcut is None else _named_backward(self.shortcut, dout))
 
@@ -403,6 +407,11 @@ class Concat(Module):
     def forward(self, x: Any) -> Any:
         outs = [branch(x) for branch in self._modules.values()]
         first = outs[0]
+        if not -first.ndim <= self.dim < first.ndim:  # as torch.cat: IndexError, never taken modulo ndim
+            raise IndexError(
+                f"{self._where()}: dim {self.dim} is out of range for the branches' {first.ndim}-D outputs "
+                f"(expected a dim in [{-first.ndim}, {first.ndim - 1}], got {self.dim}; shape {tuple(first.shape)})"
+            )
         dim = self.dim % first.ndim
         for i, y in enumerate(outs):
             if y.ndim != first.ndim or any(
@@ -413,12 +422,12 @@ class Concat(Module):
                     f"{tuple(first.shape)} outside dimension {dim}"
                 )
         out = get_array_module(first).concatenate(outs, axis=dim)
-        self.save_for_backward(dim, [y.shape[dim] for y in outs], tuple(out.shape))
+        self.save_for_backward(dim, [y.shape[dim] for y in outs], tuple(out.shape), out.dtype)
         return out
 
     def backward(self, dout: Any) -> Any:
-        dim, sizes, shape = self.pop_saved()
-        check_grad_output("Concat.backward", dout, shape)
+        dim, sizes, shape, dtype = self.pop_saved()
+        check_grad_output("Concat.backward", dout, shape, dtype)
         dx = None
         start = 0
         for branch, size in zip(self._modules.values(), sizes, strict=False):

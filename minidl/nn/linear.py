@@ -114,9 +114,19 @@ def linear_backward(
         (array([[ 1., 10., 10.]]), array([[ 1.,  2.,  3.],
                [10., 20., 30.]]), array([ 1., 10.]))
     """
+    where = "linear_backward"
+    if not isinstance(cache, tuple) or len(cache) != 3:
+        raise TypeError(
+            f"{where}: expected the cache linear_forward returned, (x, weight, has_bias), got {cache!r:.80}"
+        )
     x, weight, has_bias = cache
     out_features, in_features = weight.shape
-    check_grad_output("linear_backward", dout, (*x.shape[:-1], out_features), weight.dtype)
+    if x.shape[-1:] != (in_features,):
+        raise ValueError(
+            f"{where}: the cache's x has shape {tuple(x.shape)} but its weight has shape {tuple(weight.shape)}; "
+            f"expected x's last dimension to be in_features={in_features} (pass the cache linear_forward returned)"
+        )
+    check_grad_output(where, dout, (*x.shape[:-1], out_features), weight.dtype)
     dx = dout @ weight
     dout_2d = dout.reshape(-1, out_features)
     dw = dout_2d.T @ x.reshape(-1, in_features) if weight_grad else None

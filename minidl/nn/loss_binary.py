@@ -140,6 +140,11 @@ def binary_cross_entropy_forward(
             f"{where}: the input must hold probabilities in [0, 1] (got min {float(probs.min()):.4g}, max "
             f"{float(probs.max()):.4g}); apply a sigmoid first, or use BCEWithLogitsLoss on the logits"
         )
+    if bool(((target < 0) | (target > 1)).any()):  # as PyTorch: a label of 2 or -1 would give a negative loss
+        raise ValueError(
+            f"{where}: the target must hold probabilities in [0, 1] (got min {float(target.min()):.4g}, max "
+            f"{float(target.max()):.4g}); for class indices use CrossEntropyLoss"
+        )
     w = _broadcast_weight(where, check_array(where, probs), "weight", weight, probs)
     floor = math.exp(-100.0)
     log_p = xp.maximum(xp.log(xp.maximum(probs, floor)), -100.0)

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from minidl import anomaly_mode
 from minidl import backend as _backend
 from minidl.grad_mode import is_grad_enabled
 from minidl.nn._calls import _pass_state, _under_module_name
@@ -170,13 +171,17 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run ``forward``. The outermost call starts a new forward pass (see :meth:`save_for_backward`), and an
-        error a functional pair raised under its own name is raised under this module's name."""
+        error a functional pair raised under its own name is raised under this module's name. Under
+        :func:`minidl.detect_anomaly` the output is checked for nan and inf."""
         state = _pass_state
         if not state.calls:
             state.number += 1
         state.calls.append(self)
         try:
-            return self.forward(*args, **kwargs)
+            out = self.forward(*args, **kwargs)
+            if anomaly_mode._enabled:  # minidl.detect_anomaly(): the first module whose output is nan or inf raises
+                anomaly_mode._check_forward(self, out, args)
+            return out
         except (TypeError, ValueError, RuntimeError) as err:
             renamed = _under_module_name(err, self)
             if renamed is None:
@@ -320,8 +325,13 @@ class Module:
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
         """Freeze (False) or unfreeze (True) every parameter here and below; returns self."""
+        if not isinstance(requires_grad, bool):  # bool("no") is True: a str would silently unfreeze
+            raise TypeError(
+                f"{type(self).__name__}.requires_grad_(requires_grad) expects a bool, "
+                f"got {requires_grad!r} ({type(requires_grad).__name__})"
+            )
         for p in self.parameters():
-            p.requires_grad = bool(requires_grad)
+            p.requires_grad = requires_grad
             if not requires_grad:
                 p.grad = None
         return self

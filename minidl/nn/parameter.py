@@ -37,6 +37,10 @@ class Parameter:
             data = data.data
         if not hasattr(data, "shape") or not hasattr(data, "dtype"):
             raise TypeError(f"Parameter expects an array, got {type(data).__name__}")
+        if not isinstance(requires_grad, bool):
+            raise TypeError(
+                f"Parameter: requires_grad must be a bool, got {requires_grad!r} ({type(requires_grad).__name__})"
+            )
         if requires_grad and not np.issubdtype(np.dtype(data.dtype), np.floating):
             raise TypeError(
                 f"Parameter: only floating-point arrays can require gradients, got dtype {data.dtype} "
@@ -44,7 +48,7 @@ class Parameter:
             )
         self.data = data
         self.grad: Any = None
-        self.requires_grad = bool(requires_grad)
+        self.requires_grad = requires_grad
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -67,11 +71,20 @@ class Parameter:
         if not self.requires_grad:
             return
         if tuple(grad.shape) != self.shape:
-            raise ValueError(f"gradient of shape {tuple(grad.shape)} does not match parameter of shape {self.shape}")
+            raise ValueError(
+                f"Parameter.accumulate_grad: expected a gradient of the parameter's shape {self.shape}, "
+                f"got shape {tuple(grad.shape)}"
+            )
         if self.grad is None:
             self.grad = grad.astype(self.data.dtype, copy=True)
-        else:
-            self.grad += grad
+            return
+        if tuple(self.grad.shape) != self.shape or self.grad.dtype != self.data.dtype:  # a .grad set by hand
+            raise ValueError(
+                f"Parameter.accumulate_grad: the parameter's .grad has shape {tuple(self.grad.shape)} and dtype "
+                f"{self.grad.dtype}, expected the parameter's shape {self.shape} and dtype {self.data.dtype}; "
+                "set it to None (or call zero_grad()) before backward"
+            )
+        self.grad += grad
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the accumulated gradient (``None``), or fill it with zeros when ``set_to_none=False``."""

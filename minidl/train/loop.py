@@ -142,7 +142,8 @@ def train_one_epoch(
         epoch, "samples": N, "time": seconds, "throughput": samples per second}``.
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite (lower the learning rate, clip gradients).
+        FloatingPointError: the loss became NaN or infinite (lower the learning rate, clip gradients;
+            :func:`minidl.detect_anomaly` names the first layer that made a nan or inf).
     """
     where = "train_one_epoch"
     if scheduler_step not in ("batch", "epoch"):
@@ -173,7 +174,8 @@ def train_one_epoch(
             if not math.isfinite(loss):
                 raise FloatingPointError(
                     f"{where}: the loss became {loss} at batch {b} (lr {current_lrs(optimizer)}); "
-                    "lower the learning rate, clip gradients (clip_grad_norm=1.0) or check the inputs"
+                    "lower the learning rate, clip gradients (clip_grad_norm=1.0) or check the inputs; "
+                    "to find the first layer that made a nan or inf, run the batch under minidl.detect_anomaly()"
                 )
             model.backward(loss_fn.backward())
             if regularization is not None:
