@@ -205,7 +205,28 @@ class _Plan:
             )
 
     def check_links(self) -> None:
-        """Every symlink the archive leaves behind resolves, in the final state, to an entry inside the target."""
+        """Every symlink the archive leaves behind resolves, in the final state, to an entry inside the target; and
+        no symlink already in the target that resolved inside it (or nowhere) resolves outside it once the archive's
+        entries are in place (``a -> x/..`` on disk, then an archive adding ``x -> .``)."""
+        before = _Plan(self.archive, self.target, None, None)  # the disk alone
+        for dirpath, dirnames, filenames in os.walk(self.target):  # links are listed, never followed
+            for name in dirnames + filenames:
+                path = os.path.join(dirpath, name)
+                comps = tuple(os.path.relpath(path, self.target).split(os.sep))
+                if comps in self.nodes or not os.path.islink(path):
+                    continue
+                try:
+                    before.resolve(list(comps), follow_last=True)
+                except _Refused:
+                    continue  # it pointed outside already: the user's link, which no member is written through
+                try:
+                    self.resolve(list(comps), follow_last=True)
+                except _Refused as why:
+                    raise UnsafeArchiveError(
+                        f"extract_archive: {self.archive}: the symlink {'/'.join(comps)!r} -> {os.readlink(path)!r} "
+                        f"already in the target {why} once the archive is extracted; refusing the whole archive, "
+                        "nothing was extracted"
+                    ) from None
         for comps, m in self.links:
             if self.nodes.get(comps) != _Node("link", m.link):
                 continue  # replaced by a later member

@@ -135,6 +135,9 @@ def _has_members(path: Path) -> bool:
 
 def _gzip_member(path: Path, name: str) -> _Member:
     with open(path, "rb") as f:  # ISIZE: the uncompressed size modulo 2**32, as declared in the trailer
+        magic = f.read(2)
+        if magic != b"\x1f\x8b":
+            raise gzip.BadGzipFile(f"Not a gzipped file ({magic!r}, expected b'\\x1f\\x8b')")
         f.seek(-4, os.SEEK_END)
         declared = int.from_bytes(f.read(4), "little")
     return _Member(name, "file", declared, "", None, lambda: gzip.open(path, "rb"))

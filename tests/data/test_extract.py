@@ -330,3 +330,13 @@ def test_bad_limits_and_missing_archive(tmp_path):
         extract_archive(archive, tmp_path / "T", max_total_size="8GB")
     with pytest.raises(FileNotFoundError, match=r"extract_archive: no archive at .*nope\.tar\.gz"):
         extract_archive(tmp_path / "nope.tar.gz", tmp_path / "T")
+
+
+def test_links_already_on_disk_pointing_outside_are_left_alone_unless_used(tmp_path):
+    """The user's own links (a cache on another disk) do not block an archive that writes nothing through them."""
+    target = tmp_path / "T"
+    target.mkdir()
+    os.symlink(str(tmp_path), target / "elsewhere")
+    archive = _tar(tmp_path / "ok.tar.gz", [("d/a.txt", "file", b"alpha")])
+    assert (extract_archive(archive, target) / "d" / "a.txt").read_bytes() == b"alpha"
+    assert os.readlink(target / "elsewhere") == str(tmp_path)
