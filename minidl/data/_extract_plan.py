@@ -46,6 +46,10 @@ def _describe(m: _Member) -> str:
     return f"{word} to {m.link!r}" if m.kind in ("symlink", "hardlink") else word
 
 
+def _fold(comps: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(c.casefold() for c in comps)
+
+
 class _Refused(Exception):
     """Internal: why a path cannot be resolved (turned into an UnsafeArchiveError naming the member)."""
 
@@ -61,6 +65,7 @@ class _Plan:
         self.max_total_size, self.max_ratio = max_total_size, max_ratio
         self.archive_size = max(1, archive.stat().st_size)
         self.nodes: dict[tuple[str, ...], _Node] = {}
+        self.folded: dict[tuple[str, ...], tuple[str, ...]] = {}  # case-folded path -> the archive's entry
         self.actions: list[tuple[str, tuple[str, ...], _Member, object]] = []
         self.last_writer: dict[tuple[str, ...], int] = {}  # path -> index of the action whose bytes are there
         self.links: list[tuple[tuple[str, ...], _Member]] = []
@@ -76,6 +81,12 @@ class _Plan:
             return _DIR
         if comps in self.nodes:
             return self.nodes[comps]
+        twin = self.folded.get(_fold(comps))
+        if twin is not None and self.nodes[twin].kind == "link":  # one entry on a case-insensitive file system
+            raise _Refused(
+                f"names {'/'.join(comps)!r}, which differs only in case from the symlink {'/'.join(twin)!r} (expected "
+                "distinct names: the two are one entry on a case-insensitive file system)"
+            )
         try:
             st = os.lstat(self.disk(comps))
         except (FileNotFoundError, NotADirectoryError):
@@ -101,7 +112,7 @@ class _Plan:
             if node is not None and node.kind == "link" and (todo or follow_last):
                 hops += 1
                 if hops > _MAX_HOPS:
-                    raise _Refused(f"runs into a loop of symlinks{via}")
+                    raise _Refused(f"runs into a loop of symlinks (more than {_MAX_HOPS} followed){via}")
                 where = "/".join((*comps, part))
                 on_disk = (*comps, part) not in self.nodes
                 via = f" (through the symlink {where!r} -> {node.link!r}{' already in the target' if on_disk else ''})"
@@ -115,7 +126,7 @@ class _Plan:
             if node is None:
                 exists = False
             elif node.kind == "file" and todo:
-                raise _Refused(f"passes through the file {'/'.join((*comps, part))!r}")
+                raise _Refused(f"passes through the file {'/'.join((*comps, part))!r} (expected a folder there)")
             comps.append(part)
         return tuple(comps), exists
 
@@ -146,7 +157,7 @@ class _Plan:
                 raise _Refused("ends in '.' or '..' (expected a name)")
             parent, _ = self.resolve(parts[:-1], follow_last=True)
             if (self.lookup(parent) or _DIR).kind == "file":
-                raise _Refused(f"passes through the file {'/'.join(parent)!r}")
+                raise _Refused(f"passes through the file {'/'.join(parent)!r} (expected a folder there)")
             comps = (*parent, parts[-1])
             node = self.lookup(comps)
             if node is not None and node.kind == "dir":
@@ -157,7 +168,7 @@ class _Plan:
                 if os.path.isabs(m.link) or m.link.startswith("\\"):
                     raise _Refused("points to an absolute path (expected a path relative to the link's folder)")
                 self.resolve(m.link.split("/"), follow_last=True, base=parent)  # leaves the target now?
-                self.nodes[comps] = _Node("link", m.link)
+                self.set(comps, _Node("link", m.link))
                 self.last_writer.pop(comps, None)
                 self.links.append((comps, m))
                 source: object = None
@@ -169,13 +180,13 @@ class _Plan:
                     raise _Refused("does not point to a file of the archive or the target")
                 source = self.last_writer.get(src, self.disk(src))  # an action's bytes, or a file already on disk
                 size = src_node.size
-                self.nodes[comps] = _Node("file", size=size)
+                self.set(comps, _Node("file", size=size))
             else:
                 source, size = None, m.size
-                self.nodes[comps] = _Node("file", size=size)
+                self.set(comps, _Node("file", size=size))
+            self.make_dirs(parent)
         except _Refused as why:
             raise self.refuse(m, f"({_describe(m)}) {why}") from None
-        self.make_dirs(parent)
         if m.kind != "symlink":
             self.last_writer[comps] = len(self.actions)
         self.actions.append((m.kind, comps, m, source))
@@ -186,7 +197,17 @@ class _Plan:
         """Record the folders ``comps`` and its parents that do not exist yet (the writer will make them)."""
         for i in range(1, len(comps) + 1):
             if self.lookup(comps[:i]) is None:
-                self.nodes[comps[:i]] = _DIR
+                self.set(comps[:i], _DIR)
+
+    def set(self, comps: tuple[str, ...], node: _Node) -> None:
+        """Record the archive's entry at ``comps``; a symlink may not share its name, up to case, with another."""
+        twin = self.folded.setdefault(_fold(comps), comps)
+        if twin != comps and "link" in (node.kind, self.nodes[twin].kind):
+            raise _Refused(
+                f"differs only in case from {'/'.join(twin)!r} (expected distinct names: the two would be one entry, "
+                "a symlink, on a case-insensitive file system)"
+            )
+        self.nodes[comps] = node
 
     def count(self, m: _Member, size: int, total: int) -> None:
         """Refuse when the archive would expand past a limit once ``m`` is written (``total`` bytes in all)."""

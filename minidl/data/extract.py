@@ -12,7 +12,8 @@
    archive expands past the size limits below. A symlink already in the target that the archive's entries would
    make resolve outside it (``a -> x/..`` on disk, ``x -> .`` in the archive) refuses the archive too. For tar
    members, tarfile's own ``data_filter`` runs as well, as a second line of defence. A member may replace a file or
-   a link already there, never a folder.
+   a link already there, never a folder. A symlink may not share its name, up to case, with another entry of the
+   archive (on a case-insensitive file system ``X -> .`` would answer for ``x``).
 2. **Write.** Each file's bytes are streamed into a hidden temporary file next to its destination, counting the
    bytes actually produced (the declared sizes of a zip or a ``.gz`` can lie). Any failure (a limit reached while
    streaming, a truncated or corrupt archive, a full disk) removes those temporary files and the folders this pass

@@ -177,6 +177,9 @@ CASES = [
     pytest.param(tar([("s", "sym", "missing")]), UnsafeArchiveError, r"^extract_archive: .*member 's' \(symlink to 'missing'\) points to nothing: 'missing' exists neither in the archive nor in" + OUT, id="tar-dangling-link"),
     pytest.param(tar([("s", "sym", "/etc/passwd")]), UnsafeArchiveError, r"^extract_archive: .*member 's' \(symlink to '/etc/passwd'\) points to an absolute path \(expected a path relative", id="tar-absolute-link"),
     pytest.param(tar([("d/s", "sym", "../../etc/passwd")]), UnsafeArchiveError, r"^extract_archive: .*member 'd/s' \(symlink to '\.\./\.\./etc/passwd'\) resolves outside" + OUT, id="tar-link-outside"),
+    pytest.param(tar([("X", "sym", "."), ("a", "sym", "x/..")]), UnsafeArchiveError, r"^extract_archive: .*member 'a' \(symlink to 'x/\.\.'\) names 'x', which differs only in case from the symlink 'X' \(expected distinct names", id="tar-case-twin-in-link-target"),
+    pytest.param(tar([("X", "sym", "."), ("x", "file", b"1")]), UnsafeArchiveError, r"^extract_archive: .*member 'x' \(file\) names 'x', which differs only in case from the symlink 'X' \(expected distinct names", id="tar-case-twin-of-a-link"),
+    pytest.param(tar([("x", "file", b"1"), ("X", "sym", ".")]), UnsafeArchiveError, r"^extract_archive: .*member 'X' \(symlink to '\.'\) differs only in case from 'x' \(expected distinct names", id="tar-link-case-twin-of-a-file"),
     # member paths
     pytest.param(tar([("/etc/evil", "file", b"!")]), UnsafeArchiveError, r"^extract_archive: .*member '/etc/evil' has an absolute path \(expected a path relative to" + OUT, id="tar-absolute-member"),
     pytest.param(tar([("d/../../evil", "file", b"!")]), UnsafeArchiveError, r"^extract_archive: .*member 'd/\.\./\.\./evil' \(file\) resolves outside" + OUT, id="tar-dotdot-member"),

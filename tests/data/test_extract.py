@@ -340,3 +340,12 @@ def test_links_already_on_disk_pointing_outside_are_left_alone_unless_used(tmp_p
     archive = _tar(tmp_path / "ok.tar.gz", [("d/a.txt", "file", b"alpha")])
     assert (extract_archive(archive, target) / "d" / "a.txt").read_bytes() == b"alpha"
     assert os.readlink(target / "elsewhere") == str(tmp_path)
+
+
+def test_names_differing_only_in_case(tmp_path):
+    """Two files README/readme are fine (two files on Linux, one on macOS: no escape either way); a symlink and
+    another name equal up to case are not (on a case-insensitive file system the link would be followed)."""
+    ok = _tar(tmp_path / "ok.tar.gz", [("README", "file", b"upper"), ("readme", "file", b"lower")])
+    assert (extract_archive(ok, tmp_path / "T") / "README").is_file()
+    bad = _tar(tmp_path / "bad.tar.gz", [("D", "sym", "."), ("d/x.txt", "file", b"1")])
+    _refused_whole(tmp_path, bad, tmp_path / "T2", r"member 'd/x\.txt' \(file\) names 'd', which differs only in case")
