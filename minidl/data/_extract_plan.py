@@ -70,6 +70,13 @@ class _Plan:
         self.last_writer: dict[tuple[str, ...], int] = {}  # path -> index of the action whose bytes are there
         self.links: list[tuple[tuple[str, ...], _Member]] = []
         self.total = 0
+        existing = target
+        while not os.path.isdir(existing):
+            existing = os.path.dirname(existing)
+        try:
+            self.name_max = os.pathconf(existing, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):  # pragma: no cover - no pathconf (Windows)
+            self.name_max = 255
 
     # ------------------------------------------------------------------------------------------ the virtual view
     def disk(self, comps: tuple[str, ...]) -> str:
@@ -91,6 +98,8 @@ class _Plan:
             st = os.lstat(self.disk(comps))
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:  # a name too long for the file system, ...
+            raise _Refused(f"cannot be checked on disk ({exc.strerror}: {'/'.join(comps)!r})") from None
         if stat.S_ISLNK(st.st_mode):
             return _Node("link", os.readlink(self.disk(comps)))
         return _DIR if stat.S_ISDIR(st.st_mode) else _Node("file", size=st.st_size)
@@ -144,6 +153,9 @@ class _Plan:
         if m.kind == "special":
             raise self.refuse(m, "is a device file or FIFO (expected a file, folder or link)")
         parts = name.rstrip("/").split("/")
+        longest = max(len(part.encode("utf-8", "surrogateescape")) for part in parts)
+        if longest > self.name_max:
+            raise self.refuse(m, f"has a name of {longest} bytes (expected at most {self.name_max})")
         try:
             if m.kind == "dir":
                 comps, _ = self.resolve(parts, follow_last=True)
@@ -329,8 +341,19 @@ class _Writer:
                 os.symlink(m.link, name)
 
     def commit(self) -> None:
-        for name, destination in self.temps:
-            os.replace(name, destination)
+        """Rename every temporary entry onto its destination. Nothing here depends on the archive any more; should
+        the disk fail now, the entries not yet renamed are removed and the error says so."""
+        for done, (name, destination) in enumerate(self.temps):
+            try:
+                os.replace(name, destination)
+            except OSError as exc:
+                self.temps, self.made_dirs = self.temps[done:], []
+                self.undo()
+                raise OSError(
+                    exc.errno,
+                    f"extract_archive: renaming into {destination} failed ({exc.strerror}) after {done} of "
+                    f"{done + len(self.temps)} entries were in place; the rest were removed",
+                ) from exc
         self.temps = []
 
     def undo(self) -> None:

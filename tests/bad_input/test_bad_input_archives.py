@@ -186,6 +186,7 @@ CASES = [
     pytest.param(tar([("f", "file", b"1"), ("f/g", "file", b"2")]), UnsafeArchiveError, r"^extract_archive: .*member 'f/g' \(file\) passes through the file 'f'", id="tar-through-a-file"),
     pytest.param(tar([("d/a.txt", "file", b"1"), ("d", "sym", ".")]), UnsafeArchiveError, r"^extract_archive: .*member 'd' \(symlink to '\.'\) would replace the folder 'd' \(expected a file, a link or nothing there\)", id="tar-link-over-folder"),
     pytest.param(tar([("d", "file", b"1"), ("d", "dir", None)]), UnsafeArchiveError, r"^extract_archive: .*member 'd' \(folder\) would replace the file 'd' \(expected a folder or nothing there\)", id="tar-folder-over-file"),
+    pytest.param(tar([("d/" + "n" * 300, "file", b"1")]), UnsafeArchiveError, r"^extract_archive: .*member 'd/n{300}' has a name of 300 bytes \(expected at most 255\)", id="tar-name-too-long"),
     pytest.param(tar([("fifo", "fifo", None)]), UnsafeArchiveError, r"^extract_archive: .*member 'fifo' is a device file or FIFO \(expected a file, folder or link\)", id="tar-fifo"),
     # hard links
     pytest.param(tar([("h", "hard", "../secret.txt")]), UnsafeArchiveError, r"^extract_archive: .*member 'h' \(hard link to '\.\./secret\.txt'\) resolves outside" + OUT, id="tar-hardlink-outside"),

@@ -349,3 +349,19 @@ def test_names_differing_only_in_case(tmp_path):
     assert (extract_archive(ok, tmp_path / "T") / "README").is_file()
     bad = _tar(tmp_path / "bad.tar.gz", [("D", "sym", "."), ("d/x.txt", "file", b"1")])
     _refused_whole(tmp_path, bad, tmp_path / "T2", r"member 'd/x\.txt' \(file\) names 'd', which differs only in case")
+
+
+def test_a_disk_failure_while_renaming_says_how_far_it_got_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    archive = _tar(tmp_path / "ok.tar.gz", [(f"f{k}.txt", "file", b"%d" % k) for k in range(3)])
+    real_replace, calls = os.replace, []
+
+    def failing_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match=r"extract_archive: renaming into .*f1\.txt failed .* after 1 of 3 entries"):
+        extract_archive(archive, tmp_path / "T")
+    assert sorted(os.listdir(tmp_path / "T")) == ["f0.txt"]
