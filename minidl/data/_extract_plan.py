@@ -129,7 +129,7 @@ class _Plan:
                 if os.path.isabs(link):  # only links already on disk get here; the archive's are refused earlier
                     if not (link + os.sep).startswith(self.target + os.sep):
                         raise _Refused(f"resolves outside {self.target}{via}")
-                    comps, link = [], os.path.relpath(link, self.target)
+                    comps, link = [], link[len(self.target) :]  # no normpath: '..' after a link is physical
                 todo.extend(reversed(link.split("/")))
                 continue
             if node is None:

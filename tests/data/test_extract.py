@@ -365,3 +365,18 @@ def test_a_disk_failure_while_renaming_says_how_far_it_got_and_leaves_no_tempora
     with pytest.raises(OSError, match=r"extract_archive: renaming into .*f1\.txt failed .* after 1 of 3 entries"):
         extract_archive(archive, tmp_path / "T")
     assert sorted(os.listdir(tmp_path / "T")) == ["f0.txt"]
+
+
+def test_absolute_links_on_disk_are_resolved_physically(tmp_path):
+    """``T/l/../x`` through ``l -> ../..`` is outside T even though it reads as ``T/x``; ``T/sub`` is followed."""
+    target = tmp_path / "T"
+    target.mkdir()
+    real = os.path.realpath(target)
+    os.symlink("../..", target / "l")
+    os.symlink(real + "/l/../x", target / "abs")
+    archive = _tar(tmp_path / "a.tar.gz", [("abs/evil.txt", "file", b"!")])
+    _refused_whole(tmp_path, archive, target, r"member 'abs/evil\.txt' \(file\) resolves outside .*'l' -> '\.\./\.\.'")
+    os.remove(target / "abs")
+    os.symlink(real + "/sub", target / "abs")
+    extract_archive(archive, target)
+    assert (target / "sub" / "evil.txt").read_bytes() == b"!"
