@@ -33,6 +33,8 @@ MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # per-channel st
 # Peak learning rates. cifar_cnn and lenet5 end in a Linear layer on 2,048 (400) raw features, not on globally pooled
 # ones: with lr 0.05 their logits explode within a dozen steps, in PyTorch exactly as here.
 DEFAULT_LR = {"cifar_cnn": 0.02, "lenet5": 0.02}
+# Keywords a zoo model needs for 3-channel 32x32 images: LeNet-5 defaults to 1 channel (digits).
+MODEL_KWARGS = {"lenet5": {"in_channels": 3}}
 
 
 def build_datasets(data_dir: str | None, quick: bool, cutout: bool) -> tuple[object, object, str]:
@@ -75,6 +77,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.npz")
     parser.add_argument("--quick", action="store_true", help="the short demo run of the README")
     args = parser.parse_args()
+    if args.model not in models.list_models():
+        parser.error(f"--model: unknown model {args.model!r}; choose one of {', '.join(models.list_models())}")
     lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.model, 0.1)
     out = Path(args.out or f"runs/cifar10-{args.model}")
     if args.mixup and args.cutmix:
@@ -97,7 +101,7 @@ def main() -> None:
     )
     test_loader = DataLoader(test_set, 500, num_workers=args.workers, device="current")
 
-    model = models.get_model(args.model, num_classes=10)
+    model = models.get_model(args.model, num_classes=10, **MODEL_KWARGS.get(args.model, {}))
     n_params = sum(p.size for p in model.parameters())
     print(
         f"model: {args.model}, {n_params:,} parameters; backend: {minidl.get_backend().name}; "

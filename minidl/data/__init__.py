@@ -6,7 +6,7 @@
   augmentation must use (``minidl.default_generator()`` returns the same one, so transforms need nothing special)
 * :mod:`minidl.data.datasets`: ``CIFAR10``, ``MNIST``, ``FashionMNIST``, ``ImageFolder``, ``DogsVsCats``, and
   ``CIFAR10Sample``, the 2,000 + 500 real CIFAR-10 images embedded in minidl (no download)
-* :mod:`minidl.data.download`: checksum-verified downloads and safe archive extraction
+* :mod:`minidl.data.download`: checksum-verified downloads; :mod:`minidl.data.extract`: safe archive extraction
 
 Examples:
     >>> import numpy as np

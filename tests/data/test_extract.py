@@ -1,4 +1,5 @@
-"""Safe extraction (path traversal, links, devices) and checksum-verified, all-or-nothing downloads."""
+"""Safe extraction (path traversal, link chains, links already on disk, hard links, devices, bombs) and
+checksum-verified, all-or-nothing downloads."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from minidl.data.download import (
 
 
 def _tar(path, entries):
-    """entries: (name, kind, payload) with kind 'file' (payload bytes), 'sym'/'hard' (payload link target), 'fifo'."""
+    """entries: (name, kind, payload), kind 'file' (payload: bytes), 'sym'/'hard' (payload: target), 'fifo', 'dir'."""
     with tarfile.open(path, "w:gz") as tf:
         for name, kind, payload in entries:
             info = tarfile.TarInfo(name)
@@ -32,7 +33,13 @@ def _tar(path, entries):
                 info.size = len(payload)
                 tf.addfile(info, io.BytesIO(payload))
             else:
-                info.type = {"sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE}[kind]
+                kinds = {
+                    "sym": tarfile.SYMTYPE,
+                    "hard": tarfile.LNKTYPE,
+                    "fifo": tarfile.FIFOTYPE,
+                    "dir": tarfile.DIRTYPE,
+                }
+                info.type = kinds[kind]
                 info.linkname = payload or ""
                 tf.addfile(info)
     return path
@@ -139,3 +146,237 @@ def test_offline_download_error(tmp_path, monkeypatch):
     with pytest.raises(DownloadError, match="could not download https://example.invalid/f.bin"):
         download_url("https://example.invalid/f.bin", tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ link chains, links already on disk, hard links
+def _snapshot(root):
+    """Every entry under root: path -> ('link', target) / ('file', md5) / ('dir',), links not followed."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, root)
+            if os.path.islink(p):
+                out[rel] = ("link", os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("dir",)
+            else:
+                out[rel] = ("file", md5sum(p))
+    return out
+
+
+def _refused_whole(tmp_path, archive, target, match, **limits):
+    """extract_archive refuses the archive and nothing at all changes under tmp_path (inside or outside target)."""
+    before = _snapshot(tmp_path)
+    with pytest.raises(UnsafeArchiveError, match=match):
+        extract_archive(archive, target, **limits)
+    assert _snapshot(tmp_path) == before, "a refused archive writes nothing, anywhere"
+
+
+def _zip_links(path, entries):
+    """entries: (name, payload, is_symlink) as _zip, but written with the Unix mode bits of a regular file too."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, payload, symlink in entries:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 if symlink else 0o100644) << 16
+            zf.writestr(info, payload)
+    return path
+
+
+@pytest.mark.parametrize(
+    "entries, match",
+    [
+        (
+            [("a", "sym", "x/.."), ("x", "sym", ".")],
+            r"member 'a' \(symlink to 'x/\.\.'\) resolves outside .*'x' -> '\.'",
+        ),
+        ([("l1", "sym", "."), ("l1/l2", "sym", "..")], r"member 'l1/l2' \(symlink to '\.\.'\) resolves outside"),
+        ([("d", "dir", None), ("d/up", "sym", ".."), ("d/up/../evil.txt", "file", b"x")], r"'d/up/\.\./evil\.txt'"),
+        ([("s", "sym", "t"), ("t", "sym", "s")], r"member 's' .*loop of symlinks"),
+        ([("s", "sym", "missing")], r"member 's' .*points to nothing"),
+        ([("s", "sym", "x/.."), ("f.txt", "file", b"1")], r"member 's' .*points to nothing"),
+        ([("f", "file", b"1"), ("f/g", "file", b"2")], r"member 'f/g' .*passes through the file 'f'"),
+    ],
+    ids=[
+        "a->x/.., x->.",
+        "l1->., l1/l2->..",
+        "d/up->.. then d/up/..",
+        "loop",
+        "dangling",
+        "x/.. dangling",
+        "through file",
+    ],
+)
+def test_tar_symlink_chains_refused_whole(tmp_path, entries, match):
+    archive = _tar(tmp_path / "chain.tar.gz", [("first.txt", "file", b"written first"), *entries])
+    (tmp_path / "T").mkdir()
+    _refused_whole(tmp_path, archive, tmp_path / "T", match)
+
+
+def test_zip_symlink_chain_refused_and_safe_zip_symlink_made(tmp_path):
+    (tmp_path / "T").mkdir()
+    chain = _zip_links(tmp_path / "chain.zip", [("a", b"x/..", True), ("x", b".", True)])
+    _refused_whole(tmp_path, chain, tmp_path / "T", r"member 'a' \(symlink to 'x/\.\.'\) resolves outside")
+    entries = [("a", b"x/..", True), ("x", b".", True), ("a/escaped.txt", b"!", False)]
+    chain = _zip_links(tmp_path / "chain.zip", entries)
+    _refused_whole(tmp_path, chain, tmp_path / "T", r"member 'a/escaped\.txt' \(file\) resolves outside .*'x' -> '\.'")
+    ok = _zip_links(tmp_path / "ok.zip", [("d/a.txt", b"alpha", False), ("d/link", b"a.txt", True)])
+    out = extract_archive(ok, tmp_path / "T")
+    assert os.readlink(out / "d" / "link") == "a.txt" and (out / "d" / "link").read_bytes() == b"alpha"
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+@pytest.mark.parametrize(
+    "link, match",
+    [("..", r"'a' -> '\.\.' already in the target"), ("/", r"'a' -> '/' already in the target")],
+    ids=["relative", "absolute"],
+)
+def test_members_through_a_link_already_on_disk_refused(tmp_path, fmt, link, match):
+    target = tmp_path / "T"
+    target.mkdir()
+    os.symlink(link, target / "a")
+    if fmt == "zip":
+        archive = _zip(tmp_path / "x.zip", [("ok.txt", b"1", False), ("a/escaped.txt", b"!", False)])
+    else:
+        archive = _tar(tmp_path / "x.tar.gz", [("ok.txt", "file", b"1"), ("a/escaped.txt", "file", b"!")])
+    _refused_whole(tmp_path, archive, target, r"member 'a/escaped\.txt' \(file\) resolves outside .*" + match)
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_link_on_disk_pointing_inside_is_followed_and_a_leaf_link_is_replaced(tmp_path):
+    target = tmp_path / "T"
+    (target / "real").mkdir(parents=True)
+    os.symlink("real", target / "alias")  # a folder link inside the target: writing through it stays inside
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious")
+    os.symlink(str(outside), target / "f.txt")  # a link at a member's own path is replaced, never written through
+    archive = _zip(tmp_path / "x.zip", [("alias/in.txt", b"in", False), ("f.txt", b"new", False)])
+    extract_archive(archive, target)
+    assert (target / "real" / "in.txt").read_bytes() == b"in"
+    assert not (target / "f.txt").is_symlink() and (target / "f.txt").read_bytes() == b"new"
+    assert outside.read_bytes() == b"precious"
+
+
+def test_hard_links(tmp_path):
+    archive = _tar(tmp_path / "ok.tar.gz", [("d/a.txt", "file", b"alpha"), ("d/h.txt", "hard", "d/a.txt")])
+    out = extract_archive(archive, tmp_path / "T")
+    assert (out / "d" / "h.txt").read_bytes() == b"alpha" and os.stat(out / "d" / "h.txt").st_nlink == 2
+    (tmp_path / "secret.txt").write_bytes(b"secret")
+    for entries, match in [
+        ([("h", "hard", "../secret.txt")], r"member 'h' \(hard link to '\.\./secret\.txt'\) resolves outside"),
+        ([("h", "hard", "missing.txt")], r"member 'h' .*does not point to a file"),
+        ([("s", "sym", "d"), ("d", "dir", None), ("h", "hard", "s")], r"member 'h' .*does not point to a file"),
+    ]:
+        bad = _tar(tmp_path / "bad.tar.gz", [("first.txt", "file", b"1"), *entries])
+        _refused_whole(tmp_path, bad, tmp_path / "T2", match)
+
+
+def test_a_later_member_cannot_replace_a_folder(tmp_path):
+    bad = _tar(tmp_path / "bad.tar.gz", [("d/a.txt", "file", b"1"), ("d", "sym", ".")])
+    _refused_whole(tmp_path, bad, tmp_path / "T", r"member 'd' .*would replace the folder 'd'")
+
+
+# ------------------------------------------------------------------------------------------------------ bombs
+ZEROS = bytes(8 << 20)  # 8 MiB of zeros compress about 1000x
+
+
+def test_bomb_ratio_refused_in_tar_zip_and_gz_and_overridable(tmp_path):
+    tar = _tar(tmp_path / "bomb.tar.gz", [("ok.txt", "file", b"1"), ("zeros.bin", "file", ZEROS)])
+    _refused_whole(tmp_path, tar, tmp_path / "T", r"member 'zeros\.bin' .* times the archive's .* over max_ratio=200")
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros.bin", ZEROS)
+    _refused_whole(tmp_path, tmp_path / "bomb.zip", tmp_path / "T", r"over max_ratio=200.*pass a larger max_ratio")
+    (tmp_path / "zeros.bin.gz").write_bytes(gzip.compress(ZEROS))
+    _refused_whole(tmp_path, tmp_path / "zeros.bin.gz", tmp_path / "T", r"member 'zeros\.bin' .*over max_ratio=200")
+    out = extract_archive(tar, tmp_path / "T", max_ratio=None)
+    assert (out / "zeros.bin").stat().st_size == len(ZEROS)
+    out = extract_archive(tmp_path / "zeros.bin.gz", tmp_path / "T", max_ratio=5000)
+    assert (out / "zeros.bin").read_bytes() == ZEROS
+
+
+def test_total_size_limit_and_small_archives_are_not_ratio_checked(tmp_path):
+    data = os.urandom(3 << 20)
+    tar = _tar(tmp_path / "big.tar.gz", [("a.bin", "file", data[: 1 << 20]), ("b.bin", "file", data)])
+    match = r"member 'b\.bin' \(3,145,728 bytes\) brings the extracted size to 4,194,304 bytes, over max_total_size="
+    _refused_whole(tmp_path, tar, tmp_path / "T", match, max_total_size=2 << 20)
+    assert (extract_archive(tar, tmp_path / "T", max_total_size=None) / "b.bin").read_bytes() == data
+    small = _tar(tmp_path / "small.tar.gz", [("text.txt", "file", b"ab" * 100_000)])  # 200 kB at ~500x
+    assert (extract_archive(small, tmp_path / "S") / "text.txt").stat().st_size == 200_000
+
+
+def test_sizes_are_enforced_while_streaming(tmp_path):
+    """A .gz whose trailer declares 100 bytes but which holds 8 MiB: the limit trips while writing, nothing stays."""
+    raw = bytearray(gzip.compress(ZEROS))
+    raw[-4:] = (100).to_bytes(4, "little")
+    (tmp_path / "liar.bin.gz").write_bytes(bytes(raw))
+    _refused_whole(tmp_path, tmp_path / "liar.bin.gz", tmp_path / "T", r"member 'liar\.bin' .*over max_ratio=200")
+
+
+def test_truncated_archive_names_the_file_and_writes_nothing(tmp_path):
+    raw = _tar(tmp_path / "ok.tar.gz", [("a.bin", "file", os.urandom(300_000))]).read_bytes()
+    for cut in (len(raw) // 2, len(raw) - 6):  # mid-member, and only the gzip trailer (CRC, size) missing
+        (tmp_path / "cut.tar.gz").write_bytes(raw[:cut])
+        before = _snapshot(tmp_path)
+        with pytest.raises(EOFError, match=r"extract_archive: cannot read .*cut\.tar\.gz: .*truncated or corrupt"):
+            extract_archive(tmp_path / "cut.tar.gz", tmp_path / "T")
+        assert _snapshot(tmp_path) == before
+
+
+def test_bad_limits_and_missing_archive(tmp_path):
+    archive = _tar(tmp_path / "ok.tar.gz", [("a.txt", "file", b"1")])
+    with pytest.raises(ValueError, match=r"extract_archive: max_ratio must be a positive float or None .*got -1"):
+        extract_archive(archive, tmp_path / "T", max_ratio=-1)
+    with pytest.raises(ValueError, match=r"extract_archive: max_total_size must be a positive int or None .*'8GB'"):
+        extract_archive(archive, tmp_path / "T", max_total_size="8GB")
+    with pytest.raises(FileNotFoundError, match=r"extract_archive: no archive at .*nope\.tar\.gz"):
+        extract_archive(tmp_path / "nope.tar.gz", tmp_path / "T")
+
+
+def test_links_already_on_disk_pointing_outside_are_left_alone_unless_used(tmp_path):
+    """The user's own links (a cache on another disk) do not block an archive that writes nothing through them."""
+    target = tmp_path / "T"
+    target.mkdir()
+    os.symlink(str(tmp_path), target / "elsewhere")
+    archive = _tar(tmp_path / "ok.tar.gz", [("d/a.txt", "file", b"alpha")])
+    assert (extract_archive(archive, target) / "d" / "a.txt").read_bytes() == b"alpha"
+    assert os.readlink(target / "elsewhere") == str(tmp_path)
+
+
+def test_names_differing_only_in_case(tmp_path):
+    """Two files README/readme are fine (two files on Linux, one on macOS: no escape either way); a symlink and
+    another name equal up to case are not (on a case-insensitive file system the link would be followed)."""
+    ok = _tar(tmp_path / "ok.tar.gz", [("README", "file", b"upper"), ("readme", "file", b"lower")])
+    assert (extract_archive(ok, tmp_path / "T") / "README").is_file()
+    bad = _tar(tmp_path / "bad.tar.gz", [("D", "sym", "."), ("d/x.txt", "file", b"1")])
+    _refused_whole(tmp_path, bad, tmp_path / "T2", r"member 'd/x\.txt' \(file\) names 'd', which differs only in case")
+
+
+def test_a_disk_failure_while_renaming_says_how_far_it_got_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    archive = _tar(tmp_path / "ok.tar.gz", [(f"f{k}.txt", "file", b"%d" % k) for k in range(3)])
+    real_replace, calls = os.replace, []
+
+    def failing_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match=r"extract_archive: renaming into .*f1\.txt failed .* after 1 of 3 entries"):
+        extract_archive(archive, tmp_path / "T")
+    assert sorted(os.listdir(tmp_path / "T")) == ["f0.txt"]
+
+
+def test_absolute_links_on_disk_are_resolved_physically(tmp_path):
+    """``T/l/../x`` through ``l -> ../..`` is outside T even though it reads as ``T/x``; ``T/sub`` is followed."""
+    target = tmp_path / "T"
+    target.mkdir()
+    real = os.path.realpath(target)
+    os.symlink("../..", target / "l")
+    os.symlink(real + "/l/../x", target / "abs")
+    archive = _tar(tmp_path / "a.tar.gz", [("abs/evil.txt", "file", b"!")])
+    _refused_whole(tmp_path, archive, target, r"member 'abs/evil\.txt' \(file\) resolves outside .*'l' -> '\.\./\.\.'")
+    os.remove(target / "abs")
+    os.symlink(real + "/sub", target / "abs")
+    extract_archive(archive, target)
+    assert (target / "sub" / "evil.txt").read_bytes() == b"!"

@@ -54,6 +54,21 @@ def test_train_cifar10_on_the_embedded_sample(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.npz").is_file()
 
 
+def test_train_cifar10_lenet5_takes_colour_images(tmp_path):
+    out = run(
+        "train_cifar10.py", "--model", "lenet5", "--epochs", "1", "--batch-size", "256", "--out", "run", cwd=tmp_path
+    )
+    assert "model: lenet5, 62,006 parameters" in out and "final test accuracy" in out  # conv1: 3 * 6 * 25 weights
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_cifar10.py"), "--model", "lenet6"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2 and "--model: unknown model 'lenet6'; choose one of cifar_cnn, lenet5" in proc.stderr
+
+
 def test_train_cifar10_resumes(tmp_path):
     run("train_cifar10.py", "--epochs", "2", "--batch-size", "256", "--out", "run", cwd=tmp_path)
     out = run("train_cifar10.py", "--epochs", "3", "--batch-size", "256", "--out", "run", "--resume", cwd=tmp_path)

@@ -29,6 +29,11 @@ class VisionDataset(Dataset):
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
     ) -> None:
+        if root is not None and not isinstance(root, (str, os.PathLike)):
+            raise TypeError(
+                f"{type(self).__name__}: root must be a folder path (str or os.PathLike) or None, got "
+                f"{type(root).__name__} {root!r}"
+            )
         self.root = Path(root).expanduser() if root is not None else default_root()
         for name, fn in (("transform", transform), ("target_transform", target_transform)):
             if fn is not None and not callable(fn):

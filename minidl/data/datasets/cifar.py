@@ -14,11 +14,13 @@ archive (official or repacked) the files came from.
 
 from __future__ import annotations
 
+import gzip
 import importlib
 import io
 import os
 import pickle
 import tarfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -181,6 +183,9 @@ class CIFAR10(VisionDataset):
         download: bool = False,
     ) -> None:
         super().__init__(root, transform, target_transform)
+        for name, value in (("train", train), ("download", download)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"CIFAR10: {name} must be a bool, got {type(value).__name__} {value!r}")
         self.train = bool(train)
         self._set_classes(CLASSES)
         split = "train" if self.train else "test"
@@ -209,37 +214,55 @@ class CIFAR10(VisionDataset):
             f"\n  or one of the archives {self.filename} (md5 {self.tgz_md5}) or cifar-10-python.tar.gz (md5 "
             f"c58f30108f718f92721af3b95e74349a) from https://www.cs.toronto.edu/~kriz/cifar.html in {self.root}"
         )
-        return missing_files_message("CIFAR10", self.root, files[: len(_FILES["bin"][split])], extra)
+        message = missing_files_message("CIFAR10", self.root, files[: len(_FILES["bin"][split])], extra)
+        if self._incomplete:  # say first what was found and what it lacks
+            message = "CIFAR10: no complete copy: found " + "; found ".join(self._incomplete) + ".\n" + message
+        return message
 
     def _find(self, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+        self._incomplete: list[str] = []  # copies with files missing, named when no complete copy is found
         for folder in search_dirs(self.root, "cifar-10", "cifar10", "CIFAR10"):
             for fmt in _FILES.values():
                 d = folder / fmt["dir"]
-                if all((d / name).is_file() for name, _ in fmt[split]):
+                lacking = [name for name, _ in fmt[split] if not (d / name).is_file()]
+                if d.is_dir() and lacking:
+                    self._incomplete.append(f"the folder {d}, which lacks {', '.join(lacking)}")
+                if not lacking:
                     self.source = d
                     parts = [fmt["parse"](_verified((d / n).read_bytes(), str(d / n), m), n) for n, m in fmt[split]]
                     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
             archives = [folder / n for n in self.archive_names if (folder / n).is_file()]
             archives += sorted(p for p in folder.glob("cifar-10-*.tar.gz") if p not in archives)
             for archive in archives:
-                result = self._read_archive(archive, split)
-                if result is not None:
+                try:
+                    result = self._read_archive(archive, split)
+                except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                    raise type(exc)(
+                        f"CIFAR10: cannot read {archive}: {exc} (the archive is truncated or corrupt: delete it and "
+                        f"download it again; the official {self.filename} has MD5 {self.tgz_md5})"
+                    ) from exc
+                if isinstance(result, str):
+                    self._incomplete.append(f"the archive {archive}, which lacks {result}")
+                elif result is not None:
                     self.source = archive
                     return result
         return None
 
     @staticmethod
-    def _read_archive(archive: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """Stream the archive's members and parse the ones of ``split``; None if it lacks some of them."""
+    def _read_archive(archive: Path, split: str) -> tuple[np.ndarray, np.ndarray] | str | None:
+        """Stream the archive's members and parse the ones of ``split``; None if it holds no CIFAR-10 folder, the
+        names of the missing members if it lacks some of them."""
         wanted: dict[str, tuple[str, Any, str]] = {}
         for fmt in _FILES.values():
             for name, md5 in fmt[split]:
                 wanted[f"{fmt['dir']}/{name}"] = (md5, fmt["parse"], fmt["dir"])
         got: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         fmt_dir = None
+        seen = set()  # the CIFAR-10 folders the archive holds anything of
         with tarfile.open(archive, "r|gz") as tf:  # stream: one pass, members in archive order
             for member in tf:
                 key = member.name[2:] if member.name.startswith("./") else member.name
+                seen.update(fmt["dir"] for fmt in _FILES.values() if key.startswith(fmt["dir"] + "/"))
                 if key not in wanted or not member.isfile():
                     continue
                 md5, parse, fmt_dir = wanted[key]
@@ -248,11 +271,11 @@ class CIFAR10(VisionDataset):
                 got[key] = parse(_verified(f.read(), f"{archive}:{key}", md5), key)
                 if all(k in got for k in wanted if k.startswith(fmt_dir + "/")):
                     break
-        if fmt_dir is None:
-            return None
+        if fmt_dir is None:  # none of the split's files: not a CIFAR-10 archive, or one without this split
+            return ", ".join(k for k in wanted if k.split("/")[0] in seen) or None
         keys = [k for k in wanted if k.startswith(fmt_dir + "/")]
         if not all(k in got for k in keys):
-            return None
+            return ", ".join(k for k in keys if k not in got)
         return np.concatenate([got[k][0] for k in keys]), np.concatenate([got[k][1] for k in keys])
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
