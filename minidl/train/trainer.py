@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from minidl._atomic import remove_stale_temp_files
 from minidl._random import get_rng_state, set_rng_state
 from minidl.backend import get_backend
 from minidl.nn.fusion import fuse as fuse_modules
@@ -257,7 +258,8 @@ class Trainer:
             val_loader: validation batches, or None. Default: None.
             epochs: the total number of epochs (a resumed run continues up to it). Default: 1.
             resume: False; True (continue from ``checkpoint_dir/last.npz`` if it exists, else start afresh); or
-                the path of a checkpoint. Default: False.
+                the path of a checkpoint. Default: False. A resume first removes the temporary files that saves
+                killed mid-write left in the checkpoint folders (see :mod:`minidl._atomic`).
 
         Returns:
             The :class:`History` (also ``self.history``).
@@ -268,6 +270,7 @@ class Trainer:
         self._setup_callbacks(val_loader is not None)
         if resume is not False:
             path = self._resume_path(resume)
+            self._remove_stale_temp_files(path)
             if path is not None:
                 self.load_checkpoint(path)
                 self._log(f"resumed from {path} after epoch {self.epoch}")
@@ -342,6 +345,15 @@ class Trainer:
         if not path.is_file():
             raise FileNotFoundError(f"Trainer.fit: no checkpoint to resume from at {path}")
         return path
+
+    def _remove_stale_temp_files(self, resume_path: Path | None) -> None:
+        """Remove the temporary files that saves killed mid-write left in the checkpoint folders."""
+        folders = {cb.dirpath for cb in self.callbacks if isinstance(cb, ModelCheckpoint)}
+        if resume_path is not None:
+            folders.add(resume_path.parent)
+        for folder in sorted(folders):
+            for stale in remove_stale_temp_files(folder):
+                self._log(f"removed {stale}, left behind by a save that was killed mid-write")
 
     def _log(self, message: str) -> None:
         if self.verbose:
