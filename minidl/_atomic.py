@@ -95,7 +95,7 @@ def atomic_open(path: str | os.PathLike[str], where: str) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"{where}: {path} is a folder; expected a file path, such as {path / 'file.npz'}")
+        raise IsADirectoryError(f"{where}: expected the path of a file, got the folder {path}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

@@ -47,6 +47,37 @@ __all__ = ["Trainer", "fit"]
 _FORMAT = "minidl-training-checkpoint"
 
 
+# what each entry of a training checkpoint must be (checked before anything is restored)
+_CHECKPOINT_ENTRIES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "model": (dict,),
+    "optimizer": (dict,),
+    "scheduler": (dict, type(None)),
+    "rng": (dict,),
+    "history": (dict,),
+    "loaders": (dict,),
+    "callbacks": (dict,),
+}
+
+
+def _check_checkpoint(path: Any, ckpt: dict[str, Any]) -> None:
+    """Raise a ValueError naming the entry unless ``ckpt`` has every entry of :meth:`Trainer.checkpoint`."""
+    missing = [k for k in _CHECKPOINT_ENTRIES if k not in ckpt]
+    if missing:
+        raise ValueError(
+            f"Trainer.load_checkpoint: {path} lacks the entries {missing}; expected a checkpoint written by "
+            f"Trainer.save_checkpoint or ModelCheckpoint, with {sorted(_CHECKPOINT_ENTRIES)}"
+        )
+    for key, types in _CHECKPOINT_ENTRIES.items():
+        value = ckpt[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(
+                f"Trainer.load_checkpoint: {path}: entry {key!r} should be {names}, got {type(value).__name__} "
+                f"({value!r:.60})"
+            )
+
+
 def _loader_state(loader: Any) -> dict[str, Any] | None:
     if loader is None or not hasattr(loader, "epoch"):
         return None
@@ -211,6 +242,7 @@ class Trainer:
             raise ValueError(
                 f"Trainer.load_checkpoint: {path} is not a training checkpoint (was it a bare state dict?)"
             )
+        _check_checkpoint(path, ckpt)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None:

@@ -141,6 +141,21 @@ FROMBUFFER_OBJECT = (
 SCALAR_SHORT = b"\x80\x02cnumpy._core.multiarray\nscalar\ncnumpy\ndtype\nU\x02f8K\x00K\x01\x87RC\x02ab\x86R."
 
 
+def trainer_resumes_from(d: Path, changes: dict):
+    """Save a real training checkpoint with ``changes`` applied (None deletes an entry), then load it back."""
+    from minidl import nn, optim
+    from minidl.train import Trainer
+
+    with minidl.fork_rng(0):  # initialize without drawing from the global generator (the test checks it is untouched)
+        model = nn.Linear(2, 2)
+    trainer = Trainer(model, nn.MSELoss(), optim.SGD(model.parameters(), lr=0.1), progress=False, verbose=False)
+    ckpt = trainer.checkpoint()
+    for key, value in changes.items():
+        ckpt.pop(key) if value is None else ckpt.__setitem__(key, value)
+    minidl.save(ckpt, d / "train.npz")
+    return trainer.load_checkpoint(d / "train.npz")
+
+
 def image(d: Path, name: str, img: Image.Image) -> Path:
     img.save(d / name)
     return d / name
@@ -153,12 +168,12 @@ NEEDS_ST = pytest.mark.skipif(not HAS_SAFETENSORS, reason="needs safetensors")
 # fmt: off
 CASES = [
     # minidl.save: where the file goes, and what cannot be written without pickle
-    pytest.param(lambda d: minidl.save({"w": np.ones(2)}, d), IsADirectoryError, r"^minidl\.save: .* is a folder; expected a file path, such as .*file\.npz", id="save-to-a-folder"),
+    pytest.param(lambda d: minidl.save({"w": np.ones(2)}, d), IsADirectoryError, r"^minidl\.save: expected the path of a file, got the folder /", id="save-to-a-folder"),
     pytest.param(lambda d: minidl.save({"w": np.ones(2)}, a_file(d) / "ckpt.npz"), NotADirectoryError, r"^minidl\.save: cannot create the folder .*occupied for ckpt\.npz: a part of that path is a file", id="save-under-a-file"),
     pytest.param(lambda d: minidl.save({"opt": {"x": {1, 2}}}, d / "c.npz"), TypeError, r"^minidl\.save: cannot save a set at opt\.x without pickle", id="save-a-set"),
     pytest.param(lambda d: minidl.save({"w": np.array([None])}, d / "c.npz"), TypeError, r"^minidl\.save: w is an object array, which cannot be saved without pickle", id="save-an-object-array"),
     pytest.param(lambda d: minidl.save({(1, 2): 3}, d / "c.npz"), TypeError, r"^minidl\.save: dict keys must be str or int, got \(1, 2\) at top level", id="save-a-tuple-key"),
-    pytest.param(lambda d: History().save(d), IsADirectoryError, r"^History\.save: .* is a folder; expected a file path", id="history-save-to-a-folder"),
+    pytest.param(lambda d: History().save(d), IsADirectoryError, r"^History\.save: expected the path of a file, got the folder /", id="history-save-to-a-folder"),
     # minidl.load: what the file is
     pytest.param(lambda d: minidl.load(d / "missing.npz"), FileNotFoundError, r"^minidl\.load: no file at .*missing\.npz", id="load-missing"),
     pytest.param(lambda d: minidl.load(d), IsADirectoryError, r"^minidl\.load: .* is a folder; expected an \.npz or \.safetensors file", id="load-a-folder"),
@@ -197,6 +212,12 @@ CASES = [
     pytest.param(lambda d: minidl.load(checkpoint(d, tree({"__set__": [1]}))), ValueError, r"^minidl\.load: .* at tree: expected an entry __array__, __float__, __tuple__ or __dict__, got the keys \['__set__'\]", id="description-unknown-entry"),
     pytest.param(lambda d: minidl.load(checkpoint(d, tree({"__array__": "w", "extra": 1}), {"w": np.ones(2)})), ValueError, r"^minidl\.load: .* at tree: expected an entry __array__, __float__, __tuple__ or __dict__, got the keys \['__array__', 'extra'\]", id="description-array-extra-key"),
     pytest.param(lambda d: minidl.load(checkpoint(d, b'{"format": "minidl-checkpoint", "version": 1, "tree": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")), ValueError, r"^minidl\.load: .*ckpt\.npz has a damaged checkpoint description: nested too deeply", id="description-nested-100000-deep"),
+    # Trainer.load_checkpoint: every entry checked before anything is restored
+    pytest.param(lambda d: trainer_resumes_from(d, {"format": None}), ValueError, r"^Trainer\.load_checkpoint: .*train\.npz is not a training checkpoint \(was it a bare state dict\?\)", id="trainer-bare-dict"),
+    pytest.param(lambda d: trainer_resumes_from(d, {"rng": None, "history": None}), ValueError, r"^Trainer\.load_checkpoint: .*train\.npz lacks the entries \['rng', 'history'\]; expected a checkpoint written by Trainer\.save_checkpoint or ModelCheckpoint", id="trainer-missing-entries"),
+    pytest.param(lambda d: trainer_resumes_from(d, {"epoch": "3"}), ValueError, r"^Trainer\.load_checkpoint: .*train\.npz: entry 'epoch' should be int, got str \('3'\)", id="trainer-epoch-str"),
+    pytest.param(lambda d: trainer_resumes_from(d, {"model": [1, 2]}), ValueError, r"^Trainer\.load_checkpoint: .*: entry 'model' should be dict, got list \(\[1, 2\]\)", id="trainer-model-list"),
+    pytest.param(lambda d: trainer_resumes_from(d, {"rng": {"bit_generator": "PCG64"}}), ValueError, r"^set_rng_state: got the keys \{'bit_generator': '\.\.\.'\}, expected", id="trainer-rng-damaged"),
     # set_rng_state: checked field by field before the generator changes
     pytest.param(lambda d: minidl.set_rng_state(5), TypeError, r"^set_rng_state: got a value of type int, not a dict; expected a state as get_rng_state\(\) returns: \{'bit_generator': 'PCG64'", id="rng-state-int"),
     pytest.param(lambda d: minidl.set_rng_state({}), ValueError, r"^set_rng_state: got bit_generator None, but minidl's generator is 'PCG64'; expected a state as get_rng_state\(\) returns", id="rng-state-empty"),
