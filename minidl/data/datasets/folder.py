@@ -109,7 +109,7 @@ def pil_loader(source: str | os.PathLike | IO[bytes]) -> Any:
     except UnsupportedImageError:
         raise
     except _DECODE_ERRORS as exc:
-        raise CorruptImageError(f"cannot decode image {_name_of(source)}: {exc}") from exc
+        raise CorruptImageError(f"pil_loader: cannot decode image {_name_of(source)}: {exc}") from exc
 
 
 def _check_decodes(source: str | os.PathLike | IO[bytes]) -> None:
