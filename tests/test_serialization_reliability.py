@@ -227,3 +227,28 @@ def test_a_member_claiming_more_than_deflate_can_expand_to_is_refused(tmp_path):
     assert info.compress_size < 2**32 // 1032
     with pytest.raises(ValueError, match=r"claims 4294967295 bytes from \d+ compressed bytes, more than deflate"):
         minidl.load(path)
+
+
+def test_a_checkpoint_that_fails_halfway_leaves_the_trainer_as_it_was(tmp_path):
+    """The model and optimizer entries are fine, the history entry is damaged: nothing may stay half restored."""
+    from minidl import nn, optim
+    from minidl.train import Trainer
+
+    def make():
+        model = nn.Linear(3, 2)
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return Trainer(model, nn.MSELoss(), opt, progress=False, verbose=False)
+
+    source = make()
+    ckpt = source.checkpoint()
+    ckpt["epoch"] = 5
+    ckpt["history"] = {"rows": []}  # damaged
+    minidl.save(ckpt, tmp_path / "bad.npz")
+    target = make()
+    before = {k: v.copy() for k, v in target.model.state_dict().items()}
+    rng_before = minidl.get_rng_state()
+    with pytest.raises(ValueError, match=r"bad\.npz: the 'history' entry cannot be restored \(KeyError: 'records'\)"):
+        target.load_checkpoint(tmp_path / "bad.npz")
+    for k, v in target.model.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(v), np.asarray(before[k]))
+    assert target.epoch == 0 and minidl.get_rng_state() == rng_before

@@ -23,6 +23,7 @@ epoch.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
@@ -236,30 +237,56 @@ class Trainer:
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint` or :class:`ModelCheckpoint`: model, optimizer,
         scheduler, RNG state, history, callbacks' state and epoch; the loaders' epochs are set by the next
-        :meth:`fit`."""
+        :meth:`fit`.
+
+        All or nothing: every entry is checked first, and if one cannot be restored (a ``ValueError`` names the
+        file and the entry) the trainer is put back as it was.
+        """
         ckpt = load(path)
         if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
             raise ValueError(
                 f"Trainer.load_checkpoint: {path} is not a training checkpoint (was it a bare state dict?)"
             )
         _check_checkpoint(path, ckpt)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scheduler is not None:
-            if ckpt["scheduler"] is None:
+        backup = copy.deepcopy(self.checkpoint())  # what to put back if an entry cannot be restored
+        pending = dict(self._loader_states)
+        try:
+            self._restore(path, ckpt)
+        except BaseException:
+            self._restore(path, backup)
+            self._loader_states = pending
+            raise
+
+    def _restore(self, path: Any, ckpt: dict[str, Any]) -> None:
+        def entry(name: str, restore: Callable[[], Any]) -> None:
+            try:
+                restore()
+            except RuntimeError as err:  # load_state_dict's mismatch report (as in PyTorch): keep its type
+                raise RuntimeError(
+                    f"Trainer.load_checkpoint: {path}: the {name!r} entry cannot be restored: {err}"
+                ) from err
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
                 raise ValueError(
-                    f"Trainer.load_checkpoint: {path} has no scheduler state but the trainer has a scheduler"
-                )
-            self.scheduler.load_state_dict(dict(ckpt["scheduler"]))
-        self.history = History()
-        self.history.load_state_dict(ckpt["history"])
+                    f"Trainer.load_checkpoint: {path}: the {name!r} entry cannot be restored ({type(err).__name__}: "
+                    f"{err})"
+                ) from err
+
+        if self.scheduler is not None and ckpt["scheduler"] is None:
+            raise ValueError(f"Trainer.load_checkpoint: {path} has no scheduler state but the trainer has a scheduler")
+        set_rng_state(ckpt["rng"])  # validated before it changes anything
+        entry("model", lambda: self.model.load_state_dict(ckpt["model"]))
+        entry("optimizer", lambda: self.optimizer.load_state_dict(ckpt["optimizer"]))
+        if self.scheduler is not None:
+            entry("scheduler", lambda: self.scheduler.load_state_dict(dict(ckpt["scheduler"])))
+        history = History()
+        entry("history", lambda: history.load_state_dict(ckpt["history"]))
+        self.history = history
         saved = ckpt["callbacks"]
         for key, cb in zip(self._callback_keys(), self._user_callbacks, strict=True):
             if key in saved:
-                cb.load_state_dict(dict(saved[key]))
+                entry(f"callbacks.{key}", lambda cb=cb, key=key: cb.load_state_dict(dict(saved[key])))
         self._loader_states = {k: v for k, v in ckpt["loaders"].items() if v is not None}
         self.epoch = int(ckpt["epoch"])
-        set_rng_state(ckpt["rng"])
 
     def _restore_loaders(self) -> None:
         for name, loader in (("train", self.train_loader), ("val", self.val_loader)):

@@ -218,6 +218,8 @@ CASES = [
     pytest.param(lambda d: trainer_resumes_from(d, {"epoch": "3"}), ValueError, r"^Trainer\.load_checkpoint: .*train\.npz: entry 'epoch' should be int, got str \('3'\)", id="trainer-epoch-str"),
     pytest.param(lambda d: trainer_resumes_from(d, {"model": [1, 2]}), ValueError, r"^Trainer\.load_checkpoint: .*: entry 'model' should be dict, got list \(\[1, 2\]\)", id="trainer-model-list"),
     pytest.param(lambda d: trainer_resumes_from(d, {"rng": {"bit_generator": "PCG64"}}), ValueError, r"^set_rng_state: got the keys \{'bit_generator': '\.\.\.'\}, expected", id="trainer-rng-damaged"),
+    pytest.param(lambda d: trainer_resumes_from(d, {"history": {"rows": []}}), ValueError, r"^Trainer\.load_checkpoint: .*train\.npz: the 'history' entry cannot be restored \(KeyError: 'records'\)", id="trainer-history-damaged"),
+    pytest.param(lambda d: trainer_resumes_from(d, {"model": {"weight": np.zeros((3, 3), np.float32)}}), RuntimeError, r"^Trainer\.load_checkpoint: .*train\.npz: the 'model' entry cannot be restored: error\(s\) loading state_dict into Linear:\n  missing key\(s\): bias\n  size mismatch for weight: the file has shape \(3, 3\), the model expects \(2, 2\)", id="trainer-model-wrong-shape"),
     # set_rng_state: checked field by field before the generator changes
     pytest.param(lambda d: minidl.set_rng_state(5), TypeError, r"^set_rng_state: got a value of type int, not a dict; expected a state as get_rng_state\(\) returns: \{'bit_generator': 'PCG64'", id="rng-state-int"),
     pytest.param(lambda d: minidl.set_rng_state({}), ValueError, r"^set_rng_state: got bit_generator None, but minidl's generator is 'PCG64'; expected a state as get_rng_state\(\) returns", id="rng-state-empty"),
