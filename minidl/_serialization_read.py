@@ -5,8 +5,9 @@ followed by ``{`` as ``.safetensors``. Anything else (a text file, a pickle, a l
 message saying what it is.
 
 Nothing is allocated on the file's word alone. Every ``.npy`` member's header (shape x itemsize) is checked against
-the bytes the member really holds before its array is allocated, and a deflated member may claim at most what
-deflate can expand its compressed bytes to (1032:1), so a 100-byte file cannot ask for a 4 TiB array. The JSON
+the bytes the member holds before its array is allocated; the member's sizes in the zip directory are checked too:
+its stored bytes fit in the file, a stored member is as large as its stored bytes, and a deflated one claims at most
+what deflate can expand them to (1032:1). So a 100-byte file cannot ask for a 4 TiB array. The JSON
 description of a checkpoint is validated node by node; every way it can be damaged (a missing or unknown key, a
 wrong type, a reference to an array the file does not hold, invalid UTF-8, nesting too deep) becomes one
 ``ValueError`` that names the file and the node.
@@ -64,9 +65,19 @@ def _npy_header(fp: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
     raise ValueError(f"unsupported .npy format version {major}")
 
 
-def _check_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+def _check_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int) -> None:
     """Raise unless ``info``'s array fits in the bytes it holds (before anything is allocated for it)."""
     name = info.filename
+    if info.compress_size > archive_size:
+        raise ValueError(
+            f"minidl.load: {path}: member {name!r} claims {info.compress_size} stored bytes, but the whole file holds "
+            f"only {archive_size}"
+        )
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+        raise ValueError(
+            f"minidl.load: {path}: member {name!r} is stored uncompressed, so its size should equal its stored size "
+            f"{info.compress_size}, got {info.file_size}"
+        )
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise ValueError(
             f"minidl.load: {path}: member {name!r} uses zip compression method {info.compress_type}; expected "
@@ -99,12 +110,13 @@ def read_npz(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise ValueError(f"minidl.load: {path} is truncated or not an .npz file ({err})") from None
     arrays: dict[str, np.ndarray] = {}
+    archive_size = path.stat().st_size
     with zf:
         for info in zf.infolist():
             key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             if key in arrays:
                 raise ValueError(f"minidl.load: {path} holds two members named {info.filename!r}; expected one")
-            _check_member(path, zf, info)
+            _check_member(path, zf, info, archive_size)
             try:
                 with zf.open(info) as fp:
                     arrays[key] = np.lib.format.read_array(fp, allow_pickle=False)

@@ -75,12 +75,17 @@ def duplicate_members(d: Path) -> Path:
     return write(d, "dup.npz", buffer.getvalue())
 
 
-def deflate_claims_4_gib(d: Path) -> Path:
-    path = npz(d, {"w.npy": npy_header((4,), b"\0" * 32)}, zipfile.ZIP_DEFLATED)
+def forged_sizes(d: Path, compression: int, compressed: int | None = None, uncompressed: int | None = None) -> Path:
+    """An .npz of one small member whose sizes in the central directory (the ones zipfile reads) are forged."""
+    header = npy_header((2**29,), b"\0" * 32) if uncompressed else npy_header((4,), b"\0" * 32)
+    path = npz(d, {"w.npy": header}, compression)
     data = bytearray(path.read_bytes())
-    central = data.rindex(b"PK\x01\x02")  # the central directory entry, which zipfile reads sizes from
-    data[central + 24 : central + 28] = (2**32 - 1).to_bytes(4, "little")
-    return write(d, "bomb.npz", bytes(data))
+    central = data.rindex(b"PK\x01\x02")
+    if compressed is not None:
+        data[central + 20 : central + 24] = compressed.to_bytes(4, "little")
+    if uncompressed is not None:
+        data[central + 24 : central + 28] = uncompressed.to_bytes(4, "little")
+    return write(d, "forged.npz", bytes(data))
 
 
 def truncated(d: Path) -> Path:
@@ -187,7 +192,9 @@ CASES = [
     pytest.param(lambda d: minidl.load(npz(d, {"w.npy": npy_bytes(np.array([{"x": 1}], dtype=object))})), ValueError, r"^minidl\.load: refused .*bad\.npz: it holds pickled objects", id="npz-object-member"),
     pytest.param(lambda d: minidl.load(npz(d, {"w.npy": npy_header((2**39,), b"\0" * 64)})), ValueError, r"^minidl\.load: .*bad\.npz: member 'w\.npy' claims an array of shape \(549755813888,\) and dtype float64 \(4398046511104 bytes\), but holds only 64 bytes after its header", id="npy-header-claims-4-tib"),
     pytest.param(lambda d: minidl.load(npz(d, {"w.npy": npy_header((3, 4), b"\0" * 95, "<i8")})), ValueError, r"^minidl\.load: .*member 'w\.npy' claims an array of shape \(3, 4\) and dtype int64 \(96 bytes\), but holds only 95 bytes", id="npy-one-byte-short"),
-    pytest.param(lambda d: minidl.load(deflate_claims_4_gib(d)), ValueError, r"^minidl\.load: .*bomb\.npz: member 'w\.npy' claims 4294967295 bytes from \d+ compressed bytes, more than deflate can expand to \(at most 1032:1\)", id="deflate-ratio-impossible"),
+    pytest.param(lambda d: minidl.load(forged_sizes(d, zipfile.ZIP_DEFLATED, uncompressed=2**32 - 1)), ValueError, r"^minidl\.load: .*forged\.npz: member 'w\.npy' claims 4294967295 bytes from \d+ compressed bytes, more than deflate can expand to \(at most 1032:1\)", id="deflated-claims-4-gib"),
+    pytest.param(lambda d: minidl.load(forged_sizes(d, zipfile.ZIP_STORED, uncompressed=2**32 - 1)), ValueError, r"^minidl\.load: .*forged\.npz: member 'w\.npy' is stored uncompressed, so its size should equal its stored size \d+, got 4294967295", id="stored-claims-4-gib"),
+    pytest.param(lambda d: minidl.load(forged_sizes(d, zipfile.ZIP_DEFLATED, compressed=2**32 - 1, uncompressed=2**32 - 1)), ValueError, r"^minidl\.load: .*forged\.npz: member 'w\.npy' claims 4294967295 stored bytes, but the whole file holds only \d+", id="deflated-claims-4-gib-stored"),
     pytest.param(lambda d: minidl.load(npz(d, {"w.npy": npy_bytes(np.ones(2))}, zipfile.ZIP_BZIP2)), ValueError, r"^minidl\.load: .*member 'w\.npy' uses zip compression method 12; expected stored \(0\) or deflated \(8\)", id="bzip2-member"),
     pytest.param(lambda d: minidl.load(npz(d, {"readme.txt": b"hello"})), ValueError, r"^minidl\.load: .*member 'readme\.txt' is not a \.npy array", id="non-npy-member"),
     pytest.param(lambda d: minidl.load(duplicate_members(d)), ValueError, r"^minidl\.load: .*dup\.npz holds two members named 'w\.npy'; expected one", id="duplicate-members"),
