@@ -40,6 +40,17 @@ def _numpy_attr(module: str, name: str) -> Any:
     raise pickle.UnpicklingError(f"cannot find {module}.{name}")
 
 
+def _latin1_encode(text: Any, encoding: Any = None, *rest: Any) -> bytes:
+    """``_codecs.encode`` as pickles use it: ``(str, "latin1")``. Other codecs (``"hex"``, ``"zlib_codec"``, ...)
+    are refused; a genuine pickle never needs them."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or rest:
+        raise pickle.UnpicklingError(
+            f"RestrictedUnpickler: expected _codecs.encode(str, 'latin1'), got _codecs.encode({type(text).__name__}, "
+            f"{encoding!r:.40})"
+        )
+    return text.encode("latin1")
+
+
 class _Budget:
     def __init__(self, limit: int, size: int | None) -> None:
         self.limit, self.size, self.used = limit, size, 0
@@ -161,9 +172,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS:
             return self._charged(getattr(__import__("builtins"), name), name)
         if module == "_codecs" and name == "encode":  # how protocol-2 pickles written by Python 3 store bytes
-            import _codecs
-
-            return self._charged(_codecs.encode, "_codecs.encode", factor=4)
+            return self._charged(_latin1_encode, "_codecs.encode", factor=1)
         if (module, name) == ("numpy", "ndarray"):
             return self._marker
         if (module, name) in _RECONSTRUCT:
