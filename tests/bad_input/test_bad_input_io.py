@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 import minidl
+from minidl import transforms as T
 from minidl.data.datasets import CorruptImageError, UnsupportedImageError, pil_loader, restricted_loads
 from minidl.train import History
 
@@ -167,6 +168,7 @@ def image(d: Path, name: str, img: Image.Image) -> Path:
 
 
 FLOAT_IMAGE = Image.fromarray(np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4), mode="F")
+IMAGE_16BIT = Image.new("I;16", (4, 4), 40000)
 INT32_IMAGE = Image.fromarray(np.arange(16, dtype=np.int32).reshape(4, 4) * 100_000, mode="I")
 NEEDS_ST = pytest.mark.skipif(not HAS_SAFETENSORS, reason="needs safetensors")
 
@@ -255,6 +257,11 @@ CASES = [
     pytest.param(lambda d: pil_loader(image(d, "depth.tif", FLOAT_IMAGE)), UnsupportedImageError, r"^pil_loader: .*depth\.tif has 32-bit float pixels \(PIL mode 'F'\); expected an 8-bit or 16-bit image", id="image-float-tiff"),
     pytest.param(lambda d: pil_loader(image(d, "counts.tif", INT32_IMAGE)), UnsupportedImageError, r"^pil_loader: .*counts\.tif has 32-bit integer pixels \(PIL mode 'I'\); expected an 8-bit or 16-bit image", id="image-int32-tiff"),
     pytest.param(lambda d: pil_loader(write(d, "broken.png", b"\x89PNG\r\n\x1a\nnot really")), CorruptImageError, r"^pil_loader: cannot decode image .*broken\.png: ", id="image-broken-png"),
+    # colour transforms on PIL images: 8-bit values only (PIL would clip 16/32-bit ones), modes PIL can adjust
+    pytest.param(lambda d: T.ColorJitter(0.4)(IMAGE_16BIT), TypeError, r"^ColorJitter: expected an 8-bit image \(a PIL image of mode L, RGB, RGBA, \.\.\. or a uint8 array\), got a 16-bit PIL image \(mode 'I;16'\), whose values PIL would clip to 0\.\.255", id="colorjitter-16-bit"),
+    pytest.param(lambda d: T.Grayscale()(FLOAT_IMAGE), TypeError, r"^rgb_to_grayscale: expected an 8-bit image .*, got a 32-bit float PIL image \(mode 'F'\)", id="grayscale-float"),
+    pytest.param(lambda d: T.functional.adjust_brightness(Image.new("P", (4, 4)), 1.5), ValueError, r"^adjust_brightness: expected a PIL image of mode L, LA, RGB or RGBA, got mode 'P', which PIL cannot adjust", id="brightness-palette"),
+    pytest.param(lambda d: T.Grayscale()(Image.new("LAB", (4, 4))), ValueError, r"^rgb_to_grayscale: expected a PIL image that converts to L \(.*\), got mode 'LAB'", id="grayscale-lab"),
 ]
 # fmt: on
 
