@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -41,9 +42,11 @@ def _cases() -> list:
         for fmt in _FORMATS:
             buffer = io.BytesIO()
             try:
-                src.save(buffer, format=fmt)
-                reopened = Image.open(io.BytesIO(buffer.getvalue()))
-                reopened.load()
+                with warnings.catch_warnings():  # "IM image format is deprecated"
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    src.save(buffer, format=fmt)
+                    reopened = Image.open(io.BytesIO(buffer.getvalue()))
+                    reopened.load()
             except Exception:  # Pillow cannot write (or read back) this mode in this format
                 continue
             sixteen_kept = (
