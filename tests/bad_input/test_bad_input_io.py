@@ -99,6 +99,13 @@ def safetensors_damaged(d: Path) -> Path:
     return write(d, "w.safetensors", struct.pack("<Q", len(header)) + header + b"\0" * 8)
 
 
+def safetensors_with_description(d: Path, description: str) -> Path:
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.ones(2)}, str(d / "ckpt.safetensors"), metadata={"__minidl__": description})
+    return d / "ckpt.safetensors"
+
+
 def a_file(d: Path) -> Path:
     return write(d, "occupied", b"")
 
@@ -221,6 +228,8 @@ CASES = [
     pytest.param(lambda d: minidl.load(checkpoint(d, tree({"__set__": [1]}))), ValueError, r"^minidl\.load: .* at tree: expected an entry __array__, __float__, __tuple__ or __dict__, got the keys \['__set__'\]", id="description-unknown-entry"),
     pytest.param(lambda d: minidl.load(checkpoint(d, tree({"__array__": "w", "extra": 1}), {"w": np.ones(2)})), ValueError, r"^minidl\.load: .* at tree: expected an entry __array__, __float__, __tuple__ or __dict__, got the keys \['__array__', 'extra'\]", id="description-array-extra-key"),
     pytest.param(lambda d: minidl.load(checkpoint(d, b'{"format": "minidl-checkpoint", "version": 1, "tree": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")), ValueError, r"^minidl\.load: .*ckpt\.npz has a damaged checkpoint description: nested too deeply", id="description-nested-100000-deep"),
+    pytest.param(lambda d: minidl.load(safetensors_with_description(d, "{not json")), ValueError, r"^minidl\.load: .*ckpt\.safetensors has a damaged checkpoint description: not valid JSON", id="safetensors-description-not-json", marks=NEEDS_ST),
+    pytest.param(lambda d: minidl.load(safetensors_with_description(d, json.dumps(tree({"__array__": "v"})))), ValueError, r"^minidl\.load: .*ckpt\.safetensors has a damaged checkpoint description: at tree: expected the name of one of the file's 1 arrays, got 'v'", id="safetensors-description-unknown-array", marks=NEEDS_ST),
     # Trainer.load_checkpoint: every entry checked before anything is restored
     pytest.param(lambda d: trainer_resumes_from(d, {"format": None}), ValueError, r"^Trainer\.load_checkpoint: .*train\.npz is not a training checkpoint \(was it a bare state dict\?\)", id="trainer-bare-dict"),
     pytest.param(lambda d: trainer_resumes_from(d, {"rng": None, "history": None}), ValueError, r"^Trainer\.load_checkpoint: .*train\.npz lacks the entries \['rng', 'history'\]; expected a checkpoint written by Trainer\.save_checkpoint or ModelCheckpoint", id="trainer-missing-entries"),
