@@ -213,7 +213,9 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"RestrictedUnpickler: expected a numeric typecode, got {typecode!r:.60}"
             ) from None
         self._budget.charge(math.prod(shape) * dtype.itemsize, f"an array of shape {shape}")
-        return np.ndarray.__new__(self._checked, shape, dtype)
+        out = np.ndarray.__new__(self._checked, shape, dtype)
+        out.fill(0)  # a pickle that never sets the state must not read this process's leftover memory
+        return out
 
     def load(self) -> Any:
         result = super().load()
