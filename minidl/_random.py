@@ -75,9 +75,66 @@ def get_rng_state() -> dict[str, Any]:
     return _generator.bit_generator.state
 
 
+# The PCG64 state (NumPy's default bit generator): each field and the ints it may hold, [low, high)
+_PCG64_FIELDS = {("state", "state"): 2**128, ("state", "inc"): 2**128, ("has_uint32",): 2, ("uinteger",): 2**32}
+_PCG64_FORM = (
+    "{'bit_generator': 'PCG64', 'state': {'state': int in [0, 2**128), 'inc': int in [0, 2**128)}, "
+    "'has_uint32': 0 or 1, 'uinteger': int in [0, 2**32)}"
+)
+
+
+def _state_problem(state: Any, template: dict[str, Any]) -> str | None:
+    """What is wrong with ``state`` compared to ``template`` (a state of the same bit generator), or None."""
+    if not isinstance(state, dict):
+        return f"got a value of type {type(state).__name__}, not a dict"
+    if state.get("bit_generator") != template["bit_generator"]:
+        got = state.get("bit_generator")
+        return f"got bit_generator {got!r:.60}, but minidl's generator is {template['bit_generator']!r}"
+    if template["bit_generator"] != "PCG64":
+        return None  # another bit generator (set through numpy): NumPy's own checks below
+    if set(state) != set(template) or not isinstance(state["state"], dict) or set(state["state"]) != {"state", "inc"}:
+        return f"got the keys {_keys(state)}, expected {_keys(template)}"
+    for field, high in _PCG64_FIELDS.items():
+        value = state[field[0]] if len(field) == 1 else state[field[0]][field[1]]
+        name = "".join(f"[{k!r}]" for k in field)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            return f"state{name} is a {type(value).__name__} ({value!r:.60}), expected an int"
+        if not 0 <= int(value) < high:
+            return f"state{name} is {int(value)}, outside [0, {high})"
+    return None
+
+
+def _keys(state: dict[str, Any]) -> Any:
+    return {k: _keys(v) if isinstance(v, dict) else "..." for k, v in state.items()}
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore a state returned by :func:`get_rng_state` into the global generator."""
-    _generator.bit_generator.state = state
+    """Restore a state returned by :func:`get_rng_state` into the global generator.
+
+    The state is checked before anything changes; a state of another bit generator, a missing or extra key, or a
+    value of the wrong type or range raises a ``ValueError`` (``TypeError`` when it is not a dict) that names the
+    field, what was expected and what was given.
+
+    Examples:
+        >>> import minidl
+        >>> state = minidl.get_rng_state()
+        >>> a = minidl.default_generator().random()
+        >>> minidl.set_rng_state(state)
+        >>> minidl.default_generator().random() == a
+        True
+    """
+    template = _generator.bit_generator.state
+    form = _PCG64_FORM if template["bit_generator"] == "PCG64" else f"a {template['bit_generator']} state"
+    problem = _state_problem(state, template)
+    if problem is not None:
+        error = TypeError if not isinstance(state, dict) else ValueError
+        raise error(f"set_rng_state: {problem}; expected a state as get_rng_state() returns: {form}")
+    try:
+        _generator.bit_generator.state = {k: dict(v) if isinstance(v, dict) else v for k, v in state.items()}
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        raise ValueError(
+            f"set_rng_state: NumPy refused the state ({type(err).__name__}: {err}); expected {form}"
+        ) from None
 
 
 def fork_rng(seed: int) -> contextlib.AbstractContextManager[np.random.Generator]:

@@ -11,8 +11,14 @@ Formats, chosen by the file name:
 * ``.npz`` (default): a NumPy zip archive, read with ``allow_pickle=False``;
 * ``.safetensors``: Hugging Face's format (needs the ``safetensors`` package; ``pip install minidl[safetensors]``).
 
-Writes are atomic: the data goes to a temporary file in the same folder, is flushed to disk, then renamed over the
-target, so a crash mid-save leaves the previous file intact.
+Writes are atomic (:mod:`minidl._atomic`): the data goes to a temporary file in the same folder, is flushed to disk,
+then renamed over the target, so a crash mid-save leaves the previous file intact; the temporary files a killed
+writer left behind are removed by the next save to the same file. A new file gets the permissions ``open()`` gives
+(``0o666`` minus the umask); a replaced one keeps its own.
+
+Loading checks before it allocates and validates everything it reads (:mod:`minidl._serialization_read`): the format
+is recognised from the file's first bytes, each array's header is checked against the bytes the file holds, and a
+damaged description raises one ``ValueError`` naming the file.
 
 Examples:
     >>> import os, tempfile
@@ -29,8 +35,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
-import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,14 +42,24 @@ from typing import Any
 
 import numpy as np
 
+from minidl._atomic import atomic_write
+from minidl._serialization_read import (
+    FORMAT,
+    META_KEY,
+    VERSION,
+    decode_description,
+    read_npz,
+    read_safetensors,
+    sniff,
+)
 from minidl.backend import to_numpy
 from minidl.nn.module import Parameter
 
 __all__ = ["load", "save"]
 
-_META_KEY = "__minidl__"
-_FORMAT = "minidl-checkpoint"
-_VERSION = 1
+_META_KEY = META_KEY
+_FORMAT = FORMAT
+_VERSION = VERSION
 
 
 def _is_array(value: Any) -> bool:
@@ -92,43 +106,8 @@ def _encode(value: Any, arrays: dict[str, np.ndarray], path: str) -> Any:
     )
 
 
-def _decode(node: Any, arrays: Mapping[str, np.ndarray]) -> Any:
-    if isinstance(node, list):
-        return [_decode(v, arrays) for v in node]
-    if not isinstance(node, dict):
-        return node
-    if "__array__" in node:
-        return arrays[node["__array__"]]
-    if "__float__" in node:
-        return float(node["__float__"])
-    if "__tuple__" in node:
-        return tuple(_decode(v, arrays) for v in node["__tuple__"])
-    if "__dict__" in node:
-        int_keys = node.get("__int_keys__") or [False] * len(node["__dict__"])
-        return OrderedDict(
-            (int(k) if is_int else k, _decode(v, arrays))
-            for (k, v), is_int in zip(node["__dict__"], int_keys, strict=False)
-        )
-    raise ValueError(f"unknown entry in the checkpoint's description: {sorted(node)}")
-
-
 def _format_of(path: Path) -> str:
     return "safetensors" if path.suffix == ".safetensors" else "npz"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save(obj: Any, path: str | os.PathLike[str]) -> None:
@@ -141,6 +120,7 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
 
     Raises:
         TypeError: a value that could only be saved with pickle (an object, a set, an object array).
+        IsADirectoryError: ``path`` is a folder.
 
     Examples:
         >>> import os, tempfile, numpy as np, minidl
@@ -166,7 +146,7 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays, **{_META_KEY: np.frombuffer(meta.encode(), np.uint8)})
         data = buffer.getvalue()
-    _atomic_write(path, data)
+    atomic_write(path, data, "minidl.save")
 
 
 def load(path: str | os.PathLike[str], backend: str | None = None) -> Any:
@@ -188,27 +168,21 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Any:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is truncated, not an ``.npz``/``.safetensors`` file, or holds pickled objects.
+        IsADirectoryError: ``path`` is a folder.
+        ValueError: the file is truncated or damaged, not an ``.npz``/``.safetensors`` file (a text file, a lone
+            ``.npy``), holds pickled objects, claims arrays larger than its own bytes, or has a damaged checkpoint
+            description; the message names the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"minidl.load: {path} is a folder; expected an .npz or .safetensors file")
     if not path.is_file():
         raise FileNotFoundError(f"minidl.load: no file at {path}")
-    if _format_of(path) == "safetensors":
-        arrays, meta = _read_safetensors(path)
+    if sniff(path) == "safetensors":
+        arrays, meta = read_safetensors(path)
     else:
-        arrays, meta = _read_npz(path)
-    if meta is None:
-        result: Any = OrderedDict(arrays)
-    else:
-        try:
-            info = json.loads(meta)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"minidl.load: {path} has a damaged description ({err})") from None
-        if info.get("format") != _FORMAT:
-            raise ValueError(f"minidl.load: {path} is not a minidl checkpoint")
-        if info.get("version", 0) > _VERSION:
-            raise ValueError(f"minidl.load: {path} was written by a newer minidl (format {info['version']})")
-        result = _decode(info["tree"], arrays)
+        arrays, meta = read_npz(path)
+    result: Any = OrderedDict(arrays) if meta is None else decode_description(path, meta, arrays)
     if backend is not None:
         from minidl.backend import get_backend
 
@@ -225,33 +199,3 @@ def _map_arrays(node: Any, fn: Any) -> Any:
     if isinstance(node, (list, tuple)):
         return type(node)(_map_arrays(v, fn) for v in node)
     return node
-
-
-def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except ValueError as err:
-        if "pickle" in str(err).lower():
-            raise ValueError(f"minidl.load: refused {path}: it holds pickled objects, which could run code") from None
-        raise ValueError(f"minidl.load: {path} is not a readable .npz file ({err})") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise ValueError(f"minidl.load: {path} is truncated or not an .npz file ({err})") from None
-    meta = arrays.pop(_META_KEY, None)
-    return arrays, None if meta is None else meta.tobytes().decode()
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
-    try:
-        from safetensors import safe_open
-    except ImportError:
-        raise ImportError(
-            "loading .safetensors needs the safetensors package: pip install minidl[safetensors]"
-        ) from None
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = (f.metadata() or {}).get(_META_KEY)
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:  # safetensors raises its own error types for damaged headers
-        raise ValueError(f"minidl.load: {path} is truncated or not a .safetensors file ({err})") from None
-    return arrays, meta

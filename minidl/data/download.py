@@ -1,8 +1,8 @@
 """Downloads that are checksum-verified and never half-done, and archive extraction that cannot escape its folder.
 
 * :func:`download_url` streams a URL into a temporary file next to the target while computing its MD5, checks the
-  MD5 and only then renames the file into place (``os.replace`` is atomic), so an interrupted or corrupted download
-  never passes for a complete one.
+  MD5 and only then renames the file into place (``os.replace`` is atomic, through :func:`minidl._atomic.atomic_open`),
+  so an interrupted or corrupted download never passes for a complete one.
 * :func:`extract_archive` (defined in :mod:`minidl.data.extract`) unpacks ``.tar``/``.tar.gz``/``.tgz``/
   ``.tar.bz2``/``.tar.xz``/``.zip``/``.gz`` after resolving every member's final path, links included: an archive
   with a member that would land outside the target, or that expands past the size limits, is refused whole with
@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
+from minidl._atomic import atomic_open
 from minidl.data.extract import UnsafeArchiveError, extract_archive
 
 __all__ = [
@@ -106,41 +106,35 @@ def download_url(
     path = root / (filename or posixpath.basename(url.split("?")[0]))
     if check_integrity(path, md5):
         return path
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=root)
     digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_open(path, "download_url") as out:  # removed again on any failure, the MD5 check's included
+        try:
+            response = urllib.request.urlopen(url, timeout=timeout)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DownloadError(f"could not download {url}: {exc}") from exc
+        with response:
+            total = int(response.headers.get("Content-Length") or 0) if hasattr(response, "headers") else 0
+            progress = _progress(total, path.name)
             try:
-                response = urllib.request.urlopen(url, timeout=timeout)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                raise DownloadError(f"could not download {url}: {exc}") from exc
-            with response:
-                total = int(response.headers.get("Content-Length") or 0) if hasattr(response, "headers") else 0
-                progress = _progress(total, path.name)
-                try:
-                    while True:
-                        try:
-                            chunk = response.read(_CHUNK)
-                        except OSError as exc:
-                            raise DownloadError(f"the download of {url} broke off: {exc}") from exc
-                        if not chunk:
-                            break
-                        digest.update(chunk)
-                        out.write(chunk)
-                        if progress is not None:
-                            progress.update(len(chunk))
-                finally:
+                while True:
+                    try:
+                        chunk = response.read(_CHUNK)
+                    except OSError as exc:
+                        raise DownloadError(f"the download of {url} broke off: {exc}") from exc
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
                     if progress is not None:
-                        progress.close()
+                        progress.update(len(chunk))
+            finally:
+                if progress is not None:
+                    progress.close()
         if md5 is not None and digest.hexdigest() != md5.lower():
             raise ChecksumError(
                 f"the file downloaded from {url} has MD5 {digest.hexdigest()}, expected {md5}: it is corrupt or "
                 f"incomplete; nothing was saved"
             )
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
     return path
 
 

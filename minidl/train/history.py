@@ -35,19 +35,22 @@ from typing import Any
 
 import numpy as np
 
-from minidl.serialization import _atomic_write
+from minidl._atomic import atomic_write
 
 __all__ = ["History", "atomic_write_bytes", "atomic_write_text"]
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename); makes the folder."""
-    _atomic_write(Path(path), data)
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, where: str = "atomic_write_bytes") -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename); makes the folder.
+
+    ``where`` names the caller in error messages. See :mod:`minidl._atomic` (stale temporary files, permissions).
+    """
+    atomic_write(path, data, where)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str, where: str = "atomic_write_text") -> None:
     """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), where)
 
 
 def _plain_value(where: str, key: str, value: Any) -> Any:
@@ -200,7 +203,7 @@ class History:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the history atomically: CSV when ``path`` ends in ``.csv``, JSON otherwise."""
         path = Path(path)
-        atomic_write_text(path, self.to_csv() if path.suffix.lower() == ".csv" else self.to_json())
+        atomic_write_text(path, self.to_csv() if path.suffix.lower() == ".csv" else self.to_json(), "History.save")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> History:

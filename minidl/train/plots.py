@@ -41,7 +41,7 @@ def _write(fig: Any, path: str | os.PathLike[str], dpi: int) -> Path:
     path = Path(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format=(path.suffix.lstrip(".").lower() or "png"), dpi=dpi)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), "minidl.train.plots")
     return path
 
 

@@ -23,6 +23,7 @@ epoch.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from minidl._atomic import remove_stale_temp_files
 from minidl._random import get_rng_state, set_rng_state
 from minidl.backend import get_backend
 from minidl.nn.fusion import fuse as fuse_modules
@@ -44,6 +46,37 @@ from minidl.train.progress import format_metrics
 __all__ = ["Trainer", "fit"]
 
 _FORMAT = "minidl-training-checkpoint"
+
+
+# what each entry of a training checkpoint must be (checked before anything is restored)
+_CHECKPOINT_ENTRIES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "model": (dict,),
+    "optimizer": (dict,),
+    "scheduler": (dict, type(None)),
+    "rng": (dict,),
+    "history": (dict,),
+    "loaders": (dict,),
+    "callbacks": (dict,),
+}
+
+
+def _check_checkpoint(path: Any, ckpt: dict[str, Any]) -> None:
+    """Raise a ValueError naming the entry unless ``ckpt`` has every entry of :meth:`Trainer.checkpoint`."""
+    missing = [k for k in _CHECKPOINT_ENTRIES if k not in ckpt]
+    if missing:
+        raise ValueError(
+            f"Trainer.load_checkpoint: {path} lacks the entries {missing}; expected a checkpoint written by "
+            f"Trainer.save_checkpoint or ModelCheckpoint, with {sorted(_CHECKPOINT_ENTRIES)}"
+        )
+    for key, types in _CHECKPOINT_ENTRIES.items():
+        value = ckpt[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(
+                f"Trainer.load_checkpoint: {path}: entry {key!r} should be {names}, got {type(value).__name__} "
+                f"({value!r:.60})"
+            )
 
 
 def _loader_state(loader: Any) -> dict[str, Any] | None:
@@ -204,29 +237,56 @@ class Trainer:
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint` or :class:`ModelCheckpoint`: model, optimizer,
         scheduler, RNG state, history, callbacks' state and epoch; the loaders' epochs are set by the next
-        :meth:`fit`."""
+        :meth:`fit`.
+
+        All or nothing: every entry is checked first, and if one cannot be restored (a ``ValueError`` names the
+        file and the entry) the trainer is put back as it was.
+        """
         ckpt = load(path)
         if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
             raise ValueError(
                 f"Trainer.load_checkpoint: {path} is not a training checkpoint (was it a bare state dict?)"
             )
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scheduler is not None:
-            if ckpt["scheduler"] is None:
+        _check_checkpoint(path, ckpt)
+        backup = copy.deepcopy(self.checkpoint())  # what to put back if an entry cannot be restored
+        pending = dict(self._loader_states)
+        try:
+            self._restore(path, ckpt)
+        except BaseException:
+            self._restore(path, backup)
+            self._loader_states = pending
+            raise
+
+    def _restore(self, path: Any, ckpt: dict[str, Any]) -> None:
+        def entry(name: str, restore: Callable[[], Any]) -> None:
+            try:
+                restore()
+            except RuntimeError as err:  # load_state_dict's mismatch report (as in PyTorch): keep its type
+                raise RuntimeError(
+                    f"Trainer.load_checkpoint: {path}: the {name!r} entry cannot be restored: {err}"
+                ) from err
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
                 raise ValueError(
-                    f"Trainer.load_checkpoint: {path} has no scheduler state but the trainer has a scheduler"
-                )
-            self.scheduler.load_state_dict(dict(ckpt["scheduler"]))
-        self.history = History()
-        self.history.load_state_dict(ckpt["history"])
+                    f"Trainer.load_checkpoint: {path}: the {name!r} entry cannot be restored ({type(err).__name__}: "
+                    f"{err})"
+                ) from err
+
+        if self.scheduler is not None and ckpt["scheduler"] is None:
+            raise ValueError(f"Trainer.load_checkpoint: {path} has no scheduler state but the trainer has a scheduler")
+        set_rng_state(ckpt["rng"])  # validated before it changes anything
+        entry("model", lambda: self.model.load_state_dict(ckpt["model"]))
+        entry("optimizer", lambda: self.optimizer.load_state_dict(ckpt["optimizer"]))
+        if self.scheduler is not None:
+            entry("scheduler", lambda: self.scheduler.load_state_dict(dict(ckpt["scheduler"])))
+        history = History()
+        entry("history", lambda: history.load_state_dict(ckpt["history"]))
+        self.history = history
         saved = ckpt["callbacks"]
         for key, cb in zip(self._callback_keys(), self._user_callbacks, strict=True):
             if key in saved:
-                cb.load_state_dict(dict(saved[key]))
+                entry(f"callbacks.{key}", lambda cb=cb, key=key: cb.load_state_dict(dict(saved[key])))
         self._loader_states = {k: v for k, v in ckpt["loaders"].items() if v is not None}
         self.epoch = int(ckpt["epoch"])
-        set_rng_state(ckpt["rng"])
 
     def _restore_loaders(self) -> None:
         for name, loader in (("train", self.train_loader), ("val", self.val_loader)):
@@ -257,7 +317,8 @@ class Trainer:
             val_loader: validation batches, or None. Default: None.
             epochs: the total number of epochs (a resumed run continues up to it). Default: 1.
             resume: False; True (continue from ``checkpoint_dir/last.npz`` if it exists, else start afresh); or
-                the path of a checkpoint. Default: False.
+                the path of a checkpoint. Default: False. A resume first removes the temporary files that saves
+                killed mid-write left in the checkpoint folders (see :mod:`minidl._atomic`).
 
         Returns:
             The :class:`History` (also ``self.history``).
@@ -268,6 +329,7 @@ class Trainer:
         self._setup_callbacks(val_loader is not None)
         if resume is not False:
             path = self._resume_path(resume)
+            self._remove_stale_temp_files(path)
             if path is not None:
                 self.load_checkpoint(path)
                 self._log(f"resumed from {path} after epoch {self.epoch}")
@@ -342,6 +404,15 @@ class Trainer:
         if not path.is_file():
             raise FileNotFoundError(f"Trainer.fit: no checkpoint to resume from at {path}")
         return path
+
+    def _remove_stale_temp_files(self, resume_path: Path | None) -> None:
+        """Remove the temporary files that saves killed mid-write left in the checkpoint folders."""
+        folders = {cb.dirpath for cb in self.callbacks if isinstance(cb, ModelCheckpoint)}
+        if resume_path is not None:
+            folders.add(resume_path.parent)
+        for folder in sorted(folders):
+            for stale in remove_stale_temp_files(folder):
+                self._log(f"removed {stale}, left behind by a save that was killed mid-write")
 
     def _log(self, message: str) -> None:
         if self.verbose:

@@ -86,9 +86,26 @@ def resolve_generator(generator: np.random.Generator | None) -> np.random.Genera
 
 
 # ---------------------------------------------------------------------------------------------------- image kinds
-def image_kind(where: str, img: Any, *, allow_float: bool = False) -> str:
-    """``"pil"``, ``"array"`` (uint8 HWC/HW) or ``"float"`` (float (..., C, H, W)); a clear error otherwise."""
+# PIL modes whose values are not 8-bit: 16-bit unsigned, 32-bit int and 32-bit float grayscale
+HIGH_DEPTH_MODES = {"I;16": "16-bit", "I;16L": "16-bit", "I;16B": "16-bit", "I;16N": "16-bit", "I": "32-bit integer",
+                    "F": "32-bit float"}  # fmt: skip
+# the memory layout of each (what np.asarray gives, what Image.frombytes takes)
+_HIGH_DEPTH_DTYPES = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": "=i4", "F": "=f4"}
+
+
+def image_kind(where: str, img: Any, *, allow_float: bool = False, eight_bit: bool = False) -> str:
+    """``"pil"``, ``"array"`` (uint8 HWC/HW) or ``"float"`` (float (..., C, H, W)); a clear error otherwise.
+
+    ``eight_bit``: the caller is a colour transform, which works on 8-bit values; a PIL image of a 16- or 32-bit mode
+    (``I;16``, ``I``, ``F``) is refused, since PIL would clip its values to 0..255.
+    """
     if isinstance(img, Image.Image):
+        if eight_bit and img.mode in HIGH_DEPTH_MODES:
+            raise TypeError(
+                f"{where}: expected an 8-bit image (a PIL image of mode L, RGB, RGBA, ... or a uint8 array), got a "
+                f"{HIGH_DEPTH_MODES[img.mode]} PIL image (mode {img.mode!r}), whose values PIL would clip to 0..255; "
+                "scale it to 8 bits first (minidl.data.datasets.pil_loader does so for 16-bit files)"
+            )
         return "pil"
     if isinstance(img, np.ndarray) or (hasattr(img, "shape") and hasattr(img, "dtype")):
         dtype = np.dtype(img.dtype)
@@ -157,6 +174,9 @@ def from_pil(pil: Image.Image, like: np.ndarray) -> np.ndarray:
 
 def pil_from_array_like(arr: np.ndarray, like: Image.Image) -> Image.Image:
     """Rebuild a PIL image of ``like``'s mode (and palette) from an array computed from it."""
+    if like.mode in HIGH_DEPTH_MODES:  # Pillow's fromarray refuses mode= for these: rebuild from the raw bytes
+        raw = np.ascontiguousarray(arr, dtype=_HIGH_DEPTH_DTYPES[like.mode])
+        return Image.frombytes(like.mode, (raw.shape[1], raw.shape[0]), raw.tobytes())
     out = Image.fromarray(np.ascontiguousarray(arr), mode=like.mode)
     if like.mode == "P" and like.getpalette() is not None:
         out.putpalette(like.getpalette())

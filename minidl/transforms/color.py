@@ -51,9 +51,15 @@ __all__ = [
 
 def _through_pil(where: str, img: Any, op: Any) -> Any:
     """Apply ``op(pil) -> pil`` to a PIL image, or to a uint8 array (converted to PIL and back)."""
-    kind = image_kind(where, img)
+    kind = image_kind(where, img, eight_bit=True)
     if kind == "pil":
-        return op(img)
+        try:
+            return op(img)
+        except ValueError as err:  # e.g. ImageEnhance on a palette ("P") or bilevel ("1") image
+            raise ValueError(
+                f"{where}: expected a PIL image of mode L, LA, RGB or RGBA, got mode {img.mode!r}, which PIL cannot "
+                f"adjust ({err}); convert it first, e.g. img.convert('RGB')"
+            ) from None
     if image_channels(img, kind) not in (1, 3, 4):
         raise ValueError(f"{where}: expected an image with 1, 3 or 4 channels, got shape {img.shape}")
     return from_pil(op(to_pil(img)), img)
@@ -98,7 +104,7 @@ def adjust_hue(img: Any, hue_factor: float) -> Any:
     """Rotate the hue by ``hue_factor`` (in [-0.5, 0.5]) of a full turn; 0 leaves the image unchanged."""
     f = check_float("adjust_hue", "hue_factor", hue_factor, low=-0.5, high=0.5)
     if f == 0:  # the RGB -> HSV -> RGB round trip is lossy by a few levels: skip it when there is nothing to do
-        image_kind("adjust_hue", img)
+        image_kind("adjust_hue", img, eight_bit=True)
         return img.copy()
     return _through_pil("adjust_hue", img, lambda im: _hue_pil(im, f))
 
@@ -108,9 +114,15 @@ def rgb_to_grayscale(img: Any, num_output_channels: int = 1) -> Any:
     times."""
     if num_output_channels not in (1, 3):
         raise ValueError(f"rgb_to_grayscale: num_output_channels must be 1 or 3, got {num_output_channels!r}")
-    kind = image_kind("rgb_to_grayscale", img)
+    kind = image_kind("rgb_to_grayscale", img, eight_bit=True)
     if kind == "pil":
-        gray = img.convert("L")
+        try:
+            gray = img.convert("L")
+        except ValueError as err:  # e.g. "conversion from LAB to L not supported"
+            raise ValueError(
+                f"rgb_to_grayscale: expected a PIL image that converts to L (L, RGB, RGBA, P, CMYK, YCbCr, ...), got "
+                f"mode {img.mode!r} ({err}); convert it first, e.g. img.convert('RGB')"
+            ) from None
         return gray if num_output_channels == 1 else gray.convert("RGB")
     channels = image_channels(img, kind)
     if channels not in (1, 3, 4):
@@ -123,7 +135,7 @@ def rgb_to_grayscale(img: Any, num_output_channels: int = 1) -> Any:
 
 def equalize(img: Any) -> Any:
     """Histogram equalization of each channel (``PIL.ImageOps.equalize``)."""
-    kind = image_kind("equalize", img)
+    kind = image_kind("equalize", img, eight_bit=True)
     if kind == "pil":
         if img.mode == "RGBA":  # equalize the colour, keep the transparency
             out = ImageOps.equalize(img.convert("RGB"))
@@ -200,7 +212,7 @@ class ColorJitter(RandomTransform):
         return (order, *factors)
 
     def __call__(self, img: Any) -> Any:
-        image_kind("ColorJitter", img)
+        image_kind("ColorJitter", img, eight_bit=True)
         order, b, c, s, h = self.get_params(self.brightness, self.contrast, self.saturation, self.hue, self._rng())
         for fn_id in order:
             if fn_id == 0 and b is not None:
@@ -246,7 +258,7 @@ class RandomGrayscale(RandomTransform):
         self._set_generator(generator)
 
     def __call__(self, img: Any) -> Any:
-        kind = image_kind("RandomGrayscale", img)
+        kind = image_kind("RandomGrayscale", img, eight_bit=True)
         if self._rng().random() >= self.p:
             return img
         if kind == "pil":
@@ -272,7 +284,7 @@ class RandomEqualize(RandomTransform):
         self._set_generator(generator)
 
     def __call__(self, img: Any) -> Any:
-        image_kind("RandomEqualize", img)
+        image_kind("RandomEqualize", img, eight_bit=True)
         return equalize(img) if self._rng().random() < self.p else img
 
     def extra_repr(self) -> str:

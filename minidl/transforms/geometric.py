@@ -111,8 +111,14 @@ def pad(img: Any, padding: Any, fill: Any = 0, padding_mode: str = "constant") -
     if padding_mode not in _PADDING_MODES:
         raise ValueError(f"pad: padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
     fill = check_fill("pad", fill)
-    if kind == "pil":
-        return pil_from_array_like(pad(np.asarray(img), padding, fill, padding_mode), img)
+    if kind == "pil":  # any mode (8-bit, 16-bit, float): pad its values as an (H, W[, C]) array
+        return pil_from_array_like(
+            _pad_array(np.asarray(img), "array", left, top, right, bottom, fill, padding_mode), img
+        )
+    return _pad_array(img, kind, left, top, right, bottom, fill, padding_mode)
+
+
+def _pad_array(img: Any, kind: str, left: int, top: int, right: int, bottom: int, fill: Any, padding_mode: str) -> Any:
     xp = get_array_module(img)
     row_axis, col_axis, channel_axis = _spatial_axes(kind, img)
     if padding_mode != "constant":

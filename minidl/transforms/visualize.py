@@ -17,7 +17,6 @@ Examples:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from minidl import _random
+from minidl._atomic import atomic_open
 from minidl.backend import to_numpy
 from minidl.nn._checks import check_int
 from minidl.transforms._base import image_kind
@@ -106,7 +106,8 @@ def save_augmentation_grid(
 ) -> str:
     """Save a PNG grid: row i holds ``images[i]`` and ``n_augmentations`` outputs of ``transform`` on it.
 
-    The file is written atomically (a temporary file in the same folder, then ``os.replace``).
+    The file is written atomically by :func:`minidl._atomic.atomic_open` (a temporary file in the same folder, then
+    ``os.replace``).
 
     Args:
         images: a list of PIL images / (H, W, C) uint8 arrays, or an (N, H, W, C) uint8 array.
@@ -123,17 +124,8 @@ def save_augmentation_grid(
     """
     grid = augmentation_grid(images, transform, n_augmentations, seed, scale, padding)
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".augmentations-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            grid.save(f, format="PNG")
-        os.chmod(tmp, 0o644)  # mkstemp creates the file private (0600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "save_augmentation_grid") as f:
+        grid.save(f, format="PNG")
     return path
 
 

@@ -6,7 +6,14 @@ Dogs vs. Cats. Each takes ``root`` (default ``$MINIDL_DATA_DIR`` or ``~/.cache/m
 from minidl.data.datasets._base import VisionDataset
 from minidl.data.datasets.cifar import CIFAR10, CIFAR10Sample, RestrictedUnpickler, restricted_loads
 from minidl.data.datasets.dogs_vs_cats import DogsVsCats
-from minidl.data.datasets.folder import IMG_EXTENSIONS, CorruptImageError, ImageFolder, find_classes, pil_loader
+from minidl.data.datasets.folder import (
+    IMG_EXTENSIONS,
+    CorruptImageError,
+    ImageFolder,
+    UnsupportedImageError,
+    find_classes,
+    pil_loader,
+)
 from minidl.data.datasets.mnist import MNIST, FashionMNIST, read_idx
 
 __all__ = [
@@ -19,6 +26,7 @@ __all__ = [
     "FashionMNIST",
     "ImageFolder",
     "RestrictedUnpickler",
+    "UnsupportedImageError",
     "VisionDataset",
     "find_classes",
     "pil_loader",

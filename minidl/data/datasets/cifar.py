@@ -6,7 +6,7 @@ Both official formats are read, extracted or straight from the ``.tar.gz`` (memb
   per file, a label byte then 1,024 red, 1,024 green, 1,024 blue bytes (32x32 planes, row-major);
 * python version (``cifar-10-batches-py/data_batch_{1..5}``, ``test_batch``): pickled dicts ``{"data": uint8 (10000,
   3072), "labels": [int]}``, read with :class:`RestrictedUnpickler`, which only rebuilds plain data and NumPy arrays
-  (a pickle can otherwise run arbitrary code).
+  (a pickle can otherwise run arbitrary code), within a memory budget of 8 x the file's size.
 
 Every data file's MD5 is checked against the official per-file checksum, so a flipped byte is caught whichever
 archive (official or repacked) the files came from.
@@ -15,10 +15,7 @@ archive (official or repacked) the files came from.
 from __future__ import annotations
 
 import gzip
-import importlib
-import io
 import os
-import pickle
 import tarfile
 import zlib
 from collections.abc import Callable
@@ -28,61 +25,12 @@ from typing import Any
 import numpy as np
 
 from minidl.data.datasets._base import VisionDataset, missing_files_message, search_dirs
+from minidl.data.datasets._restricted_pickle import RestrictedUnpickler, restricted_loads
 from minidl.data.download import ChecksumError, DownloadError, download_url, md5sum
 
 __all__ = ["CIFAR10", "CIFAR10Sample", "RestrictedUnpickler", "restricted_loads"]
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def _numpy_attr(module: str, name: str) -> Any:
-    # numpy 2 moved numpy.core to numpy._core; pickles written by either name the old or the new path
-    for m in (module, module.replace("numpy.core", "numpy._core"), module.replace("numpy._core", "numpy.core")):
-        try:
-            return getattr(importlib.import_module(m), name)
-        except (ImportError, AttributeError):
-            continue
-    raise pickle.UnpicklingError(f"cannot find {module}.{name}")
-
-
-_SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int", "float", "bool"}
-_SAFE_NUMPY = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that rebuilds only plain data (dict, list, tuple, bytes, str, int, float, ...) and NumPy arrays.
-
-    Any other global (``os.system``, ``builtins.eval``, a class of any module, ...) raises
-    ``pickle.UnpicklingError`` before it is called, so loading an untrusted pickle cannot run code.
-    """
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS:
-            return getattr(__import__("builtins"), name)
-        if module == "_codecs" and name == "encode":  # how protocol-2 pickles written by Python 3 store bytes
-            import _codecs
-
-            return _codecs.encode
-        if (module, name) in _SAFE_NUMPY:
-            return _numpy_attr(module, name)
-        raise pickle.UnpicklingError(
-            f"RestrictedUnpickler: refusing to load global {module}.{name}: only plain data and NumPy arrays are "
-            "allowed in a dataset pickle"
-        )
-
-
-def restricted_loads(data: bytes, encoding: str = "latin1") -> Any:
-    """``pickle.loads`` with :class:`RestrictedUnpickler` (``latin1`` decodes Python 2 pickles such as CIFAR's)."""
-    return RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
 
 
 def _parse_python_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,17 @@ A file that Pillow cannot decode (corrupt, truncated, not an image) raises :clas
 when its sample is loaded. With ``skip_corrupt=True`` every file is test-decoded once when the dataset is built
 (JPEGs at 1/8 scale, which still reads the whole compressed stream); the bad ones are left out, listed in
 ``.skipped`` and reported by a warning.
+
+Every mode Pillow opens becomes 8-bit RGB by a known rule, or is refused (:func:`pil_loader`):
+
+* 8-bit modes (``1``, ``L``, ``LA``, ``La``, ``P``, ``PA``, ``RGB``, ``RGBA``, ``RGBa``, ``RGBX``, ``CMYK``,
+  ``YCbCr``, ``LAB``, ``HSV``): Pillow's ``convert("RGB")`` (alpha dropped, as torchvision's ``pil_loader`` does);
+* 16-bit grayscale (``I;16``, ``I;16L``, ``I;16B``, ``I;16N``: 16-bit PNG and TIFF; a 16-bit PGM, which Pillow opens
+  as ``I`` scaled to 0..65535): scaled to 0..255 by ``round(v * 255 / 65535)``; ``convert`` would clip everything
+  above 255 to white, making a constant image;
+* 32-bit integer (``I``, e.g. an int32 TIFF) and float (``F``) pixels: refused with :class:`UnsupportedImageError`,
+  since their range is unknown (a float image in [0, 1] would become black, an int image above 255 white). Pass a
+  ``loader`` that scales them with the range you know.
 """
 
 from __future__ import annotations
@@ -16,9 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from minidl.data.datasets._base import VisionDataset
 
-__all__ = ["IMG_EXTENSIONS", "CorruptImageError", "ImageFolder", "find_classes", "pil_loader"]
+__all__ = ["IMG_EXTENSIONS", "CorruptImageError", "ImageFolder", "UnsupportedImageError", "find_classes", "pil_loader"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)  # what Pillow raises on a broken file
@@ -28,24 +41,75 @@ class CorruptImageError(OSError):
     """An image file could not be decoded; the message names the file."""
 
 
+class UnsupportedImageError(ValueError):
+    """An image decodes, but its pixels cannot become 8-bit RGB by a known rule (32-bit int or float); names it."""
+
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _is_sixteen_bit(img: Any) -> bool:
+    # Pillow opens a PGM/PPM with maxval > 255 as mode I, scaled to 0..65535
+    return img.mode in _SIXTEEN_BIT or (img.mode == "I" and img.format == "PPM")
+
+
+def _check_mode(img: Any, name: str) -> None:
+    """Refuse the modes :func:`pil_loader` cannot turn into 8-bit RGB without guessing a value range."""
+    if img.mode in ("I", "F") and not _is_sixteen_bit(img):
+        kind = "32-bit float" if img.mode == "F" else "32-bit integer"
+        raise UnsupportedImageError(
+            f"pil_loader: {name} has {kind} pixels (PIL mode {img.mode!r}); expected an 8-bit or 16-bit image, whose "
+            "range is known (0..255, 0..65535). Converting it would clip the values to 0..255 (a float image in "
+            "[0, 1] would be black); pass loader= a function that scales it with the range you know"
+        )
+
+
+def _to_rgb(img: Any, name: str) -> Any:
+    """``img`` (decoded) as an 8-bit RGB PIL image, by the rules of the module docstring."""
+    from PIL import Image
+
+    if _is_sixteen_bit(img):
+        values = np.asarray(img).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):  # pragma: no cover - Pillow guarantees it
+            raise UnsupportedImageError(f"pil_loader: {name}: 16-bit pixel values outside 0..65535")
+        eight = ((values * 255 + 32767) // 65535).astype(np.uint8)  # round(v * 255 / 65535)
+        return Image.fromarray(eight, mode="L").convert("RGB")
+    _check_mode(img, name)
+    if img.mode in ("La", "RGBa"):  # premultiplied alpha: Pillow converts to RGB only from the straight form
+        img = img.convert(img.mode.upper())
+    try:
+        return img.convert("RGB")
+    except ValueError as exc:  # e.g. "conversion from La to RGB not supported"
+        raise UnsupportedImageError(
+            f"pil_loader: {name} has PIL mode {img.mode!r}, which Pillow cannot convert to RGB ({exc}); expected one "
+            "of the modes listed in minidl.data.datasets.folder"
+        ) from None
+
+
 def _name_of(source: Any) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else str(getattr(source, "name", "<file object>"))
 
 
 def pil_loader(source: str | os.PathLike | IO[bytes]) -> Any:
-    """Decode an image file (path or binary file object) into an RGB PIL image (torchvision's ``pil_loader``).
+    """Decode an image file (path or binary file object) into an 8-bit RGB PIL image (torchvision's ``pil_loader``).
+
+    16-bit grayscale is scaled to 0..255; 32-bit int and float images are refused (see the module docstring).
 
     Raises:
         CorruptImageError: the file is not a decodable image (names the file).
+        UnsupportedImageError: the pixels are 32-bit int or float, or of a mode Pillow cannot convert to RGB.
     """
     from PIL import Image
 
     opened = open(source, "rb") if isinstance(source, (str, os.PathLike)) else contextlib.nullcontext(source)
     try:
         with opened as f, Image.open(f) as img:
-            return img.convert("RGB")  # convert() decodes the whole image, so truncation is caught here
+            img.load()  # decodes the whole image, so truncation is caught here
+            return _to_rgb(img, _name_of(source))
+    except UnsupportedImageError:
+        raise
     except _DECODE_ERRORS as exc:
-        raise CorruptImageError(f"cannot decode image {_name_of(source)}: {exc}") from exc
+        raise CorruptImageError(f"pil_loader: cannot decode image {_name_of(source)}: {exc}") from exc
 
 
 def _check_decodes(source: str | os.PathLike | IO[bytes]) -> None:
@@ -54,6 +118,7 @@ def _check_decodes(source: str | os.PathLike | IO[bytes]) -> None:
 
     opened = open(source, "rb") if isinstance(source, (str, os.PathLike)) else contextlib.nullcontext(source)
     with opened as f, Image.open(f) as img:
+        _check_mode(img, _name_of(source))
         img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
         img.load()
 
@@ -107,6 +172,8 @@ class _ImageFiles(VisionDataset):
         source, label = self.samples[index]
         try:
             img = self.loader(self._open(source))
+        except UnsupportedImageError as exc:
+            raise UnsupportedImageError(f"{type(self).__name__}: {exc}") from exc
         except CorruptImageError as exc:
             raise CorruptImageError(f"{type(self).__name__}: cannot decode image {self._describe(source)}: "
                                     f"{exc.__cause__ or exc}") from exc  # fmt: skip
