@@ -294,7 +294,7 @@ class SmoothL1Loss(_Loss):
     Shape:
         - Input: any shape.  - Target: the same shape.
     Backward:
-        dinput = dout * (d / beta if |d| < beta else sign(d)) / numel,  d = input - target
+        ``dinput = dout * (d / beta if |d| < beta else sign(d)) / numel``,  d = input - target
     Examples:
         >>> import numpy as np
         >>> from minidl import nn

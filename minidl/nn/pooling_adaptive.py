@@ -120,7 +120,7 @@ class AdaptiveAvgPool2d(_Pool2d):
     Shape:
         - Input: (N, C, H, W).  - Output: (N, C, OH, OW).
     Backward:
-        dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of dout[n, c, i, j] / |bin(i, j)|.
+        dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of ``dout[n, c, i, j] / |bin(i, j)|``.
 
     Examples:
         >>> import numpy as np
