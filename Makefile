@@ -1,6 +1,9 @@
 # The two commands of the README, each doing its own set-up in a local virtualenv (.venv):
 #   make demo   train a small CNN on CIFAR-10 (or the embedded sample when CIFAR-10 is not found) and print accuracy
 #   make test   install minidl with its test dependencies and run the test suite
+# and for contributors (CI runs all three, .ci/run):
+#   make lint   ruff check and ruff format --check
+#   make docs   build the documentation site into site/ (Sphinx; any warning is an error)
 # Variables: PYTHON (the interpreter that creates .venv), TORCH (the PyTorch requirement for the parity tests;
 # empty to skip them: `make test TORCH=`), PYTEST_ARGS (extra pytest arguments, e.g. `-m slow`), DATA_DIR (where
 # the demo looks for CIFAR-10; default: ../shared/data when it exists, else $MINIDL_DATA_DIR and the cache).
@@ -10,9 +13,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
+RUFF ?= ruff==0.17.6
+LINT_PATHS := minidl tests examples benchmarks scripts docs/conf.py
 DATA_DIR ?= $(firstword $(wildcard ../shared/data))
 
-.PHONY: demo test install install-test lint clean
+.PHONY: demo test docs install install-test install-docs lint clean
 
 demo: install
 	$(BIN)/python examples/train_cifar10.py --quick $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out runs/demo
@@ -36,9 +41,19 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	  || echo "PyTorch ($(TORCH)) could not be installed: the parity tests will be skipped"; fi
 	touch $@
 
-lint: install-test
-	$(BIN)/python -m pip install --quiet ruff
-	$(BIN)/ruff check minidl tests examples benchmarks scripts
+install-docs: $(VENV)/.installed-docs
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[docs]"
+	touch $@
+
+# -E: read every page again, so that each build reports every warning (an incremental one repeats none)
+docs: install-docs
+	$(BIN)/sphinx-build -E -W --keep-going -b html docs site
+
+lint: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(RUFF)"
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .hypothesis

@@ -33,15 +33,27 @@ def load(data_dir: str | None, train_split: bool, limit: int | None) -> TensorDa
     return TensorDataset((images - 0.1307) / 0.3081, labels)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` keeps the description's line breaks and shows each option's default (none for flags and options
+    whose help says what happens without them)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--data-dir", help="folder holding the MNIST files (default: $MINIDL_DATA_DIR, the cache)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=5, help="passes over the 60,000 training images")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per training batch")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", help="array backend: " + ", ".join(minidl.available_backends()))
+    parser.add_argument("--hidden", type=int, default=256, help="width of the two hidden layers")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the dropout")
+    parser.add_argument(
+        "--backend", help="array backend (default: numba where installed): " + ", ".join(minidl.available_backends())
+    )
     parser.add_argument("--limit", type=int, help="use only the first N images of each split (smoke tests)")
     parser.add_argument("--out", default="runs/mnist-mlp", help="output folder for history, checkpoint and results")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.npz")

@@ -54,24 +54,38 @@ def build_datasets(data_dir: str | None, quick: bool, cutout: bool) -> tuple[obj
     return train_set, test_set, f"{source}: {len(train_set)} train / {len(test_set)} test images"
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` keeps the description's line breaks and shows each option's default (none for flags and options
+    whose help says what happens without them)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default="cifar_cnn", help="a zoo model: " + ", ".join(models.list_models()))
     parser.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $MINIDL_DATA_DIR, then the cache)")
     parser.add_argument(
         "--epochs", type=int, help="passes over the training set (default 30; --quick: 3 on CIFAR-10, 15 on the sample)"
     )
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128, help="images per training batch")
     parser.add_argument("--lr", type=float, help="peak learning rate of SGD (default 0.1; 0.02 for cifar_cnn, lenet5)")
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (L2 penalty)")
     parser.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument(
+        "--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy loss (0: off)"
+    )
     parser.add_argument("--cutout", action="store_true", help="erase a random 8x8 square of every training image")
     parser.add_argument("--mixup", type=float, default=0.0, help="Mixup alpha (0: off)")
     parser.add_argument("--cutmix", type=float, default=0.0, help="CutMix alpha (0: off)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", help="array backend: " + ", ".join(minidl.available_backends()))
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the augmentation")
+    parser.add_argument(
+        "--backend", help="array backend (default: numba where installed): " + ", ".join(minidl.available_backends())
+    )
     parser.add_argument("--no-fuse", action="store_true", help="run the layers one by one (no nn.fuse on Numba)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/cifar10-<model>)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.npz")

@@ -57,21 +57,33 @@ def small_cnn(num_classes: int = 2, width: int = 32) -> nn.Sequential:
     )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` keeps the description's line breaks and shows each option's default (none for flags and options
+    whose help says what happens without them)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--data-dir", help="folder (or zip) with the dogs-vs-cats images (default: $MINIDL_DATA_DIR)")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=40, help="passes over the training images")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per training batch")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate of the one-cycle schedule")
-    parser.add_argument("--weight-decay", type=float, default=5e-2)
-    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--weight-decay", type=float, default=5e-2, help="AdamW decoupled weight decay")
+    parser.add_argument("--image-size", type=int, default=96, help="side of the square images the network sees")
     parser.add_argument("--width", type=int, default=32, help="channels of the first stage")
     parser.add_argument(
         "--workers", type=int, default=0, help="DataLoader workers (threads: Pillow decodes without the GIL)"
     )
     parser.add_argument("--limit", type=int, help="use only N training and N validation images (smoke tests)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", help="array backend: " + ", ".join(minidl.available_backends()))
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the augmentation")
+    parser.add_argument(
+        "--backend", help="array backend (default: numba where installed): " + ", ".join(minidl.available_backends())
+    )
     parser.add_argument("--no-fuse", action="store_true", help="run the layers one by one (no nn.fuse on Numba)")
     parser.add_argument("--out", default="runs/dogs-vs-cats", help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.npz")

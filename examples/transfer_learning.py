@@ -118,8 +118,18 @@ def finetune(
     return train.evaluate(model, val_loader, loss_fn)["accuracy"], history
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` keeps the description's line breaks and shows each option's default (none for flags and options
+    whose help says what happens without them)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default="resnet20", help="backbone from the zoo (a CIFAR model)")
     parser.add_argument("--data-dir", help="folder with CIFAR-10 and the dogs-vs-cats images ($MINIDL_DATA_DIR)")
     parser.add_argument("--pretrained", help="checkpoint or state dict of the backbone trained on CIFAR-10")
@@ -127,11 +137,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="dogs-vs-cats epochs, the same for both runs")
     parser.add_argument("--head-epochs", type=int, default=3, help="first epochs with the backbone frozen")
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate of the head")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=64, help="side of the square images the network sees")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per training batch")
     parser.add_argument("--limit", type=int, help="use only N images per split (smoke tests)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", help="array backend: " + ", ".join(minidl.available_backends()))
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the augmentation")
+    parser.add_argument(
+        "--backend", help="array backend (default: numba where installed): " + ", ".join(minidl.available_backends())
+    )
     parser.add_argument("--no-fuse", action="store_true", help="run the layers one by one (no nn.fuse on Numba)")
     parser.add_argument("--out", default="runs/transfer", help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue every phase from its last checkpoint")

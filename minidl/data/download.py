@@ -140,7 +140,7 @@ def download_url(
 
 def _progress(total: int, name: str) -> Any:
     try:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm  # a widget in a Jupyter notebook, text elsewhere
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
     return tqdm(total=total or None, unit="B", unit_scale=True, desc=name, disable=None)

@@ -185,7 +185,7 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """PyTorch's default: W and b from U(-1/sqrt(in_features), 1/sqrt(in_features)) (kaiming_uniform_, a=sqrt 5)."""
+        """PyTorch's default: W and b from U(-k, k), k = 1/sqrt(in_features) (``kaiming_uniform_``, a=sqrt 5)."""
         if self.in_features == 0:  # nothing to draw a fan from; PyTorch leaves such tensors empty as well
             init.zeros_(self.weight)
             if self.bias is not None:

@@ -5,8 +5,9 @@
     epoch 3/20 train:  45%|████▌     | 176/391 [00:41<00:50, loss=0.912, accuracy=0.683, img/s=2.7e+03, lr=0.05]
 
 The bar is shown only where someone watches it: ``enabled=True`` shows it when the output stream is a terminal (a TTY)
-and stays silent in log files, CI and pipes (tqdm's ``disable=None``); ``enabled="always"`` forces it (for notebooks
-or logs that want it) and ``enabled=False`` switches it off.
+or in a Jupyter notebook (as a widget: the bar is ``tqdm.auto``'s) and stays silent in log files, CI and pipes
+(tqdm's ``disable=None``); ``enabled="always"`` forces it (for logs that want it) and ``enabled=False`` switches it
+off.
 
 Examples:
     >>> import io
@@ -26,9 +27,13 @@ import sys
 import time
 from typing import IO, Any
 
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a Jupyter notebook, text elsewhere
 
 __all__ = ["EpochProgress", "format_metrics"]
+
+# True inside a Jupyter kernel with ipywidgets, where tqdm.auto draws a widget: the notebook is watched, although its
+# output stream is not a terminal.
+_NOTEBOOK = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
 
 
 def _fmt(name: str, value: Any) -> str:
@@ -59,7 +64,8 @@ class EpochProgress:
     Args:
         total: the number of batches (``len(loader)``), or None when unknown.
         desc: the text before the bar, e.g. ``"epoch 3/20 train"``. Default: "".
-        enabled: True (shown when ``file`` is a terminal), ``"always"`` (shown anyway) or False. Default: True.
+        enabled: True (shown when ``file`` is a terminal or in a notebook), ``"always"`` (shown anyway) or False.
+            Default: True.
         file: the output stream. Default: None (``sys.stderr``).
         leave: keep the finished bar on screen. Default: True.
 
@@ -77,7 +83,10 @@ class EpochProgress:
     ) -> None:
         if enabled not in (True, False, "always"):
             raise ValueError(f"EpochProgress: enabled must be True, False or 'always', got {enabled!r}")
-        disable = None if enabled is True else (enabled is False)
+        if enabled is True:
+            disable = False if _NOTEBOOK and file is None else None  # None: tqdm shows it only on a terminal
+        else:
+            disable = enabled is False
         self._bar = tqdm(
             total=total,
             desc=desc,
@@ -92,7 +101,7 @@ class EpochProgress:
 
     @property
     def disabled(self) -> bool:
-        """Whether nothing is drawn (not a terminal, or ``enabled=False``)."""
+        """Whether nothing is drawn (neither a terminal nor a notebook, or ``enabled=False``)."""
         return bool(self._bar.disable)
 
     @property

@@ -6,8 +6,10 @@ and MNIST runs need the real data (``$MINIDL_DATA_DIR`` or ``../shared/data``) a
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +134,28 @@ def test_help_documents_the_common_flags(script, tmp_path):
     text = run(script, "--help", cwd=tmp_path)
     for flag in ("--backend", "--data-dir", "--epochs", "--batch-size", "--lr", "--seed", "--resume", "--out"):
         assert flag in text, f"{script} --help lacks {flag}"
+
+
+class _Parsed(Exception):
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+
+
+@pytest.mark.parametrize(
+    "script", ["train_cifar10.py", "mnist_mlp.py", "train_dogs_vs_cats.py", "transfer_learning.py"]
+)
+def test_every_option_has_help_and_help_shows_its_default(script, monkeypatch):
+    def stop(parser, *args, **kwargs):  # the script's parser, caught where it would read the command line
+        raise _Parsed(parser)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop)
+    with pytest.raises(_Parsed) as parsed:
+        runpy.run_path(str(ROOT / "examples" / script), run_name="__main__")
+    parser = parsed.value.parser
+    assert issubclass(parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter), script
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        assert action.help and action.help.strip(), f"{script}: {action.option_strings} has no help text"
+        if action.default is not None and action.default is not False and action.default != argparse.SUPPRESS:
+            assert "%(default)" in formatter._get_help_string(action), f"{script}: {action.option_strings}"
+    assert "(default: " in parser.format_help()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import math
 import warnings
@@ -130,6 +131,22 @@ def test_progress_bar_silent_off_a_terminal_and_forced_on():
     assert "ep 1" in text and "img/s=" in text and "lr=0.05" in text and "loss=" in text and "accuracy=" in text
     with pytest.raises(ValueError, match="EpochProgress: enabled must be True, False or 'always'"):
         EpochProgress(3, enabled="yes")
+
+
+def test_progress_bar_shown_in_a_notebook(monkeypatch, capsys):
+    """In a Jupyter kernel (tqdm.auto draws a widget) the bar is watched although its stream is not a terminal."""
+    progress = importlib.import_module("minidl.train.progress")
+    monkeypatch.setattr(progress, "_NOTEBOOK", True)
+    with EpochProgress(3, enabled=True) as bar:
+        assert not bar.disabled
+    with EpochProgress(3, enabled=True, file=io.StringIO()) as bar:  # an explicit stream decides as elsewhere
+        assert bar.disabled
+    with EpochProgress(3, enabled=False) as bar:
+        assert bar.disabled
+    monkeypatch.setattr(progress, "_NOTEBOOK", False)
+    with EpochProgress(3, enabled=True) as bar:  # capsys: sys.stderr is not a terminal
+        assert bar.disabled
+    capsys.readouterr()
 
 
 def test_clipping_regularization_and_mixup():
