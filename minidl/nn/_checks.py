@@ -44,7 +44,7 @@ def check_array(
         raise TypeError(f"{where}: expected the {what} to be an array, got {type(x).__name__}") from None
     except RuntimeError as err:
         raise RuntimeError(f"{where}: {err}") from None
-    if isinstance(x, np.ndarray) and type(x) is not np.ndarray and not isinstance(x, np.memmap):
+    if _on_host(x) and type(x) is not np.ndarray and not isinstance(x, np.memmap):
         _refuse_subclass(where, x, what)
     shape = tuple(x.shape)
     if ndim is not None:
@@ -129,11 +129,16 @@ def check_params(where: str, x: Any, shape: tuple[int, ...], **params: Any) -> N
     _check_parameter_dtype(where, x, dtype)
 
 
+def _on_host(a: Any) -> bool:
+    """A NumPy array or subclass (``np.memmap``, ...); the tests' CPU stand-in for CuPy subclasses it as ``cupy``."""
+    return isinstance(a, np.ndarray) and not type(a).__module__.startswith("cupy")
+
+
 def check_same_device(where: str, x: Any, *arrays: Any) -> None:
     """Raise if a parameter array lives on another device than the input ``x`` (NumPy arrays and their subclasses,
     such as ``np.memmap``, all live on the host)."""
     for a in arrays:
-        if a is not None and type(a) is not type(x) and not (isinstance(a, np.ndarray) and isinstance(x, np.ndarray)):
+        if a is not None and type(a) is not type(x) and not (_on_host(a) and _on_host(x)):
             raise RuntimeError(
                 f"{where}: the input is a {type(x).__module__}.{type(x).__name__} but the layer's parameters are "
                 f"{type(a).__module__}.{type(a).__name__}; move the model with model.to(<backend>) first"
