@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -74,13 +76,17 @@ def _copy(a: Any) -> Any:
 
 
 def _call(function: str, config: dict[str, Any], f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``f(*args, **kwargs)``, with any exception turned into a ConformanceError naming ``function``."""
+    """``f(*args, **kwargs)``, with any exception but NotImplementedError (a stub: it says so itself) turned into
+    a ConformanceError naming ``function``."""
     try:
         return f(*args, **kwargs)
-    except AssertionError:
+    except (AssertionError, NotImplementedError):
         raise
     except Exception as err:
-        raise fail(function, "raised", config, f"{type(err).__name__}: {err}") from err
+        frames = traceback.extract_tb(err.__traceback__)[1:]  # [0] is this function
+        last = frames[-1] if frames else None
+        where = f" (in {last.name}, {os.path.basename(last.filename)}:{last.lineno})" if last else ""
+        raise fail(function, "raised", config, f"{type(err).__name__}: {err}{where}") from err
 
 
 def _upstream(rng: np.random.Generator, out: Any) -> Any:
@@ -89,7 +95,7 @@ def _upstream(rng: np.random.Generator, out: Any) -> Any:
 
 def check_pair(
     candidate_forward: Callable[..., Any],
-    candidate_backward: Callable[..., Any],
+    candidate_backward: Callable[..., Any] | None,
     reference: str = "conv2d",
     *,
     max_examples: int = 20,
@@ -113,7 +119,8 @@ def check_pair(
 
     Args:
         candidate_forward: ``forward(*arrays, **hyperparameters) -> (out, cache)``.
-        candidate_backward: ``backward(dout, cache) -> gradients`` in the reference's order.
+        candidate_backward: ``backward(dout, cache) -> gradients`` in the reference's order, or None to check the
+            forward pass only (its output and the state it updates).
         reference: the op's name (:func:`~minidl.testing.registered_ops`). Default: ``"conv2d"``.
         max_examples: how many configurations hypothesis tries (more on a failure, to shrink it). Default: 20.
         seed: hypothesis's seed, so a run repeats exactly. Default: 0.
@@ -134,8 +141,9 @@ def check_pair(
     held.update(fixed or {})
     ref_forward = dispatch._ORIGINALS[f"{spec.name}_forward"]
     ref_backward = dispatch._ORIGINALS[f"{spec.name}_backward"]
-    fwd_name, bwd_name = _name(candidate_forward), _name(candidate_backward)
-    report = ConformanceReport(f"{spec.name}_forward/_backward", f"{fwd_name}/{bwd_name}")
+    fwd_name = _name(candidate_forward)
+    bwd_name = "" if candidate_backward is None else _name(candidate_backward)
+    report = ConformanceReport(f"{spec.name}_forward/_backward", f"{fwd_name}/{bwd_name}".rstrip("/"))
 
     def one(config: dict[str, Any], data_seed: int) -> None:
         rng = np.random.default_rng(data_seed)
@@ -158,13 +166,29 @@ def check_pair(
                 i = spec.arrays.index(name)
                 compare(fwd_name, f"{name} after the forward pass", config, cand_args[i], ref_args[i], atol=atol,
                         rtol=rtol, report=report)  # fmt: skip
+            if candidate_backward is None:  # the forward pass only
+                if spec.stochastic:
+                    _dropout_properties(fwd_name, bwd_name, config, arrays["x"], out, None, None)
+                    _dropout_rate(fwd_name, config, lambda x: candidate_forward(x, **kwargs)[0], data_seed)
+                report.examples += 1
+                return
             dout = _upstream(rng, ref_out)
             with _original_pairs():
                 ref_grads = _as_tuple(ref_backward(_copy(dout), ref_cache))
             grads = _as_tuple(_call(bwd_name, config, candidate_backward, _copy(dout), cache))
             if spec.stochastic:
                 _dropout_properties(fwd_name, bwd_name, config, arrays["x"], out, dout, grads[0])
-                _dropout_rate(fwd_name, config, lambda x: candidate_forward(x, **kwargs)[0], data_seed)
+                saved: list[Any] = []
+
+                def big_forward(x: Any) -> Any:
+                    out, cache = candidate_forward(x, **kwargs)
+                    saved.append(cache)
+                    return out
+
+                def big_backward(dout: Any) -> Any:
+                    return _as_tuple(candidate_backward(dout, saved[-1]))[0]
+
+                _dropout_rate(fwd_name, config, big_forward, data_seed, (bwd_name, big_backward))
             if len(grads) != len(ref_grads):
                 raise fail(bwd_name, "the return value", config, f"should hold {len(ref_grads)} gradients "
                            f"({', '.join(spec.grads)}), got {len(grads)}")  # fmt: skip
@@ -215,29 +239,47 @@ def _pair_gradcheck(
 def _dropout_properties(fwd: str, bwd: str, config: dict[str, Any], x: Any, out: Any, dout: Any, dx: Any) -> None:
     """What every correct inverted dropout satisfies, whatever random numbers it draws."""
     p, training = config["p"], config["training"]
-    out, dx = np.asarray(out, dtype=np.float64), np.asarray(dx, dtype=np.float64)
-    for function, what, value in ((fwd, "the output", out), (bwd, "the gradient of x", dx)):
-        if value.shape != x.shape:
-            raise fail(function, what, config, f"has shape {value.shape}, but the input has shape {x.shape}")
+    out = np.asarray(out, dtype=np.float64)
+    if out.shape != x.shape:
+        raise fail(fwd, "the output", config, f"has shape {out.shape}, but the input has shape {x.shape}")
+    if dx is not None:
+        dx = np.asarray(dx, dtype=np.float64)
+        if dx.shape != x.shape:
+            raise fail(bwd, "the gradient of x", config, f"has shape {dx.shape}, but the input has shape {x.shape}")
     if not training or p == 0:
         compare(fwd, "the output (the identity when not training or p = 0)", config, out, x, atol=0, rtol=0)
-        compare(bwd, "the gradient of x (the identity when not training or p = 0)", config, dx, dout, atol=0, rtol=0)
+        if dx is not None:
+            compare(bwd, "the gradient of x (the identity when not training or p = 0)", config, dx, dout, atol=0,
+                    rtol=0)  # fmt: skip
         return
     kept = out != 0  # the inputs are away from 0, so a zero output is a dropped unit
     expected = np.where(kept, x / (1 - p), 0.0)
     compare(fwd, "the output (kept values must be x / (1 - p))", config, out, expected, atol=1e-12, rtol=1e-12)
-    compare(bwd, "the gradient of x (dout * mask / (1 - p), the forward's mask)", config, dx,
+    if dx is not None:
+        compare(bwd, "the gradient of x (dout * mask / (1 - p), the forward's mask)", config, dx,
             np.where(kept, dout / (1 - p), 0.0), atol=1e-12, rtol=1e-12)  # fmt: skip
 
 
-def _dropout_rate(function: str, config: dict[str, Any], forward: Callable[[Any], Any], seed: int) -> None:
-    """About 1 - p of 20,000 values are kept (6 standard deviations of slack)."""
+def _dropout_rate(
+    function: str,
+    config: dict[str, Any],
+    forward: Callable[[Any], Any],
+    seed: int,
+    backward: tuple[str, Callable[[Any], Any]] | None = None,
+) -> None:
+    """About 1 - p of 20,000 values are kept (6 standard deviations of slack); with ``backward`` (its name and a
+    function of dout, called after forward), its gradient on that input is dout * mask / (1 - p)."""
     p = config["p"]
     if not config["training"] or p == 0:
         return
     n = 20_000
     with minidl.fork_rng(seed + 1):
         out = np.asarray(forward(np.ones((100, n // 100))))
+    if backward is not None:
+        dout = np.random.default_rng(seed).standard_normal(out.shape)
+        dx = backward[1](dout)
+        compare(backward[0], "the gradient of x (dout * mask / (1 - p), the forward's mask) on a 100x200 input", config,
+                dx, np.where(out != 0, dout / (1 - p), 0.0), atol=1e-12, rtol=1e-12)  # fmt: skip
     rate = float((out != 0).mean())
     slack = 6 * np.sqrt(p * (1 - p) / n)
     if abs(rate - (1 - p)) > slack:

@@ -286,7 +286,7 @@ def _batch_norm_configs(fixed: dict[str, Any]) -> Any:
             "C": pick("C", st.integers(1, 3)),
             "H": pick("H", st.integers(1, 3)),
             "W": pick("W", st.integers(1, 3)),
-            "training": pick("training", st.booleans()),
+            "training": pick("training", st.sampled_from([True, False])),  # shrinks towards training
             "momentum": pick("momentum", st.sampled_from([0.1, 0.5])),
             "eps": pick("eps", st.just(1e-5)),
         }
@@ -324,8 +324,8 @@ def _dropout_configs(fixed: dict[str, Any]) -> Any:
         pick = _picker(draw, fixed)
         return {
             "shape": pick("shape", st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple)),
-            "p": pick("p", st.sampled_from([0.0, 0.25, 0.5, 0.8])),
-            "training": pick("training", st.booleans()),
+            "p": pick("p", st.sampled_from([0.5, 0.25, 0.8, 0.0])),  # shrinks towards the first: a real dropout
+            "training": pick("training", st.sampled_from([True, False])),
         }
 
     return draw_config()

@@ -96,9 +96,21 @@ def test_the_softmax_overflow_is_reported_on_large_logits_only():
 
 def test_an_exception_in_the_candidate_is_reported_with_the_function_and_configuration():
     def conv_forward(x, weight, bias=None, stride=1, padding=0):
+        return F.conv2d_forward(x[0], weight, bias, stride, padding)  # drops the batch axis
+
+    with pytest.raises(ConformanceError) as info:
+        check_pair(conv_forward, F.conv2d_backward, "conv2d", max_examples=EXAMPLES)
+    message = str(info.value)
+    assert message.startswith("conv_forward: raised ValueError: conv2d_forward: expected a 4-D (N, C, H, W) input, "
+                              "got shape (1, 1, 1) (3-D) (in ")  # fmt: skip
+    assert "configuration (smallest failing): N=1, C=1, H=1, W=1" in message
+
+
+def test_a_stub_raises_its_own_not_implemented_error():
+    def conv_forward(x, weight, bias=None, stride=1, padding=0):
         raise NotImplementedError("conv_forward: your code here")
 
-    with pytest.raises(ConformanceError, match=r"^conv_forward: raised NotImplementedError: conv_forward: your code"):
+    with pytest.raises(NotImplementedError, match=r"^conv_forward: your code here\n"):
         check_pair(conv_forward, F.conv2d_backward, "conv2d", max_examples=EXAMPLES)
 
 
