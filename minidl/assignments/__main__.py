@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from minidl.assignments._commands import build, build_autograder, check, grade_folder
+from minidl.assignments._commands import build, build_autograder, check, grade_folder, solution_folder
 from minidl.assignments._grade import load_assignment
 
 
@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "grade":
         assignment = load_assignment(args.assignment)
-        result = grade_folder(assignment, args.submission or args.assignment, quick=args.quick)
+        if args.submission is None:  # the solutions themselves
+            with solution_folder(assignment) as solutions:
+                result = grade_folder(assignment, solutions, quick=args.quick)
+        else:
+            result = grade_folder(assignment, args.submission, quick=args.quick)
         print(result.report())
         if args.results is not None:
             result.write_json(args.results)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import shutil
 import stat
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from minidl.assignments._grade import Assignment, Grade, Submission, grade
@@ -34,6 +36,20 @@ def _fresh_folder(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+@contextlib.contextmanager
+def solution_folder(assignment: Assignment) -> Iterator[Path]:
+    """The folder holding the solution files: the assignment's own, or a temporary one ``materialize`` fills."""
+    assert assignment.root is not None
+    if assignment.materialize is None:
+        yield assignment.root
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "solution"
+        folder.mkdir()
+        assignment.materialize(folder)
+        yield folder
+
+
 def build(assignment: Assignment, out: str | Path, *, force: bool = False) -> list[Path]:
     """Write the student edition into ``out``: each student file with its solutions replaced by
     ``raise NotImplementedError``, ``grading.py`` without its hidden blocks, and README.md if there is one.
@@ -42,12 +58,13 @@ def build(assignment: Assignment, out: str | Path, *, force: bool = False) -> li
     out = Path(out)
     _fresh_folder(out, force)
     written = []
-    for name in (*assignment.student_files, "grading.py"):
-        source = assignment.root / name
-        text = strip_solutions(source.read_text(), str(source))
-        compile(text, str(out / name), "exec")  # the student edition must stay valid Python
-        _write(out / name, text)
-        written.append(out / name)
+    with solution_folder(assignment) as solutions:
+        for name in (*assignment.student_files, "grading.py"):
+            source = (assignment.root if name == "grading.py" else solutions) / name
+            text = strip_solutions(source.read_text(), str(source))
+            compile(text, str(out / name), "exec")  # the student edition must stay valid Python
+            _write(out / name, text)
+            written.append(out / name)
     readme = assignment.root / "README.md"
     if readme.is_file():
         _write(out / "README.md", readme.read_text())
@@ -114,18 +131,22 @@ class CheckOutcome:
         return "\n".join(self.lines)
 
 
-def _copy_solution(assignment: Assignment, dest: Path) -> None:
-    assert assignment.root is not None
+def _copy_solution(assignment: Assignment, solutions: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for name in assignment.student_files:
-        shutil.copy2(assignment.root / name, dest / name)
+        shutil.copy2(solutions / name, dest / name)
 
 
 def check(assignment: Assignment, *, quick: bool = False) -> CheckOutcome:
     """Grade the solutions (must score 100 %), the student edition (must score 0) and every planted bug (each
     must lose points on a check whose message names the bug's function)."""
+    with solution_folder(assignment) as solutions:
+        return _check(assignment, solutions, quick)
+
+
+def _check(assignment: Assignment, solutions: Path, quick: bool) -> CheckOutcome:
     lines, ok, reports = [f"check {assignment.title}"], True, {}
-    solution = grade_folder(assignment, assignment.root, quick=quick)  # type: ignore[arg-type]
+    solution = grade_folder(assignment, solutions, quick=quick)
     good = solution.score == solution.max_score
     ok &= good
     verdict = "ok" if good else "WRONG: expected 100 %"
@@ -143,7 +164,7 @@ def check(assignment: Assignment, *, quick: bool = False) -> CheckOutcome:
             lines.append(stubs.report())
         for i, bug in enumerate(assignment.bugs):
             mutant = Path(tmp) / f"bug{i}"
-            _copy_solution(assignment, mutant)
+            _copy_solution(assignment, solutions, mutant)
             target = mutant / bug.file
             target.write_text(bug.apply(target.read_text()))
             result = grade_folder(assignment, mutant, quick=quick)

@@ -77,6 +77,9 @@ class Assignment:
     checks: tuple[Check, ...]
     bugs: tuple[Bug, ...] = ()
     root: Path | None = None  # set by load_assignment: the instructor's folder
+    # writes the solution files into a folder, for an assignment whose solutions are generated (the "build
+    # minidl" track derives them from minidl's own source); None: they are the files in ``root``
+    materialize: Callable[[Path], None] | None = None
 
 
 class Submission:
@@ -90,6 +93,7 @@ class Submission:
     def __init__(self, root: str | os.PathLike[str], *, examples: int = 20) -> None:
         self.root = Path(root).resolve()
         self.examples = examples
+        self.cache: dict[str, Any] = {}  # for checks that share work (one test-suite run for several functions)
         self._modules: dict[str, Any] = {}
 
     def load(self, name: str) -> Any:
