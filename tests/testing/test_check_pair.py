@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import minidl
 from minidl import gradcheck
 from minidl.nn import functional as F
 from minidl.testing import ConformanceError, check_pair, registered_ops
@@ -133,3 +134,17 @@ def test_without_hypothesis_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "hypothesis", None)
     with pytest.raises(ImportError, match=r"pip install 'minidl\[test\]'"):
         require_hypothesis()
+
+
+def test_the_check_runs_on_numpy_in_float64_and_restores_the_caller_settings():
+    seen = []
+
+    def relu_forward(x):
+        seen.append((minidl.get_backend().name, x.dtype, minidl.get_default_dtype()))
+        return F.relu_forward(x)
+
+    with minidl.use_backend("numba" if "numba" in minidl.available_backends() else "numpy") as before:
+        check_pair(relu_forward, F.relu_backward, "relu", max_examples=3)
+        assert minidl.get_backend() is before
+    assert minidl.get_default_dtype() == np.float32
+    assert set(seen) == {("numpy", np.dtype(np.float64), np.dtype(np.float64))}
