@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("autograder", help="write Gradescope's autograder.zip into OUT")
     p.add_argument("assignment", type=Path)
     p.add_argument("out", type=Path)
+    p.add_argument("--wheel", type=Path, default=None, help="a minidl wheel to put in the zip for setup.sh")
     p.add_argument("--force", action="store_true", help="replace OUT if it is not empty")
     args = parser.parse_args(argv)
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(outcome.bug_reports[args.show_bug])
             ok &= outcome.ok
         return 0 if ok else 1
-    zip_path = build_autograder(load_assignment(args.assignment), args.out, force=args.force)
+    zip_path = build_autograder(load_assignment(args.assignment), args.out, force=args.force, wheel=args.wheel)
     print(f"wrote {zip_path}: upload it as the Gradescope autograder")
     return 0
 

@@ -86,18 +86,27 @@ python -m minidl.assignments grade assignment --submission /autograder/submissio
 """
 
 _SETUP = """#!/usr/bin/env bash
-# Gradescope runs this once when it builds the autograder image. MINIDL_SPEC: what pip installs (a wheel you
-# uploaded next to this file, a git URL, or a version); hypothesis comes with the [assignments] extra.
+# Gradescope runs this once when it builds the autograder image. MINIDL_SPEC: what pip installs (a git URL, a
+# version); else a minidl wheel you added next to this file; else minidl from the package index.
 set -euo pipefail
 cd /autograder/source
-pip install "${MINIDL_SPEC:-$(ls minidl-*.whl 2>/dev/null | head -n 1 || true)}[assignments]" || \\
-    pip install "minidl[assignments]"
+if [ -n "${MINIDL_SPEC:-}" ]; then
+    pip install "$MINIDL_SPEC"
+elif ls minidl-*.whl >/dev/null 2>&1; then
+    pip install "$(ls minidl-*.whl | head -n 1)"
+else
+    pip install minidl
+fi
+pip install "hypothesis>=6.100"   # the [assignments] extra: minidl.testing draws its configurations with it
 """
 
 
-def build_autograder(assignment: Assignment, out: str | Path, *, force: bool = False) -> Path:
+def build_autograder(
+    assignment: Assignment, out: str | Path, *, force: bool = False, wheel: str | Path | None = None
+) -> Path:
     """Write Gradescope's autograder zip (``setup.sh``, ``run_autograder``, and the assignment with its hidden
-    checks but without solutions) into ``out``; returns the zip's path."""
+    checks but without solutions, and ``wheel``, a minidl wheel for setup.sh to install) into ``out``; returns
+    the zip's path."""
     assert assignment.root is not None
     out = Path(out)
     _fresh_folder(out, force)
@@ -112,6 +121,8 @@ def build_autograder(assignment: Assignment, out: str | Path, *, force: bool = F
                 info = zipfile.ZipInfo(name)
                 info.external_attr = (stat.S_IFREG | 0o755) << 16
                 z.writestr(info, text)
+            if wheel is not None:
+                z.write(wheel, Path(wheel).name)
             for path in sorted(folder.rglob("*")):
                 if path.is_file():
                     z.write(path, f"assignment/{path.relative_to(folder)}")

@@ -120,10 +120,13 @@ def test_check_flags_a_planted_bug_that_costs_nothing(tiny):
 
 
 def test_the_autograder_zip_holds_the_hidden_checks_but_no_solution(tiny, tmp_path):
-    path = build_autograder(load_assignment(tiny), tmp_path / "ag")
+    wheel = tmp_path / "minidl-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"not a real wheel")
+    path = build_autograder(load_assignment(tiny), tmp_path / "ag", wheel=wheel)
     with zipfile.ZipFile(path) as z:
         names = set(z.namelist())
         assert {"run_autograder", "setup.sh", "assignment/layers.py", "assignment/grading.py"} <= names
+        assert wheel.name in names and z.getinfo("run_autograder").external_attr >> 16 & 0o111
         assert "hidden" in z.read("assignment/grading.py").decode()
         assert "np.maximum" not in z.read("assignment/layers.py").decode()
         assert "--results /autograder/results/results.json" in z.read("run_autograder").decode()
