@@ -148,3 +148,21 @@ def test_the_check_runs_on_numpy_in_float64_and_restores_the_caller_settings():
         assert minidl.get_backend() is before
     assert minidl.get_default_dtype() == np.float32
     assert set(seen) == {("numpy", np.dtype(np.float64), np.dtype(np.float64))}
+
+
+def test_the_candidate_is_also_gradchecked(monkeypatch):
+    from minidl.testing import _check
+
+    calls = []
+    real = _check._gradcheck.check_function
+
+    def counting(forward, backward, inputs, **kwargs):
+        calls.append([tuple(a.shape) for a in inputs])
+        return real(forward, backward, inputs, **kwargs)
+
+    monkeypatch.setattr(_check._gradcheck, "check_function", counting)
+    check_pair(F.linear_forward, F.linear_backward, "linear", max_examples=3, fixed={"bias": True})
+    assert len(calls) == 3 and all(len(shapes) == 3 for shapes in calls)  # x, weight and bias, every example
+    calls.clear()
+    check_pair(F.linear_forward, F.linear_backward, "linear", max_examples=3, gradcheck=False)
+    assert calls == []
