@@ -33,8 +33,9 @@ def loaders(data_dir, batch_size, train_images, val_images, seed):
     train_set = DogsVsCats(data_dir, True, craft.train_transform(SIZE))
     val_set = DogsVsCats(data_dir, False, craft.eval_transform(SIZE))
     rng = np.random.default_rng(seed)
+    # random subsets: the files are sorted by class, so the first ones would all be cats
     train_set = Subset(train_set, rng.permutation(len(train_set))[:train_images].tolist())
-    val_set = Subset(val_set, range(min(val_images, len(val_set))))
+    val_set = Subset(val_set, np.random.default_rng(0).permutation(len(val_set))[:val_images].tolist())
     return DataLoader(train_set, batch_size, shuffle=True, drop_last=True, seed=seed), DataLoader(val_set, 200)
 
 
