@@ -11,7 +11,18 @@ from minidl.assignments._grade import load_assignment
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minidl.assignments", description=__doc__)
+    try:
+        return _main(argv)
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as err:  # a wrong folder or a bad grading.py
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m minidl.assignments",
+        description="Build student editions, grade submissions and check assignments (docs/assignments.md).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("build", help="write the student edition (solutions stripped) into OUT")
     p.add_argument("assignment", type=Path)

@@ -137,3 +137,8 @@ def test_the_command_line_grades_and_writes_results(tiny, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "relu_forward" in out and "(100 %)" in out
     assert json.loads((tmp_path / "r.json").read_text())["score"] == 6
+
+
+def test_the_command_line_says_what_is_wrong_with_a_folder(tmp_path, capsys):
+    assert main(["grade", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path.resolve()} is not an assignment: it has no grading.py\n"
