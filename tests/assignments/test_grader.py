@@ -142,3 +142,12 @@ def test_the_command_line_grades_and_writes_results(tiny, tmp_path, capsys):
 def test_the_command_line_says_what_is_wrong_with_a_folder(tmp_path, capsys):
     assert main(["grade", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path.resolve()} is not an assignment: it has no grading.py\n"
+
+
+def test_a_check_may_return_a_fraction_for_partial_credit(tmp_path):
+    from minidl.assignments import Assignment, Check, Submission, grade
+
+    assignment = Assignment("fractions", (), (Check("half", 4, lambda sub: 0.5), Check("clamped", 2, lambda sub: 3.0)))
+    result = grade(assignment, Submission(tmp_path))
+    assert [(r.score, r.output) for r in result.results] == [(2.0, "partial credit: 50%"), (2.0, "passed")]
+    assert "  half                    2.0 / 4     partial" in result.report()
