@@ -1,0 +1,192 @@
+"""build, grade, check and autograder: what ``python -m minidl.assignments`` runs."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from minidl.assignments._grade import Assignment, Grade, Submission, grade
+from minidl.assignments._markers import strip_solutions
+
+__all__ = ["CheckOutcome", "build", "build_autograder", "check", "grade_folder"]
+
+QUICK_EXAMPLES, FULL_EXAMPLES = 4, 20
+
+
+def _write(path: Path, text: str) -> None:
+    """Write atomically: a temporary file beside ``path``, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _fresh_folder(out: Path, force: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"{out} exists and is not empty (pass --force to replace it)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def solution_folder(assignment: Assignment) -> Iterator[Path]:
+    """The folder holding the solution files: the assignment's own, or a temporary one ``materialize`` fills."""
+    assert assignment.root is not None
+    if assignment.materialize is None:
+        yield assignment.root
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "solution"
+        folder.mkdir()
+        assignment.materialize(folder)
+        yield folder
+
+
+def build(assignment: Assignment, out: str | Path, *, force: bool = False) -> list[Path]:
+    """Write the student edition into ``out``: each student file with its solutions replaced by
+    ``raise NotImplementedError``, ``grading.py`` without its hidden blocks, and README.md if there is one.
+    Returns the files written."""
+    assert assignment.root is not None
+    out = Path(out)
+    _fresh_folder(out, force)
+    written = []
+    with solution_folder(assignment) as solutions:
+        for name in (*assignment.student_files, "grading.py"):
+            source = (assignment.root if name == "grading.py" else solutions) / name
+            text = strip_solutions(source.read_text(), str(source))
+            compile(text, str(out / name), "exec")  # the student edition must stay valid Python
+            _write(out / name, text)
+            written.append(out / name)
+    readme = assignment.root / "README.md"
+    if readme.is_file():
+        _write(out / "README.md", readme.read_text())
+        written.append(out / "README.md")
+    return written
+
+
+def grade_folder(assignment: Assignment, submission: str | Path, *, quick: bool = False) -> Grade:
+    """Grade the submission folder (its student files) with the assignment's checks (hidden ones included)."""
+    return grade(assignment, Submission(submission, examples=QUICK_EXAMPLES if quick else FULL_EXAMPLES))
+
+
+_RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Gradescope runs this with the student's files in /autograder/submission.
+set -euo pipefail
+cd /autograder/source
+python -m minidl.assignments grade assignment --submission /autograder/submission \\
+    --results /autograder/results/results.json
+"""
+
+_SETUP = """#!/usr/bin/env bash
+# Gradescope runs this once when it builds the autograder image. MINIDL_SPEC: what pip installs (a git URL, a
+# version); else a minidl wheel you added next to this file; else minidl from the package index.
+set -euo pipefail
+cd /autograder/source
+if [ -n "${MINIDL_SPEC:-}" ]; then
+    pip install "$MINIDL_SPEC"
+elif ls minidl-*.whl >/dev/null 2>&1; then
+    pip install "$(ls minidl-*.whl | head -n 1)"
+else
+    pip install minidl
+fi
+pip install "hypothesis>=6.100"   # the [assignments] extra: minidl.testing draws its configurations with it
+"""
+
+
+def build_autograder(
+    assignment: Assignment, out: str | Path, *, force: bool = False, wheel: str | Path | None = None
+) -> Path:
+    """Write Gradescope's autograder zip (``setup.sh``, ``run_autograder``, and the assignment with its hidden
+    checks but without solutions, and ``wheel``, a minidl wheel for setup.sh to install) into ``out``; returns
+    the zip's path."""
+    assert assignment.root is not None
+    out = Path(out)
+    _fresh_folder(out, force)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "assignment"
+        build(assignment, folder)
+        _write(folder / "grading.py", (assignment.root / "grading.py").read_text())  # with the hidden checks
+        zip_path = out / "autograder.zip"
+        partial = out / "autograder.zip.tmp"
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, text in (("run_autograder", _RUN_AUTOGRADER), ("setup.sh", _SETUP)):
+                info = zipfile.ZipInfo(name)
+                info.external_attr = (stat.S_IFREG | 0o755) << 16
+                z.writestr(info, text)
+            if wheel is not None:
+                z.write(wheel, Path(wheel).name)
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    z.write(path, f"assignment/{path.relative_to(folder)}")
+        partial.replace(zip_path)
+    return zip_path
+
+
+@dataclasses.dataclass
+class CheckOutcome:
+    """What ``check`` found: one line per graded edition and per planted bug, and whether all were right."""
+
+    lines: list[str]
+    ok: bool
+    bug_reports: dict[str, str]  # bug name -> the grader's console report on it
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _copy_solution(assignment: Assignment, solutions: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in assignment.student_files:
+        shutil.copy2(solutions / name, dest / name)
+
+
+def check(assignment: Assignment, *, quick: bool = False) -> CheckOutcome:
+    """Grade the solutions (must score 100 %), the student edition (must score 0) and every planted bug (each
+    must lose points on a check whose message names the bug's function)."""
+    with solution_folder(assignment) as solutions:
+        return _check(assignment, solutions, quick)
+
+
+def _check(assignment: Assignment, solutions: Path, quick: bool) -> CheckOutcome:
+    lines, ok, reports = [f"check {assignment.title}"], True, {}
+    solution = grade_folder(assignment, solutions, quick=quick)
+    good = solution.score == solution.max_score
+    ok &= good
+    verdict = "ok" if good else "WRONG: expected 100 %"
+    lines.append(f"  solutions  {solution.score:g} / {solution.max_score:g}  {verdict}")
+    if not good:
+        lines.append(solution.report())
+    with tempfile.TemporaryDirectory() as tmp:
+        stubs_dir = Path(tmp) / "student"
+        build(assignment, stubs_dir)
+        stubs = grade_folder(assignment, stubs_dir, quick=quick)
+        good = stubs.score == 0
+        ok &= good
+        lines.append(f"  stubs      {stubs.score:g} / {stubs.max_score:g}  {'ok' if good else 'WRONG: expected 0'}")
+        if not good:
+            lines.append(stubs.report())
+        for i, bug in enumerate(assignment.bugs):
+            mutant = Path(tmp) / f"bug{i}"
+            _copy_solution(assignment, solutions, mutant)
+            target = mutant / bug.file
+            target.write_text(bug.apply(target.read_text()))
+            result = grade_folder(assignment, mutant, quick=quick)
+            reports[bug.name] = result.report()
+            lost = [r for r in result.results if r.score < r.max_score]
+            named = [r for r in lost if re.search(rf"\b{re.escape(bug.function)}\b", r.output)]
+            good = bool(named)
+            ok &= good
+            verdict = "caught" if good else ("lost points, but no message names it" if lost else "NOT CAUGHT")
+            lines.append(f"  bug {bug.name!r} in {bug.function}: {result.score:g} / {result.max_score:g}  {verdict}")
+            if not good:
+                lines.append(result.report())
+    lines.append("check passed" if ok else "check FAILED")
+    return CheckOutcome(lines, ok, reports)

@@ -1,0 +1,237 @@
+"""The autograder: run an assignment's graded checks on a submission folder, with partial credit per function.
+
+An assignment is a folder with a ``grading.py`` that defines ``ASSIGNMENT``, an :class:`Assignment`: the student
+files, the :class:`Check` of each graded function (points, and a function that raises AssertionError on a wrong
+answer) and the planted :class:`Bug` s that ``check`` must see caught.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Assignment", "Bug", "Check", "CheckResult", "Grade", "Submission", "grade", "load_assignment"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One graded item: ``run(submission)`` raises AssertionError (or any exception) when the function is wrong.
+
+    ``run`` may return a fraction in [0, 1] for partial credit; returning None means full marks.
+
+    Attributes:
+        name: shown in the report and in results.json (usually the function's name).
+        points: the most it can score.
+        run: the check.
+        function: the student function it grades (default: ``name``); a planted bug in it must cost points here.
+    """
+
+    name: str
+    points: float
+    run: Callable[[Submission], float | None]
+    function: str = ""
+
+    @property
+    def target(self) -> str:
+        return self.function or self.name
+
+
+@dataclasses.dataclass(frozen=True)
+class Bug:
+    """A planted bug: replace ``old`` (which must occur exactly once) by ``new`` in the solution file ``file``.
+
+    ``check`` grades the mutated solution and requires that a check of ``function`` loses points and that its
+    message names ``function``.
+    """
+
+    name: str
+    file: str
+    old: str
+    new: str
+    function: str
+
+    def apply(self, text: str) -> str:
+        count = text.count(self.old)
+        if count != 1:
+            raise ValueError(f"planted bug {self.name!r}: the text to replace occurs {count} times in {self.file}")
+        return text.replace(self.old, self.new)
+
+
+@dataclasses.dataclass(frozen=True)
+class Assignment:
+    """What ``grading.py`` declares: ``ASSIGNMENT = Assignment(...)``."""
+
+    title: str
+    student_files: tuple[str, ...]
+    checks: tuple[Check, ...]
+    bugs: tuple[Bug, ...] = ()
+    root: Path | None = None  # set by load_assignment: the instructor's folder
+    # writes the solution files into a folder, for an assignment whose solutions are generated (the "build
+    # minidl" track derives them from minidl's own source); None: they are the files in ``root``
+    materialize: Callable[[Path], None] | None = None
+
+
+class Submission:
+    """A folder of student files; :meth:`load` imports one of them as a module, isolated from other submissions.
+
+    Attributes:
+        root: the folder.
+        examples: how many configurations the conformance checks draw (fewer in ``--quick`` mode).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, examples: int = 20) -> None:
+        self.root = Path(root).resolve()
+        self.examples = examples
+        self.cache: dict[str, Any] = {}  # for checks that share work (one test-suite run for several functions)
+        self._modules: dict[str, Any] = {}
+
+    def load(self, name: str) -> Any:
+        """The submission's module ``name`` (its file ``<root>/<name>.py``), imported once per grading run."""
+        if name not in self._modules:
+            path = self.root / f"{name}.py"
+            if not path.is_file():
+                raise FileNotFoundError(f"the submission has no {name}.py (looked in {self.root})")
+            self._modules[name] = importlib.import_module(name)
+        return self._modules[name]
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """While grading: the submission folder first on sys.path, and its modules imported fresh."""
+        own = {p.stem for p in self.root.glob("*.py")}
+        saved = {n: sys.modules.pop(n) for n in list(sys.modules) if n.split(".")[0] in own}
+        sys.path.insert(0, str(self.root))
+        importlib.invalidate_caches()
+        try:
+            yield
+        finally:
+            sys.path.remove(str(self.root))
+            for n in [n for n in sys.modules if n.split(".")[0] in own]:
+                del sys.modules[n]
+            sys.modules.update(saved)
+            self._modules.clear()
+
+
+@dataclasses.dataclass
+class CheckResult:
+    name: str
+    function: str
+    score: float
+    max_score: float
+    output: str
+    seconds: float
+
+
+@dataclasses.dataclass
+class Grade:
+    """The result of grading one submission."""
+
+    title: str
+    results: list[CheckResult]
+
+    @property
+    def score(self) -> float:
+        return sum(r.score for r in self.results)
+
+    @property
+    def max_score(self) -> float:
+        return sum(r.max_score for r in self.results)
+
+    def to_gradescope(self) -> dict[str, Any]:
+        """Gradescope's results.json: ``{"score", "max_score", "tests": [{"name", "score", "max_score",
+        "output"}]}``."""
+        return {
+            "score": round(self.score, 4),
+            "max_score": round(self.max_score, 4),
+            "tests": [
+                {"name": r.name, "score": round(r.score, 4), "max_score": r.max_score, "output": r.output}
+                for r in self.results
+            ],
+        }
+
+    def write_json(self, path: str | os.PathLike[str]) -> None:
+        """Write results.json atomically (a temporary file in the same folder, then a rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_gradescope(), indent=2) + "\n")
+        os.replace(tmp, path)
+
+    def report(self) -> str:
+        """The console report: one line per check, the reason under each lost point."""
+        width = max([len(r.name) for r in self.results] + [20])
+        lines = [self.title]
+        for r in self.results:
+            status = "ok" if r.score == r.max_score else ("partial" if r.score > 0 else "FAILED")
+            lines.append(f"  {r.name:<{width}} {r.score:6.1f} / {r.max_score:<5g} {status:<7} ({r.seconds:.1f} s)")
+            if r.score < r.max_score:
+                lines.extend("      " + line for line in r.output.splitlines()[:12])
+        percent = 100 * self.score / self.max_score if self.max_score else 0.0
+        lines.append(f"  {'total':<{width}} {self.score:6.1f} / {self.max_score:g}  ({percent:.0f} %)")
+        return "\n".join(lines)
+
+
+def load_assignment(folder: str | os.PathLike[str]) -> Assignment:
+    """Import ``<folder>/grading.py`` (the instructor's own code) and return its ``ASSIGNMENT``."""
+    folder = Path(folder).resolve()
+    path = folder / "grading.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not an assignment: it has no grading.py")
+    module_name = f"_minidl_grading_{abs(hash(str(folder)))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.path.insert(0, str(folder))
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    finally:
+        sys.path.remove(str(folder))
+    assignment = getattr(module, "ASSIGNMENT", None)
+    if not isinstance(assignment, Assignment):
+        raise TypeError(f"{path} must define ASSIGNMENT = minidl.assignments.Assignment(...)")
+    return dataclasses.replace(assignment, root=folder)
+
+
+def _failure_text(err: BaseException) -> str:
+    if isinstance(err, NotImplementedError):
+        return f"not implemented yet: {err}"
+    if isinstance(err, AssertionError):
+        text = str(err)
+        notes = getattr(err, "__notes__", None)  # hypothesis's "Failing test case" is noise for a student
+        return text if text or not notes else "\n".join(notes)
+    return f"{type(err).__name__}: {err}{where_raised(err)}"
+
+
+def where_raised(err: BaseException) -> str:
+    """`` (in <function>, <file>:<line>)`` of the innermost frame that raised ``err``."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return f" (in {frames[-1].name}, {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+
+
+def grade(assignment: Assignment, submission: Submission) -> Grade:
+    """Run every check of ``assignment`` on ``submission``; an exception in one check costs only its points."""
+    results = []
+    with submission.active():
+        for check in assignment.checks:
+            start = time.perf_counter()
+            try:
+                with warnings.catch_warnings():  # a student's overflow warnings would bury the report
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    fraction = check.run(submission)
+                fraction = 1.0 if fraction is None else min(max(float(fraction), 0.0), 1.0)
+                output = "passed" if fraction == 1 else f"partial credit: {fraction:.0%}"
+            except Exception as err:  # the student's code may raise anything: it costs this check's points
+                fraction, output = 0.0, _failure_text(err)
+            seconds = time.perf_counter() - start
+            score = fraction * check.points
+            results.append(CheckResult(check.name, check.target, score, check.points, output, seconds))
+    return Grade(assignment.title, results)

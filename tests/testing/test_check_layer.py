@@ -1,0 +1,54 @@
+"""check_layer: a module class is compared with minidl's over drawn configurations."""
+
+from __future__ import annotations
+
+import pytest
+
+from minidl import nn
+from minidl.nn import functional as F
+from minidl.testing import ConformanceError, check_layer
+
+EXAMPLES = 6
+
+
+@pytest.mark.parametrize(
+    "reference", [nn.Linear, nn.ReLU, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm2d, nn.Dropout]
+)
+def test_a_subclass_that_changes_nothing_conforms(reference):
+    candidate = type(f"My{reference.__name__}", (reference,), {})
+    report = check_layer(candidate, reference, max_examples=EXAMPLES)
+    assert report.examples == EXAMPLES and report.candidate == f"My{reference.__name__}"
+
+
+class ConvForgetsBiasGrad(nn.Conv2d):
+    def backward(self, dout):
+        cache, _ = self.pop_saved()
+        dx, dw, _ = F.conv2d_backward(dout, cache)
+        self.weight.accumulate_grad(dw)
+        return dx
+
+
+def test_a_module_that_forgets_a_parameter_gradient_is_named():
+    with pytest.raises(ConformanceError) as info:
+        check_layer(ConvForgetsBiasGrad, nn.Conv2d, max_examples=EXAMPLES, fixed={"bias": True})
+    assert info.value.function == "ConvForgetsBiasGrad.backward"
+    assert str(info.value).startswith("ConvForgetsBiasGrad.backward: bias.grad is None, but the reference returns an "
+                                      "array of shape (1,)")  # fmt: skip
+
+
+class BatchNormAlwaysTraining(nn.BatchNorm2d):
+    def forward(self, x):
+        self.training = True  # ignores eval mode: normalizes with batch statistics
+        return super().forward(x)
+
+
+def test_eval_mode_is_checked():
+    with pytest.raises(ConformanceError) as info:
+        check_layer(BatchNormAlwaysTraining, nn.BatchNorm2d, max_examples=EXAMPLES)
+    assert info.value.config["training"] is False
+    assert info.value.what in ("the output", "running_mean after the forward pass")
+
+
+def test_a_module_without_checks_is_refused():
+    with pytest.raises(ValueError, match=r"no checks registered for the module Tanh; known modules: \["):
+        check_layer(nn.Tanh, nn.Tanh)

@@ -1,0 +1,168 @@
+"""check_pair: correct candidates pass; planted bugs fail with the function, configuration and error named."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl import gradcheck
+from minidl.nn import functional as F
+from minidl.testing import ConformanceError, check_pair, registered_ops
+from tests.testing import bugs
+
+EXAMPLES = 8
+OPS = ["linear", "relu", "softmax_cross_entropy", "conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "dropout"]
+
+
+def test_the_ops_the_assignments_need_are_registered():
+    assert set(OPS) <= set(registered_ops())
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_the_reference_pairs_conform_to_themselves(op):
+    def forward(*args, **kwargs):  # a different function object than the reference, with its signature's names
+        return getattr(F, f"{op}_forward")(*args, **kwargs)
+
+    forward.__signature__ = __import__("inspect").signature(getattr(F, f"{op}_forward"))
+    report = check_pair(forward, getattr(F, f"{op}_backward"), op, max_examples=EXAMPLES)
+    assert report.examples == EXAMPLES
+    assert report.max_abs_error == 0.0
+
+
+def test_a_forward_only_bug_that_gradcheck_passes_is_caught():
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
+    w = np.random.default_rng(1).standard_normal((4, 3, 3, 3))
+    # the wrong-padding convolution has a self-consistent gradient: gradcheck alone cannot see the bug
+    assert gradcheck.check_function(bugs.conv_wrong_padding_forward, F.conv2d_backward, [x, w]).passed
+    with pytest.raises(ConformanceError) as info:
+        check_pair(bugs.conv_wrong_padding_forward, F.conv2d_backward, "conv2d", max_examples=EXAMPLES)
+    err = info.value
+    assert err.function == "conv_wrong_padding_forward"
+    assert err.what == "the output"
+    message = str(err)
+    assert message.startswith("conv_wrong_padding_forward: the output has shape (1, 1, 3, 3), but the reference has "
+                              "shape (1, 1, 1, 1)")  # fmt: skip
+    # the smallest configuration: hypothesis shrinks every size to its least value
+    assert "configuration (smallest failing): N=1, C=1, H=1, W=1, O=1, KH=1, KW=1, bias=False, stride=1, padding=0" in (
+        message
+    )
+    assert err.config["dilation"] == 1 and err.config["groups"] == 1  # held: the candidate has no such argument
+
+
+@pytest.mark.parametrize(
+    ("forward", "backward", "op", "function", "what"),
+    [
+        (F.conv2d_forward, bugs.conv_no_bias_grad_backward, "conv2d", "conv_no_bias_grad_backward",
+         "the gradient of bias"),
+        (F.linear_forward, bugs.linear_transposed_weight_grad_backward, "linear",
+         "linear_transposed_weight_grad_backward", "the gradient of weight"),
+        (F.relu_forward, bugs.relu_wrong_mask_backward, "relu", "relu_wrong_mask_backward", "the gradient of x"),
+        (F.max_pool2d_forward, bugs.max_pool_all_window_backward, "max_pool2d", "max_pool_all_window_backward",
+         "the gradient of x"),
+        (bugs.softmax_ce_no_shift_forward, bugs.softmax_ce_backward, "softmax_cross_entropy",
+         "softmax_ce_no_shift_forward", "the output"),
+        (bugs.dropout_not_rescaled_forward, F.dropout_backward, "dropout", "dropout_not_rescaled_forward",
+         "the output (kept values must be x / (1 - p))"),
+        (bugs.batch_norm_biased_running_var_forward, F.batch_norm_backward, "batch_norm",
+         "batch_norm_biased_running_var_forward", "running_var after the forward pass"),
+    ],
+)  # fmt: skip
+def test_a_planted_bug_names_the_function_and_what_differs(forward, backward, op, function, what):
+    with pytest.raises(ConformanceError) as info:
+        check_pair(forward, backward, op, max_examples=EXAMPLES)
+    err = info.value
+    assert (err.function, err.what) == (function, what)
+    first = str(err).splitlines()[0]
+    assert first.startswith(f"{function}: {what} ")
+    assert "configuration (smallest failing): " in str(err)
+    if "differs" in first:
+        assert re.search(r"worst absolute error \d\.\d{3}e[+-]\d+, worst relative error", first)
+        assert err.max_abs_error > 0
+
+
+def test_the_softmax_overflow_is_reported_on_large_logits_only():
+    with pytest.raises(ConformanceError) as info:
+        check_pair(bugs.softmax_ce_no_shift_forward, bugs.softmax_ce_backward, "softmax_cross_entropy",
+                   max_examples=EXAMPLES)  # fmt: skip
+    assert info.value.config["scale"] == 1000.0
+    assert "non-finite value" in str(info.value)
+    # held at small logits, the same candidate conforms
+    check_pair(bugs.softmax_ce_no_shift_forward, bugs.softmax_ce_backward, "softmax_cross_entropy",
+               max_examples=EXAMPLES, fixed={"scale": 1.0})  # fmt: skip
+
+
+def test_an_exception_in_the_candidate_is_reported_with_the_function_and_configuration():
+    def conv_forward(x, weight, bias=None, stride=1, padding=0):
+        return F.conv2d_forward(x[0], weight, bias, stride, padding)  # drops the batch axis
+
+    with pytest.raises(ConformanceError) as info:
+        check_pair(conv_forward, F.conv2d_backward, "conv2d", max_examples=EXAMPLES)
+    message = str(info.value)
+    assert message.startswith("conv_forward: raised ValueError: conv2d_forward: expected a 4-D (N, C, H, W) input, "
+                              "got shape (1, 1, 1) (3-D) (in ")  # fmt: skip
+    assert "configuration (smallest failing): N=1, C=1, H=1, W=1" in message
+
+
+def test_a_stub_raises_its_own_not_implemented_error():
+    def conv_forward(x, weight, bias=None, stride=1, padding=0):
+        raise NotImplementedError("conv_forward: your code here")
+
+    with pytest.raises(NotImplementedError, match=r"^conv_forward: your code here\n"):
+        check_pair(conv_forward, F.conv2d_backward, "conv2d", max_examples=EXAMPLES)
+
+
+def test_a_backward_returning_too_few_gradients_is_named():
+    with pytest.raises(
+        ConformanceError, match=r"^<lambda>: the return value should hold 3 gradients \(x, weight, bias"
+    ):
+        check_pair(F.linear_forward, lambda dout, cache: F.linear_backward(dout, cache)[:2], "linear",
+                   max_examples=EXAMPLES)  # fmt: skip
+
+
+def test_an_unknown_op_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"no op named 'conv3d'; the registered ops are \['avg_pool2d'"):
+        check_pair(F.conv2d_forward, F.conv2d_backward, "conv3d")
+
+
+def test_without_hypothesis_the_error_says_what_to_install(monkeypatch):
+    from minidl.testing._hypothesis import require_hypothesis
+
+    monkeypatch.setitem(sys.modules, "hypothesis", None)
+    with pytest.raises(ImportError, match=r"pip install 'minidl\[test\]'"):
+        require_hypothesis()
+
+
+def test_the_check_runs_on_numpy_in_float64_and_restores_the_caller_settings():
+    seen = []
+
+    def relu_forward(x):
+        seen.append((minidl.get_backend().name, x.dtype, minidl.get_default_dtype()))
+        return F.relu_forward(x)
+
+    with minidl.use_backend("numba" if "numba" in minidl.available_backends() else "numpy") as before:
+        check_pair(relu_forward, F.relu_backward, "relu", max_examples=3)
+        assert minidl.get_backend() is before
+    assert minidl.get_default_dtype() == np.float32
+    assert set(seen) == {("numpy", np.dtype(np.float64), np.dtype(np.float64))}
+
+
+def test_the_candidate_is_also_gradchecked(monkeypatch):
+    from minidl.testing import _check
+
+    calls = []
+    real = _check._gradcheck.check_function
+
+    def counting(forward, backward, inputs, **kwargs):
+        calls.append([tuple(a.shape) for a in inputs])
+        return real(forward, backward, inputs, **kwargs)
+
+    monkeypatch.setattr(_check._gradcheck, "check_function", counting)
+    check_pair(F.linear_forward, F.linear_backward, "linear", max_examples=3, fixed={"bias": True})
+    assert len(calls) == 3 and all(len(shapes) == 3 for shapes in calls)  # x, weight and bias, every example
+    calls.clear()
+    check_pair(F.linear_forward, F.linear_backward, "linear", max_examples=3, gradcheck=False)
+    assert calls == []
