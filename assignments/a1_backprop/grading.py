@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from minidl.assignments import Assignment, Bug, Check
-from minidl.nn.dispatch import _ORIGINALS as REFERENCE
+from minidl.nn.dispatch import reference_pair
 from minidl.testing import check_pair
 
 
@@ -25,12 +25,15 @@ def pair(forward, backward, op, fixed=None):
 
 def reference_loss(params, x, target):
     """The two-layer net's loss and gradients with minidl's reference pairs."""
-    a, c1 = REFERENCE["linear_forward"](x, params["W1"], params["b1"])
-    h, cr = REFERENCE["relu_forward"](a)
-    s, c2 = REFERENCE["linear_forward"](h, params["W2"], params["b2"])
-    loss, cl = REFERENCE["softmax_cross_entropy_forward"](s, target)
-    dh, dW2, db2 = REFERENCE["linear_backward"](REFERENCE["softmax_cross_entropy_backward"](1.0, cl), c2)
-    _, dW1, db1 = REFERENCE["linear_backward"](REFERENCE["relu_backward"](dh, cr), c1)
+    linear_forward, linear_backward = reference_pair("linear")
+    relu_forward, relu_backward = reference_pair("relu")
+    ce_forward, ce_backward = reference_pair("softmax_cross_entropy")
+    a, c1 = linear_forward(x, params["W1"], params["b1"])
+    h, cr = relu_forward(a)
+    s, c2 = linear_forward(h, params["W2"], params["b2"])
+    loss, cl = ce_forward(s, target)
+    dh, dW2, db2 = linear_backward(ce_backward(1.0, cl), c2)
+    _, dW1, db1 = linear_backward(relu_backward(dh, cr), c1)
     return float(loss), {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
 

@@ -14,7 +14,6 @@ import numpy as np
 import minidl
 from minidl import gradcheck as _gradcheck
 from minidl.nn import dispatch
-from minidl.nn import functional as _functional
 from minidl.testing._compare import ConformanceReport, compare, fail
 from minidl.testing._hypothesis import run_examples
 from minidl.testing._ops import OpSpec, get_op, registered_ops
@@ -39,21 +38,6 @@ def _reference_mode() -> Iterator[None]:
         finally:
             minidl.set_default_dtype(dtype)
             minidl.set_grad_enabled(grad)
-
-
-@contextlib.contextmanager
-def _original_pairs() -> Iterator[None]:
-    """Inside the block, every pair of :mod:`minidl.nn.functional` is minidl's own (a reference that calls another
-    pair through ``F``, as conv2d calls pad2d, must not run a candidate that someone patched in)."""
-    originals = dispatch._ORIGINALS  # the snapshots is_reference compares with (read only)
-    replaced = {n: getattr(_functional, n) for n, f in originals.items() if getattr(_functional, n, None) is not f}
-    for name in replaced:
-        setattr(_functional, name, originals[name])
-    try:
-        yield
-    finally:
-        for name, f in replaced.items():
-            setattr(_functional, name, f)
 
 
 def _accepted(function: Callable[..., Any], names: Any) -> set[str]:
@@ -139,8 +123,7 @@ def check_pair(
     accepted = _accepted(candidate_forward, spec.hyper)
     held = {k: v for k, v in spec.hyper.items() if k not in accepted}
     held.update(fixed or {})
-    ref_forward = dispatch._ORIGINALS[f"{spec.name}_forward"]
-    ref_backward = dispatch._ORIGINALS[f"{spec.name}_backward"]
+    ref_forward, ref_backward = dispatch.reference_pair(spec.name)
     fwd_name = _name(candidate_forward)
     bwd_name = "" if candidate_backward is None else _name(candidate_backward)
     report = ConformanceReport(f"{spec.name}_forward/_backward", f"{fwd_name}/{bwd_name}".rstrip("/"))
@@ -153,7 +136,7 @@ def check_pair(
         ref_args = [_copy(arrays[n]) for n in spec.arrays]
         cand_args = [_copy(arrays[n]) for n in spec.arrays]
         with _reference_mode():
-            with _original_pairs(), minidl.fork_rng(data_seed):
+            with dispatch.using_reference_pairs(), minidl.fork_rng(data_seed):
                 ref_out, ref_cache = ref_forward(*ref_args, **ref_kwargs)
             with minidl.fork_rng(data_seed):
                 result = _call(fwd_name, config, candidate_forward, *cand_args, **kwargs)
@@ -173,7 +156,7 @@ def check_pair(
                 report.examples += 1
                 return
             dout = _upstream(rng, ref_out)
-            with _original_pairs():
+            with dispatch.using_reference_pairs():
                 ref_grads = _as_tuple(ref_backward(_copy(dout), ref_cache))
             grads = _as_tuple(_call(bwd_name, config, candidate_backward, _copy(dout), cache))
             if spec.stochastic:
@@ -347,12 +330,12 @@ def check_layer(
             ref.train(training)
             cand.train(training)
             x = arrays[spec.arrays[0]]
-            with _original_pairs(), minidl.fork_rng(data_seed):
+            with dispatch.using_reference_pairs(), minidl.fork_rng(data_seed):
                 ref_out = ref(_copy(x))
             with minidl.fork_rng(data_seed):
                 out = _call(f"{name}.forward", config, cand, _copy(x))
             dout = _upstream(rng, ref_out)
-            with _original_pairs():
+            with dispatch.using_reference_pairs():
                 ref_dx = ref.backward(_copy(dout))
             dx = _call(f"{name}.backward", config, cand.backward, _copy(dout))
             if spec.stochastic:
