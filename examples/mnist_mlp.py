@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _cli import HelpFormatter
 
 import minidl
 from minidl import nn, optim, train
@@ -31,16 +32,6 @@ def load(data_dir: str | None, train_split: bool, limit: int | None) -> TensorDa
     images = np.asarray(ds.data[:limit], dtype=np.float32).reshape(-1, 28 * 28) / 255.0
     labels = np.asarray(ds.targets[:limit], dtype=np.int64)
     return TensorDataset((images - 0.1307) / 0.3081, labels)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` keeps the description's line breaks and shows each option's default (none for flags and options
-    whose help says what happens without them)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def main() -> None:

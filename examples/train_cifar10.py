@@ -23,6 +23,8 @@ import os
 import time
 from pathlib import Path
 
+from _cli import HelpFormatter
+
 import minidl
 from minidl import models, nn, optim, train
 from minidl import transforms as T
@@ -52,16 +54,6 @@ def build_datasets(data_dir: str | None, quick: bool, cutout: bool) -> tuple[obj
         train_set, test_set = CIFAR10Sample(True, train_tf), CIFAR10Sample(False, test_tf)
         source = "the embedded CIFAR-10 sample (CIFAR-10 itself was not found: pass --data-dir or set MINIDL_DATA_DIR)"
     return train_set, test_set, f"{source}: {len(train_set)} train / {len(test_set)} test images"
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` keeps the description's line breaks and shows each option's default (none for flags and options
-    whose help says what happens without them)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _cli import HelpFormatter
 
 import minidl
 from minidl import nn, optim, train
@@ -55,16 +56,6 @@ def small_cnn(num_classes: int = 2, width: int = 32) -> nn.Sequential:
         nn.Dropout(0.3),
         nn.Linear(8 * w, num_classes),
     )
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` keeps the description's line breaks and shows each option's default (none for flags and options
-    whose help says what happens without them)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def main() -> None:

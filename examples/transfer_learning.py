@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _cli import HelpFormatter
 
 import minidl
 from minidl import models, nn, optim, train
@@ -116,16 +117,6 @@ def finetune(
         checkpoint_dir=out / "checkpoints", history_path=out / "history.json", resume=resume, fuse=fuse,
     )  # fmt: skip
     return train.evaluate(model, val_loader, loss_fn)["accuracy"], history
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` keeps the description's line breaks and shows each option's default (none for flags and options
-    whose help says what happens without them)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def main() -> None:

@@ -15,57 +15,15 @@ import hashlib
 import io
 import os
 import tarfile
-import zipfile
 import zlib
 
 import pytest
 
 from minidl.data.datasets import CIFAR10, cifar
 from minidl.data.download import UnsafeArchiveError, extract_archive
+from tests.data.archives import write_tar, write_zip
 
 ZEROS = bytes(8 << 20)  # compresses about 1000x: a small bomb
-
-
-# --------------------------------------------------------------------------------------------------------- builders
-def _write_tar(path, entries):
-    """entries: (name, kind, payload): 'file' (bytes), 'sym'/'hard' (the link's target), 'dir', 'fifo'."""
-    with tarfile.open(path, "w:gz") as tf:
-        for name, kind, payload in entries:
-            info = tarfile.TarInfo(name)
-            if kind == "file":
-                info.size = len(payload)
-                tf.addfile(info, io.BytesIO(payload))
-                continue
-            types = {"sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE, "dir": tarfile.DIRTYPE, "fifo": tarfile.FIFOTYPE}
-            info.type, info.linkname = types[kind], payload or ""
-            tf.addfile(info)
-    return path
-
-
-def _write_zip(path, entries):
-    """entries: (name, payload, kind) with kind 'file', 'sym' (payload: the link's target) or 'encrypted'."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, payload, kind in entries:
-            info = zipfile.ZipInfo(name)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = (0o120777 if kind == "sym" else 0o100644) << 16
-            zf.writestr(info, payload)
-    for name, _, kind in entries:
-        if kind == "encrypted":
-            _mark_encrypted(path, name)
-    return path
-
-
-def _mark_encrypted(path, name):
-    """Set the 'encrypted' flag of ``name`` in the central directory (zipfile itself cannot write encrypted zips)."""
-    data = bytearray(path.read_bytes())
-    start = 0
-    while (start := data.find(b"PK\x01\x02", start)) >= 0:
-        length = int.from_bytes(data[start + 28 : start + 30], "little")
-        if data[start + 46 : start + 46 + length] == name.encode():
-            data[start + 8] |= 0x1
-        start += 4
-    path.write_bytes(bytes(data))
 
 
 def tar(entries, disk_links=(), **limits):
@@ -75,7 +33,7 @@ def tar(entries, disk_links=(), **limits):
         (tmp_path / "T").mkdir()
         for name, target in disk_links:
             os.symlink(target, tmp_path / "T" / name)
-        archive = _write_tar(tmp_path / "a.tar.gz", [("first.txt", "file", b"written first"), *entries])
+        archive = write_tar(tmp_path / "a.tar.gz", [("first.txt", "file", b"written first"), *entries])
         return lambda: extract_archive(archive, tmp_path / "T", **limits)
 
     return build
@@ -86,7 +44,7 @@ def zip_(entries, disk_links=(), **limits):
         (tmp_path / "T").mkdir()
         for name, target in disk_links:
             os.symlink(target, tmp_path / "T" / name)
-        archive = _write_zip(tmp_path / "a.zip", [("first.txt", b"written first", "file"), *entries])
+        archive = write_zip(tmp_path / "a.zip", [("first.txt", b"written first", "file"), *entries])
         return lambda: extract_archive(archive, tmp_path / "T", **limits)
 
     return build
@@ -109,7 +67,7 @@ def call(**kwargs):
     """A case: extract_archive(**kwargs) on a small valid archive (the arguments are the bad input)."""
 
     def build(tmp_path, monkeypatch):
-        archive = _write_tar(tmp_path / "ok.tar.gz", [("a.txt", "file", b"1")])
+        archive = write_tar(tmp_path / "ok.tar.gz", [("a.txt", "file", b"1")])
         arguments = {"from_path": archive, "to_path": tmp_path / "T", **kwargs}
         return lambda: extract_archive(**arguments)
 
@@ -157,7 +115,7 @@ def cifar10(layout, **kwargs):
                 (tmp_path / name).write_bytes(data)
         else:
             path = tmp_path / "cifar-10-binary.tar.gz"
-            _write_tar(path, [(name, "file", data) for name, data in files.items()])
+            write_tar(path, [(name, "file", data) for name, data in files.items()])
             if layout == "truncated":
                 path.write_bytes(path.read_bytes()[:200])
         return lambda: CIFAR10(kwargs.pop("root", tmp_path), **kwargs)
@@ -213,7 +171,7 @@ CASES = [
     # unreadable archives
     pytest.param(raw("cut.tar.gz", _truncated_tar), EOFError, r"^extract_archive: cannot read .*cut\.tar\.gz: .*\(the archive is truncated or corrupt\); nothing was extracted", id="tar-truncated"),
     pytest.param(raw("cut.tar.gz", lambda p: _truncated_tar(p, keep=1)), EOFError, r"^extract_archive: cannot read .*cut\.tar\.gz: .*truncated or corrupt", id="tar-gz-trailer-missing"),
-    pytest.param(raw("cut.zip", lambda p: _write_zip(p / "z.zip", [("a", os.urandom(1000), "file")]).read_bytes()[:400]), ValueError, r"^extract_archive: .*cut\.zip is named like a \.zip archive but cannot be read as one .*\(expected \.tar, ", id="zip-truncated"),
+    pytest.param(raw("cut.zip", lambda p: write_zip(p / "z.zip", [("a", os.urandom(1000), "file")]).read_bytes()[:400]), ValueError, r"^extract_archive: .*cut\.zip is named like a \.zip archive but cannot be read as one .*\(expected \.tar, ", id="zip-truncated"),
     pytest.param(raw("bad.gz", b"not gzip at all"), gzip.BadGzipFile, r"^extract_archive: cannot read .*bad\.gz: Not a gzipped file \(b'no', expected", id="gz-not-gzip"),
     pytest.param(raw("notes.txt", b"plain text"), ValueError, r"^extract_archive: .*notes\.txt is not a tar, zip or gzip archive \(expected \.tar, \.tar\.gz", id="unknown-type"),
     # arguments

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import tarfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -22,44 +21,14 @@ from minidl.data.download import (
     extract_archive,
     md5sum,
 )
-
-
-def _tar(path, entries):
-    """entries: (name, kind, payload), kind 'file' (payload: bytes), 'sym'/'hard' (payload: target), 'fifo', 'dir'."""
-    with tarfile.open(path, "w:gz") as tf:
-        for name, kind, payload in entries:
-            info = tarfile.TarInfo(name)
-            if kind == "file":
-                info.size = len(payload)
-                tf.addfile(info, io.BytesIO(payload))
-            else:
-                kinds = {
-                    "sym": tarfile.SYMTYPE,
-                    "hard": tarfile.LNKTYPE,
-                    "fifo": tarfile.FIFOTYPE,
-                    "dir": tarfile.DIRTYPE,
-                }
-                info.type = kinds[kind]
-                info.linkname = payload or ""
-                tf.addfile(info)
-    return path
-
-
-def _zip(path, entries):
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, payload, symlink in entries:
-            info = zipfile.ZipInfo(name)
-            if symlink:
-                info.external_attr = 0o120777 << 16
-            zf.writestr(info, payload)
-    return path
+from tests.data.archives import write_tar, write_zip
 
 
 def test_safe_tar_and_zip_extract(tmp_path):
-    tar = _tar(tmp_path / "ok.tar.gz", [("d/a.txt", "file", b"alpha"), ("d/link", "sym", "a.txt")])
+    tar = write_tar(tmp_path / "ok.tar.gz", [("d/a.txt", "file", b"alpha"), ("d/link", "sym", "a.txt")])
     out = extract_archive(tar, tmp_path / "out")
     assert (out / "d" / "a.txt").read_bytes() == b"alpha" and os.readlink(out / "d" / "link") == "a.txt"
-    z = _zip(tmp_path / "ok.zip", [("x/b.txt", b"beta", False)])
+    z = write_zip(tmp_path / "ok.zip", [("x/b.txt", b"beta", "file")])
     assert (extract_archive(z, tmp_path / "zout") / "x" / "b.txt").read_bytes() == b"beta"
     gz = tmp_path / "c.txt.gz"
     gz.write_bytes(gzip.compress(b"gamma"))
@@ -79,7 +48,7 @@ def test_safe_tar_and_zip_extract(tmp_path):
     ],
 )
 def test_unsafe_tar_refused_and_nothing_written(tmp_path, entry, message):
-    tar = _tar(tmp_path / "bad.tar.gz", [("d/first.txt", "file", b"1"), entry])
+    tar = write_tar(tmp_path / "bad.tar.gz", [("d/first.txt", "file", b"1"), entry])
     target = tmp_path / "deep" / "out"
     with pytest.raises(UnsafeArchiveError, match=message):
         extract_archive(tar, target)
@@ -90,13 +59,13 @@ def test_unsafe_tar_refused_and_nothing_written(tmp_path, entry, message):
 @pytest.mark.parametrize(
     "entry, message",
     [
-        (("/abs.txt", b"x", False), "absolute path"),
-        (("../../evil.txt", b"x", False), "outside"),
-        (("a/link", b"../../../etc/passwd", True), "symlink"),
+        (("/abs.txt", b"x", "file"), "absolute path"),
+        (("../../evil.txt", b"x", "file"), "outside"),
+        (("a/link", b"../../../etc/passwd", "sym"), "symlink"),
     ],
 )
 def test_unsafe_zip_refused(tmp_path, entry, message):
-    z = _zip(tmp_path / "bad.zip", [("a/ok.txt", b"1", False), entry])
+    z = write_zip(tmp_path / "bad.zip", [("a/ok.txt", b"1", "file"), entry])
     with pytest.raises(UnsafeArchiveError, match=message):
         extract_archive(z, tmp_path / "out")
     assert not (tmp_path / "out" / "a" / "ok.txt").exists()
@@ -173,16 +142,6 @@ def _refused_whole(tmp_path, archive, target, match, **limits):
     assert _snapshot(tmp_path) == before, "a refused archive writes nothing, anywhere"
 
 
-def _zip_links(path, entries):
-    """entries: (name, payload, is_symlink) as _zip, but written with the Unix mode bits of a regular file too."""
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, payload, symlink in entries:
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 if symlink else 0o100644) << 16
-            zf.writestr(info, payload)
-    return path
-
-
 @pytest.mark.parametrize(
     "entries, match",
     [
@@ -208,19 +167,19 @@ def _zip_links(path, entries):
     ],
 )
 def test_tar_symlink_chains_refused_whole(tmp_path, entries, match):
-    archive = _tar(tmp_path / "chain.tar.gz", [("first.txt", "file", b"written first"), *entries])
+    archive = write_tar(tmp_path / "chain.tar.gz", [("first.txt", "file", b"written first"), *entries])
     (tmp_path / "T").mkdir()
     _refused_whole(tmp_path, archive, tmp_path / "T", match)
 
 
 def test_zip_symlink_chain_refused_and_safe_zip_symlink_made(tmp_path):
     (tmp_path / "T").mkdir()
-    chain = _zip_links(tmp_path / "chain.zip", [("a", b"x/..", True), ("x", b".", True)])
+    chain = write_zip(tmp_path / "chain.zip", [("a", b"x/..", "sym"), ("x", b".", "sym")])
     _refused_whole(tmp_path, chain, tmp_path / "T", r"member 'a' \(symlink to 'x/\.\.'\) resolves outside")
-    entries = [("a", b"x/..", True), ("x", b".", True), ("a/escaped.txt", b"!", False)]
-    chain = _zip_links(tmp_path / "chain.zip", entries)
+    entries = [("a", b"x/..", "sym"), ("x", b".", "sym"), ("a/escaped.txt", b"!", "file")]
+    chain = write_zip(tmp_path / "chain.zip", entries)
     _refused_whole(tmp_path, chain, tmp_path / "T", r"member 'a/escaped\.txt' \(file\) resolves outside .*'x' -> '\.'")
-    ok = _zip_links(tmp_path / "ok.zip", [("d/a.txt", b"alpha", False), ("d/link", b"a.txt", True)])
+    ok = write_zip(tmp_path / "ok.zip", [("d/a.txt", b"alpha", "file"), ("d/link", b"a.txt", "sym")])
     out = extract_archive(ok, tmp_path / "T")
     assert os.readlink(out / "d" / "link") == "a.txt" and (out / "d" / "link").read_bytes() == b"alpha"
 
@@ -236,9 +195,9 @@ def test_members_through_a_link_already_on_disk_refused(tmp_path, fmt, link, mat
     target.mkdir()
     os.symlink(link, target / "a")
     if fmt == "zip":
-        archive = _zip(tmp_path / "x.zip", [("ok.txt", b"1", False), ("a/escaped.txt", b"!", False)])
+        archive = write_zip(tmp_path / "x.zip", [("ok.txt", b"1", "file"), ("a/escaped.txt", b"!", "file")])
     else:
-        archive = _tar(tmp_path / "x.tar.gz", [("ok.txt", "file", b"1"), ("a/escaped.txt", "file", b"!")])
+        archive = write_tar(tmp_path / "x.tar.gz", [("ok.txt", "file", b"1"), ("a/escaped.txt", "file", b"!")])
     _refused_whole(tmp_path, archive, target, r"member 'a/escaped\.txt' \(file\) resolves outside .*" + match)
     assert not (tmp_path / "escaped.txt").exists()
 
@@ -250,7 +209,7 @@ def test_link_on_disk_pointing_inside_is_followed_and_a_leaf_link_is_replaced(tm
     outside = tmp_path / "outside.txt"
     outside.write_bytes(b"precious")
     os.symlink(str(outside), target / "f.txt")  # a link at a member's own path is replaced, never written through
-    archive = _zip(tmp_path / "x.zip", [("alias/in.txt", b"in", False), ("f.txt", b"new", False)])
+    archive = write_zip(tmp_path / "x.zip", [("alias/in.txt", b"in", "file"), ("f.txt", b"new", "file")])
     extract_archive(archive, target)
     assert (target / "real" / "in.txt").read_bytes() == b"in"
     assert not (target / "f.txt").is_symlink() and (target / "f.txt").read_bytes() == b"new"
@@ -258,7 +217,7 @@ def test_link_on_disk_pointing_inside_is_followed_and_a_leaf_link_is_replaced(tm
 
 
 def test_hard_links(tmp_path):
-    archive = _tar(tmp_path / "ok.tar.gz", [("d/a.txt", "file", b"alpha"), ("d/h.txt", "hard", "d/a.txt")])
+    archive = write_tar(tmp_path / "ok.tar.gz", [("d/a.txt", "file", b"alpha"), ("d/h.txt", "hard", "d/a.txt")])
     out = extract_archive(archive, tmp_path / "T")
     assert (out / "d" / "h.txt").read_bytes() == b"alpha" and os.stat(out / "d" / "h.txt").st_nlink == 2
     (tmp_path / "secret.txt").write_bytes(b"secret")
@@ -267,12 +226,12 @@ def test_hard_links(tmp_path):
         ([("h", "hard", "missing.txt")], r"member 'h' .*does not point to a file"),
         ([("s", "sym", "d"), ("d", "dir", None), ("h", "hard", "s")], r"member 'h' .*does not point to a file"),
     ]:
-        bad = _tar(tmp_path / "bad.tar.gz", [("first.txt", "file", b"1"), *entries])
+        bad = write_tar(tmp_path / "bad.tar.gz", [("first.txt", "file", b"1"), *entries])
         _refused_whole(tmp_path, bad, tmp_path / "T2", match)
 
 
 def test_a_later_member_cannot_replace_a_folder(tmp_path):
-    bad = _tar(tmp_path / "bad.tar.gz", [("d/a.txt", "file", b"1"), ("d", "sym", ".")])
+    bad = write_tar(tmp_path / "bad.tar.gz", [("d/a.txt", "file", b"1"), ("d", "sym", ".")])
     _refused_whole(tmp_path, bad, tmp_path / "T", r"member 'd' .*would replace the folder 'd'")
 
 
@@ -281,7 +240,7 @@ ZEROS = bytes(8 << 20)  # 8 MiB of zeros compress about 1000x
 
 
 def test_bomb_ratio_refused_in_tar_zip_and_gz_and_overridable(tmp_path):
-    tar = _tar(tmp_path / "bomb.tar.gz", [("ok.txt", "file", b"1"), ("zeros.bin", "file", ZEROS)])
+    tar = write_tar(tmp_path / "bomb.tar.gz", [("ok.txt", "file", b"1"), ("zeros.bin", "file", ZEROS)])
     _refused_whole(tmp_path, tar, tmp_path / "T", r"member 'zeros\.bin' .* times the archive's .* over max_ratio=200")
     with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("zeros.bin", ZEROS)
@@ -296,11 +255,11 @@ def test_bomb_ratio_refused_in_tar_zip_and_gz_and_overridable(tmp_path):
 
 def test_total_size_limit_and_small_archives_are_not_ratio_checked(tmp_path):
     data = os.urandom(3 << 20)
-    tar = _tar(tmp_path / "big.tar.gz", [("a.bin", "file", data[: 1 << 20]), ("b.bin", "file", data)])
+    tar = write_tar(tmp_path / "big.tar.gz", [("a.bin", "file", data[: 1 << 20]), ("b.bin", "file", data)])
     match = r"member 'b\.bin' \(3,145,728 bytes\) brings the extracted size to 4,194,304 bytes, over max_total_size="
     _refused_whole(tmp_path, tar, tmp_path / "T", match, max_total_size=2 << 20)
     assert (extract_archive(tar, tmp_path / "T", max_total_size=None) / "b.bin").read_bytes() == data
-    small = _tar(tmp_path / "small.tar.gz", [("text.txt", "file", b"ab" * 100_000)])  # 200 kB at ~500x
+    small = write_tar(tmp_path / "small.tar.gz", [("text.txt", "file", b"ab" * 100_000)])  # 200 kB at ~500x
     assert (extract_archive(small, tmp_path / "S") / "text.txt").stat().st_size == 200_000
 
 
@@ -313,7 +272,7 @@ def test_sizes_are_enforced_while_streaming(tmp_path):
 
 
 def test_truncated_archive_names_the_file_and_writes_nothing(tmp_path):
-    raw = _tar(tmp_path / "ok.tar.gz", [("a.bin", "file", os.urandom(300_000))]).read_bytes()
+    raw = write_tar(tmp_path / "ok.tar.gz", [("a.bin", "file", os.urandom(300_000))]).read_bytes()
     for cut in (len(raw) // 2, len(raw) - 6):  # mid-member, and only the gzip trailer (CRC, size) missing
         (tmp_path / "cut.tar.gz").write_bytes(raw[:cut])
         before = _snapshot(tmp_path)
@@ -323,7 +282,7 @@ def test_truncated_archive_names_the_file_and_writes_nothing(tmp_path):
 
 
 def test_bad_limits_and_missing_archive(tmp_path):
-    archive = _tar(tmp_path / "ok.tar.gz", [("a.txt", "file", b"1")])
+    archive = write_tar(tmp_path / "ok.tar.gz", [("a.txt", "file", b"1")])
     with pytest.raises(ValueError, match=r"extract_archive: max_ratio must be a positive float or None .*got -1"):
         extract_archive(archive, tmp_path / "T", max_ratio=-1)
     with pytest.raises(ValueError, match=r"extract_archive: max_total_size must be a positive int or None .*'8GB'"):
@@ -337,7 +296,7 @@ def test_links_already_on_disk_pointing_outside_are_left_alone_unless_used(tmp_p
     target = tmp_path / "T"
     target.mkdir()
     os.symlink(str(tmp_path), target / "elsewhere")
-    archive = _tar(tmp_path / "ok.tar.gz", [("d/a.txt", "file", b"alpha")])
+    archive = write_tar(tmp_path / "ok.tar.gz", [("d/a.txt", "file", b"alpha")])
     assert (extract_archive(archive, target) / "d" / "a.txt").read_bytes() == b"alpha"
     assert os.readlink(target / "elsewhere") == str(tmp_path)
 
@@ -345,14 +304,14 @@ def test_links_already_on_disk_pointing_outside_are_left_alone_unless_used(tmp_p
 def test_names_differing_only_in_case(tmp_path):
     """Two files README/readme are fine (two files on Linux, one on macOS: no escape either way); a symlink and
     another name equal up to case are not (on a case-insensitive file system the link would be followed)."""
-    ok = _tar(tmp_path / "ok.tar.gz", [("README", "file", b"upper"), ("readme", "file", b"lower")])
+    ok = write_tar(tmp_path / "ok.tar.gz", [("README", "file", b"upper"), ("readme", "file", b"lower")])
     assert (extract_archive(ok, tmp_path / "T") / "README").is_file()
-    bad = _tar(tmp_path / "bad.tar.gz", [("D", "sym", "."), ("d/x.txt", "file", b"1")])
+    bad = write_tar(tmp_path / "bad.tar.gz", [("D", "sym", "."), ("d/x.txt", "file", b"1")])
     _refused_whole(tmp_path, bad, tmp_path / "T2", r"member 'd/x\.txt' \(file\) names 'd', which differs only in case")
 
 
 def test_a_disk_failure_while_renaming_says_how_far_it_got_and_leaves_no_temporary_file(tmp_path, monkeypatch):
-    archive = _tar(tmp_path / "ok.tar.gz", [(f"f{k}.txt", "file", b"%d" % k) for k in range(3)])
+    archive = write_tar(tmp_path / "ok.tar.gz", [(f"f{k}.txt", "file", b"%d" % k) for k in range(3)])
     real_replace, calls = os.replace, []
 
     def failing_replace(src, dst):
@@ -374,7 +333,7 @@ def test_absolute_links_on_disk_are_resolved_physically(tmp_path):
     real = os.path.realpath(target)
     os.symlink("../..", target / "l")
     os.symlink(real + "/l/../x", target / "abs")
-    archive = _tar(tmp_path / "a.tar.gz", [("abs/evil.txt", "file", b"!")])
+    archive = write_tar(tmp_path / "a.tar.gz", [("abs/evil.txt", "file", b"!")])
     _refused_whole(tmp_path, archive, target, r"member 'abs/evil\.txt' \(file\) resolves outside .*'l' -> '\.\./\.\.'")
     os.remove(target / "abs")
     os.symlink(real + "/sub", target / "abs")

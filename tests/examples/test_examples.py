@@ -149,6 +149,7 @@ def test_every_option_has_help_and_help_shows_its_default(script, monkeypatch):
         raise _Parsed(parser)
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop)
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))  # as when the script runs: its folder holds _cli.py
     with pytest.raises(_Parsed) as parsed:
         runpy.run_path(str(ROOT / "examples" / script), run_name="__main__")
     parser = parsed.value.parser
