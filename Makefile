@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 RUFF ?= ruff==0.17.6
-LINT_PATHS := minidl tests examples benchmarks scripts docs/conf.py
+LINT_PATHS := minidl tests examples benchmarks scripts assignments docs/conf.py conftest.py
 DATA_DIR ?= $(firstword $(wildcard ../shared/data))
 
 .PHONY: demo test docs install install-test install-docs lint clean
