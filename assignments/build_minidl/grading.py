@@ -203,7 +203,7 @@ def _run_suite(sub) -> dict[str, tuple[str, str]]:
         }
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "_build_minidl_results",
                    "-o", "addopts=", "--continue-on-collection-errors", *tests]  # fmt: skip
-        run = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        run = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
         results_file = root / "results.json"
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}
         if not results:  # minidl did not import, or a graded test is not there: pytest's error lines
