@@ -84,7 +84,7 @@ class Bug:
     regex: bool = False
 
     def apply(self, text: str) -> str:
-        start, end = function_body(text, self.function, f"planted bug {self.name!r}", self.file)
+        start, end = _function_body(text, self.function, f"planted bug {self.name!r}", self.file)
         source = text[start:end]
         count = len(re.findall(self.old, source)) if self.regex else source.count(self.old)
         if count != 1:
@@ -97,7 +97,7 @@ class Bug:
         return text[:start] + source + text[end:]
 
 
-def function_body(text: str, function: str, where: str, filename: str) -> tuple[int, int]:
+def _function_body(text: str, function: str, where: str, filename: str) -> tuple[int, int]:
     """The character range of the body of ``function`` (``"name"`` or ``"Class.method"``) in the Python source
     ``text``, after its docstring: from its first statement to the end of its last line. A ValueError naming
     ``where`` if there is none."""
