@@ -7,12 +7,14 @@ answer) and the planted :class:`Bug` s that ``check`` must see caught.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -49,10 +51,29 @@ class Check:
 
 @dataclasses.dataclass(frozen=True)
 class Bug:
-    """A planted bug: replace ``old`` (which must occur exactly once) by ``new`` in the solution file ``file``.
+    """A planted bug: inside ``function`` of the solution file ``file``, replace ``old`` by ``new``.
+
+    ``old`` must occur exactly once in that function's body (its code after the docstring), so a bug keeps
+    applying while the rest of the file changes, and stops with a ValueError naming the bug and the function when it
+    no longer does. With ``regex=True``, ``old`` is a regular expression and ``new`` its replacement, as for
+    :func:`re.sub` (``\\g<0>`` is the matched text). ``function`` may be a method, ``"Class.method"``.
 
     ``check`` grades the mutated solution and requires that a check of ``function`` loses points and that its
     message names ``function``.
+
+    Examples:
+        >>> src = "def f(x):\\n    return x + 1\\n\\n\\ndef g(x):\\n    'x + 1.'\\n    return x + 1\\n"
+        >>> print(Bug("off by two", "m.py", "x + 1", "x + 2", "g").apply(src), end="")
+        def f(x):
+            return x + 1
+        <BLANKLINE>
+        <BLANKLINE>
+        def g(x):
+            'x + 1.'
+            return x + 2
+        >>> Bug("gone", "m.py", r"y \\+ 1", "y", "g", regex=True).apply(src)
+        Traceback (most recent call last):
+        ValueError: planted bug 'gone': the pattern 'y \\\\+ 1' occurs 0 times in g (m.py), expected exactly once
     """
 
     name: str
@@ -60,12 +81,51 @@ class Bug:
     old: str
     new: str
     function: str
+    regex: bool = False
 
     def apply(self, text: str) -> str:
-        count = text.count(self.old)
+        start, end = _function_body(text, self.function, f"planted bug {self.name!r}", self.file)
+        source = text[start:end]
+        count = len(re.findall(self.old, source)) if self.regex else source.count(self.old)
         if count != 1:
-            raise ValueError(f"planted bug {self.name!r}: the text to replace occurs {count} times in {self.file}")
-        return text.replace(self.old, self.new)
+            what = "the pattern" if self.regex else "the text"
+            raise ValueError(
+                f"planted bug {self.name!r}: {what} {self.old!r} occurs {count} times in {self.function} "
+                f"({self.file}), expected exactly once"
+            )
+        source = re.sub(self.old, self.new, source) if self.regex else source.replace(self.old, self.new)
+        return text[:start] + source + text[end:]
+
+
+def _function_body(text: str, function: str, where: str, filename: str) -> tuple[int, int]:
+    """The character range of the body of ``function`` (``"name"`` or ``"Class.method"``) in the Python source
+    ``text``, after its docstring: from its first statement to the end of its last line. A ValueError naming
+    ``where`` if there is none."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as err:
+        raise ValueError(f"{where}: {filename} is not valid Python ({err.msg}, line {err.lineno})") from None
+    scope: list[ast.stmt] = tree.body
+    node: ast.stmt | None = None
+    for part in function.split("."):
+        node = next((n for n in scope if isinstance(n, _DEFINITIONS) and n.name == part), None)
+        if node is None:
+            raise ValueError(f"{where}: no function {function} in {filename}")
+        scope = node.body
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        raise ValueError(f"{where}: {function} in {filename} is a class, not a function")
+    body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+    if not body:
+        raise ValueError(f"{where}: {function} in {filename} has no code after its docstring")
+    lines = re.split("(?<=\n)", text)  # as ast counts lines (str.splitlines also splits at form feeds)
+    first, last = body[0].lineno, node.end_lineno or body[-1].lineno
+    line_start = sum(len(line) for line in lines[: first - 1])
+    shares_a_line = first == (node.body[0].end_lineno if body is not node.body else node.lineno)
+    start = line_start + body[0].col_offset if shares_a_line else line_start  # whole lines where it can
+    return start, line_start + sum(len(line) for line in lines[first - 1 : last])
+
+
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 @dataclasses.dataclass(frozen=True)

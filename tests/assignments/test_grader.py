@@ -58,7 +58,7 @@ ASSIGNMENT = Assignment(
     ),
     bugs=(
         Bug("wrong mask", "layers.py", "return dout * cache", "return dout * ~cache", "relu_backward"),
-        Bug("harmless", "layers.py", "\\"\\"\\"ReLU.\\"\\"\\"", "\\"\\"\\"ReLU!\\"\\"\\"", "relu_forward"),
+        Bug("harmless", "layers.py", "np.maximum(x, 0)", "np.maximum(x, 0.0)", "relu_forward"),
     ),
 )
 """

@@ -116,6 +116,36 @@ def test_batch_norm_functional_gradcheck(n, c, training, eps, seed):
     gradcheck.check_function(forward, F.batch_norm_backward, [x, gamma, beta])
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_backward_in_training_and_in_eval(training):
+    """Each mode on fixed inputs, whatever hypothesis draws: in training dx carries the terms through the batch mean
+    and variance (it sums to 0 per channel and, for eps -> 0, is orthogonal to xhat); in eval it is dout * gamma *
+    inv_std."""
+    rng, eps = np.random.default_rng(11), 1e-12
+    x, dout = rng.normal(loc=2.0, size=(4, 3, 5)), rng.normal(size=(4, 3, 5))
+    gamma, beta = rng.normal(size=3) + 1.0, rng.normal(size=3)
+    mean, var = rng.normal(size=3), rng.uniform(0.5, 2.0, size=3)
+    _, cache = F.batch_norm_forward(arr(x), arr(mean), arr(var), arr(gamma), arr(beta), training=training, eps=eps)
+    dx, dgamma, dbeta = (host(g) for g in F.batch_norm_backward(arr(dout), cache))
+    if training:
+        xhat = (x - x.mean(axis=(0, 2), keepdims=True)) / np.sqrt(x.var(axis=(0, 2), keepdims=True) + eps)
+        assert_close(dx.sum(axis=(0, 2)), np.zeros(3), atol=1e-8, what="dx summed per channel (the batch mean's term)")
+        assert_close(
+            (dx * xhat).sum(axis=(0, 2)), np.zeros(3), atol=1e-8, what="dx . xhat per channel (the variance's term)"
+        )
+
+        def forward(x, gamma, beta):
+            return F.batch_norm_forward(x, None, None, gamma, beta, training=True, eps=eps)
+
+        gradcheck.check_function(forward, F.batch_norm_backward, [arr(x), arr(gamma), arr(beta)])
+    else:
+        inv_std = 1 / np.sqrt(var[None, :, None] + eps)
+        xhat = (x - mean[None, :, None]) * inv_std
+        assert_close(dx, dout * gamma[None, :, None] * inv_std, what="eval dx (constant statistics)")
+    assert_close(dgamma, (dout * xhat).sum(axis=(0, 2)), what="dgamma")
+    assert_close(dbeta, dout.sum(axis=(0, 2)), what="dbeta")
+
+
 @given(n=st.integers(1, 3), c=st.integers(1, 4), seed=seeds)
 def test_group_layer_instance_functional_gradchecks(n, c, seed):
     rng = np.random.default_rng(seed)
