@@ -306,9 +306,12 @@ class Conv2d(Module):
 
         y_{n,o,i,j} = b_o + \sum_{c,p,q} W_{o,c,p,q}\, x_{n,\,g C_g + c,\; i S_H + p D_H - P_H,\; j S_W + q D_W - P_W}
 
+    where :math:`C_g = C / groups` input channels feed each output channel, :math:`g = o \,//\, (O / groups)` is the
+    group of output channel o, and x is zero outside the image (or padded by ``padding_mode``).
+
     Args:
-        in_channels: C.
-        out_channels: O.
+        in_channels: C, the number of channels of the input.
+        out_channels: O, the number of output channels (filters).
         kernel_size: int or (KH, KW).
         stride: int or (SH, SW). Default: 1.
         padding: int, (PH, PW), ``"same"`` (stride 1 only) or ``"valid"``. Default: 0.
