@@ -60,9 +60,17 @@ _DIR = _Node("dir")
 class _Plan:
     """Pass 1: the virtual view of the target, the actions to take, and the running size."""
 
-    def __init__(self, archive: Path, target: str, max_total_size: int | None, max_ratio: float | None) -> None:
+    def __init__(
+        self,
+        archive: Path,
+        target: str,
+        max_total_size: int | None,
+        max_ratio: float | None,
+        max_members: int | None = None,
+    ) -> None:
         self.archive, self.target = archive, target
-        self.max_total_size, self.max_ratio = max_total_size, max_ratio
+        self.max_total_size, self.max_ratio, self.max_members = max_total_size, max_ratio, max_members
+        self.members = 0  # entries planned so far, folders and links included
         self.archive_size = max(1, archive.stat().st_size)
         self.nodes: dict[tuple[str, ...], _Node] = {}
         self.folded: dict[tuple[str, ...], tuple[str, ...]] = {}  # case-folded path -> the archive's entry
@@ -147,9 +155,19 @@ class _Plan:
         )
 
     def add(self, m: _Member) -> None:
+        self.members += 1
+        if self.max_members is not None and self.members > self.max_members:
+            raise self.refuse(
+                m,
+                f"is entry number {self.members:,}, over max_members={self.max_members:,} (every entry, even an empty "
+                "file, takes an inode: an inode bomb?): pass a larger max_members (or None) if you trust this archive",
+            )
         name = m.name
-        if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        if name.startswith(("/", "\\")) or os.path.isabs(name):
             raise self.refuse(m, f"has an absolute path (expected a path relative to {self.target})")
+        drive = os.path.splitdrive(name)[0]  # always '' on POSIX, where 'a:notes.txt' is a plain name
+        if drive:
+            raise self.refuse(m, f"starts with the Windows drive {drive!r} (expected a path relative to {self.target})")
         if m.kind == "special":
             raise self.refuse(m, "is a device file or FIFO (expected a file, folder or link)")
         parts = name.rstrip("/").split("/")
@@ -177,6 +195,8 @@ class _Plan:
                     f"would replace the folder {'/'.join(comps)!r} (expected a file, a link or nothing there)"
                 )
             if m.kind == "symlink":
+                if not m.link:
+                    raise _Refused("has an empty target (expected a path relative to the link's folder)")
                 if os.path.isabs(m.link) or m.link.startswith("\\"):
                     raise _Refused("points to an absolute path (expected a path relative to the link's folder)")
                 self.resolve(m.link.split("/"), follow_last=True, base=parent)  # leaves the target now?
@@ -204,6 +224,12 @@ class _Plan:
         self.actions.append((m.kind, comps, m, source))
         self.count(m, size, self.total + size)
         self.total += size
+
+    def wrote(self, path: str) -> bool:
+        """Whether the archive put an entry at ``path`` (a real path), replacing what was there."""
+        if not path.startswith(self.target + os.sep):
+            return False
+        return tuple(path[len(self.target) + 1 :].split(os.sep)) in self.nodes
 
     def make_dirs(self, comps: tuple[str, ...]) -> None:
         """Record the folders ``comps`` and its parents that do not exist yet (the writer will make them)."""
