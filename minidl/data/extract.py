@@ -115,8 +115,8 @@ def _data_filter(tf: tarfile.TarFile, archive: Path, target: str) -> None:
             tarfile.data_filter(info, empty)
         except tarfile.FilterError as exc:
             raise UnsafeArchiveError(
-                f"extract_archive: {archive}: member {info.name!r} is refused by tarfile's data filter ({exc}); "
-                "refusing the whole archive, nothing was extracted"
+                f"extract_archive: {archive}: member {info.name!r} is refused by tarfile's data filter, judging it "
+                f"against an empty folder ({exc}); refusing the whole archive, nothing was extracted"
             ) from None
 
 

@@ -388,7 +388,8 @@ def test_the_data_filter_still_refuses_what_a_member_says_on_its_own(tmp_path, m
     lexical = lambda self, parts, follow_last, base=(): ((*base, *parts), True)  # noqa: E731
     monkeypatch.setattr(_extract_plan._Plan, "resolve", lexical)
     archive = write_tar(tmp_path / "a.tar.gz", [("d/s", "sym", "../../outside")])
-    _refused_whole(tmp_path, archive, tmp_path / "T", r"member 'd/s' is refused by tarfile's data filter")
+    match = r"member 'd/s' is refused by tarfile's data filter, judging it against an empty folder \(.*outside the"
+    _refused_whole(tmp_path, archive, tmp_path / "T", match)
 
 
 def test_colon_names_are_plain_names_on_posix_and_drives_are_refused_on_windows(tmp_path, monkeypatch):
