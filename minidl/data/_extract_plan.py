@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 RATIO_FLOOR = 1 << 20
+ENTRY_SIZE = 4096  # what every entry counts toward the size limits, on top of its bytes (see extract.py)
 _CHUNK = 1 << 20
 _MAX_HOPS = 40  # symlinks followed while resolving one path (Linux's MAXSYMLINKS)
 
@@ -182,6 +183,7 @@ class _Plan:
                     raise _Refused(f"would replace the file {'/'.join(comps)!r} (expected a folder or nothing there)")
                 self.make_dirs(comps)
                 self.actions.append(("dir", comps, m, None))
+                self.count(m, 0, self.total)  # a folder has no bytes, but it is an entry
                 return
             if parts[-1] in ("", ".", ".."):
                 raise _Refused("ends in '.' or '..' (expected a name)")
@@ -247,20 +249,27 @@ class _Plan:
             )
         self.nodes[comps] = node
 
-    def count(self, m: _Member, size: int, total: int) -> None:
-        """Refuse when the archive would expand past a limit once ``m`` is written (``total`` bytes in all)."""
+    def count(self, m: _Member, size: int, data: int, entries: int | None = None) -> None:
+        """Refuse when the archive would expand past a limit once ``m`` is written: ``data`` bytes in all, and
+        ``entries`` entries (default: those planned so far) at :data:`ENTRY_SIZE` bytes each."""
+        entries = self.members if entries is None else entries
+        total = data + entries * ENTRY_SIZE
+        what = (
+            f"({size:,} bytes) brings the extracted size to {total:,} bytes ({data:,} of data and {entries:,} "
+            f"{'entry' if entries == 1 else 'entries'} at {ENTRY_SIZE:,} each)"
+        )
         if self.max_total_size is not None and total > self.max_total_size:
             raise self.refuse(
                 m,
-                f"({size:,} bytes) brings the extracted size to {total:,} bytes, over max_total_size="
-                f"{self.max_total_size:,}: pass a larger max_total_size (or None) if you trust this archive",
+                f"{what}, over max_total_size={self.max_total_size:,}: pass a larger max_total_size (or None) if you "
+                "trust this archive",
             )
         if self.max_ratio is not None and total > RATIO_FLOOR and total > self.max_ratio * self.archive_size:
             raise self.refuse(
                 m,
-                f"({size:,} bytes) brings the extracted size to {total:,} bytes, {total / self.archive_size:,.0f} "
-                f"times the archive's {self.archive_size:,} bytes, over max_ratio={self.max_ratio:g} (a "
-                "decompression bomb?): pass a larger max_ratio (or None) if you trust this archive",
+                f"{what}, {total / self.archive_size:,.0f} times the archive's {self.archive_size:,} bytes, over "
+                f"max_ratio={self.max_ratio:g} (a decompression or inode bomb?): pass a larger max_ratio (or None) "
+                "if you trust this archive",
             )
 
     def check_links(self) -> None:

@@ -38,11 +38,15 @@ Size limits (bombs): the sum of the members' sizes may not exceed ``max_total_si
 times the archive's size (default :data:`MAX_RATIO`, 200: JPEG and CIFAR archives expand about 1.1x, MNIST's
 ``.gz`` files 5x, text about 10x, a file of zeros about 1000x). The ratio is not checked while the total stays under
 :data:`RATIO_FLOOR` (1 MiB): an archive that small cannot fill a disk. Pass a larger value, or ``None`` for no
-limit, to extract an archive you trust. The number of entries (files, folders and links) may not exceed
-``max_members`` (default :data:`MAX_MEMBERS`, 100,000): an empty file adds nothing to the sizes but takes an inode,
-so a 186 KB ``.tar.gz`` of 30,000 empty files would otherwise pass. The largest archive minidl reads, Kaggle's
-dogs-vs-cats ``train.zip``, holds 25,000 files; ImageNet's validation tar holds 50,000; pass a larger value (COCO's
-``train2017.zip`` holds 118,287) or ``None`` for an archive you trust.
+limit, to extract an archive you trust.
+
+Entries (inode bombs): an empty file or a folder has no bytes but takes an inode and a directory entry, so every
+entry counts :data:`ENTRY_SIZE` (4 KiB, one block of the file system) toward both limits, on top of its bytes: a
+186 KB ``.tar.gz`` of 30,000 empty files counts 123 MB, 660 times its size, and is refused; Kaggle's dogs-vs-cats
+``train.zip`` (25,000 JPEGs, about 545 MB) counts about 650 MB, 1.2 times. And the number of entries may not exceed
+``max_members`` (default :data:`MAX_MEMBERS`, 1,000,000): real datasets hold up to about 120,000 files (IMDB's
+``aclImdb`` 100,000, COCO's ``train2017.zip`` 118,287, Tiny ImageNet 120,000), so 100,000 would be too tight; pass
+``None`` for an archive you trust.
 
 A ``.tar.gz`` is decompressed twice (once to plan, once to write), the price of refusing before writing anything.
 """
@@ -60,13 +64,21 @@ import zlib
 from pathlib import Path
 from typing import IO
 
-from minidl.data._extract_plan import _CHUNK, RATIO_FLOOR, UnsafeArchiveError, _Member, _Plan, _run
+from minidl.data._extract_plan import _CHUNK, ENTRY_SIZE, RATIO_FLOOR, UnsafeArchiveError, _Member, _Plan, _run
 
-__all__ = ["MAX_MEMBERS", "MAX_RATIO", "MAX_TOTAL_SIZE", "RATIO_FLOOR", "UnsafeArchiveError", "extract_archive"]
+__all__ = [
+    "ENTRY_SIZE",
+    "MAX_MEMBERS",
+    "MAX_RATIO",
+    "MAX_TOTAL_SIZE",
+    "RATIO_FLOOR",
+    "UnsafeArchiveError",
+    "extract_archive",
+]
 
 MAX_TOTAL_SIZE = 8 << 30
 MAX_RATIO = 200.0
-MAX_MEMBERS = 100_000
+MAX_MEMBERS = 1_000_000
 _READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 
 
@@ -210,11 +222,12 @@ def extract_archive(
         remove_finished: delete the archive afterwards, unless a member was extracted onto the archive's own path
             (``a.tar`` holding ``a.tar``, extracted next to itself): that member replaced the archive and is kept.
             Default: False.
-        max_total_size: most bytes the archive may expand to; None: no limit. Default: ``MAX_TOTAL_SIZE`` (8 GiB).
+        max_total_size: most bytes the archive may expand to, each entry counting ``ENTRY_SIZE`` (4 KiB) on top of
+            its bytes; None: no limit. Default: ``MAX_TOTAL_SIZE`` (8 GiB).
         max_ratio: most times the archive's size it may expand to (checked above 1 MiB); None: no limit.
             Default: ``MAX_RATIO`` (200).
         max_members: most entries (files, folders, links) the archive may hold; None: no limit.
-            Default: ``MAX_MEMBERS`` (100,000).
+            Default: ``MAX_MEMBERS`` (1,000,000).
 
     Raises:
         UnsafeArchiveError: a member that would land outside ``to_path`` (absolute path, ``..``, a link of the
