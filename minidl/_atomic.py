@@ -4,7 +4,9 @@
 flushes it to disk, then renames it over ``path`` (``os.replace`` is atomic), so a crash mid-write leaves the
 previous file intact. An exception inside the block removes the temporary file and leaves ``path`` untouched.
 
-Temporary files are named ``.<target name>.<host>.<pid>.<random>.minidl-tmp``. A process killed mid-write (``kill
+Temporary files are named ``.<target name>.<host>.<pid>.<random>.minidl-tmp``; a target name over 180 bytes is
+shortened there to its first characters, ``~`` and 10 hex digits of its MD5, so that the temporary name (about 38
+bytes longer) fits the file system's 255 whenever the target's own name does. A process killed mid-write (``kill
 -9``, power cut) cannot remove its own; the next write to the same target removes those whose writer is gone (same
 host, and no process has that PID any more), and :func:`remove_stale_temp_files` does it for a whole folder (a
 resumed training run calls it on its checkpoint folder). The temporary file of a writer that is still running, in
@@ -13,6 +15,9 @@ checked from here). On Windows no liveness check is made, so nothing is removed 
 
 Permissions: a new file gets ``0o666`` minus the process umask, as ``open(path, "w")`` gives; a file that is
 replaced keeps its mode.
+
+Symlinks: when ``path`` is a symlink, the file it points to is replaced (atomically, beside it) and the link stays, as
+``open(path, "w")`` would write through it; replacing the link itself by a regular file would lose it.
 """
 
 from __future__ import annotations
@@ -37,8 +42,22 @@ _TEMP_NAME = re.compile(
 )
 
 
+_TARGET_MAX = 180  # bytes of the target's name kept in its temporary names (the rest adds about 38 bytes)
+
+
+def _temp_target(target: str) -> str:
+    """``target`` as its temporary names spell it: whole when it is short enough, else a prefix, ``~`` and a hash."""
+    if len(os.fsencode(target)) <= _TARGET_MAX:
+        return target
+    digest = hashlib.md5(os.fsencode(target), usedforsecurity=False).hexdigest()[:10]
+    prefix = target
+    while len(os.fsencode(prefix)) > _TARGET_MAX - 11:
+        prefix = prefix[:-1]
+    return f"{prefix}~{digest}"
+
+
 def _temp_name(target: str) -> str:
-    return f".{target}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    return f".{_temp_target(target)}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
 
 
 def _writer_is_gone(pid: int) -> bool:
@@ -71,7 +90,7 @@ def remove_stale_temp_files(folder: str | os.PathLike[str], target: str | None =
         return removed
     for entry in entries:
         match = _TEMP_NAME.match(entry.name)
-        if match is None or (target is not None and match["target"] != target):
+        if match is None or (target is not None and match["target"] != _temp_target(target)):
             continue
         if match["host"] != _HOST or not _writer_is_gone(int(match["pid"])):
             continue
@@ -90,12 +109,14 @@ def atomic_open(path: str | os.PathLike[str], where: str) -> Iterator[BinaryIO]:
         where: the public function writing (named in error messages), e.g. ``"minidl.save"``.
 
     Raises:
-        IsADirectoryError: ``path`` is a folder.
+        IsADirectoryError: ``path`` is a folder (or a link to one).
         NotADirectoryError: a parent of ``path`` is a file.
     """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{where}: expected the path of a file, got the folder {path}")
+    if path.is_symlink():  # replace the file it points to, beside that file; the link stays
+        path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

@@ -163,16 +163,17 @@ def _bad(value: Any) -> int:
     return 0 if counts is None else counts[0] + counts[1]
 
 
-def _name(root: Any, module: Any) -> str:
-    """``module`` as "place in the model (its repr)", e.g. ``"features.3 (Conv2d(...))"``."""
+def _name(root: Any, module: Any, parameter: str = "") -> str:
+    """``module`` as "place in the model (its repr)", e.g. ``"features.3 (Conv2d(...))"``; with ``parameter``, that
+    parameter's dotted name in the model, e.g. ``"the parameter features.3.weight (Conv2d(...))"``."""
     where = module._where()
-    for name, m in root.named_modules():
-        if m is module:
-            return f"{name} ({where})" if name else where
-    return where
+    place = next((name for name, m in root.named_modules() if m is module), "")
+    if parameter:
+        return f"the parameter {'.'.join(filter(None, (place, parameter)))} ({where})"
+    return f"{place} ({where})" if place else where
 
 
-def _report(what: str, module: Any, root: Any, value: Any, given: Any, given_name: str, cause: str) -> None:
+def _report(what: str, subject: str, value: Any, given: Any, given_name: str, cause: str) -> None:
     """Raise for the first entry of ``value`` (an array, a float, a tuple of them) that is not finite."""
     items = list(value) if isinstance(value, (tuple, list)) else [value]
     for k, item in enumerate(items):
@@ -189,7 +190,7 @@ def _report(what: str, module: Any, root: Any, value: Any, given: Any, given_nam
             else f"its {given_name} held no nan or inf, so {cause}"
         )
         raise FloatingPointError(
-            f"detect_anomaly: the {label} of {_name(root, module)} holds {nan + inf} non-finite values "
+            f"detect_anomaly: the {label} of {subject} holds {nan + inf} non-finite values "
             f"({nan} nan, {inf} inf) out of {size} ({shape}); {origin}"
         )
 
@@ -199,17 +200,14 @@ def _check_forward(module: Any, out: Any, args: tuple[Any, ...]) -> None:
     from minidl.nn._calls import _pass_state
 
     _watch(type(module))  # (a class defined after the mode was switched on)
-    _report("forward output", module, _pass_state.calls[0], out, args, "inputs", "this module made them")
+    _report("forward output", _name(_pass_state.calls[0], module), out, args, "inputs", "this module made them")
 
 
 def _check_backward(module: Any, grad: Any, args: tuple[Any, ...], root: Any) -> None:
     """Called by the wrapped ``backward``: the gradient it returns, then its own parameters' gradients."""
     dout = args[0] if args else None
-    _report(
-        "gradient returned by backward", module, root, grad, dout, "incoming gradient (dout)", "its backward made them"
-    )
+    cause = "its backward made them"
+    _report("gradient returned by backward", _name(root, module), grad, dout, "incoming gradient (dout)", cause)
     for name, p in module._parameters.items():
         if p is not None and p.grad is not None:
-            _report(
-                f"gradient of .{name}", module, root, p.grad, dout, "incoming gradient (dout)", "its backward made them"
-            )
+            _report("gradient", _name(root, module, name), p.grad, dout, "incoming gradient (dout)", cause)

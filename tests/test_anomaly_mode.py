@@ -116,8 +116,23 @@ def test_a_nan_parameter_gradient_is_named():
     x = host(_x())
     layer(arr(x))
     layer.weight.grad = arr(np.full((2, 4), np.nan, np.float32))  # left over from an earlier step
-    with minidl.detect_anomaly(), pytest.raises(FloatingPointError, match=r"gradient of \.weight of Linear\(in_f"):
+    with (
+        minidl.detect_anomaly(),
+        pytest.raises(FloatingPointError, match=r"gradient of the parameter weight \(Linear\(in_f"),
+    ):
         layer.backward(arr(np.ones((5, 2), np.float32)))
+
+
+def test_a_nan_parameter_gradient_inside_a_model_is_named_by_its_dotted_name():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    y = model(_x())
+    model[2].bias.grad = arr(np.full(2, np.nan, np.float32))
+    match = (
+        r"^detect_anomaly: the gradient of the parameter 2\.bias \(Linear\(in_features=3, out_features=2\)\) "
+        r"holds 2 non-finite values \(2 nan, 0 inf\)"
+    )
+    with minidl.detect_anomaly(), pytest.raises(FloatingPointError, match=match):
+        model.backward(arr(np.ones(y.shape, np.float32)))
 
 
 def test_a_model_zoo_network_reports_the_layer_by_its_dotted_name():

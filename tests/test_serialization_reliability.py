@@ -124,6 +124,31 @@ def test_only_temporary_files_of_dead_writers_on_this_host_are_removed(tmp_path)
     assert _atomic.remove_stale_temp_files(tmp_path) == [other_target]
 
 
+@pytest.mark.parametrize("name", ["a" * 246 + ".npz", "é" * 125 + ".npz"], ids=["250-ascii", "254-bytes-utf8"])
+def test_a_long_name_that_fits_is_saved_and_its_stale_temporary_files_are_found(tmp_path, name):
+    """The temporary name shortens a long target (prefix, ~, hash), so a name the file system takes can be saved."""
+    orphan = _orphan(tmp_path, _atomic._temp_target(name), _dead_pid())
+    assert len(os.fsencode(orphan.name)) <= 255 and orphan.name.startswith("." + name[:80])
+    minidl.save({"w": np.arange(3)}, tmp_path / name)
+    assert minidl.load(tmp_path / name)["w"].tolist() == [0, 1, 2]
+    assert not orphan.exists() and _temps(tmp_path) == []
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks need privileges on Windows")
+def test_saving_to_a_symlink_replaces_the_file_it_points_to_and_keeps_the_link(tmp_path):
+    (tmp_path / "store").mkdir()
+    real = tmp_path / "store" / "ckpt.npz"
+    minidl.save({"w": np.zeros(2)}, real)
+    os.symlink("store/ckpt.npz", tmp_path / "latest.npz")
+    minidl.save({"w": np.ones(2)}, tmp_path / "latest.npz")
+    assert os.readlink(tmp_path / "latest.npz") == "store/ckpt.npz"
+    assert minidl.load(real)["w"].tolist() == [1.0, 1.0]
+    assert _temps(tmp_path) == [] and _temps(tmp_path / "store") == []
+    os.symlink("store/new.npz", tmp_path / "dangling.npz")  # as open(path, "w") would, it creates the target
+    minidl.save({"w": np.full(2, 2.0)}, tmp_path / "dangling.npz")
+    assert os.path.islink(tmp_path / "dangling.npz") and minidl.load(tmp_path / "store" / "new.npz")["w"][0] == 2.0
+
+
 def test_resume_removes_stale_temporary_files_of_the_checkpoint_folder(tmp_path):
     from minidl import nn, optim
     from minidl.train import Trainer

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 RATIO_FLOOR = 1 << 20
+ENTRY_SIZE = 4096  # what every entry counts toward the size limits, on top of its bytes (see extract.py)
 _CHUNK = 1 << 20
 _MAX_HOPS = 40  # symlinks followed while resolving one path (Linux's MAXSYMLINKS)
 
@@ -60,9 +61,17 @@ _DIR = _Node("dir")
 class _Plan:
     """Pass 1: the virtual view of the target, the actions to take, and the running size."""
 
-    def __init__(self, archive: Path, target: str, max_total_size: int | None, max_ratio: float | None) -> None:
+    def __init__(
+        self,
+        archive: Path,
+        target: str,
+        max_total_size: int | None,
+        max_ratio: float | None,
+        max_members: int | None = None,
+    ) -> None:
         self.archive, self.target = archive, target
-        self.max_total_size, self.max_ratio = max_total_size, max_ratio
+        self.max_total_size, self.max_ratio, self.max_members = max_total_size, max_ratio, max_members
+        self.members = 0  # entries planned so far, folders and links included
         self.archive_size = max(1, archive.stat().st_size)
         self.nodes: dict[tuple[str, ...], _Node] = {}
         self.folded: dict[tuple[str, ...], tuple[str, ...]] = {}  # case-folded path -> the archive's entry
@@ -147,9 +156,19 @@ class _Plan:
         )
 
     def add(self, m: _Member) -> None:
+        self.members += 1
+        if self.max_members is not None and self.members > self.max_members:
+            raise self.refuse(
+                m,
+                f"is entry number {self.members:,}, over max_members={self.max_members:,} (every entry, even an empty "
+                "file, takes an inode: an inode bomb?): pass a larger max_members (or None) if you trust this archive",
+            )
         name = m.name
-        if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        if name.startswith(("/", "\\")) or os.path.isabs(name):
             raise self.refuse(m, f"has an absolute path (expected a path relative to {self.target})")
+        drive = os.path.splitdrive(name)[0]  # always '' on POSIX, where 'a:notes.txt' is a plain name
+        if drive:
+            raise self.refuse(m, f"starts with the Windows drive {drive!r} (expected a path relative to {self.target})")
         if m.kind == "special":
             raise self.refuse(m, "is a device file or FIFO (expected a file, folder or link)")
         parts = name.rstrip("/").split("/")
@@ -164,6 +183,7 @@ class _Plan:
                     raise _Refused(f"would replace the file {'/'.join(comps)!r} (expected a folder or nothing there)")
                 self.make_dirs(comps)
                 self.actions.append(("dir", comps, m, None))
+                self.count(m, 0, self.total)  # a folder has no bytes, but it is an entry
                 return
             if parts[-1] in ("", ".", ".."):
                 raise _Refused("ends in '.' or '..' (expected a name)")
@@ -177,6 +197,8 @@ class _Plan:
                     f"would replace the folder {'/'.join(comps)!r} (expected a file, a link or nothing there)"
                 )
             if m.kind == "symlink":
+                if not m.link:
+                    raise _Refused("has an empty target (expected a path relative to the link's folder)")
                 if os.path.isabs(m.link) or m.link.startswith("\\"):
                     raise _Refused("points to an absolute path (expected a path relative to the link's folder)")
                 self.resolve(m.link.split("/"), follow_last=True, base=parent)  # leaves the target now?
@@ -205,6 +227,12 @@ class _Plan:
         self.count(m, size, self.total + size)
         self.total += size
 
+    def wrote(self, path: str) -> bool:
+        """Whether the archive put an entry at ``path`` (a real path), replacing what was there."""
+        if not path.startswith(self.target + os.sep):
+            return False
+        return tuple(path[len(self.target) + 1 :].split(os.sep)) in self.nodes
+
     def make_dirs(self, comps: tuple[str, ...]) -> None:
         """Record the folders ``comps`` and its parents that do not exist yet (the writer will make them)."""
         for i in range(1, len(comps) + 1):
@@ -221,20 +249,27 @@ class _Plan:
             )
         self.nodes[comps] = node
 
-    def count(self, m: _Member, size: int, total: int) -> None:
-        """Refuse when the archive would expand past a limit once ``m`` is written (``total`` bytes in all)."""
+    def count(self, m: _Member, size: int, data: int, entries: int | None = None) -> None:
+        """Refuse when the archive would expand past a limit once ``m`` is written: ``data`` bytes in all, and
+        ``entries`` entries (default: those planned so far) at :data:`ENTRY_SIZE` bytes each."""
+        entries = self.members if entries is None else entries
+        total = data + entries * ENTRY_SIZE
+        what = (
+            f"({size:,} bytes) brings the extracted size to {total:,} bytes ({data:,} of data and {entries:,} "
+            f"{'entry' if entries == 1 else 'entries'} at {ENTRY_SIZE:,} each)"
+        )
         if self.max_total_size is not None and total > self.max_total_size:
             raise self.refuse(
                 m,
-                f"({size:,} bytes) brings the extracted size to {total:,} bytes, over max_total_size="
-                f"{self.max_total_size:,}: pass a larger max_total_size (or None) if you trust this archive",
+                f"{what}, over max_total_size={self.max_total_size:,}: pass a larger max_total_size (or None) if you "
+                "trust this archive",
             )
         if self.max_ratio is not None and total > RATIO_FLOOR and total > self.max_ratio * self.archive_size:
             raise self.refuse(
                 m,
-                f"({size:,} bytes) brings the extracted size to {total:,} bytes, {total / self.archive_size:,.0f} "
-                f"times the archive's {self.archive_size:,} bytes, over max_ratio={self.max_ratio:g} (a "
-                "decompression bomb?): pass a larger max_ratio (or None) if you trust this archive",
+                f"{what}, {total / self.archive_size:,.0f} times the archive's {self.archive_size:,} bytes, over "
+                f"max_ratio={self.max_ratio:g} (a decompression or inode bomb?): pass a larger max_ratio (or None) "
+                "if you trust this archive",
             )
 
     def check_links(self) -> None:

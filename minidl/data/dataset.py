@@ -80,10 +80,16 @@ class TensorDataset(Dataset):
         if not arrays:
             raise ValueError("TensorDataset: expected at least one array, got none")
         for k, a in enumerate(arrays):
-            if not hasattr(a, "shape") or len(a.shape) == 0:
+            if not hasattr(a, "shape"):
+                hint = " (convert it with np.asarray)" if isinstance(a, (list, tuple)) else ""
                 raise TypeError(
-                    f"TensorDataset: argument {k} must be an array with a first (sample) dimension, got "
-                    f"{type(a).__name__} with shape {getattr(a, 'shape', None)}"
+                    f"TensorDataset: argument {k} must be an array (NumPy or of a backend) with a first (sample) "
+                    f"dimension, got a {type(a).__name__}{hint}"
+                )
+            if len(a.shape) == 0:
+                raise TypeError(
+                    f"TensorDataset: argument {k} must be an array with a first (sample) dimension, got a 0-d "
+                    f"{type(a).__name__} (shape ())"
                 )
         n = arrays[0].shape[0]
         for k, a in enumerate(arrays):

@@ -10,10 +10,14 @@
    of the archive or one already on disk pointing outside), when it is a device file or FIFO, when a symlink of
    the archive does not resolve, once every member is in place, to an existing entry inside the target, or when the
    archive expands past the size limits below. A symlink already in the target that the archive's entries would
-   make resolve outside it (``a -> x/..`` on disk, ``x -> .`` in the archive) refuses the archive too. For tar
-   members, tarfile's own ``data_filter`` runs as well, as a second line of defence. A member may replace a file or
-   a link already there, never a folder. A symlink may not share its name, up to case, with another entry of the
-   archive (on a case-insensitive file system ``X -> .`` would answer for ``x``).
+   make resolve outside it (``a -> x/..`` on disk, ``x -> .`` in the archive) refuses the archive too. A symlink
+   with an empty target is refused. For tar members, tarfile's own ``data_filter`` runs as well, as a second line of
+   defence for what each member says on its own (absolute names and link targets, names and links that leave the
+   folder as written, device files): it runs against an empty folder, because on disk it would resolve through a
+   link that the member replaces. A member may replace a file or a link already there (even a link pointing
+   outside: the link is replaced, never written through, in a tar as in a zip), never a folder. A symlink may not
+   share its name, up to case, with another entry of the archive (on a case-insensitive file system ``X -> .`` would
+   answer for ``x``).
 2. **Write.** Each file's bytes are streamed into a hidden temporary file next to its destination, counting the
    bytes actually produced (the declared sizes of a zip or a ``.gz`` can lie). Any failure (a limit reached while
    streaming, a truncated or corrupt archive, a full disk) removes those temporary files and the folders this pass
@@ -26,12 +30,23 @@ Hard links become hard links to the extracted file (a copy where the file system
 ``external_attr`` marks a symlink (``zip -y`` on Unix) becomes a symlink, as ``unzip`` makes it, checked as a tar
 symlink is.
 
+Names are POSIX paths: ``a:notes.txt`` is a plain name on Linux and macOS; on Windows a name starting with a drive
+(``C:``) is refused.
+
 Size limits (bombs): the sum of the members' sizes may not exceed ``max_total_size`` (default
 :data:`MAX_TOTAL_SIZE`, 8 GiB; CIFAR-10's 170 MB archive expands to 185 MB), and may not exceed ``max_ratio``
 times the archive's size (default :data:`MAX_RATIO`, 200: JPEG and CIFAR archives expand about 1.1x, MNIST's
 ``.gz`` files 5x, text about 10x, a file of zeros about 1000x). The ratio is not checked while the total stays under
 :data:`RATIO_FLOOR` (1 MiB): an archive that small cannot fill a disk. Pass a larger value, or ``None`` for no
 limit, to extract an archive you trust.
+
+Entries (inode bombs): an empty file or a folder has no bytes but takes an inode and a directory entry, so every
+entry counts :data:`ENTRY_SIZE` (4 KiB, one block of the file system) toward both limits, on top of its bytes: a
+186 KB ``.tar.gz`` of 30,000 empty files counts 123 MB, 660 times its size, and is refused; Kaggle's dogs-vs-cats
+``train.zip`` (25,000 JPEGs, about 545 MB) counts about 650 MB, 1.2 times. And the number of entries may not exceed
+``max_members`` (default :data:`MAX_MEMBERS`, 1,000,000): real datasets hold up to about 120,000 files (IMDB's
+``aclImdb`` 100,000, COCO's ``train2017.zip`` 118,287, Tiny ImageNet 120,000), so 100,000 would be too tight; pass
+``None`` for an archive you trust.
 
 A ``.tar.gz`` is decompressed twice (once to plan, once to write), the price of refusing before writing anything.
 """
@@ -41,6 +56,7 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
+import secrets
 import stat
 import tarfile
 import zipfile
@@ -48,12 +64,21 @@ import zlib
 from pathlib import Path
 from typing import IO
 
-from minidl.data._extract_plan import _CHUNK, RATIO_FLOOR, UnsafeArchiveError, _Member, _Plan, _run
+from minidl.data._extract_plan import _CHUNK, ENTRY_SIZE, RATIO_FLOOR, UnsafeArchiveError, _Member, _Plan, _run
 
-__all__ = ["MAX_RATIO", "MAX_TOTAL_SIZE", "RATIO_FLOOR", "UnsafeArchiveError", "extract_archive"]
+__all__ = [
+    "ENTRY_SIZE",
+    "MAX_MEMBERS",
+    "MAX_RATIO",
+    "MAX_TOTAL_SIZE",
+    "RATIO_FLOOR",
+    "UnsafeArchiveError",
+    "extract_archive",
+]
 
 MAX_TOTAL_SIZE = 8 << 30
 MAX_RATIO = 200.0
+MAX_MEMBERS = 1_000_000
 _READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 
 
@@ -87,16 +112,23 @@ def _tar_members(tf: tarfile.TarFile) -> list[_Member]:
 
 
 def _data_filter(tf: tarfile.TarFile, archive: Path, target: str) -> None:
-    """tarfile's own ``filter="data"`` checks (PEP 706), run on every member once ours passed: a second line."""
+    """tarfile's own ``filter="data"`` checks (PEP 706), run on every member once ours passed: a second line.
+
+    They run against a folder that does not exist (``target/.minidl-data-filter-<random>``), so that they judge what
+    each member says on its own: an absolute name or link target, a name or a link that leaves the folder as
+    written, a device file. Against ``target`` itself they would resolve through a link already on disk that the
+    member replaces (``ext -> /outside`` and a member ``ext``), and refuse what the writer does safely; what is on disk
+    is the plan's job, which resolves it the way the writer writes."""
     if not hasattr(tarfile, "data_filter"):  # pragma: no cover - a Python without PEP 706
         return
+    empty = os.path.join(target, f".minidl-data-filter-{secrets.token_hex(8)}")
     for info in tf.getmembers():
         try:
-            tarfile.data_filter(info, target)
+            tarfile.data_filter(info, empty)
         except tarfile.FilterError as exc:
             raise UnsafeArchiveError(
-                f"extract_archive: {archive}: member {info.name!r} is refused by tarfile's data filter ({exc}); "
-                "refusing the whole archive, nothing was extracted"
+                f"extract_archive: {archive}: member {info.name!r} is refused by tarfile's data filter, judging it "
+                f"against an empty folder ({exc}); refusing the whole archive, nothing was extracted"
             ) from None
 
 
@@ -175,6 +207,7 @@ def extract_archive(
     *,
     max_total_size: int | None = MAX_TOTAL_SIZE,
     max_ratio: float | None = MAX_RATIO,
+    max_members: int | None = MAX_MEMBERS,
 ) -> Path:
     """Safely unpack an archive into ``to_path`` (default: its folder) and return ``to_path``'s real path.
 
@@ -186,15 +219,20 @@ def extract_archive(
             single-file ``.gz``).
         to_path: target folder (created, once the archive passed every check, if missing). Default: the archive's
             folder.
-        remove_finished: delete the archive afterwards. Default: False.
-        max_total_size: most bytes the archive may expand to; None: no limit. Default: ``MAX_TOTAL_SIZE`` (8 GiB).
+        remove_finished: delete the archive afterwards, unless a member was extracted onto the archive's own path
+            (``a.tar`` holding ``a.tar``, extracted next to itself): that member replaced the archive and is kept.
+            Default: False.
+        max_total_size: most bytes the archive may expand to, each entry counting ``ENTRY_SIZE`` (4 KiB) on top of
+            its bytes; None: no limit. Default: ``MAX_TOTAL_SIZE`` (8 GiB).
         max_ratio: most times the archive's size it may expand to (checked above 1 MiB); None: no limit.
             Default: ``MAX_RATIO`` (200).
+        max_members: most entries (files, folders, links) the archive may hold; None: no limit.
+            Default: ``MAX_MEMBERS`` (1,000,000).
 
     Raises:
         UnsafeArchiveError: a member that would land outside ``to_path`` (absolute path, ``..``, a link of the
             archive or of the target), a device file/FIFO, a symlink that does not resolve inside ``to_path``, or
-            an archive past a size limit. The message names the member.
+            an archive past a size limit or ``max_members``. The message names the member.
         FileNotFoundError: ``from_path`` does not exist.  NotADirectoryError: ``to_path`` is a file.
         ValueError: an unknown archive type or a bad limit. The type tarfile, zipfile or gzip raise for a truncated
             or corrupt archive, with the archive's name.
@@ -205,6 +243,7 @@ def extract_archive(
         )
     _check_limit("max_total_size", max_total_size, int)
     _check_limit("max_ratio", max_ratio, float)
+    _check_limit("max_members", max_members, int)
     from_path = Path(from_path)
     if not from_path.is_file():
         raise FileNotFoundError(f"extract_archive: no archive at {from_path} (expected an existing file)")
@@ -212,7 +251,7 @@ def extract_archive(
     if to_path.exists() and not to_path.is_dir():
         raise NotADirectoryError(f"extract_archive: to_path {to_path} is a file (expected a folder, or nothing there)")
     target = os.path.realpath(to_path)  # made only once the archive passed every check
-    plan = _Plan(from_path, target, max_total_size, max_ratio)
+    plan = _Plan(from_path, target, max_total_size, max_ratio, max_members)
     name = from_path.name.lower()
     # a plain .gz is one compressed file (a .gz of zeros also reads as an empty tar); a tar named .gz is still a tar
     single_gz = name.endswith(".gz") and not name.endswith((".tar.gz", ".tgz")) and len(name) > 3
@@ -238,6 +277,6 @@ def extract_archive(
             )
     except _READ_ERRORS as exc:
         raise _named(exc, from_path) from exc
-    if remove_finished:
+    if remove_finished and not plan.wrote(os.path.realpath(from_path)):
         from_path.unlink()
     return Path(target)

@@ -362,9 +362,13 @@ class Module:
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> IncompatibleKeys:
         """Copy values into this module's parameters and buffers, in place (dtype and backend are kept).
 
+        A value of another real dtype (bool, int or float) is cast to the entry's dtype, as PyTorch's ``copy_`` does:
+        float64 values loaded into a float32 model are rounded to float32. Complex, string and object values are
+        refused (a cast would drop the imaginary part, or fail halfway).
+
         Raises:
-            RuntimeError: on missing or unexpected keys (when ``strict``) or any shape mismatch (always); nothing
-                is copied unless every entry can be.
+            RuntimeError: on missing or unexpected keys (when ``strict``) or any shape or dtype mismatch (always);
+                nothing is copied unless every entry can be.
         """
         if not hasattr(state_dict, "items"):
             raise TypeError(f"load_state_dict expects a mapping of name -> array, got {type(state_dict).__name__}")
@@ -382,6 +386,13 @@ class Module:
                 continue
             target = module._parameters[name].data if kind == "param" else module._buffers[name]
             value = state_dict[key]
+            value_dtype = np.dtype(value.dtype) if hasattr(value, "dtype") else np.asarray(value).dtype
+            if value_dtype.kind not in "biuf":
+                problems.append(
+                    f"dtype mismatch for {key}: the file has dtype {value_dtype}, the model expects {target.dtype} "
+                    "(load_state_dict casts bool, int and float values, never complex, string or object ones)"
+                )
+                continue
             value_shape = tuple(np.shape(value)) if not hasattr(value, "shape") else tuple(value.shape)
             if value_shape != tuple(target.shape):
                 problems.append(

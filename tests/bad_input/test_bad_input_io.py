@@ -20,7 +20,19 @@ from PIL import Image
 
 import minidl
 from minidl import transforms as T
-from minidl.data.datasets import CorruptImageError, UnsupportedImageError, pil_loader, restricted_loads
+from minidl.data import TensorDataset
+from minidl.data.datasets import (
+    CIFAR10,
+    MNIST,
+    CIFAR10Sample,
+    CorruptImageError,
+    DogsVsCats,
+    FashionMNIST,
+    ImageFolder,
+    UnsupportedImageError,
+    pil_loader,
+    restricted_loads,
+)
 from minidl.train import History
 
 try:
@@ -266,6 +278,20 @@ CASES = [
     pytest.param(lambda d: pil_loader(image(d, "depth.tif", FLOAT_IMAGE)), UnsupportedImageError, r"^pil_loader: .*depth\.tif has 32-bit float pixels \(PIL mode 'F'\); expected an 8-bit or 16-bit image", id="image-float-tiff"),
     pytest.param(lambda d: pil_loader(image(d, "counts.tif", INT32_IMAGE)), UnsupportedImageError, r"^pil_loader: .*counts\.tif has 32-bit integer pixels \(PIL mode 'I'\); expected an 8-bit or 16-bit image", id="image-int32-tiff"),
     pytest.param(lambda d: pil_loader(write(d, "broken.png", b"\x89PNG\r\n\x1a\nnot really")), CorruptImageError, r"^pil_loader: cannot decode image .*broken\.png: ", id="image-broken-png"),
+    pytest.param(lambda d: pil_loader(123), TypeError, r"^pil_loader: expected a path \(str, bytes or os\.PathLike\) or a binary file object, got int 123$", id="image-source-int"),
+    # datasets: flags are bools (bool('test') is True: it would pick the training split), roots are folders
+    pytest.param(lambda d: CIFAR10Sample("test"), TypeError, r"^CIFAR10Sample: train must be a bool, got str 'test'$", id="cifar-sample-train-str"),
+    pytest.param(lambda d: MNIST(d, train="no"), TypeError, r"^MNIST: train must be a bool, got str 'no'$", id="mnist-train-str"),
+    pytest.param(lambda d: FashionMNIST(d, download=1), TypeError, r"^FashionMNIST: download must be a bool, got int 1$", id="fashion-mnist-download-int"),
+    pytest.param(lambda d: DogsVsCats(d, train=0), TypeError, r"^DogsVsCats: train must be a bool, got int 0$", id="dogs-vs-cats-train-int"),
+    pytest.param(lambda d: DogsVsCats(d, skip_corrupt="yes"), TypeError, r"^DogsVsCats: skip_corrupt must be a bool, got str 'yes'$", id="dogs-vs-cats-skip-corrupt-str"),
+    pytest.param(lambda d: ImageFolder(d, allow_empty=None), TypeError, r"^ImageFolder: allow_empty must be a bool, got NoneType None$", id="image-folder-allow-empty-none"),
+    pytest.param(lambda d: MNIST(write(d, "file.png", b"png")), NotADirectoryError, r"^MNIST: root .*file\.png is a file \(expected the folder that holds the dataset's files, or where to put them\)$", id="mnist-root-a-file"),
+    pytest.param(lambda d: CIFAR10(write(d, "cifar.tar.gz", b"x")), NotADirectoryError, r"^CIFAR10: root .*cifar\.tar\.gz is a file \(expected the folder", id="cifar-root-a-file"),
+    pytest.param(lambda d: ImageFolder(write(d, "a.jpg", b"x")), NotADirectoryError, r"^ImageFolder: root .*a\.jpg is a file \(expected the folder", id="image-folder-root-a-file"),
+    pytest.param(lambda d: DogsVsCats(write(d, "train.zip", b"not a zip")), NotADirectoryError, r"^DogsVsCats: root .*train\.zip is a file but not a zip archive \(expected a folder, or Kaggle's train\.zip", id="dogs-vs-cats-root-not-a-zip"),
+    pytest.param(lambda d: TensorDataset([1, 2, 3]), TypeError, r"^TensorDataset: argument 0 must be an array \(NumPy or of a backend\) with a first \(sample\) dimension, got a list \(convert it with np\.asarray\)$", id="tensor-dataset-list"),
+    pytest.param(lambda d: TensorDataset(np.zeros(3), np.float32(1)), TypeError, r"^TensorDataset: argument 1 must be an array with a first \(sample\) dimension, got a 0-d float32 \(shape \(\)\)$", id="tensor-dataset-scalar"),
     # colour transforms on PIL images: 8-bit values only (PIL would clip 16/32-bit ones), modes PIL can adjust
     pytest.param(lambda d: T.ColorJitter(0.4)(IMAGE_16BIT), TypeError, r"^ColorJitter: expected an 8-bit image \(a PIL image of mode L, RGB, RGBA, \.\.\. or a uint8 array\), got a 16-bit PIL image \(mode 'I;16'\), whose values PIL would clip to 0\.\.255", id="colorjitter-16-bit"),
     pytest.param(lambda d: T.Grayscale()(FLOAT_IMAGE), TypeError, r"^rgb_to_grayscale: expected an 8-bit image .*, got a 32-bit float PIL image \(mode 'F'\)", id="grayscale-float"),

@@ -390,3 +390,15 @@ def test_dogs_vs_cats_zip_through_workers(worker_type):
         assert x.shape[1:] == (3, 48, 48) and x.dtype == np.float32
         np.testing.assert_array_equal(x, rx)
         np.testing.assert_array_equal(y, ry)
+
+
+def test_flags_take_numpy_bools_and_bytes_paths_load_images(tmp_path):
+    """``np.bool_`` is a bool (a flag read from an array); a bytes path opens as ``open`` would open it."""
+    from PIL import Image
+
+    from minidl.data.datasets import pil_loader
+
+    assert len(CIFAR10Sample(np.bool_(False))) == len(CIFAR10Sample(train=False)) == 500
+    Image.new("RGB", (3, 2), (10, 20, 30)).save(tmp_path / "a.png")
+    img = pil_loader(os.fsencode(tmp_path / "a.png"))
+    assert img.size == (3, 2) and img.getpixel((0, 0)) == (10, 20, 30)

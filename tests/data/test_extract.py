@@ -256,7 +256,10 @@ def test_bomb_ratio_refused_in_tar_zip_and_gz_and_overridable(tmp_path):
 def test_total_size_limit_and_small_archives_are_not_ratio_checked(tmp_path):
     data = os.urandom(3 << 20)
     tar = write_tar(tmp_path / "big.tar.gz", [("a.bin", "file", data[: 1 << 20]), ("b.bin", "file", data)])
-    match = r"member 'b\.bin' \(3,145,728 bytes\) brings the extracted size to 4,194,304 bytes, over max_total_size="
+    match = (
+        r"member 'b\.bin' \(3,145,728 bytes\) brings the extracted size to 4,202,496 bytes \(4,194,304 of data and 2 "
+        r"entries at 4,096 each\), over max_total_size="
+    )
     _refused_whole(tmp_path, tar, tmp_path / "T", match, max_total_size=2 << 20)
     assert (extract_archive(tar, tmp_path / "T", max_total_size=None) / "b.bin").read_bytes() == data
     small = write_tar(tmp_path / "small.tar.gz", [("text.txt", "file", b"ab" * 100_000)])  # 200 kB at ~500x
@@ -339,3 +342,74 @@ def test_absolute_links_on_disk_are_resolved_physically(tmp_path):
     os.symlink(real + "/sub", target / "abs")
     extract_archive(archive, target)
     assert (target / "sub" / "evil.txt").read_bytes() == b"!"
+
+
+# ------------------------------------------------------------------ entries, empty links, names, the archive itself
+def test_max_members_counts_every_entry_and_can_be_lifted(tmp_path):
+    """Empty files add nothing to the sizes but each takes an inode: the number of entries has its own limit."""
+    entries = [("d", "dir", None), ("d/a", "file", b""), ("d/l", "sym", "a"), ("d/h", "hard", "d/a")]
+    archive = write_tar(tmp_path / "many.tar.gz", entries)
+    match = r"member 'd/h' is entry number 4, over max_members=3"
+    _refused_whole(tmp_path, archive, tmp_path / "T", match, max_members=3)
+    assert sorted(os.listdir(extract_archive(archive, tmp_path / "T", max_members=4) / "d")) == ["a", "h", "l"]
+    assert (extract_archive(archive, tmp_path / "U", max_members=None) / "d" / "l").is_symlink()
+
+
+def test_a_member_replaces_a_link_pointing_outside_alike_in_tar_and_zip(tmp_path):
+    """``ext -> /outside`` already in the target and a file ``ext`` in the archive: the link is replaced (never
+    written through) by a tar as by a zip; tarfile's data filter does not resolve through the link it replaces."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for fmt in ("tar", "zip"):
+        target = tmp_path / f"T-{fmt}"
+        target.mkdir()
+        os.symlink(str(outside), target / "ext")
+        if fmt == "tar":
+            archive = write_tar(tmp_path / "a.tar.gz", [("ext", "file", b"new")])
+        else:
+            archive = write_zip(tmp_path / "a.zip", [("ext", b"new", "file")])
+        extract_archive(archive, target)
+        assert not (target / "ext").is_symlink() and (target / "ext").read_bytes() == b"new", fmt
+        assert list(outside.iterdir()) == [], fmt
+    # a member written *through* that link is still refused by both
+    for archive in (
+        write_tar(tmp_path / "b.tar.gz", [("ext2/x.txt", "file", b"!")]),
+        write_zip(tmp_path / "b.zip", [("ext2/x.txt", b"!", "file")]),
+    ):
+        target = tmp_path / "V"
+        target.mkdir(exist_ok=True)
+        if not os.path.lexists(target / "ext2"):
+            os.symlink(str(outside), target / "ext2")
+        _refused_whole(tmp_path, archive, target, r"member 'ext2/x\.txt' \(file\) resolves outside .*'ext2' -> ")
+
+
+def test_the_data_filter_still_refuses_what_a_member_says_on_its_own(tmp_path, monkeypatch):
+    """tarfile's data filter is a real second line: were the plan to let an escaping link through, it refuses it."""
+    from minidl.data import _extract_plan
+
+    monkeypatch.setattr(_extract_plan._Plan, "check_links", lambda self: None)
+    lexical = lambda self, parts, follow_last, base=(): ((*base, *parts), True)  # noqa: E731
+    monkeypatch.setattr(_extract_plan._Plan, "resolve", lexical)
+    archive = write_tar(tmp_path / "a.tar.gz", [("d/s", "sym", "../../outside")])
+    match = r"member 'd/s' is refused by tarfile's data filter, judging it against an empty folder \(.*outside the"
+    _refused_whole(tmp_path, archive, tmp_path / "T", match)
+
+
+def test_colon_names_are_plain_names_on_posix_and_drives_are_refused_on_windows(tmp_path, monkeypatch):
+    import ntpath
+
+    archive = write_tar(tmp_path / "a.tar.gz", [("a:notes.txt", "file", b"colon")])
+    assert (extract_archive(archive, tmp_path / "T") / "a:notes.txt").read_bytes() == b"colon"
+    monkeypatch.setattr(os.path, "splitdrive", ntpath.splitdrive)  # what Windows' os.path says of the name
+    _refused_whole(tmp_path, archive, tmp_path / "W", r"member 'a:notes\.txt' starts with the Windows drive 'a:'")
+
+
+def test_remove_finished_keeps_a_member_extracted_onto_the_archive(tmp_path):
+    """``a.tar.gz`` holding ``a.tar.gz``, extracted next to itself: the member replaced the archive and stays."""
+    inner = write_tar(tmp_path / "inner.tar.gz", [("x.txt", "file", b"inner")]).read_bytes()
+    archive = write_tar(tmp_path / "a.tar.gz", [("a.tar.gz", "file", inner), ("b.txt", "file", b"b")])
+    extract_archive(archive, remove_finished=True)
+    assert archive.read_bytes() == inner and (tmp_path / "b.txt").read_bytes() == b"b"
+    other = write_tar(tmp_path / "c.tar.gz", [("c.txt", "file", b"c")])
+    extract_archive(other, remove_finished=True)
+    assert not other.exists() and (tmp_path / "c.txt").read_bytes() == b"c"

@@ -124,6 +124,23 @@ def test_load_state_dict_shape_mismatch_is_an_error_and_changes_nothing():
     assert m.bias.data.tolist() == [0.0, 0.0, 0.0]
 
 
+def test_load_state_dict_casts_real_values_as_pytorch_copy_does_and_refuses_complex_ones():
+    """float64 into a float32 model is rounded to float32 (PyTorch's load_state_dict copies with a cast too); int and
+    bool values are cast; a complex value is refused whole, before anything is copied (a cast would drop .imag)."""
+    m = Affine(3)
+    third = np.full(3, 1 / 3)  # float64
+    m.load_state_dict({"weight": third, "bias": np.array([True, False, True]), "calls": np.array(7, np.int32)})
+    assert m.weight.data.dtype == np.float32 and m.weight.data.tolist() == np.float32(third).tolist()
+    assert m.bias.data.tolist() == [1.0, 0.0, 1.0] and int(m.calls) == 7
+    with pytest.raises(RuntimeError, match=r"dtype mismatch for bias: the file has dtype complex64, the model expects"):
+        m.load_state_dict({"weight": np.zeros(3), "bias": np.full(3, 1 + 2j, np.complex64), "calls": np.array(0)})
+    assert m.weight.data.tolist() == np.float32(third).tolist() and int(m.calls) == 7
+    torch = pytest.importorskip("torch")
+    lin = torch.nn.Linear(3, 1)
+    lin.load_state_dict({"weight": torch.full((1, 3), 1 / 3, dtype=torch.float64), "bias": torch.zeros(1)})
+    assert lin.weight.dtype == torch.float32 and lin.weight[0, 0].item() == float(np.float32(1 / 3))
+
+
 def test_load_state_dict_non_strict_reports_what_it_skipped():
     m = Affine(3)
     result = m.load_state_dict({"weight": np.full(3, 3.0), "junk": np.ones(2)}, strict=False)

@@ -1,16 +1,27 @@
-"""What the image datasets share: root resolution, transforms, the repr, and the "where to put the files" message."""
+"""What the image datasets share: root resolution and checks, flag checks, transforms, the repr, and the "where to put
+the files" message."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+import numpy as np
 
 from minidl.data.dataset import Dataset
 from minidl.data.download import default_root
 
-__all__ = ["VisionDataset"]
+__all__ = ["VisionDataset", "check_bool"]
+
+
+def check_bool(owner: str, name: str, value: Any) -> bool:
+    """``value`` as a bool, if it is one (Python's or NumPy's); a TypeError naming ``owner`` and ``name`` otherwise:
+    ``bool("test")`` is True, so a string or a number would silently pick the training split."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 class VisionDataset(Dataset):
@@ -21,7 +32,13 @@ class VisionDataset(Dataset):
         root: folder holding the data. Default: ``$MINIDL_DATA_DIR`` or ``~/.cache/minidl/datasets``.
         transform: callable applied to each image. Default: None.
         target_transform: callable applied to each label. Default: None.
+
+    Raises:
+        TypeError: ``root`` is not a path.  NotADirectoryError: ``root`` is a file (a dataset whose ``root_may_be_file``
+            is True, such as :class:`DogsVsCats` reading a zip, checks the file itself).
     """
+
+    root_may_be_file: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -35,6 +52,11 @@ class VisionDataset(Dataset):
                 f"{type(root).__name__} {root!r}"
             )
         self.root = Path(root).expanduser() if root is not None else default_root()
+        if self.root.is_file() and not self.root_may_be_file:
+            raise NotADirectoryError(
+                f"{type(self).__name__}: root {self.root} is a file (expected the folder that holds the dataset's "
+                "files, or where to put them)"
+            )
         for name, fn in (("transform", transform), ("target_transform", target_transform)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{type(self).__name__}: {name} must be callable, got {type(fn).__name__}")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from minidl.data.datasets._base import VisionDataset, missing_files_message, search_dirs
+from minidl.data.datasets._base import VisionDataset, check_bool, missing_files_message, search_dirs
 from minidl.data.datasets._restricted_pickle import RestrictedUnpickler, restricted_loads
 from minidl.data.download import ChecksumError, DownloadError, download_url, md5sum
 
@@ -131,10 +131,8 @@ class CIFAR10(VisionDataset):
         download: bool = False,
     ) -> None:
         super().__init__(root, transform, target_transform)
-        for name, value in (("train", train), ("download", download)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"CIFAR10: {name} must be a bool, got {type(value).__name__} {value!r}")
-        self.train = bool(train)
+        self.train = check_bool("CIFAR10", "train", train)
+        download = check_bool("CIFAR10", "download", download)
         self._set_classes(CLASSES)
         split = "train" if self.train else "test"
         found = self._find(split)
@@ -260,7 +258,7 @@ class CIFAR10Sample(VisionDataset):
         from minidl.data.sample import SAMPLE_DIR, load_cifar10_sample
 
         super().__init__(SAMPLE_DIR, transform, target_transform)
-        self.train = bool(train)
+        self.train = check_bool("CIFAR10Sample", "train", train)
         x_train, y_train, x_test, y_test, classes = load_cifar10_sample()
         self.data = x_train if self.train else x_test
         self.targets: list[int] = (y_train if self.train else y_test).tolist()

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from minidl.data.datasets._base import check_bool
 from minidl.data.datasets.folder import IMG_EXTENSIONS, _ImageFiles, pil_loader, read_member
 from minidl.data.download import DownloadError
 
@@ -74,6 +75,7 @@ class DogsVsCats(_ImageFiles):
     """
 
     classes = ["cat", "dog"]
+    root_may_be_file = True  # the zip itself
 
     def __init__(
         self,
@@ -86,9 +88,10 @@ class DogsVsCats(_ImageFiles):
         skip_corrupt: bool = False,
     ) -> None:
         super().__init__(root, transform, target_transform)
-        self.train = bool(train)
+        self.train = check_bool("DogsVsCats", "train", train)
+        download = check_bool("DogsVsCats", "download", download)
         self.loader = loader
-        self.skip_corrupt = bool(skip_corrupt)
+        self.skip_corrupt = check_bool("DogsVsCats", "skip_corrupt", skip_corrupt)
         self._set_classes(self.classes)  # cat 0, dog 1
         self._zip: Path | None = None
         self._zip_cache: dict[str, Any] = {}
@@ -110,7 +113,12 @@ class DogsVsCats(_ImageFiles):
 
     def _locate(self) -> bool:
         root = Path(self.root)
-        if root.is_file() and zipfile.is_zipfile(root):
+        if root.is_file():
+            if not zipfile.is_zipfile(root):
+                raise NotADirectoryError(
+                    f"DogsVsCats: root {root} is a file but not a zip archive (expected a folder, or Kaggle's "
+                    "train.zip or cats_and_dogs_filtered.zip)"
+                )
             return self._use_zip(root)
         folders = [d for d in (root, root / "dogs-vs-cats", root / "cats_and_dogs_filtered") if d.is_dir()]
         for folder in folders:

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from minidl.data.datasets._base import VisionDataset
+from minidl.data.datasets._base import VisionDataset, check_bool
 
 __all__ = ["IMG_EXTENSIONS", "CorruptImageError", "ImageFolder", "UnsupportedImageError", "find_classes", "pil_loader"]
 
@@ -90,7 +90,19 @@ def _name_of(source: Any) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else str(getattr(source, "name", "<file object>"))
 
 
-def pil_loader(source: str | os.PathLike | IO[bytes]) -> Any:
+def _source(source: Any) -> str | os.PathLike | IO[bytes]:
+    """A path (bytes paths decoded as ``open`` would) or a binary file object; a TypeError naming pil_loader else."""
+    if isinstance(source, bytes):
+        return os.fsdecode(source)
+    if isinstance(source, (str, os.PathLike)) or callable(getattr(source, "read", None)):
+        return source
+    raise TypeError(
+        f"pil_loader: expected a path (str, bytes or os.PathLike) or a binary file object, got "
+        f"{type(source).__name__} {source!r}"[:300]
+    )
+
+
+def pil_loader(source: str | bytes | os.PathLike | IO[bytes]) -> Any:
     """Decode an image file (path or binary file object) into an 8-bit RGB PIL image (torchvision's ``pil_loader``).
 
     16-bit grayscale is scaled to 0..255; 32-bit int and float images are refused (see the module docstring).
@@ -98,9 +110,11 @@ def pil_loader(source: str | os.PathLike | IO[bytes]) -> Any:
     Raises:
         CorruptImageError: the file is not a decodable image (names the file).
         UnsupportedImageError: the pixels are 32-bit int or float, or of a mode Pillow cannot convert to RGB.
+        TypeError: ``source`` is neither a path nor a file object.
     """
     from PIL import Image
 
+    source = _source(source)
     opened = open(source, "rb") if isinstance(source, (str, os.PathLike)) else contextlib.nullcontext(source)
     try:
         with opened as f, Image.open(f) as img:
@@ -116,6 +130,7 @@ def _check_decodes(source: str | os.PathLike | IO[bytes]) -> None:
     """Decode ``source`` cheaply (JPEG at 1/8 scale); raise if it is broken."""
     from PIL import Image
 
+    source = _source(source)
     opened = open(source, "rb") if isinstance(source, (str, os.PathLike)) else contextlib.nullcontext(source)
     with opened as f, Image.open(f) as img:
         _check_mode(img, _name_of(source))
@@ -228,7 +243,8 @@ class ImageFolder(_ImageFiles):
         if not Path(self.root).is_dir():
             raise FileNotFoundError(f"ImageFolder: root {self.root} is not a folder")
         self.loader = loader
-        self.skip_corrupt = bool(skip_corrupt)
+        self.skip_corrupt = check_bool("ImageFolder", "skip_corrupt", skip_corrupt)
+        check_bool("ImageFolder", "allow_empty", allow_empty)
         self.classes, self.class_to_idx = find_classes(self.root)
         valid = is_valid_file or (lambda p: p.lower().endswith(IMG_EXTENSIONS))
         self.samples = []

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from minidl.data.datasets._base import VisionDataset, missing_files_message, search_dirs
+from minidl.data.datasets._base import VisionDataset, check_bool, missing_files_message, search_dirs
 from minidl.data.download import ChecksumError, DownloadError, download_url, md5sum
 
 __all__ = ["MNIST", "FashionMNIST", "read_idx"]
@@ -84,7 +84,8 @@ class MNIST(VisionDataset):
         download: bool = False,
     ) -> None:
         super().__init__(root, transform, target_transform)
-        self.train = bool(train)
+        self.train = check_bool(type(self).__name__, "train", train)
+        download = check_bool(type(self).__name__, "download", download)
         self._set_classes(self.classes)
         files = self.resources[:2] if self.train else self.resources[2:]
         folder = self._find(files)
