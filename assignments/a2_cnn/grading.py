@@ -17,13 +17,14 @@ CONV = {"bias": True}  # the submission's conv functions take a bias array; None
 
 
 def pair(function, backward, op, fixed=None):
-    """A check of ``layers.<function>`` (forward only when ``backward`` is None) against minidl's ``op``."""
+    """A check of ``layers.<function>`` (forward only when ``backward`` is None) against minidl's ``op``; a
+    backward's check leaves the running statistics to its forward's (a bug there costs the forward's points only)."""
 
     def run(sub):
         layers = sub.load("layers")
         forward_fn = getattr(layers, function if backward is None else backward[0])
         backward_fn = None if backward is None else getattr(layers, backward[1])
-        check_pair(forward_fn, backward_fn, op, max_examples=sub.examples, fixed=fixed)
+        check_pair(forward_fn, backward_fn, op, max_examples=sub.examples, fixed=fixed, check_state=backward is None)
 
     return run
 
@@ -55,8 +56,10 @@ def col2im_check(sub):
         assert got.shape == x.shape, f"col2im: shape {got.shape}, expected {x.shape} for {config}"
         expected = be.col2im(cols, x.shape, K, K, S, S, P, P, 1, 1)
         worst = float(np.abs(got - expected).max())
-        assert worst < 1e-12, f"col2im: wrong values for {config} (worst absolute error {worst:.3e}): it must add "
-        "every column back onto its window (overlapping windows add up) and crop the padding"
+        assert worst < 1e-12, (
+            f"col2im: wrong values for {config} (worst absolute error {worst:.3e}): it must add "
+            "every column back onto its window (overlapping windows add up) and crop the padding"
+        )
 
 
 def build_cnn_check(sub):
@@ -147,10 +150,17 @@ ASSIGNMENT = Assignment(
             "max_pool_forward",
         ),
         Bug(
-            "max-pool gradient routed to every window element",
+            "max-pool gradient routed to the window's corner",
             "layers.py",
-            "is_max = window == window.max(axis=(2, 3), keepdims=True)",
-            "is_max = np.ones_like(window)",
+            "p, q = np.divmod(first, K)",
+            "p, q = 0 * first, 0 * first",
+            "max_pool_backward",
+        ),
+        Bug(
+            "max-pool gradient sent to the last of tied maxima",
+            "layers.py",
+            "first = window.argmax(axis=2)",
+            "first = K * K - 1 - window[:, :, ::-1].argmax(axis=2)",
             "max_pool_backward",
         ),
         Bug(
