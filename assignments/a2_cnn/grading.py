@@ -13,6 +13,9 @@ import minidl
 from minidl.assignments import Assignment, Bug, Check
 from minidl.testing import check_pair
 
+# what layers.py may not import or reach: the implementations it is graded against (docs/assignments.md)
+FORBIDDEN = ("minidl.nn", "minidl.backend", "minidl.get_backend", "minidl.testing", "minidl.models", "torch")
+
 CONV = {"bias": True}  # the submission's conv functions take a bias array; None is also allowed by the docstring
 
 
@@ -79,6 +82,8 @@ def build_cnn_check(sub):
 
 ASSIGNMENT = Assignment(
     title="A2: CNN layers (conv, pooling, batch norm, dropout) and a small CNN",
+    forbid_imports=FORBIDDEN,
+    forbid_in=("layers.py",),
     student_files=("layers.py", "cnn.py", "train_cnn.py"),
     checks=(
         Check("conv_forward_naive", 10, pair("conv_forward_naive", None, "conv2d", CONV)),
@@ -98,6 +103,13 @@ ASSIGNMENT = Assignment(
         Check("build_cnn", 4, build_cnn_check),
     ),
     bugs=(
+        Bug(
+            "calls minidl's own convolution",
+            "layers.py",
+            "    N, C, H, W = x.shape\n    O, _, KH, KW = weight.shape\n",
+            "    return minidl.nn.functional.conv2d_forward(x, weight, bias, stride, padding)\n",
+            "conv_forward_naive",
+        ),
         Bug(
             "wrong padding",
             "layers.py",

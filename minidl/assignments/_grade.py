@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from minidl._atomic import atomic_write
+from minidl.assignments._forbid import defined_functions, forbidden_uses
 
 __all__ = ["Assignment", "Bug", "Check", "CheckResult", "Grade", "Submission", "grade", "load_assignment"]
 
@@ -150,6 +151,10 @@ class Assignment:
     # minidl" track derives them from minidl's own source); None: they are the files in ``root``
     materialize: Callable[[Path], None] | None = None
     time_limit: float = DEFAULT_TIME_LIMIT  # seconds per check (a Check's own time_limit overrides it)
+    # dotted module names (``"minidl.nn"``) the files ``forbid_in`` (default: every student .py file) may not import
+    # or reach; a check of a function defined in such a file then scores 0 (a deterrent, not a sandbox)
+    forbid_imports: tuple[str, ...] = ()
+    forbid_in: tuple[str, ...] | None = None
 
 
 class Submission:
@@ -338,6 +343,25 @@ def _time_limit(check: Check, limit: float, on_stuck: Callable[[], None]) -> Ite
         signal.signal(signal.SIGALRM, previous)
 
 
+def _blocked_functions(assignment: Assignment, submission: Submission) -> dict[str, str]:
+    """Each function defined in a file that uses a module of ``assignment.forbid_imports``, with the message."""
+    if not assignment.forbid_imports:
+        return {}
+    files = assignment.forbid_in if assignment.forbid_in is not None else assignment.student_files
+    blocked = {}
+    for name in (f for f in files if f.endswith(".py")):
+        uses = forbidden_uses(submission.root / name, assignment.forbid_imports)
+        if not uses:
+            continue
+        shown = "\n".join(f"  {use}" for use in uses[:5]) + ("\n  ..." if len(uses) > 5 else "")
+        for function in defined_functions(submission.root / name):
+            blocked[function] = (
+                f"{function}: {name} uses a module this assignment forbids ({', '.join(assignment.forbid_imports)}),"
+                f" so every function of {name} scores 0; write them with NumPy yourself:\n{shown}"
+            )
+    return blocked
+
+
 def grade(
     assignment: Assignment,
     submission: Submission,
@@ -354,8 +378,16 @@ def grade(
             before the process exits with status 3.
     """
     result = Grade(assignment.title, [], width=max([20] + [len(c.name) for c in assignment.checks]))
+    blocked = _blocked_functions(assignment, submission)
     with submission.active():
         for index, check in enumerate(assignment.checks):
+            if check.target in blocked:
+                result.results.append(
+                    CheckResult(check.name, check.target, 0.0, check.points, blocked[check.target], 0)
+                )
+                if on_result is not None:
+                    on_result(result)
+                continue
             limit = time_limit if time_limit is not None else (check.time_limit or assignment.time_limit)
             start = time.perf_counter()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -162,3 +163,60 @@ def test_force_replaces_only_an_earlier_output(hostile, tmp_path, capsys):
     (edition / "stale.py").write_text("")
     build(assignment, edition, force=True)  # its own earlier output: replaced
     assert not (edition / "stale.py").exists() and (edition / "layers.py").is_file()
+
+
+CHEAT = '''import sys
+
+import minidl
+from minidl.nn import functional as F
+
+
+def relu_forward(x):
+    """Calls minidl's own pair."""
+    return F.relu_forward(x)
+
+
+def seeded(shape):
+    """Allowed: minidl's generator."""
+    return minidl.default_generator().random(shape)
+'''
+
+
+@pytest.mark.parametrize(
+    "line, found",
+    [
+        ("from minidl.nn import functional as F", "import from minidl.nn"),
+        ("from minidl import nn", "import minidl.nn"),
+        ("import minidl.backend.numpy_backend as be", "import minidl.backend.numpy_backend (under minidl.backend)"),
+        ("from minidl import *", "from minidl import * (it exports minidl.nn)"),
+        ("y = minidl.nn.functional.conv2d_forward", "use of minidl.nn.functional.conv2d_forward (under minidl.nn)"),
+        ("y = sys.modules['minidl.nn.functional']", "the string minidl.nn.functional (under minidl.nn)"),
+        ("y = __import__('torch')", "the string torch"),
+    ],
+)
+def test_each_way_of_reaching_a_forbidden_module_is_found(tmp_path, line, found):
+    from minidl.assignments._forbid import forbidden_uses
+
+    path = tmp_path / "layers.py"
+    path.write_text(f"import sys\nimport minidl\n\n{line}\nz = minidl.default_generator()\n")
+    assert forbidden_uses(path, ("minidl.nn", "minidl.backend", "torch")) == [f"line 4: {found}"]
+
+
+def test_a_file_that_uses_a_forbidden_module_scores_0_on_each_of_its_functions(tmp_path):
+    (tmp_path / "layers.py").write_text(CHEAT)
+    (tmp_path / "other.py").write_text("import minidl.nn\n\n\ndef other():\n    return 1\n")
+
+    def relu(sub):
+        assert sub.load("layers").relu_forward(__import__("numpy").ones(2))[0].sum() == 2
+
+    checks = (Check("relu_forward", 2, relu), Check("seeded", 1, lambda sub: None), Check("other", 1, lambda s: None))
+    assignment = Assignment("cheat", ("layers.py", "other.py"), checks, forbid_imports=("minidl.nn",),
+                            forbid_in=("layers.py",))  # fmt: skip
+    result = grade(assignment, Submission(tmp_path))
+    assert [(r.name, r.score) for r in result.results] == [("relu_forward", 0), ("seeded", 0), ("other", 1)]
+    assert result.results[0].output == (
+        "relu_forward: layers.py uses a module this assignment forbids (minidl.nn), so every function of layers.py "
+        "scores 0; write them with NumPy yourself:\n  line 4: import from minidl.nn"
+    )
+    allowed = grade(dataclasses.replace(assignment, forbid_imports=()), Submission(tmp_path))
+    assert allowed.score == 4
