@@ -332,7 +332,9 @@ def _time_limit(check: Check, limit: float, on_stuck: Callable[[], None]) -> Ite
 
     watchdog = threading.Timer(limit + STUCK_GRACE, stuck)
     watchdog.daemon = True
+    outer_delay, outer_interval = signal.getitimer(signal.ITIMER_REAL)  # a caller's own timer, re-armed after
     previous = signal.signal(signal.SIGALRM, alarm)
+    start = time.monotonic()
     signal.setitimer(signal.ITIMER_REAL, limit)
     watchdog.start()
     try:
@@ -341,6 +343,8 @@ def _time_limit(check: Check, limit: float, on_stuck: Callable[[], None]) -> Ite
         signal.setitimer(signal.ITIMER_REAL, 0)
         watchdog.cancel()
         signal.signal(signal.SIGALRM, previous)
+        if outer_delay > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer_delay - (time.monotonic() - start), 1e-3), outer_interval)
 
 
 def _blocked_functions(assignment: Assignment, submission: Submission) -> dict[str, str]:

@@ -220,3 +220,17 @@ def test_a_file_that_uses_a_forbidden_module_scores_0_on_each_of_its_functions(t
     )
     allowed = grade(dataclasses.replace(assignment, forbid_imports=()), Submission(tmp_path))
     assert allowed.score == 4
+
+
+def test_a_callers_own_interval_timer_is_re_armed_after_each_check(hostile):
+    import signal
+
+    previous = signal.signal(signal.SIGALRM, lambda *args: None)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 100.0)
+        grade(Assignment("t", (), (Check("one", 1, lambda sub: None),)), Submission(hostile))
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 0 < remaining <= 100.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
