@@ -13,6 +13,9 @@ from minidl.assignments import Assignment, Bug, Check
 from minidl.nn.dispatch import reference_pair
 from minidl.testing import check_pair
 
+# what layers.py may not import or reach: the implementations it is graded against (docs/assignments.md)
+FORBIDDEN = ("minidl.nn", "minidl.backend", "minidl.get_backend", "minidl.testing", "minidl.models", "torch")
+
 
 def pair(forward, backward, op, fixed=None):
     def run(sub):
@@ -64,6 +67,8 @@ def two_layer_net_check(sub):
 
 ASSIGNMENT = Assignment(
     title="A1: backpropagation by hand (linear, ReLU, softmax cross-entropy, a two-layer net)",
+    forbid_imports=FORBIDDEN,
+    forbid_in=("layers.py",),
     student_files=("layers.py", "train_two_layer.py"),
     checks=(
         Check("linear_forward", 12, pair("linear_forward", None, "linear")),

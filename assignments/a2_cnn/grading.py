@@ -13,17 +13,21 @@ import minidl
 from minidl.assignments import Assignment, Bug, Check
 from minidl.testing import check_pair
 
+# what layers.py may not import or reach: the implementations it is graded against (docs/assignments.md)
+FORBIDDEN = ("minidl.nn", "minidl.backend", "minidl.get_backend", "minidl.testing", "minidl.models", "torch")
+
 CONV = {"bias": True}  # the submission's conv functions take a bias array; None is also allowed by the docstring
 
 
 def pair(function, backward, op, fixed=None):
-    """A check of ``layers.<function>`` (forward only when ``backward`` is None) against minidl's ``op``."""
+    """A check of ``layers.<function>`` (forward only when ``backward`` is None) against minidl's ``op``; a
+    backward's check leaves the running statistics to its forward's (a bug there costs the forward's points only)."""
 
     def run(sub):
         layers = sub.load("layers")
         forward_fn = getattr(layers, function if backward is None else backward[0])
         backward_fn = None if backward is None else getattr(layers, backward[1])
-        check_pair(forward_fn, backward_fn, op, max_examples=sub.examples, fixed=fixed)
+        check_pair(forward_fn, backward_fn, op, max_examples=sub.examples, fixed=fixed, check_state=backward is None)
 
     return run
 
@@ -55,8 +59,10 @@ def col2im_check(sub):
         assert got.shape == x.shape, f"col2im: shape {got.shape}, expected {x.shape} for {config}"
         expected = be.col2im(cols, x.shape, K, K, S, S, P, P, 1, 1)
         worst = float(np.abs(got - expected).max())
-        assert worst < 1e-12, f"col2im: wrong values for {config} (worst absolute error {worst:.3e}): it must add "
-        "every column back onto its window (overlapping windows add up) and crop the padding"
+        assert worst < 1e-12, (
+            f"col2im: wrong values for {config} (worst absolute error {worst:.3e}): it must add "
+            "every column back onto its window (overlapping windows add up) and crop the padding"
+        )
 
 
 def build_cnn_check(sub):
@@ -76,6 +82,8 @@ def build_cnn_check(sub):
 
 ASSIGNMENT = Assignment(
     title="A2: CNN layers (conv, pooling, batch norm, dropout) and a small CNN",
+    forbid_imports=FORBIDDEN,
+    forbid_in=("layers.py",),
     student_files=("layers.py", "cnn.py", "train_cnn.py"),
     checks=(
         Check("conv_forward_naive", 10, pair("conv_forward_naive", None, "conv2d", CONV)),
@@ -95,6 +103,13 @@ ASSIGNMENT = Assignment(
         Check("build_cnn", 4, build_cnn_check),
     ),
     bugs=(
+        Bug(
+            "calls minidl's own convolution",
+            "layers.py",
+            "    N, C, H, W = x.shape\n    O, _, KH, KW = weight.shape\n",
+            "    return minidl.nn.functional.conv2d_forward(x, weight, bias, stride, padding)\n",
+            "conv_forward_naive",
+        ),
         Bug(
             "wrong padding",
             "layers.py",
@@ -147,10 +162,17 @@ ASSIGNMENT = Assignment(
             "max_pool_forward",
         ),
         Bug(
-            "max-pool gradient routed to every window element",
+            "max-pool gradient routed to the window's corner",
             "layers.py",
-            "is_max = window == window.max(axis=(2, 3), keepdims=True)",
-            "is_max = np.ones_like(window)",
+            "p, q = np.divmod(first, K)",
+            "p, q = 0 * first, 0 * first",
+            "max_pool_backward",
+        ),
+        Bug(
+            "max-pool gradient sent to the last of tied maxima",
+            "layers.py",
+            "first = window.argmax(axis=2)",
+            "first = K * K - 1 - window[:, :, ::-1].argmax(axis=2)",
             "max_pool_backward",
         ),
         Bug(

@@ -175,16 +175,20 @@ def max_pool_forward(x, kernel_size, stride=None):
 
 
 def max_pool_backward(dout, cache):
-    """Gradient of :func:`max_pool_forward`: each dout goes to the position of its window's maximum only."""
+    """Gradient of :func:`max_pool_forward`: each dout goes to the position of its window's maximum only; when
+    several values tie for the maximum, to the first of them (row by row), as in minidl and PyTorch."""
     # BEGIN SOLUTION
     x, K, S = cache
+    N, C, _, _ = x.shape
     dx = np.zeros_like(x)
+    n, c = np.indices((N, C))
     _, _, OH, OW = dout.shape
     for i in range(OH):
         for j in range(OW):
-            window = x[:, :, i * S : i * S + K, j * S : j * S + K]
-            is_max = window == window.max(axis=(2, 3), keepdims=True)
-            dx[:, :, i * S : i * S + K, j * S : j * S + K] += is_max * dout[:, :, i, j][:, :, None, None]
+            window = x[:, :, i * S : i * S + K, j * S : j * S + K].reshape(N, C, K * K)
+            first = window.argmax(axis=2)  # (N, C): the flat position of the first maximum in each window
+            p, q = np.divmod(first, K)
+            dx[n, c, i * S + p, j * S + q] += dout[:, :, i, j]
     return dx
     # END SOLUTION
 

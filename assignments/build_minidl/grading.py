@@ -272,4 +272,5 @@ ASSIGNMENT = Assignment(
             r"_normalize_backward\([^()]*\)", "dxhat * inv_std", "batch_norm_backward", regex=True),
     ),
     materialize=materialize,
+    time_limit=660,  # the first check runs minidl's graded tests (pytest stops them after 600 s); the rest reuse it
 )  # fmt: skip

@@ -9,9 +9,10 @@ import shutil
 import stat
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from minidl._atomic import atomic_open, atomic_write
 from minidl.assignments._grade import Assignment, Grade, Submission, grade
 from minidl.assignments._markers import strip_solutions
 
@@ -20,20 +21,43 @@ __all__ = ["CheckOutcome", "build", "build_autograder", "check", "grade_folder"]
 QUICK_EXAMPLES, FULL_EXAMPLES = 4, 20
 
 
+MARKER = ".minidl-assignment-output"  # written into every folder build/autograder fill; --force removes only those
+
+
 def _write(path: Path, text: str) -> None:
-    """Write atomically: a temporary file beside ``path``, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Write atomically: a new temporary file beside ``path``, flushed to disk, then a rename."""
+    atomic_write(path, text.encode(), "minidl.assignments")
 
 
-def _fresh_folder(out: Path, force: bool) -> None:
-    if out.exists() and any(out.iterdir()):
+def _fresh_folder(assignment: Assignment, out: Path, force: bool, command: str) -> None:
+    """Make ``out`` an empty folder for ``command``'s output, refusing to touch the instructor's files: ``out`` may
+    not be, hold or lie inside the assignment's folder, and ``--force`` only replaces a previous output (a folder
+    with the marker file)."""
+    assert assignment.root is not None
+    source, target = assignment.root.resolve(), out.resolve()
+    where = (
+        "is the assignment folder" if target == source
+        else "contains the assignment folder" if target in source.parents
+        else "is inside the assignment folder" if source in target.parents
+        else None
+    )  # fmt: skip
+    if where is not None:
+        raise ValueError(
+            f"{command}: the output folder {out} {where} {source}; choose a folder outside it (nothing was written)"
+        )
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{command}: {out} exists and is not a folder")
+    if target.exists() and any(target.iterdir()):
         if not force:
             raise FileExistsError(f"{out} exists and is not empty (pass --force to replace it)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+        if not (target / MARKER).is_file():
+            raise FileExistsError(
+                f"{command}: {out} is not empty and is not an earlier output of build or autograder (it has no "
+                f"{MARKER} file), so --force does not delete it; empty it yourself or choose another folder"
+            )
+        shutil.rmtree(target)
+    target.mkdir(parents=True, exist_ok=True)
+    _write(target / MARKER, f"written by python -m minidl.assignments {command}; --force may replace this folder\n")
 
 
 @contextlib.contextmanager
@@ -56,7 +80,7 @@ def build(assignment: Assignment, out: str | Path, *, force: bool = False) -> li
     Returns the files written."""
     assert assignment.root is not None
     out = Path(out)
-    _fresh_folder(out, force)
+    _fresh_folder(assignment, out, force, "build")
     written = []
     with solution_folder(assignment) as solutions:
         for name in (*assignment.student_files, "grading.py"):
@@ -72,9 +96,18 @@ def build(assignment: Assignment, out: str | Path, *, force: bool = False) -> li
     return written
 
 
-def grade_folder(assignment: Assignment, submission: str | Path, *, quick: bool = False) -> Grade:
-    """Grade the submission folder (its student files) with the assignment's checks (hidden ones included)."""
-    return grade(assignment, Submission(submission, examples=QUICK_EXAMPLES if quick else FULL_EXAMPLES))
+def grade_folder(
+    assignment: Assignment,
+    submission: str | Path,
+    *,
+    quick: bool = False,
+    time_limit: float | None = None,
+    on_result: Callable[[Grade], None] | None = None,
+) -> Grade:
+    """Grade the submission folder (its student files) with the assignment's checks (hidden ones included);
+    ``time_limit`` and ``on_result`` as in :func:`~minidl.assignments.grade`."""
+    examples = QUICK_EXAMPLES if quick else FULL_EXAMPLES
+    return grade(assignment, Submission(submission, examples=examples), time_limit=time_limit, on_result=on_result)
 
 
 _RUN_AUTOGRADER = """#!/usr/bin/env bash
@@ -109,14 +142,13 @@ def build_autograder(
     the zip's path."""
     assert assignment.root is not None
     out = Path(out)
-    _fresh_folder(out, force)
+    _fresh_folder(assignment, out, force, "autograder")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "assignment"
         build(assignment, folder)
         _write(folder / "grading.py", (assignment.root / "grading.py").read_text())  # with the hidden checks
         zip_path = out / "autograder.zip"
-        partial = out / "autograder.zip.tmp"
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
+        with atomic_open(zip_path, "autograder") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
             for name, text in (("run_autograder", _RUN_AUTOGRADER), ("setup.sh", _SETUP)):
                 info = zipfile.ZipInfo(name)
                 info.external_attr = (stat.S_IFREG | 0o755) << 16
@@ -124,9 +156,8 @@ def build_autograder(
             if wheel is not None:
                 z.write(wheel, Path(wheel).name)
             for path in sorted(folder.rglob("*")):
-                if path.is_file():
+                if path.is_file() and path.name != MARKER:
                     z.write(path, f"assignment/{path.relative_to(folder)}")
-        partial.replace(zip_path)
     return zip_path
 
 

@@ -15,7 +15,9 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -23,7 +25,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from minidl._atomic import atomic_write
+from minidl.assignments._forbid import defined_functions, forbidden_uses
+
 __all__ = ["Assignment", "Bug", "Check", "CheckResult", "Grade", "Submission", "grade", "load_assignment"]
+
+DEFAULT_TIME_LIMIT = 60.0  # seconds per check, unless the assignment, the check or the command line says otherwise
+STUCK_GRACE = 10.0  # seconds after the time limit before a run stuck outside Python code is ended
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +45,14 @@ class Check:
         points: the most it can score.
         run: the check.
         function: the student function it grades (default: ``name``); a planted bug in it must cost points here.
+        time_limit: seconds this check may run before it fails (default: the assignment's ``time_limit``).
     """
 
     name: str
     points: float
     run: Callable[[Submission], float | None]
     function: str = ""
+    time_limit: float | None = None
 
     @property
     def target(self) -> str:
@@ -140,6 +150,11 @@ class Assignment:
     # writes the solution files into a folder, for an assignment whose solutions are generated (the "build
     # minidl" track derives them from minidl's own source); None: they are the files in ``root``
     materialize: Callable[[Path], None] | None = None
+    time_limit: float = DEFAULT_TIME_LIMIT  # seconds per check (a Check's own time_limit overrides it)
+    # dotted module names (``"minidl.nn"``) the files ``forbid_in`` (default: every student .py file) may not import
+    # or reach; a check of a function defined in such a file then scores 0 (a deterrent, not a sandbox)
+    forbid_imports: tuple[str, ...] = ()
+    forbid_in: tuple[str, ...] | None = None
 
 
 class Submission:
@@ -191,6 +206,14 @@ class CheckResult:
     output: str
     seconds: float
 
+    def line(self, width: int = 20) -> str:
+        """This check's lines in the console report: its score, and the reason under lost points."""
+        status = "ok" if self.score == self.max_score else ("partial" if self.score > 0 else "FAILED")
+        lines = [f"  {self.name:<{width}} {self.score:6.1f} / {self.max_score:<5g} {status:<7} ({self.seconds:.1f} s)"]
+        if self.score < self.max_score:
+            lines.extend("      " + line for line in self.output.splitlines()[:12])
+        return "\n".join(lines)
+
 
 @dataclasses.dataclass
 class Grade:
@@ -198,6 +221,10 @@ class Grade:
 
     title: str
     results: list[CheckResult]
+    width: int = 20  # the check names' column in the report (at least the longest name)
+
+    def __post_init__(self) -> None:
+        self.width = max([self.width] + [len(r.name) for r in self.results])
 
     @property
     def score(self) -> float:
@@ -220,25 +247,17 @@ class Grade:
         }
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        """Write results.json atomically (a temporary file in the same folder, then a rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_gradescope(), indent=2) + "\n")
-        os.replace(tmp, path)
+        """Write results.json atomically (a new temporary file beside it, flushed to disk, then a rename)."""
+        atomic_write(path, (json.dumps(self.to_gradescope(), indent=2) + "\n").encode(), "grade")
 
     def report(self) -> str:
         """The console report: one line per check, the reason under each lost point."""
-        width = max([len(r.name) for r in self.results] + [20])
-        lines = [self.title]
-        for r in self.results:
-            status = "ok" if r.score == r.max_score else ("partial" if r.score > 0 else "FAILED")
-            lines.append(f"  {r.name:<{width}} {r.score:6.1f} / {r.max_score:<5g} {status:<7} ({r.seconds:.1f} s)")
-            if r.score < r.max_score:
-                lines.extend("      " + line for line in r.output.splitlines()[:12])
+        return "\n".join([self.title, *(r.line(self.width) for r in self.results), self.total_line()])
+
+    def total_line(self) -> str:
+        """The report's last line: the total and the percentage."""
         percent = 100 * self.score / self.max_score if self.max_score else 0.0
-        lines.append(f"  {'total':<{width}} {self.score:6.1f} / {self.max_score:g}  ({percent:.0f} %)")
-        return "\n".join(lines)
+        return f"  {'total':<{self.width}} {self.score:6.1f} / {self.max_score:g}  ({percent:.0f} %)"
 
 
 def load_assignment(folder: str | os.PathLike[str]) -> Assignment:
@@ -261,6 +280,10 @@ def load_assignment(folder: str | os.PathLike[str]) -> Assignment:
     return dataclasses.replace(assignment, root=folder)
 
 
+class CheckTimeout(BaseException):  # not an Exception: a student's ``except Exception`` must not swallow it
+    """Raised in the main thread when a check runs past its time limit."""
+
+
 def _failure_text(err: BaseException) -> str:
     if isinstance(err, NotImplementedError):
         return f"not implemented yet: {err}"
@@ -268,6 +291,9 @@ def _failure_text(err: BaseException) -> str:
         text = str(err)
         notes = getattr(err, "__notes__", None)  # hypothesis's "Failing test case" is noise for a student
         return text if text or not notes else "\n".join(notes)
+    if isinstance(err, SystemExit):
+        where = where_raised(err)
+        return f"the code called sys.exit({err.code!r}) (or raised SystemExit){where}: a graded function must return"
     return f"{type(err).__name__}: {err}{where_raised(err)}"
 
 
@@ -277,21 +303,123 @@ def where_raised(err: BaseException) -> str:
     return f" (in {frames[-1].name}, {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
 
 
-def grade(assignment: Assignment, submission: Submission) -> Grade:
-    """Run every check of ``assignment`` on ``submission``; an exception in one check costs only its points."""
-    results = []
+def _timeout_text(check: Check, limit: float) -> str:
+    return (
+        f"{check.target}: stopped after the time limit of {limit:g} s (an infinite loop, or far too slow?); "
+        "this check scores 0"
+    )
+
+
+@contextlib.contextmanager
+def _time_limit(check: Check, limit: float, on_stuck: Callable[[], None]) -> Iterator[None]:
+    """Raise :class:`CheckTimeout` in the block after ``limit`` seconds (SIGALRM, main thread on POSIX only).
+
+    Code that never returns to the interpreter (a long loop inside a C extension) does not see the signal: after
+    ``STUCK_GRACE`` more seconds a watchdog thread calls ``on_stuck`` (it records what it can) and ends the process.
+    """
+    if limit <= 0 or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def alarm(signum: int, frame: Any) -> None:
+        raise CheckTimeout(_timeout_text(check, limit))
+
+    def stuck() -> None:
+        on_stuck()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(3)
+
+    watchdog = threading.Timer(limit + STUCK_GRACE, stuck)
+    watchdog.daemon = True
+    outer_delay, outer_interval = signal.getitimer(signal.ITIMER_REAL)  # a caller's own timer, re-armed after
+    previous = signal.signal(signal.SIGALRM, alarm)
+    start = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        watchdog.cancel()
+        signal.signal(signal.SIGALRM, previous)
+        if outer_delay > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer_delay - (time.monotonic() - start), 1e-3), outer_interval)
+
+
+def _blocked_functions(assignment: Assignment, submission: Submission) -> dict[str, str]:
+    """Each function defined in a file that uses a module of ``assignment.forbid_imports``, with the message."""
+    if not assignment.forbid_imports:
+        return {}
+    files = assignment.forbid_in if assignment.forbid_in is not None else assignment.student_files
+    blocked = {}
+    for name in (f for f in files if f.endswith(".py")):
+        uses = forbidden_uses(submission.root / name, assignment.forbid_imports)
+        if not uses:
+            continue
+        shown = "\n".join(f"  {use}" for use in uses[:5]) + ("\n  ..." if len(uses) > 5 else "")
+        for function in defined_functions(submission.root / name):
+            blocked[function] = (
+                f"{function}: {name} uses a module this assignment forbids ({', '.join(assignment.forbid_imports)}),"
+                f" so every function of {name} scores 0; write them with NumPy yourself:\n{shown}"
+            )
+    return blocked
+
+
+def grade(
+    assignment: Assignment,
+    submission: Submission,
+    *,
+    time_limit: float | None = None,
+    on_result: Callable[[Grade], None] | None = None,
+) -> Grade:
+    """Run every check of ``assignment`` on ``submission``; an exception in one check costs only its points.
+
+    Args:
+        time_limit: seconds per check, overriding the assignment's and the checks' own. Default: None (theirs).
+        on_result: called with the grade so far after each check (the console line, results.json), and, should a
+            check hang where it cannot be stopped, once more with that check failed and the rest not run, just
+            before the process exits with status 3.
+    """
+    result = Grade(assignment.title, [], width=max([20] + [len(c.name) for c in assignment.checks]))
+    blocked = _blocked_functions(assignment, submission)
     with submission.active():
-        for check in assignment.checks:
+        for index, check in enumerate(assignment.checks):
+            if check.target in blocked:
+                result.results.append(
+                    CheckResult(check.name, check.target, 0.0, check.points, blocked[check.target], 0)
+                )
+                if on_result is not None:
+                    on_result(result)
+                continue
+            limit = time_limit if time_limit is not None else (check.time_limit or assignment.time_limit)
             start = time.perf_counter()
+
+            def on_stuck(check: Check = check, index: int = index, limit: float = limit, start: float = start) -> None:
+                seconds = time.perf_counter() - start
+                stuck = CheckResult(check.name, check.target, 0.0, check.points, _timeout_text(check, limit), seconds)
+                rest = [
+                    CheckResult(c.name, c.target, 0.0, c.points, f"not run: the grading stopped at {check.name}", 0.0)
+                    for c in assignment.checks[index + 1 :]
+                ]
+                if on_result is not None:
+                    on_result(Grade(assignment.title, [*result.results, stuck, *rest], width=result.width))
+
             try:
-                with warnings.catch_warnings():  # a student's overflow warnings would bury the report
-                    warnings.simplefilter("ignore", RuntimeWarning)
+                with _time_limit(check, limit, on_stuck), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a student's overflows would bury the report
                     fraction = check.run(submission)
                 fraction = 1.0 if fraction is None else min(max(float(fraction), 0.0), 1.0)
                 output = "passed" if fraction == 1 else f"partial credit: {fraction:.0%}"
-            except Exception as err:  # the student's code may raise anything: it costs this check's points
+            except (KeyboardInterrupt, GeneratorExit):
+                raise
+            except CheckTimeout as err:
+                fraction, output = 0.0, str(err)
+            except BaseException as err:  # the student's code may raise anything (sys.exit too): it costs this check
                 fraction, output = 0.0, _failure_text(err)
             seconds = time.perf_counter() - start
             score = fraction * check.points
-            results.append(CheckResult(check.name, check.target, score, check.points, output, seconds))
-    return Grade(assignment.title, results)
+            result.results.append(CheckResult(check.name, check.target, score, check.points, output, seconds))
+            if on_result is not None:
+                on_result(result)
+    return result

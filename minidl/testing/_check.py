@@ -73,6 +73,32 @@ def _call(function: str, config: dict[str, Any], f: Callable[..., Any], *args: A
         raise fail(function, "raised", config, f"{type(err).__name__}: {err}{where}") from err
 
 
+def _positive_examples(where: str, max_examples: Any) -> None:
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(f"{where}: max_examples must be a positive int, got {max_examples!r}")
+
+
+def _unchanged_inputs(function: str, config: dict[str, Any], given: dict[str, Any], original: dict[str, Any]) -> None:
+    """A ConformanceError when the forward changed one of the arrays it was given (``given``, after the call)."""
+    for name, array in given.items():
+        before = original[name]
+        if before is not None and not np.array_equal(np.asarray(array), before, equal_nan=True):
+            raise fail(function, f"modified its input {name} in place;", config, "a forward must leave its inputs "
+                       "unchanged (the caller and the backward still need them): compute into a new array, e.g. "
+                       "np.maximum(x, 0) rather than x[x < 0] = 0")  # fmt: skip
+
+
+def _same_dtype(function: str, what: str, config: dict[str, Any], candidate: Any, reference: Any) -> None:
+    """A ConformanceError when an array result (ndim > 0) has another dtype than the reference's."""
+    ref_dtype = getattr(reference, "dtype", None)
+    if ref_dtype is None or np.ndim(reference) == 0 or candidate is None:
+        return
+    dtype = np.asarray(candidate).dtype
+    if dtype != ref_dtype:
+        raise fail(function, what, config, f"has dtype {dtype}, but the reference returns {ref_dtype} for float64 "
+                   "inputs: compute in the inputs' dtype (no float32 casts)")  # fmt: skip
+
+
 def _upstream(rng: np.random.Generator, out: Any) -> Any:
     return rng.standard_normal(np.shape(out)) if np.ndim(out) else float(rng.standard_normal())
 
@@ -88,6 +114,7 @@ def check_pair(
     rtol: float = 1e-5,
     gradcheck: bool = True,
     fixed: dict[str, Any] | None = None,
+    check_state: bool = True,
 ) -> ConformanceReport:
     """Check a forward/backward pair against minidl's reference pair ``F.<reference>_forward/_backward``.
 
@@ -111,6 +138,9 @@ def check_pair(
         atol, rtol: passed where ``|candidate - reference| <= atol + rtol |reference|``.
         gradcheck: also run the numerical gradient check on the candidate. Default: True.
         fixed: configuration keys held at a value, e.g. ``{"bias": True}`` for a candidate that needs a bias.
+        check_state: compare the state the forward updates in place (BatchNorm's running statistics). False when
+            grading a backward apart from its forward, so that a bug in the running statistics (which the backward
+            never reads) is not charged to it. Default: True.
 
     Returns:
         A :class:`~minidl.testing.ConformanceReport` (how many configurations, the largest errors).
@@ -119,6 +149,7 @@ def check_pair(
         ConformanceError: (an AssertionError) naming the candidate function, the smallest failing configuration,
             which output or gradient differed, and the worst absolute and relative errors.
     """
+    _positive_examples("check_pair", max_examples)
     spec = get_op(reference)
     accepted = _accepted(candidate_forward, spec.hyper)
     held = {k: v for k, v in spec.hyper.items() if k not in accepted}
@@ -143,9 +174,12 @@ def check_pair(
             if not (isinstance(result, tuple) and len(result) == 2):
                 raise fail(fwd_name, "the return value", config, f"should be a pair (out, cache), got {type(result)}")
             out, cache = result
+            inputs = {n: a for n, a in zip(spec.arrays, cand_args, strict=True) if n not in spec.state}
+            _unchanged_inputs(fwd_name, config, inputs, arrays)
             if not spec.stochastic:
                 compare(fwd_name, "the output", config, out, ref_out, atol=atol, rtol=rtol, report=report)
-            for name in spec.state:
+                _same_dtype(fwd_name, "the output", config, out, ref_out)
+            for name in spec.state if check_state else ():
                 i = spec.arrays.index(name)
                 compare(fwd_name, f"{name} after the forward pass", config, cand_args[i], ref_args[i], atol=atol,
                         rtol=rtol, report=report)  # fmt: skip
@@ -178,6 +212,7 @@ def check_pair(
             if not spec.stochastic:
                 for name, g, ref_g in zip(spec.grads, grads, ref_grads, strict=True):
                     compare(bwd_name, f"the gradient of {name}", config, g, ref_g, atol=atol, rtol=rtol, report=report)
+                    _same_dtype(bwd_name, f"the gradient of {name}", config, g, ref_g)
             if gradcheck and not spec.stochastic and spec.gradcheck(config):
                 _pair_gradcheck(spec, config, arrays, kwargs, candidate_forward, candidate_backward, data_seed)
         report.examples += 1
@@ -281,6 +316,18 @@ def _spec_for_module(reference: Any) -> OpSpec:
     raise ValueError(f"check_layer: no checks registered for the module {name}; known modules: {modules}")
 
 
+def _default_dtype(name: str, config: dict[str, Any], module: Any) -> None:
+    """The candidate's parameters and buffers must follow minidl.get_default_dtype() (float64 in the check), as the
+    reference's do; a module that hard-codes float32 would pass every comparison by luck and fail gradcheck."""
+    expected = np.dtype(minidl.get_default_dtype())
+    for key, value in module.state_dict().items():
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None and np.issubdtype(dtype, np.floating) and dtype != expected:
+            raise fail(name, key, config, f"has dtype {dtype}, but parameters and buffers must follow "
+                       f"minidl.get_default_dtype() ({expected} during the check): create them with "
+                       "dtype=minidl.get_default_dtype(), not a fixed np.float32")  # fmt: skip
+
+
 def check_layer(
     candidate_module_class: type,
     reference: Any = None,
@@ -303,6 +350,7 @@ def check_layer(
     """
     from minidl import nn
 
+    _positive_examples("check_layer", max_examples)
     reference = nn.Conv2d if reference is None else reference
     spec = _spec_for_module(reference)
     ref_class = getattr(nn, spec.module)  # type: ignore[arg-type]
@@ -329,11 +377,21 @@ def check_layer(
                            f"{ref_class.__name__}: {err}") from err  # fmt: skip
             ref.train(training)
             cand.train(training)
+            _default_dtype(name, config, cand)
             x = arrays[spec.arrays[0]]
+            x_given = _copy(x)
             with dispatch.using_reference_pairs(), minidl.fork_rng(data_seed):
                 ref_out = ref(_copy(x))
             with minidl.fork_rng(data_seed):
-                out = _call(f"{name}.forward", config, cand, _copy(x))
+                out = _call(f"{name}.forward", config, cand, x_given)
+            _unchanged_inputs(f"{name}.forward", config, {"x": x_given}, {"x": x})
+            if not spec.stochastic:  # the forward first: a wrong output is reported as such, not as its backward
+                compare(f"{name}.forward", "the output", config, out, ref_out, atol=atol, rtol=rtol, report=report)
+                _same_dtype(f"{name}.forward", "the output", config, out, ref_out)
+                cand_state = cand.state_dict()
+                for key in spec.state:
+                    compare(f"{name}.forward", f"{key} after the forward pass", config, cand_state[key], state[key],
+                            atol=atol, rtol=rtol, report=report)  # fmt: skip
             dout = _upstream(rng, ref_out)
             with dispatch.using_reference_pairs():
                 ref_dx = ref.backward(_copy(dout))
@@ -344,11 +402,6 @@ def check_layer(
                 _dropout_rate(f"{name}.forward", config, cand, data_seed)
                 report.examples += 1
                 return
-            compare(f"{name}.forward", "the output", config, out, ref_out, atol=atol, rtol=rtol, report=report)
-            cand_state = cand.state_dict()
-            for key in spec.state:
-                compare(f"{name}.forward", f"{key} after the forward pass", config, cand_state[key], state[key],
-                        atol=atol, rtol=rtol, report=report)  # fmt: skip
             compare(f"{name}.backward", "the gradient of the input", config, dx, ref_dx, atol=atol, rtol=rtol,
                     report=report)  # fmt: skip
             cand_params = dict(cand.named_parameters())

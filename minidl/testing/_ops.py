@@ -8,7 +8,8 @@ An :class:`OpSpec` describes one functional pair of :mod:`minidl.nn.functional` 
 * ``configs(fixed)``: a hypothesis strategy of configuration dicts (shape symbols and hyperparameters), with the
   keys of ``fixed`` held at the given values;
 * ``inputs(config, rng)``: the float64 arrays for that configuration, drawn away from kinks (ReLU at 0, max-pool
-  ties), so that finite differences are meaningful.
+  ties), so that finite differences are meaningful; max-pool also draws ``ties`` configurations, compared with the
+  reference only (``gradcheck(config)`` is False for them).
 
 Add an op with :func:`register_op`; the strategies shrink towards the smallest shapes, so a failure is reported
 on the smallest configuration that shows it.
@@ -241,15 +242,35 @@ def _pool_configs(dilation: bool, avg: bool) -> Callable[[dict[str, Any]], Any]:
                 config["dilation"] = d
             if avg:
                 config["count_include_pad"] = pick("count_include_pad", st.booleans())
+            else:  # inputs with tied maxima (first, as hypothesis starts from the first choice): compared with the
+                config["ties"] = pick("ties", st.sampled_from((True, False)))  # reference, not gradchecked
             return config
 
-        return draw_config()
+        # a window wholly in the padding has no value to pool (max: -inf); PyTorch's shapes do not exclude it
+        return draw_config().filter(lambda c: not _a_window_in_padding(c, "H") and not _a_window_in_padding(c, "W"))
 
     return configs
 
 
+def _a_window_in_padding(c: dict[str, Any], axis: str) -> bool:
+    """Whether some window along ``axis`` ("H" or "W") covers only padding."""
+    size, k, p, d = c[axis], c["kernel_size"], c["padding"], c.get("dilation", 1)
+    s = k if c["stride"] is None else c["stride"]
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if c["ceil_mode"] else span // s) + 1
+    if c["ceil_mode"] and (out - 1) * s >= size + p:  # the last window must start inside the input or left padding
+        out -= 1
+    return any(all(not 0 <= i * s + q * d - p < size for q in range(k)) for i in range(out))
+
+
 def _pool_inputs(c: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    return {"x": _distinct(rng, (c["N"], c["C"], c["H"], c["W"]))}  # no ties: the max (and its gradient) is unique
+    """Distinct values (the max, and its gradient, unique: what gradcheck needs); with ``ties``, values drawn from
+    {-1, 0, 1}, so windows hold tied maxima (all-equal ones too) and the gradient must go to the first of them,
+    as in minidl and PyTorch."""
+    shape = (c["N"], c["C"], c["H"], c["W"])
+    if c.get("ties"):
+        return {"x": rng.integers(-1, 2, shape).astype(np.float64)}
+    return {"x": _distinct(rng, shape)}
 
 
 def _pool_kwargs(keys: tuple[str, ...]) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -263,6 +284,7 @@ register_op(
         "max_pool2d", ("x",), ("x",),
         {"kernel_size": 2, "stride": None, "padding": 0, "dilation": 1, "ceil_mode": False},
         _pool_configs(True, False), _pool_inputs, module="MaxPool2d", module_kwargs=_pool_kwargs(_MAX_KEYS),
+        gradcheck=lambda config: not config.get("ties"),  # finite differences are meaningless at a tie
     )
 )  # fmt: skip
 register_op(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from minidl import nn
@@ -52,3 +53,47 @@ def test_eval_mode_is_checked():
 def test_a_module_without_checks_is_refused():
     with pytest.raises(ValueError, match=r"no checks registered for the module Tanh; known modules: \["):
         check_layer(nn.Tanh, nn.Tanh)
+
+
+class LinearWrongShape(nn.Linear):
+    def forward(self, x):
+        return super().forward(x)[:, :1]  # drops output features; its backward then fails on the shape
+
+
+def test_the_forward_output_is_compared_before_the_backward_runs():
+    with pytest.raises(ConformanceError) as info:
+        check_layer(LinearWrongShape, nn.Linear, max_examples=EXAMPLES)
+    assert info.value.function == "LinearWrongShape.forward" and info.value.what == "the output"
+    assert "has shape" in str(info.value)
+
+
+class LinearFloat32(nn.Linear):
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__(in_features, out_features, bias)
+        self.weight = nn.Parameter(np.zeros((out_features, in_features), np.float32))
+
+
+def test_parameters_in_a_hard_coded_float32_are_named():
+    with pytest.raises(ConformanceError) as info:
+        check_layer(LinearFloat32, nn.Linear, max_examples=EXAMPLES)
+    assert str(info.value).startswith(
+        "LinearFloat32: weight has dtype float32, but parameters and buffers must follow minidl.get_default_dtype() "
+        "(float64 during the check)"
+    )
+
+
+class ReLUInPlace(nn.ReLU):
+    def forward(self, x):
+        out = super().forward(x)
+        x[x < 0] = 0
+        return out
+
+
+def test_a_module_that_modifies_its_input_is_named():
+    with pytest.raises(ConformanceError, match=r"^ReLUInPlace.forward: modified its input x in place;"):
+        check_layer(ReLUInPlace, nn.ReLU, max_examples=EXAMPLES)
+
+
+def test_max_examples_must_be_a_positive_int():
+    with pytest.raises(ValueError, match=r"check_layer: max_examples must be a positive int, got 0"):
+        check_layer(nn.ReLU, nn.ReLU, max_examples=0)

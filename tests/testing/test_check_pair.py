@@ -166,3 +166,58 @@ def test_the_candidate_is_also_gradchecked(monkeypatch):
     calls.clear()
     check_pair(F.linear_forward, F.linear_backward, "linear", max_examples=3, gradcheck=False)
     assert calls == []
+
+
+def relu_inplace(x):
+    """Right output and a right backward, but it overwrites its input."""
+    np.maximum(x, 0, out=x)
+    return x.copy(), x > 0
+
+
+def test_a_forward_that_modifies_its_input_is_reported_before_its_backward():
+    with pytest.raises(ConformanceError) as info:
+        check_pair(relu_inplace, lambda dout, mask: dout * mask, "relu", max_examples=4)
+    assert info.value.function == "relu_inplace"
+    assert str(info.value).startswith("relu_inplace: modified its input x in place; a forward must leave its inputs")
+
+
+def relu_float32(x):
+    return np.maximum(x, 0).astype(np.float32), x > 0
+
+
+def test_an_output_in_another_dtype_than_the_references_is_named():
+    with pytest.raises(ConformanceError) as info:
+        check_pair(relu_float32, None, "relu", max_examples=4)
+    assert str(info.value).startswith("relu_float32: the output has dtype float32, but the reference returns float64")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_max_examples_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match=re.escape(f"check_pair: max_examples must be a positive int, got {bad!r}")):
+        check_pair(F.relu_forward, F.relu_backward, "relu", max_examples=bad)
+
+
+def max_pool_every_tie_backward(dout, cache):
+    """Sends each gradient to every tied maximum of its window (the reference: to the first one only)."""
+    x = cache[0]
+    g = cache[1]
+    dx = np.zeros_like(x)
+    for i in range(dout.shape[2]):
+        for j in range(dout.shape[3]):
+            window = x[:, :, i * g : i * g + g, j * g : j * g + g]
+            is_max = window == window.max(axis=(2, 3), keepdims=True)
+            dx[:, :, i * g : i * g + g, j * g : j * g + g] += is_max * dout[:, :, i, j][:, :, None, None]
+    return dx
+
+
+def max_pool_saving_x(x, kernel_size=2):
+    out, _ = F.max_pool2d_forward(x, kernel_size)
+    return out, (x, kernel_size)
+
+
+def test_max_pool_is_compared_on_inputs_with_ties_too():
+    """Distinct inputs alone cannot tell the first maximum from every tied one; the tie configurations can."""
+    with pytest.raises(ConformanceError) as info:
+        check_pair(max_pool_saving_x, max_pool_every_tie_backward, "max_pool2d", max_examples=4)
+    assert info.value.config["ties"] is True and info.value.what == "the gradient of x"
+    assert info.value.function == "max_pool_every_tie_backward"
