@@ -150,7 +150,8 @@ plt.show()
 # With 4 images per batch, BatchNorm's $\mu$ and $\sigma^2$ are estimated from 4 values per pixel position and
 # channel; at test time it uses running averages of those noisy estimates. GroupNorm does not look across the batch
 # and is unaffected (Wu and He, 2018). The learning rate is scaled with the batch size (linear scaling rule); both
-# batch sizes train on the same subset for the same number of epochs.
+# batch sizes train on the same subset for the same number of epochs. In quick mode (400 images, 3 epochs) the
+# runs are too short for the comparison to mean more than noise; the full settings use 10,000 images and 10 epochs.
 
 # %%
 print(f"{SMALL_BATCH_IMAGES} training images")
