@@ -51,8 +51,8 @@ else:
 # %% [markdown]
 # ## 1. Preprocessing
 #
-# Zero-centre each channel and scale it to unit variance with statistics of the *training* set only (the test set
-# is normalized with the same numbers): $x' = (x - \mu_c) / \sigma_c$.
+# Zero-centre each channel and scale it to unit variance with statistics of the *training* set only, here estimated
+# on 2,000 of its images (the test set is normalized with the same numbers): $x' = (x - \mu_c) / \sigma_c$.
 
 # %%
 pixels = np.asarray(raw_train.data[:2000], dtype=np.float64) / 255  # (N, 32, 32, 3)
