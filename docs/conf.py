@@ -3,10 +3,11 @@
 The pages are the Markdown files of this folder (MyST, read by myst-nb) and an API reference generated from the
 docstrings (Google style with RST math, read by napoleon and autodoc).
 
-Notebooks: myst-nb reads ``.ipynb`` files and, once ``jupytext`` is in the ``docs`` extra and registered with
-``nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}``, jupytext-paired ``.py`` notebooks.
-Nothing is executed during the build for now (``nb_execution_mode = "off"``): a notebook page shows the outputs
-stored in it. The code blocks of the Markdown pages are run by ``tests/test_docs.py`` instead.
+Notebooks: the tutorials are jupytext "percent" files in ``notebooks/``; ``make notebooks`` (and ``make docs``, for
+those missing or older than their source) executes them with jupytext into ``docs/tutorials/*.ipynb``, quick
+settings by default, and myst-nb renders those with their outputs. Nothing is executed during the build itself
+(``nb_execution_mode = "off"``), so that a build takes the same time whatever the notebooks do. The code blocks of
+the Markdown pages are run by ``tests/test_docs.py``, the notebooks by ``tests/test_notebooks.py``.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ root_doc = "index"
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
 
-# Notebooks: none is executed during the build (see the module docstring).
+# Notebooks: none is executed during the build (see the module docstring); their pages are made by `make notebooks`.
 nb_execution_mode = "off"
+nb_merge_streams = True  # a cell's printed lines in one block, not one block per write
 
 # Docstrings: Google style, with two sections of our own (STYLE.md): Shape and Backward.
 napoleon_google_docstring = True
