@@ -39,6 +39,7 @@ __all__ = [
     "backend_for",
     "get_array_module",
     "get_backend",
+    "is_cupy_array",
     "register_backend",
     "set_backend",
     "to_numpy",
@@ -159,18 +160,21 @@ def use_backend(name: str) -> Iterator[Any]:
         _current = previous
 
 
+def is_cupy_array(a: Any) -> bool:
+    """Whether ``a`` lives on the GPU as a CuPy array, told by its type's module (so CuPy is never imported to ask)."""
+    return type(a).__module__.startswith("cupy")
+
+
 def get_array_module(*arrays: Any) -> Any:
     """``numpy`` or ``cupy``, whichever the arrays belong to (``numpy`` for plain Python values)."""
-    for a in arrays:
-        module = type(a).__module__
-        if module.startswith("cupy"):
-            return importlib.import_module("cupy")
+    if any(is_cupy_array(a) for a in arrays):
+        return importlib.import_module("cupy")
     return importlib.import_module("numpy")
 
 
 def to_numpy(a: Any) -> Any:
     """A NumPy array with the values of ``a`` (copied to the host if it lives on a GPU)."""
-    if type(a).__module__.startswith("cupy"):
+    if is_cupy_array(a):
         return a.get()
     import numpy as np
 
@@ -194,7 +198,7 @@ def backend_for(x: Any) -> Any:
 
     if isinstance(x, np.generic):  # e.g. what x + y gives for two 0-d arrays
         raise TypeError(f"expected an array, got the NumPy scalar {x!r} ({type(x).__name__}); use numpy.asarray(x)")
-    where = "GPU (cupy)" if type(x).__module__.startswith("cupy") else f"CPU ({type(x).__module__})"
+    where = "GPU (cupy)" if is_cupy_array(x) else f"CPU ({type(x).__module__})"
     raise RuntimeError(
         f"the array lives on the {where} but the current backend is {be.name!r} ({be.device}); move the data with "
         f"minidl.get_backend().asarray(x) or switch with minidl.set_backend(...)"

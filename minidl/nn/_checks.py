@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from minidl.backend import backend_for
+from minidl.backend import backend_for, is_cupy_array
 
 _LAYOUTS = {2: "(N, C)", 3: "(N, C, L)", 4: "(N, C, H, W)"}
 
@@ -130,8 +130,9 @@ def check_params(where: str, x: Any, shape: tuple[int, ...], **params: Any) -> N
 
 
 def _on_host(a: Any) -> bool:
-    """A NumPy array or subclass (``np.memmap``, ...); the tests' CPU stand-in for CuPy subclasses it as ``cupy``."""
-    return isinstance(a, np.ndarray) and not type(a).__module__.startswith("cupy")
+    """A NumPy array or subclass (``np.memmap``, ...) and not a CuPy array (the tests' CPU stand-in for CuPy is a
+    NumPy subclass; :func:`minidl.backend.is_cupy_array` tells them apart as everywhere else)."""
+    return isinstance(a, np.ndarray) and not is_cupy_array(a)
 
 
 def check_same_device(where: str, x: Any, *arrays: Any) -> None:
