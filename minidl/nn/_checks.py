@@ -44,7 +44,7 @@ def check_array(
         raise TypeError(f"{where}: expected the {what} to be an array, got {type(x).__name__}") from None
     except RuntimeError as err:
         raise RuntimeError(f"{where}: {err}") from None
-    if _on_host(x) and type(x) is not np.ndarray and not isinstance(x, np.memmap):
+    if type(x) is not np.ndarray and _on_host(x) and not isinstance(x, np.memmap):  # a plain array: one test
         _refuse_subclass(where, x, what)
     shape = tuple(x.shape)
     if ndim is not None:
