@@ -161,7 +161,13 @@ def use_backend(name: str) -> Iterator[Any]:
 
 
 def is_cupy_array(a: Any) -> bool:
-    """Whether ``a`` lives on the GPU as a CuPy array, told by its type's module (so CuPy is never imported to ask)."""
+    """Whether ``a`` lives on the GPU as a CuPy array, told by its type's module (so CuPy is never imported to ask).
+
+    Examples:
+        >>> import numpy as np
+        >>> is_cupy_array(np.zeros(3))
+        False
+    """
     return type(a).__module__.startswith("cupy")
 
 

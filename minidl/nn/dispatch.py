@@ -183,6 +183,17 @@ def using_reference_pairs() -> Iterator[None]:
 
     A reference that calls another pair through ``F`` (conv2d calls pad2d) then cannot run a candidate someone
     patched in: :mod:`minidl.testing` computes its expected values this way.
+
+    Examples:
+        >>> import minidl.nn.functional as F
+        >>> mine = F.relu_forward
+        >>> F.relu_forward = lambda x: (x, None)  # a student's replacement
+        >>> with using_reference_pairs():
+        ...     F.relu_forward is reference_pair("relu")[0]
+        True
+        >>> F.relu_forward is not mine  # the replacement is back after the block
+        True
+        >>> F.relu_forward = mine
     """
     functional = _namespace()
     replaced = {n: getattr(functional, n) for n, f in _ORIGINALS.items() if getattr(functional, n, None) is not f}
