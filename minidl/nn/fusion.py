@@ -29,7 +29,8 @@ children run back to back, ``fusion_groups`` (the ResNet blocks: ``(("conv1", "b
 ("add", "relu2"))``, as torchvision's quantizable models list them). A module named there must run once per
 forward, at that place: a ReLU that the block also applies elsewhere would become an Identity there too. Only the
 exact classes are fused: a ReLU replaced by ``nn.GELU()``, a subclass of BatchNorm2d, a module whose ``forward`` was
-replaced on the instance, or a module that sits in several slots, is left alone.
+replaced on the instance, a module with hooks (:mod:`minidl.nn.hooks`), or a module that sits in several slots, is
+left alone.
 
 A fused model can be edited and sliced like any other: each fused module computes what it says on its own, and a
 :class:`ConvBn2d` folds only where ``fuse`` put it next to its BatchNorm (see its docstring). Only the ReLU has
@@ -71,6 +72,7 @@ from minidl.nn.activation import ReLU
 from minidl.nn.containers import Identity, Sequential
 from minidl.nn.conv import Conv2d
 from minidl.nn.dispatch import F, is_reference
+from minidl.nn.hooks import has_hooks
 from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm1d, BatchNorm2d
@@ -342,9 +344,15 @@ def _recast(module: Module, cls: type, **attributes: Any) -> Any:
 
 
 def _plain(module: Module | None, *classes: type) -> bool:
-    """``module`` is exactly one of ``classes`` (not a subclass, whose forward may differ), and its ``forward`` and
-    ``backward`` are the class's (not replaced on the instance, as a profiler or a student may do)."""
-    return module is not None and type(module) in classes and not {"forward", "backward"} & module.__dict__.keys()
+    """``module`` is exactly one of ``classes`` (not a subclass, whose forward may differ), its ``forward`` and
+    ``backward`` are the class's (not replaced on the instance, as a profiler or a student may do), and it has no
+    hooks (a fused module would not call them)."""
+    return (
+        module is not None
+        and type(module) in classes
+        and not {"forward", "backward"} & module.__dict__.keys()
+        and not has_hooks(module)
+    )
 
 
 def _fuse_group(parent: Module, names: Sequence[str], shared: set[int]) -> int:

@@ -28,8 +28,11 @@ import numpy as np
 from minidl import anomaly_mode
 from minidl import backend as _backend
 from minidl.grad_mode import is_grad_enabled
+from minidl.nn import hooks as _hooks
 from minidl.nn._calls import _pass_state, _under_module_name
 from minidl.nn.parameter import Parameter
+
+_HOOK_KINDS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 
 
 class IncompatibleKeys(NamedTuple):
@@ -79,6 +82,8 @@ class Module:
         object.__setattr__(self, "_saved", [])  # what forward saved for backward, one entry per call (a stack)
         object.__setattr__(self, "_saved_pass", -1)  # the forward pass those entries belong to
         object.__setattr__(self, "_dropped", 0)  # entries the current pass dropped when it began (for the error)
+        for kind in _HOOK_KINDS:  # hooks by handle id, in call order (minidl.nn.hooks)
+            object.__setattr__(self, kind, OrderedDict())
 
     # ------------------------------------------------------------------ registration
     def __setattr__(self, name: str, value: Any) -> None:
@@ -170,15 +175,19 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must implement backward(dout)")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run ``forward``. The outermost call starts a new forward pass (see :meth:`save_for_backward`), and an
-        error a functional pair raised under its own name is raised under this module's name. Under
+        """Run ``forward`` (between the forward hooks, if any are registered). The outermost call starts a new
+        forward pass (see :meth:`save_for_backward`), and an error a functional pair raised under its own name is
+        raised under this module's name. Under
         :func:`minidl.detect_anomaly` the output is checked for nan and inf."""
         state = _pass_state
         if not state.calls:
             state.number += 1
         state.calls.append(self)
         try:
-            out = self.forward(*args, **kwargs)
+            if self._forward_pre_hooks or self._forward_hooks:
+                out = _hooks.forward_with_hooks(self, args, kwargs)
+            else:
+                out = self.forward(*args, **kwargs)
             if anomaly_mode._enabled:  # minidl.detect_anomaly(): the first module whose output is nan or inf raises
                 anomaly_mode._check_forward(self, out, args)
             return out
@@ -191,10 +200,67 @@ class Module:
             state.calls.pop()
 
     def __getstate__(self) -> dict[str, Any]:
-        """For copy and pickle: everything but the values saved for a pending backward (they belong to one call)."""
+        """For copy and pickle: everything but the values saved for a pending backward (they belong to one call),
+        and the backward-hook runner, which :meth:`__setstate__` puts back on the copy."""
         state = self.__dict__.copy()
         state["_saved"] = []
+        if getattr(state.get("backward"), "__func__", None) is _hooks.backward_with_hooks:
+            del state["backward"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._backward_pre_hooks or self._backward_hooks:
+            _hooks.install_backward_hooks(self)
+
+    # ------------------------------------------------------------------ hooks (minidl.nn.hooks)
+    def register_forward_pre_hook(
+        self, hook: Callable[..., Any], *, prepend: bool = False, with_kwargs: bool = False
+    ) -> _hooks.RemovableHandle:
+        """Call ``hook(module, args)`` before each ``forward`` (``hook(module, args, kwargs)`` with
+        ``with_kwargs=True``); a non-None result replaces the arguments. ``prepend``: run it before the hooks
+        already registered. Returns a handle whose ``remove()`` takes the hook off. See :mod:`minidl.nn.hooks`."""
+        return _hooks.add_hook(self, "_forward_pre_hooks", hook, prepend, with_kwargs=with_kwargs)
+
+    def register_forward_hook(
+        self, hook: Callable[..., Any], *, prepend: bool = False, with_kwargs: bool = False, always_call: bool = False
+    ) -> _hooks.RemovableHandle:
+        """Call ``hook(module, args, output)`` after each ``forward`` (``hook(module, args, kwargs, output)`` with
+        ``with_kwargs=True``); a non-None result replaces the output. ``always_call``: call it (with output None)
+        also when ``forward`` raised. See :mod:`minidl.nn.hooks`.
+
+        Examples:
+            >>> from minidl import nn
+            >>> relu = nn.ReLU()
+            >>> h = relu.register_forward_hook(lambda m, args, out: print("dead:", float((out == 0).mean())))
+            >>> _ = relu(np.array([-1.0, 2.0, -3.0, 4.0]))
+            dead: 0.5
+            >>> h.remove()
+        """
+        return _hooks.add_hook(self, "_forward_hooks", hook, prepend, with_kwargs=with_kwargs, always_call=always_call)
+
+    def register_full_backward_pre_hook(
+        self, hook: Callable[..., Any], *, prepend: bool = False
+    ) -> _hooks.RemovableHandle:
+        """Call ``hook(module, grad_output)`` each time this module's ``backward`` is about to run; a non-None
+        result (a tuple as long as ``grad_output``) replaces the gradient it receives. See :mod:`minidl.nn.hooks`."""
+        return _hooks.add_hook(self, "_backward_pre_hooks", hook, prepend)
+
+    def register_full_backward_hook(self, hook: Callable[..., Any], *, prepend: bool = False) -> _hooks.RemovableHandle:
+        """Call ``hook(module, grad_input, grad_output)`` each time this module's ``backward`` has run:
+        ``grad_output`` holds the gradient it received (``dout``), ``grad_input`` the gradient it returns, each as a
+        tuple; a non-None result (a tuple as long as ``grad_input``) replaces what ``backward`` returns. Its
+        parameters' ``.grad`` are filled by then. See :mod:`minidl.nn.hooks`.
+
+        Examples:
+            >>> from minidl import nn
+            >>> lin = nn.Linear(3, 2)
+            >>> h = lin.register_full_backward_hook(lambda m, gin, gout: print(gout[0].shape, "->", gin[0].shape))
+            >>> _ = lin(np.ones((4, 3), np.float32)); _ = lin.backward(np.ones((4, 2), np.float32))
+            (4, 2) -> (4, 3)
+            >>> h.remove()
+        """
+        return _hooks.add_hook(self, "_backward_hooks", hook, prepend)
 
     def _where(self) -> str:
         """How errors name this module: its class and its hyperparameters (e.g. ``"Conv2d(3, 8, kernel_size=(3,
