@@ -110,6 +110,7 @@ from minidl.nn.normalization_group import (
 from minidl.nn.normalization_instance import instance_norm_backward, instance_norm_forward
 from minidl.nn.normalization_local import local_response_norm_backward, local_response_norm_forward
 from minidl.nn.padding import pad2d_backward, pad2d_forward
+from minidl.nn.permute import permute_backward, permute_forward
 from minidl.nn.pooling import (
     avg_pool2d_backward,
     avg_pool2d_forward,
@@ -157,6 +158,8 @@ __all__ = [
     "elu_forward",
     "flatten_backward",
     "flatten_forward",
+    "permute_backward",
+    "permute_forward",
     "gelu_backward",
     "gelu_forward",
     "group_norm_backward",

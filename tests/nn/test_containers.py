@@ -58,6 +58,38 @@ def test_flatten_gradcheck_any_dims(shape, data):
     gradcheck.check_module(layer, x)
 
 
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=5), data=st.data())
+def test_permute_gradcheck_and_pytorch_parity_any_dims(shape, data):
+    dims = data.draw(st.permutations(range(len(shape))))
+    dims = [d - len(shape) if data.draw(st.booleans()) else d for d in dims]  # negative dims too
+    layer = nn.Permute(dims)
+    x = arr(np.random.default_rng(0).normal(size=shape))
+    out = layer(x)
+    assert out.shape == tuple(shape[d] for d in dims)
+    gradcheck.check_module(layer, x)
+    torch = pytest.importorskip("torch")
+    np.testing.assert_array_equal(host(out), torch.tensor(host(x)).permute(dims).numpy())
+
+
+@pytest.mark.parametrize(
+    ("dims", "error", "message"),
+    [
+        ([0, 0, 1], ValueError, r"Permute: dims must be a permutation of 0..2, got \(0, 0, 1\)"),
+        ([0, 3, 1], ValueError, r"Permute: dims must be a permutation of 0..2, got \(0, 3, 1\)"),
+        ("021", TypeError, r"Permute: dims must be a sequence of ints \(a permutation\), got '021'"),
+        ([0, 1.0, 2], TypeError, r"Permute: dims must hold ints, got \(0, 1.0, 2\)"),
+    ],
+)
+def test_permute_refuses_what_is_not_a_permutation(dims, error, message):
+    with pytest.raises(error, match=message):
+        nn.Permute(dims)
+
+
+def test_permute_refuses_an_input_of_another_rank():
+    with pytest.raises(ValueError, match=r"Permute\(dims=\[0, 2, 1\]\).*3-D|Permute\(dims=\[0, 2, 1\]\).*ndim"):
+        nn.Permute([0, 2, 1])(arr(np.zeros((2, 3), np.float32)))
+
+
 def test_residual_shape_mismatch_says_what_to_do():
     block = nn.Residual(nn.Conv2d(2, 4, 3, padding=1))
     with pytest.raises(
