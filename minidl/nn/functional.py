@@ -124,6 +124,14 @@ from minidl.nn.pooling_adaptive import (
     adaptive_max_pool2d_backward,
     adaptive_max_pool2d_forward,
 )
+from minidl.nn.tokens import (
+    class_token_backward,
+    class_token_forward,
+    position_embedding_backward,
+    position_embedding_forward,
+    select_backward,
+    select_forward,
+)
 
 __all__ = [
     "adaptive_avg_pool2d_backward",
@@ -213,6 +221,12 @@ __all__ = [
     "softplus_forward",
     "tanh_backward",
     "tanh_forward",
+    "class_token_backward",
+    "class_token_forward",
+    "position_embedding_backward",
+    "position_embedding_forward",
+    "select_backward",
+    "select_forward",
 ]
 
 register_functional(sys.modules[__name__])  # the layers read their pairs from this module, at call time
