@@ -56,7 +56,7 @@ def test_select_gradcheck_and_pytorch_parity(shape, data):
     gradcheck.check_function(F.select_forward, F.select_backward, [x], {"dim": dim, "index": index})
     torch = torch_or_skip()
     out, cache = F.select_forward(x, dim, index)
-    dout = arr(rng.normal(size=out.shape))
+    dout = arr(np.asarray(rng.normal(size=out.shape)))
     tx = to_torch(x, True)
     tout = torch.select(tx, dim, index)
     tout.backward(to_torch(dout))
