@@ -32,8 +32,16 @@ from collections.abc import Callable
 from typing import Any
 
 from minidl.models.cifar import CifarCNN, cifar_cnn
+from minidl.models.convnext import ConvNeXt, convnext_cifar, convnext_tiny
 from minidl.models.lenet import LeNet5, lenet5
 from minidl.models.mobilenet import Conv2dNormActivation, InvertedResidual, MobileNetV2, make_divisible, mobilenet_v2
+from minidl.models.mobilenet_v3 import (
+    EfficientNet,
+    MobileNetV3,
+    efficientnet_b0,
+    mobilenet_v3_large,
+    mobilenet_v3_small,
+)
 from minidl.models.resnet import (
     BasicBlock,
     Bottleneck,
@@ -52,6 +60,7 @@ from minidl.models.resnet import (
     resnet152,
 )
 from minidl.models.vgg import VGG, make_layers, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
+from minidl.models.vit import VisionTransformer, vit_b_16, vit_b_32, vit_cifar, vit_l_16, vit_l_32
 from minidl.nn.module import Module
 
 __all__ = [
@@ -91,6 +100,20 @@ __all__ = [
     "vgg16_bn",
     "vgg19",
     "vgg19_bn",
+    "ConvNeXt",
+    "EfficientNet",
+    "MobileNetV3",
+    "VisionTransformer",
+    "convnext_cifar",
+    "convnext_tiny",
+    "efficientnet_b0",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "vit_b_16",
+    "vit_b_32",
+    "vit_cifar",
+    "vit_l_16",
+    "vit_l_32",
 ]
 
 _MODELS: dict[str, Callable[..., Module]] = {
@@ -117,6 +140,16 @@ _MODELS: dict[str, Callable[..., Module]] = {
         resnet56,
         resnet110,
         mobilenet_v2,
+        mobilenet_v3_large,
+        mobilenet_v3_small,
+        efficientnet_b0,
+        convnext_tiny,
+        convnext_cifar,
+        vit_b_16,
+        vit_b_32,
+        vit_l_16,
+        vit_l_32,
+        vit_cifar,
     )
 }
 

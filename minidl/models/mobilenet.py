@@ -26,7 +26,7 @@ classifier's Linear N(0, 0.01) with bias 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from minidl.models._init import torchvision_init_
@@ -79,6 +79,8 @@ class Conv2dNormActivation(Sequential):
         stride: S. Default: 1.
         groups: ``groups == in_channels == out_channels`` makes the conv depthwise. Default: 1.
         activation_layer: the activation's class; None for none. Default: ReLU6.
+        norm_layer: builds the normalization from the channel count (e.g.
+            ``functools.partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)`` in MobileNetV3). Default: BatchNorm2d.
 
     Shape:
         - Input: (N, C, H, W).  - Output: (N, O, OH, OW), OH = floor((H - 1) / S) + 1 (padding (K - 1) / 2).
@@ -99,12 +101,13 @@ class Conv2dNormActivation(Sequential):
         kernel_size: int = 3,
         stride: int = 1,
         groups: int = 1,
-        activation_layer: type[Module] | None = ReLU6,
+        activation_layer: Callable[[], Module] | None = ReLU6,
+        norm_layer: Callable[[int], Module] = BatchNorm2d,
     ) -> None:
         kernel_size = check_int("Conv2dNormActivation", "kernel_size", kernel_size)
         layers: list[Module] = [
             Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
-            BatchNorm2d(out_channels),
+            norm_layer(out_channels),
         ]
         if activation_layer is not None:
             layers.append(activation_layer())
