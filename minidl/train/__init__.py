@@ -10,6 +10,7 @@
   (needs matplotlib: ``pip install minidl[viz]``)
 * :mod:`~minidl.train.transfer`: :func:`freeze`, :func:`unfreeze`, :func:`replace_head`,
   :func:`param_groups_with_lr`, :func:`freeze_batchnorm`
+* :mod:`~minidl.train.sanity`: :func:`check_initial_loss`, :func:`overfit_batch` (the recipe's first checks)
 
 The ten-line loop they package is in ``docs/training.md``.
 """
@@ -28,6 +29,7 @@ from minidl.train.metrics import (
 )
 from minidl.train.plots import plot_confusion_matrix, plot_history, plot_misclassified
 from minidl.train.progress import EpochProgress, format_metrics
+from minidl.train.sanity import InitialLossResult, OverfitResult, check_initial_loss, overfit_batch
 from minidl.train.trainer import Trainer, fit
 from minidl.train.transfer import (
     count_parameters,
@@ -76,4 +78,8 @@ __all__ = [
     "trainable_parameters",
     "unfreeze",
     "unfreeze_batchnorm",
+    "InitialLossResult",
+    "OverfitResult",
+    "check_initial_loss",
+    "overfit_batch",
 ]
