@@ -11,6 +11,7 @@
 * :mod:`~minidl.train.transfer`: :func:`freeze`, :func:`unfreeze`, :func:`replace_head`,
   :func:`param_groups_with_lr`, :func:`freeze_batchnorm`
 * :mod:`~minidl.train.sanity`: :func:`check_initial_loss`, :func:`overfit_batch` (the recipe's first checks)
+* :mod:`~minidl.train.lr_finder`: :func:`lr_find` (the learning-rate range test), :func:`suggest_lr`
 
 The ten-line loop they package is in ``docs/training.md``.
 """
@@ -18,6 +19,7 @@ The ten-line loop they package is in ``docs/training.md``.
 from minidl.train.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from minidl.train.history import History
 from minidl.train.loop import current_lrs, evaluate, predict, train_one_epoch
+from minidl.train.lr_finder import LRFinderResult, lr_find, suggest_lr
 from minidl.train.metrics import (
     AverageMeter,
     TopKAccuracy,
@@ -82,4 +84,7 @@ __all__ = [
     "OverfitResult",
     "check_initial_loss",
     "overfit_batch",
+    "LRFinderResult",
+    "lr_find",
+    "suggest_lr",
 ]
