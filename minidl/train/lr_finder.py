@@ -14,8 +14,9 @@ learning rate it shoots up. The test stops at that divergence (:math:`\bar L_i >
 \bar L_j`, or a NaN). A good learning rate is where the loss falls fastest -- clearly before the minimum of the
 curve, since at the minimum the learning rate is already almost too large:
 
-* ``"steepest"`` (default): the most negative slope :math:`d\bar L / d\log\eta`;
-* ``"valley"``: fastai's: two thirds down the longest stretch on which the curve keeps falling;
+* ``"steepest"`` (default): the most negative slope :math:`d\bar L / d\log\eta` before the curve's minimum
+  (after it the loss of a diverging network can fall again from a spike: a steep slope at a useless learning rate);
+* ``"valley"``: fastai's: two thirds down the longest stretch on which the curve keeps falling, before its minimum;
 * ``"minimum"``: a tenth of the learning rate at the curve's minimum (the older rule of thumb).
 
 The model, the optimizer and minidl's RNG are restored afterwards (see :mod:`minidl.train._restore`): the test does
@@ -86,8 +87,17 @@ def suggest_lr(lrs: Any, losses: Any, method: str = "steepest", skip_start: int 
             f"{where}: the curve has {len(lrs)} usable points after skipping {skip_start} at the start and "
             f"{skip_end} at the end; run more iterations (num_iter) or lower start_lr"
         )
+    lowest = int(np.argmin(losses))
     if method == "minimum":
-        return float(lrs[int(np.argmin(losses))] / 10)
+        return float(lrs[lowest] / 10)
+    # only the part before the minimum: past it the loss may fall again from a spike (a steep slope, a bad lr)
+    if lowest < 2 or losses[0] - losses[lowest] <= 1e-6 * abs(losses[0]):
+        raise ValueError(
+            f"{where}: the smoothed loss never fell (its lowest point, at lr {lrs[lowest]:.2g}, is no lower than its "
+            f"start {losses[0]:.4g}); "
+            "lower start_lr, or check the model and the loss"
+        )
+    lrs, losses = lrs[: lowest + 1], losses[: lowest + 1]
     if method == "valley":
         return float(lrs[_longest_valley(losses)])
     slopes = np.gradient(losses, np.log(lrs))
@@ -100,8 +110,8 @@ class LRFinderResult:
 
     Attributes:
         lrs: the learning rate of each step (group 0's). losses: the smoothed losses. raw_losses: the losses as
-            measured. suggested_lr: the suggestion. method: how it was chosen. diverged: the test stopped early at
-            a divergence.
+            measured. suggested_lr: the suggestion (NaN when the smoothed loss never fell). method: how it was
+            chosen. diverged: the test stopped early at a divergence.
     """
 
     lrs: list[float]
@@ -128,7 +138,8 @@ class LRFinderResult:
             ax = _figure("LRFinderResult.plot", (6.0, 4.0)).add_subplot()
         ax.plot(self.lrs, self.raw_losses, color="0.75", linewidth=0.8, label="loss per step")
         ax.plot(self.lrs, self.losses, color="C0", label="smoothed loss")
-        ax.axvline(self.suggested_lr, color="C3", linestyle="--", label=f"suggested lr {self.suggested_lr:.2g}")
+        if math.isfinite(self.suggested_lr):
+            ax.axvline(self.suggested_lr, color="C3", linestyle="--", label=f"suggested lr {self.suggested_lr:.2g}")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("loss")
@@ -263,9 +274,13 @@ def lr_find(
             f"{lrs[-1]:.2g}), too few for a suggestion beyond the {skip_start} + {skip_end} skipped points; lower "
             "start_lr or raise num_iter"
         )
-    suggested = suggest_lr(lrs, smoothed, suggestion, skip_start, skip_end)
+    try:
+        suggested, note = suggest_lr(lrs, smoothed, suggestion, skip_start, skip_end), ""
+    except ValueError as err:  # the loss never fell: the curve is still worth a look, but there is no suggestion
+        suggested, note = math.nan, str(err).removeprefix("suggest_lr: ")
     result = LRFinderResult(lrs, smoothed, raw, suggested, suggestion, diverged)
     if verbose:
         stop = f"stopped at lr {lrs[-1]:.2g} (diverged)" if diverged else f"reached end_lr {lrs[-1]:.2g}"
-        print(f"{where}: suggested lr {suggested:.2g} ({suggestion}); {len(lrs)} steps, {stop}")
+        said = f"no suggestion ({note})" if note else f"suggested lr {suggested:.2g} ({suggestion})"
+        print(f"{where}: {said}; {len(lrs)} steps, {stop}")
     return result

@@ -141,7 +141,8 @@ class SearchResult:
 
     def plot(self, path: str | os.PathLike[str] | None = None, dpi: int = 120) -> Any:
         """The score against each searched hyperparameter, one panel each (log x for ``loguniform``; categories
-        for ``choice``); completed trials in colour, stopped ones grey, the best one starred.
+        for ``choice``); with halving one colour per budget a trial reached (its score is that budget's), the
+        best one starred.
 
         Returns:
             ``path`` as a ``Path`` when given, else the matplotlib Figure.
@@ -156,12 +157,12 @@ class SearchResult:
             dim = self.space[name]
             categories = getattr(dim, "values", None)
             shown = [t for t in self.trials if math.isfinite(t.score)]
-            for done, color in ((False, "0.7"), (True, "C0")):
-                group = [t for t in shown if (t.status == "completed") is done]
-                label = "completed" if done else "stopped early"
+            budgets = sorted({t.budget for t in shown}, key=lambda b: -1 if b is None else b)
+            for k, budget in enumerate(budgets):  # a trial's score is that of its last budget: one colour per budget
+                group = [t for t in shown if t.budget == budget]
+                label = "score" if budget is None else f"budget {budget}"
                 xs, ys = [_position(t.config[name], categories) for t in group], [t.score for t in group]
-                if group:
-                    ax.scatter(xs, ys, color=color, s=18, label=label)
+                ax.scatter(xs, ys, color=f"C{k}", s=18, label=label)
             ax.scatter(
                 [_position(best.config[name], categories)],
                 [best.score],

@@ -133,6 +133,31 @@ def test_suggestion_methods():
     assert 1e-2 < valley < 1
 
 
+def test_suggestion_ignores_a_fall_after_the_minimum():
+    """A diverging network's loss can spike and fall again steeply: that slope is past the minimum, not a good lr."""
+    lrs = np.logspace(-5, 1, 61)
+    log = np.log10(lrs)
+    losses = 2.3 - 0.1 * np.clip(log + 4, 0, 2)  # falls gently from 1e-4 to 1e-2 (the minimum)
+    losses = np.where(log > -2, 2.1 + 3 * np.exp(-(((log + 1) / 0.3) ** 2)), losses)  # a spike at 1e-1, then down
+    assert 1e-4 <= suggest_lr(lrs, losses, "steepest") <= 1e-2
+    assert 1e-4 <= suggest_lr(lrs, losses, "valley") <= 1e-2
+
+
+def test_a_loss_that_never_falls_gives_no_suggestion_but_the_curve(capsys):
+    class Detach(nn.Module):
+        def forward(self, x):
+            return x
+
+        def backward(self, dout):
+            return np.zeros_like(dout)
+
+    x, y = _softmax_regression(n=32)
+    model = nn.Sequential(nn.Linear(20, 5), Detach())  # no parameter learns: the loss stays where it starts
+    result = lr_find(model, [(x, y)], start_lr=1e-3, end_lr=1e3, num_iter=30)
+    assert math.isnan(result.suggested_lr) and len(result.lrs) == 30
+    assert "lr_find: no suggestion (the smoothed loss never fell (its lowest point, at lr " in capsys.readouterr().out
+
+
 def test_plot_writes_an_image(tmp_path):
     pytest.importorskip("matplotlib")
     minidl.manual_seed(0)
