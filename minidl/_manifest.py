@@ -65,7 +65,10 @@ def _git(args: list[str], cwd: str) -> str | None:
 def git_state(cwd: str | os.PathLike[str] | None = None) -> tuple[str | None, bool | None]:
     """``(commit, dirty)`` of the git repository holding ``cwd`` (default: the working directory), or
     ``(None, None)`` outside a repository or without git. ``dirty``: tracked files differ from the commit."""
-    where = os.fspath(cwd) if cwd is not None else os.getcwd()
+    try:
+        where = os.fspath(cwd) if cwd is not None else os.getcwd()
+    except OSError:  # the working directory was deleted
+        return None, None
     commit = _git(["rev-parse", "HEAD"], where)
     if not commit:
         return None, None
@@ -89,7 +92,7 @@ def collect_manifest() -> dict[str, Any]:
         "seed": initial_seed(),
         "git_commit": commit,
         "git_dirty": dirty,
-        "command": shlex.join(sys.argv),
+        "command": shlex.join(getattr(sys, "argv", None) or []),  # an embedded interpreter may have no argv
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -101,6 +101,17 @@ def test_git_absent_leaves_the_fields_empty_and_the_save_succeeds(tmp_path, monk
     assert info["git_commit"] is None and info["git_dirty"] is None
 
 
+def test_a_deleted_working_directory_or_no_argv_does_not_stop_a_save(tmp_path, monkeypatch):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    monkeypatch.delattr(sys, "argv")
+    minidl.save({"w": np.ones(2)}, tmp_path / "a.npz")
+    info = minidl.checkpoint_info(tmp_path / "a.npz")
+    assert info["git_commit"] is None and info["command"] == ""
+
+
 def test_git_that_hangs_is_given_up(tmp_path, monkeypatch):
     def hang(*args, **kwargs):
         raise subprocess.TimeoutExpired(args[0], kwargs.get("timeout"))
