@@ -233,7 +233,12 @@ class _Run:
                 f"{self.where}: {self.path} was written by a different search (the file has {theirs!r:.200}, this "
                 f"search {ours!r:.200}); pass another results_path or delete the file to start afresh"
             )
-        for entry in entries[1:]:
+        for number, entry in enumerate(entries[1:], start=2):
+            if not isinstance(entry, dict) or not {"trial", "config", "budget", "score", "time"} <= set(entry):
+                raise ValueError(
+                    f"{self.where}: {self.path} line {number} is not a call record (expected an object with 'trial', "
+                    f"'config', 'budget', 'score' and 'time'), got {entry!r:.120}"
+                )
             self.cache[(entry["trial"], entry["budget"])] = entry
 
     def _save(self) -> None:

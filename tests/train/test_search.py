@@ -185,6 +185,20 @@ def test_a_results_file_of_another_search_is_refused(tmp_path):
         grid_search(_objective, {"lr": choice([1e-3]), "dropout": 0.3, "opt": "adam"}, results_path=path)
 
 
+def test_a_damaged_results_file_is_named(tmp_path):
+    path = tmp_path / "s.jsonl"
+    random_search(_objective, SPACE, 2, seed=0, results_path=path, verbose=False)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], '{"trial": 0}', lines[2]]) + "\n")
+    with pytest.raises(
+        ValueError, match=r"^random_search: .*s\.jsonl line 2 is not a call record \(expected an object"
+    ):
+        random_search(_objective, SPACE, 2, seed=0, results_path=path, verbose=False)
+    path.write_text(lines[0] + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"^random_search: .*s\.jsonl is not a search results file \(invalid JSON"):
+        random_search(_objective, SPACE, 2, seed=0, results_path=path, verbose=False)
+
+
 def test_non_finite_scores_are_recorded_and_resumed(tmp_path):
     path = tmp_path / "s.jsonl"
     scores = {0: 1.0, 1: float("inf"), 2: float("nan")}
