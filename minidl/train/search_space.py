@@ -24,6 +24,7 @@ Examples:
 
 from __future__ import annotations
 
+import abc
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -53,16 +54,18 @@ def _number(where: str, name: str, value: Any) -> float:
     return float(value)
 
 
-class Dimension:
+class Dimension(abc.ABC):
     """One axis of a search space: how to sample it, its grid, and whether to plot it on a log scale."""
 
     log = False
 
-    def sample(self, rng: np.random.Generator) -> Any:  # pragma: no cover - every dimension overrides it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def sample(self, rng: np.random.Generator) -> Any:
+        """One value drawn from ``rng``."""
 
-    def grid(self, name: str, num: int | None) -> list[Any]:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def grid(self, name: str, num: int | None) -> list[Any]:
+        """The grid values (``num`` points for a continuous range; ``[]`` when it needs ``num`` and has none)."""
 
 
 class loguniform(Dimension):  # noqa: N801 - the name users know from Ray Tune and SciPy
