@@ -27,8 +27,9 @@ Examples:
 
 from minidl.transforms import functional
 from minidl.transforms._base import InterpolationMode, RandomTransform, Transform
-from minidl.transforms.affine import RandomAffine, RandomRotation
+from minidl.transforms.affine import RandomAffine, RandomPerspective, RandomRotation
 from minidl.transforms.batch import CutMix, Mixup
+from minidl.transforms.blur import GaussianBlur
 from minidl.transforms.color import (
     ColorJitter,
     Equalize,
@@ -56,12 +57,22 @@ from minidl.transforms.geometric import (
     Resize,
 )
 from minidl.transforms.noise import IMAGENET_EIGVAL, IMAGENET_EIGVEC, GaussianNoise, Lighting, RandomErasing
+from minidl.transforms.photometric import (
+    RandomAdjustSharpness,
+    RandomAutocontrast,
+    RandomInvert,
+    RandomPosterize,
+    RandomSolarize,
+)
+from minidl.transforms.policy import AutoAugment, AutoAugmentPolicy, RandAugment, TrivialAugmentWide
 from minidl.transforms.tta import FiveCrop, TenCrop, tta_predict, tta_views
 from minidl.transforms.visualize import augmentation_grid, save_augmentation_grid
 
 __all__ = [
     "IMAGENET_EIGVAL",
     "IMAGENET_EIGVEC",
+    "AutoAugment",
+    "AutoAugmentPolicy",
     "CenterCrop",
     "ColorJitter",
     "Compose",
@@ -69,6 +80,7 @@ __all__ = [
     "Equalize",
     "FeaturewiseStandardize",
     "FiveCrop",
+    "GaussianBlur",
     "GaussianNoise",
     "Grayscale",
     "InterpolationMode",
@@ -77,16 +89,23 @@ __all__ = [
     "Mixup",
     "Normalize",
     "Pad",
+    "RandAugment",
+    "RandomAdjustSharpness",
     "RandomAffine",
     "RandomApply",
+    "RandomAutocontrast",
     "RandomChoice",
     "RandomCrop",
     "RandomEqualize",
     "RandomErasing",
     "RandomGrayscale",
     "RandomHorizontalFlip",
+    "RandomInvert",
+    "RandomPerspective",
+    "RandomPosterize",
     "RandomResizedCrop",
     "RandomRotation",
+    "RandomSolarize",
     "RandomTransform",
     "RandomVerticalFlip",
     "Resize",
@@ -94,6 +113,7 @@ __all__ = [
     "ToArray",
     "ToPILImage",
     "Transform",
+    "TrivialAugmentWide",
     "ZCAWhitening",
     "augmentation_grid",
     "fit_pca_lighting",
