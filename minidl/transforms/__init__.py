@@ -3,7 +3,7 @@
 Per-sample transforms take a PIL image or an (H, W, C) uint8 array and return the same kind; ``ToArray`` turns it
 into the (C, H, W) float32 array in [0, 1] the layers take; a few transforms work on that array (``Normalize``,
 ``RandomErasing``, ``GaussianNoise``, ``Lighting``, the fitted ``FeaturewiseStandardize`` and ``ZCAWhitening``).
-``Mixup`` and ``CutMix`` act on a whole batch and return soft targets. Random transforms draw from their
+``Mixup``, ``CutMix`` and ``Mosaic`` act on a whole batch and return soft targets. Random transforms draw from their
 ``generator`` argument, or from ``minidl.default_generator()`` at call time, so ``minidl.manual_seed`` makes them
 reproducible.
 
@@ -28,7 +28,7 @@ Examples:
 from minidl.transforms import functional
 from minidl.transforms._base import InterpolationMode, RandomTransform, Transform
 from minidl.transforms.affine import RandomAffine, RandomPerspective, RandomRotation
-from minidl.transforms.batch import CutMix, Mixup
+from minidl.transforms.batch import CutMix, Mixup, Mosaic
 from minidl.transforms.blur import GaussianBlur
 from minidl.transforms.color import (
     ColorJitter,
@@ -57,6 +57,7 @@ from minidl.transforms.geometric import (
     Resize,
 )
 from minidl.transforms.noise import IMAGENET_EIGVAL, IMAGENET_EIGVEC, GaussianNoise, Lighting, RandomErasing
+from minidl.transforms.occlusion import GridMask, HideAndSeek
 from minidl.transforms.photometric import (
     RandomAdjustSharpness,
     RandomAutocontrast,
@@ -83,10 +84,13 @@ __all__ = [
     "GaussianBlur",
     "GaussianNoise",
     "Grayscale",
+    "GridMask",
+    "HideAndSeek",
     "InterpolationMode",
     "Lambda",
     "Lighting",
     "Mixup",
+    "Mosaic",
     "Normalize",
     "Pad",
     "RandAugment",
