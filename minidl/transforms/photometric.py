@@ -107,7 +107,8 @@ def solarize(img: Any, threshold: float) -> Any:
 
 def autocontrast(img: Any) -> Any:
     """Stretch each channel's range [lo, hi] to [0, 255] (``PIL.ImageOps.autocontrast``): the darkest value
-    becomes 0 and the brightest 255; a constant channel is left unchanged.
+    becomes 0 and the brightest 255 (PIL computes ``int(v * scale - lo * scale)``, scale = 255 / (hi - lo), in float,
+    which can leave it at 254); a constant channel is left unchanged.
 
     Examples:
         >>> import numpy as np
