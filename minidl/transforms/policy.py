@@ -16,7 +16,10 @@ Contrast       ``adjust_contrast(img, 1 + m)``               m in [0, 0.9]
 Sharpness      ``adjust_sharpness(img, 1 + m)``              m in [0, 0.9]
 Posterize      ``posterize(img, int(m))``                    m = 8 - round(i / ((bins - 1) / 4))
 Solarize       ``solarize(img, m)``                          m in [255, 0]
-AutoContrast, Equalize, Invert, Identity: no magnitude
+AutoContrast   ``autocontrast(img)``                         no magnitude
+Equalize       ``equalize(img)``                             no magnitude
+Invert         ``invert(img)`` (AutoAugment only)            no magnitude
+Identity       nothing (RandAugment, TrivialAugmentWide)     no magnitude
 =============  ===========================================  =========================================
 
 * **AutoAugment** (Cubuk et al. 2019): a policy is a list of 25 sub-policies learned on a dataset (ImageNet,
