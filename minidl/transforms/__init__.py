@@ -2,7 +2,9 @@
 
 Per-sample transforms take a PIL image or an (H, W, C) uint8 array and return the same kind; ``ToArray`` turns it
 into the (C, H, W) float32 array in [0, 1] the layers take; a few transforms work on that array (``Normalize``,
-``RandomErasing``, ``GaussianNoise``, ``Lighting``, the fitted ``FeaturewiseStandardize`` and ``ZCAWhitening``).
+``RandomErasing``, ``GaussianNoise``, ``Lighting``, the fitted ``FeaturewiseStandardize`` and ``ZCAWhitening``), and
+``GaussianBlur``, ``GridMask`` and ``HideAndSeek`` take either. ``AutoAugment``, ``RandAugment`` and
+``TrivialAugmentWide`` apply operations drawn from torchvision's tables (see ``docs/augmentation.md``).
 ``Mixup``, ``CutMix`` and ``Mosaic`` act on a whole batch and return soft targets. Random transforms draw from their
 ``generator`` argument, or from ``minidl.default_generator()`` at call time, so ``minidl.manual_seed`` makes them
 reproducible.

@@ -156,11 +156,13 @@ class GaussianBlur(RandomTransform):
         if isinstance(sigma, numbers.Real) and not isinstance(sigma, bool):
             s = check_float("GaussianBlur", "sigma", sigma, low=0.0, low_open=True)
             self.sigma = (s, s)
-        else:
+        elif isinstance(sigma, (tuple, list)):
             lo, hi = check_range("GaussianBlur", "sigma", sigma, low=0.0)
             if lo <= 0:
                 raise ValueError(f"GaussianBlur: sigma must be positive: 0 < min <= max, got {sigma!r}")
             self.sigma = (lo, hi)
+        else:
+            raise TypeError(f"GaussianBlur: sigma must be a positive number or a (min, max) pair, got {sigma!r}")
         self._set_generator(generator)
 
     @staticmethod

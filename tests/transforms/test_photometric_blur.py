@@ -144,6 +144,8 @@ def test_blur_and_point_errors():
         F.gaussian_blur(img, 4)
     with pytest.raises(ValueError, match=r"GaussianBlur: sigma must be positive: 0 < min <= max, got \(0, 1\)"):
         T.GaussianBlur(3, sigma=(0, 1))
+    with pytest.raises(TypeError, match="GaussianBlur: sigma must be a positive number or a .min, max. pair, got 'a'"):
+        T.GaussianBlur(3, sigma="a")
     with pytest.raises(ValueError, match=r"kernel_size \(9, 9\) for an image of H x W = 4 x 4"):
         F.gaussian_blur(img, 9, 1.0)
     with pytest.raises(ValueError, match=r"posterize: bits must be an int in \[0, 8\], got 9"):
