@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import minidl
+from minidl import backend as backend_module
 from minidl import transforms as T
+from tests.gpu.fake_cupy import make_fake_cupy
 from tests.helpers import arr, host
 from tests.strategies import seeds
 
@@ -73,3 +78,38 @@ def test_mosaic_errors():
         T.Mosaic(center_range=(0.0, 1.5))
     with pytest.raises(ValueError, match=r"Mosaic: labels must lie in \[0, 1\]"):
         T.Mosaic(num_classes=2)(x, np.array([0, 2]))
+
+
+def test_mosaic_and_the_float_transforms_keep_device_arrays_on_the_device(monkeypatch):
+    """On the CPU stand-in for CuPy (which refuses host/device mixing): the same results as on NumPy, device arrays
+    out."""
+    fake = make_fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(
+        backend_module, "_INSTANCES", {k: v for k, v in backend_module._INSTANCES.items() if k != "cupy"}
+    )
+    x_host = np.random.default_rng(0).random((4, 3, 8, 8)).astype(np.float32)
+    y_host = np.array([0, 1, 2, 1])
+    with minidl.use_backend("numpy"):
+        x_ref, y_ref = T.Mosaic(num_classes=3, generator=np.random.default_rng(0))(x_host, y_host)
+    with minidl.use_backend("cupy"):
+        be = minidl.get_backend()
+        x, y = be.asarray(x_host), be.asarray(y_host)
+        x_mix, y_mix = T.Mosaic(num_classes=3, generator=np.random.default_rng(0))(x, y)
+        outs = [
+            (T.GaussianBlur(3, 1.0)(x[0]), T.functional.gaussian_blur(x_host[0], 3, 1.0)),
+            (T.GridMask((2, 4), p=1.0, generator=np.random.default_rng(1))(x[0]), None),
+            (T.HideAndSeek((2,), hide_prob=0.5, generator=np.random.default_rng(1))(x[0]), None),
+        ]
+    assert all(type(a).__module__ == "cupy" for a in (x_mix, y_mix, *(o for o, _ in outs)))
+    np.testing.assert_array_equal(minidl.to_numpy(x_mix), x_ref)
+    np.testing.assert_allclose(minidl.to_numpy(y_mix), y_ref, atol=1e-7)
+    np.testing.assert_allclose(minidl.to_numpy(outs[0][0]), outs[0][1], atol=1e-6)
+    hide = T.GridMask.get_params(8, 8, (2, 4), 0.6, 1, _after_p(1))
+    np.testing.assert_array_equal(minidl.to_numpy(outs[1][0])[:, hide], 0)
+
+
+def _after_p(seed: int) -> np.random.Generator:
+    rng = np.random.default_rng(seed)
+    rng.random()
+    return rng
