@@ -49,6 +49,18 @@ from minidl.transforms._base import (
 __all__ = ["GridMask", "HideAndSeek", "apply_mask"]
 
 
+def _kind(where: str, img: Any) -> str:
+    """The image kind; PIL images must be of mode L, LA, RGB or RGBA (a palette index or a 16-bit value is no level
+    to fill with)."""
+    kind = image_kind(where, img, allow_float=True, eight_bit=True)
+    if kind == "pil" and img.mode not in ("L", "LA", "RGB", "RGBA"):
+        raise ValueError(
+            f"{where}: expected a PIL image of mode L, LA, RGB or RGBA, got mode {img.mode!r}; convert it first, e.g. "
+            "img.convert('RGB')"
+        )
+    return kind
+
+
 def apply_mask(img: Any, hide: np.ndarray, fill: Any = 0) -> Any:
     """Set the pixels where the boolean (H, W) ``hide`` is True to ``fill`` (one number or one per channel), in
     every channel; returns a new image of the input's kind.
@@ -60,17 +72,12 @@ def apply_mask(img: Any, hide: np.ndarray, fill: Any = 0) -> Any:
         array([1, 2, 3], dtype=uint8)
     """
     where = "apply_mask"
-    kind = image_kind(where, img, allow_float=True, eight_bit=True)
+    kind = _kind(where, img)
     H, W = image_size(img, kind)
     hide = np.asarray(hide)
     if hide.dtype != np.bool_ or hide.shape != (H, W):
         raise ValueError(
             f"{where}: expected a boolean mask of shape (H, W) = ({H}, {W}), got {hide.dtype} {hide.shape}"
-        )
-    if kind == "pil" and img.mode not in ("L", "LA", "RGB", "RGBA"):
-        raise ValueError(
-            f"{where}: expected a PIL image of mode L, LA, RGB or RGBA, got mode {img.mode!r}; convert it first, e.g. "
-            "img.convert('RGB')"
         )
     values = fill_per_channel(where, check_fill(where, fill), image_channels(img, kind))
     if kind == "float":
@@ -163,7 +170,7 @@ class GridMask(RandomTransform):
         return np.ascontiguousarray(hide[top : top + H, left : left + W])
 
     def __call__(self, img: Any) -> Any:
-        H, W = image_size(img, image_kind("GridMask", img, allow_float=True, eight_bit=True))
+        H, W = image_size(img, _kind("GridMask", img))
         rng = self._rng()
         if rng.random() >= self.p:
             return img
@@ -224,7 +231,7 @@ class HideAndSeek(RandomTransform):
         return np.ascontiguousarray(patches.repeat(size, axis=0).repeat(size, axis=1)[:H, :W])
 
     def __call__(self, img: Any) -> Any:
-        H, W = image_size(img, image_kind("HideAndSeek", img, allow_float=True, eight_bit=True))
+        H, W = image_size(img, _kind("HideAndSeek", img))
         hide = self.get_params(H, W, self.grid_sizes, self.hide_prob, self._rng())
         return apply_mask(img, hide, self.fill) if hide.any() else img
 

@@ -30,7 +30,7 @@ Identity       nothing (RandAugment, TrivialAugmentWide)     no magnitude
 * **TrivialAugmentWide** (Müller and Hutter 2021): one operation drawn uniformly, at a magnitude bin drawn uniformly,
   with wider ranges (shear and enhancements 0.99, translate 32 px, rotate 135 degrees, posterize down to 2 bits).
 
-Inputs are PIL images (mode L or RGB) or uint8 (H, W[, C]) arrays; the result has the input's kind.
+Inputs are PIL images (mode L, RGB, or RGBA) or uint8 (H, W[, C]) arrays; the result has the input's kind.
 """
 
 from __future__ import annotations
@@ -221,7 +221,14 @@ class _PolicyBase(RandomTransform):
         self._set_generator(generator)
 
     def _size(self, img: Any) -> tuple[int, int]:
-        kind = image_kind(type(self).__name__, img, eight_bit=True)
+        """(H, W) of an image every operation can take: checked before the draw, so the error does not depend on it."""
+        where = type(self).__name__
+        kind = image_kind(where, img, eight_bit=True)
+        if kind == "pil" and img.mode not in ("L", "RGB", "RGBA"):
+            raise ValueError(
+                f"{where}: expected a PIL image of mode L, RGB or RGBA, got mode {img.mode!r}; convert it first, e.g. "
+                "img.convert('RGB')"
+            )
         return image_size(img, kind)
 
     def _apply(self, img: Any, op_name: str, magnitudes: Any, index: int | None, signed: bool, flip: bool) -> Any:
