@@ -132,27 +132,28 @@ def magnitude_bins(kind: str, num_bins: int, image_size: tuple[int, int] = (32, 
         >>> list(table)[:3], float(table["Rotate"][0][9]), table["Posterize"][0][:5].tolist()
         (['Identity', 'ShearX', 'ShearY'], 9.0, [8, 8, 8, 8, 7])
     """
+    # the largest magnitude of each operation (posterize: how many bits it may remove)
     if kind == "trivialaugmentwide":
-        wide, translate_x, translate_y, rotate_max, bits = 0.99, 32.0, 32.0, 135.0, 6
+        shear_max, enhance_max, rotate_max, bits_removed = 0.99, 0.99, 135.0, 6
+        translate_x, translate_y = 32.0, 32.0
     elif kind in ("autoaugment", "randaugment"):
-        wide, rotate_max, bits = 0.3, 30.0, 4
+        shear_max, enhance_max, rotate_max, bits_removed = 0.3, 0.9, 30.0, 4
         translate_x, translate_y = 150.0 / 331.0 * image_size[1], 150.0 / 331.0 * image_size[0]
     else:
         raise ValueError(f"magnitude_bins: kind must be autoaugment, randaugment or trivialaugmentwide, got {kind!r}")
-    enhance = 0.99 if kind == "trivialaugmentwide" else 0.9
     table: dict[str, tuple[Any, bool]] = {} if kind == "autoaugment" else {"Identity": (None, False)}
     table.update(
         {
-            "ShearX": (_linspace(0.0, wide, num_bins), True),
-            "ShearY": (_linspace(0.0, wide, num_bins), True),
+            "ShearX": (_linspace(0.0, shear_max, num_bins), True),
+            "ShearY": (_linspace(0.0, shear_max, num_bins), True),
             "TranslateX": (_linspace(0.0, translate_x, num_bins), True),
             "TranslateY": (_linspace(0.0, translate_y, num_bins), True),
             "Rotate": (_linspace(0.0, rotate_max, num_bins), True),
-            "Brightness": (_linspace(0.0, enhance, num_bins), True),
-            "Color": (_linspace(0.0, enhance, num_bins), True),
-            "Contrast": (_linspace(0.0, enhance, num_bins), True),
-            "Sharpness": (_linspace(0.0, enhance, num_bins), True),
-            "Posterize": (_posterize_bits(num_bins, bits), False),
+            "Brightness": (_linspace(0.0, enhance_max, num_bins), True),
+            "Color": (_linspace(0.0, enhance_max, num_bins), True),
+            "Contrast": (_linspace(0.0, enhance_max, num_bins), True),
+            "Sharpness": (_linspace(0.0, enhance_max, num_bins), True),
+            "Posterize": (_posterize_bits(num_bins, bits_removed), False),
             "Solarize": (_linspace(255.0, 0.0, num_bins), False),
             "AutoContrast": (None, False),
             "Equalize": (None, False),
@@ -214,6 +215,9 @@ _POLICIES: dict[AutoAugmentPolicy, list[tuple[tuple[str, float, int | None], tup
 
 
 class _PolicyBase(RandomTransform):
+    """What the three policies share: the interpolation and fill of the geometric operations, the image check, and
+    applying one operation at a bin of its table, negated when ``flip`` (signed operations only)."""
+
     def _setup(self, interpolation: Any, fill: Any, generator: Any) -> None:
         where = type(self).__name__
         self.interpolation = check_interpolation(where, interpolation)
