@@ -71,7 +71,11 @@ def apply_mask(img: Any, hide: np.ndarray, fill: Any = 0) -> Any:
         >>> apply_mask(np.full((2, 2, 3), 9, np.uint8), hide, (1, 2, 3))[0, 0]
         array([1, 2, 3], dtype=uint8)
     """
-    where = "apply_mask"
+    return _masked("apply_mask", img, hide, fill)
+
+
+def _masked(where: str, img: Any, hide: np.ndarray, fill: Any) -> Any:
+    """:func:`apply_mask`, with errors naming ``where``."""
     kind = _kind(where, img)
     H, W = image_size(img, kind)
     hide = np.asarray(hide)
@@ -174,7 +178,7 @@ class GridMask(RandomTransform):
         rng = self._rng()
         if rng.random() >= self.p:
             return img
-        return apply_mask(img, self.get_params(H, W, self.d_range, self.ratio, self.rotate, rng), self.fill)
+        return _masked("GridMask", img, self.get_params(H, W, self.d_range, self.ratio, self.rotate, rng), self.fill)
 
     def extra_repr(self) -> str:
         return f"d_range={self.d_range}, ratio={self.ratio}, rotate={self.rotate}, p={self.p}, fill={self.fill}"
@@ -233,7 +237,7 @@ class HideAndSeek(RandomTransform):
     def __call__(self, img: Any) -> Any:
         H, W = image_size(img, _kind("HideAndSeek", img))
         hide = self.get_params(H, W, self.grid_sizes, self.hide_prob, self._rng())
-        return apply_mask(img, hide, self.fill) if hide.any() else img
+        return _masked("HideAndSeek", img, hide, self.fill) if hide.any() else img
 
     def extra_repr(self) -> str:
         return f"grid_sizes={self.grid_sizes}, hide_prob={self.hide_prob}, fill={self.fill}"

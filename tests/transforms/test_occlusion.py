@@ -97,6 +97,8 @@ def test_occlusion_errors():
         T.GridMask((8, 4))
     with pytest.raises(ValueError, match="GridMask: ratio must be <= 1.0, got 1.5"):
         T.GridMask((4, 8), ratio=1.5)
+    with pytest.raises(ValueError, match=r"GridMask: an 8-bit image needs fill values that are integers in \[0, 255\]"):
+        T.GridMask((2, 3), p=1.0, fill=2.5)(img)
     with pytest.raises(ValueError, match="HideAndSeek: grid_sizes must be a non-empty sequence of ints >= 0"):
         T.HideAndSeek((16, -1))
     with pytest.raises(
