@@ -48,7 +48,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install-test: $(VENV)/.installed-test
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,dist]"
 	@if [ -n "$(TORCH)" ]; then \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" \
 	  || echo "PyTorch ($(TORCH)) could not be installed: the parity tests will be skipped"; fi

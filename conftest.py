@@ -8,6 +8,7 @@ It sits at the repository root so that the doctests run on the backend under tes
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -15,6 +16,9 @@ from hypothesis import HealthCheck, settings
 
 import minidl
 from tests.helpers import TEST_BACKEND
+
+# minidl.distributed needs the 'dist' extra (mpi4py): without it, its modules (and their doctests) are not collected
+collect_ignore_glob = [] if importlib.util.find_spec("mpi4py") else ["minidl/distributed/*"]
 
 settings.register_profile(
     "ci", max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
