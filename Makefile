@@ -56,7 +56,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 install-docs: $(VENV)/.installed-docs
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[docs]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[docs,dist]"
 	touch $@
 
 # -E: read every page again, so that each build reports every warning (an incremental one repeats none)
