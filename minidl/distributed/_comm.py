@@ -275,7 +275,11 @@ def _mpi_buffer(group: _ProcessGroup, array: Any) -> tuple[Any, Any]:
         array_module.cuda.get_current_stream().synchronize()
         return array, None
     host = array_module.asnumpy(array)
-    return host, lambda: array.set(host)
+
+    def copy_back() -> None:
+        array[...] = array_module.asarray(host)
+
+    return host, copy_back
 
 
 def all_reduce(array: Any, op: str = ReduceOp.SUM, async_op: bool = False) -> Any:

@@ -117,3 +117,20 @@ def test_the_nccl_backend_needs_cupy_and_says_so():
         assert not dist.is_initialized()
     else:  # pragma: no cover - unverified: no GPU was available
         pytest.skip("CuPy is installed: the NCCL path needs a GPU test under mpiexec")
+
+
+def test_a_cupy_array_goes_through_the_host_once_each_way(group, monkeypatch):
+    """On the CPU stand-in for CuPy (tests/gpu/fake_cupy.py): one download before the reduction, one upload after,
+    and the array stays a device array. The real GPU paths (CUDA-aware MPI, NCCL) are unverified: no GPU was
+    available."""
+    from tests.gpu.fake_cupy import make_fake_cupy
+
+    cupy = make_fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    a = cupy.asarray(np.array([1.0, 2.0], np.float32))
+    uploads = len(cupy.uploads)
+    assert group.all_reduce(a, op="avg") is a
+    assert type(a) is cupy.ndarray and a.get().tolist() == [1.0, 2.0]
+    assert len(cupy.syncs) == 2 and len(cupy.uploads) == uploads + 1  # (a.get() above is the second sync)
+    group.broadcast(a, src=0)
+    assert len(cupy.uploads) == uploads + 2
