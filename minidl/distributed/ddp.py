@@ -83,6 +83,8 @@ class _Bucket:
         self.work = None
         self.buffer /= world_size
         for p, where in zip(self.params, self.slices, strict=True):
+            if not p.requires_grad:  # frozen since the wrapper was built: it keeps no gradient
+                continue
             average = self.buffer[where].reshape(p.shape)
             if p.grad is None:
                 p.grad = average.copy()

@@ -109,6 +109,14 @@ def test_an_unused_parameter_gets_a_zero_gradient(group):
     assert ddp.module.used.bias.grad is not None
 
 
+def test_a_parameter_frozen_after_wrapping_keeps_no_gradient(group):
+    ddp = DistributedDataParallel(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
+    ddp.module[0].requires_grad_(False)
+    ddp(arr(np.ones((1, 2), np.float32)))
+    ddp.backward(arr(np.ones((1, 2), np.float32)))
+    assert ddp.module[0].weight.grad is None and ddp.module[1].weight.grad is not None
+
+
 def test_the_wrappers_are_removed_when_the_backward_fails(group):
     ddp = DistributedDataParallel(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
     ddp(arr(np.ones((1, 2), np.float32)))
