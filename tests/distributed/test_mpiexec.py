@@ -23,15 +23,19 @@ TIMEOUT_MESSAGE = "minidl.distributed: {op} on rank 0 waited 1 s for the other r
 TOLERANCE = {"plain": 1e-5, "bn": 1e-5 if TEST_BACKEND == "numpy" else 2e-3}
 
 
+@pytest.fixture(scope="module")
+def equivalence():
+    """One mpiexec run trains the three variants (each against its own 1-process reference); per rank, per variant."""
+    return results(run_mpi("equivalence.py", 2, "plain", "bn", "bn-unsynced"))
+
+
 @pytest.mark.parametrize("model", ["plain", "bn"])
-def test_two_ranks_of_batch_64_take_the_steps_of_one_process_of_batch_128(model):
-    ranks = results(run_mpi("equivalence.py", 2, model))
-    assert [r["rank"] for r in ranks] == [0, 1]
-    for r in ranks:
+def test_two_ranks_of_batch_64_take_the_steps_of_one_process_of_batch_128(equivalence, model):
+    assert [r["rank"] for r in equivalence] == [0, 1]
+    ranks = [r[model] for r in equivalence]
+    for rank, r in enumerate(ranks):
         assert r["keys"] == (16 if model == "bn" else 6)  # bn: the running statistics are compared too
-        assert r["max_rel"] < TOLERANCE[model], (
-            f"rank {r['rank']}: {r['worst_key']} differs by {r['max_abs']:.3g} ({r})"
-        )
+        assert r["max_rel"] < TOLERANCE[model], f"rank {rank}: {r['worst_key']} differs by {r['max_abs']:.3g} ({r})"
         assert r["buckets"] == 3 and r["overlapped"] >= 1, r  # some allreduces started during the backward
     # the reference loss is the mean of the two ranks' half-batch losses (each rank sees its half)
     first = (ranks[0]["loss_first"] + ranks[1]["loss_first"]) / 2
@@ -39,23 +43,26 @@ def test_two_ranks_of_batch_64_take_the_steps_of_one_process_of_batch_128(model)
     assert ranks[0]["loss_last"] < ranks[0]["loss_first"]
 
 
-def test_plain_batchnorm_under_ddp_differs_from_one_process_which_is_what_syncbatchnorm_fixes():
+def test_plain_batchnorm_under_ddp_differs_from_one_process_which_is_what_syncbatchnorm_fixes(equivalence):
     """The control: each rank normalizing with its own half-batch statistics gives another model."""
-    for r in results(run_mpi("equivalence.py", 2, "bn-unsynced")):
-        assert r["max_rel"] > 1e-3, r
+    for r in equivalence:
+        assert r["bn-unsynced"]["max_rel"] > 1e-3, r
 
 
-@pytest.mark.parametrize("ranks", [1, 2, 3, 4])
-def test_the_ring_allreduce_equals_mpi_allreduce(ranks):
-    reports = results(run_mpi("ring.py", ranks))
-    assert [r["rank"] for r in reports] == list(range(ranks))
+def test_the_ring_allreduce_equals_mpi_allreduce_for_1_to_4_ranks():
+    reports = results(run_mpi("ring.py", 4))
+    assert [r["rank"] for r in reports] == [0, 1, 2, 3]
     for r in reports:
-        assert len(r["cases"]) == 20
-        for case, (worst, scale) in r["cases"].items():
-            if case.startswith("int"):
-                assert worst == 0, (ranks, case, worst)
-            else:  # the ring adds in another order: the last bits may differ
-                assert worst <= 4 * ranks * scale * (1.2e-7 if case.startswith("float32") else 2.3e-16), (case, worst)
+        sizes = [int(P) for P in r["by_size"]]
+        assert sizes == list(range(r["rank"] + 1, 5))  # rank k belongs to the groups of k + 1 .. 4 ranks
+        for P, cases in r["by_size"].items():
+            assert len(cases) == 20
+            for case, (worst, scale) in cases.items():
+                if case.startswith("int"):
+                    assert worst == 0, (P, case, worst)
+                else:  # the ring adds in another order: the last bits may differ
+                    eps = 1.2e-7 if case.startswith("float32") else 2.3e-16
+                    assert worst <= 4 * int(P) * scale * eps, (P, case, worst)
 
 
 @pytest.mark.parametrize("op", ["all_reduce", "broadcast", "barrier", "ddp"])

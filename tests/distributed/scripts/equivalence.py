@@ -1,9 +1,9 @@
 """Target: 20 SGD steps on P ranks x batch 128/P give the parameters of 1 process x batch 128 on the same data order.
 
-``python -m mpi4py equivalence.py plain|bn|bn-unsynced``: every rank also trains the single-process reference
-itself (batch 128, plain model, BatchNorm2d), then reports the largest differences of its DDP model (SyncBatchNorm
-for ``bn``; plain BatchNorm2d, each rank normalizing with its own half-batch, for the control ``bn-unsynced``) from
-it, over every parameter and buffer, and its first and last loss.
+``python -m mpi4py equivalence.py plain bn bn-unsynced`` (any of them): for each, every rank also trains the
+single-process reference itself (batch 128, plain model, BatchNorm2d), then reports the largest differences of its
+DDP model (SyncBatchNorm for ``bn``; plain BatchNorm2d, each rank normalizing with its own half-batch, for the control
+``bn-unsynced``) from it, over every parameter and buffer, and its first and last loss.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 
+import minidl
 from minidl import distributed as dist
 from minidl import nn, optim, to_numpy
 from minidl.data import DataLoader
@@ -34,12 +35,11 @@ def train(model, loader):
     return losses
 
 
-def main() -> None:
-    setup()
-    batchnorm, sync = sys.argv[1].startswith("bn"), sys.argv[1] == "bn"
-    dist.init_process_group(timeout=60)
-    P, rank = dist.get_world_size(), dist.get_rank()
-    data = images(STEPS * GLOBAL_BATCH, seed=1)
+def compare(variant: str, data) -> dict:
+    """Train the reference and the DDP model of ``variant``; their largest differences and their losses."""
+    batchnorm, sync = variant.startswith("bn"), variant == "bn"
+    P = dist.get_world_size()
+    minidl.manual_seed(0)
     initial = small_net(batchnorm)
 
     reference = copy.deepcopy(initial)  # 1 process, batch 128, the permutation a 1-replica sampler gives
@@ -63,11 +63,19 @@ def main() -> None:
         if diff > worst_abs:
             worst_abs, worst_key = diff, key
         worst_rel = max(worst_rel, rel)
-    report(
-        rank=rank, world_size=P, max_abs=worst_abs, max_rel=worst_rel, worst_key=worst_key, keys=len(expected),
+    return dict(
+        max_abs=worst_abs, max_rel=worst_rel, worst_key=worst_key, keys=len(expected),
         buckets=len(ddp.buckets), overlapped=ddp.overlapped_buckets, loss_first=losses[0], loss_last=losses[-1],
         reference_loss_first=reference_losses[0], reference_loss_last=reference_losses[-1],
     )  # fmt: skip
+
+
+def main() -> None:
+    setup()
+    dist.init_process_group(timeout=60)
+    data = images(STEPS * GLOBAL_BATCH, seed=1)
+    variants = {variant: compare(variant, data) for variant in sys.argv[1:]}
+    report(rank=dist.get_rank(), world_size=dist.get_world_size(), **variants)
     dist.destroy_process_group()
 
 

@@ -1,7 +1,9 @@
 """Target: the teaching ring allreduce equals ``MPI.Allreduce`` for any number of ranks, odd sizes, several dtypes.
 
-Each rank fills arrays of n = 0, 1, 7, 1001 elements (and a 2-D one) with rank-dependent values, reduces a copy with
-:func:`ring_all_reduce` and a copy with ``MPI.Allreduce``, and reports the largest difference per case.
+Run on K ranks, it checks every group size P = 1 .. K (the first P ranks, split off ``MPI.COMM_WORLD``): each rank
+fills arrays of n = 0, 1, 7, 1001 elements (and a 3 x 5 one) with rank-dependent values, reduces one copy with
+:func:`ring_all_reduce` and one with ``MPI.Allreduce``, and reports the largest difference and the largest value per
+case.
 """
 
 from __future__ import annotations
@@ -13,10 +15,7 @@ from minidl import distributed as dist
 from tests.distributed.scripts.common import report
 
 
-def main() -> None:
-    dist.init_process_group(timeout=60)
-    rank = dist.get_rank()
-    rng = np.random.default_rng(100 + rank)
+def compare(comm: MPI.Comm, rng: np.random.Generator) -> dict[str, list[float]]:
     cases = {}
     for dtype in (np.float32, np.float64, np.int32, np.int64):
         for shape in ((0,), (1,), (7,), (1001,), (3, 5)):
@@ -25,13 +24,25 @@ def main() -> None:
             else:
                 values = rng.integers(-1000, 1000, shape).astype(dtype)
             ring, expected = values.copy(), values.copy()
-            out = dist.ring_all_reduce(ring)
-            MPI.COMM_WORLD.Allreduce(MPI.IN_PLACE, expected, op=MPI.SUM)
-            assert out is ring
+            assert dist.ring_all_reduce(ring, comm) is ring
+            comm.Allreduce(MPI.IN_PLACE, expected, op=MPI.SUM)
             worst = float(np.max(np.abs(ring.astype(np.float64) - expected))) if ring.size else 0.0
             scale = float(np.max(np.abs(expected))) if expected.size else 0.0
             cases[f"{np.dtype(dtype).name}{shape}"] = [worst, scale]
-    report(rank=rank, world_size=dist.get_world_size(), cases=cases)
+    return cases
+
+
+def main() -> None:
+    dist.init_process_group(timeout=60)
+    world, rank = MPI.COMM_WORLD, dist.get_rank()
+    rng = np.random.default_rng(100 + rank)
+    by_size = {}
+    for P in range(1, world.Get_size() + 1):
+        comm = world.Split(0 if rank < P else MPI.UNDEFINED, rank)  # the first P ranks
+        if comm != MPI.COMM_NULL:
+            by_size[P] = compare(comm, rng)
+            comm.Free()
+    report(rank=rank, world_size=dist.get_world_size(), by_size=by_size)
     dist.destroy_process_group()
 
 
