@@ -25,7 +25,9 @@ SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
 def mpiexec_or_skip() -> str:
     """The mpiexec beside this Python (the MPICH wheel of the 'dist' extra), or on PATH; skip when there is none."""
-    pytest.importorskip("mpi4py", reason='minidl.distributed needs the dist extra: pip install "minidl[dist]"')
+    pytest.importorskip(
+        "mpi4py", reason='minidl.distributed needs the dist extra: pip install "minidl[dist]"', exc_type=ImportError
+    )
     beside = Path(sys.executable).parent / "mpiexec"
     found = str(beside) if beside.is_file() else shutil.which("mpiexec")
     if found is None:
