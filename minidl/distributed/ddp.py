@@ -16,9 +16,10 @@ reverse registration order (the order backward produces their gradients: last la
 each group is reduced as one contiguous buffer, in one allreduce.
 
 **Overlap.** minidl's backward is explicit: the model's ``backward`` calls each layer's ``backward``, last layer
-first. While DDP's backward runs, each layer that owns parameters is wrapped (on that instance, for the duration of
-the call) so that when its backward returns for the last time in this pass (its saved-values stack is empty: a
-layer may run several times per pass), its parameters' gradients are final. When every parameter of a bucket is
+first. While DDP's backward runs, each layer that owns parameters carries a full backward hook
+(``register_full_backward_hook``, :mod:`minidl.nn.hooks`; taken off when the backward returns), which runs when the
+layer's backward has returned: the last time in this pass (its saved-values stack is empty: a layer may run several
+times per pass), its parameters' gradients are final. When every parameter of a bucket is
 final, the bucket is copied into its buffer and a *non-blocking* allreduce (MPI's ``Iallreduce``) starts, and the
 backward goes on through the earlier layers while the gradients of the later ones travel. At the end DDP waits for
 every bucket, divides by the world size and copies the averages back into ``p.grad``. Buckets are started strictly
@@ -194,51 +195,49 @@ class DistributedDataParallel(Module):
         self._next_bucket = 0
         for bucket in self._buckets:
             bucket.waiting = {id(p) for p in bucket.params}
-        hooked = self._wrap_layers()
+        handles = [
+            module.register_full_backward_hook(self._gradients_ready_hook(params))
+            for module, params in self._layers_with_own_parameters()
+        ]
         try:
             dx = self.module.backward(dout)
         finally:
-            for module, previous in hooked:  # take the wrappers off again, whatever happened
-                del module.__dict__["backward"]
-                if previous is not None:
-                    module.__dict__["backward"] = previous
+            for handle in handles:  # take the hooks off again, whatever happened
+                handle.remove()
         self.overlapped_buckets = self._next_bucket
         self._start_ready_buckets(all_remaining=True)  # unused or shared parameters: their buckets start now
         for bucket in self._buckets:
             bucket.finish(self.world_size)
         return dx
 
-    def _wrap_layers(self) -> list[tuple[Module, Any]]:
-        """Wrap the backward of every layer that owns parameters of a bucket, on the instance; returns what to undo.
-
-        A parameter owned by several modules is left out: only the end of the backward tells that it is final."""
+    def _layers_with_own_parameters(self) -> list[tuple[Module, list[Parameter]]]:
+        """Every layer that owns parameters of a bucket, with those parameters. A parameter owned by several modules
+        is left out: only the end of the backward tells that it is final."""
         owners: dict[int, int] = {}
         for module in self.module.modules():
             for p in module._parameters.values():
                 if p is not None and id(p) in self._bucket_of:
                     owners[id(p)] = owners.get(id(p), 0) + 1
-        hooked = []
+        layers = []
         for module in self.module.modules():
             own = [p for p in module._parameters.values() if p is not None and owners.get(id(p)) == 1]
             if own:
-                hooked.append((module, module.__dict__.get("backward")))
-                module.__dict__["backward"] = self._layer_backward(module, own)
-        return hooked
+                layers.append((module, own))
+        return layers
 
-    def _layer_backward(self, module: Module, params: list[Parameter]) -> Any:
-        original = module.backward
+    def _gradients_ready_hook(self, params: list[Parameter]) -> Any:
+        """A full backward hook (:mod:`minidl.nn.hooks`) for the layer owning ``params``: after its backward, mark
+        their gradients final if it was the layer's last call in this pass, and start the buckets that are ready."""
 
-        def backward(dout: Any) -> Any:
-            dx = original(dout)
+        def hook(module: Module, grad_input: Any, grad_output: Any) -> None:
             if not module._saved:  # the layer's last backward in this pass: its parameters' gradients are final
                 for p in params:
                     self._bucket_of[id(p)].waiting.discard(id(p))
                 self._start_ready_buckets()
             for bucket in self._buckets[: self._next_bucket]:
                 bucket.work.is_completed()  # lets MPI move the buckets in flight along
-            return dx
 
-        return backward
+        return hook
 
     def _start_ready_buckets(self, all_remaining: bool = False) -> None:
         """Start the buckets whose gradients are all final, in bucket order (the same order on every rank)."""
