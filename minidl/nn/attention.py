@@ -42,11 +42,13 @@ from minidl.nn.module import Module, Parameter
 __all__ = ["MultiheadAttention"]
 
 
-def _additive(where: str, name: str, mask: Any, dtype: Any, shape: tuple[int, ...], layout: str) -> Any:
+def _additive(where: str, name: str, mask: Any, query: Any, shape: tuple[int, ...], layout: str) -> Any:
     """An MHA mask as the float array to add to the scores: a bool True (not allowed) is -inf, False 0; a float
-    mask of the scores' dtype is added as it is."""
+    mask of the query's dtype is added as it is."""
+    dtype = query.dtype
     if not hasattr(mask, "shape") or not hasattr(mask, "dtype"):
         raise TypeError(f"{where}: expected {name} to be an array (bool or {np.dtype(dtype)}), got {type(mask)}")
+    check_same_device(where, query, mask)
     if tuple(mask.shape) != shape:
         raise ValueError(f"{where}: expected {name} of shape {layout} = {shape}, got shape {tuple(mask.shape)}")
     if mask.dtype == bool:
@@ -237,9 +239,11 @@ class MultiheadAttention(Module):
             )
         return n, query.shape[seq_axis], key.shape[seq_axis]
 
-    def _mask(self, key_padding_mask: Any, attn_mask: Any, is_causal: bool, n: int, length: int, source: int) -> Any:
+    def _mask(
+        self, query: Any, key_padding_mask: Any, attn_mask: Any, is_causal: bool, n: int, length: int, source: int
+    ) -> Any:
         """The additive mask, broadcastable to the scores (N, H, L, S), or None."""
-        where, dtype, h = self._where(), self.out_proj.weight.dtype, self.num_heads
+        where, h = self._where(), self.num_heads
         if not isinstance(is_causal, bool):
             raise TypeError(f"{where}: is_causal must be a bool, got {is_causal!r}")
         if is_causal and attn_mask is None:
@@ -250,13 +254,13 @@ class MultiheadAttention(Module):
         mask = None
         if attn_mask is not None:
             if getattr(attn_mask, "ndim", None) == 2:
-                mask = _additive(where, "attn_mask", attn_mask, dtype, (length, source), "(L, S)")
+                mask = _additive(where, "attn_mask", attn_mask, query, (length, source), "(L, S)")
             else:
                 shape = (n * h, length, source)
-                mask = _additive(where, "attn_mask", attn_mask, dtype, shape, "(N * num_heads, L, S)")
+                mask = _additive(where, "attn_mask", attn_mask, query, shape, "(N * num_heads, L, S)")
                 mask = mask.reshape(n, h, length, source)
         if key_padding_mask is not None:
-            padding = _additive(where, "key_padding_mask", key_padding_mask, dtype, (n, source), "(N, S)")
+            padding = _additive(where, "key_padding_mask", key_padding_mask, query, (n, source), "(N, S)")
             padding = padding.reshape(n, 1, 1, source)
             mask = padding if mask is None else mask + padding
         return mask
@@ -273,7 +277,7 @@ class MultiheadAttention(Module):
         is_causal: bool = False,
     ) -> tuple[Any, Any]:
         n, length, source = self._check_inputs(query, key, value)
-        mask = self._mask(key_padding_mask, attn_mask, is_causal, n, length, source)
+        mask = self._mask(query, key_padding_mask, attn_mask, is_causal, n, length, source)
         h, hd = self.num_heads, self.head_dim
         inputs = (
             (query, key, value)

@@ -68,7 +68,7 @@ class ScaledDotProductAttentionCache(NamedTuple):
     attn_weights: Any  # P after dropout, (..., L, S)
     softmax: Any  # the cache of F.softmax_forward
     dropout: Any  # the cache of F.dropout_forward
-    empty_rows: Any  # (..., L, 1) bool: rows with no key to look at (P = 0 there), or None
+    empty_rows: Any  # (..., L, 1) bool: rows with no key to look at (P = 0 there), or None without a mask
     scale: float
     groups: int  # query heads per key/value head (1 without grouped-query attention)
 
@@ -250,10 +250,8 @@ def scaled_dot_product_attention_forward(
     empty_rows = None
     if mask is not None:
         scores = scores + mask
-        no_key = xp.isneginf(scores).all(axis=-1, keepdims=True)  # a query that may see no key at all
-        if no_key.any():
-            empty_rows = no_key
-            scores = xp.where(empty_rows, 0.0, scores)  # (any finite row: its P is set to 0 below)
+        empty_rows = xp.isneginf(scores).all(axis=-1, keepdims=True)  # queries that may see no key at all
+        scores = xp.where(empty_rows, 0.0, scores)  # (any finite row: its P is set to 0 below)
     probs, softmax_cache = F.softmax_forward(scores, -1)
     if empty_rows is not None:
         probs = xp.where(empty_rows, 0.0, probs)

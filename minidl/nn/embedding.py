@@ -58,7 +58,7 @@ def _check_indices(where: str, input: Any, num_embeddings: int) -> None:
             f"{where}: expected an integer array of indices in [0, {num_embeddings}), got dtype {input.dtype}; "
             "convert it with input.astype(np.int64)"
         )
-    if input.size:
+    if input.size:  # (on a GPU this reads two numbers back: CuPy would wrap an out-of-range index around silently)
         low, high = int(input.min()), int(input.max())
         if low < 0 or high >= num_embeddings:
             bad = low if low < 0 else high

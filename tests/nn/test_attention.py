@@ -423,3 +423,43 @@ def test_linear_and_layernorm_on_token_inputs_match_pytorch(seed, n, length, d, 
             assert_close(p.grad, t.grad, **TOL, what=f"{name} d{p_name}")
         ours.zero_grad()
         gradcheck.check_module(ours, arr(x))
+
+
+# ---------------------------------------------------------------------------------------------- on a device
+def test_mha_and_embedding_on_the_cupy_stand_in_match_numpy(monkeypatch):
+    """The CPU stand-in for CuPy (tests/gpu/fake_cupy.py): the same numbers as on NumPy, and no value read back to the
+    host by attention (Embedding reads the indices' min and max, to refuse an out-of-range index)."""
+    import sys
+
+    from minidl import backend as backend_module
+    from tests.gpu.fake_cupy import make_fake_cupy
+
+    fake = make_fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(
+        backend_module, "_INSTANCES", {k: v for k, v in backend_module._INSTANCES.items() if k != "cupy"}
+    )
+    rng = np.random.default_rng(0)
+    x, dout = rng.standard_normal((2, 5, 6)).astype(np.float32), rng.standard_normal((2, 5, 6)).astype(np.float32)
+    padding = np.zeros((2, 5), bool)
+    padding[:, 3:] = True
+    indices = np.array([[0, 3, 3], [1, 2, 0]])
+    results = {}
+    for name in ("numpy", "cupy"):
+        with minidl.use_backend("numpy"):
+            minidl.manual_seed(0)
+            mha, emb = nn.MultiheadAttention(6, 2, batch_first=True), nn.Embedding(4, 6)
+        with minidl.use_backend(name) as be:
+            mha.to(name)
+            emb.to(name)
+            start = len(fake.syncs)
+            out, weights = mha(be.asarray(x), be.asarray(x), be.asarray(x), key_padding_mask=be.asarray(padding))
+            grads = mha.backward(be.asarray(dout))
+            assert fake.syncs[start:] == [], fake.syncs[start:]
+            table = emb(be.asarray(indices))
+            emb.backward(be.asarray(np.ones(table.shape, np.float32)))
+            assert all("nn/embedding.py" in caller for _, caller in fake.syncs[start:]), fake.syncs[start:]
+            results[name] = [minidl.to_numpy(a) for a in (out, weights, *grads, mha.in_proj_weight.grad, table)]
+            results[name].append(minidl.to_numpy(emb.weight.grad))
+    for ours, reference in zip(results["cupy"], results["numpy"], strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
