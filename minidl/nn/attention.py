@@ -74,8 +74,10 @@ class MultiheadAttention(Module):
         num_heads: H; E must be divisible by H (each head has hd = E / H features).
         dropout: dropout probability on the attention weights (training mode only). Default: 0.
         bias: learn ``in_proj_bias`` and ``out_proj.bias``. Default: True.
-        add_bias_kv, add_zero_attn: PyTorch's extra key/value rows; not implemented in minidl, only False is
-            accepted. Default: False.
+        add_bias_kv: append a learned key ``bias_k`` and value ``bias_v`` to the projected keys and values (S + 1
+            keys). Default: False.
+        add_zero_attn: append a key and a value of zeros after the projection (and after ``bias_k``), per head.
+            Default: False.
         kdim, vdim: sizes of the key and value inputs. Default: None (E).
         batch_first: inputs and output are (N, L, E) if True, (L, N, E) if False (PyTorch's default). Default: False.
 
@@ -85,6 +87,7 @@ class MultiheadAttention(Module):
             ``v_proj_weight`` (E, vdim), each from ``xavier_uniform_``.
         in_proj_bias: (3E,), zeros; None without bias.
         out_proj: a :class:`~minidl.nn.Linear` (E, E) with PyTorch's default weight init and a zero bias.
+        bias_k, bias_v: (1, 1, E) with ``add_bias_kv``, from ``xavier_normal_``; else None.
 
     ``forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
     average_attn_weights=True, is_causal=False)`` returns ``(attn_output, attn_weights)`` as PyTorch does:
@@ -101,7 +104,10 @@ class MultiheadAttention(Module):
     Shape:
         - query: (N, L, E) (``batch_first``) or (L, N, E); key: (N, S, kdim) or (S, N, kdim); value: (N, S, vdim)
           or (S, N, vdim).
-        - attn_output: the query's layout, (N, L, E) or (L, N, E).  - attn_weights: (N, L, S) or (N, H, L, S).
+          Unbatched, as PyTorch: query (L, E), key (S, kdim), value (S, vdim), key_padding_mask (S,), attn_mask
+          (L, S) or (H, L, S); the outputs then lose N as well.
+        - attn_output: the query's layout, (N, L, E) or (L, N, E).  - attn_weights: (N, L, S') or (N, H, L, S'),
+          S' = S + add_bias_kv + add_zero_attn (the extra keys are weighted too).
 
     Backward:
         ``backward(dout)`` takes the gradient of ``attn_output`` and returns ``(dquery, dkey, dvalue)``: out_proj's
@@ -154,12 +160,8 @@ class MultiheadAttention(Module):
                 raise TypeError(f"{where}: {name} must be a bool, got {flag!r}")
         if not isinstance(batch_first, bool):
             raise TypeError(f"{where}: batch_first must be a bool, got {batch_first!r}")
-        if add_bias_kv or add_zero_attn:
-            raise NotImplementedError(
-                f"{where}: add_bias_kv and add_zero_attn are not implemented in minidl, got add_bias_kv={add_bias_kv}, "
-                f"add_zero_attn={add_zero_attn}; use False for both"
-            )
         self.batch_first = batch_first
+        self.add_zero_attn = add_zero_attn
         self._qkv_same_embed_dim = self.kdim == self.embed_dim and self.vdim == self.embed_dim
         xp, dtype = get_backend().xp, get_default_dtype()
         e = self.embed_dim
@@ -177,6 +179,12 @@ class MultiheadAttention(Module):
         else:
             self.register_parameter("in_proj_bias", None)
         self.out_proj = Linear(e, e, bias=bias)
+        if add_bias_kv:
+            self.bias_k = Parameter(xp.empty((1, 1, e), dtype=dtype))
+            self.bias_v = Parameter(xp.empty((1, 1, e), dtype=dtype))
+        else:
+            self.register_parameter("bias_k", None)
+            self.register_parameter("bias_v", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -189,6 +197,9 @@ class MultiheadAttention(Module):
         if self.in_proj_bias is not None:
             init.zeros_(self.in_proj_bias)
             init.zeros_(self.out_proj.bias)
+        if self.bias_k is not None:
+            init.xavier_normal_(self.bias_k)
+            init.xavier_normal_(self.bias_v)
 
     def extra_repr(self) -> str:
         text = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
@@ -196,6 +207,10 @@ class MultiheadAttention(Module):
             text += f", dropout={self.dropout}"
         if not self._qkv_same_embed_dim:
             text += f", kdim={self.kdim}, vdim={self.vdim}"
+        if self.bias_k is not None:
+            text += ", add_bias_kv=True"
+        if self.add_zero_attn:
+            text += ", add_zero_attn=True"
         return text + f", batch_first={self.batch_first}"
 
     def _where(self) -> str:
@@ -212,10 +227,11 @@ class MultiheadAttention(Module):
             return [(w, None) for w in weights]
         return [(w, self.in_proj_bias.data[i * e : (i + 1) * e]) for i, w in enumerate(weights)]
 
-    def _check_inputs(self, query: Any, key: Any, value: Any) -> tuple[int, int, int]:
-        """The three inputs as the layout requires; returns (N, L, S)."""
+    def _check_inputs(self, query: Any, key: Any, value: Any) -> bool:
+        """The three inputs as the layout requires, all batched (3-D) or all unbatched (2-D); returns batched."""
         where = self._where()
-        layout = "(N, {}, {})" if self.batch_first else "({}, N, {})"
+        batched = getattr(query, "ndim", 3) != 2
+        layout = ("(N, {}, {})" if self.batch_first else "({}, N, {})") if batched else "({}, {})"
         dtype = self.out_proj.weight.dtype
         for name, x, length, size in (
             ("query", query, "L", ("E", self.embed_dim)),
@@ -223,21 +239,23 @@ class MultiheadAttention(Module):
             ("value", value, "S", ("vdim", self.vdim)),
         ):
             check_array(where, x, dtype=dtype, what=name)
-            if x.ndim != 3 or x.shape[-1] != size[1]:
+            if x.ndim != (3 if batched else 2) or x.shape[-1] != size[1]:
                 raise ValueError(
                     f"{where}: expected the {name} as {layout.format(length, size[0])} with {size[0]}={size[1]} "
-                    f"(batch_first={self.batch_first}), got shape {tuple(x.shape)}"
-                    + (" (an unbatched input: add a batch dimension)" if x.ndim == 2 else "")
+                    f"(batch_first={self.batch_first}; the query is {'' if batched else 'un'}batched), got shape "
+                    f"{tuple(x.shape)}"
                 )
         check_same_device(where, query, key, value, self.out_proj.weight.data)
         batch_axis, seq_axis = (0, 1) if self.batch_first else (1, 0)
-        n = query.shape[batch_axis]
-        if key.shape[batch_axis] != n or value.shape[batch_axis] != n or key.shape[seq_axis] != value.shape[seq_axis]:
+        if not batched:
+            batch_axis, seq_axis = None, 0
+        same_n = batch_axis is None or query.shape[batch_axis] == key.shape[batch_axis] == value.shape[batch_axis]
+        if not same_n or key.shape[seq_axis] != value.shape[seq_axis]:
             raise ValueError(
                 f"{where}: query, key and value must share N, and key and value S (layout {layout.format('L|S', '*')}),"
                 f" got shapes {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
             )
-        return n, query.shape[seq_axis], key.shape[seq_axis]
+        return batched
 
     def _mask(
         self, query: Any, key_padding_mask: Any, attn_mask: Any, is_causal: bool, n: int, length: int, source: int
@@ -276,27 +294,41 @@ class MultiheadAttention(Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> tuple[Any, Any]:
-        n, length, source = self._check_inputs(query, key, value)
+        batched = self._check_inputs(query, key, value)
+        xp, h, hd, e = get_array_module(query), self.num_heads, self.head_dim, self.embed_dim
+        if not batched:  # PyTorch's unbatched (L, E) input: a batch of one
+            query, key, value = (x[None] for x in (query, key, value))
+            if getattr(key_padding_mask, "ndim", None) == 1:
+                key_padding_mask = key_padding_mask[None]
+        elif not self.batch_first:
+            query, key, value = (x.swapaxes(0, 1) for x in (query, key, value))  # (N, L or S, *)
+        n, length, source = query.shape[0], query.shape[1], key.shape[1]
         mask = self._mask(query, key_padding_mask, attn_mask, is_causal, n, length, source)
-        h, hd = self.num_heads, self.head_dim
-        inputs = (
-            (query, key, value)
-            if self.batch_first
-            else (query.swapaxes(0, 1), key.swapaxes(0, 1), value.swapaxes(0, 1))
-        )
         heads, linear_caches = [], []
-        for x, (weight, bias) in zip(inputs, self._projections(), strict=True):
+        for i, (x, (weight, bias)) in enumerate(zip((query, key, value), self._projections(), strict=True)):
             projected, cache = F.linear_forward(x, weight, bias)  # (N, L or S, E)
-            heads.append(projected.reshape(n, x.shape[1], h, hd).swapaxes(1, 2))  # (N, H, L or S, hd)
+            if i > 0 and self.bias_k is not None:  # add_bias_kv: one more key and value, learned
+                extra = (self.bias_k, self.bias_v)[i - 1].data  # (1, 1, E)
+                projected = xp.concatenate([projected, xp.broadcast_to(extra, (n, 1, e))], axis=1)
+            head = projected.reshape(n, projected.shape[1], h, hd).swapaxes(1, 2)  # (N, H, L or S, hd)
+            if i > 0 and self.add_zero_attn:  # add_zero_attn: one more key and value, zeros
+                head = xp.concatenate([head, xp.zeros((n, h, 1, hd), head.dtype)], axis=2)
+            heads.append(head)
             linear_caches.append(cache)
+        extra_keys = (self.bias_k is not None) + self.add_zero_attn
+        if mask is not None and extra_keys:  # the extra keys may always be attended to
+            mask = xp.concatenate([mask, xp.zeros((*mask.shape[:-1], extra_keys), mask.dtype)], axis=-1)
         dropout_p = self.dropout if self.training else 0.0
         attended, attention_cache = F.scaled_dot_product_attention_forward(*heads, mask, dropout_p)  # (N, H, L, hd)
-        out = self.out_proj(attended.swapaxes(1, 2).reshape(n, length, self.embed_dim))  # (N, L, E)
+        out = self.out_proj(attended.swapaxes(1, 2).reshape(n, length, e))  # (N, L, E)
         weights = None
         if need_weights:
             weights = attention_cache.attn_weights  # (N, H, L, S), after dropout as in PyTorch
             weights = weights.mean(axis=1) if average_attn_weights else weights.copy()
-        self.save_for_backward(linear_caches, attention_cache, tuple(out.shape), out.dtype)
+            weights = weights if batched else weights[0]
+        self.save_for_backward(linear_caches, attention_cache, tuple(out.shape), out.dtype, batched)
+        if not batched:
+            return out[0], weights
         return (out if self.batch_first else out.swapaxes(0, 1)), weights
 
     def backward(self, dout: Any) -> tuple[Any, Any, Any]:
@@ -306,11 +338,11 @@ class MultiheadAttention(Module):
                 f"{where}: expected the gradient of attn_output (one array), got a tuple; a gradient flowing into the "
                 "returned attn_weights is not supported (they are an output for inspection only)"
             )
-        linear_caches, attention_cache, out_shape, dtype = self.pop_saved()
+        linear_caches, attention_cache, out_shape, dtype, batched = self.pop_saved()
         n, length, e = out_shape
-        check_grad_output(where, dout, out_shape if self.batch_first else (length, n, e), dtype)
-        if not self.batch_first:
-            dout = dout.swapaxes(0, 1)
+        expected = (length, e) if not batched else out_shape if self.batch_first else (length, n, e)
+        check_grad_output(where, dout, expected, dtype)
+        dout = dout[None] if not batched else dout if self.batch_first else dout.swapaxes(0, 1)  # (N, L, E)
         dattended = self.out_proj.backward(dout).reshape(n, length, self.num_heads, self.head_dim).swapaxes(1, 2)
         dheads = F.scaled_dot_product_attention_backward(dattended, attention_cache)  # (dq, dk, dv), (N, H, *, hd)
         if self._qkv_same_embed_dim:
@@ -319,10 +351,16 @@ class MultiheadAttention(Module):
             weights = [self.q_proj_weight, self.k_proj_weight, self.v_proj_weight]
         bias_grad = self.in_proj_bias is not None and self.in_proj_bias.requires_grad
         grads, dweights, dbiases = [], [], []
-        for dhead, cache, weight in zip(dheads, linear_caches, weights, strict=True):
+        for i, (dhead, cache, weight) in enumerate(zip(dheads, linear_caches, weights, strict=True)):
+            if i > 0 and self.add_zero_attn:
+                dhead = dhead[:, :, :-1]  # the zero key/value: a constant
             dprojected = dhead.swapaxes(1, 2).reshape(n, dhead.shape[2], e)  # heads joined again: (N, L or S, E)
+            if i > 0 and self.bias_k is not None:
+                extra = (self.bias_k, self.bias_v)[i - 1]
+                extra.accumulate_grad(dprojected[:, -1:].sum(axis=0, keepdims=True))  # (1, 1, E), summed over N
+                dprojected = dprojected[:, :-1]
             dx, dw, db = F.linear_backward(dprojected, cache, weight_grad=weight.requires_grad, bias_grad=bias_grad)
-            grads.append(dx if self.batch_first else dx.swapaxes(0, 1))
+            grads.append(dx[0] if not batched else dx if self.batch_first else dx.swapaxes(0, 1))
             dweights.append(dw)
             dbiases.append(db)
         xp = get_array_module(dout)

@@ -195,6 +195,9 @@ def mha_cases(draw):
         key_padding_mask=draw(st.sampled_from(["none", "bool", "float"])),
         need_weights=draw(st.booleans()),
         average=draw(st.booleans()),
+        add_bias_kv=draw(st.booleans()),
+        add_zero_attn=draw(st.booleans()),
+        unbatched=draw(st.booleans()),
     )
 
 
@@ -202,6 +205,7 @@ def _mha_inputs(case, seed):
     """query, key, value in the case's layout and its masks (never a query with no key: PyTorch gives NaN there)."""
     rng = np.random.default_rng(seed)
     n, length, source, h = case["n"], case["length"], case["source"], case["num_heads"]
+    n = 1 if case["unbatched"] else n
     kdim, vdim = case["kdim"] or case["embed_dim"], case["vdim"] or case["embed_dim"]
 
     def layout(seq, size):
@@ -223,6 +227,10 @@ def _mha_inputs(case, seed):
         masks["key_padding_mask"][:, 0] = False
     elif case["key_padding_mask"] == "float":
         masks["key_padding_mask"] = rng.standard_normal((n, source))
+    if case["unbatched"]:  # PyTorch's unbatched inputs: (L, E), (S,) key padding, (L, S) or (H, L, S) attn_mask
+        x = [a[0] if case["batch_first"] else a[:, 0] for a in x]
+        if "key_padding_mask" in masks:
+            masks["key_padding_mask"] = masks["key_padding_mask"][0]
     return x, masks
 
 
@@ -233,6 +241,7 @@ def test_mha_matches_pytorch(case, seed):
     torch = torch_or_skip()
     minidl.manual_seed(seed)
     init = {k: case[k] for k in ("embed_dim", "num_heads", "bias", "kdim", "vdim", "batch_first")}
+    init.update(add_bias_kv=case["add_bias_kv"], add_zero_attn=case["add_zero_attn"])
     ours = _mha(**init)
     theirs = _to_torch_mha(ours, torch, **init)
     (q, k, v), masks = _mha_inputs(case, seed)
@@ -277,14 +286,17 @@ class _SelfAttention(nn.Module):
 def test_mha_gradcheck(case, seed, dropout):
     """Self-attention (input and every parameter, dropout included) and cross-attention (the three inputs)."""
     minidl.manual_seed(seed)
-    init = {k: case[k] for k in ("embed_dim", "num_heads", "bias", "batch_first")}
+    init = {k: case[k] for k in ("embed_dim", "num_heads", "bias", "batch_first", "add_bias_kv", "add_zero_attn")}
     mha = _mha(**init, dropout=dropout)
     (q, k, v), masks = _mha_inputs({**case, "kdim": None, "vdim": None, "source": case["length"]}, seed)
     masks = {m: arr(a) for m, a in masks.items()}
     report = gradcheck.check_module(_SelfAttention(mha, **masks), arr(q))
-    assert {e.name for e in report.entries} >= {"input", "mha.in_proj_weight", "mha.out_proj.weight"}
+    expected = {"input", "mha.in_proj_weight", "mha.out_proj.weight"} | (
+        {"mha.bias_k"} if case["add_bias_kv"] else set()
+    )
+    assert {e.name for e in report.entries} >= expected
 
-    cross = _mha(**{k: case[k] for k in ("embed_dim", "num_heads", "bias", "kdim", "vdim", "batch_first")})
+    cross = _mha(**init, kdim=case["kdim"], vdim=case["vdim"])
     (q, k, v), masks = _mha_inputs(case, seed)
     masks = {m: arr(a) for m, a in masks.items()}
 
@@ -296,7 +308,11 @@ def test_mha_gradcheck(case, seed, dropout):
 
 def test_mha_state_dict_keys_and_init_as_pytorch():
     torch = torch_or_skip()
-    for kw in (dict(embed_dim=6, num_heads=2), dict(embed_dim=6, num_heads=3, kdim=4, vdim=5, bias=False)):
+    for kw in (
+        dict(embed_dim=6, num_heads=2),
+        dict(embed_dim=6, num_heads=3, kdim=4, vdim=5, bias=False),
+        dict(embed_dim=6, num_heads=2, add_bias_kv=True, add_zero_attn=True),
+    ):
         ours, theirs = nn.MultiheadAttention(**kw), torch.nn.MultiheadAttention(**kw)
         assert list(ours.state_dict()) == list(theirs.state_dict()), kw
         for key, value in theirs.state_dict().items():
@@ -373,9 +389,8 @@ def _backward_of_tuple():
     "call, error, message",
     [
         (lambda: nn.MultiheadAttention(8, 3), ValueError, r"^MultiheadAttention: embed_dim must be divisible by "),
-        (lambda: nn.MultiheadAttention(8, 2, add_bias_kv=True), NotImplementedError, r"add_bias_kv and add_zero"),
         (lambda: nn.MultiheadAttention(8, 2, dropout=1.5), ValueError, r"^MultiheadAttention: dropout must be <= 1"),
-        (lambda: nn.MultiheadAttention(8, 2)(X[0], X[0], X[0]), ValueError, NAME + r": expected the query as \(L, N, E\) with E=8 .*got shape \(3, 8\) \(an unbatched"),
+        (lambda: nn.MultiheadAttention(8, 2)(X[0], X, X), ValueError, NAME + r": expected the key as \(S, kdim\) with kdim=8 \(batch_first=False; the query is unbatched\), got shape \(2, 3, 8\)"),
         (lambda: nn.MultiheadAttention(8, 2)(X, X[..., :4], X), ValueError, NAME + r": expected the key as \(S, N, kdim\) with kdim=8"),
         (lambda: nn.MultiheadAttention(8, 2)(X, X[:, :2], X[:, :2]), ValueError, NAME + r": query, key and value must share N"),
         (lambda: nn.MultiheadAttention(8, 2)(X.astype(np.float64), X, X), TypeError, NAME + r": the query has dtype float64 but the layer's parameters are float32"),
