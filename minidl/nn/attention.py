@@ -297,9 +297,11 @@ class MultiheadAttention(Module):
         batched = self._check_inputs(query, key, value)
         xp, h, hd, e = get_array_module(query), self.num_heads, self.head_dim, self.embed_dim
         if not batched:  # PyTorch's unbatched (L, E) input: a batch of one
-            query, key, value = (x[None] for x in (query, key, value))
-            if getattr(key_padding_mask, "ndim", None) == 1:
+            if key_padding_mask is not None:
+                shape = (key.shape[0],)
+                key_padding_mask = _additive(self._where(), "key_padding_mask", key_padding_mask, query, shape, "(S,)")
                 key_padding_mask = key_padding_mask[None]
+            query, key, value = (x[None] for x in (query, key, value))
         elif not self.batch_first:
             query, key, value = (x.swapaxes(0, 1) for x in (query, key, value))  # (N, L or S, *)
         n, length, source = query.shape[0], query.shape[1], key.shape[1]
