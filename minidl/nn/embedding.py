@@ -20,6 +20,7 @@ row's sum is divided by how often its index occurs in the batch. The indices are
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -27,7 +28,7 @@ import numpy as np
 from minidl._dtype import get_default_dtype
 from minidl.backend import backend_for, get_array_module, get_backend
 from minidl.nn import init
-from minidl.nn._checks import check_array, check_grad_output, check_int, check_same_device
+from minidl.nn._checks import check_array, check_float, check_grad_output, check_int, check_same_device
 from minidl.nn.dispatch import F
 from minidl.nn.module import Module, Parameter
 
@@ -81,17 +82,50 @@ def _padding_index(where: str, padding_idx: Any, num_embeddings: int) -> int | N
     return index % num_embeddings
 
 
+def _check_norm(where: str, max_norm: Any, norm_type: Any) -> tuple[float, float]:
+    """``max_norm`` a finite number >= 0, ``norm_type`` a p > 0 (inf allowed)."""
+    max_norm = check_float(where, "max_norm", max_norm, low=0.0)
+    if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real) or not norm_type > 0:
+        raise ValueError(f"{where}: norm_type must be a number > 0 (inf allowed), got {norm_type!r}")
+    return max_norm, float(norm_type)
+
+
+def _renorm_rows(where: str, weight: Any, input: Any, max_norm: Any, norm_type: Any) -> None:
+    """PyTorch's ``embedding_renorm_``: every row that ``input`` reads and whose p-norm exceeds ``max_norm`` is
+    rescaled in place to ``max_norm / (norm + 1e-7)`` of itself."""
+    max_norm, norm_type = _check_norm(where, max_norm, norm_type)
+    if input.size == 0 or weight.shape[1] == 0:  # no row read, or rows of norm 0
+        return
+    xp = get_array_module(weight)
+    rows = xp.unique(input.reshape(-1))
+    norms = xp.linalg.norm(weight[rows], ord=norm_type, axis=1)
+    too_long = norms > max_norm
+    scale = xp.where(too_long, max_norm / (norms + 1e-7), 1.0).astype(weight.dtype)
+    weight[rows] *= scale[:, None]
+
+
 def embedding_forward(
-    input: Any, weight: Any, padding_idx: int | None = None, scale_grad_by_freq: bool = False
+    input: Any,
+    weight: Any,
+    padding_idx: int | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
 ) -> tuple[Any, Any]:
     r"""The rows of ``weight`` at ``input``: ``out = weight[input]``. Returns ``(out, cache)``.
 
     .. math:: out_{\ldots, d} = W_{\,input_{\ldots},\, d}
 
+    The arguments are PyTorch's ``F.embedding``'s (without ``sparse``).
+
     Args:
         input: integer indices of any shape (\*), each in [0, V).
         weight: the (V, D) table.
         padding_idx: a row that gets no gradient (negative counts from the end, as in PyTorch). Default: None.
+        max_norm: if given, each row that ``input`` reads and whose ``norm_type``-norm exceeds it is first rescaled
+            **in place in** ``weight`` to ``max_norm / (norm + 1e-7)`` of itself, as PyTorch does; the rescaling is
+            not part of the gradient. Default: None.
+        norm_type: the p of the p-norm for ``max_norm`` (``float("inf")`` allowed). Default: 2.
         scale_grad_by_freq: divide each row's gradient by the number of times its index occurs in ``input``.
             Default: False.
 
@@ -121,6 +155,8 @@ def embedding_forward(
     padding = _padding_index(where, padding_idx, num_embeddings)
     if not isinstance(scale_grad_by_freq, bool):
         raise TypeError(f"{where}: scale_grad_by_freq must be a bool, got {scale_grad_by_freq!r}")
+    if max_norm is not None:
+        _renorm_rows(where, weight, input, max_norm, norm_type)
     out = weight[input]  # integer-array indexing: a new array
     return out, EmbeddingCache(input, num_embeddings, weight.dtype, padding, scale_grad_by_freq)
 
@@ -182,9 +218,10 @@ class Embedding(Module):
         embedding_dim: D, the size of each vector.
         padding_idx: a row that is zero at initialization and never receives a gradient (negative counts from the
             end, as in PyTorch). Default: None.
-        max_norm: PyTorch renormalizes the rows it reads in place, in the forward; minidl does not implement this
-            and refuses any value but None. Default: None.
-        norm_type: the p of ``max_norm``'s norm (only with ``max_norm``). Default: 2.
+        max_norm: if given, each row a forward reads whose ``norm_type``-norm exceeds it is first rescaled in
+            place (in ``weight``) to ``max_norm / (norm + 1e-7)`` of itself, as in PyTorch; the rescaling is not
+            part of the gradient. Default: None.
+        norm_type: the p of ``max_norm``'s p-norm (``float("inf")`` allowed). Default: 2.
         scale_grad_by_freq: divide each row's gradient by its index's frequency in the batch. Default: False.
         sparse: PyTorch's sparse gradients; minidl's gradients are dense arrays, so only False is accepted.
             Default: False.
@@ -228,11 +265,7 @@ class Embedding(Module):
         self.embedding_dim = check_int("Embedding", "embedding_dim", embedding_dim, minimum=0)
         self.padding_idx = _padding_index("Embedding", padding_idx, self.num_embeddings)
         if max_norm is not None:
-            raise NotImplementedError(
-                f"Embedding: max_norm is not implemented in minidl (PyTorch renormalizes the rows it reads, in place, "
-                f"during the forward), got max_norm={max_norm!r}; use max_norm=None, or clip the rows yourself with "
-                "minidl.nn.max_norm_ after each optimizer step"
-            )
+            max_norm, norm_type = _check_norm("Embedding", max_norm, norm_type)
         self.max_norm = max_norm
         self.norm_type = norm_type
         for name, flag in (("scale_grad_by_freq", scale_grad_by_freq), ("sparse", sparse)):
@@ -259,6 +292,8 @@ class Embedding(Module):
         text = f"{self.num_embeddings}, {self.embedding_dim}"
         if self.padding_idx is not None:
             text += f", padding_idx={self.padding_idx}"
+        if self.max_norm is not None:
+            text += f", max_norm={self.max_norm}"
         if self.scale_grad_by_freq:
             text += ", scale_grad_by_freq=True"
         return text
@@ -267,7 +302,9 @@ class Embedding(Module):
         return f"Embedding({self.num_embeddings}, {self.embedding_dim})"
 
     def forward(self, input: Any) -> Any:
-        out, cache = F.embedding_forward(input, self.weight.data, self.padding_idx, self.scale_grad_by_freq)
+        out, cache = F.embedding_forward(
+            input, self.weight.data, self.padding_idx, self.max_norm, self.norm_type, self.scale_grad_by_freq
+        )
         self.save_for_backward(cache)
         return out
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import minidl
@@ -28,6 +28,8 @@ def embedding_cases(draw):
         shape=draw(st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple)),
         padding_idx=draw(st.none() | st.integers(-num_embeddings, num_embeddings - 1)),
         scale_grad_by_freq=draw(st.booleans()),
+        max_norm=draw(st.none() | st.floats(0.0, 2.0)),
+        norm_type=draw(st.sampled_from([1.0, 2.0, 3.5, float("inf")])),
     )
 
 
@@ -45,6 +47,7 @@ def test_matches_pytorch(case, seed):
     torch = torch_or_skip()
     rng = np.random.default_rng(seed)
     shape = case.pop("shape")
+    assume(case["embedding_dim"] or case["norm_type"] != float("inf"))  # PyTorch: "cannot compute the inf norm"
     ours = _embedding(**case)
     theirs = torch.nn.Embedding(**case, dtype=torch.float64)
     theirs.load_state_dict({k: torch.as_tensor(host(v)) for k, v in ours.state_dict().items()})
@@ -52,6 +55,7 @@ def test_matches_pytorch(case, seed):
     out = ours(arr(indices))
     ref = theirs(torch.as_tensor(indices))
     assert_close(out, ref, **TOL, what=f"embedding forward {case}")
+    assert_close(ours.weight.data, theirs.weight, **TOL, what=f"embedding weight after max_norm {case}")
     dout = rng.standard_normal(out.shape)
     assert ours.backward(arr(dout)) is None
     ref.backward(torch.as_tensor(dout))
@@ -65,11 +69,13 @@ def test_gradcheck(case, seed):
     rng = np.random.default_rng(seed)
     indices = arr(rng.integers(0, case["num_embeddings"], size=case["shape"]))
     weight = arr(rng.standard_normal((case["num_embeddings"], case["embedding_dim"])))
+    # (max_norm rescales rows in place before the lookup, outside the gradient: the parity test checks it)
     gradcheck.check_function(F.embedding_forward, F.embedding_backward, [indices, weight], wrt=[1])
     out, cache = F.embedding_forward(indices, weight)
     dout = arr(rng.standard_normal(out.shape))
     _, full = F.embedding_backward(dout, cache)
-    _, cache = F.embedding_forward(indices, weight, case["padding_idx"], case["scale_grad_by_freq"])
+    kw = dict(padding_idx=case["padding_idx"], scale_grad_by_freq=case["scale_grad_by_freq"])
+    _, cache = F.embedding_forward(indices, weight, **kw)
     _, dweight = F.embedding_backward(dout, cache)
     expected = host(full).copy()
     if case["scale_grad_by_freq"]:
@@ -89,6 +95,14 @@ def test_repeated_indices_add_and_padding_row_stays_zero():
     out = layer(arr(np.array([1])))
     layer.backward(arr(np.ones(out.shape)))  # gradients accumulate
     np.testing.assert_array_equal(host(layer.weight.grad)[1], [4, 4])
+
+
+def test_max_norm_rescales_only_the_rows_read_and_only_when_too_long():
+    layer = _embedding(num_embeddings=3, embedding_dim=2, max_norm=1.0)
+    layer.weight.data[...] = [[3.0, 4.0], [0.3, 0.4], [6.0, 8.0]]
+    out = layer(arr(np.array([0, 1, 0])))
+    np.testing.assert_allclose(host(layer.weight.data), [[0.6, 0.8], [0.3, 0.4], [6.0, 8.0]], rtol=1e-6)
+    np.testing.assert_allclose(host(out), [[0.6, 0.8], [0.3, 0.4], [0.6, 0.8]], rtol=1e-6)
 
 
 def test_output_is_a_copy_and_works_in_a_sequential():
@@ -115,7 +129,8 @@ NAME = r"^Embedding\(5, 3\)"
         (lambda: nn.Embedding(5, 3)(np.array([-1, 2])), IndexError, NAME + r": index -1 is out of range: expected indices in \[0, 5\)"),
         (lambda: nn.Embedding(5, 3)([0, 1]), TypeError, NAME + r": expected the input to be an integer array of indices, got list"),
         (lambda: nn.Embedding(5, 3, padding_idx=5), ValueError, r"^Embedding: padding_idx must be within \[-5, 5\) \(num_embeddings=5\), got 5"),
-        (lambda: nn.Embedding(5, 3, max_norm=1.0), NotImplementedError, r"^Embedding: max_norm is not implemented in minidl .*got max_norm=1.0"),
+        (lambda: nn.Embedding(5, 3, max_norm=-1.0), ValueError, r"^Embedding: max_norm must be >= 0.0, got -1.0"),
+        (lambda: nn.Embedding(5, 3, max_norm=1.0, norm_type=0), ValueError, r"^Embedding: norm_type must be a number > 0 \(inf allowed\), got 0"),
         (lambda: nn.Embedding(5, 3, sparse=True), NotImplementedError, r"^Embedding: sparse=True is not implemented"),
         (lambda: nn.Embedding(0, 3), ValueError, r"^Embedding: num_embeddings must be >= 1, got 0"),
         (lambda: F.embedding_backward(np.ones((2, 3)), F.embedding_forward(np.array([1]), np.ones((5, 3)))[1]), ValueError, r"^embedding_backward: the gradient has shape \(2, 3\) but the forward output had shape \(1, 3\)"),
