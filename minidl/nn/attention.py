@@ -95,7 +95,8 @@ class MultiheadAttention(Module):
     * ``attn_mask``: (L, S) or (N * H, L, S); ``key_padding_mask``: (N, S). A bool ``True`` marks a key the query
       may **not** attend to (the opposite of :func:`~minidl.nn.functional.scaled_dot_product_attention_forward`'s
       bool mask, as in PyTorch); a float mask (the input's dtype) is added to the scores. A query left with no key
-      gets weights 0 and output ``b_o`` (PyTorch returns NaN there when ``need_weights=True``, 0 otherwise).
+      gets weights 0 and output ``b_o``, as PyTorch with ``need_weights=False`` (with ``need_weights=True``
+      PyTorch returns NaN there).
     * ``is_causal=True`` is PyTorch's hint that ``attn_mask`` is the causal mask; as in PyTorch it needs that
       ``attn_mask``, which is what is applied.
     * ``attn_weights``: the weights after dropout, (N, L, S) averaged over the heads (``average_attn_weights``) or

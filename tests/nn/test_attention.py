@@ -349,6 +349,30 @@ def test_mha_causal_hint_uses_attn_mask_and_a_query_with_no_key():
     assert not host(out).any() and not host(weights).any()
 
 
+def test_mha_a_sample_with_every_key_padded_matches_pytorch_without_weights():
+    """PyTorch's need_weights=False path (its SDPA) gives such a query weights 0, so output out_proj.bias and no
+    gradient through the attention; minidl does the same whatever need_weights is."""
+    torch = torch_or_skip()
+    rng = np.random.default_rng(0)
+    ours = _mha(embed_dim=4, num_heads=2, batch_first=True)
+    ours.in_proj_bias.data[...] = rng.standard_normal(12)
+    ours.out_proj.bias.data[...] = rng.standard_normal(4)
+    theirs = _to_torch_mha(ours, torch, embed_dim=4, num_heads=2, batch_first=True)
+    x, dout = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    padding = np.zeros((2, 3), bool)
+    padding[1] = True  # sample 1: no key at all
+    out, _ = ours(arr(x), arr(x), arr(x), key_padding_mask=arr(padding))
+    grads = ours.backward(arr(dout))
+    tx = [to_torch(x, requires_grad=True) for _ in range(3)]
+    ref, _ = theirs(*tx, key_padding_mask=torch.as_tensor(padding), need_weights=False)
+    ref.backward(to_torch(dout))
+    assert_close(out, ref, **TOL, what="attn_output")
+    for g, t in zip(grads, tx, strict=True):
+        assert_close(g, t.grad, **TOL, what="input gradient")
+    for name, p in theirs.named_parameters():
+        assert_close(dict(ours.named_parameters())[name].grad, p.grad, **TOL, what=f"d{name}")
+
+
 def test_mha_calls_its_pairs_through_f(monkeypatch):
     calls = []
     for op in ("linear_forward", "linear_backward", "scaled_dot_product_attention_forward"):
