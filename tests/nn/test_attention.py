@@ -325,6 +325,18 @@ def test_mha_state_dict_keys_and_init_as_pytorch():
     assert np.abs(host(mha.out_proj.weight.data)).max() <= 1 / 8  # Linear's U(-1/sqrt(E), 1/sqrt(E))
 
 
+def test_mha_loads_a_pytorch_state_dict():
+    torch = torch_or_skip()
+    theirs = torch.nn.MultiheadAttention(6, 3, batch_first=True, add_bias_kv=True)
+    ours = nn.MultiheadAttention(6, 3, batch_first=True, add_bias_kv=True)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((2, 4, 6)).astype(np.float32)
+    out, weights = ours(arr(x), arr(x), arr(x))
+    ref, ref_weights = theirs(*(torch.tensor(x) for _ in range(3)))
+    assert_close(out, ref, atol=1e-6, rtol=1e-5, what="attn_output")
+    assert_close(weights, ref_weights, atol=1e-6, rtol=1e-5, what="attn_weights")
+
+
 def test_mha_dropout_only_in_training_and_weights_after_dropout():
     minidl.manual_seed(0)
     mha = _mha(embed_dim=4, num_heads=2, dropout=0.5, batch_first=True)
