@@ -191,7 +191,7 @@ class Module:
             if anomaly_mode._enabled:  # minidl.detect_anomaly(): the first module whose output is nan or inf raises
                 anomaly_mode._check_forward(self, out, args)
             return out
-        except (TypeError, ValueError, RuntimeError) as err:
+        except (TypeError, ValueError, RuntimeError, IndexError) as err:
             renamed = _under_module_name(err, self)
             if renamed is None:
                 raise
