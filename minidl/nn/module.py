@@ -177,8 +177,8 @@ class Module:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run ``forward`` (between the forward hooks, if any are registered). The outermost call starts a new
         forward pass (see :meth:`save_for_backward`), and an error a functional pair raised under its own name is
-        raised under this module's name. Under
-        :func:`minidl.detect_anomaly` the output is checked for nan and inf."""
+        raised under this module's name. Under :func:`minidl.detect_anomaly` the output is checked for nan and
+        inf."""
         state = _pass_state
         if not state.calls:
             state.number += 1
