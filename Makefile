@@ -48,7 +48,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install-test: $(VENV)/.installed-test
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,dist]"
 	@if [ -n "$(TORCH)" ]; then \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" \
 	  || echo "PyTorch ($(TORCH)) could not be installed: the parity tests will be skipped"; fi
@@ -56,7 +56,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 install-docs: $(VENV)/.installed-docs
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[docs]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[docs,dist]"
 	touch $@
 
 # -E: read every page again, so that each build reports every warning (an incremental one repeats none)

@@ -30,7 +30,7 @@ from minidl.backend import (
 )
 from minidl.backend._threads import get_num_threads, set_num_threads
 from minidl.grad_mode import is_grad_enabled, no_grad, set_grad_enabled
-from minidl.serialization import load, save
+from minidl.serialization import checkpoint_info, load, save
 from minidl.summary import summary
 
 __version__ = "0.1.0"
@@ -38,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "available_backends",
+    "checkpoint_info",
     "data",
     "default_generator",
     "detect_anomaly",

@@ -133,6 +133,31 @@ def read_npz(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
     return arrays, _utf8(path, meta.tobytes())
 
 
+def read_npz_description(path: Path) -> str | None:
+    """Only the JSON description of an ``.npz`` (None when it has none): its arrays are not read."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ValueError(f"minidl.load: {path} is truncated or not an .npz file ({err})") from None
+    with zf:
+        try:
+            info = zf.getinfo(META_KEY + ".npy")
+        except KeyError:
+            return None
+        _check_member(path, zf, info, path.stat().st_size)
+        try:
+            with zf.open(info) as fp:
+                meta = np.lib.format.read_array(fp, allow_pickle=False)
+        except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as err:
+            raise ValueError(f"minidl.load: {path} is truncated or not an .npz file ({err})") from None
+    if meta.dtype != np.uint8 or meta.ndim != 1:
+        raise ValueError(
+            f"minidl.load: {path} has a damaged checkpoint description: member {META_KEY!r} should be a 1-D uint8 "
+            f"array of UTF-8 JSON, got dtype {meta.dtype} and shape {meta.shape}"
+        )
+    return _utf8(path, meta.tobytes())
+
+
 def _utf8(path: Path, data: bytes) -> str:
     try:
         return data.decode("utf-8")
@@ -157,7 +182,43 @@ def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
     return arrays, meta
 
 
+def read_safetensors_description(path: Path) -> str | None:
+    """Only the JSON description of a ``.safetensors`` file (None when it has none): its tensors are not read."""
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise ImportError(
+            "loading .safetensors needs the safetensors package: pip install minidl[safetensors]"
+        ) from None
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return (f.metadata() or {}).get(META_KEY)
+    except Exception as err:  # safetensors raises its own error types for damaged headers
+        raise ValueError(f"minidl.load: {path} is truncated or not a .safetensors file ({err})") from None
+
+
 # --------------------------------------------------------------------------------------------- the JSON description
+def decode_manifest(path: Path, meta: str | None) -> dict[str, Any] | None:
+    """The reproducibility manifest in the description ``meta`` (None for a file written without one)."""
+    if meta is None:
+        return None
+    try:
+        info = json.loads(meta)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"minidl.load: {path} has a damaged checkpoint description: not valid JSON ({err})") from None
+    if not isinstance(info, dict) or "manifest" not in info:
+        return None
+    manifest = info["manifest"]
+    if not isinstance(manifest, dict) or not all(
+        isinstance(v, (str, int, float, bool)) or v is None for v in manifest.values()
+    ):
+        raise ValueError(
+            f"minidl.load: {path} has a damaged checkpoint description: expected 'manifest' to be an object of "
+            f"strings, numbers, booleans and nulls, got {manifest!r:.80}"
+        )
+    return manifest
+
+
 def decode_description(path: Path, meta: str, arrays: dict[str, np.ndarray]) -> Any:
     """The object :func:`minidl.save` described in ``meta``, its arrays taken from ``arrays``."""
     try:

@@ -16,6 +16,12 @@ then renamed over the target, so a crash mid-save leaves the previous file intac
 writer left behind are removed by the next save to the same file. A new file gets the permissions ``open()`` gives
 (``0o666`` minus the umask); a replaced one keeps its own.
 
+Every file :func:`save` writes records a reproducibility manifest (:mod:`minidl._manifest`): the minidl, NumPy,
+Numba and Python versions, the backend, the seed given to :func:`minidl.manual_seed`, the git commit (and whether
+the tree was dirty) when saved inside a repository, the command line and the time. :func:`checkpoint_info` returns it
+without reading the arrays; ``minidl.load(path, verbose=True)`` prints it. Files written before the manifest existed
+load as before (their manifest is None).
+
 Loading checks before it allocates and validates everything it reads (:mod:`minidl._serialization_read`): the format
 is recognised from the file's first bytes, each array's header is checked against the bytes the file holds, and a
 damaged description raises one ``ValueError`` naming the file.
@@ -43,19 +49,23 @@ from typing import Any
 import numpy as np
 
 from minidl._atomic import atomic_write
+from minidl._manifest import collect_manifest, format_manifest
 from minidl._serialization_read import (
     FORMAT,
     META_KEY,
     VERSION,
     decode_description,
+    decode_manifest,
     read_npz,
+    read_npz_description,
     read_safetensors,
+    read_safetensors_description,
     sniff,
 )
 from minidl.backend import to_numpy
 from minidl.nn.module import Parameter
 
-__all__ = ["load", "save"]
+__all__ = ["checkpoint_info", "load", "save"]
 
 _META_KEY = META_KEY
 _FORMAT = FORMAT
@@ -133,7 +143,7 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(obj, arrays, "")
-    meta = json.dumps({"format": _FORMAT, "version": _VERSION, "tree": tree})
+    meta = json.dumps({"format": _FORMAT, "version": _VERSION, "tree": tree, "manifest": collect_manifest()})
     if _format_of(path) == "safetensors":
         try:
             from safetensors.numpy import save as st_save
@@ -149,7 +159,40 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
     atomic_write(path, data, "minidl.save")
 
 
-def load(path: str | os.PathLike[str], backend: str | None = None) -> Any:
+def _check_file(path: Path, where: str) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{where}: {path} is a folder; expected an .npz or .safetensors file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: no file at {path}")
+
+
+def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The reproducibility manifest :func:`save` recorded in ``path``, without reading its arrays.
+
+    Returns:
+        ``{"minidl", "numpy", "numba", "python", "backend", "seed", "git_commit", "git_dirty", "command",
+        "created"}`` (see :mod:`minidl._manifest`), or None for a file written without one (an older minidl, a plain
+        ``.npz`` of arrays, converted PyTorch weights).
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, ValueError: as :func:`load`.
+
+    Examples:
+        >>> import os, tempfile, numpy as np, minidl
+        >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.npz")
+        >>> _ = minidl.manual_seed(3)
+        >>> minidl.save({"w": np.eye(2)}, path)
+        >>> info = minidl.checkpoint_info(path)
+        >>> info["seed"], info["backend"] == minidl.get_backend().name
+        (3, True)
+    """
+    path = Path(path)
+    _check_file(path, "minidl.checkpoint_info")
+    meta = read_safetensors_description(path) if sniff(path) == "safetensors" else read_npz_description(path)
+    return decode_manifest(path, meta)
+
+
+def load(path: str | os.PathLike[str], backend: str | None = None, verbose: bool = False) -> Any:
     """Read what :func:`save` wrote. Arrays come back as NumPy arrays, or on ``backend`` when given.
 
     A plain ``.npz`` or ``.safetensors`` of arrays (e.g. converted PyTorch weights) loads as a flat dict.
@@ -157,6 +200,8 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Any:
     Args:
         path: the file.
         backend: put the arrays on this backend (e.g. ``"cupy"``). Default: None (NumPy arrays).
+        verbose: print the file's reproducibility manifest (versions, backend, seed, git commit, command; see
+            :func:`checkpoint_info`, which returns it). Default: False.
 
     Examples:
         >>> import os, tempfile, numpy as np, minidl
@@ -174,15 +219,14 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Any:
             description; the message names the file.
     """
     path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"minidl.load: {path} is a folder; expected an .npz or .safetensors file")
-    if not path.is_file():
-        raise FileNotFoundError(f"minidl.load: no file at {path}")
+    _check_file(path, "minidl.load")
     if sniff(path) == "safetensors":
         arrays, meta = read_safetensors(path)
     else:
         arrays, meta = read_npz(path)
     result: Any = OrderedDict(arrays) if meta is None else decode_description(path, meta, arrays)
+    if verbose:
+        print(f"{path}:\n{format_manifest(decode_manifest(path, meta))}")
     if backend is not None:
         from minidl.backend import get_backend
 

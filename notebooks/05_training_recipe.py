@@ -19,13 +19,13 @@
 # deck's steps for choosing hyperparameters: *check the initial loss*, *overfit a small sample*, *find a learning
 # rate that makes the loss go down*, then a coarse **random search** (Bergstra and Bengio, 2012).
 #
-# minidl has no sanity-check, LR-finder or random-search helpers yet (pending: issue 19); the cells below write
-# them in a few lines with the public API. Quick mode (the default, `MINIDL_NOTEBOOK_QUICK=1`) uses the CIFAR-10
-# sample embedded in minidl and a handful of trials; `MINIDL_NOTEBOOK_QUICK=0` uses the full CIFAR-10 (from
-# `MINIDL_DATA_DIR` or `../shared/data`; the sample when absent), a longer sweep and 20 trials of 2 epochs.
+# Each step is one call of a `minidl.train` tool (`check_initial_loss`, `overfit_batch`, `lr_find`,
+# `random_search`); the page [the training recipe](../training_recipe.md) documents them. Quick mode (the default,
+# `MINIDL_NOTEBOOK_QUICK=1`) uses the CIFAR-10 sample embedded in minidl and a handful of trials;
+# `MINIDL_NOTEBOOK_QUICK=0` uses the full CIFAR-10 (from `MINIDL_DATA_DIR` or `../shared/data`; the sample when
+# absent), a longer sweep and 20 trials of 2 epochs.
 
 # %%
-import math
 import os
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from minidl import nn, optim
 from minidl import transforms as T
 from minidl.data import DataLoader, Subset
 from minidl.data.datasets import CIFAR10, CIFAR10Sample
-from minidl.train import evaluate, fit
+from minidl.train import check_initial_loss, fit, loguniform, lr_find, narrow, overfit_batch, random_search
 
 QUICK = os.environ.get("MINIDL_NOTEBOOK_QUICK", "1") != "0"
 DATA_DIR = os.environ.get("MINIDL_DATA_DIR") or ("../shared/data" if Path("../shared/data").is_dir() else None)
@@ -118,9 +118,10 @@ plt.show()
 # ## 3. Sanity checks
 #
 # **Check the initial loss.** With $K$ classes and small random weights the softmax is close to uniform, so the
-# cross-entropy starts near $\log K$ ($\log 10 \approx 2.303$). **Overfit a small sample.** Without regularization
+# cross-entropy starts near $\ln K$ ($\ln 10 \approx 2.303$). **Overfit a small sample.** Without regularization
 # the model must reach 100% training accuracy on a few dozen images; if it cannot, something is wrong before any
-# tuning.
+# tuning. `minidl.train.check_initial_loss` and `minidl.train.overfit_batch` run each check in one call, print a
+# verdict and leave the model as it was (their source, `minidl/train/sanity.py`, is a short read).
 
 
 # %%
@@ -139,105 +140,87 @@ def make_model():
 
 minidl.manual_seed(0)
 model = make_model()
-initial = evaluate(model, DataLoader(Subset(train_set, range(500)), batch_size=250), nn.CrossEntropyLoss())
-print(f"initial loss {initial['loss']:.3f}, expected log(10) = {math.log(10):.3f}")
+initial = check_initial_loss(model, DataLoader(Subset(train_set, range(500)), batch_size=250))
 
-tiny = DataLoader(Subset(train_set, range(32)), batch_size=32, shuffle=True, seed=0)
-tiny_history = fit(
-    model,
-    tiny,
-    None,
-    nn.CrossEntropyLoss(),
-    optim.Adam(model.parameters(), lr=3e-3),
-    epochs=60,
-    progress=False,
-    verbose=False,
-)
-print(
-    f"32 images, 60 steps: training loss {tiny_history['train_loss'][0]:.3f} -> {tiny_history['train_loss'][-1]:.4f}, "
-    f"accuracy {tiny_history['train_accuracy'][-1]:.3f}"
-)
+# a mis-scaled head: the same network with its last layer's weights multiplied by 20
+loud = make_model()
+loud[-1].weight.data *= 20
+_ = check_initial_loss(loud, DataLoader(Subset(train_set, range(500)), batch_size=250))
+
+# %%
+tiny_x, tiny_y = next(iter(DataLoader(Subset(train_set, range(32)), batch_size=32)))
+overfit = overfit_batch(model, (tiny_x, tiny_y), steps=200, lr=3e-3)
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.plot(overfit.losses, label="loss")
+ax.plot(overfit.accuracies, label="accuracy")
+ax.set(xlabel="step on the same 32 images", title="overfitting one batch")
+ax.legend()
+plt.show()
 
 # %% [markdown]
 # ## 4. Find a learning rate that makes the loss go down
 #
-# A short sweep: starting from a fresh model, raise the learning rate geometrically from $10^{-5}$ to $1$ over a
-# few dozen batches and record the loss of each batch. The loss falls fastest somewhere before it explodes; a
-# learning rate a little below that point (about a tenth of where the loss is lowest) is a good start.
+# The learning-rate range test (Smith, 2017; fastai's `lr_find`): starting from the model as it is, raise the
+# learning rate geometrically over a few dozen batches and record the loss of each, smoothed. The loss falls fastest
+# somewhere before it explodes; `lr_find` suggests the learning rate where the smoothed loss falls most steeply,
+# stops once the loss has diverged, and puts the model and the optimizer back as they were.
 
 # %%
 minidl.manual_seed(0)
 model = make_model()
-loss_fn = nn.CrossEntropyLoss()
-optimizer = optim.SGD(model.parameters(), lr=1e-5, momentum=0.9)
-lrs = np.geomspace(1e-5, 1.0, SWEEP_STEPS)
-losses = []
-
-
-def endless(loader):
-    """The loader's batches, epoch after epoch."""
-    while True:
-        yield from loader
-
-
-batches = endless(DataLoader(train_set, batch_size=64, shuffle=True, seed=0))
-for lr in lrs:
-    x, y = next(batches)
-    optimizer.param_groups[0]["lr"] = float(lr)
-    optimizer.zero_grad()
-    loss = loss_fn(model(x), y)
-    model.backward(loss_fn.backward())
-    optimizer.step()
-    losses.append(loss)
-    if not math.isfinite(loss) or loss > 4 * losses[0]:
-        break
-smooth = np.convolve(losses, np.ones(3) / 3, mode="valid")
-best_lr = float(lrs[int(np.argmin(smooth)) + 1])
-print(f"lowest (smoothed) loss at lr = {best_lr:.2g}; suggested lr = {best_lr / 10:.2g}")
-fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.semilogx(lrs[: len(losses)], losses, ".-")
-ax.axvline(best_lr / 10, color="gray", ls="--", label="suggested")
-ax.set(xlabel="learning rate", ylabel="batch loss")
-ax.legend()
+finder = lr_find(
+    model,
+    DataLoader(train_set, batch_size=64, shuffle=True, seed=0),
+    optimizer=optim.SGD(model.parameters(), lr=1e-3, momentum=0.9),
+    start_lr=1e-5,
+    end_lr=1.0,
+    num_iter=SWEEP_STEPS,
+)
+finder.plot()
 plt.show()
 
 # %% [markdown]
 # ## 5. Random search
 #
-# Sample the learning rate and the weight decay **log-uniformly**, $\log_{10} \eta \sim U(-3.5, -0.5)$ and
-# $\log_{10} \lambda \sim U(-5, -2)$, train each configuration briefly and compare validation accuracy. Random
+# Sample the learning rate and the weight decay **log-uniformly** (`loguniform(3e-4, 0.3)` draws
+# $\log_{10} \eta \sim U(-3.5, -0.5)$), train each configuration briefly and compare validation accuracy. Random
 # search tries a new value of every hyperparameter in every trial, where a grid repeats the same few (the deck's
 # Bergstra and Bengio figure): with one important hyperparameter out of two, $n$ random trials explore $n$ values
-# of it, a grid only $\sqrt{n}$.
+# of it, a grid only $\sqrt{n}$. Then search again, **coarse to fine**, in a narrower range around the best trial
+# (`narrow`).
 
 # %%
-rng = np.random.default_rng(0)
 search_train = DataLoader(
     Subset(train_set, range(min(TRIAL_IMAGES, len(train_set)))), batch_size=64, shuffle=True, seed=0
 )
 search_val = DataLoader(test_set, batch_size=500)
-trials = []
-for _ in range(TRIALS):
-    lr, wd = 10 ** rng.uniform(-3.5, -0.5), 10 ** rng.uniform(-5, -2)
+
+
+def train_trial(config):
     minidl.manual_seed(0)
     model = make_model()
+    optimizer = optim.SGD(model.parameters(), lr=config["lr"], momentum=0.9, weight_decay=config["weight_decay"])
     history = fit(
         model,
         search_train,
         search_val,
         nn.CrossEntropyLoss(),
-        optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd),
+        optimizer,
         epochs=TRIAL_EPOCHS,
         progress=False,
         verbose=False,
     )
-    trials.append((lr, wd, history["val_accuracy"][-1]))
-trials.sort(key=lambda t: -t[2])
-print(f"{'lr':>10}{'weight decay':>14}{'val accuracy':>14}")
-for lr, wd, acc in trials:
-    print(f"{lr:>10.2e}{wd:>14.2e}{acc:>14.3f}")
-fig, ax = plt.subplots(figsize=(5.5, 4))
-points = ax.scatter([t[0] for t in trials], [t[1] for t in trials], c=[t[2] for t in trials], cmap="viridis", s=60)
-ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="weight decay")
-fig.colorbar(points, label="val accuracy")
+    return history["val_accuracy"][-1]
+
+
+space = {"lr": loguniform(3e-4, 0.3), "weight_decay": loguniform(1e-5, 1e-2)}
+coarse = random_search(train_trial, space, n_trials=TRIALS, seed=0, mode="max", verbose=False)
+print(coarse.table())
+coarse.plot()
 plt.show()
+
+# %%
+fine = random_search(
+    train_trial, narrow(space, coarse.best.config, factor=3), n_trials=TRIALS, seed=1, mode="max", verbose=False
+)
+print(fine.table(top=5))

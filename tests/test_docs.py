@@ -110,6 +110,8 @@ def test_the_python_blocks_of_a_page_run(page, tmp_path, monkeypatch, capsys, re
     monkeypatch.chdir(tmp_path)
     if page == "docs/gpu.md":
         request.getfixturevalue("cupy_for_the_gpu_page")
+    if page == "docs/distributed.md":
+        pytest.importorskip("mpi4py", reason='needs the dist extra: pip install "minidl[dist]"', exc_type=ImportError)
     namespace: dict = {"__name__": "docs_snippet"}
     backend = minidl.get_backend().name
     try:

@@ -4,8 +4,8 @@
 * :class:`DataLoader` (shuffling, batching, ``num_workers`` processes or threads) and :func:`default_collate`
 * :func:`get_worker_info` / :func:`worker_generator`: inside a loader, which worker runs and which random generator
   augmentation must use (``minidl.default_generator()`` returns the same one, so transforms need nothing special)
-* :mod:`minidl.data.datasets`: ``CIFAR10``, ``MNIST``, ``FashionMNIST``, ``ImageFolder``, ``DogsVsCats``, and
-  ``CIFAR10Sample``, the 2,000 + 500 real CIFAR-10 images embedded in minidl (no download)
+* :mod:`minidl.data.datasets`: ``CIFAR10``, ``CIFAR100``, ``MNIST``, ``FashionMNIST``, ``ImageFolder``,
+  ``DogsVsCats``, and ``CIFAR10Sample``, the 2,000 + 500 real CIFAR-10 images embedded in minidl (no download)
 * :mod:`minidl.data.download`: checksum-verified downloads; :mod:`minidl.data.extract`: safe archive extraction
 
 Examples:

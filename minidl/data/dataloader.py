@@ -187,6 +187,9 @@ class DataLoader:
             the dataset and the functions must be picklable). Default: ``"fork"`` where available, else ``"spawn"``.
         worker_init_fn: called as ``worker_init_fn(worker_id)`` in each worker before it loads. Default: None.
         timeout: seconds to wait for a batch from the workers before raising (0: forever). Default: 0.
+        sampler: (keyword only) the indices of an epoch in order, instead of 0..N-1 or a permutation: an iterable
+            with ``len()``, iterated once per epoch, e.g. :class:`minidl.distributed.DistributedSampler` (then N is
+            ``len(sampler)``); not together with ``shuffle=True``. Default: None.
 
     Shape:
         - ``len(loader)`` = ceil(N / batch_size), or floor(N / batch_size) with ``drop_last``.
@@ -220,6 +223,7 @@ class DataLoader:
         multiprocessing_context: str | None = None,
         worker_init_fn: Callable[[int], None] | None = None,
         timeout: float = 0,
+        sampler: Any = None,
     ) -> None:
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError(f"DataLoader: dataset must define __len__ and __getitem__, got {type(dataset).__name__}")
@@ -228,10 +232,16 @@ class DataLoader:
         if not isinstance(shuffle, bool) or not isinstance(drop_last, bool):
             raise TypeError(
                 f"DataLoader: shuffle and drop_last must be bools, got {shuffle!r} and {drop_last!r} (the arguments "
-                "after shuffle are keyword-only: PyTorch has a sampler in 4th place, minidl has none)"
+                "after shuffle are keyword-only: PyTorch has a sampler in 4th place, minidl takes sampler= by name)"
             )
         self.shuffle = shuffle
         self.drop_last = drop_last
+        if sampler is not None and (shuffle or not hasattr(sampler, "__iter__") or not hasattr(sampler, "__len__")):
+            raise ValueError(
+                "DataLoader: sampler must be an iterable of indices with len() and excludes shuffle=True (the sampler "
+                f"orders the epoch), got sampler={sampler!r} and shuffle={shuffle!r}"
+            )
+        self.sampler = sampler
         self.num_workers = _check_int("num_workers", num_workers, 0)
         if seed is not None:
             seed = _check_int("seed", seed, 0)
@@ -269,7 +279,7 @@ class DataLoader:
         self._pool_finalizer: Any = None
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _epoch_entropy(self) -> int:
@@ -279,7 +289,9 @@ class DataLoader:
 
     def _batches(self, entropy: int, epoch: int) -> Iterator[list[int]]:
         n = len(self.dataset)
-        if self.shuffle:
+        if self.sampler is not None:
+            order = np.asarray(list(self.sampler), dtype=np.int64)
+        elif self.shuffle:
             rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=(epoch, 0))))
             order = rng.permutation(n)
         else:

@@ -24,9 +24,11 @@ from minidl.nn.activation import (
     Softplus,
     Tanh,
 )
+from minidl.nn.attention import MultiheadAttention
 from minidl.nn.containers import Concat, Identity, ModuleDict, ModuleList, Residual, Sequential
 from minidl.nn.conv import Conv2d
 from minidl.nn.dropout import Dropout, Dropout2d
+from minidl.nn.embedding import Embedding
 from minidl.nn.flatten import Flatten
 from minidl.nn.fusion import AddReLU, BatchNormReLU1d, BatchNormReLU2d, ConvBn2d, FoldedBatchNorm2d, fuse
 from minidl.nn.linear import Linear
@@ -62,4 +64,5 @@ __all__ = [
     "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax", "Softplus", "Tanh",
     "dispatch", "elastic_net_penalty", "functional", "fuse", "init", "l1_penalty", "l2_penalty", "max_norm_",
     "pool_output_size", "utils",
+    "Embedding", "MultiheadAttention",
 ]  # fmt: skip

@@ -41,7 +41,7 @@ def _named_backward(module: Module, dout: Any) -> Any:
     forward); the containers call their children's backward through it."""
     try:
         return module.backward(dout)
-    except (TypeError, ValueError, RuntimeError) as err:
+    except (TypeError, ValueError, RuntimeError, IndexError) as err:
         renamed = _under_module_name(err, module, ".backward")
         if renamed is None:
             raise
@@ -51,7 +51,8 @@ def _named_backward(module: Module, dout: Any) -> Any:
 def _under_module_name(err: Exception, module: Module, suffix: str = "") -> Exception | None:
     """``err`` with the pair's name in front replaced by the module's, plus ``suffix`` (e.g. ``".backward"``);
     None when the message does not start with a pair's name."""
-    if type(err) not in (TypeError, ValueError, RuntimeError) or len(err.args) != 1 or not isinstance(err.args[0], str):
+    renamable = (TypeError, ValueError, RuntimeError, IndexError)
+    if type(err) not in renamable or len(err.args) != 1 or not isinstance(err.args[0], str):
         return None
     message = err.args[0]
     match = _PAIR_PREFIX.match(message)

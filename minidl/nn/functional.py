@@ -56,6 +56,7 @@ from minidl.nn.activation import (
     tanh_backward,
     tanh_forward,
 )
+from minidl.nn.attention_pairs import scaled_dot_product_attention_backward, scaled_dot_product_attention_forward
 from minidl.nn.conv import (
     conv2d_backward,
     conv2d_forward,
@@ -69,6 +70,7 @@ from minidl.nn.dropout import (
     dropout_backward,
     dropout_forward,
 )
+from minidl.nn.embedding import embedding_backward, embedding_forward
 from minidl.nn.flatten import flatten_backward, flatten_forward
 from minidl.nn.linear import (
     linear_backward,
@@ -164,6 +166,8 @@ __all__ = [
     "dropout_forward",
     "elu_backward",
     "elu_forward",
+    "embedding_backward",
+    "embedding_forward",
     "flatten_backward",
     "flatten_forward",
     "permute_backward",
@@ -207,6 +211,8 @@ __all__ = [
     "relu6_forward",
     "relu_backward",
     "relu_forward",
+    "scaled_dot_product_attention_backward",
+    "scaled_dot_product_attention_forward",
     "sigmoid_backward",
     "sigmoid_forward",
     "silu_backward",

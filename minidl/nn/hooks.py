@@ -23,9 +23,10 @@ returns. Each registration returns a :class:`RemovableHandle`; ``handle.remove()
 call of ``module.forward(x)`` bypasses them, as in PyTorch. Backward hooks run whenever ``module.backward(dout)``
 runs, whoever calls it (a container, a ResNet block, your training loop): registering the first one puts
 :func:`backward_with_hooks` on the module instance in place of its class's ``backward``, and that function calls
-the class's ``backward`` between the pre-hooks and the hooks. On a nested model the order is PyTorch's: forward,
-the outer pre-hook, then each child's hooks, then the outer hook; backward, the outer pre-hook, each child's
-hooks in reverse order, then the outer hook (the gradient with respect to the container's input is known last).
+the class's ``backward`` between the pre-hooks and the hooks (removing the last one takes it off again). On a
+nested model the order is PyTorch's: forward, the outer pre-hook, then each child's hooks, then the outer hook;
+backward, the outer pre-hook, each child's hooks in reverse order, then the outer hook (the gradient with respect to
+the container's input is known last).
 
 **No tape.** minidl has no autograd tape, so what a hook computes is not differentiated: a pre-hook that replaces
 the inputs changes what ``forward`` sees, and ``backward`` returns the gradient with respect to those replaced
@@ -54,6 +55,7 @@ from __future__ import annotations
 
 import itertools
 import types
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -75,12 +77,16 @@ class RemovableHandle:
     """What ``register_*_hook`` returns: ``remove()`` takes the hook off (again: nothing happens). Also a context
     manager: ``with module.register_forward_hook(h): ...`` removes the hook on leaving the block."""
 
-    def __init__(self, hooks: OrderedDict[int, HookEntry]) -> None:
+    def __init__(self, hooks: OrderedDict[int, HookEntry], module: Any = None) -> None:
         self.id = next(_next_id)
         self._hooks = hooks
+        self._module = None if module is None else weakref.ref(module)  # a backward hook's module
 
     def remove(self) -> None:
         self._hooks.pop(self.id, None)
+        module = None if self._module is None else self._module()
+        if module is not None and not (module._backward_pre_hooks or module._backward_hooks):
+            uninstall_backward_hooks(module)  # its last backward hook: the class's backward runs directly again
 
     def __enter__(self) -> RemovableHandle:
         return self
@@ -113,7 +119,7 @@ def add_hook(module: Any, kind: str, hook: Any, prepend: bool, **flags: bool) ->
     for name, value in {"prepend": prepend, **flags}.items():
         _check_flag(where, name, value)
     hooks: OrderedDict[int, HookEntry] = module.__dict__[kind]
-    handle = RemovableHandle(hooks)
+    handle = RemovableHandle(hooks, module if kind.startswith("_backward") else None)
     hooks[handle.id] = HookEntry(hook, **flags)
     if prepend:
         hooks.move_to_end(handle.id, last=False)
@@ -125,6 +131,12 @@ def add_hook(module: Any, kind: str, hook: Any, prepend: bool, **flags: bool) ->
 def install_backward_hooks(module: Any) -> None:
     """Put :func:`backward_with_hooks` on the instance, in front of its class's ``backward``."""
     object.__setattr__(module, "backward", types.MethodType(backward_with_hooks, module))
+
+
+def uninstall_backward_hooks(module: Any) -> None:
+    """Take :func:`backward_with_hooks` off the instance (when it is there)."""
+    if getattr(module.__dict__.get("backward"), "__func__", None) is backward_with_hooks:
+        del module.__dict__["backward"]
 
 
 def has_hooks(module: Any) -> bool:

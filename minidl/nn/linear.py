@@ -16,6 +16,7 @@ Backward, with :math:`G` = dout flattened to (M, out_features) and :math:`X` = x
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from minidl._dtype import get_default_dtype
@@ -75,7 +76,8 @@ def linear_forward(x: Any, weight: Any, bias: Any | None = None) -> tuple[Any, A
         check_array(where, bias, ndim=1, dtype=weight.dtype, what="bias")
         if tuple(bias.shape) != (out_features,):
             raise ValueError(f"{where}: bias must have shape ({out_features},), got {tuple(bias.shape)}")
-    out = x @ weight.T
+    rows = math.prod(x.shape[:-1])  # M: one (M, in) @ (in, out) product (a 3-D @ 2-D matmul is a slow loop)
+    out = (x.reshape(rows, in_features) @ weight.T).reshape(*x.shape[:-1], out_features)
     if bias is not None:
         out += bias
     return out, LinearCache(x, weight, bias is not None)
@@ -127,9 +129,10 @@ def linear_backward(
             f"expected x's last dimension to be in_features={in_features} (pass the cache linear_forward returned)"
         )
     check_grad_output(where, dout, (*x.shape[:-1], out_features), weight.dtype)
-    dx = dout @ weight
-    dout_2d = dout.reshape(-1, out_features)
-    dw = dout_2d.T @ x.reshape(-1, in_features) if weight_grad else None
+    rows = math.prod(x.shape[:-1])
+    dout_2d = dout.reshape(rows, out_features)
+    dx = (dout_2d @ weight).reshape(x.shape)
+    dw = dout_2d.T @ x.reshape(rows, in_features) if weight_grad else None
     db = dout_2d.sum(axis=0) if has_bias and bias_grad else None
     return dx, dw, db
 

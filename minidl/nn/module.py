@@ -177,8 +177,8 @@ class Module:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run ``forward`` (between the forward hooks, if any are registered). The outermost call starts a new
         forward pass (see :meth:`save_for_backward`), and an error a functional pair raised under its own name is
-        raised under this module's name. Under
-        :func:`minidl.detect_anomaly` the output is checked for nan and inf."""
+        raised under this module's name. Under :func:`minidl.detect_anomaly` the output is checked for nan and
+        inf."""
         state = _pass_state
         if not state.calls:
             state.number += 1
@@ -191,7 +191,7 @@ class Module:
             if anomaly_mode._enabled:  # minidl.detect_anomaly(): the first module whose output is nan or inf raises
                 anomaly_mode._check_forward(self, out, args)
             return out
-        except (TypeError, ValueError, RuntimeError) as err:
+        except (TypeError, ValueError, RuntimeError, IndexError) as err:
             renamed = _under_module_name(err, self)
             if renamed is None:
                 raise

@@ -10,6 +10,11 @@
   (needs matplotlib: ``pip install minidl[viz]``)
 * :mod:`~minidl.train.transfer`: :func:`freeze`, :func:`unfreeze`, :func:`replace_head`,
   :func:`param_groups_with_lr`, :func:`freeze_batchnorm`
+* :mod:`~minidl.train.sanity`: :func:`check_initial_loss`, :func:`overfit_batch` (the recipe's first checks)
+* :mod:`~minidl.train.lr_finder`: :func:`lr_find` (the learning-rate range test), :func:`suggest_lr`
+* :mod:`~minidl.train.search`: :func:`random_search`, :func:`grid_search`, :class:`SuccessiveHalving`; spaces from
+  :mod:`~minidl.train.search_space`: :class:`loguniform`, :class:`uniform`, :class:`choice`, :class:`randint`,
+  :func:`narrow`
 
 The ten-line loop they package is in ``docs/training.md``.
 """
@@ -17,6 +22,7 @@ The ten-line loop they package is in ``docs/training.md``.
 from minidl.train.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from minidl.train.history import History
 from minidl.train.loop import current_lrs, evaluate, predict, train_one_epoch
+from minidl.train.lr_finder import LRFinderResult, lr_find, suggest_lr
 from minidl.train.metrics import (
     AverageMeter,
     TopKAccuracy,
@@ -28,6 +34,9 @@ from minidl.train.metrics import (
 )
 from minidl.train.plots import plot_confusion_matrix, plot_history, plot_misclassified
 from minidl.train.progress import EpochProgress, format_metrics
+from minidl.train.sanity import InitialLossResult, OverfitResult, check_initial_loss, overfit_batch
+from minidl.train.search import SearchResult, SuccessiveHalving, Trial, grid_search, random_search
+from minidl.train.search_space import choice, loguniform, narrow, randint, uniform
 from minidl.train.trainer import Trainer, fit
 from minidl.train.transfer import (
     count_parameters,
@@ -76,4 +85,21 @@ __all__ = [
     "trainable_parameters",
     "unfreeze",
     "unfreeze_batchnorm",
+    "InitialLossResult",
+    "OverfitResult",
+    "check_initial_loss",
+    "overfit_batch",
+    "LRFinderResult",
+    "lr_find",
+    "suggest_lr",
+    "SearchResult",
+    "SuccessiveHalving",
+    "Trial",
+    "choice",
+    "grid_search",
+    "loguniform",
+    "narrow",
+    "randint",
+    "random_search",
+    "uniform",
 ]

@@ -18,7 +18,7 @@ end training after the current epoch. ``state_dict()`` / ``load_state_dict()`` a
   for ``patience`` epochs, and puts back a copy of the best epoch's weights at the end.
 * :class:`ModelCheckpoint` writes full training checkpoints atomically with :func:`minidl.save`: ``last.npz`` after
   every epoch (what ``fit(..., resume=True)`` reads), ``epoch_NNN.npz`` every ``every_n_epochs`` epochs and
-  ``best.npz`` when the monitored value improves.
+  ``best.npz`` when the monitored value improves. Under :mod:`minidl.distributed` only rank 0 writes them.
 * :class:`LearningRateMonitor` records the learning rate of every param group per step or per epoch.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,13 @@ from minidl.serialization import save
 Trainer = Any
 
 __all__ = ["Callback", "EarlyStopping", "LearningRateMonitor", "ModelCheckpoint"]
+
+
+def _on_main_process() -> bool:
+    """minidl.distributed: False on the ranks other than 0 of a process group, which neither write files nor print
+    (every rank runs the same training loop). True without one; mpi4py is never imported from here."""
+    distributed = sys.modules.get("minidl.distributed")
+    return distributed is None or distributed.is_main_process()
 
 
 class Callback:
@@ -287,6 +295,8 @@ class ModelCheckpoint(_MonitoredCallback):
         if self.save_last:
             targets.append(self.last_path)
         if not targets:
+            return
+        if not _on_main_process():  # minidl.distributed: rank 0 writes, the other ranks hold the same state
             return
         checkpoint = trainer.checkpoint()  # built after the monitor update, so it holds this callback's new state
         for path in targets:

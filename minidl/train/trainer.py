@@ -38,7 +38,7 @@ from minidl.backend import get_backend
 from minidl.nn.fusion import fuse as fuse_modules
 from minidl.nn.module import Module
 from minidl.serialization import load
-from minidl.train.callbacks import Callback, ModelCheckpoint
+from minidl.train.callbacks import Callback, ModelCheckpoint, _on_main_process
 from minidl.train.history import History
 from minidl.train.loop import _is_plateau, current_lrs, evaluate, train_one_epoch
 from minidl.train.progress import format_metrics
@@ -112,6 +112,11 @@ class Trainer:
             model to see them). None: when the current backend has fast kernels (Numba), where fusing pays; False:
             keep the model as built. Default: None.
 
+    Data-parallel training (:mod:`minidl.distributed`): give it a ``DistributedDataParallel`` model and a loader with a
+    ``DistributedSampler``. Every rank runs the same loop; the sampler's ``set_epoch`` is called before each epoch;
+    only rank 0 prints, shows progress bars and writes the history and the checkpoints. The metrics printed are rank
+    0's (its shard of the data).
+
     Attributes:
         history: the :class:`History`. epoch: epochs completed. stop_training: set by a callback to stop.
 
@@ -175,8 +180,9 @@ class Trainer:
         self.history_path = None if history_path is None else Path(history_path)
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.monitor = monitor
-        self.progress = progress
-        self.verbose = bool(verbose)
+        main = _on_main_process()  # minidl.distributed: only rank 0 prints
+        self.progress = progress if main else False
+        self.verbose = bool(verbose) and main
         self.clip_grad_norm = clip_grad_norm
         self.regularization = regularization
         self.batch_transform = batch_transform
@@ -338,6 +344,9 @@ class Trainer:
         self._call("on_train_begin")
         lines = sys.stdout if self.log_file is None else self.log_file
         for epoch in range(self.epoch + 1, epochs + 1):
+            sampler = getattr(train_loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):  # minidl.distributed.DistributedSampler: this epoch's shard
+                sampler.set_epoch(epoch - 1)
             self._call("on_epoch_begin", epoch)
             start = time.perf_counter()
             lrs = current_lrs(self.optimizer)
@@ -382,7 +391,7 @@ class Trainer:
             self.epoch = epoch
             self.history.append(logs)
             self._call("on_epoch_end", epoch, logs)
-            if self.history_path is not None:
+            if self.history_path is not None and _on_main_process():
                 self.history.save(self.history_path)
             if self.verbose:
                 print(format_metrics(logs), file=lines, flush=True)

@@ -2,8 +2,10 @@
 
 Per-sample transforms take a PIL image or an (H, W, C) uint8 array and return the same kind; ``ToArray`` turns it
 into the (C, H, W) float32 array in [0, 1] the layers take; a few transforms work on that array (``Normalize``,
-``RandomErasing``, ``GaussianNoise``, ``Lighting``, the fitted ``FeaturewiseStandardize`` and ``ZCAWhitening``).
-``Mixup`` and ``CutMix`` act on a whole batch and return soft targets. Random transforms draw from their
+``RandomErasing``, ``GaussianNoise``, ``Lighting``, the fitted ``FeaturewiseStandardize`` and ``ZCAWhitening``), and
+``GaussianBlur``, ``GridMask`` and ``HideAndSeek`` take either. ``AutoAugment``, ``RandAugment`` and
+``TrivialAugmentWide`` apply operations drawn from torchvision's tables (see ``docs/augmentation.md``).
+``Mixup``, ``CutMix`` and ``Mosaic`` act on a whole batch and return soft targets. Random transforms draw from their
 ``generator`` argument, or from ``minidl.default_generator()`` at call time, so ``minidl.manual_seed`` makes them
 reproducible.
 
@@ -27,8 +29,9 @@ Examples:
 
 from minidl.transforms import functional
 from minidl.transforms._base import InterpolationMode, RandomTransform, Transform
-from minidl.transforms.affine import RandomAffine, RandomRotation
-from minidl.transforms.batch import CutMix, Mixup
+from minidl.transforms.affine import RandomAffine, RandomPerspective, RandomRotation
+from minidl.transforms.batch import CutMix, Mixup, Mosaic
+from minidl.transforms.blur import GaussianBlur
 from minidl.transforms.color import (
     ColorJitter,
     Equalize,
@@ -56,12 +59,23 @@ from minidl.transforms.geometric import (
     Resize,
 )
 from minidl.transforms.noise import IMAGENET_EIGVAL, IMAGENET_EIGVEC, GaussianNoise, Lighting, RandomErasing
+from minidl.transforms.occlusion import GridMask, HideAndSeek
+from minidl.transforms.photometric import (
+    RandomAdjustSharpness,
+    RandomAutocontrast,
+    RandomInvert,
+    RandomPosterize,
+    RandomSolarize,
+)
+from minidl.transforms.policy import AutoAugment, AutoAugmentPolicy, RandAugment, TrivialAugmentWide
 from minidl.transforms.tta import FiveCrop, TenCrop, tta_predict, tta_views
 from minidl.transforms.visualize import augmentation_grid, save_augmentation_grid
 
 __all__ = [
     "IMAGENET_EIGVAL",
     "IMAGENET_EIGVEC",
+    "AutoAugment",
+    "AutoAugmentPolicy",
     "CenterCrop",
     "ColorJitter",
     "Compose",
@@ -69,24 +83,35 @@ __all__ = [
     "Equalize",
     "FeaturewiseStandardize",
     "FiveCrop",
+    "GaussianBlur",
     "GaussianNoise",
     "Grayscale",
+    "GridMask",
+    "HideAndSeek",
     "InterpolationMode",
     "Lambda",
     "Lighting",
     "Mixup",
+    "Mosaic",
     "Normalize",
     "Pad",
+    "RandAugment",
+    "RandomAdjustSharpness",
     "RandomAffine",
     "RandomApply",
+    "RandomAutocontrast",
     "RandomChoice",
     "RandomCrop",
     "RandomEqualize",
     "RandomErasing",
     "RandomGrayscale",
     "RandomHorizontalFlip",
+    "RandomInvert",
+    "RandomPerspective",
+    "RandomPosterize",
     "RandomResizedCrop",
     "RandomRotation",
+    "RandomSolarize",
     "RandomTransform",
     "RandomVerticalFlip",
     "Resize",
@@ -94,6 +119,7 @@ __all__ = [
     "ToArray",
     "ToPILImage",
     "Transform",
+    "TrivialAugmentWide",
     "ZCAWhitening",
     "augmentation_grid",
     "fit_pca_lighting",

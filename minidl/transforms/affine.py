@@ -1,4 +1,5 @@
-r"""Affine warps: rotation, translation, scaling and shear (resampled by PIL, as torchvision does for PIL images).
+r"""Affine and perspective warps: rotation, translation, scaling, shear, and a random perspective (resampled by PIL,
+as torchvision does for PIL images).
 
 An affine warp maps each output pixel back to the input point it samples from. With the centre
 c = (W / 2, H / 2), translation t, scale s, rotation a and shears (sx, sy), torchvision's forward map is
@@ -8,6 +9,13 @@ c = (W / 2, H / 2), translation t, scale s, rotation a and shears (sx, sy), torc
 and PIL is handed :math:`M^{-1}` (output -> input). Pixels that come from outside the image get ``fill``.
 ``rotate`` turns counter-clockwise for a positive angle (``PIL.Image.rotate``); ``affine``'s angle is clockwise in
 image coordinates (y pointing down), as in torchvision.
+
+A perspective warp (a homography) maps the output pixel (x, y) to the input point
+
+.. math:: \Big(\frac{a x + b y + c}{g x + h y + 1},\ \frac{d x + e y + f}{g x + h y + 1}\Big)
+
+whose 8 coefficients are the solution of the 8 linear equations that send the four ``endpoints`` (corners of the
+output) to the four ``startpoints`` (corners of the input).
 """
 
 from __future__ import annotations
@@ -20,10 +28,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from minidl.nn._checks import check_float
 from minidl.transforms._base import (
     RandomTransform,
     check_fill,
     check_interpolation,
+    check_probability,
     check_range,
     fill_per_channel,
     image_channels,
@@ -35,7 +45,16 @@ from minidl.transforms._base import (
     symmetric_range,
 )
 
-__all__ = ["RandomAffine", "RandomRotation", "affine", "inverse_affine_matrix", "rotate"]
+__all__ = [
+    "RandomAffine",
+    "RandomPerspective",
+    "RandomRotation",
+    "affine",
+    "inverse_affine_matrix",
+    "perspective",
+    "perspective_coefficients",
+    "rotate",
+]
 
 
 def _pil_fill(img: Image.Image, fill: Any) -> Any:
@@ -264,3 +283,126 @@ class RandomAffine(RandomTransform):
         if self.fill != 0:
             parts.append(f"fill={self.fill}")
         return ", ".join(parts)
+
+
+def perspective_coefficients(
+    startpoints: Sequence[Sequence[float]], endpoints: Sequence[Sequence[float]]
+) -> list[float]:
+    """The 8 coefficients (a, b, c, d, e, f, g, h) of the homography that sends each of the four ``endpoints`` to
+    its ``startpoint`` (output -> input, as PIL wants them); solved in float64 and rounded to float32, as torchvision.
+
+    Examples:
+        >>> corners = [[0, 0], [9, 0], [9, 9], [0, 9]]
+        >>> perspective_coefficients(corners, corners)
+        [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    """
+    for name, points in (("startpoints", startpoints), ("endpoints", endpoints)):
+        if len(points) != 4 or any(len(p) != 2 for p in points):
+            raise ValueError(f"perspective: {name} must be four (x, y) corners, got {points!r}")
+    a = np.zeros((8, 8))
+    for i, ((x, y), (u, v)) in enumerate(zip(endpoints, startpoints, strict=True)):
+        a[2 * i] = [x, y, 1, 0, 0, 0, -u * x, -u * y]
+        a[2 * i + 1] = [0, 0, 0, x, y, 1, -v * x, -v * y]
+    b = np.asarray(startpoints, dtype=np.float64).reshape(8)
+    try:
+        coeffs = np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            f"perspective: the corners {endpoints!r} define no perspective map (three of them are on one line)"
+        ) from None
+    return coeffs.astype(np.float32).tolist()
+
+
+def perspective(
+    img: Any,
+    startpoints: Sequence[Sequence[float]],
+    endpoints: Sequence[Sequence[float]],
+    interpolation: str = "bilinear",
+    fill: Any = 0,
+) -> Any:
+    """Warp so that the four ``startpoints`` corners (top-left, top-right, bottom-right, bottom-left, as (x, y)) of
+    the input land on the ``endpoints``; the size is kept and uncovered pixels get ``fill``.
+
+    Examples:
+        >>> import numpy as np
+        >>> img = np.arange(16, dtype=np.uint8).reshape(4, 4)
+        >>> corners = [[0, 0], [3, 0], [3, 3], [0, 3]]
+        >>> bool((perspective(img, corners, corners, "nearest") == img).all())
+        True
+    """
+    kind = image_kind("perspective", img)
+    coeffs = perspective_coefficients(startpoints, endpoints)
+    resample = pil_filter(check_interpolation("perspective", interpolation))
+    H, W = image_size(img, kind)
+    return _apply(
+        img,
+        kind,
+        lambda im, f: im.transform((W, H), Image.Transform.PERSPECTIVE, coeffs, resample, fillcolor=f),
+        0 if fill is None else fill,
+    )
+
+
+class RandomPerspective(RandomTransform):
+    """With probability ``p``, move each corner inwards by a random amount and warp the image to match.
+
+    Each corner moves by up to ``distortion_scale`` times half the width (horizontally) and half the height
+    (vertically), drawn as torchvision's ``get_params``.
+
+    Args:
+        distortion_scale: in [0, 1]; 0 leaves the image unchanged. Default: 0.5.
+        p: Default: 0.5.  interpolation: Default: ``"bilinear"``.  fill: value(s) of the uncovered pixels. Default: 0.
+        generator: a ``numpy.random.Generator``. Default: None (minidl's global generator at call time).
+
+    Examples:
+        >>> import numpy as np
+        >>> RandomPerspective(0.3, p=1.0)(np.zeros((32, 32, 3), np.uint8)).shape
+        (32, 32, 3)
+    """
+
+    def __init__(
+        self,
+        distortion_scale: float = 0.5,
+        p: float = 0.5,
+        interpolation: str = "bilinear",
+        fill: Any = 0,
+        generator: Any = None,
+    ) -> None:
+        where = "RandomPerspective"
+        self.distortion_scale = check_float(where, "distortion_scale", distortion_scale, low=0.0, high=1.0)
+        self.p = check_probability(where, p)
+        self.interpolation = check_interpolation(where, interpolation)
+        self.fill = check_fill(where, 0 if fill is None else fill)
+        self._set_generator(generator)
+
+    @staticmethod
+    def get_params(
+        width: int, height: int, distortion_scale: float, generator: np.random.Generator | None = None
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """``(startpoints, endpoints)``: the image corners and the moved corners (top-left, top-right, bottom-right,
+        bottom-left)."""
+        rng = resolve_generator(generator)
+        dx, dy = int(distortion_scale * (width // 2)), int(distortion_scale * (height // 2))
+
+        def near_start(extent: int) -> int:  # 0 .. extent, inclusive
+            return int(rng.integers(0, extent + 1))
+
+        def near_end(size: int, extent: int) -> int:  # size - 1 - extent .. size - 1, inclusive
+            return int(rng.integers(size - extent - 1, size))
+
+        topleft = [near_start(dx), near_start(dy)]
+        topright = [near_end(width, dx), near_start(dy)]
+        botright = [near_end(width, dx), near_end(height, dy)]
+        botleft = [near_start(dx), near_end(height, dy)]
+        startpoints = [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]]
+        return startpoints, [topleft, topright, botright, botleft]
+
+    def __call__(self, img: Any) -> Any:
+        H, W = image_size(img, image_kind("RandomPerspective", img))
+        rng = self._rng()
+        if rng.random() >= self.p:
+            return img
+        startpoints, endpoints = self.get_params(W, H, self.distortion_scale, rng)
+        return perspective(img, startpoints, endpoints, self.interpolation, self.fill)
+
+    def extra_repr(self) -> str:
+        return f"distortion_scale={self.distortion_scale}, p={self.p}, interpolation={self.interpolation}"

@@ -1,4 +1,4 @@
-r"""Batch-level augmentation that mixes pairs of training examples: Mixup and CutMix.
+r"""Batch-level augmentation that mixes training examples: Mixup, CutMix (pairs) and Mosaic (fours).
 
 Both take a batch ``x`` (N, C, H, W) of the current backend and integer labels ``y`` (N,) (or soft labels (N, K)),
 pair every example i with example j = perm[i] of a random permutation, and return the mixed batch and *soft*
@@ -13,6 +13,13 @@ targets (N, K) whose rows sum to 1; ``nn.CrossEntropyLoss`` accepts them as clas
   area, :math:`\lambda' = 1 - \frac{(x_2 - x_1)(y_2 - y_1)}{H W}`,
   :math:`\tilde y_i = \lambda' y_i + (1 - \lambda') y_j`.
 
+* Mosaic (the four-image mosaic of YOLOv4, Bochkovskiy et al. 2020, kept at the input size): a centre
+  (c_y, c_x) drawn uniformly splits the canvas into four quadrants; quadrant k keeps the pixels *at the same
+  place* of its source image (example i for the top-left, three random partners for the others; no resizing),
+  and the label weights are the quadrant areas,
+  :math:`w = (c_y c_x,\ c_y (W - c_x),\ (H - c_y) c_x,\ (H - c_y)(W - c_x)) / (H W)`,
+  :math:`\tilde y_i = \sum_k w_k\, y_{\pi_k(i)}`.
+
 The loss of a mixed batch is the cross-entropy with soft targets, so the backward pass needs nothing new:
 :math:`\partial L / \partial z = \mathrm{softmax}(z) - \tilde y` (divided by N for the mean).
 Apply them to the collated batch (after the DataLoader), during training only.
@@ -25,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from minidl.backend import to_numpy
+from minidl.backend import get_array_module, to_numpy
 from minidl.nn._checks import check_array, check_float, check_int
-from minidl.transforms._base import RandomTransform
+from minidl.transforms._base import RandomTransform, check_range
 
-__all__ = ["CutMix", "Mixup"]
+__all__ = ["CutMix", "Mixup", "Mosaic"]
 
 
 def _soft_targets(where: str, y: Any, n: int, num_classes: int | None, be: Any, dtype: Any) -> Any:
@@ -146,3 +153,68 @@ class CutMix(_MixBase):
         x_mix[:, :, y1:y2, x1:x2] = x[index][:, :, y1:y2, x1:x2]
         y_mix = lam_adjusted * targets + (1.0 - lam_adjusted) * targets[index]
         return x_mix, y_mix.astype(x.dtype, copy=False)
+
+
+class Mosaic(RandomTransform):
+    r"""Mosaic: four examples in one image, split at a random centre; labels weighted by each quadrant's area.
+
+    Output quadrant k (0: top-left, 1: top-right, 2: bottom-left, 3: bottom-right) of example i is the same region
+    of example ``sources[k][i]``, with ``sources[0]`` the identity and ``sources[1:]`` three random permutations.
+
+    Args:
+        num_classes: K, needed for integer labels. Default: None.
+        center_range: (min, max) fractions of H and W between which the centre (c_y, c_x) is drawn. Default:
+            (0.25, 0.75).
+        generator: a ``numpy.random.Generator``. Default: None (minidl's global generator at call time).
+
+    Shape:
+        - Input: x (N, C, H, W) float, y (N,) int or (N, K).  - Output: x_mix (N, C, H, W), y_mix (N, K).
+
+    Examples:
+        >>> import numpy as np
+        >>> x, y = np.ones((4, 3, 8, 8), np.float32), np.array([0, 1, 2, 1])
+        >>> xm, ym = Mosaic(num_classes=3)(x, y)
+        >>> xm.shape, ym.shape, np.allclose(ym.sum(axis=1), 1)
+        ((4, 3, 8, 8), (4, 3), True)
+    """
+
+    def __init__(self, num_classes: int | None = None, center_range: Any = (0.25, 0.75), generator: Any = None) -> None:
+        self.num_classes = None if num_classes is None else check_int("Mosaic", "num_classes", num_classes, minimum=1)
+        self.center_range = check_range("Mosaic", "center_range", center_range, low=0.0, high=1.0)
+        self._set_generator(generator)
+
+    def get_params(
+        self, n: int, H: int, W: int, generator: np.random.Generator | None = None
+    ) -> tuple[int, int, np.ndarray]:
+        """``(c_y, c_x, sources)``: the centre, c_y uniform in {floor(min H), ..., floor(max H)} (c_x likewise), and
+        the (4, N) source indices of the quadrants (row 0 the identity, rows 1..3 random permutations)."""
+        rng = generator if generator is not None else self._rng()
+        lo, hi = self.center_range
+        c_y = int(rng.integers(math.floor(lo * H), math.floor(hi * H) + 1))
+        c_x = int(rng.integers(math.floor(lo * W), math.floor(hi * W) + 1))
+        sources = np.stack([np.arange(n)] + [rng.permutation(n) for _ in range(3)])
+        return c_y, c_x, sources
+
+    @staticmethod
+    def area_weights(c_y: int, c_x: int, H: int, W: int) -> np.ndarray:
+        """The four quadrants' area fractions (top-left, top-right, bottom-left, bottom-right); they sum to 1."""
+        return np.array([c_y * c_x, c_y * (W - c_x), (H - c_y) * c_x, (H - c_y) * (W - c_x)]) / (H * W)
+
+    def __call__(self, x: Any, y: Any) -> tuple[Any, Any]:
+        be = check_array("Mosaic", x, ndim=4)
+        n, _, H, W = x.shape
+        targets = _soft_targets("Mosaic", y, n, self.num_classes, be, x.dtype)
+        c_y, c_x, sources = self.get_params(n, H, W)
+        rows = (slice(0, c_y), slice(0, c_y), slice(c_y, H), slice(c_y, H))
+        cols = (slice(0, c_x), slice(c_x, W), slice(0, c_x), slice(c_x, W))
+        weights = self.area_weights(c_y, c_x, H, W)
+        x_mix = x.copy()
+        y_mix = get_array_module(targets).zeros_like(targets)
+        for k in range(4):
+            index = be.asarray(sources[k])
+            x_mix[:, :, rows[k], cols[k]] = x[index][:, :, rows[k], cols[k]]
+            y_mix += float(weights[k]) * targets[index]
+        return x_mix, y_mix.astype(x.dtype, copy=False)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, center_range={self.center_range}"

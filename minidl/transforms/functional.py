@@ -11,7 +11,8 @@ Examples:
     (24, 24, 3)
 """
 
-from minidl.transforms.affine import affine, inverse_affine_matrix, rotate
+from minidl.transforms.affine import affine, inverse_affine_matrix, perspective, rotate
+from minidl.transforms.blur import gaussian_blur
 from minidl.transforms.color import (
     adjust_brightness,
     adjust_contrast,
@@ -31,6 +32,7 @@ from minidl.transforms.geometric import (
     vflip,
 )
 from minidl.transforms.noise import erase, lighting
+from minidl.transforms.photometric import adjust_sharpness, autocontrast, invert, posterize, solarize
 from minidl.transforms.tta import five_crop, ten_crop
 
 __all__ = [
@@ -38,21 +40,28 @@ __all__ = [
     "adjust_contrast",
     "adjust_hue",
     "adjust_saturation",
+    "adjust_sharpness",
     "affine",
+    "autocontrast",
     "center_crop",
     "crop",
     "equalize",
     "erase",
     "five_crop",
+    "gaussian_blur",
     "hflip",
     "inverse_affine_matrix",
+    "invert",
     "lighting",
     "normalize",
     "pad",
+    "perspective",
+    "posterize",
     "resize",
     "resized_crop",
     "rgb_to_grayscale",
     "rotate",
+    "solarize",
     "ten_crop",
     "to_array",
     "to_pil_image",

@@ -86,6 +86,11 @@ CASES = [
     pytest.param(lambda: minidl.summary(nn.Linear(3, 2), (3,), batch_size=0), ValueError, r"^summary: batch_size must be a positive int, got 0", id="summary-batch-size-0"),
     # anomaly mode takes a bool
     pytest.param(lambda: minidl.set_detect_anomaly("yes"), TypeError, r"^set_detect_anomaly\(mode\) expects a bool, got 'yes' \(str\)", id="set_detect_anomaly-str"),
+    # Embedding takes integer indices within the table; MultiheadAttention's masks have PyTorch's shapes
+    pytest.param(lambda: nn.Embedding(5, 3)(arr(np.array([0.0, 1.0]))), TypeError, r"^Embedding\(5, 3\): expected an integer array of indices in \[0, 5\), got dtype float64", id="embedding-float-indices"),
+    pytest.param(lambda: nn.Embedding(5, 3)(arr(np.array([[0, 7]]))), IndexError, r"^Embedding\(5, 3\): index 7 is out of range: expected indices in \[0, 5\) \(num_embeddings=5\), got values from 0 to 7", id="embedding-index-out-of-range"),
+    pytest.param(lambda: nn.MultiheadAttention(3, 1)(arr(X2), arr(X2), arr(X2), key_padding_mask=arr(np.zeros(3, bool))), ValueError, r"^MultiheadAttention\(embed_dim=3, num_heads=1\): expected key_padding_mask of shape \(S,\) = \(2,\), got shape \(3,\)", id="mha-key-padding-mask-shape"),
+    pytest.param(lambda: nn.MultiheadAttention(3, 1)(arr(X2), arr(X2), arr(X2), attn_mask=arr(np.zeros((2, 2), np.float64))), TypeError, r"^MultiheadAttention\(embed_dim=3, num_heads=1\): attn_mask must be bool \(True = not allowed\) or the input's dtype float32 \(added to the scores\), got dtype float64", id="mha-float64-mask-into-float32"),
 ]
 # fmt: on
 

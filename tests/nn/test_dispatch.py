@@ -110,6 +110,45 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[Callable[[], Any], ...], t
     "KLDivLoss": (nn.KLDivLoss, (images(4, 3), images(4, 3)), ("kl_div",)),
 }
 
+
+class _SelfAttentionCase(nn.Module):
+    """``mha(x, x, x)[0]`` with one gradient (the sum of the three): the output and dx the test scales. Without
+    biases, doubling the attention doubles the output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(4, 2, bias=False)
+
+    def forward(self, x: Any) -> Any:
+        return self.mha(x, x, x)[0]
+
+    def backward(self, dout: Any) -> Any:
+        return sum(self.mha.backward(dout))
+
+
+class _EmbeddingCase(nn.Module):
+    """An Embedding whose backward returns the table's gradient (its integer input has none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(5, 3)
+
+    def forward(self, x: Any) -> Any:
+        return self.embedding(x)
+
+    def backward(self, dout: Any) -> Any:
+        self.embedding.backward(dout)
+        return self.embedding.weight.grad
+
+
+CASES.update(
+    {
+        "MultiheadAttention": (_SelfAttentionCase, (images(3, 2, 4),), ("scaled_dot_product_attention",)),
+        "Embedding": (_EmbeddingCase, (lambda: arr(np.array([[0, 4, 4], [1, 2, 0]])),), ("embedding",)),
+    }
+)
+
+
 # modules with no pair of their own: they only wire other modules (a sum or a concatenation in plain array code)
 WIRING = {"Module", "Identity", "Sequential", "ModuleList", "ModuleDict", "Residual", "Concat"}
 

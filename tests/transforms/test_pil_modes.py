@@ -36,12 +36,24 @@ _GEOMETRIC = {
     "RandomRotation": lambda: T.RandomRotation(20),
     "RandomResizedCrop": lambda: T.RandomResizedCrop(5, scale=(0.5, 1.0)),
     "RandomAffine": lambda: T.RandomAffine(10, translate=(0.1, 0.1)),
+    "RandomPerspective": lambda: T.RandomPerspective(0.3, p=1.0),
 }
 _COLOUR = {
     "ColorJitter": lambda: T.ColorJitter(0.4, 0.4, 0.4, 0.1),
     "Grayscale": lambda: T.Grayscale(3),
     "RandomGrayscale": lambda: T.RandomGrayscale(1.0),
     "RandomEqualize": lambda: T.RandomEqualize(1.0),
+    "GaussianBlur": lambda: T.GaussianBlur(3, 1.0),
+    "RandomAdjustSharpness": lambda: T.RandomAdjustSharpness(2.0, p=1.0),
+    "RandomPosterize": lambda: T.RandomPosterize(3, p=1.0),
+    "RandomSolarize": lambda: T.RandomSolarize(100, p=1.0),
+    "RandomAutocontrast": lambda: T.RandomAutocontrast(p=1.0),
+    "RandomInvert": lambda: T.RandomInvert(p=1.0),
+    "AutoAugment": lambda: T.AutoAugment(),
+    "RandAugment": lambda: T.RandAugment(),
+    "TrivialAugmentWide": lambda: T.TrivialAugmentWide(),
+    "GridMask": lambda: T.GridMask((3, 4), p=1.0),
+    "HideAndSeek": lambda: T.HideAndSeek((3,), hide_prob=0.5),
 }
 
 
@@ -72,7 +84,8 @@ def test_colour_transforms_adjust_8_bit_images_or_refuse_by_name(mode, name):
         assert f"mode {mode!r}" in message or f"mode '{mode}'" in message, message
         function = message.split(":", 1)[0]
         assert function in {name, "adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue",
-                            "rgb_to_grayscale", "equalize"}, message  # fmt: skip
+                            "rgb_to_grayscale", "equalize", "gaussian_blur", "adjust_sharpness", "posterize",
+                            "solarize", "autocontrast", "invert"}, message  # fmt: skip
         if mode in _HIGH:
             assert isinstance(err, TypeError) and "expected an 8-bit image" in message
         return
