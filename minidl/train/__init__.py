@@ -6,6 +6,9 @@
   :func:`per_class_metrics`, :class:`AverageMeter`
 * :mod:`~minidl.train.callbacks`: :class:`EarlyStopping`, :class:`ModelCheckpoint`, :class:`LearningRateMonitor`
 * :mod:`~minidl.train.history`: :class:`History` (JSON/CSV); :mod:`~minidl.train.progress`: tqdm bars
+* :mod:`~minidl.train.health`: :func:`gradient_flow_report` (per-layer gradient norms, unused parameters, dead ReLUs)
+* :mod:`~minidl.train.monitors`: the training-health callbacks :class:`ActivationStats`, :class:`UpdateRatio`,
+  :class:`DeadReLU`, :class:`GradientNorms`; :mod:`~minidl.train.monitor_plots` draws them
 * :mod:`~minidl.train.plots`: :func:`plot_history`, :func:`plot_confusion_matrix`, :func:`plot_misclassified`
   (needs matplotlib: ``pip install minidl[viz]``)
 * :mod:`~minidl.train.transfer`: :func:`freeze`, :func:`unfreeze`, :func:`replace_head`,
@@ -15,6 +18,7 @@ The ten-line loop they package is in ``docs/training.md``.
 """
 
 from minidl.train.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from minidl.train.health import GradientFlowReport, gradient_flow_report
 from minidl.train.history import History
 from minidl.train.loop import current_lrs, evaluate, predict, train_one_epoch
 from minidl.train.metrics import (
@@ -26,6 +30,7 @@ from minidl.train.metrics import (
     precision_recall,
     top_k_accuracy,
 )
+from minidl.train.monitors import ActivationStats, DeadReLU, GradientNorms, UpdateRatio
 from minidl.train.plots import plot_confusion_matrix, plot_history, plot_misclassified
 from minidl.train.progress import EpochProgress, format_metrics
 from minidl.train.trainer import Trainer, fit
@@ -43,15 +48,20 @@ from minidl.train.transfer import (
 )
 
 __all__ = [
+    "ActivationStats",
     "AverageMeter",
     "Callback",
+    "DeadReLU",
     "EarlyStopping",
     "EpochProgress",
+    "GradientFlowReport",
+    "GradientNorms",
     "History",
     "LearningRateMonitor",
     "ModelCheckpoint",
     "TopKAccuracy",
     "Trainer",
+    "UpdateRatio",
     "accuracy",
     "confusion_matrix",
     "count_parameters",
@@ -60,6 +70,7 @@ __all__ = [
     "find_last_linear",
     "fit",
     "format_metrics",
+    "gradient_flow_report",
     "freeze",
     "freeze_batchnorm",
     "get_submodule",
