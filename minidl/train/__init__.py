@@ -30,6 +30,7 @@ from minidl.train.metrics import (
     precision_recall,
     top_k_accuracy,
 )
+from minidl.train.monitor_plots import plot_activation_stats, plot_dead_relu, plot_gradient_norms, plot_update_ratios
 from minidl.train.monitors import ActivationStats, DeadReLU, GradientNorms, UpdateRatio
 from minidl.train.plots import plot_confusion_matrix, plot_history, plot_misclassified
 from minidl.train.progress import EpochProgress, format_metrics
@@ -76,9 +77,13 @@ __all__ = [
     "get_submodule",
     "param_groups_with_lr",
     "per_class_metrics",
+    "plot_activation_stats",
     "plot_confusion_matrix",
+    "plot_dead_relu",
+    "plot_gradient_norms",
     "plot_history",
     "plot_misclassified",
+    "plot_update_ratios",
     "precision_recall",
     "predict",
     "replace_head",
