@@ -36,6 +36,7 @@ from typing import Any
 from minidl.backend import get_array_module, get_backend
 from minidl.grad_mode import is_grad_enabled
 from minidl.nn.activation import ReLU, ReLU6
+from minidl.nn.fusion import AddReLU, BatchNormReLU1d, BatchNormReLU2d, FoldedBatchNorm2d
 from minidl.nn.module import Module
 
 __all__ = ["GradientFlowReport", "LayerGradient", "ReluStats", "gradient_flow_report", "is_relu_like"]
@@ -49,8 +50,6 @@ def is_relu_like(module: Module) -> bool:
     """Whether ``module``'s output is a ReLU's (0 where the unit is off): ReLU, ReLU6, and the fused modules that end
     in a ReLU (:class:`~minidl.nn.BatchNormReLU2d`, ``BatchNormReLU1d``, :class:`~minidl.nn.AddReLU`,
     :class:`~minidl.nn.FoldedBatchNorm2d` with ``relu=True``)."""
-    from minidl.nn.fusion import AddReLU, BatchNormReLU1d, BatchNormReLU2d, FoldedBatchNorm2d
-
     if isinstance(module, (ReLU, ReLU6, BatchNormReLU1d, BatchNormReLU2d, AddReLU)):
         return True
     return isinstance(module, FoldedBatchNorm2d) and bool(module.relu)
