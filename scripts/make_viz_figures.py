@@ -15,7 +15,7 @@ Figures (each a PNG under 200 KB):
     grad_cam.png            Grad-CAM on the last convolution block (features.16, 8 x 8) for 8 test images
     saliency.png            saliency and SmoothGrad for 4 test images
     filters.png             the 32 first-layer filters (3 x 3 x 3, RGB, each scaled to [0, 1])
-    activation_maps.png     the 32 channels of features.2 (the first ReLU) for one test image
+    activation_maps.png     the first 16 channels of features.2 (the first ReLU) for one test image
     class_model.png         class-model visualization of 5 classes (gradient ascent on the input)
     activation_stats.png    per-layer mean/std and histograms of the activations at the first step of training
     update_ratios.png       ||update|| / ||W|| per weight over training, with the 1e-3 line
@@ -122,7 +122,8 @@ def main() -> None:
                       titles=titles[:4], mean=MEAN, std=STD, cmap="hot", alpha=0.6, dpi=DPI)  # fmt: skip
     viz.plot_filters(model, out / "filters.png", title="features.0: 32 filters 3x3x3", dpi=DPI)
     maps = viz.activation_maps(model, x[:1], "features.2")
-    viz.plot_activation_maps(maps, out / "activation_maps.png", title=f"features.2 (ReLU) on a {names[y[0]]}", dpi=DPI)
+    viz.plot_activation_maps(maps, out / "activation_maps.png", max_channels=16,
+                             title=f"features.2 (ReLU), channels 0-15, on a {names[y[0]]}", dpi=DPI)  # fmt: skip
     low, high = (0 - np.array(MEAN)) / np.array(STD), (1 - np.array(MEAN)) / np.array(STD)
     classes = [1, 3, 5, 7, 9]
     images = []
