@@ -11,7 +11,7 @@ import pytest
 import minidl
 from minidl import nn, optim
 from minidl.data import DataLoader, TensorDataset
-from minidl.train import ActivationStats, DeadReLU, GradientNorms, History, Trainer, UpdateRatio, fit
+from minidl.train import ActivationStats, Callback, DeadReLU, GradientNorms, History, Trainer, UpdateRatio, fit
 from tests.helpers import arr, host
 
 
@@ -75,7 +75,7 @@ def test_update_ratio_sees_what_momentum_does():
     ratios = UpdateRatio(every=1)
     snapshots = []
 
-    class Snap(UpdateRatio):
+    class Snap(Callback):
         def on_batch_end(self, trainer, batch, logs):
             snapshots.append(host(trainer.model[0].weight.data).copy())
 
