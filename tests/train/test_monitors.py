@@ -211,3 +211,21 @@ def test_bad_arguments_name_the_monitor():
     _, _, loader = _data()
     with pytest.raises(ValueError, match="ActivationStats: the model has no module named 'nope'"):
         _fit(model, loader, [ActivationStats(modules=["nope"])])
+
+
+def test_a_resumed_run_continues_the_monitor_series(tmp_path):
+    _, _, loader = _data()  # 2 steps per epoch
+
+    def run(epochs, resume):
+        model, stats = _mlp(), ActivationStats(histogram_bins=3)
+        trainer = Trainer(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), callbacks=[stats],
+                          checkpoint_dir=tmp_path, verbose=False, progress=False, fuse=False)  # fmt: skip
+        trainer.fit(loader, epochs=epochs, resume=resume)
+        return stats, trainer
+
+    first, _ = run(1, False)
+    assert first.history["step"] == [0, 1]
+    resumed, trainer = run(2, True)
+    assert resumed.history["step"] == [0, 1, 2, 3] and resumed.history["epoch"] == [1, 1, 2, 2]
+    assert len(resumed.histograms) == 4 and resumed.history.records[:2] == first.history.records
+    assert "act_std/1" in trainer.history.records[0] and "act_std/1" in trainer.history.records[1]
