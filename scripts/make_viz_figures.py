@@ -21,6 +21,8 @@ Figures (each a PNG under 200 KB):
     update_ratios.png       ||update|| / ||W|| per weight over training, with the 1e-3 line
     dead_relu.png           dead-unit fraction and zero fraction per ReLU over training
     gradient_norms.png      per-layer and global gradient norms over training
+    init_small.png          the deck's init demo: a 10-layer tanh MLP (width 256) with weights drawn at std 0.01
+    init_xavier.png         the same MLP with Xavier (Glorot) normal init
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 import minidl
 from minidl import models, nn, optim, train, viz
 from minidl import transforms as T
-from minidl.data import DataLoader, Subset
+from minidl.data import DataLoader, Subset, TensorDataset
 from minidl.data.datasets import CIFAR10
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +88,26 @@ def load_model(args: argparse.Namespace, run: Path) -> tuple[nn.Module, list[tra
     return model, monitors
 
 
+def init_demo(out: Path) -> None:
+    """The CS231n init demo: activation statistics of a deep tanh MLP at initialization, two inits."""
+    x = np.random.default_rng(0).standard_normal((512, 256)).astype(np.float32)
+    loader = DataLoader(TensorDataset(x, np.zeros(512, np.int64)), batch_size=512, device="current")
+    for name, std in (("init_small", 0.01), ("init_xavier", None)):
+        minidl.manual_seed(0)
+        layers: list[nn.Module] = []
+        for _ in range(10):
+            linear = nn.Linear(256, 256, bias=False)
+            nn.init.normal_(linear.weight, std=std) if std else nn.init.xavier_normal_(linear.weight)
+            layers += [linear, nn.Tanh()]
+        model = nn.Sequential(*layers, nn.Linear(256, 10))
+        stats = train.ActivationStats(modules=[str(2 * i + 1) for i in range(10)], histogram_bins=40)
+        train.fit(model, loader, None, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.0), 1,
+                  callbacks=[stats], verbose=False, progress=False)  # fmt: skip
+        label = "N(0, 0.01^2)" if std else "Xavier normal"
+        train.plot_activation_stats(stats, out / f"{name}.png", max_layers=10, dpi=DPI,
+                                    title=f"10 tanh layers of 256 units, weights {label}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data", help="folder holding CIFAR-10")
@@ -100,6 +122,7 @@ def main() -> None:
     run.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     model, monitors = load_model(args, run) if args.checkpoint else train_model(args, run)
+    init_demo(args.out)
     print(f"model ready after {time.perf_counter() - start:.0f} s")
     test_set = CIFAR10(args.data_dir, False, T.Compose([T.ToArray(), T.Normalize(MEAN, STD)]))
     names = test_set.classes

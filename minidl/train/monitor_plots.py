@@ -139,6 +139,7 @@ def plot_activation_stats(
     path: str | os.PathLike[str],
     record: int = 0,
     max_layers: int = 10,
+    same_range: bool = True,
     title: str | None = None,
     dpi: int = 120,
 ) -> Path:
@@ -150,6 +151,8 @@ def plot_activation_stats(
         record: which recorded step (an index into ``stats.history``; -1: the last). Default: 0 (the first step,
             the network as initialized).
         max_layers: at most this many histograms (the first ones). Default: 10.
+        same_range: draw every histogram over the same x range (the union of theirs), so that a layer whose
+            outputs collapse toward 0 shows as a spike, as in the deck; False: each over its own range. Default: True.
         title: a title. Default: None. dpi: Default: 120.
     """
     where = "plot_activation_stats"
@@ -173,6 +176,8 @@ def plot_activation_stats(
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
         ax.set_title(f"activation {label} per layer (step {row.get('step', record)})", fontsize=9)
         ax.grid(True, alpha=0.3)
+    lows = [float(np.asarray(hists[n][1])[0]) for n in shown]
+    highs = [float(np.asarray(hists[n][1])[-1]) for n in shown]
     for col, name in enumerate(shown):
         counts, edges = hists[name]
         ax = fig.add_subplot(grid[1, col])
@@ -180,6 +185,8 @@ def plot_activation_stats(
         ax.set_title(name, fontsize=8)
         ax.tick_params(labelsize=6)
         ax.set_yticks([])
+        if same_range:
+            ax.set_xlim(min(lows), max(highs))
     if title:
         fig.suptitle(title)
     return _write(fig, path, dpi)
