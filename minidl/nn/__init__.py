@@ -11,11 +11,13 @@ from minidl.nn import dispatch, functional, init, utils
 from minidl.nn.activation import (
     ELU,
     GELU,
+    Hardsigmoid,
     Hardswish,
     Hardtanh,
     LeakyReLU,
     LogSoftmax,
     Mish,
+    PReLU,
     ReLU,
     ReLU6,
     Sigmoid,
@@ -26,9 +28,11 @@ from minidl.nn.activation import (
 )
 from minidl.nn.containers import Concat, Identity, ModuleDict, ModuleList, Residual, Sequential
 from minidl.nn.conv import Conv2d
+from minidl.nn.conv_transpose import ConvTranspose2d
 from minidl.nn.dropout import Dropout, Dropout2d
 from minidl.nn.flatten import Flatten
 from minidl.nn.fusion import AddReLU, BatchNormReLU1d, BatchNormReLU2d, ConvBn2d, FoldedBatchNorm2d, fuse
+from minidl.nn.layer_scale import LayerScale
 from minidl.nn.linear import Linear
 from minidl.nn.loss import (
     BCELoss,
@@ -41,6 +45,7 @@ from minidl.nn.loss import (
     NLLLoss,
     SmoothL1Loss,
 )
+from minidl.nn.maxout import Maxout
 from minidl.nn.merge import Add
 from minidl.nn.module import IncompatibleKeys, Module, Parameter
 from minidl.nn.normalization import BatchNorm1d, BatchNorm2d
@@ -50,6 +55,8 @@ from minidl.nn.normalization_local import LocalResponseNorm
 from minidl.nn.pooling import AvgPool2d, MaxPool2d, pool_output_size
 from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d, AdaptiveMaxPool2d
 from minidl.nn.regularization import elastic_net_penalty, l1_penalty, l2_penalty, max_norm_
+from minidl.nn.stochastic_depth import DropPath, StochasticDepth
+from minidl.nn.upsample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
 __all__ = [
     "Add", "AddReLU", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss",
@@ -61,4 +68,7 @@ __all__ = [
     "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax", "Softplus", "Tanh",
     "dispatch", "elastic_net_penalty", "functional", "fuse", "init", "l1_penalty", "l2_penalty", "max_norm_",
     "pool_output_size", "utils",
+    # issue 14 (small and up-sampling layers)
+    "ConvTranspose2d", "DropPath", "Hardsigmoid", "LayerScale", "Maxout", "PReLU", "StochasticDepth", "Upsample",
+    "UpsamplingBilinear2d", "UpsamplingNearest2d",
 ]  # fmt: skip
