@@ -36,11 +36,15 @@ from minidl.backend._numba_common import _native_dtypes
 from minidl.backend._numba_kernels import _REDUCE, _u, _zero
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _columns(off, SW, W, OW):
-    """The output columns [lo, hi) whose input column ow SW + off lies in [0, W)."""
-    lo = max(0, -(off // SW))
-    hi = min(OW, (W - 1 - off) // SW + 1)
+@njit(cache=True, nogil=True)
+def _valid(K, D, P, S, size_in, size_out):
+    """For each kernel tap k < K: the output positions [lo[k], hi[k]) whose input position i S + k D - P lies in
+    [0, size_in) (one axis; computed once per call, so the loops below have no bounds tests)."""
+    lo, hi = numpy.empty(K, numpy.int64), numpy.empty(K, numpy.int64)
+    for k in range(K):
+        off = k * D - P
+        lo[k] = max(0, -(off // S))  # the first i with i S + off >= 0
+        hi[k] = max(lo[k], min(size_out, (size_in - 1 - off) // S + 1))  # past the last i with i S + off < size_in
     return lo, hi
 
 
@@ -54,6 +58,8 @@ def depthwise_forward(x, weight, bias, has_bias, q0, q1, SH, SW, PH, PW, DH, DW,
     OH, OW = out.shape[2], out.shape[3]
     M = O // C
     xf, wf, of = x.reshape(-1), weight.reshape(-1), out.reshape(-1)
+    row_lo, row_hi = _valid(KH, DH, PH, SH, H, OH)
+    col_lo, col_hi = _valid(KW, DW, PW, SW, W, OW)
     for q in range(q0, q1):
         n, o = q // O, q % O
         x_plane = (n * C + o // M) * H * W
@@ -61,19 +67,14 @@ def depthwise_forward(x, weight, bias, has_bias, q0, q1, SH, SW, PH, PW, DH, DW,
         b = bias[o] if has_bias else out.dtype.type(0)
         for i in range(OH * OW):
             of[_u(o_plane + i)] = b
-        for oh in range(OH):
-            o_row = o_plane + oh * OW
-            for kh in range(KH):
-                h = oh * SH - PH + kh * DH
-                if h < 0 or h >= H:
-                    continue
-                x_row = x_plane + h * W
-                for kw in range(KW):
-                    tap = wf[_u((o * KH + kh) * KW + kw)]
-                    off = kw * DW - PW  # input column of output column ow: ow SW + off
-                    lo, hi = _columns(off, SW, W, OW)
-                    for ow in range(lo, hi):
-                        of[_u(o_row + ow)] += tap * xf[_u(x_row + ow * SW + off)]
+        for kh in range(KH):
+            for kw in range(KW):
+                tap = wf[_u((o * KH + kh) * KW + kw)]
+                for oh in range(row_lo[kh], row_hi[kh]):
+                    o_row = o_plane + oh * OW
+                    x_row = x_plane + (oh * SH + kh * DH - PH) * W + kw * DW - PW  # + ow SW: the tap's input
+                    for ow in range(col_lo[kw], col_hi[kw]):
+                        of[_u(o_row + ow)] += tap * xf[_u(x_row + ow * SW)]
 
 
 @njit(cache=True, nogil=True)
@@ -85,25 +86,22 @@ def depthwise_backward_input(dout, weight, p0, p1, SH, SW, PH, PW, DH, DW, dx):
     OH, OW = dout.shape[2], dout.shape[3]
     M = O // C
     gf, wf, df = dout.reshape(-1), weight.reshape(-1), dx.reshape(-1)
+    row_lo, row_hi = _valid(KH, DH, PH, SH, H, OH)
+    col_lo, col_hi = _valid(KW, DW, PW, SW, W, OW)
     for p in range(p0, p1):
         n, c = p // C, p % C
         dx_plane = p * H * W
         _zero(df, _u(dx_plane), _u(H * W))
         for o in range(c * M, c * M + M):
             g_plane = (n * O + o) * OH * OW
-            for oh in range(OH):
-                g_row = g_plane + oh * OW
-                for kh in range(KH):
-                    h = oh * SH - PH + kh * DH
-                    if h < 0 or h >= H:
-                        continue
-                    dx_row = dx_plane + h * W
-                    for kw in range(KW):
-                        tap = wf[_u((o * KH + kh) * KW + kw)]
-                        off = kw * DW - PW
-                        lo, hi = _columns(off, SW, W, OW)
-                        for ow in range(lo, hi):
-                            df[_u(dx_row + ow * SW + off)] += tap * gf[_u(g_row + ow)]
+            for kh in range(KH):
+                for kw in range(KW):
+                    tap = wf[_u((o * KH + kh) * KW + kw)]
+                    for oh in range(row_lo[kh], row_hi[kh]):
+                        g_row = g_plane + oh * OW
+                        dx_row = dx_plane + (oh * SH + kh * DH - PH) * W + kw * DW - PW
+                        for ow in range(col_lo[kw], col_hi[kw]):
+                            df[_u(dx_row + ow * SW)] += tap * gf[_u(g_row + ow)]
 
 
 @njit(cache=True, nogil=True, fastmath=_REDUCE)
@@ -115,28 +113,23 @@ def depthwise_backward_weight(dout, x, o0, o1, SH, SW, PH, PW, DH, DW, dw):
     OH, OW = dout.shape[2], dout.shape[3]
     M = O // C
     gf, xf = dout.reshape(-1), x.reshape(-1)
-    total = numpy.zeros(KH * KW)
+    row_lo, row_hi = _valid(KH, DH, PH, SH, H, OH)
+    col_lo, col_hi = _valid(KW, DW, PW, SW, W, OW)
     for o in range(o0, o1):
-        total[:] = 0.0
-        for n in range(N):
-            x_plane = (n * C + o // M) * H * W
-            g_plane = (n * O + o) * OH * OW
-            for oh in range(OH):
-                g_row = g_plane + oh * OW
-                for kh in range(KH):
-                    h = oh * SH - PH + kh * DH
-                    if h < 0 or h >= H:
-                        continue
-                    x_row = x_plane + h * W
-                    for kw in range(KW):
-                        off = kw * DW - PW
-                        lo, hi = _columns(off, SW, W, OW)
+        for kh in range(KH):
+            for kw in range(KW):
+                total = 0.0
+                for n in range(N):
+                    x_plane = (n * C + o // M) * H * W
+                    g_plane = (n * O + o) * OH * OW
+                    for oh in range(row_lo[kh], row_hi[kh]):
+                        g_row = g_plane + oh * OW
+                        x_row = x_plane + (oh * SH + kh * DH - PH) * W + kw * DW - PW
                         s = dw.dtype.type(0)
-                        for ow in range(lo, hi):
-                            s += gf[_u(g_row + ow)] * xf[_u(x_row + ow * SW + off)]
-                        total[kh * KW + kw] += s
-        for k in range(KH * KW):
-            dw[o, k // KW, k % KW] = total[k]
+                        for ow in range(col_lo[kw], col_hi[kw]):
+                            s += gf[_u(g_row + ow)] * xf[_u(x_row + ow * SW)]
+                        total += s
+                dw[o, kh, kw] = total
 
 
 class DepthwiseKernelsMixin:
