@@ -11,7 +11,9 @@ output pixels (:math:`r` = 1 / scale_factor when a scale factor is given, else i
 
 * **nearest**: :math:`i_0 = \min(\lfloor i\, r \rfloor, in - 1)`, :math:`\lambda_0 = 1` (PyTorch computes
   :math:`r` and :math:`i\, r` in float32, and so does minidl, so that the indices agree; when out = in the map is the
-  identity, when out = 2 in it is :math:`\lfloor i / 2 \rfloor`). Not the rounding of "nearest-exact".
+  identity, when out = 2 in it is :math:`\lfloor i / 2 \rfloor`). Not the rounding of "nearest-exact". (PyTorch's
+  float64 forward rounds :math:`i\, r` differently in rare cases, e.g. i = 111 with scale_factor 3.7, where it reads
+  pixel 30 while its own backward, and its float32 forward, use 29; minidl uses 29 in both directions.)
 * **bilinear**, ``align_corners=False`` (the default): the source coordinate of pixel *centres*,
   :math:`s = \max(r (i + \tfrac12) - \tfrac12,\; 0)` (clamped at 0, PyTorch's area-pixel rule);
   ``align_corners=True``: the corner pixels of input and output coincide, :math:`s = i\, (in - 1) / (out - 1)`
