@@ -108,6 +108,17 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[Callable[[], Any], ...], t
         ("binary_cross_entropy_with_logits",),
     ),
     "KLDivLoss": (nn.KLDivLoss, (images(4, 3), images(4, 3)), ("kl_div",)),
+    # issue 14 (small and up-sampling layers)
+    "DropPath": (lambda: nn.DropPath(0.5), (images(8, 3),), ("drop_path",)),
+    "StochasticDepth": (lambda: nn.StochasticDepth(0.5, "row"), (images(8, 3),), ("drop_path",)),
+    "LayerScale": (lambda: nn.LayerScale(3, init_values=0.5), (images(2, 3),), ("layer_scale",)),
+    "PReLU": (lambda: nn.PReLU(3), (images(2, 3, 2),), ("prelu",)),
+    "Hardsigmoid": (nn.Hardsigmoid, (images(2, 3),), ("hardsigmoid",)),
+    "Maxout": (lambda: nn.Maxout(2), (images(2, 6, 2),), ("maxout",)),
+    "ConvTranspose2d": (lambda: nn.ConvTranspose2d(2, 3, 3, stride=2), (images(2, 2, 3, 3),), ("conv_transpose2d",)),
+    "Upsample": (lambda: nn.Upsample(scale_factor=1.5, mode="bilinear"), (images(2, 2, 4, 4),), ("interpolate",)),
+    "UpsamplingNearest2d": (lambda: nn.UpsamplingNearest2d(size=5), (images(2, 2, 3, 3),), ("interpolate",)),
+    "UpsamplingBilinear2d": (lambda: nn.UpsamplingBilinear2d(scale_factor=2), (images(2, 2, 3, 3),), ("interpolate",)),
 }
 
 
