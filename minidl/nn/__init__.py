@@ -50,6 +50,7 @@ from minidl.nn.normalization_local import LocalResponseNorm
 from minidl.nn.pooling import AvgPool2d, MaxPool2d, pool_output_size
 from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d, AdaptiveMaxPool2d
 from minidl.nn.regularization import elastic_net_penalty, l1_penalty, l2_penalty, max_norm_
+from minidl.nn.scale import Mul
 
 __all__ = [
     "Add", "AddReLU", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss",
@@ -57,7 +58,7 @@ __all__ = [
     "CrossEntropyLoss", "DistillationLoss", "Dropout", "Dropout2d", "ELU", "Flatten", "FoldedBatchNorm2d", "GELU",
     "GroupNorm", "Hardswish", "Hardtanh", "Identity", "IncompatibleKeys", "InstanceNorm2d", "KLDivLoss", "L1Loss",
     "LayerNorm", "LeakyReLU", "Linear", "LocalResponseNorm", "LogSoftmax", "MSELoss", "MaxPool2d", "Mish",
-    "Module", "ModuleDict", "ModuleList", "NLLLoss", "Parameter", "ReLU", "ReLU6", "Residual", "Sequential",
+    "Module", "ModuleDict", "ModuleList", "Mul", "NLLLoss", "Parameter", "ReLU", "ReLU6", "Residual", "Sequential",
     "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax", "Softplus", "Tanh",
     "dispatch", "elastic_net_penalty", "functional", "fuse", "init", "l1_penalty", "l2_penalty", "max_norm_",
     "pool_output_size", "utils",

@@ -123,6 +123,7 @@ from minidl.nn.pooling_adaptive import (
     adaptive_max_pool2d_backward,
     adaptive_max_pool2d_forward,
 )
+from minidl.nn.scale import mul_backward, mul_forward
 
 __all__ = [
     "adaptive_avg_pool2d_backward",
@@ -187,6 +188,8 @@ __all__ = [
     "mish_forward",
     "mse_loss_backward",
     "mse_loss_forward",
+    "mul_backward",
+    "mul_forward",
     "nll_loss_backward",
     "nll_loss_forward",
     "pad2d_backward",

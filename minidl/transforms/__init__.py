@@ -3,7 +3,8 @@
 Per-sample transforms take a PIL image or an (H, W, C) uint8 array and return the same kind; ``ToArray`` turns it
 into the (C, H, W) float32 array in [0, 1] the layers take; a few transforms work on that array (``Normalize``,
 ``RandomErasing``, ``GaussianNoise``, ``Lighting``, the fitted ``FeaturewiseStandardize`` and ``ZCAWhitening``).
-``Mixup`` and ``CutMix`` act on a whole batch and return soft targets. Random transforms draw from their
+``Mixup`` and ``CutMix`` act on a whole batch and return soft targets; ``RandomTranslate`` and
+``AlternatingFlip`` augment a whole (N, C, H, W) batch at once. Random transforms draw from their
 ``generator`` argument, or from ``minidl.default_generator()`` at call time, so ``minidl.manual_seed`` makes them
 reproducible.
 
@@ -29,6 +30,7 @@ from minidl.transforms import functional
 from minidl.transforms._base import InterpolationMode, RandomTransform, Transform
 from minidl.transforms.affine import RandomAffine, RandomRotation
 from minidl.transforms.batch import CutMix, Mixup
+from minidl.transforms.batch_geometric import AlternatingFlip, RandomTranslate, translate
 from minidl.transforms.color import (
     ColorJitter,
     Equalize,
@@ -60,6 +62,7 @@ from minidl.transforms.tta import FiveCrop, TenCrop, tta_predict, tta_views
 from minidl.transforms.visualize import augmentation_grid, save_augmentation_grid
 
 __all__ = [
+    "AlternatingFlip",
     "IMAGENET_EIGVAL",
     "IMAGENET_EIGVEC",
     "CenterCrop",
@@ -87,6 +90,7 @@ __all__ = [
     "RandomHorizontalFlip",
     "RandomResizedCrop",
     "RandomRotation",
+    "RandomTranslate",
     "RandomTransform",
     "RandomVerticalFlip",
     "Resize",
@@ -99,6 +103,7 @@ __all__ = [
     "fit_pca_lighting",
     "functional",
     "save_augmentation_grid",
+    "translate",
     "tta_predict",
     "tta_views",
 ]
