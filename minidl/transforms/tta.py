@@ -101,8 +101,8 @@ def tta_views(images: Any, views: str | Sequence[Callable[[Any], Any]] = "flip",
             return [images, hflip(images)]
         if views == "flip_translate":
             # output pixel (i, j) = input pixel (i - 1, j - 1), then (i + 1, j + 1): reflect-padded shifts of 1
-            moved_down_right, moved_up_left = translate(images, -1, -1), translate(images, 1, 1)
-            return [images, hflip(images), moved_down_right, hflip(moved_down_right), moved_up_left, hflip(moved_up_left)]
+            down_right, up_left = translate(images, -1, -1), translate(images, 1, 1)
+            return [images, hflip(images), down_right, hflip(down_right), up_left, hflip(up_left)]
         if crop_size is None:
             raise ValueError(f"tta_predict: views={views!r} needs crop_size=(OH, OW)")
         size = check_size("tta_predict", crop_size, "crop_size")
