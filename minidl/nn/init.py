@@ -177,7 +177,7 @@ def dirac_(tensor: Any, groups: int = 1) -> Any:
     Examples:
         >>> import numpy as np
         >>> w = dirac_(np.empty((2, 2, 3, 3), np.float32))
-        >>> w[0, 0], w[0, 1].sum(), w[1, 1, 1, 1]
+        >>> w[0, 0], float(w[0, 1].sum()), float(w[1, 1, 1, 1])
         (array([[0., 0., 0.],
                [0., 1., 0.],
                [0., 0., 0.]], dtype=float32), 0.0, 1.0)
