@@ -69,3 +69,26 @@ def test_state_dict_round_trip_and_errors():
         optim.Lookahead(optim.SGD([p], lr=0.1), alpha=1.5)
     with pytest.raises(ValueError, match=r"Lookahead.load_state_dict: expected 1 slow arrays of shapes \[\(2,\)\]"):
         other.load_state_dict({**state, "slow": [np.ones(3)]})
+
+
+def test_airbench_param_groups_lambda_lr_and_frozen_parameters_through_lookahead():
+    """Two groups with their own lr, one LambdaLR factor for both, a frozen parameter left as it is."""
+    bias, weight, frozen = (nn.Parameter(arr(np.ones(2))) for _ in range(3))
+    frozen.requires_grad = False
+    sgd = optim.SGD(
+        [{"params": [bias], "lr": 0.64, "weight_decay": 0.1}, {"params": [weight, frozen], "lr": 0.01}],
+        momentum=0.85,
+        nesterov=True,
+    )
+    scheduler = optim.lr_scheduler.LambdaLR(sgd, lambda step: 0.2 + 0.1 * step)
+    la = optim.Lookahead(sgd, k=5)
+    assert [g["lr"] for g in la.param_groups] == pytest.approx([0.64 * 0.2, 0.01 * 0.2])
+    for _ in range(3):
+        la.zero_grad()
+        for p in (bias, weight, frozen):
+            p.grad = arr(np.ones(2))
+        la.step()
+        scheduler.step()
+    assert [g["lr"] for g in la.param_groups] == pytest.approx([0.64 * 0.5, 0.01 * 0.5])
+    np.testing.assert_array_equal(host(frozen.data), np.ones(2))
+    assert host(bias.data)[0] < host(weight.data)[0] < 1
