@@ -224,7 +224,8 @@ def main() -> None:
     parser.add_argument(
         "--epochs",
         type=float,
-        help="passes over the training set, may be fractional (default 9.9, airbench's; --quick: 8)",
+        help="passes over the training set, may be fractional (default 9.9, airbench's; --quick: 8 on the sample, "
+        "3 on CIFAR-10)",
     )
     parser.add_argument("--batch-size", type=int, help="images per step (default 1024; --quick: 64)")
     parser.add_argument(
@@ -235,7 +236,12 @@ def main() -> None:
     parser.add_argument(
         "--tta", type=int, choices=(0, 1, 2), default=2, help="test-time augmentation: none, mirror, mirror+translate"
     )
-    parser.add_argument("--val-every", type=int, default=1, help="evaluate (no TTA) every N epochs; 0: only at the end")
+    parser.add_argument(
+        "--val-every",
+        type=int,
+        default=1,
+        help="evaluate (no TTA) every N epochs (and after the last); 0: not during training",
+    )
     parser.add_argument(
         "--backend", help="array backend (default: numba where installed): " + ", ".join(minidl.available_backends())
     )
@@ -248,9 +254,10 @@ def main() -> None:
         parser.error(f"--runs must be at least 1, got {args.runs}")
     if args.epochs is not None and not args.epochs > 0:
         parser.error(f"--epochs must be > 0, got {args.epochs}")
+    if args.val_every < 0:
+        parser.error(f"--val-every must be >= 0, got {args.val_every}")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    args.epochs = args.epochs or (8.0 if args.quick else 9.9)
     args.batch_size = args.batch_size or (64 if args.quick else 1024)
     args.widths = tuple(args.widths or ((16, 32, 32) if args.quick else (64, 256, 256)))
     if args.backend:
@@ -260,6 +267,8 @@ def main() -> None:
 
     data, source = load_cifar10(args.data_dir, args.quick)
     print(f"data: {source}")
+    if args.epochs is None:  # --quick: about 240 steps of 64 on the 2,000-image sample or on 5,000 CIFAR-10 images
+        args.epochs = (8.0 if len(data["train_labels"]) <= 2000 else 3.0) if args.quick else 9.9
     print(
         f"airbench94 widths {args.widths}, batch {args.batch_size}, {args.epochs} epochs, {args.runs} run(s), "
         f"TTA level {args.tta}; backend {minidl.get_backend().name}, {minidl.get_num_threads()} threads"
