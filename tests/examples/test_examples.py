@@ -68,7 +68,7 @@ def test_train_cifar10_lenet5_takes_colour_images(tmp_path):
         text=True,
         timeout=600,
     )
-    assert proc.returncode == 2 and "--model: unknown model 'lenet6'; choose one of cifar_cnn, lenet5" in proc.stderr
+    assert proc.returncode == 2 and "--model: unknown model 'lenet6'; choose one of airbench94, cifar_cnn, lenet5" in proc.stderr
 
 
 def test_train_cifar10_resumes(tmp_path):
