@@ -9,6 +9,7 @@ family             factories
 =================  =====================================================================================
 LeNet-5            ``lenet5``
 CIFAR CNN          ``cifar_cnn`` (the benchmark network)
+airbench           ``airbench94`` (``widths=(128, 384, 384)``: airbench95), the CIFAR-10 speedrun network
 VGG                ``vgg11``, ``vgg13``, ``vgg16``, ``vgg19`` (``batch_norm=``, ``cifar=``), ``vgg*_bn``
 ResNet (ImageNet)  ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``, ``resnet152`` (``cifar=``)
 ResNet (CIFAR)     ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``
@@ -31,6 +32,7 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
+from minidl.models.airbench import AirbenchConvGroup, AirbenchNet, airbench94
 from minidl.models.cifar import CifarCNN, cifar_cnn
 from minidl.models.lenet import LeNet5, lenet5
 from minidl.models.mobilenet import Conv2dNormActivation, InvertedResidual, MobileNetV2, make_divisible, mobilenet_v2
@@ -55,6 +57,8 @@ from minidl.models.vgg import VGG, make_layers, vgg11, vgg11_bn, vgg13, vgg13_bn
 from minidl.nn.module import Module
 
 __all__ = [
+    "AirbenchConvGroup",
+    "AirbenchNet",
     "VGG",
     "BasicBlock",
     "Bottleneck",
@@ -64,6 +68,7 @@ __all__ = [
     "LeNet5",
     "MobileNetV2",
     "ResNet",
+    "airbench94",
     "cifar_cnn",
     "conv1x1",
     "conv3x3",
@@ -98,6 +103,7 @@ _MODELS: dict[str, Callable[..., Module]] = {
     for f in (
         lenet5,
         cifar_cnn,
+        airbench94,
         vgg11,
         vgg13,
         vgg16,
@@ -126,7 +132,7 @@ def list_models() -> list[str]:
 
     Examples:
         >>> list_models()[:4]
-        ['cifar_cnn', 'lenet5', 'mobilenet_v2', 'resnet101']
+        ['airbench94', 'cifar_cnn', 'lenet5', 'mobilenet_v2']
     """
     return sorted(_MODELS)
 
@@ -143,7 +149,7 @@ def get_model(name: str, **kwargs: Any) -> Module:
         >>> get_model("resnet19")
         Traceback (most recent call last):
         ...
-        ValueError: get_model: unknown model 'resnet19' (did you mean 'resnet18'?); available: cifar_cnn, ...
+        ValueError: get_model: unknown model 'resnet19' (did you mean 'resnet18'?); available: airbench94, ...
     """
     if not isinstance(name, str):
         raise TypeError(f"get_model: name must be a str, got {type(name).__name__}")

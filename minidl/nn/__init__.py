@@ -58,6 +58,7 @@ from minidl.nn.permute import Permute
 from minidl.nn.pooling import AvgPool2d, MaxPool2d, pool_output_size
 from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d, AdaptiveMaxPool2d
 from minidl.nn.regularization import elastic_net_penalty, l1_penalty, l2_penalty, max_norm_
+from minidl.nn.scale import Mul
 from minidl.nn.stochastic_depth import DropPath, StochasticDepth
 from minidl.nn.upsample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
@@ -67,7 +68,8 @@ __all__ = [
     "CrossEntropyLoss", "DistillationLoss", "Dropout", "Dropout2d", "ELU", "Flatten", "FoldedBatchNorm2d", "GELU",
     "GroupNorm", "Hardswish", "Hardtanh", "Identity", "IncompatibleKeys", "InstanceNorm2d", "KLDivLoss", "L1Loss",
     "LayerNorm", "LeakyReLU", "Linear", "LocalResponseNorm", "LogSoftmax", "MSELoss", "MaxPool2d", "Mish",
-    "Module", "ModuleDict", "ModuleList", "NLLLoss", "Parameter", "Permute", "ReLU", "ReLU6", "Residual", "Sequential",
+    "Module", "ModuleDict", "ModuleList", "Mul", "NLLLoss", "Parameter", "Permute", "ReLU", "ReLU6", "Residual",
+    "Sequential",
     "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax", "Softplus", "Tanh",
     "dispatch", "elastic_net_penalty", "functional", "fuse", "init", "l1_penalty", "l2_penalty", "max_norm_",
     "pool_output_size", "utils",

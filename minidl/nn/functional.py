@@ -131,6 +131,7 @@ from minidl.nn.pooling_adaptive import (
     adaptive_max_pool2d_backward,
     adaptive_max_pool2d_forward,
 )
+from minidl.nn.scale import mul_backward, mul_forward
 from minidl.nn.stochastic_depth import drop_path_backward, drop_path_forward
 from minidl.nn.upsample import interpolate_backward, interpolate_forward
 
@@ -201,6 +202,8 @@ __all__ = [
     "mish_forward",
     "mse_loss_backward",
     "mse_loss_forward",
+    "mul_backward",
+    "mul_forward",
     "nll_loss_backward",
     "nll_loss_forward",
     "pad2d_backward",

@@ -63,6 +63,7 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[Callable[[], Any], ...], t
     "Linear": (lambda: nn.Linear(3, 2), (images(4, 3),), ("linear",)),
     "Flatten": (nn.Flatten, (images(2, 3, 4),), ("flatten",)),
     "Permute": (lambda: nn.Permute([0, 2, 1]), (images(2, 3, 4),), ("permute",)),
+    "Mul": (lambda: nn.Mul(0.5), (images(2, 3, 4),), ("mul",)),
     "Dropout": (lambda: nn.Dropout(0.5), (images(4, 6),), ("dropout",)),
     "Dropout2d": (lambda: nn.Dropout2d(0.5), (images(4, 6, 2, 2),), ("dropout2d",)),
     "MaxPool2d": (lambda: nn.MaxPool2d(2), (images(2, 2, 4, 4),), ("max_pool2d",)),
