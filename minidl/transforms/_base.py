@@ -83,11 +83,16 @@ class RandomTransform(Transform):
 class RandomOp(RandomTransform):
     """Base class of the transforms that apply one fixed operation, ``self._op(img)``, with probability ``p`` (one
     uniform draw per call). The image is checked first (:func:`image_kind`): 8-bit images only (the colour and
-    photometric operations), or also float arrays where ``allow_float`` (the flips)."""
+    photometric operations), or also float arrays where ``allow_float`` (the flips).
+
+    Args:
+        p: the probability of applying the operation. Default: 0.5.
+        generator: a ``numpy.random.Generator``. Default: None (minidl's global generator at call time).
+    """
 
     allow_float: bool = False
 
-    def __init__(self, p: float, generator: Any) -> None:
+    def __init__(self, p: float = 0.5, generator: Any = None) -> None:
         self.p = check_probability(type(self).__name__, p)
         self._set_generator(generator)
 

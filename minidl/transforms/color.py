@@ -272,8 +272,5 @@ class Equalize(Transform):
 class RandomEqualize(RandomOp):
     """Histogram equalization with probability ``p`` (Default: 0.5)."""
 
-    def __init__(self, p: float = 0.5, generator: Any = None) -> None:
-        super().__init__(p, generator)
-
     def _op(self, img: Any) -> Any:
         return equalize(img)

@@ -370,9 +370,6 @@ class RandomHorizontalFlip(RandomOp):
 
     allow_float = True
 
-    def __init__(self, p: float = 0.5, generator: Any = None) -> None:
-        super().__init__(p, generator)
-
     def _op(self, img: Any) -> Any:
         return hflip(img)
 

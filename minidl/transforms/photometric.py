@@ -184,18 +184,12 @@ class RandomSolarize(RandomOp):
 class RandomAutocontrast(RandomOp):
     """Stretch each channel to [0, 255] (see :func:`autocontrast`) with probability ``p`` (Default: 0.5)."""
 
-    def __init__(self, p: float = 0.5, generator: Any = None) -> None:
-        super().__init__(p, generator)
-
     def _op(self, img: Any) -> Any:
         return autocontrast(img)
 
 
 class RandomInvert(RandomOp):
     """Invert the image (see :func:`invert`) with probability ``p`` (Default: 0.5)."""
-
-    def __init__(self, p: float = 0.5, generator: Any = None) -> None:
-        super().__init__(p, generator)
 
     def _op(self, img: Any) -> Any:
         return invert(img)
