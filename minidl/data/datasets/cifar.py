@@ -116,7 +116,9 @@ class CIFAR10(CIFARFiles):
         self._set_classes(CLASSES)
         parts = self._find_or_download("train" if self.train else "test", download)
         images, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        if images.shape[0] == 0 or labels.min() < 0 or labels.max() >= 10:
+        if images.shape[0] == 0:
+            raise ValueError(f"CIFAR10: {self.source} holds no images (expected 10,000 per batch file)")
+        if labels.min() < 0 or labels.max() >= 10:
             raise ValueError(
                 f"CIFAR10: labels of {self.source} must lie in [0, 10), got [{labels.min()}, {labels.max()}]"
             )
