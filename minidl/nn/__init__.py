@@ -41,7 +41,7 @@ from minidl.nn.loss import (
     NLLLoss,
     SmoothL1Loss,
 )
-from minidl.nn.merge import Add
+from minidl.nn.merge import Add, ChannelMul
 from minidl.nn.module import IncompatibleKeys, Module, Parameter
 from minidl.nn.normalization import BatchNorm1d, BatchNorm2d
 from minidl.nn.normalization_group import GroupNorm, LayerNorm
@@ -50,6 +50,7 @@ from minidl.nn.normalization_local import LocalResponseNorm
 from minidl.nn.pooling import AvgPool2d, MaxPool2d, pool_output_size
 from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d, AdaptiveMaxPool2d
 from minidl.nn.regularization import elastic_net_penalty, l1_penalty, l2_penalty, max_norm_
+from minidl.nn.shuffle import ChannelShuffle
 
 __all__ = [
     "Add", "AddReLU", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss",
@@ -59,6 +60,7 @@ __all__ = [
     "LayerNorm", "LeakyReLU", "Linear", "LocalResponseNorm", "LogSoftmax", "MSELoss", "MaxPool2d", "Mish",
     "Module", "ModuleDict", "ModuleList", "NLLLoss", "Parameter", "ReLU", "ReLU6", "Residual", "Sequential",
     "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax", "Softplus", "Tanh",
+    "ChannelMul", "ChannelShuffle",
     "dispatch", "elastic_net_penalty", "functional", "fuse", "init", "l1_penalty", "l2_penalty", "max_norm_",
     "pool_output_size", "utils",
 ]  # fmt: skip

@@ -94,7 +94,14 @@ from minidl.nn.loss import (
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
-from minidl.nn.merge import add_backward, add_forward, add_relu_backward, add_relu_forward
+from minidl.nn.merge import (
+    add_backward,
+    add_forward,
+    add_relu_backward,
+    add_relu_forward,
+    channel_mul_backward,
+    channel_mul_forward,
+)
 from minidl.nn.normalization import (
     batch_norm_backward,
     batch_norm_forward,
@@ -123,6 +130,7 @@ from minidl.nn.pooling_adaptive import (
     adaptive_max_pool2d_backward,
     adaptive_max_pool2d_forward,
 )
+from minidl.nn.shuffle import channel_shuffle_backward, channel_shuffle_forward
 
 __all__ = [
     "adaptive_avg_pool2d_backward",
@@ -143,6 +151,10 @@ __all__ = [
     "binary_cross_entropy_forward",
     "binary_cross_entropy_with_logits_backward",
     "binary_cross_entropy_with_logits_forward",
+    "channel_mul_backward",
+    "channel_mul_forward",
+    "channel_shuffle_backward",
+    "channel_shuffle_forward",
     "conv2d_backward",
     "conv2d_forward",
     "conv2d_relu_backward",
