@@ -114,8 +114,8 @@ class DenseLayer(Module):
         d = dout[:, C:]
         if self.dropout is not None:
             d = self.dropout.backward(d)
-        d = self.norm2.backward(self.conv2.backward(d))
-        d = self.norm1.backward(self.relu1.backward(self.conv1.backward(self.relu2.backward(d))))
+        d = self.norm2.backward(self.relu2.backward(self.conv2.backward(d)))
+        d = self.norm1.backward(self.relu1.backward(self.conv1.backward(d)))
         return dout[:, :C] + d  # x went to the output unchanged and into the layer: the gradients add
 
     def receptive_field_branches(self) -> list[list[Module]]:
