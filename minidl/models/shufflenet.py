@@ -208,12 +208,12 @@ class ShuffleNetV2(Module):
 
 
 def shufflenet_v2_x0_5(num_classes: int = 1000) -> ShuffleNetV2:
-    """ShuffleNet V2 0.5x: 1,366,792 parameters with 1000 classes, 41 MMAC at 224x224."""
+    """ShuffleNet V2 0.5x: 1,366,792 parameters with 1000 classes, 40 MMAC at 224x224."""
     return ShuffleNetV2([4, 8, 4], [24, 48, 96, 192, 1024], num_classes)
 
 
 def shufflenet_v2_x1_0(num_classes: int = 1000) -> ShuffleNetV2:
-    """ShuffleNet V2 1.0x: 2,278,604 parameters with 1000 classes, 0.15 GMAC at 224x224 (torchvision's).
+    """ShuffleNet V2 1.0x: 2,278,604 parameters with 1000 classes, 145 MMAC at 224x224 (torchvision's).
 
     Examples:
         >>> sum(p.size for p in shufflenet_v2_x1_0().parameters())
@@ -223,10 +223,10 @@ def shufflenet_v2_x1_0(num_classes: int = 1000) -> ShuffleNetV2:
 
 
 def shufflenet_v2_x1_5(num_classes: int = 1000) -> ShuffleNetV2:
-    """ShuffleNet V2 1.5x: 3,503,624 parameters with 1000 classes, 0.30 GMAC at 224x224."""
+    """ShuffleNet V2 1.5x: 3,503,624 parameters with 1000 classes, 296 MMAC at 224x224."""
     return ShuffleNetV2([4, 8, 4], [24, 176, 352, 704, 1024], num_classes)
 
 
 def shufflenet_v2_x2_0(num_classes: int = 1000) -> ShuffleNetV2:
-    """ShuffleNet V2 2.0x: 7,393,996 parameters with 1000 classes, 0.58 GMAC at 224x224."""
+    """ShuffleNet V2 2.0x: 7,393,996 parameters with 1000 classes, 583 MMAC at 224x224."""
     return ShuffleNetV2([4, 8, 4], [24, 244, 488, 976, 2048], num_classes)

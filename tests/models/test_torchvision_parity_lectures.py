@@ -51,8 +51,13 @@ CASES = {
     "squeezenet1_1": ({}, {}),
     "shufflenet_v2_x1_0": ({}, {}),
     "shufflenet_v2_x0_5": ({}, {}),
+    # the earlier zoo, checked against reference copies in test_parity.py, here against torchvision itself
+    "resnet18": ({}, {}),
+    "mobilenet_v2": ({}, {}),
+    "resnet50": ({}, {}),
+    "vgg11_bn": ({}, {}),
 }
-SLOW = {"wide_resnet50_2", "resnext50_32x4d", "densenet121", "alexnet"}
+SLOW = {"wide_resnet50_2", "resnext50_32x4d", "densenet121", "alexnet", "resnet50", "vgg11_bn", "mobilenet_v2"}
 
 
 def _names(case: str) -> str:
