@@ -255,7 +255,8 @@ class GoogLeNet(Module):
     Backward:
         ``backward(dlogits)``, or in training mode with ``aux_logits`` ``backward((dlogits, daux2, daux1))``: the
         main path in reverse; at ``inception4d``'s output the gradient from ``aux2`` is added, at
-        ``inception4a``'s the one from ``aux1`` (a fork's gradients add).
+        ``inception4a``'s the one from ``aux1`` (a fork's gradients add). ``None`` for an auxiliary gradient
+        means that head's output was not used (it then gets no gradient).
 
     Examples:
         >>> net = GoogLeNet(num_classes=10, aux_logits=True)
@@ -370,10 +371,10 @@ class GoogLeNet(Module):
             d = dout
         for layer in reversed(self._head()):
             d = layer.backward(d)
-        if with_aux:
+        if with_aux and daux2 is not None:
             d = d + self.aux2.backward(daux2)  # inception4d's output fed the head and aux2
         d = self.inception4b.backward(self.inception4c.backward(self.inception4d.backward(d)))
-        if with_aux:
+        if with_aux and daux1 is not None:
             d = d + self.aux1.backward(daux1)
         d = self.inception4a.backward(d)
         for layer in reversed(self._stem()):

@@ -156,7 +156,7 @@ def test_cifar_variants_train_with_correct_parameter_gradients(case):
 def test_googlenet_returns_the_aux_outputs_only_in_training():
     minidl.manual_seed(0)
     net = models.googlenet(num_classes=5)
-    x = arr(np.random.default_rng(0).normal(size=(2, 3, 48, 48)).astype(np.float32))
+    x = arr(np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32))
     out = net(x)
     assert isinstance(out, models.GoogLeNetOutputs) and out._fields == ("logits", "aux_logits2", "aux_logits1")
     assert [o.shape for o in out] == [(2, 5)] * 3
@@ -167,6 +167,10 @@ def test_googlenet_returns_the_aux_outputs_only_in_training():
     net(x)
     dx = net.backward(models.GoogLeNetOutputs(*[arr(np.ones((2, 5), np.float32))] * 3))
     assert dx.shape == x.shape and net.aux1.fc1.weight.grad is not None and net.aux2.fc2.bias.grad is not None
+    net.zero_grad()
+    net(x)
+    dx_main_only = net.backward(models.GoogLeNetOutputs(arr(np.ones((2, 5), np.float32)), None, None))
+    assert dx_main_only.shape == x.shape and net.aux1.fc1.weight.grad is None and net.fc.weight.grad is not None
     net.eval()
     logits = net(x)
     assert logits.shape == (2, 5)
