@@ -48,7 +48,7 @@ from minidl.nn.loss import (
     SmoothL1Loss,
 )
 from minidl.nn.maxout import Maxout
-from minidl.nn.merge import Add
+from minidl.nn.merge import Add, ChannelMul
 from minidl.nn.module import IncompatibleKeys, Module, Parameter
 from minidl.nn.normalization import BatchNorm1d, BatchNorm2d
 from minidl.nn.normalization_group import GroupNorm, LayerNorm
@@ -59,6 +59,7 @@ from minidl.nn.pooling import AvgPool2d, MaxPool2d, pool_output_size
 from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d, AdaptiveMaxPool2d
 from minidl.nn.regularization import elastic_net_penalty, l1_penalty, l2_penalty, max_norm_
 from minidl.nn.scale import Mul
+from minidl.nn.shuffle import ChannelShuffle
 from minidl.nn.stochastic_depth import DropPath, StochasticDepth
 from minidl.nn.upsample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
@@ -71,6 +72,7 @@ __all__ = [
     "Module", "ModuleDict", "ModuleList", "Mul", "NLLLoss", "Parameter", "Permute", "ReLU", "ReLU6", "Residual",
     "Sequential",
     "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax", "Softplus", "Tanh",
+    "ChannelMul", "ChannelShuffle",
     "dispatch", "elastic_net_penalty", "functional", "fuse", "init", "l1_penalty", "l2_penalty", "max_norm_",
     "pool_output_size", "utils",
     "Embedding", "MultiheadAttention",

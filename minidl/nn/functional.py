@@ -101,7 +101,14 @@ from minidl.nn.loss import (
     softmax_cross_entropy_forward,
 )
 from minidl.nn.maxout import maxout_backward, maxout_forward
-from minidl.nn.merge import add_backward, add_forward, add_relu_backward, add_relu_forward
+from minidl.nn.merge import (
+    add_backward,
+    add_forward,
+    add_relu_backward,
+    add_relu_forward,
+    channel_mul_backward,
+    channel_mul_forward,
+)
 from minidl.nn.normalization import (
     batch_norm_backward,
     batch_norm_forward,
@@ -132,6 +139,7 @@ from minidl.nn.pooling_adaptive import (
     adaptive_max_pool2d_forward,
 )
 from minidl.nn.scale import mul_backward, mul_forward
+from minidl.nn.shuffle import channel_shuffle_backward, channel_shuffle_forward
 from minidl.nn.stochastic_depth import drop_path_backward, drop_path_forward
 from minidl.nn.upsample import interpolate_backward, interpolate_forward
 
@@ -154,6 +162,10 @@ __all__ = [
     "binary_cross_entropy_forward",
     "binary_cross_entropy_with_logits_backward",
     "binary_cross_entropy_with_logits_forward",
+    "channel_mul_backward",
+    "channel_mul_forward",
+    "channel_shuffle_backward",
+    "channel_shuffle_forward",
     "conv2d_backward",
     "conv2d_forward",
     "conv2d_relu_backward",

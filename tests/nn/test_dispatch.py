@@ -54,6 +54,8 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[Callable[[], Any], ...], t
     "Mish": (nn.Mish, (images(2, 3),), ("mish",)),
     "Add": (nn.Add, (images(2, 3), images(2, 3)), ("add",)),
     "AddReLU": (nn.AddReLU, (images(2, 3), images(2, 3)), ("add_relu", "add", "relu")),
+    "ChannelMul": (nn.ChannelMul, (images(2, 3, 4, 4), images(2, 3, 1, 1)), ("channel_mul",)),
+    "ChannelShuffle": (lambda: nn.ChannelShuffle(2), (images(2, 4, 3, 3),), ("channel_shuffle",)),
     "Conv2d": (lambda: nn.Conv2d(2, 3, 3, padding=1), (images(2, 2, 5, 5),), ("conv2d",)),
     "Conv2d(padding_mode)": (
         lambda: nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"),
@@ -232,8 +234,14 @@ def test_a_module_computes_through_its_pairs(case, monkeypatch):
             assert not np.allclose(host(new_out), host(out)), case
         else:
             np.testing.assert_allclose(host(new_out), 2.0 * host(out), rtol=1e-6, err_msg=case)
-        scale = float(np.abs(host(dx)).max(initial=1.0))  # (a BatchNorm's dx cancels: float32 rounding of ~1e-7 x)
-        np.testing.assert_allclose(host(new_dx), 3.0 * host(dx), rtol=1e-5, atol=1e-6 * scale, err_msg=case)
+        for g, new_g in zip(_grads(dx), _grads(new_dx), strict=True):  # (ChannelMul returns (dx, dscale))
+            scale = float(np.abs(host(g)).max(initial=1.0))  # (a BatchNorm's dx cancels: float32 rounding of ~1e-7 x)
+            np.testing.assert_allclose(host(new_g), 3.0 * host(g), rtol=1e-5, atol=1e-6 * scale, err_msg=case)
+
+
+def _grads(dx: Any) -> tuple[Any, ...]:
+    """A module's backward result as a tuple of gradients."""
+    return dx if isinstance(dx, tuple) else (dx,)
 
 
 # ---------------------------------------------------------------------------------------------- the seam
