@@ -1,13 +1,16 @@
 r"""``minidl.summary(model, input_shape)``: the per-layer table the lectures compute by hand.
 
-For every layer that runs (the leaves of the module tree, in execution order) it gives the output shape, the
-parameter count (trainable / frozen), the forward multiply-accumulates (MACs) and the memory of the output; then
-the totals and the receptive field of the output.
+For every layer that runs (the leaves of the module tree, and the modules that own parameters themselves, in
+execution order) it gives the output shape, the parameter count (trainable / frozen), the forward
+multiply-accumulates (MACs) and the memory of the output; then the totals and the receptive field of the output.
+The rows are recorded by forward hooks (:mod:`minidl.nn.hooks`), registered for the one forward pass it runs.
 
 Counting conventions (the ones the published figures use):
 
-* **MACs** count conv and linear multiply-adds only: Conv2d: OH * OW * O * (C / groups) * KH * KW per image;
-  Linear: out_features * in_features per row. **FLOPs = 2 * MACs**. Bias additions, normalization, pooling and
+* **MACs** count conv, linear and attention multiply-adds only: Conv2d: OH * OW * O * (C / groups) * KH * KW per
+  image; Linear: out_features * in_features per row; MultiheadAttention: its q, k, v projections
+  (L E² + S (kdim + vdim) E) and the two products QKᵀ and PV (2 L S E) per sample, its ``out_proj`` a Linear row.
+  **FLOPs = 2 * MACs**. Bias additions, normalization, pooling and
   activations are not counted. (VGG16 at 224x224: 15.5 GMAC; ResNet-18: 1.8 G "FLOPs" in the ResNet paper,
   which counts multiply-adds.)
 * **Activation memory** counts the input and the output of every layer, except layers that can run in place or
@@ -38,6 +41,7 @@ import numpy as np
 
 from minidl.backend import get_backend
 from minidl.grad_mode import no_grad
+from minidl.nn.attention import MultiheadAttention
 from minidl.nn.conv import Conv2d
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
@@ -138,12 +142,19 @@ def _pair(value: Any) -> tuple[int, int]:
     return int(value), int(value)
 
 
-def _macs(module: Any, out_shape: tuple[int, ...], in_shape: tuple[int, ...]) -> int:
+def _macs(module: Any, out_shape: tuple[int, ...], args: tuple[Any, ...]) -> int:
     if isinstance(module, Conv2d):  # (also nn.fuse's ConvBn2d)
         kh, kw = _pair(module.kernel_size)
         return int(np.prod(out_shape)) * (module.in_channels // module.groups) * kh * kw
     if isinstance(module, Linear):
         return int(np.prod(out_shape)) * module.in_features
+    if isinstance(module, MultiheadAttention):  # its own part: the q/k/v projections and the two attention products
+        query, key = args[0], args[1]
+        batch = 1 if query.ndim == 2 else query.shape[0 if module.batch_first else 1]
+        length = query.shape[-2] if query.ndim == 2 or module.batch_first else query.shape[0]
+        source = key.shape[-2] if key.ndim == 2 or module.batch_first else key.shape[0]
+        e = module.embed_dim
+        return batch * (length * e * e + source * (module.kdim + module.vdim) * e + 2 * length * source * e)
     return 0
 
 
@@ -211,47 +222,43 @@ def summary(model: Any, input_shape: tuple[int, ...], batch_size: int = 1, dtype
         first = next(model.parameters(), None)
         dtype = first.dtype if first is not None else np.float32
     names = {id(m): n for n, m in model.named_modules()}
-    leaves = [m for m in model.modules() if not list(m.children())]
+    # a row per layer: a module without children, or one that owns parameters itself (MultiheadAttention's
+    # in-projection; its out_proj has its own row)
+    layers = [m for m in model.modules() if not list(m.children()) or next(m.parameters(recurse=False), None)]
     rows: list[LayerInfo] = []
 
-    def instrument(module: Any) -> None:
-        original = module.forward
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            out = original(*args, **kwargs)
-            trainable = sum(p.size for p in module.parameters(recurse=False) if p.requires_grad)
-            frozen = sum(p.size for p in module.parameters(recurse=False) if not p.requires_grad)
-            shape = tuple(int(d) for d in out.shape)
-            in_shape = tuple(args[0].shape) if args and hasattr(args[0], "shape") else ()
-            kind = type(module).__name__
-            rows.append(
-                LayerInfo(
-                    name=names.get(id(module), "") or kind,
-                    type=kind,
-                    output_shape=shape,
-                    trainable_params=int(trainable),
-                    frozen_params=int(frozen),
-                    macs=_macs(module, shape, in_shape),
-                    output_bytes=0
-                    if kind in _NO_MEMORY or (args and out is args[0])  # (a module that hands its input on)
-                    else int(np.prod(shape)) * np.dtype(out.dtype).itemsize,
-                )
+    def record(module: Any, args: tuple[Any, ...], out: Any) -> None:
+        """A forward hook (minidl.nn.hooks): one row per call of a layer."""
+        if isinstance(out, tuple):  # (MultiheadAttention: the output and the attention weights)
+            out = out[0]
+        trainable = sum(p.size for p in module.parameters(recurse=False) if p.requires_grad)
+        frozen = sum(p.size for p in module.parameters(recurse=False) if not p.requires_grad)
+        shape = tuple(int(d) for d in out.shape)
+        kind = type(module).__name__
+        rows.append(
+            LayerInfo(
+                name=names.get(id(module), "") or kind,
+                type=kind,
+                output_shape=shape,
+                trainable_params=int(trainable),
+                frozen_params=int(frozen),
+                macs=_macs(module, shape, args),
+                output_bytes=0
+                if kind in _NO_MEMORY or (args and out is args[0])  # (a module that hands its input on)
+                else int(np.prod(shape)) * np.dtype(out.dtype).itemsize,
             )
-            return out
-
-        object.__setattr__(module, "forward", forward)
+        )
 
     modes = {id(m): m.training for m in model.modules()}
     x = get_backend().xp.zeros((batch_size, *input_shape), dtype=dtype)
+    handles = [layer.register_forward_hook(record) for layer in layers]
     try:
-        for leaf in leaves:
-            instrument(leaf)
         model.eval()
         with no_grad():
             model(x)
     finally:
-        for leaf in leaves:
-            leaf.__dict__.pop("forward", None)
+        for handle in handles:
+            handle.remove()
         for m in model.modules():
             object.__setattr__(m, "training", modes[id(m)])
     total = sum(p.size for p in model.parameters())

@@ -104,8 +104,8 @@ def cupy_for_the_gpu_page(monkeypatch):
 
 @pytest.mark.parametrize("page", [page for page in PAGES if python_blocks(ROOT / page)])
 def test_the_python_blocks_of_a_page_run(page, tmp_path, monkeypatch, capsys, request):
-    if page == "docs/training.md":
-        pytest.importorskip("matplotlib")  # it draws its plots
+    if page in ("docs/training.md", "docs/visualization.md"):
+        pytest.importorskip("matplotlib")  # they draw plots
         monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.chdir(tmp_path)
     if page == "docs/gpu.md":

@@ -22,6 +22,9 @@ exists, only x is cached, and one of three algorithms runs, chosen by shape in
   from im2row's by float32 roundings; ``backend.winograd = False`` goes back to im2row.
 * **1 x 1 without padding** (ResNet's projection shortcuts, MobileNet's pointwise layers): one stacked product
   (O, C) @ (images, C, OH OW) per chunk of images, already in NCHW layout (x subsampled first for a stride).
+* **depthwise** (``groups == C``, weight (O, 1, KH, KW): MobileNet's 3 x 3 layers): direct loops over the output
+  planes, KH KW shifted multiply-adds of whole rows, no column matrix (``_numba_depthwise.py``). Other grouped
+  convolutions run the reference's per-group GEMMs with the compiled im2col.
 
 Each chunk keeps its own dW partial sum (a fixed group of chunks does, for a big weight), added in order at the
 end, and the chunking depends on the shapes only, so results do not depend on the number of threads. In inference
@@ -38,6 +41,7 @@ from minidl.backend import _numba_kernels as _k
 from minidl.backend import _numba_winograd as _wino
 from minidl.backend import _threads
 from minidl.backend._numba_common import _ceil_div, _native_dtypes
+from minidl.backend._numba_depthwise import DepthwiseKernelsMixin
 
 _CHUNK_BYTES = 1 << 21  # target size of one chunk's im2row buffer: about a core's L2 cache
 _SMALL_O_BLOCK = 256  # rows per backward GEMM call when O <= 16 (measured: the best block for such thin GEMMs)
@@ -46,7 +50,7 @@ _DW_BYTES = 32 << 20  # memory for the per-chunk dW partial sums (chunks are gro
 _WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and output channels (see _winograd_applies)
 
 
-class ConvKernelsMixin:
+class ConvKernelsMixin(DepthwiseKernelsMixin):
     """The convolution methods of the Numba backend (they use its ``_buffer``, ``_split``, ``_gemm_threads`` and
     compiled ``_im2col``/``_col2im``)."""
 
@@ -68,12 +72,16 @@ class ConvKernelsMixin:
         groups: int = 1,
     ) -> tuple[Any, Any]:  # fmt: skip
         """The ``conv2d`` pair's forward, ``g`` its geometry (the setup's; stride, padding, dilation and groups are
-        in it). Cache: ``(x, or x_col with groups, weight, has_bias, g, x_shape, crop)``."""
+        in it). Cache: ``(x, or x_col with groups other than depthwise, weight, has_bias, g, x_shape, crop)``."""
         return self._conv2d(g, x, weight, bias)
 
     def _conv2d(self, g: Any, x: Any, weight: Any, bias: Any, relu: bool = False) -> tuple[Any, Any]:
         """:meth:`_conv2d_forward`, and ``conv2d_relu``'s forward with ``relu``."""
         x, crop = self._symmetric(x, g)
+        if self._is_depthwise(tuple(x.shape), weight, g.groups):
+            geometry = (g.SH, g.SW, g.top, g.left, g.DH, g.DW, g.OH, g.OW)
+            out = self._depthwise_conv2d(x, weight, bias, *geometry)
+            return out, (x, weight, bias is not None, g, tuple(x.shape), crop)
         if g.groups != 1:
             return self._grouped_conv2d(x, weight, bias, g, crop)
         out = self._conv2d_dense(x, weight, bias, g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW, relu=relu)
@@ -83,7 +91,10 @@ class ConvKernelsMixin:
         """``(dx, dw, db)`` of :meth:`_conv2d_forward` (``dw`` None when not ``compute_dw``)."""
         x, weight, has_bias, g, _, crop = cache
         db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-        if g.groups != 1:
+        if self._is_depthwise(cache[4], weight, g.groups):  # the cache holds x, not x_col
+            geometry = (g.SH, g.SW, g.top, g.left, g.DH, g.DW)
+            dx, dw = self._depthwise_conv2d_backward(dout, x, weight, *geometry, compute_dw)
+        elif g.groups != 1:
             dx, dw = self._grouped_conv2d_backward(dout, cache, compute_dw)
         else:
             geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)

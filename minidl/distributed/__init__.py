@@ -29,19 +29,8 @@ Examples:
     >>> dist.destroy_process_group()
 """
 
-from minidl.distributed._comm import (
-    ReduceOp,
-    Work,
-    all_reduce,
-    barrier,
-    broadcast,
-    destroy_process_group,
-    get_rank,
-    get_world_size,
-    init_process_group,
-    is_initialized,
-    is_main_process,
-)
+from minidl.distributed._comm import *  # noqa: F403  (the process group and its collectives)
+from minidl.distributed._comm import __all__ as _comm_all
 from minidl.distributed._main import print_on_main, save_on_main
 from minidl.distributed.ddp import DistributedDataParallel
 from minidl.distributed.ring import ring_all_reduce
@@ -51,21 +40,11 @@ from minidl.distributed.sync_batchnorm import SyncBatchNorm, sync_batch_norm_bac
 __all__ = [
     "DistributedDataParallel",
     "DistributedSampler",
-    "ReduceOp",
     "SyncBatchNorm",
-    "Work",
-    "all_reduce",
-    "barrier",
-    "broadcast",
-    "destroy_process_group",
-    "get_rank",
-    "get_world_size",
-    "init_process_group",
-    "is_initialized",
-    "is_main_process",
     "print_on_main",
     "ring_all_reduce",
     "save_on_main",
     "sync_batch_norm_backward",
     "sync_batch_norm_forward",
+    *_comm_all,
 ]

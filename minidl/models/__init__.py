@@ -1,18 +1,28 @@
 """The model zoo: classic CNNs built only from :mod:`minidl.nn` layers, each with its explicit backward.
 
 Every factory takes ``num_classes`` (and torchvision-like keywords). The ImageNet models (VGG, ResNet,
-MobileNetV2) have torchvision's state_dict keys and shapes, so weights converted with
-``scripts/convert_torch_weights.py`` load by name. See ``docs/models.md`` for a table of sizes and costs.
+MobileNetV2, AlexNet, GoogLeNet, DenseNet, ResNeXt, wide ResNet, SqueezeNet, ShuffleNet V2) have torchvision's
+state_dict keys and shapes, so weights converted with ``scripts/convert_torch_weights.py`` load by name. See
+``docs/models.md`` for a table of sizes and costs.
 
 =================  =====================================================================================
 family             factories
 =================  =====================================================================================
 LeNet-5            ``lenet5``
 CIFAR CNN          ``cifar_cnn`` (the benchmark network)
+airbench           ``airbench94`` (``widths=(128, 384, 384)``: airbench95), the CIFAR-10 speedrun network
 VGG                ``vgg11``, ``vgg13``, ``vgg16``, ``vgg19`` (``batch_norm=``, ``cifar=``), ``vgg*_bn``
 ResNet (ImageNet)  ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``, ``resnet152`` (``cifar=``)
 ResNet (CIFAR)     ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``
 MobileNetV2        ``mobilenet_v2`` (``width_mult=``, ``cifar=``)
+AlexNet            ``alexnet``
+GoogLeNet          ``googlenet`` (``aux_logits=``, ``transform_input=``)
+DenseNet           ``densenet121``, ``densenet161``, ``densenet169``, ``densenet201``; ``densenet_cifar`` (BC, 32x32)
+ResNeXt / WRN      ``resnext50_32x4d``, ``resnext101_32x8d``, ``wide_resnet50_2``, ``wide_resnet101_2``
+WRN (CIFAR)        ``wide_resnet_cifar`` (WRN-16-4 by default; ``depth=``, ``widen_factor=``, ``dropout=``)
+SqueezeNet         ``squeezenet1_0``, ``squeezenet1_1``
+ShuffleNet V2      ``shufflenet_v2_x0_5``, ``shufflenet_v2_x1_0``, ``shufflenet_v2_x1_5``, ``shufflenet_v2_x2_0``
+SE-ResNet          ``se_resnet18``, ``se_resnet34``, ``se_resnet50`` (``cifar=``); ``se_resnet20`` (CIFAR)
 =================  =====================================================================================
 
 Examples:
@@ -31,8 +41,31 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
+from minidl.models._blocks import SqueezeExcitation
+from minidl.models.airbench import AirbenchConvGroup, AirbenchNet, airbench94
+from minidl.models.alexnet import AlexNet, alexnet
 from minidl.models.cifar import CifarCNN, cifar_cnn
 from minidl.models.convnext import ConvNeXt, convnext_cifar, convnext_tiny
+from minidl.models.densenet import (
+    DenseBlock,
+    DenseLayer,
+    DenseNet,
+    Transition,
+    densenet121,
+    densenet161,
+    densenet169,
+    densenet201,
+    densenet_cifar,
+)
+from minidl.models.googlenet import (
+    BasicConv2d,
+    GoogLeNet,
+    GoogLeNetOutputs,
+    Inception,
+    InceptionAux,
+    TransformInput,
+    googlenet,
+)
 from minidl.models.lenet import LeNet5, lenet5
 from minidl.models.mobilenet import Conv2dNormActivation, InvertedResidual, MobileNetV2, make_divisible, mobilenet_v2
 from minidl.models.mobilenet_v3 import (
@@ -59,11 +92,25 @@ from minidl.models.resnet import (
     resnet110,
     resnet152,
 )
+from minidl.models.resnext import resnext50_32x4d, resnext101_32x8d, wide_resnet50_2, wide_resnet101_2
+from minidl.models.senet import SEBasicBlock, SEBottleneck, se_resnet18, se_resnet20, se_resnet34, se_resnet50
+from minidl.models.shufflenet import (
+    ShuffleNetV2,
+    ShuffleUnit,
+    shufflenet_v2_x0_5,
+    shufflenet_v2_x1_0,
+    shufflenet_v2_x1_5,
+    shufflenet_v2_x2_0,
+)
+from minidl.models.squeezenet import Fire, SqueezeNet, squeezenet1_0, squeezenet1_1
 from minidl.models.vgg import VGG, make_layers, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 from minidl.models.vit import VisionTransformer, vit_b_16, vit_b_32, vit_cifar, vit_l_16, vit_l_32
+from minidl.models.wide_resnet import PreActBlock, WideResNet, wide_resnet_cifar
 from minidl.nn.module import Module
 
 __all__ = [
+    "AirbenchConvGroup",
+    "AirbenchNet",
     "VGG",
     "BasicBlock",
     "Bottleneck",
@@ -73,6 +120,7 @@ __all__ = [
     "LeNet5",
     "MobileNetV2",
     "ResNet",
+    "airbench94",
     "cifar_cnn",
     "conv1x1",
     "conv3x3",
@@ -114,6 +162,48 @@ __all__ = [
     "vit_cifar",
     "vit_l_16",
     "vit_l_32",
+    "AlexNet",
+    "BasicConv2d",
+    "DenseBlock",
+    "DenseLayer",
+    "DenseNet",
+    "Fire",
+    "GoogLeNet",
+    "GoogLeNetOutputs",
+    "Inception",
+    "InceptionAux",
+    "PreActBlock",
+    "SEBasicBlock",
+    "SEBottleneck",
+    "ShuffleNetV2",
+    "ShuffleUnit",
+    "SqueezeExcitation",
+    "SqueezeNet",
+    "Transition",
+    "TransformInput",
+    "WideResNet",
+    "alexnet",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "densenet201",
+    "densenet_cifar",
+    "googlenet",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "se_resnet18",
+    "se_resnet20",
+    "se_resnet34",
+    "se_resnet50",
+    "shufflenet_v2_x0_5",
+    "shufflenet_v2_x1_0",
+    "shufflenet_v2_x1_5",
+    "shufflenet_v2_x2_0",
+    "squeezenet1_0",
+    "squeezenet1_1",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+    "wide_resnet_cifar",
 ]
 
 _MODELS: dict[str, Callable[..., Module]] = {
@@ -121,6 +211,7 @@ _MODELS: dict[str, Callable[..., Module]] = {
     for f in (
         lenet5,
         cifar_cnn,
+        airbench94,
         vgg11,
         vgg13,
         vgg16,
@@ -150,6 +241,28 @@ _MODELS: dict[str, Callable[..., Module]] = {
         vit_l_16,
         vit_l_32,
         vit_cifar,
+        alexnet,
+        googlenet,
+        densenet121,
+        densenet161,
+        densenet169,
+        densenet201,
+        densenet_cifar,
+        resnext50_32x4d,
+        resnext101_32x8d,
+        wide_resnet50_2,
+        wide_resnet101_2,
+        wide_resnet_cifar,
+        squeezenet1_0,
+        squeezenet1_1,
+        shufflenet_v2_x0_5,
+        shufflenet_v2_x1_0,
+        shufflenet_v2_x1_5,
+        shufflenet_v2_x2_0,
+        se_resnet18,
+        se_resnet34,
+        se_resnet50,
+        se_resnet20,
     )
 }
 
@@ -159,7 +272,7 @@ def list_models() -> list[str]:
 
     Examples:
         >>> list_models()[:4]
-        ['cifar_cnn', 'lenet5', 'mobilenet_v2', 'resnet101']
+        ['airbench94', 'alexnet', 'cifar_cnn', 'densenet121']
     """
     return sorted(_MODELS)
 
@@ -176,7 +289,7 @@ def get_model(name: str, **kwargs: Any) -> Module:
         >>> get_model("resnet19")
         Traceback (most recent call last):
         ...
-        ValueError: get_model: unknown model 'resnet19' (did you mean 'resnet18'?); available: cifar_cnn, ...
+        ValueError: get_model: unknown model 'resnet19' (did you mean 'resnet18'?); available: airbench94, alexnet, ...
     """
     if not isinstance(name, str):
         raise TypeError(f"get_model: name must be a str, got {type(name).__name__}")

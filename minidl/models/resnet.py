@@ -275,7 +275,7 @@ class ResNet(Module):
     """A residual network: stem, stages of residual blocks, global average pooling, a linear classifier.
 
     Args:
-        block: :class:`BasicBlock` or :class:`Bottleneck`.
+        block: :class:`BasicBlock` or :class:`Bottleneck`, or a subclass (SE-ResNet's blocks).
         layers: blocks per stage, e.g. ``[2, 2, 2, 2]`` (ResNet-18) or ``[3, 3, 3]`` (ResNet-20).
         num_classes: outputs of ``fc``. Default: 1000.
         zero_init_residual: start the last BatchNorm of each block at weight 0. Default: False.
@@ -316,8 +316,8 @@ class ResNet(Module):
         widths: Sequence[int] = (64, 128, 256, 512),
     ) -> None:
         super().__init__()
-        if block not in (BasicBlock, Bottleneck):
-            raise TypeError(f"ResNet: block must be BasicBlock or Bottleneck, got {block!r}")
+        if not (isinstance(block, type) and issubclass(block, (BasicBlock, Bottleneck))):
+            raise TypeError(f"ResNet: block must be BasicBlock or Bottleneck (or a subclass), got {block!r}")
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"ResNet: stem must be 'imagenet' or 'cifar', got {stem!r}")
         layers, widths = list(layers), list(widths)
@@ -326,7 +326,7 @@ class ResNet(Module):
         for i, (n, w) in enumerate(zip(layers, widths, strict=True)):
             check_int("ResNet", f"layers[{i}]", n)
             check_int("ResNet", f"widths[{i}]", w)
-        if block is BasicBlock and (groups != 1 or width_per_group != 64):
+        if issubclass(block, BasicBlock) and (groups != 1 or width_per_group != 64):
             raise ValueError("ResNet: BasicBlock only supports groups=1 and width_per_group=64 (as torchvision)")
         self.num_classes = check_int("ResNet", "num_classes", num_classes)
         self.in_channels = check_int("ResNet", "in_channels", in_channels)
@@ -356,7 +356,9 @@ class ResNet(Module):
             downsample = Sequential(
                 conv1x1(self.inplanes, planes * block.expansion, stride), BatchNorm2d(planes * block.expansion)
             )
-        extra = {} if block is BasicBlock else {"groups": self.groups, "width_per_group": self.width_per_group}
+        extra = (
+            {} if issubclass(block, BasicBlock) else {"groups": self.groups, "width_per_group": self.width_per_group}
+        )
         stage = [block(self.inplanes, planes, stride, downsample, **extra)]
         self.inplanes = planes * block.expansion
         stage += [block(self.inplanes, planes, **extra) for _ in range(1, blocks)]

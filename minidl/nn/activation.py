@@ -25,8 +25,9 @@ p_i (\delta_{ij} - p_j)`, so :math:`dx = p \odot (dout - \sum_j dout_j p_j)`. Fo
 :math:`\ell = x - \log\sum_j e^{x_j}`: :math:`dx = dout - p \sum_j dout_j`.
 
 This file holds the piecewise-linear ones (ReLU, LeakyReLU, Hardtanh, ReLU6). Sigmoid, tanh, ELU and Softplus live
-in :mod:`minidl.nn.activation_smooth`, the gated ones :math:`x \cdot g(x)` (SiLU, GELU, Mish, Hardswish) in
-:mod:`minidl.nn.activation_gated`, softmax / log-softmax in :mod:`minidl.nn.activation_softmax`, all re-exported here;
+in :mod:`minidl.nn.activation_smooth`, the gated ones :math:`x \cdot g(x)` (SiLU, GELU, Mish, Hardswish) and
+Hardsigmoid in :mod:`minidl.nn.activation_gated`, PReLU (a learned slope) in :mod:`minidl.nn.activation_param`,
+softmax / log-softmax in :mod:`minidl.nn.activation_softmax`, all re-exported here;
 the error function GELU needs (W. J. Cody's rational approximations, NumPy has none) and the shared Module base are
 in :mod:`minidl.nn._activation_common`.
 
@@ -48,6 +49,8 @@ from minidl.nn._activation_common import _Activation, _cast, _check_inplace, _un
 from minidl.nn._checks import check_array, check_float, check_grad_output
 from minidl.nn.activation_gated import *  # noqa: F403  (re-exported: one place to import every activation)
 from minidl.nn.activation_gated import __all__ as _gated_all
+from minidl.nn.activation_param import *  # noqa: F403
+from minidl.nn.activation_param import __all__ as _param_all
 from minidl.nn.activation_smooth import *  # noqa: F403
 from minidl.nn.activation_smooth import __all__ as _smooth_all
 from minidl.nn.activation_softmax import *  # noqa: F403
@@ -68,6 +71,7 @@ __all__ = [
     "relu_backward",
     "relu_forward",
     *_gated_all,
+    *_param_all,
     *_smooth_all,
     *_softmax_all,
 ]

@@ -1,5 +1,5 @@
-r"""Gated activations :math:`y = x \cdot g(x)`: SiLU (swish), GELU, Mish and Hardswish (the others are in
-:mod:`minidl.nn.activation`, which re-exports these).
+r"""Gated activations :math:`y = x \cdot g(x)`: SiLU (swish), GELU, Mish and Hardswish, and
+Hardswish's gate, Hardsigmoid (the others are in :mod:`minidl.nn.activation`, which re-exports these).
 
 ===========  =================================================  =================================================
 op           forward                                            derivative (what the cache holds)
@@ -8,6 +8,7 @@ silu         :math:`x \sigma(x)`                                :math:`\sigma(x)
 gelu         :math:`x \Phi(x)`, :math:`\Phi` the normal CDF      :math:`\Phi(x) + x \varphi(x)` (input)
 mish         :math:`x \tanh(\mathrm{softplus}(x))`              :math:`t + x \sigma(x) (1 - t^2)` (input)
 hardswish    :math:`x \,\mathrm{relu6}(x + 3) / 6`               0, :math:`(2x + 3) / 6` or 1 (input)
+hardsigmoid  :math:`\mathrm{relu6}(x + 3) / 6`                  :math:`1/6` on (-3, 3), else 0 (input)
 ===========  =================================================  =================================================
 
 Each derivative is the product rule, :math:`g(x) + x g'(x)`. :math:`\Phi(x) = \tfrac12 \mathrm{erfc}(-x / \sqrt 2)`,
@@ -39,11 +40,14 @@ from minidl.nn.dispatch import F, kernel
 
 __all__ = [
     "GELU",
+    "Hardsigmoid",
     "Hardswish",
     "Mish",
     "SiLU",
     "gelu_backward",
     "gelu_forward",
+    "hardsigmoid_backward",
+    "hardsigmoid_forward",
     "hardswish_backward",
     "hardswish_forward",
     "mish_backward",
@@ -260,6 +264,43 @@ def hardswish_backward(dout: Any, cache: Any) -> Any:
     return dout * _cast(x, slope)
 
 
+_hardsigmoid_setup = _unary_setup("hardsigmoid_forward")
+
+
+def hardsigmoid_forward(x: Any) -> tuple[Any, Any]:
+    r"""Hardsigmoid: ``y = relu6(x + 3) / 6``, the gate of Hardswish (MobileNetV3). Cache: ``x``.
+
+    .. math:: y = \begin{cases} 0 & x \le -3 \\ x / 6 + 1/2 & -3 < x < 3 \\ 1 & x \ge 3 \end{cases}
+
+    Shape:
+        - Input: any shape.  - Output: the same.
+    Backward:
+        dx = dout / 6 where -3 < x < 3, else 0 (:func:`hardsigmoid_backward`).
+    Examples:
+        >>> hardsigmoid_forward(np.array([-4.0, 0.0, 1.5, 4.0]))[0]
+        array([0.  , 0.5 , 0.75, 1.  ])
+    """
+    be = _hardsigmoid_setup(x)
+    return _cast(x, be.xp.clip(x / 6 + 0.5, 0, 1)), x
+
+
+def hardsigmoid_backward(dout: Any, cache: Any) -> Any:
+    r"""The gradient of Hardsigmoid: 1/6 strictly inside (-3, 3), 0 outside and at the corners (PyTorch's rule).
+
+    .. math:: dx = dout \odot \begin{cases} 1/6 & -3 < x < 3 \\ 0 & \text{otherwise} \end{cases}
+
+    Shape:
+        - dout: the output's shape.  - dx: the same.
+    Examples:
+        >>> _, cache = hardsigmoid_forward(np.array([-4.0, -3.0, 0.0, 4.0]))
+        >>> hardsigmoid_backward(np.array([6.0, 6.0, 6.0, 6.0]), cache)
+        array([0., 0., 1., 0.])
+    """
+    x = cache
+    check_grad_output("hardsigmoid_backward", dout, x.shape, x.dtype)
+    return dout * ((x > -3) & (x < 3)) / 6
+
+
 # ---------------------------------------------------------------------------------------------- modules
 class GELU(_Activation):
     r"""``GELU(x) = x * Phi(x)`` with Phi the standard normal CDF (Hendrycks & Gimpel 2016).
@@ -375,3 +416,31 @@ class Hardswish(_Activation):
 
     def _pair_backward(self, dout: Any, cache: Any) -> Any:
         return F.hardswish_backward(dout, cache)
+
+
+class Hardsigmoid(_Activation):
+    r"""``Hardsigmoid(x) = relu6(x + 3) / 6``, a piecewise-linear sigmoid (Howard et al. 2019, MobileNetV3).
+
+    .. math:: \mathrm{Hardsigmoid}(x) = \begin{cases} 0 & x \le -3 \\ x / 6 + 1/2 & -3 < x < 3 \\
+              1 & x \ge 3 \end{cases}
+
+    Args:
+        inplace: accepted for PyTorch compatibility (never in place). Default: False.
+    Shape:
+        - Input: any shape.  - Output: the same.
+    Backward:
+        dx = dout / 6 where -3 < x < 3, else 0
+    Examples:
+        >>> Hardsigmoid()(np.array([-4.0, 0.0, 4.0]))
+        array([0. , 0.5, 1. ])
+    """
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = _check_inplace("Hardsigmoid", inplace)
+
+    def _pair_forward(self, x: Any) -> tuple[Any, Any]:
+        return F.hardsigmoid_forward(x)
+
+    def _pair_backward(self, dout: Any, cache: Any) -> Any:
+        return F.hardsigmoid_backward(dout, cache)

@@ -56,6 +56,8 @@ from minidl.nn.activation import (
     tanh_backward,
     tanh_forward,
 )
+from minidl.nn.activation_gated import hardsigmoid_backward, hardsigmoid_forward
+from minidl.nn.activation_param import prelu_backward, prelu_forward
 from minidl.nn.attention_pairs import scaled_dot_product_attention_backward, scaled_dot_product_attention_forward
 from minidl.nn.conv import (
     conv2d_backward,
@@ -63,6 +65,7 @@ from minidl.nn.conv import (
     conv2d_relu_backward,
     conv2d_relu_forward,
 )
+from minidl.nn.conv_transpose import conv_transpose2d_backward, conv_transpose2d_forward
 from minidl.nn.dispatch import register_functional
 from minidl.nn.dropout import (
     dropout2d_backward,
@@ -72,6 +75,7 @@ from minidl.nn.dropout import (
 )
 from minidl.nn.embedding import embedding_backward, embedding_forward
 from minidl.nn.flatten import flatten_backward, flatten_forward
+from minidl.nn.layer_scale import layer_scale_backward, layer_scale_forward
 from minidl.nn.linear import (
     linear_backward,
     linear_forward,
@@ -96,7 +100,15 @@ from minidl.nn.loss import (
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
-from minidl.nn.merge import add_backward, add_forward, add_relu_backward, add_relu_forward
+from minidl.nn.maxout import maxout_backward, maxout_forward
+from minidl.nn.merge import (
+    add_backward,
+    add_forward,
+    add_relu_backward,
+    add_relu_forward,
+    channel_mul_backward,
+    channel_mul_forward,
+)
 from minidl.nn.normalization import (
     batch_norm_backward,
     batch_norm_forward,
@@ -126,6 +138,9 @@ from minidl.nn.pooling_adaptive import (
     adaptive_max_pool2d_backward,
     adaptive_max_pool2d_forward,
 )
+from minidl.nn.scale import mul_backward, mul_forward
+from minidl.nn.shuffle import channel_shuffle_backward, channel_shuffle_forward
+from minidl.nn.stochastic_depth import drop_path_backward, drop_path_forward
 from minidl.nn.tokens import (
     class_token_backward,
     class_token_forward,
@@ -134,6 +149,7 @@ from minidl.nn.tokens import (
     select_backward,
     select_forward,
 )
+from minidl.nn.upsample import interpolate_backward, interpolate_forward
 
 __all__ = [
     "adaptive_avg_pool2d_backward",
@@ -154,6 +170,10 @@ __all__ = [
     "binary_cross_entropy_forward",
     "binary_cross_entropy_with_logits_backward",
     "binary_cross_entropy_with_logits_forward",
+    "channel_mul_backward",
+    "channel_mul_forward",
+    "channel_shuffle_backward",
+    "channel_shuffle_forward",
     "conv2d_backward",
     "conv2d_forward",
     "conv2d_relu_backward",
@@ -202,6 +222,8 @@ __all__ = [
     "mish_forward",
     "mse_loss_backward",
     "mse_loss_forward",
+    "mul_backward",
+    "mul_forward",
     "nll_loss_backward",
     "nll_loss_forward",
     "pad2d_backward",
@@ -233,6 +255,21 @@ __all__ = [
     "position_embedding_forward",
     "select_backward",
     "select_forward",
+    # issue 14 (small and up-sampling layers)
+    "conv_transpose2d_backward",
+    "conv_transpose2d_forward",
+    "drop_path_backward",
+    "drop_path_forward",
+    "hardsigmoid_backward",
+    "hardsigmoid_forward",
+    "interpolate_backward",
+    "interpolate_forward",
+    "layer_scale_backward",
+    "layer_scale_forward",
+    "maxout_backward",
+    "maxout_forward",
+    "prelu_backward",
+    "prelu_forward",
 ]
 
 register_functional(sys.modules[__name__])  # the layers read their pairs from this module, at call time

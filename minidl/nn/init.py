@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from minidl._random import default_generator
-from minidl.backend import get_array_module
+from minidl.backend import get_array_module, to_numpy
+from minidl.nn._checks import pair
 from minidl.nn.module import Parameter
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "normal_",
     "ones_",
     "orthogonal_",
+    "patch_covariance",
+    "patch_whitening_",
     "trunc_normal_",
     "uniform_",
     "xavier_normal_",
@@ -164,10 +167,28 @@ def eye_(tensor: Any) -> Any:
 
 
 def dirac_(tensor: Any, groups: int = 1) -> Any:
-    """Fill a conv weight (O, C, KH, KW) so the convolution is the identity on the first channels of each group."""
+    """Fill a conv weight (O, C, KH, KW) with the Dirac delta: the convolution passes its input through unchanged.
+
+    As ``torch.nn.init.dirac_``: the weight is zeroed, then in each of the ``groups`` blocks of O / groups output
+    channels, output channel d of the block gets a 1 at the kernel's centre of input channel d, for
+    d < min(O / groups, C). The remaining output channels (when O / groups > C) stay zero. Works for 3-, 4- and 5-D
+    weights (Conv1d/2d/3d layouts).
+
+    Examples:
+        >>> import numpy as np
+        >>> w = dirac_(np.empty((2, 2, 3, 3), np.float32))
+        >>> w[0, 0], float(w[0, 1].sum()), float(w[1, 1, 1, 1])
+        (array([[0., 0., 0.],
+               [0., 1., 0.],
+               [0., 0., 0.]], dtype=float32), 0.0, 1.0)
+    """
     data = _array(tensor)
     if data.ndim not in (3, 4, 5):
         raise ValueError(f"dirac_ expects a 3-, 4- or 5-D conv weight, got shape {tuple(data.shape)}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or data.shape[0] % groups != 0:
+        raise ValueError(
+            f"dirac_: groups must be a positive int that divides the {data.shape[0]} output channels, got {groups!r}"
+        )
     out_per_group = data.shape[0] // groups
     values = np.zeros(data.shape)
     center = tuple(s // 2 for s in data.shape[2:])
@@ -175,6 +196,102 @@ def dirac_(tensor: Any, groups: int = 1) -> Any:
         for d in range(min(out_per_group, data.shape[1])):
             values[(g * out_per_group + d, d) + center] = 1
     return _fill(tensor, values)
+
+
+def patch_covariance(images: Any, kernel_size: Any) -> np.ndarray:
+    r"""The (uncentred) covariance of all KH x KW patches of a batch of images, in float64.
+
+    Every patch (stride 1, no padding) is flattened in the conv weight's (c, p, q) order to a vector
+    :math:`v \in \mathbb{R}^{D}`, D = C KH KW, and
+
+    .. math:: \Sigma = \frac{1}{P} \sum_{\text{patches}} v v^T \qquad (P = N \cdot OH \cdot OW \text{ patches})
+
+    Accumulated 256 images at a time, so 50,000 CIFAR images need no more than a few tens of MB.
+
+    Args:
+        images: (N, C, H, W) float array (NumPy or CuPy), normalized as the network will see it.
+        kernel_size: int or (KH, KW).
+    Returns:
+        (D, D) float64 NumPy array.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).standard_normal((8, 3, 6, 6))
+        >>> patch_covariance(x, 2).shape
+        (12, 12)
+    """
+    where = "patch_covariance"
+    KH, KW = pair(where, "kernel_size", kernel_size)
+    if not hasattr(images, "shape") or not hasattr(images, "dtype"):
+        raise TypeError(f"{where}: expected images as an (N, C, H, W) float array, got {type(images).__name__}")
+    if images.ndim != 4 or not np.issubdtype(np.dtype(images.dtype), np.floating):
+        raise ValueError(
+            f"{where}: expected images as an (N, C, H, W) float array, got shape {tuple(images.shape)} and dtype "
+            f"{images.dtype}"
+        )
+    N, C, H, W = images.shape
+    if N == 0 or H < KH or W < KW:
+        raise ValueError(f"{where}: need at least one image of at least {KH}x{KW} pixels, got shape {images.shape}")
+    OH, OW = H - KH + 1, W - KW + 1
+    D = C * KH * KW
+    total = np.zeros((D, D))
+    for start in range(0, N, 256):
+        x = np.asarray(to_numpy(images[start : start + 256]), dtype=np.float64)
+        # (n, C, KH*KW, OH, OW): patch element (c, p, q) of the patch at (i, j) is x[n, c, i + p, j + q]
+        cols = np.stack([x[:, :, p : p + OH, q : q + OW] for p in range(KH) for q in range(KW)], axis=2)
+        flat = cols.transpose(0, 3, 4, 1, 2).reshape(-1, D)
+        total += flat.T @ flat
+    return total / (N * OH * OW)
+
+
+def patch_whitening_(tensor: Any, images: Any, eps: float = 5e-4) -> Any:
+    r"""Set a KH x KW conv weight so that it whitens the images' patches (airbench's first layer, arXiv 2404.00498).
+
+    With the patch covariance :math:`\Sigma = U \operatorname{diag}(\lambda) U^T` (:func:`patch_covariance`,
+    eigenvalues in decreasing order, D = C KH KW of them), the D filters
+
+    .. math:: w_k = \frac{u_k}{\sqrt{\lambda_k + \epsilon}}, \qquad k = 1, \dots, D
+
+    (each reshaped to (C, KH, KW)) map every patch v to coordinates :math:`w_k^T v` whose covariance is
+    :math:`\operatorname{diag}(\lambda_k / (\lambda_k + \epsilon)) \approx I`: decorrelated and of unit
+    variance. With O = 2 D output channels the weight is :math:`(w_1, \dots, w_D, -w_1, \dots, -w_D)` (both signs,
+    so that a GELU after it keeps the information of either sign); with O = D, only the first half. The
+    eigenvectors' signs are those ``numpy.linalg.eigh`` returns. airbench freezes this weight
+    (``requires_grad_(False)``) and trains only the bias.
+
+    Args:
+        tensor: conv weight (O, C, KH, KW) with O = C KH KW or 2 C KH KW, an array or Parameter.
+        images: (N, C, H, W) float training images, normalized as the network sees them (airbench: the first 5,000).
+        eps: added to the eigenvalues; damps the directions of tiny variance. Default: 5e-4.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).standard_normal((16, 3, 8, 8))
+        >>> w = patch_whitening_(np.empty((24, 3, 2, 2)), x)
+        >>> bool(np.allclose(w[:12], -w[12:]))
+        True
+    """
+    where = "patch_whitening_"
+    data = _array(tensor)
+    eps = float(eps)
+    if not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"{where}: eps must be a finite number >= 0, got {eps}")
+    if data.ndim != 4:
+        raise ValueError(f"{where}: expected a conv weight (O, C, KH, KW), got shape {tuple(data.shape)}")
+    O, C, KH, KW = data.shape
+    D = C * KH * KW
+    if O not in (D, 2 * D):
+        raise ValueError(
+            f"{where}: a {C}-channel {KH}x{KW} weight whitens with O = C*KH*KW = {D} or 2*{D} = {2 * D} output "
+            f"channels, got O = {O}"
+        )
+    if getattr(images, "ndim", None) == 4 and images.shape[1] != C:
+        raise ValueError(f"{where}: the weight expects {C} input channels but images have shape {tuple(images.shape)}")
+    eigenvalues, eigenvectors = np.linalg.eigh(patch_covariance(images, (KH, KW)))
+    order = np.argsort(eigenvalues)[::-1]  # largest variance first, as airbench
+    eigenvalues, eigenvectors = np.clip(eigenvalues[order], 0.0, None), eigenvectors[:, order]
+    filters = (eigenvectors / np.sqrt(eigenvalues + eps)).T.reshape(D, C, KH, KW)
+    return _fill(tensor, filters if O == D else np.concatenate([filters, -filters]))
 
 
 def orthogonal_(tensor: Any, gain: float = 1.0, generator: np.random.Generator | None = None) -> Any:

@@ -1,4 +1,5 @@
-r"""Merging two branches: the residual sum ``a + b`` (``Add``) and the sum with the ReLU after it (the add_relu pair).
+r"""Merging two branches: the residual sum ``a + b`` (``Add``), the sum with the ReLU after it (the add_relu pair),
+and the per-channel product ``x * s`` of a squeeze-and-excitation block (``ChannelMul``).
 
 A ResNet block ends by adding its residual branch to its shortcut and applying a ReLU:
 
@@ -23,7 +24,16 @@ from minidl.nn._checks import check_array, check_grad_output
 from minidl.nn.dispatch import F, kernel
 from minidl.nn.module import Module
 
-__all__ = ["Add", "add_backward", "add_forward", "add_relu_backward", "add_relu_forward"]
+__all__ = [
+    "Add",
+    "ChannelMul",
+    "add_backward",
+    "add_forward",
+    "add_relu_backward",
+    "add_relu_forward",
+    "channel_mul_backward",
+    "channel_mul_forward",
+]
 
 
 def _check_pair(where: str, a: Any, b: Any) -> Any:
@@ -169,3 +179,99 @@ class Add(Module):
 
     def _where(self) -> str:
         return "Add"
+
+
+# ---------------------------------------------------------------------------------------------- channel_mul
+class ChannelMulCache(NamedTuple):
+    """The cache of :func:`channel_mul_forward`: both factors (each one's gradient needs the other)."""
+
+    x: Any  # (N, C, H, W)
+    scale: Any  # (N, C, 1, 1)
+
+
+def channel_mul_forward(x: Any, scale: Any) -> tuple[Any, Any]:
+    r"""Scale each channel of each image by its own factor (a squeeze-and-excitation gate). Returns ``(out, cache)``.
+
+    .. math:: out_{n,c,h,w} = x_{n,c,h,w}\, s_{n,c}
+
+    The one broadcast is the explicit one: ``scale`` must be exactly (N, C, 1, 1), one factor per image and channel,
+    spread over H and W (PyTorch writes it ``scale * input``).
+
+    Shape:
+        - x: (N, C, H, W).  - scale: (N, C, 1, 1), the same dtype.  - Output: (N, C, H, W).
+    Backward:
+        dx = dout * s (each element through its channel's factor);
+        ds_{n,c} = sum over (h, w) of dout_{n,c,h,w} x_{n,c,h,w} (the factor touched H * W elements).
+    Examples:
+        >>> x = np.arange(8.0).reshape(1, 2, 2, 2)
+        >>> out, cache = channel_mul_forward(x, np.array([10.0, -1.0]).reshape(1, 2, 1, 1))
+        >>> out[0]
+        array([[[ 0., 10.],
+                [20., 30.]],
+        <BLANKLINE>
+               [[-4., -5.],
+                [-6., -7.]]])
+    """
+    where = "channel_mul_forward"
+    check_array(where, x, ndim=4)
+    check_array(where, scale, ndim=4, what="scale")
+    N, C = x.shape[0], x.shape[1]
+    if tuple(scale.shape) != (N, C, 1, 1) or scale.dtype != x.dtype:
+        raise ValueError(
+            f"{where}: expected a scale of shape (N, C, 1, 1) = {(N, C, 1, 1)} and dtype {x.dtype} for the input "
+            f"of shape {tuple(x.shape)}, got shape {tuple(scale.shape)} and dtype {scale.dtype}"
+        )
+    return x * scale, ChannelMulCache(x, scale)
+
+
+def channel_mul_backward(dout: Any, cache: Any) -> tuple[Any, Any]:
+    r"""The gradients of both factors, ``(dx, dscale)``.
+
+    .. math:: dx_{n,c,h,w} = dout_{n,c,h,w}\, s_{n,c}, \qquad ds_{n,c} = \sum_{h,w} dout_{n,c,h,w}\, x_{n,c,h,w}
+
+    Shape:
+        - dout: (N, C, H, W).  - dx: (N, C, H, W).  - dscale: (N, C, 1, 1).
+
+    Examples:
+        >>> x = np.arange(8.0).reshape(1, 2, 2, 2)
+        >>> out, cache = channel_mul_forward(x, np.array([10.0, -1.0]).reshape(1, 2, 1, 1))
+        >>> dx, dscale = channel_mul_backward(np.ones((1, 2, 2, 2)), cache)
+        >>> dx[0, :, 0, 0], dscale.ravel()  # dscale: 0+1+2+3 and 4+5+6+7
+        (array([10., -1.]), array([ 6., 22.]))
+    """
+    x, scale = cache
+    check_grad_output("channel_mul_backward", dout, x.shape, x.dtype)
+    return dout * scale, (dout * x).sum(axis=(2, 3), keepdims=True)
+
+
+class ChannelMul(Module):
+    r"""``ChannelMul()(x, scale) = x * scale`` with one factor per image and channel: the gate of a
+    squeeze-and-excitation block (:class:`minidl.models.SqueezeExcitation`).
+
+    .. math:: y_{n,c,h,w} = x_{n,c,h,w}\, s_{n,c}
+
+    It has no parameters. Its two inputs have different shapes, so ``backward`` returns both gradients.
+
+    Shape:
+        - x: (N, C, H, W).  - scale: (N, C, 1, 1).  - Output: (N, C, H, W).
+    Backward:
+        ``backward(dout)`` returns ``(dx, dscale)``: dx = dout * s;  ds_{n,c} = sum over (h, w) of dout * x.
+    Examples:
+        >>> mul = ChannelMul()
+        >>> y = mul(np.ones((2, 3, 4, 4)), np.full((2, 3, 1, 1), 0.5))
+        >>> dx, dscale = mul.backward(np.ones_like(y))
+        >>> y.shape, dx.shape, dscale.shape, float(dscale[0, 0, 0, 0])
+        ((2, 3, 4, 4), (2, 3, 4, 4), (2, 3, 1, 1), 16.0)
+    """
+
+    def forward(self, x: Any, scale: Any) -> Any:
+        out, cache = F.channel_mul_forward(x, scale)
+        self.save_for_backward(cache)
+        return out
+
+    def backward(self, dout: Any) -> tuple[Any, Any]:
+        (cache,) = self.pop_saved()
+        return F.channel_mul_backward(dout, cache)
+
+    def _where(self) -> str:
+        return "ChannelMul"

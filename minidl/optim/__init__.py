@@ -15,7 +15,8 @@ An optimizer updates, in place, every parameter whose gradient backward filled; 
         sched.step()
 
 Every optimizer accepts param groups (dicts with their own hyperparameters), has ``state_dict()`` /
-``load_state_dict()`` in PyTorch's layout, and works on NumPy or CuPy parameters alike.
+``load_state_dict()`` in PyTorch's layout, and works on NumPy or CuPy parameters alike. :class:`Lookahead` wraps
+any of them and averages the weights every k steps.
 
 Examples:
     >>> import numpy as np
@@ -31,6 +32,7 @@ Examples:
 from minidl.optim import lr_scheduler
 from minidl.optim.adagrad import Adadelta, Adagrad
 from minidl.optim.adam import Adam, Adamax, AdamW, NAdam
+from minidl.optim.lookahead import Lookahead
 from minidl.optim.optimizer import Optimizer
 from minidl.optim.rmsprop import RMSprop
 from minidl.optim.sgd import SGD
@@ -42,6 +44,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Lookahead",
     "NAdam",
     "Optimizer",
     "RMSprop",

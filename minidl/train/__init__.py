@@ -6,6 +6,9 @@
   :func:`per_class_metrics`, :class:`AverageMeter`
 * :mod:`~minidl.train.callbacks`: :class:`EarlyStopping`, :class:`ModelCheckpoint`, :class:`LearningRateMonitor`
 * :mod:`~minidl.train.history`: :class:`History` (JSON/CSV); :mod:`~minidl.train.progress`: tqdm bars
+* :mod:`~minidl.train.health`: :func:`gradient_flow_report` (per-layer gradient norms, unused parameters, dead ReLUs)
+* :mod:`~minidl.train.monitors`: the training-health callbacks :class:`ActivationStats`, :class:`UpdateRatio`,
+  :class:`DeadReLU`, :class:`GradientNorms`; :mod:`~minidl.train.monitor_plots` draws them
 * :mod:`~minidl.train.plots`: :func:`plot_history`, :func:`plot_confusion_matrix`, :func:`plot_misclassified`
   (needs matplotlib: ``pip install minidl[viz]``)
 * :mod:`~minidl.train.transfer`: :func:`freeze`, :func:`unfreeze`, :func:`replace_head`,
@@ -20,6 +23,7 @@ The ten-line loop they package is in ``docs/training.md``.
 """
 
 from minidl.train.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from minidl.train.health import GradientFlowReport, gradient_flow_report
 from minidl.train.history import History
 from minidl.train.loop import current_lrs, evaluate, predict, train_one_epoch
 from minidl.train.lr_finder import LRFinderResult, lr_find, suggest_lr
@@ -32,6 +36,8 @@ from minidl.train.metrics import (
     precision_recall,
     top_k_accuracy,
 )
+from minidl.train.monitor_plots import plot_activation_stats, plot_dead_relu, plot_gradient_norms, plot_update_ratios
+from minidl.train.monitors import ActivationStats, DeadReLU, GradientNorms, UpdateRatio
 from minidl.train.plots import plot_confusion_matrix, plot_history, plot_misclassified
 from minidl.train.progress import EpochProgress, format_metrics
 from minidl.train.sanity import InitialLossResult, OverfitResult, check_initial_loss, overfit_batch
@@ -52,15 +58,20 @@ from minidl.train.transfer import (
 )
 
 __all__ = [
+    "ActivationStats",
     "AverageMeter",
     "Callback",
+    "DeadReLU",
     "EarlyStopping",
     "EpochProgress",
+    "GradientFlowReport",
+    "GradientNorms",
     "History",
     "LearningRateMonitor",
     "ModelCheckpoint",
     "TopKAccuracy",
     "Trainer",
+    "UpdateRatio",
     "accuracy",
     "confusion_matrix",
     "count_parameters",
@@ -69,14 +80,19 @@ __all__ = [
     "find_last_linear",
     "fit",
     "format_metrics",
+    "gradient_flow_report",
     "freeze",
     "freeze_batchnorm",
     "get_submodule",
     "param_groups_with_lr",
     "per_class_metrics",
+    "plot_activation_stats",
     "plot_confusion_matrix",
+    "plot_dead_relu",
+    "plot_gradient_norms",
     "plot_history",
     "plot_misclassified",
+    "plot_update_ratios",
     "precision_recall",
     "predict",
     "replace_head",

@@ -7,7 +7,7 @@ The hooks, in the order the trainer calls them::
         on_epoch_begin(trainer, epoch)
         on_batch_end(trainer, batch_index, batch_logs)      # after optimizer.step() (and a per-batch scheduler step)
         on_epoch_end(trainer, epoch, logs)                  # logs: the epoch's record, also in trainer.history
-    on_train_end(trainer)
+    on_train_end(trainer)                                   # or, when training raised: on_exception(trainer, error)
 
 Callbacks run in ascending ``order`` (stable); :class:`ModelCheckpoint` has ``order = 100`` so that it runs last and
 the checkpoint holds the final state of every other callback. A callback sets ``trainer.stop_training = True`` to
@@ -66,6 +66,10 @@ class Callback:
 
     def on_train_end(self, trainer: Trainer) -> None:
         """After the last epoch (or the one at which training was stopped)."""
+
+    def on_exception(self, trainer: Trainer, exception: BaseException) -> None:
+        """When training raised (a NaN loss, Ctrl-C, ...), instead of :meth:`on_train_end`; the exception
+        propagates afterwards (Lightning's ``on_exception``)."""
 
     def state_dict(self) -> dict[str, Any]:
         """What must survive a resume, as data :func:`minidl.save` can write."""

@@ -133,6 +133,30 @@ class History:
             clean[key] = _plain_value("History.append", key, value)
         self.records.append(clean)
 
+    def update_last(self, values: Mapping[str, Any]) -> None:
+        """Add metrics to the last record (what a callback measured during that epoch), checked as in
+        :meth:`append`."""
+        if not self.records:
+            raise IndexError("History.update_last: the history has no record yet")
+        if not isinstance(values, Mapping):
+            raise TypeError(f"History.update_last: expected a dict of metrics, got {type(values).__name__}")
+        for key, value in values.items():
+            if not isinstance(key, str):
+                raise TypeError(f"History.update_last: metric names must be strings, got {key!r}")
+            self.records[-1][key] = _plain_value("History.update_last", key, value)
+
+    def series(self, prefix: str) -> dict[str, list[Any]]:
+        """The per-layer columns under ``prefix``: ``{"0": [...], "2": [...]}`` for the keys ``"prefix/0"``,
+        ``"prefix/2"`` (how the training monitors name their metrics), in order of first appearance.
+
+        Examples:
+            >>> h = History([{"epoch": 1, "grad_norm/0": 0.5, "grad_norm/2": 0.1}, {"epoch": 2, "grad_norm/0": 0.4}])
+            >>> h.series("grad_norm")
+            {'0': [0.5, 0.4], '2': [0.1, nan]}
+        """
+        head = prefix + "/"
+        return {key[len(head) :]: self[key] for key in self.keys() if key.startswith(head)}
+
     def keys(self) -> list[str]:
         """Every metric name, in order of first appearance."""
         seen: dict[str, None] = {}

@@ -341,62 +341,68 @@ class Trainer:
                 self._log(f"resumed from {path} after epoch {self.epoch}")
         self._restore_loaders()
         self.stop_training = False
-        self._call("on_train_begin")
-        lines = sys.stdout if self.log_file is None else self.log_file
-        for epoch in range(self.epoch + 1, epochs + 1):
-            sampler = getattr(train_loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):  # minidl.distributed.DistributedSampler: this epoch's shard
-                sampler.set_epoch(epoch - 1)
-            self._call("on_epoch_begin", epoch)
-            start = time.perf_counter()
-            lrs = current_lrs(self.optimizer)
-            train = train_one_epoch(
-                self.model,
-                train_loader,
-                self.loss_fn,
-                self.optimizer,
-                scheduler=self.scheduler if self.scheduler_step == "batch" else None,
-                metrics=self.metrics,
-                progress=self.progress,
-                clip_grad_norm=self.clip_grad_norm,
-                regularization=self.regularization,
-                batch_transform=self.batch_transform,
-                desc=f"epoch {epoch}/{epochs}",
-                progress_file=self.log_file,
-                on_batch_end=lambda b, logs: self._call("on_batch_end", b, logs),
-            )
-            logs: dict[str, Any] = {"epoch": epoch}
-            logs.update({f"train_{k}": v for k, v in train.items() if k not in ("lr", "samples", "time", "throughput")})
-            if val_loader is not None:
-                val = evaluate(
+        try:
+            self._call("on_train_begin")
+            lines = sys.stdout if self.log_file is None else self.log_file
+            for epoch in range(self.epoch + 1, epochs + 1):
+                sampler = getattr(train_loader, "sampler", None)
+                if hasattr(sampler, "set_epoch"):  # minidl.distributed.DistributedSampler: this epoch's shard
+                    sampler.set_epoch(epoch - 1)
+                self._call("on_epoch_begin", epoch)
+                start = time.perf_counter()
+                lrs = current_lrs(self.optimizer)
+                train = train_one_epoch(
                     self.model,
-                    val_loader,
+                    train_loader,
                     self.loss_fn,
-                    self.metrics,
+                    self.optimizer,
+                    scheduler=self.scheduler if self.scheduler_step == "batch" else None,
+                    metrics=self.metrics,
                     progress=self.progress,
-                    desc=f"epoch {epoch}/{epochs} val",
+                    clip_grad_norm=self.clip_grad_norm,
+                    regularization=self.regularization,
+                    batch_transform=self.batch_transform,
+                    desc=f"epoch {epoch}/{epochs}",
                     progress_file=self.log_file,
+                    on_batch_end=lambda b, logs: self._call("on_batch_end", b, logs),
                 )
-                logs.update({f"val_{k}": v for k, v in val.items()})
-            logs["lr"] = lrs[0]
-            logs.update({f"lr_group{i}": lr for i, lr in enumerate(lrs) if i > 0})
-            logs["train_throughput"] = train["throughput"]
-            if self.scheduler is not None and self.scheduler_step == "epoch":
-                if _is_plateau(self.scheduler):
-                    key = self.monitor if self.monitor in logs else "train_loss"
-                    self.scheduler.step(logs[key])
-                else:
-                    self.scheduler.step()
-            logs["time"] = time.perf_counter() - start
-            self.epoch = epoch
-            self.history.append(logs)
-            self._call("on_epoch_end", epoch, logs)
-            if self.history_path is not None and _on_main_process():
-                self.history.save(self.history_path)
-            if self.verbose:
-                print(format_metrics(logs), file=lines, flush=True)
-            if self.stop_training:
-                break
+                logs: dict[str, Any] = {"epoch": epoch}
+                logs.update(
+                    {f"train_{k}": v for k, v in train.items() if k not in ("lr", "samples", "time", "throughput")}
+                )
+                if val_loader is not None:
+                    val = evaluate(
+                        self.model,
+                        val_loader,
+                        self.loss_fn,
+                        self.metrics,
+                        progress=self.progress,
+                        desc=f"epoch {epoch}/{epochs} val",
+                        progress_file=self.log_file,
+                    )
+                    logs.update({f"val_{k}": v for k, v in val.items()})
+                logs["lr"] = lrs[0]
+                logs.update({f"lr_group{i}": lr for i, lr in enumerate(lrs) if i > 0})
+                logs["train_throughput"] = train["throughput"]
+                if self.scheduler is not None and self.scheduler_step == "epoch":
+                    if _is_plateau(self.scheduler):
+                        key = self.monitor if self.monitor in logs else "train_loss"
+                        self.scheduler.step(logs[key])
+                    else:
+                        self.scheduler.step()
+                logs["time"] = time.perf_counter() - start
+                self.epoch = epoch
+                self.history.append(logs)
+                self._call("on_epoch_end", epoch, logs)
+                if self.history_path is not None and _on_main_process():
+                    self.history.save(self.history_path)
+                if self.verbose:
+                    print(format_metrics(logs), file=lines, flush=True)
+                if self.stop_training:
+                    break
+        except BaseException as err:  # the callbacks undo what they set up (hooks), then the error propagates
+            self._call("on_exception", err)
+            raise
         self._call("on_train_end")
         return self.history
 

@@ -5,7 +5,8 @@ into the (C, H, W) float32 array in [0, 1] the layers take; a few transforms wor
 ``RandomErasing``, ``GaussianNoise``, ``Lighting``, the fitted ``FeaturewiseStandardize`` and ``ZCAWhitening``), and
 ``GaussianBlur``, ``GridMask`` and ``HideAndSeek`` take either. ``AutoAugment``, ``RandAugment`` and
 ``TrivialAugmentWide`` apply operations drawn from torchvision's tables (see ``docs/augmentation.md``).
-``Mixup``, ``CutMix`` and ``Mosaic`` act on a whole batch and return soft targets. Random transforms draw from their
+``Mixup``, ``CutMix`` and ``Mosaic`` act on a whole batch and return soft targets; ``RandomTranslate`` and
+``AlternatingFlip`` augment a whole (N, C, H, W) batch at once. Random transforms draw from their
 ``generator`` argument, or from ``minidl.default_generator()`` at call time, so ``minidl.manual_seed`` makes them
 reproducible.
 
@@ -31,6 +32,7 @@ from minidl.transforms import functional
 from minidl.transforms._base import InterpolationMode, RandomTransform, Transform
 from minidl.transforms.affine import RandomAffine, RandomPerspective, RandomRotation
 from minidl.transforms.batch import CutMix, Mixup, Mosaic
+from minidl.transforms.batch_geometric import AlternatingFlip, RandomTranslate, translate
 from minidl.transforms.blur import GaussianBlur
 from minidl.transforms.color import (
     ColorJitter,
@@ -72,6 +74,7 @@ from minidl.transforms.tta import FiveCrop, TenCrop, tta_predict, tta_views
 from minidl.transforms.visualize import augmentation_grid, save_augmentation_grid
 
 __all__ = [
+    "AlternatingFlip",
     "IMAGENET_EIGVAL",
     "IMAGENET_EIGVEC",
     "AutoAugment",
@@ -112,6 +115,7 @@ __all__ = [
     "RandomResizedCrop",
     "RandomRotation",
     "RandomSolarize",
+    "RandomTranslate",
     "RandomTransform",
     "RandomVerticalFlip",
     "Resize",
@@ -125,6 +129,7 @@ __all__ = [
     "fit_pca_lighting",
     "functional",
     "save_augmentation_grid",
+    "translate",
     "tta_predict",
     "tta_views",
 ]

@@ -80,6 +80,33 @@ class RandomTransform(Transform):
         return resolve_generator(self.generator)
 
 
+class RandomOp(RandomTransform):
+    """Base class of the transforms that apply one fixed operation, ``self._op(img)``, with probability ``p`` (one
+    uniform draw per call). The image is checked first (:func:`image_kind`): 8-bit images only (the colour and
+    photometric operations), or also float arrays where ``allow_float`` (the flips).
+
+    Args:
+        p: the probability of applying the operation. Default: 0.5.
+        generator: a ``numpy.random.Generator``. Default: None (minidl's global generator at call time).
+    """
+
+    allow_float: bool = False
+
+    def __init__(self, p: float = 0.5, generator: Any = None) -> None:
+        self.p = check_probability(type(self).__name__, p)
+        self._set_generator(generator)
+
+    def _op(self, img: Any) -> Any:  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError
+
+    def __call__(self, img: Any) -> Any:
+        image_kind(type(self).__name__, img, allow_float=self.allow_float, eight_bit=not self.allow_float)
+        return self._op(img) if self._rng().random() < self.p else img
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def resolve_generator(generator: np.random.Generator | None) -> np.random.Generator:
     """``generator``, or minidl's global generator (looked up now, so seeding and per-worker streams apply)."""
     return generator if generator is not None else _random.default_generator()

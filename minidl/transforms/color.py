@@ -23,9 +23,9 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from minidl.nn._checks import check_float
 from minidl.transforms._base import (
+    RandomOp,
     RandomTransform,
     Transform,
-    check_probability,
     from_pil,
     image_channels,
     image_kind,
@@ -250,23 +250,16 @@ class Grayscale(Transform):
         return f"num_output_channels={self.num_output_channels}"
 
 
-class RandomGrayscale(RandomTransform):
+class RandomGrayscale(RandomOp):
     """Convert to grayscale with probability ``p`` (Default: 0.1), keeping the number of channels."""
 
     def __init__(self, p: float = 0.1, generator: Any = None) -> None:
-        self.p = check_probability("RandomGrayscale", p)
-        self._set_generator(generator)
+        super().__init__(p, generator)
 
-    def __call__(self, img: Any) -> Any:
-        kind = image_kind("RandomGrayscale", img, eight_bit=True)
-        if self._rng().random() >= self.p:
-            return img
-        if kind == "pil":
+    def _op(self, img: Any) -> Any:
+        if isinstance(img, Image.Image):
             return rgb_to_grayscale(img, 1 if img.mode == "L" else 3)
         return rgb_to_grayscale(img, 1 if img.ndim == 2 or img.shape[2] == 1 else 3)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class Equalize(Transform):
@@ -276,16 +269,8 @@ class Equalize(Transform):
         return equalize(img)
 
 
-class RandomEqualize(RandomTransform):
+class RandomEqualize(RandomOp):
     """Histogram equalization with probability ``p`` (Default: 0.5)."""
 
-    def __init__(self, p: float = 0.5, generator: Any = None) -> None:
-        self.p = check_probability("RandomEqualize", p)
-        self._set_generator(generator)
-
-    def __call__(self, img: Any) -> Any:
-        image_kind("RandomEqualize", img, eight_bit=True)
-        return equalize(img) if self._rng().random() < self.p else img
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+    def _op(self, img: Any) -> Any:
+        return equalize(img)

@@ -23,11 +23,11 @@ from PIL import Image
 
 from minidl.backend import get_array_module
 from minidl.transforms._base import (
+    RandomOp,
     RandomTransform,
     Transform,
     check_fill,
     check_interpolation,
-    check_probability,
     check_range,
     check_size,
     fill_per_channel,
@@ -355,7 +355,7 @@ class RandomCrop(RandomTransform):
         return f"size={self.size}, padding={self.padding}"
 
 
-class RandomHorizontalFlip(RandomTransform):
+class RandomHorizontalFlip(RandomOp):
     """Mirror left-right with probability ``p``.
 
     Args:
@@ -368,24 +368,17 @@ class RandomHorizontalFlip(RandomTransform):
         array([3, 2, 1], dtype=uint8)
     """
 
-    def __init__(self, p: float = 0.5, generator: Any = None) -> None:
-        self.p = check_probability(type(self).__name__, p)
-        self._set_generator(generator)
+    allow_float = True
 
-    def __call__(self, img: Any) -> Any:
-        image_kind(type(self).__name__, img, allow_float=True)
-        return hflip(img) if self._rng().random() < self.p else img
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+    def _op(self, img: Any) -> Any:
+        return hflip(img)
 
 
 class RandomVerticalFlip(RandomHorizontalFlip):
     """Mirror top-bottom with probability ``p`` (Default: 0.5)."""
 
-    def __call__(self, img: Any) -> Any:
-        image_kind(type(self).__name__, img, allow_float=True)
-        return vflip(img) if self._rng().random() < self.p else img
+    def _op(self, img: Any) -> Any:
+        return vflip(img)
 
 
 class RandomResizedCrop(RandomTransform):

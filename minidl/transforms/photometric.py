@@ -24,7 +24,7 @@ from typing import Any
 from PIL import ImageEnhance, ImageOps
 
 from minidl.nn._checks import check_float
-from minidl.transforms._base import RandomTransform, check_probability, image_kind, per_channel_pil
+from minidl.transforms._base import RandomOp, image_kind, per_channel_pil
 
 __all__ = [
     "RandomAdjustSharpness",
@@ -129,25 +129,7 @@ def invert(img: Any) -> Any:
     return per_band("invert", img, ImageOps.invert)
 
 
-class _RandomPointOp(RandomTransform):
-    """Apply ``self._op(img)`` with probability ``p``."""
-
-    def __init__(self, p: float, generator: Any) -> None:
-        self.p = check_probability(type(self).__name__, p)
-        self._set_generator(generator)
-
-    def _op(self, img: Any) -> Any:  # pragma: no cover - every subclass overrides it
-        raise NotImplementedError
-
-    def __call__(self, img: Any) -> Any:
-        image_kind(type(self).__name__, img, eight_bit=True)
-        return self._op(img) if self._rng().random() < self.p else img
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class RandomAdjustSharpness(_RandomPointOp):
+class RandomAdjustSharpness(RandomOp):
     """Adjust the sharpness by ``sharpness_factor`` (see :func:`adjust_sharpness`) with probability ``p``.
 
     Args:
@@ -171,7 +153,7 @@ class RandomAdjustSharpness(_RandomPointOp):
         return f"sharpness_factor={self.sharpness_factor}, p={self.p}"
 
 
-class RandomPosterize(_RandomPointOp):
+class RandomPosterize(RandomOp):
     """Keep ``bits`` (0..8) bits per channel (see :func:`posterize`) with probability ``p`` (Default: 0.5)."""
 
     def __init__(self, bits: int, p: float = 0.5, generator: Any = None) -> None:
@@ -185,7 +167,7 @@ class RandomPosterize(_RandomPointOp):
         return f"bits={self.bits}, p={self.p}"
 
 
-class RandomSolarize(_RandomPointOp):
+class RandomSolarize(RandomOp):
     """Invert the values at or above ``threshold`` (see :func:`solarize`) with probability ``p`` (Default: 0.5)."""
 
     def __init__(self, threshold: float, p: float = 0.5, generator: Any = None) -> None:
@@ -199,21 +181,15 @@ class RandomSolarize(_RandomPointOp):
         return f"threshold={self.threshold}, p={self.p}"
 
 
-class RandomAutocontrast(_RandomPointOp):
+class RandomAutocontrast(RandomOp):
     """Stretch each channel to [0, 255] (see :func:`autocontrast`) with probability ``p`` (Default: 0.5)."""
-
-    def __init__(self, p: float = 0.5, generator: Any = None) -> None:
-        super().__init__(p, generator)
 
     def _op(self, img: Any) -> Any:
         return autocontrast(img)
 
 
-class RandomInvert(_RandomPointOp):
+class RandomInvert(RandomOp):
     """Invert the image (see :func:`invert`) with probability ``p`` (Default: 0.5)."""
-
-    def __init__(self, p: float = 0.5, generator: Any = None) -> None:
-        super().__init__(p, generator)
 
     def _op(self, img: Any) -> Any:
         return invert(img)

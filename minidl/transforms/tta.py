@@ -3,7 +3,12 @@ r"""Test-time augmentation: average the model's class probabilities over several
 .. math:: p(y \mid x) \approx \frac1V \sum_{v=1}^{V} \mathrm{softmax}\big(f(t_v(x))\big)
 
 ResNet's recipe is 10 crops (4 corners + centre, and the same of the mirror image); the cheapest is the image and
-its mirror. Averaging probabilities (not logits) is what the papers report. ``FiveCrop``/``TenCrop`` make the
+its mirror. Averaging probabilities (not logits) is what the papers report. airbench (arXiv 2404.00498) averages
+*logits* over 6 views with weights (``views="flip_translate"``, ``average="logits"``): the image and its mirror
+(1/4 each) and the image shifted one pixel down-right and one up-left (reflect padding), each with its mirror (1/8
+each):
+
+.. math:: z(x) = \sum_v w_v\, f(t_v(x)), \qquad \sum_v w_v = 1 ``FiveCrop``/``TenCrop`` make the
 crops of one image (or of a batch of float arrays) for this.
 """
 
@@ -16,11 +21,14 @@ from minidl.backend import get_array_module
 from minidl.grad_mode import no_grad
 from minidl.nn._checks import check_array, check_int
 from minidl.transforms._base import Transform, check_size, image_kind, image_size
+from minidl.transforms.batch_geometric import translate
 from minidl.transforms.geometric import center_crop, crop, hflip, vflip
 
 __all__ = ["FiveCrop", "TenCrop", "five_crop", "ten_crop", "tta_predict", "tta_views"]
 
-_NAMED = ("none", "flip", "fivecrop", "tencrop")
+_NAMED = ("none", "flip", "flip_translate", "fivecrop", "tencrop")
+# the weights of airbench's 6 views: the image and its mirror, then each of the two shifted images and its mirror
+_FLIP_TRANSLATE_WEIGHTS = (0.25, 0.25, 0.125, 0.125, 0.125, 0.125)
 
 
 def five_crop(img: Any, size: Any) -> tuple[Any, Any, Any, Any, Any]:
@@ -91,6 +99,10 @@ def tta_views(images: Any, views: str | Sequence[Callable[[Any], Any]] = "flip",
             return [images]
         if views == "flip":
             return [images, hflip(images)]
+        if views == "flip_translate":
+            # output pixel (i, j) = input pixel (i - 1, j - 1), then (i + 1, j + 1): reflect-padded shifts of 1
+            down_right, up_left = translate(images, -1, -1), translate(images, 1, 1)
+            return [images, hflip(images), down_right, hflip(down_right), up_left, hflip(up_left)]
         if crop_size is None:
             raise ValueError(f"tta_predict: views={views!r} needs crop_size=(OH, OW)")
         size = check_size("tta_predict", crop_size, "crop_size")
@@ -114,8 +126,10 @@ def tta_predict(
     *,
     crop_size: Any = None,
     batch_size: int | None = None,
+    weights: Sequence[float] | None = None,
+    average: str = "probs",
 ) -> Any:
-    """Class probabilities averaged over test-time views of a batch.
+    """Class probabilities (or logits) averaged over test-time views of a batch.
 
     The model is only called (``model(x)`` under ``minidl.no_grad()``): put it in evaluation mode first with
     ``model.eval()`` so that dropout is off and batch norm uses its running statistics.
@@ -123,13 +137,18 @@ def tta_predict(
     Args:
         model: a callable mapping (N, C, OH, OW) to logits (N, K).
         images: (N, C, H, W) float array of the current backend, preprocessed like the training data.
-        views: ``"none"``, ``"flip"`` (image + mirror), ``"fivecrop"``, ``"tencrop"`` (need ``crop_size``), or a
-            list of callables each mapping the batch to a batch. Default: ``"flip"``.
+        views: ``"none"``, ``"flip"`` (image + mirror), ``"flip_translate"`` (airbench's 6 views, weighted
+            1/4, 1/4, 1/8, 1/8, 1/8, 1/8 unless ``weights`` is given), ``"fivecrop"``, ``"tencrop"`` (need
+            ``crop_size``), or a list of callables each mapping the batch to a batch. Default: ``"flip"``.
         crop_size: int or (OH, OW) for the crop views. Default: None.
         batch_size: run the model on this many images at a time. Default: None (the whole batch).
+        weights: one non-negative weight per view, summing to 1. Default: None (equal weights, except
+            ``"flip_translate"``).
+        average: ``"probs"`` (softmax of each view, then the weighted mean) or ``"logits"`` (the weighted mean of
+            the logits, as airbench). Default: ``"probs"``.
 
     Returns:
-        (N, K) probabilities; rows sum to 1.
+        (N, K) probabilities whose rows sum to 1, or (N, K) logits for ``average="logits"``.
 
     Examples:
         >>> import numpy as np
@@ -138,25 +157,44 @@ def tta_predict(
         >>> p = tta_predict(model, np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32))
         >>> p.shape, np.allclose(p.sum(axis=1), 1, atol=1e-6)
         ((2, 4), True)
+        >>> tta_predict(model, np.zeros((2, 3, 8, 8), np.float32), "flip_translate", average="logits").shape
+        (2, 4)
     """
     check_array("tta_predict", images, ndim=4, what="images")
+    if average not in ("probs", "logits"):
+        raise ValueError(f"tta_predict: average must be 'probs' or 'logits', got {average!r}")
     n = images.shape[0]
     step = n if batch_size is None else check_int("tta_predict", "batch_size", batch_size)
     xp = get_array_module(images)
+    if weights is None and views == "flip_translate":
+        weights = _FLIP_TRANSLATE_WEIGHTS
     chunks = []
     with no_grad():
         for start in range(0, n, max(step, 1)):
             batch = images[start : start + step]
             total = None
             batch_views = tta_views(batch, views, crop_size)
-            for view in batch_views:
+            view_weights = _check_weights(weights, len(batch_views))
+            for view, weight in zip(batch_views, view_weights, strict=True):
                 logits = model(view)
                 if not hasattr(logits, "ndim") or logits.ndim != 2 or logits.shape[0] != len(batch):
                     raise ValueError(
                         f"tta_predict: the model must return logits (N, K) = ({len(batch)}, K), got "
                         f"{getattr(logits, 'shape', type(logits).__name__)}"
                     )
-                probs = _softmax(logits)
-                total = probs if total is None else total + probs
-            chunks.append(total / len(batch_views))
+                term = weight * (_softmax(logits) if average == "probs" else logits)
+                total = term if total is None else total + term
+            chunks.append(total.astype(logits.dtype, copy=False))
     return chunks[0] if len(chunks) == 1 else xp.concatenate(chunks, axis=0)
+
+
+def _check_weights(weights: Sequence[float] | None, count: int) -> list[float]:
+    """One weight per view: equal ones by default; given ones must be >= 0 and sum to 1."""
+    if weights is None:
+        return [1.0 / count] * count
+    values = [float(w) for w in weights]
+    if len(values) != count or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
+        raise ValueError(
+            f"tta_predict: weights must be {count} non-negative numbers (one per view) summing to 1, got {weights!r}"
+        )
+    return values

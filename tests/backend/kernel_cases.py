@@ -107,15 +107,18 @@ def conv_cases(draw, op, algorithm):
         SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
         DH, DW = draw(st.integers(1, 2)), draw(st.integers(1, 2))
         C, O = draw(st.integers(1, 10)), draw(st.integers(1, 10))
-    else:  # im2row (fewer than 8 channels: not Winograd), grouped, dilated (im2row with dilation 2-3)
+    else:  # im2row (fewer than 8 channels: not Winograd), grouped, depthwise, dilated (im2row, dilation 2-3)
         low = 2 if algorithm == "dilated" else 1
         KH, KW = draw(st.integers(low, 3)), draw(st.integers(low, 3))
         SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
         PH, PW = draw(st.integers(0, 2)), draw(st.integers(0, 2))
         DH, DW = draw(st.integers(low, 3)), draw(st.integers(low, 3))
-        if algorithm == "grouped":  # groups > 1; depthwise when C / groups == 1
+        if algorithm == "grouped":  # groups > 1, at least 2 input channels per group (1 is depthwise)
             groups = draw(st.integers(2, 4))
-            C, O = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
+            C, O = groups * draw(st.integers(2, 3)), groups * draw(st.integers(1, 3))
+        elif algorithm == "depthwise":  # groups == C, one input channel per group, depth multiplier O / C of 1-3
+            groups = C = draw(st.integers(2, 6))
+            O = C * draw(st.integers(1, 3))
         else:
             C, O = draw(st.integers(1, 5)), draw(st.integers(1, 6))
         if algorithm == "im2row":
@@ -345,7 +348,7 @@ def elementwise_cases(draw, op):
 CASES: dict[str, Any] = {
     **{
         f"conv2d-{a}": conv_cases("conv2d", a)
-        for a in ("im2row", "winograd", "pointwise", "grouped", "dilated", "same")
+        for a in ("im2row", "winograd", "pointwise", "grouped", "depthwise", "dilated", "same")
     },
     **{
         f"conv2d_relu-{a}": conv_cases("conv2d_relu", a) for a in ("im2row", "winograd", "pointwise", "dilated", "same")

@@ -5,9 +5,10 @@ One parametrized test, :func:`test_kernel_matches_its_reference_pair`, runs ever
 (shapes, hyperparameters, float32 and float64; arguments passed by position or by keyword; the input and ``dout``
 C-contiguous, in Fortran order or strided) it calls ``F.<op>_forward`` on the Numba backend, checks that the kernel
 really ran (the cache is a :class:`~minidl.nn.dispatch.KernelCache`) and that it took the algorithm the case is about
-(convolutions: im2row, Winograd, 1 x 1, grouped), runs ``F.<op>_backward`` with a random ``dout``, and compares the
-output, every gradient and every buffer the forward updates in place (running statistics, from fresh copies on each
-side) with the reference pair run under ``minidl.use_backend("numpy")``. Nothing else it is given may change.
+(convolutions: im2row, Winograd, 1 x 1, grouped, depthwise), runs ``F.<op>_backward`` with a random ``dout``, and
+compares the output, every gradient and every buffer the forward updates in place (running statistics, from fresh
+copies on each side) with the reference pair run under ``minidl.use_backend("numpy")``. Nothing else it is given may
+change.
 
 Tolerances (:data:`TOL`): float64 to about 1e-10 relative; float32 atol 5e-4 / rtol 5e-3 for convolutions (Winograd
 and the im2row GEMMs add in other orders than the reference's single GEMM), about 1e-5 relative for the rest, with
@@ -89,6 +90,7 @@ _ALGORITHM_METHODS = {
     "_winograd_conv": "winograd",
     "_pointwise_conv": "pointwise",
     "_grouped_conv2d": "grouped",
+    "_depthwise_conv2d": "depthwise",
     "_conv2d_dense": "dense",
 }
 
@@ -116,8 +118,9 @@ def _algorithm_spy(be: Any) -> Any:
 
 def _algorithm(seen: list[str]) -> str:
     """The algorithm a forward ran, from the spied calls: im2row is the dense path without Winograd or 1 x 1."""
-    if "grouped" in seen:
-        return "grouped"
+    for name in ("grouped", "depthwise"):
+        if name in seen:
+            return name
     for name in ("winograd", "pointwise"):
         if name in seen:
             return name

@@ -2,8 +2,9 @@
 (``test_kernels.py``) does not pin down, one algorithm at a time.
 
 The compiled im2col/col2im against the NumPy primitives, chunking and row blocks, results independent of the thread
-count, Winograd's float32 accuracy and its switch, the ReLU epilogue, and 1 x 1 convolutions for every stride and
-batch size. Comparisons with the reference pair use ``test_kernels.compare`` (and its tolerances).
+count, Winograd's float32 accuracy and its switch, the ReLU epilogue, 1 x 1 convolutions for every stride and
+batch size, and the depthwise kernel (multipliers, an uneven 'same', its thread-count independence and its cache).
+Comparisons with the reference pair use ``test_kernels.compare`` (and its tolerances).
 """
 
 from __future__ import annotations
@@ -196,3 +197,54 @@ def test_pointwise_conv2d_matches_the_reference(stride, N, dtype):
         x_shape, w_shape, seed = (N, 6, 7, 9), (5, 6, 1, 1), N + stride[0]
         options = {"bias": bias, "compute_dw": compute_dw, "dtype": dtype, "seed": seed}
         compare(conv_case(x_shape, w_shape, stride, 0, "pointwise", **options))
+
+
+# ---------------------------------------------------------------------------------------------------- depthwise
+def depthwise_case(x_shape, multiplier, kernel, stride, padding, dilation, **options):
+    """A depthwise ``conv2d`` :class:`Case` (groups = C, weight (C multiplier, 1, KH, KW))."""
+    case = conv_case(x_shape, (x_shape[1] * multiplier, 1, *kernel), stride, padding, "depthwise", **options)
+    params = (*case.params, ("dilation", dilation), ("groups", x_shape[1]))
+    return case._replace(params=params, positional=7)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "multiplier", "kernel", "stride", "padding", "dilation"),
+    [
+        ((16, 32, 8, 8), 1, (3, 3), 1, 1, 1),  # MobileNetV2's 3 x 3 (a smaller batch)
+        ((9, 12, 9, 7), 1, (3, 3), 2, 1, 1),
+        ((5, 4, 11, 10), 2, (7, 7), 1, 3, 1),  # ConvNeXt's 7 x 7, depth multiplier 2
+        ((3, 6, 8, 9), 1, (4, 2), 1, "same", (2, 1)),  # an uneven 'same': the extra row and column are cropped
+        ((2, 3, 5, 5), 3, (3, 3), (3, 2), (0, 2), (1, 2)),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_conv2d_matches_the_reference(x_shape, multiplier, kernel, stride, padding, dilation, dtype):
+    for bias, compute_dw in ((True, True), (False, False)):
+        options = {"bias": bias, "compute_dw": compute_dw, "dtype": dtype}
+        compare(depthwise_case(x_shape, multiplier, kernel, stride, padding, dilation, **options))
+
+
+def test_depthwise_results_do_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 10, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((10, 1, 3, 3)).astype(np.float32)
+    results = []
+    before = minidl.get_num_threads()
+    try:
+        with minidl.use_backend("numba"):
+            for threads in (1, 3):
+                minidl.set_num_threads(threads)
+                out, cache = F.conv2d_forward(x, w, None, 1, 1, 1, 10)
+                assert isinstance(cache, KernelCache)
+                results.append((out, *F.conv2d_backward(np.ones_like(out), cache)[:2]))
+    finally:
+        minidl.set_num_threads(before)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_depthwise_caches_the_input_not_a_column_matrix():
+    x = np.random.default_rng(0).standard_normal((4, 8, 6, 6)).astype(np.float32)
+    with minidl.use_backend("numba"):
+        _, cache = F.conv2d_forward(x, np.ones((8, 1, 3, 3), np.float32), None, 1, 1, 1, 8)
+    assert cache.cache[0].shape == x.shape  # the reference keeps im2col's (C KH KW, N OH OW), 9x the input

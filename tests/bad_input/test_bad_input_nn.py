@@ -60,6 +60,12 @@ CASES = [
     pytest.param(lambda: float64_gradient_into(nn.Residual(nn.Identity())), TypeError, r"^Residual\.backward: the gradient has dtype float64 but the forward computed in float32", id="float64-grad-residual"),
     pytest.param(lambda: float64_gradient_into(nn.Concat(nn.Identity(), nn.Identity())), TypeError, r"^Concat\.backward: the gradient has dtype float64 but the forward computed in float32", id="float64-grad-concat"),
     pytest.param(lambda: float64_gradient_into(nn.Sequential(nn.Conv2d(4, 2, 1), nn.ReLU())), TypeError, r"^ReLU\.backward: the gradient has dtype float64 but the forward computed in float32", id="float64-grad-sequential"),
+    pytest.param(lambda: float64_gradient_into(nn.ConvTranspose2d(4, 2, 3, stride=2)), TypeError, r"^conv_transpose2d_backward: the gradient has dtype float64 but the forward computed in float32", id="float64-grad-convtranspose2d"),
+    pytest.param(lambda: float64_gradient_into(nn.Upsample(scale_factor=1.5, mode="bilinear")), TypeError, r"^interpolate_backward: the gradient has dtype float64 but the forward computed in float32", id="float64-grad-upsample"),
+    pytest.param(lambda: float64_gradient_into(nn.PReLU(4)), TypeError, r"^prelu_backward: the gradient has dtype float64 but the forward computed in float32", id="float64-grad-prelu"),
+    pytest.param(lambda: float64_gradient_into(nn.Maxout(2)), TypeError, r"^maxout_backward: the gradient has dtype float64 but the forward computed in float32", id="float64-grad-maxout"),
+    pytest.param(lambda: float64_gradient_into(nn.LayerScale(6)), TypeError, r"^layer_scale_backward: the gradient has dtype float64 but the forward computed in float32", id="float64-grad-layerscale"),
+    pytest.param(lambda: float64_gradient_into(nn.DropPath(0.5)), TypeError, r"^drop_path_backward: the gradient has dtype float64 but the forward computed in float32", id="float64-grad-droppath"),
     # a .grad set by hand to another shape or dtype (was numpy's broadcast error)
     pytest.param(lambda: preset_grad((3,)), ValueError, r"^Parameter\.accumulate_grad: the parameter's \.grad has shape \(3,\) and dtype float32, expected the parameter's shape \(4, 3\) and dtype float32", id="grad-preset-wrong-shape"),
     pytest.param(lambda: preset_grad((1, 3)), ValueError, r"^Parameter\.accumulate_grad: the parameter's \.grad has shape \(1, 3\) .*expected the parameter's shape \(4, 3\)", id="grad-preset-broadcastable-shape"),

@@ -1,5 +1,6 @@
 """Archives for the extraction tests (tests/data/test_extract.py and the bad-input corpus), written member by member,
-links, FIFOs and encrypted flags included: what tarfile and zipfile alone would not let a test build."""
+links, FIFOs and encrypted flags included: what tarfile and zipfile alone would not let a test build; and the plain
+tar.gz or folder of files that the dataset tests build their fake copies in."""
 
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ def write_tar(path, entries):
             info.type, info.linkname = types[kind], payload or ""
             tf.addfile(info)
     return path
+
+
+def write_tar_files(path, files):
+    """A tar.gz of regular files: ``files`` maps member name -> bytes (written in sorted order)."""
+    return write_tar(path, [(name, "file", data) for name, data in sorted(files.items())])
+
+
+def write_files(root, files):
+    """The same files extracted under the folder ``root`` (sub-folders made as needed); returns ``root``."""
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
 
 
 def write_zip(path, entries):

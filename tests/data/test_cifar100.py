@@ -4,7 +4,6 @@ files, and the download path. The real dataset is not in ../shared/data, so noth
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import tarfile
@@ -16,6 +15,7 @@ import pytest
 
 from minidl.data.datasets import CIFAR100, cifar100
 from minidl.data.download import ChecksumError, DownloadError, md5sum
+from tests.data.archives import write_files, write_tar_files
 
 FINE = [f"fine_{k}" for k in range(100)]
 COARSE = [f"coarse_{k}" for k in range(20)]
@@ -42,22 +42,6 @@ def _fake(n_train: int = 7, n_test: int = 3, seed: int = 0, **overrides) -> dict
     return files
 
 
-def _write_tar(path, files):
-    with tarfile.open(path, "w:gz") as tf:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
-
-
-def _write_folder(root, files):
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    return root
-
-
 @pytest.fixture
 def fake_md5(monkeypatch):
     """Point the MD5 table at the fake files: call it with the files to accept."""
@@ -75,9 +59,9 @@ def test_cifar100_loads_fine_and_coarse_labels_and_names(tmp_path, fake_md5, pac
     files = _fake()
     fake_md5(files)
     if packed:
-        _write_tar(tmp_path / "cifar-100-python.tar.gz", files)
+        write_tar_files(tmp_path / "cifar-100-python.tar.gz", files)
     else:
-        _write_folder(tmp_path, files)
+        write_files(tmp_path, files)
     train = pickle.loads(files["cifar-100-python/train"])
     ds = CIFAR100(tmp_path, train=True, target_transform=lambda t: t + 1000)
     assert len(ds) == 7 and ds.data.shape == (7, 32, 32, 3) and ds.data.dtype == np.uint8
@@ -94,7 +78,7 @@ def test_cifar100_loads_fine_and_coarse_labels_and_names(tmp_path, fake_md5, pac
 
 def test_cifar100_flipped_byte_and_real_md5_table(tmp_path, fake_md5):
     files = _fake()
-    _write_tar(tmp_path / "cifar-100-python.tar.gz", files)
+    write_tar_files(tmp_path / "cifar-100-python.tar.gz", files)
     with pytest.raises(
         ChecksumError, match="expected (7973b15100ade9c7d40fb424638fde48|16019d7e3df5f24257cddd939b257f8d)"
     ):
@@ -102,7 +86,7 @@ def test_cifar100_flipped_byte_and_real_md5_table(tmp_path, fake_md5):
     fake_md5(files)
     raw = bytearray(files["cifar-100-python/meta"])
     raw[-3] ^= 0x01
-    bad = _write_folder(tmp_path / "bad", {**files, "cifar-100-python/meta": bytes(raw)})
+    bad = write_files(tmp_path / "bad", {**files, "cifar-100-python/meta": bytes(raw)})
     with pytest.raises(ChecksumError, match=r"meta has MD5 \w+, expected " + md5sum(files["cifar-100-python/meta"])):
         CIFAR100(bad)
 
@@ -117,14 +101,14 @@ def test_cifar100_missing_incomplete_and_offline_messages(tmp_path, fake_md5, mo
     files = _fake()
     fake_md5(files)
     del files["cifar-100-python/meta"]
-    _write_folder(tmp_path, files)
+    write_files(tmp_path, files)
     with pytest.raises(
         FileNotFoundError, match=r"no complete copy: found the folder .*cifar-100-python, which lacks meta"
     ):
         CIFAR100(tmp_path)
     other = tmp_path / "other"
     other.mkdir()
-    _write_tar(other / "cifar-100-python.tar.gz", files)
+    write_tar_files(other / "cifar-100-python.tar.gz", files)
     with pytest.raises(FileNotFoundError, match=r"which lacks cifar-100-python/meta"):
         CIFAR100(other)
 
@@ -139,7 +123,7 @@ def test_cifar100_missing_incomplete_and_offline_messages(tmp_path, fake_md5, mo
 
 def test_cifar100_corrupt_archive_and_bad_contents(tmp_path, fake_md5):
     files = _fake()
-    archive = _write_tar(tmp_path / "cifar-100-python.tar.gz", files)
+    archive = write_tar_files(tmp_path / "cifar-100-python.tar.gz", files)
     raw = archive.read_bytes()
     archive.write_bytes(raw[: len(raw) // 2])  # truncated
     fake_md5(files)
@@ -161,7 +145,7 @@ def test_cifar100_corrupt_archive_and_bad_contents(tmp_path, fake_md5):
         bad = _fake(**overrides)
         fake_md5(bad)
         with pytest.raises(ValueError, match=message):
-            CIFAR100(_write_folder(tmp_path / name, bad))
+            CIFAR100(write_files(tmp_path / name, bad))
 
 
 class _Boom:
@@ -174,13 +158,13 @@ def test_cifar100_pickle_cannot_run_code(tmp_path, fake_md5):
     files["cifar-100-python/meta"] = pickle.dumps({b"fine_label_names": _Boom()}, protocol=2)
     fake_md5(files)
     with pytest.raises(pickle.UnpicklingError, match="system"):
-        CIFAR100(_write_folder(tmp_path, files))
+        CIFAR100(write_files(tmp_path, files))
 
 
 def test_cifar100_download_from_file_url(tmp_path, fake_md5, monkeypatch):
     files = _fake(seed=3)
     fake_md5(files)
-    server = _write_tar(tmp_path / "server.tar.gz", files)
+    server = write_tar_files(tmp_path / "server.tar.gz", files)
     monkeypatch.setattr(CIFAR100, "url", server.as_uri())
     monkeypatch.setattr(CIFAR100, "tgz_md5", md5sum(server))
     cache = tmp_path / "cache"

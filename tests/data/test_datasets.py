@@ -8,6 +8,7 @@ import gzip
 import io
 import os
 import pickle
+import re
 import tarfile
 import urllib.error
 import urllib.request
@@ -31,6 +32,7 @@ from minidl.data.datasets import (
     restricted_loads,
 )
 from minidl.data.download import ChecksumError, DownloadError, md5sum
+from tests.data.archives import write_files, write_tar_files
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -155,15 +157,6 @@ def _fake_cifar(fmt: str, n: int = 6, seed: int = 0) -> tuple[dict[str, bytes], 
     return files, table, np.concatenate([x for x, _ in train])
 
 
-def _write_tar(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tf:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
-
-
 @pytest.fixture
 def fake_table(monkeypatch):
     table = copy.deepcopy(cifar._FILES)
@@ -177,11 +170,9 @@ def test_cifar10_formats_and_flipped_byte(tmp_path, fake_table, fmt, packed):
     files, md5s, train_images = _fake_cifar(fmt)
     fake_table[fmt].update(md5s)
     if packed:
-        _write_tar(tmp_path / ("cifar-10-binary.tar.gz" if fmt == "bin" else "cifar-10-python.tar.gz"), files)
+        write_tar_files(tmp_path / ("cifar-10-binary.tar.gz" if fmt == "bin" else "cifar-10-python.tar.gz"), files)
     else:
-        for name, data in files.items():
-            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / name).write_bytes(data)
+        write_files(tmp_path, files)
     ds = CIFAR10(tmp_path, train=True)
     assert len(ds) == 30 and ds.data.shape == (30, 32, 32, 3)
     expected = train_images.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -196,20 +187,48 @@ def test_cifar10_formats_and_flipped_byte(tmp_path, fake_table, fmt, packed):
     bad = tmp_path / "bad"
     bad.mkdir()
     if packed:
-        _write_tar(bad / "cifar-10-binary.tar.gz", corrupted)
+        write_tar_files(bad / "cifar-10-binary.tar.gz", corrupted)
     else:
-        (bad / key).parent.mkdir(parents=True)
-        for name, data in corrupted.items():
-            (bad / name).write_bytes(data)
+        write_files(bad, corrupted)
     with pytest.raises(ChecksumError, match=r"data_batch_3(\.bin)? has MD5 \w+, expected " + md5s["train"][2][1]):
         CIFAR10(bad, train=True)
 
 
 def test_cifar10_real_md5_table_rejects_fake(tmp_path):
     files, _, _ = _fake_cifar("bin")
-    _write_tar(tmp_path / "cifar-10-binary.tar.gz", files)
+    write_tar_files(tmp_path / "cifar-10-binary.tar.gz", files)
     with pytest.raises(ChecksumError, match="expected 5dd7e06a14cb22eb9f671a540d1b7c25"):
         CIFAR10(tmp_path)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_cifar10_python_batch_checks_name_the_file(tmp_path, fake_table, packed):
+    """A python-format batch that is not a dict, or lacks its labels, is refused with a message that names the file
+    (the folder's path, or archive:member) as the MD5 error does."""
+    cases = {
+        "list": ([1, 2], r"test_batch should hold a dict, got list$"),
+        "no labels": ({b"data": np.zeros((2, 3072), np.uint8)}, r"test_batch has 2 images but \(0,\) labels$"),
+    }
+    for case, (content, message) in cases.items():
+        data = pickle.dumps(content, protocol=2)
+        fake_table["py"]["test"] = [("test_batch", md5sum(data))]
+        root = tmp_path / case
+        root.mkdir()
+        files = {"cifar-10-batches-py/test_batch": data}
+        if packed:
+            write_tar_files(root / "cifar-10-python.tar.gz", files)
+            where = f"{root / 'cifar-10-python.tar.gz'}:cifar-10-batches-py/test_batch"
+        else:
+            where = str(write_files(root, files) / "cifar-10-batches-py" / "test_batch")
+        with pytest.raises(ValueError, match=r"^CIFAR10: ") as info:
+            CIFAR10(root, train=False)
+        assert str(info.value).startswith(f"CIFAR10: {where} ") and re.search(message, str(info.value)), info.value
+
+
+def test_cifar10_archive_without_a_cifar_folder_is_named_in_the_missing_message(tmp_path):
+    write_tar_files(tmp_path / "cifar-10-other.tar.gz", {"readme.txt": b"not CIFAR-10"})
+    with pytest.raises(FileNotFoundError, match=r"^CIFAR10: no complete copy: found the archive .*cifar-10-other\.tar"):
+        CIFAR10(tmp_path, train=False)
 
 
 def test_cifar10_missing_and_offline_messages(tmp_path, monkeypatch):
@@ -231,7 +250,7 @@ def test_cifar10_missing_and_offline_messages(tmp_path, monkeypatch):
 def test_cifar10_download_from_file_url(tmp_path, fake_table, monkeypatch):
     files, md5s, train_images = _fake_cifar("bin", seed=3)
     fake_table["bin"].update(md5s)
-    server = _write_tar(tmp_path / "server.tar.gz", files)
+    server = write_tar_files(tmp_path / "server.tar.gz", files)
     monkeypatch.setattr(CIFAR10, "url", server.as_uri())
     monkeypatch.setattr(CIFAR10, "tgz_md5", md5sum(server))
     cache = tmp_path / "cache"

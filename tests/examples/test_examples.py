@@ -68,7 +68,8 @@ def test_train_cifar10_lenet5_takes_colour_images(tmp_path):
         text=True,
         timeout=600,
     )
-    assert proc.returncode == 2 and "--model: unknown model 'lenet6'; choose one of cifar_cnn, lenet5" in proc.stderr
+    expected = "--model: unknown model 'lenet6'; choose one of airbench94, cifar_cnn, lenet5"
+    assert proc.returncode == 2 and expected in proc.stderr
 
 
 def test_train_cifar10_resumes(tmp_path):
@@ -127,6 +128,50 @@ def test_transfer_learning(tmp_path):
     assert "resumed from" in resumed and "epoch 1 " not in resumed
 
 
+def _speedrun_result(out: str) -> dict:
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, out
+    return json.loads(lines[0][len("RESULT ") :])
+
+
+def test_speedrun_smoke_on_the_embedded_sample(tmp_path):
+    """One short epoch of the airbench recipe (small widths): every output is written, TTA is reported."""
+    out = run("speedrun_cifar10.py", "--quick", "--epochs", "1", "--batch-size", "256", "--out", "run", cwd=tmp_path)
+    assert "embedded CIFAR-10 sample" in out and "with TTA level 2" in out
+    result = _speedrun_result(out)
+    assert result["steps"] == 2000 // 256 and result["widths"] == [16, 32, 32]
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and 0.0 <= result["test_accuracy_tta"] <= 1.0
+    for name in ("history-run0.json", "history-run0.csv", "model.npz", "results.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert summary["mean_test_accuracy_tta"] == result["test_accuracy_tta"]
+
+
+@pytest.mark.slow
+def test_speedrun_quick(tmp_path):
+    """The CI run: a few hundred steps; the loss falls and the network learns (chance is 10 %)."""
+    out = run("speedrun_cifar10.py", "--quick", "--out", "run", cwd=tmp_path)
+    result = _speedrun_result(out)
+    assert result["steps"] == 248
+    loss = losses(tmp_path / "run" / "history-run0.json")
+    assert loss[-1] < loss[0] - 0.2, loss
+    assert result["test_accuracy_tta"] > 0.3, result
+
+
+def test_speedrun_rejects_bad_flags(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "speedrun_cifar10.py"), "--runs", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2 and "--runs must be at least 1, got 0" in proc.stderr
+    text = run("speedrun_cifar10.py", "--help", cwd=tmp_path)
+    for flag in ("--backend", "--data-dir", "--epochs", "--batch-size", "--seed", "--runs", "--widths", "--tta"):
+        assert flag in text, f"speedrun_cifar10.py --help lacks {flag}"
+
+
 @pytest.mark.parametrize(
     "script", ["train_cifar10.py", "mnist_mlp.py", "train_dogs_vs_cats.py", "transfer_learning.py"]
 )
@@ -142,7 +187,8 @@ class _Parsed(Exception):
 
 
 @pytest.mark.parametrize(
-    "script", ["train_cifar10.py", "mnist_mlp.py", "train_dogs_vs_cats.py", "transfer_learning.py"]
+    "script",
+    ["train_cifar10.py", "mnist_mlp.py", "train_dogs_vs_cats.py", "transfer_learning.py", "speedrun_cifar10.py"],
 )
 def test_every_option_has_help_and_help_shows_its_default(script, monkeypatch):
     def stop(parser, *args, **kwargs):  # the script's parser, caught where it would read the command line

@@ -84,6 +84,7 @@ def test_resnet20_macs_match_a_hand_count():
         ("lenet5", {}, (2, 1, 32, 32)),
         ("lenet5", {"padding": 2, "classic": True, "in_channels": 3}, (2, 3, 28, 28)),
         ("cifar_cnn", {}, (2, 3, 32, 32)),
+        ("airbench94", {}, (2, 3, 32, 32)),
         ("vgg11", {"cifar": True, "batch_norm": True}, (2, 3, 32, 32)),
         ("resnet20", {}, (2, 3, 32, 32)),
         ("resnet18", {"num_classes": 10, "cifar": True}, (2, 3, 32, 32)),
@@ -96,11 +97,14 @@ def test_forward_backward_shapes_and_every_parameter_gets_a_gradient(name, kwarg
     model = models.get_model(name, **kwargs)
     x = arr(np.random.default_rng(0).normal(size=shape).astype(np.float32))
     y = model(x)
-    assert y.shape == (shape[0], kwargs.get("num_classes", 10 if name in ("lenet5", "cifar_cnn", "resnet20") else 1000))
+    assert y.shape == (
+        shape[0],
+        kwargs.get("num_classes", 10 if name in ("lenet5", "cifar_cnn", "resnet20", "airbench94") else 1000),
+    )
     assert y.dtype == np.float32
     dx = model.backward(arr(np.ones(y.shape, np.float32)))
     assert dx.shape == x.shape and np.isfinite(host(dx)).all()
-    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    missing = [n for n, p in model.named_parameters() if p.grad is None and p.requires_grad]  # frozen: no grad
     assert not missing, f"{name}: no gradient for {missing[:5]}"
 
 
@@ -108,6 +112,7 @@ def test_list_and_get_model():
     names = models.list_models()
     assert names == sorted(names)
     expected = {
+        "airbench94",
         "lenet5",
         "cifar_cnn",
         "vgg11",
@@ -136,13 +141,13 @@ def test_get_model_unknown_name_lists_the_names():
     with pytest.raises(
         ValueError,
         match=r"unknown model 'resnet19' \(did you mean 'resnet18'\?\); available: "
-        r"cifar_cnn, lenet5, mobilenet_v2, resnet101",
+        r"airbench94, alexnet, cifar_cnn, densenet121",
     ) as info:
         models.get_model("resnet19")
     for name in models.list_models():
         assert name in str(info.value)
-    with pytest.raises(ValueError, match="unknown model 'alexnet'.*available: cifar_cnn"):
-        models.get_model("alexnet")
+    with pytest.raises(ValueError, match="unknown model 'lenet'.*available: airbench94, alexnet, cifar_cnn"):
+        models.get_model("lenet")
     with pytest.raises(TypeError, match="get_model: name must be a str"):
         models.get_model(18)
 

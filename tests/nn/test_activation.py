@@ -31,6 +31,9 @@ class Spec:
     torch_fn: Any  # (torch module, tensor, kwargs) -> tensor
     kwargs: Any = field(default_factory=lambda: st.just({}))  # hypothesis strategy of hyperparameters
     kinks: Any = lambda kw: (0.0,)  # noqa: E731  points where the derivative jumps
+    # PyTorch's float64 hardsigmoid backward multiplies by 1/6 rounded to float32 (its kernel's constant is
+    # ``1.0f / 6.0f``), a relative error of 3e-8; minidl's slope is 1/6 in the input's precision
+    torch_dx_rtol: float = 1e-10
 
     @property
     def forward(self):
@@ -91,6 +94,13 @@ SPECS = [
         kinks=lambda kw: (-3, 3),
     ),
     Spec("mish", lambda **kw: nn.Mish(), lambda torch, t, kw: torch.nn.functional.mish(t), kinks=lambda kw: ()),
+    Spec(
+        "hardsigmoid",
+        lambda **kw: nn.Hardsigmoid(),
+        lambda torch, t, kw: torch.nn.functional.hardsigmoid(t),
+        kinks=lambda kw: (-3, 3),
+        torch_dx_rtol=1e-7,
+    ),
 ]
 IDS = [s.name for s in SPECS]
 
@@ -134,7 +144,7 @@ def test_torch_parity(spec, data, seed, shape):
     ref = spec.torch_fn(torch, t, kw)
     ref.backward(torch.tensor(dout_np))
     assert_close(out, ref, atol=1e-12, rtol=1e-10, what=f"{spec.name} forward {kw}")
-    assert_close(dx, t.grad, atol=1e-12, rtol=1e-10, what=f"{spec.name} dx {kw}")
+    assert_close(dx, t.grad, atol=1e-12, rtol=spec.torch_dx_rtol, what=f"{spec.name} dx {kw}")
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)

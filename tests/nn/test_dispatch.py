@@ -54,6 +54,8 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[Callable[[], Any], ...], t
     "Mish": (nn.Mish, (images(2, 3),), ("mish",)),
     "Add": (nn.Add, (images(2, 3), images(2, 3)), ("add",)),
     "AddReLU": (nn.AddReLU, (images(2, 3), images(2, 3)), ("add_relu", "add", "relu")),
+    "ChannelMul": (nn.ChannelMul, (images(2, 3, 4, 4), images(2, 3, 1, 1)), ("channel_mul",)),
+    "ChannelShuffle": (lambda: nn.ChannelShuffle(2), (images(2, 4, 3, 3),), ("channel_shuffle",)),
     "Conv2d": (lambda: nn.Conv2d(2, 3, 3, padding=1), (images(2, 2, 5, 5),), ("conv2d",)),
     "Conv2d(padding_mode)": (
         lambda: nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"),
@@ -63,6 +65,7 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[Callable[[], Any], ...], t
     "Linear": (lambda: nn.Linear(3, 2), (images(4, 3),), ("linear",)),
     "Flatten": (nn.Flatten, (images(2, 3, 4),), ("flatten",)),
     "Permute": (lambda: nn.Permute([0, 2, 1]), (images(2, 3, 4),), ("permute",)),
+    "Mul": (lambda: nn.Mul(0.5), (images(2, 3, 4),), ("mul",)),
     "Dropout": (lambda: nn.Dropout(0.5), (images(4, 6),), ("dropout",)),
     "Dropout2d": (lambda: nn.Dropout2d(0.5), (images(4, 6, 2, 2),), ("dropout2d",)),
     "MaxPool2d": (lambda: nn.MaxPool2d(2), (images(2, 2, 4, 4),), ("max_pool2d",)),
@@ -108,6 +111,17 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[Callable[[], Any], ...], t
         ("binary_cross_entropy_with_logits",),
     ),
     "KLDivLoss": (nn.KLDivLoss, (images(4, 3), images(4, 3)), ("kl_div",)),
+    # issue 14 (small and up-sampling layers)
+    "DropPath": (lambda: nn.DropPath(0.5), (images(8, 3),), ("drop_path",)),
+    "StochasticDepth": (lambda: nn.StochasticDepth(0.5, "row"), (images(8, 3),), ("drop_path",)),
+    "LayerScale": (lambda: nn.LayerScale(3, init_values=0.5), (images(2, 3),), ("layer_scale",)),
+    "PReLU": (lambda: nn.PReLU(3), (images(2, 3, 2),), ("prelu",)),
+    "Hardsigmoid": (nn.Hardsigmoid, (images(2, 3),), ("hardsigmoid",)),
+    "Maxout": (lambda: nn.Maxout(2), (images(2, 6, 2),), ("maxout",)),
+    "ConvTranspose2d": (lambda: nn.ConvTranspose2d(2, 3, 3, stride=2), (images(2, 2, 3, 3),), ("conv_transpose2d",)),
+    "Upsample": (lambda: nn.Upsample(scale_factor=1.5, mode="bilinear"), (images(2, 2, 4, 4),), ("interpolate",)),
+    "UpsamplingNearest2d": (lambda: nn.UpsamplingNearest2d(size=5), (images(2, 2, 3, 3),), ("interpolate",)),
+    "UpsamplingBilinear2d": (lambda: nn.UpsamplingBilinear2d(scale_factor=2), (images(2, 2, 3, 3),), ("interpolate",)),
 }
 
 
@@ -220,8 +234,14 @@ def test_a_module_computes_through_its_pairs(case, monkeypatch):
             assert not np.allclose(host(new_out), host(out)), case
         else:
             np.testing.assert_allclose(host(new_out), 2.0 * host(out), rtol=1e-6, err_msg=case)
-        scale = float(np.abs(host(dx)).max(initial=1.0))  # (a BatchNorm's dx cancels: float32 rounding of ~1e-7 x)
-        np.testing.assert_allclose(host(new_dx), 3.0 * host(dx), rtol=1e-5, atol=1e-6 * scale, err_msg=case)
+        for g, new_g in zip(_grads(dx), _grads(new_dx), strict=True):  # (ChannelMul returns (dx, dscale))
+            scale = float(np.abs(host(g)).max(initial=1.0))  # (a BatchNorm's dx cancels: float32 rounding of ~1e-7 x)
+            np.testing.assert_allclose(host(new_g), 3.0 * host(g), rtol=1e-5, atol=1e-6 * scale, err_msg=case)
+
+
+def _grads(dx: Any) -> tuple[Any, ...]:
+    """A module's backward result as a tuple of gradients."""
+    return dx if isinstance(dx, tuple) else (dx,)
 
 
 # ---------------------------------------------------------------------------------------------- the seam

@@ -121,3 +121,73 @@ def test_default_layer_init_bounds_match_pytorch_formula():
     bound = 1 / math.sqrt(400)
     assert float(np.abs(layer.weight.data).max()) <= bound and float(np.abs(layer.bias.data).max()) <= bound
     assert float(layer.weight.data.std()) == pytest.approx(bound / math.sqrt(3), rel=0.03)
+
+
+# ------------------------------------------------------------------------------------- dirac_ and patch whitening
+@pytest.mark.parametrize("shape, groups", [((4, 2, 3, 3), 1), ((6, 2, 3), 2), ((8, 4, 3, 3, 3), 2), ((3, 5, 3, 3), 1)])
+def test_dirac_matches_torch(shape, groups):
+    torch = pytest.importorskip("torch")
+    mine = init.dirac_(np.full(shape, 7.0), groups=groups)
+    ref = torch.full(shape, 7.0)
+    torch.nn.init.dirac_(ref, groups=groups)
+    assert np.array_equal(mine, ref.numpy())
+
+
+def test_dirac_rejects_groups_that_do_not_divide():
+    with pytest.raises(
+        ValueError, match="dirac_: groups must be a positive int that divides the 6 output channels, got 4"
+    ):
+        init.dirac_(np.zeros((6, 2, 3, 3)), groups=4)
+
+
+def _patches(x: np.ndarray, k: int) -> np.ndarray:
+    """Every k x k patch, flattened in (c, p, q) order: a loop reference."""
+    N, C, H, W = x.shape
+    return np.array(
+        [x[n, :, i : i + k, j : j + k].ravel() for n in range(N) for i in range(H - k + 1) for j in range(W - k + 1)]
+    )
+
+
+def test_patch_covariance_matches_a_loop():
+    x = np.random.default_rng(0).standard_normal((3, 2, 5, 6))
+    p = _patches(x, 2)
+    np.testing.assert_allclose(init.patch_covariance(x, 2), p.T @ p / len(p), rtol=1e-12)
+
+
+def test_patch_whitening_decorrelates_the_patches():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30, 3, 10, 10))
+    x[:, 1] += 0.8 * x[:, 0]  # correlated channels
+    x[:, :, :, 1:] += 0.5 * x[:, :, :, :-1]  # and neighbouring pixels
+    w = init.patch_whitening_(np.empty((24, 3, 2, 2)), x, eps=0.0)
+    np.testing.assert_allclose(w[:12], -w[12:])
+    p = _patches(x, 2)
+    z = p @ w[:12].reshape(12, -1).T  # what the conv computes on every patch
+    np.testing.assert_allclose(z.T @ z / len(z), np.eye(12), atol=1e-8)
+    # eps damps: the variances become lambda / (lambda + eps) < 1, smallest for the weakest direction
+    damped = init.patch_whitening_(np.empty((12, 3, 2, 2)), x, eps=0.5)
+    v = np.diag((p @ damped.reshape(12, -1).T).T @ (p @ damped.reshape(12, -1).T) / len(p))
+    assert np.all(v < 1) and np.all(np.diff(v) < 0)
+
+
+def test_patch_whitening_matches_airbench_up_to_signs():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).standard_normal((20, 3, 8, 8)).astype(np.float32)
+    t = torch.tensor(x)  # airbench's get_patches / get_whitening_parameters, written out
+    patches = t.unfold(2, 2, 1).unfold(3, 2, 1).transpose(1, 3).reshape(-1, 3, 2, 2).double()
+    flat = patches.reshape(len(patches), -1)
+    values, vectors = torch.linalg.eigh(flat.T @ flat / len(flat))
+    ref = (vectors.T.reshape(12, 3, 2, 2).flip(0) / torch.sqrt(values.flip(0) + 5e-4).view(-1, 1, 1, 1)).numpy()
+    mine = init.patch_whitening_(np.empty((24, 3, 2, 2)), x)[:12]
+    signs = np.sign((mine * ref).sum(axis=(1, 2, 3)))
+    np.testing.assert_allclose(mine, ref * signs[:, None, None, None], rtol=1e-6, atol=1e-8)
+
+
+def test_patch_whitening_errors():
+    x = np.zeros((2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"O = C\*KH\*KW = 12 or 2\*12 = 24 output channels, got O = 16"):
+        init.patch_whitening_(np.empty((16, 3, 2, 2)), x)
+    with pytest.raises(ValueError, match=r"patch_whitening_: the weight expects 3 input channels .* \(2, 1, 8, 8\)"):
+        init.patch_whitening_(np.empty((24, 3, 2, 2)), np.zeros((2, 1, 8, 8)))
+    with pytest.raises(ValueError, match="patch_covariance: expected images as an .N, C, H, W. float array"):
+        init.patch_covariance(np.zeros((2, 8, 8, 3), np.uint8), 2)

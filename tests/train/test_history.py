@@ -95,3 +95,14 @@ def test_bad_input(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="is not valid JSON"):
         History.load(tmp_path / "bad.json")
+
+
+def test_update_last_adds_checked_metrics_and_series_groups_them():
+    h = History([{"epoch": 1, "loss": 1.0}])
+    h.update_last({"grad_norm/0": np.float32(0.5), "grad_norm/conv.1": 2})
+    assert h.records[-1] == {"epoch": 1, "loss": 1.0, "grad_norm/0": 0.5, "grad_norm/conv.1": 2}
+    assert h.series("grad_norm") == {"0": [0.5], "conv.1": [2]} and h.series("nothing") == {}
+    with pytest.raises(TypeError, match="History.update_last: the value of 'x' must be a number or a string"):
+        h.update_last({"x": [1, 2]})
+    with pytest.raises(IndexError, match="History.update_last: the history has no record yet"):
+        History().update_last({"x": 1.0})

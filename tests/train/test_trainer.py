@@ -312,3 +312,28 @@ def test_trainer_errors(tmp_path):
         verbose=False,
     )
     assert len(history) == 1 and (tmp_path / "new" / "last.npz").is_file()
+
+
+def test_on_exception_is_called_instead_of_on_train_end_when_training_raises():
+    calls = []
+
+    class Watch(Callback):
+        def on_train_end(self, trainer):
+            calls.append("end")
+
+        def on_exception(self, trainer, exception):
+            calls.append(type(exception).__name__)
+
+    class NanLoss(nn.CrossEntropyLoss):
+        def forward(self, logits, targets):
+            return float("nan")
+
+    model = mlp()
+    train_loader, _ = loaders()
+    with pytest.raises(FloatingPointError, match="the loss became nan"):
+        fit(model, train_loader, None, NanLoss(), optim.SGD(model.parameters(), lr=0.1), 1, callbacks=[Watch()],
+            verbose=False, progress=False)  # fmt: skip
+    assert calls == ["FloatingPointError"]
+    fit(model, train_loader, None, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), 1,
+        callbacks=[Watch()], verbose=False, progress=False)  # fmt: skip
+    assert calls == ["FloatingPointError", "end"]

@@ -1,5 +1,5 @@
-"""What the image datasets share: root resolution and checks, flag checks, transforms, the repr, and the "where to put
-the files" message."""
+"""What the image datasets share: root resolution and checks, flag checks, transforms, the repr, finding the files
+(or downloading them), and the "where to put the files" message."""
 
 from __future__ import annotations
 
@@ -62,6 +62,27 @@ class VisionDataset(Dataset):
                 raise TypeError(f"{type(self).__name__}: {name} must be callable, got {type(fn).__name__}")
         self.transform = transform
         self.target_transform = target_transform
+
+    def _split_flags(self, train: Any, download: Any) -> tuple[bool, bool]:
+        """``(train, download)`` checked to be bools (:func:`check_bool`): the two flags of every dataset that has a
+        train and a test split."""
+        owner = type(self).__name__
+        return check_bool(owner, "train", train), check_bool(owner, "download", download)
+
+    def _find_or_download(self, what: Any, download: bool) -> Any:
+        """``self._find(what)``; if that finds no copy (None) and ``download`` is True, ``self._download(what)`` and
+        ``self._find(what)`` again; a FileNotFoundError with ``self._missing_message(what)`` if there is still none.
+
+        For the datasets that look for their files (``what`` is what to look for: a split, a list of files); they
+        define the three methods.
+        """
+        found = self._find(what)
+        if found is None and download:
+            self._download(what)
+            found = self._find(what)
+        if found is None:
+            raise FileNotFoundError(self._missing_message(what))
+        return found
 
     def _set_classes(self, classes: Any) -> None:
         """``classes`` (names, in label order) and ``class_to_idx`` (name -> label), as torchvision's datasets."""

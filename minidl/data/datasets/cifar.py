@@ -14,42 +14,30 @@ archive (official or repacked) the files came from.
 
 from __future__ import annotations
 
-import gzip
 import os
-import tarfile
-import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from minidl.data.datasets._base import VisionDataset, check_bool, missing_files_message, search_dirs
+from minidl.data.datasets._base import VisionDataset, check_bool
+from minidl.data.datasets._cifar_common import CIFARFiles, Layout, check_images, check_labels, load_dict, to_hwc
 from minidl.data.datasets._restricted_pickle import RestrictedUnpickler, restricted_loads
-from minidl.data.download import ChecksumError, DownloadError, download_url, md5sum
 
 __all__ = ["CIFAR10", "CIFAR10Sample", "RestrictedUnpickler", "restricted_loads"]
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def _parse_python_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
-    d = restricted_loads(data)
-    if not isinstance(d, dict):
-        raise ValueError(f"CIFAR10: {name} should hold a dict, got {type(d).__name__}")
-    d = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in d.items()}
-    x, y = d.get("data"), d.get("labels")
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
-        raise ValueError(f"CIFAR10: {name}['data'] should be a uint8 array (N, 3072), got {x!r:.80}")
-    labels = np.asarray(y, dtype=np.int64)
-    if labels.shape != (x.shape[0],):
-        raise ValueError(f"CIFAR10: {name} has {x.shape[0]} images but {labels.shape} labels")
-    return x, labels
+def _parse_python_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    d = load_dict("CIFAR10", data, where)
+    x = check_images("CIFAR10", d, where)
+    return x, check_labels("CIFAR10", d, "labels", x.shape[0], where)
 
 
-def _parse_binary_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _parse_binary_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     if len(data) % 3073:
-        raise ValueError(f"CIFAR10: {name} has {len(data)} bytes, not a multiple of the 3073-byte record size")
+        raise ValueError(f"CIFAR10: {where} has {len(data)} bytes, not a multiple of the 3073-byte record size")
     records = np.frombuffer(data, np.uint8).reshape(-1, 3073)
     return records[:, 1:], records[:, 0].astype(np.int64)
 
@@ -83,16 +71,7 @@ _FILES = {
 }
 
 
-def _verified(data: bytes, where: str, md5: str) -> bytes:
-    got = md5sum(data)
-    if got != md5:
-        raise ChecksumError(
-            f"CIFAR10: {where} has MD5 {got}, expected {md5}: the file is corrupt or not the official one"
-        )
-    return data
-
-
-class CIFAR10(VisionDataset):
+class CIFAR10(CIFARFiles):
     """The CIFAR-10 dataset (torchvision's ``CIFAR10``); samples are ``(image, label)``.
 
     Looks in ``root`` and ``root/cifar-10`` for, in order: ``cifar-10-batches-py/``, ``cifar-10-batches-bin/``,
@@ -121,6 +100,8 @@ class CIFAR10(VisionDataset):
     filename = "cifar-10-binary.tar.gz"
     tgz_md5 = "c32a1d4ab5d03f1284b67883e8d87530"
     archive_names = ("cifar-10-python.tar.gz", "cifar-10-binary.tar.gz")
+    archive_glob = "cifar-10-*.tar.gz"
+    subfolders = ("cifar-10", "cifar10", "CIFAR10")
 
     def __init__(
         self,
@@ -131,107 +112,29 @@ class CIFAR10(VisionDataset):
         download: bool = False,
     ) -> None:
         super().__init__(root, transform, target_transform)
-        self.train = check_bool("CIFAR10", "train", train)
-        download = check_bool("CIFAR10", "download", download)
+        self.train, download = self._split_flags(train, download)
         self._set_classes(CLASSES)
-        split = "train" if self.train else "test"
-        found = self._find(split)
-        if found is None and download:
-            try:
-                download_url(self.url, self.root, self.filename, self.tgz_md5)
-            except DownloadError as exc:
-                raise DownloadError(
-                    f"{exc}\n" + self._missing_message(split) + "\n(the binary archive's MD5 is " + self.tgz_md5 + ")"
-                ) from exc
-            found = self._find(split)
-        if found is None:
-            raise FileNotFoundError(self._missing_message(split))
-        images, labels = found
-        if images.shape[0] == 0 or labels.min() < 0 or labels.max() >= 10:
+        parts = self._find_or_download("train" if self.train else "test", download)
+        images, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        if images.shape[0] == 0:
+            raise ValueError(f"CIFAR10: {self.source} holds no images (expected 10,000 per batch file)")
+        if labels.min() < 0 or labels.max() >= 10:
             raise ValueError(
                 f"CIFAR10: labels of {self.source} must lie in [0, 10), got [{labels.min()}, {labels.max()}]"
             )
-        self.data = np.ascontiguousarray(images.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        self.targets: list[int] = labels.tolist()
+        self.data = to_hwc(images)
+        self.targets = labels.tolist()
+
+    def _layouts(self, split: str) -> list[Layout]:
+        return [Layout(fmt["dir"], fmt[split], fmt["parse"]) for fmt in _FILES.values()]  # python first, then binary
 
     def _missing_message(self, split: str) -> str:
-        files = [(f"{fmt['dir']}/{name}", md5) for fmt in (_FILES["bin"], _FILES["py"]) for name, md5 in fmt[split]]
+        binary = _FILES["bin"]
         extra = (
             f"\n  or one of the archives {self.filename} (md5 {self.tgz_md5}) or cifar-10-python.tar.gz (md5 "
             f"c58f30108f718f92721af3b95e74349a) from https://www.cs.toronto.edu/~kriz/cifar.html in {self.root}"
         )
-        message = missing_files_message("CIFAR10", self.root, files[: len(_FILES["bin"][split])], extra)
-        if self._incomplete:  # say first what was found and what it lacks
-            message = "CIFAR10: no complete copy: found " + "; found ".join(self._incomplete) + ".\n" + message
-        return message
-
-    def _find(self, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-        self._incomplete: list[str] = []  # copies with files missing, named when no complete copy is found
-        for folder in search_dirs(self.root, "cifar-10", "cifar10", "CIFAR10"):
-            for fmt in _FILES.values():
-                d = folder / fmt["dir"]
-                lacking = [name for name, _ in fmt[split] if not (d / name).is_file()]
-                if d.is_dir() and lacking:
-                    self._incomplete.append(f"the folder {d}, which lacks {', '.join(lacking)}")
-                if not lacking:
-                    self.source = d
-                    parts = [fmt["parse"](_verified((d / n).read_bytes(), str(d / n), m), n) for n, m in fmt[split]]
-                    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-            archives = [folder / n for n in self.archive_names if (folder / n).is_file()]
-            archives += sorted(p for p in folder.glob("cifar-10-*.tar.gz") if p not in archives)
-            for archive in archives:
-                try:
-                    result = self._read_archive(archive, split)
-                except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                    raise type(exc)(
-                        f"CIFAR10: cannot read {archive}: {exc} (the archive is truncated or corrupt: delete it and "
-                        f"download it again; the official {self.filename} has MD5 {self.tgz_md5})"
-                    ) from exc
-                if isinstance(result, str):
-                    self._incomplete.append(f"the archive {archive}, which lacks {result}")
-                elif result is not None:
-                    self.source = archive
-                    return result
-        return None
-
-    @staticmethod
-    def _read_archive(archive: Path, split: str) -> tuple[np.ndarray, np.ndarray] | str | None:
-        """Stream the archive's members and parse the ones of ``split``; None if it holds no CIFAR-10 folder, the
-        names of the missing members if it lacks some of them."""
-        wanted: dict[str, tuple[str, Any, str]] = {}
-        for fmt in _FILES.values():
-            for name, md5 in fmt[split]:
-                wanted[f"{fmt['dir']}/{name}"] = (md5, fmt["parse"], fmt["dir"])
-        got: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        fmt_dir = None
-        seen = set()  # the CIFAR-10 folders the archive holds anything of
-        with tarfile.open(archive, "r|gz") as tf:  # stream: one pass, members in archive order
-            for member in tf:
-                key = member.name[2:] if member.name.startswith("./") else member.name
-                seen.update(fmt["dir"] for fmt in _FILES.values() if key.startswith(fmt["dir"] + "/"))
-                if key not in wanted or not member.isfile():
-                    continue
-                md5, parse, fmt_dir = wanted[key]
-                f = tf.extractfile(member)
-                assert f is not None
-                got[key] = parse(_verified(f.read(), f"{archive}:{key}", md5), key)
-                if all(k in got for k in wanted if k.startswith(fmt_dir + "/")):
-                    break
-        if fmt_dir is None:  # none of the split's files: not a CIFAR-10 archive, or one without this split
-            return ", ".join(k for k in wanted if k.split("/")[0] in seen) or None
-        keys = [k for k in wanted if k.startswith(fmt_dir + "/")]
-        if not all(k in got for k in keys):
-            return ", ".join(k for k in keys if k not in got)
-        return np.concatenate([got[k][0] for k in keys]), np.concatenate([got[k][1] for k in keys])
-
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        return self._apply(self.data[index], self.targets[index])
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def extra_repr(self) -> str:
-        return f"Split: {'Train' if self.train else 'Test'}"
+        return self._not_found([(f"{binary['dir']}/{name}", md5) for name, md5 in binary[split]], extra)
 
 
 class CIFAR10Sample(VisionDataset):

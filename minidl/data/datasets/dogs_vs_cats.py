@@ -88,8 +88,7 @@ class DogsVsCats(_ImageFiles):
         skip_corrupt: bool = False,
     ) -> None:
         super().__init__(root, transform, target_transform)
-        self.train = check_bool("DogsVsCats", "train", train)
-        download = check_bool("DogsVsCats", "download", download)
+        self.train, download = self._split_flags(train, download)
         self.loader = loader
         self.skip_corrupt = check_bool("DogsVsCats", "skip_corrupt", skip_corrupt)
         self._set_classes(self.classes)  # cat 0, dog 1

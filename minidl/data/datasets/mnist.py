@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from minidl.data.datasets._base import VisionDataset, check_bool, missing_files_message, search_dirs
+from minidl.data.datasets._base import VisionDataset, missing_files_message, search_dirs
 from minidl.data.download import ChecksumError, DownloadError, download_url, md5sum
 
 __all__ = ["MNIST", "FashionMNIST", "read_idx"]
@@ -84,17 +84,10 @@ class MNIST(VisionDataset):
         download: bool = False,
     ) -> None:
         super().__init__(root, transform, target_transform)
-        self.train = check_bool(type(self).__name__, "train", train)
-        download = check_bool(type(self).__name__, "download", download)
+        self.train, download = self._split_flags(train, download)
         self._set_classes(self.classes)
         files = self.resources[:2] if self.train else self.resources[2:]
-        folder = self._find(files)
-        if folder is None and download:
-            self._download(files)
-            folder = self._find(files)
-        if folder is None:
-            raise FileNotFoundError(self._missing_message(files))
-        self.source = folder
+        self.source = folder = self._find_or_download(files, download)
         images = self._read(folder, *files[0])
         labels = self._read(folder, *files[1])
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):

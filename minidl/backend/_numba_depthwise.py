@@ -1,0 +1,186 @@
+"""Depthwise convolution kernels of the Numba backend: a mixin of :class:`~minidl.backend._numba_conv.ConvKernelsMixin`.
+
+Notation as in ``numpy_backend.py`` (N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW); O output channels, a
+multiple of C: M = O / C output channels per input channel (the "depth multiplier", usually 1). A convolution is
+*depthwise* when ``groups == C`` and the weight is (O, 1, KH, KW): output channel o reads input channel c = o // M
+only (MobileNet's 3 x 3 layers, ConvNeXt's 7 x 7):
+
+    out[n, o, oh, ow] = b[o] + sum over (kh, kw) of W[o, 0, kh, kw] x_pad[n, c, oh SH + kh DH, ow SW + kw DW]
+
+The reference runs it as a grouped convolution: an im2col matrix (C KH KW, N OH OW), the size of the input times
+KH KW, and C products of a (1 x KH KW) row by a (KH KW x N OH OW) matrix, each far too thin for BLAS to reach
+speed. Here each output plane is computed directly, as KH KW shifted multiply-adds of whole rows: for a kernel tap
+(kh, kw) and an output row oh, ``out[oh, lo:hi] += W[kh, kw] * x[h, lo SW + off : ... : SW]`` with the column range
+[lo, hi) where the tap falls inside the image (no bounds test in the inner loop, which LLVM vectorizes for stride 1).
+Nothing but x is cached for the backward.
+
+Backward, with the same loops read the other way:
+
+    dx[n, c]      += W[o, kh, kw] * dout[n, o] scattered onto the same positions   (each task owns planes (n, c))
+    dW[o, kh, kw]  = sum over (n, oh, ow) of dout[n, o, oh, ow] x_pad[n, c, oh SH + kh DH, ow SW + kw DW]
+                                                                                    (each task owns channels o)
+
+Row sums of dW are taken in the array's dtype and added up in float64. No two threads write the same element, and
+the split depends on the shapes only, so results do not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+from numba import njit
+
+from minidl.backend import _threads
+from minidl.backend._numba_common import _native_dtypes
+from minidl.backend._numba_kernels import _REDUCE, _u, _zero
+
+
+@njit(cache=True, nogil=True)
+def _valid(K, D, P, S, size_in, size_out):
+    """For each kernel tap k < K: the output positions [lo[k], hi[k]) whose input position i S + k D - P lies in
+    [0, size_in) (one axis; computed once per call, so the loops below have no bounds tests)."""
+    lo, hi = numpy.empty(K, numpy.int64), numpy.empty(K, numpy.int64)
+    for k in range(K):
+        off = k * D - P
+        lo[k] = max(0, -(off // S))  # the first i with i S + off >= 0
+        hi[k] = max(lo[k], min(size_out, (size_in - 1 - off) // S + 1))  # past the last i with i S + off < size_in
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
+def depthwise_forward(x, weight, bias, has_bias, q0, q1, SH, SW, PH, PW, DH, DW, out):
+    """Output planes [q0, q1) of out (N O planes of OH x OW): out = bias + the KH KW shifted rows of x times W.
+
+    x (N, C, H, W), weight (O, KH, KW), bias (O,) (read when has_bias), out (N, O, OH, OW), all C-contiguous."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    O, KH, KW = weight.shape
+    OH, OW = out.shape[2], out.shape[3]
+    M = O // C
+    xf, wf, of = x.reshape(-1), weight.reshape(-1), out.reshape(-1)
+    row_lo, row_hi = _valid(KH, DH, PH, SH, H, OH)
+    col_lo, col_hi = _valid(KW, DW, PW, SW, W, OW)
+    for q in range(q0, q1):
+        n, o = q // O, q % O
+        x_plane = (n * C + o // M) * H * W
+        o_plane = q * OH * OW
+        b = bias[o] if has_bias else out.dtype.type(0)
+        for i in range(OH * OW):
+            of[_u(o_plane + i)] = b
+        for kh in range(KH):
+            for kw in range(KW):
+                tap = wf[_u((o * KH + kh) * KW + kw)]
+                for oh in range(row_lo[kh], row_hi[kh]):
+                    o_row = o_plane + oh * OW
+                    x_row = x_plane + (oh * SH + kh * DH - PH) * W + kw * DW - PW  # + ow SW: the tap's input
+                    for ow in range(col_lo[kw], col_hi[kw]):
+                        of[_u(o_row + ow)] += tap * xf[_u(x_row + ow * SW)]
+
+
+@njit(cache=True, nogil=True)
+def depthwise_backward_input(dout, weight, p0, p1, SH, SW, PH, PW, DH, DW, dx):
+    """Input planes [p0, p1) of dx (N C planes of H x W, overwritten): each dout[n, o] of channel c's M outputs,
+    times each tap, scattered back onto the positions that tap read."""
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    O, KH, KW = weight.shape
+    OH, OW = dout.shape[2], dout.shape[3]
+    M = O // C
+    gf, wf, df = dout.reshape(-1), weight.reshape(-1), dx.reshape(-1)
+    row_lo, row_hi = _valid(KH, DH, PH, SH, H, OH)
+    col_lo, col_hi = _valid(KW, DW, PW, SW, W, OW)
+    for p in range(p0, p1):
+        n, c = p // C, p % C
+        dx_plane = p * H * W
+        _zero(df, _u(dx_plane), _u(H * W))
+        for o in range(c * M, c * M + M):
+            g_plane = (n * O + o) * OH * OW
+            for kh in range(KH):
+                for kw in range(KW):
+                    tap = wf[_u((o * KH + kh) * KW + kw)]
+                    for oh in range(row_lo[kh], row_hi[kh]):
+                        g_row = g_plane + oh * OW
+                        dx_row = dx_plane + (oh * SH + kh * DH - PH) * W + kw * DW - PW
+                        for ow in range(col_lo[kw], col_hi[kw]):
+                            df[_u(dx_row + ow * SW)] += tap * gf[_u(g_row + ow)]
+
+
+@njit(cache=True, nogil=True, fastmath=_REDUCE)
+def depthwise_backward_weight(dout, x, o0, o1, SH, SW, PH, PW, DH, DW, dw):
+    """Channels [o0, o1) of dw (O, KH, KW), overwritten: the sum over images and output pixels of dout times the
+    input each tap read (row sums in the arrays' dtype, their total in float64)."""
+    N, C, H, W = x.shape
+    O, KH, KW = dw.shape
+    OH, OW = dout.shape[2], dout.shape[3]
+    M = O // C
+    gf, xf = dout.reshape(-1), x.reshape(-1)
+    row_lo, row_hi = _valid(KH, DH, PH, SH, H, OH)
+    col_lo, col_hi = _valid(KW, DW, PW, SW, W, OW)
+    for o in range(o0, o1):
+        for kh in range(KH):
+            for kw in range(KW):
+                total = 0.0
+                for n in range(N):
+                    x_plane = (n * C + o // M) * H * W
+                    g_plane = (n * O + o) * OH * OW
+                    for oh in range(row_lo[kh], row_hi[kh]):
+                        g_row = g_plane + oh * OW
+                        x_row = x_plane + (oh * SH + kh * DH - PH) * W + kw * DW - PW
+                        s = dw.dtype.type(0)
+                        for ow in range(col_lo[kw], col_hi[kw]):
+                            s += gf[_u(g_row + ow)] * xf[_u(x_row + ow * SW)]
+                        total += s
+                dw[o, kh, kw] = total
+
+
+class DepthwiseKernelsMixin:
+    """The depthwise convolution (``groups == C``, weight (O, 1, KH, KW)) of the ``conv2d`` kernel pair."""
+
+    _split: Any
+
+    @staticmethod
+    def _is_depthwise(x_shape: tuple[int, ...], weight: Any, groups: int) -> bool:
+        """A grouped convolution with one input channel per group: each output channel reads one input channel."""
+        return groups > 1 and groups == x_shape[1] and weight.shape[1] == 1
+
+    @_native_dtypes
+    def _depthwise_conv2d(
+        self, x: Any, weight: Any, bias: Any, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int, OH: int, OW: int
+    ) -> Any:
+        """``conv2d(x, weight, bias, groups=C)`` for weight (O, 1, KH, KW): (N, O, OH, OW), parallel over planes."""
+        N = x.shape[0]
+        O, _, KH, KW = weight.shape
+        x = numpy.ascontiguousarray(x)
+        w3 = numpy.ascontiguousarray(weight).reshape(O, KH, KW)
+        b = numpy.zeros(1, x.dtype) if bias is None else numpy.ascontiguousarray(bias)
+        has_bias = int(bias is not None)
+        out = numpy.empty((N, O, OH, OW), dtype=x.dtype)
+        tasks = self._split(N * O, 4 * _threads.get_num_threads())
+
+        def body(worker: int, task: int) -> None:
+            depthwise_forward(x, w3, b, has_bias, *tasks[task], SH, SW, PH, PW, DH, DW, out)
+
+        _threads.parallel_for(body, len(tasks))
+        return out
+
+    @_native_dtypes
+    def _depthwise_conv2d_backward(
+        self, dout: Any, x: Any, weight: Any, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int, compute_dw: bool
+    ) -> tuple[Any, Any]:
+        """``(dx, dw)`` of :meth:`_depthwise_conv2d` (dw None without ``compute_dw``)."""
+        N, C, H, W = x.shape
+        O, _, KH, KW = weight.shape
+        dout, x = numpy.ascontiguousarray(dout), numpy.ascontiguousarray(x)
+        w3 = numpy.ascontiguousarray(weight).reshape(O, KH, KW)
+        dx = numpy.empty((N, C, H, W), dtype=dout.dtype)
+        dw = numpy.empty((O, KH, KW), dtype=dout.dtype) if compute_dw else None
+        planes = self._split(N * C, 4 * _threads.get_num_threads())
+        channels = self._split(O, 4 * _threads.get_num_threads()) if compute_dw else []
+
+        def body(worker: int, task: int) -> None:
+            if task < len(planes):
+                depthwise_backward_input(dout, w3, *planes[task], SH, SW, PH, PW, DH, DW, dx)
+            else:
+                depthwise_backward_weight(dout, x, *channels[task - len(planes)], SH, SW, PH, PW, DH, DW, dw)
+
+        _threads.parallel_for(body, len(planes) + len(channels))
+        return dx, None if dw is None else dw.reshape(weight.shape)
