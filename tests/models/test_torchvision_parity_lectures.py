@@ -56,8 +56,14 @@ CASES = {
     "mobilenet_v2": ({}, {}),
     "resnet50": ({}, {}),
     "vgg11_bn": ({}, {}),
+    # the later architectures: squeeze-and-excitation, hard-swish, stochastic depth, LayerScale, attention
+    "mobilenet_v3_large": ({}, {}),
+    "mobilenet_v3_small": ({}, {}),
+    "efficientnet_b0": ({}, {}),
+    "convnext_tiny": ({}, {}),
+    "vit_b_16": ({}, {}),
 }
-SLOW = {"wide_resnet50_2", "resnext50_32x4d", "densenet121", "vgg11_bn"}  # over 10 s each on a 2-core machine
+SLOW = {"wide_resnet50_2", "resnext50_32x4d", "densenet121", "vgg11_bn", "convnext_tiny", "vit_b_16"}  # over 10 s each on a 2-core machine
 
 
 def _names(case: str) -> str:
