@@ -117,6 +117,13 @@ def load_source(source: str) -> tuple[dict[str, Any], Any]:
             import torchvision
         except ImportError:
             raise SystemExit("convert_torch_weights: torchvision is not installed (pip install torchvision)") from None
+        except RuntimeError as exc:  # e.g. "operator torchvision::nms does not exist": built for another torch
+            import torch
+
+            raise SystemExit(
+                f"convert_torch_weights: torchvision cannot be imported with the installed torch {torch.__version__} "
+                f"({exc}); install the torchvision release built for this torch"
+            ) from None
         weights = parts[2] if len(parts) == 3 else None
         module = torchvision.models.get_model(parts[1], weights=weights)
         return module.state_dict(), module
