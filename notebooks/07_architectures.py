@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # 7. Architectures from LeNet to ResNet and MobileNet: parameters, FLOPs, and training one
+# # 7. Architectures from LeNet to ResNet, MobileNet, ConvNeXt and ViT: parameters, FLOPs, and training one
 #
 # Follows the architecture sections of the Georgia Tech deck (`002`: AlexNet, VGG, GoogLeNet, ResNet), of "Training
 # CNNs" (`003`: VGG, ResNet) and of the UCLA deck (`000`: MobileNet, ViT, ConvNeXt). For a convolution with $C$
@@ -25,8 +25,9 @@
 #
 # VGG stacks 3x3 convolutions (two of them see 5x5 with $2 \cdot 9 C^2$ weights instead of $25 C^2$); ResNet adds
 # identity shortcuts, $y = F(x) + x$, so that depth stops hurting; MobileNetV2 replaces a 3x3 convolution
-# ($9 C O$ weights) by a depthwise 3x3 ($9 C$) and a pointwise 1x1 ($C O$). ConvNeXt and the Vision Transformer are
-# not in `minidl.models` yet (pending: issue 14); this notebook will add them when they land.
+# ($9 C O$ weights) by a depthwise 3x3 ($9 C$) and a pointwise 1x1 ($C O$). ConvNeXt modernizes the ResNet block
+# (a depthwise 7x7, LayerNorm, a 4x MLP, LayerScale); the Vision Transformer cuts the image into patches and runs
+# attention over them, so every patch sees every other from the first block.
 #
 # Quick mode (the default, `MINIDL_NOTEBOOK_QUICK=1`) trains ResNet-20 for 2 epochs on 1,000 images of the
 # CIFAR-10 sample embedded in minidl; `MINIDL_NOTEBOOK_QUICK=0` trains it for 30 epochs on the full CIFAR-10 (from
@@ -73,15 +74,19 @@ cifar_models = {
     "ResNet-56": models.resnet56(),
     "ResNet-18 (CIFAR)": models.resnet18(num_classes=10, cifar=True),
     "MobileNetV2 (CIFAR)": models.mobilenet_v2(num_classes=10, cifar=True),
+    "DenseNet-BC-100": models.densenet_cifar(),
+    "WRN-16-4": models.wide_resnet_cifar(),
+    "ConvNeXt (CIFAR)": models.convnext_cifar(),
+    "ViT (CIFAR, patch 4)": models.vit_cifar(),
 }
 rows = []
 for name, model in cifar_models.items():
     s = minidl.summary(model, (3, 32, 32))
-    layers = sum(1 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    layers = sum(1 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.MultiheadAttention)))
     rows.append((name, layers, s.total_params, s.total_flops))
-print(f"{'model':<22}{'conv+linear layers':>20}{'parameters':>14}{'MFLOPs':>10}")
+print(f"{'model':<22}{'weight layers':>15}{'parameters':>14}{'MFLOPs':>10}")
 for name, layers, params, flops in rows:
-    print(f"{name:<22}{layers:>20}{params:>14,}{flops / 1e6:>10.1f}")
+    print(f"{name:<22}{layers:>15}{params:>14,}{flops / 1e6:>10.1f}")
 
 fig, ax = plt.subplots(figsize=(6.5, 4.5))
 for name, _, params, flops in rows:
@@ -94,14 +99,18 @@ plt.show()
 # ## The ImageNet-size models (224x224 inputs, 1,000 classes)
 #
 # Their layer names and shapes are torchvision's, so converted torchvision weights load by name
-# (`docs/models.md`). ResNet-50's bottleneck blocks (1x1, 3x3, 1x1) make it twice as deep as ResNet-34 for about the
-# same cost; MobileNetV2 costs a sixth of ResNet-18.
+# (`docs/models.md`). AlexNet keeps 96 % of its parameters in the classifier; GoogLeNet's Inception modules reach
+# VGG's accuracy with a twentieth of its parameters; ResNet-50's bottleneck blocks (1x1, 3x3, 1x1) make it twice as
+# deep as ResNet-34 for about the same cost; MobileNetV2 and V3 and EfficientNet-B0 cost a fifth of ResNet-18 or
+# less; ConvNeXt-T and ViT-B/16 spend more compute for ImageNet accuracy.
 
 # %%
-imagenet_models = ["resnet18", "resnet50", "mobilenet_v2"] + ([] if QUICK else ["vgg16"])
+imagenet_models = ["alexnet", "googlenet", "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large"]
+imagenet_models += [] if QUICK else ["vgg16", "densenet121", "efficientnet_b0", "convnext_tiny", "vit_b_16"]
 print(f"{'model':<16}{'parameters':>14}{'GFLOPs':>9}{'activations (MB)':>18}")
 for name in imagenet_models:
-    s = minidl.summary(models.get_model(name), (3, 224, 224))
+    model = models.get_model(name, aux_logits=False) if name == "googlenet" else models.get_model(name)
+    s = minidl.summary(model, (3, 224, 224))
     print(f"{name:<16}{s.total_params:>14,}{s.total_flops / 1e9:>9.2f}{s.activation_bytes / 2**20:>18.1f}")
 
 # %% [markdown]
