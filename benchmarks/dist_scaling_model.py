@@ -93,15 +93,20 @@ def fit_alpha_beta(sizes: Any, seconds: Any, messages: float, bytes_factor: floa
     return float(alpha), float(beta)
 
 
-def predict(compute: dict[str, Any], links: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
+def predict(
+    compute: dict[str, Any], links: dict[str, tuple[float, float]], node_speedup: float = 1.0
+) -> list[dict[str, Any]]:
     """Speedups at :data:`NODES` for every model of ``compute`` (the ``compute`` stage's record) and link.
 
     ``compute["models"][name]`` holds ``grad_bytes`` and ``batches``: {per-rank batch: {"step_s", "hide_s"}}, with
-    the batches :data:`WEAK_BATCH` and :data:`STRONG_BATCH` / P for P in 1 and :data:`NODES`.
+    the batches :data:`WEAK_BATCH` and :data:`STRONG_BATCH` / P for P in 1 and :data:`NODES`. ``node_speedup``: a
+    what-if, a node that computes that many times faster than the measured process (its times divided by it).
     """
     rows = []
     for name, record in compute["models"].items():
-        by_batch = {int(b): v for b, v in record["batches"].items()}
+        by_batch = {
+            int(b): {k: v[k] / node_speedup for k in ("step_s", "hide_s")} for b, v in record["batches"].items()
+        }
         n = record["grad_bytes"]
         for link, (alpha, beta) in links.items():
             for overlap in ("none", "full"):
@@ -118,18 +123,24 @@ def predict(compute: dict[str, Any], links: dict[str, tuple[float, float]]) -> l
 
 
 def markdown_table(rows: list[dict[str, Any]], scaling: str) -> str:
-    """The speedups of ``rows`` (``scaling``: "weak" or "strong") as a markdown table, one row per model, link and
-    overlap bound."""
-    head = "| model | link | overlap | " + " | ".join(f"P={P}" for P in NODES) + " |"
-    lines = [head, "|" + "---|" * (3 + len(NODES))]
-    for r in rows:
-        cells = " | ".join(f"{r[scaling][P]:.1f}" for P in NODES)
-        lines.append(f"| {r['model']} | {r['link']} | {r['overlap']} | {cells} |")
+    """The speedups of ``rows`` (``scaling``: "weak" or "strong") as a markdown table, one row per model and link;
+    a cell reads "no overlap - full overlap" where the two bounds differ (to one decimal)."""
+    head = "| model | link | " + " | ".join(f"P={P}" for P in NODES) + " |"
+    lines = [head, "|" + "---|" * (2 + len(NODES))]
+    bounds = {(r["model"], r["link"], r["overlap"]): r[scaling] for r in rows}
+    for model, link in dict.fromkeys((r["model"], r["link"]) for r in rows):
+        low, high = bounds[model, link, "none"], bounds[model, link, "full"]
+        cells = [
+            f"{low[P]:.1f}" if f"{low[P]:.1f}" == f"{high[P]:.1f}" else f"{low[P]:.1f}-{high[P]:.1f}" for P in NODES
+        ]
+        lines.append(f"| {model} | {link} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- measurements
-def measure_compute(models: list[str], batches: list[int], warmup: int, repeats: int) -> dict[str, Any]:
+def measure_compute(
+    models: list[str], batches: list[int], warmup: int, repeats: int, bucket_cap_mb: float
+) -> dict[str, Any]:
     """Median seconds of a training step per model and per-rank batch, in a group of one (no communication), and
     T_hide, the backward time after the first bucket's gradients are all final."""
     import minidl
@@ -139,10 +150,12 @@ def measure_compute(models: list[str], batches: list[int], warmup: int, repeats:
 
     dist.init_process_group()
     be = minidl.get_backend()
-    out: dict[str, Any] = {"backend": be.name, "threads": os.environ.get("NUMBA_NUM_THREADS"), "models": {}}
+    threads = os.environ.get("NUMBA_NUM_THREADS")
+    out: dict[str, Any] = {"backend": be.name, "threads": threads, "bucket_cap_mb": bucket_cap_mb, "models": {}}
     for name in models:
         minidl.manual_seed(0)
-        ddp = dist.DistributedDataParallel(nn.fuse(zoo.get_model(name, num_classes=10), inplace=True))
+        model = nn.fuse(zoo.get_model(name, num_classes=10), inplace=True)
+        ddp = dist.DistributedDataParallel(model, bucket_cap_mb=bucket_cap_mb)
         last_of_first = ddp.buckets[0][-1]  # its gradient completes bucket 0 (buckets list backward order)
         owner = next(m for m in ddp.module.modules() if any(p is last_of_first for p in m.parameters(recurse=False)))
         ready: list[float] = []
@@ -305,10 +318,13 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
         fit = network["allreduce_fit"]
         links = {f"this machine, shared memory (alpha {fit['alpha'] * 1e6:.1f} us, {1 / fit['beta'] / 1e9:.1f} GB/s)": (
             fit["alpha"], fit["beta"])} | links  # fmt: skip
-    rows = predict(compute, links)
-    record: dict[str, Any] = {"compute": compute, "network": network, "links": links, "predictions": rows}
-    print(f"## weak scaling (per-rank batch {WEAK_BATCH})\n\n{markdown_table(rows, 'weak')}\n")
-    print(f"## strong scaling (global batch {STRONG_BATCH})\n\n{markdown_table(rows, 'strong')}\n")
+    rows = predict(compute, links, args.node_speedup)
+    record: dict[str, Any] = {
+        "compute": compute, "network": network, "links": links, "node_speedup": args.node_speedup, "predictions": rows
+    }  # fmt: skip
+    what = f", a node {args.node_speedup:g}x faster than the measured process" if args.node_speedup != 1 else ""
+    print(f"## weak scaling (per-rank batch {WEAK_BATCH}{what})\n\n{markdown_table(rows, 'weak')}\n")
+    print(f"## strong scaling (global batch {STRONG_BATCH}{what})\n\n{markdown_table(rows, 'strong')}\n")
     if args.measured and network:
         measured = [json.loads(line) for line in Path(args.measured).read_text().splitlines() if line.strip()]
         fit = network["allreduce_fit"]
@@ -341,6 +357,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     c.add_argument("--warmup", type=int, default=2, help="untimed steps per batch (Numba compiles first)")
     c.add_argument("--repeats", type=int, default=5, help="timed steps per batch (the median is kept)")
+    c.add_argument("--bucket-cap-mb", type=float, default=25.0, help="DDP's bucket size (sets T_hide)")
     c.add_argument("--json", required=True, help="where to write the record")
     n = stages.add_parser("network", help="fit alpha, beta from ping-pong and allreduce (under mpiexec -n 2)")
     n.add_argument("--seconds-per-size", type=float, default=0.2, help="about how long to repeat each size")
@@ -349,6 +366,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compute", required=True, help="the compute stage's JSON")
     p.add_argument("--network", help="the network stage's JSON (adds this machine's link and the check)")
     p.add_argument("--measured", help="bench_distributed.py JSON lines (1 and 2 processes) for the check at P = 2")
+    p.add_argument("--node-speedup", type=float, default=1.0, help="what-if: nodes that many times faster")
     p.add_argument("--json", help="write the whole record there")
     p.add_argument("--figure", help="write the speedup figure (PNG) there")
     return parser.parse_args(argv)
@@ -357,7 +375,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.stage == "compute":
-        record = measure_compute(args.models, args.batches, args.warmup, args.repeats)
+        record = measure_compute(args.models, args.batches, args.warmup, args.repeats, args.bucket_cap_mb)
         record["load_average"] = os.getloadavg()
     elif args.stage == "network":
         record = measure_network(SIZES, args.seconds_per_size)

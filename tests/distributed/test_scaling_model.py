@@ -80,9 +80,13 @@ def test_predict_gives_weak_and_strong_speedups_per_link_and_overlap(model):
     T_ar = 126e-3 + 2 * 63 / 64 * 4e-3
     assert none["strong"][64] == pytest.approx(0.513 / (0.009 + T_ar))
     assert full["strong"][64] == pytest.approx(0.513 / (0.009 + T_ar - 0.0045))
-    table = model.markdown_table(rows, "strong")
-    assert table.splitlines()[0] == "| model | link | overlap | P=2 | P=4 | P=8 | P=16 | P=32 | P=64 |"
-    assert table.splitlines()[2].startswith("| toy | slow | none | ")
+    table = model.markdown_table(rows, "strong").splitlines()
+    assert table[0] == "| model | link | P=2 | P=4 | P=8 | P=16 | P=32 | P=64 |" and len(table) == 3
+    low, high = 0.513 / (0.009 + T_ar), 0.513 / (0.009 + T_ar - 0.0045)
+    assert table[2].startswith("| toy | slow | ") and table[2].endswith(f" | {low:.1f}-{high:.1f} |")
+    # what-if: nodes 10x faster than the measured process: compute and T_hide divided by 10
+    (fast, _) = model.predict(compute_record(model), {"slow": (1e-3, 1e-9)}, node_speedup=10)
+    assert fast["weak"][2] == pytest.approx(2 * 0.0129 / (0.0129 + 0.006))
 
 
 def test_the_check_compares_two_processes_with_the_prediction(model):
