@@ -241,7 +241,12 @@ def check_against_measured(
 ) -> list[dict[str, Any]]:
     """P = 2 against ``bench_distributed.py`` runs: per model and global batch B, the predicted 2-process throughput
     (T_compute(B / 2) + ring allreduce at the measured alpha, beta; no overlap and full overlap) and the measured
-    one (min / median / max over the rounds), with the measured 1-process throughput."""
+    one (min / median / max over the rounds), with the measured 1-process throughput.
+
+    Per round (the i-th 1-process and the i-th 2-process run of a model), the measured speedup and the one the model
+    predicts from that round's 1-process step T_1, with the compute proportional to the batch:
+    T_1 / (T_1 / 2 + T_allreduce) (no overlap). This cancels the load of the moment, which the compute stage cannot.
+    """
     out = []
     for name in sorted({m["model"] for m in measured}):
         runs = [m for m in measured if m["model"] == name]
@@ -255,12 +260,18 @@ def check_against_measured(
         two = sorted(B / m["step_s"] for m in runs if m["world_size"] == 2)
         if not one or not two:
             continue
+        rounds = zip(
+            (m["step_s"] for m in runs if m["world_size"] == 1),
+            (m["step_s"] for m in runs if m["world_size"] == 2),
+            strict=False,
+        )
+        per_round = [{"measured": T1 / T2, "predicted": T1 / (T1 / 2 + T_ar)} for T1, T2 in rounds]
         out.append({
             "model": name, "global_batch": B, "allreduce_s": T_ar,
             "predicted_2": {o: B / step_time(part["step_s"], T_ar, part["hide_s"], o) for o in ("none", "full")},
             "measured_1": [one[0], statistics.median(one), one[-1]],
             "measured_2": [two[0], statistics.median(two), two[-1]],
-            "load_average": [m["load_average"][0] for m in runs],
+            "speedup_per_round": per_round, "load_average": [m["load_average"][0] for m in runs],
         })  # fmt: skip
     return out
 
@@ -336,6 +347,10 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
             one, two = (" / ".join(f"{v:.0f}" for v in c[k]) for k in ("measured_1", "measured_2"))
             pred = " / ".join(f"{c['predicted_2'][o]:.0f}" for o in ("none", "full"))
             print(f"| {c['model']} | {c['global_batch']} | {one} | {two} | {pred} |")
+        print("\n| model | speedup per round: measured (predicted from the round's 1-process step) |\n|---|---|")
+        for c in check:
+            rounds = ", ".join(f"{r['measured']:.2f} ({r['predicted']:.2f})" for r in c["speedup_per_round"])
+            print(f"| {c['model']} | {rounds} |")
     if args.json:
         write_json(record, Path(args.json))
     if args.figure:

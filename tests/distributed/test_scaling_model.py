@@ -101,6 +101,9 @@ def test_the_check_compares_two_processes_with_the_prediction(model):
     assert check["predicted_2"]["full"] == pytest.approx(128 / 0.065)
     assert check["measured_2"] == pytest.approx([128 / 0.080, (128 / 0.080 + 128 / 0.070) / 2, 128 / 0.070])
     assert check["measured_1"] == pytest.approx([128 / 0.129] * 3)
+    # per round: measured 0.129 / 0.080; predicted 0.129 / (0.0645 + 0.006); the third run has no 1-process partner
+    (round_1,) = check["speedup_per_round"]
+    assert round_1 == pytest.approx({"measured": 0.129 / 0.080, "predicted": 0.129 / 0.0705})
 
 
 def test_help_runs():
