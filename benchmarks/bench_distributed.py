@@ -6,12 +6,14 @@ Usage (the 'dist' extra; run it alone, then under mpiexec, and compare the two l
     MINIDL_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/bench_distributed.py
     MINIDL_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 mpiexec -n 2 python benchmarks/bench_distributed.py
 
-What is measured, on the current backend (Numba by default), for ``--model`` (resnet20 or cifar_cnn) with a global
-batch of ``--batch`` random 32x32 images split evenly over the P ranks: ``--warmup`` untimed SGD steps, then
-``--steps`` timed ones through :class:`~minidl.distributed.DistributedDataParallel` (fused, as ``fit`` runs it); the
-median step time gives images per second (global batch / step time). Then ``--steps`` allreduces of one float32
-buffer of the model's gradient size, alone (the communication a step needs if none of it overlapped the backward).
+What is measured, on the current backend (Numba by default), for ``--model`` (a zoo model: resnet20, cifar_cnn,
+...) with a global batch of ``--batch`` random 32x32 images split evenly over the P ranks: ``--warmup`` untimed SGD
+steps, then ``--steps`` timed ones through :class:`~minidl.distributed.DistributedDataParallel` (fused, as ``fit``
+runs it); the median step time gives images per second (global batch / step time). Then ``--steps`` allreduces of one
+float32 buffer of the model's gradient size, alone (the communication a step needs if none of it overlapped the
+backward).
 Rank 0 prints one JSON line. A busy machine slows every number; the load average is printed with them.
+``benchmarks/dist_scaling_model.py predict --measured`` compares these lines with the cost model's prediction.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from minidl import models, nn, optim
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet20", choices=["resnet20", "cifar_cnn"])
+    parser.add_argument("--model", default="resnet20", choices=models.list_models(), help="a zoo model")
     parser.add_argument("--batch", type=int, default=128, help="the global batch, split over the ranks")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
@@ -41,7 +43,7 @@ def main() -> None:
     if args.batch % P:
         raise SystemExit(f"--batch {args.batch} is not divisible by the {P} ranks")
     minidl.manual_seed(0)
-    model = nn.fuse(getattr(models, args.model)(num_classes=10), inplace=True)
+    model = nn.fuse(models.get_model(args.model, num_classes=10), inplace=True)
     ddp = dist.DistributedDataParallel(model)
     optimizer, loss_fn = optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9), nn.CrossEntropyLoss()
     rng = np.random.default_rng(rank)

@@ -9,10 +9,16 @@ SGD with Nesterov momentum and weight decay, a linear warm-up then cosine decay 
 (JSON and CSV), checkpoints (``last.npz``, ``best.npz``), the learning curves (PNG, if matplotlib is installed) and
 ``results.json`` to ``--out``; ``--resume`` continues a run exactly where it stopped.
 
+Data-parallel (``--distributed``, needs ``pip install "minidl[dist]"``): under ``mpiexec -n P`` each process trains
+on its shard of the data with ``--batch-size / P`` images per step, the gradients are averaged over the processes
+(DistributedDataParallel), BatchNorm becomes SyncBatchNorm (``--no-sync-bn``: not), and only rank 0 prints and
+writes files. The global batch, so the learning rate, stays that of one process. See docs/distributed.md.
+
 Usage:
     python examples/train_cifar10.py --quick                  # the README's demo: a few minutes on 2 cores
     python examples/train_cifar10.py --data-dir ~/data --model resnet20 --epochs 60 --out runs/r20
     python examples/train_cifar10.py --out runs/r20 --resume  # continue after an interruption
+    OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 mpiexec -n 2 python examples/train_cifar10.py --quick --distributed
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import os
 import time
 from pathlib import Path
 
-from _cli import HelpFormatter
+from _cli import HelpFormatter, add_distributed_arguments, data_parallel, evaluate_distributed, start_distributed
 
 import minidl
 from minidl import models, nn, optim, train
@@ -63,7 +69,9 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, help="passes over the training set (default 30; --quick: 3 on CIFAR-10, 15 on the sample)"
     )
-    parser.add_argument("--batch-size", type=int, default=128, help="images per training batch")
+    parser.add_argument(
+        "--batch-size", type=int, default=128, help="images per training batch (--distributed: over all processes)"
+    )
     parser.add_argument("--lr", type=float, help="peak learning rate of SGD (default 0.1; 0.02 for cifar_cnn, lenet5)")
     parser.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (L2 penalty)")
     parser.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
@@ -82,7 +90,10 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="output folder (default: runs/cifar10-<model>)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.npz")
     parser.add_argument("--quick", action="store_true", help="the short demo run of the README")
+    add_distributed_arguments(parser)
     args = parser.parse_args()
+    if args.sync_bn is not None and not args.distributed:
+        parser.error("--sync-bn and --no-sync-bn go with --distributed")
     if args.model not in models.list_models():
         parser.error(f"--model: unknown model {args.model!r}; choose one of {', '.join(models.list_models())}")
     lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.model, 0.1)
@@ -90,28 +101,37 @@ def main() -> None:
     if args.mixup and args.cutmix:
         parser.error("choose one of --mixup and --cutmix")
 
+    dist = start_distributed(parser, args) if args.distributed else None  # None: one process, as usual
+    log = dist.print_on_main if dist else print  # every rank runs this script; rank 0 speaks
     if args.backend:
         minidl.set_backend(args.backend)
     minidl.manual_seed(args.seed)
     train_set, test_set, source = build_datasets(args.data_dir, args.quick, args.cutout)
-    print(f"data: {source}")
+    log(f"data: {source}")
     epochs = args.epochs or ((15 if isinstance(train_set, CIFAR10Sample) else 3) if args.quick else 30)
-    train_loader = DataLoader(
-        train_set,
-        args.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=args.workers,
-        seed=args.seed,
-        device="current",
-    )
-    test_loader = DataLoader(test_set, 500, num_workers=args.workers, device="current")
-
     model = models.get_model(args.model, num_classes=10, **MODEL_KWARGS.get(args.model, {}))
     n_params = sum(p.size for p in model.parameters())
-    print(
+    if dist:  # DistributedDataParallel (+ SyncBatchNorm) and this rank's shard of the training set
+        model, train_loader = data_parallel(dist, model, train_set, args)
+        P = dist.get_world_size()
+        synced = any(isinstance(m, dist.SyncBatchNorm) for m in model.modules())
+        layout = f" = {P} x {args.batch_size // P} per process" + (", SyncBatchNorm" if synced else "")
+    else:
+        train_loader = DataLoader(
+            train_set,
+            args.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=args.workers,
+            seed=args.seed,
+            device="current",
+        )
+        layout = ""
+    # (--distributed: every rank evaluates the whole test set after each epoch, so every rank logs the same numbers)
+    test_loader = DataLoader(test_set, 500, num_workers=args.workers, device="current")
+    log(
         f"model: {args.model}, {n_params:,} parameters; backend: {minidl.get_backend().name}; "
-        f"{epochs} epochs, batch {args.batch_size}, peak lr {lr}"
+        f"{epochs} epochs, batch {args.batch_size}{layout}, peak lr {lr}"
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
@@ -145,13 +165,21 @@ def main() -> None:
         progress=True,
     )
     wall = time.perf_counter() - start
+    if dist:  # each rank evaluates every P-th test image; the sums are all-reduced
+        final = evaluate_distributed(dist, model.module, test_set, loss_fn, args.workers)
+        if not dist.is_main_process():
+            dist.destroy_process_group()
+            return
+    else:
+        final = train.evaluate(model, test_loader, loss_fn)
     history.save(out / "history.csv")
-    final = train.evaluate(model, test_loader, loss_fn)
     results = {
         "model": args.model,
         "data": source,
         "epochs": epochs,
         "backend": minidl.get_backend().name,
+        "world_size": dist.get_world_size() if dist else 1,
+        "global_batch": args.batch_size,
         "test_accuracy": final["accuracy"],
         "test_loss": final["loss"],
         "wall_seconds": round(wall, 1),
@@ -166,6 +194,8 @@ def main() -> None:
         f"final test accuracy: {final['accuracy']:.4f} on {len(test_set)} test images after {epochs} epochs "
         f"({wall:.0f} s); outputs in {out}{os.sep}"
     )
+    if dist:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
