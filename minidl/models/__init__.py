@@ -272,7 +272,7 @@ def list_models() -> list[str]:
 
     Examples:
         >>> list_models()[:4]
-        ['airbench94', 'alexnet', 'cifar_cnn', 'densenet121']
+        ['airbench94', 'alexnet', 'cifar_cnn', 'convnext_cifar']
     """
     return sorted(_MODELS)
 

@@ -141,7 +141,7 @@ def test_get_model_unknown_name_lists_the_names():
     with pytest.raises(
         ValueError,
         match=r"unknown model 'resnet19' \(did you mean 'resnet18'\?\); available: "
-        r"airbench94, alexnet, cifar_cnn, densenet121",
+        r"airbench94, alexnet, cifar_cnn, convnext_cifar",
     ) as info:
         models.get_model("resnet19")
     for name in models.list_models():
