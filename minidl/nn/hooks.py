@@ -191,22 +191,32 @@ def backward_with_hooks(module: Any, dout: Any) -> Any:
     for entry in list(module._backward_pre_hooks.values()):
         result = entry.fn(module, grad_output)
         if result is not None:
-            grad_output = _replacement(module, "backward pre-hook", entry.fn, result, len(grad_output), "grad_output")
+            grad_output = _replacement(module, "backward pre-hook", entry.fn, result, grad_output, "grad_output")
     dout = grad_output if isinstance(dout, tuple) else grad_output[0]
     grad = type(module).backward(module, dout)
     grad_input = _as_tuple(grad)
     for entry in list(module._backward_hooks.values()):
         result = entry.fn(module, grad_input, grad_output)
         if result is not None:
-            grad_input = _replacement(module, "backward hook", entry.fn, result, len(grad_input), "grad_input")
+            grad_input = _replacement(module, "backward hook", entry.fn, result, grad_input, "grad_input")
     return grad_input if isinstance(grad, tuple) else grad_input[0]
 
 
-def _replacement(module: Any, kind: str, fn: Any, result: Any, expected: int, what: str) -> tuple[Any, ...]:
+def _replacement(module: Any, kind: str, fn: Any, result: Any, given: tuple[Any, ...], what: str) -> tuple[Any, ...]:
+    """A hook's result as the new ``what``: as many entries as ``given``, each of the shape of the one it replaces
+    (as PyTorch, which refuses a hook that changes a gradient's size)."""
     result = _as_tuple(result)
-    if len(result) != expected:
+    if len(result) != len(given):
         raise ValueError(
-            f"{kind} {fn!r} of {module._where()} returned {len(result)} gradient(s), expected {expected} (one per "
+            f"{kind} {fn!r} of {module._where()} returned {len(result)} gradient(s), expected {len(given)} (one per "
             f"entry of {what}) or None"
         )
+    for i, (new, old) in enumerate(zip(result, given, strict=True)):
+        old_shape = getattr(old, "shape", None)
+        if old_shape is not None and tuple(getattr(new, "shape", ())) != tuple(old_shape):
+            raise ValueError(
+                f"{kind} {fn!r} of {module._where()} returned {what}[{i}] of shape "
+                f"{tuple(getattr(new, 'shape', ()))}, expected the shape of the gradient it replaces, "
+                f"{tuple(old_shape)}"
+            )
     return result

@@ -227,3 +227,14 @@ def test_a_backward_hook_returning_the_wrong_number_of_gradients_is_refused():
     model(np.ones((2, 3), np.float32))
     with pytest.raises(ValueError, match=r"backward hook .* of ReLU returned 2 gradient\(s\), expected 1"):
         model.backward(np.ones((2, 2), np.float32))
+
+
+def test_a_backward_hook_changing_a_gradient_shape_is_refused_by_name():
+    model = _model()
+    model[2].register_full_backward_hook(lambda m, gin, gout: (np.ones((5, 5), np.float32),))
+    model(np.ones((2, 3), np.float32))
+    with pytest.raises(
+        ValueError,
+        match=r"backward hook .* of Linear.* returned grad_input\[0\] of shape \(5, 5\), expected .* \(2, 4\)",
+    ):
+        model.backward(np.ones((2, 2), np.float32))
