@@ -28,6 +28,7 @@ import datetime
 import numbers
 import sys
 import time
+import zlib
 from typing import Any
 
 import numpy as np
@@ -282,12 +283,29 @@ def _mpi_buffer(group: _ProcessGroup, array: Any) -> tuple[Any, Any]:
     return host, copy_back
 
 
-def all_reduce(array: Any, op: str = ReduceOp.SUM, async_op: bool = False) -> Any:
+def _same_on_every_rank(where: str, group: _ProcessGroup, layout: Any, what: str) -> None:
+    """Raise unless every rank passed the same ``layout`` (e.g. a shape and a dtype): one small collective, the
+    smallest and the largest code of the layouts (MPI would otherwise reduce the overlap of two shapes, or fail
+    deep inside)."""
+    if group.size == 1:
+        return
+    code = zlib.crc32(repr(layout).encode())
+    codes = np.array([code, -code], np.int64)
+    Work(where, group.comm.Iallreduce(MPI.IN_PLACE, codes, op=MPI.MAX)).wait()
+    if codes[0] != -codes[1]:
+        raise RuntimeError(
+            f"minidl.distributed.{where}: the ranks passed different {what} (rank {group.rank}: {layout}); every "
+            f"rank must pass the same"
+        )
+
+
+def all_reduce(array: Any, op: str = ReduceOp.SUM, async_op: bool = False, *, _verify: bool = True) -> Any:
     """Reduce ``array`` over all ranks, in place: afterwards every rank holds the sum (or product, min, max, avg).
 
     Args:
         array: a C-contiguous NumPy or CuPy array of float32, float64, int32 or int64, the same shape and dtype on
-            every rank.
+            every rank (checked first with one small collective; ``DistributedDataParallel`` and ``SyncBatchNorm``,
+            which check their model once, skip it with ``_verify=False``).
         op: ``ReduceOp.SUM`` (``"sum"``), ``"product"``, ``"min"``, ``"max"`` or ``"avg"`` (the sum divided by the
             world size; float arrays). Default: "sum".
         async_op: return a :class:`Work` at once (call ``.wait()`` before reading ``array``) instead of
@@ -311,6 +329,8 @@ def all_reduce(array: Any, op: str = ReduceOp.SUM, async_op: bool = False) -> An
     _check_array(where, array)
     if op == "avg" and np.dtype(array.dtype).kind != "f":
         raise TypeError(f"minidl.distributed.{where}: op 'avg' needs a float array, got dtype {array.dtype}")
+    if _verify:
+        _same_on_every_rank(where, group, (tuple(array.shape), str(array.dtype), op), "shapes, dtypes or ops")
     if group.nccl is not None and is_cupy_array(array):
         work = group.nccl.all_reduce(array, op, group.size)
     else:
@@ -330,11 +350,12 @@ def all_reduce(array: Any, op: str = ReduceOp.SUM, async_op: bool = False) -> An
     return array
 
 
-def broadcast(array: Any, src: int = 0, async_op: bool = False) -> Any:
+def broadcast(array: Any, src: int = 0, async_op: bool = False, *, _verify: bool = True) -> Any:
     """Copy rank ``src``'s ``array`` into ``array`` on every other rank, in place.
 
     Args:
-        array: a C-contiguous NumPy or CuPy array, the same shape and dtype on every rank.
+        array: a C-contiguous NumPy or CuPy array, the same shape and dtype on every rank (checked first, as in
+            :func:`all_reduce`).
         src: the rank whose values everyone gets. Default: 0.
         async_op: return a :class:`Work` instead of waiting. Default: False.
 
@@ -349,6 +370,8 @@ def broadcast(array: Any, src: int = 0, async_op: bool = False) -> Any:
             f"got {src!r}"
         )
     _check_array(where, array)
+    if _verify:
+        _same_on_every_rank(where, group, (tuple(array.shape), str(array.dtype), int(src)), "shapes, dtypes or src")
     if group.nccl is not None and is_cupy_array(array):
         work = group.nccl.broadcast(array, int(src))
     else:

@@ -76,7 +76,7 @@ class _Bucket:
         """Copy the gradients into the buffer (zeros for a parameter without one) and start its allreduce."""
         for p, where in zip(self.params, self.slices, strict=True):
             self.buffer[where] = 0 if p.grad is None else p.grad.reshape(-1)
-        self.work = _comm.all_reduce(self.buffer, async_op=True)
+        self.work = _comm.all_reduce(self.buffer, async_op=True, _verify=False)  # (the model was checked)
 
     def finish(self, world_size: int) -> None:
         """Wait for the allreduce, divide by the world size and write the averages into ``p.grad``."""
@@ -172,9 +172,21 @@ class DistributedDataParallel(Module):
 
     # ------------------------------------------------------------------ state
     def _sync_module_states(self) -> None:
-        """Every rank gets rank 0's parameters and buffers."""
+        """Check that every rank built the same model (as PyTorch's DDP does), then every rank gets rank 0's
+        parameters and buffers."""
+        group = _comm._require("DistributedDataParallel")
+        layout = [(name, tuple(p.shape), str(p.dtype)) for name, p in self.module.named_parameters()]
+        layout += [(name, tuple(b.shape), str(b.dtype)) for name, b in self.module.named_buffers() if b is not None]
+        shown = ", ".join(f"{name} {shape}" for name, shape, _ in layout[:3]) + (", ..." if len(layout) > 3 else "")
+        try:
+            _comm._same_on_every_rank("DistributedDataParallel", group, layout, "models")
+        except RuntimeError:
+            raise RuntimeError(
+                f"DistributedDataParallel: the ranks hold different models (rank {group.rank}: {len(layout)} "
+                f"parameters and buffers: {shown}); every rank must build the same model"
+            ) from None
         for p in self.module.parameters():
-            _comm.broadcast(p.data, src=0)
+            _comm.broadcast(p.data, src=0, _verify=False)
         self._broadcast_buffers()
 
     def _broadcast_buffers(self) -> None:
@@ -188,7 +200,7 @@ class DistributedDataParallel(Module):
         for buffers in groups.values():
             xp = get_array_module(buffers[0])
             flat = xp.concatenate([b.reshape(-1) for b in buffers])
-            _comm.broadcast(flat, src=0)
+            _comm.broadcast(flat, src=0, _verify=False)
             start = 0
             for b in buffers:
                 b[...] = flat[start : start + b.size].reshape(b.shape)

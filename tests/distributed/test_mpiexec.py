@@ -106,3 +106,23 @@ def test_fit_trains_a_ddp_model_and_only_rank_0_prints_and_writes(tmp_path, vari
         assert "SyncBatchNorm" in ranks[0]["model"]
     else:
         assert "FoldedBatchNorm2d" in ranks[0]["model"]  # fit fused the model inside the wrapper
+
+
+def test_ranks_that_pass_different_shapes_dtypes_or_models_get_a_clear_error_on_every_rank():
+    reports = results(run_mpi("mismatch.py", 2, timeout=90))
+    for rank, report in enumerate(reports):
+        messages = report["messages"]
+        shape = (3 + rank,)
+        assert messages["all_reduce shape"] == (
+            f"minidl.distributed.all_reduce: the ranks passed different shapes, dtypes or ops (rank {rank}: "
+            f"({shape}, 'float32', 'sum')); every rank must pass the same"
+        )
+        assert (
+            f"(rank {rank}: ((3,), '{'float32' if rank == 0 else 'float64'}', 'sum'))" in messages["all_reduce dtype"]
+        )
+        assert messages["broadcast shape"].startswith("minidl.distributed.broadcast: the ranks passed different")
+        assert messages["ddp models"] == (
+            f"DistributedDataParallel: the ranks hold different models (rank {rank}: 2 parameters and buffers: "
+            f"weight ({2 + rank}, 3), bias ({2 + rank},)); every rank must build the same model"
+        )
+        assert report["after"] == [2.0, 2.0]
