@@ -299,6 +299,45 @@ def conv2d_relu_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> t
     return F.conv2d_backward(F.relu_backward(dout, relu_cache), conv_cache, compute_dw=compute_dw)
 
 
+def conv_hyperparameters(
+    module: Module,
+    name: str,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: Any,
+    stride: Any,
+    dilation: Any,
+    groups: int,
+) -> None:
+    """Check and set what :class:`Conv2d` and :class:`~minidl.nn.conv_transpose.ConvTranspose2d` share (PyTorch's
+    ``_ConvNd``): the channel counts, kernel, stride, dilation and groups, which must divide both channel counts."""
+    module.in_channels = check_int(name, "in_channels", in_channels)
+    module.out_channels = check_int(name, "out_channels", out_channels)
+    module.kernel_size = pair(name, "kernel_size", kernel_size)
+    module.stride = pair(name, "stride", stride)
+    module.dilation = pair(name, "dilation", dilation)
+    module.groups = check_int(name, "groups", groups)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
+            f"groups ({groups})"
+        )
+
+
+def conv_parameters(module: Module, name: str, weight_shape: tuple[int, ...], bias: Any) -> None:
+    """Create a convolution's ``weight`` of ``weight_shape`` and, when ``bias``, its ``bias`` (one per output
+    channel), in the default dtype on the current backend, and initialize them (``module.reset_parameters()``)."""
+    if not isinstance(bias, bool):
+        raise TypeError(f"{name}: bias must be a bool, got {bias!r}")
+    xp, dtype = get_backend().xp, get_default_dtype()
+    module.weight = Parameter(xp.empty(weight_shape, dtype=dtype))
+    if bias:
+        module.bias = Parameter(xp.empty((module.out_channels,), dtype=dtype))
+    else:
+        module.register_parameter("bias", None)
+    module.reset_parameters()
+
+
 class Conv2d(Module):
     r"""2-D convolution layer over (N, C, H, W) images (PyTorch's ``nn.Conv2d``).
 
@@ -358,17 +397,7 @@ class Conv2d(Module):
     ) -> None:
         super().__init__()
         name = "Conv2d"
-        self.in_channels = check_int(name, "in_channels", in_channels)
-        self.out_channels = check_int(name, "out_channels", out_channels)
-        self.kernel_size = pair(name, "kernel_size", kernel_size)
-        self.stride = pair(name, "stride", stride)
-        self.dilation = pair(name, "dilation", dilation)
-        self.groups = check_int(name, "groups", groups)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
-                f"groups ({groups})"
-            )
+        conv_hyperparameters(self, name, in_channels, out_channels, kernel_size, stride, dilation, groups)
         if isinstance(padding, str):
             _conv_padding(name, padding, *self.kernel_size, *self.dilation, *self.stride)  # validates
             self.padding: Any = padding
@@ -377,16 +406,7 @@ class Conv2d(Module):
         if padding_mode not in _PADDING_MODES:
             raise ValueError(f"{name}: padding_mode must be one of {tuple(_PADDING_MODES)}, got {padding_mode!r}")
         self.padding_mode = padding_mode
-        if not isinstance(bias, bool):
-            raise TypeError(f"{name}: bias must be a bool, got {bias!r}")
-        xp, dtype = get_backend().xp, get_default_dtype()
-        KH, KW = self.kernel_size
-        self.weight = Parameter(xp.empty((out_channels, in_channels // groups, KH, KW), dtype=dtype))
-        if bias:
-            self.bias = Parameter(xp.empty((out_channels,), dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        conv_parameters(self, name, (out_channels, in_channels // groups, *self.kernel_size), bias)
 
     def reset_parameters(self) -> None:
         """PyTorch's default: kaiming_uniform_(a=sqrt(5)) for the weight, U(+-1/sqrt(fan_in)) for the bias."""

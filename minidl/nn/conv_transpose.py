@@ -47,7 +47,6 @@ from typing import Any, NamedTuple
 
 import numpy as np  # noqa: F401  (the doctests use it)
 
-from minidl._dtype import get_default_dtype
 from minidl.backend import get_backend
 from minidl.nn import init
 from minidl.nn._checks import (
@@ -59,8 +58,9 @@ from minidl.nn._checks import (
     check_same_device,
     pair,
 )
+from minidl.nn.conv import conv_hyperparameters, conv_parameters
 from minidl.nn.dispatch import F
-from minidl.nn.module import Module, Parameter
+from minidl.nn.module import Module
 
 __all__ = ["ConvTranspose2d", "conv_transpose2d_backward", "conv_transpose2d_forward"]
 
@@ -314,19 +314,9 @@ class ConvTranspose2d(Module):
     ) -> None:
         super().__init__()
         name = "ConvTranspose2d"
-        self.in_channels = check_int(name, "in_channels", in_channels)
-        self.out_channels = check_int(name, "out_channels", out_channels)
-        self.kernel_size = pair(name, "kernel_size", kernel_size)
-        self.stride = pair(name, "stride", stride)
+        conv_hyperparameters(self, name, in_channels, out_channels, kernel_size, stride, dilation, groups)
         self.padding = pair(name, "padding", padding, minimum=0)
         self.output_padding = pair(name, "output_padding", output_padding, minimum=0)
-        self.dilation = pair(name, "dilation", dilation)
-        self.groups = check_int(name, "groups", groups)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
-                f"groups ({groups})"
-            )
         for op, S, D in zip(self.output_padding, self.stride, self.dilation, strict=True):
             if op >= S and op >= D:
                 raise ValueError(
@@ -336,16 +326,7 @@ class ConvTranspose2d(Module):
         if padding_mode != "zeros":
             raise ValueError(f'{name}: only padding_mode="zeros" is supported (as in PyTorch), got {padding_mode!r}')
         self.padding_mode = padding_mode
-        if not isinstance(bias, bool):
-            raise TypeError(f"{name}: bias must be a bool, got {bias!r}")
-        xp, dtype = get_backend().xp, get_default_dtype()
-        KH, KW = self.kernel_size
-        self.weight = Parameter(xp.empty((in_channels, out_channels // groups, KH, KW), dtype=dtype))
-        if bias:
-            self.bias = Parameter(xp.empty((out_channels,), dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        conv_parameters(self, name, (in_channels, out_channels // groups, *self.kernel_size), bias)
 
     def reset_parameters(self) -> None:
         """PyTorch's default: kaiming_uniform_(a=sqrt(5)) for the weight, U(+-1/sqrt(fan_in)) for the bias, with
