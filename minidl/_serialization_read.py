@@ -35,8 +35,10 @@ class _Damaged(Exception):
     """A damaged checkpoint description; load turns it into a ValueError naming the file."""
 
 
-def sniff(path: Path) -> str:
-    """``"npz"`` or ``"safetensors"`` from the first bytes of ``path``; a ``ValueError`` saying what it is otherwise."""
+def sniff(path: Path, where: str = "minidl.load") -> str:
+    """``"npz"`` or ``"safetensors"`` from the first bytes of ``path``; a ``ValueError`` saying what it is otherwise.
+
+    ``where`` (in this function and the others that take it) is the public function named in the messages."""
     with open(path, "rb") as f:
         head = f.read(16)
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
@@ -44,14 +46,14 @@ def sniff(path: Path) -> str:
     if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
         return "safetensors"
     if not head:
-        raise ValueError(f"minidl.load: {path} is empty; expected an .npz or .safetensors file")
+        raise ValueError(f"{where}: {path} is empty; expected an .npz or .safetensors file")
     if head[:1] == b"\x80":  # the PROTO opcode every pickle of protocol 2 or later starts with
-        raise ValueError(f"minidl.load: refused {path}: it holds pickled objects, which could run code")
+        raise ValueError(f"{where}: refused {path}: it holds pickled objects, which could run code")
     if head[:6] == b"\x93NUMPY":
         raise ValueError(
-            f"minidl.load: {path} is a single .npy array, not an .npz or .safetensors file; read it with numpy.load"
+            f"{where}: {path} is a single .npy array, not an .npz or .safetensors file; read it with numpy.load"
         )
-    raise ValueError(f"minidl.load: {path} is not an .npz or .safetensors file (expected a zip archive or a "
+    raise ValueError(f"{where}: {path} is not an .npz or .safetensors file (expected a zip archive or a "
                      f"safetensors header; it starts with {head!r})")  # fmt: skip
 
 
@@ -65,41 +67,43 @@ def _npy_header(fp: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
     raise ValueError(f"unsupported .npy format version {major}")
 
 
-def _check_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int) -> None:
+def _check_member(
+    path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int, where: str = "minidl.load"
+) -> None:
     """Raise unless ``info``'s array fits in the bytes it holds (before anything is allocated for it)."""
     name = info.filename
     if info.compress_size > archive_size:
         raise ValueError(
-            f"minidl.load: {path}: member {name!r} claims {info.compress_size} stored bytes, but the whole file holds "
+            f"{where}: {path}: member {name!r} claims {info.compress_size} stored bytes, but the whole file holds "
             f"only {archive_size}"
         )
     if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
         raise ValueError(
-            f"minidl.load: {path}: member {name!r} is stored uncompressed, so its size should equal its stored size "
+            f"{where}: {path}: member {name!r} is stored uncompressed, so its size should equal its stored size "
             f"{info.compress_size}, got {info.file_size}"
         )
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise ValueError(
-            f"minidl.load: {path}: member {name!r} uses zip compression method {info.compress_type}; expected "
+            f"{where}: {path}: member {name!r} uses zip compression method {info.compress_type}; expected "
             f"stored ({zipfile.ZIP_STORED}) or deflated ({zipfile.ZIP_DEFLATED}), as numpy.savez writes"
         )
     if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > info.compress_size * _DEFLATE_MAX_RATIO + 64:
         raise ValueError(
-            f"minidl.load: {path}: member {name!r} claims {info.file_size} bytes from {info.compress_size} "
+            f"{where}: {path}: member {name!r} claims {info.file_size} bytes from {info.compress_size} "
             f"compressed bytes, more than deflate can expand to (at most {_DEFLATE_MAX_RATIO}:1)"
         )
     with zf.open(info) as fp:
         try:
             shape, _, dtype = _npy_header(fp)
         except ValueError as err:
-            raise ValueError(f"minidl.load: {path}: member {name!r} is not a .npy array ({err})") from None
+            raise ValueError(f"{where}: {path}: member {name!r} is not a .npy array ({err})") from None
         if dtype.hasobject:
-            raise ValueError(f"minidl.load: refused {path}: it holds pickled objects, which could run code")
+            raise ValueError(f"{where}: refused {path}: it holds pickled objects, which could run code")
         needed = math.prod(shape) * dtype.itemsize
         available = info.file_size - fp.tell()
     if needed > available:
         raise ValueError(
-            f"minidl.load: {path}: member {name!r} claims an array of shape {shape} and dtype {dtype} "
+            f"{where}: {path}: member {name!r} claims an array of shape {shape} and dtype {dtype} "
             f"({needed} bytes), but holds only {available} bytes after its header"
         )
 
@@ -133,36 +137,36 @@ def read_npz(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
     return arrays, _utf8(path, meta.tobytes())
 
 
-def read_npz_description(path: Path) -> str | None:
+def read_npz_description(path: Path, where: str = "minidl.load") -> str | None:
     """Only the JSON description of an ``.npz`` (None when it has none): its arrays are not read."""
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise ValueError(f"minidl.load: {path} is truncated or not an .npz file ({err})") from None
+        raise ValueError(f"{where}: {path} is truncated or not an .npz file ({err})") from None
     with zf:
         try:
             info = zf.getinfo(META_KEY + ".npy")
         except KeyError:
             return None
-        _check_member(path, zf, info, path.stat().st_size)
+        _check_member(path, zf, info, path.stat().st_size, where)
         try:
             with zf.open(info) as fp:
                 meta = np.lib.format.read_array(fp, allow_pickle=False)
         except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as err:
-            raise ValueError(f"minidl.load: {path} is truncated or not an .npz file ({err})") from None
+            raise ValueError(f"{where}: {path} is truncated or not an .npz file ({err})") from None
     if meta.dtype != np.uint8 or meta.ndim != 1:
         raise ValueError(
-            f"minidl.load: {path} has a damaged checkpoint description: member {META_KEY!r} should be a 1-D uint8 "
+            f"{where}: {path} has a damaged checkpoint description: member {META_KEY!r} should be a 1-D uint8 "
             f"array of UTF-8 JSON, got dtype {meta.dtype} and shape {meta.shape}"
         )
-    return _utf8(path, meta.tobytes())
+    return _utf8(path, meta.tobytes(), where)
 
 
-def _utf8(path: Path, data: bytes) -> str:
+def _utf8(path: Path, data: bytes, where: str = "minidl.load") -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"minidl.load: {path} has a damaged checkpoint description: not UTF-8 ({err})") from None
+        raise ValueError(f"{where}: {path} has a damaged checkpoint description: not UTF-8 ({err})") from None
 
 
 # --------------------------------------------------------------------------------------------------- .safetensors
@@ -182,7 +186,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
     return arrays, meta
 
 
-def read_safetensors_description(path: Path) -> str | None:
+def read_safetensors_description(path: Path, where: str = "minidl.load") -> str | None:
     """Only the JSON description of a ``.safetensors`` file (None when it has none): its tensors are not read."""
     try:
         from safetensors import safe_open
@@ -194,18 +198,18 @@ def read_safetensors_description(path: Path) -> str | None:
         with safe_open(str(path), framework="numpy") as f:
             return (f.metadata() or {}).get(META_KEY)
     except Exception as err:  # safetensors raises its own error types for damaged headers
-        raise ValueError(f"minidl.load: {path} is truncated or not a .safetensors file ({err})") from None
+        raise ValueError(f"{where}: {path} is truncated or not a .safetensors file ({err})") from None
 
 
 # --------------------------------------------------------------------------------------------- the JSON description
-def decode_manifest(path: Path, meta: str | None) -> dict[str, Any] | None:
+def decode_manifest(path: Path, meta: str | None, where: str = "minidl.load") -> dict[str, Any] | None:
     """The reproducibility manifest in the description ``meta`` (None for a file written without one)."""
     if meta is None:
         return None
     try:
         info = json.loads(meta)
     except json.JSONDecodeError as err:
-        raise ValueError(f"minidl.load: {path} has a damaged checkpoint description: not valid JSON ({err})") from None
+        raise ValueError(f"{where}: {path} has a damaged checkpoint description: not valid JSON ({err})") from None
     if not isinstance(info, dict) or "manifest" not in info:
         return None
     manifest = info["manifest"]
@@ -213,7 +217,7 @@ def decode_manifest(path: Path, meta: str | None) -> dict[str, Any] | None:
         isinstance(v, (str, int, float, bool)) or v is None for v in manifest.values()
     ):
         raise ValueError(
-            f"minidl.load: {path} has a damaged checkpoint description: expected 'manifest' to be an object of "
+            f"{where}: {path} has a damaged checkpoint description: expected 'manifest' to be an object of "
             f"strings, numbers, booleans and nulls, got {manifest!r:.80}"
         )
     return manifest

@@ -175,7 +175,8 @@ def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         ``.npz`` of arrays, converted PyTorch weights).
 
     Raises:
-        FileNotFoundError, IsADirectoryError, ValueError: as :func:`load`.
+        FileNotFoundError, IsADirectoryError, ValueError: as :func:`load`, the message naming
+            ``minidl.checkpoint_info``.
 
     Examples:
         >>> import os, tempfile, numpy as np, minidl
@@ -186,10 +187,14 @@ def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         >>> info["seed"], info["backend"] == minidl.get_backend().name
         (3, True)
     """
+    where = "minidl.checkpoint_info"
     path = Path(path)
-    _check_file(path, "minidl.checkpoint_info")
-    meta = read_safetensors_description(path) if sniff(path) == "safetensors" else read_npz_description(path)
-    return decode_manifest(path, meta)
+    _check_file(path, where)
+    if sniff(path, where) == "safetensors":
+        meta = read_safetensors_description(path, where)
+    else:
+        meta = read_npz_description(path, where)
+    return decode_manifest(path, meta, where)
 
 
 def load(path: str | os.PathLike[str], backend: str | None = None, verbose: bool = False) -> Any:
@@ -212,12 +217,15 @@ def load(path: str | os.PathLike[str], backend: str | None = None, verbose: bool
         (4, (2, 2))
 
     Raises:
+        TypeError: ``verbose`` is not a bool.
         FileNotFoundError: no such file.
         IsADirectoryError: ``path`` is a folder.
         ValueError: the file is truncated or damaged, not an ``.npz``/``.safetensors`` file (a text file, a lone
             ``.npy``), holds pickled objects, claims arrays larger than its own bytes, or has a damaged checkpoint
             description; the message names the file.
     """
+    if not isinstance(verbose, bool):
+        raise TypeError(f"minidl.load: verbose must be a bool, got {verbose!r} ({type(verbose).__name__})")
     path = Path(path)
     _check_file(path, "minidl.load")
     if sniff(path) == "safetensors":

@@ -180,7 +180,10 @@ def test_a_damaged_manifest_is_named(tmp_path):
     np.savez(buffer, __minidl__=np.frombuffer(meta, np.uint8))
     (tmp_path / "bad.npz").write_bytes(buffer.getvalue())
     assert minidl.load(tmp_path / "bad.npz") == 1  # the manifest is not needed to load
-    with pytest.raises(ValueError, match=r"bad\.npz has a damaged checkpoint description: expected 'manifest' to be"):
+    with pytest.raises(
+        ValueError,
+        match=r"^minidl\.checkpoint_info: .*bad\.npz has a damaged checkpoint description: expected 'manifest' to be",
+    ):
         minidl.checkpoint_info(tmp_path / "bad.npz")
 
 
@@ -189,3 +192,25 @@ def test_checkpoint_info_missing_file_and_folder(tmp_path):
         minidl.checkpoint_info(tmp_path / "nothing.npz")
     with pytest.raises(IsADirectoryError, match=r"^minidl\.checkpoint_info: .* is a folder"):
         minidl.checkpoint_info(tmp_path)
+
+
+def test_checkpoint_info_names_itself_for_a_file_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "res.jsonl").write_text('{"search": "random_search"}\n')
+    with pytest.raises(
+        ValueError, match=r"^minidl\.checkpoint_info: .*res\.jsonl is not an \.npz or \.safetensors file"
+    ):
+        minidl.checkpoint_info(tmp_path / "res.jsonl")
+    (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04" + b"\0" * 20)
+    with pytest.raises(ValueError, match=r"^minidl\.checkpoint_info: .*cut\.npz is truncated or not an \.npz file"):
+        minidl.checkpoint_info(tmp_path / "cut.npz")
+    with pytest.raises(ValueError, match=r"^minidl\.load: .*res\.jsonl is not an \.npz or \.safetensors file"):
+        minidl.load(tmp_path / "res.jsonl")  # load still names load
+
+
+@pytest.mark.parametrize("verbose", ["yes", 1, None])
+def test_load_verbose_must_be_a_bool(tmp_path, verbose):
+    minidl.save({"w": np.ones(2)}, tmp_path / "a.npz")
+    with pytest.raises(
+        TypeError, match=rf"^minidl\.load: verbose must be a bool, got {verbose!r} \({type(verbose).__name__}\)$"
+    ):
+        minidl.load(tmp_path / "a.npz", verbose=verbose)

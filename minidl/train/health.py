@@ -18,8 +18,10 @@ called). minidl's explicit backward makes each of these a number you can read:
   and the fraction of all outputs that are 0.
 
 The verdict flags: *vanishing* when the first layer's weight-gradient norm is more than 100 times smaller than the
-last layer's, *exploding* when it is more than 100 times larger (or a gradient is not finite), *dead ReLUs* when a
-ReLU has more than half of its units dead, and *unused parameters*.
+last layer's, *exploding* when it is more than 100 times larger (or a gradient is not finite while the loss is),
+*dead ReLUs* when a ReLU has more than half of its units dead, and *unused parameters*. A loss that is not finite
+makes every gradient nan, so it is reported instead of the gradient trend: with the count of the batch's nan/inf
+values and a pointer to :func:`minidl.detect_anomaly`.
 
 Nothing is left changed: the parameters' ``.grad`` (the same arrays), the buffers (BatchNorm's running statistics)
 and the hooks are as before the call.
@@ -38,6 +40,7 @@ from minidl.grad_mode import is_grad_enabled
 from minidl.nn.activation import ReLU, ReLU6
 from minidl.nn.fusion import AddReLU, BatchNormReLU1d, BatchNormReLU2d, FoldedBatchNorm2d
 from minidl.nn.module import Module
+from minidl.train.sanity import _non_finite_advice
 
 __all__ = ["GradientFlowReport", "LayerGradient", "ReluStats", "gradient_flow_report", "is_relu_like"]
 
@@ -187,10 +190,12 @@ def _layer_norms(name: str, module: Module) -> LayerGradient | None:
     return LayerGradient(module_name(name), type(module).__name__, grad_norm, weight_norm, ratio)
 
 
-def _findings(report: GradientFlowReport) -> list[str]:
+def _findings(report: GradientFlowReport, batch: tuple[Any, Any]) -> list[str]:
     found = []
     norms = [layer.grad_norm for layer in report.layers]
-    if any(not math.isfinite(v) for v in norms):
+    if not math.isfinite(report.loss):  # every gradient is then nan: the cause is before the backward
+        found.append(f"non-finite loss ({report.loss}) from the first forward: {_non_finite_advice(*batch)[1]}")
+    elif any(not math.isfinite(v) for v in norms):
         bad = [layer.name for layer in report.layers if not math.isfinite(layer.grad_norm)]
         found.append(f"exploding: non-finite gradients in {', '.join(bad)}")
     elif len(norms) >= 2:
@@ -216,7 +221,7 @@ def _findings(report: GradientFlowReport) -> list[str]:
 
 
 def gradient_flow_report(
-    model: Module, batch: tuple[Any, Any], loss_fn: Any = None, print_report: bool = True
+    model: Module, batch: tuple[Any, Any], loss_fn: Any = None, verbose: bool = True
 ) -> GradientFlowReport:
     """Per-layer gradient norms, parameters that received no gradient and dead-ReLU fractions, from one forward and
     backward of ``model`` on ``batch``, with a short verdict (see the module docstring for the thresholds).
@@ -229,7 +234,7 @@ def gradient_flow_report(
         batch: ``(inputs, targets)``; NumPy arrays are moved to the current backend.
         loss_fn: ``loss_fn(outputs, targets) -> float`` and ``loss_fn.backward()``. Default: None
             (``nn.CrossEntropyLoss()``).
-        print_report: print the table and the verdict. Default: True.
+        verbose: print the table and the verdict. Default: True.
 
     Returns:
         A :class:`GradientFlowReport`.
@@ -244,7 +249,7 @@ def gradient_flow_report(
         >>> _ = minidl.manual_seed(0)
         >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
         >>> x = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
-        >>> report = gradient_flow_report(model, (x, np.arange(16) % 3), print_report=False)
+        >>> report = gradient_flow_report(model, (x, np.arange(16) % 3), verbose=False)
         >>> [layer.name for layer in report.layers], report.unused, report.healthy
         (['0', '2'], [], True)
     """
@@ -293,7 +298,7 @@ def gradient_flow_report(
     finally:
         for handle in handles:
             handle.remove()
-    report.warnings = _findings(report)
-    if print_report:
+    report.warnings = _findings(report, (x, y))
+    if verbose:
         print(report)
     return report

@@ -11,8 +11,12 @@ its moments; without it the first values would be pulled towards 0):
 
 At tiny learning rates nothing happens (a flat curve); then the loss falls, faster and faster; past the largest stable
 learning rate it shoots up. The test stops at that divergence (:math:`\bar L_i > \text{diverge\_th} \cdot \min_j
-\bar L_j`, or a NaN). A good learning rate is where the loss falls fastest -- clearly before the minimum of the
-curve, since at the minimum the learning rate is already almost too large:
+\bar L_j`, or a NaN). A loss that is not finite at the very first step (before any update), or on a batch whose
+inputs hold nan/inf, is no divergence: the test raises a ``ValueError`` that counts the batch's non-finite values and
+points to :func:`minidl.detect_anomaly`.
+
+A good learning rate is where the loss falls fastest -- clearly before the minimum of the curve, since at the minimum
+the learning rate is already almost too large:
 
 * ``"steepest"`` (default): the most negative slope :math:`d\bar L / d\log\eta` before the curve's minimum
   (after it the loss of a diverging network can fall again from a spike: a steep slope at a useless learning rate);
@@ -37,6 +41,7 @@ import numpy as np
 from minidl.nn.module import Module
 from minidl.train._restore import restored
 from minidl.train.loop import _on_backend, _unpack
+from minidl.train.sanity import _non_finite_advice
 
 __all__ = ["LRFinderResult", "lr_find", "suggest_lr"]
 
@@ -111,7 +116,9 @@ class LRFinderResult:
     Attributes:
         lrs: the learning rate of each step (group 0's). losses: the smoothed losses. raw_losses: the losses as
             measured. suggested_lr: the suggestion (NaN when the smoothed loss never fell). method: how it was
-            chosen. diverged: the test stopped early at a divergence.
+            chosen. diverged: the test stopped early at a divergence (the last point is the divergent one).
+        note: why there is no suggestion when ``suggested_lr`` is NaN (e.g. ``"the smoothed loss never fell ..."``);
+            ``""`` when there is one.
     """
 
     lrs: list[float]
@@ -120,9 +127,13 @@ class LRFinderResult:
     suggested_lr: float
     method: str
     diverged: bool
+    note: str = ""
 
     def plot(self, path: str | os.PathLike[str] | None = None, ax: Any = None, dpi: int = 120) -> Any:
         """Loss against learning rate (log scale), the suggestion marked.
+
+        The y axis spans the smoothed loss up to the divergence (its lowest to its highest value before the point
+        that diverged, with a margin): the diverging point and the noisier raw losses may leave the plot.
 
         Args:
             path: write the figure there (atomically; ``.png``, ``.svg``, ``.pdf``). Default: None.
@@ -143,10 +154,12 @@ class LRFinderResult:
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("loss")
-        finite = [v for v in self.losses if math.isfinite(v)]
-        if finite:  # the divergence would flatten the interesting part of the curve
-            low, high = min(finite), self.losses[0] if math.isfinite(self.losses[0]) else max(finite)
-            ax.set_ylim(low - 0.1 * (high - low + 1e-12), max(high, low) + 0.3 * (high - low + 1e-12))
+        before = self.losses[:-1] if self.diverged and len(self.losses) > 1 else self.losses
+        finite = [v for v in before if math.isfinite(v)]
+        if finite:  # the divergence would flatten the interesting part of the curve: show the curve up to it
+            low, high = min(finite), max(finite)
+            margin = 0.1 * (high - low) if high > low else 0.05 * abs(high) + 1e-3
+            ax.set_ylim(low - margin, high + margin)
         ax.set_title(f"learning-rate range test ({self.method})")
         ax.legend()
         if path is not None:
@@ -196,7 +209,12 @@ def lr_find(
         verbose: print the suggestion. Default: True.
 
     Returns:
-        An :class:`LRFinderResult` (``.plot(path)`` draws it).
+        An :class:`LRFinderResult` (``.plot(path)`` draws it); when there is no suggestion, ``suggested_lr`` is NaN
+        and ``note`` says why (printed too when ``verbose``).
+
+    Raises:
+        ValueError: too few steps before the divergence for a suggestion; a loss that is not finite from the first
+            step, or on a batch holding nan/inf (the message counts them).
 
     Examples:
         >>> import numpy as np, minidl
@@ -255,6 +273,17 @@ def lr_find(
             lrs.append(lr)
             raw.append(loss)
             if not math.isfinite(loss):
+                dirty, advice = _non_finite_advice(x, y)
+                if i == 0:
+                    raise ValueError(
+                        f"{where}: the loss was not finite ({loss}) from the first step (at lr {lr:.2g}, before any "
+                        f"update), so there is no curve to read; {advice}"
+                    )
+                if dirty:
+                    raise ValueError(
+                        f"{where}: the loss of step {i + 1} (at lr {lr:.2g}) was not finite ({loss}) on a batch that "
+                        f"holds nan/inf, so it is no divergence; {advice}"
+                    )
                 smoothed.append(math.inf)
                 diverged = True
                 break
@@ -278,7 +307,7 @@ def lr_find(
         suggested, note = suggest_lr(lrs, smoothed, suggestion, skip_start, skip_end), ""
     except ValueError as err:  # the loss never fell: the curve is still worth a look, but there is no suggestion
         suggested, note = math.nan, str(err).removeprefix("suggest_lr: ")
-    result = LRFinderResult(lrs, smoothed, raw, suggested, suggestion, diverged)
+    result = LRFinderResult(lrs, smoothed, raw, suggested, suggestion, diverged, note)
     if verbose:
         stop = f"stopped at lr {lrs[-1]:.2g} (diverged)" if diverged else f"reached end_lr {lrs[-1]:.2g}"
         said = f"no suggestion ({note})" if note else f"suggested lr {suggested:.2g} ({suggestion})"

@@ -29,8 +29,9 @@ file re-creates the same configurations (from ``seed``, or the grid), takes the 
 trials (the first ones are the same). A file written by a different search (another space, seed, grid or halving) is
 refused rather than mixed in.
 
-A score that is not finite (a diverged run: NaN, inf) ranks last, and the trial is marked ``"diverged"``. An exception
-in ``train_fn`` stops the search (what finished is in the results file).
+A score that is not finite (a diverged run: NaN, inf) ranks last, and the trial is marked ``"diverged"``; a diverged
+trial is never :attr:`SearchResult.best`, which raises a ``ValueError`` when no trial completed with a finite score.
+An exception in ``train_fn`` stops the search (what finished is in the results file).
 """
 
 from __future__ import annotations
@@ -122,10 +123,27 @@ class SearchResult:
         """The trials best first: the furthest rung first, then by score (non-finite last), then by trial number."""
         return sorted(self.trials, key=self._key)
 
+    def _best(self) -> Trial | None:
+        return next((t for t in self.ranked() if t.status == "completed"), None)
+
     @property
     def best(self) -> Trial:
-        """The best completed trial (a :class:`Trial`; ``.config`` is its configuration)."""
-        return self.ranked()[0]
+        """The best completed trial (a :class:`Trial`; ``.config`` is its configuration): the best score among the
+        trials that ran with the final budget and returned a finite score.
+
+        Raises:
+            ValueError: no trial completed with a finite score (every one diverged, or was stopped before).
+        """
+        best = self._best()
+        if best is None:
+            diverged = sum(t.status == "diverged" for t in self.trials)
+            stopped = sum(t.status == "stopped" for t in self.trials)
+            counts = f"{diverged} diverged" + (f", {stopped} stopped by successive halving" if stopped else "")
+            raise ValueError(
+                f"SearchResult.best: no trial completed with a finite score ({counts}); result.table() lists every "
+                "trial's status and score"
+            )
+        return best
 
     def table(self, top: int | None = None) -> str:
         """A plain-text table of the trials, best first (``top`` rows at most)."""
@@ -142,7 +160,7 @@ class SearchResult:
     def plot(self, path: str | os.PathLike[str] | None = None, dpi: int = 120) -> Any:
         """The score against each searched hyperparameter, one panel each (log x for ``loguniform``; categories
         for ``choice``); with halving one colour per budget a trial reached (its score is that budget's), the
-        best one starred.
+        best one starred (no star when no trial completed with a finite score; diverged trials are not drawn).
 
         Returns:
             ``path`` as a ``Path`` when given, else the matplotlib Figure.
@@ -152,7 +170,7 @@ class SearchResult:
         names = [n for n, d in self.space.items() if isinstance(d, Dimension)]
         fig = _figure("SearchResult.plot", (3.2 * max(1, len(names)), 3.0))
         axes = fig.subplots(1, max(1, len(names)), squeeze=False)[0]
-        best = self.best
+        best = self._best()
         for ax, name in zip(axes, names, strict=False):
             dim = self.space[name]
             categories = getattr(dim, "values", None)
@@ -163,22 +181,24 @@ class SearchResult:
                 label = "score" if budget is None else f"budget {budget}"
                 xs, ys = [_position(t.config[name], categories) for t in group], [t.score for t in group]
                 ax.scatter(xs, ys, color=f"C{k}", s=18, label=label)
-            ax.scatter(
-                [_position(best.config[name], categories)],
-                [best.score],
-                marker="*",
-                s=150,
-                color="C3",
-                zorder=3,
-                label="best",
-            )
+            if best is not None:
+                ax.scatter(
+                    [_position(best.config[name], categories)],
+                    [best.score],
+                    marker="*",
+                    s=150,
+                    color="C3",
+                    zorder=3,
+                    label="best",
+                )
             if getattr(dim, "log", False):
                 ax.set_xscale("log")
             if categories is not None:
                 ax.set_xticks(range(len(categories)), [str(c) for c in categories])
             ax.set_xlabel(name)
         axes[0].set_ylabel(f"score ({'lower' if self.mode == 'min' else 'higher'} is better)")
-        axes[0].legend()
+        if axes[0].get_legend_handles_labels()[0]:  # nothing to label when every trial diverged
+            axes[0].legend()
         return _write(fig, path, dpi) if path is not None else fig
 
 

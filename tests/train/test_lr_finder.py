@@ -199,3 +199,62 @@ def test_divergence_before_any_suggestion_is_explained():
 def test_empty_loader_is_named():
     with pytest.raises(ValueError, match=r"^lr_find: the loader yielded no batch"):
         lr_find(nn.Linear(20, 5), [], verbose=False)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # nan on purpose
+def test_a_loss_that_is_not_finite_from_the_first_step_is_no_divergence():
+    x, y = _softmax_regression(n=16)
+    x[0, 0] = np.nan
+    with pytest.raises(
+        ValueError,
+        match=r"^lr_find: the loss was not finite \(nan\) from the first step \(at lr 1e-07, before any update\), so "
+        r"there is no curve to read; the batch's inputs hold 1 non-finite value \(1 nan, 0 inf\) of 320: .*"
+        r"minidl\.detect_anomaly\(\)",
+    ):
+        lr_find(nn.Linear(20, 5), [(x, y)], num_iter=20, verbose=False)
+    model = nn.Linear(20, 5)
+    model.weight.data[0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"from the first step .*; the batch holds no nan or inf, so a module or the"):
+        lr_find(model, [(x[1:], y[1:])], num_iter=20, verbose=False)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_later_batch_with_nan_inputs_is_named_not_taken_for_a_divergence():
+    x, y = _softmax_regression(n=16)
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(
+        ValueError,
+        match=r"^lr_find: the loss of step 7 \(at lr .*\) was not finite \(nan\) on a batch that holds nan/inf",
+    ):
+        lr_find(nn.Linear(20, 5), [(x, y)] * 6 + [(bad, y)], num_iter=20, verbose=False)
+
+
+def test_the_reason_for_no_suggestion_is_kept_on_the_result():
+    class Detach(nn.Module):
+        def forward(self, x):
+            return x
+
+        def backward(self, dout):
+            return np.zeros_like(dout)
+
+    x, y = _softmax_regression(n=32)
+    result = lr_find(nn.Sequential(nn.Linear(20, 5), Detach()), [(x, y)], start_lr=1e-3, end_lr=1e3, num_iter=30,
+                     verbose=False)  # fmt: skip
+    assert math.isnan(result.suggested_lr) and result.note.startswith("the smoothed loss never fell (its lowest point")
+    minidl.manual_seed(0)
+    fine = lr_find(nn.Linear(20, 5), [(x, y)], start_lr=1e-3, end_lr=1e3, num_iter=30, verbose=False)
+    assert math.isfinite(fine.suggested_lr) and fine.note == ""
+
+
+def test_plot_shows_the_curve_up_to_the_divergence():
+    pytest.importorskip("matplotlib")
+    from minidl.train import LRFinderResult
+
+    losses = [1.0, 0.8, 0.6, 0.7, 1.5, 2.5, 40.0]  # rises above its start (2.5 > 1.0) before diverging at 40
+    lrs = list(np.logspace(-4, 2, len(losses)))
+    ax = LRFinderResult(lrs, losses, losses, math.nan, "steepest", True).plot()
+    low, high = ax.get_ylim()
+    assert low < 0.6 and 2.5 < high < 40, (low, high)
+    ax = LRFinderResult(lrs[:-1], losses[:-1], losses[:-1], math.nan, "steepest", False).plot()
+    assert ax.get_ylim()[0] < 0.6 and ax.get_ylim()[1] > 2.5

@@ -174,3 +174,87 @@ def test_overfit_batch_bad_arguments_are_named():
         overfit_batch(nn.Linear(20, 10), (x, y), target_accuracy=1.5)
     with pytest.raises(TypeError, match=r"^overfit_batch: each batch must be a pair \(inputs, targets\)"):
         overfit_batch(nn.Linear(20, 10), x)
+
+
+def test_a_num_classes_that_is_not_the_logits_width_is_refused():
+    x, y = _data(n=8, d=5, classes=3)
+    with pytest.raises(
+        ValueError,
+        match=r"^check_initial_loss: num_classes=10 does not match the model's logits, which have 3 columns "
+        r"\(shape \(8, 3\)\); pass num_classes=3 or leave it None",
+    ):
+        check_initial_loss(nn.Linear(5, 3), (x, y), num_classes=10, verbose=False)
+    with pytest.raises(
+        ValueError, match=r"^check_initial_loss: num_classes must be an int of at least 2 \(or None\), got 1"
+    ):
+        check_initial_loss(nn.Linear(5, 3), (x, y), num_classes=1, verbose=False)
+    assert check_initial_loss(nn.Linear(5, 3), (x, y), num_classes=3, verbose=False).num_classes == 3
+
+
+def test_a_binary_head_with_bce_with_logits_is_compared_with_ln_2():
+    minidl.manual_seed(0)
+    x, y = _data(n=64, d=20, classes=2)
+    target = y[:, None].astype(np.float32)  # (N, 1), as BCEWithLogitsLoss wants for logits (N, 1)
+    result = check_initial_loss(nn.Linear(20, 1), (x, target), nn.BCEWithLogitsLoss(), verbose=False)
+    assert result.ok and result.num_classes == 2 and result.expected == pytest.approx(math.log(2))
+    assert "vs ln(2) = 0.6931 (p = 0.5)" in result.verdict and "OK" in result.verdict
+    assert check_initial_loss(nn.Linear(20, 1), (x, target), nn.BCEWithLogitsLoss(), num_classes=2, verbose=False).ok
+    with pytest.raises(
+        ValueError, match=r"which have 1 column \(shape \(64, 1\)\); pass num_classes=2 \(a binary head\)"
+    ):
+        check_initial_loss(nn.Linear(20, 1), (x, target), nn.BCEWithLogitsLoss(), num_classes=10, verbose=False)
+    with pytest.raises(
+        ValueError,
+        match=r"^check_initial_loss: the logits have 1 column \(shape \(64, 1\)\), a binary head: .*pass "
+        r"loss_fn=nn\.BCEWithLogitsLoss\(\) \(expected loss at init: ln 2 = 0\.6931, p = 0\.5\)",
+    ):
+        check_initial_loss(nn.Linear(20, 1), (x, y), verbose=False)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # nan/inf on purpose
+def test_a_non_finite_initial_loss_counts_the_bad_inputs():
+    x, y = _data(n=8, d=5, classes=3)
+    x[0, 0] = np.nan
+    result = check_initial_loss(nn.Linear(5, 3), (x, y), verbose=False)
+    assert not result.ok and ": NOT FINITE, the batch's inputs hold 1 non-finite value (1 nan, 0 inf) of 40" in (
+        result.verdict
+    )
+    assert "minidl.detect_anomaly()" in result.verdict and "TOO LOW" not in result.verdict
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # nan/inf on purpose
+def test_overfit_batch_on_nan_inputs_says_the_loss_was_never_finite():
+    minidl.manual_seed(0)
+    x, y = _data(n=8, d=5, classes=4)
+    x[0, 0], x[1, 1] = np.nan, np.inf
+    result = overfit_batch(_mlp(5, 4), (x, y), steps=20, verbose=False)
+    assert not result.success and not result.ok and result.steps == 0 and math.isnan(result.final_loss)
+    assert result.verdict.startswith(
+        "overfit_batch: did not reach 100% train accuracy: the loss was not finite (nan) from the first step, before "
+        "any update (stopped at step 0 of 20); the batch's inputs hold 2 non-finite values (1 nan, 1 inf) of 40"
+    )
+    assert "minidl.detect_anomaly()" in result.verdict and "larger lr" not in result.verdict
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # nan/inf on purpose
+def test_overfit_batch_with_a_nan_weight_says_the_batch_is_clean():
+    x, y = _data(n=8, d=5, classes=4)
+    model = nn.Linear(5, 4)
+    model.weight.data[0, 0] = np.nan
+    result = overfit_batch(model, (x, y), steps=20, verbose=False)
+    assert result.steps == 0 and "the batch holds no nan or inf, so a module or the loss makes them" in result.verdict
+    assert "minidl.detect_anomaly()" in result.verdict
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # nan/inf on purpose
+def test_overfit_batch_that_diverges_to_nan_says_so():
+    minidl.manual_seed(0)
+    x, y = _data(n=16, d=5, classes=4)
+    model = nn.Linear(5, 4)
+    result = overfit_batch(
+        model, (x * 1e3, y), steps=50, optimizer=optim.SGD(model.parameters(), lr=1e36), verbose=False
+    )
+    assert not result.success and 0 < result.steps < 50 and not math.isfinite(result.final_loss)
+    updates = "1 update" if result.steps == 1 else f"{result.steps} updates"
+    assert f"the loss became nan after {updates}: the training diverged, try a smaller lr" in result.verdict
+    assert "larger lr" not in result.verdict

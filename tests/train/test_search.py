@@ -271,3 +271,22 @@ def test_sample_config_respects_each_dimension():
     fine = narrow(space, {"a": 1e-3, "b": 0.9}, factor=4)
     assert fine["a"].low == 1e-3 and fine["a"].high == pytest.approx(2e-3)  # clipped at the original range
     assert fine["b"].low == pytest.approx(0.65) and fine["b"].high == 1 and fine["c"] is space["c"]
+
+
+def test_best_refuses_when_every_trial_diverged(tmp_path):
+    result = random_search(lambda c: float("nan"), {"x": loguniform(1e-3, 1.0)}, 3, verbose=False)
+    assert [t.status for t in result.trials] == ["diverged"] * 3
+    with pytest.raises(ValueError, match=r"^SearchResult\.best: no trial completed with a finite score \(3 diverged\)"):
+        result.best
+    assert "diverged" in result.table()
+    halved = random_search(
+        lambda c, budget: float("nan") if budget == 9 else c["x"],
+        {"x": loguniform(1e-3, 1.0)},
+        3,
+        halving=SuccessiveHalving(1, 9),
+        verbose=False,
+    )
+    with pytest.raises(ValueError, match=r"\(1 diverged, 2 stopped by successive halving\)"):
+        halved.best
+    pytest.importorskip("matplotlib")
+    assert result.plot(tmp_path / "s.png").exists() and halved.plot(tmp_path / "h.png").exists()  # no star, no error
