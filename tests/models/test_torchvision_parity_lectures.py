@@ -63,7 +63,8 @@ CASES = {
     "convnext_tiny": ({}, {}),
     "vit_b_16": ({}, {}),
 }
-SLOW = {"wide_resnet50_2", "resnext50_32x4d", "densenet121", "vgg11_bn", "convnext_tiny", "vit_b_16"}  # over 10 s each on a 2-core machine
+# over 10 s each on a 2-core machine
+SLOW = {"wide_resnet50_2", "resnext50_32x4d", "densenet121", "vgg11_bn", "convnext_tiny", "vit_b_16"}
 
 
 def _names(case: str) -> str:
