@@ -225,10 +225,12 @@ class Embedding(Module):
         scale_grad_by_freq: divide each row's gradient by its index's frequency in the batch. Default: False.
         sparse: PyTorch's sparse gradients; minidl's gradients are dense arrays, so only False is accepted.
             Default: False.
+        _weight, _freeze: PyTorch's private arguments behind :meth:`from_pretrained` (use that): the table to use
+            as it is (not copied, not reset), and whether it is frozen. Default: None, False.
 
     Attributes:
         weight: (num_embeddings, embedding_dim), initialized from N(0, 1) (PyTorch's default), row
-            ``padding_idx`` set to 0.
+            ``padding_idx`` set to 0 (or the given table, for :meth:`from_pretrained`).
 
     Shape:
         - Input: (\*), integer indices in [0, num_embeddings).  - Output: (\*, embedding_dim).
@@ -259,6 +261,8 @@ class Embedding(Module):
         norm_type: float = 2.0,
         scale_grad_by_freq: bool = False,
         sparse: bool = False,
+        _weight: Any = None,
+        _freeze: bool = False,
     ) -> None:
         super().__init__()
         self.num_embeddings = check_int("Embedding", "num_embeddings", num_embeddings, minimum=1)
@@ -278,9 +282,81 @@ class Embedding(Module):
             )
         self.scale_grad_by_freq = scale_grad_by_freq
         self.sparse = sparse
-        xp, dtype = get_backend().xp, get_default_dtype()
-        self.weight = Parameter(xp.empty((self.num_embeddings, self.embedding_dim), dtype=dtype))
-        self.reset_parameters()
+        if not isinstance(_freeze, bool):
+            raise TypeError(f"Embedding: _freeze must be a bool, got {_freeze!r}")
+        if _weight is None:
+            xp, dtype = get_backend().xp, get_default_dtype()
+            table = xp.empty((self.num_embeddings, self.embedding_dim), dtype=dtype)
+            self.weight = Parameter(table, requires_grad=not _freeze)
+            self.reset_parameters()
+        else:
+            check_array("Embedding", _weight, what="_weight")
+            expected = (self.num_embeddings, self.embedding_dim)
+            if tuple(_weight.shape) != expected:
+                raise ValueError(
+                    f"Embedding: _weight has shape {tuple(_weight.shape)}, expected (num_embeddings, embedding_dim) "
+                    f"= {expected}"
+                )
+            self.weight = Parameter(_weight, requires_grad=not _freeze)  # the given array itself, as in PyTorch
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        embeddings: Any,
+        freeze: bool = True,
+        padding_idx: int | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+    ) -> Embedding:
+        r"""An Embedding whose table is ``embeddings`` (e.g. word vectors trained elsewhere), PyTorch's semantics.
+
+        The weight *is* the given array, not a copy (as ``torch.nn.Parameter(tensor)`` shares the tensor's memory):
+        its dtype and backend are kept, the ``padding_idx`` row is not zeroed, and an optimizer step (with
+        ``freeze=False``) or ``max_norm`` changes the array in place; pass ``embeddings.copy()`` to keep the original.
+
+        Args:
+            embeddings: the (V, D) floating-point table; V = num_embeddings, D = embedding_dim.
+            freeze: True sets ``weight.requires_grad = False``: backward leaves ``weight.grad`` at None and
+                optimizers skip the table. Default: True.
+            padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse: as in :class:`Embedding`. Default: None,
+                None, 2.0, False, False.
+
+        Shape:
+            - embeddings: (V, D).  - Input: (\*), integers in [0, V).  - Output: (\*, D).
+
+        Examples:
+            >>> import numpy as np
+            >>> from minidl import nn
+            >>> weight = np.array([[1.0, 2.3, 3.0], [4.0, 5.1, 6.3]], np.float32)
+            >>> embedding = nn.Embedding.from_pretrained(weight)
+            >>> embedding(np.array([1]))
+            array([[4. , 5.1, 6.3]], dtype=float32)
+            >>> embedding.weight.requires_grad, embedding.weight.data is weight
+            (False, True)
+        """
+        where = "Embedding.from_pretrained"
+        if not isinstance(freeze, bool):
+            raise TypeError(f"{where}: freeze must be a bool, got {freeze!r}")
+        if hasattr(embeddings, "shape") and len(embeddings.shape) != 2:
+            raise ValueError(
+                f"{where}: expected a 2-D (num_embeddings, embedding_dim) array of embeddings, got shape "
+                f"{tuple(embeddings.shape)} ({len(embeddings.shape)}-D)"
+            )
+        check_array(where, embeddings, what="embeddings")
+        rows, cols = embeddings.shape
+        return cls(
+            rows,
+            cols,
+            padding_idx=padding_idx,
+            max_norm=max_norm,
+            norm_type=norm_type,
+            scale_grad_by_freq=scale_grad_by_freq,
+            sparse=sparse,
+            _weight=embeddings,
+            _freeze=freeze,
+        )
 
     def reset_parameters(self) -> None:
         """PyTorch's init: W from N(0, 1), the ``padding_idx`` row set to 0."""

@@ -12,6 +12,11 @@ exponential moving average of the fast ones, sampled every k steps, and the trai
 airbench (arXiv 2404.00498) uses it with k = 5 and an :math:`\alpha` that falls from 1 to 0.23 during training
 (``1 - 0.95**5 * (step / total_steps)**3``), and averages BatchNorm's running statistics the same way: pass them as
 ``buffers``. At the end of training, ``sync(alpha=0.0)`` puts the slow (averaged) weights into the model.
+
+As in timm, the wrapper is itself an :class:`~minidl.optim.Optimizer` whose ``param_groups``, ``state`` and
+``defaults`` *are* the inner optimizer's (the same objects, not copies): a learning-rate scheduler, the
+:class:`~minidl.train.Trainer` or :func:`~minidl.train.lr_find` can be given either one, and a change of ``lr``
+through one is seen by the other.
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ from minidl.optim.optimizer import Optimizer
 __all__ = ["Lookahead"]
 
 
-class Lookahead:
+class Lookahead(Optimizer):
     r"""Wraps an optimizer: every ``k`` of its steps, slow += alpha * (fast - slow), then fast = slow.
 
     The slow copies are taken when the wrapper is made, of every parameter in the optimizer's param groups (trained
     or frozen) and of every floating-point array in ``buffers`` (integer buffers such as BatchNorm's
-    ``num_batches_tracked`` count batches and are left alone). Learning-rate schedulers keep acting on the inner
-    optimizer, whose ``param_groups`` this object shares.
+    ``num_batches_tracked`` count batches and are left alone); :meth:`add_param_group` adds a group to the inner
+    optimizer and slow copies of its parameters. ``param_groups``, ``state`` and ``defaults`` are the inner
+    optimizer's, so a learning-rate scheduler may be given this object or the inner optimizer: either way it
+    schedules the inner optimizer's learning rates (``StepLR(optim.Lookahead(optim.SGD(...)), 30)``).
 
     Args:
         optimizer: the inner (fast) optimizer, e.g. ``optim.SGD(...)``.
@@ -57,13 +64,16 @@ class Lookahead:
     """
 
     def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5, buffers: Iterable[Any] = ()) -> None:
+        # Optimizer.__init__ is not called: the param groups, state and defaults are the inner optimizer's.
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"Lookahead: expected a minidl optimizer to wrap, got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.k = check_int("Lookahead", "k", k, minimum=1)
         self.alpha = check_float("Lookahead", "alpha", alpha, low=0.0, high=1.0)
         self.step_count = 0
+        self._opt_called = False  # set by step(); lets a scheduler warn when it steps first
         self._fast: list[Any] = [p.data for group in optimizer.param_groups for p in group["params"]]
+        self._num_params = len(self._fast)  # _fast and slow: the parameters, then the buffers
         for b in buffers:
             if not hasattr(b, "dtype") or not hasattr(b, "shape"):
                 raise TypeError(f"Lookahead: buffers must be arrays, got a {type(b).__name__}")
@@ -72,9 +82,28 @@ class Lookahead:
         self.slow: list[Any] = [a.copy() for a in self._fast]
 
     @property
-    def param_groups(self) -> list[dict[str, Any]]:
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
         """The inner optimizer's param groups (the same list)."""
         return self.optimizer.param_groups
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        """The inner optimizer's per-parameter state (the same dict)."""
+        return self.optimizer.state
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        """The inner optimizer's defaults (the same dict)."""
+        return self.optimizer.defaults
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the inner optimizer (checked by it) and slow copies of its parameters."""
+        self.optimizer.add_param_group(param_group)
+        added = [p.data for p in self.optimizer.param_groups[-1]["params"]]
+        at = self._num_params
+        self._fast[at:at] = added
+        self.slow[at:at] = [a.copy() for a in added]
+        self._num_params += len(added)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """The inner optimizer's ``zero_grad``."""

@@ -12,7 +12,8 @@
 
 Each takes the monitor (its per-step history), a :class:`~minidl.train.History` (per step, or the trainer's
 per-epoch history with the epoch means) or the path of a saved history, and writes the figure atomically (matplotlib
-is optional: ``pip install minidl[viz]``).
+is optional: ``pip install minidl[viz]``). A module called more than once per forward (a shared ``nn.ReLU()``) is
+drawn once per call, as the monitors record it: ``1`` for its first call, ``1#2`` for its second.
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def plot_activation_stats(
     title: str | None = None,
     dpi: int = 120,
 ) -> Path:
-    """The init demo: mean and std of each watched layer's output at one recorded step, and their histograms.
+    """The init demo: mean and std of each watched layer's output at one recorded step, and their histograms,
+    in the order the forward ran them (a module called twice appears twice: ``name`` and ``name#2``).
 
     Args:
         stats: an :class:`~minidl.train.ActivationStats` after training.

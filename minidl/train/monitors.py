@@ -18,6 +18,11 @@ Each records one step in ``every`` (the first step of training included) into it
 end of each epoch (``trainer.history.series("update_ratio")`` is the per-parameter table). Both save and load like
 any history, and a checkpoint keeps them (``state_dict``). :mod:`minidl.train.monitor_plots` draws them.
 
+**A module called more than once per forward** (one ``nn.ReLU()`` object used at two places of a ``Sequential``, or
+a block applied twice) is recorded once per call, nothing overwritten: its first call of the step under its name
+(``act_mean/1``), the second under ``act_mean/1#2``, the third ``act_mean/1#3``, and so on; the keys (and
+``ActivationStats.histograms``) follow the order in which the forward ran the calls.
+
 **Hooks.** :class:`ActivationStats` and :class:`DeadReLU` watch the outputs through forward hooks
 (:mod:`minidl.nn.hooks`), registered at the start of ``fit`` and removed at its end, also when training raises. A
 hook records only a training forward (gradients enabled: the validation pass under ``no_grad`` is not counted) of a
@@ -147,7 +152,7 @@ def _select(where: str, model: Module, modules: Any, default: Any) -> list[tuple
         return [(n, m) for n, m in named if default(m)]
     by_name = dict(named)
     by_id = {id(m): n for n, m in named}
-    chosen = []
+    chosen: list[tuple[str, Module]] = []
     for item in modules:
         if isinstance(item, Module):
             if id(item) not in by_id:
@@ -161,7 +166,10 @@ def _select(where: str, model: Module, modules: Any, default: Any) -> list[tuple
             chosen.append((item, by_name[item]))
         else:
             raise TypeError(f"{where}: modules must be names (str) or Modules of the model, got {item!r}")
-    return chosen
+    unique: dict[int, tuple[str, Module]] = {}
+    for name, module in chosen:  # a module listed twice (by name and as an object) is watched once
+        unique.setdefault(id(module), (name, module))
+    return list(unique.values())
 
 
 class _HookMonitor(_StepMonitor):
@@ -176,6 +184,7 @@ class _HookMonitor(_StepMonitor):
         self.modules = None if modules is None else list(modules)
         self.watched: list[str] = []
         self._pending: dict[str, float] = {}
+        self._calls: dict[str, int] = {}  # the recorded calls of each watched module in this step
 
     def _default(self, module: Module) -> bool:
         return _default_watched(module)
@@ -183,21 +192,28 @@ class _HookMonitor(_StepMonitor):
     def _attach(self, model: Module) -> None:
         chosen = _select(self.where, model, self.modules, self._default)
         self.watched = [name for name, _ in chosen]
+        self._pending, self._calls = {}, {}  # nothing left over from a run that raised mid-step
         for name, module in chosen:
             self._handles.append(module.register_forward_hook(self._hook(name)))
 
     def _hook(self, name: str) -> Any:
         def hook(module: Module, args: Any, out: Any) -> None:
             if self._armed and is_grad_enabled() and hasattr(out, "shape"):
-                self._pending.update(self._output_stats(name, out))
+                self._pending.update(self._output_stats(self._call_name(name), out))
 
         return hook
+
+    def _call_name(self, name: str) -> str:
+        """``name`` for the module's first call in this step, ``name#2``, ``name#3``, ... for the next ones."""
+        calls = self._calls.get(name, 0) + 1
+        self._calls[name] = calls
+        return name if calls == 1 else f"{name}#{calls}"
 
     def _output_stats(self, name: str, out: Any) -> dict[str, float]:
         raise NotImplementedError
 
     def _measure(self, trainer: Trainer) -> dict[str, float]:
-        pending, self._pending = self._pending, {}
+        pending, self._pending, self._calls = self._pending, {}, {}
         return pending
 
 
@@ -207,14 +223,15 @@ class ActivationStats(_HookMonitor):
     Args:
         every: record one training step in ``every`` (steps counted from the start, the first one recorded).
             Default: 1.
-        modules: names (as in ``model.named_modules()``) or Module objects to watch. Default: None (every
-            activation, Conv2d and Linear, and the fused BatchNorm+ReLU modules).
+        modules: names (as in ``model.named_modules()``) or Module objects to watch (one listed twice is watched
+            once). Default: None (every activation, Conv2d and Linear, and the fused BatchNorm+ReLU modules).
         histogram_bins: bins of each histogram (between the output's min and max); 0 records none. Default: 30.
 
     Attributes:
-        history: per recorded step, ``act_mean/<name>`` and ``act_std/<name>`` (population std, ddof 0).
+        history: per recorded step, ``act_mean/<name>`` and ``act_std/<name>`` (population std, ddof 0); a module
+            called k > 1 times in the forward also has ``<name>#2`` ... ``<name>#k`` for its later calls.
         histograms: per recorded step (aligned with ``history``), ``{name: (counts, edges)}`` (NumPy arrays;
-            ``counts.sum()`` is the output's number of elements).
+            ``counts.sum()`` is the output's number of elements), keyed like ``history`` (``name#2`` included).
         watched: the names of the watched modules (set when training starts).
 
     Examples:
@@ -280,7 +297,10 @@ class DeadReLU(_HookMonitor):
         modules: names or Modules to watch. Default: None (every ReLU, ReLU6 and fused ReLU module).
 
     Attributes:
-        history: per recorded step, ``dead_relu/<name>`` and ``relu_zeros/<name>`` (fractions in [0, 1]).
+        history: per recorded step, ``dead_relu/<name>`` and ``relu_zeros/<name>`` (fractions in [0, 1]); a ReLU
+            called k > 1 times in the forward (one object used at several places) also has ``<name>#2`` ...
+            ``<name>#k`` for its later calls, each measured on that call's output.
+        watched: the names of the watched modules (set when training starts).
     """
 
     where = "DeadReLU"

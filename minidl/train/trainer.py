@@ -314,7 +314,7 @@ class Trainer:
         train_loader: Iterable[Any],
         val_loader: Iterable[Any] | None = None,
         epochs: int = 1,
-        resume: bool | str | os.PathLike[str] = False,
+        resume: bool | str | os.PathLike[str] | None = False,
     ) -> History:
         """Train until ``epochs`` epochs are completed in total (or a callback stops training).
 
@@ -322,18 +322,26 @@ class Trainer:
             train_loader: training batches ``(x, y)``.
             val_loader: validation batches, or None. Default: None.
             epochs: the total number of epochs (a resumed run continues up to it). Default: 1.
-            resume: False; True (continue from ``checkpoint_dir/last.npz`` if it exists, else start afresh); or
-                the path of a checkpoint. Default: False. A resume first removes the temporary files that saves
-                killed mid-write left in the checkpoint folders (see :mod:`minidl._atomic`).
+            resume: False or None (start afresh, even when ``checkpoint_dir`` holds a checkpoint; None as in
+                PyTorch Lightning's ``ckpt_path``); True (continue from ``checkpoint_dir/last.npz`` if it exists,
+                else start afresh); or the path of a checkpoint (str or ``os.PathLike``). Default: False. A resume
+                first removes the temporary files that saves killed mid-write left in the checkpoint folders (see
+                :mod:`minidl._atomic`).
+
+        Raises:
+            TypeError: ``resume`` is none of these (an int, a list, ...).
+            ValueError: ``resume`` is an empty path, or True without a checkpoint folder.
+            FileNotFoundError: ``resume`` is a path with no checkpoint.
 
         Returns:
             The :class:`History` (also ``self.history``).
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"Trainer.fit: epochs must be an int >= 0, got {epochs!r}")
+        _check_resume(resume)
         self.train_loader, self.val_loader = train_loader, val_loader
         self._setup_callbacks(val_loader is not None)
-        if resume is not False:
+        if resume is not False and resume is not None:
             path = self._resume_path(resume)
             self._remove_stale_temp_files(path)
             if path is not None:
@@ -434,6 +442,22 @@ class Trainer:
             print(message, file=sys.stdout if self.log_file is None else self.log_file, flush=True)
 
 
+def _check_resume(resume: Any) -> None:
+    """``resume`` must be False/None, True, or a non-empty path (str or os.PathLike)."""
+    if isinstance(resume, bool) or resume is None:
+        return
+    if not isinstance(resume, (str, os.PathLike)):
+        raise TypeError(
+            "Trainer.fit: resume must be False or None (start afresh), True (continue from checkpoint_dir/last.npz) "
+            f"or a checkpoint path (str or os.PathLike), got {resume!r} ({type(resume).__name__})"
+        )
+    if os.fspath(resume) in ("", b""):
+        raise ValueError(
+            f"Trainer.fit: resume is an empty path {resume!r}; expected the path of a checkpoint (e.g. "
+            "'checkpoints/last.npz'), True (continue from checkpoint_dir/last.npz), or False/None (start afresh)"
+        )
+
+
 def fit(
     model: Module,
     train_loader: Iterable[Any],
@@ -445,7 +469,7 @@ def fit(
     callbacks: Sequence[Callback] | None = None,
     history_path: str | os.PathLike[str] | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
-    resume: bool | str | os.PathLike[str] = False,
+    resume: bool | str | os.PathLike[str] | None = False,
     **trainer_kwargs: Any,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs: ``Trainer(model, loss_fn, optimizer, ...).fit(...)`` in one call.

@@ -117,6 +117,54 @@ def test_output_is_a_copy_and_works_in_a_sequential():
     assert not (host(model[0].weight.data) == 7).any()
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+@pytest.mark.parametrize("padding_idx, max_norm", [(None, None), (-2, None), (1, 1.5)])
+def test_from_pretrained_matches_pytorch(freeze, padding_idx, max_norm):
+    """PyTorch's from_pretrained: the table is the given array itself (not copied; the padding row not zeroed),
+    freeze=True sets requires_grad False (no gradient, an optimizer skips it), the other arguments as Embedding's."""
+    torch = torch_or_skip()
+    table = np.random.default_rng(0).standard_normal((5, 3))
+    table[4] *= 3.0  # a long row for max_norm
+    kw = dict(freeze=freeze, padding_idx=padding_idx, max_norm=max_norm)
+    embeddings = arr(table.copy())
+    ours = nn.Embedding.from_pretrained(embeddings, **kw)
+    theirs = torch.nn.Embedding.from_pretrained(torch.tensor(table.copy()), **kw)
+    assert ours.weight.data is embeddings and ours.weight.dtype == np.float64
+    assert ours.weight.requires_grad is theirs.weight.requires_grad is (not freeze)
+    assert (ours.num_embeddings, ours.embedding_dim, ours.padding_idx) == (5, 3, theirs.padding_idx)
+    assert (ours.max_norm, ours.norm_type, ours.scale_grad_by_freq, ours.sparse) == (max_norm, 2.0, False, False)
+    indices = np.array([[4, 1, 3], [3, 0, 1]])
+    out = ours(arr(indices))
+    ref = theirs(torch.as_tensor(indices))
+    assert_close(out, ref, **TOL, what=f"from_pretrained forward {kw}")
+    assert_close(ours.weight.data, theirs.weight, **TOL, what=f"from_pretrained weight after max_norm {kw}")
+    if padding_idx is not None:  # not zeroed, as in PyTorch
+        np.testing.assert_array_equal(host(ours.weight.data)[padding_idx], table[padding_idx])
+    dout = np.random.default_rng(1).standard_normal(out.shape)
+    ours.backward(arr(dout))
+    if freeze:
+        assert ours.weight.grad is None
+    else:
+        ref.backward(torch.as_tensor(dout))
+        assert_close(ours.weight.grad, theirs.weight.grad, **TOL, what=f"from_pretrained dweight {kw}")
+    opt = minidl.optim.SGD(ours.parameters(), lr=0.5)
+    opt.step()  # a frozen table stays as it is; a trained one is the given array, updated in place
+    assert_close(embeddings, ours.weight.data, atol=0, rtol=0, what="the table is the given array")
+    changed = not np.array_equal(host(embeddings), host(theirs.weight.detach().numpy()))
+    assert changed is (not freeze)
+
+
+def test_from_pretrained_keeps_the_tables_dtype_and_is_a_normal_embedding_after():
+    table = np.arange(6, dtype=np.float32).reshape(3, 2)
+    layer = nn.Embedding.from_pretrained(arr(table.copy()), freeze=False)
+    assert repr(layer) == "Embedding(3, 2)" and layer.weight.dtype == np.float32
+    out = layer(arr(np.array([2, 2])))
+    layer.backward(arr(np.ones(out.shape, np.float32)))
+    np.testing.assert_array_equal(host(layer.weight.grad), [[0, 0], [0, 0], [2, 2]])
+    layer.reset_parameters()  # as in PyTorch: a fresh N(0, 1) draw (here into the given array)
+    assert not np.array_equal(host(layer.weight.data), table)
+
+
 NAME = r"^Embedding\(5, 3\)"
 
 
@@ -133,6 +181,13 @@ NAME = r"^Embedding\(5, 3\)"
         (lambda: nn.Embedding(5, 3, max_norm=1.0, norm_type=0), ValueError, r"^Embedding: norm_type must be a number > 0 \(inf allowed\), got 0"),
         (lambda: nn.Embedding(5, 3, sparse=True), NotImplementedError, r"^Embedding: sparse=True is not implemented"),
         (lambda: nn.Embedding(0, 3), ValueError, r"^Embedding: num_embeddings must be >= 1, got 0"),
+        (lambda: nn.Embedding.from_pretrained(np.ones(3)), ValueError, r"^Embedding.from_pretrained: expected a 2-D \(num_embeddings, embedding_dim\) array of embeddings, got shape \(3,\) \(1-D\)"),
+        (lambda: nn.Embedding.from_pretrained(np.ones((2, 3), np.int64)), TypeError, r"^Embedding.from_pretrained: expected a floating-point embeddings \(float32 or float64\), got dtype int64"),
+        (lambda: nn.Embedding.from_pretrained([[1.0, 2.0]]), TypeError, r"^Embedding.from_pretrained: expected the embeddings to be an array, got list"),
+        (lambda: nn.Embedding.from_pretrained(np.ones((0, 3))), ValueError, r"^Embedding: num_embeddings must be >= 1, got 0"),
+        (lambda: nn.Embedding.from_pretrained(np.ones((2, 3)), freeze="no"), TypeError, r"^Embedding.from_pretrained: freeze must be a bool, got 'no'"),
+        (lambda: nn.Embedding.from_pretrained(np.ones((2, 3)), padding_idx=2), ValueError, r"^Embedding: padding_idx must be within \[-2, 2\) \(num_embeddings=2\), got 2"),
+        (lambda: nn.Embedding(5, 3, _weight=np.ones((4, 3))), ValueError, r"^Embedding: _weight has shape \(4, 3\), expected \(num_embeddings, embedding_dim\) = \(5, 3\)"),
         (lambda: F.embedding_backward(np.ones((2, 3)), F.embedding_forward(np.array([1]), np.ones((5, 3)))[1]), ValueError, r"^embedding_backward: the gradient has shape \(2, 3\) but the forward output had shape \(1, 3\)"),
         (lambda: F.embedding_backward(np.ones(3), F.embedding_forward(np.array([1]), np.ones((5, 3)))[1]), ValueError, r"^embedding_backward: expected a gradient of shape \(\*input.shape, embedding_dim\) = \(1, D\), got \(3,\)"),
         (lambda: F.embedding_backward(np.ones((1, 3)), (np.array([1]), 5)), TypeError, r"^embedding_backward: expected the cache embedding_forward returned, got tuple"),

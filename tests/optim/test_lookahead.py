@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
+
 import numpy as np
 import pytest
 
@@ -92,3 +95,89 @@ def test_airbench_param_groups_lambda_lr_and_frozen_parameters_through_lookahead
     assert [g["lr"] for g in la.param_groups] == pytest.approx([0.64 * 0.5, 0.01 * 0.5])
     np.testing.assert_array_equal(host(frozen.data), np.ones(2))
     assert host(bias.data)[0] < host(weight.data)[0] < 1
+
+
+def _lookahead(momentum=0.9):
+    w = nn.Parameter(arr(np.array([1.0, -2.0, 3.0])))
+    return w, optim.Lookahead(optim.SGD([w], lr=0.1, momentum=momentum), k=2, alpha=0.5)
+
+
+def _train(la, w, scheduler, steps):
+    lrs = []
+    for _ in range(steps):
+        la.zero_grad()
+        w.grad = arr(_quadratic_grad(host(w.data)))
+        la.step()
+        scheduler.step()
+        lrs.append(la.optimizer.param_groups[0]["lr"])
+    return lrs
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda opt: optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
+        lambda opt: optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (1 + step)),
+        lambda opt: optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=6),
+    ],
+    ids=["StepLR", "LambdaLR", "OneCycleLR"],
+)
+def test_a_scheduler_takes_the_lookahead_and_sets_the_inner_lr(make):
+    """As in timm, Lookahead is an Optimizer: a scheduler given the wrapper schedules the inner optimizer's lr, exactly
+    as one given the inner optimizer does, and both state dicts round-trip mid-schedule."""
+    w, la = _lookahead()
+    assert isinstance(la, optim.Optimizer)
+    assert la.param_groups is la.optimizer.param_groups and la.defaults is la.optimizer.defaults
+    assert la.state is la.optimizer.state
+    scheduler = make(la)
+    w_ref, la_ref = _lookahead()
+    reference = make(la_ref.optimizer)  # the same schedule on the inner optimizer
+    assert la.optimizer.param_groups[0]["lr"] == reference.get_last_lr()[0]
+    lrs = _train(la, w, scheduler, 3)
+    assert lrs == _train(la_ref, w_ref, reference, 3)
+    hyper = [{k: v for k, v in g.items() if k != "params"} for g in (la.param_groups[0], la_ref.param_groups[0])]
+    assert hyper[0] == hyper[1]  # OneCycleLR's momentum cycle included
+    assert len(set(lrs)) > 1 and la.optimizer.param_groups[0]["lr"] == scheduler.get_last_lr()[0]
+    # resume mid-schedule: a new wrapper and scheduler loaded from the state dicts continue identically
+    w2, la2 = _lookahead()
+    scheduler2 = make(la2)  # PyTorch's order: build both, then load both
+    la2.load_state_dict(copy.deepcopy(la.state_dict()))
+    scheduler2.load_state_dict(scheduler.state_dict())
+    w2.data[...] = w.data
+    assert _train(la2, w2, scheduler2, 3) == _train(la, w, scheduler, 3)
+    np.testing.assert_array_equal(host(w2.data), host(w.data))
+    assert la2.step_count == la.step_count == 6
+
+
+def test_scheduler_order_warning_follows_the_lookahead_step():
+    w, la = _lookahead()
+    scheduler = optim.lr_scheduler.StepLR(la, step_size=1)
+    with pytest.warns(UserWarning, match="before `optimizer.step\\(\\)`"):
+        scheduler.step()
+    w, la = _lookahead()
+    scheduler = optim.lr_scheduler.StepLR(la, step_size=1)
+    w.grad = arr(np.ones(3))
+    la.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scheduler.step()
+
+
+def test_add_param_group_goes_to_the_inner_optimizer_and_gets_a_slow_copy():
+    w, la = _lookahead(momentum=0.0)
+    bn = nn.BatchNorm1d(2)
+    la = optim.Lookahead(la.optimizer, k=2, alpha=0.5, buffers=bn.buffers())
+    v = nn.Parameter(arr(np.array([4.0, 8.0])))
+    la.add_param_group({"params": [v], "lr": 0.25})
+    assert len(la.optimizer.param_groups) == 2 and la.param_groups[1]["momentum"] == 0.0
+    assert len(la.slow) == 4  # w, v, then the running mean and var (num_batches_tracked is an integer)
+    np.testing.assert_array_equal(host(la.slow[1]), [4.0, 8.0])
+    for _ in range(2):
+        la.zero_grad()
+        w.grad, v.grad = arr(np.zeros(3)), arr(np.ones(2))
+        la.step()
+    np.testing.assert_allclose(host(v.data), [4.0 - 0.25, 8.0 - 0.25])  # fast: -0.5 in 2 steps; slow: half of it
+    np.testing.assert_array_equal(host(la.slow[1]), host(v.data))
+    with pytest.raises(ValueError, match=r"SGD \(param group 2\): some parameters appear in more than one"):
+        la.add_param_group({"params": [v]})
+    assert len(la.slow) == 4

@@ -229,3 +229,40 @@ def test_a_resumed_run_continues_the_monitor_series(tmp_path):
     assert resumed.history["step"] == [0, 1, 2, 3] and resumed.history["epoch"] == [1, 1, 2, 2]
     assert len(resumed.histograms) == 4 and resumed.history.records[:2] == first.history.records
     assert "act_std/1" in trainer.history.records[0] and "act_std/1" in trainer.history.records[1]
+
+
+def test_a_module_called_twice_per_forward_records_each_call():
+    """One ReLU object used twice in the Sequential: its first call is recorded under ``1``, its second under
+    ``1#2`` (nothing overwritten), in the order the forward ran them."""
+    minidl.manual_seed(0)
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Linear(6, 8), relu, nn.Linear(8, 8), relu, nn.Linear(8, 3)).double()
+    model[2].weight.data[...] = 0.0
+    model[2].bias.data[...] = arr(np.r_[np.full(4, -1.0), np.full(4, 1.0)])  # the second call: half the units dead
+    x, _, loader = _data()
+    stats, dead = ActivationStats(every=1, histogram_bins=4), DeadReLU(every=1)
+    history = _fit(model, loader, [stats, dead], lr=0.0)
+    assert stats.watched == ["0", "1", "2", "4"] and dead.watched == ["1"]
+    names = ["0", "1", "2", "1#2", "4"]
+    for step, record in enumerate(stats.history):
+        assert [k for k in record if k.startswith("act_mean/")] == [f"act_mean/{n}" for n in names]
+        assert list(stats.histograms[step]) == names
+        h = arr(x[8 * step : 8 * step + 8])
+        for i, name in enumerate(names):
+            h = model[i](h)
+            out = host(h)
+            assert record[f"act_mean/{name}"] == pytest.approx(out.mean(), rel=1e-12, abs=1e-15), name
+            assert record[f"act_std/{name}"] == pytest.approx(out.std(), rel=1e-12, abs=1e-15), name
+            assert stats.histograms[step][name][0].sum() == out.size
+    assert dead.history["dead_relu/1#2"] == [0.5, 0.5] and dead.history["relu_zeros/1#2"] == [0.5, 0.5]
+    assert dead.history["relu_zeros/1"] != dead.history["relu_zeros/1#2"]
+    assert sorted(history.series("dead_relu")) == ["1", "1#2"]
+    assert history["act_std/1#2"] == [pytest.approx(np.mean(stats.history["act_std/1#2"]), rel=1e-12)]
+
+
+def test_a_module_listed_twice_is_watched_once():
+    model = _mlp()
+    _, _, loader = _data()
+    stats = ActivationStats(modules=["3", model[3]], histogram_bins=0)
+    _fit(model, loader, [stats])
+    assert stats.watched == ["3"] and sorted(stats.history.series("act_std")) == ["3"]

@@ -337,3 +337,37 @@ def test_on_exception_is_called_instead_of_on_train_end_when_training_raises():
     fit(model, train_loader, None, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), 1,
         callbacks=[Watch()], verbose=False, progress=False)  # fmt: skip
     assert calls == ["FloatingPointError", "end"]
+
+
+def test_resume_none_means_no_resume_and_bad_values_are_refused(tmp_path):
+    """resume=None starts afresh, as resume=False does (the meaning of None in PyTorch Lightning's ckpt_path and the
+    Hugging Face Trainer's resume_from_checkpoint), even with a checkpoint in checkpoint_dir."""
+
+    def run(resume):
+        minidl.manual_seed(0)
+        train, val = loaders()
+        model = mlp()
+        opt = optim.SGD(model.parameters(), lr=0.1)
+        history = fit(model, train, val, nn.CrossEntropyLoss(), opt, 2, checkpoint_dir=tmp_path, resume=resume,
+                      progress=False, verbose=False)  # fmt: skip
+        return history, _state(model)
+
+    fresh, fresh_state = run(False)
+    assert (tmp_path / "last.npz").is_file()
+    for resume in (None, False):
+        history, state = run(resume)
+        assert history["epoch"] == [1, 2] and history["train_loss"] == fresh["train_loss"]
+        _assert_same_state(state, fresh_state)
+    train, val = loaders()
+    model = mlp()
+    trainer = Trainer(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), verbose=False)
+    accepted = (
+        r"Trainer.fit: resume must be False or None \(start afresh\), True \(continue from checkpoint_dir/last.npz\) "
+        r"or a checkpoint path \(str or os.PathLike\), got "
+    )
+    for bad, shown in ((1, r"1 \(int\)"), (0, r"0 \(int\)"), ([tmp_path], r"\[.*\] \(list\)")):
+        with pytest.raises(TypeError, match=accepted + shown):
+            trainer.fit(train, val, 1, resume=bad)
+    with pytest.raises(ValueError, match=r"Trainer.fit: resume is an empty path ''; expected the path of a checkpoint"):
+        trainer.fit(train, val, 1, resume="")
+    assert trainer.epoch == 0 and len(trainer.history) == 0
