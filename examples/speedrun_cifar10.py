@@ -25,6 +25,7 @@ Usage:
     python examples/speedrun_cifar10.py --quick                 # a few hundred small steps: the CI smoke run
     python examples/speedrun_cifar10.py --data-dir ~/data --runs 2 --out runs/speedrun   # the full recipe, twice
     python examples/speedrun_cifar10.py --widths 128 384 384 --epochs 15                 # airbench95's network
+    mpiexec -n 2 python -m mpi4py examples/speedrun_cifar10.py --distributed --quick     # on 2 processes
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _cli import HelpFormatter
+from _cli import HelpFormatter, add_distributed_arguments, start_distributed
 
 import minidl
 from minidl import models, nn, optim, train
@@ -127,10 +128,16 @@ def accuracy(model: nn.Module, images: object, labels: np.ndarray, tta: int) -> 
     return float((minidl.to_numpy(logits).argmax(axis=1) == labels).mean())
 
 
-def train_run(run: int, args: argparse.Namespace, data: dict, out: Path) -> tuple[dict, nn.Module]:
+def train_run(run: int, args: argparse.Namespace, data: dict, out: Path, dist=None) -> tuple[dict, nn.Module]:
+    """One run of the recipe. With ``dist`` (``--distributed``) every process draws the same global batches (the
+    same seed) and trains on its slice of each, ``index[rank::P]``; DistributedDataParallel averages the gradients
+    and SyncBatchNorm the batch statistics, so the P processes take the steps of one process with the global batch.
+    """
     seed = args.seed + run
     minidl.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # the data order and the flips: the same on every process
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
+    main_process = rank == 0
     train_images, train_labels = normalize(data["train_images"]), data["train_labels"]
     test_images, test_labels = normalize(data["test_images"]), data["test_labels"]
     n, batch = len(train_labels), args.batch_size
@@ -142,12 +149,18 @@ def train_run(run: int, args: argparse.Namespace, data: dict, out: Path) -> tupl
     start = time.perf_counter()
     model = models.airbench94(num_classes=10, widths=args.widths)
     nn.init.patch_whitening_(model.whiten.weight, train_images[:5000])
+    net = model  # what trains: the model, or its data-parallel wrapper
+    if dist:
+        if args.sync_bn is not False:
+            model = dist.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = dist.DistributedDataParallel(model)
     optimizer = make_optimizer(model, batch)
     scheduler = optim.lr_scheduler.LambdaLR(optimizer, triangular(total_steps))
     lookahead = optim.Lookahead(optimizer, k=HYP["lookahead_every"], alpha=1.0, buffers=model.buffers())
     loss_fn = nn.CrossEntropyLoss(label_smoothing=HYP["label_smoothing"], reduction="sum")
     flip = T.AlternatingFlip(n, generator=rng)
-    translate = T.RandomTranslate(HYP["translate"], padding_mode="reflect", generator=rng)
+    shifts = np.random.default_rng([seed, rank]) if dist else rng  # each process shifts its own images
+    translate = T.RandomTranslate(HYP["translate"], padding_mode="reflect", generator=shifts)
 
     history, step, data_seconds, eval_seconds = train.History(), 0, 0.0, 0.0
     for epoch in range(math.ceil(args.epochs)):
@@ -157,14 +170,16 @@ def train_run(run: int, args: argparse.Namespace, data: dict, out: Path) -> tupl
         loss_sum = correct = seen = 0.0
         for i in range(steps_per_epoch):
             tick = time.perf_counter()
-            index = order[i * batch : (i + 1) * batch]
+            index = order[i * batch : (i + 1) * batch][rank::world]  # this process's slice of the global batch
             x = translate(flip(train_images[index], index))
             y = train_labels[index]
             data_seconds += time.perf_counter() - tick
-            logits = model(x)
+            logits = net(x)
             loss = loss_fn(logits, y)
             lookahead.zero_grad()
-            model.backward(loss_fn.backward())
+            # the loss is a sum over the batch and DDP averages over the P processes: x P gives the global sum's
+            # gradient, as one process would compute it
+            net.backward(loss_fn.backward() * world if world > 1 else loss_fn.backward())
             step += 1
             lookahead.alpha = 1.0 - 0.95**5 * (step / total_steps) ** 3  # the slow weights' pull grows
             lookahead.step()  # SGD step; every 5th step also the Lookahead average
@@ -177,12 +192,14 @@ def train_run(run: int, args: argparse.Namespace, data: dict, out: Path) -> tupl
         if step >= total_steps:
             lookahead.sync(alpha=0.0)  # the end: the model takes the averaged (slow) weights
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen}
-        if args.val_every and ((epoch + 1) % args.val_every == 0 or step >= total_steps):
+        if main_process and args.val_every and ((epoch + 1) % args.val_every == 0 or step >= total_steps):
             tick = time.perf_counter()
             record["val_accuracy"] = accuracy(model, test_images, test_labels, tta=0)
             eval_seconds += time.perf_counter() - tick
         record.update(lr=optimizer.param_groups[1]["lr"], time=time.perf_counter() - start)
         history.append(record)
+        if not main_process:
+            continue  # rank 0 evaluates, prints and writes
         history.save(out / f"history-run{run}.json")
         val = f"  val_acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else ""
         print(
@@ -191,6 +208,8 @@ def train_run(run: int, args: argparse.Namespace, data: dict, out: Path) -> tupl
             flush=True,
         )
     train_seconds = time.perf_counter() - start - eval_seconds
+    if not main_process:
+        return {}, model
     tick = time.perf_counter()
     acc = accuracy(model, test_images, test_labels, tta=0)
     acc_tta = accuracy(model, test_images, test_labels, tta=args.tta) if args.tta else acc
@@ -202,6 +221,7 @@ def train_run(run: int, args: argparse.Namespace, data: dict, out: Path) -> tupl
         "steps": step,
         "epochs": args.epochs,
         "batch_size": batch,
+        "processes": world,
         "widths": list(args.widths),
         "test_accuracy": acc,
         "test_accuracy_tta": acc_tta,
@@ -216,6 +236,10 @@ def train_run(run: int, args: argparse.Namespace, data: dict, out: Path) -> tupl
     except ImportError:
         pass  # matplotlib is optional (pip install minidl[viz])
     return result, model
+
+
+def _quiet(*args: object, **kwargs: object) -> None:
+    """print on the processes other than rank 0 under --distributed."""
 
 
 def main() -> None:
@@ -249,6 +273,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="a small network on few images: a few hundred steps, for CI"
     )
+    add_distributed_arguments(parser)
     args = parser.parse_args()
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, got {args.runs}")
@@ -259,6 +284,10 @@ def main() -> None:
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     args.batch_size = args.batch_size or (64 if args.quick else 1024)
+    if args.sync_bn is not None and not args.distributed:
+        parser.error("--sync-bn and --no-sync-bn go with --distributed")
+    dist = start_distributed(parser, args) if args.distributed else None
+    log = _quiet if dist and not dist.is_main_process() else print  # rank 0 prints
     args.widths = tuple(args.widths or ((16, 32, 32) if args.quick else (64, 256, 256)))
     if args.backend:
         minidl.set_backend(args.backend)
@@ -266,19 +295,25 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     data, source = load_cifar10(args.data_dir, args.quick)
-    print(f"data: {source}")
+    log(f"data: {source}")
     if args.epochs is None:  # --quick: about 240 steps of 64 on the 2,000-image sample or on 5,000 CIFAR-10 images
         args.epochs = (8.0 if len(data["train_labels"]) <= 2000 else 3.0) if args.quick else 9.9
-    print(
+    log(
         f"airbench94 widths {args.widths}, batch {args.batch_size}, {args.epochs} epochs, {args.runs} run(s), "
         f"TTA level {args.tta}; backend {minidl.get_backend().name}, {minidl.get_num_threads()} threads"
     )
     results = []
     for run in range(args.runs):
-        result, model = train_run(run, args, data, out)
+        result, model = train_run(run, args, data, out, dist)
+        if dist and not dist.is_main_process():
+            continue
         results.append(result)
         print("RESULT " + json.dumps(result), flush=True)
         minidl.save(model.state_dict(), out / "model.npz")
+    if dist:
+        dist.destroy_process_group()
+        if not results:  # not rank 0
+            return
     accs = [r["test_accuracy_tta"] for r in results]
     summary = {
         "data": source,

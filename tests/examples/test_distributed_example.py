@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = str(ROOT / "examples" / "train_cifar10.py")
 
 
-def launch(ranks: int | None, *args: str, cwd: Path, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+def launch(
+    ranks: int | None, *args: str, cwd: Path, timeout: float = 300.0, script: str = SCRIPT
+) -> subprocess.CompletedProcess[str]:
     """``mpiexec -n ranks python -m mpi4py train_cifar10.py args`` (``ranks=None``: plain ``python``), one thread per
     process, with no CIFAR-10 to find (so the embedded sample)."""
     env = {k: v for k, v in os.environ.items() if k != "MINIDL_DATA_DIR"}
@@ -29,7 +31,7 @@ def launch(ranks: int | None, *args: str, cwd: Path, timeout: float = 300.0) -> 
         OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MINIDL_NUM_THREADS="1", MINIDL_DATA_DIR=str(cwd / "no-data-here"),
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )  # fmt: skip
-    python = [sys.executable, "-m", "mpi4py", SCRIPT, *args] if ranks else [sys.executable, SCRIPT, *args]
+    python = [sys.executable, "-m", "mpi4py", script, *args] if ranks else [sys.executable, script, *args]
     command = [mpiexec_or_skip(), "-n", str(ranks), *python] if ranks else python
     try:
         return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -87,3 +89,19 @@ def test_quick_distributed_cifar_cnn_with_syncbatchnorm(tmp_path):
     proc = launch(2, "--quick", "--distributed", "--epochs", "1", "--backend", "numpy", "--out", "run", cwd=tmp_path)
     check_run(proc, tmp_path / "run", 2)
     assert "batch 128 = 2 x 64 per process, SyncBatchNorm" in proc.stdout
+
+
+def test_the_speedrun_trains_on_two_processes_and_rank_0_reports(tmp_path):
+    """``speedrun_cifar10.py --distributed``: the same global batches sliced over 2 processes (DDP, SyncBatchNorm);
+    rank 0 alone prints and writes, and the run takes as many steps as on one process."""
+    speedrun = str(ROOT / "examples" / "speedrun_cifar10.py")
+    args = ("--quick", "--epochs", "1", "--tta", "0", "--backend", "numpy")
+    one = launch(None, *args, "--out", "one", cwd=tmp_path, script=speedrun)
+    two = launch(2, *args, "--distributed", "--out", "two", cwd=tmp_path, script=speedrun)
+    for proc in (one, two):
+        assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        assert proc.stdout.count("RESULT ") == 1, proc.stdout
+    runs = [json.loads((tmp_path / name / "results.json").read_text())["runs"][0] for name in ("one", "two")]
+    assert [r["processes"] for r in runs] == [1, 2]
+    assert runs[0]["steps"] == runs[1]["steps"] and runs[0]["batch_size"] == runs[1]["batch_size"] == 64
+    assert 0.0 <= runs[1]["test_accuracy"] <= 1.0
