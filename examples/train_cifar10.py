@@ -72,8 +72,18 @@ def main() -> None:
     parser.add_argument(
         "--batch-size", type=int, default=128, help="images per training batch (--distributed: over all processes)"
     )
-    parser.add_argument("--lr", type=float, help="peak learning rate of SGD (default 0.1; 0.02 for cifar_cnn, lenet5)")
-    parser.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (L2 penalty)")
+    parser.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        default="sgd",
+        help="SGD with Nesterov momentum 0.9, or AdamW (the usual choice for ViT and ConvNeXt)",
+    )
+    parser.add_argument(
+        "--lr", type=float, help="peak learning rate (default 0.1 for SGD, 0.02 for cifar_cnn and lenet5; AdamW 1e-3)"
+    )
+    parser.add_argument(
+        "--weight-decay", type=float, default=5e-4, help="weight decay (SGD: L2 penalty; AdamW: decoupled, e.g. 0.05)"
+    )
     parser.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
     parser.add_argument(
         "--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy loss (0: off)"
@@ -96,7 +106,7 @@ def main() -> None:
         parser.error("--sync-bn and --no-sync-bn go with --distributed")
     if args.model not in models.list_models():
         parser.error(f"--model: unknown model {args.model!r}; choose one of {', '.join(models.list_models())}")
-    lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.model, 0.1)
+    lr = args.lr if args.lr is not None else 1e-3 if args.optimizer == "adamw" else DEFAULT_LR.get(args.model, 0.1)
     out = Path(args.out or f"runs/cifar10-{args.model}")
     if args.mixup and args.cutmix:
         parser.error("choose one of --mixup and --cutmix")
@@ -131,10 +141,13 @@ def main() -> None:
     test_loader = DataLoader(test_set, 500, num_workers=args.workers, device="current")
     log(
         f"model: {args.model}, {n_params:,} parameters; backend: {minidl.get_backend().name}; "
-        f"{epochs} epochs, batch {args.batch_size}{layout}, peak lr {lr}"
+        f"{epochs} epochs, batch {args.batch_size}{layout}, {args.optimizer}, peak lr {lr}"
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
+    if args.optimizer == "adamw":
+        opt = optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
+    else:
+        opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
     steps, warmup = epochs * len(train_loader), max(1, int(args.warmup_epochs * len(train_loader)))
     scheduler = optim.lr_scheduler.SequentialLR(
         opt,

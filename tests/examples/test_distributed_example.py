@@ -58,7 +58,7 @@ def test_two_processes_share_the_global_batch_and_rank_0_writes(tmp_path):
     proc = launch(2, "--quick", "--distributed", "--model", "lenet5", "--epochs", "1", "--backend", "numpy",
                   "--out", "run", cwd=tmp_path)  # fmt: skip
     check_run(proc, tmp_path / "run", 2)
-    assert "batch 128 = 2 x 64 per process, peak lr" in proc.stdout  # LeNet-5 has no BatchNorm to synchronize
+    assert "batch 128 = 2 x 64 per process, sgd, peak lr" in proc.stdout  # LeNet-5 has no BatchNorm to synchronize
 
 
 def test_without_mpiexec_distributed_is_a_group_of_one(tmp_path):

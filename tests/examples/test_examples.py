@@ -206,3 +206,14 @@ def test_every_option_has_help_and_help_shows_its_default(script, monkeypatch):
         if action.default is not None and action.default is not False and action.default != argparse.SUPPRESS:
             assert "%(default)" in formatter._get_help_string(action), f"{script}: {action.option_strings}"
     assert "(default: " in parser.format_help()
+
+
+def test_train_cifar10_takes_adamw(tmp_path):
+    """``--optimizer adamw`` (ViT, ConvNeXt): the run names it and uses AdamW's default peak lr 1e-3."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_cifar10.py"), "--quick", "--model", "lenet5", "--epochs", "1",
+         "--optimizer", "adamw", "--backend", "numpy", "--out", "run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert ", adamw, peak lr 0.001" in proc.stdout
