@@ -3,13 +3,19 @@
 Usage (from a checkout; PyTorch is optional)::
 
     python benchmarks/bench_train.py                          # cifar_cnn and resnet20; numpy, numba, torch
+    python benchmarks/bench_train.py --models all --frameworks numba torch --rounds 3 --record   # the whole list
     python benchmarks/bench_train.py --frameworks numba torch --repeats 30 --json cpu.json
     python benchmarks/bench_train.py --threads 1 --models cifar_cnn
     python benchmarks/bench_train.py --frameworks numba torch --rounds 3   # on a busy machine
     git worktree add ../before <commit>                                     # then, before against after:
     python benchmarks/bench_train.py --frameworks numba torch --rounds 4 --baseline ../before
 
-What is measured, for each model, batch 128 of random 32x32 float32 images, in the same run:
+Models (``--models``, default ``cifar_cnn resnet20``; ``all`` for every one): ``cifar_cnn``, ``resnet20``,
+``resnet56``, ``vgg11_bn`` and ``mobilenet_v2`` (their CIFAR layouts, ``cifar=True``), ``airbench94``, ``vit_cifar``,
+each against its PyTorch twin of ``torch_twins.py`` (same layers, same state_dict keys; a test checks equal logits).
+
+What is measured, for each model, a batch of random 32x32 float32 images (128; airbench94 trains on 1024, as its
+recipe does; ``--batch`` sets every batch), in the same run:
 
 * **train**: one SGD step (momentum 0.9, weight decay 5e-4): forward, cross-entropy loss read as a Python float,
   backward, update;
@@ -21,9 +27,10 @@ folded in inference); ``--no-fuse`` times them layer by layer.
 ``--warmup`` untimed steps come first (Numba loads or compiles its kernels, PyTorch picks its algorithms), then the
 median of ``--repeats`` timed steps is reported (the NumPy reference backend, about 100x slower, gets
 ``--numpy-repeats``). With ``--rounds R`` every framework runs R times, interleaved, and the fastest round counts
-(on a shared machine other processes can only slow a run down). Achieved GFLOP/s = FLOPs / time with the FLOPs of
-``minidl.summary`` (conv and linear multiply-adds x 2; a training step counts 3x the forward: forward, input
-gradient, weight gradient).
+(on a shared machine other processes can only slow a run down); the ratio of each minidl backend to PyTorch *within
+each round* (img/s, and peak RSS) is printed as min / median / max over the rounds. Achieved GFLOP/s = FLOPs / time
+with the FLOPs of ``minidl.summary`` (conv and linear multiply-adds x 2; a training step counts 3x the forward:
+forward, input gradient, weight gradient).
 
 Each framework and model runs in its own subprocess, so the peak resident memory (``VmHWM`` on Linux) is that
 framework's alone, interpreter and libraries included. Threads: ``--threads`` (default: the cores this process may
@@ -38,6 +45,10 @@ the table calls it ``baseline``, and the end of the output gives this checkout's
 round (the same minute), as min / median / max over the rounds.
 
 Other processes on the machine distort the numbers; the load average before and after the run is printed and saved.
+
+``--json PATH`` writes the run as a JSON record (``_record.py`` documents the format: the machine, the versions, the
+minidl commit, every figure and every ratio, per round and summarized); ``--record`` writes it to
+``benchmarks/history/<UTC date and time>-<cpu>.json``. ``compare_bench.py OLD.json NEW.json`` compares two records.
 """
 
 from __future__ import annotations
@@ -45,7 +56,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -55,92 +65,84 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import benchmark_batch, build_torch, minidl_steps, positive_int, torch_steps  # noqa: E402
+from _common import (  # noqa: E402
+    BENCH_MODELS,
+    benchmark_batch,
+    build_minidl,
+    build_torch,
+    minidl_steps,
+    positive_int,
+    torch_steps,
+)
+from _record import (  # noqa: E402
+    available_cores,
+    default_record_path,
+    has_avx512,
+    machine_info,
+    make_record,
+    print_ratios,
+    ratios,
+    write_record,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-MODELS = ("cifar_cnn", "resnet20")
+MODELS = tuple(BENCH_MODELS)
+DEFAULT_MODELS = ("cifar_cnn", "resnet20")
 FRAMEWORKS = ("numpy", "numba", "torch")
-BATCH = 128
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument(
+        "--models", nargs="+", choices=(*MODELS, "all"), default=list(DEFAULT_MODELS),
+        help=f"Default: {' '.join(DEFAULT_MODELS)}; 'all': {' '.join(MODELS)}",
+    )  # fmt: skip
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
-    parser.add_argument("--threads", type=positive_int, default=default_threads(), help="Default: available cores")
-    parser.add_argument("--batch", type=positive_int, default=BATCH, help=f"Default: {BATCH}")
+    parser.add_argument("--threads", type=positive_int, default=available_cores(), help="Default: available cores")
+    parser.add_argument(
+        "--batch", type=positive_int, default=None,
+        help="the batch of every training step and inference pass. Default: 128, airbench94 trains on 1024",
+    )  # fmt: skip
     parser.add_argument("--warmup", type=positive_int, default=3, help="untimed steps first. Default: 3")
     parser.add_argument("--repeats", type=positive_int, default=20, help="timed steps. Default: 20")
     parser.add_argument("--numpy-repeats", type=positive_int, default=3, help="timed steps, NumPy backend. Default: 3")
     parser.add_argument(
         "--rounds", type=positive_int, default=1, help="run every framework this many times, interleaved. Default: 1"
     )
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--json", type=Path, default=None, help="also write the run's record to this JSON file")
+    parser.add_argument(
+        "--record", action="store_true", help="also write the record to benchmarks/history/<date>-<cpu>.json"
+    )
     parser.add_argument(
         "--baseline", type=Path, default=None, help="another minidl checkout whose Numba backend to run as 'baseline'"
     )
     parser.add_argument("--no-fuse", action="store_true", help="time minidl's models as built, without nn.fuse")
     parser.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "MODEL"), help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    parser.add_argument("--infer-batch", type=positive_int, default=None, help=argparse.SUPPRESS)  # (worker only)
+    args = parser.parse_args(argv)
+    if "all" in args.models:
+        args.models = list(MODELS)
+    return args
 
 
-# ---------------------------------------------------------------------------------------------------- machine
-def has_avx512() -> bool:
-    try:
-        return " avx512f" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(threads: int) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "cpu": cpu_model(),
-        "cores_available": default_threads(),
-        "avx512f": has_avx512(),
-        "threads": threads,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "loadavg_start": list(os.getloadavg()),
-    }
-    for name in ("numba", "torch"):
-        try:
-            info[name] = __import__(name).__version__
-        except ImportError:
-            info[name] = None
-    return info
+def batches(name: str, args: argparse.Namespace) -> dict[str, int]:
+    """The training and inference batch of model ``name``: ``--batch`` if given, else the model's default."""
+    spec = BENCH_MODELS[name]
+    if args.batch is not None:
+        return {"train": args.batch, "infer": args.batch}
+    return {"train": spec["train_batch"], "infer": spec["infer_batch"]}
 
 
 # ---------------------------------------------------------------------------------------------------- models
 def forward_flops(name: str) -> int:
     """Forward FLOPs of one 32x32 image (conv and linear multiply-adds x 2), from ``minidl.summary``."""
     import minidl
-    from minidl import models
 
     minidl.set_backend("numpy")  # (not use_backend: that would load the default backend first)
-    model = getattr(models, name)(num_classes=10)
-    return int(minidl.summary(model, (3, 32, 32)).total_flops)
+    return int(minidl.summary(build_minidl(name), (3, 32, 32)).total_flops)
 
 
 # ---------------------------------------------------------------------------------------------------- timing
@@ -178,13 +180,14 @@ def _rss_mb() -> float:
 
 def worker_minidl(backend: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
     import minidl
-    from minidl import models
 
     rss_import = _rss_mb()
     be = minidl.set_backend(backend)
     minidl.manual_seed(0)
-    model = getattr(models, name)(num_classes=10)
-    train_step, infer = minidl_steps(model, *benchmark_batch(args.batch), fuse=not args.no_fuse)
+    model = build_minidl(name)
+    x, y = benchmark_batch(args.batch)
+    x_infer = benchmark_batch(args.infer_batch)[0] if args.infer_batch not in (None, args.batch) else None
+    train_step, infer = minidl_steps(model, x, y, fuse=not args.no_fuse, x_infer=x_infer)
 
     repeats = args.numpy_repeats if backend == "numpy" else args.repeats
     warmup = min(args.warmup, 1) if backend == "numpy" else args.warmup
@@ -192,7 +195,8 @@ def worker_minidl(backend: str, name: str, args: argparse.Namespace) -> dict[str
     train = time_steps(train_step, warmup, repeats)
     model.eval()
     inference = time_steps(infer, warmup, repeats)
-    result: dict[str, Any] = {"train": _summary(train, args.batch), "infer": _summary(inference, args.batch)}
+    infer_batch = args.infer_batch or args.batch
+    result: dict[str, Any] = {"train": _summary(train, args.batch), "infer": _summary(inference, infer_batch)}
     result.update(rss_after_import_mb=rss_import, backend=be.name)
     from minidl.backend import _threads
 
@@ -209,12 +213,13 @@ def worker_torch(name: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_torch(name)
-    train_step, infer = torch_steps(model, args.batch, "cpu")
+    infer_batch = args.infer_batch or args.batch
+    train_step, infer = torch_steps(model, args.batch, "cpu", infer_batch=infer_batch)
     model.train()
     train = time_steps(train_step, args.warmup, args.repeats)
     model.eval()
     inference = time_steps(infer, args.warmup, args.repeats)
-    result: dict[str, Any] = {"train": _summary(train, args.batch), "infer": _summary(inference, args.batch)}
+    result: dict[str, Any] = {"train": _summary(train, args.batch), "infer": _summary(inference, infer_batch)}
     result.update(rss_after_import_mb=rss_import, torch_threads=torch.get_num_threads())
     result["torch_config"] = {"mkldnn": torch.backends.mkldnn.is_available(), "cpu_capability": _torch_capability()}
     return result
@@ -254,8 +259,11 @@ def worker_env(framework: str, threads: int) -> dict[str, str]:
 def spawn(framework: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
     root, worker = (args.baseline.resolve(), "numba") if framework == "baseline" else (ROOT, framework)
     script = root / "benchmarks" / "bench_train.py"
+    batch = batches(name, args)
     cmd = [sys.executable, str(script), "--worker", worker, name, "--threads", str(args.threads)]
-    cmd += ["--batch", str(args.batch), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    cmd += ["--batch", str(batch["train"]), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    if batch["infer"] != batch["train"]:  # (only then: an older baseline checkout does not know the option)
+        cmd += ["--infer-batch", str(batch["infer"])]
     cmd += ["--numpy-repeats", str(args.numpy_repeats)]
     if args.no_fuse and framework != "baseline":  # (a baseline checkout runs as its own code does)
         cmd.append("--no-fuse")
@@ -277,28 +285,16 @@ def best_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     best["infer"] = max((r["infer"] for r in ok), key=lambda t: t["img_per_s"])
     best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
     best["rounds"] = [
-        {"train_img_per_s": r["train"]["img_per_s"], "infer_img_per_s": r["infer"]["img_per_s"]} for r in ok
-    ]
+        {"train_img_per_s": r["train"]["img_per_s"], "infer_img_per_s": r["infer"]["img_per_s"],
+         "peak_rss_mb": r["peak_rss_mb"]}
+        for r in ok
+    ]  # fmt: skip
     return best
-
-
-def print_against_baseline(runs: dict[tuple[str, str], list[dict[str, Any]]], models: list[str]) -> None:
-    """numba / baseline within each round (the same minute, so the machine's load cancels): min / median / max."""
-    print("\nnumba / baseline, per round (min / median / max):")
-    for name in models:
-        pairs = [
-            (a, b) for a, b in zip(runs[(name, "numba")], runs[(name, "baseline")], strict=True) if "error" not in a | b
-        ]
-        for phase in ("train", "infer"):
-            ratios = sorted(a[phase]["img_per_s"] / b[phase]["img_per_s"] for a, b in pairs)
-            if ratios:
-                spread = f"{ratios[0]:.3f} / {statistics.median(ratios):.3f} / {ratios[-1]:.3f}"
-                print(f"  {name:10} {phase:5} {spread}  ({len(ratios)} rounds)")
 
 
 def print_table(results: list[dict[str, Any]], flops: dict[str, int]) -> None:
     header = (
-        f"{'model':10} {'framework':9} {'train img/s':>11} {'x torch':>7} {'GFLOP/s':>7} {'infer img/s':>11} "
+        f"{'model':12} {'framework':9} {'train img/s':>11} {'x torch':>7} {'GFLOP/s':>7} {'infer img/s':>11} "
         f"{'x torch':>7} {'GFLOP/s':>7} {'peak RSS MB':>11} {'x torch':>7}"
     )
     print(header)
@@ -306,22 +302,22 @@ def print_table(results: list[dict[str, Any]], flops: dict[str, int]) -> None:
     torch_rows = {r["model"]: r for r in results if r["framework"] == "torch" and "error" not in r}
     for r in results:
         if "error" in r:
-            print(f"{r['model']:10} {r['framework']:9} failed: {r['error']}")
+            print(f"{r['model']:12} {r['framework']:9} failed: {r['error']}")
             continue
         ref = torch_rows.get(r["model"])
         train, infer, rss = r["train"]["img_per_s"], r["infer"]["img_per_s"], r["peak_rss_mb"]
         if ref is None:
-            ratios = ("-", "-", "-")
+            vs_torch = ("-", "-", "-")
         else:
-            ratios = tuple(
+            vs_torch = tuple(
                 f"{a / b:.2f}" for a, b in ((train, ref["train"]["img_per_s"]), (infer, ref["infer"]["img_per_s"]),
                                             (rss, ref["peak_rss_mb"]))
             )  # fmt: skip
         train_gflops = 3 * flops[r["model"]] * train / 1e9
         infer_gflops = flops[r["model"]] * infer / 1e9
         print(
-            f"{r['model']:10} {r['framework']:9} {train:11.0f} {ratios[0]:>7} {train_gflops:7.1f} {infer:11.0f} "
-            f"{ratios[1]:>7} {infer_gflops:7.1f} {rss:11.0f} {ratios[2]:>7}"
+            f"{r['model']:12} {r['framework']:9} {train:11.0f} {vs_torch[0]:>7} {train_gflops:7.1f} {infer:11.0f} "
+            f"{vs_torch[1]:>7} {infer_gflops:7.1f} {rss:11.0f} {vs_torch[2]:>7}"
         )
 
 
@@ -344,7 +340,10 @@ def main(argv: list[str] | None = None) -> None:
         frameworks.insert(frameworks.index("numba") + 1 if "numba" in frameworks else 0, "baseline")
     cores = f"{info['cores_available']} cores available, {args.threads} threads, AVX-512: {info['avx512f']}"
     print(f"{info['cpu']}, {cores}")
-    print(f"numpy {info['numpy']}, numba {info['numba']}, torch {info['torch']}, batch {args.batch}, float32")
+    versions = f"numpy {info['numpy']}, numba {info['numba']}, torch {info['torch']}"
+    print(f"{versions}, float32, minidl commit {info['minidl_commit']}")
+    model_batches = {name: batches(name, args) for name in args.models}
+    print("batch (train / infer): " + ", ".join(f"{k} {v['train']} / {v['infer']}" for k, v in model_batches.items()))
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in info['loadavg_start'])}")
     flops = {name: forward_flops(name) for name in args.models}
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -353,21 +352,25 @@ def main(argv: list[str] | None = None) -> None:
             for framework in frameworks:
                 print(f"  round {round_ + 1}/{args.rounds}: {name} / {framework} ...", flush=True)
                 runs.setdefault((name, framework), []).append(spawn(framework, name, args))
-    results = [best_of(rounds) for rounds in runs.values()]
+    best = {key: best_of(rounds) for key, rounds in runs.items()}
+    results = list(best.values())
+    ratio_table = ratios(runs, best, "torch") if "torch" in frameworks else []
+    if args.baseline is not None:  # this checkout's Numba backend over the baseline's, within each round
+        ratio_table += [r for r in ratios(runs, best, "baseline") if r["framework"] == "numba"]
     info["loadavg_end"] = list(os.getloadavg())
     blas = next((r["blas"] for r in results if r.get("framework") == "numba" and "blas" in r), None)
     if blas:
         print(f"BLAS: {blas['library']} core {blas['corename']} (OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE']})")
     print()
     print_table(results, flops)
-    if args.baseline is not None and "numba" in frameworks:
-        print_against_baseline(runs, args.models)
+    print_ratios(ratio_table)
     print(f"\nload average at end: {' '.join(f'{v:.2f}' for v in info['loadavg_end'])}")
-    if args.json:
-        payload = {"machine": info, "forward_flops_per_image": flops, "results": results, "args": vars(args)}
-        payload["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in payload["args"].items()}
-        args.json.write_text(json.dumps(payload, indent=2))
-        print(f"wrote {args.json}")
+    if args.json or args.record:
+        options = {k: v for k, v in vars(args).items() if k not in ("worker", "infer_batch")}  # (worker-only)
+        record = make_record(info, options, model_batches, flops, results, ratio_table)
+        for path in [p for p in (args.json, default_record_path(record) if args.record else None) if p is not None]:
+            write_record(record, path)
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":
