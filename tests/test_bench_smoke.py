@@ -1,0 +1,158 @@
+"""The CPU benchmark runs and its history works: bench_train.py with tiny settings writes a record with every field,
+compare_bench.py compares two records, flags a regression and refuses a file that is not a record. Nothing here
+looks at a timing (the benchmarks are scripts, run by hand on a quiet machine)."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+
+def _module(name: str):
+    sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(BENCH / script), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def record_path(tmp_path_factory) -> Path:
+    """One tiny run: cifar_cnn, batch 4, one warm-up and one timed step, Numba (NumPy without it) and PyTorch when
+    installed."""
+    frameworks = ["numba" if importlib.util.find_spec("numba") else "numpy"]
+    if importlib.util.find_spec("torch"):
+        frameworks.append("torch")
+    path = tmp_path_factory.mktemp("bench") / "run.json"
+    args = ["--models", "cifar_cnn", "--batch", "4", "--warmup", "1", "--repeats", "1", "--numpy-repeats", "1"]
+    proc = _run("bench_train.py", *args, "--frameworks", *frameworks, "--json", str(path))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"wrote {path}" in proc.stdout
+    return path
+
+
+def test_bench_train_writes_a_record_with_every_field(record_path):
+    record = json.loads(record_path.read_text())
+    assert record["format"] == "minidl-bench-train" and record["version"] == 1
+    machine = record["machine"]
+    for key in ("cpu", "avx512f", "cores_available", "threads", "python", "numpy", "numba", "torch", "minidl_commit"):
+        assert key in machine, key
+    assert isinstance(machine["cpu"], str) and machine["cpu"]
+    assert len(machine["loadavg_start"]) == 3 and len(machine["loadavg_end"]) == 3
+    assert record["batches"] == {"cifar_cnn": {"train": 4, "infer": 4}}
+    assert record["args"]["models"] == ["cifar_cnn"] and "worker" not in record["args"]
+    assert record["forward_flops_per_image"]["cifar_cnn"] > 0
+    for result in record["results"]:
+        assert "error" not in result, result
+        assert result["model"] == "cifar_cnn" and result["peak_rss_mb"] > 0
+        assert result["train"]["n"] == 1 and result["infer"]["img_per_s"] > 0
+        assert len(result["rounds"]) == 1 and set(result["rounds"][0]) == {
+            "train_img_per_s", "infer_img_per_s", "peak_rss_mb"
+        }  # fmt: skip
+    if machine["torch"] is None:
+        assert record["ratios"] == []
+    else:
+        assert {(r["framework"], r["reference"], r["mode"]) for r in record["ratios"]} == {
+            (record["results"][0]["framework"], "torch", mode) for mode in ("train", "infer", "rss")
+        }
+        for r in record["ratios"]:
+            assert r["rounds"] == len(r["per_round"]) == 1 and r["min"] == r["median"] == r["max"] == r["best"] > 0
+
+
+FAKE = {"format": "minidl-bench-train", "version": 1, "created": "2026-12-03T12:00:00Z", "results": []}
+FAKE["machine"] = {"cpu": "Test CPU", "threads": 2, "minidl_commit": None}
+
+
+def _fake_record(mode_ratios: dict[str, float]) -> dict:
+    record = copy.deepcopy(FAKE)
+    record["ratios"] = [
+        {"model": "resnet20", "framework": "numba", "reference": "torch", "mode": mode, "per_round": [v],
+         "min": v, "median": v, "max": v, "best": v, "rounds": 1}
+        for mode, v in mode_ratios.items()
+    ]  # fmt: skip
+    return record
+
+
+def test_compare_bench_flags_a_regression_beyond_the_threshold(tmp_path):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(_fake_record({"train": 1.00, "infer": 1.20, "rss": 0.50})))
+    # train 10 % slower (a regression), infer 4 % slower (within 5 %), rss 8 % more memory (a regression)
+    new.write_text(json.dumps(_fake_record({"train": 0.90, "infer": 1.152, "rss": 0.54})))
+    proc = _run("compare_bench.py", str(old), str(new), "--threshold", "5", "--fail-on-regression")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = {line.split()[1]: line for line in proc.stdout.splitlines() if line.startswith("resnet20")}
+    assert rows["train"].split()[2:] == ["1.000", "0.900", "-10.0", "REGRESSION"]
+    assert rows["infer"].split()[2:] == ["1.200", "1.152", "-4.0"]
+    assert rows["rss"].split()[2:] == ["0.500", "0.540", "+8.0", "REGRESSION"]
+    assert "2 regression(s) beyond 5 %" in proc.stdout
+    assert _run("compare_bench.py", str(old), str(new)).returncode == 0  # flagged, but not asked to fail
+    proc = _run("compare_bench.py", str(old), str(new), "--threshold", "12", "--fail-on-regression")
+    assert proc.returncode == 0 and "REGRESSION" not in proc.stdout
+
+
+def test_compare_bench_on_two_real_records(record_path, tmp_path):
+    proc = _run("compare_bench.py", str(record_path), str(record_path), "--fail-on-regression")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 regression(s)" in proc.stdout
+
+
+def test_compare_bench_refuses_a_file_that_is_not_a_record(tmp_path, record_path):
+    old_style = tmp_path / "old_style.json"
+    old_style.write_text(json.dumps({"machine": {}, "results": []}))  # what bench_train.py --json wrote before
+    proc = _run("compare_bench.py", str(old_style), str(record_path))
+    assert proc.returncode == 2
+    assert f"compare_bench.py: {old_style}: not a bench_train.py record" in proc.stderr
+    assert 'expected "format": "minidl-bench-train", got None' in proc.stderr
+    text = tmp_path / "notes.txt"
+    text.write_text("train 1.2x\n")
+    proc = _run("compare_bench.py", str(record_path), str(text))
+    assert proc.returncode == 2 and f"{text}: not a bench_train.py record (not JSON" in proc.stderr
+    broken = _fake_record({"train": 1.0})
+    del broken["ratios"][0]["median"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(broken))
+    proc = _run("compare_bench.py", str(bad), str(bad))
+    assert proc.returncode == 2 and f"{bad}: ratios[0] is not a ratio entry (missing ['median']" in proc.stderr
+
+
+def test_ratios_per_round_and_summarized():
+    record = _module("_record")
+
+    def run(train, infer, rss):
+        return {"train": {"img_per_s": train}, "infer": {"img_per_s": infer}, "peak_rss_mb": rss}
+
+    runs = {
+        ("m", "numba"): [run(100, 400, 50), run(90, 300, 60), {"error": "killed"}],
+        ("m", "torch"): [run(50, 200, 100), run(100, 200, 100), run(100, 200, 100)],
+    }
+    best = {("m", "numba"): run(100, 400, 60), ("m", "torch"): run(100, 200, 100)}
+    table = {r["mode"]: r for r in record.ratios(runs, best, "torch")}
+    assert table["train"]["per_round"] == [2.0, 0.9] and table["train"]["rounds"] == 2  # the failed round is left out
+    assert (table["train"]["min"], table["train"]["median"], table["train"]["max"]) == pytest.approx((0.9, 1.45, 2.0))
+    assert table["train"]["best"] == 1.0 and table["infer"]["per_round"] == [2.0, 1.5] and table["infer"]["best"] == 2
+    assert table["rss"]["per_round"] == [0.5, 0.6] and table["rss"]["best"] == 0.6
+
+
+def test_model_list_batches_and_history_path():
+    bench = _module("bench_train")
+    record = _module("_record")
+    args = bench.parse_args(["--models", "all"])
+    assert args.models == ["cifar_cnn", "resnet20", "resnet56", "vgg11_bn", "mobilenet_v2", "airbench94", "vit_cifar"]
+    assert bench.parse_args([]).models == ["cifar_cnn", "resnet20"]
+    assert bench.batches("airbench94", args) == {"train": 1024, "infer": 128}
+    assert bench.batches("vit_cifar", args) == {"train": 128, "infer": 128}
+    assert bench.batches("airbench94", bench.parse_args(["--batch", "8"])) == {"train": 8, "infer": 8}
+    path = record.default_record_path({"created": "2026-12-03T12:30:59Z", "machine": {"cpu": "AMD EPYC 9R14 (x2)"}})
+    assert path == BENCH / "history" / "2026-12-03T1230Z-amd-epyc-9r14-x2.json"
