@@ -123,8 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "MODEL"), help=argparse.SUPPRESS)
     parser.add_argument("--infer-batch", type=positive_int, default=None, help=argparse.SUPPRESS)  # (worker only)
     args = parser.parse_args(argv)
-    if "all" in args.models:
-        args.models = list(MODELS)
+    args.models = list(MODELS) if "all" in args.models else list(dict.fromkeys(args.models))  # (each model once)
     return args
 
 

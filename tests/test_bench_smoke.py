@@ -151,6 +151,7 @@ def test_model_list_batches_and_history_path():
     args = bench.parse_args(["--models", "all"])
     assert args.models == ["cifar_cnn", "resnet20", "resnet56", "vgg11_bn", "mobilenet_v2", "airbench94", "vit_cifar"]
     assert bench.parse_args([]).models == ["cifar_cnn", "resnet20"]
+    assert bench.parse_args(["--models", "vit_cifar", "resnet56", "vit_cifar"]).models == ["vit_cifar", "resnet56"]
     assert bench.batches("airbench94", args) == {"train": 1024, "infer": 128}
     assert bench.batches("vit_cifar", args) == {"train": 128, "infer": 128}
     assert bench.batches("airbench94", bench.parse_args(["--batch", "8"])) == {"train": 8, "infer": 8}
