@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: argument parsing helpers and the PyTorch twins of the benchmark models.
+"""What the benchmark scripts share: argument parsing helpers, the benchmark models (minidl side, and a lookup of
+the PyTorch twins in ``torch_twins.py``) and the timed training and inference steps.
 
 The scripts put this folder on ``sys.path`` and import it, so each still runs as ``python benchmarks/<script>.py``.
 """
