@@ -23,7 +23,7 @@
 # The source model is the one minidl ships pretrained: `models.airbench94(weights="cifar10")`, the CIFAR-10
 # speedrun network trained on the 50,000 CIFAR-10 training images. The target is **dogs vs. cats photos**, larger
 # than CIFAR's 32x32 and never seen by the backbone (it has seen CIFAR's cats and dogs, not these photos). Quick
-# mode (the default, `MINIDL_NOTEBOOK_QUICK=1`) trains on a few hundred photos at 48x48 for 3 epochs;
+# mode (the default, `MINIDL_NOTEBOOK_QUICK=1`) trains on 192 photos (128 more to validate) at 48x48 for 3 epochs;
 # `MINIDL_NOTEBOOK_QUICK=0` uses all the photos (from `MINIDL_DATA_DIR` or `../shared/data`) at 64x64 for 6 epochs.
 # Without the photos, the notebook falls back to the cats and dogs of the CIFAR-10 sample embedded in minidl.
 
@@ -115,8 +115,10 @@ except FileNotFoundError:
     train_images, train_labels, test_images, test_labels, _ = load_cifar10_sample()
     train_photos = cifar_cats_and_dogs(train_images, train_labels)
     val_photos = cifar_cats_and_dogs(test_images, test_labels)
-    source = "FALLBACK (no dogs-vs-cats photos found): the CIFAR-10 sample's cats and dogs, upsampled"
-    print("The backbone was trained on these very training images: this run only shows the mechanics.")
+    source = (
+        "FALLBACK (no dogs-vs-cats photos found; the backbone was trained on these very training images, so this run "
+        "only shows the mechanics): the CIFAR-10 sample's cats and dogs, upsampled"
+    )
 x_train, y_train = as_arrays(train_photos, TRAIN_IMAGES, seed=0)
 x_val, y_val = as_arrays(val_photos, VAL_IMAGES, seed=1)
 print(f"{source}: {len(x_train)} training and {len(x_val)} validation images at {SIZE}x{SIZE}")
@@ -237,9 +239,9 @@ plt.show()
 
 # %% [markdown]
 # What the lectures lead us to expect: with a few hundred target images, the pretrained features start far above
-# what a network trained from scratch reaches in a few epochs; the feature extractor trains only 512 parameters and
-# learns fastest at first; training everything at the full learning rate can lose part of the head start in the
-# first epochs, which the lower backbone learning rate avoids. Read the table against this, keeping the noise in
-# mind: in quick mode the validation set has a hundred-odd images, so one image is about one point. The full setting
-# (`MINIDL_NOTEBOOK_QUICK=0`) and `examples/transfer_learning.py` (augmentation, a frozen-head phase, then
-# fine-tuning with the lower backbone learning rate) give firmer numbers.
+# what a network trained from scratch reaches in a few epochs; the feature extractor, with only 512 parameters to
+# train, cannot overfit much but cannot adapt the features either; training everything at the full learning rate
+# can lose part of the head start in the first epochs, which the lower backbone learning rate avoids. Read the table
+# against this, keeping the noise in mind: in quick mode the validation set has a hundred-odd images, so one image
+# is about one point. The full setting (`MINIDL_NOTEBOOK_QUICK=0`) and `examples/transfer_learning.py`
+# (augmentation, a frozen-head phase, then fine-tuning with the lower backbone learning rate) give firmer numbers.
