@@ -18,7 +18,7 @@ feature, used here in order (``docs/speedrun.md`` explains each one):
 
 Data: ``--data-dir``, else ``$MINIDL_DATA_DIR``, else minidl's dataset cache; without CIFAR-10 the script trains on
 the 2,000 + 500 images embedded in minidl, and says so. Writes ``history.json``/``.csv`` per run, ``curves.png``
-(with matplotlib), ``model.npz`` (the last run's weights) and ``results.json`` to ``--out``; prints one JSON line
+(with matplotlib), ``model-run<r>.npz`` (each run's weights) and ``results.json`` to ``--out``; prints one JSON line
 per run (``RESULT {...}``).
 
 Usage:
@@ -309,7 +309,7 @@ def main() -> None:
             continue
         results.append(result)
         print("RESULT " + json.dumps(result), flush=True)
-        minidl.save(model.state_dict(), out / "model.npz")
+        minidl.save(model.state_dict(), out / f"model-run{run}.npz")
     if dist:
         dist.destroy_process_group()
         if not results:  # not rank 0

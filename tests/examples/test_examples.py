@@ -141,7 +141,7 @@ def test_speedrun_smoke_on_the_embedded_sample(tmp_path):
     result = _speedrun_result(out)
     assert result["steps"] == 2000 // 256 and result["widths"] == [16, 32, 32]
     assert 0.0 <= result["test_accuracy"] <= 1.0 and 0.0 <= result["test_accuracy_tta"] <= 1.0
-    for name in ("history-run0.json", "history-run0.csv", "model.npz", "results.json"):
+    for name in ("history-run0.json", "history-run0.csv", "model-run0.npz", "results.json"):
         assert (tmp_path / "run" / name).is_file(), name
     summary = json.loads((tmp_path / "run" / "results.json").read_text())
     assert summary["mean_test_accuracy_tta"] == result["test_accuracy_tta"]
