@@ -41,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from minidl.models.weights import Airbench94_Weights, load_pretrained
 from minidl.nn import init
 from minidl.nn._checks import check_float, check_int, check_layout
 from minidl.nn.activation import GELU
@@ -133,7 +134,8 @@ class AirbenchNet(Module):
         linear: Linear(widths[2], num_classes, bias=False).  scale: Mul(scaling_factor).
 
     Shape:
-        - Input: (N, 3, H, W) with 25 <= H, W <= 48 (CIFAR: 32x32), so that the last pool gives 1x1.
+        - Input: (N, 3, H, W) with 25 <= H, W <= 48 (CIFAR: 32x32), so that the last pool gives 1x1; any size >= 15
+          after ``net.pool = AdaptiveMaxPool2d(1)`` (the same global max at 32x32, used for transfer).
         - Output: (N, num_classes).
     Backward:
         the children's backwards in reverse order.
@@ -176,14 +178,16 @@ class AirbenchNet(Module):
 
     def forward(self, x: Any) -> Any:
         check_layout("AirbenchNet", x, ndim=4, channels=3)
-        if hasattr(x, "shape") and not all(25 <= s <= 48 for s in x.shape[2:]):
-            raise ValueError(
-                f"AirbenchNet: expected images of 25 to 48 pixels a side (CIFAR: 32x32), so that the last max-pool "
-                f"gives 1x1, got shape {tuple(x.shape)}"
-            )
+        size = tuple(x.shape)
         x = self.act(self.whiten(x))
-        x = self.block3(self.block2(self.block1(x)))
-        return self.scale(self.linear(self.flatten(self.pool(x))))
+        x = self.pool(self.block3(self.block2(self.block1(x))))
+        if x.shape[2:] != (1, 1):
+            raise ValueError(
+                f"AirbenchNet: the last pool gave {x.shape[2]}x{x.shape[3]} maps, expected 1x1: with pool=MaxPool2d(3) "
+                f"the images must have 25 to 48 pixels a side (CIFAR: 32x32), got input shape {size}; for other "
+                "sizes set net.pool = nn.AdaptiveMaxPool2d(1) (a global max-pool, the same at 32x32)"
+            )
+        return self.scale(self.linear(self.flatten(x)))
 
     def backward(self, dout: Any) -> Any:
         d = self.pool.backward(self.flatten.backward(self.linear.backward(self.scale.backward(dout))))
@@ -191,13 +195,22 @@ class AirbenchNet(Module):
         return self.whiten.backward(self.act.backward(d))
 
 
-def airbench94(num_classes: int = 10, widths: Sequence[int] = (64, 256, 256), **kwargs: Any) -> AirbenchNet:
+def airbench94(
+    num_classes: int = 10,
+    widths: Sequence[int] = (64, 256, 256),
+    *,
+    weights: Airbench94_Weights | str | None = None,
+    **kwargs: Any,
+) -> AirbenchNet:
     """airbench94 (Jordan 2024, arXiv 2404.00498): 1,972,792 parameters, of which 1,440 are frozen (the 2x2
     whitening filters and the BatchNorm scales).
 
     Args:
         num_classes: outputs. Default: 10.
         widths: channels of the three conv groups. Default: (64, 256, 256); (128, 384, 384) for airbench95.
+        weights: ``None`` (random), or :class:`~minidl.models.weights.Airbench94_Weights` ``.CIFAR10`` (also given
+            as ``"cifar10"`` or ``"DEFAULT"``): the shipped weights trained by ``examples/speedrun_cifar10.py``,
+            checked against their SHA-256. Default: None.
         **kwargs: passed to :class:`AirbenchNet` (``batchnorm_momentum``, ``scaling_factor``).
 
     Examples:
@@ -208,4 +221,8 @@ def airbench94(num_classes: int = 10, widths: Sequence[int] = (64, 256, 256), **
         >>> sum(p.size for p in net.parameters() if p.requires_grad)
         1971352
     """
-    return AirbenchNet(num_classes, widths, **kwargs)
+    weights = Airbench94_Weights.verify(weights, "airbench94")
+    model = AirbenchNet(num_classes, widths, **kwargs)
+    if weights is not None:
+        load_pretrained(model, weights, "airbench94", num_classes, widths=widths)
+    return model

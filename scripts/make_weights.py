@@ -1,0 +1,170 @@
+"""Build a pretrained weights file that ships with minidl (``minidl/models/_weights/``) and its manifest entry.
+
+For one model (``airbench94``, ``resnet20`` or ``cifar_cnn``) the script
+
+1. trains it with the example that belongs to it (the command is in ``RECIPES`` and is recorded), or takes the
+   weights of a run already made (``--from``: a state dict or a ``train_cifar10.py`` checkpoint);
+2. writes the model's state dict to ``minidl/models/_weights/<model>_cifar10.npz`` (``--dtype float16`` halves
+   the file: airbench94's 1.97 M parameters take 3.9 MB instead of 7.9 MB), atomically;
+3. loads that file back into a fresh model and measures its accuracy on the CIFAR-10 test set (10,000 images; for
+   airbench94 also with the speedrun's test-time augmentation) and on the 500 test images embedded in minidl;
+4. records the file's SHA-256, the accuracies, the recipe, the training time and the CPU in
+   ``minidl/models/_weights/manifest.json`` under ``<Enum>.CIFAR10``.
+
+``models.<model>(weights="cifar10")`` then checks the SHA-256 on every load; ``tests/models/test_weights.py``
+checks that the file reproduces the accuracies recorded here.
+
+Usage:
+    python scripts/make_weights.py airbench94 --data-dir ../shared/data --from runs/speedrun/model-run0.npz \\
+        --recipe "python examples/speedrun_cifar10.py --data-dir ../shared/data --runs 2 --epochs 11" --dtype float16
+    python scripts/make_weights.py resnet20 --data-dir ../shared/data            # trains it first (see RECIPES)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+import minidl  # noqa: E402
+from minidl import models  # noqa: E402
+from minidl import transforms as T  # noqa: E402
+from minidl.data.datasets import CIFAR10  # noqa: E402
+from minidl.data.sample import load_cifar10_sample  # noqa: E402
+from minidl.models.weights import MANIFEST, WEIGHTS_DIR  # noqa: E402
+from minidl.train.history import atomic_write_text  # noqa: E402
+from minidl.transforms.convert import to_array  # noqa: E402
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # what the examples normalize with
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+ENUM = {"airbench94": "Airbench94_Weights", "resnet20": "ResNet20_Weights", "cifar_cnn": "CifarCNN_Weights"}
+# The training command of each model (run from the repository root; {data} and {out} are filled in). The last
+# run's weights are shipped: model-run0.npz for the speedrun, checkpoints/last.npz for train_cifar10.py.
+RECIPES = {
+    "airbench94": (
+        "python examples/speedrun_cifar10.py --data-dir {data} --runs 1 --epochs 11 --out {out}",
+        "model-run0.npz",
+    ),
+    "resnet20": (
+        "python examples/train_cifar10.py --data-dir {data} --model resnet20 --epochs 10 --out {out}",
+        "checkpoints/last.npz",
+    ),
+    "cifar_cnn": (
+        "python examples/train_cifar10.py --data-dir {data} --model cifar_cnn --epochs 10 --out {out}",
+        "checkpoints/last.npz",
+    ),
+}
+BUILDER_KWARGS = {"airbench94": {"widths": [64, 256, 256]}, "resnet20": {}, "cifar_cnn": {}}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def state_dict_of(path: Path) -> dict:
+    """The model's state dict in a plain state-dict file or in a training checkpoint (its ``"model"`` entry)."""
+    obj = minidl.load(path)
+    return obj["model"] if "model" in obj and isinstance(obj["model"], dict) else obj
+
+
+def predict(model: minidl.nn.Module, images: np.ndarray, tta: bool) -> np.ndarray:
+    """Predicted classes of (N, 32, 32, 3) uint8 images, standardized as the examples do (with the speedrun's six
+    test-time views when ``tta``)."""
+    x = np.stack([T.Normalize(MEAN, STD)(to_array(img)) for img in images])
+    model.eval()
+    logits = T.tta_predict(model, x, "flip_translate" if tta else "none", batch_size=500, average="logits")
+    return minidl.to_numpy(logits).argmax(axis=1)
+
+
+def accuracy(model: object, images: np.ndarray, labels: np.ndarray, tta: bool = False) -> dict:
+    correct = int((predict(model, images, tta) == labels).sum())
+    return {"acc@1": correct / len(labels), "correct": correct, "images": len(labels)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", choices=sorted(RECIPES))
+    parser.add_argument("--data-dir", required=True, help="folder holding CIFAR-10 (the test set is measured)")
+    parser.add_argument("--from", dest="source", type=Path, help="the weights of a run already made (skip training)")
+    parser.add_argument("--recipe", help="the command that made --from (default: RECIPES[model])")
+    parser.add_argument("--out", type=Path, default=None, help="training output folder (default: runs/weights-<model>)")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage of float arrays")
+    parser.add_argument("--train-seconds", type=float, help="the training time of --from, to record")
+    args = parser.parse_args()
+
+    out = args.out or ROOT / "runs" / f"weights-{args.model}"
+    command, result_file = RECIPES[args.model]
+    recipe = args.recipe or command.format(data=args.data_dir, out=out)
+    source, train_seconds = args.source, args.train_seconds
+    if source is None:
+        print(f"training: {recipe}", flush=True)
+        tick = time.perf_counter()
+        subprocess.run([sys.executable, *recipe.split()[1:]], cwd=ROOT, check=True)
+        train_seconds, source = time.perf_counter() - tick, out / result_file
+
+    state = state_dict_of(source)
+    dtype = np.dtype(args.dtype)
+    packed = {
+        k: (v.astype(dtype) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v))
+        for k, v in ((k, minidl.to_numpy(v)) for k, v in state.items())
+    }
+    WEIGHTS_DIR.mkdir(exist_ok=True)
+    file = WEIGHTS_DIR / f"{args.model}_cifar10.npz"
+    minidl.save(packed, file)
+    sha256 = hashlib.sha256(file.read_bytes()).hexdigest()
+
+    model = getattr(models, args.model)(num_classes=10, **BUILDER_KWARGS[args.model])
+    model.load_state_dict(minidl.load(file))  # what users will load: the shipped file, cast to float32
+    test = CIFAR10(args.data_dir, False)
+    test_images, test_labels = test.data, np.asarray(test.targets)
+    metrics = {"cifar10_test": accuracy(model, test_images, test_labels)}
+    _, _, sample_images, sample_labels, _ = load_cifar10_sample()
+    metrics["sample_test"] = accuracy(model, sample_images, sample_labels)
+    if args.model == "airbench94":
+        metrics["cifar10_test_tta"] = accuracy(model, test_images, test_labels, tta=True)
+        metrics["sample_test_tta"] = accuracy(model, sample_images, sample_labels, tta=True)
+    print(json.dumps(metrics), flush=True)
+
+    key = f"{ENUM[args.model]}.CIFAR10"
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+    manifest[key] = {
+        "file": file.name,
+        "sha256": sha256,
+        "model": args.model,
+        "builder_kwargs": BUILDER_KWARGS[args.model],
+        "num_params": int(sum(p.size for p in model.parameters())),
+        "dtype": args.dtype,
+        "file_bytes": file.stat().st_size,
+        "categories": CLASSES,
+        "mean": list(MEAN),
+        "std": list(STD),
+        "metrics": metrics,
+        "recipe": recipe,
+        "train_seconds": None if train_seconds is None else round(train_seconds, 1),
+        "cpu": cpu_model(),
+        "built": datetime.date.today().isoformat(),
+        "backend": minidl.get_backend().name,
+    }
+    atomic_write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n", "make_weights")
+    print(f"wrote {file} ({file.stat().st_size:,} bytes, SHA-256 {sha256}) and its entry {key} in {MANIFEST}")
+
+
+if __name__ == "__main__":
+    main()
