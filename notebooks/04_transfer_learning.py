@@ -23,7 +23,7 @@
 # The source model is the one minidl ships pretrained: `models.airbench94(weights="cifar10")`, the CIFAR-10
 # speedrun network trained on the 50,000 CIFAR-10 training images. The target is **dogs vs. cats photos**, larger
 # than CIFAR's 32x32 and never seen by the backbone (it has seen CIFAR's cats and dogs, not these photos). Quick
-# mode (the default, `MINIDL_NOTEBOOK_QUICK=1`) trains on 192 photos (128 more to validate) at 48x48 for 3 epochs;
+# mode (the default, `MINIDL_NOTEBOOK_QUICK=1`) trains on 128 photos (64 more to validate) at 32x32 for 2 epochs;
 # `MINIDL_NOTEBOOK_QUICK=0` uses all the photos (from `MINIDL_DATA_DIR` or `../shared/data`) at 64x64 for 6 epochs.
 # Without the photos, the notebook falls back to the cats and dogs of the CIFAR-10 sample embedded in minidl.
 
@@ -54,7 +54,7 @@ from minidl.train import (
 
 QUICK = os.environ.get("MINIDL_NOTEBOOK_QUICK", "1") != "0"
 DATA_DIR = os.environ.get("MINIDL_DATA_DIR") or ("../shared/data" if Path("../shared/data").is_dir() else None)
-SIZE, TRAIN_IMAGES, VAL_IMAGES, EPOCHS = (48, 192, 128, 3) if QUICK else (64, None, None, 6)  # None: all
+SIZE, TRAIN_IMAGES, VAL_IMAGES, EPOCHS = (32, 128, 64, 2) if QUICK else (64, None, None, 6)  # None: all
 LR = 2e-3  # AdamW, the head's learning rate
 minidl.manual_seed(0)
 
