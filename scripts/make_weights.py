@@ -26,7 +26,6 @@ import argparse
 import datetime
 import hashlib
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -36,6 +35,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "benchmarks"))  # cpu_model: the CPU's name as the benchmark records give it
+
+from _record import cpu_model  # noqa: E402
 
 import minidl  # noqa: E402
 from minidl import models  # noqa: E402
@@ -66,16 +68,6 @@ RECIPES = {
     ),
 }
 BUILDER_KWARGS = {"airbench94": {"widths": [64, 256, 256]}, "resnet20": {}, "cifar_cnn": {}}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def state_dict_of(path: Path) -> dict:
