@@ -44,7 +44,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from _common import positive_int  # noqa: E402
-from bench_train import _rss_mb, default_threads, machine_info, worker_env  # noqa: E402
+from _record import available_cores, machine_info  # noqa: E402
+from bench_train import _rss_mb, worker_env  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -58,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=positive_int, default=1024, help="Default: 1024 (airbench's)")
     parser.add_argument("--widths", type=positive_int, nargs=3, default=(64, 256, 256), help="Default: 64 256 256")
-    parser.add_argument("--threads", type=positive_int, default=default_threads(), help="Default: available cores")
+    parser.add_argument("--threads", type=positive_int, default=available_cores(), help="Default: available cores")
     parser.add_argument("--frameworks", nargs="+", choices=("minidl", "torch"), default=["minidl", "torch"])
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $MINIDL_DATA_DIR, the cache)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data order, augmentation and weights")

@@ -238,10 +238,10 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# What the lectures lead us to expect: with a few hundred target images, the pretrained features start far above
+# What the lectures lead us to expect: with little target data, the pretrained features start far above
 # what a network trained from scratch reaches in a few epochs; the feature extractor, with only 512 parameters to
 # train, cannot overfit much but cannot adapt the features either; training everything at the full learning rate
 # can lose part of the head start in the first epochs, which the lower backbone learning rate avoids. Read the table
-# against this, keeping the noise in mind: in quick mode the validation set has a hundred-odd images, so one image
-# is about one point. The full setting (`MINIDL_NOTEBOOK_QUICK=0`) and `examples/transfer_learning.py`
+# against this, keeping the noise in mind: in quick mode the validation set has 64 images, so one image is about
+# 1.6 points. The full setting (`MINIDL_NOTEBOOK_QUICK=0`) and `examples/transfer_learning.py`
 # (augmentation, a frozen-head phase, then fine-tuning with the lower backbone learning rate) give firmer numbers.

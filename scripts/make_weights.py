@@ -1,6 +1,6 @@
 """Build a pretrained weights file that ships with minidl (``minidl/models/_weights/``) and its manifest entry.
 
-For one model (``airbench94``, ``resnet20`` or ``cifar_cnn``) the script
+For a model with a weights enum in ``minidl.models.weights`` (today ``airbench94``) the script
 
 1. trains it with the example that belongs to it (the command is in ``RECIPES`` and is recorded), or takes the
    weights of a run already made (``--from``: a state dict or a ``train_cifar10.py`` checkpoint);
@@ -15,9 +15,10 @@ For one model (``airbench94``, ``resnet20`` or ``cifar_cnn``) the script
 checks that the file reproduces the accuracies recorded here.
 
 Usage:
-    python scripts/make_weights.py airbench94 --data-dir ../shared/data --from runs/speedrun/model-run0.npz \\
-        --recipe "python examples/speedrun_cifar10.py --data-dir ../shared/data --runs 2 --epochs 11" --dtype float16
-    python scripts/make_weights.py resnet20 --data-dir ../shared/data            # trains it first (see RECIPES)
+    python scripts/make_weights.py airbench94 --data-dir ../shared/data --dtype float16   # trains it (RECIPES)
+    python scripts/make_weights.py airbench94 --data-dir ../shared/data --dtype float16 \\
+        --from runs/speedrun/model-run0.npz --train-seconds 3110.6 \\
+        --recipe "python examples/speedrun_cifar10.py --data-dir ../shared/data --runs 1 --seed 0 --epochs 11"
 """
 
 from __future__ import annotations
@@ -50,24 +51,16 @@ from minidl.transforms.convert import to_array  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # what the examples normalize with
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-ENUM = {"airbench94": "Airbench94_Weights", "resnet20": "ResNet20_Weights", "cifar_cnn": "CifarCNN_Weights"}
+ENUM = {"airbench94": "Airbench94_Weights"}  # the models that have a weights enum (minidl.models.weights)
 # The training command of each model (run from the repository root; {data} and {out} are filled in). The last
-# run's weights are shipped: model-run0.npz for the speedrun, checkpoints/last.npz for train_cifar10.py.
+# run's weights are shipped: model-run0.npz for the speedrun.
 RECIPES = {
     "airbench94": (
         "python examples/speedrun_cifar10.py --data-dir {data} --runs 1 --epochs 11 --out {out}",
         "model-run0.npz",
     ),
-    "resnet20": (
-        "python examples/train_cifar10.py --data-dir {data} --model resnet20 --epochs 10 --out {out}",
-        "checkpoints/last.npz",
-    ),
-    "cifar_cnn": (
-        "python examples/train_cifar10.py --data-dir {data} --model cifar_cnn --epochs 10 --out {out}",
-        "checkpoints/last.npz",
-    ),
 }
-BUILDER_KWARGS = {"airbench94": {"widths": [64, 256, 256]}, "resnet20": {}, "cifar_cnn": {}}
+BUILDER_KWARGS = {"airbench94": {"widths": [64, 256, 256]}}
 
 
 def state_dict_of(path: Path) -> dict:

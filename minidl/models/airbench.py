@@ -134,7 +134,7 @@ class AirbenchNet(Module):
         linear: Linear(widths[2], num_classes, bias=False).  scale: Mul(scaling_factor).
 
     Shape:
-        - Input: (N, 3, H, W) with 25 <= H, W <= 48 (CIFAR: 32x32), so that the last pool gives 1x1; any size >= 15
+        - Input: (N, 3, H, W) with 25 <= H, W <= 48 (CIFAR: 32x32), so that the last pool gives 1x1; any size >= 9
           after ``net.pool = AdaptiveMaxPool2d(1)`` (the same global max at 32x32, used for transfer).
         - Output: (N, num_classes).
     Backward:
@@ -179,13 +179,19 @@ class AirbenchNet(Module):
     def forward(self, x: Any) -> Any:
         check_layout("AirbenchNet", x, ndim=4, channels=3)
         size = tuple(x.shape)
+        if type(self.pool) is MaxPool2d and not all(
+            25 <= s <= 48 for s in size[2:]
+        ):  # checked before any state changes
+            raise ValueError(
+                f"AirbenchNet: expected images of 25 to 48 pixels a side (CIFAR: 32x32), so that the last max-pool "
+                f"{self.pool!r} gives 1x1, got shape {size}; for other sizes set net.pool = nn.AdaptiveMaxPool2d(1) "
+                "(a global max-pool, the same at 32x32)"
+            )
         x = self.act(self.whiten(x))
         x = self.pool(self.block3(self.block2(self.block1(x))))
-        if x.shape[2:] != (1, 1):
+        if x.shape[2:] != (1, 1):  # a pool set by hand that does not end in 1x1
             raise ValueError(
-                f"AirbenchNet: the last pool gave {x.shape[2]}x{x.shape[3]} maps, expected 1x1: with pool=MaxPool2d(3) "
-                f"the images must have 25 to 48 pixels a side (CIFAR: 32x32), got input shape {size}; for other "
-                "sizes set net.pool = nn.AdaptiveMaxPool2d(1) (a global max-pool, the same at 32x32)"
+                f"AirbenchNet: the last pool {self.pool!r} gave {x.shape[2]}x{x.shape[3]} maps, expected 1x1"
             )
         return self.scale(self.linear(self.flatten(x)))
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from minidl import models
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("MINIDL_DATA_DIR", ROOT.parent / "shared" / "data"))
 
@@ -126,6 +128,20 @@ def test_transfer_learning(tmp_path):
     assert loss[-1] < loss[0], loss
     resumed = run("transfer_learning.py", *args, "--resume", cwd=tmp_path)  # every phase already finished
     assert "resumed from" in resumed and "epoch 1 " not in resumed
+
+
+def test_transfer_learning_from_the_shipped_airbench94_weights(tmp_path):
+    """The default backbone: the shipped weights, a global last pool, frozen-by-design parameters kept frozen."""
+    needs("dogs-vs-cats")
+    args = ["--data-dir", str(SHARED), "--limit", "64", "--epochs", "2", "--head-epochs", "1", "--image-size", "40",
+            "--out", "run"]  # fmt: skip
+    out = run("transfer_learning.py", *args, cwd=tmp_path)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["model"] == "airbench94" and results["pretrained"] == "Airbench94_Weights.CIFAR10"
+    shipped = models.Airbench94_Weights.CIFAR10.meta["metrics"]["cifar10_test"]["acc@1"]
+    assert results["cifar10_test_accuracy"] == shipped
+    assert "with its shipped weights Airbench94_Weights.CIFAR10" in out
+    assert set(results["dogs_vs_cats_val_accuracy"]) == {"transfer", "scratch"}
 
 
 def _speedrun_result(out: str) -> dict:

@@ -65,10 +65,10 @@ def test_forward_backward_and_bad_input():
     y = net(arr(np.random.default_rng(0).standard_normal((2, 3, 32, 32)), np.float32))
     assert y.shape == (2, 10)
     assert net.backward(arr(np.ones((2, 10), np.float32))).shape == (2, 3, 32, 32)
-    with pytest.raises(
-        ValueError, match=r"AirbenchNet: the last pool gave 2x2 maps, expected 1x1: .* \(2, 3, 64, 64\)"
-    ):
+    running = host(net.block1.norm1.running_mean).copy()
+    with pytest.raises(ValueError, match=r"AirbenchNet: expected images of 25 to 48 pixels a side .* \(2, 3, 64, 64\)"):
         net(arr(np.zeros((2, 3, 64, 64), np.float32)))
+    assert np.array_equal(host(net.block1.norm1.running_mean), running)  # refused before anything ran
     y32 = host(net(arr(np.random.default_rng(1).standard_normal((2, 3, 32, 32)), np.float32)))
     net.pool = nn.AdaptiveMaxPool2d(1)  # a global max-pool: the same at 32x32, and any larger size works
     assert np.allclose(host(net(arr(np.random.default_rng(1).standard_normal((2, 3, 32, 32)), np.float32))), y32)
