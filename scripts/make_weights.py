@@ -44,13 +44,13 @@ import minidl  # noqa: E402
 from minidl import models  # noqa: E402
 from minidl import transforms as T  # noqa: E402
 from minidl.data.datasets import CIFAR10  # noqa: E402
+from minidl.data.datasets.cifar import CLASSES  # noqa: E402
 from minidl.data.sample import load_cifar10_sample  # noqa: E402
 from minidl.models.weights import MANIFEST, WEIGHTS_DIR  # noqa: E402
 from minidl.train.history import atomic_write_text  # noqa: E402
 from minidl.transforms.convert import to_array  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # what the examples normalize with
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 ENUM = {"airbench94": "Airbench94_Weights"}  # the models that have a weights enum (minidl.models.weights)
 # The training command of each model (run from the repository root; {data} and {out} are filled in). The last
 # run's weights are shipped: model-run0.npz for the speedrun.
