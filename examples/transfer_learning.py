@@ -1,11 +1,12 @@
 """Transfer learning: reuse a CIFAR-10 backbone for dogs vs cats, and compare with training from scratch.
 
 1. A backbone from the zoo pretrained on CIFAR-10 (``airbench94`` by default, 94 % on CIFAR-10): its weights shipped
-   with minidl (``models.airbench94(weights="cifar10")``), or loaded from ``--pretrained`` (a checkpoint written by
-   ``train_cifar10.py``, or a converted state dict), or, for a model without shipped weights, pretrained here for
-   ``--pretrain-epochs`` epochs. Its last pooling is made global, so it sees dogs and cats at ``--image-size``
-   (64x64 by default) and still feeds one feature vector to the head: airbench's ``MaxPool2d(3)`` (a global max
-   only on CIFAR's 32x32) becomes ``AdaptiveMaxPool2d(1)``; the ResNets already pool globally.
+   with minidl (``models.airbench94(weights="cifar10")``; ``resnet20`` and ``cifar_cnn`` ship weights too), or
+   loaded from ``--pretrained`` (a checkpoint written by ``train_cifar10.py``, or a converted state dict), or, for
+   a model without shipped weights, pretrained here for ``--pretrain-epochs`` epochs. Its last pooling is made
+   global, so it sees dogs and cats at ``--image-size`` (64x64 by default) and still feeds one feature vector to the
+   head: airbench's ``MaxPool2d(3)`` (a global max only on CIFAR's 32x32) becomes ``AdaptiveMaxPool2d(1)``; the
+   ResNets already pool globally (``cifar_cnn`` does not: it takes 32x32 only).
 2. Transfer: the 10-class head is replaced by a new 2-class one; first the head alone is trained with the
    backbone frozen (``--head-epochs``), then everything is fine-tuned with the backbone at 1/10 of the head's
    learning rate (the lectures' recipe). Parameters the model itself keeps frozen (airbench's whitening filters
@@ -18,8 +19,9 @@ side and writes ``results.json``.
 
 Usage:
     python examples/transfer_learning.py --data-dir ~/data --epochs 8                    # shipped airbench94 weights
-    python examples/train_cifar10.py --model resnet20 --epochs 30 --out runs/r20       # another backbone ...
-    python examples/transfer_learning.py --data-dir ~/data --model resnet20 --pretrained runs/r20/checkpoints/best.npz
+    python examples/transfer_learning.py --data-dir ~/data --model resnet20             # shipped resnet20 weights
+    python examples/train_cifar10.py --model resnet32 --epochs 30 --out runs/r32       # a backbone you train ...
+    python examples/transfer_learning.py --data-dir ~/data --model resnet32 --pretrained runs/r32/checkpoints/last.npz
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def make_pooling_global(model: nn.Module) -> nn.Module:
 def has_shipped_weights(name: str) -> bool:
     try:
         models.get_model_weights(name)
-    except KeyError:
+    except ValueError:
         return False
     return True
 

@@ -26,7 +26,8 @@ SE-ResNet          ``se_resnet18``, ``se_resnet34``, ``se_resnet50`` (``cifar=``
 =================  =====================================================================================
 
 Pretrained CIFAR-10 weights ship with minidl for the models that have a ``weights=`` argument (torchvision's API:
-``airbench94(weights="cifar10")``, :func:`get_weight`, :func:`get_model_weights`); see :mod:`minidl.models.weights`.
+``airbench94(weights="cifar10")``, ``resnet20(weights="cifar10")``, ``cifar_cnn(weights="cifar10")``,
+:func:`get_weight`, :func:`get_model_weights`); see :mod:`minidl.models.weights`.
 
 Examples:
     >>> import numpy as np
@@ -108,12 +109,22 @@ from minidl.models.shufflenet import (
 from minidl.models.squeezenet import Fire, SqueezeNet, squeezenet1_0, squeezenet1_1
 from minidl.models.vgg import VGG, make_layers, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 from minidl.models.vit import VisionTransformer, vit_b_16, vit_b_32, vit_cifar, vit_l_16, vit_l_32
-from minidl.models.weights import Airbench94_Weights, Weights, WeightsEnum, get_model_weights, get_weight
+from minidl.models.weights import (
+    Airbench94_Weights,
+    CifarCNN_Weights,
+    ResNet20_Weights,
+    Weights,
+    WeightsEnum,
+    get_model_weights,
+    get_weight,
+)
 from minidl.models.wide_resnet import PreActBlock, WideResNet, wide_resnet_cifar
 from minidl.nn.module import Module
 
 __all__ = [
     "Airbench94_Weights",
+    "CifarCNN_Weights",
+    "ResNet20_Weights",
     "Weights",
     "WeightsEnum",
     "get_model_weights",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from minidl.models.weights import CifarCNN_Weights, load_pretrained
 from minidl.nn._checks import check_int, check_layout
 from minidl.nn.activation import ReLU
 from minidl.nn.containers import Sequential
@@ -103,11 +104,14 @@ class CifarCNN(Module):
         return self.features.backward(self.flatten.backward(self.classifier.backward(dout)))
 
 
-def cifar_cnn(num_classes: int = 10, **kwargs: Any) -> CifarCNN:
+def cifar_cnn(num_classes: int = 10, *, weights: CifarCNN_Weights | str | None = None, **kwargs: Any) -> CifarCNN:
     """The CIFAR-10 benchmark CNN: 160,234 parameters, 58.4 MFLOP per 32x32 image.
 
     Args:
         num_classes: outputs of the classifier. Default: 10.
+        weights: ``None`` (random), or :class:`~minidl.models.weights.CifarCNN_Weights` ``.CIFAR10`` (also given as
+            ``"cifar10"`` or ``"DEFAULT"``): the shipped weights trained by ``examples/train_cifar10.py``, checked
+            against their SHA-256. Default: None.
         **kwargs: passed to :class:`CifarCNN` (``in_channels``, ``dropout``).
 
     Examples:
@@ -116,4 +120,8 @@ def cifar_cnn(num_classes: int = 10, **kwargs: Any) -> CifarCNN:
         >>> net(np.zeros((4, 3, 32, 32), np.float32)).shape, sum(p.size for p in net.parameters())
         ((4, 10), 160234)
     """
-    return CifarCNN(num_classes, **kwargs)
+    weights = CifarCNN_Weights.verify(weights, "cifar_cnn")
+    model = CifarCNN(num_classes, **kwargs)
+    if weights is not None:
+        load_pretrained(model, weights, "cifar_cnn", num_classes, in_channels=kwargs.get("in_channels", 3))
+    return model

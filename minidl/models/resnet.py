@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from minidl.models.weights import ResNet20_Weights, load_pretrained
 from minidl.nn import init
 from minidl.nn._checks import check_int
 from minidl.nn.activation import ReLU
@@ -449,11 +450,14 @@ def _cifar_resnet(n: int, num_classes: int, kwargs: dict[str, Any]) -> ResNet:
     return ResNet(BasicBlock, [n, n, n], num_classes, stem="cifar", widths=(16, 32, 64), **kwargs)
 
 
-def resnet20(num_classes: int = 10, **kwargs: Any) -> ResNet:
+def resnet20(num_classes: int = 10, *, weights: ResNet20_Weights | str | None = None, **kwargs: Any) -> ResNet:
     """CIFAR ResNet-20 (He et al. section 4.2, n = 3, option-B shortcuts): 272,474 parameters, 41 MMAC at 32x32.
 
     Args:
         num_classes: outputs of the final Linear. Default: 10.
+        weights: ``None`` (random), or :class:`~minidl.models.weights.ResNet20_Weights` ``.CIFAR10`` (also given as
+            ``"cifar10"`` or ``"DEFAULT"``): the shipped weights trained by ``examples/train_cifar10.py``, checked
+            against their SHA-256. Default: None.
         **kwargs: passed to :class:`ResNet` (e.g. ``zero_init_residual=True``).
 
     Examples:
@@ -462,7 +466,11 @@ def resnet20(num_classes: int = 10, **kwargs: Any) -> ResNet:
         >>> net(np.zeros((2, 3, 32, 32), np.float32)).shape, sum(p.size for p in net.parameters())
         ((2, 10), 272474)
     """
-    return _cifar_resnet(3, num_classes, kwargs)
+    weights = ResNet20_Weights.verify(weights, "resnet20")
+    model = _cifar_resnet(3, num_classes, kwargs)
+    if weights is not None:
+        load_pretrained(model, weights, "resnet20", num_classes)
+    return model
 
 
 def resnet32(num_classes: int = 10, **kwargs: Any) -> ResNet:

@@ -36,8 +36,7 @@ import enum
 import functools
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +46,11 @@ MANIFEST = WEIGHTS_DIR / "manifest.json"
 __all__ = [
     "WEIGHTS_DIR",
     "Airbench94_Weights",
+    "CifarCNN_Weights",
+    "ResNet20_Weights",
     "Weights",
     "WeightsEnum",
+    "cifar_eval_transforms",
     "get_model_weights",
     "get_weight",
 ]
@@ -56,11 +58,14 @@ __all__ = [
 
 @functools.lru_cache(maxsize=1)
 def _manifest() -> dict[str, dict[str, Any]]:
+    """The manifest, read on first use (not at import: ``import minidl`` works without it)."""
+    if not MANIFEST.is_file():
+        raise FileNotFoundError(f"minidl.models.weights: the manifest {MANIFEST} is missing; reinstall minidl")
     return json.loads(MANIFEST.read_text())
 
 
-def _cifar_transforms(mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
-    """The evaluation preprocessing of the weights: (H, W, 3) uint8 or PIL -> (3, H, W) float32, standardized."""
+def cifar_eval_transforms(mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+    """The evaluation preprocessing of CIFAR weights: (H, W, 3) uint8 or PIL -> (3, H, W) float32, standardized."""
     from minidl import transforms as T
 
     return T.Compose([T.ToArray(), T.Normalize(mean, std)])
@@ -68,28 +73,41 @@ def _cifar_transforms(mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
 
 @dataclass(frozen=True)
 class Weights:
-    """One shipped weights file: its name under ``_weights/``, its SHA-256, its preprocessing and its metadata.
+    """One shipped weights file, named by its manifest key ("Airbench94_Weights.CIFAR10"); everything else (the
+    file, its SHA-256, the metadata) is read from ``manifest.json`` when first asked for.
 
     Attributes:
+        key: the entry's name in ``manifest.json``.
         file: the file name in ``minidl/models/_weights/``.
         sha256: the hex digest the file must have.
-        transforms: a callable returning the evaluation transform (``weights.transforms()``, as in torchvision).
         meta: ``num_params``, ``categories``, ``metrics``, ``recipe``, ``builder_kwargs``, ``dtype``, ... (see
             ``manifest.json``).
     """
 
-    file: str
-    sha256: str
-    transforms: Callable[[], Any] = field(compare=False)
-    meta: dict[str, Any] = field(compare=False, hash=False)
+    key: str
 
+    @property
+    def entry(self) -> dict[str, Any]:
+        manifest = _manifest()
+        if self.key not in manifest:
+            raise KeyError(f"minidl.models.weights: {self.key} has no entry in {MANIFEST}; reinstall minidl")
+        return manifest[self.key]
 
-def _entry(key: str) -> Weights:
-    """The :class:`Weights` recorded under ``key`` ("Airbench94_Weights.CIFAR10") in the manifest."""
-    entry = dict(_manifest()[key])
-    file, sha256 = entry.pop("file"), entry.pop("sha256")
-    transforms = functools.partial(_cifar_transforms, tuple(entry["mean"]), tuple(entry["std"]))
-    return Weights(file, sha256, transforms, entry)
+    @property
+    def file(self) -> str:
+        return self.entry["file"]
+
+    @property
+    def sha256(self) -> str:
+        return self.entry["sha256"]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {k: v for k, v in self.entry.items() if k not in ("file", "sha256")}
+
+    def transforms(self) -> Any:
+        """The evaluation transform (``weights.transforms()``, as in torchvision)."""
+        return cifar_eval_transforms(tuple(self.entry["mean"]), tuple(self.entry["std"]))
 
 
 class WeightsEnum(enum.Enum):
@@ -146,17 +164,37 @@ def check_sha256(path: Path, expected: str, where: str) -> None:
 class Airbench94_Weights(WeightsEnum):  # noqa: N801 (torchvision's naming)
     """``models.airbench94(weights=...)``: trained by ``examples/speedrun_cifar10.py`` (see ``meta["recipe"]``)."""
 
-    CIFAR10 = _entry("Airbench94_Weights.CIFAR10")
+    CIFAR10 = Weights("Airbench94_Weights.CIFAR10")
     DEFAULT = CIFAR10
 
 
-_BY_MODEL: dict[str, type[WeightsEnum]] = {"airbench94": Airbench94_Weights}
+class ResNet20_Weights(WeightsEnum):  # noqa: N801 (torchvision's naming)
+    """``models.resnet20(weights=...)``: trained by ``examples/train_cifar10.py`` (see ``meta["recipe"]``)."""
+
+    CIFAR10 = Weights("ResNet20_Weights.CIFAR10")
+    DEFAULT = CIFAR10
+
+
+class CifarCNN_Weights(WeightsEnum):  # noqa: N801 (torchvision's naming)
+    """``models.cifar_cnn(weights=...)``: trained by ``examples/train_cifar10.py`` (see ``meta["recipe"]``)."""
+
+    CIFAR10 = Weights("CifarCNN_Weights.CIFAR10")
+    DEFAULT = CIFAR10
+
+
+_BY_MODEL: dict[str, type[WeightsEnum]] = {
+    "airbench94": Airbench94_Weights,
+    "cifar_cnn": CifarCNN_Weights,
+    "resnet20": ResNet20_Weights,
+}
 
 
 def get_model_weights(name: str) -> type[WeightsEnum]:
-    """The weights enum of the zoo model ``name`` (``KeyError`` naming the models that have shipped weights)."""
+    """The weights enum of the zoo model ``name`` (``ValueError`` naming the models that have shipped weights, as
+    torchvision's ``get_model_weights`` raises for an unknown model)."""
     if name not in _BY_MODEL:
-        raise KeyError(f"get_model_weights: {name!r} has no shipped weights; models with weights: {sorted(_BY_MODEL)}")
+        valid = sorted(_BY_MODEL)
+        raise ValueError(f"get_model_weights: {name!r} has no shipped weights; models with weights: {valid}")
     return _BY_MODEL[name]
 
 
@@ -181,7 +219,8 @@ def load_pretrained(model: Any, weights: WeightsEnum, where: str, num_classes: i
         )
     for key, value in given.items():
         expected = weights.meta["builder_kwargs"].get(key)
-        if expected is not None and list(value) != list(expected):
+        as_json = list(value) if isinstance(value, (tuple, list)) else value  # the manifest's JSON has lists
+        if expected is not None and as_json != expected:
             raise ValueError(f"{where}: {weights!r} was trained with {key}={expected}, got {key}={value}")
     model.load_state_dict(weights.get_state_dict())
     return model

@@ -117,8 +117,9 @@ def test_train_dogs_vs_cats(tmp_path):
 
 
 def test_transfer_learning(tmp_path):
+    """A backbone without shipped weights (resnet32): pretrained on CIFAR-10 here first."""
     needs("dogs-vs-cats")
-    args = ["--data-dir", str(SHARED), "--model", "cifar_cnn", "--limit", "64", "--pretrain-epochs", "1",
+    args = ["--data-dir", str(SHARED), "--model", "resnet32", "--limit", "64", "--pretrain-epochs", "1",
             "--epochs", "4", "--head-epochs", "1", "--image-size", "32", "--out", "run"]  # fmt: skip
     out = run("transfer_learning.py", *args, cwd=tmp_path)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
