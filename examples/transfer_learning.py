@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/transfer", help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue every phase from its last checkpoint")
     args = parser.parse_args()
+    if args.model == "cifar_cnn" and args.image_size != 32:
+        parser.error(f"--model cifar_cnn takes 32x32 images only (no global pool), got --image-size {args.image_size}")
     out = Path(args.out)
     fuse = False if args.no_fuse else None  # None: nn.fuse on a fast backend (the same results, faster)
     if args.backend:

@@ -10,8 +10,8 @@ For a model with a weights enum in ``minidl.models.weights`` (``airbench94``, ``
    airbench94 also with the speedrun's test-time augmentation) and on the 500 test images embedded in minidl;
 4. only then moves it to ``minidl/models/_weights/<model>_cifar10.npz`` and records the file's SHA-256, the
    accuracies, the recipe, the training time and the CPU in ``minidl/models/_weights/manifest.json`` under
-   ``<Enum>.CIFAR10`` (each file replaced atomically: a run that fails half-way leaves the shipped weights as they
-   were).
+   ``<Enum>.CIFAR10`` (each file replaced atomically, the weights put back if the manifest cannot be written: a
+   run that fails half-way leaves the shipped weights and their manifest as they were).
 
 ``models.<model>(weights="cifar10")`` then checks the SHA-256 on every load; ``tests/models/test_weights.py``
 checks that the file reproduces the accuracies recorded here.
@@ -31,6 +31,8 @@ import datetime
 import hashlib
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,7 +74,12 @@ RECIPES = {
         "checkpoints/last.npz",
     ),
 }
-BUILDER_KWARGS = {"airbench94": {"widths": [64, 256, 256]}, "resnet20": {}, "cifar_cnn": {"in_channels": 3}}
+# The factory arguments each file was trained with; load_pretrained checks them against the model's attributes.
+BUILDER_KWARGS = {
+    "airbench94": {"widths": [64, 256, 256]},
+    "resnet20": {"in_channels": 3},
+    "cifar_cnn": {"in_channels": 3},
+}
 
 
 def state_dict_of(path: Path) -> dict:
@@ -119,12 +126,14 @@ def main() -> None:
 
     out = args.out or ROOT / "runs" / f"weights-{args.model}"
     command, result_file = RECIPES[args.model]
-    recipe = args.recipe or command.format(data=args.data_dir, out=out)
+    # the recorded recipe leaves out --out: a path of this machine, which changes nothing in the weights
+    recipe = args.recipe or command.replace(" --out {out}", "").format(data=args.data_dir)
     source, train_seconds = args.source, args.train_seconds
     if source is None:
-        print(f"training: {recipe}", flush=True)
+        print(f"training: {recipe} --out {out}", flush=True)
         tick = time.perf_counter()
-        subprocess.run([sys.executable, *recipe.split()[1:]], cwd=ROOT, check=True)
+        run = shlex.split(command.format(data=shlex.quote(str(args.data_dir)), out=shlex.quote(str(out))))
+        subprocess.run([sys.executable, *run[1:]], cwd=ROOT, check=True)
         train_seconds, source = time.perf_counter() - tick, out / result_file
 
     state = state_dict_of(source)
@@ -164,8 +173,19 @@ def main() -> None:
             "built": datetime.date.today().isoformat(),
             "backend": minidl.get_backend().name,
         }
+        # the file and its manifest entry change together: if the manifest cannot be written, the old file goes back
+        backup = Path(staging) / f"{file.name}.old"
+        if file.exists():
+            shutil.copy2(file, backup)
         os.replace(staged, file)
-    atomic_write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n", "make_weights")
+        try:
+            atomic_write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n", "make_weights")
+        except BaseException:
+            if backup.exists():
+                os.replace(backup, file)
+            else:
+                file.unlink()
+            raise
     print(f"wrote {file} ({file.stat().st_size:,} bytes, SHA-256 {sha256}) and its entry {key} in {MANIFEST}")
 
 

@@ -42,6 +42,7 @@ Examples:
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -109,6 +110,7 @@ from minidl.models.shufflenet import (
 from minidl.models.squeezenet import Fire, SqueezeNet, squeezenet1_0, squeezenet1_1
 from minidl.models.vgg import VGG, make_layers, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 from minidl.models.vit import VisionTransformer, vit_b_16, vit_b_32, vit_cifar, vit_l_16, vit_l_32
+from minidl.models.weights import _BY_MODEL as _WITH_WEIGHTS
 from minidl.models.weights import (
     Airbench94_Weights,
     CifarCNN_Weights,
@@ -301,7 +303,8 @@ def get_model(name: str, **kwargs: Any) -> Module:
     """Build the model called ``name`` (see :func:`list_models`); keywords go to its factory.
 
     Raises:
-        ValueError: for an unknown name, listing the known ones (and the closest match).
+        ValueError: for an unknown name, listing the known ones (and the closest match); for ``weights=`` given to
+            a model without shipped weights (``weights=None`` is accepted by every model, as in torchvision).
 
     Examples:
         >>> get_model("lenet5", num_classes=5).num_classes
@@ -318,4 +321,12 @@ def get_model(name: str, **kwargs: Any) -> Module:
         close = difflib.get_close_matches(name.lower(), list(_MODELS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"get_model: unknown model {name!r}{hint}; available: {', '.join(list_models())}")
+    if "weights" in kwargs and "weights" not in inspect.signature(factory).parameters:
+        if kwargs["weights"] is not None:
+            with_weights = sorted(_WITH_WEIGHTS)
+            raise ValueError(
+                f"get_model: {name!r} has no shipped weights, got weights={kwargs['weights']!r}; models with "
+                f"weights: {with_weights}"
+            )
+        kwargs.pop("weights")  # weights=None: random initialization, what the factory does anyway
     return factory(**kwargs)

@@ -230,5 +230,5 @@ def airbench94(
     weights = Airbench94_Weights.verify(weights, "airbench94")
     model = AirbenchNet(num_classes, widths, **kwargs)
     if weights is not None:
-        load_pretrained(model, weights, "airbench94", num_classes, widths=widths)
+        load_pretrained(model, weights, "airbench94")
     return model

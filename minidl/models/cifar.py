@@ -123,5 +123,5 @@ def cifar_cnn(num_classes: int = 10, *, weights: CifarCNN_Weights | str | None =
     weights = CifarCNN_Weights.verify(weights, "cifar_cnn")
     model = CifarCNN(num_classes, **kwargs)
     if weights is not None:
-        load_pretrained(model, weights, "cifar_cnn", num_classes, in_channels=kwargs.get("in_channels", 3))
+        load_pretrained(model, weights, "cifar_cnn")
     return model

@@ -469,7 +469,7 @@ def resnet20(num_classes: int = 10, *, weights: ResNet20_Weights | str | None = 
     weights = ResNet20_Weights.verify(weights, "resnet20")
     model = _cifar_resnet(3, num_classes, kwargs)
     if weights is not None:
-        load_pretrained(model, weights, "resnet20", num_classes)
+        load_pretrained(model, weights, "resnet20")
     return model
 
 

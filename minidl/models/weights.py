@@ -32,6 +32,7 @@ Examples:
 
 from __future__ import annotations
 
+import copy
 import enum
 import functools
 import hashlib
@@ -61,7 +62,10 @@ def _manifest() -> dict[str, dict[str, Any]]:
     """The manifest, read on first use (not at import: ``import minidl`` works without it)."""
     if not MANIFEST.is_file():
         raise FileNotFoundError(f"minidl.models.weights: the manifest {MANIFEST} is missing; reinstall minidl")
-    return json.loads(MANIFEST.read_text())
+    try:
+        return json.loads(MANIFEST.read_text())
+    except json.JSONDecodeError as err:
+        raise RuntimeError(f"minidl.models.weights: {MANIFEST} is not valid JSON ({err}); reinstall minidl") from err
 
 
 def cifar_eval_transforms(mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
@@ -88,10 +92,11 @@ class Weights:
 
     @property
     def entry(self) -> dict[str, Any]:
+        """A copy of the manifest's entry (changing it changes nothing that is loaded)."""
         manifest = _manifest()
         if self.key not in manifest:
             raise KeyError(f"minidl.models.weights: {self.key} has no entry in {MANIFEST}; reinstall minidl")
-        return manifest[self.key]
+        return copy.deepcopy(manifest[self.key])
 
     @property
     def file(self) -> str:
@@ -208,19 +213,20 @@ def get_weight(name: str) -> WeightsEnum:
     raise ValueError(f"get_weight: unknown weights {name!r}; valid: {valid}")
 
 
-def load_pretrained(model: Any, weights: WeightsEnum, where: str, num_classes: int, **given: Any) -> Any:
-    """Load ``weights`` into ``model`` (built by the factory ``where``) after checking that the arguments the factory
-    received (``num_classes`` and ``given``) are the ones the weights were trained with."""
+def load_pretrained(model: Any, weights: WeightsEnum, where: str) -> Any:
+    """Load ``weights`` into ``model`` (built by the factory ``where``) after checking that the model was built as
+    the weights were trained: its ``num_classes`` and each of ``meta["builder_kwargs"]`` (``widths``,
+    ``in_channels``), read back from the model's attributes of those names."""
     classes = len(weights.meta["categories"])
-    if num_classes != classes:
+    if model.num_classes != classes:
         raise ValueError(
-            f"{where}: {weights!r} has {classes} classes, got num_classes={num_classes}; load the weights with "
+            f"{where}: {weights!r} has {classes} classes, got num_classes={model.num_classes}; load the weights with "
             f"num_classes={classes}, then replace the head (minidl.train.replace_head)"
         )
-    for key, value in given.items():
-        expected = weights.meta["builder_kwargs"].get(key)
+    for key, expected in weights.meta["builder_kwargs"].items():
+        value = getattr(model, key)
         as_json = list(value) if isinstance(value, (tuple, list)) else value  # the manifest's JSON has lists
-        if expected is not None and as_json != expected:
+        if as_json != expected:
             raise ValueError(f"{where}: {weights!r} was trained with {key}={expected}, got {key}={value}")
     model.load_state_dict(weights.get_state_dict())
     return model

@@ -131,6 +131,18 @@ def test_transfer_learning(tmp_path):
     assert "resumed from" in resumed and "epoch 1 " not in resumed
 
 
+def test_transfer_learning_refuses_cifar_cnn_at_another_size(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "transfer_learning.py"), "--model", "cifar_cnn", "--image-size", "64"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2 and "--model cifar_cnn takes 32x32 images only" in proc.stderr
+    assert "got --image-size 64" in proc.stderr
+
+
 def test_transfer_learning_from_the_shipped_airbench94_weights(tmp_path):
     """The default backbone: the shipped weights, a global last pool, frozen-by-design parameters kept frozen."""
     needs("dogs-vs-cats")

@@ -137,9 +137,13 @@ def test_weights_are_named_as_in_torchvision(member):
          r"^resnet20: ResNet20_Weights.CIFAR10 has 10 classes, got num_classes=100; "),
         (lambda: models.cifar_cnn(in_channels=1, weights="cifar10"), ValueError,
          r"^cifar_cnn: CifarCNN_Weights.CIFAR10 was trained with in_channels=3, got in_channels=1$"),
+        (lambda: models.resnet20(in_channels=1, weights="cifar10"), ValueError,
+         r"^resnet20: ResNet20_Weights.CIFAR10 was trained with in_channels=3, got in_channels=1$"),
+        (lambda: models.get_model("resnet32", weights="cifar10"), ValueError,
+         r"^get_model: 'resnet32' has no shipped weights, got weights='cifar10'; models with weights: \['airbench94'"),
     ],
     ids=["unknown-name", "not-a-name", "num-classes", "widths", "get-weight", "get-model-weights", "resnet20-name",
-         "resnet20-classes", "cifar-cnn-channels"],
+         "resnet20-classes", "cifar-cnn-channels", "resnet20-channels", "get-model-no-weights"],
 )  # fmt: skip
 def test_bad_weights_arguments_are_refused_by_name(call, error, match):
     with pytest.raises(error, match=match):
@@ -159,6 +163,30 @@ def test_a_changed_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
     damaged.unlink()
     with pytest.raises(FileNotFoundError, match=r"^Airbench94_Weights.CIFAR10: the weights file .* is missing"):
         models.airbench94(weights="cifar10")
+
+
+def test_get_model_takes_weights_none_for_every_model_as_torchvision_does():
+    assert models.get_model("resnet32", weights=None).num_classes == 10
+    assert isinstance(models.get_model("resnet20", weights="DEFAULT"), nn.Module)
+
+
+def test_meta_is_a_copy_changing_it_changes_nothing_loaded():
+    member = models.ResNet20_Weights.CIFAR10
+    member.meta["categories"].append("zebra")
+    member.meta["builder_kwargs"]["in_channels"] = 1
+    assert len(member.meta["categories"]) == 10 and member.meta["builder_kwargs"] == {"in_channels": 3}
+    assert models.resnet20(weights=member).num_classes == 10
+
+
+def test_a_manifest_that_is_not_json_is_refused_by_name(tmp_path, monkeypatch):
+    (tmp_path / "manifest.json").write_text("{not json")
+    monkeypatch.setattr(W, "MANIFEST", tmp_path / "manifest.json")
+    W._manifest.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match=r"^minidl.models.weights: .*manifest.json is not valid JSON"):
+            models.cifar_cnn(weights="cifar10")
+    finally:
+        W._manifest.cache_clear()
 
 
 def test_minidl_imports_without_the_manifest_and_says_so_when_weights_need_it(tmp_path, monkeypatch):
