@@ -28,8 +28,12 @@ direct convolution gives +-inf (either way the output is no longer finite, and a
 Layouts: the input is copied channels-last into a zero-padded scratch image ``xt`` (Hp, Wp, C), so every tile is in
 bounds and every transform loops over contiguous channels (which LLVM vectorizes). Tiles of a chunk of images
 [n0, n1) are numbered t = ((n - n0) TH + th) TW + tw, with TH = ceil(OH / 2) and TW = ceil(OW / 2) tiles per column
-and row; ``V`` is (16, T, C) and ``M`` is (16, T, O). Kernels follow the conventions of ``_numba_kernels.py``
-(serial, ``nogil``, unsigned flat indices).
+and row (from image ``first`` = 0 instead of n0 when one array holds the whole batch's tiles); ``V`` is 16 (T, C)
+planes, ``M`` 16 (T, O) planes, and ``U`` 16 (O, C) planes. The kernels take each as a flat array and the distance
+``plane`` between two planes, which the caller makes a little more than a plane's size: a transform reads or writes
+4 to 16 planes in one loop, and at a power-of-two distance all those streams fall in the same cache sets (see
+``_numba_conv.ConvKernelsMixin._wino_planes``). Kernels follow the conventions of ``_numba_kernels.py`` (serial,
+``nogil``, unsigned flat indices).
 """
 
 from __future__ import annotations
@@ -39,40 +43,46 @@ from numba import njit
 
 from minidl.backend._numba_kernels import _relu, _u, _zero
 
-# G of F(2x2, 3x3): U = G g G^T turns a 3 x 3 filter into the 4 x 4 tile of weights
 # the rows of B^T d as d[p] + sign d[q]: (p, q, sign) for rows 0..3
 _ROWS_BT = ((0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0))
+# G of F(2x2, 3x3): U = G g G^T turns a 3 x 3 filter into the 4 x 4 tile of weights
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
+@njit(inline="always")
+def _g(r0, r1, r2, half):
+    """G r for a column r of 3 values: (r0, (r0 + r1 + r2) / 2, (r0 - r1 + r2) / 2, r2)."""
+    return r0, (r0 + r1 + r2) * half, (r0 - r1 + r2) * half, r2
+
+
 @njit(cache=True, nogil=True)
-def transform_weight(weight, U):
-    """U[4 i + j, c, o] = (G weight[o, c] G^T)[i, j] for a (O, C, 3, 3) weight; U is (16, C, O)."""
+def transform_weight(weight, c0, c1, U, plane):
+    """U[(4 i + j) plane + c O + o] = (G weight[o, c] G^T)[i, j] for input channels [c0, c1) of a (O, C, 3, 3)
+    weight: U holds 16 (C, O) planes, ``plane`` values apart, the GEMMs' right-hand sides. The loop over o is the
+    inner one (each plane written contiguously)."""
     O, C = weight.shape[0], weight.shape[1]
     half = U.dtype.type(0.5)
-    for c in range(C):
+    wf, P = weight.reshape(-1), _u(plane)
+    for c in range(c0, c1):
         for o in range(O):
-            g = weight[o, c]
-            for k in range(4):  # row k of (G g) G^T, from row k of G g: g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2
-                if k == 0:
-                    r0, r1, r2 = g[0, 0], g[0, 1], g[0, 2]
-                elif k == 3:
-                    r0, r1, r2 = g[2, 0], g[2, 1], g[2, 2]
-                else:
-                    s = 1 if k == 1 else -1
-                    r0 = (g[0, 0] + s * g[1, 0] + g[2, 0]) * half
-                    r1 = (g[0, 1] + s * g[1, 1] + g[2, 1]) * half
-                    r2 = (g[0, 2] + s * g[1, 2] + g[2, 2]) * half
-                U[4 * k, c, o] = r0  # the same combinations of the row's 3 values
-                U[4 * k + 1, c, o] = (r0 + r1 + r2) * half
-                U[4 * k + 2, c, o] = (r0 - r1 + r2) * half
-                U[4 * k + 3, c, o] = r2
+            u = _u(c * O + o)
+            s = _u(9 * (o * C + c))  # weight[o, c]
+            # G g: column j of g (values s + j, s + 3 + j, s + 6 + j) gives column j of the 4 x 3 result
+            a0, b0, c0_, d0 = _g(wf[s], wf[s + _u(3)], wf[s + _u(6)], half)
+            a1, b1, c1_, d1 = _g(wf[s + _u(1)], wf[s + _u(4)], wf[s + _u(7)], half)
+            a2, b2, c2_, d2 = _g(wf[s + _u(2)], wf[s + _u(5)], wf[s + _u(8)], half)
+            # then (.) G^T: the same on each row (a, b, c, d) of G g, into planes 4 i .. 4 i + 3
+            U[u], U[P + u], U[_u(2) * P + u], U[_u(3) * P + u] = _g(a0, a1, a2, half)
+            U[_u(4) * P + u], U[_u(5) * P + u], U[_u(6) * P + u], U[_u(7) * P + u] = _g(b0, b1, b2, half)
+            U[_u(8) * P + u], U[_u(9) * P + u], U[_u(10) * P + u], U[_u(11) * P + u] = _g(c0_, c1_, c2_, half)
+            U[_u(12) * P + u], U[_u(13) * P + u], U[_u(14) * P + u], U[_u(15) * P + u] = _g(d0, d1, d2, half)
 
 
 @njit(cache=True, nogil=True)
-def input_tiles(x, n0, n1, PH, PW, TH, TW, xt, V):
-    """V[4 i + j, t, c] = (B^T d B)[i, j] for every tile t of images [n0, n1) of x (N, C, H, W) and channel c,
-    d the 4 x 4 input tile at rows 2 th - PH + (0..3), columns 2 tw - PW + (0..3) (zero outside x).
+def input_tiles(x, n0, n1, first, PH, PW, TH, TW, xt, V, plane):
+    """V[4 i + j, t, c] = (B^T d B)[i, j] for every tile t = ((n - first) TH + th) TW + tw of images n in [n0, n1)
+    of x (N, C, H, W) and channel c (``first``: the image whose tiles start V, n0 for a chunk's own V), d the 4 x 4
+    input tile at rows 2 th - PH + (0..3), columns 2 tw - PW + (0..3) (zero outside x).
 
     ``xt`` is scratch for one zero-padded image, (2 TH + 2) 2 (TW + 1) C values, in the layout
     xt[row, column % 2, column // 2, c]: the even and odd columns apart, channels last. Then a tile's column
@@ -83,7 +93,7 @@ def input_tiles(x, n0, n1, PH, PW, TH, TW, xt, V):
     Wh = TW + 1
     Hp = 2 * TH + 2
     L = _u(TW * C)
-    xf, tf, v2 = x.reshape(-1), xt.reshape(-1), V.reshape(16, -1)  # v2[xi, t C + c]
+    xf, tf = x.reshape(-1), xt.reshape(-1)  # V[xi plane + t C + c]
     for n in range(n0, n1):
         _zero(tf, _u(0), _u(Hp * 2 * Wh * C))
         for h in range(H):  # x[n, :, h, :] -> row h + PH of xt
@@ -93,7 +103,7 @@ def input_tiles(x, n0, n1, PH, PW, TH, TW, xt, V):
                     col = w + PW
                     tf[_u((((h + PH) * 2 + col % 2) * Wh + col // 2) * C + c)] = xf[src + _u(w)]
         for th in range(TH):
-            dst = _u(((n - n0) * TH + th) * TW * C)  # V offset of the row's first tile
+            dst = _u(((n - first) * TH + th) * TW * C)  # V offset of the row's first tile
             for i in range(4):
                 # row i of B^T d is d[p] + sign d[q]: d0 - d2, d1 + d2, d2 - d1, d1 - d3 (one loop per row: with
                 # all 16 outputs in one loop, LLVM finds too many arrays to check for overlap and does not vectorize)
@@ -104,49 +114,45 @@ def input_tiles(x, n0, n1, PH, PW, TH, TW, xt, V):
                 p1, q1 = p0 + _u(Wh * C), q0 + _u(Wh * C)
                 p2, q2 = p0 + _u(C), q0 + _u(C)
                 p3, q3 = p1 + _u(C), q1 + _u(C)
-                xi = _u(4 * i)
+                v0 = _u(4 * i * plane) + dst  # planes 4 i .. 4 i + 3
+                v1, v2, v3 = v0 + _u(plane), v0 + _u(2 * plane), v0 + _u(3 * plane)
                 for k in range(L):
                     b0 = tf[p0 + k] + sg * tf[q0 + k]
                     b1 = tf[p1 + k] + sg * tf[q1 + k]
                     b2 = tf[p2 + k] + sg * tf[q2 + k]
                     b3 = tf[p3 + k] + sg * tf[q3 + k]
-                    v2[xi, dst + k] = b0 - b2  # then (.) B: the same combinations of the row's 4 values
-                    v2[xi + _u(1), dst + k] = b1 + b2
-                    v2[xi + _u(2), dst + k] = b2 - b1
-                    v2[xi + _u(3), dst + k] = b1 - b3
+                    V[v0 + k] = b0 - b2  # then (.) B: the same combinations of the row's 4 values
+                    V[v1 + k] = b1 + b2
+                    V[v2 + k] = b2 - b1
+                    V[v3 + k] = b1 - b3
 
 
 @njit(cache=True, nogil=True)
-def output_tiles(M, n0, n1, TH, TW, bias, has_bias, relu, yt, out):
+def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, yt, out):
     """out[n, o, 2 th + i, 2 tw + j] = (A^T m A)[i, j] (+ bias[o]; then relu with ``relu``) for images [n0, n1), m
-    the 4 x 4 tile
-    M[:, t, o] of output tile t = ((n - n0) TH + th) TW + tw; a last tile sticking out of an odd OH or OW is cut.
+    the 4 x 4 tile of output tile t = ((n - first) TH + th) TW + tw and channel o (m[i, j] = M[(4 i + j) plane +
+    t O + o]); a last tile sticking out of an odd OH or OW is cut.
 
     ``yt`` is scratch for one output row, (2, TW O) values: yt[j, tw O + o], filled by loops over tw O + o (long,
     vectorized), then copied into the (N, O, OH, OW) output."""
-    O, OH, OW = M.shape[2], out.shape[2], out.shape[3]
+    O, OH, OW = out.shape[1], out.shape[2], out.shape[3]
     L = _u(TW * O)
-    mm, yf, of = M.reshape(16, -1), yt.reshape(-1), out.reshape(-1)  # mm[xi, t O + o]
+    yf, of = yt.reshape(-1), out.reshape(-1)  # M[xi plane + t O + o]
     zero = out.dtype.type(0)
     for n in range(n0, n1):
         for th in range(TH):
-            src = _u(((n - n0) * TH + th) * TW * O)
+            src = _u(((n - first) * TH + th) * TW * O)
             for i in range(min(2, OH - 2 * th)):
                 # row i of A^T m: m_row0 + m_row1 + m_row2 (i = 0) or m_row1 - m_row2 - m_row3 (i = 1), as
                 # r0 + s1 r1 + s2 r2 over rows (r0, r1, r2) = (0, 1, 2) or (1, 2, 3)
-                r0, r1, r2 = _u(i), _u(i + 1), _u(i + 2)
-                s = mm.dtype.type(1 - 2 * i)
+                r0, r1, r2 = _u(4 * i * plane) + src, _u(4 * (i + 1) * plane) + src, _u(4 * (i + 2) * plane) + src
+                c1, c2, c3 = _u(plane), _u(2 * plane), _u(3 * plane)  # columns 1, 2, 3 of a tile row's planes
+                s = M.dtype.type(1 - 2 * i)
                 for k in range(L):
-                    a0 = mm[r0 * _u(4), src + k] + s * (mm[r1 * _u(4), src + k] + mm[r2 * _u(4), src + k])
-                    a1 = mm[r0 * _u(4) + _u(1), src + k] + s * (
-                        mm[r1 * _u(4) + _u(1), src + k] + mm[r2 * _u(4) + _u(1), src + k]
-                    )
-                    a2 = mm[r0 * _u(4) + _u(2), src + k] + s * (
-                        mm[r1 * _u(4) + _u(2), src + k] + mm[r2 * _u(4) + _u(2), src + k]
-                    )
-                    a3 = mm[r0 * _u(4) + _u(3), src + k] + s * (
-                        mm[r1 * _u(4) + _u(3), src + k] + mm[r2 * _u(4) + _u(3), src + k]
-                    )
+                    a0 = M[r0 + k] + s * (M[r1 + k] + M[r2 + k])
+                    a1 = M[r0 + c1 + k] + s * (M[r1 + c1 + k] + M[r2 + c1 + k])
+                    a2 = M[r0 + c2 + k] + s * (M[r1 + c2 + k] + M[r2 + c2 + k])
+                    a3 = M[r0 + c3 + k] + s * (M[r1 + c3 + k] + M[r2 + c3 + k])
                     yf[k] = a0 + a1 + a2  # then (.) A: columns 0 + 1 + 2 and 1 - 2 - 3
                     yf[L + k] = a1 - a2 - a3
                 oh = 2 * th + i
@@ -164,15 +170,16 @@ def output_tiles(M, n0, n1, TH, TW, bias, has_bias, relu, yt, out):
 # (a GEMM per xi, summed over the tiles), then dW = G^T dU G per filter (the adjoint of U = G g G^T): 2.25x fewer
 # multiplications than dW = dout @ im2row(x), and no patch matrix.
 @njit(cache=True, nogil=True)
-def output_gradient_tiles(dout, n0, n1, TH, TW, yt, dM):
-    """dM[4 i + j, t, o] = (A dY A^T)[i, j] for every output tile t of images [n0, n1) of dout (N, O, OH, OW), dY its
+def output_gradient_tiles(dout, n0, n1, first, TH, TW, yt, dM, plane):
+    """dM[4 i + j, t, o] = (A dY A^T)[i, j] for every output tile t (numbered as in :func:`input_tiles`) of images
+    [n0, n1) of dout (N, O, OH, OW), dY its
     2 x 2 gradient (zero past an odd OH or OW), A = [[1, 0], [1, 1], [1, -1], [0, -1]].
 
     ``yt`` is scratch for one tile row of dout, (2, 2, TW O) values: yt[i, j, tw O + o] = dout[n, o, 2 th + i,
     2 tw + j], so each loop below runs over the TW O values of the row (vectorized)."""
     O, OH, OW = dout.shape[1], dout.shape[2], dout.shape[3]
     L = _u(TW * O)
-    df, yf, m2 = dout.reshape(-1), yt.reshape(-1), dM.reshape(16, -1)
+    df, yf = dout.reshape(-1), yt.reshape(-1)  # dM[xi plane + t O + o]
     for n in range(n0, n1):
         for th in range(TH):
             _zero(yf, _u(0), _u(4) * L)
@@ -181,36 +188,46 @@ def output_gradient_tiles(dout, n0, n1, TH, TW, yt, dM):
                     src = _u(((n * O + o) * OH + 2 * th + i) * OW)
                     for ow in range(OW):
                         yf[_u((2 * i + ow % 2) * TW * O + (ow // 2) * O + o)] = df[src + _u(ow)]
-            dst = _u(((n - n0) * TH + th) * TW * O)
+            dst = _u(((n - first) * TH + th) * TW * O)
             for i in range(4):
                 # row i of A dY: y0 (i = 0), y0 + y1, y0 - y1, -y1 (i = 3), each a row of 2: a y0 + b y1
                 a = yt.dtype.type(1 if i < 3 else 0)
                 b = yt.dtype.type((0, 1, -1, -1)[i])
-                xi = _u(4 * i)
+                m0 = _u(4 * i * plane) + dst  # planes 4 i .. 4 i + 3
+                m1, m2, m3 = m0 + _u(plane), m0 + _u(2 * plane), m0 + _u(3 * plane)
                 for k in range(L):
                     r0 = a * yf[k] + b * yf[_u(2) * L + k]  # column 0 of the row (dY[0, 0], dY[1, 0] combined)
                     r1 = a * yf[L + k] + b * yf[_u(3) * L + k]  # column 1
-                    m2[xi, dst + k] = r0  # then (.) A^T: r0, r0 + r1, r0 - r1, -r1
-                    m2[xi + _u(1), dst + k] = r0 + r1
-                    m2[xi + _u(2), dst + k] = r0 - r1
-                    m2[xi + _u(3), dst + k] = -r1
+                    dM[m0 + k] = r0  # then (.) A^T: r0, r0 + r1, r0 - r1, -r1
+                    dM[m1 + k] = r0 + r1
+                    dM[m2 + k] = r0 - r1
+                    dM[m3 + k] = -r1
+
+
+@njit(inline="always")
+def _gt(u0, u1, u2, u3, half):
+    """G^T u for a column u of 4 values: (u0 + (u1 + u2) / 2, (u1 - u2) / 2, (u1 + u2) / 2 + u3)."""
+    return u0 + (u1 + u2) * half, (u1 - u2) * half, (u1 + u2) * half + u3
 
 
 @njit(cache=True, nogil=True)
-def weight_gradient(dU, dW):
-    """dW[o, c] = G^T dU[:, c, o] G (3 x 3 from the 4 x 4 tile, dU[4 i + j, c, o]), the adjoint of
-    :func:`transform_weight`."""
+def weight_gradient(dU, plane, c0, c1, dW):
+    """dW[o, c] = G^T u G for input channels [c0, c1), u the 4 x 4 tile u[i, j] = dU[(4 i + j) plane + c O + o]
+    (16 (C, O) planes, ``plane`` values apart, as :func:`transform_weight` writes U): its adjoint. The loop over o
+    is the inner one (contiguous in every plane)."""
     O, C = dW.shape[0], dW.shape[1]
     half = dW.dtype.type(0.5)
-    for c in range(C):
+    P = _u(plane)
+    df = dW.reshape(-1)
+    for c in range(c0, c1):
         for o in range(O):
-            for j in range(4):  # columns first: G^T u_j for column j, then the same on the rows of the result
-                u0, u1, u2, u3 = dU[j, c, o], dU[4 + j, c, o], dU[8 + j, c, o], dU[12 + j, c, o]
-                dU[j, c, o] = u0 + (u1 + u2) * half  # reuse dU's column j as scratch for G^T u (3 values)
-                dU[4 + j, c, o] = (u1 - u2) * half
-                dU[8 + j, c, o] = (u1 + u2) * half + u3
-            for a in range(3):
-                t0, t1, t2, t3 = dU[4 * a, c, o], dU[4 * a + 1, c, o], dU[4 * a + 2, c, o], dU[4 * a + 3, c, o]
-                dW[o, c, a, 0] = t0 + (t1 + t2) * half
-                dW[o, c, a, 1] = (t1 - t2) * half
-                dW[o, c, a, 2] = (t1 + t2) * half + t3
+            u = _u(c * O + o)
+            # G^T u: column j of u (planes j, 4 + j, 8 + j, 12 + j) gives column j of the 3 x 4 result
+            a0, b0, e0 = _gt(dU[u], dU[_u(4) * P + u], dU[_u(8) * P + u], dU[_u(12) * P + u], half)
+            a1, b1, e1 = _gt(dU[P + u], dU[_u(5) * P + u], dU[_u(9) * P + u], dU[_u(13) * P + u], half)
+            a2, b2, e2 = _gt(dU[_u(2) * P + u], dU[_u(6) * P + u], dU[_u(10) * P + u], dU[_u(14) * P + u], half)
+            a3, b3, e3 = _gt(dU[_u(3) * P + u], dU[_u(7) * P + u], dU[_u(11) * P + u], dU[_u(15) * P + u], half)
+            d = _u(9 * (o * C + c))  # dW[o, c]; then (.) G: the same on each row (a, b, e) of G^T u
+            df[d], df[d + _u(1)], df[d + _u(2)] = _gt(a0, a1, a2, a3, half)
+            df[d + _u(3)], df[d + _u(4)], df[d + _u(5)] = _gt(b0, b1, b2, b3, half)
+            df[d + _u(6)], df[d + _u(7)], df[d + _u(8)] = _gt(e0, e1, e2, e3, half)

@@ -154,6 +154,49 @@ def test_winograd_switched_off_still_matches_the_reference():
         be.winograd = True
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "padding"),
+    [((40, 32, 4, 4), (24, 32, 3, 3), 1), ((20, 16, 2, 3), (40, 16, 3, 3), 1), ((9, 8, 5, 4), (8, 8, 3, 3), (0, 2))],
+    ids=["4x4", "2x3", "uneven"],
+)
+def test_batch_wide_winograd_matches_the_chunked_one_and_the_reference(monkeypatch, x_shape, w_shape, padding, dtype):
+    # few tiles per chunk (small images, many channels): the batch-wide path (_winograd_batched); the chunked path
+    # (the threshold at 0) computes the same convolution, both within the reference's tolerances
+    from minidl.backend import _numba_conv
+
+    be = fast_be()
+    N, C, H, W = x_shape
+    PH, PW = (padding, padding) if isinstance(padding, int) else padding
+    TH, TW, nb = be._winograd_tiles(N, C, w_shape[0], H + 2 * PH - 2, W + 2 * PW - 2, np.dtype(dtype).itemsize)
+    batched = (N, C, w_shape[0], TH, TW, nb, np.dtype(dtype).itemsize)
+    assert be._winograd_batched(*batched), "the case should take the batch-wide path"
+    case = conv_case(x_shape, w_shape, 1, padding, "winograd", dtype=dtype, seed=N)
+    compare(case)
+    x, w, b = (value for _, value in case.params[:3])
+    results = []
+    for rows in (_numba_conv._WINOGRAD_MIN_ROWS, 0):
+        monkeypatch.setattr(_numba_conv, "_WINOGRAD_MIN_ROWS", rows)
+        assert be._winograd_batched(*batched) == (rows > 0)
+        with minidl.use_backend("numba"):
+            out, cache = F.conv2d_forward(x, w, b, 1, padding)
+            results.append((out, *F.conv2d_backward(np.ones_like(out), cache)))
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for batched, chunked in zip(*results, strict=True):
+        np.testing.assert_allclose(batched, chunked, rtol=rtol, atol=rtol * np.abs(chunked).max())
+
+
+def test_winograd_planes_are_not_a_power_of_two_apart():
+    # the 16 planes of V, M and U are _PLANE_PAD values further apart than their size (cache sets, see _wino_planes)
+    from minidl.backend._numba_conv import _PLANE_PAD
+
+    view, flat, plane = fast_be()._wino_planes(None, "", 64, 32, np.float32)
+    assert view.shape == (16, 64, 32) and plane == 64 * 32 + _PLANE_PAD and flat.size == 16 * plane
+    assert view.strides == (plane * 4, 32 * 4, 4) and np.shares_memory(view, flat)
+    view[3, 1, 2] = 7.0
+    assert flat[3 * plane + 32 + 2] == 7.0
+
+
 # ---------------------------------------------------------------------------------------------------- ReLU epilogue
 @pytest.mark.parametrize(
     ("x_shape", "w_shape", "bias", "geometry"),
