@@ -78,6 +78,23 @@ def transform_weight(weight, c0, c1, U, plane):
             U[_u(12) * P + u], U[_u(13) * P + u], U[_u(14) * P + u], U[_u(15) * P + u] = _g(d0, d1, d2, half)
 
 
+@njit(nogil=True, inline="always")
+def padded_image(x, n, PH, PW, phases, Hp, Wp, xt):
+    """Image n of x (N, C, H, W) into the flat scratch ``xt``, zero padded (PH rows on top, PW columns on the left) to
+    Hp rows and phases Wp columns, channels last, the columns split by phase: xt[row, column % phases,
+    column // phases, c] (``phases`` is the tile's stride, 2 or 4: then a tile's column j of every tile along a row is
+    one run, see :func:`input_tiles`)."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.reshape(-1)
+    _zero(xt, _u(0), _u(Hp * phases * Wp * C))
+    for h in range(H):  # x[n, :, h, :] -> row h + PH of xt
+        for c in range(C):
+            src = _u(((n * C + c) * H + h) * W)
+            for w in range(W):
+                col = w + PW
+                xt[_u((((h + PH) * phases + col % phases) * Wp + col // phases) * C + c)] = xf[src + _u(w)]
+
+
 @njit(cache=True, nogil=True)
 def input_tiles(x, n0, n1, first, PH, PW, TH, TW, xt, V, plane):
     """V[4 i + j, t, c] = (B^T d B)[i, j] for every tile t = ((n - first) TH + th) TW + tw of images n in [n0, n1)
@@ -89,19 +106,13 @@ def input_tiles(x, n0, n1, first, PH, PW, TH, TW, xt, V, plane):
     2 tw + j sits at (j % 2, tw + j // 2), so along one tile row the values every tile needs are ``tw C + c`` away
     from those of tile 0: each loop below runs over the TW C values of a whole tile row (long enough for LLVM to
     vectorize; a loop over 16 channels alone is not)."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    C = x.shape[1]
     Wh = TW + 1
     Hp = 2 * TH + 2
     L = _u(TW * C)
-    xf, tf = x.reshape(-1), xt.reshape(-1)  # V[xi plane + t C + c]
+    tf = xt.reshape(-1)  # V[xi plane + t C + c]
     for n in range(n0, n1):
-        _zero(tf, _u(0), _u(Hp * 2 * Wh * C))
-        for h in range(H):  # x[n, :, h, :] -> row h + PH of xt
-            for c in range(C):
-                src = _u(((n * C + c) * H + h) * W)
-                for w in range(W):
-                    col = w + PW
-                    tf[_u((((h + PH) * 2 + col % 2) * Wh + col // 2) * C + c)] = xf[src + _u(w)]
+        padded_image(x, n, PH, PW, 2, Hp, Wh, tf)
         for th in range(TH):
             dst = _u(((n - first) * TH + th) * TW * C)  # V offset of the row's first tile
             for i in range(4):

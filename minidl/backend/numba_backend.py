@@ -18,8 +18,9 @@ and the NumPy reference. What changes is who runs the kernels:
   =====================================  ==================================================================
   ops                                    kernels
   =====================================  ==================================================================
-  ``conv2d``, ``conv2d_relu``            im2row chunks, Winograd F(2x2, 3x3), 1 x 1 products, grouped
-                                         GEMMs (``_numba_conv.py``); the ReLU in the output pass
+  ``conv2d``, ``conv2d_relu``            im2row chunks, Winograd F(2x2, 3x3) and F(4x4, 3x3), 1 x 1
+                                         products, grouped GEMMs (``_numba_conv.py``); the ReLU in the
+                                         output pass
   ``max_pool2d``, ``avg_pool2d``         compiled window loops, parallel over planes (``_numba_pool.py``)
   ``batch_norm``, ``batch_norm_relu``    statistics + normalize + affine (+ ReLU) in one pass per channel;
                                          the backward from x, mask recomputed (``_numba_batchnorm.py``)
@@ -32,7 +33,7 @@ and the NumPy reference. What changes is who runs the kernels:
   ``softplus``, ``mish``
   =====================================  ==================================================================
 
-Convolution (im2row chunks, Winograd's F(2x2, 3x3), 1 x 1 products): see ``_numba_conv.py``.
+Convolution (im2row chunks, Winograd's F(2x2, 3x3) and F(4x4, 3x3), 1 x 1 products): see ``_numba_conv.py``.
 
 Threads: see :mod:`minidl.backend._threads` (one pool of workers, the GEMMs inside them, BLAS held to one thread).
 

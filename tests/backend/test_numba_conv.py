@@ -110,27 +110,36 @@ def test_results_do_not_depend_on_the_thread_count(x_shape, w_shape, stride, pad
 
 
 # ---------------------------------------------------------------------------------------------------- Winograd
-def test_winograd_is_float32_accurate_and_can_be_turned_off():
-    # a resnet20-sized layer: Winograd's result is within a few float32 roundings of the float64 convolution
+def winograd_and_switched(x_shape, w_shape, switch, off):
+    """``(exact, fast, switched)``: a 3 x 3 convolution (padding 1) in float64 on the reference, in float32 on the
+    Numba backend, and again with its attribute ``switch`` set to ``off`` (restored after); each relative to the
+    largest exact output."""
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((4, 16, 32, 32))
-    w = rng.standard_normal((16, 16, 3, 3)) * 0.1
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape) * 0.1
     with minidl.use_backend("numpy"):
         exact = F.conv2d_forward(x, w, None, 1, 1)[0]
     x32, w32 = x.astype(np.float32), w.astype(np.float32)
     be = fast_be()
-    assert be.winograd and be._winograd_applies(16, 16, 3, 3, 1, 1, 1, 1, 1, 1)
+    on = getattr(be, switch)
     with minidl.use_backend("numba"):
         fast = F.conv2d_forward(x32, w32, None, 1, 1)[0]
         try:
-            be.winograd = False
-            assert not be._winograd_applies(16, 16, 3, 3, 1, 1, 1, 1, 1, 1)
-            im2row = F.conv2d_forward(x32, w32, None, 1, 1)[0]
+            setattr(be, switch, off)
+            switched = F.conv2d_forward(x32, w32, None, 1, 1)[0]
         finally:
-            be.winograd = True
+            setattr(be, switch, on)
     scale = np.abs(exact).max()
-    assert np.abs(fast - exact).max() / scale < 2e-6
-    assert np.abs(im2row - exact).max() / scale < 2e-6
+    return exact / scale, fast / scale, switched / scale
+
+
+def test_winograd_is_float32_accurate_and_can_be_turned_off():
+    # a resnet20-sized layer: Winograd's result is within a few float32 roundings of the float64 convolution
+    be = fast_be()
+    assert be.winograd and be._winograd_applies(16, 16, 3, 3, 1, 1, 1, 1, 1, 1)
+    exact, fast, im2row = winograd_and_switched((4, 16, 32, 32), (16, 16, 3, 3), "winograd", False)
+    assert np.abs(fast - exact).max() < 2e-6
+    assert np.abs(im2row - exact).max() < 2e-6
     assert not np.array_equal(fast, im2row), "the switch should change the algorithm (and so the roundings)"
     # neither a 5 x 5 kernel, a stride, a dilation, padding 3 nor few channels take the Winograd path
     assert be._winograd_applies(8, 8, 3, 3, 1, 1, 0, 2, 1, 1)
@@ -184,6 +193,42 @@ def test_batch_wide_winograd_matches_the_chunked_one_and_the_reference(monkeypat
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     for batched, chunked in zip(*results, strict=True):
         np.testing.assert_allclose(batched, chunked, rtol=rtol, atol=rtol * np.abs(chunked).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "padding"),
+    [
+        ((3, 64, 8, 8), (64, 64, 3, 3), 1),
+        ((2, 64, 13, 11), (72, 64, 3, 3), 1),
+        ((2, 80, 10, 12), (64, 80, 3, 3), (0, 2)),
+    ],
+    ids=["8x8", "odd", "uneven-padding"],
+)
+def test_winograd_4x4_tiles_match_the_reference(x_shape, w_shape, padding, dtype):
+    # F(4x4, 3x3) (_numba_winograd4.py) for 64+ channels and outputs of 8 x 8 or more: the forward, and dx (itself
+    # such a convolution), within the reference's tolerances; tiles sticking out of an odd output are cut
+    be = fast_be()
+    PH, PW = (padding, padding) if isinstance(padding, int) else padding
+    OH, OW = x_shape[2] + 2 * PH - 2, x_shape[3] + 2 * PW - 2
+    assert be._winograd4_applies(x_shape[1], w_shape[0], OH, OW)
+    assert be._winograd4_applies(w_shape[0], x_shape[1], x_shape[2], x_shape[3])  # dx's convolution
+    for bias in (True, False):
+        compare(conv_case(x_shape, w_shape, 1, padding, "winograd", bias=bias, dtype=dtype, seed=x_shape[2]))
+
+
+def test_winograd_4x4_tiles_are_float32_accurate_and_can_be_turned_off():
+    # a resnet56 last-stage layer: F(4x4, 3x3) within a few float32 roundings of the float64 convolution (larger
+    # ones than F(2x2, 3x3)'s: it multiplies by up to 8 and 1/24), and winograd_tile = 2 goes back to F(2x2, 3x3)
+    be = fast_be()
+    assert be.winograd_tile == 4 and be._winograd4_applies(64, 64, 8, 8)
+    exact, tile4, tile2 = winograd_and_switched((4, 64, 8, 8), (64, 64, 3, 3), "winograd_tile", 2)
+    assert np.abs(tile4 - exact).max() < 2e-5
+    assert np.abs(tile2 - exact).max() < 2e-6
+    assert not np.array_equal(tile4, tile2)
+    # neither fewer than 64 channels nor an output under 8 x 8 takes 4 x 4 tiles
+    for args in [(32, 64, 8, 8), (64, 32, 8, 8), (64, 64, 7, 8), (64, 64, 8, 4)]:
+        assert not be._winograd4_applies(*args), args
 
 
 def test_winograd_planes_are_not_a_power_of_two_apart():

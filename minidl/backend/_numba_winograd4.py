@@ -1,0 +1,189 @@
+r"""Winograd's F(4x4, 3x3): a 3 x 3 convolution (stride 1) with 4x fewer multiplications, for wide enough images.
+
+The same algorithm as ``_numba_winograd.py``'s F(2x2, 3x3) (read that first), with bigger tiles: each 4 x 4 output
+tile needs a 6 x 6 input tile ``d`` (Lavin and Gray 2016, interpolation points 0, 1, -1, 2, -2 and infinity),
+
+.. math:: Y = A^T \big[ (G g G^T) \odot (B^T d B) \big] A
+
+    B^T = [[4,  0, -5,  0, 1, 0],        G = [[ 1/4,     0,    0],        A^T = [[1, 1,  1, 1,  1, 0],
+           [0, -4, -4,  1, 1, 0],             [-1/6, -1/6, -1/6],               [0, 1, -1, 2, -2, 0],
+           [0,  4, -4, -1, 1, 0],             [-1/6,  1/6, -1/6],               [0, 1,  1, 4,  4, 0],
+           [0, -2, -1,  2, 1, 0],             [1/24, 1/12,  1/6],               [0, 1, -1, 8, -8, 1]]
+           [0,  2, -1, -2, 1, 0],             [1/24, -1/12, 1/6],
+           [0,  4,  0, -5, 0, 1]]             [   0,    0,    1]]
+
+36 multiplications give 16 outputs, 2.25 per output (F(2x2, 3x3): 4; direct: 9). Summed over the input channels
+these are 36 GEMMs M_xi = V_xi U_xi, (tiles, C) @ (C, O), with 1.78x fewer multiplications than F(2x2, 3x3)'s 16
+and 1.78x fewer values in V and M per output pixel (the transforms are memory-bound: they get cheaper too).
+
+Accuracy: the transforms multiply by up to 8 and 1/24, so roundings grow more than in F(2x2, 3x3): for float32 about
+2e-6 relative to the largest output on a 64-channel layer (F(2x2, 3x3): 1e-6), still far inside the test tolerances.
+
+Layouts as in ``_numba_winograd.py``, with 4 column phases instead of 2: the padded channels-last scratch image is
+xt[row, column % 4, column // 4, c], so along a tile row the values of column j of every tile form one contiguous run
+of TW C values (the loops below run over such runs, which LLVM vectorizes). Each transform is two passes of a 1-D
+transform: over the 6 columns of the tile (into a scratch ``t``), then over its rows. V, M and U are 36 planes,
+``plane`` values apart (see ``_numba_conv.ConvKernelsMixin._wino_planes``).
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from minidl.backend._numba_kernels import _relu, _u
+from minidl.backend._numba_winograd import padded_image
+
+
+# The 1-D transforms. Their constants come in as arguments of the data's dtype (``k`` below): a Python int literal
+# times a float32 would be a float64 in Numba, and the loops would convert every value twice.
+@njit(inline="always")
+def _bt(d0, d1, d2, d3, d4, d5, k2, k4, k5):
+    """B^T d for a column d of 6 values (the rows of B^T above); k2, k4, k5 = 2, 4, 5 in d's dtype."""
+    return (
+        k4 * d0 - k5 * d2 + d4,
+        d3 + d4 - k4 * (d1 + d2),
+        k4 * (d1 - d2) - d3 + d4,
+        k2 * (d3 - d1) - d2 + d4,
+        k2 * (d1 - d3) - d2 + d4,
+        k4 * d1 - k5 * d3 + d5,
+    )
+
+
+@njit(inline="always")
+def _at(m0, m1, m2, m3, m4, m5, k2, k4, k8):
+    """A^T m for a column m of 6 values (4 values); k2, k4, k8 = 2, 4, 8 in m's dtype."""
+    return m0 + m1 + m2 + m3 + m4, m1 - m2 + k2 * (m3 - m4), m1 + m2 + k4 * (m3 + m4), m1 - m2 + k8 * (m3 - m4) + m5
+
+
+@njit(inline="always")
+def _g(g0, g1, g2):
+    """G g for a column g of 3 values (6 values; float64 for float32 g too: the weight's transform is cheap, and
+    1/6, 1/12 and 1/24 are not exact in binary)."""
+    g0, g1, g2 = g0 + 0.0, g1 + 0.0, g2 + 0.0  # float64
+    return g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, g0 / 24 + g1 / 12 + g2 / 6, g0 / 24 - g1 / 12 + g2 / 6, g2
+
+
+@njit(cache=True, nogil=True)
+def transform_weight(weight, c0, c1, U, plane):
+    """U[(6 i + j) plane + c O + o] = (G weight[o, c] G^T)[i, j] for input channels [c0, c1) of a (O, C, 3, 3)
+    weight: 36 (C, O) planes, ``plane`` values apart."""
+    O, C = weight.shape[0], weight.shape[1]
+    wf, P = weight.reshape(-1), _u(plane)
+    for c in range(c0, c1):
+        for o in range(O):
+            s = _u(9 * (o * C + c))
+            # G g, column by column: gg[i][j] for the 6 rows i and 3 columns j
+            a = _g(wf[s], wf[s + _u(3)], wf[s + _u(6)])
+            b = _g(wf[s + _u(1)], wf[s + _u(4)], wf[s + _u(7)])
+            e = _g(wf[s + _u(2)], wf[s + _u(5)], wf[s + _u(8)])
+            u = _u(c * O + o)
+            for i in range(6):  # then (.) G^T: row i of G g through G
+                r = _g(a[i], b[i], e[i])
+                for j in range(6):
+                    U[_u(6 * i + j) * P + u] = r[j]
+
+
+@njit(cache=True, nogil=True)
+def input_tiles(x, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
+    """V[(6 i + j) plane + tile C + c] = (B^T d B)[i, j] for every tile = ((n - first) TH + th) TW + tw of images n
+    in [n0, n1) of x (N, C, H, W) and channel c, d the 6 x 6 input tile at rows 4 th - PH + (0..5), columns
+    4 tw - PW + (0..5) (zero outside x).
+
+    ``xt`` is scratch for one zero-padded image, (4 TH + 2) 4 (TW + 1) C values, xt[row, column % 4, column // 4, c];
+    ``t`` scratch for one tile row's B^T d, 36 TW C values."""
+    C = x.shape[1]
+    Wq = TW + 1
+    L = _u(TW * C)
+    P = _u(plane)
+    tf = xt.reshape(-1)
+    k2, k4, k5 = tf.dtype.type(2), tf.dtype.type(4), tf.dtype.type(5)
+    for n in range(n0, n1):
+        padded_image(x, n, PH, PW, 4, 4 * TH + 2, Wq, tf)
+        for th in range(TH):
+            # pass 1, B^T d: per tile column j, the 6 image rows 4 th + p combined into t[i, j] (6 runs of L)
+            for j in range(6):
+                col = _u((j % 4) * Wq * C + (j // 4) * C)
+                r = _u(4 * th * 4 * Wq * C) + col  # row 4 th + p is r + p 4 Wq C
+                step = _u(4 * Wq * C)
+                o = _u(j) * L  # t[i, j] at (6 i + j) L
+                for k in range(L):
+                    b0, b1, b2, b3, b4, b5 = _bt(
+                        tf[r + k], tf[r + step + k], tf[r + _u(2) * step + k], tf[r + _u(3) * step + k],
+                        tf[r + _u(4) * step + k], tf[r + _u(5) * step + k], k2, k4, k5,
+                    )  # fmt: skip
+                    t[o + k] = b0
+                    t[o + _u(6) * L + k] = b1
+                    t[o + _u(12) * L + k] = b2
+                    t[o + _u(18) * L + k] = b3
+                    t[o + _u(24) * L + k] = b4
+                    t[o + _u(30) * L + k] = b5
+            # pass 2, (.) B: per row i of t, its 6 columns combined into planes 6 i .. 6 i + 5 of V
+            dst = _u(((n - first) * TH + th) * TW * C)
+            for i in range(6):
+                s = _u(6 * i) * L
+                v = _u(6 * i) * P + dst
+                for k in range(L):
+                    b0, b1, b2, b3, b4, b5 = _bt(
+                        t[s + k], t[s + L + k], t[s + _u(2) * L + k], t[s + _u(3) * L + k], t[s + _u(4) * L + k],
+                        t[s + _u(5) * L + k], k2, k4, k5,
+                    )  # fmt: skip
+                    V[v + k] = b0
+                    V[v + P + k] = b1
+                    V[v + _u(2) * P + k] = b2
+                    V[v + _u(3) * P + k] = b3
+                    V[v + _u(4) * P + k] = b4
+                    V[v + _u(5) * P + k] = b5
+
+
+@njit(cache=True, nogil=True)
+def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, t, out):
+    """out[n, o, 4 th + i, 4 tw + j] = (A^T m A)[i, j] (+ bias[o]; then relu with ``relu``) for images [n0, n1), m
+    the 6 x 6 tile of output tile ((n - first) TH + th) TW + tw and channel o (m[r, l] = M[(6 r + l) plane + tile O
+    + o]); tiles sticking out of OH or OW are cut.
+
+    ``t`` is scratch for one tile row: A^T m (24 TW O values), then the 4 output rows (16 TW O values,
+    y[i, j, tw O + o]) copied into the (N, O, OH, OW) output."""
+    O, OH, OW = out.shape[1], out.shape[2], out.shape[3]
+    L = _u(TW * O)
+    P = _u(plane)
+    of = out.reshape(-1)
+    zero = out.dtype.type(0)
+    k2, k4, k8 = out.dtype.type(2), out.dtype.type(4), out.dtype.type(8)
+    y = _u(24) * L  # where the output rows start in t
+    for n in range(n0, n1):
+        for th in range(TH):
+            src = _u(((n - first) * TH + th) * TW * O)
+            # pass 1, A^T m: per tile column, its 6 rows combined into t[i, col] (4 runs of L)
+            for col in range(6):
+                m = _u(col) * P + src  # row r of this column: plane 6 r + col
+                o = _u(col) * L  # t[i, col] at (6 i + col) L
+                for k in range(L):
+                    a0, a1, a2, a3 = _at(
+                        M[m + k], M[m + _u(6) * P + k], M[m + _u(12) * P + k], M[m + _u(18) * P + k],
+                        M[m + _u(24) * P + k], M[m + _u(30) * P + k], k2, k4, k8,
+                    )  # fmt: skip
+                    t[o + k] = a0
+                    t[o + _u(6) * L + k] = a1
+                    t[o + _u(12) * L + k] = a2
+                    t[o + _u(18) * L + k] = a3
+            # pass 2, (.) A: per row i, its 6 columns combined into the 4 output values y[i, j]
+            for i in range(4):
+                s = _u(6 * i) * L
+                d = y + _u(4 * i) * L
+                for k in range(L):
+                    a0, a1, a2, a3 = _at(
+                        t[s + k], t[s + L + k], t[s + _u(2) * L + k], t[s + _u(3) * L + k], t[s + _u(4) * L + k],
+                        t[s + _u(5) * L + k], k2, k4, k8,
+                    )  # fmt: skip
+                    t[d + k] = a0
+                    t[d + L + k] = a1
+                    t[d + _u(2) * L + k] = a2
+                    t[d + _u(3) * L + k] = a3
+            for i in range(min(4, OH - 4 * th)):  # y[i, j, tw O + o] -> out[n, o, 4 th + i, 4 tw + j]
+                oh = 4 * th + i
+                for o in range(O):
+                    b = bias[o] if has_bias else zero
+                    row = _u(((n * O + o) * OH + oh) * OW)
+                    for ow in range(OW):
+                        v = t[y + _u((4 * i + ow % 4) * TW * O + (ow // 4) * O + o)] + b
+                        of[row + _u(ow)] = _relu(v, zero) if relu else v
