@@ -6,11 +6,19 @@ Usage (from a checkout)::
     python benchmarks/bench_layers.py --backend numpy --repeats 2
     python benchmarks/bench_layers.py --model resnet20 --threads 1
     python benchmarks/bench_layers.py --no-fuse                  # every layer on its own (no nn.fuse)
+    python benchmarks/bench_layers.py --model vgg11_bn --mode infer --torch   # inference, layer by layer vs PyTorch
 
 Every leaf layer's ``forward`` and ``backward`` are wrapped with a clock for ``--repeats`` training steps after
 ``--warmup`` untimed ones; the table gives the median milliseconds of each, the share of the step, and for the
 convolution and linear layers the achieved GFLOP/s (forward: 2 MACs; backward: 4 MACs, the input and the weight
 gradient). The last lines sum the layers by type. The step total is measured separately, without the wrappers.
+
+``--model`` takes every model of ``bench_train.py`` (``_common.BENCH_MODELS``, the same CIFAR-sized variants).
+``--mode infer`` times the forward of the model in ``eval()`` mode under ``no_grad`` (BatchNorm folded into the
+convolutions), and ``--torch`` adds, for inference, the PyTorch twin's layers (``torch_twins.py``: the same module
+names), timed in the same process with forward hooks, and the ratio of each layer's time (PyTorch over minidl:
+above 1, minidl is faster). The twin's layers are PyTorch's own (a BatchNorm and a ReLU stay separate layers), so
+compare the sums by type and the step totals as much as single rows.
 
 The model is fused first, as ``train.fit`` fuses it (``minidl.nn.fuse``: a Conv2d, BatchNorm2d, ReLU run is a
 ``ConvBn2d`` row and a ``FoldedBatchNorm2d`` row that applies the ReLU, the ReLU's slot an ``Identity``; a residual
@@ -31,18 +39,26 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import BENCH_MODELS, build_minidl, build_torch  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("cifar_cnn", "resnet20"), default="cifar_cnn")
+    parser.add_argument("--model", choices=tuple(BENCH_MODELS), default="cifar_cnn")
+    parser.add_argument("--mode", choices=("train", "infer"), default="train", help="Default: train")
+    parser.add_argument("--torch", action="store_true", help="with --mode infer: PyTorch's layers too (torch_twins)")
     parser.add_argument("--backend", default="numba", help="minidl backend. Default: numba")
     parser.add_argument("--batch", type=int, default=128, help="Default: 128")
     parser.add_argument("--threads", type=int, default=None, help="MINIDL_NUM_THREADS (Numba). Default: all cores")
     parser.add_argument("--warmup", type=int, default=2, help="Default: 2")
     parser.add_argument("--repeats", type=int, default=5, help="Default: 5")
     parser.add_argument("--no-fuse", action="store_true", help="time the layers as built, without nn.fuse")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.torch and args.mode != "infer":
+        parser.error("--torch times PyTorch's layers in inference only: add --mode infer")
+    return args
 
 
 def conv_linear_macs(module: Any, out_shape: tuple[int, ...]) -> int:
@@ -61,34 +77,32 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None:
         os.environ["MINIDL_NUM_THREADS"] = str(args.threads)
     import minidl
-    from minidl import models, nn
+    from minidl import nn
 
     be = minidl.set_backend(args.backend)
     minidl.manual_seed(0)
-    model = getattr(models, args.model)(num_classes=10)
+    model = build_minidl(args.model)
+    torch_model = _torch_twin(args, model) if args.torch else None
     if not args.no_fuse:
         model = nn.fuse(model)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, args.batch)
     loss_fn = nn.CrossEntropyLoss()
+    train = args.mode == "train"
 
     def step() -> None:
-        loss_fn(model(x), y)
-        model.zero_grad()
-        model.backward(loss_fn.backward())
+        if train:
+            loss_fn(model(x), y)
+            model.zero_grad()
+            model.backward(loss_fn.backward())
+        else:
+            with minidl.no_grad():
+                model(x)
 
-    model.train()
-    for _ in range(args.warmup):
-        step()
-    totals = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        step()
-        totals.append(time.perf_counter() - start)
-    step_ms = 1e3 * statistics.median(totals)
-
-    leaves = [(name, m) for name, m in model.named_modules() if name and not any(True for _ in m.children())]
+    model.train(train)
+    step_ms = 1e3 * _median_time(step, args.warmup, args.repeats)
+    leaves = _leaves(model)
     times: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"forward": [], "backward": []})
     shapes: dict[str, tuple[int, ...]] = {}
 
@@ -112,13 +126,16 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for _, m in leaves:
             del m.__dict__["forward"], m.__dict__["backward"]
+    torch_ms, torch_step_ms = _torch_layers(torch_model, x, args) if torch_model is not None else ({}, 0.0)
 
     fused = "as built" if args.no_fuse else "fused"
     print(
-        f"{args.model} ({fused}), backend {be.name}, batch {args.batch}, threads {_threads_used(be)}: "
-        f"step {step_ms:.1f} ms"
+        f"{args.model} ({fused}, {args.mode}), backend {be.name}, batch {args.batch}, threads {_threads_used(be)}: "
+        f"{'step' if train else 'forward'} {step_ms:.1f} ms"
+        + (f"; PyTorch forward {torch_step_ms:.1f} ms" if torch_model else "")
     )
-    header = f"{'layer':22} {'type':18} {'output':18} {'fwd ms':>8} {'bwd ms':>8} {'% step':>7} {'GFLOP/s f/b':>12}"
+    last = f"{'torch ms':>9} {'x':>5}" if torch_model else f"{'GFLOP/s f/b':>12}"
+    header = f"{'layer':22} {'type':18} {'output':18} {'fwd ms':>8} {'bwd ms':>8} {'% step':>7} {last}"
     print(header)
     print("-" * len(header))
     by_type: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -131,16 +148,91 @@ def main(argv: list[str] | None = None) -> None:
         kind = type(m).__name__
         by_type[kind][0] += fwd
         by_type[kind][1] += bwd
-        macs = conv_linear_macs(m, shapes[name])
-        rate = f"{2 * macs / fwd / 1e6:5.0f}/{4 * macs / bwd / 1e6:<5.0f}" if macs and fwd and bwd else ""
+        if torch_model is not None:
+            theirs = torch_ms.get(name)
+            tail = "" if theirs is None else f"{theirs:9.2f} " + (f"{theirs / fwd:5.2f}" if fwd >= 0.01 else "     ")
+        else:
+            macs = conv_linear_macs(m, shapes[name])
+            tail = f"{2 * macs / fwd / 1e6:5.0f}/{4 * macs / bwd / 1e6:<5.0f}" if macs and fwd and bwd else ""
         share = 100 * (fwd + bwd) / step_ms
         shape = "x".join(map(str, shapes[name][1:]))
-        print(f"{name:22} {kind:18} {shape:18} {fwd:8.2f} {bwd:8.2f} {share:6.1f}% {rate:>12}")
+        print(f"{name:22} {kind:18} {shape:18} {fwd:8.2f} {bwd:8.2f} {share:6.1f}% {tail:>12}")
     print("-" * len(header))
     layer_sum = sum(f + b for f, b in by_type.values())
     for kind, (fwd, bwd) in sorted(by_type.items(), key=lambda kv: -sum(kv[1])):
         print(f"{'all ' + kind:22} {'':18} {'':18} {fwd:8.2f} {bwd:8.2f} {100 * (fwd + bwd) / step_ms:6.1f}%")
-    print(f"{'sum of layers':60} {layer_sum:8.1f} ms of a {step_ms:.1f} ms step (the rest: loss, Python, containers)")
+    if torch_model is not None:
+        for kind, total in sorted(_sum_by_type(torch_model, torch_ms).items(), key=lambda kv: -kv[1]):
+            print(f"{'PyTorch ' + kind:41} {total:8.2f}")
+    what = "step" if train else "forward"
+    print(f"{'sum of layers':60} {layer_sum:8.1f} ms of a {step_ms:.1f} ms {what} (the rest: loss, Python, containers)")
+
+
+def _median_time(fn: Any, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    totals = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        totals.append(time.perf_counter() - start)
+    return statistics.median(totals)
+
+
+def _leaves(model: Any) -> list[tuple[str, Any]]:
+    """(name, module) of the modules without children (minidl or PyTorch), in order."""
+    return [(name, m) for name, m in model.named_modules() if name and not any(True for _ in m.children())]
+
+
+def _torch_twin(args: argparse.Namespace, model: Any) -> Any:
+    """The PyTorch twin of ``model`` with its (random) weights, in eval mode, on ``args.threads`` threads."""
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    twin = build_torch(args.model)
+    state = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in model.state_dict().items()}
+    twin.load_state_dict({k: state[k].to(v.dtype) for k, v in twin.state_dict().items()})
+    return twin.eval()
+
+
+def _torch_layers(twin: Any, x: np.ndarray, args: argparse.Namespace) -> tuple[dict[str, float], float]:
+    """PyTorch's median forward milliseconds per leaf (timed with forward hooks) and of the whole forward."""
+    import torch
+
+    xt = torch.from_numpy(x)
+
+    def forward() -> None:
+        with torch.no_grad():
+            twin(xt)
+
+    total_ms = 1e3 * _median_time(forward, args.warmup, args.repeats)
+    starts: dict[str, float] = {}
+    times: dict[str, list[float]] = defaultdict(list)
+    handles = []
+    for name, m in _leaves(twin):
+        handles.append(
+            m.register_forward_pre_hook(lambda _m, _i, name=name: starts.__setitem__(name, time.perf_counter()))
+        )
+        handles.append(
+            m.register_forward_hook(
+                lambda _m, _i, _o, name=name: times[name].append(time.perf_counter() - starts[name])
+            )
+        )
+    try:
+        for _ in range(args.repeats):
+            forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}, total_ms
+
+
+def _sum_by_type(twin: Any, torch_ms: dict[str, float]) -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    for name, m in _leaves(twin):
+        totals[type(m).__name__] += torch_ms.get(name, 0.0)
+    return totals
 
 
 def _threads_used(be: Any) -> str:

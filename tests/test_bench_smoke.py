@@ -157,3 +157,26 @@ def test_model_list_batches_and_history_path():
     assert bench.batches("airbench94", bench.parse_args(["--batch", "8"])) == {"train": 8, "infer": 8}
     path = record.default_record_path({"created": "2026-12-03T12:30:59Z", "machine": {"cpu": "AMD EPYC 9R14 (x2)"}})
     assert path == BENCH / "history" / "2026-12-03T1230Z-amd-epyc-9r14-x2.json"
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [["--mode", "train"], ["--mode", "infer"] + (["--torch"] if importlib.util.find_spec("torch") else [])],
+    ids=["train", "infer"],
+)
+def test_bench_layers_runs_and_prints_every_layer(mode):
+    # one tiny step of cifar_cnn; every leaf layer gets a row, and with --torch PyTorch's sums by type come after
+    backend = "numba" if importlib.util.find_spec("numba") else "numpy"
+    args = ["--model", "cifar_cnn", "--batch", "2", "--warmup", "1", "--repeats", "1", "--backend", backend, *mode]
+    proc = _run("bench_layers.py", *args)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"cifar_cnn (fused, {mode[1]}), backend {backend}, batch 2")
+    assert any(line.startswith("features.0 ") for line in lines) and lines[-1].startswith("sum of layers")
+    assert ("PyTorch forward" in lines[0]) == ("--torch" in mode)
+    assert any(line.startswith("PyTorch Conv2d") for line in lines) == ("--torch" in mode)
+
+
+def test_bench_layers_refuses_torch_in_training():
+    proc = _run("bench_layers.py", "--torch")
+    assert proc.returncode == 2 and "--torch times PyTorch's layers in inference only" in proc.stderr
