@@ -1,4 +1,5 @@
-"""Where the time of a minidl training step goes: forward and backward milliseconds of every layer.
+"""Where the time of a minidl training step (or inference pass) goes: forward and backward milliseconds of every
+layer.
 
 Usage (from a checkout)::
 
@@ -8,16 +9,17 @@ Usage (from a checkout)::
     python benchmarks/bench_layers.py --no-fuse                  # every layer on its own (no nn.fuse)
     python benchmarks/bench_layers.py --model vgg11_bn --mode infer --torch   # inference, layer by layer vs PyTorch
 
-Every leaf layer's ``forward`` and ``backward`` are wrapped with a clock for ``--repeats`` training steps after
-``--warmup`` untimed ones; the table gives the median milliseconds of each, the share of the step, and for the
-convolution and linear layers the achieved GFLOP/s (forward: 2 MACs; backward: 4 MACs, the input and the weight
-gradient). The last lines sum the layers by type. The step total is measured separately, without the wrappers.
+Every leaf layer's ``forward`` and ``backward`` are wrapped with a clock for ``--repeats`` steps after ``--warmup``
+untimed ones; the table gives the median milliseconds of each, the share of the step, and for the convolution and
+linear layers the achieved GFLOP/s (forward: 2 MACs; backward: 4 MACs, the input and the weight gradient). The
+last lines sum the layers by type. The step total is measured separately, without the wrappers.
 
 ``--model`` takes every model of ``bench_train.py`` (``_common.BENCH_MODELS``, the same CIFAR-sized variants).
 ``--mode infer`` times the forward of the model in ``eval()`` mode under ``no_grad`` (BatchNorm folded into the
 convolutions), and ``--torch`` adds, for inference, the PyTorch twin's layers (``torch_twins.py``: the same module
-names), timed in the same process with forward hooks, and the ratio of each layer's time (PyTorch over minidl:
-above 1, minidl is faster). The twin's layers are PyTorch's own (a BatchNorm and a ReLU stay separate layers), so
+names), timed in the same process with forward hooks, each PyTorch forward right after a minidl one (interleaved,
+so a busy neighbour slows both alike), and the ratio of each layer's time (PyTorch over minidl: above 1, minidl is
+faster). The twin's layers are PyTorch's own (a BatchNorm and a ReLU stay separate layers), so
 compare the sums by type and the step totals as much as single rows.
 
 The model is fused first, as ``train.fit`` fuses it (``minidl.nn.fuse``: a Conv2d, BatchNorm2d, ReLU run is a
@@ -101,7 +103,19 @@ def main(argv: list[str] | None = None) -> None:
                 model(x)
 
     model.train(train)
-    step_ms = 1e3 * _median_time(step, args.warmup, args.repeats)
+    torch_forward = _torch_forward(torch_model, x) if torch_model is not None else None
+    steps: list[float] = []
+    torch_steps: list[float] = []
+    for i in range(args.warmup + args.repeats):  # minidl and PyTorch in turn
+        ms = _clock(step)
+        if i >= args.warmup:
+            steps.append(ms)
+        if torch_forward is not None:
+            ms = _clock(torch_forward)
+            if i >= args.warmup:
+                torch_steps.append(ms)
+    step_ms = statistics.median(steps)
+    torch_step_ms = statistics.median(torch_steps) if torch_steps else 0.0
     leaves = _leaves(model)
     times: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"forward": [], "backward": []})
     shapes: dict[str, tuple[int, ...]] = {}
@@ -120,13 +134,19 @@ def main(argv: list[str] | None = None) -> None:
     for name, m in leaves:  # instance attributes shadow the class methods; removed again below
         object.__setattr__(m, "forward", timed(name, "forward", m.forward))
         object.__setattr__(m, "backward", timed(name, "backward", m.backward))
+    torch_times: dict[str, list[float]] = defaultdict(list)
+    handles = _torch_hooks(torch_model, torch_times) if torch_model is not None else []
     try:
         for _ in range(args.repeats):
             step()
+            if torch_forward is not None:
+                torch_forward()
     finally:
         for _, m in leaves:
             del m.__dict__["forward"], m.__dict__["backward"]
-    torch_ms, torch_step_ms = _torch_layers(torch_model, x, args) if torch_model is not None else ({}, 0.0)
+        for handle in handles:
+            handle.remove()
+    torch_ms = {name: 1e3 * statistics.median(t) for name, t in torch_times.items()}
 
     fused = "as built" if args.no_fuse else "fused"
     print(
@@ -148,12 +168,14 @@ def main(argv: list[str] | None = None) -> None:
         kind = type(m).__name__
         by_type[kind][0] += fwd
         by_type[kind][1] += bwd
+        macs = conv_linear_macs(m, shapes[name])
         if torch_model is not None:
             theirs = torch_ms.get(name)
             tail = "" if theirs is None else f"{theirs:9.2f} " + (f"{theirs / fwd:5.2f}" if fwd >= 0.01 else "     ")
+        elif macs and fwd and bwd:
+            tail = f"{2 * macs / fwd / 1e6:5.0f}/{4 * macs / bwd / 1e6:<5.0f}"
         else:
-            macs = conv_linear_macs(m, shapes[name])
-            tail = f"{2 * macs / fwd / 1e6:5.0f}/{4 * macs / bwd / 1e6:<5.0f}" if macs and fwd and bwd else ""
+            tail = f"{2 * macs / fwd / 1e6:5.0f}/{'':5}" if macs and fwd else ""  # (inference: the forward only)
         share = 100 * (fwd + bwd) / step_ms
         shape = "x".join(map(str, shapes[name][1:]))
         print(f"{name:22} {kind:18} {shape:18} {fwd:8.2f} {bwd:8.2f} {share:6.1f}% {tail:>12}")
@@ -168,15 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'sum of layers':60} {layer_sum:8.1f} ms of a {step_ms:.1f} ms {what} (the rest: loss, Python, containers)")
 
 
-def _median_time(fn: Any, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    totals = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        totals.append(time.perf_counter() - start)
-    return statistics.median(totals)
+def _clock(fn: Any) -> float:
+    """Milliseconds of one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return 1e3 * (time.perf_counter() - start)
 
 
 def _leaves(model: Any) -> list[tuple[str, Any]]:
@@ -196,8 +214,8 @@ def _torch_twin(args: argparse.Namespace, model: Any) -> Any:
     return twin.eval()
 
 
-def _torch_layers(twin: Any, x: np.ndarray, args: argparse.Namespace) -> tuple[dict[str, float], float]:
-    """PyTorch's median forward milliseconds per leaf (timed with forward hooks) and of the whole forward."""
+def _torch_forward(twin: Any, x: np.ndarray) -> Any:
+    """A closure running the twin's forward on ``x`` without gradients."""
     import torch
 
     xt = torch.from_numpy(x)
@@ -206,9 +224,12 @@ def _torch_layers(twin: Any, x: np.ndarray, args: argparse.Namespace) -> tuple[d
         with torch.no_grad():
             twin(xt)
 
-    total_ms = 1e3 * _median_time(forward, args.warmup, args.repeats)
+    return forward
+
+
+def _torch_hooks(twin: Any, times: dict[str, list[float]]) -> list[Any]:
+    """Forward hooks appending each leaf's seconds to ``times[name]``; returns their handles (to remove)."""
     starts: dict[str, float] = {}
-    times: dict[str, list[float]] = defaultdict(list)
     handles = []
     for name, m in _leaves(twin):
         handles.append(
@@ -219,13 +240,7 @@ def _torch_layers(twin: Any, x: np.ndarray, args: argparse.Namespace) -> tuple[d
                 lambda _m, _i, _o, name=name: times[name].append(time.perf_counter() - starts[name])
             )
         )
-    try:
-        for _ in range(args.repeats):
-            forward()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}, total_ms
+    return handles
 
 
 def _sum_by_type(twin: Any, torch_ms: dict[str, float]) -> dict[str, float]:

@@ -19,15 +19,16 @@ exists, only x is cached, and one of the algorithms below runs, chosen by shape 
   GEMM there has only 16 output columns and runs at a third of the core's peak. Its backward takes dx the same way
   (a stride-1 3 x 3 convolution of dout with the flipped filters) and dW through the adjoint transforms
   (dU = V^T dM per tile position, dW = G^T dU G), 2-2.5x faster than from im2row chunks. The results differ
-  from im2row's by float32 roundings; ``backend.winograd = False`` goes back to im2row. Wide layers on small
-  images (VGG's 512 channels at 4 x 4 and 2 x 2) have few tiles per chunk and a big transformed weight; they run
-  *batch-wide*: the transforms over the whole batch, then each of the 16 GEMMs once over all its tiles (see
-  :meth:`ConvKernelsMixin._winograd_batched`).
+  from im2row's by float32 roundings; ``backend.winograd = False`` goes back to im2row. Layers with few tiles per
+  chunk (small images, many channels: VGG's 512 channels at 4 x 4 and 2 x 2) would re-read a big transformed weight
+  for a few rows each; they run *batch-wide*: the transforms over the whole batch, then each of the 16 GEMMs once
+  over all its tiles (see :meth:`ConvKernelsMixin._winograd_batched`).
 * **Winograd's F(4x4, 3x3)** (``_numba_winograd4.py``) instead, for such a convolution with 64 or more channels in
-  and out and outputs of 8 x 8 or more (VGG's 128 and 256 channels, the last stage of the CIFAR ResNets): 36 GEMMs
-  with 1.78x fewer multiplications than F(2x2, 3x3)'s 16, 1.3-1.9x faster on those layers. Its float32 roundings are
-  larger (about 3e-6 of the largest output against 2e-7). ``backend.winograd_tile = 2`` keeps F(2x2, 3x3) only. The
-  weight gradient stays F(2x2, 3x3)'s.
+  and out, outputs of 8 x 8 or more and 128 or more 4 x 4 tiles in the batch (VGG's 128 and 256 channels, the last
+  stage of the CIFAR ResNets, at batch 32 and up): 36 GEMMs with 1.78x fewer multiplications than F(2x2, 3x3)'s 16,
+  1.3-1.9x faster on those layers at batch 128. Its roundings are larger (float32: 2e-6 to 8e-6 of the largest
+  output against 2e-7 to 5e-7; float64: 1e-14 against 1e-15). ``backend.winograd_tile = 2`` keeps F(2x2, 3x3)
+  only. The weight gradient stays F(2x2, 3x3)'s.
 * **1 x 1 without padding** (ResNet's projection shortcuts, MobileNet's pointwise layers): one stacked product
   (O, C) @ (images, C, OH OW) per chunk of images, already in NCHW layout (x subsampled first for a stride).
 * **depthwise** (``groups == C``, weight (O, 1, KH, KW): MobileNet's 3 x 3 layers): direct loops over the output
@@ -61,6 +62,7 @@ _WINOGRAD_MIN_ROWS = 128  # tiles per chunk below which Winograd runs batch-wide
 _WINOGRAD_BATCH_BYTES = 128 << 20  # ... and at most this much V and M for the whole batch
 _WINOGRAD4_MIN_SIZE = 8  # F(4x4, 3x3) for outputs at least this big (see _winograd4_applies) ...
 _WINOGRAD4_MIN_CHANNELS = 64  # ... and at least this many channels in and out (measured: with 16 or 32, no faster)
+_WINOGRAD4_MIN_TILES = 128  # ... and at least this many 4 x 4 tiles in the batch (measured: 32 images of 8 x 8 pay)
 _PLANE_PAD = 16  # values between two of the 16 planes of a Winograd array (see _wino_planes)
 
 
@@ -68,7 +70,8 @@ class ConvKernelsMixin(DepthwiseKernelsMixin):
     """The convolution methods of the Numba backend (they use its ``_buffer``, ``_split``, ``_gemm_threads`` and
     compiled ``_im2col``/``_col2im``)."""
 
-    #: run 3 x 3 stride-1 convolutions as Winograd's F(2x2, 3x3) (see ``_numba_winograd.py``); False: im2row + GEMM
+    #: run 3 x 3 stride-1 convolutions as Winograd's F(2x2, 3x3) or F(4x4, 3x3) (``_numba_winograd.py``,
+    #: ``_numba_winograd4.py``); False: im2row + GEMM
     winograd: bool = True
     #: output tile of the Winograd convolutions: 4 for F(4x4, 3x3) on outputs of 8 x 8 or more, 2 for F(2x2, 3x3) only
     winograd_tile: int = 4
@@ -388,7 +391,8 @@ class ConvKernelsMixin(DepthwiseKernelsMixin):
     def _winograd_applies(
         self, C: int, O: int, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int
     ) -> bool:
-        """Whether a convolution runs as Winograd's F(2x2, 3x3): 3 x 3, stride 1, no dilation, padding 0 to 2 (what
+        """Whether a convolution runs as Winograd's (F(2x2, 3x3), or F(4x4, 3x3) where :meth:`_winograd4_applies`):
+        3 x 3, stride 1, no dilation, padding 0 to 2 (what
         the backward's dx convolution needs), and at least ``_WINOGRAD_MIN_CHANNELS`` channels in and out (with
         fewer, the 16 small GEMMs do not pay for the transforms). ``self.winograd = False`` turns it off."""
         return (
@@ -410,8 +414,9 @@ class ConvKernelsMixin(DepthwiseKernelsMixin):
     def _wino_planes(
         self, worker: int | None, tag: str, rows: int, cols: int, dtype: Any, count: int = 16
     ) -> tuple[Any, Any, int]:
-        """``(view, flat, plane)``: ``count`` (rows, cols) matrices (V, M, U or their gradients) stored ``plane`` values
-        apart in ``flat``, and the (16, rows, cols) view of them the GEMMs take. The planes are _PLANE_PAD values
+        """``(view, flat, plane)``: ``count`` (rows, cols) matrices (V, M, U or their gradients; 16 for F(2x2, 3x3),
+        36 for F(4x4, 3x3)) stored ``plane`` values apart in ``flat``, and the (count, rows, cols) view of them the
+        GEMMs take. The planes are _PLANE_PAD values
         further apart than their size: the transforms read or write 4 to 16 planes in one loop, and at a distance of
         a power of two (64 KB, 1 MB) those streams all fall in the same few cache sets (U's transform ran 4x slower).
         A per-worker scratch buffer with ``worker``, else a new array."""
@@ -486,23 +491,24 @@ class ConvKernelsMixin(DepthwiseKernelsMixin):
     def _winograd_conv(self, x: Any, weight: Any, bias: Any, PH: int, PW: int, relu: bool = False) -> Any:
         """``conv2d(x, weight, bias)`` for a 3 x 3 stride-1 weight (O, C, 3, 3) and padding (PH, PW), as F(2x2, 3x3)
         in chunks of images: input tiles V (16, tiles, C), 16 GEMMs M = V @ U, output tiles into (N, O, OH, OW)
-        (batch-wide for few tiles per chunk, see :meth:`_winograd_batched`)."""
+        (batch-wide for few tiles per chunk, see :meth:`_winograd_batched`); as F(4x4, 3x3) where
+        :meth:`_winograd4_applies` (:meth:`_winograd4_conv`)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
-        TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
         x = numpy.ascontiguousarray(x)
-        U = self._winograd_weight(numpy.ascontiguousarray(weight, dtype=dtype))[0]  # (16, C, O)
         has_bias = bias is not None
         b = numpy.ascontiguousarray(bias, dtype=dtype) if has_bias else numpy.zeros(1, dtype=dtype)
+        if self._winograd4_applies(N, C, O, OH, OW):
+            return self._winograd4_conv(x, weight, b, has_bias, PH, PW, relu)
+        TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
+        U = self._winograd_weight(numpy.ascontiguousarray(weight, dtype=dtype))[0]  # (16, C, O)
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
 
         def output(worker: int, M: Any, n0: int, n1: int, first: int) -> None:
             yt = self._buffer(worker, "wino_y", (2 * TW * O,), dtype)
             _wino.output_tiles(M[1], M[2], n0, n1, first, TH, TW, b, has_bias, bool(relu), yt, out)
 
-        if self._winograd4_applies(C, O, OH, OW):
-            return self._winograd4_conv(x, weight, b, has_bias, PH, PW, relu)
         if self._winograd_batched(N, C, O, TH, TW, nb, x.itemsize):
             V = self._winograd_batch_input(x, nb, PH, PW, TH, TW)
             M = self._wino_planes(None, "", N * TH * TW, O, dtype)
@@ -569,12 +575,20 @@ class ConvKernelsMixin(DepthwiseKernelsMixin):
         return self._winograd_weight_from(dU, w_shape)
 
     # ------------------------------------------------------------------ Winograd F(4x4, 3x3) (_numba_winograd4.py)
-    def _winograd4_applies(self, C: int, O: int, OH: int, OW: int) -> bool:
+    def _winograd4_applies(self, N: int, C: int, O: int, OH: int, OW: int) -> bool:
         """Whether a Winograd convolution (see :meth:`_winograd_applies`) uses 4 x 4 output tiles: with
         ``self.winograd_tile == 4``, outputs of at least _WINOGRAD4_MIN_SIZE in both directions (on smaller ones the
-        6 x 6 tiles are mostly padding) and _WINOGRAD4_MIN_CHANNELS in and out (with fewer, the GEMMs F(4x4, 3x3)
-        saves are too small a part of the time to pay for its bigger transforms). Shapes only decide."""
-        return self.winograd_tile == 4 and min(OH, OW) >= _WINOGRAD4_MIN_SIZE and min(C, O) >= _WINOGRAD4_MIN_CHANNELS
+        6 x 6 tiles are mostly padding), _WINOGRAD4_MIN_CHANNELS in and out (with fewer, the GEMMs F(4x4, 3x3)
+        saves are too small a part of the time to pay for its bigger transforms) and _WINOGRAD4_MIN_TILES tiles in
+        the batch (with fewer, its bigger weight transform, done at every call, costs more than the GEMMs save: 8
+        images of 8 x 8 at 256 channels ran 1.9x slower). Shapes only decide."""
+        tiles = N * _ceil_div(OH, 4) * _ceil_div(OW, 4)
+        return (
+            self.winograd_tile == 4
+            and min(OH, OW) >= _WINOGRAD4_MIN_SIZE
+            and min(C, O) >= _WINOGRAD4_MIN_CHANNELS
+            and tiles >= _WINOGRAD4_MIN_TILES
+        )
 
     def _winograd4_conv(self, x: Any, weight: Any, b: Any, has_bias: bool, PH: int, PW: int, relu: bool) -> Any:
         """:meth:`_winograd_conv` with F(4x4, 3x3): per chunk of images, input tiles V (36, tiles, C), 36 GEMMs

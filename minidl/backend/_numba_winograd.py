@@ -29,7 +29,7 @@ Layouts: the input is copied channels-last into a zero-padded scratch image ``xt
 bounds and every transform loops over contiguous channels (which LLVM vectorizes). Tiles of a chunk of images
 [n0, n1) are numbered t = ((n - n0) TH + th) TW + tw, with TH = ceil(OH / 2) and TW = ceil(OW / 2) tiles per column
 and row (from image ``first`` = 0 instead of n0 when one array holds the whole batch's tiles); ``V`` is 16 (T, C)
-planes, ``M`` 16 (T, O) planes, and ``U`` 16 (O, C) planes. The kernels take each as a flat array and the distance
+planes, ``M`` 16 (T, O) planes, and ``U`` 16 (C, O) planes. The kernels take each as a flat array and the distance
 ``plane`` between two planes, which the caller makes a little more than a plane's size: a transform reads or writes
 4 to 16 planes in one loop, and at a power-of-two distance all those streams fall in the same cache sets (see
 ``_numba_conv.ConvKernelsMixin._wino_planes``). Kernels follow the conventions of ``_numba_kernels.py`` (serial,

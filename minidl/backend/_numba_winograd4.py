@@ -16,8 +16,11 @@ tile needs a 6 x 6 input tile ``d`` (Lavin and Gray 2016, interpolation points 0
 these are 36 GEMMs M_xi = V_xi U_xi, (tiles, C) @ (C, O), with 1.78x fewer multiplications than F(2x2, 3x3)'s 16
 and 1.78x fewer values in V and M per output pixel (the transforms are memory-bound: they get cheaper too).
 
-Accuracy: the transforms multiply by up to 8 and 1/24, so roundings grow more than in F(2x2, 3x3): for float32 about
-2e-6 relative to the largest output on a 64-channel layer (F(2x2, 3x3): 1e-6), still far inside the test tolerances.
+Accuracy: the transforms multiply by up to 8 and 1/24, so roundings grow more than in F(2x2, 3x3): for float32
+2e-6 to 8e-6 relative to the largest output on 64-channel layers (F(2x2, 3x3): 2e-7 to 5e-7), float64 about 1e-14
+(1e-15), far inside the test tolerances. The transforms also scale values up (B^T d B by up to 100x, the output
+transform by up to 361x before the sums cancel), so huge finite float32 inputs (above about 1e35) can overflow
+where a direct convolution would not; an inf or NaN turns its tiles' outputs into NaN, as in F(2x2, 3x3).
 
 Layouts as in ``_numba_winograd.py``, with 4 column phases instead of 2: the padded channels-last scratch image is
 xt[row, column % 4, column // 4, c], so along a tile row the values of column j of every tile form one contiguous run
@@ -55,12 +58,17 @@ def _at(m0, m1, m2, m3, m4, m5, k2, k4, k8):
     return m0 + m1 + m2 + m3 + m4, m1 - m2 + k2 * (m3 - m4), m1 + m2 + k4 * (m3 + m4), m1 - m2 + k8 * (m3 - m4) + m5
 
 
+_SIXTH, _TWELFTH, _TWENTYFOURTH = 1.0 / 6.0, 1.0 / 12.0, 1.0 / 24.0
+
+
 @njit(inline="always")
 def _g(g0, g1, g2):
-    """G g for a column g of 3 values (6 values; float64 for float32 g too: the weight's transform is cheap, and
-    1/6, 1/12 and 1/24 are not exact in binary)."""
+    """G g for a column g of 3 values (6 values), in float64 for float32 g too (1/6, 1/12 and 1/24 are not exact in
+    binary); multiplications by the reciprocals (divisions made the transform 2.6x slower)."""
     g0, g1, g2 = g0 + 0.0, g1 + 0.0, g2 + 0.0  # float64
-    return g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, g0 / 24 + g1 / 12 + g2 / 6, g0 / 24 - g1 / 12 + g2 / 6, g2
+    s = g0 + g2
+    a = g0 * _TWENTYFOURTH + g2 * _SIXTH
+    return g0 * 0.25, -(s + g1) * _SIXTH, -(s - g1) * _SIXTH, a + g1 * _TWELFTH, a - g1 * _TWELFTH, g2
 
 
 @njit(cache=True, nogil=True)

@@ -87,8 +87,14 @@ def test_im2row_backward_in_row_blocks(O):
 
 @pytest.mark.parametrize(
     ("x_shape", "w_shape", "stride", "padding"),
-    [((24, 3, 6, 6), (4, 3, 3, 3), 1, 1), ((40, 8, 9, 7), (12, 8, 3, 3), 1, 1), ((40, 8, 6, 6), (4, 8, 1, 1), 2, 0)],
-    ids=["im2row", "winograd", "pointwise"],
+    [
+        ((24, 3, 6, 6), (4, 3, 3, 3), 1, 1),
+        ((40, 8, 9, 7), (12, 8, 3, 3), 1, 1),
+        ((37, 16, 32, 32), (16, 16, 3, 3), 1, 1),
+        ((33, 64, 9, 13), (64, 64, 3, 3), 1, 1),
+        ((40, 8, 6, 6), (4, 8, 1, 1), 2, 0),
+    ],
+    ids=["im2row", "winograd-batch-wide", "winograd-chunks", "winograd-4x4", "pointwise"],
 )
 def test_results_do_not_depend_on_the_thread_count(x_shape, w_shape, stride, padding):
     rng = np.random.default_rng(0)
@@ -199,9 +205,9 @@ def test_batch_wide_winograd_matches_the_chunked_one_and_the_reference(monkeypat
 @pytest.mark.parametrize(
     ("x_shape", "w_shape", "padding"),
     [
-        ((3, 64, 8, 8), (64, 64, 3, 3), 1),
-        ((2, 64, 13, 11), (72, 64, 3, 3), 1),
-        ((2, 80, 10, 12), (64, 80, 3, 3), (0, 2)),
+        ((32, 64, 8, 8), (64, 64, 3, 3), 1),
+        ((11, 64, 13, 11), (72, 64, 3, 3), 1),
+        ((16, 80, 10, 12), (64, 80, 3, 3), (0, 2)),
     ],
     ids=["8x8", "odd", "uneven-padding"],
 )
@@ -211,8 +217,8 @@ def test_winograd_4x4_tiles_match_the_reference(x_shape, w_shape, padding, dtype
     be = fast_be()
     PH, PW = (padding, padding) if isinstance(padding, int) else padding
     OH, OW = x_shape[2] + 2 * PH - 2, x_shape[3] + 2 * PW - 2
-    assert be._winograd4_applies(x_shape[1], w_shape[0], OH, OW)
-    assert be._winograd4_applies(w_shape[0], x_shape[1], x_shape[2], x_shape[3])  # dx's convolution
+    assert be._winograd4_applies(x_shape[0], x_shape[1], w_shape[0], OH, OW)
+    assert be._winograd4_applies(x_shape[0], w_shape[0], x_shape[1], x_shape[2], x_shape[3])  # dx's convolution
     for bias in (True, False):
         compare(conv_case(x_shape, w_shape, 1, padding, "winograd", bias=bias, dtype=dtype, seed=x_shape[2]))
 
@@ -221,13 +227,13 @@ def test_winograd_4x4_tiles_are_float32_accurate_and_can_be_turned_off():
     # a resnet56 last-stage layer: F(4x4, 3x3) within a few float32 roundings of the float64 convolution (larger
     # ones than F(2x2, 3x3)'s: it multiplies by up to 8 and 1/24), and winograd_tile = 2 goes back to F(2x2, 3x3)
     be = fast_be()
-    assert be.winograd_tile == 4 and be._winograd4_applies(64, 64, 8, 8)
-    exact, tile4, tile2 = winograd_and_switched((4, 64, 8, 8), (64, 64, 3, 3), "winograd_tile", 2)
+    assert be.winograd_tile == 4 and be._winograd4_applies(32, 64, 64, 8, 8)
+    exact, tile4, tile2 = winograd_and_switched((32, 64, 8, 8), (64, 64, 3, 3), "winograd_tile", 2)
     assert np.abs(tile4 - exact).max() < 2e-5
     assert np.abs(tile2 - exact).max() < 2e-6
     assert not np.array_equal(tile4, tile2)
-    # neither fewer than 64 channels nor an output under 8 x 8 takes 4 x 4 tiles
-    for args in [(32, 64, 8, 8), (64, 32, 8, 8), (64, 64, 7, 8), (64, 64, 8, 4)]:
+    # neither fewer than 64 channels, an output under 8 x 8 nor fewer than 128 tiles in the batch takes 4 x 4 tiles
+    for args in [(32, 32, 64, 8, 8), (32, 64, 32, 8, 8), (32, 64, 64, 7, 8), (32, 64, 64, 8, 4), (31, 64, 64, 8, 8)]:
         assert not be._winograd4_applies(*args), args
 
 
