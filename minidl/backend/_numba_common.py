@@ -2,7 +2,8 @@
 
 * :func:`_native_dtypes`: the kernels are compiled for float32 and float64; a method wrapped with it computes other
   floating dtypes (float16, say) in float32 (float64 if wider) and casts the results back.
-* :func:`_ceil_div`.
+* :func:`_ceil_div`;
+* the chunking constants the convolution kernels share (``_numba_conv.py``, ``_numba_winograd_conv.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy
+
+_CHUNK_BYTES = 1 << 21  # target size of one chunk's im2row buffer (or Winograd tiles): about a core's L2 cache
+_MIN_CHUNKS = 16  # chunks a batch is cut into at least (when it has that many images)
+_DW_BYTES = 32 << 20  # memory for the per-chunk dW partial sums (chunks are grouped when they would need more)
 
 
 def _ceil_div(a: int, b: int) -> int:

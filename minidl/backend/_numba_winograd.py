@@ -32,8 +32,8 @@ and row (from image ``first`` = 0 instead of n0 when one array holds the whole b
 planes, ``M`` 16 (T, O) planes, and ``U`` 16 (C, O) planes. The kernels take each as a flat array and the distance
 ``plane`` between two planes, which the caller makes a little more than a plane's size: a transform reads or writes
 4 to 16 planes in one loop, and at a power-of-two distance all those streams fall in the same cache sets (see
-``_numba_conv.ConvKernelsMixin._wino_planes``). Kernels follow the conventions of ``_numba_kernels.py`` (serial,
-``nogil``, unsigned flat indices).
+``_numba_winograd_conv.WinogradKernelsMixin._wino_planes``). Kernels follow the conventions of
+``_numba_kernels.py`` (serial, ``nogil``, unsigned flat indices).
 """
 
 from __future__ import annotations

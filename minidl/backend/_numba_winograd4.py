@@ -26,7 +26,7 @@ Layouts as in ``_numba_winograd.py``, with 4 column phases instead of 2: the pad
 xt[row, column % 4, column // 4, c], so along a tile row the values of column j of every tile form one contiguous run
 of TW C values (the loops below run over such runs, which LLVM vectorizes). Each transform is two passes of a 1-D
 transform: over the 6 columns of the tile (into a scratch ``t``), then over its rows. V, M and U are 36 planes,
-``plane`` values apart (see ``_numba_conv.ConvKernelsMixin._wino_planes``).
+``plane`` values apart (see ``_numba_winograd_conv.WinogradKernelsMixin._wino_planes``).
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def test_winograd_switched_off_still_matches_the_reference():
 def test_batch_wide_winograd_matches_the_chunked_one_and_the_reference(monkeypatch, x_shape, w_shape, padding, dtype):
     # few tiles per chunk (small images, many channels): the batch-wide path (_winograd_batched); the chunked path
     # (the threshold at 0) computes the same convolution, both within the reference's tolerances
-    from minidl.backend import _numba_conv
+    from minidl.backend import _numba_winograd_conv
 
     be = fast_be()
     N, C, H, W = x_shape
@@ -190,8 +190,8 @@ def test_batch_wide_winograd_matches_the_chunked_one_and_the_reference(monkeypat
     compare(case)
     x, w, b = (value for _, value in case.params[:3])
     results = []
-    for rows in (_numba_conv._WINOGRAD_MIN_ROWS, 0):
-        monkeypatch.setattr(_numba_conv, "_WINOGRAD_MIN_ROWS", rows)
+    for rows in (_numba_winograd_conv._WINOGRAD_MIN_ROWS, 0):
+        monkeypatch.setattr(_numba_winograd_conv, "_WINOGRAD_MIN_ROWS", rows)
         assert be._winograd_batched(*batched) == (rows > 0)
         with minidl.use_backend("numba"):
             out, cache = F.conv2d_forward(x, w, b, 1, padding)
@@ -237,11 +237,19 @@ def test_winograd_4x4_tiles_are_float32_accurate_and_can_be_turned_off():
         assert not be._winograd4_applies(*args), args
 
 
+def test_winograd_tile_must_be_2_or_4():
+    be = fast_be()
+    with pytest.raises(ValueError, match=r"NumbaBackend.winograd_tile: expected 2 .* or 4 .*, got 3"):
+        be.winograd_tile = 3
+    assert be.winograd_tile == 4
+
+
 def test_winograd_planes_are_not_a_power_of_two_apart():
     # the 16 planes of V, M and U are _PLANE_PAD values further apart than their size (cache sets, see _wino_planes)
-    from minidl.backend._numba_conv import _PLANE_PAD
+    from minidl.backend._numba_winograd_conv import _PLANE_PAD
 
-    view, flat, plane = fast_be()._wino_planes(None, "", 64, 32, np.float32)
+    planes = fast_be()._wino_planes(None, "", 64, 32, np.float32)
+    view, flat, plane = planes.view, planes.flat, planes.plane
     assert view.shape == (16, 64, 32) and plane == 64 * 32 + _PLANE_PAD and flat.size == 16 * plane
     assert view.strides == (plane * 4, 32 * 4, 4) and np.shares_memory(view, flat)
     view[3, 1, 2] = 7.0

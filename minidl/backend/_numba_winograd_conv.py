@@ -1,0 +1,301 @@
+"""Winograd convolutions of the Numba backend: a mixin of :class:`~minidl.backend._numba_conv.ConvKernelsMixin`.
+
+The drivers of the kernels in ``_numba_winograd.py`` (F(2x2, 3x3)) and ``_numba_winograd4.py`` (F(4x4, 3x3)), for 3 x 3
+stride-1 convolutions with 8 or more channels in and out (see ``_numba_conv.py`` for when they run):
+
+* **chunks of images** (the usual case): per chunk, input tiles V (16, tiles, C), 16 GEMMs M = V @ U (BLAS, one
+  thread per call), output tiles into the (N, O, OH, OW) output; dW from the same tiles, dU = V^T dM, with a partial
+  sum per chunk (or fixed group of chunks) added in order;
+* **batch-wide** (:meth:`WinogradKernelsMixin._winograd_batched`: fewer than 128 tiles per chunk): the transforms
+  over the whole batch, then each GEMM once over all its tiles, one task per tile position;
+* **F(4x4, 3x3)** (:meth:`WinogradKernelsMixin._winograd4_applies`: 64+ channels, outputs of 8 x 8 or more, 128+
+  tiles in the batch) for the forward and dx: 36 GEMMs per chunk. dW always uses F(2x2, 3x3)'s transforms.
+
+V, M and U (and dM, dU) are :class:`Planes`: 16 (or 36) matrices stored a little further apart than their size, so
+the transforms' many streams do not fall in the same cache sets (see :meth:`WinogradKernelsMixin._wino_planes`).
+The split depends on the shapes only, so results do not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy
+
+from minidl.backend import _numba_winograd as _wino
+from minidl.backend import _numba_winograd4 as _wino4
+from minidl.backend import _threads
+from minidl.backend._numba_common import _CHUNK_BYTES, _DW_BYTES, _MIN_CHUNKS, _ceil_div
+
+_WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and output channels (see _winograd_applies)
+_WINOGRAD_MIN_ROWS = 128  # tiles per chunk below which Winograd runs batch-wide (see _winograd_batched; measured)
+_WINOGRAD_BATCH_BYTES = 128 << 20  # ... and at most this much V and M for the whole batch
+_WINOGRAD4_MIN_SIZE = 8  # F(4x4, 3x3) for outputs at least this big (see _winograd4_applies) ...
+_WINOGRAD4_MIN_CHANNELS = 64  # ... and at least this many channels in and out (measured: with 16 or 32, no faster)
+_WINOGRAD4_MIN_TILES = 128  # ... and at least this many 4 x 4 tiles in the batch (measured: 32 images of 8 x 8 pay)
+_PLANE_PAD = 16  # values between two of the planes of a Winograd array (see _wino_planes)
+
+
+class Planes(NamedTuple):
+    """16 (or 36) matrices of a Winograd convolution (V, M, U or their gradients), ``plane`` values apart."""
+
+    view: Any  #: (count, rows, cols): what the GEMMs take
+    flat: Any  #: the 1-D storage the kernels index: matrix i starts at i * plane
+    plane: int  #: the distance between two matrices in ``flat``
+
+
+class WinogradKernelsMixin:
+    """The Winograd methods of the Numba backend's convolutions (they use its ``_buffer``, ``_split``,
+    ``_channel_tasks`` and ``_gemm_threads``)."""
+
+    #: run 3 x 3 stride-1 convolutions as Winograd's F(2x2, 3x3) or F(4x4, 3x3) (``_numba_winograd.py``,
+    #: ``_numba_winograd4.py``); False: im2row + GEMM
+    winograd: bool = True
+    _winograd_tile = 4
+
+    @property
+    def winograd_tile(self) -> int:
+        """Output tile of the Winograd convolutions: 4 for F(4x4, 3x3) where :meth:`_winograd4_applies` (else
+        F(2x2, 3x3)), 2 for F(2x2, 3x3) everywhere."""
+        return self._winograd_tile
+
+    @winograd_tile.setter
+    def winograd_tile(self, value: int) -> None:
+        if value not in (2, 4):
+            raise ValueError(
+                f"NumbaBackend.winograd_tile: expected 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3) where it pays), got {value!r}"
+            )
+        self._winograd_tile = value
+
+    # ------------------------------------------------------------------ F(2x2, 3x3) (see _numba_winograd.py)
+    def _winograd_applies(
+        self, C: int, O: int, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int
+    ) -> bool:
+        """Whether a convolution runs as Winograd's (F(2x2, 3x3), or F(4x4, 3x3) where :meth:`_winograd4_applies`):
+        3 x 3, stride 1, no dilation, padding 0 to 2 (what
+        the backward's dx convolution needs), and at least ``_WINOGRAD_MIN_CHANNELS`` channels in and out (with
+        fewer, the 16 small GEMMs do not pay for the transforms). ``self.winograd = False`` turns it off."""
+        return (
+            self.winograd
+            and (KH, KW, SH, SW, DH, DW) == (3, 3, 1, 1, 1, 1)
+            and 0 <= PH <= 2
+            and 0 <= PW <= 2
+            and min(C, O) >= _WINOGRAD_MIN_CHANNELS
+        )
+
+    @staticmethod
+    def _winograd_tiles(N: int, C: int, O: int, OH: int, OW: int, itemsize: int) -> tuple[int, int, int]:
+        """``(TH, TW, images per chunk)``: 2 x 2 output tiles per column and row, and chunks with about
+        _CHUNK_BYTES of V and M (at least _MIN_CHUNKS chunks when possible)."""
+        TH, TW = _ceil_div(OH, 2), _ceil_div(OW, 2)
+        per_image = 16 * TH * TW * (C + O) * itemsize
+        return TH, TW, min(max(1, _CHUNK_BYTES // per_image), max(1, N // _MIN_CHUNKS))
+
+    def _wino_planes(self, worker: int | None, tag: str, rows: int, cols: int, dtype: Any, count: int = 16) -> Planes:
+        """:class:`Planes`: ``count`` (rows, cols) matrices (V, M, U or their gradients; 16 for F(2x2, 3x3), 36 for
+        F(4x4, 3x3)) stored ``plane`` values apart in ``flat``, and the (count, rows, cols) view of them the
+        GEMMs take. The planes are _PLANE_PAD values
+        further apart than their size: the transforms read or write 4 to 16 planes in one loop, and at a distance of
+        a power of two (64 KB, 1 MB) those streams all fall in the same few cache sets (U's transform ran 4x slower).
+        A per-worker scratch buffer with ``worker``, else a new array."""
+        plane = rows * cols + _PLANE_PAD
+        if worker is None:
+            flat = numpy.empty(count * plane, dtype=dtype)
+        else:
+            flat = self._buffer(worker, tag, (count * plane,), dtype)
+        return Planes(flat.reshape(count, plane)[:, : rows * cols].reshape(count, rows, cols), flat, plane)
+
+    def _winograd_weight(self, weight: Any) -> Planes:
+        """U: the transformed filters as :meth:`_wino_planes` of (C, O) (:func:`_numba_winograd.transform_weight`), in
+        parallel over blocks of input channels."""
+        O, C = weight.shape[0], weight.shape[1]
+        weight = numpy.ascontiguousarray(weight)
+        U = self._wino_planes(None, "", C, O, weight.dtype)
+        blocks = self._channel_tasks(C)
+        _threads.parallel_for(
+            lambda worker, i: _wino.transform_weight(weight, *blocks[i], U.flat, U.plane), len(blocks)
+        )
+        return U
+
+    def _winograd_weight_from(self, dU: Any, w_shape: tuple[int, ...]) -> Any:
+        """dW (O, C, 3, 3) from dU, :meth:`_wino_planes` of (C, O) (:func:`_numba_winograd.weight_gradient`), in
+        parallel over blocks of input channels."""
+        dw = numpy.empty(w_shape, dtype=dU.view.dtype)
+        blocks = self._channel_tasks(w_shape[1])
+        _threads.parallel_for(lambda worker, i: _wino.weight_gradient(dU.flat, dU.plane, *blocks[i], dw), len(blocks))
+        return dw
+
+    def _winograd_input(self, worker: int, x: Any, n0: int, n1: int, PH: int, PW: int, TH: int, TW: int) -> Planes:
+        """V: the transformed input tiles of images [n0, n1) as :meth:`_wino_planes` of (tiles, C), in a per-worker
+        buffer."""
+        V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, x.shape[1], x.dtype)
+        self._input_tiles(worker, x, n0, n1, n0, PH, PW, TH, TW, V)
+        return V
+
+    def _input_tiles(
+        self, worker: int, x: Any, n0: int, n1: int, first: int, PH: int, PW: int, TH: int, TW: int, V: Planes
+    ) -> None:
+        """:func:`_numba_winograd.input_tiles` of images [n0, n1) into V (tiles numbered from image ``first``)."""
+        scratch = self._buffer(worker, "wino_x", ((2 * TH + 2) * 2 * (TW + 1) * x.shape[1],), x.dtype)
+        _wino.input_tiles(x, n0, n1, first, PH, PW, TH, TW, scratch, V.flat, V.plane)
+
+    # Layers with few tiles per chunk (small images, many channels: VGG's 512 channels at 4 x 4 or 2 x 2) have a big U
+    # for few rows: a chunk's GEMMs would read the whole U (16 C O values) for a few rows. There the transforms run
+    # over the whole batch, in chunks of images, and each of the 16 GEMMs once over all the batch's tiles, one task
+    # per tile position xi (dW: dU_xi = V_xi^T dM_xi summed over the batch inside the GEMM, no partial sums).
+    def _winograd_batched(self, N: int, C: int, O: int, TH: int, TW: int, nb: int, itemsize: int) -> bool:
+        """Whether a Winograd convolution runs batch-wide: when a chunk of ``nb`` images would have fewer than
+        _WINOGRAD_MIN_ROWS tiles (rows of its GEMMs), the batch has more than one chunk, and the batch's V and M
+        take at most _WINOGRAD_BATCH_BYTES (else they would not stay in the caches either). Shapes only decide."""
+        batch_bytes = 16 * N * TH * TW * (C + O) * itemsize
+        return nb * TH * TW < _WINOGRAD_MIN_ROWS and N > nb and batch_bytes <= _WINOGRAD_BATCH_BYTES
+
+    def _winograd_batch_input(self, x: Any, nb: int, PH: int, PW: int, TH: int, TW: int) -> Planes:
+        """V of the whole batch (tiles numbered from image 0), :meth:`_wino_planes` of (N TH TW, C), in parallel over
+        chunks of ``nb`` images."""
+        N = x.shape[0]
+        V = self._wino_planes(None, "", N * TH * TW, x.shape[1], x.dtype)
+        self._over_images(N, nb, lambda worker, n0, n1: self._input_tiles(worker, x, n0, n1, 0, PH, PW, TH, TW, V))
+        return V
+
+    def _over_images(self, N: int, nb: int, body: Any) -> None:
+        """Run ``body(worker, n0, n1)`` over the batch's chunks of ``nb`` images in parallel."""
+        _threads.parallel_for(lambda worker, task: body(worker, task * nb, min(N, (task + 1) * nb)), _ceil_div(N, nb))
+
+    def _per_tile_position(self, a: Any, b: Any, out: Any) -> None:
+        """out[xi] = a[xi] @ b[xi] for the 16 tile positions, one task (one BLAS call) each."""
+        _threads.parallel_for(
+            lambda worker, xi: numpy.matmul(a[xi], b[xi], out=out[xi]), 16, max_threads=self._gemm_threads()
+        )
+
+    def _winograd_conv(self, x: Any, weight: Any, bias: Any, PH: int, PW: int, relu: bool = False) -> Any:
+        """``conv2d(x, weight, bias)`` for a 3 x 3 stride-1 weight (O, C, 3, 3) and padding (PH, PW), as F(2x2, 3x3)
+        in chunks of images: input tiles V (16, tiles, C), 16 GEMMs M = V @ U, output tiles into (N, O, OH, OW)
+        (batch-wide for few tiles per chunk, see :meth:`_winograd_batched`); as F(4x4, 3x3) where
+        :meth:`_winograd4_applies` (:meth:`_winograd4_conv`)."""
+        N, C, H, W = x.shape
+        O, dtype = weight.shape[0], x.dtype
+        OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
+        x = numpy.ascontiguousarray(x)
+        has_bias = bias is not None
+        b = numpy.ascontiguousarray(bias, dtype=dtype) if has_bias else numpy.zeros(1, dtype=dtype)
+        if self._winograd4_applies(N, C, O, OH, OW):
+            return self._winograd4_conv(x, weight, b, has_bias, PH, PW, relu)
+        TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
+        U = self._winograd_weight(numpy.ascontiguousarray(weight, dtype=dtype)).view  # (16, C, O)
+        out = numpy.empty((N, O, OH, OW), dtype=dtype)
+
+        def output(worker: int, M: Any, n0: int, n1: int, first: int) -> None:
+            yt = self._buffer(worker, "wino_y", (2 * TW * O,), dtype)
+            _wino.output_tiles(M.flat, M.plane, n0, n1, first, TH, TW, b, has_bias, bool(relu), yt, out)
+
+        if self._winograd_batched(N, C, O, TH, TW, nb, x.itemsize):
+            V = self._winograd_batch_input(x, nb, PH, PW, TH, TW)
+            M = self._wino_planes(None, "", N * TH * TW, O, dtype)
+            self._per_tile_position(V.view, U, M.view)
+            del V
+            self._over_images(N, nb, lambda worker, n0, n1: output(worker, M, n0, n1, 0))
+            return out
+
+        def body(worker: int, task: int) -> None:
+            n0, n1 = task * nb, min(N, (task + 1) * nb)
+            V = self._winograd_input(worker, x, n0, n1, PH, PW, TH, TW)
+            M = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype)
+            numpy.matmul(V.view, U, out=M.view)
+            output(worker, M, n0, n1, n0)
+
+        _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
+        return out
+
+    def _winograd_weight_gradient(self, x: Any, dout: Any, w_shape: tuple[int, ...], PH: int, PW: int) -> Any:
+        """dW of :meth:`_winograd_conv` (the adjoint of its U): per chunk of images, V = input tiles of x (as in the
+        forward), dM = A dY A^T of the output gradient's tiles, dU += V_xi^T @ dM_xi (16 GEMMs); then
+        dW = G^T dU G. Each chunk (or fixed group of chunks, for big layers) keeps its dU partial sum, added in order
+        (thread-count independent); batch-wide (see :meth:`_winograd_batched`), one GEMM per xi over all tiles."""
+        N, C, H, W = x.shape
+        O, dtype = w_shape[0], x.dtype
+        OH, OW = dout.shape[2], dout.shape[3]
+        TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
+        x, dout = numpy.ascontiguousarray(x), numpy.ascontiguousarray(dout, dtype=dtype)
+
+        def gradient_tiles(worker: int, dM: Any, n0: int, n1: int, first: int) -> None:
+            yt = self._buffer(worker, "wino_dy", (4 * TW * O,), dtype)
+            _wino.output_gradient_tiles(dout, n0, n1, first, TH, TW, yt, dM.flat, dM.plane)
+
+        dU = self._wino_planes(None, "", C, O, dtype)
+        if self._winograd_batched(N, C, O, TH, TW, nb, x.itemsize):
+            V = self._winograd_batch_input(x, nb, PH, PW, TH, TW)
+            dM = self._wino_planes(None, "", N * TH * TW, O, dtype)
+            self._over_images(N, nb, lambda worker, n0, n1: gradient_tiles(worker, dM, n0, n1, 0))
+            self._per_tile_position(V.view.transpose(0, 2, 1), dM.view, dU.view)
+            return self._winograd_weight_from(dU, w_shape)
+        chunks = _ceil_div(N, nb)
+        # one dU partial sum per chunk, or per fixed group of chunks when they would need more than _DW_BYTES
+        groups = self._split(chunks, max(1, min(chunks, _DW_BYTES // (16 * C * O * x.itemsize))))
+        dU_parts = numpy.zeros((max(len(groups), 1), 16, C, O), dtype=dtype)
+
+        def body(worker: int, group: int) -> None:
+            for chunk in range(*groups[group]):
+                n0, n1 = chunk * nb, min(N, (chunk + 1) * nb)
+                V = self._winograd_input(worker, x, n0, n1, PH, PW, TH, TW)
+                dM = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype)
+                gradient_tiles(worker, dM, n0, n1, n0)
+                if chunk == groups[group][0]:
+                    numpy.matmul(V.view.transpose(0, 2, 1), dM.view, out=dU_parts[group])
+                else:
+                    part = self._buffer(worker, "wino_du", (16, C, O), dtype)
+                    numpy.matmul(V.view.transpose(0, 2, 1), dM.view, out=part)
+                    dU_parts[group] += part
+
+        _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
+        total = dU.view
+        numpy.copyto(total, dU_parts[0])
+        for part in dU_parts[1:]:
+            total += part
+        return self._winograd_weight_from(dU, w_shape)
+
+    # ------------------------------------------------------------------ F(4x4, 3x3) (see _numba_winograd4.py)
+    def _winograd4_applies(self, N: int, C: int, O: int, OH: int, OW: int) -> bool:
+        """Whether a Winograd convolution (see :meth:`_winograd_applies`) uses 4 x 4 output tiles: with
+        ``self.winograd_tile == 4``, outputs of at least _WINOGRAD4_MIN_SIZE in both directions (on smaller ones the
+        6 x 6 tiles are mostly padding), _WINOGRAD4_MIN_CHANNELS in and out (with fewer, the GEMMs F(4x4, 3x3)
+        saves are too small a part of the time to pay for its bigger transforms) and _WINOGRAD4_MIN_TILES tiles in
+        the batch (with fewer, its bigger weight transform, done at every call, costs more than the GEMMs save: 8
+        images of 8 x 8 at 256 channels ran 1.9x slower). Shapes only decide."""
+        tiles = N * _ceil_div(OH, 4) * _ceil_div(OW, 4)
+        return (
+            self.winograd_tile == 4
+            and min(OH, OW) >= _WINOGRAD4_MIN_SIZE
+            and min(C, O) >= _WINOGRAD4_MIN_CHANNELS
+            and tiles >= _WINOGRAD4_MIN_TILES
+        )
+
+    def _winograd4_conv(self, x: Any, weight: Any, b: Any, has_bias: bool, PH: int, PW: int, relu: bool) -> Any:
+        """:meth:`_winograd_conv` with F(4x4, 3x3): per chunk of images, input tiles V (36, tiles, C), 36 GEMMs
+        M = V @ U, output tiles into (N, O, OH, OW)."""
+        N, C, H, W = x.shape
+        O, dtype = weight.shape[0], x.dtype
+        OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
+        TH, TW = _ceil_div(OH, 4), _ceil_div(OW, 4)
+        per_image = 36 * TH * TW * (C + O) * x.itemsize
+        nb = min(max(1, _CHUNK_BYTES // per_image), max(1, N // _MIN_CHUNKS))
+        weight = numpy.ascontiguousarray(weight, dtype=dtype)
+        U = self._wino_planes(None, "", C, O, dtype, 36)
+        blocks = self._channel_tasks(C)
+        _threads.parallel_for(
+            lambda worker, i: _wino4.transform_weight(weight, *blocks[i], U.flat, U.plane), len(blocks)
+        )
+        out = numpy.empty((N, O, OH, OW), dtype=dtype)
+
+        def body(worker: int, task: int) -> None:
+            n0, n1 = task * nb, min(N, (task + 1) * nb)
+            V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype, 36)
+            xt = self._buffer(worker, "wino_x", ((4 * TH + 2) * 4 * (TW + 1) * C,), dtype)
+            t = self._buffer(worker, "wino_t", (40 * TW * max(C, O),), dtype)
+            _wino4.input_tiles(x, n0, n1, n0, PH, PW, TH, TW, xt, t, V.flat, V.plane)
+            M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype, 36)
+            numpy.matmul(V.view, U.view, out=M.view)
+            _wino4.output_tiles(M.flat, M.plane, n0, n1, n0, TH, TW, b, has_bias, bool(relu), t, out)
+
+        _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
+        return out
