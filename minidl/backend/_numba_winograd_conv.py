@@ -72,9 +72,9 @@ class WinogradKernelsMixin:
         self, C: int, O: int, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int
     ) -> bool:
         """Whether a convolution runs as Winograd's (F(2x2, 3x3), or F(4x4, 3x3) where :meth:`_winograd4_applies`):
-        3 x 3, stride 1, no dilation, padding 0 to 2 (what
-        the backward's dx convolution needs), and at least ``_WINOGRAD_MIN_CHANNELS`` channels in and out (with
-        fewer, the 16 small GEMMs do not pay for the transforms). ``self.winograd = False`` turns it off."""
+        3 x 3, stride 1, no dilation, padding 0 to 2 (what the backward's dx convolution needs), and at least
+        ``_WINOGRAD_MIN_CHANNELS`` channels in and out (with fewer, the 16 small GEMMs do not pay for the
+        transforms). ``self.winograd = False`` turns it off."""
         return (
             self.winograd
             and (KH, KW, SH, SW, DH, DW) == (3, 3, 1, 1, 1, 1)
@@ -84,20 +84,20 @@ class WinogradKernelsMixin:
         )
 
     @staticmethod
-    def _winograd_tiles(N: int, C: int, O: int, OH: int, OW: int, itemsize: int) -> tuple[int, int, int]:
-        """``(TH, TW, images per chunk)``: 2 x 2 output tiles per column and row, and chunks with about
-        _CHUNK_BYTES of V and M (at least _MIN_CHUNKS chunks when possible)."""
-        TH, TW = _ceil_div(OH, 2), _ceil_div(OW, 2)
-        per_image = 16 * TH * TW * (C + O) * itemsize
+    def _winograd_tiles(N: int, C: int, O: int, OH: int, OW: int, itemsize: int, tile: int = 2) -> tuple[int, int, int]:
+        """``(TH, TW, images per chunk)``: ``tile`` x ``tile`` output tiles per column and row, and chunks with
+        about _CHUNK_BYTES of V and M ((tile + 2)^2 planes each; at least _MIN_CHUNKS chunks when possible)."""
+        TH, TW = _ceil_div(OH, tile), _ceil_div(OW, tile)
+        per_image = (tile + 2) ** 2 * TH * TW * (C + O) * itemsize
         return TH, TW, min(max(1, _CHUNK_BYTES // per_image), max(1, N // _MIN_CHUNKS))
 
     def _wino_planes(self, worker: int | None, tag: str, rows: int, cols: int, dtype: Any, count: int = 16) -> Planes:
         """:class:`Planes`: ``count`` (rows, cols) matrices (V, M, U or their gradients; 16 for F(2x2, 3x3), 36 for
         F(4x4, 3x3)) stored ``plane`` values apart in ``flat``, and the (count, rows, cols) view of them the
-        GEMMs take. The planes are _PLANE_PAD values
-        further apart than their size: the transforms read or write 4 to 16 planes in one loop, and at a distance of
-        a power of two (64 KB, 1 MB) those streams all fall in the same few cache sets (U's transform ran 4x slower).
-        A per-worker scratch buffer with ``worker``, else a new array."""
+        GEMMs take. The planes are _PLANE_PAD values further apart than their size: the transforms read or write 4
+        to 16 planes in one loop, and at a distance of a power of two (64 KB, 1 MB) those streams all fall in the
+        same few cache sets (U's transform ran 4x slower). A per-worker scratch buffer with ``worker``, else a new
+        array."""
         plane = rows * cols + _PLANE_PAD
         if worker is None:
             flat = numpy.empty(count * plane, dtype=dtype)
@@ -105,16 +105,15 @@ class WinogradKernelsMixin:
             flat = self._buffer(worker, tag, (count * plane,), dtype)
         return Planes(flat.reshape(count, plane)[:, : rows * cols].reshape(count, rows, cols), flat, plane)
 
-    def _winograd_weight(self, weight: Any) -> Planes:
-        """U: the transformed filters as :meth:`_wino_planes` of (C, O) (:func:`_numba_winograd.transform_weight`), in
-        parallel over blocks of input channels."""
+    def _winograd_weight(self, weight: Any, dtype: Any, tile: int = 2) -> Planes:
+        """U: the transformed filters in ``dtype`` as :meth:`_wino_planes` of (C, O), in parallel over blocks of input
+        channels (``transform_weight`` of ``_numba_winograd.py``, or of ``_numba_winograd4.py`` for ``tile`` 4)."""
         O, C = weight.shape[0], weight.shape[1]
-        weight = numpy.ascontiguousarray(weight)
-        U = self._wino_planes(None, "", C, O, weight.dtype)
+        weight = numpy.ascontiguousarray(weight, dtype=dtype)
+        U = self._wino_planes(None, "", C, O, dtype, (tile + 2) ** 2)
+        transform = (_wino4 if tile == 4 else _wino).transform_weight
         blocks = self._channel_tasks(C)
-        _threads.parallel_for(
-            lambda worker, i: _wino.transform_weight(weight, *blocks[i], U.flat, U.plane), len(blocks)
-        )
+        _threads.parallel_for(lambda worker, i: transform(weight, *blocks[i], U.flat, U.plane), len(blocks))
         return U
 
     def _winograd_weight_from(self, dU: Any, w_shape: tuple[int, ...]) -> Any:
@@ -158,9 +157,12 @@ class WinogradKernelsMixin:
         self._over_images(N, nb, lambda worker, n0, n1: self._input_tiles(worker, x, n0, n1, 0, PH, PW, TH, TW, V))
         return V
 
-    def _over_images(self, N: int, nb: int, body: Any) -> None:
-        """Run ``body(worker, n0, n1)`` over the batch's chunks of ``nb`` images in parallel."""
-        _threads.parallel_for(lambda worker, task: body(worker, task * nb, min(N, (task + 1) * nb)), _ceil_div(N, nb))
+    def _over_images(self, N: int, nb: int, body: Any, max_threads: int | None = None) -> None:
+        """Run ``body(worker, n0, n1)`` over the batch's chunks of ``nb`` images in parallel (``max_threads``:
+        :meth:`_gemm_threads` for a body that calls BLAS)."""
+        _threads.parallel_for(
+            lambda worker, task: body(worker, task * nb, min(N, (task + 1) * nb)), _ceil_div(N, nb), max_threads
+        )
 
     def _per_tile_position(self, a: Any, b: Any, out: Any) -> None:
         """out[xi] = a[xi] @ b[xi] for the 16 tile positions, one task (one BLAS call) each."""
@@ -182,7 +184,7 @@ class WinogradKernelsMixin:
         if self._winograd4_applies(N, C, O, OH, OW):
             return self._winograd4_conv(x, weight, b, has_bias, PH, PW, relu)
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
-        U = self._winograd_weight(numpy.ascontiguousarray(weight, dtype=dtype)).view  # (16, C, O)
+        U = self._winograd_weight(weight, dtype).view  # (16, C, O)
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
 
         def output(worker: int, M: Any, n0: int, n1: int, first: int) -> None:
@@ -197,14 +199,13 @@ class WinogradKernelsMixin:
             self._over_images(N, nb, lambda worker, n0, n1: output(worker, M, n0, n1, 0))
             return out
 
-        def body(worker: int, task: int) -> None:
-            n0, n1 = task * nb, min(N, (task + 1) * nb)
+        def body(worker: int, n0: int, n1: int) -> None:
             V = self._winograd_input(worker, x, n0, n1, PH, PW, TH, TW)
             M = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype)
             numpy.matmul(V.view, U, out=M.view)
             output(worker, M, n0, n1, n0)
 
-        _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
+        self._over_images(N, nb, body, self._gemm_threads())
         return out
 
     def _winograd_weight_gradient(self, x: Any, dout: Any, w_shape: tuple[int, ...], PH: int, PW: int) -> Any:
@@ -276,19 +277,11 @@ class WinogradKernelsMixin:
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
-        TH, TW = _ceil_div(OH, 4), _ceil_div(OW, 4)
-        per_image = 36 * TH * TW * (C + O) * x.itemsize
-        nb = min(max(1, _CHUNK_BYTES // per_image), max(1, N // _MIN_CHUNKS))
-        weight = numpy.ascontiguousarray(weight, dtype=dtype)
-        U = self._wino_planes(None, "", C, O, dtype, 36)
-        blocks = self._channel_tasks(C)
-        _threads.parallel_for(
-            lambda worker, i: _wino4.transform_weight(weight, *blocks[i], U.flat, U.plane), len(blocks)
-        )
+        TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize, tile=4)
+        U = self._winograd_weight(weight, dtype, tile=4)
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
 
-        def body(worker: int, task: int) -> None:
-            n0, n1 = task * nb, min(N, (task + 1) * nb)
+        def body(worker: int, n0: int, n1: int) -> None:
             V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype, 36)
             xt = self._buffer(worker, "wino_x", ((4 * TH + 2) * 4 * (TW + 1) * C,), dtype)
             t = self._buffer(worker, "wino_t", (40 * TW * max(C, O),), dtype)
@@ -297,5 +290,5 @@ class WinogradKernelsMixin:
             numpy.matmul(V.view, U.view, out=M.view)
             _wino4.output_tiles(M.flat, M.plane, n0, n1, n0, TH, TW, b, has_bias, bool(relu), t, out)
 
-        _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
+        self._over_images(N, nb, body, self._gemm_threads())
         return out
