@@ -29,19 +29,24 @@ exists, only x is cached, and one of the algorithms below runs, chosen by shape 
   1.3-1.9x faster on those layers at batch 128. Its roundings are larger (float32: 2e-6 to 8e-6 of the largest
   output against 2e-7 to 5e-7; float64: 1e-14 against 1e-15). ``backend.winograd_tile = 2`` keeps F(2x2, 3x3)
   only. The weight gradient stays F(2x2, 3x3)'s.
-* **1 x 1 without padding** (ResNet's projection shortcuts, MobileNet's pointwise layers): one stacked product
-  (O, C) @ (images, C, OH OW) per chunk of images, already in NCHW layout (x subsampled first for a stride).
+* **1 x 1 without padding** (ResNet's projection shortcuts, MobileNet's pointwise layers) with 32 or more output
+  pixels per image: one stacked product (O, C) @ (images, C, OH OW) per chunk of images, already in NCHW layout (x
+  subsampled first for a stride). Smaller outputs (MobileNetV2's 4 x 4 layers) run as im2row: products 16 columns
+  wide are too thin for BLAS, one (images OH OW, C) @ (C, O) GEMM per chunk is not (1.1-1.4x faster, measured).
 * **depthwise** (``groups == C``, weight (O, 1, KH, KW): MobileNet's 3 x 3 layers): direct loops over the output
-  planes, KH KW shifted multiply-adds of whole rows, no column matrix (``_numba_depthwise.py``). Other grouped
-  convolutions run the reference's per-group GEMMs with the compiled im2col.
+  planes, KH KW shifted multiply-adds of whole rows, no column matrix; on small outputs channels last, one
+  multiply-add over all channels per pixel and tap (``_numba_depthwise.py``). Other grouped convolutions run the
+  reference's per-group GEMMs with the compiled im2col.
 
 Each chunk keeps its own dW partial sum (a fixed group of chunks does, for a big weight), added in order at the
 end, and the chunking depends on the shapes only, so results do not depend on the number of threads. In inference
-the forward can also apply a ReLU in its output pass (``relu=True``, see ``minidl/nn/fusion.py``).
+the forward can also apply a ReLU or a ReLU6 in its output pass (``relu_max``: the pairs ``conv2d_relu`` and
+``conv2d_relu6``, which ``minidl/nn/fusion.py`` runs for a folded Conv-BatchNorm-activation).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy
@@ -52,6 +57,10 @@ from minidl.backend._numba_common import _CHUNK_BYTES, _DW_BYTES, _MIN_CHUNKS, _
 from minidl.backend._numba_depthwise import DepthwiseKernelsMixin
 from minidl.backend._numba_winograd_conv import WinogradKernelsMixin
 
+# 1 x 1 convolutions with fewer output pixels per image run as im2row (one GEMM over the chunk's rows, long in
+# its first dimension) instead of a stack of (O, C) @ (C, OH OW) products this thin (measured on MobileNetV2's 4 x 4
+# layers at batch 128: 1.1-1.4x faster; at 8 x 8 the stacked products are as fast or faster)
+_POINTWISE_MIN_OHW = 32
 _SMALL_O_BLOCK = 256  # rows per backward GEMM call when O <= 16 (measured: the best block for such thin GEMMs)
 
 
@@ -77,16 +86,21 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
         in it). Cache: ``(x, or x_col with groups other than depthwise, weight, has_bias, g, x_shape, crop)``."""
         return self._conv2d(g, x, weight, bias)
 
-    def _conv2d(self, g: Any, x: Any, weight: Any, bias: Any, relu: bool = False) -> tuple[Any, Any]:
-        """:meth:`_conv2d_forward`, and ``conv2d_relu``'s forward with ``relu``."""
+    def _conv2d(
+        self, g: Any, x: Any, weight: Any, bias: Any, relu_max: float | None = None
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """:meth:`_conv2d_forward`; with ``relu_max`` (+inf: ``conv2d_relu``, 6: ``conv2d_relu6``) the output pass
+        also applies min(relu(out), relu_max) (groups 1 or depthwise only)."""
         x, crop = self._symmetric(x, g)
         if self._is_depthwise(tuple(x.shape), weight, g.groups):
             geometry = (g.SH, g.SW, g.top, g.left, g.DH, g.DW, g.OH, g.OW)
-            out = self._depthwise_conv2d(x, weight, bias, *geometry)
+            out = self._depthwise_conv2d(x, weight, bias, *geometry, relu_max=relu_max)
             return out, (x, weight, bias is not None, g, tuple(x.shape), crop)
         if g.groups != 1:
+            assert relu_max is None, "the activation pairs decline grouped convolutions"
             return self._grouped_conv2d(x, weight, bias, g, crop)
-        out = self._conv2d_dense(x, weight, bias, g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW, relu=relu)
+        geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
+        out = self._conv2d_dense(x, weight, bias, *geometry, relu_max=relu_max)
         return out, (x, weight, bias is not None, g, tuple(x.shape), crop)
 
     def _conv2d_backward(self, dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
@@ -105,12 +119,14 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
             dx = numpy.ascontiguousarray(dx[:, :, : crop[0], : crop[1]])
         return dx, dw, db
 
-    @staticmethod
+    @classmethod
     def _conv2d_relu_accepts(
-        x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
-    ) -> bool:
-        """Groups 1: the ReLU is applied by the dense kernels' output pass."""
-        return groups == 1
+        cls, x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+        groups: int = 1,
+    ) -> bool:  # fmt: skip
+        """Groups 1 or depthwise: the activation is applied by those kernels' output pass (``conv2d_relu`` and
+        ``conv2d_relu6``; other grouped convolutions run the reference pairs)."""
+        return groups == 1 or cls._is_depthwise(tuple(numpy.shape(x)), weight, groups)
 
     def _conv2d_relu_forward(
         self, g: Any, x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
@@ -118,13 +134,27 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
     ) -> tuple[Any, Any]:  # fmt: skip
         """``relu(conv2d(x))`` with the ReLU in the convolution's output pass. Cache: the convolution's and the
         output (whose positive entries are the ReLU's mask)."""
-        out, conv_cache = self._conv2d(g, x, weight, bias, relu=True)
+        out, conv_cache = self._conv2d(g, x, weight, bias, relu_max=math.inf)
         return out, (conv_cache, out)
 
     def _conv2d_relu_backward(self, dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
         """``(dx, dw, db)`` of :meth:`_conv2d_relu_forward`: the ReLU's mask from the output, then the conv's."""
         conv_cache, out = cache
         return self._conv2d_backward(numpy.where(out > 0, dout, 0), conv_cache, compute_dw=compute_dw)
+
+    def _conv2d_relu6_forward(
+        self, g: Any, x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+        groups: int = 1,
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """``relu6(conv2d(x))`` with the ReLU6 in the convolution's output pass. Cache: the convolution's and the
+        output (0 < out < 6 exactly where 0 < conv2d(x) < 6: the ReLU6's mask)."""
+        out, conv_cache = self._conv2d(g, x, weight, bias, relu_max=6.0)
+        return out, (conv_cache, out)
+
+    def _conv2d_relu6_backward(self, dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
+        """``(dx, dw, db)`` of :meth:`_conv2d_relu6_forward`: the ReLU6's mask from the output, then the conv's."""
+        conv_cache, out = cache
+        return self._conv2d_backward(numpy.where((out > 0) & (out < 6), dout, 0), conv_cache, compute_dw=compute_dw)
 
     # ------------------------------------------------------------------ grouped convolution (the reference's GEMMs)
     def _grouped_conv2d(self, x: Any, weight: Any, bias: Any, g: Any, crop: Any) -> tuple[Any, Any]:
@@ -160,7 +190,7 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
     @_native_dtypes
     def _conv2d_dense(
         self, x: Any, weight: Any, bias: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int,
-        relu: bool = False,
+        relu_max: float | None = None,
     ) -> Any:  # fmt: skip
         """``out = conv2d(x, weight, bias)`` (groups 1) as im2row + GEMM per chunk of images; no batch-sized matrix.
 
@@ -169,18 +199,19 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
 
         Args:
             x: (N, C, H, W).  weight: (O, C, KH, KW).  bias: (O,) or None.
-            relu: apply ReLU to the output in the same pass (inference: see ``minidl/nn/fusion.py``).
+            relu_max: apply min(relu(out), relu_max) in the same pass: +inf a ReLU, 6 a ReLU6 (inference: see
+                ``minidl/nn/fusion.py``); None (the default) none.
         Returns:
             out: (N, O, OH, OW), what ``conv.py``'s reference (``W_col @ im2col(x) + b``) computes.
         """
         if self._winograd_applies(x.shape[1], weight.shape[0], KH, KW, SH, SW, PH, PW, DH, DW):
-            return self._winograd_conv(x, weight, bias, PH, PW, relu)
-        if (KH, KW, PH, PW) == (1, 1, 0, 0):
-            return self._pointwise_conv(x, weight, bias, SH, SW, relu)
+            return self._winograd_conv(x, weight, bias, PH, PW, relu_max)
         N, C, H, W = x.shape
         O = weight.shape[0]
         OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
         OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
+        if (KH, KW, PH, PW) == (1, 1, 0, 0) and OH * OW >= _POINTWISE_MIN_OHW:
+            return self._pointwise_conv(x, weight, bias, SH, SW, relu_max)
         K, OHW, dtype = C * KH * KW, OH * OW, x.dtype
         x = numpy.ascontiguousarray(x)
         w_row_t = numpy.ascontiguousarray(weight.transpose(2, 3, 1, 0)).reshape(K, O)  # W_row^T, contiguous: faster
@@ -189,6 +220,7 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
         out3 = out.reshape(N, O, OHW)
         nb = self._images_per_chunk(N, K, OHW, x.itemsize)
+        relu, cap = _k.epilogue(relu_max)
 
         def body(worker: int, task: int) -> None:
             n0, n1 = task * nb, min(N, (task + 1) * nb)
@@ -197,7 +229,7 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
             _k.im2row(x, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, rows)
             y = self._buffer(worker, "y", ((n1 - n0) * OHW, O), dtype)
             numpy.matmul(rows, w_row_t, out=y)
-            _k.rows_to_nchw(y, n0, n1, b, has_bias, bool(relu), out3)
+            _k.rows_to_nchw(y, n0, n1, b, has_bias, relu, cap, out3)
 
         _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
         return out
@@ -295,9 +327,11 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
         """Images per task: about _CHUNK_BYTES of input and output, and at least _MIN_CHUNKS tasks when possible."""
         return min(max(1, _CHUNK_BYTES // max(1, (C + O) * OHW * itemsize)), max(1, N // _MIN_CHUNKS))
 
-    def _pointwise_conv(self, x: Any, weight: Any, bias: Any, SH: int, SW: int, relu: bool = False) -> Any:
-        """``conv2d(x, weight, bias)`` for a (O, C, 1, 1) weight, stride (SH, SW), no padding (then relu with
-        ``relu``): per chunk of images one stacked product (O, C) @ (images, C, OH OW)."""
+    def _pointwise_conv(
+        self, x: Any, weight: Any, bias: Any, SH: int, SW: int, relu_max: float | None = None
+    ) -> Any:  # fmt: skip
+        """``conv2d(x, weight, bias)`` for a (O, C, 1, 1) weight, stride (SH, SW), no padding (then min(relu,
+        relu_max) with ``relu_max``): per chunk of images one stacked product (O, C) @ (images, C, OH OW)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = (H - 1) // SH + 1, (W - 1) // SW + 1
@@ -312,8 +346,10 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
             numpy.matmul(w2, self._subsampled(worker, x, n0, n1, SH, SW, OH, OW), out=y)
             if bias is not None:
                 y += bias[:, None]
-            if relu:  # NaN stays NaN, as relu_forward
+            if relu_max is not None:  # NaN stays NaN, as relu_forward and hardtanh_forward
                 numpy.maximum(y, 0, out=y)
+                if relu_max != math.inf:
+                    numpy.minimum(y, relu_max, out=y)
 
         _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
         return out

@@ -31,6 +31,8 @@ Set ``NUMBA_DISABLE_JIT=1`` to run (slowly) the same code as plain Python, e.g. 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -212,9 +214,9 @@ def row2im(rows, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, dx):
 
 
 @njit(cache=True, nogil=True)
-def rows_to_nchw(y, n0, n1, bias, has_bias, relu, out):
-    """out[n, o, p] = y[(n - n0) OHW + p, o] (+ bias[o]) (then relu, with ``relu``): the GEMM result (images OHW, O)
-    into (N, O, OHW)."""
+def rows_to_nchw(y, n0, n1, bias, has_bias, relu, relu_max, out):
+    """out[n, o, p] = y[(n - n0) OHW + p, o] (+ bias[o]) (then min(relu, relu_max), with ``relu``: see
+    :func:`_clamp`): the GEMM result (images OHW, O) into (N, O, OHW)."""
     O, OHW = out.shape[1], out.shape[2]
     yf, of = y.reshape(-1), out.reshape(-1)
     zero = out.dtype.type(0)
@@ -226,7 +228,7 @@ def rows_to_nchw(y, n0, n1, bias, has_bias, relu, out):
                 d = _u((n * O + o) * OHW)
                 if relu:
                     for i in range(_u(OHW)):
-                        of[d + i] = _relu(of[d + i] + b, zero)
+                        of[d + i] = _clamp(of[d + i] + b, zero, relu_max)
                 else:
                     for i in range(_u(OHW)):
                         of[d + i] += b
@@ -251,3 +253,17 @@ def nchw_to_cols(dout, n0, n1, g):
 def _relu(v, zero):
     """v where not (v <= 0) (v > 0 or NaN), else zero (+0): ReLU with NaN propagating, as relu_forward."""
     return v if not (v <= 0) else zero
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _clamp(v, zero, relu_max):
+    """min(relu(v), relu_max), NaN propagating: the ReLU (relu_max = +inf, which no value exceeds) or the ReLU6
+    (relu_max = 6) that a convolution applies in its output pass (``conv2d_relu``, ``conv2d_relu6``)."""
+    v = _relu(v, zero)
+    return relu_max if v > relu_max else v
+
+
+def epilogue(relu_max: float | None) -> tuple[bool, float]:
+    """The ``(relu, relu_max)`` arguments of the convolution kernels' output pass for an activation bound
+    ``relu_max``: None (no activation), +inf (ReLU) or 6.0 (ReLU6)."""
+    return relu_max is not None, math.inf if relu_max is None else float(relu_max)

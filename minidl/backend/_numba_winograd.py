@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from minidl.backend._numba_kernels import _relu, _u, _zero
+from minidl.backend._numba_kernels import _clamp, _u, _zero
 
 # the rows of B^T d as d[p] + sign d[q]: (p, q, sign) for rows 0..3
 _ROWS_BT = ((0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0))
@@ -139,10 +139,10 @@ def input_tiles(x, n0, n1, first, PH, PW, TH, TW, xt, V, plane):
 
 
 @njit(cache=True, nogil=True)
-def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, yt, out):
-    """out[n, o, 2 th + i, 2 tw + j] = (A^T m A)[i, j] (+ bias[o]; then relu with ``relu``) for images [n0, n1), m
-    the 4 x 4 tile of output tile t = ((n - first) TH + th) TW + tw and channel o (m[i, j] = M[(4 i + j) plane +
-    t O + o]); a last tile sticking out of an odd OH or OW is cut.
+def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max, yt, out):
+    """out[n, o, 2 th + i, 2 tw + j] = (A^T m A)[i, j] (+ bias[o]; then min(relu, relu_max) with ``relu``) for
+    images [n0, n1), m the 4 x 4 tile of output tile t = ((n - first) TH + th) TW + tw and channel o (m[i, j] =
+    M[(4 i + j) plane + t O + o]); a last tile sticking out of an odd OH or OW is cut.
 
     ``yt`` is scratch for one output row, (2, TW O) values: yt[j, tw O + o], filled by loops over tw O + o (long,
     vectorized), then copied into the (N, O, OH, OW) output."""
@@ -172,7 +172,7 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, yt, out)
                     row = _u(((n * O + o) * OH + oh) * OW)
                     for ow in range(OW):
                         v = yf[_u((ow % 2) * TW * O + (ow // 2) * O + o)] + b
-                        of[row + _u(ow)] = _relu(v, zero) if relu else v
+                        of[row + _u(ow)] = _clamp(v, zero, relu_max) if relu else v
 
 
 # ---------------------------------------------------------------------------------------------------- weight gradient

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from minidl.backend._numba_kernels import _relu, _u
+from minidl.backend._numba_kernels import _clamp, _u
 from minidl.backend._numba_winograd import padded_image
 
 
@@ -144,10 +144,10 @@ def input_tiles(x, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
 
 
 @njit(cache=True, nogil=True)
-def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, t, out):
-    """out[n, o, 4 th + i, 4 tw + j] = (A^T m A)[i, j] (+ bias[o]; then relu with ``relu``) for images [n0, n1), m
-    the 6 x 6 tile of output tile ((n - first) TH + th) TW + tw and channel o (m[r, l] = M[(6 r + l) plane + tile O
-    + o]); tiles sticking out of OH or OW are cut.
+def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max, t, out):
+    """out[n, o, 4 th + i, 4 tw + j] = (A^T m A)[i, j] (+ bias[o]; then min(relu, relu_max) with ``relu``) for
+    images [n0, n1), m the 6 x 6 tile of output tile ((n - first) TH + th) TW + tw and channel o (m[r, l] =
+    M[(6 r + l) plane + tile O + o]); tiles sticking out of OH or OW are cut.
 
     ``t`` is scratch for one tile row: A^T m (24 TW O values), then the 4 output rows (16 TW O values,
     y[i, j, tw O + o]) copied into the (N, O, OH, OW) output."""
@@ -194,4 +194,4 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, t, out):
                     row = _u(((n * O + o) * OH + oh) * OW)
                     for ow in range(OW):
                         v = t[y + _u((4 * i + ow % 4) * TW * O + (ow // 4) * O + o)] + b
-                        of[row + _u(ow)] = _relu(v, zero) if relu else v
+                        of[row + _u(ow)] = _clamp(v, zero, relu_max) if relu else v

@@ -26,6 +26,7 @@ from minidl.backend import _numba_winograd as _wino
 from minidl.backend import _numba_winograd4 as _wino4
 from minidl.backend import _threads
 from minidl.backend._numba_common import _CHUNK_BYTES, _DW_BYTES, _MIN_CHUNKS, _ceil_div
+from minidl.backend._numba_kernels import epilogue
 
 _WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and output channels (see _winograd_applies)
 _WINOGRAD_MIN_ROWS = 128  # tiles per chunk below which Winograd runs batch-wide (see _winograd_batched; measured)
@@ -170,11 +171,14 @@ class WinogradKernelsMixin:
             lambda worker, xi: numpy.matmul(a[xi], b[xi], out=out[xi]), 16, max_threads=self._gemm_threads()
         )
 
-    def _winograd_conv(self, x: Any, weight: Any, bias: Any, PH: int, PW: int, relu: bool = False) -> Any:
+    def _winograd_conv(
+        self, x: Any, weight: Any, bias: Any, PH: int, PW: int, relu_max: float | None = None
+    ) -> Any:  # fmt: skip
         """``conv2d(x, weight, bias)`` for a 3 x 3 stride-1 weight (O, C, 3, 3) and padding (PH, PW), as F(2x2, 3x3)
         in chunks of images: input tiles V (16, tiles, C), 16 GEMMs M = V @ U, output tiles into (N, O, OH, OW)
         (batch-wide for few tiles per chunk, see :meth:`_winograd_batched`); as F(4x4, 3x3) where
-        :meth:`_winograd4_applies` (:meth:`_winograd4_conv`)."""
+        :meth:`_winograd4_applies` (:meth:`_winograd4_conv`). With ``relu_max`` the output pass also applies
+        min(relu(out), relu_max) (:func:`~minidl.backend._numba_kernels.epilogue`)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
@@ -182,14 +186,15 @@ class WinogradKernelsMixin:
         has_bias = bias is not None
         b = numpy.ascontiguousarray(bias, dtype=dtype) if has_bias else numpy.zeros(1, dtype=dtype)
         if self._winograd4_applies(N, C, O, OH, OW):
-            return self._winograd4_conv(x, weight, b, has_bias, PH, PW, relu)
+            return self._winograd4_conv(x, weight, b, has_bias, PH, PW, relu_max)
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
         U = self._winograd_weight(weight, dtype).view  # (16, C, O)
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
+        relu, cap = epilogue(relu_max)
 
         def output(worker: int, M: Any, n0: int, n1: int, first: int) -> None:
             yt = self._buffer(worker, "wino_y", (2 * TW * O,), dtype)
-            _wino.output_tiles(M.flat, M.plane, n0, n1, first, TH, TW, b, has_bias, bool(relu), yt, out)
+            _wino.output_tiles(M.flat, M.plane, n0, n1, first, TH, TW, b, has_bias, relu, cap, yt, out)
 
         if self._winograd_batched(N, C, O, TH, TW, nb, x.itemsize):
             V = self._winograd_batch_input(x, nb, PH, PW, TH, TW)
@@ -271,7 +276,9 @@ class WinogradKernelsMixin:
             and tiles >= _WINOGRAD4_MIN_TILES
         )
 
-    def _winograd4_conv(self, x: Any, weight: Any, b: Any, has_bias: bool, PH: int, PW: int, relu: bool) -> Any:
+    def _winograd4_conv(
+        self, x: Any, weight: Any, b: Any, has_bias: bool, PH: int, PW: int, relu_max: float | None
+    ) -> Any:  # fmt: skip
         """:meth:`_winograd_conv` with F(4x4, 3x3): per chunk of images, input tiles V (36, tiles, C), 36 GEMMs
         M = V @ U, output tiles into (N, O, OH, OW)."""
         N, C, H, W = x.shape
@@ -280,6 +287,7 @@ class WinogradKernelsMixin:
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize, tile=4)
         U = self._winograd_weight(weight, dtype, tile=4)
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
+        relu, cap = epilogue(relu_max)
 
         def body(worker: int, n0: int, n1: int) -> None:
             V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype, 36)
@@ -288,7 +296,7 @@ class WinogradKernelsMixin:
             _wino4.input_tiles(x, n0, n1, n0, PH, PW, TH, TW, xt, t, V.flat, V.plane)
             M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype, 36)
             numpy.matmul(V.view, U.view, out=M.view)
-            _wino4.output_tiles(M.flat, M.plane, n0, n1, n0, TH, TW, b, has_bias, bool(relu), t, out)
+            _wino4.output_tiles(M.flat, M.plane, n0, n1, n0, TH, TW, b, has_bias, relu, cap, t, out)
 
         self._over_images(N, nb, body, self._gemm_threads())
         return out

@@ -18,9 +18,9 @@ and the NumPy reference. What changes is who runs the kernels:
   =====================================  ==================================================================
   ops                                    kernels
   =====================================  ==================================================================
-  ``conv2d``, ``conv2d_relu``            im2row chunks, Winograd F(2x2, 3x3) and F(4x4, 3x3), 1 x 1
-                                         products, grouped GEMMs (``_numba_conv.py``); the ReLU in the
-                                         output pass
+  ``conv2d``, ``conv2d_relu``,           im2row chunks, Winograd F(2x2, 3x3) and F(4x4, 3x3), 1 x 1
+  ``conv2d_relu6``                       products, grouped GEMMs, depthwise loops (``_numba_conv.py``); the
+                                         ReLU or ReLU6 in the output pass
   ``max_pool2d``, ``avg_pool2d``         compiled window loops, parallel over planes (``_numba_pool.py``)
   ``batch_norm``, ``batch_norm_relu``    statistics + normalize + affine (+ ReLU) in one pass per channel;
                                          the backward from x, mask recomputed (``_numba_batchnorm.py``)
@@ -124,6 +124,9 @@ class NumbaBackend(
         table = {
             "conv2d": KernelPair(self._conv2d_forward, self._conv2d_backward),
             "conv2d_relu": KernelPair(self._conv2d_relu_forward, self._conv2d_relu_backward, self._conv2d_relu_accepts),
+            "conv2d_relu6": KernelPair(
+                self._conv2d_relu6_forward, self._conv2d_relu6_backward, self._conv2d_relu_accepts
+            ),
             "max_pool2d": KernelPair(self._max_pool2d_forward, self._max_pool2d_backward),
             "avg_pool2d": KernelPair(self._avg_pool2d_forward, self._avg_pool2d_backward),
             "batch_norm": KernelPair(self._batch_norm_forward, self._batch_norm_backward, self._batch_norm_accepts),

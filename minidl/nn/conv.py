@@ -46,6 +46,8 @@ __all__ = [
     "Conv2d",
     "conv2d_backward",
     "conv2d_forward",
+    "conv2d_relu6_backward",
+    "conv2d_relu6_forward",
     "conv2d_relu_backward",
     "conv2d_relu_forward",
 ]
@@ -243,7 +245,8 @@ def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[
 
 
 class ConvReluCache(NamedTuple):
-    """The cache of :func:`conv2d_relu_forward`: the two pairs' caches."""
+    """The cache of :func:`conv2d_relu_forward` and :func:`conv2d_relu6_forward`: the two pairs' caches (the
+    convolution's, the activation's)."""
 
     conv: Any
     relu: Any
@@ -297,6 +300,57 @@ def conv2d_relu_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> t
     """
     conv_cache, relu_cache = cache
     return F.conv2d_backward(F.relu_backward(dout, relu_cache), conv_cache, compute_dw=compute_dw)
+
+
+@kernel("conv2d_relu6", setup=_conv2d_setup, uses=("conv2d", "hardtanh"))
+def conv2d_relu6_forward(
+    x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+) -> tuple[Any, Any]:
+    r"""``relu6(conv2d(x))``: a convolution and the ReLU6 after it (what :func:`minidl.nn.fuse` runs for a folded
+    Conv2d-BatchNorm2d-ReLU6 in inference: MobileNetV2's layers). The reference is the two pairs one after the other
+    (ReLU6 is hardtanh(0, 6)); the Numba backend's kernel clamps in the convolution's own output pass.
+
+    .. math:: out = \min(\max(0,\; \mathrm{conv2d}(x, W, b)),\; 6)
+
+    Shape:
+        - As :func:`conv2d_forward`.
+    Backward:
+        dconv = dout * [0 < conv2d(x) < 6], then :func:`conv2d_backward` of it.
+
+    Examples:
+        >>> import numpy as np
+        >>> out, _ = conv2d_relu6_forward(np.ones((1, 1, 1, 3)), np.ones((1, 1, 1, 1)), np.array([3.0]))
+        >>> out  # conv2d gives 4: inside (0, 6)
+        array([[[[4., 4., 4.]]]])
+        >>> conv2d_relu6_forward(np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), 9.0), None)[0].ravel()
+        array([6.])
+    """
+    out, conv_cache = F.conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
+    out, clamp_cache = F.hardtanh_forward(out, 0.0, 6.0)
+    return out, ConvReluCache(conv_cache, clamp_cache)
+
+
+@kernel("conv2d_relu6")
+def conv2d_relu6_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
+    r"""Gradients of :func:`conv2d_relu6_forward`: ``(dx, dw, db)`` as :func:`conv2d_backward`'s.
+
+    .. math:: dz = dout \odot [0 < z < 6], \quad z = \mathrm{conv2d}(x, W, b)
+
+    then ``(dx, dw, db) = conv2d_backward(dz)`` (the flat parts of the clamp pass no gradient, nor its corners).
+
+    Shape:
+        - As :func:`conv2d_backward`: dout (N, O, OH, OW); dx (N, C, H, W); dw (O, C / groups, KH, KW); db (O,).
+
+    Examples:
+        >>> import numpy as np
+        >>> x, w = np.array([[[[1.0, 2.0, 8.0]]]]), np.ones((1, 1, 1, 1))
+        >>> out, cache = conv2d_relu6_forward(x, w, None)  # 8 is clamped to 6: no gradient there
+        >>> dx, dw, db = conv2d_relu6_backward(np.ones_like(out), cache)
+        >>> dx.ravel(), dw.ravel()
+        (array([1., 1., 0.]), array([3.]))
+    """
+    conv_cache, clamp_cache = cache
+    return F.conv2d_backward(F.hardtanh_backward(dout, clamp_cache), conv_cache, compute_dw=compute_dw)
 
 
 def conv_hyperparameters(

@@ -62,6 +62,8 @@ from minidl.nn.attention_pairs import scaled_dot_product_attention_backward, sca
 from minidl.nn.conv import (
     conv2d_backward,
     conv2d_forward,
+    conv2d_relu6_backward,
+    conv2d_relu6_forward,
     conv2d_relu_backward,
     conv2d_relu_forward,
 )
@@ -176,6 +178,8 @@ __all__ = [
     "channel_shuffle_forward",
     "conv2d_backward",
     "conv2d_forward",
+    "conv2d_relu6_backward",
+    "conv2d_relu6_forward",
     "conv2d_relu_backward",
     "conv2d_relu_forward",
     "distillation_loss_backward",

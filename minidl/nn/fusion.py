@@ -10,17 +10,19 @@ freed slots, so the model keeps its structure, its ``state_dict`` keys and its o
 * **BatchNorm -> ReLU** becomes :class:`BatchNormReLU2d` (or ``1d``), which runs the pair
   :func:`~minidl.nn.normalization.batch_norm_relu_forward`: on the Numba backend the ReLU is applied inside the
   normalize loop, and its backward recomputes the ReLU mask from x instead of storing it.
-* **Conv2d -> BatchNorm2d (-> ReLU)** becomes :class:`ConvBn2d` and :class:`FoldedBatchNorm2d`. In training they
-  run as a convolution and a BatchNorm(+ReLU) pass. In inference (eval mode, gradients off) the BatchNorm is folded
-  into the convolution's weights,
+* **Conv2d -> BatchNorm2d (-> ReLU or ReLU6)** becomes :class:`ConvBn2d` and :class:`FoldedBatchNorm2d` (and an
+  :class:`Identity` in the activation's slot). In training they run as a convolution and a BatchNorm(+ReLU) pass
+  (a BatchNorm pass and a ReLU6 pass). In inference (eval mode, gradients off) the BatchNorm is folded into the
+  convolution's weights,
 
   .. math:: \mathrm{BN}(W * x + b) = (s W) * x + (s (b - \mu) + \beta), \qquad s = \gamma / \sqrt{\sigma^2 +
             \epsilon}
 
   (per output channel, with the running mean :math:`\mu` and variance :math:`\sigma^2`), so the BatchNorm pass
-  disappears, and a ReLU after it is applied in the convolution's own output pass
-  (:func:`~minidl.nn.conv.conv2d_relu_forward`). The folded weights are computed from the live parameters at each
-  call, so the fused model stays exact after more training or a ``load_state_dict``.
+  disappears, and a ReLU or ReLU6 after it is applied in the convolution's own output pass
+  (:func:`~minidl.nn.conv.conv2d_relu_forward`, :func:`~minidl.nn.conv.conv2d_relu6_forward`: MobileNetV2's
+  layers). The folded weights are computed from the live parameters at each call, so the fused model stays exact
+  after more training or a ``load_state_dict``.
 * **residual sum -> ReLU** (the end of a ResNet block: an :class:`~minidl.nn.merge.Add` module and a ReLU) becomes
   :class:`AddReLU`, which runs the pair :func:`~minidl.nn.merge.add_relu_forward` (one pass on Numba).
 
@@ -28,15 +30,15 @@ Patterns are found in every :class:`Sequential` (consecutive children) and in th
 children run back to back, ``fusion_groups`` (the ResNet blocks: ``(("conv1", "bn1", "relu1"), ("conv2", "bn2"),
 ("add", "relu2"))``, as torchvision's quantizable models list them). A module named there must run once per
 forward, at that place: a ReLU that the block also applies elsewhere would become an Identity there too. Only the
-exact classes are fused: a ReLU replaced by ``nn.GELU()``, a subclass of BatchNorm2d, a module whose ``forward`` was
-replaced on the instance, a module with hooks (:mod:`minidl.nn.hooks`), or a module that sits in several slots, is
-left alone.
+exact classes are fused: a ReLU replaced by ``nn.GELU()`` (or a ``Hardtanh(0, 6)``, which is not a ReLU6), a
+subclass of BatchNorm2d, a module whose ``forward`` was replaced on the instance, a module with hooks
+(:mod:`minidl.nn.hooks`), or a module that sits in several slots, is left alone.
 
 A fused model can be edited and sliced like any other: each fused module computes what it says on its own, and a
 :class:`ConvBn2d` folds only where ``fuse`` put it next to its BatchNorm (see its docstring). Only the ReLU has
-moved: it is now applied by the module before its slot (which holds an ``Identity``), so a slice or an edit that
-splits a fused group keeps or drops it with that module. To change the layers, edit the unfused model and fuse it
-again.
+moved: the ReLU (ReLU6) is now applied by the module before its slot (which holds an ``Identity``), so a slice or
+an edit that splits a fused group keeps or drops it with that module. To change the layers, edit the unfused model
+and fuse it again.
 
 Examples:
     >>> import numpy as np
@@ -45,12 +47,10 @@ Examples:
     >>> _ = minidl.manual_seed(0)
     >>> block = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()).eval()
     >>> fused = nn.fuse(block)
-    >>> fused
-    Sequential(
-      (0): ConvBn2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), folds=BatchNorm2d+ReLU)
-      (1): FoldedBatchNorm2d(4, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True, relu=True)
-      (2): Identity()
-    )
+    >>> fused[0], fused[2]
+    (ConvBn2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), folds=BatchNorm2d+ReLU), Identity())
+    >>> type(fused[1]).__name__, fused[1].activation  # the BatchNorm2d, which now applies the ReLU in training
+    ('FoldedBatchNorm2d', 'relu')
     >>> x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
     >>> with minidl.no_grad():
     ...     same = np.allclose(fused(x), block(x), atol=1e-5)   # one folded convolution vs three layers
@@ -63,12 +63,12 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from minidl.backend import get_array_module
 from minidl.grad_mode import is_grad_enabled
 from minidl.nn._calls import _calling_module
-from minidl.nn.activation import ReLU
+from minidl.nn.activation import ReLU, ReLU6
 from minidl.nn.containers import Identity, Sequential
 from minidl.nn.conv import Conv2d
 from minidl.nn.dispatch import F, is_reference
@@ -143,25 +143,43 @@ class BatchNormReLU1d(_BatchNormReLU, BatchNorm1d):
     """
 
 
+class _Activation(NamedTuple):
+    """How a folded Conv2d-BatchNorm2d(-activation) group runs: the pairs its BatchNorm runs unfolded (all must be
+    minidl's for the fold to compute the same), the pair its convolution runs folded, and its repr suffix."""
+
+    unfolded: tuple[str, ...]
+    folded: str
+    shown: str
+
+
+_ACTIVATIONS = {
+    None: _Activation(("batch_norm",), "conv2d", ""),
+    "relu": _Activation(("batch_norm_relu",), "conv2d_relu", "+ReLU"),
+    "relu6": _Activation(("batch_norm", "relu6"), "conv2d_relu6", "+ReLU6"),
+}
+
+
 def _inference(bn: Any) -> bool:
     """Whether a folded Conv2d-BatchNorm2d pair runs folded now: eval mode with running statistics, gradients off."""
     return not bn.training and not is_grad_enabled() and bn.running_mean is not None
 
 
 class FoldedBatchNorm2d(BatchNorm2d):
-    r"""A BatchNorm2d (and the ReLU after it, with ``relu``) whose inference the :class:`ConvBn2d` before it does.
+    r"""A BatchNorm2d (and the activation after it: ``activation`` ``"relu"`` or ``"relu6"``, else None) whose
+    inference the :class:`ConvBn2d` before it does.
 
     .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}} \gamma + \beta
-        \quad (\text{then } \max(0, y) \text{ with } relu), \qquad y = x \text{ on a folded output}
+        \quad (\text{then } \max(0, y) \text{ or } \min(\max(0, y), 6)), \qquad y = x \text{ on a folded output}
 
     When its input is the output its :class:`ConvBn2d` just computed folded (in inference), it returns it: the
-    convolution already applied it. Any other input goes through a BatchNorm2d (a :class:`BatchNormReLU2d` with
-    ``relu``). It keeps the BatchNorm's parameters and buffers, so the ``state_dict`` keys are the original's.
+    convolution already applied it. Any other input goes through a BatchNorm2d, then the activation: a
+    :class:`BatchNormReLU2d` (one pair) for ``"relu"``, the ``batch_norm`` and ``relu6`` pairs one after the other for
+    ``"relu6"``. It keeps the BatchNorm's parameters and buffers, so the ``state_dict`` keys are the original's.
 
     Shape:
         - Input: (N, C, H, W).  - Output: the same.
     Backward:
-        (not in inference) the BatchNorm2d's, after the ReLU's with ``relu``.
+        (not in inference) the BatchNorm2d's, after the activation's.
     Examples:
         >>> import numpy as np
         >>> import minidl
@@ -180,23 +198,29 @@ class FoldedBatchNorm2d(BatchNorm2d):
         (2, 2, 3, 3)
     """
 
-    relu = False
+    activation: str | None = None  # "relu", "relu6" or None
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, relu={self.relu}"
+        return f"{super().extra_repr()}, activation={self.activation}"
 
     def forward(self, x: Any) -> Any:
         if x is self.__dict__.pop("_folded_output", None):
-            return x  # the output of the ConvBn2d before it, which applied this BatchNorm (and the ReLU), folded
-        pair = F.batch_norm_relu_forward if self.relu else F.batch_norm_forward
+            return x  # the output of the ConvBn2d before it, which applied this BatchNorm (and activation), folded
+        pair = F.batch_norm_relu_forward if self.activation == "relu" else F.batch_norm_forward
         out, cache = pair(x, *self._functional_arguments(x))
         self._count_batch()
+        if self.activation == "relu6":
+            out, relu6_cache = F.relu6_forward(out)
+            cache = (cache, relu6_cache)
         self.save_for_backward(cache)
         return out
 
     def backward(self, dout: Any) -> Any:
         (cache,) = self.pop_saved()
-        pair = F.batch_norm_relu_backward if self.relu else F.batch_norm_backward
+        if self.activation == "relu6":
+            cache, relu6_cache = cache
+            dout = F.relu6_backward(dout, relu6_cache)
+        pair = F.batch_norm_relu_backward if self.activation == "relu" else F.batch_norm_backward
         dx, dgamma, dbeta = pair(dout, cache)
         self._accumulate(dgamma, dbeta)
         return dx
@@ -208,7 +232,8 @@ class FoldedBatchNorm2d(BatchNorm2d):
 
 
 class ConvBn2d(Conv2d):
-    r"""A Conv2d that also applies the BatchNorm2d after it (and a ReLU, with ``relu``) in inference, folded.
+    r"""A Conv2d that also applies the BatchNorm2d after it (and a ReLU or ReLU6: ``activation``) in inference,
+    folded.
 
     .. math::
 
@@ -216,18 +241,20 @@ class ConvBn2d(Conv2d):
             s = \gamma / \sqrt{\sigma^2 + \varepsilon} \ \text{(folded)}, \qquad
         y = \mathrm{conv2d}(x, W, b) \ \text{(otherwise)}
 
-    (:math:`\mu, \sigma^2` the BatchNorm's running statistics, per output channel; then a ReLU with ``relu``).
-    It folds when all of these hold, and is the plain Conv2d otherwise:
+    (:math:`\mu, \sigma^2` the BatchNorm's running statistics, per output channel; then the ``activation``,
+    ``"relu"`` or ``"relu6"``, if any). It folds when all of these hold, and is the plain Conv2d otherwise:
 
     * inference: the BatchNorm in eval mode with running statistics, gradients off;
-    * the BatchNorm pair (``batch_norm``, or ``batch_norm_relu`` with ``relu``) in :mod:`minidl.nn.functional` is
-      still minidl's (:func:`~minidl.nn.dispatch.is_reference`): a pair you replaced runs, unfolded;
+    * the pairs the :class:`FoldedBatchNorm2d` would run (``batch_norm``; ``batch_norm_relu``, or ``batch_norm`` and
+      ``relu6``, with an activation) in :mod:`minidl.nn.functional` are still minidl's
+      (:func:`~minidl.nn.dispatch.is_reference`): a pair you replaced runs, unfolded;
     * the module it was fused in is the one calling it, and still holds it and its BatchNorm in the two slots
       ``fuse`` found them in (``slots``): replace or move either, or run a slice without the BatchNorm, and nothing
       is folded.
 
     Folded, the output is ``conv2d(x, s W, s (b - mean) + beta)`` with s = gamma / sqrt(running_var + eps) per
-    output channel, then ReLU (:func:`~minidl.nn.conv.conv2d_relu_forward`), and the :class:`FoldedBatchNorm2d` it
+    output channel, then the activation (:func:`~minidl.nn.conv.conv2d_relu_forward`,
+    :func:`~minidl.nn.conv.conv2d_relu6_forward`: one pass on Numba), and the :class:`FoldedBatchNorm2d` it
     holds (``bn``, not a child: its parameters belong to its own slot) returns that output as it is. The
     convolution keeps its parameters (the same ``state_dict`` keys) and reads the BatchNorm's at each call, so the
     folded weights always follow the live ones.
@@ -252,11 +279,11 @@ class ConvBn2d(Conv2d):
     """
 
     bn: Any = None  # the FoldedBatchNorm2d after it (not a child: its parameters belong to its own slot)
-    relu = False
+    activation: str | None = None  # "relu", "relu6" or None: applied after the BatchNorm
     slots: tuple[str, str] = ("", "")  # its name and the BatchNorm's in the module fuse found them in
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, folds=BatchNorm2d{'+ReLU' if self.relu else ''}"
+        return f"{super().extra_repr()}, folds=BatchNorm2d{_ACTIVATIONS[self.activation].shown}"
 
     def folded_parameters(self) -> tuple[Any, Any]:
         """``(s W, s (b - running_mean) + beta)`` with s = gamma / sqrt(running_var + eps) per output channel."""
@@ -277,7 +304,7 @@ class ConvBn2d(Conv2d):
     def _folds(self) -> bool:
         """Whether this call runs folded (the three conditions above)."""
         bn = self.bn
-        if bn is None or not _inference(bn) or not is_reference("batch_norm_relu" if self.relu else "batch_norm"):
+        if bn is None or not _inference(bn) or not all(map(is_reference, _ACTIVATIONS[self.activation].unfolded)):
             return False
         parent, (mine, its) = _calling_module(self), self.slots
         return parent is not None and parent._modules.get(mine) is self and parent._modules.get(its) is bn
@@ -286,7 +313,7 @@ class ConvBn2d(Conv2d):
         if not self._folds():
             return super().forward(x)
         x, padding, _ = self._padded(x)
-        pair = F.conv2d_relu_forward if self.relu else F.conv2d_forward
+        pair = getattr(F, f"{_ACTIVATIONS[self.activation].folded}_forward")
         out, _ = pair(x, *self.folded_parameters(), self.stride, padding, self.dilation, self.groups)
         object.__setattr__(self.bn, "_folded_output", out)  # the BatchNorm passes exactly this array on
         return out
@@ -366,13 +393,16 @@ def _fuse_group(parent: Module, names: Sequence[str], shared: set[int]) -> int:
         conv, bn = mods[0], mods[1]
         if bn.num_features != conv.out_channels:
             return 0
-        relu = len(mods) > 2 and _plain(mods[2], ReLU)
-        folded_bn = _recast(bn, FoldedBatchNorm2d, relu=relu)
-        parent.add_module(names[0], _recast(conv, ConvBn2d, bn=folded_bn, relu=relu, slots=tuple(names[:2])))
+        activation = next(
+            (name for name, cls in (("relu", ReLU), ("relu6", ReLU6)) if len(mods) > 2 and _plain(mods[2], cls)), None
+        )
+        folded_bn = _recast(bn, FoldedBatchNorm2d, activation=activation)
+        conv_bn = _recast(conv, ConvBn2d, bn=folded_bn, activation=activation, slots=tuple(names[:2]))
+        parent.add_module(names[0], conv_bn)
         parent.add_module(names[1], folded_bn)
-        if relu:
+        if activation is not None:
             parent.add_module(names[2], Identity())
-        return 3 if relu else 2
+        return 2 if activation is None else 3
     pairs = {BatchNorm2d: BatchNormReLU2d, BatchNorm1d: BatchNormReLU1d, Add: AddReLU}
     if len(mods) > 1 and _plain(mods[0], *pairs) and _plain(mods[1], ReLU):
         parent.add_module(names[0], _recast(mods[0], pairs[type(mods[0])]))
@@ -395,8 +425,8 @@ def _fuse_children(module: Module, shared: set[int]) -> None:
 
 
 def fuse(model: Module, inplace: bool = False) -> Module:
-    """The model with its Conv2d-BatchNorm2d(-ReLU), BatchNorm-ReLU and Add-ReLU patterns fused (see the module
-    docstring).
+    """The model with its Conv2d-BatchNorm2d(-ReLU or -ReLU6), BatchNorm-ReLU and Add-ReLU patterns fused (see the
+    module docstring).
 
     Args:
         model: any Module.

@@ -13,9 +13,9 @@ called). minidl's explicit backward makes each of these a number you can read:
 * **unused parameters**: ``.grad`` still None after the backward, or all zeros; frozen ones (``requires_grad=False``)
   are listed apart, since that is on purpose;
 * **dead ReLUs**: for every ReLU-like module (``ReLU``, ``ReLU6`` and the fused ``BatchNormReLU``/``AddReLU``/
-  ``FoldedBatchNorm2d(relu=True)``), through a forward hook: the fraction of *units* that output 0 for every sample
-  of the batch (a unit: a channel of an (N, C, H, W) output, all positions together; a feature of an (N, F) output),
-  and the fraction of all outputs that are 0.
+  ``FoldedBatchNorm2d`` with an activation), through a forward hook: the fraction of *units* that output 0 for every
+  sample of the batch (a unit: a channel of an (N, C, H, W) output, all positions together; a feature of an (N, F)
+  output), and the fraction of all outputs that are 0.
 
 The verdict flags: *vanishing* when the first layer's weight-gradient norm is more than 100 times smaller than the
 last layer's, *exploding* when it is more than 100 times larger (or a gradient is not finite while the loss is),
@@ -52,10 +52,10 @@ DEAD_RELU_LIMIT = 0.5
 def is_relu_like(module: Module) -> bool:
     """Whether ``module``'s output is a ReLU's (0 where the unit is off): ReLU, ReLU6, and the fused modules that end
     in a ReLU (:class:`~minidl.nn.BatchNormReLU2d`, ``BatchNormReLU1d``, :class:`~minidl.nn.AddReLU`,
-    :class:`~minidl.nn.FoldedBatchNorm2d` with ``relu=True``)."""
+    :class:`~minidl.nn.FoldedBatchNorm2d` with an ``activation``)."""
     if isinstance(module, (ReLU, ReLU6, BatchNormReLU1d, BatchNormReLU2d, AddReLU)):
         return True
-    return isinstance(module, FoldedBatchNorm2d) and bool(module.relu)
+    return isinstance(module, FoldedBatchNorm2d) and module.activation is not None
 
 
 def module_name(name: str) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
+from minidl.backend._numba_conv import _POINTWISE_MIN_OHW
 from minidl.nn.pooling import pool_output_size
 from tests.strategies import distinct_values, seeds
 
@@ -30,7 +31,7 @@ class Case(NamedTuple):
     dtype: Any
     seed: int  # of dout
     algorithm: str | None = None  # convolutions: which of the kernel's algorithms must run
-    kink: str | None = None  # the op whose output goes through a ReLU: dout is 0 near its kink
+    kink: str | None = None  # the op whose output goes through a ReLU (ReLU6): dout is 0 near its kinks
     layout: str = "C"  # of the first array argument and of dout: C-contiguous, "F" (Fortran order) or "strided"
 
     def call(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -121,11 +122,16 @@ def conv_cases(draw, op, algorithm):
             O = C * draw(st.integers(1, 3))
         else:
             C, O = draw(st.integers(1, 5)), draw(st.integers(1, 6))
-        if algorithm == "im2row":
-            assume((KH, KW, PH, PW) != (1, 1, 0, 0))
     pad_h, pad_w = (DH * (KH - 1), DW * (KW - 1)) if PH == "same" else (2 * PH, 2 * PW)
-    H = draw(st.integers(max(1, DH * (KH - 1) + 1 - pad_h), 9))
-    W = draw(st.integers(max(1, DW * (KW - 1) + 1 - pad_w), 9))
+    if algorithm == "pointwise":  # enough output pixels per image for the stacked products (else: im2row)
+        OH, OW = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+        assume(OH * OW >= _POINTWISE_MIN_OHW)
+        H, W = (OH - 1) * SH + 1 + draw(st.integers(0, SH - 1)), (OW - 1) * SW + 1 + draw(st.integers(0, SW - 1))
+    else:
+        H = draw(st.integers(max(1, DH * (KH - 1) + 1 - pad_h), 9))
+        W = draw(st.integers(max(1, DW * (KW - 1) + 1 - pad_w), 9))
+    if algorithm == "im2row" and (KH, KW, PH, PW) == (1, 1, 0, 0):  # a 1 x 1 runs im2row on small outputs only
+        assume(((H - 1) // SH + 1) * ((W - 1) // SW + 1) < _POINTWISE_MIN_OHW)
     N = draw(BATCH if algorithm != "pointwise" else st.one_of(st.sampled_from([0, 1]), st.integers(2, 40)))
     dtype, seed = draw(DTYPES), draw(seeds)
     rng = np.random.default_rng(seed)
@@ -142,7 +148,7 @@ def conv_cases(draw, op, algorithm):
         ("groups", groups),
     ]
     backward = draw(st.sampled_from([{}, {"compute_dw": True}, {"compute_dw": False}]))
-    kink = "conv2d" if op == "conv2d_relu" else None
+    kink = "conv2d" if op in ("conv2d_relu", "conv2d_relu6") else None
     expected = "im2row" if algorithm in ("dilated", "same") else algorithm
     return draw(_call(op, params, dtype, seed + 1, backward, expected, kink))
 
@@ -351,7 +357,9 @@ CASES: dict[str, Any] = {
         for a in ("im2row", "winograd", "pointwise", "grouped", "depthwise", "dilated", "same")
     },
     **{
-        f"conv2d_relu-{a}": conv_cases("conv2d_relu", a) for a in ("im2row", "winograd", "pointwise", "dilated", "same")
+        f"{op}-{a}": conv_cases(op, a)
+        for op in ("conv2d_relu", "conv2d_relu6")
+        for a in ("im2row", "winograd", "pointwise", "depthwise", "dilated", "same")
     },
     "max_pool2d": max_pool_cases(),
     "max_pool2d-2x2": max_pool_cases(fast_path=True),

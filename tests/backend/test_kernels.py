@@ -68,6 +68,7 @@ TOL: dict[str, dict[Any, dict[str, float]]] = {
 TOL_KIND = {
     "conv2d": "conv2d",
     "conv2d_relu": "conv2d",
+    "conv2d_relu6": "conv2d",
     "max_pool2d": "pool",
     "avg_pool2d": "pool",
     "batch_norm": "norm",
@@ -158,14 +159,16 @@ def _run(backend: str, case: Case, dout: Any = None) -> dict[str, Any]:
 
 
 def _dout(case: Case, out: Any) -> Any:
-    """A random gradient of ``out``, 0 within a rounding of the ReLU's kink for the fused ReLU ops (there the two
-    sides' sums may round to opposite signs, and the ReLU's gradient jumps)."""
+    """A random gradient of ``out``, 0 within a rounding of the ReLU's kink (and the ReLU6's at 6) for the fused
+    ReLU ops (there the two sides' sums may round to opposite sides, and the gradient jumps)."""
     rng = np.random.default_rng(case.seed)
     dout = np.asarray(rng.standard_normal(out.shape), dtype=out.dtype)
     if case.kink is not None:
         pre = _run("numpy", case._replace(op=case.kink))["results"]["out"]  # the output before the ReLU
-        margin = 1e-3 if case.dtype == np.float32 else 1e-9
-        dout[np.abs(pre) < margin * max(1.0, float(np.abs(pre).max(initial=0.0)))] = 0
+        margin = (1e-3 if case.dtype == np.float32 else 1e-9) * max(1.0, float(np.abs(pre).max(initial=0.0)))
+        kinks = (0.0, 6.0) if case.op.endswith("relu6") else (0.0,)
+        for kink in kinks:
+            dout[np.abs(pre - kink) < margin] = 0
     return in_layout(dout, case.layout)
 
 
@@ -250,6 +253,7 @@ def _declined_cases() -> dict[str, Case]:
 
     return {
         "conv2d_relu grouped": case("conv2d_relu", [("x", x8), ("weight", w_grouped), ("padding", 1), ("groups", 2)]),
+        "conv2d_relu6 grouped": case("conv2d_relu6", [("x", x8), ("weight", w_grouped), ("padding", 1), ("groups", 2)]),
         "batch_norm float16": case("batch_norm", [("input", bn16), *stats16, ("training", True)]),
         "batch_norm_relu float16": case("batch_norm_relu", [("input", bn16), *stats16]),
         "batch_norm empty": case("batch_norm", [("input", np.zeros((0, 3))), *stats]),

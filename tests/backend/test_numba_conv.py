@@ -9,6 +9,8 @@ Comparisons with the reference pair use ``test_kernels.compare`` (and its tolera
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -92,7 +94,7 @@ def test_im2row_backward_in_row_blocks(O):
         ((40, 8, 9, 7), (12, 8, 3, 3), 1, 1),
         ((37, 16, 32, 32), (16, 16, 3, 3), 1, 1),
         ((33, 64, 9, 13), (64, 64, 3, 3), 1, 1),
-        ((40, 8, 6, 6), (4, 8, 1, 1), 2, 0),
+        ((40, 8, 12, 12), (4, 8, 1, 1), 2, 0),
     ],
     ids=["im2row", "winograd-batch-wide", "winograd-chunks", "winograd-4x4", "pointwise"],
 )
@@ -263,30 +265,52 @@ def test_winograd_planes_are_not_a_power_of_two_apart():
         ((3, 2, 7, 6), (4, 2, 3, 3), True, (3, 3, 1, 1, 1, 1, 1, 1)),
         ((5, 8, 9, 7), (12, 8, 3, 3), False, (3, 3, 1, 1, 1, 1, 1, 1)),
         ((5, 8, 9, 7), (12, 8, 3, 3), True, (3, 3, 1, 1, 1, 1, 1, 1)),
-        ((40, 8, 6, 6), (4, 8, 1, 1), False, (1, 1, 2, 2, 0, 0, 1, 1)),
+        ((40, 8, 12, 12), (4, 8, 1, 1), False, (1, 1, 2, 2, 0, 0, 1, 1)),
         ((40, 8, 6, 6), (4, 8, 1, 1), True, (1, 1, 1, 1, 0, 0, 1, 1)),
     ],
     ids=["im2row", "winograd", "winograd-bias", "pointwise", "pointwise-bias"],
 )
-def test_relu_epilogue_is_relu_of_the_output(x_shape, w_shape, bias, geometry):
-    # the ReLU applied in the convolution's output pass (conv2d_relu, inference fusion in minidl/nn/fusion.py)
+@pytest.mark.parametrize("relu_max", [math.inf, 6.0], ids=["relu", "relu6"])
+def test_activation_epilogue_is_the_activation_of_the_output(x_shape, w_shape, bias, geometry, relu_max):
+    # the ReLU (ReLU6) applied in the convolution's output pass (conv2d_relu and conv2d_relu6: inference fusion in
+    # minidl/nn/fusion.py); inputs scaled so that about a tenth of the outputs exceed 6
     rng = np.random.default_rng(11)
-    x = rng.standard_normal(x_shape).astype(np.float32)
+    x = (rng.standard_normal(x_shape) * 2).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
     b = rng.standard_normal(w_shape[0]).astype(np.float32) if bias else None
     plain = fast_be()._conv2d_dense(x, w, b, *geometry)
-    fused = fast_be()._conv2d_dense(x, w, b, *geometry, relu=True)
-    np.testing.assert_array_equal(fused, np.where(plain > 0, plain, 0))
+    fused = fast_be()._conv2d_dense(x, w, b, *geometry, relu_max=relu_max)
+    np.testing.assert_array_equal(fused, np.clip(plain, 0, relu_max))
+    assert (plain > 6).mean() > 0.05 and (plain < 0).mean() > 0.2
     KH, KW, SH, SW, PH, PW, DH, DW = geometry
+    op = "conv2d_relu" if relu_max == math.inf else "conv2d_relu6"
     with minidl.use_backend("numba"):  # and through the pair
-        out, cache = F.conv2d_relu_forward(x, w, b, (SH, SW), (PH, PW), (DH, DW))
+        out, cache = getattr(F, f"{op}_forward")(x, w, b, (SH, SW), (PH, PW), (DH, DW))
         assert isinstance(cache, KernelCache)
         np.testing.assert_array_equal(out, fused)
-        dx, dw, db = F.conv2d_relu_backward(np.ones_like(out), cache)
+        dx, dw, db = getattr(F, f"{op}_backward")(np.ones_like(out), cache)
         conv_cache = F.conv2d_forward(x, w, b, (SH, SW), (PH, PW), (DH, DW))[1]
-        masked = F.conv2d_backward((out > 0).astype(np.float32), conv_cache)  # the ReLU's mask is the output's
+        mask = (plain > 0) & (plain < relu_max)  # the activation's mask is the output's
+        masked = F.conv2d_backward(mask.astype(np.float32), conv_cache)
         for got, expected in zip((dx, dw, db), masked, strict=True):
             np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_activation_epilogue(dtype):
+    # MobileNetV2's depthwise 3 x 3 layers (stride 1 and 2) with the ReLU6 (and ReLU) in their output pass
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((3, 8, 9, 7)) * 3).astype(dtype)
+    w, b = rng.standard_normal((8, 1, 3, 3)).astype(dtype), rng.standard_normal(8).astype(dtype)
+    x[0, 0, 0, 0] = np.nan  # NaN stays NaN, as in the reference pairs
+    for stride in (1, 2):
+        with minidl.use_backend("numba"):
+            plain = F.conv2d_forward(x, w, b, stride, 1, 1, 8)[0]
+            for op, top in (("conv2d_relu", np.inf), ("conv2d_relu6", 6.0)):
+                out, cache = getattr(F, f"{op}_forward")(x, w, b, stride, 1, 1, 8)
+                assert isinstance(cache, KernelCache), op
+                np.testing.assert_array_equal(out, np.clip(plain, 0, top), err_msg=op)
+        assert np.isnan(plain).any() and (plain > 6).any() and (plain < 0).any()
 
 
 # ---------------------------------------------------------------------------------------------------- 1 x 1
@@ -295,10 +319,11 @@ def test_relu_epilogue_is_relu_of_the_output(x_shape, w_shape, bias, geometry):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pointwise_conv2d_matches_the_reference(stride, N, dtype):
     # 1 x 1 without padding: one (O, C) @ (C, OH OW) product per image (_numba_conv.ConvKernelsMixin._pointwise_conv)
+    # for outputs of 32 pixels or more, im2row below that (MobileNetV2's 4 x 4 layers: one GEMM over the chunk's rows)
     for bias, compute_dw in ((True, True), (False, False)):
-        x_shape, w_shape, seed = (N, 6, 7, 9), (5, 6, 1, 1), N + stride[0]
-        options = {"bias": bias, "compute_dw": compute_dw, "dtype": dtype, "seed": seed}
-        compare(conv_case(x_shape, w_shape, stride, 0, "pointwise", **options))
+        options = {"bias": bias, "compute_dw": compute_dw, "dtype": dtype, "seed": N + stride[0]}
+        compare(conv_case((N, 6, 13, 17), (5, 6, 1, 1), stride, 0, "pointwise", **options))
+        compare(conv_case((N, 6, 5, 6), (5, 6, 1, 1), stride, 0, "im2row", **options))
 
 
 # ---------------------------------------------------------------------------------------------------- depthwise
@@ -312,8 +337,11 @@ def depthwise_case(x_shape, multiplier, kernel, stride, padding, dilation, **opt
 @pytest.mark.parametrize(
     ("x_shape", "multiplier", "kernel", "stride", "padding", "dilation"),
     [
-        ((16, 32, 8, 8), 1, (3, 3), 1, 1, 1),  # MobileNetV2's 3 x 3 (a smaller batch)
+        ((16, 32, 8, 8), 1, (3, 3), 1, 1, 1),  # MobileNetV2's 3 x 3 (a smaller batch): channels last
         ((9, 12, 9, 7), 1, (3, 3), 2, 1, 1),
+        ((3, 5, 20, 19), 1, (3, 3), 1, 1, 1),  # outputs wider than 16: the per-plane loops
+        ((3, 5, 21, 40), 1, (3, 5), 2, (1, 2), 1),
+        ((2, 3, 9, 9), 1, (3, 3), 1, 2, 2),  # channels last, dilated
         ((5, 4, 11, 10), 2, (7, 7), 1, 3, 1),  # ConvNeXt's 7 x 7, depth multiplier 2
         ((3, 6, 8, 9), 1, (4, 2), 1, "same", (2, 1)),  # an uneven 'same': the extra row and column are cropped
         ((2, 3, 5, 5), 3, (3, 3), (3, 2), (0, 2), (1, 2)),
@@ -324,6 +352,26 @@ def test_depthwise_conv2d_matches_the_reference(x_shape, multiplier, kernel, str
     for bias, compute_dw in ((True, True), (False, False)):
         options = {"bias": bias, "compute_dw": compute_dw, "dtype": dtype}
         compare(depthwise_case(x_shape, multiplier, kernel, stride, padding, dilation, **options))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("stride", "padding", "dilation"), [(1, 1, 1), (2, 1, 1), (1, 0, 2), ((2, 1), (0, 2), 1)])
+def test_depthwise_layouts_give_the_same_results(stride, padding, dilation, dtype, monkeypatch):
+    # narrow outputs run channels last (one loop over the channels per tap), wide ones plane by plane: the same
+    # products summed in the same order, so the same bits (and the same ReLU6 epilogue)
+    from minidl.backend import _numba_depthwise
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((5, 12, 11, 10)) * 3).astype(dtype)
+    w, b = rng.standard_normal((12, 1, 3, 3)).astype(dtype), rng.standard_normal(12).astype(dtype)
+    results = []
+    with minidl.use_backend("numba"):
+        for narrowest in (0, 10**6):  # every output plane by plane, every output channels last
+            monkeypatch.setattr(_numba_depthwise, "_CHANNELS_LAST_MAX_OW", narrowest)
+            results.append([F.conv2d_forward(x, w, b, stride, padding, dilation, 12)[0]])
+            results[-1].append(F.conv2d_relu6_forward(x, w, None, stride, padding, dilation, 12)[0])
+    for plane, last in zip(*results, strict=True):
+        np.testing.assert_array_equal(plane, last)
 
 
 def test_depthwise_results_do_not_depend_on_the_thread_count():

@@ -317,7 +317,8 @@ def test_a_kernel_declares_every_pair_its_reference_calls():
 @pytest.mark.parametrize(
     ("replaced", "composite"),
     [("relu", "add_relu"), ("add", "add_relu"), ("relu", "batch_norm_relu"), ("batch_norm", "batch_norm_relu"),
-     ("relu", "conv2d_relu"), ("conv2d", "conv2d_relu"), ("pad2d", "conv2d"), ("pad2d", "conv2d_relu")],
+     ("relu", "conv2d_relu"), ("conv2d", "conv2d_relu"), ("pad2d", "conv2d"), ("pad2d", "conv2d_relu"),
+     ("hardtanh", "conv2d_relu6"), ("conv2d", "conv2d_relu6")],
 )  # fmt: skip
 def test_replacing_a_pair_turns_off_the_kernels_of_the_pairs_built_from_it(replaced, composite, monkeypatch):
     """A student's ``relu_forward`` must run inside ``batch_norm_relu`` too: its kernel would skip it."""

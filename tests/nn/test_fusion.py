@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import minidl
 from minidl import gradcheck, models, nn, optim
 from minidl.nn import functional as F
-from tests.helpers import arr, host
+from tests.helpers import arr, assert_close, host, to_torch, torch_or_skip
 from tests.strategies import seeds
 
 TOL = {np.float32: {"atol": 5e-4, "rtol": 5e-3}, np.float64: {"atol": 1e-10, "rtol": 1e-9}}
@@ -128,23 +128,54 @@ def test_add_relu_module_joins_a_residual_block():
     assert fused.backward(arr(np.ones(y.shape, np.float32))).shape == x.shape
 
 
-@given(seed=seeds, relu=st.booleans())
-def test_conv2d_relu_is_relu_of_conv2d(seed, relu):
+@given(seed=seeds, activation=st.sampled_from(["relu", "relu6"]), depthwise=st.booleans())
+def test_conv2d_activation_pairs_are_the_activation_of_conv2d(seed, activation, depthwise):
     rng = np.random.default_rng(seed)
-    x, w, b = (
-        arr(rng.standard_normal((2, 3, 5, 5))),
-        arr(rng.standard_normal((4, 3, 3, 3))),
-        arr(rng.standard_normal(4)),
-    )
-    out, cache = F.conv2d_relu_forward(x, w, b, 1, 1)
-    conv, conv_cache = F.conv2d_forward(x, w, b, 1, 1)
-    ref, relu_cache = F.relu_forward(conv)
+    groups = 3 if depthwise else 1
+    x = arr(rng.standard_normal((2, 3, 5, 5)) * 3)  # outputs on both flat parts of the ReLU6's clamp
+    w, b = arr(rng.standard_normal((6, 3 // groups, 3, 3))), arr(rng.standard_normal(6))
+    forward, backward = getattr(F, f"conv2d_{activation}_forward"), getattr(F, f"conv2d_{activation}_backward")
+    out, cache = forward(x, w, b, 1, 1, 1, groups)
+    conv, conv_cache = F.conv2d_forward(x, w, b, 1, 1, 1, groups)
+    ref, act_cache = getattr(F, f"{activation}_forward")(conv)
     np.testing.assert_allclose(host(out), host(ref), **TOL[np.float64])
     dout = arr(rng.standard_normal(out.shape))
-    got = F.conv2d_relu_backward(dout, cache)
-    want = F.conv2d_backward(F.relu_backward(dout, relu_cache), conv_cache)
-    for a, b_ in zip(got, want, strict=True):
+    want = F.conv2d_backward(getattr(F, f"{activation}_backward")(dout, act_cache), conv_cache)
+    for a, b_ in zip(backward(dout, cache), want, strict=True):
         np.testing.assert_allclose(host(a), host(b_), **TOL[np.float64])
+
+
+@given(seed=seeds, depthwise=st.booleans())
+def test_conv2d_relu6_functional_gradcheck(seed, depthwise):
+    rng = np.random.default_rng(seed)
+    groups = 2 if depthwise else 1
+    x, w, b = arr(rng.standard_normal((2, 2, 4, 4)) * 3), arr(rng.standard_normal((2, 2 // groups, 3, 3))), None
+    conv = host(F.conv2d_forward(x, w, b, 1, 1, 1, groups)[0])
+    assume(np.abs(conv).min() > 1e-3 and np.abs(conv - 6).min() > 1e-3)  # away from the clamp's corners
+
+    def f(x, w):
+        return F.conv2d_relu6_forward(x, w, None, 1, 1, 1, groups)
+
+    report = gradcheck.check_function(f, lambda dout, cache: F.conv2d_relu6_backward(dout, cache)[:2], [x, w])
+    assert report.passed, report
+
+
+@pytest.mark.parametrize("op", ["conv2d_relu", "conv2d_relu6"])
+@pytest.mark.parametrize("groups", [1, 4], ids=["dense", "depthwise"])
+def test_conv2d_activation_pairs_match_pytorch(op, groups):
+    torch = torch_or_skip()
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((2, 4, 6, 5)) * 3, rng.standard_normal((8, 4 // groups, 3, 3)), rng.standard_normal(8)
+    out, cache = getattr(F, f"{op}_forward")(arr(x), arr(w), arr(b), 2, 1, 1, groups)
+    tx, tw, tb = (to_torch(a, requires_grad=True) for a in (x, w, b))
+    activation = torch.nn.functional.relu if op == "conv2d_relu" else torch.nn.functional.relu6
+    tout = activation(torch.nn.functional.conv2d(tx, tw, tb, stride=2, padding=1, groups=groups))
+    dout = rng.standard_normal(tuple(tout.shape))
+    tout.backward(torch.tensor(dout))
+    assert_close(out, tout, what=f"{op} forward")
+    grads = getattr(F, f"{op}_backward")(arr(dout), cache)
+    for name, got, expected in zip(("dx", "dw", "db"), grads, (tx, tw, tb), strict=True):
+        assert_close(got, expected.grad, what=f"{op} {name}")
 
 
 # ---------------------------------------------------------------------------------------------- nn.fuse
@@ -185,7 +216,7 @@ def test_fuse_replaces_the_patterns_and_leaves_identity_in_the_freed_slots():
     assert [type(m).__name__ for m in fused] == [
         "ConvBn2d", "FoldedBatchNorm2d", "Identity", "Conv2d", "Flatten", "Linear"
     ]  # fmt: skip
-    assert fused[1].relu and fused[0].relu and fused[0].bn is fused[1]
+    assert fused[1].activation == fused[0].activation == "relu" and fused[0].bn is fused[1]
     assert [type(m).__name__ for m in model] == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "Flatten", "Linear"]
     assert list(fused.state_dict()) == list(model.state_dict())
     mlp = nn.fuse(nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.BatchNorm1d(6), nn.Linear(6, 2)))
@@ -293,7 +324,8 @@ def test_nothing_but_the_exact_layers_is_fused():
     block = models.resnet.BasicBlock(2, 2)
     block.relu1 = nn.GELU()  # a student swaps the block's first activation: no BatchNorm+ReLU fusion there
     fused = nn.fuse(block)
-    assert type(fused.relu1) is nn.GELU and type(fused.bn1).__name__ == "FoldedBatchNorm2d" and not fused.bn1.relu
+    assert type(fused.relu1) is nn.GELU and type(fused.bn1).__name__ == "FoldedBatchNorm2d"
+    assert fused.bn1.activation is None
     x = arr(np.random.default_rng(2).standard_normal((4, 2, 3, 3)).astype(np.float32))
     np.testing.assert_allclose(host(fused(x)), host(block(x)), rtol=1e-5, atol=1e-6)
     with pytest.raises(TypeError, match="fuse: expected a Module, got list"):
@@ -334,3 +366,71 @@ def test_the_training_helpers_fuse_on_a_fast_backend_only_and_can_be_told_not_to
         assert type(trainer(fuse=True).model[1]).__name__ == "BatchNormReLU1d"
     with pytest.raises(TypeError, match="fuse must be None, True or False"):
         trainer(fuse="yes")
+
+
+def test_conv_bn_relu6_folds_into_one_convolution_and_trains_like_the_original():
+    minidl.manual_seed(0)
+    rng = np.random.default_rng(21)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU6(),  # MobileNetV2's layers
+        nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU6(),
+        nn.Conv2d(6, 4, 1),
+        nn.BatchNorm2d(4),
+        nn.Hardtanh(0.0, 6.0),  # not a ReLU6: not folded with the conv
+    ).to(np.float64)
+    randomize_statistics(model, rng)
+    for m in model.modules():  # activations well past 6, so the clamp matters
+        if isinstance(m, nn.BatchNorm2d):
+            m.bias.data[...] += 3.0
+    fused = nn.fuse(model)
+    assert [type(m).__name__ for m in fused] == [
+        "ConvBn2d", "FoldedBatchNorm2d", "Identity", "ConvBn2d", "FoldedBatchNorm2d", "Identity", "ConvBn2d",
+        "FoldedBatchNorm2d", "Hardtanh",
+    ]  # fmt: skip
+    assert fused[0].activation == fused[1].activation == "relu6" and fused[6].activation is None
+    assert repr(fused[0]).endswith("folds=BatchNorm2d+ReLU6)") and "activation=relu6" in repr(fused[1])
+    assert list(fused.state_dict()) == list(model.state_dict())
+    x = arr(rng.standard_normal((4, 3, 6, 6)) * 2)
+    for a, b in zip(step(fused, x), step(model, x), strict=True):  # training: BatchNorm pass, then ReLU6 pass
+        for k in a if isinstance(a, dict) else [None]:
+            np.testing.assert_allclose(a[k] if k else a, b[k] if k else b, **TOL[np.float64], err_msg=str(k))
+    model.eval(), fused.eval()
+    seen = []  # the first folded group's output, as the Identity in the ReLU6's slot passes it on
+    fused[2].register_forward_hook(lambda module, args, output: seen.append(host(output)))
+    with minidl.no_grad():
+        np.testing.assert_allclose(host(fused(x)), host(model(x)), **TOL[np.float64])
+    assert (seen[0] == 6).mean() > 0.01 and (seen[0] == 0).mean() > 0.01, "both flat parts of the clamp are hit"
+    assert "_folded_output" not in fused[4].__dict__, "the folded output was passed on and forgotten"
+
+
+def test_a_replaced_relu6_pair_turns_the_relu6_folding_off(monkeypatch):
+    minidl.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU6()).eval()
+    fused = nn.fuse(model)
+    x = arr(np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32))
+    calls = []
+    original = F.relu6_forward
+    monkeypatch.setattr(F, "relu6_forward", lambda y: calls.append(y.shape) or original(y))
+    with minidl.no_grad():
+        np.testing.assert_allclose(host(fused(x)), host(model(x)), rtol=1e-5, atol=1e-6)
+    assert calls == [(2, 3, 3, 3), (2, 3, 3, 3)], "both ran the student's relu6: the fused model did not fold"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_fused_mobilenet_v2_infers_like_the_original(backend):
+    minidl.manual_seed(0)
+    rng = np.random.default_rng(8)
+    with minidl.use_backend(backend):
+        model = models.mobilenet_v2(num_classes=10)
+        randomize_statistics(model, rng)
+        fused = nn.fuse(model).eval()
+        model.eval()
+        kinds = {type(m).__name__ for m in fused.modules()}
+        assert "ReLU6" not in kinds and "ConvBn2d" in kinds, "every ReLU6 follows a Conv-BatchNorm: all folded"
+        x = arr(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
+        with minidl.no_grad():
+            np.testing.assert_allclose(host(fused(x)), host(model(x)), rtol=1e-3, atol=1e-3)
