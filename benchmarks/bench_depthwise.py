@@ -6,13 +6,14 @@ Usage (from a checkout)::
     python benchmarks/bench_depthwise.py --threads 2 --repeats 5 --no-numpy
 
 For each shape (N, C, H, W, stride) it times ``F.conv2d_forward`` and ``F.conv2d_backward`` (dx and dW) of a
-depthwise convolution (``groups = C``, weight (C, 1, 3, 3), padding 1, with bias) in four ways: the NumPy reference
+depthwise convolution (``groups = C``, weight (C, 1, 3, 3), padding 1, with bias) in five ways: the NumPy reference
 (``minidl.set_backend("numpy")``: im2col and C thin GEMMs), the Numba backend without its depthwise kernel (the
-per-group GEMMs with the compiled im2col, what ran before the kernel), the Numba backend's depthwise kernel
-(``minidl/backend/_numba_depthwise.py``), and PyTorch's ``conv2d`` forward and autograd backward on the same number
-of threads. Each figure is the fastest of ``--repeats`` runs after one untimed run (on a shared machine other
-processes only slow a run down); the ratios are the other column's time over the kernel's (above 1: the kernel is
-faster).
+per-group GEMMs with the compiled im2col, what ran before the kernel), the kernel's plane-by-plane loops only
+("planes": the forward without its channels-last layout for narrow outputs), the Numba backend's depthwise kernel
+as it runs (``minidl/backend/_numba_depthwise.py``), and PyTorch's ``conv2d`` forward and autograd backward on the
+same number of threads. Each figure is the fastest of ``--repeats`` runs after one untimed run (on a shared machine
+other processes only slow a run down); the ratios are the other column's time over the kernel's (above 1: the
+kernel is faster).
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-# MobileNetV2 for CIFAR (stride 1 stem): the depthwise layers' channels (expansion 6 of 16..32), sizes and strides
-SHAPES = [(32, 32, 1), (96, 32, 2), (144, 16, 1), (144, 16, 2), (192, 8, 1), (192, 8, 2), (192, 4, 1)]
+# MobileNetV2 for CIFAR (stride 1 stem): the depthwise layers' channels (expansion 6 of 16..160), sizes and strides
+SHAPES = [
+    (32, 32, 1), (96, 32, 2), (144, 32, 1), (144, 16, 1), (144, 16, 2), (192, 16, 1), (192, 8, 1), (192, 8, 2),
+    (192, 4, 1), (384, 8, 1), (576, 8, 1), (576, 8, 2), (960, 4, 1),
+]  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,6 +55,19 @@ def best_ms(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return 1e3 * min(times)
+
+
+@contextlib.contextmanager
+def planes_only() -> Iterator[None]:
+    """The depthwise kernel with every forward plane by plane (no channels-last layout for narrow outputs)."""
+    from minidl.backend import _numba_depthwise
+
+    narrowest = _numba_depthwise._CHANNELS_LAST_MAX_OW
+    _numba_depthwise._CHANNELS_LAST_MAX_OW = 0
+    try:
+        yield
+    finally:
+        _numba_depthwise._CHANNELS_LAST_MAX_OW = narrowest
 
 
 @contextlib.contextmanager
@@ -115,8 +132,8 @@ def main(argv: list[str] | None = None) -> None:
         torch = None
     print(f"depthwise 3x3, padding 1, float32, batch {args.batch}, {threads} threads; fastest ms of {args.repeats}")
     header = (
-        f"{'C x H x W, stride':20} {'numpy f/b':>15} {'gemm f/b':>15} {'kernel f/b':>15} {'torch f/b':>15}"
-        f" {'x numpy':>11} {'x gemm':>11} {'x torch':>11}"
+        f"{'C x H x W, stride':20} {'numpy f/b':>15} {'gemm f/b':>15} {'planes f/b':>15} {'kernel f/b':>15}"
+        f" {'torch f/b':>15} {'x numpy':>11} {'x gemm':>11} {'x planes':>11} {'x torch':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -128,13 +145,16 @@ def main(argv: list[str] | None = None) -> None:
         kernel = minidl_times("numba", x, w, b, stride, args.repeats)
         with depthwise_kernel_off(be):
             gemm = minidl_times("numba", x, w, b, stride, args.repeats)
+        with planes_only():
+            planes = minidl_times("numba", x, w, b, stride, args.repeats)
         numpy_ = (float("nan"),) * 2 if args.no_numpy else minidl_times("numpy", x, w, b, stride, args.repeats)
         torch_ = (float("nan"),) * 2 if torch is None else torch_times(x, w, b, stride, args.repeats)
 
         name = f"{C}x{H}x{H}, s{stride}"
         print(
-            f"{name:20} {pair(numpy_):>15} {pair(gemm):>15} {pair(kernel):>15} {pair(torch_):>15}"
-            f" {ratio(numpy_, kernel):>11} {ratio(gemm, kernel):>11} {ratio(torch_, kernel):>11}"
+            f"{name:20} {pair(numpy_):>15} {pair(gemm):>15} {pair(planes):>15} {pair(kernel):>15} {pair(torch_):>15}"
+            f" {ratio(numpy_, kernel):>11} {ratio(gemm, kernel):>11} {ratio(planes, kernel):>11}"
+            f" {ratio(torch_, kernel):>11}"
         )
 
 

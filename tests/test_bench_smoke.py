@@ -1,6 +1,7 @@
-"""The CPU benchmark runs and its history works: bench_train.py with tiny settings writes a record with every field,
-compare_bench.py compares two records, flags a regression and refuses a file that is not a record. Nothing here
-looks at a timing (the benchmarks are scripts, run by hand on a quiet machine)."""
+"""The CPU benchmarks run and their history works: bench_train.py with tiny settings writes a record with every
+field, compare_bench.py compares two records, flags a regression and refuses a file that is not a record;
+bench_layers.py and bench_depthwise.py print their tables. Nothing here looks at a timing (the benchmarks are
+scripts, run by hand on a quiet machine)."""
 
 from __future__ import annotations
 
@@ -180,3 +181,14 @@ def test_bench_layers_runs_and_prints_every_layer(mode):
 def test_bench_layers_refuses_torch_in_training():
     proc = _run("bench_layers.py", "--torch")
     assert proc.returncode == 2 and "--torch times PyTorch's layers in inference only" in proc.stderr
+
+
+def test_bench_depthwise_runs_every_shape_every_way():
+    # batch 2, one timed run: a row per MobileNetV2 shape with the five ways' times (PyTorch's NaN without it)
+    pytest.importorskip("numba", reason="the depthwise kernel is the Numba backend's")
+    proc = _run("bench_depthwise.py", "--batch", "2", "--repeats", "1", "--no-numpy", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "planes f/b" in lines[1] and "x planes" in lines[1]
+    rows = [line for line in lines[3:] if line.strip()]
+    assert [row.split(",")[0] for row in rows] == [f"{c}x{h}x{h}" for c, h, _ in _module("bench_depthwise").SHAPES]

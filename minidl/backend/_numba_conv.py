@@ -220,7 +220,7 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
         out3 = out.reshape(N, O, OHW)
         nb = self._images_per_chunk(N, K, OHW, x.itemsize)
-        relu, cap = _k.epilogue(relu_max)
+        relu, cap = _k.epilogue(relu_max, dtype)
 
         def body(worker: int, task: int) -> None:
             n0, n1 = task * nb, min(N, (task + 1) * nb)

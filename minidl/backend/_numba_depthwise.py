@@ -227,7 +227,7 @@ class DepthwiseKernelsMixin:
         b = numpy.zeros(1, x.dtype) if bias is None else numpy.ascontiguousarray(bias)
         has_bias = int(bias is not None)
         out = numpy.empty((N, O, OH, OW), dtype=x.dtype)
-        relu, cap = epilogue(relu_max)
+        relu, cap = epilogue(relu_max, x.dtype)
         if O == C and (OW <= _CHANNELS_LAST_MAX_OW or KH * KW > 9):  # short rows, or many taps: channels last
             w_t = numpy.ascontiguousarray(w3.reshape(O, KH * KW).T)
             images = self._split(N, 4 * _threads.get_num_threads())

@@ -32,6 +32,7 @@ Set ``NUMBA_DISABLE_JIT=1`` to run (slowly) the same code as plain Python, e.g. 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -263,7 +264,8 @@ def _clamp(v, zero, relu_max):
     return relu_max if v > relu_max else v
 
 
-def epilogue(relu_max: float | None) -> tuple[bool, float]:
+def epilogue(relu_max: float | None, dtype: Any) -> tuple[bool, Any]:
     """The ``(relu, relu_max)`` arguments of the convolution kernels' output pass for an activation bound
-    ``relu_max``: None (no activation), +inf (ReLU) or 6.0 (ReLU6)."""
-    return relu_max is not None, math.inf if relu_max is None else float(relu_max)
+    ``relu_max``: None (no activation), +inf (ReLU) or 6.0 (ReLU6). The bound is a scalar of the output's ``dtype``,
+    so that the kernels' arithmetic stays in it (a Python float would make every float32 output value a float64)."""
+    return relu_max is not None, np.dtype(dtype).type(math.inf if relu_max is None else relu_max)

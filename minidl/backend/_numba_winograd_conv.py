@@ -190,7 +190,7 @@ class WinogradKernelsMixin:
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
         U = self._winograd_weight(weight, dtype).view  # (16, C, O)
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
-        relu, cap = epilogue(relu_max)
+        relu, cap = epilogue(relu_max, dtype)
 
         def output(worker: int, M: Any, n0: int, n1: int, first: int) -> None:
             yt = self._buffer(worker, "wino_y", (2 * TW * O,), dtype)
@@ -287,7 +287,7 @@ class WinogradKernelsMixin:
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize, tile=4)
         U = self._winograd_weight(weight, dtype, tile=4)
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
-        relu, cap = epilogue(relu_max)
+        relu, cap = epilogue(relu_max, dtype)
 
         def body(worker: int, n0: int, n1: int) -> None:
             V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype, 36)
