@@ -22,9 +22,9 @@ so a busy neighbour slows both alike), and the ratio of each layer's time (PyTor
 faster). The twin's layers are PyTorch's own (a BatchNorm and a ReLU stay separate layers), so
 compare the sums by type and the step totals as much as single rows.
 
-The model is fused first, as ``train.fit`` fuses it (``minidl.nn.fuse``: a Conv2d, BatchNorm2d, ReLU run is a
-``ConvBn2d`` row and a ``FoldedBatchNorm2d`` row that applies the ReLU, the ReLU's slot an ``Identity``; a residual
-sum and its ReLU an ``AddReLU`` row); ``--no-fuse`` times every layer of the model as built.
+The model is fused first, as ``train.fit`` fuses it (``minidl.nn.fuse``: a Conv2d, BatchNorm2d, ReLU (or ReLU6)
+run is a ``ConvBn2d`` row and a ``FoldedBatchNorm2d`` row that applies the activation, the activation's slot an
+``Identity``; a residual sum and its ReLU an ``AddReLU`` row); ``--no-fuse`` times every layer of the model as built.
 """
 
 from __future__ import annotations

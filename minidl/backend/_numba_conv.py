@@ -126,7 +126,10 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
     ) -> bool:  # fmt: skip
         """Groups 1 or depthwise: the activation is applied by those kernels' output pass (``conv2d_relu`` and
         ``conv2d_relu6``; other grouped convolutions run the reference pairs)."""
-        return groups == 1 or cls._is_depthwise(tuple(numpy.shape(x)), weight, groups)
+        if groups == 1:
+            return True
+        shapes_ok = numpy.ndim(x) == 4 and numpy.ndim(weight) == 4  # (else the reference's setup says what is wrong)
+        return shapes_ok and cls._is_depthwise(tuple(numpy.shape(x)), numpy.asarray(weight), groups)
 
     def _conv2d_relu_forward(
         self, g: Any, x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
@@ -140,7 +143,7 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
     def _conv2d_relu_backward(self, dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
         """``(dx, dw, db)`` of :meth:`_conv2d_relu_forward`: the ReLU's mask from the output, then the conv's."""
         conv_cache, out = cache
-        return self._conv2d_backward(numpy.where(out > 0, dout, 0), conv_cache, compute_dw=compute_dw)
+        return self._conv2d_backward(numpy.where(out <= 0, 0, dout), conv_cache, compute_dw=compute_dw)
 
     def _conv2d_relu6_forward(
         self, g: Any, x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,

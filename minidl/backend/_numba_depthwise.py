@@ -15,14 +15,16 @@ speed. Here each output plane is computed directly, as KH KW shifted multiply-ad
 Nothing but x is cached for the backward.
 
 Those rows are short on small images (MobileNetV2's 8 x 8 and 4 x 4 layers: 8 or 4 values per loop), and the loop
-overhead is then the cost. With a depth multiplier of 1, outputs 16 or fewer columns wide, or kernels larger than
-3 x 3, the forward runs **channels last** instead (:func:`depthwise_forward_channels_last`): each image copied to
-(H W, C), and for each output pixel and tap one multiply-add over all C channels (hundreds of values, vectorized),
-then copied back to (C, OH OW). The same products are summed in the same order, so both layouts give the same bits.
-Measured forward with ReLU6 at batch 128, 2 threads (AMD EPYC Zen 4), planes -> channels last: 960 channels at
-4 x 4 11.9 -> 2.8 ms, 576 at 8 x 8 15.2 -> 6.5 ms, 192 at 16 x 16 16.0 -> 11.7 ms, 144 at 32 x 32 stride 2 (16 x 16
-out) 19.5 -> 16.5 ms, ConvNeXt's 7 x 7 at 768 x 7 x 7 88 -> 14 ms and 192 x 28 x 28 136 -> 73 ms; at 32 x 32 with
-3 x 3 the planes stay faster (144 channels: 39 against 40 ms, 32 channels: 5.1 against 8.6 ms).
+overhead is then the cost. With a depth multiplier of 1, 32 or more channels, and outputs 16 or fewer columns wide
+or kernels of more than 9 taps (7 x 7), the forward runs **channels last** instead
+(:func:`depthwise_forward_channels_last`): each image copied to (H W, C), and for each output pixel and tap one
+multiply-add over all C channels (vectorized), then copied back to (C, OH OW). The same products are summed in the
+same order, so both layouts give the same bits. With fewer channels that loop is too short (a reviewer measured 4
+channels of 64 x 64 with 7 x 7 taps 5.6x slower channels last). Measured forward with ReLU6 at batch 128, 2 threads
+(AMD EPYC Zen 4), planes -> channels last: 960 channels at 4 x 4 11.9 -> 2.8 ms, 576 at 8 x 8 15.2 -> 6.5 ms, 192 at
+16 x 16 16.0 -> 11.7 ms, 144 at 32 x 32 stride 2 (16 x 16 out) 19.5 -> 16.5 ms, ConvNeXt's 7 x 7 at 768 x 7 x 7 88
+-> 14 ms and 192 x 28 x 28 136 -> 73 ms; at 32 x 32 with 3 x 3 the planes stay faster (144 channels: 39 against 40
+ms, 32 channels: 5.1 against 8.6 ms).
 
 In inference the forward can also apply a ReLU or ReLU6 (``relu_max``, see ``_numba_conv.py``) in its output pass.
 
@@ -47,7 +49,10 @@ from minidl.backend import _threads
 from minidl.backend._numba_common import _native_dtypes
 from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, _zero, epilogue
 
-_CHANNELS_LAST_MAX_OW = 16  # outputs this narrow or narrower run channels last (measured: see the module docstring)
+# channels last (measured, see the module docstring): 32+ channels, and outputs 16 or fewer columns wide or 10+ taps
+_CHANNELS_LAST_MAX_OW = 16
+_CHANNELS_LAST_MIN_TAPS = 10
+_CHANNELS_LAST_MIN_C = 32
 
 
 @njit(cache=True, nogil=True)
@@ -228,7 +233,8 @@ class DepthwiseKernelsMixin:
         has_bias = int(bias is not None)
         out = numpy.empty((N, O, OH, OW), dtype=x.dtype)
         relu, cap = epilogue(relu_max, x.dtype)
-        if O == C and (OW <= _CHANNELS_LAST_MAX_OW or KH * KW > 9):  # short rows, or many taps: channels last
+        narrow_or_big = OW <= _CHANNELS_LAST_MAX_OW or KH * KW >= _CHANNELS_LAST_MIN_TAPS
+        if O == C and C >= _CHANNELS_LAST_MIN_C and narrow_or_big:  # short rows or many taps: channels last
             w_t = numpy.ascontiguousarray(w3.reshape(O, KH * KW).T)
             images = self._split(N, 4 * _threads.get_num_threads())
 

@@ -155,7 +155,7 @@ class _Activation(NamedTuple):
 _ACTIVATIONS = {
     None: _Activation(("batch_norm",), "conv2d", ""),
     "relu": _Activation(("batch_norm_relu",), "conv2d_relu", "+ReLU"),
-    "relu6": _Activation(("batch_norm", "relu6"), "conv2d_relu6", "+ReLU6"),
+    "relu6": _Activation(("batch_norm", "relu6", "hardtanh"), "conv2d_relu6", "+ReLU6"),  # (relu6 calls hardtanh)
 }
 
 

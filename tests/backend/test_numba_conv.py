@@ -341,7 +341,8 @@ def depthwise_case(x_shape, multiplier, kernel, stride, padding, dilation, **opt
         ((9, 12, 9, 7), 1, (3, 3), 2, 1, 1),
         ((3, 5, 20, 19), 1, (3, 3), 1, 1, 1),  # outputs wider than 16: the per-plane loops
         ((3, 5, 21, 40), 1, (3, 5), 2, (1, 2), 1),
-        ((2, 3, 9, 9), 1, (3, 3), 1, 2, 2),  # channels last, dilated
+        ((2, 32, 9, 9), 1, (3, 3), 1, 2, 2),  # channels last, dilated
+        ((2, 32, 12, 20), 1, (5, 5), (1, 2), 2, 1),  # channels last: more than 9 taps
         ((5, 4, 11, 10), 2, (7, 7), 1, 3, 1),  # ConvNeXt's 7 x 7, depth multiplier 2
         ((3, 6, 8, 9), 1, (4, 2), 1, "same", (2, 1)),  # an uneven 'same': the extra row and column are cropped
         ((2, 3, 5, 5), 3, (3, 3), (3, 2), (0, 2), (1, 2)),
@@ -357,19 +358,25 @@ def test_depthwise_conv2d_matches_the_reference(x_shape, multiplier, kernel, str
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("stride", "padding", "dilation"), [(1, 1, 1), (2, 1, 1), (1, 0, 2), ((2, 1), (0, 2), 1)])
 def test_depthwise_layouts_give_the_same_results(stride, padding, dilation, dtype, monkeypatch):
-    # narrow outputs run channels last (one loop over the channels per tap), wide ones plane by plane: the same
-    # products summed in the same order, so the same bits (and the same ReLU6 epilogue)
+    # narrow outputs or many taps run channels last (one loop over the channels per tap), the rest plane by plane:
+    # the same products summed in the same order, so the same bits (and the same ReLU6 epilogue)
     from minidl.backend import _numba_depthwise
 
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((5, 12, 11, 10)) * 3).astype(dtype)
-    w, b = rng.standard_normal((12, 1, 3, 3)).astype(dtype), rng.standard_normal(12).astype(dtype)
     results = []
     with minidl.use_backend("numba"):
-        for narrowest in (0, 10**6):  # every output plane by plane, every output channels last
-            monkeypatch.setattr(_numba_depthwise, "_CHANNELS_LAST_MAX_OW", narrowest)
-            results.append([F.conv2d_forward(x, w, b, stride, padding, dilation, 12)[0]])
-            results[-1].append(F.conv2d_relu6_forward(x, w, None, stride, padding, dilation, 12)[0])
+        for layout in ("planes", "channels last"):  # every convolution one way, then the other
+            everything = layout == "channels last"
+            monkeypatch.setattr(_numba_depthwise, "_CHANNELS_LAST_MAX_OW", 10**6 if everything else 0)
+            monkeypatch.setattr(_numba_depthwise, "_CHANNELS_LAST_MIN_TAPS", 1 if everything else 10**6)
+            monkeypatch.setattr(_numba_depthwise, "_CHANNELS_LAST_MIN_C", 1)
+            results.append([])
+            for k in (3, 5):
+                w = np.random.default_rng(k).standard_normal((12, 1, k, k)).astype(dtype)
+                b = np.random.default_rng(k + 10).standard_normal(12).astype(dtype)
+                results[-1].append(F.conv2d_forward(x, w, b, stride, padding, dilation, 12)[0])
+                results[-1].append(F.conv2d_relu6_forward(x, w, None, stride, padding, dilation, 12)[0])
     for plane, last in zip(*results, strict=True):
         np.testing.assert_array_equal(plane, last)
 

@@ -407,17 +407,42 @@ def test_conv_bn_relu6_folds_into_one_convolution_and_trains_like_the_original()
     assert "_folded_output" not in fused[4].__dict__, "the folded output was passed on and forgotten"
 
 
-def test_a_replaced_relu6_pair_turns_the_relu6_folding_off(monkeypatch):
+def test_conv_bn_relu6_folds_in_inference_only():
+    minidl.manual_seed(0)
+    fused = nn.fuse(nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU6()))
+    x = arr(np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32))
+    calls = []
+    original = F.conv2d_relu6_forward
+    with pytest.MonkeyPatch.context() as patch:  # a spy on the folded pair (folding checks the BatchNorm's pairs)
+        patch.setattr(F, "conv2d_relu6_forward", lambda *a: calls.append(a[0].shape) or original(*a))
+        fused(x)  # training: no folding
+        fused.eval()
+        with minidl.no_grad():
+            fused(x)  # inference: one folded convolution
+    assert calls == [(2, 2, 5, 5)]
+
+
+@pytest.mark.parametrize("replaced", ["relu6", "hardtanh"])  # (relu6 is hardtanh(0, 6))
+def test_a_replaced_relu6_pair_turns_the_relu6_folding_off(replaced, monkeypatch):
     minidl.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU6()).eval()
     fused = nn.fuse(model)
     x = arr(np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32))
     calls = []
-    original = F.relu6_forward
-    monkeypatch.setattr(F, "relu6_forward", lambda y: calls.append(y.shape) or original(y))
+    original = getattr(F, f"{replaced}_forward")
+    monkeypatch.setattr(F, f"{replaced}_forward", lambda y, *a: calls.append(y.shape) or original(y, *a))
     with minidl.no_grad():
         np.testing.assert_allclose(host(fused(x)), host(model(x)), rtol=1e-5, atol=1e-6)
-    assert calls == [(2, 3, 3, 3), (2, 3, 3, 3)], "both ran the student's relu6: the fused model did not fold"
+    assert calls == [(2, 3, 3, 3), (2, 3, 3, 3)], "both ran the student's pair: the fused model did not fold"
+
+
+@pytest.mark.parametrize("op", ["conv2d_relu", "conv2d_relu6"])
+def test_grouped_activation_pairs_name_a_bad_input(op):
+    # the Numba kernel's accepts() looks at the shapes before the setup checks them: a bad call must still get the
+    # reference's message
+    w = arr(np.ones((4, 1, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="expected a 4-D"):
+        getattr(F, f"{op}_forward")(arr(np.ones(5, np.float32)), w, None, 1, 1, 1, 2)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
