@@ -19,8 +19,8 @@ overhead is then the cost. With a depth multiplier of 1, 32 or more channels, an
 or kernels of more than 9 taps (7 x 7), the forward runs **channels last** instead
 (:func:`depthwise_forward_channels_last`): each image copied to (H W, C), and for each output pixel and tap one
 multiply-add over all C channels (vectorized), then copied back to (C, OH OW). The same products are summed in the
-same order, so both layouts give the same bits. With fewer channels that loop is too short (a reviewer measured 4
-channels of 64 x 64 with 7 x 7 taps 5.6x slower channels last). Measured forward with ReLU6 at batch 128, 2 threads
+same order, so both layouts give the same bits. With fewer channels that loop is too short (measured: 4
+channels of 64 x 64 with 7 x 7 taps ran 5.6x slower channels last). Measured forward with ReLU6 at batch 128, 2 threads
 (AMD EPYC Zen 4), planes -> channels last: 960 channels at 4 x 4 11.9 -> 2.8 ms, 576 at 8 x 8 15.2 -> 6.5 ms, 192 at
 16 x 16 16.0 -> 11.7 ms, 144 at 32 x 32 stride 2 (16 x 16 out) 19.5 -> 16.5 ms, ConvNeXt's 7 x 7 at 768 x 7 x 7 88
 -> 14 ms and 192 x 28 x 28 136 -> 73 ms; at 32 x 32 with 3 x 3 the planes stay faster (144 channels: 39 against 40
@@ -223,8 +223,9 @@ class DepthwiseKernelsMixin:
         self, x: Any, weight: Any, bias: Any, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int, OH: int, OW: int,
         relu_max: float | None = None,
     ) -> Any:  # fmt: skip
-        """``conv2d(x, weight, bias, groups=C)`` for weight (O, 1, KH, KW): (N, O, OH, OW), parallel over planes;
-        with ``relu_max`` then min(relu(out), relu_max) (+inf: a ReLU, 6: a ReLU6) in the same pass."""
+        """``conv2d(x, weight, bias, groups=C)`` for weight (O, 1, KH, KW): (N, O, OH, OW), parallel over planes (over
+        images when it runs channels last); with ``relu_max`` then min(relu(out), relu_max) (+inf: a ReLU, 6: a
+        ReLU6) in the same pass."""
         N, C = x.shape[0], x.shape[1]
         O, _, KH, KW = weight.shape
         x = numpy.ascontiguousarray(x)

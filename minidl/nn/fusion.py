@@ -144,18 +144,20 @@ class BatchNormReLU1d(_BatchNormReLU, BatchNorm1d):
 
 
 class _Activation(NamedTuple):
-    """How a folded Conv2d-BatchNorm2d(-activation) group runs: the pairs its BatchNorm runs unfolded (all must be
-    minidl's for the fold to compute the same), the pair its convolution runs folded, and its repr suffix."""
+    """How a folded Conv2d-BatchNorm2d(-activation) group runs: the activation module ``fuse`` takes into it (None:
+    no activation), the pairs its BatchNorm runs unfolded (all must be minidl's for the fold to compute the same),
+    the pair its convolution runs folded, and its repr suffix."""
 
+    module: type | None
     unfolded: tuple[str, ...]
     folded: str
     shown: str
 
 
 _ACTIVATIONS = {
-    None: _Activation(("batch_norm",), "conv2d", ""),
-    "relu": _Activation(("batch_norm_relu",), "conv2d_relu", "+ReLU"),
-    "relu6": _Activation(("batch_norm", "relu6", "hardtanh"), "conv2d_relu6", "+ReLU6"),  # (relu6 calls hardtanh)
+    None: _Activation(None, ("batch_norm",), "conv2d", ""),
+    "relu": _Activation(ReLU, ("batch_norm_relu",), "conv2d_relu", "+ReLU"),
+    "relu6": _Activation(ReLU6, ("batch_norm", "relu6", "hardtanh"), "conv2d_relu6", "+ReLU6"),  # (relu6: hardtanh)
 }
 
 
@@ -279,8 +281,12 @@ class ConvBn2d(Conv2d):
     """
 
     bn: Any = None  # the FoldedBatchNorm2d after it (not a child: its parameters belong to its own slot)
-    activation: str | None = None  # "relu", "relu6" or None: applied after the BatchNorm
     slots: tuple[str, str] = ("", "")  # its name and the BatchNorm's in the module fuse found them in
+
+    @property
+    def activation(self) -> str | None:
+        """The activation its BatchNorm applies after it (``"relu"``, ``"relu6"`` or None): the one it folds too."""
+        return None if self.bn is None else self.bn.activation
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, folds=BatchNorm2d{_ACTIVATIONS[self.activation].shown}"
@@ -393,12 +399,10 @@ def _fuse_group(parent: Module, names: Sequence[str], shared: set[int]) -> int:
         conv, bn = mods[0], mods[1]
         if bn.num_features != conv.out_channels:
             return 0
-        activation = next(
-            (name for name, cls in (("relu", ReLU), ("relu6", ReLU6)) if len(mods) > 2 and _plain(mods[2], cls)), None
-        )
+        third = mods[2] if len(mods) > 2 else None
+        activation = next((name for name, a in _ACTIVATIONS.items() if name and _plain(third, a.module)), None)
         folded_bn = _recast(bn, FoldedBatchNorm2d, activation=activation)
-        conv_bn = _recast(conv, ConvBn2d, bn=folded_bn, activation=activation, slots=tuple(names[:2]))
-        parent.add_module(names[0], conv_bn)
+        parent.add_module(names[0], _recast(conv, ConvBn2d, bn=folded_bn, slots=tuple(names[:2])))
         parent.add_module(names[1], folded_bn)
         if activation is not None:
             parent.add_module(names[2], Identity())
