@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from minidl.backend._numba_conv import _POINTWISE_MIN_OHW
+from minidl.backend._numba_conv import _DIRECT_MAX_C, _POINTWISE_MIN_OHW
 from minidl.nn.pooling import pool_output_size
 from tests.strategies import distinct_values, seeds
 
@@ -86,10 +86,15 @@ BATCH = st.one_of(st.sampled_from([0, 1]), st.integers(2, 24))
 
 @st.composite
 def conv_cases(draw, op, algorithm):
-    """A convolution that the kernel runs as ``algorithm`` (im2row, winograd, pointwise, grouped, dilated, or
+    """A convolution that the kernel runs as ``algorithm`` (im2row, winograd, direct, pointwise, grouped, dilated, or
     im2row after padding ``'same'``, which pads one side more than the other when a dilated kernel extent is even)."""
     groups = 1
-    if algorithm == "same":  # stride 1, kernels 1-4 (at least one side even), dilation 1-2, fewer than 8 channels
+    if algorithm == "direct":  # 3 x 3, stride 1, no dilation, any padding, at most _DIRECT_MAX_C channels in
+        KH = KW = 3
+        SH = SW = DH = DW = 1
+        PH, PW = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+        C, O = draw(st.integers(1, _DIRECT_MAX_C)), draw(st.integers(1, 7))
+    elif algorithm == "same":  # stride 1, kernels 1-4 (at least one side even), dilation 1-2, fewer than 8 channels
         KH, KW = draw(st.integers(1, 4)), draw(st.integers(2, 4))
         if draw(st.booleans()):
             KH, KW = KW, KH
@@ -132,6 +137,8 @@ def conv_cases(draw, op, algorithm):
         W = draw(st.integers(max(1, DW * (KW - 1) + 1 - pad_w), 9))
     if algorithm == "im2row" and (KH, KW, PH, PW) == (1, 1, 0, 0):  # a 1 x 1 runs im2row on small outputs only
         assume(((H - 1) // SH + 1) * ((W - 1) // SW + 1) < _POINTWISE_MIN_OHW)
+    if algorithm in ("im2row", "same"):  # not a 3 x 3 stride-1 with few channels (those run direct)
+        assume((KH, KW, SH, SW, DH, DW) != (3, 3, 1, 1, 1, 1) or C > _DIRECT_MAX_C)
     N = draw(BATCH if algorithm != "pointwise" else st.one_of(st.sampled_from([0, 1]), st.integers(2, 40)))
     dtype, seed = draw(DTYPES), draw(seeds)
     rng = np.random.default_rng(seed)
@@ -354,12 +361,12 @@ def elementwise_cases(draw, op):
 CASES: dict[str, Any] = {
     **{
         f"conv2d-{a}": conv_cases("conv2d", a)
-        for a in ("im2row", "winograd", "pointwise", "grouped", "depthwise", "dilated", "same")
+        for a in ("im2row", "winograd", "direct", "pointwise", "grouped", "depthwise", "dilated", "same")
     },
     **{
         f"{op}-{a}": conv_cases(op, a)
         for op in ("conv2d_relu", "conv2d_relu6")
-        for a in ("im2row", "winograd", "pointwise", "depthwise", "dilated", "same")
+        for a in ("im2row", "winograd", "direct", "pointwise", "depthwise", "dilated", "same")
     },
     "max_pool2d": max_pool_cases(),
     "max_pool2d-2x2": max_pool_cases(fast_path=True),

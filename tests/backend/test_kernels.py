@@ -86,9 +86,10 @@ TOL_KIND = {
 
 # ---------------------------------------------------------------------------------------------------- running a case
 #: the Numba backend's convolution methods, one per algorithm (``_conv2d_dense`` runs im2row unless it hands over
-#: to Winograd or the 1 x 1 product)
+#: to Winograd, the direct 3 x 3 or the 1 x 1 product)
 _ALGORITHM_METHODS = {
     "_winograd_conv": "winograd",
+    "_direct_conv": "direct",
     "_pointwise_conv": "pointwise",
     "_grouped_conv2d": "grouped",
     "_depthwise_conv2d": "depthwise",
@@ -122,7 +123,7 @@ def _algorithm(seen: list[str]) -> str:
     for name in ("grouped", "depthwise"):
         if name in seen:
             return name
-    for name in ("winograd", "pointwise"):
+    for name in ("winograd", "direct", "pointwise"):
         if name in seen:
             return name
     return "im2row" if "dense" in seen else "none"

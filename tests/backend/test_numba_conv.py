@@ -2,9 +2,10 @@
 (``test_kernels.py``) does not pin down, one algorithm at a time.
 
 The compiled im2col/col2im against the NumPy primitives, chunking and row blocks, results independent of the thread
-count, Winograd's float32 accuracy and its switch, the ReLU epilogue, 1 x 1 convolutions for every stride and
-batch size, and the depthwise kernel (multipliers, an uneven 'same', its thread-count independence and its cache).
-Comparisons with the reference pair use ``test_kernels.compare`` (and its tolerances).
+count, Winograd's float32 accuracy and its switch, the direct 3 x 3 for few input channels, the ReLU epilogue, 1 x 1
+convolutions for every stride and batch size, and the depthwise kernel (multipliers, an uneven 'same', its
+thread-count independence and its cache). Comparisons with the reference pair use ``test_kernels.compare`` (and its
+tolerances).
 """
 
 from __future__ import annotations
@@ -81,22 +82,39 @@ def test_im2row_chunks_of_several_images(N):
     compare(conv_case((N, 2, 4, 5), (3, 2, 2, 2), 1, 1, "im2row", seed=N))
 
 
+# ---------------------------------------------------------------------------------------------------- direct 3 x 3
+@pytest.mark.parametrize(
+    ("x_shape", "O", "padding", "dtype"),
+    [
+        ((40, 3, 32, 32), 16, 1, np.float32),  # a CIFAR stem: several chunks of images
+        ((5, 3, 11, 7), 7, 1, np.float64),  # an odd number of output channels (the last pair is one channel twice)
+        ((3, 6, 9, 9), 1, 0, np.float32),  # _DIRECT_MAX_C channels in, one out, no padding
+        ((2, 1, 3, 5), 4, (3, 0), np.float32),  # padding wider than the kernel on one axis
+    ],
+)
+def test_direct_forward(x_shape, O, padding, dtype):
+    # the forward is direct, the backward the im2row chunks'
+    compare(conv_case(x_shape, (O, x_shape[1], 3, 3), 1, padding, "direct", dtype=dtype, seed=O))
+
+
 @pytest.mark.parametrize("O", [4, 24])
 def test_im2row_backward_in_row_blocks(O):
     # a 24x24 image has 576 output pixels: with O <= 16 the backward GEMMs run in blocks of 256 rows (256, 256, 64)
-    compare(conv_case((3, 2, 24, 24), (O, 2, 3, 3), 1, 1, "im2row", bias=False, seed=O))
+    # (7 channels in: fewer would run the forward direct, 8 with O = 24 Winograd)
+    compare(conv_case((3, 7, 24, 24), (O, 7, 3, 3), 1, 1, "im2row", bias=False, seed=O))
 
 
 @pytest.mark.parametrize(
     ("x_shape", "w_shape", "stride", "padding"),
     [
-        ((24, 3, 6, 6), (4, 3, 3, 3), 1, 1),
+        ((24, 3, 6, 6), (4, 3, 3, 2), 1, 1),
+        ((24, 3, 6, 6), (5, 3, 3, 3), 1, 1),
         ((40, 8, 9, 7), (12, 8, 3, 3), 1, 1),
         ((37, 16, 32, 32), (16, 16, 3, 3), 1, 1),
         ((33, 64, 9, 13), (64, 64, 3, 3), 1, 1),
         ((40, 8, 12, 12), (4, 8, 1, 1), 2, 0),
     ],
-    ids=["im2row", "winograd-batch-wide", "winograd-chunks", "winograd-4x4", "pointwise"],
+    ids=["im2row", "direct", "winograd-batch-wide", "winograd-chunks", "winograd-4x4", "pointwise"],
 )
 def test_results_do_not_depend_on_the_thread_count(x_shape, w_shape, stride, padding):
     rng = np.random.default_rng(0)
