@@ -8,10 +8,12 @@ times slower than NumPy's SIMD loops, so an activation kernel built on them lose
   e^{z - max z}, e^{-x^2/2}): Cody-Waite reduction x = k ln 2 + r, a Taylor polynomial for e^r, and 2^k built from
   exponent bits; in float32 arithmetic for a float32 x;
 * :func:`_expm1_nonpositive`, :func:`_tanh`, :func:`_log1p_unit` (log(1 + z) on [0, 1]);
-* :func:`_erfc`: the reference's own W. J. Cody approximations (``minidl/nn/_activation_common.py``);
+* :func:`_erfc`: the reference's own W. J. Cody approximations (``minidl/nn/_activation_common.py``), in float64;
+  :func:`_normal_cdf_float32`, GELU's Phi(x) and e^{-x^2/2} for a float32 x in float32 arithmetic (4x faster);
 * :func:`_tanh_softplus`: Mish's tanh(softplus(x)) as a rational function of e^{-|x|}.
 
-The float64 versions agree with libm to a few ulp (GELU's with the reference's erf to about 1e-14);
+The float64 versions agree with libm to a few ulp (GELU's with the reference's erf to about 1e-14), the float32
+ones to about 1e-6 relative;
 ``tests/backend/test_numba_elementwise.py`` checks them down to subnormal results.
 """
 
@@ -216,6 +218,51 @@ def _erfc(x):
         (1.0 + erf_small if x < 0 else 1.0 - erf_small) if y <= cody.ERF_SMALL else (2.0 - large if x < 0 else large)
     )
     return x if x != x else value
+
+
+# Numerical Recipes' Chebyshev fit of erfc (Press et al., "Numerical Recipes", 2nd ed., section 6.2, ``erfcc``):
+# erfc(z) = t exp(-z^2 + P(t)) for z >= 0, t = 1 / (1 + z / 2), P of degree 9 with these coefficients (P(t)[0] first),
+# fractional error below 1.2e-7 for every z >= 0: one formula, no branches, float32 precision.
+_ERFC_NR = tuple(
+    _F32(c)
+    for c in (
+        -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398, 1.48851587,
+        -0.82215223, 0.17087277,
+    )
+)  # fmt: skip
+_X_MAX_F = _F32(14.9)  # |x| beyond which Phi(-|x|) and e^{-x^2/2} are below float32's smallest subnormal
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _normal_cdf_float32(x):
+    """``(Phi(x), e^{-x^2/2})`` for a float32 x in float32 arithmetic: Phi the standard normal CDF,
+    Phi(x) = erfc(-x / sqrt 2) / 2, relative error about 1e-6 down to float32's smallest normal results (GELU and
+    its derivative for float32 inputs, about 4x faster than :func:`_erfc` in float64; NaN gives NaN, Phi(-inf) = 0,
+    Phi(inf) = 1).
+
+    With z = |x| / sqrt 2 and t = 1 / (1 + z / 2), erfc(z) = t e^{-z^2} e^{P(t)} (``_ERFC_NR``). z^2 = x^2 / 2 is
+    computed without rounding it as a whole (its rounding error would be multiplied by up to 110 in the exponent):
+    with s = |x| rounded down to a multiple of 1/16, x^2 = s^2 + (|x| - s)(|x| + s), where s^2 (at most 240^2 / 16^2)
+    and |x| - s are exact and the rest is below 2 (Cody's split, as in :func:`_erfc`). P(t) = ln(erfc(z) / t) + z^2
+    is <= 0 for every z (up to the fit's error, at z = 0), so every exponential has a non-positive argument."""
+    y = abs(x)
+    y = y if y < _X_MAX_F else _X_MAX_F  # NaN becomes _X_MAX_F here: restored at the end
+    s = numpy.floor(y * _F32(16.0)) * _F32(0.0625)
+    half = _F32(0.5)
+    coarse = _exp_nonpositive_float32(-half * s * s)  # e^{-s^2/2}
+    d = half * (y - s) * (y + s)  # x^2 / 2 = s^2 / 2 + d
+    t = _F32(1.0) / (_F32(1.0) + half * _F32(0.7071067811865476) * y)
+    c = _ERFC_NR
+    p = c[9]
+    for k in range(8, -1, -1):
+        p = p * t + c[k]
+    p = p if p < _F32(0.0) else _F32(0.0)
+    lower = half * t * coarse * _exp_nonpositive_float32(p - d)  # Phi(-|x|) = erfc(z) / 2
+    gauss = coarse * _exp_nonpositive_float32(-d)  # (a forward without it skips this exponential)
+    cdf = lower if x <= _F32(0.0) else _F32(1.0) - lower
+    if x != x:
+        return x, x
+    return cdf, gauss
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
