@@ -8,7 +8,7 @@ stride-1 convolutions with 8 or more channels in and out (see ``_numba_conv.py``
   sum per chunk (or fixed group of chunks) added in order;
 * **batch-wide** (:meth:`WinogradKernelsMixin._winograd_batched`: fewer than 128 tiles per chunk): the transforms
   over the whole batch, then each GEMM once over all its tiles, one task per tile position;
-* **F(4x4, 3x3)** (:meth:`WinogradKernelsMixin._winograd4_applies`: 64+ channels, outputs of 8 x 8 or more, 128+
+* **F(4x4, 3x3)** (:meth:`WinogradKernelsMixin._winograd4_applies`: 64+ channels, outputs of 7 x 7 or more, 128+
   tiles in the batch) for the forward and dx: 36 GEMMs per chunk. dW always uses F(2x2, 3x3)'s transforms.
 
 V, M and U (and dM, dU) are :class:`Planes`: 16 (or 36) matrices stored a little further apart than their size, so
@@ -31,9 +31,10 @@ from minidl.backend._numba_kernels import epilogue
 _WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and output channels (see _winograd_applies)
 _WINOGRAD_MIN_ROWS = 128  # tiles per chunk below which Winograd runs batch-wide (see _winograd_batched; measured)
 _WINOGRAD_BATCH_BYTES = 128 << 20  # ... and at most this much V and M for the whole batch
-_WINOGRAD4_MIN_SIZE = 8  # F(4x4, 3x3) for outputs at least this big (see _winograd4_applies) ...
+_WINOGRAD4_MIN_SIZE = 7  # F(4x4, 3x3) for outputs at least this big (see _winograd4_applies) ...
 _WINOGRAD4_MIN_CHANNELS = 64  # ... and at least this many channels in and out (measured: with 16 or 32, no faster)
 _WINOGRAD4_MIN_TILES = 128  # ... and at least this many 4 x 4 tiles in the batch (measured: 32 images of 8 x 8 pay)
+_WINOGRAD4_MIN_CHUNKS = 8  # F(4x4, 3x3) chunks grow for wide layers, but leave at least this many (_winograd_tiles)
 _PLANE_PAD = 16  # values between two of the planes of a Winograd array (see _wino_planes)
 
 
@@ -87,10 +88,22 @@ class WinogradKernelsMixin:
     @staticmethod
     def _winograd_tiles(N: int, C: int, O: int, OH: int, OW: int, itemsize: int, tile: int = 2) -> tuple[int, int, int]:
         """``(TH, TW, images per chunk)``: ``tile`` x ``tile`` output tiles per column and row, and chunks with
-        about _CHUNK_BYTES of V and M ((tile + 2)^2 planes each; at least _MIN_CHUNKS chunks when possible)."""
+        about _CHUNK_BYTES of V and M ((tile + 2)^2 planes each; at least _MIN_CHUNKS chunks when possible).
+
+        For F(4x4, 3x3) (``tile`` 4) with a U bigger than two chunks (36 C O values: 256 x 256 channels, or
+        128 x 256) a chunk also gets at least C O / (C + O) tiles (up to _WINOGRAD4_MIN_CHUNKS chunks): each chunk's
+        36 GEMMs read all of U from memory for its tiles' 36 (C + O) values of V and M, so with fewer tiles than
+        C O / (C + O) reading U costs more than the work. 256 -> 256 channels at 7 x 7, batch 128, had 7 images
+        (28 tiles) per chunk in the cache budget and ran 22.8 ms; with 16 images, 19-20 ms (8 x 8: 5-13 % faster;
+        512 channels at 7 x 7: 136 -> 69 ms). With a smaller U the cache budget wins (128 channels at 16 x 16 ran
+        13 % slower with the bigger chunks). Measured at 2 threads, AMD Zen 4. F(2x2, 3x3) has its batch-wide mode
+        for this (:meth:`_winograd_batched`)."""
         TH, TW = _ceil_div(OH, tile), _ceil_div(OW, tile)
         per_image = (tile + 2) ** 2 * TH * TW * (C + O) * itemsize
-        return TH, TW, min(max(1, _CHUNK_BYTES // per_image), max(1, N // _MIN_CHUNKS))
+        nb = min(max(1, _CHUNK_BYTES // per_image), max(1, N // _MIN_CHUNKS))
+        if tile == 4 and 36 * C * O * itemsize > 2 * _CHUNK_BYTES:
+            nb = max(nb, min(_ceil_div(C * O // (C + O), TH * TW), max(1, N // _WINOGRAD4_MIN_CHUNKS)))
+        return TH, TW, nb
 
     def _wino_planes(self, worker: int | None, tag: str, rows: int, cols: int, dtype: Any, count: int = 16) -> Planes:
         """:class:`Planes`: ``count`` (rows, cols) matrices (V, M, U or their gradients; 16 for F(2x2, 3x3), 36 for
@@ -264,7 +277,9 @@ class WinogradKernelsMixin:
     def _winograd4_applies(self, N: int, C: int, O: int, OH: int, OW: int) -> bool:
         """Whether a Winograd convolution (see :meth:`_winograd_applies`) uses 4 x 4 output tiles: with
         ``self.winograd_tile == 4``, outputs of at least _WINOGRAD4_MIN_SIZE in both directions (on smaller ones the
-        6 x 6 tiles are mostly padding), _WINOGRAD4_MIN_CHANNELS in and out (with fewer, the GEMMs F(4x4, 3x3)
+        6 x 6 tiles are mostly padding: at 7 x 7, 2 x 2 tiles of 36 products against F(2x2, 3x3)'s 4 x 4 tiles of
+        16, 1.78x fewer, and 256 channels at batch 128 ran 33 -> 20 ms; at 6 x 6 and 5 x 5 both need 144 and
+        F(2x2, 3x3)'s smaller transforms win), _WINOGRAD4_MIN_CHANNELS in and out (with fewer, the GEMMs F(4x4, 3x3)
         saves are too small a part of the time to pay for its bigger transforms) and _WINOGRAD4_MIN_TILES tiles in
         the batch (with fewer, its bigger weight transform, done at every call, costs more than the GEMMs save: 8
         images of 8 x 8 at 256 channels ran 1.9x slower). Shapes only decide."""

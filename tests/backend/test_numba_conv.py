@@ -232,7 +232,7 @@ def test_batch_wide_winograd_matches_the_chunked_one_and_the_reference(monkeypat
     ids=["8x8", "odd", "uneven-padding"],
 )
 def test_winograd_4x4_tiles_match_the_reference(x_shape, w_shape, padding, dtype):
-    # F(4x4, 3x3) (_numba_winograd4.py) for 64+ channels and outputs of 8 x 8 or more: the forward, and dx (itself
+    # F(4x4, 3x3) (_numba_winograd4.py) for 64+ channels and outputs of 7 x 7 or more: the forward, and dx (itself
     # such a convolution), within the reference's tolerances; tiles sticking out of an odd output are cut
     be = fast_be()
     PH, PW = (padding, padding) if isinstance(padding, int) else padding
@@ -241,6 +241,19 @@ def test_winograd_4x4_tiles_match_the_reference(x_shape, w_shape, padding, dtype
     assert be._winograd4_applies(x_shape[0], w_shape[0], x_shape[1], x_shape[2], x_shape[3])  # dx's convolution
     for bias in (True, False):
         compare(conv_case(x_shape, w_shape, 1, padding, "winograd", bias=bias, dtype=dtype, seed=x_shape[2]))
+
+
+def test_winograd_4x4_tiles_of_a_wide_layer_come_in_bigger_chunks():
+    # a layer whose U (36 C O values) is bigger than two chunks' budget gets C O / (C + O) tiles per chunk where the
+    # cache budget gives fewer (see _winograd_tiles), here at 7 x 7 (2 x 2 tiles of 4 x 4 per image): 2 images per
+    # chunk in F(2x2, 3x3), 4 (the cap at 8 chunks) here; a layer with a smaller U keeps the budget's. float32 only:
+    # these 1152- and 2304-term sums are beyond the float64 tolerance's absolute part (meant for sums of O(1) values)
+    be = fast_be()
+    assert be._winograd4_applies(32, 128, 256, 7, 7) and be._winograd4_applies(32, 256, 128, 7, 7)
+    assert be._winograd_tiles(32, 128, 256, 7, 7, 4, tile=2)[2] == 2
+    assert be._winograd_tiles(32, 128, 256, 7, 7, 4, tile=4) == (2, 2, 4)
+    assert be._winograd_tiles(32, 128, 128, 7, 7, 4, tile=4) == (2, 2, 2)  # U of 2.4 MB: the cache budget
+    compare(conv_case((32, 128, 7, 7), (256, 128, 3, 3), 1, 1, "winograd", dtype=np.float32, seed=7))
 
 
 def test_winograd_4x4_tiles_are_float32_accurate_and_can_be_turned_off():
@@ -252,8 +265,8 @@ def test_winograd_4x4_tiles_are_float32_accurate_and_can_be_turned_off():
     assert np.abs(tile4 - exact).max() < 2e-5
     assert np.abs(tile2 - exact).max() < 2e-6
     assert not np.array_equal(tile4, tile2)
-    # neither fewer than 64 channels, an output under 8 x 8 nor fewer than 128 tiles in the batch takes 4 x 4 tiles
-    for args in [(32, 32, 64, 8, 8), (32, 64, 32, 8, 8), (32, 64, 64, 7, 8), (32, 64, 64, 8, 4), (31, 64, 64, 8, 8)]:
+    # neither fewer than 64 channels, an output under 7 x 7 nor fewer than 128 tiles in the batch takes 4 x 4 tiles
+    for args in [(32, 32, 64, 8, 8), (32, 64, 32, 8, 8), (32, 64, 64, 6, 8), (32, 64, 64, 8, 4), (31, 64, 64, 8, 8)]:
         assert not be._winograd4_applies(*args), args
 
 
