@@ -17,10 +17,10 @@ last lines sum the layers by type. The step total is measured separately, withou
 ``--model`` takes every model of ``bench_train.py`` (``_common.BENCH_MODELS``, the same CIFAR-sized variants).
 ``--mode infer`` times the forward of the model in ``eval()`` mode under ``no_grad`` (BatchNorm folded into the
 convolutions), and ``--torch`` adds, for inference, the PyTorch twin's layers (``torch_twins.py``: the same module
-names), timed in the same process with forward hooks, each PyTorch forward right after a minidl one (interleaved,
-so a busy neighbour slows both alike), and the ratio of each layer's time (PyTorch over minidl: above 1, minidl is
-faster). The twin's layers are PyTorch's own (a BatchNorm and a ReLU stay separate layers), so
-compare the sums by type and the step totals as much as single rows.
+names), timed in the same process with forward hooks, each PyTorch forward right after a minidl one (interleaved, so a
+busy neighbour slows both alike; with an untimed 50 ms pause between the two, see ``_settle``), and the ratio of each
+layer's time (PyTorch over minidl: above 1, minidl is faster). The twin's layers are PyTorch's own (a BatchNorm and a
+ReLU stay separate layers), so compare the sums by type and the step totals as much as single rows.
 
 The model is fused first, as ``train.fit`` fuses it (``minidl.nn.fuse``: a Conv2d, BatchNorm2d, ReLU (or ReLU6)
 run is a ``ConvBn2d`` row and a ``FoldedBatchNorm2d`` row that applies the activation, the activation's slot an
@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import BENCH_MODELS, build_minidl, build_torch  # noqa: E402
+
+_SETTLE_S = 0.05  # untimed pause after each PyTorch forward (see _settle)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,9 +113,11 @@ def main(argv: list[str] | None = None) -> None:
         if i >= args.warmup:
             steps.append(ms)
         if torch_forward is not None:
+            _settle()
             ms = _clock(torch_forward)
             if i >= args.warmup:
                 torch_steps.append(ms)
+            _settle()
     step_ms = statistics.median(steps)
     torch_step_ms = statistics.median(torch_steps) if torch_steps else 0.0
     leaves = _leaves(model)
@@ -140,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.repeats):
             step()
             if torch_forward is not None:
+                _settle()
                 torch_forward()
+                _settle()
     finally:
         for _, m in leaves:
             del m.__dict__["forward"], m.__dict__["backward"]
@@ -200,6 +206,14 @@ def _clock(fn: Any) -> float:
 def _leaves(model: Any) -> list[tuple[str, Any]]:
     """(name, module) of the modules without children (minidl or PyTorch), in order."""
     return [(name, m) for name, m in model.named_modules() if name and not any(True for _ in m.children())]
+
+
+def _settle() -> None:
+    """Wait, untimed, between the two frameworks' passes, for the idle threads of the one that just ran to stop
+    polling for work (PyTorch's OpenMP threads do that for a while after each call): without the pause, on 2 cores
+    they took about 10 ms of the next minidl forward (``resnet20`` inference 67.5 ms alone, 77 ms right after
+    PyTorch's, its first convolutions twice as slow)."""
+    time.sleep(_SETTLE_S)
 
 
 def _torch_twin(args: argparse.Namespace, model: Any) -> Any:
