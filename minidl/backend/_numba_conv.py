@@ -299,7 +299,10 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
             n0, n1 = task * nb, min(N, (task + 1) * nb)
             xp = self._buffer(worker, "direct_x", (C * HP * WP,), dtype)
             dp = self._buffer(worker, "direct_dout", (O * L,), dtype)
-            _direct.direct3x3_weight_gradient(x, dout, n0, n1, PH, PW, xp, dp, parts[task])
+            _direct.direct3x3_weight_gradient(x, dout, n0, n1, PH, PW, False, xp, dp, parts[task])
+            if not numpy.isfinite(parts[task]).all():  # an inf or NaN in the chunk: sum its output pixels only
+                parts[task][...] = 0
+                _direct.direct3x3_weight_gradient(x, dout, n0, n1, PH, PW, True, xp, dp, parts[task])
 
         _threads.parallel_for(body, _ceil_div(N, nb))
         total = parts[0]

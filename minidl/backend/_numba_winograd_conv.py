@@ -90,8 +90,9 @@ class WinogradKernelsMixin:
         """``(TH, TW, images per chunk)``: ``tile`` x ``tile`` output tiles per column and row, and chunks with
         about _CHUNK_BYTES of V and M ((tile + 2)^2 planes each; at least _MIN_CHUNKS chunks when possible).
 
-        For F(4x4, 3x3) (``tile`` 4) with a U bigger than two chunks (36 C O values: 256 x 256 channels, or
-        128 x 256) a chunk also gets at least C O / (C + O) tiles (up to _WINOGRAD4_MIN_CHUNKS chunks): each chunk's
+        For F(4x4, 3x3) (``tile`` 4) with a U bigger than two chunks (36 C O values: in float32 256 x 256 channels,
+        or 128 x 256; in float64 also 128 x 128, not measured) a chunk also gets at least C O / (C + O) tiles, but at
+        most N / _WINOGRAD4_MIN_CHUNKS images (so that at least that many chunks remain): each chunk's
         36 GEMMs read all of U from memory for its tiles' 36 (C + O) values of V and M, so with fewer tiles than
         C O / (C + O) reading U costs more than the work. 256 -> 256 channels at 7 x 7, batch 128, had 7 images
         (28 tiles) per chunk in the cache budget and ran 22.8 ms; with 16 images, 19-20 ms (8 x 8: 5-13 % faster;

@@ -92,9 +92,35 @@ def test_im2row_chunks_of_several_images(N):
         ((2, 1, 3, 5), 4, (3, 0), np.float32),  # padding wider than the kernel on one axis
     ],
 )
-def test_direct_forward(x_shape, O, padding, dtype):
-    # the forward is direct, the backward the im2row chunks'
+def test_direct_forward_and_backward(x_shape, O, padding, dtype):
+    # the forward is direct, and the backward too for padding up to 2 (test_direct_backward_runs_up_to_padding_2)
     compare(conv_case(x_shape, (O, x_shape[1], 3, 3), 1, padding, "direct", dtype=dtype, seed=O))
+
+
+@pytest.mark.parametrize(("padding", "direct"), [(0, True), ((2, 1), True), ((3, 1), False)])
+def test_direct_backward_runs_up_to_padding_2(monkeypatch, padding, direct):
+    # dx is a direct convolution with padding 2 - P: for P <= 2 the backward is direct, for P = 3 im2row's
+    be = fast_be()
+    calls = []
+    original = type(be)._direct_conv_backward
+
+    def spy(self, *args):
+        calls.append(args[3:5])  # (PH, PW)
+        return original(self, *args)
+
+    monkeypatch.setattr(type(be), "_direct_conv_backward", spy)
+    compare(conv_case((4, 3, 7, 6), (5, 3, 3, 3), 1, padding, "direct", seed=7))
+    assert calls == ([padding if isinstance(padding, tuple) else (padding, padding)] if direct else [])
+
+
+def test_direct_weight_gradient_of_an_infinite_pixel():
+    # dW sums over the output pixels only: the rows' extra values (computed in the padded layout, never read) would
+    # multiply real pixels by 0, and 0 * inf is NaN where the reference's sum is finite (an inf in the last column)
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    x[0, 0, 2, 5] = np.inf
+    w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    params = (("x", x), ("weight", w), ("bias", None), ("stride", 1), ("padding", 0))
+    compare(Case("conv2d", params, 5, {"compute_dw": True}, np.float32, 2, "direct"))
 
 
 @pytest.mark.parametrize("O", [4, 24])
