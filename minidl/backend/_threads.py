@@ -9,11 +9,13 @@ avoids the fight by owning all the parallelism:
   (images of the batch, channels, flat chunks) in ``get_num_threads()`` threads, the caller's thread included,
   handing out the slices as threads become free (a core shared with another process just takes fewer);
 * the GEMMs of a convolution run *inside* those workers, one chunk of images per call, so OpenBLAS is limited to
-  one thread per call (done at the backend's first convolution); a chunk's im2row buffer stays in the core's cache
-  between the copy and the GEMM, which is also why chunks are faster than one batch-sized GEMM.
+  one thread per call (done at the backend's first convolution or Linear); a chunk's im2row buffer stays in the
+  core's cache between the copy and the GEMM, which is also why chunks are faster than one batch-sized GEMM.
 
-A side effect: once the Numba backend has run a convolution, a GEMM outside one (``Linear``, a user's ``a @ b``)
-runs on one core. ``set_blas_num_threads(n)`` gives OpenBLAS its threads back at any time.
+A side effect: once the Numba backend has run a convolution or a ``Linear``, a GEMM outside them (a user's
+``a @ b``, the attention's products) runs on one core. ``Linear`` layers themselves run their products in the pool
+(the backend's ``linear`` kernels: blocks of rows). ``set_blas_num_threads(n)`` gives OpenBLAS its threads back at
+any time.
 
 Control:
 

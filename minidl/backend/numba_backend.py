@@ -31,6 +31,8 @@ and the NumPy reference. What changes is who runs the kernels:
   ``hardswish``, ``sigmoid``, ``tanh``,
   ``elu``, ``silu``, ``gelu``,
   ``softplus``, ``mish``
+  ``linear``                             the one GEMM in blocks of rows (dW: of output features), in the
+                                         pool's workers (BLAS holds one thread per call)
   =====================================  ==================================================================
 
 Convolution (im2row chunks, Winograd's F(2x2, 3x3) and F(4x4, 3x3), 1 x 1 products): see ``_numba_conv.py``.
@@ -74,6 +76,9 @@ __all__ = ["NumbaBackend"]
 
 _WORKSPACE_BYTES = 64 << 20  # scratch buffers larger than this are allocated per call instead of kept
 _FLAT_CHUNK = 1 << 16  # elements per task of the elementwise kernels
+_LINEAR_TASKS = 8  # the linear kernels cut x (and dout) into this many blocks of rows ...
+_LINEAR_MIN_ROWS = 32  # ... of at least this many rows
+_LINEAR_COLUMNS = 64  # rows of dW per task of the linear backward
 
 
 def _keep_freed_memory() -> bool:
@@ -103,8 +108,8 @@ class NumbaBackend(
 ):
     """NumPy arrays with compiled kernels, run in parallel by :mod:`minidl.backend._threads`.
 
-    Its first convolution limits BLAS to one thread per call (the convolution GEMMs run inside the backend's own
-    worker threads; see :mod:`minidl.backend._threads`).
+    Its first convolution (or Linear) limits BLAS to one thread per call (the convolution and Linear GEMMs run
+    inside the backend's own worker threads; see :mod:`minidl.backend._threads`).
     """
 
     name = "numba"
@@ -112,7 +117,7 @@ class NumbaBackend(
     device = "cpu"
 
     def __init__(self) -> None:
-        self._parallel_gemm: bool | None = None  # set by the first convolution (see _gemm_threads)
+        self._parallel_gemm: bool | None = None  # set by the first convolution or linear (see _gemm_threads)
         self._workspace: dict[tuple[Any, ...], Any] = {}
         _keep_freed_memory()
         self.kernels = self._kernel_table()
@@ -150,12 +155,13 @@ class NumbaBackend(
             "gelu": KernelPair(self._gelu_forward, self._gelu_backward),
             "softplus": KernelPair(self._softplus_forward, self._softplus_backward),
             "mish": KernelPair(self._mish_forward, self._mish_backward),
+            "linear": KernelPair(self._linear_forward, self._linear_backward),
         }
         return MappingProxyType(table)
 
     def _gemm_threads(self) -> int | None:
         """Threads for a region that calls BLAS: all of them once BLAS is held to one thread per call (done at the
-        first convolution, not at import); 1 if BLAS cannot be limited (then BLAS keeps its own threads)."""
+        first convolution or linear, not at import); 1 if BLAS cannot be limited (then BLAS keeps its own threads)."""
         if self._parallel_gemm is None:
             self._parallel_gemm = _threads.set_blas_num_threads(_threads.blas_threads_wanted())
         return None if self._parallel_gemm else 1
@@ -194,6 +200,64 @@ class NumbaBackend(
 
     def _channel_tasks(self, C: int) -> list[tuple[int, int]]:
         return self._split(C, 4 * _threads.get_num_threads())
+
+    # ------------------------------------------------------------------ linear (nn/linear.py)
+    # The reference is one GEMM, out = x_2d @ W^T, which OpenBLAS would run on its own threads; but once the backend
+    # holds BLAS to one thread per call (its first convolution: see _threads.py), that GEMM runs on one core. These
+    # kernels cut the same products into blocks of rows (and dW into blocks of output features) and run them in the
+    # pool's workers, one BLAS thread each, as the convolutions do. The blocks depend on the shapes only.
+    @staticmethod
+    def _linear_block(rows: int) -> int:
+        """Rows per task: ``rows`` cut into _LINEAR_TASKS blocks, of at least _LINEAR_MIN_ROWS rows (a batch of
+        128 images: 4 blocks of 32)."""
+        return max(_LINEAR_MIN_ROWS, _ceil_div(rows, _LINEAR_TASKS))
+
+    def _linear_forward(self, rows: int, x: Any, weight: Any, bias: Any = None) -> tuple[Any, Any]:
+        """``(x_2d @ W^T + b, (x, weight, has_bias))``, in blocks of rows in parallel (``rows``: the setup's M)."""
+        out_features, in_features = weight.shape
+        x2 = numpy.ascontiguousarray(x).reshape(rows, in_features)
+        w_t = weight.T
+        out = numpy.empty((rows, out_features), dtype=numpy.result_type(x, weight))
+        block = self._linear_block(rows)
+
+        def body(worker: int, task: int) -> None:
+            r0, r1 = task * block, min(rows, (task + 1) * block)
+            numpy.matmul(x2[r0:r1], w_t, out=out[r0:r1])
+            if bias is not None:
+                out[r0:r1] += bias
+
+        _threads.parallel_for(body, _ceil_div(rows, block), max_threads=self._gemm_threads())
+        return out.reshape(*x.shape[:-1], out_features), (x, weight, bias is not None)
+
+    def _linear_backward(
+        self, dout: Any, cache: Any, *, weight_grad: bool = True, bias_grad: bool = True
+    ) -> tuple[Any, Any, Any]:  # fmt: skip
+        """``(dx, dw, db)`` of :meth:`_linear_forward`: dx = G W in blocks of rows, dW = G^T X in blocks of
+        _LINEAR_COLUMNS output features (each block its own rows of dW: no partial sums), all in one parallel loop;
+        db = G summed over rows (NumPy)."""
+        x, weight, has_bias = cache
+        out_features, in_features = weight.shape
+        rows = math.prod(x.shape[:-1])
+        g = numpy.ascontiguousarray(dout).reshape(rows, out_features)
+        x2 = numpy.ascontiguousarray(x).reshape(rows, in_features)
+        dx = numpy.empty((rows, in_features), dtype=numpy.result_type(dout, weight))
+        dw = numpy.empty((out_features, in_features), dtype=numpy.result_type(dout, x)) if weight_grad else None
+        block = self._linear_block(rows)
+        row_tasks = _ceil_div(rows, block)
+        column_tasks = _ceil_div(out_features, _LINEAR_COLUMNS) if weight_grad else 0
+
+        def body(worker: int, task: int) -> None:
+            if task < row_tasks:
+                r0, r1 = task * block, min(rows, (task + 1) * block)
+                numpy.matmul(g[r0:r1], weight, out=dx[r0:r1])
+            else:
+                o0 = (task - row_tasks) * _LINEAR_COLUMNS
+                o1 = min(out_features, o0 + _LINEAR_COLUMNS)
+                numpy.matmul(g[:, o0:o1].T, x2, out=dw[o0:o1])
+
+        _threads.parallel_for(body, row_tasks + column_tasks, max_threads=self._gemm_threads())
+        db = g.sum(axis=0) if has_bias and bias_grad else None
+        return dx.reshape(x.shape), dw, db
 
     # ------------------------------------------------------------------ im2col / col2im (compiled)
     @_native_dtypes

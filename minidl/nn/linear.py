@@ -23,7 +23,7 @@ from minidl._dtype import get_default_dtype
 from minidl.backend import get_backend
 from minidl.nn import init
 from minidl.nn._checks import _check_parameter_dtype, check_array, check_grad_output, check_int, check_same_device
-from minidl.nn.dispatch import F
+from minidl.nn.dispatch import F, kernel
 from minidl.nn.module import Module, Parameter
 
 __all__ = ["Linear", "linear_backward", "linear_forward"]
@@ -37,6 +37,27 @@ class LinearCache(NamedTuple):
     has_bias: bool
 
 
+def _linear_setup(x: Any, weight: Any, bias: Any | None = None) -> int:
+    """Validate :func:`linear_forward`'s arguments; returns M, the rows of the (M, in_features) product."""
+    where = "linear_forward"
+    check_array(where, x, min_ndim=1)
+    check_same_device(where, x, weight, bias)
+    check_array(where, weight, ndim=2, what="weight")
+    _check_parameter_dtype(where, x, weight.dtype)
+    out_features, in_features = weight.shape
+    if x.shape[-1] != in_features:
+        raise ValueError(
+            f"{where}: expected the input's last dimension to be in_features={in_features}, got shape "
+            f"{tuple(x.shape)} (last dimension {x.shape[-1]}; in_features is weight.shape[1])"
+        )
+    if bias is not None:
+        check_array(where, bias, ndim=1, dtype=weight.dtype, what="bias")
+        if tuple(bias.shape) != (out_features,):
+            raise ValueError(f"{where}: bias must have shape ({out_features},), got {tuple(bias.shape)}")
+    return math.prod(x.shape[:-1])  # M: one (M, in) @ (in, out) product (a 3-D @ 2-D matmul is a slow loop)
+
+
+@kernel("linear", setup=_linear_setup)
 def linear_forward(x: Any, weight: Any, bias: Any | None = None) -> tuple[Any, Any]:
     r"""``out = x @ weight.T + bias`` over the last dimension of ``x``.
 
@@ -61,28 +82,15 @@ def linear_forward(x: Any, weight: Any, bias: Any | None = None) -> tuple[Any, A
         >>> out.shape
         (2, 4)
     """
-    where = "linear_forward"
-    check_array(where, x, min_ndim=1)
-    check_same_device(where, x, weight, bias)
-    check_array(where, weight, ndim=2, what="weight")
-    _check_parameter_dtype(where, x, weight.dtype)
+    rows = _linear_setup(x, weight, bias)
     out_features, in_features = weight.shape
-    if x.shape[-1] != in_features:
-        raise ValueError(
-            f"{where}: expected the input's last dimension to be in_features={in_features}, got shape "
-            f"{tuple(x.shape)} (last dimension {x.shape[-1]}; in_features is weight.shape[1])"
-        )
-    if bias is not None:
-        check_array(where, bias, ndim=1, dtype=weight.dtype, what="bias")
-        if tuple(bias.shape) != (out_features,):
-            raise ValueError(f"{where}: bias must have shape ({out_features},), got {tuple(bias.shape)}")
-    rows = math.prod(x.shape[:-1])  # M: one (M, in) @ (in, out) product (a 3-D @ 2-D matmul is a slow loop)
     out = (x.reshape(rows, in_features) @ weight.T).reshape(*x.shape[:-1], out_features)
     if bias is not None:
         out += bias
     return out, LinearCache(x, weight, bias is not None)
 
 
+@kernel("linear")
 def linear_backward(
     dout: Any, cache: Any, *, weight_grad: bool = True, bias_grad: bool = True
 ) -> tuple[Any, Any | None, Any | None]:

@@ -356,6 +356,22 @@ def elementwise_cases(draw, op):
     return draw(_call(op, [("x", x), *draw(HYPERPARAMETERS[op])], dtype, seed + 1))
 
 
+@st.composite
+def linear_cases(draw):
+    """x of 1-3 leading dimensions (a single vector, an empty batch, and more rows than one task of the kernel,
+    _LINEAR_MIN_ROWS), weights of more output features than one dW task (_LINEAR_COLUMNS), with or without a bias; the
+    backward with or without dW and db (frozen parameters)."""
+    dtype, seed = draw(DTYPES), draw(seeds)
+    rng = np.random.default_rng(seed)
+    lead = draw(st.sampled_from([(), (0,), (1,), (5,), (3, 7), (2, 3, 4), (300,), (2, 150)]))
+    in_features, out_features = draw(st.integers(1, 40)), draw(st.sampled_from([1, 3, 10, 64, 65, 130]))
+    x = np.asarray(rng.standard_normal((*lead, in_features)), dtype=dtype)
+    w = np.asarray(rng.standard_normal((out_features, in_features)), dtype=dtype)
+    b = np.asarray(rng.standard_normal(out_features), dtype=dtype) if draw(st.booleans()) else None
+    grads = {"weight_grad": draw(st.booleans()), "bias_grad": draw(st.booleans())}
+    return draw(_call("linear", [("x", x), ("weight", w), ("bias", b)], dtype, seed + 1, grads))
+
+
 #: case id -> strategy of Cases. Every op of the Numba backend's table has at least one (see
 #: test_every_kernel_of_the_table_has_cases); a convolution has one per algorithm.
 CASES: dict[str, Any] = {
@@ -377,6 +393,7 @@ CASES: dict[str, Any] = {
     "group_norm": group_norm_cases(),
     "instance_norm": instance_norm_cases(),
     **{op: elementwise_cases(op) for op in ("add_relu", *HYPERPARAMETERS)},
+    "linear": linear_cases(),
 }
 
 
