@@ -25,8 +25,8 @@ Control:
   :func:`blas_threads_wanted`);
 * BLAS threads are set through ``threadpoolctl`` when it is installed, else through OpenBLAS's own
   ``openblas_set_num_threads`` found in the loaded library (NumPy's wheels ship OpenBLAS); :func:`blas_info`
-  says which library and core type are in use. If neither works, convolutions run their GEMMs serially (BLAS keeps
-  its own threads) and only the memory-bound kernels use the pool.
+  says which library and core type are in use. If neither works, convolutions and linear layers run their GEMMs serially
+  (BLAS keeps its own threads) and only the memory-bound kernels use the pool.
 
 Examples:
     >>> from minidl.backend import _threads

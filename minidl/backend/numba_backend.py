@@ -77,8 +77,9 @@ __all__ = ["NumbaBackend"]
 _WORKSPACE_BYTES = 64 << 20  # scratch buffers larger than this are allocated per call instead of kept
 _FLAT_CHUNK = 1 << 16  # elements per task of the elementwise kernels
 _LINEAR_TASKS = 8  # the linear kernels cut x (and dout) into this many blocks of rows ...
-_LINEAR_MIN_ROWS = 32  # ... of at least this many rows
-_LINEAR_COLUMNS = 64  # rows of dW per task of the linear backward
+_LINEAR_MIN_ROWS = 32  # ... of at least this many rows (fewer rows: blocks of columns, see _linear_tiles)
+_LINEAR_COLUMNS = 64  # the least columns of a block of columns, and rows of dW per task of the backward
+_LINEAR_MIN_WORK = 1 << 18  # the least multiply-adds of a block (of rows or columns)
 
 
 def _keep_freed_memory() -> bool:
@@ -204,37 +205,59 @@ class NumbaBackend(
     # ------------------------------------------------------------------ linear (nn/linear.py)
     # The reference is one GEMM, out = x_2d @ W^T, which OpenBLAS would run on its own threads; but once the backend
     # holds BLAS to one thread per call (its first convolution: see _threads.py), that GEMM runs on one core. These
-    # kernels cut the same products into blocks of rows (and dW into blocks of output features) and run them in the
-    # pool's workers, one BLAS thread each, as the convolutions do. The blocks depend on the shapes only.
+    # kernels cut the same products into blocks of rows (of columns for a few rows; dW into blocks of output features)
+    # and run them in the pool's workers, one BLAS thread each, as the convolutions do. The blocks depend on the
+    # shapes only, so the results do not depend on the thread count.
     @staticmethod
-    def _linear_block(rows: int) -> int:
-        """Rows per task: ``rows`` cut into _LINEAR_TASKS blocks, of at least _LINEAR_MIN_ROWS rows (a batch of
-        128 images: 4 blocks of 32)."""
-        return max(_LINEAR_MIN_ROWS, _ceil_div(rows, _LINEAR_TASKS))
+    def _linear_tiles(rows: int, columns: int, inner: int) -> tuple[int, int]:
+        """The blocks of a (rows, inner) @ (inner, columns) product, (rows per task, columns per task): ``rows`` cut
+        into _LINEAR_TASKS blocks of at least _LINEAR_MIN_ROWS rows (a batch of 128 images: 4 blocks of 32); or,
+        where that leaves one block (a few rows: a small batch, a single vector), the columns cut into _LINEAR_TASKS
+        blocks of at least _LINEAR_COLUMNS. Either way a block has at least _LINEAR_MIN_WORK multiply-adds (smaller
+        tasks cost more to hand out than to run)."""
+        least = _ceil_div(_LINEAR_MIN_WORK, max(columns * inner, 1))
+        if rows > max(_LINEAR_MIN_ROWS, least):
+            return max(_LINEAR_MIN_ROWS, _ceil_div(rows, _LINEAR_TASKS), least), max(columns, 1)
+        least = _ceil_div(_LINEAR_MIN_WORK, max(rows * inner, 1))
+        return max(rows, 1), max(_LINEAR_COLUMNS, _ceil_div(columns, _LINEAR_TASKS), least)
 
-    def _linear_forward(self, rows: int, x: Any, weight: Any, bias: Any = None) -> tuple[Any, Any]:
-        """``(x_2d @ W^T + b, (x, weight, has_bias))``, in blocks of rows in parallel (``rows``: the setup's M)."""
-        out_features, in_features = weight.shape
-        x2 = numpy.ascontiguousarray(x).reshape(rows, in_features)
-        w_t = weight.T
-        out = numpy.empty((rows, out_features), dtype=numpy.result_type(x, weight))
-        block = self._linear_block(rows)
+    def _linear_product(
+        self, a: Any, b: Any, out: Any, bias: Any = None, extra: int = 0, extra_task: Any = None
+    ) -> None:
+        """``out = a @ b (+ bias)`` in the blocks of :meth:`_linear_tiles` in parallel, one BLAS call each, and
+        ``extra`` more tasks (``extra_task(worker, i)``, i < extra) in the same parallel loop."""
+        rows, columns = out.shape
+        row_block, column_block = self._linear_tiles(rows, columns, a.shape[1])
+        column_tasks = _ceil_div(columns, column_block)
+        tiles = _ceil_div(rows, row_block) * column_tasks
 
         def body(worker: int, task: int) -> None:
-            r0, r1 = task * block, min(rows, (task + 1) * block)
-            numpy.matmul(x2[r0:r1], w_t, out=out[r0:r1])
+            if task >= tiles:
+                extra_task(worker, task - tiles)
+                return
+            r, c = divmod(task, column_tasks)
+            r0, r1 = r * row_block, min(rows, (r + 1) * row_block)
+            c0, c1 = c * column_block, min(columns, (c + 1) * column_block)
+            numpy.matmul(a[r0:r1], b[:, c0:c1], out=out[r0:r1, c0:c1])
             if bias is not None:
-                out[r0:r1] += bias
+                out[r0:r1, c0:c1] += bias[c0:c1]
 
-        _threads.parallel_for(body, _ceil_div(rows, block), max_threads=self._gemm_threads())
+        _threads.parallel_for(body, tiles + extra, max_threads=self._gemm_threads())
+
+    def _linear_forward(self, rows: int, x: Any, weight: Any, bias: Any = None) -> tuple[Any, Any]:
+        """``(x_2d @ W^T + b, (x, weight, has_bias))``, in blocks in parallel (``rows``: the setup's M)."""
+        out_features, in_features = weight.shape
+        x2 = numpy.ascontiguousarray(x).reshape(rows, in_features)
+        out = numpy.empty((rows, out_features), dtype=numpy.result_type(x, weight))
+        self._linear_product(x2, weight.T, out, bias)
         return out.reshape(*x.shape[:-1], out_features), (x, weight, bias is not None)
 
     def _linear_backward(
         self, dout: Any, cache: Any, *, weight_grad: bool = True, bias_grad: bool = True
     ) -> tuple[Any, Any, Any]:  # fmt: skip
-        """``(dx, dw, db)`` of :meth:`_linear_forward`: dx = G W in blocks of rows, dW = G^T X in blocks of
-        _LINEAR_COLUMNS output features (each block its own rows of dW: no partial sums), all in one parallel loop;
-        db = G summed over rows (NumPy)."""
+        """``(dx, dw, db)`` of :meth:`_linear_forward`: dx = G W in the blocks of :meth:`_linear_tiles`, dW = G^T X
+        in blocks of _LINEAR_COLUMNS output features or more (_LINEAR_MIN_WORK; each block its own rows of dW: no
+        partial sums), all in one parallel loop; db = G summed over rows (NumPy)."""
         x, weight, has_bias = cache
         out_features, in_features = weight.shape
         rows = math.prod(x.shape[:-1])
@@ -242,20 +265,16 @@ class NumbaBackend(
         x2 = numpy.ascontiguousarray(x).reshape(rows, in_features)
         dx = numpy.empty((rows, in_features), dtype=numpy.result_type(dout, weight))
         dw = numpy.empty((out_features, in_features), dtype=numpy.result_type(dout, x)) if weight_grad else None
-        block = self._linear_block(rows)
-        row_tasks = _ceil_div(rows, block)
-        column_tasks = _ceil_div(out_features, _LINEAR_COLUMNS) if weight_grad else 0
 
-        def body(worker: int, task: int) -> None:
-            if task < row_tasks:
-                r0, r1 = task * block, min(rows, (task + 1) * block)
-                numpy.matmul(g[r0:r1], weight, out=dx[r0:r1])
-            else:
-                o0 = (task - row_tasks) * _LINEAR_COLUMNS
-                o1 = min(out_features, o0 + _LINEAR_COLUMNS)
-                numpy.matmul(g[:, o0:o1].T, x2, out=dw[o0:o1])
+        block = max(_LINEAR_COLUMNS, _ceil_div(_LINEAR_MIN_WORK, max(rows * in_features, 1)))
 
-        _threads.parallel_for(body, row_tasks + column_tasks, max_threads=self._gemm_threads())
+        def weight_block(worker: int, i: int) -> None:
+            o0, o1 = i * block, min(out_features, (i + 1) * block)
+            numpy.matmul(g[:, o0:o1].T, x2, out=dw[o0:o1])
+
+        self._linear_product(
+            g, weight, dx, extra=_ceil_div(out_features, block) if weight_grad else 0, extra_task=weight_block
+        )
         db = g.sum(axis=0) if has_bias and bias_grad else None
         return dx.reshape(x.shape), dw, db
 

@@ -193,11 +193,14 @@ def assert_same(actual: Any, expected: Any, tol: dict[str, float], what: str) ->
 def compare(case: Case, tol: dict[str, float] | None = None) -> None:
     """``case`` on the Numba backend (which must run its kernel) against the reference pair on NumPy, within ``tol``
     (default: :data:`TOL` for the op and dtype)."""
-    reference = _run("numpy", case)
-    assert not isinstance(reference["cache"], KernelCache), "the NumPy backend runs the reference"
-    dout = _dout(case, reference["results"]["out"])
+    first = _run("numpy", case)
+    assert not isinstance(first["cache"], KernelCache), "the NumPy backend runs the reference"
+    dout = _dout(case, first["results"]["out"])
     reference = _run("numpy", case, dout)
+    # Both reference runs stay alive while the kernel runs: were one freed, the kernel's ``empty`` buffers could reuse
+    # its memory and a kernel that skipped some elements would find the right values already there.
     fast = _run("numba", case, dout)
+    del first
     cache = fast["cache"]
     assert isinstance(cache, KernelCache) and cache.op == case.op, f"{case}: the kernel did not run ({cache!r})"
     if case.algorithm is not None:
@@ -206,6 +209,25 @@ def compare(case: Case, tol: dict[str, float] | None = None) -> None:
     assert fast["results"].keys() == reference["results"].keys(), case
     for name, expected in reference["results"].items():
         assert_same(fast["results"][name], expected, tol, f"{case}: {name}")
+
+
+def assert_independent_of_the_thread_count(op: str, *args: Any) -> None:
+    """``F.<op>_forward(*args)`` and its backward (of ones) on the Numba backend, which must run its kernel, give the
+    same bits with 1 and 3 threads (kernels split work by shape only)."""
+    results = []
+    before = minidl.get_num_threads()
+    try:
+        with minidl.use_backend("numba"):
+            for threads in (1, 3):
+                minidl.set_num_threads(threads)
+                out, cache = getattr(F, f"{op}_forward")(*args)
+                assert isinstance(cache, KernelCache), f"{op}: the kernel did not run ({cache!r})"
+                grads = getattr(F, f"{op}_backward")(np.ones_like(out), cache)
+                results.append([out, *(g for g in _as_tuple(grads) if g is not None)])
+    finally:
+        minidl.set_num_threads(before)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=op)
 
 
 # ---------------------------------------------------------------------------------------------------- the test

@@ -22,7 +22,7 @@ from minidl.backend.numpy_backend import NumpyBackend
 from minidl.nn import functional as F
 from minidl.nn.dispatch import KernelCache
 from tests.backend.kernel_cases import Case
-from tests.backend.test_kernels import compare
+from tests.backend.test_kernels import assert_independent_of_the_thread_count, compare
 from tests.strategies import seeds
 
 pytest.importorskip("numba", reason="the Numba backend needs numba: pip install numba")
@@ -146,19 +146,7 @@ def test_results_do_not_depend_on_the_thread_count(x_shape, w_shape, stride, pad
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
-    results = []
-    before = minidl.get_num_threads()
-    try:
-        with minidl.use_backend("numba"):
-            for threads in (1, 3):
-                minidl.set_num_threads(threads)
-                out, cache = F.conv2d_forward(x, w, None, stride, padding)
-                assert isinstance(cache, KernelCache)
-                results.append((out, *F.conv2d_backward(np.ones_like(out), cache)[:2]))
-    finally:
-        minidl.set_num_threads(before)
-    for a, b in zip(*results, strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_independent_of_the_thread_count("conv2d", x, w, None, stride, padding)
 
 
 # ---------------------------------------------------------------------------------------------------- Winograd
@@ -442,19 +430,7 @@ def test_depthwise_results_do_not_depend_on_the_thread_count():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((24, 10, 9, 9)).astype(np.float32)
     w = rng.standard_normal((10, 1, 3, 3)).astype(np.float32)
-    results = []
-    before = minidl.get_num_threads()
-    try:
-        with minidl.use_backend("numba"):
-            for threads in (1, 3):
-                minidl.set_num_threads(threads)
-                out, cache = F.conv2d_forward(x, w, None, 1, 1, 1, 10)
-                assert isinstance(cache, KernelCache)
-                results.append((out, *F.conv2d_backward(np.ones_like(out), cache)[:2]))
-    finally:
-        minidl.set_num_threads(before)
-    for a, b in zip(*results, strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_independent_of_the_thread_count("conv2d", x, w, None, 1, 1, 1, 10)
 
 
 def test_depthwise_caches_the_input_not_a_column_matrix():
