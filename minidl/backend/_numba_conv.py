@@ -417,17 +417,14 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
         out3 = out.reshape(N, O, OH * OW)
         nb = self._pointwise_images(N, C, O, OH * OW, x.itemsize)
+        has_bias = bias is not None
+        b = numpy.ascontiguousarray(bias, dtype=dtype) if has_bias else numpy.zeros(1, dtype=dtype)
+        relu, cap = _k.epilogue(relu_max, dtype)
 
         def body(worker: int, task: int) -> None:
             n0, n1 = task * nb, min(N, (task + 1) * nb)
-            y = out3[n0:n1]
-            numpy.matmul(w2, self._subsampled(worker, x, n0, n1, SH, SW, OH, OW), out=y)
-            if bias is not None:
-                y += bias[:, None]
-            if relu_max is not None:  # NaN stays NaN, as relu_forward and hardtanh_forward
-                numpy.maximum(y, 0, out=y)
-                if relu_max != math.inf:
-                    numpy.minimum(y, relu_max, out=y)
+            numpy.matmul(w2, self._subsampled(worker, x, n0, n1, SH, SW, OH, OW), out=out3[n0:n1])
+            _k.bias_epilogue(out3, n0, n1, b, has_bias, relu, cap)  # one pass while the chunk is in the cache
 
         _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
         return out

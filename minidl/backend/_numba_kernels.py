@@ -219,20 +219,31 @@ def rows_to_nchw(y, n0, n1, bias, has_bias, relu, relu_max, out):
     """out[n, o, p] = y[(n - n0) OHW + p, o] (+ bias[o]) (then min(relu, relu_max), with ``relu``: see
     :func:`_clamp`): the GEMM result (images OHW, O) into (N, O, OHW)."""
     O, OHW = out.shape[1], out.shape[2]
-    yf, of = y.reshape(-1), out.reshape(-1)
-    zero = out.dtype.type(0)
+    yf = y.reshape(-1)
     for n in range(n0, n1):
-        _transpose(yf, (n - n0) * OHW * O, OHW, O, of, n * O * OHW)
-        if has_bias or relu:
-            for o in range(O):
-                b = bias[o] if has_bias else zero
-                d = _u((n * O + o) * OHW)
-                if relu:
-                    for i in range(_u(OHW)):
-                        of[d + i] = _clamp(of[d + i] + b, zero, relu_max)
-                else:
-                    for i in range(_u(OHW)):
-                        of[d + i] += b
+        _transpose(yf, (n - n0) * OHW * O, OHW, O, out.reshape(-1), n * O * OHW)
+        bias_epilogue(out, n, n + 1, bias, has_bias, relu, relu_max)
+
+
+@njit(cache=True, nogil=True)
+def bias_epilogue(out, n0, n1, bias, has_bias, relu, relu_max):
+    """out[n, o, p] = out[n, o, p] (+ bias[o]) (then min(relu, relu_max), with ``relu``: see :func:`_clamp`) for
+    images [n0, n1) of out (N, O, OHW), in place, in one pass (nothing to do without a bias or an activation)."""
+    O, OHW = out.shape[1], out.shape[2]
+    of = out.reshape(-1)
+    zero = out.dtype.type(0)
+    if not (has_bias or relu):
+        return
+    for n in range(n0, n1):
+        for o in range(O):
+            b = bias[o] if has_bias else zero
+            d = _u((n * O + o) * OHW)
+            if relu:
+                for i in range(_u(OHW)):
+                    of[d + i] = _clamp(of[d + i] + b, zero, relu_max)
+            else:
+                for i in range(_u(OHW)):
+                    of[d + i] += b
 
 
 @njit(cache=True, nogil=True)
