@@ -9,7 +9,7 @@ For each shape (N, C, H, W, stride) it times ``F.conv2d_forward`` and ``F.conv2d
 depthwise convolution (``groups = C``, weight (C, 1, 3, 3), padding 1, with bias) in five ways: the NumPy reference
 (``minidl.set_backend("numpy")``: im2col and C thin GEMMs), the Numba backend without its depthwise kernel (the
 per-group GEMMs with the compiled im2col, what ran before the kernel), the kernel's plane-by-plane loops only
-("planes": the forward without its channels-last layout for narrow outputs), the Numba backend's depthwise kernel
+("planes": without its channels-last layout for narrow outputs and its 3 x 3 rows), the Numba backend's depthwise kernel
 as it runs (``minidl/backend/_numba_depthwise.py``), and PyTorch's ``conv2d`` forward and autograd backward on the
 same number of threads. Each figure is the fastest of ``--repeats`` runs after one untimed run (on a shared machine
 other processes only slow a run down); the ratios are the other column's time over the kernel's (above 1: the
@@ -59,15 +59,16 @@ def best_ms(fn: Callable[[], Any], repeats: int) -> float:
 
 @contextlib.contextmanager
 def planes_only() -> Iterator[None]:
-    """The depthwise kernel with every forward plane by plane (no channels-last layout for narrow outputs)."""
+    """The depthwise kernel with every forward (and dx) plane by plane: no channels-last layout for narrow outputs,
+    no 3 x 3 row-at-a-time kernel."""
     from minidl.backend import _numba_depthwise
 
-    narrowest = _numba_depthwise._CHANNELS_LAST_MAX_OW
-    _numba_depthwise._CHANNELS_LAST_MAX_OW = 0
+    narrowest, strides = _numba_depthwise._CHANNELS_LAST_MAX_OW, _numba_depthwise._ROWS_STRIDES
+    _numba_depthwise._CHANNELS_LAST_MAX_OW, _numba_depthwise._ROWS_STRIDES = 0, ()
     try:
         yield
     finally:
-        _numba_depthwise._CHANNELS_LAST_MAX_OW = narrowest
+        _numba_depthwise._CHANNELS_LAST_MAX_OW, _numba_depthwise._ROWS_STRIDES = narrowest, strides
 
 
 @contextlib.contextmanager

@@ -383,8 +383,14 @@ def depthwise_case(x_shape, multiplier, kernel, stride, padding, dilation, **opt
     ("x_shape", "multiplier", "kernel", "stride", "padding", "dilation"),
     [
         ((16, 32, 8, 8), 1, (3, 3), 1, 1, 1),  # MobileNetV2's 3 x 3 (a smaller batch): channels last
-        ((9, 12, 9, 7), 1, (3, 3), 2, 1, 1),
-        ((3, 5, 20, 19), 1, (3, 3), 1, 1, 1),  # outputs wider than 16: the per-plane loops
+        ((9, 12, 9, 7), 1, (3, 3), 2, 1, 1),  # 3 x 3, stride 1 or 2, no dilation: a row at a time (phases for 2)
+        ((3, 5, 20, 19), 1, (3, 3), 1, 1, 1),
+        ((4, 6, 11, 13), 1, (3, 3), 1, 0, 1),
+        ((4, 6, 11, 13), 2, (3, 3), 2, 2, 1),  # multiplier 2 (dx by the scattering loops)
+        ((3, 7, 10, 9), 1, (3, 3), 2, (0, 1), 1),
+        ((2, 40, 17, 17), 1, (3, 3), 1, (2, 0), 1),  # 32+ channels but outputs wider than 8: rows
+        ((2, 5, 6, 6), 1, (3, 3), 1, 3, 1),  # padding 3: dx by the scattering loops
+        ((3, 5, 21, 40), 1, (3, 5), 1, (1, 2), 1),  # not 3 x 3: the per-plane loops
         ((3, 5, 21, 40), 1, (3, 5), 2, (1, 2), 1),
         ((2, 32, 9, 9), 1, (3, 3), 1, 2, 2),  # channels last, dilated
         ((2, 32, 12, 20), 1, (5, 5), (1, 2), 2, 1),  # channels last: more than 9 taps
@@ -403,27 +409,30 @@ def test_depthwise_conv2d_matches_the_reference(x_shape, multiplier, kernel, str
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("stride", "padding", "dilation"), [(1, 1, 1), (2, 1, 1), (1, 0, 2), ((2, 1), (0, 2), 1)])
 def test_depthwise_layouts_give_the_same_results(stride, padding, dilation, dtype, monkeypatch):
-    # narrow outputs or many taps run channels last (one loop over the channels per tap), the rest plane by plane:
-    # the same products summed in the same order, so the same bits (and the same ReLU6 epilogue)
+    # narrow outputs or many taps run channels last (one loop over the channels per tap), 3 x 3 a row at a time
+    # (one loop over a row for all nine taps), the rest plane by plane: the same products summed in the same order,
+    # so the same bits (and the same ReLU6 epilogue)
     from minidl.backend import _numba_depthwise
 
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((5, 12, 11, 10)) * 3).astype(dtype)
     results = []
     with minidl.use_backend("numba"):
-        for layout in ("planes", "channels last"):  # every convolution one way, then the other
+        for layout in ("planes", "channels last", "rows"):  # every convolution one way, then the others
             everything = layout == "channels last"
             monkeypatch.setattr(_numba_depthwise, "_CHANNELS_LAST_MAX_OW", 10**6 if everything else 0)
             monkeypatch.setattr(_numba_depthwise, "_CHANNELS_LAST_MIN_TAPS", 1 if everything else 10**6)
             monkeypatch.setattr(_numba_depthwise, "_CHANNELS_LAST_MIN_C", 1)
+            monkeypatch.setattr(_numba_depthwise, "_ROWS_STRIDES", (1, 2) if layout == "rows" else ())
             results.append([])
             for k in (3, 5):
                 w = np.random.default_rng(k).standard_normal((12, 1, k, k)).astype(dtype)
                 b = np.random.default_rng(k + 10).standard_normal(12).astype(dtype)
                 results[-1].append(F.conv2d_forward(x, w, b, stride, padding, dilation, 12)[0])
                 results[-1].append(F.conv2d_relu6_forward(x, w, None, stride, padding, dilation, 12)[0])
-    for plane, last in zip(*results, strict=True):
-        np.testing.assert_array_equal(plane, last)
+    for plane, *others in zip(*results, strict=True):
+        for other in others:
+            np.testing.assert_array_equal(plane, other)
 
 
 def test_depthwise_results_do_not_depend_on_the_thread_count():
