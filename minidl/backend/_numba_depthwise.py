@@ -22,7 +22,11 @@ Measured forward with ReLU6 at batch 128, 2 threads (AMD EPYC Zen 4), per-plane 
 32 channels at 32 x 32 4.3 -> 2.5 ms (PyTorch 4.9), 144 at 32 x 32 22 -> 13 ms, 96 at 32 x 32 stride 2 8.8 -> 5.7
 ms, 192 at 16 x 16 11.0 -> 6.3 ms, 144 at 16 x 16 5.6 -> 4.1 ms; outputs 8 wide or less stay faster channels last.
 With stride 1 and a multiplier of 1 the backward's dx is the same kernel on dout and the flipped filters (padding
-2 - P): 1.2-2x faster than the scattering loops below (32 channels at 32 x 32: 7.1 -> 3.6 ms).
+2 - P): 1.2-2x faster than the scattering loops below (32 channels at 32 x 32: 7.1 -> 3.6 ms). dW reads the same
+phases: per output row one loop adds dout times each of the nine taps' runs into nine sums
+(:func:`depthwise3x3_backward_weight`, on outputs 8 or more wide). The backward (dx and dW) at batch 128: 32 channels
+at 32 x 32 12.8 -> 6.6 ms (PyTorch 10.0), 192 at 16 x 16 23.8 -> 12.6 ms (PyTorch 13.2), 576 at 8 x 8 28 -> 18 ms
+(PyTorch 13).
 
 Rows are short on small images (MobileNetV2's 8 x 8 and 4 x 4 layers: 8 or 4 values per loop), and the loop overhead is
 then the cost, one loop per row or per tap and row. With a depth multiplier of 1, 32 or more channels, and outputs 8 or
@@ -64,6 +68,7 @@ _CHANNELS_LAST_MAX_OW = 8
 _CHANNELS_LAST_MIN_TAPS = 10
 _CHANNELS_LAST_MIN_C = 32
 _ROWS_STRIDES = (1, 2)  # the other 3 x 3 convolutions (no dilation) with these strides: depthwise3x3_forward
+_ROWS_MIN_OW_DW = 8  # ... and their dW (depthwise3x3_backward_weight) on outputs at least this wide
 
 
 @njit(cache=True, nogil=True)
@@ -175,6 +180,28 @@ def _nine_taps(y, L, b, w, a0, a1, a2, b0, b1, b2, c0, c1, c2):
         )  # fmt: skip
 
 
+@njit(nogil=True, inline="always")
+def _into_phases(xf, start, H, W, S, PH, PW, Lq, Wq, xq):
+    """The H x W plane at xf[start:] into the interior of the S x S phases of its zero-padded plane in ``xq``
+    (padded row r, column q at row r // S, column q // S of phase (r % S, q % S), each phase Lq = Hq Wq values; see
+    :func:`depthwise3x3_forward`). The border is not written: it stays as zeroed."""
+    for h in range(H):
+        r = h + PH
+        row = (r % S * S) * Lq + (r // S) * Wq  # phase (r % S, 0), its row r // S
+        src = start + h * W - PW  # + q: padded column q of the row
+        if S == 1:  # (a plain copy, which LLVM vectorizes)
+            a, z = _u(row + PW), _u(src + PW)
+            for k in range(_u(W)):
+                xq[a + k] = xf[z + k]
+            continue
+        for pc in range(S):  # the row's columns q = pc + S k inside the image (PW <= q < W + PW)
+            k0 = max(0, -((pc - PW) // S))
+            k1 = max(k0, (W + PW - pc + S - 1) // S)
+            a, z = _u(row + pc * Lq), _u(src + pc)
+            for k in range(_u(k0), _u(k1)):
+                xq[a + k] = xf[z + _u(S) * k]
+
+
 @njit(cache=True, nogil=True)
 def depthwise3x3_forward(x, weight, bias, has_bias, q0, q1, S, PH, PW, relu, relu_max, xq, out):
     """Output planes [q0, q1) of out (N O planes) for a 3 x 3 weight (O, 3, 3), stride S (1 or 2) both ways, no
@@ -205,21 +232,7 @@ def depthwise3x3_forward(x, weight, bias, has_bias, q0, q1, S, PH, PW, relu, rel
     for q in range(q0, q1):
         n, o = q // O, q % O
         if q == q0 or o % M == 0:  # a new input plane: copy it into the phases
-            for h in range(H):
-                r = h + PH
-                row = (r % S * S) * Lq + (r // S) * Wq  # phase (r % S, 0), its row r // S
-                src = ((n * C + o // M) * H + h) * W - PW  # + q: padded column q of the row
-                if S == 1:  # (a plain copy, which LLVM vectorizes)
-                    a, z = _u(row + PW), _u(src + PW)
-                    for k in range(_u(W)):
-                        xq[a + k] = xf[z + k]
-                    continue
-                for pc in range(S):  # the row's columns q = pc + S k inside the image (PW <= q < W + PW)
-                    k0 = max(0, -((pc - PW) // S))
-                    k1 = max(k0, (W + PW - pc + S - 1) // S)
-                    a, z = _u(row + pc * Lq), _u(src + pc)
-                    for k in range(_u(k0), _u(k1)):
-                        xq[a + k] = xf[z + _u(S) * k]
+            _into_phases(xf, (n * C + o // M) * H * W, H, W, S, PH, PW, Lq, Wq, xq)
         taps = weight[o].reshape(-1)
         b = bias[o] if has_bias else zero
         for oh in range(OH):
@@ -242,6 +255,67 @@ def _tap(xq, oh, kh, kw, S, Lq, Wq, OW):
     views)."""
     start = (kh % S * S + kw % S) * Lq + (oh + kh // S) * Wq + kw // S
     return xq[start : start + OW]
+
+
+@njit(cache=True, nogil=True, fastmath=_REDUCE)
+def depthwise3x3_backward_weight(dout, x, o0, o1, S, PH, PW, xq, dw):
+    """Channels [o0, o1) of dw (O, 3, 3), overwritten, for :func:`depthwise3x3_forward`: per image, the input plane
+    in the phases of ``xq`` as there, then for each output row ONE loop adds the row of dout times each tap's run
+    into nine sums (row sums in the arrays' dtype, their total in float64, as :func:`depthwise_backward_weight`).
+    xq: scratch of S^2 Hq Wq + 2 values."""
+    N, C, H, W = x.shape
+    O = dw.shape[0]
+    OH, OW = dout.shape[2], dout.shape[3]
+    M = O // C
+    Hq, Wq = -(-(H + 2 * PH) // S), -(-(W + 2 * PW) // S)
+    Lq = Hq * Wq
+    xf = x.reshape(-1)
+    zero = dw.dtype.type(0)
+    _zero(xq, _u(0), _u(S * S * Lq + 2))
+    for o in range(o0, o1):
+        t = numpy.zeros(9)
+        for n in range(N):
+            _into_phases(xf, (n * C + o // M) * H * W, H, W, S, PH, PW, Lq, Wq, xq)
+            for oh in range(OH):
+                g = dout[n, o, oh]
+                a0, a1, a2 = (
+                    _tap(xq, oh, 0, 0, S, Lq, Wq, OW),
+                    _tap(xq, oh, 0, 1, S, Lq, Wq, OW),
+                    _tap(xq, oh, 0, 2, S, Lq, Wq, OW),
+                )
+                b0, b1, b2 = (
+                    _tap(xq, oh, 1, 0, S, Lq, Wq, OW),
+                    _tap(xq, oh, 1, 1, S, Lq, Wq, OW),
+                    _tap(xq, oh, 1, 2, S, Lq, Wq, OW),
+                )
+                c0, c1, c2 = (
+                    _tap(xq, oh, 2, 0, S, Lq, Wq, OW),
+                    _tap(xq, oh, 2, 1, S, Lq, Wq, OW),
+                    _tap(xq, oh, 2, 2, S, Lq, Wq, OW),
+                )
+                s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = zero
+                for i in range(OW):
+                    gi = g[i]
+                    s0 += gi * a0[i]
+                    s1 += gi * a1[i]
+                    s2 += gi * a2[i]
+                    s3 += gi * b0[i]
+                    s4 += gi * b1[i]
+                    s5 += gi * b2[i]
+                    s6 += gi * c0[i]
+                    s7 += gi * c1[i]
+                    s8 += gi * c2[i]
+                t[0] += s0
+                t[1] += s1
+                t[2] += s2
+                t[3] += s3
+                t[4] += s4
+                t[5] += s5
+                t[6] += s6
+                t[7] += s7
+                t[8] += s8
+        for k in range(9):
+            dw[o, k // 3, k % 3] = t[k]
 
 
 @njit(cache=True, nogil=True)
@@ -374,6 +448,10 @@ class DepthwiseKernelsMixin:
         # stride 1, multiplier 1: dx is the convolution of dout with the flipped filters, padded 2 - P (what
         # depthwise3x3_forward computes a row at a time)
         rows = (KH, KW, SH, SW, DH, DW) == (3, 3, 1, 1, 1, 1) and O == C and max(PH, PW) <= 2 and 1 in _ROWS_STRIDES
+        # dW a row at a time too, but not on rows shorter than _ROWS_MIN_OW_DW (measured: slower at 4 wide)
+        rows_dw = (KH, KW, DH, DW) == (3, 3, 1, 1) and SH == SW and SH in _ROWS_STRIDES
+        rows_dw = rows_dw and dout.shape[3] >= _ROWS_MIN_OW_DW
+        Lx = -(-(H + 2 * PH) // SH) * -(-(W + 2 * PW) // SH)
         if rows:
             flipped = numpy.ascontiguousarray(w3[:, ::-1, ::-1])
             no_bias, cap = numpy.zeros(1, dout.dtype), dout.dtype.type(0)
@@ -385,6 +463,9 @@ class DepthwiseKernelsMixin:
                 depthwise3x3_forward(dout, flipped, no_bias, 0, *planes[task], 1, 2 - PH, 2 - PW, False, cap, xq, dx)
             elif task < len(planes):
                 depthwise_backward_input(dout, w3, *planes[task], SH, SW, PH, PW, DH, DW, dx)
+            elif rows_dw:
+                xq = self._buffer(worker, "dw_xq_dw", (SH * SH * Lx + 2,), x.dtype)
+                depthwise3x3_backward_weight(dout, x, *channels[task - len(planes)], SH, PH, PW, xq, dw)
             else:
                 depthwise_backward_weight(dout, x, *channels[task - len(planes)], SH, SW, PH, PW, DH, DW, dw)
 
