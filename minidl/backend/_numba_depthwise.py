@@ -18,15 +18,11 @@ A **3 x 3** kernel without dilation, stride 1 or 2 (MobileNet's), runs **a row a
 (:func:`depthwise3x3_forward`): the input plane copied, zero padded, into a scratch plane (split into its 4 phases
 of even and odd rows and columns for stride 2, so that every tap reads a contiguous run), then one loop over each
 output row adds all nine taps (the loops above make nine passes over the row, reading and writing it each time).
-Measured forward with ReLU6 at batch 128, 2 threads (AMD EPYC Zen 4), per-plane loops (or channels last) -> rows:
-32 channels at 32 x 32 4.3 -> 2.5 ms (PyTorch 4.9), 144 at 32 x 32 22 -> 13 ms, 96 at 32 x 32 stride 2 8.8 -> 5.7
-ms, 192 at 16 x 16 11.0 -> 6.3 ms, 144 at 16 x 16 5.6 -> 4.1 ms; outputs 8 wide or less stay faster channels last.
-With stride 1 and a multiplier of 1 the backward's dx is the same kernel on dout and the flipped filters (padding
-2 - P): 1.2-2x faster than the scattering loops below (32 channels at 32 x 32: 7.1 -> 3.6 ms). dW reads the same
-phases: per output row one loop adds dout times each of the nine taps' runs into nine sums
-(:func:`depthwise3x3_backward_weight`, on outputs 8 or more wide). The backward (dx and dW) at batch 128: 32 channels
-at 32 x 32 12.8 -> 6.6 ms (PyTorch 10.0), 192 at 16 x 16 23.8 -> 12.6 ms (PyTorch 13.2), 576 at 8 x 8 28 -> 18 ms
-(PyTorch 13).
+With stride 1, a multiplier of 1 and finite weights, the backward's dx is the same kernel on dout and the flipped
+filters (padding 2 - P); dW reads the same phases: per output row one loop adds dout times each of the nine taps'
+runs into nine sums (:func:`depthwise3x3_backward_weight`, on outputs 8 or more wide). Measured (batch 128, 2
+threads, AMD Zen 4): the forward 1.4-2x faster than the loops below from 16 x 16 up, the backward 1.2-1.9x at
+stride 1; outputs 8 or fewer wide stay faster channels last (figures: ``benchmarks/README.md``).
 
 Rows are short on small images (MobileNetV2's 8 x 8 and 4 x 4 layers: 8 or 4 values per loop), and the loop overhead is
 then the cost, one loop per row or per tap and row. With a depth multiplier of 1, 32 or more channels, and outputs 8 or
@@ -34,11 +30,8 @@ fewer columns wide or kernels of more than 9 taps (7 x 7), the forward runs **ch
 (:func:`depthwise_forward_channels_last`): each image copied to (H W, C), and for each output pixel and tap one
 multiply-add over all C channels (vectorized), then copied back to (C, OH OW). The same products are summed in the same
 order, so the three ways give the same results. With fewer channels that loop is too short (measured: 4 channels of 64 x
-64 with 7 x 7 taps ran 5.6x slower channels last). Measured forward with ReLU6 at batch 128, 2 threads (AMD EPYC Zen 4),
-planes -> channels last (before the rows kernel): 960 channels at 4 x 4 11.9 -> 2.8 ms, 576 at 8 x 8 15.2 -> 6.5 ms, 192
-at 16 x 16 16.0 -> 11.7 ms, 144 at 32 x 32 stride 2 (16 x 16 out) 19.5 -> 16.5 ms, ConvNeXt's 7 x 7 at 768 x 7 x 7 88 ->
-14 ms and 192 x 28 x 28 136 -> 73 ms; at 32 x 32 with 3 x 3 the planes stay faster (144 channels: 39 against 40 ms, 32
-channels: 5.1 against 8.6 ms).
+64 with 7 x 7 taps ran 5.6x slower channels last). Measured: 960 channels at 4 x 4 and 576 at 8 x 8 ran 2-4x faster
+channels last than plane by plane (``benchmarks/README.md``).
 
 In inference the forward can also apply a ReLU or ReLU6 (``relu_max``, see ``_numba_conv.py``) in its output pass.
 
@@ -202,6 +195,15 @@ def _into_phases(xf, start, H, W, S, PH, PW, Lq, Wq, xq):
                 xq[a + k] = xf[z + _u(S) * k]
 
 
+@njit(nogil=True, inline="always")
+def _tap(xq, oh, kh, kw, S, Lq, Wq, OW):
+    """The OW values of ``xq`` that tap (kh, kw) reads for output row oh (see :func:`depthwise3x3_forward`): a
+    contiguous view (LLVM vectorizes a loop over such views; not one of unsigned indices, nor one of strided
+    views)."""
+    start = (kh % S * S + kw % S) * Lq + (oh + kh // S) * Wq + kw // S
+    return xq[start : start + OW]
+
+
 @njit(cache=True, nogil=True)
 def depthwise3x3_forward(x, weight, bias, has_bias, q0, q1, S, PH, PW, relu, relu_max, xq, out):
     """Output planes [q0, q1) of out (N O planes) for a 3 x 3 weight (O, 3, 3), stride S (1 or 2) both ways, no
@@ -219,7 +221,7 @@ def depthwise3x3_forward(x, weight, bias, has_bias, q0, q1, S, PH, PW, relu, rel
     im2col zeros are. Only the planes' interiors are written into xq, so its zero border is set once per call.
 
     x (N, C, H, W), weight (O, 3, 3), bias (O,) (read when has_bias), out (N, O, OH, OW), all C-contiguous; xq
-    scratch of S^2 Hq Wq + 2 values."""
+    scratch of S^2 Hq Wq values (the last tap's run of the last row ends at the last phase's end)."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     O = weight.shape[0]
     OH, OW = out.shape[2], out.shape[3]
@@ -228,7 +230,7 @@ def depthwise3x3_forward(x, weight, bias, has_bias, q0, q1, S, PH, PW, relu, rel
     Lq = Hq * Wq  # one phase
     xf = x.reshape(-1)
     zero = out.dtype.type(0)
-    _zero(xq, _u(0), _u(S * S * Lq + 2))
+    _zero(xq, _u(0), _u(S * S * Lq))
     for q in range(q0, q1):
         n, o = q // O, q % O
         if q == q0 or o % M == 0:  # a new input plane: copy it into the phases
@@ -248,21 +250,12 @@ def depthwise3x3_forward(x, weight, bias, has_bias, q0, q1, S, PH, PW, relu, rel
                     y[i] = _clamp(y[i], zero, relu_max)
 
 
-@njit(nogil=True, inline="always")
-def _tap(xq, oh, kh, kw, S, Lq, Wq, OW):
-    """The OW values of ``xq`` that tap (kh, kw) reads for output row oh (see :func:`depthwise3x3_forward`): a
-    contiguous view (LLVM vectorizes a loop over such views; not one of unsigned indices, nor one of strided
-    views)."""
-    start = (kh % S * S + kw % S) * Lq + (oh + kh // S) * Wq + kw // S
-    return xq[start : start + OW]
-
-
 @njit(cache=True, nogil=True, fastmath=_REDUCE)
 def depthwise3x3_backward_weight(dout, x, o0, o1, S, PH, PW, xq, dw):
     """Channels [o0, o1) of dw (O, 3, 3), overwritten, for :func:`depthwise3x3_forward`: per image, the input plane
     in the phases of ``xq`` as there, then for each output row ONE loop adds the row of dout times each tap's run
     into nine sums (row sums in the arrays' dtype, their total in float64, as :func:`depthwise_backward_weight`).
-    xq: scratch of S^2 Hq Wq + 2 values."""
+    xq: scratch of S^2 Hq Wq values."""
     N, C, H, W = x.shape
     O = dw.shape[0]
     OH, OW = dout.shape[2], dout.shape[3]
@@ -271,7 +264,7 @@ def depthwise3x3_backward_weight(dout, x, o0, o1, S, PH, PW, xq, dw):
     Lq = Hq * Wq
     xf = x.reshape(-1)
     zero = dw.dtype.type(0)
-    _zero(xq, _u(0), _u(S * S * Lq + 2))
+    _zero(xq, _u(0), _u(S * S * Lq))
     for o in range(o0, o1):
         t = numpy.zeros(9)
         for n in range(N):
@@ -416,13 +409,13 @@ class DepthwiseKernelsMixin:
             return out
         if (KH, KW, DH, DW) == (3, 3, 1, 1) and SH == SW and SH in _ROWS_STRIDES:  # 3 x 3: a row at a time
             Lq = -(-(x.shape[2] + 2 * PH) // SH) * -(-(x.shape[3] + 2 * PW) // SH)
-            rows = self._split(N * O, 4 * _threads.get_num_threads())
+            planes = self._split(N * O, 4 * _threads.get_num_threads())
 
             def by_rows(worker: int, task: int) -> None:
-                xq = self._buffer(worker, "dw_xq", (SH * SH * Lq + 2,), x.dtype)
-                depthwise3x3_forward(x, w3, b, has_bias, *rows[task], SH, PH, PW, relu, cap, xq, out)
+                xq = self._buffer(worker, "dw_xq", (SH * SH * Lq,), x.dtype)
+                depthwise3x3_forward(x, w3, b, has_bias, *planes[task], SH, PH, PW, relu, cap, xq, out)
 
-            _threads.parallel_for(by_rows, len(rows))
+            _threads.parallel_for(by_rows, len(planes))
             return out
         tasks = self._split(N * O, 4 * _threads.get_num_threads())
 
@@ -446,25 +439,27 @@ class DepthwiseKernelsMixin:
         planes = self._split(N * C, 4 * _threads.get_num_threads())
         channels = self._split(O, 4 * _threads.get_num_threads()) if compute_dw else []
         # stride 1, multiplier 1: dx is the convolution of dout with the flipped filters, padded 2 - P (what
-        # depthwise3x3_forward computes a row at a time)
-        rows = (KH, KW, SH, SW, DH, DW) == (3, 3, 1, 1, 1, 1) and O == C and max(PH, PW) <= 2 and 1 in _ROWS_STRIDES
+        # depthwise3x3_forward computes a row at a time). Not with an inf or NaN weight: that kernel would also
+        # multiply it by dout's zero padding (NaN) where the reference multiplies only dout's values.
+        three = (KH, KW, DH, DW) == (3, 3, 1, 1)
+        dx_by_rows = three and (SH, SW) == (1, 1) and O == C and max(PH, PW) <= 2 and 1 in _ROWS_STRIDES
+        dx_by_rows = dx_by_rows and bool(numpy.isfinite(w3).all())
         # dW a row at a time too, but not on rows shorter than _ROWS_MIN_OW_DW (measured: slower at 4 wide)
-        rows_dw = (KH, KW, DH, DW) == (3, 3, 1, 1) and SH == SW and SH in _ROWS_STRIDES
-        rows_dw = rows_dw and dout.shape[3] >= _ROWS_MIN_OW_DW
-        Lx = -(-(H + 2 * PH) // SH) * -(-(W + 2 * PW) // SH)
-        if rows:
+        dw_by_rows = three and SH == SW and SH in _ROWS_STRIDES and dout.shape[3] >= _ROWS_MIN_OW_DW
+        x_phases = -(-(H + 2 * PH) // SH) * -(-(W + 2 * PW) // SH) * SH * SH  # dW's scratch: x's padded phases
+        if dx_by_rows:
             flipped = numpy.ascontiguousarray(w3[:, ::-1, ::-1])
             no_bias, cap = numpy.zeros(1, dout.dtype), dout.dtype.type(0)
-            Lq = (dout.shape[2] + 4 - 2 * PH) * (dout.shape[3] + 4 - 2 * PW)
+            dout_padded = (dout.shape[2] + 4 - 2 * PH) * (dout.shape[3] + 4 - 2 * PW)
 
         def body(worker: int, task: int) -> None:
-            if task < len(planes) and rows:
-                xq = self._buffer(worker, "dw_xq", (Lq + 2,), dout.dtype)
+            if task < len(planes) and dx_by_rows:
+                xq = self._buffer(worker, "dw_xq", (dout_padded,), dout.dtype)
                 depthwise3x3_forward(dout, flipped, no_bias, 0, *planes[task], 1, 2 - PH, 2 - PW, False, cap, xq, dx)
             elif task < len(planes):
                 depthwise_backward_input(dout, w3, *planes[task], SH, SW, PH, PW, DH, DW, dx)
-            elif rows_dw:
-                xq = self._buffer(worker, "dw_xq_dw", (SH * SH * Lx + 2,), x.dtype)
+            elif dw_by_rows:
+                xq = self._buffer(worker, "dw_xq_dw", (x_phases,), x.dtype)
                 depthwise3x3_backward_weight(dout, x, *channels[task - len(planes)], SH, PH, PW, xq, dw)
             else:
                 depthwise_backward_weight(dout, x, *channels[task - len(planes)], SH, SW, PH, PW, DH, DW, dw)

@@ -31,8 +31,8 @@ and the NumPy reference. What changes is who runs the kernels:
   ``hardswish``, ``sigmoid``, ``tanh``,
   ``elu``, ``silu``, ``gelu``,
   ``softplus``, ``mish``
-  ``linear``                             the one GEMM in blocks of rows (dW: of output features), in the
-                                         pool's workers (BLAS holds one thread per call)
+  ``linear``                             the one GEMM in blocks of rows and columns (dW: of output
+                                         features), in the pool's workers (BLAS holds one thread per call)
   =====================================  ==================================================================
 
 Convolution (im2row chunks, Winograd's F(2x2, 3x3) and F(4x4, 3x3), 1 x 1 products): see ``_numba_conv.py``.
@@ -77,7 +77,7 @@ __all__ = ["NumbaBackend"]
 _WORKSPACE_BYTES = 64 << 20  # scratch buffers larger than this are allocated per call instead of kept
 _FLAT_CHUNK = 1 << 16  # elements per task of the elementwise kernels
 _LINEAR_TASKS = 8  # the linear kernels cut x (and dout) into this many blocks of rows ...
-_LINEAR_MIN_ROWS = 32  # ... of at least this many rows (fewer rows: blocks of columns, see _linear_tiles)
+_LINEAR_MIN_ROWS = 32  # ... of at least this many rows (and blocks of columns for fewer blocks: _linear_tiles)
 _LINEAR_COLUMNS = 64  # the least columns of a block of columns, and rows of dW per task of the backward
 _LINEAR_MIN_WORK = 1 << 18  # the least multiply-adds of a block (of rows or columns)
 
@@ -205,21 +205,20 @@ class NumbaBackend(
     # ------------------------------------------------------------------ linear (nn/linear.py)
     # The reference is one GEMM, out = x_2d @ W^T, which OpenBLAS would run on its own threads; but once the backend
     # holds BLAS to one thread per call (its first convolution: see _threads.py), that GEMM runs on one core. These
-    # kernels cut the same products into blocks of rows (of columns for a few rows; dW into blocks of output features)
+    # kernels cut the same products into blocks of rows and columns (dW into blocks of output features)
     # and run them in the pool's workers, one BLAS thread each, as the convolutions do. The blocks depend on the
     # shapes only, so the results do not depend on the thread count.
     @staticmethod
     def _linear_tiles(rows: int, columns: int, inner: int) -> tuple[int, int]:
-        """The blocks of a (rows, inner) @ (inner, columns) product, (rows per task, columns per task): ``rows`` cut
-        into _LINEAR_TASKS blocks of at least _LINEAR_MIN_ROWS rows (a batch of 128 images: 4 blocks of 32); or,
-        where that leaves one block (a few rows: a small batch, a single vector), the columns cut into _LINEAR_TASKS
-        blocks of at least _LINEAR_COLUMNS. Either way a block has at least _LINEAR_MIN_WORK multiply-adds (smaller
-        tasks cost more to hand out than to run)."""
-        least = _ceil_div(_LINEAR_MIN_WORK, max(columns * inner, 1))
-        if rows > max(_LINEAR_MIN_ROWS, least):
-            return max(_LINEAR_MIN_ROWS, _ceil_div(rows, _LINEAR_TASKS), least), max(columns, 1)
-        least = _ceil_div(_LINEAR_MIN_WORK, max(rows * inner, 1))
-        return max(rows, 1), max(_LINEAR_COLUMNS, _ceil_div(columns, _LINEAR_TASKS), least)
+        """The blocks of a (rows, inner) @ (inner, columns) product, (rows per task, columns per task): up to
+        _LINEAR_TASKS blocks of at least _LINEAR_MIN_WORK multiply-adds each (smaller ones cost more to hand out than
+        to run). The rows are cut into blocks of at least _LINEAR_MIN_ROWS (a batch of 128 images: 4 blocks of 32);
+        where that makes fewer blocks than wanted (a few rows: a small batch, a single vector), each block's columns
+        are cut too, into blocks of at least _LINEAR_COLUMNS."""
+        tasks = max(1, min(_LINEAR_TASKS, rows * columns * inner // _LINEAR_MIN_WORK))
+        row_tasks = max(1, min(tasks, rows // _LINEAR_MIN_ROWS))
+        column_tasks = max(1, min(_ceil_div(tasks, row_tasks), columns // _LINEAR_COLUMNS))
+        return max(1, _ceil_div(rows, row_tasks)), max(1, _ceil_div(columns, column_tasks))
 
     def _linear_product(
         self, a: Any, b: Any, out: Any, bias: Any = None, extra: int = 0, extra_task: Any = None

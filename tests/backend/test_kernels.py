@@ -226,8 +226,9 @@ def assert_independent_of_the_thread_count(op: str, *args: Any) -> None:
                 results.append([out, *(g for g in _as_tuple(grads) if g is not None)])
     finally:
         minidl.set_num_threads(before)
-    for a, b in zip(*results, strict=True):
-        np.testing.assert_array_equal(a, b, err_msg=op)
+    for i, (a, b) in enumerate(zip(*results, strict=True)):
+        what = "the output" if i == 0 else f"gradient {i} of the backward's (non-None) results"
+        np.testing.assert_array_equal(a, b, err_msg=f"{op}: {what}, shape {a.shape}, 1 against 3 threads")
 
 
 # ---------------------------------------------------------------------------------------------------- the test

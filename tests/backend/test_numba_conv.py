@@ -386,7 +386,8 @@ def depthwise_case(x_shape, multiplier, kernel, stride, padding, dilation, **opt
         ((9, 12, 9, 7), 1, (3, 3), 2, 1, 1),  # 3 x 3, stride 1 or 2, no dilation: a row at a time (phases for 2)
         ((3, 5, 20, 19), 1, (3, 3), 1, 1, 1),
         ((4, 6, 11, 13), 1, (3, 3), 1, 0, 1),
-        ((4, 6, 11, 13), 2, (3, 3), 2, 2, 1),  # multiplier 2 (dx by the scattering loops)
+        ((4, 6, 11, 13), 2, (3, 3), 2, 2, 1),  # multiplier 2, stride 2
+        ((4, 6, 11, 13), 2, (3, 3), 1, 1, 1),  # multiplier 2 at stride 1: dx by the scattering loops
         ((3, 7, 10, 9), 1, (3, 3), 2, (0, 1), 1),
         ((2, 40, 17, 17), 1, (3, 3), 1, (2, 0), 1),  # 32+ channels but outputs wider than 8: rows
         ((2, 5, 6, 6), 1, (3, 3), 1, 3, 1),  # padding 3: dx by the scattering loops
@@ -404,6 +405,15 @@ def test_depthwise_conv2d_matches_the_reference(x_shape, multiplier, kernel, str
     for bias, compute_dw in ((True, True), (False, False)):
         options = {"bias": bias, "compute_dw": compute_dw, "dtype": dtype}
         compare(depthwise_case(x_shape, multiplier, kernel, stride, padding, dilation, **options))
+
+
+def test_depthwise_backward_with_an_infinite_weight():
+    # dx from dout's values only, as the reference: the flipped-filter kernel of stride 1 would also multiply the inf
+    # by dout's zero padding (NaN), so a non-finite weight sends dx to the scattering loops
+    case = depthwise_case((2, 3, 6, 9), 1, (3, 3), 1, 1, 1, dtype=np.float64)
+    w = dict(case.params)["weight"].copy()
+    w[0, 0, 0, 0] = np.inf
+    compare(case._replace(params=tuple((k, w if k == "weight" else v) for k, v in case.params)))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -33,9 +33,10 @@ def linear_case(lead, in_features, out_features, *, dtype=np.float32, bias=True,
     [
         ((300,), 7, 65),  # 8 blocks of 38 rows (the last 34); dW in 2 blocks
         ((2, 150), 130, 130),  # the same rows from 3-d x; dW in 3 blocks
-        ((33,), 5, 3),  # 2 blocks of rows: 32 and 1
-        ((5,), 130, 700),  # a few rows: y in 8 blocks of 88 columns, dx in 3 of 64 (the last 2)
-        ((1,), 200, 130),  # a single vector
+        ((70,), 5, 3),  # 2 blocks of 35 rows
+        ((40,), 9, 300),  # one block of rows (fewer than 64), cut into 4 blocks of 75 columns
+        ((5,), 130, 700),  # a few rows: y in 8 blocks of 88 columns, dx in 2 of 65
+        ((1,), 200, 130),  # a batch of one
         ((32,), 65, 1),  # as many rows as one block holds: the columns' blocks, one column
     ],
 )
@@ -51,15 +52,16 @@ def test_products_of_the_size_of_a_layer_match_the_reference(lead, in_features, 
 
 def test_the_blocks():
     tiles = minidl.get_backend("numba")._linear_tiles
-    assert tiles(128, 256, 512) == (32, 256)  # a batch of 128: 4 blocks of 32 rows
-    assert tiles(4096, 256, 256) == (512, 256)  # 8 blocks
+    assert tiles(128, 256, 512) == (32, 128)  # a batch of 128: 4 blocks of 32 rows, each cut in 2
+    assert tiles(4096, 256, 256) == (512, 256)  # 8 blocks of rows
     assert tiles(8192, 4, 16) == (4096, 4)  # 2 blocks: at least 2^18 multiply-adds each
-    assert tiles(128, 10, 64) == (128, 64)  # one block
+    assert tiles(128, 10, 64) == (128, 10)  # one block
     assert tiles(32, 4096, 4096) == (32, 512)  # few rows: 8 blocks of columns ...
-    assert tiles(1, 100, 4096) == (1, 64)  # ... of at least 64 columns and 2^18 multiply-adds
-    assert tiles(1, 100, 1024) == (1, 256)
+    assert tiles(33, 4096, 4096) == (33, 512)
+    assert tiles(100, 4096, 4096) == (34, 1366)  # 3 x 3 blocks
     assert tiles(1, 4096, 4096) == (1, 512)
-    assert tiles(0, 10, 10) == (1, 2**18)  # an empty batch: no tasks
+    assert tiles(1, 100, 4096) == (1, 100)  # ... of at least 64 columns and 2^18 multiply-adds
+    assert tiles(0, 10, 10) == (1, 10)  # an empty batch: no tasks
 
 
 @pytest.mark.parametrize("lead", [(300,), (4,)], ids=["blocks-of-rows", "blocks-of-columns"])
