@@ -229,8 +229,7 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
         K, OHW, dtype = C * KH * KW, OH * OW, x.dtype
         x = numpy.ascontiguousarray(x)
         w_row_t = numpy.ascontiguousarray(weight.transpose(2, 3, 1, 0)).reshape(K, O)  # W_row^T, contiguous: faster
-        has_bias = bias is not None
-        b = numpy.ascontiguousarray(bias) if has_bias else numpy.zeros(1, dtype=dtype)
+        b, has_bias = _k.bias_arguments(bias, dtype)
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
         out3 = out.reshape(N, O, OHW)
         nb = self._images_per_chunk(N, K, OHW, x.itemsize)
@@ -263,8 +262,7 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
         HP, WP = H + 2 * PH, W + 2 * PW
         OH, OW = HP - 2, WP - 2
         x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(weight, dtype=dtype)
-        has_bias = bias is not None
-        b = numpy.ascontiguousarray(bias, dtype=dtype) if has_bias else numpy.zeros(1, dtype=dtype)
+        b, has_bias = _k.bias_arguments(bias, dtype)
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
         relu, cap = _k.epilogue(relu_max, dtype)
 
@@ -417,8 +415,7 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
         out = numpy.empty((N, O, OH, OW), dtype=dtype)
         out3 = out.reshape(N, O, OH * OW)
         nb = self._pointwise_images(N, C, O, OH * OW, x.itemsize)
-        has_bias = bias is not None
-        b = numpy.ascontiguousarray(bias, dtype=dtype) if has_bias else numpy.zeros(1, dtype=dtype)
+        b, has_bias = _k.bias_arguments(bias, dtype)
         relu, cap = _k.epilogue(relu_max, dtype)
 
         def body(worker: int, task: int) -> None:

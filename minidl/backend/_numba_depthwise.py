@@ -54,7 +54,7 @@ from numba import njit
 
 from minidl.backend import _threads
 from minidl.backend._numba_common import _native_dtypes
-from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, _zero, epilogue
+from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, _zero, bias_arguments, epilogue
 
 # channels last (measured, see the module docstring): 32+ channels, and outputs 8 or fewer columns wide or 10+ taps
 _CHANNELS_LAST_MAX_OW = 8
@@ -388,8 +388,7 @@ class DepthwiseKernelsMixin:
         O, _, KH, KW = weight.shape
         x = numpy.ascontiguousarray(x)
         w3 = numpy.ascontiguousarray(weight).reshape(O, KH, KW)
-        b = numpy.zeros(1, x.dtype) if bias is None else numpy.ascontiguousarray(bias)
-        has_bias = int(bias is not None)
+        b, has_bias = bias_arguments(bias, x.dtype)
         out = numpy.empty((N, O, OH, OW), dtype=x.dtype)
         relu, cap = epilogue(relu_max, x.dtype)
         narrow_or_big = OW <= _CHANNELS_LAST_MAX_OW or KH * KW >= _CHANNELS_LAST_MIN_TAPS
@@ -449,13 +448,13 @@ class DepthwiseKernelsMixin:
         x_phases = -(-(H + 2 * PH) // SH) * -(-(W + 2 * PW) // SH) * SH * SH  # dW's scratch: x's padded phases
         if dx_by_rows:
             flipped = numpy.ascontiguousarray(w3[:, ::-1, ::-1])
-            no_bias, cap = numpy.zeros(1, dout.dtype), dout.dtype.type(0)
+            (no_bias, off), cap = bias_arguments(None, dout.dtype), dout.dtype.type(0)
             dout_padded = (dout.shape[2] + 4 - 2 * PH) * (dout.shape[3] + 4 - 2 * PW)
 
         def body(worker: int, task: int) -> None:
             if task < len(planes) and dx_by_rows:
                 xq = self._buffer(worker, "dw_xq", (dout_padded,), dout.dtype)
-                depthwise3x3_forward(dout, flipped, no_bias, 0, *planes[task], 1, 2 - PH, 2 - PW, False, cap, xq, dx)
+                depthwise3x3_forward(dout, flipped, no_bias, off, *planes[task], 1, 2 - PH, 2 - PW, False, cap, xq, dx)
             elif task < len(planes):
                 depthwise_backward_input(dout, w3, *planes[task], SH, SW, PH, PW, DH, DW, dx)
             elif dw_by_rows:

@@ -219,9 +219,9 @@ def rows_to_nchw(y, n0, n1, bias, has_bias, relu, relu_max, out):
     """out[n, o, p] = y[(n - n0) OHW + p, o] (+ bias[o]) (then min(relu, relu_max), with ``relu``: see
     :func:`_clamp`): the GEMM result (images OHW, O) into (N, O, OHW)."""
     O, OHW = out.shape[1], out.shape[2]
-    yf = y.reshape(-1)
+    yf, of = y.reshape(-1), out.reshape(-1)
     for n in range(n0, n1):
-        _transpose(yf, (n - n0) * OHW * O, OHW, O, out.reshape(-1), n * O * OHW)
+        _transpose(yf, (n - n0) * OHW * O, OHW, O, of, n * O * OHW)
         bias_epilogue(out, n, n + 1, bias, has_bias, relu, relu_max)
 
 
@@ -229,11 +229,11 @@ def rows_to_nchw(y, n0, n1, bias, has_bias, relu, relu_max, out):
 def bias_epilogue(out, n0, n1, bias, has_bias, relu, relu_max):
     """out[n, o, p] = out[n, o, p] (+ bias[o]) (then min(relu, relu_max), with ``relu``: see :func:`_clamp`) for
     images [n0, n1) of out (N, O, OHW), in place, in one pass (nothing to do without a bias or an activation)."""
+    if not (has_bias or relu):
+        return
     O, OHW = out.shape[1], out.shape[2]
     of = out.reshape(-1)
     zero = out.dtype.type(0)
-    if not (has_bias or relu):
-        return
     for n in range(n0, n1):
         for o in range(O):
             b = bias[o] if has_bias else zero
@@ -273,6 +273,14 @@ def _clamp(v, zero, relu_max):
     (relu_max = 6) that a convolution applies in its output pass (``conv2d_relu``, ``conv2d_relu6``)."""
     v = _relu(v, zero)
     return relu_max if v > relu_max else v
+
+
+def bias_arguments(bias: Any, dtype: Any) -> tuple[Any, bool]:
+    """The ``(bias, has_bias)`` arguments of the convolution kernels' output pass: the bias as a contiguous array of
+    ``dtype``, or without one a single zero that the kernels never read (they take an array either way)."""
+    if bias is None:
+        return np.zeros(1, dtype=dtype), False
+    return np.ascontiguousarray(bias, dtype=dtype), True
 
 
 def epilogue(relu_max: float | None, dtype: Any) -> tuple[bool, Any]:

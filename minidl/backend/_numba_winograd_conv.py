@@ -26,7 +26,7 @@ from minidl.backend import _numba_winograd as _wino
 from minidl.backend import _numba_winograd4 as _wino4
 from minidl.backend import _threads
 from minidl.backend._numba_common import _CHUNK_BYTES, _DW_BYTES, _MIN_CHUNKS, _ceil_div
-from minidl.backend._numba_kernels import epilogue
+from minidl.backend._numba_kernels import bias_arguments, epilogue
 
 _WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and output channels (see _winograd_applies)
 _WINOGRAD_MIN_ROWS = 128  # tiles per chunk below which Winograd runs batch-wide (see _winograd_batched; measured)
@@ -197,8 +197,7 @@ class WinogradKernelsMixin:
         O, dtype = weight.shape[0], x.dtype
         OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
         x = numpy.ascontiguousarray(x)
-        has_bias = bias is not None
-        b = numpy.ascontiguousarray(bias, dtype=dtype) if has_bias else numpy.zeros(1, dtype=dtype)
+        b, has_bias = bias_arguments(bias, dtype)
         if self._winograd4_applies(N, C, O, OH, OW):
             return self._winograd4_conv(x, weight, b, has_bias, PH, PW, relu_max)
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
