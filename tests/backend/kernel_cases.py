@@ -219,7 +219,8 @@ def avg_pool_cases(draw):
 def _offset(draw, dtype, offset=None):
     """``offset``, else 0 or a mean far from 0 next to the spread 2 (the kernels' shifted one-pass variance): 100 in
     float64, 10 in float32. (At 100 the inputs' own float32 rounding, 2^-24 100, puts the float32 reference up to ~3e-4
-    away from the float64 result on rows of a few values: test_numba_norm.py compares float32 at offset 100 with
+    away from the float64 result on rows of a few values: test_numba_norm.py compares the per-row norms in float32 at
+    offset 100 with the float64 result within a float32 error bound, BatchNorm with the float32 reference and
     tolerances to match, and the float32 statistics at 1e4 with float64 ones.)"""
     if offset is not None:
         return offset
