@@ -128,6 +128,40 @@ def test_compare_bench_refuses_a_file_that_is_not_a_record(tmp_path, record_path
     assert proc.returncode == 2 and f"{bad}: ratios[0] is not a ratio entry (missing ['median']" in proc.stderr
 
 
+def _as_model(record: dict, model: str) -> dict:
+    """``record`` (of cifar_cnn) relabelled as a run of ``model``, as if that model had been benchmarked."""
+    record = copy.deepcopy(record)
+    record["args"]["models"] = [model]
+    record["batches"] = {model: record["batches"]["cifar_cnn"]}
+    record["forward_flops_per_image"] = {model: record["forward_flops_per_image"]["cifar_cnn"]}
+    for entry in record["results"] + record["ratios"]:
+        entry["model"] = model
+    return record
+
+
+def test_merge_records_makes_one_record_of_models_run_side_by_side(record_path, tmp_path):
+    real = json.loads(record_path.read_text())
+    a, b, merged = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "merged.json"
+    a.write_text(json.dumps(_as_model(real, "resnet20")))
+    b.write_text(json.dumps(_as_model(real, "vgg11_bn")))
+    proc = _run("merge_records.py", str(merged), str(a), str(b), "--note", "two cores each")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(merged.read_text())
+    assert record["args"]["models"] == ["resnet20", "vgg11_bn"] and record["note"] == "two cores each"
+    assert {r["model"] for r in record["results"]} == {r["model"] for r in record["ratios"]} == {"resnet20", "vgg11_bn"}
+    assert len(record["ratios"]) == 2 * len(real["ratios"]) and set(record["batches"]) == {"resnet20", "vgg11_bn"}
+    assert _run("compare_bench.py", str(merged), str(merged), "--fail-on-regression").returncode == 0
+    # a model in two inputs, and inputs from two CPUs, are refused with the field named
+    proc = _run("merge_records.py", str(tmp_path / "x.json"), str(a), str(a))
+    assert proc.returncode == 2 and "model 'resnet20' is also in" in proc.stderr
+    other = _as_model(real, "vgg11_bn")
+    other["machine"]["cpu"] = "Another CPU"
+    b.write_text(json.dumps(other))
+    proc = _run("merge_records.py", str(tmp_path / "x.json"), str(a), str(b))
+    assert proc.returncode == 2 and "machine cpu is 'Another CPU'" in proc.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_ratios_per_round_and_summarized():
     record = _module("_record")
 
