@@ -7,10 +7,26 @@ The scripts put this folder on ``sys.path`` and import it, so each still runs as
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+
+def fastest_ms(steps: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, float]:
+    """The fastest time of each step in milliseconds over ``repeats`` runs, the steps taking turns in every repeat
+    (a slow minute of a shared machine slows all of them), after ``warmup`` untimed runs of each."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * min(t) for name, t in times.items()}
 
 
 def positive_int(text: str) -> int:

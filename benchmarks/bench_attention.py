@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import fastest_ms  # noqa: E402
 
 CONFIGS = ((64, 4), (192, 3))  # (E, heads): a small and a ViT-Tiny-width model; head size 16 and 64
 
@@ -40,20 +41,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="Default: 2")
     parser.add_argument("--repeats", type=int, default=10, help="Default: 10")
     return parser.parse_args(argv)
-
-
-def fastest_ms(steps: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, float]:
-    """The fastest time of each step in milliseconds, the steps interleaved."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * min(t) for name, t in times.items()}
 
 
 def config_steps(e: int, heads: int, n: int, length: int) -> dict[str, Callable[[], object]]:

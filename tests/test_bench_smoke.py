@@ -217,6 +217,24 @@ def test_bench_layers_refuses_torch_in_training():
     assert proc.returncode == 2 and "--torch times PyTorch's layers in inference only" in proc.stderr
 
 
+def test_bench_winograd_runs_every_shape_every_way():
+    # batch 2, one timed run: a row per shape with the default way and the four ways' times (PyTorch's NaN without it)
+    pytest.importorskip("numba", reason="the Winograd kernels are the Numba backend's")
+    proc = _run("bench_winograd.py", "--batch", "2", "--repeats", "1", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "F(4x4) f/b" in lines[2] and "x im2row" in lines[2]
+    rows = [line for line in lines[4:] if line.strip()]
+    assert [row.split()[0] + " " + row.split()[2] for row in rows] == [
+        f"{c}->{o} {h}" for c, o, h in _module("bench_winograd").SHAPES
+    ]
+    # the default way's own ratio is 1 (its times over its times)
+    ways = _module("bench_winograd").WAYS
+    for row in rows:
+        cells = row.split()
+        assert cells[3] in ways and cells[-len(ways) + ways.index(cells[3])] == "1.00/1.00", row
+
+
 def test_bench_depthwise_runs_every_shape_every_way():
     # batch 2, one timed run: a row per MobileNetV2 shape with the five ways' times (PyTorch's NaN without it)
     pytest.importorskip("numba", reason="the depthwise kernel is the Numba backend's")

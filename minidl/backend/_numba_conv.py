@@ -23,10 +23,11 @@ exists, only x is cached, and one of the algorithms below runs, chosen by shape 
   chunk (small images, many channels: VGG's 512 channels at 4 x 4 and 2 x 2) would re-read a big transformed weight
   for a few rows each; they run *batch-wide*: the transforms over the whole batch, then each of the 16 GEMMs once
   over all its tiles (see :meth:`~minidl.backend._numba_winograd_conv.WinogradKernelsMixin._winograd_batched`).
-* **Winograd's F(4x4, 3x3)** (``_numba_winograd4.py``) instead, for such a convolution with 64 or more channels in and
-  out, outputs of 7 x 7 or more and 128 or more 4 x 4 tiles in the batch (VGG's 128 and 256 channels, the last stage
-  of the CIFAR ResNets, airbench's 256 channels at 7 x 7, at batch 32 and up): 36 GEMMs with 1.78x fewer
-  multiplications than F(2x2, 3x3)'s 16, 1.3-1.9x faster on those layers at batch 128. Its roundings are larger
+* **Winograd's F(4x4, 3x3)** (``_numba_winograd4.py``) instead, for such a convolution with 16 or more channels in and
+  out, outputs of 7 x 7 or more and 128 or more 4 x 4 tiles in the batch (every stage of the CIFAR ResNets, VGG's 128
+  and 256 channels, airbench's 256 channels at 7 x 7, at batch 32 and up): 36 GEMMs with 1.78x fewer
+  multiplications than F(2x2, 3x3)'s 16, 1.3-1.9x faster on the wide layers at batch 128, 5-10 % on 16 and 32
+  channels (``benchmarks/bench_winograd.py``). Its roundings are larger
   (float32: 2e-6 to 8e-6 of the largest output against 2e-7 to 5e-7; float64: 1e-14 against 1e-15).
   ``backend.winograd_tile = 2`` keeps F(2x2, 3x3) only. The weight gradient stays F(2x2, 3x3)'s.
 * **direct 3 x 3** (``_numba_direct.py``) for a 3 x 3 stride-1 convolution with at most 6 input channels (the RGB

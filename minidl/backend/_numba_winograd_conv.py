@@ -8,7 +8,7 @@ stride-1 convolutions with 8 or more channels in and out (see ``_numba_conv.py``
   sum per chunk (or fixed group of chunks) added in order;
 * **batch-wide** (:meth:`WinogradKernelsMixin._winograd_batched`: fewer than 128 tiles per chunk): the transforms
   over the whole batch, then each GEMM once over all its tiles, one task per tile position;
-* **F(4x4, 3x3)** (:meth:`WinogradKernelsMixin._winograd4_applies`: 64+ channels, outputs of 7 x 7 or more, 128+
+* **F(4x4, 3x3)** (:meth:`WinogradKernelsMixin._winograd4_applies`: 16+ channels, outputs of 7 x 7 or more, 128+
   tiles in the batch) for the forward and dx: 36 GEMMs per chunk. dW always uses F(2x2, 3x3)'s transforms.
 
 V, M and U (and dM, dU) are :class:`Planes`: 16 (or 36) matrices stored a little further apart than their size, so
@@ -32,7 +32,7 @@ _WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and out
 _WINOGRAD_MIN_ROWS = 128  # tiles per chunk below which Winograd runs batch-wide (see _winograd_batched; measured)
 _WINOGRAD_BATCH_BYTES = 128 << 20  # ... and at most this much V and M for the whole batch
 _WINOGRAD4_MIN_SIZE = 7  # F(4x4, 3x3) for outputs at least this big (see _winograd4_applies) ...
-_WINOGRAD4_MIN_CHANNELS = 64  # ... and at least this many channels in and out (measured: with 16 or 32, no faster)
+_WINOGRAD4_MIN_CHANNELS = 16  # ... and at least this many channels in and out (see _winograd4_applies)
 _WINOGRAD4_MIN_TILES = 128  # ... and at least this many 4 x 4 tiles in the batch (measured: 32 images of 8 x 8 pay)
 _WINOGRAD4_MIN_CHUNKS = 8  # F(4x4, 3x3) chunks grow for wide layers, but leave at least this many (_winograd_tiles)
 _PLANE_PAD = 16  # values between two of the planes of a Winograd array (see _wino_planes)
@@ -279,8 +279,10 @@ class WinogradKernelsMixin:
         ``self.winograd_tile == 4``, outputs of at least _WINOGRAD4_MIN_SIZE in both directions (on smaller ones the
         6 x 6 tiles are mostly padding: at 7 x 7, 2 x 2 tiles of 36 products against F(2x2, 3x3)'s 4 x 4 tiles of
         16, 1.78x fewer, and 256 channels at batch 128 ran 33 -> 20 ms; at 6 x 6 and 5 x 5 both need 144 and
-        F(2x2, 3x3)'s smaller transforms win), _WINOGRAD4_MIN_CHANNELS in and out (with fewer, the GEMMs F(4x4, 3x3)
-        saves are too small a part of the time to pay for its bigger transforms) and _WINOGRAD4_MIN_TILES tiles in
+        F(2x2, 3x3)'s smaller transforms win), _WINOGRAD4_MIN_CHANNELS in and out (16, the CIFAR ResNets' first
+        stage: its V and M are 2.25x the input and output instead of 4x, and at 16 and 32 channels the layers are
+        bound by that traffic more than by the GEMMs; ``benchmarks/bench_winograd.py`` has the figures, 5-10 %
+        faster than F(2x2, 3x3) forward and backward at 16 and 32 channels) and _WINOGRAD4_MIN_TILES tiles in
         the batch (with fewer, its bigger weight transform, done at every call, costs more than the GEMMs save: 8
         images of 8 x 8 at 256 channels ran 1.9x slower). Shapes only decide."""
         tiles = N * _ceil_div(OH, 4) * _ceil_div(OW, 4)

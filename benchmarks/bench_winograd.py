@@ -1,0 +1,148 @@
+"""3 x 3 stride-1 convolutions of the zoo, each way the Numba backend can run them, against PyTorch.
+
+Usage (from a checkout)::
+
+    python benchmarks/bench_winograd.py                   # batch 128, float32, all cores
+    python benchmarks/bench_winograd.py --threads 2 --repeats 9
+
+For each shape (C -> O channels at H x H, padding 1, with bias) it times ``F.conv2d_relu_forward`` (what a folded
+Conv+BN+ReLU runs in inference) and ``F.conv2d_backward`` (dx and dW) four ways: Winograd's F(2x2, 3x3)
+(``backend.winograd_tile = 2``), F(4x4, 3x3) whatever the channels (its thresholds of
+``minidl/backend/_numba_winograd_conv.py`` lowered; dW is F(2x2, 3x3)'s either way), im2row + GEMM
+(``backend.winograd = False``), and PyTorch's ``conv2d`` + ``relu`` forward and autograd backward on the same number
+of threads. minidl's three ways take turns within every repeat, so a slow minute of a shared machine slows all of
+them; PyTorch runs its repeats before them, then the script waits half a second (PyTorch's OpenMP threads keep
+spinning for a while after a call and would slow whatever runs next). Each figure is the fastest of ``--repeats``
+after one untimed run. The last columns divide each way's time by what the
+backend runs by default for that shape (named in the ``default`` column; above 1: the default is faster). These are
+the measurements behind the thresholds in ``_numba_winograd_conv.py``, to be taken on each CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import fastest_ms  # noqa: E402
+
+# (C, O, H): the CIFAR ResNets' three stages, cifar_cnn's and VGG's wider layers
+SHAPES = [(16, 16, 32), (32, 32, 16), (64, 64, 8), (32, 32, 32), (64, 64, 16), (128, 128, 8), (256, 256, 8)]
+WAYS = ("F(2x2)", "F(4x4)", "im2row", "torch")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=128, help="Default: 128")
+    parser.add_argument("--threads", type=int, default=None, help="MINIDL_NUM_THREADS and torch threads")
+    parser.add_argument("--repeats", type=int, default=7, help="Default: 7")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def way(be: Any, name: str) -> Iterator[None]:
+    """The Numba backend set to run 3 x 3 stride-1 convolutions the way ``name`` (``WAYS``, not torch)."""
+    from minidl.backend import _numba_winograd_conv as wc
+
+    saved = be.winograd, be.winograd_tile, wc._WINOGRAD4_MIN_CHANNELS, wc._WINOGRAD4_MIN_TILES
+    be.winograd = name != "im2row"
+    be.winograd_tile = 4 if name == "F(4x4)" else 2
+    if name == "F(4x4)":
+        wc._WINOGRAD4_MIN_CHANNELS, wc._WINOGRAD4_MIN_TILES = 1, 1
+    try:
+        yield
+    finally:
+        be.winograd, be.winograd_tile, wc._WINOGRAD4_MIN_CHANNELS, wc._WINOGRAD4_MIN_TILES = saved
+
+
+def default_way(be: Any, N: int, C: int, O: int, H: int) -> str:
+    if not be._winograd_applies(C, O, 3, 3, 1, 1, 1, 1, 1, 1):
+        return "im2row"
+    return "F(4x4)" if be._winograd4_applies(N, C, O, H, H) else "F(2x2)"
+
+
+def steps(be: Any, name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[Callable[[], Any], ...]:
+    """(forward, backward) of ``name``: minidl's pair under :func:`way`, or PyTorch's."""
+    if name == "torch":
+        import torch
+
+        tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+        out = torch.nn.functional.conv2d(tx, tw, tb, 1, 1)
+        dout = torch.ones_like(out)
+        with torch.no_grad():
+            forward = lambda: torch.relu(torch.nn.functional.conv2d(tx, tw, tb, 1, 1))  # noqa: E731
+        return forward, lambda: torch.autograd.grad(out, (tx, tw, tb), dout, retain_graph=True)
+    from minidl.nn import functional as F
+
+    def forward() -> Any:
+        with way(be, name):
+            return F.conv2d_relu_forward(x, w, b, 1, 1)
+
+    with way(be, name):
+        out, cache = F.conv2d_forward(x, w, b, 1, 1)
+    dout = np.ones_like(out)
+
+    def backward() -> Any:
+        with way(be, name):
+            return F.conv2d_backward(dout, cache)
+
+    return forward, backward
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads is not None:
+        os.environ["MINIDL_NUM_THREADS"] = str(args.threads)
+    import minidl
+    from minidl.backend import _threads
+
+    minidl.set_backend("numba")
+    be = minidl.get_backend()
+    threads = _threads.get_num_threads()
+    ways = list(WAYS)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        ways.remove("torch")
+    print(f"3x3 stride 1, padding 1, float32, batch {args.batch}, {threads} threads; fastest ms of {args.repeats}")
+    print("forward: conv2d_relu (inference); backward: dx + dW; 'x' columns: the way's time over the default's")
+    header = f"{'C->O @ H':14} {'default':8}" + "".join(f" {w + ' f/b':>15}" for w in WAYS)
+    header += "".join(f" {'x ' + w:>13}" for w in WAYS)
+    print(header)
+    print("-" * len(header))
+    rng = np.random.default_rng(0)
+    for C, O, H in SHAPES:
+        x = rng.standard_normal((args.batch, C, H, H)).astype(np.float32)
+        w = (rng.standard_normal((O, C, 3, 3)) / np.sqrt(9 * C)).astype(np.float32)
+        b = rng.standard_normal(O).astype(np.float32)
+        fwd: dict[str, float] = {}
+        bwd: dict[str, float] = {}
+        for group in (["torch"] if "torch" in ways else [], [w for w in ways if w != "torch"]):
+            fns = {name: steps(be, name, x, w, b) for name in group}
+            fwd.update(fastest_ms({k: f for k, (f, _) in fns.items()}, 1, args.repeats))
+            bwd.update(fastest_ms({k: g for k, (_, g) in fns.items()}, 1, args.repeats))
+            time.sleep(0.5)
+        default = default_way(be, args.batch, C, O, H)
+        row = f"{f'{C}->{O} @ {H}':14} {default:8}"
+        for name in WAYS:
+            cell = f"{fwd[name]:7.2f}/{bwd[name]:<7.2f}" if name in fwd else f"{'nan':>7}/{'nan':<7}"
+            row += f" {cell:>15}"
+        for name in WAYS:
+            cell = f"{fwd[name] / fwd[default]:5.2f}/{bwd[name] / bwd[default]:<5.2f}" if name in fwd else "nan/nan"
+            row += f" {cell:>13}"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
