@@ -5,17 +5,17 @@ Usage (from a checkout)::
     python benchmarks/bench_winograd.py                   # batch 128, float32, all cores
     python benchmarks/bench_winograd.py --threads 2 --repeats 9
 
-For each shape (C -> O channels at H x H, padding 1, with bias) it times ``F.conv2d_relu_forward`` (what a folded
-Conv+BN+ReLU runs in inference) and ``F.conv2d_backward`` (dx and dW) four ways: Winograd's F(2x2, 3x3)
-(``backend.winograd_tile = 2``), F(4x4, 3x3) whatever the channels (its thresholds of
-``minidl/backend/_numba_winograd_conv.py`` lowered; dW is F(2x2, 3x3)'s either way), im2row + GEMM
-(``backend.winograd = False``), and PyTorch's ``conv2d`` + ``relu`` forward and autograd backward on the same number
-of threads. minidl's three ways take turns within every repeat, so a slow minute of a shared machine slows all of
-them; PyTorch runs its repeats before them, then the script waits half a second (PyTorch's OpenMP threads keep
-spinning for a while after a call and would slow whatever runs next). Each figure is the fastest of ``--repeats``
-after one untimed run. The last columns divide each way's time by what the
-backend runs by default for that shape (named in the ``default`` column; above 1: the default is faster). These are
-the measurements behind the thresholds in ``_numba_winograd_conv.py``, to be taken on each CPU.
+For each shape (C -> O channels at H x H, padding 1, with bias; ``SHAPES``: every 3 x 3 stride-1 convolution of the
+zoo with 16 or more input channels) it times ``F.conv2d_relu_forward`` (what a folded Conv+BN+ReLU runs in
+inference) and ``F.conv2d_backward`` (dx and dW) four ways: Winograd's F(2x2, 3x3) (``backend.winograd_tile = 2``),
+F(4x4, 3x3) whatever the shape (the thresholds of ``minidl/backend/_numba_winograd_conv.py`` lowered; dW is
+F(2x2, 3x3)'s either way), im2row + GEMM (``backend.winograd = False``), and PyTorch's ``conv2d`` + ``relu`` forward
+(without autograd) and autograd backward on the same number of threads. minidl's three ways take turns within every
+repeat, so a slow minute of a shared machine slows all of them; PyTorch runs its repeats before them, then the
+script waits half a second (PyTorch's OpenMP threads keep spinning for a while after a call and would slow whatever
+runs next). Each figure is the fastest of ``--repeats`` after one untimed run. The last columns divide each way's
+time by what the backend runs by default for that shape (named in the ``default`` column; above 1: the default is
+faster). These are the measurements behind the thresholds in ``_numba_winograd_conv.py``, to be taken on each CPU.
 """
 
 from __future__ import annotations
@@ -33,18 +33,24 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fastest_ms  # noqa: E402
+from _common import fastest_ms, positive_int  # noqa: E402
 
-# (C, O, H): the CIFAR ResNets' three stages, cifar_cnn's and VGG's wider layers
-SHAPES = [(16, 16, 32), (32, 32, 16), (64, 64, 8), (32, 32, 32), (64, 64, 16), (128, 128, 8), (256, 256, 8)]
+# (C, O, H): every 3 x 3 stride-1 convolution of the zoo with 16 or more input channels (H x H in and out, padding
+# 1), by model: the CIFAR ResNets, cifar_cnn, airbench94, vgg11_bn (the 3-channel first layers run the direct kernel)
+SHAPES = [
+    (16, 16, 32), (32, 32, 16), (64, 64, 8),
+    (32, 32, 32), (32, 64, 16), (64, 64, 16), (64, 128, 8),
+    (24, 64, 31), (64, 64, 15), (64, 256, 15), (256, 256, 7), (256, 256, 3),
+    (64, 128, 16), (128, 256, 8), (256, 256, 8), (256, 512, 4), (512, 512, 4), (512, 512, 2),
+]  # fmt: skip
 WAYS = ("F(2x2)", "F(4x4)", "im2row", "torch")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=128, help="Default: 128")
-    parser.add_argument("--threads", type=int, default=None, help="MINIDL_NUM_THREADS and torch threads")
-    parser.add_argument("--repeats", type=int, default=7, help="Default: 7")
+    parser.add_argument("--batch", type=positive_int, default=128, help="Default: 128")
+    parser.add_argument("--threads", type=positive_int, default=None, help="MINIDL_NUM_THREADS and torch threads")
+    parser.add_argument("--repeats", type=positive_int, default=7, help="Default: 7")
     return parser.parse_args(argv)
 
 
@@ -53,15 +59,19 @@ def way(be: Any, name: str) -> Iterator[None]:
     """The Numba backend set to run 3 x 3 stride-1 convolutions the way ``name`` (``WAYS``, not torch)."""
     from minidl.backend import _numba_winograd_conv as wc
 
-    saved = be.winograd, be.winograd_tile, wc._WINOGRAD4_MIN_CHANNELS, wc._WINOGRAD4_MIN_TILES
+    thresholds = ("_WINOGRAD4_MIN_CHANNELS", "_WINOGRAD4_MIN_SIZE", "_WINOGRAD4_MIN_TILES")
+    saved = be.winograd, be.winograd_tile, [getattr(wc, t) for t in thresholds]
     be.winograd = name != "im2row"
     be.winograd_tile = 4 if name == "F(4x4)" else 2
     if name == "F(4x4)":
-        wc._WINOGRAD4_MIN_CHANNELS, wc._WINOGRAD4_MIN_TILES = 1, 1
+        for t in thresholds:
+            setattr(wc, t, 1)
     try:
         yield
     finally:
-        be.winograd, be.winograd_tile, wc._WINOGRAD4_MIN_CHANNELS, wc._WINOGRAD4_MIN_TILES = saved
+        be.winograd, be.winograd_tile = saved[0], saved[1]
+        for t, value in zip(thresholds, saved[2], strict=True):
+            setattr(wc, t, value)
 
 
 def default_way(be: Any, N: int, C: int, O: int, H: int) -> str:
@@ -78,9 +88,12 @@ def steps(be: Any, name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tu
         tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
         out = torch.nn.functional.conv2d(tx, tw, tb, 1, 1)
         dout = torch.ones_like(out)
-        with torch.no_grad():
-            forward = lambda: torch.relu(torch.nn.functional.conv2d(tx, tw, tb, 1, 1))  # noqa: E731
-        return forward, lambda: torch.autograd.grad(out, (tx, tw, tb), dout, retain_graph=True)
+
+        def inference() -> Any:
+            with torch.no_grad():
+                return torch.relu(torch.nn.functional.conv2d(tx, tw, tb, 1, 1))
+
+        return inference, lambda: torch.autograd.grad(out, (tx, tw, tb), dout, retain_graph=True)
     from minidl.nn import functional as F
 
     def forward() -> Any:

@@ -2,15 +2,17 @@
 
 Usage::
 
-    python benchmarks/merge_records.py OUT.json r/airbench94.json r/resnet20.json ... [--note TEXT] [--commit SHA]
+    python benchmarks/merge_records.py OUT.json r/airbench94.json r/resnet20.json ... [--note TEXT] [--force]
 
 For a machine with many cores, where each model ran in its own process pinned to its own cores (say
 ``taskset -c 0,1 python benchmarks/bench_train.py --models resnet20 --threads 2 --rounds 3 --json r/resnet20.json``,
 the next model on cores 2,3, and so on, all at once): one record of the whole zoo, which ``compare_bench.py`` reads
-like any other. The inputs must come from the same CPU, thread count and versions (else the merge is refused, naming
-the field that differs); each model must appear in one input only. The merged record keeps the first input's
-machine, with the models' load averages from the earliest start and the latest end, ``args.models`` listing every
-model, and ``note`` (say, how the models shared the machine).
+like any other. The inputs must come from the same CPU, versions and run settings (frameworks, threads, batch,
+warm-up, rounds, fusion), else the merge is refused, naming the field that differs; each model must appear in one
+input only. The merged record keeps the first input's machine with the lowest 1-minute load average of the starts
+and the highest of the ends, ``args.models`` listing every model, ``args.repeats`` per model (``{model: repeats}``:
+the inputs may time different numbers of steps) and ``note`` (say, how the models shared the machine). OUT must not
+be one of the inputs, and an existing OUT is only replaced with ``--force``.
 """
 
 from __future__ import annotations
@@ -24,18 +26,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import RecordError, load_record, write_record  # noqa: E402
 
 SAME = ("cpu", "avx512f", "threads", "python", "numpy", "numba", "torch", "minidl_commit", "minidl_dirty")
+SAME_ARGS = ("frameworks", "threads", "batch", "warmup", "numpy_repeats", "rounds", "no_fuse")
 
 
 def merge(records: list[dict[str, Any]], names: list[str], note: str | None) -> dict[str, Any]:
     """The merged record (see the module docstring); ``names`` name the inputs in error messages."""
+    try:
+        return _merge(records, names, note)
+    except KeyError as exc:  # load_record checks the format, not every field a merge reads
+        name = next((n for n, r in zip(names, records, strict=True) if not _complete(r)), names[0])
+        raise RecordError(f"{name}: an incomplete bench_train.py record (no {exc.args[0]!r} field)") from None
+
+
+def _complete(record: dict[str, Any]) -> bool:
+    machine, args = record.get("machine", {}), record.get("args", {})
+    return (
+        all(k in record for k in ("args", "batches", "forward_flops_per_image", "created"))
+        and "loadavg_start" in machine
+        and all(k in args for k in ("models", "repeats"))
+    )
+
+
+def _merge(records: list[dict[str, Any]], names: list[str], note: str | None) -> dict[str, Any]:
     first = records[0]
     for name, record in zip(names[1:], records[1:], strict=True):
-        for field in SAME:
-            if record["machine"].get(field) != first["machine"].get(field):
-                raise RecordError(
-                    f"{name}: machine {field} is {record['machine'].get(field)!r}, but {names[0]} has "
-                    f"{first['machine'].get(field)!r}: only records of one machine and one set of versions merge"
-                )
+        for where, fields in (("machine", SAME), ("args", SAME_ARGS)):
+            for field in fields:
+                if record[where].get(field) != first[where].get(field):
+                    raise RecordError(
+                        f"{name}: {where} {field} is {record[where].get(field)!r}, but {names[0]} has "
+                        f"{first[where].get(field)!r}: only records of one machine, one set of versions and one "
+                        "run setting merge"
+                    )
     owner: dict[str, str] = {}
     for name, record in zip(names, records, strict=True):
         for model in record["args"]["models"]:
@@ -45,6 +67,8 @@ def merge(records: list[dict[str, Any]], names: list[str], note: str | None) -> 
     merged = dict(first, machine=dict(first["machine"]), args=dict(first["args"]))
     merged["created"] = max(r["created"] for r in records)
     merged["args"]["models"] = [m for r in records for m in r["args"]["models"]]
+    merged["args"]["repeats"] = {m: r["args"]["repeats"] for r in records for m in r["args"]["models"]}
+    merged["args"]["json"], merged["args"]["record"] = None, False
     for key in ("batches", "forward_flops_per_image"):
         merged[key] = {k: v for r in records for k, v in r[key].items()}
     merged["results"] = [x for r in records for x in r["results"]]
@@ -62,8 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="the merged record to write")
     parser.add_argument("inputs", type=Path, nargs="+", help="bench_train.py records, one or more models each")
     parser.add_argument("--note", default=None, help="how the runs shared the machine, kept as the record's note")
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
     try:
+        if any(args.out.resolve() == p.resolve() for p in args.inputs):
+            raise RecordError(f"{args.out}: the output is also an input; name a new file first (OUT INPUT...)")
+        if args.out.exists() and not args.force:
+            raise RecordError(f"{args.out}: exists; add --force to replace it (the usage is OUT INPUT...)")
         records = [load_record(p) for p in args.inputs]
         merged = merge(records, [str(p) for p in args.inputs], args.note)
     except RecordError as exc:

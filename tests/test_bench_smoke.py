@@ -150,16 +150,35 @@ def test_merge_records_makes_one_record_of_models_run_side_by_side(record_path, 
     assert record["args"]["models"] == ["resnet20", "vgg11_bn"] and record["note"] == "two cores each"
     assert {r["model"] for r in record["results"]} == {r["model"] for r in record["ratios"]} == {"resnet20", "vgg11_bn"}
     assert len(record["ratios"]) == 2 * len(real["ratios"]) and set(record["batches"]) == {"resnet20", "vgg11_bn"}
+    assert record["args"]["repeats"] == {"resnet20": real["args"]["repeats"], "vgg11_bn": real["args"]["repeats"]}
     assert _run("compare_bench.py", str(merged), str(merged), "--fail-on-regression").returncode == 0
-    # a model in two inputs, and inputs from two CPUs, are refused with the field named
-    proc = _run("merge_records.py", str(tmp_path / "x.json"), str(a), str(a))
+    # refused, naming what is wrong: a model in two inputs, inputs from two CPUs or of two run settings, an
+    # incomplete record, the output among the inputs, an existing output without --force
+    out = tmp_path / "x.json"
+    proc = _run("merge_records.py", str(out), str(a), str(a))
     assert proc.returncode == 2 and "model 'resnet20' is also in" in proc.stderr
-    other = _as_model(real, "vgg11_bn")
-    other["machine"]["cpu"] = "Another CPU"
-    b.write_text(json.dumps(other))
-    proc = _run("merge_records.py", str(tmp_path / "x.json"), str(a), str(b))
-    assert proc.returncode == 2 and "machine cpu is 'Another CPU'" in proc.stderr
-    assert not (tmp_path / "x.json").exists()
+    for where, field, value, message in [
+        ("machine", "cpu", "Another CPU", "machine cpu is 'Another CPU'"),
+        ("args", "rounds", 7, "args rounds is 7"),
+    ]:
+        other = _as_model(real, "vgg11_bn")
+        other[where][field] = value
+        b.write_text(json.dumps(other))
+        proc = _run("merge_records.py", str(out), str(a), str(b))
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    incomplete = _as_model(real, "vgg11_bn")
+    del incomplete["batches"]
+    b.write_text(json.dumps(incomplete))
+    proc = _run("merge_records.py", str(out), str(a), str(b))
+    assert proc.returncode == 2 and f"{b}: an incomplete bench_train.py record (no 'batches' field)" in proc.stderr
+    assert not out.exists()
+    proc = _run("merge_records.py", str(a), str(a), str(b))
+    assert proc.returncode == 2 and "the output is also an input" in proc.stderr
+    before = merged.read_text()
+    b.write_text(json.dumps(_as_model(real, "vgg11_bn")))
+    proc = _run("merge_records.py", str(merged), str(a), str(b))
+    assert proc.returncode == 2 and "exists; add --force" in proc.stderr and merged.read_text() == before
+    assert _run("merge_records.py", str(merged), str(a), str(b), "--force").returncode == 0
 
 
 def test_ratios_per_round_and_summarized():

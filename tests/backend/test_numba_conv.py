@@ -251,11 +251,13 @@ def test_batch_wide_winograd_matches_the_chunked_one_and_the_reference(monkeypat
         ((32, 64, 8, 8), (64, 64, 3, 3), 1),
         ((11, 64, 13, 11), (72, 64, 3, 3), 1),
         ((16, 80, 10, 12), (64, 80, 3, 3), (0, 2)),
+        ((33, 17, 11, 9), (17, 17, 3, 3), (0, 2)),
+        ((32, 24, 15, 15), (32, 24, 3, 3), 1),
     ],
-    ids=["8x8", "odd", "uneven-padding"],
+    ids=["8x8", "odd", "uneven-padding", "17-channels-odd", "24-to-32-channels"],
 )
 def test_winograd_4x4_tiles_match_the_reference(x_shape, w_shape, padding, dtype):
-    # F(4x4, 3x3) (_numba_winograd4.py) for 64+ channels and outputs of 7 x 7 or more: the forward, and dx (itself
+    # F(4x4, 3x3) (_numba_winograd4.py) for 16+ channels and outputs of 7 x 7 or more: the forward, and dx (itself
     # such a convolution), within the reference's tolerances; tiles sticking out of an odd output are cut
     be = fast_be()
     PH, PW = (padding, padding) if isinstance(padding, int) else padding

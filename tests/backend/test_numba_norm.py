@@ -104,7 +104,9 @@ U32 = 2.0**-24  # float32's unit roundoff
 
 
 def float32_error_bound(case, dout):
-    """(the float64 result of ``case``'s float32 inputs, its float32 error bound) for a per-row norm, by result name.
+    """(the float64 result of ``case``'s float32 inputs, its float32 error bound) for a per-row norm, by result name:
+    the error a float32 kernel that sums in float64 (as the Numba kernels do) can have; a kernel summing the mean in
+    float32, like the reference, can exceed it.
 
     The float64 result is the reference pair's on the inputs (and ``dout``) cast to float64: exact up to ~1e-16.
     A float32 kernel can only hold a row's mean mu in float32, off by up to u |mu| (u = 2^-24), which shifts every
