@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         b = rng.standard_normal(O).astype(np.float32)
         fwd: dict[str, float] = {}
         bwd: dict[str, float] = {}
-        for group in (["torch"] if "torch" in ways else [], [w for w in ways if w != "torch"]):
+        for group in (["torch"] if "torch" in ways else [], [other for other in ways if other != "torch"]):
             fns = {name: steps(be, name, x, w, b) for name in group}
             fwd.update(fastest_ms({k: f for k, (f, _) in fns.items()}, 1, args.repeats))
             bwd.update(fastest_ms({k: g for k, (_, g) in fns.items()}, 1, args.repeats))

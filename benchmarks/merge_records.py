@@ -29,22 +29,20 @@ SAME = ("cpu", "avx512f", "threads", "python", "numpy", "numba", "torch", "minid
 SAME_ARGS = ("frameworks", "threads", "batch", "warmup", "numpy_repeats", "rounds", "no_fuse")
 
 
+# what a merge reads beyond what load_record checks: (where, field), where "" is the record itself
+READ = (
+    ("", "args"), ("", "batches"), ("", "forward_flops_per_image"), ("", "created"),
+    ("machine", "loadavg_start"), ("machine", "loadavg_end"), ("args", "models"), ("args", "repeats"),
+)  # fmt: skip
+
+
 def merge(records: list[dict[str, Any]], names: list[str], note: str | None) -> dict[str, Any]:
     """The merged record (see the module docstring); ``names`` name the inputs in error messages."""
-    try:
-        return _merge(records, names, note)
-    except KeyError as exc:  # load_record checks the format, not every field a merge reads
-        name = next((n for n, r in zip(names, records, strict=True) if not _complete(r)), names[0])
-        raise RecordError(f"{name}: an incomplete bench_train.py record (no {exc.args[0]!r} field)") from None
-
-
-def _complete(record: dict[str, Any]) -> bool:
-    machine, args = record.get("machine", {}), record.get("args", {})
-    return (
-        all(k in record for k in ("args", "batches", "forward_flops_per_image", "created"))
-        and "loadavg_start" in machine
-        and all(k in args for k in ("models", "repeats"))
-    )
+    for name, record in zip(names, records, strict=True):
+        for where, field in READ:
+            if field not in (record.get(where, {}) if where else record):
+                raise RecordError(f"{name}: an incomplete bench_train.py record (no {field!r} field)")
+    return _merge(records, names, note)
 
 
 def _merge(records: list[dict[str, Any]], names: list[str], note: str | None) -> dict[str, Any]:
@@ -75,7 +73,7 @@ def _merge(records: list[dict[str, Any]], names: list[str], note: str | None) ->
     merged["ratios"] = [x for r in records for x in r["ratios"]]
     machines = [r["machine"] for r in records]
     merged["machine"]["loadavg_start"] = min((m["loadavg_start"] for m in machines), key=lambda v: v[0])
-    merged["machine"]["loadavg_end"] = max((m.get("loadavg_end", [0.0]) for m in machines), key=lambda v: v[0])
+    merged["machine"]["loadavg_end"] = max((m["loadavg_end"] for m in machines), key=lambda v: v[0])
     if note:
         merged["note"] = note
     return merged
