@@ -125,22 +125,20 @@ def input_tiles(x, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
                     t[o + _u(18) * L + k] = b3
                     t[o + _u(24) * L + k] = b4
                     t[o + _u(30) * L + k] = b5
-            # pass 2, (.) B: per row i of t, its 6 columns combined into planes 6 i .. 6 i + 5 of V
+            # pass 2, (.) B: per row i of t, its 6 columns combined into planes 6 i .. 6 i + 5 of V, one loop per
+            # plane m (each computes the whole B^T column and keeps value m; LLVM drops the other five). With the six
+            # planes written in one loop, as pass 1 writes t, LLVM left the loop scalar: 2.6x slower (7 images of
+            # 16 x 32 x 32: 126 against 49 us on one thread, AMD Zen 4; the same 2.5x at 32 and 64 channels)
             dst = _u(((n - first) * TH + th) * TW * C)
             for i in range(6):
                 s = _u(6 * i) * L
-                v = _u(6 * i) * P + dst
-                for k in range(L):
-                    b0, b1, b2, b3, b4, b5 = _bt(
-                        t[s + k], t[s + L + k], t[s + _u(2) * L + k], t[s + _u(3) * L + k], t[s + _u(4) * L + k],
-                        t[s + _u(5) * L + k], k2, k4, k5,
-                    )  # fmt: skip
-                    V[v + k] = b0
-                    V[v + P + k] = b1
-                    V[v + _u(2) * P + k] = b2
-                    V[v + _u(3) * P + k] = b3
-                    V[v + _u(4) * P + k] = b4
-                    V[v + _u(5) * P + k] = b5
+                for m in range(6):
+                    v = _u(6 * i + m) * P + dst
+                    for k in range(L):
+                        V[v + k] = _bt(
+                            t[s + k], t[s + L + k], t[s + _u(2) * L + k], t[s + _u(3) * L + k], t[s + _u(4) * L + k],
+                            t[s + _u(5) * L + k], k2, k4, k5,
+                        )[m]  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
