@@ -14,7 +14,8 @@ tile needs a 6 x 6 input tile ``d`` (Lavin and Gray 2016, interpolation points 0
 
 36 multiplications give 16 outputs, 2.25 per output (F(2x2, 3x3): 4; direct: 9). Summed over the input channels
 these are 36 GEMMs M_xi = V_xi U_xi, (tiles, C) @ (C, O), with 1.78x fewer multiplications than F(2x2, 3x3)'s 16
-and 1.78x fewer values in V and M per output pixel (the transforms are memory-bound: they get cheaper too).
+and 1.78x fewer values in V and M per output pixel (the transforms are memory-bound: they get cheaper too). The weight
+gradient runs the adjoint transforms (the last section), as F(2x2, 3x3)'s does.
 
 Accuracy: the transforms multiply by up to 8 and 1/24, so roundings grow more than in F(2x2, 3x3): for float32
 2e-6 to 8e-6 relative to the largest output on 64-channel layers (F(2x2, 3x3): 2e-7 to 5e-7), float64 about 1e-14
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from minidl.backend._numba_kernels import _clamp, _u
+from minidl.backend._numba_kernels import _clamp, _u, _zero
 from minidl.backend._numba_winograd import padded_image
 
 
@@ -193,3 +194,117 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
                     for ow in range(OW):
                         v = t[y + _u((4 * i + ow % 4) * TW * O + (ow // 4) * O + o)] + b
                         of[row + _u(ow)] = _clamp(v, zero, relu_max) if relu else v
+
+
+# ---------------------------------------------------------------------------------------------------- weight gradient
+# The adjoint of the forward above, as in ``_numba_winograd.py``'s last section. The forward is, per tile and output
+# channel, Y = A^T m A with m_xi = sum_c V_xi,c U_xi,c (the GEMMs M_xi = V_xi U_xi) and U = G g G^T per filter. Each
+# step is linear, so its adjoint is its transpose:
+#
+# * Y = A^T m A, i.e. Y_ij = sum_rl A^T_ir m_rl A_lj: dL/dm_rl = sum_ij A^T_ir dY_ij A_lj = (A dY A^T)_rl, so
+#   dm = A dY A^T per tile (dY its 4 x 4 output gradient; zero past OH or OW, where the forward cut the tile);
+# * M_xi = V_xi U_xi: dU_xi = V_xi^T dM_xi, a GEMM per position xi summed over all tiles of the batch;
+# * U = G g G^T: dg = G^T dU G per filter (G^T is 3 x 6).
+#
+# 36 GEMMs of (C, tiles) @ (tiles, O) on 2.25 values of V and dM per output pixel, against F(2x2, 3x3)'s 16 on 4.
+@njit(inline="always")
+def _a(y0, y1, y2, y3, k2, k4):
+    """A y for a column y of 4 values (6 values; A's rows are the columns of A^T above):
+    (y0, y0 + y1 + y2 + y3, y0 - y1 + y2 - y3, y0 + 2 y1 + 4 y2 + 8 y3, y0 - 2 y1 + 4 y2 - 8 y3, y3), the sums
+    shared; k2, k4 = 2, 4 in y's dtype."""
+    e, f = y0 + y2, y1 + y3
+    e4, f4 = y0 + k4 * y2, k2 * (y1 + k4 * y3)
+    return y0, e + f, e - f, e4 + f4, e4 - f4, y3
+
+
+@njit(cache=True, nogil=True)
+def output_gradient_tiles(dout, n0, n1, first, TH, TW, t, dM, plane):
+    """dM[(6 i + j) plane + tile O + o] = (A dY A^T)[i, j] for every output tile = ((n - first) TH + th) TW + tw of
+    images n in [n0, n1) of dout (N, O, OH, OW) (numbered as in :func:`input_tiles`) and channel o, dY its 4 x 4
+    gradient dout[n, o, 4 th + (0..3), 4 tw + (0..3)] (zero past OH or OW), A = (A^T)^T (6 x 4).
+
+    ``t`` is scratch for one tile row (as :func:`output_tiles`'s, backwards): its 4 rows of dout from 24 TW O on
+    (16 TW O values, y[i, j, tw O + o] = dY[i, j] of tile tw), then A dY at the start (24 TW O values)."""
+    O, OH, OW = dout.shape[1], dout.shape[2], dout.shape[3]
+    L = _u(TW * O)
+    P = _u(plane)
+    df = dout.reshape(-1)
+    k2, k4 = t.dtype.type(2), t.dtype.type(4)
+    y = _u(24) * L  # where the rows of dout start in t
+    for n in range(n0, n1):
+        for th in range(TH):
+            rows = min(4, OH - 4 * th)
+            if rows < 4 or OW % 4 != 0:  # a tile sticking out: its missing rows and columns are zero
+                _zero(t, y, _u(16) * L)
+            for i in range(rows):  # dout[n, o, 4 th + i, 4 tw + j] -> y[i, j, tw O + o]
+                for o in range(O):
+                    src = _u(((n * O + o) * OH + 4 * th + i) * OW)
+                    for ow in range(OW):
+                        t[y + _u((4 * i + ow % 4) * TW * O + (ow // 4) * O + o)] = df[src + _u(ow)]
+            # pass 1, A dY: per tile column j, its 4 rows combined into t[r, j] (6 runs of L)
+            for j in range(4):
+                s = y + _u(j) * L  # y[i, j] at y + (4 i + j) L
+                d = _u(j) * L  # t[r, j] at (4 r + j) L
+                for k in range(L):
+                    a0, a1, a2, a3, a4, a5 = _a(
+                        t[s + k], t[s + _u(4) * L + k], t[s + _u(8) * L + k], t[s + _u(12) * L + k], k2, k4
+                    )
+                    t[d + k] = a0
+                    t[d + _u(4) * L + k] = a1
+                    t[d + _u(8) * L + k] = a2
+                    t[d + _u(12) * L + k] = a3
+                    t[d + _u(16) * L + k] = a4
+                    t[d + _u(20) * L + k] = a5
+            # pass 2, (.) A^T: per row r of A dY, its 4 columns combined into planes 6 r .. 6 r + 5 of dM
+            dst = _u(((n - first) * TH + th) * TW * O)
+            for r in range(6):
+                s = _u(4 * r) * L
+                m = _u(6 * r) * P + dst
+                for k in range(L):
+                    a0, a1, a2, a3, a4, a5 = _a(
+                        t[s + k], t[s + L + k], t[s + _u(2) * L + k], t[s + _u(3) * L + k], k2, k4
+                    )
+                    dM[m + k] = a0
+                    dM[m + P + k] = a1
+                    dM[m + _u(2) * P + k] = a2
+                    dM[m + _u(3) * P + k] = a3
+                    dM[m + _u(4) * P + k] = a4
+                    dM[m + _u(5) * P + k] = a5
+
+
+@njit(inline="always")
+def _gt(u0, u1, u2, u3, u4, u5):
+    """G^T u for a column u of 6 values (3 values; G's columns above as rows): (u0 / 4 - (u1 + u2) / 6 +
+    (u3 + u4) / 24, (u2 - u1) / 6 + (u3 - u4) / 12, (u3 + u4 - u1 - u2) / 6 + u5), in float64 as :func:`_g`."""
+    u0, u1, u2, u3, u4, u5 = u0 + 0.0, u1 + 0.0, u2 + 0.0, u3 + 0.0, u4 + 0.0, u5 + 0.0  # float64
+    s, d, e, f = u1 + u2, u2 - u1, u3 + u4, u3 - u4
+    return u0 * 0.25 - s * _SIXTH + e * _TWENTYFOURTH, d * _SIXTH + f * _TWELFTH, (e - s) * _SIXTH + u5
+
+
+@njit(inline="always")
+def _gt_column(dU, P, u, j):
+    """G^T u for column j of the tile u[i, j] = dU[(6 i + j) P + u]."""
+    s = _u(j) * P + u
+    return _gt(dU[s], dU[s + _u(6) * P], dU[s + _u(12) * P], dU[s + _u(18) * P], dU[s + _u(24) * P], dU[s + _u(30) * P])
+
+
+@njit(cache=True, nogil=True)
+def weight_gradient(dU, plane, c0, c1, dW):
+    """dW[o, c] = G^T u G for input channels [c0, c1), u the 6 x 6 tile u[i, j] = dU[(6 i + j) plane + c O + o]
+    (36 (C, O) planes, ``plane`` values apart, as :func:`transform_weight` writes U): its adjoint. Computed in float64
+    (as :func:`transform_weight`), then stored in dW's dtype; the loop over o is the inner one (contiguous in every
+    plane)."""
+    O, C = dW.shape[0], dW.shape[1]
+    P = _u(plane)
+    df = dW.reshape(-1)
+    for c in range(c0, c1):
+        for o in range(O):
+            u = _u(c * O + o)
+            # G^T u, column by column: q_j = column j of the 3 x 6 result
+            q0, q1, q2 = _gt_column(dU, P, u, 0), _gt_column(dU, P, u, 1), _gt_column(dU, P, u, 2)
+            q3, q4, q5 = _gt_column(dU, P, u, 3), _gt_column(dU, P, u, 4), _gt_column(dU, P, u, 5)
+            d = _u(9 * (o * C + c))  # dW[o, c]
+            for i in range(3):  # then (.) G: row i of G^T u through G^T
+                r = _gt(q0[i], q1[i], q2[i], q3[i], q4[i], q5[i])
+                for j in range(3):
+                    df[d + _u(3 * i + j)] = r[j]

@@ -9,7 +9,8 @@ stride-1 convolutions with 8 or more channels in and out (see ``_numba_conv.py``
 * **batch-wide** (:meth:`WinogradKernelsMixin._winograd_batched`: fewer than 128 tiles per chunk): the transforms
   over the whole batch, then each GEMM once over all its tiles, one task per tile position;
 * **F(4x4, 3x3)** (:meth:`WinogradKernelsMixin._winograd4_applies`: 16+ channels, outputs of 7 x 7 or more, 128+
-  tiles in the batch) for the forward and dx: 36 GEMMs per chunk. dW always uses F(2x2, 3x3)'s transforms.
+  tiles in the batch) for the forward and dx: 36 GEMMs per chunk; for dW too where it also has 48+ output channels
+  (:meth:`WinogradKernelsMixin._winograd4_dw_applies`; with fewer, F(2x2, 3x3)'s dW is as fast or faster).
 
 V, M and U (and dM, dU) are :class:`Planes`: 16 (or 36) matrices stored a little further apart than their size, so
 the transforms' many streams do not fall in the same cache sets (see :meth:`WinogradKernelsMixin._wino_planes`).
@@ -35,6 +36,7 @@ _WINOGRAD4_MIN_SIZE = 7  # F(4x4, 3x3) for outputs at least this big (see _winog
 _WINOGRAD4_MIN_CHANNELS = 16  # ... and at least this many channels in and out (see _winograd4_applies)
 _WINOGRAD4_MIN_TILES = 128  # ... and at least this many 4 x 4 tiles in the batch (measured: 32 images of 8 x 8 pay)
 _WINOGRAD4_MIN_CHUNKS = 8  # F(4x4, 3x3) chunks grow for wide layers, but leave at least this many (_winograd_tiles)
+_WINOGRAD4_DW_MIN_OUT_CHANNELS = 48  # dW as F(4x4, 3x3) for this many output channels (see _winograd4_dw_applies)
 _PLANE_PAD = 16  # values between two of the planes of a Winograd array (see _wino_planes)
 
 
@@ -131,12 +133,13 @@ class WinogradKernelsMixin:
         _threads.parallel_for(lambda worker, i: transform(weight, *blocks[i], U.flat, U.plane), len(blocks))
         return U
 
-    def _winograd_weight_from(self, dU: Any, w_shape: tuple[int, ...]) -> Any:
-        """dW (O, C, 3, 3) from dU, :meth:`_wino_planes` of (C, O) (:func:`_numba_winograd.weight_gradient`), in
-        parallel over blocks of input channels."""
+    def _winograd_weight_from(self, dU: Any, w_shape: tuple[int, ...], tile: int = 2) -> Any:
+        """dW (O, C, 3, 3) from dU, :meth:`_wino_planes` of (C, O) (``weight_gradient`` of ``_numba_winograd.py``, or
+        of ``_numba_winograd4.py`` for ``tile`` 4), in parallel over blocks of input channels."""
         dw = numpy.empty(w_shape, dtype=dU.view.dtype)
         blocks = self._channel_tasks(w_shape[1])
-        _threads.parallel_for(lambda worker, i: _wino.weight_gradient(dU.flat, dU.plane, *blocks[i], dw), len(blocks))
+        gradient = (_wino4 if tile == 4 else _wino).weight_gradient
+        _threads.parallel_for(lambda worker, i: gradient(dU.flat, dU.plane, *blocks[i], dw), len(blocks))
         return dw
 
     def _winograd_input(self, worker: int, x: Any, n0: int, n1: int, PH: int, PW: int, TH: int, TW: int) -> Planes:
@@ -230,12 +233,15 @@ class WinogradKernelsMixin:
         """dW of :meth:`_winograd_conv` (the adjoint of its U): per chunk of images, V = input tiles of x (as in the
         forward), dM = A dY A^T of the output gradient's tiles, dU += V_xi^T @ dM_xi (16 GEMMs); then
         dW = G^T dU G. Each chunk (or fixed group of chunks, for big layers) keeps its dU partial sum, added in order
-        (thread-count independent); batch-wide (see :meth:`_winograd_batched`), one GEMM per xi over all tiles."""
+        (thread-count independent, :meth:`_winograd_dU`); batch-wide (see :meth:`_winograd_batched`), one GEMM per xi
+        over all tiles. As F(4x4, 3x3) where :meth:`_winograd4_dw_applies` (:meth:`_winograd4_weight_gradient`)."""
         N, C, H, W = x.shape
         O, dtype = w_shape[0], x.dtype
         OH, OW = dout.shape[2], dout.shape[3]
-        TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
         x, dout = numpy.ascontiguousarray(x), numpy.ascontiguousarray(dout, dtype=dtype)
+        if self._winograd4_dw_applies(N, C, O, OH, OW):
+            return self._winograd4_weight_gradient(x, dout, w_shape, PH, PW)
+        TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
 
         def gradient_tiles(worker: int, dM: Any, n0: int, n1: int, first: int) -> None:
             yt = self._buffer(worker, "wino_dy", (4 * TW * O,), dtype)
@@ -248,21 +254,35 @@ class WinogradKernelsMixin:
             self._over_images(N, nb, lambda worker, n0, n1: gradient_tiles(worker, dM, n0, n1, 0))
             self._per_tile_position(V.view.transpose(0, 2, 1), dM.view, dU.view)
             return self._winograd_weight_from(dU, w_shape)
+
+        def tiles(worker: int, n0: int, n1: int) -> tuple[Planes, Planes]:
+            V = self._winograd_input(worker, x, n0, n1, PH, PW, TH, TW)
+            dM = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype)
+            gradient_tiles(worker, dM, n0, n1, n0)
+            return V, dM
+
+        self._winograd_dU(N, nb, tiles, dU)
+        return self._winograd_weight_from(dU, w_shape)
+
+    def _winograd_dU(self, N: int, nb: int, tiles: Any, dU: Planes) -> None:
+        """dU = sum over the batch's chunks of ``nb`` images of V_xi^T @ dM_xi, for each of dU's 16 or 36 planes
+        (``tiles(worker, n0, n1)`` gives a chunk's V and dM). Each chunk keeps its own partial sum, or each fixed group
+        of chunks when the partial sums would need more than _DW_BYTES; the partial sums are added in order at the
+        end, so dU does not depend on the thread count."""
+        count, C, O = dU.view.shape
+        dtype = dU.view.dtype
         chunks = _ceil_div(N, nb)
-        # one dU partial sum per chunk, or per fixed group of chunks when they would need more than _DW_BYTES
-        groups = self._split(chunks, max(1, min(chunks, _DW_BYTES // (16 * C * O * x.itemsize))))
-        dU_parts = numpy.zeros((max(len(groups), 1), 16, C, O), dtype=dtype)
+        groups = self._split(chunks, max(1, min(chunks, _DW_BYTES // (count * C * O * dtype.itemsize))))
+        dU_parts = numpy.zeros((max(len(groups), 1), count, C, O), dtype=dtype)
 
         def body(worker: int, group: int) -> None:
             for chunk in range(*groups[group]):
                 n0, n1 = chunk * nb, min(N, (chunk + 1) * nb)
-                V = self._winograd_input(worker, x, n0, n1, PH, PW, TH, TW)
-                dM = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype)
-                gradient_tiles(worker, dM, n0, n1, n0)
+                V, dM = tiles(worker, n0, n1)
                 if chunk == groups[group][0]:
                     numpy.matmul(V.view.transpose(0, 2, 1), dM.view, out=dU_parts[group])
                 else:
-                    part = self._buffer(worker, "wino_du", (16, C, O), dtype)
+                    part = self._buffer(worker, "wino_du", (count, C, O), dtype)
                     numpy.matmul(V.view.transpose(0, 2, 1), dM.view, out=part)
                     dU_parts[group] += part
 
@@ -271,7 +291,6 @@ class WinogradKernelsMixin:
         numpy.copyto(total, dU_parts[0])
         for part in dU_parts[1:]:
             total += part
-        return self._winograd_weight_from(dU, w_shape)
 
     # ------------------------------------------------------------------ F(4x4, 3x3) (see _numba_winograd4.py)
     def _winograd4_applies(self, N: int, C: int, O: int, OH: int, OW: int) -> bool:
@@ -293,6 +312,19 @@ class WinogradKernelsMixin:
             and tiles >= _WINOGRAD4_MIN_TILES
         )
 
+    def _winograd4_dw_applies(self, N: int, C: int, O: int, OH: int, OW: int) -> bool:
+        """Whether the weight gradient of a Winograd convolution uses 4 x 4 output tiles: where the forward does
+        (:meth:`_winograd4_applies`) and with at least _WINOGRAD4_DW_MIN_OUT_CHANNELS output channels. F(4x4, 3x3)'s
+        dM has 2.25 values per output pixel against F(2x2, 3x3)'s 4 and its 36 GEMMs 1.78x fewer multiplications,
+        but its input transform costs about twice F(2x2, 3x3)'s (its 6 x 6 tiles take multiplications where
+        F(2x2, 3x3)'s take only additions): with few output channels that outweighs the rest. Measured at batch
+        128, padding 1, 2 threads, AMD Zen 4, float32, F(2x2, 3x3) / F(4x4, 3x3) dW time (C -> O at H x H):
+        16 -> 16 at 32: 0.96, 32 -> 32 at 16 and 32: 0.97-1.00, 16 -> 32 at 16: 0.98, 64 -> 16 at 16: 0.85,
+        64 -> 32 at 16: 1.04; 48 -> 48 at 16: 1.12, 16 -> 64 at 16: 1.18, 32 -> 64 at 16: 1.19, 64 -> 64 at 8: 1.20,
+        64 -> 64 at 16: 1.31, 16 -> 128 at 8: 1.21, 64 -> 128 at 8: 1.37, 128 -> 128 at 8: 1.15, 256 -> 256 at 8:
+        1.19 (``benchmarks/bench_winograd.py`` times the whole backward). Shapes only decide."""
+        return O >= _WINOGRAD4_DW_MIN_OUT_CHANNELS and self._winograd4_applies(N, C, O, OH, OW)
+
     def _winograd4_conv(
         self, x: Any, weight: Any, b: Any, has_bias: bool, PH: int, PW: int, relu_max: float | None
     ) -> Any:  # fmt: skip
@@ -307,13 +339,46 @@ class WinogradKernelsMixin:
         relu, cap = epilogue(relu_max, dtype)
 
         def body(worker: int, n0: int, n1: int) -> None:
-            V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype, 36)
-            xt = self._buffer(worker, "wino_x", ((4 * TH + 2) * 4 * (TW + 1) * C,), dtype)
-            t = self._buffer(worker, "wino_t", (40 * TW * max(C, O),), dtype)
-            _wino4.input_tiles(x, n0, n1, n0, PH, PW, TH, TW, xt, t, V.flat, V.plane)
+            V, t = self._winograd4_input(worker, x, n0, n1, PH, PW, TH, TW, O)
             M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype, 36)
             numpy.matmul(V.view, U.view, out=M.view)
             _wino4.output_tiles(M.flat, M.plane, n0, n1, n0, TH, TW, b, has_bias, relu, cap, t, out)
 
         self._over_images(N, nb, body, self._gemm_threads())
         return out
+
+    def _winograd4_input(
+        self, worker: int, x: Any, n0: int, n1: int, PH: int, PW: int, TH: int, TW: int, O: int
+    ) -> tuple[Planes, Any]:  # fmt: skip
+        """``(V, t)``: the F(4x4, 3x3) input tiles of images [n0, n1) as :meth:`_wino_planes` of (tiles, C), in a
+        per-worker buffer, and the per-worker scratch ``t`` of the transforms (40 TW max(C, O) values: also what
+        ``output_tiles`` and ``output_gradient_tiles`` of ``_numba_winograd4.py`` need for O output channels)."""
+        C, dtype = x.shape[1], x.dtype
+        V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype, 36)
+        xt = self._buffer(worker, "wino_x", ((4 * TH + 2) * 4 * (TW + 1) * C,), dtype)
+        t = self._buffer(worker, "wino_t", (40 * TW * max(C, O),), dtype)
+        _wino4.input_tiles(x, n0, n1, n0, PH, PW, TH, TW, xt, t, V.flat, V.plane)
+        return V, t
+
+    def _winograd4_weight_gradient(self, x: Any, dout: Any, w_shape: tuple[int, ...], PH: int, PW: int) -> Any:
+        """:meth:`_winograd_weight_gradient` with F(4x4, 3x3) (x and dout C-contiguous, of one dtype): per chunk of
+        images, V = input tiles of x (as in :meth:`_winograd4_conv`), dM = A dY A^T of dout's 4 x 4 tiles,
+        dU += V_xi^T @ dM_xi (36 GEMMs, partial sums as :meth:`_winograd_dU`); then dW = G^T dU G."""
+        N, C = x.shape[0], x.shape[1]
+        O, dtype = w_shape[0], x.dtype
+        OH, OW = dout.shape[2], dout.shape[3]
+        TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize, tile=4)
+        # at least _WINOGRAD_MIN_ROWS tiles per chunk where _WINOGRAD4_MIN_CHUNKS chunks remain: each chunk's 36 GEMMs
+        # write a (36, C, O) partial sum, summed over its tiles only (64 -> 64 channels at 8 x 8, batch 128: 8 images
+        # (32 tiles) per chunk ran 2.8 ms, 16 images 2.2 ms, measured at 2 threads, AMD Zen 4)
+        nb = max(nb, min(_ceil_div(_WINOGRAD_MIN_ROWS, TH * TW), max(1, N // _WINOGRAD4_MIN_CHUNKS)))
+
+        def tiles(worker: int, n0: int, n1: int) -> tuple[Planes, Planes]:
+            V, t = self._winograd4_input(worker, x, n0, n1, PH, PW, TH, TW, O)
+            dM = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype, 36)
+            _wino4.output_gradient_tiles(dout, n0, n1, n0, TH, TW, t, dM.flat, dM.plane)
+            return V, dM
+
+        dU = self._wino_planes(None, "", C, O, dtype, 36)
+        self._winograd_dU(N, nb, tiles, dU)
+        return self._winograd_weight_from(dU, w_shape, tile=4)

@@ -2,10 +2,10 @@
 (``test_kernels.py``) does not pin down, one algorithm at a time.
 
 The compiled im2col/col2im against the NumPy primitives, chunking and row blocks, results independent of the thread
-count, Winograd's float32 accuracy and its switch, the direct 3 x 3 for few input channels, the ReLU epilogue, 1 x 1
-convolutions for every stride and batch size, and the depthwise kernel (multipliers, an uneven 'same', its
-thread-count independence and its cache). Comparisons with the reference pair use ``test_kernels.compare`` (and its
-tolerances).
+count, Winograd's float32 accuracy and its switch, F(4x4, 3x3)'s dW and when it runs, the direct 3 x 3 for few input
+channels, the ReLU epilogue, 1 x 1 convolutions for every stride and batch size, and the depthwise kernel
+(multipliers, an uneven 'same', its thread-count independence and its cache). Comparisons with the reference pair
+use ``test_kernels.compare`` (and its tolerances).
 """
 
 from __future__ import annotations
@@ -138,9 +138,20 @@ def test_im2row_backward_in_row_blocks(O):
         ((40, 8, 9, 7), (12, 8, 3, 3), 1, 1),
         ((37, 16, 32, 32), (16, 16, 3, 3), 1, 1),
         ((33, 64, 9, 13), (64, 64, 3, 3), 1, 1),
+        ((32, 256, 8, 8), (256, 256, 3, 3), 1, 1),
         ((40, 8, 12, 12), (4, 8, 1, 1), 2, 0),
     ],
-    ids=["im2row", "direct", "winograd-batch-wide", "winograd-chunks", "winograd-4x4", "pointwise"],
+    # winograd-4x4-grouped: 8 chunks whose (36, 256, 256) dU partial sums (9.4 MB each) exceed _DW_BYTES, so dW
+    # sums them in 3 fixed groups of chunks
+    ids=[
+        "im2row",
+        "direct",
+        "winograd-batch-wide",
+        "winograd-chunks",
+        "winograd-4x4",
+        "winograd-4x4-grouped",
+        "pointwise",
+    ],
 )
 def test_results_do_not_depend_on_the_thread_count(x_shape, w_shape, stride, padding):
     rng = np.random.default_rng(0)
@@ -294,6 +305,87 @@ def test_winograd_4x4_tiles_are_float32_accurate_and_can_be_turned_off():
     assert be._winograd4_applies(128, 16, 16, 32, 32)  # the CIFAR ResNets' first stage
     for args in [(32, 15, 64, 8, 8), (32, 64, 8, 8, 8), (32, 64, 64, 6, 8), (32, 64, 64, 8, 4), (31, 64, 64, 8, 8)]:
         assert not be._winograd4_applies(*args), args
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("x_shape", "O", "padding"),
+    [
+        ((9, 16, 13, 11), 16, 1),
+        ((8, 17, 10, 9), 24, 0),
+        ((7, 24, 9, 14), 17, 2),
+        ((6, 32, 15, 15), 32, (0, 2)),
+        ((5, 64, 11, 10), 64, 1),
+    ],
+    ids=["16-channels-13x11", "17-to-24-channels-8x7", "24-to-17-channels-11x16", "32-channels-13x17", "64-channels"],
+)
+def test_winograd_4x4_weight_gradient_matches_the_float64_reference(x_shape, O, padding, dtype):
+    # F(4x4, 3x3)'s dW (_winograd4_weight_gradient: the adjoint transforms of _numba_winograd4.py) on outputs that are
+    # not multiples of 4 (the tiles sticking out are cut in the forward, zero in dY here), within a few roundings of
+    # the float64 reference's dW, relative to its largest value (measured: float32 2e-6, float64 5e-15)
+    be = fast_be()
+    N, C, H, W = x_shape
+    PH, PW = (padding, padding) if isinstance(padding, int) else padding
+    rng = np.random.default_rng(C * O)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal((O, C, 3, 3))
+    with minidl.use_backend("numpy"):
+        out, cache = F.conv2d_forward(x, w, None, 1, padding)
+        dout = rng.standard_normal(out.shape)
+        exact = F.conv2d_backward(dout, cache)[1]
+    assert out.shape[2] % 4 or out.shape[3] % 4
+    dw = be._winograd4_weight_gradient(x.astype(dtype), dout.astype(dtype), w.shape, PH, PW)
+    assert dw.dtype == dtype and dw.shape == w.shape
+    error = np.abs(dw - exact).max() / np.abs(exact).max()
+    assert error < (2e-5 if dtype == np.float32 else 1e-13), f"{x_shape} -> {O}, padding {padding}: {error:.2e}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "padding", "tile4"),
+    [
+        ((11, 17, 13, 11), (48, 17, 3, 3), 1, True),
+        ((22, 64, 10, 9), (64, 64, 3, 3), (0, 2), True),
+        ((33, 17, 11, 9), (17, 17, 3, 3), (0, 2), False),
+        ((32, 64, 8, 8), (32, 64, 3, 3), 1, False),
+    ],
+    ids=["17-to-48-channels", "64-channels-uneven-padding", "17-channels", "64-to-32-channels"],
+)
+def test_winograd_weight_gradient_takes_4x4_tiles_from_48_output_channels(
+    monkeypatch, x_shape, w_shape, padding, tile4, dtype
+):  # fmt: skip
+    # the backward of a convolution that runs as F(4x4, 3x3) takes dW as F(4x4, 3x3) too with 48+ output channels
+    # (_winograd4_dw_applies), else as F(2x2, 3x3); both within the reference's tolerances
+    from minidl.backend.numba_backend import NumbaBackend
+
+    be = fast_be()
+    PH, PW = (padding, padding) if isinstance(padding, int) else padding
+    N, C, H, W = x_shape
+    OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
+    assert be._winograd4_applies(N, C, w_shape[0], OH, OW)
+    assert be._winograd4_dw_applies(N, C, w_shape[0], OH, OW) == tile4
+    calls = []
+    original = NumbaBackend._winograd4_weight_gradient
+
+    def spy(self, x, dout, w_shape, PH, PW):
+        calls.append((x.shape, w_shape, PH, PW))
+        return original(self, x, dout, w_shape, PH, PW)
+
+    monkeypatch.setattr(NumbaBackend, "_winograd4_weight_gradient", spy)
+    compare(conv_case(x_shape, w_shape, 1, padding, "winograd", dtype=dtype, seed=N))
+    assert calls == ([(x_shape, w_shape, PH, PW)] if tile4 else [])
+
+
+def test_winograd_4x4_weight_gradient_threshold():
+    # dW takes 4 x 4 tiles where the forward does and O >= 48; winograd_tile = 2 turns it off with the forward's
+    be = fast_be()
+    assert be._winograd4_dw_applies(128, 16, 48, 16, 16) and be._winograd4_dw_applies(128, 64, 64, 8, 8)
+    for args in [(128, 64, 32, 16, 16), (128, 16, 16, 32, 32), (128, 15, 64, 16, 16), (128, 64, 64, 6, 6)]:
+        assert not be._winograd4_dw_applies(*args), args
+    be.winograd_tile = 2
+    try:
+        assert not be._winograd4_dw_applies(128, 64, 64, 8, 8)
+    finally:
+        be.winograd_tile = 4
 
 
 def test_winograd_tile_must_be_2_or_4():
