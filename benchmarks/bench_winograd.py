@@ -8,15 +8,14 @@ Usage (from a checkout)::
 For each shape (C -> O channels at H x H, padding 1, with bias; ``SHAPES``: every 3 x 3 stride-1 convolution of the zoo
 with 16 or more input channels) it times ``F.conv2d_relu_forward`` (what a folded Conv+BN+ReLU runs in inference) and
 ``F.conv2d_backward`` (dx and dW) four ways: Winograd's F(2x2, 3x3) (``backend.winograd_tile = 2``), F(4x4, 3x3)
-whatever the shape (the thresholds of ``minidl/backend/_numba_winograd_conv.py`` lowered, but for dW's own: dW is
-F(4x4, 3x3)'s from 48 output channels, F(2x2, 3x3)'s below, as by default), im2row + GEMM (``backend.winograd =
-False``), and PyTorch's ``conv2d`` + ``relu`` forward (without autograd) and autograd backward on the same number of
-threads. minidl's three ways take turns within every repeat, so a slow minute of a shared machine slows all of them;
-PyTorch runs its repeats before them, then the script waits half a second (PyTorch's OpenMP threads keep spinning for a
-while after a call and would slow whatever runs next). Each figure is the fastest of ``--repeats`` after one untimed
-run. The last columns divide each way's time by what the backend runs by default for that shape (named in the
-``default`` column; above 1: the default is faster). These are the measurements behind the thresholds in
-``_numba_winograd_conv.py``, to be taken on each CPU.
+whatever the shape (the thresholds of ``minidl/backend/_numba_winograd_conv.py`` lowered; dW as F(4x4, 3x3) too),
+im2row + GEMM (``backend.winograd = False``), and PyTorch's ``conv2d`` + ``relu`` forward (without autograd) and
+autograd backward on the same number of threads. minidl's three ways take turns within every repeat, so a slow minute
+of a shared machine slows all of them; PyTorch runs its repeats before them, then the script waits half a second
+(PyTorch's OpenMP threads keep spinning for a while after a call and would slow whatever runs next). Each figure is the
+fastest of ``--repeats`` after one untimed run. The last columns divide each way's time by what the backend runs by
+default for that shape (named in the ``default`` column; above 1: the default is faster). These are the measurements
+behind the thresholds in ``_numba_winograd_conv.py``, to be taken on each CPU.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ exists, only x is cached, and one of the algorithms below runs, chosen by shape 
   multiplications than F(2x2, 3x3)'s 16, 1.3-1.9x faster on the wide layers at batch 128, 1.04-1.26x forward and
   1.03-1.09x backward on 16 to 32 channels (``benchmarks/bench_winograd.py``). Its roundings are larger
   (float32: 2e-6 to 8e-6 of the largest output against 2e-7 to 5e-7; float64: 1e-14 against 1e-15).
-  ``backend.winograd_tile = 2`` keeps F(2x2, 3x3) only. The weight gradient is F(4x4, 3x3)'s too from 48 output
-  channels (1.1-1.4x faster than F(2x2, 3x3)'s there), F(2x2, 3x3)'s below (F(4x4, 3x3)'s was 0.85-1.04x).
+  ``backend.winograd_tile = 2`` keeps F(2x2, 3x3) only. The weight gradient is F(4x4, 3x3)'s too wherever the
+  forward is (1.08-1.21x faster than F(2x2, 3x3)'s, ``_numba_winograd_conv.py``).
 * **direct 3 x 3** (``_numba_direct.py``) for a 3 x 3 stride-1 convolution with at most 6 input channels (the RGB
   first layer): each output plane accumulated in place from a zero-padded copy of the image, two output channels per
   pass, no patch matrix and no transposed copy (1.5-2.3x faster than im2row's rows 27 values long). Its backward

@@ -80,8 +80,50 @@ def transform_weight(weight, c0, c1, U, plane):
 
 @njit(nogil=True, inline="always")
 def _column(row, col, phases, Wp, C):
-    """Where column ``col`` of padded row ``row`` starts in the scratch image of :func:`padded_image`."""
+    """Where column ``col`` of row ``row`` starts in a channels-last, phase-split scratch (:func:`row_to_scratch`)."""
     return _u(((row * phases + col % phases) * Wp + col // phases) * C)
+
+
+@njit(nogil=True, inline="always")
+def row_to_scratch(x, n, h, row, PW, phases, Wp, xt):
+    """Row h of image n of x (N, C, H, W) into row ``row`` of the flat scratch ``xt``, shifted PW columns right,
+    channels last and the columns split by phase: x[n, c, h, w] -> xt[row, col % phases, col // phases, c] with
+    col = w + PW (the layout :func:`padded_image` builds and :func:`output_gradient_tiles` reads dout in).
+
+    A transposition ((C, W) values become (W, C)), done in blocks of 4 channels x 4 columns: 16 loads (4 runs of 4
+    columns, one per channel) then 16 stores (4 runs of 4 channels, one per column), which LLVM turns into vector
+    loads, shuffles and stores. Value by value, the copy ran 1.65x slower (7 images of 16 x 32 x 32: 61 against 37 us
+    on one thread, AMD Zen 4; 1.7x at 32 and 64 channels). Channels and columns past a multiple of 4 go value by
+    value."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.reshape(-1)
+    HW = _u(H * W)
+    C4, W4 = C - C % 4, W - W % 4
+    for c in range(0, C4, 4):
+        src = _u(((n * C + c) * H + h) * W)
+        for w in range(0, W4, 4):
+            s0 = src + _u(w)
+            s1, s2, s3 = s0 + HW, s0 + _u(2) * HW, s0 + _u(3) * HW  # channels c + 1, c + 2, c + 3
+            a0, a1, a2, a3 = xf[s0], xf[s0 + _u(1)], xf[s0 + _u(2)], xf[s0 + _u(3)]
+            b0, b1, b2, b3 = xf[s1], xf[s1 + _u(1)], xf[s1 + _u(2)], xf[s1 + _u(3)]
+            c0, c1, c2, c3 = xf[s2], xf[s2 + _u(1)], xf[s2 + _u(2)], xf[s2 + _u(3)]
+            d0, d1, d2, d3 = xf[s3], xf[s3 + _u(1)], xf[s3 + _u(2)], xf[s3 + _u(3)]
+            t = _column(row, w + PW, phases, Wp, C) + _u(c)
+            xt[t], xt[t + _u(1)], xt[t + _u(2)], xt[t + _u(3)] = a0, b0, c0, d0
+            t = _column(row, w + 1 + PW, phases, Wp, C) + _u(c)
+            xt[t], xt[t + _u(1)], xt[t + _u(2)], xt[t + _u(3)] = a1, b1, c1, d1
+            t = _column(row, w + 2 + PW, phases, Wp, C) + _u(c)
+            xt[t], xt[t + _u(1)], xt[t + _u(2)], xt[t + _u(3)] = a2, b2, c2, d2
+            t = _column(row, w + 3 + PW, phases, Wp, C) + _u(c)
+            xt[t], xt[t + _u(1)], xt[t + _u(2)], xt[t + _u(3)] = a3, b3, c3, d3
+        for w in range(W4, W):  # the last W % 4 columns of these 4 channels
+            t = _column(row, w + PW, phases, Wp, C) + _u(c)
+            for k in range(4):
+                xt[t + _u(k)] = xf[src + _u(k) * HW + _u(w)]
+    for c in range(C4, C):  # the last C % 4 channels
+        src = _u(((n * C + c) * H + h) * W)
+        for w in range(W):
+            xt[_column(row, w + PW, phases, Wp, C) + _u(c)] = xf[src + _u(w)]
 
 
 @njit(nogil=True, inline="always")
@@ -89,45 +131,10 @@ def padded_image(x, n, PH, PW, phases, Hp, Wp, xt):
     """Image n of x (N, C, H, W) into the flat scratch ``xt``, zero padded (PH rows on top, PW columns on the left) to
     Hp rows and phases Wp columns, channels last, the columns split by phase: xt[row, column % phases,
     column // phases, c] (``phases`` is the tile's stride, 2 or 4: then a tile's column j of every tile along a row is
-    one run, see :func:`input_tiles`).
-
-    A transposition (each image row's (C, W) values become (W, C)), done in blocks of 4 channels x 4 columns: 16 loads
-    (4 runs of 4 columns, one per channel) then 16 stores (4 runs of 4 channels, one per column), which LLVM turns into
-    vector loads, shuffles and stores. Value by value, the copy ran 1.65x slower (7 images of 16 x 32 x 32: 61 against
-    37 us on one thread, AMD Zen 4; 1.7x at 32 and 64 channels). Channels and columns past a multiple of 4 go value by
-    value."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    xf = x.reshape(-1)
-    HW = _u(H * W)
-    C4, W4 = C - C % 4, W - W % 4
-    _zero(xt, _u(0), _u(Hp * phases * Wp * C))
-    for h in range(H):  # x[n, :, h, :] -> row h + PH of xt
-        row = h + PH
-        for c in range(0, C4, 4):
-            src = _u(((n * C + c) * H + h) * W)
-            for w in range(0, W4, 4):
-                s0 = src + _u(w)
-                s1, s2, s3 = s0 + HW, s0 + _u(2) * HW, s0 + _u(3) * HW  # channels c + 1, c + 2, c + 3
-                a0, a1, a2, a3 = xf[s0], xf[s0 + _u(1)], xf[s0 + _u(2)], xf[s0 + _u(3)]
-                b0, b1, b2, b3 = xf[s1], xf[s1 + _u(1)], xf[s1 + _u(2)], xf[s1 + _u(3)]
-                c0, c1, c2, c3 = xf[s2], xf[s2 + _u(1)], xf[s2 + _u(2)], xf[s2 + _u(3)]
-                d0, d1, d2, d3 = xf[s3], xf[s3 + _u(1)], xf[s3 + _u(2)], xf[s3 + _u(3)]
-                t = _column(row, w + PW, phases, Wp, C) + _u(c)
-                xt[t], xt[t + _u(1)], xt[t + _u(2)], xt[t + _u(3)] = a0, b0, c0, d0
-                t = _column(row, w + 1 + PW, phases, Wp, C) + _u(c)
-                xt[t], xt[t + _u(1)], xt[t + _u(2)], xt[t + _u(3)] = a1, b1, c1, d1
-                t = _column(row, w + 2 + PW, phases, Wp, C) + _u(c)
-                xt[t], xt[t + _u(1)], xt[t + _u(2)], xt[t + _u(3)] = a2, b2, c2, d2
-                t = _column(row, w + 3 + PW, phases, Wp, C) + _u(c)
-                xt[t], xt[t + _u(1)], xt[t + _u(2)], xt[t + _u(3)] = a3, b3, c3, d3
-            for w in range(W4, W):  # the last W % 4 columns of these 4 channels
-                t = _column(row, w + PW, phases, Wp, C) + _u(c)
-                for k in range(4):
-                    xt[t + _u(k)] = xf[src + _u(k) * HW + _u(w)]
-        for c in range(C4, C):  # the last C % 4 channels
-            src = _u(((n * C + c) * H + h) * W)
-            for w in range(W):
-                xt[_column(row, w + PW, phases, Wp, C) + _u(c)] = xf[src + _u(w)]
+    one run, see :func:`input_tiles`)."""
+    _zero(xt, _u(0), _u(Hp * phases * Wp * x.shape[1]))
+    for h in range(x.shape[2]):
+        row_to_scratch(x, n, h, h + PH, PW, phases, Wp, xt)
 
 
 @njit(cache=True, nogil=True)
@@ -223,17 +230,14 @@ def output_gradient_tiles(dout, n0, n1, first, TH, TW, yt, dM, plane):
 
     ``yt`` is scratch for one tile row of dout, (2, 2, TW O) values: yt[i, j, tw O + o] = dout[n, o, 2 th + i,
     2 tw + j], so each loop below runs over the TW O values of the row (vectorized)."""
-    O, OH, OW = dout.shape[1], dout.shape[2], dout.shape[3]
+    O, OH = dout.shape[1], dout.shape[2]
     L = _u(TW * O)
-    df, yf = dout.reshape(-1), yt.reshape(-1)  # dM[xi plane + t O + o]
+    yf = yt.reshape(-1)  # dM[xi plane + t O + o]
     for n in range(n0, n1):
         for th in range(TH):
             _zero(yf, _u(0), _u(4) * L)
             for i in range(min(2, OH - 2 * th)):  # dout rows 2 th + i, channels last, columns split by parity
-                for o in range(O):
-                    src = _u(((n * O + o) * OH + 2 * th + i) * OW)
-                    for ow in range(OW):
-                        yf[_u((2 * i + ow % 2) * TW * O + (ow // 2) * O + o)] = df[src + _u(ow)]
+                row_to_scratch(dout, n, 2 * th + i, i, 0, 2, TW, yf)
             dst = _u(((n - first) * TH + th) * TW * O)
             for i in range(4):
                 # row i of A dY: y0 (i = 0), y0 + y1, y0 - y1, -y1 (i = 3), each a row of 2: a y0 + b y1

@@ -35,7 +35,7 @@ from __future__ import annotations
 from numba import njit
 
 from minidl.backend._numba_kernels import _clamp, _u, _zero
-from minidl.backend._numba_winograd import padded_image
+from minidl.backend._numba_winograd import padded_image, row_to_scratch
 
 
 # The 1-D transforms. Their constants come in as arguments of the data's dtype (``k`` below): a Python int literal
@@ -228,7 +228,6 @@ def output_gradient_tiles(dout, n0, n1, first, TH, TW, t, dM, plane):
     O, OH, OW = dout.shape[1], dout.shape[2], dout.shape[3]
     L = _u(TW * O)
     P = _u(plane)
-    df = dout.reshape(-1)
     k2, k4 = t.dtype.type(2), t.dtype.type(4)
     y = _u(24) * L  # where the rows of dout start in t
     for n in range(n0, n1):
@@ -237,10 +236,7 @@ def output_gradient_tiles(dout, n0, n1, first, TH, TW, t, dM, plane):
             if rows < 4 or OW % 4 != 0:  # a tile sticking out: its missing rows and columns are zero
                 _zero(t, y, _u(16) * L)
             for i in range(rows):  # dout[n, o, 4 th + i, 4 tw + j] -> y[i, j, tw O + o]
-                for o in range(O):
-                    src = _u(((n * O + o) * OH + 4 * th + i) * OW)
-                    for ow in range(OW):
-                        t[y + _u((4 * i + ow % 4) * TW * O + (ow // 4) * O + o)] = df[src + _u(ow)]
+                row_to_scratch(dout, n, 4 * th + i, i, 0, 4, TW, t[y:])
             # pass 1, A dY: per tile column j, its 4 rows combined into t[r, j] (6 runs of L)
             for j in range(4):
                 s = y + _u(j) * L  # y[i, j] at y + (4 i + j) L

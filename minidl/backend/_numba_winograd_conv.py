@@ -9,8 +9,7 @@ stride-1 convolutions with 8 or more channels in and out (see ``_numba_conv.py``
 * **batch-wide** (:meth:`WinogradKernelsMixin._winograd_batched`: fewer than 128 tiles per chunk): the transforms
   over the whole batch, then each GEMM once over all its tiles, one task per tile position;
 * **F(4x4, 3x3)** (:meth:`WinogradKernelsMixin._winograd4_applies`: 16+ channels, outputs of 7 x 7 or more, 128+
-  tiles in the batch) for the forward and dx: 36 GEMMs per chunk; for dW too where it also has 48+ output channels
-  (:meth:`WinogradKernelsMixin._winograd4_dw_applies`; with fewer, F(2x2, 3x3)'s dW is as fast or faster).
+  tiles in the batch) for the forward, dx and dW: 36 GEMMs per chunk.
 
 V, M and U (and dM, dU) are :class:`Planes`: 16 (or 36) matrices stored a little further apart than their size, so
 the transforms' many streams do not fall in the same cache sets (see :meth:`WinogradKernelsMixin._wino_planes`).
@@ -36,7 +35,6 @@ _WINOGRAD4_MIN_SIZE = 7  # F(4x4, 3x3) for outputs at least this big (see _winog
 _WINOGRAD4_MIN_CHANNELS = 16  # ... and at least this many channels in and out (see _winograd4_applies)
 _WINOGRAD4_MIN_TILES = 128  # ... and at least this many 4 x 4 tiles in the batch (measured: 32 images of 8 x 8 pay)
 _WINOGRAD4_MIN_CHUNKS = 8  # F(4x4, 3x3) chunks grow for wide layers, but leave at least this many (_winograd_tiles)
-_WINOGRAD4_DW_MIN_OUT_CHANNELS = 48  # dW as F(4x4, 3x3) for this many output channels (see _winograd4_dw_applies)
 _PLANE_PAD = 16  # values between two of the planes of a Winograd array (see _wino_planes)
 
 
@@ -234,12 +232,12 @@ class WinogradKernelsMixin:
         forward), dM = A dY A^T of the output gradient's tiles, dU += V_xi^T @ dM_xi (16 GEMMs); then
         dW = G^T dU G. Each chunk (or fixed group of chunks, for big layers) keeps its dU partial sum, added in order
         (thread-count independent, :meth:`_winograd_dU`); batch-wide (see :meth:`_winograd_batched`), one GEMM per xi
-        over all tiles. As F(4x4, 3x3) where :meth:`_winograd4_dw_applies` (:meth:`_winograd4_weight_gradient`)."""
+        over all tiles. As F(4x4, 3x3) where :meth:`_winograd4_applies` (:meth:`_winograd4_weight_gradient`)."""
         N, C, H, W = x.shape
         O, dtype = w_shape[0], x.dtype
         OH, OW = dout.shape[2], dout.shape[3]
         x, dout = numpy.ascontiguousarray(x), numpy.ascontiguousarray(dout, dtype=dtype)
-        if self._winograd4_dw_applies(N, C, O, OH, OW):
+        if self._winograd4_applies(N, C, O, OH, OW):
             return self._winograd4_weight_gradient(x, dout, w_shape, PH, PW)
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
 
@@ -312,19 +310,6 @@ class WinogradKernelsMixin:
             and tiles >= _WINOGRAD4_MIN_TILES
         )
 
-    def _winograd4_dw_applies(self, N: int, C: int, O: int, OH: int, OW: int) -> bool:
-        """Whether the weight gradient of a Winograd convolution uses 4 x 4 output tiles: where the forward does
-        (:meth:`_winograd4_applies`) and with at least _WINOGRAD4_DW_MIN_OUT_CHANNELS output channels. F(4x4, 3x3)'s
-        dM has 2.25 values per output pixel against F(2x2, 3x3)'s 4 and its 36 GEMMs 1.78x fewer multiplications,
-        but its input transform costs about twice F(2x2, 3x3)'s (its 6 x 6 tiles take multiplications where
-        F(2x2, 3x3)'s take only additions): with few output channels that outweighs the rest. Measured at batch
-        128, padding 1, 2 threads, AMD Zen 4, float32, F(2x2, 3x3) / F(4x4, 3x3) dW time (C -> O at H x H):
-        16 -> 16 at 32: 0.96, 32 -> 32 at 16 and 32: 0.97-1.00, 16 -> 32 at 16: 0.98, 64 -> 16 at 16: 0.85,
-        64 -> 32 at 16: 1.04; 48 -> 48 at 16: 1.12, 16 -> 64 at 16: 1.18, 32 -> 64 at 16: 1.19, 64 -> 64 at 8: 1.20,
-        64 -> 64 at 16: 1.31, 16 -> 128 at 8: 1.21, 64 -> 128 at 8: 1.37, 128 -> 128 at 8: 1.15, 256 -> 256 at 8:
-        1.19 (``benchmarks/bench_winograd.py`` times the whole backward). Shapes only decide."""
-        return O >= _WINOGRAD4_DW_MIN_OUT_CHANNELS and self._winograd4_applies(N, C, O, OH, OW)
-
     def _winograd4_conv(
         self, x: Any, weight: Any, b: Any, has_bias: bool, PH: int, PW: int, relu_max: float | None
     ) -> Any:  # fmt: skip
@@ -363,7 +348,14 @@ class WinogradKernelsMixin:
     def _winograd4_weight_gradient(self, x: Any, dout: Any, w_shape: tuple[int, ...], PH: int, PW: int) -> Any:
         """:meth:`_winograd_weight_gradient` with F(4x4, 3x3) (x and dout C-contiguous, of one dtype): per chunk of
         images, V = input tiles of x (as in :meth:`_winograd4_conv`), dM = A dY A^T of dout's 4 x 4 tiles,
-        dU += V_xi^T @ dM_xi (36 GEMMs, partial sums as :meth:`_winograd_dU`); then dW = G^T dU G."""
+        dU += V_xi^T @ dM_xi (36 GEMMs, partial sums as :meth:`_winograd_dU`); then dW = G^T dU G.
+
+        It runs wherever the forward runs as F(4x4, 3x3): against F(2x2, 3x3)'s dW, 1.08-1.21x faster on all 9 shapes
+        measured (batch 128, padding 1, 2 threads, AMD Zen 4, float32; C -> O at H x H): 16 -> 16 at 32: 1.13,
+        32 -> 32 at 16: 1.08, 32 -> 32 at 32: 1.10, 16 -> 32 at 16: 1.13, 64 -> 32 at 16: 1.16, 64 -> 16 at 16: 1.16,
+        24 -> 32 at 31: 1.14, 32 -> 48 at 16: 1.13, 64 -> 64 at 8: 1.21. (With an input transform 1.2-1.4x slower,
+        as ``_numba_winograd4.input_tiles`` was before its second pass wrote one V plane per loop, F(2x2, 3x3)'s dW
+        won below 48 output channels.)"""
         N, C = x.shape[0], x.shape[1]
         O, dtype = w_shape[0], x.dtype
         OH, OW = dout.shape[2], dout.shape[3]

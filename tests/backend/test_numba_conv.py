@@ -345,24 +345,25 @@ def test_winograd_4x4_weight_gradient_matches_the_float64_reference(x_shape, O, 
     [
         ((11, 17, 13, 11), (48, 17, 3, 3), 1, True),
         ((22, 64, 10, 9), (64, 64, 3, 3), (0, 2), True),
-        ((33, 17, 11, 9), (17, 17, 3, 3), (0, 2), False),
-        ((32, 64, 8, 8), (32, 64, 3, 3), 1, False),
+        ((33, 17, 11, 9), (17, 17, 3, 3), (0, 2), True),
+        ((32, 64, 8, 8), (32, 64, 3, 3), 1, True),
+        ((40, 64, 6, 6), (64, 64, 3, 3), 1, False),
+        ((30, 12, 10, 10), (12, 12, 3, 3), 1, False),
     ],
-    ids=["17-to-48-channels", "64-channels-uneven-padding", "17-channels", "64-to-32-channels"],
+    ids=["17-to-48-channels", "64-channels-uneven-padding", "17-channels", "64-to-32-channels", "6x6", "12-channels"],
 )
-def test_winograd_weight_gradient_takes_4x4_tiles_from_48_output_channels(
+def test_winograd_weight_gradient_takes_4x4_tiles_where_the_forward_does(
     monkeypatch, x_shape, w_shape, padding, tile4, dtype
 ):  # fmt: skip
-    # the backward of a convolution that runs as F(4x4, 3x3) takes dW as F(4x4, 3x3) too with 48+ output channels
-    # (_winograd4_dw_applies), else as F(2x2, 3x3); both within the reference's tolerances
+    # the backward of a convolution that runs as F(4x4, 3x3) (_winograd4_applies) takes dW as F(4x4, 3x3) too, else
+    # as F(2x2, 3x3); both within the reference's tolerances
     from minidl.backend.numba_backend import NumbaBackend
 
     be = fast_be()
     PH, PW = (padding, padding) if isinstance(padding, int) else padding
     N, C, H, W = x_shape
     OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
-    assert be._winograd4_applies(N, C, w_shape[0], OH, OW)
-    assert be._winograd4_dw_applies(N, C, w_shape[0], OH, OW) == tile4
+    assert be._winograd4_applies(N, C, w_shape[0], OH, OW) == tile4
     calls = []
     original = NumbaBackend._winograd4_weight_gradient
 
@@ -373,19 +374,6 @@ def test_winograd_weight_gradient_takes_4x4_tiles_from_48_output_channels(
     monkeypatch.setattr(NumbaBackend, "_winograd4_weight_gradient", spy)
     compare(conv_case(x_shape, w_shape, 1, padding, "winograd", dtype=dtype, seed=N))
     assert calls == ([(x_shape, w_shape, PH, PW)] if tile4 else [])
-
-
-def test_winograd_4x4_weight_gradient_threshold():
-    # dW takes 4 x 4 tiles where the forward does and O >= 48; winograd_tile = 2 turns it off with the forward's
-    be = fast_be()
-    assert be._winograd4_dw_applies(128, 16, 48, 16, 16) and be._winograd4_dw_applies(128, 64, 64, 8, 8)
-    for args in [(128, 64, 32, 16, 16), (128, 16, 16, 32, 32), (128, 15, 64, 16, 16), (128, 64, 64, 6, 6)]:
-        assert not be._winograd4_dw_applies(*args), args
-    be.winograd_tile = 2
-    try:
-        assert not be._winograd4_dw_applies(128, 64, 64, 8, 8)
-    finally:
-        be.winograd_tile = 4
 
 
 def test_winograd_tile_must_be_2_or_4():
