@@ -54,7 +54,7 @@ from numba import njit
 
 from minidl.backend import _threads
 from minidl.backend._numba_common import _native_dtypes
-from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, _zero, bias_arguments, epilogue
+from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, _zero, bias_arguments, epilogue, transpose4
 
 # channels last (measured, see the module docstring): 32+ channels, and outputs 8 or fewer columns wide or 10+ taps
 _CHANNELS_LAST_MAX_OW = 8
@@ -129,10 +129,7 @@ def depthwise_forward_channels_last(
     zero = out.dtype.type(0)
     L = _u(C)
     for n in range(n0, n1):
-        for c in range(C):  # x[n] (C, H W) -> xt (H W, C), reading x in order (it streams from memory)
-            s = _u((n * C + c) * H * W)
-            for i in range(_u(H * W)):
-                xt[i * L + c] = xf[s + i]
+        transpose4(xf, n * C * H * W, C, H * W, xt, 0)  # x[n] (C, H W) -> xt (H W, C)
         for oh in range(OH):
             for ow in range(OW):
                 d = _u((oh * OW + ow) * C)
@@ -156,10 +153,7 @@ def depthwise_forward_channels_last(
                 if relu:
                     for c in range(L):
                         yt[d + c] = _clamp(yt[d + c], zero, relu_max)
-        for c in range(C):  # yt (OH OW, C) -> out[n] (C, OH OW), writing out in order
-            d = _u((n * C + c) * OH * OW)
-            for i in range(_u(OH * OW)):
-                of[d + i] = yt[i * L + c]
+        transpose4(yt, 0, OH * OW, C, of, n * C * OH * OW)  # yt (OH OW, C) -> out[n] (C, OH OW)
 
 
 @njit(nogil=True, inline="always")

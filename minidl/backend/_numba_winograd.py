@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from minidl.backend._numba_kernels import _clamp, _u, _zero
+from minidl.backend._numba_kernels import _clamp, _u, _zero, move4x4
 
 # the rows of B^T d as d[p] + sign d[q]: (p, q, sign) for rows 0..3
 _ROWS_BT = ((0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0))
@@ -90,32 +90,22 @@ def row_to_scratch(x, n, h, row, PW, phases, Wp, xt):
     channels last and the columns split by phase: x[n, c, h, w] -> xt[row, col % phases, col // phases, c] with
     col = w + PW (the layout :func:`padded_image` builds and :func:`output_gradient_tiles` reads dout in).
 
-    A transposition ((C, W) values become (W, C)), done in blocks of 4 channels x 4 columns: 16 loads (4 runs of 4
-    columns, one per channel) then 16 stores (4 runs of 4 channels, one per column), which LLVM turns into vector
-    loads, shuffles and stores. Value by value, the copy ran 1.65x slower (7 images of 16 x 32 x 32: 61 against 37 us
-    on one thread, AMD Zen 4; 1.7x at 32 and 64 channels). Channels and columns past a multiple of 4 go value by
-    value."""
+    A transposition ((C, W) values become (W, C)), done in blocks of 4 channels x 4 columns
+    (:func:`~minidl.backend._numba_kernels.move4x4`). Value by value, the copy ran 1.65x slower (7 images of
+    16 x 32 x 32: 61 against 37 us on one thread, AMD Zen 4; 1.7x at 32 and 64 channels). Channels and columns past a
+    multiple of 4 go value by value."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     xf = x.reshape(-1)
     HW = _u(H * W)
     C4, W4 = C - C % 4, W - W % 4
     for c in range(0, C4, 4):
         src = _u(((n * C + c) * H + h) * W)
-        for w in range(0, W4, 4):
-            s0 = src + _u(w)
-            s1, s2, s3 = s0 + HW, s0 + _u(2) * HW, s0 + _u(3) * HW  # channels c + 1, c + 2, c + 3
-            a0, a1, a2, a3 = xf[s0], xf[s0 + _u(1)], xf[s0 + _u(2)], xf[s0 + _u(3)]
-            b0, b1, b2, b3 = xf[s1], xf[s1 + _u(1)], xf[s1 + _u(2)], xf[s1 + _u(3)]
-            c0, c1, c2, c3 = xf[s2], xf[s2 + _u(1)], xf[s2 + _u(2)], xf[s2 + _u(3)]
-            d0, d1, d2, d3 = xf[s3], xf[s3 + _u(1)], xf[s3 + _u(2)], xf[s3 + _u(3)]
-            t = _column(row, w + PW, phases, Wp, C) + _u(c)
-            xt[t], xt[t + _u(1)], xt[t + _u(2)], xt[t + _u(3)] = a0, b0, c0, d0
-            t = _column(row, w + 1 + PW, phases, Wp, C) + _u(c)
-            xt[t], xt[t + _u(1)], xt[t + _u(2)], xt[t + _u(3)] = a1, b1, c1, d1
-            t = _column(row, w + 2 + PW, phases, Wp, C) + _u(c)
-            xt[t], xt[t + _u(1)], xt[t + _u(2)], xt[t + _u(3)] = a2, b2, c2, d2
-            t = _column(row, w + 3 + PW, phases, Wp, C) + _u(c)
-            xt[t], xt[t + _u(1)], xt[t + _u(2)], xt[t + _u(3)] = a3, b3, c3, d3
+        for w in range(0, W4, 4):  # channels c .. c + 3 of columns w .. w + 3
+            d = _column(row, w + PW, phases, Wp, C) + _u(c)
+            d1 = _column(row, w + 1 + PW, phases, Wp, C) + _u(c)
+            d2 = _column(row, w + 2 + PW, phases, Wp, C) + _u(c)
+            d3 = _column(row, w + 3 + PW, phases, Wp, C) + _u(c)
+            move4x4(xf, src + _u(w), HW, xt, d, d1, d2, d3)
         for w in range(W4, W):  # the last W % 4 columns of these 4 channels
             t = _column(row, w + PW, phases, Wp, C) + _u(c)
             for k in range(4):
