@@ -7,6 +7,9 @@
 #               tutorial notebooks whose page is missing or older than its source
 # and for the tutorials:
 #   make notebooks   execute every notebook of notebooks/ into docs/tutorials/*.ipynb (NB_QUICK=0: full settings)
+# and for kernel work:
+#   make clean-kernels   delete Numba's cached kernels (after editing a helper that other files' kernels inline:
+#               Numba recompiles a kernel only when its own file changes; see CONTRIBUTING.md)
 # Variables: PYTHON (the interpreter that creates .venv), TORCH (the PyTorch requirement for the parity tests;
 # empty to skip them: `make test TORCH=`), PYTEST_ARGS (extra pytest arguments, e.g. `-m slow`), DATA_DIR (where
 # the demo and the notebooks look for data; default: ../shared/data when it exists, else $MINIDL_DATA_DIR and the
@@ -30,7 +33,7 @@ RUN_NOTEBOOK = MINIDL_NOTEBOOK_QUICK=$(NB_QUICK) $(if $(DATA_DIR),MINIDL_DATA_DI
 	nbclient.NotebookClient(nb, timeout=None, resources={'metadata': {'path': 'notebooks'}}).execute(); \
 	jupytext.write(nb, sys.argv[1])"
 
-.PHONY: demo test docs notebooks install install-test install-docs lint clean
+.PHONY: demo test docs notebooks install install-test install-docs lint clean clean-kernels
 
 demo: install
 	$(BIN)/python examples/train_cifar10.py --quick $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out runs/demo
@@ -77,5 +80,8 @@ lint: | $(BIN)/python
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 
-clean:
+clean: clean-kernels
 	rm -rf $(VENV) build site *.egg-info .pytest_cache .hypothesis docs/tutorials/*.ipynb
+
+clean-kernels:
+	rm -f minidl/backend/__pycache__/*.nbi minidl/backend/__pycache__/*.nbc

@@ -26,8 +26,8 @@ exists, only x is cached, and one of the algorithms below runs, chosen by shape 
 * **Winograd's F(4x4, 3x3)** (``_numba_winograd4.py``) instead, for such a convolution with 16 or more channels in and
   out, outputs of 7 x 7 or more and 128 or more 4 x 4 tiles in the batch (every stage of the CIFAR ResNets, VGG's 128
   and 256 channels, airbench's 256 channels at 7 x 7, at batch 32 and up): 36 GEMMs with 1.78x fewer
-  multiplications than F(2x2, 3x3)'s 16, 1.3-1.9x faster on the wide layers at batch 128, 1.04-1.26x forward and
-  1.03-1.09x backward on 16 to 32 channels (``benchmarks/bench_winograd.py``). Its roundings are larger
+  multiplications than F(2x2, 3x3)'s 16, 1.3-1.9x faster on the wide layers at batch 128, 1.2-1.35x forward and
+  1.15-1.25x backward on 16 to 32 channels (``benchmarks/bench_winograd.py``, AMD Zen 4). Its roundings are larger
   (float32: 2e-6 to 8e-6 of the largest output against 2e-7 to 5e-7; float64: 1e-14 against 1e-15).
   ``backend.winograd_tile = 2`` keeps F(2x2, 3x3) only. The weight gradient is F(4x4, 3x3)'s too wherever the
   forward is (1.08-1.21x faster than F(2x2, 3x3)'s, ``_numba_winograd_conv.py``).

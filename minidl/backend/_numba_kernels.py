@@ -26,6 +26,8 @@ loop runs about 10x faster. Every index is computed as a non-negative signed int
 Together they compute what the reference pairs compute (``minidl/nn``, with the NumPy backend's im2col/col2im);
 ``tests/backend/test_kernels.py`` checks every kernel pair against its reference.
 Compiled code is cached on disk (``cache=True``): the first use compiles for a few seconds, later runs load it.
+Numba recompiles a kernel when its own file changes, not when an ``inline`` helper from another file does: after
+editing one (``move4x4``, ``_clamp``, ``_zero`` here), ``make clean-kernels``.
 Set ``NUMBA_DISABLE_JIT=1`` to run (slowly) the same code as plain Python, e.g. in a debugger.
 """
 

@@ -19,9 +19,11 @@ gradient runs the adjoint transforms (the last section), as F(2x2, 3x3)'s does.
 
 Accuracy: the transforms multiply by up to 8 and 1/24, so roundings grow more than in F(2x2, 3x3): for float32
 2e-6 to 8e-6 relative to the largest output on 64-channel layers (F(2x2, 3x3): 2e-7 to 5e-7), float64 about 1e-14
-(1e-15), far inside the test tolerances. The transforms also scale values up (B^T d B by up to 100x, the output
-transform by up to 361x before the sums cancel), so huge finite float32 inputs (above about 1e35) can overflow
-where a direct convolution would not; an inf or NaN turns its tiles' outputs into NaN, as in F(2x2, 3x3).
+(1e-15), far inside the test tolerances; the weight gradient likewise (float32 up to about 6e-6 of the largest
+value against F(2x2, 3x3)'s 2.4e-6, float64 1e-14, over 1,456 random shapes). The transforms also scale values up
+(B^T d B by up to 100x, the output transform by up to 361x before the sums cancel), so huge finite float32 inputs
+(above about 1e35) can overflow where a direct convolution would not; an inf or NaN turns its tiles' outputs into
+NaN, as in F(2x2, 3x3).
 
 Layouts as in ``_numba_winograd.py``, with 4 column phases instead of 2: the padded channels-last scratch image is
 xt[row, column % 4, column // 4, c], so along a tile row the values of column j of every tile form one contiguous run

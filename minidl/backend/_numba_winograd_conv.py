@@ -298,8 +298,8 @@ class WinogradKernelsMixin:
         16, 1.78x fewer, and 256 channels at batch 128 ran 33 -> 20 ms; at 6 x 6 and 5 x 5 both need 144 and
         F(2x2, 3x3)'s smaller transforms win), _WINOGRAD4_MIN_CHANNELS in and out (16, the CIFAR ResNets' first
         stage: its V and M are 2.25x the input and output instead of 4x, and at 16 and 32 channels the layers are
-        bound by that traffic more than by the GEMMs; ``benchmarks/bench_winograd.py`` has the figures, 1.04-1.26x
-        forward and 1.03-1.09x backward against F(2x2, 3x3) at 16 to 32 channels) and _WINOGRAD4_MIN_TILES tiles in
+        bound by that traffic more than by the GEMMs; ``benchmarks/bench_winograd.py`` has the figures, 1.2-1.35x
+        forward and 1.15-1.25x backward against F(2x2, 3x3) at 16 to 32 channels) and _WINOGRAD4_MIN_TILES tiles in
         the batch (with fewer, its bigger weight transform, done at every call, costs more than the GEMMs save: 8
         images of 8 x 8 at 256 channels ran 1.9x slower). Shapes only decide."""
         tiles = N * _ceil_div(OH, 4) * _ceil_div(OW, 4)

@@ -313,11 +313,19 @@ def test_winograd_4x4_tiles_are_float32_accurate_and_can_be_turned_off():
     [
         ((9, 16, 13, 11), 16, 1),
         ((8, 17, 10, 9), 24, 0),
+        ((8, 17, 9, 10), 24, 0),
         ((7, 24, 9, 14), 17, 2),
         ((6, 32, 15, 15), 32, (0, 2)),
         ((5, 64, 11, 10), 64, 1),
     ],
-    ids=["16-channels-13x11", "17-to-24-channels-8x7", "24-to-17-channels-11x16", "32-channels-13x17", "64-channels"],
+    ids=[
+        "16-channels-13x11",
+        "17-to-24-channels-8x7",
+        "17-to-24-channels-7x8",  # the last tile row cut, OW a multiple of 4, no padding below: dY's zero rows count
+        "24-to-17-channels-11x16",
+        "32-channels-13x17",
+        "64-channels",
+    ],
 )
 def test_winograd_4x4_weight_gradient_matches_the_float64_reference(x_shape, O, padding, dtype):
     # F(4x4, 3x3)'s dW (_winograd4_weight_gradient: the adjoint transforms of _numba_winograd4.py) on outputs that are
