@@ -130,8 +130,8 @@ def input_tiles(x, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
                     t[o + _u(30) * L + k] = b5
             # pass 2, (.) B: per row i of t, its 6 columns combined into planes 6 i .. 6 i + 5 of V, one loop per
             # plane m (each computes the whole B^T column and keeps value m; LLVM drops the other five). With the six
-            # planes written in one loop, as pass 1 writes t, LLVM left the loop scalar: 2.6x slower (7 images of
-            # 16 x 32 x 32: 126 against 49 us on one thread, AMD Zen 4; the same 2.5x at 32 and 64 channels)
+            # planes written in one loop, as pass 1 writes t, LLVM left the loop scalar: the two passes took 2.6x as
+            # long (7 images of 16 x 32 x 32: 126 against 49 us on one thread, AMD Zen 4; 2.5x at 32 and 64 channels)
             dst = _u(((n - first) * TH + th) * TW * C)
             for i in range(6):
                 s = _u(6 * i) * L
