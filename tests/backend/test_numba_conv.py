@@ -521,11 +521,12 @@ def test_depthwise_backward_with_an_infinite_weight():
 def test_depthwise_layouts_give_the_same_results(stride, padding, dilation, dtype, monkeypatch):
     # narrow outputs or many taps run channels last (one loop over the channels per tap), 3 x 3 a row at a time
     # (one loop over a row for all nine taps), the rest plane by plane: the same products summed in the same order,
-    # so the same bits (and the same ReLU6 epilogue)
+    # so the same bits (and the same ReLU6 epilogue); 13 channels and 11 x 10 images, so that the channels-last copies'
+    # 4 x 4 blocks leave rows and columns over on both sides
     from minidl.backend import _numba_depthwise
 
     rng = np.random.default_rng(3)
-    x = (rng.standard_normal((5, 12, 11, 10)) * 3).astype(dtype)
+    x = (rng.standard_normal((5, 13, 11, 10)) * 3).astype(dtype)
     results = []
     with minidl.use_backend("numba"):
         for layout in ("planes", "channels last", "rows"):  # every convolution one way, then the others
@@ -536,10 +537,10 @@ def test_depthwise_layouts_give_the_same_results(stride, padding, dilation, dtyp
             monkeypatch.setattr(_numba_depthwise, "_ROWS_STRIDES", (1, 2) if layout == "rows" else ())
             results.append([])
             for k in (3, 5):
-                w = np.random.default_rng(k).standard_normal((12, 1, k, k)).astype(dtype)
-                b = np.random.default_rng(k + 10).standard_normal(12).astype(dtype)
-                results[-1].append(F.conv2d_forward(x, w, b, stride, padding, dilation, 12)[0])
-                results[-1].append(F.conv2d_relu6_forward(x, w, None, stride, padding, dilation, 12)[0])
+                w = np.random.default_rng(k).standard_normal((13, 1, k, k)).astype(dtype)
+                b = np.random.default_rng(k + 10).standard_normal(13).astype(dtype)
+                results[-1].append(F.conv2d_forward(x, w, b, stride, padding, dilation, 13)[0])
+                results[-1].append(F.conv2d_relu6_forward(x, w, None, stride, padding, dilation, 13)[0])
     for plane, *others in zip(*results, strict=True):
         for other in others:
             np.testing.assert_array_equal(plane, other)
