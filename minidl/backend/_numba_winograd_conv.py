@@ -131,12 +131,12 @@ class WinogradKernelsMixin:
         _threads.parallel_for(lambda worker, i: transform(weight, *blocks[i], U.flat, U.plane), len(blocks))
         return U
 
-    def _winograd_weight_from(self, dU: Any, w_shape: tuple[int, ...], tile: int = 2) -> Any:
-        """dW (O, C, 3, 3) from dU, :meth:`_wino_planes` of (C, O) (``weight_gradient`` of ``_numba_winograd.py``, or
-        of ``_numba_winograd4.py`` for ``tile`` 4), in parallel over blocks of input channels."""
+    def _winograd_weight_from(self, dU: Any, w_shape: tuple[int, ...]) -> Any:
+        """dW (O, C, 3, 3) from dU, :meth:`_wino_planes` of (C, O) (``weight_gradient`` of ``_numba_winograd.py`` for
+        its 16 planes, of ``_numba_winograd4.py`` for 36), in parallel over blocks of input channels."""
         dw = numpy.empty(w_shape, dtype=dU.view.dtype)
         blocks = self._channel_tasks(w_shape[1])
-        gradient = (_wino4 if tile == 4 else _wino).weight_gradient
+        gradient = (_wino4 if dU.view.shape[0] == 36 else _wino).weight_gradient
         _threads.parallel_for(lambda worker, i: gradient(dU.flat, dU.plane, *blocks[i], dw), len(blocks))
         return dw
 
@@ -373,4 +373,4 @@ class WinogradKernelsMixin:
 
         dU = self._wino_planes(None, "", C, O, dtype, 36)
         self._winograd_dU(N, nb, tiles, dU)
-        return self._winograd_weight_from(dU, w_shape, tile=4)
+        return self._winograd_weight_from(dU, w_shape)
