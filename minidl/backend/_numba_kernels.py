@@ -130,7 +130,7 @@ def move4x4(src, s, S, dst, d0, d1, d2, d3):
     """dst[d_j + k] = src[s + k S + j] for j, k in 0..3: a 4 x 4 block transposed, its 4 source runs (of 4 values,
     S apart) becoming the 4 destination runs starting at d0, d1, d2, d3. Written as 16 loads then 16 stores, which
     LLVM turns into vector loads, shuffles and stores: a transposition copied value by value ran 1.3-2x slower
-    (:func:`transpose4`, ``_numba_winograd.row_to_scratch``). All indices unsigned."""
+    (:func:`transpose4`, ``_numba_winograd.padded_image``). All indices unsigned."""
     a0, a1, a2, a3 = src[s], src[s + _u(1)], src[s + _u(2)], src[s + _u(3)]
     s1 = s + S
     b0, b1, b2, b3 = src[s1], src[s1 + _u(1)], src[s1 + _u(2)], src[s1 + _u(3)]

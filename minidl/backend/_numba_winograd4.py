@@ -36,8 +36,8 @@ from __future__ import annotations
 
 from numba import njit
 
-from minidl.backend._numba_kernels import _clamp, _u, _zero
-from minidl.backend._numba_winograd import padded_image, row_to_scratch
+from minidl.backend._numba_kernels import _clamp, _u
+from minidl.backend._numba_winograd import padded_image
 
 
 # The 1-D transforms. Their constants come in as arguments of the data's dtype (``k`` below): a Python int literal
@@ -220,32 +220,30 @@ def _a(y0, y1, y2, y3, k2, k4):
 
 
 @njit(cache=True, nogil=True)
-def output_gradient_tiles(dout, n0, n1, first, TH, TW, t, dM, plane):
+def output_gradient_tiles(dout, n0, n1, first, TH, TW, yt, t, dM, plane):
     """dM[(6 i + j) plane + tile O + o] = (A dY A^T)[i, j] for every output tile = ((n - first) TH + th) TW + tw of
     images n in [n0, n1) of dout (N, O, OH, OW) (numbered as in :func:`input_tiles`) and channel o, dY its 4 x 4
     gradient dout[n, o, 4 th + (0..3), 4 tw + (0..3)] (zero past OH or OW), A = (A^T)^T (6 x 4).
 
-    ``t`` is scratch for one tile row (as :func:`output_tiles`'s, backwards): its 4 rows of dout from 24 TW O on
-    (16 TW O values, y[i, j, tw O + o] = dY[i, j] of tile tw), then A dY at the start (24 TW O values)."""
-    O, OH, OW = dout.shape[1], dout.shape[2], dout.shape[3]
+    ``yt`` is scratch for one image of dout, (4 TH, 4, TW O) values (``padded_image`` of ``_numba_winograd.py``, no
+    padding): yt[4 th + i, j, tw O + o] = dY[i, j] of tile (th, tw), zero past OH or OW; ``t`` scratch for one tile
+    row's A dY (24 TW O values)."""
+    O = dout.shape[1]
     L = _u(TW * O)
     P = _u(plane)
     k2, k4 = t.dtype.type(2), t.dtype.type(4)
-    y = _u(24) * L  # where the rows of dout start in t
+    yf = yt.reshape(-1)
     for n in range(n0, n1):
+        padded_image(dout, n, 0, 0, 4, 4 * TH, TW, yf)
         for th in range(TH):
-            rows = min(4, OH - 4 * th)
-            if rows < 4 or OW % 4 != 0:  # a tile sticking out: its missing rows and columns are zero
-                _zero(t, y, _u(16) * L)
-            for i in range(rows):  # dout[n, o, 4 th + i, 4 tw + j] -> y[i, j, tw O + o]
-                row_to_scratch(dout, n, 4 * th + i, i, 0, 4, TW, t[y:])
+            y = _u(16 * th) * L  # the tile row's 4 rows of dout: yf[y + (4 i + j) L + tw O + o]
             # pass 1, A dY: per tile column j, its 4 rows combined into t[r, j] (6 runs of L)
             for j in range(4):
-                s = y + _u(j) * L  # y[i, j] at y + (4 i + j) L
+                s = y + _u(j) * L  # dY[i, j] at y + (4 i + j) L
                 d = _u(j) * L  # t[r, j] at (4 r + j) L
                 for k in range(L):
                     a0, a1, a2, a3, a4, a5 = _a(
-                        t[s + k], t[s + _u(4) * L + k], t[s + _u(8) * L + k], t[s + _u(12) * L + k], k2, k4
+                        yf[s + k], yf[s + _u(4) * L + k], yf[s + _u(8) * L + k], yf[s + _u(12) * L + k], k2, k4
                     )
                     t[d + k] = a0
                     t[d + _u(4) * L + k] = a1

@@ -242,7 +242,7 @@ class WinogradKernelsMixin:
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
 
         def gradient_tiles(worker: int, dM: Any, n0: int, n1: int, first: int) -> None:
-            yt = self._buffer(worker, "wino_dy", (4 * TW * O,), dtype)
+            yt = self._buffer(worker, "wino_dy", (4 * TH * TW * O,), dtype)
             _wino.output_gradient_tiles(dout, n0, n1, first, TH, TW, yt, dM.flat, dM.plane)
 
         dU = self._wino_planes(None, "", C, O, dtype)
@@ -368,7 +368,8 @@ class WinogradKernelsMixin:
         def tiles(worker: int, n0: int, n1: int) -> tuple[Planes, Planes]:
             V, t = self._winograd4_input(worker, x, n0, n1, PH, PW, TH, TW, O)
             dM = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype, 36)
-            _wino4.output_gradient_tiles(dout, n0, n1, n0, TH, TW, t, dM.flat, dM.plane)
+            yt = self._buffer(worker, "wino_dy", (16 * TH * TW * O,), dtype)
+            _wino4.output_gradient_tiles(dout, n0, n1, n0, TH, TW, yt, t, dM.flat, dM.plane)
             return V, dM
 
         dU = self._wino_planes(None, "", C, O, dtype, 36)
