@@ -2,10 +2,10 @@
 (``test_kernels.py``) does not pin down, one algorithm at a time.
 
 The compiled im2col/col2im against the NumPy primitives, chunking and row blocks, results independent of the thread
-count, Winograd's float32 accuracy and its switch, F(4x4, 3x3)'s dW and when it runs, the direct 3 x 3 for few input
-channels, the ReLU epilogue, 1 x 1 convolutions for every stride and batch size, and the depthwise kernel
-(multipliers, an uneven 'same', its thread-count independence and its cache). Comparisons with the reference pair
-use ``test_kernels.compare`` (and its tolerances).
+count, Winograd's float32 accuracy and its switch, F(4x4, 3x3)'s dW and when it runs, Winograd's reused scratch, the
+direct 3 x 3 for few input channels, the ReLU epilogue, 1 x 1 convolutions for every stride and batch size, and the
+depthwise kernel (multipliers, an uneven 'same', its thread-count independence and its cache). Comparisons with the
+reference pair use ``test_kernels.compare`` (and its tolerances).
 """
 
 from __future__ import annotations
@@ -389,6 +389,42 @@ def test_winograd_tile_must_be_2_or_4():
     with pytest.raises(ValueError, match=r"NumbaBackend.winograd_tile: expected 2 .* or 4 .*, got 3"):
         be.winograd_tile = 3
     assert be.winograd_tile == 4
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "tile", "batched"),
+    [
+        ((24, 17, 9, 11), (19, 17, 3, 3), 4, None),
+        ((3, 13, 25, 25), (11, 13, 3, 3), 2, False),
+        ((40, 13, 3, 5), (11, 13, 3, 3), 2, True),
+    ],
+    ids=["4x4", "2x2-chunks", "2x2-batch-wide"],
+)
+def test_winograd_scratch_left_over_from_a_previous_call_does_not_leak(x_shape, w_shape, tile, batched, dtype):
+    # the per-worker scratch (_buffer: the channels-last copies of x and dout, "wino_x" and "wino_dy") is reused
+    # across calls: filled with NaN after a first run, the same layer (no padding, so the odd OH and OW cut the last
+    # tiles, whose missing rows and columns must read as zeros; C and O not multiples of 4) still matches the
+    # reference, F(4x4, 3x3) (batched: None, it has no batch-wide path) and F(2x2, 3x3) chunked and batch-wide
+    from minidl.backend._numba_winograd_conv import _WINOGRAD_MIN_CHANNELS
+
+    be = fast_be()
+    N, C, H, W = x_shape
+    OH, OW = H - 2, W - 2
+    assert OH % tile and OW % tile and C % 4 and w_shape[0] % 4 and min(C, w_shape[0]) >= _WINOGRAD_MIN_CHANNELS
+    itemsize = np.dtype(dtype).itemsize
+    TH, TW, nb = be._winograd_tiles(N, C, w_shape[0], OH, OW, itemsize)
+    be.winograd_tile = tile
+    try:
+        assert be._winograd4_applies(N, C, w_shape[0], OH, OW) == (tile == 4)
+        assert batched is None or be._winograd_batched(N, C, w_shape[0], TH, TW, nb, itemsize) == batched
+        case = conv_case(x_shape, w_shape, 1, 0, "winograd", dtype=dtype, seed=C)
+        compare(case)  # allocates the scratch
+        for buffer in be._workspace.values():
+            buffer.fill(np.nan)
+        compare(case)
+    finally:
+        be.winograd_tile = 4
 
 
 def test_winograd_planes_are_not_a_power_of_two_apart():
