@@ -36,6 +36,7 @@ _WINOGRAD4_MIN_CHANNELS = 16  # ... and at least this many channels in and out (
 _WINOGRAD4_MIN_TILES = 128  # ... and at least this many 4 x 4 tiles in the batch (measured: 32 images of 8 x 8 pay)
 _WINOGRAD4_MIN_CHUNKS = 8  # F(4x4, 3x3) chunks grow for wide layers, but leave at least this many (_winograd_tiles)
 _PLANE_PAD = 16  # values between two of the planes of a Winograd array (see _wino_planes)
+_WEIGHT_SERIAL_VALUES = 1 << 17  # weight transforms of at most this many values run in one thread (_weight_blocks)
 
 
 class Planes(NamedTuple):
@@ -120,6 +121,17 @@ class WinogradKernelsMixin:
             flat = self._buffer(worker, tag, (count * plane,), dtype)
         return Planes(flat.reshape(count, plane)[:, : rows * cols].reshape(count, rows, cols), flat, plane)
 
+    def _weight_blocks(self, C: int, O: int, count: int) -> list[tuple[int, int]]:
+        """The blocks of input channels the weight transforms (U from W, dW from dU) run in parallel; one block, run
+        in the calling thread, when they write at most _WEIGHT_SERIAL_VALUES values (``count`` planes of C O):
+        handing a region to the pool's threads costs about 70 us, more than such a transform takes in one thread
+        (medians, 2 threads, AMD Zen 4: F(4x4, 3x3) at 32 x 32 channels 19 against 105 us, dW from dU 26 against
+        91 us; F(2x2, 3x3) at 64 x 64 19 against 62 us; at F(4x4)'s 64 x 64 and F(2x2)'s 128 x 128 the two are even,
+        at 256 x 256 the threads win, 1281 against 713 us)."""
+        if count * C * O <= _WEIGHT_SERIAL_VALUES:
+            return [(0, C)]
+        return self._channel_tasks(C)
+
     def _winograd_weight(self, weight: Any, dtype: Any, tile: int = 2) -> Planes:
         """U: the transformed filters in ``dtype`` as :meth:`_wino_planes` of (C, O), in parallel over blocks of input
         channels (``transform_weight`` of ``_numba_winograd.py``, or of ``_numba_winograd4.py`` for ``tile`` 4)."""
@@ -127,7 +139,7 @@ class WinogradKernelsMixin:
         weight = numpy.ascontiguousarray(weight, dtype=dtype)
         U = self._wino_planes(None, "", C, O, dtype, (tile + 2) ** 2)
         transform = (_wino4 if tile == 4 else _wino).transform_weight
-        blocks = self._channel_tasks(C)
+        blocks = self._weight_blocks(C, O, (tile + 2) ** 2)
         _threads.parallel_for(lambda worker, i: transform(weight, *blocks[i], U.flat, U.plane), len(blocks))
         return U
 
@@ -135,7 +147,7 @@ class WinogradKernelsMixin:
         """dW (O, C, 3, 3) from dU, :meth:`_wino_planes` of (C, O) (``weight_gradient`` of ``_numba_winograd.py`` for
         its 16 planes, of ``_numba_winograd4.py`` for 36), in parallel over blocks of input channels."""
         dw = numpy.empty(w_shape, dtype=dU.view.dtype)
-        blocks = self._channel_tasks(w_shape[1])
+        blocks = self._weight_blocks(w_shape[1], w_shape[0], dU.view.shape[0])
         gradient = (_wino4 if dU.view.shape[0] == 36 else _wino).weight_gradient
         _threads.parallel_for(lambda worker, i: gradient(dU.flat, dU.plane, *blocks[i], dw), len(blocks))
         return dw
