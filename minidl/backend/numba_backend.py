@@ -135,6 +135,7 @@ class NumbaBackend(
             ),
             "max_pool2d": KernelPair(self._max_pool2d_forward, self._max_pool2d_backward),
             "avg_pool2d": KernelPair(self._avg_pool2d_forward, self._avg_pool2d_backward),
+            "adaptive_avg_pool2d": KernelPair(self._adaptive_avg_pool2d_forward, self._adaptive_avg_pool2d_backward),
             "batch_norm": KernelPair(self._batch_norm_forward, self._batch_norm_backward, self._batch_norm_accepts),
             "batch_norm_relu": KernelPair(
                 self._batch_norm_relu_forward, self._batch_norm_backward, self._batch_norm_accepts

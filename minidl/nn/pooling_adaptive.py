@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from minidl.backend import get_backend
 from minidl.nn._checks import check_array, check_grad_output, check_int
-from minidl.nn.dispatch import F
+from minidl.nn.dispatch import F, kernel
 from minidl.nn.pooling import _Pool2d
 
 __all__ = [
@@ -49,6 +49,14 @@ class AdaptivePoolCache(NamedTuple):
     dtype: Any  # of x
 
 
+def _adaptive_avg_setup(x: Any, output_size: Any) -> tuple[Any, int, int]:
+    """Validate the arguments; returns ``(backend, OH, OW)``."""
+    be = check_array("adaptive_avg_pool2d_forward", x, ndim=4)
+    OH, OW = _adaptive_size("adaptive_avg_pool2d_forward", output_size, x.shape[2], x.shape[3])
+    return be, OH, OW
+
+
+@kernel("adaptive_avg_pool2d", setup=_adaptive_avg_setup)
 def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
     r"""Mean over each adaptive bin so that the output is (OH, OW) whatever the input size. Returns ``(out, cache)``.
 
@@ -66,18 +74,21 @@ def adaptive_avg_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
         dx[n, c, h, w] = sum over the bins (i, j) containing (h, w) of dout[n, c, i, j] / :math:`(|R_i|\,|C_j|)`
         (:func:`adaptive_avg_pool2d_backward`).
 
+    The Numba backend's kernel (``minidl/backend/_numba_pool.py``) computes the same sums, compiled, where the bins
+    are blocks (global average pooling included).
+
     Examples:
         >>> import numpy as np
         >>> out, cache = adaptive_avg_pool2d_forward(np.arange(6.0).reshape(1, 1, 2, 3), (1, 2))
         >>> out.ravel()  # bins: columns [0, 2) and [1, 3)
         array([2., 3.])
     """
-    be = check_array("adaptive_avg_pool2d_forward", x, ndim=4)
-    OH, OW = _adaptive_size("adaptive_avg_pool2d_forward", output_size, x.shape[2], x.shape[3])
+    be, OH, OW = _adaptive_avg_setup(x, output_size)
     out = be.adaptive_avg_pool2d_forward(x, OH, OW)
     return out, AdaptivePoolCache(None, tuple(x.shape), tuple(out.shape), x.dtype)
 
 
+@kernel("adaptive_avg_pool2d")
 def adaptive_avg_pool2d_backward(dout: Any, cache: Any) -> Any:
     r"""Gradient of :func:`adaptive_avg_pool2d_forward`: each bin's gradient spread evenly over its cells.
 

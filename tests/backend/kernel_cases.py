@@ -375,6 +375,24 @@ def linear_cases(draw):
     return draw(_call("linear", [("x", x), ("weight", w), ("bias", b)], dtype, seed + 1, grads))
 
 
+@st.composite
+def adaptive_avg_pool_cases(draw):
+    """Global pooling, blocks (OH divides H, OW divides W) and uneven bins (the reference's matrices)."""
+    H, W = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    kind = draw(st.sampled_from(["global", "blocks", "bins"]))
+    if kind == "global":
+        size = draw(st.sampled_from([1, (1, 1), (1, None)])) if W == 1 else draw(st.sampled_from([1, (1, 1)]))
+    elif kind == "blocks":
+        size = (draw(st.sampled_from([d for d in range(1, H + 1) if H % d == 0])),
+                draw(st.sampled_from([d for d in range(1, W + 1) if W % d == 0])))  # fmt: skip
+    else:
+        size = (draw(st.integers(1, H + 2)), draw(st.one_of(st.none(), st.integers(1, W + 2))))
+    N, C = draw(st.integers(0, 3)), draw(st.integers(1, 40))
+    dtype, seed = draw(DTYPES), draw(seeds)
+    x = np.random.default_rng(seed).standard_normal((N, C, H, W)).astype(dtype)
+    return draw(_call("adaptive_avg_pool2d", [("x", x), ("output_size", size)], dtype, seed + 1))
+
+
 #: case id -> strategy of Cases. Every op of the Numba backend's table has at least one (see
 #: test_every_kernel_of_the_table_has_cases); a convolution has one per algorithm.
 CASES: dict[str, Any] = {
@@ -390,6 +408,7 @@ CASES: dict[str, Any] = {
     "max_pool2d": max_pool_cases(),
     "max_pool2d-2x2": max_pool_cases(fast_path=True),
     "avg_pool2d": avg_pool_cases(),
+    "adaptive_avg_pool2d": adaptive_avg_pool_cases(),
     "batch_norm": batch_norm_cases("batch_norm"),
     "batch_norm_relu": batch_norm_cases("batch_norm_relu"),
     "layer_norm": layer_norm_cases(),

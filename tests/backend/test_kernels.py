@@ -73,6 +73,7 @@ TOL_KIND = {
     "conv2d_relu6": "conv2d",
     "max_pool2d": "pool",
     "avg_pool2d": "pool",
+    "adaptive_avg_pool2d": "pool",
     "batch_norm": "norm",
     "batch_norm_relu": "norm",
     "layer_norm": "norm",

@@ -138,3 +138,33 @@ def test_pooling_loops_keep_float16_and_int32_indices():
         out, cache = F.avg_pool2d_forward(x, 3, 2, 1)
         assert isinstance(cache, KernelCache) and out.dtype == np.float16
         assert F.avg_pool2d_backward(np.ones_like(out), cache).dtype == np.float16
+
+
+@given(st.integers(1, 5), st.integers(1, 40), st.integers(1, 9), st.integers(1, 9), st.integers(1, 3), dtypes, seeds)
+def test_adaptive_avg_pool_blocks_and_global_match_the_reference(N, C, H, W, bins, dtype, seed):
+    # the adaptive_avg_pool2d kernel: global pooling (its own loop, in one task or many), blocks (OH divides H and OW
+    # divides W: the average-pool loop), other bins the reference's matrices; its backward is the reference's
+    x = np.random.default_rng(seed).standard_normal((N, C, H, W)).astype(dtype)
+    for size in ((1, 1), (min(bins, H), min(bins + 1, W)), (H, 1)):
+        with minidl.use_backend("numpy"):
+            expected, _ = F.adaptive_avg_pool2d_forward(x, size)
+        with minidl.use_backend("numba"):
+            out, cache = F.adaptive_avg_pool2d_forward(x, size)
+            dx = F.adaptive_avg_pool2d_backward(np.ones_like(out), cache)
+        assert isinstance(cache, KernelCache)
+        close(out, expected, dtype, f"adaptive {size} of {x.shape}")
+        close(dx, REFERENCE.adaptive_avg_pool2d_backward(np.ones_like(out), x.shape), dtype, "backward")
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 4, 4), (128, 40, 4, 4)])  # one task; many (more than 2^16 values)
+def test_global_avg_pool_keeps_nan_and_inf_and_float16(shape):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    x[0, 0, 1, 2], x[1, 1, 0, 0], x[1, 2, 3, 3] = np.nan, np.inf, -np.inf
+    expected = REFERENCE.adaptive_avg_pool2d_forward(x[2:], 1, 1)
+    with minidl.use_backend("numba"):
+        out, _ = F.adaptive_avg_pool2d_forward(x, 1)
+        half, _ = F.adaptive_avg_pool2d_forward(x[2:].astype(np.float16), 1)
+    assert np.isnan(out[0, 0, 0, 0]) and out[1, 1, 0, 0] == np.inf and out[1, 2, 0, 0] == -np.inf
+    close(out[2:], expected, np.float32, "finite planes")
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half.astype(np.float32), expected, atol=2e-3)
