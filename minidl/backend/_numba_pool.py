@@ -5,8 +5,9 @@ OH, OW the output size. P: the flat "planes" axis N C (x viewed as (N C, H, W)).
 
 The kernels compute what the NumPy backend's primitives compute for the reference pairs ``max_pool2d`` and
 ``avg_pool2d`` (``minidl/nn/pooling.py``): the same window loops, compiled, each task a range of planes, with a
-specialization for the common 2 x 2 / stride 2 max pooling. The kernel pairs take the reference's arguments after
-its setup's result (the window geometry and output size).
+specialization for the common 2 x 2 / stride 2 max pooling; and ``adaptive_avg_pool2d``
+(``minidl/nn/pooling_adaptive.py``) where its bins are blocks (global average pooling included). The kernel pairs take
+the reference's arguments after its setup's result (the window geometry and output size).
 """
 
 from __future__ import annotations

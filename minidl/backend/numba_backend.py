@@ -21,7 +21,8 @@ and the NumPy reference. What changes is who runs the kernels:
   ``conv2d``, ``conv2d_relu``,           im2row chunks, Winograd F(2x2, 3x3) and F(4x4, 3x3), 1 x 1
   ``conv2d_relu6``                       products, grouped GEMMs, depthwise loops (``_numba_conv.py``); the
                                          ReLU or ReLU6 in the output pass
-  ``max_pool2d``, ``avg_pool2d``         compiled window loops, parallel over planes (``_numba_pool.py``)
+  ``max_pool2d``, ``avg_pool2d``,        compiled window loops, parallel over planes (``_numba_pool.py``);
+  ``adaptive_avg_pool2d``                global average pooling one sum per plane
   ``batch_norm``, ``batch_norm_relu``    statistics + normalize + affine (+ ReLU) in one pass per channel;
                                          the backward from x, mask recomputed (``_numba_batchnorm.py``)
   ``layer_norm``, ``group_norm``,        per-row statistics + normalize + affine in one pass

@@ -40,6 +40,12 @@ def _adaptive_size(where: str, output_size: Any, H: int | None = None, W: int | 
     return oh, ow
 
 
+def _check_plane(where: str, x: Any) -> None:
+    """A bin needs at least one value: H and W must not be 0 (PyTorch refuses them too)."""
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{where}: expected an input with non-empty H and W, got shape {tuple(x.shape)}")
+
+
 class AdaptivePoolCache(NamedTuple):
     """The cache of :func:`adaptive_avg_pool2d_forward` and :func:`adaptive_max_pool2d_forward`."""
 
@@ -52,6 +58,7 @@ class AdaptivePoolCache(NamedTuple):
 def _adaptive_avg_setup(x: Any, output_size: Any) -> tuple[Any, int, int]:
     """Validate the arguments; returns ``(backend, OH, OW)``."""
     be = check_array("adaptive_avg_pool2d_forward", x, ndim=4)
+    _check_plane("adaptive_avg_pool2d_forward", x)
     OH, OW = _adaptive_size("adaptive_avg_pool2d_forward", output_size, x.shape[2], x.shape[3])
     return be, OH, OW
 
@@ -128,6 +135,7 @@ def adaptive_max_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
         (array([3., 3.]), array([1, 1]))
     """
     be = check_array("adaptive_max_pool2d_forward", x, ndim=4)
+    _check_plane("adaptive_max_pool2d_forward", x)
     OH, OW = _adaptive_size("adaptive_max_pool2d_forward", output_size, x.shape[2], x.shape[3])
     out, indices = be.adaptive_max_pool2d_forward(x, OH, OW)
     return out, AdaptivePoolCache(indices, tuple(x.shape), tuple(out.shape), x.dtype)

@@ -2,10 +2,11 @@
 (``test_kernels.py``) does not pin down, one algorithm at a time.
 
 The compiled im2col/col2im against the NumPy primitives, chunking and row blocks, results independent of the thread
-count, Winograd's float32 accuracy and its switch, F(4x4, 3x3)'s dW and when it runs, Winograd's reused scratch, the
-direct 3 x 3 for few input channels, the ReLU epilogue, 1 x 1 convolutions for every stride and batch size, and the
-depthwise kernel (multipliers, an uneven 'same', its thread-count independence and its cache). Comparisons with the
-reference pair use ``test_kernels.compare`` (and its tolerances).
+count, Winograd's float32 accuracy and its switch, F(4x4, 3x3)'s dW and when it runs, Winograd's reused scratch and
+its weight transforms in one block or many, the direct 3 x 3 for few input channels, the ReLU epilogue, 1 x 1
+convolutions for every stride and batch size, and the depthwise kernel (multipliers, an uneven 'same', its
+thread-count independence and its cache). Comparisons with the reference pair use ``test_kernels.compare`` (and its
+tolerances).
 """
 
 from __future__ import annotations
@@ -437,6 +438,36 @@ def test_winograd_planes_are_not_a_power_of_two_apart():
     assert view.strides == (plane * 4, 32 * 4, 4) and np.shares_memory(view, flat)
     view[3, 1, 2] = 7.0
     assert flat[3 * plane + 32 + 2] == 7.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize(("O", "C"), [(19, 17), (24, 33)])
+def test_winograd_weight_transforms_give_the_same_bits_in_one_block_or_many(monkeypatch, O, C, tile, dtype):
+    # U from W and dW from dU (_winograd_weight, _winograd_weight_from) run as one block in the calling thread when
+    # they are small (_weight_blocks: at most _WEIGHT_SERIAL_VALUES values; so does every F(2x2, 3x3) layer the other
+    # tests run), else in blocks of input channels [c0, c1): with the threshold at 0 these layers take the blocks too,
+    # and each value comes out with the same bits (a block that ignores c0, or one dropped, fails it)
+    from minidl.backend import _numba_winograd_conv
+
+    be = fast_be()
+    count = (tile + 2) ** 2
+    rng = np.random.default_rng(C * O + tile)
+    w = rng.standard_normal((O, C, 3, 3)).astype(dtype)
+    dU = be._wino_planes(None, "", C, O, dtype, count)
+    dU.view[...] = rng.standard_normal(dU.view.shape)
+    results = []
+    for threshold in (_numba_winograd_conv._WEIGHT_SERIAL_VALUES, 0):
+        monkeypatch.setattr(_numba_winograd_conv, "_WEIGHT_SERIAL_VALUES", threshold)
+        blocks = be._weight_blocks(C, O, count)
+        assert (len(blocks) == 1) == (threshold > 0) and blocks[0][0] == 0 and blocks[-1][1] == C, blocks
+        U = be._winograd_weight(w, dtype, tile).view.copy()
+        dw = be._winograd_weight_from(dU, w.shape)
+        assert U.dtype == dw.dtype == dtype and np.isfinite(U).all() and np.isfinite(dw).all()
+        results.append((U, dw))
+    (U1, dw1), (U2, dw2) = results
+    np.testing.assert_array_equal(U2, U1, err_msg=f"F({tile}x{tile}) U of {O} x {C}: blocks against one block")
+    np.testing.assert_array_equal(dw2, dw1, err_msg=f"F({tile}x{tile}) dW of {O} x {C}: blocks against one block")
 
 
 # ---------------------------------------------------------------------------------------------------- ReLU epilogue

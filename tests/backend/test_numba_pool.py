@@ -2,7 +2,8 @@
 primitives (``NumpyBackend.max_pool2d_forward`` and friends), which the reference pairs run.
 
 Beyond the table-wide test (``test_kernels.py``, distinct values): ties go to the first maximum and NaN propagates
-exactly as in the primitives (argmax included), the 2 x 2 / stride 2 specialization, and average pooling's divisors.
+exactly as in the primitives (argmax included), the 2 x 2 / stride 2 specialization, average pooling's divisors, and
+adaptive average pooling's global and block bins (NaN and inf, float16, independence of the thread count).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from minidl.backend.numpy_backend import NumpyBackend
 from minidl.nn import functional as F
 from minidl.nn.dispatch import KernelCache
 from minidl.nn.pooling import _max_pool_indices, pool_output_size
+from tests.backend.test_kernels import assert_independent_of_the_thread_count
 from tests.strategies import seeds
 
 pytest.importorskip("numba", reason="the Numba backend needs numba: pip install numba")
@@ -142,8 +144,8 @@ def test_pooling_loops_keep_float16_and_int32_indices():
 
 @given(st.integers(1, 5), st.integers(1, 40), st.integers(1, 9), st.integers(1, 9), st.integers(1, 3), dtypes, seeds)
 def test_adaptive_avg_pool_blocks_and_global_match_the_reference(N, C, H, W, bins, dtype, seed):
-    # the adaptive_avg_pool2d kernel: global pooling (its own loop, in one task or many), blocks (OH divides H and OW
-    # divides W: the average-pool loop), other bins the reference's matrices; its backward is the reference's
+    # the adaptive_avg_pool2d kernel: global pooling (its own loop; these sizes run in one task), blocks (OH divides H
+    # and OW divides W: the average-pool loop), other bins the reference's matrices; its backward is the reference's
     x = np.random.default_rng(seed).standard_normal((N, C, H, W)).astype(dtype)
     for size in ((1, 1), (min(bins, H), min(bins + 1, W)), (H, 1)):
         with minidl.use_backend("numpy"):
@@ -168,3 +170,39 @@ def test_global_avg_pool_keeps_nan_and_inf_and_float16(shape):
     close(out[2:], expected, np.float32, "finite planes")
     assert half.dtype == np.float16
     np.testing.assert_allclose(half.astype(np.float32), expected, atol=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [((3, 3, 4, 4), 1), ((128, 40, 4, 4), 1), ((2, 3, 181, 181), 1), ((64, 20, 8, 8), (2, 4))],
+    ids=["global-one-task", "global-many-planes", "global-few-big-planes", "blocks"],
+)
+def test_adaptive_avg_pool_does_not_depend_on_the_thread_count(monkeypatch, shape, size):
+    # the adaptive_avg_pool2d kernel sums each plane (global) or block in one task, in one order: 1 and 3 threads give
+    # the same bits, below and above _GLOBAL_POOL_SERIAL values (6 planes of 181 x 181: fewer planes than tasks), and
+    # the global pool in one task gives the bits it gives in many
+    from minidl.backend import _numba_pool
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 10 + 3
+    assert_independent_of_the_thread_count("adaptive_avg_pool2d", x, size)
+    if size == 1:
+        results = []
+        for serial in (1 << 62, 0):  # one task in the calling thread; tasks of planes
+            monkeypatch.setattr(_numba_pool, "_GLOBAL_POOL_SERIAL", serial)
+            with minidl.use_backend("numba"):
+                results.append(F.adaptive_avg_pool2d_forward(x, size)[0])
+        np.testing.assert_array_equal(results[1], results[0], err_msg=f"{shape}: one task against tasks of planes")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("shape", [(1, 3, 0, 4), (2, 3, 4, 0)])
+def test_adaptive_pools_refuse_an_empty_plane_by_name(backend, shape):
+    # a bin needs a value: the setup refuses H or W of 0 on every backend (the kernel divided by zero, the
+    # reference's mean gave NaN); an empty batch is fine
+    x = np.zeros(shape, np.float32)
+    with minidl.use_backend(backend):
+        for forward in (F.adaptive_avg_pool2d_forward, F.adaptive_max_pool2d_forward):
+            with pytest.raises(ValueError, match=r"_forward: expected an input with non-empty H and W, got shape"):
+                forward(x, 1)
+        out, _ = F.adaptive_avg_pool2d_forward(np.zeros((0, 3, 4, 4), np.float32), 1)
+        assert out.shape == (0, 3, 1, 1)
