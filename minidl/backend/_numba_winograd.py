@@ -102,8 +102,7 @@ def padded_image(x, n, PH, PW, phases, Hp, Wp, xt):
     layers of 32 to 128 channels run 1.05-1.23x faster (forward, dx and dW, F(2x2, 3x3) and F(4x4, 3x3), batch
     128, 2 threads, AMD Zen 4), 16 channels about the same. Copying dout one tile row at a time in this order
     instead measured 0.94-1.04x (also on 56 x 56 x 64 images, whose whole dout image no longer fits in a core's
-    cache).
-    Channels and columns past a multiple of 4 go value by value."""
+    cache). Channels and columns past a multiple of 4 go value by value."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     _zero(xt, _u(0), _u(Hp * phases * Wp * C))
     xf = x.reshape(-1)

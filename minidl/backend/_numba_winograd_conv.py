@@ -122,13 +122,12 @@ class WinogradKernelsMixin:
         return Planes(flat.reshape(count, plane)[:, : rows * cols].reshape(count, rows, cols), flat, plane)
 
     def _weight_blocks(self, C: int, O: int, count: int) -> list[tuple[int, int]]:
-        """The blocks of input channels the weight transforms (U from W, dW from dU) run in parallel; one block, run
-        in the calling thread, when they write (U) or read (dU) at most _WEIGHT_SERIAL_VALUES values (``count``
-        planes of C O):
-        handing a region to the pool's threads costs about 70 us, more than such a transform takes in one thread
-        (medians, 2 threads, AMD Zen 4: F(4x4, 3x3) at 32 x 32 channels 19 against 105 us, dW from dU 26 against
-        91 us; F(2x2, 3x3) at 64 x 64 19 against 62 us; at F(4x4)'s 64 x 64 and F(2x2)'s 128 x 128 the two are even,
-        at 256 x 256 the threads win, 1281 against 713 us)."""
+        """The blocks of input channels the weight transforms (U from W, dW from dU) run in parallel; one block, run in
+        the calling thread, when they write (U) or read (dU) at most _WEIGHT_SERIAL_VALUES values (``count`` planes
+        of C O): handing a region to the pool's threads costs about 70 us, more than such a transform takes in one
+        thread (medians, 2 threads, AMD Zen 4: F(4x4, 3x3) at 32 x 32 channels 19 against 105 us, dW from dU 26
+        against 91 us; F(2x2, 3x3) at 64 x 64 19 against 62 us; at F(4x4)'s 64 x 64 and F(2x2)'s 128 x 128 the two
+        are even, at 256 x 256 the threads win, 1281 against 713 us)."""
         if count * C * O <= _WEIGHT_SERIAL_VALUES:
             return [(0, C)]
         return self._channel_tasks(C)

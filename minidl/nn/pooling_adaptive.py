@@ -40,10 +40,14 @@ def _adaptive_size(where: str, output_size: Any, H: int | None = None, W: int | 
     return oh, ow
 
 
-def _check_plane(where: str, x: Any) -> None:
-    """A bin needs at least one value: H and W must not be 0 (PyTorch refuses them too)."""
+def _adaptive_arguments(where: str, x: Any, output_size: Any) -> tuple[Any, int, int]:
+    """Validate the arguments of an adaptive pool (``where`` names it); returns ``(backend, OH, OW)``. A bin needs at
+    least one value, so H and W must not be 0 (PyTorch refuses them too)."""
+    be = check_array(where, x, ndim=4)
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"{where}: expected an input with non-empty H and W, got shape {tuple(x.shape)}")
+    OH, OW = _adaptive_size(where, output_size, x.shape[2], x.shape[3])
+    return be, OH, OW
 
 
 class AdaptivePoolCache(NamedTuple):
@@ -56,11 +60,8 @@ class AdaptivePoolCache(NamedTuple):
 
 
 def _adaptive_avg_setup(x: Any, output_size: Any) -> tuple[Any, int, int]:
-    """Validate the arguments; returns ``(backend, OH, OW)``."""
-    be = check_array("adaptive_avg_pool2d_forward", x, ndim=4)
-    _check_plane("adaptive_avg_pool2d_forward", x)
-    OH, OW = _adaptive_size("adaptive_avg_pool2d_forward", output_size, x.shape[2], x.shape[3])
-    return be, OH, OW
+    """The setup of :func:`adaptive_avg_pool2d_forward` (what the seam runs before a kernel): ``(backend, OH, OW)``."""
+    return _adaptive_arguments("adaptive_avg_pool2d_forward", x, output_size)
 
 
 @kernel("adaptive_avg_pool2d", setup=_adaptive_avg_setup)
@@ -134,9 +135,7 @@ def adaptive_max_pool2d_forward(x: Any, output_size: Any) -> tuple[Any, Any]:
         >>> out.ravel(), cache.indices.ravel()
         (array([3., 3.]), array([1, 1]))
     """
-    be = check_array("adaptive_max_pool2d_forward", x, ndim=4)
-    _check_plane("adaptive_max_pool2d_forward", x)
-    OH, OW = _adaptive_size("adaptive_max_pool2d_forward", output_size, x.shape[2], x.shape[3])
+    be, OH, OW = _adaptive_arguments("adaptive_max_pool2d_forward", x, output_size)
     out, indices = be.adaptive_max_pool2d_forward(x, OH, OW)
     return out, AdaptivePoolCache(indices, tuple(x.shape), tuple(out.shape), x.dtype)
 
