@@ -289,7 +289,8 @@ def bias_epilogue(out, n0, n1, bias, has_bias, relu, relu_max):
 
 @njit(cache=True, nogil=True)
 def nchw_to_cols(dout, n0, n1, g):
-    """g[o, (n - n0) OHW + p] = dout[n, o, p]: the inverse of :func:`cols_to_nchw` (without the bias)."""
+    """g[o, (n - n0) OHW + p] = dout[n, o, p]: images [n0, n1) of an (N, O, OHW) array as one (O, images OHW)
+    matrix, a run of OHW values per image and channel (the inverse of :func:`cols_to_nchw`)."""
     O, OHW = dout.shape[1], dout.shape[2]
     P = g.shape[1]
     df, gf = dout.reshape(-1), g.reshape(-1)
@@ -299,6 +300,31 @@ def nchw_to_cols(dout, n0, n1, g):
             d = _u(o * P + (n - n0) * OHW)
             for i in range(_u(OHW)):
                 gf[d + i] = df[s + i]
+
+
+@njit(cache=True, nogil=True)
+def cols_to_nchw(y, n0, n1, bias, has_bias, relu, relu_max, out):
+    """out[n, o, p] = y[o, (n - n0) OHW + p] (+ bias[o]) (then min(relu, relu_max), with ``relu``: see
+    :func:`_clamp`) for images [n0, n1) of out (N, O, OHW): a GEMM result (O, images OHW) back into NCHW, a run of
+    OHW values per image and channel (the inverse of :func:`nchw_to_cols`)."""
+    O, OHW = out.shape[1], out.shape[2]
+    P = y.shape[1]
+    yf, of = y.reshape(-1), out.reshape(-1)
+    zero = out.dtype.type(0)
+    for n in range(n0, n1):
+        for o in range(O):
+            s = _u(o * P + (n - n0) * OHW)
+            d = _u((n * O + o) * OHW)
+            b = bias[o] if has_bias else zero
+            if relu:
+                for i in range(_u(OHW)):
+                    of[d + i] = _clamp(yf[s + i] + b, zero, relu_max)
+            elif has_bias:
+                for i in range(_u(OHW)):
+                    of[d + i] = yf[s + i] + b
+            else:
+                for i in range(_u(OHW)):
+                    of[d + i] = yf[s + i]
 
 
 # ---------------------------------------------------------------------------------------------------- relu
