@@ -555,6 +555,8 @@ def depthwise_case(x_shape, multiplier, kernel, stride, padding, dilation, **opt
     ("x_shape", "multiplier", "kernel", "stride", "padding", "dilation"),
     [
         ((16, 32, 8, 8), 1, (3, 3), 1, 1, 1),  # MobileNetV2's 3 x 3 (a smaller batch): channels last
+        ((19, 33, 9, 7), 1, (3, 3), 2, 1, 1),  # channels last at stride 2, 33 channels (the copies' remainders)
+        ((3, 36, 5, 5), 1, (3, 3), 1, 0, 1),  # channels last without padding
         ((9, 12, 9, 7), 1, (3, 3), 2, 1, 1),  # 3 x 3, stride 1 or 2, no dilation: a row at a time (phases for 2)
         ((3, 5, 20, 19), 1, (3, 3), 1, 1, 1),
         ((4, 6, 11, 13), 1, (3, 3), 1, 0, 1),
@@ -618,11 +620,13 @@ def test_depthwise_layouts_give_the_same_results(stride, padding, dilation, dtyp
             np.testing.assert_array_equal(plane, other)
 
 
-def test_depthwise_results_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("shape", [(24, 10, 9, 9), (40, 32, 4, 4)], ids=["rows", "channels-last"])
+def test_depthwise_results_do_not_depend_on_the_thread_count(shape):
+    # channels last: the backward's dW is summed per fixed chunk of images, the chunks in order
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((24, 10, 9, 9)).astype(np.float32)
-    w = rng.standard_normal((10, 1, 3, 3)).astype(np.float32)
-    assert_independent_of_the_thread_count("conv2d", x, w, None, 1, 1, 1, 10)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((shape[1], 1, 3, 3)).astype(np.float32)
+    assert_independent_of_the_thread_count("conv2d", x, w, None, 1, 1, 1, shape[1])
 
 
 def test_depthwise_caches_the_input_not_a_column_matrix():
