@@ -36,15 +36,12 @@ exists, only x is cached, and one of the algorithms below runs, chosen by shape 
   pass, no patch matrix and no transposed copy (1.5-2.3x faster than im2row's rows 27 values long). Its backward
   too (padding up to 2): dx is the direct convolution of dout with the flipped filters (few output channels), dW
   nine dot products per filter (the stem of the CIFAR ResNets: backward 11.5 -> 2.8 ms at batch 128).
-* **1 x 1 without padding** (ResNet's projection shortcuts, MobileNet's pointwise layers) with 32 or more output
-  pixels per image: one stacked product (O, C) @ (images, C, OH OW) per chunk of images, already in NCHW layout (x
-  subsampled first for a stride). On smaller outputs (MobileNetV2's 4 x 4 layers) products 16 columns wide are too
-  thin for BLAS; there the chunk's images are laid side by side, X = x_chunk as (C, images OH OW) (a copy of runs of
-  OH OW values, no transposition), and one product W @ X gives the chunk's output as (O, images OH OW), copied back
-  to NCHW with the bias and the activation. The backward takes the same columns: dW += G @ X^T and dX = W^T @ G for
-  G = dout_chunk as (O, images OH OW). (They ran as im2row before, whose transposed copies the columns avoid: forward
-  1.18-1.25x, backward 1.22-1.47x faster on those layers at batch 128, 2 threads, AMD Zen 4; at 8 x 8 the stacked
-  products are as fast or faster forward.)
+* **1 x 1 without padding** (ResNet's projection shortcuts, MobileNet's pointwise layers; ``_numba_pointwise.py``)
+  with 32 or more output pixels per image: one stacked product (O, C) @ (images, C, OH OW) per chunk of images,
+  already in NCHW layout (x subsampled first for a stride). On smaller outputs (MobileNetV2's 4 x 4 layers) products
+  16 columns wide are too thin for BLAS; there the chunk's images are laid side by side, X = x_chunk as
+  (C, images OH OW) (a copy of runs of OH OW values, no transposition), one product W @ X, and the same columns in
+  the backward (dW += G @ X^T, dX = W^T @ G).
 * **depthwise** (``groups == C``, weight (O, 1, KH, KW): MobileNet's 3 x 3 layers): direct loops over the output
   planes, KH KW shifted multiply-adds of whole rows, no column matrix; on small outputs channels last, one
   multiply-add over all channels per pixel and tap (``_numba_depthwise.py``). Other grouped convolutions run the
@@ -68,20 +65,16 @@ from minidl.backend import _numba_kernels as _k
 from minidl.backend import _threads
 from minidl.backend._numba_common import _CHUNK_BYTES, _DW_BYTES, _MIN_CHUNKS, _ceil_div, _native_dtypes
 from minidl.backend._numba_depthwise import DepthwiseKernelsMixin
+from minidl.backend._numba_pointwise import PointwiseKernelsMixin
 from minidl.backend._numba_winograd_conv import WinogradKernelsMixin
 
-# 1 x 1 convolutions with fewer output pixels per image run as one product over the chunk's columns (W @ X, X the
-# chunk as (C, images OH OW)) instead of a stack of (O, C) @ (C, OH OW) products this thin (measured on MobileNetV2's
-# 4 x 4 layers at batch 128, against im2row, which they ran as before: forward 1.18-1.25x, backward 1.22-1.47x; at
-# 8 x 8 the stacked products are as fast or faster forward, the columns 1.0-1.1x backward)
-_POINTWISE_MIN_OHW = 32
 _SMALL_O_BLOCK = 256  # rows per backward GEMM call when O <= 16 (measured: the best block for such thin GEMMs)
 # 3 x 3 stride-1 forwards with at most this many input channels run direct (``_numba_direct.py``; measured at
 # batch 128, 2 threads: 3 to 6 channels 1.5-2.3x faster than im2row, 8 even, 16 slower)
 _DIRECT_MAX_C = 6
 
 
-class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
+class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKernelsMixin):
     """The convolution methods of the Numba backend (they use its ``_buffer``, ``_split``, ``_gemm_threads`` and
     compiled ``_im2col``/``_col2im``); the Winograd ones are :class:`WinogradKernelsMixin`'s."""
 
@@ -401,126 +394,4 @@ class ConvKernelsMixin(DepthwiseKernelsMixin, WinogradKernelsMixin):
             for part in dw_parts[1:]:
                 dw += part
             dw = numpy.ascontiguousarray(dw.reshape(O, KH, KW, C).transpose(0, 3, 1, 2))
-        return dx, dw
-
-    # ------------------------------------------------------------------ 1 x 1 convolutions
-    # A 1 x 1 convolution without padding is a matrix product per image, out[n] = W @ x[n] as (O, C) @ (C, OH OW)
-    # (x subsampled for a stride): already in NCHW layout, with no patch matrix and no transpose. ResNet's
-    # projection shortcuts and MobileNet's pointwise layers are such convolutions.
-    def _pointwise_images(self, N: int, C: int, O: int, OHW: int, itemsize: int) -> int:
-        """Images per task: about _CHUNK_BYTES of input and output, and at least _MIN_CHUNKS tasks when possible."""
-        return min(max(1, _CHUNK_BYTES // max(1, (C + O) * OHW * itemsize)), max(1, N // _MIN_CHUNKS))
-
-    def _pointwise_conv(
-        self, x: Any, weight: Any, bias: Any, SH: int, SW: int, relu_max: float | None = None
-    ) -> Any:  # fmt: skip
-        """``conv2d(x, weight, bias)`` for a (O, C, 1, 1) weight, stride (SH, SW), no padding (then min(relu,
-        relu_max) with ``relu_max``): per chunk of images one stacked product (O, C) @ (images, C, OH OW), or on
-        outputs of fewer than _POINTWISE_MIN_OHW pixels one product (O, C) @ (C, images OH OW) (the chunk's
-        columns: :meth:`_pointwise_columns`)."""
-        N, C, H, W = x.shape
-        O, dtype = weight.shape[0], x.dtype
-        OH, OW = (H - 1) // SH + 1, (W - 1) // SW + 1
-        x = numpy.ascontiguousarray(x)
-        w2 = numpy.ascontiguousarray(weight.reshape(O, C))
-        out = numpy.empty((N, O, OH, OW), dtype=dtype)
-        out3 = out.reshape(N, O, OH * OW)
-        nb = self._pointwise_images(N, C, O, OH * OW, x.itemsize)
-        b, has_bias = _k.bias_arguments(bias, dtype)
-        relu, cap = _k.epilogue(relu_max, dtype)
-        by_columns = OH * OW < _POINTWISE_MIN_OHW
-
-        def body(worker: int, task: int) -> None:
-            n0, n1 = task * nb, min(N, (task + 1) * nb)
-            xs = self._subsampled(worker, x, n0, n1, SH, SW, OH, OW)
-            if by_columns:
-                y = self._buffer(worker, "pointwise_y", (O, (n1 - n0) * OH * OW), dtype)
-                numpy.matmul(w2, self._pointwise_columns(worker, "pointwise_xc", xs), out=y)
-                _k.cols_to_nchw(y, n0, n1, b, has_bias, relu, cap, out3)  # with the bias and the activation
-                return
-            numpy.matmul(w2, xs, out=out3[n0:n1])
-            _k.bias_epilogue(out3, n0, n1, b, has_bias, relu, cap)  # one pass while the chunk is in the cache
-
-        _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
-        return out
-
-    def _pointwise_columns(self, worker: int, tag: str, a3: Any) -> Any:
-        """``a3`` (images, C, P) as one (C, images P) matrix in the worker's buffer ``tag``: a run of P values per
-        image and channel (:func:`~minidl.backend._numba_kernels.nchw_to_cols`)."""
-        images, C, P = a3.shape
-        cols = self._buffer(worker, tag, (C, images * P), a3.dtype)
-        _k.nchw_to_cols(a3, 0, images, cols)
-        return cols
-
-    def _subsampled(self, worker: int, x: Any, n0: int, n1: int, SH: int, SW: int, OH: int, OW: int) -> Any:
-        """x[n0:n1, :, ::SH, ::SW] as a contiguous (images, C, OH OW) array (a view for stride 1, else a per-worker
-        copy)."""
-        C = x.shape[1]
-        if SH == SW == 1:
-            return x[n0:n1].reshape(n1 - n0, C, OH * OW)
-        buf = self._buffer(worker, "pointwise_x", (n1 - n0, C, OH, OW), x.dtype)
-        numpy.copyto(buf, x[n0:n1, :, ::SH, ::SW])
-        return buf.reshape(n1 - n0, C, OH * OW)
-
-    def _pointwise_conv_backward(
-        self, dout: Any, x: Any, weight: Any, SH: int, SW: int, compute_dw: bool
-    ) -> tuple[Any, Any]:
-        """``(dx, dw)`` of :meth:`_pointwise_conv`: per chunk of images dW += sum_n dout[n] @ xs[n]^T and
-        dxs = W^T @ dout, scattered back to the positions the stride kept (zeros elsewhere); on outputs of fewer
-        than _POINTWISE_MIN_OHW pixels, with the chunk's columns (G = dout_chunk as (O, images OHW), X likewise):
-        dW += G @ X^T and dX = W^T @ G, one product each. Each chunk keeps its own dW partial sum, added in chunk
-        order, so dW does not depend on the thread count."""
-        N, C, H, W = x.shape
-        O, dtype = weight.shape[0], x.dtype
-        OH, OW = dout.shape[2], dout.shape[3]
-        x = numpy.ascontiguousarray(x)
-        dout3 = numpy.ascontiguousarray(dout).reshape(N, O, OH * OW)
-        w2_t = numpy.ascontiguousarray(weight.reshape(O, C).T)
-        strided = (SH, SW) != (1, 1)
-        dx = (numpy.zeros if strided else numpy.empty)((N, C, H, W), dtype=dtype)
-        nb = self._pointwise_images(N, C, O, OH * OW, x.itemsize)
-        tasks = _ceil_div(N, nb)
-        dw_parts = numpy.zeros((max(tasks, 1), O, C), dtype=dtype) if compute_dw else None
-        by_columns = OH * OW < _POINTWISE_MIN_OHW
-        no_bias, _ = _k.bias_arguments(None, dtype)
-
-        def columns(worker: int, n0: int, n1: int) -> None:
-            g = self._pointwise_columns(worker, "pointwise_g", dout3[n0:n1])
-            if compute_dw:
-                xs = self._subsampled(worker, x, n0, n1, SH, SW, OH, OW)
-                numpy.matmul(g, self._pointwise_columns(worker, "pointwise_xc", xs).T, out=dw_parts[n0 // nb])
-            dxc = self._buffer(worker, "pointwise_dxc", (C, (n1 - n0) * OH * OW), dtype)
-            numpy.matmul(w2_t, g, out=dxc)
-            if strided:
-                dxs = self._buffer(worker, "pointwise_dx", (n1 - n0, C, OH, OW), dtype)
-                _k.cols_to_nchw(dxc, 0, n1 - n0, no_bias, False, False, no_bias[0], dxs.reshape(n1 - n0, C, -1))
-                dx[n0:n1, :, ::SH, ::SW] = dxs
-            else:
-                _k.cols_to_nchw(dxc, n0, n1, no_bias, False, False, no_bias[0], dx.reshape(N, C, H * W))
-
-        def body(worker: int, task: int) -> None:
-            n0, n1 = task * nb, min(N, (task + 1) * nb)
-            if by_columns:
-                columns(worker, n0, n1)
-                return
-            g = dout3[n0:n1]
-            if compute_dw:
-                xs = self._subsampled(worker, x, n0, n1, SH, SW, OH, OW)
-                part = self._buffer(worker, "pointwise_dw", (n1 - n0, O, C), dtype)
-                numpy.matmul(g, xs.transpose(0, 2, 1), out=part)
-                part.sum(axis=0, out=dw_parts[task])
-            if strided:
-                dxs = self._buffer(worker, "pointwise_dx", (n1 - n0, C, OH, OW), dtype)
-                numpy.matmul(w2_t, g, out=dxs.reshape(n1 - n0, C, OH * OW))
-                dx[n0:n1, :, ::SH, ::SW] = dxs
-            else:
-                numpy.matmul(w2_t, g, out=dx[n0:n1].reshape(n1 - n0, C, H * W))
-
-        _threads.parallel_for(body, tasks, max_threads=self._gemm_threads())
-        dw = None
-        if compute_dw:
-            dw = dw_parts[0]
-            for part in dw_parts[1:]:
-                dw += part
-            dw = dw.reshape(O, C, 1, 1)
         return dx, dw

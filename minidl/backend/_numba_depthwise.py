@@ -26,16 +26,8 @@ stride 1; outputs 8 or fewer wide stay faster channels last (figures: ``benchmar
 
 Rows are short on small images (MobileNetV2's 8 x 8 and 4 x 4 layers: 8 or 4 values per loop), and the loop overhead is
 then the cost, one loop per row or per tap and row. With a depth multiplier of 1, 32 or more channels, and outputs 8 or
-fewer columns wide or kernels of more than 9 taps (7 x 7), the forward runs **channels last** instead
-(:func:`depthwise_forward_channels_last`): each image copied to (H W, C), and for each output pixel and tap one
-multiply-add over all C channels (vectorized), then copied back to (C, OH OW). The same products are summed in the same
-order, so the three ways give the same results. With fewer channels that loop is too short (measured: 4 channels of 64 x
-64 with 7 x 7 taps ran 5.6x slower channels last). Measured: 960 channels at 4 x 4 and 576 at 8 x 8 ran 2-4x faster
-channels last than plane by plane (``benchmarks/README.md``). The backward of such a layer runs channels last too
-(:func:`depthwise_backward_channels_last`): per image dout and x copied to (pixels, C), and per output pixel and tap one
-loop over the channels adds into dx's pixel and one into the image's dW; measured (batch 128, 2 threads, AMD Zen 4):
-960 channels at 4 x 4 15.8 -> 5.3 ms, 384 at 8 x 8 11.0 -> 6.6 ms, 576 at 8 x 8 stride 2 11.3 -> 5.4 ms, 192 at 16 x 16
-stride 2 10.6 -> 7.1 ms (outputs 16 wide: 1.2-2.4x slower than the rows, which they keep).
+fewer columns wide or kernels of more than 9 taps (7 x 7), the forward and the backward run **channels last** instead
+(``_numba_depthwise_cl.py``: one loop over all C channels per output pixel and tap).
 
 In inference the forward can also apply a ReLU or ReLU6 (``relu_max``, see ``_numba_conv.py``) in its output pass.
 
@@ -45,8 +37,8 @@ Backward, with the same loops read the other way:
     dW[o, kh, kw]  = sum over (n, oh, ow) of dout[n, o, oh, ow] x_pad[n, c, oh SH + kh DH, ow SW + kw DW]
                                                                                     (each task owns channels o)
 
-Row sums of dW are taken in the array's dtype and added up in float64 (channels last: each image's sums, added into a
-float64 partial sum per fixed chunk of images, the chunks added in order). No two threads write the same element, and
+Row sums of dW are taken in the array's dtype and added up in float64 (channels last: see ``_numba_depthwise_cl.py``).
+No two threads write the same element, and
 the split depends on the shapes only, so results do not depend on the number of threads.
 """
 
@@ -59,7 +51,8 @@ from numba import njit
 
 from minidl.backend import _threads
 from minidl.backend._numba_common import _MIN_CHUNKS, _native_dtypes
-from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, _zero, bias_arguments, epilogue, transpose4
+from minidl.backend._numba_depthwise_cl import depthwise_backward_channels_last, depthwise_forward_channels_last
+from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, _zero, bias_arguments, epilogue
 
 # channels last (measured, see the module docstring): 32+ channels, and outputs 8 or fewer columns wide or 10+ taps
 _CHANNELS_LAST_MAX_OW = 8
@@ -113,113 +106,6 @@ def depthwise_forward(x, weight, bias, has_bias, q0, q1, SH, SW, PH, PW, DH, DW,
         if relu:
             for i in range(OH * OW):
                 of[_u(o_plane + i)] = _clamp(of[_u(o_plane + i)], zero, relu_max)
-
-
-@njit(cache=True, nogil=True)
-def _taps_inside(C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW):
-    """The (output pixel, tap) pairs whose input pixel lies inside the image, in the order pixel, kh, kw:
-    ``(first, pixel, tap)``, the pairs of output pixel p being j in [first[p], first[p + 1]), each reading input
-    pixel h W + w, which starts at ``pixel[j]`` = (h W + w) C of a channels-last image, through tap kh KW + kw, whose
-    C weights start at ``tap[j]`` = (kh KW + kw) C. Computed once per call (shapes only), so the channels-last loops
-    below have no bounds tests."""
-    first = numpy.zeros(OH * OW + 1, numpy.int64)
-    pixel = numpy.empty(OH * OW * KH * KW, numpy.int64)
-    tap = numpy.empty(OH * OW * KH * KW, numpy.int64)
-    j = 0
-    for oh in range(OH):
-        for ow in range(OW):
-            for kh in range(KH):
-                h = oh * SH + kh * DH - PH
-                if h < 0 or h >= H:
-                    continue
-                for kw in range(KW):
-                    w = ow * SW + kw * DW - PW
-                    if 0 <= w < W:
-                        pixel[j], tap[j] = (h * W + w) * C, (kh * KW + kw) * C
-                        j += 1
-            first[oh * OW + ow + 1] = j
-    return first, pixel, tap
-
-
-@njit(cache=True, nogil=True)
-def depthwise_forward_channels_last(
-    x, weight_t, KW, bias, has_bias, n0, n1, SH, SW, PH, PW, DH, DW, relu, relu_max, xt, yt, out
-):  # fmt: skip
-    """Images [n0, n1) of out, for a depth multiplier of 1 (O = C), channels last: x[n] copied as (H W, C) into
-    ``xt``; each output pixel's C values = bias + the sum over the taps (kh, kw) that fall inside the image of
-    weight_t[kh KW + kw] (C,) times that input pixel's C values, each a loop over the channels (long, vectorized),
-    into ``yt`` (OH OW, C); then min(relu, relu_max) with ``relu``, and yt into out[n] (C, OH OW). The same
-    products and sums in the same order as :func:`depthwise_forward`, so the same results.
-
-    x (N, C, H, W), weight_t (KH KW, C) (the weight transposed), bias (C,) (read when has_bias), out (N, C, OH, OW),
-    all C-contiguous; xt and yt scratch of H W C and OH OW C values."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    KH = weight_t.shape[0] // KW
-    OH, OW = out.shape[2], out.shape[3]
-    xf, wf, of = x.reshape(-1), weight_t.reshape(-1), out.reshape(-1)
-    zero = out.dtype.type(0)
-    L = _u(C)
-    first, pixel, tap = _taps_inside(C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW)
-    for n in range(n0, n1):
-        transpose4(xf, n * C * H * W, C, H * W, xt, 0)  # x[n] (C, H W) -> xt (H W, C)
-        for p in range(OH * OW):
-            d = _u(p) * L
-            if has_bias:
-                for c in range(L):
-                    yt[d + c] = bias[c]
-            else:
-                for c in range(L):
-                    yt[d + c] = zero
-            for j in range(first[p], first[p + 1]):
-                s, t = _u(pixel[j]), _u(tap[j])
-                for c in range(L):
-                    yt[d + c] += wf[t + c] * xt[s + c]
-            if relu:
-                for c in range(L):
-                    yt[d + c] = _clamp(yt[d + c], zero, relu_max)
-        transpose4(yt, 0, OH * OW, C, of, n * C * OH * OW)  # yt (OH OW, C) -> out[n] (C, OH OW)
-
-
-@njit(cache=True, nogil=True, fastmath=_REDUCE)
-def depthwise_backward_channels_last(
-    dout, x, weight_t, KW, n0, n1, SH, SW, PH, PW, DH, DW, compute_dw, gt, xt, dxt, dwt, dw_part, dx
-):  # fmt: skip
-    """dx[n] for images [n0, n1), and with ``compute_dw`` their dW summed into ``dw_part`` (KH KW C float64 values,
-    (tap, channel) order), for :func:`depthwise_forward_channels_last` (depth multiplier 1), channels last: dout[n]
-    copied as (OH OW, C) into ``gt`` (and x[n] as (H W, C) into ``xt``); for each output pixel and tap inside the image
-    one loop over the C channels adds weight_t[tap] times the pixel's dout into dx's pixel (``dxt``, (H W, C)) and
-    the pixel's dout times the input pixel into the image's dW (``dwt``, (KH KW, C), the arrays' dtype, added to
-    ``dw_part`` per image); then dxt into dx[n] (C, H W). The same loops as the forward, read the other way:
-
-        dx[n, c, h, w] = sum over the (pixel, tap) pairs that read (h, w) of weight[c, tap] dout[n, c, pixel]
-        dW[c, tap]     = sum over images and pixels of dout[n, c, pixel] x[n, c, the pixel's input at tap]
-
-    dout (N, C, OH, OW), x and dx (N, C, H, W), weight_t (KH KW, C) (the weight transposed), all C-contiguous."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    KH = weight_t.shape[0] // KW
-    OH, OW = dout.shape[2], dout.shape[3]
-    gf, xf, wf, df = dout.reshape(-1), x.reshape(-1), weight_t.reshape(-1), dx.reshape(-1)
-    L = _u(C)
-    first, pixel, tap = _taps_inside(C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW)
-    for n in range(n0, n1):
-        transpose4(gf, n * C * OH * OW, C, OH * OW, gt, 0)  # dout[n] (C, OH OW) -> gt (OH OW, C)
-        _zero(dxt, _u(0), _u(H * W * C))
-        if compute_dw:
-            transpose4(xf, n * C * H * W, C, H * W, xt, 0)  # x[n] (C, H W) -> xt (H W, C)
-            _zero(dwt, _u(0), _u(KH * KW * C))
-        for p in range(OH * OW):
-            g = _u(p) * L
-            for j in range(first[p], first[p + 1]):
-                s, t = _u(pixel[j]), _u(tap[j])
-                for c in range(L):
-                    dxt[s + c] += wf[t + c] * gt[g + c]
-                if compute_dw:
-                    for c in range(L):
-                        dwt[t + c] += gt[g + c] * xt[s + c]
-        transpose4(dxt, 0, H * W, C, df, n * C * H * W)  # dxt (H W, C) -> dx[n] (C, H W)
-        if compute_dw:
-            for i in range(_u(KH * KW * C)):
-                dw_part[i] += dwt[i]
 
 
 @njit(nogil=True, inline="always")
@@ -539,9 +425,9 @@ class DepthwiseKernelsMixin:
         self, dout: Any, x: Any, w3: Any, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int, compute_dw: bool
     ) -> tuple[Any, Any]:
         """``(dx, dw)`` (dw None without ``compute_dw``) of the channels-last forward
-        (:func:`depthwise_backward_channels_last`), in parallel over fixed chunks of images (_MIN_CHUNKS of them when
-        the batch has that many), each with its own float64 dW partial sum, added in chunk order: the results do
-        not depend on the thread count."""
+        (:func:`~minidl.backend._numba_depthwise_cl.depthwise_backward_channels_last`), in parallel over chunks of
+        N // _MIN_CHUNKS images (at least one; at least _MIN_CHUNKS chunks when the batch has that many images), each
+        with its own float64 dW partial sum, added in chunk order: the results do not depend on the thread count."""
         N, C, H, W = x.shape
         OH, OW = dout.shape[2], dout.shape[3]
         KH, KW = w3.shape[1], w3.shape[2]

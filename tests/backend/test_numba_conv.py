@@ -534,9 +534,9 @@ def test_depthwise_activation_epilogue(dtype):
 @pytest.mark.parametrize("N", [0, 1, 37])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pointwise_conv2d_matches_the_reference(stride, N, dtype):
-    # 1 x 1 without padding: one (O, C) @ (C, OH OW) product per image (_numba_conv.ConvKernelsMixin._pointwise_conv)
-    # for outputs of 32 pixels or more, one (O, C) @ (C, images OH OW) product per chunk below that (MobileNetV2's
-    # 4 x 4 layers), forward and backward
+    # 1 x 1 without padding (_numba_pointwise.py): one (O, C) @ (C, OH OW) product per image for outputs of 32 pixels
+    # or more, one (O, C) @ (C, images OH OW) product per chunk below that (MobileNetV2's 4 x 4 layers), forward and
+    # backward
     for bias, compute_dw in ((True, True), (False, False)):
         options = {"bias": bias, "compute_dw": compute_dw, "dtype": dtype, "seed": N + stride[0]}
         compare(conv_case((N, 6, 13, 17), (5, 6, 1, 1), stride, 0, "pointwise", **options))
@@ -569,6 +569,7 @@ def depthwise_case(x_shape, multiplier, kernel, stride, padding, dilation, **opt
         ((3, 5, 21, 40), 1, (3, 5), 2, (1, 2), 1),
         ((2, 32, 9, 9), 1, (3, 3), 1, 2, 2),  # channels last, dilated
         ((2, 32, 12, 20), 1, (5, 5), (1, 2), 2, 1),  # channels last: more than 9 taps
+        ((33, 32, 4, 4), 1, (7, 7), 1, 3, 1),  # channels last, 7 x 7: chunks of 2 images (dW over both), a last of 1
         ((5, 4, 11, 10), 2, (7, 7), 1, 3, 1),  # ConvNeXt's 7 x 7, depth multiplier 2
         ((3, 6, 8, 9), 1, (4, 2), 1, "same", (2, 1)),  # an uneven 'same': the extra row and column are cropped
         ((2, 3, 5, 5), 3, (3, 3), (3, 2), (0, 2), (1, 2)),

@@ -1,0 +1,161 @@
+"""1 x 1 convolutions of the Numba backend: a mixin of :class:`~minidl.backend._numba_conv.ConvKernelsMixin`.
+
+Notation as in ``_numba_conv.py``. A 1 x 1 convolution without padding is a matrix product per image,
+out[n] = W @ x[n] as (O, C) @ (C, OH OW) (x subsampled for a stride): already in NCHW layout, with no patch matrix
+and no transpose. ResNet's projection shortcuts and MobileNet's pointwise layers are such convolutions. Two ways,
+chosen by the output's size:
+
+* 32 or more output pixels per image: per chunk of images one stacked product (O, C) @ (images, C, OH OW), then the
+  bias (and a folded ReLU or ReLU6) in one compiled pass over the chunk while it is in the cache.
+* Fewer (MobileNetV2's 4 x 4 layers): products 16 columns wide are too thin for BLAS. The chunk's images are laid side
+  by side, X = x_chunk as (C, images OH OW) (a copy of runs of OH OW values, no transposition), and one product W @ X
+  gives the chunk's output as (O, images OH OW), copied back to NCHW with the bias and the activation
+  (:func:`~minidl.backend._numba_kernels.cols_to_nchw`). The backward takes the same columns: dW += G @ X^T and
+  dX = W^T @ G for G = dout_chunk as (O, images OH OW). Measured on those layers (batch 128, 2 threads, AMD Zen 4),
+  against what ran before (im2row forward, the stacked per-image products backward): forward 1.18-1.25x, backward
+  1.22-1.47x; at 8 x 8 the stacked products are as fast or faster forward, the columns 1.0-1.1x backward.
+
+Each chunk keeps its own dW partial sum, added in chunk order, and the chunks depend on the shapes only, so the
+results do not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+from minidl.backend import _numba_kernels as _k
+from minidl.backend import _threads
+from minidl.backend._numba_common import _CHUNK_BYTES, _MIN_CHUNKS, _ceil_div
+
+# 1 x 1 convolutions with fewer output pixels per image run as one product over the chunk's columns (W @ X, X the
+# chunk as (C, images OH OW)) instead of a stack of (O, C) @ (C, OH OW) products this thin (see the module docstring)
+_POINTWISE_MIN_OHW = 32
+
+
+class PointwiseKernelsMixin:
+    """The 1 x 1 convolutions without padding of the ``conv2d`` kernel pair (:meth:`_pointwise_conv` and its
+    backward); they use the backend's ``_buffer`` and ``_gemm_threads``."""
+
+    _buffer: Any
+    _gemm_threads: Any
+
+    def _pointwise_images(self, N: int, C: int, O: int, OHW: int, itemsize: int) -> int:
+        """Images per task: about _CHUNK_BYTES of input and output, and at least _MIN_CHUNKS tasks when possible."""
+        return min(max(1, _CHUNK_BYTES // max(1, (C + O) * OHW * itemsize)), max(1, N // _MIN_CHUNKS))
+
+    def _pointwise_conv(
+        self, x: Any, weight: Any, bias: Any, SH: int, SW: int, relu_max: float | None = None
+    ) -> Any:  # fmt: skip
+        """``conv2d(x, weight, bias)`` for a (O, C, 1, 1) weight, stride (SH, SW), no padding (then min(relu,
+        relu_max) with ``relu_max``): per chunk of images one stacked product (O, C) @ (images, C, OH OW), or on
+        outputs of fewer than _POINTWISE_MIN_OHW pixels one product (O, C) @ (C, images OH OW) (the chunk's
+        columns: :meth:`_pointwise_columns`)."""
+        N, C, H, W = x.shape
+        O, dtype = weight.shape[0], x.dtype
+        OH, OW = (H - 1) // SH + 1, (W - 1) // SW + 1
+        x = numpy.ascontiguousarray(x)
+        w2 = numpy.ascontiguousarray(weight.reshape(O, C))
+        out = numpy.empty((N, O, OH, OW), dtype=dtype)
+        out3 = out.reshape(N, O, OH * OW)
+        nb = self._pointwise_images(N, C, O, OH * OW, x.itemsize)
+        b, has_bias = _k.bias_arguments(bias, dtype)
+        relu, cap = _k.epilogue(relu_max, dtype)
+        by_columns = OH * OW < _POINTWISE_MIN_OHW
+
+        def body(worker: int, task: int) -> None:
+            n0, n1 = task * nb, min(N, (task + 1) * nb)
+            xs = self._subsampled(worker, x, n0, n1, SH, SW, OH, OW)
+            if by_columns:
+                y = self._buffer(worker, "pointwise_y", (O, (n1 - n0) * OH * OW), dtype)
+                numpy.matmul(w2, self._pointwise_columns(worker, "pointwise_xc", xs), out=y)
+                _k.cols_to_nchw(y, n0, n1, b, has_bias, relu, cap, out3)  # with the bias and the activation
+                return
+            numpy.matmul(w2, xs, out=out3[n0:n1])
+            _k.bias_epilogue(out3, n0, n1, b, has_bias, relu, cap)  # one pass while the chunk is in the cache
+
+        _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
+        return out
+
+    def _pointwise_columns(self, worker: int, tag: str, a3: Any) -> Any:
+        """``a3`` (images, C, P) as one (C, images P) matrix in the worker's buffer ``tag``: a run of P values per
+        image and channel (:func:`~minidl.backend._numba_kernels.nchw_to_cols`)."""
+        images, C, P = a3.shape
+        cols = self._buffer(worker, tag, (C, images * P), a3.dtype)
+        _k.nchw_to_cols(a3, 0, images, cols)
+        return cols
+
+    def _subsampled(self, worker: int, x: Any, n0: int, n1: int, SH: int, SW: int, OH: int, OW: int) -> Any:
+        """x[n0:n1, :, ::SH, ::SW] as a contiguous (images, C, OH OW) array (a view for stride 1, else a per-worker
+        copy)."""
+        C = x.shape[1]
+        if SH == SW == 1:
+            return x[n0:n1].reshape(n1 - n0, C, OH * OW)
+        buf = self._buffer(worker, "pointwise_x", (n1 - n0, C, OH, OW), x.dtype)
+        numpy.copyto(buf, x[n0:n1, :, ::SH, ::SW])
+        return buf.reshape(n1 - n0, C, OH * OW)
+
+    def _pointwise_conv_backward(
+        self, dout: Any, x: Any, weight: Any, SH: int, SW: int, compute_dw: bool
+    ) -> tuple[Any, Any]:
+        """``(dx, dw)`` of :meth:`_pointwise_conv`: per chunk of images dW += sum_n dout[n] @ xs[n]^T and
+        dxs = W^T @ dout, scattered back to the positions the stride kept (zeros elsewhere); on outputs of fewer
+        than _POINTWISE_MIN_OHW pixels, with the chunk's columns (G = dout_chunk as (O, images OHW), X likewise):
+        dW += G @ X^T and dX = W^T @ G, one product each. Each chunk keeps its own dW partial sum, added in chunk
+        order, so dW does not depend on the thread count."""
+        N, C, H, W = x.shape
+        O, dtype = weight.shape[0], x.dtype
+        OH, OW = dout.shape[2], dout.shape[3]
+        x = numpy.ascontiguousarray(x)
+        dout3 = numpy.ascontiguousarray(dout).reshape(N, O, OH * OW)
+        w2_t = numpy.ascontiguousarray(weight.reshape(O, C).T)
+        strided = (SH, SW) != (1, 1)
+        dx = (numpy.zeros if strided else numpy.empty)((N, C, H, W), dtype=dtype)
+        nb = self._pointwise_images(N, C, O, OH * OW, x.itemsize)
+        tasks = _ceil_div(N, nb)
+        dw_parts = numpy.zeros((max(tasks, 1), O, C), dtype=dtype) if compute_dw else None
+        by_columns = OH * OW < _POINTWISE_MIN_OHW
+        no_bias, _ = _k.bias_arguments(None, dtype)
+        _, no_cap = _k.epilogue(None, dtype)  # (no activation: a bound the copy never reads)
+
+        def columns(worker: int, n0: int, n1: int) -> None:
+            g = self._pointwise_columns(worker, "pointwise_g", dout3[n0:n1])
+            if compute_dw:
+                xs = self._subsampled(worker, x, n0, n1, SH, SW, OH, OW)
+                numpy.matmul(g, self._pointwise_columns(worker, "pointwise_xc", xs).T, out=dw_parts[n0 // nb])
+            dxc = self._buffer(worker, "pointwise_dxc", (C, (n1 - n0) * OH * OW), dtype)
+            numpy.matmul(w2_t, g, out=dxc)
+            if strided:
+                dxs = self._buffer(worker, "pointwise_dx", (n1 - n0, C, OH, OW), dtype)
+                _k.cols_to_nchw(dxc, 0, n1 - n0, no_bias, False, False, no_cap, dxs.reshape(n1 - n0, C, -1))
+                dx[n0:n1, :, ::SH, ::SW] = dxs
+            else:
+                _k.cols_to_nchw(dxc, n0, n1, no_bias, False, False, no_cap, dx.reshape(N, C, H * W))
+
+        def body(worker: int, task: int) -> None:
+            n0, n1 = task * nb, min(N, (task + 1) * nb)
+            if by_columns:
+                columns(worker, n0, n1)
+                return
+            g = dout3[n0:n1]
+            if compute_dw:
+                xs = self._subsampled(worker, x, n0, n1, SH, SW, OH, OW)
+                part = self._buffer(worker, "pointwise_dw", (n1 - n0, O, C), dtype)
+                numpy.matmul(g, xs.transpose(0, 2, 1), out=part)
+                part.sum(axis=0, out=dw_parts[task])
+            if strided:
+                dxs = self._buffer(worker, "pointwise_dx", (n1 - n0, C, OH, OW), dtype)
+                numpy.matmul(w2_t, g, out=dxs.reshape(n1 - n0, C, OH * OW))
+                dx[n0:n1, :, ::SH, ::SW] = dxs
+            else:
+                numpy.matmul(w2_t, g, out=dx[n0:n1].reshape(n1 - n0, C, H * W))
+
+        _threads.parallel_for(body, tasks, max_threads=self._gemm_threads())
+        dw = None
+        if compute_dw:
+            dw = dw_parts[0]
+            for part in dw_parts[1:]:
+                dw += part
+            dw = dw.reshape(O, C, 1, 1)
+        return dx, dw
