@@ -239,8 +239,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         def body(worker: int, task: int) -> None:
             n0, n1 = task * nb, min(N, (task + 1) * nb)
             rows = self._buffer(worker, "rows", ((n1 - n0) * OHW, K), dtype)
-            xt = self._buffer(worker, "xt", (C * H * W,), dtype)
-            _k.im2row(x, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, rows)
+            xp = self._buffer(worker, "xt", (C * (H + 2 * PH) * (W + 2 * PW),), dtype)  # (padded)
+            _k.im2row(x, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xp, rows)
             y = self._buffer(worker, "y", ((n1 - n0) * OHW, O), dtype)
             numpy.matmul(rows, w_row_t, out=y)
             _k.rows_to_nchw(y, n0, n1, b, has_bias, relu, cap, out3)
@@ -371,7 +371,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                     g = self._buffer(worker, "g", (O, P), dtype)
                     _k.nchw_to_cols(dout3, n0, n1, g)
                 rows = self._buffer(worker, "rows", (P, K), dtype)
-                xt = self._buffer(worker, "xt", (C * H * W,), dtype)
+                xt = self._buffer(worker, "xt", (C * (H + 2 * PH) * (W + 2 * PW),), dtype)  # im2row's padded image
                 if compute_dw:
                     _k.im2row(x, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, rows)
                     for s in range(0, P, block):  # dW += G @ rows, block by block

@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from minidl.backend._numba_kernels import _clamp, _u, _zero, move4x4
+from minidl.backend._numba_kernels import _clamp, _u, padded_image
 
 # the rows of B^T d as d[p] + sign d[q]: (p, q, sign) for rows 0..3
 _ROWS_BT = ((0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0))
@@ -76,57 +76,6 @@ def transform_weight(weight, c0, c1, U, plane):
             U[_u(4) * P + u], U[_u(5) * P + u], U[_u(6) * P + u], U[_u(7) * P + u] = _g(b0, b1, b2, half)
             U[_u(8) * P + u], U[_u(9) * P + u], U[_u(10) * P + u], U[_u(11) * P + u] = _g(c0_, c1_, c2_, half)
             U[_u(12) * P + u], U[_u(13) * P + u], U[_u(14) * P + u], U[_u(15) * P + u] = _g(d0, d1, d2, half)
-
-
-@njit(nogil=True, inline="always")
-def _column(row, col, phases, Wp, C):
-    """Where column ``col`` of row ``row`` starts in a channels-last, phase-split scratch (:func:`padded_image`)."""
-    return _u(((row * phases + col % phases) * Wp + col // phases) * C)
-
-
-@njit(nogil=True, inline="always")
-def padded_image(x, n, PH, PW, phases, Hp, Wp, xt):
-    """Image n of x (N, C, H, W) into the flat scratch ``xt``, zero padded (PH rows on top, PW columns on the left) to
-    Hp rows of phases x Wp columns, channels last, the columns split by phase: x[n, c, h, w] -> xt[row, col % phases,
-    col // phases, c] with row = h + PH, col = w + PW (``phases`` is the tile's stride, 2 or 4: then a tile's column
-    j of every tile along a row is one run, see :func:`input_tiles`; :func:`output_gradient_tiles` reads dout in
-    this layout too, unpadded).
-
-    A transposition ((C, W) values become (W, C)), done in blocks of 4 channels x 4 columns
-    (:func:`~minidl.backend._numba_kernels.move4x4`): value by value, the copy ran 1.65x slower (7 images of
-    16 x 32 x 32: 61 against 37 us on one thread, AMD Zen 4; 1.7x at 32 and 64 channels). The blocks go channels
-    first: 4 channels, all their rows, then the next 4, so the copy reads 4 planes of x at a time, each from its
-    start to its end. It used to go row by row across all C channels, reading C planes at once, more streams than
-    the hardware prefetcher follows (it works within 4 KiB pages, one 32 x 32 float32 plane): with this order, and
-    dW reading dout through this copy an image at a time (it copied 2 or 4 rows of every channel per tile row),
-    layers of 32 to 128 channels run 1.05-1.23x faster (forward, dx and dW, F(2x2, 3x3) and F(4x4, 3x3), batch
-    128, 2 threads, AMD Zen 4), 16 channels about the same. Copying dout one tile row at a time in this order
-    instead measured 0.94-1.04x (also on 56 x 56 x 64 images, whose whole dout image no longer fits in a core's
-    cache). Channels and columns past a multiple of 4 go value by value."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    _zero(xt, _u(0), _u(Hp * phases * Wp * C))
-    xf = x.reshape(-1)
-    HW = _u(H * W)
-    C4, W4 = C - C % 4, W - W % 4
-    for c in range(0, C4, 4):
-        for h in range(H):
-            src = _u(((n * C + c) * H + h) * W)
-            row = h + PH
-            for w in range(0, W4, 4):  # channels c .. c + 3 of columns w .. w + 3
-                d = _column(row, w + PW, phases, Wp, C) + _u(c)
-                d1 = _column(row, w + 1 + PW, phases, Wp, C) + _u(c)
-                d2 = _column(row, w + 2 + PW, phases, Wp, C) + _u(c)
-                d3 = _column(row, w + 3 + PW, phases, Wp, C) + _u(c)
-                move4x4(xf, src + _u(w), HW, xt, d, d1, d2, d3)
-            for w in range(W4, W):  # the last W % 4 columns of these 4 channels
-                t = _column(row, w + PW, phases, Wp, C) + _u(c)
-                for k in range(4):
-                    xt[t + _u(k)] = xf[src + _u(k) * HW + _u(w)]
-    for c in range(C4, C):  # the last C % 4 channels
-        for h in range(H):
-            src = _u(((n * C + c) * H + h) * W)
-            for w in range(W):
-                xt[_column(h + PH, w + PW, phases, Wp, C) + _u(c)] = xf[src + _u(w)]
 
 
 @njit(cache=True, nogil=True)
@@ -220,9 +169,10 @@ def output_gradient_tiles(dout, n0, n1, first, TH, TW, yt, dM, plane):
     [n0, n1) of dout (N, O, OH, OW), dY its
     2 x 2 gradient (zero past an odd OH or OW), A = [[1, 0], [1, 1], [1, -1], [0, -1]].
 
-    ``yt`` is scratch for one image of dout, (2 TH, 2, TW O) values (:func:`padded_image`, no padding):
-    yt[2 th + i, j, tw O + o] = dout[n, o, 2 th + i, 2 tw + j], zero past OH or OW; so each loop below runs over
-    the TW O values of a tile row (vectorized)."""
+    ``yt`` is scratch for one image of dout, (2 TH, 2, TW O) values
+    (:func:`~minidl.backend._numba_kernels.padded_image`, no padding): yt[2 th + i, j, tw O + o] =
+    dout[n, o, 2 th + i, 2 tw + j], zero past OH or OW; so each loop below runs over the TW O values of a tile row
+    (vectorized)."""
     O = dout.shape[1]
     L = _u(TW * O)
     yf = yt.reshape(-1)

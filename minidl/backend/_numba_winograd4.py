@@ -36,8 +36,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from minidl.backend._numba_kernels import _clamp, _u
-from minidl.backend._numba_winograd import padded_image
+from minidl.backend._numba_kernels import _clamp, _u, padded_image
 
 
 # The 1-D transforms. Their constants come in as arguments of the data's dtype (``k`` below): a Python int literal
@@ -225,7 +224,7 @@ def output_gradient_tiles(dout, n0, n1, first, TH, TW, yt, t, dM, plane):
     images n in [n0, n1) of dout (N, O, OH, OW) (numbered as in :func:`input_tiles`) and channel o, dY its 4 x 4
     gradient dout[n, o, 4 th + (0..3), 4 tw + (0..3)] (zero past OH or OW), A = (A^T)^T (6 x 4).
 
-    ``yt`` is scratch for one image of dout, (4 TH, 4, TW O) values (``padded_image`` of ``_numba_winograd.py``, no
+    ``yt`` is scratch for one image of dout, (4 TH, 4, TW O) values (``padded_image`` of ``_numba_kernels.py``, no
     padding): yt[4 th + i, j, tw O + o] = dY[i, j] of tile (th, tw), zero past OH or OW; ``t`` scratch for one tile
     row's A dY (24 TW O values)."""
     O = dout.shape[1]
