@@ -371,7 +371,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                     g = self._buffer(worker, "g", (O, P), dtype)
                     _k.nchw_to_cols(dout3, n0, n1, g)
                 rows = self._buffer(worker, "rows", (P, K), dtype)
-                xt = self._buffer(worker, "xt", (C * (H + 2 * PH) * (W + 2 * PW),), dtype)  # im2row's padded image
+                # im2row's padded image, also row2im's (H W C) scratch
+                xt = self._buffer(worker, "xt", (C * (H + 2 * PH) * (W + 2 * PW),), dtype)
                 if compute_dw:
                     _k.im2row(x, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, rows)
                     for s in range(0, P, block):  # dW += G @ rows, block by block

@@ -37,9 +37,9 @@ Backward, with the same loops read the other way:
     dW[o, kh, kw]  = sum over (n, oh, ow) of dout[n, o, oh, ow] x_pad[n, c, oh SH + kh DH, ow SW + kw DW]
                                                                                     (each task owns channels o)
 
-Row sums of dW are taken in the array's dtype and added up in float64 (channels last: see ``_numba_depthwise_cl.py``).
-No two threads write the same element, and
-the split depends on the shapes only, so results do not depend on the number of threads.
+Row sums of dW are taken in the array's dtype and added up in float64 (channels last: see
+``_numba_depthwise_cl.py``). No two threads write the same element, and the split depends on the shapes only, so
+results do not depend on the number of threads.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ def depthwise_forward_channels_last(
     ``xt``; each output pixel's C values = bias + the sum over the taps (kh, kw) that fall inside the image of
     weight_t[kh KW + kw] (C,) times that input pixel's C values, each a loop over the channels (long, vectorized),
     into ``yt`` (OH OW, C); then min(relu, relu_max) with ``relu``, and yt into out[n] (C, OH OW). The same
-    products and sums in the same order as :func:`depthwise_forward`, so the same results.
+    products and sums in the same order as :func:`~minidl.backend._numba_depthwise.depthwise_forward`, so the same
+    results.
 
     x (N, C, H, W), weight_t (KH KW, C) (the weight transposed), bias (C,) (read when has_bias), out (N, C, OH, OW),
     all C-contiguous; xt and yt scratch of H W C and OH OW C values."""

@@ -27,7 +27,8 @@ Together they compute what the reference pairs compute (``minidl/nn``, with the 
 ``tests/backend/test_kernels.py`` checks every kernel pair against its reference.
 Compiled code is cached on disk (``cache=True``): the first use compiles for a few seconds, later runs load it.
 Numba recompiles a kernel when its own file changes, not when an ``inline`` helper from another file does: after
-editing one (``move4x4``, ``_clamp``, ``_zero`` here), ``make clean-kernels``.
+editing one (``move4x4``, ``transpose4``, ``padded_image``, ``_column``, ``_clamp``, ``_zero`` here),
+``make clean-kernels``.
 Set ``NUMBA_DISABLE_JIT=1`` to run (slowly) the same code as plain Python, e.g. in a debugger.
 """
 
@@ -175,9 +176,10 @@ def _column(row, col, phases, Wp, C):
 def padded_image(x, n, PH, PW, phases, Hp, Wp, xt):
     """Image n of x (N, C, H, W) into the flat scratch ``xt``, zero padded (PH rows on top, PW columns on the left) to
     Hp rows of phases x Wp columns, channels last, the columns split by phase: x[n, c, h, w] -> xt[row, col % phases,
-    col // phases, c] with row = h + PH, col = w + PW (``phases`` is the tile's stride, 2 or 4: then a tile's column
-    j of every tile along a row is one run, see :func:`input_tiles`; :func:`output_gradient_tiles` reads dout in
-    this layout too, unpadded).
+    col // phases, c] with row = h + PH, col = w + PW (``phases``: 1 for :func:`im2row`, a plain padded image; for
+    Winograd the tile's stride, 2 or 4: then a tile's column j of every tile along a row is one run, see
+    :func:`~minidl.backend._numba_winograd.input_tiles`; :func:`~minidl.backend._numba_winograd.output_gradient_tiles`
+    reads dout in this layout too, unpadded).
 
     A transposition ((C, W) values become (W, C)), done in blocks of 4 channels x 4 columns
     (:func:`move4x4`): value by value, the copy ran 1.65x slower (7 images of
@@ -239,9 +241,9 @@ def _transpose(src, s0, R, Cc, dst, d0):
 
 # ---------------------------------------------------------------------------------------------------- im2row
 # The fused convolution uses the transposed layout, one *row* per output pixel: (images OHW, K) with K ordered
-# (kh, kw, c). Built from a channels-last copy of each image (``xt``, (H, W, C)), every (kh, kw) tap is one
-# contiguous run of C values, and the GEMMs (rows @ W^T, dout @ rows, dout^T @ W) all have a long first dimension,
-# which OpenBLAS runs at near peak (a 32-row W @ cols runs about 30% slower).
+# (kh, kw, c). Built from a zero-padded channels-last copy of each image (``xp``, (H + 2 PH, W + 2 PW, C)), every
+# (kh, kw) tap is one contiguous run of C values, and the GEMMs (rows @ W^T, dout @ rows, dout^T @ W) all have a
+# long first dimension, which OpenBLAS runs at near peak (a 32-row W @ cols runs about 30% slower).
 @njit(cache=True, nogil=True)
 def im2row(x, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xp, rows):
     """rows[(n - n0) OHW + oh OW + ow, (kh KW + kw) C + c] = x_pad[n, c, oh SH + kh DH, ow SW + kw DW] for n in
