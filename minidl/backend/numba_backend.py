@@ -23,8 +23,8 @@ and the NumPy reference. What changes is who runs the kernels:
                                          ReLU or ReLU6 in the output pass
   ``max_pool2d``, ``avg_pool2d``,        compiled window loops, parallel over planes (``_numba_pool.py``);
   ``adaptive_avg_pool2d``                global average pooling one sum per plane
-  ``batch_norm``, ``batch_norm_relu``    statistics + normalize + affine (+ ReLU) in one pass per channel;
-                                         the backward from x, mask recomputed (``_numba_batchnorm.py``)
+  ``batch_norm``, ``batch_norm_relu``,   statistics + normalize + affine (+ ReLU or ReLU6) in one pass per
+  ``batch_norm_relu6``                   channel; the backward from x, mask recomputed (``_numba_batchnorm.py``)
   ``layer_norm``, ``group_norm``,        per-row statistics + normalize + affine in one pass
   ``instance_norm``                      (``_numba_norm.py``)
   ``relu``, ``add_relu``,                one pass each (``_numba_elementwise.py``, with vectorizable
@@ -140,6 +140,9 @@ class NumbaBackend(
             "batch_norm": KernelPair(self._batch_norm_forward, self._batch_norm_backward, self._batch_norm_accepts),
             "batch_norm_relu": KernelPair(
                 self._batch_norm_relu_forward, self._batch_norm_backward, self._batch_norm_accepts
+            ),
+            "batch_norm_relu6": KernelPair(
+                self._batch_norm_relu6_forward, self._batch_norm_backward, self._batch_norm_accepts
             ),
             "layer_norm": KernelPair(self._layer_norm_forward, self._layer_norm_backward, self._norm_accepts),
             "group_norm": KernelPair(self._group_norm_forward, self._group_norm_backward, self._norm_accepts),

@@ -36,7 +36,9 @@ it (or the output), and a new array is always returned.
 
 The pairs marked ``@kernel("<op>")`` have a one-pass kernel on the Numba backend (``minidl/backend/
 _numba_elementwise.py``, listed in the backend's kernel table); the NumPy code here is the reference they replace and
-are tested against (see :mod:`minidl.nn.dispatch`).
+are tested against (see :mod:`minidl.nn.dispatch`). ReLU6 is hardtanh(0, 6) and has no kernel of its own; it is marked
+``@composes("relu6", uses=("hardtanh",))``, so that a pair built on it (``batch_norm_relu6``) runs its kernel only
+while both are minidl's.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from minidl.nn.activation_smooth import *  # noqa: F403
 from minidl.nn.activation_smooth import __all__ as _smooth_all
 from minidl.nn.activation_softmax import *  # noqa: F403
 from minidl.nn.activation_softmax import __all__ as _softmax_all
-from minidl.nn.dispatch import F, kernel
+from minidl.nn.dispatch import F, composes, kernel
 
 __all__ = [
     "Hardtanh",
@@ -221,6 +223,7 @@ def hardtanh_backward(dout: Any, cache: Any) -> Any:
     return dout * mask
 
 
+@composes("relu6", uses=("hardtanh",))  # no kernel of its own; a pair built on it follows it to hardtanh
 def relu6_forward(x: Any) -> tuple[Any, Any]:
     r"""ReLU6: ``y = min(max(x, 0), 6)`` = hardtanh(x, 0, 6) (MobileNetV2). Cache: the mask ``0 < x < 6``.
 

@@ -26,9 +26,10 @@ the Numba backend's; the NumPy backend's is empty: it is the reference mode). Wh
 * on a backend with one, the kernel runs instead, for the forward *and* the backward (the cache it returns is wrapped
   in a :class:`KernelCache`, which sends the backward back to the same kernel);
 * but only while both halves in :mod:`minidl.nn.functional` are still the reference pair, and so are the pairs its
-  reference calls (``uses``: ``batch_norm_relu`` is ``batch_norm`` then ``relu``; ``conv2d`` pads with ``pad2d``)
-  (:func:`is_reference`): a pair you replaced runs as you wrote it, on every backend, also inside the pairs built
-  on it;
+  reference calls (``uses``: ``batch_norm_relu`` is ``batch_norm`` then ``relu``; ``conv2d`` pads with ``pad2d``;
+  and through a pair without a kernel, marked with :func:`composes`: ``batch_norm_relu6`` calls ``relu6``, which is
+  ``hardtanh(0, 6)``) (:func:`is_reference`): a pair you replaced runs as you wrote it, on every backend, also inside
+  the pairs built on it;
 * a kernel may decline a case it does not cover (its ``accepts`` returns False: a grouped convolution, an unusual
   dtype); the reference runs then.
 
@@ -62,6 +63,7 @@ from minidl.nn._checks import check_grad_output
 __all__ = [
     "F",
     "KernelCache",
+    "composes",
     "declared_ops",
     "is_reference",
     "kernel",
@@ -148,6 +150,22 @@ class _Declared(NamedTuple):
 
 
 _DECLARED: dict[str, _Declared] = {}
+_COMPOSED: dict[str, tuple[str, ...]] = {}  # pairs without a kernel -> the pairs their reference calls
+
+
+def composes(op: str, uses: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark ``<op>_forward``, a pair no backend accelerates, as built from the pairs ``uses`` (what its reference
+    calls through ``F``): :func:`is_reference` follows them, so a kernel built on ``op`` steps aside when one of them
+    is replaced too (``relu6`` is ``hardtanh(0, 6)``: a student's hardtanh must run inside ``batch_norm_relu6``).
+    Returns the function unchanged."""
+
+    def decorate(reference: Callable[..., Any]) -> Callable[..., Any]:
+        if reference.__name__ != f"{op}_forward":
+            raise ValueError(f"@composes({op!r}) decorates {op}_forward, got {reference.__name__}")
+        _COMPOSED[op] = tuple(uses)
+        return reference
+
+    return decorate
 
 
 def declared_ops() -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
@@ -216,7 +234,8 @@ def is_reference(op: str) -> bool:
         if getattr(functional, name, None) is not _ORIGINALS.get(name):
             return False
     declared = _DECLARED.get(op)
-    return declared is None or all(is_reference(used) for used in declared.uses)
+    uses = _COMPOSED.get(op, ()) if declared is None else declared.uses
+    return all(is_reference(used) for used in uses)
 
 
 def kernel_for(op: str) -> Any:

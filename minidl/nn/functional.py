@@ -114,6 +114,8 @@ from minidl.nn.merge import (
 from minidl.nn.normalization import (
     batch_norm_backward,
     batch_norm_forward,
+    batch_norm_relu6_backward,
+    batch_norm_relu6_forward,
     batch_norm_relu_backward,
     batch_norm_relu_forward,
 )
@@ -166,6 +168,8 @@ __all__ = [
     "avg_pool2d_forward",
     "batch_norm_backward",
     "batch_norm_forward",
+    "batch_norm_relu6_backward",
+    "batch_norm_relu6_forward",
     "batch_norm_relu_backward",
     "batch_norm_relu_forward",
     "binary_cross_entropy_backward",

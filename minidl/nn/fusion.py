@@ -11,9 +11,9 @@ freed slots, so the model keeps its structure, its ``state_dict`` keys and its o
   :func:`~minidl.nn.normalization.batch_norm_relu_forward`: on the Numba backend the ReLU is applied inside the
   normalize loop, and its backward recomputes the ReLU mask from x instead of storing it.
 * **Conv2d -> BatchNorm2d (-> ReLU or ReLU6)** becomes :class:`ConvBn2d` and :class:`FoldedBatchNorm2d` (and an
-  :class:`Identity` in the activation's slot). In training they run as a convolution and a BatchNorm(+ReLU) pass
-  (a BatchNorm pass and a ReLU6 pass). In inference (eval mode, gradients off) the BatchNorm is folded into the
-  convolution's weights,
+  :class:`Identity` in the activation's slot). In training they run as a convolution and a BatchNorm(+ReLU or
+  +ReLU6) pass (the pairs ``batch_norm_relu``, ``batch_norm_relu6``). In inference (eval mode, gradients off) the
+  BatchNorm is folded into the convolution's weights,
 
   .. math:: \mathrm{BN}(W * x + b) = (s W) * x + (s (b - \mu) + \beta), \qquad s = \gamma / \sqrt{\sigma^2 +
             \epsilon}
@@ -157,7 +157,7 @@ class _Activation(NamedTuple):
 _ACTIVATIONS = {
     None: _Activation(None, ("batch_norm",), "conv2d", ""),
     "relu": _Activation(ReLU, ("batch_norm_relu",), "conv2d_relu", "+ReLU"),
-    "relu6": _Activation(ReLU6, ("batch_norm", "relu6", "hardtanh"), "conv2d_relu6", "+ReLU6"),  # (relu6: hardtanh)
+    "relu6": _Activation(ReLU6, ("batch_norm_relu6",), "conv2d_relu6", "+ReLU6"),
 }
 
 
@@ -174,9 +174,9 @@ class FoldedBatchNorm2d(BatchNorm2d):
         \quad (\text{then } \max(0, y) \text{ or } \min(\max(0, y), 6)), \qquad y = x \text{ on a folded output}
 
     When its input is the output its :class:`ConvBn2d` just computed folded (in inference), it returns it: the
-    convolution already applied it. Any other input goes through a BatchNorm2d, then the activation: a
-    :class:`BatchNormReLU2d` (one pair) for ``"relu"``, the ``batch_norm`` and ``relu6`` pairs one after the other for
-    ``"relu6"``. It keeps the BatchNorm's parameters and buffers, so the ``state_dict`` keys are the original's.
+    convolution already applied it. Any other input goes through a BatchNorm2d, then the activation, as one pair:
+    ``batch_norm_relu`` for ``"relu"`` (as :class:`BatchNormReLU2d`), ``batch_norm_relu6`` for ``"relu6"``. It keeps
+    the BatchNorm's parameters and buffers, so the ``state_dict`` keys are the original's.
 
     Shape:
         - Input: (N, C, H, W).  - Output: the same.
@@ -205,25 +205,22 @@ class FoldedBatchNorm2d(BatchNorm2d):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, activation={self.activation}"
 
+    def _pair(self) -> str:
+        """The pair it runs unfolded: ``batch_norm``, ``batch_norm_relu`` or ``batch_norm_relu6``."""
+        (op,) = _ACTIVATIONS[self.activation].unfolded
+        return op
+
     def forward(self, x: Any) -> Any:
         if x is self.__dict__.pop("_folded_output", None):
             return x  # the output of the ConvBn2d before it, which applied this BatchNorm (and activation), folded
-        pair = F.batch_norm_relu_forward if self.activation == "relu" else F.batch_norm_forward
-        out, cache = pair(x, *self._functional_arguments(x))
+        out, cache = getattr(F, f"{self._pair()}_forward")(x, *self._functional_arguments(x))
         self._count_batch()
-        if self.activation == "relu6":
-            out, relu6_cache = F.relu6_forward(out)
-            cache = (cache, relu6_cache)
         self.save_for_backward(cache)
         return out
 
     def backward(self, dout: Any) -> Any:
         (cache,) = self.pop_saved()
-        if self.activation == "relu6":
-            cache, relu6_cache = cache
-            dout = F.relu6_backward(dout, relu6_cache)
-        pair = F.batch_norm_relu_backward if self.activation == "relu" else F.batch_norm_backward
-        dx, dgamma, dbeta = pair(dout, cache)
+        dx, dgamma, dbeta = getattr(F, f"{self._pair()}_backward")(dout, cache)
         self._accumulate(dgamma, dbeta)
         return dx
 
@@ -247,8 +244,8 @@ class ConvBn2d(Conv2d):
     ``"relu"`` or ``"relu6"``, if any). It folds when all of these hold, and is the plain Conv2d otherwise:
 
     * inference: the BatchNorm in eval mode with running statistics, gradients off;
-    * the pairs the :class:`FoldedBatchNorm2d` would run (``batch_norm``; ``batch_norm_relu``, or ``batch_norm`` and
-      ``relu6``, with an activation) in :mod:`minidl.nn.functional` are still minidl's
+    * the pair the :class:`FoldedBatchNorm2d` would run (``batch_norm``; ``batch_norm_relu`` or ``batch_norm_relu6``
+      with an activation) and the pairs it calls in :mod:`minidl.nn.functional` are still minidl's
       (:func:`~minidl.nn.dispatch.is_reference`): a pair you replaced runs, unfolded;
     * the module it was fused in is the one calling it, and still holds it and its BatchNorm in the two slots
       ``fuse`` found them in (``slots``): replace or move either, or run a slice without the BatchNorm, and nothing

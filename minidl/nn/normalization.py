@@ -48,7 +48,8 @@ its neighbouring channels (see :func:`local_response_norm_forward`).
 
 The BatchNorm pairs take PyTorch's argument order, ``(input, running_mean, running_var, weight, bias, training,
 momentum, eps)``, and are marked ``@kernel``: the Numba backend computes the statistics, the normalization and the
-affine map (and the ReLU of :func:`batch_norm_relu_forward`) in one pass per channel.
+affine map (and the ReLU of :func:`batch_norm_relu_forward`, the ReLU6 of :func:`batch_norm_relu6_forward`) in one
+pass per channel.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ __all__ = [
     "BatchNorm2d",
     "batch_norm_backward",
     "batch_norm_forward",
+    "batch_norm_relu6_backward",
+    "batch_norm_relu6_forward",
     "batch_norm_relu_backward",
     "batch_norm_relu_forward",
 ]
@@ -206,7 +209,8 @@ def batch_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
 
 
 class BatchNormReluCache(NamedTuple):
-    """The cache of :func:`batch_norm_relu_forward`: the two pairs' caches."""
+    """The cache of :func:`batch_norm_relu_forward` (and :func:`batch_norm_relu6_forward`): the two pairs' caches,
+    the BatchNorm's and the activation's."""
 
     batch_norm: Any
     relu: Any
@@ -279,6 +283,78 @@ def batch_norm_relu_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     """
     bn_cache, relu_cache = cache
     return F.batch_norm_backward(F.relu_backward(dout, relu_cache), bn_cache)
+
+
+@kernel("batch_norm_relu6", setup=_batch_norm_setup, uses=("batch_norm", "relu6"))
+def batch_norm_relu6_forward(
+    input: Any,
+    running_mean: Any,
+    running_var: Any,
+    weight: Any = None,
+    bias: Any = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[Any, Any]:
+    r"""``relu6(batch_norm(x))``: :func:`batch_norm_forward` followed by ReLU6, the pattern of MobileNetV2's
+    conv-BN-ReLU6 layers in training.
+
+    The same arguments, outputs and running-statistics updates as :func:`batch_norm_forward`, then
+    :func:`~minidl.nn.activation.relu6_forward` (hardtanh(0, 6)). The reference is the two pairs one after the other;
+    the Numba backend's kernel clamps in the normalize pass, and its backward recomputes the mask from x instead of
+    keeping it. :func:`minidl.nn.fuse` runs it for a Conv2d-BatchNorm2d-ReLU6 in training
+    (:class:`~minidl.nn.fusion.FoldedBatchNorm2d`).
+
+    .. math:: out = \min(\max(0,\; \gamma \hat x + \beta),\; 6)
+
+    Shape:
+        - Input: (N, C, \*) - Output: the same (as :func:`batch_norm_forward`).
+
+    Backward:
+        g = dout where 0 < y < 6 (y the BatchNorm output), else 0 (the flat parts and the corners pass nothing); then
+        the BatchNorm backward of g (:func:`batch_norm_backward`).
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[1.0], [2.0], [6.0]])  # 3 samples of 1 channel
+        >>> out, cache = batch_norm_relu6_forward(x, None, None, np.full(1, 3.0), np.full(1, 2.0), training=True,
+        ...                                       eps=1e-12)
+        >>> np.round(out, 4)  # 3 xhat + 2: -0.78, 0.61 and 6.17 before the clamp
+        array([[0.    ],
+               [0.6113],
+               [6.    ]])
+    """
+    out, bn_cache = F.batch_norm_forward(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    out, relu6_cache = F.relu6_forward(out)
+    return out, BatchNormReluCache(bn_cache, relu6_cache)
+
+
+@kernel("batch_norm_relu6")
+def batch_norm_relu6_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
+    r"""Gradients of :func:`batch_norm_relu6_forward`: ``(dx, dweight, dbias)`` (None for an absent weight/bias).
+
+    .. math:: dz = dout \odot [0 < z < 6], \quad z = \gamma \hat x + \beta
+
+    then ``(dx, dweight, dbias) = batch_norm_backward(dz)``.
+
+    Shape:
+        - dout: (N, C, \*).  - dx: (N, C, \*); dweight, dbias: (C,).
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.array([[1.0], [2.0], [6.0]])
+        >>> out, cache = batch_norm_relu6_forward(x, None, None, np.full(1, 3.0), np.full(1, 2.0), training=True,
+        ...                                       eps=1e-12)
+        >>> dx, dweight, dbias = batch_norm_relu6_backward(np.ones_like(x), cache)  # only the second inside (0, 6)
+        >>> np.round(dx, 4)
+        array([[-0.6613],
+               [ 0.8266],
+               [-0.1653]])
+        >>> np.round(dweight, 4), dbias
+        (array([-0.4629]), array([1.]))
+    """
+    bn_cache, relu6_cache = cache
+    return F.batch_norm_backward(F.relu6_backward(dout, relu6_cache), bn_cache)
 
 
 class _BatchNorm(_NormBase):

@@ -259,7 +259,7 @@ def batch_norm_cases(draw, op, dtype=None, offset=None):
         ("momentum", draw(MOMENTUM)),
         ("eps", draw(EPS)),
     ]
-    kink = "batch_norm" if op == "batch_norm_relu" else None
+    kink = "batch_norm" if op in ("batch_norm_relu", "batch_norm_relu6") else None
     return draw(_call(op, params, dtype, seed + 1, kink=kink))
 
 
@@ -410,6 +410,7 @@ CASES: dict[str, Any] = {
     "adaptive_avg_pool2d": adaptive_avg_pool_cases(),
     "batch_norm": batch_norm_cases("batch_norm"),
     "batch_norm_relu": batch_norm_cases("batch_norm_relu"),
+    "batch_norm_relu6": batch_norm_cases("batch_norm_relu6"),
     "layer_norm": layer_norm_cases(),
     "group_norm": group_norm_cases(),
     "instance_norm": instance_norm_cases(),

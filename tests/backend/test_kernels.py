@@ -76,6 +76,7 @@ TOL_KIND = {
     "adaptive_avg_pool2d": "pool",
     "batch_norm": "norm",
     "batch_norm_relu": "norm",
+    "batch_norm_relu6": "norm",
     "layer_norm": "norm",
     "group_norm": "norm",
     "instance_norm": "norm",
@@ -284,6 +285,7 @@ def _declined_cases() -> dict[str, Case]:
         "conv2d_relu6 grouped": case("conv2d_relu6", [("x", x8), ("weight", w_grouped), ("padding", 1), ("groups", 2)]),
         "batch_norm float16": case("batch_norm", [("input", bn16), *stats16, ("training", True)]),
         "batch_norm_relu float16": case("batch_norm_relu", [("input", bn16), *stats16]),
+        "batch_norm_relu6 float16": case("batch_norm_relu6", [("input", bn16), *stats16, ("training", True)]),
         "batch_norm empty": case("batch_norm", [("input", np.zeros((0, 3))), *stats]),
         "instance_norm use_input_stats=False": case(
             "instance_norm", [("input", image), *stats, ("use_input_stats", False)]

@@ -84,6 +84,7 @@ def test_group_norm_statistics_are_accurate_far_from_zero():
 FAR_FROM_ZERO = {  # the BatchNorm pairs: compared with the float32 reference
     "batch_norm": lambda: batch_norm_cases("batch_norm", np.float32, 100.0),
     "batch_norm_relu": lambda: batch_norm_cases("batch_norm_relu", np.float32, 100.0),
+    "batch_norm_relu6": lambda: batch_norm_cases("batch_norm_relu6", np.float32, 100.0),
 }
 
 
@@ -265,6 +266,31 @@ def test_batch_norm_relu_recomputes_the_forwards_relu_mask(training):
     assert (near & (bn_out > 0)).any() and (near & (bn_out <= 0)).any(), "the case should straddle the kink"
     if not training:  # dx = dout inv_std gamma where y > 0, else exactly 0
         np.testing.assert_array_equal(dx != 0, out > 0)
+    for what, got, expected in zip(("dx", "dgamma", "dbeta"), (dx, dgamma, dbeta), masked, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=what)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_relu6_recomputes_the_forwards_mask_at_both_kinks(training):
+    # as above for the ReLU6 (MobileNetV2's BatchNorm in training): y within a rounding of 0 and of 6, the mask
+    # 0 < y < 6 recomputed in the backward exactly as the forward clamped
+    x, gamma, beta, mean, var = _near_the_kink(0)
+    beta = beta.copy()
+    beta[1::2] += 6  # odd channels around 6
+    dout = np.random.default_rng(2).uniform(0.5, 1.5, x.shape).astype(np.float32)
+    with minidl.use_backend("numba"):
+        out, cache = F.batch_norm_relu6_forward(x, mean.copy(), var.copy(), gamma, beta, training)
+        assert isinstance(cache, KernelCache)
+        dx, dgamma, dbeta = F.batch_norm_relu6_backward(dout, cache)
+        bn_out, bn_cache = F.batch_norm_forward(x, mean.copy(), var.copy(), gamma, beta, training)
+        inside = (bn_out > 0) & (bn_out < 6)
+        masked = F.batch_norm_backward(np.where(inside, dout, 0).astype(np.float32), bn_cache)
+    np.testing.assert_array_equal(out, np.clip(bn_out, 0, 6))  # the same y, then the clamp
+    for kink in (0, 6):
+        near = np.abs(bn_out - kink) < 1e-5 * max(1, kink)
+        assert (near & (bn_out > kink)).any() and (near & (bn_out <= kink)).any(), f"no values straddle {kink}"
+    if not training:  # dx = dout inv_std gamma inside (0, 6), else exactly 0
+        np.testing.assert_array_equal(dx != 0, inside)
     for what, got, expected in zip(("dx", "dgamma", "dbeta"), (dx, dgamma, dbeta), masked, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=what)
 

@@ -94,6 +94,11 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[Callable[[], Any], ...], t
         (images(2, 3, 2, 2),),
         ("batch_norm_relu", "batch_norm", "relu"),
     ),
+    "FoldedBatchNorm2d(ReLU6)": (
+        lambda: nn.fuse(nn.Sequential(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3), nn.ReLU6()))[1],
+        (images(2, 3, 2, 2),),
+        ("batch_norm_relu6", "batch_norm", "relu6", "hardtanh"),
+    ),
     "CrossEntropyLoss": (nn.CrossEntropyLoss, (images(4, 3), classes_targets(4, 3)), ("softmax_cross_entropy",)),
     "NLLLoss": (nn.NLLLoss, (images(4, 3), classes_targets(4, 3)), ("nll_loss",)),
     "DistillationLoss": (
@@ -302,6 +307,18 @@ def test_a_kernel_may_decline_a_case_and_the_reference_runs():
         assert isinstance(cache, KernelCache)
 
 
+def test_a_composed_pair_declares_every_pair_its_reference_calls():
+    """``@composes`` (a pair without a kernel: relu6) names what its reference calls through ``F``, like ``uses``."""
+    assert dispatch._COMPOSED, "relu6 is marked"
+    for op, uses in dispatch._COMPOSED.items():
+        assert op not in dispatch._DECLARED, f"{op}: a kernel's pair declares its uses with @kernel"
+        source = inspect.getsource(getattr(functional, f"{op}_forward")) + inspect.getsource(
+            getattr(functional, f"{op}_backward")
+        )
+        called = set(re.findall(r"\bF\.([a-z0-9_]+?)_(?:forward|backward)\b", source)) - {op}
+        assert set(uses) == called, op
+
+
 def test_a_kernel_declares_every_pair_its_reference_calls():
     """``uses`` is what the reference pair calls through ``F`` (read from its source), and each is a pair of F."""
     for op, (forward, backward) in declared_ops().items():
@@ -318,7 +335,8 @@ def test_a_kernel_declares_every_pair_its_reference_calls():
     ("replaced", "composite"),
     [("relu", "add_relu"), ("add", "add_relu"), ("relu", "batch_norm_relu"), ("batch_norm", "batch_norm_relu"),
      ("relu", "conv2d_relu"), ("conv2d", "conv2d_relu"), ("pad2d", "conv2d"), ("pad2d", "conv2d_relu"),
-     ("hardtanh", "conv2d_relu6"), ("conv2d", "conv2d_relu6")],
+     ("hardtanh", "conv2d_relu6"), ("conv2d", "conv2d_relu6"), ("relu6", "batch_norm_relu6"),
+     ("hardtanh", "batch_norm_relu6"), ("batch_norm", "batch_norm_relu6")],
 )  # fmt: skip
 def test_replacing_a_pair_turns_off_the_kernels_of_the_pairs_built_from_it(replaced, composite, monkeypatch):
     """A student's ``relu_forward`` must run inside ``batch_norm_relu`` too: its kernel would skip it."""

@@ -27,26 +27,49 @@ def bn_inputs(rng, shape, affine, dtype):
 
 
 # ---------------------------------------------------------------------------------------------- fused pairs
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
 @given(
     shape=st.sampled_from([(4, 3), (3, 2, 5), (2, 3, 4, 4)]),
     training=st.booleans(),
     affine=st.booleans(),
     seed=seeds,
 )
-def test_batch_norm_relu_is_relu_of_batch_norm_with_the_same_gradients(shape, training, affine, seed):
+def test_batch_norm_activation_is_the_activation_of_batch_norm_with_the_same_gradients(
+    activation, shape, training, affine, seed
+):
+    # batch_norm_relu (batch_norm_relu6): batch_norm, then relu (relu6), forward and backward
     rng = np.random.default_rng(seed)
     x, gamma, beta, mean, var = (None if a is None else arr(a) for a in bn_inputs(rng, shape, affine, np.float64))
-    out, cache = F.batch_norm_relu_forward(x, mean.copy(), var.copy(), gamma, beta, training)
+    if gamma is not None and activation == "relu6":
+        gamma = gamma * 6  # outputs beyond 6 too
+    op = f"batch_norm_{activation}"
+    out, cache = getattr(F, f"{op}_forward")(x, mean.copy(), var.copy(), gamma, beta, training)
     y, bn_cache = F.batch_norm_forward(x, mean.copy(), var.copy(), gamma, beta, training)
-    ref, relu_cache = F.relu_forward(y)
+    ref, activation_cache = getattr(F, f"{activation}_forward")(y)
     np.testing.assert_allclose(host(out), host(ref), **TOL[np.float64])
     dout = arr(rng.standard_normal(shape))
-    got = F.batch_norm_relu_backward(dout, cache)
-    want = F.batch_norm_backward(F.relu_backward(dout, relu_cache), bn_cache)
+    got = getattr(F, f"{op}_backward")(dout, cache)
+    want = F.batch_norm_backward(getattr(F, f"{activation}_backward")(dout, activation_cache), bn_cache)
     for name, a, b in zip(("dx", "dgamma", "dbeta"), got, want, strict=True):
         assert (a is None) == (b is None), name
         if a is not None:
             np.testing.assert_allclose(host(a), host(b), **TOL[np.float64], err_msg=name)
+
+
+@given(n=st.integers(3, 6), c=st.integers(1, 3), training=st.booleans(), seed=seeds)
+def test_batch_norm_relu6_functional_gradcheck(n, c, training, seed):
+    rng = np.random.default_rng(seed)
+    x, gamma, beta, mean, var = (arr(a) for a in bn_inputs(rng, (n, c, 2, 2), True, np.float64))
+    gamma = gamma * 6
+    y = host(F.batch_norm_forward(x, mean.copy(), var.copy(), gamma, beta, training)[0])
+    assume(np.abs(y).min() > 1e-3 and np.abs(y - 6).min() > 1e-3)  # away from the ReLU6's kinks
+    assume((y > 6).any() or training)  # the upper clamp in play (in training a channel's y has a fixed spread)
+
+    def f(x, gamma, beta):
+        return F.batch_norm_relu6_forward(x, mean.copy(), var.copy(), gamma, beta, training)
+
+    report = gradcheck.check_function(f, F.batch_norm_relu6_backward, [x, gamma, beta])
+    assert report.passed, report
 
 
 @given(n=st.integers(3, 6), c=st.integers(1, 3), training=st.booleans(), seed=seeds)
@@ -175,6 +198,28 @@ def test_conv2d_activation_pairs_match_pytorch(op, groups):
     assert_close(out, tout, what=f"{op} forward")
     grads = getattr(F, f"{op}_backward")(arr(dout), cache)
     for name, got, expected in zip(("dx", "dw", "db"), grads, (tx, tw, tb), strict=True):
+        assert_close(got, expected.grad, what=f"{op} {name}")
+
+
+@pytest.mark.parametrize("op", ["batch_norm_relu", "batch_norm_relu6"])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_activation_pairs_match_pytorch(op, training):
+    torch = torch_or_skip()
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((8, 3, 4, 5)) * 2 + 1
+    gamma, beta = rng.uniform(1, 5, 3), rng.standard_normal(3) + 1  # outputs beyond 6 too
+    mean, var = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
+    out, cache = getattr(F, f"{op}_forward")(arr(x), arr(mean), arr(var), arr(gamma), arr(beta), training)
+    tx, tg, tb = (to_torch(a, requires_grad=True) for a in (x, gamma, beta))
+    activation = torch.nn.functional.relu if op == "batch_norm_relu" else torch.nn.functional.relu6
+    tm, tv = to_torch(mean), to_torch(var)
+    tout = activation(torch.nn.functional.batch_norm(tx, tm, tv, tg, tb, training=training))
+    assert (host(out) >= 6).any() or op == "batch_norm_relu"
+    dout = rng.standard_normal(tuple(tout.shape))
+    tout.backward(torch.tensor(dout))
+    assert_close(out, tout, what=f"{op} forward")
+    grads = getattr(F, f"{op}_backward")(arr(dout), cache)
+    for name, got, expected in zip(("dx", "dweight", "dbias"), grads, (tx, tg, tb), strict=True):
         assert_close(got, expected.grad, what=f"{op} {name}")
 
 
