@@ -182,9 +182,9 @@ class BatchNormKernelsMixin:
         return self._batch_norm_forward(prepared, *args, **kwargs, relu_max=math.inf)
 
     def _batch_norm_relu6_forward(self, prepared: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-        """``relu6(batch_norm(x))``, the ReLU6 in the normalize pass; its backward recomputes the mask from x (in a
-        separate ReLU6 pass, MobileNetV2's training spent about a tenth of its step: 118 ms of 1,130 at batch 128,
-        2 threads, AMD Zen 4)."""
+        """``relu6(batch_norm(x))``, the ReLU6 in the normalize pass; its backward recomputes the mask from x. (Run as
+        a BatchNorm and then a separate ReLU6 pass, forward and backward, the ReLU6 took about a tenth of
+        MobileNetV2's training step: 118 ms of 1,130 at batch 128, 2 threads, AMD Zen 4.)"""
         return self._batch_norm_forward(prepared, *args, **kwargs, relu_max=6.0)
 
     # ------------------------------------------------------------------ the compiled passes, over ranges of channels
@@ -202,8 +202,8 @@ class BatchNormKernelsMixin:
 
         Returns:
             ``(out, mean, var, inv_std)``: out = (x - mean) * inv_std * gamma + beta (gamma, beta (C,) or None;
-            then relu(out) with ``relu``), the (C,) mean and biased variance (accumulated in float64) and
-            inv_std = 1 / sqrt(var + eps), all in x's dtype; with ``relu_max`` out is min(relu(out), relu_max).
+            then min(relu(out), relu_max) with ``relu_max``), the (C,) mean and biased variance (accumulated in
+            float64) and inv_std = 1 / sqrt(var + eps), all in x's dtype.
         """
         x3 = self._ncs(x)
         C, dtype = x3.shape[1], x.dtype

@@ -157,7 +157,18 @@ def composes(op: str, uses: tuple[str, ...]) -> Callable[[Callable[..., Any]], C
     """Mark ``<op>_forward``, a pair no backend accelerates, as built from the pairs ``uses`` (what its reference
     calls through ``F``): :func:`is_reference` follows them, so a kernel built on ``op`` steps aside when one of them
     is replaced too (``relu6`` is ``hardtanh(0, 6)``: a student's hardtanh must run inside ``batch_norm_relu6``).
-    Returns the function unchanged."""
+    Returns the function unchanged.
+
+    Examples:
+        >>> from minidl.nn.dispatch import F, is_reference
+        >>> original = F.hardtanh_forward
+        >>> is_reference("relu6"), is_reference("batch_norm_relu6")
+        (True, True)
+        >>> F.hardtanh_forward = lambda x, lo=-1.0, hi=1.0: original(x, lo, hi)  # a student's hardtanh
+        >>> is_reference("relu6"), is_reference("batch_norm_relu6")  # (relu6 is marked @composes(uses=hardtanh))
+        (False, False)
+        >>> F.hardtanh_forward = original
+    """
 
     def decorate(reference: Callable[..., Any]) -> Callable[..., Any]:
         if reference.__name__ != f"{op}_forward":
@@ -226,8 +237,9 @@ def using_reference_pairs() -> Iterator[None]:
 
 def is_reference(op: str) -> bool:
     """Whether both halves of ``op`` in :mod:`minidl.nn.functional` are still the ones minidl defines, and so are
-    those of every pair its reference calls (``uses`` of :func:`kernel`): then a kernel, or a fused module's shortcut
-    (:class:`~minidl.nn.fusion.ConvBn2d` folding a BatchNorm), computes what the reference would."""
+    those of every pair its reference calls (``uses`` of :func:`kernel` or of :func:`composes`, followed down the
+    chain): then a kernel, or a fused module's shortcut (:class:`~minidl.nn.fusion.ConvBn2d` folding a BatchNorm),
+    computes what the reference would."""
     functional = _namespace()
     for half in _HALVES:
         name = op + half

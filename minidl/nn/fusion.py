@@ -145,19 +145,19 @@ class BatchNormReLU1d(_BatchNormReLU, BatchNorm1d):
 
 class _Activation(NamedTuple):
     """How a folded Conv2d-BatchNorm2d(-activation) group runs: the activation module ``fuse`` takes into it (None:
-    no activation), the pairs its BatchNorm runs unfolded (all must be minidl's for the fold to compute the same),
-    the pair its convolution runs folded, and its repr suffix."""
+    no activation), the pair its BatchNorm runs unfolded (it and the pairs it calls must be minidl's for the fold to
+    compute the same), the pair its convolution runs folded, and its repr suffix."""
 
     module: type | None
-    unfolded: tuple[str, ...]
+    unfolded: str
     folded: str
     shown: str
 
 
 _ACTIVATIONS = {
-    None: _Activation(None, ("batch_norm",), "conv2d", ""),
-    "relu": _Activation(ReLU, ("batch_norm_relu",), "conv2d_relu", "+ReLU"),
-    "relu6": _Activation(ReLU6, ("batch_norm_relu6",), "conv2d_relu6", "+ReLU6"),
+    None: _Activation(None, "batch_norm", "conv2d", ""),
+    "relu": _Activation(ReLU, "batch_norm_relu", "conv2d_relu", "+ReLU"),
+    "relu6": _Activation(ReLU6, "batch_norm_relu6", "conv2d_relu6", "+ReLU6"),
 }
 
 
@@ -207,8 +207,7 @@ class FoldedBatchNorm2d(BatchNorm2d):
 
     def _pair(self) -> str:
         """The pair it runs unfolded: ``batch_norm``, ``batch_norm_relu`` or ``batch_norm_relu6``."""
-        (op,) = _ACTIVATIONS[self.activation].unfolded
-        return op
+        return _ACTIVATIONS[self.activation].unfolded
 
     def forward(self, x: Any) -> Any:
         if x is self.__dict__.pop("_folded_output", None):
@@ -307,7 +306,7 @@ class ConvBn2d(Conv2d):
     def _folds(self) -> bool:
         """Whether this call runs folded (the three conditions above)."""
         bn = self.bn
-        if bn is None or not _inference(bn) or not all(map(is_reference, _ACTIVATIONS[self.activation].unfolded)):
+        if bn is None or not _inference(bn) or not is_reference(_ACTIVATIONS[self.activation].unfolded):
             return False
         parent, (mine, its) = _calling_module(self), self.slots
         return parent is not None and parent._modules.get(mine) is self and parent._modules.get(its) is bn

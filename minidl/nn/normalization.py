@@ -104,7 +104,8 @@ def _batch_norm_setup(
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> None:
-    """Check :func:`batch_norm_forward`'s arguments (also :func:`batch_norm_relu_forward`'s)."""
+    """Check :func:`batch_norm_forward`'s arguments (also :func:`batch_norm_relu_forward`'s and
+    :func:`batch_norm_relu6_forward`'s)."""
     _check_statistics_call(
         "batch_norm_forward", input, 2, running_mean, running_var, weight, bias, momentum, eps, training,
         "training", "channel",

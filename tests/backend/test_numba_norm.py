@@ -351,6 +351,33 @@ def test_nan_and_inf_spoil_their_rows_only_as_in_the_reference(bad, position):
                 np.testing.assert_allclose(f[finite], r[finite], atol=1e-4, rtol=1e-5, err_msg=f"{op}: {name}")
 
 
+@pytest.mark.parametrize("op", ["batch_norm_relu", "batch_norm_relu6"])
+@pytest.mark.parametrize("training", [True, False])
+def test_nan_and_inf_through_the_batch_norm_activation_masks_as_in_the_reference(op, training):
+    # the recomputed masks at NaN and +-inf: the ReLU's (relu_backward: y <= 0 passes nothing) lets a NaN's gradient
+    # through, the ReLU6's (hardtanh_backward: 0 < y < 6) does not; in eval each spoils only its own value, in
+    # training its channel (channel 2's -inf at the kernel's shift, its first value)
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((4, 3, 5)) * 3 + 2).astype(np.float32)
+    x[1, 0, 2], x[2, 0, 4], x[3, 1, 1], x[0, 2, 0] = np.nan, np.inf, np.nan, -np.inf
+    gamma, beta = np.full(3, 2.0, np.float32), np.ones(3, np.float32)
+    mean, var = np.zeros(3, np.float32), np.ones(3, np.float32)
+    dout = rng.uniform(0.5, 1.5, x.shape).astype(np.float32)  # never 0: a 0 in dx is the mask's
+    args = (gamma, beta, training)
+    ref, _ = forward_and_backward("numpy", op, x, dout, mean.copy(), var.copy(), *args)
+    fast, cache = forward_and_backward("numba", op, x, dout, mean.copy(), var.copy(), *args)
+    assert isinstance(cache, KernelCache), op
+    for name, r, f in zip(NAMES, ref, fast, strict=True):
+        np.testing.assert_array_equal(np.isnan(f), np.isnan(r), err_msg=f"{op}: {name} NaNs")
+        np.testing.assert_array_equal(f == 0, r == 0, err_msg=f"{op}: {name} zeros")
+        finite = np.isfinite(r)
+        np.testing.assert_allclose(f[finite], r[finite], atol=1e-4, rtol=1e-5, err_msg=f"{op}: {name}")
+    if not training:  # dout at the NaN and at the +inf passes the ReLU's mask, not the ReLU6's
+        dx = fast[1]
+        passes = op == "batch_norm_relu"
+        assert (dx[1, 0, 2] != 0) == passes and (dx[2, 0, 4] != 0) == passes, op
+
+
 def test_float16_runs_in_float32_and_keeps_its_dtype():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((3, 4, 5, 5)).astype(np.float16)

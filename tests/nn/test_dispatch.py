@@ -319,6 +319,11 @@ def test_a_composed_pair_declares_every_pair_its_reference_calls():
         assert set(uses) == called, op
 
 
+def test_composes_marks_a_forward_by_its_name():
+    with pytest.raises(ValueError, match=r"@composes\('gelu'\) decorates gelu_forward, got relu6_forward"):
+        dispatch.composes("gelu", uses=("hardtanh",))(functional.relu6_forward)
+
+
 def test_a_kernel_declares_every_pair_its_reference_calls():
     """``uses`` is what the reference pair calls through ``F`` (read from its source), and each is a pair of F."""
     for op, (forward, backward) in declared_ops().items():

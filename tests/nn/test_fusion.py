@@ -440,7 +440,7 @@ def test_conv_bn_relu6_folds_into_one_convolution_and_trains_like_the_original()
     assert repr(fused[0]).endswith("folds=BatchNorm2d+ReLU6)") and "activation=relu6" in repr(fused[1])
     assert list(fused.state_dict()) == list(model.state_dict())
     x = arr(rng.standard_normal((4, 3, 6, 6)) * 2)
-    for a, b in zip(step(fused, x), step(model, x), strict=True):  # training: BatchNorm pass, then ReLU6 pass
+    for a, b in zip(step(fused, x), step(model, x), strict=True):  # training: the batch_norm_relu6 pass
         for k in a if isinstance(a, dict) else [None]:
             np.testing.assert_allclose(a[k] if k else a, b[k] if k else b, **TOL[np.float64], err_msg=str(k))
     model.eval(), fused.eval()
