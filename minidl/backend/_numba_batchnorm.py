@@ -59,16 +59,16 @@ def _bn_y(x, m, scale, offset):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _masked(g, relu, relu_max, x, m, scale, offset, zero):
+def _masked(g, relu, relu_max, unbounded, x, m, scale, offset, zero):
     """g, or zero where the forward's activation of y = (x - m) scale + offset passes no gradient: with ``relu`` and
-    relu_max +inf where y <= 0 (relu_backward's mask: a NaN passes), with a finite relu_max (6: ReLU6) where not
-    0 < y < relu_max (hardtanh_backward's mask: a NaN does not)."""
+    relu_max +inf (``unbounded``) where y <= 0 (relu_backward's mask: a NaN passes), with a finite relu_max (6:
+    ReLU6) where not 0 < y < relu_max (hardtanh_backward's mask: a NaN does not). One expression for both, without a
+    branch on relu_max (with one, the ReLU's backward ran 10% slower)."""
     if not relu:
         return g
     y = _bn_y(x, m, scale, offset)
-    if relu_max < np.inf:
-        return g if y > 0 and y < relu_max else zero
-    return zero if y <= 0 else g
+    keep = (not (y <= 0)) & (unbounded | (y < relu_max))  # (bitwise: no branch in the vectorized loop)
+    return g if keep else zero
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -112,6 +112,7 @@ def batch_norm_backward(
     M = N * S
     xf, gf, df = x.reshape(-1), dout.reshape(-1), dx.reshape(-1)
     zero = dx.dtype.type(0)
+    unbounded = relu_max == np.inf  # a ReLU (else a ReLU6's bound)
     for c in range(c0, c1):
         m = mean[c]
         k = inv_std[c]
@@ -122,7 +123,7 @@ def batch_norm_backward(
         for n in range(N):
             base = _u((n * C + c) * S)
             for i in range(_u(S)):
-                g = _masked(gf[base + i], relu, relu_max, xf[base + i], m, scale, offset, zero)
+                g = _masked(gf[base + i], relu, relu_max, unbounded, xf[base + i], m, scale, offset, zero)
                 sum_dout += np.float64(g)
                 sum_dout_xhat += np.float64(g) * np.float64((xf[base + i] - m) * k)
         dbeta[c] = sum_dout
@@ -132,7 +133,7 @@ def batch_norm_backward(
         for n in range(N):
             base = _u((n * C + c) * S)
             for i in range(_u(S)):
-                g = _masked(gf[base + i], relu, relu_max, xf[base + i], m, scale, offset, zero)
+                g = _masked(gf[base + i], relu, relu_max, unbounded, xf[base + i], m, scale, offset, zero)
                 if training:
                     df[base + i] = scale * (g - a - (xf[base + i] - m) * k * b)
                 else:
