@@ -2,7 +2,7 @@
 
 * :func:`_native_dtypes`: the kernels are compiled for float32 and float64; a method wrapped with it computes other
   floating dtypes (float16, say) in float32 (float64 if wider) and casts the results back.
-* :func:`_ceil_div`;
+* :func:`_ceil_div`; :func:`_add_in_order`, how the kernels add per-chunk partial sums (dW) deterministically;
 * the chunking constants the convolution kernels share (``_numba_conv.py``, ``_numba_winograd_conv.py``).
 """
 
@@ -21,6 +21,16 @@ _DW_BYTES = 32 << 20  # memory for the per-chunk dW partial sums (chunks are gro
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def _add_in_order(parts: Any) -> Any:
+    """parts[0] + parts[1] + ... added one after the other into ``parts[0]`` (returned): the kernels' per-chunk partial
+    sums (dW) are added in chunk order, and the chunks depend on the shapes only, so the total does not depend on
+    which thread computed what (``parts.sum(axis=0)`` would pair them differently)."""
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 _NATIVE = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))  # the dtypes the kernels are compiled for

@@ -63,7 +63,14 @@ import numpy
 from minidl.backend import _numba_direct as _direct
 from minidl.backend import _numba_kernels as _k
 from minidl.backend import _threads
-from minidl.backend._numba_common import _CHUNK_BYTES, _DW_BYTES, _MIN_CHUNKS, _ceil_div, _native_dtypes
+from minidl.backend._numba_common import (
+    _CHUNK_BYTES,
+    _DW_BYTES,
+    _MIN_CHUNKS,
+    _add_in_order,
+    _ceil_div,
+    _native_dtypes,
+)
 from minidl.backend._numba_depthwise import DepthwiseKernelsMixin
 from minidl.backend._numba_pointwise import PointwiseKernelsMixin
 from minidl.backend._numba_winograd_conv import WinogradKernelsMixin
@@ -304,10 +311,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                 _direct.direct3x3_weight_gradient(x, dout, n0, n1, PH, PW, True, xp, dp, parts[task])
 
         _threads.parallel_for(body, _ceil_div(N, nb))
-        total = parts[0]
-        for part in parts[1:]:
-            total += part
-        return dx, total.reshape(O, C, 3, 3).astype(dtype)
+        return dx, _add_in_order(parts).reshape(O, C, 3, 3).astype(dtype)
 
     @_native_dtypes
     def _conv2d_dense_backward(
@@ -391,8 +395,5 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
         dw = None
         if compute_dw:
-            dw = dw_parts[0]
-            for part in dw_parts[1:]:
-                dw += part
-            dw = numpy.ascontiguousarray(dw.reshape(O, KH, KW, C).transpose(0, 3, 1, 2))
+            dw = numpy.ascontiguousarray(_add_in_order(dw_parts).reshape(O, KH, KW, C).transpose(0, 3, 1, 2))
         return dx, dw

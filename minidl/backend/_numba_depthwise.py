@@ -50,7 +50,7 @@ import numpy
 from numba import njit
 
 from minidl.backend import _threads
-from minidl.backend._numba_common import _MIN_CHUNKS, _native_dtypes
+from minidl.backend._numba_common import _MIN_CHUNKS, _add_in_order, _ceil_div, _native_dtypes
 from minidl.backend._numba_depthwise_cl import depthwise_backward_channels_last, depthwise_forward_channels_last
 from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, _zero, bias_arguments, epilogue
 
@@ -435,7 +435,7 @@ class DepthwiseKernelsMixin:
         w_t = numpy.ascontiguousarray(w3.reshape(C, KH * KW).T)
         dx = numpy.empty((N, C, H, W), dtype=dtype)
         nb = max(1, N // _MIN_CHUNKS)
-        chunks = -(-N // nb)
+        chunks = _ceil_div(N, nb)
         parts = numpy.zeros((max(1, chunks), KH * KW * C))  # float64; zeros: an empty batch
 
         def body(worker: int, task: int) -> None:
@@ -451,7 +451,5 @@ class DepthwiseKernelsMixin:
         _threads.parallel_for(body, chunks)
         if not compute_dw:
             return dx, None
-        total = parts[0]
-        for part in parts[1:]:
-            total += part
-        return dx, numpy.ascontiguousarray(total.reshape(KH * KW, C).T).astype(dtype).reshape(C, 1, KH, KW)
+        dw = _add_in_order(parts).reshape(KH * KW, C).T
+        return dx, numpy.ascontiguousarray(dw).astype(dtype).reshape(C, 1, KH, KW)

@@ -27,7 +27,7 @@ import numpy
 
 from minidl.backend import _numba_kernels as _k
 from minidl.backend import _threads
-from minidl.backend._numba_common import _CHUNK_BYTES, _MIN_CHUNKS, _ceil_div
+from minidl.backend._numba_common import _CHUNK_BYTES, _MIN_CHUNKS, _add_in_order, _ceil_div
 
 # 1 x 1 convolutions with fewer output pixels per image run as one product over the chunk's columns (W @ X, X the
 # chunk as (C, images OH OW)) instead of a stack of (O, C) @ (C, OH OW) products this thin (see the module docstring)
@@ -119,43 +119,35 @@ class PointwiseKernelsMixin:
         no_bias, _ = _k.bias_arguments(None, dtype)
         _, no_cap = _k.epilogue(None, dtype)  # (no activation: a bound the copy never reads)
 
-        def columns(worker: int, n0: int, n1: int) -> None:
-            g = self._pointwise_columns(worker, "pointwise_g", dout3[n0:n1])
-            if compute_dw:
-                xs = self._subsampled(worker, x, n0, n1, SH, SW, OH, OW)
-                numpy.matmul(g, self._pointwise_columns(worker, "pointwise_xc", xs).T, out=dw_parts[n0 // nb])
-            dxc = self._buffer(worker, "pointwise_dxc", (C, (n1 - n0) * OH * OW), dtype)
-            numpy.matmul(w2_t, g, out=dxc)
-            if strided:
-                dxs = self._buffer(worker, "pointwise_dx", (n1 - n0, C, OH, OW), dtype)
-                _k.cols_to_nchw(dxc, 0, n1 - n0, no_bias, False, False, no_cap, dxs.reshape(n1 - n0, C, -1))
-                dx[n0:n1, :, ::SH, ::SW] = dxs
-            else:
-                _k.cols_to_nchw(dxc, n0, n1, no_bias, False, False, no_cap, dx.reshape(N, C, H * W))
-
         def body(worker: int, task: int) -> None:
             n0, n1 = task * nb, min(N, (task + 1) * nb)
-            if by_columns:
-                columns(worker, n0, n1)
-                return
-            g = dout3[n0:n1]
-            if compute_dw:
-                xs = self._subsampled(worker, x, n0, n1, SH, SW, OH, OW)
-                part = self._buffer(worker, "pointwise_dw", (n1 - n0, O, C), dtype)
-                numpy.matmul(g, xs.transpose(0, 2, 1), out=part)
-                part.sum(axis=0, out=dw_parts[task])
-            if strided:
-                dxs = self._buffer(worker, "pointwise_dx", (n1 - n0, C, OH, OW), dtype)
-                numpy.matmul(w2_t, g, out=dxs.reshape(n1 - n0, C, OH * OW))
-                dx[n0:n1, :, ::SH, ::SW] = dxs
+            images = n1 - n0
+            if strided:  # dx at the positions the stride kept: a scratch, scattered into dx below
+                dxs = self._buffer(worker, "pointwise_dx", (images, C, OH, OW), dtype)
+                target = dxs.reshape(images, C, OH * OW)
             else:
-                numpy.matmul(w2_t, g, out=dx[n0:n1].reshape(n1 - n0, C, H * W))
+                target = dx[n0:n1].reshape(images, C, H * W)
+            if by_columns:
+                g = self._pointwise_columns(worker, "pointwise_g", dout3[n0:n1])
+                if compute_dw:
+                    xs = self._subsampled(worker, x, n0, n1, SH, SW, OH, OW)
+                    numpy.matmul(g, self._pointwise_columns(worker, "pointwise_xc", xs).T, out=dw_parts[task])
+                dxc = self._buffer(worker, "pointwise_dxc", (C, images * OH * OW), dtype)
+                numpy.matmul(w2_t, g, out=dxc)
+                _k.cols_to_nchw(dxc, 0, images, no_bias, False, False, no_cap, target)
+            else:
+                g = dout3[n0:n1]
+                if compute_dw:
+                    xs = self._subsampled(worker, x, n0, n1, SH, SW, OH, OW)
+                    part = self._buffer(worker, "pointwise_dw", (images, O, C), dtype)
+                    numpy.matmul(g, xs.transpose(0, 2, 1), out=part)
+                    part.sum(axis=0, out=dw_parts[task])
+                numpy.matmul(w2_t, g, out=target)
+            if strided:
+                dx[n0:n1, :, ::SH, ::SW] = dxs
 
         _threads.parallel_for(body, tasks, max_threads=self._gemm_threads())
         dw = None
         if compute_dw:
-            dw = dw_parts[0]
-            for part in dw_parts[1:]:
-                dw += part
-            dw = dw.reshape(O, C, 1, 1)
+            dw = _add_in_order(dw_parts).reshape(O, C, 1, 1)
         return dx, dw

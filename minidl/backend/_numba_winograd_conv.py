@@ -25,7 +25,7 @@ import numpy
 from minidl.backend import _numba_winograd as _wino
 from minidl.backend import _numba_winograd4 as _wino4
 from minidl.backend import _threads
-from minidl.backend._numba_common import _CHUNK_BYTES, _DW_BYTES, _MIN_CHUNKS, _ceil_div
+from minidl.backend._numba_common import _CHUNK_BYTES, _DW_BYTES, _MIN_CHUNKS, _add_in_order, _ceil_div
 from minidl.backend._numba_kernels import bias_arguments, epilogue
 
 _WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and output channels (see _winograd_applies)
@@ -297,10 +297,7 @@ class WinogradKernelsMixin:
                     dU_parts[group] += part
 
         _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
-        total = dU.view
-        numpy.copyto(total, dU_parts[0])
-        for part in dU_parts[1:]:
-            total += part
+        numpy.copyto(dU.view, _add_in_order(dU_parts))
 
     # ------------------------------------------------------------------ F(4x4, 3x3) (see _numba_winograd4.py)
     def _winograd4_applies(self, N: int, C: int, O: int, OH: int, OW: int) -> bool:
