@@ -29,6 +29,19 @@ def fastest_ms(steps: dict[str, Callable[[], object]], warmup: int, repeats: int
     return {name: 1e3 * min(t) for name, t in times.items()}
 
 
+def numba_backend(threads: int | None) -> tuple[Any, int]:
+    """``(backend, threads)``: the Numba backend set as minidl's, on ``threads`` threads (``MINIDL_NUM_THREADS``;
+    None: as the environment says, else all cores); call it before anything creates the backend."""
+    import os
+
+    if threads is not None:
+        os.environ["MINIDL_NUM_THREADS"] = str(threads)
+    import minidl
+    from minidl.backend import _threads
+
+    return minidl.set_backend("numba"), _threads.get_num_threads()
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fastest_ms, positive_int  # noqa: E402
+from _common import fastest_ms, numba_backend, positive_int  # noqa: E402
 
 # (C, O, H): every 3 x 3 stride-1 convolution of the zoo with 16 or more input channels (H x H in and out, padding
 # 1), by model: the CIFAR ResNets, cifar_cnn, airbench94, vgg11_bn (the 3-channel first layers run the direct kernel)
@@ -113,14 +112,7 @@ def steps(be: Any, name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tu
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads is not None:
-        os.environ["MINIDL_NUM_THREADS"] = str(args.threads)
-    import minidl
-    from minidl.backend import _threads
-
-    minidl.set_backend("numba")
-    be = minidl.get_backend()
-    threads = _threads.get_num_threads()
+    be, threads = numba_backend(args.threads)
     ways = list(WAYS)
     try:
         import torch

@@ -254,6 +254,28 @@ def test_bench_winograd_runs_every_shape_every_way():
         assert cells[3] in ways and cells[-len(ways) + ways.index(cells[3])] == "1.00/1.00", row
 
 
+def test_bench_winograd_parts_times_every_step_of_the_f4x4_shapes():
+    # batch 8, one timed run: a row per shape that runs F(4x4, 3x3) at that batch, forward and dW, every step timed
+    pytest.importorskip("numba", reason="the Winograd kernels are the Numba backend's")
+    proc = _run("bench_winograd_parts.py", "--batch", "8", "--repeats", "1", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    tables = proc.stdout.split("weight gradient")
+    assert len(tables) == 2 and "forward (conv2d + bias + ReLU)" in tables[0]
+    module = _module("bench_winograd_parts")
+    import minidl
+
+    with minidl.use_backend("numba") as be:
+        expected = [f"{c}->{o}" for c, o, h in module.SHAPES if be._winograd4_applies(8, c, o, h, h)]
+    assert expected  # some zoo shapes run F(4x4, 3x3) at batch 8
+    for table, steps in zip(tables, (module.FORWARD, module.WEIGHT), strict=True):
+        rows = [line.split() for line in table.splitlines() if " @ " in line and not line.startswith("C->O")]
+        assert [row[0] for row in rows] == expected
+        for row in rows:  # name, @, H, nb, the steps (us), layout share, the sum (ms), the whole layer (ms)
+            times = [float(cell) for cell in row[4 : 4 + len(steps)]]
+            assert all(t >= 0 for t in times) and sum(times) > 0, row
+            assert row[4 + len(steps)].endswith("%") and float(row[-1]) > 0, row
+
+
 def test_bench_depthwise_runs_every_shape_every_way():
     # batch 2, one timed run: a row per MobileNetV2 shape with the five ways' times (PyTorch's NaN without it)
     pytest.importorskip("numba", reason="the depthwise kernel is the Numba backend's")

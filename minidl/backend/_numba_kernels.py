@@ -315,6 +315,26 @@ def rows_to_nchw(y, n0, n1, bias, has_bias, relu, relu_max, out):
         bias_epilogue(out, n, n + 1, bias, has_bias, relu, relu_max)
 
 
+@njit(nogil=True, inline="always")
+def tile_row_to_nchw(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, OH, OW):
+    """of[((n O + o) OH + oh) OW + m tw + j] = t[y + (j TW + tw) O + o] (+ bias[o]; then min(relu, relu_max) with
+    ``relu``: see :func:`_clamp`) for every channel o and column m tw + j < OW: one output row of a Winograd
+    F(m x m, 3 x 3) layer (``m`` = 2 or 4, a literal at each call) from its output transform's row, channels last
+    (j, tw, o), into the flat (N, O, OH, OW) output ``of``. The last transposition of the layer: it reads with a
+    stride of O values and runs at about one value per clock cycle (0.38 ns a value, AMD Zen 4; 44 of the 71 us of
+    ``_numba_winograd4.output_tiles`` on 7 images of 16 x 32 x 32, ``benchmarks/bench_winograd_parts.py``); 4 x 4
+    blocks (:func:`move4x4`) measured no faster here. (It takes the output flat, with its shape, because it runs once
+    per output row: reshaping ``out`` at each call made the output pass 3-10 % slower.)"""
+    zero = of.dtype.type(0)
+    L = TW * O
+    for o in range(O):
+        b = bias[o] if has_bias else zero
+        row = _u(((n * O + o) * OH + oh) * OW)
+        for ow in range(OW):
+            v = t[y + _u((ow % m) * L + (ow // m) * O + o)] + b
+            of[row + _u(ow)] = _clamp(v, zero, relu_max) if relu else v
+
+
 @njit(cache=True, nogil=True)
 def bias_epilogue(out, n0, n1, bias, has_bias, relu, relu_max):
     """out[n, o, p] = out[n, o, p] (+ bias[o]) (then min(relu, relu_max), with ``relu``: see :func:`_clamp`) for

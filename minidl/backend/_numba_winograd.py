@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from minidl.backend._numba_kernels import _clamp, _u, padded_image
+from minidl.backend._numba_kernels import _u, padded_image, tile_row_to_nchw
 
 # the rows of B^T d as d[p] + sign d[q]: (p, q, sign) for rows 0..3
 _ROWS_BT = ((0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0))
@@ -132,7 +132,6 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
     O, OH, OW = out.shape[1], out.shape[2], out.shape[3]
     L = _u(TW * O)
     yf, of = yt.reshape(-1), out.reshape(-1)  # M[xi plane + t O + o]
-    zero = out.dtype.type(0)
     for n in range(n0, n1):
         for th in range(TH):
             src = _u(((n - first) * TH + th) * TW * O)
@@ -149,13 +148,8 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
                     a3 = M[r0 + c3 + k] + s * (M[r1 + c3 + k] + M[r2 + c3 + k])
                     yf[k] = a0 + a1 + a2  # then (.) A: columns 0 + 1 + 2 and 1 - 2 - 3
                     yf[L + k] = a1 - a2 - a3
-                oh = 2 * th + i
-                for o in range(O):  # yt[j, tw O + o] -> out[n, o, oh, 2 tw + j]
-                    b = bias[o] if has_bias else zero
-                    row = _u(((n * O + o) * OH + oh) * OW)
-                    for ow in range(OW):
-                        v = yf[_u((ow % 2) * TW * O + (ow // 2) * O + o)] + b
-                        of[row + _u(ow)] = _clamp(v, zero, relu_max) if relu else v
+                # yt[j, tw O + o] -> out[n, o, 2 th + i, 2 tw + j]
+                tile_row_to_nchw(yf, _u(0), 2, TW, n, 2 * th + i, bias, has_bias, relu, relu_max, of, O, OH, OW)
 
 
 # ---------------------------------------------------------------------------------------------------- weight gradient

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from minidl.backend._numba_kernels import _clamp, _u, padded_image
+from minidl.backend._numba_kernels import _u, padded_image, tile_row_to_nchw
 
 
 # The 1-D transforms. Their constants come in as arguments of the data's dtype (``k`` below): a Python int literal
@@ -155,7 +155,6 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
     L = _u(TW * O)
     P = _u(plane)
     of = out.reshape(-1)
-    zero = out.dtype.type(0)
     k2, k4, k8 = out.dtype.type(2), out.dtype.type(4), out.dtype.type(8)
     y = _u(24) * L  # where the output rows start in t
     for n in range(n0, n1):
@@ -188,13 +187,9 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
                     t[d + _u(2) * L + k] = a2
                     t[d + _u(3) * L + k] = a3
             for i in range(min(4, OH - 4 * th)):  # y[i, j, tw O + o] -> out[n, o, 4 th + i, 4 tw + j]
-                oh = 4 * th + i
-                for o in range(O):
-                    b = bias[o] if has_bias else zero
-                    row = _u(((n * O + o) * OH + oh) * OW)
-                    for ow in range(OW):
-                        v = t[y + _u((4 * i + ow % 4) * TW * O + (ow // 4) * O + o)] + b
-                        of[row + _u(ow)] = _clamp(v, zero, relu_max) if relu else v
+                tile_row_to_nchw(
+                    t, y + _u(4 * i) * L, 4, TW, n, 4 * th + i, bias, has_bias, relu, relu_max, of, O, OH, OW
+                )
 
 
 # ---------------------------------------------------------------------------------------------------- weight gradient
