@@ -32,6 +32,7 @@ Winograd, 1 x 1 products: ``minidl/backend/_numba_conv.py``), tested against thi
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 from minidl._dtype import get_default_dtype
@@ -90,10 +91,11 @@ class ConvGeometry(NamedTuple):
 
 
 def _conv2d_setup(
-    x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
-) -> ConvGeometry:
-    """Check :func:`conv2d_forward`'s arguments; return the geometry."""
-    where = "conv2d_forward"
+    x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
+    *, where: str = "conv2d_forward",
+) -> ConvGeometry:  # fmt: skip
+    """Check :func:`conv2d_forward`'s arguments (errors named ``where``: the pair the caller called); return the
+    geometry."""
     check_array(where, x, ndim=4)
     check_same_device(where, x, weight, bias)
     check_array(where, weight, ndim=4, what="weight")
@@ -125,6 +127,11 @@ def _conv2d_setup(
     OH = (H + top + bottom - span_h) // SH + 1
     OW = (W + left + right - span_w) // SW + 1
     return ConvGeometry(KH, KW, SH, SW, top, bottom, left, right, DH, DW, groups, OH, OW)
+
+
+# the fused pairs check the same arguments, under their own names
+_conv2d_relu_setup = functools.partial(_conv2d_setup, where="conv2d_relu_forward")
+_conv2d_relu6_setup = functools.partial(_conv2d_setup, where="conv2d_relu6_forward")
 
 
 class Conv2dCache(NamedTuple):
@@ -252,7 +259,7 @@ class ConvReluCache(NamedTuple):
     relu: Any
 
 
-@kernel("conv2d_relu", setup=_conv2d_setup, uses=("conv2d", "relu"))
+@kernel("conv2d_relu", setup=_conv2d_relu_setup, uses=("conv2d", "relu"))
 def conv2d_relu_forward(
     x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
 ) -> tuple[Any, Any]:
@@ -274,6 +281,8 @@ def conv2d_relu_forward(
         array([[2., 2.],
                [2., 2.]])
     """
+    # bad arguments: errors named after this pair (not conv2d_forward, which checks them again)
+    _conv2d_relu_setup(x, weight, bias, stride, padding, dilation, groups)
     out, conv_cache = F.conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
     out, relu_cache = F.relu_forward(out)
     return out, ConvReluCache(conv_cache, relu_cache)
@@ -302,7 +311,7 @@ def conv2d_relu_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> t
     return F.conv2d_backward(F.relu_backward(dout, relu_cache), conv_cache, compute_dw=compute_dw)
 
 
-@kernel("conv2d_relu6", setup=_conv2d_setup, uses=("conv2d", "hardtanh"))
+@kernel("conv2d_relu6", setup=_conv2d_relu6_setup, uses=("conv2d", "hardtanh"))
 def conv2d_relu6_forward(
     x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
 ) -> tuple[Any, Any]:
@@ -325,6 +334,8 @@ def conv2d_relu6_forward(
         >>> conv2d_relu6_forward(np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), 9.0), None)[0].ravel()
         array([6.])
     """
+    # bad arguments: errors named after this pair (not conv2d_forward, which checks them again)
+    _conv2d_relu6_setup(x, weight, bias, stride, padding, dilation, groups)
     out, conv_cache = F.conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
     out, clamp_cache = F.hardtanh_forward(out, 0.0, 6.0)
     return out, ConvReluCache(conv_cache, clamp_cache)

@@ -54,6 +54,7 @@ pass per channel.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 from minidl.backend import get_array_module
@@ -103,13 +104,18 @@ def _batch_norm_setup(
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    *,
+    where: str = "batch_norm_forward",
 ) -> None:
-    """Check :func:`batch_norm_forward`'s arguments (also :func:`batch_norm_relu_forward`'s and
-    :func:`batch_norm_relu6_forward`'s)."""
+    """Check :func:`batch_norm_forward`'s arguments (errors named ``where``: the pair the caller called)."""
     _check_statistics_call(
-        "batch_norm_forward", input, 2, running_mean, running_var, weight, bias, momentum, eps, training,
-        "training", "channel",
-    )  # fmt: skip
+        where, input, 2, running_mean, running_var, weight, bias, momentum, eps, training, "training", "channel"
+    )
+
+
+# the fused pairs check the same arguments, under their own names
+_batch_norm_relu_setup = functools.partial(_batch_norm_setup, where="batch_norm_relu_forward")
+_batch_norm_relu6_setup = functools.partial(_batch_norm_setup, where="batch_norm_relu6_forward")
 
 
 @kernel("batch_norm", setup=_batch_norm_setup)
@@ -217,7 +223,7 @@ class BatchNormReluCache(NamedTuple):
     relu: Any
 
 
-@kernel("batch_norm_relu", setup=_batch_norm_setup, uses=("batch_norm", "relu"))
+@kernel("batch_norm_relu", setup=_batch_norm_relu_setup, uses=("batch_norm", "relu"))
 def batch_norm_relu_forward(
     input: Any,
     running_mean: Any,
@@ -258,6 +264,8 @@ def batch_norm_relu_forward(
                [-0.0551],
                [ 0.011 ]])
     """
+    # bad arguments: errors named after this pair (not batch_norm_forward, which checks them again)
+    _batch_norm_relu_setup(input, running_mean, running_var, weight, bias, training, momentum, eps)
     out, bn_cache = F.batch_norm_forward(input, running_mean, running_var, weight, bias, training, momentum, eps)
     out, relu_cache = F.relu_forward(out)
     return out, BatchNormReluCache(bn_cache, relu_cache)
@@ -286,7 +294,7 @@ def batch_norm_relu_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     return F.batch_norm_backward(F.relu_backward(dout, relu_cache), bn_cache)
 
 
-@kernel("batch_norm_relu6", setup=_batch_norm_setup, uses=("batch_norm", "relu6"))
+@kernel("batch_norm_relu6", setup=_batch_norm_relu6_setup, uses=("batch_norm", "relu6"))
 def batch_norm_relu6_forward(
     input: Any,
     running_mean: Any,
@@ -325,6 +333,8 @@ def batch_norm_relu6_forward(
                [0.6113],
                [6.    ]])
     """
+    # bad arguments: errors named after this pair (not batch_norm_forward, which checks them again)
+    _batch_norm_relu6_setup(input, running_mean, running_var, weight, bias, training, momentum, eps)
     out, bn_cache = F.batch_norm_forward(input, running_mean, running_var, weight, bias, training, momentum, eps)
     out, relu6_cache = F.relu6_forward(out)
     return out, BatchNormReluCache(bn_cache, relu6_cache)

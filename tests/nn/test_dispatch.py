@@ -394,3 +394,27 @@ def test_a_kernel_validates_its_input_as_the_reference_does():
             F.conv2d_forward(np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 3, 3, 3), np.float32))
         with pytest.raises(TypeError, match=r"^batch_norm_forward: the input has dtype float64 but"):
             F.batch_norm_forward(np.zeros((2, 3)), np.zeros(3, np.float32), np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize(
+    "pair, args, match",
+    [
+        (
+            "conv2d_relu",
+            (np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 3, 3, 3), np.float32)),
+            "expected 3 channels",
+        ),
+        (
+            "conv2d_relu6",
+            (np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 3, 3, 3), np.float32)),
+            "expected 3 channels",
+        ),
+        ("batch_norm_relu", (np.zeros((2, 3), np.float32), np.zeros(4, np.float32), np.ones(4, np.float32)), "shape"),
+        ("batch_norm_relu6", (np.zeros((2, 3), np.float32), np.zeros(4, np.float32), np.ones(4, np.float32)), "shape"),
+    ],
+)
+def test_a_fused_pair_names_itself_in_its_argument_errors(backend, pair, args, match):
+    # not the pair its reference calls first (conv2d_forward, batch_norm_forward): the user called this one
+    with minidl.use_backend(backend), pytest.raises(ValueError, match=rf"^{pair}_forward: .*{match}"):
+        getattr(F, f"{pair}_forward")(*args)
