@@ -32,6 +32,8 @@ and the NumPy reference. What changes is who runs the kernels:
   ``hardswish``, ``sigmoid``, ``tanh``,
   ``elu``, ``silu``, ``gelu``,
   ``softplus``, ``mish``
+  ``softmax``                            along the last dimension, rows in parallel: max, exp and sum, divide
+                                         (``_numba_softmax.py``)
   ``linear``                             the one GEMM in blocks of rows and columns (dW: of output
                                          features), in the pool's workers (BLAS holds one thread per call)
   =====================================  ==================================================================
@@ -67,6 +69,7 @@ try:
     from minidl.backend._numba_elementwise import ElementwiseKernelsMixin
     from minidl.backend._numba_norm import NormKernelsMixin
     from minidl.backend._numba_pool import PoolKernelsMixin
+    from minidl.backend._numba_softmax import SoftmaxKernelsMixin
 except ImportError as err:  # numba missing (or broken)
     raise ImportError(
         f"the 'numba' backend needs Numba (fast CPU kernels): pip install numba (a dependency of minidl); "
@@ -106,7 +109,13 @@ def _keep_freed_memory() -> bool:
 
 
 class NumbaBackend(
-    ConvKernelsMixin, PoolKernelsMixin, BatchNormKernelsMixin, NormKernelsMixin, ElementwiseKernelsMixin, NumpyBackend
+    ConvKernelsMixin,
+    PoolKernelsMixin,
+    BatchNormKernelsMixin,
+    NormKernelsMixin,
+    ElementwiseKernelsMixin,
+    SoftmaxKernelsMixin,
+    NumpyBackend,
 ):
     """NumPy arrays with compiled kernels, run in parallel by :mod:`minidl.backend._threads`.
 
@@ -161,6 +170,7 @@ class NumbaBackend(
             "gelu": KernelPair(self._gelu_forward, self._gelu_backward),
             "softplus": KernelPair(self._softplus_forward, self._softplus_backward),
             "mish": KernelPair(self._mish_forward, self._mish_backward),
+            "softmax": KernelPair(self._softmax_forward, self._softmax_backward, self._softmax_accepts),
             "linear": KernelPair(self._linear_forward, self._linear_backward),
         }
         return MappingProxyType(table)

@@ -4,6 +4,10 @@ Softmax :math:`p_i = e^{x_i} / \sum_j e^{x_j}` is computed after subtracting :ma
 not change, and :math:`e^{x}` can no longer overflow). Its Jacobian is :math:`\partial p_i / \partial x_j =
 p_i (\delta_{ij} - p_j)`, so :math:`dx = p \odot (dout - \sum_j dout_j p_j)`. For log-softmax
 :math:`\ell = x - \log\sum_j e^{x_j}`: :math:`dx = dout - p \sum_j dout_j`.
+
+The softmax pair is marked ``@kernel("softmax")``: the Numba backend replaces it, along the last dimension (what
+attention's weights use), with compiled loops over the rows in parallel (``minidl/backend/_numba_softmax.py``); along
+another dimension the reference runs.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np  # noqa: F401  (the doctests use it)
 
 from minidl.nn._activation_common import _Activation, _xp
 from minidl.nn._checks import check_array, check_grad_output, check_int
-from minidl.nn.dispatch import F
+from minidl.nn.dispatch import F, kernel
 
 __all__ = [
     "LogSoftmax",
@@ -42,6 +46,12 @@ def _softmax_dim(where: str, x: Any, dim: int) -> int:
     return dim % x.ndim
 
 
+def _softmax_setup(x: Any, dim: int = -1) -> int:
+    """Check :func:`softmax_forward`'s arguments; return ``dim`` in [0, x.ndim)."""
+    return _softmax_dim("softmax_forward", x, dim)
+
+
+@kernel("softmax", setup=_softmax_setup)
 def softmax_forward(x: Any, dim: int = -1) -> tuple[Any, Any]:
     r"""Softmax: ``p = exp(x - max) / sum(exp(x - max))`` along ``dim``. Cache: ``(p, dim)``.
 
@@ -55,12 +65,13 @@ def softmax_forward(x: Any, dim: int = -1) -> tuple[Any, Any]:
         >>> softmax_forward(np.zeros((1, 4)), dim=1)[0]
         array([[0.25, 0.25, 0.25, 0.25]])
     """
-    dim = _softmax_dim("softmax_forward", x, dim)
+    dim = _softmax_setup(x, dim)
     e = _xp(x).exp(x - x.max(axis=dim, keepdims=True))
     p = e / e.sum(axis=dim, keepdims=True)
     return p, SoftmaxCache(p, dim)
 
 
+@kernel("softmax")
 def softmax_backward(dout: Any, cache: Any) -> Any:
     r"""The gradient of softmax: the Jacobian ``diag(p) - p p^T`` applied to ``dout``, along ``dim``.
 

@@ -357,6 +357,24 @@ def elementwise_cases(draw, op):
 
 
 @st.composite
+def softmax_cases(draw):
+    """Rows of 1 to 300 values under 0 to 3 leading dimensions (one task of the kernel, or several: more than
+    _ROW_CHUNK values), ``dim`` given as -1 or as the last index, :data:`SPECIAL` values in some (a NaN or +inf
+    makes its row NaN, a -inf gets 0) and rows all -inf."""
+    dtype, seed = draw(DTYPES), draw(seeds)
+    rng = np.random.default_rng(seed)
+    lead = draw(st.sampled_from([(), (1,), (3,), (2, 5), (4, 3, 2), (300,)]))
+    D = draw(st.sampled_from([1, 2, 7, 65, 300]))
+    x = np.asarray(rng.standard_normal((*lead, D)) * draw(st.sampled_from([1.0, 8.0])), dtype=dtype)
+    if draw(st.booleans()) and x.size >= len(SPECIAL):
+        x.reshape(-1)[rng.choice(x.size, len(SPECIAL), replace=False)] = SPECIAL
+    if draw(st.booleans()) and x.ndim > 1:
+        x[(0,) * (x.ndim - 1)] = -np.inf
+    dim = draw(st.sampled_from([-1, x.ndim - 1]))
+    return draw(_call("softmax", [("x", x), ("dim", dim)], dtype, seed + 1))
+
+
+@st.composite
 def linear_cases(draw):
     """x of 1-3 leading dimensions (a single vector, an empty batch, and more rows than one task of the kernel,
     _LINEAR_MIN_ROWS), weights of more input or output features than one task's columns (_LINEAR_COLUMNS), with or
@@ -415,6 +433,7 @@ CASES: dict[str, Any] = {
     "group_norm": group_norm_cases(),
     "instance_norm": instance_norm_cases(),
     **{op: elementwise_cases(op) for op in ("add_relu", *HYPERPARAMETERS)},
+    "softmax": softmax_cases(),
     "linear": linear_cases(),
 }
 

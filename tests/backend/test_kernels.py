@@ -293,6 +293,8 @@ def _declined_cases() -> dict[str, Case]:
         "instance_norm float16": case("instance_norm", [("input", image.astype(np.float16))]),
         "layer_norm empty": case("layer_norm", [("input", np.zeros((0, 4, 3))), ("normalized_shape", 3)]),
         "group_norm empty": case("group_norm", [("input", np.zeros((0, 4, 3))), ("num_groups", 2)]),
+        "softmax along dim 1 of 3": case("softmax", [("x", rng.standard_normal((2, 4, 3))), ("dim", 1)]),
+        "softmax empty": case("softmax", [("x", np.zeros((0, 3))), ("dim", -1)]),
     }
 
 
