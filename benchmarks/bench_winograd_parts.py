@@ -21,7 +21,8 @@ the weight gradient (dx is the forward's steps again, on dout with the flipped f
 Each figure is the fastest of ``--repeats`` runs, in microseconds per chunk; ``layout`` is the share of the step's
 time spent in the copies (the transpositions between NCHW and channels last), ``sum x chunks`` what the steps add up
 to for the whole batch on one core, next to the layer itself timed whole on ``--threads`` (the same chunks, run by
-the thread pool, with the batch in memory rather than in the caches). The steps run the backend's own kernels; only
+the thread pool, with the batch in memory rather than in the caches, and with what the steps leave out: the weight
+transform and the output's allocation, at every call). The steps run the backend's own kernels; only
 the loops that call the two copies image by image and row by row, as the transforms do, are this script's.
 
 This says whether a layer is bound by its arithmetic or by its copies on the CPU at hand: on a CPU whose GEMMs run
@@ -150,19 +151,24 @@ def main(argv: list[str] | None = None) -> None:
     shapes = [(C, O, H) for C, O, H in SHAPES if be._winograd4_applies(args.batch, C, O, H, H)]
     copies = _copies()
     print(f"Winograd F(4x4, 3x3), float32, batch {args.batch}: one chunk of nb images on one core, us (fastest of")
-    print(f"{args.repeats}); 'layout': the copies' share; 'whole': the layer on {threads} threads, ms")
-    for title, names in (("forward (conv2d + bias + ReLU)", FORWARD), ("weight gradient", WEIGHT)):
+    print(f"{args.repeats} runs); 'layout': the copies' share; 'whole': the layer on {threads} threads, ms")
+    measured = []  # each shape's steps and whole layer, measured once for both tables
+    for C, O, H in shapes:
+        whole = whole_layer_ms(args.batch, C, O, H, max(3, args.repeats // 4))
+        measured.append((C, O, H, parts(be, args.batch, C, O, H, args.repeats, copies), whole))
+    for title, names, key, i in (
+        ("forward (conv2d + bias + ReLU)", FORWARD, "forward", 0),
+        ("weight gradient", WEIGHT, "weight", 1),
+    ):
         header = f"{'C->O @ H':14} {'nb':>3}" + "".join(f" {n:>14}" for n in names)
         header += f" {'layout':>7} {'sum x chunks':>13} {'whole':>7}"
         print(f"\n{title}\n{header}\n{'-' * len(header)}")
-        for C, O, H in shapes:
-            p = parts(be, args.batch, C, O, H, args.repeats, copies)
-            steps = p["forward" if names is FORWARD else "weight"]
+        for C, O, H, p, whole in measured:
+            steps = p[key]
             total = sum(steps.values())
             copied = sum(v for k, v in steps.items() if k.startswith("copy"))
-            whole = whole_layer_ms(args.batch, C, O, H, max(3, args.repeats // 4))[0 if names is FORWARD else 1]
             row = f"{f'{C}->{O} @ {H}':14} {p['nb']:3d}" + "".join(f" {steps[n]:14.1f}" for n in names)
-            row += f" {100 * copied / total:6.0f}% {total * p['chunks'] / 1e3:10.2f} ms {whole:7.2f}"
+            row += f" {100 * copied / total:6.0f}% {total * p['chunks'] / 1e3:10.2f} ms {whole[i]:7.2f}"
             print(row)
 
 

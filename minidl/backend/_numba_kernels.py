@@ -129,8 +129,9 @@ def col2im(cols, n0, n1, c0, c1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, dx):
 @njit(nogil=True, inline="always")
 def move4x4(src, s, S, dst, d0, d1, d2, d3):
     """dst[d_j + k] = src[s + k S + j] for j, k in 0..3: a 4 x 4 block transposed, its 4 source runs (of 4 values,
-    S apart) becoming the 4 destination runs starting at d0, d1, d2, d3. Written as 16 loads then 16 stores, which
-    LLVM turns into vector loads, shuffles and stores: a transposition copied value by value ran 1.3-2x slower
+    S apart) becoming the 4 destination runs starting at d0, d1, d2, d3. Written as 16 loads then 16 stores (scalar
+    moves: Numba leaves LLVM's SLP vectorizer off, and with ``NUMBA_SLP_VECTORIZE=1`` the copies measured no
+    faster), with the block's addresses computed once: a transposition copied value by value ran 1.3-2x slower
     (:func:`transpose4`, :func:`padded_image`). All indices unsigned."""
     a0, a1, a2, a3 = src[s], src[s + _u(1)], src[s + _u(2)], src[s + _u(3)]
     s1 = s + S

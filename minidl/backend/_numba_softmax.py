@@ -85,7 +85,7 @@ class SoftmaxKernelsMixin:
             return False
         try:
             return int(dim) % x.ndim == x.ndim - 1
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # (OverflowError: int(float("inf")))
             return True
 
     @_native_dtypes

@@ -35,6 +35,8 @@ the Numba backend's; the NumPy backend's is empty: it is the reference mode). Wh
 
 Validation runs once per call either way: the reference body starts by calling the op's *setup* (checks and derived
 sizes); before a kernel, the seam calls that same setup and hands its result to the kernel, which then only computes.
+(A fused pair's reference, ``conv2d_relu`` say, checks its arguments under its own name and then calls the pairs it
+is built from, which check them again: twice on the NumPy backend, so that an error names the pair you called.)
 
 ``minidl.set_backend("numpy")`` therefore runs every op as the code in the docstrings, and the kernel tests compare
 each registered kernel with its reference pair (``tests/backend/test_kernels.py``).

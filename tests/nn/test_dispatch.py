@@ -418,3 +418,15 @@ def test_a_fused_pair_names_itself_in_its_argument_errors(backend, pair, args, m
     # not the pair its reference calls first (conv2d_forward, batch_norm_forward): the user called this one
     with minidl.use_backend(backend), pytest.raises(ValueError, match=rf"^{pair}_forward: .*{match}"):
         getattr(F, f"{pair}_forward")(*args)
+
+
+@pytest.mark.parametrize("dim", [2, -3, 1.0, True, "a", None, float("inf"), float("nan"), np.float64(-np.inf)])
+def test_a_bad_softmax_dim_gives_the_reference_error_on_every_backend(dim):
+    # the kernel's accepts reads dim first: a dim it cannot read (int(inf) raises OverflowError) goes to the setup
+    x = np.ones((2, 3), np.float32)
+    messages = []
+    for backend in ("numpy", "numba"):
+        with minidl.use_backend(backend), pytest.raises((TypeError, ValueError), match=r"^softmax_forward: ") as err:
+            F.softmax_forward(x, dim)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
