@@ -34,6 +34,8 @@ and the NumPy reference. What changes is who runs the kernels:
   ``softplus``, ``mish``
   ``softmax``                            along the last dimension, rows in parallel: max, exp and sum, divide
                                          (``_numba_softmax.py``)
+  ``scaled_dot_product_attention``       the (batch, head) slices' products and softmax in the pool's
+                                         workers, without mask or dropout (``_numba_softmax.py``)
   ``linear``                             the one GEMM in blocks of rows and columns (dW: of output
                                          features), in the pool's workers (BLAS holds one thread per call)
   =====================================  ==================================================================
@@ -69,7 +71,7 @@ try:
     from minidl.backend._numba_elementwise import ElementwiseKernelsMixin
     from minidl.backend._numba_norm import NormKernelsMixin
     from minidl.backend._numba_pool import PoolKernelsMixin
-    from minidl.backend._numba_softmax import SoftmaxKernelsMixin
+    from minidl.backend._numba_softmax import AttentionKernelsMixin, SoftmaxKernelsMixin
 except ImportError as err:  # numba missing (or broken)
     raise ImportError(
         f"the 'numba' backend needs Numba (fast CPU kernels): pip install numba (a dependency of minidl); "
@@ -115,6 +117,7 @@ class NumbaBackend(
     NormKernelsMixin,
     ElementwiseKernelsMixin,
     SoftmaxKernelsMixin,
+    AttentionKernelsMixin,
     NumpyBackend,
 ):
     """NumPy arrays with compiled kernels, run in parallel by :mod:`minidl.backend._threads`.
@@ -171,6 +174,9 @@ class NumbaBackend(
             "softplus": KernelPair(self._softplus_forward, self._softplus_backward),
             "mish": KernelPair(self._mish_forward, self._mish_backward),
             "softmax": KernelPair(self._softmax_forward, self._softmax_backward, self._softmax_accepts),
+            "scaled_dot_product_attention": KernelPair(
+                self._attention_forward, self._attention_backward, self._attention_accepts
+            ),
             "linear": KernelPair(self._linear_forward, self._linear_backward),
         }
         return MappingProxyType(table)

@@ -39,6 +39,11 @@ it, so the backward adds the ``groups`` gradients of its copies.
 The pair is written with three sub-pairs read through ``F``: :func:`~minidl.nn.functional.softmax_forward`,
 :func:`~minidl.nn.functional.dropout_forward` and their backwards, so the softmax and the dropout are the ones
 documented there.
+
+It is marked ``@kernel("scaled_dot_product_attention")``: without a mask, dropout or grouped heads, the Numba
+backend runs these products and the softmax slice by slice in its thread pool (``minidl/backend/_numba_softmax.py``;
+the reference's stacked products run on one core); its cache keeps the weights as ``attn_weights``, the name
+:class:`~minidl.nn.MultiheadAttention` reads.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ import numpy as np
 
 from minidl.backend import get_array_module
 from minidl.nn._checks import check_array, check_float, check_grad_output, check_same_device
-from minidl.nn.dispatch import F
+from minidl.nn.dispatch import F, kernel
 
 __all__ = ["scaled_dot_product_attention_backward", "scaled_dot_product_attention_forward"]
 
@@ -113,11 +118,11 @@ def _sdpa_setup(
     query: Any,
     key: Any,
     value: Any,
-    attn_mask: Any,
-    dropout_p: float,
-    is_causal: bool,
-    scale: float | None,
-    enable_gqa: bool,
+    attn_mask: Any = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
 ) -> tuple[Any, float, float, int]:
     """Validate the arguments; return (the additive mask or None, dropout_p, scale, groups)."""
     where = "scaled_dot_product_attention_forward"
@@ -185,6 +190,7 @@ def _sum_heads(dx: Any, groups: int) -> Any:
     return dx.reshape(*lead, heads // groups, groups, rows, cols).sum(axis=-3)
 
 
+@kernel("scaled_dot_product_attention", setup=_sdpa_setup, uses=("softmax", "dropout"))
 def scaled_dot_product_attention_forward(
     query: Any,
     key: Any,
@@ -263,6 +269,7 @@ def scaled_dot_product_attention_forward(
     return out, cache
 
 
+@kernel("scaled_dot_product_attention")
 def scaled_dot_product_attention_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     r"""Gradients of :func:`scaled_dot_product_attention_forward` with respect to query, key and value.
 

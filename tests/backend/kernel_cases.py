@@ -375,6 +375,25 @@ def softmax_cases(draw):
 
 
 @st.composite
+def attention_cases(draw):
+    """Queries, keys and values under 0 to 2 leading (batch, head) dimensions, L and S from 1 (one query, one key)
+    to 65, several tasks of the kernel for the bigger ones; the default scale or another, dropout_p 0 given or not
+    (the cases with a mask, dropout or grouped heads are the reference's: the declined cases)."""
+    dtype, seed = draw(DTYPES), draw(seeds)
+    rng = np.random.default_rng(seed)
+    lead = draw(st.sampled_from([(), (1,), (3,), (2, 4), (16, 4)]))
+    L, S = draw(st.sampled_from([1, 5, 65])), draw(st.sampled_from([1, 7, 65]))
+    E, Ev = draw(st.sampled_from([1, 4, 32])), draw(st.sampled_from([1, 3, 32]))
+    spread = draw(st.sampled_from([1.0, 3.0]))
+    q, k, v = (
+        np.asarray(rng.standard_normal((*lead, n, d)) * spread, dtype=dtype) for n, d in ((L, E), (S, E), (S, Ev))
+    )
+    params = [("query", q), ("key", k), ("value", v), ("attn_mask", None), ("dropout_p", 0.0), ("is_causal", False)]
+    params.append(("scale", draw(st.sampled_from([None, 0.5, 2.0]))))
+    return draw(_call("scaled_dot_product_attention", params, dtype, seed + 1))
+
+
+@st.composite
 def linear_cases(draw):
     """x of 1-3 leading dimensions (a single vector, an empty batch, and more rows than one task of the kernel,
     _LINEAR_MIN_ROWS), weights of more input or output features than one task's columns (_LINEAR_COLUMNS), with or
@@ -434,6 +453,7 @@ CASES: dict[str, Any] = {
     "instance_norm": instance_norm_cases(),
     **{op: elementwise_cases(op) for op in ("add_relu", *HYPERPARAMETERS)},
     "softmax": softmax_cases(),
+    "scaled_dot_product_attention": attention_cases(),
     "linear": linear_cases(),
 }
 

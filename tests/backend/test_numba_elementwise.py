@@ -17,7 +17,6 @@ import pytest
 import minidl
 from minidl.nn import functional as F
 from minidl.nn.dispatch import KernelCache
-from tests.backend.test_kernels import assert_independent_of_the_thread_count
 
 pytest.importorskip("numba", reason="the Numba backend needs numba: pip install numba")
 
@@ -161,10 +160,3 @@ def test_an_activation_module_trains_the_same_on_both_backends():
         fast, ref = (run_on(b, _forward_backward, module, x) for b in ("numba", "numpy"))
         close(fast[0], ref[0], f"{module!r}: output")
         close(fast[1], ref[1], f"{module!r}: dx")
-
-
-@pytest.mark.parametrize("shape", [(300, 250), (2, 4, 65, 65), (3, 70_000)])
-def test_softmax_does_not_depend_on_the_thread_count(shape):
-    # rows cut into tasks of about _ROW_CHUNK values (several here); each row's sums in one thread, in one order
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 4
-    assert_independent_of_the_thread_count("softmax", x, -1)
