@@ -37,8 +37,9 @@ _NATIVE = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))  # the dtypes
 
 
 def _cast_back(result: Any, dtype: Any) -> Any:
-    if isinstance(result, tuple):
-        return tuple(_cast_back(r, dtype) for r in result)
+    if isinstance(result, tuple):  # a NamedTuple (a kernel's cache) stays one: KernelCache reads its fields
+        items = (_cast_back(r, dtype) for r in result)
+        return type(result)(*items) if hasattr(result, "_fields") else tuple(items)
     if isinstance(result, numpy.ndarray) and result.dtype.kind == "f":
         return result.astype(dtype)
     return result

@@ -33,6 +33,12 @@ from minidl.backend._numba_math import _exp_le0
 _ROW_CHUNK = 1 << 16  # values per task (whole rows, at least one)
 
 
+def _tasks(split: Any, count: int, each: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of ``count`` items (rows, slices) of ``each`` values: about _ROW_CHUNK values per task,
+    at least one item. Shapes only decide (so do the results)."""
+    return split(count, max(1, min(count, _ceil_div(count * each, _ROW_CHUNK))))
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_REDUCE)
 def softmax_rows(x, r0, r1, out):
     """out[r] = exp(x[r] - max x[r]) / sum exp(x[r] - max x[r]) for rows [r0, r1) of x (R, D)."""
@@ -75,10 +81,6 @@ class SoftmaxKernelsMixin:
 
     _split: Any  # NumbaBackend's helper
 
-    def _row_chunks(self, R: int, D: int) -> list[tuple[int, int]]:
-        """Rows [r0, r1) per task: about _ROW_CHUNK values each (shapes only decide)."""
-        return self._split(R, max(1, min(R, _ceil_div(R * D, _ROW_CHUNK))))
-
     @staticmethod
     def _softmax_accepts(x: Any, dim: Any = -1) -> bool:
         """Floating, non-empty, along the last dimension (a bad ``dim`` is accepted: the setup then names it)."""
@@ -95,7 +97,7 @@ class SoftmaxKernelsMixin:
         D = x.shape[-1]
         x2 = np.ascontiguousarray(x).reshape(-1, D)
         out = np.empty_like(x2)
-        tasks = self._row_chunks(x2.shape[0], D)
+        tasks = _tasks(self._split, x2.shape[0], D)
         _threads.parallel_for(lambda worker, k: softmax_rows(x2, *tasks[k], out), len(tasks))
         p = out.reshape(x.shape)
         return p, p
@@ -108,7 +110,7 @@ class SoftmaxKernelsMixin:
         p2 = p.reshape(-1, D)
         g2 = np.ascontiguousarray(dout, dtype=p.dtype).reshape(-1, D)
         dx = np.empty_like(p2)
-        tasks = self._row_chunks(p2.shape[0], D)
+        tasks = _tasks(self._split, p2.shape[0], D)
         _threads.parallel_for(lambda worker, k: softmax_rows_backward(p2, g2, *tasks[k], dx), len(tasks))
         return dx.reshape(p.shape)
 
@@ -116,7 +118,9 @@ class SoftmaxKernelsMixin:
 # ---------------------------------------------------------------------------------------------------- attention
 class AttentionCache(NamedTuple):
     """The attention kernel's cache. ``attn_weights`` keeps the reference cache's name for the same values (P, of
-    the reference's shape): :class:`~minidl.nn.MultiheadAttention` reads it for ``need_weights``."""
+    the reference's shape): :class:`~minidl.nn.MultiheadAttention` reads it for ``need_weights``, through the
+    :class:`~minidl.nn.dispatch.KernelCache` (the kernel's ``shares``; the other fields are the kernel's own: query,
+    key and value flattened, scale in the arrays' dtype)."""
 
     query: Any  # (B, L, E), the leading dimensions flattened into B, C-contiguous; likewise key, value
     key: Any
@@ -165,10 +169,6 @@ class AttentionKernelsMixin:
         np.copyto(t, a.transpose(0, 2, 1))
         return t
 
-    def _attention_tasks(self, B: int, values: int) -> list[tuple[int, int]]:
-        """Slices [b0, b1) per task: about _ROW_CHUNK score values each (shapes only decide)."""
-        return self._split(B, max(1, min(B, _ceil_div(B * values, _ROW_CHUNK))))
-
     @_native_dtypes
     def _attention_forward(self, prepared: Any, query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
         """``(out, AttentionCache)``: softmax(scale Q K^T) V over the last two dimensions of each slice."""
@@ -179,7 +179,7 @@ class AttentionKernelsMixin:
         alpha = q.dtype.type(scale)
         p = np.empty((q.shape[0], L, S), dtype=q.dtype)
         out = np.empty((q.shape[0], L, v.shape[-1]), dtype=q.dtype)
-        tasks = self._attention_tasks(q.shape[0], L * S)
+        tasks = _tasks(self._split, q.shape[0], L * S)  # slices of L S scores
 
         def body(worker: int, task: int) -> None:
             b0, b1 = tasks[task]
@@ -197,15 +197,19 @@ class AttentionKernelsMixin:
         cache = AttentionCache(q, k, v, p.reshape(*query.shape[:-1], S), alpha, shapes)
         return out.reshape(*query.shape[:-1], v.shape[-1]), cache
 
-    @_native_dtypes
     def _attention_backward(self, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
         """``(dquery, dkey, dvalue)`` of :meth:`_attention_forward`."""
-        q, k, v, weights, alpha, shapes = cache
+        return self._attention_backward_arrays(dout, *cache)
+
+    @_native_dtypes  # (on the cache's arrays too: it sees only top-level arguments)
+    def _attention_backward_arrays(
+        self, dout: Any, q: Any, k: Any, v: Any, weights: Any, alpha: Any, shapes: Any
+    ) -> tuple[Any, Any, Any]:
         B, L, S = q.shape[0], q.shape[1], k.shape[1]
         p = weights.reshape(B, L, S)
         g = np.ascontiguousarray(dout, dtype=q.dtype).reshape(B, L, v.shape[-1])
         dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-        tasks = self._attention_tasks(B, L * S)
+        tasks = _tasks(self._split, B, L * S)
 
         def body(worker: int, task: int) -> None:
             b0, b1 = tasks[task]

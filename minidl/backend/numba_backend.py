@@ -175,7 +175,7 @@ class NumbaBackend(
             "mish": KernelPair(self._mish_forward, self._mish_backward),
             "softmax": KernelPair(self._softmax_forward, self._softmax_backward, self._softmax_accepts),
             "scaled_dot_product_attention": KernelPair(
-                self._attention_forward, self._attention_backward, self._attention_accepts
+                self._attention_forward, self._attention_backward, self._attention_accepts, shares=("attn_weights",)
             ),
             "linear": KernelPair(self._linear_forward, self._linear_backward),
         }

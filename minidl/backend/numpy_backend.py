@@ -44,11 +44,14 @@ class KernelPair(NamedTuple):
         backward: ``backward(dout, cache, **kwargs)``: the same gradients the reference backward returns.
         accepts: ``accepts(*args, **kwargs) -> bool``, called before the setup on the raw arguments: False hands a
             case the kernel does not cover to the reference. None: every case.
+        shares: the fields of the reference's cache that the kernel's cache has too, under the same names and with
+            the same values: a :class:`~minidl.nn.dispatch.KernelCache` reads them through (``attn_weights``).
     """
 
     forward: Callable[..., Any]
     backward: Callable[..., Any]
     accepts: Callable[..., bool] | None = None
+    shares: tuple[str, ...] = ()
 
 
 class NumpyBackend:

@@ -128,9 +128,10 @@ class KernelCache(NamedTuple):
         cache: what its forward returned for its backward (its own layout, not the reference's).
         out_shape, out_dtype: the forward output's shape and dtype (the backward checks ``dout`` against them).
 
-    A field of the kernel's cache (a NamedTuple) that keeps a reference cache field's name, for the same values, reads
-    through: ``cache.attn_weights`` of the attention kernel, which :class:`~minidl.nn.MultiheadAttention` returns as
-    its weights. Any other reference field raises an AttributeError that says why.
+    The reference cache's fields that the kernel's cache keeps under the same names, with the same values (the
+    kernel's ``shares``), read through: ``cache.attn_weights`` of the attention kernel, which
+    :class:`~minidl.nn.MultiheadAttention` returns as its weights. Any other name raises an AttributeError that says
+    why (a field of the kernel's own cache too: its layout is not the reference's).
     """
 
     op: str
@@ -143,7 +144,7 @@ class KernelCache(NamedTuple):
         return f"KernelCache(op={self.op!r}, out_shape={self.out_shape}, out_dtype={self.out_dtype})"
 
     def __getattr__(self, name: str) -> Any:  # (only for names a KernelCache does not have)
-        if name in getattr(type(self.cache), "_fields", ()):  # a field the kernel's cache names as the reference's
+        if name in getattr(self.kernel, "shares", ()):  # a reference field the kernel's cache keeps, the same values
             return getattr(self.cache, name)
         raise AttributeError(
             f"KernelCache has no attribute {name!r}: the {self.op} pair ran as the backend's kernel, whose cache is "

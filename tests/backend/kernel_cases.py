@@ -377,8 +377,9 @@ def softmax_cases(draw):
 @st.composite
 def attention_cases(draw):
     """Queries, keys and values under 0 to 2 leading (batch, head) dimensions, L and S from 1 (one query, one key)
-    to 65, several tasks of the kernel for the bigger ones; the default scale or another, dropout_p 0 given or not
-    (the cases with a mask, dropout or grouped heads are the reference's: the declined cases)."""
+    to 65, several tasks of the kernel for the bigger ones; the default scale or another; attn_mask None, dropout_p 0
+    and is_causal False passed by position or keyword (the cases with a mask, dropout or grouped heads are the
+    reference's: the declined cases)."""
     dtype, seed = draw(DTYPES), draw(seeds)
     rng = np.random.default_rng(seed)
     lead = draw(st.sampled_from([(), (1,), (3,), (2, 4), (16, 4)]))

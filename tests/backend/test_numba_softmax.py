@@ -58,3 +58,32 @@ def test_a_kernel_cache_reads_through_only_the_fields_its_kernel_names():
     np.testing.assert_allclose(cache.attn_weights, np.full((1, 2, 2), 0.5, np.float32))  # the kernel's field
     with pytest.raises(AttributeError, match="KernelCache has no attribute 'softmax': the scaled_dot_product"):
         cache.softmax  # the reference's cache has it, the kernel's not
+
+
+def test_attention_computes_float16_in_float32_and_keeps_its_weights():
+    # _native_dtypes sees only top-level arguments: the backward's cache arrays (float16) must reach it as such, and
+    # the forward's cast back must keep the cache a NamedTuple (MultiheadAttention reads attn_weights through it)
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 3, n, 4)).astype(np.float16) for n in (5, 6, 6))
+    dout = rng.standard_normal((2, 3, 5, 4)).astype(np.float16)
+    results = []
+    for backend in ("numpy", "numba"):
+        with minidl.use_backend(backend):
+            out, cache = F.scaled_dot_product_attention_forward(q, k, v)
+            results.append((out, cache.attn_weights, *F.scaled_dot_product_attention_backward(dout, cache)))
+    assert isinstance(cache, KernelCache)
+    for a, b in zip(results[1], results[0], strict=True):
+        assert a.dtype == b.dtype == np.float16 and a.shape == b.shape
+        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("name", ["query", "key", "value", "scale", "shapes"])
+def test_a_kernel_cache_does_not_read_through_fields_that_differ_from_the_references(name):
+    # the attention kernel's query/key/value are flattened to (B, L, E), its scale is in the arrays' dtype, its shapes
+    # are its own: only attn_weights holds the reference's values under the reference's name
+    q = np.ones((2, 3, 4, 5), np.float32)
+    with minidl.use_backend("numba"):
+        _, cache = F.scaled_dot_product_attention_forward(q, q, q)
+    assert isinstance(cache, KernelCache)
+    with pytest.raises(AttributeError, match=f"KernelCache has no attribute {name!r}"):
+        getattr(cache, name)

@@ -430,3 +430,32 @@ def test_a_bad_softmax_dim_gives_the_reference_error_on_every_backend(dim):
             F.softmax_forward(x, dim)
         messages.append(str(err.value))
     assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize(
+    "forward, setup",
+    [
+        ("minidl.nn.conv.conv2d_forward", "minidl.nn.conv._conv2d_setup"),
+        ("minidl.nn.conv.conv2d_relu_forward", "minidl.nn.conv._conv2d_setup"),
+        ("minidl.nn.normalization.batch_norm_forward", "minidl.nn.normalization._batch_norm_setup"),
+        ("minidl.nn.activation_softmax.softmax_forward", "minidl.nn.activation_softmax._softmax_setup"),
+        (
+            "minidl.nn.attention_pairs.scaled_dot_product_attention_forward",
+            "minidl.nn.attention_pairs._sdpa_setup",
+        ),
+    ],
+)
+def test_a_setup_takes_its_forwards_arguments_with_the_same_defaults(forward, setup):
+    # the seam calls the setup with the caller's arguments: a default missing or different there would break a
+    # call that the reference accepts, or check a value the reference would not use
+    import importlib
+
+    def load(path):
+        module, name = path.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
+
+    def positional(fn):
+        params = inspect.signature(inspect.unwrap(fn)).parameters.values()
+        return [(p.name, p.default) for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+
+    assert positional(load(setup)) == positional(load(forward))
