@@ -220,12 +220,14 @@ def compare(case: Case, tol: dict[str, float] | None = None) -> None:
     tol = tol or TOL[kind][case.dtype]
     assert fast["results"].keys() == reference["results"].keys(), case
     for name, expected in reference["results"].items():
-        each = _scaled(tol, expected) if kind in _ATOL_TIMES_LARGEST else tol
-        assert_same(fast["results"][name], expected, each, f"{case}: {name}")
+        assert_same(fast["results"][name], expected, _for_array(tol, kind, expected), f"{case}: {name}")
 
 
-def _scaled(tol: dict[str, float], expected: Any) -> dict[str, float]:
-    """``tol`` with its atol times max(1, the largest finite |value| of ``expected``)."""
+def _for_array(tol: dict[str, float], kind: str | None, expected: Any) -> dict[str, float]:
+    """``tol`` for the array ``expected``: for a kind of :data:`_ATOL_TIMES_LARGEST`, its atol times max(1, the
+    largest finite |value| of ``expected``); else ``tol`` as it is."""
+    if kind not in _ATOL_TIMES_LARGEST:
+        return tol
     finite = np.abs(expected[np.isfinite(expected)]) if expected is not None else np.zeros(0)
     return {**tol, "atol": tol["atol"] * max(1.0, float(finite.max(initial=0.0)))}
 
@@ -341,10 +343,10 @@ def test_a_declined_case_runs_the_reference_and_matches(name):
     assert results[1].keys() == results[0].keys()
     # the reference on both backends: the same code, the same values; only attention's reference calls a pair whose
     # Numba kernel is not exact (its softmax: the kernels' exponential, a few ulp from NumPy's)
-    tol = TOL["attention"][case.dtype] if case.op == "scaled_dot_product_attention" else _EXACT
+    kind = TOL_KIND[case.op] if case.op == "scaled_dot_product_attention" else None
+    tol = TOL[kind][case.dtype] if kind else _EXACT
     for key, expected in results[0].items():
-        each = _scaled(tol, expected) if case.op == "scaled_dot_product_attention" else tol
-        assert_same(results[1][key], expected, each, f"{name}: {key}")
+        assert_same(results[1][key], expected, _for_array(tol, kind, expected), f"{name}: {key}")
 
 
 def test_every_kernel_that_may_decline_has_a_declined_case():
