@@ -87,15 +87,19 @@ def benchmark_batch(batch: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def torch_steps(
-    model: Any, batch: int, device: str, infer_batch: int | None = None
+    model: Any, batch: int, device: str, infer_batch: int | None = None, channels_last: bool = False
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """``(train_step, infer)`` closures timing PyTorch on the workload minidl is timed on: random 32x32 images and
     labels (seed 0), cross-entropy read as a float (minidl's loss is a Python float), SGD momentum 0.9 with weight
-    decay 5e-4, and a no-grad forward for inference (on ``infer_batch`` images; default: ``batch``)."""
+    decay 5e-4, and a no-grad forward for inference (on ``infer_batch`` images; default: ``batch``). With
+    ``channels_last`` the model and the images are converted to ``torch.channels_last`` first."""
     import torch
 
     x, y = (torch.from_numpy(a).to(device) for a in benchmark_batch(batch))
     x_infer = x if infer_batch in (None, batch) else torch.from_numpy(benchmark_batch(infer_batch)[0]).to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        x, x_infer = (a.contiguous(memory_format=torch.channels_last) for a in (x, x_infer))
     loss_fn = torch.nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
@@ -114,7 +118,7 @@ def torch_steps(
 
 
 def minidl_steps(
-    model: Any, x: Any, y: Any, fuse: bool = True, x_infer: Any = None
+    model: Any, x: Any, y: Any, fuse: bool = True, x_infer: Any = None, channels_last: bool = False
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """``(train_step, infer)`` closures timing minidl on the workload of :func:`torch_steps`, for the images ``x``
     and labels ``y`` of :func:`benchmark_batch` placed on the model's backend: cross-entropy read as a Python float
@@ -123,10 +127,15 @@ def minidl_steps(
     mode).
 
     With ``fuse`` (what ``train.fit`` does on a fast backend) the model is fused in place first
-    (``minidl.nn.fuse(model, inplace=True)``): BatchNorm+ReLU in one pass, and in eval mode Conv+BN folded.
+    (``minidl.nn.fuse(model, inplace=True)``): BatchNorm+ReLU in one pass, and in eval mode Conv+BN folded. With
+    ``channels_last`` the images are laid out ``minidl.channels_last`` (:mod:`minidl.memory_format`).
     """
     import minidl
     from minidl import nn, optim
+
+    if channels_last:
+        x = minidl.contiguous(x, minidl.channels_last)
+        x_infer = None if x_infer is None else minidl.contiguous(x_infer, minidl.channels_last)
 
     if fuse:
         model = nn.fuse(model, inplace=True)

@@ -7,6 +7,7 @@ Usage (from a checkout)::
     python benchmarks/bench_layers.py --backend numpy --repeats 2
     python benchmarks/bench_layers.py --model resnet20 --threads 1
     python benchmarks/bench_layers.py --no-fuse                  # every layer on its own (no nn.fuse)
+    python benchmarks/bench_layers.py --channels-last            # a channels_last batch (minidl.memory_format)
     python benchmarks/bench_layers.py --model vgg11_bn --mode infer --torch   # inference, layer by layer vs PyTorch
 
 Every leaf layer's ``forward`` and ``backward`` are wrapped with a clock for ``--repeats`` steps after ``--warmup``
@@ -59,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="Default: 2")
     parser.add_argument("--repeats", type=int, default=5, help="Default: 5")
     parser.add_argument("--no-fuse", action="store_true", help="time the layers as built, without nn.fuse")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="feed minidl's model a channels_last batch (minidl.memory_format)"
+    )
     args = parser.parse_args(argv)
     if args.torch and args.mode != "infer":
         parser.error("--torch times PyTorch's layers in inference only: add --mode infer")
@@ -91,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
         model = nn.fuse(model)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
+    if args.channels_last:  # (PyTorch's twin keeps its own default layout)
+        x = minidl.contiguous(x, minidl.channels_last)
     y = rng.integers(0, 10, args.batch)
     loss_fn = nn.CrossEntropyLoss()
     train = args.mode == "train"
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
             handle.remove()
     torch_ms = {name: 1e3 * statistics.median(t) for name, t in torch_times.items()}
 
-    fused = "as built" if args.no_fuse else "fused"
+    fused = ("as built" if args.no_fuse else "fused") + (", channels_last" if args.channels_last else "")
     print(
         f"{args.model} ({fused}, {args.mode}), backend {be.name}, batch {args.batch}, threads {_threads_used(be)}: "
         f"{'step' if train else 'forward'} {step_ms:.1f} ms"

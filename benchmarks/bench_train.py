@@ -7,6 +7,7 @@ Usage (from a checkout; PyTorch is optional)::
     python benchmarks/bench_train.py --frameworks numba torch --repeats 30 --json cpu.json
     python benchmarks/bench_train.py --threads 1 --models cifar_cnn
     python benchmarks/bench_train.py --frameworks numba torch --rounds 3   # on a busy machine
+    python benchmarks/bench_train.py --models resnet20 --frameworks numba torch --channels-last   # minidl NHWC
     git worktree add ../before <commit>                                     # then, before against after:
     python benchmarks/bench_train.py --frameworks numba torch --rounds 4 --baseline ../before
 
@@ -23,6 +24,11 @@ recipe does; ``--batch`` sets every batch), in the same run:
 
 minidl's models run fused, as ``train.fit`` runs them (``minidl.nn.fuse``: BatchNorm+ReLU in one pass, Conv+BN
 folded in inference); ``--no-fuse`` times them layer by layer.
+
+``--channels-last`` feeds minidl's models ``minidl.channels_last`` batches (``minidl/memory_format.py``: the Numba
+kernels that keep that layout skip their copies between NCHW and a pixel's channels); ``--torch-channels-last`` runs
+PyTorch with its ``torch.channels_last`` model and batches. Each is a choice a user makes, so each framework's
+figures say which layout it ran.
 
 ``--warmup`` untimed steps come first (Numba loads or compiles its kernels, PyTorch picks its algorithms), then the
 median of ``--repeats`` timed steps is reported (the NumPy reference backend, about 100x slower, gets
@@ -120,6 +126,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--baseline", type=Path, default=None, help="another minidl checkout whose Numba backend to run as 'baseline'"
     )
     parser.add_argument("--no-fuse", action="store_true", help="time minidl's models as built, without nn.fuse")
+    parser.add_argument(
+        "--channels-last", action="store_true",
+        help="feed minidl's models channels_last batches (minidl.memory_format); the baseline as its code does",
+    )  # fmt: skip
+    parser.add_argument(
+        "--torch-channels-last", action="store_true", help="run PyTorch with torch.channels_last model and batches"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "MODEL"), help=argparse.SUPPRESS)
     parser.add_argument("--infer-batch", type=positive_int, default=None, help=argparse.SUPPRESS)  # (worker only)
     args = parser.parse_args(argv)
@@ -186,7 +199,9 @@ def worker_minidl(backend: str, name: str, args: argparse.Namespace) -> dict[str
     model = build_minidl(name)
     x, y = benchmark_batch(args.batch)
     x_infer = benchmark_batch(args.infer_batch)[0] if args.infer_batch not in (None, args.batch) else None
-    train_step, infer = minidl_steps(model, x, y, fuse=not args.no_fuse, x_infer=x_infer)
+    train_step, infer = minidl_steps(
+        model, x, y, fuse=not args.no_fuse, x_infer=x_infer, channels_last=args.channels_last
+    )
 
     repeats = args.numpy_repeats if backend == "numpy" else args.repeats
     warmup = min(args.warmup, 1) if backend == "numpy" else args.warmup
@@ -213,7 +228,7 @@ def worker_torch(name: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     model = build_torch(name)
     infer_batch = args.infer_batch or args.batch
-    train_step, infer = torch_steps(model, args.batch, "cpu", infer_batch=infer_batch)
+    train_step, infer = torch_steps(model, args.batch, "cpu", infer_batch=infer_batch, channels_last=args.channels_last)
     model.train()
     train = time_steps(train_step, args.warmup, args.repeats)
     model.eval()
@@ -266,6 +281,8 @@ def spawn(framework: str, name: str, args: argparse.Namespace) -> dict[str, Any]
     cmd += ["--numpy-repeats", str(args.numpy_repeats)]
     if args.no_fuse and framework != "baseline":  # (a baseline checkout runs as its own code does)
         cmd.append("--no-fuse")
+    if (args.channels_last and framework in ("numba", "numpy")) or (args.torch_channels_last and framework == "torch"):
+        cmd.append("--channels-last")  # (in a worker the option means: this worker's framework)
     proc = subprocess.run(cmd, env=worker_env(worker, args.threads), capture_output=True, text=True, cwd=root)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):

@@ -105,7 +105,7 @@ def parts(be: Any, N: int, C: int, O: int, H: int, repeats: int, copies: tuple[A
     nb = min(nb, N)
     cap = np.float32(np.inf)
     U = be._winograd_weight(w, np.float32, tile=4)
-    V, t = be._winograd4_input(0, x, 0, nb, 1, 1, TH, TW, O)
+    V, t = be._winograd4_input(0, x, False, 0, nb, 1, 1, TH, TW, O)
     M = be._wino_planes(0, "wino_m", nb * TH * TW, O, np.float32, 36)
     out = np.empty((N, O, H, H), np.float32)
     xt = be._buffer(0, "wino_x", ((4 * TH + 2) * 4 * (TW + 1) * C,), np.float32)
@@ -117,12 +117,14 @@ def parts(be: Any, N: int, C: int, O: int, H: int, repeats: int, copies: tuple[A
         return fastest_us(fn, repeats)
 
     copy = time_of(lambda: images_channels_last(x, 0, nb, 1, 1, 4 * TH + 2, TW + 1, xt))
-    input_tiles = time_of(lambda: w4.input_tiles(x, 0, nb, 0, 1, 1, TH, TW, xt, t, V.flat, V.plane))
+    input_tiles = time_of(lambda: w4.input_tiles(x, False, 0, nb, 0, 1, 1, TH, TW, xt, t, V.flat, V.plane))
     gemms = time_of(lambda: np.matmul(V.view, U.view, out=M.view))
-    output_tiles = time_of(lambda: w4.output_tiles(M.flat, M.plane, 0, nb, 0, TH, TW, bias, True, True, cap, t, out))
+    output_tiles = time_of(
+        lambda: w4.output_tiles(M.flat, M.plane, 0, nb, 0, TH, TW, bias, True, True, cap, t, out, False)
+    )
     copy_out = time_of(lambda: rows_to_nchw(t, y, 0, nb, TH, TW, bias, cap, out))
     copy_dy = time_of(lambda: images_channels_last(dout, 0, nb, 0, 0, 4 * TH, TW, yt))
-    dm = time_of(lambda: w4.output_gradient_tiles(dout, 0, nb, 0, TH, TW, yt, t, M.flat, M.plane))
+    dm = time_of(lambda: w4.output_gradient_tiles(dout, False, 0, nb, 0, TH, TW, yt, t, M.flat, M.plane))
     du = time_of(lambda: np.matmul(V.view.transpose(0, 2, 1), M.view, out=dU))
     of_x = {"copy in": copy, "transform in": max(0.0, input_tiles - copy)}  # both need x's tiles
     forward = {**of_x, "GEMMs": gemms, "transform out": max(0.0, output_tiles - copy_out), "copy out": copy_out}
@@ -138,7 +140,7 @@ def whole_layer_ms(N: int, C: int, O: int, H: int, repeats: int) -> tuple[float,
     x, w, b, dout = layer_arrays(N, C, O, H)
     be = minidl.get_backend()
     forward = fastest_us(lambda: F.conv2d_relu_forward(x, w, b, 1, 1), repeats) / 1e3
-    weight = fastest_us(lambda: be._winograd4_weight_gradient(x, dout, w.shape, 1, 1), repeats) / 1e3
+    weight = fastest_us(lambda: be._winograd4_weight_gradient(x, False, dout, False, w.shape, 1, 1), repeats) / 1e3
     return forward, weight
 
 

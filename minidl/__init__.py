@@ -30,6 +30,7 @@ from minidl.backend import (
 )
 from minidl.backend._threads import get_num_threads, set_num_threads
 from minidl.grad_mode import is_grad_enabled, no_grad, set_grad_enabled
+from minidl.memory_format import channels_last, contiguous, contiguous_format, is_contiguous, suggest_memory_format
 from minidl.serialization import checkpoint_info, load, save
 from minidl.summary import summary
 
@@ -38,7 +39,10 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "available_backends",
+    "channels_last",
     "checkpoint_info",
+    "contiguous",
+    "contiguous_format",
     "data",
     "default_generator",
     "detect_anomaly",
@@ -51,6 +55,7 @@ __all__ = [
     "gradcheck",
     "initial_seed",
     "is_anomaly_enabled",
+    "is_contiguous",
     "is_grad_enabled",
     "load",
     "manual_seed",
@@ -65,6 +70,7 @@ __all__ = [
     "set_grad_enabled",
     "set_num_threads",
     "set_rng_state",
+    "suggest_memory_format",
     "summary",
     "to_numpy",
     "train",

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy
 
+from minidl.memory_format import channels_last, suggest_memory_format
+
 _CHUNK_BYTES = 1 << 21  # target size of one chunk's im2row buffer (or Winograd tiles): about a core's L2 cache
 _MIN_CHUNKS = 16  # chunks a batch is cut into at least (when it has that many images)
 _DW_BYTES = 32 << 20  # memory for the per-chunk dW partial sums (chunks are grouped when they would need more)
@@ -66,3 +68,26 @@ def _native_dtypes(method: Callable[..., Any]) -> Callable[..., Any]:
         return _cast_back(method(self, *args, **kwargs), other)
 
     return wrapper
+
+
+def _nhwc(x: Any) -> Any:
+    """The (N, H, W, C) C-contiguous view of ``x`` when it is laid out ``channels_last`` (see
+    :func:`minidl.suggest_memory_format`), else None: the kernels that keep that format read and write such views."""
+    return x.transpose(0, 2, 3, 1) if suggest_memory_format(x) == channels_last else None
+
+
+def _kernel_view(x: Any) -> tuple[Any, bool]:
+    """``(a, nhwc)``: the array the kernels index for a batch x (N, C, H, W): its (N, H, W, C) view when x is laid out
+    ``channels_last`` (``nhwc`` True), else x C-contiguous (a copy if it was not)."""
+    xh = _nhwc(x)
+    return (xh, True) if xh is not None else (numpy.ascontiguousarray(x), False)
+
+
+def _empty_nchw(shape: tuple[int, ...], dtype: Any, channels_last: bool) -> tuple[Any, Any]:
+    """``(out, out_nhwc)``: a new (N, C, H, W) array of ``shape``, laid out ``channels_last`` (then ``out_nhwc`` is its
+    (N, H, W, C) C-contiguous view, which the kernels write) or C-contiguous (``out_nhwc`` None)."""
+    if not channels_last:
+        return numpy.empty(shape, dtype=dtype), None
+    N, C, H, W = shape
+    out_nhwc = numpy.empty((N, H, W, C), dtype=dtype)
+    return out_nhwc.transpose(0, 3, 1, 2), out_nhwc

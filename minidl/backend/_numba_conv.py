@@ -69,7 +69,10 @@ from minidl.backend._numba_common import (
     _MIN_CHUNKS,
     _add_in_order,
     _ceil_div,
+    _empty_nchw,
+    _kernel_view,
     _native_dtypes,
+    _nhwc,
 )
 from minidl.backend._numba_depthwise import DepthwiseKernelsMixin
 from minidl.backend._numba_pointwise import PointwiseKernelsMixin
@@ -235,11 +238,10 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         if (KH, KW, PH, PW) == (1, 1, 0, 0):
             return self._pointwise_conv(x, weight, bias, SH, SW, relu_max)
         K, OHW, dtype = C * KH * KW, OH * OW, x.dtype
-        x = numpy.ascontiguousarray(x)
+        x, nhwc = _kernel_view(x)
         w_row_t = numpy.ascontiguousarray(weight.transpose(2, 3, 1, 0)).reshape(K, O)  # W_row^T, contiguous: faster
         b, has_bias = _k.bias_arguments(bias, dtype)
-        out = numpy.empty((N, O, OH, OW), dtype=dtype)
-        out3 = out.reshape(N, O, OHW)
+        out, out_nhwc = _empty_nchw((N, O, OH, OW), dtype, nhwc)
         nb = self._images_per_chunk(N, K, OHW, x.itemsize)
         relu, cap = _k.epilogue(relu_max, dtype)
 
@@ -247,10 +249,15 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             n0, n1 = task * nb, min(N, (task + 1) * nb)
             rows = self._buffer(worker, "rows", ((n1 - n0) * OHW, K), dtype)
             xp = self._buffer(worker, "xt", (C * (H + 2 * PH) * (W + 2 * PW),), dtype)  # (padded)
-            _k.im2row(x, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xp, rows)
+            _k.im2row(x, nhwc, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xp, rows)
+            if nhwc:  # the GEMM's (pixels, O) result is the chunk's part of the channels_last output
+                y = out_nhwc[n0:n1].reshape((n1 - n0) * OHW, O)
+                numpy.matmul(rows, w_row_t, out=y)
+                _k.rows_epilogue(y, b, has_bias, relu, cap)
+                return
             y = self._buffer(worker, "y", ((n1 - n0) * OHW, O), dtype)
             numpy.matmul(rows, w_row_t, out=y)
-            _k.rows_to_nchw(y, n0, n1, b, has_bias, relu, cap, out3)
+            _k.rows_to_nchw(y, n0, n1, b, has_bias, relu, cap, out.reshape(N, O, OHW))
 
         _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
         return out
@@ -269,15 +276,18 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         O, dtype = weight.shape[0], x.dtype
         HP, WP = H + 2 * PH, W + 2 * PW
         OH, OW = HP - 2, WP - 2
+        nhwc = _nhwc(x) is not None  # then the output is channels_last too (the input has few channels: copied)
         x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(weight, dtype=dtype)
         b, has_bias = _k.bias_arguments(bias, dtype)
-        out = numpy.empty((N, O, OH, OW), dtype=dtype)
+        out, out_nhwc = _empty_nchw((N, O, OH, OW), dtype, nhwc)
         relu, cap = _k.epilogue(relu_max, dtype)
 
         def body(worker: int, n0: int, n1: int) -> None:
             xp = self._buffer(worker, "direct_x", (C * HP * WP,), dtype)
             acc = self._buffer(worker, "direct_acc", (2 * ((OH - 1) * WP + OW),), dtype)
-            _direct.direct3x3_forward(x, w, b, has_bias, n0, n1, PH, PW, relu, cap, xp, acc, out)
+            ot = self._buffer(worker, "direct_out", (O * OH * OW if nhwc else 1,), dtype)  # (channels_last's scratch)
+            target = out_nhwc if nhwc else out
+            _direct.direct3x3_forward(x, w, b, has_bias, n0, n1, PH, PW, relu, cap, xp, acc, target, nhwc, ot)
 
         self._over_images(N, max(1, N // _MIN_CHUNKS), body)
         return out
@@ -344,18 +354,18 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         O = weight.shape[0]
         OH, OW = dout.shape[2], dout.shape[3]
         K, OHW, dtype = C * KH * KW, OH * OW, x.dtype
-        x = numpy.ascontiguousarray(x)
-        dout3 = numpy.ascontiguousarray(dout).reshape(N, O, OHW)
-        w_row = numpy.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(O, K)
         # dx of a stride-1 3 x 3 convolution is itself one (of dout with the flipped, transposed filters, padding
         # 2 - P): Winograd's, when it applies, and then dW too; else the im2row chunks below
         winograd_dx = self._winograd_applies(O, C, KH, KW, SH, SW, 2 - PH, 2 - PW, DH, DW)
-        if winograd_dx:  # then dW is Winograd's too (see _winograd_weight_gradient)
+        if winograd_dx:  # then dW is Winograd's too (see _winograd_weight_gradient); dx as dout is laid out
             w_flip = numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-            dx = self._winograd_conv(numpy.ascontiguousarray(dout), w_flip, None, 2 - PH, 2 - PW)
+            dx = self._winograd_conv(dout.astype(dtype, copy=False), w_flip, None, 2 - PH, 2 - PW)
             dw = self._winograd_weight_gradient(x, dout, weight.shape, PH, PW) if compute_dw else None
             return dx, dw
-        dx = numpy.empty((N, C, H, W), dtype=dtype)
+        x, nhwc = _kernel_view(x)
+        dout, dout_nhwc = _kernel_view(dout.astype(dtype, copy=False))
+        w_row = numpy.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(O, K)
+        dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, dout_nhwc)  # dx laid out as dout is
         nb = self._images_per_chunk(N, K, OHW, x.itemsize)
         chunks = _ceil_div(N, nb)
         # one dW partial sum per chunk when they fit in _DW_BYTES (fine-grained tasks), else per group of chunks;
@@ -369,16 +379,18 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             for chunk in range(*groups[group]):
                 n0, n1 = chunk * nb, min(N, (chunk + 1) * nb)
                 P = (n1 - n0) * OHW
-                if n1 - n0 == 1:
-                    g = dout3[n0]  # (O, OHW): already the chunk's G
+                if dout_nhwc:
+                    g = dout[n0:n1].reshape(P, O).T  # G^T (pixels, O) is the chunk of a channels_last dout
+                elif n1 - n0 == 1:
+                    g = dout[n0].reshape(O, OHW)  # (O, OHW): already the chunk's G
                 else:
                     g = self._buffer(worker, "g", (O, P), dtype)
-                    _k.nchw_to_cols(dout3, n0, n1, g)
+                    _k.nchw_to_cols(dout.reshape(N, O, OHW), n0, n1, g)
                 rows = self._buffer(worker, "rows", (P, K), dtype)
                 # im2row's padded image, also row2im's (H W C) scratch
                 xt = self._buffer(worker, "xt", (C * (H + 2 * PH) * (W + 2 * PW),), dtype)
                 if compute_dw:
-                    _k.im2row(x, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, rows)
+                    _k.im2row(x, nhwc, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, rows)
                     for s in range(0, P, block):  # dW += G @ rows, block by block
                         e = min(P, s + block)
                         if chunk == groups[group][0] and s == 0:
@@ -390,7 +402,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                 for s in range(0, P, block):  # drows = G^T @ W_row, reusing the rows' buffer
                     e = min(P, s + block)
                     numpy.matmul(g[:, s:e].T, w_row, out=rows[s:e])
-                _k.row2im(rows, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, dx)
+                target = dx_nhwc if dout_nhwc else dx
+                _k.row2im(rows, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, target, dout_nhwc)
 
         _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
         dw = None

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from minidl.backend._numba_kernels import _REDUCE, _clamp, _u
+from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, transpose4
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -66,15 +66,18 @@ def _padded_copy(xf, n, C, H, W, PH, PW, xp):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def direct3x3_forward(x, weight, bias, has_bias, n0, n1, PH, PW, relu, relu_max, xp, acc, out):
+def direct3x3_forward(x, weight, bias, has_bias, n0, n1, PH, PW, relu, relu_max, xp, acc, out, nhwc, ot):
     """Images [n0, n1) of out = conv2d(x, weight, bias) (then min(relu, relu_max) with ``relu``) for a 3 x 3,
     stride-1, undilated weight and padding (PH, PW), computed directly (see the module docstring).
 
     x (N, C, H, W), weight (O, C, 3, 3), bias (O,) (read when has_bias), out (N, O, OH, OW), all C-contiguous;
-    xp scratch of C (H + 2 PH) (W + 2 PW) values, acc of 2 (OH - 1) (W + 2 PW) + 2 OW."""
+    with ``nhwc`` out is the (N, OH, OW, O) view of a ``channels_last`` output instead: each image's planes go to the
+    scratch ``ot`` (O OH OW values), then transposed into it in 4 x 4 blocks (written plane by plane with a stride of
+    O values, the layer ran 1.5x slower); xp scratch of C (H + 2 PH) (W + 2 PW) values, acc of
+    2 (OH - 1) (W + 2 PW) + 2 OW."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     O = weight.shape[0]
-    OH, OW = out.shape[2], out.shape[3]
+    OH, OW = (out.shape[1], out.shape[2]) if nhwc else (out.shape[2], out.shape[3])
     HP, WP = H + 2 * PH, W + 2 * PW
     L = _u((OH - 1) * WP + OW)  # an output plane in rows WP long, the last one cut at OW
     xf, wf, of = x.reshape(-1), weight.reshape(-1), out.reshape(-1)
@@ -106,13 +109,21 @@ def direct3x3_forward(x, weight, bias, has_bias, n0, n1, PH, PW, relu, relu_max,
             for k in range(2):  # the two planes out, o from acc[:L], p from acc[L:]
                 q, first = (o, _u(0)) if k == 0 else (p, L)
                 for oh in range(OH):
-                    s, d = first + _u(oh * WP), _u(((n * O + q) * OH + oh) * OW)
+                    s = first + _u(oh * WP)
+                    if nhwc:  # the plane into the image's scratch
+                        d = _u((q * OH + oh) * OW)
+                        dst = ot
+                    else:
+                        d = _u(((n * O + q) * OH + oh) * OW)
+                        dst = of
                     if relu:
                         for ow in range(_u(OW)):
-                            of[d + ow] = _clamp(acc[s + ow], zero, relu_max)
+                            dst[d + ow] = _clamp(acc[s + ow], zero, relu_max)
                     else:
                         for ow in range(_u(OW)):
-                            of[d + ow] = acc[s + ow]
+                            dst[d + ow] = acc[s + ow]
+        if nhwc:  # ot (O, OH OW) -> out[n] (OH OW, O)
+            transpose4(ot, 0, O, OH * OW, of, n * O * OH * OW)
 
 
 # ---------------------------------------------------------------------------------------------------- weight gradient

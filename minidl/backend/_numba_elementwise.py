@@ -33,7 +33,7 @@ from typing import Any
 import numpy
 from numba import njit
 
-from minidl.backend._numba_common import _native_dtypes
+from minidl.backend._numba_common import _empty_nchw, _native_dtypes, _nhwc
 from minidl.backend._numba_math import (
     _erfc,
     _exp_le0,
@@ -339,10 +339,19 @@ class ElementwiseKernelsMixin:
     ) -> Any:
         """Run ``kernel(*arrays, *scalars, i0, i1, *outputs)`` over the flat elements; returns the outputs, each an
         array of ``dtype`` (the given dtypes; scalars are converted to the first output's dtype) in the shape of
-        ``arrays[0]``."""
+        ``arrays[0]``: ``channels_last`` when every array is (:mod:`minidl.memory_format`; the kernels run over the
+        arrays' memory in its own order, the same for all), else C-contiguous."""
         shape = arrays[0].shape
+        kind = numpy.dtype(outputs[0]).type
+        views = tuple(_nhwc(a) for a in arrays)
+        if all(v is not None for v in views):  # all channels_last: the same flat order, and the outputs keep it
+            pairs = tuple(_empty_nchw(shape, dtype, True) for dtype in outputs)
+            flat = tuple(v.reshape(-1) for v in views)
+            self._flat(
+                kernel, flat[0].size, (*flat, *(kind(s) for s in scalars)), tuple(h.reshape(-1) for _, h in pairs)
+            )
+            return tuple(out for out, _ in pairs)
         outs = tuple(numpy.empty(shape, dtype=dtype) for dtype in outputs)
-        kind = outs[0].dtype.type
         flat = tuple(_flat_view(a) for a in arrays)
         self._flat(kernel, flat[0].size, (*flat, *(kind(s) for s in scalars)), tuple(o.reshape(-1) for o in outs))
         return outs

@@ -18,7 +18,7 @@ import numpy
 from numba import njit
 
 from minidl.backend import _threads
-from minidl.backend._numba_common import _native_dtypes
+from minidl.backend._numba_common import _empty_nchw, _native_dtypes, _nhwc
 from minidl.backend._numba_kernels import _REDUCE, _u, _zero
 
 
@@ -187,6 +187,24 @@ def global_avg_pool2d(x, p0, p1, out):
         out[p] = s / S
 
 
+@njit(cache=True, nogil=True)
+def global_avg_pool2d_nhwc(x, n0, n1, acc, out):
+    """out[n, c] = the mean of x[n, :, c] for images [n0, n1) of x (N, S, C), the (N, H W, C) view of a
+    ``channels_last`` input: each pixel's C values one run, added into ``acc`` (C values of x's dtype, as NumPy's mean
+    sums), one pixel after the other."""
+    S, C = x.shape[1], x.shape[2]
+    xf = x.reshape(-1)
+    for n in range(n0, n1):
+        for c in range(C):
+            acc[c] = 0
+        for i in range(S):
+            base = _u((n * S + i) * C)
+            for c in range(C):
+                acc[c] += xf[base + _u(c)]
+        for c in range(C):
+            out[n, c] = acc[c] / S
+
+
 _GLOBAL_POOL_SERIAL = 1 << 16  # inputs of at most this many values are pooled globally in the calling thread
 
 
@@ -243,17 +261,35 @@ class PoolKernelsMixin:
             out = self._avg_pool_planes(x, H // OH, W // OW, H // OH, W // OW, 0, 0, OH, OW, 1, 0)
         else:
             out = self.adaptive_avg_pool2d_forward(x, OH, OW)
-        return out, tuple(x.shape)
+        return out, (tuple(x.shape), _nhwc(x) is not None)
 
     def _adaptive_avg_pool2d_backward(self, dout: Any, cache: Any) -> Any:
-        """The reference's backward (the NumPy backend's primitive: each gradient spread evenly over its bin)."""
-        return self.adaptive_avg_pool2d_backward(dout, cache)
+        """The reference's backward (the NumPy backend's primitive: each gradient spread evenly over its bin); for a
+        ``channels_last`` input of global pooling, dx is channels_last too (dout / (H W) at every pixel)."""
+        x_shape, nhwc = cache
+        N, C, H, W = x_shape
+        if nhwc and dout.shape[2:] == (1, 1):
+            dx, dx_nhwc = _empty_nchw(x_shape, dout.dtype, True)
+            dx_nhwc[...] = (dout.reshape(N, 1, 1, C) / (H * W)).astype(dout.dtype, copy=False)
+            return dx
+        return self.adaptive_avg_pool2d_backward(dout, x_shape)
 
     @_native_dtypes
     def _global_avg_pool(self, x: Any) -> Any:
         """(N, C, 1, 1): the mean of each (H, W) plane (:func:`global_avg_pool2d`), in parallel over planes (a small
         input in one task, in this thread: handing out a parallel region costs about 70 us)."""
         N, C, H, W = x.shape
+        xh = _nhwc(x)
+        if xh is not None:  # channels_last: sums over the pixels' runs of C values, in parallel over images
+            out = numpy.empty((N, C), dtype=x.dtype)
+            tasks = self._planes(N) if x.size > _GLOBAL_POOL_SERIAL else [(0, N)]
+
+            def body(worker: int, task: int) -> None:
+                acc = self._buffer(worker, "pool_acc", (C,), x.dtype)
+                global_avg_pool2d_nhwc(xh.reshape(N, H * W, C), *tasks[task], acc, out)
+
+            _threads.parallel_for(body, len(tasks))
+            return out.reshape(N, C, 1, 1)
         x2 = numpy.ascontiguousarray(x).reshape(N * C, H * W)
         out = numpy.empty(N * C, dtype=x.dtype)
         tasks = self._planes(N * C) if x2.size > _GLOBAL_POOL_SERIAL else [(0, N * C)]

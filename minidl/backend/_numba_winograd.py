@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from minidl.backend._numba_kernels import _u, padded_image, tile_row_to_nchw
+from minidl.backend._numba_kernels import _u, image_copy, image_dims, tile_row_out
 
 # the rows of B^T d as d[p] + sign d[q]: (p, q, sign) for rows 0..3
 _ROWS_BT = ((0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0))
@@ -79,23 +79,24 @@ def transform_weight(weight, c0, c1, U, plane):
 
 
 @njit(cache=True, nogil=True)
-def input_tiles(x, n0, n1, first, PH, PW, TH, TW, xt, V, plane):
+def input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, V, plane):
     """V[4 i + j, t, c] = (B^T d B)[i, j] for every tile t = ((n - first) TH + th) TW + tw of images n in [n0, n1)
     of x (N, C, H, W) and channel c (``first``: the image whose tiles start V, n0 for a chunk's own V), d the 4 x 4
-    input tile at rows 2 th - PH + (0..3), columns 2 tw - PW + (0..3) (zero outside x).
+    input tile at rows 2 th - PH + (0..3), columns 2 tw - PW + (0..3) (zero outside x). With ``nhwc``, x is the
+    (N, H, W, C) view of a ``channels_last`` input.
 
     ``xt`` is scratch for one zero-padded image, (2 TH + 2) 2 (TW + 1) C values, in the layout
     xt[row, column % 2, column // 2, c]: the even and odd columns apart, channels last. Then a tile's column
     2 tw + j sits at (j % 2, tw + j // 2), so along one tile row the values every tile needs are ``tw C + c`` away
     from those of tile 0: each loop below runs over the TW C values of a whole tile row (long enough for LLVM to
     vectorize; a loop over 16 channels alone is not)."""
-    C = x.shape[1]
+    C = image_dims(x, nhwc)[0]
     Wh = TW + 1
     Hp = 2 * TH + 2
     L = _u(TW * C)
     tf = xt.reshape(-1)  # V[xi plane + t C + c]
     for n in range(n0, n1):
-        padded_image(x, n, PH, PW, 2, Hp, Wh, tf)
+        image_copy(x, nhwc, n, PH, PW, 2, Hp, Wh, tf)
         for th in range(TH):
             dst = _u(((n - first) * TH + th) * TW * C)  # V offset of the row's first tile
             for i in range(4):
@@ -122,14 +123,15 @@ def input_tiles(x, n0, n1, first, PH, PW, TH, TW, xt, V, plane):
 
 
 @njit(cache=True, nogil=True)
-def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max, yt, out):
+def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max, yt, out, nhwc):
     """out[n, o, 2 th + i, 2 tw + j] = (A^T m A)[i, j] (+ bias[o]; then min(relu, relu_max) with ``relu``) for
     images [n0, n1), m the 4 x 4 tile of output tile t = ((n - first) TH + th) TW + tw and channel o (m[i, j] =
     M[(4 i + j) plane + t O + o]); a last tile sticking out of an odd OH or OW is cut.
 
     ``yt`` is scratch for one output row, (2, TW O) values: yt[j, tw O + o], filled by loops over tw O + o (long,
-    vectorized), then copied into the (N, O, OH, OW) output."""
-    O, OH, OW = out.shape[1], out.shape[2], out.shape[3]
+    vectorized), then copied into the (N, O, OH, OW) output (with ``nhwc``, ``out`` is the (N, OH, OW, O) view of a
+    ``channels_last`` output)."""
+    O, OH, OW = image_dims(out, nhwc)
     L = _u(TW * O)
     yf, of = yt.reshape(-1), out.reshape(-1)  # M[xi plane + t O + o]
     for n in range(n0, n1):
@@ -149,7 +151,7 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
                     yf[k] = a0 + a1 + a2  # then (.) A: columns 0 + 1 + 2 and 1 - 2 - 3
                     yf[L + k] = a1 - a2 - a3
                 # yt[j, tw O + o] -> out[n, o, 2 th + i, 2 tw + j]
-                tile_row_to_nchw(yf, _u(0), 2, TW, n, 2 * th + i, bias, has_bias, relu, relu_max, of, O, OH, OW)
+                tile_row_out(yf, _u(0), 2, TW, n, 2 * th + i, bias, has_bias, relu, relu_max, of, O, OH, OW, nhwc)
 
 
 # ---------------------------------------------------------------------------------------------------- weight gradient
@@ -158,7 +160,7 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
 # (a GEMM per xi, summed over the tiles), then dW = G^T dU G per filter (the adjoint of U = G g G^T): 2.25x fewer
 # multiplications than dW = dout @ im2row(x), and no patch matrix.
 @njit(cache=True, nogil=True)
-def output_gradient_tiles(dout, n0, n1, first, TH, TW, yt, dM, plane):
+def output_gradient_tiles(dout, nhwc, n0, n1, first, TH, TW, yt, dM, plane):
     """dM[4 i + j, t, o] = (A dY A^T)[i, j] for every output tile t (numbered as in :func:`input_tiles`) of images
     [n0, n1) of dout (N, O, OH, OW), dY its
     2 x 2 gradient (zero past an odd OH or OW), A = [[1, 0], [1, 1], [1, -1], [0, -1]].
@@ -166,12 +168,12 @@ def output_gradient_tiles(dout, n0, n1, first, TH, TW, yt, dM, plane):
     ``yt`` is scratch for one image of dout, (2 TH, 2, TW O) values
     (:func:`~minidl.backend._numba_kernels.padded_image`, no padding): yt[2 th + i, j, tw O + o] =
     dout[n, o, 2 th + i, 2 tw + j], zero past OH or OW; so each loop below runs over the TW O values of a tile row
-    (vectorized)."""
-    O = dout.shape[1]
+    (vectorized). With ``nhwc``, dout is the (N, OH, OW, O) view of a ``channels_last`` gradient."""
+    O = image_dims(dout, nhwc)[0]
     L = _u(TW * O)
     yf = yt.reshape(-1)
     for n in range(n0, n1):
-        padded_image(dout, n, 0, 0, 2, 2 * TH, TW, yf)
+        image_copy(dout, nhwc, n, 0, 0, 2, 2 * TH, TW, yf)
         for th in range(TH):
             y = _u(4 * th) * L  # the tile row's 2 rows of dout: yf[y + (2 i + j) L + tw O + o]
             dst = _u(((n - first) * TH + th) * TW * O)

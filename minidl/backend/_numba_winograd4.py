@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from minidl.backend._numba_kernels import _u, padded_image, tile_row_to_nchw
+from minidl.backend._numba_kernels import _u, image_copy, image_dims, tile_row_out
 
 
 # The 1-D transforms. Their constants come in as arguments of the data's dtype (``k`` below): a Python int literal
@@ -94,21 +94,21 @@ def transform_weight(weight, c0, c1, U, plane):
 
 
 @njit(cache=True, nogil=True)
-def input_tiles(x, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
+def input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
     """V[(6 i + j) plane + tile C + c] = (B^T d B)[i, j] for every tile = ((n - first) TH + th) TW + tw of images n
     in [n0, n1) of x (N, C, H, W) and channel c, d the 6 x 6 input tile at rows 4 th - PH + (0..5), columns
-    4 tw - PW + (0..5) (zero outside x).
+    4 tw - PW + (0..5) (zero outside x). With ``nhwc``, x is the (N, H, W, C) view of a ``channels_last`` input.
 
     ``xt`` is scratch for one zero-padded image, (4 TH + 2) 4 (TW + 1) C values, xt[row, column % 4, column // 4, c];
     ``t`` scratch for one tile row's B^T d, 36 TW C values."""
-    C = x.shape[1]
+    C = image_dims(x, nhwc)[0]
     Wq = TW + 1
     L = _u(TW * C)
     P = _u(plane)
     tf = xt.reshape(-1)
     k2, k4, k5 = tf.dtype.type(2), tf.dtype.type(4), tf.dtype.type(5)
     for n in range(n0, n1):
-        padded_image(x, n, PH, PW, 4, 4 * TH + 2, Wq, tf)
+        image_copy(x, nhwc, n, PH, PW, 4, 4 * TH + 2, Wq, tf)
         for th in range(TH):
             # pass 1, B^T d: per tile column j, the 6 image rows 4 th + p combined into t[i, j] (6 runs of L)
             for j in range(6):
@@ -144,14 +144,15 @@ def input_tiles(x, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
 
 
 @njit(cache=True, nogil=True)
-def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max, t, out):
+def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max, t, out, nhwc):
     """out[n, o, 4 th + i, 4 tw + j] = (A^T m A)[i, j] (+ bias[o]; then min(relu, relu_max) with ``relu``) for
     images [n0, n1), m the 6 x 6 tile of output tile ((n - first) TH + th) TW + tw and channel o (m[r, l] =
     M[(6 r + l) plane + tile O + o]); tiles sticking out of OH or OW are cut.
 
     ``t`` is scratch for one tile row: A^T m (24 TW O values), then the 4 output rows (16 TW O values,
-    y[i, j, tw O + o]) copied into the (N, O, OH, OW) output."""
-    O, OH, OW = out.shape[1], out.shape[2], out.shape[3]
+    y[i, j, tw O + o]) copied into the (N, O, OH, OW) output (with ``nhwc``, ``out`` is the (N, OH, OW, O) view of a
+    ``channels_last`` output)."""
+    O, OH, OW = image_dims(out, nhwc)
     L = _u(TW * O)
     P = _u(plane)
     of = out.reshape(-1)
@@ -187,8 +188,8 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
                     t[d + _u(2) * L + k] = a2
                     t[d + _u(3) * L + k] = a3
             for i in range(min(4, OH - 4 * th)):  # y[i, j, tw O + o] -> out[n, o, 4 th + i, 4 tw + j]
-                tile_row_to_nchw(
-                    t, y + _u(4 * i) * L, 4, TW, n, 4 * th + i, bias, has_bias, relu, relu_max, of, O, OH, OW
+                tile_row_out(
+                    t, y + _u(4 * i) * L, 4, TW, n, 4 * th + i, bias, has_bias, relu, relu_max, of, O, OH, OW, nhwc
                 )
 
 
@@ -214,21 +215,21 @@ def _a(y0, y1, y2, y3, k2, k4):
 
 
 @njit(cache=True, nogil=True)
-def output_gradient_tiles(dout, n0, n1, first, TH, TW, yt, t, dM, plane):
+def output_gradient_tiles(dout, nhwc, n0, n1, first, TH, TW, yt, t, dM, plane):
     """dM[(6 i + j) plane + tile O + o] = (A dY A^T)[i, j] for every output tile = ((n - first) TH + th) TW + tw of
     images n in [n0, n1) of dout (N, O, OH, OW) (numbered as in :func:`input_tiles`) and channel o, dY its 4 x 4
     gradient dout[n, o, 4 th + (0..3), 4 tw + (0..3)] (zero past OH or OW), A = (A^T)^T (6 x 4).
 
     ``yt`` is scratch for one image of dout, (4 TH, 4, TW O) values (``padded_image`` of ``_numba_kernels.py``, no
     padding): yt[4 th + i, j, tw O + o] = dY[i, j] of tile (th, tw), zero past OH or OW; ``t`` scratch for one tile
-    row's A dY (24 TW O values)."""
-    O = dout.shape[1]
+    row's A dY (24 TW O values). With ``nhwc``, dout is the (N, OH, OW, O) view of a ``channels_last`` gradient."""
+    O = image_dims(dout, nhwc)[0]
     L = _u(TW * O)
     P = _u(plane)
     k2, k4 = t.dtype.type(2), t.dtype.type(4)
     yf = yt.reshape(-1)
     for n in range(n0, n1):
-        padded_image(dout, n, 0, 0, 4, 4 * TH, TW, yf)
+        image_copy(dout, nhwc, n, 0, 0, 4, 4 * TH, TW, yf)
         for th in range(TH):
             y = _u(16 * th) * L  # the tile row's 4 rows of dout: yf[y + (4 i + j) L + tw O + o]
             # pass 1, A dY: per tile column j, its 4 rows combined into t[r, j] (6 runs of L)

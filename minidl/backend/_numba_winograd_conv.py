@@ -25,7 +25,15 @@ import numpy
 from minidl.backend import _numba_winograd as _wino
 from minidl.backend import _numba_winograd4 as _wino4
 from minidl.backend import _threads
-from minidl.backend._numba_common import _CHUNK_BYTES, _DW_BYTES, _MIN_CHUNKS, _add_in_order, _ceil_div
+from minidl.backend._numba_common import (
+    _CHUNK_BYTES,
+    _DW_BYTES,
+    _MIN_CHUNKS,
+    _add_in_order,
+    _ceil_div,
+    _empty_nchw,
+    _kernel_view,
+)
 from minidl.backend._numba_kernels import bias_arguments, epilogue
 
 _WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and output channels (see _winograd_applies)
@@ -152,19 +160,22 @@ class WinogradKernelsMixin:
         _threads.parallel_for(lambda worker, i: gradient(dU.flat, dU.plane, *blocks[i], dw), len(blocks))
         return dw
 
-    def _winograd_input(self, worker: int, x: Any, n0: int, n1: int, PH: int, PW: int, TH: int, TW: int) -> Planes:
+    def _winograd_input(
+        self, worker: int, x: Any, nhwc: bool, n0: int, n1: int, PH: int, PW: int, TH: int, TW: int
+    ) -> Planes:  # fmt: skip
         """V: the transformed input tiles of images [n0, n1) as :meth:`_wino_planes` of (tiles, C), in a per-worker
-        buffer."""
-        V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, x.shape[1], x.dtype)
-        self._input_tiles(worker, x, n0, n1, n0, PH, PW, TH, TW, V)
+        buffer (x as the kernels index it: (N, C, H, W), or (N, H, W, C) with ``nhwc``)."""
+        V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, x.shape[3 if nhwc else 1], x.dtype)
+        self._input_tiles(worker, x, nhwc, n0, n1, n0, PH, PW, TH, TW, V)
         return V
 
     def _input_tiles(
-        self, worker: int, x: Any, n0: int, n1: int, first: int, PH: int, PW: int, TH: int, TW: int, V: Planes
-    ) -> None:
+        self, worker: int, x: Any, nhwc: bool, n0: int, n1: int, first: int, PH: int, PW: int, TH: int, TW: int,
+        V: Planes,
+    ) -> None:  # fmt: skip
         """:func:`_numba_winograd.input_tiles` of images [n0, n1) into V (tiles numbered from image ``first``)."""
-        scratch = self._buffer(worker, "wino_x", ((2 * TH + 2) * 2 * (TW + 1) * x.shape[1],), x.dtype)
-        _wino.input_tiles(x, n0, n1, first, PH, PW, TH, TW, scratch, V.flat, V.plane)
+        scratch = self._buffer(worker, "wino_x", ((2 * TH + 2) * 2 * (TW + 1) * x.shape[3 if nhwc else 1],), x.dtype)
+        _wino.input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, scratch, V.flat, V.plane)
 
     # Layers with few tiles per chunk (small images, many channels: VGG's 512 channels at 4 x 4 or 2 x 2) have a big U
     # for few rows: a chunk's GEMMs would read the whole U (16 C O values) for a few rows. There the transforms run
@@ -177,12 +188,14 @@ class WinogradKernelsMixin:
         batch_bytes = 16 * N * TH * TW * (C + O) * itemsize
         return nb * TH * TW < _WINOGRAD_MIN_ROWS and N > nb and batch_bytes <= _WINOGRAD_BATCH_BYTES
 
-    def _winograd_batch_input(self, x: Any, nb: int, PH: int, PW: int, TH: int, TW: int) -> Planes:
+    def _winograd_batch_input(self, x: Any, nhwc: bool, nb: int, PH: int, PW: int, TH: int, TW: int) -> Planes:
         """V of the whole batch (tiles numbered from image 0), :meth:`_wino_planes` of (N TH TW, C), in parallel over
         chunks of ``nb`` images."""
         N = x.shape[0]
-        V = self._wino_planes(None, "", N * TH * TW, x.shape[1], x.dtype)
-        self._over_images(N, nb, lambda worker, n0, n1: self._input_tiles(worker, x, n0, n1, 0, PH, PW, TH, TW, V))
+        V = self._wino_planes(None, "", N * TH * TW, x.shape[3 if nhwc else 1], x.dtype)
+        self._over_images(
+            N, nb, lambda worker, n0, n1: self._input_tiles(worker, x, nhwc, n0, n1, 0, PH, PW, TH, TW, V)
+        )
         return V
 
     def _over_images(self, N: int, nb: int, body: Any, max_threads: int | None = None) -> None:
@@ -209,21 +222,23 @@ class WinogradKernelsMixin:
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
-        x = numpy.ascontiguousarray(x)
+        x, nhwc = _kernel_view(x)  # a channels_last x is read as it lies, and the output is channels_last too
         b, has_bias = bias_arguments(bias, dtype)
+        out, out_nhwc = _empty_nchw((N, O, OH, OW), dtype, nhwc)
+        target = out_nhwc if nhwc else out  # what the kernels write
         if self._winograd4_applies(N, C, O, OH, OW):
-            return self._winograd4_conv(x, weight, b, has_bias, PH, PW, relu_max)
+            self._winograd4_conv(x, nhwc, weight, b, has_bias, PH, PW, relu_max, target)
+            return out
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
         U = self._winograd_weight(weight, dtype).view  # (16, C, O)
-        out = numpy.empty((N, O, OH, OW), dtype=dtype)
         relu, cap = epilogue(relu_max, dtype)
 
         def output(worker: int, M: Any, n0: int, n1: int, first: int) -> None:
             yt = self._buffer(worker, "wino_y", (2 * TW * O,), dtype)
-            _wino.output_tiles(M.flat, M.plane, n0, n1, first, TH, TW, b, has_bias, relu, cap, yt, out)
+            _wino.output_tiles(M.flat, M.plane, n0, n1, first, TH, TW, b, has_bias, relu, cap, yt, target, nhwc)
 
         if self._winograd_batched(N, C, O, TH, TW, nb, x.itemsize):
-            V = self._winograd_batch_input(x, nb, PH, PW, TH, TW)
+            V = self._winograd_batch_input(x, nhwc, nb, PH, PW, TH, TW)
             M = self._wino_planes(None, "", N * TH * TW, O, dtype)
             self._per_tile_position(V.view, U, M.view)
             del V
@@ -231,7 +246,7 @@ class WinogradKernelsMixin:
             return out
 
         def body(worker: int, n0: int, n1: int) -> None:
-            V = self._winograd_input(worker, x, n0, n1, PH, PW, TH, TW)
+            V = self._winograd_input(worker, x, nhwc, n0, n1, PH, PW, TH, TW)
             M = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype)
             numpy.matmul(V.view, U, out=M.view)
             output(worker, M, n0, n1, n0)
@@ -248,25 +263,26 @@ class WinogradKernelsMixin:
         N, C, H, W = x.shape
         O, dtype = w_shape[0], x.dtype
         OH, OW = dout.shape[2], dout.shape[3]
-        x, dout = numpy.ascontiguousarray(x), numpy.ascontiguousarray(dout, dtype=dtype)
+        # each read as it lies when channels_last (the kernels' copies into tiles take either layout)
+        (x, nhwc), (dout, dout_nhwc) = _kernel_view(x), _kernel_view(dout.astype(dtype, copy=False))
         if self._winograd4_applies(N, C, O, OH, OW):
-            return self._winograd4_weight_gradient(x, dout, w_shape, PH, PW)
+            return self._winograd4_weight_gradient(x, nhwc, dout, dout_nhwc, w_shape, PH, PW)
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
 
         def gradient_tiles(worker: int, dM: Any, n0: int, n1: int, first: int) -> None:
             yt = self._buffer(worker, "wino_dy", (4 * TH * TW * O,), dtype)
-            _wino.output_gradient_tiles(dout, n0, n1, first, TH, TW, yt, dM.flat, dM.plane)
+            _wino.output_gradient_tiles(dout, dout_nhwc, n0, n1, first, TH, TW, yt, dM.flat, dM.plane)
 
         dU = self._wino_planes(None, "", C, O, dtype)
         if self._winograd_batched(N, C, O, TH, TW, nb, x.itemsize):
-            V = self._winograd_batch_input(x, nb, PH, PW, TH, TW)
+            V = self._winograd_batch_input(x, nhwc, nb, PH, PW, TH, TW)
             dM = self._wino_planes(None, "", N * TH * TW, O, dtype)
             self._over_images(N, nb, lambda worker, n0, n1: gradient_tiles(worker, dM, n0, n1, 0))
             self._per_tile_position(V.view.transpose(0, 2, 1), dM.view, dU.view)
             return self._winograd_weight_from(dU, w_shape)
 
         def tiles(worker: int, n0: int, n1: int) -> tuple[Planes, Planes]:
-            V = self._winograd_input(worker, x, n0, n1, PH, PW, TH, TW)
+            V = self._winograd_input(worker, x, nhwc, n0, n1, PH, PW, TH, TW)
             dM = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype)
             gradient_tiles(worker, dM, n0, n1, n0)
             return V, dM
@@ -320,42 +336,46 @@ class WinogradKernelsMixin:
         )
 
     def _winograd4_conv(
-        self, x: Any, weight: Any, b: Any, has_bias: bool, PH: int, PW: int, relu_max: float | None
-    ) -> Any:  # fmt: skip
+        self, x: Any, nhwc: bool, weight: Any, b: Any, has_bias: bool, PH: int, PW: int, relu_max: float | None,
+        out: Any,
+    ) -> None:  # fmt: skip
         """:meth:`_winograd_conv` with F(4x4, 3x3): per chunk of images, input tiles V (36, tiles, C), 36 GEMMs
-        M = V @ U, output tiles into (N, O, OH, OW)."""
-        N, C, H, W = x.shape
+        M = V @ U, output tiles into ``out`` (x and out as the kernels index them: (N, C, H, W) and (N, O, OH, OW), or
+        with ``nhwc`` both channels last, (N, H, W, C) and (N, OH, OW, O))."""
+        N = x.shape[0]
+        C, H, W = (x.shape[3], x.shape[1], x.shape[2]) if nhwc else x.shape[1:]
         O, dtype = weight.shape[0], x.dtype
         OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize, tile=4)
         U = self._winograd_weight(weight, dtype, tile=4)
-        out = numpy.empty((N, O, OH, OW), dtype=dtype)
         relu, cap = epilogue(relu_max, dtype)
 
         def body(worker: int, n0: int, n1: int) -> None:
-            V, t = self._winograd4_input(worker, x, n0, n1, PH, PW, TH, TW, O)
+            V, t = self._winograd4_input(worker, x, nhwc, n0, n1, PH, PW, TH, TW, O)
             M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype, 36)
             numpy.matmul(V.view, U.view, out=M.view)
-            _wino4.output_tiles(M.flat, M.plane, n0, n1, n0, TH, TW, b, has_bias, relu, cap, t, out)
+            _wino4.output_tiles(M.flat, M.plane, n0, n1, n0, TH, TW, b, has_bias, relu, cap, t, out, nhwc)
 
         self._over_images(N, nb, body, self._gemm_threads())
-        return out
 
     def _winograd4_input(
-        self, worker: int, x: Any, n0: int, n1: int, PH: int, PW: int, TH: int, TW: int, O: int
+        self, worker: int, x: Any, nhwc: bool, n0: int, n1: int, PH: int, PW: int, TH: int, TW: int, O: int
     ) -> tuple[Planes, Any]:  # fmt: skip
         """``(V, t)``: the F(4x4, 3x3) input tiles of images [n0, n1) as :meth:`_wino_planes` of (tiles, C), in a
         per-worker buffer, and the per-worker scratch ``t`` of the transforms (40 TW max(C, O) values: also what
         ``output_tiles`` and ``output_gradient_tiles`` of ``_numba_winograd4.py`` need for O output channels)."""
-        C, dtype = x.shape[1], x.dtype
+        C, dtype = x.shape[3 if nhwc else 1], x.dtype
         V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype, 36)
         xt = self._buffer(worker, "wino_x", ((4 * TH + 2) * 4 * (TW + 1) * C,), dtype)
         t = self._buffer(worker, "wino_t", (40 * TW * max(C, O),), dtype)
-        _wino4.input_tiles(x, n0, n1, n0, PH, PW, TH, TW, xt, t, V.flat, V.plane)
+        _wino4.input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V.flat, V.plane)
         return V, t
 
-    def _winograd4_weight_gradient(self, x: Any, dout: Any, w_shape: tuple[int, ...], PH: int, PW: int) -> Any:
-        """:meth:`_winograd_weight_gradient` with F(4x4, 3x3) (x and dout C-contiguous, of one dtype): per chunk of
+    def _winograd4_weight_gradient(
+        self, x: Any, nhwc: bool, dout: Any, dout_nhwc: bool, w_shape: tuple[int, ...], PH: int, PW: int
+    ) -> Any:  # fmt: skip
+        """:meth:`_winograd_weight_gradient` with F(4x4, 3x3) (x and dout of one dtype, as the kernels index them:
+        C-contiguous, or channels last with ``nhwc`` / ``dout_nhwc``): per chunk of
         images, V = input tiles of x (as in :meth:`_winograd4_conv`), dM = A dY A^T of dout's 4 x 4 tiles,
         dU += V_xi^T @ dM_xi (36 GEMMs, partial sums as :meth:`_winograd_dU`); then dW = G^T dU G.
 
@@ -365,9 +385,9 @@ class WinogradKernelsMixin:
         24 -> 32 at 31: 1.14, 32 -> 48 at 16: 1.13, 64 -> 64 at 8: 1.21. (With an input transform 1.2-1.4x slower,
         as ``_numba_winograd4.input_tiles`` was before its second pass wrote one V plane per loop, F(2x2, 3x3)'s dW
         won below 48 output channels.)"""
-        N, C = x.shape[0], x.shape[1]
+        N, C = x.shape[0], x.shape[3 if nhwc else 1]
         O, dtype = w_shape[0], x.dtype
-        OH, OW = dout.shape[2], dout.shape[3]
+        OH, OW = (dout.shape[1], dout.shape[2]) if dout_nhwc else (dout.shape[2], dout.shape[3])
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize, tile=4)
         # at least _WINOGRAD_MIN_ROWS tiles per chunk where _WINOGRAD4_MIN_CHUNKS chunks remain: each chunk's 36 GEMMs
         # write a (36, C, O) partial sum, summed over its tiles only (64 -> 64 channels at 8 x 8, batch 128: 8 images
@@ -375,10 +395,10 @@ class WinogradKernelsMixin:
         nb = max(nb, min(_ceil_div(_WINOGRAD_MIN_ROWS, TH * TW), max(1, N // _WINOGRAD4_MIN_CHUNKS)))
 
         def tiles(worker: int, n0: int, n1: int) -> tuple[Planes, Planes]:
-            V, t = self._winograd4_input(worker, x, n0, n1, PH, PW, TH, TW, O)
+            V, t = self._winograd4_input(worker, x, nhwc, n0, n1, PH, PW, TH, TW, O)
             dM = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype, 36)
             yt = self._buffer(worker, "wino_dy", (16 * TH * TW * O,), dtype)
-            _wino4.output_gradient_tiles(dout, n0, n1, n0, TH, TW, yt, t, dM.flat, dM.plane)
+            _wino4.output_gradient_tiles(dout, dout_nhwc, n0, n1, n0, TH, TW, yt, t, dM.flat, dM.plane)
             return V, dM
 
         dU = self._wino_planes(None, "", C, O, dtype, 36)

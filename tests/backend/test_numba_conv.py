@@ -344,7 +344,7 @@ def test_winograd_4x4_weight_gradient_matches_the_float64_reference(x_shape, O, 
         dout = rng.standard_normal(out.shape)
         exact = F.conv2d_backward(dout, cache)[1]
     assert out.shape[2] % 4 or out.shape[3] % 4
-    dw = be._winograd4_weight_gradient(x.astype(dtype), dout.astype(dtype), w.shape, PH, PW)
+    dw = be._winograd4_weight_gradient(x.astype(dtype), False, dout.astype(dtype), False, w.shape, PH, PW)
     assert dw.dtype == dtype and dw.shape == w.shape
     error = np.abs(dw - exact).max() / np.abs(exact).max()
     assert error < (2e-5 if dtype == np.float32 else 1e-13), f"{x_shape} -> {O}, padding {padding}: {error:.2e}"
@@ -378,9 +378,9 @@ def test_winograd_weight_gradient_takes_4x4_tiles_where_the_forward_does(
     calls = []
     original = NumbaBackend._winograd4_weight_gradient
 
-    def spy(self, x, dout, w_shape, PH, PW):
+    def spy(self, x, nhwc, dout, dout_nhwc, w_shape, PH, PW):
         calls.append((x.shape, w_shape, PH, PW))
-        return original(self, x, dout, w_shape, PH, PW)
+        return original(self, x, nhwc, dout, dout_nhwc, w_shape, PH, PW)
 
     monkeypatch.setattr(NumbaBackend, "_winograd4_weight_gradient", spy)
     compare(conv_case(x_shape, w_shape, 1, padding, "winograd", dtype=dtype, seed=N))
