@@ -4,7 +4,8 @@ r"""Memory formats: the order in which a 4-D (N, C, H, W) array's values lie in 
   reference pair returns).
 * ``channels_last``: the shape is still (N, C, H, W), but memory holds (N, H, W, C): a pixel's C values are one run.
   It is ``x.transpose(0, 2, 3, 1)`` made contiguous and transposed back, a view with other strides: same values,
-  same indexing, same results, from every function.
+  same indexing, and the same results from every function up to the order of float additions (a kernel may sum a
+  channel's values in another order; the convolutions' outputs are the same bits).
 
 Only speed differs. A convolution as GEMMs works on rows of a pixel's channels (im2row, Winograd's tiles): from a
 ``contiguous_format`` input each layer first copies its input into that order and its output back, 20-33 % of a 3 x 3
@@ -47,11 +48,27 @@ def _check(memory_format: Any, where: str) -> None:
         )
 
 
+def _array(x: Any, where: str) -> Any:
+    """x itself when it is an array (anything with ``shape``, ``strides`` and ``flags``: NumPy, CuPy), else a clear
+    TypeError (lists and scalars have no memory layout to speak of)."""
+    if not all(hasattr(x, name) for name in ("shape", "strides", "flags", "transpose")):
+        raise TypeError(f"{where}: expected a NumPy or CuPy array, got {type(x).__name__}")
+    return x
+
+
 def _check_4d(x: Any, where: str) -> None:
-    if getattr(x, "ndim", None) != 4:
-        raise ValueError(
-            f"{where}: channels_last is a layout of 4-D (N, C, H, W) arrays, got shape {getattr(x, 'shape', None)}"
-        )
+    if x.ndim != 4:
+        raise ValueError(f"{where}: channels_last is a layout of 4-D (N, C, H, W) arrays, got shape {tuple(x.shape)}")
+
+
+def _channels_last_strides(x: Any) -> bool:
+    """For a 4-D array whose (N, H, W, C) view is C-contiguous: whether its strides are channels last's. They are
+    unless x is C-contiguous too; then only a one-channel array whose channel stride is one value (what
+    :func:`contiguous` makes of it, as PyTorch does) counts, not a plain (N, 1, H, W) one."""
+    if not x.flags.c_contiguous:
+        return True
+    N, C, H, W = x.shape
+    return C == 1 and H * W > 1 and x.strides[1] == x.itemsize
 
 
 def is_contiguous(x: Any, memory_format: str = contiguous_format) -> bool:
@@ -65,6 +82,7 @@ def is_contiguous(x: Any, memory_format: str = contiguous_format) -> bool:
         (True, False)
     """
     _check(memory_format, "is_contiguous")
+    x = _array(x, "is_contiguous")
     if memory_format == contiguous_format:
         return bool(x.flags.c_contiguous)
     _check_4d(x, "is_contiguous")
@@ -89,19 +107,25 @@ def contiguous(x: Any, memory_format: str = contiguous_format) -> Any:
     _check(memory_format, "contiguous")
     from minidl.backend import get_array_module
 
+    x = _array(x, "contiguous")
     xp = get_array_module(x)
     if memory_format == contiguous_format:
-        return xp.ascontiguousarray(x)
+        return x if x.flags.c_contiguous else xp.ascontiguousarray(x)
     _check_4d(x, "contiguous")
-    if is_contiguous(x, channels_last):
-        return x
-    return xp.ascontiguousarray(x.transpose(_TO_NHWC)).transpose(_TO_NCHW)
+    if suggest_memory_format(x) == channels_last or (is_contiguous(x, channels_last) and x.shape[2] * x.shape[3] == 1):
+        return x  # (1 x 1 images: both layouts are one)
+    nhwc = xp.empty(
+        x.transpose(_TO_NHWC).shape, dtype=x.dtype
+    )  # (a new array: a copy could keep one channel's strides)
+    nhwc[...] = x.transpose(_TO_NHWC)
+    return nhwc.transpose(_TO_NCHW)
 
 
 def suggest_memory_format(x: Any) -> str:
-    """``channels_last`` for a 4-D array laid out so and not C-contiguous too, else ``contiguous_format``: the
-    format the Numba kernels give their output (an array in both formats, one channel or 1 x 1 images, counts as
-    ``contiguous_format``).
+    """``channels_last`` for a 4-D array laid out so, else ``contiguous_format``: the format the Numba kernels give
+    their output. An array in both layouts is told apart by its strides: one channel made ``channels_last`` by
+    :func:`contiguous` counts as ``channels_last`` (a plain C-contiguous one does not), 1 x 1 images as
+    ``contiguous_format``.
 
     Examples:
         >>> import numpy as np
@@ -111,6 +135,7 @@ def suggest_memory_format(x: Any) -> str:
         >>> minidl.suggest_memory_format(np.zeros((2, 3, 4, 5))[:, :, ::2])  # neither (gaps): what NumPy copies
         'contiguous_format'
     """
-    if getattr(x, "ndim", None) == 4 and not x.flags.c_contiguous and x.transpose(_TO_NHWC).flags.c_contiguous:
+    x = _array(x, "suggest_memory_format")
+    if x.ndim == 4 and x.transpose(_TO_NHWC).flags.c_contiguous and _channels_last_strides(x):
         return channels_last
     return contiguous_format

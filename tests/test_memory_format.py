@@ -26,9 +26,18 @@ def test_suggest_memory_format():
     x = np.zeros((2, 3, 4, 5))
     assert minidl.suggest_memory_format(x) == minidl.contiguous_format
     assert minidl.suggest_memory_format(minidl.contiguous(x, minidl.channels_last)) == minidl.channels_last
-    ambiguous = minidl.contiguous(np.zeros((2, 1, 4, 5)), minidl.channels_last)  # one channel: both layouts
-    assert minidl.is_contiguous(ambiguous) and minidl.is_contiguous(ambiguous, minidl.channels_last)
-    assert minidl.suggest_memory_format(ambiguous) == minidl.contiguous_format
+    # one channel: both layouts are contiguous, and the strides tell them apart (as in PyTorch): the array that
+    # contiguous(x, channels_last) makes is channels_last (so a network from one channel, MNIST's, can run so)
+    plain = np.zeros((2, 1, 4, 5))
+    made = minidl.contiguous(plain, minidl.channels_last)
+    assert made is not plain and made.strides == (160, 8, 40, 8)
+    for a in (plain, made):
+        assert minidl.is_contiguous(a) and minidl.is_contiguous(a, minidl.channels_last)
+    assert minidl.suggest_memory_format(plain) == minidl.contiguous_format
+    assert minidl.suggest_memory_format(made) == minidl.channels_last
+    assert minidl.contiguous(made, minidl.channels_last) is made
+    images_1x1 = np.zeros((2, 3, 1, 1))  # 1 x 1 images: one layout
+    assert minidl.contiguous(images_1x1, minidl.channels_last) is images_1x1
     assert minidl.suggest_memory_format(np.zeros((2, 3))) == minidl.contiguous_format
     assert minidl.suggest_memory_format(x[:, :, ::2]) == minidl.contiguous_format  # neither: gaps
 
@@ -40,6 +49,11 @@ def test_errors_name_the_function_and_the_value():
         minidl.is_contiguous(np.zeros((2, 3)), minidl.channels_last)
     with pytest.raises(ValueError, match=r"contiguous: channels_last is a layout of 4-D .* got shape \(5,\)"):
         minidl.contiguous(np.zeros(5), minidl.channels_last)
+    with pytest.raises(TypeError, match=r"contiguous: expected a NumPy or CuPy array, got list"):
+        minidl.contiguous([[1.0, 2.0]], minidl.channels_last)
+    with pytest.raises(TypeError, match=r"is_contiguous: expected a NumPy or CuPy array, got list"):
+        minidl.is_contiguous([1.0, 2.0])
+    assert minidl.contiguous(np.float32(1)).shape == ()  # (a 0-d array keeps its shape)
 
 
 def test_the_reference_takes_either_layout():

@@ -77,6 +77,7 @@ from minidl.backend._numba_common import (
 from minidl.backend._numba_depthwise import DepthwiseKernelsMixin
 from minidl.backend._numba_pointwise import PointwiseKernelsMixin
 from minidl.backend._numba_winograd_conv import WinogradKernelsMixin
+from minidl.memory_format import channels_last, contiguous, suggest_memory_format
 
 _SMALL_O_BLOCK = 256  # rows per backward GEMM call when O <= 16 (measured: the best block for such thin GEMMs)
 # 3 x 3 stride-1 forwards with at most this many input channels run direct (``_numba_direct.py``; measured at
@@ -135,6 +136,9 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         else:
             geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
             dx, dw = self._conv2d_dense_backward(dout, x, weight, *geometry, compute_dw)
+            # dx laid out as x (Winograd's dx, a convolution of dout, comes as dout is: they differ only when mixed)
+            if suggest_memory_format(dx) != suggest_memory_format(x):
+                dx = contiguous(dx, suggest_memory_format(x))
         if crop is not None:  # the extra rows / columns of an uneven 'same' were padding
             dx = numpy.ascontiguousarray(dx[:, :, : crop[0], : crop[1]])
         return dx, dw, db
@@ -301,9 +305,12 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         sum per chunk, added in chunk order (thread-count independent)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
+        x_nhwc = _nhwc(x) is not None
         x, dout = numpy.ascontiguousarray(x), numpy.ascontiguousarray(dout, dtype=dtype)
         w_flip = numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
         dx = self._direct_conv(dout, w_flip, None, 2 - PH, 2 - PW, None)
+        if x_nhwc:  # dx laid out as x is (a copy of C <= _DIRECT_MAX_C channels; dout C-contiguous serves dW)
+            dx = contiguous(dx, channels_last)
         if not compute_dw:
             return dx, None
         HP, WP = H + 2 * PH, W + 2 * PW
@@ -365,7 +372,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         x, nhwc = _kernel_view(x)
         dout, dout_nhwc = _kernel_view(dout.astype(dtype, copy=False))
         w_row = numpy.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(O, K)
-        dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, dout_nhwc)  # dx laid out as dout is
+        dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, nhwc)  # dx laid out as x is
         nb = self._images_per_chunk(N, K, OHW, x.itemsize)
         chunks = _ceil_div(N, nb)
         # one dW partial sum per chunk when they fit in _DW_BYTES (fine-grained tasks), else per group of chunks;
@@ -402,8 +409,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                 for s in range(0, P, block):  # drows = G^T @ W_row, reusing the rows' buffer
                     e = min(P, s + block)
                     numpy.matmul(g[:, s:e].T, w_row, out=rows[s:e])
-                target = dx_nhwc if dout_nhwc else dx
-                _k.row2im(rows, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, target, dout_nhwc)
+                target = dx_nhwc if nhwc else dx
+                _k.row2im(rows, n0, n1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, xt, target, nhwc)
 
         _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
         dw = None

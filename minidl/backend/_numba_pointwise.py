@@ -111,7 +111,7 @@ class PointwiseKernelsMixin:
         than _POINTWISE_MIN_OHW pixels, with the chunk's columns (G = dout_chunk as (O, images OHW), X likewise):
         dW += G @ X^T and dX = W^T @ G, one product each. Each chunk keeps its own dW partial sum, added in chunk
         order, so dW does not depend on the thread count."""
-        if _nhwc(dout) is not None:
+        if _nhwc(dout) is not None or _nhwc(x) is not None:
             return self._pointwise_conv_nhwc_backward(dout, x, weight, SH, SW, compute_dw)
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
@@ -200,15 +200,16 @@ class PointwiseKernelsMixin:
     def _pointwise_conv_nhwc_backward(
         self, dout: Any, x: Any, weight: Any, SH: int, SW: int, compute_dw: bool
     ) -> tuple[Any, Any]:
-        """``(dx, dw)`` of :meth:`_pointwise_conv_nhwc`, dx ``channels_last`` as dout is: per chunk of images, with
-        G_rows = dout_chunk as (pixels, O) and X_rows likewise (x made ``channels_last`` first if it was not),
+        """``(dx, dw)`` of :meth:`_pointwise_conv_nhwc` (x or dout ``channels_last``), dx ``channels_last``: per chunk
+        of images, with G_rows = dout_chunk as (pixels, O) and X_rows likewise (each made ``channels_last`` first if
+        it was not),
         dW += G_rows^T @ X_rows and dX_rows = G_rows @ W, scattered back to the positions the stride kept (zeros
         elsewhere). Each chunk keeps its own dW partial sum, added in chunk order."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = dout.shape[2], dout.shape[3]
-        gh = _nhwc(dout.astype(dtype, copy=False))
-        xh = _nhwc(contiguous(x, channels_last)) if compute_dw else None
+        gh = contiguous(dout.astype(dtype, copy=False), channels_last).transpose(0, 2, 3, 1)
+        xh = contiguous(x, channels_last).transpose(0, 2, 3, 1) if compute_dw else None  # (N, H, W, C) rows
         w2 = numpy.ascontiguousarray(weight.reshape(O, C))
         strided = (SH, SW) != (1, 1)
         dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, True)

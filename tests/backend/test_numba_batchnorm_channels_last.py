@@ -239,13 +239,14 @@ def test_statistics_are_accurate_far_from_zero():
     ids=["2-D", "3-D", "4-D", "one channel", "1x1 images"],
 )
 def test_other_layouts_take_the_per_channel_kernel(shape):
-    """2-D, 3-D and C-contiguous 4-D inputs, and 4-D ones that are both layouts, keep the per-channel kernel bit for
-    bit (its results do not depend on how the channels are split into tasks) and C-contiguous results."""
+    """2-D, 3-D and C-contiguous 4-D inputs, and 4-D ones that are both layouts but not channels_last by their
+    strides (a plain one-channel array, 1 x 1 images), keep the per-channel kernel bit for bit (its results do not
+    depend on how the channels are split into tasks) and C-contiguous results."""
     rng = np.random.default_rng(9)
     x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
     if 1 in shape[1:]:
-        x = to_cl(x)  # one channel or 1 x 1 images: laid out channels_last, but C-contiguous too
-        assert minidl.is_contiguous(x, CL) and not is_cl(x)
+        x = to_cl(x) if shape[2:] == (1, 1) else x  # 1 x 1 images: to_cl keeps them; one channel: plain
+        assert minidl.is_contiguous(x, CL) and minidl.is_contiguous(x) and not is_cl(x)
     C = shape[1]
     gamma, beta = (rng.standard_normal(C) + 1).astype(np.float32), rng.standard_normal(C).astype(np.float32)
     out, mean, var, inv_std = fast_be()._batch_norm_train(x, gamma, beta, 1e-5, 6.0)
