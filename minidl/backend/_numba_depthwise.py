@@ -50,9 +50,10 @@ import numpy
 from numba import njit
 
 from minidl.backend import _threads
-from minidl.backend._numba_common import _MIN_CHUNKS, _add_in_order, _ceil_div, _native_dtypes
+from minidl.backend._numba_common import _MIN_CHUNKS, _add_in_order, _ceil_div, _empty_nchw, _native_dtypes, _nhwc
 from minidl.backend._numba_depthwise_cl import depthwise_backward_channels_last, depthwise_forward_channels_last
 from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, _zero, bias_arguments, epilogue
+from minidl.memory_format import channels_last, contiguous
 
 # channels last (measured, see the module docstring): 32+ channels, and outputs 8 or fewer columns wide or 10+ taps
 _CHANNELS_LAST_MAX_OW = 8
@@ -338,23 +339,25 @@ class DepthwiseKernelsMixin:
         """``conv2d(x, weight, bias, groups=C)`` for weight (O, 1, KH, KW): (N, O, OH, OW), parallel over planes (over
         images when it runs channels last); with ``relu_max`` then min(relu(out), relu_max) (+inf: a ReLU, 6: a
         ReLU6) in the same pass."""
-        N, C = x.shape[0], x.shape[1]
+        N, C, H, W = x.shape
         O, _, KH, KW = weight.shape
-        x = numpy.ascontiguousarray(x)
+        nhwc = O == C and _nhwc(x) is not None  # a channels_last x: the channels-last kernel, in place
+        x = _nhwc(x) if nhwc else numpy.ascontiguousarray(x)
         w3 = numpy.ascontiguousarray(weight).reshape(O, KH, KW)
         b, has_bias = bias_arguments(bias, x.dtype)
-        out = numpy.empty((N, O, OH, OW), dtype=x.dtype)
+        out, out_nhwc = _empty_nchw((N, O, OH, OW), x.dtype, nhwc)
         relu, cap = epilogue(relu_max, x.dtype)
-        if self._depthwise_channels_last(C, O, OW, KH, KW):  # short rows or many taps: channels last
+        if nhwc or self._depthwise_channels_last(C, O, OW, KH, KW):  # short rows or many taps: channels last
             w_t = numpy.ascontiguousarray(w3.reshape(O, KH * KW).T)
             images = self._split(N, 4 * _threads.get_num_threads())
+            target = out_nhwc if nhwc else out
 
             def by_images(worker: int, task: int) -> None:
-                xt = self._buffer(worker, "dw_xt", (C * x.shape[2] * x.shape[3],), x.dtype)
-                yt = self._buffer(worker, "dw_yt", (O * OH * OW,), x.dtype)
+                xt = self._buffer(worker, "dw_xt", (1 if nhwc else C * H * W,), x.dtype)
+                yt = self._buffer(worker, "dw_yt", (1 if nhwc else O * OH * OW,), x.dtype)
                 n0, n1 = images[task]
                 depthwise_forward_channels_last(
-                    x, w_t, KW, b, has_bias, n0, n1, SH, SW, PH, PW, DH, DW, relu, cap, xt, yt, out
+                    x, w_t, KW, b, has_bias, n0, n1, SH, SW, PH, PW, DH, DW, relu, cap, xt, yt, target, nhwc
                 )
 
             _threads.parallel_for(by_images, len(images))
@@ -384,8 +387,13 @@ class DepthwiseKernelsMixin:
         """``(dx, dw)`` of :meth:`_depthwise_conv2d` (dw None without ``compute_dw``)."""
         N, C, H, W = x.shape
         O, _, KH, KW = weight.shape
-        dout, x = numpy.ascontiguousarray(dout), numpy.ascontiguousarray(x)
         w3 = numpy.ascontiguousarray(weight).reshape(O, KH, KW)
+        if O == C and _nhwc(x) is not None:  # channels_last: read and written in place, dx laid out as x
+            dout_h = contiguous(dout, channels_last).transpose(0, 2, 3, 1)
+            return self._depthwise_backward_channels_last(
+                dout_h, _nhwc(x), w3, SH, SW, PH, PW, DH, DW, compute_dw, True
+            )
+        dout, x = numpy.ascontiguousarray(dout), numpy.ascontiguousarray(x)
         if self._depthwise_channels_last(C, O, dout.shape[3], KH, KW):
             return self._depthwise_backward_channels_last(dout, x, w3, SH, SW, PH, PW, DH, DW, compute_dw)
         dx = numpy.empty((N, C, H, W), dtype=dout.dtype)
@@ -422,30 +430,52 @@ class DepthwiseKernelsMixin:
         return dx, None if dw is None else dw.reshape(weight.shape)
 
     def _depthwise_backward_channels_last(
-        self, dout: Any, x: Any, w3: Any, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int, compute_dw: bool
-    ) -> tuple[Any, Any]:
+        self, dout: Any, x: Any, w3: Any, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int, compute_dw: bool,
+        nhwc: bool = False,
+    ) -> tuple[Any, Any]:  # fmt: skip
         """``(dx, dw)`` (dw None without ``compute_dw``) of the channels-last forward
         (:func:`~minidl.backend._numba_depthwise_cl.depthwise_backward_channels_last`), in parallel over chunks of
         N // _MIN_CHUNKS images (at least one; at least _MIN_CHUNKS chunks when the batch has that many images), each
         with its own float64 dW partial sum, added in chunk order: the results do not depend on the thread count."""
-        N, C, H, W = x.shape
-        OH, OW = dout.shape[2], dout.shape[3]
+        N, C, H, W = (x.shape[0], x.shape[3], x.shape[1], x.shape[2]) if nhwc else x.shape
+        OH, OW = (dout.shape[1], dout.shape[2]) if nhwc else (dout.shape[2], dout.shape[3])
         KH, KW = w3.shape[1], w3.shape[2]
         dtype = dout.dtype
         w_t = numpy.ascontiguousarray(w3.reshape(C, KH * KW).T)
-        dx = numpy.empty((N, C, H, W), dtype=dtype)
+        dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, nhwc)
+        target = dx_nhwc if nhwc else dx
         nb = max(1, N // _MIN_CHUNKS)
         chunks = _ceil_div(N, nb)
         parts = numpy.zeros((max(1, chunks), KH * KW * C))  # float64; zeros: an empty batch
 
         def body(worker: int, task: int) -> None:
-            gt = self._buffer(worker, "dw_gt", (OH * OW * C,), dtype)
-            xt = self._buffer(worker, "dw_xt", (H * W * C,), dtype)
-            dxt = self._buffer(worker, "dw_dxt", (H * W * C,), dtype)
+            scratch = 1 if nhwc else H * W * C  # (channels_last: no copies)
+            gt = self._buffer(worker, "dw_gt", (1 if nhwc else OH * OW * C,), dtype)
+            xt = self._buffer(worker, "dw_xt", (scratch,), dtype)
+            dxt = self._buffer(worker, "dw_dxt", (scratch,), dtype)
             dwt = self._buffer(worker, "dw_dwt", (KH * KW * C,), dtype)
             n0, n1 = task * nb, min(N, (task + 1) * nb)
             depthwise_backward_channels_last(
-                dout, x, w_t, KW, n0, n1, SH, SW, PH, PW, DH, DW, compute_dw, gt, xt, dxt, dwt, parts[task], dx
+                dout,
+                x,
+                w_t,
+                KW,
+                n0,
+                n1,
+                SH,
+                SW,
+                PH,
+                PW,
+                DH,
+                DW,
+                compute_dw,
+                gt,
+                xt,
+                dxt,
+                dwt,
+                parts[task],
+                target,
+                nhwc,
             )
 
         _threads.parallel_for(body, chunks)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy
 from numba import njit
 
-from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, _zero, transpose4
+from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, _zero, image_dims, transpose4
 
 
 @njit(cache=True, nogil=True)
@@ -57,7 +57,7 @@ def _taps_inside(C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW):
 
 @njit(cache=True, nogil=True)
 def depthwise_forward_channels_last(
-    x, weight_t, KW, bias, has_bias, n0, n1, SH, SW, PH, PW, DH, DW, relu, relu_max, xt, yt, out
+    x, weight_t, KW, bias, has_bias, n0, n1, SH, SW, PH, PW, DH, DW, relu, relu_max, xt, yt, out, nhwc
 ):  # fmt: skip
     """Images [n0, n1) of out, for a depth multiplier of 1 (O = C), channels last: x[n] copied as (H W, C) into
     ``xt``; each output pixel's C values = bias + the sum over the taps (kh, kw) that fall inside the image of
@@ -67,37 +67,43 @@ def depthwise_forward_channels_last(
     results.
 
     x (N, C, H, W), weight_t (KH KW, C) (the weight transposed), bias (C,) (read when has_bias), out (N, C, OH, OW),
-    all C-contiguous; xt and yt scratch of H W C and OH OW C values."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    all C-contiguous; xt and yt scratch of H W C and OH OW C values. With ``nhwc``, x and out are the (N, H, W, C) and
+    (N, OH, OW, C) views of ``channels_last`` arrays: read and written in place, no transposition and no scratch."""
+    C, H, W = image_dims(x, nhwc)
     KH = weight_t.shape[0] // KW
-    OH, OW = out.shape[2], out.shape[3]
+    OH, OW = image_dims(out, nhwc)[1:]
     xf, wf, of = x.reshape(-1), weight_t.reshape(-1), out.reshape(-1)
     zero = out.dtype.type(0)
     L = _u(C)
     first, pixel, tap = _taps_inside(C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW)
     for n in range(n0, n1):
-        transpose4(xf, n * C * H * W, C, H * W, xt, 0)  # x[n] (C, H W) -> xt (H W, C)
+        if nhwc:  # the image's pixels and the output's are already rows of C values
+            src, s0, dst, d0 = xf, _u(n * H * W * C), of, _u(n * OH * OW * C)
+        else:
+            transpose4(xf, n * C * H * W, C, H * W, xt, 0)  # x[n] (C, H W) -> xt (H W, C)
+            src, s0, dst, d0 = xt, _u(0), yt, _u(0)
         for p in range(OH * OW):
-            d = _u(p) * L
+            d = d0 + _u(p) * L
             if has_bias:
                 for c in range(L):
-                    yt[d + c] = bias[c]
+                    dst[d + c] = bias[c]
             else:
                 for c in range(L):
-                    yt[d + c] = zero
+                    dst[d + c] = zero
             for j in range(first[p], first[p + 1]):
-                s, t = _u(pixel[j]), _u(tap[j])
+                s, t = s0 + _u(pixel[j]), _u(tap[j])
                 for c in range(L):
-                    yt[d + c] += wf[t + c] * xt[s + c]
+                    dst[d + c] += wf[t + c] * src[s + c]
             if relu:
                 for c in range(L):
-                    yt[d + c] = _clamp(yt[d + c], zero, relu_max)
-        transpose4(yt, 0, OH * OW, C, of, n * C * OH * OW)  # yt (OH OW, C) -> out[n] (C, OH OW)
+                    dst[d + c] = _clamp(dst[d + c], zero, relu_max)
+        if not nhwc:
+            transpose4(yt, 0, OH * OW, C, of, n * C * OH * OW)  # yt (OH OW, C) -> out[n] (C, OH OW)
 
 
 @njit(cache=True, nogil=True, fastmath=_REDUCE)
 def depthwise_backward_channels_last(
-    dout, x, weight_t, KW, n0, n1, SH, SW, PH, PW, DH, DW, compute_dw, gt, xt, dxt, dwt, dw_part, dx
+    dout, x, weight_t, KW, n0, n1, SH, SW, PH, PW, DH, DW, compute_dw, gt, xt, dxt, dwt, dw_part, dx, nhwc
 ):  # fmt: skip
     """dx[n] for images [n0, n1), and with ``compute_dw`` their dW summed into ``dw_part`` (KH KW C float64 values,
     (tap, channel) order), for :func:`depthwise_forward_channels_last` (depth multiplier 1), channels last: dout[n]
@@ -109,29 +115,37 @@ def depthwise_backward_channels_last(
         dx[n, c, h, w] = sum over the (pixel, tap) pairs that read (h, w) of weight[c, tap] dout[n, c, pixel]
         dW[c, tap]     = sum over images and pixels of dout[n, c, pixel] x[n, c, the pixel's input at tap]
 
-    dout (N, C, OH, OW), x and dx (N, C, H, W), weight_t (KH KW, C) (the weight transposed), all C-contiguous."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    dout (N, C, OH, OW), x and dx (N, C, H, W), weight_t (KH KW, C) (the weight transposed), all C-contiguous. With
+    ``nhwc``, dout, x and dx are the (N, OH, OW, C), (N, H, W, C) views of ``channels_last`` arrays, read and written in
+    place (no transposition)."""
+    C, H, W = image_dims(x, nhwc)
     KH = weight_t.shape[0] // KW
-    OH, OW = dout.shape[2], dout.shape[3]
+    OH, OW = image_dims(dout, nhwc)[1:]
     gf, xf, wf, df = dout.reshape(-1), x.reshape(-1), weight_t.reshape(-1), dx.reshape(-1)
     L = _u(C)
     first, pixel, tap = _taps_inside(C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW)
     for n in range(n0, n1):
-        transpose4(gf, n * C * OH * OW, C, OH * OW, gt, 0)  # dout[n] (C, OH OW) -> gt (OH OW, C)
-        _zero(dxt, _u(0), _u(H * W * C))
+        if nhwc:  # dout's, x's and dx's pixels are already rows of C values
+            gs, g0, xs, x0, ds, e0 = gf, _u(n * OH * OW * C), xf, _u(n * H * W * C), df, _u(n * H * W * C)
+        else:
+            transpose4(gf, n * C * OH * OW, C, OH * OW, gt, 0)  # dout[n] (C, OH OW) -> gt (OH OW, C)
+            if compute_dw:
+                transpose4(xf, n * C * H * W, C, H * W, xt, 0)  # x[n] (C, H W) -> xt (H W, C)
+            gs, g0, xs, x0, ds, e0 = gt, _u(0), xt, _u(0), dxt, _u(0)
+        _zero(ds, e0, _u(H * W * C))
         if compute_dw:
-            transpose4(xf, n * C * H * W, C, H * W, xt, 0)  # x[n] (C, H W) -> xt (H W, C)
             _zero(dwt, _u(0), _u(KH * KW * C))
         for p in range(OH * OW):
-            g = _u(p) * L
+            g = g0 + _u(p) * L
             for j in range(first[p], first[p + 1]):
                 s, t = _u(pixel[j]), _u(tap[j])
                 for c in range(L):
-                    dxt[s + c] += wf[t + c] * gt[g + c]
+                    ds[e0 + s + c] += wf[t + c] * gs[g + c]
                 if compute_dw:
                     for c in range(L):
-                        dwt[t + c] += gt[g + c] * xt[s + c]
-        transpose4(dxt, 0, H * W, C, df, n * C * H * W)  # dxt (H W, C) -> dx[n] (C, H W)
+                        dwt[t + c] += gs[g + c] * xs[x0 + s + c]
+        if not nhwc:
+            transpose4(dxt, 0, H * W, C, df, n * C * H * W)  # dxt (H W, C) -> dx[n] (C, H W)
         if compute_dw:
             for i in range(_u(KH * KW * C)):
                 dw_part[i] += dwt[i]

@@ -44,7 +44,8 @@ Convolution (im2row chunks, Winograd's F(2x2, 3x3) and F(4x4, 3x3), 1 x 1 produc
 
 Memory format: given a ``channels_last`` input (:mod:`minidl.memory_format`), these kernels read it as it lies (a
 pixel's channels one run) and return a ``channels_last`` output: ``conv2d``, ``conv2d_relu``, ``conv2d_relu6``
-(direct 3 x 3, im2row, Winograd, 1 x 1, not grouped nor an uneven ``'same'`` padding; dx laid out as x), ``batch_norm``,
+(direct 3 x 3, im2row, Winograd, 1 x 1, depthwise with one filter per channel; not other grouped ones nor an
+uneven ``'same'`` padding; dx laid out as x), ``batch_norm``,
 ``batch_norm_relu``, ``batch_norm_relu6``, the elementwise ops when every input is (``relu``, ``add_relu``, ...; not
 ``gelu``), and ``adaptive_avg_pool2d`` to 1 x 1. Other kernels copy it to C order first.
 

@@ -72,6 +72,37 @@ ALGORITHMS = {
     "1x1 stride 2": ((5, 16, 9, 9), (32, 16, 1, 1), 2, 0),
     "1x1 small output": ((5, 16, 4, 4), (8, 16, 1, 1), 1, 0),
 }
+# depthwise (groups = C): the channels-last kernel, whatever the shape, reading and writing in place
+DEPTHWISE = {
+    "depthwise 3x3": ((4, 32, 16, 16), (32, 1, 3, 3), 1, 1),
+    "depthwise 3x3 stride 2": ((4, 24, 9, 9), (24, 1, 3, 3), 2, 1),
+    "depthwise 5x5, few channels": ((3, 3, 8, 8), (3, 1, 5, 5), 1, 2),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("case", sorted(DEPTHWISE))
+def test_depthwise_keeps_channels_last(case, relu, dtype):
+    x_shape, w_shape, stride, padding = DEPTHWISE[case]
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    forward, backward = (
+        (F.conv2d_relu_forward, F.conv2d_relu_backward) if relu else (F.conv2d_forward, F.conv2d_backward)
+    )
+    groups = x_shape[1]
+    with minidl.use_backend("numba"):
+        out, cache = forward(x, w, b, stride, padding, 1, groups)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        want = (out, *backward(dout, cache))
+        out_cl, cache_cl = forward(to_cl(x), w, b, stride, padding, 1, groups)
+        got = (out_cl, *backward(to_cl(dout), cache_cl))
+        mixed = backward(dout, cache_cl)  # dout C-contiguous, x channels_last
+    for name, a, g in zip(("out", "dx", "dw", "db"), want, got, strict=True):
+        assert_close(g, a, dtype, f"{case}: {name}")
+    assert_close(mixed[0], want[1], dtype, f"{case}: dx, mixed layouts")
+    assert is_cl(out_cl) and is_cl(got[1]) and is_cl(mixed[0])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
