@@ -338,22 +338,21 @@ class ElementwiseKernelsMixin:
         self, kernel: Any, arrays: tuple[Any, ...], scalars: tuple[Any, ...], outputs: tuple[Any, ...]
     ) -> Any:
         """Run ``kernel(*arrays, *scalars, i0, i1, *outputs)`` over the flat elements; returns the outputs, each an
-        array of ``dtype`` (the given dtypes; scalars are converted to the first output's dtype) in the shape of
-        ``arrays[0]``: ``channels_last`` when every array is (:mod:`minidl.memory_format`; the kernels run over the
-        arrays' memory in its own order, the same for all), else C-contiguous."""
+        array of ``dtype`` (the given dtypes; scalars are converted to the first output's dtype, bools stay bools) in
+        the shape of ``arrays[0]``: ``channels_last`` when every array is (:mod:`minidl.memory_format`; the kernels
+        run over the arrays' memory in its own order, the same for all), else C-contiguous."""
         shape = arrays[0].shape
         kind = numpy.dtype(outputs[0]).type
+        args = tuple(s if isinstance(s, bool) else kind(s) for s in scalars)
         views = tuple(_nhwc(a) for a in arrays)
         if all(v is not None for v in views):  # all channels_last: the same flat order, and the outputs keep it
             pairs = tuple(_empty_nchw(shape, dtype, True) for dtype in outputs)
             flat = tuple(v.reshape(-1) for v in views)
-            self._flat(
-                kernel, flat[0].size, (*flat, *(kind(s) for s in scalars)), tuple(h.reshape(-1) for _, h in pairs)
-            )
+            self._flat(kernel, flat[0].size, (*flat, *args), tuple(h.reshape(-1) for _, h in pairs))
             return tuple(out for out, _ in pairs)
         outs = tuple(numpy.empty(shape, dtype=dtype) for dtype in outputs)
         flat = tuple(_flat_view(a) for a in arrays)
-        self._flat(kernel, flat[0].size, (*flat, *(kind(s) for s in scalars)), tuple(o.reshape(-1) for o in outs))
+        self._flat(kernel, flat[0].size, (*flat, *args), tuple(o.reshape(-1) for o in outs))
         return outs
 
     # ----------------------------------------------------------------- relu (activation.py)
@@ -466,8 +465,7 @@ class ElementwiseKernelsMixin:
     def _gelu_forward(self, prepared: Any, x: Any, approximate: str = "none") -> tuple[Any, Any]:
         """``(x * Phi(x), (x, approximate))`` (exact: Cody's erfc in float64, Numerical Recipes' fit for float32; or
         the tanh form)."""
-        out = numpy.empty(x.shape, dtype=x.dtype)
-        self._flat(gelu_forward, x.size, (_flat_view(x), approximate == "tanh"), (out.reshape(-1),))
+        out = self._elementwise(gelu_forward, (x,), (approximate == "tanh",), (x.dtype,))[0]
         return out, (x, approximate)
 
     def _gelu_backward(self, dout: Any, cache: Any) -> Any:
@@ -476,9 +474,7 @@ class ElementwiseKernelsMixin:
 
     @_native_dtypes
     def _gelu_backward_arrays(self, dout: Any, x: Any, approximate: str) -> Any:
-        dx = numpy.empty(dout.shape, dtype=dout.dtype)
-        self._flat(gelu_backward, dx.size, (_flat_view(dout), _flat_view(x), approximate != "none"), (dx.reshape(-1),))
-        return dx
+        return self._elementwise(gelu_backward, (dout, x), (approximate != "none",), (dout.dtype,))[0]
 
     @_native_dtypes
     def _softplus_forward(self, prepared: Any, x: Any, beta: float = 1.0, threshold: float = 20.0) -> tuple[Any, Any]:

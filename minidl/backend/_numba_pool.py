@@ -20,6 +20,7 @@ from numba import njit
 from minidl.backend import _threads
 from minidl.backend._numba_common import _empty_nchw, _native_dtypes, _nhwc
 from minidl.backend._numba_kernels import _REDUCE, _u, _zero
+from minidl.memory_format import channels_last, contiguous
 
 
 @njit(cache=True, nogil=True)
@@ -90,6 +91,65 @@ def max_pool2d_forward_2x2(x, p0, p1, out, argmax):
                             arg = kh * 2 + kw
                 of[o + _u(ow)] = best
                 af[o + _u(ow)] = arg
+
+
+@njit(cache=True, nogil=True)
+def max_pool2d_forward_2x2_nhwc(x, n0, n1, out, argmax):
+    """:func:`max_pool2d_forward_2x2` for images [n0, n1) of a ``channels_last`` input: x (N, H, W, C), out and
+    argmax (N, OH, OW, C), the views of channels_last arrays. Each window's four pixels are four runs of C values,
+    compared channel by channel in the same (kh, kw) order, with the same tie and NaN rules (a loop over C
+    channels, vectorized)."""
+    H, W, C = x.shape[1], x.shape[2], x.shape[3]
+    OH, OW = out.shape[1], out.shape[2]
+    xf, of, af = x.reshape(-1), out.reshape(-1), argmax.reshape(-1)
+    L = _u(C)
+    for n in range(n0, n1):
+        for oh in range(OH):
+            for ow in range(OW):
+                o = _u(((n * OH + oh) * OW + ow) * C)
+                p00 = _u(((n * H + 2 * oh) * W + 2 * ow) * C)
+                p01, p10 = p00 + L, p00 + _u(W) * L
+                p11 = p10 + L
+                for c in range(L):
+                    best = xf[p00 + c]
+                    arg = 0
+                    v = xf[p01 + c]
+                    if v > best or v != v:
+                        best, arg = v, 1
+                    v = xf[p10 + c]
+                    if v > best or v != v:
+                        best, arg = v, 2
+                    v = xf[p11 + c]
+                    if v > best or v != v:
+                        best, arg = v, 3
+                    of[o + c] = best
+                    af[o + c] = arg
+
+
+@njit(cache=True, nogil=True)
+def max_pool2d_backward_2x2_nhwc(dout, argmax, n0, n1, dx):
+    """:func:`max_pool2d_backward_2x2` for images [n0, n1) of ``channels_last`` arrays: dout and argmax
+    (N, OH, OW, C), dx (N, H, W, C) views; each of a window's four pixels written once, a run of C values."""
+    H, W, C = dx.shape[1], dx.shape[2], dx.shape[3]
+    OH, OW = dout.shape[1], dout.shape[2]
+    gf, af, df = dout.reshape(-1), argmax.reshape(-1), dx.reshape(-1)
+    zero = dx.dtype.type(0)
+    L = _u(C)
+    for n in range(n0, n1):
+        if 2 * OH < H or 2 * OW < W:  # an odd last row or column belongs to no window
+            _zero(df, _u(n * H * W * C), _u(H * W * C))
+        for oh in range(OH):
+            for ow in range(OW):
+                o = _u(((n * OH + oh) * OW + ow) * C)
+                p00 = _u(((n * H + 2 * oh) * W + 2 * ow) * C)
+                p01, p10 = p00 + L, p00 + _u(W) * L
+                p11 = p10 + L
+                for c in range(L):
+                    k, g = af[o + c], gf[o + c]
+                    df[p00 + c] = g if k == 0 else zero
+                    df[p01 + c] = g if k == 1 else zero
+                    df[p10 + c] = g if k == 2 else zero
+                    df[p11 + c] = g if k == 3 else zero
 
 
 @njit(cache=True, nogil=True)
@@ -301,14 +361,24 @@ class PoolKernelsMixin:
     def _max_pool_planes(
         self, x: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int, OH: int, OW: int
     ) -> tuple[Any, Any]:
-        """Same as :meth:`NumpyBackend.max_pool2d_forward` (out, int32 argmax offsets), compiled."""
+        """Same as :meth:`NumpyBackend.max_pool2d_forward` (out, int32 argmax offsets), compiled; a 2 x 2, stride-2
+        window over a ``channels_last`` x gives ``channels_last`` out and argmax (:func:`max_pool2d_forward_2x2_nhwc`),
+        other windows copy it to C order."""
         N, C, H, W = x.shape
+        common = (KH, KW, SH, SW, PH, PW, DH, DW) == (2, 2, 2, 2, 0, 0, 1, 1) and 2 * OH <= H and 2 * OW <= W
+        xh = _nhwc(x) if common else None
+        if xh is not None:
+            out, out_h = _empty_nchw((N, C, OH, OW), x.dtype, True)
+            argmax, argmax_h = _empty_nchw((N, C, OH, OW), numpy.int32, True)
+            images = self._split(N, 4 * _threads.get_num_threads())
+            _threads.parallel_for(
+                lambda worker, task: max_pool2d_forward_2x2_nhwc(xh, *images[task], out_h, argmax_h), len(images)
+            )
+            return out, argmax
         x3 = numpy.ascontiguousarray(x).reshape(N * C, H, W)
         out = numpy.empty((N * C, OH, OW), dtype=x.dtype)
         argmax = numpy.empty((N * C, OH, OW), dtype=numpy.int32)
         tasks = self._planes(N * C)
-
-        common = (KH, KW, SH, SW, PH, PW, DH, DW) == (2, 2, 2, 2, 0, 0, 1, 1) and 2 * OH <= H and 2 * OW <= W
 
         def body(worker: int, task: int) -> None:
             if common:  # a kernel compiled for this window (see max_pool2d_forward_2x2)
@@ -334,15 +404,24 @@ class PoolKernelsMixin:
         DH: int,
         DW: int,
     ) -> Any:
-        """Same as :meth:`NumpyBackend.max_pool2d_backward`, compiled."""
+        """Same as :meth:`NumpyBackend.max_pool2d_backward`, compiled; ``channels_last`` (dx too) where the forward
+        ran so (its argmax is)."""
         N, C, H, W = x_shape
         OH, OW = dout.shape[2], dout.shape[3]
+        common = (KH, KW, SH, SW, PH, PW, DH, DW) == (2, 2, 2, 2, 0, 0, 1, 1) and 2 * OH <= H and 2 * OW <= W
+        argmax_h = _nhwc(argmax) if common else None
+        if argmax_h is not None:
+            gh = contiguous(dout, channels_last).transpose(0, 2, 3, 1)
+            dx, dx_h = _empty_nchw((N, C, H, W), dout.dtype, True)
+            images = self._split(N, 4 * _threads.get_num_threads())
+            _threads.parallel_for(
+                lambda worker, task: max_pool2d_backward_2x2_nhwc(gh, argmax_h, *images[task], dx_h), len(images)
+            )
+            return dx
         dout3 = numpy.ascontiguousarray(dout).reshape(N * C, OH, OW)
         argmax3 = numpy.ascontiguousarray(argmax).reshape(N * C, OH, OW)
         dx = numpy.empty((N * C, H, W), dtype=dout.dtype)
         tasks = self._planes(N * C)
-
-        common = (KH, KW, SH, SW, PH, PW, DH, DW) == (2, 2, 2, 2, 0, 0, 1, 1) and 2 * OH <= H and 2 * OW <= W
 
         def body(worker: int, task: int) -> None:
             if common:

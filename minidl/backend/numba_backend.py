@@ -46,8 +46,9 @@ Memory format: given a ``channels_last`` input (:mod:`minidl.memory_format`), th
 pixel's channels one run) and return a ``channels_last`` output: ``conv2d``, ``conv2d_relu``, ``conv2d_relu6``
 (direct 3 x 3, im2row, Winograd, 1 x 1, depthwise with one filter per channel; not other grouped ones nor an
 uneven ``'same'`` padding; dx laid out as x), ``batch_norm``,
-``batch_norm_relu``, ``batch_norm_relu6``, the elementwise ops when every input is (``relu``, ``add_relu``, ...; not
-``gelu``), and ``adaptive_avg_pool2d`` to 1 x 1. Other kernels copy it to C order first.
+``batch_norm_relu``, ``batch_norm_relu6``, the elementwise ops when every input is (``relu``, ``add_relu``,
+``gelu``, ...), ``max_pool2d`` with a 2 x 2 window and stride 2, and ``adaptive_avg_pool2d`` to 1 x 1. Other kernels
+copy it to C order first.
 
 Threads: see :mod:`minidl.backend._threads` (one pool of workers, the GEMMs inside them, BLAS held to one thread).
 

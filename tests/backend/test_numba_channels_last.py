@@ -164,7 +164,7 @@ def test_mixed_layouts_in_the_backward(x_shape, k, padding):
             assert minidl.is_contiguous(got[0])
 
 
-@pytest.mark.parametrize("op", ["relu", "add_relu", "leaky_relu"])
+@pytest.mark.parametrize("op", ["relu", "add_relu", "leaky_relu", "gelu"])
 def test_elementwise_keeps_channels_last(op):
     rng = np.random.default_rng(0)
     x, y = (rng.standard_normal((3, 5, 4, 6)).astype(np.float32) for _ in range(2))
@@ -180,10 +180,43 @@ def test_elementwise_keeps_channels_last(op):
     assert is_cl(out_cl) and is_cl(dx_cl)
     assert minidl.is_contiguous(mixed)  # inputs in different layouts: C-contiguous, as before
     flipped = x[:, :, :, ::-1]
+    if op == "gelu":  # (its reference's erf: compared within a float32 rounding)
+        with minidl.use_backend("numpy"):
+            assert_close(mixed, F.gelu_forward(flipped)[0], np.float32, "gelu, mixed layouts")
+        return
     want = {"add_relu": np.maximum(x + y, 0), "relu": np.maximum(flipped, 0), "leaky_relu": None}[op]
     if want is None:
         want = np.where(flipped > 0, flipped, np.float32(0.01) * flipped)
     assert np.array_equal(mixed, want)
+
+
+@pytest.mark.parametrize("shape", [(4, 16, 8, 8), (3, 5, 7, 9), (2, 64, 16, 16)])
+def test_max_pool_2x2_keeps_channels_last(shape):
+    """The 2 x 2, stride-2 window (odd sizes too: their last row or column is in no window) on a channels_last x:
+    out, the indices and dx equal the C-contiguous run's, with ties and a NaN."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(-3, 3, shape).astype(np.float32)  # small integers: many ties
+    x[0, 0, 0, 1] = np.nan
+    with minidl.use_backend("numba"):
+        out, cache = F.max_pool2d_forward(x, 2)
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        dx = F.max_pool2d_backward(dout, cache)
+        out_cl, cache_cl = F.max_pool2d_forward(to_cl(x), 2)
+        dx_cl = F.max_pool2d_backward(to_cl(dout), cache_cl)
+        mixed = F.max_pool2d_backward(dout, cache_cl)
+        indices, indices_cl = (nn.MaxPool2d(2, return_indices=True)(a)[1] for a in (x, to_cl(x)))
+    np.testing.assert_array_equal(out_cl, out)  # (NaN where NaN)
+    assert np.array_equal(dx_cl, dx) and np.array_equal(mixed, dx) and np.array_equal(indices_cl, indices)
+    assert is_cl(out_cl) and is_cl(dx_cl) and is_cl(mixed)
+
+
+def test_other_max_pool_windows_take_channels_last_too():
+    """A 3 x 3 window, stride 2, padding 1 (no channels-last kernel): the same values, from a copy in C order."""
+    x = np.random.default_rng(6).standard_normal((2, 8, 9, 9)).astype(np.float32)
+    with minidl.use_backend("numba"):
+        want, _ = F.max_pool2d_forward(x, 3, 2, 1)
+        got, _ = F.max_pool2d_forward(to_cl(x), 3, 2, 1)
+    assert np.array_equal(got, want)
 
 
 @pytest.mark.parametrize("shape", [(4, 16, 8, 8), (2, 3, 5, 7), (64, 64, 16, 16)])
