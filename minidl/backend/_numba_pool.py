@@ -93,6 +93,16 @@ def max_pool2d_forward_2x2(x, p0, p1, out, argmax):
                 af[o + _u(ow)] = arg
 
 
+@njit(nogil=True, inline="always")
+def _window_2x2_nhwc(n, oh, ow, OH, OW, H, W, C):
+    """Where output pixel (n, oh, ow) and its 2 x 2 window's four input pixels start in flat (N, OH, OW, C) and
+    (N, H, W, C) arrays: ``(o, p00, p01, p10, p11)``, each the start of a run of C values."""
+    o = _u(((n * OH + oh) * OW + ow) * C)
+    p00 = _u(((n * H + 2 * oh) * W + 2 * ow) * C)
+    p10 = p00 + _u(W * C)
+    return o, p00, p00 + _u(C), p10, p10 + _u(C)
+
+
 @njit(cache=True, nogil=True)
 def max_pool2d_forward_2x2_nhwc(x, n0, n1, out, argmax):
     """:func:`max_pool2d_forward_2x2` for images [n0, n1) of a ``channels_last`` input: x (N, H, W, C), out and
@@ -106,10 +116,7 @@ def max_pool2d_forward_2x2_nhwc(x, n0, n1, out, argmax):
     for n in range(n0, n1):
         for oh in range(OH):
             for ow in range(OW):
-                o = _u(((n * OH + oh) * OW + ow) * C)
-                p00 = _u(((n * H + 2 * oh) * W + 2 * ow) * C)
-                p01, p10 = p00 + L, p00 + _u(W) * L
-                p11 = p10 + L
+                o, p00, p01, p10, p11 = _window_2x2_nhwc(n, oh, ow, OH, OW, H, W, C)
                 for c in range(L):
                     best = xf[p00 + c]
                     arg = 0
@@ -140,10 +147,7 @@ def max_pool2d_backward_2x2_nhwc(dout, argmax, n0, n1, dx):
             _zero(df, _u(n * H * W * C), _u(H * W * C))
         for oh in range(OH):
             for ow in range(OW):
-                o = _u(((n * OH + oh) * OW + ow) * C)
-                p00 = _u(((n * H + 2 * oh) * W + 2 * ow) * C)
-                p01, p10 = p00 + L, p00 + _u(W) * L
-                p11 = p10 + L
+                o, p00, p01, p10, p11 = _window_2x2_nhwc(n, oh, ow, OH, OW, H, W, C)
                 for c in range(L):
                     k, g = af[o + c], gf[o + c]
                     df[p00 + c] = g if k == 0 else zero
