@@ -15,6 +15,9 @@ return a ``channels_last`` output, so a network fed ``channels_last`` batches st
 kernels, and the NumPy reference, accept it as any array and may return ``contiguous_format``. Nothing converts on
 its own: you choose the format of the batches you feed (``contiguous(x, channels_last)``), as with PyTorch's
 ``x.contiguous(memory_format=torch.channels_last)``. The weights' layout does not matter (the kernels transform them).
+In your own loop, convert each batch; with :func:`minidl.train.fit`, ``batch_transform=lambda x, y:
+(minidl.contiguous(x, minidl.channels_last), y)`` converts the training batches (the validation ones keep their
+layout: the same results, a little slower). ``benchmarks/bench_train.py --channels-last`` measures the difference.
 
 Examples:
     >>> import numpy as np
