@@ -23,9 +23,8 @@ import numpy as np
 from numba import njit
 
 from minidl.backend import _threads
-from minidl.backend._numba_common import _NATIVE, _ceil_div, _native_dtypes, _nhwc
+from minidl.backend._numba_common import _NATIVE, _as_nhwc, _ceil_div, _native_dtypes, _nhwc
 from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, epilogue
-from minidl.memory_format import channels_last, contiguous
 
 
 @njit(cache=True, nogil=True, fastmath=_REDUCE)
@@ -633,7 +632,7 @@ class BatchNormKernelsMixin:
         (:func:`batch_norm_backward_totals`), then the training dx of the chunks (:func:`batch_norm_backward_rows`)."""
         C, dtype = xh.shape[3], dout.dtype
         xf = xh.reshape(-1)
-        gf = contiguous(dout, channels_last).transpose(0, 2, 3, 1).reshape(-1)
+        gf = _as_nhwc(dout).reshape(-1)
         M = xf.size // C
         chunks = _row_chunks(M, C, dtype.itemsize)
         v = self._tiled_vectors(mean, inv_std, gamma, beta, dtype, 6)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy
 
-from minidl.memory_format import channels_last, suggest_memory_format
+from minidl.memory_format import channels_last, contiguous, suggest_memory_format
 
 _CHUNK_BYTES = 1 << 21  # target size of one chunk's im2row buffer (or Winograd tiles): about a core's L2 cache
 _MIN_CHUNKS = 16  # chunks a batch is cut into at least (when it has that many images)
@@ -74,6 +74,18 @@ def _nhwc(x: Any) -> Any:
     """The (N, H, W, C) C-contiguous view of ``x`` when it is laid out ``channels_last`` (see
     :func:`minidl.suggest_memory_format`), else None: the kernels that keep that format read and write such views."""
     return x.transpose(0, 2, 3, 1) if suggest_memory_format(x) == channels_last else None
+
+
+def _as_nhwc(x: Any) -> Any:
+    """The (N, H, W, C) C-contiguous view of x laid out ``channels_last``: of x itself when it is, else of a copy
+    (:func:`minidl.contiguous`): what a kernel that runs channels last takes for an array that came in either layout."""
+    return contiguous(x, channels_last).transpose(0, 2, 3, 1)
+
+
+def _dims(a: Any, nhwc: bool) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a batch as the kernels index it: (N, C, H, W), or (N, H, W, C) with ``nhwc`` (what
+    :func:`~minidl.backend._numba_kernels.image_dims` gives inside a kernel)."""
+    return (a.shape[3], a.shape[1], a.shape[2]) if nhwc else (a.shape[1], a.shape[2], a.shape[3])
 
 
 def _kernel_view(x: Any) -> tuple[Any, bool]:

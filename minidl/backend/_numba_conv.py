@@ -77,7 +77,7 @@ from minidl.backend._numba_common import (
 from minidl.backend._numba_depthwise import DepthwiseKernelsMixin
 from minidl.backend._numba_pointwise import PointwiseKernelsMixin
 from minidl.backend._numba_winograd_conv import WinogradKernelsMixin
-from minidl.memory_format import channels_last, contiguous, suggest_memory_format
+from minidl.memory_format import contiguous, suggest_memory_format
 
 _SMALL_O_BLOCK = 256  # rows per backward GEMM call when O <= 16 (measured: the best block for such thin GEMMs)
 # 3 x 3 stride-1 forwards with at most this many input channels run direct (``_numba_direct.py``; measured at
@@ -136,7 +136,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         else:
             geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
             dx, dw = self._conv2d_dense_backward(dout, x, weight, *geometry, compute_dw)
-            # dx laid out as x (Winograd's dx, a convolution of dout, comes as dout is: they differ only when mixed)
+            # dx laid out as x, for every algorithm here (Winograd's dx, a convolution of dout, comes as dout is; the
+            # direct 3 x 3's in C order, its few channels copied here)
             if suggest_memory_format(dx) != suggest_memory_format(x):
                 dx = contiguous(dx, suggest_memory_format(x))
         if crop is not None:  # the extra rows / columns of an uneven 'same' were padding
@@ -305,12 +306,9 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         sum per chunk, added in chunk order (thread-count independent)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
-        x_nhwc = _nhwc(x) is not None
         x, dout = numpy.ascontiguousarray(x), numpy.ascontiguousarray(dout, dtype=dtype)
         w_flip = numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        dx = self._direct_conv(dout, w_flip, None, 2 - PH, 2 - PW, None)
-        if x_nhwc:  # dx laid out as x is (a copy of C <= _DIRECT_MAX_C channels; dout C-contiguous serves dW)
-            dx = contiguous(dx, channels_last)
+        dx = self._direct_conv(dout, w_flip, None, 2 - PH, 2 - PW, None)  # (C order: _conv2d_backward lays it out)
         if not compute_dw:
             return dx, None
         HP, WP = H + 2 * PH, W + 2 * PW

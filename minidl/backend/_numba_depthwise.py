@@ -50,10 +50,18 @@ import numpy
 from numba import njit
 
 from minidl.backend import _threads
-from minidl.backend._numba_common import _MIN_CHUNKS, _add_in_order, _ceil_div, _empty_nchw, _native_dtypes, _nhwc
+from minidl.backend._numba_common import (
+    _MIN_CHUNKS,
+    _add_in_order,
+    _as_nhwc,
+    _ceil_div,
+    _dims,
+    _empty_nchw,
+    _native_dtypes,
+    _nhwc,
+)
 from minidl.backend._numba_depthwise_cl import depthwise_backward_channels_last, depthwise_forward_channels_last
 from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, _zero, bias_arguments, epilogue
-from minidl.memory_format import channels_last, contiguous
 
 # channels last (measured, see the module docstring): 32+ channels, and outputs 8 or fewer columns wide or 10+ taps
 _CHANNELS_LAST_MAX_OW = 8
@@ -341,8 +349,9 @@ class DepthwiseKernelsMixin:
         ReLU6) in the same pass."""
         N, C, H, W = x.shape
         O, _, KH, KW = weight.shape
-        nhwc = O == C and _nhwc(x) is not None  # a channels_last x: the channels-last kernel, in place
-        x = _nhwc(x) if nhwc else numpy.ascontiguousarray(x)
+        xh = _nhwc(x) if O == C else None  # a channels_last x: the channels-last kernel, in place
+        nhwc = xh is not None
+        x = xh if nhwc else numpy.ascontiguousarray(x)
         w3 = numpy.ascontiguousarray(weight).reshape(O, KH, KW)
         b, has_bias = bias_arguments(bias, x.dtype)
         out, out_nhwc = _empty_nchw((N, O, OH, OW), x.dtype, nhwc)
@@ -388,10 +397,10 @@ class DepthwiseKernelsMixin:
         N, C, H, W = x.shape
         O, _, KH, KW = weight.shape
         w3 = numpy.ascontiguousarray(weight).reshape(O, KH, KW)
-        if O == C and _nhwc(x) is not None:  # channels_last: read and written in place, dx laid out as x
-            dout_h = contiguous(dout, channels_last).transpose(0, 2, 3, 1)
+        xh = _nhwc(x) if O == C else None
+        if xh is not None:  # channels_last: read and written in place, dx laid out as x
             return self._depthwise_backward_channels_last(
-                dout_h, _nhwc(x), w3, SH, SW, PH, PW, DH, DW, compute_dw, True
+                _as_nhwc(dout), xh, w3, SH, SW, PH, PW, DH, DW, compute_dw, True
             )
         dout, x = numpy.ascontiguousarray(dout), numpy.ascontiguousarray(x)
         if self._depthwise_channels_last(C, O, dout.shape[3], KH, KW):
@@ -437,8 +446,7 @@ class DepthwiseKernelsMixin:
         (:func:`~minidl.backend._numba_depthwise_cl.depthwise_backward_channels_last`), in parallel over chunks of
         N // _MIN_CHUNKS images (at least one; at least _MIN_CHUNKS chunks when the batch has that many images), each
         with its own float64 dW partial sum, added in chunk order: the results do not depend on the thread count."""
-        N, C, H, W = (x.shape[0], x.shape[3], x.shape[1], x.shape[2]) if nhwc else x.shape
-        OH, OW = (dout.shape[1], dout.shape[2]) if nhwc else (dout.shape[2], dout.shape[3])
+        N, (C, H, W), (_, OH, OW) = x.shape[0], _dims(x, nhwc), _dims(dout, nhwc)
         KH, KW = w3.shape[1], w3.shape[2]
         dtype = dout.dtype
         w_t = numpy.ascontiguousarray(w3.reshape(C, KH * KW).T)

@@ -31,8 +31,15 @@ import numpy
 
 from minidl.backend import _numba_kernels as _k
 from minidl.backend import _threads
-from minidl.backend._numba_common import _CHUNK_BYTES, _MIN_CHUNKS, _add_in_order, _ceil_div, _empty_nchw, _nhwc
-from minidl.memory_format import channels_last, contiguous
+from minidl.backend._numba_common import (
+    _CHUNK_BYTES,
+    _MIN_CHUNKS,
+    _add_in_order,
+    _as_nhwc,
+    _ceil_div,
+    _empty_nchw,
+    _nhwc,
+)
 
 # 1 x 1 convolutions with fewer output pixels per image run as one product over the chunk's columns (W @ X, X the
 # chunk as (C, images OH OW)) instead of a stack of (O, C) @ (C, OH OW) products this thin (see the module docstring)
@@ -208,8 +215,8 @@ class PointwiseKernelsMixin:
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = dout.shape[2], dout.shape[3]
-        gh = contiguous(dout.astype(dtype, copy=False), channels_last).transpose(0, 2, 3, 1)
-        xh = contiguous(x, channels_last).transpose(0, 2, 3, 1) if compute_dw else None  # (N, H, W, C) rows
+        gh = _as_nhwc(dout.astype(dtype, copy=False))
+        xh = _as_nhwc(x) if compute_dw else None  # (N, H, W, C) rows
         w2 = numpy.ascontiguousarray(weight.reshape(O, C))
         strided = (SH, SW) != (1, 1)
         dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, True)

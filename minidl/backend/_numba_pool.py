@@ -18,9 +18,8 @@ import numpy
 from numba import njit
 
 from minidl.backend import _threads
-from minidl.backend._numba_common import _empty_nchw, _native_dtypes, _nhwc
+from minidl.backend._numba_common import _as_nhwc, _empty_nchw, _native_dtypes, _nhwc
 from minidl.backend._numba_kernels import _REDUCE, _u, _zero
-from minidl.memory_format import channels_last, contiguous
 
 
 @njit(cache=True, nogil=True)
@@ -415,7 +414,7 @@ class PoolKernelsMixin:
         common = (KH, KW, SH, SW, PH, PW, DH, DW) == (2, 2, 2, 2, 0, 0, 1, 1) and 2 * OH <= H and 2 * OW <= W
         argmax_h = _nhwc(argmax) if common else None
         if argmax_h is not None:
-            gh = contiguous(dout, channels_last).transpose(0, 2, 3, 1)
+            gh = _as_nhwc(dout)
             dx, dx_h = _empty_nchw((N, C, H, W), dout.dtype, True)
             images = self._split(N, 4 * _threads.get_num_threads())
             _threads.parallel_for(

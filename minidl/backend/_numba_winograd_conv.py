@@ -31,6 +31,7 @@ from minidl.backend._numba_common import (
     _MIN_CHUNKS,
     _add_in_order,
     _ceil_div,
+    _dims,
     _empty_nchw,
     _kernel_view,
 )
@@ -165,7 +166,7 @@ class WinogradKernelsMixin:
     ) -> Planes:  # fmt: skip
         """V: the transformed input tiles of images [n0, n1) as :meth:`_wino_planes` of (tiles, C), in a per-worker
         buffer (x as the kernels index it: (N, C, H, W), or (N, H, W, C) with ``nhwc``)."""
-        V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, x.shape[3 if nhwc else 1], x.dtype)
+        V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, _dims(x, nhwc)[0], x.dtype)
         self._input_tiles(worker, x, nhwc, n0, n1, n0, PH, PW, TH, TW, V)
         return V
 
@@ -174,7 +175,7 @@ class WinogradKernelsMixin:
         V: Planes,
     ) -> None:  # fmt: skip
         """:func:`_numba_winograd.input_tiles` of images [n0, n1) into V (tiles numbered from image ``first``)."""
-        scratch = self._buffer(worker, "wino_x", ((2 * TH + 2) * 2 * (TW + 1) * x.shape[3 if nhwc else 1],), x.dtype)
+        scratch = self._buffer(worker, "wino_x", ((2 * TH + 2) * 2 * (TW + 1) * _dims(x, nhwc)[0],), x.dtype)
         _wino.input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, scratch, V.flat, V.plane)
 
     # Layers with few tiles per chunk (small images, many channels: VGG's 512 channels at 4 x 4 or 2 x 2) have a big U
@@ -192,7 +193,7 @@ class WinogradKernelsMixin:
         """V of the whole batch (tiles numbered from image 0), :meth:`_wino_planes` of (N TH TW, C), in parallel over
         chunks of ``nb`` images."""
         N = x.shape[0]
-        V = self._wino_planes(None, "", N * TH * TW, x.shape[3 if nhwc else 1], x.dtype)
+        V = self._wino_planes(None, "", N * TH * TW, _dims(x, nhwc)[0], x.dtype)
         self._over_images(
             N, nb, lambda worker, n0, n1: self._input_tiles(worker, x, nhwc, n0, n1, 0, PH, PW, TH, TW, V)
         )
@@ -343,7 +344,7 @@ class WinogradKernelsMixin:
         M = V @ U, output tiles into ``out`` (x and out as the kernels index them: (N, C, H, W) and (N, O, OH, OW), or
         with ``nhwc`` both channels last, (N, H, W, C) and (N, OH, OW, O))."""
         N = x.shape[0]
-        C, H, W = (x.shape[3], x.shape[1], x.shape[2]) if nhwc else x.shape[1:]
+        C, H, W = _dims(x, nhwc)
         O, dtype = weight.shape[0], x.dtype
         OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize, tile=4)
@@ -364,7 +365,7 @@ class WinogradKernelsMixin:
         """``(V, t)``: the F(4x4, 3x3) input tiles of images [n0, n1) as :meth:`_wino_planes` of (tiles, C), in a
         per-worker buffer, and the per-worker scratch ``t`` of the transforms (40 TW max(C, O) values: also what
         ``output_tiles`` and ``output_gradient_tiles`` of ``_numba_winograd4.py`` need for O output channels)."""
-        C, dtype = x.shape[3 if nhwc else 1], x.dtype
+        C, dtype = _dims(x, nhwc)[0], x.dtype
         V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype, 36)
         xt = self._buffer(worker, "wino_x", ((4 * TH + 2) * 4 * (TW + 1) * C,), dtype)
         t = self._buffer(worker, "wino_t", (40 * TW * max(C, O),), dtype)
@@ -385,9 +386,9 @@ class WinogradKernelsMixin:
         24 -> 32 at 31: 1.14, 32 -> 48 at 16: 1.13, 64 -> 64 at 8: 1.21. (With an input transform 1.2-1.4x slower,
         as ``_numba_winograd4.input_tiles`` was before its second pass wrote one V plane per loop, F(2x2, 3x3)'s dW
         won below 48 output channels.)"""
-        N, C = x.shape[0], x.shape[3 if nhwc else 1]
+        N, C = x.shape[0], _dims(x, nhwc)[0]
         O, dtype = w_shape[0], x.dtype
-        OH, OW = (dout.shape[1], dout.shape[2]) if dout_nhwc else (dout.shape[2], dout.shape[3])
+        OH, OW = _dims(dout, dout_nhwc)[1:]
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize, tile=4)
         # at least _WINOGRAD_MIN_ROWS tiles per chunk where _WINOGRAD4_MIN_CHUNKS chunks remain: each chunk's 36 GEMMs
         # write a (36, C, O) partial sum, summed over its tiles only (64 -> 64 channels at 8 x 8, batch 128: 8 images
