@@ -72,7 +72,6 @@ from minidl.backend._numba_common import (
     _empty_nchw,
     _kernel_view,
     _native_dtypes,
-    _nhwc,
 )
 from minidl.backend._numba_depthwise import DepthwiseKernelsMixin
 from minidl.backend._numba_pointwise import PointwiseKernelsMixin
@@ -136,8 +135,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         else:
             geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
             dx, dw = self._conv2d_dense_backward(dout, x, weight, *geometry, compute_dw)
-            # dx laid out as x, for every algorithm here (Winograd's dx, a convolution of dout, comes as dout is; the
-            # direct 3 x 3's in C order, its few channels copied here)
+            # dx laid out as x, for every algorithm here (Winograd's and the direct 3 x 3's dx, convolutions of dout,
+            # come as dout is: a channels_last dout into a C-order x, or the reverse, is copied here)
             if suggest_memory_format(dx) != suggest_memory_format(x):
                 dx = contiguous(dx, suggest_memory_format(x))
         if crop is not None:  # the extra rows / columns of an uneven 'same' were padding
@@ -281,8 +280,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         O, dtype = weight.shape[0], x.dtype
         HP, WP = H + 2 * PH, W + 2 * PW
         OH, OW = HP - 2, WP - 2
-        nhwc = _nhwc(x) is not None  # then the output is channels_last too (the input has few channels: copied)
-        x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(weight, dtype=dtype)
+        x, nhwc = _kernel_view(x)  # a channels_last x is read as it lies, and the output is channels_last too
+        w = numpy.ascontiguousarray(weight, dtype=dtype)
         b, has_bias = _k.bias_arguments(bias, dtype)
         out, out_nhwc = _empty_nchw((N, O, OH, OW), dtype, nhwc)
         relu, cap = _k.epilogue(relu_max, dtype)
@@ -292,7 +291,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             acc = self._buffer(worker, "direct_acc", (2 * ((OH - 1) * WP + OW),), dtype)
             ot = self._buffer(worker, "direct_out", (O * OH * OW if nhwc else 1,), dtype)  # (channels_last's scratch)
             target = out_nhwc if nhwc else out
-            _direct.direct3x3_forward(x, w, b, has_bias, n0, n1, PH, PW, relu, cap, xp, acc, target, nhwc, ot)
+            _direct.direct3x3_forward(x, nhwc, w, b, has_bias, n0, n1, PH, PW, relu, cap, xp, acc, target, nhwc, ot)
 
         self._over_images(N, max(1, N // _MIN_CHUNKS), body)
         return out
@@ -306,13 +305,15 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         sum per chunk, added in chunk order (thread-count independent)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
-        x, dout = numpy.ascontiguousarray(x), numpy.ascontiguousarray(dout, dtype=dtype)
+        dout = dout.astype(dtype, copy=False)
         w_flip = numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        dx = self._direct_conv(dout, w_flip, None, 2 - PH, 2 - PW, None)  # (C order: _conv2d_backward lays it out)
+        dx = self._direct_conv(dout, w_flip, None, 2 - PH, 2 - PW, None)  # laid out as dout (_conv2d_backward: as x)
         if not compute_dw:
             return dx, None
         HP, WP = H + 2 * PH, W + 2 * PW
         L = (dout.shape[2] - 1) * WP + dout.shape[3]
+        x, nhwc = _kernel_view(x)  # (each read as it lies: channels_last or C order)
+        dout, dout_nhwc = _kernel_view(dout)
         nb = max(1, N // _MIN_CHUNKS)
         parts = numpy.zeros((max(1, _ceil_div(N, nb)), O, C, 9))  # zeros: an empty batch
 
@@ -320,10 +321,10 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             n0, n1 = task * nb, min(N, (task + 1) * nb)
             xp = self._buffer(worker, "direct_x", (C * HP * WP,), dtype)
             dp = self._buffer(worker, "direct_dout", (O * L,), dtype)
-            _direct.direct3x3_weight_gradient(x, dout, n0, n1, PH, PW, False, xp, dp, parts[task])
+            _direct.direct3x3_weight_gradient(x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, False, xp, dp, parts[task])
             if not numpy.isfinite(parts[task]).all():  # an inf or NaN in the chunk: sum its output pixels only
                 parts[task][...] = 0
-                _direct.direct3x3_weight_gradient(x, dout, n0, n1, PH, PW, True, xp, dp, parts[task])
+                _direct.direct3x3_weight_gradient(x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, True, xp, dp, parts[task])
 
         _threads.parallel_for(body, _ceil_div(N, nb))
         return dx, _add_in_order(parts).reshape(O, C, 3, 3).astype(dtype)

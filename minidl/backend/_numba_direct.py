@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, transpose4
+from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, image_dims, transpose4
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -55,9 +55,17 @@ def _taps(wf, k):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _padded_copy(xf, n, C, H, W, PH, PW, xp):
-    """Image n of x (flat ``xf``, (N, C, H, W)) into the inside of the zero-padded planes ``xp`` (C, HP, WP)."""
+def _padded_copy(xf, nhwc, n, C, H, W, PH, PW, xp):
+    """Image n of x (flat ``xf``, (N, C, H, W), or (N, H, W, C) with ``nhwc``: a ``channels_last`` batch, each
+    pixel's C values copied to their C planes) into the inside of the zero-padded planes ``xp`` (C, HP, WP)."""
     HP, WP = H + 2 * PH, W + 2 * PW
+    if nhwc:
+        for h in range(H):
+            for w in range(W):
+                s, d = _u(((n * H + h) * W + w) * C), _u((h + PH) * WP + PW + w)
+                for c in range(_u(C)):
+                    xp[d + c * _u(HP * WP)] = xf[s + c]
+        return
     for c in range(C):
         for h in range(H):
             s, d = _u(((n * C + c) * H + h) * W), _u((c * HP + h + PH) * WP + PW)
@@ -66,16 +74,17 @@ def _padded_copy(xf, n, C, H, W, PH, PW, xp):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def direct3x3_forward(x, weight, bias, has_bias, n0, n1, PH, PW, relu, relu_max, xp, acc, out, nhwc, ot):
+def direct3x3_forward(x, x_nhwc, weight, bias, has_bias, n0, n1, PH, PW, relu, relu_max, xp, acc, out, nhwc, ot):
     """Images [n0, n1) of out = conv2d(x, weight, bias) (then min(relu, relu_max) with ``relu``) for a 3 x 3,
     stride-1, undilated weight and padding (PH, PW), computed directly (see the module docstring).
 
     x (N, C, H, W), weight (O, C, 3, 3), bias (O,) (read when has_bias), out (N, O, OH, OW), all C-contiguous;
-    with ``nhwc`` out is the (N, OH, OW, O) view of a ``channels_last`` output instead: each image's planes go to the
+    with ``x_nhwc`` x is the (N, H, W, C) view of a ``channels_last`` input instead (copied into ``xp`` pixel by
+    pixel); with ``nhwc`` out is the (N, OH, OW, O) view of a ``channels_last`` output: each image's planes go to the
     scratch ``ot`` (O OH OW values), then transposed into it in 4 x 4 blocks (written plane by plane with a stride of
     O values, the layer ran 1.5x slower); xp scratch of C (H + 2 PH) (W + 2 PW) values, acc of
     2 (OH - 1) (W + 2 PW) + 2 OW."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    C, H, W = image_dims(x, x_nhwc)
     O = weight.shape[0]
     OH, OW = (out.shape[1], out.shape[2]) if nhwc else (out.shape[2], out.shape[3])
     HP, WP = H + 2 * PH, W + 2 * PW
@@ -86,7 +95,7 @@ def direct3x3_forward(x, weight, bias, has_bias, n0, n1, PH, PW, relu, relu_max,
     for i in range(_u(C * HP * WP)):  # the padding; each image then overwrites the inside
         xp[i] = zero
     for n in range(n0, n1):
-        _padded_copy(xf, n, C, H, W, PH, PW, xp)
+        _padded_copy(xf, x_nhwc, n, C, H, W, PH, PW, xp)
         for o in range(0, O, 2):
             p = min(o + 1, O - 1)  # the pair's second channel (o itself when O is odd: computed twice)
             bo = bias[o] if has_bias else zero
@@ -151,15 +160,16 @@ def _add_tap_products(xp, j, row, g, h, acc):
 # ``exact`` the sums run row by row over the OW real columns only (2.5x slower: LLVM reduces its vector accumulators
 # at the end of every row), which the driver does for a chunk whose fast sums came out inf or NaN.
 @njit(cache=True, nogil=True, fastmath=_REDUCE)
-def direct3x3_weight_gradient(x, dout, n0, n1, PH, PW, exact, xp, dp, dw):
+def direct3x3_weight_gradient(x, x_nhwc, dout, dout_nhwc, n0, n1, PH, PW, exact, xp, dp, dw):
     """dw[o, c, 3 kh + kw] += the weight gradient of images [n0, n1) of a 3 x 3 stride-1 convolution (see above),
     each image's dot products summed in the arrays' dtype (vectorized) and added into ``dw`` (float64); over the
     padded rows, or with ``exact`` over the output pixels only.
 
-    x (N, C, H, W), dout (N, O, OH, OW), dw (O, C, 9) float64, all C-contiguous; xp scratch of C (H + 2 PH)
+    x (N, C, H, W), dout (N, O, OH, OW), dw (O, C, 9) float64, all C-contiguous; x and dout the (N, H, W, C) and
+    (N, OH, OW, O) views of ``channels_last`` arrays with ``x_nhwc`` and ``dout_nhwc``; xp scratch of C (H + 2 PH)
     (W + 2 PW) values, dp of O ((OH - 1) (W + 2 PW) + OW)."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    O, OH, OW = dout.shape[1], dout.shape[2], dout.shape[3]
+    C, H, W = image_dims(x, x_nhwc)
+    O, OH, OW = image_dims(dout, dout_nhwc)
     HP, WP = H + 2 * PH, W + 2 * PW
     L = _u((OH - 1) * WP + OW)
     xf, df, wf = x.reshape(-1), dout.reshape(-1), dw.reshape(-1)
@@ -170,12 +180,19 @@ def direct3x3_weight_gradient(x, dout, n0, n1, PH, PW, exact, xp, dp, dw):
     for i in range(_u(O) * L):  # the extra columns stay zero
         dp[i] = zero
     for n in range(n0, n1):
-        _padded_copy(xf, n, C, H, W, PH, PW, xp)
-        for o in range(O):  # dout[n, o] into rows WP long
+        _padded_copy(xf, x_nhwc, n, C, H, W, PH, PW, xp)
+        if dout_nhwc:  # each pixel's O values to their O rows
             for oh in range(OH):
-                s, d = _u(((n * O + o) * OH + oh) * OW), _u(o) * L + _u(oh * WP)
-                for ow in range(_u(OW)):
-                    dp[d + ow] = df[s + ow]
+                for ow in range(OW):
+                    s, d = _u(((n * OH + oh) * OW + ow) * O), _u(oh * WP + ow)
+                    for o in range(_u(O)):
+                        dp[d + o * L] = df[s + o]
+        else:
+            for o in range(O):  # dout[n, o] into rows WP long
+                for oh in range(OH):
+                    s, d = _u(((n * O + o) * OH + oh) * OW), _u(o) * L + _u(oh * WP)
+                    for ow in range(_u(OW)):
+                        dp[d + ow] = df[s + ow]
         for o in range(0, O, 2):
             p = min(o + 1, O - 1)
             do, dq = _u(o) * L, _u(p) * L

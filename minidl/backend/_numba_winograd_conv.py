@@ -300,7 +300,8 @@ class WinogradKernelsMixin:
         dtype = dU.view.dtype
         chunks = _ceil_div(N, nb)
         groups = self._split(chunks, max(1, min(chunks, _DW_BYTES // (count * C * O * dtype.itemsize))))
-        dU_parts = numpy.zeros((max(len(groups), 1), count, C, O), dtype=dtype)
+        # each group's first chunk writes its partial sum whole (zeros only for an empty batch: no chunk writes)
+        dU_parts = (numpy.empty if N else numpy.zeros)((max(len(groups), 1), count, C, O), dtype=dtype)
 
         def body(worker: int, group: int) -> None:
             for chunk in range(*groups[group]):
@@ -314,7 +315,7 @@ class WinogradKernelsMixin:
                     dU_parts[group] += part
 
         _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
-        numpy.copyto(dU.view, _add_in_order(dU_parts))
+        _add_in_order(dU_parts, dU.flat, dU.plane)  # into dU's planes
 
     # ------------------------------------------------------------------ F(4x4, 3x3) (see _numba_winograd4.py)
     def _winograd4_applies(self, N: int, C: int, O: int, OH: int, OW: int) -> bool:

@@ -131,20 +131,26 @@ def test_convolution_channels_last_any_shape(n, c, o, h, w, k, stride, padding, 
     assert is_cl(cl[1])
 
 
-def test_winograd_results_are_the_same_bits():
-    """Winograd's channels_last copies fill the same tiles: forward, dx and dW equal bit for bit."""
-    plain, cl = conv_both((16, 16, 16, 16), (16, 16, 3, 3), 1, 1)
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape"),
+    [((16, 16, 16, 16), (16, 16, 3, 3)), ((8, 3, 12, 10), (16, 3, 3, 3))],
+    ids=["winograd", "direct"],
+)
+def test_results_are_the_same_bits(x_shape, w_shape):
+    """Winograd's channels_last copies fill the same tiles, the direct 3 x 3's the same padded planes (its input and,
+    for dW, dout): forward, dx and dW equal bit for bit."""
+    plain, cl = conv_both(x_shape, w_shape, 1, 1)
     for want, got in zip(plain[:3], cl[:3], strict=True):
         assert np.array_equal(got, want)
 
 
 @pytest.mark.parametrize(
     ("x_shape", "k", "padding"),
-    [((16, 16, 12, 12), 3, 1), ((4, 5, 9, 9), 1, 0), ((4, 1, 9, 9), 1, 0), ((4, 1, 9, 9), 3, 1)],
+    [((16, 16, 12, 12), 3, 1), ((4, 5, 9, 9), 1, 0), ((4, 1, 9, 9), 1, 0), ((4, 1, 9, 9), 3, 1), ((4, 3, 10, 9), 3, 1)],
 )
 def test_mixed_layouts_in_the_backward(x_shape, k, padding):
     """A channels_last x with a C-contiguous dout (or the reverse) still gives the right gradients (3 x 3 and 1 x 1,
-    one input channel too, whose C-contiguous array is in both layouts)."""
+    one input channel too, whose C-contiguous array is in both layouts; RGB: the direct 3 x 3)."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = (rng.standard_normal((16, x_shape[1], k, k)) / 12).astype(np.float32)
