@@ -16,7 +16,7 @@ import numpy as np  # noqa: F401  (the doctests use it)
 from minidl.nn._checks import check_int
 from minidl.nn.activation import ReLU, Sigmoid
 from minidl.nn.conv import Conv2d
-from minidl.nn.merge import ChannelMul, add_gradients
+from minidl.nn.merge import ChannelMul
 from minidl.nn.module import Module
 from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d
 
@@ -88,7 +88,7 @@ class SqueezeExcitation(Module):
     def backward(self, dout: Any) -> Any:
         dx, dscale = self.mul.backward(dout)
         d = self.fc1.backward(self.activation.backward(self.fc2.backward(self.scale_activation.backward(dscale))))
-        return add_gradients(dx, self.avgpool.backward(d))  # x fed the product and the squeeze: the gradients add
+        return dx + self.avgpool.backward(d)  # x fed the product and the squeeze: the gradients add
 
     def receptive_field_branches(self) -> list[list[Module]]:
         """The gate is global (it sees the whole image) but spatially constant: for :func:`minidl.summary` the

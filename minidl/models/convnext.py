@@ -36,7 +36,7 @@ from minidl.nn.conv import Conv2d
 from minidl.nn.dispatch import F
 from minidl.nn.flatten import Flatten
 from minidl.nn.linear import Linear
-from minidl.nn.merge import Add, add_gradients
+from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization_group import LayerNorm
 from minidl.nn.parameter import Parameter
@@ -136,7 +136,7 @@ class CNBlock(Module):
         d = self.add.backward(dout)  # to the branch and to the shortcut
         dbranch, dgamma = F.layer_scale_backward(self.stochastic_depth.backward(d), cache)
         self.layer_scale.accumulate_grad(dgamma.reshape(self.layer_scale.shape))
-        return add_gradients(d, self.block.backward(dbranch))
+        return d + self.block.backward(dbranch)
 
 
 class CNBlockConfig(NamedTuple):

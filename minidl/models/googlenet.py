@@ -37,7 +37,6 @@ from minidl.nn.conv import Conv2d
 from minidl.nn.dropout import Dropout
 from minidl.nn.flatten import Flatten
 from minidl.nn.linear import Linear
-from minidl.nn.merge import add_gradients
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d
 from minidl.nn.pooling import MaxPool2d
@@ -146,7 +145,7 @@ class Inception(Module):
         dx, start = None, 0
         for branch, size in zip(self.branches(), self.sizes, strict=True):
             d = branch.backward(dout[:, start : start + size])  # each branch gets its own channels' gradient
-            dx = d if dx is None else add_gradients(dx, d)  # x fed all four: the gradients add
+            dx = d if dx is None else dx + d  # x fed all four: the gradients add
             start += size
         return dx
 
@@ -373,10 +372,10 @@ class GoogLeNet(Module):
         for layer in reversed(self._head()):
             d = layer.backward(d)
         if with_aux and daux2 is not None:
-            d = add_gradients(d, self.aux2.backward(daux2))  # inception4d's output fed the head and aux2
+            d = d + self.aux2.backward(daux2)  # inception4d's output fed the head and aux2
         d = self.inception4b.backward(self.inception4c.backward(self.inception4d.backward(d)))
         if with_aux and daux1 is not None:
-            d = add_gradients(d, self.aux1.backward(daux1))
+            d = d + self.aux1.backward(daux1)
         d = self.inception4a.backward(d)
         for layer in reversed(self._stem()):
             d = layer.backward(d)

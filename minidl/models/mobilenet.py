@@ -37,7 +37,6 @@ from minidl.nn.conv import Conv2d
 from minidl.nn.dropout import Dropout
 from minidl.nn.flatten import Flatten
 from minidl.nn.linear import Linear
-from minidl.nn.merge import add_gradients
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d
 from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d
@@ -177,7 +176,7 @@ class InvertedResidual(Module):
     def backward(self, dout: Any) -> Any:
         dx = self.conv.backward(dout)
         if self.use_res_connect:
-            dx = add_gradients(dx, dout)  # the identity branch passes the gradient unchanged; the fork at x adds it
+            dx = dx + dout  # the identity branch passes the gradient unchanged; the fork at x adds it
         return dx
 
 

@@ -36,7 +36,7 @@ from minidl.nn.conv import Conv2d
 from minidl.nn.dropout import Dropout
 from minidl.nn.flatten import Flatten
 from minidl.nn.linear import Linear
-from minidl.nn.merge import Add, add_gradients
+from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d
 from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d
@@ -155,7 +155,7 @@ class InvertedResidualSE(Module):
             d_branch = self.stochastic_depth.backward(d)
         else:
             d_branch = d
-        return add_gradients(d, self.block.backward(d_branch))
+        return d + self.block.backward(d_branch)
 
 
 def _init_like_torchvision(model: Module) -> None:

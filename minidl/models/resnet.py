@@ -51,7 +51,7 @@ from minidl.nn.containers import Sequential
 from minidl.nn.conv import Conv2d
 from minidl.nn.flatten import Flatten
 from minidl.nn.linear import Linear
-from minidl.nn.merge import Add, add_gradients
+from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d
 from minidl.nn.pooling import MaxPool2d
@@ -188,7 +188,7 @@ class BasicBlock(_ResidualBlock):
         dz = self.add.backward(self.relu2.backward(dout))  # the sum hands its gradient to both terms
         d = self.conv2.backward(self.bn2.backward(dz))
         d = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
-        return add_gradients(d, self._shortcut_backward(dz))  # x fed both branches: their gradients add
+        return d + self._shortcut_backward(dz)  # x fed both branches: their gradients add
 
 
 class Bottleneck(_ResidualBlock):
@@ -269,7 +269,7 @@ class Bottleneck(_ResidualBlock):
         d = self.conv3.backward(self.bn3.backward(dz))
         d = self.conv2.backward(self.bn2.backward(self.relu2.backward(d)))
         d = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
-        return add_gradients(d, self._shortcut_backward(dz))
+        return d + self._shortcut_backward(dz)
 
 
 class ResNet(Module):

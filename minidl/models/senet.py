@@ -24,7 +24,6 @@ import numpy as np  # noqa: F401  (the doctests use it)
 
 from minidl.models._blocks import SqueezeExcitation
 from minidl.models.resnet import BasicBlock, Bottleneck, ResNet
-from minidl.nn.merge import add_gradients
 from minidl.nn.module import Module
 
 __all__ = ["SEBasicBlock", "SEBottleneck", "se_resnet18", "se_resnet20", "se_resnet34", "se_resnet50"]
@@ -73,7 +72,7 @@ class SEBasicBlock(BasicBlock):
         dz = self.add.backward(self.relu2.backward(dout))
         d = self.conv2.backward(self.bn2.backward(self.se.backward(dz)))
         d = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
-        return add_gradients(d, self._shortcut_backward(dz))
+        return d + self._shortcut_backward(dz)
 
 
 class SEBottleneck(Bottleneck):
@@ -124,7 +123,7 @@ class SEBottleneck(Bottleneck):
         d = self.conv3.backward(self.bn3.backward(self.se.backward(dz)))
         d = self.conv2.backward(self.bn2.backward(self.relu2.backward(d)))
         d = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
-        return add_gradients(d, self._shortcut_backward(dz))
+        return d + self._shortcut_backward(dz)
 
 
 def _stem(cifar: bool) -> str:

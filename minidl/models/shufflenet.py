@@ -33,7 +33,6 @@ from minidl.nn.containers import Sequential
 from minidl.nn.conv import Conv2d
 from minidl.nn.flatten import Flatten
 from minidl.nn.linear import Linear
-from minidl.nn.merge import add_gradients
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d
 from minidl.nn.pooling import MaxPool2d
@@ -134,7 +133,7 @@ class ShuffleUnit(Module):
         half = self.oup // 2
         if self.stride == 1:  # x1 went to the output unchanged: its gradient is d's first half
             return get_array_module(d).concatenate([d[:, :half], self.branch2.backward(d[:, half:])], axis=1)
-        return add_gradients(self.branch1.backward(d[:, :half]), self.branch2.backward(d[:, half:]))  # x fed both
+        return self.branch1.backward(d[:, :half]) + self.branch2.backward(d[:, half:])  # x fed both branches
 
     def receptive_field_branches(self) -> list[list[Module]]:
         """The branches, for :func:`minidl.summary`'s receptive field (``[]``: the half that passes through)."""

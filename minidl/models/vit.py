@@ -50,7 +50,7 @@ from minidl.nn.dispatch import F
 from minidl.nn.dropout import Dropout
 from minidl.nn.flatten import Flatten
 from minidl.nn.linear import Linear
-from minidl.nn.merge import Add, add_gradients
+from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization_group import LayerNorm
 from minidl.nn.parameter import Parameter
@@ -126,11 +126,10 @@ class EncoderBlock(Module):
 
     def backward(self, dout: Any) -> Any:
         dz = self.add_2.backward(dout)  # y = x' + mlp(ln_2(x')): both terms get dz
-        dx = add_gradients(dz, self.ln_2.backward(self.mlp.backward(dz)))  # x' fed the sum and the MLP branch
+        dx = dz + self.ln_2.backward(self.mlp.backward(dz))  # x' fed the sum and the MLP branch
         dsum = self.add_1.backward(dx)  # x' = dropout(attention) + input
         dq, dk, dv = self.self_attention.backward(self.dropout.backward(dsum))
-        dln = add_gradients(add_gradients(dq, dk), dv)  # ln_1(input) was query, key and value
-        return add_gradients(dsum, self.ln_1.backward(dln))
+        return dsum + self.ln_1.backward(dq + dk + dv)  # ln_1(input) was query, key and value
 
 
 class Encoder(Module):

@@ -38,7 +38,7 @@ from minidl.nn.conv import Conv2d
 from minidl.nn.dropout import Dropout
 from minidl.nn.flatten import Flatten
 from minidl.nn.linear import Linear
-from minidl.nn.merge import Add, add_gradients
+from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d
 from minidl.nn.pooling_adaptive import AdaptiveAvgPool2d
@@ -107,8 +107,8 @@ class PreActBlock(Module):
             d = self.dropout.backward(d)
         da = self.conv1.backward(self.bn2.backward(self.relu2.backward(d)))
         if self.shortcut is not None:  # the projection read a: its gradient joins the body's
-            return self.bn1.backward(self.relu1.backward(add_gradients(da, self.shortcut.backward(dz))))
-        return add_gradients(dz, self.bn1.backward(self.relu1.backward(da)))  # the identity carried dz to x
+            return self.bn1.backward(self.relu1.backward(da + self.shortcut.backward(dz)))
+        return dz + self.bn1.backward(self.relu1.backward(da))  # the identity carried dz to x
 
     def receptive_field_branches(self) -> list[list[Module]]:
         """Body and shortcut, for :func:`minidl.summary`'s receptive field (``[]`` is the identity)."""

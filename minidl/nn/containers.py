@@ -20,7 +20,6 @@ from typing import Any
 from minidl.backend import get_array_module
 from minidl.nn._calls import _named_backward
 from minidl.nn._checks import check_grad_output, check_int
-from minidl.nn.merge import add_gradients
 from minidl.nn.module import Module
 
 __all__ = [
@@ -362,7 +361,7 @@ class Residual(Module):
         shape, dtype = self.pop_saved()
         check_grad_output("Residual.backward", dout, shape, dtype)
         dx = _named_backward(self.body, dout)
-        return add_gradients(dx, dout if self.shortcut is None else _named_backward(self.shortcut, dout))
+        return dx + (dout if self.shortcut is None else _named_backward(self.shortcut, dout))
 
 
 class Concat(Module):
@@ -436,5 +435,5 @@ class Concat(Module):
             index[dim] = slice(start, start + size)
             start += size
             g = _named_backward(branch, dout[tuple(index)])
-            dx = g if dx is None else add_gradients(dx, g)
+            dx = g if dx is None else dx + g
         return dx

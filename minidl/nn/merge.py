@@ -7,8 +7,7 @@ A ResNet block ends by adding its residual branch to its shortcut and applying a
 
 The sum's backward hands ``dout`` to *both* terms unchanged (:math:`\partial z / \partial a = \partial z /
 \partial b = 1`), so ``Add.backward`` returns one gradient, the same for a and b; the block adds what its two
-branches return, because x fed both (a fork in the forward pass is a sum in the backward pass): :func:`add_gradients`,
-the ``add`` pair's sum, which the zoo's blocks call.
+branches return, because x fed both (a fork in the forward pass is a sum in the backward pass).
 
 In a block the sum and the ReLU are two modules, ``add`` and a ReLU; :func:`minidl.nn.fuse` turns the pair into one
 :class:`~minidl.nn.fusion.AddReLU`, which runs the pair :func:`add_relu_forward`: on the NumPy backend exactly
@@ -30,7 +29,6 @@ __all__ = [
     "ChannelMul",
     "add_backward",
     "add_forward",
-    "add_gradients",
     "add_relu_backward",
     "add_relu_forward",
     "channel_mul_backward",
@@ -57,18 +55,10 @@ class AddCache(NamedTuple):
     dtype: Any
 
 
-def _add_setup(a: Any, b: Any) -> Any:
-    return _check_pair("add_forward", a, b)
-
-
-@kernel("add", setup=_add_setup)
 def add_forward(a: Any, b: Any) -> tuple[Any, Any]:
     r"""``a + b`` for two arrays of the same shape and dtype. Returns ``(out, cache)``.
 
     .. math:: out = a + b
-
-    On the Numba backend the sum is one parallel pass over memory (marked ``@kernel``), which keeps a
-    ``channels_last`` layout (:mod:`minidl.memory_format`) when both terms have it.
 
     Shape:
         - a, b: the same shape (no broadcasting) - Output: that shape.
@@ -79,11 +69,10 @@ def add_forward(a: Any, b: Any) -> tuple[Any, Any]:
         >>> out, add_backward(np.array([5.0, 6.0]), cache)
         (array([ 4., -2.]), array([5., 6.]))
     """
-    xp = _add_setup(a, b).xp
+    xp = _check_pair("add_forward", a, b).xp
     return xp.asarray(a + b), AddCache(tuple(a.shape), a.dtype)  # (asarray: 0-d + 0-d is a NumPy scalar)
 
 
-@kernel("add")
 def add_backward(dout: Any, cache: Any) -> Any:
     r"""The gradient of each of a and b: ``dout`` itself (returned once).
 
@@ -100,27 +89,6 @@ def add_backward(dout: Any, cache: Any) -> Any:
     """
     check_grad_output("add_backward", dout, cache.shape, cache.dtype)
     return dout
-
-
-def add_gradients(a: Any, b: Any) -> Any:
-    r"""The gradient of a value that fed two branches: the sum of the two branches' gradients, ``a + b``.
-
-    .. math:: \frac{\partial L}{\partial x} = \frac{\partial L}{\partial a}\frac{\partial a}{\partial x}
-              + \frac{\partial L}{\partial b}\frac{\partial b}{\partial x}
-
-    A fork in the forward pass (x read by a residual body and by its shortcut) is a sum in the backward pass; the
-    residual blocks' ``backward`` end with it, as PyTorch's autograd accumulates the gradient of a tensor used
-    twice. It is the ``add`` pair's forward (:func:`add_forward`: the same shape and dtype, never broadcast), so on
-    the Numba backend it is one parallel pass that keeps a ``channels_last`` layout, where ``a + b`` would be NumPy's
-    single-threaded loop (2 % of a ResNet-20 training step, measured).
-
-    Shape:
-        - a, b: the same shape (the shape of x).  - Output: that shape.
-    Examples:
-        >>> add_gradients(np.array([1.0, 2.0]), np.array([0.5, -2.0]))
-        array([1.5, 0. ])
-    """
-    return F.add_forward(a, b)[0]
 
 
 class AddReLUCache(NamedTuple):
