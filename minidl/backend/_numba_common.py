@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy
 
-from minidl.backend import _threads
 from minidl.memory_format import channels_last, contiguous, suggest_memory_format
 
 _CHUNK_BYTES = 1 << 21  # target size of one chunk's im2row buffer (or Winograd tiles): about a core's L2 cache
 _MIN_CHUNKS = 16  # chunks a batch is cut into at least (when it has that many images)
-_SUM_SERIAL_BYTES = 1 << 20  # partial sums up to this size are added in the calling thread (a region costs ~50 us)
 _DW_BYTES = 32 << 20  # memory for the per-chunk dW partial sums (chunks are grouped when they would need more)
 
 
@@ -27,35 +25,14 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _add_in_order(parts: Any, out: Any = None, stride: int | None = None) -> Any:
-    """parts[0] + parts[1] + ... of the per-chunk partial sums ``parts`` (K, R, ...), each value's K terms added in
-    that order: the kernels' partial sums (dW) are added in chunk order, and the chunks depend on the shapes only, so
-    the total does not depend on which thread computed what (``parts.sum(axis=0)`` would pair them differently).
-
-    Returns a new (R, ...) array, or, given a flat ``out``, writes the sum's row r (parts[:, r] flattened) at
-    ``out[r * stride:]`` and returns ``out``. One pass over each row (:func:`~minidl.backend._numba_kernels.
-    add_in_order`), in parallel over blocks of rows when the parts hold more than _SUM_SERIAL_BYTES: the additions of
-    ``total = parts[0]; total += parts[1]; ...`` in NumPy, the same bits, without K passes over the total in the
-    calling thread (ResNet-20's dW sums took 2 ms of each training step so, while the other core waited)."""
-    from minidl.backend import _numba_kernels as _k  # (numba: imported where the Numba backend runs only)
-
-    K = parts.shape[0]
-    rows = parts.shape[1] if parts.ndim > 2 else 1
-    flat = numpy.ascontiguousarray(parts).reshape(K, rows, -1)
-    length = flat.shape[2]
-    result = None
-    if out is None:
-        result = numpy.empty(parts.shape[1:], dtype=parts.dtype)
-        out, stride = result.reshape(-1), length
-    if parts.nbytes <= _SUM_SERIAL_BYTES or rows == 1:
-        _k.add_in_order(flat, 0, rows, out, stride)
-    else:
-        per_task = max(1, rows * _SUM_SERIAL_BYTES // (4 * parts.nbytes))  # about a quarter of the threshold each
-        _threads.parallel_for(
-            lambda worker, task: _k.add_in_order(flat, task * per_task, min(rows, (task + 1) * per_task), out, stride),
-            _ceil_div(rows, per_task),
-        )
-    return out if result is None else result
+def _add_in_order(parts: Any) -> Any:
+    """parts[0] + parts[1] + ... added one after the other into ``parts[0]`` (returned): the kernels' per-chunk partial
+    sums (dW) are added in chunk order, and the chunks depend on the shapes only, so the total does not depend on
+    which thread computed what (``parts.sum(axis=0)`` would pair them differently)."""
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 _NATIVE = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))  # the dtypes the kernels are compiled for

@@ -13,7 +13,8 @@ AMD Zen 4: 3 -> 16 channels 4.8 ms, 3 -> 64 channels 15-17 ms, half of it the tr
 computed in place, plane by plane:
 
 * each image is copied into ``xp``, a zero-padded (C, HP, WP) plane (HP = H + 2 PH, WP = W + 2 PW), so no tap
-  ever needs a bounds test;
+  ever needs a bounds test (from a ``channels_last`` input pixel by pixel, each pixel's C values to their C planes:
+  the same planes, so the same results bit for bit);
 * an output plane is accumulated in ``acc`` *with rows WP long*, like the padded input: then output pixel
   i = oh WP + ow reads input i + kh WP + kw for tap (kh, kw), the same offset for every pixel, and one plain loop
   over i = 0 .. (OH - 1) WP + OW - 1 does a whole input channel's 9 taps (LLVM vectorizes it: 9 loads, 9

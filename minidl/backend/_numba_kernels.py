@@ -62,26 +62,6 @@ def _zero(a, start, count):
         a[start + i] = 0
 
 
-# ---------------------------------------------------------------------------------------------------- partial sums
-@njit(cache=True, nogil=True)
-def add_in_order(parts, r0, r1, out, stride):
-    """out[r stride + i] = parts[0, r, i] + parts[1, r, i] + ... + parts[K - 1, r, i], each value's terms added in
-    that order, for the rows [r0, r1) of the (K, R, L) partial sums ``parts`` (per-chunk dW sums): one pass over each
-    output row, which stays in the cache while the K parts are added to it (the same additions, in the same order,
-    as ``total = parts[0]; total += parts[1]; ...``, hence the same bits)."""
-    K, R, L = parts.shape
-    pf = parts.reshape(-1)
-    for r in range(r0, r1):
-        o = _u(r * stride)
-        first = _u(r * L)
-        for i in range(_u(L)):
-            out[o + i] = pf[first + i]
-        for k in range(1, K):
-            s = _u((k * R + r) * L)
-            for i in range(_u(L)):
-                out[o + i] += pf[s + i]
-
-
 # ---------------------------------------------------------------------------------------------------- im2col
 @njit(cache=True, nogil=True)
 def im2col(x, n0, n1, c0, c1, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, cols):

@@ -315,7 +315,7 @@ class WinogradKernelsMixin:
                     dU_parts[group] += part
 
         _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
-        _add_in_order(dU_parts, dU.flat, dU.plane)  # into dU's planes
+        numpy.copyto(dU.view, _add_in_order(dU_parts))
 
     # ------------------------------------------------------------------ F(4x4, 3x3) (see _numba_winograd4.py)
     def _winograd4_applies(self, N: int, C: int, O: int, OH: int, OW: int) -> bool:
