@@ -1,6 +1,7 @@
 """The CPU benchmarks run and their history works: bench_train.py with tiny settings writes a record with every
 field, compare_bench.py compares two records, flags a regression and refuses a file that is not a record;
-bench_layers.py and bench_depthwise.py print their tables. Nothing here looks at a timing (the benchmarks are
+bench_pinned.py runs models pinned side by side and merges their records; bench_layers.py and bench_depthwise.py
+print their tables. Nothing here looks at a timing (the benchmarks are
 scripts, run by hand on a quiet machine)."""
 
 from __future__ import annotations
@@ -285,3 +286,27 @@ def test_bench_depthwise_runs_every_shape_every_way():
     assert "planes f/b" in lines[1] and "x planes" in lines[1]
     rows = [line for line in lines[3:] if line.strip()]
     assert [row.split(",")[0] for row in rows] == [f"{c}x{h}x{h}" for c, h, _ in _module("bench_depthwise").SHAPES]
+
+
+def test_bench_pinned_runs_each_model_pinned_and_merges_their_records(tmp_path):
+    out = tmp_path / "zoo.json"
+    args = ["--models", "cifar_cnn", "resnet20", "--cores-per-model", "1", "--out", str(out), "--note", "smoke"]
+    proc = _run("bench_pinned.py", *args, "--", "--frameworks", "numpy", "--batch", "2", "--warmup", "1",
+                "--repeats", "1", "--numpy-repeats", "1")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert record["args"]["models"] == ["cifar_cnn", "resnet20"]
+    assert {r["model"] for r in record["results"]} == {"cifar_cnn", "resnet20"}
+    assert record["machine"]["threads"] == 1 and "pinned" in record["note"] and record["note"].endswith("smoke")
+
+
+def test_bench_pinned_reports_a_failed_process_and_refuses_its_own_options(tmp_path):
+    out = tmp_path / "zoo.json"
+    proc = _run("bench_pinned.py", "--models", "cifar_cnn", "--cores-per-model", "1", "--out", str(out), "--",
+                "--batch", "0")  # fmt: skip
+    assert proc.returncode == 1 and "cifar_cnn exited with 2" in proc.stderr and "--batch" in proc.stderr
+    assert not out.exists()
+    proc = _run("bench_pinned.py", "--out", str(out), "--", "--threads", "3")
+    assert proc.returncode == 2 and "--cores-per-model sets it" in proc.stderr
+    proc = _run("bench_pinned.py", "--models", "cifar_cnn")
+    assert proc.returncode == 2 and "--out FILE, --record" in proc.stderr
