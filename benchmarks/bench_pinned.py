@@ -7,12 +7,15 @@ Usage (Linux; every option after ``--`` goes to each ``bench_train.py``)::
     python benchmarks/bench_pinned.py --models resnet20 resnet56 --record -- --frameworks numba torch \\
         --rounds 3 --channels-last --baseline ../before
 
-Each model gets ``--cores-per-model`` cores (default 2, and ``--threads`` that many) of the ones this process may
-run on (``os.sched_getaffinity``), the lowest first; as many models run at once as there are groups of cores, the
-rest in later waves. The record says how the models shared the machine (its ``note``, with ``--note`` added): side
-by side they share the last-level cache and the memory bandwidth, so a model's figures can differ from a run alone
-(the same-run ratios against PyTorch and ``--baseline`` hold within each process). On the 16-core device machine
-the whole zoo takes one wave of 7 processes on 14 cores: one command, a few minutes.
+Each model gets ``--cores-per-model`` CPUs (default 2, and ``--threads`` that many) of the ones this process may
+run on (``os.sched_getaffinity``: logical CPUs, so with hyper-threading two processes may share a physical core),
+the lowest first; as many models run at once as there are groups of CPUs, the rest in later waves. The options
+after ``--`` are checked with ``bench_train.py``'s own parser before anything starts (``-- --help`` shows them);
+``--models``, ``--threads``, ``--json`` and ``--record`` are this script's to set and are refused there. The record
+says how the models shared the machine (its ``note``, with ``--note`` added): side by side they share the
+last-level cache and the memory bandwidth, so a model's figures can differ from a run alone (the same-run ratios
+against PyTorch and ``--baseline`` hold within each process). On the 16-core device machine the whole zoo takes
+one wave of 7 processes on 14 CPUs: one command, a few minutes.
 
 A process that fails stops the merge: its last output lines are printed and the exit status is 1. Nothing here
 looks at the timings.
@@ -31,7 +34,24 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import BENCH_MODELS  # noqa: E402
 from _record import RecordError, default_record_path, load_record, write_record  # noqa: E402
+from bench_train import build_parser  # noqa: E402
 from merge_records import merge  # noqa: E402
+
+#: bench_train.py's options this script sets for each process, and what to use instead
+OWN = {"models": "give --models before the '--'", "threads": "--cores-per-model sets it", "json": "use --out",
+       "record": "give --record before the '--'", "worker": "internal"}  # fmt: skip
+
+
+def check_passthrough(passthrough: list[str]) -> None:
+    """Parse the options for bench_train.py with its own parser (so ``-- --help`` shows its help, and a wrong option
+    fails here, before any process starts), and refuse those this script sets, in any spelling argparse accepts
+    (``--threads=3``, ``--thread 3``)."""
+    parser = build_parser()
+    parser.set_defaults(**dict.fromkeys(OWN))
+    given = vars(parser.parse_args(passthrough))
+    for name, instead in OWN.items():
+        if given[name] not in (None, False):
+            raise SystemExit(f"bench_pinned.py: --{name} after '--': each process's is set here ({instead})")
 
 
 def core_groups(cores: list[int], per_model: int) -> list[list[int]]:
@@ -49,13 +69,22 @@ def _run_wave(models: list[str], groups: list[list[int]], passthrough: list[str]
     jobs = []
     for model, cores in zip(models, groups, strict=False):
         out, log = folder / f"{model}.json", folder / f"{model}.log"
-        cmd = [sys.executable, str(HERE / "bench_train.py"), "--models", model, "--threads", str(len(cores))]
-        cmd += [*passthrough, "--json", str(out)]
+        cmd = [sys.executable, str(HERE / "bench_train.py"), *passthrough]
+        cmd += ["--models", model, "--threads", str(len(cores)), "--json", str(out)]  # (after: these win)
         print(f"  {model}: cores {','.join(map(str, cores))}", flush=True)
         handle = log.open("w")
-        proc = subprocess.Popen(
-            cmd, stdout=handle, stderr=subprocess.STDOUT, preexec_fn=lambda c=tuple(cores): os.sched_setaffinity(0, c)
-        )
+        try:
+            proc = subprocess.Popen(
+                cmd, stdout=handle, stderr=subprocess.STDOUT,
+                preexec_fn=lambda c=tuple(cores): os.sched_setaffinity(0, c),
+            )  # fmt: skip
+        except BaseException:
+            handle.close()
+            for _, started, other, _, _ in jobs:  # stop the ones already running
+                started.kill()
+                started.wait()
+                other.close()
+            raise
         jobs.append((model, proc, handle, out, log))
     failed = []
     for model, proc, handle, _, log in jobs:
@@ -75,18 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     passthrough = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="bench_pinned.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s [options] [-- bench_train.py options (not --models, --threads, --json, --record)]",
+    )  # fmt: skip
     parser.add_argument("--models", nargs="+", default=["all"], choices=[*BENCH_MODELS, "all"])
-    parser.add_argument("--cores-per-model", type=int, default=2, help="cores (and threads) per model. Default: 2")
+    parser.add_argument(
+        "--cores-per-model", type=int, default=2, help="CPUs (logical: os.sched_getaffinity) and threads per model"
+    )
     parser.add_argument("--out", type=Path, help="the merged record to write")
-    parser.add_argument("--record", action="store_true", help="write it to benchmarks/history/<date>-<cpu>.json too")
+    parser.add_argument("--record", action="store_true", help="write it to benchmarks/history/<date>-<cpu>.json")
     parser.add_argument("--note", default="", help="added to the record's note (how the machine was shared)")
     args = parser.parse_args(own)
-    ours = {"--models": "give --models before the '--'", "--threads": "--cores-per-model sets it",
-            "--json": "use --out", "--record": "give --record before the '--'"}  # fmt: skip
-    for option, instead in ours.items():
-        if option in passthrough:
-            parser.error(f"{option} after '--': each process's {option} is set here ({instead})")
+    check_passthrough(passthrough)
     if args.out is None and not args.record:
         parser.error("name a record to write: --out FILE, --record, or both")
     if args.cores_per_model < 1:
@@ -97,20 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     cores = sorted(os.sched_getaffinity(0))
     groups = core_groups(cores, args.cores_per_model)
     if not groups:
-        parser.error(f"{len(cores)} cores available, fewer than --cores-per-model {args.cores_per_model}")
+        parser.error(f"{len(cores)} CPUs available, fewer than --cores-per-model {args.cores_per_model}")
     plan = waves(models, len(groups))
-    per = f"{args.cores_per_model} core{'s' if args.cores_per_model > 1 else ''}"
-    print(f"{len(models)} model(s), {per} each, {len(groups)} at once: {len(plan)} wave(s)")
+    per = f"{args.cores_per_model} CPU{'s' if args.cores_per_model > 1 else ''}"
+    at_once = min(len(models), len(groups))
+    print(f"{len(models)} model(s), {per} each, {at_once} at once: {len(plan)} wave(s)")
     with tempfile.TemporaryDirectory(prefix="bench_pinned_") as tmp:
         paths = []
         for number, wave in enumerate(plan, 1):
             print(f"wave {number}/{len(plan)}", flush=True)
             paths += _run_wave(wave, groups, passthrough, Path(tmp))
         note = (
-            f"each model in its own bench_train.py pinned to its own {per} (bench_pinned.py), "
-            f"{min(len(models), len(groups))} at once of {len(cores)} cores available, in {len(plan)} wave(s): side "
-            "by side they shared the last-level cache and the memory bandwidth"
+            f"each model in its own bench_train.py pinned to its own {per} (bench_pinned.py), {at_once} at once of "
+            f"{len(cores)} CPUs available, in {len(plan)} wave(s)"
         )
+        if at_once > 1:
+            note += ": side by side they shared the last-level cache and the memory bandwidth"
         try:
             merged = merge([load_record(p) for p in paths], [p.name for p in paths], f"{note}. {args.note}".strip())
         except RecordError as exc:

@@ -100,8 +100,9 @@ DEFAULT_MODELS = ("cifar_cnn", "resnet20")
 FRAMEWORKS = ("numpy", "numba", "torch")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (``bench_pinned.py`` checks the options it passes on with it)."""
+    parser = argparse.ArgumentParser(prog="bench_train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--models", nargs="+", choices=(*MODELS, "all"), default=list(DEFAULT_MODELS),
         help=f"Default: {' '.join(DEFAULT_MODELS)}; 'all': {' '.join(MODELS)}",
@@ -135,7 +136,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "MODEL"), help=argparse.SUPPRESS)
     parser.add_argument("--infer-batch", type=positive_int, default=None, help=argparse.SUPPRESS)  # (worker only)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     args.models = list(MODELS) if "all" in args.models else list(dict.fromkeys(args.models))  # (each model once)
     return args
 

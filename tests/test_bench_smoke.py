@@ -302,11 +302,16 @@ def test_bench_pinned_runs_each_model_pinned_and_merges_their_records(tmp_path):
 
 def test_bench_pinned_reports_a_failed_process_and_refuses_its_own_options(tmp_path):
     out = tmp_path / "zoo.json"
-    proc = _run("bench_pinned.py", "--models", "cifar_cnn", "--cores-per-model", "1", "--out", str(out), "--",
-                "--batch", "0")  # fmt: skip
-    assert proc.returncode == 1 and "cifar_cnn exited with 2" in proc.stderr and "--batch" in proc.stderr
+    tiny = ["--frameworks", "numpy", "--batch", "2", "--warmup", "1", "--repeats", "1", "--numpy-repeats", "1"]
+    proc = _run("bench_pinned.py", "--models", "cifar_cnn", "--cores-per-model", "1", "--out", str(out), "--", *tiny,
+                "--baseline", str(tmp_path / "nowhere"))  # fmt: skip
+    assert proc.returncode == 1 and "cifar_cnn exited with 1" in proc.stderr and "not a minidl checkout" in proc.stderr
     assert not out.exists()
-    proc = _run("bench_pinned.py", "--out", str(out), "--", "--threads", "3")
-    assert proc.returncode == 2 and "--cores-per-model sets it" in proc.stderr
+    for spelling in (["--threads", "3"], ["--threads=3"], ["--thread", "3"]):  # as bench_train.py would read them
+        proc = _run("bench_pinned.py", "--models", "cifar_cnn", "--out", str(out), "--", *tiny, *spelling)
+        assert proc.returncode != 0 and "--cores-per-model sets it" in proc.stderr, spelling
+    proc = _run("bench_pinned.py", "--models", "cifar_cnn", "--out", str(out), "--", "--batch", "0")
+    assert proc.returncode == 2 and "bench_train.py: error: argument --batch" in proc.stderr  # before any process
     proc = _run("bench_pinned.py", "--models", "cifar_cnn")
     assert proc.returncode == 2 and "--out FILE, --record" in proc.stderr
+    assert not out.exists()
