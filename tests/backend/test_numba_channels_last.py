@@ -144,6 +144,28 @@ def test_results_are_the_same_bits(x_shape, w_shape):
         assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("padding", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_3x3_reads_channels_last_with_the_same_bits(padding, dtype):
+    """The direct 3 x 3 (few input channels) fills the same padded planes from a channels_last x and dout as from
+    C-order ones: forward, dx and dW bit for bit at paddings 0 to 2, with an odd batch (17 images, chunks of one),
+    a non-square image, and a NaN in dout (whose chunk's dW is summed again over the output pixels only)."""
+    rng = np.random.default_rng(padding)
+    x = rng.standard_normal((17, 3, 9, 7)).astype(dtype)
+    w = (rng.standard_normal((5, 3, 3, 3)) / 5).astype(dtype)
+    with minidl.use_backend("numba"):
+        out, cache = F.conv2d_forward(x, w, None, 1, padding)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dout[3, 1, 2, 2] = np.nan
+        want = (out, *F.conv2d_backward(dout, cache)[:2])
+        out_cl, cache_cl = F.conv2d_forward(to_cl(x), w, None, 1, padding)
+        got = (out_cl, *F.conv2d_backward(to_cl(dout), cache_cl)[:2])
+    for name, a, b in zip(("out", "dx", "dw"), want, got, strict=True):
+        np.testing.assert_array_equal(b, a, err_msg=name)
+    assert np.isnan(got[2][1]).all() and np.isfinite(np.delete(got[2], 1, axis=0)).all()  # dout's NaN: channel 1
+    assert is_cl(got[0]) and is_cl(got[1])
+
+
 @pytest.mark.parametrize(
     ("x_shape", "k", "padding"),
     [((16, 16, 12, 12), 3, 1), ((4, 5, 9, 9), 1, 0), ((4, 1, 9, 9), 1, 0), ((4, 1, 9, 9), 3, 1), ((4, 3, 10, 9), 3, 1)],
