@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import BENCH_MODELS  # noqa: E402
 from _record import RecordError, default_record_path, load_record, write_record  # noqa: E402
-from bench_train import build_parser  # noqa: E402
+from bench_train import build_parser, model_list  # noqa: E402
 from merge_records import merge  # noqa: E402
 
 #: bench_train.py's options this script sets for each process, and what to use instead
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--cores-per-model must be a positive integer, got {args.cores_per_model}")
     if not hasattr(os, "sched_setaffinity"):
         parser.error("pinning processes to cores needs Linux (os.sched_setaffinity)")
-    models = list(BENCH_MODELS) if "all" in args.models else list(dict.fromkeys(args.models))
+    models = model_list(args.models)
     cores = sorted(os.sched_getaffinity(0))
     groups = core_groups(cores, args.cores_per_model)
     if not groups:

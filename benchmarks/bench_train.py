@@ -139,9 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def model_list(names: list[str]) -> list[str]:
+    """``--models`` as a list: every model for ``all``, else the names given, each once, in order."""
+    return list(MODELS) if "all" in names else list(dict.fromkeys(names))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    args.models = list(MODELS) if "all" in args.models else list(dict.fromkeys(args.models))  # (each model once)
+    args.models = model_list(args.models)
     return args
 
 

@@ -57,6 +57,7 @@ from minidl.backend._numba_common import (
     _ceil_div,
     _dims,
     _empty_nchw,
+    _kernel_view,
     _native_dtypes,
     _nhwc,
 )
@@ -349,9 +350,8 @@ class DepthwiseKernelsMixin:
         ReLU6) in the same pass."""
         N, C, H, W = x.shape
         O, _, KH, KW = weight.shape
-        xh = _nhwc(x) if O == C else None  # a channels_last x: the channels-last kernel, in place
-        nhwc = xh is not None
-        x = xh if nhwc else numpy.ascontiguousarray(x)
+        # a channels_last x: the channels-last kernel, in place
+        x, nhwc = _kernel_view(x) if O == C else (numpy.ascontiguousarray(x), False)
         w3 = numpy.ascontiguousarray(weight).reshape(O, KH, KW)
         b, has_bias = bias_arguments(bias, x.dtype)
         out, out_nhwc = _empty_nchw((N, O, OH, OW), x.dtype, nhwc)

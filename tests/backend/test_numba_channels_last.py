@@ -131,15 +131,10 @@ def test_convolution_channels_last_any_shape(n, c, o, h, w, k, stride, padding, 
     assert is_cl(cl[1])
 
 
-@pytest.mark.parametrize(
-    ("x_shape", "w_shape"),
-    [((16, 16, 16, 16), (16, 16, 3, 3)), ((8, 3, 12, 10), (16, 3, 3, 3))],
-    ids=["winograd", "direct"],
-)
-def test_results_are_the_same_bits(x_shape, w_shape):
-    """Winograd's channels_last copies fill the same tiles, the direct 3 x 3's the same padded planes (its input and,
-    for dW, dout): forward, dx and dW equal bit for bit."""
-    plain, cl = conv_both(x_shape, w_shape, 1, 1)
+def test_winograd_results_are_the_same_bits():
+    """Winograd's channels_last copies fill the same tiles: forward, dx and dW equal bit for bit (the direct 3 x 3's
+    the same padded planes: the test after this one)."""
+    plain, cl = conv_both((16, 16, 16, 16), (16, 16, 3, 3), 1, 1)
     for want, got in zip(plain[:3], cl[:3], strict=True):
         assert np.array_equal(got, want)
 
