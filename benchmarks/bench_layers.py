@@ -25,7 +25,9 @@ ReLU stay separate layers), so compare the sums by type and the step totals as m
 
 The model is fused first, as ``train.fit`` fuses it (``minidl.nn.fuse``: a Conv2d, BatchNorm2d, ReLU (or ReLU6)
 run is a ``ConvBn2d`` row and a ``FoldedBatchNorm2d`` row that applies the activation, the activation's slot an
-``Identity``; a residual sum and its ReLU an ``AddReLU`` row); ``--no-fuse`` times every layer of the model as built.
+``Identity``; a residual sum and its ReLU an ``AddReLU`` row; in inference a ResNet block's last convolution also
+runs its BatchNorm, the sum and the ReLU, ``conv2d_add_relu``, so those three have no row there); ``--no-fuse``
+times every layer of the model as built.
 """
 
 from __future__ import annotations
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
             _settle()
     step_ms = statistics.median(steps)
     torch_step_ms = statistics.median(torch_steps) if torch_steps else 0.0
-    leaves = _leaves(model)
+    skipped = set() if train else _joined(model)
+    leaves = [(name, m) for name, m in _leaves(model) if id(m) not in skipped]
     times: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"forward": [], "backward": []})
     shapes: dict[str, tuple[int, ...]] = {}
 
@@ -212,6 +215,18 @@ def _clock(fn: Any) -> float:
 def _leaves(model: Any) -> list[tuple[str, Any]]:
     """(name, module) of the modules without children (minidl or PyTorch), in order."""
     return [(name, m) for name, m in model.named_modules() if name and not any(True for _ in m.children())]
+
+
+def _joined(model: Any) -> set[int]:
+    """ids of the modules a joined ResNet block end does not call in inference (``ConvBn2d.joins``: the BatchNorm,
+    the Add and the ReLU after the convolution, which runs them in its output pass): left unwrapped, so that the block
+    still joins them (it joins only the plain modules), and their time is in the convolution's row."""
+    joined: set[int] = set()
+    for parent in model.modules():
+        for conv in parent._modules.values():
+            if getattr(conv, "joins", None):
+                joined |= {id(conv.bn), *(id(parent._modules[name]) for name in conv.joins)}
+    return joined
 
 
 def _settle() -> None:

@@ -48,7 +48,10 @@ set (OpenBLAS reads it when NumPy loads; older OpenBLAS builds otherwise pick th
 ``--baseline DIR`` adds the Numba backend of another checkout of minidl (say, the commit before a change), run by
 that checkout's own ``benchmarks/bench_train.py`` in its own process, interleaved with the others in every round;
 the table calls it ``baseline``, and the end of the output gives this checkout's speed over the baseline's within each
-round (the same minute), as min / median / max over the rounds.
+round (the same minute), as min / median / max over the rounds. With ``--channels-last`` the baseline is fed
+``channels_last`` batches too (its checkout must know the option: 5c9f25a or later); before 2026-12-05 10:55 UTC it
+ran in C order, so the numba / baseline figures of records made with both options until then (``0738Z``) compare
+the layouts as well as the code.
 
 Other processes on the machine distort the numbers; the load average before and after the run is printed and saved.
 
@@ -129,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-fuse", action="store_true", help="time minidl's models as built, without nn.fuse")
     parser.add_argument(
         "--channels-last", action="store_true",
-        help="feed minidl's models channels_last batches (minidl.memory_format); the baseline as its code does",
+        help="feed minidl's models channels_last batches (minidl.memory_format), the baseline's too",
     )  # fmt: skip
     parser.add_argument(
         "--torch-channels-last", action="store_true", help="run PyTorch with torch.channels_last model and batches"
@@ -291,7 +294,8 @@ def spawn(framework: str, name: str, args: argparse.Namespace) -> dict[str, Any]
     cmd += ["--numpy-repeats", str(args.numpy_repeats)]
     if args.no_fuse and framework != "baseline":  # (a baseline checkout runs as its own code does)
         cmd.append("--no-fuse")
-    if (args.channels_last and framework in ("numba", "numpy")) or (args.torch_channels_last and framework == "torch"):
+    minidl_side = framework in ("numba", "numpy", "baseline")  # (a baseline checkout must know the option)
+    if (args.channels_last and minidl_side) or (args.torch_channels_last and framework == "torch"):
         cmd.append("--channels-last")  # (in a worker the option means: this worker's framework)
     proc = subprocess.run(cmd, env=worker_env(worker, args.threads), capture_output=True, text=True, cwd=root)
     for line in proc.stdout.splitlines():

@@ -77,12 +77,15 @@ def _copies() -> tuple[Any, Any]:
     def rows_to_nchw(t, y, n0, n1, TH, TW, bias, relu_max, out):  # pragma: no cover - compiled
         O, OH, OW = out.shape[1], out.shape[2], out.shape[3]
         of = out.reshape(-1)
+        no_res = of[:1]  # (no residual: never read)
         L = _u(TW * O)
         for n in range(n0, n1):
             for th in range(TH):
                 for i in range(min(4, OH - 4 * th)):
                     row = 4 * th + i
-                    tile_row_to_nchw(t, y + _u(4 * i) * L, 4, TW, n, row, bias, True, True, relu_max, of, O, OH, OW)
+                    tile_row_to_nchw(
+                        t, y + _u(4 * i) * L, 4, TW, n, row, bias, True, True, relu_max, of, O, OH, OW, no_res, False
+                    )
 
     return images_channels_last, rows_to_nchw
 
@@ -120,7 +123,7 @@ def parts(be: Any, N: int, C: int, O: int, H: int, repeats: int, copies: tuple[A
     input_tiles = time_of(lambda: w4.input_tiles(x, False, 0, nb, 0, 1, 1, TH, TW, xt, t, V.flat, V.plane))
     gemms = time_of(lambda: np.matmul(V.view, U.view, out=M.view))
     output_tiles = time_of(
-        lambda: w4.output_tiles(M.flat, M.plane, 0, nb, 0, TH, TW, bias, True, True, cap, t, out, False)
+        lambda: w4.output_tiles(M.flat, M.plane, 0, nb, 0, TH, TW, bias, True, True, cap, t, out, False, out, False)
     )
     copy_out = time_of(lambda: rows_to_nchw(t, y, 0, nb, TH, TW, bias, cap, out))
     copy_dy = time_of(lambda: images_channels_last(dout, 0, nb, 0, 0, 4 * TH, TW, yt))

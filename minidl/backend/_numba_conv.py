@@ -107,21 +107,39 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         return self._conv2d(g, x, weight, bias)
 
     def _conv2d(
-        self, g: Any, x: Any, weight: Any, bias: Any, relu_max: float | None = None
+        self, g: Any, x: Any, weight: Any, bias: Any, relu_max: float | None = None, residual: Any = None
     ) -> tuple[Any, Any]:  # fmt: skip
-        """:meth:`_conv2d_forward`; with ``relu_max`` (+inf: ``conv2d_relu``, 6: ``conv2d_relu6``) the output pass
-        also applies min(relu(out), relu_max) (groups 1 or depthwise only)."""
+        """:meth:`_conv2d_forward`; the output pass also adds ``residual`` (the output's shape) if given, then with
+        ``relu_max`` (+inf: ``conv2d_relu`` and ``conv2d_add_relu``, 6: ``conv2d_relu6``) applies
+        min(relu(out), relu_max) (groups 1 or depthwise only)."""
+        assert residual is None or relu_max == math.inf, "a residual comes with a ReLU (conv2d_add_relu)"
         x, crop = self._symmetric(x, g)
         if self._is_depthwise(tuple(x.shape), weight, g.groups):
             geometry = (g.SH, g.SW, g.top, g.left, g.DH, g.DW, g.OH, g.OW)
-            out = self._depthwise_conv2d(x, weight, bias, *geometry, relu_max=relu_max)
+            if residual is None:
+                out = self._depthwise_conv2d(x, weight, bias, *geometry, relu_max=relu_max)
+            else:  # (its output pass takes no residual: one more pass)
+                out = self._add_relu_into(self._depthwise_conv2d(x, weight, bias, *geometry), residual)
             return out, (x, weight, bias is not None, g, tuple(x.shape), crop)
         if g.groups != 1:
-            assert relu_max is None, "the activation pairs decline grouped convolutions"
+            assert relu_max is None and residual is None, "the activation pairs decline grouped convolutions"
             return self._grouped_conv2d(x, weight, bias, g, crop)
         geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
-        out = self._conv2d_dense(x, weight, bias, *geometry, relu_max=relu_max)
+        out = self._conv2d_dense(x, weight, bias, *geometry, relu_max=relu_max, residual=residual)
         return out, (x, weight, bias is not None, g, tuple(x.shape), crop)
+
+    def _add_relu_into(self, out: Any, residual: Any) -> Any:
+        """``out = relu(out + residual)`` in place, in one pass (for the algorithms whose output pass does not add a
+        residual); returns ``out``. The residual is read in ``out``'s layout (a copy if it has the other)."""
+        view, nhwc = _kernel_view(out)
+        res, _ = _k.residual_arguments(residual, nhwc, out.dtype)
+        size = view.size
+        step = max(1 << 16, _ceil_div(size, _MIN_CHUNKS))
+        _threads.parallel_for(
+            lambda worker, task: _k.add_relu_into(view, res, task * step, min(size, (task + 1) * step)),
+            _ceil_div(size, step),
+        )
+        return out
 
     def _conv2d_backward(self, dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
         """``(dx, dw, db)`` of :meth:`_conv2d_forward` (``dw`` None when not ``compute_dw``)."""
@@ -155,6 +173,14 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         shapes_ok = numpy.ndim(x) == 4 and numpy.ndim(weight) == 4  # (else the reference's setup says what is wrong)
         return shapes_ok and cls._is_depthwise(tuple(numpy.shape(x)), numpy.asarray(weight), groups)
 
+    @classmethod
+    def _conv2d_add_relu_accepts(
+        cls, x: Any, residual: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
+        dilation: Any = 1, groups: int = 1,
+    ) -> bool:  # fmt: skip
+        """As :meth:`_conv2d_relu_accepts`: groups 1 or depthwise."""
+        return cls._conv2d_relu_accepts(x, weight, bias, stride, padding, dilation, groups)
+
     def _conv2d_relu_forward(
         self, g: Any, x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
         groups: int = 1,
@@ -182,6 +208,26 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         """``(dx, dw, db)`` of :meth:`_conv2d_relu6_forward`: the ReLU6's mask from the output, then the conv's."""
         conv_cache, out = cache
         return self._conv2d_backward(numpy.where((out > 0) & (out < 6), dout, 0), conv_cache, compute_dw=compute_dw)
+
+    def _conv2d_add_relu_forward(
+        self, g: Any, x: Any, residual: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
+        dilation: Any = 1, groups: int = 1,
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """``relu(conv2d(x) + residual)`` with the sum and the ReLU in the convolution's output pass (Winograd, and
+        the im2row and 1 x 1 products into a ``channels_last`` output; the other algorithms add them in one more
+        pass). Cache: the convolution's and the output (whose positive entries are the ReLU's mask)."""
+        out, conv_cache = self._conv2d(g, x, weight, bias, relu_max=math.inf, residual=residual)
+        return out, (conv_cache, out)
+
+    def _conv2d_add_relu_backward(
+        self, dout: Any, cache: Any, *, compute_dw: bool = True
+    ) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+        """``(dx, dresidual, dw, db)`` of :meth:`_conv2d_add_relu_forward`: dz = dout where the output is positive
+        (the ReLU's mask), which is the residual's gradient, then the convolution's gradients of dz."""
+        conv_cache, out = cache
+        dz = numpy.where(out <= 0, 0, dout)
+        dx, dw, db = self._conv2d_backward(dz, conv_cache, compute_dw=compute_dw)
+        return dx, dz, dw, db
 
     # ------------------------------------------------------------------ grouped convolution (the reference's GEMMs)
     def _grouped_conv2d(self, x: Any, weight: Any, bias: Any, g: Any, crop: Any) -> tuple[Any, Any]:
@@ -217,7 +263,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
     @_native_dtypes
     def _conv2d_dense(
         self, x: Any, weight: Any, bias: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int,
-        relu_max: float | None = None,
+        relu_max: float | None = None, residual: Any = None,
     ) -> Any:  # fmt: skip
         """``out = conv2d(x, weight, bias)`` (groups 1) as im2row + GEMM per chunk of images; no batch-sized matrix.
 
@@ -228,21 +274,28 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             x: (N, C, H, W).  weight: (O, C, KH, KW).  bias: (O,) or None.
             relu_max: apply min(relu(out), relu_max) in the same pass: +inf a ReLU, 6 a ReLU6 (inference: see
                 ``minidl/nn/fusion.py``); None (the default) none.
+            residual: (N, O, OH, OW) or None: added before the activation (``conv2d_add_relu``), in the output pass
+                of Winograd and of the products into a ``channels_last`` output, else in one pass after.
         Returns:
             out: (N, O, OH, OW), what ``conv.py``'s reference (``W_col @ im2col(x) + b``) computes.
         """
         if self._winograd_applies(x.shape[1], weight.shape[0], KH, KW, SH, SW, PH, PW, DH, DW):
-            return self._winograd_conv(x, weight, bias, PH, PW, relu_max)
+            return self._winograd_conv(x, weight, bias, PH, PW, relu_max, residual)
         if self._direct_applies(x.shape[1], KH, KW, SH, SW, DH, DW):
+            if residual is not None:  # (its output pass takes no residual: one more pass)
+                return self._add_relu_into(self._direct_conv(x, weight, bias, PH, PW, None), residual)
             return self._direct_conv(x, weight, bias, PH, PW, relu_max)
         N, C, H, W = x.shape
         O = weight.shape[0]
         OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
         OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
         if (KH, KW, PH, PW) == (1, 1, 0, 0):
-            return self._pointwise_conv(x, weight, bias, SH, SW, relu_max)
+            return self._pointwise_conv(x, weight, bias, SH, SW, relu_max, residual)
         K, OHW, dtype = C * KH * KW, OH * OW, x.dtype
         x, nhwc = _kernel_view(x)
+        if residual is not None and not nhwc:  # (the transposing copy-out takes no residual: one more pass)
+            return self._add_relu_into(self._conv2d_dense(x, weight, bias, KH, KW, SH, SW, PH, PW, DH, DW), residual)
+        res, has_res = _k.residual_arguments(residual, nhwc, dtype)
         w_row_t = numpy.ascontiguousarray(weight.transpose(2, 3, 1, 0)).reshape(K, O)  # W_row^T, contiguous: faster
         b, has_bias = _k.bias_arguments(bias, dtype)
         out, out_nhwc = _empty_nchw((N, O, OH, OW), dtype, nhwc)
@@ -257,7 +310,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             if nhwc:  # the GEMM's (pixels, O) result is the chunk's part of the channels_last output
                 y = out_nhwc[n0:n1].reshape((n1 - n0) * OHW, O)
                 numpy.matmul(rows, w_row_t, out=y)
-                _k.rows_epilogue(y, b, has_bias, relu, cap)
+                _k.rows_epilogue(y, b, has_bias, relu, cap, res, has_res, n0 * OHW * O)
                 return
             y = self._buffer(worker, "y", ((n1 - n0) * OHW, O), dtype)
             numpy.matmul(rows, w_row_t, out=y)

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from minidl.memory_format import channels_last, contiguous
+
 _u = np.uint64  # unsigned flat indices (see the module docstring)
 # fastmath without "nnan"/"ninf": float64 sums may be reordered (vectorized); NaN and inf still propagate
 _REDUCE = {"reassoc", "contract", "nsz"}
@@ -359,9 +361,10 @@ def rows_to_nchw(y, n0, n1, bias, has_bias, relu, relu_max, out):
 
 
 @njit(nogil=True, inline="always")
-def tile_row_to_nchw(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, OH, OW):
-    """of[((n O + o) OH + oh) OW + m tw + j] = t[y + (j TW + tw) O + o] (+ bias[o]; then min(relu, relu_max) with
-    ``relu``: see :func:`_clamp`) for every channel o and column m tw + j < OW: one output row of a Winograd
+def tile_row_to_nchw(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, OH, OW, res, has_res):
+    """of[((n O + o) OH + oh) OW + m tw + j] = t[y + (j TW + tw) O + o] (+ bias[o]; + res at the same place of the
+    flat residual ``res`` with ``has_res``; then min(relu, relu_max) with ``relu``: see :func:`_clamp`) for every
+    channel o and column m tw + j < OW: one output row of a Winograd
     F(m x m, 3 x 3) layer (``m`` = 2 or 4, a literal at each call) from its output transform's row, channels last
     (j, tw, o), into the flat (N, O, OH, OW) output ``of``. The last transposition of the layer: it reads with a
     stride of O values and runs at about one value per clock cycle (0.38 ns a value, AMD Zen 4; 44 of the 71 us of
@@ -375,14 +378,16 @@ def tile_row_to_nchw(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, 
         row = _u(((n * O + o) * OH + oh) * OW)
         for ow in range(OW):
             v = t[y + _u((ow % m) * L + (ow // m) * O + o)] + b
+            if has_res:
+                v += res[row + _u(ow)]
             of[row + _u(ow)] = _clamp(v, zero, relu_max) if relu else v
 
 
 @njit(nogil=True, inline="always")
-def tile_row_to_nhwc(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, OH, OW):
-    """:func:`tile_row_to_nchw` into an output stored channels last, the flat (N, OH, OW, O) ``of``:
-    of[((n OH + oh) OW + m tw + j) O + o] = t[y + (j TW + tw) O + o] (+ bias[o], then the activation). Each output
-    pixel's O values are one run on both sides: a copy, no transposition."""
+def tile_row_to_nhwc(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, OH, OW, res, has_res):
+    """:func:`tile_row_to_nchw` into an output stored channels last, the flat (N, OH, OW, O) ``of`` (and ``res``
+    likewise): of[((n OH + oh) OW + m tw + j) O + o] = t[y + (j TW + tw) O + o] (+ bias[o], + res, then the
+    activation). Each output pixel's O values are one run on both sides: a copy, no transposition."""
     zero = of.dtype.type(0)
     L = TW * O
     for ow in range(OW):
@@ -390,16 +395,18 @@ def tile_row_to_nhwc(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, 
         d = _u(((n * OH + oh) * OW + ow) * O)
         for o in range(O):
             v = t[s + _u(o)] + (bias[o] if has_bias else zero)
+            if has_res:
+                v += res[d + _u(o)]
             of[d + _u(o)] = _clamp(v, zero, relu_max) if relu else v
 
 
 @njit(nogil=True, inline="always")
-def tile_row_out(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, OH, OW, nhwc):
+def tile_row_out(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, OH, OW, nhwc, res, has_res):
     """:func:`tile_row_to_nchw`, or with ``nhwc`` :func:`tile_row_to_nhwc`."""
     if nhwc:
-        tile_row_to_nhwc(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, OH, OW)
+        tile_row_to_nhwc(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, OH, OW, res, has_res)
     else:
-        tile_row_to_nchw(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, OH, OW)
+        tile_row_to_nchw(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, OH, OW, res, has_res)
 
 
 @njit(cache=True, nogil=True)
@@ -424,20 +431,35 @@ def bias_epilogue(out, n0, n1, bias, has_bias, relu, relu_max):
 
 
 @njit(cache=True, nogil=True)
-def rows_epilogue(y, bias, has_bias, relu, relu_max):
-    """y[p, o] = y[p, o] (+ bias[o]) (then min(relu, relu_max), with ``relu``: see :func:`_clamp`), in place: a GEMM
-    result (pixels, O) that is already its part of a ``channels_last`` output (nothing to do without a bias or an
-    activation)."""
-    if not (has_bias or relu):
+def rows_epilogue(y, bias, has_bias, relu, relu_max, res, has_res, r0):
+    """y[p, o] = y[p, o] (+ bias[o]) (+ the residual's value with ``has_res``: res's flat [r0 + p O + o]) (then
+    min(relu, relu_max), with ``relu``: see :func:`_clamp`), in place: a GEMM result (pixels, O) that is already its
+    part of a ``channels_last`` output, whose residual is laid out likewise (nothing to do without a bias, a
+    residual or an activation)."""
+    if not (has_bias or relu or has_res):
         return
     P, O = y.shape
-    yf = y.reshape(-1)
+    yf, rf = y.reshape(-1), res.reshape(-1)
     zero = y.dtype.type(0)
     for p in range(P):
         d = _u(p * O)
         for o in range(O):
             v = yf[d + _u(o)] + (bias[o] if has_bias else zero)
+            if has_res:
+                v += rf[_u(r0) + d + _u(o)]
             yf[d + _u(o)] = _clamp(v, zero, relu_max) if relu else v
+
+
+@njit(cache=True, nogil=True)
+def add_relu_into(out, res, i0, i1):
+    """out[i] = max(0, out[i] + res[i]) over the flat [i0, i1) of two arrays of one layout, in place (a NaN stays, as
+    in :func:`~minidl.backend._numba_elementwise.add_relu_forward`): a residual and the ReLU after a convolution
+    whose output pass does not take them."""
+    of, rf = out.reshape(-1), res.reshape(-1)
+    zero = of.dtype.type(0)
+    for i in range(_u(i0), _u(i1)):
+        v = of[i] + rf[i]
+        of[i] = zero if v <= zero else v
 
 
 @njit(cache=True, nogil=True)
@@ -501,6 +523,18 @@ def bias_arguments(bias: Any, dtype: Any) -> tuple[Any, bool]:
     if bias is None:
         return np.zeros(1, dtype=dtype), False
     return np.ascontiguousarray(bias, dtype=dtype), True
+
+
+def residual_arguments(residual: Any, nhwc: bool, dtype: Any) -> tuple[Any, bool]:
+    """The ``(res, has_res)`` arguments of the convolution kernels' output pass: the residual laid out as they write
+    the output (its C-contiguous (N, H, W, C) view with ``nhwc``, else (N, C, H, W) C-contiguous; a copy if it came in
+    the other layout), or without one a (1, 1, 1, 1) zero that the kernels never read."""
+    if residual is None:
+        return np.zeros((1, 1, 1, 1), dtype=dtype), False
+    residual = residual.astype(dtype, copy=False)
+    if nhwc:
+        return contiguous(residual, channels_last).transpose(0, 2, 3, 1), True
+    return np.ascontiguousarray(residual), True
 
 
 def epilogue(relu_max: float | None, dtype: Any) -> tuple[bool, Any]:

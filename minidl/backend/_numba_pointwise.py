@@ -48,24 +48,27 @@ _POINTWISE_MIN_OHW = 32
 
 class PointwiseKernelsMixin:
     """The 1 x 1 convolutions without padding of the ``conv2d`` kernel pair (:meth:`_pointwise_conv` and its
-    backward); they use the backend's ``_buffer`` and ``_gemm_threads``."""
+    backward); they use the backend's ``_buffer``, ``_gemm_threads`` and ``_add_relu_into``."""
 
     _buffer: Any
     _gemm_threads: Any
+    _add_relu_into: Any
 
     def _pointwise_images(self, N: int, C: int, O: int, OHW: int, itemsize: int) -> int:
         """Images per task: about _CHUNK_BYTES of input and output, and at least _MIN_CHUNKS tasks when possible."""
         return min(max(1, _CHUNK_BYTES // max(1, (C + O) * OHW * itemsize)), max(1, N // _MIN_CHUNKS))
 
     def _pointwise_conv(
-        self, x: Any, weight: Any, bias: Any, SH: int, SW: int, relu_max: float | None = None
+        self, x: Any, weight: Any, bias: Any, SH: int, SW: int, relu_max: float | None = None, residual: Any = None
     ) -> Any:  # fmt: skip
-        """``conv2d(x, weight, bias)`` for a (O, C, 1, 1) weight, stride (SH, SW), no padding (then min(relu,
-        relu_max) with ``relu_max``): per chunk of images one stacked product (O, C) @ (images, C, OH OW), or on
-        outputs of fewer than _POINTWISE_MIN_OHW pixels one product (O, C) @ (C, images OH OW) (the chunk's
+        """``conv2d(x, weight, bias)`` for a (O, C, 1, 1) weight, stride (SH, SW), no padding (+ ``residual``, then
+        min(relu, relu_max) with ``relu_max``): per chunk of images one stacked product (O, C) @ (images, C, OH OW),
+        or on outputs of fewer than _POINTWISE_MIN_OHW pixels one product (O, C) @ (C, images OH OW) (the chunk's
         columns: :meth:`_pointwise_columns`)."""
         if _nhwc(x) is not None:
-            return self._pointwise_conv_nhwc(x, weight, bias, SH, SW, relu_max)
+            return self._pointwise_conv_nhwc(x, weight, bias, SH, SW, relu_max, residual)
+        if residual is not None:  # (this output pass takes no residual: one more pass, with the ReLU)
+            return self._add_relu_into(self._pointwise_conv(x, weight, bias, SH, SW), residual)
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = (H - 1) // SH + 1, (W - 1) // SW + 1
@@ -180,11 +183,11 @@ class PointwiseKernelsMixin:
         return buf.reshape(-1, xh.shape[3])
 
     def _pointwise_conv_nhwc(
-        self, x: Any, weight: Any, bias: Any, SH: int, SW: int, relu_max: float | None = None
+        self, x: Any, weight: Any, bias: Any, SH: int, SW: int, relu_max: float | None = None, residual: Any = None
     ) -> Any:  # fmt: skip
         """:meth:`_pointwise_conv` of a ``channels_last`` x, into a ``channels_last`` output: per chunk of images
-        out_rows = x_rows @ W^T, (pixels, C) @ (C, O), written in place in the output, then the bias and the
-        activation in one pass (:func:`~minidl.backend._numba_kernels.rows_epilogue`)."""
+        out_rows = x_rows @ W^T, (pixels, C) @ (C, O), written in place in the output, then the bias, the residual
+        and the activation in one pass (:func:`~minidl.backend._numba_kernels.rows_epilogue`)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = (H - 1) // SH + 1, (W - 1) // SW + 1
@@ -194,12 +197,13 @@ class PointwiseKernelsMixin:
         nb = self._pointwise_images(N, C, O, OH * OW, x.itemsize)
         b, has_bias = _k.bias_arguments(bias, dtype)
         relu, cap = _k.epilogue(relu_max, dtype)
+        res, has_res = _k.residual_arguments(residual, True, dtype)
 
         def body(worker: int, task: int) -> None:
             n0, n1 = task * nb, min(N, (task + 1) * nb)
             y = out_nhwc[n0:n1].reshape(-1, O)
             numpy.matmul(self._rows(worker, xh, n0, n1, SH, SW), w2_t, out=y)
-            _k.rows_epilogue(y, b, has_bias, relu, cap)
+            _k.rows_epilogue(y, b, has_bias, relu, cap, res, has_res, n0 * OH * OW * O)
 
         _threads.parallel_for(body, _ceil_div(N, nb), max_threads=self._gemm_threads())
         return out

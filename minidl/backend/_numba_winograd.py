@@ -123,8 +123,9 @@ def input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, V, plane):
 
 
 @njit(cache=True, nogil=True)
-def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max, yt, out, nhwc):
-    """out[n, o, 2 th + i, 2 tw + j] = (A^T m A)[i, j] (+ bias[o]; then min(relu, relu_max) with ``relu``) for
+def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max, yt, out, nhwc, res, has_res):
+    """out[n, o, 2 th + i, 2 tw + j] = (A^T m A)[i, j] (+ bias[o]; + res[n, o, 2 th + i, 2 tw + j] with ``has_res``,
+    ``res`` laid out as ``out``; then min(relu, relu_max) with ``relu``) for
     images [n0, n1), m the 4 x 4 tile of output tile t = ((n - first) TH + th) TW + tw and channel o (m[i, j] =
     M[(4 i + j) plane + t O + o]); a last tile sticking out of an odd OH or OW is cut.
 
@@ -133,7 +134,7 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
     ``channels_last`` output)."""
     O, OH, OW = image_dims(out, nhwc)
     L = _u(TW * O)
-    yf, of = yt.reshape(-1), out.reshape(-1)  # M[xi plane + t O + o]
+    yf, of, rf = yt.reshape(-1), out.reshape(-1), res.reshape(-1)  # M[xi plane + t O + o]
     for n in range(n0, n1):
         for th in range(TH):
             src = _u(((n - first) * TH + th) * TW * O)
@@ -151,7 +152,9 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
                     yf[k] = a0 + a1 + a2  # then (.) A: columns 0 + 1 + 2 and 1 - 2 - 3
                     yf[L + k] = a1 - a2 - a3
                 # yt[j, tw O + o] -> out[n, o, 2 th + i, 2 tw + j]
-                tile_row_out(yf, _u(0), 2, TW, n, 2 * th + i, bias, has_bias, relu, relu_max, of, O, OH, OW, nhwc)
+                tile_row_out(
+                    yf, _u(0), 2, TW, n, 2 * th + i, bias, has_bias, relu, relu_max, of, O, OH, OW, nhwc, rf, has_res
+                )
 
 
 # ---------------------------------------------------------------------------------------------------- weight gradient

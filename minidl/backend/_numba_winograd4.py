@@ -144,8 +144,9 @@ def input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
 
 
 @njit(cache=True, nogil=True)
-def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max, t, out, nhwc):
-    """out[n, o, 4 th + i, 4 tw + j] = (A^T m A)[i, j] (+ bias[o]; then min(relu, relu_max) with ``relu``) for
+def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max, t, out, nhwc, res, has_res):
+    """out[n, o, 4 th + i, 4 tw + j] = (A^T m A)[i, j] (+ bias[o]; + res at the same place with ``has_res``, ``res``
+    laid out as ``out``; then min(relu, relu_max) with ``relu``) for
     images [n0, n1), m the 6 x 6 tile of output tile ((n - first) TH + th) TW + tw and channel o (m[r, l] =
     M[(6 r + l) plane + tile O + o]); tiles sticking out of OH or OW are cut.
 
@@ -155,7 +156,7 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
     O, OH, OW = image_dims(out, nhwc)
     L = _u(TW * O)
     P = _u(plane)
-    of = out.reshape(-1)
+    of, rf = out.reshape(-1), res.reshape(-1)
     k2, k4, k8 = out.dtype.type(2), out.dtype.type(4), out.dtype.type(8)
     y = _u(24) * L  # where the output rows start in t
     for n in range(n0, n1):
@@ -189,7 +190,23 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
                     t[d + _u(3) * L + k] = a3
             for i in range(min(4, OH - 4 * th)):  # y[i, j, tw O + o] -> out[n, o, 4 th + i, 4 tw + j]
                 tile_row_out(
-                    t, y + _u(4 * i) * L, 4, TW, n, 4 * th + i, bias, has_bias, relu, relu_max, of, O, OH, OW, nhwc
+                    t,
+                    y + _u(4 * i) * L,
+                    4,
+                    TW,
+                    n,
+                    4 * th + i,
+                    bias,
+                    has_bias,
+                    relu,
+                    relu_max,
+                    of,
+                    O,
+                    OH,
+                    OW,
+                    nhwc,
+                    rf,
+                    has_res,
                 )
 
 

@@ -35,7 +35,7 @@ from minidl.backend._numba_common import (
     _empty_nchw,
     _kernel_view,
 )
-from minidl.backend._numba_kernels import bias_arguments, epilogue
+from minidl.backend._numba_kernels import bias_arguments, epilogue, residual_arguments
 
 _WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and output channels (see _winograd_applies)
 _WINOGRAD_MIN_ROWS = 128  # tiles per chunk below which Winograd runs batch-wide (see _winograd_batched; measured)
@@ -213,13 +213,14 @@ class WinogradKernelsMixin:
         )
 
     def _winograd_conv(
-        self, x: Any, weight: Any, bias: Any, PH: int, PW: int, relu_max: float | None = None
+        self, x: Any, weight: Any, bias: Any, PH: int, PW: int, relu_max: float | None = None, residual: Any = None
     ) -> Any:  # fmt: skip
         """``conv2d(x, weight, bias)`` for a 3 x 3 stride-1 weight (O, C, 3, 3) and padding (PH, PW), as F(2x2, 3x3)
         in chunks of images: input tiles V (16, tiles, C), 16 GEMMs M = V @ U, output tiles into (N, O, OH, OW)
         (batch-wide for few tiles per chunk, see :meth:`_winograd_batched`); as F(4x4, 3x3) where
-        :meth:`_winograd4_applies` (:meth:`_winograd4_conv`). With ``relu_max`` the output pass also applies
-        min(relu(out), relu_max) (:func:`~minidl.backend._numba_kernels.epilogue`)."""
+        :meth:`_winograd4_applies` (:meth:`_winograd4_conv`). The output pass also adds ``residual`` (the output's
+        shape) if given, then applies min(relu(out), relu_max) with ``relu_max``
+        (:func:`~minidl.backend._numba_kernels.epilogue`)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
@@ -227,8 +228,9 @@ class WinogradKernelsMixin:
         b, has_bias = bias_arguments(bias, dtype)
         out, out_nhwc = _empty_nchw((N, O, OH, OW), dtype, nhwc)
         target = out_nhwc if nhwc else out  # what the kernels write
+        res = residual_arguments(residual, nhwc, dtype)  # (res, has_res): laid out as target
         if self._winograd4_applies(N, C, O, OH, OW):
-            self._winograd4_conv(x, nhwc, weight, b, has_bias, PH, PW, relu_max, target)
+            self._winograd4_conv(x, nhwc, weight, b, has_bias, PH, PW, relu_max, target, res)
             return out
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
         U = self._winograd_weight(weight, dtype).view  # (16, C, O)
@@ -236,7 +238,7 @@ class WinogradKernelsMixin:
 
         def output(worker: int, M: Any, n0: int, n1: int, first: int) -> None:
             yt = self._buffer(worker, "wino_y", (2 * TW * O,), dtype)
-            _wino.output_tiles(M.flat, M.plane, n0, n1, first, TH, TW, b, has_bias, relu, cap, yt, target, nhwc)
+            _wino.output_tiles(M.flat, M.plane, n0, n1, first, TH, TW, b, has_bias, relu, cap, yt, target, nhwc, *res)
 
         if self._winograd_batched(N, C, O, TH, TW, nb, x.itemsize):
             V = self._winograd_batch_input(x, nhwc, nb, PH, PW, TH, TW)
@@ -339,11 +341,12 @@ class WinogradKernelsMixin:
 
     def _winograd4_conv(
         self, x: Any, nhwc: bool, weight: Any, b: Any, has_bias: bool, PH: int, PW: int, relu_max: float | None,
-        out: Any,
+        out: Any, res: tuple[Any, bool],
     ) -> None:  # fmt: skip
         """:meth:`_winograd_conv` with F(4x4, 3x3): per chunk of images, input tiles V (36, tiles, C), 36 GEMMs
         M = V @ U, output tiles into ``out`` (x and out as the kernels index them: (N, C, H, W) and (N, O, OH, OW), or
-        with ``nhwc`` both channels last, (N, H, W, C) and (N, OH, OW, O))."""
+        with ``nhwc`` both channels last, (N, H, W, C) and (N, OH, OW, O)); ``res`` the output pass's
+        ``(res, has_res)`` (:func:`~minidl.backend._numba_kernels.residual_arguments`)."""
         N = x.shape[0]
         C, H, W = _dims(x, nhwc)
         O, dtype = weight.shape[0], x.dtype
@@ -356,7 +359,7 @@ class WinogradKernelsMixin:
             V, t = self._winograd4_input(worker, x, nhwc, n0, n1, PH, PW, TH, TW, O)
             M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype, 36)
             numpy.matmul(V.view, U.view, out=M.view)
-            _wino4.output_tiles(M.flat, M.plane, n0, n1, n0, TH, TW, b, has_bias, relu, cap, t, out, nhwc)
+            _wino4.output_tiles(M.flat, M.plane, n0, n1, n0, TH, TW, b, has_bias, relu, cap, t, out, nhwc, *res)
 
         self._over_images(N, nb, body, self._gemm_threads())
 

@@ -19,8 +19,8 @@ and the NumPy reference. What changes is who runs the kernels:
   ops                                    kernels
   =====================================  ==================================================================
   ``conv2d``, ``conv2d_relu``,           im2row chunks, Winograd F(2x2, 3x3) and F(4x4, 3x3), 1 x 1
-  ``conv2d_relu6``                       products, grouped GEMMs, depthwise loops (``_numba_conv.py``); the
-                                         ReLU or ReLU6 in the output pass
+  ``conv2d_relu6``,                      products, grouped GEMMs, depthwise loops (``_numba_conv.py``); the
+  ``conv2d_add_relu``                    ReLU or ReLU6 (and a residual) in the output pass
   ``max_pool2d``, ``avg_pool2d``,        compiled window loops, parallel over planes (``_numba_pool.py``);
   ``adaptive_avg_pool2d``                global average pooling one sum per plane
   ``batch_norm``, ``batch_norm_relu``,   statistics + normalize + affine (+ ReLU or ReLU6) in one pass per
@@ -43,9 +43,9 @@ and the NumPy reference. What changes is who runs the kernels:
 Convolution (im2row chunks, Winograd's F(2x2, 3x3) and F(4x4, 3x3), 1 x 1 products): see ``_numba_conv.py``.
 
 Memory format: given a ``channels_last`` input (:mod:`minidl.memory_format`), these kernels read it as it lies (a
-pixel's channels one run) and return a ``channels_last`` output: ``conv2d``, ``conv2d_relu``, ``conv2d_relu6``
-(direct 3 x 3, im2row, Winograd, 1 x 1, depthwise with one filter per channel; not other grouped ones nor an
-uneven ``'same'`` padding; dx laid out as x), ``batch_norm``,
+pixel's channels one run) and return a ``channels_last`` output: ``conv2d``, ``conv2d_relu``, ``conv2d_relu6``,
+``conv2d_add_relu`` (direct 3 x 3, im2row, Winograd, 1 x 1, depthwise with one filter per channel; not other
+grouped ones nor an uneven ``'same'`` padding; dx laid out as x), ``batch_norm``,
 ``batch_norm_relu``, ``batch_norm_relu6``, the elementwise ops when every input is (``relu``, ``add_relu``,
 ``gelu``, ...), ``max_pool2d`` with a 2 x 2 window and stride 2, and ``adaptive_avg_pool2d`` to 1 x 1. Other kernels
 copy it to C order first.
@@ -153,6 +153,9 @@ class NumbaBackend(
             "conv2d_relu": KernelPair(self._conv2d_relu_forward, self._conv2d_relu_backward, self._conv2d_relu_accepts),
             "conv2d_relu6": KernelPair(
                 self._conv2d_relu6_forward, self._conv2d_relu6_backward, self._conv2d_relu_accepts
+            ),
+            "conv2d_add_relu": KernelPair(
+                self._conv2d_add_relu_forward, self._conv2d_add_relu_backward, self._conv2d_add_relu_accepts
             ),
             "max_pool2d": KernelPair(self._max_pool2d_forward, self._max_pool2d_backward),
             "avg_pool2d": KernelPair(self._avg_pool2d_forward, self._avg_pool2d_backward),

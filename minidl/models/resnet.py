@@ -50,6 +50,7 @@ from minidl.nn.activation import ReLU
 from minidl.nn.containers import Sequential
 from minidl.nn.conv import Conv2d
 from minidl.nn.flatten import Flatten
+from minidl.nn.fusion import joins_residual
 from minidl.nn.linear import Linear
 from minidl.nn.merge import Add
 from minidl.nn.module import Module
@@ -115,10 +116,12 @@ class _ResidualBlock(Module):
     def extra_repr(self) -> str:
         return f"{self.inplanes}, {self.planes}, stride={self.stride}"
 
-    def _shortcut(self, x: Any, out: Any) -> Any:
-        """The shortcut of x (the identity, or ``downsample``), checked against the body's output ``out``."""
+    def _shortcut(self, x: Any, out: Any = None) -> Any:
+        """The shortcut of x (the identity, or ``downsample``), checked against the body's output ``out`` if given
+        (else the fused convolution it goes to checks it)."""
         identity = x if self.downsample is None else self.downsample(x)
-        _check_shortcut(f"{type(self).__name__}({self.extra_repr()})", out, identity)
+        if out is not None:
+            _check_shortcut(f"{type(self).__name__}({self.extra_repr()})", out, identity)
         return identity
 
     def _shortcut_backward(self, dz: Any) -> Any:
@@ -141,6 +144,8 @@ class BasicBlock(_ResidualBlock):
     holds ``relu1`` and ``relu2``, and the sum is a module, ``add`` (as in torchvision's quantizable ResNet), so that
     :func:`minidl.nn.fuse` can merge each with its neighbours (``fusion_groups``); none has parameters, so the keys
     are the same. (A module called twice in one forward also works: see :meth:`~minidl.nn.Module.save_for_backward`.)
+    Fused, in inference, the block hands the shortcut to ``conv2``, which runs the folded ``bn2``, ``add`` and
+    ``relu2`` in its output pass (:func:`minidl.nn.fusion.joins_residual`: the one branch in ``forward``).
 
     Args:
         inplanes: C, the input channels.
@@ -165,7 +170,7 @@ class BasicBlock(_ResidualBlock):
     """
 
     expansion = 1
-    fusion_groups = (("conv1", "bn1", "relu1"), ("conv2", "bn2"), ("add", "relu2"))
+    fusion_groups = (("conv1", "bn1", "relu1"), ("conv2", "bn2", "add", "relu2"))
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Module | None = None) -> None:
         super().__init__()
@@ -181,6 +186,8 @@ class BasicBlock(_ResidualBlock):
 
     def forward(self, x: Any) -> Any:
         out = self.relu1(self.bn1(self.conv1(x)))
+        if joins_residual(self.conv2):  # nn.fuse, in inference: relu(bn2(conv2(out)) + shortcut) as one folded pass
+            return self.conv2(out, self._shortcut(x))
         out = self.bn2(self.conv2(out))
         return self.relu2(self.add(out, self._shortcut(x, out)))
 
@@ -228,7 +235,7 @@ class Bottleneck(_ResidualBlock):
     """
 
     expansion = 4
-    fusion_groups = (("conv1", "bn1", "relu1"), ("conv2", "bn2", "relu2"), ("conv3", "bn3"), ("add", "relu3"))
+    fusion_groups = (("conv1", "bn1", "relu1"), ("conv2", "bn2", "relu2"), ("conv3", "bn3", "add", "relu3"))
 
     def __init__(
         self,
@@ -261,6 +268,8 @@ class Bottleneck(_ResidualBlock):
     def forward(self, x: Any) -> Any:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.relu2(self.bn2(self.conv2(out)))
+        if joins_residual(self.conv3):  # nn.fuse, in inference: relu(bn3(conv3(out)) + shortcut) as one folded pass
+            return self.conv3(out, self._shortcut(x))
         out = self.bn3(self.conv3(out))
         return self.relu3(self.add(out, self._shortcut(x, out)))
 

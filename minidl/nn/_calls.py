@@ -32,6 +32,13 @@ def _calling_module(module: Module) -> Module | None:
     return calls[-2]
 
 
+def _running_module() -> Module | None:
+    """The module whose forward runs now (the innermost call), or None outside any. (What a ResNet block asks
+    :class:`~minidl.nn.fusion.ConvBn2d` about before it hands it the shortcut: see ``joins_residual``.)"""
+    calls = _pass_state.calls
+    return calls[-1] if calls else None
+
+
 # a functional pair's errors start with its name and a colon, e.g. "conv2d_forward: expected ..."
 _PAIR_PREFIX = re.compile(r"^[a-z][a-z0-9_]*_(forward|backward): ")
 

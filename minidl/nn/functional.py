@@ -60,6 +60,8 @@ from minidl.nn.activation_gated import hardsigmoid_backward, hardsigmoid_forward
 from minidl.nn.activation_param import prelu_backward, prelu_forward
 from minidl.nn.attention_pairs import scaled_dot_product_attention_backward, scaled_dot_product_attention_forward
 from minidl.nn.conv import (
+    conv2d_add_relu_backward,
+    conv2d_add_relu_forward,
     conv2d_backward,
     conv2d_forward,
     conv2d_relu6_backward,
@@ -182,6 +184,8 @@ __all__ = [
     "channel_shuffle_forward",
     "conv2d_backward",
     "conv2d_forward",
+    "conv2d_add_relu_backward",
+    "conv2d_add_relu_forward",
     "conv2d_relu6_backward",
     "conv2d_relu6_forward",
     "conv2d_relu_backward",

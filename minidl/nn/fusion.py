@@ -25,10 +25,17 @@ freed slots, so the model keeps its structure, its ``state_dict`` keys and its o
   after more training or a ``load_state_dict``.
 * **residual sum -> ReLU** (the end of a ResNet block: an :class:`~minidl.nn.merge.Add` module and a ReLU) becomes
   :class:`AddReLU`, which runs the pair :func:`~minidl.nn.merge.add_relu_forward` (one pass on Numba).
+* **Conv2d -> BatchNorm2d -> residual sum -> ReLU** (a ResNet block's last convolution to its end) becomes
+  :class:`ConvBn2d`, :class:`FoldedBatchNorm2d`, :class:`AddReLU` and an :class:`Identity`: in training the first
+  two patterns above. In inference the block hands the shortcut to the convolution (see
+  :meth:`ConvBn2d.joins_residual` and ``BasicBlock.forward``), which runs
+  :func:`~minidl.nn.conv.conv2d_add_relu_forward`: the folded convolution, the sum and the ReLU in the
+  convolution's own output pass, so its output is not written and read back before the sum (PyTorch's
+  quantization fuses the same ``conv-add-relu``). The block's forward says so in one visible branch.
 
 Patterns are found in every :class:`Sequential` (consecutive children) and in the modules that list which of their
-children run back to back, ``fusion_groups`` (the ResNet blocks: ``(("conv1", "bn1", "relu1"), ("conv2", "bn2"),
-("add", "relu2"))``, as torchvision's quantizable models list them). A module named there must run once per
+children run back to back, ``fusion_groups`` (the ResNet blocks: ``(("conv1", "bn1", "relu1"), ("conv2", "bn2",
+"add", "relu2"))``, as torchvision's quantizable models list them). A module named there must run once per
 forward, at that place: a ReLU that the block also applies elsewhere would become an Identity there too. Only the
 exact classes are fused: a ReLU replaced by ``nn.GELU()`` (or a ``Hardtanh(0, 6)``, which is not a ReLU6), a
 subclass of BatchNorm2d, a module whose ``forward`` was replaced on the instance, a module with hooks
@@ -67,7 +74,7 @@ from typing import Any, NamedTuple
 
 from minidl.backend import get_array_module
 from minidl.grad_mode import is_grad_enabled
-from minidl.nn._calls import _calling_module
+from minidl.nn._calls import _calling_module, _running_module
 from minidl.nn.activation import ReLU, ReLU6
 from minidl.nn.containers import Identity, Sequential
 from minidl.nn.conv import Conv2d
@@ -77,7 +84,7 @@ from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm1d, BatchNorm2d
 
-__all__ = ["AddReLU", "BatchNormReLU1d", "BatchNormReLU2d", "ConvBn2d", "FoldedBatchNorm2d", "fuse"]
+__all__ = ["AddReLU", "BatchNormReLU1d", "BatchNormReLU2d", "ConvBn2d", "FoldedBatchNorm2d", "fuse", "joins_residual"]
 
 
 # ---------------------------------------------------------------------------------------------- fused modules
@@ -278,6 +285,7 @@ class ConvBn2d(Conv2d):
 
     bn: Any = None  # the FoldedBatchNorm2d after it (not a child: its parameters belong to its own slot)
     slots: tuple[str, str] = ("", "")  # its name and the BatchNorm's in the module fuse found them in
+    joins: tuple[str, str] | None = None  # the slots of the Add and the ReLU after the BatchNorm, if fused with them
 
     @property
     def activation(self) -> str | None:
@@ -285,7 +293,8 @@ class ConvBn2d(Conv2d):
         return None if self.bn is None else self.bn.activation
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, folds=BatchNorm2d{_ACTIVATIONS[self.activation].shown}"
+        joined = "+Add+ReLU" if self.joins else ""
+        return f"{super().extra_repr()}, folds=BatchNorm2d{_ACTIVATIONS[self.activation].shown}{joined}"
 
     def folded_parameters(self) -> tuple[Any, Any]:
         """``(s W, s (b - running_mean) + beta)`` with s = gamma / sqrt(running_var + eps) per output channel."""
@@ -305,13 +314,36 @@ class ConvBn2d(Conv2d):
 
     def _folds(self) -> bool:
         """Whether this call runs folded (the three conditions above)."""
+        return self._folds_in(_calling_module(self))
+
+    def _folds_in(self, parent: Module | None) -> bool:
+        """Whether it folds when ``parent`` calls it: inference, the reference pairs, both slots as ``fuse`` left
+        them."""
         bn = self.bn
         if bn is None or not _inference(bn) or not is_reference(_ACTIVATIONS[self.activation].unfolded):
             return False
-        parent, (mine, its) = _calling_module(self), self.slots
+        mine, its = self.slots
         return parent is not None and parent._modules.get(mine) is self and parent._modules.get(its) is bn
 
-    def forward(self, x: Any) -> Any:
+    def joins_residual(self) -> bool:
+        """Whether the module running now (a ResNet block, before it calls this convolution) may hand it the
+        shortcut, ``conv(x, residual)``, for relu(conv(x) + residual) in one folded pass: ``fuse`` fused it with the
+        Add and the ReLU after its BatchNorm (``joins``); the block still holds all four in their slots, as fused and
+        without hooks (the BatchNorm, the Add and the ReLU are not called then); it folds (see above); and the pair
+        the AddReLU would run, ``add_relu``, is still minidl's (as folding asks of the BatchNorm's: a pair you
+        replaced runs, unjoined). It then runs :func:`~minidl.nn.conv.conv2d_add_relu_forward`."""
+        return self._joins_in(_running_module())
+
+    def _joins_in(self, parent: Module | None) -> bool:
+        """:meth:`joins_residual` for a call by ``parent``."""
+        if not self.joins or not self._folds_in(parent) or not is_reference("add_relu"):
+            return False
+        add, relu = (parent._modules.get(name) for name in self.joins)
+        return _plain(add, AddReLU) and _plain(relu, Identity) and not has_hooks(self.bn)
+
+    def forward(self, x: Any, residual: Any = None) -> Any:
+        if residual is not None:
+            return self._forward_joined(x, residual)
         if not self._folds():
             return super().forward(x)
         x, padding, _ = self._padded(x)
@@ -319,6 +351,27 @@ class ConvBn2d(Conv2d):
         out, _ = pair(x, *self.folded_parameters(), self.stride, padding, self.dilation, self.groups)
         object.__setattr__(self.bn, "_folded_output", out)  # the BatchNorm passes exactly this array on
         return out
+
+    def _forward_joined(self, x: Any, residual: Any) -> Any:
+        """relu(conv2d(x, s W, s (b - mean) + beta) + residual): the folded convolution, the Add and the ReLU after
+        its BatchNorm in one pair, :func:`~minidl.nn.conv.conv2d_add_relu_forward` (inference only)."""
+        if not self._joins_in(_calling_module(self)):
+            raise RuntimeError(
+                f"{self._where()}: takes a residual only where nn.fuse joined it with the Add and ReLU after its "
+                "BatchNorm, in inference, called by the block it was fused in (see ConvBn2d.joins_residual)"
+            )
+        x, padding, _ = self._padded(x)
+        out, _ = F.conv2d_add_relu_forward(
+            x, residual, *self.folded_parameters(), self.stride, padding, self.dilation, self.groups
+        )
+        return out
+
+
+def joins_residual(conv: Module) -> bool:
+    """Whether ``conv`` is a :class:`ConvBn2d` that :func:`fuse` joined with the BatchNorm, Add and ReLU after it and
+    that runs them as one pass now (:meth:`ConvBn2d.joins_residual`): then the ResNet block calling this hands it
+    the shortcut, ``conv(x, residual)``, instead of calling the four modules."""
+    return isinstance(conv, ConvBn2d) and conv.joins_residual()
 
 
 class AddReLU(Add):
@@ -385,7 +438,7 @@ def _plain(module: Module | None, *classes: type) -> bool:
 
 
 def _fuse_group(parent: Module, names: Sequence[str], shared: set[int]) -> int:
-    """Fuse the children ``names`` of ``parent`` (2 or 3 modules that run back to back) if they form a pattern;
+    """Fuse the children ``names`` of ``parent`` (2 to 4 modules that run back to back) if they form a pattern;
     returns how many modules were used (0: no pattern starts there). A module in ``shared`` (it sits in several
     slots) is left as it is: a fused copy per slot would split its parameters."""
     mods = [parent._modules.get(name) for name in names]
@@ -397,9 +450,21 @@ def _fuse_group(parent: Module, names: Sequence[str], shared: set[int]) -> int:
             return 0
         third = mods[2] if len(mods) > 2 else None
         activation = next((name for name, a in _ACTIVATIONS.items() if name and _plain(third, a.module)), None)
+        joins = (
+            activation is None
+            and len(mods) == 4
+            and _plain(mods[2], Add)
+            and _plain(mods[3], ReLU)
+            and not {id(mods[2]), id(mods[3])} & shared
+        )
         folded_bn = _recast(bn, FoldedBatchNorm2d, activation=activation)
-        parent.add_module(names[0], _recast(conv, ConvBn2d, bn=folded_bn, slots=tuple(names[:2])))
+        joined = tuple(names[2:]) if joins else None
+        parent.add_module(names[0], _recast(conv, ConvBn2d, bn=folded_bn, slots=tuple(names[:2]), joins=joined))
         parent.add_module(names[1], folded_bn)
+        if joins:  # conv, BatchNorm, residual sum, ReLU (the end of a ResNet block)
+            parent.add_module(names[2], _recast(mods[2], AddReLU))
+            parent.add_module(names[3], Identity())
+            return 4
         if activation is not None:
             parent.add_module(names[2], Identity())
         return 2 if activation is None else 3
@@ -415,13 +480,18 @@ def _fuse_children(module: Module, shared: set[int]) -> None:
     """Fuse the patterns among ``module``'s children: runs of consecutive children of a Sequential (a module fused
     into one pattern cannot start the next), else the module's own ``fusion_groups``."""
     if isinstance(module, Sequential):
-        names = list(module._modules)
-        i = 0
-        while i < len(names) - 1:
-            i += max(1, _fuse_group(module, names[i : i + 3], shared))
+        _fuse_run(module, list(module._modules), 3, shared)
         return
     for names in module.fusion_groups:
-        _fuse_group(module, names, shared)
+        _fuse_run(module, names, 4, shared)
+
+
+def _fuse_run(module: Module, names: Sequence[str], window: int, shared: set[int]) -> None:
+    """Fuse the patterns in the run of children ``names``, at most ``window`` modules each, from the first on (a
+    module fused into one pattern cannot start the next)."""
+    i = 0
+    while i < len(names) - 1:
+        i += max(1, _fuse_group(module, names[i : i + window], shared))
 
 
 def fuse(model: Module, inplace: bool = False) -> Module:

@@ -69,7 +69,8 @@ class Module:
 
     training: bool
     #: children that run back to back in ``forward``, by name, for :func:`minidl.nn.fuse` to find patterns in
-    #: (a Sequential's are its consecutive children), e.g. ``(("conv1", "bn1", "relu1"), ("conv2", "bn2"))``.
+    #: (a Sequential's are its consecutive children), e.g. ``(("conv1", "bn1", "relu1"), ("conv2", "bn2"))``; a
+    #: ResNet block's ``("conv2", "bn2", "add", "relu2")`` lets the block hand its shortcut to ``conv2`` in inference.
     #: Each child named here must run once per forward, at that place (fusion turns a ReLU into an Identity).
     fusion_groups: tuple[tuple[str, ...], ...] = ()
 

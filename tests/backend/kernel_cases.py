@@ -13,6 +13,7 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from minidl.backend._numba_conv import _DIRECT_MAX_C
+from minidl.nn.conv import _conv2d_setup
 from minidl.nn.pooling import pool_output_size
 from tests.strategies import distinct_values, seeds
 
@@ -32,6 +33,7 @@ class Case(NamedTuple):
     seed: int  # of dout
     algorithm: str | None = None  # convolutions: which of the kernel's algorithms must run
     kink: str | None = None  # the op whose output goes through a ReLU (ReLU6): dout is 0 near its kinks
+    # ("conv2d_add": the convolution's output plus the residual)
     layout: str = "C"  # of the first array argument and of dout: C-contiguous, "F" (Fortran order) or "strided"
 
     def call(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -153,8 +155,11 @@ def conv_cases(draw, op, algorithm):
         ("dilation", _pair_or_int(draw, DH, DW)),
         ("groups", groups),
     ]
+    if op == "conv2d_add_relu":  # the residual: the output's shape, values of both signs around the sum's kink
+        g = _conv2d_setup(x, weight, None, params[3][1], params[4][1], params[5][1], groups)
+        params.insert(1, ("residual", rng.standard_normal((N, O, g.OH, g.OW)).astype(dtype)))
     backward = draw(st.sampled_from([{}, {"compute_dw": True}, {"compute_dw": False}]))
-    kink = "conv2d" if op in ("conv2d_relu", "conv2d_relu6") else None
+    kink = {"conv2d_relu": "conv2d", "conv2d_relu6": "conv2d", "conv2d_add_relu": "conv2d_add"}.get(op)
     expected = "im2row" if algorithm in ("dilated", "same") else algorithm
     return draw(_call(op, params, dtype, seed + 1, backward, expected, kink))
 
@@ -439,7 +444,7 @@ CASES: dict[str, Any] = {
     },
     **{
         f"{op}-{a}": conv_cases(op, a)
-        for op in ("conv2d_relu", "conv2d_relu6")
+        for op in ("conv2d_relu", "conv2d_relu6", "conv2d_add_relu")
         for a in ("im2row", "winograd", "direct", "pointwise", "depthwise", "dilated", "same")
     },
     "max_pool2d": max_pool_cases(),

@@ -79,6 +79,7 @@ TOL_KIND = {
     "conv2d": "conv2d",
     "conv2d_relu": "conv2d",
     "conv2d_relu6": "conv2d",
+    "conv2d_add_relu": "conv2d",
     "max_pool2d": "pool",
     "avg_pool2d": "pool",
     "adaptive_avg_pool2d": "pool",
@@ -178,8 +179,15 @@ def _dout(case: Case, out: Any) -> Any:
     ReLU ops (there the two sides' sums may round to opposite sides, and the gradient jumps)."""
     rng = np.random.default_rng(case.seed)
     dout = np.asarray(rng.standard_normal(out.shape), dtype=out.dtype)
-    if case.kink is not None:
+    if case.kink == "conv2d_add":  # the convolution's output plus the residual
+        residual = dict(case.params)["residual"]
+        conv = case._replace(op="conv2d", params=tuple(p for p in case.params if p[0] != "residual"))
+        positional = case.positional - (case.positional > 1)  # (the residual was passed by position)
+        pre = _run("numpy", conv._replace(positional=positional))["results"]["out"]
+        pre = pre + residual
+    elif case.kink is not None:
         pre = _run("numpy", case._replace(op=case.kink))["results"]["out"]  # the output before the ReLU
+    if case.kink is not None:
         margin = (1e-3 if case.dtype == np.float32 else 1e-9) * max(1.0, float(np.abs(pre).max(initial=0.0)))
         kinks = (0.0, 6.0) if case.op.endswith("relu6") else (0.0,)
         for kink in kinks:
@@ -302,6 +310,16 @@ def _declined_cases() -> dict[str, Case]:
     return {
         "conv2d_relu grouped": case("conv2d_relu", [("x", x8), ("weight", w_grouped), ("padding", 1), ("groups", 2)]),
         "conv2d_relu6 grouped": case("conv2d_relu6", [("x", x8), ("weight", w_grouped), ("padding", 1), ("groups", 2)]),
+        "conv2d_add_relu grouped": case(
+            "conv2d_add_relu",
+            [
+                ("x", x8),
+                ("residual", np.ones((2, 4, 5, 4), np.float32)),
+                ("weight", w_grouped),
+                ("padding", 1),
+                ("groups", 2),
+            ],
+        ),  # fmt: skip
         "batch_norm float16": case("batch_norm", [("input", bn16), *stats16, ("training", True)]),
         "batch_norm_relu float16": case("batch_norm_relu", [("input", bn16), *stats16]),
         "batch_norm_relu6 float16": case("batch_norm_relu6", [("input", bn16), *stats16, ("training", True)]),

@@ -341,7 +341,8 @@ def test_a_kernel_declares_every_pair_its_reference_calls():
     [("relu", "add_relu"), ("add", "add_relu"), ("relu", "batch_norm_relu"), ("batch_norm", "batch_norm_relu"),
      ("relu", "conv2d_relu"), ("conv2d", "conv2d_relu"), ("pad2d", "conv2d"), ("pad2d", "conv2d_relu"),
      ("hardtanh", "conv2d_relu6"), ("conv2d", "conv2d_relu6"), ("relu6", "batch_norm_relu6"),
-     ("hardtanh", "batch_norm_relu6"), ("batch_norm", "batch_norm_relu6")],
+     ("hardtanh", "batch_norm_relu6"), ("batch_norm", "batch_norm_relu6"), ("conv2d", "conv2d_add_relu"),
+     ("add_relu", "conv2d_add_relu"), ("relu", "conv2d_add_relu")],
 )  # fmt: skip
 def test_replacing_a_pair_turns_off_the_kernels_of_the_pairs_built_from_it(replaced, composite, monkeypatch):
     """A student's ``relu_forward`` must run inside ``batch_norm_relu`` too: its kernel would skip it."""
@@ -409,6 +410,16 @@ def test_a_kernel_validates_its_input_as_the_reference_does():
             "conv2d_relu6",
             (np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 3, 3, 3), np.float32)),
             "expected 3 channels",
+        ),
+        (
+            "conv2d_add_relu",
+            (np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 1, 2, 2), np.float32), np.zeros((1, 3, 3, 3), "f4")),
+            "expected 3 channels",
+        ),
+        (
+            "conv2d_add_relu",
+            (np.zeros((1, 3, 4, 4), np.float32), np.zeros((1, 1, 4, 4), np.float32), np.zeros((1, 3, 3, 3), "f4")),
+            r"residual of the convolution's output shape \(1, 1, 2, 2\) and dtype float32, got \(1, 1, 4, 4\)",
         ),
         ("batch_norm_relu", (np.zeros((2, 3), np.float32), np.zeros(4, np.float32), np.ones(4, np.float32)), "shape"),
         ("batch_norm_relu6", (np.zeros((2, 3), np.float32), np.zeros(4, np.float32), np.ones(4, np.float32)), "shape"),

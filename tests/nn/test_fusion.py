@@ -201,6 +201,57 @@ def test_conv2d_activation_pairs_match_pytorch(op, groups):
         assert_close(got, expected.grad, what=f"{op} {name}")
 
 
+@given(seed=seeds, depthwise=st.booleans(), stride=st.sampled_from([1, 2]))
+def test_conv2d_add_relu_is_add_relu_of_conv2d_with_the_same_gradients(seed, depthwise, stride):
+    rng = np.random.default_rng(seed)
+    groups = 3 if depthwise else 1
+    x, w, b = (arr(a) for a in (rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((6, 3 // groups, 3, 3)),
+                                rng.standard_normal(6)))  # fmt: skip
+    conv, conv_cache = F.conv2d_forward(x, w, b, stride, 1, 1, groups)
+    residual = arr(rng.standard_normal(conv.shape) * 3)
+    out, cache = F.conv2d_add_relu_forward(x, residual, w, b, stride, 1, 1, groups)
+    ref, add_relu_cache = F.add_relu_forward(conv, residual)
+    np.testing.assert_allclose(host(out), host(ref), **TOL[np.float64])
+    dout = arr(rng.standard_normal(out.shape))
+    dz = F.add_relu_backward(dout, add_relu_cache)
+    want = (F.conv2d_backward(dz, conv_cache)[0], dz, *F.conv2d_backward(dz, conv_cache)[1:])
+    for name, a, b_ in zip(("dx", "dresidual", "dw", "db"), F.conv2d_add_relu_backward(dout, cache), want, strict=True):
+        np.testing.assert_allclose(host(a), host(b_), **TOL[np.float64], err_msg=name)
+
+
+@given(seed=seeds)
+def test_conv2d_add_relu_functional_gradcheck(seed):
+    rng = np.random.default_rng(seed)
+    x, w = arr(rng.standard_normal((2, 2, 4, 4))), arr(rng.standard_normal((3, 2, 3, 3)))
+    residual = arr(rng.standard_normal((2, 3, 4, 4)) * 2)
+    pre = host(F.conv2d_forward(x, w, None, 1, 1)[0]) + host(residual)
+    assume(np.abs(pre).min() > 1e-3)  # away from the ReLU's kink
+
+    def f(x, residual, w):
+        return F.conv2d_add_relu_forward(x, residual, w, None, 1, 1)
+
+    grads = lambda dout, cache: F.conv2d_add_relu_backward(dout, cache)[:3]  # noqa: E731 (dx, dresidual, dw)
+    report = gradcheck.check_function(f, grads, [x, residual, w])
+    assert report.passed, report
+
+
+@pytest.mark.parametrize("groups", [1, 4], ids=["dense", "depthwise"])
+def test_conv2d_add_relu_matches_pytorch(groups):
+    torch = torch_or_skip()
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal((2, 4, 6, 5)), rng.standard_normal((8, 4 // groups, 3, 3)), rng.standard_normal(8)
+    residual = rng.standard_normal((2, 8, 3, 3)) * 3
+    out, cache = F.conv2d_add_relu_forward(arr(x), arr(residual), arr(w), arr(b), 2, 1, 1, groups)
+    tx, tr, tw, tb = (to_torch(a, requires_grad=True) for a in (x, residual, w, b))
+    tout = torch.nn.functional.relu(torch.nn.functional.conv2d(tx, tw, tb, stride=2, padding=1, groups=groups) + tr)
+    dout = rng.standard_normal(tuple(tout.shape))
+    tout.backward(torch.tensor(dout))
+    assert_close(out, tout, what="conv2d_add_relu forward")
+    grads = F.conv2d_add_relu_backward(arr(dout), cache)
+    for name, got, expected in zip(("dx", "dresidual", "dw", "db"), grads, (tx, tr, tw, tb), strict=True):
+        assert_close(got, expected.grad, what=f"conv2d_add_relu {name}")
+
+
 @pytest.mark.parametrize("op", ["batch_norm_relu", "batch_norm_relu6"])
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_activation_pairs_match_pytorch(op, training):
@@ -356,6 +407,77 @@ def test_resnet_blocks_fuse_their_declared_groups_and_match_the_original():
         model.eval(), fused.eval()
         with minidl.no_grad():
             np.testing.assert_allclose(host(fused(x)), host(model(x)), rtol=1e-8, atol=1e-9)
+
+
+class _JoinSpy:
+    """Counts the calls of :meth:`ConvBn2d._forward_joined` (a class attribute: the instances stay plain)."""
+
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        original = nn.ConvBn2d._forward_joined
+
+        def spy(module, x, residual):
+            self.calls += 1
+            return original(module, x, residual)
+
+        monkeypatch.setattr(nn.ConvBn2d, "_forward_joined", spy)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+def test_a_resnet_block_end_runs_as_one_folded_convolution_in_inference(backend, memory_format, monkeypatch):
+    # conv2 (conv3), bn2, add and relu2: one conv2d_add_relu per block, the same outputs as the unfused model
+    minidl.manual_seed(0)
+    rng = np.random.default_rng(4)
+    spy = _JoinSpy(monkeypatch)
+    dtype = np.float64 if backend == "numpy" else np.float32
+    for model, shape, blocks in ((models.resnet20(10), (3, 3, 32, 32), 9), (models.resnet50(10), (2, 3, 48, 48), 16)):
+        model = model.to(dtype).eval()
+        randomize_statistics(model, rng)
+        fused = nn.fuse(model)
+        assert fused.layer1[0].conv1.joins is None
+        last = "conv2" if isinstance(fused.layer1[0], models.resnet.BasicBlock) else "conv3"
+        assert getattr(fused.layer1[0], last).joins == ("add", "relu2" if last == "conv2" else "relu3")
+        layout = minidl.channels_last if memory_format == "channels_last" else minidl.contiguous_format
+        x = minidl.contiguous(arr(rng.standard_normal(shape).astype(dtype)), layout)
+        with minidl.use_backend(backend), minidl.no_grad():
+            spy.calls = 0
+            got = host(fused(x))
+            assert spy.calls == blocks
+            np.testing.assert_allclose(got, host(model(x)), **TOL[dtype])
+
+
+def test_the_joined_block_end_runs_only_in_inference_and_with_the_blocks_own_modules(monkeypatch):
+    minidl.manual_seed(0)
+    rng = np.random.default_rng(5)
+    model = models.resnet20(10).to(np.float64)
+    randomize_statistics(model, rng)
+    fused = nn.fuse(model)
+    spy = _JoinSpy(monkeypatch)
+    x = arr(rng.standard_normal((2, 3, 32, 32)))
+    out, dx, grads = step(fused, x)  # training: the four modules, with their backward
+    ref_out, ref_dx, _ = step(model, x)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-8, atol=1e-9)
+    assert spy.calls == 0
+    model.eval(), fused.eval()
+    with minidl.no_grad():
+        want = host(model(x))
+        block = fused.layer1[0]
+        handle = block.add.register_forward_hook(lambda *a: None)  # a hook on the Add: it must run, unjoined
+        np.testing.assert_allclose(host(fused(x)), want, rtol=1e-8, atol=1e-9)
+        assert spy.calls == 8
+        handle.remove()
+        block.relu2 = nn.ReLU()  # an edited block: unjoined (and its ReLU runs)
+        np.testing.assert_allclose(host(fused(x)), want, rtol=1e-8, atol=1e-9)
+        assert spy.calls == 8 + 8
+    with minidl.no_grad(), pytest.MonkeyPatch.context() as patch:  # a replaced add_relu pair: unjoined
+        original = F.add_relu_forward
+        patch.setattr(F, "add_relu_forward", lambda a, b: original(a, b))
+        np.testing.assert_allclose(host(fused(x)), want, rtol=1e-8, atol=1e-9)
+    assert spy.calls == 16
+    with minidl.no_grad(), pytest.raises(RuntimeError, match=r"takes a residual only where nn.fuse joined it"):
+        fused.layer1[1].conv2(x, x)  # called on its own, not by its block
 
 
 def test_nothing_but_the_exact_layers_is_fused():
