@@ -232,6 +232,38 @@ def test_bench_layers_runs_and_prints_every_layer(mode):
     assert any(line.startswith("PyTorch Conv2d") for line in lines) == ("--torch" in mode)
 
 
+def test_bench_train_feeds_the_baseline_the_layout_it_feeds_minidl(monkeypatch):
+    # --channels-last goes to this checkout's minidl workers and to the baseline's (it once went to the first only)
+    bench = _module("bench_train")
+    commands = []
+
+    def fake_run(cmd, **kwargs):
+        commands.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout='RESULT {"train": 1.0}\n', stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    for options, expected in ((["--channels-last"], [True, True, False]), ([], [False, False, False])):
+        commands.clear()
+        args = bench.parse_args(["--models", "resnet20", "--baseline", str(ROOT), *options])
+        for framework in ("numba", "baseline", "torch"):
+            bench.spawn(framework, "resnet20", args)
+        assert ["--channels-last" in cmd for cmd in commands] == expected, commands
+
+
+def test_bench_layers_leaves_a_joined_block_ends_modules_unwrapped():
+    # in inference a fused ResNet block's bn2, add and relu2 are run by conv2 (conv2d_add_relu): not timed apart,
+    # and left plain so that the block still joins them
+    layers = _module("bench_layers")
+    from minidl import models, nn
+
+    fused = nn.fuse(models.resnet20(num_classes=10))
+    block = fused.layer1[0]
+    expected = {id(block.bn2), id(block.add), id(block.relu2)}
+    joined = layers._joined(fused)
+    assert expected <= joined and len(joined) == 3 * 9
+    assert not {id(block.conv1), id(block.conv2), id(block.bn1)} & joined
+
+
 def test_bench_layers_refuses_torch_in_training():
     proc = _run("bench_layers.py", "--torch")
     assert proc.returncode == 2 and "--torch times PyTorch's layers in inference only" in proc.stderr
