@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> None:
             _settle()
     step_ms = statistics.median(steps)
     torch_step_ms = statistics.median(torch_steps) if torch_steps else 0.0
-    skipped = set() if train else _joined(model)
-    leaves = [(name, m) for name, m in _leaves(model) if id(m) not in skipped]
+    skipped, joining = (set(), {}) if train else _joined(model)
+    leaves = _leaves(model)
+    wrapped = [(name, m) for name, m in leaves if id(m) not in skipped]
     times: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"forward": [], "backward": []})
     shapes: dict[str, tuple[int, ...]] = {}
 
@@ -144,9 +145,18 @@ def main(argv: list[str] | None = None) -> None:
 
         return run
 
-    for name, m in leaves:  # instance attributes shadow the class methods; removed again below
+    for name, m in wrapped:  # instance attributes shadow the class methods; removed again below
         object.__setattr__(m, "forward", timed(name, "forward", m.forward))
         object.__setattr__(m, "backward", timed(name, "backward", m.backward))
+    # a joined block end runs only with the convolution's own forward: its joined pass is timed through the class
+    # (each call finds its module's name by id), restored below
+    joined_forward = nn.ConvBn2d._forward_joined
+    if joining:
+
+        def timed_joined(module: Any, x: Any, residual: Any) -> Any:
+            return timed(joining[id(module)], "forward", lambda *a: joined_forward(module, *a))(x, residual)
+
+        nn.ConvBn2d._forward_joined = timed_joined
     torch_times: dict[str, list[float]] = defaultdict(list)
     handles = _torch_hooks(torch_model, torch_times) if torch_model is not None else []
     try:
@@ -157,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
                 torch_forward()
                 _settle()
     finally:
-        for _, m in leaves:
+        nn.ConvBn2d._forward_joined = joined_forward
+        for _, m in wrapped:
             del m.__dict__["forward"], m.__dict__["backward"]
         for handle in handles:
             handle.remove()
@@ -217,16 +228,19 @@ def _leaves(model: Any) -> list[tuple[str, Any]]:
     return [(name, m) for name, m in model.named_modules() if name and not any(True for _ in m.children())]
 
 
-def _joined(model: Any) -> set[int]:
-    """ids of the modules a joined ResNet block end does not call in inference (``ConvBn2d.joins``: the BatchNorm,
-    the Add and the ReLU after the convolution, which runs them in its output pass): left unwrapped, so that the block
-    still joins them (it joins only the plain modules), and their time is in the convolution's row."""
+def _joined(model: Any) -> tuple[set[int], dict[int, str]]:
+    """For a joined ResNet block end in inference (``ConvBn2d.joins``: the convolution runs its BatchNorm, the Add
+    and the ReLU in its output pass), the ids of the four modules, left unwrapped (the block joins only plain
+    modules), and the convolution's name by id (its joined pass is timed through the class, in its row)."""
     joined: set[int] = set()
+    names = {id(m): name for name, m in model.named_modules()}
+    joining: dict[int, str] = {}
     for parent in model.modules():
         for conv in parent._modules.values():
             if getattr(conv, "joins", None):
-                joined |= {id(conv.bn), *(id(parent._modules[name]) for name in conv.joins)}
-    return joined
+                joined |= {id(conv), id(conv.bn), *(id(parent._modules[name]) for name in conv.joins)}
+                joining[id(conv)] = names[id(conv)]
+    return joined, joining
 
 
 def _settle() -> None:

@@ -251,17 +251,17 @@ def test_bench_train_feeds_the_baseline_the_layout_it_feeds_minidl(monkeypatch):
 
 
 def test_bench_layers_leaves_a_joined_block_ends_modules_unwrapped():
-    # in inference a fused ResNet block's bn2, add and relu2 are run by conv2 (conv2d_add_relu): not timed apart,
-    # and left plain so that the block still joins them
+    # in inference a fused ResNet block's conv2 runs bn2, add and relu2 (conv2d_add_relu): the four are left plain
+    # so that the block still joins them, and conv2's joined pass is timed by name
     layers = _module("bench_layers")
     from minidl import models, nn
 
     fused = nn.fuse(models.resnet20(num_classes=10))
     block = fused.layer1[0]
-    expected = {id(block.bn2), id(block.add), id(block.relu2)}
-    joined = layers._joined(fused)
-    assert expected <= joined and len(joined) == 3 * 9
-    assert not {id(block.conv1), id(block.conv2), id(block.bn1)} & joined
+    joined, joining = layers._joined(fused)
+    assert {id(block.conv2), id(block.bn2), id(block.add), id(block.relu2)} <= joined and len(joined) == 4 * 9
+    assert not {id(block.conv1), id(block.bn1)} & joined
+    assert joining[id(block.conv2)] == "layer1.0.conv2" and len(joining) == 9
 
 
 def test_bench_layers_refuses_torch_in_training():

@@ -128,9 +128,11 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         out = self._conv2d_dense(x, weight, bias, *geometry, relu_max=relu_max, residual=residual)
         return out, (x, weight, bias is not None, g, tuple(x.shape), crop)
 
+    @_native_dtypes
     def _add_relu_into(self, out: Any, residual: Any) -> Any:
         """``out = relu(out + residual)`` in place, in one pass (for the algorithms whose output pass does not add a
-        residual); returns ``out``. The residual is read in ``out``'s layout (a copy if it has the other)."""
+        residual); returns ``out`` (float16 and other dtypes: a new array, computed in float32). The residual is read
+        in ``out``'s layout (a copy if it has the other)."""
         view, nhwc = _kernel_view(out)
         res, _ = _k.residual_arguments(residual, nhwc, out.dtype)
         size = view.size

@@ -88,9 +88,10 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> Conv2d:
 
 
 def _check_shortcut(where: str, body: Any, identity: Any) -> None:
-    if tuple(body.shape) != tuple(identity.shape):
+    shape = tuple(body) if isinstance(body, tuple) else tuple(body.shape)
+    if shape != tuple(identity.shape):
         raise ValueError(
-            f"{where}: the residual branch gives shape {tuple(body.shape)} but the shortcut gives "
+            f"{where}: the residual branch gives shape {shape} but the shortcut gives "
             f"{tuple(identity.shape)}; pass downsample=Sequential(conv1x1(inplanes, planes * expansion, stride), "
             "BatchNorm2d(planes * expansion)) when the stride or the channels change"
         )
@@ -116,13 +117,18 @@ class _ResidualBlock(Module):
     def extra_repr(self) -> str:
         return f"{self.inplanes}, {self.planes}, stride={self.stride}"
 
-    def _shortcut(self, x: Any, out: Any = None) -> Any:
-        """The shortcut of x (the identity, or ``downsample``), checked against the body's output ``out`` if given
-        (else the fused convolution it goes to checks it)."""
+    def _shortcut(self, x: Any, out: Any) -> Any:
+        """The shortcut of x (the identity, or ``downsample``), checked against the body's output ``out`` (an array,
+        or its shape)."""
         identity = x if self.downsample is None else self.downsample(x)
-        if out is not None:
-            _check_shortcut(f"{type(self).__name__}({self.extra_repr()})", out, identity)
+        _check_shortcut(f"{type(self).__name__}({self.extra_repr()})", out, identity)
         return identity
+
+    def _joined(self, conv: Module, out: Any, x: Any) -> Any:
+        """The block's end when ``nn.fuse`` joined it (``joins_residual(conv)``): the fused ``conv`` adds the shortcut
+        and applies the ReLU in its output pass, ``conv(out, shortcut)``. The shortcut is checked against the shape
+        the body's output will have (``conv``, 3 x 3 padding 1 or 1 x 1, keeps out's height and width)."""
+        return conv(out, self._shortcut(x, (out.shape[0], conv.out_channels, *out.shape[2:])))
 
     def _shortcut_backward(self, dz: Any) -> Any:
         return dz if self.downsample is None else self.downsample.backward(dz)
@@ -187,7 +193,7 @@ class BasicBlock(_ResidualBlock):
     def forward(self, x: Any) -> Any:
         out = self.relu1(self.bn1(self.conv1(x)))
         if joins_residual(self.conv2):  # nn.fuse, in inference: relu(bn2(conv2(out)) + shortcut) as one folded pass
-            return self.conv2(out, self._shortcut(x))
+            return self._joined(self.conv2, out, x)
         out = self.bn2(self.conv2(out))
         return self.relu2(self.add(out, self._shortcut(x, out)))
 
@@ -269,7 +275,7 @@ class Bottleneck(_ResidualBlock):
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.relu2(self.bn2(self.conv2(out)))
         if joins_residual(self.conv3):  # nn.fuse, in inference: relu(bn3(conv3(out)) + shortcut) as one folded pass
-            return self.conv3(out, self._shortcut(x))
+            return self._joined(self.conv3, out, x)
         out = self.bn3(self.conv3(out))
         return self.relu3(self.add(out, self._shortcut(x, out)))
 

@@ -63,6 +63,9 @@ class SEBasicBlock(BasicBlock):
         super().__init__(inplanes, planes, stride, downsample)
         self.se = SqueezeExcitation(planes, _squeeze_channels(planes, self.reduction))
 
+    # the gate runs between bn2 and the sum: bn2 and add are not back to back (no joined block end)
+    fusion_groups = (("conv1", "bn1", "relu1"), ("conv2", "bn2"), ("add", "relu2"))
+
     def forward(self, x: Any) -> Any:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.se(self.bn2(self.conv2(out)))
@@ -111,6 +114,9 @@ class SEBottleneck(Bottleneck):
         super().__init__(inplanes, planes, stride, downsample, groups, width_per_group)
         channels = planes * self.expansion
         self.se = SqueezeExcitation(channels, _squeeze_channels(channels, self.reduction))
+
+    # the gate runs between bn3 and the sum: bn3 and add are not back to back (no joined block end)
+    fusion_groups = (("conv1", "bn1", "relu1"), ("conv2", "bn2", "relu2"), ("conv3", "bn3"), ("add", "relu3"))
 
     def forward(self, x: Any) -> Any:
         out = self.relu1(self.bn1(self.conv1(x)))

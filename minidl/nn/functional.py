@@ -59,11 +59,10 @@ from minidl.nn.activation import (
 from minidl.nn.activation_gated import hardsigmoid_backward, hardsigmoid_forward
 from minidl.nn.activation_param import prelu_backward, prelu_forward
 from minidl.nn.attention_pairs import scaled_dot_product_attention_backward, scaled_dot_product_attention_forward
-from minidl.nn.conv import (
+from minidl.nn.conv import conv2d_backward, conv2d_forward
+from minidl.nn.conv_fused import (
     conv2d_add_relu_backward,
     conv2d_add_relu_forward,
-    conv2d_backward,
-    conv2d_forward,
     conv2d_relu6_backward,
     conv2d_relu6_forward,
     conv2d_relu_backward,

@@ -20,7 +20,7 @@ freed slots, so the model keeps its structure, its ``state_dict`` keys and its o
 
   (per output channel, with the running mean :math:`\mu` and variance :math:`\sigma^2`), so the BatchNorm pass
   disappears, and a ReLU or ReLU6 after it is applied in the convolution's own output pass
-  (:func:`~minidl.nn.conv.conv2d_relu_forward`, :func:`~minidl.nn.conv.conv2d_relu6_forward`: MobileNetV2's
+  (:func:`~minidl.nn.conv_fused.conv2d_relu_forward`, :func:`~minidl.nn.conv_fused.conv2d_relu6_forward`: MobileNetV2's
   layers). The folded weights are computed from the live parameters at each call, so the fused model stays exact
   after more training or a ``load_state_dict``.
 * **residual sum -> ReLU** (the end of a ResNet block: an :class:`~minidl.nn.merge.Add` module and a ReLU) becomes
@@ -29,8 +29,10 @@ freed slots, so the model keeps its structure, its ``state_dict`` keys and its o
   :class:`ConvBn2d`, :class:`FoldedBatchNorm2d`, :class:`AddReLU` and an :class:`Identity`: in training the first
   two patterns above. In inference the block hands the shortcut to the convolution (see
   :meth:`ConvBn2d.joins_residual` and ``BasicBlock.forward``), which runs
-  :func:`~minidl.nn.conv.conv2d_add_relu_forward`: the folded convolution, the sum and the ReLU in the
-  convolution's own output pass, so its output is not written and read back before the sum (PyTorch's
+  :func:`~minidl.nn.conv_fused.conv2d_add_relu_forward`: the folded convolution, the sum and the ReLU in the
+  convolution's own output pass on Numba where the algorithm allows (Winograd, and the products into a
+  ``channels_last`` output; the others add it in one more pass), so its output is not written and read back
+  before the sum (PyTorch's
   quantization fuses the same ``conv-add-relu``). The block's forward says so in one visible branch.
 
 Patterns are found in every :class:`Sequential` (consecutive children) and in the modules that list which of their
@@ -258,14 +260,15 @@ class ConvBn2d(Conv2d):
       is folded.
 
     Folded, the output is ``conv2d(x, s W, s (b - mean) + beta)`` with s = gamma / sqrt(running_var + eps) per
-    output channel, then the activation (:func:`~minidl.nn.conv.conv2d_relu_forward`,
-    :func:`~minidl.nn.conv.conv2d_relu6_forward`: one pass on Numba), and the :class:`FoldedBatchNorm2d` it
+    output channel, then the activation (:func:`~minidl.nn.conv_fused.conv2d_relu_forward`,
+    :func:`~minidl.nn.conv_fused.conv2d_relu6_forward`: one pass on Numba), and the :class:`FoldedBatchNorm2d` it
     holds (``bn``, not a child: its parameters belong to its own slot) returns that output as it is. The
     convolution keeps its parameters (the same ``state_dict`` keys) and reads the BatchNorm's at each call, so the
     folded weights always follow the live ones.
 
     Shape:
-        - Input: (N, C, H, W).  - Output: (N, O, OH, OW), as the Conv2d's.
+        - Input: (N, C, H, W); joined (``forward(x, residual)``, see :meth:`joins_residual`), also the residual
+          (N, O, OH, OW).  - Output: (N, O, OH, OW), as the Conv2d's.
     Backward:
         (not in inference) the Conv2d's.
     Examples:
@@ -328,10 +331,11 @@ class ConvBn2d(Conv2d):
     def joins_residual(self) -> bool:
         """Whether the module running now (a ResNet block, before it calls this convolution) may hand it the
         shortcut, ``conv(x, residual)``, for relu(conv(x) + residual) in one folded pass: ``fuse`` fused it with the
-        Add and the ReLU after its BatchNorm (``joins``); the block still holds all four in their slots, as fused and
-        without hooks (the BatchNorm, the Add and the ReLU are not called then); it folds (see above); and the pair
+        Add and the ReLU after its BatchNorm (``joins``); the block still holds all four in their slots, as fused,
+        without hooks and with their own ``forward`` (a hook on the convolution would see two inputs and the summed
+        output; the BatchNorm, the Add and the ReLU are not called); it folds (see above); and the pair
         the AddReLU would run, ``add_relu``, is still minidl's (as folding asks of the BatchNorm's: a pair you
-        replaced runs, unjoined). It then runs :func:`~minidl.nn.conv.conv2d_add_relu_forward`."""
+        replaced runs, unjoined). It then runs :func:`~minidl.nn.conv_fused.conv2d_add_relu_forward`."""
         return self._joins_in(_running_module())
 
     def _joins_in(self, parent: Module | None) -> bool:
@@ -339,7 +343,7 @@ class ConvBn2d(Conv2d):
         if not self.joins or not self._folds_in(parent) or not is_reference("add_relu"):
             return False
         add, relu = (parent._modules.get(name) for name in self.joins)
-        return _plain(add, AddReLU) and _plain(relu, Identity) and not has_hooks(self.bn)
+        return _plain(self, ConvBn2d) and _plain(add, AddReLU) and _plain(relu, Identity) and not has_hooks(self.bn)
 
     def forward(self, x: Any, residual: Any = None) -> Any:
         if residual is not None:
@@ -354,7 +358,7 @@ class ConvBn2d(Conv2d):
 
     def _forward_joined(self, x: Any, residual: Any) -> Any:
         """relu(conv2d(x, s W, s (b - mean) + beta) + residual): the folded convolution, the Add and the ReLU after
-        its BatchNorm in one pair, :func:`~minidl.nn.conv.conv2d_add_relu_forward` (inference only)."""
+        its BatchNorm in one pair, :func:`~minidl.nn.conv_fused.conv2d_add_relu_forward` (inference only)."""
         if not self._joins_in(_calling_module(self)):
             raise RuntimeError(
                 f"{self._where()}: takes a residual only where nn.fuse joined it with the Add and ReLU after its "

@@ -635,3 +635,31 @@ def test_depthwise_caches_the_input_not_a_column_matrix():
     with minidl.use_backend("numba"):
         _, cache = F.conv2d_forward(x, np.ones((8, 1, 3, 3), np.float32), None, 1, 1, 1, 8)
     assert cache.cache[0].shape == x.shape  # the reference keeps im2col's (C KH KW, N OH OW), 9x the input
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, groups, stride",
+    [((2, 8, 9, 9), (8, 1, 3, 3), 8, 1), ((2, 16, 8, 8), (16, 16, 3, 3), 1, 1), ((2, 3, 8, 8), (8, 3, 3, 3), 1, 1),
+     ((2, 8, 8, 8), (16, 8, 1, 1), 1, 2), ((2, 4, 7, 7), (6, 4, 3, 3), 1, 2)],
+    ids=["depthwise", "winograd", "direct", "pointwise", "im2row"],
+)  # fmt: skip
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+def test_conv2d_add_relu_in_float16_and_both_layouts(x_shape, w_shape, groups, stride, memory_format):
+    # float16 is computed in float32 and cast back (whether the residual joins the output pass or one more pass adds
+    # it), within a float16 rounding of the reference; the residual may come in the other layout
+    rng = np.random.default_rng(13)
+    layout = minidl.channels_last if memory_format == "channels_last" else minidl.contiguous_format
+    x = minidl.contiguous(rng.standard_normal(x_shape).astype(np.float16), layout)
+    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float16)
+    N, O = x_shape[0], w_shape[0]
+    size = (x_shape[2] - 1) // stride + 1
+    residual = rng.standard_normal((N, O, size, size)).astype(np.float16)
+    pad = w_shape[2] // 2
+    expected = F.conv2d_add_relu_forward(x, residual, w, None, stride, pad, 1, groups)[0]
+    with minidl.use_backend("numba"):
+        out, cache = F.conv2d_add_relu_forward(x, residual, w, None, stride, pad, 1, groups)
+        assert isinstance(cache, KernelCache) and out.dtype == np.float16
+        dx, dres, dw, db = F.conv2d_add_relu_backward(np.ones_like(out), cache)
+    np.testing.assert_allclose(out.astype(np.float32), expected.astype(np.float32), rtol=2e-3, atol=2e-3)
+    assert dx.dtype == dres.dtype == dw.dtype == np.float16 and db is None
+    np.testing.assert_array_equal(dres, (out > 0).astype(np.float16))

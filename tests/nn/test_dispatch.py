@@ -447,7 +447,8 @@ def test_a_bad_softmax_dim_gives_the_reference_error_on_every_backend(dim):
     "forward, setup",
     [
         ("minidl.nn.conv.conv2d_forward", "minidl.nn.conv._conv2d_setup"),
-        ("minidl.nn.conv.conv2d_relu_forward", "minidl.nn.conv._conv2d_setup"),
+        ("minidl.nn.conv_fused.conv2d_relu_forward", "minidl.nn.conv._conv2d_setup"),
+        ("minidl.nn.conv_fused.conv2d_add_relu_forward", "minidl.nn.conv_fused._conv2d_add_relu_setup"),
         ("minidl.nn.normalization.batch_norm_forward", "minidl.nn.normalization._batch_norm_setup"),
         ("minidl.nn.activation_softmax.softmax_forward", "minidl.nn.activation_softmax._softmax_setup"),
         (

@@ -480,6 +480,53 @@ def test_the_joined_block_end_runs_only_in_inference_and_with_the_blocks_own_mod
         fused.layer1[1].conv2(x, x)  # called on its own, not by its block
 
 
+@pytest.mark.parametrize("hook", ["forward_pre", "forward", "replaced_forward"])
+def test_a_hooked_or_replaced_last_convolution_leaves_the_block_end_unjoined(hook, monkeypatch):
+    # the joined call would hand the hook two inputs and the summed output: the four modules run instead
+    minidl.manual_seed(0)
+    model = models.resnet20(10).eval()
+    fused = nn.fuse(model)
+    spy = _JoinSpy(monkeypatch)
+    conv = fused.layer1[0].conv2
+    seen = []
+    if hook == "forward_pre":
+        conv.register_forward_pre_hook(lambda m, inputs: seen.append(len(inputs)))
+    elif hook == "forward":
+        conv.register_forward_hook(lambda m, inputs, out: seen.append(len(inputs)))
+    else:
+        original = conv.forward
+        object.__setattr__(conv, "forward", lambda x: seen.append(1) or original(x))
+    x = arr(np.random.default_rng(6).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    with minidl.no_grad():
+        np.testing.assert_allclose(host(fused(x)), host(model(x)), rtol=1e-4, atol=1e-5)
+    assert seen == [1] and spy.calls == 8
+
+
+def test_a_wrong_shortcut_names_the_block_in_joined_inference_too():
+    block = nn.fuse(models.resnet.BasicBlock(16, 16, stride=2)).eval()  # stride 2 without a downsample
+    x = arr(np.ones((2, 16, 8, 8), np.float32))
+    for grad in (True, False):
+        with (
+            minidl.set_grad_enabled(grad),
+            pytest.raises(
+                ValueError,
+                match=r"^BasicBlock\(16, 16, stride=2\): the "
+                r"residual branch gives shape \(2, 16, 4, 4\) .*downsample=",
+            ),
+        ):
+            block(x)
+
+
+def test_se_blocks_keep_their_groups_their_gate_sits_between_the_batchnorm_and_the_sum():
+    minidl.manual_seed(0)
+    model = models.se_resnet20(10).eval()
+    fused = nn.fuse(model)
+    assert fused.layer1[0].conv2.joins is None and type(fused.layer1[0].add).__name__ == "AddReLU"
+    x = arr(np.random.default_rng(7).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    with minidl.no_grad():
+        np.testing.assert_allclose(host(fused(x)), host(model(x)), rtol=1e-4, atol=1e-5)
+
+
 def test_nothing_but_the_exact_layers_is_fused():
     class DoubledBatchNorm(nn.BatchNorm2d):
         def forward(self, x):
