@@ -100,16 +100,12 @@ def _keep_freed_memory() -> bool:
     """Let glibc's malloc reuse the memory of freed activations instead of returning it to the OS (Linux only).
 
     Every layer allocates its output (MBs) and older ones are freed. By default glibc serves such blocks with a fresh
-    ``mmap`` and unmaps them on ``free``, so every new array takes a page fault per 4 KiB page (2 MiB with
-    transparent huge pages) when first written, and the kernel zeroes each page first: about 5,000 faults per
-    training step of ``cifar_cnn`` or ``resnet20``, and 6 ms for one 75 MB activation (AMD Zen 4 guest: 9 ms to
-    write it fresh, 3 ms into reused memory). Here every block comes from the heap (``M_MMAP_THRESHOLD`` 32 MB, the
-    most glibc takes, and ``M_MMAP_MAX`` 0 for the larger ones: MobileNetV2's 32 x 32 layers at batch 128, airbench94's
-    at batch 1024) and freed heap memory is kept for reuse (``M_TRIM_THRESHOLD``): no page faults after the first
-    step, 1-15% less time per step for models with activations up to 32 MB, 7-22% for the larger ones; the process
-    keeps its peak memory until it exits, and the heap's fragmentation can raise that peak (airbench94 training at
-    batch 1024: 1.38 -> 1.59 GB, steady after the first steps). This changes malloc for the whole process;
-    ``MINIDL_MALLOC_TUNING=0`` (before the backend is created) leaves it alone. Returns whether it was done.
+    ``mmap`` and unmaps them on ``free``, so every new array takes a page fault per 4 KiB page when first written:
+    about 5,000 per training step of ``cifar_cnn`` or ``resnet20``. Here blocks up to 32 MB come from the heap
+    (``M_MMAP_THRESHOLD``) and freed heap memory is kept for reuse (``M_TRIM_THRESHOLD``): no page faults after the
+    first step, 1-15% less CPU time per step, the same peak RSS; the process keeps its peak memory until it exits.
+    This changes malloc for the whole process; ``MINIDL_MALLOC_TUNING=0`` (before the backend is created) leaves it
+    alone. Returns whether it was done.
     """
     if os.environ.get("MINIDL_MALLOC_TUNING", "").strip() == "0" or not sys.platform.startswith("linux"):
         return False
@@ -118,12 +114,8 @@ def _keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (musl, ...)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4  # from glibc's malloc.h
-    return (
-        bool(mallopt(m_mmap_threshold, 32 << 20))
-        and bool(mallopt(m_mmap_max, 0))
-        and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
-    )
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
 
 
 class NumbaBackend(
