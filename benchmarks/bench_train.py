@@ -49,9 +49,9 @@ set (OpenBLAS reads it when NumPy loads; older OpenBLAS builds otherwise pick th
 that checkout's own ``benchmarks/bench_train.py`` in its own process, interleaved with the others in every round;
 the table calls it ``baseline``, and the end of the output gives this checkout's speed over the baseline's within each
 round (the same minute), as min / median / max over the rounds. With ``--channels-last`` the baseline is fed
-``channels_last`` batches too (its checkout must know the option: 5c9f25a or later); before 2026-12-05 10:55 UTC it
-ran in C order, so the numba / baseline figures of records made with both options until then (``0738Z``) compare
-the layouts as well as the code.
+``channels_last`` batches too (its checkout must know the option, 5c9f25a or later: an older one is refused);
+before 2026-12-05 it ran in C order, so the numba / baseline figures of records made with both options until then
+(``0738Z``) compare the layouts as well as the code.
 
 Other processes on the machine distort the numbers; the load average before and after the run is printed and saved.
 
@@ -365,8 +365,15 @@ def main(argv: list[str] | None = None) -> None:
         print("Numba is not installed (pip install numba): skipping the numba backend")
         frameworks.remove("numba")
     if args.baseline is not None:
-        if not (args.baseline / "benchmarks" / "bench_train.py").is_file():
+        script = args.baseline / "benchmarks" / "bench_train.py"
+        if not script.is_file():
             raise SystemExit(f"--baseline {args.baseline}: not a minidl checkout (no benchmarks/bench_train.py)")
+        if args.channels_last and "--channels-last" not in script.read_text():
+            raise SystemExit(
+                f"--baseline {args.baseline}: its bench_train.py does not know --channels-last (a checkout before "
+                "5c9f25a), so it cannot run the baseline in the same layout: drop --channels-last, or pick a later "
+                "baseline"
+            )
         frameworks.insert(frameworks.index("numba") + 1 if "numba" in frameworks else 0, "baseline")
     cores = f"{info['cores_available']} cores available, {args.threads} threads, AVX-512: {info['avx512f']}"
     print(f"{info['cpu']}, {cores}")

@@ -250,6 +250,14 @@ def test_bench_train_feeds_the_baseline_the_layout_it_feeds_minidl(monkeypatch):
         assert ["--channels-last" in cmd for cmd in commands] == expected, commands
 
 
+def test_bench_train_refuses_channels_last_with_a_baseline_that_does_not_know_it(tmp_path):
+    old = tmp_path / "old"
+    (old / "benchmarks").mkdir(parents=True)
+    (old / "benchmarks" / "bench_train.py").write_text("# a checkout from before channels_last\n")
+    proc = _run("bench_train.py", "--models", "cifar_cnn", "--channels-last", "--baseline", str(old))
+    assert proc.returncode != 0 and "does not know --channels-last" in proc.stderr + proc.stdout
+
+
 def test_bench_layers_leaves_a_joined_block_ends_modules_unwrapped():
     # in inference a fused ResNet block's conv2 runs bn2, add and relu2 (conv2d_add_relu): the four are left plain
     # so that the block still joins them, and conv2's joined pass is timed by name
