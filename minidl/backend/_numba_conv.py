@@ -72,6 +72,7 @@ from minidl.backend._numba_common import (
     _empty_nchw,
     _kernel_view,
     _native_dtypes,
+    _nhwc,
 )
 from minidl.backend._numba_depthwise import DepthwiseKernelsMixin
 from minidl.backend._numba_pointwise import PointwiseKernelsMixin
@@ -85,8 +86,8 @@ _DIRECT_MAX_C = 6
 
 
 class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKernelsMixin):
-    """The convolution methods of the Numba backend (they use its ``_buffer``, ``_split``, ``_gemm_threads`` and
-    compiled ``_im2col``/``_col2im``); the Winograd ones are :class:`WinogradKernelsMixin`'s."""
+    """The convolution methods of the Numba backend (they use its ``_buffer``, ``_split``, ``_gemm_threads``, ``_flat``
+    and compiled ``_im2col``/``_col2im``); the Winograd ones are :class:`WinogradKernelsMixin`'s."""
 
     # ------------------------------------------------------------------ the kernel pairs
     @staticmethod
@@ -135,12 +136,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         in ``out``'s layout (a copy if it has the other)."""
         view, nhwc = _kernel_view(out)
         res, _ = _k.residual_arguments(residual, nhwc, out.dtype)
-        size = view.size
-        step = max(1 << 16, _ceil_div(size, _MIN_CHUNKS))
-        _threads.parallel_for(
-            lambda worker, task: _k.add_relu_into(view, res, task * step, min(size, (task + 1) * step)),
-            _ceil_div(size, step),
-        )
+        self._flat(_k.add_relu_into, view.size, (res,), (view,))
         return out
 
     def _conv2d_backward(self, dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
@@ -281,11 +277,16 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         Returns:
             out: (N, O, OH, OW), what ``conv.py``'s reference (``W_col @ im2col(x) + b``) computes.
         """
-        if self._winograd_applies(x.shape[1], weight.shape[0], KH, KW, SH, SW, PH, PW, DH, DW):
+        winograd = self._winograd_applies(x.shape[1], weight.shape[0], KH, KW, SH, SW, PH, PW, DH, DW)
+        direct = self._direct_applies(x.shape[1], KH, KW, SH, SW, DH, DW)
+        if residual is not None and not (winograd or (_nhwc(x) is not None and not direct)):
+            # the output passes that add a residual: Winograd's, and the products' into a channels_last output
+            # (1 x 1 and im2row); the direct 3 x 3 and the C-order copy-out take it in one more pass, with the ReLU
+            plain = self._conv2d_dense(x, weight, bias, KH, KW, SH, SW, PH, PW, DH, DW)
+            return self._add_relu_into(plain, residual)
+        if winograd:
             return self._winograd_conv(x, weight, bias, PH, PW, relu_max, residual)
-        if self._direct_applies(x.shape[1], KH, KW, SH, SW, DH, DW):
-            if residual is not None:  # (its output pass takes no residual: one more pass)
-                return self._add_relu_into(self._direct_conv(x, weight, bias, PH, PW, None), residual)
+        if direct:
             return self._direct_conv(x, weight, bias, PH, PW, relu_max)
         N, C, H, W = x.shape
         O = weight.shape[0]
@@ -295,8 +296,6 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             return self._pointwise_conv(x, weight, bias, SH, SW, relu_max, residual)
         K, OHW, dtype = C * KH * KW, OH * OW, x.dtype
         x, nhwc = _kernel_view(x)
-        if residual is not None and not nhwc:  # (the transposing copy-out takes no residual: one more pass)
-            return self._add_relu_into(self._conv2d_dense(x, weight, bias, KH, KW, SH, SW, PH, PW, DH, DW), residual)
         res, has_res = _k.residual_arguments(residual, nhwc, dtype)
         w_row_t = numpy.ascontiguousarray(weight.transpose(2, 3, 1, 0)).reshape(K, O)  # W_row^T, contiguous: faster
         b, has_bias = _k.bias_arguments(bias, dtype)

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from minidl.memory_format import channels_last, contiguous
+from minidl.backend._numba_common import _as_nhwc
 
 _u = np.uint64  # unsigned flat indices (see the module docstring)
 # fastmath without "nnan"/"ninf": float64 sums may be reordered (vectorized); NaN and inf still propagate
@@ -451,7 +451,7 @@ def rows_epilogue(y, bias, has_bias, relu, relu_max, res, has_res, r0):
 
 
 @njit(cache=True, nogil=True)
-def add_relu_into(out, res, i0, i1):
+def add_relu_into(res, i0, i1, out):
     """out[i] = max(0, out[i] + res[i]) over the flat [i0, i1) of two arrays of one layout, in place (a NaN stays, as
     in :func:`~minidl.backend._numba_elementwise.add_relu_forward`): a residual and the ReLU after a convolution
     whose output pass does not take them."""
@@ -532,9 +532,7 @@ def residual_arguments(residual: Any, nhwc: bool, dtype: Any) -> tuple[Any, bool
     if residual is None:
         return np.zeros((1, 1, 1, 1), dtype=dtype), False
     residual = residual.astype(dtype, copy=False)
-    if nhwc:
-        return contiguous(residual, channels_last).transpose(0, 2, 3, 1), True
-    return np.ascontiguousarray(residual), True
+    return (_as_nhwc(residual) if nhwc else np.ascontiguousarray(residual)), True
 
 
 def epilogue(relu_max: float | None, dtype: Any) -> tuple[bool, Any]:

@@ -48,11 +48,10 @@ _POINTWISE_MIN_OHW = 32
 
 class PointwiseKernelsMixin:
     """The 1 x 1 convolutions without padding of the ``conv2d`` kernel pair (:meth:`_pointwise_conv` and its
-    backward); they use the backend's ``_buffer``, ``_gemm_threads`` and ``_add_relu_into``."""
+    backward); they use the backend's ``_buffer`` and ``_gemm_threads``."""
 
     _buffer: Any
     _gemm_threads: Any
-    _add_relu_into: Any
 
     def _pointwise_images(self, N: int, C: int, O: int, OHW: int, itemsize: int) -> int:
         """Images per task: about _CHUNK_BYTES of input and output, and at least _MIN_CHUNKS tasks when possible."""
@@ -61,14 +60,13 @@ class PointwiseKernelsMixin:
     def _pointwise_conv(
         self, x: Any, weight: Any, bias: Any, SH: int, SW: int, relu_max: float | None = None, residual: Any = None
     ) -> Any:  # fmt: skip
-        """``conv2d(x, weight, bias)`` for a (O, C, 1, 1) weight, stride (SH, SW), no padding (+ ``residual``, then
-        min(relu, relu_max) with ``relu_max``): per chunk of images one stacked product (O, C) @ (images, C, OH OW),
-        or on outputs of fewer than _POINTWISE_MIN_OHW pixels one product (O, C) @ (C, images OH OW) (the chunk's
-        columns: :meth:`_pointwise_columns`)."""
+        """``conv2d(x, weight, bias)`` for a (O, C, 1, 1) weight, stride (SH, SW), no padding (+ ``residual``, into a
+        ``channels_last`` output only, then min(relu, relu_max) with ``relu_max``): per chunk of images one stacked
+        product (O, C) @ (images, C, OH OW), or on outputs of fewer than _POINTWISE_MIN_OHW pixels one product
+        (O, C) @ (C, images OH OW) (the chunk's columns: :meth:`_pointwise_columns`)."""
         if _nhwc(x) is not None:
             return self._pointwise_conv_nhwc(x, weight, bias, SH, SW, relu_max, residual)
-        if residual is not None:  # (this output pass takes no residual: one more pass, with the ReLU)
-            return self._add_relu_into(self._pointwise_conv(x, weight, bias, SH, SW), residual)
+        assert residual is None, "a C-order output pass takes no residual (_conv2d_dense adds it after)"
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = (H - 1) // SH + 1, (W - 1) // SW + 1

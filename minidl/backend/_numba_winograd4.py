@@ -190,24 +190,9 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
                     t[d + _u(3) * L + k] = a3
             for i in range(min(4, OH - 4 * th)):  # y[i, j, tw O + o] -> out[n, o, 4 th + i, 4 tw + j]
                 tile_row_out(
-                    t,
-                    y + _u(4 * i) * L,
-                    4,
-                    TW,
-                    n,
-                    4 * th + i,
-                    bias,
-                    has_bias,
-                    relu,
-                    relu_max,
-                    of,
-                    O,
-                    OH,
-                    OW,
-                    nhwc,
-                    rf,
-                    has_res,
-                )
+                    t, y + _u(4 * i) * L, 4, TW, n, 4 * th + i, bias, has_bias, relu, relu_max, of, O, OH, OW, nhwc,
+                    rf, has_res,
+                )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- weight gradient
