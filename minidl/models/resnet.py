@@ -87,8 +87,8 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> Conv2d:
     return Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
-def _check_shortcut(where: str, body: Any, identity: Any) -> None:
-    shape = tuple(body) if isinstance(body, tuple) else tuple(body.shape)
+def _check_shortcut(where: str, shape: tuple[int, ...], identity: Any) -> None:
+    shape = tuple(shape)
     if shape != tuple(identity.shape):
         raise ValueError(
             f"{where}: the residual branch gives shape {shape} but the shortcut gives "
@@ -117,11 +117,10 @@ class _ResidualBlock(Module):
     def extra_repr(self) -> str:
         return f"{self.inplanes}, {self.planes}, stride={self.stride}"
 
-    def _shortcut(self, x: Any, out: Any) -> Any:
-        """The shortcut of x (the identity, or ``downsample``), checked against the body's output ``out`` (an array,
-        or its shape)."""
+    def _shortcut(self, x: Any, shape: tuple[int, ...]) -> Any:
+        """The shortcut of x (the identity, or ``downsample``), checked against the ``shape`` of the body's output."""
         identity = x if self.downsample is None else self.downsample(x)
-        _check_shortcut(f"{type(self).__name__}({self.extra_repr()})", out, identity)
+        _check_shortcut(f"{type(self).__name__}({self.extra_repr()})", shape, identity)
         return identity
 
     def _joined(self, conv: Module, out: Any, x: Any) -> Any:
@@ -195,7 +194,7 @@ class BasicBlock(_ResidualBlock):
         if joins_residual(self.conv2):  # nn.fuse, in inference: relu(bn2(conv2(out)) + shortcut) as one folded pass
             return self._joined(self.conv2, out, x)
         out = self.bn2(self.conv2(out))
-        return self.relu2(self.add(out, self._shortcut(x, out)))
+        return self.relu2(self.add(out, self._shortcut(x, out.shape)))
 
     def backward(self, dout: Any) -> Any:
         dz = self.add.backward(self.relu2.backward(dout))  # the sum hands its gradient to both terms
@@ -277,7 +276,7 @@ class Bottleneck(_ResidualBlock):
         if joins_residual(self.conv3):  # nn.fuse, in inference: relu(bn3(conv3(out)) + shortcut) as one folded pass
             return self._joined(self.conv3, out, x)
         out = self.bn3(self.conv3(out))
-        return self.relu3(self.add(out, self._shortcut(x, out)))
+        return self.relu3(self.add(out, self._shortcut(x, out.shape)))
 
     def backward(self, dout: Any) -> Any:
         dz = self.add.backward(self.relu3.backward(dout))

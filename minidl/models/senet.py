@@ -69,7 +69,7 @@ class SEBasicBlock(BasicBlock):
     def forward(self, x: Any) -> Any:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.se(self.bn2(self.conv2(out)))
-        return self.relu2(self.add(out, self._shortcut(x, out)))
+        return self.relu2(self.add(out, self._shortcut(x, out.shape)))
 
     def backward(self, dout: Any) -> Any:
         dz = self.add.backward(self.relu2.backward(dout))
@@ -122,7 +122,7 @@ class SEBottleneck(Bottleneck):
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.relu2(self.bn2(self.conv2(out)))
         out = self.se(self.bn3(self.conv3(out)))
-        return self.relu3(self.add(out, self._shortcut(x, out)))
+        return self.relu3(self.add(out, self._shortcut(x, out.shape)))
 
     def backward(self, dout: Any) -> Any:
         dz = self.add.backward(self.relu3.backward(dout))
