@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy
+from numba import njit
 
 from minidl.backend import _numba_kernels as _k
 from minidl.backend import _threads
@@ -44,6 +45,33 @@ from minidl.backend._numba_common import (
 # 1 x 1 convolutions with fewer output pixels per image run as one product over the chunk's columns (W @ X, X the
 # chunk as (C, images OH OW)) instead of a stack of (O, C) @ (C, OH OW) products this thin (see the module docstring)
 _POINTWISE_MIN_OHW = 32
+_u = _k._u
+
+
+# ---------------------------------------------------------------------------------------------------- strided dx
+@njit(cache=True, nogil=True)
+def strided_scatter(rows, n0, n1, SH, SW, dxh):
+    """dxh[n, h, w, :] = rows[((n - n0) OH + h / SH) OW + w / SW, :] where SH divides h and SW divides w, else 0, for
+    n in [n0, n1): the gradient of a 1 x 1 convolution of stride (SH, SW) at the pixels it read (``rows``, as
+    (pixels, C)), scattered into images [n0, n1) of dxh (the (N, H, W, C) view of a ``channels_last`` gradient),
+    each value written once. (Zeroing dx first, then assigning the strided view, took a serial pass over the whole
+    gradient and NumPy's strided copy: 1.9 -> 1.5 ms for the backward of 16 -> 32 channels at 32 x 32, stride 2,
+    batch 128, 2 threads, AMD Zen 4.)"""
+    _, H, W, C = dxh.shape
+    OH, OW = (H - 1) // SH + 1, (W - 1) // SW + 1
+    rf, df = rows.reshape(-1), dxh.reshape(-1)
+    zero = dxh.dtype.type(0)
+    for n in range(n0, n1):
+        for h in range(H):
+            for w in range(W):
+                d = _u(((n * H + h) * W + w) * C)
+                if h % SH == 0 and w % SW == 0:
+                    s = _u((((n - n0) * OH + h // SH) * OW + w // SW) * C)
+                    for c in range(_u(C)):
+                        df[d + c] = rf[s + c]
+                else:
+                    for c in range(_u(C)):
+                        df[d + c] = zero
 
 
 class PointwiseKernelsMixin:
@@ -221,9 +249,7 @@ class PointwiseKernelsMixin:
         xh = _as_nhwc(x) if compute_dw else None  # (N, H, W, C) rows
         w2 = numpy.ascontiguousarray(weight.reshape(O, C))
         strided = (SH, SW) != (1, 1)
-        dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, True)
-        if strided:
-            dx_nhwc[...] = 0
+        dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, True)  # (strided: each task writes its images whole)
         nb = self._pointwise_images(N, C, O, OH * OW, x.itemsize)
         tasks = _ceil_div(N, nb)
         dw_parts = numpy.zeros((max(tasks, 1), O, C), dtype=dtype) if compute_dw else None
@@ -234,9 +260,9 @@ class PointwiseKernelsMixin:
             if compute_dw:
                 numpy.matmul(g.T, self._rows(worker, xh, n0, n1, SH, SW), out=dw_parts[task])
             if strided:
-                dxs = self._buffer(worker, "pointwise_dx", (n1 - n0, OH, OW, C), dtype)
-                numpy.matmul(g, w2, out=dxs.reshape(-1, C))
-                dx_nhwc[n0:n1, ::SH, ::SW, :] = dxs
+                dxs = self._buffer(worker, "pointwise_dx", ((n1 - n0) * OH * OW, C), dtype)
+                numpy.matmul(g, w2, out=dxs)
+                strided_scatter(dxs, n0, n1, SH, SW, dx_nhwc)
             else:
                 numpy.matmul(g, w2, out=dx_nhwc[n0:n1].reshape(-1, C))
 

@@ -70,6 +70,7 @@ ALGORITHMS = {
     "im2row 5x5": ((3, 5, 10, 9), (7, 5, 5, 5), 1, 2),
     "1x1": ((5, 16, 8, 8), (32, 16, 1, 1), 1, 0),
     "1x1 stride 2": ((5, 16, 9, 9), (32, 16, 1, 1), 2, 0),
+    "1x1 stride (3, 2)": ((3, 8, 7, 8), (4, 8, 1, 1), (3, 2), 0),
     "1x1 small output": ((5, 16, 4, 4), (8, 16, 1, 1), 1, 0),
 }
 # depthwise (groups = C): the channels-last kernel, whatever the shape, reading and writing in place
