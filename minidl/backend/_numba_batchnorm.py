@@ -6,24 +6,21 @@ arguments, PyTorch's order): statistics, normalization and affine map (and the R
 channel, parallel over channels, keeping x and the mean instead of xhat; the backward rebuilds xhat (and the
 activation's mask) from x.
 
-A 4-D ``channels_last`` input (:mod:`minidl.memory_format`) is read without a copy as rows of C values, one row per
-pixel (its memory is (N H W, C)), and gives ``channels_last`` results (out, dx): a channel's values are then spread
-over the whole input, so the statistics are per-channel partial sums over fixed chunks of rows, added in chunk order
-(the same for any thread count), and the normalization (the backward's dx) is a second pass over the chunks, in the
-same parallel region. 2-D and other inputs, and C-contiguous ones, take the per-channel kernels above.
+A 4-D ``channels_last`` input (:mod:`minidl.memory_format`) takes the kernels of ``_numba_batchnorm_cl.py`` (rows of
+C values, one per pixel; the methods that run them are :class:`~minidl.backend._numba_batchnorm_cl.BatchNormRowsMixin`,
+the backend's other BatchNorm mixin). 2-D and other inputs, and C-contiguous ones, take the per-channel kernels here.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any
 
 import numpy as np
 from numba import njit
 
 from minidl.backend import _threads
-from minidl.backend._numba_common import _NATIVE, _as_nhwc, _ceil_div, _native_dtypes, _nhwc
+from minidl.backend._numba_common import _NATIVE, _native_dtypes, _nhwc
 from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, epilogue
 
 
@@ -147,294 +144,16 @@ def batch_norm_backward(
                     df[base + i] = g * scale
 
 
-# ---------------------------------------------------------------------------------------------------- channels_last
-# The kernels below read a channels_last input as its M rows of C values (x[n, :, h, w] each: the flat (N, H, W, C)
-# view of its memory), one chunk [e0, e1) of those flat values at a time (whole rows), and take the per-channel
-# vectors *tiled*: repeated to T = k C values (k whole rows, T about _TILE_VALUES), so that the flat value
-# e0 + i T + j belongs to channel j mod C and the inner loops run over T values even for few channels (16 channels:
-# 16 rows). The vectors are the rows of one array v: mean, scale = inv_std gamma, offset = beta, inv_std, and the
-# backward's a, b. T = 256 ran the backward's sums about 20% faster than T = 128 (serial, 8 MB), T = 512 no faster.
-_TILE_VALUES = 256
-_ROWS_CHUNK_BYTES = 1 << 19  # input bytes of a chunk of rows (a task); a smaller input is one chunk, run serially
-_MEAN, _SCALE, _OFFSET, _INV_STD, _A, _B = range(6)  # the rows of v
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _d_d2(xf, i, s):
-    """(d, d^2) for d = x[i] - s in float64: a value's terms of the shifted sums."""
-    d = np.float64(xf[i]) - s
-    return d, d * d
-
-
-@njit(cache=True, nogil=True, fastmath=_REDUCE)
-def batch_norm_sums_rows(xf, C, T, e0, e1, part):
-    """part[0, c] = sum (x - s_c), part[1, c] = sum (x - s_c)^2 in float64 over the values of channel c in the chunk
-    [e0, e1) of the rows ``xf``, s_c = x's first value of channel c: :func:`batch_norm_train`'s sums for one chunk.
-
-    T float64 accumulators per sum, one per tile position (no dependency from one row to the next: a vectorized
-    loop), each taking the terms of 4 tiles at a time (the accumulators' loads and stores bound a loop over one tile:
-    4 ran it 1.7 times faster), then folded to the C channels (:func:`_fold`). The order depends on the shape
-    only."""
-    shift = np.empty(T)
-    for j in range(T):
-        shift[j] = xf[j % C]
-    s1 = np.zeros(T)
-    s2 = np.zeros(T)
-    b0 = e0
-    while b0 + 4 * T <= e1:
-        i0, i1, i2, i3 = _u(b0), _u(b0 + T), _u(b0 + 2 * T), _u(b0 + 3 * T)
-        for j in range(_u(T)):
-            s = shift[j]
-            d0, q0 = _d_d2(xf, i0 + j, s)
-            d1, q1 = _d_d2(xf, i1 + j, s)
-            d2, q2 = _d_d2(xf, i2 + j, s)
-            d3, q3 = _d_d2(xf, i3 + j, s)
-            s1[j] += (d0 + d1) + (d2 + d3)
-            s2[j] += (q0 + q1) + (q2 + q3)
-        b0 += 4 * T
-    for b in range(b0, e1, T):  # the last (up to 4) tiles, the last one maybe partial
-        for j in range(_u(min(T, e1 - b))):
-            d, q = _d_d2(xf, _u(b) + j, shift[j])
-            s1[j] += d
-            s2[j] += q
-    _fold(s1, s2, C, part)
-
-
-@njit(cache=True, nogil=True)
-def _fold(s1, s2, C, part):
-    """part[0, c] = the sum of s1 at channel c's tile positions (c, c + C, ...) in that order, part[1, c] the same
-    of s2."""
-    for c in range(C):
-        part[0, c] = 0.0
-        part[1, c] = 0.0
-    for j0 in range(0, s1.size, C):
-        for c in range(C):
-            part[0, c] += s1[j0 + c]
-            part[1, c] += s2[j0 + c]
-
-
-@njit(cache=True, nogil=True)
-def batch_norm_stats_rows(parts, xf, M, eps, gamma, beta, has_gamma, has_beta, mean, var, inv_std, v):
-    """The mean, biased variance and inv_std = 1 / sqrt(var + eps) of each channel from the chunks' sums ``parts``
-    (chunks, 2, C) of :func:`batch_norm_sums_rows`: added in chunk order (so the same for any thread count), then
-    finished as :func:`batch_norm_train` does; and the tiled vectors v for the normalization (:func:`_tile`)."""
-    for c in range(mean.size):
-        s1 = 0.0
-        s2 = 0.0
-        for k in range(parts.shape[0]):
-            s1 += parts[k, 0, c]
-            s2 += parts[k, 1, c]
-        m = s1 / M
-        w = max(s2 / M - m * m, 0.0)
-        mean[c] = np.float64(xf[c]) + m
-        var[c] = w
-        inv_std[c] = 1.0 / np.sqrt(w + eps)
-    _tile(mean, inv_std, gamma, beta, has_gamma, has_beta, v)
-
-
-@njit(cache=True, nogil=True)
-def _tile(mean, inv_std, gamma, beta, has_gamma, has_beta, v):
-    """v[_MEAN], v[_SCALE], v[_OFFSET], v[_INV_STD]: mean, scale = inv_std gamma, offset = beta (0 without) and
-    inv_std per tile position j (channel j mod C), in v's dtype: the scale and offset of y = (x - mean) scale + offset
-    computed as :func:`_normalize_channel` computes them."""
-    C = mean.size
-    for j in range(v.shape[1]):
-        c = j % C
-        k = inv_std[c]
-        v[_MEAN, j] = mean[c]
-        v[_SCALE, j] = k * gamma[c] if has_gamma else k
-        v[_OFFSET, j] = beta[c] if has_beta else 0
-        v[_INV_STD, j] = k
-
-
-@njit(cache=True, nogil=True)
-def batch_norm_apply_rows(xf, v, relu, relu_max, e0, e1, of):
-    """of = (x - mean_c) scale_c + offset_c (then min(relu, relu_max) if ``relu``) over the chunk [e0, e1) of the rows
-    ``xf`` (the vectors v tiled): :func:`_normalize_channel`'s arithmetic (:func:`_bn_y`, which the backward's mask
-    recomputes exactly) for one chunk of rows."""
-    mean, scale, offset = v[_MEAN], v[_SCALE], v[_OFFSET]
-    T = mean.size
-    zero = of.dtype.type(0)
-    for b in range(e0, e1, T):
-        base = _u(b)
-        n = _u(min(T, e1 - b))
-        if relu:
-            for j in range(n):
-                of[base + j] = _clamp(_bn_y(xf[base + j], mean[j], scale[j], offset[j]), zero, relu_max)
-        else:
-            for j in range(n):
-                of[base + j] = _bn_y(xf[base + j], mean[j], scale[j], offset[j])
-
-
-@njit(cache=True, nogil=True, fastmath=_REDUCE)
-def batch_norm_backward_sums_rows(gf, xf, v, relu, relu_max, C, e0, e1, part, dx, df):
-    """part[0, c] = sum(g), part[1, c] = sum(g xhat) in float64 over the values of channel c in the chunk [e0, e1)
-    of the rows, g = dout masked and xhat = (x - mean_c) inv_std_c (in x's dtype) as in :func:`batch_norm_backward`
-    (the vectors v tiled): its sums for one chunk, accumulated and folded as in :func:`batch_norm_sums_rows`, two
-    tiles at a time (they share the loads of the vectors and of the accumulators: 25-35% faster than one tile, four
-    no faster). With ``dx`` (eval: constant statistics) also the eval dx, df = g scale_c, while the tiles are in the
-    cache."""
-    mean, scale, offset, inv_std = v[_MEAN], v[_SCALE], v[_OFFSET], v[_INV_STD]
-    T = mean.size
-    zero = gf.dtype.type(0)
-    unbounded = relu_max == np.inf  # a ReLU (else a ReLU6's bound)
-    s1 = np.zeros(T)
-    s2 = np.zeros(T)
-    b = e0
-    while b < e1:
-        b0, b1 = _u(b), _u(b + T)
-        if b + 2 * T <= e1:
-            for j in range(_u(T)):
-                m, k, sc, o = mean[j], inv_std[j], scale[j], offset[j]
-                x0, x1 = xf[b0 + j], xf[b1 + j]
-                g0 = np.float64(_masked(gf[b0 + j], relu, relu_max, unbounded, x0, m, sc, o, zero))
-                g1 = np.float64(_masked(gf[b1 + j], relu, relu_max, unbounded, x1, m, sc, o, zero))
-                s1[j] += g0 + g1
-                s2[j] += g0 * np.float64((x0 - m) * k) + g1 * np.float64((x1 - m) * k)
-            n = 2 * T
-        else:  # the last tile, maybe partial
-            n = min(T, e1 - b)
-            for j in range(_u(n)):
-                x = xf[b0 + j]
-                g = np.float64(_masked(gf[b0 + j], relu, relu_max, unbounded, x, mean[j], scale[j], offset[j], zero))
-                s1[j] += g
-                s2[j] += g * np.float64((x - mean[j]) * inv_std[j])
-        if dx:
-            for i in range(b, b + n, T):
-                base = _u(i)
-                for j in range(_u(min(T, b + n - i))):
-                    x = xf[base + j]
-                    g = _masked(gf[base + j], relu, relu_max, unbounded, x, mean[j], scale[j], offset[j], zero)
-                    df[base + j] = g * scale[j]
-        b += n
-    _fold(s1, s2, C, part)
-
-
-@njit(cache=True, nogil=True)
-def batch_norm_backward_totals(parts, M, dgamma, dbeta, v):
-    """dbeta = sum(g), dgamma = sum(g xhat) per channel from the chunks' sums ``parts`` (chunks, 2, C) of
-    :func:`batch_norm_backward_sums_rows`, added in chunk order (so the same for any thread count), and v[_A] =
-    dbeta / M, v[_B] = dgamma / M tiled (in v's dtype, as :func:`batch_norm_backward` rounds them)."""
-    C = dbeta.size
-    for c in range(C):
-        s1 = 0.0
-        s2 = 0.0
-        for k in range(parts.shape[0]):
-            s1 += parts[k, 0, c]
-            s2 += parts[k, 1, c]
-        dbeta[c] = s1
-        dgamma[c] = s2
-        a = v.dtype.type(s1 / M)
-        b = v.dtype.type(s2 / M)
-        for j in range(c, v.shape[1], C):
-            v[_A, j] = a
-            v[_B, j] = b
-
-
-@njit(cache=True, nogil=True, fastmath=_REDUCE)
-def batch_norm_backward_rows(gf, xf, v, relu, relu_max, e0, e1, df):
-    """df = scale_c (g - a_c - xhat b_c) over the chunk [e0, e1) of the rows, a = sum(g) / M, b = sum(g xhat) / M
-    (g and xhat as in :func:`batch_norm_backward_sums_rows`, the vectors v tiled): :func:`batch_norm_backward`'s
-    training dx for one chunk, two tiles at a time (sharing the vectors' loads, as there)."""
-    mean, scale, offset, inv_std, a, b = v[_MEAN], v[_SCALE], v[_OFFSET], v[_INV_STD], v[_A], v[_B]
-    T = mean.size
-    zero = df.dtype.type(0)
-    unbounded = relu_max == np.inf
-    i = e0
-    while i + 2 * T <= e1:
-        b0, b1 = _u(i), _u(i + T)
-        for j in range(_u(T)):
-            m, k, sc, o, aj, bj = mean[j], inv_std[j], scale[j], offset[j], a[j], b[j]
-            x0, x1 = xf[b0 + j], xf[b1 + j]
-            g0 = _masked(gf[b0 + j], relu, relu_max, unbounded, x0, m, sc, o, zero)
-            g1 = _masked(gf[b1 + j], relu, relu_max, unbounded, x1, m, sc, o, zero)
-            df[b0 + j] = sc * (g0 - aj - (x0 - m) * k * bj)
-            df[b1 + j] = sc * (g1 - aj - (x1 - m) * k * bj)
-        i += 2 * T
-    for r in range(i, e1, T):  # the last tile or two, the last one maybe partial
-        base = _u(r)
-        for j in range(_u(min(T, e1 - r))):
-            x = xf[base + j]
-            g = _masked(gf[base + j], relu, relu_max, unbounded, x, mean[j], scale[j], offset[j], zero)
-            df[base + j] = scale[j] * (g - a[j] - (x - mean[j]) * inv_std[j] * b[j])
-
-
-def _row_chunks(M: int, C: int, itemsize: int) -> list[tuple[int, int]]:
-    """The chunks [e0, e1) of the flat values of M rows of C values: whole rows, about _ROWS_CHUNK_BYTES each, their
-    number set by the shape only (so are the partial sums, hence the results, for any thread count)."""
-    chunks = max(1, min(M, _ceil_div(M * C * itemsize, _ROWS_CHUNK_BYTES)))
-    return [(M * i // chunks * C, M * (i + 1) // chunks * C) for i in range(chunks)]
-
-
-def _tile_size(C: int) -> int:
-    """T, the values of a tile: C max(1, _TILE_VALUES // C)."""
-    return C * max(1, _TILE_VALUES // C)
-
-
-def _two_passes(n: int, first: Any, between: Any, second: Any = None) -> None:
-    """``first(k)`` for every chunk k < n, then ``between()`` once, then ``second(k)`` for every chunk (when given),
-    all in one parallel region (:func:`~minidl.backend._threads.parallel_for`; two cost about 50 us more).
-
-    Tasks are handed out in order, so a thread that takes a second-pass task waits only for first-pass tasks already
-    running on other threads; the last first-pass task to finish runs ``between`` and lets them go. A thread's
-    second-pass chunks are its own first-pass chunks, the latest first (the ones its cache still holds), then the
-    other threads' left, their earliest first. After an exception the second pass does nothing, and parallel_for
-    raises it. One chunk (an input under _ROWS_CHUNK_BYTES) runs in the calling thread, without a region (two tasks
-    would put its second pass on another thread, waiting for the first: 2x slower on 16 x 64 x 8 x 8)."""
-    if n == 1:  # one chunk (a small input): in this thread, no region at all
-        first(0)
-        between()
-        if second is not None:
-            second(0)
-        return
-    lock = threading.Lock()
-    ready = threading.Event()
-    done: dict[int, list[int]] = {}  # worker -> its first-pass chunks, in order
-    state = {"finished": 0, "ok": True}
-
-    def claim(worker: int) -> int:
-        with lock:
-            own = done.get(worker)
-            if own:
-                return own.pop()
-            return next(chunks for chunks in done.values() if chunks).pop(0)
-
-    def body(worker: int, task: int) -> None:
-        if task >= n:
-            ready.wait()
-            if state["ok"]:
-                second(claim(worker))
-            return
-        try:
-            first(task)
-            with lock:
-                done.setdefault(worker, []).append(task)
-        except BaseException:
-            state["ok"] = False
-            raise
-        finally:
-            with lock:
-                state["finished"] += 1
-                last = state["finished"] == n
-            if last:
-                try:
-                    if state["ok"]:
-                        between()
-                except BaseException:
-                    state["ok"] = False
-                    raise
-                finally:
-                    ready.set()
-
-    _threads.parallel_for(body, 2 * n if second is not None else n)
-
-
 # ---------------------------------------------------------------------------------------------------- the mixin
 class BatchNormKernelsMixin:
     """The kernel pairs ``batch_norm``, ``batch_norm_relu`` and ``batch_norm_relu6`` (entries of the backend's kernel
-    table)."""
+    table); a ``channels_last`` input goes to the ``_rows`` methods of
+    :class:`~minidl.backend._numba_batchnorm_cl.BatchNormRowsMixin`."""
 
     _channel_tasks: Any
+    _batch_norm_train_rows: Any
+    _batch_norm_apply_rows: Any
+    _batch_norm_backward_rows: Any
 
     @staticmethod
     def _batch_norm_accepts(input: Any, *args: Any, **kwargs: Any) -> bool:
@@ -569,100 +288,6 @@ class BatchNormKernelsMixin:
 
         _threads.parallel_for(body, len(tasks))
         return dx.reshape(x.shape), (dgamma if gamma is not None else None), (dbeta if beta is not None else None)
-
-    # ------------------------------------------------------------------ channels_last: over chunks of rows
-    def _batch_norm_train_rows(
-        self, xh: Any, gamma: Any, beta: Any, eps: float, relu_max: float | None
-    ) -> tuple[Any, Any, Any, Any]:
-        """:meth:`_batch_norm_train` of a ``channels_last`` x (``xh`` its (N, H, W, C) view), in one parallel
-        region (:func:`_two_passes`): the chunks' sums (:func:`batch_norm_sums_rows`), the statistics from them
-        (:func:`batch_norm_stats_rows`), then the normalization of the chunks (:func:`batch_norm_apply_rows`)."""
-        C, dtype = xh.shape[3], xh.dtype
-        xf = xh.reshape(-1)
-        M, T = xf.size // C, _tile_size(C)
-        chunks = _row_chunks(M, C, dtype.itemsize)
-        parts = np.empty((len(chunks), 2, C))
-        mean, var, inv_std = (np.empty(C, dtype=dtype) for _ in range(3))
-        v = np.empty((4, T), dtype=dtype)
-        g, b = self._affine_vectors(gamma, beta, dtype)
-        out = np.empty(xh.shape, dtype=dtype)
-        of = out.reshape(-1)
-        relu, cap = epilogue(relu_max, dtype)
-
-        def sums(task: int) -> None:
-            batch_norm_sums_rows(xf, C, T, *chunks[task], parts[task])
-
-        def statistics() -> None:
-            batch_norm_stats_rows(
-                parts, xf, M, float(eps), g, b, gamma is not None, beta is not None, mean, var, inv_std, v
-            )
-
-        def normalize(task: int) -> None:
-            batch_norm_apply_rows(xf, v, relu, cap, *chunks[task], of)
-
-        _two_passes(len(chunks), sums, statistics, normalize)
-        return out.transpose(0, 3, 1, 2), mean, var, inv_std
-
-    def _batch_norm_apply_rows(
-        self, xh: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any, relu_max: float | None
-    ) -> Any:
-        """:meth:`_batch_norm_apply` of a ``channels_last`` x (``xh`` its (N, H, W, C) view), in parallel over
-        chunks of rows (:func:`batch_norm_apply_rows`)."""
-        C, dtype = xh.shape[3], xh.dtype
-        xf = xh.reshape(-1)
-        out = np.empty(xh.shape, dtype=dtype)
-        of = out.reshape(-1)
-        chunks = _row_chunks(xf.size // C, C, dtype.itemsize)
-        v = self._tiled_vectors(mean, inv_std, gamma, beta, dtype, 4)
-        relu, cap = epilogue(relu_max, dtype)
-
-        def body(worker: int, task: int) -> None:
-            batch_norm_apply_rows(xf, v, relu, cap, *chunks[task], of)
-
-        _threads.parallel_for(body, len(chunks))
-        return out.transpose(0, 3, 1, 2)
-
-    def _batch_norm_backward_rows(
-        self, dout: Any, xh: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any, training: bool,
-        relu_max: float | None,
-    ) -> tuple[Any, Any, Any]:  # fmt: skip
-        """:meth:`_batch_norm_backward_channels` of a ``channels_last`` x (``xh`` its (N, H, W, C) view; dout made
-        ``channels_last`` if it is not), in one parallel region (:func:`_two_passes`): the chunks' sums
-        (:func:`batch_norm_backward_sums_rows`, which also writes the eval dx), their totals
-        (:func:`batch_norm_backward_totals`), then the training dx of the chunks (:func:`batch_norm_backward_rows`)."""
-        C, dtype = xh.shape[3], dout.dtype
-        xf = xh.reshape(-1)
-        gf = _as_nhwc(dout).reshape(-1)
-        M = xf.size // C
-        chunks = _row_chunks(M, C, dtype.itemsize)
-        v = self._tiled_vectors(mean, inv_std, gamma, beta, dtype, 6)
-        relu, cap = epilogue(relu_max, dtype)
-        dx = np.empty(xh.shape, dtype=dtype)
-        df = dx.reshape(-1)
-        parts = np.empty((len(chunks), 2, C))
-        dgamma, dbeta = np.empty(C, dtype=dtype), np.empty(C, dtype=dtype)
-
-        def sums(task: int) -> None:
-            batch_norm_backward_sums_rows(gf, xf, v, relu, cap, C, *chunks[task], parts[task], not training, df)
-
-        def totals() -> None:
-            batch_norm_backward_totals(parts, M, dgamma, dbeta, v)
-
-        def gradient(task: int) -> None:
-            batch_norm_backward_rows(gf, xf, v, relu, cap, *chunks[task], df)
-
-        _two_passes(len(chunks), sums, totals, gradient if training else None)
-        return dx.transpose(0, 3, 1, 2), (dgamma if gamma is not None else None), (dbeta if beta is not None else None)
-
-    def _tiled_vectors(self, mean: Any, inv_std: Any, gamma: Any, beta: Any, dtype: Any, rows: int) -> Any:
-        """A (rows, T) array of ``dtype`` whose first 4 rows are the tiled mean, scale, offset and inv_std
-        (:func:`_tile`)."""
-        C = mean.shape[0]
-        v = np.empty((rows, _tile_size(C)), dtype=dtype)
-        g, b = self._affine_vectors(gamma, beta, dtype)
-        mean, inv_std = np.ascontiguousarray(mean, dtype), np.ascontiguousarray(inv_std, dtype)
-        _tile(mean, inv_std, g, b, gamma is not None, beta is not None, v)
-        return v
 
     @staticmethod
     def _affine_vectors(gamma: Any, beta: Any, dtype: Any) -> tuple[Any, Any]:

@@ -15,8 +15,8 @@ Every kernel is a serial ``@njit(cache=True, nogil=True)`` function that
   slices in parallel threads (the GIL is released) without two threads ever writing the same element;
 * accumulates sums over many elements (BatchNorm statistics and gradients) in float64.
 
-The other kernel files follow the same rules: ``_numba_pool.py``, ``_numba_batchnorm.py``, ``_numba_norm.py``,
-``_numba_elementwise.py``, ``_numba_winograd.py``, ``_numba_winograd4.py``, ``_numba_direct.py``.
+The other kernel files follow the same rules: ``_numba_pool.py``, ``_numba_batchnorm.py``, ``_numba_batchnorm_cl.py``,
+``_numba_norm.py``, ``_numba_elementwise.py``, ``_numba_winograd.py``, ``_numba_winograd4.py``, ``_numba_direct.py``.
 
 Speed note: the inner loops index flat views (``a.reshape(-1)``) with *unsigned* integers (``_u``). Numba accepts
 negative indices like Python (``a[-1]``), so for a signed index it emits a "wrap around if negative" test on every

@@ -24,7 +24,8 @@ and the NumPy reference. What changes is who runs the kernels:
   ``max_pool2d``, ``avg_pool2d``,        compiled window loops, parallel over planes (``_numba_pool.py``);
   ``adaptive_avg_pool2d``                global average pooling one sum per plane
   ``batch_norm``, ``batch_norm_relu``,   statistics + normalize + affine (+ ReLU or ReLU6) in one pass per
-  ``batch_norm_relu6``                   channel; the backward from x, mask recomputed (``_numba_batchnorm.py``)
+  ``batch_norm_relu6``                   channel; the backward from x, mask recomputed (``_numba_batchnorm.py``;
+                                         channels last: ``_numba_batchnorm_cl.py``)
   ``layer_norm``, ``group_norm``,        per-row statistics + normalize + affine in one pass
   ``instance_norm``                      (``_numba_norm.py``)
   ``relu``, ``add_relu``,                one pass each (``_numba_elementwise.py``, with vectorizable
@@ -75,6 +76,7 @@ from minidl.backend.numpy_backend import KernelPair, NumpyBackend
 try:
     from minidl.backend import _numba_kernels as _k
     from minidl.backend._numba_batchnorm import BatchNormKernelsMixin
+    from minidl.backend._numba_batchnorm_cl import BatchNormRowsMixin
     from minidl.backend._numba_conv import ConvKernelsMixin
     from minidl.backend._numba_elementwise import ElementwiseKernelsMixin
     from minidl.backend._numba_norm import NormKernelsMixin
@@ -122,6 +124,7 @@ class NumbaBackend(
     ConvKernelsMixin,
     PoolKernelsMixin,
     BatchNormKernelsMixin,
+    BatchNormRowsMixin,
     NormKernelsMixin,
     ElementwiseKernelsMixin,
     SoftmaxKernelsMixin,

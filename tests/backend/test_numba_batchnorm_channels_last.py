@@ -1,4 +1,4 @@
-"""The Numba backend's BatchNorm kernels on ``channels_last`` inputs (``minidl/backend/_numba_batchnorm.py``).
+"""The Numba backend's BatchNorm kernels on ``channels_last`` inputs (``minidl/backend/_numba_batchnorm_cl.py``).
 
 A channels_last input is read as rows of C values, with the statistics summed over fixed chunks of rows; the results
 must be those of the same values laid out C-contiguous (the per-channel kernels, which ``test_kernels.py`` checks
@@ -22,7 +22,7 @@ from minidl.nn.dispatch import KernelCache
 
 pytest.importorskip("numba", reason="the Numba backend needs numba: pip install numba")
 
-from minidl.backend import _numba_batchnorm  # noqa: E402  (needs numba)
+from minidl.backend import _numba_batchnorm, _numba_batchnorm_cl  # noqa: E402  (needs numba)
 
 CL = minidl.channels_last
 OPS = ("batch_norm", "batch_norm_relu", "batch_norm_relu6")
@@ -196,7 +196,7 @@ def test_results_do_not_depend_on_the_number_of_threads(shape, op, training):
     x, dout, gamma, beta, running = make_inputs(shape, np.float32, seed=7, mean=3.0)
     x, dout = to_cl(x), to_cl(dout)
     M, C = x.size // shape[1], shape[1]
-    assert len(_numba_batchnorm._row_chunks(M, C, 4)) > 2, "the case should make several chunks"
+    assert len(_numba_batchnorm_cl._row_chunks(M, C, 4)) > 2, "the case should make several chunks"
     results = []
     threads = minidl.get_num_threads()
     try:
@@ -271,7 +271,7 @@ def test_two_passes_runs_between_after_the_first_pass_and_every_chunk_once():
     threads = minidl.get_num_threads()
     try:
         minidl.set_num_threads(2)
-        _numba_batchnorm._two_passes(
+        _numba_batchnorm_cl._two_passes(
             7, lambda k: record(("first", k)), lambda: record(("between",)), lambda k: record(("second", k))
         )
     finally:
@@ -297,7 +297,7 @@ def test_two_passes_raises_errors_and_skips_the_second_pass(where):
     try:
         minidl.set_num_threads(2)
         with pytest.raises(ValueError, match=f"in {'the first pass' if where == 'first' else 'between'}"):
-            _numba_batchnorm._two_passes(5, first, between, second.append)
+            _numba_batchnorm_cl._two_passes(5, first, between, second.append)
     finally:
         minidl.set_num_threads(threads)
     assert second == []
