@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
             _settle()
     step_ms = statistics.median(steps)
     torch_step_ms = statistics.median(torch_steps) if torch_steps else 0.0
-    skipped, joining = (set(), {}) if train else _joined(model)
+    joiner = nn.FoldedBatchNorm2d if train else nn.ConvBn2d  # what runs a joined block end (see _joined)
+    skipped, joining = _joined(model, joiner)
     leaves = _leaves(model)
     wrapped = [(name, m) for name, m in leaves if id(m) not in skipped]
     times: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"forward": [], "backward": []})
@@ -148,15 +149,21 @@ def main(argv: list[str] | None = None) -> None:
     for name, m in wrapped:  # instance attributes shadow the class methods; removed again below
         object.__setattr__(m, "forward", timed(name, "forward", m.forward))
         object.__setattr__(m, "backward", timed(name, "backward", m.backward))
-    # a joined block end runs only with the convolution's own forward: its joined pass is timed through the class
-    # (each call finds its module's name by id), restored below
-    joined_forward = nn.ConvBn2d._forward_joined
+    # a joined block end runs only with the modules' own forward and backward: the joined pass (the convolution's in
+    # inference, the last BatchNorm's in training, and its backward) is timed through the class (each call finds its
+    # module's name by id), restored below
+    joined_forward, joined_backward = joiner._forward_joined, joiner.backward
     if joining:
 
         def timed_joined(module: Any, x: Any, residual: Any) -> Any:
             return timed(joining[id(module)], "forward", lambda *a: joined_forward(module, *a))(x, residual)
 
-        nn.ConvBn2d._forward_joined = timed_joined
+        def timed_backward(module: Any, dout: Any) -> Any:
+            return timed(joining[id(module)], "backward", lambda d: joined_backward(module, d))(dout)
+
+        joiner._forward_joined = timed_joined
+        if train:  # (the BatchNorms that do not join are wrapped: their instance attribute wins)
+            joiner.backward = timed_backward
     torch_times: dict[str, list[float]] = defaultdict(list)
     handles = _torch_hooks(torch_model, torch_times) if torch_model is not None else []
     try:
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
                 torch_forward()
                 _settle()
     finally:
-        nn.ConvBn2d._forward_joined = joined_forward
+        joiner._forward_joined, joiner.backward = joined_forward, joined_backward
         for _, m in wrapped:
             del m.__dict__["forward"], m.__dict__["backward"]
         for handle in handles:
@@ -228,18 +235,21 @@ def _leaves(model: Any) -> list[tuple[str, Any]]:
     return [(name, m) for name, m in model.named_modules() if name and not any(True for _ in m.children())]
 
 
-def _joined(model: Any) -> tuple[set[int], dict[int, str]]:
-    """For a joined ResNet block end in inference (``ConvBn2d.joins``: the convolution runs its BatchNorm, the Add
-    and the ReLU in its output pass), the ids of the four modules, left unwrapped (the block joins only plain
-    modules), and the convolution's name by id (its joined pass is timed through the class, in its row)."""
+def _joined(model: Any, joiner: type) -> tuple[set[int], dict[int, str]]:
+    """For a joined ResNet block end, the ids of the modules left unwrapped (the block joins only plain modules), and
+    the name by id of the one that runs them (its joined pass is timed through the class, in its row): in inference
+    (``ConvBn2d.joins``) the convolution, its BatchNorm, the Add and the ReLU, the convolution running all four in
+    its output pass; in training (``FoldedBatchNorm2d.joins``) the BatchNorm, the Add and the ReLU, the BatchNorm
+    running the three in its normalize pass. ``joiner``: ``nn.ConvBn2d`` (inference) or ``nn.FoldedBatchNorm2d``."""
     joined: set[int] = set()
     names = {id(m): name for name, m in model.named_modules()}
     joining: dict[int, str] = {}
     for parent in model.modules():
-        for conv in parent._modules.values():
-            if getattr(conv, "joins", None):
-                joined |= {id(conv), id(conv.bn), *(id(parent._modules[name]) for name in conv.joins)}
-                joining[id(conv)] = names[id(conv)]
+        for m in parent._modules.values():
+            if isinstance(m, joiner) and m.joins:
+                joined |= {id(m), *(id(parent._modules[name]) for name in m.joins)}
+                joined |= {id(m.bn)} if hasattr(m, "bn") else set()  # (the ConvBn2d's BatchNorm)
+                joining[id(m)] = names[id(m)]
     return joined, joining
 
 

@@ -46,3 +46,18 @@ def assert_close(actual: Any, expected: Any, *, atol: float = 1e-10, rtol: float
     e = host(expected) if not hasattr(expected, "detach") else expected.detach().numpy()
     assert a.shape == e.shape, f"{what}: shape {a.shape} != expected {e.shape}"
     np.testing.assert_allclose(a, e, atol=atol, rtol=rtol, err_msg=f"{what} (shape {a.shape})")
+
+
+class JoinSpy:
+    """Counts the calls of ``cls._forward_joined`` (a fused module's joined pass: ``ConvBn2d``'s in inference,
+    ``FoldedBatchNorm2d``'s in training), patched on the class so that the instances stay plain."""
+
+    def __init__(self, monkeypatch: Any, cls: Any) -> None:
+        self.calls = 0
+        original = cls._forward_joined
+
+        def spy(module: Any, x: Any, residual: Any) -> Any:
+            self.calls += 1
+            return original(module, x, residual)
+
+        monkeypatch.setattr(cls, "_forward_joined", spy)

@@ -259,17 +259,33 @@ def test_bench_train_refuses_channels_last_with_a_baseline_that_does_not_know_it
 
 
 def test_bench_layers_leaves_a_joined_block_ends_modules_unwrapped():
-    # in inference a fused ResNet block's conv2 runs bn2, add and relu2 (conv2d_add_relu): the four are left plain
-    # so that the block still joins them, and conv2's joined pass is timed by name
+    # in inference a fused ResNet block's conv2 runs bn2, add and relu2 (conv2d_add_relu), in training bn2 runs add
+    # and relu2 (batch_norm_add_relu): they are left plain so that the block still joins them, and the joined pass
+    # is timed by name
     layers = _module("bench_layers")
     from minidl import models, nn
 
     fused = nn.fuse(models.resnet20(num_classes=10))
     block = fused.layer1[0]
-    joined, joining = layers._joined(fused)
+    joined, joining = layers._joined(fused, nn.ConvBn2d)
     assert {id(block.conv2), id(block.bn2), id(block.add), id(block.relu2)} <= joined and len(joined) == 4 * 9
     assert not {id(block.conv1), id(block.bn1)} & joined
     assert joining[id(block.conv2)] == "layer1.0.conv2" and len(joining) == 9
+    joined, joining = layers._joined(fused, nn.FoldedBatchNorm2d)
+    assert {id(block.bn2), id(block.add), id(block.relu2)} <= joined and len(joined) == 3 * 9
+    assert not {id(block.conv2), id(block.bn1)} & joined
+    assert joining[id(block.bn2)] == "layer1.0.bn2" and len(joining) == 9
+
+
+def test_bench_layers_times_the_joined_block_ends_in_training():
+    # the joined BatchNorm's row (forward and backward); the Add and ReLU it ran have none
+    backend = "numba" if importlib.util.find_spec("numba") else "numpy"
+    args = ["--model", "resnet20", "--batch", "2", "--warmup", "1", "--repeats", "1", "--backend", backend]
+    proc = _run("bench_layers.py", *args)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[3:] if line.startswith("layer1.0.")}
+    assert rows["layer1.0.bn2"][1] == "FoldedBatchNorm2d" and float(rows["layer1.0.bn2"][4]) > 0
+    assert "layer1.0.add" not in rows and "layer1.0.relu2" not in rows
 
 
 def test_bench_layers_refuses_torch_in_training():

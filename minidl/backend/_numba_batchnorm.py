@@ -164,13 +164,15 @@ class BatchNormKernelsMixin:
     def _batch_norm_forward(
         self, prepared: Any, input: Any, running_mean: Any, running_var: Any, weight: Any = None, bias: Any = None,
         training: bool = False, momentum: float = 0.1, eps: float = 1e-5, relu_max: float | None = None,
+        joined: Any = None,
     ) -> tuple[Any, Any]:  # fmt: skip
         """The ``batch_norm`` pair's forward (``batch_norm_relu``'s with ``relu_max`` +inf, ``batch_norm_relu6``'s
         with 6): the same statistics and running-average updates as the reference. Cache: ``(x, mean, inv_std,
-        weight, bias, training, relu_max)``."""
+        weight, bias, training, relu_max)``. ``joined``: for ``batch_norm_add_relu`` (a ``channels_last`` x), the
+        (N, H, W, C) views of the residual and of the mask to fill (``_numba_batchnorm_cl.py``)."""
         x = input
         if training:
-            out, mean, var, inv_std = self._batch_norm_train(x, weight, bias, eps, relu_max)
+            out, mean, var, inv_std = self._batch_norm_train(x, weight, bias, eps, relu_max, joined)
             M = x.size // x.shape[1]  # running = (1 - momentum) running + momentum statistic (unbiased variance)
             if running_mean is not None:
                 running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
@@ -179,7 +181,7 @@ class BatchNormKernelsMixin:
         else:
             mean = running_mean
             inv_std = (1.0 / np.sqrt(running_var + eps)).astype(x.dtype, copy=False)
-            out = self._batch_norm_apply(x, mean, inv_std, weight, bias, relu_max)
+            out = self._batch_norm_apply(x, mean, inv_std, weight, bias, relu_max, joined)
         return out, (x, mean.copy(), inv_std, weight, bias, bool(training), relu_max)
 
     def _batch_norm_backward(self, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
@@ -205,7 +207,7 @@ class BatchNormKernelsMixin:
 
     @_native_dtypes
     def _batch_norm_train(
-        self, x: Any, gamma: Any, beta: Any, eps: float, relu_max: float | None = None
+        self, x: Any, gamma: Any, beta: Any, eps: float, relu_max: float | None = None, joined: Any = None
     ) -> tuple[Any, Any, Any, Any]:
         """Batch normalization with the batch's statistics over every axis but 1 of (N, C, *) ``x``.
 
@@ -216,7 +218,8 @@ class BatchNormKernelsMixin:
         """
         xh = _nhwc(x)
         if xh is not None:
-            return self._batch_norm_train_rows(xh, gamma, beta, eps, relu_max)
+            return self._batch_norm_train_rows(xh, gamma, beta, eps, relu_max, joined)
+        assert joined is None, "batch_norm_add_relu runs on channels_last inputs only (its accepts)"
         x3 = self._ncs(x)
         C, dtype = x3.shape[1], x.dtype
         out = np.empty(x3.shape, dtype=dtype)
@@ -236,14 +239,15 @@ class BatchNormKernelsMixin:
 
     @_native_dtypes
     def _batch_norm_apply(
-        self, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any, relu_max: float | None = None
+        self, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any, relu_max: float | None = None, joined: Any = None
     ) -> Any:
         """``out = (x - mean) * inv_std * gamma + beta`` per channel (axis 1) of (N, C, *) ``x`` (then
         min(relu(out), relu_max) with ``relu_max``); the (C,) vectors gamma/beta may be None. ``channels_last``
         when x is."""
         xh = _nhwc(x)
         if xh is not None:
-            return self._batch_norm_apply_rows(xh, mean, inv_std, gamma, beta, relu_max)
+            return self._batch_norm_apply_rows(xh, mean, inv_std, gamma, beta, relu_max, joined)
+        assert joined is None, "batch_norm_add_relu runs on channels_last inputs only (its accepts)"
         x3 = self._ncs(x)
         C, dtype = x3.shape[1], x.dtype
         out = np.empty(x3.shape, dtype=dtype)

@@ -19,7 +19,7 @@ from numba import njit
 
 from minidl.backend import _threads
 from minidl.backend._numba_batchnorm import _bn_y, _masked
-from minidl.backend._numba_common import _as_nhwc, _ceil_div
+from minidl.backend._numba_common import _as_nhwc, _ceil_div, _nhwc
 from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, epilogue
 
 # The kernels below read a channels_last input as its M rows of C values (x[n, :, h, w] each: the flat (N, H, W, C)
@@ -138,6 +138,25 @@ def batch_norm_apply_rows(xf, v, relu, relu_max, e0, e1, of):
         else:
             for j in range(n):
                 of[base + j] = _bn_y(xf[base + j], mean[j], scale[j], offset[j])
+
+
+@njit(cache=True, nogil=True)
+def batch_norm_add_relu_rows(xf, v, rf, e0, e1, of, mf):
+    """of = max(0, y + r) and mf = not (y + r <= 0) for y = (x - mean_c) scale_c + offset_c over the chunk [e0, e1)
+    of the rows ``xf``, r the residual's rows ``rf`` (laid out as x): the ``batch_norm_add_relu`` pair's normalize
+    pass, the BatchNorm's output (:func:`_bn_y`, rounded to x's dtype as it would be stored) summed with the residual
+    and put through the ReLU, as :func:`~minidl.backend._numba_elementwise.add_relu_forward` does, in one pass."""
+    mean, scale, offset = v[_MEAN], v[_SCALE], v[_OFFSET]
+    T = mean.size
+    zero = of.dtype.type(0)
+    for b in range(e0, e1, T):
+        base = _u(b)
+        n = _u(min(T, e1 - b))
+        for j in range(n):
+            y = _bn_y(xf[base + j], mean[j], scale[j], offset[j]) + rf[base + j]
+            keep = not (y <= zero)
+            mf[base + j] = keep
+            of[base + j] = y if keep else zero
 
 
 @njit(cache=True, nogil=True, fastmath=_REDUCE)
@@ -306,16 +325,51 @@ def _two_passes(n: int, first: Any, between: Any, second: Any = None) -> None:
 # ---------------------------------------------------------------------------------------------------- the mixin
 class BatchNormRowsMixin:
     """The ``channels_last`` half of the BatchNorm pairs: what
-    :class:`~minidl.backend._numba_batchnorm.BatchNormKernelsMixin` runs for such an input."""
+    :class:`~minidl.backend._numba_batchnorm.BatchNormKernelsMixin` runs for such an input; and the kernel pair
+    ``batch_norm_add_relu``, which runs only for such inputs."""
 
     _affine_vectors: Any
+    _batch_norm_accepts: Any
+    _batch_norm_forward: Any
+    _batch_norm_backward: Any
+    _relu_backward: Any
+
+    def _batch_norm_add_relu_accepts(self, input: Any, residual: Any, *args: Any, **kwargs: Any) -> bool:
+        """A float32 or float64 ``channels_last`` input and a residual of its shape and dtype, ``channels_last`` too
+        (the reference, batch_norm then add_relu, runs the others)."""
+        return (
+            self._batch_norm_accepts(input)
+            and _nhwc(input) is not None
+            and isinstance(residual, np.ndarray)
+            and residual.shape == input.shape
+            and residual.dtype == input.dtype
+            and _nhwc(residual) is not None
+        )
+
+    def _batch_norm_add_relu_forward(self, prepared: Any, input: Any, residual: Any, *args: Any, **kwargs: Any) -> Any:
+        """``relu(batch_norm(x) + residual)``: :meth:`_batch_norm_forward` (the same statistics and running-average
+        updates) with the sum and the ReLU in its normalize pass (:func:`batch_norm_add_relu_rows`), which also
+        writes the ReLU's mask. Cache: the BatchNorm's and the mask."""
+        mask = np.empty(_nhwc(input).shape, dtype=bool)  # (N, H, W, C): a channels_last mask, as the output
+        out, bn_cache = self._batch_norm_forward(prepared, input, *args, **kwargs, joined=(_nhwc(residual), mask))
+        return out, (bn_cache, mask.transpose(0, 3, 1, 2))
+
+    def _batch_norm_add_relu_backward(self, dout: Any, cache: Any) -> tuple[Any, Any, Any, Any]:
+        """``(dx, dresidual, dweight, dbias)``: dz = dout where the mask (the ``add_relu`` kernel's backward), the
+        residual's gradient; then the BatchNorm's backward of dz."""
+        bn_cache, mask = cache
+        dz = self._relu_backward(dout, mask)
+        dx, dweight, dbias = self._batch_norm_backward(dz, bn_cache)
+        return dx, dz, dweight, dbias
 
     def _batch_norm_train_rows(
-        self, xh: Any, gamma: Any, beta: Any, eps: float, relu_max: float | None
+        self, xh: Any, gamma: Any, beta: Any, eps: float, relu_max: float | None, joined: Any = None
     ) -> tuple[Any, Any, Any, Any]:
         """:meth:`_batch_norm_train` of a ``channels_last`` x (``xh`` its (N, H, W, C) view), in one parallel
         region (:func:`_two_passes`): the chunks' sums (:func:`batch_norm_sums_rows`), the statistics from them
-        (:func:`batch_norm_stats_rows`), then the normalization of the chunks (:func:`batch_norm_apply_rows`)."""
+        (:func:`batch_norm_stats_rows`), then the normalization of the chunks (:func:`batch_norm_apply_rows`; with
+        ``joined``, the (N, H, W, C) views of a residual and of a bool mask to fill, :func:`batch_norm_add_relu_rows`:
+        out = relu(y + residual))."""
         C, dtype = xh.shape[3], xh.dtype
         xf = xh.reshape(-1)
         M, T = xf.size // C, _tile_size(C)
@@ -336,17 +390,24 @@ class BatchNormRowsMixin:
                 parts, xf, M, float(eps), g, b, gamma is not None, beta is not None, mean, var, inv_std, v
             )
 
-        def normalize(task: int) -> None:
-            batch_norm_apply_rows(xf, v, relu, cap, *chunks[task], of)
-
+        normalize = self._normalize_rows(xf, v, relu, cap, chunks, of, joined)
         _two_passes(len(chunks), sums, statistics, normalize)
         return out.transpose(0, 3, 1, 2), mean, var, inv_std
 
+    @staticmethod
+    def _normalize_rows(xf: Any, v: Any, relu: bool, cap: Any, chunks: Any, of: Any, joined: Any) -> Any:
+        """The task that normalizes chunk k of the rows ``xf`` into ``of``: :func:`batch_norm_apply_rows`, or with
+        ``joined`` (the residual's and the mask's (N, H, W, C) views) :func:`batch_norm_add_relu_rows`."""
+        if joined is None:
+            return lambda task: batch_norm_apply_rows(xf, v, relu, cap, *chunks[task], of)
+        rf, mf = (a.reshape(-1) for a in joined)
+        return lambda task: batch_norm_add_relu_rows(xf, v, rf, *chunks[task], of, mf)
+
     def _batch_norm_apply_rows(
-        self, xh: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any, relu_max: float | None
+        self, xh: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any, relu_max: float | None, joined: Any = None
     ) -> Any:
         """:meth:`_batch_norm_apply` of a ``channels_last`` x (``xh`` its (N, H, W, C) view), in parallel over
-        chunks of rows (:func:`batch_norm_apply_rows`)."""
+        chunks of rows (:func:`batch_norm_apply_rows`; with ``joined``, as in :meth:`_batch_norm_train_rows`)."""
         C, dtype = xh.shape[3], xh.dtype
         xf = xh.reshape(-1)
         out = np.empty(xh.shape, dtype=dtype)
@@ -355,10 +416,8 @@ class BatchNormRowsMixin:
         v = self._tiled_vectors(mean, inv_std, gamma, beta, dtype, 4)
         relu, cap = epilogue(relu_max, dtype)
 
-        def body(worker: int, task: int) -> None:
-            batch_norm_apply_rows(xf, v, relu, cap, *chunks[task], of)
-
-        _threads.parallel_for(body, len(chunks))
+        normalize = self._normalize_rows(xf, v, relu, cap, chunks, of, joined)
+        _threads.parallel_for(lambda worker, task: normalize(task), len(chunks))
         return out.transpose(0, 3, 1, 2)
 
     def _batch_norm_backward_rows(

@@ -26,6 +26,8 @@ and the NumPy reference. What changes is who runs the kernels:
   ``batch_norm``, ``batch_norm_relu``,   statistics + normalize + affine (+ ReLU or ReLU6) in one pass per
   ``batch_norm_relu6``                   channel; the backward from x, mask recomputed (``_numba_batchnorm.py``;
                                          channels last: ``_numba_batchnorm_cl.py``)
+  ``batch_norm_add_relu``                channels last only: the residual and the ReLU in the normalize pass
+                                         (``_numba_batchnorm_cl.py``); other inputs run the reference
   ``layer_norm``, ``group_norm``,        per-row statistics + normalize + affine in one pass
   ``instance_norm``                      (``_numba_norm.py``)
   ``relu``, ``add_relu``,                one pass each (``_numba_elementwise.py``, with vectorizable
@@ -46,8 +48,8 @@ Convolution (im2row chunks, Winograd's F(2x2, 3x3) and F(4x4, 3x3), 1 x 1 produc
 Memory format: given a ``channels_last`` input (:mod:`minidl.memory_format`), these kernels read it as it lies (a
 pixel's channels one run) and return a ``channels_last`` output: ``conv2d``, ``conv2d_relu``, ``conv2d_relu6``,
 ``conv2d_add_relu`` (direct 3 x 3, im2row, Winograd, 1 x 1, depthwise with one filter per channel; not other
-grouped ones nor an uneven ``'same'`` padding; dx laid out as x), ``batch_norm``,
-``batch_norm_relu``, ``batch_norm_relu6``, the elementwise ops when every input is (``relu``, ``add_relu``,
+grouped ones nor an uneven ``'same'`` padding; dx laid out as x), ``batch_norm``, ``batch_norm_relu``,
+``batch_norm_relu6``, ``batch_norm_add_relu``, the elementwise ops when every input is (``relu``, ``add_relu``,
 ``gelu``, ...), ``max_pool2d`` with a 2 x 2 window and stride 2, and ``adaptive_avg_pool2d`` to 1 x 1. Other kernels
 copy it to C order first.
 
@@ -169,6 +171,9 @@ class NumbaBackend(
             ),
             "batch_norm_relu6": KernelPair(
                 self._batch_norm_relu6_forward, self._batch_norm_backward, self._batch_norm_accepts
+            ),
+            "batch_norm_add_relu": KernelPair(
+                self._batch_norm_add_relu_forward, self._batch_norm_add_relu_backward, self._batch_norm_add_relu_accepts
             ),
             "layer_norm": KernelPair(self._layer_norm_forward, self._layer_norm_backward, self._norm_accepts),
             "group_norm": KernelPair(self._group_norm_forward, self._group_norm_backward, self._norm_accepts),

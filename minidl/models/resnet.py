@@ -12,17 +12,7 @@ plus BatchNorm when it changes the channels or the resolution (the paper's "opti
 * **Bottleneck** (ResNet-50/101/152): 1x1 conv down to ``width`` channels, 3x3 conv (carrying the stride, as in
   torchvision's "ResNet v1.5"; the paper put it on the first 1x1), 1x1 conv up to ``4 * planes``.
 
-Backward of a block. With :math:`z = F(x) + s(x)` and :math:`y = \mathrm{relu}(z)`:
-
-.. math::
-
-    dz = dy \odot [z > 0], \qquad
-    dx = \underbrace{F.\mathrm{backward}(dz)}_{\text{the body, layers in reverse}}
-       + \underbrace{s.\mathrm{backward}(dz)}_{dz \text{ itself for the identity}}
-
-The sum hands :math:`dz` unchanged to both terms, and because :math:`x` fed both branches (a fork), their
-gradients add. The identity path carries :math:`dz` to :math:`x` untouched, which is why very deep ResNets still
-train: the gradient always has a path that no weight matrix shrinks.
+The blocks, their backward and their fused ends are in ``resnet_blocks.py``.
 
 Two families share one :class:`ResNet` class:
 
@@ -43,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from minidl.models.resnet_blocks import BasicBlock, Bottleneck, conv1x1, conv3x3
 from minidl.models.weights import ResNet20_Weights, load_pretrained
 from minidl.nn import init
 from minidl.nn._checks import check_int
@@ -50,9 +41,7 @@ from minidl.nn.activation import ReLU
 from minidl.nn.containers import Sequential
 from minidl.nn.conv import Conv2d
 from minidl.nn.flatten import Flatten
-from minidl.nn.fusion import joins_residual
 from minidl.nn.linear import Linear
-from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d
 from minidl.nn.pooling import MaxPool2d
@@ -75,215 +64,6 @@ __all__ = [
     "resnet110",
     "resnet152",
 ]
-
-
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> Conv2d:
-    """3x3 convolution with padding 1 and no bias (a BatchNorm follows, whose beta is the bias)."""
-    return Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)
-
-
-def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> Conv2d:
-    """1x1 convolution without bias: mixes channels, and with ``stride`` 2 also halves the resolution."""
-    return Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
-
-
-def _check_shortcut(where: str, shape: tuple[int, ...], identity: Any) -> None:
-    shape = tuple(shape)
-    if shape != tuple(identity.shape):
-        raise ValueError(
-            f"{where}: the residual branch gives shape {shape} but the shortcut gives "
-            f"{tuple(identity.shape)}; pass downsample=Sequential(conv1x1(inplanes, planes * expansion, stride), "
-            "BatchNorm2d(planes * expansion)) when the stride or the channels change"
-        )
-
-
-class _ResidualBlock(Module):
-    """What BasicBlock and Bottleneck share besides their layers: the arguments, the repr, the shortcut's backward
-    and the receptive-field branches."""
-
-    inplanes: int
-    planes: int
-    stride: int
-    downsample: Module | None
-
-    def _init_common(self, inplanes: int, planes: int, stride: int, downsample: Module | None) -> None:
-        where = type(self).__name__
-        self.inplanes = check_int(where, "inplanes", inplanes)
-        self.planes = check_int(where, "planes", planes)
-        self.stride = check_int(where, "stride", stride)
-        if downsample is not None and not isinstance(downsample, Module):
-            raise TypeError(f"{where}: downsample must be a Module or None, got {type(downsample).__name__}")
-
-    def extra_repr(self) -> str:
-        return f"{self.inplanes}, {self.planes}, stride={self.stride}"
-
-    def _shortcut(self, x: Any, shape: tuple[int, ...]) -> Any:
-        """The shortcut of x (the identity, or ``downsample``), checked against the ``shape`` of the body's output."""
-        identity = x if self.downsample is None else self.downsample(x)
-        _check_shortcut(f"{type(self).__name__}({self.extra_repr()})", shape, identity)
-        return identity
-
-    def _joined(self, conv: Module, out: Any, x: Any) -> Any:
-        """The block's end when ``nn.fuse`` joined it (``joins_residual(conv)``): the fused ``conv`` adds the shortcut
-        and applies the ReLU in its output pass, ``conv(out, shortcut)``. The shortcut is checked against the shape
-        the body's output will have (``conv``, 3 x 3 padding 1 or 1 x 1, keeps out's height and width)."""
-        return conv(out, self._shortcut(x, (out.shape[0], conv.out_channels, *out.shape[2:])))
-
-    def _shortcut_backward(self, dz: Any) -> Any:
-        return dz if self.downsample is None else self.downsample.backward(dz)
-
-    def receptive_field_branches(self) -> list[list[Module]]:
-        """Main path and shortcut, for :func:`minidl.summary`'s receptive field (``[]`` is the identity)."""
-        main = [m for name, m in self.named_children() if name not in ("downsample", "add")]
-        return [main, [] if self.downsample is None else [self.downsample]]
-
-
-class BasicBlock(_ResidualBlock):
-    r"""Two 3x3 convolutions with a residual connection (ResNet-18/34, CIFAR ResNets).
-
-    .. math:: y = \mathrm{relu}(\mathrm{bn_2}(\mathrm{conv_2}(\mathrm{relu}(\mathrm{bn_1}(\mathrm{conv_1}(x)))))
-              + \mathrm{downsample}(x))
-
-    The state_dict keys are torchvision's (``conv1.weight``, ``bn1.*``, ``conv2.weight``, ``bn2.*``,
-    ``downsample.0.weight``, ``downsample.1.*``). Where torchvision applies one ``relu`` module twice, the block
-    holds ``relu1`` and ``relu2``, and the sum is a module, ``add`` (as in torchvision's quantizable ResNet), so that
-    :func:`minidl.nn.fuse` can merge each with its neighbours (``fusion_groups``); none has parameters, so the keys
-    are the same. (A module called twice in one forward also works: see :meth:`~minidl.nn.Module.save_for_backward`.)
-    Fused, in inference, the block hands the shortcut to ``conv2``, which runs the folded ``bn2``, ``add`` and
-    ``relu2`` in its output pass (:func:`minidl.nn.fusion.joins_residual`: the one branch in ``forward``).
-
-    Args:
-        inplanes: C, the input channels.
-        planes: O, the output channels (``expansion`` is 1).
-        stride: stride of ``conv1`` (2 halves H and W). Default: 1.
-        downsample: the shortcut when the shape changes (1x1 conv + BN); None for the identity. Default: None.
-
-    Shape:
-        - Input: (N, C, H, W).
-        - Output: (N, O, OH, OW), OH = floor((H - 1) / stride) + 1, likewise OW.
-
-    Backward:
-        dz = add.backward(relu2.backward(dy)) (the gradient of the sum, for each term); the body's layers in
-        reverse order on dz; dx = dbody + (downsample.backward(dz) if downsample else dz).
-
-    Examples:
-        >>> import numpy as np
-        >>> block = BasicBlock(16, 32, stride=2, downsample=Sequential(conv1x1(16, 32, 2), BatchNorm2d(32)))
-        >>> y = block(np.ones((2, 16, 8, 8), np.float32))
-        >>> y.shape, block.backward(np.ones_like(y)).shape
-        ((2, 32, 4, 4), (2, 16, 8, 8))
-    """
-
-    expansion = 1
-    fusion_groups = (("conv1", "bn1", "relu1"), ("conv2", "bn2", "add", "relu2"))
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Module | None = None) -> None:
-        super().__init__()
-        self._init_common(inplanes, planes, stride, downsample)
-        self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn1 = BatchNorm2d(planes)
-        self.relu1 = ReLU()
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = BatchNorm2d(planes)
-        self.downsample = downsample
-        self.add = Add()
-        self.relu2 = ReLU()
-
-    def forward(self, x: Any) -> Any:
-        out = self.relu1(self.bn1(self.conv1(x)))
-        if joins_residual(self.conv2):  # nn.fuse, in inference: relu(bn2(conv2(out)) + shortcut) as one folded pass
-            return self._joined(self.conv2, out, x)
-        out = self.bn2(self.conv2(out))
-        return self.relu2(self.add(out, self._shortcut(x, out.shape)))
-
-    def backward(self, dout: Any) -> Any:
-        dz = self.add.backward(self.relu2.backward(dout))  # the sum hands its gradient to both terms
-        d = self.conv2.backward(self.bn2.backward(dz))
-        d = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
-        return d + self._shortcut_backward(dz)  # x fed both branches: their gradients add
-
-
-class Bottleneck(_ResidualBlock):
-    r"""1x1 (reduce) - 3x3 (stride, groups) - 1x1 (expand x4) with a residual connection (ResNet-50/101/152).
-
-    .. math:: y = \mathrm{relu}(\mathrm{bn_3}(\mathrm{conv_3}(\mathrm{relu}(\mathrm{bn_2}(\mathrm{conv_2}(
-              \mathrm{relu}(\mathrm{bn_1}(\mathrm{conv_1}(x)))))))) + \mathrm{downsample}(x))
-
-    The stride sits on the 3x3 convolution (torchvision's ResNet v1.5). The inner width is
-    ``int(planes * width_per_group / 64) * groups`` (``planes`` for plain ResNets; ResNeXt and wide ResNets
-    change it). Where torchvision applies one ``relu`` three times, the block holds ``relu1``, ``relu2`` and
-    ``relu3``, and the sum is the module ``add`` (as in torchvision's quantizable ResNet); none has parameters, so
-    the state_dict keys are torchvision's.
-
-    Args:
-        inplanes: C, the input channels.
-        planes: the bottleneck's base width; the output has O = 4 * planes channels.
-        stride: stride of ``conv2``. Default: 1.
-        downsample: the shortcut when the shape changes; None for the identity. Default: None.
-        groups: groups of the 3x3 convolution (ResNeXt). Default: 1.
-        width_per_group: channels per group at planes = 64. Default: 64.
-
-    Shape:
-        - Input: (N, C, H, W).
-        - Output: (N, 4 * planes, OH, OW), OH = floor((H - 1) / stride) + 1, likewise OW.
-
-    Backward:
-        dz = add.backward(relu3.backward(dy));  dbody = the body's layers in reverse order on dz;
-        dx = dbody + (downsample.backward(dz) if downsample else dz).
-
-    Examples:
-        >>> import numpy as np
-        >>> block = Bottleneck(64, 16)  # 64 -> 16 -> 16 -> 64 channels: the identity shortcut fits
-        >>> y = block(np.ones((2, 64, 5, 5), np.float32))
-        >>> y.shape, block.backward(np.ones_like(y)).shape
-        ((2, 64, 5, 5), (2, 64, 5, 5))
-    """
-
-    expansion = 4
-    fusion_groups = (("conv1", "bn1", "relu1"), ("conv2", "bn2", "relu2"), ("conv3", "bn3", "add", "relu3"))
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: Module | None = None,
-        groups: int = 1,
-        width_per_group: int = 64,
-    ) -> None:
-        super().__init__()
-        self._init_common(inplanes, planes, stride, downsample)
-        groups = check_int("Bottleneck", "groups", groups)
-        width_per_group = check_int("Bottleneck", "width_per_group", width_per_group)
-        width = int(planes * (width_per_group / 64.0)) * groups
-        if width < 1:
-            raise ValueError(f"Bottleneck: planes={planes} with width_per_group={width_per_group} gives no channels")
-        self.conv1 = conv1x1(inplanes, width)
-        self.bn1 = BatchNorm2d(width)
-        self.relu1 = ReLU()
-        self.conv2 = conv3x3(width, width, stride, groups)
-        self.bn2 = BatchNorm2d(width)
-        self.relu2 = ReLU()
-        self.conv3 = conv1x1(width, planes * self.expansion)
-        self.bn3 = BatchNorm2d(planes * self.expansion)
-        self.downsample = downsample
-        self.add = Add()
-        self.relu3 = ReLU()
-
-    def forward(self, x: Any) -> Any:
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.relu2(self.bn2(self.conv2(out)))
-        if joins_residual(self.conv3):  # nn.fuse, in inference: relu(bn3(conv3(out)) + shortcut) as one folded pass
-            return self._joined(self.conv3, out, x)
-        out = self.bn3(self.conv3(out))
-        return self.relu3(self.add(out, self._shortcut(x, out.shape)))
-
-    def backward(self, dout: Any) -> Any:
-        dz = self.add.backward(self.relu3.backward(dout))
-        d = self.conv3.backward(self.bn3.backward(dz))
-        d = self.conv2.backward(self.bn2.backward(self.relu2.backward(d)))
-        d = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
-        return d + self._shortcut_backward(dz)
 
 
 class ResNet(Module):

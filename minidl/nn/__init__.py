@@ -33,7 +33,8 @@ from minidl.nn.conv_transpose import ConvTranspose2d
 from minidl.nn.dropout import Dropout, Dropout2d
 from minidl.nn.embedding import Embedding
 from minidl.nn.flatten import Flatten
-from minidl.nn.fusion import AddReLU, BatchNormReLU1d, BatchNormReLU2d, ConvBn2d, FoldedBatchNorm2d, fuse
+from minidl.nn.fusion import AddReLU, BatchNormReLU1d, BatchNormReLU2d, ConvBn2d, FoldedBatchNorm2d
+from minidl.nn.fusion_pass import fuse
 from minidl.nn.layer_scale import LayerScale
 from minidl.nn.linear import Linear
 from minidl.nn.loss import (

@@ -109,6 +109,8 @@ from minidl.nn.merge import (
     add_forward,
     add_relu_backward,
     add_relu_forward,
+    batch_norm_add_relu_backward,
+    batch_norm_add_relu_forward,
     channel_mul_backward,
     channel_mul_forward,
 )
@@ -165,6 +167,8 @@ __all__ = [
     "add_forward",
     "add_relu_backward",
     "add_relu_forward",
+    "batch_norm_add_relu_backward",
+    "batch_norm_add_relu_forward",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "batch_norm_backward",

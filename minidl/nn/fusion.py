@@ -1,4 +1,5 @@
-r"""Fusion: :func:`fuse` returns a model whose adjacent layers run as one pass over memory, with the same results.
+r"""Fusion: :func:`~minidl.nn.fuse` returns a model whose adjacent layers run as one pass over memory, with the same
+results. This file has the fused modules; ``fusion_pass.py`` has the pass that puts them in a model.
 
 A layer's forward reads its input from memory and writes its output back. For the cheap layers after a convolution
 (BatchNorm, ReLU) that traffic *is* the cost, so a CNN step gets faster when consecutive layers share one pass.
@@ -26,14 +27,18 @@ freed slots, so the model keeps its structure, its ``state_dict`` keys and its o
 * **residual sum -> ReLU** (the end of a ResNet block: an :class:`~minidl.nn.merge.Add` module and a ReLU) becomes
   :class:`AddReLU`, which runs the pair :func:`~minidl.nn.merge.add_relu_forward` (one pass on Numba).
 * **Conv2d -> BatchNorm2d -> residual sum -> ReLU** (a ResNet block's last convolution to its end) becomes
-  :class:`ConvBn2d`, :class:`FoldedBatchNorm2d`, :class:`AddReLU` and an :class:`Identity`: in training the first
-  two patterns above. In inference the block hands the shortcut to the convolution (see
-  :meth:`ConvBn2d.joins_residual` and ``BasicBlock.forward``), which runs
-  :func:`~minidl.nn.conv_fused.conv2d_add_relu_forward`: the folded convolution, the sum and the ReLU in the
-  convolution's own output pass on Numba where the algorithm allows (Winograd, and the products into a
-  ``channels_last`` output; the others add it in one more pass), so its output is not written and read back
-  before the sum (PyTorch's
-  quantization fuses the same ``conv-add-relu``). The block's forward says so in one visible branch.
+  :class:`ConvBn2d`, :class:`FoldedBatchNorm2d`, :class:`AddReLU` and an :class:`Identity`, and the block hands
+  its shortcut to one of them (see ``BasicBlock.forward``, one visible branch for each):
+
+  - in inference to the convolution (:meth:`ConvBn2d.joins_residual`), which runs
+    :func:`~minidl.nn.conv_fused.conv2d_add_relu_forward`: the folded convolution, the sum and the ReLU in the
+    convolution's own output pass on Numba where the algorithm allows (Winograd, and the products into a
+    ``channels_last`` output; the others add it in one more pass), so its output is not written and read back
+    before the sum (PyTorch's quantization fuses the same ``conv-add-relu``);
+  - in training to the BatchNorm (:meth:`FoldedBatchNorm2d.joins_residual`), which runs
+    :func:`~minidl.nn.merge.batch_norm_add_relu_forward`: the BatchNorm, the sum and the ReLU, on Numba in the
+    BatchNorm's normalize pass (``channels_last`` inputs), the same bits as the two pairs; its backward returns the
+    gradients of both inputs, and the block's backward takes that branch when its forward did.
 
 Patterns are found in every :class:`Sequential` (consecutive children) and in the modules that list which of their
 children run back to back, ``fusion_groups`` (the ResNet blocks: ``(("conv1", "bn1", "relu1"), ("conv2", "bn2",
@@ -69,16 +74,13 @@ Examples:
 
 from __future__ import annotations
 
-import copy
-from collections import Counter
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from minidl.backend import get_array_module
 from minidl.grad_mode import is_grad_enabled
 from minidl.nn._calls import _calling_module, _running_module
 from minidl.nn.activation import ReLU, ReLU6
-from minidl.nn.containers import Identity, Sequential
+from minidl.nn.containers import Identity
 from minidl.nn.conv import Conv2d
 from minidl.nn.dispatch import F, is_reference
 from minidl.nn.hooks import has_hooks
@@ -86,7 +88,7 @@ from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm1d, BatchNorm2d
 
-__all__ = ["AddReLU", "BatchNormReLU1d", "BatchNormReLU2d", "ConvBn2d", "FoldedBatchNorm2d", "fuse", "joins_residual"]
+__all__ = ["AddReLU", "BatchNormReLU1d", "BatchNormReLU2d", "ConvBn2d", "FoldedBatchNorm2d", "joins_residual"]
 
 
 # ---------------------------------------------------------------------------------------------- fused modules
@@ -187,10 +189,13 @@ class FoldedBatchNorm2d(BatchNorm2d):
     ``batch_norm_relu`` for ``"relu"`` (as :class:`BatchNormReLU2d`), ``batch_norm_relu6`` for ``"relu6"``. It keeps
     the BatchNorm's parameters and buffers, so the ``state_dict`` keys are the original's.
 
+    Joined with the Add and ReLU after it (see :meth:`joins_residual`), ``forward(x, residual)`` returns
+    relu(BatchNorm(x) + residual) in one pair, and ``backward`` the gradients of both inputs.
+
     Shape:
-        - Input: (N, C, H, W).  - Output: the same.
+        - Input: (N, C, H, W); joined, also the residual, the same shape.  - Output: the same.
     Backward:
-        (not in inference) the BatchNorm2d's, after the activation's.
+        (not in inference) the BatchNorm2d's, after the activation's; joined, ``(dx, dresidual)``.
     Examples:
         >>> import numpy as np
         >>> import minidl
@@ -210,24 +215,65 @@ class FoldedBatchNorm2d(BatchNorm2d):
     """
 
     activation: str | None = None  # "relu", "relu6" or None
+    slot: str = ""  # its name in the module fuse found it in
+    joins: tuple[str, str] | None = None  # the slots of the Add and the ReLU after it, if fused with them
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, activation={self.activation}"
+        joined = ", joins=Add+ReLU" if self.joins else ""
+        return f"{super().extra_repr()}, activation={self.activation}{joined}"
 
     def _pair(self) -> str:
         """The pair it runs unfolded: ``batch_norm``, ``batch_norm_relu`` or ``batch_norm_relu6``."""
         return _ACTIVATIONS[self.activation].unfolded
 
-    def forward(self, x: Any) -> Any:
+    def joins_residual(self) -> bool:
+        """Whether the module running now (a ResNet block, after its last convolution) may hand it the shortcut,
+        ``bn(x, residual)``, for relu(bn(x) + residual) in one pass, the pair
+        :func:`~minidl.nn.merge.batch_norm_add_relu_forward` (on Numba the sum and the ReLU in the normalize pass):
+        ``fuse`` fused it with the Add and the ReLU after it (``joins``); the block still holds all three in their
+        slots, as fused, without hooks and with their own ``forward`` (the Add and the ReLU are not called); and
+        the pair is still minidl's (so are ``batch_norm`` and ``add_relu``); and not in inference, where the
+        ConvBn2d before it folds it (and joins the three, :meth:`ConvBn2d.joins_residual`): so this is what training
+        runs. Its ``backward`` then returns the gradients of both inputs, ``(dx, dresidual)``."""
+        return self._joins_in(_running_module())
+
+    def _joins_in(self, parent: Module | None) -> bool:
+        """:meth:`joins_residual` for a call by ``parent``."""
+        if not self.joins or _inference(self) or parent is None or parent._modules.get(self.slot) is not self:
+            return False  # (in inference the ConvBn2d before it folds it, and joins them if it can)
+        add, relu = (parent._modules.get(name) for name in self.joins)
+        plain = _plain(self, FoldedBatchNorm2d) and _plain(add, AddReLU) and _plain(relu, Identity)
+        return plain and is_reference("batch_norm_add_relu")
+
+    def forward(self, x: Any, residual: Any = None) -> Any:
+        if residual is not None:
+            return self._forward_joined(x, residual)
         if x is self.__dict__.pop("_folded_output", None):
             return x  # the output of the ConvBn2d before it, which applied this BatchNorm (and activation), folded
         out, cache = getattr(F, f"{self._pair()}_forward")(x, *self._functional_arguments(x))
         self._count_batch()
-        self.save_for_backward(cache)
+        self.save_for_backward(cache, False)
+        return out
+
+    def _forward_joined(self, x: Any, residual: Any) -> Any:
+        """relu(BatchNorm(x) + residual): the BatchNorm, the Add and the ReLU after it in one pair,
+        :func:`~minidl.nn.merge.batch_norm_add_relu_forward`."""
+        if not self._joins_in(_calling_module(self)):
+            raise RuntimeError(
+                f"{self._where()}: takes a residual only where nn.fuse joined it with the Add and ReLU after it, "
+                "called by the block it was fused in (see FoldedBatchNorm2d.joins_residual)"
+            )
+        out, cache = F.batch_norm_add_relu_forward(x, residual, *self._functional_arguments(x))
+        self._count_batch()
+        self.save_for_backward(cache, True)
         return out
 
     def backward(self, dout: Any) -> Any:
-        (cache,) = self.pop_saved()
+        cache, joined = self.pop_saved()
+        if joined:  # relu(bn(x) + residual): the gradients of x and of the residual
+            dx, dresidual, dgamma, dbeta = F.batch_norm_add_relu_backward(dout, cache)
+            self._accumulate(dgamma, dbeta)
+            return dx, dresidual
         dx, dgamma, dbeta = getattr(F, f"{self._pair()}_backward")(dout, cache)
         self._accumulate(dgamma, dbeta)
         return dx
@@ -371,11 +417,13 @@ class ConvBn2d(Conv2d):
         return out
 
 
-def joins_residual(conv: Module) -> bool:
-    """Whether ``conv`` is a :class:`ConvBn2d` that :func:`fuse` joined with the BatchNorm, Add and ReLU after it and
-    that runs them as one pass now (:meth:`ConvBn2d.joins_residual`): then the ResNet block calling this hands it
-    the shortcut, ``conv(x, residual)``, instead of calling the four modules."""
-    return isinstance(conv, ConvBn2d) and conv.joins_residual()
+def joins_residual(module: Module) -> bool:
+    """Whether ``module`` is a :class:`ConvBn2d` that :func:`fuse` joined with the BatchNorm, Add and ReLU after it
+    and that runs them as one pass now (in inference: :meth:`ConvBn2d.joins_residual`), or a
+    :class:`FoldedBatchNorm2d` joined with the Add and ReLU after it (:meth:`FoldedBatchNorm2d.joins_residual`): then
+    the ResNet block calling this hands it the shortcut, ``module(x, residual)``, instead of calling the modules after
+    it."""
+    return isinstance(module, (ConvBn2d, FoldedBatchNorm2d)) and module.joins_residual()
 
 
 class AddReLU(Add):
@@ -411,24 +459,6 @@ class AddReLU(Add):
         return "AddReLU"
 
 
-# ---------------------------------------------------------------------------------------------- the pass
-def _recast(module: Module, cls: type, **attributes: Any) -> Any:
-    """A ``cls`` instance with ``module``'s state: the same Parameter objects and buffer arrays (so an optimizer
-    built on them keeps training them), its hyperparameters and mode, plus ``attributes``."""
-    new = cls.__new__(cls)
-    Module.__init__(new)
-    for key, value in module.__dict__.items():
-        if key in ("_parameters", "_buffers", "_modules"):
-            new.__dict__[key].update(value)
-        elif key == "_non_persistent_buffers":
-            new.__dict__[key] |= value
-        elif key not in ("_saved", "_saved_pass", "forward", "backward"):
-            new.__dict__[key] = value
-    for key, value in attributes.items():
-        object.__setattr__(new, key, value)
-    return new
-
-
 def _plain(module: Module | None, *classes: type) -> bool:
     """``module`` is exactly one of ``classes`` (not a subclass, whose forward may differ), its ``forward`` and
     ``backward`` are the class's (not replaced on the instance, as a profiler or a student may do), and it has no
@@ -439,98 +469,3 @@ def _plain(module: Module | None, *classes: type) -> bool:
         and not {"forward", "backward"} & module.__dict__.keys()
         and not has_hooks(module)
     )
-
-
-def _fuse_group(parent: Module, names: Sequence[str], shared: set[int]) -> int:
-    """Fuse the children ``names`` of ``parent`` (2 to 4 modules that run back to back) if they form a pattern;
-    returns how many modules were used (0: no pattern starts there). A module in ``shared`` (it sits in several
-    slots) is left as it is: a fused copy per slot would split its parameters."""
-    mods = [parent._modules.get(name) for name in names]
-    if any(id(m) in shared for m in mods[:2]):
-        return 0
-    if _plain(mods[0], Conv2d) and len(mods) > 1 and _plain(mods[1], BatchNorm2d):
-        conv, bn = mods[0], mods[1]
-        if bn.num_features != conv.out_channels:
-            return 0
-        third = mods[2] if len(mods) > 2 else None
-        activation = next((name for name, a in _ACTIVATIONS.items() if name and _plain(third, a.module)), None)
-        joins = (
-            activation is None
-            and len(mods) == 4
-            and _plain(mods[2], Add)
-            and _plain(mods[3], ReLU)
-            and not {id(mods[2]), id(mods[3])} & shared
-        )
-        folded_bn = _recast(bn, FoldedBatchNorm2d, activation=activation)
-        joined = tuple(names[2:]) if joins else None
-        parent.add_module(names[0], _recast(conv, ConvBn2d, bn=folded_bn, slots=tuple(names[:2]), joins=joined))
-        parent.add_module(names[1], folded_bn)
-        if joins:  # conv, BatchNorm, residual sum, ReLU (the end of a ResNet block)
-            parent.add_module(names[2], _recast(mods[2], AddReLU))
-            parent.add_module(names[3], Identity())
-            return 4
-        if activation is not None:
-            parent.add_module(names[2], Identity())
-        return 2 if activation is None else 3
-    pairs = {BatchNorm2d: BatchNormReLU2d, BatchNorm1d: BatchNormReLU1d, Add: AddReLU}
-    if len(mods) > 1 and _plain(mods[0], *pairs) and _plain(mods[1], ReLU):
-        parent.add_module(names[0], _recast(mods[0], pairs[type(mods[0])]))
-        parent.add_module(names[1], Identity())
-        return 2
-    return 0
-
-
-def _fuse_children(module: Module, shared: set[int]) -> None:
-    """Fuse the patterns among ``module``'s children: runs of consecutive children of a Sequential (a module fused
-    into one pattern cannot start the next), else the module's own ``fusion_groups``."""
-    if isinstance(module, Sequential):
-        _fuse_run(module, list(module._modules), 3, shared)
-        return
-    for names in module.fusion_groups:
-        _fuse_run(module, names, 4, shared)
-
-
-def _fuse_run(module: Module, names: Sequence[str], window: int, shared: set[int]) -> None:
-    """Fuse the patterns in the run of children ``names``, at most ``window`` modules each, from the first on (a
-    module fused into one pattern cannot start the next)."""
-    i = 0
-    while i < len(names) - 1:
-        i += max(1, _fuse_group(module, names[i : i + window], shared))
-
-
-def fuse(model: Module, inplace: bool = False) -> Module:
-    """The model with its Conv2d-BatchNorm2d(-ReLU or -ReLU6), BatchNorm-ReLU and Add-ReLU patterns fused (see the
-    module docstring).
-
-    Args:
-        model: any Module.
-        inplace: change ``model`` itself (its Parameter objects stay the same, so an optimizer built on them keeps
-            working); else a deep copy is fused and ``model`` is left as it is. Default: False.
-
-    Returns:
-        The fused model: the same ``state_dict`` keys and outputs (up to float rounding where a BatchNorm is folded
-        in inference); every module is still a module whose ``backward`` undoes its ``forward``.
-
-    Examples:
-        >>> from minidl import nn
-        >>> net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
-        >>> nn.fuse(net)
-        Sequential(
-          (0): Linear(in_features=4, out_features=8, bias=True)
-          (1): BatchNormReLU1d(8, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)
-          (2): Identity()
-          (3): Linear(in_features=8, out_features=2, bias=True)
-        )
-    """
-    if not isinstance(model, Module):
-        raise TypeError(f"fuse: expected a Module, got {type(model).__name__}")
-    if not isinstance(inplace, bool):
-        raise TypeError(f"fuse: inplace must be a bool, got {inplace!r}")
-    if not inplace:
-        model = copy.deepcopy(model)
-    modules = list(model.modules())
-    slots = Counter(id(child) for module in modules for child in module._modules.values() if child is not None)
-    shared = {key for key, count in slots.items() if count > 1}
-    for module in modules:
-        _fuse_children(module, shared)
-    return model

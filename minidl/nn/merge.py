@@ -11,7 +11,9 @@ branches return, because x fed both (a fork in the forward pass is a sum in the 
 
 In a block the sum and the ReLU are two modules, ``add`` and a ReLU; :func:`minidl.nn.fuse` turns the pair into one
 :class:`~minidl.nn.fusion.AddReLU`, which runs the pair :func:`add_relu_forward`: on the NumPy backend exactly
-``relu_forward(add_forward(a, b))``, on the Numba backend one pass over memory (marked ``@kernel``).
+``relu_forward(add_forward(a, b))``, on the Numba backend one pass over memory (marked ``@kernel``). The block's
+last BatchNorm comes just before the sum; :func:`batch_norm_add_relu_forward` is the three in one pair, which a
+fused block runs in training (:meth:`~minidl.nn.fusion.FoldedBatchNorm2d.joins_residual`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np  # noqa: F401  (the doctests use it)
 from minidl.nn._checks import check_array, check_grad_output
 from minidl.nn.dispatch import F, kernel
 from minidl.nn.module import Module
+from minidl.nn.normalization import _batch_norm_setup
 
 __all__ = [
     "Add",
@@ -31,6 +34,8 @@ __all__ = [
     "add_forward",
     "add_relu_backward",
     "add_relu_forward",
+    "batch_norm_add_relu_backward",
+    "batch_norm_add_relu_forward",
     "channel_mul_backward",
     "channel_mul_forward",
 ]
@@ -146,6 +151,106 @@ def add_relu_backward(dout: Any, cache: Any) -> Any:
         array([[0., 6., 7.]])
     """
     return F.add_backward(F.relu_backward(dout, cache.relu), cache.add)
+
+
+# ---------------------------------------------------------------------------------------------- batch_norm_add_relu
+class BatchNormAddReLUCache(NamedTuple):
+    """The cache of :func:`batch_norm_add_relu_forward`: the BatchNorm's and the sum-and-ReLU's."""
+
+    batch_norm: Any
+    add_relu: Any
+
+
+def _batch_norm_add_relu_setup(
+    input: Any,
+    residual: Any,
+    running_mean: Any,
+    running_var: Any,
+    weight: Any = None,
+    bias: Any = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> None:
+    """The BatchNorm's checks and the sum's (a residual of the input's shape and dtype), under this pair's name."""
+    where = "batch_norm_add_relu_forward"
+    _batch_norm_setup(input, running_mean, running_var, weight, bias, training, momentum, eps, where=where)
+    _check_pair(where, input, residual)
+
+
+@kernel("batch_norm_add_relu", setup=_batch_norm_add_relu_setup, uses=("batch_norm", "add_relu"))
+def batch_norm_add_relu_forward(
+    input: Any,
+    residual: Any,
+    running_mean: Any,
+    running_var: Any,
+    weight: Any = None,
+    bias: Any = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[Any, Any]:
+    r"""``relu(batch_norm(x) + residual)``: the end of a ResNet block in training, its last BatchNorm, the residual
+    sum and the ReLU. Returns ``(out, cache)``.
+
+    .. math:: out = \max(0,\; \gamma \hat x + \beta + r)
+
+    The arguments of :func:`~minidl.nn.normalization.batch_norm_forward` (and its running-statistics updates), with
+    the residual r second. The reference is exactly ``add_relu_forward(batch_norm_forward(x, ...), residual)``; the
+    Numba backend's kernel adds the residual and applies the ReLU in the BatchNorm's normalize pass, so the
+    BatchNorm's output is not written and read back before the sum (``channels_last`` inputs; others run the two
+    pairs).
+
+    Shape:
+        - input: (N, C, \*).  - residual: the same shape.  - Output: that shape.
+
+    Backward:
+        dz = dout * [out > 0] (:func:`add_relu_backward`), the residual's gradient; then dx, dweight, dbias =
+        the BatchNorm backward of dz (:func:`~minidl.nn.normalization.batch_norm_backward`).
+
+    Examples:
+        >>> x = np.array([[1.0], [2.0], [6.0]])  # 3 samples of 1 channel
+        >>> out, cache = batch_norm_add_relu_forward(x, np.array([[1.0], [1.0], [-2.0]]), None, None, training=True)
+        >>> np.round(out, 4)  # the BatchNorm gives -0.9258, -0.4629, 1.3887
+        array([[0.0742],
+               [0.5371],
+               [0.    ]])
+        >>> dx, dresidual, _, _ = batch_norm_add_relu_backward(np.ones_like(x), cache)
+        >>> dresidual  # the third sample's sum was negative
+        array([[1.],
+               [1.],
+               [0.]])
+    """
+    _batch_norm_add_relu_setup(input, residual, running_mean, running_var, weight, bias, training, momentum, eps)
+    y, bn_cache = F.batch_norm_forward(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    out, add_relu_cache = F.add_relu_forward(y, residual)
+    return out, BatchNormAddReLUCache(bn_cache, add_relu_cache)
+
+
+@kernel("batch_norm_add_relu")
+def batch_norm_add_relu_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any, Any]:
+    r"""Gradients of :func:`batch_norm_add_relu_forward`: ``(dx, dresidual, dweight, dbias)`` (None for an absent
+    weight/bias).
+
+    .. math:: dz = dout \odot [\gamma \hat x + \beta + r > 0], \qquad dr = dz, \qquad
+              (dx, d\gamma, d\beta) = \mathrm{batch\_norm\_backward}(dz)
+
+    The sum hands dz to both terms: the residual's gradient is dz itself, and the BatchNorm's output's, whose
+    backward gives the rest.
+
+    Shape:
+        - dout: (N, C, \*).  - dx, dresidual: the same; dweight, dbias: (C,).
+
+    Examples:
+        >>> x = np.array([[1.0], [2.0], [6.0]])
+        >>> out, cache = batch_norm_add_relu_forward(x, np.zeros_like(x), None, None, np.ones(1), np.zeros(1), True)
+        >>> dx, dresidual, dweight, dbias = batch_norm_add_relu_backward(np.ones_like(x), cache)
+        >>> dbias  # one sample passed the ReLU (the same as batch_norm_relu with a zero residual)
+        array([1.])
+    """
+    dz = F.add_relu_backward(dout, cache.add_relu)
+    dx, dweight, dbias = F.batch_norm_backward(dz, cache.batch_norm)
+    return dx, dz, dweight, dbias
 
 
 class Add(Module):

@@ -35,7 +35,7 @@ from typing import IO, Any
 from minidl._atomic import remove_stale_temp_files
 from minidl._random import get_rng_state, set_rng_state
 from minidl.backend import get_backend
-from minidl.nn.fusion import fuse as fuse_modules
+from minidl.nn.fusion_pass import fuse as fuse_modules
 from minidl.nn.module import Module
 from minidl.serialization import load
 from minidl.train.callbacks import Callback, ModelCheckpoint, _on_main_process

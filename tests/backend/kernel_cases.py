@@ -12,6 +12,7 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
+import minidl
 from minidl.backend._numba_conv import _DIRECT_MAX_C
 from minidl.nn.conv import _conv2d_setup
 from minidl.nn.pooling import pool_output_size
@@ -34,12 +35,13 @@ class Case(NamedTuple):
     algorithm: str | None = None  # convolutions: which of the kernel's algorithms must run
     kink: str | None = None  # the op whose output goes through a ReLU (ReLU6): dout is 0 near its kinks
     # ("conv2d_add": the convolution's output plus the residual)
-    layout: str = "C"  # of the first array argument and of dout: C-contiguous, "F" (Fortran order) or "strided"
+    layout: str = "C"  # of the first array argument and of dout: C-contiguous, "F" (Fortran order), "strided" or
+    # "channels_last" (4-d)
 
     def call(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """``(args, kwargs)`` with fresh copies of every array (so each side updates its own buffers), the first one
-        in ``layout``."""
-        values = [(name, v.copy() if isinstance(v, np.ndarray) else v) for name, v in self.params]
+        """``(args, kwargs)`` with fresh copies of every array (so each side updates its own buffers; each laid out
+        as given), the first one in ``layout``."""
+        values = [(name, v.copy(order="K") if isinstance(v, np.ndarray) else v) for name, v in self.params]
         values[0] = (values[0][0], in_layout(values[0][1], self.layout))
         return tuple(v for _, v in values[: self.positional]), dict(values[self.positional :])
 
@@ -55,12 +57,15 @@ class Case(NamedTuple):
 
 
 def in_layout(a: Any, layout: str) -> Any:
-    """A copy of array ``a`` with its values, C-contiguous, in Fortran order ("F"), or a view of every other column
-    of a bigger array ("strided"): the kernels must not depend on the memory layout of what they are given."""
+    """A copy of array ``a`` with its values, C-contiguous, in Fortran order ("F"), a view of every other column
+    of a bigger array ("strided"), or for a 4-d ``a`` ``channels_last``: the kernels must not depend on the memory
+    layout of what they are given."""
     if a.ndim == 0:
         return a.copy()  # (np.ascontiguousarray would make it 1-d)
     if layout == "F":
         return np.asfortranarray(a)
+    if layout == "channels_last" and a.ndim == 4:
+        return minidl.contiguous(a, minidl.channels_last)
     if layout == "strided":
         wide = np.zeros((*a.shape[:-1], 2 * a.shape[-1]), dtype=a.dtype)
         wide[..., ::2] = a
@@ -242,10 +247,10 @@ def _affine(draw, rng, shape, dtype):
     return weight, bias
 
 
-@st.composite
-def batch_norm_cases(draw, op, dtype=None, offset=None):
-    shape = draw(st.sampled_from([(4, 3), (3, 2, 5), (2, 3, 4, 5), (5, 1, 2, 2), (2, 6, 1, 1), (40, 3, 6, 6)]))
-    training, dtype, seed = draw(st.booleans()), dtype or draw(DTYPES), draw(seeds)
+def _batch_norm_params(draw, shape, dtype, seed, offset=None, residual=False):
+    """The arguments of a ``batch_norm`` pair (in its order; with ``residual``, ``batch_norm_add_relu``'s: a
+    ``channels_last`` residual after the input): training or not, with or without running statistics and affine."""
+    training = draw(st.booleans())
     rng = np.random.default_rng(seed)
     C = shape[1]
     x = (rng.standard_normal(shape) * 2 + _offset(draw, dtype, offset)).astype(dtype)
@@ -254,18 +259,33 @@ def batch_norm_cases(draw, op, dtype=None, offset=None):
     var = rng.uniform(0.5, 4.0, C).astype(dtype)
     if training and not draw(st.sampled_from([True, True, False])):  # training without running statistics
         mean = var = None
-    params = [
-        ("input", x),
-        ("running_mean", mean),
-        ("running_var", var),
-        ("weight", weight),
-        ("bias", bias),
-        ("training", training),
-        ("momentum", draw(MOMENTUM)),
-        ("eps", draw(EPS)),
-    ]
+    params = [("input", x), ("running_mean", mean), ("running_var", var), ("weight", weight), ("bias", bias)]
+    if residual:
+        r = minidl.contiguous(rng.standard_normal(shape).astype(dtype), minidl.channels_last)
+        params.insert(1, ("residual", r))
+    return [*params, ("training", training), ("momentum", draw(MOMENTUM)), ("eps", draw(EPS))]
+
+
+@st.composite
+def batch_norm_cases(draw, op, dtype=None, offset=None):
+    shape = draw(st.sampled_from([(4, 3), (3, 2, 5), (2, 3, 4, 5), (5, 1, 2, 2), (2, 6, 1, 1), (40, 3, 6, 6)]))
+    dtype, seed = dtype or draw(DTYPES), draw(seeds)
+    params = _batch_norm_params(draw, shape, dtype, seed, offset)
     kink = "batch_norm" if op in ("batch_norm_relu", "batch_norm_relu6") else None
     return draw(_call(op, params, dtype, seed + 1, kink=kink))
+
+
+@st.composite
+def batch_norm_add_relu_cases(draw):
+    """relu(batch_norm(x) + residual), x and the residual ``channels_last`` (the inputs the kernel takes; it leaves
+    the others to the reference: a declined case in ``test_kernels.py``)."""
+    # (C > 1 and H W > 1: else channels_last is C-contiguous too)
+    shape = draw(st.sampled_from([(2, 3, 4, 5), (5, 2, 2, 2), (40, 3, 6, 6), (3, 17, 9, 7)]))
+    dtype, seed = draw(DTYPES), draw(seeds)
+    params = _batch_norm_params(draw, shape, dtype, seed, residual=True)
+    positional = draw(st.integers(0, len(params)))
+    op = "batch_norm_add_relu"
+    return Case(op, tuple(params), positional, {}, dtype, seed + 1, kink="batch_norm_add", layout="channels_last")
 
 
 @st.composite
@@ -454,6 +474,7 @@ CASES: dict[str, Any] = {
     "batch_norm": batch_norm_cases("batch_norm"),
     "batch_norm_relu": batch_norm_cases("batch_norm_relu"),
     "batch_norm_relu6": batch_norm_cases("batch_norm_relu6"),
+    "batch_norm_add_relu": batch_norm_add_relu_cases(),
     "layer_norm": layer_norm_cases(),
     "group_norm": group_norm_cases(),
     "instance_norm": instance_norm_cases(),

@@ -86,6 +86,7 @@ TOL_KIND = {
     "batch_norm": "norm",
     "batch_norm_relu": "norm",
     "batch_norm_relu6": "norm",
+    "batch_norm_add_relu": "norm",
     "layer_norm": "norm",
     "group_norm": "norm",
     "instance_norm": "norm",
@@ -185,6 +186,11 @@ def _dout(case: Case, out: Any) -> Any:
         positional = case.positional - (case.positional > 1)  # (the residual was passed by position)
         pre = _run("numpy", conv._replace(positional=positional))["results"]["out"]
         pre = pre + residual
+    elif case.kink == "batch_norm_add":  # the BatchNorm's output plus the residual
+        residual = dict(case.params)["residual"]
+        bn = case._replace(op="batch_norm", params=tuple(p for p in case.params if p[0] != "residual"))
+        positional = case.positional - (case.positional > 1)  # (the residual was passed by position)
+        pre = _run("numpy", bn._replace(positional=positional))["results"]["out"] + residual
     elif case.kink is not None:
         pre = _run("numpy", case._replace(op=case.kink))["results"]["out"]  # the output before the ReLU
     if case.kink is not None:
@@ -324,6 +330,9 @@ def _declined_cases() -> dict[str, Case]:
         "batch_norm_relu float16": case("batch_norm_relu", [("input", bn16), *stats16]),
         "batch_norm_relu6 float16": case("batch_norm_relu6", [("input", bn16), *stats16, ("training", True)]),
         "batch_norm empty": case("batch_norm", [("input", np.zeros((0, 3))), *stats]),
+        "batch_norm_add_relu C-contiguous": case(
+            "batch_norm_add_relu", [("input", image), ("residual", rng.standard_normal(image.shape)), *stats]
+        ),
         "instance_norm use_input_stats=False": case(
             "instance_norm", [("input", image), *stats, ("use_input_stats", False)]
         ),

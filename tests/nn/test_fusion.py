@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import minidl
 from minidl import gradcheck, models, nn, optim
 from minidl.nn import functional as F
-from tests.helpers import arr, assert_close, host, to_torch, torch_or_skip
+from tests.helpers import JoinSpy, arr, assert_close, host, to_torch, torch_or_skip
 from tests.strategies import seeds
 
 TOL = {np.float32: {"atol": 5e-4, "rtol": 5e-3}, np.float64: {"atol": 1e-10, "rtol": 1e-9}}
@@ -409,18 +409,9 @@ def test_resnet_blocks_fuse_their_declared_groups_and_match_the_original():
             np.testing.assert_allclose(host(fused(x)), host(model(x)), rtol=1e-8, atol=1e-9)
 
 
-class _JoinSpy:
-    """Counts the calls of :meth:`ConvBn2d._forward_joined` (a class attribute: the instances stay plain)."""
-
-    def __init__(self, monkeypatch):
-        self.calls = 0
-        original = nn.ConvBn2d._forward_joined
-
-        def spy(module, x, residual):
-            self.calls += 1
-            return original(module, x, residual)
-
-        monkeypatch.setattr(nn.ConvBn2d, "_forward_joined", spy)
+def _JoinSpy(monkeypatch):  # noqa: N802 (a class of helpers.py)
+    """Counts the calls of :meth:`ConvBn2d._forward_joined`."""
+    return JoinSpy(monkeypatch, nn.ConvBn2d)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
