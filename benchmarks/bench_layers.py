@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> None:
                 torch_forward()
                 _settle()
     finally:
-        joiner._forward_joined, joiner.backward = joined_forward, joined_backward
+        joiner._forward_joined = joined_forward
+        if train:
+            joiner.backward = joined_backward
         for _, m in wrapped:
             del m.__dict__["forward"], m.__dict__["backward"]
         for handle in handles:

@@ -87,17 +87,10 @@ class _ResidualBlock(Module):
         the body's output will have (``conv``, 3 x 3 padding 1 or 1 x 1, keeps out's height and width)."""
         return conv(out, self._shortcut(x, (out.shape[0], conv.out_channels, *out.shape[2:])))
 
-    def _joins(self, bn: Module) -> bool:
-        """Whether ``nn.fuse`` joined ``bn`` with the sum and the ReLU after it and it runs them now
-        (``joins_residual(bn)``: training); remembered for :meth:`_joined_backward`."""
-        joined = joins_residual(bn)
-        self.save_for_backward(joined)
-        return joined
-
     def _joined_backward(self) -> bool:
-        """Whether the forward this backward undoes handed the shortcut to the last BatchNorm (:meth:`_joins`)."""
-        (joined,) = self.pop_saved()
-        return joined
+        """Whether the forward this backward undoes handed the shortcut to the last BatchNorm (the flag ``forward``
+        saved; False if it saved none: a subclass's own ``forward``, which joins nothing)."""
+        return bool(self._saved) and self.pop_saved()[0]
 
     def _shortcut_backward(self, dz: Any) -> Any:
         return dz if self.downsample is None else self.downsample.backward(dz)
@@ -168,10 +161,13 @@ class BasicBlock(_ResidualBlock):
         if joins_residual(self.conv2):  # nn.fuse, in inference: relu(bn2(conv2(out)) + shortcut) as one folded pass
             return self._joined(self.conv2, out, x)
         out = self.conv2(out)
-        if self._joins(self.bn2):  # nn.fuse, in training: relu(bn2(out) + shortcut) as one pass
-            return self.bn2(out, self._shortcut(x, out.shape))
-        out = self.bn2(out)
-        return self.relu2(self.add(out, self._shortcut(x, out.shape)))
+        joined = joins_residual(self.bn2)  # nn.fuse, in training: relu(bn2(out) + shortcut) as one pass
+        if joined:
+            out = self.bn2(out, self._shortcut(x, out.shape))
+        else:
+            out = self.relu2(self.add(self.bn2(out), self._shortcut(x, out.shape)))
+        self.save_for_backward(joined)  # the branch backward takes
+        return out
 
     def backward(self, dout: Any) -> Any:
         if self._joined_backward():  # bn2 ran the sum and relu2 too: the gradients of its two inputs
@@ -193,7 +189,8 @@ class Bottleneck(_ResidualBlock):
     ``int(planes * width_per_group / 64) * groups`` (``planes`` for plain ResNets; ResNeXt and wide ResNets
     change it). Where torchvision applies one ``relu`` three times, the block holds ``relu1``, ``relu2`` and
     ``relu3``, and the sum is the module ``add`` (as in torchvision's quantizable ResNet); none has parameters, so
-    the state_dict keys are torchvision's.
+    the state_dict keys are torchvision's. Fused, its end joins as :class:`BasicBlock`'s does, with ``conv3``,
+    ``bn3``, ``add`` and ``relu3``.
 
     Args:
         inplanes: C, the input channels.
@@ -208,8 +205,8 @@ class Bottleneck(_ResidualBlock):
         - Output: (N, 4 * planes, OH, OW), OH = floor((H - 1) / stride) + 1, likewise OW.
 
     Backward:
-        dz = add.backward(relu3.backward(dy));  dbody = the body's layers in reverse order on dz;
-        dx = dbody + (downsample.backward(dz) if downsample else dz).
+        dz = add.backward(relu3.backward(dy)) (joined in training, bn3's backward gives it with its own);  dbody =
+        the body's layers in reverse order on dz; dx = dbody + (downsample.backward(dz) if downsample else dz).
 
     Examples:
         >>> import numpy as np
@@ -256,10 +253,13 @@ class Bottleneck(_ResidualBlock):
         if joins_residual(self.conv3):  # nn.fuse, in inference: relu(bn3(conv3(out)) + shortcut) as one folded pass
             return self._joined(self.conv3, out, x)
         out = self.conv3(out)
-        if self._joins(self.bn3):  # nn.fuse, in training: relu(bn3(out) + shortcut) as one pass
-            return self.bn3(out, self._shortcut(x, out.shape))
-        out = self.bn3(out)
-        return self.relu3(self.add(out, self._shortcut(x, out.shape)))
+        joined = joins_residual(self.bn3)  # nn.fuse, in training: relu(bn3(out) + shortcut) as one pass
+        if joined:
+            out = self.bn3(out, self._shortcut(x, out.shape))
+        else:
+            out = self.relu3(self.add(self.bn3(out), self._shortcut(x, out.shape)))
+        self.save_for_backward(joined)
+        return out
 
     def backward(self, dout: Any) -> Any:
         if self._joined_backward():  # bn3 ran the sum and relu3 too

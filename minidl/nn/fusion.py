@@ -109,7 +109,8 @@ class _BatchNormReLU:
 
 
 class BatchNormReLU2d(_BatchNormReLU, BatchNorm2d):
-    r"""``relu(BatchNorm2d(x))`` in one pair: what :func:`fuse` puts in place of a BatchNorm2d followed by a ReLU.
+    r"""``relu(BatchNorm2d(x))`` in one pair: what :func:`~minidl.nn.fuse` puts in place of a BatchNorm2d followed
+    by a ReLU.
 
     .. math:: y = \max\Big(0,\; \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}} \gamma + \beta\Big)
 
@@ -228,13 +229,18 @@ class FoldedBatchNorm2d(BatchNorm2d):
 
     def joins_residual(self) -> bool:
         """Whether the module running now (a ResNet block, after its last convolution) may hand it the shortcut,
-        ``bn(x, residual)``, for relu(bn(x) + residual) in one pass, the pair
-        :func:`~minidl.nn.merge.batch_norm_add_relu_forward` (on Numba the sum and the ReLU in the normalize pass):
-        ``fuse`` fused it with the Add and the ReLU after it (``joins``); the block still holds all three in their
-        slots, as fused, without hooks and with their own ``forward`` (the Add and the ReLU are not called); and
-        the pair is still minidl's (so are ``batch_norm`` and ``add_relu``); and not in inference, where the
-        ConvBn2d before it folds it (and joins the three, :meth:`ConvBn2d.joins_residual`): so this is what training
-        runs. Its ``backward`` then returns the gradients of both inputs, ``(dx, dresidual)``."""
+        ``bn(x, residual)``, for relu(bn(x) + residual) in one pair,
+        :func:`~minidl.nn.merge.batch_norm_add_relu_forward` (on Numba the sum and the ReLU in the normalize pass).
+        Its ``backward`` then returns the gradients of both inputs, ``(dx, dresidual)``. It joins when all of these
+        hold, and is the plain BatchNorm2d otherwise:
+
+        * ``fuse`` fused it with the Add and the ReLU after it (``joins``);
+        * the block still holds all three in their slots, as fused, without hooks and with their own ``forward``
+          and ``backward`` (the Add and the ReLU are not called: their hooks would not run);
+        * the pair is still minidl's, and so are the two it is built from, ``batch_norm`` and ``add_relu``;
+        * not inference (eval mode with gradients off), where the ConvBn2d before it folds it, and joins the three
+          itself (:meth:`ConvBn2d.joins_residual`). So this is what training runs (and eval mode with gradients
+          on, with the running statistics)."""
         return self._joins_in(_running_module())
 
     def _joins_in(self, parent: Module | None) -> bool:
@@ -418,18 +424,19 @@ class ConvBn2d(Conv2d):
 
 
 def joins_residual(module: Module) -> bool:
-    """Whether ``module`` is a :class:`ConvBn2d` that :func:`fuse` joined with the BatchNorm, Add and ReLU after it
-    and that runs them as one pass now (in inference: :meth:`ConvBn2d.joins_residual`), or a
-    :class:`FoldedBatchNorm2d` joined with the Add and ReLU after it (:meth:`FoldedBatchNorm2d.joins_residual`): then
-    the ResNet block calling this hands it the shortcut, ``module(x, residual)``, instead of calling the modules after
-    it."""
+    """Whether ``module`` is a :class:`ConvBn2d` that :func:`~minidl.nn.fuse` joined with the BatchNorm, Add and ReLU
+    after it and that runs them as one pass now (in inference: :meth:`ConvBn2d.joins_residual`), or a
+    :class:`FoldedBatchNorm2d` joined with the Add and ReLU after it (:meth:`FoldedBatchNorm2d.joins_residual`):
+    then the ResNet block calling this hands it the shortcut, ``module(x, residual)``, instead of calling the modules
+    after it."""
     return isinstance(module, (ConvBn2d, FoldedBatchNorm2d)) and module.joins_residual()
 
 
 class AddReLU(Add):
-    r"""``AddReLU(a, b) = relu(a + b)``: what :func:`fuse` puts in place of an :class:`~minidl.nn.merge.Add` followed
-    by a ReLU (the end of a ResNet block; torchvision's quantizable blocks call it ``add_relu``). It runs the pair
-    :func:`~minidl.nn.merge.add_relu_forward`: on Numba one pass over memory. No parameters.
+    r"""``AddReLU(a, b) = relu(a + b)``: what :func:`~minidl.nn.fuse` puts in place of an
+    :class:`~minidl.nn.merge.Add` followed by a ReLU (the end of a ResNet block; torchvision's quantizable blocks call
+    it ``add_relu``). It runs the pair :func:`~minidl.nn.merge.add_relu_forward`: on Numba one pass over memory. No
+    parameters.
 
     .. math:: y = \max(0,\; a + b)
 
@@ -469,3 +476,13 @@ def _plain(module: Module | None, *classes: type) -> bool:
         and not {"forward", "backward"} & module.__dict__.keys()
         and not has_hooks(module)
     )
+
+
+def __getattr__(name: str) -> Any:
+    """``fuse``, which moved to :mod:`minidl.nn.fusion_pass`, still imports from here (``from minidl.nn.fusion import
+    fuse``): looked up when asked for, as that module imports this one."""
+    if name == "fuse":
+        from minidl.nn.fusion_pass import fuse
+
+        return fuse
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np  # noqa: F401  (the doctests use it)
 
-from minidl.nn._checks import check_array, check_grad_output
+from minidl.nn._checks import check_array, check_grad_output, check_same_device
 from minidl.nn.dispatch import F, kernel
 from minidl.nn.module import Module
 from minidl.nn.normalization import _batch_norm_setup
@@ -172,10 +172,16 @@ def _batch_norm_add_relu_setup(
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> None:
-    """The BatchNorm's checks and the sum's (a residual of the input's shape and dtype), under this pair's name."""
+    """The BatchNorm's checks, and a residual of the input's shape and dtype, under this pair's name."""
     where = "batch_norm_add_relu_forward"
     _batch_norm_setup(input, running_mean, running_var, weight, bias, training, momentum, eps, where=where)
-    _check_pair(where, input, residual)
+    check_array(where, residual, what="residual")
+    check_same_device(where, input, residual)
+    if tuple(residual.shape) != tuple(input.shape) or residual.dtype != input.dtype:
+        raise ValueError(
+            f"{where}: expected a residual of the input's shape {tuple(input.shape)} and dtype {input.dtype}, got "
+            f"{tuple(residual.shape)} {residual.dtype}"
+        )
 
 
 @kernel("batch_norm_add_relu", setup=_batch_norm_add_relu_setup, uses=("batch_norm", "add_relu"))
@@ -193,13 +199,14 @@ def batch_norm_add_relu_forward(
     r"""``relu(batch_norm(x) + residual)``: the end of a ResNet block in training, its last BatchNorm, the residual
     sum and the ReLU. Returns ``(out, cache)``.
 
-    .. math:: out = \max(0,\; \gamma \hat x + \beta + r)
+    .. math:: out = \max(0,\; \gamma \hat x + \beta + r), \qquad
+              \hat x = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}}
 
-    The arguments of :func:`~minidl.nn.normalization.batch_norm_forward` (and its running-statistics updates), with
-    the residual r second. The reference is exactly ``add_relu_forward(batch_norm_forward(x, ...), residual)``; the
-    Numba backend's kernel adds the residual and applies the ReLU in the BatchNorm's normalize pass, so the
-    BatchNorm's output is not written and read back before the sum (``channels_last`` inputs; others run the two
-    pairs).
+    (per channel: the batch's statistics in training, the running ones otherwise). The arguments of
+    :func:`~minidl.nn.normalization.batch_norm_forward` (and its running-statistics updates), with the residual r
+    second. The reference is exactly ``add_relu_forward(batch_norm_forward(x, ...), residual)``; the Numba backend's
+    kernel adds the residual and applies the ReLU in the BatchNorm's normalize pass, so the BatchNorm's output is not
+    written and read back before the sum (``channels_last`` inputs; others run the two pairs).
 
     Shape:
         - input: (N, C, \*).  - residual: the same shape.  - Output: that shape.

@@ -227,7 +227,9 @@ def gradient_flow_report(
     backward of ``model`` on ``batch``, with a short verdict (see the module docstring for the thresholds).
 
     The model runs in the mode it is in (``train()`` for what training sees: BatchNorm on batch statistics, dropout
-    on); its ``.grad``, buffers and hooks are left as they were.
+    on); its ``.grad``, buffers and hooks are left as they were. The hooks it puts on the layers for that one step
+    keep a fused model (:func:`minidl.nn.fuse`) from joining a ResNet block's end (the results are the same, the step
+    a little slower).
 
     Args:
         model: the model.

@@ -333,6 +333,10 @@ def _declined_cases() -> dict[str, Case]:
         "batch_norm_add_relu C-contiguous": case(
             "batch_norm_add_relu", [("input", image), ("residual", rng.standard_normal(image.shape)), *stats]
         ),
+        "batch_norm_add_relu C-contiguous residual": case(
+            "batch_norm_add_relu",
+            [("input", minidl.contiguous(image, minidl.channels_last)), ("residual", image + 1), *stats],
+        ),
         "instance_norm use_input_stats=False": case(
             "instance_norm", [("input", image), *stats, ("use_input_stats", False)]
         ),

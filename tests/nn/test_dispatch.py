@@ -342,7 +342,8 @@ def test_a_kernel_declares_every_pair_its_reference_calls():
      ("relu", "conv2d_relu"), ("conv2d", "conv2d_relu"), ("pad2d", "conv2d"), ("pad2d", "conv2d_relu"),
      ("hardtanh", "conv2d_relu6"), ("conv2d", "conv2d_relu6"), ("relu6", "batch_norm_relu6"),
      ("hardtanh", "batch_norm_relu6"), ("batch_norm", "batch_norm_relu6"), ("conv2d", "conv2d_add_relu"),
-     ("add_relu", "conv2d_add_relu"), ("relu", "conv2d_add_relu")],
+     ("add_relu", "conv2d_add_relu"), ("relu", "conv2d_add_relu"), ("batch_norm", "batch_norm_add_relu"),
+     ("add_relu", "batch_norm_add_relu"), ("relu", "batch_norm_add_relu")],
 )  # fmt: skip
 def test_replacing_a_pair_turns_off_the_kernels_of_the_pairs_built_from_it(replaced, composite, monkeypatch):
     """A student's ``relu_forward`` must run inside ``batch_norm_relu`` too: its kernel would skip it."""
@@ -423,6 +424,16 @@ def test_a_kernel_validates_its_input_as_the_reference_does():
         ),
         ("batch_norm_relu", (np.zeros((2, 3), np.float32), np.zeros(4, np.float32), np.ones(4, np.float32)), "shape"),
         ("batch_norm_relu6", (np.zeros((2, 3), np.float32), np.zeros(4, np.float32), np.ones(4, np.float32)), "shape"),
+        (
+            "batch_norm_add_relu",
+            (np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), np.zeros(4, np.float32), np.ones(4, "f4")),
+            "shape",
+        ),
+        (
+            "batch_norm_add_relu",
+            (np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32), None, None, None, None, True),
+            r"residual of the input's shape \(2, 3\) and dtype float32, got \(2, 4\) float32",
+        ),
     ],
 )
 def test_a_fused_pair_names_itself_in_its_argument_errors(backend, pair, args, match):
@@ -449,6 +460,7 @@ def test_a_bad_softmax_dim_gives_the_reference_error_on_every_backend(dim):
         ("minidl.nn.conv.conv2d_forward", "minidl.nn.conv._conv2d_setup"),
         ("minidl.nn.conv_fused.conv2d_relu_forward", "minidl.nn.conv._conv2d_setup"),
         ("minidl.nn.conv_fused.conv2d_add_relu_forward", "minidl.nn.conv_fused._conv2d_add_relu_setup"),
+        ("minidl.nn.merge.batch_norm_add_relu_forward", "minidl.nn.merge._batch_norm_add_relu_setup"),
         ("minidl.nn.normalization.batch_norm_forward", "minidl.nn.normalization._batch_norm_setup"),
         ("minidl.nn.activation_softmax.softmax_forward", "minidl.nn.activation_softmax._softmax_setup"),
         (

@@ -409,18 +409,13 @@ def test_resnet_blocks_fuse_their_declared_groups_and_match_the_original():
             np.testing.assert_allclose(host(fused(x)), host(model(x)), rtol=1e-8, atol=1e-9)
 
 
-def _JoinSpy(monkeypatch):  # noqa: N802 (a class of helpers.py)
-    """Counts the calls of :meth:`ConvBn2d._forward_joined`."""
-    return JoinSpy(monkeypatch, nn.ConvBn2d)
-
-
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
 def test_a_resnet_block_end_runs_as_one_folded_convolution_in_inference(backend, memory_format, monkeypatch):
     # conv2 (conv3), bn2, add and relu2: one conv2d_add_relu per block, the same outputs as the unfused model
     minidl.manual_seed(0)
     rng = np.random.default_rng(4)
-    spy = _JoinSpy(monkeypatch)
+    spy = JoinSpy(monkeypatch, nn.ConvBn2d)
     dtype = np.float64 if backend == "numpy" else np.float32
     for model, shape, blocks in ((models.resnet20(10), (3, 3, 32, 32), 9), (models.resnet50(10), (2, 3, 48, 48), 16)):
         model = model.to(dtype).eval()
@@ -444,7 +439,7 @@ def test_the_joined_block_end_runs_only_in_inference_and_with_the_blocks_own_mod
     model = models.resnet20(10).to(np.float64)
     randomize_statistics(model, rng)
     fused = nn.fuse(model)
-    spy = _JoinSpy(monkeypatch)
+    spy = JoinSpy(monkeypatch, nn.ConvBn2d)
     x = arr(rng.standard_normal((2, 3, 32, 32)))
     out, dx, grads = step(fused, x)  # training: the four modules, with their backward
     ref_out, ref_dx, _ = step(model, x)
@@ -477,7 +472,7 @@ def test_a_hooked_or_replaced_last_convolution_leaves_the_block_end_unjoined(hoo
     minidl.manual_seed(0)
     model = models.resnet20(10).eval()
     fused = nn.fuse(model)
-    spy = _JoinSpy(monkeypatch)
+    spy = JoinSpy(monkeypatch, nn.ConvBn2d)
     conv = fused.layer1[0].conv2
     seen = []
     if hook == "forward_pre":

@@ -95,11 +95,6 @@ def test_batch_norm_add_relu_names_a_residual_of_another_shape_or_dtype():
 
 
 # ---------------------------------------------------------------------------------------------- the training join
-def _JoinSpy(monkeypatch):  # noqa: N802 (a class of helpers.py)
-    """Counts the calls of :meth:`FoldedBatchNorm2d._forward_joined`."""
-    return JoinSpy(monkeypatch, nn.FoldedBatchNorm2d)
-
-
 def training_step(model, x):
     """Output, input gradient, parameter gradients and running statistics after one training step."""
     model.zero_grad()
@@ -124,7 +119,7 @@ def assert_same_step(got, want, tol, buffers=True):
 def test_a_resnet_block_end_runs_as_one_batch_norm_pass_in_training(backend, memory_format, monkeypatch):
     # bn2 (bn3), add and relu2 (relu3): one batch_norm_add_relu per block, as the unfused model computes
     minidl.manual_seed(0)
-    spy = _JoinSpy(monkeypatch)
+    spy = JoinSpy(monkeypatch, nn.FoldedBatchNorm2d)
     dtype = np.float64 if backend == "numpy" else np.float32
     layout = minidl.channels_last if memory_format == "channels_last" else minidl.contiguous_format
     for model, shape, blocks in ((models.resnet20(10), (3, 3, 32, 32), 9), (models.resnet50(10), (2, 3, 48, 48), 16)):
@@ -159,7 +154,7 @@ def test_the_training_join_runs_only_with_the_blocks_own_plain_modules(monkeypat
     minidl.manual_seed(0)
     model = models.resnet20(10).to(np.float64)
     fused = nn.fuse(model)
-    spy = _JoinSpy(monkeypatch)
+    spy = JoinSpy(monkeypatch, nn.FoldedBatchNorm2d)
     x = arr(np.random.default_rng(5).standard_normal((2, 3, 32, 32)))
     want = training_step(model, x)
     block = fused.layer1[0]
@@ -184,7 +179,7 @@ def test_eval_mode_with_gradients_joins_with_the_running_statistics(monkeypatch)
     minidl.manual_seed(0)
     model = models.resnet20(10).to(np.float64).eval()
     fused = nn.fuse(model)
-    spy = _JoinSpy(monkeypatch)
+    spy = JoinSpy(monkeypatch, nn.FoldedBatchNorm2d)
     x = arr(np.random.default_rng(6).standard_normal((2, 3, 32, 32)))
     assert_same_step(training_step(fused, x), training_step(model, x), TOL[np.float64])
     assert spy.calls == 9
@@ -196,7 +191,7 @@ def test_eval_mode_with_gradients_joins_with_the_running_statistics(monkeypatch)
 def test_a_joined_batch_norm_returns_the_gradients_of_both_inputs(monkeypatch):
     minidl.manual_seed(0)
     block = nn.fuse(models.resnet.BasicBlock(4, 4))
-    spy = _JoinSpy(monkeypatch)
+    spy = JoinSpy(monkeypatch, nn.FoldedBatchNorm2d)
     x = arr(np.random.default_rng(3).standard_normal((2, 4, 5, 5)).astype(np.float32))
     out = block(x)
     assert spy.calls == 1
@@ -207,3 +202,19 @@ def test_a_joined_batch_norm_returns_the_gradients_of_both_inputs(monkeypatch):
     dx, dresidual = saved["bn2"]
     assert dx.shape == dresidual.shape == out.shape
     np.testing.assert_array_equal(host(dresidual), host(out) > 0)  # ones where the sum passed the ReLU
+
+
+def test_a_block_subclass_with_its_own_forward_still_runs_the_blocks_backward():
+    # only BasicBlock.forward saves which branch it took: a forward of one's own joins nothing, and backward knows
+    class MyBlock(models.resnet.BasicBlock):
+        def forward(self, x):
+            out = self.relu1(self.bn1(self.conv1(x)))
+            return self.relu2(self.add(self.bn2(self.conv2(out)), x))
+
+    minidl.manual_seed(0)
+    mine, theirs = MyBlock(4, 4), models.resnet.BasicBlock(4, 4)
+    theirs.load_state_dict(mine.state_dict())
+    x = arr(np.random.default_rng(8).standard_normal((2, 4, 5, 5)).astype(np.float32))
+    want = training_step(theirs, x)
+    assert_same_step(training_step(mine, x), want, TOL[np.float32])
+    assert_same_step(training_step(nn.fuse(mine), x), want, TOL[np.float32], buffers=False)  # (a second step)
