@@ -146,6 +146,19 @@ def check_same_device(where: str, x: Any, *arrays: Any) -> None:
             )
 
 
+def check_residual(where: str, x: Any, residual: Any, shape: Sequence[int], whose: str) -> None:
+    """A fused pair's residual (the other term of its sum): an array on ``x``'s device of ``shape`` and ``x``'s dtype
+    (a sum never broadcasts here), else an error naming ``where``; ``whose`` says whose shape that is ("the
+    input's")."""
+    check_array(where, residual, what="residual")
+    check_same_device(where, x, residual)
+    if tuple(residual.shape) != tuple(shape) or residual.dtype != x.dtype:
+        raise ValueError(
+            f"{where}: expected a residual of {whose} shape {tuple(shape)} and dtype {x.dtype}, got "
+            f"{tuple(residual.shape)} {residual.dtype}"
+        )
+
+
 def check_grad_output(where: str, dout: Any, shape: Sequence[int], dtype: Any = None) -> None:
     """A backward's ``dout`` must be a floating array of exactly the forward output's shape (and of ``dtype`` when
     given: a float64 gradient into a float32 layer would silently turn every gradient below it into float64).

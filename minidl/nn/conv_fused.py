@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
-from minidl.nn._checks import check_array, check_same_device
+from minidl.nn._checks import check_residual
 from minidl.nn.conv import ConvGeometry, _conv2d_setup
 from minidl.nn.dispatch import F, kernel
 
@@ -42,14 +42,7 @@ def _conv2d_add_relu_setup(
     output's shape and dtype (a sum never broadcasts here); return the geometry."""
     where = "conv2d_add_relu_forward"
     g = _conv2d_setup(x, weight, bias, stride, padding, dilation, groups, where=where)
-    check_array(where, residual, what="residual")
-    check_same_device(where, x, residual)
-    expected = (x.shape[0], weight.shape[0], g.OH, g.OW)
-    if tuple(residual.shape) != expected or residual.dtype != x.dtype:
-        raise ValueError(
-            f"{where}: expected a residual of the convolution's output shape {expected} and dtype {x.dtype}, got "
-            f"{tuple(residual.shape)} {residual.dtype}"
-        )
+    check_residual(where, x, residual, (x.shape[0], weight.shape[0], g.OH, g.OW), "the convolution's output")
     return g
 
 

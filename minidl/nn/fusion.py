@@ -247,9 +247,9 @@ class FoldedBatchNorm2d(BatchNorm2d):
         """:meth:`joins_residual` for a call by ``parent``."""
         if not self.joins or _inference(self) or parent is None or parent._modules.get(self.slot) is not self:
             return False  # (in inference the ConvBn2d before it folds it, and joins them if it can)
-        add, relu = (parent._modules.get(name) for name in self.joins)
-        plain = _plain(self, FoldedBatchNorm2d) and _plain(add, AddReLU) and _plain(relu, Identity)
-        return plain and is_reference("batch_norm_add_relu")
+        return (
+            _plain(self, FoldedBatchNorm2d) and _plain_end(parent, self.joins) and is_reference("batch_norm_add_relu")
+        )
 
     def forward(self, x: Any, residual: Any = None) -> Any:
         if residual is not None:
@@ -394,8 +394,7 @@ class ConvBn2d(Conv2d):
         """:meth:`joins_residual` for a call by ``parent``."""
         if not self.joins or not self._folds_in(parent) or not is_reference("add_relu"):
             return False
-        add, relu = (parent._modules.get(name) for name in self.joins)
-        return _plain(self, ConvBn2d) and _plain(add, AddReLU) and _plain(relu, Identity) and not has_hooks(self.bn)
+        return _plain(self, ConvBn2d) and _plain_end(parent, self.joins) and not has_hooks(self.bn)
 
     def forward(self, x: Any, residual: Any = None) -> Any:
         if residual is not None:
@@ -476,6 +475,13 @@ def _plain(module: Module | None, *classes: type) -> bool:
         and not {"forward", "backward"} & module.__dict__.keys()
         and not has_hooks(module)
     )
+
+
+def _plain_end(parent: Module, joins: tuple[str, str]) -> bool:
+    """The slots ``joins`` of ``parent`` still hold what ``fuse`` put there for a joined block end, plain: the
+    :class:`AddReLU` and the :class:`Identity` in the ReLU's slot (a join does not call them)."""
+    add, relu = (parent._modules.get(name) for name in joins)
+    return _plain(add, AddReLU) and _plain(relu, Identity)
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np  # noqa: F401  (the doctests use it)
 
-from minidl.nn._checks import check_array, check_grad_output, check_same_device
+from minidl.nn._checks import check_array, check_grad_output, check_residual
 from minidl.nn.dispatch import F, kernel
 from minidl.nn.module import Module
 from minidl.nn.normalization import _batch_norm_setup
@@ -175,13 +175,7 @@ def _batch_norm_add_relu_setup(
     """The BatchNorm's checks, and a residual of the input's shape and dtype, under this pair's name."""
     where = "batch_norm_add_relu_forward"
     _batch_norm_setup(input, running_mean, running_var, weight, bias, training, momentum, eps, where=where)
-    check_array(where, residual, what="residual")
-    check_same_device(where, input, residual)
-    if tuple(residual.shape) != tuple(input.shape) or residual.dtype != input.dtype:
-        raise ValueError(
-            f"{where}: expected a residual of the input's shape {tuple(input.shape)} and dtype {input.dtype}, got "
-            f"{tuple(residual.shape)} {residual.dtype}"
-        )
+    check_residual(where, input, residual, input.shape, "the input's")
 
 
 @kernel("batch_norm_add_relu", setup=_batch_norm_add_relu_setup, uses=("batch_norm", "add_relu"))

@@ -180,17 +180,12 @@ def _dout(case: Case, out: Any) -> Any:
     ReLU ops (there the two sides' sums may round to opposite sides, and the gradient jumps)."""
     rng = np.random.default_rng(case.seed)
     dout = np.asarray(rng.standard_normal(out.shape), dtype=out.dtype)
-    if case.kink == "conv2d_add":  # the convolution's output plus the residual
+    if case.kink in ("conv2d_add", "batch_norm_add"):  # the convolution's (BatchNorm's) output plus the residual
         residual = dict(case.params)["residual"]
-        conv = case._replace(op="conv2d", params=tuple(p for p in case.params if p[0] != "residual"))
+        op = case.kink.removesuffix("_add")
+        before = case._replace(op=op, params=tuple(p for p in case.params if p[0] != "residual"))
         positional = case.positional - (case.positional > 1)  # (the residual was passed by position)
-        pre = _run("numpy", conv._replace(positional=positional))["results"]["out"]
-        pre = pre + residual
-    elif case.kink == "batch_norm_add":  # the BatchNorm's output plus the residual
-        residual = dict(case.params)["residual"]
-        bn = case._replace(op="batch_norm", params=tuple(p for p in case.params if p[0] != "residual"))
-        positional = case.positional - (case.positional > 1)  # (the residual was passed by position)
-        pre = _run("numpy", bn._replace(positional=positional))["results"]["out"] + residual
+        pre = _run("numpy", before._replace(positional=positional))["results"]["out"] + residual
     elif case.kink is not None:
         pre = _run("numpy", case._replace(op=case.kink))["results"]["out"]  # the output before the ReLU
     if case.kink is not None:
