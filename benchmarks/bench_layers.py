@@ -10,7 +10,8 @@ Usage (from a checkout)::
     python benchmarks/bench_layers.py --channels-last            # a channels_last batch (minidl.memory_format)
     python benchmarks/bench_layers.py --model vgg11_bn --mode infer --torch   # inference, layer by layer vs PyTorch
 
-Every leaf layer's ``forward`` and ``backward`` are wrapped with a clock for ``--repeats`` steps after ``--warmup``
+Every leaf layer's ``forward`` and ``backward`` are timed (the layers' classes wrapped with a clock, so that the
+model runs its fused shortcuts as it does untimed, see ``_clock_classes``) for ``--repeats`` steps after ``--warmup``
 untimed ones; the table gives the median milliseconds of each, the share of the step, and for the convolution and
 linear layers the achieved GFLOP/s (forward: 2 MACs; backward: 4 MACs, the input and the weight gradient). The
 last lines sum the layers by type. The step total is measured separately, without the wrappers.
@@ -46,7 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BENCH_MODELS, build_minidl, build_torch  # noqa: E402
+from _common import BENCH_MODELS, build_minidl, build_torch, positive_int  # noqa: E402
 
 _SETTLE_S = 0.05  # untimed pause after each PyTorch forward (see _settle)
 
@@ -57,10 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("train", "infer"), default="train", help="Default: train")
     parser.add_argument("--torch", action="store_true", help="with --mode infer: PyTorch's layers too (torch_twins)")
     parser.add_argument("--backend", default="numba", help="minidl backend. Default: numba")
-    parser.add_argument("--batch", type=int, default=128, help="Default: 128")
-    parser.add_argument("--threads", type=int, default=None, help="MINIDL_NUM_THREADS (Numba). Default: all cores")
-    parser.add_argument("--warmup", type=int, default=2, help="Default: 2")
-    parser.add_argument("--repeats", type=int, default=5, help="Default: 5")
+    parser.add_argument("--batch", type=positive_int, default=128, help="Default: 128")
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="MINIDL_NUM_THREADS (Numba). Default: all cores"
+    )
+    parser.add_argument("--warmup", type=positive_int, default=2, help="Default: 2")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="Default: 5")
     parser.add_argument("--no-fuse", action="store_true", help="time the layers as built, without nn.fuse")
     parser.add_argument(
         "--channels-last", action="store_true", help="feed minidl's model a channels_last batch (minidl.memory_format)"
@@ -128,42 +131,10 @@ def main(argv: list[str] | None = None) -> None:
             _settle()
     step_ms = statistics.median(steps)
     torch_step_ms = statistics.median(torch_steps) if torch_steps else 0.0
-    joiner = nn.FoldedBatchNorm2d if train else nn.ConvBn2d  # what runs a joined block end (see _joined)
-    skipped, joining = _joined(model, joiner)
     leaves = _leaves(model)
-    wrapped = [(name, m) for name, m in leaves if id(m) not in skipped]
     times: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"forward": [], "backward": []})
     shapes: dict[str, tuple[int, ...]] = {}
-
-    def timed(name: str, phase: str, fn: Any) -> Any:
-        def run(*args: Any) -> Any:
-            start = time.perf_counter()
-            out = fn(*args)
-            times[name][phase].append(time.perf_counter() - start)
-            if phase == "forward":
-                shapes[name] = tuple(out.shape)
-            return out
-
-        return run
-
-    for name, m in wrapped:  # instance attributes shadow the class methods; removed again below
-        object.__setattr__(m, "forward", timed(name, "forward", m.forward))
-        object.__setattr__(m, "backward", timed(name, "backward", m.backward))
-    # a joined block end runs only with the modules' own forward and backward: the joined pass (the convolution's in
-    # inference, the last BatchNorm's in training, and its backward) is timed through the class (each call finds its
-    # module's name by id), restored below
-    joined_forward, joined_backward = joiner._forward_joined, joiner.backward
-    if joining:
-
-        def timed_joined(module: Any, x: Any, residual: Any) -> Any:
-            return timed(joining[id(module)], "forward", lambda *a: joined_forward(module, *a))(x, residual)
-
-        def timed_backward(module: Any, dout: Any) -> Any:
-            return timed(joining[id(module)], "backward", lambda d: joined_backward(module, d))(dout)
-
-        joiner._forward_joined = timed_joined
-        if train:  # (the BatchNorms that do not join are wrapped: their instance attribute wins)
-            joiner.backward = timed_backward
+    restore = _clock_classes(leaves, times, shapes)
     torch_times: dict[str, list[float]] = defaultdict(list)
     handles = _torch_hooks(torch_model, torch_times) if torch_model is not None else []
     try:
@@ -174,11 +145,7 @@ def main(argv: list[str] | None = None) -> None:
                 torch_forward()
                 _settle()
     finally:
-        joiner._forward_joined = joined_forward
-        if train:
-            joiner.backward = joined_backward
-        for _, m in wrapped:
-            del m.__dict__["forward"], m.__dict__["backward"]
+        restore()
         for handle in handles:
             handle.remove()
     torch_ms = {name: 1e3 * statistics.median(t) for name, t in torch_times.items()}
@@ -237,22 +204,51 @@ def _leaves(model: Any) -> list[tuple[str, Any]]:
     return [(name, m) for name, m in model.named_modules() if name and not any(True for _ in m.children())]
 
 
-def _joined(model: Any, joiner: type) -> tuple[set[int], dict[int, str]]:
-    """For a joined ResNet block end, the ids of the modules left unwrapped (the block joins only plain modules), and
-    the name by id of the one that runs them (its joined pass is timed through the class, in its row): in inference
-    (``ConvBn2d.joins``) the convolution, its BatchNorm, the Add and the ReLU, the convolution running all four in
-    its output pass; in training (``FoldedBatchNorm2d.joins``) the BatchNorm, the Add and the ReLU, the BatchNorm
-    running the three in its normalize pass. ``joiner``: ``nn.ConvBn2d`` (inference) or ``nn.FoldedBatchNorm2d``."""
-    joined: set[int] = set()
-    names = {id(m): name for name, m in model.named_modules()}
-    joining: dict[int, str] = {}
-    for parent in model.modules():
-        for m in parent._modules.values():
-            if isinstance(m, joiner) and m.joins:
-                joined |= {id(m), *(id(parent._modules[name]) for name in m.joins)}
-                joined |= {id(m.bn)} if hasattr(m, "bn") else set()  # (the ConvBn2d's BatchNorm)
-                joining[id(m)] = names[id(m)]
-    return joined, joining
+def _clock_classes(
+    leaves: list[tuple[str, Any]], times: dict[str, dict[str, list[float]]], shapes: dict[str, tuple[int, ...]]
+) -> Any:
+    """Wrap ``forward`` and ``backward`` of the leaves' classes with a clock that appends each leaf's seconds to
+    ``times[name][phase]`` (found by the module's id; its output shape to ``shapes``); returns the function that
+    puts the classes back. Through the classes, not the instances: a module with a ``forward`` of its own is one
+    ``nn.fuse`` neither folds nor joins, so instance wrappers would time another computation than the one that runs.
+    A module that is not called (the BatchNorm, Add and ReLU of a joined block end, which the module before them
+    runs) gets no row; a call inside a timed call of the same module (``ConvBn2d.forward`` calling
+    ``Conv2d.forward``) is not timed twice."""
+    names = {id(m): name for name, m in leaves}
+    running: set[tuple[int, str]] = set()
+    saved = []
+
+    def clocked(fn: Any, phase: str) -> Any:
+        def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            key = (id(self), phase)
+            if id(self) not in names or key in running:
+                return fn(self, *args, **kwargs)
+            running.add(key)
+            start = time.perf_counter()
+            try:
+                out = fn(self, *args, **kwargs)
+            finally:
+                running.discard(key)
+            times[names[id(self)]][phase].append(time.perf_counter() - start)
+            if phase == "forward":
+                shapes[names[id(self)]] = tuple(out.shape)
+            return out
+
+        return run
+
+    for cls in {type(m) for _, m in leaves}:
+        for phase in ("forward", "backward"):
+            saved.append((cls, phase, cls.__dict__.get(phase)))
+            setattr(cls, phase, clocked(getattr(cls, phase), phase))
+
+    def restore() -> None:
+        for cls, phase, own in reversed(saved):
+            if own is None:
+                delattr(cls, phase)
+            else:
+                setattr(cls, phase, own)
+
+    return restore
 
 
 def _settle() -> None:

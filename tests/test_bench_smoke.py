@@ -258,23 +258,48 @@ def test_bench_train_refuses_channels_last_with_a_baseline_that_does_not_know_it
     assert proc.returncode != 0 and "does not know --channels-last" in proc.stderr + proc.stdout
 
 
-def test_bench_layers_leaves_a_joined_block_ends_modules_unwrapped():
-    # in inference a fused ResNet block's conv2 runs bn2, add and relu2 (conv2d_add_relu), in training bn2 runs add
-    # and relu2 (batch_norm_add_relu): they are left plain so that the block still joins them, and the joined pass
-    # is timed by name
+def _clocked_run(model, x, layers):
+    """The times of one forward of ``model`` on ``x`` under bench_layers' clocks, and whether the classes came back
+    as they were."""
+    from collections import defaultdict
+
+    leaves = layers._leaves(model)
+    classes = {type(m) for _, m in leaves}
+    before = {cls: (cls.__dict__.get("forward"), cls.__dict__.get("backward")) for cls in classes}
+    times, shapes = defaultdict(lambda: {"forward": [], "backward": []}), {}
+    restore = layers._clock_classes(leaves, times, shapes)
+    try:
+        model(x)
+    finally:
+        restore()
+    return times, before == {cls: (cls.__dict__.get("forward"), cls.__dict__.get("backward")) for cls in classes}
+
+
+def test_bench_layers_clocks_the_classes_so_that_the_model_still_folds_and_joins(monkeypatch):
+    # a module with a forward of its own is one nn.fuse neither folds nor joins: the clocks wrap the classes, and the
+    # fused model runs its shortcuts as it does untimed
     layers = _module("bench_layers")
+    import numpy as np
+
+    import minidl
     from minidl import models, nn
 
-    fused = nn.fuse(models.resnet20(num_classes=10))
-    block = fused.layer1[0]
-    joined, joining = layers._joined(fused, nn.ConvBn2d)
-    assert {id(block.conv2), id(block.bn2), id(block.add), id(block.relu2)} <= joined and len(joined) == 4 * 9
-    assert not {id(block.conv1), id(block.bn1)} & joined
-    assert joining[id(block.conv2)] == "layer1.0.conv2" and len(joining) == 9
-    joined, joining = layers._joined(fused, nn.FoldedBatchNorm2d)
-    assert {id(block.bn2), id(block.add), id(block.relu2)} <= joined and len(joined) == 3 * 9
-    assert not {id(block.conv2), id(block.bn1)} & joined
-    assert joining[id(block.bn2)] == "layer1.0.bn2" and len(joining) == 9
+    folds = []
+    original = nn.ConvBn2d.folded_parameters
+    monkeypatch.setattr(nn.ConvBn2d, "folded_parameters", lambda self: folds.append(self) or original(self))
+    fused = nn.fuse(models.resnet20(num_classes=10)).eval()
+    with minidl.no_grad():
+        times, restored = _clocked_run(fused, np.zeros((2, 3, 32, 32), np.float32), layers)
+    assert restored
+    assert len(folds) == sum(isinstance(m, nn.ConvBn2d) for m in fused.modules()) == 21  # every one folded
+    assert len(times["layer1.0.conv2"]["forward"]) == 1  # the joined block end: bn2, add and relu2 not called
+    assert not {"layer1.0.bn2", "layer1.0.add", "layer1.0.relu2"} & times.keys()
+    assert len(times["layer1.0.bn1"]["forward"]) == 1  # (passes the folded output on)
+    # in training a ConvBn2d calls Conv2d.forward, whose class is clocked too (a plain Conv2d leaf): timed once
+    minidl.manual_seed(0)
+    net = nn.fuse(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1)))
+    times, restored = _clocked_run(net, np.zeros((2, 3, 5, 5), np.float32), layers)
+    assert restored and [len(times[name]["forward"]) for name in "0123"] == [1, 1, 1, 1]
 
 
 def test_bench_layers_times_the_joined_block_ends_in_training():

@@ -309,7 +309,11 @@ class ConvBn2d(Conv2d):
       (:func:`~minidl.nn.dispatch.is_reference`): a pair you replaced runs, unfolded;
     * the module it was fused in is the one calling it, and still holds it and its BatchNorm in the two slots
       ``fuse`` found them in (``slots``): replace or move either, or run a slice without the BatchNorm, and nothing
-      is folded.
+      is folded;
+    * neither it nor its BatchNorm has a hook, or a ``forward`` or ``backward`` set on the instance: a forward hook
+      here sees the convolution's output, as in the unfused model (folded, it would see the BatchNorm's, and an
+      output it replaced would go through the BatchNorm again), and the BatchNorm's hooks and ``forward`` see that
+      output too.
 
     Folded, the output is ``conv2d(x, s W, s (b - mean) + beta)`` with s = gamma / sqrt(running_var + eps) per
     output channel, then the activation (:func:`~minidl.nn.conv_fused.conv2d_relu_forward`,
@@ -373,12 +377,14 @@ class ConvBn2d(Conv2d):
 
     def _folds_in(self, parent: Module | None) -> bool:
         """Whether it folds when ``parent`` calls it: inference, the reference pairs, both slots as ``fuse`` left
-        them."""
+        them, both modules plain (no hooks, their class's ``forward`` and ``backward``)."""
         bn = self.bn
         if bn is None or not _inference(bn) or not is_reference(_ACTIVATIONS[self.activation].unfolded):
             return False
         mine, its = self.slots
-        return parent is not None and parent._modules.get(mine) is self and parent._modules.get(its) is bn
+        if parent is None or parent._modules.get(mine) is not self or parent._modules.get(its) is not bn:
+            return False
+        return _plain(self, ConvBn2d) and _plain(bn, FoldedBatchNorm2d)
 
     def joins_residual(self) -> bool:
         """Whether the module running now (a ResNet block, before it calls this convolution) may hand it the
@@ -394,7 +400,7 @@ class ConvBn2d(Conv2d):
         """:meth:`joins_residual` for a call by ``parent``."""
         if not self.joins or not self._folds_in(parent) or not is_reference("add_relu"):
             return False
-        return _plain(self, ConvBn2d) and _plain_end(parent, self.joins) and not has_hooks(self.bn)
+        return _plain_end(parent, self.joins)  # (folding asks the same of the convolution and the BatchNorm)
 
     def forward(self, x: Any, residual: Any = None) -> Any:
         if residual is not None:

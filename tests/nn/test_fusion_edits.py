@@ -150,3 +150,49 @@ def test_a_module_in_several_slots_is_left_as_it_is():
     assert fused[0] is fused[2]
     x = arr(np.random.default_rng(0).standard_normal((2, 3, 2, 2)).astype(np.float32))
     np.testing.assert_allclose(host(fused(x)), host(model(x)), rtol=1e-6)
+
+
+def _hook_or_replace(module, how, seen):
+    """Give ``module`` what ``how`` names, each of which changes (or records) what flows through it."""
+    if how == "forward hook replacing the output":
+        module.register_forward_hook(lambda m, inputs, out: seen.append(host(out).copy()) or out * 2.0)
+    elif how == "forward pre-hook replacing the input":
+        module.register_forward_pre_hook(lambda m, inputs: seen.append(host(inputs[0]).copy()) or (inputs[0] * 2.0,))
+    else:  # a forward set on the instance (a profiler's, a student's)
+        original = module.forward
+        module.forward = lambda *args: seen.append(host(args[0]).copy()) or original(*args) * 2.0
+
+
+@pytest.mark.parametrize("slot", [0, 1])  # the ConvBn2d, its FoldedBatchNorm2d
+@pytest.mark.parametrize(
+    "how", ["forward hook replacing the output", "forward pre-hook replacing the input", "instance forward"]
+)
+def test_a_hook_or_forward_added_after_fuse_turns_the_folding_off(slot, how, monkeypatch):
+    """Added after ``fuse`` (as minidl.viz does to a model fit fused): folded, the convolution's hook would see the
+    BatchNorm's output, and an output it replaced would go through the BatchNorm again."""
+    model = net()
+    fused = nn.fuse(model)
+    folds = []
+    original = ConvBn2d.folded_parameters
+    monkeypatch.setattr(ConvBn2d, "folded_parameters", lambda self: folds.append(self) or original(self))
+    seen_model, seen_fused = [], []
+    _hook_or_replace(model[slot], how, seen_model)
+    _hook_or_replace(fused[slot], how, seen_fused)
+    np.testing.assert_allclose(infer(fused), infer(model), rtol=1e-5, atol=1e-5)
+    assert len(seen_fused) == len(seen_model) == 1
+    expected = seen_model[0]
+    if slot == 1 and how == "forward hook replacing the output":
+        expected = np.maximum(expected, 0)  # the one documented move: the BatchNorm's slot now applies the ReLU
+    np.testing.assert_allclose(seen_fused[0], expected, rtol=1e-5, atol=1e-5)  # what it saw, as unfused
+    assert folds == [fused[3]]  # the other pair still folds
+
+
+def test_a_resnet_block_whose_batch_norm_forward_was_replaced_runs_unfolded_and_unjoined():
+    minidl.manual_seed(0)
+    block = randomize_statistics(models.resnet.BasicBlock(4, 4), np.random.default_rng(5)).eval()
+    fused = nn.fuse(block)
+    for module in (block, fused):
+        original = module.bn2.forward
+        module.bn2.forward = lambda x, original=original: original(x) * 0.5
+    x = np.random.default_rng(6).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(infer(fused, x), infer(block, x), rtol=1e-5, atol=1e-5)
