@@ -11,7 +11,9 @@ figures, ``min`` or ``max``). ``train`` and ``infer`` are img/s ratios (higher i
 ratio (lower is better). A change worse than ``--threshold`` percent is flagged ``REGRESSION``;
 ``--fail-on-regression`` then exits with status 1. A file that is not a record is refused (status 2).
 
-Two records only compare well from the same machine, thread count and load: the header prints both machines.
+Two records only compare well from the same machine, thread count and load: the header prints both machines, and
+a warning when the CPUs differ or the settings that change what a ratio measures do (threads, ``--no-fuse``,
+``--channels-last``, ``--torch-channels-last``, a model's batch).
 """
 
 from __future__ import annotations
@@ -58,6 +60,30 @@ def _machine(record: dict[str, Any]) -> str:
     return f"{record.get('created', '?')}  {m.get('cpu', '?')}, {m.get('threads', '?')} threads, minidl {commit}"
 
 
+#: the options of bench_train.py that change what a ratio measures (a record made before an option existed ran
+#: without it)
+_SETTINGS = ("no_fuse", "channels_last", "torch_channels_last")
+
+
+def setting_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between the two records' settings that changes what their ratios measure: the thread count, the
+    layout and fusion options, and the batch of each model and mode both records ran ("threads 1 -> 2", ...)."""
+    changes = []
+    threads = old["machine"].get("threads"), new["machine"].get("threads")
+    if threads[0] != threads[1]:
+        changes.append(f"threads {threads[0]} -> {threads[1]}")
+    for name in _SETTINGS:
+        before, after = (bool(record.get("args", {}).get(name, False)) for record in (old, new))
+        if before != after:
+            changes.append(f"{name} {before} -> {after}")
+    for model, batches in old.get("batches", {}).items():
+        for mode, batch in batches.items():
+            other = new.get("batches", {}).get(model, {}).get(mode, batch)
+            if other != batch:
+                changes.append(f"{model} {mode} batch {batch} -> {other}")
+    return changes
+
+
 def compare(
     old: dict[str, Any], new: dict[str, Any], args: argparse.Namespace
 ) -> tuple[list[tuple[str, str, float | None, float | None, float | None, str]], int]:
@@ -89,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"old: {_machine(old)}\nnew: {_machine(new)}")
     if old["machine"].get("cpu") != new["machine"].get("cpu"):
         print("warning: the records come from different CPUs; their ratios are not comparable as a regression test")
+    changes = setting_changes(old, new)
+    if changes:
+        print(
+            f"warning: the records were made with different settings ({', '.join(changes)}); their ratios are not "
+            "comparable as a regression test"
+        )
     rows, regressions = compare(old, new, args)
     what = f"{args.framework} / {args.reference}, {args.stat} over the rounds"
     print(f"\n{what}; train, infer: img/s (higher is better), rss: peak memory (lower is better)")

@@ -110,6 +110,24 @@ def test_compare_bench_on_two_real_records(record_path, tmp_path):
     assert "0 regression(s)" in proc.stdout
 
 
+def test_compare_bench_warns_when_the_settings_differ(tmp_path):
+    old, new = _fake_record({"train": 1.0}), _fake_record({"train": 1.0})
+    old["args"], old["batches"] = {"channels_last": False}, {"resnet20": {"train": 128, "infer": 128}}
+    new["args"], new["batches"] = {"channels_last": True}, {"resnet20": {"train": 4, "infer": 128}}
+    new["machine"]["threads"] = 1
+    paths = tmp_path / "old.json", tmp_path / "new.json"
+    for path, record in zip(paths, (old, new), strict=True):
+        path.write_text(json.dumps(record))
+    proc = _run("compare_bench.py", *map(str, paths))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (
+        "warning: the records were made with different settings (threads 2 -> 1, channels_last False -> True, "
+        "resnet20 train batch 128 -> 4)"
+    ) in proc.stdout
+    proc = _run("compare_bench.py", str(paths[0]), str(paths[0]))
+    assert "warning" not in proc.stdout
+
+
 def test_compare_bench_refuses_a_file_that_is_not_a_record(tmp_path, record_path):
     old_style = tmp_path / "old_style.json"
     old_style.write_text(json.dumps({"machine": {}, "results": []}))  # what bench_train.py --json wrote before

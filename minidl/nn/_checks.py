@@ -159,6 +159,16 @@ def check_residual(where: str, x: Any, residual: Any, shape: Sequence[int], whos
         )
 
 
+def check_grad_output_of(where: str, dout: Any, last: Any) -> None:
+    """:func:`check_grad_output` for a pair built from others, named ``where``, against the output of the pair that
+    computed its output (``last``: that pair's cache, whose ``out_shape`` and ``out_dtype`` say it; a cache that does
+    not, such as a replaced pair's, is left to that pair's backward). Its error then names the pair called, not the
+    pair inside it that checks first."""
+    shape = getattr(last, "out_shape", None)
+    if shape is not None:
+        check_grad_output(where, dout, shape, getattr(last, "out_dtype", None))
+
+
 def check_grad_output(where: str, dout: Any, shape: Sequence[int], dtype: Any = None) -> None:
     """A backward's ``dout`` must be a floating array of exactly the forward output's shape (and of ``dtype`` when
     given: a float64 gradient into a float32 layer would silently turn every gradient below it into float64).

@@ -72,6 +72,13 @@ def _check_statistics_call(
     C = input.shape[1]
     check_params(where, input, (C,), weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
     _check_eps_momentum(where, eps, momentum)
+    if not isinstance(own_stats, (bool, np.bool_)):  # (a truthy string or a None would pick a mode silently)
+        raise TypeError(f"{where}: {flag} must be a bool, got {own_stats!r}")
+    if (running_mean is None) != (running_var is None):  # (PyTorch refuses it too: half the statistics updated)
+        given, missing = ("running_mean", "running_var") if running_var is None else ("running_var", "running_mean")
+        raise ValueError(
+            f"{where}: running_mean and running_var must both be None or both be arrays, got {given} and {missing}=None"
+        )
     if own_stats:
         positions = math.prod(input.shape[2:])  # the values per instance (per channel: N times as many)
         per_unit = positions * (input.shape[0] if unit == "channel" else 1)
@@ -96,7 +103,7 @@ def _update_running(running: Any, momentum: float, value: Any) -> None:
 
 
 def _update_running_stats(running_mean: Any, running_var: Any, momentum: float, mean: Any, var: Any, M: int) -> None:
-    """Update the running statistics (either buffer may be None) from a batch's mean and biased variance over M
+    """Update the running statistics (both None, or both arrays) from a batch's mean and biased variance over M
     values each: (C,) per channel, or (N, C) per sample (InstanceNorm: then averaged over the samples, as PyTorch
     does). The running variance gets the unbiased var * M / (M - 1)."""
     if running_mean is not None:

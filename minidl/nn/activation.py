@@ -90,6 +90,14 @@ class MaskCache(NamedTuple):
     mask: Any
     dtype: Any
 
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return tuple(self.mask.shape)
+
+    @property
+    def out_dtype(self) -> Any:
+        return self.dtype
+
 
 @kernel("relu", setup=_relu_setup)
 def relu_forward(x: Any) -> tuple[Any, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
-from minidl.nn._checks import check_residual
+from minidl.nn._checks import check_grad_output_of, check_residual
 from minidl.nn.conv import ConvGeometry, _conv2d_setup
 from minidl.nn.dispatch import F, kernel
 
@@ -103,6 +103,7 @@ def conv2d_relu_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> t
                [1., 1.]]), array([4., 0.]))
     """
     conv_cache, relu_cache = cache
+    check_grad_output_of("conv2d_relu_backward", dout, relu_cache)
     return F.conv2d_backward(F.relu_backward(dout, relu_cache), conv_cache, compute_dw=compute_dw)
 
 
@@ -156,6 +157,7 @@ def conv2d_relu6_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> 
         (array([1., 1., 0.]), array([3.]))
     """
     conv_cache, clamp_cache = cache
+    check_grad_output_of("conv2d_relu6_backward", dout, clamp_cache)
     return F.conv2d_backward(F.hardtanh_backward(dout, clamp_cache), conv_cache, compute_dw=compute_dw)
 
 
@@ -232,6 +234,7 @@ def conv2d_add_relu_backward(dout: Any, cache: Any, *, compute_dw: bool = True) 
         (array([1., 0.]), array([1., 0.]), array([1.]), None)
     """
     conv_cache, add_relu_cache = cache
+    check_grad_output_of("conv2d_add_relu_backward", dout, add_relu_cache)
     dz = F.add_relu_backward(dout, add_relu_cache)
     dx, dw, db = F.conv2d_backward(dz, conv_cache, compute_dw=compute_dw)
     return dx, dz, dw, db

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np  # noqa: F401  (the doctests use it)
 
-from minidl.nn._checks import check_array, check_grad_output, check_residual
+from minidl.nn._checks import check_array, check_grad_output, check_grad_output_of, check_residual
 from minidl.nn.dispatch import F, kernel
 from minidl.nn.module import Module
 from minidl.nn.normalization import _batch_norm_setup
@@ -58,6 +58,14 @@ class AddCache(NamedTuple):
 
     shape: tuple[int, ...]
     dtype: Any
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.shape
+
+    @property
+    def out_dtype(self) -> Any:
+        return self.dtype
 
 
 def add_forward(a: Any, b: Any) -> tuple[Any, Any]:
@@ -101,6 +109,14 @@ class AddReLUCache(NamedTuple):
 
     add: Any
     relu: Any
+
+    @property
+    def out_shape(self) -> Any:  # (the sum's shape and dtype are the output's; None if a replaced pair's cache)
+        return getattr(self.add, "out_shape", None)
+
+    @property
+    def out_dtype(self) -> Any:
+        return getattr(self.add, "out_dtype", None)
 
 
 def _add_relu_setup(a: Any, b: Any) -> Any:
@@ -150,6 +166,7 @@ def add_relu_backward(dout: Any, cache: Any) -> Any:
         >>> add_relu_backward(np.array([[5.0, 6.0, 7.0]]), cache)
         array([[0., 6., 7.]])
     """
+    check_grad_output_of("add_relu_backward", dout, cache.add)
     return F.add_backward(F.relu_backward(dout, cache.relu), cache.add)
 
 
@@ -249,6 +266,7 @@ def batch_norm_add_relu_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any, 
         >>> dbias  # one sample passed the ReLU (the same as batch_norm_relu with a zero residual)
         array([1.])
     """
+    check_grad_output_of("batch_norm_add_relu_backward", dout, cache.add_relu)
     dz = F.add_relu_backward(dout, cache.add_relu)
     dx, dweight, dbias = F.batch_norm_backward(dz, cache.batch_norm)
     return dx, dz, dweight, dbias

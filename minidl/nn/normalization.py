@@ -58,7 +58,7 @@ import functools
 from typing import Any, NamedTuple
 
 from minidl.backend import get_array_module
-from minidl.nn._checks import check_grad_output, check_layout
+from minidl.nn._checks import check_grad_output, check_grad_output_of, check_layout
 from minidl.nn._norm_common import (
     _affine,
     _affine_backward,
@@ -291,6 +291,7 @@ def batch_norm_relu_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
         (array([1.3887]), array([1.]))
     """
     bn_cache, relu_cache = cache
+    check_grad_output_of("batch_norm_relu_backward", dout, relu_cache)
     return F.batch_norm_backward(F.relu_backward(dout, relu_cache), bn_cache)
 
 
@@ -365,6 +366,7 @@ def batch_norm_relu6_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
         (array([-0.4629]), array([1.]))
     """
     bn_cache, relu6_cache = cache
+    check_grad_output_of("batch_norm_relu6_backward", dout, relu6_cache)
     return F.batch_norm_backward(F.relu6_backward(dout, relu6_cache), bn_cache)
 
 

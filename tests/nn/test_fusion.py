@@ -645,6 +645,34 @@ def test_grouped_activation_pairs_name_a_bad_input(op):
         getattr(F, f"{op}_forward")(arr(np.ones(5, np.float32)), w, None, 1, 1, 1, 2)
 
 
+_COMPOSED = {  # a pair built from others -> a forward call on x (N, 4, H, W)
+    "add_relu": lambda x: F.add_relu_forward(x, x.copy()),
+    "batch_norm_relu": lambda x: F.batch_norm_relu_forward(x, None, None, training=True),
+    "batch_norm_relu6": lambda x: F.batch_norm_relu6_forward(x, None, None, training=True),
+    "batch_norm_add_relu": lambda x: F.batch_norm_add_relu_forward(x, x.copy(), None, None, training=True),
+    "conv2d_relu": lambda x: F.conv2d_relu_forward(x, np.ones((4, 4, 3, 3), x.dtype), None, 1, 1),
+    "conv2d_relu6": lambda x: F.conv2d_relu6_forward(x, np.ones((4, 4, 3, 3), x.dtype), None, 1, 1),
+    "conv2d_add_relu": lambda x: F.conv2d_add_relu_forward(x, x.copy(), np.ones((4, 4, 3, 3), x.dtype), None, 1, 1),
+}
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("op", sorted(_COMPOSED))
+def test_a_composed_pairs_backward_names_itself_for_a_bad_gradient(op, backend, channels_last):
+    # whether a kernel ran (on Numba, channels_last or not) or the reference, whose first inner pair checks too
+    if backend == "numba":
+        pytest.importorskip("numba")
+    x = np.random.default_rng(0).standard_normal((2, 4, 3, 3)).astype(np.float32)
+    with minidl.use_backend(backend):
+        out, cache = _COMPOSED[op](minidl.contiguous(x, minidl.channels_last) if channels_last else x)
+        backward = getattr(F, f"{op}_backward")
+        with pytest.raises(ValueError, match=rf"^{op}_backward: the gradient has shape \(2, 4, 3, 2\)"):
+            backward(np.ones((2, 4, 3, 2), np.float32), cache)
+        with pytest.raises(TypeError, match=rf"^{op}_backward: the gradient has dtype float64"):
+            backward(np.ones(out.shape, np.float64), cache)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_a_fused_mobilenet_v2_infers_like_the_original(backend):
     minidl.manual_seed(0)

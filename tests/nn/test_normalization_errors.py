@@ -120,6 +120,16 @@ def test_functional_bad_inputs():
         F.batch_norm_forward(x, None, None, None, None, False)
     with pytest.raises(ValueError, match="momentum must be <= 1"):
         F.batch_norm_forward(x, None, None, None, None, True, momentum=2.0)
+    stats = arr(np.zeros(3))
+    with pytest.raises(ValueError, match="batch_norm_forward: running_mean and running_var must both be None or both"):
+        F.batch_norm_forward(x, stats, None, None, None, True)  # (it updated running_mean only)
+    with pytest.raises(ValueError, match="instance_norm_forward: running_mean and running_var must both be None"):
+        F.instance_norm_forward(arr(np.ones((2, 3, 4))), None, stats, use_input_stats=True)
+    for flag in ("yes", None, 1):  # (a truthy string picked a mode silently)
+        with pytest.raises(TypeError, match=f"batch_norm_forward: training must be a bool, got {flag!r}"):
+            F.batch_norm_forward(x, stats, stats.copy(), None, None, flag)
+        with pytest.raises(TypeError, match="batch_norm_add_relu_forward: training must be a bool"):
+            F.batch_norm_add_relu_forward(x, x, stats, stats.copy(), None, None, flag)
     with pytest.raises(ValueError, match="eps must be > 0"):
         F.layer_norm_forward(x, 3, None, None, eps=0.0)
     with pytest.raises(ValueError, match=r"layer_norm_forward: expected an input whose last 1 dimension\(s\) are \(4,"):
