@@ -324,8 +324,9 @@ def instance_norm_cases(draw, dtype=None, offset=None):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((N, C, *spatial)) * 2 + _offset(draw, dtype, offset)).astype(dtype)
     weight, bias = _affine(draw, rng, (C,), dtype)
-    mean = (rng.standard_normal(C)).astype(dtype) if draw(st.booleans()) else None
-    var = rng.uniform(0.5, 2.0, C).astype(dtype) if draw(st.booleans()) else None
+    mean, var = (rng.standard_normal(C)).astype(dtype), rng.uniform(0.5, 2.0, C).astype(dtype)
+    if draw(st.booleans()):  # without running statistics (both, as PyTorch asks)
+        mean = var = None
     params = [
         ("input", x),
         ("running_mean", mean),

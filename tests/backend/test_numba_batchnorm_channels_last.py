@@ -226,9 +226,9 @@ def test_statistics_are_accurate_far_from_zero():
     np.testing.assert_allclose(var, c_var, rtol=1e-5)
     np.testing.assert_allclose(out, c_out, rtol=1e-4, atol=1e-4)
     # through the functional: the running variance gets the unbiased batch variance
-    running_var = np.ones(8, np.float32)
+    running_mean, running_var = np.zeros(8, np.float32), np.ones(8, np.float32)
     with minidl.use_backend("numba"):
-        F.batch_norm_forward(to_cl(x), None, running_var, training=True, momentum=1.0)
+        F.batch_norm_forward(to_cl(x), running_mean, running_var, training=True, momentum=1.0)
     np.testing.assert_allclose(running_var, x64.var(axis=(0, 2, 3), ddof=1), rtol=1e-3)
 
 
