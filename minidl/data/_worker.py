@@ -13,6 +13,11 @@ loaded and transformed, **minidl's default generator is that batch generator**:
 So a transform just calls ``minidl.default_generator()`` (or ``minidl.data.worker_generator()``) *each time it
 draws* -- never once in ``__init__`` -- and its random choices depend only on (seed, epoch, batch index, position in
 the batch): the same batches come out whatever ``num_workers`` and whether workers are processes or threads.
+
+A dataset that draws from NumPy's global generator (``np.random.rand()``) or Python's ``random`` instead gets what
+PyTorch gives it: a process worker seeds both with its :class:`WorkerInfo` ``seed`` when it starts (a forked worker
+would otherwise repeat the parent's draws, the same in every worker and every epoch), so the numbers differ between
+workers and epochs but depend on which worker loads which batch.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import contextlib
 import dataclasses
 import os
 import queue
+import random
 import threading
 import traceback
 from collections.abc import Callable
@@ -163,6 +169,9 @@ def worker_loop(
     process is gone."""
     name = f"worker {worker_id} ({kind}{', pid ' + str(os.getpid()) if kind == 'process' else ''})"
     _local.info = WorkerInfo(worker_id, num_workers, seed, dataset, kind)
+    if kind == "process":  # a forked process starts with the parent's global generators: same draws in every worker
+        np.random.seed(seed % 2**32)  # noqa: NPY002 (the legacy global one is the point; PyTorch seeds it too)
+        random.seed(seed)
     try:
         if worker_init_fn is not None:
             try:

@@ -9,6 +9,8 @@ array of shape S (NumPy or backend)        array of shape (B, *S), same dtype (`
 Python ``int`` / NumPy integer scalar      int64 array of shape (B,) (class labels)
 Python ``float``                           float64 array of shape (B,); a NumPy float scalar keeps its dtype
 ``bool`` / NumPy bool                      bool array of shape (B,)
+a mix of those                             by what they all are: int64 for ints and bools, else float
+                                           (``[1, 2.7]`` -> ``[1.0, 2.7]``); a non-number among them is refused
 ``str`` / ``bytes``                        list of B strings
 tuple / list / namedtuple                  the same container of per-position batches (transposed)
 dict (Mapping)                             dict of per-key batches
@@ -31,6 +33,42 @@ __all__ = ["default_collate"]
 def _describe(x: Any) -> str:
     shape = getattr(x, "shape", None)
     return f"{type(x).__name__}" + (f" of shape {tuple(shape)} and dtype {x.dtype}" if shape is not None else "")
+
+
+def _number_kind(x: Any) -> str | None:
+    """``"b"``, ``"i"`` or ``"f"`` for a bool, an integer or a real number (Python, NumPy scalar or 0-d array), else
+    None."""
+    if isinstance(x, (bool, np.bool_)):
+        return "b"
+    if isinstance(x, numbers.Integral):
+        return "i"
+    if isinstance(x, numbers.Real):
+        return "f"
+    if hasattr(x, "shape") and hasattr(x, "dtype") and tuple(x.shape) == ():
+        return {"b": "b", "i": "i", "u": "i", "f": "f"}.get(np.dtype(x.dtype).kind)
+    return None
+
+
+def _collate_numbers(batch: Sequence[Any]) -> Any:
+    """Scalars to a (B,) array by what they all are, never by the first alone (PyTorch's rule): bools -> bool;
+    integers (bools among them count as 0 and 1) -> int64; reals -> float64, or with NumPy scalars or 0-d arrays
+    among them, their dtypes promoted (float32 scalars stay float32). A sample that is not a number is refused."""
+    kinds = [_number_kind(b) for b in batch]
+    if None in kinds:
+        k = kinds.index(None)
+        raise TypeError(
+            f"default_collate: sample 0 is a number ({_describe(batch[0])}) but sample {k} is "
+            f"{_describe(batch[k])} ({batch[k]!r:.40}); every sample must have the same structure"
+        )
+    if set(kinds) == {"b"}:
+        return np.array([bool(b) for b in batch], dtype=np.bool_)
+    if "f" not in kinds:
+        return np.array([int(b) for b in batch], dtype=np.int64)
+    arrays = [b for b in batch if isinstance(b, np.generic) or hasattr(b, "shape")]
+    if arrays:
+        xp = get_array_module(arrays[0])
+        return xp.stack([xp.asarray(b) for b in batch])
+    return np.array([float(b) for b in batch], dtype=np.float64)
 
 
 def default_collate(batch: Sequence[Any]) -> Any:
@@ -69,15 +107,8 @@ def default_collate(batch: Sequence[Any]) -> Any:
             )
         xp = get_array_module(first)
         return xp.stack(batch)
-    if isinstance(first, (bool, np.bool_)):
-        return np.array(batch, dtype=np.bool_)
-    if isinstance(first, numbers.Integral) or (isinstance(first, np.ndarray) and first.dtype.kind in "iu"):
-        return np.array([int(b) for b in batch], dtype=np.int64)
-    if isinstance(first, np.generic) or (hasattr(first, "shape") and hasattr(first, "dtype")):  # 0-d arrays, scalars
-        xp = get_array_module(first)
-        return xp.stack([xp.asarray(b) for b in batch])
-    if isinstance(first, numbers.Real):
-        return np.array(batch, dtype=np.float64)
+    if _number_kind(first) is not None:
+        return _collate_numbers(batch)
     if isinstance(first, (str, bytes)):
         return list(batch)
     if isinstance(first, Mapping):

@@ -63,7 +63,7 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 class _WorkerPool:
     """K workers (processes or threads) with one task queue each and a shared result queue."""
 
-    def __init__(self, loader: DataLoader, entropy: int) -> None:
+    def __init__(self, loader: DataLoader, entropy: int, epoch: int) -> None:
         self.kind = loader.worker_type
         self.num_workers = loader.num_workers
         self.timeout = loader.timeout
@@ -84,7 +84,7 @@ class _WorkerPool:
             parent_pid = None
         self.workers: list[Any] = []
         try:
-            self._start(loader, entropy, make, parent_pid)
+            self._start(loader, entropy, epoch, make, parent_pid)
         except BaseException as exc:
             self.shutdown()
             if self.kind == "process" and loader.multiprocessing_context != "fork" and hasattr(exc, "add_note"):
@@ -94,9 +94,11 @@ class _WorkerPool:
                 )
             raise
 
-    def _start(self, loader: DataLoader, entropy: int, make: Any, parent_pid: int | None) -> None:
-        for k in range(self.num_workers):
-            seed = int(np.random.SeedSequence(entropy, spawn_key=(2, k)).generate_state(1)[0])
+    def _start(self, loader: DataLoader, entropy: int, epoch: int, make: Any, parent_pid: int | None) -> None:
+        for k in range(
+            self.num_workers
+        ):  # (the spawn keys of the shuffle and the batches are (epoch, 0), (epoch, 1, b))
+            seed = int(np.random.SeedSequence(entropy, spawn_key=(epoch, 2, k)).generate_state(1)[0])
             args = (
                 self.kind, k, self.num_workers, loader.dataset, loader.collate_fn, self.index_queues[k],
                 self.result_queue, self.done_event, loader.worker_init_fn, seed, parent_pid,
@@ -289,14 +291,21 @@ class DataLoader:
 
     def _batches(self, entropy: int, epoch: int) -> Iterator[list[int]]:
         n = len(self.dataset)
-        if self.sampler is not None:
-            order = np.asarray(list(self.sampler), dtype=np.int64)
+        if self.sampler is not None:  # all it yields, whatever its len() says (as PyTorch's BatchSampler)
+            order = list(self.sampler)
+            wrong = next((i for i in order if isinstance(i, bool) or not isinstance(i, numbers.Integral)), None)
+            if wrong is not None:  # (an int64 array would have truncated 1.7 to sample 1)
+                raise TypeError(
+                    f"DataLoader: the sampler must yield int indices, got {wrong!r} ({type(wrong).__name__})"
+                )
+            order = np.asarray(order, dtype=np.int64)
         elif self.shuffle:
             rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=(epoch, 0))))
             order = rng.permutation(n)
         else:
             order = np.arange(n)
-        for b in range(len(self)):
+        count = len(order) // self.batch_size if self.drop_last else math.ceil(len(order) / self.batch_size)
+        for b in range(count):
             yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
 
     def _backend(self) -> Any:
@@ -329,12 +338,12 @@ class DataLoader:
                 raise
             yield batch if backend is None else _to_device(batch, backend)
 
-    def _get_pool(self, entropy: int) -> tuple[_WorkerPool, bool]:
+    def _get_pool(self, entropy: int, epoch: int) -> tuple[_WorkerPool, bool]:
         """A pool for one epoch, and whether it is the loader's persistent pool (kept after the epoch)."""
         if self._pool is not None and not self._pool.closed and not self._pool_busy:
             self._pool_busy = True
             return self._pool, True
-        pool = _WorkerPool(self, entropy)
+        pool = _WorkerPool(self, entropy, epoch)
         if self.persistent_workers and (self._pool is None or self._pool.closed):
             self._pool, self._pool_busy = pool, True
             self._pool_finalizer = weakref.finalize(self, pool.shutdown)
@@ -344,7 +353,7 @@ class DataLoader:
     def _iter_workers(self, entropy: int, epoch: int, backend: Any) -> Iterator[Any]:
         if len(self) == 0:
             return
-        pool, persistent = self._get_pool(entropy)
+        pool, persistent = self._get_pool(entropy, epoch)
         tasks = enumerate(self._batches(entropy, epoch))
         worker_cycle = itertools.cycle(range(pool.num_workers))
         pending: dict[int, int] = {}  # task id -> batch index, for the tasks of this epoch

@@ -123,6 +123,9 @@ class Subset(Dataset):
 
     def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
         self.dataset = dataset
+        wrong = [i for i in indices if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+        if wrong:  # (int() would have truncated 1.7 to sample 1)
+            raise TypeError(f"Subset: indices must be ints, got {wrong[0]!r} ({type(wrong[0]).__name__})")
         self.indices = [int(i) for i in indices]
         n = len(dataset)
         bad = [i for i in self.indices if not -n <= i < n]

@@ -422,6 +422,12 @@ def test_default_collate_structures():
     d = default_collate([{"a": 1.0, "b": [True, "s"]}, {"a": 2.0, "b": [False, "t"]}])
     assert d["a"].dtype == np.float64 and d["b"][0].dtype == np.bool_ and d["b"][1] == ["s", "t"]
     assert default_collate([np.float32(1), np.float32(2)]).dtype == np.float32
+    # numbers by what they all are, not by the first (it truncated [1, 2.7] to [1, 2])
+    mixed = default_collate([1, 2.7])
+    assert mixed.dtype == np.float64 and mixed.tolist() == [1.0, 2.7]
+    assert default_collate([True, 2]).tolist() == [1, 2] and default_collate([True, 2]).dtype == np.int64
+    with pytest.raises(TypeError, match=r"default_collate: sample 0 is a number \(int\) but sample 1 is str \('a'\)"):
+        default_collate([1, "a"])
     with pytest.raises(ValueError, match=r"sample 0 is ndarray of shape \(3, 4\).*sample 1 is ndarray of shape \(3, 5"):
         default_collate([np.zeros((3, 4)), np.zeros((3, 5))])
     from PIL import Image
@@ -437,3 +443,48 @@ def test_arguments_after_shuffle_are_keyword_only():
         DataLoader(ds, 2, False, object())
     with pytest.raises(TypeError, match="shuffle and drop_last must be bools"):
         DataLoader(ds, 2, shuffle=1)
+
+
+class GlobalDraws(Dataset):
+    """Sample i: (one draw of NumPy's global generator, one of Python's random, the worker's seed)."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int):
+        import random
+
+        return np.random.rand(), random.random(), get_worker_info().seed  # noqa: NPY002 (the global one, on purpose)
+
+
+def test_process_workers_seed_the_global_generators_per_worker_and_per_epoch():
+    # a forked worker starts with the parent's global generators: without a seed of its own, every worker (and every
+    # epoch) would repeat the same draws (PyTorch seeds them too)
+    for seed in (None, 5):
+        loader = DataLoader(GlobalDraws(), batch_size=2, num_workers=2, worker_type="process", seed=seed)
+        epochs = [[np.concatenate(column).tolist() for column in zip(*loader, strict=True)] for _ in range(2)]
+        for numpy_draws, python_draws, _ in epochs:
+            assert len(set(numpy_draws)) == len(set(python_draws)) == 8  # no worker repeats another's draws
+        assert set(epochs[0][0]).isdisjoint(epochs[1][0])  # another epoch, other draws
+        assert len({s for _, _, seeds in epochs for s in seeds}) == 4  # 2 workers x 2 epochs, seed given or not
+    assert _no_workers_left()
+
+
+class LongerThanItSays:
+    """A sampler whose len() is less than what it yields."""
+
+    def __iter__(self):
+        return iter(range(6))
+
+    def __len__(self) -> int:
+        return 3
+
+
+def test_indices_are_ints_and_the_sampler_yields_every_batch():
+    ds = TensorDataset(np.arange(10.0))
+    with pytest.raises(TypeError, match=r"DataLoader: the sampler must yield int indices, got 1.7 \(float\)"):
+        list(DataLoader(ds, 4, sampler=[1.7, 2.2]))  # (it loaded samples 1 and 2)
+    with pytest.raises(TypeError, match=r"Subset: indices must be ints, got 1.7 \(float\)"):
+        Subset(ds, [1.7])
+    batches = [b[0].tolist() for b in DataLoader(ds, 2, sampler=LongerThanItSays())]
+    assert batches == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]  # all it yields (PyTorch's BatchSampler too)
