@@ -35,6 +35,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -76,6 +77,7 @@ class GradcheckEntry:
     numeric: float
     passed: bool
     scale: float | None = None  # least-squares ratio analytic/numeric: 2.0 or -1.0 point at a factor or sign bug
+    problem: str | None = None  # what made it fail before any comparison (a gradient of the wrong shape)
 
 
 @dataclasses.dataclass
@@ -108,13 +110,16 @@ class GradcheckReport:
             )
         if self.entries:
             w = self.worst
-            where = f"at index {w.worst_index}" if w.worst_index is not None else "along a random direction"
-            lines.append(
-                f"worst: {w.name}, relative error {w.max_rel_error:.3e} {where}: "
-                f"analytic {w.analytic:.6g} vs numeric {w.numeric:.6g}"
-            )
-            if not self.passed:
-                lines.extend("hint: " + h for h in _hints(w))
+            if w.problem is not None:
+                lines.append(f"worst: {w.name}: {w.problem}")
+            else:
+                where = f"at index {w.worst_index}" if w.worst_index is not None else "along a random direction"
+                lines.append(
+                    f"worst: {w.name}, relative error {w.max_rel_error:.3e} {where}: "
+                    f"analytic {w.analytic:.6g} vs numeric {w.numeric:.6g}"
+                )
+                if not self.passed:
+                    lines.extend("hint: " + h for h in _hints(w))
         return "\n".join(lines)
 
 
@@ -139,6 +144,11 @@ def _hints(e: GradcheckEntry) -> list[str]:
     )
     hints.append("make sure the inputs and parameters are float64, and that forward is deterministic (seeded)")
     return hints
+
+
+def _is_array(a: Any) -> bool:
+    """A NumPy or backend array (not a Python or NumPy scalar)."""
+    return hasattr(a, "shape") and hasattr(a, "flags") and hasattr(a, "dtype") and not isinstance(a, np.generic)
 
 
 def _require_float64(what: str, a: Any) -> None:
@@ -204,10 +214,10 @@ def _compare(
     if analytic is None:
         analytic_host = np.zeros(shape)
     else:
-        if tuple(analytic.shape) != shape:
-            raise ValueError(
-                f"gradcheck: backward returned a gradient of shape {tuple(analytic.shape)} for {name} of shape {shape}"
-            )
+        if tuple(getattr(analytic, "shape", ())) != shape:
+            got = getattr(analytic, "shape", type(analytic).__name__)
+            problem = f"backward returned a gradient of shape {got} for {name} of shape {shape}"
+            return GradcheckEntry(name, shape, math.inf, math.inf, None, math.nan, math.nan, False, None, problem)
         analytic_host = to_numpy(analytic).astype(np.float64)
     if mode == "full":
         numeric = to_numpy(numerical_gradient(f, targets, eps))
@@ -274,13 +284,15 @@ def check_function(
 ) -> GradcheckReport:
     """Check a functional pair ``forward(*inputs, **kwargs) -> (out, cache)``, ``backward(dout, cache) -> grads``.
 
-    ``grads`` is one array (for a single input) or a tuple aligned with ``inputs`` (``None`` for an input without a
-    gradient, e.g. a missing bias). Forward runs with the global generator reseeded to ``seed`` each time, so
-    random ops (dropout) draw the same mask on every call.
+    ``grads`` is one array (for a single input) or a tuple (or list) aligned with ``inputs`` (``None`` for an input
+    without a gradient, e.g. a missing bias). Forward runs with the global generator reseeded to ``seed`` each time,
+    so random ops (dropout) draw the same mask on every call. ``backward`` gets its own copy of ``dout`` (it may work
+    in place on it); pass what is not differentiated (targets, masks, hyperparameters) in ``kwargs``.
 
     Args:
-        inputs: the positional arrays (float64); the ones named by ``wrt`` are checked (default: every float64
-            array that backward returns a gradient for).
+        inputs: the positional arrays (float64); the ones named by ``wrt`` are checked (default: every float64 array
+            among them: one that backward returns no gradient for, or None, is compared as a zero gradient, which
+            fails wherever the output depends on it). A non-contiguous one is copied first.
         names: names for the report (default ``"input 0"``, ``"input 1"``, ...).
         eps, atol, rtol: step and tolerances: passed where ``|analytic - numeric| <= atol + rtol * |numeric|``.
         mode: ``"full"`` or ``"random_direction"`` (``directions`` random unit vectors per tensor).
@@ -291,7 +303,7 @@ def check_function(
     """
     _check_mode(mode)
     kwargs = dict(kwargs or {})
-    inputs = list(inputs)
+    inputs = [a.copy() if _is_array(a) and not a.flags.c_contiguous else a for a in inputs]  # (perturbed in place)
     rng = np.random.default_rng(seed)
 
     def run() -> Any:
@@ -301,11 +313,23 @@ def check_function(
     out, cache = run()
     dout_host = rng.standard_normal(np.shape(out))
     xp = get_array_module(out)
-    dout = xp.asarray(dout_host) if np.ndim(out) else float(dout_host)
+    dout = xp.asarray(dout_host.copy()) if np.ndim(out) else float(dout_host)  # (the loss below reads dout_host)
     grads = backward(dout, cache)
+    if isinstance(grads, list):
+        grads = tuple(grads)
     if not isinstance(grads, tuple):
         grads = (grads,)
-    indices = list(range(len(grads))) if wrt is None else list(wrt)
+    if wrt is None:
+        returned = {i for i, g in enumerate(grads) if g is not None}
+        if returned and max(returned) >= len(inputs):
+            raise ValueError(
+                f"gradcheck: backward returned a gradient at position {max(returned)} for {len(inputs)} inputs (one "
+                "per positional input, None for an input without one)"
+            )
+        floats = {i for i, a in enumerate(inputs) if _is_array(a) and a.dtype == np.float64}
+        indices = sorted(returned | floats)
+    else:
+        indices = list(wrt)
 
     def loss() -> float:
         y, _ = run()
@@ -313,16 +337,15 @@ def check_function(
 
     entries = []
     for i in indices:
-        if i >= len(grads) or grads[i] is None:
-            if wrt is not None:
-                raise ValueError(f"gradcheck: backward returned no gradient for input {i}")
-            continue
+        missing = i >= len(grads) or grads[i] is None
+        if missing and wrt is not None:
+            raise ValueError(f"gradcheck: backward returned no gradient for input {i}")
         _require_float64(f"input {i}", inputs[i])
         name = names[i] if names is not None else f"input {i}"
         entries.append(
             _compare(
                 name,
-                grads[i],
+                None if missing else grads[i],
                 inputs[i],
                 loss,
                 mode=mode,
@@ -375,12 +398,13 @@ def check_module(
         with fork_rng(seed):
             out = module(x)
         dout_host = rng.standard_normal(tuple(out.shape))
-        dout = get_array_module(out).asarray(dout_host)
+        dout = get_array_module(out).asarray(dout_host.copy())  # (backward may work in place on it)
         saved_grads = [p.grad for _, p in named]
         for _, p in named:
             p.grad = None
         dx = module.backward(dout)
         analytic = [p.grad for _, p in named]
+        twice = _second_backward(module, x, named, analytic, get_array_module(out).asarray(dout_host.copy()), seed)
         for (_, p), g in zip(named, saved_grads, strict=False):
             p.grad = g
 
@@ -392,11 +416,49 @@ def check_module(
         entries = [_compare("input", dx, x, loss, **kw)]
         for (n, p), g in zip(named, analytic, strict=False):
             entries.append(_compare(n, g, p.data, loss, **kw))
+        entries.extend(_accumulation_entries(named, analytic, twice))
     finally:
         state = dict(module.named_buffers())
         for n, b in saved_buffers.items():
             state[n][...] = b
     return _finish(GradcheckReport(entries, mode, eps, atol, rtol), raise_on_failure)
+
+
+def _second_backward(module: Any, x: Any, named: list[Any], first: list[Any], dout: Any, seed: int) -> list[Any]:
+    """The parameters' ``.grad`` after a second forward and backward (the same ``dout``) on top of the first's."""
+    if not named:
+        return []
+    with fork_rng(seed):
+        module(x)
+    for (_, p), g in zip(named, first, strict=True):
+        p.grad = None if g is None else g.copy()
+    module.backward(dout)
+    return [p.grad for _, p in named]
+
+
+def _accumulation_entries(named: list[Any], first: list[Any], twice: list[Any]) -> list[GradcheckEntry]:
+    """A failed entry for each parameter whose second backward replaced ``.grad`` instead of adding to it (PyTorch's
+    rule, which lets a step sum the gradients of several losses or micro-batches)."""
+    entries = []
+    for (n, p), g, g2 in zip(named, first, twice, strict=True):
+        if g is None or g2 is None:
+            continue
+        a, b = to_numpy(g).astype(np.float64), to_numpy(g2).astype(np.float64)
+        if not np.allclose(b, 2 * a, rtol=1e-9, atol=1e-12):
+            problem = (
+                f"a second backward left {n}.grad at {_ratio(b, a)} x the first's gradient instead of 2 x: backward "
+                "must add to .grad (p.grad = g if p.grad is None else p.grad + g), not replace it"
+            )
+            shape = tuple(p.data.shape)
+            entries.append(GradcheckEntry(f"{n} (accumulated)", shape, math.inf, math.inf, None, math.nan, math.nan,
+                                          False, None, problem))  # fmt: skip
+    return entries
+
+
+def _ratio(b: Any, a: Any) -> str:
+    """|b| / |a| as text (how many times the first gradient the accumulated one is)."""
+    norm = float(np.linalg.norm(a))
+    return f"{float(np.linalg.norm(b)) / norm:.3g}" if norm > 0 else "?"
 
 
 def check_loss(
@@ -428,7 +490,7 @@ def check_loss(
         analytic = loss_module.backward()
     else:
         dout_host = rng.standard_normal(np.shape(out))
-        analytic = loss_module.backward(get_array_module(out).asarray(dout_host))
+        analytic = loss_module.backward(get_array_module(out).asarray(dout_host.copy()))
 
     def loss() -> float:
         with no_grad():

@@ -137,3 +137,65 @@ def test_check_loss_catches_a_wrong_loss_gradient():
     x, y = (arr(a) for a in np.random.default_rng(8).normal(size=(2, 3, 2)))
     report = gradcheck.check_loss(HalfGradMSE(), x, y, raise_on_failure=False)
     assert not report.passed and report.worst.scale == pytest.approx(0.5, rel=1e-6)
+
+
+def test_backward_gets_its_own_dout():
+    # a correct backward that works in place on dout passed as wrong (and a wrong one could pass): the finite
+    # differences read the same upstream gradient afterwards
+    def in_place(dout, x):
+        dout *= 2 * x
+        return dout
+
+    x = np.random.default_rng(8).normal(size=(3, 4))
+    assert check_function(_square_forward, in_place, [x]).passed
+
+    class Square(nn.Module):
+        def forward(self, x):
+            self.x = x
+            return x * x
+
+        def backward(self, dout):
+            dout *= 2 * self.x
+            return dout
+
+    assert check_module(Square(), x).passed
+
+
+def test_a_float64_input_without_a_gradient_fails_where_the_output_depends_on_it():
+    from minidl.nn import functional as F
+
+    rng = np.random.default_rng(9)
+    x, w, b = rng.normal(size=(4, 3)), rng.normal(size=(2, 3)), rng.normal(size=2)
+    for partial in (lambda d, c: F.linear_backward(d, c)[0], lambda d, c: F.linear_backward(d, c)[:2]):
+        report = check_function(F.linear_forward, partial, [x, w, b], raise_on_failure=False)
+        assert [e.name for e in report.entries] == ["input 0", "input 1", "input 2"] and not report.passed
+        assert "is 0 where it should not be" in str(report)
+    assert check_function(F.linear_forward, lambda d, c: list(F.linear_backward(d, c)), [x.T.copy().T, w, b]).passed
+
+
+def test_a_gradient_of_the_wrong_shape_is_a_failed_entry():
+    x = np.random.default_rng(10).normal(size=(3, 4))
+    report = check_function(_square_forward, lambda dout, x: (2 * x * dout)[:, :2], [x], raise_on_failure=False)
+    assert not report.passed
+    assert "worst: input 0: backward returned a gradient of shape (3, 2) for input 0 of shape (3, 4)" in str(report)
+    with pytest.raises(GradcheckError, match="of shape"):
+        check_function(_square_forward, lambda dout, x: (2 * x * dout)[:, :2], [x])
+
+
+def test_check_module_catches_a_backward_that_replaces_grad_instead_of_adding():
+    class OverwritingLinear(nn.Linear):
+        def forward(self, x):
+            self.x = x
+            return x @ self.weight.data.T + self.bias.data
+
+        def backward(self, dout):
+            self.weight.grad = dout.T @ self.x  # PyTorch's rule (and nn.Linear's) adds to .grad
+            self.bias.grad = dout.sum(0)
+            return dout @ self.weight.data
+
+    x = np.random.default_rng(11).normal(size=(4, 3))
+    report = check_module(OverwritingLinear(3, 2).to(np.float64), x, raise_on_failure=False)
+    assert [e.name for e in report.entries if not e.passed] == ["weight (accumulated)", "bias (accumulated)"]
+    assert "a second backward left weight.grad at 1 x the first's gradient instead of 2 x" in str(report)
+    layer = nn.Linear(3, 2).to(np.float64)
+    assert check_module(layer, x).passed and layer.weight.grad is None  # (its .grad as it was)

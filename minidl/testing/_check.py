@@ -246,10 +246,16 @@ def _pair_gradcheck(
     result = _gradcheck.check_function(fwd, bwd, inputs, names=diff, seed=seed, raise_on_failure=False)
     if not result.passed:
         worst = result.worst
+        what = (
+            f"is wrong: {worst.problem}"
+            if worst.problem
+            else (
+                f"disagrees with finite differences of {_name(forward)} (gradcheck): worst absolute error "
+                f"{worst.max_abs_error:.3e}, worst relative error {worst.max_rel_error:.3e}"
+            )
+        )
         raise fail(
-            _name(backward), f"the gradient of {worst.name}", config,
-            f"disagrees with finite differences of {_name(forward)} (gradcheck): worst absolute error "
-            f"{worst.max_abs_error:.3e}, worst relative error {worst.max_rel_error:.3e}\n{result}",
+            _name(backward), f"the gradient of {worst.name}", config, f"{what}\n{result}",
             worst.max_abs_error, worst.max_rel_error,
         )  # fmt: skip
 
@@ -413,9 +419,13 @@ def check_layer(
                 result = _gradcheck.check_module(cand, _copy(x), seed=data_seed, raise_on_failure=False)
                 if not result.passed:
                     worst = result.worst
+                    what = (
+                        f"is wrong: {worst.problem}"
+                        if worst.problem
+                        else f"disagrees with finite differences of {name}.forward"
+                    )
                     raise fail(
-                        f"{name}.backward", f"the gradient of {worst.name}", config,
-                        f"disagrees with finite differences of {name}.forward (gradcheck)\n{result}",
+                        f"{name}.backward", f"the gradient of {worst.name}", config, f"{what} (gradcheck)\n{result}",
                         worst.max_abs_error, worst.max_rel_error,
                     )  # fmt: skip
         report.examples += 1
