@@ -63,16 +63,25 @@ def _host(where: str, name: str, a: Any) -> np.ndarray:
 
 
 def as_class_indices(where: str, name: str, a: Any) -> np.ndarray:
-    """Class indices (N,) int64 from indices (N,) or from scores/probabilities (N, C) (their argmax).
+    """Class indices (N,) int64 from indices (N,), from scores/probabilities (N, C) (their argmax), or from one
+    binary column (N, 1): class 1 where it is above 0.5 if all its values lie in [0, 1] (probabilities, or 0/1
+    targets), else above 0 (logits, as ``BCEWithLogitsLoss`` takes them; torchmetrics' ``BinaryAccuracy`` rule).
+    (An argmax over one column would make every sample class 0.)
 
     Examples:
         >>> as_class_indices("demo", "targets", np.array([[0.2, 0.8], [0.7, 0.3]])).tolist()
         [1, 0]
+        >>> as_class_indices("demo", "logits", np.array([[-5.0], [5.0], [0.2]])).tolist()
+        [0, 1, 1]
     """
     a = _host(where, name, a)
     if a.ndim == 2:
         if a.shape[1] == 0:
             raise ValueError(f"{where}: {name} of shape {a.shape} has no classes")
+        if a.shape[1] == 1:
+            column = a[:, 0].astype(np.float64)
+            threshold = 0.5 if column.size and column.min() >= 0 and column.max() <= 1 else 0.0
+            return (column > threshold).astype(np.int64)
         return a.argmax(axis=1).astype(np.int64)
     if a.ndim != 1:
         raise ValueError(
@@ -101,8 +110,9 @@ def accuracy(logits_or_preds: Any, targets: Any) -> float:
     """The fraction of samples whose predicted class is the target class.
 
     Args:
-        logits_or_preds: scores (N, C) (logits or probabilities; argmax is the prediction) or predicted classes (N,).
-        targets: class indices (N,) or probability rows (N, C) (Mixup/CutMix; argmax is the class).
+        logits_or_preds: scores (N, C) (logits or probabilities; argmax is the prediction), one binary column
+            (N, 1) (a logit, or a probability: see :func:`as_class_indices`) or predicted classes (N,).
+        targets: class indices (N,), probability rows (N, C) (Mixup/CutMix; argmax is the class) or (N, 1) 0/1.
 
     Returns:
         A float in [0, 1]; 0.0 for an empty batch.

@@ -47,6 +47,14 @@ def test_accuracy_soft_targets_use_argmax():
     assert accuracy(np.array([1, 1]), mixed) == 0.5
 
 
+def test_one_binary_column_is_thresholded_not_argmaxed():
+    # an argmax over one column made every prediction and target class 0: accuracy 1.0 for any binary model
+    logits, targets = np.array([[-5.0], [5.0], [0.3], [-0.1]]), np.array([[1.0], [0.0], [1.0], [0.0]])
+    assert accuracy(logits, targets) == 0.5  # logits (values outside [0, 1]): above 0 is class 1
+    assert accuracy(np.array([[0.2], [0.9]]), np.array([0, 1])) == 1.0  # probabilities: above 0.5
+    assert confusion_matrix(logits, targets, num_classes=2).tolist() == [[1, 1], [1, 1]]
+
+
 def test_top_k_hand_computed():
     # ranks of the target in each row: sample 1 target 1 is 2nd; sample 3 target 2 is 2nd (0.3 > 0.2)
     assert top_k_accuracy(LOGITS, TARGETS, k=1) == pytest.approx(4 / 6)
@@ -90,7 +98,7 @@ def test_precision_recall_zero_division_is_zero():
     assert per_class_metrics(np.array([[0, 0], [0, 0]]))["f1"].tolist() == [0.0, 0.0]
 
 
-@given(seed=seeds, n=st.integers(0, 60), c=st.integers(1, 7), soft=st.booleans())
+@given(seed=seeds, n=st.integers(0, 60), c=st.integers(2, 7), soft=st.booleans())  # (one column is binary: above)
 def test_confusion_matrix_properties(seed, n, c, soft):
     rng = np.random.default_rng(seed)
     logits = rng.standard_normal((n, c))
