@@ -92,19 +92,39 @@ def _check_member(
             f"{where}: {path}: member {name!r} claims {info.file_size} bytes from {info.compress_size} "
             f"compressed bytes, more than deflate can expand to (at most {_DEFLATE_MAX_RATIO}:1)"
         )
-    with zf.open(info) as fp:
-        try:
-            shape, _, dtype = _npy_header(fp)
-        except ValueError as err:
-            raise ValueError(f"{where}: {path}: member {name!r} is not a .npy array ({err})") from None
-        if dtype.hasobject:
-            raise ValueError(f"{where}: refused {path}: it holds pickled objects, which could run code")
-        needed = math.prod(shape) * dtype.itemsize
-        available = info.file_size - fp.tell()
+    try:
+        with zf.open(info) as fp:
+            try:
+                shape, _, dtype = _npy_header(fp)
+            except ValueError as err:
+                raise ValueError(f"{where}: {path}: member {name!r} is not a .npy array ({err})") from None
+            if dtype.hasobject:
+                raise ValueError(f"{where}: refused {path}: it holds pickled objects, which could run code")
+            needed = math.prod(shape) * dtype.itemsize
+            available = info.file_size - fp.tell()
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as err:  # (a damaged header, or a small member's CRC)
+        raise ValueError(f"{where}: {path} is damaged: member {name!r} cannot be read ({err})") from None
     if needed > available:
         raise ValueError(
             f"{where}: {path}: member {name!r} claims an array of shape {shape} and dtype {dtype} "
             f"({needed} bytes), but holds only {available} bytes after its header"
+        )
+
+
+def _check_entry_count(path: Path, zf: zipfile.ZipFile, where: str = "minidl.load") -> None:
+    """Raise when the zip's end record declares more (or fewer) members than its directory yielded: a damaged
+    directory entry can hide the members after it without any error from ``zipfile`` (a member silently lost).
+    Only for a plain end record (no archive comment, no zip64: what ``numpy.savez`` writes)."""
+    with open(path, "rb") as fp:
+        fp.seek(max(0, path.stat().st_size - 22))
+        end = fp.read(22)
+    if len(end) != 22 or end[:4] != b"PK\x05\x06" or end[20:22] != b"\x00\x00":
+        return
+    declared = int.from_bytes(end[10:12], "little")
+    if declared != 0xFFFF and declared != len(zf.infolist()):
+        raise ValueError(
+            f"{where}: {path} is damaged: its end record declares {declared} members, its directory lists "
+            f"{len(zf.infolist())}"
         )
 
 
@@ -116,6 +136,7 @@ def read_npz(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
     arrays: dict[str, np.ndarray] = {}
     archive_size = path.stat().st_size
     with zf:
+        _check_entry_count(path, zf)
         for info in zf.infolist():
             key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             if key in arrays:

@@ -74,6 +74,25 @@ def test_pickle_payload_is_refused(tmp_path):
         minidl.load(path)
 
 
+def test_every_damaged_byte_gives_an_error_naming_the_file_or_loads_the_same(tmp_path):
+    # a flipped bit inside a member's header or data raised zipfile.BadZipFile ("Bad CRC-32", "Bad magic number"),
+    # which named no file; a flip the zip format does not check (a timestamp) loads what was saved
+    path, damaged = tmp_path / "ckpt.npz", tmp_path / "damaged.npz"
+    minidl.save({"w": np.arange(6.0).reshape(2, 3), "b": np.ones(3, np.float32)}, path)
+    data = path.read_bytes()
+    for position in range(len(data)):
+        flipped = bytearray(data)
+        flipped[position] ^= 0x10
+        damaged.write_bytes(bytes(flipped))
+        try:
+            loaded = minidl.load(damaged)
+        except ValueError as err:
+            assert str(damaged) in str(err), f"byte {position}: {err}"
+            continue
+        np.testing.assert_array_equal(loaded["w"], np.arange(6.0).reshape(2, 3))
+        np.testing.assert_array_equal(loaded["b"], np.ones(3, np.float32))
+
+
 def test_plain_pickle_file_is_refused(tmp_path):
     path = tmp_path / "model.npz"
     path.write_bytes(pickle.dumps({"w": np.ones(2)}))
