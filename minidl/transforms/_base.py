@@ -271,6 +271,21 @@ def check_fill(where: str, fill: Any) -> float | tuple[float, ...]:
     raise TypeError(f"{where}: fill must be a number or a tuple of numbers (one per channel), got {fill!r}")
 
 
+def check_fill_range(where: str, values: tuple[float, ...], dtype: Any) -> None:
+    """Fill values for an image of ``dtype``: for an integer dtype, integers within its range (a cast would wrap 300
+    to 44 in uint8 and truncate 0.5 to 0). Float images take any value."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu":
+        return
+    info = np.iinfo(dtype)
+    if any(not float(v).is_integer() or not info.min <= v <= info.max for v in values):
+        what = "an 8-bit image" if dtype == np.uint8 else f"a {dtype} image"
+        shown = values[0] if len(set(values)) == 1 else values
+        raise ValueError(
+            f"{where}: {what} needs fill values that are integers in [{info.min}, {info.max}], got {shown!r}"
+        )
+
+
 def fill_per_channel(where: str, fill: Any, channels: int) -> tuple[float, ...]:
     if isinstance(fill, tuple):
         if len(fill) == 1:

@@ -32,6 +32,7 @@ from minidl.nn._checks import check_float
 from minidl.transforms._base import (
     RandomTransform,
     check_fill,
+    check_fill_range,
     check_interpolation,
     check_probability,
     check_range,
@@ -62,6 +63,7 @@ def _pil_fill(img: Image.Image, fill: Any) -> Any:
     values = fill_per_channel("fill", check_fill("fill", fill), bands)
     if img.mode in ("F", "I"):
         return values[0] if bands == 1 else values
+    check_fill_range("fill", values, np.uint16 if img.mode.startswith("I;16") else np.uint8)
     ints = tuple(int(round(v)) for v in values)
     return ints[0] if bands == 1 else ints
 
@@ -71,6 +73,7 @@ def _apply(img: Any, kind: str, op: Any, fill: Any) -> Any:
     if kind == "pil":
         return op(img, _pil_fill(img, fill))
     values = fill_per_channel("fill", check_fill("fill", fill), image_channels(img, kind))
+    check_fill_range("fill", values, np.uint8)
     return per_channel_pil(img, op, tuple(int(round(v)) for v in values))
 
 

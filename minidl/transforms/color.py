@@ -251,15 +251,26 @@ class Grayscale(Transform):
 
 
 class RandomGrayscale(RandomOp):
-    """Convert to grayscale with probability ``p`` (Default: 0.1), keeping the number of channels."""
+    """Convert to grayscale with probability ``p`` (Default: 0.1), keeping the number of channels: the gray level in
+    each colour channel, and an alpha channel (RGBA, LA) as it was (so that a batch's images keep one shape)."""
 
     def __init__(self, p: float = 0.1, generator: Any = None) -> None:
         super().__init__(p, generator)
 
     def _op(self, img: Any) -> Any:
         if isinstance(img, Image.Image):
-            return rgb_to_grayscale(img, 1 if img.mode == "L" else 3)
-        return rgb_to_grayscale(img, 1 if img.ndim == 2 or img.shape[2] == 1 else 3)
+            if img.mode in ("L", "LA"):  # gray already
+                return img.copy()
+            if img.mode == "RGBA":
+                out = rgb_to_grayscale(img.convert("RGB"), 3)
+                out.putalpha(img.getchannel("A"))
+                return out
+            return rgb_to_grayscale(img, 3)
+        channels = 1 if img.ndim == 2 else img.shape[2]
+        if channels == 4:  # (H, W, 4): the colour to gray, the alpha kept
+            gray = rgb_to_grayscale(np.ascontiguousarray(img[:, :, :3]), 3)
+            return np.ascontiguousarray(np.concatenate([gray, img[:, :, 3:]], axis=2))
+        return rgb_to_grayscale(img, 1 if channels == 1 else 3)
 
 
 class Equalize(Transform):

@@ -27,6 +27,7 @@ from minidl.transforms._base import (
     RandomTransform,
     Transform,
     check_fill,
+    check_fill_range,
     check_interpolation,
     check_range,
     check_size,
@@ -130,9 +131,13 @@ def _pad_array(img: Any, kind: str, left: int, top: int, right: int, bottom: int
     shape[col_axis] += left + right
     out = xp.empty(tuple(shape), dtype=img.dtype)
     if channel_axis is None:
-        out[...] = np.asarray(fill if not isinstance(fill, tuple) else fill[0]).astype(img.dtype)
+        value = fill_per_channel("pad", fill, 1)
+        check_fill_range("pad", value, img.dtype)
+        out[...] = np.asarray(value[0]).astype(img.dtype)
     else:
-        values = np.asarray(fill_per_channel("pad", fill, img.shape[channel_axis]), dtype=np.float64)
+        values = fill_per_channel("pad", fill, img.shape[channel_axis])
+        check_fill_range("pad", values, img.dtype)
+        values = np.asarray(values, dtype=np.float64)
         shape_c = [1] * img.ndim
         shape_c[channel_axis] = -1
         out[...] = xp.asarray(values.astype(img.dtype).reshape(shape_c))

@@ -37,6 +37,7 @@ from minidl.nn._checks import check_float, check_int
 from minidl.transforms._base import (
     RandomTransform,
     check_fill,
+    check_fill_range,
     check_probability,
     fill_per_channel,
     image_channels,
@@ -88,8 +89,7 @@ def _masked(where: str, img: Any, hide: np.ndarray, fill: Any) -> Any:
         xp = get_array_module(img)
         fill_chw = xp.asarray(np.asarray(values, dtype=img.dtype).reshape(-1, 1, 1))
         return xp.where(xp.asarray(hide), fill_chw, img).astype(img.dtype, copy=False)
-    if any(not float(v).is_integer() or not 0 <= v <= 255 for v in values):
-        raise ValueError(f"{where}: an 8-bit image needs fill values that are integers in [0, 255], got {fill!r}")
+    check_fill_range(where, values, np.uint8)
     arr = np.array(img)  # a copy, for PIL images and arrays alike
     if arr.ndim == 2:
         arr[hide] = int(values[0])

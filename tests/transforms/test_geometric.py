@@ -262,3 +262,25 @@ def test_bad_images_are_rejected_with_clear_messages():
         F.hflip(np.zeros((4, 4), np.float32))
     with pytest.raises(TypeError, match="generator must be a numpy.random.Generator"):
         T.RandomCrop(2, generator=0)
+
+
+@pytest.mark.parametrize("fill", [300, -1, 0.5, (10, 20, 300)])
+def test_an_8_bit_image_refuses_a_fill_it_cannot_hold(fill):
+    # a cast wrapped 300 to 44 and -1 to 255, and truncated 0.5 to 0
+    img = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"pad: an 8-bit image needs fill values that are integers in \[0, 255\]"):
+        T.Pad(1, fill=fill)(img)
+    with pytest.raises(ValueError, match=r"an 8-bit image needs fill values that are integers in \[0, 255\]"):
+        T.Pad(1, fill=fill)(Image.fromarray(img))
+    with pytest.raises(ValueError, match=r"an 8-bit image needs fill values that are integers in \[0, 255\]"):
+        T.RandomRotation(10, fill=fill)(Image.fromarray(img))
+    assert T.Pad(1, fill=0.5)(np.zeros((3, 4, 4), np.float32))[0, 0, 0] == 0.5  # a float image takes any value
+
+
+def test_random_grayscale_keeps_an_alpha_channel():
+    rgba = np.random.default_rng(0).integers(0, 256, (6, 6, 4), dtype=np.uint8)
+    out = T.RandomGrayscale(p=1.0)(rgba)
+    assert out.shape == (6, 6, 4) and (out[:, :, 3] == rgba[:, :, 3]).all()
+    assert (out[:, :, 0] == out[:, :, 1]).all() and (out[:, :, 1] == out[:, :, 2]).all()
+    pil = T.RandomGrayscale(p=1.0)(Image.fromarray(rgba, "RGBA"))
+    assert pil.mode == "RGBA" and (np.asarray(pil) == out).all()
