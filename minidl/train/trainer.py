@@ -77,6 +77,26 @@ def _check_checkpoint(path: Any, ckpt: dict[str, Any]) -> None:
                 f"Trainer.load_checkpoint: {path}: entry {key!r} should be {names}, got {type(value).__name__} "
                 f"({value!r:.60})"
             )
+    if ckpt["epoch"] < 0:
+        raise ValueError(f"Trainer.load_checkpoint: {path}: entry 'epoch' should be >= 0, got {ckpt['epoch']}")
+    for name, state in ckpt["loaders"].items():  # (restored at the next fit, after the rest: checked now)
+        if state is None:
+            continue
+        epoch, seed = (state.get(k) if isinstance(state, dict) else None for k in ("epoch", "seed"))
+        if (
+            name not in ("train", "val")
+            or not isinstance(state, dict)
+            or set(state) != {"epoch", "seed"}
+            or isinstance(epoch, bool)
+            or not isinstance(epoch, int)
+            or epoch < 0
+            or (seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)))
+        ):
+            raise ValueError(
+                f"Trainer.load_checkpoint: {path}: entry 'loaders' should map 'train' and 'val' to None or "
+                f"{{'epoch': int >= 0, 'seed': int or None}}, got {name!r}: "
+                f"{dict(state) if isinstance(state, dict) else state!r:.80}"
+            )
 
 
 def _loader_state(loader: Any) -> dict[str, Any] | None:
@@ -279,7 +299,7 @@ class Trainer:
 
         if self.scheduler is not None and ckpt["scheduler"] is None:
             raise ValueError(f"Trainer.load_checkpoint: {path} has no scheduler state but the trainer has a scheduler")
-        set_rng_state(ckpt["rng"])  # validated before it changes anything
+        entry("rng", lambda: set_rng_state(ckpt["rng"]))  # (validated before it changes anything)
         entry("model", lambda: self.model.load_state_dict(ckpt["model"]))
         entry("optimizer", lambda: self.optimizer.load_state_dict(ckpt["optimizer"]))
         if self.scheduler is not None:
