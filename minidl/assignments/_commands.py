@@ -15,10 +15,11 @@ from pathlib import Path
 from minidl._atomic import atomic_open, atomic_write
 from minidl.assignments._grade import Assignment, Grade, Submission, grade
 from minidl.assignments._markers import strip_solutions
+from minidl.testing._hypothesis import QUICK_EXAMPLES
 
 __all__ = ["CheckOutcome", "build", "build_autograder", "check", "grade_folder"]
 
-QUICK_EXAMPLES, FULL_EXAMPLES = 4, 20
+FULL_EXAMPLES = 20  # (QUICK_EXAMPLES: the testing kit's, whose full checks run the quick draws too)
 
 
 MARKER = ".minidl-assignment-output"  # written into every folder build/autograder fill; --force removes only those

@@ -12,6 +12,7 @@ import minidl
 from minidl import gradcheck
 from minidl.nn import functional as F
 from minidl.testing import ConformanceError, check_pair, registered_ops
+from minidl.testing._hypothesis import QUICK_EXAMPLES
 from tests.testing import bugs
 
 EXAMPLES = 8
@@ -29,7 +30,7 @@ def test_the_reference_pairs_conform_to_themselves(op):
 
     forward.__signature__ = __import__("inspect").signature(getattr(F, f"{op}_forward"))
     report = check_pair(forward, getattr(F, f"{op}_backward"), op, max_examples=EXAMPLES)
-    assert report.examples == EXAMPLES
+    assert report.examples == EXAMPLES + QUICK_EXAMPLES  # (the quick check's draws first)
     assert report.max_abs_error == 0.0
 
 
@@ -221,3 +222,15 @@ def test_max_pool_is_compared_on_inputs_with_ties_too():
         check_pair(max_pool_saving_x, max_pool_every_tie_backward, "max_pool2d", max_examples=4)
     assert info.value.config["ties"] is True and info.value.what == "the gradient of x"
     assert info.value.function == "max_pool_every_tie_backward"
+
+
+def test_a_longer_check_catches_what_the_quick_one_does():
+    # linear's bias gradient as a mean: only configurations with a bias and more than one sample show it; 20
+    # configurations drawn at once missed them while the quick check's 4 had one
+    def mean_bias_backward(dout, cache):
+        dx, dw, db = F.linear_backward(dout, cache)
+        return dx, dw, None if db is None else dout.mean(axis=0)
+
+    for examples in (4, 20):
+        with pytest.raises(ConformanceError, match="the gradient of bias"):
+            check_pair(F.linear_forward, mean_bias_backward, "linear", max_examples=examples)
