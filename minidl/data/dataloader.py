@@ -248,9 +248,13 @@ class DataLoader:
         if seed is not None:
             seed = _check_int("seed", seed, 0)
         self.seed = seed
+        if collate_fn is not None and not callable(collate_fn):
+            raise TypeError(f"DataLoader: collate_fn must be a function of a list of samples, got {collate_fn!r}")
         self.collate_fn = default_collate if collate_fn is None else collate_fn
         self.prefetch_factor = _check_int("prefetch_factor", prefetch_factor, 1)
-        self.persistent_workers = bool(persistent_workers)
+        if not isinstance(persistent_workers, bool):  # ("no" was read as True)
+            raise TypeError(f"DataLoader: persistent_workers must be a bool, got {persistent_workers!r}")
+        self.persistent_workers = persistent_workers
         if self.persistent_workers and self.num_workers == 0:
             raise ValueError("DataLoader: persistent_workers=True needs num_workers > 0")
         worker_type = DEFAULT_WORKER_TYPE if worker_type is None else worker_type

@@ -488,3 +488,22 @@ def test_indices_are_ints_and_the_sampler_yields_every_batch():
         Subset(ds, [1.7])
     batches = [b[0].tolist() for b in DataLoader(ds, 2, sampler=LongerThanItSays())]
     assert batches == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]  # all it yields (PyTorch's BatchSampler too)
+
+
+def test_collate_fn_and_persistent_workers_are_checked_when_the_loader_is_built():
+    ds = TensorDataset(np.ones(4))
+    with pytest.raises(TypeError, match="DataLoader: collate_fn must be a function of a list of samples, got 5"):
+        DataLoader(ds, 2, collate_fn=5)  # (it failed at the first batch)
+    with pytest.raises(TypeError, match="DataLoader: persistent_workers must be a bool, got 'no'"):
+        DataLoader(ds, 2, num_workers=1, persistent_workers="no")  # (read as True)
+
+
+def test_the_datasets_name_themselves_for_a_bad_index():
+    from minidl.data.datasets import CIFAR10Sample
+
+    ds = CIFAR10Sample(train=False)
+    with pytest.raises(IndexError, match="CIFAR10Sample: index 500 is out of range for a dataset of length 500"):
+        ds[500]
+    with pytest.raises(TypeError, match=r"CIFAR10Sample: index must be an int, got 1.5 \(float\)"):
+        ds[1.5]
+    assert ds[-1][1] == ds[499][1]

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from minidl.data.dataset import _check_index
 from minidl.data.datasets._base import VisionDataset, missing_files_message, search_dirs
 from minidl.data.datasets._restricted_pickle import restricted_loads
 from minidl.data.download import ChecksumError, DownloadError, download_url, md5sum
@@ -188,6 +189,7 @@ class CIFARFiles(VisionDataset):
             raise DownloadError(f"{exc}\n" + self._missing_message(split)) from exc
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
+        index = _check_index(type(self).__name__, index, len(self))
         return self._apply(self.data[index], self.targets[index])
 
     def __len__(self) -> int:

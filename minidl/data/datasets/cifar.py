@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from minidl.data.dataset import _check_index
 from minidl.data.datasets._base import VisionDataset, check_bool
 from minidl.data.datasets._cifar_common import CIFARFiles, Layout, check_images, check_labels, load_dict, to_hwc
 from minidl.data.datasets._restricted_pickle import RestrictedUnpickler, restricted_loads
@@ -168,6 +169,7 @@ class CIFAR10Sample(VisionDataset):
         self._set_classes(classes)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
+        index = _check_index(type(self).__name__, index, len(self))
         return self._apply(self.data[index], self.targets[index])
 
     def __len__(self) -> int:

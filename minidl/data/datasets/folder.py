@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from minidl.data.dataset import _check_index
 from minidl.data.datasets._base import VisionDataset, check_bool
 
 __all__ = ["IMG_EXTENSIONS", "CorruptImageError", "ImageFolder", "UnsupportedImageError", "find_classes", "pil_loader"]
@@ -184,7 +185,7 @@ class _ImageFiles(VisionDataset):
             )
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        source, label = self.samples[index]
+        source, label = self.samples[_check_index(type(self).__name__, index, len(self))]
         try:
             img = self.loader(self._open(source))
         except UnsupportedImageError as exc:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from minidl.data.dataset import _check_index
 from minidl.data.datasets._base import VisionDataset, missing_files_message, search_dirs
 from minidl.data.download import ChecksumError, DownloadError, download_url, md5sum
 
@@ -98,6 +99,7 @@ class MNIST(VisionDataset):
         self.targets: np.ndarray = labels.astype(np.int64)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
+        index = _check_index(type(self).__name__, index, len(self))
         return self._apply(self.data[index], int(self.targets[index]))
 
     def __len__(self) -> int:
