@@ -7,8 +7,10 @@ overfitting picture is the gap between ``train_accuracy`` and ``val_accuracy`` g
 
 Files are written atomically (a temporary file in the same folder, flushed, then renamed over the target), so a
 crash mid-write leaves the previous file intact. JSON stores NaN/inf as ``null``/``"inf"`` (JSON has no NaN); CSV
-writes floats with ``repr`` (exact) and a metric an epoch did not record as an empty cell. Both load back into an
-equal ``History``.
+writes floats with ``repr`` (exact) and a metric an epoch did not record as an empty cell. Numbers, bools, NaN and
+inf load back equal from both; what a file cannot tell apart does not: a None value loads as NaN from JSON (both are
+``null``) and as not recorded from CSV (both are empty), and in CSV a string that reads as a number or a bool
+(``"007"``, ``"True"``) loads as that number or bool.
 
 Examples:
     >>> import os, tempfile
@@ -238,7 +240,13 @@ class History:
         text = path.read_text(encoding="utf-8")
         history = cls()
         if path.suffix.lower() == ".csv":
-            for row in csv.DictReader(io.StringIO(text)):
+            reader = csv.DictReader(io.StringIO(text))
+            for line, row in enumerate(reader, start=2):
+                if None in row or None in row.values():  # (csv's marks of a row longer or shorter than the header)
+                    raise ValueError(
+                        f"History.load: {path}, line {line}: the row has more or fewer values than the header's "
+                        f"{len(reader.fieldnames or ())} columns"
+                    )
                 history.append({k: _from_csv(v) for k, v in row.items() if v != ""})
         else:
             try:
@@ -247,5 +255,8 @@ class History:
                 raise ValueError(f"History.load: {path} is not valid JSON ({err})") from None
             if not isinstance(records, list):
                 raise ValueError(f"History.load: {path} must hold a JSON list of per-epoch records")
-            history.load_state_dict({"records": records})
+            try:
+                history.load_state_dict({"records": records})
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"History.load: {path}, record {len(history)}: {err}") from None
         return history

@@ -106,3 +106,17 @@ def test_update_last_adds_checked_metrics_and_series_groups_them():
         h.update_last({"x": [1, 2]})
     with pytest.raises(IndexError, match="History.update_last: the history has no record yet"):
         History().update_last({"x": 1.0})
+
+
+def test_a_damaged_file_names_itself_and_the_row(tmp_path):
+    longer, shorter, nested = tmp_path / "longer.csv", tmp_path / "shorter.csv", tmp_path / "nested.json"
+    longer.write_text("epoch,loss\n1,2,3\n")
+    shorter.write_text("epoch,loss\n1,2\n2\n")
+    nested.write_text('[{"epoch": 1}, {"epoch": [1]}]')
+    for path, line in ((longer, 2), (shorter, 3)):
+        with pytest.raises(ValueError, match=rf"History.load: .*{path.name}, line {line}: the row has more or fewer"):
+            History.load(path)
+    with pytest.raises(
+        ValueError, match=r"History.load: .*nested.json, record 1: History.append: the value of 'epoch'"
+    ):
+        History.load(nested)
