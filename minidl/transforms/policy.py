@@ -45,7 +45,10 @@ from minidl.nn._checks import check_int
 from minidl.transforms._base import (
     RandomTransform,
     check_fill,
+    check_fill_range,
     check_interpolation,
+    fill_per_channel,
+    image_channels,
     image_kind,
     image_size,
     resolve_generator,
@@ -233,6 +236,13 @@ class _PolicyBase(RandomTransform):
                 f"{where}: expected a PIL image of mode L, RGB or RGBA, got mode {img.mode!r}; convert it first, e.g. "
                 "img.convert('RGB')"
             )
+        channels = image_channels(img, kind)
+        if channels not in (1, 3, 4):  # (the colour operations take these; only some draws reach them)
+            raise ValueError(
+                f"{where}: expected an image with 1, 3 or 4 channels, got shape {getattr(img, 'shape', None)}"
+            )
+        if self.fill is not None:  # (only the geometric operations use it; only some draws reach them)
+            check_fill_range(where, fill_per_channel(where, self.fill, channels), np.uint8)
         return image_size(img, kind)
 
     def _apply(self, img: Any, op_name: str, magnitudes: Any, index: int | None, signed: bool, flip: bool) -> Any:

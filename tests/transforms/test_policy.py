@@ -188,3 +188,15 @@ def test_tables_policies_and_operations_match_torchvision():
                     theirs = tv._apply_op(pil, op, magnitude, InterpolationMode(interpolation), None)
                     diff = np.abs(np.asarray(ours, np.int64) - np.asarray(theirs, np.int64)).max()
                     assert ours.mode == theirs.mode and diff == 0, f"{op} at {magnitude} ({interpolation}, {mode})"
+
+
+@pytest.mark.parametrize("policy", [T.AutoAugment, T.RandAugment, T.TrivialAugmentWide])
+def test_a_policy_refuses_an_image_or_fill_before_its_draw(policy):
+    # on every seed, with the policy's own name: the colour operations (channels) and the geometric ones (fill) were
+    # reached by some draws only, and their messages named them
+    two_channels, gray = np.zeros((16, 16, 2), np.uint8), np.zeros((16, 16), np.uint8)
+    for seed in range(8):
+        with pytest.raises(ValueError, match=rf"^{policy.__name__}: expected an image with 1, 3 or 4 channels"):
+            policy(generator=np.random.default_rng(seed))(two_channels)
+        with pytest.raises(ValueError, match=rf"^{policy.__name__}: fill has 3 values but the image has 1 channels"):
+            policy(fill=[128] * 3, generator=np.random.default_rng(seed))(gray)
