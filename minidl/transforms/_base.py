@@ -149,9 +149,14 @@ def image_kind(where: str, img: Any, *, allow_float: bool = False, eight_bit: bo
             return "array"
         if np.issubdtype(dtype, np.floating):
             if not allow_float:
+                hint = (
+                    "ToArray converts 8-bit images; a float array is converted already (or scale it to uint8)"
+                    if where == "to_array"
+                    else "apply this transform before ToArray()"
+                )
                 raise TypeError(
                     f"{where}: expected a PIL image or an (H, W, C) uint8 array, got a {dtype} array of shape "
-                    f"{tuple(img.shape)}; apply this transform before ToArray()"
+                    f"{tuple(img.shape)}; {hint}"
                 )
             if img.ndim < 3:
                 raise ValueError(
