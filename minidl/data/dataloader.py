@@ -36,6 +36,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -192,6 +193,14 @@ class DataLoader:
         sampler: (keyword only) the indices of an epoch in order, instead of 0..N-1 or a permutation: an iterable
             with ``len()``, iterated once per epoch, e.g. :class:`minidl.distributed.DistributedSampler` (then N is
             ``len(sampler)``); not together with ``shuffle=True``. Default: None.
+        batch_sampler: (keyword only) the batches of an epoch as lists of indices (an iterable with ``len()``, e.g.
+            batches of similar lengths), instead of ``batch_size``, ``shuffle``, ``sampler`` and ``drop_last``.
+            Default: None.
+        generator: (keyword only) a ``numpy.random.Generator`` each epoch's seed is drawn from instead of minidl's
+            global generator (not with ``seed``; its state is yours: a training checkpoint does not hold it).
+            Default: None.
+        pin_memory: (keyword only) PyTorch's page-locked batches for GPU copies: minidl has none, and True only
+            warns (as PyTorch does without an accelerator). Default: False.
 
     Shape:
         - ``len(loader)`` = ceil(N / batch_size), or floor(N / batch_size) with ``drop_last``.
@@ -226,6 +235,9 @@ class DataLoader:
         worker_init_fn: Callable[[int], None] | None = None,
         timeout: float = 0,
         sampler: Any = None,
+        batch_sampler: Any = None,
+        generator: Any = None,
+        pin_memory: bool = False,
     ) -> None:
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError(f"DataLoader: dataset must define __len__ and __getitem__, got {type(dataset).__name__}")
@@ -244,10 +256,40 @@ class DataLoader:
                 f"orders the epoch), got sampler={sampler!r} and shuffle={shuffle!r}"
             )
         self.sampler = sampler
+        if batch_sampler is not None and (
+            batch_size != 1
+            or shuffle
+            or sampler is not None
+            or drop_last
+            or not hasattr(batch_sampler, "__iter__")
+            or not hasattr(batch_sampler, "__len__")
+        ):
+            raise ValueError(
+                "DataLoader: batch_sampler (an iterable of lists of indices with len(), one list per batch) excludes "
+                f"batch_size, shuffle, sampler and drop_last (as in PyTorch), got batch_sampler={batch_sampler!r}, "
+                f"batch_size={batch_size}, shuffle={shuffle}, sampler={sampler!r}, drop_last={drop_last}"
+            )
+        self.batch_sampler = batch_sampler
         self.num_workers = _check_int("num_workers", num_workers, 0)
         if seed is not None:
             seed = _check_int("seed", seed, 0)
+        if generator is not None and (seed is not None or not isinstance(generator, np.random.Generator)):
+            raise TypeError(
+                "DataLoader: generator must be a numpy.random.Generator (each epoch's seed is drawn from it), and not "
+                f"together with seed; got generator={type(generator).__name__} and seed={seed!r}"
+            )
         self.seed = seed
+        self.generator = generator
+        if not isinstance(pin_memory, bool):
+            raise TypeError(f"DataLoader: pin_memory must be a bool, got {pin_memory!r}")
+        if pin_memory:  # (PyTorch warns too when no accelerator would use the pinned pages)
+            warnings.warn(
+                "DataLoader: pin_memory=True has no effect in minidl: batches are NumPy arrays in ordinary memory; "
+                "device= moves them to a backend",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.pin_memory = pin_memory
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(f"DataLoader: collate_fn must be a function of a list of samples, got {collate_fn!r}")
         self.collate_fn = default_collate if collate_fn is None else collate_fn
@@ -285,15 +327,28 @@ class DataLoader:
         self._pool_finalizer: Any = None
 
     def __len__(self) -> int:
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)
         n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _epoch_entropy(self) -> int:
         if self.seed is not None:
             return self.seed
-        return int(_random.default_generator().integers(2**63))
+        generator = self.generator if self.generator is not None else _random.default_generator()
+        return int(generator.integers(2**63))
 
     def _batches(self, entropy: int, epoch: int) -> Iterator[list[int]]:
+        if self.batch_sampler is not None:
+            for batch in self.batch_sampler:
+                indices = list(batch)
+                wrong = next((i for i in indices if isinstance(i, bool) or not isinstance(i, numbers.Integral)), None)
+                if wrong is not None or not indices:
+                    raise TypeError(
+                        f"DataLoader: the batch_sampler must yield non-empty lists of int indices, got {batch!r:.80}"
+                    )
+                yield [int(i) for i in indices]
+            return
         n = len(self.dataset)
         if self.sampler is not None:  # all it yields, whatever its len() says (as PyTorch's BatchSampler)
             order = list(self.sampler)

@@ -276,6 +276,18 @@ def check_fill(where: str, fill: Any) -> float | tuple[float, ...]:
     raise TypeError(f"{where}: fill must be a number or a tuple of numbers (one per channel), got {fill!r}")
 
 
+def check_antialias(where: str, antialias: Any) -> None:
+    """torchvision's ``antialias`` (True, its default; None reads as True for PIL images): minidl resizes with PIL,
+    which antialiases when it shrinks, so False cannot be honoured and is refused."""
+    if antialias is not None and not isinstance(antialias, bool):
+        raise TypeError(f"{where}: antialias must be True, False or None, got {antialias!r}")
+    if antialias is False:
+        raise ValueError(
+            f"{where}: antialias=False is not available: minidl resizes with PIL, which antialiases when it shrinks "
+            "(torchvision's default, antialias=True)"
+        )
+
+
 def check_fill_range(where: str, values: tuple[float, ...], dtype: Any) -> None:
     """Fill values for an image of ``dtype``: for an integer dtype, integers within its range (a cast would wrap 300
     to 44 in uint8 and truncate 0.5 to 0). Float images take any value."""

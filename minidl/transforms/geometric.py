@@ -26,6 +26,7 @@ from minidl.transforms._base import (
     RandomOp,
     RandomTransform,
     Transform,
+    check_antialias,
     check_fill,
     check_fill_range,
     check_interpolation,
@@ -227,6 +228,7 @@ class Resize(Transform):
     Args:
         size: int or (OH, OW).  interpolation: ``"nearest"``, ``"bilinear"``, ``"bicubic"``, ... Default: bilinear.
         max_size: with an int ``size``, cap on the longer side. Default: None.
+        antialias: torchvision's; only True (or None) is available (PIL antialiases when it shrinks). Default: True.
 
     Shape:
         - Input: (H, W, C) uint8 or PIL.  - Output: shorter side = size, longer = int(size * long / short).
@@ -237,7 +239,10 @@ class Resize(Transform):
         (16, 24, 3)
     """
 
-    def __init__(self, size: Any, interpolation: str = "bilinear", max_size: int | None = None) -> None:
+    def __init__(
+        self, size: Any, interpolation: str = "bilinear", max_size: int | None = None, antialias: bool | None = True
+    ) -> None:
+        check_antialias("Resize", antialias)
         if isinstance(size, (tuple, list)) and len(size) == 2:
             self.size: Any = check_size("Resize", size)
         else:
@@ -397,6 +402,8 @@ class RandomResizedCrop(RandomTransform):
         size: int or (OH, OW).  scale: area fraction range. Default: (0.08, 1.0).
         ratio: aspect ratio (w / h) range. Default: (3/4, 4/3).  interpolation: Default: bilinear.
         generator: a ``numpy.random.Generator``. Default: None (minidl's global generator at call time).
+        antialias: (keyword only) torchvision's; only True (or None) is available (PIL antialiases when it shrinks).
+            Default: True.
 
     Shape:
         - Input: (H, W, C) uint8 or PIL.  - Output: (OH, OW).
@@ -414,7 +421,10 @@ class RandomResizedCrop(RandomTransform):
         ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
         interpolation: str = "bilinear",
         generator: Any = None,
+        *,
+        antialias: bool | None = True,
     ) -> None:
+        check_antialias("RandomResizedCrop", antialias)
         self.size = check_size("RandomResizedCrop", size)
         self.scale = check_range("RandomResizedCrop", "scale", scale, low=0.0)
         self.ratio = check_range("RandomResizedCrop", "ratio", ratio, low=0.0)

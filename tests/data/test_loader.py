@@ -507,3 +507,23 @@ def test_the_datasets_name_themselves_for_a_bad_index():
     with pytest.raises(TypeError, match=r"CIFAR10Sample: index must be an int, got 1.5 \(float\)"):
         ds[1.5]
     assert ds[-1][1] == ds[499][1]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_batch_sampler_generator_and_pin_memory_as_pytorch_takes_them(num_workers):
+    ds = TensorDataset(np.arange(10.0))
+    batches = [[0, 1, 2], [5], [9, 8]]
+    loader = DataLoader(ds, batch_sampler=batches, num_workers=num_workers)
+    assert len(loader) == 3 and [b[0].tolist() for b in loader] == [[0.0, 1.0, 2.0], [5.0], [9.0, 8.0]]
+    with pytest.raises(ValueError, match="DataLoader: batch_sampler .* excludes batch_size, shuffle, sampler"):
+        DataLoader(ds, 2, batch_sampler=batches)
+    with pytest.raises(TypeError, match=r"the batch_sampler must yield non-empty lists of int indices, got \[0.5\]"):
+        list(DataLoader(ds, batch_sampler=[[0.5]]))
+    orders = [
+        [b[0].tolist() for b in DataLoader(ds, 4, shuffle=True, generator=np.random.default_rng(3))] for _ in range(2)
+    ]
+    assert orders[0] == orders[1]  # each epoch's seed drawn from the generator given
+    with pytest.raises(TypeError, match="DataLoader: generator must be a numpy.random.Generator"):
+        DataLoader(ds, 2, generator=5)
+    with pytest.warns(UserWarning, match="pin_memory=True has no effect in minidl"):
+        DataLoader(ds, 2, pin_memory=True)

@@ -284,3 +284,15 @@ def test_random_grayscale_keeps_an_alpha_channel():
     assert (out[:, :, 0] == out[:, :, 1]).all() and (out[:, :, 1] == out[:, :, 2]).all()
     pil = T.RandomGrayscale(p=1.0)(Image.fromarray(rgba, "RGBA"))
     assert pil.mode == "RGBA" and (np.asarray(pil) == out).all()
+
+
+def test_antialias_as_torchvision_takes_it():
+    img = np.zeros((40, 30, 3), np.uint8)
+    assert T.RandomResizedCrop(24, antialias=True)(img).shape == (24, 24, 3)
+    assert T.Resize(16, antialias=None)(img).shape == (21, 16, 3)
+    with pytest.raises(
+        ValueError, match="RandomResizedCrop: antialias=False is not available: minidl resizes with PIL"
+    ):
+        T.RandomResizedCrop(24, antialias=False)
+    with pytest.raises(TypeError, match="Resize: antialias must be True, False or None, got 'yes'"):
+        T.Resize(16, antialias="yes")
