@@ -142,12 +142,12 @@ def hardswish_forward(x, i0, i1, out):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def hardswish_backward(dout, x, i0, i1, dx):
-    """dx[i] = dout[i] * (0 if x < -3, x / 3 + 1/2 if x <= 3, else 1) (NaN x: slope 1, as the reference's ``where``)."""
+    """dx[i] = dout[i] * (0 if x <= -3, x / 3 + 1/2 if x < 3, else 1) (NaN x: slope 1, as the reference's ``where``)."""
     zero, one, half, three = dx.dtype.type(0), dx.dtype.type(1), dx.dtype.type(0.5), dx.dtype.type(3)
     start = _u(i0)
     for i in range(_u(i1 - i0)):
         v = x[start + i]
-        slope = zero if v < -three else (v / three + half if v <= three else one)
+        slope = zero if v <= -three else (v / three + half if v < three else one)
         dx[start + i] = dout[start + i] * slope
 
 

@@ -28,6 +28,7 @@ def check_array(
     channel_axis: int = 1,
     dtype: Any = None,
     what: str = "input",
+    dtype_of: str | None = None,
 ) -> Any:
     """Validate a floating-point array argument; return the backend that owns it.
 
@@ -37,6 +38,8 @@ def check_array(
         min_ndim: the least number of dimensions, when any larger number is fine.
         channels: the size ``x.shape[channel_axis]`` must have.
         dtype: the exact dtype required (the layer's parameter dtype), else any floating dtype.
+        dtype_of: what ``dtype`` is the dtype of, when not a layer's parameters (``"query"``: the message then asks
+            for one dtype, not for a converted layer).
     """
     try:
         be = backend_for(x)
@@ -67,6 +70,11 @@ def check_array(
         raise TypeError(
             f"{where}: expected a floating-point {what} (float32 or float64), got dtype {x.dtype}; "
             "convert it with x.astype(np.float32)"
+        )
+    if dtype_of is not None and dtype is not None and np.dtype(x.dtype) != np.dtype(dtype):
+        raise TypeError(
+            f"{where}: the {what} has dtype {x.dtype} but the {dtype_of} has {np.dtype(dtype)}; they must have one "
+            f"dtype: convert it with x.astype(np.{np.dtype(dtype).name})"
         )
     _check_parameter_dtype(where, x, dtype, what)
     return be

@@ -38,7 +38,8 @@ def _as_target(where: str, be: Any, target: Any) -> Any:
 
 
 def _float_target(where: str, be: Any, input: Any, target: Any) -> Any:
-    """A floating target of exactly the input's shape, in the input's dtype."""
+    """A floating target of exactly the input's shape, in the input's dtype (the loss computes in it); a target that
+    this cast would overflow (a float64 1e5 in a float16 loss) is refused rather than turned into inf."""
     target = _as_target(where, be, target)
     if not np.issubdtype(np.dtype(target.dtype), np.floating):
         raise TypeError(f"{where}: expected a floating-point target, got dtype {target.dtype}")
@@ -47,7 +48,18 @@ def _float_target(where: str, be: Any, input: Any, target: Any) -> Any:
             f"{where}: the target has shape {tuple(target.shape)} but the input has shape {tuple(input.shape)}; "
             "they must match exactly (minidl does not broadcast losses)"
         )
-    return target.astype(input.dtype, copy=False)
+    with np.errstate(over="ignore"):  # (an overflow is refused below, with the loss's name)
+        cast = target.astype(input.dtype, copy=False)
+    if cast is not target:
+        xp = _xp(cast)
+        overflow = xp.isinf(cast) & xp.isfinite(target)
+        if bool(overflow.any()):
+            largest = float(xp.abs(target[overflow]).max())
+            raise ValueError(
+                f"{where}: the {target.dtype} target holds values beyond the range of the input's dtype {input.dtype} "
+                f"(up to {largest:g}), which the loss computes in; use a wider input dtype or rescale the target"
+            )
+    return cast
 
 
 def _xp(x: Any) -> Any:

@@ -245,9 +245,10 @@ def hardswish_forward(x: Any) -> tuple[Any, Any]:
 
 @kernel("hardswish")
 def hardswish_backward(dout: Any, cache: Any) -> Any:
-    r"""The gradient of Hardswish: 0 for x < -3, (2x + 3) / 6 for -3 <= x <= 3, 1 for x > 3 (PyTorch's rule).
+    r"""The gradient of Hardswish: 0 for x <= -3, (2x + 3) / 6 for -3 < x < 3, 1 for x >= 3 (PyTorch's rule: at
+    the two kinks the outer slope, as its Hardsigmoid's is 0 there).
 
-    .. math:: dx = dout \odot \begin{cases} 0 & x < -3 \\ (2x + 3) / 6 & -3 \le x \le 3 \\ 1 & x > 3
+    .. math:: dx = dout \odot \begin{cases} 0 & x \le -3 \\ (2x + 3) / 6 & -3 < x < 3 \\ 1 & x \ge 3
               \end{cases}
 
     Shape:
@@ -260,7 +261,7 @@ def hardswish_backward(dout: Any, cache: Any) -> Any:
     x = cache
     check_grad_output("hardswish_backward", dout, x.shape, x.dtype)
     xp = _xp(x)
-    slope = xp.where(x < -3, 0.0, xp.where(x <= 3, x / 3 + 0.5, 1.0))
+    slope = xp.where(x <= -3, 0.0, xp.where(x < 3, x / 3 + 0.5, 1.0))
     return dout * _cast(x, slope)
 
 

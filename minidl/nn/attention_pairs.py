@@ -128,8 +128,8 @@ def _sdpa_setup(
     where = "scaled_dot_product_attention_forward"
     check_array(where, query, min_ndim=2, what="query")
     check_same_device(where, query, key, value)
-    check_array(where, key, min_ndim=2, dtype=query.dtype, what="key")
-    check_array(where, value, min_ndim=2, dtype=query.dtype, what="value")
+    check_array(where, key, min_ndim=2, dtype=query.dtype, what="key", dtype_of="query")
+    check_array(where, value, min_ndim=2, dtype=query.dtype, what="value", dtype_of="query")
     for name, flag in (("is_causal", is_causal), ("enable_gqa", enable_gqa)):
         if not isinstance(flag, bool):
             raise TypeError(f"{where}: {name} must be a bool, got {flag!r}")

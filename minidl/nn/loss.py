@@ -74,6 +74,15 @@ def _rows(x: Any) -> Any:
     return _xp(x).moveaxis(x, 1, -1).reshape(-1, x.shape[1])
 
 
+def _minus_weighted_sum(a: Any, log_p: Any) -> Any:
+    """-sum_c a_c log p_c per row, with 0 log p = 0 where a_c = 0 (the convention of an entropy): a class whose
+    log-probability is -inf (logits masked with -inf, log(0) fed to NLLLoss, an ignored row) adds nothing unless
+    the target puts weight on it (0 * -inf would be NaN, and a mean over the rows NaN too; PyTorch reads only the
+    target's entries)."""
+    xp = _xp(a)
+    return -(a * xp.where(a != 0, log_p, 0)).sum(axis=1)
+
+
 def _unrows(g: Any, shape: tuple[int, ...]) -> Any:
     """Inverse of :func:`_rows`: (M, C) back to the input's layout."""
     if len(shape) <= 2:
@@ -187,7 +196,7 @@ def _cross_entropy_forward(where, logits, target, label_smoothing, weight, ignor
         where, logits, target, weight, ignore_index, label_smoothing, allow_probabilities=True
     )
     log_p, _ = F.log_softmax_forward(_rows(logits), dim=1)
-    per_sample = -(a * log_p).sum(axis=1)
+    per_sample = _minus_weighted_sum(a, log_p)
     loss = _reduce(_xp(logits), per_sample.reshape(sample_shape), reduction, denominator)
     cache = CrossEntropyCache(_xp(log_p).exp(log_p), a, denominator, reduction, tuple(logits.shape), sample_shape)
     return loss, cache
@@ -305,7 +314,7 @@ def nll_loss_forward(
     a, denominator, sample_shape = _class_coefficients(
         where, log_probs, target, weight, ignore_index, 0.0, allow_probabilities=False
     )
-    per_sample = -(a * _rows(log_probs)).sum(axis=1)
+    per_sample = _minus_weighted_sum(a, _rows(log_probs))
     loss = _reduce(_xp(a), per_sample.reshape(sample_shape), reduction, denominator)
     return loss, NllLossCache(a, denominator, reduction, tuple(log_probs.shape), sample_shape)
 

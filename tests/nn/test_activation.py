@@ -325,3 +325,13 @@ def test_reference_gelu_in_float16_and_leaky_relu_with_a_numpy_slope_keep_their_
         x32 = np.array([-1.0, 2.0], np.float32)
         y, c = A.leaky_relu_forward(x32, np.float64(0.1))
         assert y.dtype == A.leaky_relu_backward(np.ones_like(x32), c).dtype == np.float32
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_hardswish_slope_at_its_kinks_is_pytorchs(backend):
+    # PyTorch 2.13: 0 at -3 and 1 at 3 (the outer slopes, as its Hardsigmoid's 0 there); it was -0.5 and 1.5
+    if backend == "numba":
+        pytest.importorskip("numba")
+    with minidl.use_backend(backend):
+        _, cache = nn.functional.hardswish_forward(np.array([-3.0, 3.0, -2.5, 2.5]))
+        np.testing.assert_allclose(nn.functional.hardswish_backward(np.ones(4), cache), [0.0, 1.0, -1 / 3, 4 / 3])

@@ -514,3 +514,11 @@ def test_mha_and_embedding_on_the_cupy_stand_in_match_numpy(monkeypatch):
             results[name].append(minidl.to_numpy(emb.weight.grad))
     for ours, reference in zip(results["cupy"], results["numpy"], strict=True):
         np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_sdpa_asks_for_one_dtype_not_for_a_converted_layer():
+    q = np.random.default_rng(0).standard_normal((2, 4, 8))
+    with pytest.raises(
+        TypeError, match=r"the key has dtype float32 but the query has float64; they must have one dtype"
+    ):
+        F.scaled_dot_product_attention_forward(q, q.astype(np.float32), q)

@@ -341,3 +341,27 @@ def test_training_step_through_a_model():
     dx = model.backward(loss_fn.backward())
     assert isinstance(loss, float) and dx.shape == (6, 4) and dx.dtype == np.float32
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_minus_inf_entry_the_target_puts_no_weight_on_adds_nothing(backend):
+    # logits masked with -inf, log(0) fed to NLLLoss, an ignored row: 0 * -inf made the loss NaN (PyTorch reads only
+    # the target's entries: 0.3133, 0.6803, 0.9163)
+    if backend == "numba":
+        pytest.importorskip("numba")
+    with minidl.use_backend(backend):
+        assert nn.CrossEntropyLoss()(np.array([[-np.inf, 0.0, 1.0]]), np.array([2])) == pytest.approx(0.31326168751822)
+        masked = np.array([[-np.inf, 0.0, 1.0], [0.5, 0.0, 1.0]])
+        assert nn.CrossEntropyLoss()(masked, np.array([-100, 2])) == pytest.approx(0.68026967064173)
+        with np.errstate(divide="ignore"):
+            log_probs = np.log(np.array([[0.0, 0.4, 0.6]]))
+        assert nn.NLLLoss()(log_probs, np.array([1])) == pytest.approx(0.91629073187415)
+        assert nn.CrossEntropyLoss(label_smoothing=0.1)(np.array([[-np.inf, 0.0, 1.0]]), np.array([2])) == np.inf
+
+
+def test_a_target_the_cast_to_the_inputs_dtype_would_overflow_is_refused():
+    with pytest.raises(
+        ValueError, match=r"MSELoss: the float64 target holds values beyond the range of the input's dtype"
+    ):
+        nn.MSELoss()(np.zeros(2, np.float16), np.array([1e5, 1.0]))  # (it became inf)
+    assert nn.MSELoss()(np.zeros(2, np.float32), np.array([1.0, 2.0])) == pytest.approx(2.5)
