@@ -81,7 +81,7 @@ lint: | $(BIN)/python
 	$(BIN)/ruff format --check $(LINT_PATHS)
 
 clean: clean-kernels
-	rm -rf $(VENV) build site *.egg-info .pytest_cache .hypothesis docs/tutorials/*.ipynb
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .hypothesis docs/tutorials/*.ipynb jupyter_execute
 
 clean-kernels:
 	rm -f minidl/backend/__pycache__/*.nbi minidl/backend/__pycache__/*.nbc

@@ -19,6 +19,27 @@ from minidl import train
 from minidl.data import DataLoader, Subset
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an int >= 1 (an epoch count, a batch size, a limit), refused with argparse's message
+    otherwise (0 epochs, a negative limit: silent surprises further on)."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an int >= 0 (worker processes)."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {value}")
+    return value
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """``--help`` keeps the description's line breaks and shows each option's default (none for flags and options
     whose help says what happens without them)."""

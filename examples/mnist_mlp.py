@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _cli import HelpFormatter
+from _cli import HelpFormatter, positive_int
 
 import minidl
 from minidl import nn, optim, train
@@ -37,15 +37,15 @@ def load(data_dir: str | None, train_split: bool, limit: int | None) -> TensorDa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--data-dir", help="folder holding the MNIST files (default: $MINIDL_DATA_DIR, the cache)")
-    parser.add_argument("--epochs", type=int, default=5, help="passes over the 60,000 training images")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per training batch")
+    parser.add_argument("--epochs", type=positive_int, default=5, help="passes over the 60,000 training images")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per training batch")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--hidden", type=int, default=256, help="width of the two hidden layers")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the dropout")
     parser.add_argument(
         "--backend", help="array backend (default: numba where installed): " + ", ".join(minidl.available_backends())
     )
-    parser.add_argument("--limit", type=int, help="use only the first N images of each split (smoke tests)")
+    parser.add_argument("--limit", type=positive_int, help="use only the first N images of each split (smoke tests)")
     parser.add_argument("--out", default="runs/mnist-mlp", help="output folder for history, checkpoint and results")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.npz")
     args = parser.parse_args()

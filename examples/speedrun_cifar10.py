@@ -17,8 +17,9 @@ feature, used here in order (``docs/speedrun.md`` explains each one):
 8. test-time augmentation, ``transforms.tta_predict(..., "flip_translate", average="logits")``: 6 views, weighted.
 
 Data: ``--data-dir``, else ``$MINIDL_DATA_DIR``, else minidl's dataset cache; without CIFAR-10 the script trains on
-the 2,000 + 500 images embedded in minidl, and says so. Writes ``history.json``/``.csv`` per run, ``curves.png``
-(with matplotlib), ``model-run<r>.npz`` (each run's weights) and ``results.json`` to ``--out``; prints one JSON line
+the 2,000 + 500 images embedded in minidl, and says so (a ``--data-dir`` without it is an error). Writes
+``history-run<r>.json``/``.csv``, ``curves-run<r>.png`` (with matplotlib), ``model-run<r>.npz`` (each run's weights)
+and ``results.json`` to ``--out``; prints one JSON line
 per run (``RESULT {...}``).
 
 Usage:
@@ -67,6 +68,8 @@ def load_cifar10(data_dir: str | None, quick: bool) -> tuple[dict[str, np.ndarra
         source = f"CIFAR-10 from {train_set.root}"
         n_train, n_test = (5000, 1000) if quick else (len(train_set), len(test_set))
     except FileNotFoundError:
+        if data_dir is not None:  # asked for by name: not found is an error, not a quiet switch to the sample
+            raise
         train_set, test_set = CIFAR10Sample(True), CIFAR10Sample(False)
         source = "the embedded CIFAR-10 sample (CIFAR-10 itself was not found: pass --data-dir or set MINIDL_DATA_DIR)"
         n_train, n_test = len(train_set), len(test_set)
@@ -294,7 +297,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    data, source = load_cifar10(args.data_dir, args.quick)
+    try:
+        data, source = load_cifar10(args.data_dir, args.quick)
+    except FileNotFoundError as err:
+        parser.error(f"--data-dir {args.data_dir}: {err}")
     log(f"data: {source}")
     if args.epochs is None:  # --quick: about 240 steps of 64 on the 2,000-image sample or on 5,000 CIFAR-10 images
         args.epochs = (8.0 if len(data["train_labels"]) <= 2000 else 3.0) if args.quick else 9.9

@@ -29,7 +29,16 @@ import os
 import time
 from pathlib import Path
 
-from _cli import HelpFormatter, add_distributed_arguments, data_parallel, evaluate_distributed, start_distributed
+import numpy as np
+from _cli import (
+    HelpFormatter,
+    add_distributed_arguments,
+    data_parallel,
+    evaluate_distributed,
+    non_negative_int,
+    positive_int,
+    start_distributed,
+)
 
 import minidl
 from minidl import models, nn, optim, train
@@ -41,8 +50,9 @@ MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # per-channel st
 # Peak learning rates. cifar_cnn and lenet5 end in a Linear layer on 2,048 (400) raw features, not on globally pooled
 # ones: with lr 0.05 their logits explode within a dozen steps, in PyTorch exactly as here.
 DEFAULT_LR = {"cifar_cnn": 0.02, "lenet5": 0.02}
-# Keywords a zoo model needs for 3-channel 32x32 images: LeNet-5 defaults to 1 channel (digits).
-MODEL_KWARGS = {"lenet5": {"in_channels": 3}}
+# Keywords a zoo model needs for 3-channel 32x32 images: LeNet-5 defaults to 1 channel (digits); GoogLeNet's two
+# auxiliary classifiers (training mode) return three outputs, which this script's single loss does not take.
+MODEL_KWARGS = {"lenet5": {"in_channels": 3}, "googlenet": {"aux_logits": False}}
 
 
 def build_datasets(data_dir: str | None, quick: bool, cutout: bool) -> tuple[object, object, str]:
@@ -57,6 +67,8 @@ def build_datasets(data_dir: str | None, quick: bool, cutout: bool) -> tuple[obj
             train_set, test_set = Subset(train_set, range(10000)), Subset(test_set, range(2000))
         source = f"CIFAR-10 from {train_set.dataset.root if quick else train_set.root}"
     except FileNotFoundError:
+        if data_dir is not None:  # asked for by name: not found is an error, not a quiet switch to the sample
+            raise
         train_set, test_set = CIFAR10Sample(True, train_tf), CIFAR10Sample(False, test_tf)
         source = "the embedded CIFAR-10 sample (CIFAR-10 itself was not found: pass --data-dir or set MINIDL_DATA_DIR)"
     return train_set, test_set, f"{source}: {len(train_set)} train / {len(test_set)} test images"
@@ -67,10 +79,15 @@ def main() -> None:
     parser.add_argument("--model", default="cifar_cnn", help="a zoo model: " + ", ".join(models.list_models()))
     parser.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $MINIDL_DATA_DIR, then the cache)")
     parser.add_argument(
-        "--epochs", type=int, help="passes over the training set (default 30; --quick: 3 on CIFAR-10, 15 on the sample)"
+        "--epochs",
+        type=positive_int,
+        help="passes over the training set (default 30; --quick: 3 on CIFAR-10, 15 on the sample)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=128, help="images per training batch (--distributed: over all processes)"
+        "--batch-size",
+        type=positive_int,
+        default=128,
+        help="images per training batch (--distributed: over all processes)",
     )
     parser.add_argument(
         "--optimizer",
@@ -91,7 +108,7 @@ def main() -> None:
     parser.add_argument("--cutout", action="store_true", help="erase a random 8x8 square of every training image")
     parser.add_argument("--mixup", type=float, default=0.0, help="Mixup alpha (0: off)")
     parser.add_argument("--cutmix", type=float, default=0.0, help="CutMix alpha (0: off)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader worker processes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the augmentation")
     parser.add_argument(
         "--backend", help="array backend (default: numba where installed): " + ", ".join(minidl.available_backends())
@@ -106,6 +123,13 @@ def main() -> None:
         parser.error("--sync-bn and --no-sync-bn go with --distributed")
     if args.model not in models.list_models():
         parser.error(f"--model: unknown model {args.model!r}; choose one of {', '.join(models.list_models())}")
+    try:  # one 32 x 32 image through it, before any data is loaded: the ImageNet models that need more say so now
+        with minidl.no_grad():
+            models.get_model(args.model, num_classes=10, **MODEL_KWARGS.get(args.model, {})).eval()(
+                np.zeros((1, 3, 32, 32), np.float32)
+            )
+    except (ValueError, TypeError) as err:
+        parser.error(f"--model {args.model} cannot take CIFAR-10's 32 x 32 images: {err}")
     lr = args.lr if args.lr is not None else 1e-3 if args.optimizer == "adamw" else DEFAULT_LR.get(args.model, 0.1)
     out = Path(args.out or f"runs/cifar10-{args.model}")
     if args.mixup and args.cutmix:
@@ -116,7 +140,10 @@ def main() -> None:
     if args.backend:
         minidl.set_backend(args.backend)
     minidl.manual_seed(args.seed)
-    train_set, test_set, source = build_datasets(args.data_dir, args.quick, args.cutout)
+    try:
+        train_set, test_set, source = build_datasets(args.data_dir, args.quick, args.cutout)
+    except FileNotFoundError as err:
+        parser.error(f"--data-dir {args.data_dir}: {err}")
     log(f"data: {source}")
     epochs = args.epochs or ((15 if isinstance(train_set, CIFAR10Sample) else 3) if args.quick else 30)
     model = models.get_model(args.model, num_classes=10, **MODEL_KWARGS.get(args.model, {}))

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _cli import HelpFormatter
+from _cli import HelpFormatter, positive_int
 
 import minidl
 from minidl import nn, optim, train
@@ -61,8 +61,8 @@ def small_cnn(num_classes: int = 2, width: int = 32) -> nn.Sequential:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--data-dir", help="folder (or zip) with the dogs-vs-cats images (default: $MINIDL_DATA_DIR)")
-    parser.add_argument("--epochs", type=int, default=40, help="passes over the training images")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per training batch")
+    parser.add_argument("--epochs", type=positive_int, default=40, help="passes over the training images")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per training batch")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate of the one-cycle schedule")
     parser.add_argument("--weight-decay", type=float, default=5e-2, help="AdamW decoupled weight decay")
     parser.add_argument("--image-size", type=int, default=96, help="side of the square images the network sees")
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=0, help="DataLoader workers (threads: Pillow decodes without the GIL)"
     )
-    parser.add_argument("--limit", type=int, help="use only N training and N validation images (smoke tests)")
+    parser.add_argument("--limit", type=positive_int, help="use only N training and N validation images (smoke tests)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the augmentation")
     parser.add_argument(
         "--backend", help="array backend (default: numba where installed): " + ", ".join(minidl.available_backends())
@@ -79,6 +79,11 @@ def main() -> None:
     parser.add_argument("--out", default="runs/dogs-vs-cats", help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.npz")
     args = parser.parse_args()
+    if args.limit is not None and args.limit < args.batch_size:
+        parser.error(
+            f"--limit ({args.limit}) must be at least --batch-size ({args.batch_size}): the training loader "
+            "drops its last partial batch, so it would have none"
+        )
 
     if args.backend:
         minidl.set_backend(args.backend)

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _cli import HelpFormatter
+from _cli import HelpFormatter, positive_int
 
 import minidl
 from minidl import models, nn, optim, train
@@ -154,12 +154,12 @@ def main() -> None:
     parser.add_argument(
         "--pretrain-epochs", type=int, default=15, help="pretrain here (no --pretrained, no shipped weights)"
     )
-    parser.add_argument("--epochs", type=int, default=20, help="dogs-vs-cats epochs, the same for both runs")
-    parser.add_argument("--head-epochs", type=int, default=3, help="first epochs with the backbone frozen")
+    parser.add_argument("--epochs", type=positive_int, default=20, help="dogs-vs-cats epochs, the same for both runs")
+    parser.add_argument("--head-epochs", type=positive_int, default=3, help="first epochs with the backbone frozen")
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate of the head")
     parser.add_argument("--image-size", type=int, default=64, help="side of the square images the network sees")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per training batch")
-    parser.add_argument("--limit", type=int, help="use only N images per split (smoke tests)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per training batch")
+    parser.add_argument("--limit", type=positive_int, help="use only N images per split (smoke tests)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the augmentation")
     parser.add_argument(
         "--backend", help="array backend (default: numba where installed): " + ", ".join(minidl.available_backends())
@@ -168,6 +168,16 @@ def main() -> None:
     parser.add_argument("--out", default="runs/transfer", help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue every phase from its last checkpoint")
     args = parser.parse_args()
+    if args.head_epochs >= args.epochs:
+        parser.error(
+            f"--head-epochs ({args.head_epochs}) must be less than --epochs ({args.epochs}): both runs train "
+            "--epochs in all, the transfer run its first --head-epochs with the backbone frozen"
+        )
+    if args.limit is not None and args.limit < args.batch_size:
+        parser.error(
+            f"--limit ({args.limit}) must be at least --batch-size ({args.batch_size}): the training loader "
+            "drops its last partial batch, so it would have none"
+        )
     if args.model == "cifar_cnn" and args.image_size != 32:
         parser.error(f"--model cifar_cnn takes 32x32 images only (no global pool), got --image-size {args.image_size}")
     out = Path(args.out)

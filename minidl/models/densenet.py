@@ -299,15 +299,15 @@ def densenet201(num_classes: int = 1000, **kwargs: Any) -> DenseNet:
     return DenseNet(32, (6, 12, 48, 32), 64, num_classes=num_classes, **kwargs)
 
 
-def densenet_cifar(depth: int = 100, growth_rate: int = 12, num_classes: int = 10, **kwargs: Any) -> DenseNet:
+def densenet_cifar(num_classes: int = 10, depth: int = 100, growth_rate: int = 12, **kwargs: Any) -> DenseNet:
     """DenseNet-BC for 32x32 images (the paper's section 3 CIFAR setup): a 3x3 stem of 2k channels, three dense
     blocks of (depth - 4) / 6 bottleneck layers, transitions halving the channels. DenseNet-BC-100 (k = 12):
     769,162 parameters with 10 classes, 0.29 GMAC at 32x32.
 
     Args:
+        num_classes: outputs of ``classifier`` (first, as in every factory of the zoo). Default: 10.
         depth: 6n + 4 (100: 16 layers per block). Default: 100.
         growth_rate: k. Default: 12.
-        num_classes: outputs of ``classifier``. Default: 10.
         **kwargs: passed to :class:`DenseNet` (``drop_rate``, ``bn_size``, ``compression``).
 
     Examples:

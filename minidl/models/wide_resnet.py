@@ -184,14 +184,14 @@ class WideResNet(Module):
         return self.conv1.backward(self.block1.backward(self.block2.backward(self.block3.backward(d))))
 
 
-def wide_resnet_cifar(depth: int = 16, widen_factor: int = 4, num_classes: int = 10, **kwargs: Any) -> WideResNet:
+def wide_resnet_cifar(num_classes: int = 10, depth: int = 16, widen_factor: int = 4, **kwargs: Any) -> WideResNet:
     """WRN-depth-widen_factor for CIFAR; the defaults give WRN-16-4: 2,748,890 parameters with 10 classes,
     0.39 GMAC at 32x32.
 
     Args:
+        num_classes: outputs (first, as in every factory of the zoo). Default: 10.
         depth: 6n + 4. Default: 16.
         widen_factor: k. Default: 4.
-        num_classes: outputs. Default: 10.
         **kwargs: passed to :class:`WideResNet` (``dropout``; the paper uses 0.3).
 
     Examples:

@@ -246,3 +246,24 @@ def test_train_cifar10_takes_adamw(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert ", adamw, peak lr 0.001" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("train_cifar10.py", ["--epochs", "0"], "argument --epochs: expected an int >= 1, got 0"),  # (it trained 15)
+        ("train_cifar10.py", ["--data-dir", "/nonexistent", "--epochs", "1"], "--data-dir /nonexistent: "),
+        ("train_cifar10.py", ["--model", "vit_b_16"], "--model vit_b_16 cannot take CIFAR-10's 32 x 32 images"),
+        ("speedrun_cifar10.py", ["--data-dir", "/nonexistent"], "--data-dir /nonexistent: "),
+        ("mnist_mlp.py", ["--limit", "0"], "argument --limit: expected an int >= 1, got 0"),
+        ("train_dogs_vs_cats.py", ["--limit", "16"], "--limit (16) must be at least --batch-size (32)"),
+        ("transfer_learning.py", ["--epochs", "2", "--head-epochs", "5"], "--head-epochs (5) must be less than"),
+    ],
+)
+def test_bad_options_are_refused_before_any_training(script, args, message, tmp_path):
+    # (a wrong --data-dir trained on the embedded sample; the others ended in tracebacks, or trained what was not asked)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args], cwd=tmp_path, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]

@@ -265,3 +265,11 @@ def test_cifar_variants_fit_a_fixed_batch(name):
         model.backward(loss.backward())
         opt.step()
     assert losses[-1] < 0.9 * losses[0], f"{name}: losses {losses}"
+
+
+def test_the_cifar_factories_take_num_classes_first_too():
+    # (depth came first: wide_resnet_cifar(100) built a 100-layer network with 10 classes)
+    for factory in (models.wide_resnet_cifar, models.densenet_cifar):
+        assert factory.__code__.co_varnames[0] == "num_classes"
+    net = models.densenet_cifar(100, depth=10, growth_rate=4)
+    assert net(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 100)
