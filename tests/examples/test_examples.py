@@ -267,3 +267,10 @@ def test_bad_options_are_refused_before_any_training(script, args, message, tmp_
         timeout=600,
     )  # fmt: skip
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+
+
+def test_train_cifar10_says_when_a_resume_keeps_another_schedule(tmp_path):
+    # the checkpoint's schedule wins (as in PyTorch): extending a 1-epoch run to 2 runs on the old cosine's end
+    run("train_cifar10.py", "--quick", "--epochs", "1", "--out", "r", cwd=tmp_path)
+    out = run("train_cifar10.py", "--quick", "--epochs", "2", "--out", "r", "--resume", cwd=tmp_path)
+    assert "warning: --resume: " in out and "follows another learning-rate schedule" in out and "epoch 2" in out
