@@ -146,6 +146,11 @@ def _hints(e: GradcheckEntry) -> list[str]:
     return hints
 
 
+def _failed(name: str, shape: tuple[int, ...], problem: str) -> GradcheckEntry:
+    """A failed entry for what made a tensor fail before any comparison (``problem``, which the report prints)."""
+    return GradcheckEntry(name, shape, math.inf, math.inf, None, math.nan, math.nan, False, problem=problem)
+
+
 def _is_array(a: Any) -> bool:
     """A NumPy or backend array (not a Python or NumPy scalar)."""
     return hasattr(a, "shape") and hasattr(a, "flags") and hasattr(a, "dtype") and not isinstance(a, np.generic)
@@ -216,8 +221,7 @@ def _compare(
     else:
         if tuple(getattr(analytic, "shape", ())) != shape:
             got = getattr(analytic, "shape", type(analytic).__name__)
-            problem = f"backward returned a gradient of shape {got} for {name} of shape {shape}"
-            return GradcheckEntry(name, shape, math.inf, math.inf, None, math.nan, math.nan, False, None, problem)
+            return _failed(name, shape, f"backward returned a gradient of shape {got} for {name} of shape {shape}")
         analytic_host = to_numpy(analytic).astype(np.float64)
     if mode == "full":
         numeric = to_numpy(numerical_gradient(f, targets, eps))
@@ -449,9 +453,7 @@ def _accumulation_entries(named: list[Any], first: list[Any], twice: list[Any]) 
                 f"a second backward left {n}.grad at {_ratio(b, a)} x the first's gradient instead of 2 x: backward "
                 "must add to .grad (p.grad = g if p.grad is None else p.grad + g), not replace it"
             )
-            shape = tuple(p.data.shape)
-            entries.append(GradcheckEntry(f"{n} (accumulated)", shape, math.inf, math.inf, None, math.nan, math.nan,
-                                          False, None, problem))  # fmt: skip
+            entries.append(_failed(f"{n} (accumulated)", tuple(p.data.shape), problem))
     return entries
 
 

@@ -46,6 +46,7 @@ import numpy as np
 from minidl import _random
 from minidl.data import _worker
 from minidl.data.collate import default_collate
+from minidl.data.dataset import _is_index
 
 __all__ = ["DEFAULT_WORKER_TYPE", "DataLoader"]
 
@@ -96,9 +97,8 @@ class _WorkerPool:
             raise
 
     def _start(self, loader: DataLoader, entropy: int, epoch: int, make: Any, parent_pid: int | None) -> None:
-        for k in range(
-            self.num_workers
-        ):  # (the spawn keys of the shuffle and the batches are (epoch, 0), (epoch, 1, b))
+        # (the spawn keys of the shuffle and of the batches are (epoch, 0) and (epoch, 1, b))
+        for k in range(self.num_workers):
             seed = int(np.random.SeedSequence(entropy, spawn_key=(epoch, 2, k)).generate_state(1)[0])
             args = (
                 self.kind, k, self.num_workers, loader.dataset, loader.collate_fn, self.index_queues[k],
@@ -342,7 +342,7 @@ class DataLoader:
         if self.batch_sampler is not None:
             for batch in self.batch_sampler:
                 indices = list(batch)
-                wrong = next((i for i in indices if isinstance(i, bool) or not isinstance(i, numbers.Integral)), None)
+                wrong = next((i for i in indices if not _is_index(i)), None)
                 if wrong is not None or not indices:
                     raise TypeError(
                         f"DataLoader: the batch_sampler must yield non-empty lists of int indices, got {batch!r:.80}"
@@ -352,7 +352,7 @@ class DataLoader:
         n = len(self.dataset)
         if self.sampler is not None:  # all it yields, whatever its len() says (as PyTorch's BatchSampler)
             order = list(self.sampler)
-            wrong = next((i for i in order if isinstance(i, bool) or not isinstance(i, numbers.Integral)), None)
+            wrong = next((i for i in order if not _is_index(i)), None)
             if wrong is not None:  # (an int64 array would have truncated 1.7 to sample 1)
                 raise TypeError(
                     f"DataLoader: the sampler must yield int indices, got {wrong!r} ({type(wrong).__name__})"

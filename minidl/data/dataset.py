@@ -49,9 +49,14 @@ class Dataset:
         return ConcatDataset([self, other])
 
 
+def _is_index(i: Any) -> bool:
+    """An int index (a Python or NumPy integer, not a bool; a float such as 1.7 is not one: int() would truncate it)."""
+    return isinstance(i, numbers.Integral) and not isinstance(i, bool)
+
+
 def _check_index(where: str, index: Any, length: int) -> int:
     """``index`` as a non-negative int in [0, length) (negative indices count from the end, like a list)."""
-    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+    if not _is_index(index):
         raise TypeError(f"{where}: index must be an int, got {index!r} ({type(index).__name__})")
     index = int(index)
     if index < 0:
@@ -123,7 +128,7 @@ class Subset(Dataset):
 
     def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
         self.dataset = dataset
-        wrong = [i for i in indices if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+        wrong = [i for i in indices if not _is_index(i)]
         if wrong:  # (int() would have truncated 1.7 to sample 1)
             raise TypeError(f"Subset: indices must be ints, got {wrong[0]!r} ({type(wrong[0]).__name__})")
         self.indices = [int(i) for i in indices]

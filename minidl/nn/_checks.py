@@ -71,12 +71,7 @@ def check_array(
             f"{where}: expected a floating-point {what} (float32 or float64), got dtype {x.dtype}; "
             "convert it with x.astype(np.float32)"
         )
-    if dtype_of is not None and dtype is not None and np.dtype(x.dtype) != np.dtype(dtype):
-        raise TypeError(
-            f"{where}: the {what} has dtype {x.dtype} but the {dtype_of} has {np.dtype(dtype)}; they must have one "
-            f"dtype: convert it with x.astype(np.{np.dtype(dtype).name})"
-        )
-    _check_parameter_dtype(where, x, dtype, what)
+    _check_parameter_dtype(where, x, dtype, what, dtype_of)
     return be
 
 
@@ -94,13 +89,21 @@ def _refuse_subclass(where: str, x: Any, what: str) -> None:
     )
 
 
-def _check_parameter_dtype(where: str, x: Any, dtype: Any, what: str = "input") -> None:
-    if dtype is not None and np.dtype(x.dtype) != np.dtype(dtype):
+def _check_parameter_dtype(where: str, x: Any, dtype: Any, what: str = "input", dtype_of: str | None = None) -> None:
+    """``x`` must have ``dtype`` when given: the layer's parameters' dtype, or with ``dtype_of`` that of another
+    argument (then the message asks for one dtype, not for a converted layer)."""
+    if dtype is None or np.dtype(x.dtype) == np.dtype(dtype):
+        return
+    if dtype_of is not None:
         raise TypeError(
-            f"{where}: the {what} has dtype {x.dtype} but the layer's parameters are {np.dtype(dtype)}; "
-            f"convert the input with x.astype(np.{np.dtype(dtype).name}) "
-            f"or the layer with .to(np.{np.dtype(x.dtype).name})"
+            f"{where}: the {what} has dtype {x.dtype} but the {dtype_of} has {np.dtype(dtype)}; they must have one "
+            f"dtype: convert it with x.astype(np.{np.dtype(dtype).name})"
         )
+    raise TypeError(
+        f"{where}: the {what} has dtype {x.dtype} but the layer's parameters are {np.dtype(dtype)}; "
+        f"convert the input with x.astype(np.{np.dtype(dtype).name}) "
+        f"or the layer with .to(np.{np.dtype(x.dtype).name})"
+    )
 
 
 def check_layout(where: str, x: Any, *, ndim: int | Sequence[int] | None = None, channels: int | None = None) -> None:
