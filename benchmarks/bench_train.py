@@ -30,6 +30,10 @@ kernels that keep that layout skip their copies between NCHW and a pixel's chann
 PyTorch with its ``torch.channels_last`` model and batches. Each is a choice a user makes, so each framework's
 figures say which layout it ran.
 
+``--autotune`` runs the Numba backend (not a ``--baseline``) with its convolution autotuner (``MINIDL_AUTOTUNE=1``,
+``NumbaBackend.autotune``: each convolution shape's algorithms timed in the first step, the fastest kept; the record
+lists its choices under ``autotune``).
+
 ``--warmup`` untimed steps come first (Numba loads or compiles its kernels, PyTorch picks its algorithms), then the
 median of ``--repeats`` timed steps is reported (the NumPy reference backend, about 100x slower, gets
 ``--numpy-repeats``). With ``--rounds R`` every framework runs R times, interleaved, and the fastest round counts
@@ -137,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--torch-channels-last", action="store_true", help="run PyTorch with torch.channels_last model and batches"
     )
+    parser.add_argument(
+        "--autotune", action="store_true",
+        help="run minidl's Numba backend with its convolution autotuner (MINIDL_AUTOTUNE=1; not the baseline's)",
+    )  # fmt: skip
     parser.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "MODEL"), help=argparse.SUPPRESS)
     parser.add_argument("--infer-batch", type=positive_int, default=None, help=argparse.SUPPRESS)  # (worker only)
     return parser
@@ -228,6 +236,8 @@ def worker_minidl(backend: str, name: str, args: argparse.Namespace) -> dict[str
     from minidl.backend import _threads
 
     result["blas"] = _threads.blas_info()
+    if getattr(be, "autotune", False):  # what the autotuner chose for each convolution (in the warm-up steps)
+        result["autotune"] = be.autotune_results()
     if backend == "numba":
         result["minidl_threads"] = _threads.get_num_threads()
     return result
@@ -297,7 +307,11 @@ def spawn(framework: str, name: str, args: argparse.Namespace) -> dict[str, Any]
     minidl_side = framework in ("numba", "numpy", "baseline")  # (a baseline checkout must know the option)
     if (args.channels_last and minidl_side) or (args.torch_channels_last and framework == "torch"):
         cmd.append("--channels-last")  # (in a worker the option means: this worker's framework)
-    proc = subprocess.run(cmd, env=worker_env(worker, args.threads), capture_output=True, text=True, cwd=root)
+    env = worker_env(worker, args.threads)
+    env.pop("MINIDL_AUTOTUNE", None)  # only as --autotune says (the record's args)
+    if args.autotune and framework == "numba":
+        env["MINIDL_AUTOTUNE"] = "1"
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=root)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return {**json.loads(line[len("RESULT ") :]), "framework": framework}

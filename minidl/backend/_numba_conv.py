@@ -55,7 +55,11 @@ the forward can also apply a ReLU or a ReLU6 in its output pass (``relu_max``: t
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy
@@ -79,15 +83,29 @@ from minidl.backend._numba_pointwise import PointwiseKernelsMixin
 from minidl.backend._numba_winograd_conv import WinogradKernelsMixin
 from minidl.memory_format import contiguous, suggest_memory_format
 
+_WINOGRAD_TILES = {"winograd2": 2, "winograd4": 4}  # the Winograd algorithms' names and output tiles
+_AUTOTUNE_RUNS = 2  # timed runs of each algorithm when the autotuner meets a convolution shape (after one untimed)
 _SMALL_O_BLOCK = 256  # rows per backward GEMM call when O <= 16 (measured: the best block for such thin GEMMs)
 # 3 x 3 stride-1 forwards with at most this many input channels run direct (``_numba_direct.py``; measured at
 # batch 128, 2 threads: 3 to 6 channels 1.5-2.3x faster than im2row, 8 even, 16 slower)
 _DIRECT_MAX_C = 6
 
 
+def autotune_from_environment() -> bool:
+    """``MINIDL_AUTOTUNE``: 1 turns the convolutions' autotuner on (``NumbaBackend.autotune``), 0 or unset leaves it
+    off."""
+    value = os.environ.get("MINIDL_AUTOTUNE", "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"MINIDL_AUTOTUNE must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
 class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKernelsMixin):
     """The convolution methods of the Numba backend (they use its ``_buffer``, ``_split``, ``_gemm_threads``, ``_flat``
     and compiled ``_im2col``/``_col2im``); the Winograd ones are :class:`WinogradKernelsMixin`'s."""
+
+    _autotune: bool
+    _autotuned: dict[tuple[Any, ...], tuple[str, dict[str, float]]]
 
     # ------------------------------------------------------------------ the kernel pairs
     @staticmethod
@@ -251,6 +269,105 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         dx = self._col2im(dx_col.reshape(G * K, M), x_shape, KH, KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
         return dx, dw
 
+    # ------------------------------------------------------------------ which algorithm runs (groups == 1)
+    # The shapes pick one by the rules of the module docstring (the first name of each list below). With
+    # ``autotune`` (off by default, MINIDL_AUTOTUNE=1), the first time a convolution's shapes come, each algorithm
+    # that can run it is timed on the call's own arrays, and the fastest runs from then on: what
+    # ``torch.backends.cudnn.benchmark`` does on a GPU. The rules were measured on one CPU (AMD Zen 4; see
+    # benchmarks/README.md); another one (an Intel core with two AVX-512 FMA units, where BLAS runs twice as fast next
+    # to the memory-bound transforms) may be served better by another choice, which the autotuner finds there.
+    #: time the algorithms that can run each convolution shape the first time it comes, then run the fastest (see
+    #: :meth:`autotune_results`); False: the rules (the default, also ``MINIDL_AUTOTUNE=0``)
+    @property
+    def autotune(self) -> bool:
+        return self._autotune
+
+    @autotune.setter
+    def autotune(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"NumbaBackend.autotune: expected True or False, got {value!r}")
+        self._autotune = value
+
+    def autotune_results(self) -> list[dict[str, Any]]:  # (the keys: see _conv2d_dense and _conv2d_dense_backward)
+        """What the autotuner chose so far, one dict per convolution shape and direction: ``direction``
+        ('forward'; 'backward' for both gradients in one pass; 'dx' and 'dw' where Winograd can run the layer, its
+        two gradients tuned apart), ``x`` and ``weight`` shapes, ``geometry`` (KH, KW, SH, SW, PH, PW, DH, DW),
+        ``algorithm`` (the one that runs) and ``ms`` (each algorithm's time, the fastest of its timed runs)."""
+        return [
+            {"direction": key[0], "x": key[1], "weight": key[5 if key[0] != "forward" else 4],
+             "geometry": key[6 if key[0] != "forward" else 5], "algorithm": name,
+             "ms": {k: round(1e3 * v, 3) for k, v in times.items()}}
+            for key, (name, times) in self._autotuned.items()
+        ]  # fmt: skip
+
+    def _forward_algorithms(self, x_shape: tuple[int, ...], O: int, geometry: tuple[int, ...]) -> tuple[str, ...]:
+        """The algorithms that can run a forward (groups 1), the rules' choice first: ``pointwise`` (1 x 1 without
+        padding), ``winograd2`` / ``winograd4`` (F(2x2, 3x3) / F(4x4, 3x3), where Winograd applies; the second only
+        with ``winograd_tile`` 4), ``direct`` (3 x 3 stride 1, few input channels), ``im2row`` (any)."""
+        N, C, H, W = x_shape
+        KH, KW, SH, SW, PH, PW, DH, DW = geometry
+        if (KH, KW, PH, PW) == (1, 1, 0, 0):
+            return ("pointwise", "im2row")
+        if self._winograd_applies(C, O, KH, KW, SH, SW, PH, PW, DH, DW):
+            rule = self._winograd_tile_for(None, N, C, O, H + 2 * PH - 2, W + 2 * PW - 2)
+            return (*self._winograd_names(rule), "im2row")
+        if self._direct_applies(C, KH, KW, SH, SW, DH, DW):
+            return ("direct", "im2row")
+        return ("im2row",)
+
+    def _backward_algorithms(self, x_shape: tuple[int, ...], O: int, geometry: tuple[int, ...]) -> tuple[str, ...]:
+        """As :meth:`_forward_algorithms`, for the backward: ``winograd2`` / ``winograd4`` where dx, a stride-1 3 x 3
+        convolution of dout with padding 2 - P, runs as Winograd's (dW then too), ``direct`` for few input channels
+        and padding up to 2. In that order the Winograd names are dW's (the rules: the forward's tile);
+        :meth:`_conv2d_dense_backward` orders dx's by its own convolution's."""
+        N, C, H, W = x_shape
+        KH, KW, SH, SW, PH, PW, DH, DW = geometry
+        if (KH, KW, PH, PW) == (1, 1, 0, 0):
+            return ("pointwise", "im2row")
+        if self._direct_applies(C, KH, KW, SH, SW, DH, DW) and max(PH, PW) <= 2:
+            return ("direct", "im2row")
+        if self._winograd_applies(O, C, KH, KW, SH, SW, 2 - PH, 2 - PW, DH, DW):
+            rule = self._winograd_tile_for(None, N, C, O, H + 2 * PH - 2, W + 2 * PW - 2)
+            return (*self._winograd_names(rule), "im2row")
+        return ("im2row",)
+
+    def _winograd_names(self, rule: int) -> tuple[str, ...]:
+        """The Winograd algorithms to try, the rules' tile first (F(4x4, 3x3) only with ``winograd_tile`` 4)."""
+        other = 2 if rule == 4 else 4
+        if other == 4 and self.winograd_tile != 4:
+            return (f"winograd{rule}",)
+        return (f"winograd{rule}", f"winograd{other}")
+
+    def _tuned(
+        self, key: tuple[Any, ...], names: tuple[str, ...], run: Callable[[str], Any], result: bool = True
+    ) -> Any:  # fmt: skip
+        """``run(name)`` of the algorithm for this convolution: ``names[0]`` (the rules'), or with :attr:`autotune`
+        the fastest of ``names`` for ``key`` (its shapes; the thread count and the Winograd settings are added),
+        timed the first time the key comes: each algorithm runs once untimed (its kernels loaded, its buffers
+        sized), then _AUTOTUNE_RUNS times timed, and this call returns the fastest algorithm's last result. With
+        ``result`` False, the name only (``run`` then runs only to be timed)."""
+        if not self._autotune or len(names) == 1:
+            return run(names[0]) if result else names[0]
+        key = (*key, _threads.get_num_threads(), self.winograd, self.winograd_tile)
+        chosen = self._autotuned.get(key)
+        if chosen is not None:
+            return run(chosen[0]) if result else chosen[0]
+        times: dict[str, float] = {}
+        best, best_out = names[0], None
+        for name in names:
+            out = run(name)
+            times[name] = math.inf
+            for _ in range(_AUTOTUNE_RUNS):
+                del out  # (the arrays of the run before are freed first)
+                start = time.perf_counter()
+                out = run(name)
+                times[name] = min(times[name], time.perf_counter() - start)
+            if best_out is None or times[name] < times[best]:
+                best, best_out = name, out
+            del out
+        self._autotuned[key] = (best, times)
+        return best_out if result else best
+
     # ------------------------------------------------------------------ fused convolution (groups == 1)
     def _images_per_chunk(self, N: int, K: int, OHW: int, itemsize: int) -> int:
         """Images per chunk: the im2row buffer near _CHUNK_BYTES, and at least _MIN_CHUNKS chunks when possible (to
@@ -263,10 +380,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         self, x: Any, weight: Any, bias: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int,
         relu_max: float | None = None, residual: Any = None,
     ) -> Any:  # fmt: skip
-        """``out = conv2d(x, weight, bias)`` (groups 1) as im2row + GEMM per chunk of images; no batch-sized matrix.
-
-        Per chunk: rows = im2row(x_chunk) (images OHW, K) with K in (kh, kw, c) order; y = rows @ W_row^T
-        (images OHW, O), W_row the weight as (O, KH KW C); out_chunk = y^T (+ b) in (N, O, OH, OW) layout.
+        """``out = conv2d(x, weight, bias)`` (groups 1) by the algorithm the shapes pick
+        (:meth:`_forward_algorithms`; with :attr:`autotune`, the fastest of them, :meth:`_tuned`).
 
         Args:
             x: (N, C, H, W).  weight: (O, C, KH, KW).  bias: (O,) or None.
@@ -277,23 +392,45 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         Returns:
             out: (N, O, OH, OW), what ``conv.py``'s reference (``W_col @ im2col(x) + b``) computes.
         """
-        winograd = self._winograd_applies(x.shape[1], weight.shape[0], KH, KW, SH, SW, PH, PW, DH, DW)
-        direct = self._direct_applies(x.shape[1], KH, KW, SH, SW, DH, DW)
-        if residual is not None and not (winograd or (_nhwc(x) is not None and not direct)):
+        geometry = (KH, KW, SH, SW, PH, PW, DH, DW)
+        names = self._forward_algorithms(x.shape, weight.shape[0], geometry)
+        key = ("forward", x.shape, _nhwc(x) is not None, x.dtype.str, weight.shape, geometry, relu_max is None,
+               residual is None)  # fmt: skip
+        run = functools.partial(self._forward_with, x=x, weight=weight, bias=bias, geometry=geometry, relu_max=relu_max,
+                                residual=residual)  # fmt: skip
+        return self._tuned(key, names, run)
+
+    def _forward_with(
+        self, algorithm: str, x: Any, weight: Any, bias: Any, geometry: tuple[int, ...], relu_max: float | None,
+        residual: Any,
+    ) -> Any:  # fmt: skip
+        """:meth:`_conv2d_dense` by ``algorithm`` (one of :meth:`_forward_algorithms`'s names)."""
+        KH, KW, SH, SW, PH, PW, DH, DW = geometry
+        if algorithm in _WINOGRAD_TILES:
+            return self._winograd_conv(x, weight, bias, PH, PW, relu_max, residual, tile=_WINOGRAD_TILES[algorithm])
+        if residual is not None and (_nhwc(x) is None or algorithm == "direct"):
             # the output passes that add a residual: Winograd's, and the products' into a channels_last output
             # (1 x 1 and im2row); the direct 3 x 3 and the C-order copy-out take it in one more pass, with the ReLU
-            plain = self._conv2d_dense(x, weight, bias, KH, KW, SH, SW, PH, PW, DH, DW)
-            return self._add_relu_into(plain, residual)
-        if winograd:
-            return self._winograd_conv(x, weight, bias, PH, PW, relu_max, residual)
-        if direct:
+            return self._add_relu_into(self._forward_with(algorithm, x, weight, bias, geometry, None, None), residual)
+        if algorithm == "direct":
             return self._direct_conv(x, weight, bias, PH, PW, relu_max)
+        if algorithm == "pointwise":
+            return self._pointwise_conv(x, weight, bias, SH, SW, relu_max, residual)
+        return self._im2row_conv(x, weight, bias, *geometry, relu_max, residual)
+
+    def _im2row_conv(
+        self, x: Any, weight: Any, bias: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int,
+        relu_max: float | None, residual: Any,
+    ) -> Any:  # fmt: skip
+        """:meth:`_conv2d_dense` as im2row + GEMM per chunk of images; no batch-sized matrix (``residual`` only into a
+        ``channels_last`` output).
+
+        Per chunk: rows = im2row(x_chunk) (images OHW, K) with K in (kh, kw, c) order; y = rows @ W_row^T
+        (images OHW, O), W_row the weight as (O, KH KW C); out_chunk = y^T (+ b) in (N, O, OH, OW) layout."""
         N, C, H, W = x.shape
         O = weight.shape[0]
         OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
         OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
-        if (KH, KW, PH, PW) == (1, 1, 0, 0):
-            return self._pointwise_conv(x, weight, bias, SH, SW, relu_max, residual)
         K, OHW, dtype = C * KH * KW, OH * OW, x.dtype
         x, nhwc = _kernel_view(x)
         res, has_res = _k.residual_arguments(residual, nhwc, dtype)
@@ -399,33 +536,84 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         DW: int,
         compute_dw: bool = True,
     ) -> tuple[Any, Any]:
-        """``(dx, dw)`` of :meth:`_conv2d_dense` (``dw`` None when not ``compute_dw``); the bias gradient is
-        the layer's (a sum of ``dout``).
+        """``(dx, dw)`` of :meth:`_conv2d_dense` (``dw`` None when not ``compute_dw``; the bias gradient is the
+        layer's, a sum of ``dout``) by the algorithm the shapes pick (:meth:`_backward_algorithms`; with
+        :attr:`autotune`, the fastest of them)."""
+        geometry = (KH, KW, SH, SW, PH, PW, DH, DW)
+        names = self._backward_algorithms(x.shape, weight.shape[0], geometry)
+        key = (x.shape, _nhwc(x) is not None, _nhwc(dout) is not None, x.dtype.str, weight.shape, geometry)
+        if names[0] not in _WINOGRAD_TILES:  # pointwise or direct (or im2row alone): dx and dW in one pass
+            run = functools.partial(self._backward_with, dout=dout, x=x, weight=weight, geometry=geometry,
+                                    compute_dw=compute_dw)  # fmt: skip
+            return self._tuned(("backward", *key, compute_dw), names, run)
+        # Winograd's: dx (a convolution of dout) and dW (the adjoint transforms) are two passes, so each is tuned on
+        # its own; when both choose im2row, it runs them in one pass. The rules: dW with the forward's tile, dx with
+        # its own convolution's (the same but for padding 0 or 2 around 7 x 7 outputs)
+        N, C, H, W = x.shape
+        dx_names = (*self._winograd_names(self._winograd_tile_for(None, N, weight.shape[0], C, H, W)), "im2row")
+        dx_name = self._tuned(("dx", *key), dx_names, functools.partial(self._dx_with, dout=dout, x=x, weight=weight,
+                              geometry=geometry), result=False)  # fmt: skip
+        dw_name = None
+        if compute_dw:
+            dw_name = self._tuned(("dw", *key), names, functools.partial(self._dw_with, dout=dout, x=x,
+                                  w_shape=weight.shape, geometry=geometry), result=False)  # fmt: skip
+        if dx_name == "im2row" and dw_name in ("im2row", None):
+            return self._im2row_conv_backward(dout, x, weight, *geometry, compute_dw)
+        dx = self._dx_with(dx_name, dout, x, weight, geometry)
+        dw = self._dw_with(dw_name, dout, x, weight.shape, geometry) if compute_dw else None
+        return dx, dw
+
+    def _backward_with(
+        self, algorithm: str, dout: Any, x: Any, weight: Any, geometry: tuple[int, ...], compute_dw: bool
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """:meth:`_conv2d_dense_backward` by one algorithm for both gradients: ``pointwise``, ``direct`` or
+        ``im2row``."""
+        KH, KW, SH, SW, PH, PW, DH, DW = geometry
+        if algorithm == "pointwise":
+            return self._pointwise_conv_backward(dout, x, weight, SH, SW, compute_dw)
+        if algorithm == "direct":
+            return self._direct_conv_backward(dout, x, weight, PH, PW, compute_dw)
+        return self._im2row_conv_backward(dout, x, weight, *geometry, compute_dw)
+
+    def _dx_with(self, algorithm: str, dout: Any, x: Any, weight: Any, geometry: tuple[int, ...]) -> Any:
+        """dx alone, by ``winograd2`` / ``winograd4`` (dx of a stride-1 3 x 3 convolution is itself one, of dout with
+        the flipped, transposed filters and padding 2 - P; laid out as dout) or ``im2row``."""
+        PH, PW = geometry[4], geometry[5]
+        if algorithm in _WINOGRAD_TILES:
+            w_flip = numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            dout = dout.astype(x.dtype, copy=False)
+            return self._winograd_conv(dout, w_flip, None, 2 - PH, 2 - PW, tile=_WINOGRAD_TILES[algorithm])
+        return self._im2row_conv_backward(dout, x, weight, *geometry, compute_dw=False)[0]
+
+    def _dw_with(
+        self, algorithm: str, dout: Any, x: Any, w_shape: tuple[int, ...], geometry: tuple[int, ...]
+    ) -> Any:  # fmt: skip
+        """dW alone, by ``winograd2`` / ``winograd4`` (the adjoint transforms) or ``im2row``."""
+        PH, PW = geometry[4], geometry[5]
+        if algorithm in _WINOGRAD_TILES:
+            return self._winograd_weight_gradient(x, dout, w_shape, PH, PW, tile=_WINOGRAD_TILES[algorithm])
+        weight = numpy.empty(w_shape, dtype=x.dtype)  # (its values are not read: only dx needs them)
+        return self._im2row_conv_backward(dout, x, weight, *geometry, compute_dw=True, compute_dx=False)[1]
+
+    def _im2row_conv_backward(
+        self, dout: Any, x: Any, weight: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int,
+        compute_dw: bool, compute_dx: bool = True,
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """``(dx, dw)`` of :meth:`_im2row_conv` (``dx`` None when not ``compute_dx``, ``dw`` when not
+        ``compute_dw``).
 
         Per chunk, with G = dout_chunk as (O, images OHW): rows = im2row(x_chunk); dW_row += G @ rows;
         drows = G^T @ W_row; dx_chunk = row2im(drows). Each chunk (or fixed group of chunks, for a big weight)
         has its own dW partial sum, added in order at the end, so dW does not depend on which thread ran what.
         """
-        if (KH, KW, PH, PW) == (1, 1, 0, 0):
-            return self._pointwise_conv_backward(dout, x, weight, SH, SW, compute_dw)
-        if self._direct_applies(x.shape[1], KH, KW, SH, SW, DH, DW) and max(PH, PW) <= 2:
-            return self._direct_conv_backward(dout, x, weight, PH, PW, compute_dw)
         N, C, H, W = x.shape
         O = weight.shape[0]
         OH, OW = dout.shape[2], dout.shape[3]
         K, OHW, dtype = C * KH * KW, OH * OW, x.dtype
-        # dx of a stride-1 3 x 3 convolution is itself one (of dout with the flipped, transposed filters, padding
-        # 2 - P): Winograd's, when it applies, and then dW too; else the im2row chunks below
-        winograd_dx = self._winograd_applies(O, C, KH, KW, SH, SW, 2 - PH, 2 - PW, DH, DW)
-        if winograd_dx:  # then dW is Winograd's too (see _winograd_weight_gradient); dx as dout is laid out
-            w_flip = numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-            dx = self._winograd_conv(dout.astype(dtype, copy=False), w_flip, None, 2 - PH, 2 - PW)
-            dw = self._winograd_weight_gradient(x, dout, weight.shape, PH, PW) if compute_dw else None
-            return dx, dw
         x, nhwc = _kernel_view(x)
         dout, dout_nhwc = _kernel_view(dout.astype(dtype, copy=False))
         w_row = numpy.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(O, K)
-        dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, nhwc)  # dx laid out as x is
+        dx, dx_nhwc = _empty_nchw((N, C, H, W) if compute_dx else (0, C, H, W), dtype, nhwc)  # laid out as x is
         nb = self._images_per_chunk(N, K, OHW, x.itemsize)
         chunks = _ceil_div(N, nb)
         # one dW partial sum per chunk when they fit in _DW_BYTES (fine-grained tasks), else per group of chunks;
@@ -459,6 +647,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                             part = self._buffer(worker, "dw", (O, K), dtype)
                             numpy.matmul(g[:, s:e], rows[s:e], out=part)
                             dw_parts[group] += part
+                if not compute_dx:
+                    continue
                 for s in range(0, P, block):  # drows = G^T @ W_row, reusing the rows' buffer
                     e = min(P, s + block)
                     numpy.matmul(g[:, s:e].T, w_row, out=rows[s:e])
@@ -469,4 +659,4 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         dw = None
         if compute_dw:
             dw = numpy.ascontiguousarray(_add_in_order(dw_parts).reshape(O, KH, KW, C).transpose(0, 3, 1, 2))
-        return dx, dw
+        return (dx if compute_dx else None), dw

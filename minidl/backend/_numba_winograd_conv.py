@@ -213,13 +213,15 @@ class WinogradKernelsMixin:
         )
 
     def _winograd_conv(
-        self, x: Any, weight: Any, bias: Any, PH: int, PW: int, relu_max: float | None = None, residual: Any = None
+        self, x: Any, weight: Any, bias: Any, PH: int, PW: int, relu_max: float | None = None, residual: Any = None,
+        tile: int | None = None,
     ) -> Any:  # fmt: skip
         """``conv2d(x, weight, bias)`` for a 3 x 3 stride-1 weight (O, C, 3, 3) and padding (PH, PW), as F(2x2, 3x3)
         in chunks of images: input tiles V (16, tiles, C), 16 GEMMs M = V @ U, output tiles into (N, O, OH, OW)
         (batch-wide for few tiles per chunk, see :meth:`_winograd_batched`); as F(4x4, 3x3) where
-        :meth:`_winograd4_applies` (:meth:`_winograd4_conv`). The output pass also adds ``residual`` (the output's
-        shape) if given, then applies min(relu(out), relu_max) with ``relu_max``
+        :meth:`_winograd4_applies` (:meth:`_winograd4_conv`), or as ``tile`` says when given (2 or 4: the
+        autotuner's choice, ``_numba_conv.py``). The output pass also adds ``residual`` (the output's shape) if
+        given, then applies min(relu(out), relu_max) with ``relu_max``
         (:func:`~minidl.backend._numba_kernels.epilogue`)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
@@ -229,7 +231,7 @@ class WinogradKernelsMixin:
         out, out_nhwc = _empty_nchw((N, O, OH, OW), dtype, nhwc)
         target = out_nhwc if nhwc else out  # what the kernels write
         res = residual_arguments(residual, nhwc, dtype)  # (res, has_res): laid out as target
-        if self._winograd4_applies(N, C, O, OH, OW):
+        if self._winograd_tile_for(tile, N, C, O, OH, OW) == 4:
             self._winograd4_conv(x, nhwc, weight, b, has_bias, PH, PW, relu_max, target, res)
             return out
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
@@ -257,18 +259,21 @@ class WinogradKernelsMixin:
         self._over_images(N, nb, body, self._gemm_threads())
         return out
 
-    def _winograd_weight_gradient(self, x: Any, dout: Any, w_shape: tuple[int, ...], PH: int, PW: int) -> Any:
+    def _winograd_weight_gradient(
+        self, x: Any, dout: Any, w_shape: tuple[int, ...], PH: int, PW: int, tile: int | None = None
+    ) -> Any:  # fmt: skip
         """dW of :meth:`_winograd_conv` (the adjoint of its U): per chunk of images, V = input tiles of x (as in the
         forward), dM = A dY A^T of the output gradient's tiles, dU += V_xi^T @ dM_xi (16 GEMMs); then
         dW = G^T dU G. Each chunk (or fixed group of chunks, for big layers) keeps its dU partial sum, added in order
         (thread-count independent, :meth:`_winograd_dU`); batch-wide (see :meth:`_winograd_batched`), one GEMM per xi
-        over all tiles. As F(4x4, 3x3) where :meth:`_winograd4_applies` (:meth:`_winograd4_weight_gradient`)."""
+        over all tiles. As F(4x4, 3x3) where :meth:`_winograd4_applies` (:meth:`_winograd4_weight_gradient`), or as
+        ``tile`` says when given."""
         N, C, H, W = x.shape
         O, dtype = w_shape[0], x.dtype
         OH, OW = dout.shape[2], dout.shape[3]
         # each read as it lies when channels_last (the kernels' copies into tiles take either layout)
         (x, nhwc), (dout, dout_nhwc) = _kernel_view(x), _kernel_view(dout.astype(dtype, copy=False))
-        if self._winograd4_applies(N, C, O, OH, OW):
+        if self._winograd_tile_for(tile, N, C, O, OH, OW) == 4:
             return self._winograd4_weight_gradient(x, nhwc, dout, dout_nhwc, w_shape, PH, PW)
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
 
@@ -338,6 +343,13 @@ class WinogradKernelsMixin:
             and min(C, O) >= _WINOGRAD4_MIN_CHANNELS
             and tiles >= _WINOGRAD4_MIN_TILES
         )
+
+    def _winograd_tile_for(self, tile: int | None, N: int, C: int, O: int, OH: int, OW: int) -> int:
+        """The output tile a Winograd convolution runs with: ``tile`` when given (2 or 4), else 4 where
+        :meth:`_winograd4_applies`, 2 elsewhere."""
+        if tile is not None:
+            return tile
+        return 4 if self._winograd4_applies(N, C, O, OH, OW) else 2
 
     def _winograd4_conv(
         self, x: Any, nhwc: bool, weight: Any, b: Any, has_bias: bool, PH: int, PW: int, relu_max: float | None,

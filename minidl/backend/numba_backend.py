@@ -79,7 +79,7 @@ try:
     from minidl.backend import _numba_kernels as _k
     from minidl.backend._numba_batchnorm import BatchNormKernelsMixin
     from minidl.backend._numba_batchnorm_cl import BatchNormRowsMixin
-    from minidl.backend._numba_conv import ConvKernelsMixin
+    from minidl.backend._numba_conv import ConvKernelsMixin, autotune_from_environment
     from minidl.backend._numba_elementwise import ElementwiseKernelsMixin
     from minidl.backend._numba_norm import NormKernelsMixin
     from minidl.backend._numba_pool import PoolKernelsMixin
@@ -146,6 +146,8 @@ class NumbaBackend(
     def __init__(self) -> None:
         self._parallel_gemm: bool | None = None  # set by the first convolution or linear (see _gemm_threads)
         self._workspace: dict[tuple[Any, ...], Any] = {}
+        self._autotune = autotune_from_environment()  # the convolutions' algorithm choice (_numba_conv.py)
+        self._autotuned: dict[tuple[Any, ...], tuple[str, dict[str, float]]] = {}
         _keep_freed_memory()
         self.kernels = self._kernel_table()
 

@@ -663,3 +663,107 @@ def test_conv2d_add_relu_in_float16_and_both_layouts(x_shape, w_shape, groups, s
     np.testing.assert_allclose(out.astype(np.float32), expected.astype(np.float32), rtol=2e-3, atol=2e-3)
     assert dx.dtype == dres.dtype == dw.dtype == np.float16 and db is None
     np.testing.assert_array_equal(dres, (out > 0).astype(np.float16))
+
+
+# ---------------------------------------------------------------------------------------------------- the autotuner
+#: (x shape, weight shape, stride, padding): a layer of each kind the autotuner chooses for (Winograd's F(2x2, 3x3) by
+#: the rules with F(4x4, 3x3) and im2row besides; F(4x4, 3x3) by the rules; a 1 x 1 stride 2; an RGB stem)
+TUNED_LAYERS = [
+    ((6, 16, 9, 9), (16, 16, 3, 3), 1, 1),
+    ((9, 16, 16, 15), (24, 16, 3, 3), 1, 1),
+    ((4, 5, 7, 7), (6, 5, 1, 1), 2, 0),
+    ((5, 3, 8, 8), (4, 3, 3, 3), 1, 1),
+]
+
+
+def _force(monkeypatch, be, choices):
+    """Make the backend's algorithm choice ``choices[direction]`` ('forward', 'backward', 'dx', 'dw'), checking it is
+    one of the algorithms that can run the layer."""
+
+    def tuned(self, key, names, run, result=True):
+        name = choices[key[0]]
+        assert name in names, f"{key[0]}: {name} is not one of {names}"
+        return run(name) if result else name
+
+    monkeypatch.setattr(type(be), "_tuned", tuned)
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "padding"), TUNED_LAYERS)
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+def test_every_algorithm_the_autotuner_may_choose_matches_the_reference(
+    monkeypatch, x_shape, w_shape, stride, padding, memory_format
+):
+    # each algorithm of each direction, dx and dW apart where Winograd can run the layer (a mix of two algorithms too)
+    be = fast_be()
+    geometry = (w_shape[2], w_shape[3], stride, stride, padding, padding, 1, 1)
+    forward = be._forward_algorithms(x_shape, w_shape[0], geometry)
+    backward = be._backward_algorithms(x_shape, w_shape[0], geometry)
+    assert len(forward) >= 2 and len(backward) >= 2 and forward[-1] == backward[-1] == "im2row"
+    layout = minidl.channels_last if memory_format == "channels_last" else minidl.contiguous_format
+    for i, name in enumerate(forward):
+        back = backward[i % len(backward)]
+        mix = backward[(i + 1) % len(backward)]  # dW by another algorithm than dx (Winograd-capable layers)
+        _force(monkeypatch, be, {"forward": name, "backward": back, "dx": back, "dw": mix})
+        case = conv_case(x_shape, w_shape, stride, padding, None, seed=i)
+        case = Case(case.op, tuple((k, minidl.contiguous(v, layout) if k == "x" else v) for k, v in case.params),
+                    *case[2:])  # fmt: skip
+        compare(case)
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "padding"), TUNED_LAYERS[:1] + TUNED_LAYERS[2:])
+def test_every_forward_algorithm_adds_a_residual_and_applies_the_relu(monkeypatch, x_shape, w_shape, stride, padding):
+    # conv2d_add_relu: in the output pass (Winograd, and the products into a channels_last output) or one more pass
+    be = fast_be()
+    rng = np.random.default_rng(3)
+    geometry = (w_shape[2], w_shape[3], stride, stride, padding, padding, 1, 1)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    N, O, size = x_shape[0], w_shape[0], (x_shape[2] + 2 * padding - w_shape[2]) // stride + 1
+    residual = rng.standard_normal((N, O, size, size)).astype(np.float32)
+    expected = F.conv2d_add_relu_forward(x, residual, w, None, stride, padding)[0]
+    for name in be._forward_algorithms(x_shape, O, geometry):
+        _force(monkeypatch, be, {"forward": name})
+        for layout in (minidl.contiguous_format, minidl.channels_last):
+            with minidl.use_backend("numba"):
+                out, _ = F.conv2d_add_relu_forward(minidl.contiguous(x, layout), residual, w, None, stride, padding)
+            np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4, err_msg=f"{name}, {layout}")
+
+
+def test_autotune_times_each_algorithm_once_then_runs_the_fastest(monkeypatch):
+    be = fast_be()
+    runs = []
+    original = type(be)._forward_with
+
+    def counted(self, algorithm, **kwargs):
+        runs.append(algorithm)
+        return original(self, algorithm, **kwargs)
+
+    monkeypatch.setattr(type(be), "_forward_with", counted)
+    monkeypatch.setattr(be, "_autotuned", {})
+    monkeypatch.setattr(be, "_autotune", True)
+    x_shape, w_shape, stride, padding = TUNED_LAYERS[0]
+    names = be._forward_algorithms(x_shape, w_shape[0], (3, 3, 1, 1, 1, 1, 1, 1))
+    compare(conv_case(x_shape, w_shape, stride, padding, None))  # tunes the forward, dx and dW, then runs them
+    assert sorted(runs) == sorted(names * (1 + 2))  # each once untimed, then _AUTOTUNE_RUNS (2) times timed
+    results = {r["direction"]: r for r in be.autotune_results()}
+    assert set(results) == {"forward", "dx", "dw"}
+    for r in results.values():
+        assert r["x"] == x_shape and r["weight"] == w_shape and r["geometry"] == (3, 3, 1, 1, 1, 1, 1, 1)
+        assert set(r["ms"]) == set(names) and r["algorithm"] == min(r["ms"], key=r["ms"].get)
+    runs.clear()
+    compare(conv_case(x_shape, w_shape, stride, padding, None, seed=5))  # the same shapes: no more timing
+    assert runs == [results["forward"]["algorithm"]]
+
+
+def test_autotune_is_a_bool_and_its_environment_variable_0_or_1(monkeypatch):
+    from minidl.backend._numba_conv import autotune_from_environment
+
+    be = fast_be()
+    with pytest.raises(TypeError, match=r"NumbaBackend.autotune: expected True or False, got 1"):
+        be.autotune = 1
+    for value, expected in (("", False), ("0", False), ("1", True)):
+        monkeypatch.setenv("MINIDL_AUTOTUNE", value)
+        assert autotune_from_environment() is expected
+    monkeypatch.setenv("MINIDL_AUTOTUNE", "yes")
+    with pytest.raises(ValueError, match="MINIDL_AUTOTUNE must be 0 or 1, got 'yes'"):
+        autotune_from_environment()
