@@ -10,13 +10,40 @@ schedule stay those of one process with that batch.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+import minidl
 from minidl import train
 from minidl.data import DataLoader, Subset
+
+
+def schedule_shape(state: dict) -> tuple:
+    """What fixes a learning-rate schedule, from its ``state_dict()``: a SequentialLR's milestones and each part's
+    shape, a single scheduler's length in steps (``total_iters`` of a warm-up, ``T_max`` of a cosine)."""
+    as_int = lambda v: None if v is None else int(v)  # noqa: E731 (a checkpoint's numbers may come back as arrays)
+    if "_schedulers" in state:
+        return [as_int(m) for m in state.get("_milestones", [])], [schedule_shape(s) for s in state["_schedulers"]]
+    return as_int(state.get("total_iters")), as_int(state.get("T_max"))
+
+
+def check_same_schedule(path: Path, scheduler: Any, log: Any, options: str) -> None:
+    """--resume continues the run's own schedule (the checkpoint's state replaces the new one's, as in PyTorch): say
+    so, through ``log``, when these options would have built another (a resumed --epochs 4 of a 2-epoch run runs its
+    3rd epoch at the end of the old cosine, lr 0, then climbs the next period); ``options``: the ones that set it."""
+    if not path.is_file():
+        return
+    saved = minidl.load(path).get("scheduler")
+    if isinstance(saved, dict) and schedule_shape(saved) != schedule_shape(scheduler.state_dict()):
+        log(
+            f"warning: --resume: {path} follows another learning-rate schedule (milestones and lengths in steps "
+            f"{schedule_shape(saved)}; these options give {schedule_shape(scheduler.state_dict())}); the run "
+            f"continues on the checkpoint's schedule: resume with the run's {options}, or start a new --out for a new "
+            "schedule"
+        )
 
 
 def positive_int(text: str) -> int:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _cli import HelpFormatter, positive_int
+from _cli import HelpFormatter, check_same_schedule, positive_int
 
 import minidl
 from minidl import nn, optim, train
@@ -75,6 +75,7 @@ def main() -> None:
     checkpoint = out / "checkpoint.npz"
     first_epoch = 1
     if args.resume and checkpoint.is_file():  # everything the next epoch depends on, as saved after the last one
+        check_same_schedule(checkpoint, scheduler, print, "--epochs and --batch-size")
         ckpt = minidl.load(checkpoint)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])

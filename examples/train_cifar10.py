@@ -33,6 +33,7 @@ import numpy as np
 from _cli import (
     HelpFormatter,
     add_distributed_arguments,
+    check_same_schedule,
     data_parallel,
     evaluate_distributed,
     non_negative_int,
@@ -72,29 +73,6 @@ def build_datasets(data_dir: str | None, quick: bool, cutout: bool) -> tuple[obj
         train_set, test_set = CIFAR10Sample(True, train_tf), CIFAR10Sample(False, test_tf)
         source = "the embedded CIFAR-10 sample (CIFAR-10 itself was not found: pass --data-dir or set MINIDL_DATA_DIR)"
     return train_set, test_set, f"{source}: {len(train_set)} train / {len(test_set)} test images"
-
-
-def _schedule(state: dict) -> tuple:
-    """What fixes a SequentialLR warm-up + cosine schedule: its milestones and each part's length (in steps)."""
-    parts = [(s.get("total_iters"), s.get("T_max")) for s in state.get("_schedulers", [])]
-    as_int = lambda v: None if v is None else int(v)  # noqa: E731 (a checkpoint's numbers may come back as arrays)
-    return [as_int(m) for m in state.get("_milestones", [])], [tuple(as_int(v) for v in p) for p in parts]
-
-
-def _check_same_schedule(path: Path, scheduler: object, log: object) -> None:
-    """--resume continues the run's own schedule (the checkpoint's state replaces the new one's, as in PyTorch): say
-    so when these options would have built another (a resumed --epochs 4 of a 2-epoch run runs its 3rd epoch at the
-    end of the old cosine, lr 0, then climbs the next period)."""
-    if not path.is_file():
-        return
-    saved = minidl.load(path).get("scheduler")
-    if isinstance(saved, dict) and _schedule(saved) != _schedule(scheduler.state_dict()):
-        log(
-            f"warning: --resume: {path} follows another learning-rate schedule (milestones and part lengths in steps "
-            f"{_schedule(saved)}; these options give {_schedule(scheduler.state_dict())}); the run continues on the "
-            "checkpoint's schedule: resume with the run's --epochs, --batch-size and --warmup-epochs, or start a new "
-            "--out for a new schedule"
-        )
 
 
 def main() -> None:
@@ -209,7 +187,8 @@ def main() -> None:
     )
     mix = T.Mixup(args.mixup, 10) if args.mixup else T.CutMix(args.cutmix, 10) if args.cutmix else None
     if args.resume:
-        _check_same_schedule(out / "checkpoints" / "last.npz", scheduler, log)
+        options = "--epochs, --batch-size and --warmup-epochs"
+        check_same_schedule(out / "checkpoints" / "last.npz", scheduler, log, options)
 
     start = time.perf_counter()
     history = train.fit(

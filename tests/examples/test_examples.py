@@ -91,6 +91,8 @@ def test_mnist_mlp(tmp_path):
     more = run("mnist_mlp.py", "--data-dir", str(SHARED), "--limit", "3000", "--epochs", "4", "--out", "run",
                "--resume", cwd=tmp_path)  # fmt: skip
     assert "resumed from" in more and "epoch 4/4" in more and "epoch 1/4" not in more
+    # a 3-epoch cosine resumed with --epochs 4 keeps the checkpoint's schedule, and says so
+    assert "warning: --resume: " in more and "follows another learning-rate schedule" in more
 
 
 def test_train_dogs_vs_cats(tmp_path):
