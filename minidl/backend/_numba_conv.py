@@ -84,11 +84,22 @@ from minidl.backend._numba_winograd_conv import WinogradKernelsMixin
 from minidl.memory_format import contiguous, suggest_memory_format
 
 _WINOGRAD_TILES = {"winograd2": 2, "winograd4": 4}  # the Winograd algorithms' names and output tiles
-_AUTOTUNE_RUNS = 2  # timed runs of each algorithm when the autotuner meets a convolution shape (after one untimed)
+# the autotuner (ConvKernelsMixin._tuned): each algorithm timed at least this many times and this long (after one
+# untimed run), and the rules' choice kept unless another is faster by this fraction
+_AUTOTUNE_RUNS, _AUTOTUNE_SECONDS, _AUTOTUNE_MARGIN = 2, 0.01, 0.05
+_DIRECT_TUNE_MAX_C = 16  # input channels up to which the autotuner tries the direct 3 x 3 (its rule: _DIRECT_MAX_C)
 _SMALL_O_BLOCK = 256  # rows per backward GEMM call when O <= 16 (measured: the best block for such thin GEMMs)
 # 3 x 3 stride-1 forwards with at most this many input channels run direct (``_numba_direct.py``; measured at
 # batch 128, 2 threads: 3 to 6 channels 1.5-2.3x faster than im2row, 8 even, 16 slower)
 _DIRECT_MAX_C = 6
+
+
+def _backward_about(direction: str, dout: Any, x: Any, weight: Any, geometry: tuple[int, ...]) -> dict[str, Any]:
+    """What the autotuner keys a backward convolution by (see ``ConvKernelsMixin.autotune_results``)."""
+    return {
+        "direction": direction, "x": x.shape, "weight": weight.shape, "geometry": geometry,
+        "channels_last": _nhwc(x) is not None, "dtype": x.dtype.name, "dout_channels_last": _nhwc(dout) is not None,
+    }  # fmt: skip
 
 
 def autotune_from_environment() -> bool:
@@ -270,16 +281,19 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         return dx, dw
 
     # ------------------------------------------------------------------ which algorithm runs (groups == 1)
-    # The shapes pick one by the rules of the module docstring (the first name of each list below). With
-    # ``autotune`` (off by default, MINIDL_AUTOTUNE=1), the first time a convolution's shapes come, each algorithm
-    # that can run it is timed on the call's own arrays, and the fastest runs from then on: what
-    # ``torch.backends.cudnn.benchmark`` does on a GPU. The rules were measured on one CPU (AMD Zen 4; see
-    # benchmarks/README.md); another one (an Intel core with two AVX-512 FMA units, where BLAS runs twice as fast next
-    # to the memory-bound transforms) may be served better by another choice, which the autotuner finds there.
-    #: time the algorithms that can run each convolution shape the first time it comes, then run the fastest (see
-    #: :meth:`autotune_results`); False: the rules (the default, also ``MINIDL_AUTOTUNE=0``)
+    # The shapes pick one by the rules of the module docstring: the first name of each list below. With ``autotune``
+    # (off by default, MINIDL_AUTOTUNE=1) the first time a convolution's shapes come, every algorithm of its list is
+    # timed on the call's own arrays, and the fastest runs from then on, as ``torch.backends.cudnn.benchmark`` does
+    # on a GPU. The rules were measured on one CPU (AMD Zen 4; benchmarks/README.md); another (an Intel core with two
+    # AVX-512 FMA units, where BLAS runs twice as fast beside the memory-bound transforms) may be served better by
+    # another choice, which the autotuner finds there. The lists hold every algorithm that computes the layer, also
+    # outside the rules' thresholds (the direct 3 x 3 up to _DIRECT_TUNE_MAX_C input channels, Winograd's with
+    # fewer than 8 channels).
     @property
     def autotune(self) -> bool:
+        """Time the algorithms that can run each convolution shape the first time it comes, then run the fastest
+        (:meth:`autotune_results` says what it chose). False (the default, also ``MINIDL_AUTOTUNE=0``): the rules,
+        which give the same bits on every run and any thread count."""
         return self._autotune
 
     @autotune.setter
@@ -288,85 +302,107 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             raise TypeError(f"NumbaBackend.autotune: expected True or False, got {value!r}")
         self._autotune = value
 
-    def autotune_results(self) -> list[dict[str, Any]]:  # (the keys: see _conv2d_dense and _conv2d_dense_backward)
-        """What the autotuner chose so far, one dict per convolution shape and direction: ``direction``
-        ('forward'; 'backward' for both gradients in one pass; 'dx' and 'dw' where Winograd can run the layer, its
-        two gradients tuned apart), ``x`` and ``weight`` shapes, ``geometry`` (KH, KW, SH, SW, PH, PW, DH, DW),
-        ``algorithm`` (the one that runs) and ``ms`` (each algorithm's time, the fastest of its timed runs)."""
+    def autotune_results(self) -> list[dict[str, Any]]:
+        """What the autotuner chose so far, one dict per convolution shape and direction (each new shape is tuned once,
+        a last smaller batch too; the table lives as long as the backend): ``direction`` ('forward'; 'backward' for
+        both gradients in one pass; 'dx' and 'dw' where Winograd can run the layer, its two gradients tuned apart),
+        ``x`` and ``weight`` shapes, ``geometry`` (KH, KW, SH, SW, PH, PW, DH, DW), ``channels_last`` (x's layout),
+        ``dtype``, what else the pass does (``epilogue``: forward 'relu' or 'add_relu', else None; ``compute_dw``:
+        backward), ``threads``, ``algorithm`` (the one that runs) and ``ms`` (each algorithm's fastest timed run)."""
         return [
-            {"direction": key[0], "x": key[1], "weight": key[5 if key[0] != "forward" else 4],
-             "geometry": key[6 if key[0] != "forward" else 5], "algorithm": name,
-             "ms": {k: round(1e3 * v, 3) for k, v in times.items()}}
+            {**dict(key[:-2]), "algorithm": name, "ms": {k: round(1e3 * v, 3) for k, v in times.items()}}
             for key, (name, times) in self._autotuned.items()
-        ]  # fmt: skip
+        ]
 
     def _forward_algorithms(self, x_shape: tuple[int, ...], O: int, geometry: tuple[int, ...]) -> tuple[str, ...]:
         """The algorithms that can run a forward (groups 1), the rules' choice first: ``pointwise`` (1 x 1 without
-        padding), ``winograd2`` / ``winograd4`` (F(2x2, 3x3) / F(4x4, 3x3), where Winograd applies; the second only
-        with ``winograd_tile`` 4), ``direct`` (3 x 3 stride 1, few input channels), ``im2row`` (any)."""
+        padding), ``winograd2`` / ``winograd4`` (F(2x2, 3x3) / F(4x4, 3x3), 3 x 3 stride 1; the second only with
+        ``winograd_tile`` 4, neither with ``winograd`` False), ``direct`` (3 x 3 stride 1, up to
+        _DIRECT_TUNE_MAX_C input channels), ``im2row`` (any)."""
         N, C, H, W = x_shape
         KH, KW, SH, SW, PH, PW, DH, DW = geometry
         if (KH, KW, PH, PW) == (1, 1, 0, 0):
             return ("pointwise", "im2row")
-        if self._winograd_applies(C, O, KH, KW, SH, SW, PH, PW, DH, DW):
-            rule = self._winograd_tile_for(None, N, C, O, H + 2 * PH - 2, W + 2 * PW - 2)
-            return (*self._winograd_names(rule), "im2row")
-        if self._direct_applies(C, KH, KW, SH, SW, DH, DW):
-            return ("direct", "im2row")
-        return ("im2row",)
+        winograd = self._winograd_names(N, C, O, geometry, H + 2 * PH - 2, W + 2 * PW - 2)
+        direct = ("direct",) if self._direct_possible(C, geometry, 99) else ()
+        if winograd and self._winograd_applies(C, O, *geometry):
+            return (*winograd, *direct, "im2row")
+        if direct and self._direct_applies(C, KH, KW, SH, SW, DH, DW):
+            return (*direct, *winograd, "im2row")
+        return ("im2row", *winograd, *direct)
 
     def _backward_algorithms(self, x_shape: tuple[int, ...], O: int, geometry: tuple[int, ...]) -> tuple[str, ...]:
-        """As :meth:`_forward_algorithms`, for the backward: ``winograd2`` / ``winograd4`` where dx, a stride-1 3 x 3
-        convolution of dout with padding 2 - P, runs as Winograd's (dW then too), ``direct`` for few input channels
-        and padding up to 2. In that order the Winograd names are dW's (the rules: the forward's tile);
+        """As :meth:`_forward_algorithms`, for the backward: ``winograd2`` / ``winograd4`` (dx, a stride-1 3 x 3
+        convolution of dout with padding 2 - P, as Winograd's; dW by the adjoint transforms), ``direct`` (padding up
+        to 2). In this order the Winograd names are dW's (the rules: the forward's tile);
         :meth:`_conv2d_dense_backward` orders dx's by its own convolution's."""
         N, C, H, W = x_shape
         KH, KW, SH, SW, PH, PW, DH, DW = geometry
         if (KH, KW, PH, PW) == (1, 1, 0, 0):
             return ("pointwise", "im2row")
-        if self._direct_applies(C, KH, KW, SH, SW, DH, DW) and max(PH, PW) <= 2:
-            return ("direct", "im2row")
-        if self._winograd_applies(O, C, KH, KW, SH, SW, 2 - PH, 2 - PW, DH, DW):
-            rule = self._winograd_tile_for(None, N, C, O, H + 2 * PH - 2, W + 2 * PW - 2)
-            return (*self._winograd_names(rule), "im2row")
-        return ("im2row",)
+        winograd = self._winograd_names(N, C, O, geometry, H + 2 * PH - 2, W + 2 * PW - 2, dx_padding=True)
+        direct = ("direct",) if self._direct_possible(C, geometry, 2) else ()
+        if direct and self._direct_applies(C, KH, KW, SH, SW, DH, DW):
+            return (*direct, *winograd, "im2row")
+        if winograd and self._winograd_applies(O, C, KH, KW, SH, SW, 2 - PH, 2 - PW, DH, DW):
+            return (*winograd, *direct, "im2row")
+        return ("im2row", *winograd, *direct)
 
-    def _winograd_names(self, rule: int) -> tuple[str, ...]:
-        """The Winograd algorithms to try, the rules' tile first (F(4x4, 3x3) only with ``winograd_tile`` 4)."""
+    def _winograd_names(
+        self, N: int, C: int, O: int, geometry: tuple[int, ...], OH: int, OW: int, dx_padding: bool = False
+    ) -> tuple[str, ...]:  # fmt: skip
+        """The Winograd algorithms that can run a layer (3 x 3, stride 1, no dilation, padding up to 2, or for the
+        backward's dx padding 2 - P of 0 to 2; ``winograd`` on), the rules' tile first (F(4x4, 3x3) only with
+        ``winograd_tile`` 4); () for other layers."""
+        KH, KW, SH, SW, PH, PW, DH, DW = geometry
+        pads = (2 - PH, 2 - PW) if dx_padding else (PH, PW)
+        if not self.winograd or (KH, KW, SH, SW, DH, DW) != (3, 3, 1, 1, 1, 1) or not all(0 <= p <= 2 for p in pads):
+            return ()
+        rule = self._winograd_tile_for(None, N, C, O, OH, OW)
         other = 2 if rule == 4 else 4
         if other == 4 and self.winograd_tile != 4:
             return (f"winograd{rule}",)
         return (f"winograd{rule}", f"winograd{other}")
 
+    @staticmethod
+    def _direct_possible(C: int, geometry: tuple[int, ...], max_padding: int) -> bool:
+        """Whether the direct 3 x 3 can run a layer for the autotuner: 3 x 3, stride 1, no dilation, at most
+        _DIRECT_TUNE_MAX_C input channels, padding up to ``max_padding`` (the backward's dx: 2)."""
+        KH, KW, SH, SW, PH, PW, DH, DW = geometry
+        return (KH, KW, SH, SW, DH, DW) == (3, 3, 1, 1, 1, 1) and C <= _DIRECT_TUNE_MAX_C and max(PH, PW) <= max_padding
+
     def _tuned(
-        self, key: tuple[Any, ...], names: tuple[str, ...], run: Callable[[str], Any], result: bool = True
+        self, about: dict[str, Any], names: tuple[str, ...], run: Callable[[str], Any], result: bool = True
     ) -> Any:  # fmt: skip
-        """``run(name)`` of the algorithm for this convolution: ``names[0]`` (the rules'), or with :attr:`autotune`
-        the fastest of ``names`` for ``key`` (its shapes; the thread count and the Winograd settings are added),
-        timed the first time the key comes: each algorithm runs once untimed (its kernels loaded, its buffers
-        sized), then _AUTOTUNE_RUNS times timed, and this call returns the fastest algorithm's last result. With
-        ``result`` False, the name only (``run`` then runs only to be timed)."""
-        if not self._autotune or len(names) == 1:
-            return run(names[0]) if result else names[0]
-        key = (*key, _threads.get_num_threads(), self.winograd, self.winograd_tile)
+        """``run(name)`` of the algorithm :attr:`autotune` chose for the convolution ``about`` describes (its shapes,
+        layout, dtype, epilogue; the thread count and the Winograd settings are added), tuned the first time it comes:
+        each of ``names`` runs once untimed (its kernels loaded, its buffers sized), then timed at least
+        _AUTOTUNE_RUNS times and for at least _AUTOTUNE_SECONDS; the fastest runs from then on, but the rules'
+        choice (``names[0]``) stays unless another is faster by _AUTOTUNE_MARGIN (timings vary by a few per cent:
+        the choice should not). This call returns the chosen algorithm's last result (with ``result`` False, its
+        name: ``run`` then runs only to be timed). The scratch buffers the others sized are given back."""
+        threads = 1 if _threads.in_region() else _threads.get_num_threads()
+        key = (*{**about, "threads": threads}.items(), self.winograd, self.winograd_tile)
         chosen = self._autotuned.get(key)
         if chosen is not None:
             return run(chosen[0]) if result else chosen[0]
+        workspace = set(self._workspace)
         times: dict[str, float] = {}
-        best, best_out = names[0], None
         for name in names:
-            out = run(name)
-            times[name] = math.inf
-            for _ in range(_AUTOTUNE_RUNS):
-                del out  # (the arrays of the run before are freed first)
+            run(name)
+            times[name], runs, spent = math.inf, 0, 0.0
+            while runs < _AUTOTUNE_RUNS or spent < _AUTOTUNE_SECONDS:
                 start = time.perf_counter()
-                out = run(name)
-                times[name] = min(times[name], time.perf_counter() - start)
-            if best_out is None or times[name] < times[best]:
-                best, best_out = name, out
-            del out
+                run(name)
+                took = time.perf_counter() - start
+                times[name], runs, spent = min(times[name], took), runs + 1, spent + took
+        best = min(names, key=times.__getitem__)
+        if times[best] > times[names[0]] * (1 - _AUTOTUNE_MARGIN):
+            best = names[0]
         self._autotuned[key] = (best, times)
-        return best_out if result else best
+        for extra in set(self._workspace) - workspace:  # the tried algorithms' scratch: the chosen one sizes its own
+            del self._workspace[extra]
+        return run(best) if result else best
 
     # ------------------------------------------------------------------ fused convolution (groups == 1)
     def _images_per_chunk(self, N: int, K: int, OHW: int, itemsize: int) -> int:
@@ -394,11 +430,15 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         """
         geometry = (KH, KW, SH, SW, PH, PW, DH, DW)
         names = self._forward_algorithms(x.shape, weight.shape[0], geometry)
-        key = ("forward", x.shape, _nhwc(x) is not None, x.dtype.str, weight.shape, geometry, relu_max is None,
-               residual is None)  # fmt: skip
+        if not self._autotune or len(names) == 1:
+            return self._forward_with(names[0], x, weight, bias, geometry, relu_max, residual)
+        epilogue = None if relu_max is None else ("relu" if residual is None else "add_relu")
+        about = {"direction": "forward", "x": x.shape, "weight": weight.shape, "geometry": geometry,
+                 "channels_last": _nhwc(x) is not None, "dtype": x.dtype.name, "epilogue": epilogue,
+                 "residual_channels_last": residual is not None and _nhwc(residual) is not None}  # fmt: skip
         run = functools.partial(self._forward_with, x=x, weight=weight, bias=bias, geometry=geometry, relu_max=relu_max,
                                 residual=residual)  # fmt: skip
-        return self._tuned(key, names, run)
+        return self._tuned(about, names, run)
 
     def _forward_with(
         self, algorithm: str, x: Any, weight: Any, bias: Any, geometry: tuple[int, ...], relu_max: float | None,
@@ -416,6 +456,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             return self._direct_conv(x, weight, bias, PH, PW, relu_max)
         if algorithm == "pointwise":
             return self._pointwise_conv(x, weight, bias, SH, SW, relu_max, residual)
+        assert algorithm == "im2row", f"not a convolution algorithm: {algorithm}"
         return self._im2row_conv(x, weight, bias, *geometry, relu_max, residual)
 
     def _im2row_conv(
@@ -488,17 +529,19 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         return out
 
     def _direct_conv_backward(
-        self, dout: Any, x: Any, weight: Any, PH: int, PW: int, compute_dw: bool
+        self, dout: Any, x: Any, weight: Any, PH: int, PW: int, compute_dw: bool, compute_dx: bool = True
     ) -> tuple[Any, Any]:  # fmt: skip
-        """``(dx, dw)`` of :meth:`_direct_conv` (padding at most 2): dx is the direct convolution of dout with the
-        flipped, transposed filters and padding 2 - P (C, at most _DIRECT_MAX_C, output channels); dW
-        :func:`~minidl.backend._numba_direct.direct3x3_weight_gradient` per chunk of images, one float64 partial
-        sum per chunk, added in chunk order (thread-count independent)."""
+        """``(dx, dw)`` of :meth:`_direct_conv` (padding at most 2; ``dx`` None when not ``compute_dx``): dx is the
+        direct convolution of dout with the flipped, transposed filters and padding 2 - P (C, at most _DIRECT_MAX_C
+        by the rules, output channels); dW :func:`~minidl.backend._numba_direct.direct3x3_weight_gradient` per chunk
+        of images, one float64 partial sum per chunk, added in chunk order (thread-count independent)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         dout = dout.astype(dtype, copy=False)
-        w_flip = numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        dx = self._direct_conv(dout, w_flip, None, 2 - PH, 2 - PW, None)  # laid out as dout (_conv2d_backward: as x)
+        dx = None
+        if compute_dx:
+            w_flip = numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            dx = self._direct_conv(dout, w_flip, None, 2 - PH, 2 - PW, None)  # laid out as dout (the caller: as x)
         if not compute_dw:
             return dx, None
         HP, WP = H + 2 * PH, W + 2 * PW
@@ -541,24 +584,29 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         :attr:`autotune`, the fastest of them)."""
         geometry = (KH, KW, SH, SW, PH, PW, DH, DW)
         names = self._backward_algorithms(x.shape, weight.shape[0], geometry)
-        key = (x.shape, _nhwc(x) is not None, _nhwc(dout) is not None, x.dtype.str, weight.shape, geometry)
-        if names[0] not in _WINOGRAD_TILES:  # pointwise or direct (or im2row alone): dx and dW in one pass
+        if not any(name in _WINOGRAD_TILES for name in names):  # pointwise, direct or im2row: dx and dW in one pass
+            if not self._autotune or len(names) == 1:
+                return self._backward_with(names[0], dout, x, weight, geometry, compute_dw)
             run = functools.partial(self._backward_with, dout=dout, x=x, weight=weight, geometry=geometry,
                                     compute_dw=compute_dw)  # fmt: skip
-            return self._tuned(("backward", *key, compute_dw), names, run)
-        # Winograd's: dx (a convolution of dout) and dW (the adjoint transforms) are two passes, so each is tuned on
-        # its own; when both choose im2row, it runs them in one pass. The rules: dW with the forward's tile, dx with
-        # its own convolution's (the same but for padding 0 or 2 around 7 x 7 outputs)
+            about = {**_backward_about("backward", dout, x, weight, geometry), "compute_dw": compute_dw}
+            return self._tuned(about, names, run)
+        # where Winograd's can run it, dx (a convolution of dout) and dW (the adjoint transforms) are two passes, so
+        # each is tuned on its own; one algorithm for both runs as one pass. The rules: dW's Winograd tile is the
+        # forward's, dx's its own convolution's (the same but for padding 0 or 2 around 7 x 7 outputs)
         N, C, H, W = x.shape
-        dx_names = (*self._winograd_names(self._winograd_tile_for(None, N, weight.shape[0], C, H, W)), "im2row")
-        dx_name = self._tuned(("dx", *key), dx_names, functools.partial(self._dx_with, dout=dout, x=x, weight=weight,
-                              geometry=geometry), result=False)  # fmt: skip
-        dw_name = None
-        if compute_dw:
-            dw_name = self._tuned(("dw", *key), names, functools.partial(self._dw_with, dout=dout, x=x,
-                                  w_shape=weight.shape, geometry=geometry), result=False)  # fmt: skip
-        if dx_name == "im2row" and dw_name in ("im2row", None):
-            return self._im2row_conv_backward(dout, x, weight, *geometry, compute_dw)
+        dx_winograd = iter(self._winograd_names(N, weight.shape[0], C, geometry, H, W, dx_padding=True))
+        dx_names = tuple(next(dx_winograd) if name in _WINOGRAD_TILES else name for name in names)
+        dx_name, dw_name = dx_names[0], names[0] if compute_dw else None
+        if self._autotune:
+            dx_run = functools.partial(self._dx_with, dout=dout, x=x, weight=weight, geometry=geometry)
+            dx_about = _backward_about("dx", dout, x, weight, geometry)
+            dx_name = self._tuned(dx_about, dx_names, dx_run, result=False)
+            if compute_dw:
+                dw_run = functools.partial(self._dw_with, dout=dout, x=x, w_shape=weight.shape, geometry=geometry)
+                dw_name = self._tuned(_backward_about("dw", dout, x, weight, geometry), names, dw_run, result=False)
+        if dx_name in ("im2row", "direct") and dw_name in (dx_name, None):
+            return self._backward_with(dx_name, dout, x, weight, geometry, compute_dw)
         dx = self._dx_with(dx_name, dout, x, weight, geometry)
         dw = self._dw_with(dw_name, dout, x, weight.shape, geometry) if compute_dw else None
         return dx, dw
@@ -573,6 +621,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             return self._pointwise_conv_backward(dout, x, weight, SH, SW, compute_dw)
         if algorithm == "direct":
             return self._direct_conv_backward(dout, x, weight, PH, PW, compute_dw)
+        assert algorithm == "im2row", f"not an algorithm for both gradients in one pass: {algorithm}"
         return self._im2row_conv_backward(dout, x, weight, *geometry, compute_dw)
 
     def _dx_with(self, algorithm: str, dout: Any, x: Any, weight: Any, geometry: tuple[int, ...]) -> Any:
@@ -583,16 +632,22 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             w_flip = numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
             dout = dout.astype(x.dtype, copy=False)
             return self._winograd_conv(dout, w_flip, None, 2 - PH, 2 - PW, tile=_WINOGRAD_TILES[algorithm])
+        if algorithm == "direct":
+            return self._direct_conv_backward(dout, x, weight, PH, PW, False)[0]
+        assert algorithm == "im2row", f"not an algorithm for dx: {algorithm}"
         return self._im2row_conv_backward(dout, x, weight, *geometry, compute_dw=False)[0]
 
     def _dw_with(
         self, algorithm: str, dout: Any, x: Any, w_shape: tuple[int, ...], geometry: tuple[int, ...]
     ) -> Any:  # fmt: skip
-        """dW alone, by ``winograd2`` / ``winograd4`` (the adjoint transforms) or ``im2row``."""
+        """dW alone, by ``winograd2`` / ``winograd4`` (the adjoint transforms), ``direct`` or ``im2row``."""
         PH, PW = geometry[4], geometry[5]
         if algorithm in _WINOGRAD_TILES:
             return self._winograd_weight_gradient(x, dout, w_shape, PH, PW, tile=_WINOGRAD_TILES[algorithm])
-        weight = numpy.empty(w_shape, dtype=x.dtype)  # (its values are not read: only dx needs them)
+        weight = numpy.zeros(w_shape, dtype=x.dtype)  # (its values are not read: only dx needs them)
+        if algorithm == "direct":
+            return self._direct_conv_backward(dout, x, weight, PH, PW, True, compute_dx=False)[1]
+        assert algorithm == "im2row", f"not an algorithm for dW: {algorithm}"
         return self._im2row_conv_backward(dout, x, weight, *geometry, compute_dw=True, compute_dx=False)[1]
 
     def _im2row_conv_backward(

@@ -55,6 +55,7 @@ __all__ = [
     "blas_info",
     "blas_threads_wanted",
     "get_num_threads",
+    "in_region",
     "parallel_for",
     "set_blas_num_threads",
     "set_num_threads",
@@ -125,6 +126,11 @@ def _worker_loop(body: Callable[[int, int], Any], worker: int, counter: Any, num
             body(worker, task)
     finally:
         _local.worker = None
+
+
+def in_region() -> bool:
+    """Whether the calling thread runs a task of :func:`parallel_for` (where a nested region runs serially)."""
+    return getattr(_local, "worker", None) is not None
 
 
 def parallel_for(body: Callable[[int, int], Any], num_tasks: int, max_threads: int | None = None) -> None:

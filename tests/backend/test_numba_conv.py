@@ -666,51 +666,110 @@ def test_conv2d_add_relu_in_float16_and_both_layouts(x_shape, w_shape, groups, s
 
 
 # ---------------------------------------------------------------------------------------------------- the autotuner
-#: (x shape, weight shape, stride, padding): a layer of each kind the autotuner chooses for (Winograd's F(2x2, 3x3) by
-#: the rules with F(4x4, 3x3) and im2row besides; F(4x4, 3x3) by the rules; a 1 x 1 stride 2; an RGB stem)
+#: (x shape, weight shape, stride, padding): a layer of each kind the autotuner chooses for: Winograd's F(2x2, 3x3) by
+#: the rules (F(4x4, 3x3), the direct 3 x 3 and im2row besides); F(4x4, 3x3) by the rules; a 1 x 1 stride 2; an RGB
+#: stem (direct by the rules; Winograd's with 3 channels besides); 12 channels in, 4 out (im2row by the rules)
 TUNED_LAYERS = [
     ((6, 16, 9, 9), (16, 16, 3, 3), 1, 1),
     ((9, 16, 16, 15), (24, 16, 3, 3), 1, 1),
     ((4, 5, 7, 7), (6, 5, 1, 1), 2, 0),
     ((5, 3, 8, 8), (4, 3, 3, 3), 1, 1),
+    ((3, 12, 6, 7), (4, 12, 3, 3), 1, 0),
 ]
+
+#: the methods that show which algorithm ran (called by the dispatchers below them)
+_RUNS = {
+    "winograd2": ("_winograd_conv", "_winograd_weight_gradient"),
+    "winograd4": ("_winograd4_conv", "_winograd4_weight_gradient"),
+    "im2row": ("_im2row_conv", "_im2row_conv_backward"),
+    "direct": ("_direct_conv", "_direct_conv_backward"),
+    "pointwise": ("_pointwise_conv", "_pointwise_conv_backward"),
+}
 
 
 def _force(monkeypatch, be, choices):
     """Make the backend's algorithm choice ``choices[direction]`` ('forward', 'backward', 'dx', 'dw'), checking it is
     one of the algorithms that can run the layer."""
 
-    def tuned(self, key, names, run, result=True):
-        name = choices[key[0]]
-        assert name in names, f"{key[0]}: {name} is not one of {names}"
+    def tuned(self, about, names, run, result=True):
+        name = choices[about["direction"]]
+        assert name in names, f"{about['direction']}: {name} is not one of {names}"
         return run(name) if result else name
 
     monkeypatch.setattr(type(be), "_tuned", tuned)
+    monkeypatch.setattr(be, "_autotune", True)
+
+
+def _ran(monkeypatch, be):
+    """Record, per part ('forward', 'dx', 'dw', or 'backward' for one pass of both), the algorithms' methods that
+    ran (instance attributes shadow the methods)."""
+    seen: dict[str, set[str]] = {}
+    part = ["forward"]
+    methods = {m for pair in _RUNS.values() for m in pair}
+    for method in methods | {"_dx_with", "_dw_with", "_backward_with"}:
+        original = getattr(be, method)
+
+        def spy(*args, _original=original, _method=method, **kwargs):
+            if _method in ("_dx_with", "_dw_with", "_backward_with"):
+                part[0] = {"_dx_with": "dx", "_dw_with": "dw", "_backward_with": "backward"}[_method]
+            else:
+                seen.setdefault(part[0], set()).add(_method)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(be, method, spy)
+    return seen, part
+
+
+def _algorithm_of(methods, backward):
+    """The algorithm whose method ran (F(4x4, 3x3) calls F(2x2, 3x3)'s dispatcher first)."""
+    names = [name for name, pair in _RUNS.items() if pair[1 if backward else 0] in methods]
+    return "winograd4" if "winograd4" in names else (names[0] if len(names) == 1 else names)
 
 
 @pytest.mark.parametrize(("x_shape", "w_shape", "stride", "padding"), TUNED_LAYERS)
 @pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
-def test_every_algorithm_the_autotuner_may_choose_matches_the_reference(
+def test_every_algorithm_the_autotuner_may_choose_runs_and_matches_the_reference(
     monkeypatch, x_shape, w_shape, stride, padding, memory_format
 ):
-    # each algorithm of each direction, dx and dW apart where Winograd can run the layer (a mix of two algorithms too)
+    # each algorithm of each direction (dx and dW apart where Winograd can run the layer, a mix of two algorithms too)
+    # runs when chosen, and gives the reference's results
     be = fast_be()
     geometry = (w_shape[2], w_shape[3], stride, stride, padding, padding, 1, 1)
     forward = be._forward_algorithms(x_shape, w_shape[0], geometry)
     backward = be._backward_algorithms(x_shape, w_shape[0], geometry)
-    assert len(forward) >= 2 and len(backward) >= 2 and forward[-1] == backward[-1] == "im2row"
+    assert len(forward) >= 2 and len(backward) >= 2 and "im2row" in forward and "im2row" in backward
     layout = minidl.channels_last if memory_format == "channels_last" else minidl.contiguous_format
+    split = any(name in backward for name in ("winograd2", "winograd4"))
     for i, name in enumerate(forward):
         back = backward[i % len(backward)]
-        mix = backward[(i + 1) % len(backward)]  # dW by another algorithm than dx (Winograd-capable layers)
-        _force(monkeypatch, be, {"forward": name, "backward": back, "dx": back, "dw": mix})
+        mix = backward[(i + 1) % len(backward)]  # dW by another algorithm than dx
+        choices = {"forward": name, "backward": back, "dx": back, "dw": mix}
+        _force(monkeypatch, be, choices)
         case = conv_case(x_shape, w_shape, stride, padding, None, seed=i)
         case = Case(case.op, tuple((k, minidl.contiguous(v, layout) if k == "x" else v) for k, v in case.params),
                     *case[2:])  # fmt: skip
         compare(case)
+        seen, part = _ran(monkeypatch, be)
+        args, _ = case.call()
+        with minidl.use_backend("numba"):
+            out, cache = F.conv2d_forward(*args)
+            part[0] = "backward"
+            F.conv2d_backward(np.ones_like(out), cache)
+        monkeypatch.undo()  # (the spies and the forced choice)
+        assert _algorithm_of(seen["forward"], False) == name, (name, seen)
+        if not split:
+            assert _algorithm_of(seen["backward"], True) == back, (back, seen)
+        elif back == mix == "im2row":  # both im2row: one pass
+            assert _algorithm_of(seen["backward"], True) == "im2row", seen
+        else:
+            assert _algorithm_of(seen["dx"], back not in _WINOGRAD) == back, (back, seen)
+            assert _algorithm_of(seen["dw"], True) == mix, (mix, seen)
 
 
-@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "padding"), TUNED_LAYERS[:1] + TUNED_LAYERS[2:])
+_WINOGRAD = ("winograd2", "winograd4")
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "padding"), [TUNED_LAYERS[0], *TUNED_LAYERS[2:]])
 def test_every_forward_algorithm_adds_a_residual_and_applies_the_relu(monkeypatch, x_shape, w_shape, stride, padding):
     # conv2d_add_relu: in the output pass (Winograd, and the products into a channels_last output) or one more pass
     be = fast_be()
@@ -719,8 +778,11 @@ def test_every_forward_algorithm_adds_a_residual_and_applies_the_relu(monkeypatc
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
     N, O, size = x_shape[0], w_shape[0], (x_shape[2] + 2 * padding - w_shape[2]) // stride + 1
-    residual = rng.standard_normal((N, O, size, size)).astype(np.float32)
-    expected = F.conv2d_add_relu_forward(x, residual, w, None, stride, padding)[0]
+    residual = rng.standard_normal((N, O, size, (x_shape[3] + 2 * padding - w_shape[3]) // stride + 1)).astype(
+        np.float32
+    )
+    with minidl.use_backend("numpy"):
+        expected = F.conv2d_add_relu_forward(x, residual, w, None, stride, padding)[0]
     for name in be._forward_algorithms(x_shape, O, geometry):
         _force(monkeypatch, be, {"forward": name})
         for layout in (minidl.contiguous_format, minidl.channels_last):
@@ -729,14 +791,81 @@ def test_every_forward_algorithm_adds_a_residual_and_applies_the_relu(monkeypatc
             np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4, err_msg=f"{name}, {layout}")
 
 
-def test_autotune_times_each_algorithm_once_then_runs_the_fastest(monkeypatch):
+class _Clock:
+    """A stand-in for the ``time`` module of ``_numba_conv``: perf_counter advances only by what the fake runs
+    take."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def _tuner(monkeypatch, durations):
+    """The backend with the autotuner on, an empty table, a fake clock, and a run that takes ``durations[name]``
+    seconds, returns the name, counts its calls and sizes a scratch buffer."""
+    from minidl.backend import _numba_conv
+
+    be = fast_be()
+    clock = _Clock()
+    monkeypatch.setattr(_numba_conv, "time", clock)
+    monkeypatch.setattr(be, "_autotuned", {})
+    monkeypatch.setattr(be, "_autotune", True)
+    monkeypatch.setattr(be, "_workspace", {})  # (the scratch buffers: the test's own)
+    calls: dict[str, int] = {}
+
+    def run(name):
+        calls[name] = calls.get(name, 0) + 1
+        be._buffer(0, f"scratch of {name}", (4,), np.float32)
+        clock.now += durations[name]
+        return name
+
+    return be, run, calls
+
+
+@pytest.mark.parametrize(
+    ("durations", "chosen"),
+    [
+        ({"rules": 1.0, "other": 0.97, "third": 0.99}, "rules"),  # within _AUTOTUNE_MARGIN (5 %): the rules stay
+        ({"rules": 1.0, "other": 0.90, "third": 0.93}, "other"),  # faster by more: the fastest
+        ({"rules": 0.5, "other": 0.90, "third": 2.0}, "rules"),
+    ],
+)
+def test_autotune_keeps_the_rules_choice_unless_another_is_faster_by_a_margin(monkeypatch, durations, chosen):
+    be, run, calls = _tuner(monkeypatch, durations)
+    names = ("rules", "other", "third")
+    assert be._tuned({"direction": "forward", "x": (1,)}, names, run) == chosen
+    assert calls == {
+        "rules": 3 + (chosen == "rules"),
+        "other": 3 + (chosen == "other"),
+        "third": 3 + (chosen == "third"),
+    }  # fmt: skip  (one untimed, two timed; then the chosen's)
+    assert {key[1] for key in be._workspace} == {f"scratch of {chosen}"}  # the others' scratch given back
+    [result] = be.autotune_results()
+    assert result["algorithm"] == chosen and result["direction"] == "forward" and result["x"] == (1,)
+    assert result["ms"] == {name: 1e3 * durations[name] for name in names} and result["threads"] >= 1
+    calls.clear()
+    assert be._tuned({"direction": "forward", "x": (1,)}, names, run, result=False) == chosen  # known: no timing
+    assert calls == {}
+    assert be._tuned({"direction": "forward", "x": (2,)}, names, run, result=False) == chosen  # a new shape: timed
+    assert sum(calls.values()) == 9  # (the name only: the chosen does not run again)
+
+
+def test_autotune_times_short_runs_for_at_least_a_hundredth_of_a_second(monkeypatch):
+    be, run, calls = _tuner(monkeypatch, {"rules": 0.004, "other": 0.0011})
+    assert be._tuned({"direction": "forward"}, ("rules", "other"), run, result=False) == "other"
+    assert calls == {"rules": 1 + 3, "other": 1 + 10}  # timed until 0.01 s: 3 x 4 ms, 10 x 1.1 ms
+
+
+def test_autotune_with_real_convolutions_tunes_each_shape_once(monkeypatch):
     be = fast_be()
     runs = []
     original = type(be)._forward_with
 
-    def counted(self, algorithm, **kwargs):
+    def counted(self, algorithm, *args, **kwargs):
         runs.append(algorithm)
-        return original(self, algorithm, **kwargs)
+        return original(self, algorithm, *args, **kwargs)
 
     monkeypatch.setattr(type(be), "_forward_with", counted)
     monkeypatch.setattr(be, "_autotuned", {})
@@ -744,12 +873,13 @@ def test_autotune_times_each_algorithm_once_then_runs_the_fastest(monkeypatch):
     x_shape, w_shape, stride, padding = TUNED_LAYERS[0]
     names = be._forward_algorithms(x_shape, w_shape[0], (3, 3, 1, 1, 1, 1, 1, 1))
     compare(conv_case(x_shape, w_shape, stride, padding, None))  # tunes the forward, dx and dW, then runs them
-    assert sorted(runs) == sorted(names * (1 + 2))  # each once untimed, then _AUTOTUNE_RUNS (2) times timed
+    assert set(runs) == set(names) and len(runs) >= 3 * len(names) + 1
     results = {r["direction"]: r for r in be.autotune_results()}
     assert set(results) == {"forward", "dx", "dw"}
     for r in results.values():
         assert r["x"] == x_shape and r["weight"] == w_shape and r["geometry"] == (3, 3, 1, 1, 1, 1, 1, 1)
-        assert set(r["ms"]) == set(names) and r["algorithm"] == min(r["ms"], key=r["ms"].get)
+        assert r["channels_last"] is False and r["dtype"] == "float32" and r["algorithm"] in r["ms"]
+    assert results["forward"]["epilogue"] is None and set(results["forward"]["ms"]) == set(names)
     runs.clear()
     compare(conv_case(x_shape, w_shape, stride, padding, None, seed=5))  # the same shapes: no more timing
     assert runs == [results["forward"]["algorithm"]]
@@ -761,6 +891,7 @@ def test_autotune_is_a_bool_and_its_environment_variable_0_or_1(monkeypatch):
     be = fast_be()
     with pytest.raises(TypeError, match=r"NumbaBackend.autotune: expected True or False, got 1"):
         be.autotune = 1
+    assert type(be).autotune.__doc__.startswith("Time the algorithms")
     for value, expected in (("", False), ("0", False), ("1", True)):
         monkeypatch.setenv("MINIDL_AUTOTUNE", value)
         assert autotune_from_environment() is expected
