@@ -25,6 +25,10 @@ try:
 except ImportError:
     collect_ignore_glob = ["minidl/distributed/*"]
 
+# the Numba backend's convolutions run by their rules in the tests (the same bits every run), whatever the shell says:
+# a backend created before a test's fixtures (a module-scoped one) reads MINIDL_AUTOTUNE when it is created
+os.environ.pop("MINIDL_AUTOTUNE", None)
+
 settings.register_profile(
     "ci", max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )

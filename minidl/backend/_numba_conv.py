@@ -324,7 +324,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         if (KH, KW, PH, PW) == (1, 1, 0, 0):
             return ("pointwise", "im2row")
         winograd = self._winograd_names(N, C, O, geometry, H + 2 * PH - 2, W + 2 * PW - 2)
-        direct = ("direct",) if self._direct_possible(C, geometry, 99) else ()
+        direct = ("direct",) if self._direct_possible(C, geometry, math.inf) else ()
         if winograd and self._winograd_applies(C, O, *geometry):
             return (*winograd, *direct, "im2row")
         if direct and self._direct_applies(C, KH, KW, SH, SW, DH, DW):
@@ -365,9 +365,9 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         return (f"winograd{rule}", f"winograd{other}")
 
     @staticmethod
-    def _direct_possible(C: int, geometry: tuple[int, ...], max_padding: int) -> bool:
+    def _direct_possible(C: int, geometry: tuple[int, ...], max_padding: float) -> bool:
         """Whether the direct 3 x 3 can run a layer for the autotuner: 3 x 3, stride 1, no dilation, at most
-        _DIRECT_TUNE_MAX_C input channels, padding up to ``max_padding`` (the backward's dx: 2)."""
+        _DIRECT_TUNE_MAX_C input channels, padding up to ``max_padding`` (the forward: any; the backward's dx: 2)."""
         KH, KW, SH, SW, PH, PW, DH, DW = geometry
         return (KH, KW, SH, SW, DH, DW) == (3, 3, 1, 1, 1, 1) and C <= _DIRECT_TUNE_MAX_C and max(PH, PW) <= max_padding
 
@@ -386,7 +386,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         chosen = self._autotuned.get(key)
         if chosen is not None:
             return run(chosen[0]) if result else chosen[0]
-        workspace = set(self._workspace)
+        workspace = dict(self._workspace)  # the scratch buffers before: the others' are given back below
         times: dict[str, float] = {}
         for name in names:
             run(name)
@@ -400,8 +400,11 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         if times[best] > times[names[0]] * (1 - _AUTOTUNE_MARGIN):
             best = names[0]
         self._autotuned[key] = (best, times)
-        for extra in set(self._workspace) - workspace:  # the tried algorithms' scratch: the chosen one sizes its own
-            del self._workspace[extra]
+        # the tried algorithms' scratch, new or grown (the algorithms share some buffers' names), as it was before
+        # (the chosen one sizes its own again)
+        for name in set(self._workspace) - set(workspace):
+            del self._workspace[name]
+        self._workspace.update(workspace)
         return run(best) if result else best
 
     # ------------------------------------------------------------------ fused convolution (groups == 1)

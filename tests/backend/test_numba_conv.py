@@ -850,6 +850,16 @@ def test_autotune_keeps_the_rules_choice_unless_another_is_faster_by_a_margin(mo
     assert calls == {}
     assert be._tuned({"direction": "forward", "x": (2,)}, names, run, result=False) == chosen  # a new shape: timed
     assert sum(calls.values()) == 9  # (the name only: the chosen does not run again)
+    be._buffer(0, "shared", (64,), np.float32)  # a buffer the tried algorithms grow is the one before, after tuning
+    key = (0, "shared", np.dtype(np.float32).str)
+    before = be._workspace[key]
+
+    def growing(name):
+        be._buffer(0, "shared", (1024,), np.float32)
+        return run(name)
+
+    be._tuned({"direction": "forward", "x": (3,)}, names, growing, result=False)
+    assert be._workspace[key] is before and before.size == 64
 
 
 def test_autotune_times_short_runs_for_at_least_a_hundredth_of_a_second(monkeypatch):
