@@ -3,8 +3,9 @@
 Notation as in ``numpy_backend.py`` (N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW; O output channels;
 K = C KH KW; OHW = OH OW). The NumPy reference builds one (K, N OHW) column matrix for the whole batch (151 MB for
 the second layer of ``cifar_cnn`` at batch 128) and keeps it for the backward pass. Here no batch-sized matrix
-exists, only x is cached, and one of the algorithms below runs, chosen by shape in
-:meth:`ConvKernelsMixin._conv2d_dense`:
+exists, only x is cached, and one of the algorithms below runs, chosen by rules on the shapes in
+:meth:`ConvKernelsMixin._conv2d_dense` (or, with ``NumbaBackend.autotune``, by timing them: the section "which
+algorithm runs" of the class):
 
 * **im2row + GEMM per chunk** (any convolution with groups 1). Chunks of a few images (about 2 MB of patch rows,
   at least 16 chunks per batch): *im2row* of the chunk (one row per output pixel, K ordered (kh, kw, c), built from
@@ -48,9 +49,9 @@ exists, only x is cached, and one of the algorithms below runs, chosen by shape 
   reference's per-group GEMMs with the compiled im2col.
 
 Each chunk keeps its own dW partial sum (a fixed group of chunks does, for a big weight), added in order at the
-end, and the chunking depends on the shapes only, so results do not depend on the number of threads. In inference
-the forward can also apply a ReLU or a ReLU6 in its output pass (``relu_max``: the pairs ``conv2d_relu`` and
-``conv2d_relu6``, which ``minidl/nn/fusion.py`` runs for a folded Conv-BatchNorm-activation).
+end, and the chunking depends on the shapes only, so (by the rules) results do not depend on the number of
+threads. In inference the forward can also apply a ReLU or a ReLU6 in its output pass (``relu_max``: the pairs
+``conv2d_relu`` and ``conv2d_relu6``, which ``minidl/nn/fusion.py`` runs for a folded Conv-BatchNorm-activation).
 """
 
 from __future__ import annotations
