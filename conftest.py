@@ -40,9 +40,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 @pytest.fixture(autouse=True)
 def _backend_and_seed(monkeypatch):
     """Every test starts on the backend under test, float32 default dtype, and a fixed seed; the Numba backend's
-    convolutions by their rules (its autotuner off, whatever ``MINIDL_AUTOTUNE`` says: the tests that want it turn
-    it on)."""
-    monkeypatch.delenv("MINIDL_AUTOTUNE", raising=False)
+    convolutions by their rules (its autotuner off, as ``MINIDL_AUTOTUNE`` is dropped above: the tests that want it
+    turn it on)."""
     numba_backend = minidl.backend._INSTANCES.get("numba")
     if numba_backend is not None:
         monkeypatch.setattr(numba_backend, "_autotune", False)

@@ -95,11 +95,13 @@ _SMALL_O_BLOCK = 256  # rows per backward GEMM call when O <= 16 (measured: the 
 _DIRECT_MAX_C = 6
 
 
-def _backward_about(direction: str, dout: Any, x: Any, weight: Any, geometry: tuple[int, ...]) -> dict[str, Any]:
-    """What the autotuner keys a backward convolution by (see ``ConvKernelsMixin.autotune_results``)."""
+def _about(direction: str, x: Any, weight: Any, geometry: tuple[int, ...], **more: Any) -> dict[str, Any]:
+    """What the autotuner keys a convolution by (see ``ConvKernelsMixin.autotune_results``): the direction, shapes,
+    geometry, x's layout and dtype, and ``more`` (the forward's epilogue, the backward's dout layout and
+    ``compute_dw``)."""
     return {
         "direction": direction, "x": x.shape, "weight": weight.shape, "geometry": geometry,
-        "channels_last": _nhwc(x) is not None, "dtype": x.dtype.name, "dout_channels_last": _nhwc(dout) is not None,
+        "channels_last": _nhwc(x) is not None, "dtype": x.dtype.name, **more,
     }  # fmt: skip
 
 
@@ -317,47 +319,43 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
 
     def _forward_algorithms(self, x_shape: tuple[int, ...], O: int, geometry: tuple[int, ...]) -> tuple[str, ...]:
         """The algorithms that can run a forward (groups 1), the rules' choice first: ``pointwise`` (1 x 1 without
-        padding), ``winograd2`` / ``winograd4`` (F(2x2, 3x3) / F(4x4, 3x3), 3 x 3 stride 1; the second only with
-        ``winograd_tile`` 4, neither with ``winograd`` False), ``direct`` (3 x 3 stride 1, up to
+        padding), ``winograd2`` / ``winograd4`` (F(2x2, 3x3) / F(4x4, 3x3), 3 x 3 stride 1, padding up to 2; the
+        second only with ``winograd_tile`` 4, neither with ``winograd`` False), ``direct`` (3 x 3 stride 1, up to
         _DIRECT_TUNE_MAX_C input channels), ``im2row`` (any)."""
+        return self._algorithms(x_shape, O, geometry, math.inf)
+
+    def _backward_algorithms(self, x_shape: tuple[int, ...], O: int, geometry: tuple[int, ...]) -> tuple[str, ...]:
+        """As :meth:`_forward_algorithms`, for the backward: ``winograd2`` / ``winograd4`` (dx, a stride-1 3 x 3
+        convolution of dout with padding 2 - P, also 0 to 2, as Winograd's; dW by the adjoint transforms), ``direct``
+        only up to padding 2. In this order the Winograd names are dW's (the rules: the forward's tile);
+        :meth:`_conv2d_dense_backward` orders dx's by its own convolution's."""
+        return self._algorithms(x_shape, O, geometry, 2)
+
+    def _algorithms(
+        self, x_shape: tuple[int, ...], O: int, geometry: tuple[int, ...], direct_max_padding: float
+    ) -> tuple[str, ...]:  # fmt: skip
+        """:meth:`_forward_algorithms` and :meth:`_backward_algorithms`, which differ by the padding the direct 3 x 3
+        takes. The rules' Winograd (8+ channels) and direct (few input channels) never both apply."""
         N, C, H, W = x_shape
         KH, KW, SH, SW, PH, PW, DH, DW = geometry
         if (KH, KW, PH, PW) == (1, 1, 0, 0):
             return ("pointwise", "im2row")
         winograd = self._winograd_names(N, C, O, geometry, H + 2 * PH - 2, W + 2 * PW - 2)
-        direct = ("direct",) if self._direct_possible(C, geometry, math.inf) else ()
+        direct = ("direct",) if self._direct_possible(C, geometry, direct_max_padding) else ()
         if winograd and self._winograd_applies(C, O, *geometry):
             return (*winograd, *direct, "im2row")
         if direct and self._direct_applies(C, KH, KW, SH, SW, DH, DW):
             return (*direct, *winograd, "im2row")
         return ("im2row", *winograd, *direct)
 
-    def _backward_algorithms(self, x_shape: tuple[int, ...], O: int, geometry: tuple[int, ...]) -> tuple[str, ...]:
-        """As :meth:`_forward_algorithms`, for the backward: ``winograd2`` / ``winograd4`` (dx, a stride-1 3 x 3
-        convolution of dout with padding 2 - P, as Winograd's; dW by the adjoint transforms), ``direct`` (padding up
-        to 2). In this order the Winograd names are dW's (the rules: the forward's tile);
-        :meth:`_conv2d_dense_backward` orders dx's by its own convolution's."""
-        N, C, H, W = x_shape
-        KH, KW, SH, SW, PH, PW, DH, DW = geometry
-        if (KH, KW, PH, PW) == (1, 1, 0, 0):
-            return ("pointwise", "im2row")
-        winograd = self._winograd_names(N, C, O, geometry, H + 2 * PH - 2, W + 2 * PW - 2, dx_padding=True)
-        direct = ("direct",) if self._direct_possible(C, geometry, 2) else ()
-        if direct and self._direct_applies(C, KH, KW, SH, SW, DH, DW):
-            return (*direct, *winograd, "im2row")
-        if winograd and self._winograd_applies(O, C, KH, KW, SH, SW, 2 - PH, 2 - PW, DH, DW):
-            return (*winograd, *direct, "im2row")
-        return ("im2row", *winograd, *direct)
-
     def _winograd_names(
-        self, N: int, C: int, O: int, geometry: tuple[int, ...], OH: int, OW: int, dx_padding: bool = False
+        self, N: int, C: int, O: int, geometry: tuple[int, ...], OH: int, OW: int
     ) -> tuple[str, ...]:  # fmt: skip
-        """The Winograd algorithms that can run a layer (3 x 3, stride 1, no dilation, padding up to 2, or for the
-        backward's dx padding 2 - P of 0 to 2; ``winograd`` on), the rules' tile first (F(4x4, 3x3) only with
+        """The Winograd algorithms that can run a layer (3 x 3, stride 1, no dilation, padding 0 to 2, and so is the
+        backward's dx padding 2 - P; ``winograd`` on), the rules' tile first (F(4x4, 3x3) only with
         ``winograd_tile`` 4); () for other layers."""
         KH, KW, SH, SW, PH, PW, DH, DW = geometry
-        pads = (2 - PH, 2 - PW) if dx_padding else (PH, PW)
-        if not self.winograd or (KH, KW, SH, SW, DH, DW) != (3, 3, 1, 1, 1, 1) or not all(0 <= p <= 2 for p in pads):
+        if not self.winograd or (KH, KW, SH, SW, DH, DW) != (3, 3, 1, 1, 1, 1) or not (0 <= PH <= 2 and 0 <= PW <= 2):
             return ()
         rule = self._winograd_tile_for(None, N, C, O, OH, OW)
         other = 2 if rule == 4 else 4
@@ -437,9 +435,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         if not self._autotune or len(names) == 1:
             return self._forward_with(names[0], x, weight, bias, geometry, relu_max, residual)
         epilogue = None if relu_max is None else ("relu" if residual is None else "add_relu")
-        about = {"direction": "forward", "x": x.shape, "weight": weight.shape, "geometry": geometry,
-                 "channels_last": _nhwc(x) is not None, "dtype": x.dtype.name, "epilogue": epilogue,
-                 "residual_channels_last": residual is not None and _nhwc(residual) is not None}  # fmt: skip
+        residual_nhwc = residual is not None and _nhwc(residual) is not None
+        about = _about("forward", x, weight, geometry, epilogue=epilogue, residual_channels_last=residual_nhwc)
         run = functools.partial(self._forward_with, x=x, weight=weight, bias=bias, geometry=geometry, relu_max=relu_max,
                                 residual=residual)  # fmt: skip
         return self._tuned(about, names, run)
@@ -593,26 +590,29 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                 return self._backward_with(names[0], dout, x, weight, geometry, compute_dw)
             run = functools.partial(self._backward_with, dout=dout, x=x, weight=weight, geometry=geometry,
                                     compute_dw=compute_dw)  # fmt: skip
-            about = {**_backward_about("backward", dout, x, weight, geometry), "compute_dw": compute_dw}
+            dout_nhwc = _nhwc(dout) is not None
+            about = _about("backward", x, weight, geometry, dout_channels_last=dout_nhwc, compute_dw=compute_dw)
             return self._tuned(about, names, run)
         # where Winograd's can run it, dx (a convolution of dout) and dW (the adjoint transforms) are two passes, so
         # each is tuned on its own; one algorithm for both runs as one pass. The rules: dW's Winograd tile is the
         # forward's, dx's its own convolution's (the same but for padding 0 or 2 around 7 x 7 outputs)
         N, C, H, W = x.shape
-        dx_winograd = iter(self._winograd_names(N, weight.shape[0], C, geometry, H, W, dx_padding=True))
+        dx_winograd = iter(self._winograd_names(N, weight.shape[0], C, geometry, H, W))
         dx_names = tuple(next(dx_winograd) if name in _WINOGRAD_TILES else name for name in names)
         dx_name, dw_name = dx_names[0], names[0] if compute_dw else None
         if self._autotune:
+            dout_nhwc = _nhwc(dout) is not None
             dx_run = functools.partial(self._dx_with, dout=dout, x=x, weight=weight, geometry=geometry)
-            dx_about = _backward_about("dx", dout, x, weight, geometry)
+            dx_about = _about("dx", x, weight, geometry, dout_channels_last=dout_nhwc)
             dx_name = self._tuned(dx_about, dx_names, dx_run, result=False)
             if compute_dw:
-                dw_run = functools.partial(self._dw_with, dout=dout, x=x, w_shape=weight.shape, geometry=geometry)
-                dw_name = self._tuned(_backward_about("dw", dout, x, weight, geometry), names, dw_run, result=False)
+                dw_run = functools.partial(self._dw_with, dout=dout, x=x, weight=weight, geometry=geometry)
+                dw_about = _about("dw", x, weight, geometry, dout_channels_last=dout_nhwc)
+                dw_name = self._tuned(dw_about, names, dw_run, result=False)
         if dx_name in ("im2row", "direct") and dw_name in (dx_name, None):
             return self._backward_with(dx_name, dout, x, weight, geometry, compute_dw)
         dx = self._dx_with(dx_name, dout, x, weight, geometry)
-        dw = self._dw_with(dw_name, dout, x, weight.shape, geometry) if compute_dw else None
+        dw = self._dw_with(dw_name, dout, x, weight, geometry) if compute_dw else None
         return dx, dw
 
     def _backward_with(
@@ -641,14 +641,11 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         assert algorithm == "im2row", f"not an algorithm for dx: {algorithm}"
         return self._im2row_conv_backward(dout, x, weight, *geometry, compute_dw=False)[0]
 
-    def _dw_with(
-        self, algorithm: str, dout: Any, x: Any, w_shape: tuple[int, ...], geometry: tuple[int, ...]
-    ) -> Any:  # fmt: skip
+    def _dw_with(self, algorithm: str, dout: Any, x: Any, weight: Any, geometry: tuple[int, ...]) -> Any:
         """dW alone, by ``winograd2`` / ``winograd4`` (the adjoint transforms), ``direct`` or ``im2row``."""
         PH, PW = geometry[4], geometry[5]
         if algorithm in _WINOGRAD_TILES:
-            return self._winograd_weight_gradient(x, dout, w_shape, PH, PW, tile=_WINOGRAD_TILES[algorithm])
-        weight = numpy.zeros(w_shape, dtype=x.dtype)  # (its values are not read: only dx needs them)
+            return self._winograd_weight_gradient(x, dout, weight.shape, PH, PW, tile=_WINOGRAD_TILES[algorithm])
         if algorithm == "direct":
             return self._direct_conv_backward(dout, x, weight, PH, PW, True, compute_dx=False)[1]
         assert algorithm == "im2row", f"not an algorithm for dW: {algorithm}"

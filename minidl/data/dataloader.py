@@ -329,7 +329,10 @@ class DataLoader:
     def __len__(self) -> int:
         if self.batch_sampler is not None:
             return len(self.batch_sampler)
-        n = len(self.dataset) if self.sampler is None else len(self.sampler)
+        return self._batch_count(len(self.dataset) if self.sampler is None else len(self.sampler))
+
+    def _batch_count(self, n: int) -> int:
+        """Batches of n indices: floor(n / batch_size) with ``drop_last``, else ceil(n / batch_size)."""
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _epoch_entropy(self) -> int:
@@ -363,8 +366,7 @@ class DataLoader:
             order = rng.permutation(n)
         else:
             order = np.arange(n)
-        count = len(order) // self.batch_size if self.drop_last else math.ceil(len(order) / self.batch_size)
-        for b in range(count):
+        for b in range(self._batch_count(len(order))):
             yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
 
     def _backend(self) -> Any:
