@@ -27,8 +27,8 @@ Together they compute what the reference pairs compute (``minidl/nn``, with the 
 ``tests/backend/test_kernels.py`` checks every kernel pair against its reference.
 Compiled code is cached on disk (``cache=True``): the first use compiles for a few seconds, later runs load it.
 Numba recompiles a kernel when its own file changes, not when an ``inline`` helper from another file does: after
-editing one (``move4x4``, ``transpose4``, ``padded_image``, ``_column``, ``_clamp``, ``_zero`` here),
-``make clean-kernels``.
+editing one (``move4x4``, ``transpose4``, ``padded_image``, ``_column``, ``_clamp``, ``_zero`` here; ``gemm_planes``
+and ``gemm_planes_sum`` of ``_numba_blas.py``, which the Winograd chunk kernels call), ``make clean-kernels``.
 Set ``NUMBA_DISABLE_JIT=1`` to run (slowly) the same code as plain Python, e.g. in a debugger.
 """
 

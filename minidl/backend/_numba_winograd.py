@@ -41,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from minidl.backend._numba_blas import gemm_planes, gemm_planes_sum
 from minidl.backend._numba_kernels import _u, image_copy, image_dims, tile_row_out
 
 # the rows of B^T d as d[p] + sign d[q]: (p, q, sign) for rows 0..3
@@ -222,3 +223,31 @@ def weight_gradient(dU, plane, c0, c1, dW):
             df[d], df[d + _u(1)], df[d + _u(2)] = _gt(a0, a1, a2, a3, half)
             df[d + _u(3)], df[d + _u(4)], df[d + _u(5)] = _gt(b0, b1, b2, b3, half)
             df[d + _u(6)], df[d + _u(7)], df[d + _u(8)] = _gt(e0, e1, e2, e3, half)
+
+
+# ---------------------------------------------------------------------------------------------------- one call a chunk
+# A chunk's steps in one compiled call, the GEMMs by ``gemm`` (``_numba_blas.cblas_gemm``): no GIL between them.
+@njit(cache=True, nogil=True)
+def forward_chunk(
+    gemm, x, nhwc, n0, n1, PH, PW, TH, TW, xt, V, v_plane, U, u_plane, M, m_plane, bias, has_bias, relu, relu_max, yt,
+    out, res, has_res,
+):  # fmt: skip
+    """A chunk of images [n0, n1) of the forward: :func:`input_tiles` into V, the 16 GEMMs M_xi = V_xi U_xi
+    (U: 16 (C, O) planes, :func:`transform_weight`), :func:`output_tiles` from M into ``out`` (laid out as x)."""
+    C, O = image_dims(x, nhwc)[0], image_dims(out, nhwc)[0]
+    input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, V, v_plane)
+    gemm_planes(gemm, 16, False, (n1 - n0) * TH * TW, O, C, V, v_plane, U, u_plane, M, m_plane)
+    output_tiles(M, m_plane, n0, n1, n0, TH, TW, bias, has_bias, relu, relu_max, yt, out, nhwc, res, has_res)
+
+
+@njit(cache=True, nogil=True)
+def weight_gradient_chunk(
+    gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, V, v_plane, yt, dM, m_plane, total, scratch, first,
+):  # fmt: skip
+    """A chunk of images [n0, n1) of the weight gradient: :func:`input_tiles` of x into V,
+    :func:`output_gradient_tiles` of dout into dM, then dU_xi = V_xi^T dM_xi into ``total`` (16 (C, O) matrices, the
+    chunk's group's partial sum: written by the group's ``first`` chunk, added to by the others)."""
+    C, O = image_dims(x, nhwc)[0], image_dims(dout, dout_nhwc)[0]
+    input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, V, v_plane)
+    output_gradient_tiles(dout, dout_nhwc, n0, n1, n0, TH, TW, yt, dM, m_plane)
+    gemm_planes_sum(gemm, 16, C, O, (n1 - n0) * TH * TW, V, v_plane, dM, m_plane, total, scratch, first)

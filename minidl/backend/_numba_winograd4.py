@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from numba import njit
 
+from minidl.backend._numba_blas import gemm_planes, gemm_planes_sum
 from minidl.backend._numba_kernels import _u, image_copy, image_dims, tile_row_out
 
 
@@ -301,3 +302,31 @@ def weight_gradient(dU, plane, c0, c1, dW):
                 r = _gt(q0[i], q1[i], q2[i], q3[i], q4[i], q5[i])
                 for j in range(3):
                     df[d + _u(3 * i + j)] = r[j]
+
+
+# ---------------------------------------------------------------------------------------------------- one call a chunk
+# A chunk's steps in one compiled call, the GEMMs by ``gemm`` (``_numba_blas.cblas_gemm``): no GIL between them.
+@njit(cache=True, nogil=True)
+def forward_chunk(
+    gemm, x, nhwc, n0, n1, PH, PW, TH, TW, xt, t, V, v_plane, U, u_plane, M, m_plane, bias, has_bias, relu, relu_max,
+    out, res, has_res,
+):  # fmt: skip
+    """A chunk of images [n0, n1) of the forward: :func:`input_tiles` into V, the 36 GEMMs M_xi = V_xi U_xi
+    (U: 36 (C, O) planes, :func:`transform_weight`), :func:`output_tiles` from M into ``out`` (laid out as x)."""
+    C, O = image_dims(x, nhwc)[0], image_dims(out, nhwc)[0]
+    input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V, v_plane)
+    gemm_planes(gemm, 36, False, (n1 - n0) * TH * TW, O, C, V, v_plane, U, u_plane, M, m_plane)
+    output_tiles(M, m_plane, n0, n1, n0, TH, TW, bias, has_bias, relu, relu_max, t, out, nhwc, res, has_res)
+
+
+@njit(cache=True, nogil=True)
+def weight_gradient_chunk(
+    gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, t, V, v_plane, yt, dM, m_plane, total, scratch, first,
+):  # fmt: skip
+    """A chunk of images [n0, n1) of the weight gradient: :func:`input_tiles` of x into V,
+    :func:`output_gradient_tiles` of dout into dM, then dU_xi = V_xi^T dM_xi into ``total`` (36 (C, O) matrices, the
+    chunk's group's partial sum: written by the group's ``first`` chunk, added to by the others)."""
+    C, O = image_dims(x, nhwc)[0], image_dims(dout, dout_nhwc)[0]
+    input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V, v_plane)
+    output_gradient_tiles(dout, dout_nhwc, n0, n1, n0, TH, TW, yt, t, dM, m_plane)
+    gemm_planes_sum(gemm, 36, C, O, (n1 - n0) * TH * TW, V, v_plane, dM, m_plane, total, scratch, first)

@@ -5,7 +5,9 @@ stride-1 convolutions with 8 or more channels in and out (see ``_numba_conv.py``
 
 * **chunks of images** (the usual case): per chunk, input tiles V (16, tiles, C), 16 GEMMs M = V @ U (BLAS, one
   thread per call), output tiles into the (N, O, OH, OW) output; dW from the same tiles, dU = V^T dM, with a partial
-  sum per chunk (or fixed group of chunks) added in order;
+  sum per chunk (or fixed group of chunks) added in order. With NumPy's OpenBLAS a chunk's steps are one compiled
+  call (``forward_chunk``, ``weight_gradient_chunk``; the GEMMs by ``_numba_blas.py``), else (another BLAS, or
+  ``MINIDL_KERNEL_GEMM=0``) one by one from Python, the GEMMs by ``numpy.matmul``: the same bits either way;
 * **batch-wide** (:meth:`WinogradKernelsMixin._winograd_batched`: fewer than 128 tiles per chunk): the transforms
   over the whole batch, then each GEMM once over all its tiles, one task per tile position;
 * **F(4x4, 3x3)** (:meth:`WinogradKernelsMixin._winograd4_applies`: 16+ channels, outputs of 7 x 7 or more, 128+
@@ -25,6 +27,7 @@ import numpy
 from minidl.backend import _numba_winograd as _wino
 from minidl.backend import _numba_winograd4 as _wino4
 from minidl.backend import _threads
+from minidl.backend._numba_blas import cblas_gemm
 from minidl.backend._numba_common import (
     _CHUNK_BYTES,
     _DW_BYTES,
@@ -170,13 +173,17 @@ class WinogradKernelsMixin:
         self._input_tiles(worker, x, nhwc, n0, n1, n0, PH, PW, TH, TW, V)
         return V
 
+    def _winograd_xt(self, worker: int, C: int, TH: int, TW: int, dtype: Any) -> Any:
+        """A worker's scratch for one padded image of C channels, F(2x2, 3x3)'s ``input_tiles``' ``xt``."""
+        return self._buffer(worker, "wino_x", ((2 * TH + 2) * 2 * (TW + 1) * C,), dtype)
+
     def _input_tiles(
         self, worker: int, x: Any, nhwc: bool, n0: int, n1: int, first: int, PH: int, PW: int, TH: int, TW: int,
         V: Planes,
     ) -> None:  # fmt: skip
         """:func:`_numba_winograd.input_tiles` of images [n0, n1) into V (tiles numbered from image ``first``)."""
-        scratch = self._buffer(worker, "wino_x", ((2 * TH + 2) * 2 * (TW + 1) * _dims(x, nhwc)[0],), x.dtype)
-        _wino.input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, scratch, V.flat, V.plane)
+        xt = self._winograd_xt(worker, _dims(x, nhwc)[0], TH, TW, x.dtype)
+        _wino.input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, V.flat, V.plane)
 
     # Layers with few tiles per chunk (small images, many channels: VGG's 512 channels at 4 x 4 or 2 x 2) have a big U
     # for few rows: a chunk's GEMMs would read the whole U (16 C O values) for a few rows. There the transforms run
@@ -235,7 +242,7 @@ class WinogradKernelsMixin:
             self._winograd4_conv(x, nhwc, weight, b, has_bias, PH, PW, relu_max, target, res)
             return out
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
-        U = self._winograd_weight(weight, dtype).view  # (16, C, O)
+        U = self._winograd_weight(weight, dtype)  # 16 (C, O) planes
         relu, cap = epilogue(relu_max, dtype)
 
         def output(worker: int, M: Any, n0: int, n1: int, first: int) -> None:
@@ -245,15 +252,27 @@ class WinogradKernelsMixin:
         if self._winograd_batched(N, C, O, TH, TW, nb, x.itemsize):
             V = self._winograd_batch_input(x, nhwc, nb, PH, PW, TH, TW)
             M = self._wino_planes(None, "", N * TH * TW, O, dtype)
-            self._per_tile_position(V.view, U, M.view)
+            self._per_tile_position(V.view, U.view, M.view)
             del V
             self._over_images(N, nb, lambda worker, n0, n1: output(worker, M, n0, n1, 0))
             return out
 
+        gemm = cblas_gemm(dtype)
+
         def body(worker: int, n0: int, n1: int) -> None:
-            V = self._winograd_input(worker, x, nhwc, n0, n1, PH, PW, TH, TW)
+            if gemm is not None:  # the three steps in one compiled call (see _numba_blas.py)
+                xt = self._winograd_xt(worker, C, TH, TW, dtype)
+                V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype)
+                M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype)
+                yt = self._buffer(worker, "wino_y", (2 * TW * O,), dtype)
+                _wino.forward_chunk(
+                    gemm, x, nhwc, n0, n1, PH, PW, TH, TW, xt, V.flat, V.plane, U.flat, U.plane, M.flat, M.plane, b,
+                    has_bias, relu, cap, yt, target, *res,
+                )  # fmt: skip
+                return
+            V = self._winograd_input(worker, x, nhwc, n0, n1, PH, PW, TH, TW)  # else one by one, from Python
             M = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype)
-            numpy.matmul(V.view, U, out=M.view)
+            numpy.matmul(V.view, U.view, out=M.view)
             output(worker, M, n0, n1, n0)
 
         self._over_images(N, nb, body, self._gemm_threads())
@@ -295,14 +314,27 @@ class WinogradKernelsMixin:
             gradient_tiles(worker, dM, n0, n1, n0)
             return V, dM
 
-        self._winograd_dU(N, nb, tiles, dU)
+        gemm = cblas_gemm(dtype)
+
+        def chunk(worker: int, n0: int, n1: int, total: Any, scratch: Any, first: bool) -> None:
+            V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype)
+            dM = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype)
+            yt = self._buffer(worker, "wino_dy", (4 * TH * TW * O,), dtype)
+            _wino.weight_gradient_chunk(
+                gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, self._winograd_xt(worker, C, TH, TW, dtype),
+                V.flat, V.plane, yt, dM.flat, dM.plane, total, scratch, first,
+            )  # fmt: skip
+
+        self._winograd_dU(N, nb, tiles, dU, None if gemm is None else chunk)
         return self._winograd_weight_from(dU, w_shape)
 
-    def _winograd_dU(self, N: int, nb: int, tiles: Any, dU: Planes) -> None:
+    def _winograd_dU(self, N: int, nb: int, tiles: Any, dU: Planes, chunk: Any = None) -> None:
         """dU = sum over the batch's chunks of ``nb`` images of V_xi^T @ dM_xi, for each of dU's 16 or 36 planes
         (``tiles(worker, n0, n1)`` gives a chunk's V and dM). Each chunk keeps its own partial sum, or each fixed group
         of chunks when the partial sums would need more than _DW_BYTES; the partial sums are added in order at the
-        end, so dU does not depend on the thread count."""
+        end, so dU does not depend on the thread count. ``chunk(worker, n0, n1, total, scratch, first)``, when given,
+        does a chunk's whole share in one compiled call (``weight_gradient_chunk``, see ``_numba_blas.py``): its tiles,
+        its GEMMs into its group's partial sum ``total`` if ``first``, else into ``scratch`` then added to it."""
         count, C, O = dU.view.shape
         dtype = dU.view.dtype
         chunks = _ceil_div(N, nb)
@@ -311,10 +343,14 @@ class WinogradKernelsMixin:
         dU_parts = (numpy.empty if N else numpy.zeros)((max(len(groups), 1), count, C, O), dtype=dtype)
 
         def body(worker: int, group: int) -> None:
-            for chunk in range(*groups[group]):
-                n0, n1 = chunk * nb, min(N, (chunk + 1) * nb)
+            for index in range(*groups[group]):
+                n0, n1 = index * nb, min(N, (index + 1) * nb)
+                if chunk is not None:
+                    scratch = self._buffer(worker, "wino_du", (count, C, O), dtype)
+                    chunk(worker, n0, n1, dU_parts[group], scratch, index == groups[group][0])
+                    continue
                 V, dM = tiles(worker, n0, n1)
-                if chunk == groups[group][0]:
+                if index == groups[group][0]:
                     numpy.matmul(V.view.transpose(0, 2, 1), dM.view, out=dU_parts[group])
                 else:
                     part = self._buffer(worker, "wino_du", (count, C, O), dtype)
@@ -367,26 +403,34 @@ class WinogradKernelsMixin:
         U = self._winograd_weight(weight, dtype, tile=4)
         relu, cap = epilogue(relu_max, dtype)
 
+        gemm = cblas_gemm(dtype)
+
         def body(worker: int, n0: int, n1: int) -> None:
-            V, t = self._winograd4_input(worker, x, nhwc, n0, n1, PH, PW, TH, TW, O)
+            V, xt, t = self._winograd4_scratch(worker, C, O, n1 - n0, TH, TW, dtype)
             M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype, 36)
+            if gemm is not None:  # the three steps in one compiled call (see _numba_blas.py)
+                _wino4.forward_chunk(
+                    gemm, x, nhwc, n0, n1, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane, M.flat, M.plane, b,
+                    has_bias, relu, cap, out, *res,
+                )  # fmt: skip
+                return
+            _wino4.input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V.flat, V.plane)  # else one by one
             numpy.matmul(V.view, U.view, out=M.view)
             _wino4.output_tiles(M.flat, M.plane, n0, n1, n0, TH, TW, b, has_bias, relu, cap, t, out, nhwc, *res)
 
         self._over_images(N, nb, body, self._gemm_threads())
 
-    def _winograd4_input(
-        self, worker: int, x: Any, nhwc: bool, n0: int, n1: int, PH: int, PW: int, TH: int, TW: int, O: int
-    ) -> tuple[Planes, Any]:  # fmt: skip
-        """``(V, t)``: the F(4x4, 3x3) input tiles of images [n0, n1) as :meth:`_wino_planes` of (tiles, C), in a
-        per-worker buffer, and the per-worker scratch ``t`` of the transforms (40 TW max(C, O) values: also what
-        ``output_tiles`` and ``output_gradient_tiles`` of ``_numba_winograd4.py`` need for O output channels)."""
-        C, dtype = _dims(x, nhwc)[0], x.dtype
-        V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype, 36)
+    def _winograd4_scratch(
+        self, worker: int, C: int, O: int, images: int, TH: int, TW: int, dtype: Any
+    ) -> tuple[Planes, Any, Any]:  # fmt: skip
+        """``(V, xt, t)``: a worker's buffers for the F(4x4, 3x3) input tiles of ``images`` images of C channels: V as
+        :meth:`_wino_planes` of (tiles, C), ``xt`` one padded image, and ``t`` the transforms' scratch (40 TW max(C, O)
+        values: also what ``output_tiles`` and ``output_gradient_tiles`` of ``_numba_winograd4.py`` need for O output
+        channels)."""
+        V = self._wino_planes(worker, "wino_v", images * TH * TW, C, dtype, 36)
         xt = self._buffer(worker, "wino_x", ((4 * TH + 2) * 4 * (TW + 1) * C,), dtype)
         t = self._buffer(worker, "wino_t", (40 * TW * max(C, O),), dtype)
-        _wino4.input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V.flat, V.plane)
-        return V, t
+        return V, xt, t
 
     def _winograd4_weight_gradient(
         self, x: Any, nhwc: bool, dout: Any, dout_nhwc: bool, w_shape: tuple[int, ...], PH: int, PW: int
@@ -411,13 +455,26 @@ class WinogradKernelsMixin:
         # (32 tiles) per chunk ran 2.8 ms, 16 images 2.2 ms, measured at 2 threads, AMD Zen 4)
         nb = max(nb, min(_ceil_div(_WINOGRAD_MIN_ROWS, TH * TW), max(1, N // _WINOGRAD4_MIN_CHUNKS)))
 
+        def buffers(worker: int, n0: int, n1: int) -> tuple[Planes, Any, Any, Planes, Any]:
+            V, xt, t = self._winograd4_scratch(worker, C, O, n1 - n0, TH, TW, dtype)
+            dM = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype, 36)
+            return V, xt, t, dM, self._buffer(worker, "wino_dy", (16 * TH * TW * O,), dtype)
+
         def tiles(worker: int, n0: int, n1: int) -> tuple[Planes, Planes]:
-            V, t = self._winograd4_input(worker, x, nhwc, n0, n1, PH, PW, TH, TW, O)
-            dM = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype, 36)
-            yt = self._buffer(worker, "wino_dy", (16 * TH * TW * O,), dtype)
+            V, xt, t, dM, yt = buffers(worker, n0, n1)
+            _wino4.input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V.flat, V.plane)
             _wino4.output_gradient_tiles(dout, dout_nhwc, n0, n1, n0, TH, TW, yt, t, dM.flat, dM.plane)
             return V, dM
 
+        gemm = cblas_gemm(dtype)
+
+        def chunk(worker: int, n0: int, n1: int, total: Any, scratch: Any, first: bool) -> None:
+            V, xt, t, dM, yt = buffers(worker, n0, n1)
+            _wino4.weight_gradient_chunk(
+                gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, t, V.flat, V.plane, yt, dM.flat, dM.plane,
+                total, scratch, first,
+            )  # fmt: skip
+
         dU = self._wino_planes(None, "", C, O, dtype, 36)
-        self._winograd_dU(N, nb, tiles, dU)
+        self._winograd_dU(N, nb, tiles, dU, None if gemm is None else chunk)
         return self._winograd_weight_from(dU, w_shape)

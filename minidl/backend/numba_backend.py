@@ -54,6 +54,8 @@ grouped ones nor an uneven ``'same'`` padding; dx laid out as x), ``batch_norm``
 copy it to C order first.
 
 Threads: see :mod:`minidl.backend._threads` (one pool of workers, the GEMMs inside them, BLAS held to one thread).
+A Winograd chunk runs its transforms and its GEMMs in one compiled call, calling NumPy's OpenBLAS from the kernel
+(``_numba_blas.py``; ``MINIDL_KERNEL_GEMM=0``, or another BLAS, runs the steps one by one from Python: the same bits).
 
 Memory: creating the backend tells glibc's malloc to keep freed memory for reuse (see :func:`_keep_freed_memory`;
 ``MINIDL_MALLOC_TUNING=0`` turns it off), which saves the page faults of a fresh activation every layer. This is a

@@ -472,6 +472,77 @@ def test_winograd_weight_transforms_give_the_same_bits_in_one_block_or_many(monk
     np.testing.assert_array_equal(dw2, dw1, err_msg=f"F({tile}x{tile}) dW of {O} x {C}: blocks against one block")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize(
+    ("x_shape", "O", "tile", "residual"),
+    [
+        ((9, 16, 12, 12), 24, 4, False),
+        ((5, 17, 13, 11), 19, 4, True),
+        ((7, 13, 10, 9), 11, 2, True),
+        ((40, 16, 14, 14), 16, 4, False),  # dW in 8 chunks, one group (_DW_BYTES at 1 below)
+    ],
+    ids=["4x4", "4x4-residual", "2x2-residual", "4x4-groups"],
+)
+def test_winograd_chunks_in_one_call_give_the_same_bits_as_step_by_step(
+    monkeypatch, x_shape, O, tile, residual, channels_last, dtype
+):  # fmt: skip
+    # with NumPy's OpenBLAS, a chunk's input transform, GEMMs and output transform (and dW's) run in one compiled call
+    # that calls the GEMMs itself (_numba_blas.py); MINIDL_KERNEL_GEMM=0 runs them one by one from Python, the GEMMs by
+    # numpy.matmul. The two give the same bits: forward (with a residual and ReLU), dx and dW, F(4x4) and F(2x2)
+    from minidl.backend import _numba_blas, _numba_common, _numba_winograd_conv
+
+    if _numba_blas.cblas_gemm(dtype) is None:
+        pytest.skip("NumPy's BLAS is not the scipy_openblas of its wheels: the chunks run step by step only")
+    be = fast_be()
+    rng = np.random.default_rng(sum(x_shape) + O)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = (rng.standard_normal((O, x_shape[1], 3, 3)) / 6).astype(dtype)
+    shape = (x_shape[0], O, x_shape[2], x_shape[3])
+    res = rng.standard_normal(shape).astype(dtype) if residual else None
+    dout = rng.standard_normal(shape).astype(dtype)
+    if channels_last:
+        x, dout = minidl.contiguous(x, minidl.channels_last), minidl.contiguous(dout, minidl.channels_last)
+        res = None if res is None else minidl.contiguous(res, minidl.channels_last)
+    if x_shape[0] == 40:  # several chunks per group of the dW partial sums: the kernel adds into the group's sum
+        monkeypatch.setattr(_numba_common, "_DW_BYTES", 1)
+        monkeypatch.setattr(_numba_winograd_conv, "_DW_BYTES", 1)
+    name = f"winograd{tile}"
+    geometry = (3, 3, 1, 1, 1, 1, 1, 1)
+    results = []
+    for setting in ("", "0"):
+        monkeypatch.setenv("MINIDL_KERNEL_GEMM", setting)
+        out = be._forward_with(name, x, w, None, geometry, np.inf if residual else None, res)
+        results.append((out, be._dx_with(name, dout, x, w, geometry), be._dw_with(name, dout, x, w, geometry)))
+    for label, one_call, step_by_step in zip(("out", "dx", "dW"), *results, strict=True):
+        assert np.isfinite(one_call).all()
+        np.testing.assert_array_equal(one_call, step_by_step, err_msg=f"{label}: one call against step by step")
+    compare(conv_case(x_shape, w.shape, 1, 1, "winograd", dtype=dtype, seed=O))  # and the reference, in one call
+
+
+def test_gemm_in_kernels_is_numpys_blas_or_nothing(monkeypatch):
+    # cblas_gemm gives NumPy's own cblas_?gemm for float32 and float64 (checked on a small product when found), None
+    # for other dtypes and with MINIDL_KERNEL_GEMM=0; gemm_planes computes what numpy.matmul does, plane by plane
+    from minidl.backend import _numba_blas
+
+    assert _numba_blas.cblas_gemm(np.float16) is None and _numba_blas.cblas_gemm(np.int32) is None
+    monkeypatch.setenv("MINIDL_KERNEL_GEMM", "0")
+    assert _numba_blas.cblas_gemm(np.float32) is None
+    monkeypatch.delenv("MINIDL_KERNEL_GEMM")
+    gemm = _numba_blas.cblas_gemm(np.float64)
+    if gemm is None:
+        pytest.skip("NumPy's BLAS is not the scipy_openblas of its wheels")
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 4, 6))
+    c = np.full((3, 5, 6), np.nan)
+    _numba_blas.gemm_planes(gemm, 3, False, 5, 6, 4, a.reshape(-1), 20, b.reshape(-1), 24, c.reshape(-1), 30)
+    np.testing.assert_array_equal(c, np.matmul(a, b))
+    at = np.ascontiguousarray(a.transpose(0, 2, 1))  # (3, 4, 5): used transposed
+    c[...] = np.nan
+    _numba_blas.gemm_planes(gemm, 3, True, 5, 6, 4, at.reshape(-1), 20, b.reshape(-1), 24, c.reshape(-1), 30)
+    np.testing.assert_array_equal(c, np.matmul(at.transpose(0, 2, 1), b))
+
+
 # ---------------------------------------------------------------------------------------------------- ReLU epilogue
 @pytest.mark.parametrize(
     ("x_shape", "w_shape", "bias", "geometry"),
