@@ -56,6 +56,7 @@ threads. In inference the forward can also apply a ReLU or a ReLU6 in its output
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -90,6 +91,10 @@ _WINOGRAD_TILES = {"winograd2": 2, "winograd4": 4}  # the Winograd algorithms' n
 _AUTOTUNE_RUNS, _AUTOTUNE_SECONDS, _AUTOTUNE_MARGIN = 2, 0.01, 0.05
 _DIRECT_TUNE_MAX_C = 16  # input channels up to which the autotuner tries the direct 3 x 3 (its rule: _DIRECT_MAX_C)
 _SMALL_O_BLOCK = 256  # rows per backward GEMM call when O <= 16 (measured: the best block for such thin GEMMs)
+# a convolution with fewer values than this in its input and in its output, and fewer multiply-adds than
+# _ONE_THREAD_MACS, runs in the calling thread (see ConvKernelsMixin._one_thread_if_small)
+_ONE_THREAD_VALUES = 1 << 16
+_ONE_THREAD_MACS = 1 << 25
 # 3 x 3 stride-1 forwards with at most this many input channels run direct (``_numba_direct.py``; measured at
 # batch 128, 2 threads: 3 to 6 channels 1.5-2.3x faster than im2row, 8 even, 16 slower)
 _DIRECT_MAX_C = 6
@@ -139,12 +144,33 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         in it). Cache: ``(x, or x_col with groups other than depthwise, weight, has_bias, g, x_shape, crop)``."""
         return self._conv2d(g, x, weight, bias)
 
+    def _one_thread_if_small(self, x_shape: tuple[int, ...], weight: Any, g: Any) -> Any:
+        """``_threads.serial()`` for a convolution too small to pay for the pool's threads, else nothing: fewer than
+        _ONE_THREAD_VALUES values in its input and in its output, and fewer than _ONE_THREAD_MACS multiply-adds.
+        Handing tasks to a worker costs some 50 us per parallel region (waking the thread, passing the GIL), and a
+        convolution runs one to four regions: measured on 2 threads (AMD Zen 4, a 3 x 3 layer between idle gaps, as
+        in a model), 16 channels at 32 x 32 ran faster on one thread up to 2 images (32 K values), 32 channels at
+        16 x 16 and 64 at 8 x 8 up to 8 (64 K values; 1 thread 337 and 347 us, 2 threads 337 and 422 us), and the
+        other way from 4, 16 and 32 images. The multiply-adds keep layers of many channels at few pixels (VGG's 512
+        at 2 x 2) on the threads. The results are the same either way (the work is cut by shape only)."""
+        N, O = x_shape[0], weight.shape[0]
+        out_values, macs = N * O * g.OH * g.OW, N * O * g.OH * g.OW * math.prod(weight.shape[1:])
+        small = max(math.prod(x_shape), out_values) < _ONE_THREAD_VALUES and macs < _ONE_THREAD_MACS
+        return _threads.serial() if small else contextlib.nullcontext()
+
     def _conv2d(
         self, g: Any, x: Any, weight: Any, bias: Any, relu_max: float | None = None, residual: Any = None
     ) -> tuple[Any, Any]:  # fmt: skip
         """:meth:`_conv2d_forward`; the output pass also adds ``residual`` (the output's shape) if given, then with
         ``relu_max`` (+inf: ``conv2d_relu`` and ``conv2d_add_relu``, 6: ``conv2d_relu6``) applies
-        min(relu(out), relu_max) (groups 1 or depthwise only)."""
+        min(relu(out), relu_max) (groups 1 or depthwise only). A small one in one thread
+        (:meth:`_one_thread_if_small`)."""
+        with self._one_thread_if_small(tuple(x.shape), weight, g):
+            return self._conv2d_with_threads(g, x, weight, bias, relu_max, residual)
+
+    def _conv2d_with_threads(
+        self, g: Any, x: Any, weight: Any, bias: Any, relu_max: float | None, residual: Any
+    ) -> tuple[Any, Any]:  # fmt: skip
         assert residual is None or relu_max == math.inf, "a residual comes with a ReLU (conv2d_add_relu)"
         x, crop = self._symmetric(x, g)
         if self._is_depthwise(tuple(x.shape), weight, g.groups):
@@ -172,7 +198,12 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         return out
 
     def _conv2d_backward(self, dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
-        """``(dx, dw, db)`` of :meth:`_conv2d_forward` (``dw`` None when not ``compute_dw``)."""
+        """``(dx, dw, db)`` of :meth:`_conv2d_forward` (``dw`` None when not ``compute_dw``); a small one in one
+        thread (:meth:`_one_thread_if_small`)."""
+        with self._one_thread_if_small(cache[4], cache[1], cache[3]):
+            return self._conv2d_backward_with_threads(dout, cache, compute_dw)
+
+    def _conv2d_backward_with_threads(self, dout: Any, cache: Any, compute_dw: bool) -> tuple[Any, Any, Any]:
         x, weight, has_bias, g, _, crop = cache
         db = dout.sum(axis=(0, 2, 3)) if has_bias else None
         if self._is_depthwise(cache[4], weight, g.groups):  # the cache holds x, not x_col

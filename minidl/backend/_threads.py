@@ -42,12 +42,13 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import itertools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -57,6 +58,7 @@ __all__ = [
     "get_num_threads",
     "in_region",
     "parallel_for",
+    "serial",
     "set_blas_num_threads",
     "set_num_threads",
 ]
@@ -131,6 +133,22 @@ def _worker_loop(body: Callable[[int, int], Any], worker: int, counter: Any, num
 def in_region() -> bool:
     """Whether the calling thread runs a task of :func:`parallel_for` (where a nested region runs serially)."""
     return getattr(_local, "worker", None) is not None
+
+
+@contextlib.contextmanager
+def serial() -> Iterator[None]:
+    """Run every :func:`parallel_for` of the block in the calling thread, as worker 0 (as a region nested in a task
+    runs): for work too small to pay for waking the pool's threads. The block holds the pool as a region does (one at
+    a time, so worker 0's buffers are the block's). Inside a task it changes nothing."""
+    if in_region():
+        yield
+        return
+    with _lock:
+        _local.worker = 0
+        try:
+            yield
+        finally:
+            _local.worker = None
 
 
 def parallel_for(body: Callable[[int, int], Any], num_tasks: int, max_threads: int | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -113,6 +114,70 @@ def test_nested_parallel_for_runs_serially_as_the_same_worker():
 
     _threads.parallel_for(outer, 8)
     assert len(pairs) == 24 and all(w == inner for w, inner in pairs)
+
+
+def test_serial_block_runs_every_region_in_the_calling_thread():
+    # _threads.serial(): every parallel_for of the block runs in the caller's thread as worker 0, in task order (a
+    # nested serial() changes nothing); after the block, even one left by an exception, regions use the pool again
+    import threading
+
+    before = minidl.get_num_threads()
+    minidl.set_num_threads(2)
+    try:
+        caller, seen = threading.get_ident(), []
+        with _threads.serial():
+            assert _threads.in_region()
+            _threads.parallel_for(lambda worker, task: seen.append((worker, task, threading.get_ident())), 6)
+            with _threads.serial():
+                _threads.parallel_for(lambda worker, task: seen.append((worker, task, threading.get_ident())), 2)
+        assert seen == [(0, t, caller) for t in range(6)] + [(0, t, caller) for t in range(2)]
+        with pytest.raises(ValueError, match="inside"), _threads.serial():
+            raise ValueError("inside")
+        assert not _threads.in_region()
+        workers = set()
+        _threads.parallel_for(lambda worker, task: (time.sleep(0.002), workers.add(worker)), 20)
+        assert workers == {0, 1}  # the pool again
+    finally:
+        minidl.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("N", "one_thread"), [(2, True), (64, False)])
+def test_small_convolutions_run_in_the_calling_thread(monkeypatch, N, one_thread):
+    # a convolution with few values and multiply-adds (_numba_conv._one_thread_if_small) runs every region of its
+    # forward and backward in the calling thread; a bigger one uses the pool. The results are the same bits
+    from minidl.backend import _numba_conv
+
+    be = minidl.get_backend("numba")
+    before = minidl.get_num_threads()
+    minidl.set_num_threads(2)
+    regions = []
+    original = _threads.parallel_for
+
+    def spy(body, num_tasks, max_threads=None):
+        regions.append(_threads.in_region())
+        return original(body, num_tasks, max_threads)
+
+    monkeypatch.setattr(_threads, "parallel_for", spy)
+    rng = np.random.default_rng(N)
+    x = rng.standard_normal((N, 16, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    try:
+        with minidl.use_backend("numba"):
+            results = []
+            for values in (_numba_conv._ONE_THREAD_VALUES, 0):  # as set, and never in one thread
+                monkeypatch.setattr(_numba_conv, "_ONE_THREAD_VALUES", values)
+                regions.clear()
+                out, cache = F.conv2d_forward(x, w, None, 1, 1)
+                results.append((out, *F.conv2d_backward(np.ones_like(out), cache)[:2]))
+                if values:
+                    assert regions and all(regions) == one_thread, regions
+                else:
+                    assert regions and not regions[0]
+    finally:
+        minidl.set_num_threads(before)
+    assert be is minidl.get_backend("numba")
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
