@@ -492,6 +492,7 @@ def test_winograd_chunks_in_one_call_give_the_same_bits_as_step_by_step(
     # numpy.matmul. The two give the same bits: forward (with a residual and ReLU), dx and dW, F(4x4) and F(2x2)
     from minidl.backend import _numba_blas, _numba_common, _numba_winograd_conv
 
+    monkeypatch.delenv("MINIDL_KERNEL_GEMM", raising=False)  # (a shell's setting runs the whole suite one way)
     if _numba_blas.cblas_gemm(dtype) is None:
         pytest.skip("NumPy's BLAS is not the scipy_openblas of its wheels: the chunks run step by step only")
     be = fast_be()
