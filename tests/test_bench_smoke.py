@@ -10,6 +10,7 @@ import copy
 import importlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -429,3 +430,26 @@ def test_bench_pinned_reports_a_failed_process_and_refuses_its_own_options(tmp_p
     proc = _run("bench_pinned.py", "--models", "cifar_cnn")
     assert proc.returncode == 2 and "--out FILE, --record" in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pins processes to cores (Linux)")
+def test_device_cpu_run_script_writes_every_file(tmp_path):
+    # benchmarks/device_cpu_run.sh, the prepared CPU measurement for a lent many-core machine, on tiny settings: every
+    # step runs and leaves its file in $OUT (the records with both frameworks' rounds, the Winograd parts' table)
+    pytest.importorskip("torch")
+    env = {
+        **os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "MODELS": "cifar_cnn",
+        "RESNETS": "resnet20", "ROUNDS": "1", "EXTRA": "--batch 4 --warmup 1 --repeats 1", "PARTS_REPEATS": "1",
+    }  # fmt: skip
+    run = subprocess.run(["bash", str(BENCH / "device_cpu_run.sh")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    files = {p.name for p in tmp_path.iterdir()}
+    assert files == {"lscpu.txt", "versions.txt", "zoo.json", "zoo.txt", "resnets.json", "resnets.txt", "parts.txt"}
+    for name, model, autotune in (("zoo", "cifar_cnn", True), ("resnets", "resnet20", False)):
+        assert (tmp_path / f"{name}.txt").read_text().rstrip().endswith(f"{name}: exit 0")
+        record = json.loads((tmp_path / f"{name}.json").read_text())
+        assert {r["framework"] for r in record["results"]} >= {"numba", "torch"}, record["results"]
+        assert record["args"]["autotune"] is autotune and record["args"]["models"] == [model]
+    assert "parts: exit 0" in (tmp_path / "parts.txt").read_text()
+    assert "numpy" in (tmp_path / "versions.txt").read_text()
