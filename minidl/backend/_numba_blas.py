@@ -15,13 +15,16 @@ Python against one kernel call): batch 128 16 channels at 32 x 32 2.62 -> 2.59, 
 8 x 8 1.35 -> 1.25; batch 8 0.44 -> 0.27, 0.39 -> 0.25, 0.45 -> 0.40 (at batch 8 two threads were slower than one,
 0.36 ms at 16 channels, and are now faster). The GEMMs are the same calls NumPy makes (``numpy.matmul`` of
 C-contiguous float32 / float64 matrices calls ``cblas_sgemm`` / ``cblas_dgemm`` row-major), so the results are
-the same bits.
+the same bits; but for a matrix of one row NumPy calls the matrix-vector product (``cblas_?gemv``), which adds in
+another order, so the drivers run a chunk of a single tile step by step from Python.
 
-Which BLAS. Only the OpenBLAS of NumPy's wheels (``scipy_openblas``), whose symbols say the width of their integer
-arguments: ``scipy_cblas_sgemm64_`` takes 64-bit integers (NumPy's default build), ``scipy_cblas_sgemm`` 32-bit ones
-(``scipy-openblas32``). With another BLAS (MKL, Accelerate, a system OpenBLAS whose integer width its name does not
-say), or with ``MINIDL_KERNEL_GEMM=0``, :func:`cblas_gemm` returns None and the drivers run the steps from Python as
-before. A small product is checked against ``numpy.matmul`` before the function is used.
+Which BLAS. Only the OpenBLAS of NumPy's wheels (``scipy_openblas``, in NumPy's own ``numpy.libs`` folder), whose
+symbols say the width of their integer arguments: ``scipy_cblas_sgemm64_`` takes 64-bit integers (NumPy's default
+build), ``scipy_cblas_sgemm`` 32-bit ones (``scipy-openblas32``). With another BLAS (MKL, Accelerate, a system
+OpenBLAS whose integer width its name does not say, SciPy's copy), or with ``MINIDL_KERNEL_GEMM=0``, :func:`cblas_gemm`
+returns None and the drivers run the steps from Python as before. A small product is checked against
+``numpy.matmul`` before the function is used (a wrong integer width would crash rather than fail it: the names are
+what guarantee the width).
 """
 
 from __future__ import annotations
@@ -43,7 +46,10 @@ _found: dict[str, Any] = {}
 def cblas_gemm(dtype: Any) -> Any:
     """NumPy's ``cblas_sgemm`` (float32) or ``cblas_dgemm`` (float64) as a ctypes function for :func:`gemm_planes`,
     or None: another dtype, no such function found (see the module docstring) or ``MINIDL_KERNEL_GEMM=0``."""
-    if os.environ.get("MINIDL_KERNEL_GEMM", "").strip() == "0":
+    setting = os.environ.get("MINIDL_KERNEL_GEMM", "").strip()
+    if setting not in ("", "0", "1"):
+        raise ValueError(f"MINIDL_KERNEL_GEMM must be 0 or 1, got {setting!r}")
+    if setting == "0":
         return None
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
@@ -55,7 +61,8 @@ def cblas_gemm(dtype: Any) -> Any:
 
 def _load(dtype: np.dtype) -> Any:
     blas = _threads._openblas()
-    if blas is None or "scipy_openblas" not in os.path.basename(blas[3]):
+    numpy_libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    if blas is None or os.path.dirname(blas[3]) != numpy_libs or "scipy_openblas" not in os.path.basename(blas[3]):
         return None
     lib = ctypes.CDLL(blas[3])
     real = ctypes.c_float if dtype == np.float32 else ctypes.c_double
@@ -78,7 +85,8 @@ def _load(dtype: np.dtype) -> Any:
 def gemm_planes(gemm, count, trans_a, M, N, K, A, a_plane, B, b_plane, C, c_plane):
     """C_i = op(A_i) @ B_i for the ``count`` planes i of flat arrays (plane i of A starts at A[i a_plane], likewise
     B and C), each a C-contiguous matrix: A_i (M, K), or with ``trans_a`` (K, M) used transposed; B_i (K, N);
-    C_i (M, N); by ``gemm``, a :func:`cblas_gemm` of their dtype (row-major, as ``numpy.matmul`` calls it)."""
+    C_i (M, N); by ``gemm``, a :func:`cblas_gemm` of their dtype (row-major, as ``numpy.matmul`` calls it for M > 1).
+    Nothing is checked here (no dtype, no bounds): the callers pass arrays of ``gemm``'s dtype that hold the planes."""
     size = A.itemsize
     a, b, c = A.ctypes.data, B.ctypes.data, C.ctypes.data
     lda = M if trans_a else K

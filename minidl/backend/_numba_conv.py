@@ -151,8 +151,10 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         convolution runs one to four regions: measured on 2 threads (AMD Zen 4, a 3 x 3 layer between idle gaps, as
         in a model), 16 channels at 32 x 32 ran faster on one thread up to 2 images (32 K values), 32 channels at
         16 x 16 and 64 at 8 x 8 up to 8 (64 K values; 1 thread 337 and 347 us, 2 threads 337 and 422 us), and the
-        other way from 4, 16 and 32 images. The multiply-adds keep layers of many channels at few pixels (VGG's 512
-        at 2 x 2) on the threads. The results are the same either way (the work is cut by shape only)."""
+        other way from 4, 16 and 32 images. The multiply-adds keep layers of many channels at few pixels on the
+        threads (VGG's 512 channels at 2 x 2 from 4 images). The results are the same either way (the work is cut by
+        shape only). ``x_shape`` is the input as the kernels see it (with an uneven ``'same'`` padding's extra rows
+        and columns), the same for the forward and the backward."""
         N, O = x_shape[0], weight.shape[0]
         out_values, macs = N * O * g.OH * g.OW, N * O * g.OH * g.OW * math.prod(weight.shape[1:])
         small = max(math.prod(x_shape), out_values) < _ONE_THREAD_VALUES and macs < _ONE_THREAD_MACS
@@ -165,7 +167,9 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         ``relu_max`` (+inf: ``conv2d_relu`` and ``conv2d_add_relu``, 6: ``conv2d_relu6``) applies
         min(relu(out), relu_max) (groups 1 or depthwise only). A small one in one thread
         (:meth:`_one_thread_if_small`)."""
-        with self._one_thread_if_small(tuple(x.shape), weight, g):
+        N, C, H, W = x.shape
+        padded = (N, C, H + g.bottom - g.top, W + g.right - g.left)  # as _symmetric pads it, and the cache holds
+        with self._one_thread_if_small(padded, weight, g):
             return self._conv2d_with_threads(g, x, weight, bias, relu_max, residual)
 
     def _conv2d_with_threads(

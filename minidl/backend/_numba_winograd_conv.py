@@ -260,7 +260,7 @@ class WinogradKernelsMixin:
         gemm = cblas_gemm(dtype)
 
         def body(worker: int, n0: int, n1: int) -> None:
-            if gemm is not None:  # the three steps in one compiled call (see _numba_blas.py)
+            if gemm is not None and (n1 - n0) * TH * TW > 1:  # the three steps in one compiled call (_numba_blas.py)
                 xt = self._winograd_xt(worker, C, TH, TW, dtype)
                 V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype)
                 M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype)
@@ -316,7 +316,9 @@ class WinogradKernelsMixin:
 
         gemm = cblas_gemm(dtype)
 
-        def chunk(worker: int, n0: int, n1: int, total: Any, scratch: Any, first: bool) -> None:
+        def chunk(worker: int, n0: int, n1: int, total: Any, scratch: Any, first: bool) -> bool:
+            if (n1 - n0) * TH * TW == 1:
+                return False  # (see _winograd_dU)
             V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype)
             dM = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype)
             yt = self._buffer(worker, "wino_dy", (4 * TH * TW * O,), dtype)
@@ -324,6 +326,7 @@ class WinogradKernelsMixin:
                 gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, self._winograd_xt(worker, C, TH, TW, dtype),
                 V.flat, V.plane, yt, dM.flat, dM.plane, total, scratch, first,
             )  # fmt: skip
+            return True
 
         self._winograd_dU(N, nb, tiles, dU, None if gemm is None else chunk)
         return self._winograd_weight_from(dU, w_shape)
@@ -334,7 +337,9 @@ class WinogradKernelsMixin:
         of chunks when the partial sums would need more than _DW_BYTES; the partial sums are added in order at the
         end, so dU does not depend on the thread count. ``chunk(worker, n0, n1, total, scratch, first)``, when given,
         does a chunk's whole share in one compiled call (``weight_gradient_chunk``, see ``_numba_blas.py``): its tiles,
-        its GEMMs into its group's partial sum ``total`` if ``first``, else into ``scratch`` then added to it."""
+        its GEMMs into its group's partial sum ``total`` if ``first``, else into ``scratch`` then added to it; it
+        returns False for a chunk of a single tile, which then runs step by step (``numpy.matmul`` makes a product of
+        one-row matrices a matrix-vector product, the kernels' GEMM would add in another order)."""
         count, C, O = dU.view.shape
         dtype = dU.view.dtype
         chunks = _ceil_div(N, nb)
@@ -347,8 +352,8 @@ class WinogradKernelsMixin:
                 n0, n1 = index * nb, min(N, (index + 1) * nb)
                 if chunk is not None:
                     scratch = self._buffer(worker, "wino_du", (count, C, O), dtype)
-                    chunk(worker, n0, n1, dU_parts[group], scratch, index == groups[group][0])
-                    continue
+                    if chunk(worker, n0, n1, dU_parts[group], scratch, index == groups[group][0]):
+                        continue
                 V, dM = tiles(worker, n0, n1)
                 if index == groups[group][0]:
                     numpy.matmul(V.view.transpose(0, 2, 1), dM.view, out=dU_parts[group])
@@ -408,7 +413,7 @@ class WinogradKernelsMixin:
         def body(worker: int, n0: int, n1: int) -> None:
             V, xt, t = self._winograd4_scratch(worker, C, O, n1 - n0, TH, TW, dtype)
             M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype, 36)
-            if gemm is not None:  # the three steps in one compiled call (see _numba_blas.py)
+            if gemm is not None and (n1 - n0) * TH * TW > 1:  # the three steps in one compiled call (_numba_blas.py)
                 _wino4.forward_chunk(
                     gemm, x, nhwc, n0, n1, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane, M.flat, M.plane, b,
                     has_bias, relu, cap, out, *res,
@@ -468,12 +473,15 @@ class WinogradKernelsMixin:
 
         gemm = cblas_gemm(dtype)
 
-        def chunk(worker: int, n0: int, n1: int, total: Any, scratch: Any, first: bool) -> None:
+        def chunk(worker: int, n0: int, n1: int, total: Any, scratch: Any, first: bool) -> bool:
+            if (n1 - n0) * TH * TW == 1:
+                return False  # (see _winograd_dU)
             V, xt, t, dM, yt = buffers(worker, n0, n1)
             _wino4.weight_gradient_chunk(
                 gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, t, V.flat, V.plane, yt, dM.flat, dM.plane,
                 total, scratch, first,
             )  # fmt: skip
+            return True
 
         dU = self._wino_planes(None, "", C, O, dtype, 36)
         self._winograd_dU(N, nb, tiles, dU, None if gemm is None else chunk)

@@ -75,6 +75,7 @@ def _after_fork_in_child() -> None:
     """A forked child (a DataLoader worker process) has none of the parent's threads: start with a fresh pool."""
     global _lock, _pool, _pool_workers
     _lock, _pool, _pool_workers = threading.Lock(), None, 0
+    _local.worker = None  # (forked inside a task or a serial() block: the child's regions start afresh)
 
 
 if hasattr(os, "register_at_fork"):
@@ -106,10 +107,16 @@ def set_num_threads(n: int) -> None:
 
     Raises:
         ValueError: ``n`` is not a positive integer.
+        RuntimeError: called inside a task of :func:`parallel_for` or a :func:`serial` block (which hold the pool).
     """
     global _num_threads, _pool, _pool_workers
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive integer, got {n!r}")
+    if in_region():
+        raise RuntimeError(
+            "set_num_threads: called inside a parallel region or a serial() block, which holds the thread pool; "
+            "call it outside them"
+        )
     with _lock:
         if _pool is not None:
             _pool.shutdown(wait=True)
@@ -139,7 +146,8 @@ def in_region() -> bool:
 def serial() -> Iterator[None]:
     """Run every :func:`parallel_for` of the block in the calling thread, as worker 0 (as a region nested in a task
     runs): for work too small to pay for waking the pool's threads. The block holds the pool as a region does (one at
-    a time, so worker 0's buffers are the block's). Inside a task it changes nothing."""
+    a time, so worker 0's buffers are the block's; :func:`set_num_threads` inside it raises). Inside a task it changes
+    nothing."""
     if in_region():
         yield
         return

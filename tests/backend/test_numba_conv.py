@@ -475,22 +475,25 @@ def test_winograd_weight_transforms_give_the_same_bits_in_one_block_or_many(monk
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize(
-    ("x_shape", "O", "tile", "residual"),
+    ("x_shape", "O", "tile", "residual", "one_call"),
     [
-        ((9, 16, 12, 12), 24, 4, False),
-        ((5, 17, 13, 11), 19, 4, True),
-        ((7, 13, 10, 9), 11, 2, True),
-        ((40, 16, 14, 14), 16, 4, False),  # dW in 8 chunks, one group (_DW_BYTES at 1 below)
+        ((9, 16, 12, 12), 24, 4, False, True),
+        ((5, 17, 13, 11), 19, 4, True, True),
+        ((3, 13, 30, 29), 11, 2, True, True),  # 225 tiles a chunk: not batch-wide
+        ((40, 16, 14, 14), 16, 4, False, True),  # dW in 8 chunks, one group (_DW_BYTES at 1 below)
+        ((1, 16, 4, 4), 24, 4, True, False),  # chunks of one tile run step by step (numpy.matmul: a gemv)
+        ((1, 16, 2, 2), 24, 2, False, False),
     ],
-    ids=["4x4", "4x4-residual", "2x2-residual", "4x4-groups"],
+    ids=["4x4", "4x4-residual", "2x2-residual", "4x4-groups", "4x4-one-tile", "2x2-one-tile"],
 )
 def test_winograd_chunks_in_one_call_give_the_same_bits_as_step_by_step(
-    monkeypatch, x_shape, O, tile, residual, channels_last, dtype
+    monkeypatch, x_shape, O, tile, residual, one_call, channels_last, dtype
 ):  # fmt: skip
     # with NumPy's OpenBLAS, a chunk's input transform, GEMMs and output transform (and dW's) run in one compiled call
     # that calls the GEMMs itself (_numba_blas.py); MINIDL_KERNEL_GEMM=0 runs them one by one from Python, the GEMMs by
-    # numpy.matmul. The two give the same bits: forward (with a residual and ReLU), dx and dW, F(4x4) and F(2x2)
-    from minidl.backend import _numba_blas, _numba_common, _numba_winograd_conv
+    # numpy.matmul. The two give the same bits: forward (with a residual and ReLU), dx and dW, F(4x4) and F(2x2); a
+    # chunk of a single tile runs step by step either way (one_call False), as numpy.matmul would make its GEMMs gemv's
+    from minidl.backend import _numba_blas, _numba_common, _numba_winograd, _numba_winograd4, _numba_winograd_conv
 
     monkeypatch.delenv("MINIDL_KERNEL_GEMM", raising=False)  # (a shell's setting runs the whole suite one way)
     if _numba_blas.cblas_gemm(dtype) is None:
@@ -510,32 +513,55 @@ def test_winograd_chunks_in_one_call_give_the_same_bits_as_step_by_step(
         monkeypatch.setattr(_numba_winograd_conv, "_DW_BYTES", 1)
     name = f"winograd{tile}"
     geometry = (3, 3, 1, 1, 1, 1, 1, 1)
+    module = _numba_winograd4 if tile == 4 else _numba_winograd
+    calls = []
+    for kernel in ("forward_chunk", "weight_gradient_chunk"):
+        original = getattr(module, kernel)
+        monkeypatch.setattr(module, kernel, lambda *a, _k=kernel, _f=original: (calls.append(_k), _f(*a))[1])
     results = []
     for setting in ("", "0"):
         monkeypatch.setenv("MINIDL_KERNEL_GEMM", setting)
+        calls.clear()
         out = be._forward_with(name, x, w, None, geometry, np.inf if residual else None, res)
         results.append((out, be._dx_with(name, dout, x, w, geometry), be._dw_with(name, dout, x, w, geometry)))
+        ran = set(calls) == {"forward_chunk", "weight_gradient_chunk"}
+        assert ran == (one_call and setting == ""), (setting, calls)
     for label, one_call, step_by_step in zip(("out", "dx", "dW"), *results, strict=True):
         assert np.isfinite(one_call).all()
         np.testing.assert_array_equal(one_call, step_by_step, err_msg=f"{label}: one call against step by step")
-    compare(conv_case(x_shape, w.shape, 1, 1, "winograd", dtype=dtype, seed=O))  # and the reference, in one call
+    if x_shape[2] > 2:  # (a 2 x 2 image has fewer pixels than the reference comparison's 3 x 3 window needs)
+        compare(conv_case(x_shape, w.shape, 1, 1, "winograd", dtype=dtype, seed=O))  # and the reference, in one call
 
 
-def test_gemm_in_kernels_is_numpys_blas_or_nothing(monkeypatch):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_in_kernels_is_numpys_blas_or_nothing(monkeypatch, dtype):
     # cblas_gemm gives NumPy's own cblas_?gemm for float32 and float64 (checked on a small product when found), None
-    # for other dtypes and with MINIDL_KERNEL_GEMM=0; gemm_planes computes what numpy.matmul does, plane by plane
-    from minidl.backend import _numba_blas
+    # for other dtypes, with MINIDL_KERNEL_GEMM=0 and for a BLAS that is not the one in NumPy's wheels (another
+    # value of the variable is refused); gemm_planes computes what numpy.matmul does, plane by plane, for matrices
+    # of more than one row (numpy.matmul takes a one-row one as a vector: the drivers leave those to it)
+    from minidl.backend import _numba_blas, _threads
 
+    monkeypatch.delenv("MINIDL_KERNEL_GEMM", raising=False)
     assert _numba_blas.cblas_gemm(np.float16) is None and _numba_blas.cblas_gemm(np.int32) is None
     monkeypatch.setenv("MINIDL_KERNEL_GEMM", "0")
-    assert _numba_blas.cblas_gemm(np.float32) is None
+    assert _numba_blas.cblas_gemm(dtype) is None
+    monkeypatch.setenv("MINIDL_KERNEL_GEMM", "yes")
+    with pytest.raises(ValueError, match="MINIDL_KERNEL_GEMM must be 0 or 1, got 'yes'"):
+        _numba_blas.cblas_gemm(dtype)
     monkeypatch.delenv("MINIDL_KERNEL_GEMM")
-    gemm = _numba_blas.cblas_gemm(np.float64)
+    with monkeypatch.context() as m:  # a system OpenBLAS (its integer width unknown), or none at all
+        m.setattr(_numba_blas, "_found", {})
+        m.setattr(_threads, "_openblas", lambda: (None, None, None, "/usr/lib/x86_64-linux-gnu/libopenblas.so.0"))
+        assert _numba_blas.cblas_gemm(dtype) is None
+        m.setattr(_numba_blas, "_found", {})
+        m.setattr(_threads, "_openblas", lambda: None)
+        assert _numba_blas.cblas_gemm(dtype) is None
+    gemm = _numba_blas.cblas_gemm(dtype)
     if gemm is None:
         pytest.skip("NumPy's BLAS is not the scipy_openblas of its wheels")
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 4, 6))
-    c = np.full((3, 5, 6), np.nan)
+    a, b = rng.standard_normal((3, 5, 4)).astype(dtype), rng.standard_normal((3, 4, 6)).astype(dtype)
+    c = np.full((3, 5, 6), np.nan, dtype)
     _numba_blas.gemm_planes(gemm, 3, False, 5, 6, 4, a.reshape(-1), 20, b.reshape(-1), 24, c.reshape(-1), 30)
     np.testing.assert_array_equal(c, np.matmul(a, b))
     at = np.ascontiguousarray(a.transpose(0, 2, 1))  # (3, 4, 5): used transposed
