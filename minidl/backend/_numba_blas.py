@@ -71,8 +71,9 @@ def _load(dtype: np.dtype) -> Any:
         if fn is None:
             continue
         fn.restype = None
-        fn.argtypes = [ctypes.c_int] * 3 + [integer] * 3 + [real, ctypes.c_void_p, integer] + [ctypes.c_void_p, integer]
-        fn.argtypes += [real, ctypes.c_void_p, integer]
+        pointer = ctypes.c_void_p  # (order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
+        fn.argtypes = [ctypes.c_int] * 3 + [integer] * 3 + [real, pointer, integer, pointer, integer]
+        fn.argtypes += [real, pointer, integer]
         a = np.arange(6, dtype=dtype).reshape(2, 3)
         b = np.arange(12, dtype=dtype).reshape(3, 4) - 5
         c = np.zeros((2, 4), dtype=dtype)

@@ -155,8 +155,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         threads (VGG's 512 channels at 2 x 2 from 4 images). The results are the same either way (the work is cut by
         shape only). ``x_shape`` is the input as the kernels see it (with an uneven ``'same'`` padding's extra rows
         and columns), the same for the forward and the backward."""
-        N, O = x_shape[0], weight.shape[0]
-        out_values, macs = N * O * g.OH * g.OW, N * O * g.OH * g.OW * math.prod(weight.shape[1:])
+        out_values = x_shape[0] * weight.shape[0] * g.OH * g.OW
+        macs = out_values * math.prod(weight.shape[1:])
         small = max(math.prod(x_shape), out_values) < _ONE_THREAD_VALUES and macs < _ONE_THREAD_MACS
         return _threads.serial() if small else contextlib.nullcontext()
 
@@ -167,16 +167,14 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         ``relu_max`` (+inf: ``conv2d_relu`` and ``conv2d_add_relu``, 6: ``conv2d_relu6``) applies
         min(relu(out), relu_max) (groups 1 or depthwise only). A small one in one thread
         (:meth:`_one_thread_if_small`)."""
-        N, C, H, W = x.shape
-        padded = (N, C, H + g.bottom - g.top, W + g.right - g.left)  # as _symmetric pads it, and the cache holds
-        with self._one_thread_if_small(padded, weight, g):
-            return self._conv2d_with_threads(g, x, weight, bias, relu_max, residual)
-
-    def _conv2d_with_threads(
-        self, g: Any, x: Any, weight: Any, bias: Any, relu_max: float | None, residual: Any
-    ) -> tuple[Any, Any]:  # fmt: skip
         assert residual is None or relu_max == math.inf, "a residual comes with a ReLU (conv2d_add_relu)"
         x, crop = self._symmetric(x, g)
+        with self._one_thread_if_small(tuple(x.shape), weight, g):
+            return self._conv2d_with_threads(g, x, crop, weight, bias, relu_max, residual)
+
+    def _conv2d_with_threads(
+        self, g: Any, x: Any, crop: Any, weight: Any, bias: Any, relu_max: float | None, residual: Any
+    ) -> tuple[Any, Any]:  # fmt: skip
         if self._is_depthwise(tuple(x.shape), weight, g.groups):
             geometry = (g.SH, g.SW, g.top, g.left, g.DH, g.DW, g.OH, g.OW)
             if residual is None:

@@ -164,14 +164,13 @@ class WinogradKernelsMixin:
         _threads.parallel_for(lambda worker, i: gradient(dU.flat, dU.plane, *blocks[i], dw), len(blocks))
         return dw
 
-    def _winograd_input(
-        self, worker: int, x: Any, nhwc: bool, n0: int, n1: int, PH: int, PW: int, TH: int, TW: int
-    ) -> Planes:  # fmt: skip
-        """V: the transformed input tiles of images [n0, n1) as :meth:`_wino_planes` of (tiles, C), in a per-worker
-        buffer (x as the kernels index it: (N, C, H, W), or (N, H, W, C) with ``nhwc``)."""
-        V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, _dims(x, nhwc)[0], x.dtype)
-        self._input_tiles(worker, x, nhwc, n0, n1, n0, PH, PW, TH, TW, V)
-        return V
+    @staticmethod
+    def _in_one_call(gemm: Any, rows: int) -> bool:
+        """Whether a chunk of ``rows`` tiles runs its steps in one compiled call (``forward_chunk``,
+        ``weight_gradient_chunk``): with a kernel GEMM (``_numba_blas.cblas_gemm``, else None), and more than one tile,
+        as ``numpy.matmul`` makes a product of one-row matrices a matrix-vector one, which adds in another order (a
+        chunk of one tile runs step by step, with the same bits as ever)."""
+        return gemm is not None and rows > 1
 
     def _winograd_xt(self, worker: int, C: int, TH: int, TW: int, dtype: Any) -> Any:
         """A worker's scratch for one padded image of C channels, F(2x2, 3x3)'s ``input_tiles``' ``xt``."""
@@ -245,8 +244,11 @@ class WinogradKernelsMixin:
         U = self._winograd_weight(weight, dtype)  # 16 (C, O) planes
         relu, cap = epilogue(relu_max, dtype)
 
+        def row_scratch(worker: int) -> Any:  # output_tiles' yt: one tile row's 2 output rows
+            return self._buffer(worker, "wino_y", (2 * TW * O,), dtype)
+
         def output(worker: int, M: Any, n0: int, n1: int, first: int) -> None:
-            yt = self._buffer(worker, "wino_y", (2 * TW * O,), dtype)
+            yt = row_scratch(worker)
             _wino.output_tiles(M.flat, M.plane, n0, n1, first, TH, TW, b, has_bias, relu, cap, yt, target, nhwc, *res)
 
         if self._winograd_batched(N, C, O, TH, TW, nb, x.itemsize):
@@ -260,18 +262,16 @@ class WinogradKernelsMixin:
         gemm = cblas_gemm(dtype)
 
         def body(worker: int, n0: int, n1: int) -> None:
-            if gemm is not None and (n1 - n0) * TH * TW > 1:  # the three steps in one compiled call (_numba_blas.py)
-                xt = self._winograd_xt(worker, C, TH, TW, dtype)
-                V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype)
-                M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype)
-                yt = self._buffer(worker, "wino_y", (2 * TW * O,), dtype)
+            xt = self._winograd_xt(worker, C, TH, TW, dtype)
+            V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype)
+            M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype)
+            if self._in_one_call(gemm, (n1 - n0) * TH * TW):  # the three steps in one compiled call
                 _wino.forward_chunk(
                     gemm, x, nhwc, n0, n1, PH, PW, TH, TW, xt, V.flat, V.plane, U.flat, U.plane, M.flat, M.plane, b,
-                    has_bias, relu, cap, yt, target, *res,
+                    has_bias, relu, cap, row_scratch(worker), target, *res,
                 )  # fmt: skip
                 return
-            V = self._winograd_input(worker, x, nhwc, n0, n1, PH, PW, TH, TW)  # else one by one, from Python
-            M = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype)
+            _wino.input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, V.flat, V.plane)  # else one by one
             numpy.matmul(V.view, U.view, out=M.view)
             output(worker, M, n0, n1, n0)
 
@@ -296,8 +296,11 @@ class WinogradKernelsMixin:
             return self._winograd4_weight_gradient(x, nhwc, dout, dout_nhwc, w_shape, PH, PW)
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
 
+        def dout_scratch(worker: int) -> Any:  # output_gradient_tiles' yt: one image of dout
+            return self._buffer(worker, "wino_dy", (4 * TH * TW * O,), dtype)
+
         def gradient_tiles(worker: int, dM: Any, n0: int, n1: int, first: int) -> None:
-            yt = self._buffer(worker, "wino_dy", (4 * TH * TW * O,), dtype)
+            yt = dout_scratch(worker)
             _wino.output_gradient_tiles(dout, dout_nhwc, n0, n1, first, TH, TW, yt, dM.flat, dM.plane)
 
         dU = self._wino_planes(None, "", C, O, dtype)
@@ -308,23 +311,26 @@ class WinogradKernelsMixin:
             self._per_tile_position(V.view.transpose(0, 2, 1), dM.view, dU.view)
             return self._winograd_weight_from(dU, w_shape)
 
+        def buffers(worker: int, n0: int, n1: int) -> tuple[Any, Planes, Planes]:
+            V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype)
+            dM = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype)
+            return self._winograd_xt(worker, C, TH, TW, dtype), V, dM
+
         def tiles(worker: int, n0: int, n1: int) -> tuple[Planes, Planes]:
-            V = self._winograd_input(worker, x, nhwc, n0, n1, PH, PW, TH, TW)
-            dM = self._wino_planes(worker, "wino_m", V.view.shape[1], O, dtype)
+            xt, V, dM = buffers(worker, n0, n1)
+            _wino.input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, V.flat, V.plane)
             gradient_tiles(worker, dM, n0, n1, n0)
             return V, dM
 
         gemm = cblas_gemm(dtype)
 
         def chunk(worker: int, n0: int, n1: int, total: Any, scratch: Any, first: bool) -> bool:
-            if (n1 - n0) * TH * TW == 1:
-                return False  # (see _winograd_dU)
-            V = self._wino_planes(worker, "wino_v", (n1 - n0) * TH * TW, C, dtype)
-            dM = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype)
-            yt = self._buffer(worker, "wino_dy", (4 * TH * TW * O,), dtype)
+            if not self._in_one_call(gemm, (n1 - n0) * TH * TW):
+                return False
+            xt, V, dM = buffers(worker, n0, n1)
             _wino.weight_gradient_chunk(
-                gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, self._winograd_xt(worker, C, TH, TW, dtype),
-                V.flat, V.plane, yt, dM.flat, dM.plane, total, scratch, first,
+                gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, V.flat, V.plane, dout_scratch(worker),
+                dM.flat, dM.plane, total, scratch, first,
             )  # fmt: skip
             return True
 
@@ -336,10 +342,9 @@ class WinogradKernelsMixin:
         (``tiles(worker, n0, n1)`` gives a chunk's V and dM). Each chunk keeps its own partial sum, or each fixed group
         of chunks when the partial sums would need more than _DW_BYTES; the partial sums are added in order at the
         end, so dU does not depend on the thread count. ``chunk(worker, n0, n1, total, scratch, first)``, when given,
-        does a chunk's whole share in one compiled call (``weight_gradient_chunk``, see ``_numba_blas.py``): its tiles,
-        its GEMMs into its group's partial sum ``total`` if ``first``, else into ``scratch`` then added to it; it
-        returns False for a chunk of a single tile, which then runs step by step (``numpy.matmul`` makes a product of
-        one-row matrices a matrix-vector product, the kernels' GEMM would add in another order)."""
+        does a chunk's whole share in one compiled call (``weight_gradient_chunk``, see ``_numba_blas.py``), as the
+        steps here do: its GEMMs into its group's partial sum ``total`` if ``first``, else into ``scratch`` then added
+        to it; it returns False where the chunk runs step by step instead (:meth:`_in_one_call`)."""
         count, C, O = dU.view.shape
         dtype = dU.view.dtype
         chunks = _ceil_div(N, nb)
@@ -350,17 +355,15 @@ class WinogradKernelsMixin:
         def body(worker: int, group: int) -> None:
             for index in range(*groups[group]):
                 n0, n1 = index * nb, min(N, (index + 1) * nb)
-                if chunk is not None:
-                    scratch = self._buffer(worker, "wino_du", (count, C, O), dtype)
-                    if chunk(worker, n0, n1, dU_parts[group], scratch, index == groups[group][0]):
-                        continue
+                first, total = index == groups[group][0], dU_parts[group]
+                # the group's first chunk writes its partial sum whole (no scratch: it is not read then)
+                scratch = total if first else self._buffer(worker, "wino_du", (count, C, O), dtype)
+                if chunk is not None and chunk(worker, n0, n1, total, scratch, first):
+                    continue
                 V, dM = tiles(worker, n0, n1)
-                if index == groups[group][0]:
-                    numpy.matmul(V.view.transpose(0, 2, 1), dM.view, out=dU_parts[group])
-                else:
-                    part = self._buffer(worker, "wino_du", (count, C, O), dtype)
-                    numpy.matmul(V.view.transpose(0, 2, 1), dM.view, out=part)
-                    dU_parts[group] += part
+                numpy.matmul(V.view.transpose(0, 2, 1), dM.view, out=scratch)
+                if not first:
+                    total += scratch
 
         _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
         numpy.copyto(dU.view, _add_in_order(dU_parts))
@@ -413,7 +416,7 @@ class WinogradKernelsMixin:
         def body(worker: int, n0: int, n1: int) -> None:
             V, xt, t = self._winograd4_scratch(worker, C, O, n1 - n0, TH, TW, dtype)
             M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype, 36)
-            if gemm is not None and (n1 - n0) * TH * TW > 1:  # the three steps in one compiled call (_numba_blas.py)
+            if self._in_one_call(gemm, (n1 - n0) * TH * TW):  # the three steps in one compiled call
                 _wino4.forward_chunk(
                     gemm, x, nhwc, n0, n1, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane, M.flat, M.plane, b,
                     has_bias, relu, cap, out, *res,
@@ -474,8 +477,8 @@ class WinogradKernelsMixin:
         gemm = cblas_gemm(dtype)
 
         def chunk(worker: int, n0: int, n1: int, total: Any, scratch: Any, first: bool) -> bool:
-            if (n1 - n0) * TH * TW == 1:
-                return False  # (see _winograd_dU)
+            if not self._in_one_call(gemm, (n1 - n0) * TH * TW):
+                return False
             V, xt, t, dM, yt = buffers(worker, n0, n1)
             _wino4.weight_gradient_chunk(
                 gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, t, V.flat, V.plane, yt, dM.flat, dM.plane,
