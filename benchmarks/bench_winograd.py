@@ -4,6 +4,7 @@ Usage (from a checkout)::
 
     python benchmarks/bench_winograd.py                   # batch 128, float32, all cores
     python benchmarks/bench_winograd.py --threads 2 --repeats 9
+    python benchmarks/bench_winograd.py --threads 2 --channels-last     # as bench_train.py --channels-last runs
 
 For each shape (C -> O channels at H x H, padding 1, with bias; ``SHAPES``: every 3 x 3 stride-1 convolution of the zoo
 with 16 or more input channels) it times ``F.conv2d_relu_forward`` (what a folded Conv+BN+ReLU runs in inference) and
@@ -16,6 +17,10 @@ of a shared machine slows all of them; PyTorch runs its repeats before them, the
 fastest of ``--repeats`` after one untimed run. The last columns divide each way's time by what the backend runs by
 default for that shape (named in the ``default`` column; above 1: the default is faster). These are the measurements
 behind the thresholds in ``_numba_winograd_conv.py``, to be taken on each CPU.
+
+``--channels-last`` gives minidl ``channels_last`` inputs and output gradients (:mod:`minidl.memory_format`), as the
+models run in ``bench_train.py --channels-last``; ``--torch-channels-last`` does the same for PyTorch
+(``torch.channels_last``, its weight too). By default both run contiguous NCHW arrays.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=positive_int, default=128, help="Default: 128")
     parser.add_argument("--threads", type=positive_int, default=None, help="MINIDL_NUM_THREADS and torch threads")
     parser.add_argument("--repeats", type=positive_int, default=7, help="Default: 7")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last inputs for minidl")
+    parser.add_argument("--torch-channels-last", action="store_true", help="torch.channels_last for PyTorch")
     return parser.parse_args(argv)
 
 
@@ -79,12 +86,18 @@ def default_way(be: Any, N: int, C: int, O: int, H: int) -> str:
     return "F(4x4)" if be._winograd4_applies(N, C, O, H, H) else "F(2x2)"
 
 
-def steps(be: Any, name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[Callable[[], Any], ...]:
-    """(forward, backward) of ``name``: minidl's pair under :func:`way`, or PyTorch's."""
+def steps(
+    be: Any, name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, channels_last: bool = False
+) -> tuple[Callable[[], Any], ...]:  # fmt: skip
+    """(forward, backward) of ``name``: minidl's pair under :func:`way`, or PyTorch's; with ``channels_last``, on
+    ``channels_last`` arrays (PyTorch: ``torch.channels_last`` x and weight; dout is laid out as the output)."""
     if name == "torch":
         import torch
 
-        tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+        tx, tw, tb = (torch.tensor(a) for a in (x, w, b))
+        if channels_last:
+            tx, tw = tx.to(memory_format=torch.channels_last), tw.to(memory_format=torch.channels_last)
+        tx, tw, tb = (t.requires_grad_() for t in (tx, tw, tb))
         out = torch.nn.functional.conv2d(tx, tw, tb, 1, 1)
         dout = torch.ones_like(out)
 
@@ -93,7 +106,11 @@ def steps(be: Any, name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tu
                 return torch.relu(torch.nn.functional.conv2d(tx, tw, tb, 1, 1))
 
         return inference, lambda: torch.autograd.grad(out, (tx, tw, tb), dout, retain_graph=True)
+    from minidl.memory_format import contiguous
     from minidl.nn import functional as F
+
+    if channels_last:
+        x = contiguous(x, "channels_last")
 
     def forward() -> Any:
         with way(be, name):
@@ -101,7 +118,7 @@ def steps(be: Any, name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tu
 
     with way(be, name):
         out, cache = F.conv2d_forward(x, w, b, 1, 1)
-    dout = np.ones_like(out)
+    dout = np.ones_like(out)  # laid out as out (order "K"): channels_last when x is
 
     def backward() -> Any:
         with way(be, name):
@@ -120,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(threads)
     except ImportError:
         ways.remove("torch")
-    print(f"3x3 stride 1, padding 1, float32, batch {args.batch}, {threads} threads; fastest ms of {args.repeats}")
+    layouts = {True: "channels_last", False: "NCHW"}
+    print(f"3x3 stride 1, padding 1, float32, batch {args.batch}, {threads} threads; fastest ms of {args.repeats}; "
+          f"minidl {layouts[args.channels_last]}, PyTorch {layouts[args.torch_channels_last]}")  # fmt: skip
     print("forward: conv2d_relu (inference); backward: dx + dW; 'x' columns: the way's time over the default's")
     header = f"{'C->O @ H':14} {'default':8}" + "".join(f" {w + ' f/b':>15}" for w in WAYS)
     header += "".join(f" {'x ' + w:>13}" for w in WAYS)
@@ -134,7 +153,10 @@ def main(argv: list[str] | None = None) -> None:
         fwd: dict[str, float] = {}
         bwd: dict[str, float] = {}
         for group in (["torch"] if "torch" in ways else [], [other for other in ways if other != "torch"]):
-            fns = {name: steps(be, name, x, w, b) for name in group}
+            fns = {
+                name: steps(be, name, x, w, b, args.torch_channels_last if name == "torch" else args.channels_last)
+                for name in group
+            }
             fwd.update(fastest_ms({k: f for k, (f, _) in fns.items()}, 1, args.repeats))
             bwd.update(fastest_ms({k: g for k, (_, g) in fns.items()}, 1, args.repeats))
             time.sleep(0.5)

@@ -352,12 +352,19 @@ def test_bench_layers_refuses_torch_in_training():
     assert proc.returncode == 2 and "--torch times PyTorch's layers in inference only" in proc.stderr
 
 
-def test_bench_winograd_runs_every_shape_every_way():
-    # batch 2, one timed run: a row per shape with the default way and the four ways' times (PyTorch's NaN without it)
+@pytest.mark.parametrize(
+    ("flags", "layouts"),
+    [((), "minidl NCHW, PyTorch NCHW"), (("--channels-last", "--torch-channels-last"), "minidl channels_last, "
+                                          "PyTorch channels_last")],
+)  # fmt: skip
+def test_bench_winograd_runs_every_shape_every_way(flags, layouts):
+    # batch 2, one timed run: a row per shape with the default way and the four ways' times (PyTorch's NaN without it);
+    # the first line names the layouts it ran
     pytest.importorskip("numba", reason="the Winograd kernels are the Numba backend's")
-    proc = _run("bench_winograd.py", "--batch", "2", "--repeats", "1", "--threads", "1")
+    proc = _run("bench_winograd.py", "--batch", "2", "--repeats", "1", "--threads", "1", *flags)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
+    assert lines[0].endswith(layouts), lines[0]
     assert "F(4x4) f/b" in lines[2] and "x im2row" in lines[2]
     rows = [line for line in lines[4:] if line.strip()]
     assert [row.split()[0] + " " + row.split()[2] for row in rows] == [
