@@ -29,6 +29,17 @@ def fastest_ms(steps: dict[str, Callable[[], object]], warmup: int, repeats: int
     return {name: 1e3 * min(t) for name, t in times.items()}
 
 
+def torch_threads(threads: int) -> bool:
+    """``torch.set_num_threads(threads)`` when PyTorch is installed; whether it is (a script then leaves its PyTorch
+    columns out)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    torch.set_num_threads(threads)
+    return True
+
+
 def numba_backend(threads: int | None) -> tuple[Any, int]:
     """``(backend, threads)``: the Numba backend set as minidl's, on ``threads`` threads (``MINIDL_NUM_THREADS``;
     None: as the environment says, else all cores); call it before anything creates the backend."""

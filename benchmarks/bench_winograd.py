@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fastest_ms, numba_backend, positive_int  # noqa: E402
+from _common import fastest_ms, numba_backend, positive_int, torch_threads  # noqa: E402
 
 # (C, O, H): every 3 x 3 stride-1 convolution of the zoo with 16 or more input channels (H x H in and out, padding
 # 1), by model: the CIFAR ResNets, cifar_cnn, airbench94, vgg11_bn (the 3-channel first layers run the direct kernel)
@@ -55,8 +55,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=positive_int, default=128, help="Default: 128")
     parser.add_argument("--threads", type=positive_int, default=None, help="MINIDL_NUM_THREADS and torch threads")
     parser.add_argument("--repeats", type=positive_int, default=7, help="Default: 7")
-    parser.add_argument("--channels-last", action="store_true", help="channels_last inputs for minidl")
-    parser.add_argument("--torch-channels-last", action="store_true", help="torch.channels_last for PyTorch")
+    parser.add_argument(
+        "--channels-last", action="store_true",
+        help="minidl's x and dout in channels_last (minidl.memory_format), as bench_train.py --channels-last",
+    )  # fmt: skip
+    parser.add_argument(
+        "--torch-channels-last", action="store_true",
+        help="PyTorch's x and weight in torch.channels_last (dout follows), as bench_train.py --torch-channels-last",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -130,16 +136,11 @@ def steps(
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     be, threads = numba_backend(args.threads)
-    ways = list(WAYS)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:
-        ways.remove("torch")
+    ways = list(WAYS) if torch_threads(threads) else [w for w in WAYS if w != "torch"]
     layouts = {True: "channels_last", False: "NCHW"}
+    torch_layout = layouts[args.torch_channels_last] if "torch" in ways else "not installed"
     print(f"3x3 stride 1, padding 1, float32, batch {args.batch}, {threads} threads; fastest ms of {args.repeats}; "
-          f"minidl {layouts[args.channels_last]}, PyTorch {layouts[args.torch_channels_last]}")  # fmt: skip
+          f"minidl {layouts[args.channels_last]}, PyTorch {torch_layout}")  # fmt: skip
     print("forward: conv2d_relu (inference); backward: dx + dW; 'x' columns: the way's time over the default's")
     header = f"{'C->O @ H':14} {'default':8}" + "".join(f" {w + ' f/b':>15}" for w in WAYS)
     header += "".join(f" {'x ' + w:>13}" for w in WAYS)

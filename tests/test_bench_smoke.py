@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -352,19 +353,15 @@ def test_bench_layers_refuses_torch_in_training():
     assert proc.returncode == 2 and "--torch times PyTorch's layers in inference only" in proc.stderr
 
 
-@pytest.mark.parametrize(
-    ("flags", "layouts"),
-    [((), "minidl NCHW, PyTorch NCHW"), (("--channels-last", "--torch-channels-last"), "minidl channels_last, "
-                                          "PyTorch channels_last")],
-)  # fmt: skip
-def test_bench_winograd_runs_every_shape_every_way(flags, layouts):
+def test_bench_winograd_runs_every_shape_every_way():
     # batch 2, one timed run: a row per shape with the default way and the four ways' times (PyTorch's NaN without it);
     # the first line names the layouts it ran
     pytest.importorskip("numba", reason="the Winograd kernels are the Numba backend's")
-    proc = _run("bench_winograd.py", "--batch", "2", "--repeats", "1", "--threads", "1", *flags)
+    proc = _run("bench_winograd.py", "--batch", "2", "--repeats", "1", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].endswith(layouts), lines[0]
+    torch_layout = "NCHW" if importlib.util.find_spec("torch") else "not installed"
+    assert lines[0].endswith(f"minidl NCHW, PyTorch {torch_layout}"), lines[0]
     assert "F(4x4) f/b" in lines[2] and "x im2row" in lines[2]
     rows = [line for line in lines[4:] if line.strip()]
     assert [row.split()[0] + " " + row.split()[2] for row in rows] == [
@@ -375,6 +372,53 @@ def test_bench_winograd_runs_every_shape_every_way(flags, layouts):
     for row in rows:
         cells = row.split()
         assert cells[3] in ways and cells[-len(ways) + ways.index(cells[3])] == "1.00/1.00", row
+
+
+def test_bench_winograd_channels_last_options_reach_the_arrays_of_both_frameworks():
+    # --channels-last: minidl's x, dout, output and dx channels_last; --torch-channels-last: PyTorch's x, output and dx
+    pytest.importorskip("numba", reason="the Winograd kernels are the Numba backend's")
+    import minidl
+    from minidl.memory_format import channels_last, suggest_memory_format
+
+    module = _module("bench_winograd")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, 8, 8)).astype(np.float32)
+    w, b = rng.standard_normal((16, 16, 3, 3)).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    with minidl.use_backend("numba") as be:
+        for name in ("F(2x2)", "F(4x4)", "im2row"):
+            forward, backward = module.steps(be, name, x, w, b, channels_last=True)
+            (out, _), (dx, dw, db) = forward(), backward()  # the pairs: (out, cache) and the gradients
+            assert suggest_memory_format(out) == suggest_memory_format(dx) == channels_last, name
+            assert dw.shape == w.shape and db.shape == b.shape
+    torch = pytest.importorskip("torch")
+    forward, backward = module.steps(None, "torch", x, w, b, channels_last=True)
+    dx = backward()[0]
+    assert forward().is_contiguous(memory_format=torch.channels_last)
+    assert dx.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bench_convs_times_every_distinct_convolution_of_the_model():
+    # resnet20, batch 2, one timed run: a row per distinct convolution (their counts add up to the model's Conv2d
+    # layers), three ways' forward / backward times (PyTorch's NaN without it), and the sum over the layers
+    pytest.importorskip("numba", reason="minidl's side runs on the Numba backend")
+    proc = _run("bench_convs.py", "--model", "resnet20", "--batch", "2", "--repeats", "1", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("resnet20: its convolutions one at a time") and lines[0].endswith(
+        "channels_last" if importlib.util.find_spec("torch") else "(PyTorch not installed)"
+    )
+    rows = [line.split() for line in lines[4:-2]]
+    module = _module("bench_convs")
+    convs = module.model_convolutions("resnet20")
+    assert [" ".join(row[:4]) for row in rows] == [module.describe(conv) for conv, _ in convs]
+    assert [int(row[4]) for row in rows] == [count for _, count in convs]
+    from minidl import models, nn
+
+    assert sum(count for _, count in convs) == sum(isinstance(m, nn.Conv2d) for m in models.resnet20().modules())
+    assert lines[-1].startswith("all, times n")
+    for row in rows:
+        minidl_f, minidl_b = (float(t) for t in row[5].split("/"))
+        assert minidl_f > 0 and minidl_b > 0, row
 
 
 def test_bench_winograd_parts_times_every_step_of_the_f4x4_shapes():
