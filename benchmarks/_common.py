@@ -40,6 +40,32 @@ def torch_threads(threads: int) -> bool:
     return True
 
 
+def torch_conv_steps(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geometry: tuple[Any, ...], channels_last: bool,
+    relu: bool = False,
+) -> tuple[Callable[[], Any], Callable[[], Any]]:  # fmt: skip
+    """``(forward, backward)`` of PyTorch's ``conv2d`` on copies of x, w and b (b None: no bias), ``geometry`` its
+    (stride, padding, dilation, groups) or a prefix of them: the forward without autograd (then a ReLU with
+    ``relu``), the backward ``torch.autograd.grad`` of x, w (and b) for a dout of ones, laid out as the output. With
+    ``channels_last``, x and w in ``torch.channels_last``."""
+    import torch
+
+    tx, tw = torch.tensor(x), torch.tensor(w)
+    if channels_last:
+        tx, tw = tx.to(memory_format=torch.channels_last), tw.to(memory_format=torch.channels_last)
+    tb = None if b is None else torch.tensor(b).requires_grad_()
+    inputs = [tx.requires_grad_(), tw.requires_grad_(), *([] if tb is None else [tb])]
+    out = torch.nn.functional.conv2d(tx, tw, tb, *geometry)
+    dout = torch.ones_like(out)
+
+    def forward() -> Any:
+        with torch.no_grad():
+            y = torch.nn.functional.conv2d(tx, tw, tb, *geometry)
+            return torch.relu(y) if relu else y
+
+    return forward, lambda: torch.autograd.grad(out, inputs, dout, retain_graph=True)
+
+
 def numba_backend(threads: int | None) -> tuple[Any, int]:
     """``(backend, threads)``: the Numba backend set as minidl's, on ``threads`` threads (``MINIDL_NUM_THREADS``;
     None: as the environment says, else all cores); call it before anything creates the backend."""

@@ -35,7 +35,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BENCH_MODELS, build_minidl, fastest_ms, numba_backend, positive_int, torch_threads  # noqa: E402
+from _common import (  # noqa: E402
+    BENCH_MODELS,
+    build_minidl,
+    fastest_ms,
+    numba_backend,
+    positive_int,
+    torch_conv_steps,
+    torch_threads,
+)
 
 COLUMNS = ("minidl", "torch", "torch CL")  # the three ways, in the table's order
 
@@ -111,22 +119,7 @@ def steps(
         out, cache = F.conv2d_forward(xm, w, b, *geometry)
         dout = np.ones_like(out)  # laid out as out (order "K")
         return (lambda: F.conv2d_forward(xm, w, b, *geometry)), (lambda: F.conv2d_backward(dout, cache))
-    import torch
-
-    tx, tw = torch.tensor(x), torch.tensor(w)
-    if way == "torch CL":
-        tx, tw = tx.to(memory_format=torch.channels_last), tw.to(memory_format=torch.channels_last)
-    inputs = [tx.requires_grad_(), tw.requires_grad_()]
-    tb = None if b is None else torch.tensor(b).requires_grad_()
-    inputs += [] if tb is None else [tb]
-    out = torch.nn.functional.conv2d(tx, tw, tb, *geometry)
-    dout = torch.ones_like(out)
-
-    def forward() -> Any:
-        with torch.no_grad():
-            return torch.nn.functional.conv2d(tx, tw, tb, *geometry)
-
-    return forward, lambda: torch.autograd.grad(out, inputs, dout, retain_graph=True)
+    return torch_conv_steps(x, w, b, geometry, way == "torch CL")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,13 +140,12 @@ def main(argv: list[str] | None = None) -> None:
         x, w, b = arrays(conv, args.batch)
         fwd: dict[str, float] = {}
         bwd: dict[str, float] = {}
-        for group in ([c for c in ways if c != "minidl"], ["minidl"]):
-            if not group:
-                continue
-            fns = {c: steps(c, conv, x, w, b, not args.contiguous) for c in group}
-            fwd.update(fastest_ms({c: f for c, (f, _) in fns.items()}, 1, args.repeats))
-            bwd.update(fastest_ms({c: g for c, (_, g) in fns.items()}, 1, args.repeats))
-            time.sleep(0.5 if group != ["minidl"] else 0)
+        for group, pause in ((ways[1:], 0.5), (ways[:1], 0.0)):  # PyTorch's ways (if any), a pause, then minidl
+            if group:
+                fns = {c: steps(c, conv, x, w, b, not args.contiguous) for c in group}
+                fwd.update(fastest_ms({c: f for c, (f, _) in fns.items()}, 1, args.repeats))
+                bwd.update(fastest_ms({c: g for c, (_, g) in fns.items()}, 1, args.repeats))
+                time.sleep(pause)
         for c in ways:
             totals[c][0] += count * fwd[c]
             totals[c][1] += count * bwd[c]

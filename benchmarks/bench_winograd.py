@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fastest_ms, numba_backend, positive_int, torch_threads  # noqa: E402
+from _common import fastest_ms, numba_backend, positive_int, torch_conv_steps, torch_threads  # noqa: E402
 
 # (C, O, H): every 3 x 3 stride-1 convolution of the zoo with 16 or more input channels (H x H in and out, padding
 # 1), by model: the CIFAR ResNets, cifar_cnn, airbench94, vgg11_bn (the 3-channel first layers run the direct kernel)
@@ -97,21 +97,8 @@ def steps(
 ) -> tuple[Callable[[], Any], ...]:  # fmt: skip
     """(forward, backward) of ``name``: minidl's pair under :func:`way`, or PyTorch's; with ``channels_last``, on
     ``channels_last`` arrays (PyTorch: ``torch.channels_last`` x and weight; dout is laid out as the output)."""
-    if name == "torch":
-        import torch
-
-        tx, tw, tb = (torch.tensor(a) for a in (x, w, b))
-        if channels_last:
-            tx, tw = tx.to(memory_format=torch.channels_last), tw.to(memory_format=torch.channels_last)
-        tx, tw, tb = (t.requires_grad_() for t in (tx, tw, tb))
-        out = torch.nn.functional.conv2d(tx, tw, tb, 1, 1)
-        dout = torch.ones_like(out)
-
-        def inference() -> Any:
-            with torch.no_grad():
-                return torch.relu(torch.nn.functional.conv2d(tx, tw, tb, 1, 1))
-
-        return inference, lambda: torch.autograd.grad(out, (tx, tw, tb), dout, retain_graph=True)
+    if name == "torch":  # conv2d + relu without autograd, and conv2d's backward
+        return torch_conv_steps(x, w, b, (1, 1), channels_last, relu=True)
     from minidl.memory_format import contiguous
     from minidl.nn import functional as F
 
