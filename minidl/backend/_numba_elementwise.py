@@ -76,6 +76,16 @@ def relu_backward(dout, mask, i0, i1, dx):
 
 
 @njit(cache=True, nogil=True)
+def add_forward(a, b, i0, i1, out):
+    """out[i] = a[i] + b[i], flat [i0, i1): the reference's ``a + b`` (a residual sum, or the gradients of a fork),
+    run by the pool's threads instead of NumPy's one."""
+    af, bf, of = a.reshape(-1), b.reshape(-1), out.reshape(-1)
+    start = _u(i0)
+    for i in range(_u(i1 - i0)):
+        of[start + i] = af[start + i] + bf[start + i]
+
+
+@njit(cache=True, nogil=True)
 def add_relu_forward(a, b, i0, i1, out, mask):
     """v = a[i] + b[i]; mask[i] = not (v <= 0); out[i] = v where mask else 0, flat [i0, i1): relu_forward(a + b)
     (a residual connection and the ReLU after it) in one pass."""
@@ -367,6 +377,17 @@ class ElementwiseKernelsMixin:
     def _relu_backward(self, dout: Any, mask: Any) -> Any:
         """``dout`` where ``mask``, else 0."""
         return self._elementwise(relu_backward, (dout, mask), (), (dout.dtype,))[0]
+
+    @_native_dtypes
+    def _add_forward(self, prepared: Any, a: Any, b: Any) -> tuple[Any, Any]:
+        """``a + b`` for two arrays of the same shape and dtype, over the pool's threads; no cache (the backward
+        passes dout on)."""
+        return self._elementwise(add_forward, (a, b), (), (a.dtype,))[0], None
+
+    @staticmethod
+    def _add_backward(dout: Any, cache: Any) -> Any:
+        """The gradient of each term of :meth:`_add_forward`: ``dout`` itself (returned once, as the reference)."""
+        return dout
 
     @_native_dtypes
     def _add_relu_forward(self, prepared: Any, a: Any, b: Any) -> tuple[Any, Any]:

@@ -30,7 +30,7 @@ and the NumPy reference. What changes is who runs the kernels:
                                          (``_numba_batchnorm_cl.py``); other inputs run the reference
   ``layer_norm``, ``group_norm``,        per-row statistics + normalize + affine in one pass
   ``instance_norm``                      (``_numba_norm.py``)
-  ``relu``, ``add_relu``,                one pass each (``_numba_elementwise.py``, with vectorizable
+  ``add``, ``relu``, ``add_relu``,       one pass each (``_numba_elementwise.py``, with vectorizable
   ``leaky_relu``, ``hardtanh``,          exp/erfc/tanh from ``_numba_math.py``)
   ``hardswish``, ``sigmoid``, ``tanh``,
   ``elu``, ``silu``, ``gelu``,
@@ -49,7 +49,7 @@ Memory format: given a ``channels_last`` input (:mod:`minidl.memory_format`), th
 pixel's channels one run) and return a ``channels_last`` output: ``conv2d``, ``conv2d_relu``, ``conv2d_relu6``,
 ``conv2d_add_relu`` (direct 3 x 3, im2row, Winograd, 1 x 1, depthwise with one filter per channel; not other
 grouped ones nor an uneven ``'same'`` padding; dx laid out as x), ``batch_norm``, ``batch_norm_relu``,
-``batch_norm_relu6``, ``batch_norm_add_relu``, the elementwise ops when every input is (``relu``, ``add_relu``,
+``batch_norm_relu6``, ``batch_norm_add_relu``, the elementwise ops when every input is (``add``, ``relu``, ``add_relu``,
 ``gelu``, ...), ``max_pool2d`` with a 2 x 2 window and stride 2, and ``adaptive_avg_pool2d`` to 1 x 1. Other kernels
 copy it to C order first.
 
@@ -185,6 +185,7 @@ class NumbaBackend(
                 self._instance_norm_forward, self._instance_norm_backward, self._instance_norm_accepts
             ),
             "relu": KernelPair(self._relu_forward, self._relu_backward),
+            "add": KernelPair(self._add_forward, self._add_backward),
             "add_relu": KernelPair(self._add_relu_forward, self._relu_backward),
             "leaky_relu": KernelPair(self._leaky_relu_forward, self._leaky_relu_backward),
             "hardtanh": KernelPair(self._hardtanh_forward, self._hardtanh_backward),

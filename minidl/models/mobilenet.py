@@ -34,6 +34,7 @@ from minidl.nn._checks import check_float, check_int, check_layout
 from minidl.nn.activation import ReLU6
 from minidl.nn.containers import Sequential
 from minidl.nn.conv import Conv2d
+from minidl.nn.dispatch import F
 from minidl.nn.dropout import Dropout
 from minidl.nn.flatten import Flatten
 from minidl.nn.linear import Linear
@@ -170,13 +171,13 @@ class InvertedResidual(Module):
         check_layout(f"InvertedResidual({self.extra_repr()})", x, ndim=4, channels=self.inp)
         out = self.conv(x)
         if self.use_res_connect:
-            out = out + x
+            out = F.add_forward(out, x)[0]  # the residual sum (one pass on the Numba backend's threads)
         return out
 
     def backward(self, dout: Any) -> Any:
         dx = self.conv.backward(dout)
         if self.use_res_connect:
-            dx = dx + dout  # the identity branch passes the gradient unchanged; the fork at x adds it
+            dx = F.add_forward(dx, dout)[0]  # the identity branch passes the gradient unchanged; the fork at x adds it
         return dx
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from minidl.nn._checks import check_int
 from minidl.nn.activation import ReLU
 from minidl.nn.conv import Conv2d
+from minidl.nn.dispatch import F
 from minidl.nn.fusion import joins_residual
 from minidl.nn.merge import Add
 from minidl.nn.module import Module
@@ -176,7 +177,8 @@ class BasicBlock(_ResidualBlock):
             dz = self.add.backward(self.relu2.backward(dout))  # the sum hands its gradient to both terms
             d = self.bn2.backward(dz)
         d = self.conv1.backward(self.bn1.backward(self.relu1.backward(self.conv2.backward(d))))
-        return d + self._shortcut_backward(dz)  # x fed both branches: their gradients add
+        # x fed both branches: their gradients add (the sum pair F.add_forward: one pass on the Numba backend's threads)
+        return F.add_forward(d, self._shortcut_backward(dz))[0]
 
 
 class Bottleneck(_ResidualBlock):
@@ -269,4 +271,4 @@ class Bottleneck(_ResidualBlock):
             d = self.bn3.backward(dz)
         d = self.conv2.backward(self.bn2.backward(self.relu2.backward(self.conv3.backward(d))))
         d = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
-        return d + self._shortcut_backward(dz)
+        return F.add_forward(d, self._shortcut_backward(dz))[0]  # x fed both branches: their gradients add

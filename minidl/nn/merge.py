@@ -68,10 +68,18 @@ class AddCache(NamedTuple):
         return self.dtype
 
 
+def _add_setup(a: Any, b: Any) -> Any:
+    return _check_pair("add_forward", a, b)
+
+
+@kernel("add", setup=_add_setup)
 def add_forward(a: Any, b: Any) -> tuple[Any, Any]:
     r"""``a + b`` for two arrays of the same shape and dtype. Returns ``(out, cache)``.
 
     .. math:: out = a + b
+
+    Also what a model's backward uses where one input fed two branches (a ResNet block's x, its body and its
+    shortcut): the two gradients add. The Numba backend's kernel runs the sum on the pool's threads.
 
     Shape:
         - a, b: the same shape (no broadcasting) - Output: that shape.
@@ -82,10 +90,11 @@ def add_forward(a: Any, b: Any) -> tuple[Any, Any]:
         >>> out, add_backward(np.array([5.0, 6.0]), cache)
         (array([ 4., -2.]), array([5., 6.]))
     """
-    xp = _check_pair("add_forward", a, b).xp
+    xp = _add_setup(a, b).xp
     return xp.asarray(a + b), AddCache(tuple(a.shape), a.dtype)  # (asarray: 0-d + 0-d is a NumPy scalar)
 
 
+@kernel("add")
 def add_backward(dout: Any, cache: Any) -> Any:
     r"""The gradient of each of a and b: ``dout`` itself (returned once).
 

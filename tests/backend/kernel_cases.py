@@ -376,7 +376,7 @@ def elementwise_cases(draw, op):
     dtype, seed = draw(DTYPES), draw(seeds)
     rng = np.random.default_rng(seed)
     x = _activation_input(draw, rng, dtype)
-    if op == "add_relu":
+    if op in ("add", "add_relu"):
         b = np.asarray(rng.standard_normal(x.shape) * 2, dtype=dtype)
         return draw(_call(op, [("a", x), ("b", b)], dtype, seed + 1))
     return draw(_call(op, [("x", x), *draw(HYPERPARAMETERS[op])], dtype, seed + 1))
@@ -479,7 +479,7 @@ CASES: dict[str, Any] = {
     "layer_norm": layer_norm_cases(),
     "group_norm": group_norm_cases(),
     "instance_norm": instance_norm_cases(),
-    **{op: elementwise_cases(op) for op in ("add_relu", *HYPERPARAMETERS)},
+    **{op: elementwise_cases(op) for op in ("add", "add_relu", *HYPERPARAMETERS)},
     "softmax": softmax_cases(),
     "scaled_dot_product_attention": attention_cases(),
     "linear": linear_cases(),

@@ -95,6 +95,7 @@ TOL_KIND = {
     "group_norm": "norm",
     "instance_norm": "norm",
     "relu": "exact",
+    "add": "exact",
     "add_relu": "exact",
     "leaky_relu": "exact",
     "hardtanh": "exact",
