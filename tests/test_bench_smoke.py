@@ -504,3 +504,22 @@ def test_device_cpu_run_script_writes_every_file(tmp_path):
         assert record["args"]["autotune"] is autotune and record["args"]["models"] == [model]
     assert "parts: exit 0" in (tmp_path / "parts.txt").read_text()
     assert "numpy" in (tmp_path / "versions.txt").read_text()
+
+
+def test_bench_block_times_a_stage_pair_by_pair_and_each_pair_alone():
+    # 2 blocks of 8 channels at 8 x 8, batch 2: a row per pair, both columns positive, their ratio printed
+    pytest.importorskip("numba", reason="the pairs run on the Numba backend")
+    proc = _run(
+        "bench_block.py", "--channels", "8", "--size", "8", "--batch", "2", "--blocks", "2", "--repeats", "1",
+        "--threads", "1", "--no-bandwidth",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("2 basic blocks of 8 channels at 8 x 8, batch 2")
+    rows = {line[:30].strip(): line[30:].split() for line in lines[3:] if line.strip()}
+    assert set(rows) == {
+        "conv2d forward", "batch_norm_relu forward", "batch_norm_add_relu forward", "batch_norm_add_relu backward",
+        "conv2d backward", "batch_norm_relu backward", "add forward",
+    }  # fmt: skip
+    for name, times in rows.items():
+        assert len(times) == 3 and all(float(t) > 0 for t in times), name  # (the ratio of unrounded times)
