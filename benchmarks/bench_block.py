@@ -11,8 +11,9 @@ training step's pairs on the Numba backend, ``channels_last``, as ``nn.fuse`` ru
 conv2d, batch_norm_add_relu; then their backwards in reverse, the fork's gradients added by add_forward), each pair
 timed where it runs, median over ``--repeats`` steps. Every array it reads was written by the pair before it or
 saved by the forward, as in a model's step, so the working set (the saved activations) is far bigger than the caches.
-**Alone**: each pair again on its own, taking turns over 8 inputs made beforehand (64 MB of inputs at 16 x 32 x 32:
-they may stay in a big shared L3), fastest of ``--repeats``.
+**Alone**: each pair again on its own, the pairs taking turns, each over 8 inputs (and the caches of their
+forwards) made beforehand: 64 MB of x and 64 MB of gradients at 16 x 32 x 32 and batch 128, which a big shared L3
+may hold. Median over as many calls as the stage makes.
 **Bandwidth**: NumPy's one-thread ``sum`` of a 64 MB and a 1 GB float32 array, and of halves of it on two threads
 (GB/s read): the first from the L3 where it is big enough, the second from memory.
 
@@ -34,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fastest_ms, numba_backend, positive_int  # noqa: E402
+from _common import numba_backend, positive_int  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -115,33 +116,28 @@ def main(argv: list[str] | None = None) -> None:
         stage_step()
     in_stage = {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
-    # each pair alone, over 8 inputs made beforehand, taking turns
+    # each pair alone, over 8 inputs (and the caches of their forwards) made beforehand, taking turns
     xs, gs = [image() for _ in range(8)], [image() for _ in range(8)]
-    conv_cache = F.conv2d_forward(xs[0], weights[0], None, 1, 1)[1]
-    bn_cache = F.batch_norm_relu_forward(xs[0], *bn)[1]
-    add_cache = F.batch_norm_add_relu_forward(xs[0], gs[0], *bn)[1]
-    turn = [0]
-
-    def nxt() -> int:
-        turn[0] = (turn[0] + 1) % 8
-        return turn[0]
-
-    alone = fastest_ms(
-        {
-            "conv2d forward": lambda: F.conv2d_forward(xs[nxt()], weights[0], None, 1, 1),
-            "batch_norm_relu forward": lambda: F.batch_norm_relu_forward(xs[nxt()], *bn),
-            "batch_norm_add_relu forward": lambda: (k := nxt(), F.batch_norm_add_relu_forward(xs[k], gs[k], *bn)),
-            "batch_norm_add_relu backward": lambda: F.batch_norm_add_relu_backward(gs[nxt()], add_cache),
-            "conv2d backward": lambda: F.conv2d_backward(gs[nxt()], conv_cache),
-            "batch_norm_relu backward": lambda: F.batch_norm_relu_backward(gs[nxt()], bn_cache),
-            "add forward": lambda: (k := nxt(), F.add_forward(xs[k], gs[k])),
-        },
-        2,
-        args.repeats,
-    )
+    conv_caches = [F.conv2d_forward(x, weights[0], None, 1, 1)[1] for x in xs]
+    bn_caches = [F.batch_norm_relu_forward(x, *bn)[1] for x in xs]
+    add_caches = [F.batch_norm_add_relu_forward(x, g, *bn)[1] for x, g in zip(xs, gs, strict=True)]
+    pairs = {
+        "conv2d forward": lambda k: F.conv2d_forward(xs[k], weights[0], None, 1, 1),
+        "batch_norm_relu forward": lambda k: F.batch_norm_relu_forward(xs[k], *bn),
+        "batch_norm_add_relu forward": lambda k: F.batch_norm_add_relu_forward(xs[k], gs[k], *bn),
+        "batch_norm_add_relu backward": lambda k: F.batch_norm_add_relu_backward(gs[k], add_caches[k]),
+        "conv2d backward": lambda k: F.conv2d_backward(gs[k], conv_caches[k]),
+        "batch_norm_relu backward": lambda k: F.batch_norm_relu_backward(gs[k], bn_caches[k]),
+        "add forward": lambda k: F.add_forward(xs[k], gs[k]),
+    }
+    times.clear()
+    for r in range(2 + args.repeats * args.blocks):  # as many calls as the stage's (2 untimed rounds first)
+        for name, pair in pairs.items():
+            timed(name, pair, r % 8)
+    alone = {name: 1e3 * statistics.median(t[2:]) for name, t in times.items()}
     print(
         f"{args.blocks} basic blocks of {C} channels at {H} x {H}, batch {N}, float32 channels_last, Numba backend "
-        f"(minidl {minidl.__version__}), {threads} threads: ms per call, median in the stage, fastest alone"
+        f"(minidl {minidl.__version__}), {threads} thread{'s' if threads > 1 else ''}: ms per call, median of each"
     )
     print(f"{'pair':<30}{'in the stage':>14}{'alone':>10}{'stage / alone':>15}")
     print("-" * 69)

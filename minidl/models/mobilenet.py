@@ -171,7 +171,7 @@ class InvertedResidual(Module):
         check_layout(f"InvertedResidual({self.extra_repr()})", x, ndim=4, channels=self.inp)
         out = self.conv(x)
         if self.use_res_connect:
-            out = F.add_forward(out, x)[0]  # the residual sum (one pass on the Numba backend's threads)
+            out = F.add_forward(out, x)[0]  # out + x, the residual sum (the sum pair: one pass on Numba's threads)
         return out
 
     def backward(self, dout: Any) -> Any:

@@ -188,18 +188,18 @@ def test_mixed_layouts_in_the_backward(x_shape, k, padding):
             assert minidl.is_contiguous(got[0])
 
 
-@pytest.mark.parametrize("op", ["relu", "add_relu", "leaky_relu", "gelu"])
+@pytest.mark.parametrize("op", ["add", "relu", "add_relu", "leaky_relu", "gelu"])
 def test_elementwise_keeps_channels_last(op):
     rng = np.random.default_rng(0)
     x, y = (rng.standard_normal((3, 5, 4, 6)).astype(np.float32) for _ in range(2))
     forward, backward = getattr(F, f"{op}_forward"), getattr(F, f"{op}_backward")
-    args = (x, y) if op == "add_relu" else (x,)
+    args = (x, y) if op in ("add", "add_relu") else (x,)
     with minidl.use_backend("numba"):
         out, cache = forward(*args)
         dx = backward(y, cache)
         out_cl, cache_cl = forward(*map(to_cl, args))
         dx_cl = backward(to_cl(y), cache_cl)
-        mixed, _ = forward(*((to_cl(x), y) if op == "add_relu" else (x[:, :, :, ::-1],)))
+        mixed, _ = forward(*((to_cl(x), y) if op in ("add", "add_relu") else (x[:, :, :, ::-1],)))
     assert np.array_equal(out_cl, out) and np.array_equal(dx_cl, dx)
     assert is_cl(out_cl) and is_cl(dx_cl)
     assert minidl.is_contiguous(mixed)  # inputs in different layouts: C-contiguous, as before
@@ -208,7 +208,7 @@ def test_elementwise_keeps_channels_last(op):
         with minidl.use_backend("numpy"):
             assert_close(mixed, F.gelu_forward(flipped)[0], np.float32, "gelu, mixed layouts")
         return
-    want = {"add_relu": np.maximum(x + y, 0), "relu": np.maximum(flipped, 0), "leaky_relu": None}[op]
+    want = {"add": x + y, "add_relu": np.maximum(x + y, 0), "relu": np.maximum(flipped, 0), "leaky_relu": None}[op]
     if want is None:
         want = np.where(flipped > 0, flipped, np.float32(0.01) * flipped)
     assert np.array_equal(mixed, want)
