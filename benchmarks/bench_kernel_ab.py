@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import benchmark_batch, build_minidl, minidl_steps, numba_backend, positive_int  # noqa: E402
+from bench_train import time_steps  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,11 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(args.rounds):
             for name in list(arms) if r % 2 == 0 else list(arms)[::-1]:
                 backend.kernels = arms[name]
-                step()  # (untimed: the first step after a switch)
-                for _ in range(args.steps):
-                    start = time.perf_counter()
-                    step()
-                    times[name].append(time.perf_counter() - start)
+                times[name] += time_steps(step, 1, args.steps)  # (the first step after a switch untimed)
     finally:
         backend.kernels = full
     median = {name: 1e3 * statistics.median(t) for name, t in times.items()}

@@ -2,8 +2,7 @@
 
 * :func:`_native_dtypes`: the kernels are compiled for float32 and float64; a method wrapped with it computes other
   floating dtypes (float16, say) in float32 (float64 if wider) and casts the results back.
-* :func:`_ceil_div`; :func:`_add_in_order`, how the kernels add per-chunk partial sums (dW) deterministically (on
-  the pool's threads, :func:`add_parts_in_order`);
+* :func:`_ceil_div`, for chunk counts;
 * the chunking constants the convolution kernels share (``_numba_conv.py``, ``_numba_winograd_conv.py``).
 """
 
@@ -14,9 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy
-from numba import njit
 
-from minidl.backend import _threads
 from minidl.memory_format import channels_last, contiguous, suggest_memory_format
 
 _CHUNK_BYTES = 1 << 21  # target size of one chunk's im2row buffer (or Winograd tiles): about a core's L2 cache
@@ -26,44 +23,6 @@ _DW_BYTES = 32 << 20  # memory for the per-chunk dW partial sums (chunks are gro
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
-
-
-_PARTS_BLOCK = 1 << 12  # values of the total a block of add_parts_in_order keeps in L1 while it adds the parts
-_PARTS_TASK = 1 << 16  # values of the total per task of _add_in_order (smaller totals: the calling thread alone)
-
-
-@njit(cache=True, nogil=True)
-def add_parts_in_order(parts, i0, i1, out):
-    """out[i] = parts[0, i] + parts[1, i] + ... for i in [i0, i1), added one part after the other (the order of
-    ``total += part`` for each part in turn), in blocks of _PARTS_BLOCK values: one pass over the parts."""
-    size = numpy.uint64(parts.shape[1])  # unsigned indices, as in _numba_kernels.py: vectorized loops
-    pf = parts.reshape(-1)
-    for b0 in range(i0, i1, _PARTS_BLOCK):
-        b = numpy.uint64(b0)
-        n = numpy.uint64(min(i1, b0 + _PARTS_BLOCK) - b0)
-        for i in range(n):
-            out[b + i] = pf[b + i]
-        for k in range(1, parts.shape[0]):
-            src = numpy.uint64(k) * size + b
-            for i in range(n):
-                out[b + i] += pf[src + i]
-
-
-def _add_in_order(parts: Any) -> Any:
-    """parts[0] + parts[1] + ... added one after the other (a new array, parts[0]'s shape): the kernels' per-chunk
-    partial sums (dW) are added in chunk order, and the chunks depend on the shapes only, so the total does not depend
-    on which thread computed what (``parts.sum(axis=0)`` would pair them differently). Each value's sum is the same
-    whether its slice runs in one thread or another: slices of _PARTS_TASK values run on the pool's threads
-    (:func:`add_parts_in_order`; NumPy's ``total += part`` one part at a time took 2-3 ms of a ResNet-20 step)."""
-    flat = numpy.ascontiguousarray(parts).reshape(parts.shape[0], -1)
-    out = numpy.empty(flat.shape[1], dtype=parts.dtype)
-    size = out.size
-
-    def body(worker: int, task: int) -> None:
-        add_parts_in_order(flat, task * _PARTS_TASK, min(size, (task + 1) * _PARTS_TASK), out)
-
-    _threads.parallel_for(body, _ceil_div(size, _PARTS_TASK))
-    return out.reshape(parts.shape[1:])
 
 
 _NATIVE = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))  # the dtypes the kernels are compiled for

@@ -73,7 +73,6 @@ from minidl.backend._numba_common import (
     _CHUNK_BYTES,
     _DW_BYTES,
     _MIN_CHUNKS,
-    _add_in_order,
     _ceil_div,
     _empty_nchw,
     _kernel_view,
@@ -595,7 +594,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                 _direct.direct3x3_weight_gradient(x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, True, xp, dp, parts[task])
 
         _threads.parallel_for(body, _ceil_div(N, nb))
-        return dx, _add_in_order(parts).reshape(O, C, 3, 3).astype(dtype)
+        return dx, self._add_in_order(parts).reshape(O, C, 3, 3).astype(dtype)
 
     @_native_dtypes
     def _conv2d_dense_backward(
@@ -747,5 +746,5 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
         dw = None
         if compute_dw:
-            dw = numpy.ascontiguousarray(_add_in_order(dw_parts).reshape(O, KH, KW, C).transpose(0, 3, 1, 2))
+            dw = numpy.ascontiguousarray(self._add_in_order(dw_parts).reshape(O, KH, KW, C).transpose(0, 3, 1, 2))
         return (dx if compute_dx else None), dw

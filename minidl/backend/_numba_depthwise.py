@@ -52,7 +52,6 @@ from numba import njit
 from minidl.backend import _threads
 from minidl.backend._numba_common import (
     _MIN_CHUNKS,
-    _add_in_order,
     _as_nhwc,
     _ceil_div,
     _dims,
@@ -489,5 +488,5 @@ class DepthwiseKernelsMixin:
         _threads.parallel_for(body, chunks)
         if not compute_dw:
             return dx, None
-        dw = _add_in_order(parts).reshape(KH * KW, C).T
+        dw = self._add_in_order(parts).reshape(KH * KW, C).T
         return dx, numpy.ascontiguousarray(dw).astype(dtype).reshape(C, 1, KH, KW)

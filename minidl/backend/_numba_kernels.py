@@ -540,3 +540,25 @@ def epilogue(relu_max: float | None, dtype: Any) -> tuple[bool, Any]:
     ``relu_max``: None (no activation), +inf (ReLU) or 6.0 (ReLU6). The bound is a scalar of the output's ``dtype``,
     so that the kernels' arithmetic stays in it (a Python float would make every float32 output value a float64)."""
     return relu_max is not None, np.dtype(dtype).type(math.inf if relu_max is None else relu_max)
+
+
+# ---------------------------------------------------------------------------------------------------- partial sums
+_PARTS_BLOCK = 1 << 12  # values of the total a block of add_parts_in_order keeps in L1 while it adds the parts
+
+
+@njit(cache=True, nogil=True)
+def add_parts_in_order(parts, i0, i1, out):
+    """out[i] = parts[0, i] + parts[1, i] + ... for i in [i0, i1), added one part after the other (the order of
+    ``total += part`` for each part in turn), in blocks of _PARTS_BLOCK values: one pass over the parts. The
+    backend's ``_add_in_order`` runs it over slices of the total on the pool's threads."""
+    size = _u(parts.shape[1])  # unsigned indices: vectorized loops
+    pf = parts.reshape(-1)
+    for b0 in range(i0, i1, _PARTS_BLOCK):
+        b = _u(b0)
+        n = _u(min(i1, b0 + _PARTS_BLOCK) - b0)
+        for i in range(n):
+            out[b + i] = pf[b + i]
+        for k in range(1, parts.shape[0]):
+            src = _u(k) * size + b
+            for i in range(n):
+                out[b + i] += pf[src + i]

@@ -35,7 +35,6 @@ from minidl.backend import _threads
 from minidl.backend._numba_common import (
     _CHUNK_BYTES,
     _MIN_CHUNKS,
-    _add_in_order,
     _as_nhwc,
     _ceil_div,
     _empty_nchw,
@@ -194,7 +193,7 @@ class PointwiseKernelsMixin:
         _threads.parallel_for(body, tasks, max_threads=self._gemm_threads())
         dw = None
         if compute_dw:
-            dw = _add_in_order(dw_parts).reshape(O, C, 1, 1)
+            dw = self._add_in_order(dw_parts).reshape(O, C, 1, 1)
         return dx, dw
 
     # ------------------------------------------------------------------ channels_last
@@ -269,5 +268,5 @@ class PointwiseKernelsMixin:
         _threads.parallel_for(body, tasks, max_threads=self._gemm_threads())
         dw = None
         if compute_dw:
-            dw = _add_in_order(dw_parts).reshape(O, C, 1, 1)
+            dw = self._add_in_order(dw_parts).reshape(O, C, 1, 1)
         return dx, dw

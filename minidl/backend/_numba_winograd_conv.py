@@ -32,7 +32,6 @@ from minidl.backend._numba_common import (
     _CHUNK_BYTES,
     _DW_BYTES,
     _MIN_CHUNKS,
-    _add_in_order,
     _ceil_div,
     _dims,
     _empty_nchw,
@@ -366,7 +365,7 @@ class WinogradKernelsMixin:
                     total += scratch
 
         _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
-        numpy.copyto(dU.view, _add_in_order(dU_parts))
+        numpy.copyto(dU.view, self._add_in_order(dU_parts))
 
     # ------------------------------------------------------------------ F(4x4, 3x3) (see _numba_winograd4.py)
     def _winograd4_applies(self, N: int, C: int, O: int, OH: int, OW: int) -> bool:

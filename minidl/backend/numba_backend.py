@@ -238,6 +238,18 @@ class NumbaBackend(
 
         _threads.parallel_for(body, _ceil_div(size, _FLAT_CHUNK))
 
+    def _add_in_order(self, parts: Any) -> Any:
+        """parts[0] + parts[1] + ... added one after the other (a new array, parts[0]'s shape): the kernels' per-chunk
+        partial sums (dW) are added in chunk order, and the chunks depend on the shapes only, so the total does not
+        depend on which thread computed what (``parts.sum(axis=0)`` would pair them differently). Slices of the
+        total run on the pool's threads (:func:`~minidl.backend._numba_kernels.add_parts_in_order`), each value's sum
+        the same in any thread (NumPy's ``total += part``, one part at a time on one thread, took 2-3 ms of a
+        ResNet-20 step on the 2-core Intel guest of ``benchmarks/README.md``)."""
+        flat = numpy.ascontiguousarray(parts).reshape(parts.shape[0], -1)
+        out = numpy.empty(flat.shape[1], dtype=parts.dtype)
+        self._flat(_k.add_parts_in_order, out.size, (flat,), (out,))
+        return out.reshape(parts.shape[1:])
+
     @staticmethod
     def _split(total: int, parts: int) -> list[tuple[int, int]]:
         """``total`` items cut into ``parts`` contiguous, nearly equal, non-empty ranges."""

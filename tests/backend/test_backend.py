@@ -79,3 +79,20 @@ def test_a_backends_kernel_table_is_read_only(name):
     assert (len(table) == 0) == (name == "numpy")
     with pytest.raises(TypeError):
         table["relu"] = None
+
+
+def test_the_numba_backend_without_numba_says_how_to_get_it():
+    # a fresh interpreter where `import numba` fails: the backend's own message, not a bare ModuleNotFoundError from
+    # one of its helper modules
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\nsys.modules['numba'] = None\nimport minidl\n"
+        "try:\n    minidl.set_backend('numba')\nexcept ImportError as err:\n    print(err)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "the 'numba' backend needs Numba" in proc.stdout and "minidl.set_backend('numpy')" in proc.stdout

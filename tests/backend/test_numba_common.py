@@ -1,4 +1,4 @@
-"""The Numba backend's shared helpers: the in-order sum of per-chunk partial sums (``_numba_common._add_in_order``)."""
+"""The Numba backend's in-order sum of per-chunk partial sums (``NumbaBackend._add_in_order``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("numba")
 
-from minidl.backend import _numba_common, _threads  # noqa: E402
+import minidl  # noqa: E402
+from minidl.backend import _threads  # noqa: E402
 
 
 def _sequential(parts: np.ndarray) -> np.ndarray:
@@ -25,15 +26,15 @@ def _sequential(parts: np.ndarray) -> np.ndarray:
 )
 def test_add_in_order_has_the_bits_of_adding_one_part_after_the_other(shape, dtype):
     parts = np.asarray(np.random.default_rng(0).standard_normal(shape) * 1e3, dtype=dtype)
-    total = _numba_common._add_in_order(parts)
+    total = minidl.get_backend("numba")._add_in_order(parts)
     assert total.shape == shape[1:] and total.dtype == dtype
     np.testing.assert_array_equal(total, _sequential(parts))
     with _threads.serial():  # one thread: the same bits
-        np.testing.assert_array_equal(_numba_common._add_in_order(parts), total)
+        np.testing.assert_array_equal(minidl.get_backend("numba")._add_in_order(parts), total)
 
 
 def test_add_in_order_leaves_the_parts_alone():
     parts = np.random.default_rng(1).standard_normal((4, 100)).astype(np.float32)
     before = parts.copy()
-    _numba_common._add_in_order(parts)
+    minidl.get_backend("numba")._add_in_order(parts)
     np.testing.assert_array_equal(parts, before)
