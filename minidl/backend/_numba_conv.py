@@ -643,6 +643,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                 dw_name = self._tuned(dw_about, names, dw_run, result=False)
         if dx_name in ("im2row", "direct") and dw_name in (dx_name, None):
             return self._backward_with(dx_name, dout, x, weight, geometry, compute_dw)
+        if dx_name == dw_name == "winograd4":  # both as F(4x4, 3x3): chunk by chunk, in one parallel region
+            return self._winograd4_backward(dout, x, weight, PH, PW)
         dx = self._dx_with(dx_name, dout, x, weight, geometry)
         dw = self._dw_with(dw_name, dout, x, weight, geometry) if compute_dw else None
         return dx, dw
@@ -665,9 +667,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         the flipped, transposed filters and padding 2 - P; laid out as dout) or ``im2row``."""
         PH, PW = geometry[4], geometry[5]
         if algorithm in _WINOGRAD_TILES:
-            w_flip = numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-            dout = dout.astype(x.dtype, copy=False)
-            return self._winograd_conv(dout, w_flip, None, 2 - PH, 2 - PW, tile=_WINOGRAD_TILES[algorithm])
+            dout, tile = dout.astype(x.dtype, copy=False), _WINOGRAD_TILES[algorithm]
+            return self._winograd_conv(dout, self._dx_filters(weight), None, 2 - PH, 2 - PW, tile=tile)
         if algorithm == "direct":
             return self._direct_conv_backward(dout, x, weight, PH, PW, False)[0]
         assert algorithm == "im2row", f"not an algorithm for dx: {algorithm}"

@@ -378,13 +378,54 @@ def test_winograd_weight_gradient_takes_4x4_tiles_where_the_forward_does(
     calls = []
     original = NumbaBackend._winograd4_weight_gradient
 
-    def spy(self, x, nhwc, dout, dout_nhwc, w_shape, PH, PW):
+    def spy(self, x, nhwc, dout, dout_nhwc, w_shape, PH, PW, before=None):
         calls.append((x.shape, w_shape, PH, PW))
-        return original(self, x, nhwc, dout, dout_nhwc, w_shape, PH, PW)
+        return original(self, x, nhwc, dout, dout_nhwc, w_shape, PH, PW, before)
 
     monkeypatch.setattr(NumbaBackend, "_winograd4_weight_gradient", spy)
     compare(conv_case(x_shape, w_shape, 1, padding, "winograd", dtype=dtype, seed=N))
     assert calls == ([(x_shape, w_shape, PH, PW)] if tile4 else [])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "padding"),
+    [((10, 16, 16, 16), (16, 16, 3, 3), 1), ((12, 16, 15, 13), (24, 16, 3, 3), 0), ((32, 64, 8, 8), (64, 64, 3, 3), 2)],
+    ids=["16-channels", "16-to-24-channels-no-padding", "64-channels-dx-in-dW-chunks"],
+)
+def test_winograd4_dx_and_dw_run_chunk_by_chunk_with_the_same_bits(
+    monkeypatch, x_shape, w_shape, padding, memory_format, dtype
+):  # fmt: skip
+    # where dx and dW both run as F(4x4, 3x3), one region computes a chunk's dx and then its share of dW
+    # (_winograd4_backward); the results are the bits of the two run apart (_dx_with, then _dw_with). In the last case
+    # dx alone takes 2 images per chunk, dW (and so dx with it) 4
+    from minidl.backend.numba_backend import NumbaBackend
+
+    be = fast_be()
+    N, C, H, W = x_shape
+    geometry = (3, 3, 1, 1, padding, padding, 1, 1)
+    assert be._backward_algorithms(x_shape, w_shape[0], geometry)[0] == "winograd4"
+    rng = np.random.default_rng(C)
+    layout = minidl.channels_last if memory_format == "channels_last" else minidl.contiguous_format
+    x = minidl.contiguous(rng.standard_normal(x_shape).astype(dtype), layout)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    with minidl.use_backend("numba"):
+        out, cache = F.conv2d_forward(x, w, None, 1, padding)
+        dout = minidl.contiguous(rng.standard_normal(out.shape).astype(dtype), layout)
+        calls = []
+        original = NumbaBackend._winograd4_backward
+        monkeypatch.setattr(
+            NumbaBackend, "_winograd4_backward", lambda self, *args: calls.append(1) or original(self, *args)
+        )
+        dx, dw, _ = F.conv2d_backward(dout, cache)
+    assert calls == [1]
+    apart_dx = be._dx_with("winograd4", dout, x, w, geometry)
+    apart_dw = be._dw_with("winograd4", dout, x, w, geometry)
+    np.testing.assert_array_equal(dx, apart_dx)
+    np.testing.assert_array_equal(dw, apart_dw)
+    assert dx.dtype == dw.dtype == dtype
+    assert minidl.suggest_memory_format(dx) == minidl.suggest_memory_format(dout)
 
 
 def test_winograd_tile_must_be_2_or_4():
