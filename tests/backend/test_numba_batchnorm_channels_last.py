@@ -210,6 +210,42 @@ def test_results_do_not_depend_on_the_number_of_threads(shape, op, training):
             np.testing.assert_array_equal(b, a, err_msg=f"{op}: {what} with 1 and {n} threads")
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize(("shape", "dtype"), [SHAPES["128x16x32x32 float32"], SHAPES["3x5x7x9 float64"]])
+def test_batch_norm_add_relu_backward_takes_the_relu_in_its_first_pass(shape, dtype, training):
+    """The kernel of ``batch_norm_add_relu``'s backward masks dout in the BatchNorm's sums pass and writes dz there
+    (the residual's gradient), which its second pass reads: the bits of the ReLU's backward kernel followed by the
+    BatchNorm's, over one chunk of rows or several, at any thread count. A NaN of dout where the ReLU was off stays
+    out, as in relu_backward."""
+    x, dout, gamma, beta, running = make_inputs(shape, dtype, seed=11)
+    residual = np.random.default_rng(12).standard_normal(shape).astype(dtype)
+    x, residual, dout = to_cl(x), to_cl(residual), to_cl(dout)
+    be = fast_be()
+    threads = minidl.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            minidl.set_num_threads(n)
+            with minidl.use_backend("numba"):
+                out, cache = F.batch_norm_add_relu_forward(
+                    x, residual, *(r.copy() for r in running), gamma, beta, training
+                )
+                assert isinstance(cache, KernelCache)
+                bn_cache, mask = cache.cache
+                dout[tuple(i[0] for i in np.nonzero(~mask))] = np.nan  # the ReLU was off there: no gradient
+                got = F.batch_norm_add_relu_backward(dout, cache)
+            dz = be._relu_backward(dout, mask)
+            want = (be._batch_norm_backward(dz, bn_cache)[0], dz, *be._batch_norm_backward(dz, bn_cache)[1:])
+            for what, g, w in zip(("dx", "dresidual", "dgamma", "dbeta"), got, want, strict=True):
+                np.testing.assert_array_equal(g, w, err_msg=f"{what}, {n} thread(s)")
+            assert is_cl(got[0]) and is_cl(got[1]) and np.isfinite(got[0]).all()
+            results.append(got)
+    finally:
+        minidl.set_num_threads(threads)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------------------------------------- accuracy
 def test_statistics_are_accurate_far_from_zero():
     """x = 1000 + noise 0.01: the sums around each channel's first value keep the variance (a naive float32
