@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -104,6 +105,37 @@ def test_parallel_for_runs_every_task_once_and_raises_task_errors():
 
     with pytest.raises(ValueError, match="task 7 failed"):
         _threads.parallel_for(fail, 20)
+
+
+def test_an_error_in_a_pool_thread_is_raised_once_after_every_thread_stopped():
+    # the pool's own threads (workers 1 ..) keep a task's exception for the caller, which raises it when the region
+    # ends, not again in the next region; the threads are minidl's, named by their worker number, and set_num_threads
+    # stops them
+    before = minidl.get_num_threads()
+    minidl.set_num_threads(3)
+    try:
+        started, names, finished = threading.Barrier(3), {}, []
+
+        def body(worker, task):
+            started.wait(timeout=10)  # three tasks at once: one on each thread
+            names[worker] = threading.current_thread().name
+            if worker == 2:
+                raise KeyError("worker 2 failed")
+            time.sleep(0.01)
+            finished.append(worker)
+
+        with pytest.raises(KeyError, match="worker 2 failed"):
+            _threads.parallel_for(body, 3)
+        assert sorted(finished) == [0, 1]  # the others ran to the end before the error was raised
+        assert names[1] == "minidl_1" and names[2] == "minidl_2"
+        seen = []
+        _threads.parallel_for(lambda worker, task: seen.append(task), 9)  # no stale error
+        assert sorted(seen) == list(range(9))
+        pool_threads = list(_threads._pool.threads)
+        minidl.set_num_threads(before)
+        assert _threads._pool is None and not any(thread.is_alive() for thread in pool_threads)
+    finally:
+        minidl.set_num_threads(before)
 
 
 def test_nested_parallel_for_runs_serially_as_the_same_worker():
