@@ -97,7 +97,7 @@ def input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, V, plane):
     L = _u(TW * C)
     tf = xt.reshape(-1)  # V[xi plane + t C + c]
     for n in range(n0, n1):
-        image_copy(x, nhwc, n, PH, PW, 2, Hp, Wh, tf)
+        image_copy(x, nhwc, n, PH, PW, 2, Hp, Wh, tf, n == n0)
         for th in range(TH):
             dst = _u(((n - first) * TH + th) * TW * C)  # V offset of the row's first tile
             for i in range(4):
@@ -177,7 +177,7 @@ def output_gradient_tiles(dout, nhwc, n0, n1, first, TH, TW, yt, dM, plane):
     L = _u(TW * O)
     yf = yt.reshape(-1)
     for n in range(n0, n1):
-        image_copy(dout, nhwc, n, 0, 0, 2, 2 * TH, TW, yf)
+        image_copy(dout, nhwc, n, 0, 0, 2, 2 * TH, TW, yf, n == n0)
         for th in range(TH):
             y = _u(4 * th) * L  # the tile row's 2 rows of dout: yf[y + (2 i + j) L + tw O + o]
             dst = _u(((n - first) * TH + th) * TW * O)

@@ -109,7 +109,7 @@ def input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
     tf = xt.reshape(-1)
     k2, k4, k5 = tf.dtype.type(2), tf.dtype.type(4), tf.dtype.type(5)
     for n in range(n0, n1):
-        image_copy(x, nhwc, n, PH, PW, 4, 4 * TH + 2, Wq, tf)
+        image_copy(x, nhwc, n, PH, PW, 4, 4 * TH + 2, Wq, tf, n == n0)
         for th in range(TH):
             # pass 1, B^T d: per tile column j, the 6 image rows 4 th + p combined into t[i, j] (6 runs of L)
             for j in range(6):
@@ -232,7 +232,7 @@ def output_gradient_tiles(dout, nhwc, n0, n1, first, TH, TW, yt, t, dM, plane):
     k2, k4 = t.dtype.type(2), t.dtype.type(4)
     yf = yt.reshape(-1)
     for n in range(n0, n1):
-        image_copy(dout, nhwc, n, 0, 0, 4, 4 * TH, TW, yf)
+        image_copy(dout, nhwc, n, 0, 0, 4, 4 * TH, TW, yf, n == n0)
         for th in range(TH):
             y = _u(16 * th) * L  # the tile row's 4 rows of dout: yf[y + (4 i + j) L + tw O + o]
             # pass 1, A dY: per tile column j, its 4 rows combined into t[r, j] (6 runs of L)

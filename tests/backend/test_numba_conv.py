@@ -471,6 +471,31 @@ def test_winograd_scratch_left_over_from_a_previous_call_does_not_leak(x_shape, 
         be.winograd_tile = 4
 
 
+@pytest.mark.parametrize("nhwc", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize(("phases", "PH", "PW", "extra"), [(1, 1, 1, 0), (2, 2, 0, 1), (4, 1, 2, 3), (4, 0, 0, 2)])
+def test_an_image_copy_writes_the_image_and_nothing_else(nhwc, phases, PH, PW, extra):
+    # image_copy zeroes the scratch only for a chunk's first image (zero=True): the copy of every image writes each
+    # position inside it and none outside, so the next image's copy over the first one's equals a fresh copy
+    from minidl.backend._numba_kernels import image_copy
+
+    N, C, H, W = 3, 6, 7, 9
+    x = np.random.default_rng(phases).standard_normal((N, C, H, W)).astype(np.float32)
+    arg = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x
+    Hp, Wp = H + 2 * PH + extra, -(-(W + 2 * PW + extra) // phases)
+    chunk = np.full(Hp * phases * Wp * C, np.nan, np.float32)
+    image_copy(arg, nhwc, 0, PH, PW, phases, Hp, Wp, chunk, True)
+    image_copy(arg, nhwc, 1, PH, PW, phases, Hp, Wp, chunk, False)
+    fresh = np.full_like(chunk, np.nan)
+    image_copy(arg, nhwc, 1, PH, PW, phases, Hp, Wp, fresh, True)
+    np.testing.assert_array_equal(chunk, fresh)
+    # and the fresh copy is image 1 zero padded, its columns split by phase (col = w + PW: xt[row, col % phases,
+    # col // phases, c])
+    padded = np.zeros((Hp, phases * Wp, C), np.float32)
+    padded[PH : PH + H, PW : PW + W] = x[1].transpose(1, 2, 0)
+    expected = np.stack([padded[:, p::phases] for p in range(phases)], axis=1)
+    np.testing.assert_array_equal(fresh.reshape(Hp, phases, Wp, C), expected)
+
+
 def test_winograd_planes_are_not_a_power_of_two_apart():
     # the 16 planes of V, M and U are _PLANE_PAD values further apart than their size (cache sets, see _wino_planes)
     from minidl.backend._numba_winograd_conv import _PLANE_PAD
