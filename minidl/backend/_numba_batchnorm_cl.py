@@ -431,8 +431,9 @@ class BatchNormRowsMixin:
 
         With the ``mask`` of ``batch_norm_add_relu``'s forward, the gradient the BatchNorm gets is dz = dout where
         the mask, else 0, and the result is ``(dx, dz, dgamma, dbeta)``: each first-pass task writes its chunk of dz
-        (:func:`~minidl.backend._numba_elementwise.relu_backward`) and sums it while it is in the cache. (Masking dout
-        inside the sums' loop instead left that loop scalar, ten times slower.)"""
+        (:func:`~minidl.backend._numba_elementwise.relu_backward`) and sums it while it is in the cache. dz is laid
+        out channels_last, as dx, whatever dout's layout. (Masking dout inside the sums' loop instead left that loop
+        scalar: the backward of a 16 x 32 x 32 batch of 128 took 32 ms instead of 1.7.)"""
         C, dtype = xh.shape[3], dout.dtype
         xf = xh.reshape(-1)
         gf = _as_nhwc(dout).reshape(-1)

@@ -350,8 +350,7 @@ class WinogradKernelsMixin:
         images: :meth:`_winograd4_backward`)."""
         count, C, O = dU.view.shape
         dtype = dU.view.dtype
-        chunks = _ceil_div(N, nb)
-        groups = self._split(chunks, max(1, min(chunks, _DW_BYTES // (count * C * O * dtype.itemsize))))
+        groups = self._dU_groups(N, nb, count, C, O, dtype.itemsize)
         # each group's first chunk writes its partial sum whole (zeros only for an empty batch: no chunk writes)
         dU_parts = (numpy.empty if N else numpy.zeros)((max(len(groups), 1), count, C, O), dtype=dtype)
 
@@ -372,6 +371,12 @@ class WinogradKernelsMixin:
 
         _threads.parallel_for(body, len(groups), max_threads=self._gemm_threads())
         numpy.copyto(dU.view, self._add_in_order(dU_parts))
+
+    def _dU_groups(self, N: int, nb: int, count: int, C: int, O: int, itemsize: int) -> list[tuple[int, int]]:
+        """The groups of :meth:`_winograd_dU`'s chunks of ``nb`` images that share a dU partial sum: one chunk each,
+        unless the partial sums (``count`` (C, O) planes each) would need more than _DW_BYTES."""
+        chunks = _ceil_div(N, nb)
+        return self._split(chunks, max(1, min(chunks, _DW_BYTES // (count * C * O * itemsize))))
 
     # ------------------------------------------------------------------ F(4x4, 3x3) (see _numba_winograd4.py)
     def _winograd4_applies(self, N: int, C: int, O: int, OH: int, OW: int) -> bool:
@@ -477,11 +482,7 @@ class WinogradKernelsMixin:
         N, C = x.shape[0], _dims(x, nhwc)[0]
         O, dtype = w_shape[0], x.dtype
         OH, OW = _dims(dout, dout_nhwc)[1:]
-        TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize, tile=4)
-        # at least _WINOGRAD_MIN_ROWS tiles per chunk where _WINOGRAD4_MIN_CHUNKS chunks remain: each chunk's 36 GEMMs
-        # write a (36, C, O) partial sum, summed over its tiles only (64 -> 64 channels at 8 x 8, batch 128: 8 images
-        # (32 tiles) per chunk ran 2.8 ms, 16 images 2.2 ms, measured at 2 threads, AMD Zen 4)
-        nb = max(nb, min(_ceil_div(_WINOGRAD_MIN_ROWS, TH * TW), max(1, N // _WINOGRAD4_MIN_CHUNKS)))
+        TH, TW, nb = self._winograd4_dw_tiles(N, C, O, OH, OW, x.itemsize)
 
         def buffers(worker: int, n0: int, n1: int) -> tuple[Planes, Any, Any, Planes, Any]:
             V, xt, t = self._winograd4_scratch(worker, C, O, n1 - n0, TH, TW, dtype)
@@ -510,6 +511,14 @@ class WinogradKernelsMixin:
         self._winograd_dU(N, nb, tiles, dU, None if gemm is None else chunk, before)
         return self._winograd_weight_from(dU, w_shape)
 
+    def _winograd4_dw_tiles(self, N: int, C: int, O: int, OH: int, OW: int, itemsize: int) -> tuple[int, int, int]:
+        """``(TH, TW, images per chunk)`` of :meth:`_winograd4_weight_gradient`: :meth:`_winograd_tiles`' chunks, but
+        at least _WINOGRAD_MIN_ROWS tiles per chunk where _WINOGRAD4_MIN_CHUNKS chunks remain: each chunk's 36 GEMMs
+        write a (36, C, O) partial sum, summed over its tiles only (64 -> 64 channels at 8 x 8, batch 128: 8 images
+        (32 tiles) per chunk ran 2.8 ms, 16 images 2.2 ms, measured at 2 threads, AMD Zen 4)."""
+        TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, itemsize, tile=4)
+        return TH, TW, max(nb, min(_ceil_div(_WINOGRAD_MIN_ROWS, TH * TW), max(1, N // _WINOGRAD4_MIN_CHUNKS)))
+
     @staticmethod
     def _dx_filters(weight: Any) -> Any:
         """The filters of dx as a convolution of dout (stride 1, 3 x 3): ``weight`` (O, C, 3, 3) flipped and
@@ -527,10 +536,18 @@ class WinogradKernelsMixin:
         are the same bits as :meth:`_winograd_conv` and :meth:`_winograd_weight_gradient` run one after the other
         (tested). Measured against those two, medians of 15 alternating runs, channels_last, batch 128, 2 threads,
         Intel Xeon (Emerald Rapids): 16 -> 16 channels at 32 x 32 10.65 -> 10.32 ms, 32 -> 32 at 16 x 16 5.75 ->
-        5.50 ms, 64 -> 64 at 8 x 8 5.11 -> 4.72 ms (3-8 %)."""
+        5.50 ms, 64 -> 64 at 8 x 8 5.11 -> 4.72 ms (3-8 %).
+
+        Where dW's chunks share partial sums in groups (:meth:`_dU_groups`: wide layers, 512 channels at 7 x 7),
+        its tasks are the groups, too few for dx: there dx and dW run apart, each in its own region."""
         N, C, H, W = x.shape
-        dtype = x.dtype
-        (x, nhwc), (dout, dout_nhwc) = _kernel_view(x), _kernel_view(dout.astype(dtype, copy=False))
+        dtype, O = x.dtype, weight.shape[0]
+        nb = self._winograd4_dw_tiles(N, C, O, *dout.shape[2:], x.itemsize)[2]
+        dout = dout.astype(dtype, copy=False)
+        if len(self._dU_groups(N, nb, 36, C, O, x.itemsize)) < _ceil_div(N, nb):
+            dx = self._winograd_conv(dout, self._dx_filters(weight), None, 2 - PH, 2 - PW, tile=4)
+            return dx, self._winograd_weight_gradient(x, dout, weight.shape, PH, PW, tile=4)
+        (x, nhwc), (dout, dout_nhwc) = _kernel_view(x), _kernel_view(dout)
         dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, dout_nhwc)  # laid out as dout, as _winograd_conv's output
         no_bias, no_residual = bias_arguments(None, dtype), residual_arguments(None, dout_nhwc, dtype)
         dx_chunk = self._winograd4_chunk(

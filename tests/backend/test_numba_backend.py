@@ -8,6 +8,7 @@ The kernels one by one are in ``test_kernels.py`` (every entry of the table agai
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -135,6 +136,49 @@ def test_an_error_in_a_pool_thread_is_raised_once_after_every_thread_stopped():
         minidl.set_num_threads(before)
         assert _threads._pool is None and not any(thread.is_alive() for thread in pool_threads)
     finally:
+        minidl.set_num_threads(before)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
+def test_a_signal_while_the_caller_waits_for_a_worker_leaves_the_pool_in_step():
+    # Ctrl-C in a notebook: a signal's exception cuts the caller's wait for a worker short; the caller still waits
+    # for the worker, then raises it, and the next region waits for its own workers (no stale lock, no stale error)
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread")
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    before = minidl.get_num_threads()
+    minidl.set_num_threads(2)
+    try:
+        both, finished = threading.Barrier(2), []
+
+        def body(worker, task):
+            both.wait(timeout=10)  # one task on each thread
+            if worker == 1:
+                time.sleep(0.3)  # the caller waits for this worker meanwhile, and gets the signal
+                finished.append(task)
+
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        with pytest.raises(Interrupted):
+            _threads.parallel_for(body, 2)
+        assert len(finished) == 1  # raised only once the worker was back
+        for _ in range(3):
+            seen = []
+
+            def slow(worker, task, seen=seen):
+                time.sleep(0.01)
+                seen.append(task)
+
+            _threads.parallel_for(slow, 6)
+            assert sorted(seen) == list(range(6))  # every task done when the region returns
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
         minidl.set_num_threads(before)
 
 

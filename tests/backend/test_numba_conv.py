@@ -388,44 +388,59 @@ def test_winograd_weight_gradient_takes_4x4_tiles_where_the_forward_does(
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("layouts", ["contiguous", "channels_last", "x-contiguous-dout-channels_last"])
 @pytest.mark.parametrize(
-    ("x_shape", "w_shape", "padding"),
-    [((10, 16, 16, 16), (16, 16, 3, 3), 1), ((12, 16, 15, 13), (24, 16, 3, 3), 0), ((32, 64, 8, 8), (64, 64, 3, 3), 2)],
-    ids=["16-channels", "16-to-24-channels-no-padding", "64-channels-dx-in-dW-chunks"],
+    ("x_shape", "w_shape", "padding", "grouped"),
+    [
+        ((10, 16, 16, 16), (16, 16, 3, 3), 1, False),
+        ((12, 16, 15, 13), (24, 16, 3, 3), 0, False),
+        ((32, 64, 8, 8), (64, 64, 3, 3), 2, False),
+        ((12, 17, 14, 11), (16, 17, 3, 3), (1, 2), False),
+        ((16, 16, 16, 16), (16, 16, 3, 3), 1, True),
+    ],
+    ids=["16-channels", "16-to-24-channels-no-padding", "64-channels-dx-in-dW-chunks", "uneven-padding", "grouped"],
 )
 def test_winograd4_dx_and_dw_run_chunk_by_chunk_with_the_same_bits(
-    monkeypatch, x_shape, w_shape, padding, memory_format, dtype
+    monkeypatch, x_shape, w_shape, padding, grouped, layouts, dtype
 ):  # fmt: skip
     # where dx and dW both run as F(4x4, 3x3), one region computes a chunk's dx and then its share of dW
-    # (_winograd4_backward); the results are the bits of the two run apart (_dx_with, then _dw_with). In the last case
-    # dx alone takes 2 images per chunk, dW (and so dx with it) 4
+    # (_winograd4_backward); the results are the bits of the two run apart (_dx_with, then _dw_with). In the third
+    # case dx alone takes 2 images per chunk, dW (and so dx with it) 4. Where dW's partial sums
+    # are grouped (here made so by a small _DW_BYTES), dx and dW run apart, each in its own region
+    from minidl.backend import _numba_winograd_conv
     from minidl.backend.numba_backend import NumbaBackend
 
     be = fast_be()
+    if grouped:
+        monkeypatch.setattr(_numba_winograd_conv, "_DW_BYTES", 3 * 36 * 16 * 16 * np.dtype(dtype).itemsize)
     N, C, H, W = x_shape
-    geometry = (3, 3, 1, 1, padding, padding, 1, 1)
+    PH, PW = (padding, padding) if isinstance(padding, int) else padding
+    geometry = (3, 3, 1, 1, PH, PW, 1, 1)
     assert be._backward_algorithms(x_shape, w_shape[0], geometry)[0] == "winograd4"
     rng = np.random.default_rng(C)
-    layout = minidl.channels_last if memory_format == "channels_last" else minidl.contiguous_format
-    x = minidl.contiguous(rng.standard_normal(x_shape).astype(dtype), layout)
+    cl = minidl.channels_last
+    x_layout = cl if layouts == "channels_last" else minidl.contiguous_format
+    dout_layout = minidl.contiguous_format if layouts == "contiguous" else cl
+    x = minidl.contiguous(rng.standard_normal(x_shape).astype(dtype), x_layout)
     w = rng.standard_normal(w_shape).astype(dtype)
     with minidl.use_backend("numba"):
         out, cache = F.conv2d_forward(x, w, None, 1, padding)
-        dout = minidl.contiguous(rng.standard_normal(out.shape).astype(dtype), layout)
-        calls = []
-        original = NumbaBackend._winograd4_backward
+        dout = minidl.contiguous(rng.standard_normal(out.shape).astype(dtype), dout_layout)
+        regions = []
+        original = NumbaBackend._winograd_dU
         monkeypatch.setattr(
-            NumbaBackend, "_winograd4_backward", lambda self, *args: calls.append(1) or original(self, *args)
+            NumbaBackend,
+            "_winograd_dU",
+            lambda self, *args: regions.append(args[-1] is not None) or original(self, *args),
         )
         dx, dw, _ = F.conv2d_backward(dout, cache)
-    assert calls == [1]
+    assert regions == [not grouped]  # dW's region also ran dx (the hook ``before``), or not
     apart_dx = be._dx_with("winograd4", dout, x, w, geometry)
     apart_dw = be._dw_with("winograd4", dout, x, w, geometry)
     np.testing.assert_array_equal(dx, apart_dx)
     np.testing.assert_array_equal(dw, apart_dw)
     assert dx.dtype == dw.dtype == dtype
-    assert minidl.suggest_memory_format(dx) == minidl.suggest_memory_format(dout)
+    assert minidl.suggest_memory_format(dx) == minidl.suggest_memory_format(x)  # (the pair lays dx out as x)
 
 
 def test_winograd_tile_must_be_2_or_4():
