@@ -573,8 +573,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         dout = dout.astype(dtype, copy=False)
         dx = None
         if compute_dx:
-            w_flip = numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-            dx = self._direct_conv(dout, w_flip, None, 2 - PH, 2 - PW, None)  # laid out as dout (the caller: as x)
+            # laid out as dout (the caller lays it out as x)
+            dx = self._direct_conv(dout, self._dx_filters(weight), None, 2 - PH, 2 - PW, None)
         if not compute_dw:
             return dx, None
         HP, WP = H + 2 * PH, W + 2 * PW

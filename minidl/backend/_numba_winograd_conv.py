@@ -521,8 +521,8 @@ class WinogradKernelsMixin:
 
     @staticmethod
     def _dx_filters(weight: Any) -> Any:
-        """The filters of dx as a convolution of dout (stride 1, 3 x 3): ``weight`` (O, C, 3, 3) flipped and
-        transposed, (C, O, 3, 3), contiguous."""
+        """The filters of dx as a convolution of dout (stride 1, 3 x 3; Winograd's and the direct 3 x 3's): ``weight``
+        (O, C, 3, 3) flipped in both spatial axes and transposed, (C, O, 3, 3), contiguous."""
         return numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
     def _winograd4_backward(self, dout: Any, x: Any, weight: Any, PH: int, PW: int) -> tuple[Any, Any]:
