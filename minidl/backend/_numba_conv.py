@@ -643,7 +643,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                 dw_name = self._tuned(dw_about, names, dw_run, result=False)
         if dx_name in ("im2row", "direct") and dw_name in (dx_name, None):
             return self._backward_with(dx_name, dout, x, weight, geometry, compute_dw)
-        if dx_name == dw_name == "winograd4":  # both as F(4x4, 3x3): chunk by chunk, in one parallel region
+        both4 = dx_name == dw_name == "winograd4"  # both as F(4x4, 3x3): chunk by chunk, in one region where it fits
+        if both4 and self._winograd4_in_one_region(N, C, weight.shape[0], *dout.shape[2:], x.itemsize):
             return self._winograd4_backward(dout, x, weight, PH, PW)
         dx = self._dx_with(dx_name, dout, x, weight, geometry)
         dw = self._dw_with(dw_name, dout, x, weight, geometry) if compute_dw else None

@@ -519,6 +519,14 @@ class WinogradKernelsMixin:
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, itemsize, tile=4)
         return TH, TW, max(nb, min(_ceil_div(_WINOGRAD_MIN_ROWS, TH * TW), max(1, N // _WINOGRAD4_MIN_CHUNKS)))
 
+    def _winograd4_in_one_region(self, N: int, C: int, O: int, OH: int, OW: int, itemsize: int) -> bool:
+        """Whether :meth:`_winograd4_backward` may run a layer's dx and dW (both F(4x4, 3x3)) in one region: where
+        each of dW's chunks keeps its own partial sum. Where they share partial sums in groups (:meth:`_dU_groups`:
+        wide layers, 512 channels at 7 x 7), dW's tasks are the groups, too few for dx (one at 512 channels on 7 x 7,
+        batch 128): there dx and dW run apart, each in its own region."""
+        nb = self._winograd4_dw_tiles(N, C, O, OH, OW, itemsize)[2]
+        return len(self._dU_groups(N, nb, 36, C, O, itemsize)) == _ceil_div(N, nb)
+
     @staticmethod
     def _dx_filters(weight: Any) -> Any:
         """The filters of dx as a convolution of dout (stride 1, 3 x 3; Winograd's and the direct 3 x 3's): ``weight``
@@ -538,16 +546,10 @@ class WinogradKernelsMixin:
         Intel Xeon (Emerald Rapids): 16 -> 16 channels at 32 x 32 10.65 -> 10.32 ms, 32 -> 32 at 16 x 16 5.75 ->
         5.50 ms, 64 -> 64 at 8 x 8 5.11 -> 4.72 ms (3-8 %).
 
-        Where dW's chunks share partial sums in groups (:meth:`_dU_groups`: wide layers, 512 channels at 7 x 7),
-        its tasks are the groups, too few for dx: there dx and dW run apart, each in its own region."""
+        It runs where :meth:`_winograd4_in_one_region`."""
         N, C, H, W = x.shape
-        dtype, O = x.dtype, weight.shape[0]
-        nb = self._winograd4_dw_tiles(N, C, O, *dout.shape[2:], x.itemsize)[2]
-        dout = dout.astype(dtype, copy=False)
-        if len(self._dU_groups(N, nb, 36, C, O, x.itemsize)) < _ceil_div(N, nb):
-            dx = self._winograd_conv(dout, self._dx_filters(weight), None, 2 - PH, 2 - PW, tile=4)
-            return dx, self._winograd_weight_gradient(x, dout, weight.shape, PH, PW, tile=4)
-        (x, nhwc), (dout, dout_nhwc) = _kernel_view(x), _kernel_view(dout)
+        dtype = x.dtype
+        (x, nhwc), (dout, dout_nhwc) = _kernel_view(x), _kernel_view(dout.astype(dtype, copy=False))
         dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, dout_nhwc)  # laid out as dout, as _winograd_conv's output
         no_bias, no_residual = bias_arguments(None, dtype), residual_arguments(None, dout_nhwc, dtype)
         dx_chunk = self._winograd4_chunk(
