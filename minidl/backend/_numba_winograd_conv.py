@@ -453,12 +453,13 @@ class WinogradKernelsMixin:
         self, worker: int, C: int, O: int, images: int, TH: int, TW: int, dtype: Any
     ) -> tuple[Planes, Any, Any]:  # fmt: skip
         """``(V, xt, t)``: a worker's buffers for the F(4x4, 3x3) input tiles of ``images`` images of C channels: V as
-        :meth:`_wino_planes` of (tiles, C), ``xt`` one padded image, and ``t`` the transforms' scratch (40 TW max(C, O)
-        values: also what ``output_tiles`` and ``output_gradient_tiles`` of ``_numba_winograd4.py`` need for O output
-        channels)."""
+        :meth:`_wino_planes` of (tiles, C), ``xt`` one padded image, and ``t`` the transforms' scratch
+        (max(40 TW, 24 (TW + 1)) max(C, O) values: also what ``output_tiles`` and ``output_gradient_tiles`` of
+        ``_numba_winograd4.py`` need for O output channels, and ``input_tiles`` reading a channels-last image
+        straight)."""
         V = self._wino_planes(worker, "wino_v", images * TH * TW, C, dtype, 36)
         xt = self._buffer(worker, "wino_x", ((4 * TH + 2) * 4 * (TW + 1) * C,), dtype)
-        t = self._buffer(worker, "wino_t", (40 * TW * max(C, O),), dtype)
+        t = self._buffer(worker, "wino_t", (max(40 * TW, 24 * (TW + 1)) * max(C, O),), dtype)
         return V, xt, t
 
     def _winograd4_weight_gradient(

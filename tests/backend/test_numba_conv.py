@@ -511,6 +511,47 @@ def test_an_image_copy_writes_the_image_and_nothing_else(nhwc, phases, PH, PW, e
     np.testing.assert_array_equal(fresh.reshape(Hp, phases, Wp, C), expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("N", "C", "H", "W", "PH", "PW"),
+    [(3, 24, 13, 11, 1, 1), (2, 32, 8, 8, 1, 1), (2, 40, 9, 14, 0, 2), (2, 24, 7, 8, 2, 0), (2, 64, 3, 4, 1, 1)],
+    ids=["24-channels-13x11", "32-channels-8x8", "uneven-padding", "padding-2-above", "one-tile-column"],
+)
+def test_winograd4_tiles_read_from_a_channels_last_image_give_the_copys_bits(N, C, H, W, PH, PW, dtype):
+    # from 24 channels on, F(4x4, 3x3)'s input_tiles and output_gradient_tiles read a channels-last image straight,
+    # without the padded copy (_columns_from_image, _rows_from_gradient): the same sums in the same order, so V and dM
+    # equal the copy's bit for bit (the copy: the same image in NCHW), padding rows and columns included, with the
+    # scratch left full of NaN by an earlier call and a chunk starting past image 0
+    from minidl.backend import _numba_winograd4 as w4
+
+    rng = np.random.default_rng(C + H)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    TH, TW = -(-(H + 2 * PH - 2) // 4), -(-(W + 2 * PW - 2) // 4)
+    plane = (N - 1) * TH * TW * C + 5  # images 1 .. N - 1, and 5 values between the planes
+    results = []
+    for arg, nhwc in ((x, False), (xh, True)):
+        xt = np.full((4 * TH + 2) * 4 * (TW + 1) * C, np.nan, dtype)
+        t = np.full(max(40 * TW, 24 * (TW + 1)) * C, np.nan, dtype)
+        V = np.full(36 * plane, np.nan, dtype)
+        w4.input_tiles(arg, nhwc, 1, N, 1, PH, PW, TH, TW, xt, t, V, plane)
+        results.append(V)
+    np.testing.assert_array_equal(results[1], results[0])
+    assert not np.isnan(results[1].reshape(36, plane)[:, : plane - 5]).any()
+    # dW's output gradient tiles: dout of the same shape cut into 4 x 4 tiles, the last ones past OH and OW
+    TH, TW = -(-H // 4), -(-W // 4)
+    plane = (N - 1) * TH * TW * C + 5
+    results = []
+    for arg, nhwc in ((x, False), (xh, True)):
+        yt = np.full(16 * TH * TW * C, np.nan, dtype)
+        t = np.full(24 * TW * C, np.nan, dtype)
+        dM = np.full(36 * plane, np.nan, dtype)
+        w4.output_gradient_tiles(arg, nhwc, 1, N, 1, TH, TW, yt, t, dM, plane)
+        results.append(dM)
+    np.testing.assert_array_equal(results[1], results[0])
+    assert not np.isnan(results[1].reshape(36, plane)[:, : plane - 5]).any()
+
+
 def test_winograd_planes_are_not_a_power_of_two_apart():
     # the 16 planes of V, M and U are _PLANE_PAD values further apart than their size (cache sets, see _wino_planes)
     from minidl.backend._numba_winograd_conv import _PLANE_PAD
