@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 contiguous_format = "contiguous_format"  #: (N, C, H, W) in memory: NumPy's C order
 channels_last = "channels_last"  #: (N, H, W, C) in memory, shape (N, C, H, W)
 
@@ -54,7 +56,7 @@ def _check(memory_format: Any, where: str) -> None:
 def _array(x: Any, where: str) -> Any:
     """x itself when it is an array (anything with ``shape``, ``strides`` and ``flags``: NumPy, CuPy), else a clear
     TypeError (lists and scalars have no memory layout to speak of)."""
-    if not all(hasattr(x, name) for name in ("shape", "strides", "flags", "transpose")):
+    if type(x) is not np.ndarray and not all(hasattr(x, name) for name in ("shape", "strides", "flags", "transpose")):
         raise TypeError(f"{where}: expected a NumPy or CuPy array, got {type(x).__name__}")
     return x
 

@@ -27,6 +27,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -173,9 +174,10 @@ def is_cupy_array(a: Any) -> bool:
 
 def get_array_module(*arrays: Any) -> Any:
     """``numpy`` or ``cupy``, whichever the arrays belong to (``numpy`` for plain Python values)."""
-    if any(is_cupy_array(a) for a in arrays):
-        return importlib.import_module("cupy")
-    return importlib.import_module("numpy")
+    for a in arrays:
+        if is_cupy_array(a):
+            return importlib.import_module("cupy")
+    return sys.modules["numpy"]  # (imported with minidl)
 
 
 def to_numpy(a: Any) -> Any:

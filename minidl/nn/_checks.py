@@ -66,7 +66,7 @@ def check_array(
             f"{where}: expected {channels} channels in dimension {channel_axis} of the {what}, "
             f"got {shape[channel_axis]} (shape {shape})"
         )
-    if not np.issubdtype(np.dtype(x.dtype), np.floating):
+    if np.dtype(x.dtype).kind != "f":  # float16, float32, float64 (np.issubdtype(dtype, np.floating))
         raise TypeError(
             f"{where}: expected a floating-point {what} (float32 or float64), got dtype {x.dtype}; "
             "convert it with x.astype(np.float32)"
@@ -92,7 +92,7 @@ def _refuse_subclass(where: str, x: Any, what: str) -> None:
 def _check_parameter_dtype(where: str, x: Any, dtype: Any, what: str = "input", dtype_of: str | None = None) -> None:
     """``x`` must have ``dtype`` when given: the layer's parameters' dtype, or with ``dtype_of`` that of another
     argument (then the message asks for one dtype, not for a converted layer)."""
-    if dtype is None or np.dtype(x.dtype) == np.dtype(dtype):
+    if dtype is None or x.dtype is dtype or np.dtype(x.dtype) == np.dtype(dtype):
         return
     if dtype_of is not None:
         raise TypeError(
@@ -203,7 +203,7 @@ def check_grad_output(where: str, dout: Any, shape: Sequence[int], dtype: Any = 
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
 
 
 def check_int(where: str, name: str, value: Any, *, minimum: int = 1) -> int:

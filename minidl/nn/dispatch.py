@@ -87,6 +87,7 @@ def register_functional(module: ModuleType) -> None:
     global _functional
     _functional = module
     _ORIGINALS.update({name: getattr(module, name) for name in module.__all__ if name.endswith(_HALVES)})
+    _CHAINS.clear()
 
 
 def _namespace() -> ModuleType:
@@ -160,6 +161,7 @@ class _Declared(NamedTuple):
 
 _DECLARED: dict[str, _Declared] = {}
 _COMPOSED: dict[str, tuple[str, ...]] = {}  # pairs without a kernel -> the pairs their reference calls
+_CHAINS: dict[str, tuple[tuple[str, Any], ...]] = {}  # op -> what is_reference compares (emptied by each new mark)
 
 
 def composes(op: str, uses: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -183,6 +185,7 @@ def composes(op: str, uses: tuple[str, ...]) -> Callable[[Callable[..., Any]], C
         if reference.__name__ != f"{op}_forward":
             raise ValueError(f"@composes({op!r}) decorates {op}_forward, got {reference.__name__}")
         _COMPOSED[op] = tuple(uses)
+        _CHAINS.clear()
         return reference
 
     return decorate
@@ -250,13 +253,24 @@ def is_reference(op: str) -> bool:
     chain): then a kernel, or a fused module's shortcut (:class:`~minidl.nn.fusion.ConvBn2d` folding a BatchNorm),
     computes what the reference would."""
     functional = _namespace()
-    for half in _HALVES:
-        name = op + half
-        if getattr(functional, name, None) is not _ORIGINALS.get(name):
+    for name, original in _reference_halves(op):
+        if getattr(functional, name, None) is not original:
             return False
-    declared = _DECLARED.get(op)
-    uses = _COMPOSED.get(op, ()) if declared is None else declared.uses
-    return all(is_reference(used) for used in uses)
+    return True
+
+
+def _reference_halves(op: str) -> tuple[tuple[str, Any], ...]:
+    """``(name, original)`` for both halves of ``op`` and of every pair its reference calls, down the chain (each
+    once): what :func:`is_reference` checks, worked out at the first call (a pair runs it at each call) and again
+    after :func:`kernel` or :func:`composes` marks another function."""
+    halves = _CHAINS.get(op)
+    if halves is None:
+        declared = _DECLARED.get(op)
+        uses = _COMPOSED.get(op, ()) if declared is None else declared.uses
+        own = tuple((op + half, _ORIGINALS.get(op + half)) for half in _HALVES)
+        halves = tuple(dict.fromkeys(own + tuple(h for used in uses for h in _reference_halves(used))))
+        _CHAINS[op] = halves
+    return halves
 
 
 def kernel_for(op: str) -> Any:
@@ -319,6 +333,7 @@ def kernel(
                 return out, KernelCache(op, fast, cache, tuple(out.shape), out.dtype)
 
             _DECLARED[op] = declared._replace(forward=forward, uses=tuple(uses))
+            _CHAINS.clear()
             return forward
 
         @functools.wraps(reference)
