@@ -96,8 +96,8 @@ def transform_weight(weight, c0, c1, U, plane):
                     U[_u(6 * i + j) * P + u] = r[j]
 
 
-# Below 24 channels the copy pays: ``_columns_from_image``'s loop over a pixel's C values is too short (equal at 16
-# channels, slower at 8 x 8 images); from 24 channels on, reading x straight is 1.4-1.8x faster (see input_tiles).
+# Below 24 channels the copy pays: ``_columns_from_image``'s loop over a pixel's C values is too short (slower than the
+# copy at 16 channels); from 24 channels on, reading x straight is 1.3-1.7x faster (see input_tiles).
 _FROM_IMAGE_CHANNELS = 24
 
 
@@ -155,9 +155,10 @@ def input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
     A channels-last x of 24 channels or more is read straight, without the padded copy: pass 1 combines 6 rows of the
     image itself into t[i, column % 4, column // 4, c] (:func:`_columns_from_image`, a loop over each pixel's C
     values), and pass 2 reads t there (``xt`` then only holds a row of zeros for the padding). The input tiles of a
-    whole batch on one thread, copy against straight (Intel Xeon (Emerald Rapids)): 24 x 32 x 32 2.33 -> 1.29 ms,
-    32 x 16 x 16 0.82 -> 0.44, 64 x 16 x 16 1.95 -> 1.09, 128 x 8 x 8 0.96 -> 0.43, 256 x 8 x 8 2.00 -> 1.42 ms; at
-    16 channels 1.68 against 1.90 ms (32 x 32) and 0.41 against 0.50 (16 x 16), so there the copy stays."""
+    whole batch of 128 on one thread, copy against straight (Intel Xeon (Emerald Rapids)): 24 x 32 x 32 2.02 -> 1.53
+    ms, 32 x 32 x 32 3.80 -> 2.29, 32 x 16 x 16 0.84 -> 0.62, 64 x 16 x 16 1.85 -> 1.17, 64 x 8 x 8 0.41 -> 0.31,
+    128 x 8 x 8 0.93 -> 0.61, 256 x 8 x 8 2.12 -> 1.48 ms. At 16 channels a prototype of the straight read took 1.12x
+    (32 x 32) and 1.22x (16 x 16) the copy's time, so there the copy stays."""
     C = image_dims(x, nhwc)[0]
     Wq = TW + 1
     L = _u(TW * C)

@@ -262,7 +262,8 @@ def is_reference(op: str) -> bool:
 def _reference_halves(op: str) -> tuple[tuple[str, Any], ...]:
     """``(name, original)`` for both halves of ``op`` and of every pair its reference calls, down the chain (each
     once): what :func:`is_reference` checks, worked out at the first call (a pair runs it at each call) and again
-    after :func:`kernel` or :func:`composes` marks another function."""
+    after :func:`kernel` or :func:`composes` marks another function or :func:`register_functional` runs (each empties
+    ``_CHAINS``)."""
     halves = _CHAINS.get(op)
     if halves is None:
         declared = _DECLARED.get(op)

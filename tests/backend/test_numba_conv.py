@@ -486,14 +486,16 @@ def test_winograd_scratch_left_over_from_a_previous_call_does_not_leak(x_shape, 
         be.winograd_tile = 4
 
 
+@pytest.mark.parametrize("C", [6, 8, 16, 24, 32, 40])
 @pytest.mark.parametrize("nhwc", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize(("phases", "PH", "PW", "extra"), [(1, 1, 1, 0), (2, 2, 0, 1), (4, 1, 2, 3), (4, 0, 0, 2)])
-def test_an_image_copy_writes_the_image_and_nothing_else(nhwc, phases, PH, PW, extra):
+def test_an_image_copy_writes_the_image_and_nothing_else(nhwc, phases, PH, PW, extra, C):
     # image_copy zeroes the scratch only for a chunk's first image (zero=True): the copy of every image writes each
-    # position inside it and none outside, so the next image's copy over the first one's equals a fresh copy
+    # position inside it and none outside, so the next image's copy over the first one's equals a fresh copy (8, 16,
+    # 24 and 32 channels last: a pixel's values copied 8 at a time, _load8 and _store8)
     from minidl.backend._numba_kernels import image_copy
 
-    N, C, H, W = 3, 6, 7, 9
+    N, H, W = 3, 7, 9
     x = np.random.default_rng(phases).standard_normal((N, C, H, W)).astype(np.float32)
     arg = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x
     Hp, Wp = H + 2 * PH + extra, -(-(W + 2 * PW + extra) // phases)
@@ -521,35 +523,48 @@ def test_winograd4_tiles_read_from_a_channels_last_image_give_the_copys_bits(N, 
     # from 24 channels on, F(4x4, 3x3)'s input_tiles and output_gradient_tiles read a channels-last image straight,
     # without the padded copy (_columns_from_image, _rows_from_gradient): the same sums in the same order, so V and dM
     # equal the copy's bit for bit (the copy: the same image in NCHW), padding rows and columns included, with the
-    # scratch left full of NaN by an earlier call and a chunk starting past image 0
+    # scratch left full of NaN by an earlier call and a chunk starting past image 0. The scratch has the sizes the
+    # drivers give it (_winograd4_scratch, dW's "wino_dy"), inside NaN guards that no write may reach (Numba does not
+    # check bounds), and the values between V's or dM's planes stay untouched too
     from minidl.backend import _numba_winograd4 as w4
+
+    be = fast_be()
+
+    def scratch(size):  # a view of `size` values, with as many NaN on each side (an overrun fails, not crashes)
+        return np.full(3 * size, np.nan, dtype)[size : 2 * size]
+
+    def untouched(view):
+        outer = view.base
+        return np.isnan(outer[: view.size]).all() and np.isnan(outer[2 * view.size :]).all()
 
     rng = np.random.default_rng(C + H)
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     TH, TW = -(-(H + 2 * PH - 2) // 4), -(-(W + 2 * PW - 2) // 4)
+    _, xt_, t_ = be._winograd4_scratch(0, C, C, N - 1, TH, TW, dtype)
     plane = (N - 1) * TH * TW * C + 5  # images 1 .. N - 1, and 5 values between the planes
     results = []
     for arg, nhwc in ((x, False), (xh, True)):
-        xt = np.full((4 * TH + 2) * 4 * (TW + 1) * C, np.nan, dtype)
-        t = np.full(max(40 * TW, 24 * (TW + 1)) * C, np.nan, dtype)
+        xt, t = scratch(xt_.size), scratch(t_.size)
         V = np.full(36 * plane, np.nan, dtype)
         w4.input_tiles(arg, nhwc, 1, N, 1, PH, PW, TH, TW, xt, t, V, plane)
-        results.append(V)
+        assert untouched(xt) and untouched(t)
+        results.append(V.reshape(36, plane))
     np.testing.assert_array_equal(results[1], results[0])
-    assert not np.isnan(results[1].reshape(36, plane)[:, : plane - 5]).any()
+    assert not np.isnan(results[1][:, : plane - 5]).any() and np.isnan(results[1][:, plane - 5 :]).all()
     # dW's output gradient tiles: dout of the same shape cut into 4 x 4 tiles, the last ones past OH and OW
     TH, TW = -(-H // 4), -(-W // 4)
+    t_ = be._winograd4_scratch(0, C, C, N - 1, TH, TW, dtype)[2]
     plane = (N - 1) * TH * TW * C + 5
     results = []
     for arg, nhwc in ((x, False), (xh, True)):
-        yt = np.full(16 * TH * TW * C, np.nan, dtype)
-        t = np.full(24 * TW * C, np.nan, dtype)
+        yt, t = scratch(16 * TH * TW * C), scratch(t_.size)  # (yt: _winograd4_weight_gradient's "wino_dy")
         dM = np.full(36 * plane, np.nan, dtype)
         w4.output_gradient_tiles(arg, nhwc, 1, N, 1, TH, TW, yt, t, dM, plane)
-        results.append(dM)
+        assert untouched(yt) and untouched(t)
+        results.append(dM.reshape(36, plane))
     np.testing.assert_array_equal(results[1], results[0])
-    assert not np.isnan(results[1].reshape(36, plane)[:, : plane - 5]).any()
+    assert not np.isnan(results[1][:, : plane - 5]).any() and np.isnan(results[1][:, plane - 5 :]).all()
 
 
 def test_winograd_planes_are_not_a_power_of_two_apart():

@@ -319,6 +319,23 @@ def test_a_composed_pair_declares_every_pair_its_reference_calls():
         assert set(uses) == called, op
 
 
+def test_is_reference_follows_a_pair_marked_after_its_first_call(monkeypatch):
+    """``is_reference`` works out an op's chain of pairs at its first call and keeps it; marking a function with
+    ``@composes`` (or ``@kernel``) afterwards empties what it kept, so the new chain counts from then on."""
+    monkeypatch.setattr(dispatch, "_COMPOSED", dict(dispatch._COMPOSED))  # (the mark below goes away with the test)
+    monkeypatch.setattr(dispatch, "_CHAINS", {})
+
+    def mine_forward(x: Any) -> Any:  # an op of the user's, built on relu
+        return F.relu_forward(x)
+
+    assert dispatch.is_reference("mine")  # nothing replaced: its chain is its own two halves
+    dispatch.composes("mine", uses=("relu",))(mine_forward)
+    monkeypatch.setattr(functional, "relu_forward", lambda x: functional.relu_forward(x))
+    assert not dispatch.is_reference("mine"), "relu, which it now uses, was replaced"
+    monkeypatch.undo()
+    assert dispatch.is_reference("relu6") and "mine" not in dispatch._COMPOSED
+
+
 def test_composes_marks_a_forward_by_its_name():
     with pytest.raises(ValueError, match=r"@composes\('gelu'\) decorates gelu_forward, got relu6_forward"):
         dispatch.composes("gelu", uses=("hardtanh",))(functional.relu6_forward)
