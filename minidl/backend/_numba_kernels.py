@@ -428,10 +428,10 @@ def tile_row_to_nhwc(t, y, m, TW, n, oh, bias, has_bias, relu, relu_max, of, O, 
     likewise): of[((n OH + oh) OW + m tw + j) O + o] = t[y + (j TW + tw) O + o] (+ bias[o], + res, then the
     activation). Each output pixel's O values are one run on both sides: a copy, no transposition.
 
-    Without a bias, residual or activation (a training forward, dx), 8, 16, 24 or 32 channels go 8 values at a time, as in
-    :func:`padded_image_nhwc`: 7 output images of 16 x 32 x 32, 18.8 -> 10.1 us on one thread (Intel Xeon (Emerald
-    Rapids)). With them, LLVM leaves those blocks scalar (it does not vectorize the epilogue across the 8 values):
-    they stay a loop."""
+    Without a bias, residual or activation (a training forward, dx), 8, 16, 24 or 32 channels go 8 values at a
+    time, as in :func:`padded_image_nhwc`: 7 output images of 16 x 32 x 32, 18.8 -> 10.1 us on one thread (Intel Xeon
+    (Emerald Rapids)). With them, LLVM leaves those blocks scalar (it does not vectorize the epilogue across the 8
+    values): they stay a loop."""
     zero = of.dtype.type(0)
     L = TW * O
     eights = O % 8 == 0 and O <= 32 and not (has_bias or relu or has_res)  # a plain copy, 8 values at a time
