@@ -322,16 +322,19 @@ def output_gradient_tiles(dout, nhwc, n0, n1, first, TH, TW, yt, t, dM, plane):
     k2, k4 = t.dtype.type(2), t.dtype.type(4)
     yf = yt.reshape(-1)
     straight = nhwc and O >= _FROM_IMAGE_CHANNELS  # as input_tiles: read dout itself, pass 1 in _rows_from_gradient
-    if straight:
+    if straight:  # dY's zero rows past OH, and t's columns past OW
         OW = dout.shape[2]
-        _zero(yf, _u(0), _u(OW * O))  # dY's zero rows past OH
-        _zero(t, _u(0), _u(24) * L)  # and columns past OW
+        _zero(yf, _u(0), _u(OW * O))
+        zrow = yf[: OW * O]
+        _zero(t, _u(0), _u(24) * L)
+    else:
+        zrow = yf[:0]
     for n in range(n0, n1):
         if not straight:
             image_copy(dout, nhwc, n, 0, 0, 4, 4 * TH, TW, yf, n == n0)
         for th in range(TH):
             if straight:
-                _rows_from_gradient(dout, n, 4 * th, TW, yf[: dout.shape[2] * O], t, k2, k4)
+                _rows_from_gradient(dout, n, 4 * th, TW, zrow, t, k2, k4)
             else:
                 y = _u(16 * th) * L  # the tile row's 4 rows of dout: yf[y + (4 i + j) L + tw O + o]
                 # pass 1, A dY: per tile column j, its 4 rows combined into t[r, j] (6 runs of L)
