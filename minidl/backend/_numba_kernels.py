@@ -35,10 +35,12 @@ Set ``NUMBA_DISABLE_JIT=1`` to run (slowly) the same code as plain Python, e.g. 
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import config, njit, types
+from numba.extending import intrinsic
 
 from minidl.backend._numba_common import _as_nhwc
 
@@ -596,6 +598,33 @@ def epilogue(relu_max: float | None, dtype: Any) -> tuple[bool, Any]:
     ``relu_max``: None (no activation), +inf (ReLU) or 6.0 (ReLU6). The bound is a scalar of the output's ``dtype``,
     so that the kernels' arithmetic stays in it (a Python float would make every float32 output value a float64)."""
     return relu_max is not None, np.dtype(dtype).type(math.inf if relu_max is None else relu_max)
+
+
+# ---------------------------------------------------------------------------------------------------- shared tasks
+@intrinsic
+def next_task(typingctx, counter):
+    """The next task number of a region whose threads each run one compiled loop over its tasks
+    (:func:`minidl.backend._threads.parallel_loops`): ``counter[0]``, which it increments, as one atomic
+    read-and-add on the shared int64 array ``counter`` (the CPU's ``lock xadd``), so that no two threads get the
+    same number and every number is handed out once. The loop stops at the first number past its last task. (NumPy
+    and Python have no atomic add; Numba's ``@intrinsic`` writes the instruction in LLVM's IR here.)"""
+    sig = types.int64(counter)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.atomic_rmw("add", data, context.get_constant(types.int64, 1), "monotonic")
+
+    return sig, codegen
+
+
+if config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT=1, for debugging): the same numbers, under a lock
+    _next_task_lock = threading.Lock()
+
+    def next_task(counter):
+        with _next_task_lock:
+            task = int(counter[0])
+            counter[0] = task + 1
+        return task
 
 
 # ---------------------------------------------------------------------------------------------------- partial sums

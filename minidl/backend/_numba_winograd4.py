@@ -39,7 +39,7 @@ from __future__ import annotations
 from numba import njit
 
 from minidl.backend._numba_blas import gemm_planes, gemm_planes_sum
-from minidl.backend._numba_kernels import _u, _zero, image_copy, image_dims, tile_row_out
+from minidl.backend._numba_kernels import _u, _zero, image_copy, image_dims, next_task, tile_row_out
 
 
 # The 1-D transforms. Their constants come in as arguments of the data's dtype (``k`` below): a Python int literal
@@ -427,3 +427,51 @@ def weight_gradient_chunk(
     input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V, v_plane)
     output_gradient_tiles(dout, dout_nhwc, n0, n1, n0, TH, TW, yt, t, dM, m_plane)
     gemm_planes_sum(gemm, 36, C, O, (n1 - n0) * TH * TW, V, v_plane, dM, m_plane, total, scratch, first)
+
+
+# ---------------------------------------------------------------------------------------------------- a thread's chunks
+# One call per thread and region (``_threads.parallel_loops``): the thread takes chunk numbers from the shared
+# ``counter`` (:func:`~minidl.backend._numba_kernels.next_task`) and runs each chunk's kernel, with no Python between
+# two chunks. Chunk k holds images [k nb, min(N, (k + 1) nb)); the scratch buffers are the thread's, sized for nb
+# images. Each chunk computes what it computes in a task of its own (the same kernel on the same images), so the
+# results are the same bits.
+@njit(cache=True, nogil=True)
+def forward_chunks(
+    counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V, v_plane, U, u_plane, M, m_plane, bias, has_bias, relu,
+    relu_max, out, res, has_res,
+):  # fmt: skip
+    """:func:`forward_chunk` for each chunk this thread takes: its share of a forward."""
+    chunks = (N + nb - 1) // nb
+    k = next_task(counter)
+    while k < chunks:
+        n0 = k * nb
+        forward_chunk(
+            gemm, x, nhwc, n0, min(N, n0 + nb), PH, PW, TH, TW, xt, t, V, v_plane, U, u_plane, M, m_plane, bias,
+            has_bias, relu, relu_max, out, res, has_res,
+        )  # fmt: skip
+        k = next_task(counter)
+
+
+@njit(cache=True, nogil=True)
+def backward_chunks(
+    counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U, u_plane, bias, relu_max, res, dx, DTH, DTW, xt_dx, t_dx,
+    V_dx, v_dx_plane, M_dx, m_dx_plane, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts,
+):  # fmt: skip
+    """For each chunk k this thread takes: its dx (:func:`forward_chunk` of dout with the flipped filters U and
+    padding 2 - P, DTH x DTW tiles, scratch ``xt_dx``, ``t_dx``, ``V_dx``, ``M_dx``; ``bias``, ``res`` and
+    ``relu_max`` are placeholders: no bias, residual or activation), then its share of dW
+    (:func:`weight_gradient_chunk`, TH x TW tiles, into its own partial sum ``parts[k]``). dW reads the chunk of dout
+    that dx has just read, from the caches; the two steps may share scratch buffers (one runs after the other)."""
+    chunks = (N + nb - 1) // nb
+    k = next_task(counter)
+    while k < chunks:
+        n0, n1 = k * nb, min(N, (k + 1) * nb)
+        forward_chunk(
+            gemm, dout, dout_nhwc, n0, n1, 2 - PH, 2 - PW, DTH, DTW, xt_dx, t_dx, V_dx, v_dx_plane, U, u_plane, M_dx,
+            m_dx_plane, bias, False, False, relu_max, dx, res, False,
+        )  # fmt: skip
+        weight_gradient_chunk(
+            gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts[k],
+            parts[k], True,
+        )  # fmt: skip
+        k = next_task(counter)

@@ -10,7 +10,9 @@ avoids the fight by owning all the parallelism:
   handing out the slices as threads become free (a core shared with another process just takes fewer);
 * the GEMMs of a convolution run *inside* those workers, one chunk of images per call, so OpenBLAS is limited to
   one thread per call (done at the backend's first convolution or Linear); a chunk's im2row buffer stays in the
-  core's cache between the copy and the GEMM, which is also why chunks are faster than one batch-sized GEMM.
+  core's cache between the copy and the GEMM, which is also why chunks are faster than one batch-sized GEMM;
+* where a region's tasks are many and short, :func:`parallel_loops` runs each thread's share as one compiled loop,
+  which takes the tasks from a shared counter itself (no Python between two tasks).
 
 A side effect: once the Numba backend has run a convolution or a ``Linear``, a GEMM outside them (a user's
 ``a @ b``, the attention's products) runs on one core. ``Linear`` layers themselves run their products in the pool
@@ -52,12 +54,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy
+
 __all__ = [
     "blas_info",
     "blas_threads_wanted",
     "get_num_threads",
     "in_region",
     "parallel_for",
+    "parallel_loops",
     "serial",
     "set_blas_num_threads",
     "set_num_threads",
@@ -330,6 +335,25 @@ def _openblas() -> Any:
             return _blas
     _blas = False
     return None
+
+
+def parallel_loops(body: Callable[[int, Any], Any], num_tasks: int, max_threads: int | None = None) -> None:
+    """:func:`parallel_for` for a body that runs its tasks in compiled code: ``body(worker, counter)`` as the tasks
+    of a region of as many tasks as it has threads (as many as :func:`parallel_for` would use for ``num_tasks``
+    tasks), where ``counter`` is a shared one-element int64 array, 0 at the start, that ``body`` hands to a compiled
+    loop. The loop takes task numbers from it with :func:`~minidl.backend._numba_kernels.next_task` until one is
+    ``num_tasks`` or more.
+
+    The tasks are handed out in order as threads become free, as :func:`parallel_for` does, but by the compiled
+    loops: no Python runs between two tasks. (Between two Winograd chunks, a :func:`parallel_for` task's Python, its
+    scratch buffers and the kernel call, took 20-35 us in a ResNet's training step, 3-4x what it takes alone: the
+    chunk before has evicted the interpreter's data from the caches.) Each thread usually runs one call of ``body``;
+    a thread that comes late may run none, or a second call on a thread finds the counter past the last task and
+    returns at once.
+    """
+    counter = numpy.zeros(1, dtype=numpy.int64)
+    threads = min(get_num_threads(), num_tasks, max_threads or num_tasks)
+    parallel_for(lambda worker, _: body(worker, counter), threads)
 
 
 def blas_threads_wanted() -> int:

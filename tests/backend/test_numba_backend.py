@@ -192,6 +192,39 @@ def test_nested_parallel_for_runs_serially_as_the_same_worker():
     assert len(pairs) == 24 and all(w == inner for w, inner in pairs)
 
 
+def test_parallel_loops_hand_every_task_once_to_the_threads_compiled_loops():
+    # parallel_loops calls body(worker, counter) as many times as there are threads (no more than tasks), each call on
+    # a free thread; each call's compiled loop takes task numbers from the shared counter with next_task (one atomic
+    # add), so every task runs exactly once, whichever thread takes it
+    from numba import njit
+
+    from minidl.backend._numba_kernels import next_task
+
+    @njit(nogil=True)
+    def take_tasks(counter, num_tasks, runs, by):
+        k = next_task(counter)
+        while k < num_tasks:
+            runs[k] += 1
+            by[k] += counter.size  # (more work between two atomic adds)
+            k = next_task(counter)
+
+    before = minidl.get_num_threads()
+    minidl.set_num_threads(3)
+    try:
+        for num_tasks in (0, 1, 2, 5, 100_000):
+            runs, by, workers = np.zeros(num_tasks, np.int64), np.zeros(num_tasks, np.int64), []
+
+            def body(worker, counter, runs=runs, by=by, workers=workers, num_tasks=num_tasks):
+                workers.append(worker)
+                take_tasks(counter, num_tasks, runs, by)
+
+            _threads.parallel_loops(body, num_tasks)
+            assert len(workers) == min(3, num_tasks) and set(workers) <= {0, 1, 2}
+            assert (runs == 1).all() and (by == 1).all()
+    finally:
+        minidl.set_num_threads(before)
+
+
 def test_serial_block_runs_every_region_in_the_calling_thread():
     # _threads.serial(): every parallel_for of the block runs in the caller's thread as worker 0, in task order (a
     # nested serial() changes nothing); after the block, even one left by an exception, regions use the pool again

@@ -376,15 +376,15 @@ def test_winograd_weight_gradient_takes_4x4_tiles_where_the_forward_does(
     OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
     assert be._winograd4_applies(N, C, w_shape[0], OH, OW) == tile4
     calls = []
-    original = NumbaBackend._winograd4_weight_gradient
+    original = NumbaBackend._winograd_weight_from
 
-    def spy(self, x, nhwc, dout, dout_nhwc, w_shape, PH, PW, before=None):
-        calls.append((x.shape, w_shape, PH, PW))
-        return original(self, x, nhwc, dout, dout_nhwc, w_shape, PH, PW, before)
+    def spy(self, dU, w_shape):  # dW from dU: 36 planes of F(4x4, 3x3), 16 of F(2x2, 3x3)
+        calls.append((dU.view.shape[0], w_shape))
+        return original(self, dU, w_shape)
 
-    monkeypatch.setattr(NumbaBackend, "_winograd4_weight_gradient", spy)
+    monkeypatch.setattr(NumbaBackend, "_winograd_weight_from", spy)
     compare(conv_case(x_shape, w_shape, 1, padding, "winograd", dtype=dtype, seed=N))
-    assert calls == ([(x_shape, w_shape, PH, PW)] if tile4 else [])
+    assert calls == [(36 if tile4 else 16, w_shape)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -400,17 +400,21 @@ def test_winograd_weight_gradient_takes_4x4_tiles_where_the_forward_does(
     ],
     ids=["16-channels", "16-to-24-channels-no-padding", "64-channels-dx-in-dW-chunks", "uneven-padding", "grouped"],
 )
+@pytest.mark.parametrize("loops", [True, False], ids=["compiled-loops", "task-per-chunk"])
 def test_winograd4_dx_and_dw_run_chunk_by_chunk_with_the_same_bits(
-    monkeypatch, x_shape, w_shape, padding, grouped, layouts, dtype
+    monkeypatch, x_shape, w_shape, padding, grouped, layouts, dtype, loops
 ):  # fmt: skip
     # where dx and dW both run as F(4x4, 3x3), one region computes a chunk's dx and then its share of dW
-    # (_winograd4_backward); the results are the bits of the two run apart (_dx_with, then _dw_with). In the third
-    # case dx alone takes 2 images per chunk, dW (and so dx with it) 4. Where dW's partial sums
-    # are grouped (here made so by a small _DW_BYTES), dx and dW run apart, each in its own region
+    # (_winograd4_backward: each thread's chunks in one compiled loop, or, where _in_loops says no, a task per chunk);
+    # the results are the bits of the two run apart (_dx_with, then _dw_with). In the third case dx alone takes 2
+    # images per chunk, dW (and so dx with it) 4. Where dW's partial sums are grouped (here made so by a small
+    # _DW_BYTES), dx and dW run apart, each in its own region
     from minidl.backend import _numba_winograd_conv
     from minidl.backend.numba_backend import NumbaBackend
 
     be = fast_be()
+    if not loops:
+        monkeypatch.setattr(NumbaBackend, "_in_loops", lambda self, *args: False)
     if grouped:
         monkeypatch.setattr(_numba_winograd_conv, "_DW_BYTES", 3 * 36 * 16 * 16 * np.dtype(dtype).itemsize)
     N, C, H, W = x_shape
@@ -427,14 +431,12 @@ def test_winograd4_dx_and_dw_run_chunk_by_chunk_with_the_same_bits(
         out, cache = F.conv2d_forward(x, w, None, 1, padding)
         dout = minidl.contiguous(rng.standard_normal(out.shape).astype(dtype), dout_layout)
         regions = []
-        original = NumbaBackend._winograd_dU
+        original = NumbaBackend._winograd4_backward
         monkeypatch.setattr(
-            NumbaBackend,
-            "_winograd_dU",
-            lambda self, *args: regions.append(args[-1] is not None) or original(self, *args),
+            NumbaBackend, "_winograd4_backward", lambda self, *args: regions.append(args) or original(self, *args)
         )
         dx, dw, _ = F.conv2d_backward(dout, cache)
-    assert regions == [not grouped]  # dW's region also ran dx (the hook ``before``), or not
+    assert len(regions) == (not grouped)  # dx and dW in one region, or not
     apart_dx = be._dx_with("winograd4", dout, x, w, geometry)
     apart_dw = be._dw_with("winograd4", dout, x, w, geometry)
     np.testing.assert_array_equal(dx, apart_dx)
@@ -652,17 +654,19 @@ def test_winograd_chunks_in_one_call_give_the_same_bits_as_step_by_step(
     geometry = (3, 3, 1, 1, 1, 1, 1, 1)
     module = _numba_winograd4 if tile == 4 else _numba_winograd
     calls = []
-    for kernel in ("forward_chunk", "weight_gradient_chunk"):
-        original = getattr(module, kernel)
-        monkeypatch.setattr(module, kernel, lambda *a, _k=kernel, _f=original: (calls.append(_k), _f(*a))[1])
+    # (F(4x4, 3x3)'s forward and dx run their chunks in compiled loops, forward_chunks, which call forward_chunk)
+    for kernel in ("forward_chunk", "forward_chunks", "weight_gradient_chunk"):
+        if hasattr(module, kernel):
+            original = getattr(module, kernel)
+            monkeypatch.setattr(module, kernel, lambda *a, _k=kernel, _f=original: (calls.append(_k), _f(*a))[1])
     results = []
     for setting in ("", "0"):
         monkeypatch.setenv("MINIDL_KERNEL_GEMM", setting)
         calls.clear()
         out = be._forward_with(name, x, w, None, geometry, np.inf if residual else None, res)
         results.append((out, be._dx_with(name, dout, x, w, geometry), be._dw_with(name, dout, x, w, geometry)))
-        ran = set(calls) == {"forward_chunk", "weight_gradient_chunk"}
-        assert ran == (one_call and setting == ""), (setting, calls)
+        ran = {"forward_chunk", "forward_chunks"} & set(calls) and "weight_gradient_chunk" in calls
+        assert bool(ran) == (one_call and setting == ""), (setting, calls)
     for label, one_call, step_by_step in zip(("out", "dx", "dW"), *results, strict=True):
         assert np.isfinite(one_call).all()
         np.testing.assert_array_equal(one_call, step_by_step, err_msg=f"{label}: one call against step by step")
