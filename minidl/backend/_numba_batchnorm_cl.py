@@ -5,13 +5,13 @@ A 4-D ``channels_last`` input (:mod:`minidl.memory_format`) is read without a co
 pixel (its memory is (N H W, C)), and gives ``channels_last`` results (out, dx): a channel's values are then spread
 over the whole input, so the statistics are per-channel partial sums over fixed chunks of rows, added in chunk order
 (the same for any thread count), and the normalization (the backward's dx) is a second pass over the chunks, in the
-same parallel region (:func:`_two_passes`). The arithmetic of a value is the per-channel kernels' (:func:`_bn_y`,
+same parallel region, each thread in one compiled loop through both passes (:func:`batch_norm_train_loop`,
+:func:`batch_norm_backward_loop`). The arithmetic of a value is the per-channel kernels' (:func:`_bn_y`,
 :func:`_masked`), so the ReLU's mask recomputed in the backward is the forward's.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from minidl.backend import _threads
 from minidl.backend._numba_batchnorm import _bn_y, _masked
 from minidl.backend._numba_common import _as_nhwc, _ceil_div, _nhwc
 from minidl.backend._numba_elementwise import relu_backward
-from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, epilogue
+from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, atomic_add, atomic_load, epilogue, next_task
 
 # The kernels below read a channels_last input as its M rows of C values (x[n, :, h, w] each: the flat (N, H, W, C)
 # view of its memory), one chunk [e0, e1) of those flat values at a time (whole rows), and take the per-channel
@@ -32,6 +32,7 @@ from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, epilogue
 _TILE_VALUES = 256
 _ROWS_CHUNK_BYTES = 1 << 19  # input bytes of a chunk of rows (a task); a smaller input is one chunk, run serially
 _MEAN, _SCALE, _OFFSET, _INV_STD, _A, _B = range(6)  # the rows of v
+_NO_MASK = np.empty(0, dtype=bool)  # the loops' mask argument where there is none (not joined)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -265,62 +266,121 @@ def _tile_size(C: int) -> int:
     return C * max(1, _TILE_VALUES // C)
 
 
-def _two_passes(n: int, first: Any, between: Any, second: Any = None) -> None:
-    """``first(k)`` for every chunk k < n, then ``between()`` once, then ``second(k)`` for every chunk (when given),
-    all in one parallel region (:func:`~minidl.backend._threads.parallel_for`; two cost about 50 us more).
+# ---------------------------------------------------------------------------------------------------- both passes
+# A BatchNorm on rows runs as two passes over the chunks with one step between them: the chunks' sums, the statistics
+# (or the gradient's totals) from all of them, then each chunk's normalization (its dx). Each thread of the region
+# runs one compiled loop (:func:`minidl.backend._threads.parallel_loops`) through both passes, with the region's
+# shared int64 arrays (:func:`~minidl.backend._numba_kernels.atomic_add`): ``counter``, the first pass's next chunk;
+# ``sync``, the first-pass chunks finished (sync[0]) and whether the step between is done (sync[1]); ``claims``, one
+# per chunk, which thread normalizes it. The thread that finishes the last first-pass chunk runs the step between; a
+# thread with no first-pass chunk left waits for it (the wait is the last chunk in flight, then the step, about a
+# chunk's time at most). In the second pass a thread takes its own first-pass chunks, the latest first (its caches
+# still hold them), then the other threads' left, their earliest first. No Python runs between two chunks (where it
+# did, a task's Python took 6-8 us, about 7 % of the BatchNorm kernels' time in a ResNet-56 training step).
+@njit(cache=True, nogil=True, inline="always")
+def _first_pass_done(sync, n, own, state, k):
+    """After this thread's first-pass chunk k: note it as its own, and whether it was the last of the n chunks to
+    finish (then this thread runs the step between)."""
+    own[state[0]] = k
+    state[0] += 1
+    return atomic_add(sync, 0, 1) == n - 1
 
-    Tasks are handed out in order, so a thread that takes a second-pass task waits only for first-pass tasks already
-    running on other threads; the last first-pass task to finish runs ``between`` and lets them go. A thread's
-    second-pass chunks are its own first-pass chunks, the latest first (the ones its cache still holds), then the
-    other threads' left, their earliest first. After an exception the second pass does nothing, and parallel_for
-    raises it. One chunk (an input under _ROWS_CHUNK_BYTES) runs in the calling thread, without a region (two tasks
-    would put its second pass on another thread, waiting for the first: 2x slower on 16 x 64 x 8 x 8)."""
-    if n == 1:  # one chunk (a small input): in this thread, no region at all
-        first(0)
-        between()
-        if second is not None:
-            second(0)
+
+@njit(cache=True, nogil=True, inline="always")
+def _between_done(sync):
+    """Mark the step between the passes done (the thread that ran it)."""
+    atomic_add(sync, 1, 1)
+
+
+@njit(cache=True, nogil=True)
+def _second_pass_chunk(sync, claims, own, state):
+    """The next chunk this thread normalizes, or -1 when none is left: once the step between is done (waited for),
+    its own first-pass chunks, the latest first, then any chunk not claimed yet, the earliest first. ``state``:
+    [own chunks not tried yet, next chunk number to try]."""
+    while atomic_load(sync, 1) == 0:
+        pass
+    while state[0] > 0:
+        state[0] -= 1
+        k = own[state[0]]
+        if atomic_add(claims, k, 1) == 0:
+            return k
+    while state[1] < claims.size:
+        k = state[1]
+        state[1] += 1
+        if atomic_add(claims, k, 1) == 0:
+            return k
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def batch_norm_train_loop(
+    counter, sync, claims, chunks, xf, C, T, parts, M, eps, gamma, beta, has_gamma, has_beta, mean, var, inv_std, v,
+    relu, relu_max, of, rf, mf, joined,
+):  # fmt: skip
+    """A thread's share of the training forward (see above): :func:`batch_norm_sums_rows` of the chunks it takes,
+    :func:`batch_norm_stats_rows` if it finishes the last, then :func:`batch_norm_apply_rows` of the chunks it
+    claims (with ``joined``: :func:`batch_norm_add_relu_rows`, the residual's rows ``rf`` and the mask ``mf``)."""
+    n = chunks.shape[0]
+    own = np.empty(n, np.int64)
+    state = np.zeros(2, np.int64)
+    k = next_task(counter)
+    while k < n:
+        batch_norm_sums_rows(xf, C, T, chunks[k, 0], chunks[k, 1], parts[k])
+        if _first_pass_done(sync, n, own, state, k):
+            batch_norm_stats_rows(parts, xf, M, eps, gamma, beta, has_gamma, has_beta, mean, var, inv_std, v)
+            _between_done(sync)
+        k = next_task(counter)
+    k = _second_pass_chunk(sync, claims, own, state)
+    while k >= 0:
+        if joined:
+            batch_norm_add_relu_rows(xf, v, rf, chunks[k, 0], chunks[k, 1], of, mf)
+        else:
+            batch_norm_apply_rows(xf, v, relu, relu_max, chunks[k, 0], chunks[k, 1], of)
+        k = _second_pass_chunk(sync, claims, own, state)
+
+
+@njit(cache=True, nogil=True)
+def batch_norm_backward_loop(
+    counter, sync, claims, chunks, gf, xf, v, relu, relu_max, C, parts, training, df, M, dgamma, dbeta, dout_f, mf,
+    joined,
+):  # fmt: skip
+    """A thread's share of the backward (see above): for each chunk it takes, with ``joined`` first dz = dout where
+    the mask ``mf`` (:func:`~minidl.backend._numba_elementwise.relu_backward`, into ``gf``), then
+    :func:`batch_norm_backward_sums_rows` (which writes the eval dx); :func:`batch_norm_backward_totals` if it
+    finishes the last; then in training :func:`batch_norm_backward_rows` of the chunks it claims."""
+    n = chunks.shape[0]
+    own = np.empty(n, np.int64)
+    state = np.zeros(2, np.int64)
+    k = next_task(counter)
+    while k < n:
+        e0, e1 = chunks[k, 0], chunks[k, 1]
+        if joined:
+            relu_backward(dout_f, mf, e0, e1, gf)
+        batch_norm_backward_sums_rows(gf, xf, v, relu, relu_max, C, e0, e1, parts[k], not training, df)
+        if _first_pass_done(sync, n, own, state, k):
+            batch_norm_backward_totals(parts, M, dgamma, dbeta, v)
+            _between_done(sync)
+        k = next_task(counter)
+    if not training:
         return
-    lock = threading.Lock()
-    ready = threading.Event()
-    done: dict[int, list[int]] = {}  # worker -> its first-pass chunks, in order
-    state = {"finished": 0, "ok": True}
+    k = _second_pass_chunk(sync, claims, own, state)
+    while k >= 0:
+        batch_norm_backward_rows(gf, xf, v, relu, relu_max, chunks[k, 0], chunks[k, 1], df)
+        k = _second_pass_chunk(sync, claims, own, state)
 
-    def claim(worker: int) -> int:
-        with lock:
-            own = done.get(worker)
-            if own:
-                return own.pop()
-            return next(chunks for chunks in done.values() if chunks).pop(0)
 
-    def body(worker: int, task: int) -> None:
-        if task >= n:
-            ready.wait()
-            if state["ok"]:
-                second(claim(worker))
-            return
-        try:
-            first(task)
-            with lock:
-                done.setdefault(worker, []).append(task)
-        except BaseException:
-            state["ok"] = False
-            raise
-        finally:
-            with lock:
-                state["finished"] += 1
-                last = state["finished"] == n
-            if last:
-                try:
-                    if state["ok"]:
-                        between()
-                except BaseException:
-                    state["ok"] = False
-                    raise
-                finally:
-                    ready.set()
-
-    _threads.parallel_for(body, 2 * n if second is not None else n)
+def _both_passes(chunks: list[tuple[int, int]], loop: Any) -> None:
+    """Run ``loop(counter, sync, claims, bounds)`` (:func:`batch_norm_train_loop` or
+    :func:`batch_norm_backward_loop` with its other arguments bound) on the region's threads, ``bounds`` the chunks
+    as an (n, 2) int64 array. One chunk (an input under _ROWS_CHUNK_BYTES) runs in the calling thread, without a
+    region (two tasks would put its second pass on another thread, waiting for the first: 2x slower on 16 x 64 x 8 x
+    8)."""
+    bounds = np.array(chunks, dtype=np.int64).reshape(-1, 2)
+    sync, claims = np.zeros(2, dtype=np.int64), np.zeros(len(chunks), dtype=np.int64)
+    if len(chunks) == 1:
+        loop(np.zeros(1, dtype=np.int64), sync, claims, bounds)
+        return
+    _threads.parallel_loops(lambda worker, counter: loop(counter, sync, claims, bounds), len(chunks))
 
 
 # ---------------------------------------------------------------------------------------------------- the mixin
@@ -365,10 +425,10 @@ class BatchNormRowsMixin:
         self, xh: Any, gamma: Any, beta: Any, eps: float, relu_max: float | None, joined: Any = None
     ) -> tuple[Any, Any, Any, Any]:
         """:meth:`_batch_norm_train` of a ``channels_last`` x (``xh`` its (N, H, W, C) view), in one parallel
-        region (:func:`_two_passes`): the chunks' sums (:func:`batch_norm_sums_rows`), the statistics from them
-        (:func:`batch_norm_stats_rows`), then the normalization of the chunks (:func:`batch_norm_apply_rows`; with
-        ``joined``, the (N, H, W, C) views of a residual and of a bool mask to fill, :func:`batch_norm_add_relu_rows`:
-        out = relu(y + residual))."""
+        region (:func:`batch_norm_train_loop`): the chunks' sums (:func:`batch_norm_sums_rows`), the statistics from
+        them (:func:`batch_norm_stats_rows`), then the normalization of the chunks (:func:`batch_norm_apply_rows`;
+        with ``joined``, the (N, H, W, C) views of a residual and of a bool mask to fill,
+        :func:`batch_norm_add_relu_rows`: out = relu(y + residual))."""
         C, dtype = xh.shape[3], xh.dtype
         xf = xh.reshape(-1)
         M, T = xf.size // C, _tile_size(C)
@@ -381,16 +441,14 @@ class BatchNormRowsMixin:
         of = out.reshape(-1)
         relu, cap = epilogue(relu_max, dtype)
 
-        def sums(task: int) -> None:
-            batch_norm_sums_rows(xf, C, T, *chunks[task], parts[task])
-
-        def statistics() -> None:
-            batch_norm_stats_rows(
-                parts, xf, M, float(eps), g, b, gamma is not None, beta is not None, mean, var, inv_std, v
-            )
-
-        normalize = self._normalize_rows(xf, v, relu, cap, chunks, of, joined)
-        _two_passes(len(chunks), sums, statistics, normalize)
+        rf, mf = (a.reshape(-1) for a in joined) if joined is not None else (of, _NO_MASK)
+        _both_passes(
+            chunks,
+            lambda counter, sync, claims, bounds: batch_norm_train_loop(
+                counter, sync, claims, bounds, xf, C, T, parts, M, float(eps), g, b, gamma is not None,
+                beta is not None, mean, var, inv_std, v, relu, cap, of, rf, mf, joined is not None,
+            ),
+        )  # fmt: skip
         return out.transpose(0, 3, 1, 2), mean, var, inv_std
 
     @staticmethod
@@ -424,13 +482,13 @@ class BatchNormRowsMixin:
         relu_max: float | None, mask: Any = None,
     ) -> tuple[Any, ...]:  # fmt: skip
         """:meth:`_batch_norm_backward_channels` of a ``channels_last`` x (``xh`` its (N, H, W, C) view; dout made
-        ``channels_last`` if it is not), in one parallel region (:func:`_two_passes`): the chunks' sums
+        ``channels_last`` if it is not), in one parallel region (:func:`batch_norm_backward_loop`): the chunks' sums
         (:func:`batch_norm_backward_sums_rows`, which also writes the eval dx), their totals
         (:func:`batch_norm_backward_totals`), then the training dx of the chunks (:func:`batch_norm_backward_rows`).
         Returns ``(dx, dgamma, dbeta)``.
 
         With the ``mask`` of ``batch_norm_add_relu``'s forward, the gradient the BatchNorm gets is dz = dout where
-        the mask, else 0, and the result is ``(dx, dz, dgamma, dbeta)``: each first-pass task writes its chunk of dz
+        the mask, else 0, and the result is ``(dx, dz, dgamma, dbeta)``: the first pass writes each chunk of dz
         (:func:`~minidl.backend._numba_elementwise.relu_backward`) and sums it while it is in the cache. dz is laid
         out channels_last, as dx, whatever dout's layout. (Masking dout inside the sums' loop instead left that loop
         scalar: the backward of a 16 x 32 x 32 batch of 128 took 32 ms instead of 1.7.)"""
@@ -450,18 +508,15 @@ class BatchNormRowsMixin:
         parts = np.empty((len(chunks), 2, C))
         dgamma, dbeta = np.empty(C, dtype=dtype), np.empty(C, dtype=dtype)
 
-        def sums(task: int) -> None:
-            if joined:
-                relu_backward(dout_f, mf, *chunks[task], gf)
-            batch_norm_backward_sums_rows(gf, xf, v, relu, cap, C, *chunks[task], parts[task], not training, df)
-
-        def totals() -> None:
-            batch_norm_backward_totals(parts, M, dgamma, dbeta, v)
-
-        def gradient(task: int) -> None:
-            batch_norm_backward_rows(gf, xf, v, relu, cap, *chunks[task], df)
-
-        _two_passes(len(chunks), sums, totals, gradient if training else None)
+        if not joined:
+            dout_f, mf = gf, _NO_MASK
+        _both_passes(
+            chunks,
+            lambda counter, sync, claims, bounds: batch_norm_backward_loop(
+                counter, sync, claims, bounds, gf, xf, v, relu, cap, C, parts, training, df, M, dgamma, dbeta, dout_f,
+                mf, joined,
+            ),
+        )  # fmt: skip
         gradients = (dgamma if gamma is not None else None), (dbeta if beta is not None else None)
         if joined:
             return dx.transpose(0, 3, 1, 2), dz.transpose(0, 3, 1, 2), *gradients

@@ -601,30 +601,60 @@ def epilogue(relu_max: float | None, dtype: Any) -> tuple[bool, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- shared tasks
+# The threads of a region that run their tasks in compiled loops (:func:`minidl.backend._threads.parallel_loops`) share
+# their counters through int64 arrays, read and written with the CPU's atomic instructions (NumPy and Python have
+# none; Numba's ``@intrinsic`` writes them in LLVM's IR here): an atomic add (``lock xadd``) hands each number to one
+# thread only, and an atomic load sees what another thread has stored, in order (sequentially consistent: what a
+# thread wrote before its atomic add is written for whoever reads the counter after it).
 @intrinsic
-def next_task(typingctx, counter):
-    """The next task number of a region whose threads each run one compiled loop over its tasks
-    (:func:`minidl.backend._threads.parallel_loops`): ``counter[0]``, which it increments, as one atomic
-    read-and-add on the shared int64 array ``counter`` (the CPU's ``lock xadd``), so that no two threads get the
-    same number and every number is handed out once. The loop stops at the first number past its last task. (NumPy
-    and Python have no atomic add; Numba's ``@intrinsic`` writes the instruction in LLVM's IR here.)"""
-    sig = types.int64(counter)
+def atomic_add(typingctx, a, i, value):
+    """``a[i] += value`` as one atomic step on the int64 array ``a``; returns a[i] from before the add."""
+    sig = types.int64(a, types.intp, types.int64)
 
     def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.atomic_rmw("add", data, context.get_constant(types.int64, 1), "monotonic")
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", builder.gep(array.data, [args[1]]), args[2], "seq_cst")
 
     return sig, codegen
 
 
-if config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT=1, for debugging): the same numbers, under a lock
-    _next_task_lock = threading.Lock()
+@intrinsic
+def atomic_load(typingctx, a, i):
+    """``a[i]`` of the int64 array ``a``, read as one atomic step (not kept from an earlier read: a loop that waits
+    for another thread's store sees it)."""
+    sig = types.int64(a, types.intp)
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.load_atomic(builder.gep(array.data, [args[1]]), "seq_cst", 8)
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def next_task(counter):
+    """The next task number of a region whose threads each run one compiled loop over its tasks
+    (:func:`minidl.backend._threads.parallel_loops`): ``counter[0]``, incremented by the same atomic step, so that no
+    two threads get the same number and every number is handed out once. The loop stops at the first number past its
+    last task."""
+    return atomic_add(counter, 0, 1)
+
+
+if config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT=1, for debugging): the same steps under one lock
+    _atomic_lock = threading.Lock()
+
+    def atomic_add(a, i, value):
+        with _atomic_lock:
+            old = int(a[i])
+            a[i] = old + value
+        return old
+
+    def atomic_load(a, i):
+        with _atomic_lock:
+            return int(a[i])
 
     def next_task(counter):
-        with _next_task_lock:
-            task = int(counter[0])
-            counter[0] = task + 1
-        return task
+        return atomic_add(counter, 0, 1)
 
 
 # ---------------------------------------------------------------------------------------------------- partial sums
