@@ -10,7 +10,6 @@ the other layouts left on the per-channel path, and the two-pass parallel region
 
 from __future__ import annotations
 
-import threading
 import warnings
 
 import numpy as np
