@@ -285,13 +285,14 @@ def test_winograd_4x4_tiles_match_the_reference(x_shape, w_shape, padding, dtype
 def test_winograd_4x4_tiles_of_a_wide_layer_come_in_bigger_chunks():
     # a layer whose U (36 C O values) is bigger than two chunks' budget gets C O / (C + O) tiles per chunk where the
     # cache budget gives fewer (see _winograd_tiles), here at 7 x 7 (2 x 2 tiles of 4 x 4 per image): 2 images per
-    # chunk in F(2x2, 3x3), 4 (the cap at 8 chunks) here; a layer with a smaller U keeps the budget's. float32 only:
+    # chunk in F(2x2, 3x3), 4 (the cap at 8 chunks) here; a layer with a smaller U keeps smaller chunks. float32 only:
     # these 1152- and 2304-term sums are beyond the float64 tolerance's absolute part (meant for sums of O(1) values)
     be = fast_be()
     assert be._winograd4_applies(32, 128, 256, 7, 7) and be._winograd4_applies(32, 256, 128, 7, 7)
     assert be._winograd_tiles(32, 128, 256, 7, 7, 4, tile=2)[2] == 2
     assert be._winograd_tiles(32, 128, 256, 7, 7, 4, tile=4) == (2, 2, 4)
-    assert be._winograd_tiles(32, 128, 128, 7, 7, 4, tile=4) == (2, 2, 2)  # U of 2.4 MB: the cache budget
+    # U of 2.4 MB: no bigger chunks; at least _WINOGRAD4_SPLIT (24) chunks of the 32 images, one image each
+    assert be._winograd_tiles(32, 128, 128, 7, 7, 4, tile=4) == (2, 2, 1)
     compare(conv_case((32, 128, 7, 7), (256, 128, 3, 3), 1, 1, "winograd", dtype=np.float32, seed=7))
 
 
