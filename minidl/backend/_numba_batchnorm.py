@@ -7,8 +7,9 @@ channel, parallel over channels, keeping x and the mean instead of xhat; the bac
 activation's mask) from x.
 
 A 4-D ``channels_last`` input (:mod:`minidl.memory_format`) takes the kernels of ``_numba_batchnorm_cl.py`` (rows of
-C values, one per pixel; the methods that run them are :class:`~minidl.backend._numba_batchnorm_cl.BatchNormRowsMixin`,
-the backend's other BatchNorm mixin). 2-D and other inputs, and C-contiguous ones, take the per-channel kernels here.
+C values, one per pixel; the methods that run them are
+:class:`~minidl.backend._numba_batchnorm_rows.BatchNormRowsMixin`, the backend's other BatchNorm mixin). 2-D and
+other inputs, and C-contiguous ones, take the per-channel kernels here.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def batch_norm_backward(
 class BatchNormKernelsMixin:
     """The kernel pairs ``batch_norm``, ``batch_norm_relu`` and ``batch_norm_relu6`` (entries of the backend's kernel
     table); a ``channels_last`` input goes to the ``_rows`` methods of
-    :class:`~minidl.backend._numba_batchnorm_cl.BatchNormRowsMixin`."""
+    :class:`~minidl.backend._numba_batchnorm_rows.BatchNormRowsMixin`."""
 
     _channel_tasks: Any
     _batch_norm_train_rows: Any

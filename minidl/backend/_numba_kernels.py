@@ -26,21 +26,20 @@ loop runs about 10x faster. Every index is computed as a non-negative signed int
 Together they compute what the reference pairs compute (``minidl/nn``, with the NumPy backend's im2col/col2im);
 ``tests/backend/test_kernels.py`` checks every kernel pair against its reference.
 Compiled code is cached on disk (``cache=True``): the first use compiles for a few seconds, later runs load it.
-Numba recompiles a kernel when its own file changes, not when an ``inline`` helper from another file does: after
-editing one (``move4x4``, ``transpose4``, ``padded_image``, ``_column``, ``_clamp``, ``_zero`` here; ``gemm_planes``
-and ``gemm_planes_sum`` of ``_numba_blas.py``, which the Winograd chunk kernels call), ``make clean-kernels``.
+Numba recompiles a kernel when its own file changes, not when an ``@njit`` function it calls or inlines from another
+file does: after editing one (``move4x4``, ``transpose4``, ``padded_image``, ``_column``, ``_clamp``, ``_zero`` here;
+``gemm_planes`` and ``gemm_planes_sum`` of ``_numba_blas.py``, which the Winograd chunk kernels call; the counters of
+``_numba_tasks.py``; see CONTRIBUTING.md for the others), ``make clean-kernels``.
 Set ``NUMBA_DISABLE_JIT=1`` to run (slowly) the same code as plain Python, e.g. in a debugger.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any
 
 import numpy as np
-from numba import config, njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from minidl.backend._numba_common import _as_nhwc
 
@@ -598,63 +597,6 @@ def epilogue(relu_max: float | None, dtype: Any) -> tuple[bool, Any]:
     ``relu_max``: None (no activation), +inf (ReLU) or 6.0 (ReLU6). The bound is a scalar of the output's ``dtype``,
     so that the kernels' arithmetic stays in it (a Python float would make every float32 output value a float64)."""
     return relu_max is not None, np.dtype(dtype).type(math.inf if relu_max is None else relu_max)
-
-
-# ---------------------------------------------------------------------------------------------------- shared tasks
-# The threads of a region that run their tasks in compiled loops (:func:`minidl.backend._threads.parallel_loops`) share
-# their counters through int64 arrays, read and written with the CPU's atomic instructions (NumPy and Python have
-# none; Numba's ``@intrinsic`` writes them in LLVM's IR here): an atomic add (``lock xadd``) hands each number to one
-# thread only, and an atomic load sees what another thread has stored, in order (sequentially consistent: what a
-# thread wrote before its atomic add is written for whoever reads the counter after it).
-@intrinsic
-def atomic_add(typingctx, a, i, value):
-    """``a[i] += value`` as one atomic step on the int64 array ``a``; returns a[i] from before the add."""
-    sig = types.int64(a, types.intp, types.int64)
-
-    def codegen(context, builder, signature, args):
-        array = context.make_array(signature.args[0])(context, builder, args[0])
-        return builder.atomic_rmw("add", builder.gep(array.data, [args[1]]), args[2], "seq_cst")
-
-    return sig, codegen
-
-
-@intrinsic
-def atomic_load(typingctx, a, i):
-    """``a[i]`` of the int64 array ``a``, read as one atomic step (not kept from an earlier read: a loop that waits
-    for another thread's store sees it)."""
-    sig = types.int64(a, types.intp)
-
-    def codegen(context, builder, signature, args):
-        array = context.make_array(signature.args[0])(context, builder, args[0])
-        return builder.load_atomic(builder.gep(array.data, [args[1]]), "seq_cst", 8)
-
-    return sig, codegen
-
-
-@njit(cache=True, nogil=True, inline="always")
-def next_task(counter):
-    """The next task number of a region whose threads each run one compiled loop over its tasks
-    (:func:`minidl.backend._threads.parallel_loops`): ``counter[0]``, incremented by the same atomic step, so that no
-    two threads get the same number and every number is handed out once. The loop stops at the first number past its
-    last task."""
-    return atomic_add(counter, 0, 1)
-
-
-if config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT=1, for debugging): the same steps under one lock
-    _atomic_lock = threading.Lock()
-
-    def atomic_add(a, i, value):
-        with _atomic_lock:
-            old = int(a[i])
-            a[i] = old + value
-        return old
-
-    def atomic_load(a, i):
-        with _atomic_lock:
-            return int(a[i])
-
-    def next_task(counter):
-        return atomic_add(counter, 0, 1)
 
 
 # ---------------------------------------------------------------------------------------------------- partial sums

@@ -39,7 +39,8 @@ from __future__ import annotations
 from numba import njit
 
 from minidl.backend._numba_blas import gemm_planes, gemm_planes_sum
-from minidl.backend._numba_kernels import _u, _zero, image_copy, image_dims, next_task, tile_row_out
+from minidl.backend._numba_kernels import _u, _zero, image_copy, image_dims, tile_row_out
+from minidl.backend._numba_tasks import next_task
 
 
 # The 1-D transforms. Their constants come in as arguments of the data's dtype (``k`` below): a Python int literal
@@ -431,7 +432,7 @@ def weight_gradient_chunk(
 
 # ---------------------------------------------------------------------------------------------------- a thread's chunks
 # One call per thread and region (``_threads.parallel_loops``): the thread takes chunk numbers from the shared
-# ``counter`` (:func:`~minidl.backend._numba_kernels.next_task`) and runs each chunk's kernel, with no Python between
+# ``counter`` (:func:`~minidl.backend._numba_tasks.next_task`) and runs each chunk's kernel, with no Python between
 # two chunks. Chunk k holds images [k nb, min(N, (k + 1) nb)); the scratch buffers are the thread's, sized for nb
 # images. Each chunk computes what it computes in a task of its own (the same kernel on the same images), so the
 # results are the same bits.

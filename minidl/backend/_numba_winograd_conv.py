@@ -8,9 +8,9 @@ stride-1 convolutions with 8 or more channels in and out (see ``_numba_conv.py``
   sum per chunk (or fixed group of chunks) added in order. With NumPy's OpenBLAS a chunk's steps are one compiled
   call (``forward_chunk``, ``weight_gradient_chunk``; the GEMMs by ``_numba_blas.py``), else (another BLAS, or
   ``MINIDL_KERNEL_GEMM=0``) one by one from Python, the GEMMs by ``numpy.matmul``: the same bits either way. F(4x4,
-  3x3)'s forward and backward (dx and dW) then run each thread's chunks in one compiled loop
-  (``forward_chunks``, ``backward_chunks``; :func:`~minidl.backend._threads.parallel_loops`), no Python between two
-  chunks;
+  3x3)'s forward, and its backward where dx and dW run in one region, then run each thread's chunks in one compiled
+  loop (``forward_chunks``, ``backward_chunks``; :func:`~minidl.backend._threads.parallel_loops`), no Python between
+  two chunks; elsewhere (dW alone, F(2x2, 3x3)) each chunk is a task of its own;
 * **batch-wide** (:meth:`WinogradKernelsMixin._winograd_batched`: fewer than 128 tiles per chunk): the transforms
   over the whole batch, then each GEMM once over all its tiles, one task per tile position;
 * **F(4x4, 3x3)** (:meth:`WinogradKernelsMixin._winograd4_applies`: 16+ channels, outputs of 7 x 7 or more, 128+
@@ -108,7 +108,10 @@ class WinogradKernelsMixin:
         3x3) _WINOGRAD4_SPLIT: its chunks run in compiled loops (:meth:`_in_loops`), where a smaller chunk costs
         no Python, and a region's threads then finish closer together. 24 against 16 chunks, ``resnet56`` with
         batch 128, 2 threads, Intel Xeon (Emerald Rapids), medians of 5 x 3 interleaved steps in two runs: training
-        445-455 -> 436-446 ms, inference 92.8-93.0 -> 88.3-90.6 ms; 20 and 28 chunks about the same as 24).
+        445-455 -> 436-446 ms, inference 92.8-93.0 -> 88.3-90.6 ms; 20 and 28 chunks about the same as 24. Not
+        measured where the chunks run as tasks, one by one from Python (another BLAS, ``MINIDL_KERNEL_GEMM=0``),
+        nor on AMD. The split also sets dW's partial sums, one per chunk: results differ from 16 chunks' in the last
+        bits, and still not with the thread count).
 
         For F(4x4, 3x3) (``tile`` 4) with a U bigger than two chunks (36 C O values: in float32 256 x 256 channels,
         or 128 x 256; in float64 also 128 x 128, not measured) a chunk also gets at least C O / (C + O) tiles, but at

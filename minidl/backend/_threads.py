@@ -293,14 +293,33 @@ def parallel_for(body: Callable[[int, int], Any], num_tasks: int, max_threads: i
         _pool.run(body, num_tasks, threads)
 
 
+def parallel_loops(body: Callable[[int, Any], Any], num_tasks: int, max_threads: int | None = None) -> None:
+    """:func:`parallel_for` for tasks that run in compiled code: instead of one Python call per task, one call
+    ``body(worker, counter)`` per thread, where ``counter`` is a one-element int64 array, 0 at the start, shared by
+    all the calls. ``body`` hands it to a compiled loop that takes task numbers from it with
+    :func:`~minidl.backend._numba_tasks.next_task` until one is ``num_tasks`` or more, so that the threads share the
+    tasks as :func:`parallel_for`'s do (each takes the next as it becomes free), with no Python between two of them.
+    (Between two Winograd chunks, a :func:`parallel_for` task's Python, its scratch buffers and the kernel call,
+    took 20-35 us in a ResNet's training step, 3-4x what it takes alone: the chunk before has evicted the
+    interpreter's data from the caches.)
+
+    There are as many calls as :func:`parallel_for` would use threads for ``num_tasks`` tasks; one where the calls
+    could not run at the same time (nested in a task, in a :func:`serial` block, one thread). Each call runs on a
+    free thread: a thread that comes late may find every task taken (its call returns at once), and one thread may
+    run two calls one after the other. So a body may wait for a task another call has *taken* (it is running), never
+    for one no call has taken yet.
+    """
+    counter = numpy.zeros(1, dtype=numpy.int64)
+    threads = 1 if in_region() else min(get_num_threads(), num_tasks, max_threads or num_tasks)
+    parallel_for(lambda worker, _: body(worker, counter), threads)
+
+
 # ---------------------------------------------------------------------------------------------------- BLAS threads
 def _openblas() -> Any:
     """(set_num_threads, get_num_threads, get_corename) of the OpenBLAS NumPy loaded, or None if none is found."""
     global _blas
     if _blas is not None:
         return _blas or None
-    import numpy
-
     candidates = []
     try:
         with open("/proc/self/maps") as maps:  # the library actually loaded (Linux)
@@ -335,25 +354,6 @@ def _openblas() -> Any:
             return _blas
     _blas = False
     return None
-
-
-def parallel_loops(body: Callable[[int, Any], Any], num_tasks: int, max_threads: int | None = None) -> None:
-    """:func:`parallel_for` for a body that runs its tasks in compiled code: ``body(worker, counter)`` as the tasks
-    of a region of as many tasks as it has threads (as many as :func:`parallel_for` would use for ``num_tasks``
-    tasks), where ``counter`` is a shared one-element int64 array, 0 at the start, that ``body`` hands to a compiled
-    loop. The loop takes task numbers from it with :func:`~minidl.backend._numba_kernels.next_task` until one is
-    ``num_tasks`` or more.
-
-    The tasks are handed out in order as threads become free, as :func:`parallel_for` does, but by the compiled
-    loops: no Python runs between two tasks. (Between two Winograd chunks, a :func:`parallel_for` task's Python, its
-    scratch buffers and the kernel call, took 20-35 us in a ResNet's training step, 3-4x what it takes alone: the
-    chunk before has evicted the interpreter's data from the caches.) Each thread usually runs one call of ``body``;
-    a thread that comes late may run none, or a second call on a thread finds the counter past the last task and
-    returns at once.
-    """
-    counter = numpy.zeros(1, dtype=numpy.int64)
-    threads = min(get_num_threads(), num_tasks, max_threads or num_tasks)
-    parallel_for(lambda worker, _: body(worker, counter), threads)
 
 
 def blas_threads_wanted() -> int:

@@ -80,7 +80,7 @@ from minidl.backend.numpy_backend import KernelPair, NumpyBackend
 try:
     from minidl.backend import _numba_kernels as _k
     from minidl.backend._numba_batchnorm import BatchNormKernelsMixin
-    from minidl.backend._numba_batchnorm_cl import BatchNormRowsMixin
+    from minidl.backend._numba_batchnorm_rows import BatchNormRowsMixin
     from minidl.backend._numba_conv import ConvKernelsMixin, autotune_from_environment
     from minidl.backend._numba_elementwise import ElementwiseKernelsMixin
     from minidl.backend._numba_norm import NormKernelsMixin

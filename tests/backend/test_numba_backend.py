@@ -198,7 +198,7 @@ def test_parallel_loops_hand_every_task_once_to_the_threads_compiled_loops():
     # add), so every task runs exactly once, whichever thread takes it
     from numba import njit
 
-    from minidl.backend._numba_kernels import next_task
+    from minidl.backend._numba_tasks import next_task
 
     @njit(nogil=True)
     def take_tasks(counter, num_tasks, runs, by):

@@ -1,15 +1,18 @@
-"""The Numba backend's BatchNorm kernels on ``channels_last`` inputs (``minidl/backend/_numba_batchnorm_cl.py``).
+"""The Numba backend's BatchNorm kernels on ``channels_last`` inputs (``minidl/backend/_numba_batchnorm_cl.py``, run
+by ``_numba_batchnorm_rows.py``).
 
 A channels_last input is read as rows of C values, with the statistics summed over fixed chunks of rows; the results
 must be those of the same values laid out C-contiguous (the per-channel kernels, which ``test_kernels.py`` checks
 against the reference) up to the order of the float64 sums, and laid out channels_last themselves: out, dx (also for
 a C-contiguous dout), for ``batch_norm``, ``batch_norm_relu`` and ``batch_norm_relu6``, training and eval, with and
 without the affine map. Also: results that do not depend on the number of threads, statistics accurate far from zero,
-the other layouts left on the per-channel path, and the two-pass parallel region's ordering and errors.
+the other layouts left on the per-channel path, and the threads' compiled loops through the two passes: every chunk
+taken once, the step between run once, and a failed chunk's error raised instead of a hang.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -21,7 +24,7 @@ from minidl.nn.dispatch import KernelCache
 
 pytest.importorskip("numba", reason="the Numba backend needs numba: pip install numba")
 
-from minidl.backend import _numba_batchnorm, _numba_batchnorm_cl  # noqa: E402  (needs numba)
+from minidl.backend import _numba_batchnorm, _numba_batchnorm_cl, _numba_batchnorm_rows  # noqa: E402  (needs numba)
 
 CL = minidl.channels_last
 OPS = ("batch_norm", "batch_norm_relu", "batch_norm_relu6")
@@ -321,7 +324,7 @@ def test_both_passes_take_every_chunk_once_and_run_the_step_between_once(monkeyp
         counter, sync, claims = shared
         seen.append((len(chunks), int(counter[0]), sync.tolist(), claims.tolist()))
 
-    monkeypatch.setattr(_numba_batchnorm_cl, "_both_passes", spy)
+    monkeypatch.setattr(_numba_batchnorm_rows, "_both_passes", spy)
     before = minidl.get_num_threads()
     try:
         minidl.set_num_threads(threads)
@@ -338,3 +341,42 @@ def test_both_passes_take_every_chunk_once_and_run_the_step_between_once(monkeyp
     got = run("batch_norm_relu", x, dout, gamma, beta, running, training)  # default chunks: the same results
     for what, g, w in zip(NAMES, got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=what)
+
+
+def test_both_passes_raise_a_failed_chunks_error_instead_of_waiting_forever():
+    # a loop that raises in its first pass never lets the step between run; the threads that wait for it in their
+    # second pass must stop (sync[1] set to -1 on the way out), and the region raises the error. The loop here is
+    # written in Python around the compiled helpers, so that one chunk can fail; the region runs in a thread of its
+    # own, so that a hang fails the test instead of the suite
+    from minidl.backend._numba_tasks import next_task
+
+    def loop(counter, sync, claims, bounds):
+        n = bounds.shape[0]
+        own, state = np.empty(n, np.int64), np.zeros(2, np.int64)
+        k = next_task(counter)
+        while k < n:
+            if k == 3:
+                raise ValueError("chunk 3 failed")
+            _numba_batchnorm_cl._first_pass_done(sync, n, own, state, k)
+            k = next_task(counter)
+        while _numba_batchnorm_cl._second_pass_chunk(sync, claims, own, state) >= 0:
+            pass
+
+    errors = []
+
+    def region():
+        try:
+            _numba_batchnorm_cl._both_passes([(8 * k, 8 * k + 8) for k in range(6)], loop)
+        except ValueError as error:
+            errors.append(error)
+
+    before = minidl.get_num_threads()
+    try:
+        minidl.set_num_threads(2)
+        thread = threading.Thread(target=region, daemon=True)
+        thread.start()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the region hung"
+    finally:
+        minidl.set_num_threads(before)
+    assert [str(error) for error in errors] == ["chunk 3 failed"]
