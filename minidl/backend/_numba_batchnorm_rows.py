@@ -140,6 +140,8 @@ class BatchNormRowsMixin:
         if joined:  # dz takes dout's place, filled chunk by chunk by the first pass
             dz = np.empty(xh.shape, dtype=dtype)
             dout_f, mf, gf = gf, _nhwc(mask).reshape(-1), dz.reshape(-1)
+        else:
+            dout_f, mf = gf, _NO_MASK
         M = xf.size // C
         chunks = _row_chunks(M, C, dtype.itemsize)
         v = self._tiled_vectors(mean, inv_std, gamma, beta, dtype, 6)
@@ -149,8 +151,6 @@ class BatchNormRowsMixin:
         parts = np.empty((len(chunks), 2, C))
         dgamma, dbeta = np.empty(C, dtype=dtype), np.empty(C, dtype=dtype)
 
-        if not joined:
-            dout_f, mf = gf, _NO_MASK
         _both_passes(
             chunks,
             lambda counter, sync, claims, bounds: batch_norm_backward_loop(

@@ -21,7 +21,8 @@ their two passes).
 
 They take a C-contiguous 1-D int64 array only (an intrinsic sees raw memory: any other array would be read as
 int64s), index it without a bounds check or negative wrap-around, and run in compiled code only; under
-``NUMBA_DISABLE_JIT=1`` (plain Python, for debugging) the same three functions do the same under one lock.
+``NUMBA_DISABLE_JIT=1`` (plain Python, for debugging) the two intrinsics are Python functions doing the same under
+one lock.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def next_task(counter):
 
 
 if config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT=1, for debugging): the same steps under one lock
-    _lock = threading.Lock()
+    _lock = threading.Lock()  # (next_task, plain Python then, calls these)
 
     def atomic_add(a, i, value):
         with _lock:
@@ -83,6 +84,3 @@ if config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT=1, for debugging): the
     def atomic_load(a, i):
         with _lock:
             return int(a[i])
-
-    def next_task(counter):
-        return atomic_add(counter, 0, 1)

@@ -443,8 +443,7 @@ class WinogradKernelsMixin:
             return
 
         def loop(worker: int, counter: Any) -> None:
-            V, xt, t = self._winograd4_scratch(worker, C, O, nb, TH, TW, dtype)
-            M = self._wino_planes(worker, "wino_m", nb * TH * TW, O, dtype, 36)
+            V, xt, t, M = self._winograd4_scratch(worker, C, O, nb, TH, TW, dtype)
             _wino4.forward_chunks(
                 counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane, M.flat, M.plane,
                 b, has_bias, relu, cap, out, *res,
@@ -471,8 +470,7 @@ class WinogradKernelsMixin:
         O, dtype = U.view.shape[2], x.dtype
 
         def body(worker: int, n0: int, n1: int) -> None:
-            V, xt, t = self._winograd4_scratch(worker, C, O, n1 - n0, TH, TW, dtype)
-            M = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype, 36)
+            V, xt, t, M = self._winograd4_scratch(worker, C, O, n1 - n0, TH, TW, dtype)
             if self._in_one_call(gemm, (n1 - n0) * TH * TW):  # the three steps in one compiled call
                 _wino4.forward_chunk(
                     gemm, x, nhwc, n0, n1, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane, M.flat, M.plane, b,
@@ -487,16 +485,26 @@ class WinogradKernelsMixin:
 
     def _winograd4_scratch(
         self, worker: int, C: int, O: int, images: int, TH: int, TW: int, dtype: Any
-    ) -> tuple[Planes, Any, Any]:  # fmt: skip
-        """``(V, xt, t)``: a worker's buffers for the F(4x4, 3x3) input tiles of ``images`` images of C channels: V as
-        :meth:`_wino_planes` of (tiles, C), ``xt`` one padded image, and ``t`` the transforms' scratch
+    ) -> tuple[Planes, Any, Any, Planes]:  # fmt: skip
+        """``(V, xt, t, M)``: a worker's buffers for an F(4x4, 3x3) chunk of ``images`` images, C channels in and O
+        out: V as :meth:`_wino_planes` of (tiles, C), ``xt`` one padded image, ``t`` the transforms' scratch
         (max(40 TW, 24 (TW + 1)) max(C, O) values: also what ``output_tiles`` and ``output_gradient_tiles`` of
         ``_numba_winograd4.py`` need for O output channels, and ``input_tiles`` reading a channels-last image
-        straight)."""
+        straight), and M (the GEMMs' products, or dW's dM) as :meth:`_wino_planes` of (tiles, O)."""
         V = self._wino_planes(worker, "wino_v", images * TH * TW, C, dtype, 36)
         xt = self._buffer(worker, "wino_x", ((4 * TH + 2) * 4 * (TW + 1) * C,), dtype)
         t = self._buffer(worker, "wino_t", (max(40 * TW, 24 * (TW + 1)) * max(C, O),), dtype)
-        return V, xt, t
+        M = self._wino_planes(worker, "wino_m", images * TH * TW, O, dtype, 36)
+        return V, xt, t, M
+
+    def _winograd4_dw_scratch(
+        self, worker: int, C: int, O: int, images: int, TH: int, TW: int, dtype: Any
+    ) -> tuple[Planes, Any, Any, Planes, Any]:  # fmt: skip
+        """``(V, xt, t, dM, yt)``: :meth:`_winograd4_scratch`'s buffers for dW's chunk, and ``yt``, the scratch of
+        ``output_gradient_tiles`` (16 TH TW O values)."""
+        return *self._winograd4_scratch(worker, C, O, images, TH, TW, dtype), self._buffer(
+            worker, "wino_dy", (16 * TH * TW * O,), dtype
+        )
 
     def _winograd4_weight_gradient(
         self, x: Any, nhwc: bool, dout: Any, dout_nhwc: bool, w_shape: tuple[int, ...], PH: int, PW: int,
@@ -521,13 +529,8 @@ class WinogradKernelsMixin:
         OH, OW = _dims(dout, dout_nhwc)[1:]
         TH, TW, nb = self._winograd4_dw_tiles(N, C, O, OH, OW, x.itemsize)
 
-        def buffers(worker: int, n0: int, n1: int) -> tuple[Planes, Any, Any, Planes, Any]:
-            V, xt, t = self._winograd4_scratch(worker, C, O, n1 - n0, TH, TW, dtype)
-            dM = self._wino_planes(worker, "wino_m", (n1 - n0) * TH * TW, O, dtype, 36)
-            return V, xt, t, dM, self._buffer(worker, "wino_dy", (16 * TH * TW * O,), dtype)
-
         def tiles(worker: int, n0: int, n1: int) -> tuple[Planes, Planes]:
-            V, xt, t, dM, yt = buffers(worker, n0, n1)
+            V, xt, t, dM, yt = self._winograd4_dw_scratch(worker, C, O, n1 - n0, TH, TW, dtype)
             _wino4.input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V.flat, V.plane)
             _wino4.output_gradient_tiles(dout, dout_nhwc, n0, n1, n0, TH, TW, yt, t, dM.flat, dM.plane)
             return V, dM
@@ -537,7 +540,7 @@ class WinogradKernelsMixin:
         def chunk(worker: int, n0: int, n1: int, total: Any, scratch: Any, first: bool) -> bool:
             if not self._in_one_call(gemm, (n1 - n0) * TH * TW):
                 return False
-            V, xt, t, dM, yt = buffers(worker, n0, n1)
+            V, xt, t, dM, yt = self._winograd4_dw_scratch(worker, C, O, n1 - n0, TH, TW, dtype)
             _wino4.weight_gradient_chunk(
                 gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, t, V.flat, V.plane, yt, dM.flat, dM.plane,
                 total, scratch, first,
@@ -609,11 +612,8 @@ class WinogradKernelsMixin:
         def loop(worker: int, counter: Any) -> None:
             # dx's scratch, then dW's: views of the same per-worker buffers (used one after the other; where dW's
             # needs more, its buffer grows, and this first call's dx views keep the old one)
-            V_dx, xt_dx, t_dx = self._winograd4_scratch(worker, O, C, nb, DTH, DTW, dtype)
-            M_dx = self._wino_planes(worker, "wino_m", nb * DTH * DTW, C, dtype, 36)
-            V, xt, t = self._winograd4_scratch(worker, C, O, nb, TH, TW, dtype)
-            dM = self._wino_planes(worker, "wino_m", nb * TH * TW, O, dtype, 36)
-            yt = self._buffer(worker, "wino_dy", (16 * TH * TW * O,), dtype)
+            V_dx, xt_dx, t_dx, M_dx = self._winograd4_scratch(worker, O, C, nb, DTH, DTW, dtype)
+            V, xt, t, dM, yt = self._winograd4_dw_scratch(worker, C, O, nb, TH, TW, dtype)
             _wino4.backward_chunks(
                 counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U.flat, U.plane, b, cap, res, out, DTH, DTW,
                 xt_dx, t_dx, V_dx.flat, V_dx.plane, M_dx.flat, M_dx.plane, TH, TW, xt, t, V.flat, V.plane, yt, dM.flat,

@@ -527,8 +527,8 @@ def test_winograd4_tiles_read_from_a_channels_last_image_give_the_copys_bits(N, 
     # without the padded copy (_columns_from_image, _rows_from_gradient): the same sums in the same order, so V and dM
     # equal the copy's bit for bit (the copy: the same image in NCHW), padding rows and columns included, with the
     # scratch left full of NaN by an earlier call and a chunk starting past image 0. The scratch has the sizes the
-    # drivers give it (_winograd4_scratch, dW's "wino_dy"), inside NaN guards that no write may reach (Numba does not
-    # check bounds), and the values between V's or dM's planes stay untouched too
+    # drivers give it (_winograd4_scratch, _winograd4_dw_scratch), inside NaN guards that no write may reach (Numba
+    # does not check bounds), and the values between V's or dM's planes stay untouched too
     from minidl.backend import _numba_winograd4 as w4
 
     be = fast_be()
@@ -544,7 +544,7 @@ def test_winograd4_tiles_read_from_a_channels_last_image_give_the_copys_bits(N, 
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     TH, TW = -(-(H + 2 * PH - 2) // 4), -(-(W + 2 * PW - 2) // 4)
-    _, xt_, t_ = be._winograd4_scratch(0, C, C, N - 1, TH, TW, dtype)
+    _, xt_, t_, _ = be._winograd4_scratch(0, C, C, N - 1, TH, TW, dtype)
     plane = (N - 1) * TH * TW * C + 5  # images 1 .. N - 1, and 5 values between the planes
     results = []
     for arg, nhwc in ((x, False), (xh, True)):
@@ -557,11 +557,11 @@ def test_winograd4_tiles_read_from_a_channels_last_image_give_the_copys_bits(N, 
     assert not np.isnan(results[1][:, : plane - 5]).any() and np.isnan(results[1][:, plane - 5 :]).all()
     # dW's output gradient tiles: dout of the same shape cut into 4 x 4 tiles, the last ones past OH and OW
     TH, TW = -(-H // 4), -(-W // 4)
-    t_ = be._winograd4_scratch(0, C, C, N - 1, TH, TW, dtype)[2]
+    _, _, t_, _, yt_ = be._winograd4_dw_scratch(0, C, C, N - 1, TH, TW, dtype)
     plane = (N - 1) * TH * TW * C + 5
     results = []
     for arg, nhwc in ((x, False), (xh, True)):
-        yt, t = scratch(16 * TH * TW * C), scratch(t_.size)  # (yt: _winograd4_weight_gradient's "wino_dy")
+        yt, t = scratch(yt_.size), scratch(t_.size)
         dM = np.full(36 * plane, np.nan, dtype)
         w4.output_gradient_tiles(arg, nhwc, 1, N, 1, TH, TW, yt, t, dM, plane)
         assert untouched(yt) and untouched(t)
