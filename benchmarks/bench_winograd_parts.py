@@ -108,11 +108,9 @@ def parts(be: Any, N: int, C: int, O: int, H: int, repeats: int, copies: tuple[A
     nb = min(nb, N)
     cap = np.float32(np.inf)
     U = be._winograd_weight(w, np.float32, tile=4)
-    V, xt, t = be._winograd4_scratch(0, C, O, nb, TH, TW, np.float32)
+    V, xt, t, M, yt = be._winograd4_dw_scratch(0, C, O, nb, TH, TW, np.float32)  # (dW's buffers: the forward's too)
     w4.input_tiles(x, False, 0, nb, 0, 1, 1, TH, TW, xt, t, V.flat, V.plane)
-    M = be._wino_planes(0, "wino_m", nb * TH * TW, O, np.float32, 36)
     out = np.empty((N, O, H, H), np.float32)
-    yt = be._buffer(0, "wino_dy", (16 * TH * TW * O,), np.float32)
     dU = np.empty((36, C, O), np.float32)
     y = np.uint64(24 * TW * O)  # where output_tiles keeps its output rows in t
 
