@@ -118,6 +118,17 @@ def autotune_from_environment() -> bool:
     return value == "1"
 
 
+def _check_dx_add(dx_add: Any, x_shape: tuple[int, ...], dtype: Any) -> None:
+    """``conv2d_backward``'s ``dx_add`` must be an array of x's shape and the gradient's dtype (as the reference's
+    :func:`~minidl.nn.conv.conv2d_backward` checks it): the kernels read it without bounds checks."""
+    shape, kind = tuple(getattr(dx_add, "shape", ())), getattr(dx_add, "dtype", None)
+    if shape != x_shape or kind != dtype:
+        raise ValueError(
+            f"conv2d_backward: dx_add (a gradient of x, added to dx) has shape {shape} and dtype {kind}, expected "
+            f"x's shape {x_shape} and the gradient's dtype {numpy.dtype(dtype)}"
+        )
+
+
 class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKernelsMixin):
     """The convolution methods of the Numba backend (they use its ``_buffer``, ``_split``, ``_gemm_threads``, ``_flat``
     and compiled ``_im2col``/``_col2im``); the Winograd ones are :class:`WinogradKernelsMixin`'s."""
@@ -198,13 +209,22 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         self._flat(_k.add_relu_into, view.size, (res,), (view,))
         return out
 
-    def _conv2d_backward(self, dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
-        """``(dx, dw, db)`` of :meth:`_conv2d_forward` (``dw`` None when not ``compute_dw``); a small one in one
+    def _conv2d_backward(
+        self, dout: Any, cache: Any, *, compute_dw: bool = True, dx_add: Any = None
+    ) -> tuple[Any, Any, Any]:  # fmt: skip
+        """``(dx, dw, db)`` of :meth:`_conv2d_forward` (``dw`` None when not ``compute_dw``; with ``dx_add``, dx +
+        dx_add: F(4x4, 3x3)'s dx adds it in its output pass, the other algorithms in one more pass); a small one in one
         thread (:meth:`_one_thread_if_small`)."""
+        if dx_add is not None:  # checked before a kernel reads it, as the reference checks it
+            x, crop = cache[0], cache[5]
+            x_shape = tuple(x.shape) if crop is None else (*x.shape[:2], *crop)
+            _check_dx_add(dx_add, x_shape, dout.dtype)
         with self._one_thread_if_small(cache[4], cache[1], cache[3]):
-            return self._conv2d_backward_with_threads(dout, cache, compute_dw)
+            return self._conv2d_backward_with_threads(dout, cache, compute_dw, dx_add)
 
-    def _conv2d_backward_with_threads(self, dout: Any, cache: Any, compute_dw: bool) -> tuple[Any, Any, Any]:
+    def _conv2d_backward_with_threads(
+        self, dout: Any, cache: Any, compute_dw: bool, dx_add: Any
+    ) -> tuple[Any, Any, Any]:  # fmt: skip
         x, weight, has_bias, g, _, crop = cache
         db = dout.sum(axis=(0, 2, 3)) if has_bias else None
         if self._is_depthwise(cache[4], weight, g.groups):  # the cache holds x, not x_col
@@ -214,13 +234,17 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             dx, dw = self._grouped_conv2d_backward(dout, cache, compute_dw)
         else:
             geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
-            dx, dw = self._conv2d_dense_backward(dout, x, weight, *geometry, compute_dw)
+            into = dx_add if crop is None else None  # (with a crop, dx_add has the cropped dx's shape)
+            dx, dw, added = self._conv2d_dense_backward(dout, x, weight, *geometry, compute_dw, dx_add=into)
+            dx_add = None if added else dx_add
             # dx laid out as x, for every algorithm here (Winograd's and the direct 3 x 3's dx, convolutions of dout,
             # come as dout is: a channels_last dout into a C-order x, or the reverse, is copied here)
             if suggest_memory_format(dx) != suggest_memory_format(x):
                 dx = contiguous(dx, suggest_memory_format(x))
         if crop is not None:  # the extra rows / columns of an uneven 'same' were padding
             dx = numpy.ascontiguousarray(dx[:, :, : crop[0], : crop[1]])
+        if dx_add is not None:  # the algorithm's output pass did not add it: one more pass
+            dx = self._add_forward(None, dx, dx_add)[0]
         return dx, dw, db
 
     @classmethod
@@ -611,20 +635,22 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         DH: int,
         DW: int,
         compute_dw: bool = True,
-    ) -> tuple[Any, Any]:
-        """``(dx, dw)`` of :meth:`_conv2d_dense` (``dw`` None when not ``compute_dw``; the bias gradient is the
-        layer's, a sum of ``dout``) by the algorithm the shapes pick (:meth:`_backward_algorithms`; with
-        :attr:`autotune`, the fastest of them)."""
+        dx_add: Any = None,
+    ) -> tuple[Any, Any, bool]:
+        """``(dx, dw, added)`` of :meth:`_conv2d_dense` (``dw`` None when not ``compute_dw``; the bias gradient is
+        the layer's, a sum of ``dout``) by the algorithm the shapes pick (:meth:`_backward_algorithms`; with
+        :attr:`autotune`, the fastest of them). ``added``: whether dx already holds ``dx_add`` (x's shape), which
+        F(4x4, 3x3)'s dx and dW in one region add in dx's output pass; the caller adds it otherwise."""
         geometry = (KH, KW, SH, SW, PH, PW, DH, DW)
         names = self._backward_algorithms(x.shape, weight.shape[0], geometry)
         if not any(name in _WINOGRAD_TILES for name in names):  # pointwise, direct or im2row: dx and dW in one pass
             if not self._autotune or len(names) == 1:
-                return self._backward_with(names[0], dout, x, weight, geometry, compute_dw)
+                return *self._backward_with(names[0], dout, x, weight, geometry, compute_dw), False
             run = functools.partial(self._backward_with, dout=dout, x=x, weight=weight, geometry=geometry,
                                     compute_dw=compute_dw)  # fmt: skip
             dout_nhwc = _nhwc(dout) is not None
             about = _about("backward", x, weight, geometry, dout_channels_last=dout_nhwc, compute_dw=compute_dw)
-            return self._tuned(about, names, run)
+            return *self._tuned(about, names, run), False
         # where Winograd's can run it, dx (a convolution of dout) and dW (the adjoint transforms) are two passes, so
         # each is tuned on its own; one algorithm for both runs as one pass. The rules: dW's Winograd tile is the
         # forward's, dx's its own convolution's (the same but for padding 0 or 2 around 7 x 7 outputs)
@@ -642,13 +668,13 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                 dw_about = _about("dw", x, weight, geometry, dout_channels_last=dout_nhwc)
                 dw_name = self._tuned(dw_about, names, dw_run, result=False)
         if dx_name in ("im2row", "direct") and dw_name in (dx_name, None):
-            return self._backward_with(dx_name, dout, x, weight, geometry, compute_dw)
+            return *self._backward_with(dx_name, dout, x, weight, geometry, compute_dw), False
         both4 = dx_name == dw_name == "winograd4"  # both as F(4x4, 3x3): chunk by chunk, in one region where it fits
         if both4 and self._winograd4_in_one_region(N, C, weight.shape[0], *dout.shape[2:], x.itemsize):
-            return self._winograd4_backward(dout, x, weight, PH, PW)
+            return *self._winograd4_backward(dout, x, weight, PH, PW, dx_add), dx_add is not None
         dx = self._dx_with(dx_name, dout, x, weight, geometry)
         dw = self._dw_with(dw_name, dout, x, weight, geometry) if compute_dw else None
-        return dx, dw
+        return dx, dw, False
 
     def _backward_with(
         self, algorithm: str, dout: Any, x: Any, weight: Any, geometry: tuple[int, ...], compute_dw: bool

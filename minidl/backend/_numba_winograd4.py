@@ -455,12 +455,13 @@ def forward_chunks(
 
 @njit(cache=True, nogil=True)
 def backward_chunks(
-    counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U, u_plane, bias, relu_max, res, dx, DTH, DTW, xt_dx, t_dx,
-    V_dx, v_dx_plane, M_dx, m_dx_plane, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts,
+    counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U, u_plane, bias, relu_max, res, has_res, dx, DTH, DTW,
+    xt_dx, t_dx, V_dx, v_dx_plane, M_dx, m_dx_plane, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts,
 ):  # fmt: skip
     """For each chunk k this thread takes: its dx (:func:`forward_chunk` of dout with the flipped filters U and
-    padding 2 - P, DTH x DTW tiles, scratch ``xt_dx``, ``t_dx``, ``V_dx``, ``M_dx``; ``bias``, ``res`` and
-    ``relu_max`` are placeholders: no bias, residual or activation), then its share of dW
+    padding 2 - P, DTH x DTW tiles, scratch ``xt_dx``, ``t_dx``, ``V_dx``, ``M_dx``; with ``has_res``, plus ``res``,
+    laid out as dx, in the output pass: another gradient of x, ``conv2d_backward``'s ``dx_add``; ``bias`` and
+    ``relu_max`` are placeholders: no bias or activation), then its share of dW
     (:func:`weight_gradient_chunk`, TH x TW tiles, into its own partial sum ``parts[k]``). dW reads the chunk of dout
     that dx has just read, from the caches; the two steps may share scratch buffers (one runs after the other)."""
     chunks = (N + nb - 1) // nb
@@ -469,7 +470,7 @@ def backward_chunks(
         n0, n1 = k * nb, min(N, (k + 1) * nb)
         forward_chunk(
             gemm, dout, dout_nhwc, n0, n1, 2 - PH, 2 - PW, DTH, DTW, xt_dx, t_dx, V_dx, v_dx_plane, U, u_plane, M_dx,
-            m_dx_plane, bias, False, False, relu_max, dx, res, False,
+            m_dx_plane, bias, False, False, relu_max, dx, res, has_res,
         )  # fmt: skip
         weight_gradient_chunk(
             gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts[k],

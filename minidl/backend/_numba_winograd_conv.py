@@ -573,7 +573,9 @@ class WinogradKernelsMixin:
         (O, C, 3, 3) flipped in both spatial axes and transposed, (C, O, 3, 3), contiguous."""
         return numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
-    def _winograd4_backward(self, dout: Any, x: Any, weight: Any, PH: int, PW: int) -> tuple[Any, Any]:
+    def _winograd4_backward(
+        self, dout: Any, x: Any, weight: Any, PH: int, PW: int, dx_add: Any = None
+    ) -> tuple[Any, Any]:  # fmt: skip
         """``(dx, dW)`` of a convolution whose dx and dW both run as F(4x4, 3x3), in one parallel region: for each
         chunk of images, its dx (the convolution of dout with :meth:`_dx_filters` and padding 2 - P), then its share
         of dW (the chunk's own partial sum of dU, as :meth:`_winograd4_weight_gradient`'s, added in order at the end).
@@ -589,13 +591,15 @@ class WinogradKernelsMixin:
         Intel Xeon (Emerald Rapids): 16 -> 16 channels at 32 x 32 10.65 -> 10.32 ms, 32 -> 32 at 16 x 16 5.75 ->
         5.50 ms, 64 -> 64 at 8 x 8 5.11 -> 4.72 ms (3-8 %).
 
-        It runs where :meth:`_winograd4_in_one_region`."""
+        With ``dx_add`` (of x's shape and dtype: ``conv2d_backward``'s, another gradient of x), dx's output pass adds
+        it as it writes dx, as a forward's adds a residual: dx + dx_add without a pass of its own over memory (the
+        same bits as the sum after). It runs where :meth:`_winograd4_in_one_region`."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         (x, nhwc), (dout, dout_nhwc) = _kernel_view(x), _kernel_view(dout.astype(dtype, copy=False))
         dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, dout_nhwc)  # laid out as dout, as _winograd_conv's output
         out = dx_nhwc if dout_nhwc else dx
-        (b, _), (res, _) = bias_arguments(None, dtype), residual_arguments(None, dout_nhwc, dtype)
+        (b, _), (res, has_res) = bias_arguments(None, dtype), residual_arguments(dx_add, dout_nhwc, dtype)
         U = self._winograd_weight(self._dx_filters(weight), dtype, tile=4)  # dx's filters, (O, C) planes
         cap = epilogue(None, dtype)[1]
         gemm = cblas_gemm(dtype)
@@ -603,7 +607,7 @@ class WinogradKernelsMixin:
         TH, TW, nb = self._winograd4_dw_tiles(N, C, O, *_dims(dout, dout_nhwc)[1:], x.itemsize)  # dW's, and the chunks
         if not self._in_loops(gemm, N, nb, min(TH * TW, DTH * DTW)):
             dx_chunk = self._winograd4_chunk(dout, dout_nhwc, U, DTH, DTW, gemm, b, False, 2 - PH, 2 - PW, False, cap,
-                                             out, (res, False))  # fmt: skip
+                                             out, (res, has_res))  # fmt: skip
             dw = self._winograd4_weight_gradient(x, nhwc, dout, dout_nhwc, weight.shape, PH, PW, before=dx_chunk)
             return dx, dw
         # each chunk's dU, written whole by the chunk (zeros only for an empty batch, which has no chunk)
@@ -615,9 +619,9 @@ class WinogradKernelsMixin:
             V_dx, xt_dx, t_dx, M_dx = self._winograd4_scratch(worker, O, C, nb, DTH, DTW, dtype)
             V, xt, t, dM, yt = self._winograd4_dw_scratch(worker, C, O, nb, TH, TW, dtype)
             _wino4.backward_chunks(
-                counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U.flat, U.plane, b, cap, res, out, DTH, DTW,
-                xt_dx, t_dx, V_dx.flat, V_dx.plane, M_dx.flat, M_dx.plane, TH, TW, xt, t, V.flat, V.plane, yt, dM.flat,
-                dM.plane, parts,
+                counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U.flat, U.plane, b, cap, res, has_res, out, DTH,
+                DTW, xt_dx, t_dx, V_dx.flat, V_dx.plane, M_dx.flat, M_dx.plane, TH, TW, xt, t, V.flat, V.plane, yt,
+                dM.flat, dM.plane, parts,
             )  # fmt: skip
 
         _threads.parallel_loops(loop, _ceil_div(N, nb), self._gemm_threads())

@@ -10,8 +10,10 @@ Backward of a block. With :math:`z = F(x) + s(x)` and :math:`y = \mathrm{relu}(z
        + \underbrace{s.\mathrm{backward}(dz)}_{dz \text{ itself for the identity}}
 
 The sum hands :math:`dz` unchanged to both terms, and because :math:`x` fed both branches (a fork), their
-gradients add. The identity path carries :math:`dz` to :math:`x` untouched, which is why very deep ResNets still
-train: the gradient always has a path that no weight matrix shrinks.
+gradients add. The body's first convolution takes that sum in its own backward (``conv1.backward(d, dx_add=...)``,
+the pair ``conv2d_backward``'s ``dx_add``), which on the Numba backend adds the shortcut's gradient as it writes dx
+instead of in a pass of its own. The identity path carries :math:`dz` to :math:`x` untouched, which is why very
+deep ResNets still train: the gradient always has a path that no weight matrix shrinks.
 
 Fused (:func:`minidl.nn.fuse`), a block runs its end, the last convolution, BatchNorm, sum and ReLU, in fewer passes
 over memory: in inference the convolution with the BatchNorm folded in adds the shortcut and applies the ReLU in its
@@ -96,6 +98,17 @@ class _ResidualBlock(Module):
     def _shortcut_backward(self, dz: Any) -> Any:
         return dz if self.downsample is None else self.downsample.backward(dz)
 
+    @staticmethod
+    def _input_gradient(conv: Module, dout: Any, shortcut: Any) -> Any:
+        """dx of the block: the body's gradient of x, ``conv.backward(dout)`` (``conv`` its first layer), plus the
+        shortcut's (x fed both: their gradients add). A :class:`~minidl.nn.Conv2d` running its class's ``backward``
+        takes the sum in it, ``conv.backward(dout, dx_add=shortcut)`` (on the Numba backend F(4x4, 3x3) adds it as
+        it writes dx, one pass over memory fewer); with hooks on it (they must see its own gradient) or a replaced
+        ``backward``, the sum pair after it."""
+        if isinstance(conv, Conv2d) and type(conv).backward is Conv2d.backward and "backward" not in vars(conv):
+            return conv.backward(dout, dx_add=shortcut)
+        return F.add_forward(conv.backward(dout), shortcut)[0]
+
     def receptive_field_branches(self) -> list[list[Module]]:
         """Main path and shortcut, for :func:`minidl.summary`'s receptive field (``[]`` is the identity)."""
         main = [m for name, m in self.named_children() if name not in ("downsample", "add")]
@@ -131,7 +144,8 @@ class BasicBlock(_ResidualBlock):
     Backward:
         dz = add.backward(relu2.backward(dy)) (the gradient of the sum, for each term; joined in training, bn2's
         backward gives it with its own); the body's layers in reverse order on dz; dx = dbody +
-        (downsample.backward(dz) if downsample else dz).
+        (downsample.backward(dz) if downsample else dz), the sum taken by ``conv1.backward(..., dx_add=...)``
+        (:meth:`~minidl.nn.Conv2d.backward`; see ``_input_gradient``).
 
     Examples:
         >>> import numpy as np
@@ -176,9 +190,8 @@ class BasicBlock(_ResidualBlock):
         else:
             dz = self.add.backward(self.relu2.backward(dout))  # the sum hands its gradient to both terms
             d = self.bn2.backward(dz)
-        d = self.conv1.backward(self.bn1.backward(self.relu1.backward(self.conv2.backward(d))))
-        # x fed both branches: their gradients add (the sum pair F.add_forward: one pass on the Numba backend's threads)
-        return F.add_forward(d, self._shortcut_backward(dz))[0]
+        d = self.bn1.backward(self.relu1.backward(self.conv2.backward(d)))
+        return self._input_gradient(self.conv1, d, self._shortcut_backward(dz))  # x fed both branches: they add
 
 
 class Bottleneck(_ResidualBlock):
@@ -208,7 +221,8 @@ class Bottleneck(_ResidualBlock):
 
     Backward:
         dz = add.backward(relu3.backward(dy)) (joined in training, bn3's backward gives it with its own);  dbody =
-        the body's layers in reverse order on dz; dx = dbody + (downsample.backward(dz) if downsample else dz).
+        the body's layers in reverse order on dz; dx = dbody + (downsample.backward(dz) if downsample else dz), the
+        sum taken by ``conv1.backward(..., dx_add=...)`` as in :class:`BasicBlock`.
 
     Examples:
         >>> import numpy as np
@@ -270,5 +284,5 @@ class Bottleneck(_ResidualBlock):
             dz = self.add.backward(self.relu3.backward(dout))
             d = self.bn3.backward(dz)
         d = self.conv2.backward(self.bn2.backward(self.relu2.backward(self.conv3.backward(d))))
-        d = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
-        return F.add_forward(d, self._shortcut_backward(dz))[0]  # x fed both branches: their gradients add
+        d = self.bn1.backward(self.relu1.backward(d))
+        return self._input_gradient(self.conv1, d, self._shortcut_backward(dz))  # x fed both branches: they add

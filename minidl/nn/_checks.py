@@ -202,6 +202,17 @@ def check_grad_output(where: str, dout: Any, shape: Sequence[int], dtype: Any = 
         )
 
 
+def check_dx_add(where: str, dx_add: Any, shape: Sequence[int], dtype: Any) -> None:
+    """A backward's ``dx_add``, another gradient of its input x that it adds to dx, must be an array of x's
+    ``shape`` and of the gradient's ``dtype`` (nothing broadcast or cast)."""
+    got_shape, got_dtype = tuple(getattr(dx_add, "shape", ())), getattr(dx_add, "dtype", None)
+    if got_shape != tuple(shape) or got_dtype != np.dtype(dtype):
+        raise ValueError(
+            f"{where}: dx_add (a gradient of x, added to dx) has shape {got_shape} and dtype {got_dtype}, expected "
+            f"x's shape {tuple(shape)} and the gradient's dtype {np.dtype(dtype)}"
+        )
+
+
 def _is_int(value: Any) -> bool:
     return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
 

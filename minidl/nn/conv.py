@@ -38,8 +38,16 @@ from typing import Any, NamedTuple
 from minidl._dtype import get_default_dtype
 from minidl.backend import get_backend
 from minidl.nn import init
-from minidl.nn._checks import _check_parameter_dtype, check_array, check_grad_output, check_int, check_same_device, pair
-from minidl.nn.dispatch import F, kernel
+from minidl.nn._checks import (
+    _check_parameter_dtype,
+    check_array,
+    check_dx_add,
+    check_grad_output,
+    check_int,
+    check_same_device,
+    pair,
+)
+from minidl.nn.dispatch import F, is_reference, kernel
 from minidl.nn.module import Module, Parameter
 from minidl.nn.padding import _PADDING_MODES
 
@@ -197,9 +205,11 @@ def conv2d_forward(
 
 
 @kernel("conv2d")
-def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[Any, Any, Any]:
+def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True, dx_add: Any = None) -> tuple[Any, Any, Any]:
     r"""Gradients of :func:`conv2d_forward`: ``(dx, dw, db)`` (``db`` None without bias; ``dw`` None when
-    ``compute_dw`` is False, which skips one GEMM for a frozen weight).
+    ``compute_dw`` is False, which skips one GEMM for a frozen weight). With ``dx_add``, another gradient of x (x
+    also fed other layers, a ResNet block's shortcut: the gradients of a fork add), ``dx + dx_add`` in place of dx
+    (the Numba backend's F(4x4, 3x3) adds it as it writes dx, without a pass of its own).
 
     .. math::
 
@@ -211,6 +221,12 @@ def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[
 
     and dx is dx^pad without its padding; as matrices, dW_col = dout_col @ x_col^T and
     dx = col2im(W_col^T @ dout_col).
+
+    Args:
+        dout: the gradient of the output, (N, O, OH, OW).
+        cache: :func:`conv2d_forward`'s.
+        compute_dw: False skips dW. Default: True.
+        dx_add: None, or an array of x's shape and dout's dtype, added to dx. Default: None.
 
     Shape:
         - dout: (N, O, OH, OW).  - dx: (N, C, H, W); dw: (O, C / groups, KH, KW); db: (O,).
@@ -239,6 +255,9 @@ def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True) -> tuple[
     dx = be.col2im(dx_col.reshape(G * K, M), x_shape, KH, KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
     if extra_pad is not None:
         dx = F.pad2d_backward(dx, extra_pad)
+    if dx_add is not None:  # x fed other layers too: their gradient of x adds to this one
+        check_dx_add("conv2d_backward", dx_add, dx.shape, dx.dtype)
+        dx = dx + dx_add
     return dx, dw, db
 
 
@@ -388,13 +407,21 @@ class Conv2d(Module):
         self.save_for_backward(cache, pad_cache)
         return out
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Any, dx_add: Any = None) -> Any:
+        """dx (dW and db accumulate into the parameters' ``.grad``); with ``dx_add`` (x's shape and dtype: another
+        gradient of x, which also fed other layers), dx + dx_add: added by the pair :func:`conv2d_backward` where it
+        can (zero padding, and the pair is minidl's: one you wrote need not take ``dx_add``), else by
+        :func:`~minidl.nn.merge.add_forward` after it."""
         cache, pad_cache = self.pop_saved()
-        dx, dw, db = F.conv2d_backward(dout, cache, compute_dw=self.weight.requires_grad)
+        in_pair = dx_add is not None and pad_cache is None and is_reference("conv2d")
+        extra = {"dx_add": dx_add} if in_pair else {}
+        dx, dw, db = F.conv2d_backward(dout, cache, compute_dw=self.weight.requires_grad, **extra)
         if dw is not None:
             self.weight.accumulate_grad(dw)
         if db is not None and self.bias is not None:
             self.bias.accumulate_grad(db)
         if pad_cache is not None:
             dx = F.pad2d_backward(dx, pad_cache)
+        if dx_add is not None and not in_pair:
+            dx = F.add_forward(dx, dx_add)[0]
         return dx

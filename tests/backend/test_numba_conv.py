@@ -437,13 +437,20 @@ def test_winograd4_dx_and_dw_run_chunk_by_chunk_with_the_same_bits(
             NumbaBackend, "_winograd4_backward", lambda self, *args: regions.append(args) or original(self, *args)
         )
         dx, dw, _ = F.conv2d_backward(dout, cache)
-    assert len(regions) == (not grouped)  # dx and dW in one region, or not
+        # with dx_add (another gradient of x, laid out as x), dx's output pass adds it: the bits of the sum after
+        dx_add = minidl.contiguous(rng.standard_normal(x.shape).astype(dtype), x_layout)
+        dx_sum, dw_sum, _ = F.conv2d_backward(dout, cache, dx_add=dx_add)
+    assert len(regions) == 2 * (not grouped)  # dx and dW in one region, or not
+    assert all((args[-1] is None) == (i == 0) for i, args in enumerate(regions))  # dx_add went into the region
     apart_dx = be._dx_with("winograd4", dout, x, w, geometry)
     apart_dw = be._dw_with("winograd4", dout, x, w, geometry)
     np.testing.assert_array_equal(dx, apart_dx)
     np.testing.assert_array_equal(dw, apart_dw)
-    assert dx.dtype == dw.dtype == dtype
+    np.testing.assert_array_equal(dx_sum, apart_dx + dx_add)
+    np.testing.assert_array_equal(dw_sum, apart_dw)
+    assert dx.dtype == dw.dtype == dx_sum.dtype == dtype
     assert minidl.suggest_memory_format(dx) == minidl.suggest_memory_format(x)  # (the pair lays dx out as x)
+    assert minidl.suggest_memory_format(dx_sum) == minidl.suggest_memory_format(x)
 
 
 def test_winograd_tile_must_be_2_or_4():

@@ -4,6 +4,7 @@ InvertedResidual and a whole small ResNet / MobileNetV2, in training mode (batch
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -121,3 +122,23 @@ def test_small_resnet_and_mobilenet_gradcheck():
     setting = [[1, 4, 1, 1], [2, 6, 2, 2]]
     mobilenet = models.MobileNetV2(num_classes=3, width_mult=0.25, inverted_residual_setting=setting, dropout=0.0)
     _check(mobilenet, (2, 3, 16, 16), 1, training=True, fixed=True)  # last map 4x4: BN over 32 values per channel
+
+
+@pytest.mark.parametrize("block_type", ["basic", "bottleneck"])
+def test_the_shortcut_gradient_joins_conv1s_backward_and_its_hooks_still_see_conv1s_own(block_type):
+    # a block's dx = conv1's dx + the shortcut's gradient, summed by conv1.backward(..., dx_add=...); a backward
+    # hook on conv1 must see conv1's own gradient (grad_input without the shortcut's), and the block's dx is the same
+    minidl.manual_seed(0)
+    block = models.BasicBlock(4, 4) if block_type == "basic" else models.Bottleneck(16, 4)
+    block = block.to(np.float64)
+    rng = np.random.default_rng(0)
+    x = arr(rng.standard_normal((2, block.inplanes, 5, 5)))
+    y = block(x)
+    g = arr(rng.standard_normal(y.shape))
+    dx = host(block.backward(g))
+    seen = []
+    block.conv1.register_full_backward_hook(lambda m, gin, gout: seen.append(host(gin[0])))
+    y = block(x)
+    np.testing.assert_allclose(host(block.backward(g)), dx, rtol=1e-12, atol=1e-12)
+    dz = np.where(host(y) > 0, host(g), 0.0)  # the identity shortcut's gradient: relu's mask of the block output
+    np.testing.assert_allclose(seen[0] + dz, dx, rtol=1e-12, atol=1e-12)

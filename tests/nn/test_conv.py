@@ -300,3 +300,62 @@ def test_functional_rejects_mismatched_weight_and_groups():
         conv2d_forward(x, arr(np.zeros((2, 4, 3, 3), np.float32)), None)
     with pytest.raises(ValueError, match=r"bias has shape \(3,\), expected \(2,\)"):
         conv2d_forward(x, arr(np.zeros((2, 4, 3, 3))), arr(np.zeros(3)))
+
+
+@pytest.mark.parametrize(("kernel", "padding"), [(3, 1), (2, "same")], ids=["padding-1", "uneven-same"])
+def test_backward_adds_dx_add_to_dx(kernel, padding):
+    # conv2d_backward(..., dx_add=a): dx + a (x fed other layers too, a ResNet block's shortcut: the gradients of a
+    # fork add), the same bits as the sum after; dW unchanged. 'same' with an even kernel pads unevenly (the extra
+    # row and column's backward runs before the sum)
+    rng = np.random.default_rng(0)
+    x = arr(rng.standard_normal((2, 3, 6, 6)).astype(np.float32))
+    w = arr(rng.standard_normal((4, 3, kernel, kernel)).astype(np.float32))
+    out, cache = conv2d_forward(x, w, None, 1, padding)
+    dout = arr(rng.standard_normal(out.shape).astype(np.float32))
+    dx_add = arr(rng.standard_normal(x.shape).astype(np.float32))
+    dx, dw, _ = conv2d_backward(dout, cache)
+    dx_sum, dw_sum, _ = conv2d_backward(dout, conv2d_forward(x, w, None, 1, padding)[1], dx_add=dx_add)
+    np.testing.assert_array_equal(host(dx_sum), host(dx) + host(dx_add))
+    np.testing.assert_array_equal(host(dw_sum), host(dw))
+
+
+def test_backward_rejects_a_dx_add_not_shaped_and_typed_as_x():
+    rng = np.random.default_rng(0)
+    x = arr(rng.standard_normal((2, 3, 6, 6)).astype(np.float32))
+    w = arr(rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
+    out, cache = conv2d_forward(x, w, None, 1, 1)
+    dout = arr(np.ones(out.shape, np.float32))
+    with pytest.raises(ValueError, match=r"conv2d_backward: dx_add .* shape \(1, 3, 6, 6\) .* x's shape \(2, "):
+        conv2d_backward(dout, cache, dx_add=arr(np.ones((1, 3, 6, 6), np.float32)))  # (not broadcast)
+    with pytest.raises(ValueError, match=r"conv2d_backward: dx_add .* dtype float64, .* gradient's dtype float32"):
+        conv2d_backward(dout, cache, dx_add=arr(np.ones((2, 3, 6, 6))))  # (not cast)
+
+
+def test_module_backward_adds_dx_add_after_a_padding_mode_and_with_a_pair_you_wrote(monkeypatch):
+    # Conv2d.backward(dout, dx_add): dx + dx_add; with padding_mode 'reflect' the padding's backward comes between
+    # the pair and the sum, and a conv2d_backward of your own (without dx_add) still runs: the sum comes after it
+    from minidl.nn import functional
+
+    rng = np.random.default_rng(0)
+    x = arr(rng.standard_normal((2, 3, 6, 6)).astype(np.float32))
+    dout = arr(rng.standard_normal((2, 4, 6, 6)).astype(np.float32))
+    dx_add = arr(rng.standard_normal(x.shape).astype(np.float32))
+    for padding_mode in ("zeros", "reflect"):
+        conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode=padding_mode)
+        conv(x)
+        dx = conv.backward(dout)
+        conv(x)
+        np.testing.assert_array_equal(host(conv.backward(dout, dx_add=dx_add)), host(dx) + host(dx_add))
+    original = functional.conv2d_backward
+    calls = []
+
+    def yours(dout, cache, *, compute_dw=True):
+        calls.append(compute_dw)
+        return original(dout, cache, compute_dw=compute_dw)
+
+    monkeypatch.setattr(functional, "conv2d_backward", yours)  # (so the forward runs the reference too)
+    conv(x)
+    dx = conv.backward(dout)
+    conv(x)
+    np.testing.assert_array_equal(host(conv.backward(dout, dx_add=dx_add)), host(dx) + host(dx_add))
+    assert calls == [True, True]
