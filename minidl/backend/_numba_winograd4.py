@@ -40,7 +40,7 @@ from numba import njit
 
 from minidl.backend._numba_blas import gemm_planes, gemm_planes_sum
 from minidl.backend._numba_kernels import _u, _zero, image_copy, image_dims, tile_row_out
-from minidl.backend._numba_tasks import next_task
+from minidl.backend._numba_tasks import atomic_add, atomic_load, next_task
 
 
 # The 1-D transforms. Their constants come in as arguments of the data's dtype (``k`` below): a Python int literal
@@ -437,11 +437,30 @@ def weight_gradient_chunk(
 # images. Each chunk computes what it computes in a task of its own (the same kernel on the same images), so the
 # results are the same bits.
 @njit(cache=True, nogil=True)
+def filters_in_blocks(weight, blocks, sync, U, u_plane):
+    """A thread's share of U (:func:`transform_weight` of ``weight`` by the blocks of input channels ``blocks``
+    (n, 2), each taken once: counter sync[3], sync[4] counts the blocks done), then the wait until U is whole: True,
+    or False if another thread failed (sync[1] < 0). (sync[0] and sync[2] are :func:`backward_chunks`' counters.)"""
+    b = atomic_add(sync, 3, 1)
+    while b < blocks.shape[0]:
+        transform_weight(weight, blocks[b, 0], blocks[b, 1], U, u_plane)
+        atomic_add(sync, 4, 1)
+        b = atomic_add(sync, 3, 1)
+    while atomic_load(sync, 4) < blocks.shape[0]:  # blocks other threads have taken, in flight
+        if atomic_load(sync, 1) < 0:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
 def forward_chunks(
     counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V, v_plane, U, u_plane, M, m_plane, bias, has_bias, relu,
-    relu_max, out, res, has_res,
+    relu_max, out, res, has_res, weight, blocks, sync,
 ):  # fmt: skip
-    """:func:`forward_chunk` for each chunk this thread takes: its share of a forward."""
+    """:func:`forward_chunk` for each chunk this thread takes: its share of a forward; first its share of U, the
+    transformed ``weight`` (:func:`filters_in_blocks`)."""
+    if not filters_in_blocks(weight, blocks, sync, U, u_plane):
+        return
     chunks = (N + nb - 1) // nb
     k = next_task(counter)
     while k < chunks:
@@ -454,16 +473,44 @@ def forward_chunks(
 
 
 @njit(cache=True, nogil=True)
+def weight_gradient_from_parts(parts, c0, c1, dU, plane, dW):
+    """dW[:, c0:c1] from the chunks' partial sums ``parts`` (chunks, 36, C, O) of dU: for input channels [c0, c1)
+    their sum in chunk order into dU's planes (``plane`` values apart; the order and the arithmetic of
+    ``_numba_kernels.add_parts_in_order``: the same bits), then :func:`weight_gradient`."""
+    K, C, O = parts.shape[0], parts.shape[2], parts.shape[3]
+    pf = parts.reshape(-1)
+    L, step = _u((c1 - c0) * O), _u(36 * C * O)
+    for i in range(36):
+        src, dst = _u((i * C + c0) * O), _u(i) * _u(plane) + _u(c0 * O)
+        for j in range(L):
+            dU[dst + j] = pf[src + j]
+        for k in range(1, K):
+            s = _u(k) * step + src
+            for j in range(L):
+                dU[dst + j] += pf[s + j]
+    weight_gradient(dU, plane, c0, c1, dW)
+
+
+@njit(cache=True, nogil=True)
 def backward_chunks(
     counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U, u_plane, bias, relu_max, res, has_res, dx, DTH, DTW,
-    xt_dx, t_dx, V_dx, v_dx_plane, M_dx, m_dx_plane, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts,
+    xt_dx, t_dx, V_dx, v_dx_plane, M_dx, m_dx_plane, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts, sync, blocks,
+    dU, du_plane, dW, weight, u_blocks,
 ):  # fmt: skip
-    """For each chunk k this thread takes: its dx (:func:`forward_chunk` of dout with the flipped filters U and
-    padding 2 - P, DTH x DTW tiles, scratch ``xt_dx``, ``t_dx``, ``V_dx``, ``M_dx``; with ``has_res``, plus ``res``,
+    """First this thread's share of U, dx's filters ``weight`` (flipped, (C, O, 3, 3)) transformed
+    (:func:`filters_in_blocks`, blocks ``u_blocks``). Then for each chunk k this thread takes: its dx
+    (:func:`forward_chunk` of dout with the flipped filters U and padding 2 - P, DTH x DTW tiles, scratch ``xt_dx``,
+    ``t_dx``, ``V_dx``, ``M_dx``; with ``has_res``, plus ``res``,
     laid out as dx, in the output pass: another gradient of x, ``conv2d_backward``'s ``dx_add``; ``bias`` and
     ``relu_max`` are placeholders: no bias or activation), then its share of dW
     (:func:`weight_gradient_chunk`, TH x TW tiles, into its own partial sum ``parts[k]``). dW reads the chunk of dout
-    that dx has just read, from the caches; the two steps may share scratch buffers (one runs after the other)."""
+    that dx has just read, from the caches; the two steps may share scratch buffers (one runs after the other).
+
+    Then dW itself, in the same region (:func:`weight_gradient_blocks`): the chunks' partial sums added in order
+    and transformed, by blocks of input channels ``blocks`` (n, 2), into ``dU`` and ``dW``. ``sync``: chunks done,
+    whether a thread failed (-1), the next block (and U's two counters)."""
+    if not filters_in_blocks(weight, u_blocks, sync, U, u_plane):
+        return
     chunks = (N + nb - 1) // nb
     k = next_task(counter)
     while k < chunks:
@@ -476,4 +523,21 @@ def backward_chunks(
             gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts[k],
             parts[k], True,
         )  # fmt: skip
+        atomic_add(sync, 0, 1)
         k = next_task(counter)
+    weight_gradient_blocks(chunks, sync, parts, blocks, dU, du_plane, dW)
+
+
+@njit(cache=True, nogil=True)
+def weight_gradient_blocks(chunks, sync, parts, blocks, dU, du_plane, dW):
+    """A thread's share of dW at the end of :func:`backward_chunks`: once sync[0] says all ``chunks`` are done (a
+    thread waits only for chunks other threads have taken: all are taken when it gets here), the blocks of input
+    channels it takes (counter sync[2]), each :func:`weight_gradient_from_parts`. Returns at once if sync[1] < 0 (a
+    thread failed, and its chunk will never be done)."""
+    while atomic_load(sync, 0) < chunks:
+        if atomic_load(sync, 1) < 0:
+            return
+    b = atomic_add(sync, 2, 1)
+    while b < blocks.shape[0]:
+        weight_gradient_from_parts(parts, blocks[b, 0], blocks[b, 1], dU, du_plane, dW)
+        b = atomic_add(sync, 2, 1)

@@ -23,6 +23,8 @@ The split depends on the shapes only, so results do not depend on the number of 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy
@@ -60,6 +62,18 @@ class Planes(NamedTuple):
     view: Any  #: (count, rows, cols): what the GEMMs take
     flat: Any  #: the 1-D storage the kernels index: matrix i starts at i * plane
     plane: int  #: the distance between two matrices in ``flat``
+
+
+@contextlib.contextmanager
+def _failing_stops_waits(sync: Any) -> Iterator[None]:
+    """Around a thread's compiled loop that waits for other threads' work (``forward_chunks``, ``backward_chunks``):
+    if it raises, sync[1] = -1, so that the threads waiting for its work (which will never come) stop instead of
+    waiting forever; the region then raises the error (:func:`~minidl.backend._threads.parallel_for`)."""
+    try:
+        yield
+    except BaseException:
+        sync[1] = -1  # (a plain store: the waiting threads' atomic loads see it)
+        raise
 
 
 class WinogradKernelsMixin:
@@ -429,27 +443,40 @@ class WinogradKernelsMixin:
         chunk numbers from a shared counter: :func:`~minidl.backend._threads.parallel_loops`), else one task per
         chunk (:meth:`_winograd4_chunk`); the same bits either way. Against a task per chunk, channels_last, batch
         128, 2 threads, Intel Xeon (Emerald Rapids), medians of 30: 16 -> 16 channels at 32 x 32 2.30 -> 2.05 ms,
-        32 -> 32 at 16 x 16 1.33 -> 1.17 ms, 64 -> 64 at 8 x 8 1.07 -> 0.95 ms."""
+        32 -> 32 at 16 x 16 1.33 -> 1.17 ms, 64 -> 64 at 8 x 8 1.07 -> 0.95 ms. The compiled loops transform the
+        filters too, first, by blocks of input channels (``filters_in_blocks``: a region of its own before, where
+        the threads wait for the other's block at most)."""
         N = x.shape[0]
         C, H, W = _dims(x, nhwc)
         O, dtype = weight.shape[0], x.dtype
         TH, TW, nb = self._winograd_tiles(N, C, O, H + 2 * PH - 2, W + 2 * PW - 2, x.itemsize, tile=4)
-        U = self._winograd_weight(weight, dtype, tile=4)
         relu, cap = epilogue(relu_max, dtype)
         gemm = cblas_gemm(dtype)
         if not self._in_loops(gemm, N, nb, TH * TW):
+            U = self._winograd_weight(weight, dtype, tile=4)
             body = self._winograd4_chunk(x, nhwc, U, TH, TW, gemm, b, has_bias, PH, PW, relu, cap, out, res)
             self._over_images(N, nb, body, self._gemm_threads())
             return
+        # U is transformed in the region too, by blocks of input channels, before any chunk's GEMMs
+        U, filters = self._wino_planes(None, "", C, O, dtype, 36), self._filters_in_blocks(weight, dtype)
+        sync = numpy.zeros(5, dtype=numpy.int64)
 
         def loop(worker: int, counter: Any) -> None:
             V, xt, t, M = self._winograd4_scratch(worker, C, O, nb, TH, TW, dtype)
-            _wino4.forward_chunks(
-                counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane, M.flat, M.plane,
-                b, has_bias, relu, cap, out, *res,
-            )  # fmt: skip
+            with _failing_stops_waits(sync):
+                _wino4.forward_chunks(
+                    counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane, M.flat,
+                    M.plane, b, has_bias, relu, cap, out, *res, *filters, sync,
+                )  # fmt: skip
 
         _threads.parallel_loops(loop, _ceil_div(N, nb), self._gemm_threads())
+
+    def _filters_in_blocks(self, weight: Any, dtype: Any) -> tuple[Any, Any]:
+        """``(weight, blocks)`` for ``filters_in_blocks`` of ``_numba_winograd4.py``, which transforms the filters
+        inside a region: ``weight`` contiguous in ``dtype``, and blocks of its input channels ((n, 2) int64; more
+        than :meth:`_weight_blocks`' own region would pay for, as they cost no region here)."""
+        blocks = numpy.array(self._channel_tasks(weight.shape[1]), dtype=numpy.int64)
+        return numpy.ascontiguousarray(weight, dtype=dtype), blocks
 
     def _in_loops(self, gemm: Any, N: int, nb: int, tiles_per_image: int) -> bool:
         """Whether a Winograd region runs its chunks of ``nb`` images in compiled loops (``forward_chunks``,
@@ -582,7 +609,10 @@ class WinogradKernelsMixin:
         The chunk's dout, which dx has just read from memory, is still in the caches when dW reads it, and one region
         replaces two. Where :meth:`_in_loops`, each thread runs its chunks in one compiled loop (``backward_chunks``,
         :func:`~minidl.backend._threads.parallel_loops`), else one task per chunk (:meth:`_winograd4_chunk`, then
-        :meth:`_winograd4_weight_gradient`'s step); the same bits either way.
+        :meth:`_winograd4_weight_gradient`'s step); the same bits either way. The compiled loops also transform dx's
+        filters first and finish dW last (the partial sums added in chunk order, then dW = G^T dU G), by blocks of
+        channels: no region before or after for those (three regions each of a few tens of microseconds, where
+        the pool's hand-off alone costs about 15 us and one thread waits for the other).
 
         dx's chunks are then dW's: the same images per chunk for the CIFAR ResNets' 16 and 32 channels, 16 instead
         of 8 at 64 channels on 8 x 8. Each tile's arithmetic does not depend on the chunk it is in, so the results
@@ -600,31 +630,39 @@ class WinogradKernelsMixin:
         dx, dx_nhwc = _empty_nchw((N, C, H, W), dtype, dout_nhwc)  # laid out as dout, as _winograd_conv's output
         out = dx_nhwc if dout_nhwc else dx
         (b, _), (res, has_res) = bias_arguments(None, dtype), residual_arguments(dx_add, dout_nhwc, dtype)
-        U = self._winograd_weight(self._dx_filters(weight), dtype, tile=4)  # dx's filters, (O, C) planes
         cap = epilogue(None, dtype)[1]
         gemm = cblas_gemm(dtype)
         DTH, DTW = _ceil_div(H, 4), _ceil_div(W, 4)  # dx's tiles
         TH, TW, nb = self._winograd4_dw_tiles(N, C, O, *_dims(dout, dout_nhwc)[1:], x.itemsize)  # dW's, and the chunks
         if not self._in_loops(gemm, N, nb, min(TH * TW, DTH * DTW)):
+            U = self._winograd_weight(self._dx_filters(weight), dtype, tile=4)  # dx's filters, (O, C) planes
             dx_chunk = self._winograd4_chunk(dout, dout_nhwc, U, DTH, DTW, gemm, b, False, 2 - PH, 2 - PW, False, cap,
                                              out, (res, has_res))  # fmt: skip
             dw = self._winograd4_weight_gradient(x, nhwc, dout, dout_nhwc, weight.shape, PH, PW, before=dx_chunk)
             return dx, dw
-        # each chunk's dU, written whole by the chunk (zeros only for an empty batch, which has no chunk)
+        # each chunk's dU, written whole by the chunk (zeros only for an empty batch, which has no chunk); their sum
+        # in chunk order and dW from it in the same region, blocks of input channels (sync: chunks done, failed, next
+        # block)
         parts = (numpy.empty if N else numpy.zeros)((max(_ceil_div(N, nb), 1), 36, C, O), dtype=dtype)
+        dU, dw = self._wino_planes(None, "", C, O, dtype, 36), numpy.empty(weight.shape, dtype=dtype)
+        blocks, sync = numpy.array(self._channel_tasks(C), dtype=numpy.int64), numpy.zeros(5, dtype=numpy.int64)
+        # dx's filters, transformed in the region too (U: (O, C) planes, before any chunk's GEMMs)
+        U, filters = (
+            self._wino_planes(None, "", O, C, dtype, 36),
+            self._filters_in_blocks(self._dx_filters(weight), dtype),
+        )
 
         def loop(worker: int, counter: Any) -> None:
             # dx's scratch, then dW's: views of the same per-worker buffers (used one after the other; where dW's
             # needs more, its buffer grows, and this first call's dx views keep the old one)
             V_dx, xt_dx, t_dx, M_dx = self._winograd4_scratch(worker, O, C, nb, DTH, DTW, dtype)
             V, xt, t, dM, yt = self._winograd4_dw_scratch(worker, C, O, nb, TH, TW, dtype)
-            _wino4.backward_chunks(
-                counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U.flat, U.plane, b, cap, res, has_res, out, DTH,
-                DTW, xt_dx, t_dx, V_dx.flat, V_dx.plane, M_dx.flat, M_dx.plane, TH, TW, xt, t, V.flat, V.plane, yt,
-                dM.flat, dM.plane, parts,
-            )  # fmt: skip
+            with _failing_stops_waits(sync):
+                _wino4.backward_chunks(
+                    counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U.flat, U.plane, b, cap, res, has_res, out,
+                    DTH, DTW, xt_dx, t_dx, V_dx.flat, V_dx.plane, M_dx.flat, M_dx.plane, TH, TW, xt, t, V.flat, V.plane,
+                    yt, dM.flat, dM.plane, parts, sync, blocks, dU.flat, dU.plane, dw, *filters,
+                )  # fmt: skip
 
         _threads.parallel_loops(loop, _ceil_div(N, nb), self._gemm_threads())
-        dU = self._wino_planes(None, "", C, O, dtype, 36)
-        numpy.copyto(dU.view, self._add_in_order(parts))
-        return dx, self._winograd_weight_from(dU, weight.shape)
+        return dx, dw

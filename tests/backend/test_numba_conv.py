@@ -377,13 +377,18 @@ def test_winograd_weight_gradient_takes_4x4_tiles_where_the_forward_does(
     OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
     assert be._winograd4_applies(N, C, w_shape[0], OH, OW) == tile4
     calls = []
-    original = NumbaBackend._winograd_weight_from
+    original, region = NumbaBackend._winograd_weight_from, NumbaBackend._winograd4_backward
 
     def spy(self, dU, w_shape):  # dW from dU: 36 planes of F(4x4, 3x3), 16 of F(2x2, 3x3)
         calls.append((dU.view.shape[0], w_shape))
         return original(self, dU, w_shape)
 
+    def spy_region(self, dout, x, weight, *args):  # dx and F(4x4, 3x3)'s dW in one region, dW from dU in it
+        calls.append((36, weight.shape))
+        return region(self, dout, x, weight, *args)
+
     monkeypatch.setattr(NumbaBackend, "_winograd_weight_from", spy)
+    monkeypatch.setattr(NumbaBackend, "_winograd4_backward", spy_region)
     compare(conv_case(x_shape, w_shape, 1, padding, "winograd", dtype=dtype, seed=N))
     assert calls == [(36 if tile4 else 16, w_shape)]
 
@@ -451,6 +456,57 @@ def test_winograd4_dx_and_dw_run_chunk_by_chunk_with_the_same_bits(
     assert dx.dtype == dw.dtype == dx_sum.dtype == dtype
     assert minidl.suggest_memory_format(dx) == minidl.suggest_memory_format(x)  # (the pair lays dx out as x)
     assert minidl.suggest_memory_format(dx_sum) == minidl.suggest_memory_format(x)
+
+
+def test_winograd4_backward_raises_a_failed_chunks_error_instead_of_waiting_forever(monkeypatch):
+    # dW is finished in the backward's region (weight_gradient_blocks: once every chunk is done); a thread whose
+    # chunk fails never marks it done, so the others must stop waiting (sync[1] set to -1 on the way out) and the
+    # region raise the error. The loop here is Python around the compiled helpers, so that one chunk can fail; the
+    # region runs in a thread of its own, so that a hang fails the test instead of the suite
+    import threading
+
+    from numba import njit
+
+    from minidl.backend import _numba_winograd4
+    from minidl.backend._numba_tasks import atomic_add, next_task
+
+    chunk_done = njit(lambda sync: atomic_add(sync, 0, 1))  # (an intrinsic runs in compiled code only)
+
+    def loop(counter, N, nb, *args):
+        parts, sync, blocks, dU, du_plane, dW = args[-8:-2]  # (then dx's filters and their blocks: not needed here)
+        chunks = (N + nb - 1) // nb
+        k = next_task(counter)
+        while k < chunks:
+            if k == 3:
+                raise ValueError("chunk 3 failed")
+            chunk_done(sync)
+            k = next_task(counter)
+        _numba_winograd4.weight_gradient_blocks(chunks, sync, parts, blocks, dU, du_plane, dW)
+
+    monkeypatch.setattr(_numba_winograd4, "backward_chunks", loop)
+    rng = np.random.default_rng(0)
+    x = minidl.contiguous(rng.standard_normal((32, 16, 16, 16)).astype(np.float32), minidl.channels_last)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    errors = []
+
+    def region():
+        with minidl.use_backend("numba"):
+            out, cache = F.conv2d_forward(x, w, None, 1, 1)
+            try:
+                F.conv2d_backward(np.ones_like(out), cache)
+            except ValueError as error:
+                errors.append(error)
+
+    before = minidl.get_num_threads()
+    try:
+        minidl.set_num_threads(2)
+        thread = threading.Thread(target=region, daemon=True)
+        thread.start()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the region hung"
+    finally:
+        minidl.set_num_threads(before)
+    assert [str(error) for error in errors] == ["chunk 3 failed"]
 
 
 def test_winograd_tile_must_be_2_or_4():
