@@ -121,8 +121,12 @@ def autotune_from_environment() -> bool:
 def _check_dx_add(dx_add: Any, x_shape: tuple[int, ...], dtype: Any) -> None:
     """``conv2d_backward``'s ``dx_add`` must be an array of x's shape and the gradient's dtype (as the reference's
     :func:`~minidl.nn.conv.conv2d_backward` checks it): the kernels read it without bounds checks."""
-    shape, kind = tuple(getattr(dx_add, "shape", ())), getattr(dx_add, "dtype", None)
-    if shape != x_shape or kind != dtype:
+    if not hasattr(dx_add, "shape") or not hasattr(dx_add, "dtype"):
+        raise TypeError(
+            f"conv2d_backward: dx_add (a gradient of x, added to dx) must be an array, got {type(dx_add).__name__}"
+        )
+    shape, kind = tuple(dx_add.shape), dx_add.dtype
+    if shape != tuple(x_shape) or kind != dtype:
         raise ValueError(
             f"conv2d_backward: dx_add (a gradient of x, added to dx) has shape {shape} and dtype {kind}, expected "
             f"x's shape {x_shape} and the gradient's dtype {numpy.dtype(dtype)}"
@@ -213,12 +217,11 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         self, dout: Any, cache: Any, *, compute_dw: bool = True, dx_add: Any = None
     ) -> tuple[Any, Any, Any]:  # fmt: skip
         """``(dx, dw, db)`` of :meth:`_conv2d_forward` (``dw`` None when not ``compute_dw``; with ``dx_add``, dx +
-        dx_add: F(4x4, 3x3)'s dx adds it in its output pass, the other algorithms in one more pass); a small one in one
-        thread (:meth:`_one_thread_if_small`)."""
+        dx_add: added in dx's output pass where dx and dW run as F(4x4, 3x3) in one region, else in one more pass); a
+        small one in one thread (:meth:`_one_thread_if_small`)."""
         if dx_add is not None:  # checked before a kernel reads it, as the reference checks it
-            x, crop = cache[0], cache[5]
-            x_shape = tuple(x.shape) if crop is None else (*x.shape[:2], *crop)
-            _check_dx_add(dx_add, x_shape, dout.dtype)
+            x_shape, crop = cache[4], cache[5]  # (the input as the kernels saw it: with a crop, padded)
+            _check_dx_add(dx_add, x_shape if crop is None else (*x_shape[:2], *crop), dout.dtype)
         with self._one_thread_if_small(cache[4], cache[1], cache[3]):
             return self._conv2d_backward_with_threads(dout, cache, compute_dw, dx_add)
 
@@ -243,8 +246,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                 dx = contiguous(dx, suggest_memory_format(x))
         if crop is not None:  # the extra rows / columns of an uneven 'same' were padding
             dx = numpy.ascontiguousarray(dx[:, :, : crop[0], : crop[1]])
-        if dx_add is not None:  # the algorithm's output pass did not add it: one more pass
-            dx = self._add_forward(None, dx, dx_add)[0]
+        if dx_add is not None:  # the algorithm's output pass did not add it: one more pass (dx keeps its layout)
+            dx = self._add_forward(None, dx, contiguous(dx_add, suggest_memory_format(dx)))[0]
         return dx, dw, db
 
     @classmethod

@@ -27,7 +27,10 @@ one lock.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from typing import Any
 
 from numba import config, njit, types
 from numba.extending import intrinsic
@@ -70,6 +73,37 @@ def next_task(counter):
     incremented in the same atomic step, so that no two threads get the same number and every number is handed out
     once. The loop stops at the first number past its last task."""
     return atomic_add(counter, 0, 1)
+
+
+_SPINS = 1 << 12  # atomic loads a waiting thread makes in compiled code before it gives its core away once
+
+
+@njit(cache=True, nogil=True)
+def wait_until(a, i, value, failed, spins):
+    """Up to ``spins`` atomic loads of a[i]: 1 as soon as a[i] >= value, -1 if a[failed] < 0 (a thread failed: what
+    is waited for may never come), 0 if neither happened."""
+    for _ in range(spins):
+        if atomic_load(a, i) >= value:
+            return 1
+        if atomic_load(a, failed) < 0:
+            return -1
+    return 0
+
+
+def wait_for(a: Any, i: int, value: int, failed: int = 1) -> bool:
+    """Wait until ``a[i] >= value`` (another thread's count, ``a`` a C-contiguous int64 vector): True, or False if
+    ``a[failed] < 0``. The wait spins in compiled code for a moment (the other thread is usually about to finish),
+    then gives the core away between two tries (``os.sched_yield``): on a machine whose cores are busy with other
+    work, a thread spinning without end would take the core of the very thread it waits for (the F(4x4, 3x3)
+    backward of a 16-channel batch took 1.45x as long so, with a test suite running on the 2-core guest)."""
+    while True:
+        status = wait_until(a, i, value, failed, _SPINS)
+        if status:
+            return status > 0
+        _give_way()
+
+
+_give_way = getattr(os, "sched_yield", lambda: time.sleep(0))  # (Windows has no sched_yield)
 
 
 if config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT=1, for debugging): the same steps under one lock

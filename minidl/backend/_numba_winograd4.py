@@ -40,7 +40,7 @@ from numba import njit
 
 from minidl.backend._numba_blas import gemm_planes, gemm_planes_sum
 from minidl.backend._numba_kernels import _u, _zero, image_copy, image_dims, tile_row_out
-from minidl.backend._numba_tasks import atomic_add, atomic_load, next_task
+from minidl.backend._numba_tasks import atomic_add, next_task
 
 
 # The 1-D transforms. Their constants come in as arguments of the data's dtype (``k`` below): a Python int literal
@@ -438,29 +438,22 @@ def weight_gradient_chunk(
 # results are the same bits.
 @njit(cache=True, nogil=True)
 def filters_in_blocks(weight, blocks, sync, U, u_plane):
-    """A thread's share of U (:func:`transform_weight` of ``weight`` by the blocks of input channels ``blocks``
-    (n, 2), each taken once: counter sync[3], sync[4] counts the blocks done), then the wait until U is whole: True,
-    or False if another thread failed (sync[1] < 0). (sync[0] and sync[2] are :func:`backward_chunks`' counters.)"""
+    """A thread's share of U: :func:`transform_weight` of ``weight`` by the blocks of input channels ``blocks``
+    (n, 2), each taken once (counter sync[3]; sync[4] counts the blocks done, which the region's threads wait for
+    before their chunks' GEMMs)."""
     b = atomic_add(sync, 3, 1)
     while b < blocks.shape[0]:
         transform_weight(weight, blocks[b, 0], blocks[b, 1], U, u_plane)
         atomic_add(sync, 4, 1)
         b = atomic_add(sync, 3, 1)
-    while atomic_load(sync, 4) < blocks.shape[0]:  # blocks other threads have taken, in flight
-        if atomic_load(sync, 1) < 0:
-            return False
-    return True
 
 
 @njit(cache=True, nogil=True)
 def forward_chunks(
     counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V, v_plane, U, u_plane, M, m_plane, bias, has_bias, relu,
-    relu_max, out, res, has_res, weight, blocks, sync,
+    relu_max, out, res, has_res,
 ):  # fmt: skip
-    """:func:`forward_chunk` for each chunk this thread takes: its share of a forward; first its share of U, the
-    transformed ``weight`` (:func:`filters_in_blocks`)."""
-    if not filters_in_blocks(weight, blocks, sync, U, u_plane):
-        return
+    """:func:`forward_chunk` for each chunk this thread takes: its share of a forward."""
     chunks = (N + nb - 1) // nb
     k = next_task(counter)
     while k < chunks:
@@ -494,23 +487,16 @@ def weight_gradient_from_parts(parts, c0, c1, dU, plane, dW):
 @njit(cache=True, nogil=True)
 def backward_chunks(
     counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U, u_plane, bias, relu_max, res, has_res, dx, DTH, DTW,
-    xt_dx, t_dx, V_dx, v_dx_plane, M_dx, m_dx_plane, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts, sync, blocks,
-    dU, du_plane, dW, weight, u_blocks,
+    xt_dx, t_dx, V_dx, v_dx_plane, M_dx, m_dx_plane, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts, sync,
 ):  # fmt: skip
-    """First this thread's share of U, dx's filters ``weight`` (flipped, (C, O, 3, 3)) transformed
-    (:func:`filters_in_blocks`, blocks ``u_blocks``). Then for each chunk k this thread takes: its dx
+    """For each chunk k this thread takes: its dx
     (:func:`forward_chunk` of dout with the flipped filters U and padding 2 - P, DTH x DTW tiles, scratch ``xt_dx``,
     ``t_dx``, ``V_dx``, ``M_dx``; with ``has_res``, plus ``res``,
     laid out as dx, in the output pass: another gradient of x, ``conv2d_backward``'s ``dx_add``; ``bias`` and
     ``relu_max`` are placeholders: no bias or activation), then its share of dW
     (:func:`weight_gradient_chunk`, TH x TW tiles, into its own partial sum ``parts[k]``). dW reads the chunk of dout
     that dx has just read, from the caches; the two steps may share scratch buffers (one runs after the other).
-
-    Then dW itself, in the same region (:func:`weight_gradient_blocks`): the chunks' partial sums added in order
-    and transformed, by blocks of input channels ``blocks`` (n, 2), into ``dU`` and ``dW``. ``sync``: chunks done,
-    whether a thread failed (-1), the next block (and U's two counters)."""
-    if not filters_in_blocks(weight, u_blocks, sync, U, u_plane):
-        return
+    sync[0] counts the chunks done (dW's last steps, :func:`weight_gradient_blocks`, wait for all)."""
     chunks = (N + nb - 1) // nb
     k = next_task(counter)
     while k < chunks:
@@ -525,18 +511,12 @@ def backward_chunks(
         )  # fmt: skip
         atomic_add(sync, 0, 1)
         k = next_task(counter)
-    weight_gradient_blocks(chunks, sync, parts, blocks, dU, du_plane, dW)
 
 
 @njit(cache=True, nogil=True)
-def weight_gradient_blocks(chunks, sync, parts, blocks, dU, du_plane, dW):
-    """A thread's share of dW at the end of :func:`backward_chunks`: once sync[0] says all ``chunks`` are done (a
-    thread waits only for chunks other threads have taken: all are taken when it gets here), the blocks of input
-    channels it takes (counter sync[2]), each :func:`weight_gradient_from_parts`. Returns at once if sync[1] < 0 (a
-    thread failed, and its chunk will never be done)."""
-    while atomic_load(sync, 0) < chunks:
-        if atomic_load(sync, 1) < 0:
-            return
+def weight_gradient_blocks(sync, parts, blocks, dU, du_plane, dW):
+    """A thread's share of dW once every chunk of :func:`backward_chunks` is done: the blocks of input channels
+    ``blocks`` (n, 2) it takes (counter sync[2]), each :func:`weight_gradient_from_parts`."""
     b = atomic_add(sync, 2, 1)
     while b < blocks.shape[0]:
         weight_gradient_from_parts(parts, blocks[b, 0], blocks[b, 1], dU, du_plane, dW)

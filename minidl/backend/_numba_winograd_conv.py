@@ -43,6 +43,7 @@ from minidl.backend._numba_common import (
     _kernel_view,
 )
 from minidl.backend._numba_kernels import bias_arguments, epilogue, residual_arguments
+from minidl.backend._numba_tasks import wait_for
 
 _WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and output channels (see _winograd_applies)
 _WINOGRAD_MIN_ROWS = 128  # tiles per chunk below which Winograd runs batch-wide (see _winograd_batched; measured)
@@ -464,12 +465,22 @@ class WinogradKernelsMixin:
         def loop(worker: int, counter: Any) -> None:
             V, xt, t, M = self._winograd4_scratch(worker, C, O, nb, TH, TW, dtype)
             with _failing_stops_waits(sync):
-                _wino4.forward_chunks(
-                    counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane, M.flat,
-                    M.plane, b, has_bias, relu, cap, out, *res, *filters, sync,
-                )  # fmt: skip
+                if self._filters_ready(filters, sync, U):
+                    _wino4.forward_chunks(
+                        counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane,
+                        M.flat, M.plane, b, has_bias, relu, cap, out, *res,
+                    )  # fmt: skip
 
         _threads.parallel_loops(loop, _ceil_div(N, nb), self._gemm_threads())
+
+    @staticmethod
+    def _filters_ready(filters: tuple[Any, Any], sync: Any, U: Planes) -> bool:
+        """A thread's share of U in a region (``filters_in_blocks``: ``filters`` as :meth:`_filters_in_blocks` gives
+        them), then the wait until every block is done (:func:`~minidl.backend._numba_tasks.wait_for`): True, or
+        False if another thread failed."""
+        weight, blocks = filters
+        _wino4.filters_in_blocks(weight, blocks, sync, U.flat, U.plane)
+        return wait_for(sync, 4, blocks.shape[0])
 
     def _filters_in_blocks(self, weight: Any, dtype: Any) -> tuple[Any, Any]:
         """``(weight, blocks)`` for ``filters_in_blocks`` of ``_numba_winograd4.py``, which transforms the filters
@@ -640,11 +651,12 @@ class WinogradKernelsMixin:
                                              out, (res, has_res))  # fmt: skip
             dw = self._winograd4_weight_gradient(x, nhwc, dout, dout_nhwc, weight.shape, PH, PW, before=dx_chunk)
             return dx, dw
-        # each chunk's dU, written whole by the chunk (zeros only for an empty batch, which has no chunk); their sum
-        # in chunk order and dW from it in the same region, blocks of input channels (sync: chunks done, failed, next
-        # block)
-        parts = (numpy.empty if N else numpy.zeros)((max(_ceil_div(N, nb), 1), 36, C, O), dtype=dtype)
-        dU, dw = self._wino_planes(None, "", C, O, dtype, 36), numpy.empty(weight.shape, dtype=dtype)
+        # each chunk's dU, written whole by the chunk; their sum in chunk order and dW from it in the same region,
+        # blocks of input channels (sync: chunks done, failed, next block of dW, next block of U, blocks of U done).
+        # An empty batch has no chunk, and runs no region: its dW is zeros
+        chunks = _ceil_div(N, nb)
+        parts = numpy.empty((max(chunks, 1), 36, C, O), dtype=dtype)
+        dU, dw = self._wino_planes(None, "", C, O, dtype, 36), (numpy.empty if N else numpy.zeros)(weight.shape, dtype)
         blocks, sync = numpy.array(self._channel_tasks(C), dtype=numpy.int64), numpy.zeros(5, dtype=numpy.int64)
         # dx's filters, transformed in the region too (U: (O, C) planes, before any chunk's GEMMs)
         U, filters = (
@@ -658,11 +670,15 @@ class WinogradKernelsMixin:
             V_dx, xt_dx, t_dx, M_dx = self._winograd4_scratch(worker, O, C, nb, DTH, DTW, dtype)
             V, xt, t, dM, yt = self._winograd4_dw_scratch(worker, C, O, nb, TH, TW, dtype)
             with _failing_stops_waits(sync):
+                if not self._filters_ready(filters, sync, U):
+                    return
                 _wino4.backward_chunks(
                     counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U.flat, U.plane, b, cap, res, has_res, out,
                     DTH, DTW, xt_dx, t_dx, V_dx.flat, V_dx.plane, M_dx.flat, M_dx.plane, TH, TW, xt, t, V.flat, V.plane,
-                    yt, dM.flat, dM.plane, parts, sync, blocks, dU.flat, dU.plane, dw, *filters,
+                    yt, dM.flat, dM.plane, parts, sync,
                 )  # fmt: skip
+                if wait_for(sync, 0, chunks):  # every chunk's partial sum, then this thread's blocks of dW
+                    _wino4.weight_gradient_blocks(sync, parts, blocks, dU.flat, dU.plane, dw)
 
-        _threads.parallel_loops(loop, _ceil_div(N, nb), self._gemm_threads())
+        _threads.parallel_loops(loop, chunks, self._gemm_threads())
         return dx, dw

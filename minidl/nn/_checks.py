@@ -205,7 +205,9 @@ def check_grad_output(where: str, dout: Any, shape: Sequence[int], dtype: Any = 
 def check_dx_add(where: str, dx_add: Any, shape: Sequence[int], dtype: Any) -> None:
     """A backward's ``dx_add``, another gradient of its input x that it adds to dx, must be an array of x's
     ``shape`` and of the gradient's ``dtype`` (nothing broadcast or cast)."""
-    got_shape, got_dtype = tuple(getattr(dx_add, "shape", ())), getattr(dx_add, "dtype", None)
+    if not hasattr(dx_add, "shape") or not hasattr(dx_add, "dtype"):
+        raise TypeError(f"{where}: dx_add (a gradient of x, added to dx) must be an array, got {type(dx_add).__name__}")
+    got_shape, got_dtype = tuple(dx_add.shape), dx_add.dtype
     if got_shape != tuple(shape) or got_dtype != np.dtype(dtype):
         raise ValueError(
             f"{where}: dx_add (a gradient of x, added to dx) has shape {got_shape} and dtype {got_dtype}, expected "

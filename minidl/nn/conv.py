@@ -209,7 +209,8 @@ def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True, dx_add: A
     r"""Gradients of :func:`conv2d_forward`: ``(dx, dw, db)`` (``db`` None without bias; ``dw`` None when
     ``compute_dw`` is False, which skips one GEMM for a frozen weight). With ``dx_add``, another gradient of x (x
     also fed other layers, a ResNet block's shortcut: the gradients of a fork add), ``dx + dx_add`` in place of dx
-    (the Numba backend's F(4x4, 3x3) adds it as it writes dx, without a pass of its own).
+    (the Numba backend adds it as it writes dx where dx and dW run as F(4x4, 3x3) in one region,
+    without a pass of its own).
 
     .. math::
 
@@ -407,21 +408,23 @@ class Conv2d(Module):
         self.save_for_backward(cache, pad_cache)
         return out
 
-    def backward(self, dout: Any, dx_add: Any = None) -> Any:
+    def backward(self, dout: Any, *, dx_add: Any = None) -> Any:
         """dx (dW and db accumulate into the parameters' ``.grad``); with ``dx_add`` (x's shape and dtype: another
         gradient of x, which also fed other layers), dx + dx_add: added by the pair :func:`conv2d_backward` where it
         can (zero padding, and the pair is minidl's: one you wrote need not take ``dx_add``), else by
-        :func:`~minidl.nn.merge.add_forward` after it."""
+        :func:`~minidl.nn.merge.add_forward` after it. A wrong ``dx_add`` raises before any ``.grad`` changes. With
+        backward hooks, they see the convolution's own gradient, and ``dx_add`` is added after them."""
         cache, pad_cache = self.pop_saved()
         in_pair = dx_add is not None and pad_cache is None and is_reference("conv2d")
         extra = {"dx_add": dx_add} if in_pair else {}
         dx, dw, db = F.conv2d_backward(dout, cache, compute_dw=self.weight.requires_grad, **extra)
+        if pad_cache is not None:
+            dx = F.pad2d_backward(dx, pad_cache)
+        if dx_add is not None and not in_pair:
+            check_dx_add(f"{self._where()}.backward", dx_add, dx.shape, dx.dtype)
+            dx = F.add_forward(dx, dx_add)[0]
         if dw is not None:
             self.weight.accumulate_grad(dw)
         if db is not None and self.bias is not None:
             self.bias.accumulate_grad(db)
-        if pad_cache is not None:
-            dx = F.pad2d_backward(dx, pad_cache)
-        if dx_add is not None and not in_pair:
-            dx = F.add_forward(dx, dx_add)[0]
         return dx

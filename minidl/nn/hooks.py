@@ -53,6 +53,7 @@ Examples:
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import types
 import weakref
@@ -180,12 +181,14 @@ def forward_with_hooks(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any
     return out
 
 
-def backward_with_hooks(module: Any, dout: Any) -> Any:
+def backward_with_hooks(module: Any, dout: Any, *, dx_add: Any = None) -> Any:
     """The class's ``backward`` between the module's backward pre-hooks and backward hooks.
 
     ``grad_output`` is ``dout`` as a tuple, ``grad_input`` what ``backward`` returns as a tuple; a hook that returns
     a tuple of the same length replaces them, and the module's caller receives the result in the shape ``backward``
-    gave it (a single array stays a single array).
+    gave it (a single array stays a single array). ``dx_add`` (:meth:`~minidl.nn.Conv2d.backward`'s: another
+    gradient of the input, from the other layers it fed) is added after the hooks, which see the module's own
+    gradient, as PyTorch's hooks see a layer's own.
     """
     grad_output = _as_tuple(dout)
     for entry in list(module._backward_pre_hooks.values()):
@@ -199,7 +202,16 @@ def backward_with_hooks(module: Any, dout: Any) -> Any:
         result = entry.fn(module, grad_input, grad_output)
         if result is not None:
             grad_input = _replacement(module, "backward hook", entry.fn, result, grad_input, "grad_input")
-    return grad_input if isinstance(grad, tuple) else grad_input[0]
+    result = grad_input if isinstance(grad, tuple) else grad_input[0]
+    if dx_add is not None:
+        if "dx_add" not in inspect.signature(type(module).backward).parameters:  # as the class's backward would say
+            raise TypeError(f"{type(module).__name__}.backward() got an unexpected keyword argument 'dx_add'")
+        from minidl.nn._checks import check_dx_add  # (both import modules that import this one)
+        from minidl.nn.dispatch import F
+
+        check_dx_add(f"{module._where()}.backward", dx_add, result.shape, result.dtype)
+        result = F.add_forward(result, dx_add)[0]
+    return result
 
 
 def _replacement(module: Any, kind: str, fn: Any, result: Any, given: tuple[Any, ...], what: str) -> tuple[Any, ...]:

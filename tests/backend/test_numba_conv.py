@@ -459,10 +459,10 @@ def test_winograd4_dx_and_dw_run_chunk_by_chunk_with_the_same_bits(
 
 
 def test_winograd4_backward_raises_a_failed_chunks_error_instead_of_waiting_forever(monkeypatch):
-    # dW is finished in the backward's region (weight_gradient_blocks: once every chunk is done); a thread whose
-    # chunk fails never marks it done, so the others must stop waiting (sync[1] set to -1 on the way out) and the
-    # region raise the error. The loop here is Python around the compiled helpers, so that one chunk can fail; the
-    # region runs in a thread of its own, so that a hang fails the test instead of the suite
+    # dW is finished in the backward's region (weight_gradient_blocks, once every chunk is done: wait_for); a thread
+    # whose chunk fails never marks it done, so the others must stop waiting (sync[1] set to -1 on the way out) and
+    # the region raise the error. The loop here is Python around the compiled helpers, so that one chunk can fail;
+    # the region runs in a thread of its own, so that a hang fails the test instead of hanging the suite
     import threading
 
     from numba import njit
@@ -473,15 +473,13 @@ def test_winograd4_backward_raises_a_failed_chunks_error_instead_of_waiting_fore
     chunk_done = njit(lambda sync: atomic_add(sync, 0, 1))  # (an intrinsic runs in compiled code only)
 
     def loop(counter, N, nb, *args):
-        parts, sync, blocks, dU, du_plane, dW = args[-8:-2]  # (then dx's filters and their blocks: not needed here)
-        chunks = (N + nb - 1) // nb
+        sync = args[-1]
         k = next_task(counter)
-        while k < chunks:
+        while k < (N + nb - 1) // nb:
             if k == 3:
                 raise ValueError("chunk 3 failed")
             chunk_done(sync)
             k = next_task(counter)
-        _numba_winograd4.weight_gradient_blocks(chunks, sync, parts, blocks, dU, du_plane, dW)
 
     monkeypatch.setattr(_numba_winograd4, "backward_chunks", loop)
     rng = np.random.default_rng(0)
@@ -498,15 +496,46 @@ def test_winograd4_backward_raises_a_failed_chunks_error_instead_of_waiting_fore
                 errors.append(error)
 
     before = minidl.get_num_threads()
-    try:
-        minidl.set_num_threads(2)
-        thread = threading.Thread(target=region, daemon=True)
-        thread.start()
-        thread.join(timeout=60)
-        assert not thread.is_alive(), "the region hung"
-    finally:
-        minidl.set_num_threads(before)
+    minidl.set_num_threads(2)
+    thread = threading.Thread(target=region, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    if thread.is_alive():  # (the hung region holds the pool: set_num_threads would wait for it too)
+        pytest.fail("the region hung")
+    minidl.set_num_threads(before)
     assert [str(error) for error in errors] == ["chunk 3 failed"]
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "stride", "padding", "groups"),
+    [
+        ((2, 8, 6, 6), (8, 4, 3, 3), 1, 1, 2),
+        ((2, 8, 6, 6), (8, 1, 3, 3), 1, 1, 8),
+        ((2, 3, 7, 7), (4, 3, 2, 2), 1, "same", 1),
+        ((2, 4, 7, 7), (6, 4, 3, 3), 2, 1, 1),
+        ((2, 4, 5, 5), (6, 4, 1, 1), 1, 0, 1),
+        ((8, 16, 12, 12), (16, 16, 3, 3), 1, 1, 1),
+    ],
+    ids=["grouped", "depthwise", "uneven-same", "stride-2", "1x1", "winograd"],
+)
+@pytest.mark.parametrize("layouts", ["contiguous", "channels_last", "dx_add-contiguous"])
+def test_dx_add_is_added_by_every_algorithm_and_dx_keeps_its_layout(x_shape, w_shape, stride, padding, groups, layouts):
+    # conv2d_backward(..., dx_add) on the Numba backend: dx + dx_add, the same bits as the sum after, whichever
+    # algorithm ran (in dx's output pass, or one more pass), and laid out as the dx without it whatever dx_add's is
+    rng = np.random.default_rng(0)
+    x_layout = minidl.contiguous_format if layouts == "contiguous" else minidl.channels_last
+    add_layout = minidl.channels_last if layouts == "channels_last" else minidl.contiguous_format
+    x = minidl.contiguous(rng.standard_normal(x_shape).astype(np.float32), x_layout)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    dx_add = minidl.contiguous(rng.standard_normal(x_shape).astype(np.float32), add_layout)
+    with minidl.use_backend("numba"):
+        out, cache = F.conv2d_forward(x, w, None, stride, padding, 1, groups)
+        dout = minidl.contiguous(rng.standard_normal(out.shape).astype(np.float32), x_layout)
+        dx, dw, _ = F.conv2d_backward(dout, cache)
+        dx_sum, dw_sum, _ = F.conv2d_backward(dout, cache, dx_add=dx_add)
+    np.testing.assert_array_equal(dx_sum, dx + dx_add)
+    np.testing.assert_array_equal(dw_sum, dw)
+    assert minidl.suggest_memory_format(dx_sum) == minidl.suggest_memory_format(dx)  # (dx_add's own layout aside)
 
 
 def test_winograd_tile_must_be_2_or_4():

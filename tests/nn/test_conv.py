@@ -359,3 +359,28 @@ def test_module_backward_adds_dx_add_after_a_padding_mode_and_with_a_pair_you_wr
     conv(x)
     np.testing.assert_array_equal(host(conv.backward(dout, dx_add=dx_add)), host(dx) + host(dx_add))
     assert calls == [True, True]
+
+
+def test_module_backward_with_hooks_adds_dx_add_after_them_and_checks_it_before_any_grad_changes():
+    # with a backward hook the hook sees the convolution's own gradient and dx_add comes after it; a wrong dx_add
+    # (here with padding_mode 'reflect', where Conv2d.backward adds it itself) raises before .grad changes
+    rng = np.random.default_rng(0)
+    x = arr(rng.standard_normal((2, 3, 6, 6)).astype(np.float32))
+    dout = arr(rng.standard_normal((2, 4, 6, 6)).astype(np.float32))
+    dx_add = arr(rng.standard_normal(x.shape).astype(np.float32))
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    conv(x)
+    dx = host(conv.backward(dout))
+    seen = []
+    conv.register_full_backward_hook(lambda m, grad_input, grad_output: seen.append(host(grad_input[0])))
+    conv(x)
+    np.testing.assert_array_equal(host(conv.backward(dout, dx_add=dx_add)), dx + host(dx_add))
+    np.testing.assert_array_equal(seen[0], dx)
+    reflect = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")
+    reflect(x)
+    with pytest.raises(ValueError, match=r"Conv2d\(.*\)\.backward: dx_add .* shape \(2, 3, 6, 5\)"):
+        reflect.backward(dout, dx_add=arr(np.ones((2, 3, 6, 5), np.float32)))
+    assert reflect.weight.grad is None and reflect.bias.grad is None
+    reflect(x)
+    with pytest.raises(TypeError, match=r"dx_add .* must be an array, got float"):
+        reflect.backward(dout, dx_add=1.0)
