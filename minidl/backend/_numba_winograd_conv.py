@@ -444,9 +444,9 @@ class WinogradKernelsMixin:
         chunk numbers from a shared counter: :func:`~minidl.backend._threads.parallel_loops`), else one task per
         chunk (:meth:`_winograd4_chunk`); the same bits either way. Against a task per chunk, channels_last, batch
         128, 2 threads, Intel Xeon (Emerald Rapids), medians of 30: 16 -> 16 channels at 32 x 32 2.30 -> 2.05 ms,
-        32 -> 32 at 16 x 16 1.33 -> 1.17 ms, 64 -> 64 at 8 x 8 1.07 -> 0.95 ms. The compiled loops transform the
-        filters too, first, by blocks of input channels (``filters_in_blocks``: a region of its own before, where
-        the threads wait for the other's block at most)."""
+        32 -> 32 at 16 x 16 1.33 -> 1.17 ms, 64 -> 64 at 8 x 8 1.07 -> 0.95 ms. In the same region each thread
+        first transforms its share of the filters, by blocks of input channels (``filters_in_blocks``, then
+        :func:`~minidl.backend._numba_tasks.wait_for` the other threads' blocks: a region of its own before)."""
         N = x.shape[0]
         C, H, W = _dims(x, nhwc)
         O, dtype = weight.shape[0], x.dtype
@@ -620,10 +620,11 @@ class WinogradKernelsMixin:
         The chunk's dout, which dx has just read from memory, is still in the caches when dW reads it, and one region
         replaces two. Where :meth:`_in_loops`, each thread runs its chunks in one compiled loop (``backward_chunks``,
         :func:`~minidl.backend._threads.parallel_loops`), else one task per chunk (:meth:`_winograd4_chunk`, then
-        :meth:`_winograd4_weight_gradient`'s step); the same bits either way. The compiled loops also transform dx's
-        filters first and finish dW last (the partial sums added in chunk order, then dW = G^T dU G), by blocks of
-        channels: no region before or after for those (three regions each of a few tens of microseconds, where
-        the pool's hand-off alone costs about 15 us and one thread waits for the other).
+        :meth:`_winograd4_weight_gradient`'s step); the same bits either way. In the same region each thread also
+        transforms its share of dx's filters first and, once every chunk is done (``wait_for``), finishes its blocks
+        of dW last (the partial sums added in chunk order, then dW = G^T dU G): compiled calls around the chunk loop,
+        where three regions of a few tens of microseconds ran before and after (the pool's hand-off alone costs
+        about 15 us, and one thread waited for the other).
 
         dx's chunks are then dW's: the same images per chunk for the CIFAR ResNets' 16 and 32 channels, 16 instead
         of 8 at 64 channels on 8 x 8. Each tile's arithmetic does not depend on the chunk it is in, so the results

@@ -413,7 +413,8 @@ class Conv2d(Module):
         gradient of x, which also fed other layers), dx + dx_add: added by the pair :func:`conv2d_backward` where it
         can (zero padding, and the pair is minidl's: one you wrote need not take ``dx_add``), else by
         :func:`~minidl.nn.merge.add_forward` after it. A wrong ``dx_add`` raises before any ``.grad`` changes. With
-        backward hooks, they see the convolution's own gradient, and ``dx_add`` is added after them."""
+        backward hooks, they see the convolution's own gradient, and ``dx_add`` is added (and its shape checked)
+        after them."""
         cache, pad_cache = self.pop_saved()
         in_pair = dx_add is not None and pad_cache is None and is_reference("conv2d")
         extra = {"dx_add": dx_add} if in_pair else {}

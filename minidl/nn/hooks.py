@@ -188,8 +188,14 @@ def backward_with_hooks(module: Any, dout: Any, *, dx_add: Any = None) -> Any:
     a tuple of the same length replaces them, and the module's caller receives the result in the shape ``backward``
     gave it (a single array stays a single array). ``dx_add`` (:meth:`~minidl.nn.Conv2d.backward`'s: another
     gradient of the input, from the other layers it fed) is added after the hooks, which see the module's own
-    gradient, as PyTorch's hooks see a layer's own.
+    gradient, as PyTorch's hooks see a layer's own; a module whose ``backward`` takes no ``dx_add``, or a ``dx_add``
+    that is no array, raises before anything runs (its shape after, against the gradient's).
     """
+    if dx_add is not None:
+        if "dx_add" not in inspect.signature(type(module).backward).parameters:  # as the class's backward would say
+            raise TypeError(f"{type(module).__name__}.backward() got an unexpected keyword argument 'dx_add'")
+        if not hasattr(dx_add, "shape") or not hasattr(dx_add, "dtype"):
+            raise TypeError(f"{module._where()}.backward: dx_add must be an array, got {type(dx_add).__name__}")
     grad_output = _as_tuple(dout)
     for entry in list(module._backward_pre_hooks.values()):
         result = entry.fn(module, grad_output)
@@ -204,8 +210,6 @@ def backward_with_hooks(module: Any, dout: Any, *, dx_add: Any = None) -> Any:
             grad_input = _replacement(module, "backward hook", entry.fn, result, grad_input, "grad_input")
     result = grad_input if isinstance(grad, tuple) else grad_input[0]
     if dx_add is not None:
-        if "dx_add" not in inspect.signature(type(module).backward).parameters:  # as the class's backward would say
-            raise TypeError(f"{type(module).__name__}.backward() got an unexpected keyword argument 'dx_add'")
         from minidl.nn._checks import check_dx_add  # (both import modules that import this one)
         from minidl.nn.dispatch import F
 
