@@ -5,7 +5,7 @@ A 4-D ``channels_last`` input (:mod:`minidl.memory_format`) is read without a co
 pixel (its memory is (N H W, C)), and gives ``channels_last`` results (out, dx): a channel's values are then spread
 over the whole input, so the statistics are per-channel partial sums over fixed chunks of rows, added in chunk order
 (the same for any thread count), and the normalization (the backward's dx) is a second pass over the chunks, in the
-same parallel region, each thread in one compiled loop through both passes (:func:`batch_norm_train_loop`,
+same parallel region, each thread in one compiled loop per pass (:func:`batch_norm_train_loop`,
 :func:`batch_norm_backward_loop`). The arithmetic of a value is the per-channel kernels' (:func:`_bn_y`,
 :func:`_masked`), so the ReLU's mask recomputed in the backward is the forward's.
 """
@@ -22,7 +22,7 @@ from minidl.backend._numba_batchnorm import _bn_y, _masked
 from minidl.backend._numba_common import _ceil_div
 from minidl.backend._numba_elementwise import relu_backward
 from minidl.backend._numba_kernels import _REDUCE, _clamp, _u
-from minidl.backend._numba_tasks import atomic_add, atomic_load, next_task
+from minidl.backend._numba_tasks import atomic_add, atomic_load, next_task, wait_for
 
 # The kernels below read a channels_last input as its M rows of C values (x[n, :, h, w] each: the flat (N, H, W, C)
 # view of its memory), one chunk [e0, e1) of those flat values at a time (whole rows), and take the per-channel
@@ -270,14 +270,15 @@ def _tile_size(C: int) -> int:
 # ---------------------------------------------------------------------------------------------------- both passes
 # A BatchNorm on rows runs as two passes over the chunks with one step between them: the chunks' sums, the statistics
 # (or the gradient's totals) from all of them, then each chunk's normalization (its dx). Each thread of the region
-# runs one compiled loop (:func:`minidl.backend._threads.parallel_loops`) through both passes, with the region's
+# runs one compiled loop per pass (:func:`minidl.backend._threads.parallel_loops`), with the region's
 # shared int64 arrays (:func:`~minidl.backend._numba_tasks.atomic_add`): ``counter``, the first pass's next chunk;
 # ``sync``, the first-pass chunks finished (sync[0]) and whether the step between is done (sync[1]); ``claims``, one
 # per chunk, which thread normalizes it. The thread that finishes the last first-pass chunk runs the step between; a
-# thread with no first-pass chunk left waits for it (the wait is the last chunk in flight, then the step, about a
-# chunk's time at most). In the second pass a thread takes its own first-pass chunks, the latest first (its caches
-# still hold them), then the other threads' left, their earliest first. No Python runs between two chunks (where it
-# did, a task's Python took 6-8 us, about 7 % of the BatchNorm kernels' time in a ResNet-56 training step).
+# thread with no first-pass chunk left waits for it between its two loops (the wait is the last chunk in flight, then
+# the step, about a chunk's time at most: ``wait_for``, which gives the core away on a busy machine). In the second
+# pass a thread takes its own first-pass chunks, the latest first (its caches
+# still hold them), then the other threads' left, their earliest first. No Python runs between two chunks of a pass
+# (where it did, a task's Python took 6-8 us, about 7 % of the BatchNorm kernels' time in a ResNet-56 training step).
 @njit(cache=True, nogil=True, inline="always")
 def _first_pass_done(sync, n, own, state, k):
     """After this thread's first-pass chunk k: note it as its own, and whether it was the last of the n chunks to
@@ -295,14 +296,11 @@ def _between_done(sync):
 
 @njit(cache=True, nogil=True)
 def _second_pass_chunk(sync, claims, own, state):
-    """The next chunk this thread normalizes, or -1 when none is left: once the step between is done (waited for),
-    its own first-pass chunks, the latest first, then any chunk not claimed yet, the earliest first; -1 at once if
-    another thread failed (sync[1] < 0: :func:`_both_passes`). ``state``: [own chunks not tried yet, next chunk
-    number to try]."""
-    done = atomic_load(sync, 1)
-    while done == 0:
-        done = atomic_load(sync, 1)
-    if done < 0:
+    """The next chunk this thread normalizes, or -1 when none is left (called once the step between is done:
+    :func:`_both_passes` waits for it): its own first-pass chunks, the latest first, then any chunk not claimed yet,
+    the earliest first; -1 at once if another thread failed (sync[1] < 0). ``state``: [own chunks not tried yet, next
+    chunk number to try]."""
+    if atomic_load(sync, 1) < 0:
         return -1
     while state[0] > 0:
         state[0] -= 1
@@ -319,15 +317,23 @@ def _second_pass_chunk(sync, claims, own, state):
 
 @njit(cache=True, nogil=True)
 def batch_norm_train_loop(
-    counter, sync, claims, chunks, xf, C, T, parts, M, eps, gamma, beta, has_gamma, has_beta, mean, var, inv_std, v,
-    relu, relu_max, of, rf, mf, joined,
+    counter, sync, claims, chunks, own, state, second, xf, C, T, parts, M, eps, gamma, beta, has_gamma, has_beta, mean,
+    var, inv_std, v, relu, relu_max, of, rf, mf, joined,
 ):  # fmt: skip
-    """A thread's share of the training forward (see above): :func:`batch_norm_sums_rows` of the chunks it takes,
-    :func:`batch_norm_stats_rows` if it finishes the last, then :func:`batch_norm_apply_rows` of the chunks it
-    claims (with ``joined``: :func:`batch_norm_add_relu_rows`, the residual's rows ``rf`` and the mask ``mf``)."""
+    """A thread's share of the training forward (see above), in two calls (``second``: False, then True): first
+    :func:`batch_norm_sums_rows` of the chunks it takes, and :func:`batch_norm_stats_rows` if it finishes the last;
+    then :func:`batch_norm_apply_rows` of the chunks it claims (with ``joined``: :func:`batch_norm_add_relu_rows`,
+    the residual's rows ``rf`` and the mask ``mf``). ``own`` and ``state``: the thread's, for both calls."""
     n = chunks.shape[0]
-    own = np.empty(n, np.int64)
-    state = np.zeros(2, np.int64)
+    if second:
+        k = _second_pass_chunk(sync, claims, own, state)
+        while k >= 0:
+            if joined:
+                batch_norm_add_relu_rows(xf, v, rf, chunks[k, 0], chunks[k, 1], of, mf)
+            else:
+                batch_norm_apply_rows(xf, v, relu, relu_max, chunks[k, 0], chunks[k, 1], of)
+            k = _second_pass_chunk(sync, claims, own, state)
+        return
     k = next_task(counter)
     while k < n:
         batch_norm_sums_rows(xf, C, T, chunks[k, 0], chunks[k, 1], parts[k])
@@ -335,27 +341,25 @@ def batch_norm_train_loop(
             batch_norm_stats_rows(parts, xf, M, eps, gamma, beta, has_gamma, has_beta, mean, var, inv_std, v)
             _between_done(sync)
         k = next_task(counter)
-    k = _second_pass_chunk(sync, claims, own, state)
-    while k >= 0:
-        if joined:
-            batch_norm_add_relu_rows(xf, v, rf, chunks[k, 0], chunks[k, 1], of, mf)
-        else:
-            batch_norm_apply_rows(xf, v, relu, relu_max, chunks[k, 0], chunks[k, 1], of)
-        k = _second_pass_chunk(sync, claims, own, state)
 
 
 @njit(cache=True, nogil=True)
 def batch_norm_backward_loop(
-    counter, sync, claims, chunks, gf, xf, v, relu, relu_max, C, parts, training, df, M, dgamma, dbeta, dout_f, mf,
-    joined,
+    counter, sync, claims, chunks, own, state, second, gf, xf, v, relu, relu_max, C, parts, training, df, M, dgamma,
+    dbeta, dout_f, mf, joined,
 ):  # fmt: skip
     """A thread's share of the backward (see above): for each chunk it takes, with ``joined`` first dz = dout where
     the mask ``mf`` (:func:`~minidl.backend._numba_elementwise.relu_backward`, into ``gf``), then
     :func:`batch_norm_backward_sums_rows` (which writes the eval dx); :func:`batch_norm_backward_totals` if it
-    finishes the last; then in training :func:`batch_norm_backward_rows` of the chunks it claims."""
+    finishes the last; then (the second call, ``second``) in training :func:`batch_norm_backward_rows` of the chunks
+    it claims."""
     n = chunks.shape[0]
-    own = np.empty(n, np.int64)
-    state = np.zeros(2, np.int64)
+    if second:
+        k = _second_pass_chunk(sync, claims, own, state) if training else -1
+        while k >= 0:
+            batch_norm_backward_rows(gf, xf, v, relu, relu_max, chunks[k, 0], chunks[k, 1], df)
+            k = _second_pass_chunk(sync, claims, own, state)
+        return
     k = next_task(counter)
     while k < n:
         e0, e1 = chunks[k, 0], chunks[k, 1]
@@ -366,20 +370,16 @@ def batch_norm_backward_loop(
             batch_norm_backward_totals(parts, M, dgamma, dbeta, v)
             _between_done(sync)
         k = next_task(counter)
-    if not training:
-        return
-    k = _second_pass_chunk(sync, claims, own, state)
-    while k >= 0:
-        batch_norm_backward_rows(gf, xf, v, relu, relu_max, chunks[k, 0], chunks[k, 1], df)
-        k = _second_pass_chunk(sync, claims, own, state)
 
 
 def _both_passes(chunks: list[tuple[int, int]], loop: Any) -> None:
-    """Run ``loop(counter, sync, claims, bounds)`` (:func:`batch_norm_train_loop` or
+    """Run ``loop(counter, sync, claims, bounds, own, state, second)`` (:func:`batch_norm_train_loop` or
     :func:`batch_norm_backward_loop` with its other arguments bound) on the region's threads, ``bounds`` the chunks
-    as an (n, 2) int64 array. One chunk (an input under _ROWS_CHUNK_BYTES) runs in the calling thread, without a
-    region (two tasks would put its second pass on another thread, waiting for the first: 2x slower on 16 x 64 x 8 x
-    8).
+    as an (n, 2) int64 array: each thread's first pass, then the wait for the step between
+    (:func:`~minidl.backend._numba_tasks.wait_for`: a short spin, then the core given away between tries, so that on
+    busy cores a waiting thread does not take the core of the one it waits for), then its second pass. One chunk (an
+    input under _ROWS_CHUNK_BYTES) runs in the calling thread, without a region (two tasks would put its second pass
+    on another thread, waiting for the first: 2x slower on 16 x 64 x 8 x 8).
 
     A loop that raises (a chunk's kernel failed: out of memory, say) sets sync[1] to -1 on its way out, so that the
     threads waiting for the step between, which will never come, stop instead of waiting forever; the region then
@@ -388,8 +388,11 @@ def _both_passes(chunks: list[tuple[int, int]], loop: Any) -> None:
     sync, claims = np.zeros(2, dtype=np.int64), np.zeros(len(chunks), dtype=np.int64)
 
     def run(counter: Any) -> None:
+        own, state = np.empty(len(chunks), dtype=np.int64), np.zeros(2, dtype=np.int64)  # the thread's
         try:
-            loop(counter, sync, claims, bounds)
+            loop(counter, sync, claims, bounds, own, state, False)
+            if wait_for(sync, 1, 1):
+                loop(counter, sync, claims, bounds, own, state, True)
         except BaseException:
             sync[1] = -1  # (a plain store: the waiting threads' atomic loads see it)
             raise

@@ -85,9 +85,9 @@ class BatchNormRowsMixin:
         rf, mf = (a.reshape(-1) for a in joined) if joined is not None else (of, _NO_MASK)
         _both_passes(
             chunks,
-            lambda counter, sync, claims, bounds: batch_norm_train_loop(
-                counter, sync, claims, bounds, xf, C, T, parts, M, float(eps), g, b, gamma is not None,
-                beta is not None, mean, var, inv_std, v, relu, cap, of, rf, mf, joined is not None,
+            lambda counter, sync, claims, bounds, own, state, second: batch_norm_train_loop(
+                counter, sync, claims, bounds, own, state, second, xf, C, T, parts, M, float(eps), g, b,
+                gamma is not None, beta is not None, mean, var, inv_std, v, relu, cap, of, rf, mf, joined is not None,
             ),
         )  # fmt: skip
         return out.transpose(0, 3, 1, 2), mean, var, inv_std
@@ -153,9 +153,9 @@ class BatchNormRowsMixin:
 
         _both_passes(
             chunks,
-            lambda counter, sync, claims, bounds: batch_norm_backward_loop(
-                counter, sync, claims, bounds, gf, xf, v, relu, cap, C, parts, training, df, M, dgamma, dbeta, dout_f,
-                mf, joined,
+            lambda counter, sync, claims, bounds, own, state, second: batch_norm_backward_loop(
+                counter, sync, claims, bounds, own, state, second, gf, xf, v, relu, cap, C, parts, training, df, M,
+                dgamma, dbeta, dout_f, mf, joined,
             ),
         )  # fmt: skip
         gradients = (dgamma if gamma is not None else None), (dbeta if beta is not None else None)

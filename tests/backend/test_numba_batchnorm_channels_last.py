@@ -316,9 +316,9 @@ def test_both_passes_take_every_chunk_once_and_run_the_step_between_once(monkeyp
     def spy(chunks, loop):
         shared = []
 
-        def recorded(counter, sync, claims, bounds):
+        def recorded(counter, sync, claims, bounds, own, state, second):
             shared[:] = counter, sync, claims
-            loop(counter, sync, claims, bounds)
+            loop(counter, sync, claims, bounds, own, state, second)
 
         original(chunks, recorded)
         counter, sync, claims = shared
@@ -350,17 +350,18 @@ def test_both_passes_raise_a_failed_chunks_error_instead_of_waiting_forever():
     # own, so that a hang fails the test instead of the suite
     from minidl.backend._numba_tasks import next_task
 
-    def loop(counter, sync, claims, bounds):
+    def loop(counter, sync, claims, bounds, own, state, second):
         n = bounds.shape[0]
-        own, state = np.empty(n, np.int64), np.zeros(2, np.int64)
+        if second:
+            while _numba_batchnorm_cl._second_pass_chunk(sync, claims, own, state) >= 0:
+                pass
+            return
         k = next_task(counter)
         while k < n:
             if k == 3:
                 raise ValueError("chunk 3 failed")
             _numba_batchnorm_cl._first_pass_done(sync, n, own, state, k)
             k = next_task(counter)
-        while _numba_batchnorm_cl._second_pass_chunk(sync, claims, own, state) >= 0:
-            pass
 
     errors = []
 
