@@ -39,7 +39,7 @@ from __future__ import annotations
 from numba import njit
 
 from minidl.backend._numba_blas import gemm_planes, gemm_planes_sum
-from minidl.backend._numba_kernels import _u, _zero, image_copy, image_dims, tile_row_out
+from minidl.backend._numba_kernels import _u, _zero, add_parts_in_order, image_copy, image_dims, tile_row_out
 from minidl.backend._numba_tasks import atomic_add, next_task
 
 
@@ -468,19 +468,14 @@ def forward_chunks(
 @njit(cache=True, nogil=True)
 def weight_gradient_from_parts(parts, c0, c1, dU, plane, dW):
     """dW[:, c0:c1] from the chunks' partial sums ``parts`` (chunks, 36, C, O) of dU: for input channels [c0, c1)
-    their sum in chunk order into dU's planes (``plane`` values apart; the order and the arithmetic of
-    ``_numba_kernels.add_parts_in_order``: the same bits), then :func:`weight_gradient`."""
+    their sum in chunk order into dU's planes (``plane`` values apart), by
+    :func:`~minidl.backend._numba_kernels.add_parts_in_order` (the backend's ``_add_in_order``: the same bits), then
+    :func:`weight_gradient`."""
     K, C, O = parts.shape[0], parts.shape[2], parts.shape[3]
-    pf = parts.reshape(-1)
-    L, step = _u((c1 - c0) * O), _u(36 * C * O)
+    flat = parts.reshape(K, -1)
+    pad = plane - C * O  # plane i of dU starts i pad values further than in parts
     for i in range(36):
-        src, dst = _u((i * C + c0) * O), _u(i) * _u(plane) + _u(c0 * O)
-        for j in range(L):
-            dU[dst + j] = pf[src + j]
-        for k in range(1, K):
-            s = _u(k) * step + src
-            for j in range(L):
-                dU[dst + j] += pf[s + j]
+        add_parts_in_order(flat, (i * C + c0) * O, (i * C + c1) * O, dU[i * pad :])
     weight_gradient(dU, plane, c0, c1, dW)
 
 
@@ -489,9 +484,8 @@ def backward_chunks(
     counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U, u_plane, bias, relu_max, res, has_res, dx, DTH, DTW,
     xt_dx, t_dx, V_dx, v_dx_plane, M_dx, m_dx_plane, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts, sync,
 ):  # fmt: skip
-    """For each chunk k this thread takes: its dx
-    (:func:`forward_chunk` of dout with the flipped filters U and padding 2 - P, DTH x DTW tiles, scratch ``xt_dx``,
-    ``t_dx``, ``V_dx``, ``M_dx``; with ``has_res``, plus ``res``,
+    """For each chunk k this thread takes: its dx (:func:`forward_chunk` of dout with the flipped filters U and
+    padding 2 - P, DTH x DTW tiles, scratch ``xt_dx``, ``t_dx``, ``V_dx``, ``M_dx``; with ``has_res``, plus ``res``,
     laid out as dx, in the output pass: another gradient of x, ``conv2d_backward``'s ``dx_add``; ``bias`` and
     ``relu_max`` are placeholders: no bias or activation), then its share of dW
     (:func:`weight_gradient_chunk`, TH x TW tiles, into its own partial sum ``parts[k]``). dW reads the chunk of dout
