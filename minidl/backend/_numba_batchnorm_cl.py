@@ -22,7 +22,7 @@ from minidl.backend._numba_batchnorm import _bn_y, _masked
 from minidl.backend._numba_common import _ceil_div
 from minidl.backend._numba_elementwise import relu_backward
 from minidl.backend._numba_kernels import _REDUCE, _clamp, _u
-from minidl.backend._numba_tasks import atomic_add, atomic_load, next_task, wait_for
+from minidl.backend._numba_tasks import atomic_add, atomic_load, failing_stops_waits, next_task, wait_for
 
 # The kernels below read a channels_last input as its M rows of C values (x[n, :, h, w] each: the flat (N, H, W, C)
 # view of its memory), one chunk [e0, e1) of those flat values at a time (whole rows), and take the per-channel
@@ -381,21 +381,19 @@ def _both_passes(chunks: list[tuple[int, int]], loop: Any) -> None:
     input under _ROWS_CHUNK_BYTES) runs in the calling thread, without a region (two tasks would put its second pass
     on another thread, waiting for the first: 2x slower on 16 x 64 x 8 x 8).
 
-    A loop that raises (a chunk's kernel failed: out of memory, say) sets sync[1] to -1 on its way out, so that the
-    threads waiting for the step between, which will never come, stop instead of waiting forever; the region then
-    raises the error (:func:`~minidl.backend._threads.parallel_for`)."""
+    A loop that raises (a chunk's kernel failed: out of memory, say) sets sync[1] to -1 on its way out
+    (:func:`~minidl.backend._numba_tasks.failing_stops_waits`), so that the threads waiting for the step between,
+    which will never come, stop instead of waiting forever; the region then raises the error
+    (:func:`~minidl.backend._threads.parallel_for`)."""
     bounds = np.array(chunks, dtype=np.int64).reshape(-1, 2)
     sync, claims = np.zeros(2, dtype=np.int64), np.zeros(len(chunks), dtype=np.int64)
 
     def run(counter: Any) -> None:
         own, state = np.empty(len(chunks), dtype=np.int64), np.zeros(2, dtype=np.int64)  # the thread's
-        try:
+        with failing_stops_waits(sync):
             loop(counter, sync, claims, bounds, own, state, False)
             if wait_for(sync, 1, 1):
                 loop(counter, sync, claims, bounds, own, state, True)
-        except BaseException:
-            sync[1] = -1  # (a plain store: the waiting threads' atomic loads see it)
-            raise
 
     if len(chunks) == 1:
         run(np.zeros(1, dtype=np.int64))

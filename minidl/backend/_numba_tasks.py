@@ -27,9 +27,11 @@ one lock.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from numba import config, njit, types
@@ -105,6 +107,19 @@ def wait_for(a: Any, i: int, value: int, failed: int = 1) -> bool:
 
 
 _give_way = getattr(os, "sched_yield", lambda: time.sleep(0))  # (Windows has no sched_yield)
+
+
+@contextlib.contextmanager
+def failing_stops_waits(a: Any, failed: int = 1) -> Iterator[None]:
+    """Around a thread's share of a region whose threads wait for each other's work (:func:`wait_for` with the same
+    ``a`` and ``failed``): if it raises, ``a[failed] = -1``, so that the threads waiting for its work (which will
+    never come) stop instead of waiting forever; the region then raises the error
+    (:func:`~minidl.backend._threads.parallel_for`)."""
+    try:
+        yield
+    except BaseException:
+        a[failed] = -1  # (a plain store: the waiting threads' atomic loads see it)
+        raise
 
 
 if config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT=1, for debugging): the same steps under one lock

@@ -23,8 +23,6 @@ The split depends on the shapes only, so results do not depend on the number of 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy
@@ -43,7 +41,7 @@ from minidl.backend._numba_common import (
     _kernel_view,
 )
 from minidl.backend._numba_kernels import bias_arguments, epilogue, residual_arguments
-from minidl.backend._numba_tasks import wait_for
+from minidl.backend._numba_tasks import failing_stops_waits, wait_for
 
 _WINOGRAD_MIN_CHANNELS = 8  # Winograd convolutions need this many input and output channels (see _winograd_applies)
 _WINOGRAD_MIN_ROWS = 128  # tiles per chunk below which Winograd runs batch-wide (see _winograd_batched; measured)
@@ -63,18 +61,6 @@ class Planes(NamedTuple):
     view: Any  #: (count, rows, cols): what the GEMMs take
     flat: Any  #: the 1-D storage the kernels index: matrix i starts at i * plane
     plane: int  #: the distance between two matrices in ``flat``
-
-
-@contextlib.contextmanager
-def _failing_stops_waits(sync: Any) -> Iterator[None]:
-    """Around a thread's compiled loop that waits for other threads' work (``forward_chunks``, ``backward_chunks``):
-    if it raises, sync[1] = -1, so that the threads waiting for its work (which will never come) stop instead of
-    waiting forever; the region then raises the error (:func:`~minidl.backend._threads.parallel_for`)."""
-    try:
-        yield
-    except BaseException:
-        sync[1] = -1  # (a plain store: the waiting threads' atomic loads see it)
-        raise
 
 
 class WinogradKernelsMixin:
@@ -464,7 +450,7 @@ class WinogradKernelsMixin:
 
         def loop(worker: int, counter: Any) -> None:
             V, xt, t, M = self._winograd4_scratch(worker, C, O, nb, TH, TW, dtype)
-            with _failing_stops_waits(sync):
+            with failing_stops_waits(sync):
                 if self._filters_ready(filters, sync, U):
                     _wino4.forward_chunks(
                         counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane,
@@ -670,7 +656,7 @@ class WinogradKernelsMixin:
             # needs more, its buffer grows, and this first call's dx views keep the old one)
             V_dx, xt_dx, t_dx, M_dx = self._winograd4_scratch(worker, O, C, nb, DTH, DTW, dtype)
             V, xt, t, dM, yt = self._winograd4_dw_scratch(worker, C, O, nb, TH, TW, dtype)
-            with _failing_stops_waits(sync):
+            with failing_stops_waits(sync):
                 if not self._filters_ready(filters, sync, U):
                     return
                 _wino4.backward_chunks(
