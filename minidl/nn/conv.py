@@ -240,6 +240,10 @@ def conv2d_backward(dout: Any, cache: Any, *, compute_dw: bool = True, dx_add: A
         >>> dx, dw, db = conv2d_backward(np.ones_like(out), cache)
         >>> dx.shape, dw.shape, db
         ((2, 3, 5, 5), (4, 3, 3, 3), array([8., 8., 8., 8.]))
+        >>> shortcut = np.full((2, 3, 5, 5), 0.5)  # x also fed another layer: its gradient of x
+        >>> dx_sum, _, _ = conv2d_backward(np.ones_like(out), cache, dx_add=shortcut)
+        >>> bool(np.array_equal(dx_sum, dx + shortcut))
+        True
     """
     x_col, weight, has_bias, x_shape, g, extra_pad = cache
     O, Cg, KH, KW = weight.shape
