@@ -25,6 +25,30 @@ from minidl.backend._numba_common import _NATIVE, _native_dtypes, _nhwc
 from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, epilogue
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _finish_statistics(shift, s1, s2, M, eps):
+    """``(mean, var, inv_std)`` of M values from their sums around ``shift``, s1 = sum (x - shift) and
+    s2 = sum (x - shift)^2 (float64): mean = shift + s1 / M, var = s2 / M - (s1 / M)^2 (the biased variance; at
+    least 0), inv_std = 1 / sqrt(var + eps)."""
+    m = s1 / M
+    v = max(s2 / M - m * m, 0.0)
+    return shift + m, v, 1.0 / np.sqrt(v + eps)
+
+
+@njit(cache=True, nogil=True)
+def statistics_from_sums(parts, shift, M, eps, mean, var, inv_std):
+    """mean, var, inv_std of each channel c from the shifted sums of its M values: ``parts`` (chunks, 2, C) the
+    chunks' sums around shift[c] (:func:`~minidl.backend._numba_kernels.shifted_sums_rows`, folded), added in chunk
+    order (so the same for any thread count), then :func:`_finish_statistics`; the results in their arrays' dtype."""
+    for c in range(mean.size):
+        s1 = 0.0
+        s2 = 0.0
+        for k in range(parts.shape[0]):
+            s1 += parts[k, 0, c]
+            s2 += parts[k, 1, c]
+        mean[c], var[c], inv_std[c] = _finish_statistics(np.float64(shift[c]), s1, s2, M, eps)
+
+
 @njit(cache=True, nogil=True, fastmath=_REDUCE)
 def batch_norm_train(x, gamma, beta, has_gamma, has_beta, eps, relu, relu_max, c0, c1, out, mean, var, inv_std):
     """For channels [c0, c1) of x (N, C, S): the batch mean and biased variance over (N, S), inv_std =
@@ -48,11 +72,7 @@ def batch_norm_train(x, gamma, beta, has_gamma, has_beta, eps, relu, relu_max, c
                 d = np.float64(xf[base + i]) - shift
                 s1 += d
                 s2 += d * d
-        m = s1 / M
-        v = max(s2 / M - m * m, 0.0)
-        mean[c] = shift + m
-        var[c] = v
-        inv_std[c] = 1.0 / np.sqrt(v + eps)
+        mean[c], var[c], inv_std[c] = _finish_statistics(shift, s1, s2, M, eps)
         _normalize_channel(xf, c, N, C, S, mean[c], inv_std[c], gamma, beta, has_gamma, has_beta, relu, relu_max, of)
 
 
@@ -164,16 +184,17 @@ class BatchNormKernelsMixin:
 
     def _batch_norm_forward(
         self, prepared: Any, input: Any, running_mean: Any, running_var: Any, weight: Any = None, bias: Any = None,
-        training: bool = False, momentum: float = 0.1, eps: float = 1e-5, relu_max: float | None = None,
-        joined: Any = None,
+        training: bool = False, momentum: float = 0.1, eps: float = 1e-5, *, channel_sums: Any = None,
+        relu_max: float | None = None, joined: Any = None,
     ) -> tuple[Any, Any]:  # fmt: skip
         """The ``batch_norm`` pair's forward (``batch_norm_relu``'s with ``relu_max`` +inf, ``batch_norm_relu6``'s
-        with 6): the same statistics and running-average updates as the reference. Cache: ``(x, mean, inv_std,
-        weight, bias, training, relu_max)``. ``joined``: for ``batch_norm_add_relu`` (a ``channels_last`` x), the
-        (N, H, W, C) views of the residual and of the mask to fill (``_numba_batchnorm_cl.py``)."""
+        with 6): the same statistics and running-average updates as the reference (from ``channel_sums`` where
+        given: the normalize pass only). Cache: ``(x, mean, inv_std, weight, bias, training, relu_max)``.
+        ``joined``: for ``batch_norm_add_relu`` (a ``channels_last`` x), the (N, H, W, C) views of the residual and
+        of the mask to fill (``_numba_batchnorm_cl.py``)."""
         x = input
         if training:
-            out, mean, var, inv_std = self._batch_norm_train(x, weight, bias, eps, relu_max, joined)
+            out, mean, var, inv_std = self._batch_norm_train(x, weight, bias, eps, relu_max, joined, channel_sums)
             M = x.size // x.shape[1]  # running = (1 - momentum) running + momentum statistic (unbiased variance)
             if running_mean is not None:
                 running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
@@ -208,9 +229,12 @@ class BatchNormKernelsMixin:
 
     @_native_dtypes
     def _batch_norm_train(
-        self, x: Any, gamma: Any, beta: Any, eps: float, relu_max: float | None = None, joined: Any = None
-    ) -> tuple[Any, Any, Any, Any]:
-        """Batch normalization with the batch's statistics over every axis but 1 of (N, C, *) ``x``.
+        self, x: Any, gamma: Any, beta: Any, eps: float, relu_max: float | None = None, joined: Any = None,
+        sums: Any = None,
+    ) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+        """Batch normalization with the batch's statistics over every axis but 1 of (N, C, *) ``x``: computed here,
+        or from ``sums`` (the (3, C) ``channel_sums`` of the convolution that wrote x: its shifts and the shifted
+        sums of its values, :func:`statistics_from_sums`), which leave the normalize pass only.
 
         Returns:
             ``(out, mean, var, inv_std)``: out = (x - mean) * inv_std * gamma + beta (gamma, beta (C,) or None;
@@ -219,8 +243,13 @@ class BatchNormKernelsMixin:
         """
         xh = _nhwc(x)
         if xh is not None:
-            return self._batch_norm_train_rows(xh, gamma, beta, eps, relu_max, joined)
+            return self._batch_norm_train_rows(xh, gamma, beta, eps, relu_max, joined, sums)
         assert joined is None, "batch_norm_add_relu runs on channels_last inputs only (its accepts)"
+        if sums is not None:
+            C, dtype = x.shape[1], x.dtype
+            mean, var, inv_std = (np.empty(C, dtype=dtype) for _ in range(3))
+            statistics_from_sums(sums[1:].reshape(1, 2, C), sums[0], x.size // C, float(eps), mean, var, inv_std)
+            return self._batch_norm_apply(x, mean, inv_std, gamma, beta, relu_max), mean, var, inv_std
         x3 = self._ncs(x)
         C, dtype = x3.shape[1], x.dtype
         out = np.empty(x3.shape, dtype=dtype)

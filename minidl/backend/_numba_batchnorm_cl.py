@@ -18,10 +18,10 @@ import numpy as np
 from numba import njit
 
 from minidl.backend import _threads
-from minidl.backend._numba_batchnorm import _bn_y, _masked
+from minidl.backend._numba_batchnorm import _bn_y, _masked, statistics_from_sums
 from minidl.backend._numba_common import _ceil_div
 from minidl.backend._numba_elementwise import relu_backward
-from minidl.backend._numba_kernels import _REDUCE, _clamp, _u
+from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, fold_tiles, shifted_sums_chunk
 from minidl.backend._numba_tasks import atomic_add, atomic_load, failing_stops_waits, next_task, wait_for
 
 # The kernels below read a channels_last input as its M rows of C values (x[n, :, h, w] each: the flat (N, H, W, C)
@@ -36,76 +36,25 @@ _MEAN, _SCALE, _OFFSET, _INV_STD, _A, _B = range(6)  # the rows of v
 _NO_MASK = np.empty(0, dtype=bool)  # the loops' mask argument where there is none (not joined)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _d_d2(xf, i, s):
-    """(d, d^2) for d = x[i] - s in float64: a value's terms of the shifted sums."""
-    d = np.float64(xf[i]) - s
-    return d, d * d
-
-
-@njit(cache=True, nogil=True, fastmath=_REDUCE)
+@njit(cache=True, nogil=True)
 def batch_norm_sums_rows(xf, C, T, e0, e1, part):
     """part[0, c] = sum (x - s_c), part[1, c] = sum (x - s_c)^2 in float64 over the values of channel c in the chunk
-    [e0, e1) of the rows ``xf``, s_c = x's first value of channel c: :func:`batch_norm_train`'s sums for one chunk.
-
-    T float64 accumulators per sum, one per tile position (no dependency from one row to the next: a vectorized
-    loop), each taking the terms of 4 tiles at a time (the accumulators' loads and stores bound a loop over one tile:
-    4 ran it 1.7 times faster), then folded to the C channels (:func:`_fold`). The order depends on the shape
-    only."""
+    [e0, e1) of the rows ``xf``, s_c = x's first value of channel c: :func:`batch_norm_train`'s sums for one chunk
+    (:func:`~minidl.backend._numba_kernels.shifted_sums_chunk`: T accumulators, folded to the C channels). The
+    order depends on the shape only."""
     shift = np.empty(T)
     for j in range(T):
         shift[j] = xf[j % C]
-    s1 = np.zeros(T)
-    s2 = np.zeros(T)
-    b0 = e0
-    while b0 + 4 * T <= e1:
-        i0, i1, i2, i3 = _u(b0), _u(b0 + T), _u(b0 + 2 * T), _u(b0 + 3 * T)
-        for j in range(_u(T)):
-            s = shift[j]
-            d0, q0 = _d_d2(xf, i0 + j, s)
-            d1, q1 = _d_d2(xf, i1 + j, s)
-            d2, q2 = _d_d2(xf, i2 + j, s)
-            d3, q3 = _d_d2(xf, i3 + j, s)
-            s1[j] += (d0 + d1) + (d2 + d3)
-            s2[j] += (q0 + q1) + (q2 + q3)
-        b0 += 4 * T
-    for b in range(b0, e1, T):  # the last (up to 4) tiles, the last one maybe partial
-        for j in range(_u(min(T, e1 - b))):
-            d, q = _d_d2(xf, _u(b) + j, shift[j])
-            s1[j] += d
-            s2[j] += q
-    _fold(s1, s2, C, part)
-
-
-@njit(cache=True, nogil=True)
-def _fold(s1, s2, C, part):
-    """part[0, c] = the sum of s1 at channel c's tile positions (c, c + C, ...) in that order, part[1, c] the same
-    of s2."""
-    for c in range(C):
-        part[0, c] = 0.0
-        part[1, c] = 0.0
-    for j0 in range(0, s1.size, C):
-        for c in range(C):
-            part[0, c] += s1[j0 + c]
-            part[1, c] += s2[j0 + c]
+    shifted_sums_chunk(xf, shift, C, e0, e1, part)
 
 
 @njit(cache=True, nogil=True)
 def batch_norm_stats_rows(parts, xf, M, eps, gamma, beta, has_gamma, has_beta, mean, var, inv_std, v):
     """The mean, biased variance and inv_std = 1 / sqrt(var + eps) of each channel from the chunks' sums ``parts``
-    (chunks, 2, C) of :func:`batch_norm_sums_rows`: added in chunk order (so the same for any thread count), then
-    finished as :func:`batch_norm_train` does; and the tiled vectors v for the normalization (:func:`_tile`)."""
-    for c in range(mean.size):
-        s1 = 0.0
-        s2 = 0.0
-        for k in range(parts.shape[0]):
-            s1 += parts[k, 0, c]
-            s2 += parts[k, 1, c]
-        m = s1 / M
-        w = max(s2 / M - m * m, 0.0)
-        mean[c] = np.float64(xf[c]) + m
-        var[c] = w
-        inv_std[c] = 1.0 / np.sqrt(w + eps)
+    (chunks, 2, C) of :func:`batch_norm_sums_rows` around x's first values (the rows' first C values), as
+    :func:`~minidl.backend._numba_batchnorm.statistics_from_sums` finishes them (added in chunk order, so the same
+    for any thread count); and the tiled vectors v for the normalization (:func:`_tile`)."""
+    statistics_from_sums(parts, xf, M, eps, mean, var, inv_std)
     _tile(mean, inv_std, gamma, beta, has_gamma, has_beta, v)
 
 
@@ -203,7 +152,7 @@ def batch_norm_backward_sums_rows(gf, xf, v, relu, relu_max, C, e0, e1, part, dx
                     g = _masked(gf[base + j], relu, relu_max, unbounded, x, mean[j], scale[j], offset[j], zero)
                     df[base + j] = g * scale[j]
         b += n
-    _fold(s1, s2, C, part)
+    fold_tiles(s1, s2, C, part)
 
 
 @njit(cache=True, nogil=True)
@@ -399,3 +348,32 @@ def _both_passes(chunks: list[tuple[int, int]], loop: Any) -> None:
         run(np.zeros(1, dtype=np.int64))
         return
     _threads.parallel_loops(lambda worker, counter: run(counter), len(chunks))
+
+
+def _second_pass_only(chunks: list[tuple[int, int]], loop: Any) -> None:
+    """Run only the second pass of ``loop`` (:func:`batch_norm_train_loop` with its other arguments bound), where the
+    statistics and the vectors v came from elsewhere (a convolution's ``channel_sums``): each thread's loop takes
+    the chunks not claimed yet, in order (it has no first-pass chunks of its own). One chunk runs in the calling
+    thread, without a region, as in :func:`_both_passes`."""
+    bounds = np.array(chunks, dtype=np.int64).reshape(-1, 2)
+    sync, claims = np.zeros(2, dtype=np.int64), np.zeros(len(chunks), dtype=np.int64)
+
+    def run(counter: Any) -> None:
+        own, state = np.empty(len(chunks), dtype=np.int64), np.zeros(2, dtype=np.int64)
+        loop(counter, sync, claims, bounds, own, state, True)
+
+    if len(chunks) == 1:
+        run(np.zeros(1, dtype=np.int64))
+        return
+    _threads.parallel_loops(lambda worker, counter: run(counter), len(chunks))
+
+
+@njit(cache=True, nogil=True)
+def channel_sums_loop(counter, xf, shift, C, chunks, parts):
+    """A thread's share of a convolution's ``channel_sums`` taken in one pass over its output (the rows ``xf``):
+    :func:`~minidl.backend._numba_kernels.shifted_sums_chunk` of each chunk of rows it takes (``chunks`` (n, 2)),
+    into parts[k]."""
+    k = next_task(counter)
+    while k < chunks.shape[0]:
+        shifted_sums_chunk(xf, shift, C, chunks[k, 0], chunks[k, 1], parts[k])
+        k = next_task(counter)

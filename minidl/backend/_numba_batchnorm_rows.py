@@ -10,19 +10,22 @@ from typing import Any
 import numpy as np
 
 from minidl.backend import _threads
+from minidl.backend._numba_batchnorm import statistics_from_sums
 from minidl.backend._numba_batchnorm_cl import (
     _NO_MASK,
     _both_passes,
     _row_chunks,
+    _second_pass_only,
     _tile,
     _tile_size,
     batch_norm_add_relu_rows,
     batch_norm_apply_rows,
     batch_norm_backward_loop,
     batch_norm_train_loop,
+    channel_sums_loop,
 )
-from minidl.backend._numba_common import _as_nhwc, _nhwc
-from minidl.backend._numba_kernels import epilogue
+from minidl.backend._numba_common import _NATIVE, _as_nhwc, _nhwc
+from minidl.backend._numba_kernels import epilogue, shifted_sums_planes
 
 
 class BatchNormRowsMixin:
@@ -33,6 +36,7 @@ class BatchNormRowsMixin:
     _affine_vectors: Any
     _batch_norm_accepts: Any
     _batch_norm_forward: Any
+    _channel_tasks: Any
 
     def _batch_norm_add_relu_accepts(self, input: Any, residual: Any, *args: Any, **kwargs: Any) -> bool:
         """A float32 or float64 ``channels_last`` input and a residual of its shape and dtype, ``channels_last`` too
@@ -63,13 +67,16 @@ class BatchNormRowsMixin:
         return self._batch_norm_backward_rows(dout, _nhwc(x), mean, inv_std, weight, bias, training, relu_max, mask)
 
     def _batch_norm_train_rows(
-        self, xh: Any, gamma: Any, beta: Any, eps: float, relu_max: float | None, joined: Any = None
-    ) -> tuple[Any, Any, Any, Any]:
+        self, xh: Any, gamma: Any, beta: Any, eps: float, relu_max: float | None, joined: Any = None,
+        sums: Any = None,
+    ) -> tuple[Any, Any, Any, Any]:  # fmt: skip
         """:meth:`_batch_norm_train` of a ``channels_last`` x (``xh`` its (N, H, W, C) view), in one parallel
         region (:func:`batch_norm_train_loop`): the chunks' sums (:func:`batch_norm_sums_rows`), the statistics from
         them (:func:`batch_norm_stats_rows`), then the normalization of the chunks (:func:`batch_norm_apply_rows`;
         with ``joined``, the (N, H, W, C) views of a residual and of a bool mask to fill,
-        :func:`batch_norm_add_relu_rows`: out = relu(y + residual))."""
+        :func:`batch_norm_add_relu_rows`: out = relu(y + residual)). With ``sums`` (the (3, C) ``channel_sums`` a
+        convolution took as it wrote x) the statistics come from them, and the region runs the second pass only
+        (:func:`_second_pass_only`)."""
         C, dtype = xh.shape[3], xh.dtype
         xf = xh.reshape(-1)
         M, T = xf.size // C, _tile_size(C)
@@ -83,14 +90,59 @@ class BatchNormRowsMixin:
         relu, cap = epilogue(relu_max, dtype)
 
         rf, mf = (a.reshape(-1) for a in joined) if joined is not None else (of, _NO_MASK)
-        _both_passes(
-            chunks,
-            lambda counter, sync, claims, bounds, own, state, second: batch_norm_train_loop(
+
+        def loop(counter: Any, sync: Any, claims: Any, bounds: Any, own: Any, state: Any, second: bool) -> None:
+            batch_norm_train_loop(
                 counter, sync, claims, bounds, own, state, second, xf, C, T, parts, M, float(eps), g, b,
                 gamma is not None, beta is not None, mean, var, inv_std, v, relu, cap, of, rf, mf, joined is not None,
-            ),
-        )  # fmt: skip
+            )  # fmt: skip
+
+        if sums is None:
+            _both_passes(chunks, loop)
+        else:
+            statistics_from_sums(sums[1:].reshape(1, 2, C), sums[0], M, float(eps), mean, var, inv_std)
+            _tile(mean, inv_std, g, b, gamma is not None, beta is not None, v)
+            _second_pass_only(chunks, loop)
         return out.transpose(0, 3, 1, 2), mean, var, inv_std
+
+    # ------------------------------------------------------------------ a convolution's channel_sums
+    @staticmethod
+    def _tiled_shift(sums: Any) -> Any:
+        """``channel_sums``' shifts (row 0 of the (3, C) array) tiled to T = :func:`_tile_size` values, as
+        :func:`~minidl.backend._numba_kernels.shifted_sums_rows` takes them (shift[j] is channel j mod C's)."""
+        return np.resize(sums[0], _tile_size(sums.shape[1]))
+
+    @staticmethod
+    def _add_sums_in_order(parts: Any, sums: Any) -> None:
+        """sums[1], sums[2] = the chunks' sums ``parts`` (chunks, 2, C) added in chunk order (``total += part`` for
+        each part in turn): the same for any thread count."""
+        total = parts[0].copy()
+        for part in parts[1:]:
+            total += part
+        sums[1:] = total
+
+    def _channel_sums(self, out: Any, sums: Any) -> None:
+        """Fill ``sums`` (a convolution's ``channel_sums``, (3, C) float64) from its output ``out`` (N, C, H, W):
+        sums[1, c] = sum (out - s_c), sums[2, c] = sum (out - s_c)^2 over channel c's values, s_c = sums[0, c], in
+        one pass over out after the convolution (for the algorithms whose output pass does not take them): chunks of
+        rows of a ``channels_last`` out (:func:`channel_sums_loop` on each thread, added in chunk order), channels
+        of another (:func:`~minidl.backend._numba_kernels.shifted_sums_planes`). float16 values are summed as
+        float32 (exactly: both convert to float64)."""
+        if out.dtype not in _NATIVE:
+            out = out.astype(np.float32)
+        C, oh = out.shape[1], _nhwc(out)
+        if oh is not None:
+            of, shift = oh.reshape(-1), self._tiled_shift(sums)
+            chunks = np.array(_row_chunks(of.size // C, C, out.itemsize), dtype=np.int64)
+            parts = np.empty((len(chunks), 2, C))
+            _threads.parallel_loops(lambda worker, counter: channel_sums_loop(counter, of, shift, C, chunks, parts),
+                                    len(chunks))  # fmt: skip
+            self._add_sums_in_order(parts, sums)
+            return
+        x3 = np.ascontiguousarray(out).reshape(out.shape[0], C, -1)
+        tasks, part = self._channel_tasks(C), np.empty((2, C))
+        _threads.parallel_for(lambda worker, t: shifted_sums_planes(x3, sums[0], *tasks[t], part), len(tasks))
+        sums[1:] = part
 
     @staticmethod
     def _normalize_rows(xf: Any, v: Any, relu: bool, cap: Any, chunks: Any, of: Any, joined: Any) -> Any:

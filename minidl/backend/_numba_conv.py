@@ -73,6 +73,7 @@ from minidl.backend._numba_common import (
     _CHUNK_BYTES,
     _DW_BYTES,
     _MIN_CHUNKS,
+    _NATIVE,
     _ceil_div,
     _empty_nchw,
     _kernel_view,
@@ -152,11 +153,13 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
 
     def _conv2d_forward(
         self, g: Any, x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-        groups: int = 1,
+        groups: int = 1, *, channel_sums: Any = None,
     ) -> tuple[Any, Any]:  # fmt: skip
         """The ``conv2d`` pair's forward, ``g`` its geometry (the setup's; stride, padding, dilation and groups are
-        in it). Cache: ``(x, or x_col with groups other than depthwise, weight, has_bias, g, x_shape, crop)``."""
-        return self._conv2d(g, x, weight, bias)
+        in it). Cache: ``(x, or x_col with groups other than depthwise, weight, has_bias, g, x_shape, crop)``.
+        ``channel_sums`` (checked by the setup) is filled in F(4x4, 3x3)'s output pass into a ``channels_last``
+        output, else in one pass over the output after the convolution (:meth:`_channel_sums`)."""
+        return self._conv2d(g, x, weight, bias, sums=channel_sums)
 
     def _one_thread_if_small(self, x_shape: tuple[int, ...], weight: Any, g: Any) -> Any:
         """``_threads.serial()`` for a convolution too small to pay for the pool's threads, else nothing: fewer than
@@ -175,19 +178,29 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         return _threads.serial() if small else contextlib.nullcontext()
 
     def _conv2d(
-        self, g: Any, x: Any, weight: Any, bias: Any, relu_max: float | None = None, residual: Any = None
+        self, g: Any, x: Any, weight: Any, bias: Any, relu_max: float | None = None, residual: Any = None,
+        sums: Any = None,
     ) -> tuple[Any, Any]:  # fmt: skip
         """:meth:`_conv2d_forward`; the output pass also adds ``residual`` (the output's shape) if given, then with
         ``relu_max`` (+inf: ``conv2d_relu`` and ``conv2d_add_relu``, 6: ``conv2d_relu6``) applies
-        min(relu(out), relu_max) (groups 1 or depthwise only). A small one in one thread
-        (:meth:`_one_thread_if_small`)."""
+        min(relu(out), relu_max) (groups 1 or depthwise only); ``sums``: ``channel_sums`` to fill (of the plain
+        convolution's output: no residual or activation). A small one in one thread (:meth:`_one_thread_if_small`)."""
         assert residual is None or relu_max == math.inf, "a residual comes with a ReLU (conv2d_add_relu)"
+        assert sums is None or (relu_max is None and residual is None), "channel sums are conv2d's alone"
         x, crop = self._symmetric(x, g)
         with self._one_thread_if_small(tuple(x.shape), weight, g):
-            return self._conv2d_with_threads(g, x, crop, weight, bias, relu_max, residual)
+            # the dense convolutions of float32 and float64 fill the sums themselves; the others sum their output
+            dense = g.groups == 1 and x.dtype in _NATIVE
+            out, cache = self._conv2d_with_threads(
+                g, x, crop, weight, bias, relu_max, residual, sums if dense else None
+            )
+            if sums is not None and not dense:
+                self._channel_sums(out, sums)
+            return out, cache
 
     def _conv2d_with_threads(
-        self, g: Any, x: Any, crop: Any, weight: Any, bias: Any, relu_max: float | None, residual: Any
+        self, g: Any, x: Any, crop: Any, weight: Any, bias: Any, relu_max: float | None, residual: Any,
+        sums: Any = None,
     ) -> tuple[Any, Any]:  # fmt: skip
         if self._is_depthwise(tuple(x.shape), weight, g.groups):
             geometry = (g.SH, g.SW, g.top, g.left, g.DH, g.DW, g.OH, g.OW)
@@ -200,7 +213,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             assert relu_max is None and residual is None, "the activation pairs decline grouped convolutions"
             return self._grouped_conv2d(x, weight, bias, g, crop)
         geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
-        out = self._conv2d_dense(x, weight, bias, *geometry, relu_max=relu_max, residual=residual)
+        out = self._conv2d_dense(x, weight, bias, *geometry, relu_max=relu_max, residual=residual, sums=sums)
         return out, (x, weight, bias is not None, g, tuple(x.shape), crop)
 
     @_native_dtypes
@@ -475,7 +488,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
     @_native_dtypes
     def _conv2d_dense(
         self, x: Any, weight: Any, bias: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int,
-        relu_max: float | None = None, residual: Any = None,
+        relu_max: float | None = None, residual: Any = None, sums: Any = None,
     ) -> Any:  # fmt: skip
         """``out = conv2d(x, weight, bias)`` (groups 1) by the algorithm the shapes pick
         (:meth:`_forward_algorithms`; with :attr:`autotune`, the fastest of them, :meth:`_tuned`).
@@ -486,13 +499,19 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                 ``minidl/nn/fusion.py``); None (the default) none.
             residual: (N, O, OH, OW) or None: added before the activation (``conv2d_add_relu``), in the output pass
                 of Winograd and of the products into a ``channels_last`` output, else in one pass after.
+            sums: the pair's ``channel_sums`` ((3, O) float64; x float32 or float64, whose arrays this method does
+                not copy) or None: filled in F(4x4, 3x3)'s output pass where it takes them, else in one pass after.
         Returns:
             out: (N, O, OH, OW), what ``conv.py``'s reference (``W_col @ im2col(x) + b``) computes.
         """
         geometry = (KH, KW, SH, SW, PH, PW, DH, DW)
         names = self._forward_algorithms(x.shape, weight.shape[0], geometry)
         if not self._autotune or len(names) == 1:
-            return self._forward_with(names[0], x, weight, bias, geometry, relu_max, residual)
+            return self._forward_with(names[0], x, weight, bias, geometry, relu_max, residual, sums)
+        if sums is not None:  # the candidates are timed without them; the output is summed after
+            out = self._conv2d_dense(x, weight, bias, *geometry, relu_max=relu_max, residual=residual)
+            self._channel_sums(out, sums)
+            return out
         epilogue = None if relu_max is None else ("relu" if residual is None else "add_relu")
         residual_nhwc = residual is not None and _nhwc(residual) is not None
         about = _about("forward", x, weight, geometry, epilogue=epilogue, residual_channels_last=residual_nhwc)
@@ -502,12 +521,17 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
 
     def _forward_with(
         self, algorithm: str, x: Any, weight: Any, bias: Any, geometry: tuple[int, ...], relu_max: float | None,
-        residual: Any,
+        residual: Any, sums: Any = None,
     ) -> Any:  # fmt: skip
         """:meth:`_conv2d_dense` by ``algorithm`` (one of :meth:`_forward_algorithms`'s names)."""
         KH, KW, SH, SW, PH, PW, DH, DW = geometry
         if algorithm in _WINOGRAD_TILES:
-            return self._winograd_conv(x, weight, bias, PH, PW, relu_max, residual, tile=_WINOGRAD_TILES[algorithm])
+            tile = _WINOGRAD_TILES[algorithm]
+            return self._winograd_conv(x, weight, bias, PH, PW, relu_max, residual, tile=tile, sums=sums)
+        if sums is not None:  # the other algorithms' output passes take no sums: one pass after
+            out = self._forward_with(algorithm, x, weight, bias, geometry, relu_max, residual)
+            self._channel_sums(out, sums)
+            return out
         if residual is not None and (_nhwc(x) is None or algorithm == "direct"):
             # the output passes that add a residual: Winograd's, and the products' into a channels_last output
             # (1 x 1 and im2row); the direct 3 x 3 and the C-order copy-out take it in one more pass, with the ReLU

@@ -619,3 +619,90 @@ def add_parts_in_order(parts, i0, i1, out):
             src = _u(k) * size + b
             for i in range(n):
                 out[b + i] += pf[src + i]
+
+
+# ---------------------------------------------------------------------------------------------------- channel sums
+# A BatchNorm's statistics come from two sums per channel c, around a shift s_c near the channel's values (so that
+# var = S2 / M - (S1 / M)^2 keeps its digits): S1 = sum (y - s_c), S2 = sum (y - s_c)^2, in float64. The BatchNorm's
+# first pass takes them over its input (``_numba_batchnorm_cl.py``); a convolution handed ``channel_sums`` takes them
+# over its output as it writes it (``_numba_winograd4.py``), or in one pass after (``_numba_batchnorm_rows.py``).
+# Rows of C values (a channels_last array's memory) are summed a tile of T = k C values at a time (k whole rows, T
+# about 256): the flat value e0 + i T + j, e0 a multiple of C, belongs to channel j mod C, so the inner loop runs over
+# T values with one float64 accumulator each (no dependency from one row to the next: vectorized), folded to the C
+# channels at the end (:func:`fold_tiles`).
+@njit(cache=True, nogil=True, inline="always")
+def _d_d2(xf, i, s):
+    """(d, d^2) for d = x[i] - s in float64: a value's terms of the shifted sums."""
+    d = np.float64(xf[i]) - s
+    return d, d * d
+
+
+@njit(cache=True, nogil=True, fastmath=_REDUCE)
+def shifted_sums_rows(xf, shift, e0, e1, s1, s2):
+    """s1[j] += sum (x - shift[j]), s2[j] += sum (x - shift[j])^2, in float64, over the flat values [e0, e1) of the
+    rows ``xf`` (e0 a multiple of C), value e0 + i T + j at tile position j (T = shift.size, a multiple of C;
+    ``shift`` tiled: shift[j] is channel j mod C's). Each accumulator takes the terms of 4 tiles at a time (the
+    accumulators' loads and stores bound a loop over one tile: 4 ran it 1.7 times faster), the last tile may be
+    partial. The order depends on [e0, e1) and T only."""
+    T = shift.size
+    b0 = e0
+    while b0 + 4 * T <= e1:
+        i0, i1, i2, i3 = _u(b0), _u(b0 + T), _u(b0 + 2 * T), _u(b0 + 3 * T)
+        for j in range(_u(T)):
+            s = shift[j]
+            d0, q0 = _d_d2(xf, i0 + j, s)
+            d1, q1 = _d_d2(xf, i1 + j, s)
+            d2, q2 = _d_d2(xf, i2 + j, s)
+            d3, q3 = _d_d2(xf, i3 + j, s)
+            s1[j] += (d0 + d1) + (d2 + d3)
+            s2[j] += (q0 + q1) + (q2 + q3)
+        b0 += 4 * T
+    for b in range(b0, e1, T):  # the last (up to 4) tiles, the last one maybe partial
+        for j in range(_u(min(T, e1 - b))):
+            d, q = _d_d2(xf, _u(b) + j, shift[j])
+            s1[j] += d
+            s2[j] += q
+
+
+@njit(cache=True, nogil=True)
+def fold_tiles(s1, s2, C, part):
+    """part[0, c] = the sum of s1 at channel c's tile positions (c, c + C, ...) in that order, part[1, c] the same
+    of s2: :func:`shifted_sums_rows`' accumulators folded to the C channels."""
+    for c in range(C):
+        part[0, c] = 0.0
+        part[1, c] = 0.0
+    for j0 in range(0, s1.size, C):
+        for c in range(C):
+            part[0, c] += s1[j0 + c]
+            part[1, c] += s2[j0 + c]
+
+
+@njit(cache=True, nogil=True)
+def shifted_sums_chunk(xf, shift, C, e0, e1, part):
+    """part[0, c], part[1, c] = the shifted sums of channel c's values in the chunk [e0, e1) of the rows ``xf`` of C
+    values: :func:`shifted_sums_rows` (around ``shift``, tiled) from zero, folded (:func:`fold_tiles`)."""
+    s1 = np.zeros(shift.size)
+    s2 = np.zeros(shift.size)
+    shifted_sums_rows(xf, shift, e0, e1, s1, s2)
+    fold_tiles(s1, s2, C, part)
+
+
+@njit(cache=True, nogil=True, fastmath=_REDUCE)
+def shifted_sums_planes(x3, shift, c0, c1, part):
+    """part[0, c] = sum (x - shift[c]), part[1, c] = sum (x - shift[c])^2 in float64 over the values of channel c
+    of the (N, C, S) ``x3`` (a C-order array), for the channels [c0, c1): the sums of :func:`shifted_sums_rows` for
+    an array whose channels are planes, one channel at a time."""
+    N, S = x3.shape[0], x3.shape[2]
+    xf = x3.reshape(-1)
+    for c in range(c0, c1):
+        s = np.float64(shift[c])
+        a1 = 0.0
+        a2 = 0.0
+        for n in range(N):
+            base = _u((n * x3.shape[1] + c) * S)
+            for i in range(_u(S)):
+                d, q = _d_d2(xf, base + i, s)
+                a1 += d
+                a2 += q
+        part[0, c] = a1
+        part[1, c] = a2

@@ -36,10 +36,20 @@ channels-last image is not copied: the first pass reads the image's rows and wri
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from minidl.backend._numba_blas import gemm_planes, gemm_planes_sum
-from minidl.backend._numba_kernels import _u, _zero, add_parts_in_order, image_copy, image_dims, tile_row_out
+from minidl.backend._numba_kernels import (
+    _u,
+    _zero,
+    add_parts_in_order,
+    fold_tiles,
+    image_copy,
+    image_dims,
+    shifted_sums_rows,
+    tile_row_out,
+)
 from minidl.backend._numba_tasks import atomic_add, next_task
 
 
@@ -213,11 +223,17 @@ def input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
 
 
 @njit(cache=True, nogil=True)
-def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max, t, out, nhwc, res, has_res):
+def output_tiles(
+    M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max, t, out, nhwc, res, has_res, shift, s1, s2,
+    has_sums,
+):  # fmt: skip
     """out[n, o, 4 th + i, 4 tw + j] = (A^T m A)[i, j] (+ bias[o]; + res at the same place with ``has_res``, ``res``
     laid out as ``out``; then min(relu, relu_max) with ``relu``) for
     images [n0, n1), m the 6 x 6 tile of output tile ((n - first) TH + th) TW + tw and channel o (m[r, l] =
-    M[(6 r + l) plane + tile O + o]); tiles sticking out of OH or OW are cut.
+    M[(6 r + l) plane + tile O + o]); tiles sticking out of OH or OW are cut. With ``has_sums`` (a ``channels_last``
+    output) it also adds each row of tiles' output values, just written and still in the cache, to the shifted sums
+    s1, s2 (:func:`~minidl.backend._numba_kernels.shifted_sums_rows`, ``shift`` tiled): a BatchNorm's statistics
+    without a pass of its own (the pair ``conv2d_forward``'s ``channel_sums``).
 
     ``t`` is scratch for one tile row: A^T m (24 TW O values), then the 4 output rows (16 TW O values,
     y[i, j, tw O + o]) copied into the (N, O, OH, OW) output (with ``nhwc``, ``out`` is the (N, OH, OW, O) view of a
@@ -257,11 +273,15 @@ def output_tiles(M, plane, n0, n1, first, TH, TW, bias, has_bias, relu, relu_max
                     t[d + L + k] = a1
                     t[d + _u(2) * L + k] = a2
                     t[d + _u(3) * L + k] = a3
-            for i in range(min(4, OH - 4 * th)):  # y[i, j, tw O + o] -> out[n, o, 4 th + i, 4 tw + j]
+            rows = min(4, OH - 4 * th)
+            for i in range(rows):  # y[i, j, tw O + o] -> out[n, o, 4 th + i, 4 tw + j]
                 tile_row_out(
                     t, y + _u(4 * i) * L, 4, TW, n, 4 * th + i, bias, has_bias, relu, relu_max, of, O, OH, OW, nhwc,
                     rf, has_res,
                 )  # fmt: skip
+            if has_sums:  # the rows just written: out[n, 4 th : 4 th + rows, :, :], contiguous channels_last
+                e0 = (n * OH + 4 * th) * OW * O
+                shifted_sums_rows(of, shift, e0, e0 + rows * OW * O, s1, s2)
 
 
 # ---------------------------------------------------------------------------------------------------- weight gradient
@@ -407,14 +427,18 @@ def weight_gradient(dU, plane, c0, c1, dW):
 @njit(cache=True, nogil=True)
 def forward_chunk(
     gemm, x, nhwc, n0, n1, PH, PW, TH, TW, xt, t, V, v_plane, U, u_plane, M, m_plane, bias, has_bias, relu, relu_max,
-    out, res, has_res,
+    out, res, has_res, shift, s1, s2, has_sums,
 ):  # fmt: skip
     """A chunk of images [n0, n1) of the forward: :func:`input_tiles` into V, the 36 GEMMs M_xi = V_xi U_xi
-    (U: 36 (C, O) planes, :func:`transform_weight`), :func:`output_tiles` from M into ``out`` (laid out as x)."""
+    (U: 36 (C, O) planes, :func:`transform_weight`), :func:`output_tiles` from M into ``out`` (laid out as x; with
+    ``has_sums``, its values also added to the shifted sums s1, s2)."""
     C, O = image_dims(x, nhwc)[0], image_dims(out, nhwc)[0]
     input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V, v_plane)
     gemm_planes(gemm, 36, False, (n1 - n0) * TH * TW, O, C, V, v_plane, U, u_plane, M, m_plane)
-    output_tiles(M, m_plane, n0, n1, n0, TH, TW, bias, has_bias, relu, relu_max, t, out, nhwc, res, has_res)
+    output_tiles(
+        M, m_plane, n0, n1, n0, TH, TW, bias, has_bias, relu, relu_max, t, out, nhwc, res, has_res, shift, s1, s2,
+        has_sums,
+    )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
@@ -451,17 +475,25 @@ def filters_in_blocks(weight, blocks, sync, U, u_plane):
 @njit(cache=True, nogil=True)
 def forward_chunks(
     counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V, v_plane, U, u_plane, M, m_plane, bias, has_bias, relu,
-    relu_max, out, res, has_res,
+    relu_max, out, res, has_res, shift, parts, has_sums,
 ):  # fmt: skip
-    """:func:`forward_chunk` for each chunk this thread takes: its share of a forward."""
+    """:func:`forward_chunk` for each chunk this thread takes: its share of a forward. With ``has_sums``, chunk k's
+    output values' shifted sums (``shift`` tiled to T values) go to parts[k] (2, O), folded to the channels
+    (:func:`~minidl.backend._numba_kernels.fold_tiles`)."""
     chunks = (N + nb - 1) // nb
+    O = image_dims(out, nhwc)[0]
+    s1, s2 = np.empty(shift.size), np.empty(shift.size)
     k = next_task(counter)
     while k < chunks:
         n0 = k * nb
+        s1[:] = 0.0
+        s2[:] = 0.0
         forward_chunk(
             gemm, x, nhwc, n0, min(N, n0 + nb), PH, PW, TH, TW, xt, t, V, v_plane, U, u_plane, M, m_plane, bias,
-            has_bias, relu, relu_max, out, res, has_res,
+            has_bias, relu, relu_max, out, res, has_res, shift, s1, s2, has_sums,
         )  # fmt: skip
+        if has_sums:
+            fold_tiles(s1, s2, O, parts[k])
         k = next_task(counter)
 
 
@@ -492,12 +524,13 @@ def backward_chunks(
     that dx has just read, from the caches; the two steps may share scratch buffers (one runs after the other).
     sync[0] counts the chunks done (dW's last steps, :func:`weight_gradient_blocks`, wait for all)."""
     chunks = (N + nb - 1) // nb
+    unsummed = np.zeros(1)  # dx's output pass takes no sums (dx is no BatchNorm's input)
     k = next_task(counter)
     while k < chunks:
         n0, n1 = k * nb, min(N, (k + 1) * nb)
         forward_chunk(
             gemm, dout, dout_nhwc, n0, n1, 2 - PH, 2 - PW, DTH, DTW, xt_dx, t_dx, V_dx, v_dx_plane, U, u_plane, M_dx,
-            m_dx_plane, bias, False, False, relu_max, dx, res, has_res,
+            m_dx_plane, bias, False, False, relu_max, dx, res, has_res, unsummed, unsummed, unsummed, False,
         )  # fmt: skip
         weight_gradient_chunk(
             gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts[k],

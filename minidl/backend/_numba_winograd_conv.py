@@ -52,6 +52,10 @@ _WINOGRAD4_MIN_TILES = 128  # ... and at least this many 4 x 4 tiles in the batc
 _WINOGRAD4_MIN_CHUNKS = 8  # F(4x4, 3x3) chunks grow for wide layers, but leave at least this many (_winograd_tiles)
 _WINOGRAD4_SPLIT = 24  # F(4x4, 3x3) cuts a batch into at least this many chunks where it can (_winograd_tiles)
 _PLANE_PAD = 16  # values between two of the planes of a Winograd array (see _wino_planes)
+# the F(4x4, 3x3) kernels' arguments for an output pass that takes no channel sums (see _winograd4_conv): shift, s1,
+# s2 and has_sums of forward_chunk and output_tiles; shift, parts and has_sums of forward_chunks
+_UNSUMMED = (numpy.zeros(1), numpy.zeros(1), numpy.zeros(1), False)
+_UNSUMMED_CHUNKS = (numpy.zeros(1), numpy.zeros((1, 2, 1)), False)
 _WEIGHT_SERIAL_VALUES = 1 << 17  # weight transforms of at most this many values run in one thread (_weight_blocks)
 
 
@@ -65,7 +69,8 @@ class Planes(NamedTuple):
 
 class WinogradKernelsMixin:
     """The Winograd methods of the Numba backend's convolutions (they use its ``_buffer``, ``_split``,
-    ``_channel_tasks`` and ``_gemm_threads``)."""
+    ``_channel_tasks`` and ``_gemm_threads``, and for a ``channel_sums`` the BatchNorm mixin's ``_tiled_shift``,
+    ``_add_sums_in_order`` and ``_channel_sums``)."""
 
     #: run 3 x 3 stride-1 convolutions as Winograd's F(2x2, 3x3) or F(4x4, 3x3) (``_numba_winograd.py``,
     #: ``_numba_winograd4.py``); False: im2row + GEMM
@@ -231,7 +236,7 @@ class WinogradKernelsMixin:
 
     def _winograd_conv(
         self, x: Any, weight: Any, bias: Any, PH: int, PW: int, relu_max: float | None = None, residual: Any = None,
-        tile: int | None = None,
+        tile: int | None = None, sums: Any = None,
     ) -> Any:  # fmt: skip
         """``conv2d(x, weight, bias)`` for a 3 x 3 stride-1 weight (O, C, 3, 3) and padding (PH, PW), as F(2x2, 3x3)
         in chunks of images: input tiles V (16, tiles, C), 16 GEMMs M = V @ U, output tiles into (N, O, OH, OW)
@@ -239,17 +244,26 @@ class WinogradKernelsMixin:
         :meth:`_winograd4_applies` (:meth:`_winograd4_conv`), or as ``tile`` says when given (2 or 4: the
         autotuner's choice, ``_numba_conv.py``). The output pass also adds ``residual`` (the output's shape) if
         given, then applies min(relu(out), relu_max) with ``relu_max``
-        (:func:`~minidl.backend._numba_kernels.epilogue`)."""
+        (:func:`~minidl.backend._numba_kernels.epilogue`). ``sums``: the pair's ``channel_sums``, filled in
+        F(4x4, 3x3)'s output pass where it takes them, else in one pass after (:meth:`_channel_sums`)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
+        tile = self._winograd_tile_for(tile, N, C, O, OH, OW)
+        if sums is not None and tile != 4:
+            out = self._winograd_conv(x, weight, bias, PH, PW, relu_max, residual, tile)
+            self._channel_sums(out, sums)
+            return out
         x, nhwc = _kernel_view(x)  # a channels_last x is read as it lies, and the output is channels_last too
         b, has_bias = bias_arguments(bias, dtype)
         out, out_nhwc = _empty_nchw((N, O, OH, OW), dtype, nhwc)
         target = out_nhwc if nhwc else out  # what the kernels write
         res = residual_arguments(residual, nhwc, dtype)  # (res, has_res): laid out as target
-        if self._winograd_tile_for(tile, N, C, O, OH, OW) == 4:
-            self._winograd4_conv(x, nhwc, weight, b, has_bias, PH, PW, relu_max, target, res)
+        if tile == 4:
+            if not self._winograd4_conv(x, nhwc, weight, b, has_bias, PH, PW, relu_max, target, res, sums) and (
+                sums is not None
+            ):
+                self._channel_sums(out, sums)
             return out
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, x.itemsize)
         U = self._winograd_weight(weight, dtype)  # 16 (C, O) planes
@@ -419,8 +433,8 @@ class WinogradKernelsMixin:
 
     def _winograd4_conv(
         self, x: Any, nhwc: bool, weight: Any, b: Any, has_bias: bool, PH: int, PW: int, relu_max: float | None,
-        out: Any, res: tuple[Any, bool],
-    ) -> None:  # fmt: skip
+        out: Any, res: tuple[Any, bool], sums: Any = None,
+    ) -> bool:  # fmt: skip
         """:meth:`_winograd_conv` with F(4x4, 3x3): per chunk of images, input tiles V (36, tiles, C), 36 GEMMs
         M = V @ U, output tiles into ``out`` (x and out as the kernels index them: (N, C, H, W) and (N, O, OH, OW), or
         with ``nhwc`` both channels last, (N, H, W, C) and (N, OH, OW, O)); ``res`` the output pass's
@@ -432,7 +446,14 @@ class WinogradKernelsMixin:
         128, 2 threads, Intel Xeon (Emerald Rapids), medians of 30: 16 -> 16 channels at 32 x 32 2.30 -> 2.05 ms,
         32 -> 32 at 16 x 16 1.33 -> 1.17 ms, 64 -> 64 at 8 x 8 1.07 -> 0.95 ms. In the same region each thread
         first transforms its share of the filters, by blocks of input channels (``filters_in_blocks``, then
-        :func:`~minidl.backend._numba_tasks.wait_for` the other threads' blocks: a region of its own before)."""
+        :func:`~minidl.backend._numba_tasks.wait_for` the other threads' blocks: a region of its own before).
+
+        With ``sums`` (the pair's ``channel_sums``, (3, O) float64) and a ``channels_last`` output in the compiled
+        loops, each chunk also adds its output's values, row of tiles by row of tiles as they are written, to
+        shifted sums around sums[0] (``output_tiles``), which go to sums[1:] in chunk order: the statistics of the
+        BatchNorm after the convolution without its own pass over the output (a ResNet-56 training step, batch
+        128, 2 threads, Intel Xeon (Emerald Rapids): about 14 ms of 430 in the prototype). Returns whether it took
+        them (else the caller sums the output in one pass after)."""
         N = x.shape[0]
         C, H, W = _dims(x, nhwc)
         O, dtype = weight.shape[0], x.dtype
@@ -443,10 +464,12 @@ class WinogradKernelsMixin:
             U = self._winograd_weight(weight, dtype, tile=4)
             body = self._winograd4_chunk(x, nhwc, U, TH, TW, gemm, b, has_bias, PH, PW, relu, cap, out, res)
             self._over_images(N, nb, body, self._gemm_threads())
-            return
+            return False
         # U is transformed in the region too, by blocks of input channels, before any chunk's GEMMs
         U, filters = self._wino_planes(None, "", C, O, dtype, 36), self._filters_in_blocks(weight, dtype)
         sync = numpy.zeros(5, dtype=numpy.int64)
+        chunks, summed = _ceil_div(N, nb), sums is not None and nhwc
+        shift, parts = (self._tiled_shift(sums), numpy.empty((chunks, 2, O))) if summed else _UNSUMMED_CHUNKS[:2]
 
         def loop(worker: int, counter: Any) -> None:
             V, xt, t, M = self._winograd4_scratch(worker, C, O, nb, TH, TW, dtype)
@@ -454,10 +477,13 @@ class WinogradKernelsMixin:
                 if self._filters_ready(filters, sync, U):
                     _wino4.forward_chunks(
                         counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane,
-                        M.flat, M.plane, b, has_bias, relu, cap, out, *res,
+                        M.flat, M.plane, b, has_bias, relu, cap, out, *res, shift, parts, summed,
                     )  # fmt: skip
 
-        _threads.parallel_loops(loop, _ceil_div(N, nb), self._gemm_threads())
+        _threads.parallel_loops(loop, chunks, self._gemm_threads())
+        if summed:
+            self._add_sums_in_order(parts, sums)
+        return summed
 
     @staticmethod
     def _filters_ready(filters: tuple[Any, Any], sync: Any, U: Planes) -> bool:
@@ -498,12 +524,14 @@ class WinogradKernelsMixin:
             if self._in_one_call(gemm, (n1 - n0) * TH * TW):  # the three steps in one compiled call
                 _wino4.forward_chunk(
                     gemm, x, nhwc, n0, n1, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane, M.flat, M.plane, b,
-                    has_bias, relu, cap, out, *res,
+                    has_bias, relu, cap, out, *res, *_UNSUMMED,
                 )  # fmt: skip
                 return
             _wino4.input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V.flat, V.plane)  # else one by one
             numpy.matmul(V.view, U.view, out=M.view)
-            _wino4.output_tiles(M.flat, M.plane, n0, n1, n0, TH, TW, b, has_bias, relu, cap, t, out, nhwc, *res)
+            _wino4.output_tiles(
+                M.flat, M.plane, n0, n1, n0, TH, TW, b, has_bias, relu, cap, t, out, nhwc, *res, *_UNSUMMED
+            )  # fmt: skip
 
         return body
 

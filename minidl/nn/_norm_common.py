@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from minidl._dtype import get_default_dtype
-from minidl.backend import get_backend
+from minidl.backend import get_array_module, get_backend
 from minidl.nn import init
 from minidl.nn._checks import check_array, check_float, check_int, check_params
 from minidl.nn.module import Module, Parameter
@@ -27,6 +27,48 @@ def _normalize(xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> tuple[Any,
     var = (xc * xc).mean(axis=axes, keepdims=True)  # biased: divide by M
     inv_std = 1.0 / xp.sqrt(var + eps)
     return xc * inv_std, mean, var, inv_std
+
+
+def channel_sums(y: Any, sums: Any) -> None:
+    r"""Fill rows 1 and 2 of ``sums`` (3, C) float64 with the sums, per channel (axis 1) over every other axis of
+    y, of d = y - s and d^2, s = sums[0] the channel's shift (y's values converted to float64 first):
+
+    .. math:: S_1 = \sum (y - s), \qquad S_2 = \sum (y - s)^2
+
+    what a BatchNorm of y needs for its statistics (:func:`statistics_from_sums`); a shift near the channel's mean
+    keeps the variance's digits. ``conv2d_forward``'s ``channel_sums`` (the reference; the Numba backend takes them
+    as its output pass writes y)."""
+    xp = get_array_module(y)
+    axes = (0,) + tuple(range(2, y.ndim))
+    d = y.astype(xp.float64) - _channel_view(sums[0], y.ndim)
+    sums[1] = d.sum(axis=axes)
+    sums[2] = (d * d).sum(axis=axes)
+
+
+def statistics_from_sums(sums: Any, M: int) -> tuple[Any, Any]:
+    r"""``(mean, var)`` per channel (float64) from the :func:`channel_sums` of M values each: with m = S_1 / M,
+
+    .. math:: \mu = s + m, \qquad \sigma^2 = \max(S_2 / M - m^2,\; 0)
+
+    (the biased variance: the mean of (y - s)^2 less the square of the mean of y - s)."""
+    xp = get_array_module(sums)
+    m = sums[1] / M
+    return sums[0] + m, xp.maximum(sums[2] / M - m * m, 0.0)
+
+
+def sums_argument(channel_sums: Any) -> dict[str, Any]:
+    """``{"channel_sums": channel_sums}``, or ``{}`` for None: what a fused pair passes on to the BatchNorm pair it is
+    built from (``F.batch_norm_forward``; a replaced one, which need not take the argument, gets none, as the
+    module asks for sums only where the pairs are minidl's)."""
+    return {} if channel_sums is None else {"channel_sums": channel_sums}
+
+
+def _normalize_with(xp: Any, x: Any, mean: Any, var: Any, eps: float) -> tuple[Any, Any, Any, Any]:
+    """:func:`_normalize` with the statistics given, ``mean`` and ``var`` (C,) per channel (axis 1), in x's dtype:
+    returns ``xhat, mean, var, inv_std`` as it does (keepdims)."""
+    mean, var = (_channel_view(v.astype(x.dtype), x.ndim) for v in (mean, var))
+    inv_std = 1.0 / xp.sqrt(var + eps)
+    return (x - mean) * inv_std, mean, var, inv_std
 
 
 def _normalize_backward(dxhat: Any, xhat: Any, inv_std: Any, axes: tuple[int, ...]) -> Any:

@@ -41,12 +41,14 @@ from minidl.nn import init
 from minidl.nn._checks import (
     _check_parameter_dtype,
     check_array,
+    check_channel_sums,
     check_dx_add,
     check_grad_output,
     check_int,
     check_same_device,
     pair,
 )
+from minidl.nn._norm_common import channel_sums as _channel_sums_of
 from minidl.nn.dispatch import F, is_reference, kernel
 from minidl.nn.module import Module, Parameter
 from minidl.nn.padding import _PADDING_MODES
@@ -96,7 +98,7 @@ class ConvGeometry(NamedTuple):
 
 def _conv2d_setup(
     x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
-    *, where: str = "conv2d_forward",
+    *, where: str = "conv2d_forward", channel_sums: Any = None,
 ) -> ConvGeometry:  # fmt: skip
     """Check :func:`conv2d_forward`'s arguments (errors named ``where``: the pair the caller called); return the
     geometry."""
@@ -130,6 +132,8 @@ def _conv2d_setup(
         )
     OH = (H + top + bottom - span_h) // SH + 1
     OW = (W + left + right - span_w) // SW + 1
+    if channel_sums is not None:
+        check_channel_sums(where, channel_sums, O, x)
     return ConvGeometry(KH, KW, SH, SW, top, bottom, left, right, DH, DW, groups, OH, OW)
 
 
@@ -146,8 +150,9 @@ class Conv2dCache(NamedTuple):
 
 @kernel("conv2d", setup=_conv2d_setup, uses=("pad2d",))
 def conv2d_forward(
-    x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
-) -> tuple[Any, Any]:
+    x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
+    *, channel_sums: Any = None,
+) -> tuple[Any, Any]:  # fmt: skip
     r"""2-D convolution (cross-correlation; the derivation is in the module docstring). Returns ``(out, cache)``.
 
     With :math:`x^{pad}` the input zero-padded by (PH, PW) and g = o // Og the group of output channel o:
@@ -165,6 +170,13 @@ def conv2d_forward(
         padding: int, (PH, PW), ``"valid"`` (none) or ``"same"`` (output size = input size, stride 1 only; an odd
             total goes to the bottom/right, as in PyTorch). Default: 0.
         groups: split channels into this many independent convolutions; ``groups == C`` is depthwise. Default: 1.
+        channel_sums: None, or a (3, O) float64 array whose row 0 holds a shift s_o per output channel: the pair
+            fills rows 1 and 2 with the sums over (n, i, j) of out - s_o and (out - s_o)^2
+            (:func:`~minidl.nn._norm_common.channel_sums`), the statistics of a BatchNorm of ``out``, which takes
+            them as its own ``channel_sums`` (:func:`~minidl.nn.normalization.batch_norm_forward`) instead of a pass
+            over ``out``. The Numba backend adds them up as its output pass writes ``out`` (F(4x4, 3x3) into a
+            ``channels_last`` output; the other algorithms in one pass after): what :class:`~minidl.nn.ConvBn2d`
+            asks for in training (:func:`minidl.nn.fuse`). Default: None.
 
     Shape:
         - Output: (N, O, OH, OW), OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1, likewise OW.
@@ -185,8 +197,12 @@ def conv2d_forward(
         array([[1., 2., 1.],
                [2., 4., 2.],
                [1., 2., 1.]])
+        >>> sums = np.zeros((3, 1))  # shift 0: the sums of out and of out^2 (four 4s)
+        >>> _ = conv2d_forward(x, w, None, channel_sums=sums)
+        >>> sums[1:, 0]
+        array([16., 64.])
     """
-    g = _conv2d_setup(x, weight, bias, stride, padding, dilation, groups)
+    g = _conv2d_setup(x, weight, bias, stride, padding, dilation, groups, channel_sums=channel_sums)
     extra_pad = None
     if (g.top, g.left) != (g.bottom, g.right):  # asymmetric ('same' with an even span): the extra row/column first
         x, extra_pad = F.pad2d_forward(x, (0, g.right - g.left, 0, g.bottom - g.top))
@@ -201,6 +217,8 @@ def conv2d_forward(
     if bias is not None:
         out += bias[:, None]
     out = be.xp.ascontiguousarray(out.reshape(O, N, g.OH, g.OW).transpose(1, 0, 2, 3))
+    if channel_sums is not None:  # a BatchNorm's statistics of out, for the BatchNorm after this convolution
+        _channel_sums_of(out, channel_sums)
     return out, Conv2dCache(x_col, weight, bias is not None, tuple(x.shape), g, extra_pad)
 
 
@@ -405,10 +423,16 @@ class Conv2d(Module):
         x, pad_cache = F.pad2d_forward(x, (left, right, top, bottom), _PADDING_MODES[self.padding_mode])
         return x, 0, pad_cache
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Any, *, channel_sums: Any = None) -> Any:
+        """The convolution of x (:func:`conv2d_forward`); ``channel_sums``, a (3, O) float64 array of shifts to fill
+        with the per-channel sums of the output, is passed to the pair (what :class:`~minidl.nn.fusion.ConvBn2d`
+        hands its BatchNorm in training)."""
         x, padding, pad_cache = self._padded(x)
         bias = None if self.bias is None else self.bias.data
-        out, cache = F.conv2d_forward(x, self.weight.data, bias, self.stride, padding, self.dilation, self.groups)
+        extra = {} if channel_sums is None else {"channel_sums": channel_sums}
+        out, cache = F.conv2d_forward(
+            x, self.weight.data, bias, self.stride, padding, self.dilation, self.groups, **extra
+        )  # fmt: skip
         self.save_for_backward(cache, pad_cache)
         return out
 

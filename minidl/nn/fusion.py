@@ -13,8 +13,13 @@ freed slots, so the model keeps its structure, its ``state_dict`` keys and its o
   normalize loop, and its backward recomputes the ReLU mask from x instead of storing it.
 * **Conv2d -> BatchNorm2d (-> ReLU or ReLU6)** becomes :class:`ConvBn2d` and :class:`FoldedBatchNorm2d` (and an
   :class:`Identity` in the activation's slot). In training they run as a convolution and a BatchNorm(+ReLU or
-  +ReLU6) pass (the pairs ``batch_norm_relu``, ``batch_norm_relu6``). In inference (eval mode, gradients off) the
-  BatchNorm is folded into the convolution's weights,
+  +ReLU6) pass (the pairs ``batch_norm_relu``, ``batch_norm_relu6``), and the convolution hands the BatchNorm the
+  sums its batch statistics come from, per channel :math:`S_1 = \sum (y - s)`, :math:`S_2 = \sum (y - s)^2`
+  around a shift s (the running mean): ``conv2d_forward``'s ``channel_sums``, which the BatchNorm pair takes as
+  its own, :math:`\mu = s + S_1 / M`, :math:`\sigma^2 = S_2 / M - (S_1 / M)^2`
+  (:meth:`ConvBn2d.sums_for_batch_norm`). On Numba, F(4x4, 3x3) adds them up as its output pass writes a
+  ``channels_last`` output, so the BatchNorm does not read that output a first time for its statistics. In
+  inference (eval mode, gradients off) the BatchNorm is folded into the convolution's weights,
 
   .. math:: \mathrm{BN}(W * x + b) = (s W) * x + (s (b - \mu) + \beta), \qquad s = \gamma / \sqrt{\sigma^2 +
             \epsilon}
@@ -79,6 +84,7 @@ from typing import Any, NamedTuple
 from minidl.backend import get_array_module
 from minidl.grad_mode import is_grad_enabled
 from minidl.nn._calls import _calling_module, _running_module
+from minidl.nn._norm_common import sums_argument
 from minidl.nn.activation import ReLU, ReLU6
 from minidl.nn.containers import Identity
 from minidl.nn.conv import Conv2d
@@ -186,7 +192,9 @@ class FoldedBatchNorm2d(BatchNorm2d):
         \quad (\text{then } \max(0, y) \text{ or } \min(\max(0, y), 6)), \qquad y = x \text{ on a folded output}
 
     When its input is the output its :class:`ConvBn2d` just computed folded (in inference), it returns it: the
-    convolution already applied it. Any other input goes through a BatchNorm2d, then the activation, as one pair:
+    convolution already applied it. In training, for exactly the output its :class:`ConvBn2d` just computed with the
+    sums of its values (:meth:`ConvBn2d.sums_for_batch_norm`), the batch statistics come from those sums (the pairs'
+    ``channel_sums``). Any other input goes through a BatchNorm2d, then the activation, as one pair:
     ``batch_norm_relu`` for ``"relu"`` (as :class:`BatchNormReLU2d`), ``batch_norm_relu6`` for ``"relu6"``. It keeps
     the BatchNorm's parameters and buffers, so the ``state_dict`` keys are the original's.
 
@@ -252,24 +260,35 @@ class FoldedBatchNorm2d(BatchNorm2d):
         )
 
     def forward(self, x: Any, residual: Any = None) -> Any:
+        sums = self._channel_sums_of(x)  # the statistics' sums its ConvBn2d took as it wrote x, if it did
         if residual is not None:
-            return self._forward_joined(x, residual)
+            return self._forward_joined(x, residual, sums)
         if x is self.__dict__.pop("_folded_output", None):
             return x  # the output of the ConvBn2d before it, which applied this BatchNorm (and activation), folded
-        out, cache = getattr(F, f"{self._pair()}_forward")(x, *self._functional_arguments(x))
+        pair = getattr(F, f"{self._pair()}_forward")
+        out, cache = pair(x, *self._functional_arguments(x), **sums_argument(sums))
         self._count_batch()
         self.save_for_backward(cache, False)
         return out
 
-    def _forward_joined(self, x: Any, residual: Any) -> Any:
+    def _channel_sums_of(self, x: Any) -> Any:
+        """The ``channel_sums`` the :class:`ConvBn2d` before it filled as it computed exactly this array x (in
+        training, see :meth:`ConvBn2d.sums_for_batch_norm`), or None: the batch statistics then come from them
+        instead of from a pass over x. Taken once: a later call computes its own."""
+        given = self.__dict__.pop("_channel_sums", None)
+        return given[1] if given is not None and given[0] is x else None
+
+    def _forward_joined(self, x: Any, residual: Any, sums: Any = None) -> Any:
         """relu(BatchNorm(x) + residual): the BatchNorm, the Add and the ReLU after it in one pair,
-        :func:`~minidl.nn.merge.batch_norm_add_relu_forward`."""
+        :func:`~minidl.nn.merge.batch_norm_add_relu_forward` (with ``sums``, its ``channel_sums``)."""
         if not self._joins_in(_calling_module(self)):
             raise RuntimeError(
                 f"{self._where()}: takes a residual only where nn.fuse joined it with the Add and ReLU after it, "
                 "called by the block it was fused in (see FoldedBatchNorm2d.joins_residual)"
             )
-        out, cache = F.batch_norm_add_relu_forward(x, residual, *self._functional_arguments(x))
+        out, cache = F.batch_norm_add_relu_forward(
+            x, residual, *self._functional_arguments(x), **sums_argument(sums)
+        )  # fmt: skip
         self._count_batch()
         self.save_for_backward(cache, True)
         return out
@@ -287,6 +306,7 @@ class FoldedBatchNorm2d(BatchNorm2d):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_folded_output", None)  # (an output of one call)
+        state.pop("_channel_sums", None)  # (the sums of one call's input)
         return state
 
 
@@ -321,6 +341,9 @@ class ConvBn2d(Conv2d):
     holds (``bn``, not a child: its parameters belong to its own slot) returns that output as it is. The
     convolution keeps its parameters (the same ``state_dict`` keys) and reads the BatchNorm's at each call, so the
     folded weights always follow the live ones.
+
+    In training, where :meth:`sums_for_batch_norm`, it is the Conv2d that also fills the sums of its output's
+    values per channel (``conv2d_forward``'s ``channel_sums``) and hands them to its BatchNorm with that output.
 
     Shape:
         - Input: (N, C, H, W); joined (``forward(x, residual)``, see :meth:`joins_residual`), also the residual
@@ -402,10 +425,47 @@ class ConvBn2d(Conv2d):
             return False
         return _plain_end(parent, self.joins)  # (folding asks the same of the convolution and the BatchNorm)
 
+    def sums_for_batch_norm(self) -> bool:
+        """Whether this call (in training) computes the sums of its output that the :class:`FoldedBatchNorm2d`
+        after it takes its batch statistics from (``conv2d_forward``'s ``channel_sums``; on the Numba backend
+        added up in the convolution's output pass, so the BatchNorm makes one pass over the output fewer). It does
+        when all of these hold, and is the plain Conv2d otherwise:
+
+        * the BatchNorm uses batch statistics (training, or no running statistics) and this call does not fold it;
+        * the module it was fused in is the one calling it and still holds both in their slots, both plain (no
+          hooks, which could change the output after the sums were taken, and their class's ``forward`` and
+          ``backward``);
+        * ``conv2d`` and the pairs the BatchNorm runs (``batch_norm``, ``batch_norm_relu`` or ``batch_norm_relu6``;
+          ``batch_norm_add_relu`` when joined) are still minidl's, which take ``channel_sums``.
+
+        The sums are around the BatchNorm's running mean (0 without one, and where it is not finite): close to the
+        batch's, which keeps the variance's digits (:func:`~minidl.nn._norm_common.statistics_from_sums`)."""
+        return self._sums_in(_calling_module(self))
+
+    def _sums_in(self, parent: Module | None) -> bool:
+        """:meth:`sums_for_batch_norm` for a call by ``parent``."""
+        bn = self.bn
+        if bn is None or not (bn.training or bn.running_mean is None):  # (then it does not fold either)
+            return False
+        mine, its = self.slots
+        if parent is None or parent._modules.get(mine) is not self or parent._modules.get(its) is not bn:
+            return False
+        pairs = ("conv2d", bn._pair(), *(("batch_norm_add_relu",) if bn.joins else ()))
+        return _plain(self, ConvBn2d) and _plain(bn, FoldedBatchNorm2d) and all(map(is_reference, pairs))
+
     def forward(self, x: Any, residual: Any = None) -> Any:
         if residual is not None:
             return self._forward_joined(x, residual)
-        if not self._folds():
+        parent = _calling_module(self)
+        if self._sums_in(parent):  # training: the BatchNorm's statistics' sums, taken as the output is written
+            bn, xp = self.bn, get_array_module(self.weight.data)
+            sums = xp.zeros((3, self.out_channels), dtype=xp.float64)
+            if bn.running_mean is not None:  # the shift: near the batch's mean (0 where a NaN or inf crept in)
+                sums[0] = xp.where(xp.isfinite(bn.running_mean), bn.running_mean, 0.0)
+            out = super().forward(x, channel_sums=sums)
+            object.__setattr__(bn, "_channel_sums", (out, sums))  # the BatchNorm takes them for exactly this array
+            return out
+        if not self._folds_in(parent):
             return super().forward(x)
         x, padding, _ = self._padded(x)
         pair = getattr(F, f"{_ACTIVATIONS[self.activation].folded}_forward")

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np  # noqa: F401  (the doctests use it)
 
 from minidl.nn._checks import check_array, check_grad_output, check_grad_output_of, check_residual
+from minidl.nn._norm_common import sums_argument
 from minidl.nn.dispatch import F, kernel
 from minidl.nn.module import Module
 from minidl.nn.normalization import _batch_norm_setup
@@ -197,10 +198,14 @@ def _batch_norm_add_relu_setup(
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    *,
+    channel_sums: Any = None,
 ) -> None:
     """The BatchNorm's checks, and a residual of the input's shape and dtype, under this pair's name."""
     where = "batch_norm_add_relu_forward"
-    _batch_norm_setup(input, running_mean, running_var, weight, bias, training, momentum, eps, where=where)
+    _batch_norm_setup(
+        input, running_mean, running_var, weight, bias, training, momentum, eps, channel_sums=channel_sums, where=where
+    )
     check_residual(where, input, residual, input.shape, "the input's")
 
 
@@ -215,6 +220,8 @@ def batch_norm_add_relu_forward(
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    *,
+    channel_sums: Any = None,
 ) -> tuple[Any, Any]:
     r"""``relu(batch_norm(x) + residual)``: the end of a ResNet block in training, its last BatchNorm, the residual
     sum and the ReLU. Returns ``(out, cache)``.
@@ -224,7 +231,8 @@ def batch_norm_add_relu_forward(
 
     (per channel: the batch's statistics in training, the running ones otherwise). The arguments of
     :func:`~minidl.nn.normalization.batch_norm_forward` (and its running-statistics updates), with the residual r
-    second. The reference is exactly ``add_relu_forward(batch_norm_forward(x, ...), residual)``; the Numba backend's
+    second (and its ``channel_sums``). The reference is exactly ``add_relu_forward(batch_norm_forward(x, ...),
+    residual)``; the Numba backend's
     kernel adds the residual and applies the ReLU in the BatchNorm's normalize pass, so the BatchNorm's output is not
     written and read back before the sum (``channels_last`` inputs; others run the two pairs).
 
@@ -248,8 +256,12 @@ def batch_norm_add_relu_forward(
                [1.],
                [0.]])
     """
-    _batch_norm_add_relu_setup(input, residual, running_mean, running_var, weight, bias, training, momentum, eps)
-    y, bn_cache = F.batch_norm_forward(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    _batch_norm_add_relu_setup(
+        input, residual, running_mean, running_var, weight, bias, training, momentum, eps, channel_sums=channel_sums
+    )
+    y, bn_cache = F.batch_norm_forward(
+        input, running_mean, running_var, weight, bias, training, momentum, eps, **sums_argument(channel_sums)
+    )
     out, add_relu_cache = F.add_relu_forward(y, residual)
     return out, BatchNormAddReLUCache(bn_cache, add_relu_cache)
 

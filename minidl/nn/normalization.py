@@ -58,7 +58,7 @@ import functools
 from typing import Any, NamedTuple
 
 from minidl.backend import get_array_module
-from minidl.nn._checks import check_grad_output, check_grad_output_of, check_layout
+from minidl.nn._checks import check_channel_sums, check_grad_output, check_grad_output_of, check_layout
 from minidl.nn._norm_common import (
     _affine,
     _affine_backward,
@@ -66,8 +66,11 @@ from minidl.nn._norm_common import (
     _check_statistics_call,
     _normalize,
     _normalize_backward,
+    _normalize_with,
     _NormBase,
     _update_running_stats,
+    statistics_from_sums,
+    sums_argument,
 )
 from minidl.nn.dispatch import F, kernel
 
@@ -105,12 +108,20 @@ def _batch_norm_setup(
     momentum: float = 0.1,
     eps: float = 1e-5,
     *,
+    channel_sums: Any = None,
     where: str = "batch_norm_forward",
 ) -> None:
     """Check :func:`batch_norm_forward`'s arguments (errors named ``where``: the pair the caller called)."""
     _check_statistics_call(
         where, input, 2, running_mean, running_var, weight, bias, momentum, eps, training, "training", "channel"
     )
+    if channel_sums is not None:
+        check_channel_sums(where, channel_sums, input.shape[1], input)
+        if not training:
+            raise ValueError(
+                f"{where}: channel_sums give the batch statistics, which training=False does not use (it normalizes "
+                "with running_mean and running_var); pass channel_sums only with training=True"
+            )
 
 
 # the fused pairs check the same arguments, under their own names
@@ -128,6 +139,8 @@ def batch_norm_forward(
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    *,
+    channel_sums: Any = None,
 ) -> tuple[Any, Any]:
     r"""Batch normalization over every axis but the channel axis 1 (PyTorch's ``F.batch_norm``, same arguments).
 
@@ -148,6 +161,11 @@ def batch_norm_forward(
         momentum: weight of the new batch in the running average, in [0, 1] (a module turns momentum=None into
             1 / num_batches_tracked, the cumulative average). Default: 0.1.
         eps: added to the variance before the square root. Default: 1e-5.
+        channel_sums: (training only) None, or the (3, C) float64 sums of the input's values that the convolution
+            which computed it filled (:func:`~minidl.nn.conv.conv2d_forward`'s ``channel_sums``: the shifts s, then
+            S1 = sum (x - s) and S2 = sum (x - s)^2 per channel): the batch statistics come from them,
+            mean = s + S1 / M and var = S2 / M - (S1 / M)^2 (:func:`~minidl.nn._norm_common.statistics_from_sums`),
+            instead of from a pass over the input. The same statistics up to rounding. Default: None.
 
     Shape:
         - Input: (N, C, \*) - Output: the same; M = N * prod(\*) values per channel.
@@ -164,11 +182,17 @@ def batch_norm_forward(
         array([[-1., -1.],
                [ 1.,  1.]])
     """
-    _batch_norm_setup(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    _batch_norm_setup(
+        input, running_mean, running_var, weight, bias, training, momentum, eps, channel_sums=channel_sums
+    )
     x, C = input, input.shape[1]
     axes = (0,) + tuple(range(2, x.ndim))
     if training:
-        xhat, mean, var, inv_std = _normalize(get_array_module(x), x, axes, eps)
+        xp = get_array_module(x)
+        if channel_sums is None:
+            xhat, mean, var, inv_std = _normalize(xp, x, axes, eps)
+        else:  # the statistics from the sums the convolution before took as it wrote x
+            xhat, mean, var, inv_std = _normalize_with(xp, x, *statistics_from_sums(channel_sums, x.size // C), eps)
         _update_running_stats(running_mean, running_var, momentum, mean.reshape(C), var.reshape(C), x.size // C)
     else:
         inv_std = 1.0 / get_array_module(x).sqrt(_channel_view(running_var, x.ndim) + eps)
@@ -233,6 +257,8 @@ def batch_norm_relu_forward(
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    *,
+    channel_sums: Any = None,
 ) -> tuple[Any, Any]:
     r"""``relu(batch_norm(x))``: :func:`batch_norm_forward` followed by ReLU, the pattern of every conv-BN-ReLU.
 
@@ -265,8 +291,12 @@ def batch_norm_relu_forward(
                [ 0.011 ]])
     """
     # bad arguments: errors named after this pair (not batch_norm_forward, which checks them again)
-    _batch_norm_relu_setup(input, running_mean, running_var, weight, bias, training, momentum, eps)
-    out, bn_cache = F.batch_norm_forward(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    _batch_norm_relu_setup(
+        input, running_mean, running_var, weight, bias, training, momentum, eps, channel_sums=channel_sums
+    )
+    out, bn_cache = F.batch_norm_forward(
+        input, running_mean, running_var, weight, bias, training, momentum, eps, **sums_argument(channel_sums)
+    )
     out, relu_cache = F.relu_forward(out)
     return out, BatchNormReluCache(bn_cache, relu_cache)
 
@@ -305,6 +335,8 @@ def batch_norm_relu6_forward(
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    *,
+    channel_sums: Any = None,
 ) -> tuple[Any, Any]:
     r"""``relu6(batch_norm(x))``: :func:`batch_norm_forward` followed by ReLU6, the pattern of MobileNetV2's
     conv-BN-ReLU6 layers in training.
@@ -335,8 +367,12 @@ def batch_norm_relu6_forward(
                [6.    ]])
     """
     # bad arguments: errors named after this pair (not batch_norm_forward, which checks them again)
-    _batch_norm_relu6_setup(input, running_mean, running_var, weight, bias, training, momentum, eps)
-    out, bn_cache = F.batch_norm_forward(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    _batch_norm_relu6_setup(
+        input, running_mean, running_var, weight, bias, training, momentum, eps, channel_sums=channel_sums
+    )
+    out, bn_cache = F.batch_norm_forward(
+        input, running_mean, running_var, weight, bias, training, momentum, eps, **sums_argument(channel_sums)
+    )
     out, relu6_cache = F.relu6_forward(out)
     return out, BatchNormReluCache(bn_cache, relu6_cache)
 
