@@ -161,6 +161,26 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         output, else in one pass over the output after the convolution (:meth:`_channel_sums`)."""
         return self._conv2d(g, x, weight, bias, sums=channel_sums)
 
+    def conv2d_takes_channel_sums(
+        self, x: Any, weight: Any, stride: tuple[int, int], padding: tuple[int, int, int, int],
+        dilation: tuple[int, int], groups: int,
+    ) -> bool:  # fmt: skip
+        """Whether ``conv2d_forward``'s ``channel_sums`` are added up in the output pass here (see
+        :meth:`~minidl.backend.numpy_backend.NumpyBackend.conv2d_takes_channel_sums`): a float32 or float64
+        ``channels_last`` x, groups 1, and the algorithm the layer runs (the rules', or the one :attr:`autotune` chose
+        for it) F(4x4, 3x3) in its compiled loops (:meth:`_winograd4_takes_sums`). The other algorithms sum their
+        output in one pass after, which a BatchNorm's own two-pass region does as cheaply."""
+        top, bottom, left, right = padding
+        if groups != 1 or numpy.ndim(x) != 4 or x.dtype not in _NATIVE or _nhwc(x) is None or (top, left) != (
+            bottom, right
+        ):  # fmt: skip
+            return False
+        O, _, KH, KW = weight.shape
+        geometry = (KH, KW, *stride, top, left, *dilation)
+        name = self._dense_algorithm(x, weight, geometry)
+        N, C, H, W = x.shape
+        return name == "winograd4" and self._winograd4_takes_sums(N, C, O, H + 2 * top - 2, W + 2 * left - 2, x.dtype)
+
     def _one_thread_if_small(self, x_shape: tuple[int, ...], weight: Any, g: Any) -> Any:
         """``_threads.serial()`` for a convolution too small to pay for the pool's threads, else nothing: fewer than
         _ONE_THREAD_VALUES values in its input and in its output, and fewer than _ONE_THREAD_MACS multiply-adds.
@@ -442,6 +462,17 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         KH, KW, SH, SW, PH, PW, DH, DW = geometry
         return (KH, KW, SH, SW, DH, DW) == (3, 3, 1, 1, 1, 1) and C <= _DIRECT_TUNE_MAX_C and max(PH, PW) <= max_padding
 
+    def _tuning_key(self, about: dict[str, Any]) -> tuple[Any, ...]:
+        """The key of the autotuner's choice for ``about`` (its shapes, layout, dtype, epilogue), the thread count
+        and the Winograd settings added."""
+        threads = 1 if _threads.in_region() else _threads.get_num_threads()
+        return (*{**about, "threads": threads}.items(), self.winograd, self.winograd_tile)
+
+    def _tuned_choice(self, about: dict[str, Any]) -> str | None:
+        """The algorithm :meth:`_tuned` chose for ``about``, or None before it has tuned it."""
+        chosen = self._autotuned.get(self._tuning_key(about))
+        return None if chosen is None else chosen[0]
+
     def _tuned(
         self, about: dict[str, Any], names: tuple[str, ...], run: Callable[[str], Any], result: bool = True
     ) -> Any:  # fmt: skip
@@ -452,8 +483,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         choice (``names[0]``) stays unless another is faster by _AUTOTUNE_MARGIN (timings vary by a few per cent:
         the choice should not). This call returns the chosen algorithm's last result (with ``result`` False, its
         name: ``run`` then runs only to be timed). The scratch buffers the others sized are given back."""
-        threads = 1 if _threads.in_region() else _threads.get_num_threads()
-        key = (*{**about, "threads": threads}.items(), self.winograd, self.winograd_tile)
+        key = self._tuning_key(about)
         chosen = self._autotuned.get(key)
         if chosen is not None:
             return run(chosen[0]) if result else chosen[0]
@@ -508,16 +538,28 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         names = self._forward_algorithms(x.shape, weight.shape[0], geometry)
         if not self._autotune or len(names) == 1:
             return self._forward_with(names[0], x, weight, bias, geometry, relu_max, residual, sums)
-        if sums is not None:  # the candidates are timed without them; the output is summed after
-            out = self._conv2d_dense(x, weight, bias, *geometry, relu_max=relu_max, residual=residual)
-            self._channel_sums(out, sums)
-            return out
-        epilogue = None if relu_max is None else ("relu" if residual is None else "add_relu")
-        residual_nhwc = residual is not None and _nhwc(residual) is not None
-        about = _about("forward", x, weight, geometry, epilogue=epilogue, residual_channels_last=residual_nhwc)
+        about = self._forward_about(x, weight, geometry, relu_max, residual)
         run = functools.partial(self._forward_with, x=x, weight=weight, bias=bias, geometry=geometry, relu_max=relu_max,
                                 residual=residual)  # fmt: skip
+        if sums is not None:  # the candidates are timed without them (the first time), the chosen one runs with them
+            return self._forward_with(self._tuned(about, names, run, result=False), x, weight, bias, geometry,
+                                      relu_max, residual, sums)  # fmt: skip
         return self._tuned(about, names, run)
+
+    @staticmethod
+    def _forward_about(x: Any, weight: Any, geometry: tuple[int, ...], relu_max: float | None, residual: Any) -> Any:
+        """The autotuner's description of a forward (:meth:`_tuned`'s ``about``)."""
+        epilogue = None if relu_max is None else ("relu" if residual is None else "add_relu")
+        residual_nhwc = residual is not None and _nhwc(residual) is not None
+        return _about("forward", x, weight, geometry, epilogue=epilogue, residual_channels_last=residual_nhwc)
+
+    def _dense_algorithm(self, x: Any, weight: Any, geometry: tuple[int, ...]) -> str | None:
+        """The algorithm a plain forward of x (groups 1, no epilogue) runs: the rules' choice, or the one
+        :attr:`autotune` chose for it (None where it has not tuned that layer yet)."""
+        names = self._forward_algorithms(x.shape, weight.shape[0], geometry)
+        if not self._autotune or len(names) == 1:
+            return names[0]
+        return self._tuned_choice(self._forward_about(x, weight, geometry, None, None))
 
     def _forward_with(
         self, algorithm: str, x: Any, weight: Any, bias: Any, geometry: tuple[int, ...], relu_max: float | None,

@@ -468,7 +468,7 @@ class WinogradKernelsMixin:
         # U is transformed in the region too, by blocks of input channels, before any chunk's GEMMs
         U, filters = self._wino_planes(None, "", C, O, dtype, 36), self._filters_in_blocks(weight, dtype)
         sync = numpy.zeros(5, dtype=numpy.int64)
-        chunks, summed = _ceil_div(N, nb), sums is not None and nhwc
+        chunks, summed = _ceil_div(N, nb), sums is not None and nhwc  # (in the loops: _winograd4_takes_sums)
         shift, parts = (self._tiled_shift(sums), numpy.empty((chunks, 2, O))) if summed else _UNSUMMED_CHUNKS[:2]
 
         def loop(worker: int, counter: Any) -> None:
@@ -507,6 +507,12 @@ class WinogradKernelsMixin:
         (:meth:`_in_one_call`; the last chunk, the smallest, too)."""
         last = N - (_ceil_div(N, nb) - 1) * nb
         return self._in_one_call(gemm, last * tiles_per_image)
+
+    def _winograd4_takes_sums(self, N: int, C: int, O: int, OH: int, OW: int, dtype: Any) -> bool:
+        """Whether :meth:`_winograd4_conv` of these sizes runs in its compiled loops (:meth:`_in_loops`), where its
+        output pass takes ``channel_sums`` (into a ``channels_last`` output; else the output is summed after)."""
+        TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, numpy.dtype(dtype).itemsize, tile=4)
+        return self._in_loops(cblas_gemm(dtype), N, nb, TH * TW)
 
     def _winograd4_chunk(
         self, x: Any, nhwc: bool, U: Planes, TH: int, TW: int, gemm: Any, b: Any, has_bias: bool, PH: int, PW: int,

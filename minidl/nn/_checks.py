@@ -215,17 +215,19 @@ def check_dx_add(where: str, dx_add: Any, shape: Sequence[int], dtype: Any) -> N
         )
 
 
-def check_channel_sums(where: str, sums: Any, channels: int, x: Any) -> None:
-    """``channel_sums`` (of :func:`~minidl.nn.conv.conv2d_forward`, which fills it, and of the BatchNorm pairs, which
-    take their statistics from it): a writable C-contiguous float64 array of shape (3, ``channels``) on ``x``'s
-    device (row 0 the shifts, rows 1 and 2 the sums of (y - shift) and (y - shift)^2 per channel)."""
+def check_channel_sums(where: str, sums: Any, channels: int, x: Any, *, writable: bool) -> None:
+    """``channel_sums`` (of :func:`~minidl.nn.conv.conv2d_forward`, which fills it: ``writable``, and of the
+    BatchNorm pairs, which take their statistics from it): a C-contiguous float64 array of shape (3, ``channels``) on
+    ``x``'s device (row 0 the shifts, rows 1 and 2 the sums of (y - shift) and (y - shift)^2 per channel)."""
     what = f"channel_sums (3, {channels}) float64: the shifts, the sums of (y - shift) and of (y - shift)^2"
     if not hasattr(sums, "shape") or not hasattr(sums, "dtype") or not hasattr(sums, "flags"):
         raise TypeError(f"{where}: {what}, must be an array, got {type(sums).__name__}")
     if tuple(sums.shape) != (3, channels) or sums.dtype != np.float64:
         raise ValueError(f"{where}: {what}, got shape {tuple(sums.shape)} and dtype {sums.dtype}")
-    if not sums.flags.c_contiguous or not getattr(sums.flags, "writeable", True):
-        raise ValueError(f"{where}: {what}, must be C-contiguous and writable (got a view or a read-only array)")
+    if not sums.flags.c_contiguous:
+        raise ValueError(f"{where}: {what}, must be C-contiguous (got a strided view)")
+    if writable and not getattr(sums.flags, "writeable", True):
+        raise ValueError(f"{where}: {what}, must be writable: the pair fills rows 1 and 2 (got a read-only array)")
     check_same_device(where, x, sums)
 
 

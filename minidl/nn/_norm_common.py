@@ -36,8 +36,9 @@ def channel_sums(y: Any, sums: Any) -> None:
     .. math:: S_1 = \sum (y - s), \qquad S_2 = \sum (y - s)^2
 
     what a BatchNorm of y needs for its statistics (:func:`statistics_from_sums`); a shift near the channel's mean
-    keeps the variance's digits. ``conv2d_forward``'s ``channel_sums`` (the reference; the Numba backend takes them
-    as its output pass writes y)."""
+    keeps the variance's digits (:func:`sums_keep_the_variance`). ``conv2d_forward``'s ``channel_sums`` (the
+    reference; the Numba backend's F(4x4, 3x3) adds them up as its output pass writes a ``channels_last`` y, its
+    other algorithms sum y in one pass after)."""
     xp = get_array_module(y)
     axes = (0,) + tuple(range(2, y.ndim))
     d = y.astype(xp.float64) - _channel_view(sums[0], y.ndim)
@@ -54,6 +55,20 @@ def statistics_from_sums(sums: Any, M: int) -> tuple[Any, Any]:
     xp = get_array_module(sums)
     m = sums[1] / M
     return sums[0] + m, xp.maximum(sums[2] / M - m * m, 0.0)
+
+
+def sums_keep_the_variance(sums: Any, M: int) -> bool:
+    r"""Whether the :func:`channel_sums` of M values per channel, around their shifts, keep the variance's digits in
+    :func:`statistics_from_sums`: in every channel the squared mean of y - s at most 10^6 times the variance,
+
+    .. math:: (S_1 / M)^2 \le 10^6 \, \big(S_2 / M - (S_1 / M)^2\big)
+
+    The difference of the two float64 terms then keeps about 10 of their 16 digits, more than float32 results need;
+    with a shift further from the mean (a running mean far from the batch's) it loses them, and a NaN or an inf in
+    the sums fails the test too."""
+    xp = get_array_module(sums)
+    m = sums[1] / M
+    return bool(xp.all(m * m <= 1e6 * (sums[2] / M - m * m)))
 
 
 def sums_argument(channel_sums: Any) -> dict[str, Any]:

@@ -133,7 +133,7 @@ def _conv2d_setup(
     OH = (H + top + bottom - span_h) // SH + 1
     OW = (W + left + right - span_w) // SW + 1
     if channel_sums is not None:
-        check_channel_sums(where, channel_sums, O, x)
+        check_channel_sums(where, channel_sums, O, x, writable=True)
     return ConvGeometry(KH, KW, SH, SW, top, bottom, left, right, DH, DW, groups, OH, OW)
 
 
@@ -175,8 +175,9 @@ def conv2d_forward(
             (:func:`~minidl.nn._norm_common.channel_sums`), the statistics of a BatchNorm of ``out``, which takes
             them as its own ``channel_sums`` (:func:`~minidl.nn.normalization.batch_norm_forward`) instead of a pass
             over ``out``. The Numba backend adds them up as its output pass writes ``out`` (F(4x4, 3x3) into a
-            ``channels_last`` output; the other algorithms in one pass after): what :class:`~minidl.nn.ConvBn2d`
-            asks for in training (:func:`minidl.nn.fuse`). Default: None.
+            ``channels_last`` output, whether the rules or the autotuner chose it; the other algorithms sum ``out``
+            in one pass after): what :class:`~minidl.nn.ConvBn2d` asks for in training where the backend takes
+            them in the output pass (:func:`minidl.nn.fuse`). Default: None.
 
     Shape:
         - Output: (N, O, OH, OW), OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1, likewise OW.

@@ -16,9 +16,10 @@ freed slots, so the model keeps its structure, its ``state_dict`` keys and its o
   +ReLU6) pass (the pairs ``batch_norm_relu``, ``batch_norm_relu6``), and the convolution hands the BatchNorm the
   sums its batch statistics come from, per channel :math:`S_1 = \sum (y - s)`, :math:`S_2 = \sum (y - s)^2`
   around a shift s (the running mean): ``conv2d_forward``'s ``channel_sums``, which the BatchNorm pair takes as
-  its own, :math:`\mu = s + S_1 / M`, :math:`\sigma^2 = S_2 / M - (S_1 / M)^2`
-  (:meth:`ConvBn2d.sums_for_batch_norm`). On Numba, F(4x4, 3x3) adds them up as its output pass writes a
-  ``channels_last`` output, so the BatchNorm does not read that output a first time for its statistics. In
+  its own, :math:`\mu = s + S_1 / M`, :math:`\sigma^2 = \max(S_2 / M - (S_1 / M)^2, 0)`
+  (:meth:`ConvBn2d.sums_for_batch_norm`), where the backend adds them up in the convolution's output pass (on
+  Numba, F(4x4, 3x3) into a ``channels_last`` output), so the BatchNorm does not read that output a first time
+  for its statistics. In
   inference (eval mode, gradients off) the BatchNorm is folded into the convolution's weights,
 
   .. math:: \mathrm{BN}(W * x + b) = (s W) * x + (s (b - \mu) + \beta), \qquad s = \gamma / \sqrt{\sigma^2 +
@@ -48,7 +49,9 @@ freed slots, so the model keeps its structure, its ``state_dict`` keys and its o
 Patterns are found in every :class:`Sequential` (consecutive children) and in the modules that list which of their
 children run back to back, ``fusion_groups`` (the ResNet blocks: ``(("conv1", "bn1", "relu1"), ("conv2", "bn2",
 "add", "relu2"))``, as torchvision's quantizable models list them). A module named there must run once per
-forward, at that place: a ReLU that the block also applies elsewhere would become an Identity there too. Only the
+forward, at that place, and hand its output to the next one unchanged (not edited in place between them: the
+folding and the training sums are taken for exactly that array): a ReLU that the block also applies elsewhere
+would become an Identity there too. Only the
 exact classes are fused: a ReLU replaced by ``nn.GELU()`` (or a ``Hardtanh(0, 6)``, which is not a ReLU6), a
 subclass of BatchNorm2d, a module whose ``forward`` was replaced on the instance, a module with hooks
 (:mod:`minidl.nn.hooks`), or a module that sits in several slots, is left alone.
@@ -81,13 +84,13 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from minidl.backend import get_array_module
+from minidl.backend import get_array_module, get_backend
 from minidl.grad_mode import is_grad_enabled
 from minidl.nn._calls import _calling_module, _running_module
-from minidl.nn._norm_common import sums_argument
+from minidl.nn._norm_common import sums_argument, sums_keep_the_variance
 from minidl.nn.activation import ReLU, ReLU6
 from minidl.nn.containers import Identity
-from minidl.nn.conv import Conv2d
+from minidl.nn.conv import Conv2d, _conv_padding
 from minidl.nn.dispatch import F, is_reference
 from minidl.nn.hooks import has_hooks
 from minidl.nn.merge import Add
@@ -274,9 +277,14 @@ class FoldedBatchNorm2d(BatchNorm2d):
     def _channel_sums_of(self, x: Any) -> Any:
         """The ``channel_sums`` the :class:`ConvBn2d` before it filled as it computed exactly this array x (in
         training, see :meth:`ConvBn2d.sums_for_batch_norm`), or None: the batch statistics then come from them
-        instead of from a pass over x. Taken once: a later call computes its own."""
+        instead of from a pass over x. Taken once: a later call computes its own. Also None where the sums' shifts
+        were too far from the batch's means to keep the variance's digits (:func:`sums_keep_the_variance`: the
+        running mean far from a batch's, at the first step or after the data changed): then the pair computes
+        them from x, as unfused."""
         given = self.__dict__.pop("_channel_sums", None)
-        return given[1] if given is not None and given[0] is x else None
+        if given is None or given[0] is not x or not sums_keep_the_variance(given[1], x.size // x.shape[1]):
+            return None
+        return given[1]
 
     def _forward_joined(self, x: Any, residual: Any, sums: Any = None) -> Any:
         """relu(BatchNorm(x) + residual): the BatchNorm, the Add and the ReLU after it in one pair,
@@ -425,39 +433,50 @@ class ConvBn2d(Conv2d):
             return False
         return _plain_end(parent, self.joins)  # (folding asks the same of the convolution and the BatchNorm)
 
-    def sums_for_batch_norm(self) -> bool:
-        """Whether this call (in training) computes the sums of its output that the :class:`FoldedBatchNorm2d`
-        after it takes its batch statistics from (``conv2d_forward``'s ``channel_sums``; on the Numba backend
-        added up in the convolution's output pass, so the BatchNorm makes one pass over the output fewer). It does
-        when all of these hold, and is the plain Conv2d otherwise:
+    def sums_for_batch_norm(self, x: Any) -> bool:
+        """Whether this call on ``x`` (in training) computes the sums of its output that the
+        :class:`FoldedBatchNorm2d` after it takes its batch statistics from (``conv2d_forward``'s ``channel_sums``),
+        so that the BatchNorm makes one pass over that output fewer. It does when all of these hold, and is the
+        plain Conv2d otherwise:
 
-        * the BatchNorm uses batch statistics (training, or no running statistics) and this call does not fold it;
-        * the module it was fused in is the one calling it and still holds both in their slots, both plain (no
-          hooks, which could change the output after the sums were taken, and their class's ``forward`` and
-          ``backward``);
+        * the BatchNorm uses batch statistics (training, or no running statistics; then this call does not fold it);
+        * its caller holds it and the BatchNorm in the slots ``fuse`` found them in (the module it was fused in, or
+          a slice of it that keeps both), both plain (no hooks, which could change the output after it was summed,
+          and their class's ``forward`` and ``backward``), and hands the output to the BatchNorm unchanged (as every
+          ``fusion_groups`` block and :class:`~minidl.nn.Sequential` do);
         * ``conv2d`` and the pairs the BatchNorm runs (``batch_norm``, ``batch_norm_relu`` or ``batch_norm_relu6``;
-          ``batch_norm_add_relu`` when joined) are still minidl's, which take ``channel_sums``.
+          ``batch_norm_add_relu`` when joined) are still minidl's, which take ``channel_sums``;
+        * the backend adds the sums up in the convolution's output pass
+          (:meth:`~minidl.backend.numpy_backend.NumpyBackend.conv2d_takes_channel_sums`: on Numba, F(4x4, 3x3) into a
+          ``channels_last`` output; summed in a pass after the convolution, they would cost the BatchNorm's own first
+          pass), with zero padding.
 
-        The sums are around the BatchNorm's running mean (0 without one, and where it is not finite): close to the
-        batch's, which keeps the variance's digits (:func:`~minidl.nn._norm_common.statistics_from_sums`)."""
-        return self._sums_in(_calling_module(self))
+        The sums are around the BatchNorm's running mean (0 without one, and where it is not finite), which keeps the
+        variance's digits while the batch's mean is near it; where it is not, the BatchNorm computes its statistics
+        itself (:meth:`FoldedBatchNorm2d._channel_sums_of`)."""
+        return self._sums_in(_calling_module(self), x)
 
-    def _sums_in(self, parent: Module | None) -> bool:
-        """:meth:`sums_for_batch_norm` for a call by ``parent``."""
+    def _sums_in(self, parent: Module | None, x: Any) -> bool:
+        """:meth:`sums_for_batch_norm` for a call by ``parent`` on ``x``."""
         bn = self.bn
-        if bn is None or not (bn.training or bn.running_mean is None):  # (then it does not fold either)
-            return False
+        if bn is None or not (bn.training or bn.running_mean is None) or self.padding_mode != "zeros":
+            return False  # (with batch statistics it does not fold either)
         mine, its = self.slots
         if parent is None or parent._modules.get(mine) is not self or parent._modules.get(its) is not bn:
             return False
         pairs = ("conv2d", bn._pair(), *(("batch_norm_add_relu",) if bn.joins else ()))
-        return _plain(self, ConvBn2d) and _plain(bn, FoldedBatchNorm2d) and all(map(is_reference, pairs))
+        if not (_plain(self, ConvBn2d) and _plain(bn, FoldedBatchNorm2d) and all(map(is_reference, pairs))):
+            return False
+        padding = _conv_padding(self._where(), self.padding, *self.kernel_size, *self.dilation, *self.stride)
+        return get_backend().conv2d_takes_channel_sums(
+            x, self.weight.data, self.stride, padding, self.dilation, self.groups
+        )
 
     def forward(self, x: Any, residual: Any = None) -> Any:
         if residual is not None:
             return self._forward_joined(x, residual)
         parent = _calling_module(self)
-        if self._sums_in(parent):  # training: the BatchNorm's statistics' sums, taken as the output is written
+        if self._sums_in(parent, x):  # training: the BatchNorm's statistics' sums, taken as the output is written
             bn, xp = self.bn, get_array_module(self.weight.data)
             sums = xp.zeros((3, self.out_channels), dtype=xp.float64)
             if bn.running_mean is not None:  # the shift: near the batch's mean (0 where a NaN or inf crept in)

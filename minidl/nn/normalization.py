@@ -116,7 +116,7 @@ def _batch_norm_setup(
         where, input, 2, running_mean, running_var, weight, bias, momentum, eps, training, "training", "channel"
     )
     if channel_sums is not None:
-        check_channel_sums(where, channel_sums, input.shape[1], input)
+        check_channel_sums(where, channel_sums, input.shape[1], input, writable=False)
         if not training:
             raise ValueError(
                 f"{where}: channel_sums give the batch statistics, which training=False does not use (it normalizes "

@@ -171,7 +171,7 @@ def test_bad_channel_sums_raise_errors_that_name_the_pair(backend):
             "float32": (arr(np.zeros((3, 3), np.float32)), ValueError, "got shape (3, 3) and dtype float32"),
             "the input's channels": (arr(np.zeros((3, 4))), ValueError, "got shape (3, 4) and dtype float64"),
             "two rows": (arr(np.zeros((2, 3))), ValueError, "got shape (2, 3)"),
-            "a view": (arr(np.zeros((3, 6)))[:, ::2], ValueError, "C-contiguous and writable"),
+            "a view": (arr(np.zeros((3, 6)))[:, ::2], ValueError, "must be C-contiguous"),
         }
         for what, (sums, error, message) in bad.items():
             with pytest.raises(error, match=r"conv2d_forward: channel_sums \(3, 3\) float64") as info:
@@ -183,3 +183,38 @@ def test_bad_channel_sums_raise_errors_that_name_the_pair(backend):
             F.batch_norm_relu_forward(y, *running, None, None, False, channel_sums=arr(np.zeros((3, 3))))
         with pytest.raises(ValueError, match=r"batch_norm_add_relu_forward: channel_sums \(3, 3\) float64"):
             F.batch_norm_add_relu_forward(y, y, *running, None, None, True, channel_sums=arr(np.zeros((3, 2))))
+
+
+def test_the_numba_backend_says_where_its_output_pass_takes_the_sums():
+    """``conv2d_takes_channel_sums``: F(4x4, 3x3) into a channels_last output, in its compiled loops; and the
+    reference never (it sums after the convolution)."""
+    be = minidl.get_backend("numba")
+    with minidl.use_backend("numba"):
+        for name, layout, dtype, wanted in (
+            ("F(4x4, 3x3)", CL, np.float32, True),
+            ("F(4x4, 3x3)", CL, np.float64, True),
+            ("F(4x4, 3x3)", None, np.float32, False),
+            ("F(2x2, 3x3)", CL, np.float32, False),
+            ("1x1", CL, np.float32, False),
+            ("stride 2 (im2row)", CL, np.float32, False),
+            ("grouped", CL, np.float32, False),
+        ):
+            x, w, (stride, padding, dilation, groups), _ = conv_case(name, dtype, layout)
+            args = (x, w, (stride, stride), (padding,) * 4, (dilation, dilation), groups)
+            assert be.conv2d_takes_channel_sums(*args) is wanted, (name, layout, dtype)
+            assert minidl.get_backend("numpy").conv2d_takes_channel_sums(*args) is False
+
+
+def test_the_autotuned_algorithm_takes_the_sums(monkeypatch):
+    """With ``autotune`` on, the candidates are timed without the sums, and the chosen one fills them (in its
+    output pass where it is F(4x4, 3x3))."""
+    be = minidl.get_backend("numba")
+    monkeypatch.setattr(be, "_autotune", True)
+    monkeypatch.setattr(be, "_autotuned", {})
+    with minidl.use_backend("numba"):
+        x, w, geometry, shift = conv_case("F(4x4, 3x3)", layout=CL, seed=7)
+        for _ in range(2):  # tuned by the first call, then the choice
+            sums = new_sums(shift)
+            out, _ = F.conv2d_forward(x, w, None, *geometry, channel_sums=sums)
+            np.testing.assert_allclose(sums[1:], np.stack(expected_sums(out, shift)), rtol=1e-10, atol=1e-9)
+        assert be._autotuned, "the layer was tuned"
