@@ -62,7 +62,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy
 
@@ -98,6 +98,13 @@ _ONE_THREAD_MACS = 1 << 25
 # 3 x 3 stride-1 forwards with at most this many input channels run direct (``_numba_direct.py``; measured at
 # batch 128, 2 threads: 3 to 6 channels 1.5-2.3x faster than im2row, 8 even, 16 slower)
 _DIRECT_MAX_C = 6
+
+
+class _OutputSize(NamedTuple):
+    """The output's height and width, what :meth:`ConvKernelsMixin._one_thread_if_small` reads of a geometry."""
+
+    OH: int
+    OW: int
 
 
 def _about(direction: str, x: Any, weight: Any, geometry: tuple[int, ...], **more: Any) -> dict[str, Any]:
@@ -171,14 +178,20 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         for it) F(4x4, 3x3) in its compiled loops (:meth:`_winograd4_takes_sums`). The other algorithms sum their
         output in one pass after, which a BatchNorm's own two-pass region does as cheaply."""
         top, bottom, left, right = padding
-        if groups != 1 or numpy.ndim(x) != 4 or x.dtype not in _NATIVE or _nhwc(x) is None or (top, left) != (
-            bottom, right
-        ):  # fmt: skip
+        if not self.is_array(x) or x.ndim != 4 or x.dtype not in _NATIVE or _nhwc(x) is None:
+            return False
+        if groups != 1 or (top, left) != (bottom, right) or numpy.ndim(weight) != 4:
             return False
         O, _, KH, KW = weight.shape
         geometry = (KH, KW, *stride, top, left, *dilation)
-        name = self._dense_algorithm(x, weight, geometry)
         N, C, H, W = x.shape
+        OH = (H + 2 * top - dilation[0] * (KH - 1) - 1) // stride[0] + 1
+        OW = (W + 2 * left - dilation[1] * (KW - 1) - 1) // stride[1] + 1
+        if min(OH, OW) < 1:
+            return False
+        # (a small layer runs in one thread, and the autotuner chose its algorithm for one thread: ask likewise)
+        with self._one_thread_if_small(tuple(x.shape), weight, _OutputSize(OH, OW)):
+            name = self._dense_algorithm(x, weight, geometry)
         return name == "winograd4" and self._winograd4_takes_sums(N, C, O, H + 2 * top - 2, W + 2 * left - 2, x.dtype)
 
     def _one_thread_if_small(self, x_shape: tuple[int, ...], weight: Any, g: Any) -> Any:

@@ -65,17 +65,6 @@ class NumpyBackend:
     kernels: Mapping[str, KernelPair] = MappingProxyType({})
 
     # ------------------------------------------------------------------ arrays
-    def conv2d_takes_channel_sums(
-        self, x: Any, weight: Any, stride: tuple[int, int], padding: tuple[int, int, int, int],
-        dilation: tuple[int, int], groups: int,
-    ) -> bool:  # fmt: skip
-        """Whether ``conv2d_forward(x, weight, ..., channel_sums=sums)`` adds up the sums as its output pass writes
-        the output here, so that a BatchNorm taking them saves a pass over that output (``stride`` and ``dilation``
-        (SH, SW) and (DH, DW), ``padding`` (top, bottom, left, right)). What a fused ``ConvBn2d`` asks before it
-        asks for them (:meth:`minidl.nn.ConvBn2d.sums_for_batch_norm`). False here: the reference sums its output
-        after the convolution, which costs what the BatchNorm's own first pass costs."""
-        return False
-
     def is_array(self, a: Any) -> bool:
         """True if ``a`` is an array of this backend's array module."""
         return isinstance(a, self.xp.ndarray)
@@ -94,6 +83,18 @@ class NumpyBackend:
         from minidl.backend import get_backend
 
         return (get_backend, (self.name,))
+
+    # ------------------------------------------------------------------ what the fused modules ask
+    def conv2d_takes_channel_sums(
+        self, x: Any, weight: Any, stride: tuple[int, int], padding: tuple[int, int, int, int],
+        dilation: tuple[int, int], groups: int,
+    ) -> bool:  # fmt: skip
+        """Whether ``conv2d_forward(x, weight, ..., channel_sums=sums)`` adds up the sums as its output pass writes
+        the output here, so that a BatchNorm taking them saves a pass over that output (``stride`` and ``dilation``
+        (SH, SW) and (DH, DW), ``padding`` (top, bottom, left, right)). What a fused ``ConvBn2d`` asks before it
+        asks for them (:meth:`minidl.nn.ConvBn2d.sums_for_batch_norm`). False here: the reference sums its output
+        after the convolution, which costs what the BatchNorm's own first pass costs."""
+        return False
 
     # ------------------------------------------------------------------ convolution: im2col / col2im
     def im2col(self, x: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int) -> Any:

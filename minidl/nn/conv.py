@@ -174,10 +174,10 @@ def conv2d_forward(
             fills rows 1 and 2 with the sums over (n, i, j) of out - s_o and (out - s_o)^2
             (:func:`~minidl.nn._norm_common.channel_sums`), the statistics of a BatchNorm of ``out``, which takes
             them as its own ``channel_sums`` (:func:`~minidl.nn.normalization.batch_norm_forward`) instead of a pass
-            over ``out``. The Numba backend adds them up as its output pass writes ``out`` (F(4x4, 3x3) into a
-            ``channels_last`` output, whether the rules or the autotuner chose it; the other algorithms sum ``out``
-            in one pass after): what :class:`~minidl.nn.ConvBn2d` asks for in training where the backend takes
-            them in the output pass (:func:`minidl.nn.fuse`). Default: None.
+            over ``out``. The Numba backend adds them up as its output pass writes ``out`` (F(4x4, 3x3) in its
+            compiled loops into a ``channels_last`` output, whether the rules or the autotuner chose it; the other
+            algorithms sum ``out`` in one pass after): what :class:`~minidl.nn.ConvBn2d` asks for in training where
+            the backend takes them in the output pass (:func:`minidl.nn.fuse`). Default: None.
 
     Shape:
         - Output: (N, O, OH, OW), OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1, likewise OW.

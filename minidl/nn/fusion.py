@@ -278,13 +278,12 @@ class FoldedBatchNorm2d(BatchNorm2d):
         """The ``channel_sums`` the :class:`ConvBn2d` before it filled as it computed exactly this array x (in
         training, see :meth:`ConvBn2d.sums_for_batch_norm`), or None: the batch statistics then come from them
         instead of from a pass over x. Taken once: a later call computes its own. Also None where the sums' shifts
-        were too far from the batch's means to keep the variance's digits (:func:`sums_keep_the_variance`: the
-        running mean far from a batch's, at the first step or after the data changed): then the pair computes
-        them from x, as unfused."""
+        were too far from the batch's means to keep the variance's digits (:func:`sums_keep_the_variance`: a running
+        mean far from the batch's, as after the data shifted): then the pair computes them from x, as unfused."""
         given = self.__dict__.pop("_channel_sums", None)
-        if given is None or given[0] is not x or not sums_keep_the_variance(given[1], x.size // x.shape[1]):
+        if given is None or given[0] is not x:
             return None
-        return given[1]
+        return given[1] if sums_keep_the_variance(given[1], x.size // x.shape[1], self.eps, x.dtype) else None
 
     def _forward_joined(self, x: Any, residual: Any, sums: Any = None) -> Any:
         """relu(BatchNorm(x) + residual): the BatchNorm, the Add and the ReLU after it in one pair,

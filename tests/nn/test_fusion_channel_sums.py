@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -158,14 +159,29 @@ def test_a_running_mean_far_from_the_batch_leaves_the_statistics_to_the_batch_no
 def test_sums_keep_the_variance_where_the_shift_is_near_the_mean():
     from minidl.nn._norm_common import sums_keep_the_variance
 
-    def sums_of(values, shift):
+    def keeps(values, shift, eps=1e-5, dtype=np.float32):
         d = np.asarray(values, np.float64) - shift
-        return np.array([[shift], [d.sum()], [(d * d).sum()]])
+        sums = np.array([[shift], [d.sum()], [(d * d).sum()]])
+        return sums_keep_the_variance(sums, d.size, eps, dtype)
 
     values = 5.0 + np.cos(np.arange(100.0))  # mean about 5, variance about 0.5
-    assert sums_keep_the_variance(sums_of(values, 5.0), 100)
-    assert sums_keep_the_variance(sums_of(values, 0.0), 100)
-    assert not sums_keep_the_variance(sums_of(values, 1e4), 100)
-    assert sums_keep_the_variance(sums_of(np.full(10, 3.0), 3.0), 10), "one value, at the shift: variance 0, exact"
-    assert not sums_keep_the_variance(sums_of(np.full(10, 3.0), 0.0), 10), "one value away from it: no digits left"
-    assert not sums_keep_the_variance(sums_of([1.0, np.nan], 0.0), 2)
+    assert keeps(values, 5.0) and keeps(values, 0.0)
+    assert not keeps(values, 1e4), "a shift 1e4 from the mean: the difference has no digits left"
+    assert keeps(values, 300.0) and not keeps(values, 300.0, dtype=np.float64), "float64 asks for more digits"
+    assert keeps(np.full(10, 3.0), 3.0), "one value, at the shift: variance 0, exact"
+    assert keeps(np.full(10, 3.0), 3.0 + 1e-12), "near it: what eps adds to the variance dwarfs the rounding"
+    assert not keeps(np.full(10, 3.0), 1e5), "far from it: the rounding is above eps"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (an inf in the sums makes no warning)
+        assert not keeps([1.0, np.nan], 0.0) and not keeps([1.0, np.inf], 0.0)
+    assert not keeps([1.0], 0.0), "one value per channel: no statistics"
+
+
+def test_a_fused_model_given_a_list_says_what_the_unfused_says():
+    """(The backend's question about the sums is asked of arrays only.)"""
+    with minidl.use_backend("numba"):
+        plain, fused = conv_bn_relu().to("numba").train(), nn.fuse(conv_bn_relu().to("numba")).train()
+        x = np.ones((2, 16, 4, 4), np.float32).tolist()
+        for model in (plain, fused):
+            with pytest.raises(TypeError, match="expected the input to be an array"):
+                model(x)
