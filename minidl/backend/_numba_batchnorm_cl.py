@@ -321,7 +321,7 @@ def batch_norm_backward_loop(
         k = next_task(counter)
 
 
-def _both_passes(chunks: list[tuple[int, int]], loop: Any) -> None:
+def _both_passes(chunks: list[tuple[int, int]], loop: Any, first_pass: bool = True) -> None:
     """Run ``loop(counter, sync, claims, bounds, own, state, second)`` (:func:`batch_norm_train_loop` or
     :func:`batch_norm_backward_loop` with its other arguments bound) on the region's threads, ``bounds`` the chunks
     as an (n, 2) int64 array: each thread's first pass, then the wait for the step between
@@ -333,34 +333,22 @@ def _both_passes(chunks: list[tuple[int, int]], loop: Any) -> None:
     A loop that raises (a chunk's kernel failed: out of memory, say) sets sync[1] to -1 on its way out
     (:func:`~minidl.backend._numba_tasks.failing_stops_waits`), so that the threads waiting for the step between,
     which will never come, stop instead of waiting forever; the region then raises the error
-    (:func:`~minidl.backend._threads.parallel_for`)."""
+    (:func:`~minidl.backend._threads.parallel_for`).
+
+    Without ``first_pass`` (the statistics and the vectors v came from elsewhere: a convolution's ``channel_sums``)
+    the threads run the second pass only: each thread's loop takes the chunks not claimed yet, in order (it has no
+    first-pass chunks of its own)."""
     bounds = np.array(chunks, dtype=np.int64).reshape(-1, 2)
     sync, claims = np.zeros(2, dtype=np.int64), np.zeros(len(chunks), dtype=np.int64)
 
     def run(counter: Any) -> None:
         own, state = np.empty(len(chunks), dtype=np.int64), np.zeros(2, dtype=np.int64)  # the thread's
         with failing_stops_waits(sync):
-            loop(counter, sync, claims, bounds, own, state, False)
-            if wait_for(sync, 1, 1):
-                loop(counter, sync, claims, bounds, own, state, True)
-
-    if len(chunks) == 1:
-        run(np.zeros(1, dtype=np.int64))
-        return
-    _threads.parallel_loops(lambda worker, counter: run(counter), len(chunks))
-
-
-def _second_pass_only(chunks: list[tuple[int, int]], loop: Any) -> None:
-    """Run only the second pass of ``loop`` (:func:`batch_norm_train_loop` with its other arguments bound), where the
-    statistics and the vectors v came from elsewhere (a convolution's ``channel_sums``): each thread's loop takes
-    the chunks not claimed yet, in order (it has no first-pass chunks of its own). One chunk runs in the calling
-    thread, without a region, as in :func:`_both_passes`."""
-    bounds = np.array(chunks, dtype=np.int64).reshape(-1, 2)
-    sync, claims = np.zeros(2, dtype=np.int64), np.zeros(len(chunks), dtype=np.int64)
-
-    def run(counter: Any) -> None:
-        own, state = np.empty(len(chunks), dtype=np.int64), np.zeros(2, dtype=np.int64)
-        loop(counter, sync, claims, bounds, own, state, True)
+            if first_pass:
+                loop(counter, sync, claims, bounds, own, state, False)
+                if not wait_for(sync, 1, 1):
+                    return
+            loop(counter, sync, claims, bounds, own, state, True)
 
     if len(chunks) == 1:
         run(np.zeros(1, dtype=np.int64))

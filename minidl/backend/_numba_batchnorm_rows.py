@@ -15,7 +15,6 @@ from minidl.backend._numba_batchnorm_cl import (
     _NO_MASK,
     _both_passes,
     _row_chunks,
-    _second_pass_only,
     _tile,
     _tile_size,
     batch_norm_add_relu_rows,
@@ -33,6 +32,7 @@ class BatchNormRowsMixin:
     :class:`~minidl.backend._numba_batchnorm.BatchNormKernelsMixin` runs for such an input; and the kernel pair
     ``batch_norm_add_relu``, which runs only for such inputs."""
 
+    _add_in_order: Any
     _affine_vectors: Any
     _batch_norm_accepts: Any
     _batch_norm_forward: Any
@@ -76,7 +76,7 @@ class BatchNormRowsMixin:
         with ``joined``, the (N, H, W, C) views of a residual and of a bool mask to fill,
         :func:`batch_norm_add_relu_rows`: out = relu(y + residual)). With ``sums`` (the (3, C) ``channel_sums`` a
         convolution took as it wrote x) the statistics come from them, and the region runs the second pass only
-        (:func:`_second_pass_only`)."""
+        (:func:`_both_passes` without its first pass)."""
         C, dtype = xh.shape[3], xh.dtype
         xf = xh.reshape(-1)
         M, T = xf.size // C, _tile_size(C)
@@ -102,7 +102,7 @@ class BatchNormRowsMixin:
         else:
             statistics_from_sums(sums[1:].reshape(1, 2, C), sums[0], M, float(eps), mean, var, inv_std)
             _tile(mean, inv_std, g, b, gamma is not None, beta is not None, v)
-            _second_pass_only(chunks, loop)
+            _both_passes(chunks, loop, first_pass=False)
         return out.transpose(0, 3, 1, 2), mean, var, inv_std
 
     # ------------------------------------------------------------------ a convolution's channel_sums
@@ -111,15 +111,6 @@ class BatchNormRowsMixin:
         """``channel_sums``' shifts (row 0 of the (3, C) array) tiled to T = :func:`_tile_size` values, as
         :func:`~minidl.backend._numba_kernels.shifted_sums_rows` takes them (shift[j] is channel j mod C's)."""
         return np.resize(sums[0], _tile_size(sums.shape[1]))
-
-    @staticmethod
-    def _add_sums_in_order(parts: Any, sums: Any) -> None:
-        """sums[1], sums[2] = the chunks' sums ``parts`` (chunks, 2, C) added in chunk order (``total += part`` for
-        each part in turn): the same for any thread count."""
-        total = parts[0].copy()
-        for part in parts[1:]:
-            total += part
-        sums[1:] = total
 
     def _channel_sums(self, out: Any, sums: Any) -> None:
         """Fill ``sums`` (a convolution's ``channel_sums``, (3, C) float64) from its output ``out`` (N, C, H, W):
@@ -137,7 +128,7 @@ class BatchNormRowsMixin:
             parts = np.empty((len(chunks), 2, C))
             _threads.parallel_loops(lambda worker, counter: channel_sums_loop(counter, of, shift, C, chunks, parts),
                                     len(chunks))  # fmt: skip
-            self._add_sums_in_order(parts, sums)
+            sums[1:] = self._add_in_order(parts)  # (in chunk order: the same for any thread count)
             return
         x3 = np.ascontiguousarray(out).reshape(out.shape[0], C, -1)
         tasks, part = self._channel_tasks(C), np.empty((2, C))

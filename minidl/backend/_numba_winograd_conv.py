@@ -70,7 +70,7 @@ class Planes(NamedTuple):
 class WinogradKernelsMixin:
     """The Winograd methods of the Numba backend's convolutions (they use its ``_buffer``, ``_split``,
     ``_channel_tasks`` and ``_gemm_threads``, and for a ``channel_sums`` the BatchNorm mixin's ``_tiled_shift``,
-    ``_add_sums_in_order`` and ``_channel_sums``)."""
+    ``_channel_sums``, and the backend's ``_add_in_order``)."""
 
     #: run 3 x 3 stride-1 convolutions as Winograd's F(2x2, 3x3) or F(4x4, 3x3) (``_numba_winograd.py``,
     #: ``_numba_winograd4.py``); False: im2row + GEMM
@@ -482,7 +482,7 @@ class WinogradKernelsMixin:
 
         _threads.parallel_loops(loop, chunks, self._gemm_threads())
         if summed:
-            self._add_sums_in_order(parts, sums)
+            sums[1:] = self._add_in_order(parts)  # (in chunk order: the same for any thread count)
         return summed
 
     @staticmethod

@@ -401,10 +401,6 @@ class ConvBn2d(Conv2d):
         weight = self.weight.data * scale.reshape(-1, 1, 1, 1).astype(dtype, copy=False)
         return weight, shift.astype(dtype, copy=False)
 
-    def _folds(self) -> bool:
-        """Whether this call runs folded (the three conditions above)."""
-        return self._folds_in(_calling_module(self))
-
     def _folds_in(self, parent: Module | None) -> bool:
         """Whether it folds when ``parent`` calls it: inference, the reference pairs, both slots as ``fuse`` left
         them, both modules plain (no hooks, their class's ``forward`` and ``backward``)."""
