@@ -181,6 +181,10 @@ def batch_norm_forward(
         >>> np.round(out, 6)
         array([[-1., -1.],
                [ 1.,  1.]])
+        >>> sums = np.array([[0.0, 0.0], [4.0, 40.0], [10.0, 1000.0]])  # shifts 0: sums of x and of x^2
+        >>> same, _ = batch_norm_forward(x, None, None, training=True, eps=1e-12, channel_sums=sums)
+        >>> bool(np.allclose(same, out))
+        True
     """
     _batch_norm_setup(
         input, running_mean, running_var, weight, bias, training, momentum, eps, channel_sums=channel_sums
