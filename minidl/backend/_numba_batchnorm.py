@@ -23,6 +23,7 @@ from numba import njit
 from minidl.backend import _threads
 from minidl.backend._numba_common import _NATIVE, _native_dtypes, _nhwc
 from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, epilogue
+from minidl.nn._norm_common import BatchNormReLUOutput
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -185,16 +186,20 @@ class BatchNormKernelsMixin:
     def _batch_norm_forward(
         self, prepared: Any, input: Any, running_mean: Any, running_var: Any, weight: Any = None, bias: Any = None,
         training: bool = False, momentum: float = 0.1, eps: float = 1e-5, *, channel_sums: Any = None,
-        relu_max: float | None = None, joined: Any = None,
+        relu_max: float | None = None, joined: Any = None, deferred: bool = False,
     ) -> tuple[Any, Any]:  # fmt: skip
         """The ``batch_norm`` pair's forward (``batch_norm_relu``'s with ``relu_max`` +inf, ``batch_norm_relu6``'s
         with 6): the same statistics and running-average updates as the reference (from ``channel_sums`` where
         given: the normalize pass only). Cache: ``(x, mean, inv_std, weight, bias, training, relu_max)``.
         ``joined``: for ``batch_norm_add_relu`` (a ``channels_last`` x), the (N, H, W, C) views of the residual and
-        of the mask to fill (``_numba_batchnorm_cl.py``)."""
+        of the mask to fill (``_numba_batchnorm_cl.py``). ``deferred`` (``batch_norm_relu``'s): the output is
+        described, not computed (:class:`~minidl.nn._norm_common.BatchNormReLUOutput`, its vectors the kernels'
+        own, :func:`_tile`'s): with ``channel_sums`` no pass over x at all."""
         x = input
         if training:
-            out, mean, var, inv_std = self._batch_norm_train(x, weight, bias, eps, relu_max, joined, channel_sums)
+            out, mean, var, inv_std = self._batch_norm_train(
+                x, weight, bias, eps, relu_max, joined, channel_sums, normalize=not deferred
+            )  # fmt: skip
             M = x.size // x.shape[1]  # running = (1 - momentum) running + momentum statistic (unbiased variance)
             if running_mean is not None:
                 running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
@@ -203,16 +208,23 @@ class BatchNormKernelsMixin:
         else:
             mean = running_mean
             inv_std = (1.0 / np.sqrt(running_var + eps)).astype(x.dtype, copy=False)
-            out = self._batch_norm_apply(x, mean, inv_std, weight, bias, relu_max, joined)
+            out = None if deferred else self._batch_norm_apply(x, mean, inv_std, weight, bias, relu_max, joined)
+        if deferred:
+            scale = inv_std if weight is None else inv_std * weight  # (as _tile computes the kernels' scale)
+            offset = np.zeros_like(inv_std) if bias is None else bias
+            out = BatchNormReLUOutput(x, *(np.asarray(v).astype(x.dtype, copy=False) for v in (mean, scale, offset)))
         return out, (x, mean.copy(), inv_std, weight, bias, bool(training), relu_max)
 
     def _batch_norm_backward(self, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
         """``(dx, dweight, dbias)`` of :meth:`_batch_norm_forward` (None for an absent weight/bias)."""
         return self._batch_norm_backward_channels(dout, *cache)
 
-    def _batch_norm_relu_forward(self, prepared: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-        """``relu(batch_norm(x))``, the ReLU in the normalize pass; its backward recomputes the mask from x."""
-        return self._batch_norm_forward(prepared, *args, **kwargs, relu_max=math.inf)
+    def _batch_norm_relu_forward(
+        self, prepared: Any, *args: Any, deferred: bool = False, **kwargs: Any
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """``relu(batch_norm(x))``, the ReLU in the normalize pass; its backward recomputes the mask from x.
+        ``deferred``: the output described, not computed (see :meth:`_batch_norm_forward`)."""
+        return self._batch_norm_forward(prepared, *args, **kwargs, relu_max=math.inf, deferred=deferred)
 
     def _batch_norm_relu6_forward(self, prepared: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
         """``relu6(batch_norm(x))``, the ReLU6 in the normalize pass; its backward recomputes the mask from x. (Run as
@@ -230,7 +242,7 @@ class BatchNormKernelsMixin:
     @_native_dtypes
     def _batch_norm_train(
         self, x: Any, gamma: Any, beta: Any, eps: float, relu_max: float | None = None, joined: Any = None,
-        sums: Any = None,
+        sums: Any = None, normalize: bool = True,
     ) -> tuple[Any, Any, Any, Any]:  # fmt: skip
         """Batch normalization with the batch's statistics over every axis but 1 of (N, C, *) ``x``: computed here,
         or from ``sums`` (the (3, C) ``channel_sums`` of the convolution that wrote x: its shifts and the shifted
@@ -239,17 +251,19 @@ class BatchNormKernelsMixin:
         Returns:
             ``(out, mean, var, inv_std)``: out = (x - mean) * inv_std * gamma + beta (gamma, beta (C,) or None;
             then min(relu(out), relu_max) with ``relu_max``), the (C,) mean and biased variance (accumulated in
-            float64) and inv_std = 1 / sqrt(var + eps), all in x's dtype; out is ``channels_last`` when x is.
+            float64) and inv_std = 1 / sqrt(var + eps), all in x's dtype; out is ``channels_last`` when x is. Without
+            ``normalize``, out is None where the statistics came from ``sums`` (no pass over x at all).
         """
         xh = _nhwc(x)
         if xh is not None:
-            return self._batch_norm_train_rows(xh, gamma, beta, eps, relu_max, joined, sums)
+            return self._batch_norm_train_rows(xh, gamma, beta, eps, relu_max, joined, sums, normalize)
         assert joined is None, "batch_norm_add_relu runs on channels_last inputs only (its accepts)"
         if sums is not None:
             C, dtype = x.shape[1], x.dtype
             mean, var, inv_std = (np.empty(C, dtype=dtype) for _ in range(3))
             statistics_from_sums(sums[1:].reshape(1, 2, C), sums[0], x.size // C, float(eps), mean, var, inv_std)
-            return self._batch_norm_apply(x, mean, inv_std, gamma, beta, relu_max), mean, var, inv_std
+            out = self._batch_norm_apply(x, mean, inv_std, gamma, beta, relu_max) if normalize else None
+            return out, mean, var, inv_std
         x3 = self._ncs(x)
         C, dtype = x3.shape[1], x.dtype
         out = np.empty(x3.shape, dtype=dtype)

@@ -84,6 +84,7 @@ from minidl.backend._numba_depthwise import DepthwiseKernelsMixin
 from minidl.backend._numba_pointwise import PointwiseKernelsMixin
 from minidl.backend._numba_winograd_conv import WinogradKernelsMixin
 from minidl.memory_format import contiguous, suggest_memory_format
+from minidl.nn._norm_common import BatchNormReLUOutput
 
 _WINOGRAD_TILES = {"winograd2": 2, "winograd4": 4}  # the Winograd algorithms' names and output tiles
 # the autotuner (ConvKernelsMixin._tuned): each algorithm timed at least this many times and this long (after one
@@ -165,7 +166,20 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         """The ``conv2d`` pair's forward, ``g`` its geometry (the setup's; stride, padding, dilation and groups are
         in it). Cache: ``(x, or x_col with groups other than depthwise, weight, has_bias, g, x_shape, crop)``.
         ``channel_sums`` (checked by the setup) is filled in F(4x4, 3x3)'s output pass into a ``channels_last``
-        output, else in one pass over the output after the convolution (:meth:`_channel_sums`)."""
+        output, else in one pass over the output after the convolution (:meth:`_channel_sums`).
+
+        x may be a :class:`~minidl.nn._norm_common.BatchNormReLUOutput` (a deferred BatchNorm+ReLU): where
+        :meth:`conv2d_reads_bn_relu`, F(4x4, 3x3) applies it as its compiled loops read x (never writing the
+        BatchNorm's output) and the cache holds x and the vectors (its 7th item), for the backward to read x the same
+        way; elsewhere it is computed first (:meth:`~minidl.nn._norm_common.BatchNormReLUOutput.computed`)."""
+        if isinstance(x, BatchNormReLUOutput):
+            padding = (g.top, g.bottom, g.left, g.right)
+            if not self.conv2d_reads_bn_relu(x.x, weight, (g.SH, g.SW), padding, (g.DH, g.DW), g.groups):
+                return self._conv2d(g, x.computed(), weight, bias, sums=channel_sums)
+            z, pre = x.x, (x.mean, x.scale, x.offset)
+            with self._one_thread_if_small(tuple(z.shape), weight, g):
+                out = self._winograd_conv(z, weight, bias, g.top, g.left, tile=4, sums=channel_sums, pre=pre)
+            return out, (z, weight, bias is not None, g, tuple(z.shape), None, pre)
         return self._conv2d(g, x, weight, bias, sums=channel_sums)
 
     def conv2d_takes_channel_sums(
@@ -193,6 +207,21 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         with self._one_thread_if_small(tuple(x.shape), weight, _OutputSize(OH, OW)):
             name = self._dense_algorithm(x, weight, geometry)
         return name == "winograd4" and self._winograd4_takes_sums(N, C, O, H + 2 * top - 2, W + 2 * left - 2, x.dtype)
+
+    def conv2d_reads_bn_relu(
+        self, x: Any, weight: Any, stride: tuple[int, int], padding: tuple[int, int, int, int],
+        dilation: tuple[int, int], groups: int,
+    ) -> bool:  # fmt: skip
+        """Whether ``conv2d_forward`` of a BatchNorm+ReLU's deferred output with input x
+        (:class:`~minidl.nn._norm_common.BatchNormReLUOutput`) applies it as it reads x, here in the compiled loops of
+        F(4x4, 3x3), forward and backward (see
+        :meth:`~minidl.backend.numpy_backend.NumpyBackend.conv2d_reads_bn_relu`): where it takes the ``channel_sums``
+        there (:meth:`conv2d_takes_channel_sums`: a float32 or float64 ``channels_last`` x, groups 1, F(4x4, 3x3) the
+        algorithm) and its backward runs dx and dW in one region of compiled loops too
+        (:meth:`_winograd4_reads_bn_relu`). Elsewhere the output is computed first, in a pass of its own."""
+        if not self.conv2d_takes_channel_sums(x, weight, stride, padding, dilation, groups):
+            return False
+        return self._winograd4_reads_bn_relu(x, weight.shape[0], padding[0], padding[2])
 
     def _one_thread_if_small(self, x_shape: tuple[int, ...], weight: Any, g: Any) -> Any:
         """``_threads.serial()`` for a convolution too small to pay for the pool's threads, else nothing: fewer than
@@ -274,7 +303,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
     def _conv2d_backward_with_threads(
         self, dout: Any, cache: Any, compute_dw: bool, dx_add: Any
     ) -> tuple[Any, Any, Any]:  # fmt: skip
-        x, weight, has_bias, g, _, crop = cache
+        x, weight, has_bias, g, _, crop = cache[:6]
+        pre = cache[6] if len(cache) > 6 else None  # a deferred BatchNorm+ReLU's vectors: x is its input
         db = dout.sum(axis=(0, 2, 3)) if has_bias else None
         if self._is_depthwise(cache[4], weight, g.groups):  # the cache holds x, not x_col
             geometry = (g.SH, g.SW, g.top, g.left, g.DH, g.DW)
@@ -284,7 +314,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         else:
             geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
             into = dx_add if crop is None else None  # (with a crop, dx_add has the cropped dx's shape)
-            dx, dw, added = self._conv2d_dense_backward(dout, x, weight, *geometry, compute_dw, dx_add=into)
+            dx, dw, added = self._conv2d_dense_backward(dout, x, weight, *geometry, compute_dw, dx_add=into, pre=pre)
             dx_add = None if added else dx_add
             # dx laid out as x, for every algorithm here (Winograd's and the direct 3 x 3's dx, convolutions of dout,
             # come as dout is: a channels_last dout into a C-order x, or the reverse, is copied here)
@@ -718,13 +748,18 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         DW: int,
         compute_dw: bool = True,
         dx_add: Any = None,
+        pre: Any = None,
     ) -> tuple[Any, Any, bool]:
         """``(dx, dw, added)`` of :meth:`_conv2d_dense` (``dw`` None when not ``compute_dw``; the bias gradient is
         the layer's, a sum of ``dout``) by the algorithm the shapes pick (:meth:`_backward_algorithms`; with
         :attr:`autotune`, the fastest of them). ``added``: whether dx already holds ``dx_add`` (x's shape), which
-        F(4x4, 3x3)'s dx and dW in one region add in dx's output pass; the caller adds it otherwise."""
+        F(4x4, 3x3)'s dx and dW in one region add in dx's output pass; the caller adds it otherwise. With ``pre``
+        (the forward's input a deferred BatchNorm+ReLU of x: its vectors), dW is that of the input
+        relu((x - mean) scale + offset), which F(4x4, 3x3) in one region computes as it reads x, the others first."""
         geometry = (KH, KW, SH, SW, PH, PW, DH, DW)
         names = self._backward_algorithms(x.shape, weight.shape[0], geometry)
+        if pre is not None and not any(name in _WINOGRAD_TILES for name in names):
+            x, pre = BatchNormReLUOutput(x, *pre).computed(), None
         if not any(name in _WINOGRAD_TILES for name in names):  # pointwise, direct or im2row: dx and dW in one pass
             if not self._autotune or len(names) == 1:
                 return *self._backward_with(names[0], dout, x, weight, geometry, compute_dw), False
@@ -753,7 +788,10 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
             return *self._backward_with(dx_name, dout, x, weight, geometry, compute_dw), False
         both4 = dx_name == dw_name == "winograd4"  # both as F(4x4, 3x3): chunk by chunk, in one region where it fits
         if both4 and self._winograd4_in_one_region(N, C, weight.shape[0], *dout.shape[2:], x.itemsize):
-            return *self._winograd4_backward(dout, x, weight, PH, PW, dx_add), dx_add is not None
+            if pre is None or self._winograd4_reads_bn_relu(x, weight.shape[0], PH, PW):
+                return *self._winograd4_backward(dout, x, weight, PH, PW, dx_add, pre=pre), dx_add is not None
+        if pre is not None:  # (these read the convolution's input itself)
+            x = BatchNormReLUOutput(x, *pre).computed()
         dx = self._dx_with(dx_name, dout, x, weight, geometry)
         dw = self._dw_with(dw_name, dout, x, weight, geometry) if compute_dw else None
         return dx, dw, False

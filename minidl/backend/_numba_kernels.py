@@ -271,18 +271,25 @@ def padded_image_nhwc(xh, n, PH, PW, phases, Hp, Wp, xt, zero=True):
     if zero:
         _zero(xt, _u(0), _u(Hp * phases * Wp * C))
     xf = xh.reshape(-1)
-    eights = _in_eights(C)  # a pixel's values 8 at a time (see above)
     for h in range(H):
-        src = _u((n * H + h) * W * C)
-        for w in range(W):
-            d = _column(h + PH, w + PW, phases, Wp, C)
-            s = src + _u(w * C)
-            if eights:
-                for c in range(0, C, 8):
-                    _store8(xt, d + _u(c), _load8(xf, s + _u(c)))
-            else:
-                for c in range(C):
-                    xt[d + _u(c)] = xf[s + _u(c)]
+        row_into_phases(xf, _u((n * H + h) * W * C), h, W, C, PH, PW, phases, Wp, xt)
+
+
+@njit(nogil=True, inline="always")
+def row_into_phases(src, s0, h, W, C, PH, PW, phases, Wp, xt):
+    """Image row h, its W C channels-last values src[s0 : s0 + W C], into the padded, phase-split scratch ``xt``
+    (row h + PH, column w + PW: :func:`padded_image`'s layout): each pixel's C values are one run, copied 8 at a time
+    where :func:`_in_eights` (see :func:`padded_image_nhwc`)."""
+    eights = _in_eights(C)
+    for w in range(W):
+        d = _column(h + PH, w + PW, phases, Wp, C)
+        s = s0 + _u(w * C)
+        if eights:
+            for c in range(0, C, 8):
+                _store8(xt, d + _u(c), _load8(src, s + _u(c)))
+        else:
+            for c in range(C):
+                xt[d + _u(c)] = src[s + _u(c)]
 
 
 @njit(nogil=True, inline="always")

@@ -39,14 +39,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from minidl.backend._numba_batchnorm import _bn_y
 from minidl.backend._numba_blas import gemm_planes, gemm_planes_sum
 from minidl.backend._numba_kernels import (
+    _relu,
     _u,
     _zero,
     add_parts_in_order,
     fold_tiles,
     image_copy,
     image_dims,
+    row_into_phases,
     shifted_sums_rows,
     tile_row_out,
 )
@@ -134,6 +137,28 @@ def _put6(t, i, step, v):
 
 
 @njit(nogil=True, inline="always")
+def _bn_relu_row(xf, s, pt, dst, d):
+    """dst[d + i] = relu((x - mean) scale + offset) for the W C values x = xf[s + i] of one channels-last image row,
+    ``pt`` the (3, W C) rows mean, scale, offset tiled along the row (:func:`_tiled_pre`): the BatchNorm+ReLU before
+    a convolution, applied as the convolution reads its input (``conv2d_forward``'s ``input_bn_relu``), with the
+    BatchNorm kernels' arithmetic (:func:`~minidl.backend._numba_batchnorm._bn_y`, whose y their backward's mask
+    recomputes). One loop over the row, which LLVM vectorizes (a loop over each pixel's 16 values went scalar)."""
+    zero = dst.dtype.type(0)
+    for i in range(_u(pt.shape[1])):
+        dst[d + i] = _relu(_bn_y(xf[s + i], pt[0, i], pt[1, i], pt[2, i]), zero)
+
+
+@njit(nogil=True, inline="always")
+def _tiled_pre(pre, W):
+    """``pre`` ((3, C): mean, scale, offset) tiled W times along its rows, (3, W C): a channels-last row's vectors."""
+    C = pre.shape[1]
+    pt = np.empty((3, W * C), dtype=pre.dtype)
+    for i in range(W * C):
+        pt[0, i], pt[1, i], pt[2, i] = pre[0, i % C], pre[1, i % C], pre[2, i % C]
+    return pt
+
+
+@njit(nogil=True, inline="always")
 def _columns_from_image(xh, n, r, PW, Wq, zrow, t, k2, k4, k5):
     """Pass 1 of :func:`input_tiles` straight from image n of a channels-last batch ``xh`` (N, H, W, C), without the
     padded copy: B^T d of the 6 image rows r .. r + 5 (``zrow`` for those outside the image) for every column,
@@ -154,8 +179,28 @@ def _columns_from_image(xh, n, r, PW, Wq, zrow, t, k2, k4, k5):
             _put6(t, d + c, Q, _bt(r0[s + c], r1[s + c], r2[s + c], r3[s + c], r4[s + c], r5[s + c], k2, k4, k5))
 
 
+@njit(nogil=True, inline="always")
+def _bn_relu_image(xh, n, PH, PW, Hp, Wq, xt, zero, pt, row):
+    """:func:`~minidl.backend._numba_kernels.padded_image_nhwc` of image n (4 column phases) with every value through
+    the BatchNorm+ReLU (``pt``, tiled): each image row into the scratch ``row`` first (:func:`_bn_relu_row`), then
+    copied pixel by pixel as the plain copy does; the padding stays zero."""
+    H, W, C = xh.shape[1], xh.shape[2], xh.shape[3]
+    if zero:
+        _zero(xt, _u(0), _u(Hp * 4 * Wq * C))
+    xf = xh.reshape(-1)
+    for h in range(H):
+        _bn_relu_row(xf, _u((n * H + h) * W * C), pt, row, _u(0))
+        row_into_phases(row, _u(0), h, W, C, PH, PW, 4, Wq, xt)
+
+
 @njit(cache=True, nogil=True)
 def input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
+    """:func:`input_tiles_of` of x itself (no BatchNorm+ReLU before it)."""
+    input_tiles_of(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane, np.empty((3, 1), xt.dtype), False)
+
+
+@njit(cache=True, nogil=True)
+def input_tiles_of(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane, pre, has_pre):
     """V[(6 i + j) plane + tile C + c] = (B^T d B)[i, j] for every tile = ((n - first) TH + th) TW + tw of images n
     in [n0, n1) of x (N, C, H, W) and channel c, d the 6 x 6 input tile at rows 4 th - PH + (0..5), columns
     4 tw - PW + (0..5) (zero outside x). With ``nhwc``, x is the (N, H, W, C) view of a ``channels_last`` input.
@@ -169,14 +214,21 @@ def input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
     whole batch of 128 on one thread, copy against straight (Intel Xeon (Emerald Rapids)): 24 x 32 x 32 2.02 -> 1.53
     ms, 32 x 32 x 32 3.80 -> 2.29, 32 x 16 x 16 0.84 -> 0.62, 64 x 16 x 16 1.85 -> 1.17, 64 x 8 x 8 0.41 -> 0.31,
     128 x 8 x 8 0.93 -> 0.61, 256 x 8 x 8 2.12 -> 1.48 ms. At 16 channels a prototype of the straight read took 1.12x
-    (32 x 32) and 1.22x (16 x 16) the copy's time, so there the copy stays."""
+    (32 x 32) and 1.22x (16 x 16) the copy's time, so there the copy stays.
+
+    With ``has_pre`` (a ``channels_last`` x only), the tiles are those of relu((x - mean_c) scale_c + offset_c), ``pre``
+    the (3, C) rows mean, scale and offset: the BatchNorm+ReLU before the convolution, applied as its input is read
+    (``conv2d_forward``'s ``input_bn_relu``; the padding stays zero), in the copy (:func:`_bn_relu_image`) at every
+    channel count. (Applied to the straight read's 6 rows per row of tiles instead, it cost 1.4x more at 32 and 64
+    channels: rows normalized 1.5 times each.)"""
     C = image_dims(x, nhwc)[0]
     Wq = TW + 1
     L = _u(TW * C)
     P = _u(plane)
     tf = xt.reshape(-1)
     k2, k4, k5 = tf.dtype.type(2), tf.dtype.type(4), tf.dtype.type(5)
-    straight = nhwc and C >= _FROM_IMAGE_CHANNELS
+    straight = nhwc and C >= _FROM_IMAGE_CHANNELS and not has_pre
+    pt = _tiled_pre(pre, x.shape[2] if has_pre else 0)  # (a BatchNorm+ReLU's vectors along an image row)
     if straight:  # the padding: a row of zeros, and t's columns outside the image
         W = x.shape[2]
         _zero(tf, _u(0), _u(W * C))
@@ -188,7 +240,10 @@ def input_tiles(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane):
         rows, cols = _u(6) * L, L  # t[i, j, tw, c]
     for n in range(n0, n1):
         if not straight:
-            image_copy(x, nhwc, n, PH, PW, 4, 4 * TH + 2, Wq, tf, n == n0)
+            if has_pre:
+                _bn_relu_image(x, n, PH, PW, 4 * TH + 2, Wq, tf, n == n0, pt, t)  # (t: scratch until pass 1)
+            else:
+                image_copy(x, nhwc, n, PH, PW, 4, 4 * TH + 2, Wq, tf, n == n0)
         for th in range(TH):
             if straight:
                 _columns_from_image(x, n, 4 * th - PH, PW, Wq, zrow, t, k2, k4, k5)
@@ -427,13 +482,14 @@ def weight_gradient(dU, plane, c0, c1, dW):
 @njit(cache=True, nogil=True)
 def forward_chunk(
     gemm, x, nhwc, n0, n1, PH, PW, TH, TW, xt, t, V, v_plane, U, u_plane, M, m_plane, bias, has_bias, relu, relu_max,
-    out, res, has_res, shift, s1, s2, has_sums,
+    out, res, has_res, shift, s1, s2, has_sums, pre, has_pre,
 ):  # fmt: skip
-    """A chunk of images [n0, n1) of the forward: :func:`input_tiles` into V, the 36 GEMMs M_xi = V_xi U_xi
-    (U: 36 (C, O) planes, :func:`transform_weight`), :func:`output_tiles` from M into ``out`` (laid out as x; with
-    ``has_sums``, its values also added to the shifted sums s1, s2)."""
+    """A chunk of images [n0, n1) of the forward: :func:`input_tiles_of` x (with ``has_pre``, through the
+    BatchNorm+ReLU ``pre``) into V, the 36 GEMMs M_xi = V_xi U_xi (U: 36 (C, O) planes, :func:`transform_weight`),
+    :func:`output_tiles` from M into ``out`` (laid out as x; with ``has_sums``, its values also added to the shifted
+    sums s1, s2)."""
     C, O = image_dims(x, nhwc)[0], image_dims(out, nhwc)[0]
-    input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V, v_plane)
+    input_tiles_of(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V, v_plane, pre, has_pre)
     gemm_planes(gemm, 36, False, (n1 - n0) * TH * TW, O, C, V, v_plane, U, u_plane, M, m_plane)
     output_tiles(
         M, m_plane, n0, n1, n0, TH, TW, bias, has_bias, relu, relu_max, t, out, nhwc, res, has_res, shift, s1, s2,
@@ -444,12 +500,14 @@ def forward_chunk(
 @njit(cache=True, nogil=True)
 def weight_gradient_chunk(
     gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, t, V, v_plane, yt, dM, m_plane, total, scratch, first,
+    pre, has_pre,
 ):  # fmt: skip
-    """A chunk of images [n0, n1) of the weight gradient: :func:`input_tiles` of x into V,
+    """A chunk of images [n0, n1) of the weight gradient: :func:`input_tiles_of` x (with ``has_pre``, through the
+    BatchNorm+ReLU ``pre``, as the forward read it) into V,
     :func:`output_gradient_tiles` of dout into dM, then dU_xi = V_xi^T dM_xi into ``total`` (36 (C, O) matrices, the
     chunk's group's partial sum: written by the group's ``first`` chunk, added to by the others)."""
     C, O = image_dims(x, nhwc)[0], image_dims(dout, dout_nhwc)[0]
-    input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V, v_plane)
+    input_tiles_of(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V, v_plane, pre, has_pre)
     output_gradient_tiles(dout, dout_nhwc, n0, n1, n0, TH, TW, yt, t, dM, m_plane)
     gemm_planes_sum(gemm, 36, C, O, (n1 - n0) * TH * TW, V, v_plane, dM, m_plane, total, scratch, first)
 
@@ -475,7 +533,7 @@ def filters_in_blocks(weight, blocks, sync, U, u_plane):
 @njit(cache=True, nogil=True)
 def forward_chunks(
     counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V, v_plane, U, u_plane, M, m_plane, bias, has_bias, relu,
-    relu_max, out, res, has_res, shift, parts, has_sums,
+    relu_max, out, res, has_res, shift, parts, has_sums, pre, has_pre,
 ):  # fmt: skip
     """:func:`forward_chunk` for each chunk this thread takes: its share of a forward. With ``has_sums``, chunk k's
     output values' shifted sums (``shift`` tiled to T values) go to parts[k] (2, O), folded to the channels
@@ -490,7 +548,7 @@ def forward_chunks(
         s2[:] = 0.0
         forward_chunk(
             gemm, x, nhwc, n0, min(N, n0 + nb), PH, PW, TH, TW, xt, t, V, v_plane, U, u_plane, M, m_plane, bias,
-            has_bias, relu, relu_max, out, res, has_res, shift, s1, s2, has_sums,
+            has_bias, relu, relu_max, out, res, has_res, shift, s1, s2, has_sums, pre, has_pre,
         )  # fmt: skip
         if has_sums:
             fold_tiles(s1, s2, O, parts[k])
@@ -514,14 +572,16 @@ def weight_gradient_from_parts(parts, c0, c1, dU, plane, dW):
 @njit(cache=True, nogil=True)
 def backward_chunks(
     counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U, u_plane, bias, relu_max, res, has_res, dx, DTH, DTW,
-    xt_dx, t_dx, V_dx, v_dx_plane, M_dx, m_dx_plane, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts, sync,
+    xt_dx, t_dx, V_dx, v_dx_plane, M_dx, m_dx_plane, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts, sync, pre,
+    has_pre,
 ):  # fmt: skip
     """For each chunk k this thread takes: its dx (:func:`forward_chunk` of dout with the flipped filters U and
     padding 2 - P, DTH x DTW tiles, scratch ``xt_dx``, ``t_dx``, ``V_dx``, ``M_dx``; with ``has_res``, plus ``res``,
     laid out as dx, in the output pass: another gradient of x, ``conv2d_backward``'s ``dx_add``; ``bias`` and
     ``relu_max`` are placeholders: no bias or activation), then its share of dW
     (:func:`weight_gradient_chunk`, TH x TW tiles, into its own partial sum ``parts[k]``). dW reads the chunk of dout
-    that dx has just read, from the caches; the two steps may share scratch buffers (one runs after the other).
+    that dx has just read, from the caches; the two steps may share scratch buffers (one runs after the other). With
+    ``has_pre``, dW's input tiles are those of x through the BatchNorm+ReLU ``pre`` (the input the forward read).
     sync[0] counts the chunks done (dW's last steps, :func:`weight_gradient_blocks`, wait for all)."""
     chunks = (N + nb - 1) // nb
     unsummed = np.zeros(1)  # dx's output pass takes no sums (dx is no BatchNorm's input)
@@ -530,11 +590,11 @@ def backward_chunks(
         n0, n1 = k * nb, min(N, (k + 1) * nb)
         forward_chunk(
             gemm, dout, dout_nhwc, n0, n1, 2 - PH, 2 - PW, DTH, DTW, xt_dx, t_dx, V_dx, v_dx_plane, U, u_plane, M_dx,
-            m_dx_plane, bias, False, False, relu_max, dx, res, has_res, unsummed, unsummed, unsummed, False,
+            m_dx_plane, bias, False, False, relu_max, dx, res, has_res, unsummed, unsummed, unsummed, False, pre, False,
         )  # fmt: skip
         weight_gradient_chunk(
             gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, t, V, v_plane, yt, dM, dm_plane, parts[k],
-            parts[k], True,
+            parts[k], True, pre, has_pre,
         )  # fmt: skip
         atomic_add(sync, 0, 1)
         k = next_task(counter)

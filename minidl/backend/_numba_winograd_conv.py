@@ -39,6 +39,7 @@ from minidl.backend._numba_common import (
     _dims,
     _empty_nchw,
     _kernel_view,
+    _nhwc,
 )
 from minidl.backend._numba_kernels import bias_arguments, epilogue, residual_arguments
 from minidl.backend._numba_tasks import failing_stops_waits, wait_for
@@ -56,6 +57,17 @@ _PLANE_PAD = 16  # values between two of the planes of a Winograd array (see _wi
 # s2 and has_sums of forward_chunk and output_tiles; shift, parts and has_sums of forward_chunks
 _UNSUMMED = (numpy.zeros(1), numpy.zeros(1), numpy.zeros(1), False)
 _UNSUMMED_CHUNKS = (numpy.zeros(1), numpy.zeros((1, 2, 1)), False)
+
+
+def _pre_arguments(pre: Any, dtype: Any) -> tuple[Any, bool]:
+    """The ``(pre, has_pre)`` arguments of F(4x4, 3x3)'s input tiles (``input_tiles_of`` of ``_numba_winograd4.py``):
+    the (3, C) rows mean, scale, offset of the BatchNorm+ReLU ``pre`` (``conv2d_forward``'s ``input_bn_relu``) in
+    ``dtype``, or a placeholder and False without one."""
+    if pre is None:
+        return numpy.empty((3, 1), dtype=dtype), False
+    return numpy.ascontiguousarray(numpy.stack([numpy.asarray(v, dtype=dtype) for v in pre])), True
+
+
 _WEIGHT_SERIAL_VALUES = 1 << 17  # weight transforms of at most this many values run in one thread (_weight_blocks)
 
 
@@ -236,7 +248,7 @@ class WinogradKernelsMixin:
 
     def _winograd_conv(
         self, x: Any, weight: Any, bias: Any, PH: int, PW: int, relu_max: float | None = None, residual: Any = None,
-        tile: int | None = None, sums: Any = None,
+        tile: int | None = None, sums: Any = None, pre: Any = None,
     ) -> Any:  # fmt: skip
         """``conv2d(x, weight, bias)`` for a 3 x 3 stride-1 weight (O, C, 3, 3) and padding (PH, PW), as F(2x2, 3x3)
         in chunks of images: input tiles V (16, tiles, C), 16 GEMMs M = V @ U, output tiles into (N, O, OH, OW)
@@ -245,11 +257,13 @@ class WinogradKernelsMixin:
         autotuner's choice, ``_numba_conv.py``). The output pass also adds ``residual`` (the output's shape) if
         given, then applies min(relu(out), relu_max) with ``relu_max``
         (:func:`~minidl.backend._numba_kernels.epilogue`). ``sums``: the pair's ``channel_sums``, filled in
-        F(4x4, 3x3)'s output pass where it takes them, else in one pass after (:meth:`_channel_sums`)."""
+        F(4x4, 3x3)'s output pass where it takes them, else in one pass after (:meth:`_channel_sums`). ``pre``: the
+        pair's ``input_bn_relu``, applied as F(4x4, 3x3) reads x (where :meth:`_winograd4_reads_bn_relu`)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
         tile = self._winograd_tile_for(tile, N, C, O, OH, OW)
+        assert pre is None or tile == 4, "the BatchNorm+ReLU before a convolution is read by F(4x4, 3x3) only"
         if sums is not None and tile != 4:
             out = self._winograd_conv(x, weight, bias, PH, PW, relu_max, residual, tile)
             self._channel_sums(out, sums)
@@ -260,7 +274,7 @@ class WinogradKernelsMixin:
         target = out_nhwc if nhwc else out  # what the kernels write
         res = residual_arguments(residual, nhwc, dtype)  # (res, has_res): laid out as target
         if tile == 4:
-            if not self._winograd4_conv(x, nhwc, weight, b, has_bias, PH, PW, relu_max, target, res, sums) and (
+            if not self._winograd4_conv(x, nhwc, weight, b, has_bias, PH, PW, relu_max, target, res, sums, pre) and (
                 sums is not None
             ):
                 self._channel_sums(out, sums)
@@ -433,7 +447,7 @@ class WinogradKernelsMixin:
 
     def _winograd4_conv(
         self, x: Any, nhwc: bool, weight: Any, b: Any, has_bias: bool, PH: int, PW: int, relu_max: float | None,
-        out: Any, res: tuple[Any, bool], sums: Any = None,
+        out: Any, res: tuple[Any, bool], sums: Any = None, pre: Any = None,
     ) -> bool:  # fmt: skip
         """:meth:`_winograd_conv` with F(4x4, 3x3): per chunk of images, input tiles V (36, tiles, C), 36 GEMMs
         M = V @ U, output tiles into ``out`` (x and out as the kernels index them: (N, C, H, W) and (N, O, OH, OW), or
@@ -453,7 +467,10 @@ class WinogradKernelsMixin:
         shifted sums around sums[0] (``output_tiles``), which go to sums[1:] in chunk order: the statistics of the
         BatchNorm after the convolution without its own pass over the output (a ResNet-56 training step, batch
         128, 2 threads, Intel Xeon (Emerald Rapids): about 14 ms of 430 in the prototype). Returns whether it took
-        them (else the caller sums the output in one pass after)."""
+        them (else the caller sums the output in one pass after).
+
+        With ``pre`` (``conv2d_forward``'s ``input_bn_relu``: where :meth:`_winograd4_reads_bn_relu`, which callers
+        ask first), the input tiles are those of relu((x - mean) scale + offset), computed as the chunks read x."""
         N = x.shape[0]
         C, H, W = _dims(x, nhwc)
         O, dtype = weight.shape[0], x.dtype
@@ -461,6 +478,7 @@ class WinogradKernelsMixin:
         relu, cap = epilogue(relu_max, dtype)
         gemm = cblas_gemm(dtype)
         if not self._in_loops(gemm, N, nb, TH * TW):
+            assert pre is None, "the BatchNorm+ReLU before a convolution is read in the compiled loops only"
             U = self._winograd_weight(weight, dtype, tile=4)
             body = self._winograd4_chunk(x, nhwc, U, TH, TW, gemm, b, has_bias, PH, PW, relu, cap, out, res)
             self._over_images(N, nb, body, self._gemm_threads())
@@ -470,6 +488,7 @@ class WinogradKernelsMixin:
         sync = numpy.zeros(5, dtype=numpy.int64)
         chunks, summed = _ceil_div(N, nb), sums is not None and nhwc  # (in the loops: _winograd4_takes_sums)
         shift, parts = (self._tiled_shift(sums), numpy.empty((chunks, 2, O))) if summed else _UNSUMMED_CHUNKS[:2]
+        pre_args = _pre_arguments(pre, dtype)
 
         def loop(worker: int, counter: Any) -> None:
             V, xt, t, M = self._winograd4_scratch(worker, C, O, nb, TH, TW, dtype)
@@ -477,7 +496,7 @@ class WinogradKernelsMixin:
                 if self._filters_ready(filters, sync, U):
                     _wino4.forward_chunks(
                         counter, N, nb, gemm, x, nhwc, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane,
-                        M.flat, M.plane, b, has_bias, relu, cap, out, *res, shift, parts, summed,
+                        M.flat, M.plane, b, has_bias, relu, cap, out, *res, shift, parts, summed, *pre_args,
                     )  # fmt: skip
 
         _threads.parallel_loops(loop, chunks, self._gemm_threads())
@@ -514,6 +533,22 @@ class WinogradKernelsMixin:
         TH, TW, nb = self._winograd_tiles(N, C, O, OH, OW, numpy.dtype(dtype).itemsize, tile=4)
         return self._in_loops(cblas_gemm(dtype), N, nb, TH * TW)
 
+    def _winograd4_reads_bn_relu(self, x: Any, O: int, PH: int, PW: int) -> bool:
+        """Whether an F(4x4, 3x3) forward of x (3 x 3, stride 1, padding (PH, PW)) and its backward, dx and dW in one
+        region (:meth:`_winograd4_in_one_region`), both run in the compiled loops, which apply ``conv2d_forward``'s
+        ``input_bn_relu`` as they read x: a ``channels_last`` x (float32 or float64)."""
+        if _nhwc(x) is None:
+            return False
+        N, C, H, W = x.shape
+        OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
+        if not self._winograd4_takes_sums(N, C, O, OH, OW, x.dtype):  # the forward in its loops
+            return False
+        TH, TW, nb = self._winograd4_dw_tiles(N, C, O, OH, OW, x.itemsize)
+        dx_tiles = _ceil_div(H, 4) * _ceil_div(W, 4)
+        return self._winograd4_in_one_region(N, C, O, OH, OW, x.itemsize) and self._in_loops(
+            cblas_gemm(x.dtype), N, nb, min(TH * TW, dx_tiles)
+        )
+
     def _winograd4_chunk(
         self, x: Any, nhwc: bool, U: Planes, TH: int, TW: int, gemm: Any, b: Any, has_bias: bool, PH: int, PW: int,
         relu: bool, cap: Any, out: Any, res: tuple[Any, bool],
@@ -530,7 +565,7 @@ class WinogradKernelsMixin:
             if self._in_one_call(gemm, (n1 - n0) * TH * TW):  # the three steps in one compiled call
                 _wino4.forward_chunk(
                     gemm, x, nhwc, n0, n1, PH, PW, TH, TW, xt, t, V.flat, V.plane, U.flat, U.plane, M.flat, M.plane, b,
-                    has_bias, relu, cap, out, *res, *_UNSUMMED,
+                    has_bias, relu, cap, out, *res, *_UNSUMMED, *_pre_arguments(None, dtype),
                 )  # fmt: skip
                 return
             _wino4.input_tiles(x, nhwc, n0, n1, n0, PH, PW, TH, TW, xt, t, V.flat, V.plane)  # else one by one
@@ -601,7 +636,7 @@ class WinogradKernelsMixin:
             V, xt, t, dM, yt = self._winograd4_dw_scratch(worker, C, O, n1 - n0, TH, TW, dtype)
             _wino4.weight_gradient_chunk(
                 gemm, x, nhwc, dout, dout_nhwc, n0, n1, PH, PW, TH, TW, xt, t, V.flat, V.plane, yt, dM.flat, dM.plane,
-                total, scratch, first,
+                total, scratch, first, *_pre_arguments(None, dtype),
             )  # fmt: skip
             return True
 
@@ -632,7 +667,7 @@ class WinogradKernelsMixin:
         return numpy.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
     def _winograd4_backward(
-        self, dout: Any, x: Any, weight: Any, PH: int, PW: int, dx_add: Any = None
+        self, dout: Any, x: Any, weight: Any, PH: int, PW: int, dx_add: Any = None, pre: Any = None,
     ) -> tuple[Any, Any]:  # fmt: skip
         """``(dx, dW)`` of a convolution whose dx and dW both run as F(4x4, 3x3), in one parallel region: for each
         chunk of images, its dx (the convolution of dout with :meth:`_dx_filters` and padding 2 - P), then its share
@@ -655,7 +690,11 @@ class WinogradKernelsMixin:
 
         With ``dx_add`` (of x's shape and dtype: ``conv2d_backward``'s, another gradient of x), dx's output pass adds
         it as it writes dx, as a forward's adds a residual: dx + dx_add without a pass of its own over memory (the
-        same bits as the sum after). It runs where :meth:`_winograd4_in_one_region`."""
+        same bits as the sum after). It runs where :meth:`_winograd4_in_one_region`.
+
+        With ``pre`` (the forward's ``input_bn_relu``, where :meth:`_winograd4_reads_bn_relu`), x is the
+        BatchNorm's input, and dW's input tiles are those of relu((x - mean) scale + offset), the input the forward
+        read: dx is the gradient of that input."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         (x, nhwc), (dout, dout_nhwc) = _kernel_view(x), _kernel_view(dout.astype(dtype, copy=False))
@@ -667,6 +706,7 @@ class WinogradKernelsMixin:
         DTH, DTW = _ceil_div(H, 4), _ceil_div(W, 4)  # dx's tiles
         TH, TW, nb = self._winograd4_dw_tiles(N, C, O, *_dims(dout, dout_nhwc)[1:], x.itemsize)  # dW's, and the chunks
         if not self._in_loops(gemm, N, nb, min(TH * TW, DTH * DTW)):
+            assert pre is None, "the BatchNorm+ReLU before a convolution is read in the compiled loops only"
             U = self._winograd_weight(self._dx_filters(weight), dtype, tile=4)  # dx's filters, (O, C) planes
             dx_chunk = self._winograd4_chunk(dout, dout_nhwc, U, DTH, DTW, gemm, b, False, 2 - PH, 2 - PW, False, cap,
                                              out, (res, has_res))  # fmt: skip
@@ -684,6 +724,7 @@ class WinogradKernelsMixin:
             self._wino_planes(None, "", O, C, dtype, 36),
             self._filters_in_blocks(self._dx_filters(weight), dtype),
         )
+        pre_args = _pre_arguments(pre, dtype)
 
         def loop(worker: int, counter: Any) -> None:
             # dx's scratch, then dW's: views of the same per-worker buffers (used one after the other; where dW's
@@ -696,7 +737,7 @@ class WinogradKernelsMixin:
                 _wino4.backward_chunks(
                     counter, N, nb, gemm, dout, dout_nhwc, x, nhwc, PH, PW, U.flat, U.plane, b, cap, res, has_res, out,
                     DTH, DTW, xt_dx, t_dx, V_dx.flat, V_dx.plane, M_dx.flat, M_dx.plane, TH, TW, xt, t, V.flat, V.plane,
-                    yt, dM.flat, dM.plane, parts, sync,
+                    yt, dM.flat, dM.plane, parts, sync, *pre_args,
                 )  # fmt: skip
                 if wait_for(sync, 0, chunks):  # every chunk's partial sum, then this thread's blocks of dW
                     _wino4.weight_gradient_blocks(sync, parts, blocks, dU.flat, dU.plane, dw)

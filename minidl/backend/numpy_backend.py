@@ -96,6 +96,17 @@ class NumpyBackend:
         after the convolution, which costs what the BatchNorm's own first pass costs."""
         return False
 
+    def conv2d_reads_bn_relu(
+        self, x: Any, weight: Any, stride: tuple[int, int], padding: tuple[int, int, int, int],
+        dilation: tuple[int, int], groups: int,
+    ) -> bool:  # fmt: skip
+        """Whether ``conv2d_forward`` of a deferred BatchNorm+ReLU output whose input is x
+        (:class:`~minidl.nn._norm_common.BatchNormReLUOutput`) applies it as it reads x here, never writing the
+        BatchNorm's output to memory: what a ResNet block asks before it defers its ``bn1`` to ``conv2``
+        (:meth:`minidl.nn.ConvBn2d.reads_batch_norm_relu`; arguments as :meth:`conv2d_takes_channel_sums`'). False
+        here: the reference computes that output first, a pass of its own as the BatchNorm's."""
+        return False
+
     # ------------------------------------------------------------------ convolution: im2col / col2im
     def im2col(self, x: Any, KH: int, KW: int, SH: int, SW: int, PH: int, PW: int, DH: int, DW: int) -> Any:
         """Unfold every (dilated) KH x KW window of ``x`` into one column.

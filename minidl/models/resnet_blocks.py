@@ -30,7 +30,7 @@ from minidl.nn._checks import check_int
 from minidl.nn.activation import ReLU
 from minidl.nn.conv import Conv2d
 from minidl.nn.dispatch import F
-from minidl.nn.fusion import joins_residual
+from minidl.nn.fusion import joins_residual, reads_batch_norm_relu
 from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm2d
@@ -172,25 +172,32 @@ class BasicBlock(_ResidualBlock):
         self.relu2 = ReLU()
 
     def forward(self, x: Any) -> Any:
-        out = self.relu1(self.bn1(self.conv1(x)))
-        if joins_residual(self.conv2):  # nn.fuse, in inference: relu(bn2(conv2(out)) + shortcut) as one folded pass
-            return self._joined(self.conv2, out, x)
+        out = self.conv1(x)
+        deferred = reads_batch_norm_relu(self.conv2, self.bn1, self.relu1, out)
+        if deferred:  # nn.fuse, in training: conv2 applies bn1 and relu1 as it reads out (their output never written)
+            out = self.bn1.deferred(out)
+        else:
+            out = self.relu1(self.bn1(out))
+            if joins_residual(self.conv2):  # nn.fuse, in inference: relu(bn2(conv2(out)) + shortcut), one folded pass
+                return self._joined(self.conv2, out, x)
         out = self.conv2(out)
         joined = joins_residual(self.bn2)  # nn.fuse, in training: relu(bn2(out) + shortcut) as one pass
         if joined:
             out = self.bn2(out, self._shortcut(x, out.shape))
         else:
             out = self.relu2(self.add(self.bn2(out), self._shortcut(x, out.shape)))
-        self.save_for_backward(joined)  # the branch backward takes
+        self.save_for_backward(joined, deferred)  # the branches backward takes
         return out
 
     def backward(self, dout: Any) -> Any:
-        if self._joined_backward():  # bn2 ran the sum and relu2 too: the gradients of its two inputs
+        joined, deferred = self.pop_saved() if self._saved else (False, False)
+        if joined:  # bn2 ran the sum and relu2 too: the gradients of its two inputs
             d, dz = self.bn2.backward(dout)
         else:
             dz = self.add.backward(self.relu2.backward(dout))  # the sum hands its gradient to both terms
             d = self.bn2.backward(dz)
-        d = self.bn1.backward(self.relu1.backward(self.conv2.backward(d)))
+        d = self.conv2.backward(d)  # (deferred: the gradient of bn1's output, which relu1 never saw)
+        d = self.bn1.backward(d if deferred else self.relu1.backward(d))
         return self._input_gradient(self.conv1, d, self._shortcut_backward(dz))  # x fed both branches: they add
 
 

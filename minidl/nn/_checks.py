@@ -231,6 +231,23 @@ def check_channel_sums(where: str, sums: Any, channels: int, x: Any, *, writable
     check_same_device(where, x, sums)
 
 
+def check_bn_relu_output(where: str, a: Any) -> Any:
+    """A :class:`~minidl.nn._norm_common.BatchNormReLUOutput` given as a convolution's input: its x a 4-D floating
+    array, its mean, scale and offset 1-D arrays of x's channels (axis 1) and dtype on x's device. Returns x."""
+    x = a.x
+    check_array(where, x, ndim=4)
+    C = x.shape[1]
+    for name in ("mean", "scale", "offset"):
+        v = getattr(a, name)
+        if not hasattr(v, "shape") or tuple(v.shape) != (C,) or getattr(v, "dtype", None) != x.dtype:
+            got = f"shape {tuple(v.shape)} and dtype {v.dtype}" if hasattr(v, "shape") else type(v).__name__
+            raise ValueError(
+                f"{where}: the BatchNorm+ReLU output's {name} must be ({C},) of x's dtype {x.dtype}, got {got}"
+            )
+        check_same_device(where, x, v)
+    return x
+
+
 def _is_int(value: Any) -> bool:
     return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
 

@@ -41,6 +41,7 @@ from minidl.nn import init
 from minidl.nn._checks import (
     _check_parameter_dtype,
     check_array,
+    check_bn_relu_output,
     check_channel_sums,
     check_dx_add,
     check_grad_output,
@@ -48,6 +49,7 @@ from minidl.nn._checks import (
     check_same_device,
     pair,
 )
+from minidl.nn._norm_common import BatchNormReLUOutput
 from minidl.nn._norm_common import channel_sums as _channel_sums_of
 from minidl.nn.dispatch import F, is_reference, kernel
 from minidl.nn.module import Module, Parameter
@@ -102,6 +104,8 @@ def _conv2d_setup(
 ) -> ConvGeometry:  # fmt: skip
     """Check :func:`conv2d_forward`'s arguments (errors named ``where``: the pair the caller called); return the
     geometry."""
+    if isinstance(x, BatchNormReLUOutput):  # its vectors, then its x as the input
+        x = check_bn_relu_output(where, x)
     check_array(where, x, ndim=4)
     check_same_device(where, x, weight, bias)
     check_array(where, weight, ndim=4, what="weight")
@@ -163,7 +167,12 @@ def conv2d_forward(
             x^{pad}_{n,\; g C_g + c,\; i S_H + p D_H,\; j S_W + q D_W}
 
     Args:
-        x: (N, C, H, W).
+        x: (N, C, H, W); or a :class:`~minidl.nn._norm_common.BatchNormReLUOutput`, the output of a BatchNorm+ReLU
+            described by its input and vectors (:func:`~minidl.nn.normalization.batch_norm_relu_forward` with
+            ``deferred=True``): the convolution's input is then a = max(0, (x - mean) scale + offset), computed
+            here first (the reference), or as the Numba backend's F(4x4, 3x3) reads x (``channels_last``, where
+            :meth:`~minidl.backend.numpy_backend.NumpyBackend.conv2d_reads_bn_relu`), without writing a to memory.
+            :func:`conv2d_backward` gives the gradient of a, which the BatchNorm+ReLU's backward takes.
         weight: (O, C / groups, KH, KW).
         bias: (O,) or None.
         stride, dilation: int or (SH, SW) / (DH, DW). Default: 1.
@@ -202,8 +211,15 @@ def conv2d_forward(
         >>> _ = conv2d_forward(x, w, None, channel_sums=sums)
         >>> sums[1:, 0]
         array([16., 64.])
+        >>> from minidl.nn._norm_common import BatchNormReLUOutput
+        >>> a = BatchNormReLUOutput(x - 1.0, np.zeros(1), np.full(1, 2.0), np.zeros(1))  # relu(2 (x - 1)): zeros
+        >>> conv2d_forward(a, w, None)[0][0, 0]
+        array([[0., 0.],
+               [0., 0.]])
     """
     g = _conv2d_setup(x, weight, bias, stride, padding, dilation, groups, channel_sums=channel_sums)
+    if isinstance(x, BatchNormReLUOutput):  # a BatchNorm+ReLU's output, described: computed first
+        x = x.computed()
     extra_pad = None
     if (g.top, g.left) != (g.bottom, g.right):  # asymmetric ('same' with an even span): the extra row/column first
         x, extra_pad = F.pad2d_forward(x, (0, g.right - g.left, 0, g.bottom - g.top))
@@ -419,6 +435,8 @@ class Conv2d(Module):
         """``(x, padding, pad_cache)``: x padded first for a ``padding_mode`` other than zeros (then padding 0)."""
         if self.padding_mode == "zeros":
             return x, self.padding, None
+        if isinstance(x, BatchNormReLUOutput):  # (the copies padding_mode pads with are of its output)
+            x = x.computed()
         KH, KW = self.kernel_size
         top, bottom, left, right = _conv_padding(self._where(), self.padding, KH, KW, *self.dilation, *self.stride)
         x, pad_cache = F.pad2d_forward(x, (left, right, top, bottom), _PADDING_MODES[self.padding_mode])
@@ -427,7 +445,9 @@ class Conv2d(Module):
     def forward(self, x: Any, *, channel_sums: Any = None) -> Any:
         """The convolution of x (:func:`conv2d_forward`); ``channel_sums``, a (3, O) float64 array of shifts to fill
         with the per-channel sums of the output, is passed to the pair (what :class:`~minidl.nn.fusion.ConvBn2d`
-        hands its BatchNorm in training)."""
+        hands its BatchNorm in training). x may be a deferred BatchNorm+ReLU's output
+        (:class:`~minidl.nn._norm_common.BatchNormReLUOutput`, as a fused ResNet block hands ``conv2`` in training):
+        the pair computes it as it reads it, and ``backward`` returns its gradient."""
         x, padding, pad_cache = self._padded(x)
         bias = None if self.bias is None else self.bias.data
         extra = {} if channel_sums is None else {"channel_sums": channel_sums}

@@ -84,10 +84,11 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from minidl import anomaly_mode
 from minidl.backend import get_array_module, get_backend
 from minidl.grad_mode import is_grad_enabled
 from minidl.nn._calls import _calling_module, _running_module
-from minidl.nn._norm_common import sums_argument, sums_keep_the_variance
+from minidl.nn._norm_common import BatchNormReLUOutput, sums_argument, sums_keep_the_variance
 from minidl.nn.activation import ReLU, ReLU6
 from minidl.nn.containers import Identity
 from minidl.nn.conv import Conv2d, _conv_padding
@@ -97,7 +98,15 @@ from minidl.nn.merge import Add
 from minidl.nn.module import Module
 from minidl.nn.normalization import BatchNorm1d, BatchNorm2d
 
-__all__ = ["AddReLU", "BatchNormReLU1d", "BatchNormReLU2d", "ConvBn2d", "FoldedBatchNorm2d", "joins_residual"]
+__all__ = [
+    "AddReLU",
+    "BatchNormReLU1d",
+    "BatchNormReLU2d",
+    "ConvBn2d",
+    "FoldedBatchNorm2d",
+    "joins_residual",
+    "reads_batch_norm_relu",
+]
 
 
 # ---------------------------------------------------------------------------------------------- fused modules
@@ -300,6 +309,23 @@ class FoldedBatchNorm2d(BatchNorm2d):
         self.save_for_backward(cache, True)
         return out
 
+    def deferred(self, x: Any) -> BatchNormReLUOutput:
+        """Its output for x described, not computed (``activation`` ``"relu"``, training): the pair
+        ``batch_norm_relu_forward(..., deferred=True)``, with the sums its :class:`ConvBn2d` took as it wrote x
+        (then no pass over x at all), for the :class:`ConvBn2d` after it to compute as it reads x: what a ResNet block
+        calls where :meth:`ConvBn2d.reads_batch_norm_relu`. The statistics, running averages, batch count and
+        ``backward`` are those of a call; its forward hooks would not run (the block asks for none)."""
+        if self.activation != "relu" or _inference(self):
+            raise RuntimeError(
+                f"{self._where()}: defers only a BatchNorm+ReLU (activation 'relu', not {self.activation!r}) that "
+                "computes its output, not in inference (where the ConvBn2d before it folds it)"
+            )
+        sums = self._channel_sums_of(x)
+        out, cache = F.batch_norm_relu_forward(x, *self._functional_arguments(x), **sums_argument(sums), deferred=True)
+        self._count_batch()
+        self.save_for_backward(cache, False)
+        return out
+
     def backward(self, dout: Any) -> Any:
         cache, joined = self.pop_saved()
         if joined:  # relu(bn(x) + residual): the gradients of x and of the residual
@@ -467,24 +493,77 @@ class ConvBn2d(Conv2d):
             x, self.weight.data, self.stride, padding, self.dilation, self.groups
         )
 
+    def reads_batch_norm_relu(self, bn: Any, relu: Module, x: Any) -> bool:
+        """Whether the module running now (a ResNet block, between ``bn(x)`` and this convolution) may hand it the
+        BatchNorm+ReLU before it deferred, ``self(bn.deferred(x))``: the convolution then applies ``bn`` and ``relu``
+        as it reads x (:class:`~minidl.nn._norm_common.BatchNormReLUOutput`), and their output is never written to
+        memory. It may when all of these hold, and the block runs ``relu(bn(x))`` otherwise:
+
+        * training, with batch statistics (in inference the ConvBn2d before ``bn`` folds it);
+        * ``bn`` is the plain :class:`FoldedBatchNorm2d` (``activation`` ``"relu"``) in its slot of the running
+          module, ``relu`` the plain :class:`~minidl.nn.Identity` ``fuse`` left in the ReLU's slot, and this a plain
+          ConvBn2d in its slot, with zero padding: none has hooks or a replaced ``forward`` (they would not run) or
+          ``backward``;
+        * ``bn`` holds the sums its :class:`ConvBn2d` took as it wrote exactly x
+          (:meth:`sums_for_batch_norm`), so that its statistics need no pass over x either;
+        * ``conv2d`` and ``batch_norm_relu`` are minidl's pairs, and anomaly detection is off (it checks every
+          module's output);
+        * the backend applies it as it reads x
+          (:meth:`~minidl.backend.numpy_backend.NumpyBackend.conv2d_reads_bn_relu`: on Numba, F(4x4, 3x3) in its
+          compiled loops, forward and backward; the reference computes the output first, so there is nothing to
+          save).
+
+        What it saves: the BatchNorm's normalize pass (x read, the output written) and the output's memory; a
+        ``resnet56`` training step, batch 128, 2 threads, Intel Xeon (Emerald Rapids): see
+        ``benchmarks/README.md``."""
+        parent = _running_module()
+        if parent is None or anomaly_mode._enabled or not _plain(bn, FoldedBatchNorm2d) or bn.activation != "relu":
+            return False
+        if _inference(bn) or not (bn.training or bn.running_mean is None) or not _plain(relu, Identity):
+            return False
+        if parent._modules.get(bn.slot) is not bn or parent._modules.get(self.slots[0]) is not self:
+            return False
+        given = bn.__dict__.get("_channel_sums")
+        if given is None or given[0] is not x or not _plain(self, ConvBn2d) or self.padding_mode != "zeros":
+            return False
+        if not (is_reference("conv2d") and is_reference("batch_norm_relu")):
+            return False
+        padding = _conv_padding(self._where(), self.padding, *self.kernel_size, *self.dilation, *self.stride)
+        return get_backend().conv2d_reads_bn_relu(x, self.weight.data, self.stride, padding, self.dilation, self.groups)
+
     def forward(self, x: Any, residual: Any = None) -> Any:
         if residual is not None:
             return self._forward_joined(x, residual)
         parent = _calling_module(self)
+        if isinstance(x, BatchNormReLUOutput):  # a BatchNorm+ReLU deferred to it (training: it folds nothing)
+            sums = self._sums_for(x.x) if self._sums_in(parent, x.x) else None
+            return self._with_sums(x, sums)
         if self._sums_in(parent, x):  # training: the BatchNorm's statistics' sums, taken as the output is written
-            bn, xp = self.bn, get_array_module(self.weight.data)
-            sums = xp.zeros((3, self.out_channels), dtype=xp.float64)
-            if bn.running_mean is not None:  # the shift: near the batch's mean (0 where a NaN or inf crept in)
-                sums[0] = xp.where(xp.isfinite(bn.running_mean), bn.running_mean, 0.0)
-            out = super().forward(x, channel_sums=sums)
-            object.__setattr__(bn, "_channel_sums", (out, sums))  # the BatchNorm takes them for exactly this array
-            return out
+            return self._with_sums(x, self._sums_for(x))
         if not self._folds_in(parent):
             return super().forward(x)
         x, padding, _ = self._padded(x)
         pair = getattr(F, f"{_ACTIVATIONS[self.activation].folded}_forward")
         out, _ = pair(x, *self.folded_parameters(), self.stride, padding, self.dilation, self.groups)
         object.__setattr__(self.bn, "_folded_output", out)  # the BatchNorm passes exactly this array on
+        return out
+
+    def _sums_for(self, x: Any) -> Any:
+        """A (3, O) float64 ``channel_sums`` for this call's output: the shifts, the BatchNorm's running mean (0 where
+        a NaN or inf crept in; 0 without one), near the batch's mean."""
+        bn, xp = self.bn, get_array_module(self.weight.data)
+        sums = xp.zeros((3, self.out_channels), dtype=xp.float64)
+        if bn.running_mean is not None:
+            sums[0] = xp.where(xp.isfinite(bn.running_mean), bn.running_mean, 0.0)
+        return sums
+
+    def _with_sums(self, x: Any, sums: Any) -> Any:
+        """The Conv2d's forward of x, with ``sums`` (or None) its ``channel_sums``, handed to the BatchNorm with the
+        output (it takes them for exactly that array)."""
+        if sums is None:
+            return super().forward(x)
+        out = super().forward(x, channel_sums=sums)
+        object.__setattr__(self.bn, "_channel_sums", (out, sums))
         return out
 
     def _forward_joined(self, x: Any, residual: Any) -> Any:
@@ -500,6 +579,13 @@ class ConvBn2d(Conv2d):
             x, residual, *self.folded_parameters(), self.stride, padding, self.dilation, self.groups
         )
         return out
+
+
+def reads_batch_norm_relu(conv: Module, bn: Module, relu: Module, x: Any) -> bool:
+    """Whether ``conv`` is a :class:`ConvBn2d` that may take the BatchNorm+ReLU ``bn``, ``relu`` before it deferred,
+    ``conv(bn.deferred(x))``, computing their output as it reads x (:meth:`ConvBn2d.reads_batch_norm_relu`): what a
+    ResNet block asks in its forward (the branch its backward takes too)."""
+    return isinstance(conv, ConvBn2d) and conv.reads_batch_norm_relu(bn, relu, x)
 
 
 def joins_residual(module: Module) -> bool:

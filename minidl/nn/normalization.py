@@ -60,6 +60,7 @@ from typing import Any, NamedTuple
 from minidl.backend import get_array_module
 from minidl.nn._checks import check_channel_sums, check_grad_output, check_grad_output_of, check_layout
 from minidl.nn._norm_common import (
+    BatchNormReLUOutput,
     _affine,
     _affine_backward,
     _channel_view,
@@ -96,6 +97,7 @@ class BatchNormCache(NamedTuple):
     beta: Any  # the bias as (1, C, 1, ...), or None
     axes: tuple[int, ...]  # the axes the statistics run over: all but 1
     training: bool  # batch statistics (else constants: the running ones)
+    mean: Any = None  # the mean that normalized, broadcastable to x (what a deferred output's vectors need)
 
 
 def _batch_norm_setup(
@@ -125,7 +127,13 @@ def _batch_norm_setup(
 
 
 # the fused pairs check the same arguments, under their own names
-_batch_norm_relu_setup = functools.partial(_batch_norm_setup, where="batch_norm_relu_forward")
+def _batch_norm_relu_setup(*args: Any, deferred: bool = False, **kwargs: Any) -> None:
+    """Check :func:`batch_norm_relu_forward`'s arguments: :func:`batch_norm_forward`'s, and ``deferred`` a bool."""
+    _batch_norm_setup(*args, **kwargs, where="batch_norm_relu_forward")
+    if not isinstance(deferred, bool):
+        raise TypeError(f"batch_norm_relu_forward: deferred must be a bool, got {deferred!r}")
+
+
 _batch_norm_relu6_setup = functools.partial(_batch_norm_setup, where="batch_norm_relu6_forward")
 
 
@@ -200,9 +208,10 @@ def batch_norm_forward(
         _update_running_stats(running_mean, running_var, momentum, mean.reshape(C), var.reshape(C), x.size // C)
     else:
         inv_std = 1.0 / get_array_module(x).sqrt(_channel_view(running_var, x.ndim) + eps)
-        xhat = (x - _channel_view(running_mean, x.ndim)) * inv_std
+        mean = _channel_view(running_mean, x.ndim)
+        xhat = (x - mean) * inv_std
     gamma, beta = _channel_view(weight, x.ndim), _channel_view(bias, x.ndim)
-    return _affine(xhat, gamma, beta), BatchNormCache(xhat, inv_std, gamma, beta, axes, bool(training))
+    return _affine(xhat, gamma, beta), BatchNormCache(xhat, inv_std, gamma, beta, axes, bool(training), mean)
 
 
 @kernel("batch_norm")
@@ -231,7 +240,7 @@ def batch_norm_backward(dout: Any, cache: Any) -> tuple[Any, Any, Any]:
         >>> np.round(dx.ravel(), 4), np.round(dweight, 4), dbias
         (array([ 0.1763, -0.2204,  0.0441]), array([-0.9258]), array([1.]))
     """
-    xhat, inv_std, gamma, beta, axes, training = cache
+    xhat, inv_std, gamma, beta, axes, training, _ = cache
     check_grad_output("batch_norm_backward", dout, xhat.shape, xhat.dtype)
     C = xhat.shape[1]
     dgamma, dbeta = _affine_backward(dout, xhat, gamma, beta, axes, (C,))
@@ -263,6 +272,7 @@ def batch_norm_relu_forward(
     eps: float = 1e-5,
     *,
     channel_sums: Any = None,
+    deferred: bool = False,
 ) -> tuple[Any, Any]:
     r"""``relu(batch_norm(x))``: :func:`batch_norm_forward` followed by ReLU, the pattern of every conv-BN-ReLU.
 
@@ -272,6 +282,13 @@ def batch_norm_relu_forward(
     x instead of keeping it. :func:`minidl.nn.fuse` puts it in models (``BatchNormReLU2d``).
 
     .. math:: out = \max(0,\; \gamma \hat x + \beta)
+
+    With ``deferred=True`` the output is not computed: the pair returns a
+    :class:`~minidl.nn._norm_common.BatchNormReLUOutput`, x and the vectors mean, scale = gamma inv_std and
+    offset = beta of out = max(0, (x - mean) scale + offset), for a convolution to compute as it reads it
+    (:func:`~minidl.nn.conv.conv2d_forward` takes one as its input). The statistics, the running averages and the
+    cache are the same, and so is the backward (the gradient of out, which that convolution's backward returns). The
+    Numba backend then makes no pass over x at all where the statistics come from ``channel_sums``.
 
     Shape:
         - Input: (N, C, \*) - Output: the same (as :func:`batch_norm_forward`).
@@ -293,15 +310,27 @@ def batch_norm_relu_forward(
         array([[ 0.0441],
                [-0.0551],
                [ 0.011 ]])
+        >>> a, _ = batch_norm_relu_forward(x, None, None, training=True, eps=1e-12, deferred=True)
+        >>> np.round(a.computed(), 4)  # described, then computed: the same output
+        array([[0.    ],
+               [0.    ],
+               [1.3887]])
     """
     # bad arguments: errors named after this pair (not batch_norm_forward, which checks them again)
     _batch_norm_relu_setup(
-        input, running_mean, running_var, weight, bias, training, momentum, eps, channel_sums=channel_sums
-    )
+        input, running_mean, running_var, weight, bias, training, momentum, eps, channel_sums=channel_sums,
+        deferred=deferred,
+    )  # fmt: skip
     out, bn_cache = F.batch_norm_forward(
         input, running_mean, running_var, weight, bias, training, momentum, eps, **sums_argument(channel_sums)
     )
     out, relu_cache = F.relu_forward(out)
+    if deferred:  # (the reference computes out all the same, for its caches)
+        C = input.shape[1]
+        scale = bn_cache.inv_std.reshape(C) * (1 if weight is None else weight)
+        offset = bias if bias is not None else get_array_module(input).zeros(C, dtype=input.dtype)
+        mean = bn_cache.mean.reshape(C).astype(input.dtype, copy=False)
+        out = BatchNormReLUOutput(input, mean, scale.astype(input.dtype, copy=False), offset)
     return out, BatchNormReluCache(bn_cache, relu_cache)
 
 

@@ -383,9 +383,9 @@ def test_winograd_weight_gradient_takes_4x4_tiles_where_the_forward_does(
         calls.append((dU.view.shape[0], w_shape))
         return original(self, dU, w_shape)
 
-    def spy_region(self, dout, x, weight, *args):  # dx and F(4x4, 3x3)'s dW in one region, dW from dU in it
+    def spy_region(self, dout, x, weight, *args, **kwargs):  # dx and F(4x4, 3x3)'s dW in one region, dW from dU
         calls.append((36, weight.shape))
-        return region(self, dout, x, weight, *args)
+        return region(self, dout, x, weight, *args, **kwargs)
 
     monkeypatch.setattr(NumbaBackend, "_winograd_weight_from", spy)
     monkeypatch.setattr(NumbaBackend, "_winograd4_backward", spy_region)
@@ -439,7 +439,9 @@ def test_winograd4_dx_and_dw_run_chunk_by_chunk_with_the_same_bits(
         regions = []
         original = NumbaBackend._winograd4_backward
         monkeypatch.setattr(
-            NumbaBackend, "_winograd4_backward", lambda self, *args: regions.append(args) or original(self, *args)
+            NumbaBackend,
+            "_winograd4_backward",
+            lambda self, *args, **kwargs: regions.append(args) or original(self, *args, **kwargs),
         )
         dx, dw, _ = F.conv2d_backward(dout, cache)
         # with dx_add (another gradient of x, laid out as x), dx's output pass adds it: the bits of the sum after
@@ -475,7 +477,7 @@ def test_winograd4_backward_raises_a_failed_chunks_error_instead_of_waiting_fore
     syncs = []
 
     def loop(counter, N, nb, *args):
-        sync = args[-1]
+        sync = args[-3]  # (then the BatchNorm+ReLU's vectors and whether there is one)
         syncs.append(sync)
         k = next_task(counter)
         while k < (N + nb - 1) // nb:
