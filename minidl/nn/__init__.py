@@ -8,6 +8,7 @@ so that there is one name to patch, not two.
 """
 
 from minidl.nn import dispatch, functional, init, utils
+from minidl.nn._norm_common import BatchNormReLUOutput
 from minidl.nn.activation import (
     ELU,
     GELU,
@@ -71,7 +72,7 @@ __all__ = [
     "GroupNorm", "Hardswish", "Hardtanh", "Identity", "IncompatibleKeys", "InstanceNorm2d", "KLDivLoss", "L1Loss",
     "LayerNorm", "LeakyReLU", "Linear", "LocalResponseNorm", "LogSoftmax", "MSELoss", "MaxPool2d", "Mish",
     "Module", "ModuleDict", "ModuleList", "Mul", "NLLLoss", "Parameter", "Permute", "ReLU", "ReLU6", "Residual",
-    "Sequential",
+    "Sequential", "BatchNormReLUOutput",
     "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax", "Softplus", "Tanh",
     "ChannelMul", "ChannelShuffle",
     "dispatch", "elastic_net_penalty", "functional", "fuse", "init", "l1_penalty", "l2_penalty", "max_norm_",
