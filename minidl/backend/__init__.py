@@ -202,6 +202,13 @@ def backend_for(x: Any) -> Any:
         return be
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"expected an array of the {be.name!r} backend, got {type(x).__name__}")
+    from minidl._deferred import BatchNormReLUOutput
+
+    if isinstance(x, BatchNormReLUOutput):
+        raise TypeError(
+            "expected an array, got a BatchNormReLUOutput (a BatchNorm+ReLU's output described, not computed), which "
+            "only conv2d_forward takes; its .computed() is the array"
+        )
     import numpy as np
 
     if isinstance(x, np.generic):  # e.g. what x + y gives for two 0-d arrays

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from minidl._deferred import BatchNormReLUOutput
 from minidl.backend import _threads
 from minidl.backend._numba_common import _NATIVE, _native_dtypes, _nhwc
 from minidl.backend._numba_kernels import _REDUCE, _clamp, _u, epilogue
-from minidl.nn._norm_common import BatchNormReLUOutput
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -193,7 +193,7 @@ class BatchNormKernelsMixin:
         given: the normalize pass only). Cache: ``(x, mean, inv_std, weight, bias, training, relu_max)``.
         ``joined``: for ``batch_norm_add_relu`` (a ``channels_last`` x), the (N, H, W, C) views of the residual and
         of the mask to fill (``_numba_batchnorm_cl.py``). ``deferred`` (``batch_norm_relu``'s): the output is
-        described, not computed (:class:`~minidl.nn._norm_common.BatchNormReLUOutput`, its vectors the kernels'
+        described, not computed (:class:`~minidl.nn.BatchNormReLUOutput`, its vectors the kernels'
         own, :func:`_tile`'s): with ``channel_sums`` no pass over x at all."""
         x = input
         if training:

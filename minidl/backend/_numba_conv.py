@@ -66,6 +66,7 @@ from typing import Any, NamedTuple
 
 import numpy
 
+from minidl._deferred import BatchNormReLUOutput
 from minidl.backend import _numba_direct as _direct
 from minidl.backend import _numba_kernels as _k
 from minidl.backend import _threads
@@ -84,7 +85,6 @@ from minidl.backend._numba_depthwise import DepthwiseKernelsMixin
 from minidl.backend._numba_pointwise import PointwiseKernelsMixin
 from minidl.backend._numba_winograd_conv import WinogradKernelsMixin
 from minidl.memory_format import contiguous, suggest_memory_format
-from minidl.nn._norm_common import BatchNormReLUOutput
 
 _WINOGRAD_TILES = {"winograd2": 2, "winograd4": 4}  # the Winograd algorithms' names and output tiles
 # the autotuner (ConvKernelsMixin._tuned): each algorithm timed at least this many times and this long (after one
@@ -142,6 +142,19 @@ def _check_dx_add(dx_add: Any, x_shape: tuple[int, ...], dtype: Any) -> None:
         )
 
 
+class ConvCache(NamedTuple):
+    """The Numba ``conv2d`` pair's cache (the forward's, what its backward reads)."""
+
+    x: Any  # the input as the kernels saw it (with an uneven 'same' padding's extra rows and columns), or im2col's
+    # x_col for groups other than depthwise
+    weight: Any
+    has_bias: bool
+    g: Any  # the setup's ConvGeometry
+    x_shape: tuple[int, ...]  # the input's shape as the kernels saw it
+    crop: Any  # the input's (H, W) to crop dx back to, or None
+    pre: Any = None  # a deferred BatchNorm+ReLU's (3, C) vectors (a copy): x is its input, the convolution's its output
+
+
 class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKernelsMixin):
     """The convolution methods of the Numba backend (they use its ``_buffer``, ``_split``, ``_gemm_threads``, ``_flat``
     and compiled ``_im2col``/``_col2im``); the Winograd ones are :class:`WinogradKernelsMixin`'s."""
@@ -164,22 +177,23 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         groups: int = 1, *, channel_sums: Any = None,
     ) -> tuple[Any, Any]:  # fmt: skip
         """The ``conv2d`` pair's forward, ``g`` its geometry (the setup's; stride, padding, dilation and groups are
-        in it). Cache: ``(x, or x_col with groups other than depthwise, weight, has_bias, g, x_shape, crop)``.
+        in it). Cache: a :class:`ConvCache`.
         ``channel_sums`` (checked by the setup) is filled in F(4x4, 3x3)'s output pass into a ``channels_last``
         output, else in one pass over the output after the convolution (:meth:`_channel_sums`).
 
-        x may be a :class:`~minidl.nn._norm_common.BatchNormReLUOutput` (a deferred BatchNorm+ReLU): where
+        x may be a :class:`~minidl.nn.BatchNormReLUOutput` (a deferred BatchNorm+ReLU): where
         :meth:`conv2d_reads_bn_relu`, F(4x4, 3x3) applies it as its compiled loops read x (never writing the
-        BatchNorm's output) and the cache holds x and the vectors (its 7th item), for the backward to read x the same
-        way; elsewhere it is computed first (:meth:`~minidl.nn._norm_common.BatchNormReLUOutput.computed`)."""
+        BatchNorm's output) and the cache holds x and a copy of the vectors, (3, C) (``pre``), for the backward to
+        read x the same way; elsewhere it is computed first (:meth:`~minidl.nn.BatchNormReLUOutput.computed`)."""
         if isinstance(x, BatchNormReLUOutput):
             padding = (g.top, g.bottom, g.left, g.right)
             if not self.conv2d_reads_bn_relu(x.x, weight, (g.SH, g.SW), padding, (g.DH, g.DW), g.groups):
                 return self._conv2d(g, x.computed(), weight, bias, sums=channel_sums)
-            z, pre = x.x, (x.mean, x.scale, x.offset)
+            z = x.x  # its vectors, copied (the backward reads them: the running mean, the bias may change before)
+            pre = numpy.ascontiguousarray(numpy.stack([x.mean, x.scale, x.offset]), dtype=z.dtype)
             with self._one_thread_if_small(tuple(z.shape), weight, g):
                 out = self._winograd_conv(z, weight, bias, g.top, g.left, tile=4, sums=channel_sums, pre=pre)
-            return out, (z, weight, bias is not None, g, tuple(z.shape), None, pre)
+            return out, ConvCache(z, weight, bias is not None, g, tuple(z.shape), None, pre)
         return self._conv2d(g, x, weight, bias, sums=channel_sums)
 
     def conv2d_takes_channel_sums(
@@ -213,7 +227,7 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         dilation: tuple[int, int], groups: int,
     ) -> bool:  # fmt: skip
         """Whether ``conv2d_forward`` of a BatchNorm+ReLU's deferred output with input x
-        (:class:`~minidl.nn._norm_common.BatchNormReLUOutput`) applies it as it reads x, here in the compiled loops of
+        (:class:`~minidl.nn.BatchNormReLUOutput`) applies it as it reads x, here in the compiled loops of
         F(4x4, 3x3), forward and backward (see
         :meth:`~minidl.backend.numpy_backend.NumpyBackend.conv2d_reads_bn_relu`): where it takes the ``channel_sums``
         there (:meth:`conv2d_takes_channel_sums`: a float32 or float64 ``channels_last`` x, groups 1, F(4x4, 3x3) the
@@ -270,13 +284,13 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                 out = self._depthwise_conv2d(x, weight, bias, *geometry, relu_max=relu_max)
             else:  # (its output pass takes no residual: one more pass)
                 out = self._add_relu_into(self._depthwise_conv2d(x, weight, bias, *geometry), residual)
-            return out, (x, weight, bias is not None, g, tuple(x.shape), crop)
+            return out, ConvCache(x, weight, bias is not None, g, tuple(x.shape), crop)
         if g.groups != 1:
             assert relu_max is None and residual is None, "the activation pairs decline grouped convolutions"
             return self._grouped_conv2d(x, weight, bias, g, crop)
         geometry = (g.KH, g.KW, g.SH, g.SW, g.top, g.left, g.DH, g.DW)
         out = self._conv2d_dense(x, weight, bias, *geometry, relu_max=relu_max, residual=residual, sums=sums)
-        return out, (x, weight, bias is not None, g, tuple(x.shape), crop)
+        return out, ConvCache(x, weight, bias is not None, g, tuple(x.shape), crop)
 
     @_native_dtypes
     def _add_relu_into(self, out: Any, residual: Any) -> Any:
@@ -295,18 +309,17 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         dx_add: added in dx's output pass where dx and dW run as F(4x4, 3x3) in one region, else in one more pass); a
         small one in one thread (:meth:`_one_thread_if_small`)."""
         if dx_add is not None:  # checked before a kernel reads it, as the reference checks it
-            x_shape, crop = cache[4], cache[5]  # (the input as the kernels saw it: with a crop, padded)
+            x_shape, crop = cache.x_shape, cache.crop  # (the input as the kernels saw it: with a crop, padded)
             _check_dx_add(dx_add, x_shape if crop is None else (*x_shape[:2], *crop), dout.dtype)
-        with self._one_thread_if_small(cache[4], cache[1], cache[3]):
+        with self._one_thread_if_small(cache.x_shape, cache.weight, cache.g):
             return self._conv2d_backward_with_threads(dout, cache, compute_dw, dx_add)
 
     def _conv2d_backward_with_threads(
         self, dout: Any, cache: Any, compute_dw: bool, dx_add: Any
     ) -> tuple[Any, Any, Any]:  # fmt: skip
-        x, weight, has_bias, g, _, crop = cache[:6]
-        pre = cache[6] if len(cache) > 6 else None  # a deferred BatchNorm+ReLU's vectors: x is its input
+        x, weight, has_bias, g, _, crop, pre = cache  # (pre: a deferred BatchNorm+ReLU's vectors, x its input)
         db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-        if self._is_depthwise(cache[4], weight, g.groups):  # the cache holds x, not x_col
+        if self._is_depthwise(cache.x_shape, weight, g.groups):  # the cache holds x, not x_col
             geometry = (g.SH, g.SW, g.top, g.left, g.DH, g.DW)
             dx, dw = self._depthwise_conv2d_backward(dout, x, weight, *geometry, compute_dw)
         elif g.groups != 1:
@@ -405,11 +418,11 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         if bias is not None:
             out += bias[:, None]
         out = numpy.ascontiguousarray(out.reshape(O, N, g.OH, g.OW).transpose(1, 0, 2, 3))
-        return out, (x_col, weight, bias is not None, g, tuple(x.shape), crop)
+        return out, ConvCache(x_col, weight, bias is not None, g, tuple(x.shape), crop)
 
     def _grouped_conv2d_backward(self, dout: Any, cache: Any, compute_dw: bool) -> tuple[Any, Any]:
         """``(dx, dw)`` of :meth:`_grouped_conv2d`: dW = dout_col @ x_col^T and dx = col2im(W_col^T @ dout_col)."""
-        x_col, weight, _, g, x_shape, _ = cache
+        x_col, weight, g, x_shape = cache.x, cache.weight, cache.g, cache.x_shape
         O, Cg, KH, KW = weight.shape
         G, K, M = g.groups, Cg * KH * KW, x_shape[0] * g.OH * g.OW
         dout_col = numpy.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(G, O // G, M)
@@ -784,14 +797,16 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
                 dw_run = functools.partial(self._dw_with, dout=dout, x=x, weight=weight, geometry=geometry)
                 dw_about = _about("dw", x, weight, geometry, dout_channels_last=dout_nhwc)
                 dw_name = self._tuned(dw_about, names, dw_run, result=False)
+        both4 = dx_name == dw_name == "winograd4"  # both as F(4x4, 3x3): chunk by chunk, in one region where it fits
+        one_region = both4 and self._winograd4_in_one_region(N, C, weight.shape[0], *dout.shape[2:], x.itemsize)
+        if pre is not None:
+            if one_region and self._winograd4_reads_bn_relu(x, weight.shape[0], PH, PW):
+                return *self._winograd4_backward(dout, x, weight, PH, PW, dx_add, pre=pre), dx_add is not None
+            x = BatchNormReLUOutput(x, *pre).computed()  # (the other paths read the convolution's input itself)
         if dx_name in ("im2row", "direct") and dw_name in (dx_name, None):
             return *self._backward_with(dx_name, dout, x, weight, geometry, compute_dw), False
-        both4 = dx_name == dw_name == "winograd4"  # both as F(4x4, 3x3): chunk by chunk, in one region where it fits
-        if both4 and self._winograd4_in_one_region(N, C, weight.shape[0], *dout.shape[2:], x.itemsize):
-            if pre is None or self._winograd4_reads_bn_relu(x, weight.shape[0], PH, PW):
-                return *self._winograd4_backward(dout, x, weight, PH, PW, dx_add, pre=pre), dx_add is not None
-        if pre is not None:  # (these read the convolution's input itself)
-            x = BatchNormReLUOutput(x, *pre).computed()
+        if one_region:
+            return *self._winograd4_backward(dout, x, weight, PH, PW, dx_add), dx_add is not None
         dx = self._dx_with(dx_name, dout, x, weight, geometry)
         dw = self._dw_with(dw_name, dout, x, weight, geometry) if compute_dw else None
         return dx, dw, False

@@ -140,9 +140,10 @@ def _put6(t, i, step, v):
 def _bn_relu_row(xf, s, pt, dst, d):
     """dst[d + i] = relu((x - mean) scale + offset) for the W C values x = xf[s + i] of one channels-last image row,
     ``pt`` the (3, W C) rows mean, scale, offset tiled along the row (:func:`_tiled_pre`): the BatchNorm+ReLU before
-    a convolution, applied as the convolution reads its input (``conv2d_forward``'s ``input_bn_relu``), with the
-    BatchNorm kernels' arithmetic (:func:`~minidl.backend._numba_batchnorm._bn_y`, whose y their backward's mask
-    recomputes). One loop over the row, which LLVM vectorizes (a loop over each pixel's 16 values went scalar)."""
+    a convolution, applied as the convolution reads its input (``conv2d_forward`` of a
+    :class:`~minidl.nn.BatchNormReLUOutput`), with the BatchNorm kernels' arithmetic
+    (:func:`~minidl.backend._numba_batchnorm._bn_y`, whose y their backward's mask recomputes). One loop over the
+    row, which LLVM vectorizes (a loop over each pixel's 16 values went scalar)."""
     zero = dst.dtype.type(0)
     for i in range(_u(pt.shape[1])):
         dst[d + i] = _relu(_bn_y(xf[s + i], pt[0, i], pt[1, i], pt[2, i]), zero)
@@ -218,9 +219,9 @@ def input_tiles_of(x, nhwc, n0, n1, first, PH, PW, TH, TW, xt, t, V, plane, pre,
 
     With ``has_pre`` (a ``channels_last`` x only), the tiles are those of relu((x - mean_c) scale_c + offset_c), ``pre``
     the (3, C) rows mean, scale and offset: the BatchNorm+ReLU before the convolution, applied as its input is read
-    (``conv2d_forward``'s ``input_bn_relu``; the padding stays zero), in the copy (:func:`_bn_relu_image`) at every
-    channel count. (Applied to the straight read's 6 rows per row of tiles instead, it cost 1.4x more at 32 and 64
-    channels: rows normalized 1.5 times each.)"""
+    (``conv2d_forward`` of a :class:`~minidl.nn.BatchNormReLUOutput`; the padding stays zero), in the copy
+    (:func:`_bn_relu_image`) at every channel count. (Applied to the straight read's 6 rows per row of tiles instead,
+    it cost 1.4x more at 32 and 64 channels: rows normalized 1.5 times each.)"""
     C = image_dims(x, nhwc)[0]
     Wq = TW + 1
     L = _u(TW * C)

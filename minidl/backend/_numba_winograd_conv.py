@@ -61,11 +61,12 @@ _UNSUMMED_CHUNKS = (numpy.zeros(1), numpy.zeros((1, 2, 1)), False)
 
 def _pre_arguments(pre: Any, dtype: Any) -> tuple[Any, bool]:
     """The ``(pre, has_pre)`` arguments of F(4x4, 3x3)'s input tiles (``input_tiles_of`` of ``_numba_winograd4.py``):
-    the (3, C) rows mean, scale, offset of the BatchNorm+ReLU ``pre`` (``conv2d_forward``'s ``input_bn_relu``) in
-    ``dtype``, or a placeholder and False without one."""
+    ``pre``, the (3, C) rows mean, scale and offset (in ``dtype``, contiguous) of a deferred BatchNorm+ReLU whose
+    output the convolution reads (:class:`~minidl.nn.BatchNormReLUOutput`), or a placeholder and False without
+    one."""
     if pre is None:
         return numpy.empty((3, 1), dtype=dtype), False
-    return numpy.ascontiguousarray(numpy.stack([numpy.asarray(v, dtype=dtype) for v in pre])), True
+    return pre, True
 
 
 _WEIGHT_SERIAL_VALUES = 1 << 17  # weight transforms of at most this many values run in one thread (_weight_blocks)
@@ -258,7 +259,8 @@ class WinogradKernelsMixin:
         given, then applies min(relu(out), relu_max) with ``relu_max``
         (:func:`~minidl.backend._numba_kernels.epilogue`). ``sums``: the pair's ``channel_sums``, filled in
         F(4x4, 3x3)'s output pass where it takes them, else in one pass after (:meth:`_channel_sums`). ``pre``: the
-        pair's ``input_bn_relu``, applied as F(4x4, 3x3) reads x (where :meth:`_winograd4_reads_bn_relu`)."""
+        (3, C) vectors of a deferred BatchNorm+ReLU of x (the pair's input a :class:`~minidl.nn.BatchNormReLUOutput`),
+        applied as F(4x4, 3x3) reads x (where :meth:`_winograd4_reads_bn_relu`)."""
         N, C, H, W = x.shape
         O, dtype = weight.shape[0], x.dtype
         OH, OW = H + 2 * PH - 2, W + 2 * PW - 2
@@ -469,7 +471,7 @@ class WinogradKernelsMixin:
         128, 2 threads, Intel Xeon (Emerald Rapids): about 14 ms of 430 in the prototype). Returns whether it took
         them (else the caller sums the output in one pass after).
 
-        With ``pre`` (``conv2d_forward``'s ``input_bn_relu``: where :meth:`_winograd4_reads_bn_relu`, which callers
+        With ``pre`` (a deferred BatchNorm+ReLU's vectors, (3, C): where :meth:`_winograd4_reads_bn_relu`, which callers
         ask first), the input tiles are those of relu((x - mean) scale + offset), computed as the chunks read x."""
         N = x.shape[0]
         C, H, W = _dims(x, nhwc)
@@ -536,7 +538,8 @@ class WinogradKernelsMixin:
     def _winograd4_reads_bn_relu(self, x: Any, O: int, PH: int, PW: int) -> bool:
         """Whether an F(4x4, 3x3) forward of x (3 x 3, stride 1, padding (PH, PW)) and its backward, dx and dW in one
         region (:meth:`_winograd4_in_one_region`), both run in the compiled loops, which apply ``conv2d_forward``'s
-        ``input_bn_relu`` as they read x: a ``channels_last`` x (float32 or float64)."""
+        deferred BatchNorm+ReLU (:class:`~minidl.nn.BatchNormReLUOutput`) as they read x: a ``channels_last`` x
+        (float32 or float64)."""
         if _nhwc(x) is None:
             return False
         N, C, H, W = x.shape
@@ -692,7 +695,7 @@ class WinogradKernelsMixin:
         it as it writes dx, as a forward's adds a residual: dx + dx_add without a pass of its own over memory (the
         same bits as the sum after). It runs where :meth:`_winograd4_in_one_region`.
 
-        With ``pre`` (the forward's ``input_bn_relu``, where :meth:`_winograd4_reads_bn_relu`), x is the
+        With ``pre`` (the forward's deferred BatchNorm+ReLU vectors, where :meth:`_winograd4_reads_bn_relu`), x is the
         BatchNorm's input, and dW's input tiles are those of relu((x - mean) scale + offset), the input the forward
         read: dx is the gradient of that input."""
         N, C, H, W = x.shape

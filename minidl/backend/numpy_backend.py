@@ -101,7 +101,7 @@ class NumpyBackend:
         dilation: tuple[int, int], groups: int,
     ) -> bool:  # fmt: skip
         """Whether ``conv2d_forward`` of a deferred BatchNorm+ReLU output whose input is x
-        (:class:`~minidl.nn._norm_common.BatchNormReLUOutput`) applies it as it reads x here, never writing the
+        (:class:`~minidl.nn.BatchNormReLUOutput`) applies it as it reads x here, never writing the
         BatchNorm's output to memory: what a ResNet block asks before it defers its ``bn1`` to ``conv2``
         (:meth:`minidl.nn.ConvBn2d.reads_batch_norm_relu`; arguments as :meth:`conv2d_takes_channel_sums`'). False
         here: the reference computes that output first, a pass of its own as the BatchNorm's."""

@@ -18,8 +18,9 @@ deep ResNets still train: the gradient always has a path that no weight matrix s
 Fused (:func:`minidl.nn.fuse`), a block runs its end, the last convolution, BatchNorm, sum and ReLU, in fewer passes
 over memory: in inference the convolution with the BatchNorm folded in adds the shortcut and applies the ReLU in its
 output pass (``conv2d_add_relu``); in training the BatchNorm adds it and applies the ReLU in its normalize pass
-(``batch_norm_add_relu``). Each is one visible branch of ``forward``, and ``backward`` takes the branch its forward
-took.
+(``batch_norm_add_relu``). In training a :class:`BasicBlock` also hands its first BatchNorm and ReLU to its second
+convolution, which applies them as it reads their input (``bn1.defer(out)``: their output is never written). Each is
+one visible branch of ``forward``, and ``backward`` takes the branch its forward took.
 """
 
 from __future__ import annotations
@@ -90,10 +91,12 @@ class _ResidualBlock(Module):
         the body's output will have (``conv``, 3 x 3 padding 1 or 1 x 1, keeps out's height and width)."""
         return conv(out, self._shortcut(x, (out.shape[0], conv.out_channels, *out.shape[2:])))
 
-    def _joined_backward(self) -> bool:
-        """Whether the forward this backward undoes handed the shortcut to the last BatchNorm (the flag ``forward``
-        saved; False if it saved none: a subclass's own ``forward``, which joins nothing)."""
-        return bool(self._saved) and self.pop_saved()[0]
+    def _branches_backward(self, count: int) -> list[bool]:
+        """The ``count`` flags of the branches the forward this backward undoes took (as ``forward`` saved them: the
+        shortcut handed to the last BatchNorm; in :class:`BasicBlock` also bn1 deferred to conv2), False for each
+        it did not save (a subclass's own ``forward``, which takes none of them)."""
+        saved = list(self.pop_saved()) if self._saved else []
+        return [bool(flag) for flag in saved[:count]] + [False] * (count - len(saved))
 
     def _shortcut_backward(self, dz: Any) -> Any:
         return dz if self.downsample is None else self.downsample.backward(dz)
@@ -128,8 +131,10 @@ class BasicBlock(_ResidualBlock):
     are the same. (A module called twice in one forward also works: see :meth:`~minidl.nn.Module.save_for_backward`.)
     Fused, the block hands the shortcut to ``conv2`` in inference, which runs the folded ``bn2``, ``add`` and
     ``relu2`` in its output pass, and to ``bn2`` in training, which runs ``add`` and ``relu2`` in its normalize pass
-    (:func:`minidl.nn.fusion.joins_residual`: the two branches in ``forward``; ``backward`` takes the one its
-    forward took).
+    (:func:`minidl.nn.fusion.joins_residual`); in training it also hands ``bn1`` and ``relu1`` to ``conv2``, which
+    computes their output as it reads their input, ``conv2(bn1.defer(out))``
+    (:func:`minidl.nn.fusion.reads_batch_norm_relu`, on a backend that reads it so: Numba's F(4x4, 3x3)). Each is a
+    branch in ``forward``, and ``backward`` takes the one its forward took.
 
     Args:
         inplanes: C, the input channels.
@@ -143,7 +148,9 @@ class BasicBlock(_ResidualBlock):
 
     Backward:
         dz = add.backward(relu2.backward(dy)) (the gradient of the sum, for each term; joined in training, bn2's
-        backward gives it with its own); the body's layers in reverse order on dz; dx = dbody +
+        backward gives it with its own); the body's layers in reverse order on dz (with bn1 deferred to conv2,
+        conv2's backward gives the gradient of bn1's output, and relu1, which never ran, is skipped: bn1's backward
+        applies the ReLU's mask); dx = dbody +
         (downsample.backward(dz) if downsample else dz), the sum taken by ``conv1.backward(..., dx_add=...)``
         (:meth:`~minidl.nn.Conv2d.backward`; see ``_input_gradient``).
 
@@ -175,12 +182,12 @@ class BasicBlock(_ResidualBlock):
         out = self.conv1(x)
         deferred = reads_batch_norm_relu(self.conv2, self.bn1, self.relu1, out)
         if deferred:  # nn.fuse, in training: conv2 applies bn1 and relu1 as it reads out (their output never written)
-            out = self.bn1.deferred(out)
+            out = self.conv2(self.bn1.defer(out))
         else:
             out = self.relu1(self.bn1(out))
             if joins_residual(self.conv2):  # nn.fuse, in inference: relu(bn2(conv2(out)) + shortcut), one folded pass
                 return self._joined(self.conv2, out, x)
-        out = self.conv2(out)
+            out = self.conv2(out)
         joined = joins_residual(self.bn2)  # nn.fuse, in training: relu(bn2(out) + shortcut) as one pass
         if joined:
             out = self.bn2(out, self._shortcut(x, out.shape))
@@ -190,7 +197,7 @@ class BasicBlock(_ResidualBlock):
         return out
 
     def backward(self, dout: Any) -> Any:
-        joined, deferred = self.pop_saved() if self._saved else (False, False)
+        joined, deferred = self._branches_backward(2)
         if joined:  # bn2 ran the sum and relu2 too: the gradients of its two inputs
             d, dz = self.bn2.backward(dout)
         else:
@@ -285,7 +292,8 @@ class Bottleneck(_ResidualBlock):
         return out
 
     def backward(self, dout: Any) -> Any:
-        if self._joined_backward():  # bn3 ran the sum and relu3 too
+        (joined,) = self._branches_backward(1)
+        if joined:  # bn3 ran the sum and relu3 too
             d, dz = self.bn3.backward(dout)
         else:
             dz = self.add.backward(self.relu3.backward(dout))

@@ -7,8 +7,8 @@ Modules, the containers, :func:`fuse` and the penalty helpers; the pairs are del
 so that there is one name to patch, not two.
 """
 
+from minidl._deferred import BatchNormReLUOutput
 from minidl.nn import dispatch, functional, init, utils
-from minidl.nn._norm_common import BatchNormReLUOutput
 from minidl.nn.activation import (
     ELU,
     GELU,
@@ -67,12 +67,13 @@ from minidl.nn.upsample import Upsample, UpsamplingBilinear2d, UpsamplingNearest
 
 __all__ = [
     "Add", "AddReLU", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss",
-    "BatchNorm1d", "BatchNorm2d", "BatchNormReLU1d", "BatchNormReLU2d", "Concat", "Conv2d", "ConvBn2d",
+    "BatchNorm1d", "BatchNorm2d", "BatchNormReLU1d", "BatchNormReLU2d", "BatchNormReLUOutput", "Concat", "Conv2d",
+    "ConvBn2d",
     "CrossEntropyLoss", "DistillationLoss", "Dropout", "Dropout2d", "ELU", "Flatten", "FoldedBatchNorm2d", "GELU",
     "GroupNorm", "Hardswish", "Hardtanh", "Identity", "IncompatibleKeys", "InstanceNorm2d", "KLDivLoss", "L1Loss",
     "LayerNorm", "LeakyReLU", "Linear", "LocalResponseNorm", "LogSoftmax", "MSELoss", "MaxPool2d", "Mish",
     "Module", "ModuleDict", "ModuleList", "Mul", "NLLLoss", "Parameter", "Permute", "ReLU", "ReLU6", "Residual",
-    "Sequential", "BatchNormReLUOutput",
+    "Sequential",
     "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax", "Softplus", "Tanh",
     "ChannelMul", "ChannelShuffle",
     "dispatch", "elastic_net_penalty", "functional", "fuse", "init", "l1_penalty", "l2_penalty", "max_norm_",

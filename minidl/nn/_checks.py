@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from minidl._deferred import BatchNormReLUOutput
 from minidl.backend import backend_for, is_cupy_array
 
 _LAYOUTS = {2: "(N, C)", 3: "(N, C, L)", 4: "(N, C, H, W)"}
@@ -43,7 +44,9 @@ def check_array(
     """
     try:
         be = backend_for(x)
-    except TypeError:
+    except TypeError as err:
+        if isinstance(x, BatchNormReLUOutput):  # (which only a convolution takes: the error says so)
+            raise TypeError(f"{where}: {err}") from None
         raise TypeError(f"{where}: expected the {what} to be an array, got {type(x).__name__}") from None
     except RuntimeError as err:
         raise RuntimeError(f"{where}: {err}") from None
@@ -232,7 +235,7 @@ def check_channel_sums(where: str, sums: Any, channels: int, x: Any, *, writable
 
 
 def check_bn_relu_output(where: str, a: Any) -> Any:
-    """A :class:`~minidl.nn._norm_common.BatchNormReLUOutput` given as a convolution's input: its x a 4-D floating
+    """A :class:`~minidl.nn.BatchNormReLUOutput` given as a convolution's input: its x a 4-D floating
     array, its mean, scale and offset 1-D arrays of x's channels (axis 1) and dtype on x's device. Returns x."""
     x = a.x
     check_array(where, x, ndim=4)

@@ -8,7 +8,7 @@ shared backward is at the top of :mod:`minidl.nn.normalization`.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -75,54 +75,6 @@ def sums_keep_the_variance(sums: Any, M: int, eps: float, dtype: Any) -> bool:
     with np.errstate(invalid="ignore", over="ignore"):  # (an inf in the sums: a NaN compares False)
         m = sums[1] / M
         return bool(xp.all(m * m <= limit * (sums[2] / M - m * m + eps)))
-
-
-class BatchNormReLUOutput(NamedTuple):
-    r"""The output of a BatchNorm+ReLU, described instead of computed: its input x and per-channel vectors (C,) in
-    x's dtype, the batch's normalization y = (x - mean) scale + offset (scale = gamma / sqrt(var + eps), offset =
-    beta),
-
-    .. math:: a = \max(0,\; (x - \mu)\, s + o)
-
-    What :func:`~minidl.nn.normalization.batch_norm_relu_forward` returns with ``deferred=True`` (its statistics,
-    running averages and cache as ever, without the normalize pass), and what
-    :func:`~minidl.nn.conv.conv2d_forward` takes as its input: the convolution computes a as it reads x (the Numba
-    backend's F(4x4, 3x3) in its compiled loops: a is never written to memory), where a ResNet block's
-    ``bn1``/``relu1``/``conv2`` run in training (:meth:`~minidl.nn.fusion.ConvBn2d.reads_batch_norm_relu`).
-    ``shape``, ``dtype`` and ``ndim`` are a's (x's). :meth:`computed` computes it.
-
-    Examples:
-        >>> import numpy as np
-        >>> x = np.array([[[[-1.0]], [[2.0]]]])  # (1, 2, 1, 1)
-        >>> a = BatchNormReLUOutput(x, np.zeros(2), np.array([1.0, 3.0]), np.array([0.5, 0.0]))
-        >>> a.shape, a.computed().ravel()
-        ((1, 2, 1, 1), array([0., 6.]))
-    """
-
-    x: Any
-    mean: Any
-    scale: Any
-    offset: Any
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.x.shape)
-
-    @property
-    def dtype(self) -> Any:
-        return self.x.dtype
-
-    @property
-    def ndim(self) -> int:
-        return int(self.x.ndim)
-
-    def computed(self) -> Any:
-        """a = max(0, (x - mean) scale + offset), a new array of x's shape, dtype and memory layout (NaN
-        propagating, as :func:`~minidl.nn.activation.relu_forward`)."""
-        y = (self.x - _channel_view(self.mean, self.x.ndim)) * _channel_view(self.scale, self.x.ndim)
-        y += _channel_view(self.offset, self.x.ndim)  # (elementwise: the layout of x)
-        y[y <= 0] = 0
-        return y
 
 
 def sums_argument(channel_sums: Any) -> dict[str, Any]:

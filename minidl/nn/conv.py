@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from minidl._deferred import BatchNormReLUOutput
 from minidl._dtype import get_default_dtype
 from minidl.backend import get_backend
 from minidl.nn import init
@@ -49,7 +50,6 @@ from minidl.nn._checks import (
     check_same_device,
     pair,
 )
-from minidl.nn._norm_common import BatchNormReLUOutput
 from minidl.nn._norm_common import channel_sums as _channel_sums_of
 from minidl.nn.dispatch import F, is_reference, kernel
 from minidl.nn.module import Module, Parameter
@@ -167,7 +167,7 @@ def conv2d_forward(
             x^{pad}_{n,\; g C_g + c,\; i S_H + p D_H,\; j S_W + q D_W}
 
     Args:
-        x: (N, C, H, W); or a :class:`~minidl.nn._norm_common.BatchNormReLUOutput`, the output of a BatchNorm+ReLU
+        x: (N, C, H, W); or a :class:`~minidl.nn.BatchNormReLUOutput`, the output of a BatchNorm+ReLU
             described by its input and vectors (:func:`~minidl.nn.normalization.batch_norm_relu_forward` with
             ``deferred=True``): the convolution's input is then a = max(0, (x - mean) scale + offset), computed
             here first (the reference), or as the Numba backend's F(4x4, 3x3) reads x (``channels_last``, where
@@ -211,7 +211,7 @@ def conv2d_forward(
         >>> _ = conv2d_forward(x, w, None, channel_sums=sums)
         >>> sums[1:, 0]
         array([16., 64.])
-        >>> from minidl.nn._norm_common import BatchNormReLUOutput
+        >>> from minidl.nn import BatchNormReLUOutput
         >>> a = BatchNormReLUOutput(x - 1.0, np.zeros(1), np.full(1, 2.0), np.zeros(1))  # relu(2 (x - 1)): zeros
         >>> conv2d_forward(a, w, None)[0][0, 0]
         array([[0., 0.],
@@ -446,7 +446,7 @@ class Conv2d(Module):
         """The convolution of x (:func:`conv2d_forward`); ``channel_sums``, a (3, O) float64 array of shifts to fill
         with the per-channel sums of the output, is passed to the pair (what :class:`~minidl.nn.fusion.ConvBn2d`
         hands its BatchNorm in training). x may be a deferred BatchNorm+ReLU's output
-        (:class:`~minidl.nn._norm_common.BatchNormReLUOutput`, as a fused ResNet block hands ``conv2`` in training):
+        (:class:`~minidl.nn.BatchNormReLUOutput`, as a fused ResNet block hands ``conv2`` in training):
         the pair computes it as it reads it, and ``backward`` returns its gradient."""
         x, padding, pad_cache = self._padded(x)
         bias = None if self.bias is None else self.bias.data

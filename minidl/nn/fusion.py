@@ -85,10 +85,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from minidl import anomaly_mode
+from minidl._deferred import BatchNormReLUOutput
 from minidl.backend import get_array_module, get_backend
 from minidl.grad_mode import is_grad_enabled
 from minidl.nn._calls import _calling_module, _running_module
-from minidl.nn._norm_common import BatchNormReLUOutput, sums_argument, sums_keep_the_variance
+from minidl.nn._norm_common import sums_argument, sums_keep_the_variance
 from minidl.nn.activation import ReLU, ReLU6
 from minidl.nn.containers import Identity
 from minidl.nn.conv import Conv2d, _conv_padding
@@ -283,16 +284,19 @@ class FoldedBatchNorm2d(BatchNorm2d):
         self.save_for_backward(cache, False)
         return out
 
-    def _channel_sums_of(self, x: Any) -> Any:
+    def _channel_sums_of(self, x: Any, *, keep: bool = False) -> Any:
         """The ``channel_sums`` the :class:`ConvBn2d` before it filled as it computed exactly this array x (in
         training, see :meth:`ConvBn2d.sums_for_batch_norm`), or None: the batch statistics then come from them
-        instead of from a pass over x. Taken once: a later call computes its own. Also None where the sums' shifts
-        were too far from the batch's means to keep the variance's digits (:func:`sums_keep_the_variance`: a running
+        instead of from a pass over x. Taken once (``keep``: looked at, not taken, as a block asks before it defers
+        this BatchNorm): a later call computes its own. Also None where the sums' shifts were too far from the
+        batch's means to keep the variance's digits (:func:`sums_keep_the_variance`, asked once per sums: a running
         mean far from the batch's, as after the data shifted): then the pair computes them from x, as unfused."""
-        given = self.__dict__.pop("_channel_sums", None)
+        given = self.__dict__.get("_channel_sums") if keep else self.__dict__.pop("_channel_sums", None)
         if given is None or given[0] is not x:
             return None
-        return given[1] if sums_keep_the_variance(given[1], x.size // x.shape[1], self.eps, x.dtype) else None
+        if given[2] is None:  # [output, sums, whether they keep the variance (None: not asked yet)]
+            given[2] = sums_keep_the_variance(given[1], x.size // x.shape[1], self.eps, x.dtype)
+        return given[1] if given[2] else None
 
     def _forward_joined(self, x: Any, residual: Any, sums: Any = None) -> Any:
         """relu(BatchNorm(x) + residual): the BatchNorm, the Add and the ReLU after it in one pair,
@@ -309,16 +313,21 @@ class FoldedBatchNorm2d(BatchNorm2d):
         self.save_for_backward(cache, True)
         return out
 
-    def deferred(self, x: Any) -> BatchNormReLUOutput:
-        """Its output for x described, not computed (``activation`` ``"relu"``, training): the pair
-        ``batch_norm_relu_forward(..., deferred=True)``, with the sums its :class:`ConvBn2d` took as it wrote x
-        (then no pass over x at all), for the :class:`ConvBn2d` after it to compute as it reads x: what a ResNet block
-        calls where :meth:`ConvBn2d.reads_batch_norm_relu`. The statistics, running averages, batch count and
-        ``backward`` are those of a call; its forward hooks would not run (the block asks for none)."""
-        if self.activation != "relu" or _inference(self):
+    def defer(self, x: Any) -> BatchNormReLUOutput:
+        """Its output for x described, not computed (``activation`` ``"relu"``; not in inference, where the
+        :class:`ConvBn2d` before it folds it): the pair ``batch_norm_relu_forward(..., deferred=True)``, with the
+        sums its :class:`ConvBn2d` took as it wrote x (then no pass over x at all), for the :class:`ConvBn2d` after it
+        to compute as it reads x: what a ResNet block calls where :meth:`ConvBn2d.reads_batch_norm_relu`. The
+        statistics, running averages, batch count and ``backward`` are those of a call; its forward hooks would not
+        run (the block asks for none)."""
+        if self.activation != "relu":
             raise RuntimeError(
-                f"{self._where()}: defers only a BatchNorm+ReLU (activation 'relu', not {self.activation!r}) that "
-                "computes its output, not in inference (where the ConvBn2d before it folds it)"
+                f"{self._where()}: defers only a BatchNorm+ReLU (activation 'relu'), not activation {self.activation!r}"
+            )
+        if _inference(self):
+            raise RuntimeError(
+                f"{self._where()}: does not defer in inference (eval mode, gradients off), where the ConvBn2d before "
+                "it folds it"
             )
         sums = self._channel_sums_of(x)
         out, cache = F.batch_norm_relu_forward(x, *self._functional_arguments(x), **sums_argument(sums), deferred=True)
@@ -495,8 +504,8 @@ class ConvBn2d(Conv2d):
 
     def reads_batch_norm_relu(self, bn: Any, relu: Module, x: Any) -> bool:
         """Whether the module running now (a ResNet block, between ``bn(x)`` and this convolution) may hand it the
-        BatchNorm+ReLU before it deferred, ``self(bn.deferred(x))``: the convolution then applies ``bn`` and ``relu``
-        as it reads x (:class:`~minidl.nn._norm_common.BatchNormReLUOutput`), and their output is never written to
+        BatchNorm+ReLU before it deferred, ``self(bn.defer(x))``: the convolution then applies ``bn`` and ``relu``
+        as it reads x (:class:`~minidl.nn.BatchNormReLUOutput`), and their output is never written to
         memory. It may when all of these hold, and the block runs ``relu(bn(x))`` otherwise:
 
         * training, with batch statistics (in inference the ConvBn2d before ``bn`` folds it);
@@ -504,8 +513,8 @@ class ConvBn2d(Conv2d):
           module, ``relu`` the plain :class:`~minidl.nn.Identity` ``fuse`` left in the ReLU's slot, and this a plain
           ConvBn2d in its slot, with zero padding: none has hooks or a replaced ``forward`` (they would not run) or
           ``backward``;
-        * ``bn`` holds the sums its :class:`ConvBn2d` took as it wrote exactly x
-          (:meth:`sums_for_batch_norm`), so that its statistics need no pass over x either;
+        * ``bn`` holds the sums its :class:`ConvBn2d` took as it wrote exactly x (:meth:`sums_for_batch_norm`), and
+          they keep the variance's digits, so that its statistics need no pass over x either;
         * ``conv2d`` and ``batch_norm_relu`` are minidl's pairs, and anomaly detection is off (it checks every
           module's output);
         * the backend applies it as it reads x
@@ -523,8 +532,7 @@ class ConvBn2d(Conv2d):
             return False
         if parent._modules.get(bn.slot) is not bn or parent._modules.get(self.slots[0]) is not self:
             return False
-        given = bn.__dict__.get("_channel_sums")
-        if given is None or given[0] is not x or not _plain(self, ConvBn2d) or self.padding_mode != "zeros":
+        if not _plain(self, ConvBn2d) or self.padding_mode != "zeros" or bn._channel_sums_of(x, keep=True) is None:
             return False
         if not (is_reference("conv2d") and is_reference("batch_norm_relu")):
             return False
@@ -563,7 +571,7 @@ class ConvBn2d(Conv2d):
         if sums is None:
             return super().forward(x)
         out = super().forward(x, channel_sums=sums)
-        object.__setattr__(self.bn, "_channel_sums", (out, sums))
+        object.__setattr__(self.bn, "_channel_sums", [out, sums, None])  # (None: whether they keep the variance)
         return out
 
     def _forward_joined(self, x: Any, residual: Any) -> Any:
@@ -583,7 +591,7 @@ class ConvBn2d(Conv2d):
 
 def reads_batch_norm_relu(conv: Module, bn: Module, relu: Module, x: Any) -> bool:
     """Whether ``conv`` is a :class:`ConvBn2d` that may take the BatchNorm+ReLU ``bn``, ``relu`` before it deferred,
-    ``conv(bn.deferred(x))``, computing their output as it reads x (:meth:`ConvBn2d.reads_batch_norm_relu`): what a
+    ``conv(bn.defer(x))``, computing their output as it reads x (:meth:`ConvBn2d.reads_batch_norm_relu`): what a
     ResNet block asks in its forward (the branch its backward takes too)."""
     return isinstance(conv, ConvBn2d) and conv.reads_batch_norm_relu(bn, relu, x)
 

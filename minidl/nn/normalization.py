@@ -57,10 +57,10 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
+from minidl._deferred import BatchNormReLUOutput
 from minidl.backend import get_array_module
 from minidl.nn._checks import check_channel_sums, check_grad_output, check_grad_output_of, check_layout
 from minidl.nn._norm_common import (
-    BatchNormReLUOutput,
     _affine,
     _affine_backward,
     _channel_view,
@@ -284,7 +284,7 @@ def batch_norm_relu_forward(
     .. math:: out = \max(0,\; \gamma \hat x + \beta)
 
     With ``deferred=True`` the output is not computed: the pair returns a
-    :class:`~minidl.nn._norm_common.BatchNormReLUOutput`, x and the vectors mean, scale = gamma inv_std and
+    :class:`~minidl.nn.BatchNormReLUOutput`, x and the vectors mean, scale = gamma inv_std and
     offset = beta of out = max(0, (x - mean) scale + offset), for a convolution to compute as it reads it
     (:func:`~minidl.nn.conv.conv2d_forward` takes one as its input). The statistics, the running averages and the
     cache are the same, and so is the backward (the gradient of out, which that convolution's backward returns). The
@@ -311,7 +311,7 @@ def batch_norm_relu_forward(
                [-0.0551],
                [ 0.011 ]])
         >>> a, _ = batch_norm_relu_forward(x, None, None, training=True, eps=1e-12, deferred=True)
-        >>> np.round(a.computed(), 4)  # described, then computed: the same output
+        >>> np.round(a.computed(), 4)  # described, then computed: the same output (up to rounding)
         array([[0.    ],
                [0.    ],
                [1.3887]])

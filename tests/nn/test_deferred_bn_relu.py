@@ -1,5 +1,5 @@
 """A BatchNorm+ReLU deferred to the convolution after it: ``batch_norm_relu_forward(..., deferred=True)`` describes
-its output (:class:`~minidl.nn._norm_common.BatchNormReLUOutput`) instead of computing it, ``conv2d_forward`` takes
+its output (:class:`~minidl.nn.BatchNormReLUOutput`) instead of computing it, ``conv2d_forward`` takes
 that description as its input and computes the output as it reads x (Numba: F(4x4, 3x3) in its compiled loops,
 forward and backward), and a fused ResNet ``BasicBlock`` in training hands ``bn1`` to ``conv2`` that way
 (:meth:`~minidl.nn.fusion.ConvBn2d.reads_batch_norm_relu`). Checked here: the pairs compute what the chain
@@ -12,6 +12,7 @@ bad descriptions raise.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -21,8 +22,8 @@ from minidl import nn
 from minidl.gradcheck import check_function
 from minidl.models import resnet_blocks
 from minidl.models.resnet_blocks import BasicBlock
+from minidl.nn import BatchNormReLUOutput
 from minidl.nn import functional as F
-from minidl.nn._norm_common import BatchNormReLUOutput
 from minidl.nn.fusion import FoldedBatchNorm2d
 
 
@@ -162,32 +163,37 @@ def test_bad_deferred_outputs_and_arguments_raise():
     w = np.zeros((4, 4, 3, 3), np.float32)
     good = BatchNormReLUOutput(z, *(np.zeros(4, np.float32) for _ in range(3)))
     with pytest.raises(ValueError, match=r"conv2d_forward: the BatchNorm\+ReLU output's scale must be \(4,\)"):
-        F.conv2d_forward(good._replace(scale=np.zeros(3, np.float32)), w)
+        F.conv2d_forward(dataclasses.replace(good, scale=np.zeros(3, np.float32)), w)
     with pytest.raises(ValueError, match=r"offset must be \(4,\) of x's dtype float32, got shape \(4,\) and dtype"):
-        F.conv2d_forward(good._replace(offset=np.zeros(4)), w)
+        F.conv2d_forward(dataclasses.replace(good, offset=np.zeros(4)), w)
     with pytest.raises(ValueError, match="conv2d_forward: expected"):
-        F.conv2d_forward(good._replace(x=z[0]), w)
+        F.conv2d_forward(dataclasses.replace(good, x=z[0]), w)
     with pytest.raises(TypeError, match="batch_norm_relu_forward: deferred must be a bool, got 'yes'"):
         F.batch_norm_relu_forward(z, None, None, training=True, deferred="yes")
     bn = nn.fuse(nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU6()))[1]
     assert isinstance(bn, FoldedBatchNorm2d)
-    with pytest.raises(RuntimeError, match=r"defers only a BatchNorm\+ReLU \(activation 'relu', not 'relu6'\)"):
-        bn.deferred(z)
+    with pytest.raises(RuntimeError, match=r"defers only a BatchNorm\+ReLU \(activation 'relu'\), not .* 'relu6'"):
+        bn.defer(z)
+    relu_bn = nn.fuse(nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval())[1]
+    with minidl.no_grad(), pytest.raises(RuntimeError, match="does not defer in inference"):
+        relu_bn.defer(z)
+    with pytest.raises(TypeError, match=r"ReLU: expected an array, got a BatchNormReLUOutput .* \.computed\(\)"):
+        nn.ReLU()(good)  # only a convolution takes one
 
 
 # ---------------------------------------------------------------------------------------------- the ResNet block
 class DeferSpy:
-    """Counts the deferred BatchNorms (``FoldedBatchNorm2d.deferred``, patched on the class: instances stay plain)."""
+    """Counts the deferred BatchNorms (``FoldedBatchNorm2d.defer``, patched on the class: instances stay plain)."""
 
     def __init__(self, monkeypatch):
         self.count = 0
-        original = FoldedBatchNorm2d.deferred
+        original = FoldedBatchNorm2d.defer
 
         def spy(module, x):
             self.count += 1
             return original(module, x)
 
-        monkeypatch.setattr(FoldedBatchNorm2d, "deferred", spy)
+        monkeypatch.setattr(FoldedBatchNorm2d, "defer", spy)
 
 
 def resnet_stage(seed=0):
@@ -267,3 +273,51 @@ def test_no_deferral_where_it_must_not(monkeypatch):
         spy.count = 0
         step(nn.fuse(resnet_stage()).train())
         assert spy.count == 0
+
+
+@pytest.mark.parametrize("algorithm", ["im2row", "direct"])
+def test_a_backward_the_autotuner_runs_another_way_reads_the_computed_output(algorithm, monkeypatch):
+    """The forward ran as F(4x4, 3x3) reading the BatchNorm+ReLU; the autotuner may time another algorithm faster for
+    dx and dW (on another machine, or a loaded one): that backward must read a, computed first, not x. (The tuner's
+    choice forced here.)"""
+    be = minidl.get_backend("numba")
+    z = batch((16, 16, 16, 16), minidl.channels_last, loc=0.2, seed=8)
+    weight = (0.1 * np.random.default_rng(9).standard_normal((16, 16, 3, 3))).astype(np.float32)
+    tuned = type(be)._tuned
+
+    def choose(self, about, names, run, result=True):
+        if not result and about["direction"] in ("dx", "dw") and algorithm in names:
+            return algorithm
+        return tuned(self, about, names, run, result)
+
+    monkeypatch.setattr(type(be), "_tuned", choose)
+    monkeypatch.setattr(be, "_autotune", True)
+    monkeypatch.setattr(be, "_autotuned", {})
+    with minidl.use_backend("numba"):
+        a, _ = F.batch_norm_relu_forward(z, *bn_arguments(16, np.float32), True, deferred=True)
+        F.conv2d_forward(a.computed(), weight, None, 1, 1)  # (the forward tuned: F(4x4, 3x3) here)
+        assert be.conv2d_reads_bn_relu(z, weight, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+        out, cache = F.conv2d_forward(a, weight, None, 1, 1)
+        want, want_cache = F.conv2d_forward(a.computed(), weight, None, 1, 1)
+        dout = batch(out.shape, minidl.channels_last, seed=10)
+        grads, want_grads = F.conv2d_backward(dout, cache), F.conv2d_backward(dout, want_cache)
+        for got, expected in zip(grads[:2], want_grads[:2], strict=True):  # dx (of a) and dW
+            close(got, expected, 2e-5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_the_convolution_keeps_the_vectors_it_read(backend):
+    """Between the forward and the backward the BatchNorm's buffers and parameters may change in place (an
+    optimizer step, another forward, load_state_dict): the backward reads what the forward read."""
+    with minidl.use_backend(backend):
+        z = batch((16, 16, 16, 16), minidl.channels_last, loc=0.3, seed=11)
+        mean, var, gamma, beta = bn_arguments(16, np.float32)
+        a, _ = F.batch_norm_relu_forward(z, mean, var, gamma, beta, False, deferred=True)  # eval: the running mean
+        weight = (0.1 * np.random.default_rng(12).standard_normal((16, 16, 3, 3))).astype(np.float32)
+        dout = np.ones((16, 16, 16, 16), np.float32)
+        _, before, _ = F.conv2d_backward(dout, F.conv2d_forward(a, weight, None, 1, 1)[1])
+        cache = F.conv2d_forward(a, weight, None, 1, 1)[1]
+        mean += 1.0
+        beta -= 0.5
+        _, after, _ = F.conv2d_backward(dout, cache)
+    np.testing.assert_array_equal(after, before)

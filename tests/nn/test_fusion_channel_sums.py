@@ -34,8 +34,10 @@ class SumsSpy:
         self.calls = 0
         original = FoldedBatchNorm2d._channel_sums_of
 
-        def spy(module, x):
-            sums = original(module, x)
+        def spy(module, x, **kwargs):
+            sums = original(module, x, **kwargs)
+            if kwargs.get("keep"):  # (a look, not a take: a block asking before it defers the BatchNorm)
+                return sums
             self.calls += 1
             self.given += sums is not None
             return sums
