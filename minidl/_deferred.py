@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class BatchNormReLUOutput:
     r"""The output of a BatchNorm+ReLU, described instead of computed: its input x and per-channel vectors (C,) in
     x's dtype, the normalization y = (x - mean) scale + offset (scale = gamma / sqrt(var + eps), offset = beta),
@@ -22,7 +22,9 @@ class BatchNormReLUOutput:
     takes as its input (no other layer does): the convolution computes a as it reads x (the Numba backend's
     F(4x4, 3x3) in its compiled loops: a is never written to memory), where a ResNet block's ``bn1``, ``relu1`` and
     ``conv2`` run in training (:meth:`~minidl.nn.fusion.ConvBn2d.reads_batch_norm_relu`). ``shape``, ``dtype`` and
-    ``ndim`` are a's (x's); :meth:`computed` computes a.
+    ``ndim`` are a's (x's); :meth:`computed` computes a. The vectors may be the BatchNorm's own arrays (its bias; in
+    eval mode its running mean), which an optimizer step or a later call changes in place: a convolution that reads
+    one keeps a copy for its backward.
 
     Examples:
         >>> import numpy as np

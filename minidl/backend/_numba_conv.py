@@ -317,7 +317,8 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
     def _conv2d_backward_with_threads(
         self, dout: Any, cache: Any, compute_dw: bool, dx_add: Any
     ) -> tuple[Any, Any, Any]:  # fmt: skip
-        x, weight, has_bias, g, _, crop, pre = cache  # (pre: a deferred BatchNorm+ReLU's vectors, x its input)
+        x, weight, has_bias, g, crop = cache.x, cache.weight, cache.has_bias, cache.g, cache.crop
+        pre = cache.pre  # (a deferred BatchNorm+ReLU's vectors: x is its input)
         db = dout.sum(axis=(0, 2, 3)) if has_bias else None
         if self._is_depthwise(cache.x_shape, weight, g.groups):  # the cache holds x, not x_col
             geometry = (g.SH, g.SW, g.top, g.left, g.DH, g.DW)

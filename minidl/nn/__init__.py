@@ -68,8 +68,8 @@ from minidl.nn.upsample import Upsample, UpsamplingBilinear2d, UpsamplingNearest
 __all__ = [
     "Add", "AddReLU", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss",
     "BatchNorm1d", "BatchNorm2d", "BatchNormReLU1d", "BatchNormReLU2d", "BatchNormReLUOutput", "Concat", "Conv2d",
-    "ConvBn2d",
-    "CrossEntropyLoss", "DistillationLoss", "Dropout", "Dropout2d", "ELU", "Flatten", "FoldedBatchNorm2d", "GELU",
+    "ConvBn2d", "CrossEntropyLoss", "DistillationLoss", "Dropout", "Dropout2d", "ELU", "Flatten", "FoldedBatchNorm2d",
+    "GELU",
     "GroupNorm", "Hardswish", "Hardtanh", "Identity", "IncompatibleKeys", "InstanceNorm2d", "KLDivLoss", "L1Loss",
     "LayerNorm", "LeakyReLU", "Linear", "LocalResponseNorm", "LogSoftmax", "MSELoss", "MaxPool2d", "Mish",
     "Module", "ModuleDict", "ModuleList", "Mul", "NLLLoss", "Parameter", "Permute", "ReLU", "ReLU6", "Residual",
