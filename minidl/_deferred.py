@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class BatchNormReLUOutput:
@@ -38,6 +40,16 @@ class BatchNormReLUOutput:
     mean: Any
     scale: Any
     offset: Any
+
+    @classmethod
+    def of(cls, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any) -> BatchNormReLUOutput:
+        """The description of ``max(0, (x - mean) inv_std gamma + beta)`` from a BatchNorm's (C,) statistics and
+        parameters (gamma, beta or None): scale = inv_std gamma, offset = beta (0 without), all in x's dtype. What
+        both backends' ``batch_norm_relu_forward(..., deferred=True)`` return (the Numba kernels' scale is this
+        product too)."""
+        scale = inv_std if gamma is None else inv_std * gamma
+        offset = numpy.zeros_like(inv_std) if beta is None else beta
+        return cls(x, *(v.astype(x.dtype, copy=False) for v in (mean, scale, offset)))
 
     @property
     def shape(self) -> tuple[int, ...]:

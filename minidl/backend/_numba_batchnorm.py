@@ -167,6 +167,15 @@ def batch_norm_backward(
 
 
 # ---------------------------------------------------------------------------------------------------- the mixin
+def _statistics_of(sums: Any, M: int, eps: float, dtype: Any) -> tuple[Any, Any, Any]:
+    """``(mean, var, inv_std)``, (C,) in ``dtype``, from a convolution's ``channel_sums`` (3, C) of M values per
+    channel (:func:`statistics_from_sums`)."""
+    C = sums.shape[1]
+    mean, var, inv_std = (np.empty(C, dtype=dtype) for _ in range(3))
+    statistics_from_sums(sums[1:].reshape(1, 2, C), sums[0], M, float(eps), mean, var, inv_std)
+    return mean, var, inv_std
+
+
 class BatchNormKernelsMixin:
     """The kernel pairs ``batch_norm``, ``batch_norm_relu`` and ``batch_norm_relu6`` (entries of the backend's kernel
     table); a ``channels_last`` input goes to the ``_rows`` methods of
@@ -209,10 +218,8 @@ class BatchNormKernelsMixin:
             mean = running_mean
             inv_std = (1.0 / np.sqrt(running_var + eps)).astype(x.dtype, copy=False)
             out = None if deferred else self._batch_norm_apply(x, mean, inv_std, weight, bias, relu_max, joined)
-        if deferred:
-            scale = inv_std if weight is None else inv_std * weight  # (as _tile computes the kernels' scale)
-            offset = np.zeros_like(inv_std) if bias is None else bias
-            out = BatchNormReLUOutput(x, *(np.asarray(v).astype(x.dtype, copy=False) for v in (mean, scale, offset)))
+        if deferred:  # (its scale inv_std gamma as _tile computes the kernels')
+            out = BatchNormReLUOutput.of(x, np.asarray(mean), np.asarray(inv_std), weight, bias)
         return out, (x, mean.copy(), inv_std, weight, bias, bool(training), relu_max)
 
     def _batch_norm_backward(self, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
@@ -254,16 +261,15 @@ class BatchNormKernelsMixin:
             float64) and inv_std = 1 / sqrt(var + eps), all in x's dtype; out is ``channels_last`` when x is. Without
             ``normalize``, out is None where the statistics came from ``sums`` (no pass over x at all).
         """
+        if sums is not None and not normalize:  # a deferred output: the statistics alone, no pass over x
+            return None, *_statistics_of(sums, x.size // x.shape[1], eps, x.dtype)
         xh = _nhwc(x)
         if xh is not None:
-            return self._batch_norm_train_rows(xh, gamma, beta, eps, relu_max, joined, sums, normalize)
+            return self._batch_norm_train_rows(xh, gamma, beta, eps, relu_max, joined, sums)
         assert joined is None, "batch_norm_add_relu runs on channels_last inputs only (its accepts)"
         if sums is not None:
-            C, dtype = x.shape[1], x.dtype
-            mean, var, inv_std = (np.empty(C, dtype=dtype) for _ in range(3))
-            statistics_from_sums(sums[1:].reshape(1, 2, C), sums[0], x.size // C, float(eps), mean, var, inv_std)
-            out = self._batch_norm_apply(x, mean, inv_std, gamma, beta, relu_max) if normalize else None
-            return out, mean, var, inv_std
+            mean, var, inv_std = _statistics_of(sums, x.size // x.shape[1], eps, x.dtype)
+            return self._batch_norm_apply(x, mean, inv_std, gamma, beta, relu_max), mean, var, inv_std
         x3 = self._ncs(x)
         C, dtype = x3.shape[1], x.dtype
         out = np.empty(x3.shape, dtype=dtype)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from minidl.backend import _threads
-from minidl.backend._numba_batchnorm import statistics_from_sums
+from minidl.backend._numba_batchnorm import _statistics_of
 from minidl.backend._numba_batchnorm_cl import (
     _NO_MASK,
     _both_passes,
@@ -68,7 +68,7 @@ class BatchNormRowsMixin:
 
     def _batch_norm_train_rows(
         self, xh: Any, gamma: Any, beta: Any, eps: float, relu_max: float | None, joined: Any = None,
-        sums: Any = None, normalize: bool = True,
+        sums: Any = None,
     ) -> tuple[Any, Any, Any, Any]:  # fmt: skip
         """:meth:`_batch_norm_train` of a ``channels_last`` x (``xh`` its (N, H, W, C) view), in one parallel
         region (:func:`batch_norm_train_loop`): the chunks' sums (:func:`batch_norm_sums_rows`), the statistics from
@@ -76,13 +76,16 @@ class BatchNormRowsMixin:
         with ``joined``, the (N, H, W, C) views of a residual and of a bool mask to fill,
         :func:`batch_norm_add_relu_rows`: out = relu(y + residual)). With ``sums`` (the (3, C) ``channel_sums`` a
         convolution took as it wrote x) the statistics come from them, and the region runs the second pass only
-        (:func:`_both_passes` without its first pass); without ``normalize`` too, none runs, and out is None."""
+        (:func:`_both_passes` without its first pass)."""
         C, dtype = xh.shape[3], xh.dtype
         xf = xh.reshape(-1)
         M, T = xf.size // C, _tile_size(C)
         chunks = _row_chunks(M, C, dtype.itemsize)
         parts = np.empty((len(chunks), 2, C))
-        mean, var, inv_std = (np.empty(C, dtype=dtype) for _ in range(3))
+        if sums is None:  # (filled by the region's first pass)
+            mean, var, inv_std = (np.empty(C, dtype=dtype) for _ in range(3))
+        else:
+            mean, var, inv_std = _statistics_of(sums, M, eps, dtype)
         v = np.empty((4, T), dtype=dtype)
         g, b = self._affine_vectors(gamma, beta, dtype)
         out = np.empty(xh.shape, dtype=dtype)
@@ -100,9 +103,6 @@ class BatchNormRowsMixin:
         if sums is None:
             _both_passes(chunks, loop)
         else:
-            statistics_from_sums(sums[1:].reshape(1, 2, C), sums[0], M, float(eps), mean, var, inv_std)
-            if not normalize:  # (a deferred output: a convolution computes it as it reads x)
-                return None, mean, var, inv_std
             _tile(mean, inv_std, g, b, gamma is not None, beta is not None, v)
             _both_passes(chunks, loop, first_pass=False)
         return out.transpose(0, 3, 1, 2), mean, var, inv_std

@@ -431,14 +431,17 @@ class Conv2d(Module):
     def _where(self) -> str:
         return f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size})"
 
+    def _sides(self) -> tuple[int, int, int, int]:
+        """The padding on each side, (top, bottom, left, right) (``'same'`` resolved for this layer's kernel)."""
+        return _conv_padding(self._where(), self.padding, *self.kernel_size, *self.dilation, *self.stride)
+
     def _padded(self, x: Any) -> tuple[Any, Any, Any]:
         """``(x, padding, pad_cache)``: x padded first for a ``padding_mode`` other than zeros (then padding 0)."""
         if self.padding_mode == "zeros":
             return x, self.padding, None
         if isinstance(x, BatchNormReLUOutput):  # (the copies padding_mode pads with are of its output)
             x = x.computed()
-        KH, KW = self.kernel_size
-        top, bottom, left, right = _conv_padding(self._where(), self.padding, KH, KW, *self.dilation, *self.stride)
+        top, bottom, left, right = self._sides()
         x, pad_cache = F.pad2d_forward(x, (left, right, top, bottom), _PADDING_MODES[self.padding_mode])
         return x, 0, pad_cache
 

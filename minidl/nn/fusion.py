@@ -92,7 +92,7 @@ from minidl.nn._calls import _calling_module, _running_module
 from minidl.nn._norm_common import sums_argument, sums_keep_the_variance
 from minidl.nn.activation import ReLU, ReLU6
 from minidl.nn.containers import Identity
-from minidl.nn.conv import Conv2d, _conv_padding
+from minidl.nn.conv import Conv2d
 from minidl.nn.dispatch import F, is_reference
 from minidl.nn.hooks import has_hooks
 from minidl.nn.merge import Add
@@ -497,9 +497,8 @@ class ConvBn2d(Conv2d):
         pairs = ("conv2d", bn._pair(), *(("batch_norm_add_relu",) if bn.joins else ()))
         if not (_plain(self, ConvBn2d) and _plain(bn, FoldedBatchNorm2d) and all(map(is_reference, pairs))):
             return False
-        padding = _conv_padding(self._where(), self.padding, *self.kernel_size, *self.dilation, *self.stride)
         return get_backend().conv2d_takes_channel_sums(
-            x, self.weight.data, self.stride, padding, self.dilation, self.groups
+            x, self.weight.data, self.stride, self._sides(), self.dilation, self.groups
         )
 
     def reads_batch_norm_relu(self, bn: Any, relu: Module, x: Any) -> bool:
@@ -536,19 +535,18 @@ class ConvBn2d(Conv2d):
             return False
         if not (is_reference("conv2d") and is_reference("batch_norm_relu")):
             return False
-        padding = _conv_padding(self._where(), self.padding, *self.kernel_size, *self.dilation, *self.stride)
-        return get_backend().conv2d_reads_bn_relu(x, self.weight.data, self.stride, padding, self.dilation, self.groups)
+        return get_backend().conv2d_reads_bn_relu(
+            x, self.weight.data, self.stride, self._sides(), self.dilation, self.groups
+        )
 
     def forward(self, x: Any, residual: Any = None) -> Any:
         if residual is not None:
             return self._forward_joined(x, residual)
         parent = _calling_module(self)
-        if isinstance(x, BatchNormReLUOutput):  # a BatchNorm+ReLU deferred to it (training: it folds nothing)
-            sums = self._sums_for(x.x) if self._sums_in(parent, x.x) else None
-            return self._with_sums(x, sums)
-        if self._sums_in(parent, x):  # training: the BatchNorm's statistics' sums, taken as the output is written
-            return self._with_sums(x, self._sums_for(x))
-        if not self._folds_in(parent):
+        deferred = isinstance(x, BatchNormReLUOutput)  # a BatchNorm+ReLU deferred to it (training: it folds nothing)
+        if self._sums_in(parent, x.x if deferred else x):  # training: its BatchNorm's sums, taken as out is written
+            return self._with_sums(x)
+        if deferred or not self._folds_in(parent):
             return super().forward(x)
         x, padding, _ = self._padded(x)
         pair = getattr(F, f"{_ACTIVATIONS[self.activation].folded}_forward")
@@ -556,20 +554,14 @@ class ConvBn2d(Conv2d):
         object.__setattr__(self.bn, "_folded_output", out)  # the BatchNorm passes exactly this array on
         return out
 
-    def _sums_for(self, x: Any) -> Any:
-        """A (3, O) float64 ``channel_sums`` for this call's output: the shifts, the BatchNorm's running mean (0 where
-        a NaN or inf crept in; 0 without one), near the batch's mean."""
+    def _with_sums(self, x: Any) -> Any:
+        """The Conv2d's forward of x with a (3, O) float64 ``channel_sums`` around the BatchNorm's running mean (0
+        where a NaN or inf crept in; 0 without one), near the batch's mean, handed to the BatchNorm with the output
+        (it takes them for exactly that array)."""
         bn, xp = self.bn, get_array_module(self.weight.data)
         sums = xp.zeros((3, self.out_channels), dtype=xp.float64)
         if bn.running_mean is not None:
             sums[0] = xp.where(xp.isfinite(bn.running_mean), bn.running_mean, 0.0)
-        return sums
-
-    def _with_sums(self, x: Any, sums: Any) -> Any:
-        """The Conv2d's forward of x, with ``sums`` (or None) its ``channel_sums``, handed to the BatchNorm with the
-        output (it takes them for exactly that array)."""
-        if sums is None:
-            return super().forward(x)
         out = super().forward(x, channel_sums=sums)
         object.__setattr__(self.bn, "_channel_sums", [out, sums, None])  # (None: whether they keep the variance)
         return out

@@ -327,10 +327,7 @@ def batch_norm_relu_forward(
     out, relu_cache = F.relu_forward(out)
     if deferred:  # (the reference computes out all the same, for its caches)
         C = input.shape[1]
-        scale = bn_cache.inv_std.reshape(C) * (1 if weight is None else weight)
-        offset = bias if bias is not None else get_array_module(input).zeros(C, dtype=input.dtype)
-        mean = bn_cache.mean.reshape(C).astype(input.dtype, copy=False)
-        out = BatchNormReLUOutput(input, mean, scale.astype(input.dtype, copy=False), offset)
+        out = BatchNormReLUOutput.of(input, bn_cache.mean.reshape(C), bn_cache.inv_std.reshape(C), weight, bias)
     return out, BatchNormReluCache(bn_cache, relu_cache)
 
 
