@@ -28,6 +28,13 @@ class BatchNormReLUOutput:
     eval mode its running mean), which an optimizer step or a later call changes in place: a convolution that reads
     one keeps a copy for its backward.
 
+    Shape:
+        - x: (N, C, \*); mean, scale, offset: (C,).  - a (``shape``, :meth:`computed`): x's.
+
+    Backward:
+        None of its own: the convolution that reads it returns the gradient of a, and the BatchNorm+ReLU pair's
+        backward (its cache) takes that, as for the computed output.
+
     Examples:
         >>> import numpy as np
         >>> x = np.array([[[[-1.0]], [[2.0]]]])  # (1, 2, 1, 1)
