@@ -83,6 +83,55 @@ def test_float32_gelu_kernel_is_accurate_over_the_whole_range():
     np.testing.assert_allclose(dx[steep], ref_dx[steep], rtol=2e-6, atol=0)
 
 
+def test_the_fused_multiply_add_gives_a_products_rounding_error_exactly():
+    """_fma_float32(a, b, -h), h = a b rounded to float32, is that rounding's error: h plus it is a b exactly (float32
+    products are exact in float64); GELU's float32 kernels split x^2 this way."""
+    from numba import njit
+
+    from minidl.backend._numba_math import _fma_float32
+
+    @njit
+    def errors(a, b, out):
+        for i in range(a.size):
+            h = a[i] * b[i]
+            out[i] = _fma_float32(a[i], b[i], -h)
+
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal(10_000) * 10.0 ** rng.integers(-6, 6, 10_000)).astype(np.float32)
+    b = np.concatenate([a[:5000], rng.standard_normal(5000).astype(np.float32)])
+    error = np.empty_like(a)
+    errors(a, b, error)
+    h = a * b
+    np.testing.assert_array_equal(h.astype(np.float64) + error.astype(np.float64), a.astype(np.float64) * b)
+
+
+def test_the_exponential_of_a_sum_is_not_rounded_through_the_sum():
+    """_exp_sum_nonpositive_float32(a, b) = e^(a + b) to about 1e-7 relative for a large in magnitude and b small
+    (normal results: a + b above -87), where rounding a + b to float32 first would cost up to 4e-6 (half an ulp of 85,
+    times the exponential's slope); a sum below about -104 gives 0, a NaN gives NaN."""
+    from numba import njit
+
+    from minidl.backend._numba_math import _exp_sum_nonpositive_float32
+
+    @njit
+    def exp_sums(a, b, out):
+        for i in range(a.size):
+            out[i] = _exp_sum_nonpositive_float32(a[i], b[i])
+
+    rng = np.random.default_rng(1)
+    a = -rng.uniform(0.0, 85.0, 100_000).astype(np.float32)
+    b = rng.uniform(-1.5, 0.0, 100_000).astype(np.float32)
+    out = np.empty_like(a)
+    exp_sums(a, b, out)
+    exact = np.exp(a.astype(np.float64) + b.astype(np.float64))
+    relative = np.abs(out - exact) / exact
+    assert relative.max() < 5e-7, f"worst relative {relative.max():.3g}"
+    edge = np.array([-110.0, np.nan, -50.0], dtype=np.float32)
+    out = np.empty_like(edge)
+    exp_sums(edge, np.array([0.0, 0.0, np.nan], dtype=np.float32), out)
+    assert out[0] == 0.0 and np.isnan(out[1]) and np.isnan(out[2])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_vectorized_exponentials_over_the_whole_range(dtype):
     """The kernels' own exp (through sigmoid: e^{-|x|}) down to the subnormals and zero, and expm1/tanh (ELU, tanh)
