@@ -102,7 +102,8 @@ def _float32_from_bits(typingctx, bits):
 @intrinsic
 def _fma_float32(typingctx, a, b, c):
     """a b + c for float32 a, b, c, rounded once (LLVM's ``fma``, which it vectorizes): with h = a b rounded,
-    _fma_float32(a, b, -h) is that rounding's error exactly, so a b = h + _fma_float32(a, b, -h)."""
+    _fma_float32(a, b, -h) is that rounding's error exactly (unless the product underflows), so a b = h +
+    _fma_float32(a, b, -h)."""
     sig = types.float32(types.float32, types.float32, types.float32)
 
     def codegen(context, builder, signature, args):
@@ -129,8 +130,9 @@ if config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT=1, for debugging): the
 def _exp_nonpositive_float32(x):
     """e^x for float32 x <= 0 in float32 arithmetic, as :func:`_exp_nonpositive` with Cephes' float32 split of ln 2
     and the Taylor polynomial of degree 7 (remainder below 6e-9 relative: float32 rounding dominates):
-    :func:`_exp_sum_nonpositive_float32` of x and 0 (the same bits as computing it for x alone)."""
-    return _exp_sum_nonpositive_float32(x, _F32(0.0))
+    :func:`_exp_sum_nonpositive_float32` of x and -0 (the same bits as computing it for x alone: x + -0 is x, also
+    for x = -0, so LLVM drops those additions)."""
+    return _exp_sum_nonpositive_float32(x, _F32(-0.0))
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -139,12 +141,13 @@ def _exp_sum_nonpositive_float32(a, b):
     / ln 2) (the rounded sum is good enough for k), then r = ((a - k ln2_hi) - k ln2_lo) + b, e^r by its Taylor
     polynomial and 2^k from exponent bits (two factors, for subnormal results). a - k ln2_hi is exact where |a| is
     large (the two are within a factor of 2 of each other), so a may be as large as the exponents get (about -110:
-    GELU's -x^2 / 2) and the error is that of r, with |b| up to about 2. NaN gives NaN, a sum below -104 gives 0."""
+    GELU's -x^2 / 2) and the error is that of r, with |b| up to about 2. NaN gives NaN, a sum at or below -104 (-inf
+    too) gives 0."""
     c = _TAYLOR_F
     total = a + b
     inside = total > _EXP_MIN_F
     ac = a if inside else _EXP_MIN_F
-    bc = b if inside else _F32(0.0)
+    bc = b if inside else _F32(-0.0)
     k = numpy.floor((ac + bc) * _LOG2E_F + _HALF_F)
     r = ((ac - k * _LN2_HI_F) - k * _LN2_LO_F) + bc
     p = c[7]
