@@ -772,9 +772,9 @@ class ConvKernelsMixin(PointwiseKernelsMixin, DepthwiseKernelsMixin, WinogradKer
         relu((x - mean) scale + offset), which F(4x4, 3x3) in one region computes as it reads x, the others first."""
         geometry = (KH, KW, SH, SW, PH, PW, DH, DW)
         names = self._backward_algorithms(x.shape, weight.shape[0], geometry)
-        if pre is not None and not any(name in _WINOGRAD_TILES for name in names):
-            x, pre = BatchNormReLUOutput(x, *pre).computed(), None
         if not any(name in _WINOGRAD_TILES for name in names):  # pointwise, direct or im2row: dx and dW in one pass
+            if pre is not None:  # (these read the convolution's input itself)
+                x = BatchNormReLUOutput(x, *pre).computed()
             if not self._autotune or len(names) == 1:
                 return *self._backward_with(names[0], dout, x, weight, geometry, compute_dw), False
             run = functools.partial(self._backward_with, dout=dout, x=x, weight=weight, geometry=geometry,

@@ -148,7 +148,7 @@ def _exp_sum_nonpositive_float32(a, b):
     inside = total > _EXP_MIN_F
     ac = a if inside else _EXP_MIN_F
     bc = b if inside else _F32(-0.0)
-    k = numpy.floor((ac + bc) * _LOG2E_F + _HALF_F)
+    k = numpy.floor((total if inside else _EXP_MIN_F) * _LOG2E_F + _HALF_F)  # (ac + bc)
     r = ((ac - k * _LN2_HI_F) - k * _LN2_LO_F) + bc
     p = c[7]
     p = p * r + c[6]
